@@ -1,0 +1,36 @@
+use serde::{Deserialize, Serialize};
+
+/// The cluster every control plane has from its first moment; it cannot be
+/// deleted, so commands that omit a cluster always have somewhere to go.
+pub const DEFAULT_CLUSTER: &str = "default";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ClusterStatus {
+    Active,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterSettings {
+    /// How long an instance may stay disconnected before its tasks are
+    /// declared lost and replaced.
+    pub lost_after_secs: u64,
+}
+
+impl Default for ClusterSettings {
+    fn default() -> Self {
+        Self {
+            lost_after_secs: 300,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Cluster {
+    pub name: String,
+    pub status: ClusterStatus,
+    pub created_at_ms: i64,
+    pub settings: ClusterSettings,
+}

@@ -1,0 +1,505 @@
+//! The replicated state and its deterministic transition function.
+//!
+//! `State::apply` is the only writer. It records which records each command
+//! touched so the storage layer can persist exactly those (write-through),
+//! rather than rewriting the whole state after every entry.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::cluster::{Cluster, ClusterSettings, ClusterStatus, DEFAULT_CLUSTER};
+use crate::command::{Command, CommandOutput};
+use crate::error::StateError;
+use crate::taskdef::{TaskDefinition, TaskDefinitionSpec, TaskDefinitionStatus};
+use crate::validate;
+
+/// Per-family bookkeeping. Kept separately from the revisions so revision
+/// numbers are never reused, whatever happens to the revisions themselves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FamilyRecord {
+    pub last_revision: u32,
+}
+
+/// Identifies one persisted record.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum RecordKey {
+    Cluster(String),
+    Family(String),
+    TaskDefinition(String, u32),
+}
+
+/// One persisted record, as the storage layer writes and reloads it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Record {
+    Cluster(Cluster),
+    Family(String, FamilyRecord),
+    TaskDefinition(TaskDefinition),
+}
+
+impl Record {
+    pub fn key(&self) -> RecordKey {
+        match self {
+            Record::Cluster(c) => RecordKey::Cluster(c.name.clone()),
+            Record::Family(name, _) => RecordKey::Family(name.clone()),
+            Record::TaskDefinition(td) => RecordKey::TaskDefinition(td.family.clone(), td.revision),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct State {
+    clusters: BTreeMap<String, Cluster>,
+    families: BTreeMap<String, FamilyRecord>,
+    task_definitions: BTreeMap<(String, u32), TaskDefinition>,
+    /// Records touched since the last `take_changes`; not part of the state.
+    #[serde(skip)]
+    changes: Vec<RecordKey>,
+}
+
+// Equality is about the replicated records; the pending change list is
+// bookkeeping of the storage layer.
+impl PartialEq for State {
+    fn eq(&self, other: &Self) -> bool {
+        self.clusters == other.clusters
+            && self.families == other.families
+            && self.task_definitions == other.task_definitions
+    }
+}
+
+impl Default for State {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl State {
+    /// The state every server starts from. It already holds the `default`
+    /// cluster; since every server starts from the same value this stays
+    /// deterministic without a bootstrap command.
+    pub fn new() -> Self {
+        let mut clusters = BTreeMap::new();
+        clusters.insert(
+            DEFAULT_CLUSTER.to_string(),
+            Cluster {
+                name: DEFAULT_CLUSTER.to_string(),
+                status: ClusterStatus::Active,
+                created_at_ms: 0,
+                settings: ClusterSettings::default(),
+            },
+        );
+        Self {
+            clusters,
+            families: BTreeMap::new(),
+            task_definitions: BTreeMap::new(),
+            changes: Vec::new(),
+        }
+    }
+
+    pub fn apply(&mut self, command: Command) -> Result<CommandOutput, StateError> {
+        match command {
+            Command::CreateCluster { name, at_ms } => self.create_cluster(name, at_ms),
+            Command::DeleteCluster { name } => self.delete_cluster(name),
+            Command::RegisterTaskDefinition { spec, at_ms } => {
+                self.register_task_definition(spec, at_ms)
+            }
+            Command::DeregisterTaskDefinition {
+                family,
+                revision,
+                at_ms,
+            } => self.deregister_task_definition(family, revision, at_ms),
+        }
+    }
+
+    /// Records changed since the previous call, each once, in key order.
+    pub fn take_changes(&mut self) -> Vec<RecordKey> {
+        let mut changes = std::mem::take(&mut self.changes);
+        changes.sort();
+        changes.dedup();
+        changes
+    }
+
+    /// The current value of a record; `None` when it was deleted.
+    pub fn record(&self, key: &RecordKey) -> Option<Record> {
+        match key {
+            RecordKey::Cluster(name) => self.clusters.get(name).cloned().map(Record::Cluster),
+            RecordKey::Family(name) => self
+                .families
+                .get(name)
+                .map(|f| Record::Family(name.clone(), *f)),
+            RecordKey::TaskDefinition(family, rev) => self
+                .task_definitions
+                .get(&(family.clone(), *rev))
+                .cloned()
+                .map(Record::TaskDefinition),
+        }
+    }
+
+    /// Puts a persisted record back when the storage layer reloads state.
+    pub fn load_record(&mut self, record: Record) {
+        match record {
+            Record::Cluster(c) => {
+                self.clusters.insert(c.name.clone(), c);
+            }
+            Record::Family(name, f) => {
+                self.families.insert(name, f);
+            }
+            Record::TaskDefinition(td) => {
+                self.task_definitions
+                    .insert((td.family.clone(), td.revision), td);
+            }
+        }
+    }
+
+    /// Every record, for writing a whole state (after a snapshot install).
+    pub fn records(&self) -> impl Iterator<Item = Record> + '_ {
+        let clusters = self.clusters.values().cloned().map(Record::Cluster);
+        let families = self
+            .families
+            .iter()
+            .map(|(name, f)| Record::Family(name.clone(), *f));
+        let defs = self
+            .task_definitions
+            .values()
+            .cloned()
+            .map(Record::TaskDefinition);
+        clusters.chain(families).chain(defs)
+    }
+
+    // ---- reads -------------------------------------------------------------
+
+    pub fn cluster(&self, name: &str) -> Option<&Cluster> {
+        self.clusters.get(name)
+    }
+
+    pub fn clusters(&self) -> impl Iterator<Item = &Cluster> {
+        self.clusters.values()
+    }
+
+    pub fn task_definition(&self, family: &str, revision: u32) -> Option<&TaskDefinition> {
+        self.task_definitions.get(&(family.to_string(), revision))
+    }
+
+    /// The highest ACTIVE revision of a family, which is what a bare family
+    /// name refers to.
+    pub fn latest_active(&self, family: &str) -> Option<&TaskDefinition> {
+        self.family_revisions(family)
+            .rev()
+            .find(|td| td.status == TaskDefinitionStatus::Active)
+    }
+
+    pub fn family_revisions<'a>(
+        &'a self,
+        family: &str,
+    ) -> impl DoubleEndedIterator<Item = &'a TaskDefinition> + 'a {
+        let start = (family.to_string(), 0);
+        let end = (family.to_string(), u32::MAX);
+        self.task_definitions.range(start..=end).map(|(_, td)| td)
+    }
+
+    pub fn task_definitions(&self) -> impl Iterator<Item = &TaskDefinition> {
+        self.task_definitions.values()
+    }
+
+    pub fn families(&self) -> impl Iterator<Item = (&str, u32)> {
+        self.families
+            .iter()
+            .map(|(name, f)| (name.as_str(), f.last_revision))
+    }
+
+    // ---- transitions -------------------------------------------------------
+
+    fn create_cluster(&mut self, name: String, at_ms: i64) -> Result<CommandOutput, StateError> {
+        validate::check_name("clusterName", &name)?;
+        if self.clusters.contains_key(&name) {
+            return Err(StateError::already_exists("cluster", name));
+        }
+        let cluster = Cluster {
+            name: name.clone(),
+            status: ClusterStatus::Active,
+            created_at_ms: at_ms,
+            settings: ClusterSettings::default(),
+        };
+        self.clusters.insert(name.clone(), cluster.clone());
+        self.changes.push(RecordKey::Cluster(name));
+        Ok(CommandOutput::Cluster(cluster))
+    }
+
+    fn delete_cluster(&mut self, name: String) -> Result<CommandOutput, StateError> {
+        if name == DEFAULT_CLUSTER {
+            return Err(StateError::FailedPrecondition(
+                "the default cluster cannot be deleted".to_string(),
+            ));
+        }
+        if !self.clusters.contains_key(&name) {
+            return Err(StateError::not_found("cluster", name));
+        }
+        // Instances and tasks arrive with later parts; the refusal to delete
+        // a cluster that still has them is checked here once they exist.
+        self.clusters.remove(&name);
+        self.changes.push(RecordKey::Cluster(name.clone()));
+        Ok(CommandOutput::ClusterDeleted(name))
+    }
+
+    fn register_task_definition(
+        &mut self,
+        spec: TaskDefinitionSpec,
+        at_ms: i64,
+    ) -> Result<CommandOutput, StateError> {
+        // Re-validated here, not only at the API, so that nothing invalid can
+        // enter the state whoever proposed it.
+        validate::validate_spec(&spec)?;
+        let family = spec.family.clone();
+        let revision = self
+            .families
+            .get(&family)
+            .map_or(1, |f| f.last_revision + 1);
+        let definition = TaskDefinition {
+            family: family.clone(),
+            revision,
+            status: TaskDefinitionStatus::Active,
+            registered_at_ms: at_ms,
+            deregistered_at_ms: None,
+            spec,
+        };
+        self.families.insert(
+            family.clone(),
+            FamilyRecord {
+                last_revision: revision,
+            },
+        );
+        self.task_definitions
+            .insert((family.clone(), revision), definition.clone());
+        self.changes.push(RecordKey::Family(family.clone()));
+        self.changes
+            .push(RecordKey::TaskDefinition(family, revision));
+        Ok(CommandOutput::TaskDefinition(definition))
+    }
+
+    fn deregister_task_definition(
+        &mut self,
+        family: String,
+        revision: u32,
+        at_ms: i64,
+    ) -> Result<CommandOutput, StateError> {
+        let key = (family.clone(), revision);
+        let Some(definition) = self.task_definitions.get_mut(&key) else {
+            return Err(StateError::not_found(
+                "task definition",
+                format!("{family}:{revision}"),
+            ));
+        };
+        if definition.status == TaskDefinitionStatus::Active {
+            definition.status = TaskDefinitionStatus::Inactive;
+            definition.deregistered_at_ms = Some(at_ms);
+            self.changes
+                .push(RecordKey::TaskDefinition(family, revision));
+        }
+        // Deregistering twice is not an error: the outcome the caller asked
+        // for holds, and retries after a lost reply must stay harmless.
+        Ok(CommandOutput::TaskDefinition(definition.clone()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ContainerDefinition;
+
+    fn spec(family: &str) -> TaskDefinitionSpec {
+        let mut container = ContainerDefinition::new("app", "registry.local/app:1");
+        container.memory = Some(128);
+        TaskDefinitionSpec {
+            family: family.to_string(),
+            container_definitions: vec![container],
+            cpu: None,
+            memory: None,
+            network_mode: Default::default(),
+            volumes: vec![],
+            tags: vec![],
+        }
+    }
+
+    fn register(state: &mut State, family: &str) -> Result<TaskDefinition, StateError> {
+        match state.apply(Command::RegisterTaskDefinition {
+            spec: spec(family),
+            at_ms: 1,
+        })? {
+            CommandOutput::TaskDefinition(td) => Ok(td),
+            other => panic!("unexpected output {other:?}"),
+        }
+    }
+
+    #[test]
+    fn default_cluster_exists_and_cannot_be_deleted() {
+        let mut state = State::new();
+        assert!(state.cluster(DEFAULT_CLUSTER).is_some());
+        let err = state
+            .apply(Command::DeleteCluster {
+                name: DEFAULT_CLUSTER.into(),
+            })
+            .unwrap_err();
+        assert!(matches!(err, StateError::FailedPrecondition(_)));
+        assert!(state.cluster(DEFAULT_CLUSTER).is_some());
+    }
+
+    #[test]
+    fn clusters_create_list_delete() {
+        let mut state = State::new();
+        state
+            .apply(Command::CreateCluster {
+                name: "prod".into(),
+                at_ms: 5,
+            })
+            .unwrap();
+        let dup = state
+            .apply(Command::CreateCluster {
+                name: "prod".into(),
+                at_ms: 6,
+            })
+            .unwrap_err();
+        assert!(matches!(dup, StateError::AlreadyExists { .. }));
+        assert_eq!(state.cluster("prod").unwrap().created_at_ms, 5);
+        assert_eq!(state.clusters().count(), 2);
+        state
+            .apply(Command::DeleteCluster {
+                name: "prod".into(),
+            })
+            .unwrap();
+        assert!(state.cluster("prod").is_none());
+        let missing = state
+            .apply(Command::DeleteCluster {
+                name: "prod".into(),
+            })
+            .unwrap_err();
+        assert!(matches!(missing, StateError::NotFound { .. }));
+    }
+
+    #[test]
+    fn bad_cluster_name_is_refused() {
+        let mut state = State::new();
+        let err = state
+            .apply(Command::CreateCluster {
+                name: "has space".into(),
+                at_ms: 0,
+            })
+            .unwrap_err();
+        assert!(matches!(err, StateError::Invalid(_)), "{err}");
+        assert_eq!(state.clusters().count(), 1);
+    }
+
+    #[test]
+    fn revisions_are_contiguous_and_never_reused() {
+        let mut state = State::new();
+        for expected in 1..=3 {
+            assert_eq!(register(&mut state, "web").unwrap().revision, expected);
+        }
+        assert_eq!(register(&mut state, "db").unwrap().revision, 1);
+        state
+            .apply(Command::DeregisterTaskDefinition {
+                family: "web".into(),
+                revision: 3,
+                at_ms: 9,
+            })
+            .unwrap();
+        // The latest ACTIVE revision is now 2, yet the next one is 4.
+        assert_eq!(state.latest_active("web").unwrap().revision, 2);
+        assert_eq!(register(&mut state, "web").unwrap().revision, 4);
+        let inactive = state.task_definition("web", 3).unwrap();
+        assert_eq!(inactive.status, TaskDefinitionStatus::Inactive);
+        assert_eq!(inactive.deregistered_at_ms, Some(9));
+    }
+
+    #[test]
+    fn invalid_definition_changes_nothing() {
+        let mut state = State::new();
+        let mut bad = spec("web");
+        bad.container_definitions[0].image.clear();
+        let err = state
+            .apply(Command::RegisterTaskDefinition {
+                spec: bad,
+                at_ms: 1,
+            })
+            .unwrap_err();
+        assert!(matches!(err, StateError::Invalid(_)));
+        assert!(state.take_changes().is_empty());
+        assert_eq!(state.families().count(), 0);
+        // The refused registration did not consume a revision number.
+        assert_eq!(register(&mut state, "web").unwrap().revision, 1);
+    }
+
+    #[test]
+    fn deregister_unknown_revision_is_not_found() {
+        let mut state = State::new();
+        register(&mut state, "web").unwrap();
+        let err = state
+            .apply(Command::DeregisterTaskDefinition {
+                family: "web".into(),
+                revision: 2,
+                at_ms: 1,
+            })
+            .unwrap_err();
+        assert!(matches!(err, StateError::NotFound { .. }));
+    }
+
+    #[test]
+    fn changes_name_each_touched_record_and_rebuild_the_state() {
+        let mut state = State::new();
+        register(&mut state, "web").unwrap();
+        state
+            .apply(Command::CreateCluster {
+                name: "edge".into(),
+                at_ms: 2,
+            })
+            .unwrap();
+        let changes = state.take_changes();
+        assert_eq!(
+            changes,
+            vec![
+                RecordKey::Cluster("edge".into()),
+                RecordKey::Family("web".into()),
+                RecordKey::TaskDefinition("web".into(), 1),
+            ]
+        );
+        assert!(state.take_changes().is_empty());
+
+        // Reloading only the persisted records reproduces the state.
+        let mut reloaded = State::new();
+        for record in state.records() {
+            reloaded.load_record(record);
+        }
+        assert_eq!(reloaded, state);
+    }
+
+    #[test]
+    fn state_and_commands_round_trip_through_bincode() {
+        // The Raft log and snapshots use bincode, which cannot encode every
+        // serde attribute; this catches a type that drifts out of its reach.
+        let mut state = State::new();
+        let mut full = spec("web");
+        let c = &mut full.container_definitions[0];
+        c.health_check = Some(crate::HealthCheck {
+            command: vec!["CMD".into(), "true".into()],
+            interval: 30,
+            timeout: 5,
+            retries: 3,
+            start_period: 0,
+        });
+        c.port_mappings.push(crate::PortMapping {
+            container_port: 80,
+            host_port: None,
+            protocol: crate::Protocol::Tcp,
+        });
+        let command = Command::RegisterTaskDefinition {
+            spec: full,
+            at_ms: 3,
+        };
+        let bytes = bincode::serialize(&command).unwrap();
+        let decoded: Command = bincode::deserialize(&bytes).unwrap();
+        assert_eq!(decoded, command);
+        state.apply(decoded).unwrap();
+        let bytes = bincode::serialize(&state).unwrap();
+        let decoded: State = bincode::deserialize(&bytes).unwrap();
+        assert_eq!(decoded, state);
+    }
+}
