@@ -1,0 +1,9 @@
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../proto");
+    let files = ["berth/v1/raft.proto", "berth/v1/control.proto"].map(|f| root.join(f));
+    for file in &files {
+        println!("cargo:rerun-if-changed={}", file.display());
+    }
+    tonic_build::configure().compile_protos(&files, &[root])?;
+    Ok(())
+}

@@ -1,0 +1,11 @@
+//! Berth's gRPC API, generated from `proto/berth/v1`, plus conversions
+//! between the wire messages and the domain types in `berth-types`.
+
+pub mod convert;
+
+pub mod v1 {
+    #![allow(clippy::all, clippy::unwrap_used)]
+    tonic::include_proto!("berth.v1");
+}
+
+pub use v1 as pb;
