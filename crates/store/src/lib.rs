@@ -1,0 +1,108 @@
+//! Raft storage for Berth: the openraft type configuration and every alias
+//! the rest of the server uses, the Raft log and vote in sled, and the state
+//! machine, also persisted in sled.
+//!
+//! One sled database per server holds everything, so a single flush makes
+//! log, vote and state machine durable together.
+
+mod codec;
+mod keys;
+mod log_store;
+mod state_machine;
+
+use std::io::Cursor;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use berth_types::{Command, CommandOutput, StateError};
+
+pub use log_store::LogStore;
+pub use state_machine::{StateMachineStore, StateReader};
+
+/// The payload of one Raft entry: every command a proposer batched together.
+/// Batching amortises one fsync and one replication round over many writes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Request {
+    pub commands: Vec<Command>,
+}
+
+impl std::fmt::Display for Request {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Request({} commands)", self.commands.len())
+    }
+}
+
+/// One result per command of the entry, in order.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Response {
+    pub results: Vec<Result<CommandOutput, StateError>>,
+}
+
+openraft::declare_raft_types!(
+    pub TypeConfig:
+        D = Request,
+        R = Response,
+        NodeId = NodeId,
+        Node = openraft::BasicNode,
+        Entry = openraft::Entry<TypeConfig>,
+        SnapshotData = Cursor<Vec<u8>>,
+        AsyncRuntime = openraft::TokioRuntime,
+);
+
+pub type NodeId = u64;
+pub type Node = openraft::BasicNode;
+pub type Raft = openraft::Raft<TypeConfig>;
+pub type Entry = openraft::Entry<TypeConfig>;
+pub type LogId = openraft::LogId<NodeId>;
+pub type Vote = openraft::Vote<NodeId>;
+pub type StoredMembership = openraft::StoredMembership<NodeId, Node>;
+pub type SnapshotMeta = openraft::SnapshotMeta<NodeId, Node>;
+pub type Snapshot = openraft::Snapshot<TypeConfig>;
+pub type StorageError = openraft::StorageError<NodeId>;
+pub type RaftMetrics = openraft::RaftMetrics<NodeId, Node>;
+
+pub mod rpc {
+    //! Raft RPC types, named once for the transport.
+    use super::{Node, NodeId, TypeConfig};
+    pub type AppendEntriesRequest = openraft::raft::AppendEntriesRequest<TypeConfig>;
+    pub type AppendEntriesResponse = openraft::raft::AppendEntriesResponse<NodeId>;
+    pub type VoteRequest = openraft::raft::VoteRequest<NodeId>;
+    pub type VoteResponse = openraft::raft::VoteResponse<NodeId>;
+    pub type InstallSnapshotRequest = openraft::raft::InstallSnapshotRequest<TypeConfig>;
+    pub type InstallSnapshotResponse = openraft::raft::InstallSnapshotResponse<NodeId>;
+    pub type RaftError<E = openraft::error::Infallible> = openraft::error::RaftError<NodeId, E>;
+    pub type ClientWriteError = openraft::error::ClientWriteError<NodeId, Node>;
+    pub type CheckIsLeaderError = openraft::error::CheckIsLeaderError<NodeId, Node>;
+    pub type InstallSnapshotError = openraft::error::InstallSnapshotError;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot open the database in {path}: {source}")]
+    Open { path: String, source: sled::Error },
+    #[error("database error: {0}")]
+    Sled(#[from] sled::Error),
+    #[error("corrupt record {what}: {source}")]
+    Corrupt {
+        what: String,
+        source: bincode::Error,
+    },
+}
+
+/// Opens (or creates) a server's database and returns its two halves.
+pub fn open(dir: &Path) -> Result<(LogStore, StateMachineStore), StoreError> {
+    let db = sled::Config::new()
+        .path(dir)
+        // Durability comes from explicit flushes at the points Raft needs
+        // them; the periodic background flush only adds fsyncs.
+        .flush_every_ms(None)
+        .open()
+        .map_err(|source| StoreError::Open {
+            path: dir.display().to_string(),
+            source,
+        })?;
+    let log = LogStore::open(&db)?;
+    let sm = StateMachineStore::open(&db)?;
+    Ok((log, sm))
+}
