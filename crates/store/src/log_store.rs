@@ -46,7 +46,8 @@ impl LogStore {
         })
     }
 
-    async fn flush(&self) -> Result<(), std::io::Error> {
+    /// Makes everything written so far durable (used at shutdown too).
+    pub async fn flush(&self) -> Result<(), std::io::Error> {
         let db = self.db.clone();
         match tokio::task::spawn_blocking(move || db.flush()).await {
             Ok(Ok(_)) => Ok(()),

@@ -1,0 +1,180 @@
+//! berthd: a Berth control-plane server. It runs one Raft node (openraft,
+//! sled storage, tonic transport) and serves the control API on the same
+//! port as the Raft traffic.
+
+pub mod api;
+pub mod error;
+pub mod identity;
+pub mod network;
+pub mod node;
+pub mod raft_service;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use berth_proto::pb;
+use berth_store::NodeId;
+use openraft::BasicNode;
+
+pub use error::ServerError;
+pub use node::{BerthNode, NodeConfig};
+
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    pub node_id: NodeId,
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    pub advertise: String,
+    /// Members that form the cluster on first start; `None` for a server
+    /// that will be added to an existing cluster with `berth server add`.
+    pub initial_cluster: Option<BTreeMap<NodeId, String>>,
+    pub heartbeat_ms: u64,
+    pub election_timeout_ms: u64,
+    pub snapshot_threshold: u64,
+    pub keep_logs_after_snapshot: u64,
+    pub request_timeout: Duration,
+}
+
+/// Parses `1=host:port,2=host:port`.
+pub fn parse_initial_cluster(text: &str) -> Result<BTreeMap<NodeId, String>, String> {
+    let mut members = BTreeMap::new();
+    for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (id, addr) = part
+            .split_once('=')
+            .ok_or_else(|| format!("--initial-cluster entry {part:?} is not ID=HOST:PORT"))?;
+        let id: NodeId = id
+            .trim()
+            .parse()
+            .ok()
+            .filter(|id| *id > 0)
+            .ok_or_else(|| format!("--initial-cluster entry {part:?}: node id must be a number of 1 or more"))?;
+        let addr = addr.trim();
+        if addr.rsplit_once(':').and_then(|(_, p)| p.parse::<u16>().ok()).is_none() {
+            return Err(format!("--initial-cluster entry {part:?}: {addr:?} is not HOST:PORT"));
+        }
+        if members.insert(id, addr.to_string()).is_some() {
+            return Err(format!("--initial-cluster names node {id} twice"));
+        }
+    }
+    if members.is_empty() {
+        return Err("--initial-cluster is empty; list the members as ID=HOST:PORT,...".into());
+    }
+    Ok(members)
+}
+
+/// A running server: its node and the task serving gRPC.
+pub struct Server {
+    pub node: BerthNode,
+    log: berth_store::LogStore,
+}
+
+impl Server {
+    /// Opens the data dir, starts Raft, forms the cluster if this is the
+    /// first start, and serves until `shutdown` resolves.
+    pub async fn run(
+        options: ServeOptions,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServerError> {
+        let fresh = identity::claim(&options)?;
+        let (log, sm) = berth_store::open(&options.data_dir.join("db")).map_err(|e| {
+            ServerError::FailedPrecondition(format!(
+                "data dir {} is not usable: {e}",
+                options.data_dir.display()
+            ))
+        })?;
+        let listener = tokio::net::TcpListener::bind(options.listen)
+            .await
+            .map_err(|e| ServerError::FailedPrecondition(format!("cannot listen on {}: {e}", options.listen)))?;
+        let config = NodeConfig {
+            node_id: options.node_id,
+            advertise: options.advertise.clone(),
+            heartbeat_ms: options.heartbeat_ms,
+            election_timeout_min_ms: options.election_timeout_ms,
+            election_timeout_max_ms: options.election_timeout_ms * 2,
+            snapshot_threshold: options.snapshot_threshold,
+            keep_logs_after_snapshot: options.keep_logs_after_snapshot,
+            request_timeout: options.request_timeout,
+        };
+        let peers = Arc::new(network::Peers::default());
+        let node = BerthNode::start(&config, log.clone(), sm, peers).await?;
+        let server = Server { node, log };
+
+        if let (true, Some(members)) = (fresh, &options.initial_cluster) {
+            let members = members
+                .iter()
+                .map(|(id, addr)| (*id, BasicNode::new(addr.clone())))
+                .collect();
+            server.node.initialize(members).await?;
+        }
+        tracing::info!(
+            node_id = options.node_id,
+            listen = %options.listen,
+            advertise = %options.advertise,
+            "berthd serving"
+        );
+        server.serve(listener, shutdown).await
+    }
+
+    async fn serve(
+        self,
+        listener: tokio::net::TcpListener,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServerError> {
+        let api = api::Api {
+            node: self.node.clone(),
+        };
+        let raft = raft_service::RaftRpc {
+            node: self.node.clone(),
+        };
+        let max = network::MAX_MESSAGE_BYTES;
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        let result = tonic::transport::Server::builder()
+            .tcp_nodelay(true)
+            .add_service(
+                pb::raft_service_server::RaftServiceServer::new(raft)
+                    .max_decoding_message_size(max)
+                    .max_encoding_message_size(max),
+            )
+            .add_service(pb::cluster_service_server::ClusterServiceServer::new(api.clone()))
+            .add_service(pb::task_definition_service_server::TaskDefinitionServiceServer::new(
+                api.clone(),
+            ))
+            .add_service(pb::control_plane_service_server::ControlPlaneServiceServer::new(api))
+            .serve_with_incoming_shutdown(incoming, shutdown)
+            .await;
+        // In-flight requests have been answered; now stop Raft and make sure
+        // everything it wrote is on disk before the process exits.
+        tracing::info!("shutting down");
+        self.node.shutdown().await;
+        if let Err(e) = self.log.flush().await {
+            tracing::error!(error = %e, "final flush failed");
+        }
+        result.map_err(|e| ServerError::Internal(format!("serving: {e}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn initial_cluster_parses_and_rejects_bad_entries() {
+        let members = parse_initial_cluster("1=127.0.0.1:7401, 2=127.0.0.1:7402").unwrap();
+        assert_eq!(members.len(), 2);
+        assert_eq!(members[&2], "127.0.0.1:7402");
+        for (bad, needle) in [
+            ("1=127.0.0.1:7401,1=127.0.0.1:7402", "twice"),
+            ("x=127.0.0.1:7401", "node id"),
+            ("0=127.0.0.1:7401", "node id"),
+            ("1=127.0.0.1", "HOST:PORT"),
+            ("127.0.0.1:7401", "ID=HOST:PORT"),
+            ("", "empty"),
+        ] {
+            let err = parse_initial_cluster(bad).unwrap_err();
+            assert!(err.contains(needle), "{bad:?}: {err}");
+        }
+    }
+}
