@@ -294,7 +294,10 @@ impl TryFrom<pb::TaskDefinition> for t::TaskDefinition {
         let status = t::TaskDefinitionStatus::parse(&td.status).ok_or_else(|| {
             FieldError::new(
                 "status",
-                format!("unknown status {:?}; expected ACTIVE or INACTIVE", td.status),
+                format!(
+                    "unknown status {:?}; expected ACTIVE or INACTIVE",
+                    td.status
+                ),
             )
         })?;
         let spec = td

@@ -177,7 +177,9 @@ impl TaskDefinitionService for Api {
                 .map(Into::into)
                 .collect()
         };
-        Ok(Response::new(pb::ListTaskDefinitionsResponse { task_definitions }))
+        Ok(Response::new(pb::ListTaskDefinitionsResponse {
+            task_definitions,
+        }))
     }
 
     async fn list_task_definition_families(
@@ -195,7 +197,9 @@ impl TaskDefinitionService for Api {
                 latest_active_revision: applied.state.latest_active(family).map(|td| td.revision),
             })
             .collect();
-        Ok(Response::new(pb::ListTaskDefinitionFamiliesResponse { families }))
+        Ok(Response::new(pb::ListTaskDefinitionFamiliesResponse {
+            families,
+        }))
     }
 
     #[tracing::instrument(skip_all, fields(task_definition = %request.get_ref().task_definition))]
@@ -219,7 +223,9 @@ impl TaskDefinitionService for Api {
                 reference.family
             ))
             .into()),
-            None => Err(ServerError::NotFound(format!("task definition {reference} not found")).into()),
+            None => {
+                Err(ServerError::NotFound(format!("task definition {reference} not found")).into())
+            }
         }
     }
 
@@ -301,7 +307,9 @@ impl Api {
     async fn on_leader<T, F, Fut>(
         &self,
         local: F,
-        remote: impl AsyncFnOnce(ControlPlaneServiceClient<tonic::transport::Channel>) -> Result<T, Status>,
+        remote: impl AsyncFnOnce(
+            ControlPlaneServiceClient<tonic::transport::Channel>,
+        ) -> Result<T, Status>,
     ) -> Result<T, Status>
     where
         F: FnOnce() -> Fut,
@@ -311,7 +319,11 @@ impl Api {
         if leader == self.node.id() {
             return Ok(local().await?);
         }
-        let channel = self.node.peers().channel(&addr).map_err(ServerError::Internal)?;
+        let channel = self
+            .node
+            .peers()
+            .channel(&addr)
+            .map_err(ServerError::Internal)?;
         remote(ControlPlaneServiceClient::new(channel)).await
     }
 }
@@ -350,7 +362,9 @@ impl ControlPlaneService for Api {
     ) -> Result<Response<pb::AddServerResponse>, Status> {
         let req = request.into_inner();
         if req.node_id == 0 {
-            return Err(ServerError::from_field(FieldError::new("nodeId", "must be 1 or more")).into());
+            return Err(
+                ServerError::from_field(FieldError::new("nodeId", "must be 1 or more")).into(),
+            );
         }
         if req.address.parse::<std::net::SocketAddr>().is_err() && !req.address.contains(':') {
             return Err(ServerError::from_field(FieldError::new(
@@ -361,7 +375,10 @@ impl ControlPlaneService for Api {
         }
         let forwarded = req.clone();
         self.on_leader(
-            || self.node.add_server(req.node_id, req.address.clone(), req.learner_only),
+            || {
+                self.node
+                    .add_server(req.node_id, req.address.clone(), req.learner_only)
+            },
             async move |mut client| client.add_server(forwarded).await.map(|_| ()),
         )
         .await?;
@@ -376,7 +393,7 @@ impl ControlPlaneService for Api {
         request: Request<pb::RemoveServerRequest>,
     ) -> Result<Response<pb::RemoveServerResponse>, Status> {
         let req = request.into_inner();
-        let forwarded = req.clone();
+        let forwarded = req;
         self.on_leader(
             || self.node.remove_server(req.node_id),
             async move |mut client| client.remove_server(forwarded).await.map(|_| ()),

@@ -79,11 +79,15 @@ pub fn claim(options: &ServeOptions) -> Result<bool, ServerError> {
             }
             // A server that joined later may be restarted with or without an
             // --initial-cluster; only a conflicting one is an error.
-            if !wanted.initial_cluster.is_empty() && found.initial_cluster != wanted.initial_cluster {
+            if !wanted.initial_cluster.is_empty() && found.initial_cluster != wanted.initial_cluster
+            {
                 let formed = if found.initial_cluster.is_empty() {
                     "joined an existing cluster".to_string()
                 } else {
-                    format!("belongs to the cluster formed with --initial-cluster {}", found.initial_cluster)
+                    format!(
+                        "belongs to the cluster formed with --initial-cluster {}",
+                        found.initial_cluster
+                    )
                 };
                 return Err(ServerError::FailedPrecondition(format!(
                     "data dir {} {formed}; this command line has --initial-cluster {}",
@@ -134,13 +138,21 @@ mod tests {
         assert!(claim(&options(tmp.path(), 1, cluster)).unwrap());
         assert!(!claim(&options(tmp.path(), 1, cluster)).unwrap());
 
-        let other_node = claim(&options(tmp.path(), 2, cluster)).unwrap_err().to_string();
-        assert!(other_node.contains("belongs to node 1, not node 2"), "{other_node}");
+        let other_node = claim(&options(tmp.path(), 2, cluster))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            other_node.contains("belongs to node 1, not node 2"),
+            "{other_node}"
+        );
 
         let other_cluster = claim(&options(tmp.path(), 1, "1=127.0.0.1:7401,3=127.0.0.1:7403"))
             .unwrap_err()
             .to_string();
-        assert!(other_cluster.contains("--initial-cluster"), "{other_cluster}");
+        assert!(
+            other_cluster.contains("--initial-cluster"),
+            "{other_cluster}"
+        );
     }
 
     #[test]
@@ -160,7 +172,9 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let file = tmp.path().join("plain-file");
         std::fs::write(&file, b"x").unwrap();
-        let err = claim(&options(&file, 1, "1=127.0.0.1:7401")).unwrap_err().to_string();
+        let err = claim(&options(&file, 1, "1=127.0.0.1:7401"))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("is not usable"), "{err}");
     }
 }

@@ -45,15 +45,18 @@ pub fn parse_initial_cluster(text: &str) -> Result<BTreeMap<NodeId, String>, Str
         let (id, addr) = part
             .split_once('=')
             .ok_or_else(|| format!("--initial-cluster entry {part:?} is not ID=HOST:PORT"))?;
-        let id: NodeId = id
-            .trim()
-            .parse()
-            .ok()
-            .filter(|id| *id > 0)
-            .ok_or_else(|| format!("--initial-cluster entry {part:?}: node id must be a number of 1 or more"))?;
+        let id: NodeId = id.trim().parse().ok().filter(|id| *id > 0).ok_or_else(|| {
+            format!("--initial-cluster entry {part:?}: node id must be a number of 1 or more")
+        })?;
         let addr = addr.trim();
-        if addr.rsplit_once(':').and_then(|(_, p)| p.parse::<u16>().ok()).is_none() {
-            return Err(format!("--initial-cluster entry {part:?}: {addr:?} is not HOST:PORT"));
+        if addr
+            .rsplit_once(':')
+            .and_then(|(_, p)| p.parse::<u16>().ok())
+            .is_none()
+        {
+            return Err(format!(
+                "--initial-cluster entry {part:?}: {addr:?} is not HOST:PORT"
+            ));
         }
         if members.insert(id, addr.to_string()).is_some() {
             return Err(format!("--initial-cluster names node {id} twice"));
@@ -87,7 +90,9 @@ impl Server {
         })?;
         let listener = tokio::net::TcpListener::bind(options.listen)
             .await
-            .map_err(|e| ServerError::FailedPrecondition(format!("cannot listen on {}: {e}", options.listen)))?;
+            .map_err(|e| {
+                ServerError::FailedPrecondition(format!("cannot listen on {}: {e}", options.listen))
+            })?;
         let config = NodeConfig {
             node_id: options.node_id,
             advertise: options.advertise.clone(),
@@ -138,10 +143,12 @@ impl Server {
                     .max_decoding_message_size(max)
                     .max_encoding_message_size(max),
             )
-            .add_service(pb::cluster_service_server::ClusterServiceServer::new(api.clone()))
-            .add_service(pb::task_definition_service_server::TaskDefinitionServiceServer::new(
+            .add_service(pb::cluster_service_server::ClusterServiceServer::new(
                 api.clone(),
             ))
+            .add_service(
+                pb::task_definition_service_server::TaskDefinitionServiceServer::new(api.clone()),
+            )
             .add_service(pb::control_plane_service_server::ControlPlaneServiceServer::new(api))
             .serve_with_incoming_shutdown(incoming, shutdown)
             .await;

@@ -14,7 +14,12 @@ struct Cli {
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "BERTH_LOG_FORMAT")]
     log_format: LogFormat,
     /// Log filter, e.g. `info` or `berth_server=debug,openraft=info`.
-    #[arg(long, global = true, default_value = "info,openraft=warn", env = "BERTH_LOG")]
+    #[arg(
+        long,
+        global = true,
+        default_value = "info,openraft=warn",
+        env = "BERTH_LOG"
+    )]
     log: String,
     #[command(subcommand)]
     command: Command,
@@ -129,7 +134,9 @@ fn options(
     let advertise = match advertise {
         Some(a) => a,
         None if listen.ip().is_unspecified() => {
-            anyhow::bail!("--listen {listen} is not an address others can reach; set --advertise HOST:PORT")
+            anyhow::bail!(
+                "--listen {listen} is not an address others can reach; set --advertise HOST:PORT"
+            )
         }
         None => listen.to_string(),
     };
@@ -166,11 +173,25 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .map(parse_initial_cluster)
                 .transpose()
                 .map_err(anyhow::Error::msg)?;
-            options(args.node_id, args.data_dir, args.listen, args.advertise, initial, &args.tuning)?
+            options(
+                args.node_id,
+                args.data_dir,
+                args.listen,
+                args.advertise,
+                initial,
+                &args.tuning,
+            )?
         }
         Command::Dev(args) => {
             let members = BTreeMap::from([(1, args.listen.to_string())]);
-            let options = options(1, args.data_dir, args.listen, None, Some(members), &args.tuning)?;
+            let options = options(
+                1,
+                args.data_dir,
+                args.listen,
+                None,
+                Some(members),
+                &args.tuning,
+            )?;
             println!("Berth dev control plane");
             println!("  endpoint: {}", options.advertise);
             println!("  data dir: {}", options.data_dir.display());
@@ -193,7 +214,10 @@ fn main() {
         eprintln!("error: {e}");
         std::process::exit(2);
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");

@@ -8,9 +8,7 @@ use std::time::Duration;
 
 use berth_proto::pb;
 use berth_store::rpc::{CheckIsLeaderError, ClientWriteError};
-use berth_store::{
-    LogStore, NodeId, Raft, RaftMetrics, Request, StateMachineStore, StateReader,
-};
+use berth_store::{LogStore, NodeId, Raft, RaftMetrics, Request, StateMachineStore, StateReader};
 use berth_types::{Command, CommandOutput, StateError};
 use openraft::error::RaftError;
 use openraft::{BasicNode, ChangeMembers, ServerState};
@@ -150,7 +148,10 @@ impl BerthNode {
     /// Forms the cluster the first time its members start. Every initial
     /// member calls this with the same membership, which openraft allows;
     /// on a node that already has state it is refused and ignored.
-    pub async fn initialize(&self, members: BTreeMap<NodeId, BasicNode>) -> Result<(), ServerError> {
+    pub async fn initialize(
+        &self,
+        members: BTreeMap<NodeId, BasicNode>,
+    ) -> Result<(), ServerError> {
         match self.inner.raft.initialize(members).await {
             Ok(()) => {
                 tracing::info!("initialized a new cluster");
@@ -178,7 +179,10 @@ impl BerthNode {
 
     /// Proposes a batch as one entry, here or on the leader. Retries only
     /// where nothing can have been applied, so a retry never duplicates.
-    pub async fn write_batch(&self, commands: Vec<Command>) -> Result<Vec<CommandResult>, ServerError> {
+    pub async fn write_batch(
+        &self,
+        commands: Vec<Command>,
+    ) -> Result<Vec<CommandResult>, ServerError> {
         let deadline = Instant::now() + self.inner.request_timeout;
         loop {
             let request = Request {
@@ -186,9 +190,10 @@ impl BerthNode {
             };
             let forward_to = match self.inner.raft.client_write(request).await {
                 Ok(response) => return Ok(response.data.results),
-                Err(RaftError::APIError(ClientWriteError::ForwardToLeader(fwd))) => {
-                    fwd.leader_id.zip(fwd.leader_node).filter(|(id, _)| *id != self.inner.id)
-                }
+                Err(RaftError::APIError(ClientWriteError::ForwardToLeader(fwd))) => fwd
+                    .leader_id
+                    .zip(fwd.leader_node)
+                    .filter(|(id, _)| *id != self.inner.id),
                 Err(RaftError::APIError(e)) => return Err(ServerError::internal(e)),
                 Err(RaftError::Fatal(_)) => return Err(ServerError::ShuttingDown),
             };
@@ -228,7 +233,9 @@ impl BerthNode {
                 Ok(ForwardReply::Applied(results)) => Ok(Some(results)),
                 Ok(ForwardReply::NotLeader) => Ok(None),
                 Ok(ForwardReply::Failed(e)) => Err(ServerError::OutcomeUnknown(e)),
-                Err(e) => Err(ServerError::OutcomeUnknown(format!("bad reply from leader: {e}"))),
+                Err(e) => Err(ServerError::OutcomeUnknown(format!(
+                    "bad reply from leader: {e}"
+                ))),
             },
             Err(status) if is_connect_failure(&status) => Ok(None),
             Err(status) => Err(ServerError::OutcomeUnknown(format!(
@@ -243,7 +250,9 @@ impl BerthNode {
     pub async fn accept_forwarded(&self, commands: Vec<Command>) -> ForwardReply {
         match self.inner.raft.client_write(Request { commands }).await {
             Ok(response) => ForwardReply::Applied(response.data.results),
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => ForwardReply::NotLeader,
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {
+                ForwardReply::NotLeader
+            }
             Err(e) => ForwardReply::Failed(e.to_string()),
         }
     }
@@ -255,9 +264,10 @@ impl BerthNode {
         loop {
             let leader = match self.inner.raft.ensure_linearizable().await {
                 Ok(_) => return Ok(()),
-                Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(fwd))) => {
-                    fwd.leader_id.zip(fwd.leader_node).filter(|(id, _)| *id != self.inner.id)
-                }
+                Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(fwd))) => fwd
+                    .leader_id
+                    .zip(fwd.leader_node)
+                    .filter(|(id, _)| *id != self.inner.id),
                 Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(_))) => None,
                 Err(RaftError::Fatal(_)) => return Err(ServerError::ShuttingDown),
             };
@@ -271,7 +281,9 @@ impl BerthNode {
                         .applied_index_at_least(Some(index), "linearizable read")
                         .await
                         .map(|_| ())
-                        .map_err(|e| ServerError::Unavailable(format!("catching up for a read: {e}")));
+                        .map_err(|e| {
+                            ServerError::Unavailable(format!("catching up for a read: {e}"))
+                        });
                 }
             }
             if Instant::now() >= deadline {
@@ -330,12 +342,17 @@ impl BerthNode {
 
     /// Adds a server as a learner, waits for it to catch up, then (unless
     /// `learner_only`) promotes it to voter. Leader only.
-    pub async fn add_server(&self, id: NodeId, addr: String, learner_only: bool) -> Result<(), ServerError> {
+    pub async fn add_server(
+        &self,
+        id: NodeId,
+        addr: String,
+        learner_only: bool,
+    ) -> Result<(), ServerError> {
         let raft = &self.inner.raft;
         let membership_err = |e: RaftError<NodeId, ClientWriteError>| match e {
-            RaftError::APIError(ClientWriteError::ForwardToLeader(_)) => {
-                ServerError::Unavailable("leadership changed during the membership change; retry".into())
-            }
+            RaftError::APIError(ClientWriteError::ForwardToLeader(_)) => ServerError::Unavailable(
+                "leadership changed during the membership change; retry".into(),
+            ),
             RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => {
                 ServerError::FailedPrecondition(e.to_string())
             }
@@ -366,7 +383,9 @@ impl BerthNode {
         let metrics = self.metrics();
         let membership = metrics.membership_config.membership();
         if membership.get_node(&id).is_none() {
-            return Err(ServerError::NotFound(format!("server {id} is not a member")));
+            return Err(ServerError::NotFound(format!(
+                "server {id} is not a member"
+            )));
         }
         let is_voter = membership.voter_ids().any(|v| v == id);
         let change = if is_voter {
@@ -454,7 +473,10 @@ async fn batch_loop(node: BerthNode, mut rx: mpsc::Receiver<Proposal>) {
                     }
                 }
                 Ok(results) => {
-                    let e = format!("leader returned {} results for {count} commands", results.len());
+                    let e = format!(
+                        "leader returned {} results for {count} commands",
+                        results.len()
+                    );
                     for reply in replies {
                         let _ = reply.send(Err(ServerError::OutcomeUnknown(e.clone())));
                     }

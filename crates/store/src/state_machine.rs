@@ -50,7 +50,9 @@ impl StateReader {
     /// Read access to the applied state. Hold it briefly: applying entries
     /// waits for it.
     pub fn read(&self) -> RwLockReadGuard<'_, Applied> {
-        self.inner.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.inner
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -138,7 +140,10 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
                 state: applied.state.clone(),
             };
             let snapshot_id = match applied.last_applied {
-                Some(id) => format!("{}-{}-{}", id.leader_id.term, id.leader_id.node_id, id.index),
+                Some(id) => format!(
+                    "{}-{}-{}",
+                    id.leader_id.term, id.leader_id.node_id, id.index
+                ),
                 None => "empty".to_string(),
             };
             let meta = SnapshotMeta {
@@ -247,7 +252,10 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             batch.insert(keys::record_key(&record.key()), encode(&record));
         }
         batch.insert(keys::sm_meta(LAST_APPLIED), encode(&meta.last_log_id));
-        batch.insert(keys::sm_meta(LAST_MEMBERSHIP), encode(&meta.last_membership));
+        batch.insert(
+            keys::sm_meta(LAST_MEMBERSHIP),
+            encode(&meta.last_membership),
+        );
         self.tree.apply_batch(batch).map_err(sm_write_err)?;
         self.save_snapshot(meta, &data)
             .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
@@ -265,6 +273,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
-        self.current_snapshot().map_err(|e| StorageIOError::read_snapshot(None, &e).into())
+        self.current_snapshot()
+            .map_err(|e| StorageIOError::read_snapshot(None, &e).into())
     }
 }

@@ -274,7 +274,9 @@ impl TaskDefinitionRef {
                     ))
                 })?;
                 if revision == 0 {
-                    return Err(bad("revisions start at 1; use FAMILY or FAMILY:REVISION, e.g. web:1"));
+                    return Err(bad(
+                        "revisions start at 1; use FAMILY or FAMILY:REVISION, e.g. web:1",
+                    ));
                 }
                 (family, Some(revision))
             }

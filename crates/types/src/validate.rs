@@ -21,12 +21,18 @@ pub const MAX_NAME_LEN: usize = 255;
 /// Names of families, clusters, containers and volumes: what ECS allows.
 pub fn check_name(field: &str, name: &str) -> Result<(), FieldError> {
     if name.is_empty() {
-        return Err(FieldError::new(field, "required; use letters, digits, '-' and '_'"));
+        return Err(FieldError::new(
+            field,
+            "required; use letters, digits, '-' and '_'",
+        ));
     }
     if name.len() > MAX_NAME_LEN {
         return Err(FieldError::new(
             field,
-            format!("{} characters is too long; use at most {MAX_NAME_LEN}", name.len()),
+            format!(
+                "{} characters is too long; use at most {MAX_NAME_LEN}",
+                name.len()
+            ),
         ));
     }
     if let Some(bad) = name
@@ -134,7 +140,10 @@ pub fn validate_spec(spec: &TaskDefinitionSpec) -> Result<(), ValidationErrors> 
         } else if !volume_names.insert(volume.name.as_str()) {
             errors.push(FieldError::new(
                 field,
-                format!("duplicate volume name {:?}; give each volume its own name", volume.name),
+                format!(
+                    "duplicate volume name {:?}; give each volume its own name",
+                    volume.name
+                ),
             ));
         }
         if let Some(path) = &volume.host_source_path {
@@ -152,6 +161,17 @@ pub fn validate_spec(spec: &TaskDefinitionSpec) -> Result<(), ValidationErrors> 
     // (protocol, host port) -> container that claimed it
     let mut host_ports: BTreeMap<(&str, u32), String> = BTreeMap::new();
     let mut any_memory = false;
+    // Built once and kept short: repeating every name in every message
+    // would grow with the square of an oversized container list.
+    let mut known_names = names
+        .iter()
+        .take(MAX_CONTAINERS)
+        .copied()
+        .collect::<Vec<_>>()
+        .join(", ");
+    if names.len() > MAX_CONTAINERS {
+        known_names.push_str(", ...");
+    }
 
     for (i, c) in containers.iter().enumerate() {
         let at = |field: &str| format!("containerDefinitions[{i}].{field}");
@@ -161,7 +181,10 @@ pub fn validate_spec(spec: &TaskDefinitionSpec) -> Result<(), ValidationErrors> 
         } else if !seen_names.insert(c.name.as_str()) {
             errors.push(FieldError::new(
                 at("name"),
-                format!("duplicate container name {:?}; give each container its own name", c.name),
+                format!(
+                    "duplicate container name {:?}; give each container its own name",
+                    c.name
+                ),
             ));
         }
         if c.image.trim().is_empty() {
@@ -172,13 +195,19 @@ pub fn validate_spec(spec: &TaskDefinitionSpec) -> Result<(), ValidationErrors> 
         } else if c.image.chars().any(char::is_whitespace) {
             errors.push(FieldError::new(
                 at("image"),
-                format!("{:?} contains white space; an image reference has none", c.image),
+                format!(
+                    "{:?} contains white space; an image reference has none",
+                    c.image
+                ),
             ));
         }
         if c.cpu > MAX_CPU_UNITS {
             errors.push(FieldError::new(
                 at("cpu"),
-                format!("{} units is more than any instance can have (at most {MAX_CPU_UNITS})", c.cpu),
+                format!(
+                    "{} units is more than any instance can have (at most {MAX_CPU_UNITS})",
+                    c.cpu
+                ),
             ));
         }
         if let Some(memory) = c.memory {
@@ -215,7 +244,8 @@ pub fn validate_spec(spec: &TaskDefinitionSpec) -> Result<(), ValidationErrors> 
             }
             let host = pm.effective_host_port();
             if (1..=65535).contains(&host) {
-                if let Some(owner) = host_ports.insert((pm.protocol.as_str(), host), c.name.clone()) {
+                if let Some(owner) = host_ports.insert((pm.protocol.as_str(), host), c.name.clone())
+                {
                     errors.push(FieldError::new(
                         field("hostPort"),
                         format!(
@@ -237,7 +267,10 @@ pub fn validate_spec(spec: &TaskDefinitionSpec) -> Result<(), ValidationErrors> 
             if env.name.is_empty() || env.name.contains('=') || env.name.contains('\0') {
                 errors.push(FieldError::new(
                     at(&format!("environment[{j}].name")),
-                    format!("{:?} is not a valid variable name; use a non-empty name without '='", env.name),
+                    format!(
+                        "{:?} is not a valid variable name; use a non-empty name without '='",
+                        env.name
+                    ),
                 ));
             }
         }
@@ -251,14 +284,34 @@ pub fn validate_spec(spec: &TaskDefinitionSpec) -> Result<(), ValidationErrors> 
                     "must start with \"CMD\" or \"CMD-SHELL\" followed by the command, e.g. [\"CMD-SHELL\", \"curl -f http://localhost/ || exit 1\"]",
                 )),
             }
-            check_range(&mut errors, field("interval"), hc.interval, 5..=300, "seconds");
+            check_range(
+                &mut errors,
+                field("interval"),
+                hc.interval,
+                5..=300,
+                "seconds",
+            );
             check_range(&mut errors, field("timeout"), hc.timeout, 2..=60, "seconds");
             check_range(&mut errors, field("retries"), hc.retries, 1..=10, "retries");
-            check_range(&mut errors, field("startPeriod"), hc.start_period, 0..=300, "seconds");
-            if hc.timeout >= hc.interval && (5..=300).contains(&hc.interval) {
+            check_range(
+                &mut errors,
+                field("startPeriod"),
+                hc.start_period,
+                0..=300,
+                "seconds",
+            );
+            // Compared only when both are in range, so one bad value does
+            // not produce two errors on the same field.
+            if hc.timeout >= hc.interval
+                && (5..=300).contains(&hc.interval)
+                && (2..=60).contains(&hc.timeout)
+            {
                 errors.push(FieldError::new(
                     field("timeout"),
-                    format!("{} seconds must be shorter than interval {} seconds", hc.timeout, hc.interval),
+                    format!(
+                        "{} seconds must be shorter than interval {} seconds",
+                        hc.timeout, hc.interval
+                    ),
                 ));
             }
         }
@@ -286,14 +339,16 @@ pub fn validate_spec(spec: &TaskDefinitionSpec) -> Result<(), ValidationErrors> 
         for (j, dep) in c.depends_on.iter().enumerate() {
             let field = at(&format!("dependsOn[{j}].containerName"));
             if dep.container_name == c.name {
-                errors.push(FieldError::new(field, "a container cannot depend on itself"));
+                errors.push(FieldError::new(
+                    field,
+                    "a container cannot depend on itself",
+                ));
             } else if !names.contains(dep.container_name.as_str()) {
                 errors.push(FieldError::new(
                     field,
                     format!(
-                        "unknown container {:?}; name one of: {}",
-                        dep.container_name,
-                        names.iter().copied().collect::<Vec<_>>().join(", ")
+                        "unknown container {:?}; name one of: {known_names}",
+                        dep.container_name
                     ),
                 ));
             }
@@ -304,13 +359,19 @@ pub fn validate_spec(spec: &TaskDefinitionSpec) -> Result<(), ValidationErrors> 
             if !volume_names.contains(mp.source_volume.as_str()) {
                 errors.push(FieldError::new(
                     field("sourceVolume"),
-                    format!("unknown volume {:?}; declare it under \"volumes\"", mp.source_volume),
+                    format!(
+                        "unknown volume {:?}; declare it under \"volumes\"",
+                        mp.source_volume
+                    ),
                 ));
             }
             if !mp.container_path.starts_with('/') {
                 errors.push(FieldError::new(
                     field("containerPath"),
-                    format!("{:?} is not an absolute path; start it with '/'", mp.container_path),
+                    format!(
+                        "{:?} is not an absolute path; start it with '/'",
+                        mp.container_path
+                    ),
                 ));
             }
         }
@@ -324,9 +385,17 @@ pub fn validate_spec(spec: &TaskDefinitionSpec) -> Result<(), ValidationErrors> 
     }
 
     if let Some(cpu) = spec.cpu {
-        check_range(&mut errors, "cpu".to_string(), cpu, 128..=MAX_CPU_UNITS, "units");
-        let sum: u32 = containers.iter().map(|c| c.cpu).sum();
-        if sum > cpu {
+        check_range(
+            &mut errors,
+            "cpu".to_string(),
+            cpu,
+            128..=MAX_CPU_UNITS,
+            "units",
+        );
+        // Summed wide: a few huge values must not overflow (a panic here
+        // would take down the server applying the log).
+        let sum: u64 = containers.iter().map(|c| u64::from(c.cpu)).sum();
+        if sum > u64::from(cpu) {
             errors.push(FieldError::new(
                 "cpu",
                 format!("{cpu} units is less than the containers' total of {sum}; raise it or lower the containers' cpu"),
@@ -376,37 +445,552 @@ pub fn validate_spec(spec: &TaskDefinitionSpec) -> Result<(), ValidationErrors> 
 
 /// Index of a container that sits on a dependsOn cycle, if there is one.
 fn find_dependency_cycle(spec: &TaskDefinitionSpec) -> Option<usize> {
-    let index: BTreeMap<&str, usize> = spec
-        .container_definitions
+    let containers = &spec.container_definitions;
+    let index: BTreeMap<&str, usize> = containers
         .iter()
         .enumerate()
         .map(|(i, c)| (c.name.as_str(), i))
         .collect();
+    // Self-dependencies are reported on their own, not as cycles.
+    let edges: Vec<Vec<usize>> = containers
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            c.depends_on
+                .iter()
+                .filter_map(|dep| index.get(dep.container_name.as_str()).copied())
+                .filter(|&next| next != i)
+                .collect()
+        })
+        .collect();
     // 0 = unvisited, 1 = on the current path, 2 = done
-    let mut mark = vec![0u8; spec.container_definitions.len()];
-    fn visit(
-        node: usize,
-        spec: &TaskDefinitionSpec,
-        index: &BTreeMap<&str, usize>,
-        mark: &mut [u8],
-    ) -> Option<usize> {
-        match mark[node] {
-            1 => return Some(node),
-            2 => return None,
-            _ => {}
+    let mut mark = vec![0u8; containers.len()];
+    // An explicit stack of (container, next edge to follow): the count is
+    // only limited after this runs, and recursion along a long chain would
+    // overflow the thread's stack.
+    let mut path: Vec<(usize, usize)> = Vec::new();
+    for start in 0..containers.len() {
+        if mark[start] != 0 {
+            continue;
         }
-        mark[node] = 1;
-        for dep in &spec.container_definitions[node].depends_on {
-            if let Some(&next) = index.get(dep.container_name.as_str()) {
-                if next != node {
-                    if let Some(found) = visit(next, spec, index, mark) {
-                        return Some(found);
+        mark[start] = 1;
+        path.push((start, 0));
+        while let Some((node, next_edge)) = path.last_mut() {
+            match edges[*node].get(*next_edge) {
+                Some(&next) => {
+                    *next_edge += 1;
+                    match mark[next] {
+                        1 => return Some(next),
+                        0 => {
+                            mark[next] = 1;
+                            path.push((next, 0));
+                        }
+                        _ => {}
                     }
+                }
+                None => {
+                    mark[*node] = 2;
+                    path.pop();
                 }
             }
         }
-        mark[node] = 2;
-        None
     }
-    (0..mark.len()).find_map(|start| visit(start, spec, &index, &mut mark))
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::taskdef::{
+        ContainerDefinition, ContainerDependency, DependencyCondition, HealthCheck, KeyValuePair,
+        MountPoint, PortMapping, Protocol, Volume,
+    };
+
+    fn container(name: &str) -> ContainerDefinition {
+        let mut c = ContainerDefinition::new(name, "registry.local/app:1");
+        c.memory = Some(128);
+        c
+    }
+
+    fn spec(containers: Vec<ContainerDefinition>) -> TaskDefinitionSpec {
+        TaskDefinitionSpec {
+            family: "web".into(),
+            container_definitions: containers,
+            cpu: None,
+            memory: None,
+            network_mode: NetworkMode::Host,
+            volumes: vec![],
+            tags: vec![],
+        }
+    }
+
+    fn port(container_port: u32, host_port: Option<u32>) -> PortMapping {
+        PortMapping {
+            container_port,
+            host_port,
+            protocol: Protocol::Tcp,
+        }
+    }
+
+    fn depends(name: &str) -> ContainerDependency {
+        ContainerDependency {
+            container_name: name.into(),
+            condition: DependencyCondition::Start,
+        }
+    }
+
+    fn health(command: &[&str]) -> HealthCheck {
+        HealthCheck {
+            command: command.iter().map(|s| s.to_string()).collect(),
+            interval: HealthCheck::DEFAULT_INTERVAL,
+            timeout: HealthCheck::DEFAULT_TIMEOUT,
+            retries: HealthCheck::DEFAULT_RETRIES,
+            start_period: HealthCheck::DEFAULT_START_PERIOD,
+        }
+    }
+
+    /// The fields of every error, in the order reported.
+    fn error_fields(spec: &TaskDefinitionSpec) -> Vec<String> {
+        match validate_spec(spec) {
+            Ok(()) => Vec::new(),
+            Err(errors) => errors.0.into_iter().map(|e| e.field).collect(),
+        }
+    }
+
+    fn assert_only(spec: &TaskDefinitionSpec, field: &str) {
+        assert_eq!(error_fields(spec), vec![field.to_string()], "{spec:?}");
+    }
+
+    #[test]
+    fn a_sensible_definition_passes() {
+        let mut web = container("web");
+        web.port_mappings = vec![port(8080, Some(8080)), port(9090, None)];
+        web.health_check = Some(health(&["CMD-SHELL", "curl -f localhost:8080"]));
+        web.depends_on = vec![ContainerDependency {
+            container_name: "db".into(),
+            condition: DependencyCondition::Healthy,
+        }];
+        web.working_directory = Some("/srv".into());
+        web.mount_points = vec![MountPoint {
+            source_volume: "data".into(),
+            container_path: "/data".into(),
+            read_only: true,
+        }];
+        let mut db = container("db");
+        db.essential = false;
+        db.health_check = Some(health(&["CMD", "pg_isready"]));
+        let mut s = spec(vec![web, db]);
+        s.volumes = vec![Volume {
+            name: "data".into(),
+            host_source_path: Some("/srv/data".into()),
+        }];
+        s.cpu = Some(1024);
+        s.memory = Some(512);
+        assert_eq!(validate_spec(&s), Ok(()));
+    }
+
+    #[test]
+    fn missing_image() {
+        let mut c = container("web");
+        c.image = "  ".into();
+        assert_only(&spec(vec![c]), "containerDefinitions[0].image");
+    }
+
+    #[test]
+    fn duplicate_container_names() {
+        assert_only(
+            &spec(vec![container("web"), container("web")]),
+            "containerDefinitions[1].name",
+        );
+    }
+
+    #[test]
+    fn no_essential_container() {
+        let mut a = container("a");
+        a.essential = false;
+        let mut b = container("b");
+        b.essential = false;
+        assert_only(&spec(vec![a, b]), "containerDefinitions");
+    }
+
+    #[test]
+    fn memory_below_the_minimum() {
+        let mut c = container("web");
+        c.memory = Some(MIN_MEMORY_MIB - 1);
+        assert_only(&spec(vec![c]), "containerDefinitions[0].memory");
+
+        let mut s = spec(vec![ContainerDefinition::new("web", "img")]);
+        s.memory = Some(4);
+        assert_only(&s, "memory");
+        // The minimum itself is fine.
+        s.memory = Some(MIN_MEMORY_MIB);
+        assert_eq!(validate_spec(&s), Ok(()));
+    }
+
+    #[test]
+    fn memory_above_the_maximum() {
+        let mut c = container("web");
+        c.memory = Some(MAX_MEMORY_MIB + 1);
+        assert_only(&spec(vec![c]), "containerDefinitions[0].memory");
+
+        let mut c = container("web");
+        c.memory = None;
+        c.memory_reservation = Some(u32::MAX);
+        assert_only(&spec(vec![c]), "containerDefinitions[0].memoryReservation");
+    }
+
+    #[test]
+    fn memory_reservation_above_memory() {
+        let mut c = container("web");
+        c.memory = Some(128);
+        c.memory_reservation = Some(256);
+        assert_only(&spec(vec![c]), "containerDefinitions[0].memoryReservation");
+    }
+
+    #[test]
+    fn no_memory_anywhere() {
+        let mut c = container("web");
+        c.memory = None;
+        assert_only(&spec(vec![c]), "memory");
+        // A reservation alone is enough, and so is the task's memory.
+        let mut c = container("web");
+        c.memory = None;
+        c.memory_reservation = Some(64);
+        assert_eq!(validate_spec(&spec(vec![c])), Ok(()));
+        let mut s = spec(vec![ContainerDefinition::new("web", "img")]);
+        s.memory = Some(256);
+        assert_eq!(validate_spec(&s), Ok(()));
+    }
+
+    #[test]
+    fn container_memory_above_the_task_memory() {
+        let mut s = spec(vec![container("web")]);
+        s.memory = Some(64);
+        assert_only(&s, "containerDefinitions[0].memory");
+    }
+
+    #[test]
+    fn bad_port_numbers() {
+        for bad in [0, 65536, 70000] {
+            let mut c = container("web");
+            c.port_mappings = vec![port(80, None), port(bad, None)];
+            assert_only(
+                &spec(vec![c]),
+                "containerDefinitions[0].portMappings[1].containerPort",
+            );
+        }
+        let mut c = container("web");
+        c.port_mappings = vec![port(70000, Some(70000))];
+        assert_eq!(
+            error_fields(&spec(vec![c])),
+            vec![
+                "containerDefinitions[0].portMappings[0].containerPort",
+                "containerDefinitions[0].portMappings[0].hostPort",
+            ]
+        );
+        let mut c = container("web");
+        c.port_mappings = vec![port(65535, None), port(1, None)];
+        assert_eq!(validate_spec(&spec(vec![c])), Ok(()));
+    }
+
+    #[test]
+    fn duplicate_host_ports() {
+        let mut a = container("a");
+        a.port_mappings = vec![port(8080, None)];
+        let mut b = container("b");
+        b.port_mappings = vec![port(8080, Some(8080))];
+        let s = spec(vec![a.clone(), b]);
+        assert_only(&s, "containerDefinitions[1].portMappings[0].hostPort");
+        let Err(errors) = validate_spec(&s) else {
+            unreachable!()
+        };
+        assert!(errors.0[0].message.contains("\"a\""), "{errors}");
+
+        // The same number over UDP is a different port.
+        let mut b = container("b");
+        b.port_mappings = vec![PortMapping {
+            container_port: 8080,
+            host_port: None,
+            protocol: Protocol::Udp,
+        }];
+        assert_eq!(validate_spec(&spec(vec![a, b])), Ok(()));
+    }
+
+    #[test]
+    fn host_port_must_equal_container_port_in_host_mode() {
+        let mut c = container("web");
+        c.port_mappings = vec![port(80, Some(8080))];
+        assert_only(
+            &spec(vec![c]),
+            "containerDefinitions[0].portMappings[0].hostPort",
+        );
+    }
+
+    #[test]
+    fn port_mappings_need_a_network() {
+        let mut c = container("web");
+        c.port_mappings = vec![port(80, None)];
+        let mut s = spec(vec![c]);
+        s.network_mode = NetworkMode::None;
+        assert_only(&s, "containerDefinitions[0].portMappings");
+    }
+
+    #[test]
+    fn unknown_depends_on_target() {
+        let mut c = container("web");
+        c.depends_on = vec![depends("db")];
+        let s = spec(vec![c, container("cache")]);
+        assert_only(&s, "containerDefinitions[0].dependsOn[0].containerName");
+        let Err(errors) = validate_spec(&s) else {
+            unreachable!()
+        };
+        assert!(
+            errors.0[0].message.ends_with("name one of: cache, web"),
+            "{errors}"
+        );
+
+        let mut c = container("web");
+        c.depends_on = vec![depends("web")];
+        assert_only(
+            &spec(vec![c]),
+            "containerDefinitions[0].dependsOn[0].containerName",
+        );
+    }
+
+    #[test]
+    fn depends_on_cycle() {
+        let mut a = container("a");
+        a.depends_on = vec![depends("b")];
+        let mut b = container("b");
+        b.depends_on = vec![depends("c")];
+        let mut c = container("c");
+        c.depends_on = vec![depends("a")];
+        assert_only(&spec(vec![a, b, c]), "containerDefinitions[0].dependsOn");
+
+        // A container reached twice without a cycle (a diamond) is fine.
+        let mut a = container("a");
+        a.depends_on = vec![depends("b"), depends("c")];
+        let mut b = container("b");
+        b.depends_on = vec![depends("d")];
+        let mut c = container("c");
+        c.depends_on = vec![depends("d")];
+        assert_eq!(validate_spec(&spec(vec![a, b, c, container("d")])), Ok(()));
+
+        // The cycle is found wherever it starts.
+        let mut b = container("b");
+        b.depends_on = vec![depends("c")];
+        let mut c = container("c");
+        c.depends_on = vec![depends("b")];
+        assert_only(
+            &spec(vec![container("a"), b, c]),
+            "containerDefinitions[1].dependsOn",
+        );
+    }
+
+    #[test]
+    fn a_long_dependency_chain_does_not_exhaust_the_stack() {
+        // Far beyond MAX_CONTAINERS, as a hostile or broken request may be;
+        // validation must answer with errors rather than crash the server.
+        let n = 50_000;
+        let containers = (0..n)
+            .map(|i| {
+                let mut c = ContainerDefinition::new(format!("c{i}"), "i");
+                c.memory = Some(8);
+                if i + 1 < n {
+                    c.depends_on = vec![depends(&format!("c{}", i + 1))];
+                }
+                c
+            })
+            .collect();
+        let fields = error_fields(&spec(containers));
+        assert!(fields.contains(&"containerDefinitions".to_string()));
+        assert!(!fields.iter().any(|f| f.ends_with("dependsOn")), "no cycle");
+    }
+
+    #[test]
+    fn unknown_target_messages_stay_short_with_many_containers() {
+        let containers: Vec<_> = (0..200)
+            .map(|i| {
+                let mut c = container(&format!("c{i:03}"));
+                c.depends_on = vec![depends("ghost")];
+                c
+            })
+            .collect();
+        let Err(errors) = validate_spec(&spec(containers)) else {
+            unreachable!()
+        };
+        let unknown: Vec<_> = errors
+            .0
+            .iter()
+            .filter(|e| e.field.ends_with("containerName"))
+            .collect();
+        assert_eq!(unknown.len(), 200);
+        assert!(unknown[0].message.ends_with("c009, ..."), "{}", unknown[0]);
+    }
+
+    #[test]
+    fn huge_cpu_values_do_not_overflow() {
+        let mut a = container("a");
+        a.cpu = u32::MAX;
+        let mut b = container("b");
+        b.cpu = u32::MAX;
+        let mut s = spec(vec![a, b]);
+        s.cpu = Some(1024);
+        assert_eq!(
+            error_fields(&s),
+            vec![
+                "containerDefinitions[0].cpu",
+                "containerDefinitions[1].cpu",
+                "cpu"
+            ]
+        );
+    }
+
+    #[test]
+    fn task_cpu_below_the_containers_total() {
+        let mut a = container("a");
+        a.cpu = 512;
+        let mut b = container("b");
+        b.cpu = 768;
+        let mut s = spec(vec![a, b]);
+        s.cpu = Some(1024);
+        assert_only(&s, "cpu");
+    }
+
+    #[test]
+    fn too_large_definition() {
+        let mut c = container("web");
+        c.environment = vec![KeyValuePair {
+            name: "BLOB".into(),
+            value: "x".repeat(MAX_DEFINITION_BYTES),
+        }];
+        assert_only(&spec(vec![c]), "taskDefinition");
+    }
+
+    #[test]
+    fn health_check_values_out_of_range() {
+        type Change = fn(&mut HealthCheck);
+        let cases: &[(Change, &str)] = &[
+            (|h| h.interval = 4, "interval"),
+            (|h| h.interval = 301, "interval"),
+            (|h| h.timeout = 1, "timeout"),
+            (|h| h.timeout = 61, "timeout"),
+            (|h| h.retries = 0, "retries"),
+            (|h| h.retries = 11, "retries"),
+            (|h| h.start_period = 301, "startPeriod"),
+            // Within its own range but not shorter than the interval.
+            (
+                |h| {
+                    h.interval = 10;
+                    h.timeout = 10
+                },
+                "timeout",
+            ),
+        ];
+        for (change, field) in cases {
+            let mut hc = health(&["CMD", "true"]);
+            change(&mut hc);
+            let mut c = container("web");
+            c.health_check = Some(hc);
+            assert_only(
+                &spec(vec![c]),
+                &format!("containerDefinitions[0].healthCheck.{field}"),
+            );
+        }
+    }
+
+    #[test]
+    fn health_check_command_form() {
+        for bad in [
+            &[][..],
+            &["CMD"][..],
+            &["CMD-SHELL"][..],
+            &["curl -f localhost"][..],
+            &["cmd", "true"][..],
+            &["SHELL", "true"][..],
+        ] {
+            let mut c = container("web");
+            c.health_check = Some(health(bad));
+            assert_only(
+                &spec(vec![c]),
+                "containerDefinitions[0].healthCheck.command",
+            );
+        }
+    }
+
+    #[test]
+    fn relative_working_directory() {
+        let mut c = container("web");
+        c.working_directory = Some("srv/app".into());
+        assert_only(&spec(vec![c]), "containerDefinitions[0].workingDirectory");
+    }
+
+    #[test]
+    fn mount_point_naming_an_unknown_volume() {
+        let mut c = container("web");
+        c.mount_points = vec![MountPoint {
+            source_volume: "data".into(),
+            container_path: "/data".into(),
+            read_only: false,
+        }];
+        let mut s = spec(vec![c]);
+        s.volumes = vec![Volume {
+            name: "cache".into(),
+            host_source_path: None,
+        }];
+        assert_only(&s, "containerDefinitions[0].mountPoints[0].sourceVolume");
+    }
+
+    #[test]
+    fn volumes_need_unique_names_and_absolute_paths() {
+        let mut s = spec(vec![container("web")]);
+        s.volumes = vec![
+            Volume {
+                name: "data".into(),
+                host_source_path: Some("srv/data".into()),
+            },
+            Volume {
+                name: "data".into(),
+                host_source_path: None,
+            },
+        ];
+        assert_eq!(
+            error_fields(&s),
+            vec!["volumes[0].host.sourcePath", "volumes[1].name"]
+        );
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let mut a = container("a");
+        a.image.clear();
+        a.memory = Some(2);
+        a.working_directory = Some("rel".into());
+        a.port_mappings = vec![port(0, None)];
+        let mut b = container("a");
+        b.depends_on = vec![depends("ghost")];
+        let mut s = spec(vec![a, b]);
+        s.family = "bad family".into();
+        assert_eq!(
+            error_fields(&s),
+            vec![
+                "family",
+                "containerDefinitions[0].image",
+                "containerDefinitions[0].memory",
+                "containerDefinitions[0].portMappings[0].containerPort",
+                "containerDefinitions[0].workingDirectory",
+                "containerDefinitions[1].name",
+                "containerDefinitions[1].dependsOn[0].containerName",
+            ]
+        );
+    }
+
+    #[test]
+    fn names_follow_ecs_rules() {
+        assert!(check_name("family", "web-app_2").is_ok());
+        assert!(check_name("family", "").is_err());
+        assert!(check_name("family", "web.app").is_err());
+        assert!(check_name("family", &"a".repeat(MAX_NAME_LEN)).is_ok());
+        assert!(check_name("family", &"a".repeat(MAX_NAME_LEN + 1)).is_err());
+    }
 }

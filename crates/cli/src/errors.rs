@@ -1,0 +1,207 @@
+//! Turning failures into the lines `berth` prints on stderr.
+
+use berth_client::{code_name, ClientError, Code};
+use berth_types::ValidationErrors;
+
+/// A task definition file that could not be used; reported one problem per
+/// line, since fixing a file means seeing every problem at once.
+#[derive(Debug, thiserror::Error)]
+#[error("{file}: {errors}")]
+pub struct InvalidFile {
+    pub file: String,
+    pub errors: ValidationErrors,
+}
+
+impl InvalidFile {
+    pub fn lines(&self) -> Vec<String> {
+        self.errors
+            .0
+            .iter()
+            .map(|e| {
+                // File-level problems (syntax, an empty file) have the
+                // pseudo-field "file"; repeating it after the name adds
+                // nothing.
+                if e.field == "file" || e.field.is_empty() {
+                    format!("{}: {}", self.file, e.message)
+                } else {
+                    format!("{}: {}: {}", self.file, e.field, e.message)
+                }
+            })
+            .collect()
+    }
+}
+
+/// The `error: ` lines for a failure: exactly one, except for an invalid
+/// file, which gets one per problem.
+pub fn error_lines(err: &anyhow::Error) -> Vec<String> {
+    let lines = if let Some(invalid) = err.downcast_ref::<InvalidFile>() {
+        invalid.lines()
+    } else if let Some(client) = err.downcast_ref::<ClientError>() {
+        vec![describe_client_error(client)]
+    } else {
+        vec![format!("{err:#}")]
+    };
+    lines
+        .into_iter()
+        .map(|line| format!("error: {}", one_line(&line)))
+        .collect()
+}
+
+const ENDPOINT_HINT: &str = "set --endpoint or BERTH_ENDPOINT";
+
+pub fn describe_client_error(err: &ClientError) -> String {
+    match err {
+        ClientError::Unavailable { .. } => {
+            format!("{err}; is berthd running? {ENDPOINT_HINT}")
+        }
+        ClientError::NoEndpoints | ClientError::InvalidEndpoint { .. } => {
+            format!("{err}; {ENDPOINT_HINT}")
+        }
+        ClientError::OutcomeUnknown { .. } => {
+            format!("{err}; check before retrying")
+        }
+        ClientError::Api { code, message } => describe_api_error(*code, message),
+        ClientError::InvalidResponse(_) => {
+            format!("{err}; is berth the same version as berthd?")
+        }
+    }
+}
+
+fn describe_api_error(code: Code, message: &str) -> String {
+    let message = message.trim();
+    let labelled = |label: &str, text: &str| {
+        if text.is_empty() {
+            label.to_string()
+        } else {
+            format!("{label}: {text}")
+        }
+    };
+    match code {
+        // The server says `task definition "web:9" not found`; leading with
+        // the verdict reads better and keeps the noun phrase intact.
+        Code::NotFound => labelled(
+            "not found",
+            message.strip_suffix(" not found").unwrap_or(message),
+        ),
+        Code::AlreadyExists => labelled(
+            "already exists",
+            message.strip_suffix(" already exists").unwrap_or(message),
+        ),
+        Code::InvalidArgument => labelled(
+            "invalid request",
+            message.strip_prefix("invalid input: ").unwrap_or(message),
+        ),
+        Code::FailedPrecondition => labelled("cannot do that now", message),
+        Code::Unavailable => format!(
+            "{}; try again shortly",
+            labelled("control plane unavailable", message)
+        ),
+        Code::DeadlineExceeded => labelled("timed out", message),
+        Code::PermissionDenied => labelled("permission denied", message),
+        Code::Unauthenticated => labelled("not authenticated", message),
+        Code::Unimplemented => labelled(
+            "the server does not support this request (is berthd older than berth?)",
+            message,
+        ),
+        other => labelled(&format!("server error ({})", code_name(other)), message),
+    }
+}
+
+fn one_line(text: &str) -> String {
+    text.split(['\n', '\r'])
+        .map(str::trim)
+        .filter(|part| !part.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use berth_types::FieldError;
+
+    fn api(code: Code, message: &str) -> anyhow::Error {
+        ClientError::Api {
+            code,
+            message: message.into(),
+        }
+        .into()
+    }
+
+    #[test]
+    fn unreachable_servers_get_a_hint() {
+        let err: anyhow::Error = ClientError::Unavailable {
+            tried: vec!["127.0.0.1:7400".into()],
+            last: "connection refused".into(),
+        }
+        .into();
+        assert_eq!(
+            error_lines(&err),
+            [
+                "error: cannot reach any server (tried 127.0.0.1:7400: connection refused); \
+              is berthd running? set --endpoint or BERTH_ENDPOINT"
+            ]
+        );
+    }
+
+    #[test]
+    fn api_errors_lead_with_what_went_wrong() {
+        assert_eq!(
+            error_lines(&api(Code::NotFound, "task definition \"web:9\" not found")),
+            ["error: not found: task definition \"web:9\""]
+        );
+        assert_eq!(
+            error_lines(&api(Code::NotFound, "no such thing")),
+            ["error: not found: no such thing"]
+        );
+        assert_eq!(
+            error_lines(&api(Code::AlreadyExists, "cluster \"prod\" already exists")),
+            ["error: already exists: cluster \"prod\""]
+        );
+        assert_eq!(
+            error_lines(&api(
+                Code::InvalidArgument,
+                "invalid input: family: required"
+            )),
+            ["error: invalid request: family: required"]
+        );
+        assert_eq!(
+            error_lines(&api(Code::Unavailable, "no leader")),
+            ["error: control plane unavailable: no leader; try again shortly"]
+        );
+        assert_eq!(
+            error_lines(&api(Code::Internal, "")),
+            ["error: server error (internal error)"]
+        );
+    }
+
+    #[test]
+    fn every_error_is_one_line() {
+        let lines = error_lines(&api(Code::FailedPrecondition, "first\nsecond\r\n"));
+        assert_eq!(lines, ["error: cannot do that now: first second"]);
+        let other = anyhow::anyhow!("disk\nfull").context("cannot read web.json");
+        assert_eq!(
+            error_lines(&other),
+            ["error: cannot read web.json: disk full"]
+        );
+    }
+
+    #[test]
+    fn invalid_files_get_one_line_per_problem() {
+        let err: anyhow::Error = InvalidFile {
+            file: "web.json".into(),
+            errors: ValidationErrors(vec![
+                FieldError::new("file", "is empty"),
+                FieldError::new("containerDefinitions[0].image", "required"),
+            ]),
+        }
+        .into();
+        assert_eq!(
+            error_lines(&err),
+            [
+                "error: web.json: is empty",
+                "error: web.json: containerDefinitions[0].image: required",
+            ]
+        );
+    }
+}

@@ -1,0 +1,680 @@
+//! Everything `berth` prints on stdout: tables for people, JSON and YAML for
+//! programs. Renderers return strings so they can be tested without a
+//! terminal.
+
+use berth_client::pb;
+use berth_types::{Cluster, TaskDefinition};
+use serde::Serialize;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Table,
+    Json,
+    Yaml,
+}
+
+/// `value` as JSON or YAML, or as the table `table` draws.
+pub fn render<T: Serialize + ?Sized>(
+    format: Format,
+    value: &T,
+    table: impl FnOnce(&T) -> String,
+) -> anyhow::Result<String> {
+    Ok(match format {
+        Format::Table => table(value),
+        Format::Json => {
+            let mut text = serde_json::to_string_pretty(value)?;
+            text.push('\n');
+            text
+        }
+        Format::Yaml => serde_yaml::to_string(value)?,
+    })
+}
+
+// ----------------------------------------------------------------- views
+//
+// The wire types have no serde impls, and their shape is the API's, not a
+// promise to scripts; these are what `-o json|yaml` commits to.
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Member {
+    pub node_id: u64,
+    pub address: String,
+    pub role: String,
+    pub voter: bool,
+    pub reachable: bool,
+    pub term: u64,
+    pub last_log_index: u64,
+    pub applied_index: u64,
+    /// Why the member could not be reached; `null` when it could.
+    pub error: Option<String>,
+}
+
+impl From<pb::ServerMember> for Member {
+    fn from(m: pb::ServerMember) -> Self {
+        Self {
+            node_id: m.node_id,
+            address: m.address,
+            role: m.role,
+            voter: m.voter,
+            reachable: m.reachable,
+            term: m.term,
+            last_log_index: m.last_log_index,
+            applied_index: m.applied_index,
+            error: Some(m.error).filter(|e| !e.is_empty()),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ControlPlaneStatus {
+    pub leader_id: Option<u64>,
+    pub term: u64,
+    pub answered_by: u64,
+    pub members: Vec<Member>,
+}
+
+impl From<pb::GetControlPlaneStatusResponse> for ControlPlaneStatus {
+    fn from(s: pb::GetControlPlaneStatusResponse) -> Self {
+        Self {
+            leader_id: s.leader_id,
+            term: s.term,
+            answered_by: s.answered_by,
+            members: s.members.into_iter().map(Into::into).collect(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Family {
+    pub family: String,
+    pub latest_revision: u32,
+    pub latest_active_revision: Option<u32>,
+}
+
+impl From<pb::TaskDefinitionFamily> for Family {
+    fn from(f: pb::TaskDefinitionFamily) -> Self {
+        Self {
+            family: f.family,
+            latest_revision: f.latest_revision,
+            latest_active_revision: f.latest_active_revision,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DeletedCluster {
+    pub name: String,
+}
+
+// ---------------------------------------------------------------- tables
+
+pub fn clusters_table(clusters: &[Cluster]) -> String {
+    let mut table = Table::new(["NAME", "STATUS", "CREATED", "LOST AFTER"]);
+    for c in clusters {
+        table.row([
+            c.name.clone(),
+            screaming(&c.status),
+            rfc3339(c.created_at_ms),
+            format!("{}s", c.settings.lost_after_secs),
+        ]);
+    }
+    table.render()
+}
+
+pub fn cluster_detail(c: &Cluster) -> String {
+    fields(&[
+        ("Name", c.name.clone()),
+        ("Status", screaming(&c.status)),
+        ("Created", rfc3339(c.created_at_ms)),
+        ("Lost after", format!("{}s", c.settings.lost_after_secs)),
+    ])
+}
+
+pub fn deleted_cluster(d: &DeletedCluster) -> String {
+    format!("deleted cluster {}\n", d.name)
+}
+
+pub fn task_definitions_table(tds: &[TaskDefinition]) -> String {
+    let mut table = Table::new(["TASK DEFINITION", "STATUS", "CONTAINERS", "REGISTERED"]);
+    for td in tds {
+        let containers: Vec<&str> = td
+            .spec
+            .container_definitions
+            .iter()
+            .map(|c| c.name.as_str())
+            .collect();
+        table.row([
+            td.id(),
+            td.status.as_str().to_string(),
+            containers.join(","),
+            rfc3339(td.registered_at_ms),
+        ]);
+    }
+    table.render()
+}
+
+pub fn task_definition_detail(td: &TaskDefinition) -> String {
+    let spec = &td.spec;
+    let volumes: Vec<String> = spec
+        .volumes
+        .iter()
+        .map(|v| match &v.host_source_path {
+            Some(path) => format!("{}={}", v.name, path),
+            None => format!("{} (scratch)", v.name),
+        })
+        .collect();
+    let tags: Vec<String> = spec
+        .tags
+        .iter()
+        .map(|t| format!("{}={}", t.key, t.value))
+        .collect();
+    let mut out = fields(&[
+        ("Task definition", td.id()),
+        ("Status", td.status.as_str().to_string()),
+        ("Registered", rfc3339(td.registered_at_ms)),
+        (
+            "Deregistered",
+            td.deregistered_at_ms.map_or_else(dash, rfc3339),
+        ),
+        ("Network mode", spec.network_mode.as_str().to_string()),
+        ("CPU", spec.cpu.map_or_else(dash, |c| c.to_string())),
+        (
+            "Memory",
+            spec.memory.map_or_else(dash, |m| format!("{m} MiB")),
+        ),
+        ("Volumes", list_or_dash(&volumes)),
+        ("Tags", list_or_dash(&tags)),
+    ]);
+    out.push('\n');
+    let mut table = Table::new([
+        "CONTAINER",
+        "IMAGE",
+        "ESSENTIAL",
+        "CPU",
+        "MEMORY",
+        "RESERVATION",
+        "PORTS",
+    ]);
+    for c in &spec.container_definitions {
+        let ports: Vec<String> = c
+            .port_mappings
+            .iter()
+            .map(|p| match p.host_port {
+                Some(host) if host != p.container_port => {
+                    format!("{host}->{}/{}", p.container_port, p.protocol.as_str())
+                }
+                _ => format!("{}/{}", p.container_port, p.protocol.as_str()),
+            })
+            .collect();
+        table.row([
+            c.name.clone(),
+            c.image.clone(),
+            yes_no(c.essential),
+            c.cpu.to_string(),
+            c.memory.map_or_else(dash, |m| m.to_string()),
+            c.memory_reservation.map_or_else(dash, |m| m.to_string()),
+            list_or_dash(&ports),
+        ]);
+    }
+    out.push_str(&table.render());
+    out
+}
+
+pub fn registered(td: &TaskDefinition) -> String {
+    format!("registered task definition {}\n", td.id())
+}
+
+pub fn deregistered(td: &TaskDefinition) -> String {
+    format!(
+        "deregistered task definition {} (now {})\n",
+        td.id(),
+        td.status.as_str()
+    )
+}
+
+pub fn families_table(families: &[Family]) -> String {
+    let mut table = Table::new(["FAMILY", "LATEST REVISION", "LATEST ACTIVE REVISION"]);
+    for f in families {
+        table.row([
+            f.family.clone(),
+            f.latest_revision.to_string(),
+            f.latest_active_revision
+                .map_or_else(dash, |r| r.to_string()),
+        ]);
+    }
+    table.render()
+}
+
+pub fn members_table(members: &[Member]) -> String {
+    let mut table = Table::new([
+        "ID",
+        "ADDRESS",
+        "ROLE",
+        "VOTER",
+        "REACHABLE",
+        "TERM",
+        "LAST LOG INDEX",
+        "APPLIED INDEX",
+        "ERROR",
+    ]);
+    for m in members {
+        table.row([
+            m.node_id.to_string(),
+            m.address.clone(),
+            m.role.clone(),
+            yes_no(m.voter),
+            yes_no(m.reachable),
+            m.term.to_string(),
+            m.last_log_index.to_string(),
+            m.applied_index.to_string(),
+            m.error.clone().unwrap_or_default(),
+        ]);
+    }
+    table.render()
+}
+
+pub fn status_table(s: &ControlPlaneStatus) -> String {
+    let mut out = fields(&[
+        (
+            "Leader",
+            s.leader_id.map_or_else(
+                || "none (no leader elected)".to_string(),
+                |id| id.to_string(),
+            ),
+        ),
+        ("Term", s.term.to_string()),
+        ("Answered by", s.answered_by.to_string()),
+    ]);
+    out.push('\n');
+    out.push_str(&members_table(&s.members));
+    out
+}
+
+// --------------------------------------------------------------- helpers
+
+/// Columns padded to their widest cell and separated by two spaces, with no
+/// trailing whitespace. Widths count characters, which is right for the
+/// ASCII names and addresses Berth deals in.
+pub struct Table {
+    headers: Vec<String>,
+    rows: Vec<Vec<String>>,
+}
+
+impl Table {
+    pub fn new<const N: usize>(headers: [&str; N]) -> Self {
+        Self {
+            headers: headers.iter().map(|h| h.to_string()).collect(),
+            rows: Vec::new(),
+        }
+    }
+
+    pub fn row<const N: usize>(&mut self, cells: [String; N]) {
+        // A newline inside a cell (an error message, say) would break the
+        // one-record-per-line layout that `grep` and `awk` rely on.
+        self.rows
+            .push(cells.into_iter().map(|c| one_line(&c)).collect());
+    }
+
+    pub fn render(&self) -> String {
+        let columns = self.headers.len();
+        let mut widths: Vec<usize> = self.headers.iter().map(|h| h.chars().count()).collect();
+        for row in &self.rows {
+            for (i, cell) in row.iter().enumerate().take(columns) {
+                widths[i] = widths[i].max(cell.chars().count());
+            }
+        }
+        let mut out = String::new();
+        for line in std::iter::once(&self.headers).chain(&self.rows) {
+            let mut text = String::new();
+            for (i, cell) in line.iter().enumerate().take(columns) {
+                if i > 0 {
+                    text.push_str("  ");
+                }
+                // `{:<w$}` pads by characters, matching how widths were measured.
+                text.push_str(&format!("{cell:<w$}", w = widths[i]));
+            }
+            out.push_str(text.trim_end());
+            out.push('\n');
+        }
+        out
+    }
+}
+
+/// `Key:  value` lines with the values aligned.
+fn fields(pairs: &[(&str, String)]) -> String {
+    let width = pairs.iter().map(|(k, _)| k.len()).max().unwrap_or(0) + 1;
+    let mut out = String::new();
+    for (key, value) in pairs {
+        let label = format!("{key}:");
+        out.push_str(&format!("{label:<width$}  {}\n", one_line(value)));
+    }
+    out
+}
+
+fn one_line(text: &str) -> String {
+    text.replace(['\n', '\r', '\t'], " ")
+}
+
+fn dash() -> String {
+    "-".to_string()
+}
+
+fn list_or_dash(items: &[String]) -> String {
+    if items.is_empty() {
+        dash()
+    } else {
+        items.join(", ")
+    }
+}
+
+fn yes_no(value: bool) -> String {
+    if value { "yes" } else { "no" }.to_string()
+}
+
+/// The serde name of a unit enum variant (`ACTIVE`), so tables and JSON
+/// agree without a second list of names.
+fn screaming<T: Serialize>(value: &T) -> String {
+    match serde_json::to_value(value) {
+        Ok(serde_json::Value::String(s)) => s,
+        _ => "?".to_string(),
+    }
+}
+
+/// Milliseconds since the Unix epoch as RFC 3339 UTC, to the second.
+pub fn rfc3339(ms: i64) -> String {
+    let secs = ms.div_euclid(1000);
+    let days = secs.div_euclid(86_400);
+    let in_day = secs.rem_euclid(86_400);
+    let (year, month, day) = civil_from_days(days);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        in_day / 3600,
+        in_day % 3600 / 60,
+        in_day % 60
+    )
+}
+
+/// Proleptic Gregorian date of a day count from 1970-01-01, after Howard
+/// Hinnant's `civil_from_days`: shifting the year to start in March puts
+/// the leap day last, so month lengths follow a fixed pattern.
+fn civil_from_days(days: i64) -> (i64, i64, i64) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let day_of_era = z.rem_euclid(146_097);
+    let year_of_era =
+        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let shifted_month = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * shifted_month + 2) / 5 + 1;
+    let month = if shifted_month < 10 {
+        shifted_month + 3
+    } else {
+        shifted_month - 9
+    };
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use berth_types as t;
+
+    #[test]
+    fn rfc3339_matches_known_instants() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(1_700_000_000_000), "2023-11-14T22:13:20Z");
+        assert_eq!(rfc3339(951_782_400_000), "2000-02-29T00:00:00Z");
+        assert_eq!(rfc3339(1_709_210_096_789), "2024-02-29T12:34:56Z");
+        assert_eq!(rfc3339(4_107_542_400_000), "2100-03-01T00:00:00Z");
+        assert_eq!(rfc3339(253_402_300_799_000), "9999-12-31T23:59:59Z");
+        assert_eq!(rfc3339(-1), "1969-12-31T23:59:59Z");
+        assert_eq!(rfc3339(-1000), "1969-12-31T23:59:59Z");
+    }
+
+    #[test]
+    fn table_aligns_columns_without_trailing_spaces() {
+        let mut table = Table::new(["NAME", "STATUS", "ERROR"]);
+        table.row(["default".into(), "ACTIVE".into(), String::new()]);
+        table.row(["p".into(), "ACTIVE".into(), "line one\nline two".into()]);
+        assert_eq!(
+            table.render(),
+            "NAME     STATUS  ERROR\n\
+             default  ACTIVE\n\
+             p        ACTIVE  line one line two\n"
+        );
+    }
+
+    #[test]
+    fn empty_table_is_just_the_header() {
+        assert_eq!(clusters_table(&[]), "NAME  STATUS  CREATED  LOST AFTER\n");
+    }
+
+    fn cluster() -> Cluster {
+        Cluster {
+            name: "prod".into(),
+            status: t::ClusterStatus::Active,
+            created_at_ms: 1_700_000_000_000,
+            settings: t::ClusterSettings {
+                lost_after_secs: 300,
+            },
+        }
+    }
+
+    fn task_definition(revision: u32) -> TaskDefinition {
+        let mut web = t::ContainerDefinition::new("web", "localhost:5000/web:1");
+        web.memory = Some(128);
+        web.port_mappings.push(t::PortMapping {
+            container_port: 8080,
+            host_port: None,
+            protocol: t::Protocol::Tcp,
+        });
+        let mut side = t::ContainerDefinition::new("side", "busybox");
+        side.essential = false;
+        TaskDefinition {
+            family: "web".into(),
+            revision,
+            status: t::TaskDefinitionStatus::Active,
+            registered_at_ms: 1_700_000_000_000,
+            deregistered_at_ms: None,
+            spec: t::TaskDefinitionSpec {
+                family: "web".into(),
+                container_definitions: vec![web, side],
+                cpu: Some(512),
+                memory: None,
+                network_mode: t::NetworkMode::Host,
+                volumes: vec![t::Volume {
+                    name: "scratch".into(),
+                    host_source_path: None,
+                }],
+                tags: vec![],
+            },
+        }
+    }
+
+    #[test]
+    fn clusters_render_as_table_and_json_array() {
+        let clusters = vec![cluster()];
+        assert_eq!(
+            render(Format::Table, clusters.as_slice(), clusters_table).unwrap(),
+            "NAME  STATUS  CREATED               LOST AFTER\n\
+             prod  ACTIVE  2023-11-14T22:13:20Z  300s\n"
+        );
+        let json = render(Format::Json, clusters.as_slice(), clusters_table).unwrap();
+        let value: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(
+            value,
+            serde_json::json!([{
+                "name": "prod",
+                "status": "ACTIVE",
+                "createdAtMs": 1_700_000_000_000i64,
+                "settings": {"lostAfterSecs": 300}
+            }])
+        );
+        assert!(json.contains("\n  "), "pretty-printed: {json}");
+        assert!(json.ends_with("}\n]\n"));
+    }
+
+    #[test]
+    fn cluster_detail_aligns_values() {
+        assert_eq!(
+            cluster_detail(&cluster()),
+            "Name:        prod\n\
+             Status:      ACTIVE\n\
+             Created:     2023-11-14T22:13:20Z\n\
+             Lost after:  300s\n"
+        );
+    }
+
+    #[test]
+    fn task_definitions_table_lists_ids_and_containers() {
+        let tds = vec![task_definition(1), task_definition(12)];
+        assert_eq!(
+            task_definitions_table(&tds),
+            "TASK DEFINITION  STATUS  CONTAINERS  REGISTERED\n\
+             web:1            ACTIVE  web,side    2023-11-14T22:13:20Z\n\
+             web:12           ACTIVE  web,side    2023-11-14T22:13:20Z\n"
+        );
+    }
+
+    #[test]
+    fn task_definition_detail_shows_spec_and_containers() {
+        let text = task_definition_detail(&task_definition(3));
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[0], "Task definition:  web:3");
+        assert_eq!(lines[3], "Deregistered:     -");
+        assert_eq!(lines[5], "CPU:              512");
+        assert_eq!(lines[6], "Memory:           -");
+        assert_eq!(lines[7], "Volumes:          scratch (scratch)");
+        assert_eq!(lines[9], "");
+        assert_eq!(
+            lines[10],
+            "CONTAINER  IMAGE                 ESSENTIAL  CPU  MEMORY  RESERVATION  PORTS"
+        );
+        assert_eq!(
+            lines[11],
+            "web        localhost:5000/web:1  yes        0    128     -            8080/tcp"
+        );
+        assert_eq!(
+            lines[12],
+            "side       busybox               no         0    -       -            -"
+        );
+    }
+
+    #[test]
+    fn task_definition_json_uses_the_domain_camel_case_shape() {
+        let td = task_definition(3);
+        let json = render(Format::Json, &td, task_definition_detail).unwrap();
+        let value: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(value["family"], "web");
+        assert_eq!(value["revision"], 3);
+        assert_eq!(value["status"], "ACTIVE");
+        assert_eq!(value["registeredAtMs"], 1_700_000_000_000i64);
+        assert_eq!(value["spec"]["networkMode"], "host");
+        assert_eq!(
+            value["spec"]["containerDefinitions"][0]["portMappings"][0]["containerPort"],
+            8080
+        );
+        // What `-o json` prints reads back as the same task definition.
+        let back: TaskDefinition = serde_json::from_value(value).unwrap();
+        assert_eq!(back, td);
+    }
+
+    #[test]
+    fn yaml_output_reads_back() {
+        let tds = vec![task_definition(1)];
+        let yaml = render(Format::Yaml, tds.as_slice(), task_definitions_table).unwrap();
+        assert!(yaml.starts_with("- family: web\n"), "{yaml}");
+        let back: Vec<TaskDefinition> = serde_yaml::from_str(&yaml).unwrap();
+        assert_eq!(back, tds);
+    }
+
+    fn members() -> Vec<Member> {
+        vec![
+            Member::from(pb::ServerMember {
+                node_id: 1,
+                address: "10.0.0.1:7400".into(),
+                role: "leader".into(),
+                voter: true,
+                reachable: true,
+                term: 4,
+                last_log_index: 120,
+                applied_index: 120,
+                error: String::new(),
+            }),
+            Member::from(pb::ServerMember {
+                node_id: 2,
+                address: "10.0.0.2:7400".into(),
+                role: "unknown".into(),
+                voter: true,
+                reachable: false,
+                term: 0,
+                last_log_index: 0,
+                applied_index: 0,
+                error: "connection refused".into(),
+            }),
+        ]
+    }
+
+    #[test]
+    fn members_table_has_every_column() {
+        assert_eq!(
+            members_table(&members()),
+            "ID  ADDRESS        ROLE     VOTER  REACHABLE  TERM  LAST LOG INDEX  APPLIED INDEX  ERROR\n\
+             1   10.0.0.1:7400  leader   yes    yes        4     120             120\n\
+             2   10.0.0.2:7400  unknown  yes    no         0     0               0              connection refused\n"
+        );
+    }
+
+    #[test]
+    fn status_shows_leader_then_members() {
+        let status = ControlPlaneStatus::from(pb::GetControlPlaneStatusResponse {
+            leader_id: None,
+            term: 4,
+            answered_by: 1,
+            members: vec![],
+        });
+        assert_eq!(
+            status_table(&status),
+            "Leader:       none (no leader elected)\n\
+             Term:         4\n\
+             Answered by:  1\n\
+             \n\
+             ID  ADDRESS  ROLE  VOTER  REACHABLE  TERM  LAST LOG INDEX  APPLIED INDEX  ERROR\n"
+        );
+    }
+
+    #[test]
+    fn status_json_is_camel_case_with_null_for_absent_values() {
+        let status = ControlPlaneStatus {
+            leader_id: Some(1),
+            term: 4,
+            answered_by: 2,
+            members: members(),
+        };
+        let json = render(Format::Json, &status, status_table).unwrap();
+        let value: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(value["leaderId"], 1);
+        assert_eq!(value["answeredBy"], 2);
+        assert_eq!(value["members"][0]["lastLogIndex"], 120);
+        assert_eq!(value["members"][0]["error"], serde_json::Value::Null);
+        assert_eq!(value["members"][1]["error"], "connection refused");
+    }
+
+    #[test]
+    fn families_show_a_dash_without_an_active_revision() {
+        let families = vec![Family {
+            family: "web".into(),
+            latest_revision: 3,
+            latest_active_revision: None,
+        }];
+        assert_eq!(
+            families_table(&families),
+            "FAMILY  LATEST REVISION  LATEST ACTIVE REVISION\n\
+             web     3                -\n"
+        );
+    }
+}

@@ -1,0 +1,338 @@
+//! A harness for end-to-end tests: real `berthd` processes on loopback,
+//! each with its own data dir, that tests can kill (-9), stop (SIGTERM) and
+//! restart. The binaries are built once by `cargo build --bins` and reused.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use berth_proto::pb;
+use berth_proto::pb::cluster_service_client::ClusterServiceClient;
+use berth_proto::pb::control_plane_service_client::ControlPlaneServiceClient;
+use berth_proto::pb::task_definition_service_client::TaskDefinitionServiceClient;
+use tonic::transport::Channel;
+
+/// Path of a binary of this workspace, next to the test executable's
+/// `deps` directory.
+pub fn binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    let dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target dir");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build --bins` before the end-to-end tests",
+        path.display()
+    );
+    path
+}
+
+/// A free loopback port (bound and released; good enough on a test host).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+pub struct ServerProc {
+    pub id: u64,
+    pub addr: String,
+    pub data_dir: PathBuf,
+    pub log_path: PathBuf,
+    args: Vec<String>,
+    child: Option<Child>,
+}
+
+impl ServerProc {
+    pub fn start(&mut self) -> Result<()> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log_path)?;
+        let child = Command::new(binary("berthd"))
+            .args(&self.args)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .context("spawning berthd")?;
+        self.child = Some(child);
+        Ok(())
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
+    }
+
+    /// SIGKILL: no chance to flush anything.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM, then wait for a clean exit.
+    pub fn terminate(&mut self) -> Result<std::process::ExitStatus> {
+        let Some(mut child) = self.child.take() else {
+            bail!("server {} is not running", self.id);
+        };
+        let pid = child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status()?;
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(status) = child.try_wait()? {
+                return Ok(status);
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                bail!("server {} did not exit within 15 s of SIGTERM", self.id);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+}
+
+impl Drop for ServerProc {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+pub struct TestCluster {
+    pub dir: tempfile::TempDir,
+    pub servers: BTreeMap<u64, ServerProc>,
+    pub extra_args: Vec<String>,
+}
+
+/// Fast timings so failover tests finish quickly on a loaded machine.
+pub const FAST: &[&str] = &["--heartbeat-ms", "100", "--election-timeout-ms", "500"];
+
+impl TestCluster {
+    /// Starts `n` servers that form a new cluster.
+    pub async fn start(n: u64, extra_args: &[&str]) -> Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let addrs: BTreeMap<u64, String> = (1..=n)
+            .map(|id| (id, format!("127.0.0.1:{}", free_port())))
+            .collect();
+        let initial = addrs
+            .iter()
+            .map(|(id, a)| format!("{id}={a}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut cluster = Self {
+            dir,
+            servers: BTreeMap::new(),
+            extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+        };
+        for (id, addr) in &addrs {
+            let server = cluster.new_server(*id, addr, Some(&initial));
+            cluster.servers.insert(*id, server);
+        }
+        for server in cluster.servers.values_mut() {
+            server.start()?;
+        }
+        cluster.wait_for_leader(Duration::from_secs(20)).await?;
+        Ok(cluster)
+    }
+
+    fn new_server(&self, id: u64, addr: &str, initial: Option<&str>) -> ServerProc {
+        let data_dir = self.dir.path().join(format!("node{id}"));
+        let mut args = vec![
+            "serve".to_string(),
+            "--node-id".into(),
+            id.to_string(),
+            "--data-dir".into(),
+            data_dir.display().to_string(),
+            "--listen".into(),
+            addr.to_string(),
+        ];
+        if let Some(initial) = initial {
+            args.push("--initial-cluster".into());
+            args.push(initial.to_string());
+        }
+        args.extend(FAST.iter().map(|s| s.to_string()));
+        args.extend(self.extra_args.iter().cloned());
+        ServerProc {
+            id,
+            addr: addr.to_string(),
+            log_path: self.dir.path().join(format!("node{id}.log")),
+            data_dir,
+            args,
+            child: None,
+        }
+    }
+
+    /// Starts a server that is not part of the initial membership.
+    pub fn start_joiner(&mut self, id: u64) -> Result<String> {
+        let addr = format!("127.0.0.1:{}", free_port());
+        let mut server = self.new_server(id, &addr, None);
+        server.start()?;
+        self.servers.insert(id, server);
+        Ok(addr)
+    }
+
+    pub fn addr(&self, id: u64) -> String {
+        self.servers[&id].addr.clone()
+    }
+
+    pub fn server(&mut self, id: u64) -> &mut ServerProc {
+        self.servers.get_mut(&id).expect("server")
+    }
+
+    /// Any running server's view of who leads; waits for an election.
+    pub async fn wait_for_leader(&mut self, timeout: Duration) -> Result<u64> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let running: Vec<String> = self
+                .servers
+                .values_mut()
+                .filter_map(|s| s.is_running().then(|| s.addr.clone()))
+                .collect();
+            for addr in &running {
+                if let Ok(status) = status(addr).await {
+                    if let Some(leader) = status.leader_id {
+                        if running.contains(&self.servers[&leader].addr) {
+                            return Ok(leader);
+                        }
+                    }
+                }
+            }
+            if Instant::now() > deadline {
+                bail!("no leader within {timeout:?}; logs:\n{}", self.logs());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub fn logs(&self) -> String {
+        self.servers
+            .values()
+            .map(|s| {
+                let log = s.log();
+                let tail: Vec<&str> = log.lines().rev().take(30).collect();
+                format!(
+                    "--- node {} ---\n{}",
+                    s.id,
+                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+pub async fn channel(addr: &str) -> Result<Channel> {
+    Ok(Channel::from_shared(format!("http://{addr}"))?
+        .connect_timeout(Duration::from_secs(1))
+        .timeout(Duration::from_secs(15))
+        .connect()
+        .await?)
+}
+
+pub async fn status(addr: &str) -> Result<pb::GetControlPlaneStatusResponse> {
+    let mut client = ControlPlaneServiceClient::new(channel(addr).await?);
+    Ok(client
+        .get_status(pb::GetControlPlaneStatusRequest {})
+        .await?
+        .into_inner())
+}
+
+pub async fn taskdefs(addr: &str) -> Result<TaskDefinitionServiceClient<Channel>> {
+    Ok(TaskDefinitionServiceClient::new(channel(addr).await?))
+}
+
+pub async fn clusters(addr: &str) -> Result<ClusterServiceClient<Channel>> {
+    Ok(ClusterServiceClient::new(channel(addr).await?))
+}
+
+pub async fn control_plane(addr: &str) -> Result<ControlPlaneServiceClient<Channel>> {
+    Ok(ControlPlaneServiceClient::new(channel(addr).await?))
+}
+
+/// A small valid task definition; `marker` lands in an env var so each
+/// registration can be recognised when read back.
+pub fn spec(family: &str, marker: &str) -> pb::TaskDefinitionSpec {
+    let mut container = berth_types::ContainerDefinition::new("app", "localhost:5000/app:1");
+    container.memory = Some(64);
+    container.environment.push(berth_types::KeyValuePair {
+        name: "MARKER".into(),
+        value: marker.into(),
+    });
+    berth_types::TaskDefinitionSpec {
+        family: family.into(),
+        container_definitions: vec![container],
+        cpu: None,
+        memory: None,
+        network_mode: Default::default(),
+        volumes: vec![],
+        tags: vec![],
+    }
+    .into()
+}
+
+pub fn marker_of(td: &pb::TaskDefinition) -> String {
+    td.spec
+        .as_ref()
+        .and_then(|s| s.container_definitions.first())
+        .and_then(|c| c.environment.iter().find(|e| e.name == "MARKER"))
+        .map(|e| e.value.clone())
+        .unwrap_or_default()
+}
+
+pub async fn register(addr: &str, family: &str, marker: &str) -> Result<pb::TaskDefinition> {
+    let mut client = taskdefs(addr).await?;
+    let reply = client
+        .register_task_definition(pb::RegisterTaskDefinitionRequest {
+            spec: Some(spec(family, marker)),
+        })
+        .await?;
+    reply
+        .into_inner()
+        .task_definition
+        .context("no task definition in reply")
+}
+
+pub async fn list_family(addr: &str, family: &str) -> Result<Vec<pb::TaskDefinition>> {
+    let mut client = taskdefs(addr).await?;
+    Ok(client
+        .list_task_definitions(pb::ListTaskDefinitionsRequest {
+            family: family.into(),
+            status: String::new(),
+        })
+        .await?
+        .into_inner()
+        .task_definitions)
+}
+
+/// Retries `f` until it succeeds or `timeout` passes.
+pub async fn eventually<T, F, Fut>(timeout: Duration, mut f: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        match f().await {
+            Ok(v) => return Ok(v),
+            Err(e) if Instant::now() > deadline => {
+                return Err(e.context(format!("still failing after {timeout:?}")))
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
+pub fn data_dir_exists(path: &Path) -> bool {
+    path.join("node.json").exists()
+}
