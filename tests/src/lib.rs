@@ -16,21 +16,27 @@ use berth_proto::pb::control_plane_service_client::ControlPlaneServiceClient;
 use berth_proto::pb::task_definition_service_client::TaskDefinitionServiceClient;
 use tonic::transport::Channel;
 
-/// Path of a binary of this workspace, next to the test executable's
-/// `deps` directory.
+/// Path of a binary of this workspace: next to the running executable
+/// (a bench binary) or next to its `deps` directory (a test).
 pub fn binary(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("current exe");
-    let dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("target dir");
-    let path = dir.join(name);
-    assert!(
-        path.exists(),
-        "{} is missing: run `cargo build --bins` before the end-to-end tests",
-        path.display()
-    );
-    path
+    try_binary(name).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Like [`binary`], but an error instead of a panic when it is missing.
+pub fn try_binary(name: &str) -> Result<PathBuf> {
+    let exe = std::env::current_exe().context("current exe")?;
+    let candidates: Vec<PathBuf> = exe
+        .ancestors()
+        .skip(1)
+        .take(2)
+        .map(|dir| dir.join(name))
+        .collect();
+    match candidates.iter().find(|p| p.exists()) {
+        Some(path) => Ok(path.clone()),
+        None => bail!(
+            "{name} is missing (looked in {candidates:?}): run `cargo build --bins` (or --release for benchmarks) first"
+        ),
+    }
 }
 
 /// A free loopback port (bound and released; good enough on a test host).
@@ -64,6 +70,11 @@ impl ServerProc {
             .context("spawning berthd")?;
         self.child = Some(child);
         Ok(())
+    }
+
+    /// The process id while the server runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     pub fn is_running(&mut self) -> bool {
@@ -113,6 +124,8 @@ pub struct TestCluster {
     pub dir: tempfile::TempDir,
     pub servers: BTreeMap<u64, ServerProc>,
     pub extra_args: Vec<String>,
+    /// Raft timing flags every server gets ([`FAST`] unless chosen).
+    pub timing_args: Vec<String>,
 }
 
 /// Fast timings so failover tests finish quickly on a loaded machine.
@@ -121,6 +134,16 @@ pub const FAST: &[&str] = &["--heartbeat-ms", "100", "--election-timeout-ms", "5
 impl TestCluster {
     /// Starts `n` servers that form a new cluster.
     pub async fn start(n: u64, extra_args: &[&str]) -> Result<Self> {
+        Self::start_with_timings(n, FAST, extra_args).await
+    }
+
+    /// Like [`TestCluster::start`] with other Raft timing flags than
+    /// [`FAST`]; `&[]` leaves berthd's own defaults.
+    pub async fn start_with_timings(
+        n: u64,
+        timing_args: &[&str],
+        extra_args: &[&str],
+    ) -> Result<Self> {
         let dir = tempfile::tempdir()?;
         let addrs: BTreeMap<u64, String> = (1..=n)
             .map(|id| (id, format!("127.0.0.1:{}", free_port())))
@@ -134,6 +157,7 @@ impl TestCluster {
             dir,
             servers: BTreeMap::new(),
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+            timing_args: timing_args.iter().map(|s| s.to_string()).collect(),
         };
         for (id, addr) in &addrs {
             let server = cluster.new_server(*id, addr, Some(&initial));
@@ -161,7 +185,7 @@ impl TestCluster {
             args.push("--initial-cluster".into());
             args.push(initial.to_string());
         }
-        args.extend(FAST.iter().map(|s| s.to_string()));
+        args.extend(self.timing_args.iter().cloned());
         args.extend(self.extra_args.iter().cloned());
         ServerProc {
             id,

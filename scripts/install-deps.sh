@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Installs what building Berth needs on a Debian/Ubuntu host: protoc for the
+# gRPC code generation. Safe to run repeatedly.
+set -euo pipefail
+
+as_root() {
+    if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+missing=()
+command -v protoc >/dev/null 2>&1 || missing+=(protobuf-compiler)
+if [ ${#missing[@]} -gt 0 ]; then
+    if ! command -v apt-get >/dev/null 2>&1; then
+        echo "error: missing ${missing[*]} and no apt-get to install it; install protoc (protobuf-compiler) yourself" >&2
+        exit 1
+    fi
+    echo "installing ${missing[*]}" >&2
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+if ! command -v cargo >/dev/null 2>&1; then
+    echo "error: cargo is missing; install a Rust toolchain (https://rustup.rs) and retry" >&2
+    exit 1
+fi

@@ -1,0 +1,121 @@
+//! The `berth` CLI against a real 3-server cluster, including endpoint
+//! failover and machine-readable output.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::process::Command;
+
+use anyhow::Result;
+use berth_e2e::*;
+
+struct Cli {
+    endpoints: String,
+}
+
+impl Cli {
+    fn run(&self, args: &[&str]) -> std::process::Output {
+        Command::new(binary("berth"))
+            .arg("--endpoint")
+            .arg(&self.endpoints)
+            .args(args)
+            .env_remove("BERTH_ENDPOINT")
+            .output()
+            .expect("run berth")
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "berth {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    fn json(&self, args: &[&str]) -> serde_json::Value {
+        let mut all = args.to_vec();
+        all.extend(["-o", "json"]);
+        serde_json::from_str(&self.ok(&all)).expect("valid JSON")
+    }
+}
+
+fn example(name: &str) -> String {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    root.join("deploy/examples").join(name).display().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_manages_task_definitions_and_fails_over_between_endpoints() -> Result<()> {
+    let mut cluster = TestCluster::start(3, &[]).await?;
+    // The first endpoint is a closed port: every command must move on.
+    let dead = format!("127.0.0.1:{}", free_port());
+    let cli = Cli {
+        endpoints: format!("{dead},{},{}", cluster.addr(1), cluster.addr(2)),
+    };
+
+    let registered = cli.json(&["taskdef", "register", "-f", &example("web.json")]);
+    assert_eq!(registered["family"], "web");
+    assert_eq!(registered["revision"], 1);
+    let yaml = cli.json(&["taskdef", "register", "-f", &example("web.yaml")]);
+    assert_eq!(yaml["revision"], 2);
+    assert_eq!(yaml["spec"], registered["spec"], "JSON and YAML files describe the same task");
+
+    let listed = cli.json(&["taskdef", "list", "--family", "web"]);
+    assert_eq!(listed.as_array().unwrap().len(), 2);
+
+    cli.ok(&["taskdef", "deregister", "web:2"]);
+    let latest = cli.json(&["taskdef", "describe", "web"]);
+    assert_eq!(latest["revision"], 1, "bare family is the latest ACTIVE revision");
+    let inactive = cli.json(&["taskdef", "list", "--status", "INACTIVE"]);
+    assert_eq!(inactive[0]["revision"], 2);
+
+    cli.ok(&["cluster", "create", "prod"]);
+    let clusters = cli.json(&["cluster", "list"]);
+    let names: Vec<&str> = clusters
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, vec!["default", "prod"]);
+    cli.ok(&["cluster", "delete", "prod"]);
+
+    let status = cli.json(&["cluster", "status"]);
+    let members = status["members"].as_array().unwrap();
+    assert_eq!(members.len(), 3);
+    let table = cli.ok(&["server", "list"]);
+    assert_eq!(table.matches("leader").count(), 1, "{table}");
+
+    // Errors: one line on stderr, non-zero exit.
+    let missing = cli.run(&["taskdef", "describe", "web:9"]);
+    assert!(!missing.status.success());
+    let stderr = String::from_utf8_lossy(&missing.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.starts_with("error: ") && stderr.contains("web:9"), "{stderr}");
+
+    // With the leader killed the CLI still works through the survivors.
+    let leader = cluster.wait_for_leader(std::time::Duration::from_secs(20)).await?;
+    cluster.server(leader).kill9();
+    let survivors: Vec<String> = (1..=3)
+        .filter(|id| *id != leader)
+        .map(|id| cluster.addr(id))
+        .collect();
+    let cli = Cli {
+        endpoints: format!("{dead},{}", survivors.join(",")),
+    };
+    let after = eventually(std::time::Duration::from_secs(20), || async {
+        let out = cli.run(&["taskdef", "register", "-f", &example("web.json"), "-o", "json"]);
+        anyhow::ensure!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        Ok(serde_json::from_slice::<serde_json::Value>(&out.stdout)?)
+    })
+    .await?;
+    assert_eq!(after["revision"], 3);
+
+    let nobody = Cli { endpoints: dead };
+    let out = nobody.run(&["cluster", "list"]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("cannot reach any server"), "{stderr}");
+    Ok(())
+}
