@@ -1,6 +1,10 @@
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../proto");
-    let files = ["berth/v1/raft.proto", "berth/v1/control.proto"].map(|f| root.join(f));
+    let files = [
+        "berth/v1/raft.proto",
+        "berth/v1/control.proto",
+        "berth/v1/identity.proto",
+    ].map(|f| root.join(f));
     for file in &files {
         println!("cargo:rerun-if-changed={}", file.display());
     }

@@ -3,6 +3,7 @@
 //! applies those commands. Nothing here does I/O, so every rule can be tested
 //! without a network, a disk or a runtime.
 
+pub mod access;
 pub mod cluster;
 pub mod command;
 pub mod error;
@@ -11,8 +12,12 @@ pub mod taskdef;
 pub mod taskdef_file;
 pub mod validate;
 
+pub use access::{Activation, ApiToken, Instance, InstanceStatus, Registration, Role};
 pub use cluster::{Cluster, ClusterSettings, ClusterStatus, DEFAULT_CLUSTER};
 pub use command::{Command, CommandOutput};
 pub use error::{FieldError, StateError, ValidationErrors};
 pub use state::{Record, RecordKey, State};
 pub use taskdef::*;
+
+#[cfg(test)]
+mod access_tests;

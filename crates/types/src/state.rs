@@ -13,6 +13,8 @@ use crate::command::{Command, CommandOutput};
 use crate::error::StateError;
 use crate::taskdef::{TaskDefinition, TaskDefinitionSpec, TaskDefinitionStatus};
 use crate::validate;
+use crate::access::{Activation, ApiToken, Instance, InstanceStatus, Registration, Role};
+use std::collections::BTreeMap as Map;
 
 /// Per-family bookkeeping. Kept separately from the revisions so revision
 /// numbers are never reused, whatever happens to the revisions themselves.
@@ -27,6 +29,9 @@ pub enum RecordKey {
     Cluster(String),
     Family(String),
     TaskDefinition(String, u32),
+    ApiToken(String),
+    Activation(String),
+    Instance(String),
 }
 
 /// One persisted record, as the storage layer writes and reloads it.
@@ -35,6 +40,9 @@ pub enum Record {
     Cluster(Cluster),
     Family(String, FamilyRecord),
     TaskDefinition(TaskDefinition),
+    ApiToken(ApiToken),
+    Activation(Activation),
+    Instance(Instance),
 }
 
 impl Record {
@@ -43,6 +51,9 @@ impl Record {
             Record::Cluster(c) => RecordKey::Cluster(c.name.clone()),
             Record::Family(name, _) => RecordKey::Family(name.clone()),
             Record::TaskDefinition(td) => RecordKey::TaskDefinition(td.family.clone(), td.revision),
+            Record::ApiToken(t) => RecordKey::ApiToken(t.id.clone()),
+            Record::Activation(a) => RecordKey::Activation(a.id.clone()),
+            Record::Instance(i) => RecordKey::Instance(i.id.clone()),
         }
     }
 }
@@ -52,6 +63,9 @@ pub struct State {
     clusters: BTreeMap<String, Cluster>,
     families: BTreeMap<String, FamilyRecord>,
     task_definitions: BTreeMap<(String, u32), TaskDefinition>,
+    api_tokens: Map<String, ApiToken>,
+    activations: Map<String, Activation>,
+    instances: Map<String, Instance>,
     /// Records touched since the last `take_changes`; not part of the state.
     #[serde(skip)]
     changes: Vec<RecordKey>,
@@ -64,6 +78,9 @@ impl PartialEq for State {
         self.clusters == other.clusters
             && self.families == other.families
             && self.task_definitions == other.task_definitions
+            && self.api_tokens == other.api_tokens
+            && self.activations == other.activations
+            && self.instances == other.instances
     }
 }
 
@@ -92,6 +109,9 @@ impl State {
             clusters,
             families: BTreeMap::new(),
             task_definitions: BTreeMap::new(),
+            api_tokens: Map::new(),
+            activations: Map::new(),
+            instances: Map::new(),
             changes: Vec::new(),
         }
     }
@@ -108,7 +128,220 @@ impl State {
                 revision,
                 at_ms,
             } => self.deregister_task_definition(family, revision, at_ms),
+            Command::BootstrapAdminToken {
+                id,
+                secret_hash,
+                at_ms,
+            } => {
+                if self.api_tokens.contains_key(&id) {
+                    return Ok(CommandOutput::Unchanged);
+                }
+                self.insert_token(ApiToken {
+                    id,
+                    role: Role::Admin,
+                    description: "created at bootstrap".into(),
+                    secret_hash,
+                    created_at_ms: at_ms,
+                    expires_at_ms: None,
+                    revoked_at_ms: None,
+                })
+            }
+            Command::CreateApiToken {
+                id,
+                role,
+                description,
+                secret_hash,
+                expires_at_ms,
+                at_ms,
+            } => {
+                if self.api_tokens.contains_key(&id) {
+                    return Err(StateError::already_exists("API token", id));
+                }
+                self.insert_token(ApiToken {
+                    id,
+                    role,
+                    description,
+                    secret_hash,
+                    created_at_ms: at_ms,
+                    expires_at_ms,
+                    revoked_at_ms: None,
+                })
+            }
+            Command::RevokeApiToken { id, at_ms } => {
+                let token = self
+                    .api_tokens
+                    .get_mut(&id)
+                    .ok_or_else(|| StateError::not_found("API token", id.clone()))?;
+                if token.revoked_at_ms.is_none() {
+                    token.revoked_at_ms = Some(at_ms);
+                    self.changes.push(RecordKey::ApiToken(id));
+                }
+                Ok(CommandOutput::ApiToken(token.clone()))
+            }
+            Command::CreateActivation {
+                id,
+                cluster,
+                description,
+                secret_hash,
+                expires_at_ms,
+                max_registrations,
+                attributes,
+                at_ms,
+            } => {
+                if !self.clusters.contains_key(&cluster) {
+                    return Err(StateError::not_found("cluster", cluster));
+                }
+                if self.activations.contains_key(&id) {
+                    return Err(StateError::already_exists("activation", id));
+                }
+                let activation = Activation {
+                    id: id.clone(),
+                    cluster,
+                    description,
+                    secret_hash,
+                    created_at_ms: at_ms,
+                    expires_at_ms,
+                    max_registrations,
+                    registrations: 0,
+                    attributes,
+                    revoked_at_ms: None,
+                };
+                self.activations.insert(id.clone(), activation.clone());
+                self.changes.push(RecordKey::Activation(id));
+                Ok(CommandOutput::Activation(activation))
+            }
+            Command::RevokeActivation { id, at_ms } => {
+                let activation = self
+                    .activations
+                    .get_mut(&id)
+                    .ok_or_else(|| StateError::not_found("activation", id.clone()))?;
+                if activation.revoked_at_ms.is_none() {
+                    activation.revoked_at_ms = Some(at_ms);
+                    self.changes.push(RecordKey::Activation(id));
+                }
+                Ok(CommandOutput::Activation(activation.clone()))
+            }
+            Command::RegisterInstance(registration) => self.register_instance(registration),
+            Command::RecordInstanceCertificate {
+                instance_id,
+                expires_at_ms,
+            } => {
+                let instance = self
+                    .instances
+                    .get_mut(&instance_id)
+                    .ok_or_else(|| StateError::not_found("instance", instance_id.clone()))?;
+                if instance.status != InstanceStatus::Active {
+                    return Err(StateError::FailedPrecondition(format!(
+                        "instance {instance_id} is deregistered"
+                    )));
+                }
+                instance.certificate_expires_at_ms = expires_at_ms;
+                self.changes.push(RecordKey::Instance(instance_id));
+                Ok(CommandOutput::Instance(instance.clone()))
+            }
+            Command::DeregisterInstance { instance_id, at_ms } => {
+                let instance = self
+                    .instances
+                    .get_mut(&instance_id)
+                    .ok_or_else(|| StateError::not_found("instance", instance_id.clone()))?;
+                if instance.status == InstanceStatus::Active {
+                    instance.status = InstanceStatus::Inactive;
+                    instance.deregistered_at_ms = Some(at_ms);
+                    self.changes.push(RecordKey::Instance(instance_id));
+                }
+                Ok(CommandOutput::Instance(instance.clone()))
+            }
         }
+    }
+
+    fn insert_token(&mut self, token: ApiToken) -> Result<CommandOutput, StateError> {
+        self.changes.push(RecordKey::ApiToken(token.id.clone()));
+        self.api_tokens.insert(token.id.clone(), token.clone());
+        Ok(CommandOutput::ApiToken(token))
+    }
+
+    /// Checks an activation and, only if every check passes, consumes one
+    /// registration and records the instance: a refused registration never
+    /// decrements anything.
+    fn register_instance(&mut self, r: Registration) -> Result<CommandOutput, StateError> {
+        let refuse = |why: String| Err(StateError::FailedPrecondition(why));
+        let Some(activation) = self.activations.get(&r.activation_id) else {
+            return refuse("the activation token is not valid: unknown activation id".into());
+        };
+        if activation.secret_hash != r.secret_hash {
+            return refuse("the activation token is not valid: wrong secret".into());
+        }
+        if activation.revoked_at_ms.is_some() {
+            return refuse(format!(
+                "activation {} was revoked; create a new one with `berth activation create`",
+                activation.id
+            ));
+        }
+        if r.at_ms >= activation.expires_at_ms {
+            return refuse(format!(
+                "activation {} has expired; create a new one with `berth activation create`",
+                activation.id
+            ));
+        }
+        if activation.registrations >= activation.max_registrations {
+            return refuse(format!(
+                "activation {} has been used for all {} of its registrations; create a new one",
+                activation.id, activation.max_registrations
+            ));
+        }
+        if let Some(expected) = &r.expected_cluster {
+            if *expected != activation.cluster {
+                return refuse(format!(
+                    "activation {} is for cluster {:?}, not {expected:?}",
+                    activation.id, activation.cluster
+                ));
+            }
+        }
+        if !self.clusters.contains_key(&activation.cluster) {
+            return refuse(format!("cluster {:?} no longer exists", activation.cluster));
+        }
+        let cluster = activation.cluster.clone();
+        // A known, still-active instance of the same cluster keeps its id; a
+        // deregistered one never comes back under its old identity.
+        let kept = r.previous_instance_id.as_ref().and_then(|id| {
+            self.instances
+                .get(id)
+                .filter(|i| i.status == InstanceStatus::Active && i.cluster == cluster)
+        });
+        let mut attributes = activation.attributes.clone();
+        attributes.extend(r.attributes.clone());
+        let instance = match kept {
+            Some(existing) => Instance {
+                hostname: r.hostname,
+                attributes,
+                activation_id: r.activation_id.clone(),
+                certificate_expires_at_ms: r.certificate_expires_at_ms,
+                ..existing.clone()
+            },
+            None => {
+                if self.instances.contains_key(&r.new_instance_id) {
+                    return Err(StateError::already_exists("instance", r.new_instance_id));
+                }
+                Instance {
+                    id: r.new_instance_id,
+                    cluster,
+                    hostname: r.hostname,
+                    attributes,
+                    activation_id: r.activation_id.clone(),
+                    registered_at_ms: r.at_ms,
+                    certificate_expires_at_ms: r.certificate_expires_at_ms,
+                    status: InstanceStatus::Active,
+                    deregistered_at_ms: None,
+                }
+            }
+        };
+        if let Some(activation) = self.activations.get_mut(&r.activation_id) {
+            activation.registrations += 1;
+        }
+        self.changes.push(RecordKey::Activation(r.activation_id));
+        self.changes.push(RecordKey::Instance(instance.id.clone()));
+        self.instances.insert(instance.id.clone(), instance.clone());
+        Ok(CommandOutput::Instance(instance))
     }
 
     /// Records changed since the previous call, each once, in key order.
@@ -132,6 +365,9 @@ impl State {
                 .get(&(family.clone(), *rev))
                 .cloned()
                 .map(Record::TaskDefinition),
+            RecordKey::ApiToken(id) => self.api_tokens.get(id).cloned().map(Record::ApiToken),
+            RecordKey::Activation(id) => self.activations.get(id).cloned().map(Record::Activation),
+            RecordKey::Instance(id) => self.instances.get(id).cloned().map(Record::Instance),
         }
     }
 
@@ -148,6 +384,15 @@ impl State {
                 self.task_definitions
                     .insert((td.family.clone(), td.revision), td);
             }
+            Record::ApiToken(t) => {
+                self.api_tokens.insert(t.id.clone(), t);
+            }
+            Record::Activation(a) => {
+                self.activations.insert(a.id.clone(), a);
+            }
+            Record::Instance(i) => {
+                self.instances.insert(i.id.clone(), i);
+            }
         }
     }
 
@@ -163,7 +408,39 @@ impl State {
             .values()
             .cloned()
             .map(Record::TaskDefinition);
-        clusters.chain(families).chain(defs)
+        let tokens = self.api_tokens.values().cloned().map(Record::ApiToken);
+        let activations = self.activations.values().cloned().map(Record::Activation);
+        let instances = self.instances.values().cloned().map(Record::Instance);
+        clusters
+            .chain(families)
+            .chain(defs)
+            .chain(tokens)
+            .chain(activations)
+            .chain(instances)
+    }
+
+    pub fn api_token(&self, id: &str) -> Option<&ApiToken> {
+        self.api_tokens.get(id)
+    }
+
+    pub fn api_tokens(&self) -> impl Iterator<Item = &ApiToken> {
+        self.api_tokens.values()
+    }
+
+    pub fn activation(&self, id: &str) -> Option<&Activation> {
+        self.activations.get(id)
+    }
+
+    pub fn activations(&self) -> impl Iterator<Item = &Activation> {
+        self.activations.values()
+    }
+
+    pub fn instance(&self, id: &str) -> Option<&Instance> {
+        self.instances.get(id)
+    }
+
+    pub fn instances(&self) -> impl Iterator<Item = &Instance> {
+        self.instances.values()
     }
 
     // ---- reads -------------------------------------------------------------
@@ -234,8 +511,16 @@ impl State {
         if !self.clusters.contains_key(&name) {
             return Err(StateError::not_found("cluster", name));
         }
-        // Instances and tasks arrive with later parts; the refusal to delete
-        // a cluster that still has them is checked here once they exist.
+        let registered = self
+            .instances
+            .values()
+            .filter(|i| i.cluster == name && i.status == InstanceStatus::Active)
+            .count();
+        if registered > 0 {
+            return Err(StateError::FailedPrecondition(format!(
+                "cluster {name:?} still has {registered} registered instances; deregister them first"
+            )));
+        }
         self.clusters.remove(&name);
         self.changes.push(RecordKey::Cluster(name.clone()));
         Ok(CommandOutput::ClusterDeleted(name))

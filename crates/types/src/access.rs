@@ -1,0 +1,113 @@
+//! Records of identity and access: operator API tokens, activations (join
+//! tokens for agents) and registered instances. Secrets are never stored,
+//! only their SHA-256 hashes (hex), computed by the server before proposing.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Everything.
+    Admin,
+    /// Describe, list and status calls only.
+    Readonly,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::Readonly => "readonly",
+        }
+    }
+
+    pub fn parse(value: &str) -> Option<Self> {
+        match value.to_ascii_lowercase().as_str() {
+            "admin" => Some(Role::Admin),
+            "readonly" | "read-only" => Some(Role::Readonly),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ApiToken {
+    pub id: String,
+    pub role: Role,
+    pub description: String,
+    pub secret_hash: String,
+    pub created_at_ms: i64,
+    pub expires_at_ms: Option<i64>,
+    pub revoked_at_ms: Option<i64>,
+}
+
+impl ApiToken {
+    /// Whether the token grants anything at `now_ms`.
+    pub fn is_usable(&self, now_ms: i64) -> bool {
+        self.revoked_at_ms.is_none() && self.expires_at_ms.is_none_or(|e| now_ms < e)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Activation {
+    pub id: String,
+    pub cluster: String,
+    pub description: String,
+    pub secret_hash: String,
+    pub created_at_ms: i64,
+    pub expires_at_ms: i64,
+    pub max_registrations: u32,
+    pub registrations: u32,
+    pub attributes: BTreeMap<String, String>,
+    pub revoked_at_ms: Option<i64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum InstanceStatus {
+    Active,
+    /// Deregistered: its certificate is refused everywhere.
+    Inactive,
+}
+
+impl InstanceStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InstanceStatus::Active => "ACTIVE",
+            InstanceStatus::Inactive => "INACTIVE",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Instance {
+    pub id: String,
+    pub cluster: String,
+    pub hostname: String,
+    pub attributes: BTreeMap<String, String>,
+    pub activation_id: String,
+    pub registered_at_ms: i64,
+    pub certificate_expires_at_ms: i64,
+    pub status: InstanceStatus,
+    pub deregistered_at_ms: Option<i64>,
+}
+
+/// What a registration asks for; carried by `Command::RegisterInstance`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Registration {
+    pub activation_id: String,
+    pub secret_hash: String,
+    /// Chosen by the proposer; used unless `previous_instance_id` is kept.
+    pub new_instance_id: String,
+    pub previous_instance_id: Option<String>,
+    pub expected_cluster: Option<String>,
+    pub hostname: String,
+    pub attributes: BTreeMap<String, String>,
+    pub certificate_expires_at_ms: i64,
+    pub at_ms: i64,
+}
