@@ -14,7 +14,12 @@ use berth_proto::pb;
 use berth_proto::pb::cluster_service_client::ClusterServiceClient;
 use berth_proto::pb::control_plane_service_client::ControlPlaneServiceClient;
 use berth_proto::pb::task_definition_service_client::TaskDefinitionServiceClient;
-use tonic::transport::Channel;
+use std::sync::OnceLock;
+
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::interceptor::InterceptedService;
+use tonic::service::Interceptor;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 
 /// Path of a binary of this workspace: next to the running executable
 /// (a bench binary) or next to its `deps` directory (a test).
@@ -172,6 +177,19 @@ impl TestCluster {
 
     fn new_server(&self, id: u64, addr: &str, initial: Option<&str>) -> ServerProc {
         let data_dir = self.dir.path().join(format!("node{id}"));
+        let pki = test_pki();
+        let out = Command::new(binary("berthd"))
+            .args(["pki", "issue", "--dir"])
+            .arg(&pki.dir)
+            .args(["--node-id", &id.to_string(), "--host", "127.0.0.1", "--out"])
+            .arg(data_dir.join("pki"))
+            .output()
+            .expect("run berthd pki issue");
+        assert!(
+            out.status.success(),
+            "pki issue: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let mut args = vec![
             "serve".to_string(),
             "--node-id".into(),
@@ -256,12 +274,88 @@ impl TestCluster {
     }
 }
 
-pub async fn channel(addr: &str) -> Result<Channel> {
-    Ok(Channel::from_shared(format!("http://{addr}"))?
+/// One CA and admin token for every cluster a test process starts, so the
+/// free functions below can reach any of them.
+pub struct TestPki {
+    pub dir: PathBuf,
+    pub ca_pem: String,
+    pub admin_token: String,
+}
+
+pub fn test_pki() -> &'static TestPki {
+    static PKI: OnceLock<TestPki> = OnceLock::new();
+    PKI.get_or_init(|| {
+        let dir = tempfile::tempdir().expect("temp dir").keep();
+        let out = Command::new(binary("berthd"))
+            .args(["pki", "init", "--cluster-id", "e2e", "--dir"])
+            .arg(&dir)
+            .output()
+            .expect("run berthd pki init");
+        assert!(
+            out.status.success(),
+            "pki init: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        TestPki {
+            ca_pem: std::fs::read_to_string(dir.join("ca.crt")).expect("ca.crt"),
+            admin_token: std::fs::read_to_string(dir.join("admin.token"))
+                .expect("admin.token")
+                .trim()
+                .to_string(),
+            dir,
+        }
+    })
+}
+
+/// Adds `authorization: Bearer ...` to every call, when a token is set.
+#[derive(Clone)]
+pub struct BearerToken(Option<MetadataValue<Ascii>>);
+
+impl Interceptor for BearerToken {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(value) = &self.0 {
+            request
+                .metadata_mut()
+                .insert("authorization", value.clone());
+        }
+        Ok(request)
+    }
+}
+
+pub type AuthChannel = InterceptedService<Channel, BearerToken>;
+
+/// A TLS channel verified against the test CA, with an optional client
+/// certificate.
+pub async fn tls_channel(addr: &str, identity: Option<Identity>) -> Result<Channel> {
+    let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(&test_pki().ca_pem));
+    if let Some(identity) = identity {
+        tls = tls.identity(identity);
+    }
+    Ok(Channel::from_shared(format!("https://{addr}"))?
+        .tls_config(tls)?
         .connect_timeout(Duration::from_secs(1))
         .timeout(Duration::from_secs(15))
         .connect()
         .await?)
+}
+
+/// A channel that presents `token` (or none) on every call.
+pub async fn channel_as(addr: &str, token: Option<&str>) -> Result<AuthChannel> {
+    let value = token
+        .map(|t| MetadataValue::try_from(format!("Bearer {t}")))
+        .transpose()?;
+    Ok(InterceptedService::new(
+        tls_channel(addr, None).await?,
+        BearerToken(value),
+    ))
+}
+
+/// A channel with the bootstrap admin token.
+pub async fn channel(addr: &str) -> Result<AuthChannel> {
+    channel_as(addr, Some(&test_pki().admin_token)).await
 }
 
 pub async fn status(addr: &str) -> Result<pb::GetControlPlaneStatusResponse> {
@@ -272,15 +366,15 @@ pub async fn status(addr: &str) -> Result<pb::GetControlPlaneStatusResponse> {
         .into_inner())
 }
 
-pub async fn taskdefs(addr: &str) -> Result<TaskDefinitionServiceClient<Channel>> {
+pub async fn taskdefs(addr: &str) -> Result<TaskDefinitionServiceClient<AuthChannel>> {
     Ok(TaskDefinitionServiceClient::new(channel(addr).await?))
 }
 
-pub async fn clusters(addr: &str) -> Result<ClusterServiceClient<Channel>> {
+pub async fn clusters(addr: &str) -> Result<ClusterServiceClient<AuthChannel>> {
     Ok(ClusterServiceClient::new(channel(addr).await?))
 }
 
-pub async fn control_plane(addr: &str) -> Result<ControlPlaneServiceClient<Channel>> {
+pub async fn control_plane(addr: &str) -> Result<ControlPlaneServiceClient<AuthChannel>> {
     Ok(ControlPlaneServiceClient::new(channel(addr).await?))
 }
 

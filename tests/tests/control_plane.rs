@@ -281,12 +281,8 @@ async fn added_server_catches_up_from_snapshot_and_removed_server_leaves() -> Re
     assert_eq!(stored.len(), 60);
     // Node 4 started empty, and the leader's log no longer holds the early
     // entries, so it can only have got them from a snapshot.
-    let mut raft =
-        berth_proto::pb::raft_service_client::RaftServiceClient::new(channel(&new_addr).await?);
-    let own = raft
-        .node_status(pb::NodeStatusRequest {})
-        .await?
-        .into_inner();
+    let members = status(&new_addr).await?.members;
+    let own = members.iter().find(|m| m.node_id == 4).expect("member 4");
     assert!(
         own.snapshot_index > 0,
         "node 4 installed no snapshot: {own:?}"

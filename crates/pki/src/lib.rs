@@ -156,9 +156,8 @@ impl CertificateAuthority {
             KeyUsagePurpose::CrlSign,
             KeyUsagePurpose::DigitalSignature,
         ];
-        params.subject_alt_names = vec![SanType::URI(
-            format!("berth://{cluster_id}/ca").try_into()?,
-        )];
+        params.subject_alt_names =
+            vec![SanType::URI(format!("berth://{cluster_id}/ca").try_into()?)];
         validity(&mut params, Duration::from_secs(10 * 365 * 24 * 3600));
         let issuer = params.self_signed(&key)?;
         Ok(Self {
@@ -297,20 +296,38 @@ mod tests {
     fn identities_round_trip_through_certificates() {
         let ca = CertificateAuthority::generate("c0ffee").unwrap();
         let server = ca
-            .issue_server(2, &["127.0.0.1".into(), "berthd-2".into()], Duration::from_secs(60))
+            .issue_server(
+                2,
+                &["127.0.0.1".into(), "berthd-2".into()],
+                Duration::from_secs(60),
+            )
             .unwrap();
         let der = first_der(&server.cert_pem).unwrap();
         let id = PeerIdentity::from_der(&der).unwrap();
-        assert_eq!(id, PeerIdentity { cluster_id: "c0ffee".into(), role: Role::Server(2) });
+        assert_eq!(
+            id,
+            PeerIdentity {
+                cluster_id: "c0ffee".into(),
+                role: Role::Server(2)
+            }
+        );
 
         let (key_pem, csr_pem) = generate_csr("agent").unwrap();
         assert!(key_pem.contains("PRIVATE KEY"));
-        let cert = ca.sign_instance_csr(&csr_pem, "i-42", Duration::from_secs(3600)).unwrap();
+        let cert = ca
+            .sign_instance_csr(&csr_pem, "i-42", Duration::from_secs(3600))
+            .unwrap();
         let id = PeerIdentity::from_der(&first_der(&cert).unwrap()).unwrap();
         assert_eq!(id.role, Role::Instance("i-42".into()));
         let expires = not_after_ms(&cert).unwrap();
-        let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap().as_millis() as i64;
-        assert!((expires - now - 3_600_000).abs() < 5_000, "lifetime is the server's choice");
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64;
+        assert!(
+            (expires - now - 3_600_000).abs() < 5_000,
+            "lifetime is the server's choice"
+        );
     }
 
     #[test]
@@ -318,7 +335,10 @@ mod tests {
         let ca = CertificateAuthority::generate("abc").unwrap();
         let again = CertificateAuthority::load(&ca.cert_pem, &ca.key_pem()).unwrap();
         assert_eq!(again.cluster_id, "abc");
-        assert_eq!(ca_digest(&again.cert_pem).unwrap(), ca_digest(&ca.cert_pem).unwrap());
+        assert_eq!(
+            ca_digest(&again.cert_pem).unwrap(),
+            ca_digest(&ca.cert_pem).unwrap()
+        );
         assert_eq!(ca_digest(&ca.cert_pem).unwrap().len(), 64);
     }
 

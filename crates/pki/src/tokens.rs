@@ -15,7 +15,11 @@ pub fn hash_secret(secret: &str) -> String {
 
 /// Compares without revealing where two hashes first differ.
 pub fn hashes_equal(a: &str, b: &str) -> bool {
-    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,7 +68,10 @@ impl JoinToken {
     }
 
     pub fn encode(&self) -> String {
-        format!("BERTH1-{}-{}-{}", self.activation_id, self.secret, self.ca_digest)
+        format!(
+            "BERTH1-{}-{}-{}",
+            self.activation_id, self.secret, self.ca_digest
+        )
     }
 
     pub fn parse(text: &str) -> Result<Self, PkiError> {
@@ -100,7 +107,10 @@ mod tests {
         assert_eq!(ApiTokenSecret::parse(&token.encode()), Some(token.clone()));
         assert_eq!(ApiTokenSecret::parse("garbage"), None);
         assert_eq!(ApiTokenSecret::parse("berth_zz_yy"), None);
-        assert!(hashes_equal(&hash_secret(&token.secret), &hash_secret(&token.secret)));
+        assert!(hashes_equal(
+            &hash_secret(&token.secret),
+            &hash_secret(&token.secret)
+        ));
         assert!(!hashes_equal(&hash_secret("a"), &hash_secret("b")));
     }
 
@@ -109,7 +119,13 @@ mod tests {
         let digest = "ab".repeat(32);
         let token = JoinToken::generate(&digest);
         assert_eq!(JoinToken::parse(&token.encode()).unwrap(), token);
-        for bad in ["", "BERTH1-", "BERTH1-a-b", "BERTH2-a-b-c", &format!("BERTH1-xx-yy-{digest}")] {
+        for bad in [
+            "",
+            "BERTH1-",
+            "BERTH1-a-b",
+            "BERTH2-a-b-c",
+            &format!("BERTH1-xx-yy-{digest}"),
+        ] {
             assert!(JoinToken::parse(bad).is_err(), "{bad}");
         }
     }

@@ -294,6 +294,7 @@ impl Api {
                         member.term = s.term;
                         member.last_log_index = s.last_log_index;
                         member.applied_index = s.applied_index;
+                        member.snapshot_index = s.snapshot_index;
                     }
                     Err(e) => member.error = e,
                 }

@@ -128,6 +128,8 @@ mod tests {
             snapshot_threshold: 100,
             keep_logs_after_snapshot: 10,
             request_timeout: Duration::from_secs(1),
+            pki_dir: dir.join("pki"),
+            agent_cert_lifetime: Duration::from_secs(60),
         }
     }
 

@@ -3,11 +3,14 @@
 //! port as the Raft traffic.
 
 pub mod api;
+pub mod auth;
 pub mod error;
 pub mod identity;
+pub mod identity_api;
 pub mod network;
 pub mod node;
 pub mod raft_service;
+pub mod tls;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -36,6 +39,9 @@ pub struct ServeOptions {
     pub snapshot_threshold: u64,
     pub keep_logs_after_snapshot: u64,
     pub request_timeout: Duration,
+    /// Holds `ca.crt`, `ca.key`, `server.crt`, `server.key`, `admin.token`.
+    pub pki_dir: PathBuf,
+    pub agent_cert_lifetime: Duration,
 }
 
 /// Parses `1=host:port,2=host:port`.
@@ -72,6 +78,8 @@ pub fn parse_initial_cluster(text: &str) -> Result<BTreeMap<NodeId, String>, Str
 pub struct Server {
     pub node: BerthNode,
     log: berth_store::LogStore,
+    pki: Arc<tls::Pki>,
+    agent_cert_lifetime: Duration,
 }
 
 impl Server {
@@ -82,6 +90,7 @@ impl Server {
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServerError> {
         let fresh = identity::claim(&options)?;
+        let pki = Arc::new(tls::Pki::load(&options.pki_dir, options.node_id)?);
         let (log, sm) = berth_store::open(&options.data_dir.join("db")).map_err(|e| {
             ServerError::FailedPrecondition(format!(
                 "data dir {} is not usable: {e}",
@@ -103,9 +112,14 @@ impl Server {
             keep_logs_after_snapshot: options.keep_logs_after_snapshot,
             request_timeout: options.request_timeout,
         };
-        let peers = Arc::new(network::Peers::default());
+        let peers = Arc::new(network::Peers::new(pki.peer_tls()));
         let node = BerthNode::start(&config, log.clone(), sm, peers).await?;
-        let server = Server { node, log };
+        let server = Server {
+            node,
+            log,
+            pki,
+            agent_cert_lifetime: options.agent_cert_lifetime,
+        };
 
         if let (true, Some(members)) = (fresh, &options.initial_cluster) {
             let members = members
@@ -114,8 +128,12 @@ impl Server {
                 .collect();
             server.node.initialize(members).await?;
         }
+        if let Some(token) = server.pki.admin_token.clone() {
+            tokio::spawn(bootstrap_admin_token(server.node.clone(), token));
+        }
         tracing::info!(
             node_id = options.node_id,
+            cluster_id = %server.pki.cluster_id(),
             listen = %options.listen,
             advertise = %options.advertise,
             "berthd serving"
@@ -134,10 +152,21 @@ impl Server {
         let raft = raft_service::RaftRpc {
             node: self.node.clone(),
         };
+        let identity = identity_api::IdentityApi {
+            node: self.node.clone(),
+            pki: self.pki.clone(),
+            agent_cert_lifetime: self.agent_cert_lifetime,
+        };
+        let auth = auth::AuthLayer {
+            authorizer: auth::Authorizer::new(self.node.clone(), self.pki.cluster_id().to_string()),
+        };
         let max = network::MAX_MESSAGE_BYTES;
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
         let result = tonic::transport::Server::builder()
+            .tls_config(self.pki.server_tls())
+            .map_err(|e| ServerError::FailedPrecondition(format!("TLS setup: {e}")))?
             .tcp_nodelay(true)
+            .layer(auth)
             .add_service(
                 pb::raft_service_server::RaftServiceServer::new(raft)
                     .max_decoding_message_size(max)
@@ -150,6 +179,16 @@ impl Server {
                 pb::task_definition_service_server::TaskDefinitionServiceServer::new(api.clone()),
             )
             .add_service(pb::control_plane_service_server::ControlPlaneServiceServer::new(api))
+            .add_service(pb::auth_service_server::AuthServiceServer::new(
+                identity.clone(),
+            ))
+            .add_service(pb::activation_service_server::ActivationServiceServer::new(
+                identity.clone(),
+            ))
+            .add_service(pb::instance_service_server::InstanceServiceServer::new(
+                identity.clone(),
+            ))
+            .add_service(pb::agent_service_server::AgentServiceServer::new(identity))
             .serve_with_incoming_shutdown(incoming, shutdown)
             .await;
         // In-flight requests have been answered; now stop Raft and make sure
@@ -160,6 +199,33 @@ impl Server {
             tracing::error!(error = %e, "final flush failed");
         }
         result.map_err(|e| ServerError::Internal(format!("serving: {e}")))
+    }
+}
+
+/// Puts the bootstrap admin token into the replicated state once, from
+/// whichever server leads. Idempotent: once the token exists (even revoked)
+/// the command changes nothing.
+async fn bootstrap_admin_token(node: BerthNode, token: berth_pki::tokens::ApiTokenSecret) {
+    loop {
+        let present = node.state().read().state.api_token(&token.id).is_some();
+        if present {
+            return;
+        }
+        if node.is_leader() {
+            let command = berth_types::Command::BootstrapAdminToken {
+                id: token.id.clone(),
+                secret_hash: berth_pki::tokens::hash_secret(&token.secret),
+                at_ms: api::now_ms(),
+            };
+            match node.write(command).await {
+                Ok(_) => {
+                    tracing::info!(token_id = %token.id, "bootstrap admin token installed");
+                    return;
+                }
+                Err(e) => tracing::debug!(error = %e, "bootstrap admin token not installed yet"),
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 

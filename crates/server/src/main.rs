@@ -3,7 +3,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use berth_server::{parse_initial_cluster, ServeOptions, Server};
+use berth_server::{parse_initial_cluster, tls, ServeOptions, Server};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// berthd: a Berth control-plane server.
@@ -37,6 +37,35 @@ enum Command {
     Serve(ServeArgs),
     /// Run a single-server development cluster in ./.berth.
     Dev(DevArgs),
+    /// Create the cluster CA and server certificates.
+    #[command(subcommand)]
+    Pki(PkiCommand),
+}
+
+#[derive(Subcommand)]
+enum PkiCommand {
+    /// Create a new cluster CA and bootstrap admin token in DIR (once per cluster).
+    Init {
+        #[arg(long)]
+        dir: PathBuf,
+        /// Cluster id carried by every certificate (default: random).
+        #[arg(long)]
+        cluster_id: Option<String>,
+    },
+    /// Issue server NODE_ID's certificate into OUT, with the CA and admin token beside it.
+    Issue {
+        /// The directory `pki init` wrote.
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long)]
+        node_id: u64,
+        /// IP addresses and DNS names clients use to reach this server (repeat).
+        #[arg(long = "host", required = true)]
+        hosts: Vec<String>,
+        /// Where to write it: the server's --pki-dir (default DATA_DIR/pki).
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 #[derive(Args)]
@@ -56,6 +85,9 @@ struct Tuning {
     /// How long an API call may wait for a leader or a commit.
     #[arg(long, default_value_t = 10_000, env = "BERTH_REQUEST_TIMEOUT_MS")]
     request_timeout_ms: u64,
+    /// Lifetime of the client certificates issued to agents (e.g. 7d, 12h).
+    #[arg(long, default_value = "7d", env = "BERTH_AGENT_CERT_LIFETIME")]
+    agent_cert_lifetime: String,
 }
 
 #[derive(Args)]
@@ -76,6 +108,9 @@ struct ServeArgs {
     /// that will join an existing cluster with `berth server add`.
     #[arg(long, env = "BERTH_INITIAL_CLUSTER")]
     initial_cluster: Option<String>,
+    /// The server's certificates, CA and admin token (default: DATA_DIR/pki).
+    #[arg(long, env = "BERTH_PKI_DIR")]
+    pki_dir: Option<PathBuf>,
     #[command(flatten)]
     tuning: Tuning,
 }
@@ -120,9 +155,11 @@ async fn shutdown_signal() {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn options(
     node_id: u64,
     data_dir: PathBuf,
+    pki_dir: Option<PathBuf>,
     listen: SocketAddr,
     advertise: Option<String>,
     initial_cluster: Option<BTreeMap<u64, String>>,
@@ -150,7 +187,15 @@ fn options(
     if tuning.snapshot_threshold == 0 {
         anyhow::bail!("--snapshot-threshold must be 1 or more");
     }
+    let agent_cert_lifetime = berth_types::duration::parse_duration(&tuning.agent_cert_lifetime)
+        .map_err(|e| anyhow::anyhow!("--agent-cert-lifetime: {e}"))?;
+    if agent_cert_lifetime < Duration::from_secs(10) {
+        anyhow::bail!("--agent-cert-lifetime must be at least 10s");
+    }
+    let pki_dir = pki_dir.unwrap_or_else(|| data_dir.join("pki"));
     Ok(ServeOptions {
+        pki_dir,
+        agent_cert_lifetime,
         node_id,
         data_dir,
         listen,
@@ -176,28 +221,56 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             options(
                 args.node_id,
                 args.data_dir,
+                args.pki_dir,
                 args.listen,
                 args.advertise,
                 initial,
                 &args.tuning,
             )?
         }
+        Command::Pki(_) => unreachable!("handled before the runtime starts"),
         Command::Dev(args) => {
             let members = BTreeMap::from([(1, args.listen.to_string())]);
             let options = options(
                 1,
                 args.data_dir,
+                None,
                 args.listen,
                 None,
                 Some(members),
                 &args.tuning,
             )?;
+            let first_start = !options.pki_dir.join("ca.crt").exists();
+            if first_start {
+                tls::init(&options.pki_dir, None)?;
+                let hosts = vec![
+                    "127.0.0.1".to_string(),
+                    "localhost".to_string(),
+                    args.listen.ip().to_string(),
+                ];
+                tls::issue(&options.pki_dir, 1, &hosts, &options.pki_dir)?;
+            }
+            let token_path = options.pki_dir.join("admin.token");
+            let ca_path = std::fs::canonicalize(options.pki_dir.join("ca.crt"))?;
             println!("Berth dev control plane");
-            println!("  endpoint: {}", options.advertise);
-            println!("  data dir: {}", options.data_dir.display());
+            println!("  endpoint:    {}", options.advertise);
+            println!("  data dir:    {}", options.data_dir.display());
+            println!("  CA:          {}", ca_path.display());
+            if first_start {
+                // Printed once; afterwards it is only in the 0600 file.
+                let token = std::fs::read_to_string(&token_path)?;
+                println!("  admin token: {}", token.trim());
+            } else {
+                println!("  admin token: in {} (mode 0600)", token_path.display());
+            }
             println!();
             println!("Point the CLI at it:");
             println!("  export BERTH_ENDPOINT={}", options.advertise);
+            println!("  export BERTH_CA_CERT={}", ca_path.display());
+            println!(
+                "  export BERTH_TOKEN=$(cat {})",
+                std::fs::canonicalize(&token_path)?.display()
+            );
             println!("  berth cluster status");
             println!("  berth taskdef register -f deploy/examples/web.json");
             println!();
@@ -208,8 +281,44 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn pki(command: PkiCommand) -> anyhow::Result<()> {
+    match command {
+        PkiCommand::Init { dir, cluster_id } => {
+            let cluster_id = tls::init(&dir, cluster_id.as_deref())?;
+            println!(
+                "created cluster CA for cluster {cluster_id} in {}",
+                dir.display()
+            );
+            println!(
+                "admin token: {} (mode 0600)",
+                dir.join("admin.token").display()
+            );
+        }
+        PkiCommand::Issue {
+            dir,
+            node_id,
+            hosts,
+            out,
+        } => {
+            tls::issue(&dir, node_id, &hosts, &out)?;
+            println!(
+                "issued server {node_id}'s certificate into {}",
+                out.display()
+            );
+        }
+    }
+    Ok(())
+}
+
 fn main() {
     let cli = Cli::parse();
+    if let Command::Pki(command) = cli.command {
+        if let Err(e) = pki(command) {
+            eprintln!("error: {e}");
+            std::process::exit(1);
+        }
+        return;
+    }
     if let Err(e) = init_logging(cli.log_format, &cli.log) {
         eprintln!("error: {e}");
         std::process::exit(2);

@@ -13,28 +13,37 @@ use openraft::error::{NetworkError, RPCError, RemoteError, Unreachable};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
 /// Large enough for a batch of AppendEntries or a snapshot chunk.
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// Channels to other servers, shared by Raft replication, write forwarding
-/// and status queries.
-#[derive(Default)]
+/// and status queries. Always mutual TLS with this server's certificate.
 pub struct Peers {
     channels: Mutex<HashMap<String, Channel>>,
+    tls: ClientTlsConfig,
 }
 
 impl Peers {
+    pub fn new(tls: ClientTlsConfig) -> Self {
+        Self {
+            channels: Mutex::new(HashMap::new()),
+            tls,
+        }
+    }
+
     /// The channel to `addr`, created on first use and reused afterwards.
     pub fn channel(&self, addr: &str) -> Result<Channel, String> {
         let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(channel) = channels.get(addr) {
             return Ok(channel.clone());
         }
-        let endpoint = Endpoint::from_shared(format!("http://{addr}"))
+        let endpoint = Endpoint::from_shared(format!("https://{addr}"))
             .map_err(|e| format!("bad peer address {addr:?}: {e}"))?
+            .tls_config(self.tls.clone())
+            .map_err(|e| format!("TLS for peer {addr:?}: {e}"))?
             .connect_timeout(CONNECT_TIMEOUT)
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(10))

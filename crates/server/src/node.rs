@@ -336,6 +336,16 @@ impl BerthNode {
         }
     }
 
+    /// A leader that has applied an entry of its own term has applied every
+    /// entry committed before it, so its state is as fresh as any
+    /// acknowledged write.
+    pub fn has_applied_own_term(&self) -> bool {
+        let m = self.metrics();
+        m.state == ServerState::Leader
+            && m.last_applied
+                .is_some_and(|id| id.leader_id.term == m.current_term)
+    }
+
     pub fn is_leader(&self) -> bool {
         self.metrics().state == ServerState::Leader
     }

@@ -62,11 +62,20 @@ fn registration_consumes_one_use_and_merges_attributes() {
 fn refused_registrations_never_consume_a_use() {
     let mut state = State::new();
     activation(&mut state, "act1", 1, 100);
-    let wrong = refusal(register(&mut state, registration("act1", "nope", "i-1", 10)));
+    let wrong = refusal(register(
+        &mut state,
+        registration("act1", "nope", "i-1", 10),
+    ));
     assert!(wrong.contains("wrong secret"), "{wrong}");
-    let unknown = refusal(register(&mut state, registration("zzz", "hash-act1", "i-1", 10)));
+    let unknown = refusal(register(
+        &mut state,
+        registration("zzz", "hash-act1", "i-1", 10),
+    ));
     assert!(unknown.contains("unknown activation"), "{unknown}");
-    let expired = refusal(register(&mut state, registration("act1", "hash-act1", "i-1", 100)));
+    let expired = refusal(register(
+        &mut state,
+        registration("act1", "hash-act1", "i-1", 100),
+    ));
     assert!(expired.contains("expired"), "{expired}");
     let mut other = registration("act1", "hash-act1", "i-1", 10);
     other.expected_cluster = Some("prod".into());
@@ -75,8 +84,14 @@ fn refused_registrations_never_consume_a_use() {
     assert_eq!(state.activation("act1").unwrap().registrations, 0);
 
     register(&mut state, registration("act1", "hash-act1", "i-1", 10)).unwrap();
-    let exhausted = refusal(register(&mut state, registration("act1", "hash-act1", "i-2", 11)));
-    assert!(exhausted.contains("all 1 of its registrations"), "{exhausted}");
+    let exhausted = refusal(register(
+        &mut state,
+        registration("act1", "hash-act1", "i-2", 11),
+    ));
+    assert!(
+        exhausted.contains("all 1 of its registrations"),
+        "{exhausted}"
+    );
     assert_eq!(state.activation("act1").unwrap().registrations, 1);
     assert!(state.instance("i-2").is_none());
 }
@@ -91,7 +106,10 @@ fn revoked_activation_is_refused() {
             at_ms: 1,
         })
         .unwrap();
-    let why = refusal(register(&mut state, registration("act1", "hash-act1", "i-1", 10)));
+    let why = refusal(register(
+        &mut state,
+        registration("act1", "hash-act1", "i-1", 10),
+    ));
     assert!(why.contains("revoked"), "{why}");
 }
 
@@ -113,7 +131,10 @@ fn re_registration_keeps_a_known_active_instance_id_only() {
             at_ms: 30,
         })
         .unwrap();
-    assert_eq!(state.instance("i-1").unwrap().status, InstanceStatus::Inactive);
+    assert_eq!(
+        state.instance("i-1").unwrap().status,
+        InstanceStatus::Inactive
+    );
     let mut after = registration("act1", "hash-act1", "i-3", 40);
     after.previous_instance_id = Some("i-1".into());
     assert_eq!(register(&mut state, after).unwrap().id, "i-3");

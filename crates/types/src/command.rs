@@ -7,7 +7,9 @@ use serde::{Deserialize, Serialize};
 
 use std::collections::BTreeMap;
 
-use crate::{Activation, ApiToken, Cluster, Instance, Registration, Role, TaskDefinition, TaskDefinitionSpec};
+use crate::{
+    Activation, ApiToken, Cluster, Instance, Registration, Role, TaskDefinition, TaskDefinitionSpec,
+};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Command {

@@ -6,6 +6,7 @@
 pub mod access;
 pub mod cluster;
 pub mod command;
+pub mod duration;
 pub mod error;
 pub mod state;
 pub mod taskdef;

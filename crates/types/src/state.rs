@@ -8,12 +8,12 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::access::{Activation, ApiToken, Instance, InstanceStatus, Registration, Role};
 use crate::cluster::{Cluster, ClusterSettings, ClusterStatus, DEFAULT_CLUSTER};
 use crate::command::{Command, CommandOutput};
 use crate::error::StateError;
 use crate::taskdef::{TaskDefinition, TaskDefinitionSpec, TaskDefinitionStatus};
 use crate::validate;
-use crate::access::{Activation, ApiToken, Instance, InstanceStatus, Registration, Role};
 use std::collections::BTreeMap as Map;
 
 /// Per-family bookkeeping. Kept separately from the revisions so revision

@@ -1,0 +1,482 @@
+//! Identity and access APIs: operator tokens, activations, instances, and
+//! the agent's registration and certificate renewal.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use berth_pki::tokens::{hash_secret, ApiTokenSecret, JoinToken};
+use berth_proto::pb;
+use berth_proto::pb::activation_service_server::ActivationService;
+use berth_proto::pb::agent_service_server::AgentService;
+use berth_proto::pb::auth_service_server::AuthService;
+use berth_proto::pb::instance_service_server::InstanceService;
+use berth_types::{
+    validate, Activation, ApiToken, Command, CommandOutput, FieldError, Instance, Registration,
+    Role, DEFAULT_CLUSTER,
+};
+use tonic::{Request, Response, Status};
+
+use crate::api::now_ms;
+use crate::auth::Caller;
+use crate::error::ServerError;
+use crate::node::BerthNode;
+use crate::tls::Pki;
+
+const DEFAULT_ACTIVATION_LIFETIME: Duration = Duration::from_secs(24 * 3600);
+const MAX_REGISTRATIONS: u32 = 10_000;
+
+#[derive(Clone)]
+pub struct IdentityApi {
+    pub node: BerthNode,
+    pub pki: Arc<Pki>,
+    pub agent_cert_lifetime: Duration,
+}
+
+fn invalid(field: &str, message: impl Into<String>) -> Status {
+    ServerError::Invalid(FieldError::new(field, message).into()).into()
+}
+
+fn unexpected(output: CommandOutput) -> Status {
+    ServerError::Internal(format!("unexpected command output {output:?}")).into()
+}
+
+fn attributes_to_wire(attributes: &BTreeMap<String, String>) -> Vec<pb::Attribute> {
+    attributes
+        .iter()
+        .map(|(name, value)| pb::Attribute {
+            name: name.clone(),
+            value: value.clone(),
+        })
+        .collect()
+}
+
+fn attributes_from_wire(
+    attributes: Vec<pb::Attribute>,
+) -> Result<BTreeMap<String, String>, Status> {
+    let mut map = BTreeMap::new();
+    for (i, a) in attributes.into_iter().enumerate() {
+        let ok = !a.name.is_empty()
+            && a.name.len() <= 128
+            && a.name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_./:".contains(c));
+        if !ok {
+            return Err(invalid(
+                &format!("attributes[{i}].name"),
+                format!(
+                    "{:?} is not an attribute name; use letters, digits and -_./:",
+                    a.name
+                ),
+            ));
+        }
+        if a.value.len() > 256 {
+            return Err(invalid(
+                &format!("attributes[{i}].value"),
+                "must be at most 256 characters",
+            ));
+        }
+        map.insert(a.name, a.value);
+    }
+    Ok(map)
+}
+
+fn token_to_wire(t: &ApiToken) -> pb::ApiToken {
+    pb::ApiToken {
+        id: t.id.clone(),
+        role: t.role.as_str().to_string(),
+        description: t.description.clone(),
+        created_at_ms: t.created_at_ms,
+        expires_at_ms: t.expires_at_ms,
+        revoked: t.revoked_at_ms.is_some(),
+        revoked_at_ms: t.revoked_at_ms,
+    }
+}
+
+fn activation_to_wire(a: &Activation) -> pb::Activation {
+    pb::Activation {
+        id: a.id.clone(),
+        cluster: a.cluster.clone(),
+        description: a.description.clone(),
+        created_at_ms: a.created_at_ms,
+        expires_at_ms: a.expires_at_ms,
+        max_registrations: a.max_registrations,
+        registrations: a.registrations,
+        attributes: attributes_to_wire(&a.attributes),
+        revoked: a.revoked_at_ms.is_some(),
+    }
+}
+
+fn instance_to_wire(i: &Instance) -> pb::Instance {
+    pb::Instance {
+        id: i.id.clone(),
+        cluster: i.cluster.clone(),
+        hostname: i.hostname.clone(),
+        attributes: attributes_to_wire(&i.attributes),
+        registered_at_ms: i.registered_at_ms,
+        certificate_expires_at_ms: i.certificate_expires_at_ms,
+        status: i.status.as_str().to_string(),
+        activation_id: i.activation_id.clone(),
+        deregistered_at_ms: i.deregistered_at_ms,
+    }
+}
+
+fn secs(duration: Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
+}
+
+#[tonic::async_trait]
+impl AuthService for IdentityApi {
+    #[tracing::instrument(skip_all, fields(role = %request.get_ref().role))]
+    async fn create_api_token(
+        &self,
+        request: Request<pb::CreateApiTokenRequest>,
+    ) -> Result<Response<pb::CreateApiTokenResponse>, Status> {
+        let req = request.into_inner();
+        let role = Role::parse(&req.role).ok_or_else(|| {
+            invalid(
+                "role",
+                format!("{:?} is not a role; use admin or readonly", req.role),
+            )
+        })?;
+        let secret = ApiTokenSecret::generate();
+        let now = now_ms();
+        let expires_at_ms = (req.expires_in_secs > 0)
+            .then(|| now.saturating_add(secs(Duration::from_secs(req.expires_in_secs))));
+        let output = self
+            .node
+            .write(Command::CreateApiToken {
+                id: secret.id.clone(),
+                role,
+                description: req.description,
+                secret_hash: hash_secret(&secret.secret),
+                expires_at_ms,
+                at_ms: now,
+            })
+            .await?;
+        let CommandOutput::ApiToken(token) = output else {
+            return Err(unexpected(output));
+        };
+        tracing::info!(token_id = %token.id, "API token created");
+        Ok(Response::new(pb::CreateApiTokenResponse {
+            token: Some(token_to_wire(&token)),
+            secret: secret.encode(),
+        }))
+    }
+
+    async fn list_api_tokens(
+        &self,
+        _request: Request<pb::ListApiTokensRequest>,
+    ) -> Result<Response<pb::ListApiTokensResponse>, Status> {
+        self.node.read_barrier().await?;
+        let tokens = self
+            .node
+            .state()
+            .read()
+            .state
+            .api_tokens()
+            .map(token_to_wire)
+            .collect();
+        Ok(Response::new(pb::ListApiTokensResponse { tokens }))
+    }
+
+    #[tracing::instrument(skip_all, fields(token_id = %request.get_ref().id))]
+    async fn revoke_api_token(
+        &self,
+        request: Request<pb::RevokeApiTokenRequest>,
+    ) -> Result<Response<pb::RevokeApiTokenResponse>, Status> {
+        let id = request.into_inner().id;
+        let output = self
+            .node
+            .write(Command::RevokeApiToken {
+                id,
+                at_ms: now_ms(),
+            })
+            .await?;
+        let CommandOutput::ApiToken(token) = output else {
+            return Err(unexpected(output));
+        };
+        tracing::info!(token_id = %token.id, "API token revoked");
+        Ok(Response::new(pb::RevokeApiTokenResponse {
+            token: Some(token_to_wire(&token)),
+        }))
+    }
+}
+
+#[tonic::async_trait]
+impl ActivationService for IdentityApi {
+    #[tracing::instrument(skip_all, fields(cluster = %request.get_ref().cluster))]
+    async fn create_activation(
+        &self,
+        request: Request<pb::CreateActivationRequest>,
+    ) -> Result<Response<pb::CreateActivationResponse>, Status> {
+        let req = request.into_inner();
+        let cluster = if req.cluster.is_empty() {
+            DEFAULT_CLUSTER.to_string()
+        } else {
+            req.cluster
+        };
+        validate::check_name("cluster", &cluster)
+            .map_err(|e| Status::from(ServerError::Invalid(e.into())))?;
+        let max_registrations = match req.max_registrations {
+            0 => 1,
+            n if n > MAX_REGISTRATIONS => {
+                return Err(invalid(
+                    "maxRegistrations",
+                    format!("{n} is too many; use at most {MAX_REGISTRATIONS}"),
+                ))
+            }
+            n => n,
+        };
+        let lifetime = match req.expires_in_secs {
+            0 => DEFAULT_ACTIVATION_LIFETIME,
+            s => Duration::from_secs(s),
+        };
+        let attributes = attributes_from_wire(req.attributes)?;
+        let digest = berth_pki::ca_digest(&self.pki.ca.cert_pem).map_err(ServerError::internal)?;
+        let token = JoinToken::generate(&digest);
+        let now = now_ms();
+        let output = self
+            .node
+            .write(Command::CreateActivation {
+                id: token.activation_id.clone(),
+                cluster,
+                description: req.description,
+                secret_hash: hash_secret(&token.secret),
+                expires_at_ms: now.saturating_add(secs(lifetime)),
+                max_registrations,
+                attributes,
+                at_ms: now,
+            })
+            .await?;
+        let CommandOutput::Activation(activation) = output else {
+            return Err(unexpected(output));
+        };
+        tracing::info!(activation_id = %activation.id, max_registrations, "activation created");
+        Ok(Response::new(pb::CreateActivationResponse {
+            activation: Some(activation_to_wire(&activation)),
+            token: token.encode(),
+        }))
+    }
+
+    async fn list_activations(
+        &self,
+        _request: Request<pb::ListActivationsRequest>,
+    ) -> Result<Response<pb::ListActivationsResponse>, Status> {
+        self.node.read_barrier().await?;
+        let activations = self
+            .node
+            .state()
+            .read()
+            .state
+            .activations()
+            .map(activation_to_wire)
+            .collect();
+        Ok(Response::new(pb::ListActivationsResponse { activations }))
+    }
+
+    async fn describe_activation(
+        &self,
+        request: Request<pb::DescribeActivationRequest>,
+    ) -> Result<Response<pb::DescribeActivationResponse>, Status> {
+        let id = request.into_inner().id;
+        self.node.read_barrier().await?;
+        let found = self
+            .node
+            .state()
+            .read()
+            .state
+            .activation(&id)
+            .map(activation_to_wire);
+        let activation =
+            found.ok_or_else(|| ServerError::NotFound(format!("activation {id:?} not found")))?;
+        Ok(Response::new(pb::DescribeActivationResponse {
+            activation: Some(activation),
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(activation_id = %request.get_ref().id))]
+    async fn revoke_activation(
+        &self,
+        request: Request<pb::RevokeActivationRequest>,
+    ) -> Result<Response<pb::RevokeActivationResponse>, Status> {
+        let id = request.into_inner().id;
+        let output = self
+            .node
+            .write(Command::RevokeActivation {
+                id,
+                at_ms: now_ms(),
+            })
+            .await?;
+        let CommandOutput::Activation(activation) = output else {
+            return Err(unexpected(output));
+        };
+        Ok(Response::new(pb::RevokeActivationResponse {
+            activation: Some(activation_to_wire(&activation)),
+        }))
+    }
+}
+
+#[tonic::async_trait]
+impl InstanceService for IdentityApi {
+    async fn list_instances(
+        &self,
+        request: Request<pb::ListInstancesRequest>,
+    ) -> Result<Response<pb::ListInstancesResponse>, Status> {
+        let cluster = request.into_inner().cluster;
+        self.node.read_barrier().await?;
+        let instances = self
+            .node
+            .state()
+            .read()
+            .state
+            .instances()
+            .filter(|i| cluster.is_empty() || i.cluster == cluster)
+            .map(instance_to_wire)
+            .collect();
+        Ok(Response::new(pb::ListInstancesResponse { instances }))
+    }
+
+    async fn describe_instance(
+        &self,
+        request: Request<pb::DescribeInstanceRequest>,
+    ) -> Result<Response<pb::DescribeInstanceResponse>, Status> {
+        let id = request.into_inner().id;
+        self.node.read_barrier().await?;
+        let found = self
+            .node
+            .state()
+            .read()
+            .state
+            .instance(&id)
+            .map(instance_to_wire);
+        let instance =
+            found.ok_or_else(|| ServerError::NotFound(format!("instance {id:?} not found")))?;
+        Ok(Response::new(pb::DescribeInstanceResponse {
+            instance: Some(instance),
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(instance_id = %request.get_ref().id))]
+    async fn deregister_instance(
+        &self,
+        request: Request<pb::DeregisterInstanceRequest>,
+    ) -> Result<Response<pb::DeregisterInstanceResponse>, Status> {
+        let instance_id = request.into_inner().id;
+        let output = self
+            .node
+            .write(Command::DeregisterInstance {
+                instance_id,
+                at_ms: now_ms(),
+            })
+            .await?;
+        let CommandOutput::Instance(instance) = output else {
+            return Err(unexpected(output));
+        };
+        tracing::info!(instance_id = %instance.id, "instance deregistered");
+        Ok(Response::new(pb::DeregisterInstanceResponse {
+            instance: Some(instance_to_wire(&instance)),
+        }))
+    }
+}
+
+impl IdentityApi {
+    fn expiry(&self) -> i64 {
+        now_ms().saturating_add(secs(self.agent_cert_lifetime))
+    }
+
+    fn sign(&self, csr_pem: &str, instance_id: &str) -> Result<String, Status> {
+        self.pki
+            .ca
+            .sign_instance_csr(csr_pem, instance_id, self.agent_cert_lifetime)
+            .map_err(|e| invalid("csrPem", e.to_string()))
+    }
+}
+
+#[tonic::async_trait]
+impl AgentService for IdentityApi {
+    // Never log the request: it carries the activation secret.
+    #[tracing::instrument(skip_all, fields(activation_id = %request.get_ref().activation_id, hostname = %request.get_ref().hostname))]
+    async fn register_instance(
+        &self,
+        request: Request<pb::RegisterInstanceRequest>,
+    ) -> Result<Response<pb::RegisterInstanceResponse>, Status> {
+        let req = request.into_inner();
+        if req.hostname.is_empty() || req.hostname.len() > 255 {
+            return Err(invalid("hostname", "required, at most 255 characters"));
+        }
+        // Checked before proposing, so a bad CSR cannot use up a registration.
+        self.sign(&req.csr_pem, "probe")?;
+        let registration = Registration {
+            activation_id: req.activation_id,
+            secret_hash: hash_secret(&req.activation_secret),
+            new_instance_id: format!("i-{}", berth_pki::random_hex(8)),
+            previous_instance_id: Some(req.previous_instance_id).filter(|s| !s.is_empty()),
+            expected_cluster: Some(req.cluster).filter(|s| !s.is_empty()),
+            hostname: req.hostname,
+            attributes: attributes_from_wire(req.attributes)?,
+            certificate_expires_at_ms: self.expiry(),
+            at_ms: now_ms(),
+        };
+        let expires = registration.certificate_expires_at_ms;
+        let output = self
+            .node
+            .write(Command::RegisterInstance(registration))
+            .await?;
+        let CommandOutput::Instance(instance) = output else {
+            return Err(unexpected(output));
+        };
+        let certificate_pem = self.sign(&req.csr_pem, &instance.id)?;
+        tracing::info!(instance_id = %instance.id, cluster = %instance.cluster, "instance registered");
+        Ok(Response::new(pb::RegisterInstanceResponse {
+            instance_id: instance.id,
+            cluster: instance.cluster,
+            certificate_pem,
+            ca_pem: self.pki.ca.cert_pem.clone(),
+            certificate_expires_at_ms: expires,
+        }))
+    }
+
+    async fn renew_certificate(
+        &self,
+        request: Request<pb::RenewCertificateRequest>,
+    ) -> Result<Response<pb::RenewCertificateResponse>, Status> {
+        let Some(Caller::Instance(instance_id)) = request.extensions().get::<Caller>().cloned()
+        else {
+            return Err(Status::unauthenticated(
+                "renewal needs the instance's client certificate",
+            ));
+        };
+        let csr_pem = request.into_inner().csr_pem;
+        self.sign(&csr_pem, &instance_id)?;
+        let expires_at_ms = self.expiry();
+        self.node
+            .write(Command::RecordInstanceCertificate {
+                instance_id: instance_id.clone(),
+                expires_at_ms,
+            })
+            .await?;
+        let certificate_pem = self.sign(&csr_pem, &instance_id)?;
+        tracing::info!(%instance_id, expires_at_ms, "instance certificate renewed");
+        Ok(Response::new(pb::RenewCertificateResponse {
+            certificate_pem,
+            certificate_expires_at_ms: expires_at_ms,
+        }))
+    }
+
+    async fn ping(
+        &self,
+        request: Request<pb::AgentPingRequest>,
+    ) -> Result<Response<pb::AgentPingResponse>, Status> {
+        let Some(Caller::Instance(instance_id)) = request.extensions().get::<Caller>().cloned()
+        else {
+            return Err(Status::unauthenticated(
+                "ping needs the instance's client certificate",
+            ));
+        };
+        Ok(Response::new(pb::AgentPingResponse {
+            instance_id,
+            server_time_ms: now_ms(),
+        }))
+    }
+}

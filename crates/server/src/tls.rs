@@ -1,0 +1,212 @@
+//! The server's PKI material and the TLS configurations built from it.
+//!
+//! Bootstrap of a static cluster (see the README): `berthd pki init` makes
+//! the cluster CA and the bootstrap admin token once; `berthd pki issue`
+//! makes each server's certificate and copies the CA, its key and the admin
+//! token next to it. Every server holds the CA key so whichever is leader
+//! can sign agents' certificates.
+
+use std::path::Path;
+use std::time::Duration;
+
+use berth_pki::files::{self, ADMIN_TOKEN, CA_CERT, CA_KEY, SERVER_CERT, SERVER_KEY};
+use berth_pki::tokens::ApiTokenSecret;
+use berth_pki::{CertificateAuthority, PeerIdentity, Role};
+use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
+
+use crate::ServerError;
+
+/// Server certificates are long-lived; rotating them is a documented
+/// operation (issue a new one, restart the server).
+const SERVER_CERT_LIFETIME: Duration = Duration::from_secs(5 * 365 * 24 * 3600);
+
+pub struct Pki {
+    pub ca: CertificateAuthority,
+    server_cert_pem: String,
+    server_key_pem: String,
+    pub admin_token: Option<ApiTokenSecret>,
+}
+
+fn pki_error(dir: &Path, e: impl std::fmt::Display) -> ServerError {
+    ServerError::FailedPrecondition(format!(
+        "PKI in {} is not usable: {e}; create it with `berthd pki init` and `berthd pki issue` (see the README)",
+        dir.display()
+    ))
+}
+
+impl Pki {
+    /// Loads and checks the PKI of server `node_id`.
+    pub fn load(dir: &Path, node_id: u64) -> Result<Self, ServerError> {
+        let read = |name| files::read(dir, name).map_err(|e| pki_error(dir, e));
+        for secret in [CA_KEY, SERVER_KEY] {
+            files::check_private(dir, secret).map_err(|e| pki_error(dir, e))?;
+        }
+        let ca = CertificateAuthority::load(&read(CA_CERT)?, &read(CA_KEY)?)
+            .map_err(|e| pki_error(dir, e))?;
+        let server_cert_pem = read(SERVER_CERT)?;
+        let leaf = berth_pki::first_der(&server_cert_pem).map_err(|e| pki_error(dir, e))?;
+        let identity = PeerIdentity::from_der(&leaf).map_err(|e| pki_error(dir, e))?;
+        if identity.cluster_id != ca.cluster_id {
+            return Err(pki_error(
+                dir,
+                format!(
+                    "{SERVER_CERT} belongs to cluster {}, but {CA_CERT} is cluster {}",
+                    identity.cluster_id, ca.cluster_id
+                ),
+            ));
+        }
+        if identity.role != Role::Server(node_id) {
+            return Err(pki_error(
+                dir,
+                format!("{SERVER_CERT} is {}, not server {node_id}", identity.uri()),
+            ));
+        }
+        let admin_token = match files::read(dir, ADMIN_TOKEN) {
+            Ok(text) => {
+                files::check_private(dir, ADMIN_TOKEN).map_err(|e| pki_error(dir, e))?;
+                Some(ApiTokenSecret::parse(&text).ok_or_else(|| {
+                    pki_error(
+                        dir,
+                        format!("{ADMIN_TOKEN} does not hold a Berth API token"),
+                    )
+                })?)
+            }
+            Err(_) => None,
+        };
+        Ok(Self {
+            ca,
+            server_cert_pem,
+            server_key_pem: read(SERVER_KEY)?,
+            admin_token,
+        })
+    }
+
+    pub fn cluster_id(&self) -> &str {
+        &self.ca.cluster_id
+    }
+
+    /// TLS for everything this server serves. Client certificates are
+    /// optional at the TLS layer (operators use bearer tokens); the auth
+    /// layer decides per call what a caller must present.
+    pub fn server_tls(&self) -> ServerTlsConfig {
+        ServerTlsConfig::new()
+            .identity(Identity::from_pem(
+                &self.server_cert_pem,
+                &self.server_key_pem,
+            ))
+            .client_ca_root(Certificate::from_pem(&self.ca.cert_pem))
+            .client_auth_optional(true)
+    }
+
+    /// TLS for calls to other servers: verify them against the cluster CA
+    /// and present this server's certificate.
+    pub fn peer_tls(&self) -> ClientTlsConfig {
+        ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(&self.ca.cert_pem))
+            .identity(Identity::from_pem(
+                &self.server_cert_pem,
+                &self.server_key_pem,
+            ))
+    }
+}
+
+/// `berthd pki init`: a new CA and bootstrap admin token in `dir`.
+pub fn init(dir: &Path, cluster_id: Option<&str>) -> Result<String, ServerError> {
+    if dir.join(CA_CERT).exists() {
+        return Err(ServerError::FailedPrecondition(format!(
+            "{} already holds a CA; refusing to replace it (that would split the cluster)",
+            dir.display()
+        )));
+    }
+    let cluster_id = match cluster_id {
+        Some(id) if !id.is_empty() && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') => {
+            id.to_string()
+        }
+        Some(id) => {
+            return Err(ServerError::FailedPrecondition(format!(
+                "--cluster-id {id:?} may only hold letters, digits and '-'"
+            )))
+        }
+        None => berth_pki::random_hex(8),
+    };
+    let ca = CertificateAuthority::generate(&cluster_id).map_err(ServerError::internal)?;
+    let write = |name, contents: &str, secret| {
+        files::write(dir, name, contents, secret).map_err(|e| pki_error(dir, e))
+    };
+    write(CA_CERT, &ca.cert_pem, false)?;
+    write(CA_KEY, &ca.key_pem(), true)?;
+    write(
+        ADMIN_TOKEN,
+        &format!("{}\n", ApiTokenSecret::generate().encode()),
+        true,
+    )?;
+    Ok(cluster_id)
+}
+
+/// `berthd pki issue`: a server certificate for `node_id` in `out`, with the
+/// CA, its key and the admin token copied beside it.
+pub fn issue(
+    pki_dir: &Path,
+    node_id: u64,
+    hosts: &[String],
+    out: &Path,
+) -> Result<(), ServerError> {
+    if hosts.is_empty() {
+        return Err(ServerError::FailedPrecondition(
+            "name at least one --host (IP or DNS name) clients use to reach this server".into(),
+        ));
+    }
+    let read = |name| files::read(pki_dir, name).map_err(|e| pki_error(pki_dir, e));
+    let ca = CertificateAuthority::load(&read(CA_CERT)?, &read(CA_KEY)?)
+        .map_err(|e| pki_error(pki_dir, e))?;
+    let issued = ca
+        .issue_server(node_id, hosts, SERVER_CERT_LIFETIME)
+        .map_err(ServerError::internal)?;
+    let write = |name, contents: &str, secret| {
+        files::write(out, name, contents, secret).map_err(|e| pki_error(out, e))
+    };
+    write(SERVER_CERT, &issued.cert_pem, false)?;
+    write(SERVER_KEY, &issued.key_pem, true)?;
+    if out != pki_dir {
+        write(CA_CERT, &ca.cert_pem, false)?;
+        write(CA_KEY, &ca.key_pem(), true)?;
+        if let Ok(token) = read(ADMIN_TOKEN) {
+            write(ADMIN_TOKEN, &token, true)?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn init_issue_and_load_check_identity() {
+        let tmp = tempfile::tempdir().unwrap();
+        let ca_dir = tmp.path().join("ca");
+        let cluster = init(&ca_dir, Some("test-1")).unwrap();
+        assert_eq!(cluster, "test-1");
+        assert!(
+            init(&ca_dir, None).is_err(),
+            "an existing CA is never replaced"
+        );
+        let node2 = tmp.path().join("node2");
+        issue(&ca_dir, 2, &["127.0.0.1".into()], &node2).unwrap();
+        let pki = Pki::load(&node2, 2).unwrap();
+        assert_eq!(pki.cluster_id(), "test-1");
+        assert!(pki.admin_token.is_some());
+        let wrong = Pki::load(&node2, 3).err().unwrap().to_string();
+        assert!(wrong.contains("not server 3"), "{wrong}");
+        assert!(issue(&ca_dir, 4, &[], &tmp.path().join("x")).is_err());
+
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(
+            node2.join(SERVER_KEY),
+            std::fs::Permissions::from_mode(0o644),
+        )
+        .unwrap();
+        let loose = Pki::load(&node2, 2).err().unwrap().to_string();
+        assert!(loose.contains("chmod 600"), "{loose}");
+    }
+}

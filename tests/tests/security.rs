@@ -1,0 +1,364 @@
+//! End-to-end: authentication and authorization on a real 3-server TLS
+//! cluster. Every refusal is checked on the exact gRPC code.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use anyhow::Result;
+use berth_e2e::*;
+use berth_proto::pb;
+use berth_proto::pb::activation_service_client::ActivationServiceClient;
+use berth_proto::pb::agent_service_client::AgentServiceClient;
+use berth_proto::pb::auth_service_client::AuthServiceClient;
+use berth_proto::pb::instance_service_client::InstanceServiceClient;
+use berth_proto::pb::raft_service_client::RaftServiceClient;
+use berth_proto::pb::task_definition_service_client::TaskDefinitionServiceClient;
+use tonic::transport::Identity;
+use tonic::Code;
+
+async fn list_as(
+    addr: &str,
+    token: Option<&str>,
+) -> Result<pb::ListTaskDefinitionsResponse, tonic::Status> {
+    let channel = channel_as(addr, token)
+        .await
+        .map_err(|e| tonic::Status::unknown(e.to_string()))?;
+    TaskDefinitionServiceClient::new(channel)
+        .list_task_definitions(pb::ListTaskDefinitionsRequest::default())
+        .await
+        .map(|r| r.into_inner())
+}
+
+async fn register_as(addr: &str, token: Option<&str>) -> Result<pb::TaskDefinition, tonic::Status> {
+    let channel = channel_as(addr, token)
+        .await
+        .map_err(|e| tonic::Status::unknown(e.to_string()))?;
+    TaskDefinitionServiceClient::new(channel)
+        .register_task_definition(pb::RegisterTaskDefinitionRequest {
+            spec: Some(spec("web", "x")),
+        })
+        .await
+        .map(|r| r.into_inner().task_definition.unwrap())
+}
+
+fn code<T: std::fmt::Debug>(result: Result<T, tonic::Status>) -> (Code, String) {
+    let status = result.expect_err("call should be refused");
+    (status.code(), status.message().to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_tokens_gate_every_call() -> Result<()> {
+    let cluster = TestCluster::start(3, &[]).await?;
+    let addrs: Vec<String> = (1..=3).map(|id| cluster.addr(id)).collect();
+    let admin = test_pki().admin_token.clone();
+
+    for addr in &addrs {
+        let (c, m) = code(list_as(addr, None).await);
+        assert_eq!(c, Code::Unauthenticated, "{m}");
+        assert!(m.contains("--token"), "{m}");
+        assert_eq!(
+            code(list_as(addr, Some("garbage")).await).0,
+            Code::Unauthenticated
+        );
+        let forged = format!("{}0", admin);
+        assert_eq!(
+            code(list_as(addr, Some(&forged)).await).0,
+            Code::Unauthenticated
+        );
+        list_as(addr, Some(&admin)).await?;
+    }
+
+    let mut auth = AuthServiceClient::new(channel(&addrs[0]).await?);
+    let created = auth
+        .create_api_token(pb::CreateApiTokenRequest {
+            role: "readonly".into(),
+            description: "dashboards".into(),
+            expires_in_secs: 0,
+        })
+        .await?
+        .into_inner();
+    let readonly = created.secret.clone();
+    for addr in &addrs {
+        list_as(addr, Some(&readonly)).await?;
+        let (c, m) = code(register_as(addr, Some(&readonly)).await);
+        assert_eq!(c, Code::PermissionDenied, "{m}");
+        assert!(m.contains("readonly"), "{m}");
+    }
+    // A readonly token cannot mint itself an admin token either.
+    let mut ro_auth = AuthServiceClient::new(channel_as(&addrs[1], Some(&readonly)).await?);
+    let escalate = ro_auth
+        .create_api_token(pb::CreateApiTokenRequest {
+            role: "admin".into(),
+            description: String::new(),
+            expires_in_secs: 0,
+        })
+        .await;
+    assert_eq!(code(escalate).0, Code::PermissionDenied);
+
+    let bad_role = auth
+        .create_api_token(pb::CreateApiTokenRequest {
+            role: "root".into(),
+            description: String::new(),
+            expires_in_secs: 0,
+        })
+        .await;
+    assert_eq!(code(bad_role).0, Code::InvalidArgument);
+
+    // Revocation takes effect on every server at once, followers included.
+    let id = created.token.unwrap().id;
+    auth.revoke_api_token(pb::RevokeApiTokenRequest { id: id.clone() })
+        .await?;
+    for addr in &addrs {
+        let (c, m) = code(list_as(addr, Some(&readonly)).await);
+        assert_eq!(c, Code::Unauthenticated, "{addr}: {m}");
+        assert!(m.contains("revoked"), "{m}");
+    }
+    let listed = auth
+        .list_api_tokens(pb::ListApiTokensRequest {})
+        .await?
+        .into_inner();
+    let entry = listed.tokens.iter().find(|t| t.id == id).unwrap();
+    assert!(entry.revoked);
+    assert_eq!(
+        listed.tokens.len(),
+        2,
+        "bootstrap admin token plus the readonly one"
+    );
+    Ok(())
+}
+
+/// A client that is not a server of this cluster cannot send Raft RPCs,
+/// whatever else it holds; agent-only calls need an instance certificate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raft_and_agent_calls_need_the_right_certificate() -> Result<()> {
+    let cluster = TestCluster::start(3, &[]).await?;
+    let addr = cluster.addr(1);
+
+    // TLS with the admin token but no certificate.
+    let mut raft = RaftServiceClient::new(channel(&addr).await?);
+    let vote = raft
+        .vote(pb::RaftPayload {
+            data: vec![1, 2, 3],
+        })
+        .await;
+    assert_eq!(code(vote).0, Code::PermissionDenied);
+
+    // A certificate from another CA does not get past the TLS handshake.
+    let other = berth_pki::CertificateAuthority::generate("e2e").unwrap();
+    let impostor = other
+        .issue_server(2, &["127.0.0.1".into()], Duration::from_secs(600))
+        .unwrap();
+    match tls_channel(
+        &addr,
+        Some(Identity::from_pem(&impostor.cert_pem, &impostor.key_pem)),
+    )
+    .await
+    {
+        Err(_) => {}
+        Ok(channel) => {
+            let result = RaftServiceClient::new(channel)
+                .vote(pb::RaftPayload { data: vec![] })
+                .await;
+            assert!(
+                result.is_err(),
+                "a certificate from another CA was accepted"
+            );
+        }
+    }
+
+    // An agent without a certificate is refused agent-only calls.
+    let mut agent = AgentServiceClient::new(tls_channel(&addr, None).await?);
+    let (c, m) = code(agent.ping(pb::AgentPingRequest {}).await);
+    assert_eq!(c, Code::Unauthenticated, "{m}");
+
+    // A genuine instance certificate reaches agent calls but not Raft.
+    let joined = join(&addr, 1).await?;
+    let identity = Identity::from_pem(&joined.certificate_pem, &joined.key_pem);
+    let mut as_agent = AgentServiceClient::new(tls_channel(&addr, Some(identity.clone())).await?);
+    let pong = as_agent.ping(pb::AgentPingRequest {}).await?.into_inner();
+    assert_eq!(pong.instance_id, joined.instance_id);
+    let mut raft = RaftServiceClient::new(tls_channel(&addr, Some(identity)).await?);
+    assert_eq!(
+        code(raft.vote(pb::RaftPayload { data: vec![] }).await).0,
+        Code::PermissionDenied
+    );
+    Ok(())
+}
+
+#[derive(Debug)]
+struct Joined {
+    instance_id: String,
+    certificate_pem: String,
+    key_pem: String,
+}
+
+async fn create_activation(
+    addr: &str,
+    max: u32,
+    expires_in_secs: u64,
+) -> Result<berth_pki::tokens::JoinToken> {
+    let mut activations = ActivationServiceClient::new(channel(addr).await?);
+    let reply = activations
+        .create_activation(pb::CreateActivationRequest {
+            cluster: String::new(),
+            expires_in_secs,
+            max_registrations: max,
+            attributes: vec![pb::Attribute {
+                name: "zone".into(),
+                value: "lab".into(),
+            }],
+            description: "e2e".into(),
+        })
+        .await?
+        .into_inner();
+    Ok(berth_pki::tokens::JoinToken::parse(&reply.token)?)
+}
+
+async fn register_with(
+    addr: &str,
+    token: &berth_pki::tokens::JoinToken,
+    secret: &str,
+) -> Result<Joined, tonic::Status> {
+    let (key_pem, csr_pem) = berth_pki::generate_csr("agent").unwrap();
+    let channel = tls_channel(addr, None)
+        .await
+        .map_err(|e| tonic::Status::unknown(e.to_string()))?;
+    let reply = AgentServiceClient::new(channel)
+        .register_instance(pb::RegisterInstanceRequest {
+            activation_id: token.activation_id.clone(),
+            activation_secret: secret.to_string(),
+            csr_pem,
+            hostname: "host-a".into(),
+            attributes: vec![],
+            previous_instance_id: String::new(),
+            cluster: String::new(),
+        })
+        .await?
+        .into_inner();
+    Ok(Joined {
+        instance_id: reply.instance_id,
+        certificate_pem: reply.certificate_pem,
+        key_pem,
+    })
+}
+
+async fn join(addr: &str, max: u32) -> Result<Joined> {
+    let token = create_activation(addr, max, 0).await?;
+    Ok(register_with(addr, &token, &token.secret).await?)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn activations_admit_exactly_what_they_allow() -> Result<()> {
+    let cluster = TestCluster::start(3, &[]).await?;
+    let addrs: Vec<String> = (1..=3).map(|id| cluster.addr(id)).collect();
+
+    // Concurrent registrations through all servers: exactly `max` succeed.
+    let token = create_activation(&addrs[0], 3, 0).await?;
+    let mut attempts = Vec::new();
+    for i in 0..9 {
+        let addr = addrs[i % 3].clone();
+        let token = token.clone();
+        attempts.push(tokio::spawn(async move {
+            register_with(&addr, &token, &token.secret).await
+        }));
+    }
+    let mut ok = 0;
+    for attempt in attempts {
+        match attempt.await? {
+            Ok(_) => ok += 1,
+            Err(status) => {
+                assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+                assert!(
+                    status.message().contains("all 3 of its registrations"),
+                    "{status:?}"
+                );
+            }
+        }
+    }
+    assert_eq!(ok, 3, "exactly max-registrations succeed");
+    let mut activations = ActivationServiceClient::new(channel(&addrs[1]).await?);
+    let described = activations
+        .describe_activation(pb::DescribeActivationRequest {
+            id: token.activation_id.clone(),
+        })
+        .await?
+        .into_inner()
+        .activation
+        .unwrap();
+    assert_eq!(described.registrations, 3);
+
+    // Wrong secret, revoked, expired: refused with the reason, nothing used.
+    let fresh = create_activation(&addrs[0], 5, 0).await?;
+    let (c, m) = code(register_with(&addrs[1], &fresh, "0000").await);
+    assert_eq!(c, Code::FailedPrecondition);
+    assert!(m.contains("wrong secret"), "{m}");
+    activations
+        .revoke_activation(pb::RevokeActivationRequest {
+            id: fresh.activation_id.clone(),
+        })
+        .await?;
+    let (_, m) = code(register_with(&addrs[2], &fresh, &fresh.secret).await);
+    assert!(m.contains("revoked"), "{m}");
+    let short = create_activation(&addrs[0], 5, 1).await?;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (_, m) = code(register_with(&addrs[0], &short, &short.secret).await);
+    assert!(m.contains("expired"), "{m}");
+    for id in [&fresh.activation_id, &short.activation_id] {
+        let a = activations
+            .describe_activation(pb::DescribeActivationRequest { id: id.clone() })
+            .await?
+            .into_inner()
+            .activation
+            .unwrap();
+        assert_eq!(
+            a.registrations, 0,
+            "a refused registration used up activation {id}"
+        );
+    }
+
+    // A deregistered instance's certificate is refused on every server.
+    let joined = join(&addrs[0], 1).await?;
+    let identity = Identity::from_pem(&joined.certificate_pem, &joined.key_pem);
+    let mut instances = InstanceServiceClient::new(channel(&addrs[0]).await?);
+    let described = instances
+        .describe_instance(pb::DescribeInstanceRequest {
+            id: joined.instance_id.clone(),
+        })
+        .await?
+        .into_inner()
+        .instance
+        .unwrap();
+    assert_eq!(described.status, "ACTIVE");
+    assert!(described
+        .attributes
+        .iter()
+        .any(|a| a.name == "zone" && a.value == "lab"));
+    instances
+        .deregister_instance(pb::DeregisterInstanceRequest {
+            id: joined.instance_id.clone(),
+        })
+        .await?;
+    for addr in &addrs {
+        let mut agent = AgentServiceClient::new(tls_channel(addr, Some(identity.clone())).await?);
+        let (c, m) = code(agent.ping(pb::AgentPingRequest {}).await);
+        assert_eq!(c, Code::PermissionDenied, "{addr}: {m}");
+        assert!(m.contains("deregistered"), "{m}");
+    }
+
+    // No secret handed out in this run appears in any server's log.
+    let logs: String = cluster.servers.values().map(|s| s.log()).collect();
+    assert!(logs.contains("instance registered"), "logs were captured");
+    for secret in [
+        &token.secret,
+        &fresh.secret,
+        &short.secret,
+        &test_pki().admin_token,
+    ] {
+        assert!(
+            !logs.contains(secret.as_str()),
+            "a secret leaked into the logs"
+        );
+    }
+    Ok(())
+}
