@@ -14,11 +14,17 @@ struct Cli {
 
 impl Cli {
     fn run(&self, args: &[&str]) -> std::process::Output {
+        let pki = test_pki();
         Command::new(binary("berth"))
             .arg("--endpoint")
             .arg(&self.endpoints)
+            .arg("--ca-cert")
+            .arg(pki.dir.join("ca.crt"))
             .args(args)
             .env_remove("BERTH_ENDPOINT")
+            .env_remove("BERTH_CA_CERT")
+            .env_remove("BERTH_CONFIG")
+            .env("BERTH_TOKEN", &pki.admin_token)
             .output()
             .expect("run berth")
     }
@@ -42,7 +48,10 @@ impl Cli {
 
 fn example(name: &str) -> String {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    root.join("deploy/examples").join(name).display().to_string()
+    root.join("deploy/examples")
+        .join(name)
+        .display()
+        .to_string()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -59,14 +68,20 @@ async fn cli_manages_task_definitions_and_fails_over_between_endpoints() -> Resu
     assert_eq!(registered["revision"], 1);
     let yaml = cli.json(&["taskdef", "register", "-f", &example("web.yaml")]);
     assert_eq!(yaml["revision"], 2);
-    assert_eq!(yaml["spec"], registered["spec"], "JSON and YAML files describe the same task");
+    assert_eq!(
+        yaml["spec"], registered["spec"],
+        "JSON and YAML files describe the same task"
+    );
 
     let listed = cli.json(&["taskdef", "list", "--family", "web"]);
     assert_eq!(listed.as_array().unwrap().len(), 2);
 
     cli.ok(&["taskdef", "deregister", "web:2"]);
     let latest = cli.json(&["taskdef", "describe", "web"]);
-    assert_eq!(latest["revision"], 1, "bare family is the latest ACTIVE revision");
+    assert_eq!(
+        latest["revision"], 1,
+        "bare family is the latest ACTIVE revision"
+    );
     let inactive = cli.json(&["taskdef", "list", "--status", "INACTIVE"]);
     assert_eq!(inactive[0]["revision"], 2);
 
@@ -92,10 +107,15 @@ async fn cli_manages_task_definitions_and_fails_over_between_endpoints() -> Resu
     assert!(!missing.status.success());
     let stderr = String::from_utf8_lossy(&missing.stderr);
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
-    assert!(stderr.starts_with("error: ") && stderr.contains("web:9"), "{stderr}");
+    assert!(
+        stderr.starts_with("error: ") && stderr.contains("web:9"),
+        "{stderr}"
+    );
 
     // With the leader killed the CLI still works through the survivors.
-    let leader = cluster.wait_for_leader(std::time::Duration::from_secs(20)).await?;
+    let leader = cluster
+        .wait_for_leader(std::time::Duration::from_secs(20))
+        .await?;
     cluster.server(leader).kill9();
     let survivors: Vec<String> = (1..=3)
         .filter(|id| *id != leader)
@@ -105,8 +125,19 @@ async fn cli_manages_task_definitions_and_fails_over_between_endpoints() -> Resu
         endpoints: format!("{dead},{}", survivors.join(",")),
     };
     let after = eventually(std::time::Duration::from_secs(20), || async {
-        let out = cli.run(&["taskdef", "register", "-f", &example("web.json"), "-o", "json"]);
-        anyhow::ensure!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let out = cli.run(&[
+            "taskdef",
+            "register",
+            "-f",
+            &example("web.json"),
+            "-o",
+            "json",
+        ]);
+        anyhow::ensure!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         Ok(serde_json::from_slice::<serde_json::Value>(&out.stdout)?)
     })
     .await?;

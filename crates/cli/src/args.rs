@@ -1,6 +1,7 @@
 //! The command line, as clap parses it.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
@@ -8,22 +9,46 @@ use crate::output::Format;
 
 pub const DEFAULT_ENDPOINT: &str = "127.0.0.1:7400";
 
-/// Manage a Berth control plane: clusters, task definitions and the servers
-/// themselves.
+/// Manage a Berth control plane: clusters, task definitions, access and
+/// the servers themselves.
+///
+/// Connection settings come from flags, then environment variables, then
+/// the config file (~/.config/berth/config.toml: endpoint, token, ca_cert).
 #[derive(Debug, Parser)]
 #[command(name = "berth", version, propagate_version = true)]
 pub struct Cli {
     /// Control-plane servers to talk to, comma-separated (HOST:PORT); the
-    /// next is tried when one cannot be reached.
+    /// next is tried when one cannot be reached. Default: 127.0.0.1:7400.
     #[arg(
         long,
         global = true,
         env = "BERTH_ENDPOINT",
         value_name = "HOST:PORT[,HOST:PORT...]",
-        value_delimiter = ',',
-        default_value = DEFAULT_ENDPOINT
+        value_delimiter = ','
     )]
     pub endpoint: Vec<String>,
+
+    /// API token (berth_<id>_<secret>), sent with every call. Prefer the
+    /// environment variable: flags are visible to other users in `ps`.
+    #[arg(
+        long,
+        global = true,
+        env = "BERTH_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    pub token: Option<String>,
+
+    /// The cluster CA certificate (PEM) that servers' certificates are
+    /// checked against.
+    // Strings rather than paths so that an exported but empty variable
+    // means "not set" instead of a usage error.
+    #[arg(long, global = true, env = "BERTH_CA_CERT", value_name = "PATH")]
+    pub ca_cert: Option<String>,
+
+    /// Config file [default: ~/.config/berth/config.toml, if it exists].
+    #[arg(long, global = true, env = "BERTH_CONFIG", value_name = "PATH")]
+    pub config: Option<String>,
 
     /// Output format.
     #[arg(short, long, global = true, value_enum, default_value_t = Format::Table)]
@@ -37,13 +62,31 @@ impl Cli {
     /// The endpoints with blanks trimmed, so `a:1, b:1` and a trailing comma
     /// in BERTH_ENDPOINT do what was meant.
     pub fn endpoints(&self) -> Vec<String> {
-        self.endpoint
-            .iter()
-            .map(|e| e.trim())
-            .filter(|e| !e.is_empty())
-            .map(str::to_string)
-            .collect()
+        split_endpoints(&self.endpoint)
     }
+
+    pub fn ca_cert(&self) -> Option<PathBuf> {
+        non_empty_path(self.ca_cert.as_deref())
+    }
+
+    pub fn config(&self) -> Option<PathBuf> {
+        non_empty_path(self.config.as_deref())
+    }
+}
+
+fn non_empty_path(text: Option<&str>) -> Option<PathBuf> {
+    text.filter(|t| !t.trim().is_empty()).map(PathBuf::from)
+}
+
+/// Trims endpoints and drops empty ones.
+pub fn split_endpoints<S: AsRef<str>>(items: &[S]) -> Vec<String> {
+    items
+        .iter()
+        .flat_map(|item| item.as_ref().split(','))
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+        .map(str::to_string)
+        .collect()
 }
 
 #[derive(Debug, Subcommand)]
@@ -57,6 +100,15 @@ pub enum Command {
     /// The control-plane servers (Raft members).
     #[command(subcommand)]
     Server(ServerCommand),
+    /// Access to the API.
+    #[command(subcommand)]
+    Auth(AuthCommand),
+    /// Activations: join tokens that let agents register instances.
+    #[command(subcommand)]
+    Activation(ActivationCommand),
+    /// Registered instances (hosts running berth-agent).
+    #[command(subcommand)]
+    Instance(InstanceCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -144,6 +196,119 @@ pub enum ServerCommand {
     Remove { node_id: u64 },
 }
 
+#[derive(Debug, Subcommand)]
+pub enum AuthCommand {
+    /// API tokens for people and scripts.
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Create an API token; it is printed this once only.
+    Create {
+        /// What the token may do: admin (everything) or readonly
+        /// (describe, list and status).
+        #[arg(long, value_enum)]
+        role: RoleArg,
+        /// Who or what the token is for.
+        #[arg(long)]
+        description: String,
+        /// Lifetime, e.g. 30d or 12h [default: never expires].
+        #[arg(long, value_name = "DURATION", value_parser = duration_arg)]
+        expires: Option<Duration>,
+    },
+    /// List API tokens (never their secrets).
+    List,
+    /// Revoke an API token: it stops working at once.
+    Revoke { id: String },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RoleArg {
+    Admin,
+    Readonly,
+}
+
+impl From<RoleArg> for berth_types::Role {
+    fn from(role: RoleArg) -> Self {
+        match role {
+            RoleArg::Admin => berth_types::Role::Admin,
+            RoleArg::Readonly => berth_types::Role::Readonly,
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ActivationCommand {
+    /// Create an activation and print its join token (this once only).
+    Create(ActivationCreateArgs),
+    /// List activations.
+    List,
+    /// Show one activation.
+    Describe { id: String },
+    /// Revoke an activation: no more registrations with its token.
+    Revoke { id: String },
+}
+
+#[derive(Debug, Args)]
+pub struct ActivationCreateArgs {
+    /// The cluster instances join [default: the default cluster].
+    #[arg(long)]
+    pub cluster: Option<String>,
+    /// How long the join token can be used.
+    #[arg(long, value_name = "DURATION", value_parser = duration_arg, default_value = "24h")]
+    pub expires: Duration,
+    /// How many instances may register with it.
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 1,
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
+    pub max_registrations: u32,
+    /// An attribute every instance registered with it gets; repeatable.
+    #[arg(long = "attribute", value_name = "NAME=VALUE", value_parser = attribute_arg)]
+    pub attributes: Vec<(String, String)>,
+    /// What the activation is for.
+    #[arg(long, default_value = "")]
+    pub description: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum InstanceCommand {
+    /// List registered instances.
+    List {
+        /// Only this cluster's.
+        #[arg(long)]
+        cluster: Option<String>,
+    },
+    /// Show one instance.
+    Describe { id: String },
+    /// Deregister an instance: its certificate is refused from then on.
+    Deregister { id: String },
+}
+
+/// `30s`, `90m`, `24h`, `7d`, for clap, which adds the flag's name to the
+/// message.
+pub fn duration_arg(text: &str) -> Result<Duration, String> {
+    let duration = berth_types::duration::parse_duration(text)?;
+    if duration.is_zero() {
+        return Err("must be longer than 0s".into());
+    }
+    Ok(duration)
+}
+
+/// `NAME=VALUE`; the value may be empty or contain `=`.
+pub fn attribute_arg(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((name, value)) if !name.trim().is_empty() => {
+            Ok((name.trim().to_string(), value.to_string()))
+        }
+        _ => Err("expected NAME=VALUE, e.g. zone=eu-1a".into()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -158,19 +323,56 @@ mod tests {
         Cli::command().debug_assert();
     }
 
+    fn env_of(id: &str) -> Option<String> {
+        let command = Cli::command();
+        let arg = command.get_arguments().find(|a| a.get_id() == id).unwrap();
+        arg.get_env().and_then(|e| e.to_str()).map(str::to_string)
+    }
+
     #[test]
-    fn endpoint_defaults_and_env_are_declared() {
+    fn connection_settings_are_global_and_read_the_environment() {
+        assert_eq!(env_of("endpoint").as_deref(), Some("BERTH_ENDPOINT"));
+        assert_eq!(env_of("token").as_deref(), Some("BERTH_TOKEN"));
+        assert_eq!(env_of("ca_cert").as_deref(), Some("BERTH_CA_CERT"));
+        assert_eq!(env_of("config").as_deref(), Some("BERTH_CONFIG"));
+        // The default endpoint comes last, after the config file, so clap
+        // must not fill one in.
         let command = Cli::command();
         let endpoint = command
             .get_arguments()
             .find(|a| a.get_id() == "endpoint")
             .unwrap();
-        assert_eq!(
-            endpoint.get_env().and_then(|e| e.to_str()),
-            Some("BERTH_ENDPOINT")
-        );
-        let defaults: Vec<_> = endpoint.get_default_values().iter().collect();
-        assert_eq!(defaults, [DEFAULT_ENDPOINT]);
+        assert!(endpoint.get_default_values().is_empty());
+
+        let cli = parse(&[
+            "instance",
+            "list",
+            "--token",
+            "berth_a_b",
+            "--ca-cert",
+            "/etc/berth/ca.crt",
+            "--config",
+            "/tmp/c.toml",
+        ])
+        .unwrap();
+        assert_eq!(cli.token.as_deref(), Some("berth_a_b"));
+        assert_eq!(cli.ca_cert(), Some(PathBuf::from("/etc/berth/ca.crt")));
+        assert_eq!(cli.config(), Some(PathBuf::from("/tmp/c.toml")));
+
+        // Empty values (an exported but empty variable) mean unset.
+        let cli = parse(&["instance", "list", "--ca-cert", "", "--config="]).unwrap();
+        assert_eq!(cli.ca_cert(), None);
+        assert_eq!(cli.config(), None);
+    }
+
+    #[test]
+    fn the_token_never_shows_in_help() {
+        let command = Cli::command();
+        let token = command
+            .get_arguments()
+            .find(|a| a.get_id() == "token")
+            .unwrap();
+        assert!(token.is_hide_env_values_set());
     }
 
     #[test]
@@ -240,5 +442,149 @@ mod tests {
         }
         let err = parse(&["server", "remove", "four"]).unwrap_err();
         assert_eq!(err.kind(), clap::error::ErrorKind::ValueValidation);
+    }
+
+    #[test]
+    fn durations_take_units_and_errors_name_the_flag() {
+        assert_eq!(duration_arg("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(duration_arg("90m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(duration_arg("24h"), Ok(Duration::from_secs(86_400)));
+        assert_eq!(duration_arg("7d"), Ok(Duration::from_secs(604_800)));
+        assert!(duration_arg("0h").unwrap_err().contains("longer than 0s"));
+        for bad in ["", "24", "1w", "-1h", "h", "1.5h"] {
+            assert!(duration_arg(bad).is_err(), "{bad:?}");
+        }
+
+        let err = parse(&[
+            "auth",
+            "token",
+            "create",
+            "--role",
+            "admin",
+            "--description",
+            "ci",
+            "--expires",
+            "3x",
+        ])
+        .unwrap_err();
+        assert_eq!(err.kind(), clap::error::ErrorKind::ValueValidation);
+        let text = err.to_string();
+        assert!(text.contains("--expires"), "{text}");
+        assert!(text.contains("3x"), "{text}");
+        let err = parse(&["activation", "create", "--expires", "0s"]).unwrap_err();
+        assert!(err.to_string().contains("--expires"), "{err}");
+    }
+
+    #[test]
+    fn token_create_needs_a_known_role_and_a_description() {
+        let cli = parse(&[
+            "auth",
+            "token",
+            "create",
+            "--role",
+            "readonly",
+            "--description",
+            "grafana",
+            "--expires",
+            "30d",
+        ])
+        .unwrap();
+        match cli.command {
+            Command::Auth(AuthCommand::Token(TokenCommand::Create {
+                role,
+                description,
+                expires,
+            })) => {
+                assert_eq!(role, RoleArg::Readonly);
+                assert_eq!(description, "grafana");
+                assert_eq!(expires, Some(Duration::from_secs(30 * 86_400)));
+            }
+            other => panic!("{other:?}"),
+        }
+        let err = parse(&[
+            "auth",
+            "token",
+            "create",
+            "--role",
+            "root",
+            "--description",
+            "x",
+        ])
+        .unwrap_err();
+        assert_eq!(err.kind(), clap::error::ErrorKind::InvalidValue);
+        let err = parse(&["auth", "token", "create", "--role", "admin"]).unwrap_err();
+        assert_eq!(err.kind(), clap::error::ErrorKind::MissingRequiredArgument);
+        assert!(matches!(
+            parse(&["auth", "token", "revoke", "0a1b"]).unwrap().command,
+            Command::Auth(AuthCommand::Token(TokenCommand::Revoke { .. }))
+        ));
+    }
+
+    #[test]
+    fn activation_create_has_defaults_and_repeatable_attributes() {
+        let cli = parse(&["activation", "create"]).unwrap();
+        match cli.command {
+            Command::Activation(ActivationCommand::Create(args)) => {
+                assert_eq!(args.cluster, None);
+                assert_eq!(args.expires, Duration::from_secs(86_400));
+                assert_eq!(args.max_registrations, 1);
+                assert!(args.attributes.is_empty());
+                assert_eq!(args.description, "");
+            }
+            other => panic!("{other:?}"),
+        }
+        let cli = parse(&[
+            "activation",
+            "create",
+            "--cluster",
+            "prod",
+            "--expires",
+            "2h",
+            "--max-registrations",
+            "5",
+            "--attribute",
+            "zone=a",
+            "--attribute",
+            "disk=ssd=fast",
+            "--description",
+            "rack 4",
+        ])
+        .unwrap();
+        match cli.command {
+            Command::Activation(ActivationCommand::Create(args)) => {
+                assert_eq!(args.cluster.as_deref(), Some("prod"));
+                assert_eq!(args.expires, Duration::from_secs(7200));
+                assert_eq!(args.max_registrations, 5);
+                assert_eq!(
+                    args.attributes,
+                    [
+                        ("zone".into(), "a".into()),
+                        ("disk".into(), "ssd=fast".into())
+                    ]
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        let err = parse(&["activation", "create", "--attribute", "novalue"]).unwrap_err();
+        assert!(err.to_string().contains("--attribute"), "{err}");
+        assert!(err.to_string().contains("NAME=VALUE"), "{err}");
+        assert!(parse(&["activation", "create", "--attribute", "=x"]).is_err());
+        assert!(parse(&["activation", "create", "--max-registrations", "0"]).is_err());
+    }
+
+    #[test]
+    fn instance_commands_parse() {
+        let cli = parse(&["instance", "list", "--cluster", "prod"]).unwrap();
+        match cli.command {
+            Command::Instance(InstanceCommand::List { cluster }) => {
+                assert_eq!(cluster.as_deref(), Some("prod"))
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            parse(&["instance", "deregister", "i-1"]).unwrap().command,
+            Command::Instance(InstanceCommand::Deregister { .. })
+        ));
+        assert!(parse(&["instance", "describe"]).is_err());
     }
 }

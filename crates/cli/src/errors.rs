@@ -48,9 +48,16 @@ pub fn error_lines(err: &anyhow::Error) -> Vec<String> {
 }
 
 const ENDPOINT_HINT: &str = "set --endpoint or BERTH_ENDPOINT";
+const TOKEN_HINT: &str = "pass --token or set BERTH_TOKEN";
 
 pub fn describe_client_error(err: &ClientError) -> String {
     match err {
+        // A failed handshake means the wrong CA (or a server without TLS),
+        // not a server that is down.
+        ClientError::Unavailable { .. } if err.is_tls_failure() => format!(
+            "{err}; is --ca-cert (BERTH_CA_CERT) the CA of this cluster, and does the server \
+             speak TLS?"
+        ),
         ClientError::Unavailable { .. } => {
             format!("{err}; is berthd running? {ENDPOINT_HINT}")
         }
@@ -60,10 +67,24 @@ pub fn describe_client_error(err: &ClientError) -> String {
         ClientError::OutcomeUnknown { .. } => {
             format!("{err}; check before retrying")
         }
+        // berthd may give the same advice itself; once is enough.
+        ClientError::Unauthenticated(message) if message.contains("--token") => err.to_string(),
+        ClientError::Unauthenticated(_) | ClientError::InvalidToken(_) => {
+            format!("{err}; {TOKEN_HINT}")
+        }
         ClientError::Api { code, message } => describe_api_error(*code, message),
         ClientError::InvalidResponse(_) => {
             format!("{err}; is berth the same version as berthd?")
         }
+        ClientError::PermissionDenied(_)
+        | ClientError::InvalidConfig(_)
+        | ClientError::InvalidRequest(_)
+        | ClientError::CaMismatch { .. }
+        | ClientError::FetchCa { .. }
+        | ClientError::InvalidJoinToken(_)
+        | ClientError::NeedsToken(_)
+        | ClientError::IdentityStore { .. }
+        | ClientError::Pki(_) => err.to_string(),
     }
 }
 
@@ -202,6 +223,56 @@ mod tests {
                 "error: web.json: is empty",
                 "error: web.json: containerDefinitions[0].image: required",
             ]
+        );
+    }
+
+    #[test]
+    fn refused_tokens_say_how_to_pass_one() {
+        let err: anyhow::Error = ClientError::Unauthenticated("missing bearer token".into()).into();
+        assert_eq!(
+            error_lines(&err),
+            ["error: unauthenticated: missing bearer token; pass --token or set BERTH_TOKEN"]
+        );
+        let err: anyhow::Error =
+            ClientError::Unauthenticated("no API token: pass --token or set BERTH_TOKEN".into())
+                .into();
+        assert_eq!(
+            error_lines(&err),
+            ["error: unauthenticated: no API token: pass --token or set BERTH_TOKEN"]
+        );
+        let err: anyhow::Error =
+            ClientError::PermissionDenied("the token is readonly".into()).into();
+        assert_eq!(
+            error_lines(&err),
+            ["error: permission denied: the token is readonly"]
+        );
+        let err: anyhow::Error = ClientError::InvalidToken("it is empty".into()).into();
+        assert_eq!(
+            error_lines(&err),
+            ["error: invalid API token: it is empty; pass --token or set BERTH_TOKEN"]
+        );
+    }
+
+    #[test]
+    fn a_failed_handshake_points_at_the_ca() {
+        let err: anyhow::Error = ClientError::Unavailable {
+            tried: vec!["127.0.0.1:7400".into()],
+            last: "TLS handshake failed: invalid peer certificate: UnknownIssuer".into(),
+        }
+        .into();
+        let line = &error_lines(&err)[0];
+        assert!(line.contains("UnknownIssuer"), "{line}");
+        assert!(line.contains("--ca-cert"), "{line}");
+        assert!(!line.contains("is berthd running"), "{line}");
+    }
+
+    #[test]
+    fn a_missing_ca_is_reported_as_is() {
+        let err = anyhow::anyhow!(crate::config::NO_CA);
+        assert_eq!(
+            error_lines(&err),
+            ["error: no cluster CA configured: pass --ca-cert (the ca.crt printed by berthd dev) \
+              or set BERTH_CA_CERT"]
         );
     }
 }

@@ -1,19 +1,25 @@
 //! `berth`: the command-line interface to a Berth control plane.
 
 mod args;
+mod config;
 mod errors;
 mod output;
 
+use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::Context;
-use berth_client::{BerthClient, ClientConfig, ClientError};
+use anyhow::{bail, Context};
+use berth_client::time::now_ms;
+use berth_client::BerthClient;
 use berth_types::taskdef_file::{load_task_definition, FileFormat};
 use clap::Parser;
 
-use args::{Cli, ClusterCommand, Command, ServerCommand, TaskDefCommand};
+use args::{
+    ActivationCommand, ActivationCreateArgs, AuthCommand, Cli, ClusterCommand, Command,
+    InstanceCommand, ServerCommand, TaskDefCommand, TokenCommand,
+};
 use errors::InvalidFile;
 use output::{render, Format};
 
@@ -40,14 +46,178 @@ fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let format = cli.output;
-    let endpoints = cli.endpoints();
-    let connect = || BerthClient::new(ClientConfig::new(endpoints.clone()));
+    let home = std::env::var_os("HOME").map(PathBuf::from);
+    let loaded = config::load(cli.config().as_deref(), home.as_deref())?;
+    if let Some(loaded) = &loaded {
+        warn(&loaded.warnings);
+    }
+    let settings = config::resolve(
+        cli.endpoints(),
+        cli.token.clone(),
+        cli.ca_cert(),
+        loaded.as_ref().map(|l| &l.file),
+    );
+    // Built on demand, so that problems with a command's own input (a
+    // broken task definition file) are reported before connection ones.
+    let connect = || -> anyhow::Result<BerthClient> {
+        Ok(BerthClient::new(config::client_config(&settings)?)?)
+    };
     let text = match cli.command {
         Command::Cluster(command) => cluster(&connect()?, format, command).await?,
         Command::TaskDef(command) => task_definition(connect, format, command).await?,
         Command::Server(command) => server(&connect()?, format, command).await?,
+        Command::Auth(AuthCommand::Token(command)) => {
+            api_token(&connect()?, format, command).await?
+        }
+        Command::Activation(command) => activation(connect, format, command).await?,
+        Command::Instance(command) => instance(&connect()?, format, command).await?,
     };
     emit(&text)
+}
+
+/// Lines for stderr that are not errors: what a created secret is, config
+/// warnings.
+fn warn(lines: &[String]) {
+    let mut stderr = io::stderr().lock();
+    for line in lines {
+        let _ = writeln!(stderr, "{line}");
+    }
+}
+
+async fn api_token(
+    client: &BerthClient,
+    format: Format,
+    command: TokenCommand,
+) -> anyhow::Result<String> {
+    match command {
+        TokenCommand::Create {
+            role,
+            description,
+            expires,
+        } => {
+            let (record, token) = client
+                .create_api_token(role.into(), &description, expires)
+                .await?;
+            let created = output::CreatedApiToken {
+                api_token: output::ApiToken::new(record, now_ms()),
+                token,
+            };
+            if format == Format::Table {
+                warn(&[output::created_api_token_note(&created)]);
+            }
+            render(format, &created, output::created_api_token)
+        }
+        TokenCommand::List => {
+            let now = now_ms();
+            let tokens: Vec<output::ApiToken> = client
+                .list_api_tokens()
+                .await?
+                .into_iter()
+                .map(|t| output::ApiToken::new(t, now))
+                .collect();
+            render(format, tokens.as_slice(), output::api_tokens_table)
+        }
+        TokenCommand::Revoke { id } => {
+            let token = output::ApiToken::new(client.revoke_api_token(&id).await?, now_ms());
+            render(format, &token, output::revoked_api_token)
+        }
+    }
+}
+
+async fn activation(
+    connect: impl FnOnce() -> anyhow::Result<BerthClient>,
+    format: Format,
+    command: ActivationCommand,
+) -> anyhow::Result<String> {
+    match command {
+        ActivationCommand::Create(args) => {
+            let ActivationCreateArgs {
+                cluster,
+                expires,
+                max_registrations,
+                attributes,
+                description,
+            } = args;
+            // Checked before connecting: it is a mistake in the command.
+            let attributes = attribute_map(attributes)?;
+            let (record, token) = connect()?
+                .create_activation(
+                    cluster.as_deref(),
+                    Some(expires),
+                    Some(max_registrations),
+                    &attributes,
+                    &description,
+                )
+                .await?;
+            let created = output::CreatedActivation {
+                activation: output::Activation::new(record, now_ms()),
+                token,
+            };
+            if format == Format::Table {
+                warn(&[output::created_activation_note(&created)]);
+            }
+            render(format, &created, output::created_activation)
+        }
+        ActivationCommand::List => {
+            let now = now_ms();
+            let activations: Vec<output::Activation> = connect()?
+                .list_activations()
+                .await?
+                .into_iter()
+                .map(|a| output::Activation::new(a, now))
+                .collect();
+            render(format, activations.as_slice(), output::activations_table)
+        }
+        ActivationCommand::Describe { id } => {
+            let activation =
+                output::Activation::new(connect()?.describe_activation(&id).await?, now_ms());
+            render(format, &activation, output::activation_detail)
+        }
+        ActivationCommand::Revoke { id } => {
+            let activation =
+                output::Activation::new(connect()?.revoke_activation(&id).await?, now_ms());
+            render(format, &activation, output::revoked_activation)
+        }
+    }
+}
+
+/// `--attribute` pairs as a map; giving a name twice is a mistake, not a
+/// silent override.
+fn attribute_map(pairs: Vec<(String, String)>) -> anyhow::Result<BTreeMap<String, String>> {
+    let mut map = BTreeMap::new();
+    for (name, value) in pairs {
+        if map.contains_key(&name) {
+            bail!("--attribute {name} is given more than once");
+        }
+        map.insert(name, value);
+    }
+    Ok(map)
+}
+
+async fn instance(
+    client: &BerthClient,
+    format: Format,
+    command: InstanceCommand,
+) -> anyhow::Result<String> {
+    match command {
+        InstanceCommand::List { cluster } => {
+            let instances: Vec<output::Instance> = client
+                .list_instances(cluster.as_deref())
+                .await?
+                .into_iter()
+                .map(Into::into)
+                .collect();
+            render(format, instances.as_slice(), output::instances_table)
+        }
+        InstanceCommand::Describe { id } => {
+            let instance = output::Instance::from(client.describe_instance(&id).await?);
+            render(format, &instance, output::instance_detail)
+        }
+        InstanceCommand::Deregister { id } => {
+            let instance = output::Instance::from(client.deregister_instance(&id).await?);
+            render(format, &instance, output::deregistered_instance)
+        }
+    }
 }
 
 async fn cluster(
@@ -82,7 +252,7 @@ async fn cluster(
 }
 
 async fn task_definition(
-    connect: impl FnOnce() -> Result<BerthClient, ClientError>,
+    connect: impl FnOnce() -> anyhow::Result<BerthClient>,
     format: Format,
     command: TaskDefCommand,
 ) -> anyhow::Result<String> {
@@ -211,6 +381,22 @@ mod tests {
         assert_eq!(file_format(Path::new("web.txt")), FileFormat::Auto);
         assert_eq!(file_format(Path::new("web")), FileFormat::Auto);
         assert_eq!(file_format(Path::new("-")), FileFormat::Auto);
+    }
+
+    #[test]
+    fn attributes_may_not_repeat_a_name() {
+        let map = attribute_map(vec![
+            ("zone".into(), "a".into()),
+            ("disk".into(), "".into()),
+        ])
+        .unwrap();
+        assert_eq!(map.len(), 2);
+        let err = attribute_map(vec![
+            ("zone".into(), "a".into()),
+            ("zone".into(), "b".into()),
+        ])
+        .unwrap_err();
+        assert_eq!(err.to_string(), "--attribute zone is given more than once");
     }
 
     #[test]

@@ -2,7 +2,10 @@
 //! programs. Renderers return strings so they can be tested without a
 //! terminal.
 
+use std::collections::BTreeMap;
+
 use berth_client::pb;
+pub use berth_client::time::rfc3339;
 use berth_types::{Cluster, TaskDefinition};
 use serde::Serialize;
 
@@ -107,6 +110,134 @@ impl From<pb::TaskDefinitionFamily> for Family {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct DeletedCluster {
     pub name: String,
+}
+
+/// An API token's record; never its secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ApiToken {
+    pub id: String,
+    pub role: String,
+    pub description: String,
+    pub created_at_ms: i64,
+    pub expires_at_ms: Option<i64>,
+    pub revoked_at_ms: Option<i64>,
+    /// ACTIVE, EXPIRED or REVOKED, as of when berth ran.
+    pub status: String,
+}
+
+impl ApiToken {
+    pub fn new(t: pb::ApiToken, now_ms: i64) -> Self {
+        let status = if t.revoked {
+            "REVOKED"
+        } else if t.expires_at_ms.is_some_and(|e| e <= now_ms) {
+            "EXPIRED"
+        } else {
+            "ACTIVE"
+        };
+        Self {
+            id: t.id,
+            role: t.role,
+            description: t.description,
+            created_at_ms: t.created_at_ms,
+            expires_at_ms: t.expires_at_ms,
+            revoked_at_ms: t.revoked_at_ms,
+            status: status.to_string(),
+        }
+    }
+}
+
+/// What `auth token create` prints: the record and the token, which is
+/// shown this once only.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CreatedApiToken {
+    pub api_token: ApiToken,
+    pub token: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Activation {
+    pub id: String,
+    pub cluster: String,
+    pub description: String,
+    pub created_at_ms: i64,
+    pub expires_at_ms: i64,
+    pub max_registrations: u32,
+    pub registrations: u32,
+    pub attributes: BTreeMap<String, String>,
+    /// ACTIVE, USED (every registration taken), EXPIRED or REVOKED, as of
+    /// when berth ran.
+    pub status: String,
+}
+
+impl Activation {
+    pub fn new(a: pb::Activation, now_ms: i64) -> Self {
+        let status = if a.revoked {
+            "REVOKED"
+        } else if a.expires_at_ms <= now_ms {
+            "EXPIRED"
+        } else if a.registrations >= a.max_registrations {
+            "USED"
+        } else {
+            "ACTIVE"
+        };
+        Self {
+            id: a.id,
+            cluster: a.cluster,
+            description: a.description,
+            created_at_ms: a.created_at_ms,
+            expires_at_ms: a.expires_at_ms,
+            max_registrations: a.max_registrations,
+            registrations: a.registrations,
+            attributes: attribute_map(a.attributes),
+            status: status.to_string(),
+        }
+    }
+}
+
+/// What `activation create` prints: the activation and its join token,
+/// which is shown this once only.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CreatedActivation {
+    pub activation: Activation,
+    pub token: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Instance {
+    pub id: String,
+    pub cluster: String,
+    pub hostname: String,
+    pub attributes: BTreeMap<String, String>,
+    pub activation_id: String,
+    pub registered_at_ms: i64,
+    pub certificate_expires_at_ms: i64,
+    pub status: String,
+    pub deregistered_at_ms: Option<i64>,
+}
+
+impl From<pb::Instance> for Instance {
+    fn from(i: pb::Instance) -> Self {
+        Self {
+            id: i.id,
+            cluster: i.cluster,
+            hostname: i.hostname,
+            attributes: attribute_map(i.attributes),
+            activation_id: i.activation_id,
+            registered_at_ms: i.registered_at_ms,
+            certificate_expires_at_ms: i.certificate_expires_at_ms,
+            status: i.status,
+            deregistered_at_ms: i.deregistered_at_ms,
+        }
+    }
+}
+
+fn attribute_map(attributes: Vec<pb::Attribute>) -> BTreeMap<String, String> {
+    attributes.into_iter().map(|a| (a.name, a.value)).collect()
 }
 
 // ---------------------------------------------------------------- tables
@@ -276,6 +407,172 @@ pub fn members_table(members: &[Member]) -> String {
     table.render()
 }
 
+/// Only the token, so `TOKEN=$(berth auth token create ...)` works; what
+/// it is goes to stderr (see `created_api_token_note`).
+pub fn created_api_token(c: &CreatedApiToken) -> String {
+    format!("{}\n", c.token)
+}
+
+pub fn created_api_token_note(c: &CreatedApiToken) -> String {
+    format!(
+        "created {} API token {} ({}); it is shown only this once: store it now",
+        c.api_token.role,
+        c.api_token.id,
+        c.api_token.expires_at_ms.map_or_else(
+            || "never expires".to_string(),
+            |e| format!("expires {}", rfc3339(e))
+        )
+    )
+}
+
+pub fn api_tokens_table(tokens: &[ApiToken]) -> String {
+    let mut table = Table::new(["ID", "ROLE", "STATUS", "CREATED", "EXPIRES", "DESCRIPTION"]);
+    for t in tokens {
+        table.row([
+            t.id.clone(),
+            t.role.clone(),
+            t.status.clone(),
+            rfc3339(t.created_at_ms),
+            t.expires_at_ms.map_or_else(|| "never".to_string(), rfc3339),
+            t.description.clone(),
+        ]);
+    }
+    table.render()
+}
+
+pub fn revoked_api_token(t: &ApiToken) -> String {
+    format!("revoked API token {}\n", t.id)
+}
+
+/// Only the join token, so `TOKEN=$(berth activation create)` works; the
+/// rest goes to stderr (see `created_activation_note`).
+pub fn created_activation(c: &CreatedActivation) -> String {
+    format!("{}\n", c.token)
+}
+
+pub fn created_activation_note(c: &CreatedActivation) -> String {
+    let a = &c.activation;
+    format!(
+        "created activation {} for cluster {}: up to {} registration{} until {}; the join token \
+         is shown only this once",
+        a.id,
+        a.cluster,
+        a.max_registrations,
+        if a.max_registrations == 1 { "" } else { "s" },
+        rfc3339(a.expires_at_ms)
+    )
+}
+
+pub fn activations_table(activations: &[Activation]) -> String {
+    let mut table = Table::new([
+        "ID",
+        "CLUSTER",
+        "STATUS",
+        "REGISTRATIONS",
+        "EXPIRES",
+        "ATTRIBUTES",
+        "DESCRIPTION",
+    ]);
+    for a in activations {
+        table.row([
+            a.id.clone(),
+            a.cluster.clone(),
+            a.status.clone(),
+            format!("{}/{}", a.registrations, a.max_registrations),
+            rfc3339(a.expires_at_ms),
+            attributes_cell(&a.attributes),
+            a.description.clone(),
+        ]);
+    }
+    table.render()
+}
+
+pub fn activation_detail(a: &Activation) -> String {
+    fields(&[
+        ("ID", a.id.clone()),
+        ("Cluster", a.cluster.clone()),
+        ("Status", a.status.clone()),
+        ("Description", or_dash(&a.description)),
+        ("Created", rfc3339(a.created_at_ms)),
+        ("Expires", rfc3339(a.expires_at_ms)),
+        (
+            "Registrations",
+            format!("{} of {}", a.registrations, a.max_registrations),
+        ),
+        ("Attributes", attributes_cell(&a.attributes)),
+    ])
+}
+
+pub fn revoked_activation(a: &Activation) -> String {
+    format!("revoked activation {}\n", a.id)
+}
+
+pub fn instances_table(instances: &[Instance]) -> String {
+    let mut table = Table::new([
+        "ID",
+        "CLUSTER",
+        "HOSTNAME",
+        "ATTRIBUTES",
+        "REGISTERED",
+        "CERT EXPIRES",
+        "STATUS",
+    ]);
+    for i in instances {
+        table.row([
+            i.id.clone(),
+            i.cluster.clone(),
+            i.hostname.clone(),
+            attributes_cell(&i.attributes),
+            rfc3339(i.registered_at_ms),
+            rfc3339(i.certificate_expires_at_ms),
+            i.status.clone(),
+        ]);
+    }
+    table.render()
+}
+
+pub fn instance_detail(i: &Instance) -> String {
+    fields(&[
+        ("ID", i.id.clone()),
+        ("Cluster", i.cluster.clone()),
+        ("Hostname", i.hostname.clone()),
+        ("Status", i.status.clone()),
+        ("Attributes", attributes_cell(&i.attributes)),
+        ("Registered", rfc3339(i.registered_at_ms)),
+        ("Certificate expires", rfc3339(i.certificate_expires_at_ms)),
+        ("Activation", or_dash(&i.activation_id)),
+        (
+            "Deregistered",
+            i.deregistered_at_ms.map_or_else(dash, rfc3339),
+        ),
+    ])
+}
+
+pub fn deregistered_instance(i: &Instance) -> String {
+    format!("deregistered instance {} (now {})\n", i.id, i.status)
+}
+
+/// `name=value` pairs joined by commas, without spaces, so the cell stays
+/// one word for `awk`.
+fn attributes_cell(attributes: &BTreeMap<String, String>) -> String {
+    if attributes.is_empty() {
+        return dash();
+    }
+    attributes
+        .iter()
+        .map(|(name, value)| format!("{name}={value}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn or_dash(text: &str) -> String {
+    if text.is_empty() {
+        dash()
+    } else {
+        text.to_string()
+    }
+}
+
 pub fn status_table(s: &ControlPlaneStatus) -> String {
     let mut out = fields(&[
         (
@@ -383,57 +680,10 @@ fn screaming<T: Serialize>(value: &T) -> String {
     }
 }
 
-/// Milliseconds since the Unix epoch as RFC 3339 UTC, to the second.
-pub fn rfc3339(ms: i64) -> String {
-    let secs = ms.div_euclid(1000);
-    let days = secs.div_euclid(86_400);
-    let in_day = secs.rem_euclid(86_400);
-    let (year, month, day) = civil_from_days(days);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        in_day / 3600,
-        in_day % 3600 / 60,
-        in_day % 60
-    )
-}
-
-/// Proleptic Gregorian date of a day count from 1970-01-01, after Howard
-/// Hinnant's `civil_from_days`: shifting the year to start in March puts
-/// the leap day last, so month lengths follow a fixed pattern.
-fn civil_from_days(days: i64) -> (i64, i64, i64) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let day_of_era = z.rem_euclid(146_097);
-    let year_of_era =
-        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let shifted_month = (5 * day_of_year + 2) / 153;
-    let day = day_of_year - (153 * shifted_month + 2) / 5 + 1;
-    let month = if shifted_month < 10 {
-        shifted_month + 3
-    } else {
-        shifted_month - 9
-    };
-    let year = year_of_era + era * 400 + i64::from(month <= 2);
-    (year, month, day)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use berth_types as t;
-
-    #[test]
-    fn rfc3339_matches_known_instants() {
-        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
-        assert_eq!(rfc3339(1_700_000_000_000), "2023-11-14T22:13:20Z");
-        assert_eq!(rfc3339(951_782_400_000), "2000-02-29T00:00:00Z");
-        assert_eq!(rfc3339(1_709_210_096_789), "2024-02-29T12:34:56Z");
-        assert_eq!(rfc3339(4_107_542_400_000), "2100-03-01T00:00:00Z");
-        assert_eq!(rfc3339(253_402_300_799_000), "9999-12-31T23:59:59Z");
-        assert_eq!(rfc3339(-1), "1969-12-31T23:59:59Z");
-        assert_eq!(rfc3339(-1000), "1969-12-31T23:59:59Z");
-    }
 
     #[test]
     fn table_aligns_columns_without_trailing_spaces() {
@@ -604,6 +854,7 @@ mod tests {
                 last_log_index: 120,
                 applied_index: 120,
                 error: String::new(),
+                ..Default::default()
             }),
             Member::from(pb::ServerMember {
                 node_id: 2,
@@ -615,6 +866,7 @@ mod tests {
                 last_log_index: 0,
                 applied_index: 0,
                 error: "connection refused".into(),
+                ..Default::default()
             }),
         ]
     }
@@ -676,5 +928,162 @@ mod tests {
             "FAMILY  LATEST REVISION  LATEST ACTIVE REVISION\n\
              web     3                -\n"
         );
+    }
+
+    const NOW: i64 = 1_700_000_000_000;
+
+    fn wire_token(revoked: bool, expires_at_ms: Option<i64>) -> pb::ApiToken {
+        pb::ApiToken {
+            id: "0a1b2c".into(),
+            role: "admin".into(),
+            description: "ci deploys".into(),
+            created_at_ms: NOW - 1000,
+            expires_at_ms,
+            revoked,
+            revoked_at_ms: revoked.then_some(NOW - 10),
+        }
+    }
+
+    #[test]
+    fn api_tokens_show_their_status_and_never_a_secret() {
+        let tokens = vec![
+            ApiToken::new(wire_token(false, None), NOW),
+            ApiToken::new(wire_token(false, Some(NOW - 1)), NOW),
+            ApiToken::new(wire_token(true, Some(NOW + 86_400_000)), NOW),
+        ];
+        assert_eq!(
+            api_tokens_table(&tokens),
+            "ID      ROLE   STATUS   CREATED               EXPIRES               DESCRIPTION\n\
+             0a1b2c  admin  ACTIVE   2023-11-14T22:13:19Z  never                 ci deploys\n\
+             0a1b2c  admin  EXPIRED  2023-11-14T22:13:19Z  2023-11-14T22:13:19Z  ci deploys\n\
+             0a1b2c  admin  REVOKED  2023-11-14T22:13:19Z  2023-11-15T22:13:20Z  ci deploys\n"
+        );
+        let json = render(Format::Json, tokens.as_slice(), api_tokens_table).unwrap();
+        let value: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(value[0]["expiresAtMs"], serde_json::Value::Null);
+        assert_eq!(value[2]["revokedAtMs"], NOW - 10);
+    }
+
+    #[test]
+    fn a_created_token_prints_only_the_token_on_stdout() {
+        let created = CreatedApiToken {
+            api_token: ApiToken::new(wire_token(false, None), NOW),
+            token: "berth_0a1b2c_ffee".into(),
+        };
+        assert_eq!(created_api_token(&created), "berth_0a1b2c_ffee\n");
+        let note = created_api_token_note(&created);
+        assert!(
+            note.contains("0a1b2c") && note.contains("never expires"),
+            "{note}"
+        );
+        assert!(!note.contains("ffee"), "{note}");
+
+        let json = render(Format::Json, &created, created_api_token).unwrap();
+        let value: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(value["token"], "berth_0a1b2c_ffee");
+        assert_eq!(value["apiToken"]["id"], "0a1b2c");
+        assert_eq!(value["apiToken"]["status"], "ACTIVE");
+    }
+
+    fn wire_activation() -> pb::Activation {
+        pb::Activation {
+            id: "a1".into(),
+            cluster: "prod".into(),
+            description: "rack 4".into(),
+            created_at_ms: NOW,
+            expires_at_ms: NOW + 86_400_000,
+            max_registrations: 5,
+            registrations: 2,
+            attributes: vec![
+                pb::Attribute {
+                    name: "zone".into(),
+                    value: "a".into(),
+                },
+                pb::Attribute {
+                    name: "disk".into(),
+                    value: "ssd".into(),
+                },
+            ],
+            revoked: false,
+        }
+    }
+
+    #[test]
+    fn activations_render_with_usage_and_attributes() {
+        let mut used = wire_activation();
+        used.registrations = 5;
+        used.attributes.clear();
+        let activations = vec![
+            Activation::new(wire_activation(), NOW),
+            Activation::new(used, NOW),
+        ];
+        assert_eq!(
+            activations_table(&activations),
+            "ID  CLUSTER  STATUS  REGISTRATIONS  EXPIRES               ATTRIBUTES       DESCRIPTION\n\
+             a1  prod     ACTIVE  2/5            2023-11-15T22:13:20Z  disk=ssd,zone=a  rack 4\n\
+             a1  prod     USED    5/5            2023-11-15T22:13:20Z  -                rack 4\n"
+        );
+        let detail = activation_detail(&activations[0]);
+        assert!(detail.contains("Registrations:  2 of 5\n"), "{detail}");
+        assert!(
+            detail.contains("Attributes:     disk=ssd,zone=a\n"),
+            "{detail}"
+        );
+        assert_eq!(
+            Activation::new(wire_activation(), NOW + 86_400_000).status,
+            "EXPIRED"
+        );
+    }
+
+    #[test]
+    fn a_created_activation_prints_the_join_token_and_json_has_both() {
+        let created = CreatedActivation {
+            activation: Activation::new(wire_activation(), NOW),
+            token: "BERTH1-a1-ff-00".into(),
+        };
+        assert_eq!(created_activation(&created), "BERTH1-a1-ff-00\n");
+        let note = created_activation_note(&created);
+        assert!(
+            note.contains("up to 5 registrations until 2023-11-15T22:13:20Z"),
+            "{note}"
+        );
+        let yaml = render(Format::Yaml, &created, created_activation).unwrap();
+        let value: serde_json::Value = serde_yaml::from_str(&yaml).unwrap();
+        assert_eq!(value["token"], "BERTH1-a1-ff-00");
+        assert_eq!(value["activation"]["id"], "a1");
+        assert_eq!(value["activation"]["attributes"]["zone"], "a");
+    }
+
+    #[test]
+    fn instances_table_has_the_columns_operators_need() {
+        let instance = Instance::from(pb::Instance {
+            id: "i-1".into(),
+            cluster: "prod".into(),
+            hostname: "node-1".into(),
+            attributes: vec![pb::Attribute {
+                name: "zone".into(),
+                value: "a".into(),
+            }],
+            registered_at_ms: NOW,
+            certificate_expires_at_ms: NOW + 86_400_000,
+            status: "ACTIVE".into(),
+            activation_id: "a1".into(),
+            deregistered_at_ms: None,
+        });
+        assert_eq!(
+            instances_table(std::slice::from_ref(&instance)),
+            "ID   CLUSTER  HOSTNAME  ATTRIBUTES  REGISTERED            CERT EXPIRES          STATUS\n\
+             i-1  prod     node-1    zone=a      2023-11-14T22:13:20Z  2023-11-15T22:13:20Z  ACTIVE\n"
+        );
+        let detail = instance_detail(&instance);
+        assert!(
+            detail.starts_with("ID:                   i-1\n"),
+            "{detail}"
+        );
+        assert!(detail.contains("Deregistered:         -\n"), "{detail}");
+        let json = render(Format::Json, &instance, instance_detail).unwrap();
+        let value: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(value["certificateExpiresAtMs"], NOW + 86_400_000);
+        assert_eq!(value["attributes"]["zone"], "a");
     }
 }

@@ -4,19 +4,44 @@ use tonic::transport::Uri;
 
 use crate::ClientError;
 
-const FORMS: &str = "use HOST:PORT or http://HOST:PORT, e.g. 127.0.0.1:7400";
+const FORMS: &str = "use HOST:PORT, https://HOST:PORT or http://HOST:PORT, e.g. 127.0.0.1:7400";
 
-/// A validated endpoint: the URI to dial and the `host:port` name used in
-/// messages.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct ParsedEndpoint {
-    pub name: String,
-    pub uri: Uri,
+/// The scheme an endpoint was written with. A bare `HOST:PORT` leaves the
+/// choice to the client: TLS when it has a cluster CA, plain otherwise.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Scheme {
+    Bare,
+    Http,
+    Https,
 }
 
-/// Accepts `host:port` or `http://host:port`. Everything is checked up front
-/// so a typo is reported when the client is built, naming the endpoint,
-/// rather than as a connection failure on the first call.
+/// A validated endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ParsedEndpoint {
+    /// `host:port`, used in messages and to open sockets.
+    pub name: String,
+    /// The host without IPv6 brackets: what a certificate names.
+    pub host: String,
+    pub scheme: Scheme,
+}
+
+impl ParsedEndpoint {
+    /// The URI to dial, with TLS or without.
+    pub fn uri(&self, tls: bool) -> Result<Uri, ClientError> {
+        let scheme = if tls { "https" } else { "http" };
+        format!("{scheme}://{}", self.name)
+            .parse()
+            .map_err(|e| ClientError::InvalidEndpoint {
+                endpoint: self.name.clone(),
+                reason: format!("not a valid address ({e}); {FORMS}"),
+            })
+    }
+}
+
+/// Accepts `host:port`, `http://host:port` or `https://host:port`.
+/// Everything is checked up front so a typo is reported when the client is
+/// built, naming the endpoint, rather than as a connection failure on the
+/// first call.
 pub(crate) fn parse_endpoint(text: &str) -> Result<ParsedEndpoint, ClientError> {
     let invalid = |reason: String| ClientError::InvalidEndpoint {
         endpoint: text.to_string(),
@@ -26,19 +51,17 @@ pub(crate) fn parse_endpoint(text: &str) -> Result<ParsedEndpoint, ClientError> 
     if trimmed.is_empty() {
         return Err(invalid(format!("empty; {FORMS}")));
     }
-    let with_scheme = match trimmed.split_once("://") {
-        None => format!("http://{trimmed}"),
+    let (scheme, rest) = match trimmed.split_once("://") {
+        None => (Scheme::Bare, trimmed),
         Some((scheme, rest)) => match scheme.to_ascii_lowercase().as_str() {
-            "http" => format!("http://{rest}"),
-            "https" => {
-                return Err(invalid(format!(
-                    "TLS (https) is not supported yet; {FORMS}"
-                )))
-            }
+            "http" => (Scheme::Http, rest),
+            "https" => (Scheme::Https, rest),
             _ => return Err(invalid(format!("unsupported scheme {scheme:?}; {FORMS}"))),
         },
     };
-    let uri: Uri = with_scheme
+    // Parsed with some scheme only to check the rest; the scheme actually
+    // dialed is decided when the client knows whether it has a CA.
+    let uri: Uri = format!("http://{rest}")
         .parse()
         .map_err(|e| invalid(format!("not a valid address ({e}); {FORMS}")))?;
     let authority = uri
@@ -77,9 +100,15 @@ pub(crate) fn parse_endpoint(text: &str) -> Result<ParsedEndpoint, ClientError> 
     if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
         return Err(invalid(format!("a path is not allowed; {FORMS}")));
     }
+    let host = authority
+        .host()
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
     Ok(ParsedEndpoint {
         name: authority.as_str().to_string(),
-        uri,
+        host,
+        scheme,
     })
 }
 
@@ -101,13 +130,31 @@ mod tests {
     fn accepts_host_port_with_or_without_scheme() {
         let plain = parse_endpoint("127.0.0.1:7400").unwrap();
         assert_eq!(plain.name, "127.0.0.1:7400");
-        assert_eq!(plain.uri.to_string(), "http://127.0.0.1:7400/");
+        assert_eq!(plain.host, "127.0.0.1");
+        assert_eq!(plain.scheme, Scheme::Bare);
+        assert_eq!(
+            plain.uri(false).unwrap().to_string(),
+            "http://127.0.0.1:7400/"
+        );
+        assert_eq!(
+            plain.uri(true).unwrap().to_string(),
+            "https://127.0.0.1:7400/"
+        );
 
         let schemed = parse_endpoint(" HTTP://berth-1.internal:7400/ ").unwrap();
         assert_eq!(schemed.name, "berth-1.internal:7400");
+        assert_eq!(schemed.scheme, Scheme::Http);
+
+        let tls = parse_endpoint("https://berth-1.internal:7400").unwrap();
+        assert_eq!(tls.scheme, Scheme::Https);
+        assert_eq!(tls.host, "berth-1.internal");
 
         let v6 = parse_endpoint("[::1]:7400").unwrap();
         assert_eq!(v6.name, "[::1]:7400");
+        assert_eq!(
+            v6.host, "::1",
+            "certificates name the address without brackets"
+        );
     }
 
     #[test]
@@ -117,13 +164,13 @@ mod tests {
         assert!(reason("localhost").contains("missing port"));
         assert!(reason("localhost").contains("localhost:7400"));
         assert!(reason("http://localhost").contains("missing port"));
+        assert!(reason("https://localhost").contains("missing port"));
         assert!(reason("localhost:http").contains("not a number"));
         assert!(reason("localhost:99999").contains("not a number from 1 to 65535"));
         assert!(reason("localhost:").contains("missing port"));
         assert!(reason("[::1]").contains("missing port"));
         assert!(reason("localhost:0").contains("port 0"));
         assert!(reason(":7400").contains("missing host"));
-        assert!(reason("https://localhost:7400").contains("TLS"));
         assert!(reason("ftp://localhost:7400").contains("\"ftp\""));
         assert!(reason("localhost:7400/api").contains("path"));
         assert!(reason("localhost:7400?x=1").contains("path"));

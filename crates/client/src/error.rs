@@ -14,6 +14,19 @@ pub enum ClientError {
     #[error("invalid endpoint {endpoint:?}: {reason}")]
     InvalidEndpoint { endpoint: String, reason: String },
 
+    /// The TLS settings or the token cannot be used (a CA that is not a
+    /// certificate, `https://` without a CA, a key that does not parse).
+    #[error("invalid client configuration: {0}")]
+    InvalidConfig(String),
+
+    /// The API token cannot be sent. The message never contains the token.
+    #[error("invalid API token: {0}")]
+    InvalidToken(String),
+
+    /// An argument the server would refuse anyway, caught before sending.
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
+
     /// No endpoint answered. `tried` lists them in the order they were
     /// tried; `last` is why the last one failed.
     #[error("cannot reach any server ({})", describe_tried(tried, last))]
@@ -28,6 +41,16 @@ pub enum ClientError {
     )]
     OutcomeUnknown { endpoint: String, reason: String },
 
+    /// The server does not know who is calling: no token, an unknown,
+    /// expired or revoked one, or no client certificate where one is needed.
+    #[error("unauthenticated{}", colon(.0))]
+    Unauthenticated(String),
+
+    /// The caller is known but may not do this (a readonly token writing,
+    /// a deregistered instance).
+    #[error("permission denied{}", colon(.0))]
+    PermissionDenied(String),
+
     /// The server answered with an error.
     #[error("{message} ({})", code_name(*code))]
     Api { code: Code, message: String },
@@ -36,15 +59,103 @@ pub enum ClientError {
     /// (a missing field, an unknown enum value).
     #[error("invalid response from the server: {0}")]
     InvalidResponse(String),
+
+    // ------------------------------------------------- joining (agents)
+    /// The CA a server presented is not the one the join token pins.
+    #[error(
+        "the cluster CA at {endpoint} does not match the join token (digest {actual}, token \
+         pins {pinned}): possible man-in-the-middle; registration aborted"
+    )]
+    CaMismatch {
+        endpoint: String,
+        actual: String,
+        pinned: String,
+    },
+
+    /// The TLS handshake that fetches the CA failed.
+    #[error("cannot fetch the cluster CA from {endpoint}: {reason}")]
+    FetchCa { endpoint: String, reason: String },
+
+    #[error("invalid join token: {0}")]
+    InvalidJoinToken(String),
+
+    /// The agent has no usable identity and no join token to get one.
+    #[error("{0}")]
+    NeedsToken(String),
+
+    /// The agent's identity files cannot be read or written.
+    #[error("agent identity in {dir}: {reason}")]
+    IdentityStore { dir: String, reason: String },
+
+    /// A key, CSR or certificate could not be made or read.
+    #[error("certificate handling failed: {0}")]
+    Pki(String),
 }
 
 impl ClientError {
+    /// The error for a status a server answered with.
+    pub(crate) fn from_status(status: &Status) -> Self {
+        let message = status.message().to_string();
+        match status.code() {
+            Code::Unauthenticated => ClientError::Unauthenticated(message),
+            Code::PermissionDenied => ClientError::PermissionDenied(message),
+            code => ClientError::Api { code, message },
+        }
+    }
+
     /// The gRPC code of an error the server returned.
     pub fn api_code(&self) -> Option<Code> {
         match self {
             ClientError::Api { code, .. } => Some(*code),
+            ClientError::Unauthenticated(_) => Some(Code::Unauthenticated),
+            ClientError::PermissionDenied(_) => Some(Code::PermissionDenied),
             _ => None,
         }
+    }
+
+    /// Whether the same call may succeed later without anyone changing
+    /// anything: the servers were unreachable or busy. Everything else (a
+    /// refused token, a bad request, a CA mismatch) needs a person.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            ClientError::Unavailable { .. }
+            | ClientError::OutcomeUnknown { .. }
+            | ClientError::FetchCa { .. } => true,
+            ClientError::Api { code, .. } => matches!(
+                code,
+                Code::Unavailable
+                    | Code::DeadlineExceeded
+                    | Code::ResourceExhausted
+                    | Code::Aborted
+                    | Code::Internal
+                    | Code::Unknown
+                    | Code::Cancelled
+            ),
+            _ => false,
+        }
+    }
+
+    /// Whether no server could be reached because TLS failed, which
+    /// usually means the wrong CA (or a server without TLS) rather than a
+    /// server that is down.
+    pub fn is_tls_failure(&self) -> bool {
+        match self {
+            ClientError::Unavailable { last, .. } | ClientError::FetchCa { reason: last, .. } => {
+                last.starts_with(TLS_FAILED)
+            }
+            _ => false,
+        }
+    }
+}
+
+/// How a failed TLS handshake is introduced in messages.
+pub(crate) const TLS_FAILED: &str = "TLS handshake failed";
+
+fn colon(message: &str) -> String {
+    if message.trim().is_empty() {
+        String::new()
+    } else {
+        format!(": {}", message.trim())
     }
 }
 
@@ -118,14 +229,7 @@ fn describe_transport(status: &Status) -> String {
         .filter_map(|e| e.downcast_ref::<io::Error>())
         .last()
     {
-        return match io.kind() {
-            io::ErrorKind::ConnectionRefused => "connection refused".to_string(),
-            io::ErrorKind::TimedOut => "timed out connecting".to_string(),
-            io::ErrorKind::ConnectionReset => "connection reset".to_string(),
-            io::ErrorKind::ConnectionAborted => "connection aborted".to_string(),
-            io::ErrorKind::BrokenPipe => "connection closed".to_string(),
-            _ => io.to_string(),
-        };
+        return describe_io(io);
     }
     if chain(status).any(|e| e.downcast_ref::<tonic::TimeoutExpired>().is_some()) {
         return "request timed out".to_string();
@@ -133,6 +237,23 @@ fn describe_transport(status: &Status) -> String {
     match chain(status).last() {
         Some(inner) => inner.to_string(),
         None => status.message().to_string(),
+    }
+}
+
+/// An I/O error in words; rustls reports handshake failures (an untrusted
+/// certificate, a peer that does not speak TLS) as I/O errors wrapping its
+/// own error, which deserve saying so.
+pub(crate) fn describe_io(io: &io::Error) -> String {
+    if let Some(tls) = io.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>()) {
+        return format!("{TLS_FAILED}: {tls}");
+    }
+    match io.kind() {
+        io::ErrorKind::ConnectionRefused => "connection refused".to_string(),
+        io::ErrorKind::TimedOut => "timed out connecting".to_string(),
+        io::ErrorKind::ConnectionReset => "connection reset".to_string(),
+        io::ErrorKind::ConnectionAborted => "connection aborted".to_string(),
+        io::ErrorKind::BrokenPipe => "connection closed".to_string(),
+        _ => io.to_string(),
     }
 }
 

@@ -10,49 +10,91 @@
 //!   because a write whose reply was lost may already have been applied and
 //!   must not be applied twice.
 //!
+//! Servers speak TLS with certificates from the cluster CA, and every API
+//! call carries an API token:
+//!
 //! ```no_run
-//! # async fn demo() -> Result<(), berth_client::ClientError> {
+//! # async fn demo(ca_pem: String) -> Result<(), berth_client::ClientError> {
 //! use berth_client::{BerthClient, ClientConfig};
-//! let client = BerthClient::new(ClientConfig::new(["10.0.0.1:7400", "10.0.0.2:7400"]))?;
+//! let config = ClientConfig::new(["10.0.0.1:7400", "10.0.0.2:7400"])
+//!     .with_ca(ca_pem)
+//!     .with_token("berth_0123ab_4567cd");
+//! let client = BerthClient::new(config)?;
 //! for cluster in client.list_clusters().await? {
 //!     println!("{}", cluster.name);
 //! }
 //! # Ok(()) }
 //! ```
+//!
+//! Agents join with [`join`]: they pin the CA by the digest in their join
+//! token, register, and then authenticate with a client certificate.
 
 mod endpoint;
 mod error;
+pub mod join;
+pub mod time;
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use berth_proto::pb::activation_service_client::ActivationServiceClient;
+use berth_proto::pb::agent_service_client::AgentServiceClient;
+use berth_proto::pb::auth_service_client::AuthServiceClient;
 use berth_proto::pb::cluster_service_client::ClusterServiceClient;
 use berth_proto::pb::control_plane_service_client::ControlPlaneServiceClient;
+use berth_proto::pb::instance_service_client::InstanceServiceClient;
 use berth_proto::pb::task_definition_service_client::TaskDefinitionServiceClient;
 use berth_types as t;
-use tonic::transport::{Channel, Endpoint};
-use tonic::Status;
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::interceptor::InterceptedService;
+use tonic::service::Interceptor;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+use tonic::{Request, Status};
 
 pub use berth_proto::pb;
 pub use error::{code_name, ClientError};
 pub use tonic::Code;
 
-use endpoint::{parse_endpoint, ParsedEndpoint};
+use endpoint::{parse_endpoint, ParsedEndpoint, Scheme};
 use error::{classify, Failure};
 
-/// How to reach the control plane. TLS settings and the bearer token belong
-/// here too when they arrive; [`BerthClient::new`] is the one place that
-/// turns this into transports.
-#[derive(Debug, Clone)]
+/// How to reach the control plane and who to be there. [`BerthClient::new`]
+/// is the one place that turns this into transports.
+#[derive(Clone)]
 pub struct ClientConfig {
-    /// `host:port` or `http://host:port`, in order of preference.
+    /// `host:port`, `https://host:port` or `http://host:port`, in order of
+    /// preference. A bare `host:port` means https when `ca_pem` is set.
     pub endpoints: Vec<String>,
     /// How long to wait for a TCP connection before trying the next endpoint.
     pub connect_timeout: Duration,
     /// How long one call may take, once connected.
     pub request_timeout: Duration,
+    /// The cluster CA (PEM). Servers must present a certificate it issued
+    /// for the host dialed; without it only plain `http` is possible.
+    pub ca_pem: Option<String>,
+    /// The API token (`berth_<id>_<secret>`), sent as `authorization:
+    /// Bearer ...` on every call.
+    pub token: Option<String>,
+    /// A client certificate and its key (PEM), for agents.
+    pub identity: Option<(String, String)>,
+}
+
+// Written by hand so that the token and the private key can never end up in
+// a log line through `{:?}`.
+impl std::fmt::Debug for ClientConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientConfig")
+            .field("endpoints", &self.endpoints)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("request_timeout", &self.request_timeout)
+            .field("ca_pem", &self.ca_pem.as_ref().map(|_| "<certificate>"))
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("identity", &self.identity.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
 }
 
 impl ClientConfig {
@@ -70,6 +112,28 @@ impl ClientConfig {
             ..Self::default()
         }
     }
+
+    /// Verify servers against this cluster CA (PEM).
+    pub fn with_ca(mut self, ca_pem: impl Into<String>) -> Self {
+        self.ca_pem = Some(ca_pem.into());
+        self
+    }
+
+    /// Send this API token with every call.
+    pub fn with_token(mut self, token: impl Into<String>) -> Self {
+        self.token = Some(token.into());
+        self
+    }
+
+    /// Present this client certificate (PEM certificate and key).
+    pub fn with_identity(
+        mut self,
+        cert_pem: impl Into<String>,
+        key_pem: impl Into<String>,
+    ) -> Self {
+        self.identity = Some((cert_pem.into(), key_pem.into()));
+        self
+    }
 }
 
 impl Default for ClientConfig {
@@ -78,9 +142,64 @@ impl Default for ClientConfig {
             endpoints: Vec::new(),
             connect_timeout: Self::DEFAULT_CONNECT_TIMEOUT,
             request_timeout: Self::DEFAULT_REQUEST_TIMEOUT,
+            ca_pem: None,
+            token: None,
+            identity: None,
         }
     }
 }
+
+/// Adds the bearer token to every call. Built once, so a token that cannot
+/// be sent is reported by `BerthClient::new` rather than on each call.
+#[derive(Clone, Default)]
+struct Auth {
+    header: Option<MetadataValue<Ascii>>,
+}
+
+impl Auth {
+    fn new(token: Option<&str>) -> Result<Self, ClientError> {
+        let Some(token) = token.map(str::trim) else {
+            return Ok(Self::default());
+        };
+        if token.is_empty() {
+            return Err(ClientError::InvalidToken("it is empty".into()));
+        }
+        // Checked here because header values may carry bytes above ASCII,
+        // which tonic would send as they are. Neither the token nor a
+        // parse error (which may quote it) goes into the message.
+        let unsendable = || {
+            ClientError::InvalidToken(
+                "it contains characters that cannot be sent in a header (only printable \
+                 ASCII without spaces is allowed)"
+                    .into(),
+            )
+        };
+        if !token.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(unsendable());
+        }
+        let mut header =
+            MetadataValue::try_from(format!("Bearer {token}")).map_err(|_| unsendable())?;
+        // Keeps it out of HTTP/2 header compression tables and Debug output.
+        header.set_sensitive(true);
+        Ok(Self {
+            header: Some(header),
+        })
+    }
+}
+
+impl Interceptor for Auth {
+    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
+        if let Some(header) = &self.header {
+            request
+                .metadata_mut()
+                .insert("authorization", header.clone());
+        }
+        Ok(request)
+    }
+}
+
+/// What every typed stub is built on: a connection plus the token.
+type Conn = InterceptedService<Channel, Auth>;
 
 /// One server to talk to. The channel is made on first use rather than in
 /// `BerthClient::new`, because making one spawns a task and so needs a
@@ -101,6 +220,7 @@ impl Target {
 
 struct Inner {
     targets: Vec<Target>,
+    auth: Auth,
     /// Index of the target that last answered; calls start there.
     preferred: AtomicUsize,
 }
@@ -132,19 +252,22 @@ enum Kind {
 }
 
 impl BerthClient {
-    /// Checks every endpoint; connects to none until the first call.
+    /// Checks every endpoint, the CA, the client certificate and the
+    /// token; connects to nothing until the first call.
     pub fn new(config: ClientConfig) -> Result<Self, ClientError> {
         if config.endpoints.is_empty() {
             return Err(ClientError::NoEndpoints);
         }
+        let auth = Auth::new(config.token.as_deref())?;
+        let tls = tls_settings(&config)?;
         let targets = config
             .endpoints
             .iter()
             .map(|text| {
-                let ParsedEndpoint { name, uri } = parse_endpoint(text)?;
+                let parsed = parse_endpoint(text)?;
                 Ok(Target {
-                    name,
-                    endpoint: transport_endpoint(uri, &config),
+                    endpoint: transport_endpoint(text, &parsed, tls.as_ref(), &config)?,
+                    name: parsed.name,
                     channel: OnceLock::new(),
                 })
             })
@@ -152,6 +275,7 @@ impl BerthClient {
         Ok(Self {
             inner: Arc::new(Inner {
                 targets,
+                auth,
                 preferred: AtomicUsize::new(0),
             }),
         })
@@ -169,9 +293,9 @@ impl BerthClient {
             name: name.to_string(),
         };
         let resp = self
-            .call(Kind::Write, |ch| {
+            .call(Kind::Write, |conn| {
                 let req = req.clone();
-                async move { cluster_service(ch).create_cluster(req).await }
+                async move { cluster_service(conn).create_cluster(req).await }
             })
             .await?;
         cluster_from_wire(required(resp.cluster, "cluster")?)
@@ -179,8 +303,8 @@ impl BerthClient {
 
     pub async fn list_clusters(&self) -> Result<Vec<t::Cluster>, ClientError> {
         let resp = self
-            .call(Kind::Read, |ch| async move {
-                cluster_service(ch)
+            .call(Kind::Read, |conn| async move {
+                cluster_service(conn)
                     .list_clusters(pb::ListClustersRequest {})
                     .await
             })
@@ -193,9 +317,9 @@ impl BerthClient {
             name: name.to_string(),
         };
         let resp = self
-            .call(Kind::Read, |ch| {
+            .call(Kind::Read, |conn| {
                 let req = req.clone();
-                async move { cluster_service(ch).describe_cluster(req).await }
+                async move { cluster_service(conn).describe_cluster(req).await }
             })
             .await?;
         cluster_from_wire(required(resp.cluster, "cluster")?)
@@ -207,9 +331,9 @@ impl BerthClient {
             name: name.to_string(),
         };
         let resp = self
-            .call(Kind::Write, |ch| {
+            .call(Kind::Write, |conn| {
                 let req = req.clone();
-                async move { cluster_service(ch).delete_cluster(req).await }
+                async move { cluster_service(conn).delete_cluster(req).await }
             })
             .await?;
         Ok(resp.name)
@@ -225,10 +349,10 @@ impl BerthClient {
             spec: Some(spec.into()),
         };
         let resp = self
-            .call(Kind::Write, |ch| {
+            .call(Kind::Write, |conn| {
                 let req = req.clone();
                 async move {
-                    task_definition_service(ch)
+                    task_definition_service(conn)
                         .register_task_definition(req)
                         .await
                 }
@@ -248,9 +372,13 @@ impl BerthClient {
             status: status.unwrap_or_default().to_string(),
         };
         let resp = self
-            .call(Kind::Read, |ch| {
+            .call(Kind::Read, |conn| {
                 let req = req.clone();
-                async move { task_definition_service(ch).list_task_definitions(req).await }
+                async move {
+                    task_definition_service(conn)
+                        .list_task_definitions(req)
+                        .await
+                }
             })
             .await?;
         resp.task_definitions
@@ -263,8 +391,8 @@ impl BerthClient {
         &self,
     ) -> Result<Vec<pb::TaskDefinitionFamily>, ClientError> {
         let resp = self
-            .call(Kind::Read, |ch| async move {
-                task_definition_service(ch)
+            .call(Kind::Read, |conn| async move {
+                task_definition_service(conn)
                     .list_task_definition_families(pb::ListTaskDefinitionFamiliesRequest {})
                     .await
             })
@@ -282,10 +410,10 @@ impl BerthClient {
             task_definition: reference.to_string(),
         };
         let resp = self
-            .call(Kind::Read, |ch| {
+            .call(Kind::Read, |conn| {
                 let req = req.clone();
                 async move {
-                    task_definition_service(ch)
+                    task_definition_service(conn)
                         .describe_task_definition(req)
                         .await
                 }
@@ -303,10 +431,10 @@ impl BerthClient {
             task_definition: reference.to_string(),
         };
         let resp = self
-            .call(Kind::Write, |ch| {
+            .call(Kind::Write, |conn| {
                 let req = req.clone();
                 async move {
-                    task_definition_service(ch)
+                    task_definition_service(conn)
                         .deregister_task_definition(req)
                         .await
                 }
@@ -320,8 +448,8 @@ impl BerthClient {
     /// The control plane as seen by whichever server answers: leader, term
     /// and every member's replication state.
     pub async fn status(&self) -> Result<pb::GetControlPlaneStatusResponse, ClientError> {
-        self.call(Kind::Read, |ch| async move {
-            control_plane_service(ch)
+        self.call(Kind::Read, |conn| async move {
+            control_plane_service(conn)
                 .get_status(pb::GetControlPlaneStatusRequest {})
                 .await
         })
@@ -341,9 +469,9 @@ impl BerthClient {
             learner_only,
         };
         let resp = self
-            .call(Kind::Write, |ch| {
+            .call(Kind::Write, |conn| {
                 let req = req.clone();
-                async move { control_plane_service(ch).add_server(req).await }
+                async move { control_plane_service(conn).add_server(req).await }
             })
             .await?;
         Ok(resp.members)
@@ -354,11 +482,221 @@ impl BerthClient {
     pub async fn remove_server(&self, node_id: u64) -> Result<Vec<pb::ServerMember>, ClientError> {
         let req = pb::RemoveServerRequest { node_id };
         let resp = self
-            .call(Kind::Write, |ch| async move {
-                control_plane_service(ch).remove_server(req).await
+            .call(Kind::Write, |conn| async move {
+                control_plane_service(conn).remove_server(req).await
             })
             .await?;
         Ok(resp.members)
+    }
+
+    // ---------------------------------------------------------- API tokens
+
+    /// Creates an API token; returns its record and the bearer token
+    /// (`berth_<id>_<secret>`), which the server shows this once only.
+    /// `None` never expires.
+    pub async fn create_api_token(
+        &self,
+        role: t::Role,
+        description: &str,
+        expires_in: Option<Duration>,
+    ) -> Result<(pb::ApiToken, String), ClientError> {
+        let req = pb::CreateApiTokenRequest {
+            role: role.as_str().to_string(),
+            description: description.to_string(),
+            expires_in_secs: match expires_in {
+                None => 0,
+                Some(d) => whole_seconds(d, "expires_in")?,
+            },
+        };
+        let resp = self
+            .call(Kind::Write, |conn| {
+                let req = req.clone();
+                async move { auth_service(conn).create_api_token(req).await }
+            })
+            .await?;
+        Ok((required(resp.token, "token")?, resp.secret))
+    }
+
+    pub async fn list_api_tokens(&self) -> Result<Vec<pb::ApiToken>, ClientError> {
+        let resp = self
+            .call(Kind::Read, |conn| async move {
+                auth_service(conn)
+                    .list_api_tokens(pb::ListApiTokensRequest {})
+                    .await
+            })
+            .await?;
+        Ok(resp.tokens)
+    }
+
+    /// Returns the now revoked token.
+    pub async fn revoke_api_token(&self, id: &str) -> Result<pb::ApiToken, ClientError> {
+        let req = pb::RevokeApiTokenRequest { id: id.to_string() };
+        let resp = self
+            .call(Kind::Write, |conn| {
+                let req = req.clone();
+                async move { auth_service(conn).revoke_api_token(req).await }
+            })
+            .await?;
+        required(resp.token, "token")
+    }
+
+    // --------------------------------------------------------- activations
+
+    /// Creates an activation; returns it and the join token agents
+    /// register with (shown this once only). `None` takes the server's
+    /// defaults: the default cluster, 24 hours, one registration.
+    pub async fn create_activation(
+        &self,
+        cluster: Option<&str>,
+        expires_in: Option<Duration>,
+        max_registrations: Option<u32>,
+        attributes: &BTreeMap<String, String>,
+        description: &str,
+    ) -> Result<(pb::Activation, String), ClientError> {
+        if max_registrations == Some(0) {
+            // 0 on the wire means "the default", not "none".
+            return Err(ClientError::InvalidRequest(
+                "max_registrations must be at least 1".into(),
+            ));
+        }
+        let req = pb::CreateActivationRequest {
+            cluster: cluster.unwrap_or_default().to_string(),
+            expires_in_secs: match expires_in {
+                None => 0,
+                Some(d) => whole_seconds(d, "expires_in")?,
+            },
+            max_registrations: max_registrations.unwrap_or_default(),
+            attributes: attributes_to_wire(attributes),
+            description: description.to_string(),
+        };
+        let resp = self
+            .call(Kind::Write, |conn| {
+                let req = req.clone();
+                async move { activation_service(conn).create_activation(req).await }
+            })
+            .await?;
+        Ok((required(resp.activation, "activation")?, resp.token))
+    }
+
+    pub async fn list_activations(&self) -> Result<Vec<pb::Activation>, ClientError> {
+        let resp = self
+            .call(Kind::Read, |conn| async move {
+                activation_service(conn)
+                    .list_activations(pb::ListActivationsRequest {})
+                    .await
+            })
+            .await?;
+        Ok(resp.activations)
+    }
+
+    pub async fn describe_activation(&self, id: &str) -> Result<pb::Activation, ClientError> {
+        let req = pb::DescribeActivationRequest { id: id.to_string() };
+        let resp = self
+            .call(Kind::Read, |conn| {
+                let req = req.clone();
+                async move { activation_service(conn).describe_activation(req).await }
+            })
+            .await?;
+        required(resp.activation, "activation")
+    }
+
+    /// Returns the now revoked activation; instances it registered stay.
+    pub async fn revoke_activation(&self, id: &str) -> Result<pb::Activation, ClientError> {
+        let req = pb::RevokeActivationRequest { id: id.to_string() };
+        let resp = self
+            .call(Kind::Write, |conn| {
+                let req = req.clone();
+                async move { activation_service(conn).revoke_activation(req).await }
+            })
+            .await?;
+        required(resp.activation, "activation")
+    }
+
+    // ----------------------------------------------------------- instances
+
+    /// `None` lists the instances of every cluster.
+    pub async fn list_instances(
+        &self,
+        cluster: Option<&str>,
+    ) -> Result<Vec<pb::Instance>, ClientError> {
+        let req = pb::ListInstancesRequest {
+            cluster: cluster.unwrap_or_default().to_string(),
+        };
+        let resp = self
+            .call(Kind::Read, |conn| {
+                let req = req.clone();
+                async move { instance_service(conn).list_instances(req).await }
+            })
+            .await?;
+        Ok(resp.instances)
+    }
+
+    pub async fn describe_instance(&self, id: &str) -> Result<pb::Instance, ClientError> {
+        let req = pb::DescribeInstanceRequest { id: id.to_string() };
+        let resp = self
+            .call(Kind::Read, |conn| {
+                let req = req.clone();
+                async move { instance_service(conn).describe_instance(req).await }
+            })
+            .await?;
+        required(resp.instance, "instance")
+    }
+
+    /// Returns the now INACTIVE instance; its certificate is refused from
+    /// then on.
+    pub async fn deregister_instance(&self, id: &str) -> Result<pb::Instance, ClientError> {
+        let req = pb::DeregisterInstanceRequest { id: id.to_string() };
+        let resp = self
+            .call(Kind::Write, |conn| {
+                let req = req.clone();
+                async move { instance_service(conn).deregister_instance(req).await }
+            })
+            .await?;
+        required(resp.instance, "instance")
+    }
+
+    // --------------------------------------------------------------- agents
+    //
+    // Used by `join`; public so an agent can make the calls its own way.
+
+    /// Registers an instance with an activation. A write: each call uses up
+    /// one of the activation's registrations, so a call whose reply was
+    /// lost is not repeated elsewhere.
+    pub async fn register_instance(
+        &self,
+        req: pb::RegisterInstanceRequest,
+    ) -> Result<pb::RegisterInstanceResponse, ClientError> {
+        self.call(Kind::Write, |conn| {
+            let req = req.clone();
+            async move { agent_service(conn).register_instance(req).await }
+        })
+        .await
+    }
+
+    /// Asks for a certificate for the CSR's key; needs the client
+    /// certificate. Safe to repeat, like a read: signing the same CSR twice
+    /// just yields two certificates for the same key, and the older one
+    /// stays valid until it expires anyway.
+    pub async fn renew_certificate(
+        &self,
+        csr_pem: &str,
+    ) -> Result<pb::RenewCertificateResponse, ClientError> {
+        let req = pb::RenewCertificateRequest {
+            csr_pem: csr_pem.to_string(),
+        };
+        self.call(Kind::Read, |conn| {
+            let req = req.clone();
+            async move { agent_service(conn).renew_certificate(req).await }
+        })
+        .await
+    }
+
+    /// The agent's heartbeat; needs the client certificate.
+    pub async fn agent_ping(&self) -> Result<pb::AgentPingResponse, ClientError> {
+        self.call(Kind::Read, |conn| async move {
+            agent_service(conn).ping(pb::AgentPingRequest {}).await
+        })
+        .await
     }
 
     // ------------------------------------------------------------ failover
@@ -367,7 +705,7 @@ impl BerthClient {
     /// or the failure may not be retried.
     async fn call<T, F, Fut>(&self, kind: Kind, mut rpc: F) -> Result<T, ClientError>
     where
-        F: FnMut(Channel) -> Fut,
+        F: FnMut(Conn) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, Status>>,
     {
         let targets = &self.inner.targets;
@@ -377,7 +715,8 @@ impl BerthClient {
         for step in 0..targets.len() {
             let index = (start + step) % targets.len();
             let target = &targets[index];
-            let status = match rpc(target.channel()).await {
+            let conn = InterceptedService::new(target.channel(), self.inner.auth.clone());
+            let status = match rpc(conn).await {
                 Ok(response) => {
                     self.inner.preferred.store(index, Ordering::Relaxed);
                     return Ok(response.into_inner());
@@ -406,10 +745,7 @@ impl BerthClient {
                 }
                 Failure::Server(status) => {
                     self.inner.preferred.store(index, Ordering::Relaxed);
-                    return Err(ClientError::Api {
-                        code: status.code(),
-                        message: status.message().to_string(),
-                    });
+                    return Err(ClientError::from_status(&status));
                 }
             }
         }
@@ -417,30 +753,131 @@ impl BerthClient {
     }
 }
 
-/// The one place a parsed endpoint becomes a transport: TLS
-/// (`Endpoint::tls_config`) goes here.
-fn transport_endpoint(uri: tonic::transport::Uri, config: &ClientConfig) -> Endpoint {
-    Endpoint::from(uri)
+/// The CA and client certificate as tonic wants them, checked here so a
+/// bad file is reported when the client is built, not as a failed
+/// handshake. `None` without a CA.
+fn tls_settings(config: &ClientConfig) -> Result<Option<ClientTlsConfig>, ClientError> {
+    let Some(ca_pem) = &config.ca_pem else {
+        if config.identity.is_some() {
+            return Err(ClientError::InvalidConfig(
+                "a client certificate needs the cluster CA too".into(),
+            ));
+        }
+        return Ok(None);
+    };
+    berth_pki::first_der(ca_pem).map_err(|e| {
+        ClientError::InvalidConfig(format!("the cluster CA is not a PEM certificate: {e}"))
+    })?;
+    let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca_pem));
+    if let Some((cert_pem, key_pem)) = &config.identity {
+        berth_pki::first_der(cert_pem).map_err(|e| {
+            ClientError::InvalidConfig(format!(
+                "the client certificate is not a PEM certificate: {e}"
+            ))
+        })?;
+        tls = tls.identity(Identity::from_pem(cert_pem, key_pem));
+    }
+    Ok(Some(tls))
+}
+
+/// The one place a parsed endpoint becomes a transport. The scheme decides:
+/// `http://` is plain, `https://` is TLS, and a bare `host:port` is TLS
+/// exactly when there is a CA to verify the server with.
+fn transport_endpoint(
+    text: &str,
+    parsed: &ParsedEndpoint,
+    tls: Option<&ClientTlsConfig>,
+    config: &ClientConfig,
+) -> Result<Endpoint, ClientError> {
+    let tls = match (parsed.scheme, tls) {
+        (Scheme::Http, _) | (Scheme::Bare, None) => None,
+        (Scheme::Https | Scheme::Bare, Some(tls)) => Some(tls),
+        (Scheme::Https, None) => {
+            return Err(ClientError::InvalidEndpoint {
+                endpoint: text.to_string(),
+                reason: "https needs the cluster CA to verify the server with".into(),
+            })
+        }
+    };
+    let mut endpoint = Endpoint::from(parsed.uri(tls.is_some())?)
         .connect_timeout(config.connect_timeout)
-        .timeout(config.request_timeout)
+        .timeout(config.request_timeout);
+    if let Some(tls) = tls {
+        // Named explicitly because tonic would take the URI's host, which
+        // keeps the brackets of an IPv6 address.
+        let tls = tls.clone().domain_name(parsed.host.clone());
+        endpoint = endpoint.tls_config(tls).map_err(|e| {
+            ClientError::InvalidConfig(format!(
+                "the TLS settings for {} cannot be used: {}",
+                parsed.name,
+                error_chain(&e)
+            ))
+        })?;
+    }
+    Ok(endpoint)
 }
 
-// The typed stubs are built only here, so an interceptor adding the bearer
-// token can be put on all of them at once.
-
-fn cluster_service(ch: Channel) -> ClusterServiceClient<Channel> {
-    ClusterServiceClient::new(ch)
+/// An error and its sources on one line; tonic's outer errors only say
+/// "transport error".
+fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    std::iter::successors(Some(err), |e| e.source())
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(": ")
 }
 
-fn task_definition_service(ch: Channel) -> TaskDefinitionServiceClient<Channel> {
-    TaskDefinitionServiceClient::new(ch)
+// The typed stubs are built only here, on connections that carry the token.
+
+fn cluster_service(conn: Conn) -> ClusterServiceClient<Conn> {
+    ClusterServiceClient::new(conn)
 }
 
-fn control_plane_service(ch: Channel) -> ControlPlaneServiceClient<Channel> {
-    ControlPlaneServiceClient::new(ch)
+fn task_definition_service(conn: Conn) -> TaskDefinitionServiceClient<Conn> {
+    TaskDefinitionServiceClient::new(conn)
+}
+
+fn control_plane_service(conn: Conn) -> ControlPlaneServiceClient<Conn> {
+    ControlPlaneServiceClient::new(conn)
+}
+
+fn auth_service(conn: Conn) -> AuthServiceClient<Conn> {
+    AuthServiceClient::new(conn)
+}
+
+fn activation_service(conn: Conn) -> ActivationServiceClient<Conn> {
+    ActivationServiceClient::new(conn)
+}
+
+fn instance_service(conn: Conn) -> InstanceServiceClient<Conn> {
+    InstanceServiceClient::new(conn)
+}
+
+fn agent_service(conn: Conn) -> AgentServiceClient<Conn> {
+    AgentServiceClient::new(conn)
 }
 
 // ---------------------------------------------------------- conversions
+
+/// A lifetime in whole seconds, as the API takes them; 0 means "the
+/// default" on the wire, so less than a second is refused.
+fn whole_seconds(d: Duration, field: &str) -> Result<u64, ClientError> {
+    match d.as_secs() {
+        0 => Err(ClientError::InvalidRequest(format!(
+            "{field} must be at least one second"
+        ))),
+        secs => Ok(secs),
+    }
+}
+
+pub(crate) fn attributes_to_wire(attributes: &BTreeMap<String, String>) -> Vec<pb::Attribute> {
+    attributes
+        .iter()
+        .map(|(name, value)| pb::Attribute {
+            name: name.clone(),
+            value: value.clone(),
+        })
+        .collect()
+}
 
 fn required<T>(value: Option<T>, field: &str) -> Result<T, ClientError> {
     value.ok_or_else(|| ClientError::InvalidResponse(format!("{field} is missing")))
@@ -474,5 +911,7 @@ fn task_definition_from_wire(td: pb::TaskDefinition) -> Result<t::TaskDefinition
         .map_err(|e| ClientError::InvalidResponse(format!("task definition {id}: {e}")))
 }
 
+#[cfg(test)]
+mod test_support;
 #[cfg(test)]
 mod tests;

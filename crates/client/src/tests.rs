@@ -130,6 +130,7 @@ fn client(endpoints: &[&String]) -> BerthClient {
         endpoints: endpoints.iter().map(|e| e.to_string()).collect(),
         connect_timeout: Duration::from_secs(2),
         request_timeout: Duration::from_millis(500),
+        ..ClientConfig::default()
     })
     .unwrap()
 }
@@ -271,4 +272,211 @@ fn unknown_cluster_status_is_an_invalid_response() {
     let err = cluster_from_wire(wire).unwrap_err();
     assert!(matches!(err, ClientError::InvalidResponse(_)), "{err:?}");
     assert!(err.to_string().contains("EXPLODED"));
+}
+
+// ------------------------------------------------------ TLS and tokens
+
+const TOKEN: &str = "berth_0a1b2c_00112233445566778899aabbccddeeff";
+
+/// Answers `list_clusters` only for the bearer token `TOKEN`, the way the
+/// server's authentication layer would.
+#[derive(Clone, Default)]
+struct Guarded;
+
+fn check_token<T>(request: &Request<T>) -> Result<(), Status> {
+    match request
+        .metadata()
+        .get("authorization")
+        .map(|v| v.to_str().unwrap_or_default())
+    {
+        None => Err(Status::unauthenticated("missing bearer token")),
+        Some(value) if value == format!("Bearer {TOKEN}") => Ok(()),
+        Some(_) => Err(Status::unauthenticated("unknown or revoked API token")),
+    }
+}
+
+#[tonic::async_trait]
+impl ClusterService for Guarded {
+    async fn create_cluster(
+        &self,
+        request: Request<pb::CreateClusterRequest>,
+    ) -> Result<Response<pb::CreateClusterResponse>, Status> {
+        check_token(&request)?;
+        Err(Status::permission_denied("the token is readonly"))
+    }
+
+    async fn list_clusters(
+        &self,
+        request: Request<pb::ListClustersRequest>,
+    ) -> Result<Response<pb::ListClustersResponse>, Status> {
+        check_token(&request)?;
+        Ok(Response::new(pb::ListClustersResponse {
+            clusters: vec![FakeClusters::cluster("secure")],
+        }))
+    }
+
+    async fn describe_cluster(
+        &self,
+        _request: Request<pb::DescribeClusterRequest>,
+    ) -> Result<Response<pb::DescribeClusterResponse>, Status> {
+        Err(Status::unimplemented("not in this fake"))
+    }
+
+    async fn delete_cluster(
+        &self,
+        _request: Request<pb::DeleteClusterRequest>,
+    ) -> Result<Response<pb::DeleteClusterResponse>, Status> {
+        Err(Status::unimplemented("not in this fake"))
+    }
+}
+
+async fn serve_guarded(pki: &crate::test_support::TestPki) -> String {
+    let router =
+        crate::test_support::tls_server(pki).add_service(ClusterServiceServer::new(Guarded));
+    crate::test_support::spawn(router).await
+}
+
+fn tls_client(addr: &str, ca_pem: &str, token: Option<&str>) -> Result<BerthClient, ClientError> {
+    let mut config = ClientConfig::new([addr]).with_ca(ca_pem);
+    config.token = token.map(str::to_string);
+    config.request_timeout = Duration::from_secs(5);
+    BerthClient::new(config)
+}
+
+#[tokio::test]
+async fn calls_go_over_tls_with_the_bearer_token() {
+    let pki = crate::test_support::pki("tls-test");
+    let addr = serve_guarded(&pki).await;
+
+    let client = tls_client(&addr, &pki.ca.cert_pem, Some(TOKEN)).unwrap();
+    assert_eq!(names(&client.list_clusters().await.unwrap()), ["secure"]);
+    // `https://` says the same as a bare address with a CA.
+    let client = tls_client(&format!("https://{addr}"), &pki.ca.cert_pem, Some(TOKEN)).unwrap();
+    assert_eq!(names(&client.list_clusters().await.unwrap()), ["secure"]);
+}
+
+#[tokio::test]
+async fn refused_tokens_are_their_own_errors_with_the_servers_message() {
+    let pki = crate::test_support::pki("tls-test");
+    let addr = serve_guarded(&pki).await;
+
+    let anonymous = tls_client(&addr, &pki.ca.cert_pem, None).unwrap();
+    match anonymous.list_clusters().await.unwrap_err() {
+        ClientError::Unauthenticated(message) => assert_eq!(message, "missing bearer token"),
+        other => panic!("expected Unauthenticated, got {other:?}"),
+    }
+    let wrong = tls_client(&addr, &pki.ca.cert_pem, Some("berth_00_11")).unwrap();
+    let err = wrong.list_clusters().await.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "unauthenticated: unknown or revoked API token"
+    );
+    assert_eq!(err.api_code(), Some(Code::Unauthenticated));
+    assert!(!err.is_transient());
+
+    let readonly = tls_client(&addr, &pki.ca.cert_pem, Some(TOKEN)).unwrap();
+    let err = readonly.create_cluster("prod").await.unwrap_err();
+    assert!(matches!(err, ClientError::PermissionDenied(_)), "{err:?}");
+    assert_eq!(err.to_string(), "permission denied: the token is readonly");
+}
+
+#[tokio::test]
+async fn a_server_from_another_ca_fails_the_handshake() {
+    let pki = crate::test_support::pki("real");
+    let addr = serve_guarded(&pki).await;
+    let other = crate::test_support::pki("other");
+
+    let client = tls_client(&addr, &other.ca.cert_pem, Some(TOKEN)).unwrap();
+    let err = client.list_clusters().await.unwrap_err();
+    assert!(err.is_tls_failure(), "{err:?}");
+    let text = err.to_string();
+    assert!(text.contains("TLS handshake failed"), "{text}");
+    assert!(text.contains("UnknownIssuer"), "{text}");
+    assert!(!text.contains(TOKEN));
+}
+
+#[tokio::test]
+async fn plain_http_to_a_tls_server_does_not_get_an_answer() {
+    let pki = crate::test_support::pki("tls-test");
+    let addr = serve_guarded(&pki).await;
+    let mut config = ClientConfig::new([format!("http://{addr}")]).with_token(TOKEN);
+    config.request_timeout = Duration::from_secs(5);
+    let client = BerthClient::new(config).unwrap();
+    assert!(client.list_clusters().await.is_err());
+}
+
+#[test]
+fn tokens_that_cannot_be_sent_are_refused_up_front_without_echoing_them() {
+    for bad in ["berth_ab_cd\nX-Evil: 1", "berth_ab_cd\u{e9}", "   "] {
+        let err =
+            BerthClient::new(ClientConfig::new(["127.0.0.1:7400"]).with_token(bad)).unwrap_err();
+        assert!(matches!(err, ClientError::InvalidToken(_)), "{err:?}");
+        let text = err.to_string();
+        assert!(text.starts_with("invalid API token: "), "{text}");
+        assert!(
+            !text.contains("berth_ab"),
+            "the message must not quote the token: {text}"
+        );
+    }
+}
+
+#[test]
+fn tls_settings_are_checked_when_the_client_is_built() {
+    let pki = crate::test_support::pki("cfg");
+    let err = BerthClient::new(ClientConfig::new(["https://127.0.0.1:7400"])).unwrap_err();
+    match err {
+        ClientError::InvalidEndpoint { endpoint, reason } => {
+            assert_eq!(endpoint, "https://127.0.0.1:7400");
+            assert!(reason.contains("cluster CA"), "{reason}");
+        }
+        other => panic!("{other:?}"),
+    }
+    let err =
+        BerthClient::new(ClientConfig::new(["127.0.0.1:7400"]).with_ca("not a pem")).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("the cluster CA is not a PEM certificate"),
+        "{err}"
+    );
+    let err = BerthClient::new(
+        ClientConfig::new(["127.0.0.1:7400"]).with_identity(&pki.server.cert_pem, "key"),
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("needs the cluster CA"), "{err}");
+    let err = BerthClient::new(
+        ClientConfig::new(["127.0.0.1:7400"])
+            .with_ca(pki.ca.cert_pem.clone())
+            .with_identity(&pki.server.cert_pem, "not a key"),
+    )
+    .unwrap_err();
+    assert!(matches!(err, ClientError::InvalidConfig(_)), "{err:?}");
+
+    // Explicit http:// stays plain even with a CA: the scheme decides.
+    assert!(BerthClient::new(
+        ClientConfig::new(["http://127.0.0.1:7400"]).with_ca(pki.ca.cert_pem.clone())
+    )
+    .is_ok());
+}
+
+#[test]
+fn debug_output_hides_the_token_and_key() {
+    let config = ClientConfig::new(["127.0.0.1:7400"])
+        .with_token(TOKEN)
+        .with_identity("CERT", "-----BEGIN PRIVATE KEY-----secret");
+    let text = format!("{config:?}");
+    assert!(!text.contains(TOKEN), "{text}");
+    assert!(!text.contains("secret"), "{text}");
+    assert!(text.contains("127.0.0.1:7400"), "{text}");
+}
+
+#[test]
+fn zero_lifetimes_are_refused_before_sending() {
+    assert!(matches!(
+        whole_seconds(Duration::from_millis(500), "expires_in"),
+        Err(ClientError::InvalidRequest(_))
+    ));
+    assert_eq!(
+        whole_seconds(Duration::from_secs(90), "expires_in").unwrap(),
+        90
+    );
 }
