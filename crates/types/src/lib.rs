@@ -9,6 +9,7 @@ pub mod command;
 pub mod duration;
 pub mod error;
 pub mod state;
+pub mod task;
 pub mod taskdef;
 pub mod taskdef_file;
 pub mod validate;

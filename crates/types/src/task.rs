@@ -1,0 +1,251 @@
+//! Tasks: one running copy of a task definition on one instance.
+//!
+//! `desired_status` is written only by the control plane; `last_status` only
+//! moves forward (PROVISIONING -> PENDING -> RUNNING -> STOPPING -> STOPPED),
+//! whatever order reports arrive in, so duplicated or delayed reports are
+//! harmless.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum TaskStatus {
+    /// Accepted, not yet placed on an instance.
+    Provisioning,
+    /// Placed; the agent is pulling the image and creating containers.
+    Pending,
+    Running,
+    /// Asked to stop; containers are being stopped.
+    Stopping,
+    Stopped,
+}
+
+impl TaskStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskStatus::Provisioning => "PROVISIONING",
+            TaskStatus::Pending => "PENDING",
+            TaskStatus::Running => "RUNNING",
+            TaskStatus::Stopping => "STOPPING",
+            TaskStatus::Stopped => "STOPPED",
+        }
+    }
+
+    pub fn parse(value: &str) -> Option<Self> {
+        match value.to_ascii_uppercase().as_str() {
+            "PROVISIONING" => Some(Self::Provisioning),
+            "PENDING" => Some(Self::Pending),
+            "RUNNING" => Some(Self::Running),
+            "STOPPING" => Some(Self::Stopping),
+            "STOPPED" => Some(Self::Stopped),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum DesiredStatus {
+    Running,
+    Stopped,
+}
+
+impl DesiredStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DesiredStatus::Running => "RUNNING",
+            DesiredStatus::Stopped => "STOPPED",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StopCode {
+    TaskFailedToStart,
+    EssentialContainerExited,
+    UserInitiated,
+    InstanceLost,
+}
+
+impl StopCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StopCode::TaskFailedToStart => "TaskFailedToStart",
+            StopCode::EssentialContainerExited => "EssentialContainerExited",
+            StopCode::UserInitiated => "UserInitiated",
+            StopCode::InstanceLost => "InstanceLost",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ContainerStatus {
+    Pending,
+    Running,
+    Stopped,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Health {
+    Unknown,
+    Healthy,
+    Unhealthy,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ContainerState {
+    pub name: String,
+    pub status: ContainerStatus,
+    pub exit_code: Option<i32>,
+    pub reason: String,
+    pub health: Health,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Task {
+    pub id: String,
+    pub cluster: String,
+    pub family: String,
+    pub revision: u32,
+    pub instance_id: Option<String>,
+    pub group: String,
+    pub started_by: String,
+    pub desired_status: DesiredStatus,
+    pub last_status: TaskStatus,
+    pub containers: Vec<ContainerState>,
+    pub stop_code: Option<StopCode>,
+    pub stopped_reason: String,
+    /// Why a PROVISIONING task has not been placed (for people).
+    pub placement_reason: String,
+    /// `CONTAINER.env.KEY=VALUE` overrides given to RunTask.
+    pub overrides: Vec<(String, String, String)>,
+    pub placement_strategies: Vec<String>,
+    pub placement_constraints: Vec<String>,
+    pub created_at_ms: i64,
+    pub pending_at_ms: Option<i64>,
+    pub started_at_ms: Option<i64>,
+    pub stopping_at_ms: Option<i64>,
+    pub stopped_at_ms: Option<i64>,
+}
+
+impl Task {
+    pub fn task_definition(&self) -> String {
+        format!("{}:{}", self.family, self.revision)
+    }
+
+    /// Moves `last_status` forward to `to`, stamping the transition time;
+    /// a report of an earlier status changes nothing.
+    pub fn advance(&mut self, to: TaskStatus, at_ms: i64) -> bool {
+        if to <= self.last_status {
+            return false;
+        }
+        self.last_status = to;
+        let stamp = Some(at_ms);
+        match to {
+            TaskStatus::Provisioning => {}
+            TaskStatus::Pending => self.pending_at_ms = self.pending_at_ms.or(stamp),
+            TaskStatus::Running => self.started_at_ms = self.started_at_ms.or(stamp),
+            TaskStatus::Stopping => self.stopping_at_ms = self.stopping_at_ms.or(stamp),
+            TaskStatus::Stopped => self.stopped_at_ms = self.stopped_at_ms.or(stamp),
+        }
+        true
+    }
+
+    /// Sets the desired status to STOPPED once, keeping the first reason.
+    pub fn request_stop(&mut self, code: StopCode, reason: &str) -> bool {
+        if self.desired_status == DesiredStatus::Stopped {
+            return false;
+        }
+        self.desired_status = DesiredStatus::Stopped;
+        self.stop_code = Some(code);
+        self.stopped_reason = reason.to_string();
+        true
+    }
+}
+
+/// Parses `CONTAINER.env.KEY=VALUE`.
+pub fn parse_override(text: &str) -> Result<(String, String, String), crate::FieldError> {
+    let bad = || {
+        crate::FieldError::new(
+            "overrides",
+            format!("{text:?} is not CONTAINER.env.KEY=VALUE, e.g. web.env.GREETING=hi"),
+        )
+    };
+    let (target, value) = text.split_once('=').ok_or_else(bad)?;
+    let mut parts = target.splitn(3, '.');
+    let (Some(container), Some("env"), Some(key)) = (parts.next(), parts.next(), parts.next()) else {
+        return Err(bad());
+    };
+    if container.is_empty() || key.is_empty() {
+        return Err(bad());
+    }
+    Ok((container.to_string(), key.to_string(), value.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn task() -> Task {
+        Task {
+            id: "t-1".into(),
+            cluster: "default".into(),
+            family: "web".into(),
+            revision: 1,
+            instance_id: None,
+            group: String::new(),
+            started_by: String::new(),
+            desired_status: DesiredStatus::Running,
+            last_status: TaskStatus::Provisioning,
+            containers: vec![],
+            stop_code: None,
+            stopped_reason: String::new(),
+            placement_reason: String::new(),
+            overrides: vec![],
+            placement_strategies: vec![],
+            placement_constraints: vec![],
+            created_at_ms: 0,
+            pending_at_ms: None,
+            started_at_ms: None,
+            stopping_at_ms: None,
+            stopped_at_ms: None,
+        }
+    }
+
+    #[test]
+    fn status_only_moves_forward_and_stamps_once() {
+        let mut t = task();
+        assert!(t.advance(TaskStatus::Pending, 5));
+        assert!(t.advance(TaskStatus::Running, 7));
+        assert!(!t.advance(TaskStatus::Pending, 9), "a late PENDING report is ignored");
+        assert_eq!(t.last_status, TaskStatus::Running);
+        assert!(t.advance(TaskStatus::Stopped, 11));
+        assert!(!t.advance(TaskStatus::Running, 12));
+        assert_eq!((t.pending_at_ms, t.started_at_ms, t.stopped_at_ms), (Some(5), Some(7), Some(11)));
+    }
+
+    #[test]
+    fn first_stop_reason_wins() {
+        let mut t = task();
+        assert!(t.request_stop(StopCode::UserInitiated, "by hand"));
+        assert!(!t.request_stop(StopCode::InstanceLost, "lost"));
+        assert_eq!(t.stop_code, Some(StopCode::UserInitiated));
+        assert_eq!(t.stopped_reason, "by hand");
+    }
+
+    #[test]
+    fn overrides_parse_or_say_the_shape() {
+        assert_eq!(
+            parse_override("web.env.GREETING=hi=there").unwrap(),
+            ("web".into(), "GREETING".into(), "hi=there".into())
+        );
+        for bad in ["web.env.X", "web.cpu.X=1", ".env.X=1", "web.env.=1", "x"] {
+            let e = parse_override(bad).unwrap_err();
+            assert!(e.message.contains("CONTAINER.env.KEY=VALUE"), "{bad}");
+        }
+    }
+}
