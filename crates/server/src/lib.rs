@@ -161,7 +161,15 @@ impl Server {
             authorizer: auth::Authorizer::new(self.node.clone(), self.pki.cluster_id().to_string()),
         };
         let max = network::MAX_MESSAGE_BYTES;
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        // Nagle's algorithm with delayed ACKs adds ~40 ms to every small
+        // request/response; the builder's tcp_nodelay does not reach sockets
+        // of a listener we bound ourselves, so set it here.
+        let incoming = tonic::transport::server::TcpIncoming::from_listener(
+            listener,
+            true,
+            Some(Duration::from_secs(30)),
+        )
+        .map_err(|e| ServerError::Internal(format!("listener: {e}")))?;
         let result = tonic::transport::Server::builder()
             .tls_config(self.pki.server_tls())
             .map_err(|e| ServerError::FailedPrecondition(format!("TLS setup: {e}")))?
