@@ -107,7 +107,10 @@ impl Server {
             advertise: options.advertise.clone(),
             heartbeat_ms: options.heartbeat_ms,
             election_timeout_min_ms: options.election_timeout_ms,
-            election_timeout_max_ms: options.election_timeout_ms * 2,
+            // openraft's leader lease equals the maximum election timeout,
+            // and followers refuse votes until it runs out: a narrow window
+            // keeps failover short while still spreading candidates apart.
+            election_timeout_max_ms: options.election_timeout_ms + options.election_timeout_ms / 4,
             snapshot_threshold: options.snapshot_threshold,
             keep_logs_after_snapshot: options.keep_logs_after_snapshot,
             request_timeout: options.request_timeout,

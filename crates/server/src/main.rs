@@ -73,7 +73,7 @@ struct Tuning {
     /// Raft heartbeat interval.
     #[arg(long, default_value_t = 100, env = "BERTH_HEARTBEAT_MS")]
     heartbeat_ms: u64,
-    /// Minimum election timeout (the maximum is twice this).
+    /// Minimum election timeout (the maximum is 1.25 times this).
     #[arg(long, default_value_t = 500, env = "BERTH_ELECTION_TIMEOUT_MS")]
     election_timeout_ms: u64,
     /// Build a snapshot (and compact the log) after this many entries.

@@ -70,6 +70,8 @@ pub enum ForwardReply {
     Failed(String),
 }
 
+type BarrierWaiter = oneshot::Sender<Result<(), ServerError>>;
+
 struct Proposal {
     command: Command,
     reply: oneshot::Sender<Result<CommandResult, ServerError>>,
@@ -87,6 +89,7 @@ struct Inner {
     state: StateReader,
     peers: Arc<Peers>,
     proposals: mpsc::Sender<Proposal>,
+    barriers: mpsc::UnboundedSender<BarrierWaiter>,
     request_timeout: Duration,
 }
 
@@ -106,6 +109,7 @@ impl BerthNode {
             .await
             .map_err(|e| ServerError::Internal(format!("starting raft: {e}")))?;
         let (tx, rx) = mpsc::channel(MAX_BATCH * MAX_BATCHES_IN_FLIGHT * 4);
+        let (barrier_tx, barrier_rx) = mpsc::unbounded_channel();
         let node = Self {
             inner: Arc::new(Inner {
                 id: config.node_id,
@@ -114,10 +118,12 @@ impl BerthNode {
                 state,
                 peers,
                 proposals: tx,
+                barriers: barrier_tx,
                 request_timeout: config.request_timeout,
             }),
         };
         tokio::spawn(batch_loop(node.clone(), rx));
+        tokio::spawn(barrier_loop(node.clone(), barrier_rx));
         Ok(node)
     }
 
@@ -258,8 +264,18 @@ impl BerthNode {
     }
 
     /// Returns once this server's state reflects every write acknowledged
-    /// anywhere before the call (a linearizable read point).
+    /// anywhere before the call (a linearizable read point). Concurrent
+    /// callers share one barrier round.
     pub async fn read_barrier(&self) -> Result<(), ServerError> {
+        let (tx, rx) = oneshot::channel();
+        self.inner
+            .barriers
+            .send(tx)
+            .map_err(|_| ServerError::ShuttingDown)?;
+        rx.await.map_err(|_| ServerError::ShuttingDown)?
+    }
+
+    async fn read_barrier_round(&self) -> Result<(), ServerError> {
         let deadline = Instant::now() + self.inner.request_timeout;
         loop {
             let leader = match self.inner.raft.ensure_linearizable().await {
@@ -340,7 +356,9 @@ impl BerthNode {
     /// entry committed before it, so its state is as fresh as any
     /// acknowledged write.
     pub fn has_applied_own_term(&self) -> bool {
-        let m = self.metrics();
+        // Borrowed, not cloned: this runs on every authenticated call.
+        let metrics = self.inner.raft.metrics();
+        let m = metrics.borrow();
         m.state == ServerState::Leader
             && m.last_applied
                 .is_some_and(|id| id.leader_id.term == m.current_term)
@@ -452,6 +470,23 @@ pub fn role_name(state: ServerState) -> &'static str {
         ServerState::Learner => "learner",
         ServerState::Candidate => "candidate",
         ServerState::Shutdown => "shutdown",
+    }
+}
+
+/// Runs read barriers one round at a time. Every waiter in a round was
+/// queued before the round started, so the round's read index is at least
+/// the commit index at each waiter's arrival: one leader confirmation serves
+/// them all (etcd's read-index batching).
+async fn barrier_loop(node: BerthNode, mut rx: mpsc::UnboundedReceiver<BarrierWaiter>) {
+    while let Some(first) = rx.recv().await {
+        let mut waiters = vec![first];
+        while let Ok(next) = rx.try_recv() {
+            waiters.push(next);
+        }
+        let result = node.read_barrier_round().await;
+        for waiter in waiters {
+            let _ = waiter.send(result.clone());
+        }
     }
 }
 
