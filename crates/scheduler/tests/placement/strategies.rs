@@ -1,0 +1,242 @@
+use std::collections::BTreeMap;
+
+use berth_scheduler::{place, place_with_limit, Reservation};
+
+use crate::harness::*;
+
+#[test]
+fn binpack_memory_fills_the_fullest_instance_first() {
+    let small = Reservation::new(0, 1024);
+    let h = Harness::new()
+        .instances(4, 4096, 8192)
+        .running("i-002", "other", &small)
+        .running("i-002", "other", &small);
+    // i-002 has the least memory free, so it takes tasks until it is full.
+    let plan = h.place(&req("web", 0, 1024, 8).strategy("binpack:memory"));
+    let counts = per_instance(&plan);
+    assert_eq!(counts.get("i-002"), Some(&6));
+    assert_eq!(counts.values().sum::<u32>(), 8);
+    assert_eq!(
+        counts.len(),
+        2,
+        "the overflow goes to one more instance: {counts:?}"
+    );
+}
+
+#[test]
+fn binpack_cpu_uses_cpu_not_memory() {
+    let h = Harness::new()
+        .instance("big-mem-free", 2048, 16384)
+        .instance("little-cpu-free", 1024, 1024)
+        .instance("lots-free", 8192, 16384);
+    let plan = h.place(&req("web", 512, 256, 1).strategy("binpack:cpu"));
+    assert_eq!(plan.instance_for(0), Some("little-cpu-free"));
+    let plan = h.place(&req("web", 512, 256, 1).strategy("binpack:memory"));
+    assert_eq!(plan.instance_for(0), Some("little-cpu-free"));
+    let plan = h.place(&req("web", 512, 2048, 1).strategy("binpack:memory"));
+    assert_eq!(plan.instance_for(0), Some("big-mem-free"));
+}
+
+#[test]
+fn binpack_finds_the_one_partly_used_instance_among_thousands() {
+    // Binpack is the first strategy, so the walk goes in its order and the
+    // sample cannot miss the best fit, however large the cluster.
+    let h = Harness::new().instances(3000, 4096, 8192).running(
+        "i-2718",
+        "other",
+        &Reservation::new(1024, 4096),
+    );
+    for seed in 0..5 {
+        let plan = h.place_seeded(&req("web", 256, 512, 3).strategy("binpack:memory"), seed);
+        assert_eq!(
+            per_instance(&plan),
+            BTreeMap::from([("i-2718".to_string(), 3)])
+        );
+    }
+}
+
+#[test]
+fn spread_instance_id_balances_within_the_request() {
+    let h = Harness::new().instances(5, 4096, 8192);
+    let plan = h.place(&req("web", 256, 256, 10).strategy("spread:instanceId"));
+    let counts = per_instance(&plan);
+    assert_eq!(counts.len(), 5);
+    assert!(counts.values().all(|&c| c == 2), "{counts:?}");
+}
+
+#[test]
+fn default_strategy_is_spread_instance_id() {
+    let h = Harness::new()
+        .instances(4, 4096, 8192)
+        .running("i-000", "web", &Reservation::new(256, 256))
+        .running("i-001", "web", &Reservation::new(256, 256));
+    let plan = h.place(&req("web", 256, 256, 2));
+    let mut got: Vec<_> = plan
+        .placements
+        .iter()
+        .map(|p| p.instance_id.as_str())
+        .collect();
+    got.sort();
+    assert_eq!(got, ["i-002", "i-003"]);
+}
+
+#[test]
+fn spread_counts_only_the_requests_group() {
+    let other = Reservation::new(0, 0);
+    let h = Harness::new()
+        .instances(2, 4096, 8192)
+        .running("i-000", "service:db", &other)
+        .running("i-000", "service:db", &other)
+        .running("i-001", "service:web", &other);
+    let plan = h.place(&req("service:web", 0, 0, 1).strategy("spread:instanceId"));
+    assert_eq!(plan.instance_for(0), Some("i-000"));
+}
+
+#[test]
+fn spread_attribute_balances_values_not_instances() {
+    // Zone c has one instance and zone a has 200; spread is per zone, so c
+    // still gets a third of the tasks.
+    let h = Harness::new()
+        .instances(200, 8192, 16384)
+        .with_attr("zone", "a")
+        .instances(20, 8192, 16384)
+        .with_attr("zone", "b")
+        .instances(1, 8192, 16384)
+        .with_attr("zone", "c");
+    let plan = h.place(&req("web", 256, 256, 9).strategy("spread:attribute:zone"));
+    let zones = per_attr(&h, &plan, "zone");
+    assert_eq!(
+        zones,
+        BTreeMap::from([("a".into(), 3), ("b".into(), 3), ("c".into(), 3)])
+    );
+}
+
+#[test]
+fn spread_attribute_accounts_for_running_tasks() {
+    let r = Reservation::new(0, 0);
+    let h = Harness::new()
+        .instances(6, 4096, 8192)
+        .with_attr_cycle("zone", &["a", "b", "c"])
+        .running("i-000", "web", &r)
+        .running("i-003", "web", &r)
+        .running("i-001", "web", &r);
+    // a has 2, b has 1, c has 0: the next three go c, then b and c.
+    let plan = h.place(&req("web", 0, 0, 3).strategy("spread:attribute:zone"));
+    let zones = per_attr(&h, &plan, "zone");
+    assert_eq!(zones, BTreeMap::from([("b".into(), 1), ("c".into(), 2)]));
+}
+
+#[test]
+fn instances_without_the_attribute_form_their_own_bucket() {
+    let h = Harness::new()
+        .instances(2, 4096, 8192)
+        .with_attr("zone", "a")
+        .instances(2, 4096, 8192);
+    let plan = h.place(&req("web", 0, 0, 4).strategy("spread:attribute:zone"));
+    let zones = per_attr(&h, &plan, "zone");
+    assert_eq!(zones, BTreeMap::from([("-".into(), 2), ("a".into(), 2)]));
+    // An attribute nobody has does not stop placement.
+    let plan = h.place(&req("web", 0, 0, 4).strategy("spread:attribute:rack"));
+    assert!(plan.is_complete());
+}
+
+#[test]
+fn spread_zone_then_binpack_memory_packs_inside_each_zone() {
+    let h = Harness::new()
+        .instances(30, 4096, 8192)
+        .with_attr_cycle("zone", &["a", "b", "c"]);
+    let plan = h.place(
+        &req("web", 256, 1024, 12)
+            .strategy("spread:attribute:zone")
+            .strategy("binpack:memory"),
+    );
+    let zones = per_attr(&h, &plan, "zone");
+    assert!(zones.values().all(|&c| c == 4), "{zones:?}");
+    // Within a zone the second strategy keeps filling one instance.
+    let counts = per_instance(&plan);
+    assert_eq!(counts.len(), 3, "{counts:?}");
+}
+
+#[test]
+fn binpack_then_spread_differs_from_spread_then_binpack() {
+    let h = Harness::new()
+        .instances(2, 4096, 8192)
+        .with_attr("zone", "a")
+        .instances(1, 4096, 8192)
+        .with_attr("zone", "b");
+    let packed = h.place(
+        &req("web", 256, 1024, 4)
+            .strategy("binpack:memory")
+            .strategy("spread:attribute:zone"),
+    );
+    assert_eq!(per_instance(&packed).len(), 1);
+    let spread = h.place(
+        &req("web", 256, 1024, 4)
+            .strategy("spread:attribute:zone")
+            .strategy("binpack:memory"),
+    );
+    assert_eq!(
+        per_attr(&h, &spread, "zone"),
+        BTreeMap::from([("a".into(), 2), ("b".into(), 2)])
+    );
+}
+
+#[test]
+fn binpack_ties_are_broken_by_the_next_strategy() {
+    let h = Harness::new()
+        .instances(3, 4096, 8192)
+        .with_attr_cycle("zone", &["a", "b", "c"])
+        .running("i-000", "web", &Reservation::new(0, 0));
+    // All three have the same free memory; the zone spread picks b or c.
+    let plan = h.place(
+        &req("web", 0, 0, 1)
+            .strategy("binpack:memory")
+            .strategy("spread:attribute:zone"),
+    );
+    assert_ne!(plan.instance_for(0), Some("i-000"));
+}
+
+#[test]
+fn random_is_deterministic_per_seed_and_uses_many_instances() {
+    let h = Harness::new().instances(50, 4096, 8192);
+    let r = req("web", 0, 0, 40).strategy("random");
+    let view = h.view();
+    let a = place(&view, &r, 7);
+    let b = place(&view, &r, 7);
+    let c = place(&view, &r, 8);
+    assert_eq!(a, b);
+    assert_ne!(a, c);
+    assert!(per_instance(&a).len() > 15, "{:?}", per_instance(&a));
+}
+
+#[test]
+fn every_strategy_places_everything_when_there_is_room() {
+    let h = Harness::new()
+        .instances(10, 4096, 8192)
+        .with_attr_cycle("zone", &["a", "b"]);
+    for s in [
+        "binpack:cpu",
+        "binpack:memory",
+        "spread:instanceId",
+        "spread:attribute:zone",
+        "random",
+    ] {
+        let plan = h.place(&req("web", 512, 1024, 40).strategy(s));
+        assert!(plan.is_complete(), "{s}: {}", reason(&plan));
+        assert_eq!(plan.placements.len(), 40);
+    }
+}
+
+#[test]
+fn exhaustive_and_sampled_agree_on_the_first_strategy() {
+    let h = Harness::new()
+        .instances(400, 4096, 8192)
+        .with_attr_cycle("zone", &["a", "b", "c", "d"]);
+    let view = h.view();
+    let r = req("web", 256, 512, 60)
+        .strategy("spread:attribute:zone")
+        .strategy("binpack:cpu");
+    let sampled = place_with_limit(&view, &r, 1, 5);
+    let exact = place_with_limit(&view, &r, 1, usize::MAX);
+    assert_eq!(per_attr(&h, &sampled, "zone"), per_attr(&h, &exact, "zone"));
+}
