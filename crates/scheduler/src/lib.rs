@@ -18,7 +18,9 @@
 pub mod expr;
 mod place;
 mod reason;
-mod resources;
+// Resource accounting lives in berth-types so the state machine can re-check
+// placements with exactly the arithmetic the scheduler used.
+use berth_types::resources;
 mod spec;
 mod view;
 

@@ -136,7 +136,7 @@ pub fn check_placement(
     if instance.status != InstanceState::Active {
         return Err(PlacementConflict::NotActive {
             instance: instance.id.clone(),
-            status: instance.status,
+            status: instance.status.to_string(),
         });
     }
     instance.capacity.check(reservation)

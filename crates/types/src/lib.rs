@@ -8,6 +8,7 @@ pub mod cluster;
 pub mod command;
 pub mod duration;
 pub mod error;
+pub mod resources;
 pub mod state;
 pub mod task;
 pub mod taskdef;

@@ -177,7 +177,8 @@ pub fn parse_override(text: &str) -> Result<(String, String, String), crate::Fie
     };
     let (target, value) = text.split_once('=').ok_or_else(bad)?;
     let mut parts = target.splitn(3, '.');
-    let (Some(container), Some("env"), Some(key)) = (parts.next(), parts.next(), parts.next()) else {
+    let (Some(container), Some("env"), Some(key)) = (parts.next(), parts.next(), parts.next())
+    else {
         return Err(bad());
     };
     if container.is_empty() || key.is_empty() {
@@ -221,11 +222,17 @@ mod tests {
         let mut t = task();
         assert!(t.advance(TaskStatus::Pending, 5));
         assert!(t.advance(TaskStatus::Running, 7));
-        assert!(!t.advance(TaskStatus::Pending, 9), "a late PENDING report is ignored");
+        assert!(
+            !t.advance(TaskStatus::Pending, 9),
+            "a late PENDING report is ignored"
+        );
         assert_eq!(t.last_status, TaskStatus::Running);
         assert!(t.advance(TaskStatus::Stopped, 11));
         assert!(!t.advance(TaskStatus::Running, 12));
-        assert_eq!((t.pending_at_ms, t.started_at_ms, t.stopped_at_ms), (Some(5), Some(7), Some(11)));
+        assert_eq!(
+            (t.pending_at_ms, t.started_at_ms, t.stopped_at_ms),
+            (Some(5), Some(7), Some(11))
+        );
     }
 
     #[test]

@@ -5,7 +5,7 @@
 use std::cmp::Ordering;
 use std::fmt;
 
-use berth_types::{ContainerDefinition, NetworkMode, Protocol, TaskDefinitionSpec};
+use crate::{ContainerDefinition, NetworkMode, Protocol, TaskDefinitionSpec};
 use serde::{Deserialize, Serialize};
 
 /// CPU units (1024 = one core) and memory in MiB. Kept as `u64` so that sums
@@ -181,10 +181,7 @@ fn container_memory(c: &ContainerDefinition) -> u64 {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PlacementConflict {
     #[error("instance {instance} is {status}; only ACTIVE instances take new tasks")]
-    NotActive {
-        instance: String,
-        status: crate::InstanceState,
-    },
+    NotActive { instance: String, status: String },
     #[error("needs {needed} CPU units but only {free} are free")]
     InsufficientCpu { needed: u64, free: u64 },
     #[error("needs {needed} MiB of memory but only {free} MiB are free")]
@@ -333,7 +330,7 @@ impl InstanceCapacity {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use berth_types::{PortMapping, TaskDefinitionSpec};
+    use crate::{PortMapping, TaskDefinitionSpec};
 
     fn container(cpu: u32, memory: Option<u32>, reservation: Option<u32>) -> ContainerDefinition {
         let mut c = ContainerDefinition::new("c", "img");
