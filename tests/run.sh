@@ -8,7 +8,10 @@ scripts/install-deps.sh
 if [ -x scripts/test-env.sh ]; then
     # Private containerd and image registry for the runtime tests; it prints
     # the environment the tests read.
-    eval "$(scripts/test-env.sh)"
+    env_lines="$(scripts/test-env.sh)"
+    set -a
+    eval "$env_lines"
+    set +a
 fi
 
 cargo fmt --all -- --check

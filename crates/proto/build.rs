@@ -4,7 +4,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "berth/v1/raft.proto",
         "berth/v1/control.proto",
         "berth/v1/identity.proto",
-    ].map(|f| root.join(f));
+    ]
+    .map(|f| root.join(f));
     for file in &files {
         println!("cargo:rerun-if-changed={}", file.display());
     }

@@ -1,0 +1,27 @@
+//! berth-agent: runs Berth tasks on an instance. This crate holds the
+//! container runtime: the `Runtime` trait and its containerd implementation
+//! (images, containers, logs, stats, exec, health checks, reconciliation).
+
+pub mod containerd;
+pub mod error;
+pub mod health;
+pub mod logs;
+pub mod metrics;
+pub mod ocibuild;
+pub mod registry;
+pub mod runtime;
+pub mod spec;
+
+pub use containerd::{ContainerdConfig, ContainerdRuntime, LogDriver};
+pub use error::RuntimeError;
+pub use runtime::*;
+
+/// This host's architecture in OCI terms (`amd64`, `arm64`).
+pub fn host_arch() -> String {
+    containerd::host_platform().1
+}
+
+pub(crate) fn containerd_sha256(data: &[u8]) -> String {
+    use sha2::Digest as _;
+    format!("sha256:{}", hex::encode(sha2::Sha256::digest(data)))
+}

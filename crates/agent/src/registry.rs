@@ -1,0 +1,206 @@
+//! Registry access through `oci-client` (distribution API v2: manifests and
+//! indexes in Docker and OCI media types, bearer-token and basic auth, blob
+//! digest verification). It rides on reqwest/hyper 1/rustls, the same HTTP
+//! stack tonic already brings, so it adds no second hyper major.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use oci_client::client::{ClientConfig, ClientProtocol};
+use oci_client::errors::{OciDistributionError, OciErrorCode};
+use oci_client::secrets::RegistryAuth;
+use oci_client::{Client, Reference};
+
+use crate::error::RuntimeError;
+
+#[derive(Debug, Clone, Default)]
+pub struct RegistryConfig {
+    /// Registries (`host[:port]`) reached over plain HTTP. Loopback
+    /// registries always are.
+    pub insecure: Vec<String>,
+    /// Basic credentials per registry host.
+    pub credentials: HashMap<String, (String, String)>,
+}
+
+impl RegistryConfig {
+    pub fn auth_for(&self, registry: &str) -> RegistryAuth {
+        match self.credentials.get(registry) {
+            Some((user, pass)) => RegistryAuth::Basic(user.clone(), pass.clone()),
+            None => RegistryAuth::Anonymous,
+        }
+    }
+
+    pub fn is_insecure(&self, registry: &str) -> bool {
+        is_loopback(registry) || self.insecure.iter().any(|r| r == registry)
+    }
+}
+
+pub fn is_loopback(registry: &str) -> bool {
+    let host = match registry.rsplit_once(':') {
+        Some((h, port)) if port.chars().all(|c| c.is_ascii_digit()) => h,
+        _ => registry,
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host == "localhost"
+        || host == "::1"
+        || host
+            .parse::<std::net::Ipv4Addr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// One oci-client per registry host: the protocol (HTTP or HTTPS) is fixed
+/// per client, and each keeps its own token cache.
+#[derive(Default)]
+pub struct Registries {
+    config: RegistryConfig,
+    clients: Mutex<HashMap<String, Arc<Client>>>,
+}
+
+impl Registries {
+    pub fn new(config: RegistryConfig) -> Self {
+        // reqwest is built without a bundled crypto provider; ring is the
+        // one in the tree. Installing twice is harmless.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        Registries {
+            config,
+            clients: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn config(&self) -> &RegistryConfig {
+        &self.config
+    }
+
+    pub fn client(&self, registry: &str) -> Arc<Client> {
+        let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
+        clients
+            .entry(registry.to_string())
+            .or_insert_with(|| {
+                let protocol = if self.config.is_insecure(registry) {
+                    ClientProtocol::Http
+                } else {
+                    ClientProtocol::Https
+                };
+                Arc::new(Client::new(ClientConfig {
+                    protocol,
+                    connect_timeout: Some(std::time::Duration::from_secs(10)),
+                    ..Default::default()
+                }))
+            })
+            .clone()
+    }
+}
+
+pub fn parse_reference(reference: &str) -> Result<Reference, RuntimeError> {
+    reference
+        .parse::<Reference>()
+        .map_err(|e| RuntimeError::InvalidReference {
+            reference: reference.to_string(),
+            reason: e.to_string(),
+        })
+}
+
+/// Turn oci-client's error into one a person can act on.
+pub fn map_error(reference: &Reference, err: OciDistributionError) -> RuntimeError {
+    let registry = reference.resolve_registry().to_string();
+    let refname = reference.whole();
+    let not_found = |reason: String| RuntimeError::ImageNotFound {
+        reference: refname.clone(),
+        reason,
+    };
+    match err {
+        OciDistributionError::ImageManifestNotFoundError(m) => not_found(m),
+        OciDistributionError::RegistryError { envelope, .. } => {
+            let codes: Vec<&OciErrorCode> = envelope.errors.iter().map(|e| &e.code).collect();
+            let text = envelope
+                .errors
+                .iter()
+                .map(|e| format!("{:?}: {}", e.code, e.message))
+                .collect::<Vec<_>>()
+                .join("; ");
+            if codes.iter().any(|c| {
+                matches!(
+                    c,
+                    OciErrorCode::ManifestUnknown
+                        | OciErrorCode::NameUnknown
+                        | OciErrorCode::BlobUnknown
+                        | OciErrorCode::NotFound
+                )
+            }) {
+                not_found(text)
+            } else if codes
+                .iter()
+                .any(|c| matches!(c, OciErrorCode::Unauthorized | OciErrorCode::Denied))
+            {
+                RuntimeError::RegistryAuth {
+                    registry,
+                    reference: refname,
+                    reason: text,
+                }
+            } else {
+                RuntimeError::Registry {
+                    reference: refname,
+                    reason: text,
+                }
+            }
+        }
+        OciDistributionError::ServerError {
+            code: 404, message, ..
+        } => not_found(message),
+        OciDistributionError::AuthenticationFailure(m)
+        | OciDistributionError::UnauthorizedError { url: m } => RuntimeError::RegistryAuth {
+            registry,
+            reference: refname,
+            reason: m,
+        },
+        OciDistributionError::DigestError(oci_client::errors::DigestError::VerificationError {
+            expected,
+            actual,
+        }) => RuntimeError::DigestMismatch {
+            what: format!("blob of {refname}"),
+            expected,
+            actual,
+        },
+        OciDistributionError::RequestError(e) if e.is_connect() || e.is_timeout() => {
+            RuntimeError::RegistryUnreachable {
+                registry,
+                reference: refname,
+                reason: error_chain(&e),
+            }
+        }
+        other => RuntimeError::Registry {
+            reference: refname,
+            reason: error_chain(&other),
+        },
+    }
+}
+
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        cur = s.source();
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_registries_are_plain_http() {
+        assert!(is_loopback("localhost:5000"));
+        assert!(is_loopback("127.0.0.1:5000"));
+        assert!(is_loopback("[::1]:5000"));
+        assert!(!is_loopback("registry.example.com"));
+        let cfg = RegistryConfig {
+            insecure: vec!["10.1.2.3:5000".into()],
+            ..Default::default()
+        };
+        assert!(cfg.is_insecure("10.1.2.3:5000"));
+        assert!(!cfg.is_insecure("docker.io"));
+    }
+}

@@ -1,0 +1,183 @@
+//! The `Runtime` trait the task runner drives, and the plain data it speaks.
+//! The containerd implementation lives in `crate::containerd`; a fake is only
+//! for unit tests of pure logic.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::{Duration, SystemTime};
+
+use berth_types::{ContainerDefinition, NetworkMode, Volume};
+use futures::Stream;
+
+use crate::error::Result;
+
+/// Labels every container of ours carries, so a new runtime instance can find
+/// them and tell which task and container definition each belongs to.
+pub const LABEL_TASK_ID: &str = "berth.task-id";
+pub const LABEL_CONTAINER_NAME: &str = "berth.container-name";
+pub const LABEL_TASK_FAMILY: &str = "berth.task-family";
+pub const LABEL_MANAGED: &str = "berth.managed";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PullPolicy {
+    /// Resolve the tag against the registry every time; fetch what changed.
+    Always,
+    /// Use the local image when there is one.
+    #[default]
+    IfNotPresent,
+}
+
+impl PullPolicy {
+    pub fn parse(text: &str) -> Option<Self> {
+        match text.to_ascii_lowercase().replace('_', "-").as_str() {
+            "always" => Some(Self::Always),
+            "if-not-present" | "ifnotpresent" => Some(Self::IfNotPresent),
+            _ => None,
+        }
+    }
+}
+
+/// What an image resolved to on this host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageInfo {
+    /// The normalized name containerd stores it under
+    /// (`docker.io/library/busybox:latest`).
+    pub name: String,
+    /// Digest of the manifest (or index) the name points at.
+    pub digest: String,
+    /// Digest of the platform-specific manifest.
+    pub manifest_digest: String,
+    pub config_digest: String,
+    /// Chain ID of the top layer: the snapshot containers are made from.
+    pub chain_id: String,
+}
+
+/// Everything needed to create one container of a task.
+#[derive(Debug, Clone)]
+pub struct ContainerConfig {
+    pub task_id: String,
+    pub task_family: String,
+    pub definition: ContainerDefinition,
+    pub network_mode: NetworkMode,
+    pub volumes: Vec<Volume>,
+    /// Task-level CPU units; when set they become a hard CPU quota for the
+    /// container (ECS semantics for a task-level `cpu`).
+    pub task_cpu: Option<u32>,
+    /// Task-level memory in MiB, the limit when the container sets none.
+    pub task_memory: Option<u32>,
+    pub pull_policy: PullPolicy,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExitStatus {
+    pub code: u32,
+    /// The kernel's OOM killer ended the container.
+    pub oom_killed: bool,
+    pub exited_at: Option<SystemTime>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ContainerState {
+    /// Created, with no process started yet.
+    Created,
+    Running {
+        pid: u32,
+    },
+    Paused {
+        pid: u32,
+    },
+    Stopped(ExitStatus),
+    Unknown,
+}
+
+/// A container this runtime owns, as found by `list`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OwnedContainer {
+    pub id: String,
+    pub task_id: String,
+    pub container_name: String,
+    pub image: String,
+    pub state: ContainerState,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ContainerStats {
+    /// Cumulative CPU time, nanoseconds.
+    pub cpu_usage_ns: u64,
+    pub memory_usage_bytes: u64,
+    /// The cgroup's limit; `u64::MAX`-ish values mean unlimited.
+    pub memory_limit_bytes: u64,
+    /// OOM kills seen by the container's cgroup.
+    pub oom_kills: u64,
+    /// 1 or 2: which cgroup metrics the shim returned.
+    pub cgroup_version: u8,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecOutput {
+    pub exit_code: u32,
+    /// stdout and stderr interleaved, capped in size.
+    pub output: Vec<u8>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogStream {
+    Stdout,
+    Stderr,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogLine {
+    pub stream: LogStream,
+    /// RFC 3339 timestamp written by the log driver.
+    pub time: String,
+    pub line: String,
+}
+
+pub type LogLines = Pin<Box<dyn Stream<Item = Result<LogLine>> + Send>>;
+
+/// The container runtime as the task runner sees it. Methods take containerd
+/// container IDs as returned by `create`.
+pub trait Runtime: Send + Sync + 'static {
+    /// Make the image available locally, pulling it as `policy` says.
+    fn ensure_image(
+        &self,
+        reference: &str,
+        policy: PullPolicy,
+    ) -> impl Future<Output = Result<ImageInfo>> + Send;
+
+    /// Create the container (not started). Ensures the image first.
+    fn create(&self, config: &ContainerConfig) -> impl Future<Output = Result<String>> + Send;
+
+    /// Start the container's process; returns its host PID.
+    fn start(&self, id: &str) -> impl Future<Output = Result<u32>> + Send;
+
+    /// Wait until the container's process exits.
+    fn wait(&self, id: &str) -> impl Future<Output = Result<ExitStatus>> + Send;
+
+    /// SIGTERM, then SIGKILL after `timeout`; returns how it exited.
+    fn stop(&self, id: &str, timeout: Duration) -> impl Future<Output = Result<ExitStatus>> + Send;
+
+    /// Delete the container and everything it holds on the host: task, shim,
+    /// snapshot, log files, and the task's scratch volumes once its last
+    /// container is gone. A running container is killed first.
+    fn remove(&self, id: &str) -> impl Future<Output = Result<()>> + Send;
+
+    fn stats(&self, id: &str) -> impl Future<Output = Result<ContainerStats>> + Send;
+
+    /// The container's log lines; with `follow`, keeps streaming new lines
+    /// until the container has exited and the log is drained.
+    fn logs(&self, id: &str, follow: bool) -> impl Future<Output = Result<LogLines>> + Send;
+
+    /// Run `command` inside the running container.
+    fn exec(
+        &self,
+        id: &str,
+        command: &[String],
+        timeout: Duration,
+    ) -> impl Future<Output = Result<ExecOutput>> + Send;
+
+    /// Every container this runtime owns, with its state: what a restarted
+    /// agent reconciles against.
+    fn list(&self) -> impl Future<Output = Result<Vec<OwnedContainer>>> + Send;
+}

@@ -1,0 +1,943 @@
+//! berth-agent against a real containerd and registry, as started by
+//! `scripts/test-env.sh`:
+//!
+//!   set -a; eval "$(sudo scripts/test-env.sh)"; set +a
+//!   cargo test -p berth-agent
+//!
+//! With CI=true a missing environment fails the tests; elsewhere they skip
+//! with a notice.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use berth_agent::health::{self, HealthStatus};
+use berth_agent::{
+    ocibuild, ContainerConfig, ContainerState, ContainerdConfig, ContainerdRuntime, LogDriver,
+    LogStream, PullPolicy, Runtime, RuntimeError,
+};
+use berth_types::{
+    ContainerDefinition, HealthCheck, KeyValuePair, MountPoint, NetworkMode, Volume,
+};
+use futures::StreamExt;
+
+struct Env {
+    socket: PathBuf,
+    registry: String,
+}
+
+fn env() -> Option<Env> {
+    let sock = std::env::var("BERTH_TEST_CONTAINERD_SOCK").ok();
+    let reg = std::env::var("BERTH_TEST_REGISTRY").ok();
+    match (sock, reg) {
+        (Some(s), Some(r)) => Some(Env {
+            socket: PathBuf::from(s),
+            registry: r,
+        }),
+        _ => {
+            if std::env::var("CI").as_deref() == Ok("true") {
+                panic!(
+                    "CI=true but BERTH_TEST_CONTAINERD_SOCK / BERTH_TEST_REGISTRY are not set: \
+                     run `eval \"$(scripts/test-env.sh)\"` and export them first"
+                );
+            }
+            eprintln!(
+                "NOTICE: skipping containerd test: set BERTH_TEST_CONTAINERD_SOCK and BERTH_TEST_REGISTRY \
+                 (see scripts/test-env.sh)"
+            );
+            None
+        }
+    }
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// Build berth-testapp statically, once per test binary. A target dir of its
+/// own keeps the static RUSTFLAGS from invalidating the workspace's cache.
+fn testapp_binary() -> Vec<u8> {
+    static BIN: OnceLock<Vec<u8>> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let root = workspace_root();
+        let target_dir = root.join("target/testapp-static");
+        let status = std::process::Command::new(env!("CARGO"))
+            .current_dir(&root)
+            .env("RUSTFLAGS", "-C target-feature=+crt-static")
+            .args([
+                "build",
+                "--release",
+                "-p",
+                "berth-testapp",
+                "--target",
+                "x86_64-unknown-linux-gnu",
+                "--target-dir",
+            ])
+            .arg(&target_dir)
+            .status()
+            .expect("run cargo to build berth-testapp");
+        assert!(status.success(), "building the static berth-testapp failed");
+        let bin = target_dir.join("x86_64-unknown-linux-gnu/release/berth-testapp");
+        std::fs::read(&bin).expect("read berth-testapp binary")
+    })
+    .clone()
+}
+
+fn test_image() -> &'static ocibuild::BuiltImage {
+    static IMG: OnceLock<ocibuild::BuiltImage> = OnceLock::new();
+    IMG.get_or_init(|| ocibuild::testapp_image(&testapp_binary()).expect("build image"))
+}
+
+static PUSHED: tokio::sync::OnceCell<String> = tokio::sync::OnceCell::const_new();
+
+/// The test image in the local registry; returns its reference.
+async fn pushed_image(env: &Env) -> String {
+    PUSHED
+        .get_or_init(|| async {
+            let img = test_image();
+            let reference = format!("{}/berth-test/testapp:v1", env.registry);
+            img.push_insecure(&reference)
+                .await
+                .expect("push test image");
+            reference
+        })
+        .await
+        .clone()
+}
+
+async fn runtime_in(env: &Env, namespace: &str) -> ContainerdRuntime {
+    let mut cfg = ContainerdConfig::new(&env.socket, "/tmp/berth-test/agent-state");
+    cfg.namespace = namespace.to_string();
+    cfg.log_driver = LogDriver::Binary(PathBuf::from(env!("CARGO_BIN_EXE_berth-agent")));
+    cfg.log_max_bytes = 64 * 1024;
+    ContainerdRuntime::connect(cfg)
+        .await
+        .expect("connect to containerd")
+}
+
+async fn runtime(env: &Env) -> ContainerdRuntime {
+    runtime_in(env, "berth-test").await
+}
+
+fn task_id() -> String {
+    format!("t{:012x}", rand::random::<u64>() & 0xffff_ffff_ffff)
+}
+
+fn config(image: &str, name: &str, command: &[&str]) -> ContainerConfig {
+    let mut def = ContainerDefinition::new(name, image);
+    def.command = command.iter().map(|s| s.to_string()).collect();
+    ContainerConfig {
+        task_id: task_id(),
+        task_family: "test".into(),
+        definition: def,
+        network_mode: NetworkMode::Host,
+        volumes: vec![],
+        task_cpu: None,
+        task_memory: None,
+        pull_policy: PullPolicy::IfNotPresent,
+    }
+}
+
+async fn logs_text(rt: &ContainerdRuntime, id: &str) -> String {
+    let mut s = rt.logs(id, false).await.expect("logs");
+    let mut out = String::new();
+    while let Some(l) = s.next().await {
+        let l = l.expect("log line");
+        out.push_str(match l.stream {
+            LogStream::Stdout => "out: ",
+            LogStream::Stderr => "err: ",
+        });
+        out.push_str(&l.line);
+        out.push('\n');
+    }
+    out
+}
+
+async fn run_to_exit(rt: &ContainerdRuntime, cfg: &ContainerConfig) -> (u32, String, bool) {
+    let id = rt.create(cfg).await.expect("create");
+    rt.start(&id).await.expect("start");
+    let status = tokio::time::timeout(Duration::from_secs(60), rt.wait(&id))
+        .await
+        .expect("exit within 60s")
+        .expect("wait");
+    // The log driver may still be flushing the last lines.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let logs = logs_text(rt, &id).await;
+    rt.remove(&id).await.expect("remove");
+    (status.code, logs, status.oom_killed)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pull_from_registry_run_to_completion_with_exit_code() {
+    let Some(env) = env() else { return };
+    let image = pushed_image(&env).await;
+    let rt = runtime(&env).await;
+    let info = rt
+        .ensure_image(&image, PullPolicy::Always)
+        .await
+        .expect("pull");
+    assert_eq!(info.manifest_digest, test_image().manifest_digest);
+    assert!(
+        rt.transfer_unsupported() || std::env::var("BERTH_TEST_EXPECT_TRANSFER").is_ok(),
+        "containerd 1.6 has no Transfer: the pull must have fallen back"
+    );
+    // Through an index: this host's platform is picked out of it.
+    let indexed = format!("{}/berth-test/testapp:indexed", env.registry);
+    let index_digest = test_image()
+        .push_index_insecure(&indexed, "linux", &berth_agent::host_arch())
+        .await
+        .expect("push index");
+    let info = rt
+        .ensure_image(&indexed, PullPolicy::Always)
+        .await
+        .expect("pull index");
+    assert_eq!(info.digest, index_digest);
+    assert_eq!(info.manifest_digest, test_image().manifest_digest);
+    let (code, _, _) = run_to_exit(&rt, &config(&indexed, "idx", &["exit", "0"])).await;
+    assert_eq!(code, 0);
+
+    let (code, logs, oom) = run_to_exit(&rt, &config(&image, "exit", &["exit", "7"])).await;
+    assert_eq!(code, 7, "{logs}");
+    assert!(!oom);
+    assert!(logs.contains("out: testapp: exiting with 7"), "{logs}");
+    assert!(
+        logs.contains("err: testapp: stderr line before exit 7"),
+        "{logs}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn env_command_entrypoint_workdir_user_and_volumes() {
+    let Some(env) = env() else { return };
+    let image = pushed_image(&env).await;
+    let rt = runtime(&env).await;
+
+    let mut cfg = config(&image, "env", &["env"]);
+    cfg.definition.environment = vec![KeyValuePair {
+        name: "FOO".into(),
+        value: "bar baz".into(),
+    }];
+    cfg.definition.working_directory = Some("/work".into());
+    cfg.definition.user = Some("app".into());
+    let host_dir = tempfile::tempdir().expect("tempdir");
+    cfg.volumes = vec![
+        Volume {
+            name: "host".into(),
+            host_source_path: Some(host_dir.path().display().to_string()),
+        },
+        Volume {
+            name: "scratch".into(),
+            host_source_path: None,
+        },
+    ];
+    cfg.definition.mount_points = vec![
+        MountPoint {
+            source_volume: "host".into(),
+            container_path: "/data".into(),
+            read_only: true,
+        },
+        MountPoint {
+            source_volume: "scratch".into(),
+            container_path: "/scratch".into(),
+            read_only: false,
+        },
+    ];
+    let (code, logs, _) = run_to_exit(&rt, &cfg).await;
+    assert_eq!(code, 0, "{logs}");
+    assert!(logs.contains("out: FOO=bar baz"), "{logs}");
+    assert!(
+        logs.contains("out: TESTAPP_IMAGE_ENV=from-image"),
+        "image env merged: {logs}"
+    );
+    assert!(logs.contains("cwd=/work"), "{logs}");
+    assert!(logs.contains("uid=1000"), "{logs}");
+    assert!(logs.contains("args=[\"env\"]"), "{logs}");
+
+    // An entrypoint from the task definition replaces the image's and its cmd.
+    let mut cfg = config(&image, "ep", &["3"]);
+    cfg.definition.entry_point = vec!["/berth-testapp".into(), "exit".into()];
+    let (code, logs, _) = run_to_exit(&rt, &cfg).await;
+    assert_eq!(code, 3, "{logs}");
+    assert!(logs.contains("args=[\"exit\", \"3\"]"), "{logs}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_limit_is_enforced_and_oom_reported() {
+    let Some(env) = env() else { return };
+    let image = pushed_image(&env).await;
+    let rt = runtime(&env).await;
+    let mut cfg = config(&image, "oom", &["alloc", "512"]);
+    cfg.definition.memory = Some(32);
+    cfg.definition.memory_reservation = Some(16);
+    let (code, logs, oom) = run_to_exit(&rt, &cfg).await;
+    assert_eq!(code, 137, "{logs}");
+    assert!(oom, "OOM kill must be reported: {logs}");
+    assert!(!logs.contains("holding 512 MiB"), "{logs}");
+
+    // A runtime instance that missed the OOM event (as after an agent
+    // restart) still tells an OOM kill from the cgroup's counter.
+    cfg.task_id = task_id();
+    let id = rt.create(&cfg).await.expect("create");
+    rt.start(&id).await.expect("start");
+    rt.wait(&id).await.expect("wait");
+    let fresh = runtime(&env).await;
+    let st = fresh.wait(&id).await.expect("wait from a new instance");
+    assert_eq!(st.code, 137);
+    assert!(st.oom_killed, "OOM seen by a runtime that missed the event");
+    fresh.remove(&id).await.expect("remove");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_sends_sigterm_then_sigkill_after_stop_timeout() {
+    let Some(env) = env() else { return };
+    let image = pushed_image(&env).await;
+    let rt = runtime(&env).await;
+
+    // A well-behaved container stops on SIGTERM at once.
+    let id = rt
+        .create(&config(&image, "polite", &["sleep"]))
+        .await
+        .expect("create");
+    rt.start(&id).await.expect("start");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let t = Instant::now();
+    let st = rt.stop(&id, Duration::from_secs(10)).await.expect("stop");
+    assert_eq!(st.code, 0);
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    rt.remove(&id).await.expect("remove");
+
+    // One that ignores SIGTERM is killed after the timeout.
+    let mut cfg = config(&image, "stubborn", &["sleep"]);
+    cfg.definition.environment = vec![KeyValuePair {
+        name: "TESTAPP_IGNORE_SIGTERM".into(),
+        value: "1".into(),
+    }];
+    cfg.definition.stop_timeout = Some(2);
+    let id = rt.create(&cfg).await.expect("create");
+    rt.start(&id).await.expect("start");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let t = Instant::now();
+    let timeout = Duration::from_secs(u64::from(cfg.definition.stop_timeout.unwrap_or(30)));
+    let st = rt.stop(&id, timeout).await.expect("stop");
+    let took = t.elapsed();
+    assert_eq!(st.code, 137);
+    assert!(!st.oom_killed);
+    assert!(
+        took >= Duration::from_secs(2) && took < Duration::from_secs(6),
+        "{took:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let logs = logs_text(&rt, &id).await;
+    assert!(logs.contains("ignoring SIGTERM"), "{logs}");
+    rt.remove(&id).await.expect("remove");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_are_captured_and_followed() {
+    let Some(env) = env() else { return };
+    let image = pushed_image(&env).await;
+    let rt = runtime(&env).await;
+    let id = rt
+        .create(&config(&image, "ticker", &["ticker", "50"]))
+        .await
+        .expect("create");
+    rt.start(&id).await.expect("start");
+    let mut follow = rt.logs(&id, true).await.expect("logs");
+    let mut seen = Vec::new();
+    while seen.len() < 10 {
+        let line = tokio::time::timeout(Duration::from_secs(10), follow.next())
+            .await
+            .expect("a line within 10s")
+            .expect("stream open")
+            .expect("line");
+        if line.line.starts_with("tick") {
+            seen.push(line.line);
+        }
+    }
+    assert_eq!(seen[0], "tick 0");
+    assert_eq!(seen[9], "tick 9");
+    rt.stop(&id, Duration::from_secs(5)).await.expect("stop");
+    // The follower ends once the container is gone and the file drained.
+    let rest = tokio::time::timeout(Duration::from_secs(10), follow.collect::<Vec<_>>())
+        .await
+        .expect("follow ends after exit");
+    assert!(rest.iter().all(|l| l.is_ok()));
+    rt.remove(&id).await.expect("remove");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_checks_turn_healthy_and_unhealthy_and_stats_work() {
+    let Some(env) = env() else { return };
+    let image = pushed_image(&env).await;
+    let rt = Arc::new(runtime(&env).await);
+    let port = 20_000 + (rand::random::<u16>() % 20_000);
+    let port_s = port.to_string();
+    let mut cfg = config(&image, "web", &["serve", &port_s]);
+    let check = HealthCheck {
+        command: vec![
+            "CMD".into(),
+            "/berth-testapp".into(),
+            "check".into(),
+            port_s.clone(),
+        ],
+        interval: 1,
+        timeout: 2,
+        retries: 2,
+        start_period: 0,
+    };
+    cfg.definition.health_check = Some(check.clone());
+    cfg.definition.memory = Some(128);
+    cfg.definition.cpu = 256;
+    cfg.definition.readonly_root_filesystem = true;
+    cfg.task_cpu = Some(512);
+    let id = rt.create(&cfg).await.expect("create");
+    rt.start(&id).await.expect("start");
+    let mut rx = health::monitor(rt.clone(), id.clone(), &check).expect("monitor");
+    tokio::time::timeout(
+        Duration::from_secs(20),
+        rx.wait_for(|s| *s == HealthStatus::Healthy),
+    )
+    .await
+    .expect("healthy within 20s")
+    .expect("monitor alive");
+
+    let out = rt
+        .exec(
+            &id,
+            &["/berth-testapp".into(), "check".into(), port_s.clone()],
+            Duration::from_secs(5),
+        )
+        .await
+        .expect("exec");
+    assert_eq!(out.exit_code, 0);
+    assert!(String::from_utf8_lossy(&out.output).contains("healthy"));
+
+    let stats = rt.stats(&id).await.expect("stats");
+    assert!(stats.memory_usage_bytes > 0, "{stats:?}");
+    assert!(stats.cpu_usage_ns > 0, "{stats:?}");
+    assert!(stats.cgroup_version == 1 || stats.cgroup_version == 2);
+    assert_eq!(stats.memory_limit_bytes, 128 << 20, "{stats:?}");
+
+    let failing = HealthCheck {
+        command: vec!["CMD".into(), "/berth-testapp".into(), "fail".into()],
+        ..check
+    };
+    let mut rx2 = health::monitor(rt.clone(), id.clone(), &failing).expect("monitor");
+    tokio::time::timeout(
+        Duration::from_secs(20),
+        rx2.wait_for(|s| *s == HealthStatus::Unhealthy),
+    )
+    .await
+    .expect("unhealthy within 20s")
+    .expect("monitor alive");
+    drop(rx);
+    drop(rx2);
+    rt.stop(&id, Duration::from_secs(5)).await.expect("stop");
+    rt.remove(&id).await.expect("remove");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_runtime_instance_reconciles_running_and_exited_containers() {
+    let Some(env) = env() else { return };
+    let image = pushed_image(&env).await;
+    let ns = "berth-reconcile";
+    let (running, exited, cfg_r);
+    {
+        let rt = runtime_in(&env, ns).await;
+        cfg_r = config(&image, "long", &["ticker", "100"]);
+        running = rt.create(&cfg_r).await.expect("create");
+        rt.start(&running).await.expect("start");
+        let mut cfg = config(&image, "short", &["serve", "1"]);
+        cfg.definition.command = vec!["exit".into(), "5".into()];
+        cfg.task_id = cfg_r.task_id.clone();
+        exited = rt.create(&cfg).await.expect("create");
+        // Started and then forgotten: the agent "goes away".
+        rt.start(&exited).await.expect("start");
+    }
+    let log = PathBuf::from("/tmp/berth-test/agent-state/containers")
+        .join(&running)
+        .join("container.log");
+    let size_before = std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let size_after = std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0);
+    assert!(
+        size_after > size_before,
+        "logs keep flowing with no runtime instance"
+    );
+
+    let rt = runtime_in(&env, ns).await;
+    let found: HashMap<String, ContainerState> = rt
+        .list()
+        .await
+        .expect("list")
+        .into_iter()
+        .filter(|c| c.task_id == cfg_r.task_id)
+        .map(|c| (c.container_name.clone(), c.state))
+        .collect();
+    assert!(
+        matches!(found.get("long"), Some(ContainerState::Running { .. })),
+        "{found:?}"
+    );
+    match found.get("short") {
+        Some(ContainerState::Stopped(st)) => assert_eq!(st.code, 5),
+        other => panic!("short should have exited with 5: {other:?}"),
+    }
+    // Re-attach: a wait on the running one sees its stop.
+    let rt2 = rt.clone();
+    let r2 = running.clone();
+    let waiter = tokio::spawn(async move { rt2.wait(&r2).await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    rt.stop(&running, Duration::from_secs(5))
+        .await
+        .expect("stop");
+    let st = waiter.await.expect("join").expect("wait");
+    assert_eq!(st.code, 0);
+    assert_eq!(rt.wait(&exited).await.expect("collect exit").code, 5);
+    rt.remove(&running).await.expect("remove");
+    rt.remove(&exited).await.expect("remove");
+}
+
+fn processes_mentioning(needle: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Ok(dir) = std::fs::read_dir("/proc") {
+        for e in dir.flatten() {
+            if let Ok(cmd) = std::fs::read(e.path().join("cmdline")) {
+                let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+                if cmd.contains(needle) {
+                    out.push(format!("{}: {cmd}", e.file_name().to_string_lossy()));
+                }
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_concurrent_containers_leave_no_leaks() {
+    let Some(env) = env() else { return };
+    let image = pushed_image(&env).await;
+    let ns = "berth-leak";
+    let rt = runtime_in(&env, ns).await;
+    // A previous, failed run may have left containers here; the leak checks
+    // below are namespace-wide, so start clean.
+    for c in rt.list().await.expect("list") {
+        rt.remove(&c.id).await.expect("clean up an earlier run");
+    }
+    rt.ensure_image(&image, PullPolicy::IfNotPresent)
+        .await
+        .expect("pull");
+    let task = task_id();
+    let creates = (0..20).map(|i| {
+        let rt = rt.clone();
+        let mut cfg = config(&image, &format!("c{i}"), &["sleep"]);
+        cfg.task_id = task.clone();
+        cfg.volumes = vec![Volume {
+            name: "scratch".into(),
+            host_source_path: None,
+        }];
+        cfg.definition.mount_points = vec![MountPoint {
+            source_volume: "scratch".into(),
+            container_path: "/scratch".into(),
+            read_only: false,
+        }];
+        async move {
+            let id = rt.create(&cfg).await?;
+            rt.start(&id).await?;
+            Ok::<_, RuntimeError>(id)
+        }
+    });
+    let ids: Vec<String> = futures::future::join_all(creates)
+        .await
+        .into_iter()
+        .collect::<Result<_, _>>()
+        .expect("20 containers start");
+    let listed = rt.list().await.expect("list");
+    assert_eq!(
+        listed
+            .iter()
+            .filter(|c| c.task_id == task && matches!(c.state, ContainerState::Running { .. }))
+            .count(),
+        20
+    );
+
+    let removes = ids.iter().map(|id| {
+        let rt = rt.clone();
+        let id = id.clone();
+        async move {
+            rt.stop(&id, Duration::from_secs(5)).await?;
+            rt.remove(&id).await
+        }
+    });
+    for r in futures::future::join_all(removes).await {
+        r.expect("stop and remove");
+    }
+
+    use containerd_client::services::v1::snapshots::ListSnapshotsRequest;
+    use containerd_client::services::v1::{ListContainersRequest, ListRequest, ListTasksRequest};
+    let c = rt.client();
+    let containers = c
+        .containers()
+        .list(rt.request(ListContainersRequest { filters: vec![] }))
+        .await
+        .expect("list containers")
+        .into_inner()
+        .containers;
+    assert!(
+        containers.is_empty(),
+        "containers left: {:?}",
+        containers.iter().map(|c| &c.id).collect::<Vec<_>>()
+    );
+    let tasks = c
+        .tasks()
+        .list(rt.request(ListTasksRequest {
+            filter: String::new(),
+        }))
+        .await
+        .expect("list tasks")
+        .into_inner()
+        .tasks;
+    assert!(tasks.is_empty(), "tasks left: {tasks:?}");
+    let mut snaps = c
+        .snapshots()
+        .list(rt.request(ListSnapshotsRequest {
+            snapshotter: "overlayfs".into(),
+            filters: vec![],
+        }))
+        .await
+        .expect("list snapshots")
+        .into_inner();
+    let mut leftover = Vec::new();
+    while let Some(Ok(batch)) = snaps.next().await {
+        for s in batch.info {
+            // Committed image layers stay (they are the image); any active
+            // snapshot would be a container's or a failed unpack's.
+            if s.kind != containerd_client::services::v1::snapshots::Kind::Committed as i32 {
+                leftover.push(s.name);
+            }
+        }
+    }
+    assert!(leftover.is_empty(), "active snapshots left: {leftover:?}");
+    let leases = c
+        .leases()
+        .list(rt.request(ListRequest { filters: vec![] }))
+        .await
+        .expect("list leases")
+        .into_inner()
+        .leases;
+    assert!(
+        leases.is_empty(),
+        "leases left: {:?}",
+        leases.iter().map(|l| &l.id).collect::<Vec<_>>()
+    );
+    // Shims exit shortly after their task is deleted.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let procs: Vec<String> = ids
+            .iter()
+            .flat_map(|id| processes_mentioning(&format!("-id {id}")))
+            .collect();
+        let drivers: Vec<String> = ids
+            .iter()
+            .flat_map(|id| processes_mentioning(&format!("containers/{id}/")))
+            .collect();
+        if procs.is_empty() && drivers.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "processes left: {procs:?} {drivers:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        !Path::new("/tmp/berth-test/agent-state/tasks")
+            .join(&task)
+            .exists(),
+        "scratch volume removed"
+    );
+    for id in &ids {
+        assert!(!Path::new("/tmp/berth-test/agent-state/containers")
+            .join(id)
+            .exists());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn import_oci_layout_and_docker_archive_then_run() {
+    let Some(env) = env() else { return };
+    let rt = runtime_in(&env, "berth-import").await;
+    let img = test_image();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let oci = dir.path().join("oci.tar");
+    img.write_oci_layout("berth.local/import/testapp:oci", &oci)
+        .expect("write oci layout");
+    let docker = dir.path().join("docker.tar");
+    img.write_docker_archive("berth.local/import/testapp:docker", &docker)
+        .expect("write docker archive");
+
+    // Through the CLI, as an operator on an air-gapped host would.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_berth-agent"))
+        .args([
+            "--namespace",
+            "berth-import",
+            "--state-dir",
+            "/tmp/berth-test/agent-state",
+            "--containerd-socket",
+        ])
+        .arg(&env.socket)
+        .args(["image", "import"])
+        .arg(&oci)
+        .output()
+        .expect("run berth-agent image import");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("berth.local/import/testapp:oci"));
+
+    let imported = rt.import(&docker).await.expect("import docker archive");
+    assert_eq!(imported.len(), 1);
+    assert_eq!(imported[0].name, "berth.local/import/testapp:docker");
+
+    for name in [
+        "berth.local/import/testapp:oci",
+        "berth.local/import/testapp:docker",
+    ] {
+        // berth.local does not exist: this only works from the local store.
+        let (code, logs, _) = run_to_exit(&rt, &config(name, "imp", &["exit", "4"])).await;
+        assert_eq!(code, 4, "{name}: {logs}");
+    }
+}
+
+/// A registry that serves a manifest whose config blob has the wrong bytes.
+async fn lying_registry() -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let config_real =
+        br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#
+            .to_vec();
+    let config_digest = berth_agent::containerd::sha256_digest(&config_real);
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": config_real.len()},
+        "layers": [],
+    }))
+    .expect("json");
+    let manifest_digest = berth_agent::containerd::sha256_digest(&manifest);
+    let served: Arc<Mutex<()>> = Arc::new(Mutex::new(()));
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else {
+                return;
+            };
+            let manifest = manifest.clone();
+            let manifest_digest = manifest_digest.clone();
+            let _g = served.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 8192];
+                let mut req = Vec::new();
+                loop {
+                    let Ok(n) = s.read(&mut buf).await else {
+                        return;
+                    };
+                    if n == 0 {
+                        return;
+                    }
+                    req.extend_from_slice(&buf[..n]);
+                    if req.windows(4).any(|w| w == b"\r\n\r\n") {
+                        break;
+                    }
+                }
+                let text = String::from_utf8_lossy(&req);
+                let path = text.split_whitespace().nth(1).unwrap_or("/").to_string();
+                let (ctype, body, digest): (&str, Vec<u8>, String) = if path.contains("/manifests/")
+                {
+                    (
+                        "application/vnd.oci.image.manifest.v1+json",
+                        manifest,
+                        manifest_digest,
+                    )
+                } else if path.contains("/blobs/") {
+                    // Same length, different bytes.
+                    let mut b = br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#.to_vec();
+                    b[2] = b'A';
+                    ("application/octet-stream", b, String::new())
+                } else {
+                    ("application/json", b"{}".to_vec(), String::new())
+                };
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: {ctype}\r\ncontent-length: {}\r\n{}connection: close\r\n\r\n",
+                    body.len(),
+                    if digest.is_empty() { String::new() } else { format!("docker-content-digest: {digest}\r\n") }
+                );
+                let _ = s.write_all(head.as_bytes()).await;
+                if !text.starts_with("HEAD") {
+                    let _ = s.write_all(&body).await;
+                }
+            });
+        }
+    });
+    addr.to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn image_deleted_behind_the_cache_is_pulled_again() {
+    let Some(env) = env() else { return };
+    let image = pushed_image(&env).await;
+    let ns = "berth-stale";
+    let rt = runtime_in(&env, ns).await;
+    let (code, _, _) = run_to_exit(&rt, &config(&image, "first", &["exit", "1"])).await;
+    assert_eq!(code, 1);
+    let out = std::process::Command::new("ctr")
+        .arg("--address")
+        .arg(&env.socket)
+        .args(["-n", ns, "images", "rm", "--sync", &image])
+        .output()
+        .expect("ctr images rm");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (code, _, _) = run_to_exit(&rt, &config(&image, "second", &["exit", "2"])).await;
+    assert_eq!(code, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn basic_auth_registry() {
+    let Some(env) = env() else { return };
+    let vars = [
+        "BERTH_TEST_AUTH_REGISTRY",
+        "BERTH_TEST_AUTH_USER",
+        "BERTH_TEST_AUTH_PASSWORD",
+    ];
+    let vals: Vec<String> = vars.iter().filter_map(|v| std::env::var(v).ok()).collect();
+    if vals.len() != vars.len() {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI=true but {vars:?} are not set"
+        );
+        eprintln!("NOTICE: skipping the basic-auth test: {vars:?} not set");
+        return;
+    }
+    let (registry, user, pass) = (&vals[0], &vals[1], &vals[2]);
+    let reference = format!("{registry}/berth-test/private:v1");
+    test_image()
+        .push_insecure_as(&reference, Some((user, pass)))
+        .await
+        .expect("push with credentials");
+
+    let anonymous = runtime_in(&env, "berth-auth").await;
+    let e = anonymous
+        .ensure_image(&reference, PullPolicy::Always)
+        .await
+        .expect_err("no credentials");
+    assert!(matches!(e, RuntimeError::RegistryAuth { .. }), "{e:?}");
+
+    let mut cfg = ContainerdConfig::new(&env.socket, "/tmp/berth-test/agent-state");
+    cfg.namespace = "berth-auth".into();
+    cfg.log_driver = LogDriver::Binary(PathBuf::from(env!("CARGO_BIN_EXE_berth-agent")));
+    cfg.registry
+        .credentials
+        .insert(registry.clone(), (user.clone(), pass.clone()));
+    let rt = ContainerdRuntime::connect(cfg).await.expect("connect");
+    let info = rt
+        .ensure_image(&reference, PullPolicy::Always)
+        .await
+        .expect("pull with basic auth");
+    assert_eq!(info.manifest_digest, test_image().manifest_digest);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_are_clear() {
+    let Some(env) = env() else { return };
+    let image = pushed_image(&env).await;
+    let rt = runtime(&env).await;
+
+    let e = rt
+        .ensure_image(
+            &format!("{}/berth-test/testapp:no-such-tag", env.registry),
+            PullPolicy::Always,
+        )
+        .await
+        .expect_err("unknown tag");
+    assert!(matches!(e, RuntimeError::ImageNotFound { .. }), "{e:?}");
+    assert!(e.to_string().contains("no-such-tag"), "{e}");
+
+    let e = rt
+        .ensure_image(
+            &format!("{}/berth-test/no-such-image:v1", env.registry),
+            PullPolicy::Always,
+        )
+        .await
+        .expect_err("unknown image");
+    assert!(matches!(e, RuntimeError::ImageNotFound { .. }), "{e:?}");
+
+    let e = rt
+        .ensure_image("127.0.0.1:1/berth-test/testapp:v1", PullPolicy::Always)
+        .await
+        .expect_err("unreachable");
+    assert!(
+        matches!(e, RuntimeError::RegistryUnreachable { .. }),
+        "{e:?}"
+    );
+    assert!(e.to_string().contains("127.0.0.1:1"), "{e}");
+
+    let liar = lying_registry().await;
+    let e = rt
+        .ensure_image(&format!("{liar}/bad/image:latest"), PullPolicy::Always)
+        .await
+        .expect_err("bad digest");
+    assert!(matches!(e, RuntimeError::DigestMismatch { .. }), "{e:?}");
+
+    let other_platform = format!("{}/berth-test/testapp:s390x-only", env.registry);
+    test_image()
+        .push_index_insecure(&other_platform, "linux", "s390x")
+        .await
+        .expect("push index");
+    let e = rt
+        .ensure_image(&other_platform, PullPolicy::Always)
+        .await
+        .expect_err("platform");
+    assert!(matches!(e, RuntimeError::PlatformMismatch { .. }), "{e:?}");
+    assert!(e.to_string().contains("linux/s390x"), "{e}");
+
+    let e = rt
+        .ensure_image("Not A Reference!", PullPolicy::Always)
+        .await
+        .expect_err("bad reference");
+    assert!(matches!(e, RuntimeError::InvalidReference { .. }), "{e:?}");
+
+    let mut cfg = ContainerdConfig::new(
+        "/tmp/berth-test/no-such-containerd.sock",
+        "/tmp/berth-test/agent-state",
+    );
+    cfg.connect_timeout = Duration::from_secs(2);
+    let e = ContainerdRuntime::connect(cfg)
+        .await
+        .err()
+        .expect("unreachable containerd");
+    let text = e.to_string();
+    assert!(
+        matches!(e, RuntimeError::ContainerdUnreachable { .. }),
+        "{e:?}"
+    );
+    assert!(
+        text.contains("/tmp/berth-test/no-such-containerd.sock")
+            && text.contains("containerd --address"),
+        "{text}"
+    );
+
+    // A container whose definition cannot run gets a config error, and
+    // nothing is left behind.
+    let mut cfg = config(&image, "bad", &[]);
+    cfg.definition.working_directory = Some("relative".into());
+    let e = rt.create(&cfg).await.expect_err("relative workdir");
+    assert!(matches!(e, RuntimeError::InvalidConfig { .. }), "{e:?}");
+}
