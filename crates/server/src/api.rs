@@ -134,7 +134,7 @@ impl TaskDefinitionService for Api {
             .await?
         {
             CommandOutput::TaskDefinition(td) => {
-                tracing::info!(task_definition = %td.id(), "registered");
+                tracing::debug!(task_definition = %td.id(), "registered");
                 Ok(Response::new(pb::RegisterTaskDefinitionResponse {
                     task_definition: Some(td.into()),
                 }))

@@ -89,6 +89,19 @@ fn check_range(
     }
 }
 
+struct ByteCounter(usize);
+
+impl std::io::Write for ByteCounter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 += buf.len();
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// Checks a task definition before it is written. Returns every problem.
 pub fn validate_spec(spec: &TaskDefinitionSpec) -> Result<(), ValidationErrors> {
     let mut errors = Vec::new();
@@ -97,16 +110,18 @@ pub fn validate_spec(spec: &TaskDefinitionSpec) -> Result<(), ValidationErrors> 
         errors.push(e);
     }
 
-    // The size limit is on the registered JSON, as ECS measures it.
-    match serde_json::to_vec(spec) {
-        Ok(bytes) if bytes.len() > MAX_DEFINITION_BYTES => errors.push(FieldError::new(
+    // The size limit is on the registered JSON, as ECS measures it. Counted
+    // rather than built: this runs on every server for every registration.
+    let mut counter = ByteCounter(0);
+    match serde_json::to_writer(&mut counter, spec) {
+        Ok(()) if counter.0 > MAX_DEFINITION_BYTES => errors.push(FieldError::new(
             "taskDefinition",
             format!(
                 "{} bytes is larger than the limit of {MAX_DEFINITION_BYTES} bytes (64 KiB); move large values out of the definition",
-                bytes.len()
+                counter.0
             ),
         )),
-        Ok(_) => {}
+        Ok(()) => {}
         Err(e) => errors.push(FieldError::new("taskDefinition", format!("cannot be encoded: {e}"))),
     }
 
