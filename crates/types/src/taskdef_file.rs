@@ -1545,8 +1545,10 @@ runtimePlatform:
                 value: "hello".into()
             }]
         );
+        // The example runs the project's test image, which has no shell:
+        // its health check execs the program's own `check` mode.
         let hc = web.health_check.as_ref().unwrap();
-        assert_eq!(hc.command[0], "CMD-SHELL");
+        assert_eq!(hc.command, vec!["CMD", "/berth-testapp", "check", "8080"]);
     }
 
     #[test]
