@@ -60,11 +60,10 @@ impl ClusterService for Api {
         &self,
         _request: Request<pb::ListClustersRequest>,
     ) -> Result<Response<pb::ListClustersResponse>, Status> {
-        self.node.read_barrier().await?;
-        let clusters = {
-            let applied = self.node.state().read();
-            applied.state.clusters().cloned().map(Into::into).collect()
-        };
+        let clusters = self
+            .node
+            .read(|state| state.clusters().cloned().map(Into::into).collect())
+            .await?;
         Ok(Response::new(pb::ListClustersResponse { clusters }))
     }
 
@@ -74,8 +73,10 @@ impl ClusterService for Api {
         request: Request<pb::DescribeClusterRequest>,
     ) -> Result<Response<pb::DescribeClusterResponse>, Status> {
         let name = request.into_inner().name;
-        self.node.read_barrier().await?;
-        let cluster = self.node.state().read().state.cluster(&name).cloned();
+        let cluster = self
+            .node
+            .read(|state| state.cluster(&name).cloned())
+            .await?;
         match cluster {
             Some(c) => Ok(Response::new(pb::DescribeClusterResponse {
                 cluster: Some(c.into()),

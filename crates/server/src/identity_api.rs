@@ -168,15 +168,10 @@ impl AuthService for IdentityApi {
         &self,
         _request: Request<pb::ListApiTokensRequest>,
     ) -> Result<Response<pb::ListApiTokensResponse>, Status> {
-        self.node.read_barrier().await?;
         let tokens = self
             .node
-            .state()
-            .read()
-            .state
-            .api_tokens()
-            .map(token_to_wire)
-            .collect();
+            .read(|state| state.api_tokens().map(token_to_wire).collect())
+            .await?;
         Ok(Response::new(pb::ListApiTokensResponse { tokens }))
     }
 
@@ -263,15 +258,10 @@ impl ActivationService for IdentityApi {
         &self,
         _request: Request<pb::ListActivationsRequest>,
     ) -> Result<Response<pb::ListActivationsResponse>, Status> {
-        self.node.read_barrier().await?;
         let activations = self
             .node
-            .state()
-            .read()
-            .state
-            .activations()
-            .map(activation_to_wire)
-            .collect();
+            .read(|state| state.activations().map(activation_to_wire).collect())
+            .await?;
         Ok(Response::new(pb::ListActivationsResponse { activations }))
     }
 
@@ -280,14 +270,10 @@ impl ActivationService for IdentityApi {
         request: Request<pb::DescribeActivationRequest>,
     ) -> Result<Response<pb::DescribeActivationResponse>, Status> {
         let id = request.into_inner().id;
-        self.node.read_barrier().await?;
         let found = self
             .node
-            .state()
-            .read()
-            .state
-            .activation(&id)
-            .map(activation_to_wire);
+            .read(|state| state.activation(&id).map(activation_to_wire))
+            .await?;
         let activation =
             found.ok_or_else(|| ServerError::NotFound(format!("activation {id:?} not found")))?;
         Ok(Response::new(pb::DescribeActivationResponse {
@@ -324,16 +310,16 @@ impl InstanceService for IdentityApi {
         request: Request<pb::ListInstancesRequest>,
     ) -> Result<Response<pb::ListInstancesResponse>, Status> {
         let cluster = request.into_inner().cluster;
-        self.node.read_barrier().await?;
         let instances = self
             .node
-            .state()
-            .read()
-            .state
-            .instances()
-            .filter(|i| cluster.is_empty() || i.cluster == cluster)
-            .map(instance_to_wire)
-            .collect();
+            .read(|state| {
+                state
+                    .instances()
+                    .filter(|i| cluster.is_empty() || i.cluster == cluster)
+                    .map(instance_to_wire)
+                    .collect()
+            })
+            .await?;
         Ok(Response::new(pb::ListInstancesResponse { instances }))
     }
 
@@ -342,14 +328,10 @@ impl InstanceService for IdentityApi {
         request: Request<pb::DescribeInstanceRequest>,
     ) -> Result<Response<pb::DescribeInstanceResponse>, Status> {
         let id = request.into_inner().id;
-        self.node.read_barrier().await?;
         let found = self
             .node
-            .state()
-            .read()
-            .state
-            .instance(&id)
-            .map(instance_to_wire);
+            .read(|state| state.instance(&id).map(instance_to_wire))
+            .await?;
         let instance =
             found.ok_or_else(|| ServerError::NotFound(format!("instance {id:?} not found")))?;
         Ok(Response::new(pb::DescribeInstanceResponse {

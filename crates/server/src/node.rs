@@ -275,6 +275,17 @@ impl BerthNode {
         rx.await.map_err(|_| ServerError::ShuttingDown)?
     }
 
+    /// A linearizable read: passes a read barrier, then runs `f` on the
+    /// applied state under its read lock.
+    pub async fn read<T>(
+        &self,
+        f: impl FnOnce(&berth_types::State) -> T,
+    ) -> Result<T, ServerError> {
+        self.read_barrier().await?;
+        let applied = self.inner.state.read();
+        Ok(f(&applied.state))
+    }
+
     async fn read_barrier_round(&self) -> Result<(), ServerError> {
         let deadline = Instant::now() + self.inner.request_timeout;
         loop {
