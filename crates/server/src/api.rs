@@ -376,17 +376,22 @@ impl ControlPlaneService for Api {
             .into());
         }
         let forwarded = req.clone();
-        self.on_leader(
-            || {
-                self.node
-                    .add_server(req.node_id, req.address.clone(), req.learner_only)
-            },
-            async move |mut client| client.add_server(forwarded).await.map(|_| ()),
-        )
-        .await?;
-        Ok(Response::new(pb::AddServerResponse {
-            members: self.members().await,
-        }))
+        // The membership in the reply is the leader's: a follower may not
+        // have applied the change yet when the leader answers.
+        let members = self
+            .on_leader(
+                || async {
+                    self.node
+                        .add_server(req.node_id, req.address.clone(), req.learner_only)
+                        .await?;
+                    Ok(self.members().await)
+                },
+                async move |mut client| {
+                    Ok(client.add_server(forwarded).await?.into_inner().members)
+                },
+            )
+            .await?;
+        Ok(Response::new(pb::AddServerResponse { members }))
     }
 
     #[tracing::instrument(skip_all, fields(node_id = request.get_ref().node_id))]
@@ -396,13 +401,17 @@ impl ControlPlaneService for Api {
     ) -> Result<Response<pb::RemoveServerResponse>, Status> {
         let req = request.into_inner();
         let forwarded = req;
-        self.on_leader(
-            || self.node.remove_server(req.node_id),
-            async move |mut client| client.remove_server(forwarded).await.map(|_| ()),
-        )
-        .await?;
-        Ok(Response::new(pb::RemoveServerResponse {
-            members: self.members().await,
-        }))
+        let members = self
+            .on_leader(
+                || async {
+                    self.node.remove_server(req.node_id).await?;
+                    Ok(self.members().await)
+                },
+                async move |mut client| {
+                    Ok(client.remove_server(forwarded).await?.into_inner().members)
+                },
+            )
+            .await?;
+        Ok(Response::new(pb::RemoveServerResponse { members }))
     }
 }

@@ -413,6 +413,19 @@ impl BerthNode {
                 .await
                 .map_err(membership_err)?;
         }
+        // Answer once this server's own view shows the change, so the
+        // membership a caller reads back is the new one.
+        let _ = raft
+            .wait(Some(Duration::from_secs(5)))
+            .metrics(
+                |m| {
+                    let membership = m.membership_config.membership();
+                    membership.get_node(&id).is_some()
+                        && (learner_only || membership.voter_ids().any(|v| v == id))
+                },
+                "membership shows the added server",
+            )
+            .await;
         tracing::info!(node_id = id, %addr, learner_only, "server added");
         Ok(())
     }
@@ -448,6 +461,15 @@ impl BerthNode {
                 RaftError::APIError(e) => ServerError::FailedPrecondition(e.to_string()),
                 RaftError::Fatal(_) => ServerError::ShuttingDown,
             })?;
+        let _ = self
+            .inner
+            .raft
+            .wait(Some(Duration::from_secs(5)))
+            .metrics(
+                |m| m.membership_config.membership().get_node(&id).is_none(),
+                "membership no longer shows the removed server",
+            )
+            .await;
         tracing::info!(node_id = id, "server removed");
         Ok(())
     }
