@@ -7,12 +7,11 @@ use anyhow::{Context, Result};
 
 const INTRO: &str = "# Benchmarks
 
-Figures measured by `berth-bench` (crate `crates/bench`), which starts real
-`berthd` processes on loopback and drives them over gRPC. Every figure below
-was written by the benchmark itself from the samples of one run; rerun it to
-refresh them. Each benchmark owns the section between its
-`<!-- NAME:begin -->` and `<!-- NAME:end -->` comments and rewrites only that
-section; edit the text outside the markers freely.
+Each section is written by the benchmark that measured it, from the samples
+of one run, with the machine, the date and the command to reproduce it;
+rerun a benchmark to refresh its section. Each benchmark owns the section
+between its `<!-- NAME:begin -->` and `<!-- NAME:end -->` comments and
+rewrites only that section; edit the text outside the markers freely.
 ";
 
 pub fn begin_marker(name: &str) -> String {
