@@ -214,6 +214,21 @@ fn verify(what: &str, expected: &str, data: &[u8]) -> Result<()> {
     Ok(())
 }
 
+/// Labels that keep a manifest's layers and config alive in containerd's
+/// garbage collector for as long as the manifest is.
+fn manifest_gc_labels<'a>(
+    layer_digests: impl IntoIterator<Item = &'a String>,
+    config_digest: &str,
+) -> HashMap<String, String> {
+    let layers: Vec<String> = layer_digests.into_iter().cloned().collect();
+    let mut labels = gc_labels("l", &layers);
+    labels.insert(
+        "containerd.io/gc.ref.content.config".into(),
+        config_digest.to_string(),
+    );
+    labels
+}
+
 fn gc_labels(prefix: &str, digests: &[String]) -> HashMap<String, String> {
     digests
         .iter()
@@ -524,14 +539,7 @@ async fn pull_client_side(
                 )
                 .await?;
         }
-        let mut mlabels = gc_labels(
-            "l",
-            &layers.iter().map(|l| l.digest.clone()).collect::<Vec<_>>(),
-        );
-        mlabels.insert(
-            "containerd.io/gc.ref.content.config".into(),
-            config_desc.digest.clone(),
-        );
+        let mlabels = manifest_gc_labels(layers.iter().map(|l| &l.digest), &config_desc.digest);
         inner
             .write_blob(
                 Some(&lease),
@@ -949,14 +957,7 @@ async fn import_manifest_blobs(
         )
         .await?;
     }
-    let mut labels = gc_labels(
-        "l",
-        &layers.iter().map(|l| l.digest.clone()).collect::<Vec<_>>(),
-    );
-    labels.insert(
-        "containerd.io/gc.ref.content.config".into(),
-        config.digest.clone(),
-    );
+    let labels = manifest_gc_labels(layers.iter().map(|l| &l.digest), &config.digest);
     inner
         .write_blob(Some(lease), digest, bytes.clone(), labels.clone())
         .await?;
@@ -1126,8 +1127,7 @@ async fn import_docker_archive(
             });
             let manifest_bytes = serde_json::to_vec(&manifest).map_err(|e| import_err(e.to_string()))?;
             let manifest_digest = sha256_digest(&manifest_bytes);
-            let mut labels = gc_labels("l", &layers.iter().map(|l| l.digest.clone()).collect::<Vec<_>>());
-            labels.insert("containerd.io/gc.ref.content.config".into(), config_digest.clone());
+            let labels = manifest_gc_labels(layers.iter().map(|l| &l.digest), &config_digest);
             let msize = manifest_bytes.len() as i64;
             inner.write_blob(Some(&lease), &manifest_digest, manifest_bytes, labels.clone()).await?;
             inner.label_content(&manifest_digest, labels).await?;
