@@ -9,8 +9,8 @@ use berth_proto::pb::control_plane_service_client::ControlPlaneServiceClient;
 use berth_proto::pb::control_plane_service_server::ControlPlaneService;
 use berth_proto::pb::task_definition_service_server::TaskDefinitionService;
 use berth_types::{
-    validate, Command, CommandOutput, FieldError, TaskDefinitionRef, TaskDefinitionSpec,
-    TaskDefinitionStatus,
+    validate, ClusterSettings, Command, CommandOutput, FieldError, TaskDefinitionRef,
+    TaskDefinitionSpec, TaskDefinitionStatus,
 };
 use tonic::{Request, Response, Status};
 
@@ -39,17 +39,49 @@ impl ClusterService for Api {
         &self,
         request: Request<pb::CreateClusterRequest>,
     ) -> Result<Response<pb::CreateClusterResponse>, Status> {
-        let name = request.into_inner().name;
-        validate::check_name("name", &name).map_err(ServerError::from_field)?;
+        let req = request.into_inner();
+        validate::check_name("name", &req.name).map_err(ServerError::from_field)?;
+        let defaults = ClusterSettings::default();
+        let settings = ClusterSettings {
+            lost_after_secs: Some(req.lost_after_secs)
+                .filter(|s| *s > 0)
+                .unwrap_or(defaults.lost_after_secs),
+            task_retention_secs: Some(req.task_retention_secs)
+                .filter(|s| *s > 0)
+                .unwrap_or(defaults.task_retention_secs),
+        };
         match self
             .node
             .write(Command::CreateCluster {
-                name,
+                name: req.name,
+                settings,
                 at_ms: now_ms(),
             })
             .await?
         {
             CommandOutput::Cluster(c) => Ok(Response::new(pb::CreateClusterResponse {
+                cluster: Some(c.into()),
+            })),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    #[tracing::instrument(skip_all, fields(name = %request.get_ref().name))]
+    async fn update_cluster(
+        &self,
+        request: Request<pb::UpdateClusterRequest>,
+    ) -> Result<Response<pb::UpdateClusterResponse>, Status> {
+        let req = request.into_inner();
+        match self
+            .node
+            .write(Command::UpdateClusterSettings {
+                name: req.name,
+                lost_after_secs: req.lost_after_secs,
+                task_retention_secs: req.task_retention_secs,
+            })
+            .await?
+        {
+            CommandOutput::Cluster(c) => Ok(Response::new(pb::UpdateClusterResponse {
                 cluster: Some(c.into()),
             })),
             other => Err(unexpected(other)),

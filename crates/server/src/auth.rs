@@ -49,7 +49,7 @@ fn classify(path: &str) -> Access {
     match service {
         "berth.v1.RaftService" => Access::RaftPeer,
         "berth.v1.AgentService" if method == "RegisterInstance" => Access::Open,
-        "berth.v1.AgentService" => Access::Agent,
+        "berth.v1.AgentService" | "berth.v1.AgentSessionService" => Access::Agent,
         _ if ["List", "Describe", "Get"]
             .iter()
             .any(|p| method.starts_with(p)) =>

@@ -130,6 +130,7 @@ mod tests {
             request_timeout: Duration::from_secs(1),
             pki_dir: dir.join("pki"),
             agent_cert_lifetime: Duration::from_secs(60),
+            session: Default::default(),
         }
     }
 

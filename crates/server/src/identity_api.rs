@@ -107,7 +107,11 @@ fn activation_to_wire(a: &Activation) -> pb::Activation {
     }
 }
 
-fn instance_to_wire(i: &Instance) -> pb::Instance {
+/// An instance as clients see it; `running_tasks` comes from the state's
+/// task index.
+pub fn instance_to_wire(i: &Instance, running_tasks: usize) -> pb::Instance {
+    let registered = i.capacity.registered();
+    let remaining = i.capacity.remaining();
     pb::Instance {
         id: i.id.clone(),
         cluster: i.cluster.clone(),
@@ -115,10 +119,25 @@ fn instance_to_wire(i: &Instance) -> pb::Instance {
         attributes: attributes_to_wire(&i.attributes),
         registered_at_ms: i.registered_at_ms,
         certificate_expires_at_ms: i.certificate_expires_at_ms,
-        status: i.status.as_str().to_string(),
+        status: i.display_status().to_string(),
         activation_id: i.activation_id.clone(),
         deregistered_at_ms: i.deregistered_at_ms,
+        agent_version: i.agent_version.clone(),
+        agent_connected: i.agent_connected,
+        connected_since_ms: i.connected_since_ms,
+        last_seen_ms: i.last_seen_ms,
+        cpu_registered: registered.cpu,
+        memory_registered_mib: registered.memory_mib,
+        cpu_remaining: remaining.cpu,
+        memory_remaining_mib: remaining.memory_mib,
+        ports_in_use: i.capacity.used_ports().iter().map(|p| p.port).collect(),
+        running_tasks: u32::try_from(running_tasks).unwrap_or(u32::MAX),
+        draining: i.draining,
     }
+}
+
+fn instance_of_state(state: &berth_types::State, i: &Instance) -> pb::Instance {
+    instance_to_wire(i, state.active_task_count_on(&i.id))
 }
 
 fn secs(duration: Duration) -> i64 {
@@ -316,7 +335,7 @@ impl InstanceService for IdentityApi {
                 state
                     .instances()
                     .filter(|i| cluster.is_empty() || i.cluster == cluster)
-                    .map(instance_to_wire)
+                    .map(|i| instance_of_state(state, i))
                     .collect()
             })
             .await?;
@@ -330,7 +349,7 @@ impl InstanceService for IdentityApi {
         let id = request.into_inner().id;
         let found = self
             .node
-            .read(|state| state.instance(&id).map(instance_to_wire))
+            .read(|state| state.instance(&id).map(|i| instance_of_state(state, i)))
             .await?;
         let instance =
             found.ok_or_else(|| ServerError::NotFound(format!("instance {id:?} not found")))?;
@@ -345,24 +364,110 @@ impl InstanceService for IdentityApi {
         request: Request<pb::DeregisterInstanceRequest>,
     ) -> Result<Response<pb::DeregisterInstanceResponse>, Status> {
         let instance_id = request.into_inner().id;
-        let output = self
-            .node
-            .write(Command::DeregisterInstance {
+        let instance = self
+            .instance_command(Command::DeregisterInstance {
                 instance_id,
                 at_ms: now_ms(),
             })
             .await?;
-        let CommandOutput::Instance(instance) = output else {
-            return Err(unexpected(output));
-        };
         tracing::info!(instance_id = %instance.id, "instance deregistered");
         Ok(Response::new(pb::DeregisterInstanceResponse {
-            instance: Some(instance_to_wire(&instance)),
+            instance: Some(instance),
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(instance_id = %request.get_ref().id))]
+    async fn drain_instance(
+        &self,
+        request: Request<pb::DrainInstanceRequest>,
+    ) -> Result<Response<pb::DrainInstanceResponse>, Status> {
+        let instance = self
+            .instance_command(Command::SetInstanceDraining {
+                instance_id: request.into_inner().id,
+                draining: true,
+            })
+            .await?;
+        tracing::info!(instance_id = %instance.id, "instance draining");
+        Ok(Response::new(pb::DrainInstanceResponse {
+            instance: Some(instance),
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(instance_id = %request.get_ref().id))]
+    async fn activate_instance(
+        &self,
+        request: Request<pb::ActivateInstanceRequest>,
+    ) -> Result<Response<pb::ActivateInstanceResponse>, Status> {
+        let instance = self
+            .instance_command(Command::SetInstanceDraining {
+                instance_id: request.into_inner().id,
+                draining: false,
+            })
+            .await?;
+        tracing::info!(instance_id = %instance.id, "instance active again");
+        Ok(Response::new(pb::ActivateInstanceResponse {
+            instance: Some(instance),
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(instance_id = %request.get_ref().id))]
+    async fn put_instance_attributes(
+        &self,
+        request: Request<pb::PutInstanceAttributesRequest>,
+    ) -> Result<Response<pb::PutInstanceAttributesResponse>, Status> {
+        let req = request.into_inner();
+        if req.attributes.is_empty() {
+            return Err(invalid("attributes", "give at least one NAME=VALUE"));
+        }
+        let instance = self
+            .instance_command(Command::PutInstanceAttributes {
+                instance_id: req.id,
+                attributes: attributes_from_wire(req.attributes)?,
+            })
+            .await?;
+        Ok(Response::new(pb::PutInstanceAttributesResponse {
+            instance: Some(instance),
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(instance_id = %request.get_ref().id))]
+    async fn delete_instance_attributes(
+        &self,
+        request: Request<pb::DeleteInstanceAttributesRequest>,
+    ) -> Result<Response<pb::DeleteInstanceAttributesResponse>, Status> {
+        let req = request.into_inner();
+        if req.names.is_empty() {
+            return Err(invalid("names", "give at least one attribute name"));
+        }
+        let instance = self
+            .instance_command(Command::DeleteInstanceAttributes {
+                instance_id: req.id,
+                names: req.names,
+            })
+            .await?;
+        Ok(Response::new(pb::DeleteInstanceAttributesResponse {
+            instance: Some(instance),
         }))
     }
 }
 
 impl IdentityApi {
+    /// Proposes a command that answers with an instance, and renders it with
+    /// its task count as applied.
+    async fn instance_command(&self, command: Command) -> Result<pb::Instance, Status> {
+        let output = self.node.write(command).await?;
+        let CommandOutput::Instance(instance) = output else {
+            return Err(unexpected(output));
+        };
+        let running = self
+            .node
+            .state()
+            .read()
+            .state
+            .active_task_count_on(&instance.id);
+        Ok(instance_to_wire(&instance, running))
+    }
+
     fn expiry(&self) -> i64 {
         now_ms().saturating_add(secs(self.agent_cert_lifetime))
     }

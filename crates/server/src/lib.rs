@@ -7,9 +7,12 @@ pub mod auth;
 pub mod error;
 pub mod identity;
 pub mod identity_api;
+pub mod leader;
 pub mod network;
 pub mod node;
 pub mod raft_service;
+pub mod session;
+pub mod tasks_api;
 pub mod tls;
 
 use std::collections::BTreeMap;
@@ -42,6 +45,7 @@ pub struct ServeOptions {
     /// Holds `ca.crt`, `ca.key`, `server.crt`, `server.key`, `admin.token`.
     pub pki_dir: PathBuf,
     pub agent_cert_lifetime: Duration,
+    pub session: session::SessionConfig,
 }
 
 /// Parses `1=host:port,2=host:port`.
@@ -80,6 +84,7 @@ pub struct Server {
     log: berth_store::LogStore,
     pki: Arc<tls::Pki>,
     agent_cert_lifetime: Duration,
+    hub: session::SessionHub,
 }
 
 impl Server {
@@ -116,12 +121,17 @@ impl Server {
             request_timeout: options.request_timeout,
         };
         let peers = Arc::new(network::Peers::new(pki.peer_tls()));
+        let events = sm.reader().subscribe_task_events();
         let node = BerthNode::start(&config, log.clone(), sm, peers).await?;
+        let hub = session::SessionHub::new(node.clone(), options.session);
+        tokio::spawn(hub.clone().route_events(events));
+        leader::spawn(hub.clone());
         let server = Server {
             node,
             log,
             pki,
             agent_cert_lifetime: options.agent_cert_lifetime,
+            hub,
         };
 
         if let (true, Some(members)) = (fresh, &options.initial_cluster) {
@@ -200,6 +210,14 @@ impl Server {
                 identity.clone(),
             ))
             .add_service(pb::agent_service_server::AgentServiceServer::new(identity))
+            .add_service(
+                pb::agent_session_service_server::AgentSessionServiceServer::new(self.hub.clone()),
+            )
+            .add_service(pb::task_service_server::TaskServiceServer::new(
+                tasks_api::TasksApi {
+                    hub: self.hub.clone(),
+                },
+            ))
             .serve_with_incoming_shutdown(incoming, shutdown)
             .await;
         // In-flight requests have been answered; now stop Raft and make sure

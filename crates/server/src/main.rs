@@ -88,6 +88,14 @@ struct Tuning {
     /// Lifetime of the client certificates issued to agents (e.g. 7d, 12h).
     #[arg(long, default_value = "7d", env = "BERTH_AGENT_CERT_LIFETIME")]
     agent_cert_lifetime: String,
+    /// How often agents heartbeat; missing about three marks an instance
+    /// DISCONNECTED.
+    #[arg(long, default_value = "5s", env = "BERTH_AGENT_HEARTBEAT")]
+    agent_heartbeat: String,
+    /// After a leader change, how long agents have to reconnect before any
+    /// instance can be marked DISCONNECTED (default: four heartbeats).
+    #[arg(long, env = "BERTH_AGENT_GRACE")]
+    agent_grace: Option<String>,
 }
 
 #[derive(Args)]
@@ -192,8 +200,19 @@ fn options(
     if agent_cert_lifetime < Duration::from_secs(10) {
         anyhow::bail!("--agent-cert-lifetime must be at least 10s");
     }
+    let heartbeat = berth_types::duration::parse_duration(&tuning.agent_heartbeat)
+        .map_err(|e| anyhow::anyhow!("--agent-heartbeat: {e}"))?;
+    if heartbeat < Duration::from_millis(100) {
+        anyhow::bail!("--agent-heartbeat must be at least 100ms");
+    }
+    let grace = match &tuning.agent_grace {
+        Some(text) => berth_types::duration::parse_duration(text)
+            .map_err(|e| anyhow::anyhow!("--agent-grace: {e}"))?,
+        None => heartbeat * 4,
+    };
     let pki_dir = pki_dir.unwrap_or_else(|| data_dir.join("pki"));
     Ok(ServeOptions {
+        session: berth_server::session::SessionConfig { heartbeat, grace },
         pki_dir,
         agent_cert_lifetime,
         node_id,

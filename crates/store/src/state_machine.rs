@@ -8,13 +8,15 @@
 //! unflushed tail is re-applied from the (durable) log after a crash.
 
 use std::io::Cursor;
-use std::sync::{Arc, RwLock, RwLockReadGuard};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
+
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{EntryPayload, RaftSnapshotBuilder, StorageIOError};
 use serde::{Deserialize, Serialize};
 
-use berth_types::{Record, State};
+use berth_types::{Record, State, TaskEvent};
 
 use crate::codec::{decode, encode};
 use crate::keys;
@@ -40,10 +42,13 @@ pub struct Applied {
     pub state: State,
 }
 
+type EventSink = Arc<Mutex<Option<UnboundedSender<Vec<TaskEvent>>>>>;
+
 /// A cheap, cloneable handle for reading the applied state.
 #[derive(Clone)]
 pub struct StateReader {
     inner: Arc<RwLock<Applied>>,
+    events: EventSink,
 }
 
 impl StateReader {
@@ -54,11 +59,21 @@ impl StateReader {
             .read()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
+
+    /// Task events of every entry applied from now on, in apply order (one
+    /// message per applied run of entries). There is one subscriber: a new
+    /// call replaces the previous one.
+    pub fn subscribe_task_events(&self) -> UnboundedReceiver<Vec<TaskEvent>> {
+        let (tx, rx) = unbounded_channel();
+        *self.events.lock().unwrap_or_else(|p| p.into_inner()) = Some(tx);
+        rx
+    }
 }
 
 #[derive(Clone)]
 pub struct StateMachineStore {
     applied: Arc<RwLock<Applied>>,
+    events: EventSink,
     tree: sled::Tree,
     snapshots: sled::Tree,
     db: sled::Db,
@@ -90,6 +105,7 @@ impl StateMachineStore {
         }
         Ok(Self {
             applied: Arc::new(RwLock::new(applied)),
+            events: Arc::default(),
             tree,
             snapshots,
             db: db.clone(),
@@ -99,6 +115,7 @@ impl StateMachineStore {
     pub fn reader(&self) -> StateReader {
         StateReader {
             inner: self.applied.clone(),
+            events: self.events.clone(),
         }
     }
 
@@ -178,6 +195,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     {
         let mut responses = Vec::new();
         let mut batch = sled::Batch::default();
+        let events;
         {
             let mut guard = self.write_lock();
             let applied = &mut *guard;
@@ -209,6 +227,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                     None => batch.remove(db_key),
                 }
             }
+            events = applied.state.take_task_events();
             batch.insert(keys::sm_meta(LAST_APPLIED), encode(&applied.last_applied));
             if membership_changed {
                 batch.insert(
@@ -218,6 +237,14 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             }
         }
         self.tree.apply_batch(batch).map_err(sm_write_err)?;
+        if !events.is_empty() {
+            let mut sink = self.events.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(tx) = sink.as_ref() {
+                if tx.send(events).is_err() {
+                    *sink = None;
+                }
+            }
+        }
         Ok(responses)
     }
 
@@ -269,6 +296,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         applied.last_applied = meta.last_log_id;
         applied.last_membership = meta.last_membership.clone();
         applied.state = payload.state;
+        applied.state.rebuild_indexes();
         Ok(())
     }
 

@@ -6,6 +6,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::resources::InstanceCapacity;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
@@ -95,6 +97,40 @@ pub struct Instance {
     pub certificate_expires_at_ms: i64,
     pub status: InstanceStatus,
     pub deregistered_at_ms: Option<i64>,
+    /// Reported in the agent's hello.
+    pub agent_version: String,
+    /// Kept up to date by the leader from the agent session (transitions
+    /// only; heartbeats are never written).
+    pub agent_connected: bool,
+    pub connected_since_ms: Option<i64>,
+    pub last_seen_ms: Option<i64>,
+    /// Set by an operator: no new placements.
+    pub draining: bool,
+    /// Registered resources (from the hello) and what placed tasks hold.
+    pub capacity: InstanceCapacity,
+    /// Bumped whenever a task placed here changes; what the agent acks.
+    pub assignment_seq: u64,
+}
+
+impl Instance {
+    /// The status people see: INACTIVE (deregistered), DISCONNECTED (agent
+    /// not connected), DRAINING, or ACTIVE.
+    pub fn display_status(&self) -> &'static str {
+        if self.status == InstanceStatus::Inactive {
+            "INACTIVE"
+        } else if !self.agent_connected {
+            "DISCONNECTED"
+        } else if self.draining {
+            "DRAINING"
+        } else {
+            "ACTIVE"
+        }
+    }
+
+    /// Whether new tasks may be placed here.
+    pub fn takes_new_tasks(&self) -> bool {
+        self.display_status() == "ACTIVE"
+    }
 }
 
 /// What a registration asks for; carried by `Command::RegisterInstance`.

@@ -152,6 +152,7 @@ fn cluster_with_instances_cannot_be_deleted() {
     state
         .apply(Command::CreateCluster {
             name: "edge".into(),
+            settings: Default::default(),
             at_ms: 0,
         })
         .unwrap();

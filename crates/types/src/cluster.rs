@@ -16,12 +16,23 @@ pub struct ClusterSettings {
     /// How long an instance may stay disconnected before its tasks are
     /// declared lost and replaced.
     pub lost_after_secs: u64,
+    /// How long a STOPPED task stays describable before it is removed.
+    #[serde(default = "default_task_retention_secs")]
+    pub task_retention_secs: u64,
+}
+
+pub const DEFAULT_LOST_AFTER_SECS: u64 = 300;
+pub const DEFAULT_TASK_RETENTION_SECS: u64 = 3600;
+
+fn default_task_retention_secs() -> u64 {
+    DEFAULT_TASK_RETENTION_SECS
 }
 
 impl Default for ClusterSettings {
     fn default() -> Self {
         Self {
-            lost_after_secs: 300,
+            lost_after_secs: DEFAULT_LOST_AFTER_SECS,
+            task_retention_secs: DEFAULT_TASK_RETENTION_SECS,
         }
     }
 }

@@ -11,16 +11,22 @@ pub mod error;
 pub mod resources;
 pub mod state;
 pub mod task;
+pub mod task_state;
 pub mod taskdef;
 pub mod taskdef_file;
 pub mod validate;
 
 pub use access::{Activation, ApiToken, Instance, InstanceStatus, Registration, Role};
 pub use cluster::{Cluster, ClusterSettings, ClusterStatus, DEFAULT_CLUSTER};
-pub use command::{Command, CommandOutput};
+pub use command::{Command, CommandOutput, RunTasks, TaskPlacement, TaskReport};
 pub use error::{FieldError, StateError, ValidationErrors};
-pub use state::{Record, RecordKey, State};
+pub use state::{ClientTokenRecord, Record, RecordKey, State, TaskEvent};
+pub use task::{
+    ContainerState, ContainerStatus, DesiredStatus, Health, StopCode, Task, TaskStatus,
+};
 pub use taskdef::*;
 
 #[cfg(test)]
 mod access_tests;
+#[cfg(test)]
+mod task_tests;

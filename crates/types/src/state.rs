@@ -4,7 +4,7 @@
 //! touched so the storage layer can persist exactly those (write-through),
 //! rather than rewriting the whole state after every entry.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde::{Deserialize, Serialize};
 
@@ -12,6 +12,7 @@ use crate::access::{Activation, ApiToken, Instance, InstanceStatus, Registration
 use crate::cluster::{Cluster, ClusterSettings, ClusterStatus, DEFAULT_CLUSTER};
 use crate::command::{Command, CommandOutput};
 use crate::error::StateError;
+use crate::task::{Task, TaskStatus};
 use crate::taskdef::{TaskDefinition, TaskDefinitionSpec, TaskDefinitionStatus};
 use crate::validate;
 use std::collections::BTreeMap as Map;
@@ -32,6 +33,8 @@ pub enum RecordKey {
     ApiToken(String),
     Activation(String),
     Instance(String),
+    Task(String),
+    ClientToken(String),
 }
 
 /// One persisted record, as the storage layer writes and reloads it.
@@ -43,6 +46,8 @@ pub enum Record {
     ApiToken(ApiToken),
     Activation(Activation),
     Instance(Instance),
+    Task(Task),
+    ClientToken(String, ClientTokenRecord),
 }
 
 impl Record {
@@ -54,21 +59,53 @@ impl Record {
             Record::ApiToken(t) => RecordKey::ApiToken(t.id.clone()),
             Record::Activation(a) => RecordKey::Activation(a.id.clone()),
             Record::Instance(i) => RecordKey::Instance(i.id.clone()),
+            Record::Task(t) => RecordKey::Task(t.id.clone()),
+            Record::ClientToken(token, _) => RecordKey::ClientToken(token.clone()),
         }
     }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct State {
-    clusters: BTreeMap<String, Cluster>,
-    families: BTreeMap<String, FamilyRecord>,
-    task_definitions: BTreeMap<(String, u32), TaskDefinition>,
-    api_tokens: Map<String, ApiToken>,
-    activations: Map<String, Activation>,
-    instances: Map<String, Instance>,
+    pub(crate) clusters: BTreeMap<String, Cluster>,
+    pub(crate) families: BTreeMap<String, FamilyRecord>,
+    pub(crate) task_definitions: BTreeMap<(String, u32), TaskDefinition>,
+    pub(crate) api_tokens: Map<String, ApiToken>,
+    pub(crate) activations: Map<String, Activation>,
+    pub(crate) instances: Map<String, Instance>,
+    pub(crate) tasks: Map<String, Task>,
+    /// RunTask client tokens, so a retried request never starts tasks twice.
+    pub(crate) client_tokens: Map<String, ClientTokenRecord>,
     /// Records touched since the last `take_changes`; not part of the state.
     #[serde(skip)]
-    changes: Vec<RecordKey>,
+    pub(crate) changes: Vec<RecordKey>,
+    /// Tasks whose assignment or status changed since the last
+    /// `take_task_events`; the leader uses them to update agent sessions.
+    #[serde(skip)]
+    pub(crate) task_events: Vec<TaskEvent>,
+    /// Derived from `tasks` (rebuilt by `rebuild_indexes`, kept up to date by
+    /// `apply`): the not-yet-STOPPED tasks placed on each instance.
+    #[serde(skip)]
+    pub(crate) tasks_by_instance: HashMap<String, BTreeSet<String>>,
+    /// Derived: tasks waiting for a placement, oldest first.
+    #[serde(skip)]
+    pub(crate) provisioning: BTreeSet<(i64, String)>,
+}
+
+/// A RunTask client token and the tasks it started.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientTokenRecord {
+    pub created_at_ms: i64,
+    pub task_ids: Vec<String>,
+}
+
+/// Something about a task changed. `instance_id` is the instance it is
+/// placed on (None while PROVISIONING); an event with an empty `task_id`
+/// means the instance itself changed (connected, drained, resources).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskEvent {
+    pub instance_id: Option<String>,
+    pub task_id: String,
 }
 
 // Equality is about the replicated records; the pending change list is
@@ -81,6 +118,8 @@ impl PartialEq for State {
             && self.api_tokens == other.api_tokens
             && self.activations == other.activations
             && self.instances == other.instances
+            && self.tasks == other.tasks
+            && self.client_tokens == other.client_tokens
     }
 }
 
@@ -112,13 +151,22 @@ impl State {
             api_tokens: Map::new(),
             activations: Map::new(),
             instances: Map::new(),
+            tasks: Map::new(),
+            client_tokens: Map::new(),
             changes: Vec::new(),
+            task_events: Vec::new(),
+            tasks_by_instance: HashMap::new(),
+            provisioning: BTreeSet::new(),
         }
     }
 
     pub fn apply(&mut self, command: Command) -> Result<CommandOutput, StateError> {
         match command {
-            Command::CreateCluster { name, at_ms } => self.create_cluster(name, at_ms),
+            Command::CreateCluster {
+                name,
+                settings,
+                at_ms,
+            } => self.create_cluster(name, settings, at_ms),
             Command::DeleteCluster { name } => self.delete_cluster(name),
             Command::RegisterTaskDefinition { spec, at_ms } => {
                 self.register_task_definition(spec, at_ms)
@@ -247,10 +295,17 @@ impl State {
                 if instance.status == InstanceStatus::Active {
                     instance.status = InstanceStatus::Inactive;
                     instance.deregistered_at_ms = Some(at_ms);
-                    self.changes.push(RecordKey::Instance(instance_id));
+                    instance.agent_connected = false;
+                    self.changes.push(RecordKey::Instance(instance_id.clone()));
+                    self.stop_instance_tasks(
+                        &instance_id,
+                        &format!("instance {instance_id} was deregistered"),
+                        at_ms,
+                    );
                 }
-                Ok(CommandOutput::Instance(instance.clone()))
+                self.instance_output(&instance_id)
             }
+            other => self.apply_task_command(other),
         }
     }
 
@@ -332,6 +387,13 @@ impl State {
                     certificate_expires_at_ms: r.certificate_expires_at_ms,
                     status: InstanceStatus::Active,
                     deregistered_at_ms: None,
+                    agent_version: String::new(),
+                    agent_connected: false,
+                    connected_since_ms: None,
+                    last_seen_ms: None,
+                    draining: false,
+                    capacity: Default::default(),
+                    assignment_seq: 0,
                 }
             }
         };
@@ -368,6 +430,11 @@ impl State {
             RecordKey::ApiToken(id) => self.api_tokens.get(id).cloned().map(Record::ApiToken),
             RecordKey::Activation(id) => self.activations.get(id).cloned().map(Record::Activation),
             RecordKey::Instance(id) => self.instances.get(id).cloned().map(Record::Instance),
+            RecordKey::Task(id) => self.tasks.get(id).cloned().map(Record::Task),
+            RecordKey::ClientToken(token) => self
+                .client_tokens
+                .get(token)
+                .map(|r| Record::ClientToken(token.clone(), r.clone())),
         }
     }
 
@@ -393,6 +460,13 @@ impl State {
             Record::Instance(i) => {
                 self.instances.insert(i.id.clone(), i);
             }
+            Record::Task(t) => {
+                self.index_task(&t);
+                self.tasks.insert(t.id.clone(), t);
+            }
+            Record::ClientToken(token, r) => {
+                self.client_tokens.insert(token, r);
+            }
         }
     }
 
@@ -411,12 +485,19 @@ impl State {
         let tokens = self.api_tokens.values().cloned().map(Record::ApiToken);
         let activations = self.activations.values().cloned().map(Record::Activation);
         let instances = self.instances.values().cloned().map(Record::Instance);
+        let tasks = self.tasks.values().cloned().map(Record::Task);
+        let tokens_run = self
+            .client_tokens
+            .iter()
+            .map(|(k, r)| Record::ClientToken(k.clone(), r.clone()));
         clusters
             .chain(families)
             .chain(defs)
             .chain(tokens)
             .chain(activations)
             .chain(instances)
+            .chain(tasks)
+            .chain(tokens_run)
     }
 
     pub fn api_token(&self, id: &str) -> Option<&ApiToken> {
@@ -486,8 +567,14 @@ impl State {
 
     // ---- transitions -------------------------------------------------------
 
-    fn create_cluster(&mut self, name: String, at_ms: i64) -> Result<CommandOutput, StateError> {
+    fn create_cluster(
+        &mut self,
+        name: String,
+        settings: ClusterSettings,
+        at_ms: i64,
+    ) -> Result<CommandOutput, StateError> {
         validate::check_name("clusterName", &name)?;
+        crate::task_state::check_cluster_settings(&settings)?;
         if self.clusters.contains_key(&name) {
             return Err(StateError::already_exists("cluster", name));
         }
@@ -495,7 +582,7 @@ impl State {
             name: name.clone(),
             status: ClusterStatus::Active,
             created_at_ms: at_ms,
-            settings: ClusterSettings::default(),
+            settings,
         };
         self.clusters.insert(name.clone(), cluster.clone());
         self.changes.push(RecordKey::Cluster(name));
@@ -519,6 +606,16 @@ impl State {
         if registered > 0 {
             return Err(StateError::FailedPrecondition(format!(
                 "cluster {name:?} still has {registered} registered instances; deregister them first"
+            )));
+        }
+        let tasks = self
+            .tasks
+            .values()
+            .filter(|t| t.cluster == name && t.last_status != TaskStatus::Stopped)
+            .count();
+        if tasks > 0 {
+            return Err(StateError::FailedPrecondition(format!(
+                "cluster {name:?} still has {tasks} tasks that are not STOPPED; stop them first"
             )));
         }
         self.clusters.remove(&name);
@@ -634,12 +731,14 @@ mod tests {
         state
             .apply(Command::CreateCluster {
                 name: "prod".into(),
+                settings: Default::default(),
                 at_ms: 5,
             })
             .unwrap();
         let dup = state
             .apply(Command::CreateCluster {
                 name: "prod".into(),
+                settings: Default::default(),
                 at_ms: 6,
             })
             .unwrap_err();
@@ -666,6 +765,7 @@ mod tests {
         let err = state
             .apply(Command::CreateCluster {
                 name: "has space".into(),
+                settings: Default::default(),
                 at_ms: 0,
             })
             .unwrap_err();
@@ -734,6 +834,7 @@ mod tests {
         state
             .apply(Command::CreateCluster {
                 name: "edge".into(),
+                settings: Default::default(),
                 at_ms: 2,
             })
             .unwrap();

@@ -21,6 +21,11 @@ pub enum TaskStatus {
 }
 
 impl TaskStatus {
+    /// Parses a status an agent may report (not PROVISIONING).
+    pub fn parse_reported(value: &str) -> Option<Self> {
+        Self::parse(value).filter(|s| *s != TaskStatus::Provisioning)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             TaskStatus::Provisioning => "PROVISIONING",
@@ -68,6 +73,17 @@ pub enum StopCode {
 }
 
 impl StopCode {
+    pub fn parse(value: &str) -> Option<Self> {
+        [
+            StopCode::TaskFailedToStart,
+            StopCode::EssentialContainerExited,
+            StopCode::UserInitiated,
+            StopCode::InstanceLost,
+        ]
+        .into_iter()
+        .find(|c| c.as_str().eq_ignore_ascii_case(value))
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             StopCode::TaskFailedToStart => "TaskFailedToStart",
@@ -86,12 +102,49 @@ pub enum ContainerStatus {
     Stopped,
 }
 
+impl ContainerStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ContainerStatus::Pending => "PENDING",
+            ContainerStatus::Running => "RUNNING",
+            ContainerStatus::Stopped => "STOPPED",
+        }
+    }
+
+    pub fn parse(value: &str) -> Option<Self> {
+        match value.to_ascii_uppercase().as_str() {
+            "PENDING" => Some(Self::Pending),
+            "RUNNING" => Some(Self::Running),
+            "STOPPED" => Some(Self::Stopped),
+            _ => None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum Health {
     Unknown,
     Healthy,
     Unhealthy,
+}
+
+impl Health {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Health::Unknown => "UNKNOWN",
+            Health::Healthy => "HEALTHY",
+            Health::Unhealthy => "UNHEALTHY",
+        }
+    }
+
+    pub fn parse(value: &str) -> Self {
+        match value.to_ascii_uppercase().as_str() {
+            "HEALTHY" => Health::Healthy,
+            "UNHEALTHY" => Health::Unhealthy,
+            _ => Health::Unknown,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -125,6 +178,9 @@ pub struct Task {
     pub overrides: Vec<(String, String, String)>,
     pub placement_strategies: Vec<String>,
     pub placement_constraints: Vec<String>,
+    /// What the task holds on its instance, fixed when it is created so the
+    /// accounting never depends on looking the task definition up again.
+    pub reservation: crate::resources::Reservation,
     pub created_at_ms: i64,
     pub pending_at_ms: Option<i64>,
     pub started_at_ms: Option<i64>,
@@ -209,6 +265,7 @@ mod tests {
             overrides: vec![],
             placement_strategies: vec![],
             placement_constraints: vec![],
+            reservation: Default::default(),
             created_at_ms: 0,
             pending_at_ms: None,
             started_at_ms: None,

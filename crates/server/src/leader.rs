@@ -1,0 +1,345 @@
+//! Leader-only loops: the scheduler, instance liveness, and the purge of old
+//! stopped tasks. Each runs on every server but acts only while this server
+//! leads and has applied an entry of its own term (so its state is as fresh
+//! as any acknowledged write). Each reads the state, decides, and proposes
+//! commands; the state machine re-checks them, so a decision made from a
+//! view that went stale is rejected rather than applied.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+
+use berth_scheduler::{
+    parse_constraints, parse_strategies, place, ClusterView, InstanceState, InstanceView,
+    PlacementRequest,
+};
+use berth_types::{Command, CommandOutput, InstanceStatus, State, TaskPlacement};
+
+use crate::api::now_ms;
+use crate::node::BerthNode;
+use crate::session::{leader_address, SessionHub};
+
+/// Most placements proposed in one command, so entries stay modest.
+const MAX_PLACEMENTS_PER_PASS: usize = 2000;
+/// How often the loops look even when nothing woke them.
+const SCHEDULER_TICK: Duration = Duration::from_secs(1);
+const LIVENESS_TICK: Duration = Duration::from_millis(250);
+const PURGE_TICK: Duration = Duration::from_secs(30);
+
+pub fn spawn(hub: SessionHub) {
+    tokio::spawn(liveness_loop(hub.clone()));
+    tokio::spawn(scheduler_loop(hub.clone()));
+    tokio::spawn(purge_loop(hub));
+}
+
+fn leads(node: &BerthNode) -> bool {
+    node.has_applied_own_term()
+}
+
+// ---------------------------------------------------------------- scheduler
+
+async fn scheduler_loop(hub: SessionHub) {
+    loop {
+        tokio::select! {
+            _ = hub.scheduler_kicked() => {}
+            _ = tokio::time::sleep(SCHEDULER_TICK) => {}
+        }
+        if !leads(hub.node()) {
+            continue;
+        }
+        // Keep placing while there is work and progress.
+        loop {
+            match schedule_once(hub.node()).await {
+                Ok(placed) if placed > 0 => continue,
+                Ok(_) => break,
+                Err(e) => {
+                    tracing::warn!(error = %e, "scheduling pass failed");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// Tasks that share a placement request: same cluster, definition, group,
+/// strategies and constraints.
+type GroupKey = (String, String, u32, String, Vec<String>, Vec<String>);
+
+/// One pass: decide placements for waiting tasks and propose them. Returns
+/// how many were placed.
+async fn schedule_once(node: &BerthNode) -> Result<usize, crate::ServerError> {
+    let seed = now_ms() as u64;
+    let (placements, unplaced) = {
+        let applied = node.state().read();
+        decide(&applied.state, seed)
+    };
+    if placements.is_empty() && unplaced.is_empty() {
+        return Ok(0);
+    }
+    let wanted = placements.len();
+    let output = node
+        .write(Command::PlaceTasks {
+            placements,
+            unplaced,
+            at_ms: now_ms(),
+        })
+        .await?;
+    if let CommandOutput::Placed { placed, rejected } = output {
+        if !rejected.is_empty() {
+            tracing::debug!(rejected = rejected.len(), "stale placements rejected");
+        }
+        tracing::debug!(placed = placed.len(), wanted, "placements applied");
+        return Ok(placed.len());
+    }
+    Ok(0)
+}
+
+/// The pure part of a scheduling pass.
+pub fn decide(state: &State, seed: u64) -> (Vec<TaskPlacement>, Vec<(String, String)>) {
+    let mut groups: BTreeMap<GroupKey, Vec<String>> = BTreeMap::new();
+    let mut order: Vec<GroupKey> = Vec::new();
+    for task in state.provisioning_tasks() {
+        let key = (
+            task.cluster.clone(),
+            task.family.clone(),
+            task.revision,
+            task.group.clone(),
+            task.placement_strategies.clone(),
+            task.placement_constraints.clone(),
+        );
+        let entry = groups.entry(key.clone()).or_default();
+        if entry.is_empty() {
+            order.push(key);
+        }
+        entry.push(task.id.clone());
+        if groups.values().map(Vec::len).sum::<usize>() >= MAX_PLACEMENTS_PER_PASS {
+            break;
+        }
+    }
+    let mut views: HashMap<String, ClusterView> = HashMap::new();
+    let mut placements = Vec::new();
+    let mut unplaced = Vec::new();
+    for key in order {
+        let Some(ids) = groups.remove(&key) else {
+            continue;
+        };
+        let (cluster, _, _, group, strategies, constraints) = &key;
+        let Some(first) = ids.first().and_then(|id| state.task(id)) else {
+            continue;
+        };
+        let reservation = first.reservation.clone();
+        let parsed = parse_strategies(strategies)
+            .and_then(|s| parse_constraints(constraints).map(|c| (s, c)));
+        let (strategies, constraints) = match parsed {
+            Ok(p) => p,
+            Err(e) => {
+                for id in ids {
+                    unplaced.push((id, format!("bad placement settings: {e}")));
+                }
+                continue;
+            }
+        };
+        if !views.contains_key(cluster) {
+            match cluster_view(state, cluster) {
+                Ok(view) => {
+                    views.insert(cluster.clone(), view);
+                }
+                Err(e) => {
+                    tracing::error!(%cluster, error = %e, "cannot build the cluster view");
+                    continue;
+                }
+            }
+        }
+        let Some(view) = views.get_mut(cluster) else {
+            continue;
+        };
+        let count = u32::try_from(ids.len()).unwrap_or(u32::MAX);
+        let mut request = PlacementRequest::new(group.clone(), reservation, count);
+        request.strategies = strategies;
+        request.constraints = constraints;
+        let plan = place(view, &request, seed);
+        // Later groups must see what this one took.
+        if let Err(e) = view.apply(&request, &plan) {
+            tracing::error!(error = %e, "plan does not fit the view it was made from");
+            continue;
+        }
+        for p in &plan.placements {
+            if let Some(id) = ids.get(p.task_index as usize) {
+                placements.push(TaskPlacement {
+                    task_id: id.clone(),
+                    instance_id: p.instance_id.clone(),
+                });
+            }
+        }
+        for u in &plan.unplaced {
+            let reason = u.reason.to_string();
+            for index in u.task_indexes.clone() {
+                let Some(id) = ids.get(index as usize) else {
+                    continue;
+                };
+                // Only a changed reason is worth a write.
+                if state.task(id).is_some_and(|t| t.placement_reason != reason) {
+                    unplaced.push((id.clone(), reason.clone()));
+                }
+            }
+        }
+    }
+    (placements, unplaced)
+}
+
+fn cluster_view(state: &State, cluster: &str) -> Result<ClusterView, berth_scheduler::ViewError> {
+    let instances = state
+        .instances()
+        .filter(|i| i.cluster == cluster)
+        .map(|i| {
+            let status = match i.display_status() {
+                "ACTIVE" => InstanceState::Active,
+                "DRAINING" => InstanceState::Draining,
+                "DISCONNECTED" => InstanceState::Disconnected,
+                _ => InstanceState::Inactive,
+            };
+            let mut task_groups: BTreeMap<String, u32> = BTreeMap::new();
+            for task in state.active_tasks_on(&i.id) {
+                *task_groups.entry(task.group.clone()).or_insert(0) += 1;
+            }
+            let mut attributes = i.attributes.clone();
+            attributes
+                .entry("hostname".to_string())
+                .or_insert_with(|| i.hostname.clone());
+            InstanceView {
+                id: i.id.clone(),
+                status,
+                attributes,
+                capacity: i.capacity.clone(),
+                task_groups,
+            }
+        })
+        .collect();
+    ClusterView::new(instances)
+}
+
+// ----------------------------------------------------------------- liveness
+
+async fn liveness_loop(hub: SessionHub) {
+    let node = hub.node().clone();
+    let config = hub.config();
+    let mut leader_since: Option<Instant> = None;
+    let mut pending: HashMap<String, Instant> = HashMap::new();
+    loop {
+        tokio::time::sleep(LIVENESS_TICK).await;
+        if !leads(&node) {
+            if leader_since.take().is_some() {
+                hub.drop_all_sessions(&leader_address(&node));
+            }
+            continue;
+        }
+        let since = *leader_since.get_or_insert_with(Instant::now);
+        if since.elapsed() < config.grace {
+            continue;
+        }
+        let now = now_ms();
+        let commands = {
+            let applied = node.state().read();
+            liveness_decisions(&applied.state, &hub, config.disconnect_after(), now)
+        };
+        for command in commands {
+            let key = format!("{}:{}", command.kind(), instance_of(&command));
+            // One proposal per instance and kind at a time.
+            if pending
+                .get(&key)
+                .is_some_and(|at| at.elapsed() < Duration::from_secs(5))
+            {
+                continue;
+            }
+            pending.insert(key, Instant::now());
+            tracing::info!(instance_id = %instance_of(&command), kind = command.kind(), "instance liveness transition");
+            if let Err(e) = node.write(command).await {
+                tracing::warn!(error = %e, "liveness transition not applied");
+            }
+        }
+        pending.retain(|_, at| at.elapsed() < Duration::from_secs(5));
+    }
+}
+
+fn instance_of(command: &Command) -> &str {
+    match command {
+        Command::InstanceDisconnected { instance_id, .. }
+        | Command::InstanceLost { instance_id, .. } => instance_id,
+        _ => "",
+    }
+}
+
+fn liveness_decisions(
+    state: &State,
+    hub: &SessionHub,
+    disconnect_after: Duration,
+    now: i64,
+) -> Vec<Command> {
+    let mut commands = Vec::new();
+    for instance in state.instances() {
+        if instance.status != InstanceStatus::Active {
+            continue;
+        }
+        let alive = hub
+            .last_heartbeat(&instance.id)
+            .is_some_and(|at| at.elapsed() < disconnect_after);
+        if instance.agent_connected {
+            if !alive {
+                commands.push(Command::InstanceDisconnected {
+                    instance_id: instance.id.clone(),
+                    at_ms: now,
+                });
+            }
+            continue;
+        }
+        if alive || !state.has_active_tasks(&instance.id) {
+            continue;
+        }
+        let lost_after_ms = state.cluster(&instance.cluster).map_or(300_000, |c| {
+            i64::try_from(c.settings.lost_after_secs.saturating_mul(1000)).unwrap_or(i64::MAX)
+        });
+        let seen = instance.last_seen_ms.unwrap_or(instance.registered_at_ms);
+        if now.saturating_sub(seen) >= lost_after_ms {
+            commands.push(Command::InstanceLost {
+                instance_id: instance.id.clone(),
+                at_ms: now,
+            });
+        }
+    }
+    commands
+}
+
+// -------------------------------------------------------------------- purge
+
+async fn purge_loop(hub: SessionHub) {
+    let node = hub.node().clone();
+    loop {
+        tokio::time::sleep(PURGE_TICK).await;
+        if !leads(&node) {
+            continue;
+        }
+        let now = now_ms();
+        let due = {
+            let applied = node.state().read();
+            let state = &applied.state;
+            let due = state.tasks().any(|t| {
+                let keep = state.cluster(&t.cluster).map_or(3_600_000, |c| {
+                    i64::try_from(c.settings.task_retention_secs.saturating_mul(1000))
+                        .unwrap_or(i64::MAX)
+                });
+                t.stopped_at_ms
+                    .is_some_and(|at| at.saturating_add(keep) <= now)
+            });
+            due
+        };
+        if due {
+            match node.write(Command::PurgeStoppedTasks { now_ms: now }).await {
+                Ok(CommandOutput::Purged(n)) => {
+                    tracing::info!(purged = n, "old stopped tasks removed")
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "purge not applied"),
+            }
+        }
+    }
+}

@@ -1,0 +1,640 @@
+//! Agent sessions: one long-lived stream per agent, held by the leader.
+//!
+//! Heartbeats stay in this process's memory; only transitions (connected,
+//! status changes) become Raft commands. Assignments flow the other way: a
+//! complete set when the session starts, then the tasks that changed, routed
+//! here from the state machine's task events. Every message is idempotent,
+//! so a reconnect (to this leader or the next) repeats nothing harmful.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use berth_proto::pb;
+use berth_proto::pb::agent_message::Body as AgentBody;
+use berth_proto::pb::agent_session_service_server::AgentSessionService;
+use berth_proto::pb::server_message::Body as ServerBody;
+use berth_types::resources::Resources;
+use berth_types::{Command, DesiredStatus, State, Task, TaskEvent, TaskReport, TaskStatus};
+use tokio::sync::{mpsc, Notify};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::api::now_ms;
+use crate::auth::Caller;
+use crate::error::ServerError;
+use crate::node::BerthNode;
+
+/// How long an agent has to say hello after opening its stream.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// Outbound messages queued per session before the sender waits.
+const OUTBOUND_QUEUE: usize = 256;
+
+#[derive(Debug, Clone, Copy)]
+pub struct SessionConfig {
+    /// Sent to agents; they heartbeat about this often.
+    pub heartbeat: Duration,
+    /// After a leader change, no instance is declared DISCONNECTED for this
+    /// long: agents need time to find the new leader.
+    pub grace: Duration,
+}
+
+impl SessionConfig {
+    /// Missed for about three periods -> DISCONNECTED.
+    pub fn disconnect_after(&self) -> Duration {
+        self.heartbeat * 3
+    }
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        Self {
+            heartbeat: Duration::from_secs(5),
+            grace: Duration::from_secs(20),
+        }
+    }
+}
+
+type Outbound = mpsc::Sender<Result<pb::ServerMessage, Status>>;
+
+struct LiveSession {
+    session_id: u64,
+    outbound: Outbound,
+    changes: mpsc::UnboundedSender<String>,
+    last_heartbeat: Instant,
+    logs: HashMap<u64, mpsc::Sender<pb::LogData>>,
+}
+
+struct HubInner {
+    node: BerthNode,
+    config: SessionConfig,
+    sessions: Mutex<HashMap<String, LiveSession>>,
+    next_id: AtomicU64,
+    /// Woken when something may have made a placement possible.
+    scheduler_kick: Notify,
+}
+
+/// The leader's registry of agent sessions.
+#[derive(Clone)]
+pub struct SessionHub {
+    inner: Arc<HubInner>,
+}
+
+impl SessionHub {
+    pub fn new(node: BerthNode, config: SessionConfig) -> Self {
+        Self {
+            inner: Arc::new(HubInner {
+                node,
+                config,
+                sessions: Mutex::new(HashMap::new()),
+                next_id: AtomicU64::new(1),
+                scheduler_kick: Notify::new(),
+            }),
+        }
+    }
+
+    pub fn config(&self) -> SessionConfig {
+        self.inner.config
+    }
+
+    pub fn node(&self) -> &BerthNode {
+        &self.inner.node
+    }
+
+    fn sessions(&self) -> std::sync::MutexGuard<'_, HashMap<String, LiveSession>> {
+        self.inner
+            .sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn kick_scheduler(&self) {
+        self.inner.scheduler_kick.notify_one();
+    }
+
+    pub async fn scheduler_kicked(&self) {
+        self.inner.scheduler_kick.notified().await;
+    }
+
+    /// When the instance's agent was last heard from, if it has a session.
+    pub fn last_heartbeat(&self, instance_id: &str) -> Option<Instant> {
+        self.sessions().get(instance_id).map(|s| s.last_heartbeat)
+    }
+
+    pub fn connected_count(&self) -> usize {
+        self.sessions().len()
+    }
+
+    /// Ends every session (this server stopped leading); each agent is told
+    /// where the leader is, if known, and reconnects there.
+    pub fn drop_all_sessions(&self, leader_address: &str) {
+        let sessions: Vec<LiveSession> = self.sessions().drain().map(|(_, s)| s).collect();
+        if !sessions.is_empty() {
+            tracing::info!(count = sessions.len(), leader = %leader_address, "leadership lost: ending agent sessions");
+        }
+        for session in sessions {
+            let _ = session.outbound.try_send(Ok(redirect(leader_address)));
+        }
+    }
+
+    /// Routes the state machine's task events to the sessions of the
+    /// instances they concern, and wakes the scheduler.
+    pub async fn route_events(self, mut events: mpsc::UnboundedReceiver<Vec<TaskEvent>>) {
+        while let Some(batch) = events.recv().await {
+            let mut kick = false;
+            {
+                let sessions = self.sessions();
+                for event in batch {
+                    match &event.instance_id {
+                        Some(iid) if !event.task_id.is_empty() => {
+                            if let Some(session) = sessions.get(iid) {
+                                let _ = session.changes.send(event.task_id);
+                            }
+                            // A task that stopped may have freed capacity.
+                            kick = true;
+                        }
+                        _ => kick = true,
+                    }
+                }
+            }
+            if kick {
+                self.kick_scheduler();
+            }
+        }
+    }
+
+    /// Asks the agent of `instance_id` for a task's logs. The returned guard
+    /// cancels the request on the agent when dropped.
+    pub fn request_logs(
+        &self,
+        instance_id: &str,
+        mut request: pb::LogRequest,
+    ) -> Result<(mpsc::Receiver<pb::LogData>, LogRequestGuard), ServerError> {
+        let request_id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        request.request_id = request_id;
+        let (tx, rx) = mpsc::channel(64);
+        let mut sessions = self.sessions();
+        let session = sessions.get_mut(instance_id).ok_or_else(|| {
+            ServerError::Unavailable(format!(
+                "instance {instance_id} is not connected, so its logs cannot be read now; retry when its agent is back"
+            ))
+        })?;
+        session
+            .outbound
+            .try_send(Ok(pb::ServerMessage {
+                body: Some(ServerBody::LogRequest(request)),
+            }))
+            .map_err(|_| {
+                ServerError::Unavailable(format!(
+                    "the session of instance {instance_id} is busy; retry"
+                ))
+            })?;
+        session.logs.insert(request_id, tx);
+        Ok((
+            rx,
+            LogRequestGuard {
+                hub: self.clone(),
+                instance_id: instance_id.to_string(),
+                request_id,
+            },
+        ))
+    }
+
+    fn log_sender(&self, instance_id: &str, request_id: u64) -> Option<mpsc::Sender<pb::LogData>> {
+        self.sessions()
+            .get(instance_id)
+            .and_then(|s| s.logs.get(&request_id).cloned())
+    }
+
+    fn forget_log_request(&self, instance_id: &str, request_id: u64, cancel: bool) {
+        let mut sessions = self.sessions();
+        if let Some(session) = sessions.get_mut(instance_id) {
+            if session.logs.remove(&request_id).is_some() && cancel {
+                let _ = session.outbound.try_send(Ok(pb::ServerMessage {
+                    body: Some(ServerBody::LogCancel(pb::LogCancel { request_id })),
+                }));
+            }
+        }
+    }
+
+    fn register(
+        &self,
+        instance_id: &str,
+        outbound: Outbound,
+        changes: mpsc::UnboundedSender<String>,
+    ) -> u64 {
+        let session_id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        let previous = self.sessions().insert(
+            instance_id.to_string(),
+            LiveSession {
+                session_id,
+                outbound,
+                changes,
+                last_heartbeat: Instant::now(),
+                logs: HashMap::new(),
+            },
+        );
+        if previous.is_some() {
+            tracing::info!(%instance_id, "agent opened a new session; the old one is closed");
+        }
+        session_id
+    }
+
+    fn unregister(&self, instance_id: &str, session_id: u64) {
+        let mut sessions = self.sessions();
+        if sessions
+            .get(instance_id)
+            .is_some_and(|s| s.session_id == session_id)
+        {
+            sessions.remove(instance_id);
+        }
+    }
+
+    fn heartbeat(&self, instance_id: &str, session_id: u64) {
+        if let Some(s) = self.sessions().get_mut(instance_id) {
+            if s.session_id == session_id {
+                s.last_heartbeat = Instant::now();
+            }
+        }
+    }
+
+    async fn run_session(
+        &self,
+        instance_id: String,
+        mut inbound: Streaming<pb::AgentMessage>,
+        outbound: Outbound,
+    ) -> Result<(), ServerError> {
+        let hello = match tokio::time::timeout(HELLO_TIMEOUT, inbound.message()).await {
+            Ok(Ok(Some(pb::AgentMessage {
+                body: Some(AgentBody::Hello(hello)),
+            }))) => hello,
+            Ok(Ok(_)) => {
+                return Err(ServerError::FailedPrecondition(
+                    "the first session message must be a hello".into(),
+                ))
+            }
+            Ok(Err(status)) => return Err(ServerError::Unavailable(status.message().to_string())),
+            Err(_) => {
+                return Err(ServerError::FailedPrecondition(
+                    "no hello within 10s of opening the session".into(),
+                ))
+            }
+        };
+        if !hello.instance_id.is_empty() && hello.instance_id != instance_id {
+            return Err(ServerError::FailedPrecondition(format!(
+                "hello names instance {} but the certificate is for {instance_id}",
+                hello.instance_id
+            )));
+        }
+        let (changes_tx, mut changes) = mpsc::unbounded_channel();
+        let session_id = self.register(&instance_id, outbound.clone(), changes_tx);
+        let result = self
+            .serve_session(
+                &instance_id,
+                session_id,
+                hello,
+                &mut inbound,
+                &outbound,
+                &mut changes,
+            )
+            .await;
+        self.unregister(&instance_id, session_id);
+        if let Err(e) = &result {
+            tracing::info!(%instance_id, error = %e, "agent session ended");
+        }
+        result
+    }
+
+    async fn serve_session(
+        &self,
+        instance_id: &str,
+        session_id: u64,
+        hello: pb::AgentHello,
+        inbound: &mut Streaming<pb::AgentMessage>,
+        outbound: &Outbound,
+        changes: &mut mpsc::UnboundedReceiver<String>,
+    ) -> Result<(), ServerError> {
+        let node = self.inner.node.clone();
+        let mut attributes = BTreeMap::new();
+        for a in &hello.attributes {
+            if !a.name.is_empty() {
+                attributes.insert(a.name.clone(), a.value.clone());
+            }
+        }
+        self.apply_reports(instance_id, hello.running).await?;
+        node.write(Command::InstanceConnected {
+            instance_id: instance_id.to_string(),
+            agent_version: hello.agent_version.clone(),
+            resources: Resources::new(
+                u64::from(hello.cpu_total),
+                u64::from(hello.memory_total_mib),
+            ),
+            attributes,
+            at_ms: now_ms(),
+        })
+        .await?;
+        tracing::info!(
+            %instance_id,
+            agent_version = %hello.agent_version,
+            cpu = hello.cpu_total,
+            memory_mib = hello.memory_total_mib,
+            last_sequence = hello.last_sequence,
+            "agent session started"
+        );
+        let heartbeat_period_ms =
+            u32::try_from(self.inner.config.heartbeat.as_millis()).unwrap_or(u32::MAX);
+        send(
+            outbound,
+            ServerBody::Settings(pb::SessionSettings {
+                heartbeat_period_ms,
+            }),
+        )
+        .await?;
+        let mut sent: HashMap<String, (DesiredStatus, bool)> = HashMap::new();
+        let complete = {
+            let applied = node.state().read();
+            let state = &applied.state;
+            let seq = state.instance(instance_id).map_or(0, |i| i.assignment_seq);
+            let assignments: Vec<pb::Assignment> = state
+                .active_tasks_on(instance_id)
+                .map(|task| {
+                    sent.insert(task.id.clone(), sent_key(task));
+                    assignment(state, task)
+                })
+                .collect();
+            pb::AssignmentSet {
+                sequence: seq,
+                complete: true,
+                assignments,
+            }
+        };
+        send(outbound, ServerBody::Assignments(complete)).await?;
+
+        loop {
+            tokio::select! {
+                message = inbound.message() => {
+                    let message = match message {
+                        Ok(Some(m)) => m,
+                        Ok(None) => return Ok(()),
+                        Err(status) => {
+                            return Err(ServerError::Unavailable(status.message().to_string()))
+                        }
+                    };
+                    self.handle_agent_message(instance_id, session_id, message).await?;
+                }
+                changed = changes.recv() => {
+                    let Some(first) = changed else {
+                        // The hub let go of this session: leadership moved.
+                        let leader = leader_address(&node);
+                        let _ = outbound.try_send(Ok(redirect(&leader)));
+                        return Ok(());
+                    };
+                    let mut ids = vec![first];
+                    while let Ok(more) = changes.try_recv() {
+                        ids.push(more);
+                    }
+                    if let Some(set) = incremental(&node, instance_id, ids, &mut sent) {
+                        send(outbound, ServerBody::Assignments(set)).await?;
+                    }
+                }
+                _ = outbound.closed() => return Ok(()),
+            }
+        }
+    }
+
+    async fn handle_agent_message(
+        &self,
+        instance_id: &str,
+        session_id: u64,
+        message: pb::AgentMessage,
+    ) -> Result<(), ServerError> {
+        // Any message proves the agent is alive.
+        self.heartbeat(instance_id, session_id);
+        match message.body {
+            Some(AgentBody::Heartbeat(_)) | Some(AgentBody::Ack(_)) | None => Ok(()),
+            Some(AgentBody::Hello(_)) => Err(ServerError::FailedPrecondition(
+                "hello sent twice in one session".into(),
+            )),
+            Some(AgentBody::Status(batch)) => self.apply_reports(instance_id, batch.reports).await,
+            Some(AgentBody::Log(data)) => {
+                let request_id = data.request_id;
+                let end = data.end;
+                if let Some(tx) = self.log_sender(instance_id, request_id) {
+                    if tx.send(data).await.is_err() {
+                        self.forget_log_request(instance_id, request_id, true);
+                        return Ok(());
+                    }
+                }
+                if end {
+                    self.forget_log_request(instance_id, request_id, false);
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Proposes the reports that say something new; the rest (duplicates,
+    /// statuses already passed, tasks not placed here) are dropped here so
+    /// they cost no Raft write.
+    async fn apply_reports(
+        &self,
+        instance_id: &str,
+        reports: Vec<pb::TaskReport>,
+    ) -> Result<(), ServerError> {
+        if reports.is_empty() {
+            return Ok(());
+        }
+        let mut parsed = Vec::with_capacity(reports.len());
+        for report in reports {
+            match TaskReport::try_from(report) {
+                Ok(r) => parsed.push(r),
+                Err(e) => {
+                    tracing::warn!(%instance_id, error = %e, "ignoring a malformed task report")
+                }
+            }
+        }
+        let news: Vec<TaskReport> = {
+            let applied = self.inner.node.state().read();
+            parsed
+                .into_iter()
+                .filter(|r| is_news(&applied.state, instance_id, r))
+                .collect()
+        };
+        if news.is_empty() {
+            return Ok(());
+        }
+        self.inner
+            .node
+            .write(Command::ReportTaskStatus {
+                instance_id: instance_id.to_string(),
+                reports: news,
+                at_ms: now_ms(),
+            })
+            .await?;
+        Ok(())
+    }
+}
+
+fn is_news(state: &State, instance_id: &str, report: &TaskReport) -> bool {
+    let Some(task) = state.task(&report.task_id) else {
+        return false;
+    };
+    if task.instance_id.as_deref() != Some(instance_id) {
+        return false;
+    }
+    report.last_status > task.last_status
+        || (!report.containers.is_empty()
+            && task.last_status != TaskStatus::Stopped
+            && report.containers != task.containers)
+}
+
+/// What the agent has been told about a task: its desired status, and
+/// whether the record is final.
+fn sent_key(task: &Task) -> (DesiredStatus, bool) {
+    (task.desired_status, task.last_status == TaskStatus::Stopped)
+}
+
+fn assignment(state: &State, task: &Task) -> pb::Assignment {
+    pb::Assignment {
+        task_id: task.id.clone(),
+        desired_status: task.desired_status.as_str().to_string(),
+        task_definition: state
+            .task_definition(&task.family, task.revision)
+            .cloned()
+            .map(Into::into),
+        overrides: task
+            .overrides
+            .iter()
+            .map(|(container, key, value)| pb::KeyValuePair {
+                name: format!("{container}.env.{key}"),
+                value: value.clone(),
+            })
+            .collect(),
+        last_status: task.last_status.as_str().to_string(),
+        cluster: task.cluster.clone(),
+    }
+}
+
+/// The assignments among `ids` that differ from what the agent was told.
+fn incremental(
+    node: &BerthNode,
+    instance_id: &str,
+    ids: Vec<String>,
+    sent: &mut HashMap<String, (DesiredStatus, bool)>,
+) -> Option<pb::AssignmentSet> {
+    let applied = node.state().read();
+    let state = &applied.state;
+    let mut assignments = Vec::new();
+    for id in ids {
+        match state.task(&id) {
+            Some(task) if task.instance_id.as_deref() == Some(instance_id) => {
+                let key = sent_key(task);
+                if sent.get(&id) != Some(&key) {
+                    sent.insert(id.clone(), key);
+                    assignments.push(assignment(state, task));
+                }
+                if key.1 {
+                    sent.remove(&id);
+                }
+            }
+            // Purged: tell the agent to let go of it, if it was told of it.
+            None if sent.remove(&id).is_some() => assignments.push(pb::Assignment {
+                task_id: id,
+                desired_status: DesiredStatus::Stopped.as_str().to_string(),
+                last_status: TaskStatus::Stopped.as_str().to_string(),
+                ..Default::default()
+            }),
+            _ => {}
+        }
+    }
+    if assignments.is_empty() {
+        return None;
+    }
+    let sequence = state.instance(instance_id).map_or(0, |i| i.assignment_seq);
+    Some(pb::AssignmentSet {
+        sequence,
+        complete: false,
+        assignments,
+    })
+}
+
+async fn send(outbound: &Outbound, body: ServerBody) -> Result<(), ServerError> {
+    outbound
+        .send(Ok(pb::ServerMessage { body: Some(body) }))
+        .await
+        .map_err(|_| ServerError::Unavailable("the agent closed its session".into()))
+}
+
+fn redirect(leader_address: &str) -> pb::ServerMessage {
+    pb::ServerMessage {
+        body: Some(ServerBody::Redirect(pb::Redirect {
+            leader_address: leader_address.to_string(),
+        })),
+    }
+}
+
+/// The leader's advertised address, or empty while none is known.
+pub fn leader_address(node: &BerthNode) -> String {
+    let metrics = node.metrics();
+    metrics
+        .current_leader
+        .filter(|id| *id != node.id() || node.is_leader())
+        .and_then(|id| metrics.membership_config.membership().get_node(&id))
+        .map(|n| n.addr.clone())
+        .unwrap_or_default()
+}
+
+/// Sends LogCancel to the agent when the reader goes away early.
+pub struct LogRequestGuard {
+    hub: SessionHub,
+    instance_id: String,
+    request_id: u64,
+}
+
+impl Drop for LogRequestGuard {
+    fn drop(&mut self) {
+        self.hub
+            .forget_log_request(&self.instance_id, self.request_id, true);
+    }
+}
+
+#[tonic::async_trait]
+impl AgentSessionService for SessionHub {
+    type SessionStream = ReceiverStream<Result<pb::ServerMessage, Status>>;
+
+    #[tracing::instrument(skip_all, fields(instance_id))]
+    async fn session(
+        &self,
+        request: Request<Streaming<pb::AgentMessage>>,
+    ) -> Result<Response<Self::SessionStream>, Status> {
+        let Some(Caller::Instance(instance_id)) = request.extensions().get::<Caller>().cloned()
+        else {
+            return Err(Status::unauthenticated(
+                "the agent session needs the instance's client certificate",
+            ));
+        };
+        tracing::Span::current().record("instance_id", instance_id.as_str());
+        let (tx, rx) = mpsc::channel(OUTBOUND_QUEUE);
+        let node = &self.inner.node;
+        // A new leader serves sessions once its state is current, so the
+        // complete set it sends reflects every acknowledged write.
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while node.is_leader() && !node.has_applied_own_term() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        if !node.has_applied_own_term() {
+            let leader = leader_address(node);
+            let _ = tx.send(Ok(redirect(&leader))).await;
+            return Ok(Response::new(ReceiverStream::new(rx)));
+        }
+        let inbound = request.into_inner();
+        let hub = self.clone();
+        tokio::spawn(async move {
+            if let Err(e) = hub.run_session(instance_id, inbound, tx.clone()).await {
+                let _ = tx.try_send(Err(Status::from(e)));
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+}

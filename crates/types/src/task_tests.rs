@@ -1,0 +1,549 @@
+//! State machine rules for tasks and the instance transitions around them.
+
+use std::collections::BTreeMap;
+
+use crate::command::{RunTasks, TaskPlacement, TaskReport};
+use crate::resources::{HostPort, Resources};
+use crate::task::{ContainerState, ContainerStatus, Health};
+use crate::{
+    Command, CommandOutput, ContainerDefinition, DesiredStatus, PortMapping, Registration, State,
+    StateError, StopCode, Task, TaskDefinitionSpec, TaskStatus,
+};
+
+fn spec(family: &str, memory: u32, host_port: Option<u32>) -> TaskDefinitionSpec {
+    let mut container = ContainerDefinition::new("web", "registry.local/web:1");
+    container.memory = Some(memory);
+    container.cpu = 256;
+    if let Some(port) = host_port {
+        container.port_mappings = vec![PortMapping {
+            container_port: port,
+            host_port: Some(port),
+            protocol: Default::default(),
+        }];
+    }
+    TaskDefinitionSpec {
+        family: family.to_string(),
+        container_definitions: vec![container],
+        cpu: None,
+        memory: None,
+        network_mode: Default::default(),
+        volumes: vec![],
+        tags: vec![],
+    }
+}
+
+/// A state with task definition `web:1` (256 cpu, 512 MiB, host port 8080)
+/// and two connected instances of 1024 cpu / 1024 MiB.
+fn cluster() -> State {
+    let mut state = State::new();
+    state
+        .apply(Command::RegisterTaskDefinition {
+            spec: spec("web", 512, Some(8080)),
+            at_ms: 1,
+        })
+        .unwrap();
+    state
+        .apply(Command::RegisterTaskDefinition {
+            spec: spec("small", 64, None),
+            at_ms: 1,
+        })
+        .unwrap();
+    state
+        .apply(Command::CreateActivation {
+            id: "act".into(),
+            cluster: "default".into(),
+            description: String::new(),
+            secret_hash: "h".into(),
+            expires_at_ms: i64::MAX,
+            max_registrations: 10,
+            attributes: BTreeMap::new(),
+            at_ms: 0,
+        })
+        .unwrap();
+    for id in ["i-1", "i-2"] {
+        add_instance(&mut state, id, true);
+    }
+    state.take_task_events();
+    state
+}
+
+fn add_instance(state: &mut State, id: &str, connect: bool) {
+    state
+        .apply(Command::RegisterInstance(Registration {
+            activation_id: "act".into(),
+            secret_hash: "h".into(),
+            new_instance_id: id.into(),
+            previous_instance_id: None,
+            expected_cluster: None,
+            hostname: id.into(),
+            attributes: BTreeMap::new(),
+            certificate_expires_at_ms: i64::MAX,
+            at_ms: 1,
+        }))
+        .unwrap();
+    if connect {
+        state
+            .apply(Command::InstanceConnected {
+                instance_id: id.into(),
+                agent_version: "0.1.0".into(),
+                resources: Resources::new(1024, 1024),
+                attributes: BTreeMap::from([("os".to_string(), "linux".to_string())]),
+                at_ms: 2,
+            })
+            .unwrap();
+    }
+}
+
+fn run(family: &str, ids: &[&str], token: Option<&str>) -> RunTasks {
+    RunTasks {
+        cluster: "default".into(),
+        task_definition: family.into(),
+        task_ids: ids.iter().map(|s| s.to_string()).collect(),
+        instance_ids: vec![],
+        group: None,
+        started_by: "test".into(),
+        placement_strategies: vec![],
+        placement_constraints: vec![],
+        overrides: vec![],
+        client_token: token.map(str::to_string),
+        at_ms: 10,
+    }
+}
+
+fn tasks(out: CommandOutput) -> Vec<Task> {
+    match out {
+        CommandOutput::Tasks(t) => t,
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+fn place(state: &mut State, pairs: &[(&str, &str)]) -> (Vec<String>, Vec<(String, String)>) {
+    let out = state
+        .apply(Command::PlaceTasks {
+            placements: pairs
+                .iter()
+                .map(|(t, i)| TaskPlacement {
+                    task_id: t.to_string(),
+                    instance_id: i.to_string(),
+                })
+                .collect(),
+            unplaced: vec![],
+            at_ms: 20,
+        })
+        .unwrap();
+    match out {
+        CommandOutput::Placed { placed, rejected } => (placed, rejected),
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+fn report(state: &mut State, instance: &str, task: &str, status: TaskStatus) {
+    state
+        .apply(Command::ReportTaskStatus {
+            instance_id: instance.into(),
+            reports: vec![TaskReport {
+                task_id: task.into(),
+                last_status: status,
+                containers: vec![],
+                reason: String::new(),
+                stop_code: None,
+            }],
+            at_ms: 30,
+        })
+        .unwrap();
+}
+
+fn remaining(state: &State, instance: &str) -> Resources {
+    state.instance(instance).unwrap().capacity.remaining()
+}
+
+#[test]
+fn run_task_creates_provisioning_tasks_from_the_latest_revision() {
+    let mut state = cluster();
+    let created = tasks(
+        state
+            .apply(Command::RunTasks(run("web", &["t1", "t2"], None)))
+            .unwrap(),
+    );
+    assert_eq!(created.len(), 2);
+    for t in &created {
+        assert_eq!(t.task_definition(), "web:1");
+        assert_eq!(t.last_status, TaskStatus::Provisioning);
+        assert_eq!(t.desired_status, DesiredStatus::Running);
+        assert_eq!(t.group, "family:web");
+        assert_eq!(t.reservation.memory_mib, 512);
+    }
+    let waiting: Vec<&str> = state.provisioning_tasks().map(|t| t.id.as_str()).collect();
+    assert_eq!(waiting, ["t1", "t2"]);
+}
+
+#[test]
+fn the_same_client_token_never_starts_tasks_twice() {
+    let mut state = cluster();
+    let first = tasks(
+        state
+            .apply(Command::RunTasks(run("web", &["t1"], Some("tok"))))
+            .unwrap(),
+    );
+    // A retry carries new task ids (the proposer made them) but the token
+    // wins: the tasks of the first attempt come back.
+    let again = tasks(
+        state
+            .apply(Command::RunTasks(run("web", &["t9"], Some("tok"))))
+            .unwrap(),
+    );
+    assert_eq!(first[0].id, again[0].id);
+    assert!(state.task("t9").is_none());
+    assert_eq!(state.tasks().count(), 1);
+}
+
+#[test]
+fn run_task_refuses_bad_input_without_writing_anything() {
+    let mut state = cluster();
+    let missing = state
+        .apply(Command::RunTasks(run("nope", &["t1"], None)))
+        .unwrap_err();
+    assert!(matches!(missing, StateError::NotFound { .. }), "{missing}");
+    let mut bad = run("web", &["t1"], None);
+    bad.overrides = vec![("db".into(), "K".into(), "V".into())];
+    let err = state.apply(Command::RunTasks(bad)).unwrap_err();
+    assert!(
+        err.to_string().contains("no container named \"db\""),
+        "{err}"
+    );
+    let err = state
+        .apply(Command::RunTasks(run("web:7", &["t1"], None)))
+        .unwrap_err();
+    assert!(err.to_string().contains("web:7"), "{err}");
+    state.take_changes();
+    let empty = state.apply(Command::RunTasks(run("web", &[], None)));
+    assert!(empty.unwrap_err().to_string().contains("count"));
+    assert_eq!(state.tasks().count(), 0);
+    assert!(state.take_changes().is_empty());
+}
+
+#[test]
+fn placement_is_rechecked_and_never_overcommits() {
+    let mut state = cluster();
+    state
+        .apply(Command::RunTasks(run("web", &["t1", "t2", "t3"], None)))
+        .unwrap();
+    // A stale scheduler decided all three for i-1: the second one needs the
+    // same host port, so only the first is applied.
+    let (placed, rejected) = place(&mut state, &[("t1", "i-1"), ("t2", "i-1"), ("t3", "i-2")]);
+    assert_eq!(placed, ["t1", "t3"]);
+    assert_eq!(rejected.len(), 1);
+    assert!(rejected[0].1.contains("8080"), "{:?}", rejected);
+    assert_eq!(remaining(&state, "i-1"), Resources::new(768, 512));
+    assert_eq!(state.task("t1").unwrap().last_status, TaskStatus::Pending);
+    assert_eq!(
+        state.task("t2").unwrap().last_status,
+        TaskStatus::Provisioning
+    );
+    assert_eq!(state.active_task_count_on("i-1"), 1);
+    // Placing an already placed task again changes nothing.
+    let (placed, rejected) = place(&mut state, &[("t1", "i-2")]);
+    assert!(placed.is_empty());
+    assert!(rejected[0].1.contains("no longer waiting"));
+    assert_eq!(
+        state.task("t1").unwrap().instance_id.as_deref(),
+        Some("i-1")
+    );
+}
+
+#[test]
+fn memory_is_accounted_exactly_through_start_and_stop() {
+    let mut state = cluster();
+    state
+        .apply(Command::RunTasks(run("small", &["a", "b", "c"], None)))
+        .unwrap();
+    place(&mut state, &[("a", "i-1"), ("b", "i-1"), ("c", "i-1")]);
+    assert_eq!(
+        remaining(&state, "i-1"),
+        Resources::new(1024 - 768, 1024 - 192)
+    );
+    report(&mut state, "i-1", "a", TaskStatus::Running);
+    report(&mut state, "i-1", "a", TaskStatus::Stopped);
+    // A duplicate STOPPED report must not release twice.
+    report(&mut state, "i-1", "a", TaskStatus::Stopped);
+    assert_eq!(
+        remaining(&state, "i-1"),
+        Resources::new(1024 - 512, 1024 - 128)
+    );
+}
+
+#[test]
+fn only_active_connected_instances_take_tasks() {
+    let mut state = cluster();
+    add_instance(&mut state, "i-3", false);
+    state
+        .apply(Command::SetInstanceDraining {
+            instance_id: "i-2".into(),
+            draining: true,
+        })
+        .unwrap();
+    state
+        .apply(Command::RunTasks(run("small", &["a", "b", "c"], None)))
+        .unwrap();
+    let (placed, rejected) = place(&mut state, &[("a", "i-2"), ("b", "i-3"), ("c", "i-1")]);
+    assert_eq!(placed, ["c"]);
+    assert!(rejected[0].1.contains("DRAINING"), "{rejected:?}");
+    assert!(rejected[1].1.contains("DISCONNECTED"), "{rejected:?}");
+    assert_eq!(state.instance("i-2").unwrap().display_status(), "DRAINING");
+    state
+        .apply(Command::SetInstanceDraining {
+            instance_id: "i-2".into(),
+            draining: false,
+        })
+        .unwrap();
+    let (placed, _) = place(&mut state, &[("a", "i-2")]);
+    assert_eq!(placed, ["a"]);
+}
+
+#[test]
+fn reports_only_move_forward_and_come_only_from_the_tasks_instance() {
+    let mut state = cluster();
+    state
+        .apply(Command::RunTasks(run("small", &["a"], None)))
+        .unwrap();
+    place(&mut state, &[("a", "i-1")]);
+    report(&mut state, "i-2", "a", TaskStatus::Running);
+    assert_eq!(state.task("a").unwrap().last_status, TaskStatus::Pending);
+    report(&mut state, "i-1", "a", TaskStatus::Running);
+    report(&mut state, "i-1", "a", TaskStatus::Pending);
+    let t = state.task("a").unwrap();
+    assert_eq!(t.last_status, TaskStatus::Running);
+    assert_eq!((t.pending_at_ms, t.started_at_ms), (Some(20), Some(30)));
+}
+
+#[test]
+fn an_essential_exit_and_a_failed_start_get_their_stop_codes() {
+    let mut state = cluster();
+    state
+        .apply(Command::RunTasks(run("small", &["a", "b"], None)))
+        .unwrap();
+    place(&mut state, &[("a", "i-1"), ("b", "i-1")]);
+    report(&mut state, "i-1", "a", TaskStatus::Running);
+    state
+        .apply(Command::ReportTaskStatus {
+            instance_id: "i-1".into(),
+            reports: vec![TaskReport {
+                task_id: "a".into(),
+                last_status: TaskStatus::Stopped,
+                containers: vec![ContainerState {
+                    name: "web".into(),
+                    status: ContainerStatus::Stopped,
+                    exit_code: Some(3),
+                    reason: String::new(),
+                    health: Health::Unknown,
+                }],
+                reason: "Essential container \"web\" exited with code 3".into(),
+                stop_code: None,
+            }],
+            at_ms: 40,
+        })
+        .unwrap();
+    let a = state.task("a").unwrap();
+    assert_eq!(a.stop_code, Some(StopCode::EssentialContainerExited));
+    assert_eq!(a.desired_status, DesiredStatus::Stopped);
+    assert_eq!(a.containers[0].exit_code, Some(3));
+    report(&mut state, "i-1", "b", TaskStatus::Stopped);
+    assert_eq!(
+        state.task("b").unwrap().stop_code,
+        Some(StopCode::TaskFailedToStart)
+    );
+    assert_eq!(state.active_task_count_on("i-1"), 0);
+}
+
+#[test]
+fn stopping_a_provisioning_task_stops_it_at_once() {
+    let mut state = cluster();
+    state
+        .apply(Command::RunTasks(run("small", &["a", "b"], None)))
+        .unwrap();
+    place(&mut state, &[("b", "i-1")]);
+    state
+        .apply(Command::StopTask {
+            task_id: "a".into(),
+            reason: String::new(),
+            at_ms: 50,
+        })
+        .unwrap();
+    let a = state.task("a").unwrap();
+    assert_eq!(a.last_status, TaskStatus::Stopped);
+    assert_eq!(a.stop_code, Some(StopCode::UserInitiated));
+    assert_eq!(state.provisioning_tasks().count(), 0);
+    // A placed task waits for its agent: desired STOPPED, still PENDING.
+    let seq = state.instance("i-1").unwrap().assignment_seq;
+    state
+        .apply(Command::StopTask {
+            task_id: "b".into(),
+            reason: "done".into(),
+            at_ms: 50,
+        })
+        .unwrap();
+    let b = state.task("b").unwrap();
+    assert_eq!(
+        (b.desired_status, b.last_status),
+        (DesiredStatus::Stopped, TaskStatus::Pending)
+    );
+    assert_eq!(b.stopped_reason, "done");
+    assert!(state.instance("i-1").unwrap().assignment_seq > seq);
+    let events = state.take_task_events();
+    assert!(events
+        .iter()
+        .any(|e| e.task_id == "b" && e.instance_id.as_deref() == Some("i-1")));
+}
+
+#[test]
+fn a_lost_instance_stops_its_tasks_with_instance_lost() {
+    let mut state = cluster();
+    state
+        .apply(Command::RunTasks(run("small", &["a", "b"], None)))
+        .unwrap();
+    place(&mut state, &[("a", "i-1"), ("b", "i-2")]);
+    let refused = state.apply(Command::InstanceLost {
+        instance_id: "i-1".into(),
+        at_ms: 60,
+    });
+    assert!(refused.unwrap_err().to_string().contains("connected"));
+    state
+        .apply(Command::InstanceDisconnected {
+            instance_id: "i-1".into(),
+            at_ms: 60,
+        })
+        .unwrap();
+    let i1 = state.instance("i-1").unwrap();
+    assert_eq!(i1.display_status(), "DISCONNECTED");
+    assert_eq!(i1.last_seen_ms, Some(60));
+    // Disconnected: the task is kept, not replaced.
+    assert_eq!(state.task("a").unwrap().last_status, TaskStatus::Pending);
+    state
+        .apply(Command::InstanceLost {
+            instance_id: "i-1".into(),
+            at_ms: 5060,
+        })
+        .unwrap();
+    let a = state.task("a").unwrap();
+    assert_eq!(a.last_status, TaskStatus::Stopped);
+    assert_eq!(a.stop_code, Some(StopCode::InstanceLost));
+    assert!(a.stopped_reason.contains("5s"), "{}", a.stopped_reason);
+    assert_eq!(remaining(&state, "i-1"), Resources::new(1024, 1024));
+    assert_eq!(state.task("b").unwrap().last_status, TaskStatus::Pending);
+}
+
+#[test]
+fn stopped_tasks_are_purged_after_the_clusters_retention() {
+    let mut state = cluster();
+    state
+        .apply(Command::UpdateClusterSettings {
+            name: "default".into(),
+            lost_after_secs: None,
+            task_retention_secs: Some(10),
+        })
+        .unwrap();
+    state
+        .apply(Command::RunTasks(run("small", &["a", "b"], Some("tok"))))
+        .unwrap();
+    state
+        .apply(Command::StopTask {
+            task_id: "a".into(),
+            reason: String::new(),
+            at_ms: 1000,
+        })
+        .unwrap();
+    let purge = |state: &mut State, now_ms| match state
+        .apply(Command::PurgeStoppedTasks { now_ms })
+        .unwrap()
+    {
+        CommandOutput::Purged(n) => n,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(purge(&mut state, 10_999), 0);
+    assert_eq!(purge(&mut state, 11_000), 1);
+    assert!(state.task("a").is_none());
+    assert!(state.task("b").is_some(), "a running task is never purged");
+}
+
+#[test]
+fn cluster_settings_are_checked() {
+    let mut state = cluster();
+    let err = state
+        .apply(Command::UpdateClusterSettings {
+            name: "default".into(),
+            lost_after_secs: Some(0),
+            task_retention_secs: None,
+        })
+        .unwrap_err();
+    assert!(err.to_string().contains("lostAfter"), "{err}");
+    assert_eq!(
+        state.cluster("default").unwrap().settings.lost_after_secs,
+        300
+    );
+}
+
+#[test]
+fn start_task_is_all_or_nothing() {
+    let mut state = cluster();
+    let mut start = run("web", &["a", "b"], None);
+    start.instance_ids = vec!["i-1".into(), "i-1".into()];
+    let err = state.apply(Command::RunTasks(start)).unwrap_err();
+    assert!(err.to_string().contains("8080"), "{err}");
+    assert_eq!(state.tasks().count(), 0);
+    assert_eq!(remaining(&state, "i-1"), Resources::new(1024, 1024));
+    let mut start = run("web", &["a", "b"], None);
+    start.instance_ids = vec!["i-1".into(), "i-2".into()];
+    let started = tasks(state.apply(Command::RunTasks(start)).unwrap());
+    assert!(started.iter().all(|t| t.last_status == TaskStatus::Pending));
+    assert!(state
+        .instance("i-2")
+        .unwrap()
+        .capacity
+        .port_in_use(HostPort::tcp(8080)));
+}
+
+#[test]
+fn deleting_a_cluster_with_tasks_is_refused() {
+    let mut state = cluster();
+    state
+        .apply(Command::CreateCluster {
+            name: "other".into(),
+            settings: Default::default(),
+            at_ms: 1,
+        })
+        .unwrap();
+    let mut r = run("small", &["a"], None);
+    r.cluster = "other".into();
+    state.apply(Command::RunTasks(r)).unwrap();
+    let err = state
+        .apply(Command::DeleteCluster {
+            name: "other".into(),
+        })
+        .unwrap_err();
+    assert!(err.to_string().contains("1 tasks"), "{err}");
+}
+
+#[test]
+fn indexes_survive_a_snapshot_round_trip() {
+    let mut state = cluster();
+    state
+        .apply(Command::RunTasks(run("small", &["a", "b", "c"], None)))
+        .unwrap();
+    place(&mut state, &[("a", "i-1")]);
+    // What a deserialized snapshot looks like: records without indexes.
+    let mut copy = state.clone();
+    copy.tasks_by_instance.clear();
+    copy.provisioning.clear();
+    assert_eq!(copy.active_task_count_on("i-1"), 0);
+    copy.rebuild_indexes();
+    assert_eq!(copy, state);
+    assert_eq!(copy.active_task_count_on("i-1"), 1);
+    assert_eq!(copy.provisioning_tasks().count(), 2);
+    // And from records, as the store reloads them.
+    let mut reloaded = State::new();
+    for record in state.records() {
+        reloaded.load_record(record);
+    }
+    assert_eq!(reloaded.active_task_count_on("i-1"), 1);
+    assert_eq!(reloaded.provisioning_tasks().count(), 2);
+}
