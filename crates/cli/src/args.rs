@@ -3,14 +3,14 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
 
 use crate::output::Format;
 
 pub const DEFAULT_ENDPOINT: &str = "127.0.0.1:7400";
 
-/// Manage a Berth control plane: clusters, task definitions, access and
-/// the servers themselves.
+/// Manage a Berth control plane: clusters, task definitions, tasks,
+/// instances, access and the servers themselves.
 ///
 /// Connection settings come from flags, then environment variables, then
 /// the config file (~/.config/berth/config.toml: endpoint, token, ca_cert).
@@ -109,6 +109,9 @@ pub enum Command {
     /// Registered instances (hosts running berth-agent).
     #[command(subcommand)]
     Instance(InstanceCommand),
+    /// Tasks: running copies of task definitions.
+    #[command(subcommand)]
+    Task(TaskCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -116,13 +119,46 @@ pub enum ClusterCommand {
     /// Show the control plane: leader, term and every server's state.
     Status,
     /// Create a cluster.
-    Create { name: String },
+    Create(ClusterCreateArgs),
+    /// Change a cluster's settings.
+    Update(ClusterUpdateArgs),
     /// List clusters.
     List,
     /// Show one cluster.
     Describe { name: String },
     /// Delete a cluster.
     Delete { name: String },
+}
+
+#[derive(Debug, Args)]
+pub struct ClusterCreateArgs {
+    pub name: String,
+    /// How long an instance may stay disconnected before its tasks are
+    /// declared lost and replaced, e.g. 5m [default: the server's, 5m].
+    #[arg(long, value_name = "DURATION", value_parser = duration_arg)]
+    pub lost_after: Option<Duration>,
+    /// How long a stopped task stays describable, e.g. 1h [default: the
+    /// server's, 1h].
+    #[arg(long, value_name = "DURATION", value_parser = duration_arg)]
+    pub task_retention: Option<Duration>,
+}
+
+#[derive(Debug, Args)]
+#[command(group(
+    ArgGroup::new("settings")
+        .args(["lost_after", "task_retention"])
+        .required(true)
+        .multiple(true)
+))]
+pub struct ClusterUpdateArgs {
+    pub name: String,
+    /// How long an instance may stay disconnected before its tasks are
+    /// declared lost and replaced, e.g. 10m.
+    #[arg(long, value_name = "DURATION", value_parser = duration_arg)]
+    pub lost_after: Option<Duration>,
+    /// How long a stopped task stays describable, e.g. 2h.
+    #[arg(long, value_name = "DURATION", value_parser = duration_arg)]
+    pub task_retention: Option<Duration>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -287,6 +323,166 @@ pub enum InstanceCommand {
     Describe { id: String },
     /// Deregister an instance: its certificate is refused from then on.
     Deregister { id: String },
+    /// Stop placing new tasks on an instance; its tasks keep running.
+    Drain { id: String },
+    /// Place tasks on a drained instance again.
+    Activate { id: String },
+    /// Custom attributes, used by memberOf placement constraints.
+    #[command(subcommand)]
+    Attribute(AttributeCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AttributeCommand {
+    /// Set attributes on an instance (replacing values of names it has).
+    Put {
+        id: String,
+        #[arg(
+            value_name = "NAME=VALUE",
+            required = true,
+            value_parser = attribute_arg
+        )]
+        attributes: Vec<(String, String)>,
+    },
+    /// Remove attributes from an instance.
+    Delete {
+        id: String,
+        #[arg(value_name = "NAME", required = true)]
+        names: Vec<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TaskCommand {
+    /// Start tasks where the scheduler places them.
+    Run(TaskRunArgs),
+    /// Start tasks on the instances given, bypassing placement.
+    Start(TaskStartArgs),
+    /// Stop a task.
+    Stop {
+        id: String,
+        /// Why, for whoever describes the task later.
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// List tasks.
+    List(TaskListArgs),
+    /// Show one task with its containers.
+    Describe { id: String },
+    /// Print a container's output: stdout to stdout, stderr to stderr.
+    Logs(TaskLogsArgs),
+}
+
+/// What `task run` and `task start` share.
+#[derive(Debug, Args)]
+pub struct TaskLaunchArgs {
+    /// The task definition: FAMILY (its latest ACTIVE revision) or
+    /// FAMILY:REVISION.
+    #[arg(long = "taskdef", value_name = "FAMILY[:REVISION]")]
+    pub task_definition: String,
+    /// The cluster [default: the default cluster].
+    #[arg(long)]
+    pub cluster: Option<String>,
+    /// A group name, e.g. for spreading or distinctInstance.
+    #[arg(long)]
+    pub group: Option<String>,
+    /// Who or what started the task, e.g. a CI job.
+    #[arg(long)]
+    pub started_by: Option<String>,
+    /// Set an environment variable in one container; repeatable.
+    #[arg(long = "override", value_name = "CONTAINER.env.KEY=VALUE", value_parser = override_arg)]
+    pub overrides: Vec<String>,
+    /// Idempotency token: the same token never starts tasks twice
+    /// [default: a fresh random one per invocation].
+    #[arg(long, value_name = "TOKEN", value_parser = client_token_arg)]
+    pub client_token: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct TaskRunArgs {
+    #[command(flatten)]
+    pub launch: TaskLaunchArgs,
+    /// How many tasks to start.
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 1,
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
+    pub count: u32,
+    /// binpack:cpu, binpack:memory, spread:instanceId,
+    /// spread:attribute:NAME or random; repeatable, applied in order.
+    #[arg(long = "placement-strategy", value_name = "STRATEGY")]
+    pub placement_strategies: Vec<String>,
+    /// distinctInstance or memberOf(EXPRESSION), e.g.
+    /// 'memberOf(attribute:zone == a)'; repeatable.
+    #[arg(long = "placement-constraint", value_name = "CONSTRAINT")]
+    pub placement_constraints: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct TaskStartArgs {
+    #[command(flatten)]
+    pub launch: TaskLaunchArgs,
+    /// An instance to start one task on; repeatable.
+    #[arg(long = "instance", value_name = "ID", required = true)]
+    pub instances: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct TaskListArgs {
+    /// Only this cluster's.
+    #[arg(long)]
+    pub cluster: Option<String>,
+    /// Only those placed on this instance.
+    #[arg(long, value_name = "ID")]
+    pub instance: Option<String>,
+    /// Only this task definition family's.
+    #[arg(long, value_name = "FAMILY")]
+    pub family: Option<String>,
+    /// Only tasks with this last status.
+    #[arg(long, value_enum, ignore_case = true)]
+    pub status: Option<TaskStatusFilter>,
+}
+
+#[derive(Debug, Args)]
+pub struct TaskLogsArgs {
+    pub id: String,
+    /// The container [default: the task's first].
+    #[arg(long, value_name = "NAME")]
+    pub container: Option<String>,
+    /// Keep printing new output until the task stops.
+    #[arg(short, long)]
+    pub follow: bool,
+    /// Only the last N lines.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub tail: Option<u32>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TaskStatusFilter {
+    #[value(name = "PROVISIONING")]
+    Provisioning,
+    #[value(name = "PENDING")]
+    Pending,
+    #[value(name = "RUNNING")]
+    Running,
+    #[value(name = "STOPPING")]
+    Stopping,
+    #[value(name = "STOPPED")]
+    Stopped,
+}
+
+impl TaskStatusFilter {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskStatusFilter::Provisioning => "PROVISIONING",
+            TaskStatusFilter::Pending => "PENDING",
+            TaskStatusFilter::Running => "RUNNING",
+            TaskStatusFilter::Stopping => "STOPPING",
+            TaskStatusFilter::Stopped => "STOPPED",
+        }
+    }
 }
 
 /// `30s`, `90m`, `24h`, `7d`, for clap, which adds the flag's name to the
@@ -307,6 +503,21 @@ pub fn attribute_arg(text: &str) -> Result<(String, String), String> {
         }
         _ => Err("expected NAME=VALUE, e.g. zone=eu-1a".into()),
     }
+}
+
+/// `CONTAINER.env.KEY=VALUE`, checked here and sent as given.
+pub fn override_arg(text: &str) -> Result<String, String> {
+    berth_types::task::parse_override(text).map_err(|e| e.message)?;
+    Ok(text.to_string())
+}
+
+/// A client token: printable ASCII without spaces, so it survives shells
+/// and logs unchanged.
+pub fn client_token_arg(text: &str) -> Result<String, String> {
+    if text.is_empty() || text.len() > 64 || !text.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err("must be 1 to 64 printable characters without spaces".into());
+    }
+    Ok(text.to_string())
 }
 
 #[cfg(test)]
@@ -586,5 +797,338 @@ mod tests {
             Command::Instance(InstanceCommand::Deregister { .. })
         ));
         assert!(parse(&["instance", "describe"]).is_err());
+    }
+
+    fn parse_err(args: &[&str]) -> String {
+        parse(args).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn cluster_create_takes_optional_durations() {
+        let cli = parse(&["cluster", "create", "prod"]).unwrap();
+        match cli.command {
+            Command::Cluster(ClusterCommand::Create(args)) => {
+                assert_eq!(args.name, "prod");
+                assert_eq!((args.lost_after, args.task_retention), (None, None));
+            }
+            other => panic!("{other:?}"),
+        }
+        let cli = parse(&[
+            "cluster",
+            "create",
+            "prod",
+            "--lost-after",
+            "5m",
+            "--task-retention",
+            "1h",
+        ])
+        .unwrap();
+        match cli.command {
+            Command::Cluster(ClusterCommand::Create(args)) => {
+                assert_eq!(args.lost_after, Some(Duration::from_secs(300)));
+                assert_eq!(args.task_retention, Some(Duration::from_secs(3600)));
+            }
+            other => panic!("{other:?}"),
+        }
+        let err = parse_err(&["cluster", "create", "prod", "--lost-after", "5 minutes"]);
+        assert!(err.contains("--lost-after"), "{err}");
+        let err = parse_err(&["cluster", "create", "prod", "--task-retention", "0s"]);
+        assert!(err.contains("--task-retention"), "{err}");
+        assert!(err.contains("longer than 0s"), "{err}");
+    }
+
+    #[test]
+    fn cluster_update_needs_at_least_one_setting() {
+        let cli = parse(&["cluster", "update", "prod", "--task-retention", "2h"]).unwrap();
+        match cli.command {
+            Command::Cluster(ClusterCommand::Update(args)) => {
+                assert_eq!(args.name, "prod");
+                assert_eq!(args.lost_after, None);
+                assert_eq!(args.task_retention, Some(Duration::from_secs(7200)));
+            }
+            other => panic!("{other:?}"),
+        }
+        let err = parse(&["cluster", "update", "prod"]).unwrap_err();
+        assert_eq!(err.kind(), clap::error::ErrorKind::MissingRequiredArgument);
+        let text = err.to_string();
+        assert!(
+            text.contains("--lost-after") && text.contains("--task-retention"),
+            "{text}"
+        );
+        let err = parse_err(&["cluster", "update", "prod", "--lost-after", "10x"]);
+        assert!(err.contains("--lost-after") && err.contains("10x"), "{err}");
+    }
+
+    #[test]
+    fn task_run_takes_every_option_and_repeats() {
+        let cli = parse(&[
+            "task",
+            "run",
+            "--taskdef",
+            "web:3",
+            "--cluster",
+            "prod",
+            "--count",
+            "3",
+            "--group",
+            "batch",
+            "--started-by",
+            "ci",
+            "--placement-strategy",
+            "spread:attribute:zone",
+            "--placement-strategy",
+            "binpack:memory",
+            "--placement-constraint",
+            "memberOf(attribute:zone == a)",
+            "--placement-constraint",
+            "distinctInstance",
+            "--override",
+            "web.env.GREETING=hi=there",
+            "--override",
+            "side.env.EMPTY=",
+            "--client-token",
+            "deploy-42",
+        ])
+        .unwrap();
+        let Command::Task(TaskCommand::Run(args)) = cli.command else {
+            panic!("{:?}", cli.command);
+        };
+        assert_eq!(args.launch.task_definition, "web:3");
+        assert_eq!(args.launch.cluster.as_deref(), Some("prod"));
+        assert_eq!(args.count, 3);
+        assert_eq!(args.launch.group.as_deref(), Some("batch"));
+        assert_eq!(args.launch.started_by.as_deref(), Some("ci"));
+        assert_eq!(
+            args.placement_strategies,
+            ["spread:attribute:zone", "binpack:memory"]
+        );
+        assert_eq!(
+            args.placement_constraints,
+            ["memberOf(attribute:zone == a)", "distinctInstance"]
+        );
+        assert_eq!(
+            args.launch.overrides,
+            ["web.env.GREETING=hi=there", "side.env.EMPTY="]
+        );
+        assert_eq!(args.launch.client_token.as_deref(), Some("deploy-42"));
+
+        let cli = parse(&["task", "run", "--taskdef", "web"]).unwrap();
+        let Command::Task(TaskCommand::Run(args)) = cli.command else {
+            panic!("{:?}", cli.command);
+        };
+        assert_eq!(args.count, 1);
+        assert!(args.placement_strategies.is_empty());
+        assert_eq!(args.launch.client_token, None);
+    }
+
+    #[test]
+    fn task_run_errors_name_the_flag() {
+        let err = parse(&["task", "run", "--count", "2"]).unwrap_err();
+        assert_eq!(err.kind(), clap::error::ErrorKind::MissingRequiredArgument);
+        assert!(err.to_string().contains("--taskdef"), "{err}");
+
+        for bad in [
+            "web.GREETING=hi",
+            "web.env.GREETING",
+            ".env.X=1",
+            "web.env.=1",
+        ] {
+            let err = parse_err(&["task", "run", "--taskdef", "web", "--override", bad]);
+            assert!(err.contains("--override"), "{bad}: {err}");
+            assert!(err.contains("CONTAINER.env.KEY=VALUE"), "{bad}: {err}");
+        }
+
+        let err = parse_err(&["task", "run", "--taskdef", "web", "--count", "0"]);
+        assert!(err.contains("--count"), "{err}");
+        let err = parse_err(&["task", "run", "--taskdef", "web", "--count", "many"]);
+        assert!(err.contains("--count"), "{err}");
+        let err = parse_err(&["task", "run", "--taskdef", "web", "--client-token", "a b"]);
+        assert!(err.contains("--client-token"), "{err}");
+        let long = "x".repeat(65);
+        let err = parse_err(&["task", "run", "--taskdef", "web", "--client-token", &long]);
+        assert!(err.contains("--client-token"), "{err}");
+    }
+
+    #[test]
+    fn task_start_needs_a_taskdef_and_instances() {
+        let cli = parse(&[
+            "task",
+            "start",
+            "--taskdef",
+            "web:1",
+            "--instance",
+            "i-1",
+            "--instance",
+            "i-2",
+            "--override",
+            "web.env.A=1",
+            "--started-by",
+            "me",
+        ])
+        .unwrap();
+        let Command::Task(TaskCommand::Start(args)) = cli.command else {
+            panic!("{:?}", cli.command);
+        };
+        assert_eq!(args.launch.task_definition, "web:1");
+        assert_eq!(args.instances, ["i-1", "i-2"]);
+        assert_eq!(args.launch.overrides, ["web.env.A=1"]);
+        assert_eq!(args.launch.started_by.as_deref(), Some("me"));
+
+        let err = parse(&["task", "start", "--taskdef", "web"]).unwrap_err();
+        assert_eq!(err.kind(), clap::error::ErrorKind::MissingRequiredArgument);
+        assert!(err.to_string().contains("--instance"), "{err}");
+        let err = parse(&["task", "start", "--instance", "i-1"]).unwrap_err();
+        assert!(err.to_string().contains("--taskdef"), "{err}");
+        // Placement is the scheduler's business: start does not take it.
+        let err = parse(&[
+            "task",
+            "start",
+            "--taskdef",
+            "web",
+            "--instance",
+            "i-1",
+            "--placement-strategy",
+            "random",
+        ])
+        .unwrap_err();
+        assert_eq!(err.kind(), clap::error::ErrorKind::UnknownArgument);
+    }
+
+    #[test]
+    fn task_stop_list_describe_and_logs_parse() {
+        let cli = parse(&["task", "stop", "t-1", "--reason", "done"]).unwrap();
+        match cli.command {
+            Command::Task(TaskCommand::Stop { id, reason }) => {
+                assert_eq!((id.as_str(), reason.as_deref()), ("t-1", Some("done")))
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(parse(&["task", "stop"]).is_err());
+
+        let cli = parse(&[
+            "task",
+            "list",
+            "--cluster",
+            "prod",
+            "--instance",
+            "i-1",
+            "--family",
+            "web",
+            "--status",
+            "running",
+        ])
+        .unwrap();
+        let Command::Task(TaskCommand::List(args)) = cli.command else {
+            panic!("{:?}", cli.command);
+        };
+        assert_eq!(args.cluster.as_deref(), Some("prod"));
+        assert_eq!(args.instance.as_deref(), Some("i-1"));
+        assert_eq!(args.family.as_deref(), Some("web"));
+        assert_eq!(args.status, Some(TaskStatusFilter::Running));
+        assert_eq!(TaskStatusFilter::Running.as_str(), "RUNNING");
+        let err = parse_err(&["task", "list", "--status", "DONE"]);
+        assert!(
+            err.contains("--status") && err.contains("PROVISIONING"),
+            "{err}"
+        );
+
+        assert!(matches!(
+            parse(&["task", "describe", "t-1"]).unwrap().command,
+            Command::Task(TaskCommand::Describe { id }) if id == "t-1"
+        ));
+        assert!(parse(&["task", "describe"]).is_err());
+
+        let cli = parse(&[
+            "task",
+            "logs",
+            "t-1",
+            "-f",
+            "--tail",
+            "20",
+            "--container",
+            "web",
+        ])
+        .unwrap();
+        let Command::Task(TaskCommand::Logs(args)) = cli.command else {
+            panic!("{:?}", cli.command);
+        };
+        assert_eq!(
+            (
+                args.id.as_str(),
+                args.follow,
+                args.tail,
+                args.container.as_deref()
+            ),
+            ("t-1", true, Some(20), Some("web"))
+        );
+        let cli = parse(&["task", "logs", "t-1"]).unwrap();
+        let Command::Task(TaskCommand::Logs(args)) = cli.command else {
+            panic!("{:?}", cli.command);
+        };
+        assert_eq!(
+            (args.follow, args.tail, args.container),
+            (false, None, None)
+        );
+        let err = parse_err(&["task", "logs", "t-1", "--tail", "0"]);
+        assert!(err.contains("--tail"), "{err}");
+        let err = parse_err(&["task", "logs", "t-1", "--tail=-3"]);
+        assert!(err.contains("--tail"), "{err}");
+    }
+
+    #[test]
+    fn instance_drain_activate_and_attributes_parse() {
+        assert!(matches!(
+            parse(&["instance", "drain", "i-1"]).unwrap().command,
+            Command::Instance(InstanceCommand::Drain { id }) if id == "i-1"
+        ));
+        assert!(matches!(
+            parse(&["instance", "activate", "i-1"]).unwrap().command,
+            Command::Instance(InstanceCommand::Activate { id }) if id == "i-1"
+        ));
+        assert!(parse(&["instance", "drain"]).is_err());
+
+        let cli = parse(&[
+            "instance",
+            "attribute",
+            "put",
+            "i-1",
+            "zone=a",
+            "disk=ssd=fast",
+        ])
+        .unwrap();
+        match cli.command {
+            Command::Instance(InstanceCommand::Attribute(AttributeCommand::Put {
+                id,
+                attributes,
+            })) => {
+                assert_eq!(id, "i-1");
+                assert_eq!(
+                    attributes,
+                    [
+                        ("zone".into(), "a".into()),
+                        ("disk".into(), "ssd=fast".into())
+                    ]
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        let err = parse_err(&["instance", "attribute", "put", "i-1", "zone"]);
+        assert!(err.contains("NAME=VALUE"), "{err}");
+        let err = parse(&["instance", "attribute", "put", "i-1"]).unwrap_err();
+        assert_eq!(err.kind(), clap::error::ErrorKind::MissingRequiredArgument);
+
+        let cli = parse(&["instance", "attribute", "delete", "i-1", "zone", "disk"]).unwrap();
+        match cli.command {
+            Command::Instance(InstanceCommand::Attribute(AttributeCommand::Delete {
+                id,
+                names,
+            })) => {
+                assert_eq!(id, "i-1");
+                assert_eq!(names, ["zone", "disk"]);
+            }
+            other => panic!("{other:?}"),
+        }
+        let err = parse(&["instance", "attribute", "delete", "i-1"]).unwrap_err();
+        assert_eq!(err.kind(), clap::error::ErrorKind::MissingRequiredArgument);
     }
 }

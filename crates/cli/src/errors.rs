@@ -31,11 +31,46 @@ impl InvalidFile {
     }
 }
 
+/// A `task run` or `task start` that failed in a way that may have
+/// started the tasks anyway (the servers were unreachable or the reply was
+/// lost). Sending the same client token again is safe: the tasks are
+/// started at most once.
+#[derive(Debug, thiserror::Error)]
+#[error("{source}")]
+pub struct LaunchFailed {
+    pub client_token: String,
+    #[source]
+    pub source: ClientError,
+}
+
+impl LaunchFailed {
+    /// Wraps `err` when retrying it could matter; leaves definite failures
+    /// (a bad request, a refused token) as they are.
+    pub fn wrap(err: ClientError, client_token: &str) -> anyhow::Error {
+        if err.is_transient() {
+            LaunchFailed {
+                client_token: client_token.to_string(),
+                source: err,
+            }
+            .into()
+        } else {
+            err.into()
+        }
+    }
+}
+
 /// The `error: ` lines for a failure: exactly one, except for an invalid
 /// file, which gets one per problem.
 pub fn error_lines(err: &anyhow::Error) -> Vec<String> {
     let lines = if let Some(invalid) = err.downcast_ref::<InvalidFile>() {
         invalid.lines()
+    } else if let Some(launch) = err.downcast_ref::<LaunchFailed>() {
+        vec![format!(
+            "{}; the tasks may or may not have started: to retry without starting them twice, \
+             add --client-token {}",
+            describe_client_error(&launch.source),
+            launch.client_token
+        )]
     } else if let Some(client) = err.downcast_ref::<ClientError>() {
         vec![describe_client_error(client)]
     } else {
@@ -66,6 +101,9 @@ pub fn describe_client_error(err: &ClientError) -> String {
         }
         ClientError::OutcomeUnknown { .. } => {
             format!("{err}; check before retrying")
+        }
+        ClientError::StreamBroken { .. } => {
+            format!("{err}; the output above may be incomplete")
         }
         // berthd may give the same advice itself; once is enough.
         ClientError::Unauthenticated(message) if message.contains("--token") => err.to_string(),
@@ -264,6 +302,48 @@ mod tests {
         assert!(line.contains("UnknownIssuer"), "{line}");
         assert!(line.contains("--ca-cert"), "{line}");
         assert!(!line.contains("is berthd running"), "{line}");
+    }
+
+    #[test]
+    fn a_launch_that_may_have_happened_names_its_client_token() {
+        let lost = ClientError::Unavailable {
+            tried: vec!["a:1".into(), "b:1".into()],
+            last: "request timed out".into(),
+        };
+        let lines = error_lines(&LaunchFailed::wrap(lost, "0f1e2d"));
+        assert_eq!(lines.len(), 1);
+        assert!(
+            lines[0].starts_with("error: cannot reach any server"),
+            "{lines:?}"
+        );
+        assert!(lines[0].ends_with("add --client-token 0f1e2d"), "{lines:?}");
+
+        // A definite refusal started nothing: no token advice.
+        let refused = ClientError::Api {
+            code: Code::InvalidArgument,
+            message: "invalid input: task definition \"nope\" not found".into(),
+        };
+        let lines = error_lines(&LaunchFailed::wrap(refused, "0f1e2d"));
+        assert_eq!(
+            lines,
+            ["error: invalid request: task definition \"nope\" not found"]
+        );
+    }
+
+    #[test]
+    fn a_broken_stream_says_the_output_may_be_cut_short() {
+        let err: anyhow::Error = ClientError::StreamBroken {
+            endpoint: "a:1".into(),
+            reason: "connection reset".into(),
+        }
+        .into();
+        assert_eq!(
+            error_lines(&err),
+            [
+                "error: lost the connection to a:1 while streaming: connection reset; the output \
+              above may be incomplete"
+            ]
+        );
     }
 
     #[test]

@@ -12,15 +12,17 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context};
 use berth_client::time::now_ms;
-use berth_client::BerthClient;
+use berth_client::{pb, BerthClient, ClusterOptions, LogOptions, TaskFilter};
 use berth_types::taskdef_file::{load_task_definition, FileFormat};
 use clap::Parser;
 
 use args::{
-    ActivationCommand, ActivationCreateArgs, AuthCommand, Cli, ClusterCommand, Command,
-    InstanceCommand, ServerCommand, TaskDefCommand, TokenCommand,
+    ActivationCommand, ActivationCreateArgs, AttributeCommand, AuthCommand, Cli, ClusterCommand,
+    ClusterCreateArgs, ClusterUpdateArgs, Command, InstanceCommand, ServerCommand, TaskCommand,
+    TaskDefCommand, TaskLaunchArgs, TaskListArgs, TaskLogsArgs, TaskRunArgs, TaskStartArgs,
+    TokenCommand,
 };
-use errors::InvalidFile;
+use errors::{InvalidFile, LaunchFailed};
 use output::{render, Format};
 
 fn main() -> ExitCode {
@@ -70,7 +72,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             api_token(&connect()?, format, command).await?
         }
         Command::Activation(command) => activation(connect, format, command).await?,
-        Command::Instance(command) => instance(&connect()?, format, command).await?,
+        Command::Instance(command) => instance(connect, format, command).await?,
+        Command::Task(command) => task(connect, format, command).await?,
     };
     emit(&text)
 }
@@ -139,7 +142,7 @@ async fn activation(
                 description,
             } = args;
             // Checked before connecting: it is a mistake in the command.
-            let attributes = attribute_map(attributes)?;
+            let attributes = name_value_map(attributes, "--attribute")?;
             let (record, token) = connect()?
                 .create_activation(
                     cluster.as_deref(),
@@ -181,13 +184,16 @@ async fn activation(
     }
 }
 
-/// `--attribute` pairs as a map; giving a name twice is a mistake, not a
-/// silent override.
-fn attribute_map(pairs: Vec<(String, String)>) -> anyhow::Result<BTreeMap<String, String>> {
+/// `NAME=VALUE` pairs as a map; giving a name twice is a mistake, not a
+/// silent override. `what` names the argument in the message.
+fn name_value_map(
+    pairs: Vec<(String, String)>,
+    what: &str,
+) -> anyhow::Result<BTreeMap<String, String>> {
     let mut map = BTreeMap::new();
     for (name, value) in pairs {
         if map.contains_key(&name) {
-            bail!("--attribute {name} is given more than once");
+            bail!("{what} {name} is given more than once");
         }
         map.insert(name, value);
     }
@@ -195,28 +201,218 @@ fn attribute_map(pairs: Vec<(String, String)>) -> anyhow::Result<BTreeMap<String
 }
 
 async fn instance(
-    client: &BerthClient,
+    connect: impl FnOnce() -> anyhow::Result<BerthClient>,
     format: Format,
     command: InstanceCommand,
 ) -> anyhow::Result<String> {
     match command {
         InstanceCommand::List { cluster } => {
-            let instances: Vec<output::Instance> = client
+            let instances: Vec<output::Instance> = connect()?
                 .list_instances(cluster.as_deref())
                 .await?
                 .into_iter()
                 .map(Into::into)
                 .collect();
-            render(format, instances.as_slice(), output::instances_table)
+            let now = now_ms();
+            render(format, instances.as_slice(), |i| {
+                output::instances_table(i, now)
+            })
         }
         InstanceCommand::Describe { id } => {
-            let instance = output::Instance::from(client.describe_instance(&id).await?);
-            render(format, &instance, output::instance_detail)
+            let instance = output::Instance::from(connect()?.describe_instance(&id).await?);
+            let now = now_ms();
+            render(format, &instance, |i| output::instance_detail(i, now))
         }
         InstanceCommand::Deregister { id } => {
-            let instance = output::Instance::from(client.deregister_instance(&id).await?);
+            let instance = output::Instance::from(connect()?.deregister_instance(&id).await?);
             render(format, &instance, output::deregistered_instance)
         }
+        InstanceCommand::Drain { id } => {
+            let instance = output::Instance::from(connect()?.drain_instance(&id).await?);
+            render(format, &instance, output::drained_instance)
+        }
+        InstanceCommand::Activate { id } => {
+            let instance = output::Instance::from(connect()?.activate_instance(&id).await?);
+            render(format, &instance, output::activated_instance)
+        }
+        InstanceCommand::Attribute(AttributeCommand::Put { id, attributes }) => {
+            // Checked before connecting: it is a mistake in the command.
+            let attributes = name_value_map(attributes, "attribute")?;
+            let instance =
+                output::Instance::from(connect()?.put_instance_attributes(&id, &attributes).await?);
+            render(format, &instance, output::instance_attributes)
+        }
+        InstanceCommand::Attribute(AttributeCommand::Delete { id, names }) => {
+            let instance =
+                output::Instance::from(connect()?.delete_instance_attributes(&id, &names).await?);
+            render(format, &instance, output::instance_attributes)
+        }
+    }
+}
+
+async fn task(
+    connect: impl FnOnce() -> anyhow::Result<BerthClient>,
+    format: Format,
+    command: TaskCommand,
+) -> anyhow::Result<String> {
+    match command {
+        TaskCommand::Run(args) => {
+            let req = run_task_request(args);
+            let token = req.client_token.clone();
+            let tasks = connect()?
+                .run_task(req)
+                .await
+                .map_err(|e| LaunchFailed::wrap(e, &token))?;
+            launched(format, &task_views(tasks))
+        }
+        TaskCommand::Start(args) => {
+            let req = start_task_request(args);
+            let token = req.client_token.clone();
+            let tasks = connect()?
+                .start_task(req)
+                .await
+                .map_err(|e| LaunchFailed::wrap(e, &token))?;
+            launched(format, &task_views(tasks))
+        }
+        TaskCommand::Stop { id, reason } => {
+            let task = output::Task::from(
+                connect()?
+                    .stop_task(&id, reason.as_deref().unwrap_or_default())
+                    .await?,
+            );
+            render(format, &task, output::stopping_task)
+        }
+        TaskCommand::List(args) => {
+            let tasks = task_views(connect()?.list_tasks(&task_filter(args)).await?);
+            let now = now_ms();
+            render(format, tasks.as_slice(), |t| output::tasks_table(t, now))
+        }
+        TaskCommand::Describe { id } => {
+            let task = output::Task::from(connect()?.describe_task(&id).await?);
+            render(format, &task, output::task_detail)
+        }
+        TaskCommand::Logs(args) => {
+            let (id, options) = log_options(args);
+            let mut stream = connect()?.task_logs(&id, &options).await?;
+            let (mut stdout, mut stderr) = (io::stdout(), io::stderr());
+            while let Some(chunk) = stream.next().await? {
+                if !write_chunk(&chunk, &mut stdout, &mut stderr)? {
+                    break;
+                }
+            }
+            // Everything went out as it came; nothing is left to print.
+            Ok(String::new())
+        }
+    }
+}
+
+fn task_views(tasks: Vec<pb::Task>) -> Vec<output::Task> {
+    tasks.into_iter().map(Into::into).collect()
+}
+
+/// What `task run` and `task start` print: the tasks, and on stderr why
+/// any of them is not placed yet.
+fn launched(format: Format, tasks: &[output::Task]) -> anyhow::Result<String> {
+    if format == Format::Table {
+        warn(&output::unplaced_notes(tasks));
+    }
+    let now = now_ms();
+    render(format, tasks, |t| output::tasks_table(t, now))
+}
+
+/// The client token of a launch: the one given, or a fresh one, so that
+/// the client may send the request again to another server without ever
+/// starting the tasks twice.
+fn client_token(given: Option<String>) -> String {
+    given.unwrap_or_else(berth_client::new_client_token)
+}
+
+fn run_task_request(args: TaskRunArgs) -> pb::RunTaskRequest {
+    let TaskRunArgs {
+        launch,
+        count,
+        placement_strategies,
+        placement_constraints,
+    } = args;
+    let TaskLaunchArgs {
+        task_definition,
+        cluster,
+        group,
+        started_by,
+        overrides,
+        client_token: token,
+    } = launch;
+    pb::RunTaskRequest {
+        cluster: cluster.unwrap_or_default(),
+        task_definition,
+        count,
+        group: group.unwrap_or_default(),
+        started_by: started_by.unwrap_or_default(),
+        placement_strategies,
+        placement_constraints,
+        overrides,
+        client_token: client_token(token),
+    }
+}
+
+fn start_task_request(args: TaskStartArgs) -> pb::StartTaskRequest {
+    let TaskStartArgs { launch, instances } = args;
+    let TaskLaunchArgs {
+        task_definition,
+        cluster,
+        group,
+        started_by,
+        overrides,
+        client_token: token,
+    } = launch;
+    pb::StartTaskRequest {
+        cluster: cluster.unwrap_or_default(),
+        task_definition,
+        instance_ids: instances,
+        group: group.unwrap_or_default(),
+        started_by: started_by.unwrap_or_default(),
+        overrides,
+        client_token: client_token(token),
+    }
+}
+
+fn task_filter(args: TaskListArgs) -> TaskFilter {
+    TaskFilter {
+        cluster: args.cluster,
+        instance_id: args.instance,
+        family: args.family,
+        status: args.status.map(|s| s.as_str().to_string()),
+    }
+}
+
+fn log_options(args: TaskLogsArgs) -> (String, LogOptions) {
+    (
+        args.id,
+        LogOptions {
+            container: args.container,
+            follow: args.follow,
+            tail: args.tail,
+        },
+    )
+}
+
+/// Writes a log chunk as it came, stderr's to `err` and everything else to
+/// `out`, flushed so `--follow` shows output at once. `false` when the
+/// reader has gone (`berth task logs ID | head`): time to stop quietly.
+fn write_chunk(
+    chunk: &pb::LogChunk,
+    out: &mut impl Write,
+    err: &mut impl Write,
+) -> anyhow::Result<bool> {
+    let (target, name): (&mut dyn Write, &str) = if chunk.stream == "stderr" {
+        (err, "standard error")
+    } else {
+        (out, "standard output")
+    };
+    match target.write_all(&chunk.data).and_then(|()| target.flush()) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(false),
+        Err(e) => Err(e).with_context(|| format!("cannot write to {name}")),
     }
 }
 
@@ -230,8 +426,28 @@ async fn cluster(
             let status = output::ControlPlaneStatus::from(client.status().await?);
             render(format, &status, output::status_table)
         }
-        ClusterCommand::Create { name } => {
-            let cluster = client.create_cluster(&name).await?;
+        ClusterCommand::Create(ClusterCreateArgs {
+            name,
+            lost_after,
+            task_retention,
+        }) => {
+            let options = ClusterOptions {
+                lost_after,
+                task_retention,
+            };
+            let cluster = client.create_cluster_with(&name, &options).await?;
+            render(format, &cluster, output::cluster_detail)
+        }
+        ClusterCommand::Update(ClusterUpdateArgs {
+            name,
+            lost_after,
+            task_retention,
+        }) => {
+            let changes = ClusterOptions {
+                lost_after,
+                task_retention,
+            };
+            let cluster = client.update_cluster(&name, &changes).await?;
             render(format, &cluster, output::cluster_detail)
         }
         ClusterCommand::List => {
@@ -385,16 +601,16 @@ mod tests {
 
     #[test]
     fn attributes_may_not_repeat_a_name() {
-        let map = attribute_map(vec![
-            ("zone".into(), "a".into()),
-            ("disk".into(), "".into()),
-        ])
+        let map = name_value_map(
+            vec![("zone".into(), "a".into()), ("disk".into(), "".into())],
+            "--attribute",
+        )
         .unwrap();
         assert_eq!(map.len(), 2);
-        let err = attribute_map(vec![
-            ("zone".into(), "a".into()),
-            ("zone".into(), "b".into()),
-        ])
+        let err = name_value_map(
+            vec![("zone".into(), "a".into()), ("zone".into(), "b".into())],
+            "--attribute",
+        )
         .unwrap_err();
         assert_eq!(err.to_string(), "--attribute zone is given more than once");
     }
@@ -404,6 +620,172 @@ mod tests {
         assert_eq!(
             ignored_field_warning("containerDefinitions[0].logConfiguration"),
             "warning: ignored field containerDefinitions[0].logConfiguration (not used by Berth)"
+        );
+    }
+
+    fn cli(args: &[&str]) -> Cli {
+        Cli::try_parse_from(std::iter::once("berth").chain(args.iter().copied())).unwrap()
+    }
+
+    fn run_args(args: &[&str]) -> TaskRunArgs {
+        match cli(args).command {
+            Command::Task(TaskCommand::Run(args)) => args,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn run_task_request_carries_every_flag_and_a_fresh_token() {
+        let req = run_task_request(run_args(&[
+            "task",
+            "run",
+            "--taskdef",
+            "web:3",
+            "--count",
+            "2",
+            "--placement-strategy",
+            "binpack:memory",
+            "--placement-constraint",
+            "distinctInstance",
+            "--override",
+            "web.env.A=1",
+        ]));
+        assert_eq!(req.task_definition, "web:3");
+        assert_eq!(req.count, 2);
+        assert_eq!(req.cluster, "", "empty: the server's default cluster");
+        assert_eq!(req.placement_strategies, ["binpack:memory"]);
+        assert_eq!(req.placement_constraints, ["distinctInstance"]);
+        assert_eq!(req.overrides, ["web.env.A=1"]);
+        assert_eq!(req.client_token.len(), 32, "{}", req.client_token);
+
+        // Every invocation gets its own token, unless one is given.
+        let again = run_task_request(run_args(&["task", "run", "--taskdef", "web:3"]));
+        assert_ne!(again.client_token, req.client_token);
+        let given = run_task_request(run_args(&[
+            "task",
+            "run",
+            "--taskdef",
+            "web",
+            "--client-token",
+            "deploy-42",
+        ]));
+        assert_eq!(given.client_token, "deploy-42");
+    }
+
+    #[test]
+    fn start_task_request_names_the_instances() {
+        let args = match cli(&[
+            "task",
+            "start",
+            "--taskdef",
+            "web",
+            "--instance",
+            "i-1",
+            "--instance",
+            "i-2",
+            "--cluster",
+            "prod",
+            "--group",
+            "g",
+        ])
+        .command
+        {
+            Command::Task(TaskCommand::Start(args)) => args,
+            other => panic!("{other:?}"),
+        };
+        let req = start_task_request(args);
+        assert_eq!(req.instance_ids, ["i-1", "i-2"]);
+        assert_eq!((req.cluster.as_str(), req.group.as_str()), ("prod", "g"));
+        assert_eq!(req.client_token.len(), 32);
+    }
+
+    #[test]
+    fn list_and_logs_flags_become_the_filter_and_options() {
+        let Command::Task(TaskCommand::List(args)) =
+            cli(&["task", "list", "--instance", "i-1", "--status", "stopped"]).command
+        else {
+            panic!("not task list");
+        };
+        assert_eq!(
+            task_filter(args),
+            TaskFilter {
+                cluster: None,
+                instance_id: Some("i-1".into()),
+                family: None,
+                status: Some("STOPPED".into()),
+            }
+        );
+        let Command::Task(TaskCommand::Logs(args)) =
+            cli(&["task", "logs", "t-1", "--follow", "--tail", "5"]).command
+        else {
+            panic!("not task logs");
+        };
+        let (id, options) = log_options(args);
+        assert_eq!(id, "t-1");
+        assert_eq!(
+            options,
+            LogOptions {
+                container: None,
+                follow: true,
+                tail: Some(5)
+            }
+        );
+    }
+
+    fn chunk(stream: &str, data: &[u8]) -> pb::LogChunk {
+        pb::LogChunk {
+            stream: stream.into(),
+            data: data.to_vec(),
+        }
+    }
+
+    #[test]
+    fn log_chunks_go_to_their_own_stream_unchanged() {
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        for c in [
+            chunk("stdout", b"one\n"),
+            chunk("stderr", b"warn\xff\n"),
+            chunk("stdout", b"two"),
+        ] {
+            assert!(write_chunk(&c, &mut out, &mut err).unwrap());
+        }
+        assert_eq!(out, b"one\ntwo");
+        assert_eq!(err, b"warn\xff\n", "bytes pass through as they are");
+    }
+
+    /// A reader that went away, or a disk that is full.
+    struct Failing(io::ErrorKind);
+
+    impl Write for Failing {
+        fn write(&mut self, _buf: &[u8]) -> io::Result<usize> {
+            Err(io::Error::from(self.0))
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_closed_pipe_ends_the_logs_quietly_but_other_write_errors_fail() {
+        let mut err = Vec::new();
+        let keep_going = write_chunk(
+            &chunk("stdout", b"x"),
+            &mut Failing(io::ErrorKind::BrokenPipe),
+            &mut err,
+        )
+        .unwrap();
+        assert!(!keep_going);
+        let failure = write_chunk(
+            &chunk("stdout", b"x"),
+            &mut Failing(io::ErrorKind::StorageFull),
+            &mut err,
+        )
+        .unwrap_err();
+        assert!(
+            failure
+                .to_string()
+                .contains("cannot write to standard output"),
+            "{failure}"
         );
     }
 }

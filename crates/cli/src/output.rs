@@ -216,8 +216,25 @@ pub struct Instance {
     pub activation_id: String,
     pub registered_at_ms: i64,
     pub certificate_expires_at_ms: i64,
+    /// ACTIVE, DRAINING, DISCONNECTED or INACTIVE.
     pub status: String,
     pub deregistered_at_ms: Option<i64>,
+    /// `null` until the agent has connected once.
+    pub agent_version: Option<String>,
+    pub agent_connected: bool,
+    /// When the current session began; `null` while disconnected.
+    pub connected_since_ms: Option<i64>,
+    /// When the agent was last heard from; `null` while connected.
+    pub last_seen_ms: Option<i64>,
+    /// CPU units (1024 = one core).
+    pub cpu_registered: u64,
+    pub cpu_remaining: u64,
+    pub memory_registered_mib: u64,
+    pub memory_remaining_mib: u64,
+    pub ports_in_use: Vec<u32>,
+    /// Tasks placed here and not yet STOPPED.
+    pub running_tasks: u32,
+    pub draining: bool,
 }
 
 impl From<pb::Instance> for Instance {
@@ -232,8 +249,117 @@ impl From<pb::Instance> for Instance {
             certificate_expires_at_ms: i.certificate_expires_at_ms,
             status: i.status,
             deregistered_at_ms: i.deregistered_at_ms,
+            agent_version: non_empty(i.agent_version),
+            agent_connected: i.agent_connected,
+            connected_since_ms: i.connected_since_ms,
+            last_seen_ms: i.last_seen_ms,
+            cpu_registered: i.cpu_registered,
+            cpu_remaining: i.cpu_remaining,
+            memory_registered_mib: i.memory_registered_mib,
+            memory_remaining_mib: i.memory_remaining_mib,
+            ports_in_use: i.ports_in_use,
+            running_tasks: i.running_tasks,
+            draining: i.draining,
         }
     }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Task {
+    pub id: String,
+    pub cluster: String,
+    /// FAMILY:REVISION.
+    pub task_definition: String,
+    /// `null` while PROVISIONING (not placed yet).
+    pub instance_id: Option<String>,
+    pub group: Option<String>,
+    pub started_by: Option<String>,
+    /// RUNNING or STOPPED: what the control plane wants.
+    pub desired_status: String,
+    /// PROVISIONING, PENDING, RUNNING, STOPPING or STOPPED: what the agent
+    /// last reported.
+    pub last_status: String,
+    pub containers: Vec<ContainerState>,
+    /// TaskFailedToStart, EssentialContainerExited, UserInitiated or
+    /// InstanceLost.
+    pub stop_code: Option<String>,
+    pub stopped_reason: Option<String>,
+    /// Why a PROVISIONING task is not placed yet.
+    pub placement_reason: Option<String>,
+    /// `CONTAINER.env.KEY=VALUE`, as given.
+    pub overrides: Vec<String>,
+    /// CPU units and MiB reserved on the instance.
+    pub cpu: u32,
+    pub memory: u32,
+    pub created_at_ms: i64,
+    pub pending_at_ms: Option<i64>,
+    pub started_at_ms: Option<i64>,
+    pub stopping_at_ms: Option<i64>,
+    pub stopped_at_ms: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ContainerState {
+    pub name: String,
+    /// PENDING, RUNNING or STOPPED.
+    pub status: String,
+    pub exit_code: Option<i32>,
+    pub reason: Option<String>,
+    /// HEALTHY, UNHEALTHY or UNKNOWN.
+    pub health: String,
+}
+
+impl From<pb::Task> for Task {
+    fn from(t: pb::Task) -> Self {
+        Self {
+            id: t.id,
+            cluster: t.cluster,
+            task_definition: t.task_definition,
+            instance_id: non_empty(t.instance_id),
+            group: non_empty(t.group),
+            started_by: non_empty(t.started_by),
+            desired_status: t.desired_status,
+            last_status: t.last_status,
+            containers: t.containers.into_iter().map(Into::into).collect(),
+            stop_code: non_empty(t.stop_code),
+            stopped_reason: non_empty(t.stopped_reason),
+            placement_reason: non_empty(t.placement_reason),
+            overrides: t
+                .overrides
+                .into_iter()
+                .map(|kv| format!("{}={}", kv.name, kv.value))
+                .collect(),
+            cpu: t.cpu,
+            memory: t.memory,
+            created_at_ms: t.created_at_ms,
+            pending_at_ms: t.pending_at_ms,
+            started_at_ms: t.started_at_ms,
+            stopping_at_ms: t.stopping_at_ms,
+            stopped_at_ms: t.stopped_at_ms,
+        }
+    }
+}
+
+impl From<pb::ContainerState> for ContainerState {
+    fn from(c: pb::ContainerState) -> Self {
+        Self {
+            name: c.name,
+            status: c.status,
+            exit_code: c.exit_code,
+            reason: non_empty(c.reason),
+            health: if c.health.is_empty() {
+                "UNKNOWN".to_string()
+            } else {
+                c.health
+            },
+        }
+    }
+}
+
+fn non_empty(text: String) -> Option<String> {
+    Some(text).filter(|t| !t.is_empty())
 }
 
 fn attribute_map(attributes: Vec<pb::Attribute>) -> BTreeMap<String, String> {
@@ -243,13 +369,14 @@ fn attribute_map(attributes: Vec<pb::Attribute>) -> BTreeMap<String, String> {
 // ---------------------------------------------------------------- tables
 
 pub fn clusters_table(clusters: &[Cluster]) -> String {
-    let mut table = Table::new(["NAME", "STATUS", "CREATED", "LOST AFTER"]);
+    let mut table = Table::new(["NAME", "STATUS", "CREATED", "LOST AFTER", "TASK RETENTION"]);
     for c in clusters {
         table.row([
             c.name.clone(),
             screaming(&c.status),
             rfc3339(c.created_at_ms),
             format!("{}s", c.settings.lost_after_secs),
+            format!("{}s", c.settings.task_retention_secs),
         ]);
     }
     table.render()
@@ -261,6 +388,10 @@ pub fn cluster_detail(c: &Cluster) -> String {
         ("Status", screaming(&c.status)),
         ("Created", rfc3339(c.created_at_ms)),
         ("Lost after", format!("{}s", c.settings.lost_after_secs)),
+        (
+            "Task retention",
+            format!("{}s", c.settings.task_retention_secs),
+        ),
     ])
 }
 
@@ -507,36 +638,93 @@ pub fn revoked_activation(a: &Activation) -> String {
     format!("revoked activation {}\n", a.id)
 }
 
-pub fn instances_table(instances: &[Instance]) -> String {
+/// One row per instance. `now_ms` is when berth ran, for the SINCE
+/// column: how long the agent has been connected, or disconnected.
+pub fn instances_table(instances: &[Instance], now_ms: i64) -> String {
     let mut table = Table::new([
         "ID",
         "CLUSTER",
         "HOSTNAME",
-        "ATTRIBUTES",
-        "REGISTERED",
-        "CERT EXPIRES",
         "STATUS",
+        "AGENT",
+        "SINCE",
+        "CPU FREE/TOTAL",
+        "MEMORY FREE/TOTAL (MiB)",
+        "TASKS",
+        "VERSION",
+        "ATTRIBUTES",
     ]);
     for i in instances {
         table.row([
             i.id.clone(),
             i.cluster.clone(),
             i.hostname.clone(),
-            attributes_cell(&i.attributes),
-            rfc3339(i.registered_at_ms),
-            rfc3339(i.certificate_expires_at_ms),
             i.status.clone(),
+            agent_state(i).to_string(),
+            agent_since(i).map_or_else(dash, |at| age(at, now_ms)),
+            format!("{}/{}", i.cpu_remaining, i.cpu_registered),
+            format!("{}/{}", i.memory_remaining_mib, i.memory_registered_mib),
+            i.running_tasks.to_string(),
+            i.agent_version.clone().unwrap_or_else(dash),
+            attributes_cell(&i.attributes),
         ]);
     }
     table.render()
 }
 
-pub fn instance_detail(i: &Instance) -> String {
+fn agent_state(i: &Instance) -> &'static str {
+    if i.agent_connected {
+        "connected"
+    } else if i.last_seen_ms.is_some() || i.agent_version.is_some() {
+        "disconnected"
+    } else {
+        "never-connected"
+    }
+}
+
+/// When the agent's current state began: connected since, or last seen.
+fn agent_since(i: &Instance) -> Option<i64> {
+    if i.agent_connected {
+        i.connected_since_ms
+    } else {
+        i.last_seen_ms
+    }
+}
+
+pub fn instance_detail(i: &Instance, now_ms: i64) -> String {
+    let agent = match (i.agent_connected, agent_since(i)) {
+        (true, Some(at)) => format!("connected since {} ({} ago)", rfc3339(at), age(at, now_ms)),
+        (false, Some(at)) => format!(
+            "disconnected, last seen {} ({} ago)",
+            rfc3339(at),
+            age(at, now_ms)
+        ),
+        _ => agent_state(i).replace('-', " "),
+    };
+    let ports: Vec<String> = i.ports_in_use.iter().map(u32::to_string).collect();
     fields(&[
         ("ID", i.id.clone()),
         ("Cluster", i.cluster.clone()),
         ("Hostname", i.hostname.clone()),
         ("Status", i.status.clone()),
+        ("Agent", agent),
+        (
+            "Agent version",
+            i.agent_version.clone().unwrap_or_else(dash),
+        ),
+        (
+            "CPU",
+            format!("{} free of {} units", i.cpu_remaining, i.cpu_registered),
+        ),
+        (
+            "Memory",
+            format!(
+                "{} MiB free of {} MiB",
+                i.memory_remaining_mib, i.memory_registered_mib
+            ),
+        ),
+        ("Ports in use", list_or_dash(&ports)),
+        ("Running tasks", i.running_tasks.to_string()),
         ("Attributes", attributes_cell(&i.attributes)),
         ("Registered", rfc3339(i.registered_at_ms)),
         ("Certificate expires", rfc3339(i.certificate_expires_at_ms)),
@@ -550,6 +738,148 @@ pub fn instance_detail(i: &Instance) -> String {
 
 pub fn deregistered_instance(i: &Instance) -> String {
     format!("deregistered instance {} (now {})\n", i.id, i.status)
+}
+
+pub fn drained_instance(i: &Instance) -> String {
+    format!(
+        "draining instance {} (now {}): no new tasks are placed on it; {} task{} still there\n",
+        i.id,
+        i.status,
+        i.running_tasks,
+        if i.running_tasks == 1 { "" } else { "s" }
+    )
+}
+
+pub fn activated_instance(i: &Instance) -> String {
+    format!("activated instance {} (now {})\n", i.id, i.status)
+}
+
+pub fn instance_attributes(i: &Instance) -> String {
+    format!(
+        "attributes of instance {}: {}\n",
+        i.id,
+        attributes_cell(&i.attributes)
+    )
+}
+
+// ----------------------------------------------------------------- tasks
+
+/// One row per task. `now_ms` is when berth ran, for the STARTED column
+/// (how long ago the task started running).
+pub fn tasks_table(tasks: &[Task], now_ms: i64) -> String {
+    let mut table = Table::new([
+        "ID",
+        "TASKDEF",
+        "STATUS",
+        "DESIRED",
+        "INSTANCE",
+        "GROUP",
+        "STARTED",
+        "STOP CODE",
+    ]);
+    for t in tasks {
+        table.row([
+            t.id.clone(),
+            t.task_definition.clone(),
+            t.last_status.clone(),
+            t.desired_status.clone(),
+            t.instance_id.clone().unwrap_or_else(dash),
+            t.group.clone().unwrap_or_else(dash),
+            t.started_at_ms.map_or_else(dash, |at| age(at, now_ms)),
+            t.stop_code.clone().unwrap_or_else(dash),
+        ]);
+    }
+    table.render()
+}
+
+/// For stderr after `task run`: why tasks that are still PROVISIONING are
+/// not placed yet.
+pub fn unplaced_notes(tasks: &[Task]) -> Vec<String> {
+    tasks
+        .iter()
+        .filter(|t| t.last_status == "PROVISIONING")
+        .filter_map(|t| {
+            t.placement_reason
+                .as_ref()
+                .map(|why| format!("task {} is not placed yet: {why}", t.id))
+        })
+        .collect()
+}
+
+pub fn task_detail(t: &Task) -> String {
+    let time = |ms: Option<i64>| ms.map_or_else(dash, rfc3339);
+    let mut pairs = vec![
+        ("ID", t.id.clone()),
+        ("Cluster", t.cluster.clone()),
+        ("Task definition", t.task_definition.clone()),
+        ("Status", t.last_status.clone()),
+        ("Desired status", t.desired_status.clone()),
+        (
+            "Instance",
+            t.instance_id
+                .clone()
+                .unwrap_or_else(|| "- (not placed)".to_string()),
+        ),
+    ];
+    if t.last_status == "PROVISIONING" {
+        pairs.push((
+            "Placement",
+            t.placement_reason
+                .clone()
+                .unwrap_or_else(|| "waiting for the scheduler".to_string()),
+        ));
+    }
+    pairs.extend([
+        ("Group", t.group.clone().unwrap_or_else(dash)),
+        ("Started by", t.started_by.clone().unwrap_or_else(dash)),
+        ("CPU", t.cpu.to_string()),
+        ("Memory", format!("{} MiB", t.memory)),
+        ("Overrides", list_or_dash(&t.overrides)),
+        ("Created", rfc3339(t.created_at_ms)),
+        ("Pending", time(t.pending_at_ms)),
+        ("Started", time(t.started_at_ms)),
+        ("Stopping", time(t.stopping_at_ms)),
+        ("Stopped", time(t.stopped_at_ms)),
+        ("Stop code", t.stop_code.clone().unwrap_or_else(dash)),
+        (
+            "Stopped reason",
+            t.stopped_reason.clone().unwrap_or_else(dash),
+        ),
+    ]);
+    let mut out = fields(&pairs);
+    out.push('\n');
+    let mut table = Table::new(["CONTAINER", "STATUS", "EXIT CODE", "HEALTH", "REASON"]);
+    for c in &t.containers {
+        table.row([
+            c.name.clone(),
+            c.status.clone(),
+            c.exit_code.map_or_else(dash, |code| code.to_string()),
+            c.health.clone(),
+            c.reason.clone().unwrap_or_else(dash),
+        ]);
+    }
+    out.push_str(&table.render());
+    out
+}
+
+pub fn stopping_task(t: &Task) -> String {
+    format!(
+        "stopping task {} (desired {}, now {})\n",
+        t.id, t.desired_status, t.last_status
+    )
+}
+
+/// How long ago `then_ms` was, in the largest unit that keeps two digits
+/// of precision: `45s`, `12m`, `5h`, `3d`. A time in the future (clock
+/// skew) reads as `0s`.
+pub fn age(then_ms: i64, now_ms: i64) -> String {
+    let secs = (now_ms.saturating_sub(then_ms) / 1000).max(0);
+    match secs {
+        0..=119 => format!("{secs}s"),
+        120..=7_199 => format!("{}m", secs / 60),
+        7_200..=172_799 => format!("{}h", secs / 3600),
+        _ => format!("{}d", secs / 86_400),
+    }
 }
 
 /// `name=value` pairs joined by commas, without spaces, so the cell stays
@@ -700,7 +1030,10 @@ mod tests {
 
     #[test]
     fn empty_table_is_just_the_header() {
-        assert_eq!(clusters_table(&[]), "NAME  STATUS  CREATED  LOST AFTER\n");
+        assert_eq!(
+            clusters_table(&[]),
+            "NAME  STATUS  CREATED  LOST AFTER  TASK RETENTION\n"
+        );
     }
 
     fn cluster() -> Cluster {
@@ -710,6 +1043,7 @@ mod tests {
             created_at_ms: 1_700_000_000_000,
             settings: t::ClusterSettings {
                 lost_after_secs: 300,
+                task_retention_secs: 3600,
             },
         }
     }
@@ -750,8 +1084,8 @@ mod tests {
         let clusters = vec![cluster()];
         assert_eq!(
             render(Format::Table, clusters.as_slice(), clusters_table).unwrap(),
-            "NAME  STATUS  CREATED               LOST AFTER\n\
-             prod  ACTIVE  2023-11-14T22:13:20Z  300s\n"
+            "NAME  STATUS  CREATED               LOST AFTER  TASK RETENTION\n\
+             prod  ACTIVE  2023-11-14T22:13:20Z  300s        3600s\n"
         );
         let json = render(Format::Json, clusters.as_slice(), clusters_table).unwrap();
         let value: serde_json::Value = serde_json::from_str(&json).unwrap();
@@ -761,7 +1095,7 @@ mod tests {
                 "name": "prod",
                 "status": "ACTIVE",
                 "createdAtMs": 1_700_000_000_000i64,
-                "settings": {"lostAfterSecs": 300}
+                "settings": {"lostAfterSecs": 300, "taskRetentionSecs": 3600}
             }])
         );
         assert!(json.contains("\n  "), "pretty-printed: {json}");
@@ -772,10 +1106,11 @@ mod tests {
     fn cluster_detail_aligns_values() {
         assert_eq!(
             cluster_detail(&cluster()),
-            "Name:        prod\n\
-             Status:      ACTIVE\n\
-             Created:     2023-11-14T22:13:20Z\n\
-             Lost after:  300s\n"
+            "Name:            prod\n\
+             Status:          ACTIVE\n\
+             Created:         2023-11-14T22:13:20Z\n\
+             Lost after:      300s\n\
+             Task retention:  3600s\n"
         );
     }
 
@@ -1054,9 +1389,8 @@ mod tests {
         assert_eq!(value["activation"]["attributes"]["zone"], "a");
     }
 
-    #[test]
-    fn instances_table_has_the_columns_operators_need() {
-        let instance = Instance::from(pb::Instance {
+    fn wire_instance() -> pb::Instance {
+        pb::Instance {
             id: "i-1".into(),
             cluster: "prod".into(),
             hostname: "node-1".into(),
@@ -1064,26 +1398,323 @@ mod tests {
                 name: "zone".into(),
                 value: "a".into(),
             }],
-            registered_at_ms: NOW,
+            registered_at_ms: NOW - 86_400_000,
             certificate_expires_at_ms: NOW + 86_400_000,
             status: "ACTIVE".into(),
             activation_id: "a1".into(),
             deregistered_at_ms: None,
-        });
+            agent_version: "0.4.0".into(),
+            agent_connected: true,
+            connected_since_ms: Some(NOW - 300_000),
+            last_seen_ms: None,
+            cpu_registered: 2048,
+            memory_registered_mib: 4096,
+            cpu_remaining: 1536,
+            memory_remaining_mib: 3968,
+            ports_in_use: vec![8080, 9090],
+            running_tasks: 2,
+            draining: false,
+        }
+    }
+
+    #[test]
+    fn instances_table_shows_agent_state_resources_and_tasks() {
+        let connected = Instance::from(wire_instance());
+        let mut gone = wire_instance();
+        gone.id = "i-2".into();
+        gone.status = "DISCONNECTED".into();
+        gone.agent_connected = false;
+        gone.connected_since_ms = None;
+        gone.last_seen_ms = Some(NOW - 3 * 3_600_000);
+        gone.attributes.clear();
+        let mut fresh = wire_instance();
+        fresh.id = "i-3".into();
+        fresh.agent_connected = false;
+        fresh.connected_since_ms = None;
+        fresh.agent_version = String::new();
+        fresh.running_tasks = 0;
+        let instances = vec![connected, Instance::from(gone), Instance::from(fresh)];
         assert_eq!(
-            instances_table(std::slice::from_ref(&instance)),
-            "ID   CLUSTER  HOSTNAME  ATTRIBUTES  REGISTERED            CERT EXPIRES          STATUS\n\
-             i-1  prod     node-1    zone=a      2023-11-14T22:13:20Z  2023-11-15T22:13:20Z  ACTIVE\n"
+            instances_table(&instances, NOW),
+            "ID   CLUSTER  HOSTNAME  STATUS        AGENT            SINCE  CPU FREE/TOTAL  MEMORY FREE/TOTAL (MiB)  TASKS  VERSION  ATTRIBUTES\n\
+             i-1  prod     node-1    ACTIVE        connected        5m     1536/2048       3968/4096                2      0.4.0    zone=a\n\
+             i-2  prod     node-1    DISCONNECTED  disconnected     3h     1536/2048       3968/4096                2      0.4.0    -\n\
+             i-3  prod     node-1    ACTIVE        never-connected  -      1536/2048       3968/4096                0      -        zone=a\n"
         );
-        let detail = instance_detail(&instance);
+        let detail = instance_detail(&instances[1], NOW);
         assert!(
-            detail.starts_with("ID:                   i-1\n"),
+            detail.contains(
+                "Agent:                disconnected, last seen 2023-11-14T19:13:20Z (3h ago)\n"
+            ),
             "{detail}"
         );
-        assert!(detail.contains("Deregistered:         -\n"), "{detail}");
-        let json = render(Format::Json, &instance, instance_detail).unwrap();
+    }
+
+    #[test]
+    fn instance_detail_has_every_field() {
+        let instance = Instance::from(wire_instance());
+        assert_eq!(
+            instance_detail(&instance, NOW),
+            "ID:                   i-1\n\
+             Cluster:              prod\n\
+             Hostname:             node-1\n\
+             Status:               ACTIVE\n\
+             Agent:                connected since 2023-11-14T22:08:20Z (5m ago)\n\
+             Agent version:        0.4.0\n\
+             CPU:                  1536 free of 2048 units\n\
+             Memory:               3968 MiB free of 4096 MiB\n\
+             Ports in use:         8080, 9090\n\
+             Running tasks:        2\n\
+             Attributes:           zone=a\n\
+             Registered:           2023-11-13T22:13:20Z\n\
+             Certificate expires:  2023-11-15T22:13:20Z\n\
+             Activation:           a1\n\
+             Deregistered:         -\n"
+        );
+    }
+
+    #[test]
+    fn instance_json_is_camel_case_with_nulls_for_absent_values() {
+        let mut wire = wire_instance();
+        wire.agent_version = String::new();
+        let instance = Instance::from(wire);
+        let json = render(Format::Json, &instance, |i| instance_detail(i, NOW)).unwrap();
         let value: serde_json::Value = serde_json::from_str(&json).unwrap();
         assert_eq!(value["certificateExpiresAtMs"], NOW + 86_400_000);
         assert_eq!(value["attributes"]["zone"], "a");
+        assert_eq!(value["agentConnected"], true);
+        assert_eq!(value["connectedSinceMs"], NOW - 300_000);
+        assert_eq!(value["lastSeenMs"], serde_json::Value::Null);
+        assert_eq!(value["agentVersion"], serde_json::Value::Null);
+        assert_eq!(value["cpuRegistered"], 2048);
+        assert_eq!(value["cpuRemaining"], 1536);
+        assert_eq!(value["memoryRegisteredMib"], 4096);
+        assert_eq!(value["memoryRemainingMib"], 3968);
+        assert_eq!(value["portsInUse"], serde_json::json!([8080, 9090]));
+        assert_eq!(value["runningTasks"], 2);
+        assert_eq!(value["draining"], false);
+        assert_eq!(value["status"], "ACTIVE");
+    }
+
+    #[test]
+    fn instance_operations_say_what_happened() {
+        let mut wire = wire_instance();
+        wire.status = "DRAINING".into();
+        wire.draining = true;
+        let instance = Instance::from(wire);
+        assert_eq!(
+            drained_instance(&instance),
+            "draining instance i-1 (now DRAINING): no new tasks are placed on it; 2 tasks still \
+             there\n"
+        );
+        assert_eq!(
+            activated_instance(&instance),
+            "activated instance i-1 (now DRAINING)\n"
+        );
+        assert_eq!(
+            instance_attributes(&instance),
+            "attributes of instance i-1: zone=a\n"
+        );
+    }
+
+    fn wire_task() -> pb::Task {
+        pb::Task {
+            id: "t-1".into(),
+            cluster: "prod".into(),
+            task_definition: "web:3".into(),
+            instance_id: "i-1".into(),
+            group: "batch".into(),
+            started_by: "ci".into(),
+            desired_status: "RUNNING".into(),
+            last_status: "RUNNING".into(),
+            containers: vec![
+                pb::ContainerState {
+                    name: "web".into(),
+                    status: "RUNNING".into(),
+                    exit_code: None,
+                    reason: String::new(),
+                    health: "HEALTHY".into(),
+                },
+                pb::ContainerState {
+                    name: "init".into(),
+                    status: "STOPPED".into(),
+                    exit_code: Some(0),
+                    reason: "exited".into(),
+                    health: String::new(),
+                },
+            ],
+            stop_code: String::new(),
+            stopped_reason: String::new(),
+            placement_reason: String::new(),
+            created_at_ms: NOW - 120_000,
+            pending_at_ms: Some(NOW - 110_000),
+            started_at_ms: Some(NOW - 90_000),
+            stopping_at_ms: None,
+            stopped_at_ms: None,
+            overrides: vec![pb::KeyValuePair {
+                name: "web.env.GREETING".into(),
+                value: "hi".into(),
+            }],
+            cpu: 256,
+            memory: 128,
+        }
+    }
+
+    fn provisioning_task() -> pb::Task {
+        pb::Task {
+            id: "t-2".into(),
+            cluster: "prod".into(),
+            task_definition: "web:3".into(),
+            desired_status: "RUNNING".into(),
+            last_status: "PROVISIONING".into(),
+            placement_reason: "no instance has 512 MiB free memory; 3 instances checked".into(),
+            created_at_ms: NOW,
+            ..Default::default()
+        }
+    }
+
+    fn stopped_task() -> pb::Task {
+        pb::Task {
+            id: "t-3".into(),
+            desired_status: "STOPPED".into(),
+            last_status: "STOPPED".into(),
+            stop_code: "EssentialContainerExited".into(),
+            stopped_reason: "essential container web exited with code 1".into(),
+            started_at_ms: Some(NOW - 3 * 86_400_000),
+            stopped_at_ms: Some(NOW - 86_400_000),
+            ..wire_task()
+        }
+    }
+
+    #[test]
+    fn tasks_table_has_status_placement_age_and_stop_code() {
+        let tasks: Vec<Task> = [wire_task(), provisioning_task(), stopped_task()]
+            .into_iter()
+            .map(Task::from)
+            .collect();
+        assert_eq!(
+            tasks_table(&tasks, NOW),
+            "ID   TASKDEF  STATUS        DESIRED  INSTANCE  GROUP  STARTED  STOP CODE\n\
+             t-1  web:3    RUNNING       RUNNING  i-1       batch  90s      -\n\
+             t-2  web:3    PROVISIONING  RUNNING  -         -      -        -\n\
+             t-3  web:3    STOPPED       STOPPED  i-1       batch  3d       EssentialContainerExited\n"
+        );
+        assert_eq!(
+            unplaced_notes(&tasks),
+            [
+                "task t-2 is not placed yet: no instance has 512 MiB free memory; 3 instances \
+              checked"
+            ]
+        );
+    }
+
+    #[test]
+    fn task_detail_shows_everything_and_the_containers() {
+        let task = Task::from(stopped_task());
+        assert_eq!(
+            task_detail(&task),
+            "ID:               t-3\n\
+             Cluster:          prod\n\
+             Task definition:  web:3\n\
+             Status:           STOPPED\n\
+             Desired status:   STOPPED\n\
+             Instance:         i-1\n\
+             Group:            batch\n\
+             Started by:       ci\n\
+             CPU:              256\n\
+             Memory:           128 MiB\n\
+             Overrides:        web.env.GREETING=hi\n\
+             Created:          2023-11-14T22:11:20Z\n\
+             Pending:          2023-11-14T22:11:30Z\n\
+             Started:          2023-11-11T22:13:20Z\n\
+             Stopping:         -\n\
+             Stopped:          2023-11-13T22:13:20Z\n\
+             Stop code:        EssentialContainerExited\n\
+             Stopped reason:   essential container web exited with code 1\n\
+             \n\
+             CONTAINER  STATUS   EXIT CODE  HEALTH   REASON\n\
+             web        RUNNING  -          HEALTHY  -\n\
+             init       STOPPED  0          UNKNOWN  exited\n"
+        );
+    }
+
+    #[test]
+    fn a_provisioning_task_says_why_it_is_not_placed() {
+        let detail = task_detail(&Task::from(provisioning_task()));
+        let lines: Vec<&str> = detail.lines().collect();
+        assert_eq!(lines[5], "Instance:         - (not placed)");
+        assert_eq!(
+            lines[6],
+            "Placement:        no instance has 512 MiB free memory; 3 instances checked"
+        );
+        // Only PROVISIONING tasks have the line.
+        assert!(!task_detail(&Task::from(wire_task())).contains("Placement:"));
+        assert!(detail.ends_with("CONTAINER  STATUS  EXIT CODE  HEALTH  REASON\n"));
+    }
+
+    #[test]
+    fn task_json_is_camel_case_with_nulls_for_absent_values() {
+        let tasks: Vec<Task> = vec![Task::from(wire_task()), Task::from(provisioning_task())];
+        let json = render(Format::Json, tasks.as_slice(), |t| tasks_table(t, NOW)).unwrap();
+        let value: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(
+            value[0],
+            serde_json::json!({
+                "id": "t-1",
+                "cluster": "prod",
+                "taskDefinition": "web:3",
+                "instanceId": "i-1",
+                "group": "batch",
+                "startedBy": "ci",
+                "desiredStatus": "RUNNING",
+                "lastStatus": "RUNNING",
+                "containers": [
+                    {"name": "web", "status": "RUNNING", "exitCode": null, "reason": null,
+                     "health": "HEALTHY"},
+                    {"name": "init", "status": "STOPPED", "exitCode": 0, "reason": "exited",
+                     "health": "UNKNOWN"}
+                ],
+                "stopCode": null,
+                "stoppedReason": null,
+                "placementReason": null,
+                "overrides": ["web.env.GREETING=hi"],
+                "cpu": 256,
+                "memory": 128,
+                "createdAtMs": NOW - 120_000,
+                "pendingAtMs": NOW - 110_000,
+                "startedAtMs": NOW - 90_000,
+                "stoppingAtMs": null,
+                "stoppedAtMs": null
+            })
+        );
+        assert_eq!(value[1]["instanceId"], serde_json::Value::Null);
+        assert_eq!(
+            value[1]["placementReason"],
+            "no instance has 512 MiB free memory; 3 instances checked"
+        );
+        let yaml = render(Format::Yaml, tasks.as_slice(), |t| tasks_table(t, NOW)).unwrap();
+        let back: serde_json::Value = serde_yaml::from_str(&yaml).unwrap();
+        assert_eq!(back, value, "YAML carries the same document");
+    }
+
+    #[test]
+    fn stopping_a_task_says_where_it_is() {
+        let mut wire = wire_task();
+        wire.desired_status = "STOPPED".into();
+        assert_eq!(
+            stopping_task(&Task::from(wire)),
+            "stopping task t-1 (desired STOPPED, now RUNNING)\n"
+        );
+    }
+
+    #[test]
+    fn ages_use_the_largest_readable_unit() {
+        assert_eq!(age(NOW, NOW), "0s");
+        assert_eq!(age(NOW + 5_000, NOW), "0s", "clock skew");
+        assert_eq!(age(NOW - 119_000, NOW), "119s");
+        assert_eq!(age(NOW - 120_000, NOW), "2m");
+        assert_eq!(age(NOW - 7_199_000, NOW), "119m");
+        assert_eq!(age(NOW - 7_200_000, NOW), "2h");
+        assert_eq!(age(NOW - 172_800_000, NOW), "2d");
     }
 }

@@ -41,6 +41,11 @@ pub enum ClientError {
     )]
     OutcomeUnknown { endpoint: String, reason: String },
 
+    /// A stream (task logs) that was open broke off: the connection failed
+    /// or timed out after some of it had arrived.
+    #[error("lost the connection to {endpoint} while streaming: {reason}")]
+    StreamBroken { endpoint: String, reason: String },
+
     /// The server does not know who is calling: no token, an unknown,
     /// expired or revoked one, or no client certificate where one is needed.
     #[error("unauthenticated{}", colon(.0))]
@@ -120,6 +125,7 @@ impl ClientError {
         match self {
             ClientError::Unavailable { .. }
             | ClientError::OutcomeUnknown { .. }
+            | ClientError::StreamBroken { .. }
             | ClientError::FetchCa { .. } => true,
             ClientError::Api { code, .. } => matches!(
                 code,

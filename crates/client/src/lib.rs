@@ -8,7 +8,10 @@
 //! - a read moves on after any transport failure or `Unavailable` answer;
 //! - a write moves on only when the connection could not be made at all,
 //!   because a write whose reply was lost may already have been applied and
-//!   must not be applied twice.
+//!   must not be applied twice;
+//! - a write that carries a client token (RunTask, StartTask) is idempotent
+//!   on the server, so it fails over like a read: sent again with the same
+//!   token, it never starts tasks twice.
 //!
 //! Servers speak TLS with certificates from the cluster CA, and every API
 //! call carries an API token:
@@ -47,6 +50,7 @@ use berth_proto::pb::cluster_service_client::ClusterServiceClient;
 use berth_proto::pb::control_plane_service_client::ControlPlaneServiceClient;
 use berth_proto::pb::instance_service_client::InstanceServiceClient;
 use berth_proto::pb::task_definition_service_client::TaskDefinitionServiceClient;
+use berth_proto::pb::task_service_client::TaskServiceClient;
 use berth_types as t;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::interceptor::InterceptedService;
@@ -249,6 +253,58 @@ impl std::fmt::Debug for BerthClient {
 enum Kind {
     Read,
     Write,
+    /// A write the server deduplicates (by client token): as safe to send
+    /// again elsewhere as a read.
+    Idempotent,
+}
+
+impl Kind {
+    /// Whether a call that may have reached a server can be sent again.
+    fn repeatable(self) -> bool {
+        matches!(self, Kind::Read | Kind::Idempotent)
+    }
+}
+
+/// Cluster settings for [`BerthClient::create_cluster_with`] (`None`: the
+/// server's default) and [`BerthClient::update_cluster`] (`None`: leave it
+/// as it is). Both are whole seconds on the wire, at least one.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ClusterOptions {
+    /// How long an instance may stay disconnected before its tasks are
+    /// declared lost and replaced.
+    pub lost_after: Option<Duration>,
+    /// How long a STOPPED task stays describable.
+    pub task_retention: Option<Duration>,
+}
+
+/// Which tasks [`BerthClient::list_tasks`] returns; `None` does not filter.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TaskFilter {
+    pub cluster: Option<String>,
+    pub instance_id: Option<String>,
+    pub family: Option<String>,
+    /// A last status: PROVISIONING, PENDING, RUNNING, STOPPING or STOPPED.
+    pub status: Option<String>,
+}
+
+/// What [`BerthClient::task_logs`] reads.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LogOptions {
+    /// `None`: the task's first container.
+    pub container: Option<String>,
+    /// Keep streaming new output until the task stops or the stream is
+    /// dropped.
+    pub follow: bool,
+    /// Only the last N lines; `None`: everything.
+    pub tail: Option<u32>,
+}
+
+/// A fresh client token for RunTask or StartTask: 128 random bits in hex.
+/// Use one per logical request and resend it with every retry of that
+/// request.
+pub fn new_client_token() -> String {
+    let bytes: [u8; 16] = rand::random();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 impl BerthClient {
@@ -288,9 +344,24 @@ impl BerthClient {
 
     // ------------------------------------------------------------ clusters
 
+    /// Creates a cluster with the server's default settings.
     pub async fn create_cluster(&self, name: &str) -> Result<t::Cluster, ClientError> {
+        self.create_cluster_with(name, &ClusterOptions::default())
+            .await
+    }
+
+    /// Creates a cluster; unset options take the server's defaults.
+    pub async fn create_cluster_with(
+        &self,
+        name: &str,
+        options: &ClusterOptions,
+    ) -> Result<t::Cluster, ClientError> {
+        // 0 on the wire means "the default".
         let req = pb::CreateClusterRequest {
             name: name.to_string(),
+            lost_after_secs: optional_seconds(options.lost_after, "lost_after")?.unwrap_or(0),
+            task_retention_secs: optional_seconds(options.task_retention, "task_retention")?
+                .unwrap_or(0),
         };
         let resp = self
             .call(Kind::Write, |conn| {
@@ -320,6 +391,32 @@ impl BerthClient {
             .call(Kind::Read, |conn| {
                 let req = req.clone();
                 async move { cluster_service(conn).describe_cluster(req).await }
+            })
+            .await?;
+        cluster_from_wire(required(resp.cluster, "cluster")?)
+    }
+
+    /// Changes the settings that are set in `changes`; returns the cluster
+    /// afterwards.
+    pub async fn update_cluster(
+        &self,
+        name: &str,
+        changes: &ClusterOptions,
+    ) -> Result<t::Cluster, ClientError> {
+        let req = pb::UpdateClusterRequest {
+            name: name.to_string(),
+            lost_after_secs: optional_seconds(changes.lost_after, "lost_after")?,
+            task_retention_secs: optional_seconds(changes.task_retention, "task_retention")?,
+        };
+        if req.lost_after_secs.is_none() && req.task_retention_secs.is_none() {
+            return Err(ClientError::InvalidRequest(
+                "nothing to update: set lost_after or task_retention".into(),
+            ));
+        }
+        let resp = self
+            .call(Kind::Write, |conn| {
+                let req = req.clone();
+                async move { cluster_service(conn).update_cluster(req).await }
             })
             .await?;
         cluster_from_wire(required(resp.cluster, "cluster")?)
@@ -655,6 +752,196 @@ impl BerthClient {
         required(resp.instance, "instance")
     }
 
+    /// Marks an instance DRAINING: nothing new is placed on it; the tasks
+    /// already there keep running. Returns the instance afterwards.
+    pub async fn drain_instance(&self, id: &str) -> Result<pb::Instance, ClientError> {
+        let req = pb::DrainInstanceRequest { id: id.to_string() };
+        let resp = self
+            .call(Kind::Write, |conn| {
+                let req = req.clone();
+                async move { instance_service(conn).drain_instance(req).await }
+            })
+            .await?;
+        required(resp.instance, "instance")
+    }
+
+    /// Ends draining: the instance takes new tasks again.
+    pub async fn activate_instance(&self, id: &str) -> Result<pb::Instance, ClientError> {
+        let req = pb::ActivateInstanceRequest { id: id.to_string() };
+        let resp = self
+            .call(Kind::Write, |conn| {
+                let req = req.clone();
+                async move { instance_service(conn).activate_instance(req).await }
+            })
+            .await?;
+        required(resp.instance, "instance")
+    }
+
+    /// Sets custom attributes (replacing the values of names it already
+    /// has); returns the instance afterwards.
+    pub async fn put_instance_attributes(
+        &self,
+        id: &str,
+        attributes: &BTreeMap<String, String>,
+    ) -> Result<pb::Instance, ClientError> {
+        if attributes.is_empty() {
+            return Err(ClientError::InvalidRequest(
+                "give at least one attribute".into(),
+            ));
+        }
+        let req = pb::PutInstanceAttributesRequest {
+            id: id.to_string(),
+            attributes: attributes_to_wire(attributes),
+        };
+        let resp = self
+            .call(Kind::Write, |conn| {
+                let req = req.clone();
+                async move { instance_service(conn).put_instance_attributes(req).await }
+            })
+            .await?;
+        required(resp.instance, "instance")
+    }
+
+    /// Removes attributes by name; returns the instance afterwards.
+    pub async fn delete_instance_attributes(
+        &self,
+        id: &str,
+        names: &[String],
+    ) -> Result<pb::Instance, ClientError> {
+        if names.is_empty() {
+            return Err(ClientError::InvalidRequest(
+                "give at least one attribute name".into(),
+            ));
+        }
+        let req = pb::DeleteInstanceAttributesRequest {
+            id: id.to_string(),
+            names: names.to_vec(),
+        };
+        let resp = self
+            .call(Kind::Write, |conn| {
+                let req = req.clone();
+                async move { instance_service(conn).delete_instance_attributes(req).await }
+            })
+            .await?;
+        required(resp.instance, "instance")
+    }
+
+    // --------------------------------------------------------------- tasks
+
+    /// Starts `count` tasks placed by the scheduler; returns them (some may
+    /// still be PROVISIONING, with a placement reason).
+    ///
+    /// With a client token (see [`new_client_token`]) the call is
+    /// idempotent, so a call whose reply was lost is sent again to another
+    /// server with the same token; without one it is an ordinary write and
+    /// such a failure is [`ClientError::OutcomeUnknown`].
+    pub async fn run_task(&self, req: pb::RunTaskRequest) -> Result<Vec<pb::Task>, ClientError> {
+        let kind = token_kind(&req.client_token);
+        let resp = self
+            .call(kind, |conn| {
+                let req = req.clone();
+                async move { task_service(conn).run_task(req).await }
+            })
+            .await?;
+        Ok(resp.tasks)
+    }
+
+    /// Starts tasks on the named instances, bypassing placement; retried
+    /// like [`BerthClient::run_task`].
+    pub async fn start_task(
+        &self,
+        req: pb::StartTaskRequest,
+    ) -> Result<Vec<pb::Task>, ClientError> {
+        if req.instance_ids.is_empty() {
+            return Err(ClientError::InvalidRequest(
+                "give at least one instance to start the task on".into(),
+            ));
+        }
+        let kind = token_kind(&req.client_token);
+        let resp = self
+            .call(kind, |conn| {
+                let req = req.clone();
+                async move { task_service(conn).start_task(req).await }
+            })
+            .await?;
+        Ok(resp.tasks)
+    }
+
+    /// Asks a task to stop; returns it (usually still STOPPING).
+    pub async fn stop_task(&self, id: &str, reason: &str) -> Result<pb::Task, ClientError> {
+        let req = pb::StopTaskRequest {
+            id: id.to_string(),
+            reason: reason.to_string(),
+        };
+        let resp = self
+            .call(Kind::Write, |conn| {
+                let req = req.clone();
+                async move { task_service(conn).stop_task(req).await }
+            })
+            .await?;
+        required(resp.task, "task")
+    }
+
+    pub async fn list_tasks(&self, filter: &TaskFilter) -> Result<Vec<pb::Task>, ClientError> {
+        let req = pb::ListTasksRequest {
+            cluster: filter.cluster.clone().unwrap_or_default(),
+            instance_id: filter.instance_id.clone().unwrap_or_default(),
+            family: filter.family.clone().unwrap_or_default(),
+            status: filter.status.clone().unwrap_or_default(),
+        };
+        let resp = self
+            .call(Kind::Read, |conn| {
+                let req = req.clone();
+                async move { task_service(conn).list_tasks(req).await }
+            })
+            .await?;
+        Ok(resp.tasks)
+    }
+
+    pub async fn describe_task(&self, id: &str) -> Result<pb::Task, ClientError> {
+        let req = pb::DescribeTaskRequest { id: id.to_string() };
+        let resp = self
+            .call(Kind::Read, |conn| {
+                let req = req.clone();
+                async move { task_service(conn).describe_task(req).await }
+            })
+            .await?;
+        required(resp.task, "task")
+    }
+
+    /// Opens a task's container output. Opening fails over like a read;
+    /// once open, the stream stays with the server that answered, and the
+    /// request timeout does not apply to it (a followed stream may run for
+    /// days).
+    pub async fn task_logs(
+        &self,
+        id: &str,
+        options: &LogOptions,
+    ) -> Result<LogStream, ClientError> {
+        if options.tail == Some(0) {
+            // 0 on the wire means "everything".
+            return Err(ClientError::InvalidRequest(
+                "tail must be at least 1".into(),
+            ));
+        }
+        let req = pb::TaskLogsRequest {
+            id: id.to_string(),
+            container: options.container.clone().unwrap_or_default(),
+            follow: options.follow,
+            tail: options.tail.unwrap_or(0),
+        };
+        let (inner, index) = self
+            .call_indexed(Kind::Read, |conn| {
+                let req = req.clone();
+                async move { task_service(conn).get_task_logs(req).await }
+            })
+            .await?;
+        Ok(LogStream {
+            inner,
+            endpoint: self.inner.targets[index].name.clone(),
+        })
+    }
+
     // --------------------------------------------------------------- agents
     //
     // Used by `join`; public so an agent can make the calls its own way.
@@ -703,7 +990,20 @@ impl BerthClient {
 
     /// Runs `rpc` against the endpoints in failover order until one answers
     /// or the failure may not be retried.
-    async fn call<T, F, Fut>(&self, kind: Kind, mut rpc: F) -> Result<T, ClientError>
+    async fn call<T, F, Fut>(&self, kind: Kind, rpc: F) -> Result<T, ClientError>
+    where
+        F: FnMut(Conn) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, Status>>,
+    {
+        Ok(self.call_indexed(kind, rpc).await?.0)
+    }
+
+    /// [`BerthClient::call`], also saying which target answered.
+    async fn call_indexed<T, F, Fut>(
+        &self,
+        kind: Kind,
+        mut rpc: F,
+    ) -> Result<(T, usize), ClientError>
     where
         F: FnMut(Conn) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, Status>>,
@@ -719,14 +1019,14 @@ impl BerthClient {
             let status = match rpc(conn).await {
                 Ok(response) => {
                     self.inner.preferred.store(index, Ordering::Relaxed);
-                    return Ok(response.into_inner());
+                    return Ok((response.into_inner(), index));
                 }
                 Err(status) => status,
             };
             tried.push(target.name.clone());
             match classify(status) {
                 Failure::NotSent(why) => last = why,
-                Failure::Lost(why) if kind == Kind::Read => last = why,
+                Failure::Lost(why) if kind.repeatable() => last = why,
                 Failure::Lost(reason) => {
                     return Err(ClientError::OutcomeUnknown {
                         endpoint: target.name.clone(),
@@ -736,7 +1036,7 @@ impl BerthClient {
                 // An Unavailable answer (no leader yet, shutting down) means
                 // this server did not serve the call; another one may.
                 Failure::Server(status)
-                    if kind == Kind::Read && status.code() == Code::Unavailable =>
+                    if kind.repeatable() && status.code() == Code::Unavailable =>
                 {
                     last = match status.message() {
                         "" => "unavailable".to_string(),
@@ -750,6 +1050,53 @@ impl BerthClient {
             }
         }
         Err(ClientError::Unavailable { tried, last })
+    }
+}
+
+/// A write with a client token is deduplicated by the server; one
+/// without is not.
+fn token_kind(client_token: &str) -> Kind {
+    if client_token.trim().is_empty() {
+        Kind::Write
+    } else {
+        Kind::Idempotent
+    }
+}
+
+/// A task's container output as the server streams it, chunk by chunk.
+pub struct LogStream {
+    inner: tonic::Streaming<pb::LogChunk>,
+    endpoint: String,
+}
+
+impl std::fmt::Debug for LogStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogStream")
+            .field("endpoint", &self.endpoint)
+            .finish()
+    }
+}
+
+impl LogStream {
+    /// The next chunk (`stream` is `stdout` or `stderr`, `data` raw
+    /// bytes); `None` once the server has sent everything (without follow)
+    /// or the task has stopped (with follow).
+    pub async fn next(&mut self) -> Result<Option<pb::LogChunk>, ClientError> {
+        match self.inner.message().await {
+            Ok(chunk) => Ok(chunk),
+            Err(status) => Err(match classify(status) {
+                Failure::Server(status) => ClientError::from_status(&status),
+                Failure::NotSent(reason) | Failure::Lost(reason) => ClientError::StreamBroken {
+                    endpoint: self.endpoint.clone(),
+                    reason,
+                },
+            }),
+        }
+    }
+
+    /// The server the stream comes from (`host:port`).
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
     }
 }
 
@@ -852,6 +1199,10 @@ fn instance_service(conn: Conn) -> InstanceServiceClient<Conn> {
     InstanceServiceClient::new(conn)
 }
 
+fn task_service(conn: Conn) -> TaskServiceClient<Conn> {
+    TaskServiceClient::new(conn)
+}
+
 fn agent_service(conn: Conn) -> AgentServiceClient<Conn> {
     AgentServiceClient::new(conn)
 }
@@ -867,6 +1218,11 @@ fn whole_seconds(d: Duration, field: &str) -> Result<u64, ClientError> {
         ))),
         secs => Ok(secs),
     }
+}
+
+/// [`whole_seconds`] for an optional setting.
+fn optional_seconds(d: Option<Duration>, field: &str) -> Result<Option<u64>, ClientError> {
+    d.map(|d| whole_seconds(d, field)).transpose()
 }
 
 pub(crate) fn attributes_to_wire(attributes: &BTreeMap<String, String>) -> Vec<pb::Attribute> {
@@ -901,6 +1257,7 @@ fn cluster_from_wire(c: pb::Cluster) -> Result<t::Cluster, ClientError> {
         created_at_ms: c.created_at_ms,
         settings: t::ClusterSettings {
             lost_after_secs: c.lost_after_secs,
+            task_retention_secs: c.task_retention_secs,
         },
     })
 }
@@ -911,6 +1268,8 @@ fn task_definition_from_wire(td: pb::TaskDefinition) -> Result<t::TaskDefinition
         .map_err(|e| ClientError::InvalidResponse(format!("task definition {id}: {e}")))
 }
 
+#[cfg(test)]
+mod task_tests;
 #[cfg(test)]
 mod test_support;
 #[cfg(test)]

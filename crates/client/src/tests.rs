@@ -59,6 +59,7 @@ impl FakeClusters {
             status: "ACTIVE".into(),
             created_at_ms: 1_700_000_000_000,
             lost_after_secs: 300,
+            task_retention_secs: 3600,
         }
     }
 }
@@ -101,6 +102,13 @@ impl ClusterService for FakeClusters {
         &self,
         _request: Request<pb::DeleteClusterRequest>,
     ) -> Result<Response<pb::DeleteClusterResponse>, Status> {
+        Err(Status::unimplemented("not in this fake"))
+    }
+
+    async fn update_cluster(
+        &self,
+        _request: Request<pb::UpdateClusterRequest>,
+    ) -> Result<Response<pb::UpdateClusterResponse>, Status> {
         Err(Status::unimplemented("not in this fake"))
     }
 }
@@ -326,6 +334,13 @@ impl ClusterService for Guarded {
         &self,
         _request: Request<pb::DeleteClusterRequest>,
     ) -> Result<Response<pb::DeleteClusterResponse>, Status> {
+        Err(Status::unimplemented("not in this fake"))
+    }
+
+    async fn update_cluster(
+        &self,
+        _request: Request<pb::UpdateClusterRequest>,
+    ) -> Result<Response<pb::UpdateClusterResponse>, Status> {
         Err(Status::unimplemented("not in this fake"))
     }
 }
