@@ -103,6 +103,7 @@ async fn invalid_task_definition_is_refused_with_the_field_and_writes_nothing() 
     let dup = clusters
         .create_cluster(pb::CreateClusterRequest {
             name: "default".into(),
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -184,6 +185,7 @@ async fn full_stop_and_restart_keeps_everything() -> Result<()> {
         .await?
         .create_cluster(pb::CreateClusterRequest {
             name: "prod".into(),
+            ..Default::default()
         })
         .await?;
     for i in 0..5 {

@@ -286,6 +286,37 @@ fn write_tar(out: &Path, files: &BTreeMap<String, Vec<u8>>, dirs: &[&str]) -> Re
     Ok(())
 }
 
+/// Builds `berth-testapp` statically (it runs in an image with nothing else
+/// in it) with the cargo that runs the tests, into its own target dir so it
+/// never invalidates the workspace build; returns the binary.
+pub fn static_testapp_binary(workspace_root: &Path) -> Result<Vec<u8>> {
+    let io = |e: std::io::Error| RuntimeError::io("build the static berth-testapp", e);
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
+    let target_dir = workspace_root.join("target/testapp-static");
+    let triple = format!("{}-unknown-linux-gnu", std::env::consts::ARCH);
+    let status = std::process::Command::new(cargo)
+        .current_dir(workspace_root)
+        .env("RUSTFLAGS", "-C target-feature=+crt-static")
+        .args([
+            "build",
+            "--release",
+            "-p",
+            "berth-testapp",
+            "--target",
+            &triple,
+        ])
+        .arg("--target-dir")
+        .arg(&target_dir)
+        .status()
+        .map_err(io)?;
+    if !status.success() {
+        return Err(io(std::io::Error::other(
+            "building the static berth-testapp failed",
+        )));
+    }
+    std::fs::read(target_dir.join(&triple).join("release/berth-testapp")).map_err(io)
+}
+
 /// The test image: berth-testapp at /berth-testapp, with /tmp, /work and a
 /// minimal /etc/passwd so user names resolve.
 pub fn testapp_image(binary: &[u8]) -> Result<BuiltImage> {

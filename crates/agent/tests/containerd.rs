@@ -60,26 +60,7 @@ fn workspace_root() -> PathBuf {
 fn testapp_binary() -> Vec<u8> {
     static BIN: OnceLock<Vec<u8>> = OnceLock::new();
     BIN.get_or_init(|| {
-        let root = workspace_root();
-        let target_dir = root.join("target/testapp-static");
-        let status = std::process::Command::new(env!("CARGO"))
-            .current_dir(&root)
-            .env("RUSTFLAGS", "-C target-feature=+crt-static")
-            .args([
-                "build",
-                "--release",
-                "-p",
-                "berth-testapp",
-                "--target",
-                "x86_64-unknown-linux-gnu",
-                "--target-dir",
-            ])
-            .arg(&target_dir)
-            .status()
-            .expect("run cargo to build berth-testapp");
-        assert!(status.success(), "building the static berth-testapp failed");
-        let bin = target_dir.join("x86_64-unknown-linux-gnu/release/berth-testapp");
-        std::fs::read(&bin).expect("read berth-testapp binary")
+        ocibuild::static_testapp_binary(&workspace_root()).expect("build static berth-testapp")
     })
     .clone()
 }

@@ -343,3 +343,155 @@ async fn purge_loop(hub: SessionHub) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use berth_types::resources::Resources;
+    use berth_types::{ContainerDefinition, Registration, RunTasks, TaskDefinitionSpec};
+
+    fn state_with(instances: &[(&str, &str)]) -> State {
+        let mut state = State::new();
+        let mut container = ContainerDefinition::new("app", "img:1");
+        container.memory = Some(256);
+        state
+            .apply(Command::RegisterTaskDefinition {
+                spec: TaskDefinitionSpec {
+                    family: "web".into(),
+                    container_definitions: vec![container],
+                    cpu: None,
+                    memory: None,
+                    network_mode: Default::default(),
+                    volumes: vec![],
+                    tags: vec![],
+                },
+                at_ms: 1,
+            })
+            .unwrap();
+        state
+            .apply(Command::CreateActivation {
+                id: "act".into(),
+                cluster: "default".into(),
+                description: String::new(),
+                secret_hash: "h".into(),
+                expires_at_ms: i64::MAX,
+                max_registrations: 100,
+                attributes: BTreeMap::new(),
+                at_ms: 0,
+            })
+            .unwrap();
+        for (id, zone) in instances {
+            state
+                .apply(Command::RegisterInstance(Registration {
+                    activation_id: "act".into(),
+                    secret_hash: "h".into(),
+                    new_instance_id: id.to_string(),
+                    previous_instance_id: None,
+                    expected_cluster: None,
+                    hostname: id.to_string(),
+                    attributes: BTreeMap::new(),
+                    certificate_expires_at_ms: i64::MAX,
+                    at_ms: 1,
+                }))
+                .unwrap();
+            state
+                .apply(Command::InstanceConnected {
+                    instance_id: id.to_string(),
+                    agent_version: "t".into(),
+                    resources: Resources::new(1024, 1024),
+                    attributes: BTreeMap::from([("zone".to_string(), zone.to_string())]),
+                    at_ms: 2,
+                })
+                .unwrap();
+        }
+        state
+    }
+
+    fn run(state: &mut State, ids: &[&str], constraints: &[&str]) {
+        run_in(state, ids, constraints, None)
+    }
+
+    fn run_in(state: &mut State, ids: &[&str], constraints: &[&str], group: Option<&str>) {
+        state
+            .apply(Command::RunTasks(RunTasks {
+                cluster: "default".into(),
+                task_definition: "web".into(),
+                task_ids: ids.iter().map(|s| s.to_string()).collect(),
+                instance_ids: vec![],
+                group: group.map(str::to_string),
+                started_by: String::new(),
+                placement_strategies: vec![],
+                placement_constraints: constraints.iter().map(|s| s.to_string()).collect(),
+                overrides: vec![],
+                client_token: None,
+                at_ms: 3,
+            }))
+            .unwrap();
+    }
+
+    #[test]
+    fn decisions_honour_constraints_and_capacity_and_explain_the_rest() {
+        let mut state = state_with(&[("i-a", "a"), ("i-b", "b")]);
+        // 1024 MiB each, 256 per task: four fit in zone b, the fifth waits.
+        run(
+            &mut state,
+            &["t1", "t2", "t3", "t4", "t5"],
+            &["memberOf(attribute:zone == b)"],
+        );
+        let (placements, unplaced) = decide(&state, 7);
+        assert_eq!(placements.len(), 4);
+        assert!(placements.iter().all(|p| p.instance_id == "i-b"));
+        assert_eq!(unplaced.len(), 1);
+        assert!(unplaced[0].1.contains("256"), "{}", unplaced[0].1);
+        let out = state
+            .apply(Command::PlaceTasks {
+                placements,
+                unplaced,
+                at_ms: 4,
+            })
+            .unwrap();
+        assert!(matches!(out, CommandOutput::Placed { ref placed, .. } if placed.len() == 4));
+        // The same reason is not written again.
+        let (placements, unplaced) = decide(&state, 8);
+        assert!(placements.is_empty() && unplaced.is_empty());
+    }
+
+    #[test]
+    fn groups_decided_in_one_pass_do_not_overcommit() {
+        let mut state = state_with(&[("i-a", "a")]);
+        run(&mut state, &["x1", "x2", "x3"], &[]);
+        run_in(
+            &mut state,
+            &["y1", "y2"],
+            &["distinctInstance"],
+            Some("other"),
+        );
+        let (placements, unplaced) = decide(&state, 1);
+        // 4 x 256 MiB fill the instance; the view carries the first group's
+        // placements into the second's decision (y2 could not go to the same
+        // instance as y1 anyway).
+        assert_eq!(placements.len(), 4);
+        assert_eq!(unplaced.len(), 1);
+        assert_eq!(unplaced[0].0, "y2");
+        let out = state
+            .apply(Command::PlaceTasks {
+                placements,
+                unplaced: vec![],
+                at_ms: 4,
+            })
+            .unwrap();
+        let CommandOutput::Placed { placed, rejected } = out else {
+            panic!()
+        };
+        assert_eq!((placed.len(), rejected.len()), (4, 0));
+        assert_eq!(
+            state
+                .instance("i-a")
+                .unwrap()
+                .capacity
+                .remaining()
+                .memory_mib,
+            0
+        );
+    }
+}

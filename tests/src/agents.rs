@@ -1,0 +1,350 @@
+//! Real `berth-agent` processes running real containers through the test
+//! containerd (see scripts/test-env.sh), and the helpers the task tests use.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{anyhow, Context, Result};
+use berth_proto::pb;
+use berth_proto::pb::activation_service_client::ActivationServiceClient;
+use berth_proto::pb::instance_service_client::InstanceServiceClient;
+use berth_proto::pb::task_service_client::TaskServiceClient;
+
+use crate::{binary, channel, eventually, AuthChannel};
+
+/// Where the private containerd and registry of scripts/test-env.sh are.
+pub struct ContainerdEnv {
+    pub socket: PathBuf,
+    pub registry: String,
+}
+
+impl ContainerdEnv {
+    /// `None` (the test skips, saying so) outside CI when the environment is
+    /// not set up; under `CI=true` a missing environment fails the test.
+    pub fn from_env() -> Option<Self> {
+        let socket = std::env::var("BERTH_TEST_CONTAINERD_SOCK").ok();
+        let registry = std::env::var("BERTH_TEST_REGISTRY").ok();
+        match (socket, registry) {
+            (Some(s), Some(r)) => Some(Self {
+                socket: PathBuf::from(s),
+                registry: r,
+            }),
+            _ => {
+                assert!(
+                    std::env::var("CI").as_deref() != Ok("true"),
+                    "CI=true but BERTH_TEST_CONTAINERD_SOCK / BERTH_TEST_REGISTRY are not set: \
+                     run `eval \"$(scripts/test-env.sh)\"` first"
+                );
+                eprintln!(
+                    "NOTICE: skipping: set BERTH_TEST_CONTAINERD_SOCK and BERTH_TEST_REGISTRY (scripts/test-env.sh)"
+                );
+                None
+            }
+        }
+    }
+
+    /// The test image (berth-testapp, no base image) in the test registry.
+    pub async fn testapp_image(&self) -> Result<String> {
+        static PUSHED: tokio::sync::OnceCell<String> = tokio::sync::OnceCell::const_new();
+        let registry = self.registry.clone();
+        PUSHED
+            .get_or_try_init(|| async move {
+                let binary = berth_agent::ocibuild::static_testapp_binary(&workspace_root())
+                    .context("build berth-testapp")?;
+                let image = berth_agent::ocibuild::testapp_image(&binary)?;
+                let reference = format!("{registry}/berth-e2e/testapp:v1");
+                image.push_insecure(&reference).await?;
+                Ok::<_, anyhow::Error>(reference)
+            })
+            .await
+            .cloned()
+    }
+
+    /// The ids of the running containerd tasks (containers) of a namespace.
+    pub fn running_containers(&self, namespace: &str) -> Result<BTreeSet<String>> {
+        let out = Command::new("ctr")
+            .arg("--address")
+            .arg(&self.socket)
+            .args(["-n", namespace, "tasks", "ls"])
+            .output()
+            .context("run ctr")?;
+        anyhow::ensure!(
+            out.status.success(),
+            "ctr tasks ls: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // Columns: TASK PID STATUS, after a header line.
+        Ok(String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .skip(1)
+            .filter_map(|line| {
+                let cols: Vec<&str> = line.split_whitespace().collect();
+                (cols.get(2) == Some(&"RUNNING")).then(|| cols[0].to_string())
+            })
+            .collect())
+    }
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// One `berth-agent` process with its own data dir, state dir and
+/// containerd namespace, so several share one containerd without touching
+/// each other's containers.
+pub struct AgentProc {
+    pub name: String,
+    pub namespace: String,
+    pub dir: PathBuf,
+    args: Vec<String>,
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl AgentProc {
+    pub fn new(
+        name: &str,
+        work: &Path,
+        env: &ContainerdEnv,
+        servers: &str,
+        token: &str,
+        attributes: &[&str],
+    ) -> Self {
+        let dir = work.join(name);
+        let namespace = format!("e2e-{name}-{}", std::process::id());
+        let mut args = vec![
+            "--server".to_string(),
+            servers.to_string(),
+            "--token".into(),
+            token.to_string(),
+            "--data-dir".into(),
+            dir.join("identity").display().to_string(),
+            "--state-dir".into(),
+            dir.join("state").display().to_string(),
+            "--containerd-socket".into(),
+            env.socket.display().to_string(),
+            "--namespace".into(),
+            namespace.clone(),
+            "--log".into(),
+            "info,berth_agent=debug".into(),
+        ];
+        for a in attributes {
+            args.push("--attribute".into());
+            args.push(a.to_string());
+        }
+        Self {
+            name: name.to_string(),
+            namespace,
+            log: work.join(format!("{name}.log")),
+            dir,
+            args,
+            child: None,
+        }
+    }
+
+    pub fn start(&mut self) -> Result<()> {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)?;
+        let child = Command::new(binary("berth-agent"))
+            .args(&self.args)
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .context("spawn berth-agent")?;
+        self.child = Some(child);
+        Ok(())
+    }
+
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn instance_id(&self) -> Option<String> {
+        let text = std::fs::read_to_string(self.dir.join("identity/identity.json")).ok()?;
+        let value: serde_json::Value = serde_json::from_str(&text).ok()?;
+        value["instanceId"].as_str().map(str::to_string)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for AgentProc {
+    fn drop(&mut self) {
+        self.kill9();
+        // Task containers outlive the agent on purpose; the test's own are
+        // removed here so nothing is left behind in the shared containerd.
+        if let Ok(sock) = std::env::var("BERTH_TEST_CONTAINERD_SOCK") {
+            cleanup_namespace(Path::new(&sock), &self.namespace);
+        }
+    }
+}
+
+/// Kills and deletes every task and container in a namespace.
+pub fn cleanup_namespace(socket: &Path, namespace: &str) {
+    let ctr = |args: &[&str]| {
+        Command::new("ctr")
+            .arg("--address")
+            .arg(socket)
+            .args(["-n", namespace])
+            .args(args)
+            .output()
+    };
+    let list = |what: &str| -> Vec<String> {
+        ctr(&[what, "ls", "-q"])
+            .map(|o| {
+                String::from_utf8_lossy(&o.stdout)
+                    .lines()
+                    .map(str::to_string)
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    for task in list("tasks") {
+        let _ = ctr(&["tasks", "kill", "-s", "SIGKILL", &task]);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    for task in list("tasks") {
+        let _ = ctr(&["tasks", "delete", "-f", &task]);
+    }
+    for container in list("containers") {
+        let _ = ctr(&["containers", "delete", &container]);
+    }
+}
+
+pub async fn tasks_client(addr: &str) -> Result<TaskServiceClient<AuthChannel>> {
+    Ok(TaskServiceClient::new(channel(addr).await?))
+}
+
+pub async fn instances_client(addr: &str) -> Result<InstanceServiceClient<AuthChannel>> {
+    Ok(InstanceServiceClient::new(channel(addr).await?))
+}
+
+/// A join token for `cluster` good for `max` registrations.
+pub async fn join_token(addr: &str, cluster: &str, max: u32) -> Result<String> {
+    let mut client = ActivationServiceClient::new(channel(addr).await?);
+    Ok(client
+        .create_activation(pb::CreateActivationRequest {
+            cluster: cluster.into(),
+            max_registrations: max,
+            ..Default::default()
+        })
+        .await?
+        .into_inner()
+        .token)
+}
+
+pub async fn instance(addr: &str, id: &str) -> Result<pb::Instance> {
+    instances_client(addr)
+        .await?
+        .describe_instance(pb::DescribeInstanceRequest { id: id.into() })
+        .await?
+        .into_inner()
+        .instance
+        .ok_or_else(|| anyhow!("no instance in reply"))
+}
+
+/// Waits until the agent has registered and its instance shows `status`.
+pub async fn wait_instance_status(
+    addr: &str,
+    agent: &AgentProc,
+    status: &str,
+    timeout: Duration,
+) -> Result<pb::Instance> {
+    eventually(timeout, || async {
+        let id = agent
+            .instance_id()
+            .ok_or_else(|| anyhow!("{} not registered yet", agent.name))?;
+        let i = instance(addr, &id).await?;
+        if i.status == status {
+            Ok(i)
+        } else {
+            Err(anyhow!("{} is {}, waiting for {status}", id, i.status))
+        }
+    })
+    .await
+    .with_context(|| format!("agent log:\n{}", agent.log()))
+}
+
+pub async fn describe_task(addr: &str, id: &str) -> Result<pb::Task> {
+    tasks_client(addr)
+        .await?
+        .describe_task(pb::DescribeTaskRequest { id: id.into() })
+        .await?
+        .into_inner()
+        .task
+        .ok_or_else(|| anyhow!("no task in reply"))
+}
+
+/// Waits until the task's last status is `status`.
+pub async fn wait_task_status(
+    addr: &str,
+    id: &str,
+    status: &str,
+    timeout: Duration,
+) -> Result<pb::Task> {
+    eventually(timeout, || async {
+        let t = describe_task(addr, id).await?;
+        if t.last_status == status {
+            Ok(t)
+        } else {
+            Err(anyhow!(
+                "task {id} is {} (desired {}, placement: {:?}, stopped: {:?}), waiting for {status}",
+                t.last_status,
+                t.desired_status,
+                t.placement_reason,
+                t.stopped_reason
+            ))
+        }
+    })
+    .await
+}
+
+/// Reads a task's logs (not following) as text.
+pub async fn task_logs(addr: &str, id: &str) -> Result<String> {
+    let mut stream = tasks_client(addr)
+        .await?
+        .get_task_logs(pb::TaskLogsRequest {
+            id: id.into(),
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    let mut text = String::new();
+    while let Some(chunk) = stream.message().await? {
+        text.push_str(&String::from_utf8_lossy(&chunk.data));
+    }
+    Ok(text)
+}
+
+/// A task definition running berth-testapp with `command`.
+pub fn testapp_taskdef(
+    family: &str,
+    image: &str,
+    command: &[&str],
+    memory: u32,
+) -> pb::TaskDefinitionSpec {
+    let mut container = berth_types::ContainerDefinition::new("app", image);
+    container.memory = Some(memory);
+    container.cpu = 64;
+    container.command = command.iter().map(|s| s.to_string()).collect();
+    container.stop_timeout = Some(2);
+    berth_types::TaskDefinitionSpec {
+        family: family.into(),
+        container_definitions: vec![container],
+        cpu: None,
+        memory: None,
+        network_mode: Default::default(),
+        volumes: vec![],
+        tags: vec![],
+    }
+    .into()
+}

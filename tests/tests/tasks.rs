@@ -1,0 +1,352 @@
+//! End-to-end: 3 berthd servers, 2 real berth-agents, real containerd.
+//! Tasks are placed, run, logged, stopped; constraints, strategies and
+//! draining are honoured; agents and the leader are killed while tasks run.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use anyhow::{ensure, Result};
+use berth_e2e::agents::*;
+use berth_e2e::*;
+use berth_proto::pb;
+
+const T: Duration = Duration::from_secs(60);
+
+struct Setup {
+    cluster: TestCluster,
+    env: ContainerdEnv,
+    servers: String,
+    work: tempfile::TempDir,
+    token: String,
+}
+
+/// A 3-server cluster with fast agent heartbeats, cluster `e2e` with a short
+/// `lost_after`, and task definitions for the test image.
+async fn setup(lost_after_secs: u64) -> Result<Option<Setup>> {
+    let Some(env) = ContainerdEnv::from_env() else {
+        return Ok(None);
+    };
+    let image = env.testapp_image().await?;
+    let cluster =
+        TestCluster::start(3, &["--agent-heartbeat", "500ms", "--agent-grace", "3s"]).await?;
+    let servers: String = (1..=3)
+        .map(|id| cluster.addr(id))
+        .collect::<Vec<_>>()
+        .join(",");
+    let addr = cluster.addr(1);
+    clusters(&addr)
+        .await?
+        .create_cluster(pb::CreateClusterRequest {
+            name: "e2e".into(),
+            lost_after_secs,
+            task_retention_secs: 0,
+        })
+        .await?;
+    for (family, command) in [
+        ("ticker", vec!["ticker", "200"]),
+        ("exiter", vec!["exit", "3"]),
+    ] {
+        taskdefs(&addr)
+            .await?
+            .register_task_definition(pb::RegisterTaskDefinitionRequest {
+                spec: Some(testapp_taskdef(family, &image, &command, 32)),
+            })
+            .await?;
+    }
+    let token = join_token(&addr, "e2e", 4).await?;
+    Ok(Some(Setup {
+        cluster,
+        env,
+        servers,
+        work: tempfile::tempdir()?,
+        token,
+    }))
+}
+
+impl Setup {
+    fn agent(&self, name: &str, attributes: &[&str]) -> AgentProc {
+        AgentProc::new(
+            name,
+            self.work.path(),
+            &self.env,
+            &self.servers,
+            &self.token,
+            attributes,
+        )
+    }
+
+    fn addr(&self, id: u64) -> String {
+        self.cluster.addr(id)
+    }
+}
+
+fn run_request(family: &str, count: u32) -> pb::RunTaskRequest {
+    pb::RunTaskRequest {
+        cluster: "e2e".into(),
+        task_definition: family.into(),
+        count,
+        ..Default::default()
+    }
+}
+
+async fn run(addr: &str, request: pb::RunTaskRequest) -> Result<Vec<pb::Task>> {
+    Ok(tasks_client(addr)
+        .await?
+        .run_task(request)
+        .await?
+        .into_inner()
+        .tasks)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tasks_are_placed_run_logged_and_stopped() -> Result<()> {
+    let Some(s) = setup(300).await? else {
+        return Ok(());
+    };
+    let (a1, a2) = (s.addr(1), s.addr(2));
+    let mut zone_a = s.agent("zone-a", &["zone=a"]);
+    zone_a.start()?;
+    let inst_a = wait_instance_status(&a1, &zone_a, "ACTIVE", T).await?;
+    assert!(inst_a.agent_connected);
+    assert!(inst_a.cpu_registered >= 1024, "{inst_a:?}");
+    assert!(!inst_a.agent_version.is_empty());
+
+    // Only zone b will do, and there is no zone b yet: the task waits, with
+    // a reason a person can act on, and is not refused.
+    let mut constrained = run_request("ticker", 1);
+    constrained.placement_constraints = vec!["memberOf(attribute:zone == b)".into()];
+    let waiting = run(&a2, constrained).await?;
+    let waiting_id = waiting[0].id.clone();
+    let provisioning = eventually(T, || async {
+        let t = describe_task(&a1, &waiting_id).await?;
+        ensure!(!t.placement_reason.is_empty(), "no reason yet: {t:?}");
+        Ok(t)
+    })
+    .await?;
+    assert_eq!(provisioning.last_status, "PROVISIONING");
+    assert!(
+        provisioning.placement_reason.contains("constraint")
+            || provisioning.placement_reason.contains("zone"),
+        "{}",
+        provisioning.placement_reason
+    );
+
+    // Zone b joins: the waiting task lands there.
+    let mut zone_b = s.agent("zone-b", &["zone=b"]);
+    zone_b.start()?;
+    let inst_b = wait_instance_status(&a1, &zone_b, "ACTIVE", T).await?;
+    let placed = wait_task_status(&a1, &waiting_id, "RUNNING", T).await?;
+    assert_eq!(placed.instance_id, inst_b.id);
+    assert_eq!(placed.containers[0].status, "RUNNING");
+
+    // distinctInstance: two tasks, one on each instance.
+    let mut spread = run_request("ticker", 2);
+    spread.placement_constraints = vec!["distinctInstance".into()];
+    spread.group = "spread".into();
+    let pair = run(&a1, spread).await?;
+    let mut on = BTreeSet::new();
+    for t in &pair {
+        on.insert(
+            wait_task_status(&a2, &t.id, "RUNNING", T)
+                .await?
+                .instance_id,
+        );
+    }
+    assert_eq!(on.len(), 2, "distinctInstance put both tasks on {on:?}");
+
+    // Logs come from the agent through the control plane, via any server.
+    let logs = eventually(T, || async {
+        let text = task_logs(&s.addr(3), &waiting_id).await?;
+        ensure!(text.contains("tick"), "no ticks yet: {text:?}");
+        Ok(text)
+    })
+    .await?;
+    assert!(logs.contains("testapp: args="), "{logs}");
+
+    // An essential container that exits stops its task, with its exit code.
+    let exiting = run(&a1, run_request("exiter", 1)).await?;
+    let stopped = wait_task_status(&a1, &exiting[0].id, "STOPPED", T).await?;
+    assert_eq!(stopped.stop_code, "EssentialContainerExited", "{stopped:?}");
+    assert_eq!(stopped.containers[0].exit_code, Some(3), "{stopped:?}");
+    assert_eq!(stopped.desired_status, "STOPPED");
+
+    // A stop by hand: the container is stopped on the host.
+    let stop = tasks_client(&a2)
+        .await?
+        .stop_task(pb::StopTaskRequest {
+            id: waiting_id.clone(),
+            reason: "e2e says stop".into(),
+        })
+        .await?
+        .into_inner()
+        .task
+        .unwrap();
+    assert_eq!(stop.desired_status, "STOPPED");
+    let stopped = wait_task_status(&a1, &waiting_id, "STOPPED", T).await?;
+    assert_eq!(stopped.stop_code, "UserInitiated");
+    assert_eq!(stopped.stopped_reason, "e2e says stop");
+    let running_b = s.env.running_containers(&zone_b.namespace)?;
+    assert!(
+        !running_b.iter().any(|c| c.contains(&waiting_id)),
+        "the stopped task's container still runs: {running_b:?}"
+    );
+
+    // Drain zone a: new tasks go only to zone b.
+    instances_client(&a1)
+        .await?
+        .drain_instance(pb::DrainInstanceRequest {
+            id: inst_a.id.clone(),
+        })
+        .await?;
+    assert_eq!(instance(&a2, &inst_a.id).await?.status, "DRAINING");
+    let mut binpacked = run_request("ticker", 2);
+    binpacked.placement_strategies = vec!["binpack:memory".into()];
+    binpacked.group = "after-drain".into();
+    for t in run(&a1, binpacked).await? {
+        let t = wait_task_status(&a1, &t.id, "RUNNING", T).await?;
+        assert_eq!(t.instance_id, inst_b.id, "placed on a DRAINING instance");
+    }
+    // The task already on zone a keeps running.
+    let on_a: Vec<pb::Task> = list(&a1, &inst_a.id).await?;
+    assert!(
+        on_a.iter().any(|t| t.last_status == "RUNNING"),
+        "draining stopped tasks: {on_a:?}"
+    );
+    let b = instance(&a1, &inst_b.id).await?;
+    let not_stopped = list(&a1, &inst_b.id)
+        .await?
+        .iter()
+        .filter(|t| t.last_status != "STOPPED")
+        .count();
+    assert_eq!(b.running_tasks as usize, not_stopped);
+    assert!(b.memory_remaining_mib < b.memory_registered_mib);
+    Ok(())
+}
+
+async fn list(addr: &str, instance_id: &str) -> Result<Vec<pb::Task>> {
+    Ok(tasks_client(addr)
+        .await?
+        .list_tasks(pb::ListTasksRequest {
+            instance_id: instance_id.into(),
+            ..Default::default()
+        })
+        .await?
+        .into_inner()
+        .tasks)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agents_and_leaders_fail_without_losing_tasks() -> Result<()> {
+    let Some(mut s) = setup(8).await? else {
+        return Ok(());
+    };
+    let a1 = s.addr(1);
+    let mut one = s.agent("one", &[]);
+    let mut two = s.agent("two", &[]);
+    one.start()?;
+    two.start()?;
+    let inst_one = wait_instance_status(&a1, &one, "ACTIVE", T).await?;
+    let inst_two = wait_instance_status(&a1, &two, "ACTIVE", T).await?;
+    let mut both = run_request("ticker", 4);
+    both.placement_strategies = vec!["spread:instanceId".into()];
+    let started = run(&a1, both).await?;
+    let mut running = Vec::new();
+    for t in &started {
+        running.push(wait_task_status(&a1, &t.id, "RUNNING", T).await?);
+    }
+    let on_two: Vec<&pb::Task> = running
+        .iter()
+        .filter(|t| t.instance_id == inst_two.id)
+        .collect();
+    assert_eq!(on_two.len(), 2, "spread:instanceId: {running:?}");
+    let containers_two = s.env.running_containers(&two.namespace)?;
+    assert_eq!(containers_two.len(), 2, "{containers_two:?}");
+
+    // kill -9 of an agent and a restart: containers keep running, nothing is
+    // restarted, and the instance reconnects.
+    two.kill9();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(s.env.running_containers(&two.namespace)?, containers_two);
+    two.start()?;
+    eventually(T, || async {
+        let i = instance(&a1, &inst_two.id).await?;
+        ensure!(
+            i.agent_connected && i.connected_since_ms > inst_two.connected_since_ms,
+            "not reconnected yet: {i:?}"
+        );
+        Ok(())
+    })
+    .await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(s.env.running_containers(&two.namespace)?, containers_two);
+    for t in &running {
+        let now = describe_task(&a1, &t.id).await?;
+        assert_eq!(now.last_status, "RUNNING", "{now:?}");
+        assert_eq!(
+            now.started_at_ms, t.started_at_ms,
+            "task restarted: {now:?}"
+        );
+    }
+
+    // kill -9 of the leader while tasks run: a new leader takes the agents'
+    // sessions; no task is lost, duplicated or restarted.
+    let leader = s.cluster.wait_for_leader(T).await?;
+    s.cluster.server(leader).kill9();
+    let other = if leader == 1 { 2 } else { 1 };
+    let survivor = s.addr(other);
+    s.cluster.wait_for_leader(T).await?;
+    // Past the new leader's grace period, both instances are still ACTIVE.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    for id in [&inst_one.id, &inst_two.id] {
+        let i = instance(&survivor, id).await?;
+        assert_eq!(i.status, "ACTIVE", "after the leader change: {i:?}");
+    }
+    let all = tasks_client(&survivor)
+        .await?
+        .list_tasks(pb::ListTasksRequest::default())
+        .await?
+        .into_inner()
+        .tasks;
+    assert_eq!(all.len(), 4, "tasks duplicated or lost: {all:?}");
+    for t in &running {
+        let now = describe_task(&survivor, &t.id).await?;
+        assert_eq!(now.last_status, "RUNNING", "{now:?}");
+        assert_eq!(now.started_at_ms, t.started_at_ms);
+    }
+    assert_eq!(s.env.running_containers(&two.namespace)?, containers_two);
+
+    // An agent cut off: DISCONNECTED first (tasks kept), then after
+    // lost_after (8 s here) its tasks are STOPPED with InstanceLost.
+    one.kill9();
+    wait_instance_status(&survivor, &one, "DISCONNECTED", T).await?;
+    let on_one: Vec<&pb::Task> = running
+        .iter()
+        .filter(|t| t.instance_id == inst_one.id)
+        .collect();
+    for t in &on_one {
+        assert_eq!(
+            describe_task(&survivor, &t.id).await?.last_status,
+            "RUNNING"
+        );
+    }
+    for t in &on_one {
+        let lost = wait_task_status(&survivor, &t.id, "STOPPED", T).await?;
+        assert_eq!(lost.stop_code, "InstanceLost", "{lost:?}");
+    }
+    // Its containers still run on the host until the agent comes back and
+    // is told they are no longer wanted.
+    assert_eq!(s.env.running_containers(&one.namespace)?.len(), 2);
+    one.start()?;
+    wait_instance_status(&survivor, &one, "ACTIVE", T).await?;
+    eventually(T, || async {
+        let left = s.env.running_containers(&one.namespace)?;
+        ensure!(left.is_empty(), "lost tasks still running: {left:?}");
+        Ok(())
+    })
+    .await?;
+    // The tasks of the other instance were never touched.
+    assert_eq!(s.env.running_containers(&two.namespace)?, containers_two);
+    Ok(())
+}
