@@ -48,6 +48,8 @@ fn classify(path: &str) -> Access {
     let method = parts.next().unwrap_or_default();
     match service {
         "berth.v1.RaftService" => Access::RaftPeer,
+        // The agent binary and its installer: public by design.
+        "downloads" => Access::Open,
         "berth.v1.AgentService" if method == "RegisterInstance" => Access::Open,
         "berth.v1.AgentService" | "berth.v1.AgentSessionService" => Access::Agent,
         _ if ["List", "Describe", "Get"]

@@ -131,6 +131,8 @@ mod tests {
             pki_dir: dir.join("pki"),
             agent_cert_lifetime: Duration::from_secs(60),
             session: Default::default(),
+            health_listen: None,
+            agent_binary: None,
         }
     }
 

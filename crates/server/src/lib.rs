@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod downloads;
 pub mod error;
 pub mod identity;
 pub mod identity_api;
@@ -46,6 +47,10 @@ pub struct ServeOptions {
     pub pki_dir: PathBuf,
     pub agent_cert_lifetime: Duration,
     pub session: session::SessionConfig,
+    /// Plain-HTTP /healthz and /readyz, when set.
+    pub health_listen: Option<SocketAddr>,
+    /// The agent binary served at /downloads/berth-agent.
+    pub agent_binary: Option<PathBuf>,
 }
 
 /// Parses `1=host:port,2=host:port`.
@@ -85,6 +90,7 @@ pub struct Server {
     pki: Arc<tls::Pki>,
     agent_cert_lifetime: Duration,
     hub: session::SessionHub,
+    agent_binary: Option<PathBuf>,
 }
 
 impl Server {
@@ -132,7 +138,26 @@ impl Server {
             pki,
             agent_cert_lifetime: options.agent_cert_lifetime,
             hub,
+            agent_binary: options.agent_binary.clone(),
         };
+        if let Some(addr) = options.health_listen {
+            let health = berth_daemon::HealthState::default();
+            let bound = berth_daemon::serve_health(addr, health.clone())
+                .await
+                .map_err(|e| {
+                    ServerError::FailedPrecondition(format!(
+                        "cannot listen on --health-listen {addr}: {e}"
+                    ))
+                })?;
+            tracing::info!(%bound, "health endpoint serving");
+            let node = server.node.clone();
+            tokio::spawn(async move {
+                loop {
+                    health.set_ready(node.metrics().current_leader.is_some());
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            });
+        }
 
         if let (true, Some(members)) = (fresh, &options.initial_cluster) {
             let members = members
@@ -187,6 +212,8 @@ impl Server {
             .tls_config(self.pki.server_tls())
             .map_err(|e| ServerError::FailedPrecondition(format!("TLS setup: {e}")))?
             .tcp_nodelay(true)
+            // HTTP/1.1 for plain HTTPS downloads (curl in the installer).
+            .accept_http1(true)
             .layer(auth)
             .add_service(
                 pb::raft_service_server::RaftServiceServer::new(raft)
@@ -213,6 +240,9 @@ impl Server {
             .add_service(
                 pb::agent_session_service_server::AgentSessionServiceServer::new(self.hub.clone()),
             )
+            .add_service(downloads::Downloads {
+                agent_binary: self.agent_binary.clone(),
+            })
             .add_service(pb::task_service_server::TaskServiceServer::new(
                 tasks_api::TasksApi {
                     hub: self.hub.clone(),

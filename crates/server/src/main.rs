@@ -3,13 +3,20 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use berth_daemon::{init_logging, LogFormat};
 use berth_server::{parse_initial_cluster, tls, ServeOptions, Server};
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 
 /// berthd: a Berth control-plane server.
+///
+/// Every flag can also be set as a `BERTH_*` environment variable or as a
+/// key in the TOML file given with --config (flags > environment > file).
 #[derive(Parser)]
 #[command(name = "berthd", version, about)]
 struct Cli {
+    /// TOML file whose keys are flag names (`node_id = 1`, `listen = "..."`).
+    #[arg(long, global = true, env = "BERTH_CONFIG")]
+    config: Option<PathBuf>,
     /// Log format.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "BERTH_LOG_FORMAT")]
     log_format: LogFormat,
@@ -25,12 +32,6 @@ struct Cli {
     command: Command,
 }
 
-#[derive(Clone, Copy, ValueEnum)]
-enum LogFormat {
-    Text,
-    Json,
-}
-
 #[derive(Subcommand)]
 enum Command {
     /// Run one server of a cluster.
@@ -40,6 +41,12 @@ enum Command {
     /// Create the cluster CA and server certificates.
     #[command(subcommand)]
     Pki(PkiCommand),
+    /// Probe a server's health endpoint; exits 0 when it answers 200 (for
+    /// container health checks: the images have no curl).
+    Health {
+        #[arg(long, default_value = "http://127.0.0.1:7480/readyz")]
+        url: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -96,6 +103,13 @@ struct Tuning {
     /// instance can be marked DISCONNECTED (default: four heartbeats).
     #[arg(long, env = "BERTH_AGENT_GRACE")]
     agent_grace: Option<String>,
+    /// Serve plain-HTTP /healthz and /readyz here (e.g. 127.0.0.1:7480).
+    #[arg(long, env = "BERTH_HEALTH_LISTEN")]
+    health_listen: Option<SocketAddr>,
+    /// The berth-agent binary offered at https://SERVER/downloads/berth-agent
+    /// (default: berth-agent next to berthd).
+    #[arg(long, env = "BERTH_AGENT_BINARY")]
+    agent_binary: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -133,19 +147,6 @@ struct DevArgs {
     listen: SocketAddr,
     #[command(flatten)]
     tuning: Tuning,
-}
-
-fn init_logging(format: LogFormat, filter: &str) -> anyhow::Result<()> {
-    let filter = tracing_subscriber::EnvFilter::try_new(filter)
-        .map_err(|e| anyhow::anyhow!("--log {filter:?} is not a valid log filter: {e}"))?;
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
-    Ok(())
 }
 
 async fn shutdown_signal() {
@@ -211,7 +212,15 @@ fn options(
         None => heartbeat * 4,
     };
     let pki_dir = pki_dir.unwrap_or_else(|| data_dir.join("pki"));
+    let agent_binary = tuning.agent_binary.clone().or_else(|| {
+        std::env::current_exe()
+            .ok()
+            .and_then(|exe| exe.parent().map(|dir| dir.join("berth-agent")))
+            .filter(|path| path.exists())
+    });
     Ok(ServeOptions {
+        health_listen: tuning.health_listen,
+        agent_binary,
         session: berth_server::session::SessionConfig { heartbeat, grace },
         pki_dir,
         agent_cert_lifetime,
@@ -247,7 +256,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 &args.tuning,
             )?
         }
-        Command::Pki(_) => unreachable!("handled before the runtime starts"),
+        Command::Pki(_) | Command::Health { .. } => {
+            unreachable!("handled before the runtime starts")
+        }
         Command::Dev(args) => {
             let members = BTreeMap::from([(1, args.listen.to_string())]);
             let options = options(
@@ -330,7 +341,26 @@ fn pki(command: PkiCommand) -> anyhow::Result<()> {
 }
 
 fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let Err(e) = berth_daemon::apply_config_file(&Cli::command(), &args) {
+        eprintln!("error: {e}");
+        std::process::exit(2);
+    }
     let cli = Cli::parse();
+    if let Command::Health { url } = &cli.command {
+        let probe = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())
+            .and_then(|rt| rt.block_on(berth_daemon::probe(url)));
+        match probe {
+            Ok(()) => return,
+            Err(e) => {
+                eprintln!("unhealthy: {e}");
+                std::process::exit(1);
+            }
+        }
+    }
     if let Command::Pki(command) = cli.command {
         if let Err(e) = pki(command) {
             eprintln!("error: {e}");

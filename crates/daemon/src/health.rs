@@ -1,0 +1,129 @@
+//! A plain-HTTP health endpoint: `GET /healthz` answers 200 while the
+//! process serves; `GET /readyz` answers 200 when the daemon says it is
+//! ready (a leader is known; the agent's session is up). Kept apart from the
+//! TLS API port so that probes need no certificate or token.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// What `/readyz` reports, set by the daemon as things change.
+#[derive(Clone, Default)]
+pub struct HealthState {
+    ready: Arc<AtomicBool>,
+}
+
+impl HealthState {
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::Relaxed);
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Relaxed)
+    }
+}
+
+/// Binds `addr` and serves the endpoint until the process exits.
+pub async fn serve_health(addr: SocketAddr, state: HealthState) -> std::io::Result<SocketAddr> {
+    let listener = TcpListener::bind(addr).await?;
+    let bound = listener.local_addr()?;
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let state = state.clone();
+            tokio::spawn(async move {
+                let _ = tokio::time::timeout(Duration::from_secs(5), answer(stream, state)).await;
+            });
+        }
+    });
+    Ok(bound)
+}
+
+async fn answer(mut stream: TcpStream, state: HealthState) -> std::io::Result<()> {
+    let mut buf = [0u8; 1024];
+    let n = stream.read(&mut buf).await?;
+    let request = String::from_utf8_lossy(&buf[..n]);
+    let path = request.split_whitespace().nth(1).unwrap_or("/");
+    let (code, body) = match path {
+        "/healthz" => (200, "ok\n"),
+        "/readyz" if state.is_ready() => (200, "ready\n"),
+        "/readyz" => (503, "not ready\n"),
+        _ => (404, "not found; try /healthz or /readyz\n"),
+    };
+    let reason = match code {
+        200 => "OK",
+        503 => "Service Unavailable",
+        _ => "Not Found",
+    };
+    let response = format!(
+        "HTTP/1.1 {code} {reason}\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(response.as_bytes()).await?;
+    stream.shutdown().await
+}
+
+/// GETs `url` (`http://HOST:PORT/PATH`); Ok when it answers 200. For
+/// container health checks in images that have no curl.
+pub async fn probe(url: &str) -> Result<(), String> {
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or_else(|| format!("{url:?}: only http://HOST:PORT/PATH URLs are supported"))?;
+    let (host, path) = match rest.split_once('/') {
+        Some((h, p)) => (h, format!("/{p}")),
+        None => (rest, "/".to_string()),
+    };
+    let attempt = async {
+        let mut stream = TcpStream::connect(host)
+            .await
+            .map_err(|e| format!("cannot connect to {host}: {e}"))?;
+        let request = format!("GET {path} HTTP/1.1\r\nhost: {host}\r\nconnection: close\r\n\r\n");
+        stream
+            .write_all(request.as_bytes())
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut response = String::new();
+        stream
+            .read_to_string(&mut response)
+            .await
+            .map_err(|e| e.to_string())?;
+        let status = response.lines().next().unwrap_or_default().to_string();
+        if status.split_whitespace().nth(1) == Some("200") {
+            Ok(())
+        } else {
+            Err(format!("{url}: {status}"))
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(5), attempt)
+        .await
+        .map_err(|_| format!("{url}: no answer within 5s"))?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn readiness_follows_the_state_and_liveness_is_always_ok() {
+        let state = HealthState::default();
+        let addr = serve_health("127.0.0.1:0".parse().unwrap(), state.clone())
+            .await
+            .unwrap();
+        probe(&format!("http://{addr}/healthz")).await.unwrap();
+        let e = probe(&format!("http://{addr}/readyz")).await.unwrap_err();
+        assert!(e.contains("503"), "{e}");
+        state.set_ready(true);
+        probe(&format!("http://{addr}/readyz")).await.unwrap();
+        assert!(probe(&format!("http://{addr}/nope")).await.is_err());
+        assert!(probe("https://x/y")
+            .await
+            .unwrap_err()
+            .contains("only http"));
+    }
+}
