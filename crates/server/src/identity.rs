@@ -133,6 +133,7 @@ mod tests {
             session: Default::default(),
             health_listen: None,
             agent_binary: None,
+            dev_agent: None,
         }
     }
 

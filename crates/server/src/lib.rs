@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod dev;
 pub mod downloads;
 pub mod error;
 pub mod identity;
@@ -51,6 +52,8 @@ pub struct ServeOptions {
     pub health_listen: Option<SocketAddr>,
     /// The agent binary served at /downloads/berth-agent.
     pub agent_binary: Option<PathBuf>,
+    /// `berthd dev`: run a local agent next to the server.
+    pub dev_agent: Option<dev::DevAgentConfig>,
 }
 
 /// Parses `1=host:port,2=host:port`.
@@ -140,6 +143,13 @@ impl Server {
             hub,
             agent_binary: options.agent_binary.clone(),
         };
+        if let Some(config) = options.dev_agent.clone() {
+            tokio::spawn(dev::run_local_agent(
+                server.node.clone(),
+                server.pki.clone(),
+                config,
+            ));
+        }
         if let Some(addr) = options.health_listen {
             let health = berth_daemon::HealthState::default();
             let bound = berth_daemon::serve_health(addr, health.clone())

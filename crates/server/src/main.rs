@@ -145,6 +145,9 @@ struct DevArgs {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:7400", env = "BERTH_LISTEN")]
     listen: SocketAddr,
+    /// Run the control plane alone, without the local agent.
+    #[arg(long)]
+    no_agent: bool,
     #[command(flatten)]
     tuning: Tuning,
 }
@@ -219,6 +222,7 @@ fn options(
             .filter(|path| path.exists())
     });
     Ok(ServeOptions {
+        dev_agent: None,
         health_listen: tuning.health_listen,
         agent_binary,
         session: berth_server::session::SessionConfig { heartbeat, grace },
@@ -261,7 +265,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Dev(args) => {
             let members = BTreeMap::from([(1, args.listen.to_string())]);
-            let options = options(
+            let mut options = options(
                 1,
                 args.data_dir,
                 None,
@@ -270,6 +274,23 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 Some(members),
                 &args.tuning,
             )?;
+            if !args.no_agent {
+                let containerd = berth_server::dev::choose_containerd(&options.data_dir)
+                    .await
+                    .map_err(anyhow::Error::msg)?;
+                let agent_binary = options.agent_binary.clone().ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "no berth-agent binary next to berthd; build it (cargo build -p berth-agent), \
+                         pass --agent-binary PATH, or run with --no-agent"
+                    )
+                })?;
+                options.dev_agent = Some(berth_server::dev::DevAgentConfig {
+                    data_dir: std::path::absolute(&options.data_dir)?,
+                    agent_binary,
+                    containerd,
+                    server: options.advertise.clone(),
+                });
+            }
             let first_start = !options.pki_dir.join("ca.crt").exists();
             if first_start {
                 tls::init(&options.pki_dir, None)?;
@@ -301,8 +322,24 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 "  export BERTH_TOKEN=$(cat {})",
                 std::fs::canonicalize(&token_path)?.display()
             );
+            if let Some(agent) = &options.dev_agent {
+                let containerd = match &agent.containerd {
+                    berth_server::dev::ContainerdChoice::Existing(socket) => {
+                        format!("containerd at {}", socket.display())
+                    }
+                    berth_server::dev::ContainerdChoice::Private { dir, .. } => {
+                        format!("a private containerd under {}", dir.display())
+                    }
+                };
+                println!(
+                    "  local agent: on {containerd}; log in {}",
+                    agent.data_dir.join("agent.log").display()
+                );
+            }
             println!("  berth cluster status");
-            println!("  berth taskdef register -f deploy/examples/web.json");
+            println!("  berth instance list");
+            println!("  berth taskdef register -f deploy/examples/hello.json");
+            println!("  berth task run --taskdef hello && berth task list");
             println!();
             options
         }
