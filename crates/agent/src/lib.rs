@@ -1,16 +1,22 @@
 //! berth-agent: runs Berth tasks on an instance. This crate holds the
-//! container runtime: the `Runtime` trait and its containerd implementation
-//! (images, containers, logs, stats, exec, health checks, reconciliation).
+//! container runtime (the `Runtime` trait and its containerd
+//! implementation: images, containers, logs, stats, exec, health checks),
+//! the task runner that drives it (`runner`, with its local `store`), and
+//! the session with the control plane (`session`).
 
 pub mod containerd;
 pub mod error;
 pub mod health;
+pub mod host;
 pub mod logs;
 pub mod metrics;
 pub mod ocibuild;
 pub mod registry;
+pub mod runner;
 pub mod runtime;
+pub mod session;
 pub mod spec;
+pub mod store;
 
 pub use containerd::{ContainerdConfig, ContainerdRuntime, LogDriver};
 pub use error::RuntimeError;

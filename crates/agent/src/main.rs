@@ -1,15 +1,22 @@
 //! berth-agent. `berth-agent --server ... --token ... --data-dir DIR` joins
-//! the cluster (or reuses the identity in DIR) and keeps its certificate
-//! fresh; `berth-agent image import FILE` loads images on air-gapped hosts;
-//! and containerd's shim starts the binary in log-driver mode per container.
+//! the cluster (or reuses the identity in DIR), keeps its certificate fresh,
+//! holds the session with the control plane and runs the tasks it assigns;
+//! `berth-agent image import FILE` loads images on air-gapped hosts; and
+//! containerd's shim starts the binary in log-driver mode per container.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
-use berth_agent::{logs, ContainerdConfig, ContainerdRuntime};
+use berth_agent::host::HostInfo;
+use berth_agent::runner::{Runner, RunnerConfig};
+use berth_agent::session::{self, SessionConfig};
+use berth_agent::store::Store;
+use berth_agent::{logs, ContainerdConfig, ContainerdRuntime, PullPolicy};
 use clap::{Parser, Subcommand};
+use tokio::sync::watch;
 
 #[derive(Parser)]
 #[command(
@@ -63,6 +70,15 @@ struct Cli {
     /// How often the agent checks in with the control plane.
     #[arg(long, default_value = "5s", value_parser = parse_interval)]
     ping_interval: Duration,
+    /// When to pull task images: `if-not-present` (use a local image when
+    /// there is one) or `always` (resolve the tag at every task start).
+    #[arg(
+        long,
+        env = "BERTH_PULL_POLICY",
+        default_value = "if-not-present",
+        value_parser = parse_pull_policy
+    )]
+    pull_policy: PullPolicy,
     /// Log filter, e.g. `info` or `berth_agent=debug`.
     #[arg(long, env = "BERTH_LOG", default_value = "info", global = true)]
     log: String,
@@ -75,6 +91,10 @@ fn parse_attribute(text: &str) -> Result<(String, String), String> {
         Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
         _ => Err(format!("{text:?} is not KEY=VALUE")),
     }
+}
+
+fn parse_pull_policy(text: &str) -> Result<PullPolicy, String> {
+    PullPolicy::parse(text).ok_or_else(|| format!("{text:?} is not `if-not-present` or `always`"))
 }
 
 fn parse_interval(text: &str) -> Result<Duration, String> {
@@ -124,7 +144,10 @@ fn main() -> ExitCode {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
+    // Two workers are plenty for an agent's I/O-bound work, and fewer
+    // threads mean fewer malloc arenas: the agent stays small on big hosts.
     let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
         .enable_all()
         .build()
     {
@@ -149,12 +172,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         None => {
             join_and_run(
-                cli.server,
-                cli.token,
-                cli.data_dir,
-                cli.cluster,
-                cli.attributes,
-                cli.ping_interval,
+                JoinArgs {
+                    servers: cli.server,
+                    token: cli.token,
+                    dir: cli.data_dir,
+                    cluster: cli.cluster,
+                    attributes: cli.attributes,
+                    ping_every: cli.ping_interval,
+                    pull_policy: cli.pull_policy,
+                },
+                cfg,
             )
             .await?
         }
@@ -170,51 +197,122 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Registers (or reuses the stored identity) and keeps it alive until
-/// SIGTERM or Ctrl-C.
-async fn join_and_run(
+struct JoinArgs {
     servers: Vec<String>,
     token: Option<String>,
     dir: PathBuf,
     cluster: Option<String>,
     attributes: Vec<(String, String)>,
     ping_every: Duration,
-) -> anyhow::Result<()> {
-    let endpoints: Vec<String> = servers
+    pull_policy: PullPolicy,
+}
+
+/// Registers (or reuses the stored identity), then keeps the identity
+/// fresh, the session up and the tasks running, until SIGTERM or Ctrl-C.
+/// Exiting never stops a task's containers: the next start takes them over.
+async fn join_and_run(args: JoinArgs, containerd: ContainerdConfig) -> anyhow::Result<()> {
+    let endpoints: Vec<String> = args
+        .servers
         .into_iter()
         .filter(|s| !s.trim().is_empty())
         .collect();
     if endpoints.is_empty() {
         anyhow::bail!("no control plane given: pass --server HOST:PORT[,HOST:PORT...]");
     }
-    let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .unwrap_or_else(|_| "unknown".to_string());
+    let attributes: BTreeMap<String, String> = args.attributes.into_iter().collect();
+    // Opened first: a second agent on the same --data-dir is refused here,
+    // before it can touch anybody's containers.
+    let store = Store::open(&args.dir.join("tasks"))?;
+    let (identity_tx, identity_rx) = watch::channel(None);
     let config = berth_client::join::AgentLoopConfig {
-        endpoints,
-        dir,
-        token,
-        hostname,
-        attributes: attributes.into_iter().collect::<BTreeMap<_, _>>(),
-        cluster,
-        ping_every,
-        updates: None,
+        endpoints: endpoints.clone(),
+        dir: args.dir,
+        token: args.token,
+        hostname: berth_agent::host::hostname(),
+        attributes: attributes.clone(),
+        cluster: args.cluster,
+        ping_every: args.ping_every,
+        updates: Some(identity_tx),
     };
-    let shutdown = async {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = tokio::signal::ctrl_c() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
+    // The identity loop is ended by dropping it (below), not by its own
+    // shutdown future.
+    let identity = berth_client::join::run_agent_identity_loop(config, std::future::pending());
+    let tasks = run_tasks(
+        containerd,
+        store.clone(),
+        RunnerConfig {
+            pull_policy: args.pull_policy,
+            ..RunnerConfig::default()
+        },
+        endpoints,
+        attributes,
+        identity_rx,
+    );
+    let result = tokio::select! {
+        r = identity => r.map_err(anyhow::Error::from),
+        r = tasks => r,
+        () = shutdown_signal() => {
+            tracing::info!("shutting down; task containers keep running");
+            Ok(())
+        }
+    };
+    if let Err(e) = store.flush().await {
+        tracing::warn!(error = %e, "cannot flush the task store");
+    }
+    result
+}
+
+/// containerd (retried until it answers), then the runner and the session.
+async fn run_tasks(
+    containerd: ContainerdConfig,
+    store: Store,
+    runner_config: RunnerConfig,
+    endpoints: Vec<String>,
+    attributes: BTreeMap<String, String>,
+    identity: watch::Receiver<Option<berth_client::join::AgentIdentity>>,
+) -> anyhow::Result<()> {
+    let mut delay = Duration::from_millis(500);
+    let runtime = loop {
+        match ContainerdRuntime::connect(containerd.clone()).await {
+            Ok(runtime) => break runtime,
+            Err(e) => {
+                tracing::error!(error = %e, retry_in_ms = delay.as_millis() as u64, "containerd is not available; tasks wait for it");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
             }
         }
-        tracing::info!("shutting down");
     };
-    berth_client::join::run_agent_identity_loop(config, shutdown).await?;
+    let host = HostInfo::detect(runtime.version(), &attributes);
+    tracing::info!(
+        cpu_units = host.cpu_total,
+        memory_mib = host.memory_total_mib,
+        "host resources"
+    );
+    let (runner, handle) = Runner::new(Arc::new(runtime), store, runner_config)?;
+    let session = session::run(
+        SessionConfig {
+            endpoints,
+            host,
+            agent_version: env!("CARGO_PKG_VERSION").to_string(),
+        },
+        identity,
+        handle,
+    );
+    tokio::join!(runner.run(), session);
     Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
 }

@@ -922,3 +922,153 @@ async fn errors_are_clear() {
     let e = rt.create(&cfg).await.expect_err("relative workdir");
     assert!(matches!(e, RuntimeError::InvalidConfig { .. }), "{e:?}");
 }
+
+/// The task runner on a real containerd: a task starts in dependency order,
+/// survives its agent being killed (its container keeps running and is
+/// re-attached, not restarted), then stops and is removed on the server's
+/// word.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runner_keeps_tasks_running_across_an_agent_restart() {
+    use berth_agent::runner::{Runner, RunnerConfig, RunnerHandle};
+    use berth_agent::store::Store;
+    use berth_client::pb;
+    use berth_types::TaskStatus;
+    use std::sync::Arc;
+
+    let Some(env) = env() else { return };
+    let image = pushed_image(&env).await;
+    let ns = "berth-runner";
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(&dir.path().join("tasks")).expect("store");
+    let task = task_id();
+    let container = |name: &str, command: &[&str], essential: bool| pb::ContainerDefinition {
+        name: name.into(),
+        image: image.clone(),
+        command: command.iter().map(|s| s.to_string()).collect(),
+        essential,
+        stop_timeout: Some(5),
+        ..Default::default()
+    };
+    let mut web = container("web", &["sleep"], true);
+    web.depends_on.push(pb::ContainerDependency {
+        container_name: "init".into(),
+        condition: "SUCCESS".into(),
+    });
+    let mut assignment = pb::Assignment {
+        task_id: task.clone(),
+        desired_status: "RUNNING".into(),
+        task_definition: Some(pb::TaskDefinition {
+            family: "svc".into(),
+            revision: 1,
+            status: "ACTIVE".into(),
+            spec: Some(pb::TaskDefinitionSpec {
+                family: "svc".into(),
+                container_definitions: vec![container("init", &["exit", "0"], false), web],
+                network_mode: "host".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        last_status: "PENDING".into(),
+        cluster: "default".into(),
+        ..Default::default()
+    };
+    let set = |sequence, assignment: &pb::Assignment| pb::AssignmentSet {
+        sequence,
+        complete: false,
+        assignments: vec![assignment.clone()],
+    };
+    async fn until<R: berth_agent::Runtime>(
+        handle: &RunnerHandle<R>,
+        task: &str,
+        what: &str,
+        pred: impl Fn(Option<TaskStatus>) -> bool,
+    ) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !pred(handle.board().status(task)) {
+            assert!(
+                Instant::now() < deadline,
+                "{task}: never {what}: {:?}",
+                handle.board().view(task)
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let web_pid = |listed: Vec<berth_agent::OwnedContainer>| {
+        listed
+            .into_iter()
+            .find(|c| c.task_id == task && c.container_name == "web")
+            .map(|c| c.state)
+    };
+
+    // The first agent starts the task.
+    let rt = Arc::new(runtime_in(&env, ns).await);
+    let (runner, handle) =
+        Runner::new(rt.clone(), store.clone(), RunnerConfig::default()).expect("runner");
+    let first = tokio::spawn(runner.run());
+    handle.apply(set(1, &assignment)).await.expect("apply");
+    until(&handle, &task, "RUNNING", |s| {
+        s == Some(TaskStatus::Running)
+    })
+    .await;
+    let before = web_pid(rt.list().await.expect("list"));
+    assert!(
+        matches!(before, Some(ContainerState::Running { .. })),
+        "{before:?}"
+    );
+
+    // It dies without a word (as kill -9 would leave it).
+    first.abort();
+    let _ = first.await;
+    drop(handle);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        web_pid(rt.list().await.expect("list")),
+        before,
+        "still running"
+    );
+
+    // The next agent takes over what runs.
+    let rt = Arc::new(runtime_in(&env, ns).await);
+    let (runner, handle) =
+        Runner::new(rt.clone(), store.clone(), RunnerConfig::default()).expect("runner");
+    assert_eq!(handle.board().status(&task), Some(TaskStatus::Running));
+    let second = tokio::spawn(runner.run());
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        web_pid(rt.list().await.expect("list")),
+        before,
+        "re-attached, not restarted"
+    );
+    assert_eq!(handle.board().status(&task), Some(TaskStatus::Running));
+
+    assignment.desired_status = "STOPPED".into();
+    handle.apply(set(2, &assignment)).await.expect("apply");
+    until(&handle, &task, "STOPPED", |s| {
+        s == Some(TaskStatus::Stopped)
+    })
+    .await;
+    let report = handle.board().view(&task).expect("view").report;
+    let codes: Vec<(String, Option<i32>)> = report
+        .containers
+        .iter()
+        .map(|c| (c.name.clone(), c.exit_code))
+        .collect();
+    // testapp exits 0 on SIGTERM.
+    assert_eq!(
+        codes,
+        [("init".to_string(), Some(0)), ("web".to_string(), Some(0))]
+    );
+
+    assignment.last_status = "STOPPED".into();
+    handle.apply(set(3, &assignment)).await.expect("apply");
+    until(&handle, &task, "forgotten", |s| s.is_none()).await;
+    assert!(rt
+        .list()
+        .await
+        .expect("list")
+        .iter()
+        .all(|c| c.task_id != task));
+    assert!(store.load().expect("load").tasks.is_empty());
+    second.abort();
+}

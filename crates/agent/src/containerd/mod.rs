@@ -101,6 +101,8 @@ struct Inner {
     pull_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     transfer_unsupported: std::sync::atomic::AtomicBool,
     oom: Mutex<HashSet<String>>,
+    /// What containerd said it is at connect time.
+    version: String,
 }
 
 /// Cheap to clone; all clones share one gRPC channel.
@@ -180,6 +182,7 @@ impl ContainerdRuntime {
             pull_locks: Mutex::new(HashMap::new()),
             transfer_unsupported: std::sync::atomic::AtomicBool::new(false),
             oom: Mutex::new(HashSet::new()),
+            version: version.version,
         });
         let watch = tokio::spawn(watch_oom(Arc::downgrade(&inner)));
         Ok(ContainerdRuntime {
@@ -194,6 +197,11 @@ impl ContainerdRuntime {
         self.inner
             .transfer_unsupported
             .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// containerd's version (e.g. `1.6.20`), as it answered at connect.
+    pub fn version(&self) -> &str {
+        &self.inner.version
     }
 
     pub fn config(&self) -> &ContainerdConfig {

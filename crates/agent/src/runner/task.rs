@@ -1,0 +1,1207 @@
+//! One actor per task. It owns the task's known status (what it reports)
+//! and its desired status (from the latest assignment), and is the only
+//! writer of the task's record and board entry.
+//!
+//! Anything slow (pulling, creating, starting, stopping, removing, waiting
+//! for exits, health checks) runs in a spawned tokio task that reports back
+//! through the actor's event channel, so the actor always answers commands
+//! at once: a stop that arrives during a long pull cancels the pull.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use berth_client::pb;
+use berth_types::resources::{self, Resources};
+use berth_types::{
+    ContainerDefinition, ContainerStatus, DependencyCondition, Health, KeyValuePair, StopCode,
+    TaskDefinitionSpec, TaskStatus,
+};
+use tokio::sync::mpsc;
+use tracing::{debug, info, info_span, warn, Instrument};
+
+use super::board::TaskView;
+use super::{AbortOnDrop, Ctx, TaskCommand};
+use crate::error::RuntimeError;
+use crate::health::{self, HealthStatus};
+use crate::runtime::{ContainerConfig, ContainerState, ExitStatus, OwnedContainer, Runtime};
+use crate::store::{ContainerRecord, TaskRecord};
+
+/// Events from the actor's helpers; a handful per container at most.
+const EVENT_QUEUE: usize = 16;
+const OOM_REASON: &str = "OutOfMemoryError: container killed due to memory usage";
+const REMOVE_ATTEMPTS: u32 = 3;
+
+/// What the runtime still has of a task when the agent starts.
+#[derive(Debug, Default)]
+pub(crate) struct Recovery {
+    pub record: Option<TaskRecord>,
+    pub found: Vec<OwnedContainer>,
+}
+
+/// The server has recorded the task as STOPPED for good.
+pub(crate) fn is_final(a: &pb::Assignment) -> bool {
+    a.last_status
+        .eq_ignore_ascii_case(TaskStatus::Stopped.as_str())
+}
+
+fn wants_stop(a: &pb::Assignment) -> bool {
+    a.desired_status.eq_ignore_ascii_case("STOPPED") || is_final(a)
+}
+
+/// The task definition as it will run: overrides applied, dependencies
+/// checked. An error is the reason the task fails to start.
+pub(crate) fn plan(a: &pb::Assignment) -> Result<TaskDefinitionSpec, String> {
+    let spec = a
+        .task_definition
+        .as_ref()
+        .and_then(|td| td.spec.clone())
+        .ok_or_else(|| "the assignment carries no task definition".to_string())?;
+    let mut spec =
+        TaskDefinitionSpec::try_from(spec).map_err(|e| format!("invalid task definition: {e}"))?;
+    if spec.container_definitions.is_empty() {
+        return Err("the task definition has no containers".into());
+    }
+    apply_overrides(&mut spec.container_definitions, &a.overrides)?;
+    check_dependencies(&spec.container_definitions)?;
+    Ok(spec)
+}
+
+fn apply_overrides(
+    defs: &mut [ContainerDefinition],
+    overrides: &[pb::KeyValuePair],
+) -> Result<(), String> {
+    for kv in overrides {
+        let (container, key) = kv
+            .name
+            .split_once(".env.")
+            .filter(|(c, k)| !c.is_empty() && !k.is_empty())
+            .ok_or_else(|| format!("override {:?} is not CONTAINER.env.KEY", kv.name))?;
+        let def = defs
+            .iter_mut()
+            .find(|d| d.name == container)
+            .ok_or_else(|| format!("override {:?} names no container of the task", kv.name))?;
+        match def.environment.iter_mut().find(|e| e.name == key) {
+            Some(e) => e.value.clone_from(&kv.value),
+            None => def.environment.push(KeyValuePair {
+                name: key.to_string(),
+                value: kv.value.clone(),
+            }),
+        }
+    }
+    Ok(())
+}
+
+fn check_dependencies(defs: &[ContainerDefinition]) -> Result<(), String> {
+    for d in defs {
+        for dep in &d.depends_on {
+            if !defs.iter().any(|o| o.name == dep.container_name) {
+                return Err(format!(
+                    "container {:?} depends on {:?}, which the task does not have",
+                    d.name, dep.container_name
+                ));
+            }
+        }
+    }
+    // Kahn's algorithm: what cannot be ordered is in a cycle.
+    let mut ordered = vec![false; defs.len()];
+    loop {
+        let mut progress = false;
+        for i in 0..defs.len() {
+            if ordered[i] {
+                continue;
+            }
+            let ready = defs[i].depends_on.iter().all(|dep| {
+                defs.iter()
+                    .position(|o| o.name == dep.container_name)
+                    .is_some_and(|j| ordered[j])
+            });
+            if ready {
+                ordered[i] = true;
+                progress = true;
+            }
+        }
+        if !progress {
+            break;
+        }
+    }
+    let stuck: Vec<&str> = defs
+        .iter()
+        .zip(&ordered)
+        .filter(|(_, done)| !**done)
+        .map(|(d, _)| d.name.as_str())
+        .collect();
+    if stuck.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("dependsOn forms a cycle among {stuck:?}"))
+    }
+}
+
+fn exit_code(exit: &ExitStatus) -> i32 {
+    i32::try_from(exit.code).unwrap_or(-1)
+}
+
+fn container_status_str(s: ContainerStatus) -> &'static str {
+    match s {
+        ContainerStatus::Pending => "PENDING",
+        ContainerStatus::Running => "RUNNING",
+        ContainerStatus::Stopped => "STOPPED",
+    }
+}
+
+fn health_str(h: Health) -> &'static str {
+    match h {
+        Health::Unknown => "UNKNOWN",
+        Health::Healthy => "HEALTHY",
+        Health::Unhealthy => "UNHEALTHY",
+    }
+}
+
+fn health_from(h: HealthStatus) -> Health {
+    match h {
+        HealthStatus::Unknown => Health::Unknown,
+        HealthStatus::Healthy => Health::Healthy,
+        HealthStatus::Unhealthy => Health::Unhealthy,
+    }
+}
+
+/// The board's view of a task record: the one place a report is built, for
+/// what was loaded at start as for what an actor publishes.
+pub(crate) fn record_view(task_id: &str, record: &TaskRecord, reservation: Resources) -> TaskView {
+    TaskView {
+        status: record.status,
+        report: pb::TaskReport {
+            task_id: task_id.to_string(),
+            last_status: record.status.as_str().to_string(),
+            containers: record
+                .containers
+                .iter()
+                .map(|c| pb::ContainerState {
+                    name: c.name.clone(),
+                    status: container_status_str(c.status).to_string(),
+                    exit_code: c.exit_code,
+                    reason: c.reason.clone(),
+                    health: health_str(c.health).to_string(),
+                })
+                .collect(),
+            reason: record.reason.clone(),
+            stop_code: record
+                .stop_code
+                .map(|c| c.as_str().to_string())
+                .unwrap_or_default(),
+        },
+        containers: record
+            .containers
+            .iter()
+            .map(|c| (c.name.clone(), c.id.clone()))
+            .collect(),
+        reservation,
+    }
+}
+
+/// What a fresh task's record looks like before anything happened.
+pub(crate) fn initial_record(spec: Option<&TaskDefinitionSpec>) -> TaskRecord {
+    TaskRecord {
+        status: TaskStatus::Pending,
+        containers: spec
+            .map(|s| {
+                s.container_definitions
+                    .iter()
+                    .map(|d| ContainerRecord {
+                        name: d.name.clone(),
+                        id: None,
+                        status: ContainerStatus::Pending,
+                        exit_code: None,
+                        reason: String::new(),
+                        health: Health::Unknown,
+                        started: false,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
+        reason: String::new(),
+        stop_code: None,
+    }
+}
+
+pub(crate) fn reservation(spec: Option<&TaskDefinitionSpec>) -> Resources {
+    spec.map(|s| resources::reserve(s).resources())
+        .unwrap_or(Resources::ZERO)
+}
+
+#[derive(Debug)]
+enum Event {
+    Created {
+        idx: usize,
+        id: String,
+    },
+    Started {
+        idx: usize,
+        result: Result<(), String>,
+    },
+    Exited {
+        idx: usize,
+        id: String,
+        exit: Option<ExitStatus>,
+        reason: String,
+    },
+    Health {
+        idx: usize,
+        id: String,
+        status: HealthStatus,
+    },
+    StopDone {
+        results: Vec<(usize, String, Option<ExitStatus>)>,
+    },
+    Removed,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Containers are being created and started in dependency order.
+    Starting,
+    Running,
+    Stopping,
+    Stopped,
+    /// Stopped and being removed, to be forgotten.
+    Removing,
+    Gone,
+}
+
+struct Ctr {
+    def: ContainerDefinition,
+    id: Option<String>,
+    status: ContainerStatus,
+    exit_code: Option<i32>,
+    reason: String,
+    health: Health,
+    started: bool,
+    waiter: Option<AbortOnDrop>,
+    checker: Option<AbortOnDrop>,
+}
+
+enum Readiness {
+    Ready,
+    NotYet,
+    Never(String),
+}
+
+struct Actor<R: Runtime> {
+    ctx: Ctx<R>,
+    task_id: String,
+    assignment: pb::Assignment,
+    spec: Option<TaskDefinitionSpec>,
+    plan_error: Option<String>,
+    reservation: Resources,
+    status: TaskStatus,
+    stop_code: Option<StopCode>,
+    reason: String,
+    containers: Vec<Ctr>,
+    phase: Phase,
+    /// The create-and-start in flight, with the container it is for.
+    op: Option<(usize, AbortOnDrop)>,
+    /// The stop or removal in flight.
+    side_op: Option<AbortOnDrop>,
+    /// Remove the containers and forget the task once it is stopped.
+    forget: bool,
+    events_tx: mpsc::Sender<Event>,
+    events_rx: mpsc::Receiver<Event>,
+}
+
+/// Runs the task until it is forgotten (or the runner goes away, which
+/// leaves its containers as they are). Returns the task id.
+pub(crate) async fn run<R: Runtime>(
+    ctx: Ctx<R>,
+    assignment: pb::Assignment,
+    recovery: Option<Recovery>,
+    mut commands: mpsc::Receiver<TaskCommand>,
+) -> String {
+    let mut actor = Actor::new(ctx, assignment);
+    match recovery {
+        Some(r) => actor.recover(r).await,
+        None => actor.begin().await,
+    }
+    while actor.phase != Phase::Gone {
+        tokio::select! {
+            cmd = commands.recv() => match cmd {
+                Some(cmd) => actor.command(cmd).await,
+                None => break,
+            },
+            Some(event) = actor.events_rx.recv() => actor.event(event).await,
+        }
+    }
+    actor.task_id
+}
+
+impl<R: Runtime> Actor<R> {
+    fn new(ctx: Ctx<R>, assignment: pb::Assignment) -> Self {
+        let (spec, plan_error) = match plan(&assignment) {
+            Ok(spec) => (Some(spec), None),
+            Err(e) => (None, Some(e)),
+        };
+        let containers = spec
+            .iter()
+            .flat_map(|s| s.container_definitions.iter())
+            .map(|def| Ctr {
+                def: def.clone(),
+                id: None,
+                status: ContainerStatus::Pending,
+                exit_code: None,
+                reason: String::new(),
+                health: Health::Unknown,
+                started: false,
+                waiter: None,
+                checker: None,
+            })
+            .collect();
+        let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
+        Actor {
+            task_id: assignment.task_id.clone(),
+            reservation: reservation(spec.as_ref()),
+            spec,
+            plan_error,
+            assignment,
+            ctx,
+            status: TaskStatus::Pending,
+            stop_code: None,
+            reason: String::new(),
+            containers,
+            phase: Phase::Starting,
+            op: None,
+            side_op: None,
+            forget: false,
+            events_tx,
+            events_rx,
+        }
+    }
+
+    // ------------------------------------------------------------ records
+
+    fn record(&self) -> TaskRecord {
+        TaskRecord {
+            status: self.status,
+            containers: self
+                .containers
+                .iter()
+                .map(|c| ContainerRecord {
+                    name: c.def.name.clone(),
+                    id: c.id.clone(),
+                    status: c.status,
+                    exit_code: c.exit_code,
+                    reason: c.reason.clone(),
+                    health: c.health,
+                    started: c.started,
+                })
+                .collect(),
+            reason: self.reason.clone(),
+            stop_code: self.stop_code,
+        }
+    }
+
+    /// Writes the record; `durable` waits until it is on disk. A failed
+    /// write is logged and the task carries on: the runtime's labels still
+    /// tell a restarted agent what runs.
+    async fn save(&self, durable: bool) {
+        let result = match self.ctx.store.put_record(&self.task_id, &self.record()) {
+            Ok(()) if durable => self.ctx.store.flush().await,
+            other => other,
+        };
+        if let Err(e) = result {
+            warn!(error = %e, "cannot record the task's state");
+        }
+    }
+
+    fn publish(&self) {
+        self.ctx
+            .board
+            .publish(record_view(&self.task_id, &self.record(), self.reservation));
+    }
+
+    /// Moves the known status forward (never back), saves and reports.
+    async fn advance(&mut self, to: TaskStatus) {
+        if to > self.status {
+            info!(from = self.status.as_str(), to = to.as_str(), "task status");
+            self.status = to;
+        }
+        self.save(true).await;
+        self.publish();
+    }
+
+    // ------------------------------------------------------------ start
+
+    async fn begin(&mut self) {
+        if wants_stop(&self.assignment) {
+            // Stopped before it ever started here: nothing to stop.
+            self.forget = is_final(&self.assignment);
+            self.finish_stop().await;
+            return;
+        }
+        if let Some(reason) = self.plan_error.clone() {
+            warn!(reason = %reason, "task cannot start");
+            self.begin_stop(Some(StopCode::TaskFailedToStart), reason)
+                .await;
+            return;
+        }
+        info!(
+            family = %self.spec.as_ref().map(|s| s.family.as_str()).unwrap_or_default(),
+            containers = self.containers.len(),
+            "starting task"
+        );
+        self.advance(TaskStatus::Pending).await;
+        self.step().await;
+    }
+
+    /// Starts the next container whose dependencies allow it, or declares
+    /// the task RUNNING once every container has started.
+    async fn step(&mut self) {
+        if self.phase != Phase::Starting || self.op.is_some() {
+            return;
+        }
+        // An essential container that is gone (it exited, or vanished while
+        // the agent was away) ends the start whatever else is pending.
+        if let Some(c) = self
+            .containers
+            .iter()
+            .find(|c| c.def.essential && c.status == ContainerStatus::Stopped)
+        {
+            let (code, why) = if c.started {
+                (StopCode::EssentialContainerExited, essential_exit_reason(c))
+            } else {
+                (
+                    StopCode::TaskFailedToStart,
+                    format!("container {:?} never started: {}", c.def.name, c.reason),
+                )
+            };
+            self.begin_stop(Some(code), why).await;
+            return;
+        }
+        for idx in 0..self.containers.len() {
+            let c = &self.containers[idx];
+            if c.started || c.status == ContainerStatus::Stopped {
+                continue;
+            }
+            match self.readiness(idx) {
+                Readiness::Ready => {
+                    self.spawn_start(idx);
+                    return;
+                }
+                Readiness::NotYet => {}
+                Readiness::Never(reason) => {
+                    self.begin_stop(Some(StopCode::TaskFailedToStart), reason)
+                        .await;
+                    return;
+                }
+            }
+        }
+        let all_started = self
+            .containers
+            .iter()
+            .all(|c| c.started || c.status == ContainerStatus::Stopped);
+        let essentials_run = self
+            .containers
+            .iter()
+            .filter(|c| c.def.essential)
+            .all(|c| c.status == ContainerStatus::Running);
+        if all_started && essentials_run {
+            self.phase = Phase::Running;
+            self.advance(TaskStatus::Running).await;
+            self.check_all_exited().await;
+        }
+    }
+
+    fn readiness(&self, idx: usize) -> Readiness {
+        let c = &self.containers[idx];
+        for dep in &c.def.depends_on {
+            let Some(d) = self
+                .containers
+                .iter()
+                .find(|o| o.def.name == dep.container_name)
+            else {
+                return Readiness::Never(format!(
+                    "container {:?} depends on unknown container {:?}",
+                    c.def.name, dep.container_name
+                ));
+            };
+            let exited = d.status == ContainerStatus::Stopped;
+            let never = |why: String| {
+                Readiness::Never(format!(
+                    "container {:?} cannot start: dependency {:?} ({}) {why}",
+                    c.def.name,
+                    d.def.name,
+                    dep.condition.as_str()
+                ))
+            };
+            match dep.condition {
+                DependencyCondition::Start if d.started => {}
+                DependencyCondition::Start if exited => return never("never started".into()),
+                DependencyCondition::Complete if exited && d.started => {}
+                DependencyCondition::Complete if exited => return never("never started".into()),
+                DependencyCondition::Success if exited && d.exit_code == Some(0) => {}
+                DependencyCondition::Success if exited => {
+                    return never(match d.exit_code {
+                        Some(code) => format!("exited with code {code}"),
+                        None => "did not run to completion".into(),
+                    })
+                }
+                DependencyCondition::Healthy if d.health == Health::Healthy => {}
+                DependencyCondition::Healthy if exited => {
+                    return never("exited before it was healthy".into())
+                }
+                DependencyCondition::Healthy if d.def.health_check.is_none() => {
+                    return never("has no healthCheck".into())
+                }
+                _ => return Readiness::NotYet,
+            }
+        }
+        Readiness::Ready
+    }
+
+    fn container_config(&self, def: &ContainerDefinition) -> Option<ContainerConfig> {
+        let spec = self.spec.as_ref()?;
+        Some(ContainerConfig {
+            task_id: self.task_id.clone(),
+            task_family: spec.family.clone(),
+            definition: def.clone(),
+            network_mode: spec.network_mode,
+            volumes: spec.volumes.clone(),
+            task_cpu: spec.cpu,
+            task_memory: spec.memory,
+            pull_policy: self.ctx.config.pull_policy,
+        })
+    }
+
+    fn spawn_start(&mut self, idx: usize) {
+        let c = &self.containers[idx];
+        let Some(config) = self.container_config(&c.def) else {
+            return;
+        };
+        let existing = c.id.clone();
+        let runtime = self.ctx.runtime.clone();
+        let tx = self.events_tx.clone();
+        let span = info_span!("start", container = %c.def.name);
+        let handle = tokio::spawn(
+            async move {
+                let result = create_and_start(&*runtime, &config, existing, idx, &tx).await;
+                let _ = tx.send(Event::Started { idx, result }).await;
+            }
+            .instrument(span),
+        );
+        self.op = Some((idx, AbortOnDrop(handle)));
+    }
+
+    /// Follows a started container: its exit, and its health checks.
+    fn watch(&mut self, idx: usize) {
+        let runtime = self.ctx.runtime.clone();
+        let tx = self.events_tx.clone();
+        let c = &mut self.containers[idx];
+        let Some(id) = c.id.clone() else { return };
+        let span = info_span!("container", container = %c.def.name, container_id = %id);
+        c.waiter = Some(AbortOnDrop(tokio::spawn(
+            wait_for_exit(runtime.clone(), id.clone(), idx, tx.clone()).instrument(span.clone()),
+        )));
+        let Some(check) = &c.def.health_check else {
+            return;
+        };
+        let Some(mut health) = health::monitor(runtime, id.clone(), check) else {
+            return;
+        };
+        c.checker = Some(AbortOnDrop(tokio::spawn(
+            async move {
+                while health.changed().await.is_ok() {
+                    let status = *health.borrow_and_update();
+                    let event = Event::Health {
+                        idx,
+                        id: id.clone(),
+                        status,
+                    };
+                    if tx.send(event).await.is_err() {
+                        return;
+                    }
+                }
+            }
+            .instrument(span),
+        )));
+    }
+
+    // ------------------------------------------------------------ stop
+
+    /// Stops the task: cancels what is starting, stops what runs. The first
+    /// stop code and reason are kept.
+    async fn begin_stop(&mut self, code: Option<StopCode>, reason: String) {
+        if !matches!(self.phase, Phase::Starting | Phase::Running) {
+            return;
+        }
+        if self.stop_code.is_none() && code.is_some() {
+            self.stop_code = code;
+            self.reason = reason;
+        }
+        if self.stop_code.is_some() {
+            info!(stop_code = ?self.stop_code, reason = %self.reason, "stopping task");
+        } else {
+            info!("stopping task as desired");
+        }
+        // Dropping the handle aborts the start in flight; the container it
+        // may have created is looked up by its labels.
+        let aborted = self.op.take().map(|(idx, _)| idx);
+        self.phase = Phase::Stopping;
+        let timeout = self.ctx.config.default_stop_timeout;
+        let targets: Vec<StopTarget> = self
+            .containers
+            .iter()
+            .enumerate()
+            .filter(|(i, c)| {
+                c.status != ContainerStatus::Stopped && (c.id.is_some() || aborted == Some(*i))
+            })
+            .map(|(idx, c)| StopTarget {
+                idx,
+                name: c.def.name.clone(),
+                id: c.id.clone(),
+                timeout: c
+                    .def
+                    .stop_timeout
+                    .map(|s| Duration::from_secs(u64::from(s)))
+                    .unwrap_or(timeout),
+            })
+            .collect();
+        if targets.is_empty() {
+            self.finish_stop().await;
+            return;
+        }
+        self.advance(TaskStatus::Stopping).await;
+        self.spawn_stop(targets, aborted.is_some());
+    }
+
+    fn spawn_stop(&mut self, targets: Vec<StopTarget>, look_up: bool) {
+        let runtime = self.ctx.runtime.clone();
+        let tx = self.events_tx.clone();
+        let task_id = self.task_id.clone();
+        self.side_op = Some(AbortOnDrop(tokio::spawn(
+            async move {
+                let results = stop_containers(runtime, &task_id, targets, look_up).await;
+                let _ = tx.send(Event::StopDone { results }).await;
+            }
+            .in_current_span(),
+        )));
+    }
+
+    async fn finish_stop(&mut self) {
+        for c in &mut self.containers {
+            c.status = ContainerStatus::Stopped;
+            c.waiter = None;
+            c.checker = None;
+        }
+        self.side_op = None;
+        self.phase = Phase::Stopped;
+        self.advance(TaskStatus::Stopped).await;
+        if self.forget {
+            self.begin_remove();
+        }
+    }
+
+    fn begin_remove(&mut self) {
+        self.phase = Phase::Removing;
+        let runtime = self.ctx.runtime.clone();
+        let tx = self.events_tx.clone();
+        let task_id = self.task_id.clone();
+        let ids: Vec<String> = self
+            .containers
+            .iter()
+            .filter_map(|c| c.id.clone())
+            .collect();
+        self.side_op = Some(AbortOnDrop(tokio::spawn(
+            async move {
+                remove_containers(runtime, &task_id, ids).await;
+                let _ = tx.send(Event::Removed).await;
+            }
+            .in_current_span(),
+        )));
+    }
+
+    async fn check_all_exited(&mut self) {
+        if self.phase == Phase::Running
+            && self
+                .containers
+                .iter()
+                .all(|c| c.status == ContainerStatus::Stopped)
+        {
+            self.begin_stop(
+                Some(StopCode::EssentialContainerExited),
+                "All containers exited".into(),
+            )
+            .await;
+        }
+    }
+
+    // ------------------------------------------------------------ inputs
+
+    async fn command(&mut self, cmd: TaskCommand) {
+        match cmd {
+            TaskCommand::Update(a) => {
+                if matches!(self.phase, Phase::Removing | Phase::Gone) {
+                    debug!("assignment for a task being forgotten; ignored");
+                    return;
+                }
+                let stop = wants_stop(&a);
+                self.forget |= is_final(&a);
+                // The definition of a task never changes; only the desired
+                // and recorded statuses matter here.
+                self.assignment = *a;
+                if stop {
+                    self.begin_stop(None, String::new()).await;
+                }
+            }
+            TaskCommand::Forget => {
+                if matches!(self.phase, Phase::Removing | Phase::Gone) {
+                    return;
+                }
+                info!("no longer assigned to this instance: stopping and forgetting it");
+                self.forget = true;
+                self.begin_stop(None, String::new()).await;
+            }
+        }
+        if self.forget && self.phase == Phase::Stopped {
+            self.begin_remove();
+        }
+    }
+
+    async fn event(&mut self, event: Event) {
+        match event {
+            Event::Created { idx, id } => {
+                if let Some(c) = self.containers.get_mut(idx) {
+                    c.id = Some(id);
+                    self.save(false).await;
+                }
+            }
+            Event::Started { idx, result } => self.on_started(idx, result).await,
+            Event::Exited {
+                idx,
+                id,
+                exit,
+                reason,
+            } => self.on_exit(idx, &id, exit, reason).await,
+            Event::Health { idx, id, status } => {
+                let Some(c) = self.containers.get_mut(idx) else {
+                    return;
+                };
+                let health = health_from(status);
+                if c.id.as_deref() != Some(id.as_str())
+                    || c.status == ContainerStatus::Stopped
+                    || c.health == health
+                {
+                    return;
+                }
+                c.health = health;
+                self.save(false).await;
+                self.publish();
+                self.step().await;
+            }
+            Event::StopDone { results } => {
+                for (idx, id, exit) in results {
+                    if let Some(c) = self.containers.get_mut(idx) {
+                        c.id.get_or_insert(id);
+                        if c.status != ContainerStatus::Stopped {
+                            c.status = ContainerStatus::Stopped;
+                            c.exit_code = exit.as_ref().map(exit_code);
+                            if exit.is_some_and(|e| e.oom_killed) {
+                                c.reason = OOM_REASON.into();
+                            }
+                        }
+                    }
+                }
+                self.finish_stop().await;
+            }
+            Event::Removed => {
+                let forgotten = self
+                    .ctx
+                    .store
+                    .remove_task(&self.task_id)
+                    .map_err(|e| e.to_string());
+                let flushed = self.ctx.store.flush().await.map_err(|e| e.to_string());
+                if let Err(e) = forgotten.and(flushed) {
+                    warn!(error = %e, "cannot remove the task from the store");
+                }
+                self.ctx.board.forget(&self.task_id);
+                self.phase = Phase::Gone;
+                info!("task forgotten");
+            }
+        }
+    }
+
+    async fn on_started(&mut self, idx: usize, result: Result<(), String>) {
+        if self.op.as_ref().map(|(i, _)| *i) != Some(idx) {
+            // A start that was cancelled already.
+            return;
+        }
+        self.op = None;
+        match result {
+            Ok(()) => {
+                let Some(c) = self.containers.get_mut(idx) else {
+                    return;
+                };
+                c.started = true;
+                c.status = ContainerStatus::Running;
+                self.watch(idx);
+                self.save(false).await;
+                self.publish();
+                self.step().await;
+            }
+            Err(reason) => {
+                if let Some(c) = self.containers.get_mut(idx) {
+                    c.reason.clone_from(&reason);
+                }
+                warn!(reason = %reason, "task failed to start");
+                self.begin_stop(Some(StopCode::TaskFailedToStart), reason)
+                    .await;
+            }
+        }
+    }
+
+    async fn on_exit(&mut self, idx: usize, id: &str, exit: Option<ExitStatus>, reason: String) {
+        let Some(c) = self.containers.get_mut(idx) else {
+            return;
+        };
+        if c.id.as_deref() != Some(id) || c.status == ContainerStatus::Stopped {
+            return;
+        }
+        c.status = ContainerStatus::Stopped;
+        c.exit_code = exit.as_ref().map(exit_code);
+        c.reason = if exit.is_some_and(|e| e.oom_killed) {
+            OOM_REASON.into()
+        } else {
+            reason
+        };
+        c.checker = None;
+        let essential = c.def.essential;
+        let why = essential_exit_reason(c);
+        info!(container = %c.def.name, exit_code = ?c.exit_code, essential, "container exited");
+        self.save(false).await;
+        self.publish();
+        match self.phase {
+            Phase::Starting | Phase::Running if essential => {
+                self.begin_stop(Some(StopCode::EssentialContainerExited), why)
+                    .await
+            }
+            Phase::Starting => self.step().await,
+            Phase::Running => self.check_all_exited().await,
+            _ => {}
+        }
+    }
+
+    // ------------------------------------------------------------ restart
+
+    /// Picks the task up again after an agent restart: containers that run
+    /// are followed again (never restarted, never stopped), exits that
+    /// happened meanwhile are recorded, and the task carries on from there.
+    async fn recover(&mut self, recovery: Recovery) {
+        let Recovery { record, found } = recovery;
+        if let Some(r) = &record {
+            self.status = r.status;
+            self.stop_code = r.stop_code;
+            self.reason.clone_from(&r.reason);
+        }
+        let mut claimed = vec![false; found.len()];
+        let mut follow = Vec::new();
+        for idx in 0..self.containers.len() {
+            let c = &mut self.containers[idx];
+            if let Some(r) = record
+                .as_ref()
+                .and_then(|r| r.containers.iter().find(|rc| rc.name == c.def.name))
+            {
+                c.id.clone_from(&r.id);
+                c.status = r.status;
+                c.exit_code = r.exit_code;
+                c.reason.clone_from(&r.reason);
+                c.health = r.health;
+                c.started = r.started;
+            }
+            let listed = found.iter().position(|f| f.container_name == c.def.name);
+            if let Some(i) = listed {
+                claimed[i] = true;
+                c.id = Some(found[i].id.clone());
+            }
+            match listed.map(|i| found[i].state) {
+                Some(ContainerState::Running { .. } | ContainerState::Paused { .. }) => {
+                    info!(container = %c.def.name, "container still runs: following it again");
+                    c.status = ContainerStatus::Running;
+                    c.started = true;
+                    follow.push(idx);
+                }
+                Some(ContainerState::Stopped(exit)) => {
+                    if c.status != ContainerStatus::Stopped {
+                        info!(container = %c.def.name, exit_code = exit.code, "container exited while the agent was away");
+                        c.status = ContainerStatus::Stopped;
+                        c.started = true;
+                        c.exit_code = Some(exit_code(&exit));
+                        if exit.oom_killed {
+                            c.reason = OOM_REASON.into();
+                        }
+                    }
+                }
+                Some(ContainerState::Created) => {
+                    if c.status != ContainerStatus::Stopped {
+                        c.status = ContainerStatus::Pending;
+                        c.started = false;
+                    }
+                }
+                Some(ContainerState::Unknown) => {
+                    if c.status != ContainerStatus::Stopped {
+                        c.status = ContainerStatus::Stopped;
+                        c.started = true;
+                        c.exit_code = None;
+                        c.reason =
+                            "the container's process is gone (was the host restarted?)".into();
+                    }
+                }
+                None => {
+                    if c.id.is_some() && c.status != ContainerStatus::Stopped {
+                        c.status = ContainerStatus::Stopped;
+                        c.exit_code = None;
+                        c.reason = "the container no longer exists".into();
+                    }
+                }
+            }
+        }
+        for idx in follow {
+            self.watch(idx);
+        }
+        // Containers with the task's label that the definition does not name
+        // cannot be managed; they go.
+        let strays: Vec<OwnedContainer> = found
+            .into_iter()
+            .zip(claimed)
+            .filter(|(_, claimed)| !claimed)
+            .map(|(c, _)| c)
+            .collect();
+        if !strays.is_empty() {
+            let runtime = self.ctx.runtime.clone();
+            let timeout = self.ctx.config.default_stop_timeout;
+            tokio::spawn(
+                async move {
+                    for c in strays {
+                        super::remove_unowned(&*runtime, &c, timeout).await;
+                    }
+                }
+                .in_current_span(),
+            );
+        }
+        self.save(true).await;
+        self.publish();
+
+        let essential_exit = self
+            .containers
+            .iter()
+            .find(|c| c.def.essential && c.started && c.status == ContainerStatus::Stopped)
+            .map(essential_exit_reason);
+        if self.status == TaskStatus::Stopped {
+            self.phase = Phase::Stopped;
+            self.forget |= is_final(&self.assignment);
+            let leftovers = self
+                .containers
+                .iter()
+                .any(|c| c.status == ContainerStatus::Running);
+            if leftovers {
+                // Stopped on record, yet something runs: finish that stop.
+                self.phase = Phase::Running;
+                self.begin_stop(None, String::new()).await;
+            } else if self.forget {
+                self.begin_remove();
+            }
+        } else if self.status == TaskStatus::Stopping {
+            self.phase = Phase::Running;
+            self.begin_stop(None, String::new()).await;
+        } else if wants_stop(&self.assignment) {
+            self.forget |= is_final(&self.assignment);
+            self.phase = Phase::Running;
+            self.begin_stop(None, String::new()).await;
+        } else if let Some(reason) = self.plan_error.clone() {
+            self.phase = Phase::Running;
+            self.begin_stop(Some(StopCode::TaskFailedToStart), reason)
+                .await;
+        } else if let Some(why) = essential_exit {
+            self.phase = Phase::Running;
+            self.begin_stop(Some(StopCode::EssentialContainerExited), why)
+                .await;
+        } else if self.status == TaskStatus::Pending {
+            self.phase = Phase::Starting;
+            self.step().await;
+        } else {
+            self.phase = Phase::Running;
+            self.check_all_exited().await;
+        }
+    }
+}
+
+fn essential_exit_reason(c: &Ctr) -> String {
+    let mut why = match c.exit_code {
+        Some(code) => format!(
+            "Essential container {:?} exited with code {code}",
+            c.def.name
+        ),
+        None => format!("Essential container {:?} exited", c.def.name),
+    };
+    if !c.reason.is_empty() {
+        why.push_str(": ");
+        why.push_str(&c.reason);
+    }
+    why
+}
+
+/// Pulls (as the policy says), creates and starts one container. The error
+/// is the task's stopped reason, in ECS's words.
+async fn create_and_start<R: Runtime>(
+    runtime: &R,
+    config: &ContainerConfig,
+    existing: Option<String>,
+    idx: usize,
+    tx: &mpsc::Sender<Event>,
+) -> Result<(), String> {
+    let name = &config.definition.name;
+    let id = match existing {
+        Some(id) => id,
+        None => {
+            runtime
+                .ensure_image(&config.definition.image, config.pull_policy)
+                .await
+                .map_err(|e| format!("CannotPullContainerError: container {name:?}: {e}"))?;
+            let id = runtime
+                .create(config)
+                .await
+                .map_err(|e| format!("CannotCreateContainerError: container {name:?}: {e}"))?;
+            let _ = tx
+                .send(Event::Created {
+                    idx,
+                    id: id.clone(),
+                })
+                .await;
+            id
+        }
+    };
+    runtime
+        .start(&id)
+        .await
+        .map_err(|e| format!("CannotStartContainerError: container {name:?}: {e}"))?;
+    Ok(())
+}
+
+/// Waits for the container's exit. Transient runtime errors (containerd
+/// restarting) are retried: only a real exit, or the container vanishing,
+/// is reported.
+async fn wait_for_exit<R: Runtime>(
+    runtime: Arc<R>,
+    id: String,
+    idx: usize,
+    tx: mpsc::Sender<Event>,
+) {
+    let mut delay = Duration::from_millis(500);
+    loop {
+        let (exit, reason) = match runtime.wait(&id).await {
+            Ok(exit) => (Some(exit), String::new()),
+            Err(RuntimeError::ContainerNotFound { .. }) => {
+                (None, "the container no longer exists".to_string())
+            }
+            Err(e) => {
+                warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "waiting for the container failed");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+                continue;
+            }
+        };
+        let _ = tx
+            .send(Event::Exited {
+                idx,
+                id,
+                exit,
+                reason,
+            })
+            .await;
+        return;
+    }
+}
+
+struct StopTarget {
+    idx: usize,
+    name: String,
+    id: Option<String>,
+    timeout: Duration,
+}
+
+/// Stops the targets at once (SIGTERM, SIGKILL after each one's timeout).
+/// `look_up` finds the ID of a container whose create was cancelled.
+async fn stop_containers<R: Runtime>(
+    runtime: Arc<R>,
+    task_id: &str,
+    mut targets: Vec<StopTarget>,
+    look_up: bool,
+) -> Vec<(usize, String, Option<ExitStatus>)> {
+    if look_up && targets.iter().any(|t| t.id.is_none()) {
+        match runtime.list().await {
+            Ok(listed) => {
+                for t in targets.iter_mut().filter(|t| t.id.is_none()) {
+                    t.id = listed
+                        .iter()
+                        .find(|c| c.task_id == task_id && c.container_name == t.name)
+                        .map(|c| c.id.clone());
+                }
+            }
+            Err(e) => warn!(error = %e, "cannot list containers to find a cancelled one"),
+        }
+    }
+    let stops = targets.into_iter().filter_map(|t| {
+        let id = t.id?;
+        let runtime = runtime.clone();
+        Some(async move {
+            let exit = stop_one(&*runtime, &id, t.timeout).await;
+            (t.idx, id, exit)
+        })
+    });
+    futures::future::join_all(stops).await
+}
+
+/// `None` when the container (or its process) is gone. Other failures are
+/// retried: a task is STOPPED only once its containers really are.
+async fn stop_one<R: Runtime>(runtime: &R, id: &str, timeout: Duration) -> Option<ExitStatus> {
+    let mut delay = Duration::from_secs(1);
+    loop {
+        match runtime.stop(id, timeout).await {
+            Ok(exit) => return Some(exit),
+            Err(RuntimeError::ContainerNotFound { .. }) => return None,
+            Err(e) => {
+                warn!(container_id = id, error = %e, retry_in_s = delay.as_secs(), "stopping the container failed");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+/// Removes the task's containers: the known IDs and whatever else carries
+/// its label. Failures are logged; a container left behind is removed as an
+/// orphan by the next agent start.
+async fn remove_containers<R: Runtime>(runtime: Arc<R>, task_id: &str, mut ids: Vec<String>) {
+    match runtime.list().await {
+        Ok(listed) => {
+            for c in listed.into_iter().filter(|c| c.task_id == task_id) {
+                if !ids.contains(&c.id) {
+                    ids.push(c.id);
+                }
+            }
+        }
+        Err(e) => debug!(error = %e, "cannot list containers; removing the known ones"),
+    }
+    for id in ids {
+        let mut delay = Duration::from_secs(1);
+        for attempt in 1..=REMOVE_ATTEMPTS {
+            match runtime.remove(&id).await {
+                Ok(()) | Err(RuntimeError::ContainerNotFound { .. }) => break,
+                Err(e) if attempt == REMOVE_ATTEMPTS => {
+                    warn!(container_id = %id, error = %e, "cannot remove the container; giving up");
+                }
+                Err(e) => {
+                    debug!(container_id = %id, error = %e, "removing the container failed; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay *= 2;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,638 @@
+//! The runner's state machine against the fake runtime. Time is paused:
+//! waits end when the runner has nothing left to do, never on a guess.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use berth_client::pb;
+use berth_types::{ContainerStatus, Health, TaskStatus};
+
+use super::fake::{assignment, container, depends, set, web_task, Call, FakeRuntime};
+use super::*;
+use crate::containerd::container_id;
+use crate::runtime::{ContainerState, ExitStatus};
+use crate::store::{ContainerRecord, TaskRecord};
+
+struct Harness {
+    fake: Arc<FakeRuntime>,
+    handle: RunnerHandle<FakeRuntime>,
+    store: Store,
+    /// Every report taken off the board, in order.
+    seen: Vec<pb::TaskReport>,
+    _runner: AbortOnDrop,
+}
+
+impl Harness {
+    fn start(fake: Arc<FakeRuntime>, store: Store) -> Self {
+        let (runner, handle) =
+            Runner::new(fake.clone(), store.clone(), RunnerConfig::default()).expect("runner");
+        let task = tokio::spawn(runner.run());
+        Harness {
+            fake,
+            handle,
+            store,
+            seen: Vec::new(),
+            _runner: AbortOnDrop(task),
+        }
+    }
+
+    fn new() -> Self {
+        Self::start(
+            Arc::new(FakeRuntime::default()),
+            Store::temporary().expect("store"),
+        )
+    }
+
+    async fn apply(&self, set: pb::AssignmentSet) {
+        self.handle.apply(set).await.expect("apply");
+    }
+
+    fn drain(&mut self) {
+        self.seen.extend(self.handle.board().take_pending());
+    }
+
+    /// The first report of `task` (seen so far or still to come) that
+    /// satisfies `pred`. With the clock paused, a report that never comes
+    /// ends the test at once rather than hanging it.
+    async fn until(
+        &mut self,
+        task: &str,
+        what: &str,
+        pred: impl Fn(&pb::TaskReport) -> bool,
+    ) -> pb::TaskReport {
+        loop {
+            self.drain();
+            if let Some(r) = self.seen.iter().find(|r| r.task_id == task && pred(r)) {
+                return r.clone();
+            }
+            if tokio::time::timeout(Duration::from_secs(3600), self.handle.board().changed())
+                .await
+                .is_err()
+            {
+                panic!("{task}: no report {what}; seen: {:#?}", self.seen);
+            }
+        }
+    }
+
+    async fn until_status(&mut self, task: &str, status: &str) -> pb::TaskReport {
+        self.until(task, status, |r| r.last_status == status).await
+    }
+
+    /// Lets every actor and helper run until all are idle.
+    async fn settle(&mut self) {
+        tokio::time::sleep(Duration::from_secs(600)).await;
+        self.drain();
+    }
+
+    /// The statuses reported for `task`, repeats folded.
+    fn statuses(&self, task: &str) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for r in self.seen.iter().filter(|r| r.task_id == task) {
+            if out.last() != Some(&r.last_status) {
+                out.push(r.last_status.clone());
+            }
+        }
+        out
+    }
+
+    /// Reports of every task only ever moved forward.
+    fn assert_forward_only(&self) {
+        let mut last: BTreeMap<&str, TaskStatus> = BTreeMap::new();
+        for r in &self.seen {
+            let status = TaskStatus::parse(&r.last_status).expect("known status");
+            if let Some(before) = last.insert(&r.task_id, status) {
+                assert!(
+                    status >= before,
+                    "{}: {} after {}",
+                    r.task_id,
+                    status.as_str(),
+                    before.as_str()
+                );
+            }
+        }
+    }
+
+    fn calls(&self) -> Vec<Call> {
+        self.fake.calls()
+    }
+}
+
+fn container_state<'a>(r: &'a pb::TaskReport, name: &str) -> &'a pb::ContainerState {
+    r.containers
+        .iter()
+        .find(|c| c.name == name)
+        .unwrap_or_else(|| panic!("no container {name} in {r:?}"))
+}
+
+fn position(calls: &[Call], call: &Call) -> usize {
+    calls
+        .iter()
+        .position(|c| c == call)
+        .unwrap_or_else(|| panic!("{call:?} not in {calls:?}"))
+}
+
+async fn running_web_task(h: &mut Harness, task: &str) {
+    h.apply(set(1, true, vec![web_task(task)])).await;
+    h.until_status(task, "RUNNING").await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn assignment_reports_pending_then_running_in_dependency_order() {
+    let mut h = Harness::new();
+    let mut a = web_task("t1");
+    a.overrides.push(pb::KeyValuePair {
+        name: "web.env.GREETING".into(),
+        value: "hi".into(),
+    });
+    h.apply(set(1, true, vec![a])).await;
+    let running = h.until_status("t1", "RUNNING").await;
+
+    assert_eq!(h.statuses("t1"), ["PENDING", "RUNNING"]);
+    for name in ["web", "sidecar"] {
+        let c = container_state(&running, name);
+        assert_eq!(
+            (c.status.as_str(), c.exit_code),
+            ("RUNNING", None),
+            "{name}"
+        );
+        assert_eq!(c.health, "UNKNOWN");
+    }
+    let web = container_id("t1", "web");
+    let sidecar = container_id("t1", "sidecar");
+    let calls = h.calls();
+    // sidecar is listed first but depends on web.
+    assert!(
+        position(&calls, &Call::Start(web.clone()))
+            < position(&calls, &Call::Create(sidecar.clone()))
+    );
+    assert!(calls.contains(&Call::Pull("web:1".into())));
+    let env = h
+        .fake
+        .config(&web)
+        .expect("web created")
+        .definition
+        .environment;
+    assert!(
+        env.iter()
+            .any(|kv| kv.name == "GREETING" && kv.value == "hi"),
+        "override applied: {env:?}"
+    );
+
+    // What a restarted agent would find.
+    let loaded = h.store.load().expect("load");
+    assert_eq!(loaded.last_sequence, 1);
+    let record = loaded.tasks[0].record.clone().expect("record");
+    assert_eq!(record.status, TaskStatus::Running);
+    assert!(record
+        .containers
+        .iter()
+        .all(|c| c.id.is_some() && c.started));
+    h.assert_forward_only();
+}
+
+#[tokio::test(start_paused = true)]
+async fn essential_exit_stops_the_other_containers() {
+    let mut h = Harness::new();
+    running_web_task(&mut h, "t1").await;
+    let web = container_id("t1", "web");
+    let sidecar = container_id("t1", "sidecar");
+
+    h.fake.exit(&web, 3);
+    let stopped = h.until_status("t1", "STOPPED").await;
+
+    assert_eq!(stopped.stop_code, "EssentialContainerExited");
+    assert_eq!(
+        stopped.reason,
+        "Essential container \"web\" exited with code 3"
+    );
+    assert_eq!(container_state(&stopped, "web").exit_code, Some(3));
+    let side = container_state(&stopped, "sidecar");
+    assert_eq!(
+        (side.status.as_str(), side.exit_code),
+        ("STOPPED", Some(143))
+    );
+    assert!(h.calls().contains(&Call::Stop(sidecar.clone())));
+    assert_eq!(
+        h.statuses("t1"),
+        ["PENDING", "RUNNING", "STOPPING", "STOPPED"]
+    );
+    // Kept (logs stay readable) until the server says the task is over.
+    assert!(h.fake.exists(&web) && h.fake.exists(&sidecar));
+    h.assert_forward_only();
+}
+
+#[tokio::test(start_paused = true)]
+async fn non_essential_exit_keeps_the_task_running() {
+    let mut h = Harness::new();
+    running_web_task(&mut h, "t1").await;
+    let sidecar = container_id("t1", "sidecar");
+
+    h.fake.exit(&sidecar, 1);
+    let report = h
+        .until("t1", "with sidecar stopped", |r| {
+            r.containers
+                .iter()
+                .any(|c| c.name == "sidecar" && c.status == "STOPPED")
+        })
+        .await;
+    h.settle().await;
+
+    assert_eq!(report.last_status, "RUNNING");
+    assert_eq!(container_state(&report, "sidecar").exit_code, Some(1));
+    assert_eq!(container_state(&report, "web").status, "RUNNING");
+    assert_eq!(h.handle.board().status("t1"), Some(TaskStatus::Running));
+    assert!(!h.calls().iter().any(|c| matches!(c, Call::Stop(_))));
+    assert_eq!(h.statuses("t1"), ["PENDING", "RUNNING"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn failed_pull_fails_the_task_to_start_and_stops_what_started() {
+    let mut h = Harness::new();
+    h.fake.missing_image("missing:1");
+    let a = assignment(
+        "t1",
+        vec![
+            container("web", "web:1", true),
+            depends(container("db", "missing:1", true), "web", "START"),
+        ],
+    );
+    h.apply(set(1, true, vec![a])).await;
+    let stopped = h.until_status("t1", "STOPPED").await;
+
+    assert_eq!(stopped.stop_code, "TaskFailedToStart");
+    assert!(
+        stopped.reason.contains("CannotPullContainerError")
+            && stopped.reason.contains("missing:1")
+            && stopped.reason.contains("manifest unknown"),
+        "{}",
+        stopped.reason
+    );
+    assert!(!h.statuses("t1").contains(&"RUNNING".to_string()));
+    assert!(h.calls().contains(&Call::Stop(container_id("t1", "web"))));
+    assert!(!h.calls().contains(&Call::Create(container_id("t1", "db"))));
+    h.assert_forward_only();
+}
+
+#[tokio::test(start_paused = true)]
+async fn failed_start_fails_the_task_to_start() {
+    let mut h = Harness::new();
+    h.fake.failing_start("web");
+    h.apply(set(
+        1,
+        true,
+        vec![assignment("t1", vec![container("web", "web:1", true)])],
+    ))
+    .await;
+    let stopped = h.until_status("t1", "STOPPED").await;
+    assert_eq!(stopped.stop_code, "TaskFailedToStart");
+    assert!(
+        stopped.reason.contains("CannotStartContainerError")
+            && stopped.reason.contains("no such file"),
+        "{}",
+        stopped.reason
+    );
+    // web was created: it is stopped (STOPPING) before the task is STOPPED.
+    assert_eq!(h.statuses("t1"), ["PENDING", "STOPPING", "STOPPED"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn desired_stopped_stops_then_final_status_removes_and_forgets() {
+    let mut h = Harness::new();
+    running_web_task(&mut h, "t1").await;
+    let web = container_id("t1", "web");
+    let sidecar = container_id("t1", "sidecar");
+
+    let mut stop = web_task("t1");
+    stop.desired_status = "STOPPED".into();
+    stop.last_status = "RUNNING".into();
+    h.apply(set(2, false, vec![stop.clone()])).await;
+    let stopped = h.until_status("t1", "STOPPED").await;
+
+    assert_eq!(
+        h.statuses("t1"),
+        ["PENDING", "RUNNING", "STOPPING", "STOPPED"]
+    );
+    assert_eq!(stopped.stop_code, "", "the server knows why it asked");
+    assert!(h.calls().contains(&Call::Stop(web.clone())));
+    assert!(h.calls().contains(&Call::Stop(sidecar.clone())));
+    assert!(h.fake.exists(&web), "not removed before the server's word");
+
+    stop.last_status = "STOPPED".into();
+    h.apply(set(3, false, vec![stop])).await;
+    h.settle().await;
+
+    assert!(!h.fake.exists(&web) && !h.fake.exists(&sidecar));
+    assert!(h.calls().contains(&Call::Remove(web)));
+    assert_eq!(h.handle.board().status("t1"), None);
+    let loaded = h.store.load().expect("load");
+    assert!(loaded.tasks.is_empty());
+    assert_eq!(loaded.last_sequence, 3);
+    h.assert_forward_only();
+}
+
+#[tokio::test(start_paused = true)]
+async fn complete_set_without_a_task_removes_and_forgets_it() {
+    let mut h = Harness::new();
+    h.apply(set(1, true, vec![web_task("a"), web_task("b")]))
+        .await;
+    h.until_status("a", "RUNNING").await;
+    h.until_status("b", "RUNNING").await;
+
+    h.apply(set(2, true, vec![web_task("b")])).await;
+    h.settle().await;
+
+    for name in ["web", "sidecar"] {
+        assert!(
+            !h.fake.exists(&container_id("a", name)),
+            "a's {name} removed"
+        );
+        assert!(h.fake.exists(&container_id("b", name)), "b's {name} kept");
+        assert!(!h.calls().contains(&Call::Stop(container_id("b", name))));
+    }
+    assert_eq!(h.handle.board().task_ids(), ["b"]);
+    let loaded = h.store.load().expect("load");
+    let ids: Vec<&str> = loaded
+        .tasks
+        .iter()
+        .map(|t| t.assignment.task_id.as_str())
+        .collect();
+    assert_eq!(ids, ["b"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn stop_during_a_slow_pull_cancels_it() {
+    let mut h = Harness::new();
+    h.fake.hold_pulls();
+    h.apply(set(1, true, vec![web_task("t1")])).await;
+    h.until_status("t1", "PENDING").await;
+
+    let mut stop = web_task("t1");
+    stop.desired_status = "STOPPED".into();
+    h.apply(set(2, false, vec![stop])).await;
+    h.until_status("t1", "STOPPED").await;
+    h.fake.release_pulls();
+    h.settle().await;
+
+    assert!(!h
+        .calls()
+        .iter()
+        .any(|c| matches!(c, Call::Create(_) | Call::Start(_))));
+    assert_eq!(h.statuses("t1"), ["PENDING", "STOPPING", "STOPPED"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn healthy_and_success_dependencies() {
+    let mut h = Harness::new();
+    let mut web = container("web", "web:1", true);
+    web.health_check = Some(pb::HealthCheck {
+        command: vec!["CMD".into(), "/check".into()],
+        interval: 5,
+        ..Default::default()
+    });
+    let healthy = assignment(
+        "h",
+        vec![
+            web,
+            depends(container("proxy", "proxy:1", true), "web", "HEALTHY"),
+        ],
+    );
+    let success = assignment(
+        "s",
+        vec![
+            container("init", "init:1", false),
+            depends(container("app", "app:1", true), "init", "SUCCESS"),
+        ],
+    );
+    h.apply(set(1, true, vec![healthy, success])).await;
+
+    // proxy waits for web's first successful check.
+    let running = h.until_status("h", "RUNNING").await;
+    assert_eq!(container_state(&running, "web").health, "HEALTHY");
+    let calls = h.calls();
+    assert!(
+        position(&calls, &Call::Start(container_id("h", "web")))
+            < position(&calls, &Call::Create(container_id("h", "proxy")))
+    );
+
+    // app never starts: init fails.
+    h.until("s", "init running", |r| {
+        container_state(r, "init").status == "RUNNING"
+    })
+    .await;
+    assert!(!h.calls().contains(&Call::Create(container_id("s", "app"))));
+    h.fake.exit(&container_id("s", "init"), 1);
+    let stopped = h.until_status("s", "STOPPED").await;
+    assert_eq!(stopped.stop_code, "TaskFailedToStart");
+    assert!(
+        stopped.reason.contains("exited with code 1"),
+        "{}",
+        stopped.reason
+    );
+    assert!(!h.calls().contains(&Call::Create(container_id("s", "app"))));
+}
+
+fn stored(
+    store: &Store,
+    a: &pb::Assignment,
+    status: TaskStatus,
+    containers: &[(&str, Option<&str>, ContainerStatus)],
+) {
+    store.put_assignment(a).expect("put");
+    let record = TaskRecord {
+        status,
+        containers: containers
+            .iter()
+            .map(|(name, id, status)| ContainerRecord {
+                name: name.to_string(),
+                id: id.map(str::to_string),
+                status: *status,
+                exit_code: None,
+                reason: String::new(),
+                health: Health::Unknown,
+                started: *status != ContainerStatus::Pending,
+            })
+            .collect(),
+        reason: String::new(),
+        stop_code: None,
+    };
+    store.put_record(&a.task_id, &record).expect("record");
+}
+
+fn exit(code: u32) -> ContainerState {
+    ContainerState::Stopped(ExitStatus {
+        code,
+        oom_killed: false,
+        exited_at: None,
+    })
+}
+
+#[tokio::test(start_paused = true)]
+async fn restart_reattaches_running_containers_and_collects_exits() {
+    let store = Store::temporary().expect("store");
+    let fake = Arc::new(FakeRuntime::default());
+    // Task a: web still runs; its sidecar exited (code 2) while the agent
+    // was away. Task b: its only, essential, container exited with 7.
+    let a_web = fake.insert("a", "web", ContainerState::Running { pid: 10 });
+    let a_side = fake.insert("a", "sidecar", exit(2));
+    let b_job = fake.insert("b", "job", exit(7));
+    let ghost = fake.insert("ghost", "x", ContainerState::Running { pid: 11 });
+    stored(
+        &store,
+        &web_task("a"),
+        TaskStatus::Running,
+        &[
+            ("sidecar", Some(&a_side), ContainerStatus::Running),
+            ("web", Some(&a_web), ContainerStatus::Running),
+        ],
+    );
+    stored(
+        &store,
+        &assignment("b", vec![container("job", "job:1", true)]),
+        TaskStatus::Running,
+        &[("job", Some(&b_job), ContainerStatus::Running)],
+    );
+    store.set_last_sequence(9).expect("seq");
+
+    let mut h = Harness::start(fake.clone(), store);
+    // Before the runtime is even asked, the board knows what the store does.
+    assert_eq!(h.handle.board().status("a"), Some(TaskStatus::Running));
+    assert_eq!(h.handle.last_sequence(), 9);
+
+    let b = h.until_status("b", "STOPPED").await;
+    assert_eq!(b.stop_code, "EssentialContainerExited");
+    assert_eq!(container_state(&b, "job").exit_code, Some(7));
+    assert_eq!(b.reason, "Essential container \"job\" exited with code 7");
+
+    let a = h
+        .until("a", "with the sidecar's exit", |r| {
+            container_state(r, "sidecar").status == "STOPPED"
+        })
+        .await;
+    h.settle().await;
+    assert_eq!(a.last_status, "RUNNING");
+    assert_eq!(container_state(&a, "sidecar").exit_code, Some(2));
+    assert_eq!(h.handle.board().status("a"), Some(TaskStatus::Running));
+    // Re-attached, not restarted, not killed; the unknown container went.
+    let calls = h.calls();
+    assert!(
+        !calls
+            .iter()
+            .any(|c| matches!(c, Call::Create(_) | Call::Start(_))),
+        "{calls:?}"
+    );
+    assert!(!calls.contains(&Call::Stop(a_web.clone())));
+    assert_eq!(
+        fake.state(&a_web),
+        Some(ContainerState::Running { pid: 10 })
+    );
+    assert!(calls.contains(&Call::Remove(ghost.clone())) && !fake.exists(&ghost));
+
+    // The re-attached wait sees web's exit.
+    fake.exit(&a_web, 0);
+    let a = h.until_status("a", "STOPPED").await;
+    assert_eq!(a.reason, "Essential container \"web\" exited with code 0");
+    h.assert_forward_only();
+}
+
+#[tokio::test(start_paused = true)]
+async fn restart_resumes_a_task_that_was_still_starting() {
+    let store = Store::temporary().expect("store");
+    let fake = Arc::new(FakeRuntime::default());
+    // The agent died after creating web and before starting it; sidecar
+    // was never created. The record did not even get web's id.
+    let web = fake.insert("t1", "web", ContainerState::Created);
+    stored(
+        &store,
+        &web_task("t1"),
+        TaskStatus::Pending,
+        &[
+            ("sidecar", None, ContainerStatus::Pending),
+            ("web", None, ContainerStatus::Pending),
+        ],
+    );
+    let mut h = Harness::start(fake, store);
+    h.until_status("t1", "RUNNING").await;
+    let calls = h.calls();
+    assert!(
+        !calls.contains(&Call::Create(web.clone())),
+        "reused: {calls:?}"
+    );
+    assert!(calls.contains(&Call::Start(web)));
+    assert!(calls.contains(&Call::Create(container_id("t1", "sidecar"))));
+}
+
+#[tokio::test(start_paused = true)]
+async fn sets_wait_for_the_runtime_but_are_acknowledged_at_once() {
+    let fake = Arc::new(FakeRuntime::default());
+    fake.fail_list(3);
+    let store = Store::temporary().expect("store");
+    let mut h = Harness::start(fake, store);
+    // Stored and answered while the runtime cannot be listed.
+    h.apply(set(4, true, vec![web_task("t1")])).await;
+    assert_eq!(h.store.last_sequence().expect("seq"), 4);
+    assert!(h.store.load().expect("load").tasks.len() == 1);
+    h.until_status("t1", "RUNNING").await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn stopped_assignment_for_an_unknown_task_is_reported_stopped() {
+    let mut h = Harness::new();
+    let mut a = web_task("t1");
+    a.desired_status = "STOPPED".into();
+    h.apply(set(1, true, vec![a])).await;
+    h.until_status("t1", "STOPPED").await;
+    assert_eq!(h.statuses("t1"), ["STOPPED"]);
+    assert!(h.calls().is_empty());
+
+    // Already over on the server and never seen here: nothing at all.
+    let mut done = web_task("t2");
+    done.desired_status = "STOPPED".into();
+    done.last_status = "STOPPED".into();
+    h.apply(set(2, false, vec![done])).await;
+    h.settle().await;
+    assert_eq!(h.handle.board().status("t2"), None);
+    assert!(!h
+        .store
+        .load()
+        .expect("load")
+        .tasks
+        .iter()
+        .any(|t| t.assignment.task_id == "t2"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn stopped_reports_are_recorded_once_sent() {
+    let mut h = Harness::new();
+    running_web_task(&mut h, "t1").await;
+    h.fake.exit(&container_id("t1", "web"), 0);
+    let stopped = h.until_status("t1", "STOPPED").await;
+    assert!(!h.store.load().expect("load").tasks[0].stopped_reported);
+    h.handle.note_sent(&[stopped]);
+    assert!(h.store.load().expect("load").tasks[0].stopped_reported);
+}
+
+#[tokio::test(start_paused = true)]
+async fn restart_fails_a_start_whose_created_container_vanished() {
+    let store = Store::temporary().expect("store");
+    let fake = Arc::new(FakeRuntime::default());
+    let web = container_id("t1", "web");
+    stored(
+        &store,
+        &assignment("t1", vec![container("web", "web:1", true)]),
+        TaskStatus::Pending,
+        &[("web", Some(&web), ContainerStatus::Pending)],
+    );
+    let mut h = Harness::start(fake, store);
+    let stopped = h.until_status("t1", "STOPPED").await;
+    assert_eq!(stopped.stop_code, "TaskFailedToStart");
+    assert!(
+        stopped.reason.contains("never started"),
+        "{}",
+        stopped.reason
+    );
+    assert!(!h
+        .calls()
+        .iter()
+        .any(|c| matches!(c, Call::Create(_) | Call::Start(_))));
+}
