@@ -1,8 +1,8 @@
-//! Human durations as operators type them: `30s`, `90m`, `24h`, `7d`.
+//! Human durations as operators type them: `500ms`, `30s`, `90m`, `24h`, `7d`.
 
 use std::time::Duration;
 
-/// Parses `N` followed by `s`, `m`, `h` or `d`. The error says what is wrong
+/// Parses `N` followed by `ms`, `s`, `m`, `h` or `d`. The error says what is wrong
 /// without naming a flag; callers add which flag it came from.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
@@ -13,6 +13,9 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let n: u64 = number
         .parse()
         .map_err(|_| format!("{text:?} does not start with a number; write e.g. 24h"))?;
+    if unit == "ms" {
+        return Ok(Duration::from_millis(n));
+    }
     let seconds = match unit {
         "s" => 1,
         "m" => 60,
@@ -20,7 +23,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         "d" => 86_400,
         _ => {
             return Err(format!(
-                "{text:?} has unknown unit {unit:?}; use s, m, h or d"
+                "{text:?} has unknown unit {unit:?}; use ms, s, m, h or d"
             ))
         }
     };
@@ -39,6 +42,7 @@ mod tests {
         assert_eq!(parse_duration("90m"), Ok(Duration::from_secs(5400)));
         assert_eq!(parse_duration("24h"), Ok(Duration::from_secs(86_400)));
         assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(604_800)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
         for bad in ["", "h", "12", "1w", "-1h", "99999999999999999999d"] {
             assert!(parse_duration(bad).is_err(), "{bad}");
         }
