@@ -96,6 +96,8 @@ fn workspace_root() -> PathBuf {
 /// each other's containers.
 pub struct AgentProc {
     pub name: String,
+    /// Its plain-HTTP health endpoint.
+    pub health_addr: String,
     pub namespace: String,
     pub dir: PathBuf,
     args: Vec<String>,
@@ -114,6 +116,7 @@ impl AgentProc {
     ) -> Self {
         let dir = work.join(name);
         let namespace = format!("e2e-{name}-{}", std::process::id());
+        let health_addr = format!("127.0.0.1:{}", crate::free_port());
         let mut args = vec![
             "--server".to_string(),
             servers.to_string(),
@@ -129,6 +132,8 @@ impl AgentProc {
             namespace.clone(),
             "--log".into(),
             "info,berth_agent=debug".into(),
+            "--health-listen".into(),
+            health_addr.clone(),
         ];
         for a in attributes {
             args.push("--attribute".into());
@@ -136,6 +141,7 @@ impl AgentProc {
         }
         Self {
             name: name.to_string(),
+            health_addr,
             namespace,
             log: work.join(format!("{name}.log")),
             dir,
@@ -157,6 +163,18 @@ impl AgentProc {
             .context("spawn berth-agent")?;
         self.child = Some(child);
         Ok(())
+    }
+
+    /// `berth-agent health --url http://ADDR/PATH` succeeded.
+    pub fn health(&self, path: &str) -> bool {
+        Command::new(binary("berth-agent"))
+            .args([
+                "health",
+                "--url",
+                &format!("http://{}{path}", self.health_addr),
+            ])
+            .output()
+            .is_ok_and(|o| o.status.success())
     }
 
     pub fn kill9(&mut self) {

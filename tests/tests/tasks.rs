@@ -110,6 +110,7 @@ async fn tasks_are_placed_run_logged_and_stopped() -> Result<()> {
     zone_a.start()?;
     let inst_a = wait_instance_status(&a1, &zone_a, "ACTIVE", T).await?;
     assert!(inst_a.agent_connected);
+    assert!(zone_a.health("/healthz") && zone_a.health("/readyz"));
     assert!(inst_a.cpu_registered >= 1024, "{inst_a:?}");
     assert!(!inst_a.agent_version.is_empty());
 
@@ -290,6 +291,38 @@ async fn agents_and_leaders_fail_without_losing_tasks() -> Result<()> {
         );
     }
 
+    // A container that dies while its agent is down: the restarted agent
+    // finds the exit and reports the task STOPPED with its exit code.
+    two.kill9();
+    let victim = on_two[0].id.clone();
+    let container = containers_two
+        .iter()
+        .find(|c| c.contains(&victim))
+        .cloned()
+        .expect("the task's container is named after it");
+    let killed = std::process::Command::new("ctr")
+        .arg("--address")
+        .arg(&s.env.socket)
+        .args([
+            "-n",
+            &two.namespace,
+            "tasks",
+            "kill",
+            "-s",
+            "SIGKILL",
+            &container,
+        ])
+        .status()?;
+    assert!(killed.success());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    two.start()?;
+    let dead = wait_task_status(&a1, &victim, "STOPPED", T).await?;
+    assert_eq!(dead.stop_code, "EssentialContainerExited", "{dead:?}");
+    assert_eq!(dead.containers[0].exit_code, Some(137), "{dead:?}");
+    let running: Vec<pb::Task> = running.into_iter().filter(|t| t.id != victim).collect();
+    let containers_two = s.env.running_containers(&two.namespace)?;
+    assert_eq!(containers_two.len(), 1, "{containers_two:?}");
+
     // kill -9 of the leader while tasks run: a new leader takes the agents'
     // sessions; no task is lost, duplicated or restarted.
     let leader = s.cluster.wait_for_leader(T).await?;
@@ -310,6 +343,11 @@ async fn agents_and_leaders_fail_without_losing_tasks() -> Result<()> {
         .into_inner()
         .tasks;
     assert_eq!(all.len(), 4, "tasks duplicated or lost: {all:?}");
+    assert_eq!(
+        all.iter().filter(|t| t.last_status == "RUNNING").count(),
+        3,
+        "{all:?}"
+    );
     for t in &running {
         let now = describe_task(&survivor, &t.id).await?;
         assert_eq!(now.last_status, "RUNNING", "{now:?}");

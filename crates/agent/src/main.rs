@@ -15,15 +15,22 @@ use berth_agent::runner::{Runner, RunnerConfig};
 use berth_agent::session::{self, SessionConfig};
 use berth_agent::store::Store;
 use berth_agent::{logs, ContainerdConfig, ContainerdRuntime, PullPolicy};
-use clap::{Parser, Subcommand};
+use berth_daemon::LogFormat;
+use clap::{CommandFactory, Parser, Subcommand};
 use tokio::sync::watch;
 
+/// Every flag can also be set as a `BERTH_*` environment variable or as a
+/// key in the TOML file given with --config (flags > environment > file).
 #[derive(Parser)]
 #[command(
     name = "berth-agent",
     about = "Berth agent: runs tasks through containerd"
 )]
 struct Cli {
+    /// TOML file whose keys are flag names (`server = "h:7400"`,
+    /// `attribute = { zone = "a" }`); /etc/berth/agent.toml when installed.
+    #[arg(long, global = true, env = "BERTH_CONFIG")]
+    config: Option<PathBuf>,
     /// containerd's socket.
     #[arg(
         long,
@@ -65,11 +72,23 @@ struct Cli {
     #[arg(long, env = "BERTH_CLUSTER")]
     cluster: Option<String>,
     /// Attribute for placement, KEY=VALUE (repeatable).
-    #[arg(long = "attribute", value_parser = parse_attribute)]
+    #[arg(
+        long = "attribute",
+        env = "BERTH_ATTRIBUTE",
+        value_delimiter = ',',
+        value_parser = parse_attribute
+    )]
     attributes: Vec<(String, String)>,
-    /// How often the agent checks in with the control plane.
-    #[arg(long, default_value = "5s", value_parser = parse_interval)]
+    /// How often the agent checks its identity with the control plane.
+    #[arg(long, env = "BERTH_PING_INTERVAL", default_value = "5s", value_parser = parse_interval)]
     ping_interval: Duration,
+    /// Serve plain-HTTP /healthz (process up) and /readyz (session with
+    /// the leader up) here, e.g. 127.0.0.1:7481.
+    #[arg(long, env = "BERTH_HEALTH_LISTEN")]
+    health_listen: Option<std::net::SocketAddr>,
+    /// Log format.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "BERTH_LOG_FORMAT")]
+    log_format: LogFormat,
     /// When to pull task images: `if-not-present` (use a local image when
     /// there is one) or `always` (resolve the tag at every task start).
     #[arg(
@@ -114,6 +133,11 @@ enum Command {
         #[command(subcommand)]
         command: ImageCommand,
     },
+    /// Probe an agent's health endpoint; exits 0 when it answers 200.
+    Health {
+        #[arg(long, default_value = "http://127.0.0.1:7481/readyz")]
+        url: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -129,21 +153,15 @@ fn main() -> ExitCode {
     if logs::is_driver_invocation(&args) {
         return ExitCode::from(logs::driver_main(&args) as u8);
     }
+    if let Err(e) = berth_daemon::apply_config_file(&Cli::command(), &args) {
+        eprintln!("berth-agent: {e}");
+        return ExitCode::from(2);
+    }
     let cli = Cli::parse();
-    let filter = match tracing_subscriber::EnvFilter::try_new(&cli.log) {
-        Ok(filter) => filter,
-        Err(e) => {
-            eprintln!(
-                "berth-agent: --log {:?} is not a valid log filter: {e}",
-                cli.log
-            );
-            return ExitCode::from(2);
-        }
-    };
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    if let Err(e) = berth_daemon::init_logging(cli.log_format, &cli.log) {
+        eprintln!("berth-agent: {e}");
+        return ExitCode::from(2);
+    }
     // Two workers are plenty for an agent's I/O-bound work, and fewer
     // threads mean fewer malloc arenas: the agent stays small on big hosts.
     let rt = match tokio::runtime::Builder::new_multi_thread()
@@ -173,6 +191,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         None => {
             join_and_run(
                 JoinArgs {
+                    health_listen: cli.health_listen,
                     servers: cli.server,
                     token: cli.token,
                     dir: cli.data_dir,
@@ -184,6 +203,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 cfg,
             )
             .await?
+        }
+        Some(Command::Health { url }) => {
+            berth_daemon::probe(&url)
+                .await
+                .map_err(|e| anyhow::anyhow!("unhealthy: {e}"))?;
         }
         Some(Command::Image {
             command: ImageCommand::Import { file },
@@ -198,6 +222,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 struct JoinArgs {
+    health_listen: Option<std::net::SocketAddr>,
     servers: Vec<String>,
     token: Option<String>,
     dir: PathBuf,
@@ -220,6 +245,13 @@ async fn join_and_run(args: JoinArgs, containerd: ContainerdConfig) -> anyhow::R
         anyhow::bail!("no control plane given: pass --server HOST:PORT[,HOST:PORT...]");
     }
     let attributes: BTreeMap<String, String> = args.attributes.into_iter().collect();
+    let health = berth_daemon::HealthState::default();
+    if let Some(addr) = args.health_listen {
+        let bound = berth_daemon::serve_health(addr, health.clone())
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on --health-listen {addr}: {e}"))?;
+        tracing::info!(%bound, "health endpoint serving");
+    }
     // Opened first: a second agent on the same --data-dir is refused here,
     // before it can touch anybody's containers.
     let store = Store::open(&args.dir.join("tasks"))?;
@@ -247,6 +279,7 @@ async fn join_and_run(args: JoinArgs, containerd: ContainerdConfig) -> anyhow::R
         endpoints,
         attributes,
         identity_rx,
+        health,
     );
     let result = tokio::select! {
         r = identity => r.map_err(anyhow::Error::from),
@@ -270,6 +303,7 @@ async fn run_tasks(
     endpoints: Vec<String>,
     attributes: BTreeMap<String, String>,
     identity: watch::Receiver<Option<berth_client::join::AgentIdentity>>,
+    health: berth_daemon::HealthState,
 ) -> anyhow::Result<()> {
     let mut delay = Duration::from_millis(500);
     let runtime = loop {
@@ -294,6 +328,7 @@ async fn run_tasks(
             endpoints,
             host,
             agent_version: env!("CARGO_PKG_VERSION").to_string(),
+            health,
         },
         identity,
         handle,

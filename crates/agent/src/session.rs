@@ -61,6 +61,8 @@ pub struct SessionConfig {
     pub endpoints: Vec<String>,
     pub host: HostInfo,
     pub agent_version: String,
+    /// Ready while a session with the leader is up (the health endpoint).
+    pub health: berth_daemon::HealthState,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -133,6 +135,7 @@ pub async fn run<R: Runtime>(
         )
         .instrument(span)
         .await;
+        config.health.set_ready(false);
         if reached_leader {
             backoff = Backoff::default();
             hops = 0;
@@ -240,6 +243,7 @@ async fn attempt<R: Runtime>(
         &identity.instance_id,
         expires_in,
         reached_leader,
+        &config.health,
     )
     .await
 }
@@ -275,6 +279,9 @@ fn message(body: Out) -> pb::AgentMessage {
 }
 
 /// Serves one established stream until it ends. The hello has been sent.
+// The arguments are the stream's ends and the session's shared state; a
+// struct holding them for one call would only rename them.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn converse<R, S>(
     mut inbound: S,
     out: mpsc::Sender<pb::AgentMessage>,
@@ -283,6 +290,7 @@ pub(crate) async fn converse<R, S>(
     instance_id: &str,
     expires_in: Option<Duration>,
     reached_leader: &mut bool,
+    health: &berth_daemon::HealthState,
 ) -> Result<Outcome, SessionError>
 where
     R: Runtime,
@@ -328,6 +336,7 @@ where
                             info!(heartbeat_ms = period.as_millis() as u64, "session established with the leader");
                         }
                         *reached_leader = true;
+                        health.set_ready(true);
                         heartbeat = Some(period);
                         next_heartbeat = Instant::now() + jitter(period, &mut rng);
                     }

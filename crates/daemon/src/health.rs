@@ -12,7 +12,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 /// What `/readyz` reports, set by the daemon as things change.
-#[derive(Clone, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct HealthState {
     ready: Arc<AtomicBool>,
 }

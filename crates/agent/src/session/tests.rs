@@ -26,6 +26,7 @@ fn config() -> SessionConfig {
             ]),
         },
         agent_version: "9.9.9".into(),
+        health: Default::default(),
     }
 }
 
@@ -84,6 +85,7 @@ impl Conv {
                 "i-1",
                 None,
                 &mut reached,
+                &Default::default(),
             )
             .await;
             (result, reached)
