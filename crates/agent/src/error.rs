@@ -57,7 +57,8 @@ pub enum RuntimeError {
     #[error("invalid container configuration for {container}: {reason}")]
     InvalidConfig { container: String, reason: String },
 
-    #[error("containerd {op} failed: {status}")]
+    // The status's own Display dumps metadata; people need code and message.
+    #[error("containerd {op} failed ({:?}): {}", status.code(), status.message())]
     Containerd {
         op: &'static str,
         #[source]

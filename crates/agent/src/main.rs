@@ -89,6 +89,10 @@ struct Cli {
     /// Log format.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "BERTH_LOG_FORMAT")]
     log_format: LogFormat,
+    /// Import every image tarball (*.tar) in DIR at start, for hosts that
+    /// cannot reach a registry.
+    #[arg(long, env = "BERTH_IMPORT_DIR")]
+    import_dir: Option<PathBuf>,
     /// When to pull task images: `if-not-present` (use a local image when
     /// there is one) or `always` (resolve the tag at every task start).
     #[arg(
@@ -144,6 +148,20 @@ enum Command {
 enum ImageCommand {
     /// Import an OCI-layout or docker-archive tarball (`docker save`).
     Import { file: PathBuf },
+    /// Package one static binary as an OCI image tarball (no registry, no
+    /// Docker): the binary is the entrypoint, --cmd its default arguments.
+    Pack {
+        #[arg(long)]
+        binary: PathBuf,
+        /// Image name, e.g. localhost/berth/hello:1.
+        #[arg(long)]
+        tag: String,
+        #[arg(long = "cmd", allow_hyphen_values = true)]
+        cmd: Vec<String>,
+        /// Where to write the OCI-layout tarball.
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -191,6 +209,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         None => {
             join_and_run(
                 JoinArgs {
+                    import_dir: cli.import_dir,
                     health_listen: cli.health_listen,
                     servers: cli.server,
                     token: cli.token,
@@ -210,6 +229,25 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .map_err(|e| anyhow::anyhow!("unhealthy: {e}"))?;
         }
         Some(Command::Image {
+            command:
+                ImageCommand::Pack {
+                    binary,
+                    tag,
+                    cmd,
+                    out,
+                },
+        }) => {
+            let data = std::fs::read(&binary)
+                .map_err(|e| anyhow::anyhow!("cannot read --binary {}: {e}", binary.display()))?;
+            let name = binary
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "app".into());
+            let image = berth_agent::ocibuild::single_binary_image(&name, &data, &cmd)?;
+            image.write_oci_layout(&tag, &out)?;
+            println!("{tag}\t{}", image.manifest_digest);
+        }
+        Some(Command::Image {
             command: ImageCommand::Import { file },
         }) => {
             let runtime = ContainerdRuntime::connect(cfg).await?;
@@ -222,6 +260,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 struct JoinArgs {
+    import_dir: Option<PathBuf>,
     health_listen: Option<std::net::SocketAddr>,
     servers: Vec<String>,
     token: Option<String>,
@@ -280,6 +319,7 @@ async fn join_and_run(args: JoinArgs, containerd: ContainerdConfig) -> anyhow::R
         attributes,
         identity_rx,
         health,
+        args.import_dir,
     );
     let result = tokio::select! {
         r = identity => r.map_err(anyhow::Error::from),
@@ -304,6 +344,7 @@ async fn run_tasks(
     attributes: BTreeMap<String, String>,
     identity: watch::Receiver<Option<berth_client::join::AgentIdentity>>,
     health: berth_daemon::HealthState,
+    import_dir: Option<PathBuf>,
 ) -> anyhow::Result<()> {
     let mut delay = Duration::from_millis(500);
     let runtime = loop {
@@ -316,6 +357,9 @@ async fn run_tasks(
             }
         }
     };
+    if let Some(dir) = import_dir {
+        import_images(&runtime, &dir).await;
+    }
     let host = HostInfo::detect(runtime.version(), &attributes);
     tracing::info!(
         cpu_units = host.cpu_total,
@@ -335,6 +379,32 @@ async fn run_tasks(
     );
     tokio::join!(runner.run(), session);
     Ok(())
+}
+
+/// Imports the tarballs in `dir`; a bad one is logged and skipped so that
+/// it cannot keep the agent from running the tasks it can.
+async fn import_images(runtime: &ContainerdRuntime, dir: &std::path::Path) {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) => {
+            tracing::warn!(dir = %dir.display(), error = %e, "cannot read the image import dir");
+            return;
+        }
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.extension().and_then(|e| e.to_str()) != Some("tar") {
+            continue;
+        }
+        match runtime.import(&path).await {
+            Ok(images) => {
+                for img in images {
+                    tracing::info!(file = %path.display(), image = %img.name, digest = %img.digest, "image imported");
+                }
+            }
+            Err(e) => tracing::warn!(file = %path.display(), error = %e, "image not imported"),
+        }
+    }
 }
 
 async fn shutdown_signal() {

@@ -286,6 +286,32 @@ fn write_tar(out: &Path, files: &BTreeMap<String, Vec<u8>>, dirs: &[&str]) -> Re
     Ok(())
 }
 
+/// A one-binary image: `binary` at `/NAME` as the entrypoint, `cmd` as its
+/// default arguments. For static programs on hosts with no registry (and
+/// for the dev cluster's example).
+pub fn single_binary_image(name: &str, binary: &[u8], cmd: &[String]) -> Result<BuiltImage> {
+    build(&ImageSpec {
+        entries: vec![
+            Entry::Dir {
+                path: "tmp".into(),
+                mode: 0o1777,
+            },
+            Entry::File {
+                path: name.to_string(),
+                mode: 0o755,
+                data: binary.to_vec(),
+            },
+        ],
+        env: vec!["PATH=/".into()],
+        entrypoint: vec![format!("/{name}")],
+        cmd: cmd.to_vec(),
+        working_dir: "/".into(),
+        user: String::new(),
+        architecture: crate::host_arch(),
+        os: "linux".into(),
+    })
+}
+
 /// Builds `berth-testapp` statically (it runs in an image with nothing else
 /// in it) with the cargo that runs the tests, into its own target dir so it
 /// never invalidates the workspace build; returns the binary.

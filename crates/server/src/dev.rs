@@ -170,7 +170,10 @@ async fn local_agent(node: BerthNode, pki: Arc<Pki>, config: DevAgentConfig) -> 
         .arg("--state-dir")
         .arg(agent_dir.join("state"))
         .arg("--containerd-socket")
-        .arg(&socket);
+        .arg(&socket)
+        // Images the dev script packed (no registry needed for the example).
+        .arg("--import-dir")
+        .arg(config.data_dir.join("images"));
     if !identity_dir.join("identity.json").exists() {
         let token = join_token(&node, &pki).await?;
         command.env("BERTH_JOIN_TOKEN", token);

@@ -274,6 +274,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 Some(members),
                 &args.tuning,
             )?;
+            // Absolute: the private containerd and the agent run elsewhere.
+            options.data_dir = std::path::absolute(&options.data_dir)?;
             if !args.no_agent {
                 let containerd = berth_server::dev::choose_containerd(&options.data_dir)
                     .await
