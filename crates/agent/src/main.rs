@@ -315,10 +315,12 @@ async fn join_and_run(args: JoinArgs, containerd: ContainerdConfig) -> anyhow::R
             pull_policy: args.pull_policy,
             ..RunnerConfig::default()
         },
-        endpoints,
-        attributes,
-        identity_rx,
-        health,
+        Control {
+            endpoints,
+            attributes,
+            identity: identity_rx,
+            health,
+        },
         args.import_dir,
     );
     let result = tokio::select! {
@@ -335,17 +337,28 @@ async fn join_and_run(args: JoinArgs, containerd: ContainerdConfig) -> anyhow::R
     result
 }
 
+/// What the session with the control plane needs.
+struct Control {
+    endpoints: Vec<String>,
+    attributes: BTreeMap<String, String>,
+    identity: watch::Receiver<Option<berth_client::join::AgentIdentity>>,
+    health: berth_daemon::HealthState,
+}
+
 /// containerd (retried until it answers), then the runner and the session.
 async fn run_tasks(
     containerd: ContainerdConfig,
     store: Store,
     runner_config: RunnerConfig,
-    endpoints: Vec<String>,
-    attributes: BTreeMap<String, String>,
-    identity: watch::Receiver<Option<berth_client::join::AgentIdentity>>,
-    health: berth_daemon::HealthState,
+    control: Control,
     import_dir: Option<PathBuf>,
 ) -> anyhow::Result<()> {
+    let Control {
+        endpoints,
+        attributes,
+        identity,
+        health,
+    } = control;
     let mut delay = Duration::from_millis(500);
     let runtime = loop {
         match ContainerdRuntime::connect(containerd.clone()).await {
