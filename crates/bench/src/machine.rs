@@ -161,3 +161,77 @@ impl CpuClock {
         Some(busy as f64 / self.ticks_per_sec)
     }
 }
+
+/// Resident memory of a process from /proc/PID/status: (VmRSS, VmHWM, the
+/// peak) in bytes.
+pub fn rss(pid: u32) -> Option<(u64, u64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let field = |name: &str| -> Option<u64> {
+        let line = status.lines().find(|l| l.starts_with(name))?;
+        let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kib * 1024)
+    };
+    Some((field("VmRSS:")?, field("VmHWM:")?))
+}
+
+/// Threads of a process, from /proc/PID/status.
+pub fn threads(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find(|l| l.starts_with("Threads:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// CPU used over a window by some processes (in cores), by this process
+/// (`bench`) and by the rest of the machine (`other`).
+pub struct CpuWindow<'a> {
+    clock: &'a CpuClock,
+    pids: Vec<(String, u32)>,
+    before: Vec<Option<f64>>,
+    busy_before: Option<f64>,
+    start: Instant,
+}
+
+impl<'a> CpuWindow<'a> {
+    pub fn start(clock: &'a CpuClock, watched: &[(String, u32)]) -> Self {
+        let mut pids = watched.to_vec();
+        pids.push(("bench".to_string(), std::process::id()));
+        let before = pids.iter().map(|(_, pid)| clock.cpu_secs(*pid)).collect();
+        Self {
+            clock,
+            pids,
+            before,
+            busy_before: clock.machine_busy_secs(),
+            start: Instant::now(),
+        }
+    }
+
+    /// (label, cores) for every watched process, `bench` and `other`.
+    pub fn finish(self) -> Vec<(String, Option<f64>)> {
+        let window = self.start.elapsed().as_secs_f64();
+        let mut out: Vec<(String, Option<f64>)> = self
+            .pids
+            .iter()
+            .zip(&self.before)
+            .map(|((label, pid), before)| {
+                let cores = match (before, self.clock.cpu_secs(*pid)) {
+                    (Some(b), Some(a)) if window > 0.0 => Some((a - b) / window),
+                    _ => None,
+                };
+                (label.clone(), cores)
+            })
+            .collect();
+        let ours: Option<f64> = out.iter().map(|(_, c)| *c).sum();
+        let machine = match (self.busy_before, self.clock.machine_busy_secs()) {
+            (Some(b), Some(a)) if window > 0.0 => Some((a - b) / window),
+            _ => None,
+        };
+        let other = machine.zip(ours).map(|(m, o)| (m - o).max(0.0));
+        out.push(("other".to_string(), other));
+        out
+    }
+}

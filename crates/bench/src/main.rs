@@ -5,11 +5,14 @@
 //! Each benchmark owns one section of that file, between
 //! `<!-- NAME:begin -->` and `<!-- NAME:end -->`, and rewrites only it.
 
+mod cluster;
 mod doc;
+mod hollow;
 mod load;
 mod machine;
 mod raft;
 mod stats;
+mod tasks;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -29,6 +32,51 @@ enum Command {
     /// Raft write/read throughput and latency, and leader failover time, on
     /// a 3-server cluster.
     Raft(RaftArgs),
+    /// Placement throughput, time to RUNNING and berthd's CPU and memory
+    /// with many simulated ("hollow") agents connected, on a 3-server
+    /// cluster.
+    Tasks(TasksArgs),
+}
+
+#[derive(Args)]
+pub struct TasksArgs {
+    /// Hollow instances (simulated agents) to register and connect.
+    #[arg(long, default_value_t = 2000)]
+    instances: usize,
+    /// Tasks started by the bulk RunTask calls.
+    #[arg(long, default_value_t = 50_000)]
+    tasks: usize,
+    /// Single-task RunTask probes timed while the bulk run lasts.
+    #[arg(long, default_value_t = 50)]
+    probes: usize,
+    /// Bulk RunTask calls in flight.
+    #[arg(long, default_value_t = 8)]
+    concurrency: usize,
+    /// Placement strategy of the bulk RunTask calls (repeat for several),
+    /// e.g. `binpack:cpu`; none: berthd's default.
+    #[arg(long = "strategy")]
+    strategies: Vec<String>,
+    /// Length of each idle measurement, in seconds.
+    #[arg(long, default_value_t = 20)]
+    idle_secs: u64,
+    /// berthd's --agent-heartbeat.
+    #[arg(long, default_value = "5s")]
+    heartbeat: String,
+    /// The bulk run fails unless every task is RUNNING within this.
+    #[arg(long, default_value_t = 300)]
+    bulk_timeout_secs: u64,
+    /// The whole run gives up after this many seconds.
+    #[arg(long, default_value_t = 900)]
+    timeout_secs: u64,
+    /// The file whose `tasks` section is rewritten.
+    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/benchmarks.md"))]
+    doc: PathBuf,
+    /// Print the results only; leave the doc alone.
+    #[arg(long)]
+    no_doc: bool,
+    /// Copy the servers' logs into this directory before they are removed.
+    #[arg(long)]
+    logs: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -104,6 +152,38 @@ async fn run(cli: Cli) -> Result<()> {
                 doc::write_section(&args.doc, "raft", &section)
                     .with_context(|| format!("writing {}", args.doc.display()))?;
                 println!("wrote the raft section of {}", args.doc.display());
+            }
+            Ok(())
+        }
+        Command::Tasks(args) => {
+            if args.instances == 0 || args.instances > 10_000 {
+                bail!("--instances must be 1..=10000 (one activation's limit)");
+            }
+            if args.tasks == 0 || args.tasks > 1_000_000 {
+                bail!("--tasks must be 1..=1000000");
+            }
+            if args.concurrency == 0 || args.concurrency > 64 {
+                bail!("--concurrency must be 1..=64");
+            }
+            if args.idle_secs == 0 || args.idle_secs > 300 {
+                bail!("--idle-secs must be 1..=300");
+            }
+            let limit = Duration::from_secs(args.timeout_secs);
+            // As above: dropping the future kills the servers and ends the
+            // hollow agents' sessions.
+            let report = tokio::select! {
+                r = tokio::time::timeout(limit, tasks::run(&args)) => {
+                    r.map_err(|_| anyhow::anyhow!("the run took longer than {limit:?} (--timeout-secs); gave up"))??
+                }
+                _ = tokio::signal::ctrl_c() => bail!("interrupted"),
+            };
+            let section = report.markdown();
+            println!();
+            println!("{section}");
+            if !args.no_doc {
+                doc::write_section(&args.doc, "tasks", &section)
+                    .with_context(|| format!("writing {}", args.doc.display()))?;
+                println!("wrote the tasks section of {}", args.doc.display());
             }
             Ok(())
         }

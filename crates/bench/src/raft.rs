@@ -1,7 +1,6 @@
 //! `berth-bench raft`: write and read throughput/latency of a 3-server
 //! cluster, and how long writes stop when the leader is killed.
 
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -11,7 +10,8 @@ use berth_e2e::TestCluster;
 use berth_proto::pb;
 use berth_proto::pb::task_definition_service_client::TaskDefinitionServiceClient;
 
-use crate::load::{self, Outcome, Watched};
+use crate::cluster;
+use crate::load::{self, Outcome};
 use crate::machine::{self, CpuClock, Machine};
 use crate::stats::{self, fmt_ms, fmt_rate};
 use crate::RaftArgs;
@@ -192,21 +192,6 @@ fn padded_spec(family: &str, json_bytes: usize) -> Result<berth_types::TaskDefin
     Ok(spec)
 }
 
-fn watched(cluster: &TestCluster, leader: u64) -> Watched {
-    let mut out = Vec::new();
-    if let Some(pid) = cluster.servers.get(&leader).and_then(|s| s.pid()) {
-        out.push((format!("leader (server {leader})"), pid));
-    }
-    for (id, server) in &cluster.servers {
-        if *id != leader {
-            if let Some(pid) = server.pid() {
-                out.push((format!("server {id}"), pid));
-            }
-        }
-    }
-    out
-}
-
 /// Writes per Raft entry over the whole level: how well berthd batched.
 fn per_entry(row: &Row) -> Option<String> {
     let entries = row.entries.filter(|e| *e > 0)?;
@@ -236,10 +221,7 @@ fn print_row(kind: &str, row: &Row) {
 
 pub async fn run(args: &RaftArgs) -> Result<Report> {
     let started = Instant::now();
-    let berthd = berth_e2e::try_binary("berthd").context(
-        "berth-bench drives the release berthd that sits next to it; build both first with \
-         `cargo build --release -p berth-server -p berth-bench`",
-    )?;
+    let berthd = cluster::berthd()?;
     println!("berthd: {}", berthd.display());
     let warmup = Duration::from_secs(args.warmup_secs);
     let measure = Duration::from_secs(args.secs);
@@ -267,8 +249,8 @@ pub async fn run(args: &RaftArgs) -> Result<Report> {
 
     // ---- throughput: berthd's own default timings (no timing flags).
     println!("starting 3 servers (berthd default timings)");
-    let _pki = PkiCleanup;
-    let mut cluster = TestCluster::start_with_timings(SERVERS, &[], &[]).await?;
+    let _pki = cluster::PkiCleanup;
+    let mut cluster = cluster::start(SERVERS, &[], &[]).await?;
     let pool = Pool::connect(&cluster).await?;
 
     let mut writes = Vec::new();
@@ -281,14 +263,14 @@ pub async fn run(args: &RaftArgs) -> Result<Report> {
     for (target, clients) in plan {
         let leader = cluster.wait_for_leader(Duration::from_secs(15)).await?;
         let leader_idx = pool.index_of(leader)?;
-        let index_before = log_index(&cluster.addr(leader)).await;
+        let index_before = cluster::log_index(&cluster.addr(leader)).await;
         let pool = pool.clone();
         let specs = write_specs.clone();
         let outcome = load::run(
             clients,
             warmup,
             measure,
-            &watched(&cluster, leader),
+            &cluster::watched(&cluster, leader),
             &clock,
             move |client, seq| {
                 let mut c = pool.pick(target, leader_idx, client, seq);
@@ -304,7 +286,7 @@ pub async fn run(args: &RaftArgs) -> Result<Report> {
         )
         .await;
         let leader_after = cluster.wait_for_leader(Duration::from_secs(15)).await.ok();
-        let index_after = log_index(&cluster.addr(leader)).await;
+        let index_after = cluster::log_index(&cluster.addr(leader)).await;
         let row = Row {
             target,
             clients,
@@ -349,7 +331,7 @@ pub async fn run(args: &RaftArgs) -> Result<Report> {
                 clients,
                 warmup,
                 measure,
-                &watched(&cluster, leader),
+                &cluster::watched(&cluster, leader),
                 &clock,
                 move |client, seq| {
                     let mut c = pool.pick(target, leader_idx, client, seq);
@@ -383,7 +365,7 @@ pub async fn run(args: &RaftArgs) -> Result<Report> {
         .map(|s| s.log().matches("built snapshot").count())
         .sum();
     drop(pool);
-    stop_cluster(cluster, args.logs.as_deref(), "throughput")?;
+    cluster::stop(cluster, args.logs.as_deref(), "throughput")?;
 
     // ---- failover, on a fresh cluster with timings spelled out rather than
     // left to berthd's defaults, so the figure says what it was measured with.
@@ -397,11 +379,11 @@ pub async fn run(args: &RaftArgs) -> Result<Report> {
     ];
     let failover_timings = timings.join(" ");
     println!("failover: starting 3 fresh servers with {failover_timings}");
-    let mut cluster = TestCluster::start_with_timings(SERVERS, &timings, &[]).await?;
+    let mut cluster = cluster::start(SERVERS, &timings, &[]).await?;
     let spec: pb::TaskDefinitionSpec =
         padded_spec("failover", DEFINITION_JSON_BYTES).map(Into::into)?;
     let mut trials = Vec::new();
-    wait_caught_up(&mut cluster).await?;
+    cluster::wait_caught_up(&mut cluster, SERVERS as usize, CATCH_UP_TIMEOUT).await?;
     for n in 1..=args.trials {
         let trial = failover_trial(&mut cluster, &spec).await?;
         println!(
@@ -417,9 +399,9 @@ pub async fn run(args: &RaftArgs) -> Result<Report> {
             .server(trials[trials.len() - 1].killed)
             .start()
             .context("restarting the killed server")?;
-        wait_caught_up(&mut cluster).await?;
+        cluster::wait_caught_up(&mut cluster, SERVERS as usize, CATCH_UP_TIMEOUT).await?;
     }
-    stop_cluster(cluster, args.logs.as_deref(), "failover")?;
+    cluster::stop(cluster, args.logs.as_deref(), "failover")?;
 
     Ok(Report {
         machine,
@@ -434,80 +416,6 @@ pub async fn run(args: &RaftArgs) -> Result<Report> {
         snapshots_built,
         elapsed: started.elapsed(),
     })
-}
-
-/// The harness keeps the CA it makes for the process's clusters (a temp dir
-/// it never removes); the bench removes it when it is done. Created only
-/// once berthd is known to exist, so that the CA can be had.
-struct PkiCleanup;
-
-impl Drop for PkiCleanup {
-    fn drop(&mut self) {
-        // While unwinding, the CA may be what failed; leave it alone.
-        if !std::thread::panicking() {
-            let _ = std::fs::remove_dir_all(&berth_e2e::test_pki().dir);
-        }
-    }
-}
-
-/// The last log index of the server at `addr`, by its own account.
-async fn log_index(addr: &str) -> Option<u64> {
-    let status = berth_e2e::status(addr).await.ok()?;
-    status
-        .members
-        .iter()
-        .find(|m| m.node_id == status.answered_by)
-        .map(|m| m.last_log_index)
-}
-
-/// Kills the servers before their temp dir goes away, keeping their logs
-/// in `logs/NAME-nodeN.log` when asked to.
-fn stop_cluster(mut cluster: TestCluster, logs: Option<&Path>, name: &str) -> Result<()> {
-    for server in cluster.servers.values_mut() {
-        server.kill9();
-    }
-    if let Some(dir) = logs {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        for (id, server) in &cluster.servers {
-            let to = dir.join(format!("{name}-node{id}.log"));
-            std::fs::copy(&server.log_path, &to)
-                .with_context(|| format!("copying a log to {}", to.display()))?;
-        }
-    }
-    Ok(())
-}
-
-/// Waits until every server answers and has applied everything the leader
-/// has in its log.
-async fn wait_caught_up(cluster: &mut TestCluster) -> Result<()> {
-    let deadline = Instant::now() + CATCH_UP_TIMEOUT;
-    loop {
-        let leader = cluster.wait_for_leader(CATCH_UP_TIMEOUT).await?;
-        let last = match berth_e2e::status(&cluster.addr(leader)).await {
-            Ok(status) => {
-                let target = status
-                    .members
-                    .iter()
-                    .find(|m| m.node_id == leader)
-                    .map(|m| m.last_log_index);
-                let all_reachable = status.members.len() == SERVERS as usize
-                    && status.members.iter().all(|m| m.reachable);
-                if let (true, Some(target)) = (all_reachable, target) {
-                    if status.members.iter().all(|m| m.applied_index >= target) {
-                        return Ok(());
-                    }
-                }
-                format!("{:?}", status.members)
-            }
-            Err(e) => e.to_string(),
-        };
-        if Instant::now() > deadline {
-            bail!(
-                "the servers did not all catch up within {CATCH_UP_TIMEOUT:?}; last status: {last}"
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 struct Ack {
