@@ -63,7 +63,7 @@ async fn scheduler_loop(hub: SessionHub) {
 
 /// Tasks that share a placement request: same cluster, definition, group,
 /// strategies and constraints.
-type GroupKey = (String, String, u32, String, Vec<String>, Vec<String>);
+type GroupKey<'a> = (&'a str, &'a str, u32, &'a str, &'a [String], &'a [String]);
 
 /// One pass: decide placements for waiting tasks and propose them. Returns
 /// how many were placed.
@@ -94,36 +94,55 @@ async fn schedule_once(node: &BerthNode) -> Result<usize, crate::ServerError> {
     Ok(0)
 }
 
-/// The pure part of a scheduling pass.
+/// The pure part of a scheduling pass. Each pass places at most
+/// `MAX_PLACEMENTS_PER_PASS` tasks, shared fairly between the waiting
+/// requests, so a one-task RunTask is not queued behind a bulk run.
 pub fn decide(state: &State, seed: u64) -> (Vec<TaskPlacement>, Vec<(String, String)>) {
-    let mut groups: BTreeMap<GroupKey, Vec<String>> = BTreeMap::new();
-    let mut order: Vec<GroupKey> = Vec::new();
+    let mut groups: BTreeMap<GroupKey<'_>, Vec<&str>> = BTreeMap::new();
+    let mut order: Vec<GroupKey<'_>> = Vec::new();
     for task in state.provisioning_tasks() {
         let key = (
-            task.cluster.clone(),
-            task.family.clone(),
+            task.cluster.as_str(),
+            task.family.as_str(),
             task.revision,
-            task.group.clone(),
-            task.placement_strategies.clone(),
-            task.placement_constraints.clone(),
+            task.group.as_str(),
+            task.placement_strategies.as_slice(),
+            task.placement_constraints.as_slice(),
         );
-        let entry = groups.entry(key.clone()).or_default();
+        let entry = groups.entry(key).or_default();
         if entry.is_empty() {
             order.push(key);
         }
-        entry.push(task.id.clone());
-        if groups.values().map(Vec::len).sum::<usize>() >= MAX_PLACEMENTS_PER_PASS {
-            break;
-        }
+        entry.push(task.id.as_str());
+    }
+    // A fair share for each group first, then what is left in queue order.
+    let share = (MAX_PLACEMENTS_PER_PASS / order.len().max(1)).max(1);
+    let mut budget = MAX_PLACEMENTS_PER_PASS;
+    let mut take: HashMap<GroupKey<'_>, usize> = HashMap::new();
+    for key in &order {
+        let n = groups.get(key).map_or(0, Vec::len).min(share).min(budget);
+        budget -= n;
+        take.insert(*key, n);
+    }
+    for key in &order {
+        let waiting = groups.get(key).map_or(0, Vec::len);
+        let n = take.entry(*key).or_insert(0);
+        let more = (waiting - *n).min(budget);
+        *n += more;
+        budget -= more;
     }
     let mut views: HashMap<String, ClusterView> = HashMap::new();
     let mut placements = Vec::new();
     let mut unplaced = Vec::new();
     for key in order {
-        let Some(ids) = groups.remove(&key) else {
+        let Some(mut ids) = groups.remove(&key) else {
             continue;
         };
-        let (cluster, _, _, group, strategies, constraints) = &key;
+        ids.truncate(take.get(&key).copied().unwrap_or(0));
+        if ids.is_empty() {
+            continue;
+        }
+        let (cluster, _, _, group, strategies, constraints) = key;
         let Some(first) = ids.first().and_then(|id| state.task(id)) else {
             continue;
         };
@@ -134,7 +153,7 @@ pub fn decide(state: &State, seed: u64) -> (Vec<TaskPlacement>, Vec<(String, Str
             Ok(p) => p,
             Err(e) => {
                 for id in ids {
-                    unplaced.push((id, format!("bad placement settings: {e}")));
+                    unplaced.push((id.to_string(), format!("bad placement settings: {e}")));
                 }
                 continue;
             }
@@ -142,7 +161,7 @@ pub fn decide(state: &State, seed: u64) -> (Vec<TaskPlacement>, Vec<(String, Str
         if !views.contains_key(cluster) {
             match cluster_view(state, cluster) {
                 Ok(view) => {
-                    views.insert(cluster.clone(), view);
+                    views.insert(cluster.to_string(), view);
                 }
                 Err(e) => {
                     tracing::error!(%cluster, error = %e, "cannot build the cluster view");
@@ -154,7 +173,7 @@ pub fn decide(state: &State, seed: u64) -> (Vec<TaskPlacement>, Vec<(String, Str
             continue;
         };
         let count = u32::try_from(ids.len()).unwrap_or(u32::MAX);
-        let mut request = PlacementRequest::new(group.clone(), reservation, count);
+        let mut request = PlacementRequest::new(group.to_string(), reservation, count);
         request.strategies = strategies;
         request.constraints = constraints;
         let plan = place(view, &request, seed);
@@ -166,7 +185,7 @@ pub fn decide(state: &State, seed: u64) -> (Vec<TaskPlacement>, Vec<(String, Str
         for p in &plan.placements {
             if let Some(id) = ids.get(p.task_index as usize) {
                 placements.push(TaskPlacement {
-                    task_id: id.clone(),
+                    task_id: id.to_string(),
                     instance_id: p.instance_id.clone(),
                 });
             }
@@ -179,7 +198,7 @@ pub fn decide(state: &State, seed: u64) -> (Vec<TaskPlacement>, Vec<(String, Str
                 };
                 // Only a changed reason is worth a write.
                 if state.task(id).is_some_and(|t| t.placement_reason != reason) {
-                    unplaced.push((id.clone(), reason.clone()));
+                    unplaced.push((id.to_string(), reason.clone()));
                 }
             }
         }
@@ -493,5 +512,29 @@ mod tests {
                 .memory_mib,
             0
         );
+    }
+
+    #[test]
+    fn a_small_request_is_not_queued_behind_a_bulk_run() {
+        let mut state = state_with(&[("i-a", "a")]);
+        let bulk: Vec<String> = (0..MAX_PLACEMENTS_PER_PASS + 500)
+            .map(|i| format!("bulk-{i}"))
+            .collect();
+        for chunk in bulk.chunks(1000) {
+            let ids: Vec<&str> = chunk.iter().map(String::as_str).collect();
+            run(&mut state, &ids, &[]);
+        }
+        run_in(&mut state, &["probe"], &[], Some("probe"));
+        let (placements, unplaced) = decide(&state, 3);
+        let decided: Vec<&str> = placements
+            .iter()
+            .map(|p| p.task_id.as_str())
+            .chain(unplaced.iter().map(|(id, _)| id.as_str()))
+            .collect();
+        assert!(
+            decided.contains(&"probe"),
+            "the probe waits behind the bulk run"
+        );
+        assert!(decided.len() <= MAX_PLACEMENTS_PER_PASS);
     }
 }

@@ -134,6 +134,7 @@ impl Server {
         let node = BerthNode::start(&config, log.clone(), sm, peers).await?;
         let hub = session::SessionHub::new(node.clone(), options.session);
         tokio::spawn(hub.clone().route_events(events));
+        tokio::spawn(hub.clone().write_reports());
         leader::spawn(hub.clone());
         let server = Server {
             node,

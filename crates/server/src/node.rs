@@ -49,7 +49,10 @@ impl NodeConfig {
             election_timeout_max: self.election_timeout_max_ms,
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(self.snapshot_threshold),
             max_in_snapshot_log_to_keep: self.keep_logs_after_snapshot,
-            max_payload_entries: 64,
+            // Entries are batches (up to 256 commands, or a thousand tasks);
+            // openraft gives an AppendEntries one heartbeat interval, so a
+            // few entries per payload keep it well inside that.
+            max_payload_entries: 8,
             // Chunks stay far below the transport's message size limit.
             snapshot_max_chunk_size: 1024 * 1024,
             install_snapshot_timeout: 2000,

@@ -69,6 +69,9 @@ struct LiveSession {
 struct HubInner {
     node: BerthNode,
     config: SessionConfig,
+    /// Status reports from every session, merged into few Raft entries.
+    reports: mpsc::UnboundedSender<(String, Vec<TaskReport>)>,
+    pending_reports: Mutex<Option<mpsc::UnboundedReceiver<(String, Vec<TaskReport>)>>>,
     sessions: Mutex<HashMap<String, LiveSession>>,
     next_id: AtomicU64,
     /// Woken when something may have made a placement possible.
@@ -83,10 +86,13 @@ pub struct SessionHub {
 
 impl SessionHub {
     pub fn new(node: BerthNode, config: SessionConfig) -> Self {
+        let (reports, pending) = mpsc::unbounded_channel();
         Self {
             inner: Arc::new(HubInner {
                 node,
                 config,
+                reports,
+                pending_reports: Mutex::new(Some(pending)),
                 sessions: Mutex::new(HashMap::new()),
                 next_id: AtomicU64::new(1),
                 scheduler_kick: Notify::new(),
@@ -160,6 +166,47 @@ impl SessionHub {
             }
             if kick {
                 self.kick_scheduler();
+            }
+        }
+    }
+
+    /// Proposes the reports of all sessions together: whatever arrived while
+    /// the previous write was in flight goes into the next one, one entry
+    /// holding one command per instance. Thousands of agents reporting at
+    /// once then cost a handful of Raft entries, not one each.
+    pub async fn write_reports(self) {
+        let Some(mut rx) = self
+            .inner
+            .pending_reports
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        else {
+            return;
+        };
+        while let Some(first) = rx.recv().await {
+            let mut by_instance: HashMap<String, Vec<TaskReport>> = HashMap::new();
+            let mut add = |(instance, reports): (String, Vec<TaskReport>)| {
+                by_instance.entry(instance).or_default().extend(reports);
+            };
+            add(first);
+            while let Ok(more) = rx.try_recv() {
+                add(more);
+            }
+            let at_ms = now_ms();
+            let commands: Vec<Command> = by_instance
+                .into_iter()
+                .map(|(instance_id, reports)| Command::ReportTaskStatus {
+                    instance_id,
+                    reports,
+                    at_ms,
+                })
+                .collect();
+            let count = commands.len();
+            // Reports are idempotent: one that is lost here (leadership
+            // moved) comes again in the agent's hello to the next leader.
+            if let Err(e) = self.inner.node.write_batch(commands).await {
+                tracing::warn!(instances = count, error = %e, "status reports not applied; agents resend them when they reconnect");
             }
         }
     }
@@ -322,7 +369,7 @@ impl SessionHub {
                 attributes.insert(a.name.clone(), a.value.clone());
             }
         }
-        self.apply_reports(instance_id, hello.running).await?;
+        self.apply_reports(instance_id, hello.running, true).await?;
         node.write(Command::InstanceConnected {
             instance_id: instance_id.to_string(),
             agent_version: hello.agent_version.clone(),
@@ -416,7 +463,9 @@ impl SessionHub {
             Some(AgentBody::Hello(_)) => Err(ServerError::FailedPrecondition(
                 "hello sent twice in one session".into(),
             )),
-            Some(AgentBody::Status(batch)) => self.apply_reports(instance_id, batch.reports).await,
+            Some(AgentBody::Status(batch)) => {
+                self.apply_reports(instance_id, batch.reports, false).await
+            }
             Some(AgentBody::Log(data)) => {
                 let request_id = data.request_id;
                 let end = data.end;
@@ -436,11 +485,14 @@ impl SessionHub {
 
     /// Proposes the reports that say something new; the rest (duplicates,
     /// statuses already passed, tasks not placed here) are dropped here so
-    /// they cost no Raft write.
+    /// they cost no Raft write. A hello's reports are written before the
+    /// session starts (`wait`); later ones go to the shared report writer,
+    /// so reading the agent's stream never waits for a commit.
     async fn apply_reports(
         &self,
         instance_id: &str,
         reports: Vec<pb::TaskReport>,
+        wait: bool,
     ) -> Result<(), ServerError> {
         if reports.is_empty() {
             return Ok(());
@@ -463,6 +515,13 @@ impl SessionHub {
         };
         if news.is_empty() {
             return Ok(());
+        }
+        if !wait {
+            return self
+                .inner
+                .reports
+                .send((instance_id.to_string(), news))
+                .map_err(|_| ServerError::ShuttingDown);
         }
         self.inner
             .node
