@@ -57,6 +57,8 @@ impl Default for SessionConfig {
 }
 
 type Outbound = mpsc::Sender<Result<pb::ServerMessage, Status>>;
+/// New reports of one instance, on their way to the report writer.
+type InstanceReports = (String, Vec<TaskReport>);
 
 struct LiveSession {
     session_id: u64,
@@ -70,8 +72,8 @@ struct HubInner {
     node: BerthNode,
     config: SessionConfig,
     /// Status reports from every session, merged into few Raft entries.
-    reports: mpsc::UnboundedSender<(String, Vec<TaskReport>)>,
-    pending_reports: Mutex<Option<mpsc::UnboundedReceiver<(String, Vec<TaskReport>)>>>,
+    reports: mpsc::UnboundedSender<InstanceReports>,
+    pending_reports: Mutex<Option<mpsc::UnboundedReceiver<InstanceReports>>>,
     sessions: Mutex<HashMap<String, LiveSession>>,
     next_id: AtomicU64,
     /// Woken when something may have made a placement possible.
@@ -186,7 +188,7 @@ impl SessionHub {
         };
         while let Some(first) = rx.recv().await {
             let mut by_instance: HashMap<String, Vec<TaskReport>> = HashMap::new();
-            let mut add = |(instance, reports): (String, Vec<TaskReport>)| {
+            let mut add = |(instance, reports): InstanceReports| {
                 by_instance.entry(instance).or_default().extend(reports);
             };
             add(first);
