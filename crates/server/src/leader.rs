@@ -19,7 +19,7 @@ use crate::node::BerthNode;
 use crate::session::{leader_address, SessionHub};
 
 /// Most placements proposed in one command, so entries stay modest.
-const MAX_PLACEMENTS_PER_PASS: usize = 2000;
+const MAX_PLACEMENTS_PER_PASS: usize = 5000;
 /// How often the loops look even when nothing woke them.
 const SCHEDULER_TICK: Duration = Duration::from_secs(1);
 const LIVENESS_TICK: Duration = Duration::from_millis(250);
