@@ -329,7 +329,9 @@ async fn activations_admit_exactly_what_they_allow() -> Result<()> {
         .into_inner()
         .instance
         .unwrap();
-    assert_eq!(described.status, "ACTIVE");
+    // Registered, but no agent session yet: not a place for tasks.
+    assert_eq!(described.status, "DISCONNECTED");
+    assert!(!described.agent_connected);
     assert!(described
         .attributes
         .iter()
