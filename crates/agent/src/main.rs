@@ -89,6 +89,15 @@ struct Cli {
     /// Log format.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "BERTH_LOG_FORMAT")]
     log_format: LogFormat,
+    /// Registries (HOST:PORT) reached over plain HTTP, e.g. a private one on
+    /// the local network; localhost and 127.0.0.1 always are.
+    #[arg(
+        long,
+        env = "BERTH_INSECURE_REGISTRY",
+        value_delimiter = ',',
+        global = true
+    )]
+    insecure_registry: Vec<String>,
     /// Import every image tarball (*.tar) in DIR at start, for hosts that
     /// cannot reach a registry.
     #[arg(long, env = "BERTH_IMPORT_DIR")]
@@ -205,6 +214,7 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let mut cfg = ContainerdConfig::new(&cli.containerd_socket, &cli.state_dir);
     cfg.namespace = cli.namespace;
+    cfg.registry.insecure = cli.insecure_registry;
     match cli.command {
         None => {
             join_and_run(

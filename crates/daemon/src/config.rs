@@ -90,7 +90,8 @@ pub fn read_config_file(
         let long = key.replace('_', "-");
         let Some((_, env)) = known.iter().find(|(l, _)| *l == long) else {
             let example = known
-                .first()
+                .iter()
+                .find(|(l, _)| l != "config")
                 .map(|(l, _)| l.replace('-', "_"))
                 .unwrap_or_default();
             return Err(ConfigError::UnknownKey {

@@ -78,20 +78,21 @@ pub fn claim(options: &ServeOptions) -> Result<bool, ServerError> {
                 )));
             }
             // A server that joined later may be restarted with or without an
-            // --initial-cluster; only a conflicting one is an error.
-            if !wanted.initial_cluster.is_empty() && found.initial_cluster != wanted.initial_cluster
+            // --initial-cluster (templated deployments give every server the
+            // same line; it never forms anything once the dir exists); only
+            // one that contradicts the cluster this dir was formed with is an
+            // error.
+            if !wanted.initial_cluster.is_empty() && found.initial_cluster.is_empty() {
+                tracing::info!(
+                    "this server joined an existing cluster; --initial-cluster is ignored"
+                );
+            } else if !wanted.initial_cluster.is_empty()
+                && found.initial_cluster != wanted.initial_cluster
             {
-                let formed = if found.initial_cluster.is_empty() {
-                    "joined an existing cluster".to_string()
-                } else {
-                    format!(
-                        "belongs to the cluster formed with --initial-cluster {}",
-                        found.initial_cluster
-                    )
-                };
                 return Err(ServerError::FailedPrecondition(format!(
-                    "data dir {} {formed}; this command line has --initial-cluster {}",
+                    "data dir {} belongs to the cluster formed with --initial-cluster {}; this command line has --initial-cluster {}",
                     dir.display(),
+                    found.initial_cluster,
                     wanted.initial_cluster
                 )));
             }
@@ -159,6 +160,17 @@ mod tests {
             other_cluster.contains("--initial-cluster"),
             "{other_cluster}"
         );
+    }
+
+    #[test]
+    fn a_server_that_joined_later_accepts_the_clusters_initial_line() {
+        let tmp = tempfile::tempdir().unwrap();
+        let cluster = "1=127.0.0.1:7401,4=127.0.0.1:7404";
+        let mut joined = options(tmp.path(), 4, cluster);
+        joined.initial_cluster = None;
+        assert!(claim(&joined).unwrap());
+        // The same templated command line as its peers: accepted, ignored.
+        assert!(!claim(&options(tmp.path(), 4, cluster)).unwrap());
     }
 
     #[test]

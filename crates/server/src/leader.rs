@@ -283,7 +283,8 @@ async fn liveness_loop(hub: SessionHub) {
 fn instance_of(command: &Command) -> &str {
     match command {
         Command::InstanceDisconnected { instance_id, .. }
-        | Command::InstanceLost { instance_id, .. } => instance_id,
+        | Command::InstanceLost { instance_id, .. }
+        | Command::InstanceConnected { instance_id, .. } => instance_id,
         _ => "",
     }
 }
@@ -311,6 +312,23 @@ fn liveness_decisions(
             }
             continue;
         }
+        // A new session writes its own InstanceConnected from its hello;
+        // only an old one that outlived the DISCONNECTED mark needs this.
+        let survived = hub
+            .session_age(&instance.id)
+            .is_some_and(|age| age > disconnect_after);
+        if alive && survived {
+            // Marked DISCONNECTED, yet its session survived (a partition
+            // shorter than TCP noticed) and heartbeats flow again.
+            commands.push(Command::InstanceConnected {
+                instance_id: instance.id.clone(),
+                agent_version: instance.agent_version.clone(),
+                resources: instance.capacity.registered(),
+                attributes: BTreeMap::new(),
+                at_ms: now,
+            });
+        }
+        // An agent that is talking to us is never lost.
         if alive || !state.has_active_tasks(&instance.id) {
             continue;
         }

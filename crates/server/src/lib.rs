@@ -219,6 +219,14 @@ impl Server {
             Some(Duration::from_secs(30)),
         )
         .map_err(|e| ServerError::Internal(format!("listener: {e}")))?;
+        // Agent sessions are endless streams: end them when shutdown starts,
+        // or the server would wait for them instead of exiting (the agents
+        // reconnect to another server).
+        let hub = self.hub.clone();
+        let shutdown = async move {
+            shutdown.await;
+            hub.drop_all_sessions("");
+        };
         let result = tonic::transport::Server::builder()
             .tls_config(self.pki.server_tls())
             .map_err(|e| ServerError::FailedPrecondition(format!("TLS setup: {e}")))?

@@ -244,9 +244,11 @@ fn options(
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let options = match cli.command {
         Command::Serve(args) => {
+            // An empty value (a templated BERTH_INITIAL_CLUSTER=) means none.
             let initial = args
                 .initial_cluster
                 .as_deref()
+                .filter(|text| !text.trim().is_empty())
                 .map(parse_initial_cluster)
                 .transpose()
                 .map_err(anyhow::Error::msg)?;

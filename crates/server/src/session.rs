@@ -65,6 +65,7 @@ struct LiveSession {
     outbound: Outbound,
     changes: mpsc::UnboundedSender<String>,
     last_heartbeat: Instant,
+    started: Instant,
     logs: HashMap<u64, mpsc::Sender<pb::LogData>>,
 }
 
@@ -128,6 +129,13 @@ impl SessionHub {
     /// When the instance's agent was last heard from, if it has a session.
     pub fn last_heartbeat(&self, instance_id: &str) -> Option<Instant> {
         self.sessions().get(instance_id).map(|s| s.last_heartbeat)
+    }
+
+    /// How long the instance's current session has existed.
+    pub fn session_age(&self, instance_id: &str) -> Option<Duration> {
+        self.sessions()
+            .get(instance_id)
+            .map(|s| s.started.elapsed())
     }
 
     pub fn connected_count(&self) -> usize {
@@ -281,6 +289,7 @@ impl SessionHub {
                 outbound,
                 changes,
                 last_heartbeat: Instant::now(),
+                started: Instant::now(),
                 logs: HashMap::new(),
             },
         );
