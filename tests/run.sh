@@ -18,3 +18,15 @@ cargo fmt --all -- --check
 # Built once here; the end-to-end tests start these binaries.
 cargo build --locked --workspace --bins
 cargo test --locked --workspace --no-fail-fast
+
+# The deployment tests: FROM-scratch images, the compose cluster's smoke test
+# and the agent installer on a host-like container. They need Docker; under
+# CI=true a missing Docker is a failure, never a silent skip.
+if docker info >/dev/null 2>&1; then
+    scripts/deploy-tests.sh
+elif [ "${CI:-}" = "true" ]; then
+    echo "error: CI=true but Docker is not available for the deployment tests" >&2
+    exit 1
+else
+    echo "NOTICE: Docker is not available: skipping scripts/deploy-tests.sh" >&2
+fi

@@ -1,0 +1,328 @@
+#!/usr/bin/env bash
+# End-to-end smoke test of the compose cluster (deploy/compose), on its own
+# compose project (berth-smoke) and ports, so it never touches a cluster
+# you started yourself:
+#
+#   1. builds the images (deploy/images/build.sh) and `up -d`; waits until
+#      every service is healthy and the bootstrap has run
+#   2. the control plane has three reachable members and a leader; both
+#      agents register and are ACTIVE
+#   3. pushes a FROM-scratch test image (crates/testapp, static) to the
+#      compose registry and runs a task from it: RUNNING, logs readable
+#   4. stops the leader's container: a new leader is elected and writes
+#      succeed against the other two; starts it again
+#   5. disconnects an agent from the network: its instance goes
+#      DISCONNECTED; reconnects it: ACTIVE again
+#   6. rolling restart of the three servers while a loop writes: counts
+#      failed writes and failure windows (at most one per restart)
+#   7. `down` + `up`: task definitions and instances are still there
+#   8. `down -v` (also on failure, via trap): nothing left behind
+#
+# Options: --skip-build (reuse the images and binaries), --keep (leave the
+# cluster running at the end; `docker-compose -p berth-smoke down -v` removes
+# it). Exit status 0 only when every step passed. Every wait is bounded.
+set -euo pipefail
+
+HERE=$(cd "$(dirname "$0")" && pwd)
+ROOT=$(cd "$HERE/../.." && pwd)
+SKIP_BUILD=0
+KEEP=0
+for arg in "$@"; do
+    case "$arg" in
+        --skip-build) SKIP_BUILD=1 ;;
+        --keep) KEEP=1 ;;
+        -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+        *) echo "smoke: unknown argument $arg" >&2; exit 2 ;;
+    esac
+done
+
+export COMPOSE_PROJECT_NAME=${BERTH_SMOKE_PROJECT:-berth-smoke}
+export BERTH_API_PORT_1=${BERTH_SMOKE_PORT_1:-17401}
+export BERTH_API_PORT_2=${BERTH_SMOKE_PORT_2:-17402}
+export BERTH_API_PORT_3=${BERTH_SMOKE_PORT_3:-17403}
+export BERTH_REGISTRY_PORT=${BERTH_SMOKE_REGISTRY_PORT:-15050}
+export BERTH_TAG=${BERTH_TAG:-dev}
+case "$(uname -m)" in
+    x86_64) TRIPLE=x86_64-unknown-linux-gnu ;;
+    aarch64) TRIPLE=aarch64-unknown-linux-gnu ;;
+    *) echo "smoke: unsupported architecture $(uname -m)" >&2; exit 1 ;;
+esac
+BERTH=$ROOT/target/static/$TRIPLE/release/berth
+WORK=$(mktemp -d /tmp/berth-smoke.XXXXXX)
+STEP="start"
+T0=$(date +%s)
+
+log() { echo "smoke [$(($(date +%s) - T0))s] $*" >&2; }
+fail() {
+    echo "smoke: FAILED at step '$STEP': $*" >&2
+    exit 1
+}
+
+if docker compose version >/dev/null 2>&1; then
+    COMPOSE=(docker compose)
+elif command -v docker-compose >/dev/null 2>&1; then
+    COMPOSE=(docker-compose)
+else
+    fail "neither 'docker compose' nor 'docker-compose' is installed"
+fi
+dc() { timeout 600 "${COMPOSE[@]}" --project-directory "$HERE" -f "$HERE/docker-compose.yml" "$@"; }
+for tool in docker python3 curl timeout; do
+    command -v "$tool" >/dev/null || fail "$tool is missing"
+done
+
+cleanup() {
+    local rc=$?
+    set +e
+    if [ $rc -ne 0 ]; then
+        echo "---- smoke failed; compose state and recent logs ----" >&2
+        dc ps >&2
+        dc logs --no-color --tail 80 >&2 2>&1
+    fi
+    if [ "$KEEP" = 1 ]; then
+        log "--keep: the cluster stays up (${COMPOSE[*]} -p $COMPOSE_PROJECT_NAME down -v removes it)"
+    else
+        log "cleanup: down -v"
+        dc down -v --remove-orphans >/dev/null 2>&1
+        left=$(docker volume ls -q --filter "label=com.docker.compose.project=$COMPOSE_PROJECT_NAME")
+        [ -z "$left" ] || echo "smoke: warning: volumes left behind: $left" >&2
+    fi
+    rm -rf "$WORK"
+    if [ $rc -eq 0 ]; then log "PASSED"; fi
+    exit $rc
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# wait_for DESCRIPTION SECONDS COMMAND...: runs COMMAND every second until
+# it succeeds; fails the test after SECONDS.
+wait_for() {
+    local what=$1 limit=$2 start
+    shift 2
+    start=$(date +%s)
+    until "$@" >"$WORK/last" 2>&1; do
+        if [ $(($(date +%s) - start)) -ge "$limit" ]; then
+            fail "timed out after ${limit}s waiting for $what; last output: $(tail -5 "$WORK/last")"
+        fi
+        sleep 1
+    done
+    log "ok: $what ($(($(date +%s) - start))s)"
+}
+
+# jq-like helper without jq: json EXPR reads JSON on stdin as `d`.
+json() { python3 -c "import json,sys; d=json.load(sys.stdin); r=($1); print(r if not isinstance(r,(dict,list)) else json.dumps(r))"; }
+
+berth() { timeout 60 "$BERTH" "$@"; }
+
+container_of() { dc ps -q "$1"; }
+
+# ------------------------------------------------------------------ 1. up
+STEP="build"
+if [ "$SKIP_BUILD" = 0 ]; then
+    "$ROOT/deploy/images/build.sh" --tag "$BERTH_TAG"
+fi
+[ -x "$BERTH" ] || fail "$BERTH is missing (run without --skip-build)"
+dc down -v --remove-orphans >/dev/null 2>&1 || true
+
+STEP="up"
+log "docker compose up -d (project $COMPOSE_PROJECT_NAME)"
+dc up -d >"$WORK/up.log" 2>&1 || fail "compose up failed: $(tail -20 "$WORK/up.log")"
+
+all_healthy() {
+    local svc id state
+    for svc in berthd-1 berthd-2 berthd-3 agent-1 agent-2 registry; do
+        id=$(container_of "$svc")
+        [ -n "$id" ] || { echo "$svc has no container"; return 1; }
+        state=$(docker inspect -f '{{.State.Status}}/{{if .State.Health}}{{.State.Health.Status}}{{end}}' "$id")
+        [ "$state" = running/healthy ] || { echo "$svc is $state"; return 1; }
+    done
+    for svc in pki bootstrap; do
+        id=$(dc ps -a -q "$svc")
+        state=$(docker inspect -f '{{.State.Status}}/{{.State.ExitCode}}' "$id")
+        [ "$state" = exited/0 ] || { echo "$svc is $state"; return 1; }
+    done
+}
+wait_for "every service healthy, pki and bootstrap done" 240 all_healthy
+
+dc run --rm --no-deps -T --entrypoint cat pki /ca/ca.crt >"$WORK/ca.crt" 2>/dev/null \
+    || fail "cannot read the CA from the ca volume"
+dc run --rm --no-deps -T --entrypoint cat pki /ca/admin.token >"$WORK/admin.token" 2>/dev/null \
+    || fail "cannot read the admin token from the ca volume"
+export BERTH_ENDPOINT=127.0.0.1:$BERTH_API_PORT_1,127.0.0.1:$BERTH_API_PORT_2,127.0.0.1:$BERTH_API_PORT_3
+export BERTH_CA_CERT=$WORK/ca.crt
+BERTH_TOKEN=$(cat "$WORK/admin.token")
+export BERTH_TOKEN
+
+# ------------------------------------------------------- 2. cluster, agents
+STEP="cluster forms"
+cluster_ok() {
+    berth cluster status -o json | json 'd["leaderId"] is not None and len(d["members"]) == 3 and all(m["reachable"] for m in d["members"])' | grep -qx True
+}
+wait_for "3 reachable servers and a leader" 60 cluster_ok
+
+STEP="agents register"
+instances_active() {
+    local want=$1
+    berth instance list -o json | json "sum(1 for i in d if i['status'] == 'ACTIVE')" | grep -qx "$want"
+}
+wait_for "2 ACTIVE instances" 120 instances_active 2
+berth instance list -o json >"$WORK/instances.json"
+AGENT1_ID=$(dc run --rm --no-deps -T --entrypoint cat agent-1 /var/lib/berth-agent/identity/identity.json 2>/dev/null \
+    | json 'd["instanceId"]') || fail "cannot read agent-1's identity.json"
+log "agent-1 is instance $AGENT1_ID"
+
+# ------------------------------------------------------------ 3. a real task
+STEP="test image"
+log "building the static test program and its image"
+(cd "$ROOT" && RUSTFLAGS='-C target-feature=+crt-static' cargo build --locked --release -q \
+    -p berth-testapp --target "$TRIPLE" --target-dir "$ROOT/target/testapp-static") \
+    || fail "cargo build of berth-testapp failed"
+mkdir -p "$WORK/testapp/rootfs/etc" "$WORK/testapp/rootfs/tmp"
+install -m 0755 "$ROOT/target/testapp-static/$TRIPLE/release/berth-testapp" "$WORK/testapp/rootfs/berth-testapp"
+printf 'root:x:0:0:root:/root:/berth-testapp\n' >"$WORK/testapp/rootfs/etc/passwd"
+printf 'FROM scratch\nCOPY rootfs/ /\nENTRYPOINT ["/berth-testapp"]\nCMD ["serve"]\n' >"$WORK/testapp/Dockerfile"
+PUSH_REF=127.0.0.1:$BERTH_REGISTRY_PORT/berth/testapp:smoke
+docker build -q -t "$PUSH_REF" "$WORK/testapp" >/dev/null 2>"$WORK/build.err" || fail "docker build: $(cat "$WORK/build.err")"
+docker push "$PUSH_REF" >"$WORK/push.log" 2>&1 || fail "docker push $PUSH_REF: $(tail -5 "$WORK/push.log")"
+log "pushed $PUSH_REF"
+
+STEP="run a task"
+# By its in-network name when the agent can be told the registry is plain
+# HTTP; otherwise as localhost:5000, which each agent container forwards to
+# registry:5000 (BERTH_REGISTRY_FORWARD) and the agent reaches over HTTP.
+if dc exec -T agent-1 berth-agent --help 2>/dev/null | grep -q -- '--insecure-registry'; then
+    TASK_IMAGE=registry:5000/berth/testapp:smoke
+else
+    TASK_IMAGE=localhost:5000/berth/testapp:smoke
+    log "NOTE: berth-agent has no --insecure-registry; the task names the image $TASK_IMAGE"
+fi
+cat >"$WORK/smoke.json" <<JSON
+{
+  "family": "smoke",
+  "networkMode": "host",
+  "containerDefinitions": [
+    {
+      "name": "app",
+      "image": "$TASK_IMAGE",
+      "essential": true,
+      "cpu": 64,
+      "memory": 32,
+      "command": ["ticker", "500"]
+    }
+  ]
+}
+JSON
+berth taskdef register -f "$WORK/smoke.json" >/dev/null || fail "taskdef register failed"
+TASK=$(berth task run --taskdef smoke --cluster default -o json | json 'd[0]["id"]') || fail "task run failed"
+log "task $TASK started"
+task_running() {
+    berth task describe "$TASK" -o json >"$WORK/task.json" || return 1
+    json 'd["lastStatus"]' <"$WORK/task.json" | grep -qx RUNNING || { json '[d["lastStatus"], d["stoppedReason"], d["placementReason"]]' <"$WORK/task.json"; return 1; }
+}
+wait_for "task $TASK RUNNING" 180 task_running
+task_logs_ok() { berth task logs "$TASK" 2>&1 | grep -q 'testapp: args=\["ticker"'; }
+wait_for "task logs readable (berth task logs)" 30 task_logs_ok
+berth task logs "$TASK" --tail 2 >&2 || true
+
+# -------------------------------------------------------- 4. leader loss
+STEP="leader loss"
+LEADER=$(berth cluster status -o json | json 'd["leaderId"]')
+log "stopping the leader, berthd-$LEADER"
+docker stop -t 10 "$(container_of "berthd-$LEADER")" >/dev/null
+new_leader() {
+    local l
+    l=$(berth cluster status -o json | json 'd["leaderId"]') || return 1
+    [ "$l" != None ] && [ "$l" != "$LEADER" ]
+}
+wait_for "a new leader" 30 new_leader
+wait_for "a write with berthd-$LEADER down" 20 berth taskdef register -f "$WORK/smoke.json"
+berth taskdef list --family smoke -o json | json 'len(d)' | grep -qx 2 || fail "expected 2 revisions of smoke"
+dc up -d --no-recreate "berthd-$LEADER" >/dev/null 2>&1 || docker start "$(dc ps -a -q "berthd-$LEADER")" >/dev/null
+wait_for "berthd-$LEADER back and the cluster whole" 90 cluster_ok
+
+# ------------------------------------------------------ 5. agent partition
+STEP="agent partition"
+NET=$(docker inspect -f '{{range $k, $v := .NetworkSettings.Networks}}{{$k}} {{end}}' "$(container_of agent-1)" | awk '{print $1}')
+[ -n "$NET" ] || fail "cannot find agent-1's network"
+log "disconnecting agent-1 from $NET"
+docker network disconnect "$NET" "$(container_of agent-1)"
+instance_is() {
+    local s
+    s=$(berth instance describe "$1" -o json | json 'd["status"] + " (agentConnected: " + str(d["agentConnected"]) + ")"') || return 1
+    [ "${s%% *}" = "$2" ] || { echo "instance $1 is $s"; return 1; }
+}
+wait_for "instance $AGENT1_ID DISCONNECTED" 90 instance_is "$AGENT1_ID" DISCONNECTED
+docker network connect --alias agent-1 "$NET" "$(container_of agent-1)"
+wait_for "instance $AGENT1_ID ACTIVE again" 90 instance_is "$AGENT1_ID" ACTIVE
+
+# ---------------------------------------------------- 6. rolling restart
+STEP="rolling restart"
+cat >"$WORK/writer.sh" <<'W'
+#!/usr/bin/env bash
+# One write every 200ms; one line per attempt: EPOCH_MS ok|fail
+i=0
+while [ ! -f "$1/stop" ]; do
+    i=$((i + 1))
+    err=$(timeout 20 "$BERTH_BIN" cluster update default --task-retention "$((60 + i % 60))m" 2>&1 >/dev/null)
+    rc=$?
+    if [ "$rc" = 0 ]; then
+        echo "$(date +%s%3N) ok"
+    else
+        echo "$(date +%s%3N) fail"
+        [ "$rc" = 124 ] && err="no answer within 20s"
+        echo "$err" >>"$1/writer.err"
+    fi
+    sleep 0.2
+done
+W
+chmod +x "$WORK/writer.sh"
+BERTH_BIN=$BERTH "$WORK/writer.sh" "$WORK" >"$WORK/writes.log" &
+WRITER=$!
+sleep 3
+for n in 1 2 3; do
+    log "restarting berthd-$n"
+    docker restart -t 30 "$(container_of "berthd-$n")" >/dev/null
+    server_healthy() { [ "$(docker inspect -f '{{.State.Health.Status}}' "$(container_of "berthd-$1")")" = healthy ]; }
+    wait_for "berthd-$n healthy" 90 server_healthy "$n"
+    wait_for "cluster whole after restarting berthd-$n" 60 cluster_ok
+done
+sleep 3
+touch "$WORK/stop"
+wait "$WRITER" || true
+read -r total failed windows longest < <(python3 - "$WORK/writes.log" <<'PY'
+import sys
+rows = [l.split() for l in open(sys.argv[1]) if l.strip()]
+total = len(rows); failed = sum(1 for _, s in rows if s == "fail")
+windows = 0; longest = 0; start = None; prev = "ok"
+for t, s in rows:
+    t = int(t)
+    if s == "fail" and prev == "ok":
+        windows += 1; start = t
+    if s == "fail":
+        longest = max(longest, t - start)
+    prev = s
+print(total, failed, windows, longest)
+PY
+)
+log "rolling restart: $total writes, $failed failed, $windows failure window(s), longest ${longest}ms"
+[ "$total" -ge 20 ] || fail "only $total writes were attempted during the rolling restart"
+if [ "$windows" -gt 3 ]; then
+    fail "$windows failure windows during 3 restarts (at most one per restart); errors: $(sort "$WORK/writer.err" | uniq -c | sort -rn | head -3)"
+fi
+[ "$failed" -eq 0 ] || log "failed writes said: $(sort "$WORK/writer.err" | uniq -c | sort -rn | head -3 | tr -s ' \n' ' ')"
+
+# --------------------------------------------------------- 7. down + up
+STEP="down + up"
+berth taskdef list -o json >"$WORK/taskdefs.before"
+log "docker compose down (volumes kept), then up -d"
+dc down >/dev/null 2>&1 || fail "compose down failed"
+dc up -d >"$WORK/up2.log" 2>&1 || fail "second compose up failed: $(tail -20 "$WORK/up2.log")"
+wait_for "every service healthy again" 240 all_healthy
+wait_for "cluster formed again" 60 cluster_ok
+berth taskdef list -o json >"$WORK/taskdefs.after"
+cmp -s <(json 'sorted((t["family"], t["revision"]) for t in d)' <"$WORK/taskdefs.before") \
+    <(json 'sorted((t["family"], t["revision"]) for t in d)' <"$WORK/taskdefs.after") \
+    || fail "task definitions differ after down + up"
+log "ok: task definitions kept across down + up ($(json 'len(d)' <"$WORK/taskdefs.after"))"
+wait_for "instance $AGENT1_ID ACTIVE after down + up (same identity)" 120 instance_is "$AGENT1_ID" ACTIVE
+
+STEP="cleanup"

@@ -1,0 +1,319 @@
+#!/usr/bin/env bash
+# End-to-end test of deploy/install/install-agent.sh on host-like machines:
+# containers made from a debootstrap'ed Debian rootfs (imported with
+# `docker import`, so nothing is pulled from a registry), against a
+# one-server control plane (berth/berthd image) on a private network.
+#
+#   A. a host running systemd as PID 1:
+#      - bad tokens (malformed, CA digest mismatch) and an unreachable server
+#        are refused with clear errors, before anything is installed
+#      - install with --containerd-install (apt), the agent binary downloaded
+#        from the control plane: instance ACTIVE, id printed; the unit passes
+#        `systemd-analyze verify`; agent.toml is 0600
+#      - a task from an image imported on the host runs, its logs are
+#        readable, and it keeps running while the agent is stopped
+#      - re-run: same instance, nothing restarted
+#      - uninstall: service, binary, config and identity gone
+#   B. a host without systemd:
+#      - without --no-systemd: a clear error; without containerd and without
+#        --containerd-install: a clear error
+#      - --no-systemd --containerd-install --binary: foreground agent ACTIVE;
+#        re-run leaves the running agent alone; uninstall stops it
+#
+# Needs root, docker, and debootstrap (installed with apt when missing); the
+# Debian mirror must be reachable the first time (the rootfs is cached in
+# target/test-host and as the image berth/test-host:bookworm). Builds the
+# static binaries and the berthd image with deploy/images/build.sh when
+# they are missing. Every wait is bounded; everything it starts is removed
+# at the end, also on failure (--keep leaves it for debugging).
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+KEEP=0
+for arg in "$@"; do
+    case "$arg" in
+        --keep) KEEP=1 ;;
+        -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+        *) echo "test-install: unknown argument $arg" >&2; exit 2 ;;
+    esac
+done
+
+case "$(uname -m)" in
+    x86_64) TRIPLE=x86_64-unknown-linux-gnu ;;
+    aarch64) TRIPLE=aarch64-unknown-linux-gnu ;;
+    *) echo "test-install: unsupported architecture $(uname -m)" >&2; exit 1 ;;
+esac
+BIN_DIR=$ROOT/target/static/$TRIPLE/release
+HOST_IMAGE=berth/test-host:bookworm
+SUITE=bookworm
+MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
+P=berth-install-test
+NET=$P-net
+CP=$P-cp
+HOST_A=$P-host-a
+HOST_B=$P-host-b
+WORK=$(mktemp -d /tmp/berth-install-test.XXXXXX)
+STEP=start
+T0=$(date +%s)
+
+log() { echo "test-install [$(($(date +%s) - T0))s] $*" >&2; }
+fail() { echo "test-install: FAILED at step '$STEP': $*" >&2; exit 1; }
+
+[ "$(id -u)" = 0 ] || fail "run as root (debootstrap and privileged containers need it)"
+command -v docker >/dev/null || fail "docker is missing"
+docker info >/dev/null 2>&1 || fail "cannot talk to the Docker daemon"
+
+cleanup() {
+    local rc=$?
+    set +e
+    if [ $rc -ne 0 ]; then
+        echo "---- control plane log (last 30 lines) ----" >&2
+        docker logs --tail 30 "$CP" 2>&1 | sed 's/^/  cp: /' >&2
+    fi
+    if [ "$KEEP" = 1 ]; then
+        log "--keep: containers $CP $HOST_A $HOST_B and network $NET are left running"
+    else
+        docker rm -f -v "$CP" "$HOST_A" "$HOST_B" >/dev/null 2>&1
+        docker volume rm "$P-a-containerd" "$P-b-containerd" >/dev/null 2>&1
+        docker network rm "$NET" >/dev/null 2>&1
+    fi
+    rm -rf "$WORK"
+    [ $rc -eq 0 ] && log "PASSED"
+    exit $rc
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+wait_for() { # DESCRIPTION SECONDS COMMAND...
+    local what=$1 limit=$2 start
+    shift 2
+    start=$(date +%s)
+    until "$@" >"$WORK/last" 2>&1; do
+        if [ $(($(date +%s) - start)) -ge "$limit" ]; then
+            fail "timed out after ${limit}s waiting for $what; last output: $(tail -5 "$WORK/last")"
+        fi
+        sleep 1
+    done
+    log "ok: $what"
+}
+
+# expect_fail DESCRIPTION PATTERN COMMAND...: COMMAND must fail and say PATTERN.
+expect_fail() {
+    local what=$1 pattern=$2
+    shift 2
+    if "$@" >"$WORK/out" 2>&1; then
+        fail "$what: succeeded, but should have failed: $(tail -3 "$WORK/out")"
+    fi
+    grep -q -- "$pattern" "$WORK/out" || fail "$what: failed without saying '$pattern': $(tail -3 "$WORK/out")"
+    log "ok: $what is refused: $(grep -m1 -- "$pattern" "$WORK/out" | cut -c1-160)"
+}
+
+json() { python3 -c "import json,sys; d=json.load(sys.stdin); r=($1); print(r if not isinstance(r,(dict,list)) else json.dumps(r))"; }
+
+# ------------------------------------------------------------ prerequisites
+STEP=prerequisites
+if [ ! -x "$BIN_DIR/berthd" ] || [ ! -x "$BIN_DIR/berth-agent" ] || ! docker image inspect berth/berthd:dev >/dev/null 2>&1; then
+    log "building the static binaries and the berthd image"
+    "$ROOT/deploy/images/build.sh" --only berthd
+fi
+
+if ! docker image inspect "$HOST_IMAGE" >/dev/null 2>&1; then
+    STEP="host image"
+    CACHE=$ROOT/target/test-host
+    if [ ! -f "$CACHE/rootfs.tar" ]; then
+        if ! command -v debootstrap >/dev/null; then
+            log "installing debootstrap"
+            DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >/dev/null \
+                || fail "apt-get install debootstrap failed"
+        fi
+        log "debootstrap $SUITE from $MIRROR (once; cached in $CACHE)"
+        rm -rf "$CACHE/rootfs"
+        mkdir -p "$CACHE"
+        timeout 1200 debootstrap --variant=minbase \
+            --include=systemd,systemd-sysv,dbus,curl,openssl,ca-certificates,procps,iproute2 \
+            "$SUITE" "$CACHE/rootfs" "$MIRROR" >"$CACHE/debootstrap.log" 2>&1 \
+            || fail "debootstrap failed: $(tail -5 "$CACHE/debootstrap.log")"
+        # No units that make no sense in a container.
+        rm -f "$CACHE/rootfs"/etc/systemd/system/*.wants/systemd-timesyncd.service
+        echo "$P" >"$CACHE/rootfs/etc/hostname"
+        tar -C "$CACHE/rootfs" -cf "$CACHE/rootfs.tar.tmp" . && mv "$CACHE/rootfs.tar.tmp" "$CACHE/rootfs.tar"
+        rm -rf "$CACHE/rootfs"
+    fi
+    log "docker import $HOST_IMAGE"
+    docker import --change 'CMD ["/sbin/init"]' --change 'ENV container=docker' \
+        "$CACHE/rootfs.tar" "$HOST_IMAGE" >/dev/null || fail "docker import failed"
+fi
+
+# ------------------------------------------------------------ control plane
+STEP="control plane"
+docker rm -f -v "$CP" "$HOST_A" "$HOST_B" >/dev/null 2>&1 || true
+docker network rm "$NET" >/dev/null 2>&1 || true
+docker network create "$NET" >/dev/null
+mkdir -p "$WORK/pki"
+"$BIN_DIR/berthd" pki init --dir "$WORK/ca" >/dev/null
+"$BIN_DIR/berthd" pki issue --dir "$WORK/ca" --node-id 1 --host "$CP" --host 127.0.0.1 --out "$WORK/pki" >/dev/null
+docker run -d --name "$CP" --network "$NET" --network-alias "$CP" -e NO_COLOR=1 \
+    -v "$WORK/pki:/pki:ro" berth/berthd:dev serve \
+    --node-id 1 --data-dir /data --listen 0.0.0.0:7400 --advertise "$CP:7400" \
+    --initial-cluster "1=$CP:7400" --pki-dir /pki --health-listen 0.0.0.0:7480 >/dev/null
+cp_ready() { docker exec "$CP" berthd health --url http://127.0.0.1:7480/readyz; }
+wait_for "control plane ready" 60 cp_ready
+cli() {
+    timeout 60 docker exec -e BERTH_ENDPOINT=127.0.0.1:7400 -e BERTH_CA_CERT=/pki/ca.crt \
+        -e "BERTH_TOKEN=$(cat "$WORK/pki/admin.token")" "$CP" berth "$@"
+}
+TOKEN=$(cli activation create --cluster default --max-registrations 4 --expires 1h 2>/dev/null) \
+    || fail "berth activation create failed"
+log "join token for activation $(echo "$TOKEN" | cut -d- -f2)"
+SERVER=$CP:7400
+instance_status() { cli instance describe "$1" -o json | json 'd["status"]'; }
+
+# -------------------------------------------------------- A: systemd host
+STEP="host A (systemd) start"
+docker volume create "$P-a-containerd" >/dev/null
+# A host-like container: what --privileged gives, minus CAP_SYS_RESOURCE
+# (--privileged fails where the Docker daemon itself lacks a capability,
+# as on Berth's CI machine), its own cgroup namespace, and the cgroup
+# mounts made writable before systemd starts.
+HOSTLIKE=(--cap-add ALL --cap-drop SYS_RESOURCE --security-opt seccomp=unconfined
+    --security-opt apparmor=unconfined --security-opt systempaths=unconfined --cgroupns=private)
+# shellcheck disable=SC2016  # expanded by the container's shell
+REMOUNT='for m in $(awk "\$3 == \"cgroup\" || \$3 == \"cgroup2\" {print \$2}" /proc/mounts); do mount -o remount,rw,bind $m; done'
+docker run -d --name "$HOST_A" --hostname host-a --network "$NET" "${HOSTLIKE[@]}" \
+    --tmpfs /run --tmpfs /run/lock --tmpfs /tmp \
+    -v "$P-a-containerd:/var/lib/containerd" \
+    -v "$ROOT/deploy/install:/berth-install:ro" \
+    "$HOST_IMAGE" sh -c "$REMOUNT; exec /sbin/init" >/dev/null
+systemd_up() {
+    local s
+    s=$(docker exec "$HOST_A" systemctl is-system-running 2>/dev/null || true)
+    case "$s" in running|degraded) return 0 ;; *) echo "systemd: ${s:-not answering}"; return 1 ;; esac
+}
+wait_for "systemd running in host A" 90 systemd_up
+in_a() { timeout 300 docker exec "$HOST_A" "$@"; }
+install_a() { in_a /berth-install/install-agent.sh "$@"; }
+
+STEP="host A refusals"
+expect_fail "a malformed token" "malformed" install_a --server "$SERVER" --token BERTH1-nothex-xx-yy
+WRONG=${TOKEN%-*}-$(printf '0%.0s' $(seq 1 64))
+expect_fail "a token pinning another CA" "is not the one the join token pins" install_a --server "$SERVER" --token "$WRONG"
+expect_fail "an unreachable server" "cannot reach any control-plane server" install_a --server "$CP:1" --token "$TOKEN"
+in_a test ! -e /usr/local/bin/berth-agent || fail "a refused install left /usr/local/bin/berth-agent behind"
+
+STEP="host A install"
+install_a --server "$SERVER" --token "$TOKEN" --attribute zone=test --attribute rack=7 \
+    --containerd-install >"$WORK/a1.out" 2>"$WORK/a1.err" \
+    || fail "install failed: $(tail -15 "$WORK/a1.err")"
+ID_A=$(tail -1 "$WORK/a1.out")
+[ -n "$ID_A" ] || fail "the installer printed no instance id"
+log "host A is instance $ID_A"
+[ "$(instance_status "$ID_A")" = ACTIVE ] || fail "instance $ID_A is $(instance_status "$ID_A"), not ACTIVE"
+cli instance describe "$ID_A" -o json | json 'd["attributes"]' | grep -q '"zone": "test"' \
+    || fail "instance $ID_A lacks the attribute zone=test"
+in_a systemd-analyze verify /etc/systemd/system/berth-agent.service >"$WORK/verify" 2>&1 \
+    || fail "systemd-analyze verify: $(cat "$WORK/verify")"
+log "ok: systemd-analyze verify berth-agent.service"
+[ "$(in_a stat -c %a /etc/berth/agent.toml)" = 600 ] || fail "/etc/berth/agent.toml is not mode 0600"
+in_a systemctl is-enabled --quiet berth-agent.service || fail "berth-agent.service is not enabled"
+[ "$(in_a curl -fsS --cacert /etc/berth/ca.crt "https://$SERVER/downloads/install-agent.sh" | head -1)" = '#!/usr/bin/env bash' ] \
+    || fail "https://$SERVER/downloads/install-agent.sh does not serve the installer"
+log "ok: the control plane serves the installer at /downloads/install-agent.sh"
+diff <(in_a /berth-install/install-agent.sh --print-unit) "$ROOT/deploy/install/berth-agent.service" >/dev/null \
+    || fail "the unit embedded in install-agent.sh differs from deploy/install/berth-agent.service"
+
+STEP="host A task"
+# A real task on the installed agent, from an image imported on the host
+# (no registry): it must survive `systemctl stop berth-agent` (KillMode=process).
+(cd "$ROOT" && RUSTFLAGS='-C target-feature=+crt-static' cargo build --locked --release -q \
+    -p berth-testapp --target "$TRIPLE" --target-dir "$ROOT/target/testapp-static") \
+    || fail "cargo build of berth-testapp failed"
+mkdir -p "$WORK/testapp/rootfs/etc" "$WORK/testapp/rootfs/tmp"
+install -m 0755 "$ROOT/target/testapp-static/$TRIPLE/release/berth-testapp" "$WORK/testapp/rootfs/berth-testapp"
+printf 'root:x:0:0:root:/root:/berth-testapp\n' >"$WORK/testapp/rootfs/etc/passwd"
+printf 'FROM scratch\nCOPY rootfs/ /\nENTRYPOINT ["/berth-testapp"]\nCMD ["serve"]\n' >"$WORK/testapp/Dockerfile"
+docker build -q -t berth-install-test/testapp:1 "$WORK/testapp" >/dev/null 2>&1 || fail "docker build of the test image failed"
+docker save -o "$WORK/testapp.tar" berth-install-test/testapp:1
+docker rmi berth-install-test/testapp:1 >/dev/null 2>&1 || true
+docker cp "$WORK/testapp.tar" "$HOST_A:/var/tmp/testapp.tar"   # /tmp is a tmpfs docker cp cannot see
+in_a berth-agent image import /var/tmp/testapp.tar >/dev/null 2>&1 || fail "berth-agent image import failed"
+cat >"$WORK/ticker.json" <<'JSON'
+{"family": "ticker", "networkMode": "none",
+ "containerDefinitions": [{"name": "app", "image": "docker.io/berth-install-test/testapp:1",
+   "essential": true, "cpu": 64, "memory": 32, "command": ["ticker", "500"]}]}
+JSON
+docker cp "$WORK/ticker.json" "$CP:/ticker.json"
+cli taskdef register -f /ticker.json >/dev/null || fail "taskdef register failed"
+TASK=$(cli task start --taskdef ticker --instance "$ID_A" -o json | json 'd[0]["id"]') || fail "task start failed"
+task_status() { cli task describe "$TASK" -o json | json 'd["lastStatus"]'; }
+task_running() { [ "$(task_status)" = RUNNING ]; }
+wait_for "task $TASK RUNNING on host A" 60 task_running
+cli task logs "$TASK" | grep -q 'testapp: args=\["ticker"' || fail "berth task logs shows no output of the task"
+in_a systemctl stop berth-agent.service
+in_a ctr -n berth tasks ls | grep -q RUNNING || fail "stopping berth-agent stopped the task container"
+log "ok: the task container kept running while berth-agent was stopped"
+in_a systemctl start berth-agent.service
+sleep 3
+task_running || fail "task $TASK is $(task_status) after the agent came back"
+log "ok: task $TASK still RUNNING after the agent restarted"
+
+STEP="host A re-run"
+PID1=$(in_a systemctl show -p MainPID --value berth-agent.service)
+install_a --server "$SERVER" --token "$TOKEN" --attribute zone=test --attribute rack=7 \
+    >"$WORK/a2.out" 2>"$WORK/a2.err" || fail "re-running the installer failed: $(tail -15 "$WORK/a2.err")"
+[ "$(tail -1 "$WORK/a2.out")" = "$ID_A" ] || fail "the re-run printed $(tail -1 "$WORK/a2.out"), not $ID_A"
+[ "$(in_a systemctl show -p MainPID --value berth-agent.service)" = "$PID1" ] \
+    || fail "the re-run restarted an unchanged agent"
+log "ok: re-run is idempotent (same instance, agent pid $PID1 kept)"
+
+STEP="host A agent restart"
+in_a systemctl restart berth-agent.service
+wait_for "instance $ID_A ACTIVE after systemctl restart" 60 bash -c "[ \"\$(docker exec $HOST_A curl -fsS http://127.0.0.1:7481/readyz)\" != '' ]"
+
+STEP="host A uninstall"
+install_a --uninstall >"$WORK/a3.out" 2>"$WORK/a3.err" || fail "uninstall failed: $(tail -5 "$WORK/a3.err")"
+if in_a ctr -n berth tasks ls 2>/dev/null | grep -q RUNNING; then fail "uninstall left task containers running"; fi
+grep -q "berth instance deregister $ID_A" "$WORK/a3.err" || fail "uninstall did not name the instance to deregister"
+for f in /usr/local/bin/berth-agent /etc/berth/agent.toml /etc/systemd/system/berth-agent.service /var/lib/berth-agent; do
+    in_a test ! -e "$f" || fail "uninstall left $f"
+done
+if in_a systemctl is-active --quiet berth-agent.service; then fail "berth-agent.service still active"; fi
+cli instance deregister "$ID_A" >/dev/null || fail "deregister $ID_A failed"
+log "ok: uninstalled, instance $ID_A deregistered"
+
+# ------------------------------------------------------- B: no systemd
+STEP="host B (no systemd)"
+docker volume create "$P-b-containerd" >/dev/null
+docker run -d --name "$HOST_B" --hostname host-b --network "$NET" "${HOSTLIKE[@]}" \
+    --tmpfs /run --tmpfs /tmp -v "$P-b-containerd:/var/lib/containerd" \
+    -v "$ROOT/deploy/install:/berth-install:ro" -v "$BIN_DIR/berth-agent:/opt/berth-agent:ro" \
+    "$HOST_IMAGE" sh -c "$REMOUNT; exec sleep infinity" >/dev/null
+in_b() { timeout 300 docker exec "$HOST_B" "$@"; }
+install_b() { in_b /berth-install/install-agent.sh "$@"; }
+expect_fail "a host without systemd" "re-run with --no-systemd" install_b --server "$SERVER" --token "$TOKEN"
+expect_fail "a host without containerd" "containerd is not installed" \
+    install_b --server "$SERVER" --token "$TOKEN" --no-systemd --binary /opt/berth-agent
+
+STEP="host B install (foreground)"
+docker exec -d "$HOST_B" sh -c "/berth-install/install-agent.sh --server $SERVER --token $TOKEN --no-systemd \
+    --containerd-install --binary /opt/berth-agent >/tmp/b1.out 2>/tmp/b1.err"
+b_id() { in_b sh -c 'test -s /tmp/b1.out && tail -1 /tmp/b1.out'; }
+wait_for "host B's installer to print an instance id" 240 b_id
+ID_B=$(b_id)
+log "host B is instance $ID_B"
+[ "$(instance_status "$ID_B")" = ACTIVE ] || fail "instance $ID_B is not ACTIVE"
+AGENT_PID=$(in_b cat /run/berth-agent.pid)
+
+STEP="host B re-run"
+install_b --server "$SERVER" --token "$TOKEN" --no-systemd --binary /opt/berth-agent \
+    >"$WORK/b2.out" 2>"$WORK/b2.err" || fail "re-run failed: $(tail -10 "$WORK/b2.err")"
+[ "$(tail -1 "$WORK/b2.out")" = "$ID_B" ] || fail "the re-run printed $(tail -1 "$WORK/b2.out"), not $ID_B"
+[ "$(in_b cat /run/berth-agent.pid)" = "$AGENT_PID" ] || fail "the re-run replaced the running agent"
+log "ok: re-run left the running agent (pid $AGENT_PID) alone"
+
+STEP="host B uninstall"
+install_b --uninstall >"$WORK/b3.out" 2>"$WORK/b3.err" || fail "uninstall failed: $(tail -5 "$WORK/b3.err")"
+if in_b kill -0 "$AGENT_PID" 2>/dev/null; then fail "the agent (pid $AGENT_PID) still runs after uninstall"; fi
+in_b test ! -e /usr/local/bin/berth-agent || fail "uninstall left the binary"
+wait_for "instance $ID_B DISCONNECTED after uninstall" 60 bash -c "[ \"\$(docker exec -e BERTH_ENDPOINT=127.0.0.1:7400 -e BERTH_CA_CERT=/pki/ca.crt -e BERTH_TOKEN=$(cat "$WORK/pki/admin.token") $CP berth instance describe $ID_B -o json | python3 -c 'import json,sys; print(json.load(sys.stdin)[\"status\"])')\" = DISCONNECTED ]"
+cli instance deregister "$ID_B" >/dev/null || fail "deregister $ID_B failed"
+STEP=finished

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# The deployment tests, for CI machines with Docker (run as root): builds
+# the static binaries and FROM-scratch images, runs the compose cluster's
+# smoke test, then the agent installer's end-to-end test. Each cleans up
+# after itself, also on failure. About 5 minutes once the caches are warm
+# (the first run also debootstraps a Debian rootfs for the installer test).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+deploy/images/build.sh
+deploy/compose/smoke.sh --skip-build
+deploy/install/test-install.sh
