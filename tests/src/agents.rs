@@ -3,7 +3,7 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::Duration;
 
 use anyhow::{anyhow, Context, Result};
@@ -151,17 +151,7 @@ impl AgentProc {
     }
 
     pub fn start(&mut self) -> Result<()> {
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)?;
-        let child = Command::new(binary("berth-agent"))
-            .args(&self.args)
-            .stdout(Stdio::null())
-            .stderr(file)
-            .spawn()
-            .context("spawn berth-agent")?;
-        self.child = Some(child);
+        self.child = Some(crate::spawn_logged("berth-agent", &self.args, &self.log)?);
         Ok(())
     }
 

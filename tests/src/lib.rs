@@ -62,19 +62,24 @@ pub struct ServerProc {
     child: Option<Child>,
 }
 
+/// Starts one of the workspace's binaries with its stderr appended to `log`
+/// (kept across restarts, so a test failure shows every run).
+pub fn spawn_logged(name: &str, args: &[String], log: &Path) -> Result<Child> {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)?;
+    Command::new(binary(name))
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(file)
+        .spawn()
+        .with_context(|| format!("spawning {name}"))
+}
+
 impl ServerProc {
     pub fn start(&mut self) -> Result<()> {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log_path)?;
-        let child = Command::new(binary("berthd"))
-            .args(&self.args)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .context("spawning berthd")?;
-        self.child = Some(child);
+        self.child = Some(spawn_logged("berthd", &self.args, &self.log_path)?);
         Ok(())
     }
 

@@ -353,18 +353,22 @@ impl From<&t::Task> for pb::Task {
             started_at_ms: task.started_at_ms,
             stopping_at_ms: task.stopping_at_ms,
             stopped_at_ms: task.stopped_at_ms,
-            overrides: task
-                .overrides
-                .iter()
-                .map(|(container, key, value)| pb::KeyValuePair {
-                    name: format!("{container}.env.{key}"),
-                    value: value.clone(),
-                })
-                .collect(),
+            overrides: overrides_to_wire(&task.overrides),
             cpu: u32::try_from(task.reservation.cpu).unwrap_or(u32::MAX),
             memory: u32::try_from(task.reservation.memory_mib).unwrap_or(u32::MAX),
         }
     }
+}
+
+/// RunTask overrides as `CONTAINER.env.KEY` = value pairs.
+pub fn overrides_to_wire(overrides: &[(String, String, String)]) -> Vec<pb::KeyValuePair> {
+    overrides
+        .iter()
+        .map(|(container, key, value)| pb::KeyValuePair {
+            name: format!("{container}.env.{key}"),
+            value: value.clone(),
+        })
+        .collect()
 }
 
 fn container_state_from_wire(

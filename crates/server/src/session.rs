@@ -573,14 +573,7 @@ fn assignment(state: &State, task: &Task) -> pb::Assignment {
             .task_definition(&task.family, task.revision)
             .cloned()
             .map(Into::into),
-        overrides: task
-            .overrides
-            .iter()
-            .map(|(container, key, value)| pb::KeyValuePair {
-                name: format!("{container}.env.{key}"),
-                value: value.clone(),
-            })
-            .collect(),
+        overrides: berth_proto::convert::overrides_to_wire(&task.overrides),
         last_status: task.last_status.as_str().to_string(),
         cluster: task.cluster.clone(),
     }
