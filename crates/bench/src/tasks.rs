@@ -1141,7 +1141,7 @@ impl Report {
             }
         ));
         s.push_str(
-            "| Real agent RSS | under 30 MiB | see the containerd runtime section (`berth-agent-bench`) | - |\n\n",
+            "| Real agent RSS | under 30 MiB | see \"The real agent's memory\" (`scripts/bench-agent-rss.sh`) | - |\n\n",
         );
 
         s.push_str("### Method\n\n");
