@@ -172,6 +172,13 @@ async fn tasks_are_placed_run_logged_and_stopped() -> Result<()> {
     assert_eq!(stopped.stop_code, "EssentialContainerExited", "{stopped:?}");
     assert_eq!(stopped.containers[0].exit_code, Some(3), "{stopped:?}");
     assert_eq!(stopped.desired_status, "STOPPED");
+    // Its output stays readable after it stopped (the agent keeps a stopped
+    // task's containers for its cleanup wait).
+    let last_words = task_logs(&a2, &exiting[0].id).await?;
+    assert!(
+        last_words.contains("args=[\"exit\", \"3\"]"),
+        "{last_words}"
+    );
 
     // A stop by hand: the container is stopped on the host.
     let stop = tasks_client(&a2)

@@ -98,6 +98,10 @@ struct Cli {
         global = true
     )]
     insecure_registry: Vec<String>,
+    /// How long a stopped task's containers and logs are kept before they
+    /// are removed (ECS's task cleanup wait).
+    #[arg(long, env = "BERTH_TASK_CLEANUP_WAIT", default_value = "10m", value_parser = parse_wait)]
+    task_cleanup_wait: Duration,
     /// Import every image tarball (*.tar) in DIR at start, for hosts that
     /// cannot reach a registry.
     #[arg(long, env = "BERTH_IMPORT_DIR")]
@@ -127,6 +131,10 @@ fn parse_attribute(text: &str) -> Result<(String, String), String> {
 
 fn parse_pull_policy(text: &str) -> Result<PullPolicy, String> {
     PullPolicy::parse(text).ok_or_else(|| format!("{text:?} is not `if-not-present` or `always`"))
+}
+
+fn parse_wait(text: &str) -> Result<Duration, String> {
+    berth_types::duration::parse_duration(text)
 }
 
 fn parse_interval(text: &str) -> Result<Duration, String> {
@@ -252,6 +260,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     attributes: cli.attributes,
                     ping_every: cli.ping_interval,
                     pull_policy: cli.pull_policy,
+                    cleanup_wait: cli.task_cleanup_wait,
                 },
                 cfg,
             )
@@ -303,6 +312,7 @@ struct JoinArgs {
     attributes: Vec<(String, String)>,
     ping_every: Duration,
     pull_policy: PullPolicy,
+    cleanup_wait: Duration,
 }
 
 /// Registers (or reuses the stored identity), then keeps the identity
@@ -347,6 +357,7 @@ async fn join_and_run(args: JoinArgs, containerd: ContainerdConfig) -> anyhow::R
         store.clone(),
         RunnerConfig {
             pull_policy: args.pull_policy,
+            cleanup_wait: args.cleanup_wait,
             ..RunnerConfig::default()
         },
         Control {

@@ -37,6 +37,10 @@ pub struct RunnerConfig {
     /// Between SIGTERM and SIGKILL when a container sets no `stopTimeout`
     /// (ECS's default is 30 s).
     pub default_stop_timeout: Duration,
+    /// How long a stopped task's containers (and so its logs) are kept
+    /// after the control plane recorded it STOPPED, like ECS's task cleanup
+    /// wait; zero removes them at once.
+    pub cleanup_wait: Duration,
 }
 
 impl Default for RunnerConfig {
@@ -44,6 +48,7 @@ impl Default for RunnerConfig {
         RunnerConfig {
             pull_policy: PullPolicy::IfNotPresent,
             default_stop_timeout: Duration::from_secs(30),
+            cleanup_wait: Duration::ZERO,
         }
     }
 }

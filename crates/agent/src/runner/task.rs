@@ -708,8 +708,18 @@ impl<R: Runtime> Actor<R> {
             .iter()
             .filter_map(|c| c.id.clone())
             .collect();
+        let wait = self.ctx.config.cleanup_wait;
+        if !wait.is_zero() {
+            info!(
+                wait_secs = wait.as_secs(),
+                "task stopped; its containers and logs are kept for the cleanup wait"
+            );
+        }
         self.side_op = Some(AbortOnDrop(tokio::spawn(
             async move {
+                // The actor stays alive meanwhile, so `berth task logs`
+                // still reads a stopped task's output.
+                tokio::time::sleep(wait).await;
                 remove_containers(runtime, &task_id, ids).await;
                 let _ = tx.send(Event::Removed).await;
             }

@@ -25,8 +25,11 @@ struct Harness {
 
 impl Harness {
     fn start(fake: Arc<FakeRuntime>, store: Store) -> Self {
-        let (runner, handle) =
-            Runner::new(fake.clone(), store.clone(), RunnerConfig::default()).expect("runner");
+        Self::start_with(fake, store, RunnerConfig::default())
+    }
+
+    fn start_with(fake: Arc<FakeRuntime>, store: Store, config: RunnerConfig) -> Self {
+        let (runner, handle) = Runner::new(fake.clone(), store.clone(), config).expect("runner");
         let task = tokio::spawn(runner.run());
         Harness {
             fake,
@@ -329,6 +332,35 @@ async fn desired_stopped_stops_then_final_status_removes_and_forgets() {
     assert!(loaded.tasks.is_empty());
     assert_eq!(loaded.last_sequence, 3);
     h.assert_forward_only();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stopped_tasks_containers_are_kept_for_the_cleanup_wait() {
+    let config = RunnerConfig {
+        cleanup_wait: Duration::from_secs(1800),
+        ..RunnerConfig::default()
+    };
+    let mut h = Harness::start_with(
+        Arc::new(FakeRuntime::default()),
+        Store::temporary().expect("store"),
+        config,
+    );
+    running_web_task(&mut h, "t1").await;
+    let web = container_id("t1", "web");
+    let mut stop = web_task("t1");
+    stop.desired_status = "STOPPED".into();
+    stop.last_status = "STOPPED".into();
+    h.apply(set(2, false, vec![stop])).await;
+    h.until_status("t1", "STOPPED").await;
+    // Ten minutes on: still there (and its logs readable through the agent).
+    h.settle().await;
+    assert!(h.fake.exists(&web), "removed before the cleanup wait");
+    assert!(h.handle.board().status("t1").is_some());
+    // Past the wait: removed and forgotten.
+    tokio::time::sleep(Duration::from_secs(1300)).await;
+    h.settle().await;
+    assert!(!h.fake.exists(&web));
+    assert_eq!(h.handle.board().status("t1"), None);
 }
 
 #[tokio::test(start_paused = true)]
