@@ -1,6 +1,7 @@
 //! The control API. Handlers validate, then either propose a command
 //! (`BerthNode::write`) or pass a read barrier and read the applied state.
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use berth_proto::pb;
@@ -169,7 +170,7 @@ impl TaskDefinitionService for Api {
             CommandOutput::TaskDefinition(td) => {
                 tracing::debug!(task_definition = %td.id(), "registered");
                 Ok(Response::new(pb::RegisterTaskDefinitionResponse {
-                    task_definition: Some(td.into()),
+                    task_definition: Some(Arc::unwrap_or_clone(td).into()),
                 }))
             }
             other => Err(unexpected(other)),
@@ -289,7 +290,7 @@ impl TaskDefinitionService for Api {
         {
             CommandOutput::TaskDefinition(td) => {
                 Ok(Response::new(pb::DeregisterTaskDefinitionResponse {
-                    task_definition: Some(td.into()),
+                    task_definition: Some(Arc::unwrap_or_clone(td).into()),
                 }))
             }
             other => Err(unexpected(other)),

@@ -193,11 +193,9 @@ impl BerthNode {
         commands: Vec<Command>,
     ) -> Result<Vec<CommandResult>, ServerError> {
         let deadline = Instant::now() + self.inner.request_timeout;
+        let request = Request::new(commands);
         loop {
-            let request = Request {
-                commands: commands.clone(),
-            };
-            let forward_to = match self.inner.raft.client_write(request).await {
+            let forward_to = match self.inner.raft.client_write(request.clone()).await {
                 Ok(response) => return Ok(response.data.results),
                 Err(RaftError::APIError(ClientWriteError::ForwardToLeader(fwd))) => fwd
                     .leader_id
@@ -207,7 +205,7 @@ impl BerthNode {
                 Err(RaftError::Fatal(_)) => return Err(ServerError::ShuttingDown),
             };
             if let Some((leader, node)) = forward_to {
-                match self.forward(&node.addr, &commands).await {
+                match self.forward(&node.addr, &request.commands).await {
                     Ok(Some(results)) => return Ok(results),
                     Ok(None) => tracing::debug!(leader, "forward target is no longer leader"),
                     Err(e) => return Err(e),
@@ -257,7 +255,7 @@ impl BerthNode {
     /// Serves a write forwarded by a follower: proposes it here, never
     /// forwards it further.
     pub async fn accept_forwarded(&self, commands: Vec<Command>) -> ForwardReply {
-        match self.inner.raft.client_write(Request { commands }).await {
+        match self.inner.raft.client_write(Request::new(commands)).await {
             Ok(response) => ForwardReply::Applied(response.data.results),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {
                 ForwardReply::NotLeader

@@ -12,6 +12,7 @@ mod state_machine;
 
 use std::io::Cursor;
 use std::path::Path;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -22,9 +23,22 @@ pub use state_machine::{StateMachineStore, StateReader};
 
 /// The payload of one Raft entry: every command a proposer batched together.
 /// Batching amortises one fsync and one replication round over many writes.
+///
+/// The commands are shared, not owned: openraft reads every entry back once
+/// to apply it and once per follower to replicate it, and a proposer keeps
+/// them for a retry, so cloning an entry must not copy its commands. On disk
+/// and on the wire this is the same as a plain `Vec<Command>`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Request {
-    pub commands: Vec<Command>,
+    pub commands: Arc<Vec<Command>>,
+}
+
+impl Request {
+    pub fn new(commands: Vec<Command>) -> Self {
+        Self {
+            commands: Arc::new(commands),
+        }
+    }
 }
 
 impl std::fmt::Display for Request {

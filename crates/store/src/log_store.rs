@@ -8,10 +8,16 @@
 //! up with many concurrent writers although openraft 0.9 appends one entry
 //! batch at a time. Flushing happens on plain threads, never via sled's
 //! `flush_async`, which can deadlock when awaited concurrently.
+//!
+//! The newest entries are also kept in memory, decoded: openraft reads each
+//! entry back right after appending it, once to apply it and once per
+//! follower to replicate it, and decoding a batch of task definitions from
+//! sled three times was a tenth of the leader's CPU.
 
+use std::collections::VecDeque;
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc, Mutex};
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{OptionalSend, RaftLogReader, StorageIOError};
@@ -20,12 +26,93 @@ use crate::codec::{decode, encode};
 use crate::keys::{self, log_index, log_key};
 use crate::{Entry, LogId, StorageError, StoreError, TypeConfig, Vote};
 
+/// Bounds of the in-memory tail: enough for every entry still being
+/// applied or replicated to a follower that keeps up; a follower further
+/// behind reads from sled.
+const RECENT_MAX_ENTRIES: usize = 4096;
+const RECENT_MAX_BYTES: usize = 64 * 1024 * 1024;
+
+/// The last entries of the log, decoded. Invariant: always a suffix of the
+/// log in sled (possibly empty), so an index at or above the first cached
+/// one is either cached or not in the log at all.
+#[derive(Default)]
+struct RecentEntries {
+    entries: VecDeque<(Entry, usize)>,
+    bytes: usize,
+}
+
+impl RecentEntries {
+    fn first_index(&self) -> Option<u64> {
+        self.entries.front().map(|(e, _)| e.log_id.index)
+    }
+
+    fn push(&mut self, entry: Entry, encoded_len: usize) {
+        let follows = self
+            .entries
+            .back()
+            .is_none_or(|(last, _)| last.log_id.index + 1 == entry.log_id.index);
+        if !follows {
+            // Not contiguous with what is cached (cannot happen while the
+            // suffix invariant holds, but a gap must never be served).
+            self.clear();
+        }
+        self.bytes += encoded_len;
+        self.entries.push_back((entry, encoded_len));
+        while self.entries.len() > RECENT_MAX_ENTRIES || self.bytes > RECENT_MAX_BYTES {
+            self.pop_front();
+        }
+    }
+
+    fn pop_front(&mut self) {
+        if let Some((_, len)) = self.entries.pop_front() {
+            self.bytes -= len;
+        }
+    }
+
+    fn clear(&mut self) {
+        self.entries.clear();
+        self.bytes = 0;
+    }
+
+    /// Drops every entry at or above `index`.
+    fn truncate(&mut self, index: u64) {
+        while let Some((last, len)) = self.entries.back() {
+            if last.log_id.index < index {
+                break;
+            }
+            self.bytes -= *len;
+            self.entries.pop_back();
+        }
+    }
+
+    /// Drops every entry at or below `index`.
+    fn purge(&mut self, index: u64) {
+        while self.first_index().is_some_and(|first| first <= index) {
+            self.pop_front();
+        }
+    }
+
+    /// Cached entries with index in `start..end`.
+    fn range(&self, start: u64, end: u64) -> impl Iterator<Item = Entry> + '_ {
+        let skip = self
+            .first_index()
+            .map_or(0, |first| start.saturating_sub(first) as usize);
+        self.entries
+            .iter()
+            .skip(skip)
+            .map(|(e, _)| e)
+            .take_while(move |e| e.log_id.index < end)
+            .cloned()
+    }
+}
+
 #[derive(Clone)]
 pub struct LogStore {
     db: sled::Db,
     log: sled::Tree,
     meta: sled::Tree,
     flusher: mpsc::Sender<LogFlushed<TypeConfig>>,
+    recent: Arc<Mutex<RecentEntries>>,
 }
 
 impl LogStore {
@@ -43,7 +130,29 @@ impl LogStore {
             log,
             meta,
             flusher: tx,
+            recent: Arc::default(),
         })
+    }
+
+    fn recent(&self) -> std::sync::MutexGuard<'_, RecentEntries> {
+        self.recent.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn read_from_sled(
+        &self,
+        start: u64,
+        end: Option<u64>,
+        into: &mut Vec<Entry>,
+    ) -> Result<(), StorageError> {
+        let iter = match end {
+            Some(end) => self.log.range(log_key(start)..log_key(end)),
+            None => self.log.range(log_key(start)..),
+        };
+        for item in iter {
+            let (_, bytes) = item.map_err(|e| read_err(e.into()))?;
+            into.push(decode::<Entry>("log entry", &bytes).map_err(read_err)?);
+        }
+        Ok(())
     }
 
     /// Makes everything written so far durable (used at shutdown too).
@@ -116,19 +225,39 @@ impl RaftLogReader<TypeConfig> for LogStore {
         range: RB,
     ) -> Result<Vec<Entry>, StorageError> {
         let start = match range.start_bound() {
-            Bound::Included(i) => log_key(*i),
-            Bound::Excluded(i) => log_key(i.saturating_add(1)),
-            Bound::Unbounded => log_key(0),
+            Bound::Included(i) => *i,
+            Bound::Excluded(i) => i.saturating_add(1),
+            Bound::Unbounded => 0,
         };
-        let iter = match range.end_bound() {
-            Bound::Included(i) => self.log.range(start..=log_key(*i)),
-            Bound::Excluded(i) => self.log.range(start..log_key(*i)),
-            Bound::Unbounded => self.log.range(start..),
+        // Exclusive; `None` is the end of the log.
+        let end = match range.end_bound() {
+            Bound::Included(i) => Some(i.saturating_add(1)),
+            Bound::Excluded(i) => Some(*i),
+            Bound::Unbounded => None,
         };
         let mut entries = Vec::new();
-        for item in iter {
-            let (_, bytes) = item.map_err(|e| read_err(e.into()))?;
-            entries.push(decode::<Entry>("log entry", &bytes).map_err(read_err)?);
+        if end.is_some_and(|end| end <= start) {
+            return Ok(entries);
+        }
+        // The part below the cached tail comes from sled, the rest from the
+        // cache; whatever lies beyond the cache is looked up in sled too, for
+        // an append that is still between its sled write and its cache push.
+        let first_cached = self.recent().first_index();
+        match first_cached {
+            Some(first) if first <= start => {}
+            Some(first) => self.read_from_sled(start, Some(end.map_or(first, |e| e.min(first))), &mut entries)?,
+            None => {
+                self.read_from_sled(start, end, &mut entries)?;
+                return Ok(entries);
+            }
+        }
+        let next = entries.last().map_or(start, |e| e.log_id.index + 1);
+        if end.is_none_or(|end| next < end) {
+            entries.extend(self.recent().range(next, end.unwrap_or(u64::MAX)));
+            let next = entries.last().map_or(start, |e| e.log_id.index + 1);
+            if end.is_none_or(|end| next < end) {
+                self.read_from_sled(next, end, &mut entries)?;
+            }
         }
         Ok(entries)
     }
@@ -194,10 +323,20 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I::IntoIter: OptionalSend,
     {
         let mut batch = sled::Batch::default();
+        let mut appended = Vec::new();
         for entry in entries {
-            batch.insert(&log_key(entry.log_id.index), encode(&entry));
+            let key = log_key(entry.log_id.index);
+            let bytes = encode(&entry);
+            appended.push((entry, bytes.len()));
+            batch.insert(&key, bytes);
         }
         self.log.apply_batch(batch).map_err(write_err)?;
+        {
+            let mut recent = self.recent();
+            for (entry, len) in appended {
+                recent.push(entry, len);
+            }
+        }
         if let Err(mpsc::SendError(callback)) = self.flusher.send(callback) {
             // The flush thread only ends if it panicked; report the entries as
             // not durable rather than pretending.
@@ -208,6 +347,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
         tracing::debug!(%log_id, "truncating raft log");
+        self.recent().truncate(log_id.index);
         let mut batch = sled::Batch::default();
         for item in self.log.range(log_key(log_id.index)..) {
             let (key, _) = item.map_err(write_err)?;
@@ -224,6 +364,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.meta
             .insert(keys::LAST_PURGED, encode(&log_id))
             .map_err(write_err)?;
+        self.recent().purge(log_id.index);
         let mut batch = sled::Batch::default();
         for item in self.log.range(..=log_key(log_id.index)) {
             let (key, _) = item.map_err(write_err)?;
@@ -232,5 +373,97 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         }
         self.log.apply_batch(batch).map_err(write_err)?;
         self.flush().await.map_err(write_err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use berth_types::Command;
+    use openraft::storage::RaftLogStorageExt;
+    use openraft::{CommittedLeaderId, EntryPayload};
+
+    fn entry(index: u64) -> Entry {
+        Entry {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+            payload: EntryPayload::Normal(crate::Request::new(vec![Command::DeleteCluster {
+                name: format!("c{index}"),
+            }])),
+        }
+    }
+
+    fn indexes(entries: &[Entry]) -> Vec<u64> {
+        entries.iter().map(|e| e.log_id.index).collect()
+    }
+
+    /// What a store with nothing cached (a restarted server) reads.
+    async fn uncached(db: &sled::Db, range: std::ops::Range<u64>) -> Vec<Entry> {
+        let mut fresh = LogStore::open(db).expect("open");
+        fresh.try_get_log_entries(range).await.expect("read")
+    }
+
+    #[tokio::test]
+    async fn reads_across_the_cached_tail_match_sled() {
+        let dir = tempfile::TempDir::new().expect("temp dir");
+        let db = sled::open(dir.path()).expect("open sled");
+        let mut store = LogStore::open(&db).expect("open");
+        store
+            .blocking_append((1..=10).map(entry))
+            .await
+            .expect("append");
+        // Pretend only the last four are cached, as after eviction.
+        store.recent().purge(6);
+        assert_eq!(store.recent().first_index(), Some(7));
+
+        for (start, end) in [(1, 11), (1, 7), (3, 9), (7, 11), (8, 9), (10, 20), (5, 5), (11, 15)] {
+            let got = store.try_get_log_entries(start..end).await.expect("read");
+            let want = uncached(&db, start..end).await;
+            assert_eq!(indexes(&got), indexes(&want), "range {start}..{end}");
+            assert_eq!(got, want, "range {start}..{end}");
+        }
+        let all = store.try_get_log_entries(..).await.expect("read");
+        assert_eq!(indexes(&all), (1..=10).collect::<Vec<_>>());
+
+        // A truncation drops the cached tail too; appends after it are
+        // served from the cache again, never the truncated entries.
+        store
+            .truncate(LogId::new(CommittedLeaderId::new(1, 1), 9))
+            .await
+            .expect("truncate");
+        let mut replacement = entry(9);
+        replacement.log_id = LogId::new(CommittedLeaderId::new(2, 1), 9);
+        store
+            .blocking_append([replacement.clone()])
+            .await
+            .expect("append");
+        let tail = store.try_get_log_entries(7..20).await.expect("read");
+        assert_eq!(indexes(&tail), vec![7, 8, 9]);
+        assert_eq!(tail[2], replacement);
+        assert_eq!(tail, uncached(&db, 7..20).await);
+
+        // A purge past the cached range leaves reads from sled only.
+        store
+            .purge(LogId::new(CommittedLeaderId::new(2, 1), 8))
+            .await
+            .expect("purge");
+        assert_eq!(store.recent().first_index(), Some(9));
+        let rest = store.try_get_log_entries(..).await.expect("read");
+        assert_eq!(indexes(&rest), vec![9]);
+    }
+
+    #[test]
+    fn the_cache_stays_within_its_bounds() {
+        let mut recent = RecentEntries::default();
+        for index in 1..=(RECENT_MAX_ENTRIES as u64 + 10) {
+            recent.push(entry(index), 100);
+        }
+        assert_eq!(recent.entries.len(), RECENT_MAX_ENTRIES);
+        assert_eq!(recent.first_index(), Some(11));
+        recent.push(entry(RECENT_MAX_ENTRIES as u64 + 11), RECENT_MAX_BYTES);
+        assert_eq!(recent.entries.len(), 1, "one oversized entry evicts the rest");
+        // A gap is never served: the cache restarts at the new entry.
+        recent.push(entry(RECENT_MAX_ENTRIES as u64 + 50), 10);
+        assert_eq!(recent.first_index(), Some(RECENT_MAX_ENTRIES as u64 + 50));
+        assert_eq!(recent.bytes, 10);
     }
 }

@@ -148,8 +148,11 @@ impl StateMachineStore {
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
-        // Encode under the read lock (a consistent cut), outside any await.
-        let (data, meta) = {
+        // A consistent cut under the read lock (cheap: the large records are
+        // shared, not copied), encoded after the lock is released so that
+        // applying entries is not held up for the length of the encoding.
+        let started = std::time::Instant::now();
+        let (payload, meta) = {
             let applied = self.applied.read().unwrap_or_else(|p| p.into_inner());
             let payload = SnapshotPayload {
                 last_applied: applied.last_applied,
@@ -168,11 +171,18 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
                 last_membership: applied.last_membership.clone(),
                 snapshot_id,
             };
-            (encode(&payload), meta)
+            (payload, meta)
         };
+        let data = encode(&payload);
+        drop(payload);
         self.save_snapshot(&meta, &data)
             .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
-        tracing::info!(last_log_id = ?meta.last_log_id, bytes = data.len(), "built snapshot");
+        tracing::info!(
+            last_log_id = ?meta.last_log_id,
+            bytes = data.len(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "built snapshot"
+        );
         Ok(Snapshot {
             meta,
             snapshot: Box::new(Cursor::new(data)),
@@ -205,8 +215,11 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 let response = match entry.payload {
                     EntryPayload::Blank => Response::default(),
                     EntryPayload::Normal(request) => Response {
-                        results: request
-                            .commands
+                        // Shared with the log's cache of recent entries
+                        // (and on the leader with the proposer) unless this
+                        // is the last reference.
+                        results: Arc::try_unwrap(request.commands)
+                            .unwrap_or_else(|shared| shared.as_ref().clone())
                             .into_iter()
                             .map(|command| applied.state.apply(command))
                             .collect(),

@@ -208,7 +208,7 @@ impl Command {
 pub enum CommandOutput {
     Cluster(Cluster),
     ClusterDeleted(String),
-    TaskDefinition(TaskDefinition),
+    TaskDefinition(std::sync::Arc<TaskDefinition>),
     ApiToken(ApiToken),
     Activation(Activation),
     Instance(Instance),

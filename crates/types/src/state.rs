@@ -5,6 +5,7 @@
 //! rather than rewriting the whole state after every entry.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -42,7 +43,7 @@ pub enum RecordKey {
 pub enum Record {
     Cluster(Cluster),
     Family(String, FamilyRecord),
-    TaskDefinition(TaskDefinition),
+    TaskDefinition(Arc<TaskDefinition>),
     ApiToken(ApiToken),
     Activation(Activation),
     Instance(Instance),
@@ -69,7 +70,9 @@ impl Record {
 pub struct State {
     pub(crate) clusters: BTreeMap<String, Cluster>,
     pub(crate) families: BTreeMap<String, FamilyRecord>,
-    pub(crate) task_definitions: BTreeMap<(String, u32), TaskDefinition>,
+    /// Shared so that the state, a snapshot of it and a command's output
+    /// can hold a definition without copying it.
+    pub(crate) task_definitions: BTreeMap<(String, u32), Arc<TaskDefinition>>,
     pub(crate) api_tokens: Map<String, ApiToken>,
     pub(crate) activations: Map<String, Activation>,
     pub(crate) instances: Map<String, Instance>,
@@ -535,7 +538,9 @@ impl State {
     }
 
     pub fn task_definition(&self, family: &str, revision: u32) -> Option<&TaskDefinition> {
-        self.task_definitions.get(&(family.to_string(), revision))
+        self.task_definitions
+            .get(&(family.to_string(), revision))
+            .map(Arc::as_ref)
     }
 
     /// The highest ACTIVE revision of a family, which is what a bare family
@@ -552,11 +557,13 @@ impl State {
     ) -> impl DoubleEndedIterator<Item = &'a TaskDefinition> + 'a {
         let start = (family.to_string(), 0);
         let end = (family.to_string(), u32::MAX);
-        self.task_definitions.range(start..=end).map(|(_, td)| td)
+        self.task_definitions
+            .range(start..=end)
+            .map(|(_, td)| td.as_ref())
     }
 
     pub fn task_definitions(&self) -> impl Iterator<Item = &TaskDefinition> {
-        self.task_definitions.values()
+        self.task_definitions.values().map(Arc::as_ref)
     }
 
     pub fn families(&self) -> impl Iterator<Item = (&str, u32)> {
@@ -636,14 +643,14 @@ impl State {
             .families
             .get(&family)
             .map_or(1, |f| f.last_revision + 1);
-        let definition = TaskDefinition {
+        let definition = Arc::new(TaskDefinition {
             family: family.clone(),
             revision,
             status: TaskDefinitionStatus::Active,
             registered_at_ms: at_ms,
             deregistered_at_ms: None,
             spec,
-        };
+        });
         self.families.insert(
             family.clone(),
             FamilyRecord {
@@ -672,6 +679,7 @@ impl State {
             ));
         };
         if definition.status == TaskDefinitionStatus::Active {
+            let definition = Arc::make_mut(definition);
             definition.status = TaskDefinitionStatus::Inactive;
             definition.deregistered_at_ms = Some(at_ms);
             self.changes
@@ -707,7 +715,7 @@ mod tests {
             spec: spec(family),
             at_ms: 1,
         })? {
-            CommandOutput::TaskDefinition(td) => Ok(td),
+            CommandOutput::TaskDefinition(td) => Ok(Arc::unwrap_or_clone(td)),
             other => panic!("unexpected output {other:?}"),
         }
     }
