@@ -105,7 +105,7 @@ impl Server {
     ) -> Result<(), ServerError> {
         let fresh = identity::claim(&options)?;
         let pki = Arc::new(tls::Pki::load(&options.pki_dir, options.node_id)?);
-        let (log, sm) = berth_store::open(&options.data_dir.join("db")).map_err(|e| {
+        let (log, sm) = berth_store::open(&options.data_dir).map_err(|e| {
             ServerError::FailedPrecondition(format!(
                 "data dir {} is not usable: {e}",
                 options.data_dir.display()

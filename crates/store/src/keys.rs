@@ -1,12 +1,10 @@
 //! Typed key spaces. Each kind of record lives in its own sled tree or under
 //! its own prefix byte; log indexes are big-endian so they sort numerically.
 
-use berth_types::RecordKey;
-
 pub const LOG_TREE: &str = "raft_log";
 pub const RAFT_META_TREE: &str = "raft_meta";
-/// State machine records and the state machine's own metadata share one tree
-/// so that applying an entry is a single atomic sled batch.
+/// Where earlier versions wrote the state through on every apply (records
+/// and metadata) and kept their snapshot; read once when upgrading.
 pub const STATE_TREE: &str = "state_machine";
 pub const SNAPSHOT_TREE: &str = "snapshot";
 
@@ -32,16 +30,6 @@ pub fn sm_meta(name: &str) -> Vec<u8> {
     let mut key = vec![META_PREFIX];
     key.extend_from_slice(name.as_bytes());
     key
-}
-
-pub fn record_key(key: &RecordKey) -> Vec<u8> {
-    let mut bytes = vec![RECORD_PREFIX];
-    bytes.extend_from_slice(&crate::codec::encode(key));
-    bytes
-}
-
-pub fn is_record(key: &[u8]) -> bool {
-    key.first() == Some(&RECORD_PREFIX)
 }
 
 pub fn record_prefix() -> [u8; 1] {

@@ -8,6 +8,7 @@
 mod codec;
 mod keys;
 mod log_store;
+mod snapshot_file;
 mod state_machine;
 
 use std::io::Cursor;
@@ -102,21 +103,31 @@ pub enum StoreError {
         what: String,
         source: bincode::Error,
     },
+    #[error("snapshot file {path}: {source}")]
+    SnapshotFile {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("snapshot file {path} is damaged ({reason}); remove this server's data dir and re-add it to the cluster so that it receives a fresh snapshot")]
+    SnapshotCorrupt { path: String, reason: String },
 }
 
-/// Opens (or creates) a server's database and returns its two halves.
+/// Opens (or creates) a server's storage under `dir`: the sled database
+/// (Raft log, vote, and the state of older versions) in `dir/db`, the newest
+/// state machine snapshot in `dir/snapshots`.
 pub fn open(dir: &Path) -> Result<(LogStore, StateMachineStore), StoreError> {
+    let db_dir = dir.join("db");
     let db = sled::Config::new()
-        .path(dir)
+        .path(&db_dir)
         // Durability comes from explicit flushes at the points Raft needs
         // them; the periodic background flush only adds fsyncs.
         .flush_every_ms(None)
         .open()
         .map_err(|source| StoreError::Open {
-            path: dir.display().to_string(),
+            path: db_dir.display().to_string(),
             source,
         })?;
     let log = LogStore::open(&db)?;
-    let sm = StateMachineStore::open(&db)?;
+    let sm = StateMachineStore::open(&db, &dir.join("snapshots"))?;
     Ok((log, sm))
 }

@@ -245,7 +245,11 @@ impl RaftLogReader<TypeConfig> for LogStore {
         let first_cached = self.recent().first_index();
         match first_cached {
             Some(first) if first <= start => {}
-            Some(first) => self.read_from_sled(start, Some(end.map_or(first, |e| e.min(first))), &mut entries)?,
+            Some(first) => self.read_from_sled(
+                start,
+                Some(end.map_or(first, |e| e.min(first))),
+                &mut entries,
+            )?,
             None => {
                 self.read_from_sled(start, end, &mut entries)?;
                 return Ok(entries);
@@ -415,7 +419,16 @@ mod tests {
         store.recent().purge(6);
         assert_eq!(store.recent().first_index(), Some(7));
 
-        for (start, end) in [(1, 11), (1, 7), (3, 9), (7, 11), (8, 9), (10, 20), (5, 5), (11, 15)] {
+        for (start, end) in [
+            (1, 11),
+            (1, 7),
+            (3, 9),
+            (7, 11),
+            (8, 9),
+            (10, 20),
+            (5, 5),
+            (11, 15),
+        ] {
             let got = store.try_get_log_entries(start..end).await.expect("read");
             let want = uncached(&db, start..end).await;
             assert_eq!(indexes(&got), indexes(&want), "range {start}..{end}");
@@ -460,7 +473,11 @@ mod tests {
         assert_eq!(recent.entries.len(), RECENT_MAX_ENTRIES);
         assert_eq!(recent.first_index(), Some(11));
         recent.push(entry(RECENT_MAX_ENTRIES as u64 + 11), RECENT_MAX_BYTES);
-        assert_eq!(recent.entries.len(), 1, "one oversized entry evicts the rest");
+        assert_eq!(
+            recent.entries.len(),
+            1,
+            "one oversized entry evicts the rest"
+        );
         // A gap is never served: the cache restarts at the new entry.
         recent.push(entry(RECENT_MAX_ENTRIES as u64 + 50), 10);
         assert_eq!(recent.first_index(), Some(RECENT_MAX_ENTRIES as u64 + 50));

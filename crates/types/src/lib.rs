@@ -20,7 +20,7 @@ pub use access::{Activation, ApiToken, Instance, InstanceStatus, Registration, R
 pub use cluster::{Cluster, ClusterSettings, ClusterStatus, DEFAULT_CLUSTER};
 pub use command::{Command, CommandOutput, RunTasks, TaskPlacement, TaskReport};
 pub use error::{FieldError, StateError, ValidationErrors};
-pub use state::{ClientTokenRecord, Record, RecordKey, State, TaskEvent};
+pub use state::{ClientTokenRecord, Record, State, TaskEvent};
 pub use task::{
     ContainerState, ContainerStatus, DesiredStatus, Health, StopCode, Task, TaskStatus,
 };

@@ -1,8 +1,9 @@
 //! The replicated state and its deterministic transition function.
 //!
-//! `State::apply` is the only writer. It records which records each command
-//! touched so the storage layer can persist exactly those (write-through),
-//! rather than rewriting the whole state after every entry.
+//! `State::apply` is the only writer. The storage layer keeps the state in
+//! memory and makes it durable through the Raft log and snapshots; `Record`
+//! is the per-record form earlier versions persisted, still read when a data
+//! dir from one of them is opened.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -25,19 +26,6 @@ pub struct FamilyRecord {
     pub last_revision: u32,
 }
 
-/// Identifies one persisted record.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub enum RecordKey {
-    Cluster(String),
-    Family(String),
-    TaskDefinition(String, u32),
-    ApiToken(String),
-    Activation(String),
-    Instance(String),
-    Task(String),
-    ClientToken(String),
-}
-
 /// One persisted record, as the storage layer writes and reloads it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Record {
@@ -49,21 +37,6 @@ pub enum Record {
     Instance(Instance),
     Task(Task),
     ClientToken(String, ClientTokenRecord),
-}
-
-impl Record {
-    pub fn key(&self) -> RecordKey {
-        match self {
-            Record::Cluster(c) => RecordKey::Cluster(c.name.clone()),
-            Record::Family(name, _) => RecordKey::Family(name.clone()),
-            Record::TaskDefinition(td) => RecordKey::TaskDefinition(td.family.clone(), td.revision),
-            Record::ApiToken(t) => RecordKey::ApiToken(t.id.clone()),
-            Record::Activation(a) => RecordKey::Activation(a.id.clone()),
-            Record::Instance(i) => RecordKey::Instance(i.id.clone()),
-            Record::Task(t) => RecordKey::Task(t.id.clone()),
-            Record::ClientToken(token, _) => RecordKey::ClientToken(token.clone()),
-        }
-    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -79,9 +52,6 @@ pub struct State {
     pub(crate) tasks: Map<String, Task>,
     /// RunTask client tokens, so a retried request never starts tasks twice.
     pub(crate) client_tokens: Map<String, ClientTokenRecord>,
-    /// Records touched since the last `take_changes`; not part of the state.
-    #[serde(skip)]
-    pub(crate) changes: Vec<RecordKey>,
     /// Tasks whose assignment or status changed since the last
     /// `take_task_events`; the leader uses them to update agent sessions.
     #[serde(skip)]
@@ -156,7 +126,6 @@ impl State {
             instances: Map::new(),
             tasks: Map::new(),
             client_tokens: Map::new(),
-            changes: Vec::new(),
             task_events: Vec::new(),
             tasks_by_instance: HashMap::new(),
             provisioning: BTreeSet::new(),
@@ -225,7 +194,6 @@ impl State {
                     .ok_or_else(|| StateError::not_found("API token", id.clone()))?;
                 if token.revoked_at_ms.is_none() {
                     token.revoked_at_ms = Some(at_ms);
-                    self.changes.push(RecordKey::ApiToken(id));
                 }
                 Ok(CommandOutput::ApiToken(token.clone()))
             }
@@ -258,7 +226,6 @@ impl State {
                     revoked_at_ms: None,
                 };
                 self.activations.insert(id.clone(), activation.clone());
-                self.changes.push(RecordKey::Activation(id));
                 Ok(CommandOutput::Activation(activation))
             }
             Command::RevokeActivation { id, at_ms } => {
@@ -268,7 +235,6 @@ impl State {
                     .ok_or_else(|| StateError::not_found("activation", id.clone()))?;
                 if activation.revoked_at_ms.is_none() {
                     activation.revoked_at_ms = Some(at_ms);
-                    self.changes.push(RecordKey::Activation(id));
                 }
                 Ok(CommandOutput::Activation(activation.clone()))
             }
@@ -287,7 +253,6 @@ impl State {
                     )));
                 }
                 instance.certificate_expires_at_ms = expires_at_ms;
-                self.changes.push(RecordKey::Instance(instance_id));
                 Ok(CommandOutput::Instance(instance.clone()))
             }
             Command::DeregisterInstance { instance_id, at_ms } => {
@@ -299,7 +264,6 @@ impl State {
                     instance.status = InstanceStatus::Inactive;
                     instance.deregistered_at_ms = Some(at_ms);
                     instance.agent_connected = false;
-                    self.changes.push(RecordKey::Instance(instance_id.clone()));
                     self.stop_instance_tasks(
                         &instance_id,
                         &format!("instance {instance_id} was deregistered"),
@@ -313,7 +277,6 @@ impl State {
     }
 
     fn insert_token(&mut self, token: ApiToken) -> Result<CommandOutput, StateError> {
-        self.changes.push(RecordKey::ApiToken(token.id.clone()));
         self.api_tokens.insert(token.id.clone(), token.clone());
         Ok(CommandOutput::ApiToken(token))
     }
@@ -403,42 +366,8 @@ impl State {
         if let Some(activation) = self.activations.get_mut(&r.activation_id) {
             activation.registrations += 1;
         }
-        self.changes.push(RecordKey::Activation(r.activation_id));
-        self.changes.push(RecordKey::Instance(instance.id.clone()));
         self.instances.insert(instance.id.clone(), instance.clone());
         Ok(CommandOutput::Instance(instance))
-    }
-
-    /// Records changed since the previous call, each once, in key order.
-    pub fn take_changes(&mut self) -> Vec<RecordKey> {
-        let mut changes = std::mem::take(&mut self.changes);
-        changes.sort();
-        changes.dedup();
-        changes
-    }
-
-    /// The current value of a record; `None` when it was deleted.
-    pub fn record(&self, key: &RecordKey) -> Option<Record> {
-        match key {
-            RecordKey::Cluster(name) => self.clusters.get(name).cloned().map(Record::Cluster),
-            RecordKey::Family(name) => self
-                .families
-                .get(name)
-                .map(|f| Record::Family(name.clone(), *f)),
-            RecordKey::TaskDefinition(family, rev) => self
-                .task_definitions
-                .get(&(family.clone(), *rev))
-                .cloned()
-                .map(Record::TaskDefinition),
-            RecordKey::ApiToken(id) => self.api_tokens.get(id).cloned().map(Record::ApiToken),
-            RecordKey::Activation(id) => self.activations.get(id).cloned().map(Record::Activation),
-            RecordKey::Instance(id) => self.instances.get(id).cloned().map(Record::Instance),
-            RecordKey::Task(id) => self.tasks.get(id).cloned().map(Record::Task),
-            RecordKey::ClientToken(token) => self
-                .client_tokens
-                .get(token)
-                .map(|r| Record::ClientToken(token.clone(), r.clone())),
-        }
     }
 
     /// Puts a persisted record back when the storage layer reloads state.
@@ -592,7 +521,6 @@ impl State {
             settings,
         };
         self.clusters.insert(name.clone(), cluster.clone());
-        self.changes.push(RecordKey::Cluster(name));
         Ok(CommandOutput::Cluster(cluster))
     }
 
@@ -626,7 +554,6 @@ impl State {
             )));
         }
         self.clusters.remove(&name);
-        self.changes.push(RecordKey::Cluster(name.clone()));
         Ok(CommandOutput::ClusterDeleted(name))
     }
 
@@ -659,9 +586,6 @@ impl State {
         );
         self.task_definitions
             .insert((family.clone(), revision), definition.clone());
-        self.changes.push(RecordKey::Family(family.clone()));
-        self.changes
-            .push(RecordKey::TaskDefinition(family, revision));
         Ok(CommandOutput::TaskDefinition(definition))
     }
 
@@ -682,8 +606,6 @@ impl State {
             let definition = Arc::make_mut(definition);
             definition.status = TaskDefinitionStatus::Inactive;
             definition.deregistered_at_ms = Some(at_ms);
-            self.changes
-                .push(RecordKey::TaskDefinition(family, revision));
         }
         // Deregistering twice is not an error: the outcome the caller asked
         // for holds, and retries after a lost reply must stay harmless.
@@ -815,8 +737,7 @@ mod tests {
             })
             .unwrap_err();
         assert!(matches!(err, StateError::Invalid(_)));
-        assert!(state.take_changes().is_empty());
-        assert_eq!(state.families().count(), 0);
+        assert_eq!(state, State::new());
         // The refused registration did not consume a revision number.
         assert_eq!(register(&mut state, "web").unwrap().revision, 1);
     }
@@ -836,7 +757,7 @@ mod tests {
     }
 
     #[test]
-    fn changes_name_each_touched_record_and_rebuild_the_state() {
+    fn records_rebuild_the_state() {
         let mut state = State::new();
         register(&mut state, "web").unwrap();
         state
@@ -846,18 +767,9 @@ mod tests {
                 at_ms: 2,
             })
             .unwrap();
-        let changes = state.take_changes();
-        assert_eq!(
-            changes,
-            vec![
-                RecordKey::Cluster("edge".into()),
-                RecordKey::Family("web".into()),
-                RecordKey::TaskDefinition("web".into(), 1),
-            ]
-        );
-        assert!(state.take_changes().is_empty());
 
-        // Reloading only the persisted records reproduces the state.
+        // Reloading the records an earlier version persisted reproduces
+        // the state.
         let mut reloaded = State::new();
         for record in state.records() {
             reloaded.load_record(record);

@@ -14,7 +14,7 @@ use crate::cluster::ClusterSettings;
 use crate::command::{Command, CommandOutput, RunTasks, TaskPlacement, TaskReport};
 use crate::error::{FieldError, StateError, ValidationErrors};
 use crate::resources::{reserve, Resources};
-use crate::state::{ClientTokenRecord, RecordKey, State, TaskEvent};
+use crate::state::{ClientTokenRecord, State, TaskEvent};
 use crate::task::{DesiredStatus, StopCode, Task, TaskStatus};
 use crate::taskdef::TaskDefinitionStatus;
 
@@ -79,7 +79,6 @@ impl State {
                     .ok_or_else(|| StateError::not_found("cluster", name.clone()))?;
                 cluster.settings = settings;
                 let out = cluster.clone();
-                self.changes.push(RecordKey::Cluster(name));
                 Ok(CommandOutput::Cluster(out))
             }
             Command::RunTasks(run) => self.run_tasks(run),
@@ -206,7 +205,6 @@ impl State {
     }
 
     fn instance_changed(&mut self, id: &str) {
-        self.changes.push(RecordKey::Instance(id.to_string()));
         self.task_events.push(TaskEvent {
             instance_id: Some(id.to_string()),
             task_id: String::new(),
@@ -216,7 +214,6 @@ impl State {
     /// Records a change to a task: persisted, indexed, announced to the
     /// session of its instance (whose assignment sequence moves on).
     fn task_changed(&mut self, task_id: &str) {
-        self.changes.push(RecordKey::Task(task_id.to_string()));
         let Some(task) = self.tasks.get(task_id) else {
             return;
         };
@@ -226,7 +223,6 @@ impl State {
         if let Some(iid) = &instance_id {
             if let Some(instance) = self.instances.get_mut(iid) {
                 instance.assignment_seq += 1;
-                self.changes.push(RecordKey::Instance(iid.clone()));
             }
         }
         self.task_events.push(TaskEvent {
@@ -438,7 +434,6 @@ impl State {
                     task_ids: run.task_ids,
                 },
             );
-            self.changes.push(RecordKey::ClientToken(token));
         }
         Ok(CommandOutput::Tasks(created))
     }
@@ -463,7 +458,6 @@ impl State {
             };
             if task.last_status == TaskStatus::Provisioning && task.placement_reason != reason {
                 task.placement_reason = reason;
-                self.changes.push(RecordKey::Task(task_id));
             }
         }
         CommandOutput::Placed { placed, rejected }
@@ -504,8 +498,6 @@ impl State {
             .capacity
             .allocate(&task.reservation)
             .map_err(|conflict| format!("instance {}: {conflict}", p.instance_id))?;
-        self.changes
-            .push(RecordKey::Instance(p.instance_id.clone()));
         if let Some(task) = self.tasks.get_mut(&p.task_id) {
             task.instance_id = Some(p.instance_id.clone());
             task.placement_reason.clear();
@@ -557,8 +549,6 @@ impl State {
                 }
             }
             if changed {
-                self.changes
-                    .push(RecordKey::Instance(instance_id.to_string()));
                 self.task_changed(&report.task_id);
                 updated.push(report.task_id);
             }
@@ -618,8 +608,6 @@ impl State {
                 let reservation = task.reservation.clone();
                 if let Some(instance) = self.instances.get_mut(instance_id) {
                     let _ = instance.capacity.release(&reservation);
-                    self.changes
-                        .push(RecordKey::Instance(instance_id.to_string()));
                 }
                 self.task_changed(&id);
             }
@@ -651,7 +639,6 @@ impl State {
             .collect();
         for id in &expired {
             self.tasks.remove(id);
-            self.changes.push(RecordKey::Task(id.clone()));
         }
         let old_tokens: Vec<String> = self
             .client_tokens
@@ -661,7 +648,6 @@ impl State {
             .collect();
         for token in old_tokens {
             self.client_tokens.remove(&token);
-            self.changes.push(RecordKey::ClientToken(token));
         }
         u32::try_from(expired.len()).unwrap_or(u32::MAX)
     }

@@ -1,0 +1,198 @@
+//! The newest snapshot, kept as one file that is replaced atomically: the
+//! new one is written beside it, synced, renamed over it, and the directory
+//! synced, so a crash leaves either the old snapshot or the new one, whole.
+//!
+//! Layout: magic, metadata length (u64 LE), metadata (bincode), data length
+//! (u64 LE), data, CRC-32 of everything before it (u32 LE).
+
+use std::fs::{self, File};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use crate::codec::{decode, encode};
+use crate::{LogId, SnapshotMeta, StoreError};
+
+const MAGIC: &[u8; 8] = b"BERTHSN1";
+const CURRENT: &str = "current";
+const WRITING: &str = "current.writing";
+
+pub(crate) struct SnapshotFile {
+    dir: PathBuf,
+    /// Held while replacing the file; also the last id written, so that a
+    /// slower writer never replaces a newer snapshot with an older one.
+    written: Mutex<Option<LogId>>,
+}
+
+fn io_error(path: &Path, source: std::io::Error) -> StoreError {
+    StoreError::SnapshotFile {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+fn corrupt(path: &Path, reason: impl Into<String>) -> StoreError {
+    StoreError::SnapshotCorrupt {
+        path: path.display().to_string(),
+        reason: reason.into(),
+    }
+}
+
+impl SnapshotFile {
+    pub(crate) fn open(dir: &Path) -> Result<Self, StoreError> {
+        fs::create_dir_all(dir).map_err(|e| io_error(dir, e))?;
+        // Left by a crash mid-write; the previous snapshot is intact.
+        let writing = dir.join(WRITING);
+        match fs::remove_file(&writing) {
+            Ok(()) => {
+                tracing::info!(path = %writing.display(), "removed a partly written snapshot")
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_error(&writing, e)),
+        }
+        let file = Self {
+            dir: dir.to_path_buf(),
+            written: Mutex::new(None),
+        };
+        if let Some((meta, _)) = file.read()? {
+            *file.lock() = meta.last_log_id;
+        }
+        Ok(file)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<LogId>> {
+        self.written.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The newest snapshot, or `None` before the first one.
+    pub(crate) fn read(&self) -> Result<Option<(SnapshotMeta, Vec<u8>)>, StoreError> {
+        let path = self.dir.join(CURRENT);
+        let mut bytes = Vec::new();
+        match File::open(&path) {
+            Ok(mut f) => f.read_to_end(&mut bytes).map_err(|e| io_error(&path, e))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io_error(&path, e)),
+        };
+        let Some((body, crc)) = bytes.split_last_chunk::<4>() else {
+            return Err(corrupt(&path, "shorter than its header"));
+        };
+        if crc32fast::hash(body) != u32::from_le_bytes(*crc) {
+            return Err(corrupt(&path, "checksum mismatch"));
+        }
+        let rest = body
+            .strip_prefix(MAGIC.as_slice())
+            .ok_or_else(|| corrupt(&path, "not a Berth snapshot file"))?;
+        let (meta_bytes, rest) =
+            take_sized(rest).ok_or_else(|| corrupt(&path, "bad metadata length"))?;
+        let (data, rest) = take_sized(rest).ok_or_else(|| corrupt(&path, "bad data length"))?;
+        if !rest.is_empty() {
+            return Err(corrupt(&path, "trailing bytes"));
+        }
+        let meta: SnapshotMeta = decode("snapshot metadata", meta_bytes)?;
+        Ok(Some((meta, data.to_vec())))
+    }
+
+    /// Durably replaces the snapshot, unless a newer one is already there.
+    /// Blocking: call it off the async runtime.
+    pub(crate) fn write(&self, meta: &SnapshotMeta, data: &[u8]) -> Result<(), StoreError> {
+        let mut written = self.lock();
+        if written.is_some() && *written > meta.last_log_id {
+            tracing::debug!(snapshot = %meta.snapshot_id, "a newer snapshot is already on disk");
+            return Ok(());
+        }
+        let path = self.dir.join(WRITING);
+        let meta_bytes = encode(meta);
+        let mut hasher = crc32fast::Hasher::new();
+        let mut file = File::create(&path).map_err(|e| io_error(&path, e))?;
+        for part in [
+            MAGIC.as_slice(),
+            &(meta_bytes.len() as u64).to_le_bytes(),
+            &meta_bytes,
+            &(data.len() as u64).to_le_bytes(),
+            data,
+        ] {
+            hasher.update(part);
+            file.write_all(part).map_err(|e| io_error(&path, e))?;
+        }
+        file.write_all(&hasher.finalize().to_le_bytes())
+            .map_err(|e| io_error(&path, e))?;
+        file.sync_all().map_err(|e| io_error(&path, e))?;
+        drop(file);
+        let current = self.dir.join(CURRENT);
+        fs::rename(&path, &current).map_err(|e| io_error(&current, e))?;
+        File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| io_error(&self.dir, e))?;
+        *written = meta.last_log_id;
+        Ok(())
+    }
+}
+
+/// Splits a u64-LE-length-prefixed slice off the front.
+fn take_sized(bytes: &[u8]) -> Option<(&[u8], &[u8])> {
+    let (len, rest) = bytes.split_first_chunk::<8>()?;
+    let len = usize::try_from(u64::from_le_bytes(*len)).ok()?;
+    (rest.len() >= len).then(|| rest.split_at(len))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::StoredMembership;
+    use openraft::CommittedLeaderId;
+
+    fn meta(index: u64) -> SnapshotMeta {
+        SnapshotMeta {
+            last_log_id: Some(LogId::new(CommittedLeaderId::new(1, 1), index)),
+            last_membership: StoredMembership::default(),
+            snapshot_id: format!("s{index}"),
+        }
+    }
+
+    #[test]
+    fn round_trips_and_never_goes_back() {
+        let dir = tempfile::TempDir::new().expect("temp dir");
+        let file = SnapshotFile::open(dir.path()).expect("open");
+        assert!(file.read().expect("read").is_none());
+        file.write(&meta(10), b"ten").expect("write");
+        file.write(&meta(5), b"five")
+            .expect("older write is ignored");
+        let (m, data) = file.read().expect("read").expect("a snapshot");
+        assert_eq!(m.snapshot_id, "s10");
+        assert_eq!(data, b"ten");
+
+        // Reopening remembers what is on disk.
+        let reopened = SnapshotFile::open(dir.path()).expect("reopen");
+        reopened
+            .write(&meta(7), b"seven")
+            .expect("older write is ignored");
+        assert_eq!(reopened.read().expect("read").expect("snapshot").1, b"ten");
+        reopened.write(&meta(11), b"eleven").expect("write");
+        assert_eq!(
+            reopened.read().expect("read").expect("snapshot").1,
+            b"eleven"
+        );
+    }
+
+    #[test]
+    fn a_damaged_file_is_refused_and_a_partial_write_ignored() {
+        let dir = tempfile::TempDir::new().expect("temp dir");
+        let file = SnapshotFile::open(dir.path()).expect("open");
+        file.write(&meta(3), b"three").expect("write");
+        fs::write(dir.path().join(WRITING), b"half a snapshot").expect("write partial");
+        let reopened = SnapshotFile::open(dir.path()).expect("reopen");
+        assert!(!dir.path().join(WRITING).exists());
+        assert_eq!(
+            reopened.read().expect("read").expect("snapshot").1,
+            b"three"
+        );
+
+        let path = dir.path().join(CURRENT);
+        let mut bytes = fs::read(&path).expect("read file");
+        let middle = bytes.len() / 2;
+        bytes[middle] ^= 0x40;
+        fs::write(&path, &bytes).expect("damage");
+        let err = reopened.read().expect_err("damaged file must be refused");
+        assert!(err.to_string().contains("checksum"), "{err}");
+    }
+}

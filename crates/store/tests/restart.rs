@@ -1,0 +1,215 @@
+//! The state survives restarts: it is the newest snapshot file plus the
+//! committed log entries after it, which openraft applies again on start.
+//! A one-server Raft on the real sled store and snapshot files.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use berth_store::rpc::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotError, InstallSnapshotRequest,
+    InstallSnapshotResponse, RaftError, VoteRequest, VoteResponse,
+};
+use berth_store::{Node, NodeId, Raft, Request, TypeConfig};
+use berth_types::Command;
+use openraft::error::{NetworkError, RPCError};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use tempfile::TempDir;
+
+/// A single server never calls its peers; any call is a test failure.
+struct NoPeers;
+
+fn no_peer<E: std::error::Error>() -> RPCError<NodeId, Node, E> {
+    RPCError::Network(NetworkError::new(&std::io::Error::other(
+        "a single-server cluster has no peers",
+    )))
+}
+
+impl RaftNetwork<TypeConfig> for NoPeers {
+    async fn append_entries(
+        &mut self,
+        _: AppendEntriesRequest,
+        _: RPCOption,
+    ) -> Result<AppendEntriesResponse, RPCError<NodeId, Node, RaftError>> {
+        Err(no_peer())
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        _: InstallSnapshotRequest,
+        _: RPCOption,
+    ) -> Result<InstallSnapshotResponse, RPCError<NodeId, Node, RaftError<InstallSnapshotError>>>
+    {
+        Err(no_peer())
+    }
+
+    async fn vote(
+        &mut self,
+        _: VoteRequest,
+        _: RPCOption,
+    ) -> Result<VoteResponse, RPCError<NodeId, Node, RaftError>> {
+        Err(no_peer())
+    }
+}
+
+impl RaftNetworkFactory<TypeConfig> for NoPeers {
+    type Network = NoPeers;
+    async fn new_client(&mut self, _: NodeId, _: &Node) -> NoPeers {
+        NoPeers
+    }
+}
+
+/// Retries while the previous incarnation's tasks, which openraft ends
+/// after `shutdown` returns, still hold sled's lock on the directory.
+async fn retry_locked<T, E: std::fmt::Debug>(mut open: impl FnMut() -> Result<T, E>) -> T {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match open() {
+            Ok(v) => return v,
+            Err(e) if std::time::Instant::now() < deadline && format!("{e:?}").contains("lock") => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("open: {e:?}"),
+        }
+    }
+}
+
+async fn start(dir: &TempDir) -> (Raft, berth_store::StateReader) {
+    let (log, sm) = retry_locked(|| berth_store::open(dir.path())).await;
+    let reader = sm.reader();
+    let config = openraft::Config {
+        heartbeat_interval: 50,
+        election_timeout_min: 150,
+        election_timeout_max: 300,
+        // Only the snapshot the test asks for.
+        snapshot_policy: openraft::SnapshotPolicy::Never,
+        max_in_snapshot_log_to_keep: 0,
+        ..Default::default()
+    };
+    let raft = Raft::new(
+        1,
+        Arc::new(config.validate().expect("config")),
+        NoPeers,
+        log,
+        sm,
+    )
+    .await
+    .expect("start raft");
+    let _ = raft
+        .initialize(BTreeMap::from([(1, Node::default())]))
+        .await;
+    raft.wait(Some(Duration::from_secs(10)))
+        .state(openraft::ServerState::Leader, "leader")
+        .await
+        .expect("becomes leader");
+    (raft, reader)
+}
+
+async fn create_clusters(raft: &Raft, names: impl Iterator<Item = String>) {
+    for name in names {
+        let response = raft
+            .client_write(Request::new(vec![Command::CreateCluster {
+                name,
+                settings: Default::default(),
+                at_ms: 1,
+            }]))
+            .await
+            .expect("write");
+        assert!(response.data.results[0].is_ok(), "{:?}", response.data);
+    }
+}
+
+fn cluster_names(reader: &berth_store::StateReader) -> Vec<String> {
+    let applied = reader.read();
+    applied.state.clusters().map(|c| c.name.clone()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn state_is_the_snapshot_plus_the_log_after_it() {
+    let dir = TempDir::new().expect("temp dir");
+    let (raft, _) = start(&dir).await;
+    create_clusters(&raft, (0..20).map(|i| format!("before-{i:02}"))).await;
+    raft.trigger().snapshot().await.expect("trigger snapshot");
+    raft.wait(Some(Duration::from_secs(10)))
+        .metrics(|m| m.snapshot.is_some(), "snapshot built")
+        .await
+        .expect("snapshot");
+    // Written after the snapshot: only in the log.
+    create_clusters(&raft, (0..15).map(|i| format!("after-{i:02}"))).await;
+    raft.shutdown().await.expect("shutdown");
+    drop(raft);
+
+    assert!(dir.path().join("snapshots/current").exists());
+    let (raft, reader) = start(&dir).await;
+    let names = cluster_names(&reader);
+    for i in 0..20 {
+        assert!(
+            names.contains(&format!("before-{i:02}")),
+            "before-{i:02} lost: {names:?}"
+        );
+    }
+    for i in 0..15 {
+        assert!(
+            names.contains(&format!("after-{i:02}")),
+            "after-{i:02} lost: {names:?}"
+        );
+    }
+    // A second restart, with writes on both sides, changes nothing either.
+    create_clusters(&raft, std::iter::once("third".to_string())).await;
+    raft.shutdown().await.expect("shutdown");
+    drop(raft);
+    let (raft, reader) = start(&dir).await;
+    assert_eq!(cluster_names(&reader).len(), names.len() + 1);
+    raft.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn state_written_through_by_an_earlier_version_is_loaded_then_superseded() {
+    let dir = TempDir::new().expect("temp dir");
+    // Lay out what an earlier version left: records in the state tree, no
+    // snapshot file, an empty log (as after a purge up to last_applied).
+    let mut state = berth_types::State::new();
+    state
+        .apply(Command::CreateCluster {
+            name: "kept".into(),
+            settings: Default::default(),
+            at_ms: 1,
+        })
+        .expect("apply");
+    {
+        let db = sled::open(dir.path().join("db")).expect("sled");
+        let tree = db.open_tree("state_machine").expect("tree");
+        for (i, record) in state.records().enumerate() {
+            let mut key = vec![b'r'];
+            key.extend_from_slice(&(i as u64).to_be_bytes());
+            tree.insert(key, bincode::serialize(&record).expect("encode"))
+                .expect("insert");
+        }
+        db.flush().expect("flush");
+    }
+    let (raft, reader) = start(&dir).await;
+    assert!(cluster_names(&reader).contains(&"kept".to_string()));
+    create_clusters(&raft, std::iter::once("new".to_string())).await;
+    raft.trigger().snapshot().await.expect("trigger snapshot");
+    raft.wait(Some(Duration::from_secs(10)))
+        .metrics(|m| m.snapshot.is_some(), "snapshot built")
+        .await
+        .expect("snapshot");
+    raft.shutdown().await.expect("shutdown");
+    drop(raft);
+
+    {
+        let db = retry_locked(|| sled::open(dir.path().join("db"))).await;
+        assert!(
+            !db.tree_names()
+                .iter()
+                .any(|n| n.as_ref() == b"state_machine"),
+            "the old state tree is dropped once a snapshot file exists"
+        );
+    }
+    let (raft, reader) = start(&dir).await;
+    let names = cluster_names(&reader);
+    assert!(names.contains(&"kept".to_string()), "{names:?}");
+    assert!(names.contains(&"new".to_string()), "{names:?}");
+    raft.shutdown().await.expect("shutdown");
+}
