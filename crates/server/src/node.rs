@@ -75,9 +75,11 @@ pub enum ForwardReply {
 
 type BarrierWaiter = oneshot::Sender<Result<(), ServerError>>;
 
+/// Commands that must land in the same Raft entry: one API write, or a
+/// batch a follower forwarded (all of it applied, or none).
 struct Proposal {
-    command: Command,
-    reply: oneshot::Sender<Result<CommandResult, ServerError>>,
+    commands: Vec<Command>,
+    reply: oneshot::Sender<Result<Vec<CommandResult>, ServerError>>,
 }
 
 #[derive(Clone)]
@@ -176,14 +178,25 @@ impl BerthNode {
 
     /// Proposes one command; concurrent callers share Raft entries.
     pub async fn write(&self, command: Command) -> Result<CommandOutput, ServerError> {
+        let mut results = self.propose(vec![command]).await?;
+        match results.pop() {
+            Some(result) if results.is_empty() => Ok(result?),
+            _ => Err(ServerError::OutcomeUnknown(
+                "the leader returned no result for the write".into(),
+            )),
+        }
+    }
+
+    /// Queues commands for the batcher, which puts them in one entry
+    /// together with whatever else is waiting.
+    async fn propose(&self, commands: Vec<Command>) -> Result<Vec<CommandResult>, ServerError> {
         let (reply, rx) = oneshot::channel();
         self.inner
             .proposals
-            .send(Proposal { command, reply })
+            .send(Proposal { commands, reply })
             .await
             .map_err(|_| ServerError::ShuttingDown)?;
-        let result = rx.await.map_err(|_| ServerError::ShuttingDown)??;
-        Ok(result?)
+        rx.await.map_err(|_| ServerError::ShuttingDown)?
     }
 
     /// Proposes a batch as one entry, here or on the leader. Retries only
@@ -252,13 +265,19 @@ impl BerthNode {
         }
     }
 
-    /// Serves a write forwarded by a follower: proposes it here, never
-    /// forwards it further.
+    /// Serves a write forwarded by a follower. It goes through this
+    /// server's batcher, so forwarded batches share entries with each other
+    /// and with local writes, but stays whole in one entry. A server that is
+    /// not leader says so rather than forwarding it further.
     pub async fn accept_forwarded(&self, commands: Vec<Command>) -> ForwardReply {
-        match self.inner.raft.client_write(Request::new(commands)).await {
-            Ok(response) => ForwardReply::Applied(response.data.results),
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {
-                ForwardReply::NotLeader
+        if !self.is_leader() {
+            return ForwardReply::NotLeader;
+        }
+        let count = commands.len();
+        match self.propose(commands).await {
+            Ok(results) if results.len() == count => ForwardReply::Applied(results),
+            Ok(results) => {
+                ForwardReply::Failed(format!("{} results for {count} commands", results.len()))
             }
             Err(e) => ForwardReply::Failed(e.to_string()),
         }
@@ -525,43 +544,64 @@ async fn barrier_loop(node: BerthNode, mut rx: mpsc::UnboundedReceiver<BarrierWa
 }
 
 /// Collects proposals into batches and proposes a few batches at a time.
+/// A proposal is never split: one that does not fit waits for the next batch.
 async fn batch_loop(node: BerthNode, mut rx: mpsc::Receiver<Proposal>) {
     let in_flight = Arc::new(Semaphore::new(MAX_BATCHES_IN_FLIGHT));
-    while let Some(first) = rx.recv().await {
+    let mut carried: Option<Proposal> = None;
+    loop {
+        let first = match carried.take() {
+            Some(p) => p,
+            None => match rx.recv().await {
+                Some(p) => p,
+                None => return,
+            },
+        };
         let Ok(permit) = in_flight.clone().acquire_owned().await else {
             return;
         };
         // While waiting for a permit more proposals queued up; take them all.
+        let mut size = first.commands.len();
         let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
+        while size < MAX_BATCH {
             match rx.try_recv() {
-                Ok(p) => batch.push(p),
+                Ok(p) if size + p.commands.len() <= MAX_BATCH => {
+                    size += p.commands.len();
+                    batch.push(p);
+                }
+                Ok(p) => {
+                    carried = Some(p);
+                    break;
+                }
                 Err(_) => break,
             }
         }
         let node = node.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            let (commands, replies): (Vec<_>, Vec<_>) =
-                batch.into_iter().map(|p| (p.command, p.reply)).unzip();
-            let count = commands.len();
+            let mut commands = Vec::with_capacity(size);
+            let mut replies = Vec::with_capacity(batch.len());
+            for proposal in batch {
+                replies.push((proposal.reply, proposal.commands.len()));
+                commands.extend(proposal.commands);
+            }
             match node.write_batch(commands).await {
-                Ok(results) if results.len() == count => {
-                    for (reply, result) in replies.into_iter().zip(results) {
-                        let _ = reply.send(Ok(result));
+                Ok(results) if results.len() == size => {
+                    let mut results = results.into_iter();
+                    for (reply, count) in replies {
+                        let _ = reply.send(Ok(results.by_ref().take(count).collect()));
                     }
                 }
                 Ok(results) => {
                     let e = format!(
-                        "leader returned {} results for {count} commands",
+                        "leader returned {} results for {size} commands",
                         results.len()
                     );
-                    for reply in replies {
+                    for (reply, _) in replies {
                         let _ = reply.send(Err(ServerError::OutcomeUnknown(e.clone())));
                     }
                 }
                 Err(e) => {
-                    for reply in replies {
+                    for (reply, _) in replies {
                         let _ = reply.send(Err(e.clone()));
                     }
                 }

@@ -212,7 +212,7 @@ fn drop_legacy_state(db: &sled::Db) -> Result<(), StoreError> {
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
-        // A consistent cut under the read lock (cheap: the large records are
+        // A consistent cut under the read lock (cheap: task definitions are
         // shared, not copied), encoded after the lock is released so that
         // applying entries is not held up for the length of the encoding.
         let started = std::time::Instant::now();
@@ -237,8 +237,10 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
             };
             (payload, meta)
         };
-        let data = encode(&payload);
-        drop(payload);
+        // Encoding a large state takes a while: off the async workers.
+        let data = tokio::task::spawn_blocking(move || encode(&payload))
+            .await
+            .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
         let data = self.persist_snapshot(&meta, data).await?;
         tracing::info!(
             last_log_id = ?meta.last_log_id,
