@@ -23,7 +23,7 @@ use crate::network::{decode, encode, is_connect_failure, Network, Peers};
 /// size limit while amortising fsync and replication over many writes.
 const MAX_BATCH: usize = 256;
 /// Entries proposed concurrently by one server's batcher.
-const MAX_BATCHES_IN_FLIGHT: usize = 8;
+const MAX_BATCHES_IN_FLIGHT: usize = 4;
 const LEADER_POLL: Duration = Duration::from_millis(50);
 
 pub type CommandResult = Result<CommandOutput, StateError>;
