@@ -88,7 +88,8 @@ struct Tuning {
     /// Minimum election timeout (the maximum is 1.25 times this).
     #[arg(long, default_value_t = 500, env = "BERTH_ELECTION_TIMEOUT_MS")]
     election_timeout_ms: u64,
-    /// Build a snapshot (and compact the log) after this many entries.
+    /// Build a snapshot (and compact the log) after this many entries; also
+    /// the most entries a restart applies again on top of the snapshot.
     #[arg(long, default_value_t = 10_000, env = "BERTH_SNAPSHOT_THRESHOLD")]
     snapshot_threshold: u64,
     /// Entries kept in the log behind a snapshot, for followers that lag a little.
