@@ -29,8 +29,8 @@ use crate::{Entry, LogId, StorageError, StoreError, TypeConfig, Vote};
 /// Bounds of the in-memory tail: enough for every entry still being
 /// applied or replicated to a follower that keeps up; a follower further
 /// behind reads from sled.
-const RECENT_MAX_ENTRIES: usize = 4096;
-const RECENT_MAX_BYTES: usize = 64 * 1024 * 1024;
+const RECENT_MAX_ENTRIES: usize = 1024;
+const RECENT_MAX_BYTES: usize = 16 * 1024 * 1024;
 
 /// The last entries of the log, decoded. Invariant: always a suffix of the
 /// log in sled (possibly empty), so an index at or above the first cached
