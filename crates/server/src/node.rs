@@ -559,22 +559,9 @@ async fn batch_loop(node: BerthNode, mut rx: mpsc::Receiver<Proposal>) {
         let Ok(permit) = in_flight.clone().acquire_owned().await else {
             return;
         };
-        // While waiting for a permit more proposals queued up; take them all.
-        let mut size = first.commands.len();
-        let mut batch = vec![first];
-        while size < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(p) if size + p.commands.len() <= MAX_BATCH => {
-                    size += p.commands.len();
-                    batch.push(p);
-                }
-                Ok(p) => {
-                    carried = Some(p);
-                    break;
-                }
-                Err(_) => break,
-            }
-        }
+        // While waiting for a permit more proposals queued up; take them.
+        let (batch, size, left_over) = fill_batch(first, &mut rx, MAX_BATCH);
+        carried = left_over;
         let node = node.clone();
         tokio::spawn(async move {
             let _permit = permit;
@@ -607,5 +594,69 @@ async fn batch_loop(node: BerthNode, mut rx: mpsc::Receiver<Proposal>) {
                 }
             }
         });
+    }
+}
+
+/// `first` plus what is queued, up to `max` commands in all, never splitting
+/// a proposal (`first` goes even when it alone is larger). Returns the batch,
+/// its command count and the queued proposal that did not fit, if any.
+fn fill_batch(
+    first: Proposal,
+    rx: &mut mpsc::Receiver<Proposal>,
+    max: usize,
+) -> (Vec<Proposal>, usize, Option<Proposal>) {
+    let mut size = first.commands.len();
+    let mut batch = vec![first];
+    while size < max {
+        match rx.try_recv() {
+            Ok(p) if size + p.commands.len() <= max => {
+                size += p.commands.len();
+                batch.push(p);
+            }
+            Ok(p) => return (batch, size, Some(p)),
+            Err(_) => break,
+        }
+    }
+    (batch, size, None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn proposal(commands: usize) -> Proposal {
+        let (reply, _) = oneshot::channel();
+        Proposal {
+            commands: (0..commands)
+                .map(|i| Command::DeleteCluster {
+                    name: format!("c{i}"),
+                })
+                .collect(),
+            reply,
+        }
+    }
+
+    fn sizes(batch: &[Proposal]) -> Vec<usize> {
+        batch.iter().map(|p| p.commands.len()).collect()
+    }
+
+    #[tokio::test]
+    async fn batches_take_whole_proposals_up_to_the_limit() {
+        let (tx, mut rx) = mpsc::channel(16);
+        for n in [100, 100, 10, 300, 5] {
+            tx.send(proposal(n)).await.expect("queue");
+        }
+        let first = rx.recv().await.expect("first");
+        let (batch, size, carried) = fill_batch(first, &mut rx, 256);
+        assert_eq!((sizes(&batch), size), (vec![100, 100, 10], 210));
+        // 300 does not fit: it is carried to the next batch, alone, whole.
+        let carried = carried.expect("a proposal that did not fit");
+        let (batch, size, carried) = fill_batch(carried, &mut rx, 256);
+        assert_eq!((sizes(&batch), size), (vec![300], 300));
+        assert!(carried.is_none());
+        let first = rx.recv().await.expect("last");
+        let (batch, _, carried) = fill_batch(first, &mut rx, 256);
+        assert_eq!(sizes(&batch), vec![5]);
+        assert!(carried.is_none());
     }
 }
