@@ -240,27 +240,29 @@ impl RaftLogReader<TypeConfig> for LogStore {
             return Ok(entries);
         }
         // The part below the cached tail comes from sled, the rest from the
-        // cache; whatever lies beyond the cache is looked up in sled too, for
-        // an append that is still between its sled write and its cache push.
+        // cache; whatever the cache does not hold (evicted meanwhile, or an
+        // append still between its sled write and its cache push) from sled
+        // again. The cache is read under one lock, so it never leaves a gap.
+        let mut next = start;
         let first_cached = self.recent().first_index();
-        match first_cached {
-            Some(first) if first <= start => {}
-            Some(first) => self.read_from_sled(
-                start,
-                Some(end.map_or(first, |e| e.min(first))),
-                &mut entries,
-            )?,
-            None => {
-                self.read_from_sled(start, end, &mut entries)?;
-                return Ok(entries);
-            }
+        if let Some(first) = first_cached.filter(|first| *first > start) {
+            let below = end.map_or(first, |end| end.min(first));
+            self.read_from_sled(start, Some(below), &mut entries)?;
+            next = entries.last().map_or(start, |e| e.log_id.index + 1);
         }
-        let next = entries.last().map_or(start, |e| e.log_id.index + 1);
         if end.is_none_or(|end| next < end) {
-            entries.extend(self.recent().range(next, end.unwrap_or(u64::MAX)));
-            let next = entries.last().map_or(start, |e| e.log_id.index + 1);
-            if end.is_none_or(|end| next < end) {
-                self.read_from_sled(next, end, &mut entries)?;
+            {
+                let recent = self.recent();
+                if recent.first_index().is_some_and(|first| first <= next) {
+                    entries.extend(recent.range(next, end.unwrap_or(u64::MAX)));
+                }
+            }
+            let after = entries
+                .last()
+                .map_or(next, |e| e.log_id.index + 1)
+                .max(next);
+            if end.is_none_or(|end| after < end) {
+                self.read_from_sled(after, end, &mut entries)?;
             }
         }
         Ok(entries)
