@@ -43,6 +43,32 @@ struct Common {
     client_token: Option<String>,
 }
 
+impl Common {
+    /// The command for `count` new tasks: placed by the scheduler when
+    /// `instance_ids` is empty (RunTask), else one on each (StartTask).
+    fn into_run(
+        self,
+        count: usize,
+        instance_ids: Vec<String>,
+        placement_strategies: Vec<String>,
+        placement_constraints: Vec<String>,
+    ) -> RunTasks {
+        RunTasks {
+            cluster: self.cluster,
+            task_definition: self.task_definition,
+            task_ids: (0..count).map(|_| new_task_id()).collect(),
+            instance_ids,
+            group: self.group,
+            started_by: self.started_by,
+            placement_strategies,
+            placement_constraints,
+            overrides: self.overrides,
+            client_token: self.client_token,
+            at_ms: now_ms(),
+        }
+    }
+}
+
 fn common(
     cluster: String,
     task_definition: String,
@@ -128,21 +154,13 @@ impl TaskService for TasksApi {
             req.overrides,
             req.client_token,
         )?;
-        let tasks = self
-            .run(RunTasks {
-                cluster: c.cluster,
-                task_definition: c.task_definition,
-                task_ids: (0..count).map(|_| new_task_id()).collect(),
-                instance_ids: Vec::new(),
-                group: c.group,
-                started_by: c.started_by,
-                placement_strategies: req.placement_strategies,
-                placement_constraints: req.placement_constraints,
-                overrides: c.overrides,
-                client_token: c.client_token,
-                at_ms: now_ms(),
-            })
-            .await?;
+        let run = c.into_run(
+            count,
+            Vec::new(),
+            req.placement_strategies,
+            req.placement_constraints,
+        );
+        let tasks = self.run(run).await?;
         tracing::info!(tasks = tasks.len(), "tasks accepted");
         Ok(Response::new(pb::RunTaskResponse { tasks }))
     }
@@ -173,21 +191,13 @@ impl TaskService for TasksApi {
             req.overrides,
             req.client_token,
         )?;
-        let tasks = self
-            .run(RunTasks {
-                cluster: c.cluster,
-                task_definition: c.task_definition,
-                task_ids: req.instance_ids.iter().map(|_| new_task_id()).collect(),
-                instance_ids: req.instance_ids,
-                group: c.group,
-                started_by: c.started_by,
-                placement_strategies: Vec::new(),
-                placement_constraints: Vec::new(),
-                overrides: c.overrides,
-                client_token: c.client_token,
-                at_ms: now_ms(),
-            })
-            .await?;
+        let run = c.into_run(
+            req.instance_ids.len(),
+            req.instance_ids,
+            Vec::new(),
+            Vec::new(),
+        );
+        let tasks = self.run(run).await?;
         Ok(Response::new(pb::StartTaskResponse { tasks }))
     }
 
