@@ -100,7 +100,7 @@ struct Cli {
     insecure_registry: Vec<String>,
     /// How long a stopped task's containers and logs are kept before they
     /// are removed (ECS's task cleanup wait).
-    #[arg(long, env = "BERTH_TASK_CLEANUP_WAIT", default_value = "10m", value_parser = parse_wait)]
+    #[arg(long, env = "BERTH_TASK_CLEANUP_WAIT", default_value = "10m", value_parser = berth_types::duration::parse_duration)]
     task_cleanup_wait: Duration,
     /// Import every image tarball (*.tar) in DIR at start, for hosts that
     /// cannot reach a registry.
@@ -131,10 +131,6 @@ fn parse_attribute(text: &str) -> Result<(String, String), String> {
 
 fn parse_pull_policy(text: &str) -> Result<PullPolicy, String> {
     PullPolicy::parse(text).ok_or_else(|| format!("{text:?} is not `if-not-present` or `always`"))
-}
-
-fn parse_wait(text: &str) -> Result<Duration, String> {
-    berth_types::duration::parse_duration(text)
 }
 
 fn parse_interval(text: &str) -> Result<Duration, String> {

@@ -273,12 +273,9 @@ impl BerthNode {
         if !self.is_leader() {
             return ForwardReply::NotLeader;
         }
-        let count = commands.len();
+        // The batcher hands every proposal exactly one result per command.
         match self.propose(commands).await {
-            Ok(results) if results.len() == count => ForwardReply::Applied(results),
-            Ok(results) => {
-                ForwardReply::Failed(format!("{} results for {count} commands", results.len()))
-            }
+            Ok(results) => ForwardReply::Applied(results),
             Err(e) => ForwardReply::Failed(e.to_string()),
         }
     }
@@ -396,7 +393,8 @@ impl BerthNode {
     }
 
     pub fn is_leader(&self) -> bool {
-        self.metrics().state == ServerState::Leader
+        // Borrowed, not cloned: every forwarded batch asks.
+        self.inner.raft.metrics().borrow().state == ServerState::Leader
     }
 
     /// Adds a server as a learner, waits for it to catch up, then (unless

@@ -17,6 +17,9 @@ const MAGIC: &[u8; 8] = b"BERTHSN1";
 const CURRENT: &str = "current";
 const WRITING: &str = "current.writing";
 
+/// A snapshot as stored: its metadata and its encoded state.
+pub(crate) type Stored = (SnapshotMeta, Vec<u8>);
+
 pub(crate) struct SnapshotFile {
     dir: PathBuf,
     /// Held while replacing the file; also the last id written, so that a
@@ -39,7 +42,9 @@ fn corrupt(path: &Path, reason: impl Into<String>) -> StoreError {
 }
 
 impl SnapshotFile {
-    pub(crate) fn open(dir: &Path) -> Result<Self, StoreError> {
+    /// Opens the directory and returns the snapshot in it, if any (read
+    /// once here: it can be large).
+    pub(crate) fn open(dir: &Path) -> Result<(Self, Option<Stored>), StoreError> {
         fs::create_dir_all(dir).map_err(|e| io_error(dir, e))?;
         // Left by a crash mid-write; the previous snapshot is intact.
         let writing = dir.join(WRITING);
@@ -54,10 +59,11 @@ impl SnapshotFile {
             dir: dir.to_path_buf(),
             written: Mutex::new(None),
         };
-        if let Some((meta, _)) = file.read()? {
+        let current = file.read()?;
+        if let Some((meta, _)) = &current {
             *file.lock() = meta.last_log_id;
         }
-        Ok(file)
+        Ok((file, current))
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Option<LogId>> {
@@ -65,7 +71,7 @@ impl SnapshotFile {
     }
 
     /// The newest snapshot, or `None` before the first one.
-    pub(crate) fn read(&self) -> Result<Option<(SnapshotMeta, Vec<u8>)>, StoreError> {
+    pub(crate) fn read(&self) -> Result<Option<Stored>, StoreError> {
         let path = self.dir.join(CURRENT);
         let mut bytes = Vec::new();
         match File::open(&path) {
@@ -152,8 +158,8 @@ mod tests {
     #[test]
     fn round_trips_and_never_goes_back() {
         let dir = tempfile::TempDir::new().expect("temp dir");
-        let file = SnapshotFile::open(dir.path()).expect("open");
-        assert!(file.read().expect("read").is_none());
+        let (file, current) = SnapshotFile::open(dir.path()).expect("open");
+        assert!(current.is_none());
         file.write(&meta(10), b"ten").expect("write");
         file.write(&meta(5), b"five")
             .expect("older write is ignored");
@@ -162,7 +168,8 @@ mod tests {
         assert_eq!(data, b"ten");
 
         // Reopening remembers what is on disk.
-        let reopened = SnapshotFile::open(dir.path()).expect("reopen");
+        let (reopened, current) = SnapshotFile::open(dir.path()).expect("reopen");
+        assert_eq!(current.expect("snapshot").1, b"ten");
         reopened
             .write(&meta(7), b"seven")
             .expect("older write is ignored");
@@ -177,10 +184,10 @@ mod tests {
     #[test]
     fn a_damaged_file_is_refused_and_a_partial_write_ignored() {
         let dir = tempfile::TempDir::new().expect("temp dir");
-        let file = SnapshotFile::open(dir.path()).expect("open");
+        let (file, _) = SnapshotFile::open(dir.path()).expect("open");
         file.write(&meta(3), b"three").expect("write");
         fs::write(dir.path().join(WRITING), b"half a snapshot").expect("write partial");
-        let reopened = SnapshotFile::open(dir.path()).expect("reopen");
+        let (reopened, _) = SnapshotFile::open(dir.path()).expect("reopen");
         assert!(!dir.path().join(WRITING).exists());
         assert_eq!(
             reopened.read().expect("read").expect("snapshot").1,

@@ -98,8 +98,8 @@ fn decode_payload(data: &[u8]) -> Result<Applied, StoreError> {
 
 impl StateMachineStore {
     pub(crate) fn open(db: &sled::Db, snapshot_dir: &std::path::Path) -> Result<Self, StoreError> {
-        let snapshot = SnapshotFile::open(snapshot_dir)?;
-        let applied = match snapshot.read()? {
+        let (snapshot, current) = SnapshotFile::open(snapshot_dir)?;
+        let applied = match current {
             Some((_, data)) => decode_payload(&data)?,
             None => load_legacy_state(db)?,
         };
@@ -131,7 +131,11 @@ impl StateMachineStore {
                 snapshot: Box::new(Cursor::new(data)),
             }));
         }
-        // A snapshot an earlier version kept in sled.
+        // A snapshot an earlier version kept in sled (opening a tree that
+        // is not there would create it).
+        if !has_tree(&self.db, keys::SNAPSHOT_TREE) {
+            return Ok(None);
+        }
         let snapshots = self.db.open_tree(keys::SNAPSHOT_TREE)?;
         let (Some(meta), Some(data)) = (
             snapshots.get(keys::SNAPSHOT_META)?,
@@ -170,11 +174,7 @@ impl StateMachineStore {
 /// The state as an earlier version persisted it: one sled record each.
 fn load_legacy_state(db: &sled::Db) -> Result<Applied, StoreError> {
     let mut applied = Applied::default();
-    if !db
-        .tree_names()
-        .iter()
-        .any(|n| n.as_ref() == keys::STATE_TREE.as_bytes())
-    {
+    if !has_tree(db, keys::STATE_TREE) {
         return Ok(applied);
     }
     let tree = db.open_tree(keys::STATE_TREE)?;
@@ -195,14 +195,16 @@ fn load_legacy_state(db: &sled::Db) -> Result<Applied, StoreError> {
     Ok(applied)
 }
 
+fn has_tree(db: &sled::Db, name: &str) -> bool {
+    db.tree_names()
+        .iter()
+        .any(|n| n.as_ref() == name.as_bytes())
+}
+
 /// Once a snapshot file exists the earlier version's state is superseded.
 fn drop_legacy_state(db: &sled::Db) -> Result<(), StoreError> {
     for tree in [keys::STATE_TREE, keys::SNAPSHOT_TREE] {
-        if db
-            .tree_names()
-            .iter()
-            .any(|n| n.as_ref() == tree.as_bytes())
-        {
+        if has_tree(db, tree) {
             db.drop_tree(tree)?;
             tracing::info!(tree, "dropped state kept by an earlier version");
         }

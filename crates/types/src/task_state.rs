@@ -211,8 +211,8 @@ impl State {
         });
     }
 
-    /// Records a change to a task: persisted, indexed, announced to the
-    /// session of its instance (whose assignment sequence moves on).
+    /// Records a change to a task: indexed, and announced to the session of
+    /// its instance (whose assignment sequence moves on).
     fn task_changed(&mut self, task_id: &str) {
         let Some(task) = self.tasks.get(task_id) else {
             return;
@@ -428,7 +428,7 @@ impl State {
         }
         if let Some(token) = run.client_token {
             self.client_tokens.insert(
-                token.clone(),
+                token,
                 ClientTokenRecord {
                     created_at_ms: run.at_ms,
                     task_ids: run.task_ids,
@@ -640,15 +640,8 @@ impl State {
         for id in &expired {
             self.tasks.remove(id);
         }
-        let old_tokens: Vec<String> = self
-            .client_tokens
-            .iter()
-            .filter(|(_, r)| r.created_at_ms.saturating_add(CLIENT_TOKEN_TTL_MS) <= now_ms)
-            .map(|(k, _)| k.clone())
-            .collect();
-        for token in old_tokens {
-            self.client_tokens.remove(&token);
-        }
+        self.client_tokens
+            .retain(|_, r| r.created_at_ms.saturating_add(CLIENT_TOKEN_TTL_MS) > now_ms);
         u32::try_from(expired.len()).unwrap_or(u32::MAX)
     }
 
