@@ -49,14 +49,9 @@ case "$(uname -m)" in
 esac
 BERTH=$ROOT/target/static/$TRIPLE/release/berth
 WORK=$(mktemp -d /tmp/berth-smoke.XXXXXX)
-STEP="start"
-T0=$(date +%s)
-
-log() { echo "smoke [$(($(date +%s) - T0))s] $*" >&2; }
-fail() {
-    echo "smoke: FAILED at step '$STEP': $*" >&2
-    exit 1
-}
+TEST_NAME=smoke
+# shellcheck source=deploy/test-lib.sh
+. "$ROOT/deploy/test-lib.sh"
 
 if docker compose version >/dev/null 2>&1; then
     COMPOSE=(docker compose)
@@ -93,23 +88,6 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# wait_for DESCRIPTION SECONDS COMMAND...: runs COMMAND every second until
-# it succeeds; fails the test after SECONDS.
-wait_for() {
-    local what=$1 limit=$2 start
-    shift 2
-    start=$(date +%s)
-    until "$@" >"$WORK/last" 2>&1; do
-        if [ $(($(date +%s) - start)) -ge "$limit" ]; then
-            fail "timed out after ${limit}s waiting for $what; last output: $(tail -5 "$WORK/last")"
-        fi
-        sleep 1
-    done
-    log "ok: $what ($(($(date +%s) - start))s)"
-}
-
-# jq-like helper without jq: json EXPR reads JSON on stdin as `d`.
-json() { python3 -c "import json,sys; d=json.load(sys.stdin); r=($1); print(r if not isinstance(r,(dict,list)) else json.dumps(r))"; }
 
 berth() { timeout 60 "$BERTH" "$@"; }
 

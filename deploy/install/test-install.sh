@@ -53,11 +53,9 @@ CP=$P-cp
 HOST_A=$P-host-a
 HOST_B=$P-host-b
 WORK=$(mktemp -d /tmp/berth-install-test.XXXXXX)
-STEP=start
-T0=$(date +%s)
-
-log() { echo "test-install [$(($(date +%s) - T0))s] $*" >&2; }
-fail() { echo "test-install: FAILED at step '$STEP': $*" >&2; exit 1; }
+TEST_NAME=test-install
+# shellcheck source=deploy/test-lib.sh
+. "$ROOT/deploy/test-lib.sh"
 
 [ "$(id -u)" = 0 ] || fail "run as root (debootstrap and privileged containers need it)"
 command -v docker >/dev/null || fail "docker is missing"
@@ -84,19 +82,6 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-wait_for() { # DESCRIPTION SECONDS COMMAND...
-    local what=$1 limit=$2 start
-    shift 2
-    start=$(date +%s)
-    until "$@" >"$WORK/last" 2>&1; do
-        if [ $(($(date +%s) - start)) -ge "$limit" ]; then
-            fail "timed out after ${limit}s waiting for $what; last output: $(tail -5 "$WORK/last")"
-        fi
-        sleep 1
-    done
-    log "ok: $what"
-}
-
 # expect_fail DESCRIPTION PATTERN COMMAND...: COMMAND must fail and say PATTERN.
 expect_fail() {
     local what=$1 pattern=$2
@@ -108,7 +93,6 @@ expect_fail() {
     log "ok: $what is refused: $(grep -m1 -- "$pattern" "$WORK/out" | cut -c1-160)"
 }
 
-json() { python3 -c "import json,sys; d=json.load(sys.stdin); r=($1); print(r if not isinstance(r,(dict,list)) else json.dumps(r))"; }
 
 # ------------------------------------------------------------ prerequisites
 STEP=prerequisites
