@@ -6,10 +6,10 @@ pub mod api;
 pub mod auth;
 pub mod dev;
 pub mod downloads;
+pub mod driver;
 pub mod error;
 pub mod identity;
 pub mod identity_api;
-pub mod leader;
 pub mod network;
 pub mod node;
 pub mod raft_service;
@@ -130,12 +130,13 @@ impl Server {
             request_timeout: options.request_timeout,
         };
         let peers = Arc::new(network::Peers::new(pki.peer_tls()));
-        let events = sm.reader().subscribe_task_events();
+        let session_events = sm.reader().subscribe_events();
+        let controller_events = sm.reader().subscribe_events();
         let node = BerthNode::start(&config, log.clone(), sm, peers).await?;
         let hub = session::SessionHub::new(node.clone(), options.session);
-        tokio::spawn(hub.clone().route_events(events));
+        tokio::spawn(hub.clone().route_events(session_events));
         tokio::spawn(hub.clone().write_reports());
-        leader::spawn(hub.clone());
+        spawn_controllers(&node, &hub, controller_events);
         let server = Server {
             node,
             log,
@@ -278,6 +279,38 @@ impl Server {
         }
         result.map_err(|e| ServerError::Internal(format!("serving: {e}")))
     }
+}
+
+/// Starts the leader's controllers on this server (they act only while it
+/// leads) and ends the agent sessions whenever it stops leading.
+fn spawn_controllers(
+    node: &BerthNode,
+    hub: &session::SessionHub,
+    events: tokio::sync::mpsc::UnboundedReceiver<Arc<[berth_types::StateEvent]>>,
+) {
+    let session = hub.config();
+    let liveness = berth_controllers::liveness::Liveness {
+        disconnect_after_ms: millis(session.disconnect_after()),
+        grace_ms: millis(session.grace),
+    };
+    let driver = driver::Driver::new(node.clone(), driver::SystemClock, Arc::new(hub.clone()))
+        .with(liveness)
+        .with(berth_controllers::scheduling::Scheduling)
+        .with(berth_controllers::purge::Purge);
+    let mut leading = driver.leadership();
+    tokio::spawn(driver.run(events));
+    let (node, hub) = (node.clone(), hub.clone());
+    tokio::spawn(async move {
+        while leading.changed().await.is_ok() {
+            if !*leading.borrow_and_update() {
+                hub.drop_all_sessions(&session::leader_address(&node));
+            }
+        }
+    });
+}
+
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
 /// Puts the bootstrap admin token into the replicated state once, from

@@ -16,8 +16,8 @@ use berth_proto::pb::agent_message::Body as AgentBody;
 use berth_proto::pb::agent_session_service_server::AgentSessionService;
 use berth_proto::pb::server_message::Body as ServerBody;
 use berth_types::resources::Resources;
-use berth_types::{Command, DesiredStatus, State, Task, TaskEvent, TaskReport, TaskStatus};
-use tokio::sync::{mpsc, Notify};
+use berth_types::{Command, DesiredStatus, State, StateEvent, Task, TaskReport, TaskStatus};
+use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -77,14 +77,30 @@ struct HubInner {
     pending_reports: Mutex<Option<mpsc::UnboundedReceiver<InstanceReports>>>,
     sessions: Mutex<HashMap<String, LiveSession>>,
     next_id: AtomicU64,
-    /// Woken when something may have made a placement possible.
-    scheduler_kick: Notify,
 }
 
 /// The leader's registry of agent sessions.
 #[derive(Clone)]
 pub struct SessionHub {
     inner: Arc<HubInner>,
+}
+
+/// Heartbeats as the liveness controller reads them: wall-clock times of
+/// this process's in-memory observations.
+impl berth_controllers::AgentLiveness for SessionHub {
+    fn last_heartbeat_ms(&self, instance_id: &str) -> Option<i64> {
+        self.last_heartbeat(instance_id)
+            .map(|at| now_ms().saturating_sub(millis(at.elapsed())))
+    }
+
+    fn session_started_ms(&self, instance_id: &str) -> Option<i64> {
+        self.session_age(instance_id)
+            .map(|age| now_ms().saturating_sub(millis(age)))
+    }
+}
+
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
 impl SessionHub {
@@ -98,7 +114,6 @@ impl SessionHub {
                 pending_reports: Mutex::new(Some(pending)),
                 sessions: Mutex::new(HashMap::new()),
                 next_id: AtomicU64::new(1),
-                scheduler_kick: Notify::new(),
             }),
         }
     }
@@ -116,14 +131,6 @@ impl SessionHub {
             .sessions
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-    }
-
-    pub fn kick_scheduler(&self) {
-        self.inner.scheduler_kick.notify_one();
-    }
-
-    pub async fn scheduler_kicked(&self) {
-        self.inner.scheduler_kick.notified().await;
     }
 
     /// When the instance's agent was last heard from, if it has a session.
@@ -154,28 +161,23 @@ impl SessionHub {
         }
     }
 
-    /// Routes the state machine's task events to the sessions of the
-    /// instances they concern, and wakes the scheduler.
-    pub async fn route_events(self, mut events: mpsc::UnboundedReceiver<Vec<TaskEvent>>) {
+    /// Routes task changes to the sessions of the instances they concern.
+    pub async fn route_events(
+        self,
+        mut events: mpsc::UnboundedReceiver<std::sync::Arc<[StateEvent]>>,
+    ) {
         while let Some(batch) = events.recv().await {
-            let mut kick = false;
-            {
-                let sessions = self.sessions();
-                for event in batch {
-                    match &event.instance_id {
-                        Some(iid) if !event.task_id.is_empty() => {
-                            if let Some(session) = sessions.get(iid) {
-                                let _ = session.changes.send(event.task_id);
-                            }
-                            // A task that stopped may have freed capacity.
-                            kick = true;
-                        }
-                        _ => kick = true,
+            let sessions = self.sessions();
+            for event in batch.iter() {
+                if let StateEvent::Task {
+                    task_id,
+                    instance_id: Some(iid),
+                } = event
+                {
+                    if let Some(session) = sessions.get(iid) {
+                        let _ = session.changes.send(task_id.clone());
                     }
                 }
-            }
-            if kick {
-                self.kick_scheduler();
             }
         }
     }

@@ -7,8 +7,9 @@ use berth_proto::pb;
 use berth_proto::pb::task_service_client::TaskServiceClient;
 use berth_proto::pb::task_service_server::TaskService;
 use berth_types::task::parse_override;
-use berth_types::task_state::MAX_TASKS_PER_RUN;
-use berth_types::{Command, CommandOutput, FieldError, RunTasks, TaskStatus, DEFAULT_CLUSTER};
+use berth_types::{
+    Command, CommandOutput, FieldError, RunTasks, TaskStatus, DEFAULT_CLUSTER, MAX_TASKS_PER_RUN,
+};
 use futures::Stream;
 use tonic::{Request, Response, Status};
 

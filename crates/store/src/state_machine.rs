@@ -21,7 +21,7 @@ use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{EntryPayload, RaftSnapshotBuilder, StorageIOError};
 use serde::{Deserialize, Serialize};
 
-use berth_types::{Record, State, TaskEvent};
+use berth_types::{Record, State, StateEvent};
 
 use crate::codec::{decode, encode};
 use crate::keys;
@@ -49,7 +49,8 @@ pub struct Applied {
     pub state: State,
 }
 
-type EventSink = Arc<Mutex<Option<UnboundedSender<Vec<TaskEvent>>>>>;
+/// Every subscriber's channel; one that was dropped is removed on the next send.
+type EventSink = Arc<Mutex<Vec<UnboundedSender<Arc<[StateEvent]>>>>>;
 
 /// A cheap, cloneable handle for reading the applied state.
 #[derive(Clone)]
@@ -67,12 +68,16 @@ impl StateReader {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Task events of every entry applied from now on, in apply order (one
-    /// message per applied run of entries). There is one subscriber: a new
-    /// call replaces the previous one.
-    pub fn subscribe_task_events(&self) -> UnboundedReceiver<Vec<TaskEvent>> {
+    /// State events of every entry applied from now on, in apply order (one
+    /// message per applied run of entries). Any number of subscribers each
+    /// get every message; unbounded, because the applier must never wait for
+    /// a slow subscriber (each drains its channel in its own task).
+    pub fn subscribe_events(&self) -> UnboundedReceiver<Arc<[StateEvent]>> {
         let (tx, rx) = unbounded_channel();
-        *self.events.lock().unwrap_or_else(|p| p.into_inner()) = Some(tx);
+        self.events
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(tx);
         rx
     }
 }
@@ -297,15 +302,14 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 };
                 responses.push(response);
             }
-            events = applied.state.take_task_events();
+            events = applied.state.take_events();
         }
         if !events.is_empty() {
-            let mut sink = self.events.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some(tx) = sink.as_ref() {
-                if tx.send(events).is_err() {
-                    *sink = None;
-                }
-            }
+            let events: Arc<[StateEvent]> = events.into();
+            self.events
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .retain(|tx| tx.send(events.clone()).is_ok());
         }
         Ok(responses)
     }

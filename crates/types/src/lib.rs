@@ -8,10 +8,10 @@ pub mod cluster;
 pub mod command;
 pub mod duration;
 pub mod error;
+pub mod event;
 pub mod resources;
 pub mod state;
 pub mod task;
-pub mod task_state;
 pub mod taskdef;
 pub mod taskdef_file;
 pub mod validate;
@@ -20,7 +20,8 @@ pub use access::{Activation, ApiToken, Instance, InstanceStatus, Registration, R
 pub use cluster::{Cluster, ClusterSettings, ClusterStatus, DEFAULT_CLUSTER};
 pub use command::{Command, CommandOutput, RunTasks, TaskPlacement, TaskReport};
 pub use error::{FieldError, StateError, ValidationErrors};
-pub use state::{ClientTokenRecord, Record, State, TaskEvent};
+pub use event::StateEvent;
+pub use state::{ClientTokenRecord, Record, State, CLIENT_TOKEN_TTL_MS, MAX_TASKS_PER_RUN};
 pub use task::{
     ContainerState, ContainerStatus, DesiredStatus, Health, StopCode, Task, TaskStatus,
 };

@@ -63,7 +63,7 @@ fn cluster() -> State {
     for id in ["i-1", "i-2"] {
         add_instance(&mut state, id, true);
     }
-    state.take_task_events();
+    state.take_events();
     state
 }
 
@@ -389,10 +389,12 @@ fn stopping_a_provisioning_task_stops_it_at_once() {
     );
     assert_eq!(b.stopped_reason, "done");
     assert!(state.instance("i-1").unwrap().assignment_seq > seq);
-    let events = state.take_task_events();
-    assert!(events
-        .iter()
-        .any(|e| e.task_id == "b" && e.instance_id.as_deref() == Some("i-1")));
+    let events = state.take_events();
+    assert!(events.iter().any(|e| matches!(
+        e,
+        crate::StateEvent::Task { task_id, instance_id }
+            if task_id == "b" && instance_id.as_deref() == Some("i-1")
+    )));
 }
 
 #[test]

@@ -1,7 +1,5 @@
-//! The task half of the state machine: RunTask/StartTask, placements decided
-//! by the leader's scheduler, agent status reports, stops, and the instance
-//! transitions (connected, disconnected, lost, draining) that decide where
-//! tasks may go.
+//! Tasks: RunTask/StartTask, placements decided by the leader's scheduler,
+//! agent status reports, stops, and the purge of old stopped tasks.
 //!
 //! Every rule that protects an instance from over-commitment is enforced
 //! here, at apply time, against the state as it is then: a placement decided
@@ -9,12 +7,11 @@
 
 use std::collections::BTreeMap;
 
-use crate::access::InstanceStatus;
-use crate::cluster::ClusterSettings;
-use crate::command::{Command, CommandOutput, RunTasks, TaskPlacement, TaskReport};
-use crate::error::{FieldError, StateError, ValidationErrors};
-use crate::resources::{reserve, Resources};
-use crate::state::{ClientTokenRecord, State, TaskEvent};
+use crate::command::{CommandOutput, RunTasks, TaskPlacement, TaskReport};
+use crate::error::{FieldError, StateError};
+use crate::event::StateEvent;
+use crate::resources::reserve;
+use crate::state::{ClientTokenRecord, State};
 use crate::task::{DesiredStatus, StopCode, Task, TaskStatus};
 use crate::taskdef::TaskDefinitionStatus;
 
@@ -25,192 +22,11 @@ pub const MAX_TASKS_PER_RUN: usize = 1000;
 /// How long a RunTask client token is remembered.
 pub const CLIENT_TOKEN_TTL_MS: i64 = 24 * 3600 * 1000;
 
-pub(crate) fn check_cluster_settings(settings: &ClusterSettings) -> Result<(), StateError> {
-    let mut errors = Vec::new();
-    if settings.lost_after_secs == 0 {
-        errors.push(FieldError::new(
-            "lostAfter",
-            "must be at least 1s (e.g. 5m)",
-        ));
-    }
-    if settings.task_retention_secs == 0 {
-        errors.push(FieldError::new(
-            "taskRetention",
-            "must be at least 1s (e.g. 1h)",
-        ));
-    }
-    if errors.is_empty() {
-        Ok(())
-    } else {
-        Err(StateError::Invalid(ValidationErrors(errors)))
-    }
-}
-
 fn invalid(field: &str, message: impl Into<String>) -> StateError {
     StateError::Invalid(FieldError::new(field, message).into())
 }
 
 impl State {
-    pub(crate) fn apply_task_command(
-        &mut self,
-        command: Command,
-    ) -> Result<CommandOutput, StateError> {
-        match command {
-            Command::UpdateClusterSettings {
-                name,
-                lost_after_secs,
-                task_retention_secs,
-            } => {
-                let cluster = self
-                    .clusters
-                    .get(&name)
-                    .ok_or_else(|| StateError::not_found("cluster", name.clone()))?;
-                let mut settings = cluster.settings.clone();
-                if let Some(v) = lost_after_secs {
-                    settings.lost_after_secs = v;
-                }
-                if let Some(v) = task_retention_secs {
-                    settings.task_retention_secs = v;
-                }
-                check_cluster_settings(&settings)?;
-                let cluster = self
-                    .clusters
-                    .get_mut(&name)
-                    .ok_or_else(|| StateError::not_found("cluster", name.clone()))?;
-                cluster.settings = settings;
-                let out = cluster.clone();
-                Ok(CommandOutput::Cluster(out))
-            }
-            Command::RunTasks(run) => self.run_tasks(run),
-            Command::PlaceTasks {
-                placements,
-                unplaced,
-                at_ms,
-            } => Ok(self.place_tasks(placements, unplaced, at_ms)),
-            Command::ReportTaskStatus {
-                instance_id,
-                reports,
-                at_ms,
-            } => self.report_task_status(&instance_id, reports, at_ms),
-            Command::StopTask {
-                task_id,
-                reason,
-                at_ms,
-            } => self.stop_task(&task_id, &reason, at_ms),
-            Command::InstanceConnected {
-                instance_id,
-                agent_version,
-                resources,
-                attributes,
-                at_ms,
-            } => {
-                let instance = self.active_instance_mut(&instance_id)?;
-                instance.agent_connected = true;
-                instance.connected_since_ms = Some(at_ms);
-                instance.last_seen_ms = None;
-                instance.agent_version = agent_version;
-                instance.capacity.set_registered(resources);
-                instance.attributes.extend(attributes);
-                self.instance_changed(&instance_id);
-                self.instance_output(&instance_id)
-            }
-            Command::InstanceDisconnected { instance_id, at_ms } => {
-                let instance = self.active_instance_mut(&instance_id)?;
-                if instance.agent_connected {
-                    instance.agent_connected = false;
-                    instance.connected_since_ms = None;
-                    instance.last_seen_ms = Some(at_ms);
-                    self.instance_changed(&instance_id);
-                }
-                self.instance_output(&instance_id)
-            }
-            Command::InstanceLost { instance_id, at_ms } => {
-                let instance = self
-                    .instances
-                    .get(&instance_id)
-                    .ok_or_else(|| StateError::not_found("instance", instance_id.clone()))?;
-                if instance.agent_connected {
-                    return Err(StateError::FailedPrecondition(format!(
-                        "instance {instance_id} is connected; only a disconnected instance can be lost"
-                    )));
-                }
-                let lost_for = instance
-                    .last_seen_ms
-                    .map(|seen| (at_ms - seen).max(0) / 1000)
-                    .unwrap_or(0);
-                let reason = format!(
-                    "instance {instance_id} was disconnected for {lost_for}s, longer than its cluster's lost_after"
-                );
-                self.stop_instance_tasks(&instance_id, &reason, at_ms);
-                self.instance_output(&instance_id)
-            }
-            Command::SetInstanceDraining {
-                instance_id,
-                draining,
-            } => {
-                let instance = self.active_instance_mut(&instance_id)?;
-                if instance.draining != draining {
-                    instance.draining = draining;
-                    self.instance_changed(&instance_id);
-                }
-                self.instance_output(&instance_id)
-            }
-            Command::PutInstanceAttributes {
-                instance_id,
-                attributes,
-            } => {
-                let instance = self.active_instance_mut(&instance_id)?;
-                instance.attributes.extend(attributes);
-                self.instance_changed(&instance_id);
-                self.instance_output(&instance_id)
-            }
-            Command::DeleteInstanceAttributes { instance_id, names } => {
-                let instance = self.active_instance_mut(&instance_id)?;
-                for name in &names {
-                    instance.attributes.remove(name);
-                }
-                self.instance_changed(&instance_id);
-                self.instance_output(&instance_id)
-            }
-            Command::PurgeStoppedTasks { now_ms } => Ok(CommandOutput::Purged(self.purge(now_ms))),
-            other => Err(StateError::FailedPrecondition(format!(
-                "command {} is not a task command",
-                other.kind()
-            ))),
-        }
-    }
-
-    fn active_instance_mut(
-        &mut self,
-        id: &str,
-    ) -> Result<&mut crate::access::Instance, StateError> {
-        let instance = self
-            .instances
-            .get_mut(id)
-            .ok_or_else(|| StateError::not_found("instance", id.to_string()))?;
-        if instance.status == InstanceStatus::Inactive {
-            return Err(StateError::FailedPrecondition(format!(
-                "instance {id} is deregistered"
-            )));
-        }
-        Ok(instance)
-    }
-
-    pub(crate) fn instance_output(&self, id: &str) -> Result<CommandOutput, StateError> {
-        self.instances
-            .get(id)
-            .cloned()
-            .map(CommandOutput::Instance)
-            .ok_or_else(|| StateError::not_found("instance", id.to_string()))
-    }
-
-    fn instance_changed(&mut self, id: &str) {
-        self.task_events.push(TaskEvent {
-            instance_id: Some(id.to_string()),
-            task_id: String::new(),
-        });
-    }
-
     /// Records a change to a task: indexed, and announced to the session of
     /// its instance (whose assignment sequence moves on).
     fn task_changed(&mut self, task_id: &str) {
@@ -225,9 +41,9 @@ impl State {
                 instance.assignment_seq += 1;
             }
         }
-        self.task_events.push(TaskEvent {
-            instance_id,
+        self.events.push(StateEvent::Task {
             task_id: task_id.to_string(),
+            instance_id,
         });
     }
 
@@ -254,23 +70,7 @@ impl State {
         }
     }
 
-    /// Rebuilds what is derived from the records; for a state that was
-    /// deserialized whole (a snapshot).
-    pub fn rebuild_indexes(&mut self) {
-        self.provisioning.clear();
-        self.tasks_by_instance.clear();
-        let tasks: Vec<Task> = self.tasks.values().cloned().collect();
-        for task in &tasks {
-            self.index_task(task);
-        }
-    }
-
-    /// Task changes since the previous call, in the order they happened.
-    pub fn take_task_events(&mut self) -> Vec<TaskEvent> {
-        std::mem::take(&mut self.task_events)
-    }
-
-    fn run_tasks(&mut self, run: RunTasks) -> Result<CommandOutput, StateError> {
+    pub(super) fn run_tasks(&mut self, run: RunTasks) -> Result<CommandOutput, StateError> {
         if let Some(token) = &run.client_token {
             if let Some(seen) = self.client_tokens.get(token) {
                 let tasks = seen
@@ -298,29 +98,7 @@ impl State {
                 "StartTask starts exactly one task per instance",
             ));
         }
-        let (family, revision) = match run.task_definition.split_once(':') {
-            Some((family, rev)) => {
-                let rev: u32 = rev.parse().map_err(|_| {
-                    invalid(
-                        "taskDefinition",
-                        format!("{:?} is not FAMILY or FAMILY:REVISION", run.task_definition),
-                    )
-                })?;
-                (family.to_string(), Some(rev))
-            }
-            None => (run.task_definition.clone(), None),
-        };
-        let td = match revision {
-            Some(rev) => self
-                .task_definitions
-                .get(&(family.clone(), rev))
-                .ok_or_else(|| {
-                    StateError::not_found("task definition", format!("{family}:{rev}"))
-                })?,
-            None => self.latest_active(&family).ok_or_else(|| {
-                StateError::not_found("task definition", format!("{family} (no ACTIVE revision)"))
-            })?,
-        };
+        let td = self.resolve_task_definition("taskDefinition", &run.task_definition)?;
         if td.status != TaskDefinitionStatus::Active {
             return Err(StateError::FailedPrecondition(format!(
                 "task definition {}:{} is INACTIVE; run an ACTIVE revision",
@@ -438,7 +216,7 @@ impl State {
         Ok(CommandOutput::Tasks(created))
     }
 
-    fn place_tasks(
+    pub(super) fn place_tasks(
         &mut self,
         placements: Vec<TaskPlacement>,
         unplaced: Vec<(String, String)>,
@@ -507,7 +285,7 @@ impl State {
         Ok(())
     }
 
-    fn report_task_status(
+    pub(super) fn report_task_status(
         &mut self,
         instance_id: &str,
         reports: Vec<TaskReport>,
@@ -560,7 +338,7 @@ impl State {
         Ok(CommandOutput::Tasks(tasks))
     }
 
-    fn stop_task(
+    pub(super) fn stop_task(
         &mut self,
         task_id: &str,
         reason: &str,
@@ -614,27 +392,11 @@ impl State {
         }
     }
 
-    fn purge(&mut self, now_ms: i64) -> u32 {
-        let retention: BTreeMap<String, i64> = self
-            .clusters
-            .values()
-            .map(|c| {
-                let ms = i64::try_from(c.settings.task_retention_secs.saturating_mul(1000))
-                    .unwrap_or(i64::MAX);
-                (c.name.clone(), ms)
-            })
-            .collect();
-        let default_ms =
-            i64::try_from(crate::cluster::DEFAULT_TASK_RETENTION_SECS * 1000).unwrap_or(i64::MAX);
+    pub(super) fn purge(&mut self, now_ms: i64) -> u32 {
         let expired: Vec<String> = self
             .tasks
             .values()
-            .filter(|t| t.last_status == TaskStatus::Stopped)
-            .filter(|t| {
-                let keep = retention.get(&t.cluster).copied().unwrap_or(default_ms);
-                t.stopped_at_ms
-                    .is_some_and(|at| at.saturating_add(keep) <= now_ms)
-            })
+            .filter(|t| self.purge_due(t, now_ms))
             .map(|t| t.id.clone())
             .collect();
         for id in &expired {
@@ -643,6 +405,14 @@ impl State {
         self.client_tokens
             .retain(|_, r| r.created_at_ms.saturating_add(CLIENT_TOKEN_TTL_MS) > now_ms);
         u32::try_from(expired.len()).unwrap_or(u32::MAX)
+    }
+
+    /// Whether a task is STOPPED and older than its cluster's retention.
+    pub fn purge_due(&self, task: &Task, now_ms: i64) -> bool {
+        task.last_status == TaskStatus::Stopped
+            && task.stopped_at_ms.is_some_and(|at| {
+                at.saturating_add(self.task_retention_ms(&task.cluster)) <= now_ms
+            })
     }
 
     // ------------------------------------------------------------ queries
@@ -680,12 +450,5 @@ impl State {
     /// Whether the instance still has tasks that a loss would stop.
     pub fn has_active_tasks(&self, instance_id: &str) -> bool {
         self.active_task_count_on(instance_id) > 0
-    }
-
-    /// The registered resources of an instance, as its agent reported them.
-    pub fn instance_resources(&self, instance_id: &str) -> Option<Resources> {
-        self.instances
-            .get(instance_id)
-            .map(|i| i.capacity.registered())
     }
 }

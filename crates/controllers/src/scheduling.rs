@@ -1,63 +1,54 @@
-//! Leader-only loops: the scheduler, instance liveness, and the purge of old
-//! stopped tasks. Each runs on every server but acts only while this server
-//! leads and has applied an entry of its own term (so its state is as fresh
-//! as any acknowledged write). Each reads the state, decides, and proposes
-//! commands; the state machine re-checks them, so a decision made from a
-//! view that went stale is rejected rather than applied.
+//! The scheduler: places PROVISIONING tasks on instances. Tasks that share
+//! a placement request (cluster, definition, group, strategies and
+//! constraints) are placed together by `berth-scheduler` on a view built
+//! from the state, each group seeing what the previous took, and the
+//! decisions go out as one `PlaceTasks`, re-checked when applied. Reasons
+//! for tasks that cannot be placed are written only when they change.
 
 use std::collections::{BTreeMap, HashMap};
-use std::time::{Duration, Instant};
 
 use berth_scheduler::{
     parse_constraints, parse_strategies, place, ClusterView, InstanceState, InstanceView,
     PlacementRequest,
 };
-use berth_types::{Command, CommandOutput, InstanceStatus, State, TaskPlacement};
+use berth_types::{Command, State, StateEvent, TaskPlacement};
 
-use crate::api::now_ms;
-use crate::node::BerthNode;
-use crate::session::{leader_address, SessionHub};
+use crate::{Controller, Inputs};
 
 /// Most placements proposed in one command, so entries stay modest.
-const MAX_PLACEMENTS_PER_PASS: usize = 5000;
-/// How often the loops look even when nothing woke them.
-const SCHEDULER_TICK: Duration = Duration::from_secs(1);
-const LIVENESS_TICK: Duration = Duration::from_millis(250);
-const PURGE_TICK: Duration = Duration::from_secs(30);
+pub const MAX_PLACEMENTS_PER_PASS: usize = 5000;
 
-pub fn spawn(hub: SessionHub) {
-    tokio::spawn(liveness_loop(hub.clone()));
-    tokio::spawn(scheduler_loop(hub.clone()));
-    tokio::spawn(purge_loop(hub));
-}
+pub struct Scheduling;
 
-fn leads(node: &BerthNode) -> bool {
-    node.has_applied_own_term()
-}
+impl Controller for Scheduling {
+    fn name(&self) -> &'static str {
+        "scheduler"
+    }
 
-// ---------------------------------------------------------------- scheduler
+    fn interval_ms(&self) -> u64 {
+        1000
+    }
 
-async fn scheduler_loop(hub: SessionHub) {
-    loop {
-        tokio::select! {
-            _ = hub.scheduler_kicked() => {}
-            _ = tokio::time::sleep(SCHEDULER_TICK) => {}
+    fn wakes_on(&self, _: &StateEvent) -> bool {
+        // New tasks wait, stopped tasks free room, instances come and go:
+        // every change may make a placement possible.
+        true
+    }
+
+    fn repeat_while_progressing(&self) -> bool {
+        true
+    }
+
+    fn reconcile(&self, state: &State, inputs: &Inputs<'_>) -> Vec<Command> {
+        let (placements, unplaced) = decide(state, inputs.seed);
+        if placements.is_empty() && unplaced.is_empty() {
+            return Vec::new();
         }
-        if !leads(hub.node()) {
-            continue;
-        }
-        // Keep placing while there is work and progress.
-        loop {
-            match schedule_once(hub.node()).await {
-                Ok(placed) if placed > 0 => continue,
-                Ok(_) => break,
-                Err(e) => {
-                    tracing::warn!(error = %e, "scheduling pass failed");
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                    break;
-                }
-            }
-        }
+        vec![Command::PlaceTasks {
+            placements,
+            unplaced,
+            at_ms: inputs.now_ms,
+        }]
     }
 }
 
@@ -65,36 +56,7 @@ async fn scheduler_loop(hub: SessionHub) {
 /// strategies and constraints.
 type GroupKey<'a> = (&'a str, &'a str, u32, &'a str, &'a [String], &'a [String]);
 
-/// One pass: decide placements for waiting tasks and propose them. Returns
-/// how many were placed.
-async fn schedule_once(node: &BerthNode) -> Result<usize, crate::ServerError> {
-    let seed = now_ms() as u64;
-    let (placements, unplaced) = {
-        let applied = node.state().read();
-        decide(&applied.state, seed)
-    };
-    if placements.is_empty() && unplaced.is_empty() {
-        return Ok(0);
-    }
-    let wanted = placements.len();
-    let output = node
-        .write(Command::PlaceTasks {
-            placements,
-            unplaced,
-            at_ms: now_ms(),
-        })
-        .await?;
-    if let CommandOutput::Placed { placed, rejected } = output {
-        if !rejected.is_empty() {
-            tracing::debug!(rejected = rejected.len(), "stale placements rejected");
-        }
-        tracing::debug!(placed = placed.len(), wanted, "placements applied");
-        return Ok(placed.len());
-    }
-    Ok(0)
-}
-
-/// The pure part of a scheduling pass. Each pass places at most
+/// One scheduling pass. Each pass places at most
 /// `MAX_PLACEMENTS_PER_PASS` tasks, shared fairly between the waiting
 /// requests, so a one-task RunTask is not queued behind a bulk run.
 pub fn decide(state: &State, seed: u64) -> (Vec<TaskPlacement>, Vec<(String, String)>) {
@@ -206,7 +168,10 @@ pub fn decide(state: &State, seed: u64) -> (Vec<TaskPlacement>, Vec<(String, Str
     (placements, unplaced)
 }
 
-fn cluster_view(state: &State, cluster: &str) -> Result<ClusterView, berth_scheduler::ViewError> {
+pub fn cluster_view(
+    state: &State,
+    cluster: &str,
+) -> Result<ClusterView, berth_scheduler::ViewError> {
     let instances = state
         .instances()
         .filter(|i| i.cluster == cluster)
@@ -237,155 +202,13 @@ fn cluster_view(state: &State, cluster: &str) -> Result<ClusterView, berth_sched
     ClusterView::new(instances)
 }
 
-// ----------------------------------------------------------------- liveness
-
-async fn liveness_loop(hub: SessionHub) {
-    let node = hub.node().clone();
-    let config = hub.config();
-    let mut leader_since: Option<Instant> = None;
-    let mut pending: HashMap<String, Instant> = HashMap::new();
-    loop {
-        tokio::time::sleep(LIVENESS_TICK).await;
-        if !leads(&node) {
-            if leader_since.take().is_some() {
-                hub.drop_all_sessions(&leader_address(&node));
-            }
-            continue;
-        }
-        let since = *leader_since.get_or_insert_with(Instant::now);
-        if since.elapsed() < config.grace {
-            continue;
-        }
-        let now = now_ms();
-        let commands = {
-            let applied = node.state().read();
-            liveness_decisions(&applied.state, &hub, config.disconnect_after(), now)
-        };
-        for command in commands {
-            let key = format!("{}:{}", command.kind(), instance_of(&command));
-            // One proposal per instance and kind at a time.
-            if pending
-                .get(&key)
-                .is_some_and(|at| at.elapsed() < Duration::from_secs(5))
-            {
-                continue;
-            }
-            pending.insert(key, Instant::now());
-            tracing::info!(instance_id = %instance_of(&command), kind = command.kind(), "instance liveness transition");
-            if let Err(e) = node.write(command).await {
-                tracing::warn!(error = %e, "liveness transition not applied");
-            }
-        }
-        pending.retain(|_, at| at.elapsed() < Duration::from_secs(5));
-    }
-}
-
-fn instance_of(command: &Command) -> &str {
-    match command {
-        Command::InstanceDisconnected { instance_id, .. }
-        | Command::InstanceLost { instance_id, .. }
-        | Command::InstanceConnected { instance_id, .. } => instance_id,
-        _ => "",
-    }
-}
-
-fn liveness_decisions(
-    state: &State,
-    hub: &SessionHub,
-    disconnect_after: Duration,
-    now: i64,
-) -> Vec<Command> {
-    let mut commands = Vec::new();
-    for instance in state.instances() {
-        if instance.status != InstanceStatus::Active {
-            continue;
-        }
-        let alive = hub
-            .last_heartbeat(&instance.id)
-            .is_some_and(|at| at.elapsed() < disconnect_after);
-        if instance.agent_connected {
-            if !alive {
-                commands.push(Command::InstanceDisconnected {
-                    instance_id: instance.id.clone(),
-                    at_ms: now,
-                });
-            }
-            continue;
-        }
-        // A new session writes its own InstanceConnected from its hello;
-        // only an old one that outlived the DISCONNECTED mark needs this.
-        let survived = hub
-            .session_age(&instance.id)
-            .is_some_and(|age| age > disconnect_after);
-        if alive && survived {
-            // Marked DISCONNECTED, yet its session survived (a partition
-            // shorter than TCP noticed) and heartbeats flow again.
-            commands.push(Command::InstanceConnected {
-                instance_id: instance.id.clone(),
-                agent_version: instance.agent_version.clone(),
-                resources: instance.capacity.registered(),
-                attributes: BTreeMap::new(),
-                at_ms: now,
-            });
-        }
-        // An agent that is talking to us is never lost.
-        if alive || !state.has_active_tasks(&instance.id) {
-            continue;
-        }
-        let lost_after_ms = state.cluster(&instance.cluster).map_or(300_000, |c| {
-            i64::try_from(c.settings.lost_after_secs.saturating_mul(1000)).unwrap_or(i64::MAX)
-        });
-        let seen = instance.last_seen_ms.unwrap_or(instance.registered_at_ms);
-        if now.saturating_sub(seen) >= lost_after_ms {
-            commands.push(Command::InstanceLost {
-                instance_id: instance.id.clone(),
-                at_ms: now,
-            });
-        }
-    }
-    commands
-}
-
-// -------------------------------------------------------------------- purge
-
-async fn purge_loop(hub: SessionHub) {
-    let node = hub.node().clone();
-    loop {
-        tokio::time::sleep(PURGE_TICK).await;
-        if !leads(&node) {
-            continue;
-        }
-        let now = now_ms();
-        let due = {
-            let applied = node.state().read();
-            let state = &applied.state;
-            let due = state.tasks().any(|t| {
-                let keep = state.cluster(&t.cluster).map_or(3_600_000, |c| {
-                    i64::try_from(c.settings.task_retention_secs.saturating_mul(1000))
-                        .unwrap_or(i64::MAX)
-                });
-                t.stopped_at_ms
-                    .is_some_and(|at| at.saturating_add(keep) <= now)
-            });
-            due
-        };
-        if due {
-            match node.write(Command::PurgeStoppedTasks { now_ms: now }).await {
-                Ok(CommandOutput::Purged(n)) => {
-                    tracing::info!(purged = n, "old stopped tasks removed")
-                }
-                Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "purge not applied"),
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use berth_types::resources::Resources;
-    use berth_types::{ContainerDefinition, Registration, RunTasks, TaskDefinitionSpec};
+    use berth_types::{
+        CommandOutput, ContainerDefinition, Registration, RunTasks, TaskDefinitionSpec,
+    };
 
     fn state_with(instances: &[(&str, &str)]) -> State {
         let mut state = State::new();

@@ -1,0 +1,268 @@
+//! Instance liveness from agent heartbeats, which only the leader's memory
+//! holds: an instance whose agent stopped heartbeating is marked
+//! DISCONNECTED (its tasks are kept: a network blip must not double-run
+//! them), and one that stays away past its cluster's `lost_after` is LOST
+//! (its tasks are stopped, and services replace them). After a leader change
+//! nothing is marked for a grace period while agents find the new leader.
+
+use std::collections::BTreeMap;
+
+use berth_types::{Command, InstanceStatus, State, StateEvent};
+
+use crate::{Controller, Inputs};
+
+pub struct Liveness {
+    /// No heartbeat for this long -> DISCONNECTED (about three periods).
+    pub disconnect_after_ms: i64,
+    /// Nothing is marked for this long after this server became leader.
+    pub grace_ms: i64,
+}
+
+impl Controller for Liveness {
+    fn name(&self) -> &'static str {
+        "liveness"
+    }
+
+    fn interval_ms(&self) -> u64 {
+        250
+    }
+
+    fn wakes_on(&self, _: &StateEvent) -> bool {
+        false
+    }
+
+    fn reconcile(&self, state: &State, inputs: &Inputs<'_>) -> Vec<Command> {
+        let now = inputs.now_ms;
+        if now.saturating_sub(inputs.leader_since_ms) < self.grace_ms {
+            return Vec::new();
+        }
+        let agents = inputs.agents;
+        let mut commands = Vec::new();
+        for instance in state.instances() {
+            if instance.status != InstanceStatus::Active {
+                continue;
+            }
+            let alive = agents
+                .last_heartbeat_ms(&instance.id)
+                .is_some_and(|at| now.saturating_sub(at) < self.disconnect_after_ms);
+            if instance.agent_connected {
+                if !alive {
+                    commands.push(Command::InstanceDisconnected {
+                        instance_id: instance.id.clone(),
+                        at_ms: now,
+                    });
+                }
+                continue;
+            }
+            // A new session writes its own InstanceConnected from its hello;
+            // only an old one that outlived the DISCONNECTED mark needs this
+            // (a partition shorter than TCP noticed, heartbeats flow again).
+            let survived = agents
+                .session_started_ms(&instance.id)
+                .is_some_and(|at| now.saturating_sub(at) > self.disconnect_after_ms);
+            if alive && survived {
+                commands.push(Command::InstanceConnected {
+                    instance_id: instance.id.clone(),
+                    agent_version: instance.agent_version.clone(),
+                    resources: instance.capacity.registered(),
+                    attributes: BTreeMap::new(),
+                    at_ms: now,
+                });
+            }
+            // An agent that is talking to us is never lost.
+            if alive || !state.has_active_tasks(&instance.id) {
+                continue;
+            }
+            let seen = instance.last_seen_ms.unwrap_or(instance.registered_at_ms);
+            if now.saturating_sub(seen) >= state.lost_after_ms(&instance.cluster) {
+                commands.push(Command::InstanceLost {
+                    instance_id: instance.id.clone(),
+                    at_ms: now,
+                });
+            }
+        }
+        commands
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testkit::{add_instance, apply, register, run_tasks, spec, Heartbeats};
+    use berth_types::TaskPlacement;
+
+    const NOW: i64 = 1_000_000;
+
+    fn controller() -> Liveness {
+        Liveness {
+            disconnect_after_ms: 15_000,
+            grace_ms: 20_000,
+        }
+    }
+
+    /// One instance `i-1` with a running task, optionally already marked
+    /// DISCONNECTED at `disconnected_at`; the cluster's lost_after is 60 s.
+    fn state(disconnected_at: Option<i64>) -> State {
+        let mut state = State::new();
+        apply(
+            &mut state,
+            Command::UpdateClusterSettings {
+                name: "default".into(),
+                lost_after_secs: Some(60),
+                task_retention_secs: None,
+            },
+        );
+        register(&mut state, spec("web", 128, false));
+        add_instance(&mut state, "i-1", 1024, &[]);
+        run_tasks(&mut state, "web", &["t1"]);
+        apply(
+            &mut state,
+            Command::PlaceTasks {
+                placements: vec![TaskPlacement {
+                    task_id: "t1".into(),
+                    instance_id: "i-1".into(),
+                }],
+                unplaced: vec![],
+                at_ms: 4,
+            },
+        );
+        if let Some(at_ms) = disconnected_at {
+            apply(
+                &mut state,
+                Command::InstanceDisconnected {
+                    instance_id: "i-1".into(),
+                    at_ms,
+                },
+            );
+        }
+        state
+    }
+
+    /// (what, marked disconnected at, heartbeat age, session age, leader
+    /// for, expected command kinds)
+    type Scenario = (
+        &'static str,
+        Option<i64>,
+        Option<i64>,
+        i64,
+        i64,
+        &'static [&'static str],
+    );
+
+    #[test]
+    fn liveness_scenarios() {
+        let table: &[Scenario] = &[
+            (
+                "heartbeating: nothing",
+                None,
+                Some(1_000),
+                60_000,
+                60_000,
+                &[],
+            ),
+            (
+                "silent 16 s: DISCONNECTED",
+                None,
+                Some(16_000),
+                60_000,
+                60_000,
+                &["instance_disconnected"],
+            ),
+            (
+                "no session at all: DISCONNECTED",
+                None,
+                None,
+                0,
+                60_000,
+                &["instance_disconnected"],
+            ),
+            (
+                "silent, but leader for 10 s only: grace",
+                None,
+                Some(16_000),
+                60_000,
+                10_000,
+                &[],
+            ),
+            (
+                "disconnected 30 s ago: not lost yet",
+                Some(NOW - 30_000),
+                None,
+                0,
+                120_000,
+                &[],
+            ),
+            (
+                "disconnected 61 s ago: LOST",
+                Some(NOW - 61_000),
+                None,
+                0,
+                120_000,
+                &["instance_lost"],
+            ),
+            (
+                "a session that outlived its mark heartbeats again: connected",
+                Some(NOW - 30_000),
+                Some(500),
+                40_000,
+                120_000,
+                &["instance_connected"],
+            ),
+            (
+                "a brand-new session says hello itself",
+                Some(NOW - 30_000),
+                Some(500),
+                1_000,
+                120_000,
+                &[],
+            ),
+            (
+                "heartbeating, though marked long ago: never lost",
+                Some(NOW - 600_000),
+                Some(500),
+                1_000,
+                120_000,
+                &[],
+            ),
+        ];
+        for (what, disconnected_at, heartbeat_age, session_age, leader_for, expected) in table {
+            let state = state(*disconnected_at);
+            let mut beats = Heartbeats::default();
+            if let Some(age) = heartbeat_age {
+                beats.0.insert("i-1".into(), (NOW - age, NOW - session_age));
+            }
+            let mut inputs = Inputs::new(NOW, 1, &beats);
+            inputs.leader_since_ms = NOW - leader_for;
+            let kinds: Vec<&str> = controller()
+                .reconcile(&state, &inputs)
+                .iter()
+                .map(Command::kind)
+                .collect();
+            assert_eq!(kinds, *expected, "{what}");
+        }
+    }
+
+    #[test]
+    fn an_instance_without_tasks_is_never_declared_lost() {
+        let mut state = state(Some(NOW - 600_000));
+        apply(
+            &mut state,
+            Command::StopTask {
+                task_id: "t1".into(),
+                reason: String::new(),
+                at_ms: 5,
+            },
+        );
+        apply(
+            &mut state,
+            Command::InstanceLost {
+                instance_id: "i-1".into(),
+                at_ms: 6,
+            },
+        );
+        let beats = Heartbeats::default();
+        let mut inputs = Inputs::new(NOW, 1, &beats);
+        inputs.leader_since_ms = 0;
+        assert!(controller().reconcile(&state, &inputs).is_empty());
+    }
+}

@@ -1,0 +1,265 @@
+//! Identity and access: API tokens, activations (join tokens), and the
+//! registration, certificates and deregistration of container instances.
+
+use std::collections::BTreeMap;
+
+use crate::access::{Activation, ApiToken, Instance, InstanceStatus, Registration, Role};
+use crate::command::CommandOutput;
+use crate::error::StateError;
+use crate::state::State;
+
+/// What a new activation carries (CreateActivation).
+pub(super) struct NewActivation {
+    pub id: String,
+    pub cluster: String,
+    pub description: String,
+    pub secret_hash: String,
+    pub expires_at_ms: i64,
+    pub max_registrations: u32,
+    pub attributes: BTreeMap<String, String>,
+    pub at_ms: i64,
+}
+
+impl State {
+    pub fn api_token(&self, id: &str) -> Option<&ApiToken> {
+        self.api_tokens.get(id)
+    }
+
+    pub fn api_tokens(&self) -> impl Iterator<Item = &ApiToken> {
+        self.api_tokens.values()
+    }
+
+    pub fn activation(&self, id: &str) -> Option<&Activation> {
+        self.activations.get(id)
+    }
+
+    pub fn activations(&self) -> impl Iterator<Item = &Activation> {
+        self.activations.values()
+    }
+
+    /// The admin token created at bootstrap; a no-op once a token with this
+    /// id exists (so a revoked bootstrap token never comes back).
+    pub(super) fn bootstrap_admin_token(
+        &mut self,
+        id: String,
+        secret_hash: String,
+        at_ms: i64,
+    ) -> Result<CommandOutput, StateError> {
+        if self.api_tokens.contains_key(&id) {
+            return Ok(CommandOutput::Unchanged);
+        }
+        self.insert_token(ApiToken {
+            id,
+            role: Role::Admin,
+            description: "created at bootstrap".into(),
+            secret_hash,
+            created_at_ms: at_ms,
+            expires_at_ms: None,
+            revoked_at_ms: None,
+        })
+    }
+
+    pub(super) fn create_api_token(
+        &mut self,
+        token: ApiToken,
+    ) -> Result<CommandOutput, StateError> {
+        if self.api_tokens.contains_key(&token.id) {
+            return Err(StateError::already_exists("API token", token.id));
+        }
+        self.insert_token(token)
+    }
+
+    pub(super) fn revoke_api_token(
+        &mut self,
+        id: String,
+        at_ms: i64,
+    ) -> Result<CommandOutput, StateError> {
+        let token = self
+            .api_tokens
+            .get_mut(&id)
+            .ok_or_else(|| StateError::not_found("API token", id.clone()))?;
+        if token.revoked_at_ms.is_none() {
+            token.revoked_at_ms = Some(at_ms);
+        }
+        Ok(CommandOutput::ApiToken(token.clone()))
+    }
+
+    fn insert_token(&mut self, token: ApiToken) -> Result<CommandOutput, StateError> {
+        self.api_tokens.insert(token.id.clone(), token.clone());
+        Ok(CommandOutput::ApiToken(token))
+    }
+
+    pub(super) fn create_activation(
+        &mut self,
+        new: NewActivation,
+    ) -> Result<CommandOutput, StateError> {
+        if !self.clusters.contains_key(&new.cluster) {
+            return Err(StateError::not_found("cluster", new.cluster));
+        }
+        if self.activations.contains_key(&new.id) {
+            return Err(StateError::already_exists("activation", new.id));
+        }
+        let activation = Activation {
+            id: new.id.clone(),
+            cluster: new.cluster,
+            description: new.description,
+            secret_hash: new.secret_hash,
+            created_at_ms: new.at_ms,
+            expires_at_ms: new.expires_at_ms,
+            max_registrations: new.max_registrations,
+            registrations: 0,
+            attributes: new.attributes,
+            revoked_at_ms: None,
+        };
+        self.activations.insert(new.id, activation.clone());
+        Ok(CommandOutput::Activation(activation))
+    }
+
+    pub(super) fn revoke_activation(
+        &mut self,
+        id: String,
+        at_ms: i64,
+    ) -> Result<CommandOutput, StateError> {
+        let activation = self
+            .activations
+            .get_mut(&id)
+            .ok_or_else(|| StateError::not_found("activation", id.clone()))?;
+        if activation.revoked_at_ms.is_none() {
+            activation.revoked_at_ms = Some(at_ms);
+        }
+        Ok(CommandOutput::Activation(activation.clone()))
+    }
+
+    pub(super) fn record_instance_certificate(
+        &mut self,
+        instance_id: String,
+        expires_at_ms: i64,
+    ) -> Result<CommandOutput, StateError> {
+        let instance = self
+            .instances
+            .get_mut(&instance_id)
+            .ok_or_else(|| StateError::not_found("instance", instance_id.clone()))?;
+        if instance.status != InstanceStatus::Active {
+            return Err(StateError::FailedPrecondition(format!(
+                "instance {instance_id} is deregistered"
+            )));
+        }
+        instance.certificate_expires_at_ms = expires_at_ms;
+        Ok(CommandOutput::Instance(instance.clone()))
+    }
+
+    pub(super) fn deregister_instance(
+        &mut self,
+        instance_id: String,
+        at_ms: i64,
+    ) -> Result<CommandOutput, StateError> {
+        let instance = self
+            .instances
+            .get_mut(&instance_id)
+            .ok_or_else(|| StateError::not_found("instance", instance_id.clone()))?;
+        if instance.status == InstanceStatus::Active {
+            instance.status = InstanceStatus::Inactive;
+            instance.deregistered_at_ms = Some(at_ms);
+            instance.agent_connected = false;
+            self.instance_changed(&instance_id);
+            self.stop_instance_tasks(
+                &instance_id,
+                &format!("instance {instance_id} was deregistered"),
+                at_ms,
+            );
+        }
+        self.instance_output(&instance_id)
+    }
+
+    /// Checks an activation and, only if every check passes, consumes one
+    /// registration and records the instance: a refused registration never
+    /// decrements anything.
+    pub(super) fn register_instance(
+        &mut self,
+        r: Registration,
+    ) -> Result<CommandOutput, StateError> {
+        let refuse = |why: String| Err(StateError::FailedPrecondition(why));
+        let Some(activation) = self.activations.get(&r.activation_id) else {
+            return refuse("the activation token is not valid: unknown activation id".into());
+        };
+        if activation.secret_hash != r.secret_hash {
+            return refuse("the activation token is not valid: wrong secret".into());
+        }
+        if activation.revoked_at_ms.is_some() {
+            return refuse(format!(
+                "activation {} was revoked; create a new one with `berth activation create`",
+                activation.id
+            ));
+        }
+        if r.at_ms >= activation.expires_at_ms {
+            return refuse(format!(
+                "activation {} has expired; create a new one with `berth activation create`",
+                activation.id
+            ));
+        }
+        if activation.registrations >= activation.max_registrations {
+            return refuse(format!(
+                "activation {} has been used for all {} of its registrations; create a new one",
+                activation.id, activation.max_registrations
+            ));
+        }
+        if let Some(expected) = &r.expected_cluster {
+            if *expected != activation.cluster {
+                return refuse(format!(
+                    "activation {} is for cluster {:?}, not {expected:?}",
+                    activation.id, activation.cluster
+                ));
+            }
+        }
+        if !self.clusters.contains_key(&activation.cluster) {
+            return refuse(format!("cluster {:?} no longer exists", activation.cluster));
+        }
+        let cluster = activation.cluster.clone();
+        // A known, still-active instance of the same cluster keeps its id; a
+        // deregistered one never comes back under its old identity.
+        let kept = r.previous_instance_id.as_ref().and_then(|id| {
+            self.instances
+                .get(id)
+                .filter(|i| i.status == InstanceStatus::Active && i.cluster == cluster)
+        });
+        let mut attributes = activation.attributes.clone();
+        attributes.extend(r.attributes.clone());
+        let instance = match kept {
+            Some(existing) => Instance {
+                hostname: r.hostname,
+                attributes,
+                activation_id: r.activation_id.clone(),
+                certificate_expires_at_ms: r.certificate_expires_at_ms,
+                ..existing.clone()
+            },
+            None => {
+                if self.instances.contains_key(&r.new_instance_id) {
+                    return Err(StateError::already_exists("instance", r.new_instance_id));
+                }
+                Instance {
+                    id: r.new_instance_id,
+                    cluster,
+                    hostname: r.hostname,
+                    attributes,
+                    activation_id: r.activation_id.clone(),
+                    registered_at_ms: r.at_ms,
+                    certificate_expires_at_ms: r.certificate_expires_at_ms,
+                    status: InstanceStatus::Active,
+                    deregistered_at_ms: None,
+                    agent_version: String::new(),
+                    agent_connected: false,
+                    connected_since_ms: None,
+                    last_seen_ms: None,
+                    draining: false,
+                    capacity: Default::default(),
+                    assignment_seq: 0,
+                }
+            }
+        };
+        if let Some(activation) = self.activations.get_mut(&r.activation_id) {
+            activation.registrations += 1;
+        }
+        self.instances.insert(instance.id.clone(), instance.clone());
+        Ok(CommandOutput::Instance(instance))
+    }
+}
