@@ -3,20 +3,15 @@
 
 pub const LOG_TREE: &str = "raft_log";
 pub const RAFT_META_TREE: &str = "raft_meta";
-/// Where earlier versions wrote the state through on every apply (records
-/// and metadata) and kept their snapshot; read once when upgrading.
-pub const STATE_TREE: &str = "state_machine";
-pub const SNAPSHOT_TREE: &str = "snapshot";
+/// Trees of data format 1, which kept the state and its snapshot in sled;
+/// their presence marks a data dir of that format.
+pub const FORMAT_1_TREES: [&str; 2] = ["state_machine", "snapshot"];
 
 pub const VOTE: &[u8] = b"vote";
 pub const LAST_PURGED: &[u8] = b"last_purged";
 pub const COMMITTED: &[u8] = b"committed";
-
-const META_PREFIX: u8 = b'm';
-const RECORD_PREFIX: u8 = b'r';
-
-pub const SNAPSHOT_META: &[u8] = b"meta";
-pub const SNAPSHOT_DATA: &[u8] = b"data";
+/// The data format of the log and snapshots in this data dir (big-endian).
+pub const FORMAT: &[u8] = b"format";
 
 pub fn log_key(index: u64) -> [u8; 8] {
     index.to_be_bytes()
@@ -24,14 +19,4 @@ pub fn log_key(index: u64) -> [u8; 8] {
 
 pub fn log_index(key: &[u8]) -> Option<u64> {
     Some(u64::from_be_bytes(key.try_into().ok()?))
-}
-
-pub fn sm_meta(name: &str) -> Vec<u8> {
-    let mut key = vec![META_PREFIX];
-    key.extend_from_slice(name.as_bytes());
-    key
-}
-
-pub fn record_prefix() -> [u8; 1] {
-    [RECORD_PREFIX]
 }

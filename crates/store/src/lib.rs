@@ -110,11 +110,53 @@ pub enum StoreError {
     },
     #[error("snapshot file {path} is damaged ({reason}); remove this server's data dir and re-add it to the cluster so that it receives a fresh snapshot")]
     SnapshotCorrupt { path: String, reason: String },
+    #[error("{what} is in Berth data format {found}, and this berthd reads format {} only (format 1 came from builds before services); run the version that wrote it, or move this server's data dir aside and re-add the server to the cluster (berth server add) so it receives a snapshot", DATA_FORMAT)]
+    Format { what: String, found: u32 },
+}
+
+/// The layout of every command in the log and of the state in snapshots.
+/// bincode is positional, so any change to a stored type is a new format:
+/// bump this, and the golden-bytes test in `berth-types` will insist.
+/// Format 1 (no marker) had no services.
+pub const DATA_FORMAT: u32 = 2;
+
+/// Refuses a data dir written in another format; marks a new one.
+fn check_format(db: &sled::Db, db_dir: &Path) -> Result<(), StoreError> {
+    let meta = db.open_tree(keys::RAFT_META_TREE)?;
+    let what = || format!("data dir {}", db_dir.display());
+    match meta.get(keys::FORMAT)? {
+        Some(bytes) => {
+            let found = <[u8; 4]>::try_from(bytes.as_ref())
+                .map(u32::from_be_bytes)
+                .unwrap_or(0);
+            if found != DATA_FORMAT {
+                return Err(StoreError::Format {
+                    what: what(),
+                    found,
+                });
+            }
+        }
+        None => {
+            let names = db.tree_names();
+            let has = |name: &str| names.iter().any(|n| n.as_ref() == name.as_bytes());
+            let log_used = has(keys::LOG_TREE) && !db.open_tree(keys::LOG_TREE)?.is_empty();
+            let voted = meta.get(keys::VOTE)?.is_some();
+            if log_used || voted || keys::FORMAT_1_TREES.iter().any(|t| has(t)) {
+                return Err(StoreError::Format {
+                    what: what(),
+                    found: 1,
+                });
+            }
+            meta.insert(keys::FORMAT, &DATA_FORMAT.to_be_bytes())?;
+            db.flush()?;
+        }
+    }
+    Ok(())
 }
 
 /// Opens (or creates) a server's storage under `dir`: the sled database
-/// (Raft log, vote, and the state of older versions) in `dir/db`, the newest
-/// state machine snapshot in `dir/snapshots`.
+/// (Raft log and vote) in `dir/db`, the newest state machine snapshot in
+/// `dir/snapshots`. A data dir of another data format is refused.
 pub fn open(dir: &Path) -> Result<(LogStore, StateMachineStore), StoreError> {
     let db_dir = dir.join("db");
     let db = sled::Config::new()
@@ -127,7 +169,8 @@ pub fn open(dir: &Path) -> Result<(LogStore, StateMachineStore), StoreError> {
             path: db_dir.display().to_string(),
             source,
         })?;
+    check_format(&db, &db_dir)?;
     let log = LogStore::open(&db)?;
-    let sm = StateMachineStore::open(&db, &dir.join("snapshots"))?;
+    let sm = StateMachineStore::open(&dir.join("snapshots"))?;
     Ok((log, sm))
 }

@@ -8,9 +8,10 @@
 //! applied record through to sled as well cost each write two more sled
 //! inserts on every server for nothing the log did not already guarantee.
 //!
-//! Data dirs written by earlier versions hold their state as records in a
-//! sled tree; it is loaded from there until the first snapshot file exists,
-//! and then dropped.
+//! A snapshot starts with the data format it was written in
+//! (`crate::DATA_FORMAT`), so one from a build that lays out the state
+//! differently (a follower on another version receiving it, an old file) is
+//! refused with an error that says so, never decoded into garbage.
 
 use std::io::Cursor;
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
@@ -21,22 +22,19 @@ use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{EntryPayload, RaftSnapshotBuilder, StorageIOError};
 use serde::{Deserialize, Serialize};
 
-use berth_types::{Record, State, StateEvent};
+use berth_types::{State, StateEvent};
 
 use crate::codec::{decode, encode};
-use crate::keys;
 use crate::snapshot_file::SnapshotFile;
 use crate::{
     Entry, LogId, Response, SnapshotMeta, StorageError, StoreError, StoredMembership, TypeConfig,
 };
 
-// Keys of the state tree of earlier versions.
-const LAST_APPLIED: &str = "last_applied";
-const LAST_MEMBERSHIP: &str = "last_membership";
-
 /// Everything a snapshot carries.
 #[derive(Serialize, Deserialize)]
 struct SnapshotPayload {
+    /// First, so that it decodes whatever follows it.
+    format: u32,
     last_applied: Option<LogId>,
     last_membership: StoredMembership,
     state: State,
@@ -87,10 +85,16 @@ pub struct StateMachineStore {
     applied: Arc<RwLock<Applied>>,
     events: EventSink,
     snapshot: Arc<SnapshotFile>,
-    db: sled::Db,
 }
 
 fn decode_payload(data: &[u8]) -> Result<Applied, StoreError> {
+    let format: u32 = decode("snapshot format", data.get(..4).unwrap_or_default())?;
+    if format != crate::DATA_FORMAT {
+        return Err(StoreError::Format {
+            what: "snapshot".into(),
+            found: format,
+        });
+    }
     let payload: SnapshotPayload = decode("snapshot", data)?;
     let mut state = payload.state;
     state.rebuild_indexes();
@@ -102,17 +106,16 @@ fn decode_payload(data: &[u8]) -> Result<Applied, StoreError> {
 }
 
 impl StateMachineStore {
-    pub(crate) fn open(db: &sled::Db, snapshot_dir: &std::path::Path) -> Result<Self, StoreError> {
+    pub(crate) fn open(snapshot_dir: &std::path::Path) -> Result<Self, StoreError> {
         let (snapshot, current) = SnapshotFile::open(snapshot_dir)?;
         let applied = match current {
             Some((_, data)) => decode_payload(&data)?,
-            None => load_legacy_state(db)?,
+            None => Applied::default(),
         };
         Ok(Self {
             applied: Arc::new(RwLock::new(applied)),
             events: Arc::default(),
             snapshot: Arc::new(snapshot),
-            db: db.clone(),
         })
     }
 
@@ -136,22 +139,7 @@ impl StateMachineStore {
                 snapshot: Box::new(Cursor::new(data)),
             }));
         }
-        // A snapshot an earlier version kept in sled (opening a tree that
-        // is not there would create it).
-        if !has_tree(&self.db, keys::SNAPSHOT_TREE) {
-            return Ok(None);
-        }
-        let snapshots = self.db.open_tree(keys::SNAPSHOT_TREE)?;
-        let (Some(meta), Some(data)) = (
-            snapshots.get(keys::SNAPSHOT_META)?,
-            snapshots.get(keys::SNAPSHOT_DATA)?,
-        ) else {
-            return Ok(None);
-        };
-        Ok(Some(Snapshot {
-            meta: decode("snapshot meta", &meta)?,
-            snapshot: Box::new(Cursor::new(data.to_vec())),
-        }))
+        Ok(None)
     }
 
     /// Makes a snapshot durable (off the async runtime) before openraft may
@@ -162,59 +150,16 @@ impl StateMachineStore {
         data: Vec<u8>,
     ) -> Result<Vec<u8>, StorageError> {
         let file = self.snapshot.clone();
-        let db = self.db.clone();
         let meta_copy = meta.clone();
         let signature = meta.signature();
         tokio::task::spawn_blocking(move || {
             file.write(&meta_copy, &data)?;
-            drop_legacy_state(&db)?;
             Ok::<_, StoreError>(data)
         })
         .await
         .map_err(|e| StorageIOError::write_snapshot(Some(signature.clone()), &e))?
         .map_err(|e| StorageIOError::write_snapshot(Some(signature), &e).into())
     }
-}
-
-/// The state as an earlier version persisted it: one sled record each.
-fn load_legacy_state(db: &sled::Db) -> Result<Applied, StoreError> {
-    let mut applied = Applied::default();
-    if !has_tree(db, keys::STATE_TREE) {
-        return Ok(applied);
-    }
-    let tree = db.open_tree(keys::STATE_TREE)?;
-    if let Some(bytes) = tree.get(keys::sm_meta(LAST_APPLIED))? {
-        applied.last_applied = decode("last applied log id", &bytes)?;
-    }
-    if let Some(bytes) = tree.get(keys::sm_meta(LAST_MEMBERSHIP))? {
-        applied.last_membership = decode("last membership", &bytes)?;
-    }
-    for item in tree.scan_prefix(keys::record_prefix()) {
-        let (_, bytes) = item?;
-        let record: Record = decode("state record", &bytes)?;
-        applied.state.load_record(record);
-    }
-    if applied.last_applied.is_some() {
-        tracing::info!(last_applied = ?applied.last_applied, "loaded state kept by an earlier version");
-    }
-    Ok(applied)
-}
-
-fn has_tree(db: &sled::Db, name: &str) -> bool {
-    db.tree_names()
-        .iter()
-        .any(|n| n.as_ref() == name.as_bytes())
-}
-
-/// Once a snapshot file exists the earlier version's state is superseded.
-fn drop_legacy_state(db: &sled::Db) -> Result<(), StoreError> {
-    for tree in [keys::STATE_TREE, keys::SNAPSHOT_TREE] {
-        if has_tree(db, tree) {
-            db.drop_tree(tree)?;
-            tracing::info!(tree, "dropped state kept by an earlier version");
-        }
-    }
-    Ok(())
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
@@ -226,6 +171,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
         let (payload, meta) = {
             let applied = self.applied.read().unwrap_or_else(|p| p.into_inner());
             let payload = SnapshotPayload {
+                format: crate::DATA_FORMAT,
                 last_applied: applied.last_applied,
                 last_membership: applied.last_membership.clone(),
                 state: applied.state.clone(),

@@ -164,52 +164,35 @@ async fn state_is_the_snapshot_plus_the_log_after_it() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn state_written_through_by_an_earlier_version_is_loaded_then_superseded() {
+async fn a_data_dir_of_another_format_is_refused_with_what_to_do() {
+    // Format 1 kept no marker; its log and vote were in the same trees.
     let dir = TempDir::new().expect("temp dir");
-    // Lay out what an earlier version left: records in the state tree, no
-    // snapshot file, an empty log (as after a purge up to last_applied).
-    let mut state = berth_types::State::new();
-    state
-        .apply(Command::CreateCluster {
-            name: "kept".into(),
-            settings: Default::default(),
-            at_ms: 1,
-        })
-        .expect("apply");
     {
         let db = sled::open(dir.path().join("db")).expect("sled");
-        let tree = db.open_tree("state_machine").expect("tree");
-        for (i, record) in state.records().enumerate() {
-            let mut key = vec![b'r'];
-            key.extend_from_slice(&(i as u64).to_be_bytes());
-            tree.insert(key, bincode::serialize(&record).expect("encode"))
-                .expect("insert");
-        }
+        let log = db.open_tree("raft_log").expect("tree");
+        log.insert(1u64.to_be_bytes(), b"an old entry".to_vec())
+            .expect("insert");
         db.flush().expect("flush");
     }
-    let (raft, reader) = start(&dir).await;
-    assert!(cluster_names(&reader).contains(&"kept".to_string()));
-    create_clusters(&raft, std::iter::once("new".to_string())).await;
-    raft.trigger().snapshot().await.expect("trigger snapshot");
-    raft.wait(Some(Duration::from_secs(10)))
-        .metrics(|m| m.snapshot.is_some(), "snapshot built")
-        .await
-        .expect("snapshot");
-    raft.shutdown().await.expect("shutdown");
-    drop(raft);
+    let err = berth_store::open(dir.path()).err().expect("refused");
+    let message = err.to_string();
+    assert!(message.contains("data format 1"), "{message}");
+    assert!(message.contains("berth server add"), "{message}");
 
+    // A marker of a newer format is refused as well.
+    let dir = TempDir::new().expect("temp dir");
     {
-        let db = retry_locked(|| sled::open(dir.path().join("db"))).await;
-        assert!(
-            !db.tree_names()
-                .iter()
-                .any(|n| n.as_ref() == b"state_machine"),
-            "the old state tree is dropped once a snapshot file exists"
-        );
+        let db = sled::open(dir.path().join("db")).expect("sled");
+        let meta = db.open_tree("raft_meta").expect("tree");
+        meta.insert(b"format", &99u32.to_be_bytes())
+            .expect("insert");
+        db.flush().expect("flush");
     }
-    let (raft, reader) = start(&dir).await;
-    let names = cluster_names(&reader);
-    assert!(names.contains(&"kept".to_string()), "{names:?}");
-    assert!(names.contains(&"new".to_string()), "{names:?}");
-    raft.shutdown().await.expect("shutdown");
+    let err = berth_store::open(dir.path()).err().expect("refused");
+    assert!(err.to_string().contains("format 99"), "{err}");
+
+    // A new data dir is marked, and opens again.
+    let dir = TempDir::new().expect("temp dir");
+    drop(berth_store::open(dir.path()).expect("new data dir"));
+    drop(retry_locked(|| berth_store::open(dir.path())).await);
 }

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 use crate::resources::Resources;
+use crate::service::{Service, ServiceSpec, ServiceUpdate};
 use crate::task::{ContainerState, StopCode, Task, TaskStatus};
 use crate::{
     Activation, ApiToken, Cluster, ClusterSettings, Instance, Registration, Role, TaskDefinition,
@@ -136,6 +137,134 @@ pub enum Command {
     PurgeStoppedTasks {
         now_ms: i64,
     },
+    // Services. New variants go at the end: the variant index is the wire
+    // format of every command in the log.
+    /// CreateService; `deployment_id` names its first deployment.
+    CreateService {
+        spec: ServiceSpec,
+        deployment_id: String,
+        at_ms: i64,
+    },
+    /// UpdateService; `deployment_id` names the new deployment if the
+    /// update needs one (new task definition or placement, or forced).
+    UpdateService {
+        cluster: String,
+        name: String,
+        update: ServiceUpdate,
+        deployment_id: String,
+        at_ms: i64,
+    },
+    /// DeleteService: the service goes DRAINING, its tasks stop, then it is
+    /// INACTIVE. Refused while the desired count is above 0 unless `force`.
+    DeleteService {
+        cluster: String,
+        name: String,
+        force: bool,
+        at_ms: i64,
+    },
+    /// The service controller starts tasks of a deployment; refused unless
+    /// that deployment is still the service's PRIMARY one and the tasks fit
+    /// within `maximumPercent` (or, for DAEMON, one per instance).
+    StartServiceTasks(StartServiceTasks),
+    /// The service controller stops some of a service's tasks; a stop that
+    /// would take the healthy tasks below `minimumHealthyPercent` is
+    /// skipped, unless the task itself is unhealthy.
+    StopServiceTasks {
+        cluster: String,
+        service: String,
+        stops: Vec<ServiceTaskStop>,
+        at_ms: i64,
+    },
+    /// A step of a service's rollout that the controller observed; the
+    /// state machine re-checks it before recording it.
+    ServiceProgress {
+        cluster: String,
+        service: String,
+        progress: ServiceProgress,
+        at_ms: i64,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StartServiceTasks {
+    pub cluster: String,
+    pub service: String,
+    pub deployment_id: String,
+    /// Chosen by the proposer.
+    pub task_ids: Vec<String>,
+    /// DAEMON: the instance of each task (placed at once). REPLICA: empty,
+    /// the scheduler places them.
+    pub instance_ids: Vec<String>,
+    pub at_ms: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceTaskStop {
+    pub task_id: String,
+    pub cause: StopCause,
+}
+
+/// Why the service controller stops a task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StopCause {
+    /// An essential container failed its health checks after the grace
+    /// period; counts as a failed task.
+    Unhealthy,
+    /// Its deployment was replaced by a newer one.
+    Replaced,
+    /// More tasks run than the desired count.
+    ScaledDown,
+    /// Its instance is draining and its replacement is healthy.
+    InstanceDraining,
+    /// The service was deleted.
+    ServiceDeleted,
+    /// DAEMON: the instance no longer qualifies, or runs a second copy.
+    NotWanted,
+}
+
+impl StopCause {
+    /// The task's stopped reason, for people.
+    pub fn reason(self) -> &'static str {
+        match self {
+            StopCause::Unhealthy => "Task failed container health checks",
+            StopCause::Replaced => "Task replaced by a newer deployment of its service",
+            StopCause::ScaledDown => {
+                "Scaling activity initiated by the service (desired count lowered)"
+            }
+            StopCause::InstanceDraining => {
+                "Container instance is draining; the task was replaced elsewhere"
+            }
+            StopCause::ServiceDeleted => "The service was deleted",
+            StopCause::NotWanted => "The daemon service no longer wants a task on this instance",
+        }
+    }
+}
+
+/// Rollout steps the controller proposes (re-checked when applied).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ServiceProgress {
+    /// The PRIMARY deployment runs its desired count of healthy tasks and
+    /// nothing else is left.
+    DeploymentCompleted { deployment_id: String },
+    /// The PRIMARY deployment failed (circuit breaker or deadline); with
+    /// `rollback_deployment_id` a new deployment goes back to the last
+    /// COMPLETED task definition.
+    DeploymentFailed {
+        deployment_id: String,
+        reason: String,
+        rollback_deployment_id: Option<String>,
+    },
+    /// Earlier deployments whose tasks are all STOPPED.
+    DeploymentsRetired { deployment_ids: Vec<String> },
+    /// The service runs exactly what it should, all healthy.
+    Steady,
+    /// A deleted service's last task stopped.
+    Inactive,
+    /// DAEMON: the number of instances that should run its task.
+    DaemonDesiredCount { count: u32 },
+    /// Something people should know (a task that cannot be placed, a
+    /// rollout that cannot move); recorded unless it repeats the latest.
+    Note { message: String },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -200,6 +329,12 @@ impl Command {
             Command::PutInstanceAttributes { .. } => "put_instance_attributes",
             Command::DeleteInstanceAttributes { .. } => "delete_instance_attributes",
             Command::PurgeStoppedTasks { .. } => "purge_stopped_tasks",
+            Command::CreateService { .. } => "create_service",
+            Command::UpdateService { .. } => "update_service",
+            Command::DeleteService { .. } => "delete_service",
+            Command::StartServiceTasks(_) => "start_service_tasks",
+            Command::StopServiceTasks { .. } => "stop_service_tasks",
+            Command::ServiceProgress { .. } => "service_progress",
         }
     }
 }
@@ -220,6 +355,7 @@ pub enum CommandOutput {
         rejected: Vec<(String, String)>,
     },
     Purged(u32),
+    Service(Box<Service>),
     /// A command that found its outcome already in place.
     Unchanged,
 }

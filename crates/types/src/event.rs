@@ -14,4 +14,7 @@ pub enum StateEvent {
     /// An instance connected, disconnected, drained, was deregistered, or
     /// its attributes or resources changed.
     Instance { instance_id: String },
+    /// A service was created, updated, deleted, or its rollout moved on
+    /// (including any of its tasks stopping).
+    Service { cluster: String, name: String },
 }

@@ -10,6 +10,7 @@ pub mod duration;
 pub mod error;
 pub mod event;
 pub mod resources;
+pub mod service;
 pub mod state;
 pub mod task;
 pub mod taskdef;
@@ -18,10 +19,17 @@ pub mod validate;
 
 pub use access::{Activation, ApiToken, Instance, InstanceStatus, Registration, Role};
 pub use cluster::{Cluster, ClusterSettings, ClusterStatus, DEFAULT_CLUSTER};
-pub use command::{Command, CommandOutput, RunTasks, TaskPlacement, TaskReport};
+pub use command::{
+    Command, CommandOutput, RunTasks, ServiceProgress, ServiceTaskStop, StartServiceTasks,
+    StopCause, TaskPlacement, TaskReport,
+};
 pub use error::{FieldError, StateError, ValidationErrors};
 pub use event::StateEvent;
-pub use state::{ClientTokenRecord, Record, State, CLIENT_TOKEN_TTL_MS, MAX_TASKS_PER_RUN};
+pub use service::{
+    CircuitBreaker, Deployment, DeploymentConfiguration, DeploymentStatus, RolloutState,
+    SchedulingStrategy, Service, ServiceEvent, ServiceSpec, ServiceStatus, ServiceUpdate,
+};
+pub use state::{ClientTokenRecord, State, CLIENT_TOKEN_TTL_MS, MAX_TASKS_PER_RUN};
 pub use task::{
     ContainerState, ContainerStatus, DesiredStatus, Health, StopCode, Task, TaskStatus,
 };
@@ -29,5 +37,7 @@ pub use taskdef::*;
 
 #[cfg(test)]
 mod access_tests;
+#[cfg(test)]
+mod service_tests;
 #[cfg(test)]
 mod task_tests;

@@ -70,6 +70,8 @@ pub enum StopCode {
     EssentialContainerExited,
     UserInitiated,
     InstanceLost,
+    /// Stopped by its service: replaced, scaled down, unhealthy, drained.
+    ServiceSchedulerInitiated,
 }
 
 impl StopCode {
@@ -79,6 +81,7 @@ impl StopCode {
             StopCode::EssentialContainerExited,
             StopCode::UserInitiated,
             StopCode::InstanceLost,
+            StopCode::ServiceSchedulerInitiated,
         ]
         .into_iter()
         .find(|c| c.as_str().eq_ignore_ascii_case(value))
@@ -90,6 +93,7 @@ impl StopCode {
             StopCode::EssentialContainerExited => "EssentialContainerExited",
             StopCode::UserInitiated => "UserInitiated",
             StopCode::InstanceLost => "InstanceLost",
+            StopCode::ServiceSchedulerInitiated => "ServiceSchedulerInitiated",
         }
     }
 }

@@ -135,6 +135,16 @@ impl State {
                 "cluster {name:?} still has {tasks} tasks that are not STOPPED; stop them first"
             )));
         }
+        let services = self
+            .services_in(&name)
+            .filter(|s| s.status != crate::ServiceStatus::Inactive)
+            .count();
+        if services > 0 {
+            return Err(StateError::FailedPrecondition(format!(
+                "cluster {name:?} still has {services} services; delete them first"
+            )));
+        }
+        self.services.retain(|(cluster, _), _| *cluster != name);
         self.clusters.remove(&name);
         Ok(CommandOutput::ClusterDeleted(name))
     }

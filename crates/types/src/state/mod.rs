@@ -3,13 +3,12 @@
 //! `State::apply` is the only writer. It dispatches each command to the
 //! module of the aggregate it changes (clusters, task definitions, access,
 //! instances, tasks); the storage layer keeps the state in memory and makes
-//! it durable through the Raft log and snapshots. `Record` is the
-//! per-record form earlier versions persisted, still read when a data dir
-//! from one of them is opened.
+//! it durable through the Raft log and snapshots.
 
 mod access;
 mod clusters;
 mod instances;
+mod services;
 mod taskdefs;
 pub(crate) mod tasks;
 
@@ -23,6 +22,7 @@ use crate::cluster::{Cluster, ClusterSettings, ClusterStatus, DEFAULT_CLUSTER};
 use crate::command::{Command, CommandOutput};
 use crate::error::StateError;
 use crate::event::StateEvent;
+use crate::service::Service;
 use crate::task::Task;
 use crate::taskdef::TaskDefinition;
 
@@ -33,19 +33,6 @@ pub use tasks::{CLIENT_TOKEN_TTL_MS, MAX_TASKS_PER_RUN};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FamilyRecord {
     pub last_revision: u32,
-}
-
-/// One persisted record, as the storage layer writes and reloads it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub enum Record {
-    Cluster(Cluster),
-    Family(String, FamilyRecord),
-    TaskDefinition(Arc<TaskDefinition>),
-    ApiToken(ApiToken),
-    Activation(Activation),
-    Instance(Instance),
-    Task(Task),
-    ClientToken(String, ClientTokenRecord),
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -61,6 +48,8 @@ pub struct State {
     pub(crate) tasks: BTreeMap<String, Task>,
     /// RunTask client tokens, so a retried request never starts tasks twice.
     pub(crate) client_tokens: BTreeMap<String, ClientTokenRecord>,
+    /// By (cluster, name).
+    pub(crate) services: BTreeMap<(String, String), Service>,
     /// What changed since the last `take_events`, in apply order; the
     /// server hands them to every subscriber (agent sessions, controllers).
     #[serde(skip)]
@@ -72,6 +61,10 @@ pub struct State {
     /// Derived: tasks waiting for a placement, oldest first.
     #[serde(skip)]
     pub(crate) provisioning: BTreeSet<(i64, String)>,
+    /// Derived: the not-yet-STOPPED tasks of each service, by (cluster,
+    /// name).
+    #[serde(skip)]
+    pub(crate) tasks_by_service: HashMap<(String, String), BTreeSet<String>>,
 }
 
 /// A RunTask client token and the tasks it started.
@@ -92,6 +85,7 @@ impl PartialEq for State {
             && self.instances == other.instances
             && self.tasks == other.tasks
             && self.client_tokens == other.client_tokens
+            && self.services == other.services
     }
 }
 
@@ -125,9 +119,11 @@ impl State {
             instances: BTreeMap::new(),
             tasks: BTreeMap::new(),
             client_tokens: BTreeMap::new(),
+            services: BTreeMap::new(),
             events: Vec::new(),
             tasks_by_instance: HashMap::new(),
             provisioning: BTreeSet::new(),
+            tasks_by_service: HashMap::new(),
         }
     }
 
@@ -250,6 +246,37 @@ impl State {
                 at_ms,
             } => self.stop_task(&task_id, &reason, at_ms),
             Command::PurgeStoppedTasks { now_ms } => Ok(CommandOutput::Purged(self.purge(now_ms))),
+            Command::CreateService {
+                spec,
+                deployment_id,
+                at_ms,
+            } => self.create_service(spec, deployment_id, at_ms),
+            Command::UpdateService {
+                cluster,
+                name,
+                update,
+                deployment_id,
+                at_ms,
+            } => self.update_service(cluster, name, update, deployment_id, at_ms),
+            Command::DeleteService {
+                cluster,
+                name,
+                force,
+                at_ms,
+            } => self.delete_service(cluster, name, force, at_ms),
+            Command::StartServiceTasks(start) => self.start_service_tasks(start),
+            Command::StopServiceTasks {
+                cluster,
+                service,
+                stops,
+                at_ms,
+            } => self.stop_service_tasks(cluster, service, stops, at_ms),
+            Command::ServiceProgress {
+                cluster,
+                service,
+                progress,
+                at_ms,
+            } => self.service_progress(cluster, service, progress, at_ms),
         }
     }
 
@@ -263,72 +290,12 @@ impl State {
     pub fn rebuild_indexes(&mut self) {
         self.provisioning.clear();
         self.tasks_by_instance.clear();
+        self.tasks_by_service.clear();
         let tasks: Vec<Task> = self.tasks.values().cloned().collect();
         for task in &tasks {
-            self.index_task(task);
+            // Rebuilding stops nothing: the "just stopped" answer is moot.
+            let _ = self.index_task(task);
         }
-    }
-
-    /// Puts a persisted record back when the storage layer reloads state.
-    pub fn load_record(&mut self, record: Record) {
-        match record {
-            Record::Cluster(c) => {
-                self.clusters.insert(c.name.clone(), c);
-            }
-            Record::Family(name, f) => {
-                self.families.insert(name, f);
-            }
-            Record::TaskDefinition(td) => {
-                self.task_definitions
-                    .insert((td.family.clone(), td.revision), td);
-            }
-            Record::ApiToken(t) => {
-                self.api_tokens.insert(t.id.clone(), t);
-            }
-            Record::Activation(a) => {
-                self.activations.insert(a.id.clone(), a);
-            }
-            Record::Instance(i) => {
-                self.instances.insert(i.id.clone(), i);
-            }
-            Record::Task(t) => {
-                self.index_task(&t);
-                self.tasks.insert(t.id.clone(), t);
-            }
-            Record::ClientToken(token, r) => {
-                self.client_tokens.insert(token, r);
-            }
-        }
-    }
-
-    /// Every record, for writing a whole state (after a snapshot install).
-    pub fn records(&self) -> impl Iterator<Item = Record> + '_ {
-        let clusters = self.clusters.values().cloned().map(Record::Cluster);
-        let families = self
-            .families
-            .iter()
-            .map(|(name, f)| Record::Family(name.clone(), *f));
-        let defs = self
-            .task_definitions
-            .values()
-            .cloned()
-            .map(Record::TaskDefinition);
-        let tokens = self.api_tokens.values().cloned().map(Record::ApiToken);
-        let activations = self.activations.values().cloned().map(Record::Activation);
-        let instances = self.instances.values().cloned().map(Record::Instance);
-        let tasks = self.tasks.values().cloned().map(Record::Task);
-        let tokens_run = self
-            .client_tokens
-            .iter()
-            .map(|(k, r)| Record::ClientToken(k.clone(), r.clone()));
-        clusters
-            .chain(families)
-            .chain(defs)
-            .chain(tokens)
-            .chain(activations)
-            .chain(instances)
-            .chain(tasks)
-            .chain(tokens_run)
     }
 }
 
@@ -412,27 +379,6 @@ mod tests {
             })
             .unwrap_err();
         assert!(matches!(err, StateError::NotFound { .. }));
-    }
-
-    #[test]
-    fn records_rebuild_the_state() {
-        let mut state = State::new();
-        register(&mut state, "web").unwrap();
-        state
-            .apply(Command::CreateCluster {
-                name: "edge".into(),
-                settings: Default::default(),
-                at_ms: 2,
-            })
-            .unwrap();
-
-        // Reloading the records an earlier version persisted reproduces
-        // the state.
-        let mut reloaded = State::new();
-        for record in state.records() {
-            reloaded.load_record(record);
-        }
-        assert_eq!(reloaded, state);
     }
 
     #[test]

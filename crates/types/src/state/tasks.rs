@@ -29,13 +29,16 @@ fn invalid(field: &str, message: impl Into<String>) -> StateError {
 impl State {
     /// Records a change to a task: indexed, and announced to the session of
     /// its instance (whose assignment sequence moves on).
-    fn task_changed(&mut self, task_id: &str) {
+    pub(crate) fn task_changed(&mut self, task_id: &str) {
         let Some(task) = self.tasks.get(task_id) else {
             return;
         };
         let instance_id = task.instance_id.clone();
         let task = task.clone();
-        self.index_task(&task);
+        if self.index_task(&task) {
+            let at_ms = task.stopped_at_ms.unwrap_or(task.created_at_ms);
+            self.service_task_stopped(task_id, at_ms);
+        }
         if let Some(iid) = &instance_id {
             if let Some(instance) = self.instances.get_mut(iid) {
                 instance.assignment_seq += 1;
@@ -47,8 +50,9 @@ impl State {
         });
     }
 
-    /// Keeps the derived indexes right for one task's current value.
-    pub(crate) fn index_task(&mut self, task: &Task) {
+    /// Keeps the derived indexes right for one task's current value. True
+    /// when this is the change that stopped a service's task.
+    pub(crate) fn index_task(&mut self, task: &Task) -> bool {
         let waiting = task.last_status == TaskStatus::Provisioning
             && task.desired_status == DesiredStatus::Running;
         let key = (task.created_at_ms, task.id.clone());
@@ -68,6 +72,26 @@ impl State {
                 set.insert(task.id.clone());
             }
         }
+        let Some(service) = crate::service::service_name_of(task) else {
+            return false;
+        };
+        let key = (task.cluster.clone(), service.to_string());
+        if task.last_status == TaskStatus::Stopped {
+            let Some(set) = self.tasks_by_service.get_mut(&key) else {
+                return false;
+            };
+            let removed = set.remove(&task.id);
+            if set.is_empty() {
+                self.tasks_by_service.remove(&key);
+            }
+            removed
+        } else {
+            self.tasks_by_service
+                .entry(key)
+                .or_default()
+                .insert(task.id.clone());
+            false
+        }
     }
 
     pub(super) fn run_tasks(&mut self, run: RunTasks) -> Result<CommandOutput, StateError> {
@@ -81,6 +105,42 @@ impl State {
                 return Ok(CommandOutput::Tasks(tasks));
             }
         }
+        if run
+            .group
+            .as_deref()
+            .is_some_and(|g| g.starts_with(crate::service::SERVICE_GROUP_PREFIX))
+        {
+            return Err(invalid(
+                "group",
+                format!(
+                    "the prefix {:?} is reserved for the tasks of services",
+                    crate::service::SERVICE_GROUP_PREFIX
+                ),
+            ));
+        }
+        let token = run.client_token.clone();
+        let (ids, at_ms) = (run.task_ids.clone(), run.at_ms);
+        let created = self.create_tasks(run, true)?;
+        if let Some(token) = token {
+            self.client_tokens.insert(
+                token,
+                ClientTokenRecord {
+                    created_at_ms: at_ms,
+                    task_ids: ids,
+                },
+            );
+        }
+        Ok(CommandOutput::Tasks(created))
+    }
+
+    /// Creates the tasks of a RunTask, a StartTask (with instance ids, all
+    /// placed at once or none) or a service. A service may keep running a
+    /// revision that was deregistered since; RunTask needs an ACTIVE one.
+    pub(super) fn create_tasks(
+        &mut self,
+        run: RunTasks,
+        require_active: bool,
+    ) -> Result<Vec<Task>, StateError> {
         if !self.clusters.contains_key(&run.cluster) {
             return Err(StateError::not_found("cluster", run.cluster));
         }
@@ -99,7 +159,7 @@ impl State {
             ));
         }
         let td = self.resolve_task_definition("taskDefinition", &run.task_definition)?;
-        if td.status != TaskDefinitionStatus::Active {
+        if require_active && td.status != TaskDefinitionStatus::Active {
             return Err(StateError::FailedPrecondition(format!(
                 "task definition {}:{} is INACTIVE; run an ACTIVE revision",
                 td.family, td.revision
@@ -204,16 +264,7 @@ impl State {
             self.task_changed(id);
             created.push(task);
         }
-        if let Some(token) = run.client_token {
-            self.client_tokens.insert(
-                token,
-                ClientTokenRecord {
-                    created_at_ms: run.at_ms,
-                    task_ids: run.task_ids,
-                },
-            );
-        }
-        Ok(CommandOutput::Tasks(created))
+        Ok(created)
     }
 
     pub(super) fn place_tasks(
@@ -230,13 +281,30 @@ impl State {
                 Err(why) => rejected.push((p.task_id, why)),
             }
         }
+        // One event per service and reason, however many tasks it holds up.
+        let mut services_waiting: BTreeMap<(String, String), String> = BTreeMap::new();
         for (task_id, reason) in unplaced {
             let Some(task) = self.tasks.get_mut(&task_id) else {
                 continue;
             };
             if task.last_status == TaskStatus::Provisioning && task.placement_reason != reason {
+                if let Some(service) = crate::service::service_name_of(task) {
+                    services_waiting
+                        .insert((task.cluster.clone(), service.to_string()), reason.clone());
+                }
                 task.placement_reason = reason;
             }
+        }
+        for ((cluster, service), reason) in services_waiting {
+            let message = format!(
+                "(service {service}) was unable to place a task because no container instance met all of its requirements. Reason: {reason}"
+            );
+            let _ = self.service_progress(
+                cluster,
+                service,
+                crate::command::ServiceProgress::Note { message },
+                at_ms,
+            );
         }
         CommandOutput::Placed { placed, rejected }
     }

@@ -1,0 +1,671 @@
+//! Services: keep N copies of a task definition running (REPLICA) or one on
+//! every instance that qualifies (DAEMON), and roll them from one task
+//! definition to the next through deployments, the way ECS does.
+//!
+//! The arithmetic that bounds a rollout lives here so the controller that
+//! decides and the state machine that re-checks use exactly the same rules.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{FieldError, ValidationErrors};
+use crate::task::{DesiredStatus, Health, Task, TaskStatus};
+use crate::taskdef::TaskDefinition;
+
+/// ECS's limit on a service's desired count.
+pub const MAX_DESIRED_COUNT: u32 = 5000;
+/// Events kept per service (ECS shows the latest 100).
+pub const MAX_EVENTS: usize = 100;
+/// Finished deployments kept per service for `berth service deployments`.
+pub const MAX_FINISHED_DEPLOYMENTS: usize = 20;
+/// A deployment that has not completed after this long is FAILED.
+pub const DEFAULT_DEPLOYMENT_TIMEOUT_SECS: u64 = 30 * 60;
+/// Service tasks are in group `service:NAME`, as in ECS; RunTask may not use
+/// the prefix, so a service's tasks are exactly its group.
+pub const SERVICE_GROUP_PREFIX: &str = "service:";
+/// Prefix of deployment ids, which service tasks carry as `startedBy`.
+pub const DEPLOYMENT_ID_PREFIX: &str = "ecs-svc/";
+
+/// Failures in a row that launch again at once; the next ones back off.
+pub const THROTTLE_FREE_FAILURES: u32 = 2;
+/// The first backoff; each further failure doubles it.
+pub const THROTTLE_BASE_MS: i64 = 10_000;
+/// ECS caps the backoff at 15 minutes.
+pub const THROTTLE_MAX_MS: i64 = 15 * 60 * 1000;
+/// A task that ran at least this long had started successfully: its failure
+/// starts a new count.
+pub const THROTTLE_RESET_RUN_MS: i64 = 60_000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum SchedulingStrategy {
+    #[default]
+    Replica,
+    Daemon,
+}
+
+impl SchedulingStrategy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SchedulingStrategy::Replica => "REPLICA",
+            SchedulingStrategy::Daemon => "DAEMON",
+        }
+    }
+
+    pub fn parse(value: &str) -> Option<Self> {
+        match value.to_ascii_uppercase().as_str() {
+            "REPLICA" => Some(Self::Replica),
+            "DAEMON" => Some(Self::Daemon),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ServiceStatus {
+    Active,
+    /// Deleted; its tasks are stopping.
+    Draining,
+    /// Deleted and every task stopped.
+    Inactive,
+}
+
+impl ServiceStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServiceStatus::Active => "ACTIVE",
+            ServiceStatus::Draining => "DRAINING",
+            ServiceStatus::Inactive => "INACTIVE",
+        }
+    }
+
+    pub fn parse(value: &str) -> Option<Self> {
+        match value.to_ascii_uppercase().as_str() {
+            "ACTIVE" => Some(Self::Active),
+            "DRAINING" => Some(Self::Draining),
+            "INACTIVE" => Some(Self::Inactive),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum DeploymentStatus {
+    /// The deployment the service is moving to.
+    Primary,
+    /// An earlier deployment whose tasks are being replaced.
+    Active,
+    /// Finished: no tasks left.
+    Inactive,
+}
+
+impl DeploymentStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeploymentStatus::Primary => "PRIMARY",
+            DeploymentStatus::Active => "ACTIVE",
+            DeploymentStatus::Inactive => "INACTIVE",
+        }
+    }
+
+    pub fn parse(value: &str) -> Option<Self> {
+        match value.to_ascii_uppercase().as_str() {
+            "PRIMARY" => Some(Self::Primary),
+            "ACTIVE" => Some(Self::Active),
+            "INACTIVE" => Some(Self::Inactive),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum RolloutState {
+    InProgress,
+    Completed,
+    Failed,
+}
+
+impl RolloutState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RolloutState::InProgress => "IN_PROGRESS",
+            RolloutState::Completed => "COMPLETED",
+            RolloutState::Failed => "FAILED",
+        }
+    }
+
+    pub fn parse(value: &str) -> Option<Self> {
+        match value.to_ascii_uppercase().as_str() {
+            "IN_PROGRESS" => Some(Self::InProgress),
+            "COMPLETED" => Some(Self::Completed),
+            "FAILED" => Some(Self::Failed),
+            _ => None,
+        }
+    }
+}
+
+/// ECS's deployment circuit breaker, with a threshold that may be set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CircuitBreaker {
+    pub enable: bool,
+    pub rollback: bool,
+    /// Failed tasks that fail a deployment; None: ECS's rule (half the
+    /// desired count, at least 10, at most 200).
+    pub threshold: Option<u32>,
+}
+
+impl CircuitBreaker {
+    pub fn threshold_for(&self, desired_count: u32) -> u32 {
+        self.threshold
+            .unwrap_or_else(|| desired_count.div_ceil(2).clamp(10, 200))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeploymentConfiguration {
+    /// Healthy tasks never drop below this share of the desired count
+    /// (rounded up).
+    pub minimum_healthy_percent: u32,
+    /// Tasks that are not yet STOPPED never exceed this share of the desired
+    /// count (rounded down).
+    pub maximum_percent: u32,
+    pub circuit_breaker: CircuitBreaker,
+    /// A deployment not COMPLETED after this long is FAILED.
+    pub timeout_secs: u64,
+}
+
+impl DeploymentConfiguration {
+    /// ECS's defaults: 100/200 for REPLICA, 0/100 for DAEMON.
+    pub fn defaults_for(strategy: SchedulingStrategy) -> Self {
+        let (minimum_healthy_percent, maximum_percent) = match strategy {
+            SchedulingStrategy::Replica => (100, 200),
+            SchedulingStrategy::Daemon => (0, 100),
+        };
+        Self {
+            minimum_healthy_percent,
+            maximum_percent,
+            circuit_breaker: CircuitBreaker::default(),
+            timeout_secs: DEFAULT_DEPLOYMENT_TIMEOUT_SECS,
+        }
+    }
+
+    /// Healthy tasks the service must keep: the minimum rounded up.
+    pub fn min_healthy(&self, desired_count: u32) -> u32 {
+        (u64::from(desired_count) * u64::from(self.minimum_healthy_percent))
+            .div_ceil(100)
+            .try_into()
+            .unwrap_or(u32::MAX)
+    }
+
+    /// Tasks the service may have that are not STOPPED: the maximum rounded
+    /// down.
+    pub fn max_alive(&self, desired_count: u32) -> u32 {
+        (u64::from(desired_count) * u64::from(self.maximum_percent) / 100)
+            .try_into()
+            .unwrap_or(u32::MAX)
+    }
+}
+
+/// What CreateService asks for, defaults already filled in.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceSpec {
+    pub cluster: String,
+    pub name: String,
+    /// `FAMILY` (its latest ACTIVE revision) or `FAMILY:REVISION`.
+    pub task_definition: String,
+    pub desired_count: u32,
+    pub scheduling_strategy: SchedulingStrategy,
+    pub placement_strategies: Vec<String>,
+    pub placement_constraints: Vec<String>,
+    pub deployment_configuration: DeploymentConfiguration,
+    pub health_check_grace_period_secs: u32,
+    pub tags: BTreeMap<String, String>,
+}
+
+/// What UpdateService changes; None leaves a setting as it is.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceUpdate {
+    pub task_definition: Option<String>,
+    pub desired_count: Option<u32>,
+    pub deployment_configuration: Option<DeploymentConfiguration>,
+    pub placement_strategies: Option<Vec<String>>,
+    pub placement_constraints: Option<Vec<String>>,
+    pub health_check_grace_period_secs: Option<u32>,
+    pub force_new_deployment: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Deployment {
+    /// `ecs-svc/...`; the service's tasks carry it as `startedBy`.
+    pub id: String,
+    pub status: DeploymentStatus,
+    /// `family:revision`.
+    pub task_definition: String,
+    pub desired_count: u32,
+    pub rollout_state: RolloutState,
+    pub rollout_state_reason: String,
+    /// Tasks of this deployment that failed to start, exited, or failed
+    /// their health checks (what the circuit breaker counts).
+    pub failed_tasks: u32,
+    /// The failed deployment this one rolls back.
+    pub rollback_of: Option<String>,
+    pub created_at_ms: i64,
+    pub updated_at_ms: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceEvent {
+    pub id: u64,
+    pub created_at_ms: i64,
+    pub message: String,
+}
+
+/// Backoff of a service whose tasks keep failing (ECS's throttle logic).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Throttle {
+    /// Failures in a row (those during a backoff are not counted).
+    pub failures: u32,
+    /// No task is launched before this time.
+    pub until_ms: i64,
+    pub last_failure_ms: i64,
+}
+
+impl Throttle {
+    /// The backoff after `failures` failures in a row.
+    pub fn delay_ms(failures: u32) -> i64 {
+        if failures <= THROTTLE_FREE_FAILURES {
+            return 0;
+        }
+        let doublings = (failures - THROTTLE_FREE_FAILURES - 1).min(20);
+        THROTTLE_BASE_MS
+            .saturating_mul(1 << doublings)
+            .min(THROTTLE_MAX_MS)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Service {
+    pub cluster: String,
+    pub name: String,
+    pub status: ServiceStatus,
+    /// The PRIMARY deployment's task definition, `family:revision`.
+    pub task_definition: String,
+    /// For DAEMON, the number of instances that should run its task (the
+    /// controller keeps it current).
+    pub desired_count: u32,
+    pub scheduling_strategy: SchedulingStrategy,
+    pub placement_strategies: Vec<String>,
+    pub placement_constraints: Vec<String>,
+    pub deployment_configuration: DeploymentConfiguration,
+    pub health_check_grace_period_secs: u32,
+    pub tags: BTreeMap<String, String>,
+    /// The PRIMARY deployment first, then ACTIVE ones, newest first.
+    pub deployments: Vec<Deployment>,
+    /// INACTIVE deployments, newest first (bounded).
+    pub finished_deployments: Vec<Deployment>,
+    /// Newest first, at most `MAX_EVENTS`.
+    pub events: Vec<ServiceEvent>,
+    pub next_event_id: u64,
+    pub throttle: Throttle,
+    /// Whether "has reached a steady state" was said since the last change.
+    pub steady: bool,
+    /// The task definition of the last deployment that COMPLETED: where a
+    /// failed deployment rolls back to.
+    pub stable_task_definition: Option<String>,
+    pub created_at_ms: i64,
+    pub updated_at_ms: i64,
+}
+
+impl Service {
+    pub fn group(&self) -> String {
+        format!("{SERVICE_GROUP_PREFIX}{}", self.name)
+    }
+
+    pub fn primary(&self) -> Option<&Deployment> {
+        self.deployments.first()
+    }
+
+    /// The desired count the rollout bounds apply to (0 once deleted).
+    pub fn effective_desired_count(&self) -> u32 {
+        match self.status {
+            ServiceStatus::Active => self.desired_count,
+            ServiceStatus::Draining | ServiceStatus::Inactive => 0,
+        }
+    }
+
+    /// Every deployment, current ones first.
+    pub fn all_deployments(&self) -> impl Iterator<Item = &Deployment> {
+        self.deployments
+            .iter()
+            .chain(self.finished_deployments.iter())
+    }
+}
+
+/// Tags per service at most (ECS's limit).
+pub const MAX_TAGS: usize = 50;
+/// Bounds of `maximumPercent` and of the deployment deadline.
+pub const MAX_MAXIMUM_PERCENT: u32 = 1000;
+pub const MIN_DEPLOYMENT_TIMEOUT_SECS: u64 = 10;
+pub const MAX_DEPLOYMENT_TIMEOUT_SECS: u64 = 7 * 24 * 3600;
+/// The longest health check grace period (ECS allows about 68 years; a
+/// week is already more than any service needs).
+pub const MAX_GRACE_PERIOD_SECS: u32 = 7 * 24 * 3600;
+
+/// Checks a service's settings, reporting every problem at once, each with
+/// the field it concerns and what to change. Placement expressions are
+/// parsed by the API (the scheduler owns their grammar).
+pub fn validate_spec(spec: &ServiceSpec) -> Result<(), ValidationErrors> {
+    let mut errors = Vec::new();
+    let mut bad = |field: &str, message: String| errors.push(FieldError::new(field, message));
+    if let Err(e) = crate::validate::check_name("serviceName", &spec.name) {
+        bad(&e.field, e.message);
+    }
+    if spec.task_definition.trim().is_empty() {
+        bad(
+            "taskDefinition",
+            "required: FAMILY or FAMILY:REVISION, e.g. web or web:3".into(),
+        );
+    }
+    let config = &spec.deployment_configuration;
+    match spec.scheduling_strategy {
+        SchedulingStrategy::Replica => {
+            if spec.desired_count > MAX_DESIRED_COUNT {
+                bad(
+                    "desiredCount",
+                    format!(
+                        "{} is above the limit of {MAX_DESIRED_COUNT} tasks per service; split it into several services",
+                        spec.desired_count
+                    ),
+                );
+            }
+        }
+        SchedulingStrategy::Daemon => {
+            if spec.desired_count > 0 {
+                bad(
+                    "desiredCount",
+                    "a DAEMON service runs one task on every instance that qualifies; leave desiredCount out".into(),
+                );
+            }
+            if !spec.placement_strategies.is_empty() {
+                bad(
+                    "placementStrategy",
+                    "a DAEMON service places one task per instance; it takes placement constraints, not strategies".into(),
+                );
+            }
+        }
+    }
+    if config.maximum_percent < 100 {
+        bad(
+            "deploymentConfiguration.maximumPercent",
+            format!(
+                "{} is below 100; use at least 100 (200 lets a rollout start every new task before stopping old ones)",
+                config.maximum_percent
+            ),
+        );
+    } else if config.maximum_percent > MAX_MAXIMUM_PERCENT {
+        bad(
+            "deploymentConfiguration.maximumPercent",
+            format!("{} is above {MAX_MAXIMUM_PERCENT}", config.maximum_percent),
+        );
+    }
+    if config.minimum_healthy_percent > 100 {
+        bad(
+            "deploymentConfiguration.minimumHealthyPercent",
+            format!("{} is above 100", config.minimum_healthy_percent),
+        );
+    } else if config.minimum_healthy_percent >= config.maximum_percent {
+        bad(
+            "deploymentConfiguration.minimumHealthyPercent",
+            format!(
+                "{} must be below maximumPercent ({}), or no rollout can replace a task",
+                config.minimum_healthy_percent, config.maximum_percent
+            ),
+        );
+    }
+    let breaker = &config.circuit_breaker;
+    if breaker.rollback && !breaker.enable {
+        bad(
+            "deploymentConfiguration.deploymentCircuitBreaker.rollback",
+            "rollback needs the circuit breaker: set enable as well".into(),
+        );
+    }
+    if let Some(threshold) = breaker.threshold {
+        if threshold == 0 || threshold > MAX_DESIRED_COUNT {
+            bad(
+                "deploymentConfiguration.deploymentCircuitBreaker.threshold",
+                format!("{threshold} is not between 1 and {MAX_DESIRED_COUNT} failed tasks"),
+            );
+        }
+    }
+    if !(MIN_DEPLOYMENT_TIMEOUT_SECS..=MAX_DEPLOYMENT_TIMEOUT_SECS).contains(&config.timeout_secs) {
+        bad(
+            "deploymentConfiguration.deploymentTimeout",
+            format!(
+                "{}s is not between {MIN_DEPLOYMENT_TIMEOUT_SECS}s and 7 days",
+                config.timeout_secs
+            ),
+        );
+    }
+    if spec.health_check_grace_period_secs > MAX_GRACE_PERIOD_SECS {
+        bad(
+            "healthCheckGracePeriodSeconds",
+            format!("{} is above a week", spec.health_check_grace_period_secs),
+        );
+    }
+    if spec.tags.len() > MAX_TAGS {
+        bad(
+            "tags",
+            format!("{} tags; at most {MAX_TAGS}", spec.tags.len()),
+        );
+    }
+    for (k, v) in &spec.tags {
+        if k.is_empty() || k.len() > 128 {
+            bad("tags", format!("key {k:?} must have 1 to 128 characters"));
+        }
+        if v.len() > 256 {
+            bad(
+                "tags",
+                format!("the value of {k:?} has more than 256 characters"),
+            );
+        }
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(ValidationErrors(errors))
+    }
+}
+
+/// The service a task belongs to, from its group.
+pub fn service_name_of(task: &Task) -> Option<&str> {
+    task.group.strip_prefix(SERVICE_GROUP_PREFIX)
+}
+
+/// A task's health as a service judges it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TaskHealth {
+    /// RUNNING, and every essential container with a health check HEALTHY.
+    Healthy,
+    /// An essential container's health check says UNHEALTHY.
+    Unhealthy,
+    /// Not running yet, or checks have not decided.
+    Unknown,
+}
+
+/// Judges a task by its essential containers' health checks: a task whose
+/// essential containers have no health check is healthy once RUNNING.
+pub fn task_health(task: &Task, definition: Option<&TaskDefinition>) -> TaskHealth {
+    if task.last_status != TaskStatus::Running || task.desired_status != DesiredStatus::Running {
+        return TaskHealth::Unknown;
+    }
+    let Some(definition) = definition else {
+        return TaskHealth::Healthy;
+    };
+    let mut all_healthy = true;
+    for container in &definition.spec.container_definitions {
+        if !container.essential || container.health_check.is_none() {
+            continue;
+        }
+        let health = task
+            .containers
+            .iter()
+            .find(|c| c.name == container.name)
+            .map_or(Health::Unknown, |c| c.health);
+        match health {
+            Health::Unhealthy => return TaskHealth::Unhealthy,
+            Health::Healthy => {}
+            Health::Unknown => all_healthy = false,
+        }
+    }
+    if all_healthy {
+        TaskHealth::Healthy
+    } else {
+        TaskHealth::Unknown
+    }
+}
+
+/// The rollout counts of one deployment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeploymentCounts {
+    /// Not yet RUNNING (PROVISIONING or PENDING) and still wanted.
+    pub pending: u32,
+    /// RUNNING and still wanted.
+    pub running: u32,
+    pub healthy: u32,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rollout_bounds_round_as_ecs_does() {
+        let config = |min, max| DeploymentConfiguration {
+            minimum_healthy_percent: min,
+            maximum_percent: max,
+            ..DeploymentConfiguration::defaults_for(SchedulingStrategy::Replica)
+        };
+        // (min %, max %, desired, min healthy, max alive)
+        for (min, max, desired, healthy, alive) in [
+            (100, 200, 4, 4, 8),
+            (50, 150, 4, 2, 6),
+            (50, 150, 3, 2, 4),
+            (50, 150, 1, 1, 1),
+            (0, 100, 5, 0, 5),
+            (75, 125, 10, 8, 12),
+            (33, 133, 10, 4, 13),
+            (100, 200, 0, 0, 0),
+            (
+                100,
+                200,
+                MAX_DESIRED_COUNT,
+                MAX_DESIRED_COUNT,
+                2 * MAX_DESIRED_COUNT,
+            ),
+        ] {
+            let c = config(min, max);
+            assert_eq!(c.min_healthy(desired), healthy, "min {min}% of {desired}");
+            assert_eq!(c.max_alive(desired), alive, "max {max}% of {desired}");
+        }
+    }
+
+    #[test]
+    fn circuit_breaker_threshold_is_half_the_desired_count_within_10_and_200() {
+        let ecs = CircuitBreaker {
+            enable: true,
+            rollback: true,
+            threshold: None,
+        };
+        for (desired, threshold) in [
+            (1, 10),
+            (4, 10),
+            (20, 10),
+            (21, 11),
+            (22, 11),
+            (300, 150),
+            (400, 200),
+            (5000, 200),
+        ] {
+            assert_eq!(ecs.threshold_for(desired), threshold, "desired {desired}");
+        }
+        let set = CircuitBreaker {
+            threshold: Some(3),
+            ..ecs
+        };
+        assert_eq!(set.threshold_for(5000), 3);
+    }
+
+    #[test]
+    fn throttle_backs_off_exponentially_up_to_15_minutes() {
+        let delays: Vec<i64> = (0..=12).map(Throttle::delay_ms).collect();
+        assert_eq!(
+            delays,
+            [
+                0, 0, 0, 10_000, 20_000, 40_000, 80_000, 160_000, 320_000, 640_000, 900_000,
+                900_000, 900_000
+            ]
+        );
+        assert_eq!(Throttle::delay_ms(u32::MAX), THROTTLE_MAX_MS);
+    }
+
+    #[test]
+    fn defaults_depend_on_the_strategy() {
+        let replica = DeploymentConfiguration::defaults_for(SchedulingStrategy::Replica);
+        assert_eq!(
+            (replica.minimum_healthy_percent, replica.maximum_percent),
+            (100, 200)
+        );
+        let daemon = DeploymentConfiguration::defaults_for(SchedulingStrategy::Daemon);
+        assert_eq!(
+            (daemon.minimum_healthy_percent, daemon.maximum_percent),
+            (0, 100)
+        );
+        assert_eq!(replica.timeout_secs, 1800);
+    }
+
+    #[test]
+    fn statuses_parse_what_they_print() {
+        for s in [SchedulingStrategy::Replica, SchedulingStrategy::Daemon] {
+            assert_eq!(SchedulingStrategy::parse(s.as_str()), Some(s));
+        }
+        for s in [
+            ServiceStatus::Active,
+            ServiceStatus::Draining,
+            ServiceStatus::Inactive,
+        ] {
+            assert_eq!(ServiceStatus::parse(s.as_str()), Some(s));
+        }
+        for s in [
+            DeploymentStatus::Primary,
+            DeploymentStatus::Active,
+            DeploymentStatus::Inactive,
+        ] {
+            assert_eq!(DeploymentStatus::parse(s.as_str()), Some(s));
+        }
+        for s in [
+            RolloutState::InProgress,
+            RolloutState::Completed,
+            RolloutState::Failed,
+        ] {
+            assert_eq!(RolloutState::parse(s.as_str()), Some(s));
+        }
+        assert_eq!(
+            SchedulingStrategy::parse("daemon"),
+            Some(SchedulingStrategy::Daemon)
+        );
+        assert_eq!(SchedulingStrategy::parse("both"), None);
+    }
+}

@@ -1,0 +1,216 @@
+//! The Raft log and snapshots store commands and the state with bincode,
+//! which is positional: adding, removing or reordering a field or a variant
+//! of any stored type changes what old bytes mean. This test pins the bytes
+//! of a representative command of every kind and of a state that holds
+//! every kind of record. If it fails after an intended change, bump
+//! `DATA_FORMAT` in `berth-store` (data dirs of the old format are then
+//! refused with a clear error) and re-bless the golden file:
+//! `BERTH_BLESS=1 cargo test -p berth-types --test golden_bytes`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use berth_types::resources::Resources;
+use berth_types::service::{DeploymentConfiguration, ServiceSpec, ServiceUpdate};
+use berth_types::task::{ContainerState, ContainerStatus, Health};
+use berth_types::*;
+
+fn definition() -> TaskDefinitionSpec {
+    let mut c = ContainerDefinition::new("app", "registry.local/app:1");
+    c.memory = Some(128);
+    c.cpu = 256;
+    c.environment = vec![KeyValuePair {
+        name: "K".into(),
+        value: "V".into(),
+    }];
+    c.port_mappings = vec![PortMapping {
+        container_port: 80,
+        host_port: Some(80),
+        protocol: Protocol::Tcp,
+    }];
+    c.health_check = Some(HealthCheck {
+        command: vec!["CMD".into(), "true".into()],
+        interval: 5,
+        timeout: 2,
+        retries: 3,
+        start_period: 1,
+    });
+    TaskDefinitionSpec {
+        family: "web".into(),
+        container_definitions: vec![c],
+        cpu: None,
+        memory: None,
+        network_mode: Default::default(),
+        volumes: vec![],
+        tags: vec![],
+    }
+}
+
+fn commands() -> Vec<Command> {
+    let service = ServiceSpec {
+        cluster: "default".into(),
+        name: "web".into(),
+        task_definition: "web".into(),
+        desired_count: 2,
+        scheduling_strategy: SchedulingStrategy::Replica,
+        placement_strategies: vec!["spread:instanceId".into()],
+        placement_constraints: vec![],
+        deployment_configuration: DeploymentConfiguration::defaults_for(
+            SchedulingStrategy::Replica,
+        ),
+        health_check_grace_period_secs: 10,
+        tags: BTreeMap::from([("team".to_string(), "a".to_string())]),
+    };
+    vec![
+        Command::RegisterTaskDefinition {
+            spec: definition(),
+            at_ms: 1,
+        },
+        Command::CreateActivation {
+            id: "act".into(),
+            cluster: "default".into(),
+            description: "d".into(),
+            secret_hash: "h".into(),
+            expires_at_ms: 99,
+            max_registrations: 3,
+            attributes: BTreeMap::from([("zone".to_string(), "a".to_string())]),
+            at_ms: 2,
+        },
+        Command::RegisterInstance(Registration {
+            activation_id: "act".into(),
+            secret_hash: "h".into(),
+            new_instance_id: "i-1".into(),
+            previous_instance_id: None,
+            expected_cluster: None,
+            hostname: "h1".into(),
+            attributes: BTreeMap::new(),
+            certificate_expires_at_ms: 100,
+            at_ms: 3,
+        }),
+        Command::InstanceConnected {
+            instance_id: "i-1".into(),
+            agent_version: "v".into(),
+            resources: Resources::new(1024, 2048),
+            attributes: BTreeMap::new(),
+            at_ms: 4,
+        },
+        Command::CreateService {
+            spec: service,
+            deployment_id: "ecs-svc/1".into(),
+            at_ms: 5,
+        },
+        Command::StartServiceTasks(StartServiceTasks {
+            cluster: "default".into(),
+            service: "web".into(),
+            deployment_id: "ecs-svc/1".into(),
+            task_ids: vec!["t-1".into()],
+            instance_ids: vec![],
+            at_ms: 6,
+        }),
+        Command::PlaceTasks {
+            placements: vec![TaskPlacement {
+                task_id: "t-1".into(),
+                instance_id: "i-1".into(),
+            }],
+            unplaced: vec![],
+            at_ms: 7,
+        },
+        Command::ReportTaskStatus {
+            instance_id: "i-1".into(),
+            reports: vec![TaskReport {
+                task_id: "t-1".into(),
+                last_status: TaskStatus::Running,
+                containers: vec![ContainerState {
+                    name: "app".into(),
+                    status: ContainerStatus::Running,
+                    exit_code: None,
+                    reason: String::new(),
+                    health: Health::Healthy,
+                }],
+                reason: String::new(),
+                stop_code: None,
+            }],
+            at_ms: 8,
+        },
+        Command::UpdateService {
+            cluster: "default".into(),
+            name: "web".into(),
+            update: ServiceUpdate {
+                desired_count: Some(3),
+                force_new_deployment: true,
+                ..Default::default()
+            },
+            deployment_id: "ecs-svc/2".into(),
+            at_ms: 9,
+        },
+        Command::StopServiceTasks {
+            cluster: "default".into(),
+            service: "web".into(),
+            stops: vec![ServiceTaskStop {
+                task_id: "t-1".into(),
+                cause: StopCause::Replaced,
+            }],
+            at_ms: 10,
+        },
+        Command::ServiceProgress {
+            cluster: "default".into(),
+            service: "web".into(),
+            progress: ServiceProgress::Note {
+                message: "m".into(),
+            },
+            at_ms: 11,
+        },
+        Command::DeleteService {
+            cluster: "default".into(),
+            name: "web".into(),
+            force: true,
+            at_ms: 12,
+        },
+    ]
+}
+
+fn encoded() -> String {
+    let mut state = State::new();
+    let mut lines = Vec::new();
+    for command in commands() {
+        let bytes = bincode::serialize(&command).unwrap();
+        lines.push(format!("{} {}", command.kind(), hex(&bytes)));
+        state
+            .apply(command.clone())
+            .unwrap_or_else(|e| panic!("{}: {e}", command.kind()));
+    }
+    lines.push(format!(
+        "state {}",
+        hex(&bincode::serialize(&state).unwrap())
+    ));
+    lines.join("\n") + "\n"
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[test]
+fn stored_types_keep_their_bytes() {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden/data-format-2.txt");
+    let now = encoded();
+    if std::env::var_os("BERTH_BLESS").is_some() {
+        std::fs::write(&path, &now).unwrap();
+        return;
+    }
+    let golden = std::fs::read_to_string(&path).unwrap_or_default();
+    for (line, (want, got)) in golden.lines().zip(now.lines()).enumerate() {
+        let kind = got.split(' ').next().unwrap_or("?");
+        assert_eq!(
+            want, got,
+            "line {line} ({kind}): the stored bytes changed; see this file's header for what to do"
+        );
+    }
+    assert_eq!(
+        golden.lines().count(),
+        now.lines().count(),
+        "golden file {path:?} is incomplete; see this file's header"
+    );
+}
