@@ -13,6 +13,9 @@ pub mod ids;
 pub mod liveness;
 pub mod purge;
 pub mod scheduling;
+pub mod services;
+#[cfg(test)]
+mod services_tests;
 #[cfg(test)]
 pub(crate) mod testkit;
 

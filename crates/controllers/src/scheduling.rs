@@ -11,7 +11,7 @@ use berth_scheduler::{
     parse_constraints, parse_strategies, place, ClusterView, InstanceState, InstanceView,
     PlacementRequest,
 };
-use berth_types::{Command, State, StateEvent, TaskPlacement};
+use berth_types::{Command, SchedulingStrategy, ServiceStatus, State, StateEvent, TaskPlacement};
 
 use crate::{Controller, Inputs};
 
@@ -122,7 +122,8 @@ pub fn decide(state: &State, seed: u64) -> (Vec<TaskPlacement>, Vec<(String, Str
         };
         if !views.contains_key(cluster) {
             match cluster_view(state, cluster) {
-                Ok(view) => {
+                Ok(mut view) => {
+                    hold_room_for_daemons(state, cluster, &mut view);
                     views.insert(cluster.to_string(), view);
                 }
                 Err(e) => {
@@ -166,6 +167,52 @@ pub fn decide(state: &State, seed: u64) -> (Vec<TaskPlacement>, Vec<(String, Str
         }
     }
     (placements, unplaced)
+}
+
+/// Daemons first in: an ACTIVE instance that should run a daemon service's
+/// task but does not yet (it just joined, say) keeps the room for it, so
+/// replica tasks placed in the same pass cannot take it.
+fn hold_room_for_daemons(state: &State, cluster: &str, view: &mut ClusterView) {
+    for service in state.services_in(cluster) {
+        if service.scheduling_strategy != SchedulingStrategy::Daemon
+            || service.status != ServiceStatus::Active
+        {
+            continue;
+        }
+        let Some(td) = service
+            .primary()
+            .and_then(|d| d.task_definition.split_once(':'))
+            .and_then(|(family, rev)| state.task_definition(family, rev.parse().ok()?))
+        else {
+            continue;
+        };
+        let expressions: Vec<_> = parse_constraints(&service.placement_constraints)
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|c| match c {
+                berth_scheduler::Constraint::MemberOf(m) => Some(m.expression),
+                berth_scheduler::Constraint::DistinctInstance => None,
+            })
+            .collect();
+        let reservation = berth_types::resources::reserve(&td.spec);
+        let group = service.group();
+        let mut due = Vec::new();
+        for instance in view.instances() {
+            let runs_one = state
+                .service_tasks(cluster, &service.name)
+                .any(|t| t.instance_id.as_deref() == Some(instance.id.as_str()));
+            if instance.status == InstanceState::Active
+                && !runs_one
+                && expressions.iter().all(|e| e.matches(instance))
+            {
+                due.push(instance.id.clone());
+            }
+        }
+        for id in due {
+            // An instance too small for the daemon holds nothing for it.
+            let _ = view.add_task(&id, &group, &reservation);
+        }
+    }
 }
 
 pub fn cluster_view(

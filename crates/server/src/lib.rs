@@ -295,6 +295,7 @@ fn spawn_controllers(
     };
     let driver = driver::Driver::new(node.clone(), driver::SystemClock, Arc::new(hub.clone()))
         .with(liveness)
+        .with(berth_controllers::services::Services)
         .with(berth_controllers::scheduling::Scheduling)
         .with(berth_controllers::purge::Purge);
     let mut leading = driver.leadership();

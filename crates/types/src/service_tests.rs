@@ -351,17 +351,31 @@ fn a_stale_deployment_cannot_start_tasks() {
 }
 
 #[test]
-fn starts_never_exceed_maximum_percent() {
+fn starts_never_exceed_maximum_percent_nor_the_desired_count() {
     let mut state = base();
-    let mut s = service_spec("web", "web", 4);
+    let mut s = service_spec("web", "web:1", 4);
     s.deployment_configuration.maximum_percent = 150;
     s.deployment_configuration.minimum_healthy_percent = 50;
     create(&mut state, s).unwrap();
-    // 150% of 4 is 6.
-    start(&mut state, "ecs-svc/1", &["a", "b", "c", "d", "e"], 20).unwrap();
-    let err = start(&mut state, "ecs-svc/1", &["f", "g"], 20).unwrap_err();
+    // Never more of a deployment than the desired count...
+    let err = start(&mut state, "ecs-svc/1", &["a", "b", "c", "d", "e"], 20).unwrap_err();
+    assert!(err.to_string().contains("desired count"), "{err}");
+    start(&mut state, "ecs-svc/1", &["a", "b", "c", "d"], 20).unwrap();
+    let err = start(&mut state, "ecs-svc/1", &["e"], 20).unwrap_err();
+    assert!(err.to_string().contains("desired count"), "{err}");
+    // ...and, during a rollout, never more than 150% of 4 = 6 in all.
+    update(
+        &mut state,
+        ServiceUpdate {
+            task_definition: Some("web:2".into()),
+            ..Default::default()
+        },
+        "ecs-svc/2",
+    )
+    .unwrap();
+    let err = start(&mut state, "ecs-svc/2", &["f", "g", "h"], 120).unwrap_err();
     assert!(err.to_string().contains("maximumPercent"), "{err}");
-    start(&mut state, "ecs-svc/1", &["f"], 20).unwrap();
+    start(&mut state, "ecs-svc/2", &["f", "g"], 120).unwrap();
     assert_eq!(state.service_tasks("default", "web").count(), 6);
 }
 

@@ -410,6 +410,27 @@ impl State {
                         alive.saturating_add(count)
                     )));
                 }
+                // What already counts toward the desired count: a decision
+                // taken twice (two leaders, a retry) never over-starts.
+                let counted = self
+                    .service_tasks(&cluster, &name)
+                    .filter(|t| {
+                        t.started_by == deployment_id
+                            && t.desired_status == DesiredStatus::Running
+                            && !t
+                                .instance_id
+                                .as_deref()
+                                .and_then(|i| self.instances.get(i))
+                                .is_some_and(|i| i.draining)
+                    })
+                    .count();
+                let counted = u32::try_from(counted).unwrap_or(u32::MAX);
+                if counted.saturating_add(count) > service.desired_count {
+                    return Err(refuse(format!(
+                        "service {name} already has {counted} of its {} tasks; starting {count} more would exceed its desired count",
+                        service.desired_count
+                    )));
+                }
             }
             SchedulingStrategy::Daemon => {
                 let distinct: BTreeSet<&String> = instance_ids.iter().collect();
