@@ -11,6 +11,7 @@ pub mod error;
 pub mod event;
 pub mod resources;
 pub mod service;
+pub mod service_file;
 pub mod state;
 pub mod task;
 pub mod taskdef;

@@ -488,6 +488,124 @@ pub fn validate_spec(spec: &ServiceSpec) -> Result<(), ValidationErrors> {
     }
 }
 
+/// Deployment settings as a request gives them: what is left out keeps its
+/// current value (UpdateService) or its default (CreateService).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeploymentConfigurationInput {
+    pub minimum_healthy_percent: Option<u32>,
+    pub maximum_percent: Option<u32>,
+    pub circuit_breaker: Option<CircuitBreaker>,
+    pub timeout_secs: Option<u64>,
+}
+
+impl DeploymentConfigurationInput {
+    /// These settings over `base`.
+    pub fn over(&self, base: DeploymentConfiguration) -> DeploymentConfiguration {
+        DeploymentConfiguration {
+            minimum_healthy_percent: self
+                .minimum_healthy_percent
+                .unwrap_or(base.minimum_healthy_percent),
+            maximum_percent: self.maximum_percent.unwrap_or(base.maximum_percent),
+            circuit_breaker: self.circuit_breaker.unwrap_or(base.circuit_breaker),
+            timeout_secs: self.timeout_secs.unwrap_or(base.timeout_secs),
+        }
+    }
+}
+
+/// CreateService as every front end (gRPC, CLI files, the ECS API) gives it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CreateServiceInput {
+    /// Empty: `default`.
+    pub cluster: String,
+    pub name: String,
+    pub task_definition: String,
+    /// None: 0 for DAEMON, 1 for REPLICA (as ECS).
+    pub desired_count: Option<u32>,
+    pub scheduling_strategy: SchedulingStrategy,
+    pub placement_strategies: Vec<String>,
+    pub placement_constraints: Vec<String>,
+    pub deployment_configuration: DeploymentConfigurationInput,
+    pub health_check_grace_period_secs: u32,
+    pub tags: BTreeMap<String, String>,
+}
+
+impl CreateServiceInput {
+    /// The spec with ECS's defaults filled in.
+    pub fn into_spec(self, default_cluster: &str) -> ServiceSpec {
+        let strategy = self.scheduling_strategy;
+        ServiceSpec {
+            cluster: if self.cluster.is_empty() {
+                default_cluster.to_string()
+            } else {
+                self.cluster
+            },
+            name: self.name,
+            task_definition: self.task_definition,
+            desired_count: self.desired_count.unwrap_or(match strategy {
+                SchedulingStrategy::Replica => 1,
+                SchedulingStrategy::Daemon => 0,
+            }),
+            scheduling_strategy: strategy,
+            placement_strategies: self.placement_strategies,
+            placement_constraints: self.placement_constraints,
+            deployment_configuration: self
+                .deployment_configuration
+                .over(DeploymentConfiguration::defaults_for(strategy)),
+            health_check_grace_period_secs: self.health_check_grace_period_secs,
+            tags: self.tags,
+        }
+    }
+}
+
+/// UpdateService as every front end gives it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UpdateServiceInput {
+    pub cluster: String,
+    pub name: String,
+    pub task_definition: Option<String>,
+    pub desired_count: Option<u32>,
+    pub deployment_configuration: DeploymentConfigurationInput,
+    pub placement_strategies: Option<Vec<String>>,
+    pub placement_constraints: Option<Vec<String>>,
+    pub health_check_grace_period_secs: Option<u32>,
+    pub force_new_deployment: bool,
+}
+
+/// A deployment with its task counts, as DescribeServices shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeploymentView {
+    #[serde(flatten)]
+    pub deployment: Deployment,
+    #[serde(flatten)]
+    pub counts: DeploymentCounts,
+}
+
+/// Why some of a service's tasks wait for a placement, and how many.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PendingReason {
+    pub reason: String,
+    pub tasks: u32,
+}
+
+/// A service with what DescribeServices adds to the record: its task counts
+/// (in all and per deployment) and why tasks wait.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceDescription {
+    pub service: Service,
+    pub running_count: u32,
+    pub pending_count: u32,
+    pub healthy_count: u32,
+    /// Current deployments (PRIMARY first), then finished ones.
+    pub deployments: Vec<DeploymentView>,
+    pub pending_reasons: Vec<PendingReason>,
+}
+
 /// The service a task belongs to, from its group.
 pub fn service_name_of(task: &Task) -> Option<&str> {
     task.group.strip_prefix(SERVICE_GROUP_PREFIX)

@@ -105,6 +105,43 @@ impl State {
         counts
     }
 
+    /// The service with its counts, as DescribeServices shows it.
+    pub fn describe_service(&self, service: &Service) -> crate::service::ServiceDescription {
+        let counts = self.deployment_counts(service);
+        let deployments: Vec<crate::service::DeploymentView> = service
+            .all_deployments()
+            .map(|d| crate::service::DeploymentView {
+                deployment: d.clone(),
+                counts: counts
+                    .iter()
+                    .find(|(id, _)| *id == d.id)
+                    .map(|(_, c)| *c)
+                    .unwrap_or_default(),
+            })
+            .collect();
+        let sum = |f: fn(&DeploymentCounts) -> u32| counts.iter().map(|(_, c)| f(c)).sum::<u32>();
+        let mut reasons: std::collections::BTreeMap<&str, u32> = std::collections::BTreeMap::new();
+        for task in self.service_tasks(&service.cluster, &service.name) {
+            if task.last_status == TaskStatus::Provisioning && !task.placement_reason.is_empty() {
+                *reasons.entry(task.placement_reason.as_str()).or_default() += 1;
+            }
+        }
+        crate::service::ServiceDescription {
+            service: service.clone(),
+            running_count: sum(|c| c.running),
+            pending_count: sum(|c| c.pending),
+            healthy_count: sum(|c| c.healthy),
+            deployments,
+            pending_reasons: reasons
+                .into_iter()
+                .map(|(reason, tasks)| crate::service::PendingReason {
+                    reason: reason.to_string(),
+                    tasks,
+                })
+                .collect(),
+        }
+    }
+
     fn healthy_service_tasks(&self, cluster: &str, name: &str) -> u32 {
         let n = self
             .service_tasks(cluster, name)

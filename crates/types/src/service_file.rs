@@ -1,0 +1,421 @@
+//! Reading service files written the way ECS users already write them: the
+//! JSON that `aws ecs create-service --cli-input-json` takes, or YAML with the
+//! same field names. Every problem is reported at once with its field path;
+//! ECS fields Berth does not use are listed so the CLI can warn about them.
+
+use std::collections::BTreeMap;
+
+use serde_json::{Map, Value};
+
+use crate::error::{FieldError, ValidationErrors};
+use crate::service::{
+    CircuitBreaker, CreateServiceInput, DeploymentConfigurationInput, SchedulingStrategy,
+};
+use crate::taskdef_file::FileFormat;
+
+/// A service read from a file, with the fields Berth did not use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParsedService {
+    pub input: CreateServiceInput,
+    pub ignored_fields: Vec<String>,
+}
+
+/// ECS CreateService fields that Berth accepts and ignores (they concern
+/// AWS's own infrastructure).
+const IGNORED: &[&str] = &[
+    "launchType",
+    "capacityProviderStrategy",
+    "platformVersion",
+    "loadBalancers",
+    "serviceRegistries",
+    "networkConfiguration",
+    "role",
+    "clientToken",
+    "enableECSManagedTags",
+    "propagateTags",
+    "enableExecuteCommand",
+    "serviceConnectConfiguration",
+    "volumeConfigurations",
+    "availabilityZoneRebalancing",
+];
+
+pub fn parse_service(text: &str, format: FileFormat) -> Result<ParsedService, ValidationErrors> {
+    let value: Value = match format {
+        FileFormat::Json => parse_json(text)?,
+        FileFormat::Yaml => parse_yaml(text)?,
+        FileFormat::Auto if text.trim_start().starts_with('{') => parse_json(text)?,
+        FileFormat::Auto => parse_yaml(text)?,
+    };
+    let Value::Object(top) = value else {
+        return Err(FieldError::new(
+            "",
+            "the file must hold one object (the CreateService input)",
+        )
+        .into());
+    };
+    let mut r = Reader::default();
+    let mut input = CreateServiceInput::default();
+    for (key, value) in &top {
+        match key.as_str() {
+            "cluster" => input.cluster = r.string(key, value),
+            "serviceName" => input.name = r.string(key, value),
+            "taskDefinition" => input.task_definition = r.string(key, value),
+            "desiredCount" => input.desired_count = Some(r.u32(key, value)),
+            "schedulingStrategy" => {
+                let text = r.string(key, value);
+                match SchedulingStrategy::parse(&text) {
+                    Some(s) => input.scheduling_strategy = s,
+                    None => r.error(key, format!("{text:?} is not REPLICA or DAEMON")),
+                }
+            }
+            "placementStrategy" => {
+                for (i, item) in r.array(key, value).iter().enumerate() {
+                    let path = format!("{key}[{i}]");
+                    let fields = r.object(&path, item);
+                    let kind = fields
+                        .get("type")
+                        .map(|v| r.string(&format!("{path}.type"), v));
+                    let field = fields
+                        .get("field")
+                        .map(|v| r.string(&format!("{path}.field"), v));
+                    r.unknown(&path, &fields, &["type", "field"]);
+                    match (kind.as_deref(), field) {
+                        (Some("random"), _) => input.placement_strategies.push("random".into()),
+                        (Some(kind @ ("binpack" | "spread")), Some(field)) => {
+                            // ECS names the instance id field instanceId.
+                            input.placement_strategies.push(format!("{kind}:{field}"))
+                        }
+                        (Some("binpack" | "spread"), None) => {
+                            r.error(&format!("{path}.field"), "required for binpack (cpu or memory) and spread (instanceId or attribute:NAME)".into())
+                        }
+                        (Some(other), _) => r.error(
+                            &format!("{path}.type"),
+                            format!("{other:?} is not binpack, spread or random"),
+                        ),
+                        (None, _) => r.error(&format!("{path}.type"), "required".into()),
+                    }
+                }
+            }
+            "placementConstraints" => {
+                for (i, item) in r.array(key, value).iter().enumerate() {
+                    let path = format!("{key}[{i}]");
+                    let fields = r.object(&path, item);
+                    let kind = fields
+                        .get("type")
+                        .map(|v| r.string(&format!("{path}.type"), v));
+                    let expression = fields
+                        .get("expression")
+                        .map(|v| r.string(&format!("{path}.expression"), v));
+                    r.unknown(&path, &fields, &["type", "expression"]);
+                    match (kind.as_deref(), expression) {
+                        (Some("distinctInstance"), _) => {
+                            input.placement_constraints.push("distinctInstance".into())
+                        }
+                        (Some("memberOf"), Some(e)) => {
+                            input.placement_constraints.push(format!("memberOf({e})"))
+                        }
+                        (Some("memberOf"), None) => r.error(
+                            &format!("{path}.expression"),
+                            "required for memberOf".into(),
+                        ),
+                        (Some(other), _) => r.error(
+                            &format!("{path}.type"),
+                            format!("{other:?} is not distinctInstance or memberOf"),
+                        ),
+                        (None, _) => r.error(&format!("{path}.type"), "required".into()),
+                    }
+                }
+            }
+            "deploymentConfiguration" => {
+                input.deployment_configuration = r.deployment_configuration(key, value)
+            }
+            "deploymentController" => {
+                let fields = r.object(key, value);
+                if let Some(kind) = fields.get("type") {
+                    let kind = r.string(&format!("{key}.type"), kind);
+                    if kind != "ECS" {
+                        r.error(
+                            &format!("{key}.type"),
+                            format!("{kind:?} is not supported; Berth runs rolling deployments (type ECS)"),
+                        );
+                    }
+                }
+            }
+            "healthCheckGracePeriodSeconds" => {
+                input.health_check_grace_period_secs = r.u32(key, value)
+            }
+            "tags" => {
+                for (i, item) in r.array(key, value).iter().enumerate() {
+                    let path = format!("{key}[{i}]");
+                    let fields = r.object(&path, item);
+                    let k = fields
+                        .get("key")
+                        .map(|v| r.string(&format!("{path}.key"), v));
+                    let v = fields
+                        .get("value")
+                        .map(|v| r.string(&format!("{path}.value"), v));
+                    r.unknown(&path, &fields, &["key", "value"]);
+                    match k {
+                        Some(k) => {
+                            input.tags.insert(k, v.unwrap_or_default());
+                        }
+                        None => r.error(&format!("{path}.key"), "required".into()),
+                    }
+                }
+            }
+            other if IGNORED.contains(&other) => r.ignored.push(other.to_string()),
+            other => r.error(
+                other,
+                "unknown field; see `berth service create --help` for the fields Berth reads"
+                    .into(),
+            ),
+        }
+    }
+    if r.errors.is_empty() {
+        Ok(ParsedService {
+            input,
+            ignored_fields: r.ignored,
+        })
+    } else {
+        Err(ValidationErrors(r.errors))
+    }
+}
+
+fn parse_json(text: &str) -> Result<Value, ValidationErrors> {
+    serde_json::from_str(text).map_err(|e| {
+        FieldError::new(
+            "",
+            format!(
+                "not valid JSON: {e} (line {}, column {})",
+                e.line(),
+                e.column()
+            ),
+        )
+        .into()
+    })
+}
+
+fn parse_yaml(text: &str) -> Result<Value, ValidationErrors> {
+    serde_yaml::from_str(text)
+        .map_err(|e| FieldError::new("", format!("not valid YAML: {e}")).into())
+}
+
+#[derive(Default)]
+struct Reader {
+    errors: Vec<FieldError>,
+    ignored: Vec<String>,
+}
+
+impl Reader {
+    fn error(&mut self, path: &str, message: String) {
+        self.errors.push(FieldError::new(path, message));
+    }
+
+    fn string(&mut self, path: &str, value: &Value) -> String {
+        match value {
+            Value::String(s) => s.clone(),
+            other => {
+                self.error(path, format!("must be a string, not {}", kind(other)));
+                String::new()
+            }
+        }
+    }
+
+    fn u32(&mut self, path: &str, value: &Value) -> u32 {
+        match value.as_u64().map(u32::try_from) {
+            Some(Ok(n)) => n,
+            _ => {
+                self.error(
+                    path,
+                    format!("must be a whole number from 0 to {}, not {value}", u32::MAX),
+                );
+                0
+            }
+        }
+    }
+
+    fn bool(&mut self, path: &str, value: &Value) -> bool {
+        match value {
+            Value::Bool(b) => *b,
+            other => {
+                self.error(path, format!("must be true or false, not {}", kind(other)));
+                false
+            }
+        }
+    }
+
+    fn array<'v>(&mut self, path: &str, value: &'v Value) -> &'v [Value] {
+        match value {
+            Value::Array(items) => items,
+            other => {
+                self.error(path, format!("must be a list, not {}", kind(other)));
+                &[]
+            }
+        }
+    }
+
+    fn object(&mut self, path: &str, value: &Value) -> Map<String, Value> {
+        match value {
+            Value::Object(map) => map.clone(),
+            other => {
+                self.error(path, format!("must be an object, not {}", kind(other)));
+                Map::new()
+            }
+        }
+    }
+
+    fn unknown(&mut self, path: &str, fields: &Map<String, Value>, known: &[&str]) {
+        for key in fields.keys() {
+            if !known.contains(&key.as_str()) {
+                self.error(
+                    &format!("{path}.{key}"),
+                    format!("unknown field; use {}", known.join(", ")),
+                );
+            }
+        }
+    }
+
+    fn deployment_configuration(
+        &mut self,
+        path: &str,
+        value: &Value,
+    ) -> DeploymentConfigurationInput {
+        let fields = self.object(path, value);
+        let mut config = DeploymentConfigurationInput::default();
+        let mut known: BTreeMap<&str, bool> = BTreeMap::new();
+        for (key, value) in &fields {
+            let at = format!("{path}.{key}");
+            known.insert(key.as_str(), true);
+            match key.as_str() {
+                "minimumHealthyPercent" => config.minimum_healthy_percent = Some(self.u32(&at, value)),
+                "maximumPercent" => config.maximum_percent = Some(self.u32(&at, value)),
+                // Berth's own: the deadline of a deployment, in seconds.
+                "deploymentTimeoutSeconds" => config.timeout_secs = Some(u64::from(self.u32(&at, value))),
+                "deploymentCircuitBreaker" => {
+                    let breaker = self.object(&at, value);
+                    let mut cb = CircuitBreaker::default();
+                    for (k, v) in &breaker {
+                        let here = format!("{at}.{k}");
+                        match k.as_str() {
+                            "enable" => cb.enable = self.bool(&here, v),
+                            "rollback" => cb.rollback = self.bool(&here, v),
+                            // Berth's own: failed tasks that fail a deployment.
+                            "threshold" => cb.threshold = Some(self.u32(&here, v)),
+                            _ => self.error(&here, "unknown field; use enable, rollback, threshold".into()),
+                        }
+                    }
+                    config.circuit_breaker = Some(cb);
+                }
+                "alarms" | "bakeTimeInMinutes" | "lifecycleHooks" | "strategy" => self.ignored.push(at),
+                _ => self.error(&at, "unknown field; use minimumHealthyPercent, maximumPercent, deploymentCircuitBreaker, deploymentTimeoutSeconds".into()),
+            }
+        }
+        config
+    }
+}
+
+fn kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "an object",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_an_ecs_create_service_input() {
+        let text = r#"{
+            "cluster": "prod",
+            "serviceName": "web",
+            "taskDefinition": "web:3",
+            "desiredCount": 4,
+            "launchType": "EC2",
+            "placementStrategy": [{"type": "spread", "field": "attribute:zone"}, {"type": "binpack", "field": "memory"}],
+            "placementConstraints": [{"type": "distinctInstance"}, {"type": "memberOf", "expression": "attribute:os == linux"}],
+            "deploymentConfiguration": {
+                "minimumHealthyPercent": 50, "maximumPercent": 150,
+                "deploymentCircuitBreaker": {"enable": true, "rollback": true}
+            },
+            "healthCheckGracePeriodSeconds": 30,
+            "tags": [{"key": "team", "value": "a"}]
+        }"#;
+        let parsed = parse_service(text, FileFormat::Auto).unwrap();
+        let i = parsed.input;
+        assert_eq!(
+            (
+                i.cluster.as_str(),
+                i.name.as_str(),
+                i.task_definition.as_str()
+            ),
+            ("prod", "web", "web:3")
+        );
+        assert_eq!(i.desired_count, Some(4));
+        assert_eq!(
+            i.placement_strategies,
+            ["spread:attribute:zone", "binpack:memory"]
+        );
+        assert_eq!(
+            i.placement_constraints,
+            ["distinctInstance", "memberOf(attribute:os == linux)"]
+        );
+        let c = i.deployment_configuration;
+        assert_eq!(
+            (c.minimum_healthy_percent, c.maximum_percent),
+            (Some(50), Some(150))
+        );
+        assert_eq!(
+            c.circuit_breaker,
+            Some(CircuitBreaker {
+                enable: true,
+                rollback: true,
+                threshold: None
+            })
+        );
+        assert_eq!(i.health_check_grace_period_secs, 30);
+        assert_eq!(i.tags.get("team").map(String::as_str), Some("a"));
+        assert_eq!(parsed.ignored_fields, ["launchType"]);
+    }
+
+    #[test]
+    fn yaml_works_and_daemon_is_read() {
+        let text =
+            "serviceName: node-exporter\ntaskDefinition: exporter\nschedulingStrategy: DAEMON\n";
+        let i = parse_service(text, FileFormat::Auto).unwrap().input;
+        assert_eq!(i.scheduling_strategy, SchedulingStrategy::Daemon);
+        assert_eq!(i.desired_count, None);
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_path() {
+        let text = r#"{"serviceName": 3, "desiredCount": -1, "schedulingStrategy": "BOTH",
+            "placementStrategy": [{"type": "spread"}],
+            "deploymentConfiguration": {"maximumPercent": "lots", "deploymentCircuitBreaker": {"enable": "yes"}},
+            "deploymentController": {"type": "CODE_DEPLOY"}, "surprise": 1}"#;
+        let errors = parse_service(text, FileFormat::Json).unwrap_err();
+        let fields: Vec<&str> = errors.fields().collect();
+        for expected in [
+            "serviceName",
+            "desiredCount",
+            "schedulingStrategy",
+            "placementStrategy[0].field",
+            "deploymentConfiguration.maximumPercent",
+            "deploymentConfiguration.deploymentCircuitBreaker.enable",
+            "deploymentController.type",
+            "surprise",
+        ] {
+            assert!(
+                fields.contains(&expected),
+                "{expected} missing from {fields:?}"
+            );
+        }
+        let syntax = parse_service("{", FileFormat::Json).unwrap_err();
+        assert!(syntax.to_string().contains("not valid JSON"), "{syntax}");
+    }
+}
