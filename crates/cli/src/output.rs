@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use berth_client::pb;
-pub use berth_client::time::rfc3339;
+use berth_types::time::rfc3339;
 use berth_types::{Cluster, TaskDefinition};
 use serde::Serialize;
 

@@ -25,6 +25,7 @@ use std::time::Duration;
 use berth_pki::files;
 use berth_pki::tokens::JoinToken;
 use berth_pki::{PeerIdentity, Role};
+use berth_types::time::rfc3339;
 use rand::{Rng, SeedableRng};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::WebPkiSupportedAlgorithms;
@@ -37,7 +38,7 @@ use tokio::sync::watch;
 
 use crate::endpoint::{parse_endpoint, Scheme};
 use crate::error::describe_io;
-use crate::time::{now_ms, rfc3339};
+use crate::time::now_ms;
 use crate::{attributes_to_wire, pb, BerthClient, ClientConfig, ClientError};
 
 /// The private key, mode 0600.

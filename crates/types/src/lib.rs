@@ -14,6 +14,7 @@ pub mod task;
 pub mod task_state;
 pub mod taskdef;
 pub mod taskdef_file;
+pub mod time;
 pub mod validate;
 
 pub use access::{Activation, ApiToken, Instance, InstanceStatus, Registration, Role};

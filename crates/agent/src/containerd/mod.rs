@@ -37,7 +37,7 @@ use crate::registry::{Registries, RegistryConfig};
 use crate::runtime::*;
 use crate::spec::{self, BindMount, SpecInput};
 
-pub use content::{rfc3339, sha256_digest};
+pub use content::sha256_digest;
 pub use images::{chain_ids, host_platform, ImportedImage};
 
 const SPEC_TYPE_URL: &str = "types.containerd.io/opencontainers/runtime-spec/1/Spec";
