@@ -24,6 +24,7 @@ use berth_client::pb;
 use berth_client::pb::agent_message::Body as Out;
 use berth_client::pb::agent_session_service_client::AgentSessionServiceClient;
 use berth_client::pb::server_message::Body as In;
+use berth_types::error_chain;
 use futures::{Stream, StreamExt};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -476,15 +477,6 @@ fn endpoint(address: &str, identity: &AgentIdentity) -> Result<Endpoint, Session
         .http2_keep_alive_interval(Duration::from_secs(15))
         .keep_alive_timeout(Duration::from_secs(10))
         .keep_alive_while_idle(true))
-}
-
-/// An error and its sources on one line; tonic's outer errors only say
-/// "transport error".
-fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
-    std::iter::successors(Some(err), |e| e.source())
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join(": ")
 }
 
 // ------------------------------------------------------------------- logs

@@ -1157,20 +1157,11 @@ fn transport_endpoint(
             ClientError::InvalidConfig(format!(
                 "the TLS settings for {} cannot be used: {}",
                 parsed.name,
-                error_chain(&e)
+                t::error_chain(&e)
             ))
         })?;
     }
     Ok(endpoint)
-}
-
-/// An error and its sources on one line; tonic's outer errors only say
-/// "transport error".
-fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
-    std::iter::successors(Some(err), |e| e.source())
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join(": ")
 }
 
 // The typed stubs are built only here, on connections that carry the token.

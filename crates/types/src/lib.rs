@@ -20,7 +20,7 @@ pub mod validate;
 pub use access::{Activation, ApiToken, Instance, InstanceStatus, Registration, Role};
 pub use cluster::{Cluster, ClusterSettings, ClusterStatus, DEFAULT_CLUSTER};
 pub use command::{Command, CommandOutput, RunTasks, TaskPlacement, TaskReport};
-pub use error::{FieldError, StateError, ValidationErrors};
+pub use error::{error_chain, FieldError, StateError, ValidationErrors};
 pub use state::{ClientTokenRecord, Record, State, TaskEvent};
 pub use task::{
     ContainerState, ContainerStatus, DesiredStatus, Health, StopCode, Task, TaskStatus,

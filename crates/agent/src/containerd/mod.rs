@@ -139,7 +139,7 @@ async fn connect_channel(socket: &Path, timeout: Duration) -> Result<Channel> {
     }));
     match tokio::time::timeout(timeout, connect).await {
         Ok(Ok(ch)) => Ok(ch),
-        Ok(Err(e)) => Err(unreachable(crate::registry::error_chain(&e))),
+        Ok(Err(e)) => Err(unreachable(berth_types::error_chain(&e))),
         Err(_) => Err(unreachable(format!("no answer within {timeout:?}"))),
     }
 }
