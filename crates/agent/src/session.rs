@@ -19,6 +19,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
+use berth_client::backoff::Backoff;
 use berth_client::join::AgentIdentity;
 use berth_client::pb;
 use berth_client::pb::agent_message::Body as Out;
@@ -110,7 +111,7 @@ pub async fn run<R: Runtime>(
         return;
     }
     let mut rng = StdRng::from_entropy();
-    let mut backoff = Backoff::default();
+    let mut backoff = reconnect_backoff();
     let mut next = 0usize;
     let mut redirect: Option<String> = None;
     let mut hops = 0u32;
@@ -138,7 +139,7 @@ pub async fn run<R: Runtime>(
         .await;
         config.health.set_ready(false);
         if reached_leader {
-            backoff = Backoff::default();
+            backoff.reset();
             hops = 0;
         }
         let pause = match outcome {
@@ -400,24 +401,14 @@ fn jitter(period: Duration, rng: &mut impl Rng) -> Duration {
     period.mul_f64(rng.gen_range(0.9..=1.1))
 }
 
-/// Exponential backoff from 250 ms, capped at 5 s, each wait drawn from
-/// the upper half of its step so agents cut off together spread out.
-#[derive(Debug, Default)]
-pub(crate) struct Backoff {
-    failures: u32,
-}
-
-impl Backoff {
-    const FIRST: Duration = Duration::from_millis(250);
-    const MAX: Duration = Duration::from_secs(5);
-
-    pub(crate) fn next(&mut self, rng: &mut impl Rng) -> Duration {
-        let step = Self::FIRST
-            .saturating_mul(2u32.saturating_pow(self.failures))
-            .min(Self::MAX);
-        self.failures = self.failures.saturating_add(1);
-        step.mul_f64(rng.gen_range(0.5..=1.0))
-    }
+/// How reconnecting backs off: from 250 ms, capped at 5 s, each wait drawn
+/// from the upper half of its step so agents cut off together spread out.
+fn reconnect_backoff() -> Backoff {
+    Backoff::new(
+        Duration::from_millis(250),
+        Duration::from_secs(5),
+        0.5..=1.0,
+    )
 }
 
 /// `HOST:PORT` or `https://HOST:PORT` as (authority, TLS server name).

@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
+use berth_client::backoff::Backoff;
 use berth_proto::pb;
 use berth_proto::pb::agent_message::Body as AgentBody;
 use berth_proto::pb::agent_service_client::AgentServiceClient;
@@ -421,7 +422,7 @@ async fn run_instance(id: HollowIdentity, config: Arc<FleetConfig>, stats: Arc<F
         definitions: HashMap::new(),
         last_sequence: 0,
     };
-    let mut backoff = BACKOFF_MIN;
+    let mut backoff = Backoff::new(BACKOFF_MIN, BACKOFF_MAX, 0.5..=1.5);
     loop {
         let ended = match connect(&addr, &config.ca_pem, identity.clone()).await {
             Ok(channel) => {
@@ -451,9 +452,7 @@ async fn run_instance(id: HollowIdentity, config: Arc<FleetConfig>, stats: Arc<F
             }
             Ended::Failed(why) => {
                 stats.failed(format!("{}: {why}", id.instance_id));
-                let pause = jittered(&mut rng, backoff, 0.5, 1.5);
-                backoff = (backoff * 2).min(BACKOFF_MAX);
-                pause
+                backoff.next(&mut rng)
             }
         };
         tokio::time::sleep(pause).await;
@@ -497,7 +496,7 @@ async fn session(
     stats: &FleetStats,
     state: &mut InstanceState,
     rng: &mut StdRng,
-    backoff: &mut Duration,
+    backoff: &mut Backoff,
 ) -> Ended {
     // Unbounded: the server may be blocked sending to us while we send to
     // it; a bounded queue here could deadlock the two.
@@ -599,7 +598,7 @@ async fn session(
                         })));
                         if set.complete {
                             mark.set();
-                            *backoff = BACKOFF_MIN;
+                            backoff.reset();
                         }
                         if !pending.reports.is_empty() && flush_at.is_none() {
                             flush_at = Some(Instant::now() + config.flush);

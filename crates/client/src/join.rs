@@ -36,6 +36,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
+use crate::backoff::Backoff;
 use crate::endpoint::{parse_endpoint, Scheme};
 use crate::error::describe_io;
 use crate::time::now_ms;
@@ -573,8 +574,8 @@ pub async fn run_agent_identity_loop(
     let mut client = identity.client(&config.endpoints)?;
     let mut renew_at_ms = renewal_point(&identity, &mut rng);
     let mut next_ping_ms = now_ms();
-    let mut renew_backoff = Backoff::default();
-    let mut ping_backoff = Backoff::default();
+    let mut renew_backoff = retry_backoff();
+    let mut ping_backoff = retry_backoff();
 
     loop {
         if now_ms() >= identity.expires_at_ms {
@@ -625,7 +626,7 @@ pub async fn run_agent_identity_loop(
                     identity = renewed;
                     client = identity.client(&config.endpoints)?;
                     renew_at_ms = renewal_point(&identity, &mut rng);
-                    renew_backoff = Backoff::default();
+                    renew_backoff.reset();
                     tracing::info!(
                         instance_id = %identity.instance_id,
                         expires_at = %rfc3339(identity.expires_at_ms),
@@ -656,7 +657,7 @@ pub async fn run_agent_identity_loop(
             match pinged {
                 Ok(_) => {
                     tracing::debug!(instance_id = %identity.instance_id, "heartbeat ok");
-                    ping_backoff = Backoff::default();
+                    ping_backoff.reset();
                     next_ping_ms = now.saturating_add(duration_ms(config.ping_every));
                 }
                 Err(e) if e.is_transient() => {
@@ -725,7 +726,7 @@ async fn register_until_done(
 ) -> Result<AgentIdentity, ClientError> {
     // Found out before the registration is used up, not after.
     check_writable(&config.dir)?;
-    let mut backoff = Backoff::default();
+    let mut backoff = retry_backoff();
     loop {
         let attempt = register(
             &config.endpoints,
@@ -793,24 +794,11 @@ fn duration_ms(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
-/// Exponential backoff from 1 s to a minute, with ±20% jitter so agents
-/// cut off together do not come back in lockstep.
-#[derive(Debug, Default)]
-struct Backoff {
-    failures: u32,
-}
-
-impl Backoff {
-    const FIRST: Duration = Duration::from_secs(1);
-    const MAX: Duration = Duration::from_secs(60);
-
-    fn next(&mut self, rng: &mut impl Rng) -> Duration {
-        let base = Self::FIRST
-            .saturating_mul(2u32.saturating_pow(self.failures))
-            .min(Self::MAX);
-        self.failures = self.failures.saturating_add(1);
-        base.mul_f64(rng.gen_range(0.8..=1.2))
-    }
+/// How registration, renewal and heartbeats retry unreachable servers:
+/// from 1 s to a minute, ±20% so agents cut off together do not come back
+/// in lockstep.
+fn retry_backoff() -> Backoff {
+    Backoff::new(Duration::from_secs(1), Duration::from_secs(60), 0.8..=1.2)
 }
 
 #[cfg(test)]

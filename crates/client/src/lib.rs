@@ -32,6 +32,7 @@
 //! Agents join with [`join`]: they pin the CA by the digest in their join
 //! token, register, and then authenticate with a client certificate.
 
+pub mod backoff;
 mod endpoint;
 mod error;
 pub mod join;

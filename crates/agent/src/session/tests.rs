@@ -419,19 +419,3 @@ fn addresses() {
         assert!(parse_address(bad).is_err(), "{bad:?}");
     }
 }
-
-#[test]
-fn backoff_grows_with_jitter_and_is_capped() {
-    let mut rng = StdRng::seed_from_u64(7);
-    let mut b = Backoff::default();
-    let mut step = Backoff::FIRST;
-    for _ in 0..12 {
-        let wait = b.next(&mut rng);
-        assert!(
-            wait >= step / 2 && wait <= step,
-            "{wait:?} for step {step:?}"
-        );
-        step = (step * 2).min(Backoff::MAX);
-    }
-    assert_eq!(step, Backoff::MAX);
-}

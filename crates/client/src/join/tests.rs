@@ -92,21 +92,6 @@ fn renewal_delay_falls_between_half_and_four_fifths_of_the_lifetime() {
     assert_eq!(renewal_delay(issued, issued - 5, &mut rng), Duration::ZERO);
 }
 
-#[test]
-fn backoff_doubles_with_jitter_up_to_a_minute() {
-    let mut rng = StdRng::seed_from_u64(1);
-    let mut backoff = Backoff::default();
-    let first = backoff.next(&mut rng);
-    assert!((800..=1200).contains(&first.as_millis()), "{first:?}");
-    let second = backoff.next(&mut rng);
-    assert!((1600..=2400).contains(&second.as_millis()), "{second:?}");
-    for _ in 0..40 {
-        let wait = backoff.next(&mut rng);
-        assert!(wait <= Duration::from_secs(72), "{wait:?}");
-    }
-    assert!(backoff.next(&mut rng) >= Duration::from_secs(48));
-}
-
 // ------------------------------------------------------ saving identities
 
 /// An identity as a registration would produce it, with a certificate
