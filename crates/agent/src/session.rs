@@ -25,6 +25,7 @@ use berth_client::pb;
 use berth_client::pb::agent_message::Body as Out;
 use berth_client::pb::agent_session_service_client::AgentSessionServiceClient;
 use berth_client::pb::server_message::Body as In;
+use berth_proto::tls::client_tls;
 use berth_types::error_chain;
 use futures::{Stream, StreamExt};
 use rand::rngs::StdRng;
@@ -32,7 +33,7 @@ use rand::{Rng, SeedableRng};
 use tokio::sync::{mpsc, watch};
 use tokio::task::{AbortHandle, JoinSet};
 use tokio::time::Instant;
-use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity as TlsIdentity};
+use tonic::transport::Endpoint;
 use tracing::{debug, info, info_span, warn, Instrument};
 
 use crate::host::HostInfo;
@@ -454,10 +455,11 @@ fn endpoint(address: &str, identity: &AgentIdentity) -> Result<Endpoint, Session
         address: address.to_string(),
         reason: error_chain(&e),
     };
-    let tls = ClientTlsConfig::new()
-        .ca_certificate(Certificate::from_pem(&identity.ca_pem))
-        .identity(TlsIdentity::from_pem(&identity.cert_pem, &identity.key_pem))
-        .domain_name(host);
+    let tls = client_tls(
+        &identity.ca_pem,
+        Some((&identity.cert_pem, &identity.key_pem)),
+    )
+    .domain_name(host);
     Ok(Endpoint::from_shared(format!("https://{authority}"))
         .map_err(invalid)?
         .tls_config(tls)

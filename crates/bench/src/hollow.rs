@@ -19,6 +19,7 @@ use berth_proto::pb::agent_message::Body as AgentBody;
 use berth_proto::pb::agent_service_client::AgentServiceClient;
 use berth_proto::pb::agent_session_service_client::AgentSessionServiceClient;
 use berth_proto::pb::server_message::Body as ServerBody;
+use berth_proto::tls::client_tls;
 use futures::StreamExt;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -26,7 +27,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_stream::wrappers::UnboundedReceiverStream;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+use tonic::transport::{Channel, Endpoint};
 
 /// How long opening a connection or a session may take.
 const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -393,10 +394,8 @@ enum Ended {
 }
 
 /// A mutual-TLS channel with the instance's certificate.
-async fn connect(addr: &str, ca_pem: &str, identity: Identity) -> Result<Channel> {
-    let tls = ClientTlsConfig::new()
-        .ca_certificate(Certificate::from_pem(ca_pem))
-        .identity(identity);
+async fn connect(addr: &str, ca_pem: &str, id: &HollowIdentity) -> Result<Channel> {
+    let tls = client_tls(ca_pem, Some((&id.cert_pem, &id.key_pem)));
     let channel = Endpoint::from_shared(format!("https://{addr}"))?
         .tls_config(tls)?
         .connect_timeout(OPEN_TIMEOUT)
@@ -413,7 +412,6 @@ fn jittered(rng: &mut StdRng, base: Duration, low: f64, high: f64) -> Duration {
 
 async fn run_instance(id: HollowIdentity, config: Arc<FleetConfig>, stats: Arc<FleetStats>) {
     let mut rng = StdRng::seed_from_u64(id.index as u64);
-    let identity = Identity::from_pem(&id.cert_pem, &id.key_pem);
     let servers = config.servers.len().max(1);
     let mut next_server = id.index % servers;
     let mut addr = config.servers[next_server].clone();
@@ -424,7 +422,7 @@ async fn run_instance(id: HollowIdentity, config: Arc<FleetConfig>, stats: Arc<F
     };
     let mut backoff = Backoff::new(BACKOFF_MIN, BACKOFF_MAX, 0.5..=1.5);
     loop {
-        let ended = match connect(&addr, &config.ca_pem, identity.clone()).await {
+        let ended = match connect(&addr, &config.ca_pem, &id).await {
             Ok(channel) => {
                 session(
                     channel,

@@ -56,7 +56,7 @@ use berth_types as t;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::interceptor::InterceptedService;
 use tonic::service::Interceptor;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 use tonic::{Request, Status};
 
 pub use berth_proto::pb;
@@ -1116,16 +1116,18 @@ fn tls_settings(config: &ClientConfig) -> Result<Option<ClientTlsConfig>, Client
     berth_pki::first_der(ca_pem).map_err(|e| {
         ClientError::InvalidConfig(format!("the cluster CA is not a PEM certificate: {e}"))
     })?;
-    let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca_pem));
-    if let Some((cert_pem, key_pem)) = &config.identity {
+    if let Some((cert_pem, _)) = &config.identity {
         berth_pki::first_der(cert_pem).map_err(|e| {
             ClientError::InvalidConfig(format!(
                 "the client certificate is not a PEM certificate: {e}"
             ))
         })?;
-        tls = tls.identity(Identity::from_pem(cert_pem, key_pem));
     }
-    Ok(Some(tls))
+    let identity = config
+        .identity
+        .as_ref()
+        .map(|(cert_pem, key_pem)| (cert_pem.as_str(), key_pem.as_str()));
+    Ok(Some(berth_proto::tls::client_tls(ca_pem, identity)))
 }
 
 /// The one place a parsed endpoint becomes a transport. The scheme decides:
