@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use berth_client::pb;
 use berth_types::resources::{self, Resources};
+use berth_types::validate;
 use berth_types::{
     ContainerDefinition, ContainerStatus, DependencyCondition, Health, KeyValuePair, StopCode,
     TaskDefinitionSpec, TaskStatus,
@@ -91,9 +92,14 @@ fn apply_overrides(
     Ok(())
 }
 
+/// What the server validated already, checked again because a task that
+/// waits on a container it does not have, or on itself, would never start.
 fn check_dependencies(defs: &[ContainerDefinition]) -> Result<(), String> {
     for d in defs {
         for dep in &d.depends_on {
+            if dep.container_name == d.name {
+                return Err(format!("container {:?} depends on itself", d.name));
+            }
             if !defs.iter().any(|o| o.name == dep.container_name) {
                 return Err(format!(
                     "container {:?} depends on {:?}, which the task does not have",
@@ -102,38 +108,12 @@ fn check_dependencies(defs: &[ContainerDefinition]) -> Result<(), String> {
             }
         }
     }
-    // Kahn's algorithm: what cannot be ordered is in a cycle.
-    let mut ordered = vec![false; defs.len()];
-    loop {
-        let mut progress = false;
-        for i in 0..defs.len() {
-            if ordered[i] {
-                continue;
-            }
-            let ready = defs[i].depends_on.iter().all(|dep| {
-                defs.iter()
-                    .position(|o| o.name == dep.container_name)
-                    .is_some_and(|j| ordered[j])
-            });
-            if ready {
-                ordered[i] = true;
-                progress = true;
-            }
-        }
-        if !progress {
-            break;
-        }
-    }
-    let stuck: Vec<&str> = defs
-        .iter()
-        .zip(&ordered)
-        .filter(|(_, done)| !**done)
-        .map(|(d, _)| d.name.as_str())
-        .collect();
-    if stuck.is_empty() {
-        Ok(())
-    } else {
-        Err(format!("dependsOn forms a cycle among {stuck:?}"))
+    match validate::find_dependency_cycle(defs) {
+        Some(i) => Err(format!(
+            "dependsOn forms a cycle through container {:?}",
+            defs[i].name
+        )),
+        None => Ok(()),
     }
 }
 
