@@ -17,7 +17,9 @@ pub mod taskdef_file;
 pub mod time;
 pub mod validate;
 
-pub use access::{Activation, ApiToken, Instance, InstanceStatus, Registration, Role};
+pub use access::{
+    Activation, ApiToken, Instance, InstanceState, InstanceStatus, Registration, Role,
+};
 pub use cluster::{Cluster, ClusterSettings, ClusterStatus, DEFAULT_CLUSTER};
 pub use command::{Command, CommandOutput, RunTasks, TaskPlacement, TaskReport};
 pub use error::{error_chain, FieldError, StateError, ValidationErrors};
