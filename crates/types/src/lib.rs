@@ -8,6 +8,7 @@ pub mod cluster;
 pub mod command;
 pub mod duration;
 pub mod error;
+pub mod request;
 pub mod resources;
 pub mod state;
 pub mod task;
@@ -16,6 +17,7 @@ pub mod taskdef;
 pub mod taskdef_file;
 pub mod time;
 pub mod validate;
+pub mod view;
 
 pub use access::{
     Activation, ApiToken, Instance, InstanceState, InstanceStatus, Registration, Role,
@@ -23,11 +25,19 @@ pub use access::{
 pub use cluster::{Cluster, ClusterSettings, ClusterStatus, DEFAULT_CLUSTER};
 pub use command::{Command, CommandOutput, RunTasks, TaskPlacement, TaskReport};
 pub use error::{error_chain, FieldError, StateError, ValidationErrors};
+pub use request::{
+    AgentPing, IssuedCertificate, LogChunk, LogOptions, OutputStream, RegisterInstanceInput,
+    RegisteredInstance, RunTaskInput, StartTaskInput, TaskFilter, TaskLaunch,
+};
 pub use state::{ClientTokenRecord, Record, State, TaskEvent};
 pub use task::{
     ContainerState, ContainerStatus, DesiredStatus, Health, StopCode, Task, TaskStatus,
 };
 pub use taskdef::*;
+pub use view::{
+    ActivationStatus, ActivationView, ApiTokenStatus, ApiTokenView, ControlPlaneStatus,
+    InstanceView, ServerMember, ServerRole, TaskDefinitionFamily,
+};
 
 #[cfg(test)]
 mod access_tests;

@@ -458,6 +458,30 @@ pub fn validate_spec(spec: &TaskDefinitionSpec) -> Result<(), ValidationErrors> 
     }
 }
 
+/// One `name = value` attribute at position `index` of a list a person
+/// gave: names are what constraints can spell (`attribute:NAME`), values
+/// are bounded.
+pub fn check_attribute(index: usize, name: &str, value: &str) -> Result<(), FieldError> {
+    let name_ok = !name.is_empty()
+        && name.len() <= 128
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./:".contains(c));
+    if !name_ok {
+        return Err(FieldError::new(
+            format!("attributes[{index}].name"),
+            format!("{name:?} is not an attribute name; use letters, digits and -_./:"),
+        ));
+    }
+    if value.len() > 256 {
+        return Err(FieldError::new(
+            format!("attributes[{index}].value"),
+            "must be at most 256 characters",
+        ));
+    }
+    Ok(())
+}
+
 /// Index of a container that sits on a dependsOn cycle, if there is one:
 /// no container on it could ever start. A container naming itself is not
 /// counted (`validate_spec` reports that on its own, and a caller that must

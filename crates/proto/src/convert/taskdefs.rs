@@ -302,6 +302,26 @@ impl TryFrom<pb::TaskDefinition> for t::TaskDefinition {
     }
 }
 
+impl From<t::TaskDefinitionFamily> for pb::TaskDefinitionFamily {
+    fn from(f: t::TaskDefinitionFamily) -> Self {
+        Self {
+            family: f.family,
+            latest_revision: f.latest_revision,
+            latest_active_revision: f.latest_active_revision,
+        }
+    }
+}
+
+impl From<pb::TaskDefinitionFamily> for t::TaskDefinitionFamily {
+    fn from(f: pb::TaskDefinitionFamily) -> Self {
+        Self {
+            family: f.family,
+            latest_revision: f.latest_revision,
+            latest_active_revision: f.latest_active_revision,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
