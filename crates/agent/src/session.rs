@@ -21,10 +21,10 @@ use std::time::Duration;
 
 use berth_client::backoff::Backoff;
 use berth_client::join::AgentIdentity;
-use berth_client::pb;
-use berth_client::pb::agent_message::Body as Out;
-use berth_client::pb::agent_session_service_client::AgentSessionServiceClient;
-use berth_client::pb::server_message::Body as In;
+use berth_proto::pb;
+use berth_proto::pb::agent_message::Body as Out;
+use berth_proto::pb::agent_session_service_client::AgentSessionServiceClient;
+use berth_proto::pb::server_message::Body as In;
 use berth_proto::tls::client_tls;
 use berth_types::error_chain;
 use futures::{Stream, StreamExt};

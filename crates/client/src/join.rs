@@ -26,6 +26,7 @@ use berth_pki::files;
 use berth_pki::tokens::JoinToken;
 use berth_pki::{PeerIdentity, Role};
 use berth_types::time::rfc3339;
+use berth_types::{AgentPing, RegisterInstanceInput};
 use rand::{Rng, SeedableRng};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::WebPkiSupportedAlgorithms;
@@ -40,7 +41,7 @@ use crate::backoff::Backoff;
 use crate::endpoint::{parse_endpoint, Scheme};
 use crate::error::describe_io;
 use crate::time::now_ms;
-use crate::{attributes_to_wire, pb, BerthClient, ClientConfig, ClientError};
+use crate::{BerthClient, ClientConfig, ClientError};
 
 /// The private key, mode 0600.
 pub const KEY_FILE: &str = "agent.key";
@@ -438,14 +439,14 @@ pub async fn register(
     let client =
         BerthClient::new(ClientConfig::new(endpoints.iter().cloned()).with_ca(ca_pem.clone()))?;
     let response = client
-        .register_instance(pb::RegisterInstanceRequest {
+        .register_instance(&RegisterInstanceInput {
             activation_id: token.activation_id.clone(),
             activation_secret: token.secret.clone(),
             csr_pem,
             hostname: hostname.to_string(),
-            attributes: attributes_to_wire(attributes),
-            previous_instance_id: previous_instance_id.unwrap_or_default(),
-            cluster: cluster.unwrap_or_default(),
+            attributes: attributes.clone(),
+            previous_instance_id,
+            cluster,
         })
         .await?;
     let expires_at_ms = check_issued(&response.certificate_pem, &response.instance_id)?;
@@ -493,7 +494,7 @@ async fn renew_with(
 pub async fn ping(
     endpoints: &[String],
     identity: &AgentIdentity,
-) -> Result<pb::AgentPingResponse, ClientError> {
+) -> Result<AgentPing, ClientError> {
     identity.client(endpoints)?.agent_ping().await
 }
 

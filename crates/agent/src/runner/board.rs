@@ -11,7 +11,7 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use berth_client::pb;
+use berth_proto::pb;
 use berth_types::resources::Resources;
 use berth_types::TaskStatus;
 use tokio::sync::Notify;

@@ -10,7 +10,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use berth_client::pb;
+use berth_proto::pb;
 use berth_types::resources::{self, Resources};
 use berth_types::validate;
 use berth_types::{

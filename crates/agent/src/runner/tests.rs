@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use berth_client::pb;
+use berth_proto::pb;
 use berth_types::{ContainerStatus, Health, TaskStatus};
 
 use super::fake::{assignment, container, depends, set, web_task, Call, FakeRuntime};

@@ -3,6 +3,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use berth_pki::CertificateAuthority;
+use berth_proto::pb;
 use berth_proto::pb::agent_service_server::{AgentService, AgentServiceServer};
 use rand::rngs::StdRng;
 use tonic::{Request, Response, Status};
