@@ -15,12 +15,13 @@
 //! A follower answers with a redirect to the leader; any failure reconnects,
 //! forever, rotating through the configured servers with capped backoff.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
 use berth_client::backoff::Backoff;
 use berth_client::join::AgentIdentity;
+use berth_proto::convert;
 use berth_proto::pb;
 use berth_proto::pb::agent_message::Body as Out;
 use berth_proto::pb::agent_session_service_client::AgentSessionServiceClient;
@@ -270,7 +271,7 @@ pub(crate) fn hello<R: Runtime>(
             memory_total_mib: config.host.memory_total_mib,
             cpu_available: available(config.host.cpu_total, reserved.cpu),
             memory_available_mib: available(config.host.memory_total_mib, reserved.memory_mib),
-            attributes: attributes_to_wire(&config.host.attributes),
+            attributes: convert::attributes_to_wire(&config.host.attributes),
             running: board.all_reports(),
             last_sequence: runner.last_sequence(),
         })),
@@ -682,16 +683,6 @@ impl Chunker {
             .await
             .map_err(|_| LogError::Closed)
     }
-}
-
-fn attributes_to_wire(attributes: &BTreeMap<String, String>) -> Vec<pb::Attribute> {
-    attributes
-        .iter()
-        .map(|(name, value)| pb::Attribute {
-            name: name.clone(),
-            value: value.clone(),
-        })
-        .collect()
 }
 
 #[cfg(test)]

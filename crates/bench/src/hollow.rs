@@ -20,6 +20,7 @@ use berth_proto::pb::agent_service_client::AgentServiceClient;
 use berth_proto::pb::agent_session_service_client::AgentSessionServiceClient;
 use berth_proto::pb::server_message::Body as ServerBody;
 use berth_proto::tls::client_tls;
+use berth_types::{ContainerState, ContainerStatus, DesiredStatus, Health, TaskReport, TaskStatus};
 use futures::StreamExt;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -301,7 +302,7 @@ impl InstanceState {
         }
         let mut new = 0;
         for a in &set.assignments {
-            if a.last_status == "STOPPED" {
+            if TaskStatus::parse(&a.last_status) == Some(TaskStatus::Stopped) {
                 // The record is final: forget the task.
                 self.tasks.remove(&a.task_id);
                 continue;
@@ -320,14 +321,16 @@ impl InstanceState {
             let Some(known) = self.tasks.get_mut(&a.task_id) else {
                 continue;
             };
-            match a.desired_status.as_str() {
-                "RUNNING" if known.reported == Reported::Nothing => {
+            match DesiredStatus::parse(&a.desired_status) {
+                Some(DesiredStatus::Running) if known.reported == Reported::Nothing => {
                     known.reported = Reported::Running;
-                    pending.push(report(&a.task_id, "RUNNING", &known.containers), true);
+                    let running = report(&a.task_id, TaskStatus::Running, &known.containers);
+                    pending.push(running, true);
                 }
-                "STOPPED" if known.reported != Reported::Stopped => {
+                Some(DesiredStatus::Stopped) if known.reported != Reported::Stopped => {
                     known.reported = Reported::Stopped;
-                    pending.push(report(&a.task_id, "STOPPED", &known.containers), false);
+                    let stopped = report(&a.task_id, TaskStatus::Stopped, &known.containers);
+                    pending.push(stopped, false);
                 }
                 _ => {}
             }
@@ -344,8 +347,8 @@ impl InstanceState {
             .iter()
             .filter_map(|(id, k)| match k.reported {
                 Reported::Nothing => None,
-                Reported::Running => Some(report(id, "RUNNING", &k.containers)),
-                Reported::Stopped => Some(report(id, "STOPPED", &k.containers)),
+                Reported::Running => Some(report(id, TaskStatus::Running, &k.containers)),
+                Reported::Stopped => Some(report(id, TaskStatus::Stopped, &k.containers)),
             })
             .collect()
     }
@@ -369,23 +372,31 @@ impl Pending {
     }
 }
 
-fn report(task_id: &str, status: &str, containers: &[String]) -> pb::TaskReport {
-    pb::TaskReport {
+/// Every container in the task's status: the simulated runtime starts and
+/// stops them all at once, and they exit cleanly.
+fn report(task_id: &str, status: TaskStatus, containers: &[String]) -> pb::TaskReport {
+    let stopped = status == TaskStatus::Stopped;
+    let report = TaskReport {
         task_id: task_id.to_string(),
-        last_status: status.to_string(),
+        last_status: status,
         containers: containers
             .iter()
-            .map(|name| pb::ContainerState {
+            .map(|name| ContainerState {
                 name: name.clone(),
-                status: status.to_string(),
-                exit_code: (status == "STOPPED").then_some(0),
+                status: if stopped {
+                    ContainerStatus::Stopped
+                } else {
+                    ContainerStatus::Running
+                },
+                exit_code: stopped.then_some(0),
                 reason: String::new(),
-                health: "UNKNOWN".into(),
+                health: Health::Unknown,
             })
             .collect(),
         reason: String::new(),
-        stop_code: String::new(),
-    }
+        stop_code: None,
+    };
+    (&report).into()
 }
 
 enum Ended {

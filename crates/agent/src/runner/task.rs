@@ -10,12 +10,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use berth_proto::pb;
+use berth_proto::{convert, pb};
 use berth_types::resources::{self, Resources};
+use berth_types::task::override_target;
 use berth_types::validate;
 use berth_types::{
-    ContainerDefinition, ContainerStatus, DependencyCondition, Health, KeyValuePair, StopCode,
-    TaskDefinitionSpec, TaskStatus,
+    ContainerDefinition, ContainerStatus, DependencyCondition, DesiredStatus, Health, KeyValuePair,
+    StopCode, TaskDefinitionSpec, TaskReport, TaskStatus,
 };
 use tokio::sync::mpsc;
 use tracing::{debug, info, info_span, warn, Instrument};
@@ -41,12 +42,11 @@ pub(crate) struct Recovery {
 
 /// The server has recorded the task as STOPPED for good.
 pub(crate) fn is_final(a: &pb::Assignment) -> bool {
-    a.last_status
-        .eq_ignore_ascii_case(TaskStatus::Stopped.as_str())
+    TaskStatus::parse(&a.last_status) == Some(TaskStatus::Stopped)
 }
 
 fn wants_stop(a: &pb::Assignment) -> bool {
-    a.desired_status.eq_ignore_ascii_case("STOPPED") || is_final(a)
+    DesiredStatus::parse(&a.desired_status) == Some(DesiredStatus::Stopped) || is_final(a)
 }
 
 /// The task definition as it will run: overrides applied, dependencies
@@ -71,22 +71,21 @@ fn apply_overrides(
     defs: &mut [ContainerDefinition],
     overrides: &[pb::KeyValuePair],
 ) -> Result<(), String> {
-    for kv in overrides {
-        let (container, key) = kv
-            .name
-            .split_once(".env.")
-            .filter(|(c, k)| !c.is_empty() && !k.is_empty())
-            .ok_or_else(|| format!("override {:?} is not CONTAINER.env.KEY", kv.name))?;
+    let overrides =
+        convert::overrides_from_wire(overrides).map_err(|e| format!("invalid override: {e}"))?;
+    for (container, key, value) in overrides {
         let def = defs
             .iter_mut()
             .find(|d| d.name == container)
-            .ok_or_else(|| format!("override {:?} names no container of the task", kv.name))?;
+            .ok_or_else(|| {
+                format!(
+                    "override {:?} names no container of the task",
+                    override_target(&container, &key)
+                )
+            })?;
         match def.environment.iter_mut().find(|e| e.name == key) {
-            Some(e) => e.value.clone_from(&kv.value),
-            None => def.environment.push(KeyValuePair {
-                name: key.to_string(),
-                value: kv.value.clone(),
-            }),
+            Some(e) => e.value = value,
+            None => def.environment.push(KeyValuePair { name: key, value }),
         }
     }
     Ok(())
@@ -121,22 +120,6 @@ fn exit_code(exit: &ExitStatus) -> i32 {
     i32::try_from(exit.code).unwrap_or(-1)
 }
 
-fn container_status_str(s: ContainerStatus) -> &'static str {
-    match s {
-        ContainerStatus::Pending => "PENDING",
-        ContainerStatus::Running => "RUNNING",
-        ContainerStatus::Stopped => "STOPPED",
-    }
-}
-
-fn health_str(h: Health) -> &'static str {
-    match h {
-        Health::Unknown => "UNKNOWN",
-        Health::Healthy => "HEALTHY",
-        Health::Unhealthy => "UNHEALTHY",
-    }
-}
-
 fn health_from(h: HealthStatus) -> Health {
     match h {
         HealthStatus::Unknown => Health::Unknown,
@@ -150,26 +133,24 @@ fn health_from(h: HealthStatus) -> Health {
 pub(crate) fn record_view(task_id: &str, record: &TaskRecord, reservation: Resources) -> TaskView {
     TaskView {
         status: record.status,
-        report: pb::TaskReport {
+        report: (&TaskReport {
             task_id: task_id.to_string(),
-            last_status: record.status.as_str().to_string(),
+            last_status: record.status,
             containers: record
                 .containers
                 .iter()
-                .map(|c| pb::ContainerState {
+                .map(|c| berth_types::ContainerState {
                     name: c.name.clone(),
-                    status: container_status_str(c.status).to_string(),
+                    status: c.status,
                     exit_code: c.exit_code,
                     reason: c.reason.clone(),
-                    health: health_str(c.health).to_string(),
+                    health: c.health,
                 })
                 .collect(),
             reason: record.reason.clone(),
-            stop_code: record
-                .stop_code
-                .map(|c| c.as_str().to_string())
-                .unwrap_or_default(),
-        },
+            stop_code: record.stop_code,
+        })
+            .into(),
         containers: record
             .containers
             .iter()
