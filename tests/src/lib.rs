@@ -361,12 +361,24 @@ pub async fn channel(addr: &str) -> Result<AuthChannel> {
     channel_as(addr, Some(&test_pki().admin_token)).await
 }
 
-pub async fn status(addr: &str) -> Result<pb::GetControlPlaneStatusResponse> {
+/// A wire message read as its domain type; a message that does not
+/// convert fails the test, naming the field.
+pub fn from_wire<W, D>(wire: W) -> Result<D>
+where
+    D: TryFrom<W>,
+    D::Error: std::fmt::Display,
+{
+    D::try_from(wire).map_err(|e| anyhow::anyhow!("a reply that does not convert: {e}"))
+}
+
+pub async fn status(addr: &str) -> Result<berth_types::ControlPlaneStatus> {
     let mut client = ControlPlaneServiceClient::new(channel(addr).await?);
-    Ok(client
-        .get_status(pb::GetControlPlaneStatusRequest {})
-        .await?
-        .into_inner())
+    from_wire(
+        client
+            .get_status(pb::GetControlPlaneStatusRequest {})
+            .await?
+            .into_inner(),
+    )
 }
 
 pub async fn taskdefs(addr: &str) -> Result<TaskDefinitionServiceClient<AuthChannel>> {

@@ -14,6 +14,7 @@ use berth_proto::pb::auth_service_client::AuthServiceClient;
 use berth_proto::pb::instance_service_client::InstanceServiceClient;
 use berth_proto::pb::raft_service_client::RaftServiceClient;
 use berth_proto::pb::task_definition_service_client::TaskDefinitionServiceClient;
+use berth_types::{InstanceState, InstanceView};
 use tonic::Code;
 
 async fn list_as(
@@ -315,21 +316,23 @@ async fn activations_admit_exactly_what_they_allow() -> Result<()> {
     let joined = join(&addrs[0], 1).await?;
     let identity = (joined.certificate_pem.as_str(), joined.key_pem.as_str());
     let mut instances = InstanceServiceClient::new(channel(&addrs[0]).await?);
-    let described = instances
-        .describe_instance(pb::DescribeInstanceRequest {
-            id: joined.instance_id.clone(),
-        })
-        .await?
-        .into_inner()
-        .instance
-        .unwrap();
+    let described: InstanceView = from_wire(
+        instances
+            .describe_instance(pb::DescribeInstanceRequest {
+                id: joined.instance_id.clone(),
+            })
+            .await?
+            .into_inner()
+            .instance
+            .unwrap(),
+    )?;
     // Registered, but no agent session yet: not a place for tasks.
-    assert_eq!(described.status, "DISCONNECTED");
+    assert_eq!(described.status, InstanceState::Disconnected);
     assert!(!described.agent_connected);
-    assert!(described
-        .attributes
-        .iter()
-        .any(|a| a.name == "zone" && a.value == "lab"));
+    assert_eq!(
+        described.attributes.get("zone").map(String::as_str),
+        Some("lab")
+    );
     instances
         .deregister_instance(pb::DeregisterInstanceRequest {
             id: joined.instance_id.clone(),
