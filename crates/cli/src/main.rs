@@ -210,44 +210,37 @@ async fn instance(
 ) -> anyhow::Result<String> {
     match command {
         InstanceCommand::List { cluster } => {
-            let instances: Vec<output::Instance> = connect()?
-                .list_instances(cluster.as_deref())
-                .await?
-                .into_iter()
-                .map(Into::into)
-                .collect();
+            let instances = connect()?.list_instances(cluster.as_deref()).await?;
             let now = now_ms();
             render(format, instances.as_slice(), |i| {
                 output::instances_table(i, now)
             })
         }
         InstanceCommand::Describe { id } => {
-            let instance = output::Instance::from(connect()?.describe_instance(&id).await?);
+            let instance = connect()?.describe_instance(&id).await?;
             let now = now_ms();
             render(format, &instance, |i| output::instance_detail(i, now))
         }
         InstanceCommand::Deregister { id } => {
-            let instance = output::Instance::from(connect()?.deregister_instance(&id).await?);
+            let instance = connect()?.deregister_instance(&id).await?;
             render(format, &instance, output::deregistered_instance)
         }
         InstanceCommand::Drain { id } => {
-            let instance = output::Instance::from(connect()?.drain_instance(&id).await?);
+            let instance = connect()?.drain_instance(&id).await?;
             render(format, &instance, output::drained_instance)
         }
         InstanceCommand::Activate { id } => {
-            let instance = output::Instance::from(connect()?.activate_instance(&id).await?);
+            let instance = connect()?.activate_instance(&id).await?;
             render(format, &instance, output::activated_instance)
         }
         InstanceCommand::Attribute(AttributeCommand::Put { id, attributes }) => {
             // Checked before connecting: it is a mistake in the command.
             let attributes = name_value_map(attributes, "attribute")?;
-            let instance =
-                output::Instance::from(connect()?.put_instance_attributes(&id, &attributes).await?);
+            let instance = connect()?.put_instance_attributes(&id, &attributes).await?;
             render(format, &instance, output::instance_attributes)
         }
         InstanceCommand::Attribute(AttributeCommand::Delete { id, names }) => {
-            let instance =
-                output::Instance::from(connect()?.delete_instance_attributes(&id, &names).await?);
+            let instance = connect()?.delete_instance_attributes(&id, &names).await?;
             render(format, &instance, output::instance_attributes)
         }
     }

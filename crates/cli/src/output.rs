@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use berth_types::time::rfc3339;
 use berth_types::{
     self as t, ActivationStatus, ApiTokenStatus, Cluster, ContainerStatus, DesiredStatus, Health,
-    InstanceState, Role, ServerRole, StopCode, TaskDefinition, TaskStatus,
+    InstanceView, ServerRole, StopCode, TaskDefinition, TaskStatus,
 };
 use serde::Serialize;
 
@@ -38,9 +38,10 @@ pub fn render<T: Serialize + ?Sized>(
 // ----------------------------------------------------------------- views
 //
 // What `-o json|yaml` commits to for scripts, made from the domain types.
-// Clusters, task definitions and families are printed as the domain types
-// themselves; these others flatten what people look for (free resources,
-// a task's FAMILY:REVISION) and leave out what is only the API's business.
+// Clusters, task definitions, families and instances are printed as the
+// domain types themselves; these others add what holds as of when berth ran
+// (a token's status), flatten what people look for (a task's
+// FAMILY:REVISION) and leave out what is only the API's business.
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -98,30 +99,20 @@ pub struct DeletedCluster {
     pub name: String,
 }
 
-/// An API token's record; never its secret.
+/// An API token's record (never its secret) and whether it works.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
 pub struct ApiToken {
-    pub id: String,
-    pub role: Role,
-    pub description: String,
-    pub created_at_ms: i64,
-    pub expires_at_ms: Option<i64>,
-    pub revoked_at_ms: Option<i64>,
+    #[serde(flatten)]
+    pub token: t::ApiTokenView,
     /// As of when berth ran.
     pub status: ApiTokenStatus,
 }
 
 impl ApiToken {
-    pub fn new(t: t::ApiTokenView, now_ms: i64) -> Self {
+    pub fn new(token: t::ApiTokenView, now_ms: i64) -> Self {
         Self {
-            status: t.status(now_ms),
-            id: t.id,
-            role: t.role,
-            description: t.description,
-            created_at_ms: t.created_at_ms,
-            expires_at_ms: t.expires_at_ms,
-            revoked_at_ms: t.revoked_at_ms,
+            status: token.status(now_ms),
+            token,
         }
     }
 }
@@ -173,63 +164,6 @@ impl Activation {
 pub struct CreatedActivation {
     pub activation: Activation,
     pub token: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Instance {
-    pub id: String,
-    pub cluster: String,
-    pub hostname: String,
-    pub attributes: BTreeMap<String, String>,
-    pub activation_id: String,
-    pub registered_at_ms: i64,
-    pub certificate_expires_at_ms: i64,
-    pub status: InstanceState,
-    pub deregistered_at_ms: Option<i64>,
-    /// `null` until the agent has connected once.
-    pub agent_version: Option<String>,
-    pub agent_connected: bool,
-    /// When the current session began; `null` while disconnected.
-    pub connected_since_ms: Option<i64>,
-    /// When the agent was last heard from; `null` while connected.
-    pub last_seen_ms: Option<i64>,
-    /// CPU units (1024 = one core).
-    pub cpu_registered: u64,
-    pub cpu_remaining: u64,
-    pub memory_registered_mib: u64,
-    pub memory_remaining_mib: u64,
-    pub ports_in_use: Vec<u32>,
-    /// Tasks placed here and not yet STOPPED.
-    pub running_tasks: u32,
-    pub draining: bool,
-}
-
-impl From<t::InstanceView> for Instance {
-    fn from(i: t::InstanceView) -> Self {
-        Self {
-            id: i.id,
-            cluster: i.cluster,
-            hostname: i.hostname,
-            attributes: i.attributes,
-            activation_id: i.activation_id,
-            registered_at_ms: i.registered_at_ms,
-            certificate_expires_at_ms: i.certificate_expires_at_ms,
-            status: i.status,
-            deregistered_at_ms: i.deregistered_at_ms,
-            agent_version: non_empty(i.agent_version),
-            agent_connected: i.agent_connected,
-            connected_since_ms: i.connected_since_ms,
-            last_seen_ms: i.last_seen_ms,
-            cpu_registered: i.registered.cpu,
-            cpu_remaining: i.remaining.cpu,
-            memory_registered_mib: i.registered.memory_mib,
-            memory_remaining_mib: i.remaining.memory_mib,
-            ports_in_use: i.ports_in_use,
-            running_tasks: i.running_tasks,
-            draining: i.draining,
-        }
-    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -505,9 +439,9 @@ pub fn created_api_token(c: &CreatedApiToken) -> String {
 pub fn created_api_token_note(c: &CreatedApiToken) -> String {
     format!(
         "created {} API token {} ({}); it is shown only this once: store it now",
-        c.api_token.role.as_str(),
-        c.api_token.id,
-        c.api_token.expires_at_ms.map_or_else(
+        c.api_token.token.role.as_str(),
+        c.api_token.token.id,
+        c.api_token.token.expires_at_ms.map_or_else(
             || "never expires".to_string(),
             |e| format!("expires {}", rfc3339(e))
         )
@@ -516,11 +450,11 @@ pub fn created_api_token_note(c: &CreatedApiToken) -> String {
 
 pub fn api_tokens_table(tokens: &[ApiToken]) -> String {
     let mut table = Table::new(["ID", "ROLE", "STATUS", "CREATED", "EXPIRES", "DESCRIPTION"]);
-    for t in tokens {
+    for ApiToken { token: t, status } in tokens {
         table.row([
             t.id.clone(),
             t.role.as_str().to_string(),
-            screaming(&t.status),
+            screaming(status),
             rfc3339(t.created_at_ms),
             t.expires_at_ms.map_or_else(|| "never".to_string(), rfc3339),
             t.description.clone(),
@@ -530,7 +464,7 @@ pub fn api_tokens_table(tokens: &[ApiToken]) -> String {
 }
 
 pub fn revoked_api_token(t: &ApiToken) -> String {
-    format!("revoked API token {}\n", t.id)
+    format!("revoked API token {}\n", t.token.id)
 }
 
 /// Only the join token, so `TOKEN=$(berth activation create)` works; the
@@ -598,7 +532,7 @@ pub fn revoked_activation(a: &Activation) -> String {
 
 /// One row per instance. `now_ms` is when berth ran, for the SINCE
 /// column: how long the agent has been connected, or disconnected.
-pub fn instances_table(instances: &[Instance], now_ms: i64) -> String {
+pub fn instances_table(instances: &[InstanceView], now_ms: i64) -> String {
     let mut table = Table::new([
         "ID",
         "CLUSTER",
@@ -630,7 +564,7 @@ pub fn instances_table(instances: &[Instance], now_ms: i64) -> String {
     table.render()
 }
 
-fn agent_state(i: &Instance) -> &'static str {
+fn agent_state(i: &InstanceView) -> &'static str {
     if i.agent_connected {
         "connected"
     } else if i.last_seen_ms.is_some() || i.agent_version.is_some() {
@@ -641,7 +575,7 @@ fn agent_state(i: &Instance) -> &'static str {
 }
 
 /// When the agent's current state began: connected since, or last seen.
-fn agent_since(i: &Instance) -> Option<i64> {
+fn agent_since(i: &InstanceView) -> Option<i64> {
     if i.agent_connected {
         i.connected_since_ms
     } else {
@@ -649,7 +583,7 @@ fn agent_since(i: &Instance) -> Option<i64> {
     }
 }
 
-pub fn instance_detail(i: &Instance, now_ms: i64) -> String {
+pub fn instance_detail(i: &InstanceView, now_ms: i64) -> String {
     let agent = match (i.agent_connected, agent_since(i)) {
         (true, Some(at)) => format!("connected since {} ({} ago)", rfc3339(at), age(at, now_ms)),
         (false, Some(at)) => format!(
@@ -694,11 +628,11 @@ pub fn instance_detail(i: &Instance, now_ms: i64) -> String {
     ])
 }
 
-pub fn deregistered_instance(i: &Instance) -> String {
+pub fn deregistered_instance(i: &InstanceView) -> String {
     format!("deregistered instance {} (now {})\n", i.id, i.status)
 }
 
-pub fn drained_instance(i: &Instance) -> String {
+pub fn drained_instance(i: &InstanceView) -> String {
     format!(
         "draining instance {} (now {}): no new tasks are placed on it; {} task{} still there\n",
         i.id,
@@ -708,11 +642,11 @@ pub fn drained_instance(i: &Instance) -> String {
     )
 }
 
-pub fn activated_instance(i: &Instance) -> String {
+pub fn activated_instance(i: &InstanceView) -> String {
     format!("activated instance {} (now {})\n", i.id, i.status)
 }
 
-pub fn instance_attributes(i: &Instance) -> String {
+pub fn instance_attributes(i: &InstanceView) -> String {
     format!(
         "attributes of instance {}: {}\n",
         i.id,
@@ -976,7 +910,7 @@ fn screaming<T: Serialize>(value: &T) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use berth_types as t;
+    use berth_types::{InstanceState, Role};
 
     #[test]
     fn table_aligns_columns_without_trailing_spaces() {
@@ -1232,6 +1166,14 @@ mod tests {
 
     const NOW: i64 = 1_700_000_000_000;
 
+    /// The keys of a pretty-printed JSON object, in the order printed.
+    fn top_level_keys(json: &str) -> Vec<&str> {
+        json.lines()
+            .filter_map(|line| line.strip_prefix("  \""))
+            .filter_map(|rest| rest.split_once("\":").map(|(key, _)| key))
+            .collect()
+    }
+
     fn api_token(revoked: bool, expires_at_ms: Option<i64>) -> t::ApiTokenView {
         t::ApiTokenView {
             id: "0a1b2c".into(),
@@ -1256,6 +1198,20 @@ mod tests {
              0a1b2c  admin  ACTIVE   2023-11-14T22:13:19Z  never                 ci deploys\n\
              0a1b2c  admin  EXPIRED  2023-11-14T22:13:19Z  2023-11-14T22:13:19Z  ci deploys\n\
              0a1b2c  admin  REVOKED  2023-11-14T22:13:19Z  2023-11-15T22:13:20Z  ci deploys\n"
+        );
+        let json = render(Format::Json, &tokens[0], revoked_api_token).unwrap();
+        assert_eq!(
+            top_level_keys(&json),
+            [
+                "id",
+                "role",
+                "description",
+                "createdAtMs",
+                "expiresAtMs",
+                "revokedAtMs",
+                "status"
+            ],
+            "the order scripts have always seen"
         );
         let json = render(Format::Json, tokens.as_slice(), api_tokens_table).unwrap();
         let value: serde_json::Value = serde_json::from_str(&json).unwrap();
@@ -1360,12 +1316,14 @@ mod tests {
             status: InstanceState::Active,
             activation_id: "a1".into(),
             deregistered_at_ms: None,
-            agent_version: "0.4.0".into(),
+            agent_version: Some("0.4.0".into()),
             agent_connected: true,
             connected_since_ms: Some(NOW - 300_000),
             last_seen_ms: None,
-            registered: t::resources::Resources::new(2048, 4096),
-            remaining: t::resources::Resources::new(1536, 3968),
+            cpu_registered: 2048,
+            cpu_remaining: 1536,
+            memory_registered_mib: 4096,
+            memory_remaining_mib: 3968,
             ports_in_use: vec![8080, 9090],
             running_tasks: 2,
             draining: false,
@@ -1374,7 +1332,7 @@ mod tests {
 
     #[test]
     fn instances_table_shows_agent_state_resources_and_tasks() {
-        let connected = Instance::from(instance());
+        let connected = instance();
         let mut gone = instance();
         gone.id = "i-2".into();
         gone.status = InstanceState::Disconnected;
@@ -1386,9 +1344,9 @@ mod tests {
         fresh.id = "i-3".into();
         fresh.agent_connected = false;
         fresh.connected_since_ms = None;
-        fresh.agent_version = String::new();
+        fresh.agent_version = None;
         fresh.running_tasks = 0;
-        let instances = vec![connected, Instance::from(gone), Instance::from(fresh)];
+        let instances = vec![connected, gone, fresh];
         assert_eq!(
             instances_table(&instances, NOW),
             "ID   CLUSTER  HOSTNAME  STATUS        AGENT            SINCE  CPU FREE/TOTAL  MEMORY FREE/TOTAL (MiB)  TASKS  VERSION  ATTRIBUTES\n\
@@ -1407,7 +1365,7 @@ mod tests {
 
     #[test]
     fn instance_detail_has_every_field() {
-        let instance = Instance::from(instance());
+        let instance = instance();
         assert_eq!(
             instance_detail(&instance, NOW),
             "ID:                   i-1\n\
@@ -1430,10 +1388,35 @@ mod tests {
 
     #[test]
     fn instance_json_is_camel_case_with_nulls_for_absent_values() {
-        let mut view = instance();
-        view.agent_version = String::new();
-        let instance = Instance::from(view);
+        let mut instance = instance();
+        instance.agent_version = None;
         let json = render(Format::Json, &instance, |i| instance_detail(i, NOW)).unwrap();
+        assert_eq!(
+            top_level_keys(&json),
+            [
+                "id",
+                "cluster",
+                "hostname",
+                "attributes",
+                "activationId",
+                "registeredAtMs",
+                "certificateExpiresAtMs",
+                "status",
+                "deregisteredAtMs",
+                "agentVersion",
+                "agentConnected",
+                "connectedSinceMs",
+                "lastSeenMs",
+                "cpuRegistered",
+                "cpuRemaining",
+                "memoryRegisteredMib",
+                "memoryRemainingMib",
+                "portsInUse",
+                "runningTasks",
+                "draining"
+            ],
+            "the order scripts have always seen"
+        );
         let value: serde_json::Value = serde_json::from_str(&json).unwrap();
         assert_eq!(value["certificateExpiresAtMs"], NOW + 86_400_000);
         assert_eq!(value["attributes"]["zone"], "a");
@@ -1453,10 +1436,9 @@ mod tests {
 
     #[test]
     fn instance_operations_say_what_happened() {
-        let mut view = instance();
-        view.status = InstanceState::Draining;
-        view.draining = true;
-        let instance = Instance::from(view);
+        let mut instance = instance();
+        instance.status = InstanceState::Draining;
+        instance.draining = true;
         assert_eq!(
             drained_instance(&instance),
             "draining instance i-1 (now DRAINING): no new tasks are placed on it; 2 tasks still \

@@ -9,7 +9,6 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::access::{Activation, ApiToken, Instance, InstanceState, Role};
-use crate::resources::Resources;
 
 /// An API token as the API shows it: the record without its secret's hash.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -118,7 +117,8 @@ impl From<&Activation> for ActivationView {
 }
 
 /// A container instance as the API shows it: the record's facts, the
-/// status people see, and what its tasks take and leave.
+/// status people see, and what its tasks take and leave. Its JSON is what
+/// `berth instance ... -o json` prints.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct InstanceView {
@@ -131,22 +131,24 @@ pub struct InstanceView {
     pub certificate_expires_at_ms: i64,
     pub status: InstanceState,
     pub deregistered_at_ms: Option<i64>,
-    /// Empty until the agent has connected once.
-    pub agent_version: String,
+    /// `None` until the agent has connected once.
+    pub agent_version: Option<String>,
     pub agent_connected: bool,
     /// Set while connected: when the current session began.
     pub connected_since_ms: Option<i64>,
     /// Set while disconnected: when the agent was last heard from.
     pub last_seen_ms: Option<i64>,
-    pub draining: bool,
-    /// What the agent registered (CPU units, 1024 = one core; MiB).
-    pub registered: Resources,
-    /// What placed tasks leave of it.
-    pub remaining: Resources,
+    /// What the agent registered, in CPU units (1024 = one core), and what
+    /// placed tasks leave of it; likewise memory in MiB.
+    pub cpu_registered: u64,
+    pub cpu_remaining: u64,
+    pub memory_registered_mib: u64,
+    pub memory_remaining_mib: u64,
     /// Host ports held by placed tasks.
     pub ports_in_use: Vec<u32>,
     /// Tasks placed here and not yet STOPPED.
     pub running_tasks: u32,
+    pub draining: bool,
 }
 
 impl InstanceView {
@@ -154,6 +156,7 @@ impl InstanceView {
     /// does not hold.
     pub fn new(instance: &Instance, running_tasks: usize) -> Self {
         let i = instance;
+        let (registered, remaining) = (i.capacity.registered(), i.capacity.remaining());
         Self {
             id: i.id.clone(),
             cluster: i.cluster.clone(),
@@ -164,15 +167,17 @@ impl InstanceView {
             certificate_expires_at_ms: i.certificate_expires_at_ms,
             status: i.display_status(),
             deregistered_at_ms: i.deregistered_at_ms,
-            agent_version: i.agent_version.clone(),
+            agent_version: Some(i.agent_version.clone()).filter(|v| !v.is_empty()),
             agent_connected: i.agent_connected,
             connected_since_ms: i.connected_since_ms,
             last_seen_ms: i.last_seen_ms,
-            draining: i.draining,
-            registered: i.capacity.registered(),
-            remaining: i.capacity.remaining(),
+            cpu_registered: registered.cpu,
+            cpu_remaining: remaining.cpu,
+            memory_registered_mib: registered.memory_mib,
+            memory_remaining_mib: remaining.memory_mib,
             ports_in_use: i.capacity.used_ports().iter().map(|p| p.port).collect(),
             running_tasks: u32::try_from(running_tasks).unwrap_or(u32::MAX),
+            draining: i.draining,
         }
     }
 }
@@ -302,6 +307,44 @@ mod tests {
         assert_eq!(a.status(100), ActivationStatus::Expired);
         a.revoked = true;
         assert_eq!(a.status(100), ActivationStatus::Revoked);
+    }
+
+    #[test]
+    fn an_instance_view_shows_what_tasks_leave_and_no_version_before_a_session() {
+        use crate::access::InstanceStatus;
+        use crate::resources::{HostPort, InstanceCapacity, Reservation, Resources};
+
+        let mut capacity = InstanceCapacity::new(Resources::new(2048, 4096));
+        let reservation = Reservation::new(512, 256).with_port(HostPort::tcp(8080));
+        capacity.allocate(&reservation).unwrap();
+        let instance = Instance {
+            id: "i-1".into(),
+            cluster: "default".into(),
+            hostname: "node-1".into(),
+            attributes: BTreeMap::new(),
+            activation_id: "a1".into(),
+            registered_at_ms: 1,
+            certificate_expires_at_ms: 2,
+            status: InstanceStatus::Active,
+            deregistered_at_ms: None,
+            agent_version: String::new(),
+            agent_connected: false,
+            connected_since_ms: None,
+            last_seen_ms: None,
+            draining: false,
+            capacity,
+            assignment_seq: 0,
+        };
+        let view = InstanceView::new(&instance, 3);
+        assert_eq!(view.status, InstanceState::Disconnected);
+        assert_eq!(view.agent_version, None);
+        assert_eq!((view.cpu_registered, view.cpu_remaining), (2048, 1536));
+        assert_eq!(
+            (view.memory_registered_mib, view.memory_remaining_mib),
+            (4096, 3840)
+        );
+        assert_eq!(view.ports_in_use, [8080]);
+        assert_eq!(view.running_tasks, 3);
     }
 
     #[test]

@@ -5,7 +5,7 @@ use berth_types as t;
 use t::FieldError;
 
 use super::attributes::{attributes_from_wire, attributes_to_wire};
-use super::wire_enum;
+use super::{non_empty, wire_enum};
 use crate::pb;
 
 // ------------------------------------------------------------ API tokens
@@ -107,14 +107,14 @@ impl From<t::InstanceView> for pb::Instance {
             status: i.status.as_str().to_string(),
             activation_id: i.activation_id,
             deregistered_at_ms: i.deregistered_at_ms,
-            agent_version: i.agent_version,
+            agent_version: i.agent_version.unwrap_or_default(),
             agent_connected: i.agent_connected,
             connected_since_ms: i.connected_since_ms,
             last_seen_ms: i.last_seen_ms,
-            cpu_registered: i.registered.cpu,
-            memory_registered_mib: i.registered.memory_mib,
-            cpu_remaining: i.remaining.cpu,
-            memory_remaining_mib: i.remaining.memory_mib,
+            cpu_registered: i.cpu_registered,
+            memory_registered_mib: i.memory_registered_mib,
+            cpu_remaining: i.cpu_remaining,
+            memory_remaining_mib: i.memory_remaining_mib,
             ports_in_use: i.ports_in_use,
             running_tasks: i.running_tasks,
             draining: i.draining,
@@ -141,15 +141,17 @@ impl TryFrom<pb::Instance> for t::InstanceView {
             registered_at_ms: i.registered_at_ms,
             certificate_expires_at_ms: i.certificate_expires_at_ms,
             deregistered_at_ms: i.deregistered_at_ms,
-            agent_version: i.agent_version,
+            agent_version: non_empty(i.agent_version),
             agent_connected: i.agent_connected,
             connected_since_ms: i.connected_since_ms,
             last_seen_ms: i.last_seen_ms,
-            draining: i.draining,
-            registered: t::resources::Resources::new(i.cpu_registered, i.memory_registered_mib),
-            remaining: t::resources::Resources::new(i.cpu_remaining, i.memory_remaining_mib),
+            cpu_registered: i.cpu_registered,
+            cpu_remaining: i.cpu_remaining,
+            memory_registered_mib: i.memory_registered_mib,
+            memory_remaining_mib: i.memory_remaining_mib,
             ports_in_use: i.ports_in_use,
             running_tasks: i.running_tasks,
+            draining: i.draining,
         })
     }
 }
@@ -252,15 +254,17 @@ mod tests {
             certificate_expires_at_ms: 2,
             status: t::InstanceState::Draining,
             deregistered_at_ms: None,
-            agent_version: "0.4.0".into(),
+            agent_version: Some("0.4.0".into()),
             agent_connected: true,
             connected_since_ms: Some(3),
             last_seen_ms: None,
-            draining: true,
-            registered: t::resources::Resources::new(2048, 4096),
-            remaining: t::resources::Resources::new(1536, 3968),
+            cpu_registered: 2048,
+            cpu_remaining: 1536,
+            memory_registered_mib: 4096,
+            memory_remaining_mib: 3968,
             ports_in_use: vec![8080],
             running_tasks: 2,
+            draining: true,
         };
         let mut wire = pb::Instance::from(instance.clone());
         assert_eq!(wire.status, "DRAINING");
