@@ -12,7 +12,9 @@ use berth_proto::pb::activation_service_client::ActivationServiceClient;
 use berth_proto::pb::instance_service_client::InstanceServiceClient;
 use berth_proto::pb::task_service_client::TaskServiceClient;
 
-use crate::{binary, channel, eventually, AuthChannel};
+use berth_types::{InstanceState, InstanceView, Task, TaskStatus};
+
+use crate::{binary, channel, eventually, from_wire, AuthChannel};
 
 /// Where the private containerd and registry of scripts/test-env.sh are.
 pub struct ContainerdEnv {
@@ -250,23 +252,25 @@ pub async fn join_token(addr: &str, cluster: &str, max: u32) -> Result<String> {
         .token)
 }
 
-pub async fn instance(addr: &str, id: &str) -> Result<pb::Instance> {
-    instances_client(addr)
-        .await?
-        .describe_instance(pb::DescribeInstanceRequest { id: id.into() })
-        .await?
-        .into_inner()
-        .instance
-        .ok_or_else(|| anyhow!("no instance in reply"))
+pub async fn instance(addr: &str, id: &str) -> Result<InstanceView> {
+    from_wire(
+        instances_client(addr)
+            .await?
+            .describe_instance(pb::DescribeInstanceRequest { id: id.into() })
+            .await?
+            .into_inner()
+            .instance
+            .ok_or_else(|| anyhow!("no instance in reply"))?,
+    )
 }
 
 /// Waits until the agent has registered and its instance shows `status`.
 pub async fn wait_instance_status(
     addr: &str,
     agent: &AgentProc,
-    status: &str,
+    status: InstanceState,
     timeout: Duration,
-) -> Result<pb::Instance> {
+) -> Result<InstanceView> {
     eventually(timeout, || async {
         let id = agent
             .instance_id()
@@ -282,34 +286,37 @@ pub async fn wait_instance_status(
     .with_context(|| format!("agent log:\n{}", agent.log()))
 }
 
-pub async fn describe_task(addr: &str, id: &str) -> Result<pb::Task> {
-    tasks_client(addr)
-        .await?
-        .describe_task(pb::DescribeTaskRequest { id: id.into() })
-        .await?
-        .into_inner()
-        .task
-        .ok_or_else(|| anyhow!("no task in reply"))
+pub async fn describe_task(addr: &str, id: &str) -> Result<Task> {
+    from_wire(
+        tasks_client(addr)
+            .await?
+            .describe_task(pb::DescribeTaskRequest { id: id.into() })
+            .await?
+            .into_inner()
+            .task
+            .ok_or_else(|| anyhow!("no task in reply"))?,
+    )
 }
 
 /// Waits until the task's last status is `status`.
 pub async fn wait_task_status(
     addr: &str,
     id: &str,
-    status: &str,
+    status: TaskStatus,
     timeout: Duration,
-) -> Result<pb::Task> {
+) -> Result<Task> {
     eventually(timeout, || async {
         let t = describe_task(addr, id).await?;
         if t.last_status == status {
             Ok(t)
         } else {
             Err(anyhow!(
-                "task {id} is {} (desired {}, placement: {:?}, stopped: {:?}), waiting for {status}",
-                t.last_status,
-                t.desired_status,
+                "task {id} is {} (desired {}, placement: {:?}, stopped: {:?}), waiting for {}",
+                t.last_status.as_str(),
+                t.desired_status.as_str(),
                 t.placement_reason,
-                t.stopped_reason
+                t.stopped_reason,
+                status.as_str()
             ))
         }
     })

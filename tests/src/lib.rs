@@ -20,7 +20,7 @@ use std::sync::OnceLock;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::interceptor::InterceptedService;
 use tonic::service::Interceptor;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+use tonic::transport::Channel;
 
 /// Path of a binary of this workspace: next to the running executable
 /// (a bench binary) or next to its `deps` directory (a test).
@@ -334,12 +334,9 @@ impl Interceptor for BearerToken {
 pub type AuthChannel = InterceptedService<Channel, BearerToken>;
 
 /// A TLS channel verified against the test CA, with an optional client
-/// certificate.
-pub async fn tls_channel(addr: &str, identity: Option<Identity>) -> Result<Channel> {
-    let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(&test_pki().ca_pem));
-    if let Some(identity) = identity {
-        tls = tls.identity(identity);
-    }
+/// certificate (certificate and key, PEM).
+pub async fn tls_channel(addr: &str, identity: Option<(&str, &str)>) -> Result<Channel> {
+    let tls = berth_proto::tls::client_tls(&test_pki().ca_pem, identity);
     Ok(Channel::from_shared(format!("https://{addr}"))?
         .tls_config(tls)?
         .connect_timeout(Duration::from_secs(1))
@@ -364,12 +361,24 @@ pub async fn channel(addr: &str) -> Result<AuthChannel> {
     channel_as(addr, Some(&test_pki().admin_token)).await
 }
 
-pub async fn status(addr: &str) -> Result<pb::GetControlPlaneStatusResponse> {
+/// A wire message read as its domain type; a message that does not
+/// convert fails the test, naming the field.
+pub fn from_wire<W, D>(wire: W) -> Result<D>
+where
+    D: TryFrom<W>,
+    D::Error: std::fmt::Display,
+{
+    D::try_from(wire).map_err(|e| anyhow::anyhow!("a reply that does not convert: {e}"))
+}
+
+pub async fn status(addr: &str) -> Result<berth_types::ControlPlaneStatus> {
     let mut client = ControlPlaneServiceClient::new(channel(addr).await?);
-    Ok(client
-        .get_status(pb::GetControlPlaneStatusRequest {})
-        .await?
-        .into_inner())
+    from_wire(
+        client
+            .get_status(pb::GetControlPlaneStatusRequest {})
+            .await?
+            .into_inner(),
+    )
 }
 
 pub async fn taskdefs(addr: &str) -> Result<TaskDefinitionServiceClient<AuthChannel>> {

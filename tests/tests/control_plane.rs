@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::{bail, ensure, Result};
 use berth_e2e::*;
 use berth_proto::pb;
+use berth_types::{ServerRole, TaskDefinition, TaskDefinitionStatus};
 
 const LONG: Duration = Duration::from_secs(30);
 
@@ -57,7 +58,7 @@ async fn cluster_forms_and_every_server_serves_reads_and_writes() -> Result<()> 
     let leaders: Vec<_> = status
         .members
         .iter()
-        .filter(|m| m.role == "leader")
+        .filter(|m| m.role == ServerRole::Leader)
         .collect();
     assert_eq!(leaders.len(), 1, "{status:?}");
     assert!(
@@ -215,7 +216,8 @@ async fn full_stop_and_restart_keeps_everything() -> Result<()> {
         let addr = cluster.addr(id);
         let stored = eventually(LONG, || list_family(&addr, "api")).await?;
         assert_eq!(stored.len(), 5, "server {id}");
-        assert_eq!(stored[4].status, "INACTIVE");
+        let last: TaskDefinition = from_wire(stored[4].clone())?;
+        assert_eq!(last.status, TaskDefinitionStatus::Inactive);
         assert_eq!(describe(&addr, "api").await?.revision, 4);
         let mut c = clusters(&addr).await?;
         let names: BTreeSet<String> = c

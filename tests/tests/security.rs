@@ -14,7 +14,7 @@ use berth_proto::pb::auth_service_client::AuthServiceClient;
 use berth_proto::pb::instance_service_client::InstanceServiceClient;
 use berth_proto::pb::raft_service_client::RaftServiceClient;
 use berth_proto::pb::task_definition_service_client::TaskDefinitionServiceClient;
-use tonic::transport::Identity;
+use berth_types::{InstanceState, InstanceView};
 use tonic::Code;
 
 async fn list_as(
@@ -149,12 +149,7 @@ async fn raft_and_agent_calls_need_the_right_certificate() -> Result<()> {
     let impostor = other
         .issue_server(2, &["127.0.0.1".into()], Duration::from_secs(600))
         .unwrap();
-    match tls_channel(
-        &addr,
-        Some(Identity::from_pem(&impostor.cert_pem, &impostor.key_pem)),
-    )
-    .await
-    {
+    match tls_channel(&addr, Some((&impostor.cert_pem, &impostor.key_pem))).await {
         Err(_) => {}
         Ok(channel) => {
             let result = RaftServiceClient::new(channel)
@@ -174,8 +169,8 @@ async fn raft_and_agent_calls_need_the_right_certificate() -> Result<()> {
 
     // A genuine instance certificate reaches agent calls but not Raft.
     let joined = join(&addr, 1).await?;
-    let identity = Identity::from_pem(&joined.certificate_pem, &joined.key_pem);
-    let mut as_agent = AgentServiceClient::new(tls_channel(&addr, Some(identity.clone())).await?);
+    let identity = (joined.certificate_pem.as_str(), joined.key_pem.as_str());
+    let mut as_agent = AgentServiceClient::new(tls_channel(&addr, Some(identity)).await?);
     let pong = as_agent.ping(pb::AgentPingRequest {}).await?.into_inner();
     assert_eq!(pong.instance_id, joined.instance_id);
     let mut raft = RaftServiceClient::new(tls_channel(&addr, Some(identity)).await?);
@@ -319,30 +314,32 @@ async fn activations_admit_exactly_what_they_allow() -> Result<()> {
 
     // A deregistered instance's certificate is refused on every server.
     let joined = join(&addrs[0], 1).await?;
-    let identity = Identity::from_pem(&joined.certificate_pem, &joined.key_pem);
+    let identity = (joined.certificate_pem.as_str(), joined.key_pem.as_str());
     let mut instances = InstanceServiceClient::new(channel(&addrs[0]).await?);
-    let described = instances
-        .describe_instance(pb::DescribeInstanceRequest {
-            id: joined.instance_id.clone(),
-        })
-        .await?
-        .into_inner()
-        .instance
-        .unwrap();
+    let described: InstanceView = from_wire(
+        instances
+            .describe_instance(pb::DescribeInstanceRequest {
+                id: joined.instance_id.clone(),
+            })
+            .await?
+            .into_inner()
+            .instance
+            .unwrap(),
+    )?;
     // Registered, but no agent session yet: not a place for tasks.
-    assert_eq!(described.status, "DISCONNECTED");
+    assert_eq!(described.status, InstanceState::Disconnected);
     assert!(!described.agent_connected);
-    assert!(described
-        .attributes
-        .iter()
-        .any(|a| a.name == "zone" && a.value == "lab"));
+    assert_eq!(
+        described.attributes.get("zone").map(String::as_str),
+        Some("lab")
+    );
     instances
         .deregister_instance(pb::DeregisterInstanceRequest {
             id: joined.instance_id.clone(),
         })
         .await?;
     for addr in &addrs {
-        let mut agent = AgentServiceClient::new(tls_channel(addr, Some(identity.clone())).await?);
+        let mut agent = AgentServiceClient::new(tls_channel(addr, Some(identity)).await?);
         let (c, m) = code(agent.ping(pb::AgentPingRequest {}).await);
         assert_eq!(c, Code::PermissionDenied, "{addr}: {m}");
         assert!(m.contains("deregistered"), "{m}");

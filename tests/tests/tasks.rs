@@ -11,6 +11,7 @@ use anyhow::{ensure, Result};
 use berth_e2e::agents::*;
 use berth_e2e::*;
 use berth_proto::pb;
+use berth_types::{ContainerStatus, DesiredStatus, InstanceState, StopCode, Task, TaskStatus};
 
 const T: Duration = Duration::from_secs(60);
 
@@ -108,11 +109,11 @@ async fn tasks_are_placed_run_logged_and_stopped() -> Result<()> {
     let (a1, a2) = (s.addr(1), s.addr(2));
     let mut zone_a = s.agent("zone-a", &["zone=a"]);
     zone_a.start()?;
-    let inst_a = wait_instance_status(&a1, &zone_a, "ACTIVE", T).await?;
+    let inst_a = wait_instance_status(&a1, &zone_a, InstanceState::Active, T).await?;
     assert!(inst_a.agent_connected);
     assert!(zone_a.health("/healthz") && zone_a.health("/readyz"));
     assert!(inst_a.cpu_registered >= 1024, "{inst_a:?}");
-    assert!(!inst_a.agent_version.is_empty());
+    assert!(inst_a.agent_version.is_some());
 
     // Only zone b will do, and there is no zone b yet: the task waits, with
     // a reason a person can act on, and is not refused.
@@ -126,7 +127,7 @@ async fn tasks_are_placed_run_logged_and_stopped() -> Result<()> {
         Ok(t)
     })
     .await?;
-    assert_eq!(provisioning.last_status, "PROVISIONING");
+    assert_eq!(provisioning.last_status, TaskStatus::Provisioning);
     assert!(
         provisioning.placement_reason.contains("constraint")
             || provisioning.placement_reason.contains("zone"),
@@ -137,10 +138,10 @@ async fn tasks_are_placed_run_logged_and_stopped() -> Result<()> {
     // Zone b joins: the waiting task lands there.
     let mut zone_b = s.agent("zone-b", &["zone=b"]);
     zone_b.start()?;
-    let inst_b = wait_instance_status(&a1, &zone_b, "ACTIVE", T).await?;
-    let placed = wait_task_status(&a1, &waiting_id, "RUNNING", T).await?;
-    assert_eq!(placed.instance_id, inst_b.id);
-    assert_eq!(placed.containers[0].status, "RUNNING");
+    let inst_b = wait_instance_status(&a1, &zone_b, InstanceState::Active, T).await?;
+    let placed = wait_task_status(&a1, &waiting_id, TaskStatus::Running, T).await?;
+    assert_eq!(placed.instance_id, Some(inst_b.id.clone()));
+    assert_eq!(placed.containers[0].status, ContainerStatus::Running);
 
     // distinctInstance: two tasks, one on each instance.
     let mut spread = run_request("ticker", 2);
@@ -150,7 +151,7 @@ async fn tasks_are_placed_run_logged_and_stopped() -> Result<()> {
     let mut on = BTreeSet::new();
     for t in &pair {
         on.insert(
-            wait_task_status(&a2, &t.id, "RUNNING", T)
+            wait_task_status(&a2, &t.id, TaskStatus::Running, T)
                 .await?
                 .instance_id,
         );
@@ -168,10 +169,14 @@ async fn tasks_are_placed_run_logged_and_stopped() -> Result<()> {
 
     // An essential container that exits stops its task, with its exit code.
     let exiting = run(&a1, run_request("exiter", 1)).await?;
-    let stopped = wait_task_status(&a1, &exiting[0].id, "STOPPED", T).await?;
-    assert_eq!(stopped.stop_code, "EssentialContainerExited", "{stopped:?}");
+    let stopped = wait_task_status(&a1, &exiting[0].id, TaskStatus::Stopped, T).await?;
+    assert_eq!(
+        stopped.stop_code,
+        Some(StopCode::EssentialContainerExited),
+        "{stopped:?}"
+    );
     assert_eq!(stopped.containers[0].exit_code, Some(3), "{stopped:?}");
-    assert_eq!(stopped.desired_status, "STOPPED");
+    assert_eq!(stopped.desired_status, DesiredStatus::Stopped);
     // Its output stays readable after it stopped (the agent keeps a stopped
     // task's containers for its cleanup wait).
     let last_words = task_logs(&a2, &exiting[0].id).await?;
@@ -181,19 +186,21 @@ async fn tasks_are_placed_run_logged_and_stopped() -> Result<()> {
     );
 
     // A stop by hand: the container is stopped on the host.
-    let stop = tasks_client(&a2)
-        .await?
-        .stop_task(pb::StopTaskRequest {
-            id: waiting_id.clone(),
-            reason: "e2e says stop".into(),
-        })
-        .await?
-        .into_inner()
-        .task
-        .unwrap();
-    assert_eq!(stop.desired_status, "STOPPED");
-    let stopped = wait_task_status(&a1, &waiting_id, "STOPPED", T).await?;
-    assert_eq!(stopped.stop_code, "UserInitiated");
+    let stop: Task = from_wire(
+        tasks_client(&a2)
+            .await?
+            .stop_task(pb::StopTaskRequest {
+                id: waiting_id.clone(),
+                reason: "e2e says stop".into(),
+            })
+            .await?
+            .into_inner()
+            .task
+            .unwrap(),
+    )?;
+    assert_eq!(stop.desired_status, DesiredStatus::Stopped);
+    let stopped = wait_task_status(&a1, &waiting_id, TaskStatus::Stopped, T).await?;
+    assert_eq!(stopped.stop_code, Some(StopCode::UserInitiated));
     assert_eq!(stopped.stopped_reason, "e2e says stop");
     let running_b = s.env.running_containers(&zone_b.namespace)?;
     assert!(
@@ -208,33 +215,40 @@ async fn tasks_are_placed_run_logged_and_stopped() -> Result<()> {
             id: inst_a.id.clone(),
         })
         .await?;
-    assert_eq!(instance(&a2, &inst_a.id).await?.status, "DRAINING");
+    assert_eq!(
+        instance(&a2, &inst_a.id).await?.status,
+        InstanceState::Draining
+    );
     let mut binpacked = run_request("ticker", 2);
     binpacked.placement_strategies = vec!["binpack:memory".into()];
     binpacked.group = "after-drain".into();
     for t in run(&a1, binpacked).await? {
-        let t = wait_task_status(&a1, &t.id, "RUNNING", T).await?;
-        assert_eq!(t.instance_id, inst_b.id, "placed on a DRAINING instance");
+        let t = wait_task_status(&a1, &t.id, TaskStatus::Running, T).await?;
+        assert_eq!(
+            t.instance_id,
+            Some(inst_b.id.clone()),
+            "placed on a DRAINING instance"
+        );
     }
     // The task already on zone a keeps running.
-    let on_a: Vec<pb::Task> = list(&a1, &inst_a.id).await?;
+    let on_a: Vec<Task> = list(&a1, &inst_a.id).await?;
     assert!(
-        on_a.iter().any(|t| t.last_status == "RUNNING"),
+        on_a.iter().any(|t| t.last_status == TaskStatus::Running),
         "draining stopped tasks: {on_a:?}"
     );
     let b = instance(&a1, &inst_b.id).await?;
     let not_stopped = list(&a1, &inst_b.id)
         .await?
         .iter()
-        .filter(|t| t.last_status != "STOPPED")
+        .filter(|t| t.last_status != TaskStatus::Stopped)
         .count();
     assert_eq!(b.running_tasks as usize, not_stopped);
     assert!(b.memory_remaining_mib < b.memory_registered_mib);
     Ok(())
 }
 
-async fn list(addr: &str, instance_id: &str) -> Result<Vec<pb::Task>> {
-    Ok(tasks_client(addr)
+async fn list(addr: &str, instance_id: &str) -> Result<Vec<Task>> {
+    tasks_client(addr)
         .await?
         .list_tasks(pb::ListTasksRequest {
             instance_id: instance_id.into(),
@@ -242,7 +256,10 @@ async fn list(addr: &str, instance_id: &str) -> Result<Vec<pb::Task>> {
         })
         .await?
         .into_inner()
-        .tasks)
+        .tasks
+        .into_iter()
+        .map(from_wire)
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -255,18 +272,18 @@ async fn agents_and_leaders_fail_without_losing_tasks() -> Result<()> {
     let mut two = s.agent("two", &[]);
     one.start()?;
     two.start()?;
-    let inst_one = wait_instance_status(&a1, &one, "ACTIVE", T).await?;
-    let inst_two = wait_instance_status(&a1, &two, "ACTIVE", T).await?;
+    let inst_one = wait_instance_status(&a1, &one, InstanceState::Active, T).await?;
+    let inst_two = wait_instance_status(&a1, &two, InstanceState::Active, T).await?;
     let mut both = run_request("ticker", 4);
     both.placement_strategies = vec!["spread:instanceId".into()];
     let started = run(&a1, both).await?;
     let mut running = Vec::new();
     for t in &started {
-        running.push(wait_task_status(&a1, &t.id, "RUNNING", T).await?);
+        running.push(wait_task_status(&a1, &t.id, TaskStatus::Running, T).await?);
     }
-    let on_two: Vec<&pb::Task> = running
+    let on_two: Vec<&Task> = running
         .iter()
-        .filter(|t| t.instance_id == inst_two.id)
+        .filter(|t| t.instance_id.as_ref() == Some(&inst_two.id))
         .collect();
     assert_eq!(on_two.len(), 2, "spread:instanceId: {running:?}");
     let containers_two = s.env.running_containers(&two.namespace)?;
@@ -291,7 +308,7 @@ async fn agents_and_leaders_fail_without_losing_tasks() -> Result<()> {
     assert_eq!(s.env.running_containers(&two.namespace)?, containers_two);
     for t in &running {
         let now = describe_task(&a1, &t.id).await?;
-        assert_eq!(now.last_status, "RUNNING", "{now:?}");
+        assert_eq!(now.last_status, TaskStatus::Running, "{now:?}");
         assert_eq!(
             now.started_at_ms, t.started_at_ms,
             "task restarted: {now:?}"
@@ -323,10 +340,14 @@ async fn agents_and_leaders_fail_without_losing_tasks() -> Result<()> {
     assert!(killed.success());
     tokio::time::sleep(Duration::from_millis(500)).await;
     two.start()?;
-    let dead = wait_task_status(&a1, &victim, "STOPPED", T).await?;
-    assert_eq!(dead.stop_code, "EssentialContainerExited", "{dead:?}");
+    let dead = wait_task_status(&a1, &victim, TaskStatus::Stopped, T).await?;
+    assert_eq!(
+        dead.stop_code,
+        Some(StopCode::EssentialContainerExited),
+        "{dead:?}"
+    );
     assert_eq!(dead.containers[0].exit_code, Some(137), "{dead:?}");
-    let running: Vec<pb::Task> = running.into_iter().filter(|t| t.id != victim).collect();
+    let running: Vec<Task> = running.into_iter().filter(|t| t.id != victim).collect();
     let containers_two = s.env.running_containers(&two.namespace)?;
     assert_eq!(containers_two.len(), 1, "{containers_two:?}");
 
@@ -341,23 +362,32 @@ async fn agents_and_leaders_fail_without_losing_tasks() -> Result<()> {
     tokio::time::sleep(Duration::from_secs(5)).await;
     for id in [&inst_one.id, &inst_two.id] {
         let i = instance(&survivor, id).await?;
-        assert_eq!(i.status, "ACTIVE", "after the leader change: {i:?}");
+        assert_eq!(
+            i.status,
+            InstanceState::Active,
+            "after the leader change: {i:?}"
+        );
     }
-    let all = tasks_client(&survivor)
+    let all: Vec<Task> = tasks_client(&survivor)
         .await?
         .list_tasks(pb::ListTasksRequest::default())
         .await?
         .into_inner()
-        .tasks;
+        .tasks
+        .into_iter()
+        .map(from_wire)
+        .collect::<Result<_>>()?;
     assert_eq!(all.len(), 4, "tasks duplicated or lost: {all:?}");
     assert_eq!(
-        all.iter().filter(|t| t.last_status == "RUNNING").count(),
+        all.iter()
+            .filter(|t| t.last_status == TaskStatus::Running)
+            .count(),
         3,
         "{all:?}"
     );
     for t in &running {
         let now = describe_task(&survivor, &t.id).await?;
-        assert_eq!(now.last_status, "RUNNING", "{now:?}");
+        assert_eq!(now.last_status, TaskStatus::Running, "{now:?}");
         assert_eq!(now.started_at_ms, t.started_at_ms);
     }
     assert_eq!(s.env.running_containers(&two.namespace)?, containers_two);
@@ -365,26 +395,26 @@ async fn agents_and_leaders_fail_without_losing_tasks() -> Result<()> {
     // An agent cut off: DISCONNECTED first (tasks kept), then after
     // lost_after (8 s here) its tasks are STOPPED with InstanceLost.
     one.kill9();
-    wait_instance_status(&survivor, &one, "DISCONNECTED", T).await?;
-    let on_one: Vec<&pb::Task> = running
+    wait_instance_status(&survivor, &one, InstanceState::Disconnected, T).await?;
+    let on_one: Vec<&Task> = running
         .iter()
-        .filter(|t| t.instance_id == inst_one.id)
+        .filter(|t| t.instance_id.as_ref() == Some(&inst_one.id))
         .collect();
     for t in &on_one {
         assert_eq!(
             describe_task(&survivor, &t.id).await?.last_status,
-            "RUNNING"
+            TaskStatus::Running
         );
     }
     for t in &on_one {
-        let lost = wait_task_status(&survivor, &t.id, "STOPPED", T).await?;
-        assert_eq!(lost.stop_code, "InstanceLost", "{lost:?}");
+        let lost = wait_task_status(&survivor, &t.id, TaskStatus::Stopped, T).await?;
+        assert_eq!(lost.stop_code, Some(StopCode::InstanceLost), "{lost:?}");
     }
     // Its containers still run on the host until the agent comes back and
     // is told they are no longer wanted.
     assert_eq!(s.env.running_containers(&one.namespace)?.len(), 2);
     one.start()?;
-    wait_instance_status(&survivor, &one, "ACTIVE", T).await?;
+    wait_instance_status(&survivor, &one, InstanceState::Active, T).await?;
     eventually(T, || async {
         let left = s.env.running_containers(&one.namespace)?;
         ensure!(left.is_empty(), "lost tasks still running: {left:?}");

@@ -77,7 +77,9 @@ impl Writer {
 
     fn write_record(&mut self, stream: &str, partial: bool, text: &[u8]) -> std::io::Result<()> {
         let mut rec = Vec::with_capacity(text.len() + 48);
-        rec.extend_from_slice(crate::containerd::rfc3339(std::time::SystemTime::now()).as_bytes());
+        rec.extend_from_slice(
+            berth_types::time::rfc3339_nanos(std::time::SystemTime::now()).as_bytes(),
+        );
         rec.push(b' ');
         rec.extend_from_slice(stream.as_bytes());
         rec.extend_from_slice(if partial { b" P " } else { b" F " });

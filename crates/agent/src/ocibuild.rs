@@ -5,12 +5,12 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use berth_types::time::rfc3339_nanos;
 use oci_client::client::{Client, ClientConfig, ClientProtocol};
 use oci_client::secrets::RegistryAuth;
 use oci_client::RegistryOperation;
 use serde_json::json;
 
-use crate::containerd::rfc3339;
 use crate::error::{Result, RuntimeError};
 use crate::registry::{map_error, parse_reference};
 
@@ -91,7 +91,7 @@ pub fn build(spec: &ImageSpec) -> Result<BuiltImage> {
     let layer = builder.into_inner().map_err(io)?;
     let layer_digest = digest(&layer);
     let config = serde_json::to_vec(&json!({
-        "created": rfc3339(std::time::UNIX_EPOCH),
+        "created": rfc3339_nanos(std::time::UNIX_EPOCH),
         "architecture": spec.architecture,
         "os": spec.os,
         "config": {

@@ -15,22 +15,26 @@
 //! A follower answers with a redirect to the leader; any failure reconnects,
 //! forever, rotating through the configured servers with capped backoff.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
+use berth_client::backoff::Backoff;
 use berth_client::join::AgentIdentity;
-use berth_client::pb;
-use berth_client::pb::agent_message::Body as Out;
-use berth_client::pb::agent_session_service_client::AgentSessionServiceClient;
-use berth_client::pb::server_message::Body as In;
+use berth_proto::convert;
+use berth_proto::pb;
+use berth_proto::pb::agent_message::Body as Out;
+use berth_proto::pb::agent_session_service_client::AgentSessionServiceClient;
+use berth_proto::pb::server_message::Body as In;
+use berth_proto::tls::client_tls;
+use berth_types::error_chain;
 use futures::{Stream, StreamExt};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tokio::sync::{mpsc, watch};
 use tokio::task::{AbortHandle, JoinSet};
 use tokio::time::Instant;
-use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity as TlsIdentity};
+use tonic::transport::Endpoint;
 use tracing::{debug, info, info_span, warn, Instrument};
 
 use crate::host::HostInfo;
@@ -109,7 +113,7 @@ pub async fn run<R: Runtime>(
         return;
     }
     let mut rng = StdRng::from_entropy();
-    let mut backoff = Backoff::default();
+    let mut backoff = reconnect_backoff();
     let mut next = 0usize;
     let mut redirect: Option<String> = None;
     let mut hops = 0u32;
@@ -137,7 +141,7 @@ pub async fn run<R: Runtime>(
         .await;
         config.health.set_ready(false);
         if reached_leader {
-            backoff = Backoff::default();
+            backoff.reset();
             hops = 0;
         }
         let pause = match outcome {
@@ -267,7 +271,7 @@ pub(crate) fn hello<R: Runtime>(
             memory_total_mib: config.host.memory_total_mib,
             cpu_available: available(config.host.cpu_total, reserved.cpu),
             memory_available_mib: available(config.host.memory_total_mib, reserved.memory_mib),
-            attributes: attributes_to_wire(&config.host.attributes),
+            attributes: convert::attributes_to_wire(&config.host.attributes),
             running: board.all_reports(),
             last_sequence: runner.last_sequence(),
         })),
@@ -399,24 +403,14 @@ fn jitter(period: Duration, rng: &mut impl Rng) -> Duration {
     period.mul_f64(rng.gen_range(0.9..=1.1))
 }
 
-/// Exponential backoff from 250 ms, capped at 5 s, each wait drawn from
-/// the upper half of its step so agents cut off together spread out.
-#[derive(Debug, Default)]
-pub(crate) struct Backoff {
-    failures: u32,
-}
-
-impl Backoff {
-    const FIRST: Duration = Duration::from_millis(250);
-    const MAX: Duration = Duration::from_secs(5);
-
-    pub(crate) fn next(&mut self, rng: &mut impl Rng) -> Duration {
-        let step = Self::FIRST
-            .saturating_mul(2u32.saturating_pow(self.failures))
-            .min(Self::MAX);
-        self.failures = self.failures.saturating_add(1);
-        step.mul_f64(rng.gen_range(0.5..=1.0))
-    }
+/// How reconnecting backs off: from 250 ms, capped at 5 s, each wait drawn
+/// from the upper half of its step so agents cut off together spread out.
+fn reconnect_backoff() -> Backoff {
+    Backoff::new(
+        Duration::from_millis(250),
+        Duration::from_secs(5),
+        0.5..=1.0,
+    )
 }
 
 /// `HOST:PORT` or `https://HOST:PORT` as (authority, TLS server name).
@@ -462,10 +456,11 @@ fn endpoint(address: &str, identity: &AgentIdentity) -> Result<Endpoint, Session
         address: address.to_string(),
         reason: error_chain(&e),
     };
-    let tls = ClientTlsConfig::new()
-        .ca_certificate(Certificate::from_pem(&identity.ca_pem))
-        .identity(TlsIdentity::from_pem(&identity.cert_pem, &identity.key_pem))
-        .domain_name(host);
+    let tls = client_tls(
+        &identity.ca_pem,
+        Some((&identity.cert_pem, &identity.key_pem)),
+    )
+    .domain_name(host);
     Ok(Endpoint::from_shared(format!("https://{authority}"))
         .map_err(invalid)?
         .tls_config(tls)
@@ -476,15 +471,6 @@ fn endpoint(address: &str, identity: &AgentIdentity) -> Result<Endpoint, Session
         .http2_keep_alive_interval(Duration::from_secs(15))
         .keep_alive_timeout(Duration::from_secs(10))
         .keep_alive_while_idle(true))
-}
-
-/// An error and its sources on one line; tonic's outer errors only say
-/// "transport error".
-fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
-    std::iter::successors(Some(err), |e| e.source())
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join(": ")
 }
 
 // ------------------------------------------------------------------- logs
@@ -697,16 +683,6 @@ impl Chunker {
             .await
             .map_err(|_| LogError::Closed)
     }
-}
-
-fn attributes_to_wire(attributes: &BTreeMap<String, String>) -> Vec<pb::Attribute> {
-    attributes
-        .iter()
-        .map(|(name, value)| pb::Attribute {
-            name: name.clone(),
-            value: value.clone(),
-        })
-        .collect()
 }
 
 #[cfg(test)]

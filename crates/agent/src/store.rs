@@ -11,7 +11,7 @@
 
 use std::path::{Path, PathBuf};
 
-use berth_client::pb;
+use berth_proto::pb;
 use berth_types::{ContainerStatus, Health, StopCode, TaskStatus};
 use prost::Message;
 use serde::{Deserialize, Serialize};

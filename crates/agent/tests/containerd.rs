@@ -931,7 +931,7 @@ async fn errors_are_clear() {
 async fn runner_keeps_tasks_running_across_an_agent_restart() {
     use berth_agent::runner::{Runner, RunnerConfig, RunnerHandle};
     use berth_agent::store::Store;
-    use berth_client::pb;
+    use berth_proto::pb;
     use berth_types::TaskStatus;
     use std::sync::Arc;
 

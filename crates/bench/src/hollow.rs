@@ -13,11 +13,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
+use berth_client::backoff::Backoff;
 use berth_proto::pb;
 use berth_proto::pb::agent_message::Body as AgentBody;
 use berth_proto::pb::agent_service_client::AgentServiceClient;
 use berth_proto::pb::agent_session_service_client::AgentSessionServiceClient;
 use berth_proto::pb::server_message::Body as ServerBody;
+use berth_proto::tls::client_tls;
+use berth_types::{ContainerState, ContainerStatus, DesiredStatus, Health, TaskReport, TaskStatus};
 use futures::StreamExt;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -25,7 +28,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_stream::wrappers::UnboundedReceiverStream;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+use tonic::transport::{Channel, Endpoint};
 
 /// How long opening a connection or a session may take.
 const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -299,7 +302,7 @@ impl InstanceState {
         }
         let mut new = 0;
         for a in &set.assignments {
-            if a.last_status == "STOPPED" {
+            if TaskStatus::parse(&a.last_status) == Some(TaskStatus::Stopped) {
                 // The record is final: forget the task.
                 self.tasks.remove(&a.task_id);
                 continue;
@@ -318,14 +321,16 @@ impl InstanceState {
             let Some(known) = self.tasks.get_mut(&a.task_id) else {
                 continue;
             };
-            match a.desired_status.as_str() {
-                "RUNNING" if known.reported == Reported::Nothing => {
+            match DesiredStatus::parse(&a.desired_status) {
+                Some(DesiredStatus::Running) if known.reported == Reported::Nothing => {
                     known.reported = Reported::Running;
-                    pending.push(report(&a.task_id, "RUNNING", &known.containers), true);
+                    let running = report(&a.task_id, TaskStatus::Running, &known.containers);
+                    pending.push(running, true);
                 }
-                "STOPPED" if known.reported != Reported::Stopped => {
+                Some(DesiredStatus::Stopped) if known.reported != Reported::Stopped => {
                     known.reported = Reported::Stopped;
-                    pending.push(report(&a.task_id, "STOPPED", &known.containers), false);
+                    let stopped = report(&a.task_id, TaskStatus::Stopped, &known.containers);
+                    pending.push(stopped, false);
                 }
                 _ => {}
             }
@@ -342,8 +347,8 @@ impl InstanceState {
             .iter()
             .filter_map(|(id, k)| match k.reported {
                 Reported::Nothing => None,
-                Reported::Running => Some(report(id, "RUNNING", &k.containers)),
-                Reported::Stopped => Some(report(id, "STOPPED", &k.containers)),
+                Reported::Running => Some(report(id, TaskStatus::Running, &k.containers)),
+                Reported::Stopped => Some(report(id, TaskStatus::Stopped, &k.containers)),
             })
             .collect()
     }
@@ -367,23 +372,31 @@ impl Pending {
     }
 }
 
-fn report(task_id: &str, status: &str, containers: &[String]) -> pb::TaskReport {
-    pb::TaskReport {
+/// Every container in the task's status: the simulated runtime starts and
+/// stops them all at once, and they exit cleanly.
+fn report(task_id: &str, status: TaskStatus, containers: &[String]) -> pb::TaskReport {
+    let stopped = status == TaskStatus::Stopped;
+    let report = TaskReport {
         task_id: task_id.to_string(),
-        last_status: status.to_string(),
+        last_status: status,
         containers: containers
             .iter()
-            .map(|name| pb::ContainerState {
+            .map(|name| ContainerState {
                 name: name.clone(),
-                status: status.to_string(),
-                exit_code: (status == "STOPPED").then_some(0),
+                status: if stopped {
+                    ContainerStatus::Stopped
+                } else {
+                    ContainerStatus::Running
+                },
+                exit_code: stopped.then_some(0),
                 reason: String::new(),
-                health: "UNKNOWN".into(),
+                health: Health::Unknown,
             })
             .collect(),
         reason: String::new(),
-        stop_code: String::new(),
-    }
+        stop_code: None,
+    };
+    (&report).into()
 }
 
 enum Ended {
@@ -392,10 +405,8 @@ enum Ended {
 }
 
 /// A mutual-TLS channel with the instance's certificate.
-async fn connect(addr: &str, ca_pem: &str, identity: Identity) -> Result<Channel> {
-    let tls = ClientTlsConfig::new()
-        .ca_certificate(Certificate::from_pem(ca_pem))
-        .identity(identity);
+async fn connect(addr: &str, ca_pem: &str, id: &HollowIdentity) -> Result<Channel> {
+    let tls = client_tls(ca_pem, Some((&id.cert_pem, &id.key_pem)));
     let channel = Endpoint::from_shared(format!("https://{addr}"))?
         .tls_config(tls)?
         .connect_timeout(OPEN_TIMEOUT)
@@ -412,7 +423,6 @@ fn jittered(rng: &mut StdRng, base: Duration, low: f64, high: f64) -> Duration {
 
 async fn run_instance(id: HollowIdentity, config: Arc<FleetConfig>, stats: Arc<FleetStats>) {
     let mut rng = StdRng::seed_from_u64(id.index as u64);
-    let identity = Identity::from_pem(&id.cert_pem, &id.key_pem);
     let servers = config.servers.len().max(1);
     let mut next_server = id.index % servers;
     let mut addr = config.servers[next_server].clone();
@@ -421,9 +431,9 @@ async fn run_instance(id: HollowIdentity, config: Arc<FleetConfig>, stats: Arc<F
         definitions: HashMap::new(),
         last_sequence: 0,
     };
-    let mut backoff = BACKOFF_MIN;
+    let mut backoff = Backoff::new(BACKOFF_MIN, BACKOFF_MAX, 0.5..=1.5);
     loop {
-        let ended = match connect(&addr, &config.ca_pem, identity.clone()).await {
+        let ended = match connect(&addr, &config.ca_pem, &id).await {
             Ok(channel) => {
                 session(
                     channel,
@@ -451,9 +461,7 @@ async fn run_instance(id: HollowIdentity, config: Arc<FleetConfig>, stats: Arc<F
             }
             Ended::Failed(why) => {
                 stats.failed(format!("{}: {why}", id.instance_id));
-                let pause = jittered(&mut rng, backoff, 0.5, 1.5);
-                backoff = (backoff * 2).min(BACKOFF_MAX);
-                pause
+                backoff.next(&mut rng)
             }
         };
         tokio::time::sleep(pause).await;
@@ -497,7 +505,7 @@ async fn session(
     stats: &FleetStats,
     state: &mut InstanceState,
     rng: &mut StdRng,
-    backoff: &mut Duration,
+    backoff: &mut Backoff,
 ) -> Ended {
     // Unbounded: the server may be blocked sending to us while we send to
     // it; a bounded queue here could deadlock the two.
@@ -599,7 +607,7 @@ async fn session(
                         })));
                         if set.complete {
                             mark.set();
-                            *backoff = BACKOFF_MIN;
+                            backoff.reset();
                         }
                         if !pending.reports.is_empty() && flush_at.is_none() {
                             flush_at = Some(Instant::now() + config.flush);

@@ -14,6 +14,7 @@ use berth_proto::pb;
 use berth_proto::pb::activation_service_client::ActivationServiceClient;
 use berth_proto::pb::instance_service_client::InstanceServiceClient;
 use berth_proto::pb::task_service_client::TaskServiceClient;
+use berth_types::TaskStatus;
 use tokio::time::Instant;
 
 use crate::cluster;
@@ -985,7 +986,7 @@ async fn probe(client: &mut Tasks, k: usize) -> Result<Duration> {
         .await?
         .task
         .context("DescribeTask answered without a task")?;
-        if task.last_status == "RUNNING" {
+        if TaskStatus::parse(&task.last_status) == Some(TaskStatus::Running) {
             return Ok(sent.elapsed());
         }
         if sent.elapsed() > PROBE_TIMEOUT {

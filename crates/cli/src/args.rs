@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use berth_types::{TaskDefinitionStatus, TaskStatus};
 use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
 
 use crate::output::Format;
@@ -205,11 +206,11 @@ pub enum StatusFilter {
     Inactive,
 }
 
-impl StatusFilter {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            StatusFilter::Active => "ACTIVE",
-            StatusFilter::Inactive => "INACTIVE",
+impl From<StatusFilter> for TaskDefinitionStatus {
+    fn from(status: StatusFilter) -> Self {
+        match status {
+            StatusFilter::Active => TaskDefinitionStatus::Active,
+            StatusFilter::Inactive => TaskDefinitionStatus::Inactive,
         }
     }
 }
@@ -473,14 +474,14 @@ pub enum TaskStatusFilter {
     Stopped,
 }
 
-impl TaskStatusFilter {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            TaskStatusFilter::Provisioning => "PROVISIONING",
-            TaskStatusFilter::Pending => "PENDING",
-            TaskStatusFilter::Running => "RUNNING",
-            TaskStatusFilter::Stopping => "STOPPING",
-            TaskStatusFilter::Stopped => "STOPPED",
+impl From<TaskStatusFilter> for TaskStatus {
+    fn from(status: TaskStatusFilter) -> Self {
+        match status {
+            TaskStatusFilter::Provisioning => TaskStatus::Provisioning,
+            TaskStatusFilter::Pending => TaskStatus::Pending,
+            TaskStatusFilter::Running => TaskStatus::Running,
+            TaskStatusFilter::Stopping => TaskStatus::Stopping,
+            TaskStatusFilter::Stopped => TaskStatus::Stopped,
         }
     }
 }
@@ -1025,7 +1026,11 @@ mod tests {
         assert_eq!(args.instance.as_deref(), Some("i-1"));
         assert_eq!(args.family.as_deref(), Some("web"));
         assert_eq!(args.status, Some(TaskStatusFilter::Running));
-        assert_eq!(TaskStatusFilter::Running.as_str(), "RUNNING");
+        // Every status people can type is one the API knows, by the same name.
+        for filter in TaskStatusFilter::value_variants() {
+            let name = filter.to_possible_value().map(|v| v.get_name().to_string());
+            assert_eq!(name.as_deref(), Some(TaskStatus::from(*filter).as_str()));
+        }
         let err = parse_err(&["task", "list", "--status", "DONE"]);
         assert!(
             err.contains("--status") && err.contains("PROVISIONING"),

@@ -12,8 +12,11 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context};
 use berth_client::time::now_ms;
-use berth_client::{pb, BerthClient, ClusterOptions, LogOptions, TaskFilter};
+use berth_client::{BerthClient, ClusterOptions};
 use berth_types::taskdef_file::{load_task_definition, FileFormat};
+use berth_types::{
+    LogChunk, LogOptions, OutputStream, RunTaskInput, StartTaskInput, Task, TaskFilter, TaskLaunch,
+};
 use clap::Parser;
 
 use args::{
@@ -207,44 +210,37 @@ async fn instance(
 ) -> anyhow::Result<String> {
     match command {
         InstanceCommand::List { cluster } => {
-            let instances: Vec<output::Instance> = connect()?
-                .list_instances(cluster.as_deref())
-                .await?
-                .into_iter()
-                .map(Into::into)
-                .collect();
+            let instances = connect()?.list_instances(cluster.as_deref()).await?;
             let now = now_ms();
             render(format, instances.as_slice(), |i| {
                 output::instances_table(i, now)
             })
         }
         InstanceCommand::Describe { id } => {
-            let instance = output::Instance::from(connect()?.describe_instance(&id).await?);
+            let instance = connect()?.describe_instance(&id).await?;
             let now = now_ms();
             render(format, &instance, |i| output::instance_detail(i, now))
         }
         InstanceCommand::Deregister { id } => {
-            let instance = output::Instance::from(connect()?.deregister_instance(&id).await?);
+            let instance = connect()?.deregister_instance(&id).await?;
             render(format, &instance, output::deregistered_instance)
         }
         InstanceCommand::Drain { id } => {
-            let instance = output::Instance::from(connect()?.drain_instance(&id).await?);
+            let instance = connect()?.drain_instance(&id).await?;
             render(format, &instance, output::drained_instance)
         }
         InstanceCommand::Activate { id } => {
-            let instance = output::Instance::from(connect()?.activate_instance(&id).await?);
+            let instance = connect()?.activate_instance(&id).await?;
             render(format, &instance, output::activated_instance)
         }
         InstanceCommand::Attribute(AttributeCommand::Put { id, attributes }) => {
             // Checked before connecting: it is a mistake in the command.
             let attributes = name_value_map(attributes, "attribute")?;
-            let instance =
-                output::Instance::from(connect()?.put_instance_attributes(&id, &attributes).await?);
+            let instance = connect()?.put_instance_attributes(&id, &attributes).await?;
             render(format, &instance, output::instance_attributes)
         }
         InstanceCommand::Attribute(AttributeCommand::Delete { id, names }) => {
-            let instance =
-                output::Instance::from(connect()?.delete_instance_attributes(&id, &names).await?);
+            let instance = connect()?.delete_instance_attributes(&id, &names).await?;
             render(format, &instance, output::instance_attributes)
         }
     }
@@ -257,21 +253,19 @@ async fn task(
 ) -> anyhow::Result<String> {
     match command {
         TaskCommand::Run(args) => {
-            let req = run_task_request(args);
-            let token = req.client_token.clone();
+            let input = run_task_input(args);
             let tasks = connect()?
-                .run_task(req)
+                .run_task(&input)
                 .await
-                .map_err(|e| LaunchFailed::wrap(e, &token))?;
+                .map_err(|e| LaunchFailed::wrap(e, launch_token(&input.launch)))?;
             launched(format, &task_views(tasks))
         }
         TaskCommand::Start(args) => {
-            let req = start_task_request(args);
-            let token = req.client_token.clone();
+            let input = start_task_input(args);
             let tasks = connect()?
-                .start_task(req)
+                .start_task(&input)
                 .await
-                .map_err(|e| LaunchFailed::wrap(e, &token))?;
+                .map_err(|e| LaunchFailed::wrap(e, launch_token(&input.launch)))?;
             launched(format, &task_views(tasks))
         }
         TaskCommand::Stop { id, reason } => {
@@ -306,7 +300,7 @@ async fn task(
     }
 }
 
-fn task_views(tasks: Vec<pb::Task>) -> Vec<output::Task> {
+fn task_views(tasks: Vec<Task>) -> Vec<output::Task> {
     tasks.into_iter().map(Into::into).collect()
 }
 
@@ -320,59 +314,53 @@ fn launched(format: Format, tasks: &[output::Task]) -> anyhow::Result<String> {
     render(format, tasks, |t| output::tasks_table(t, now))
 }
 
-/// The client token of a launch: the one given, or a fresh one, so that
-/// the client may send the request again to another server without ever
-/// starting the tasks twice.
-fn client_token(given: Option<String>) -> String {
-    given.unwrap_or_else(berth_client::new_client_token)
+/// What `task run` and `task start` share. The client token is the one
+/// given, or a fresh one, so that the client may send the request again to
+/// another server without ever starting the tasks twice.
+fn task_launch(args: TaskLaunchArgs) -> TaskLaunch {
+    let TaskLaunchArgs {
+        task_definition,
+        cluster,
+        group,
+        started_by,
+        overrides,
+        client_token,
+    } = args;
+    TaskLaunch {
+        cluster,
+        task_definition,
+        group,
+        started_by,
+        overrides,
+        client_token: Some(client_token.unwrap_or_else(berth_client::new_client_token)),
+    }
 }
 
-fn run_task_request(args: TaskRunArgs) -> pb::RunTaskRequest {
+/// The token a launch was sent with, for retrying it by hand.
+fn launch_token(launch: &TaskLaunch) -> &str {
+    launch.client_token.as_deref().unwrap_or_default()
+}
+
+fn run_task_input(args: TaskRunArgs) -> RunTaskInput {
     let TaskRunArgs {
         launch,
         count,
         placement_strategies,
         placement_constraints,
     } = args;
-    let TaskLaunchArgs {
-        task_definition,
-        cluster,
-        group,
-        started_by,
-        overrides,
-        client_token: token,
-    } = launch;
-    pb::RunTaskRequest {
-        cluster: cluster.unwrap_or_default(),
-        task_definition,
+    RunTaskInput {
+        launch: task_launch(launch),
         count,
-        group: group.unwrap_or_default(),
-        started_by: started_by.unwrap_or_default(),
         placement_strategies,
         placement_constraints,
-        overrides,
-        client_token: client_token(token),
     }
 }
 
-fn start_task_request(args: TaskStartArgs) -> pb::StartTaskRequest {
+fn start_task_input(args: TaskStartArgs) -> StartTaskInput {
     let TaskStartArgs { launch, instances } = args;
-    let TaskLaunchArgs {
-        task_definition,
-        cluster,
-        group,
-        started_by,
-        overrides,
-        client_token: token,
-    } = launch;
-    pb::StartTaskRequest {
-        cluster: cluster.unwrap_or_default(),
-        task_definition,
+    StartTaskInput {
+        launch: task_launch(launch),
         instance_ids: instances,
-        group: group.unwrap_or_default(),
-        started_by: started_by.unwrap_or_default(),
-        overrides,
-        client_token: client_token(token),
     }
 }
 
@@ -381,7 +369,7 @@ fn task_filter(args: TaskListArgs) -> TaskFilter {
         cluster: args.cluster,
         instance_id: args.instance,
         family: args.family,
-        status: args.status.map(|s| s.as_str().to_string()),
+        status: args.status.map(Into::into),
     }
 }
 
@@ -400,14 +388,13 @@ fn log_options(args: TaskLogsArgs) -> (String, LogOptions) {
 /// `out`, flushed so `--follow` shows output at once. `false` when the
 /// reader has gone (`berth task logs ID | head`): time to stop quietly.
 fn write_chunk(
-    chunk: &pb::LogChunk,
+    chunk: &LogChunk,
     out: &mut impl Write,
     err: &mut impl Write,
 ) -> anyhow::Result<bool> {
-    let (target, name): (&mut dyn Write, &str) = if chunk.stream == "stderr" {
-        (err, "standard error")
-    } else {
-        (out, "standard output")
+    let (target, name): (&mut dyn Write, &str) = match chunk.stream {
+        OutputStream::Stderr => (err, "standard error"),
+        OutputStream::Stdout => (out, "standard output"),
     };
     match target.write_all(&chunk.data).and_then(|()| target.flush()) {
         Ok(()) => Ok(true),
@@ -483,17 +470,12 @@ async fn task_definition(
         }
         TaskDefCommand::List { family, status } => {
             let tds = connect()?
-                .list_task_definitions(family.as_deref(), status.map(|s| s.as_str()))
+                .list_task_definitions(family.as_deref(), status.map(Into::into))
                 .await?;
             render(format, tds.as_slice(), output::task_definitions_table)
         }
         TaskDefCommand::Families => {
-            let families: Vec<output::Family> = connect()?
-                .list_task_definition_families()
-                .await?
-                .into_iter()
-                .map(Into::into)
-                .collect();
+            let families = connect()?.list_task_definition_families().await?;
             render(format, families.as_slice(), output::families_table)
         }
         TaskDefCommand::Describe { task_definition } => {
@@ -635,8 +617,8 @@ mod tests {
     }
 
     #[test]
-    fn run_task_request_carries_every_flag_and_a_fresh_token() {
-        let req = run_task_request(run_args(&[
+    fn run_task_input_carries_every_flag_and_a_fresh_token() {
+        let input = run_task_input(run_args(&[
             "task",
             "run",
             "--taskdef",
@@ -650,18 +632,20 @@ mod tests {
             "--override",
             "web.env.A=1",
         ]));
-        assert_eq!(req.task_definition, "web:3");
-        assert_eq!(req.count, 2);
-        assert_eq!(req.cluster, "", "empty: the server's default cluster");
-        assert_eq!(req.placement_strategies, ["binpack:memory"]);
-        assert_eq!(req.placement_constraints, ["distinctInstance"]);
-        assert_eq!(req.overrides, ["web.env.A=1"]);
-        assert_eq!(req.client_token.len(), 32, "{}", req.client_token);
+        let launch = &input.launch;
+        assert_eq!(launch.task_definition, "web:3");
+        assert_eq!(input.count, 2);
+        assert_eq!(launch.cluster, None, "the server's default cluster");
+        assert_eq!(input.placement_strategies, ["binpack:memory"]);
+        assert_eq!(input.placement_constraints, ["distinctInstance"]);
+        assert_eq!(launch.overrides, ["web.env.A=1"]);
+        let token = launch.client_token.clone().unwrap_or_default();
+        assert_eq!(token.len(), 32, "{token}");
 
         // Every invocation gets its own token, unless one is given.
-        let again = run_task_request(run_args(&["task", "run", "--taskdef", "web:3"]));
-        assert_ne!(again.client_token, req.client_token);
-        let given = run_task_request(run_args(&[
+        let again = run_task_input(run_args(&["task", "run", "--taskdef", "web:3"]));
+        assert_ne!(again.launch.client_token, launch.client_token);
+        let given = run_task_input(run_args(&[
             "task",
             "run",
             "--taskdef",
@@ -669,11 +653,11 @@ mod tests {
             "--client-token",
             "deploy-42",
         ]));
-        assert_eq!(given.client_token, "deploy-42");
+        assert_eq!(given.launch.client_token.as_deref(), Some("deploy-42"));
     }
 
     #[test]
-    fn start_task_request_names_the_instances() {
+    fn start_task_input_names_the_instances() {
         let args = match cli(&[
             "task",
             "start",
@@ -693,10 +677,14 @@ mod tests {
             Command::Task(TaskCommand::Start(args)) => args,
             other => panic!("{other:?}"),
         };
-        let req = start_task_request(args);
-        assert_eq!(req.instance_ids, ["i-1", "i-2"]);
-        assert_eq!((req.cluster.as_str(), req.group.as_str()), ("prod", "g"));
-        assert_eq!(req.client_token.len(), 32);
+        let input = start_task_input(args);
+        assert_eq!(input.instance_ids, ["i-1", "i-2"]);
+        let launch = &input.launch;
+        assert_eq!(
+            (launch.cluster.as_deref(), launch.group.as_deref()),
+            (Some("prod"), Some("g"))
+        );
+        assert_eq!(launch.client_token.as_ref().map(String::len), Some(32));
     }
 
     #[test]
@@ -712,7 +700,7 @@ mod tests {
                 cluster: None,
                 instance_id: Some("i-1".into()),
                 family: None,
-                status: Some("STOPPED".into()),
+                status: Some(berth_types::TaskStatus::Stopped),
             }
         );
         let Command::Task(TaskCommand::Logs(args)) =
@@ -732,9 +720,9 @@ mod tests {
         );
     }
 
-    fn chunk(stream: &str, data: &[u8]) -> pb::LogChunk {
-        pb::LogChunk {
-            stream: stream.into(),
+    fn chunk(stream: OutputStream, data: &[u8]) -> LogChunk {
+        LogChunk {
+            stream,
             data: data.to_vec(),
         }
     }
@@ -743,9 +731,9 @@ mod tests {
     fn log_chunks_go_to_their_own_stream_unchanged() {
         let (mut out, mut err) = (Vec::new(), Vec::new());
         for c in [
-            chunk("stdout", b"one\n"),
-            chunk("stderr", b"warn\xff\n"),
-            chunk("stdout", b"two"),
+            chunk(OutputStream::Stdout, b"one\n"),
+            chunk(OutputStream::Stderr, b"warn\xff\n"),
+            chunk(OutputStream::Stdout, b"two"),
         ] {
             assert!(write_chunk(&c, &mut out, &mut err).unwrap());
         }
@@ -769,14 +757,14 @@ mod tests {
     fn a_closed_pipe_ends_the_logs_quietly_but_other_write_errors_fail() {
         let mut err = Vec::new();
         let keep_going = write_chunk(
-            &chunk("stdout", b"x"),
+            &chunk(OutputStream::Stdout, b"x"),
             &mut Failing(io::ErrorKind::BrokenPipe),
             &mut err,
         )
         .unwrap();
         assert!(!keep_going);
         let failure = write_chunk(
-            &chunk("stdout", b"x"),
+            &chunk(OutputStream::Stdout, b"x"),
             &mut Failing(io::ErrorKind::StorageFull),
             &mut err,
         )

@@ -4,9 +4,11 @@
 
 use std::collections::BTreeMap;
 
-use berth_client::pb;
-pub use berth_client::time::rfc3339;
-use berth_types::{Cluster, TaskDefinition};
+use berth_types::time::rfc3339;
+use berth_types::{
+    self as t, ActivationStatus, ApiTokenStatus, Cluster, ContainerStatus, DesiredStatus, Health,
+    InstanceView, ServerRole, StopCode, TaskDefinition, TaskStatus,
+};
 use serde::Serialize;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -35,15 +37,18 @@ pub fn render<T: Serialize + ?Sized>(
 
 // ----------------------------------------------------------------- views
 //
-// The wire types have no serde impls, and their shape is the API's, not a
-// promise to scripts; these are what `-o json|yaml` commits to.
+// What `-o json|yaml` commits to for scripts, made from the domain types.
+// Clusters, task definitions, families and instances are printed as the
+// domain types themselves; these others add what holds as of when berth ran
+// (a token's status), flatten what people look for (a task's
+// FAMILY:REVISION) and leave out what is only the API's business.
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Member {
     pub node_id: u64,
     pub address: String,
-    pub role: String,
+    pub role: ServerRole,
     pub voter: bool,
     pub reachable: bool,
     pub term: u64,
@@ -53,8 +58,8 @@ pub struct Member {
     pub error: Option<String>,
 }
 
-impl From<pb::ServerMember> for Member {
-    fn from(m: pb::ServerMember) -> Self {
+impl From<t::ServerMember> for Member {
+    fn from(m: t::ServerMember) -> Self {
         Self {
             node_id: m.node_id,
             address: m.address,
@@ -64,7 +69,7 @@ impl From<pb::ServerMember> for Member {
             term: m.term,
             last_log_index: m.last_log_index,
             applied_index: m.applied_index,
-            error: Some(m.error).filter(|e| !e.is_empty()),
+            error: m.error,
         }
     }
 }
@@ -78,8 +83,8 @@ pub struct ControlPlaneStatus {
     pub members: Vec<Member>,
 }
 
-impl From<pb::GetControlPlaneStatusResponse> for ControlPlaneStatus {
-    fn from(s: pb::GetControlPlaneStatusResponse) -> Self {
+impl From<t::ControlPlaneStatus> for ControlPlaneStatus {
+    fn from(s: t::ControlPlaneStatus) -> Self {
         Self {
             leader_id: s.leader_id,
             term: s.term,
@@ -90,59 +95,24 @@ impl From<pb::GetControlPlaneStatusResponse> for ControlPlaneStatus {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Family {
-    pub family: String,
-    pub latest_revision: u32,
-    pub latest_active_revision: Option<u32>,
-}
-
-impl From<pb::TaskDefinitionFamily> for Family {
-    fn from(f: pb::TaskDefinitionFamily) -> Self {
-        Self {
-            family: f.family,
-            latest_revision: f.latest_revision,
-            latest_active_revision: f.latest_active_revision,
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct DeletedCluster {
     pub name: String,
 }
 
-/// An API token's record; never its secret.
+/// An API token's record (never its secret) and whether it works.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
 pub struct ApiToken {
-    pub id: String,
-    pub role: String,
-    pub description: String,
-    pub created_at_ms: i64,
-    pub expires_at_ms: Option<i64>,
-    pub revoked_at_ms: Option<i64>,
-    /// ACTIVE, EXPIRED or REVOKED, as of when berth ran.
-    pub status: String,
+    #[serde(flatten)]
+    pub token: t::ApiTokenView,
+    /// As of when berth ran.
+    pub status: ApiTokenStatus,
 }
 
 impl ApiToken {
-    pub fn new(t: pb::ApiToken, now_ms: i64) -> Self {
-        let status = if t.revoked {
-            "REVOKED"
-        } else if t.expires_at_ms.is_some_and(|e| e <= now_ms) {
-            "EXPIRED"
-        } else {
-            "ACTIVE"
-        };
+    pub fn new(token: t::ApiTokenView, now_ms: i64) -> Self {
         Self {
-            id: t.id,
-            role: t.role,
-            description: t.description,
-            created_at_ms: t.created_at_ms,
-            expires_at_ms: t.expires_at_ms,
-            revoked_at_ms: t.revoked_at_ms,
-            status: status.to_string(),
+            status: token.status(now_ms),
+            token,
         }
     }
 }
@@ -167,23 +137,14 @@ pub struct Activation {
     pub max_registrations: u32,
     pub registrations: u32,
     pub attributes: BTreeMap<String, String>,
-    /// ACTIVE, USED (every registration taken), EXPIRED or REVOKED, as of
-    /// when berth ran.
-    pub status: String,
+    /// As of when berth ran.
+    pub status: ActivationStatus,
 }
 
 impl Activation {
-    pub fn new(a: pb::Activation, now_ms: i64) -> Self {
-        let status = if a.revoked {
-            "REVOKED"
-        } else if a.expires_at_ms <= now_ms {
-            "EXPIRED"
-        } else if a.registrations >= a.max_registrations {
-            "USED"
-        } else {
-            "ACTIVE"
-        };
+    pub fn new(a: t::ActivationView, now_ms: i64) -> Self {
         Self {
+            status: a.status(now_ms),
             id: a.id,
             cluster: a.cluster,
             description: a.description,
@@ -191,8 +152,7 @@ impl Activation {
             expires_at_ms: a.expires_at_ms,
             max_registrations: a.max_registrations,
             registrations: a.registrations,
-            attributes: attribute_map(a.attributes),
-            status: status.to_string(),
+            attributes: a.attributes,
         }
     }
 }
@@ -208,64 +168,6 @@ pub struct CreatedActivation {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Instance {
-    pub id: String,
-    pub cluster: String,
-    pub hostname: String,
-    pub attributes: BTreeMap<String, String>,
-    pub activation_id: String,
-    pub registered_at_ms: i64,
-    pub certificate_expires_at_ms: i64,
-    /// ACTIVE, DRAINING, DISCONNECTED or INACTIVE.
-    pub status: String,
-    pub deregistered_at_ms: Option<i64>,
-    /// `null` until the agent has connected once.
-    pub agent_version: Option<String>,
-    pub agent_connected: bool,
-    /// When the current session began; `null` while disconnected.
-    pub connected_since_ms: Option<i64>,
-    /// When the agent was last heard from; `null` while connected.
-    pub last_seen_ms: Option<i64>,
-    /// CPU units (1024 = one core).
-    pub cpu_registered: u64,
-    pub cpu_remaining: u64,
-    pub memory_registered_mib: u64,
-    pub memory_remaining_mib: u64,
-    pub ports_in_use: Vec<u32>,
-    /// Tasks placed here and not yet STOPPED.
-    pub running_tasks: u32,
-    pub draining: bool,
-}
-
-impl From<pb::Instance> for Instance {
-    fn from(i: pb::Instance) -> Self {
-        Self {
-            id: i.id,
-            cluster: i.cluster,
-            hostname: i.hostname,
-            attributes: attribute_map(i.attributes),
-            activation_id: i.activation_id,
-            registered_at_ms: i.registered_at_ms,
-            certificate_expires_at_ms: i.certificate_expires_at_ms,
-            status: i.status,
-            deregistered_at_ms: i.deregistered_at_ms,
-            agent_version: non_empty(i.agent_version),
-            agent_connected: i.agent_connected,
-            connected_since_ms: i.connected_since_ms,
-            last_seen_ms: i.last_seen_ms,
-            cpu_registered: i.cpu_registered,
-            cpu_remaining: i.cpu_remaining,
-            memory_registered_mib: i.memory_registered_mib,
-            memory_remaining_mib: i.memory_remaining_mib,
-            ports_in_use: i.ports_in_use,
-            running_tasks: i.running_tasks,
-            draining: i.draining,
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
 pub struct Task {
     pub id: String,
     pub cluster: String,
@@ -275,15 +177,12 @@ pub struct Task {
     pub instance_id: Option<String>,
     pub group: Option<String>,
     pub started_by: Option<String>,
-    /// RUNNING or STOPPED: what the control plane wants.
-    pub desired_status: String,
-    /// PROVISIONING, PENDING, RUNNING, STOPPING or STOPPED: what the agent
-    /// last reported.
-    pub last_status: String,
+    /// What the control plane wants.
+    pub desired_status: DesiredStatus,
+    /// What the agent last reported.
+    pub last_status: TaskStatus,
     pub containers: Vec<ContainerState>,
-    /// TaskFailedToStart, EssentialContainerExited, UserInitiated or
-    /// InstanceLost.
-    pub stop_code: Option<String>,
+    pub stop_code: Option<StopCode>,
     pub stopped_reason: Option<String>,
     /// Why a PROVISIONING task is not placed yet.
     pub placement_reason: Option<String>,
@@ -303,36 +202,37 @@ pub struct Task {
 #[serde(rename_all = "camelCase")]
 pub struct ContainerState {
     pub name: String,
-    /// PENDING, RUNNING or STOPPED.
-    pub status: String,
+    pub status: ContainerStatus,
     pub exit_code: Option<i32>,
     pub reason: Option<String>,
-    /// HEALTHY, UNHEALTHY or UNKNOWN.
-    pub health: String,
+    pub health: Health,
 }
 
-impl From<pb::Task> for Task {
-    fn from(t: pb::Task) -> Self {
+impl From<t::Task> for Task {
+    fn from(t: t::Task) -> Self {
         Self {
+            task_definition: t.task_definition(),
             id: t.id,
             cluster: t.cluster,
-            task_definition: t.task_definition,
-            instance_id: non_empty(t.instance_id),
+            instance_id: t.instance_id,
             group: non_empty(t.group),
             started_by: non_empty(t.started_by),
             desired_status: t.desired_status,
             last_status: t.last_status,
             containers: t.containers.into_iter().map(Into::into).collect(),
-            stop_code: non_empty(t.stop_code),
+            stop_code: t.stop_code,
             stopped_reason: non_empty(t.stopped_reason),
             placement_reason: non_empty(t.placement_reason),
             overrides: t
                 .overrides
-                .into_iter()
-                .map(|kv| format!("{}={}", kv.name, kv.value))
+                .iter()
+                .map(|(container, key, value)| {
+                    format!("{}={value}", t::task::override_target(container, key))
+                })
                 .collect(),
-            cpu: t.cpu,
-            memory: t.memory,
+            // Reservations are made from u32 task definition fields.
+            cpu: u32::try_from(t.reservation.cpu).unwrap_or(u32::MAX),
+            memory: u32::try_from(t.reservation.memory_mib).unwrap_or(u32::MAX),
             created_at_ms: t.created_at_ms,
             pending_at_ms: t.pending_at_ms,
             started_at_ms: t.started_at_ms,
@@ -342,28 +242,20 @@ impl From<pb::Task> for Task {
     }
 }
 
-impl From<pb::ContainerState> for ContainerState {
-    fn from(c: pb::ContainerState) -> Self {
+impl From<t::ContainerState> for ContainerState {
+    fn from(c: t::ContainerState) -> Self {
         Self {
             name: c.name,
             status: c.status,
             exit_code: c.exit_code,
             reason: non_empty(c.reason),
-            health: if c.health.is_empty() {
-                "UNKNOWN".to_string()
-            } else {
-                c.health
-            },
+            health: c.health,
         }
     }
 }
 
 fn non_empty(text: String) -> Option<String> {
     Some(text).filter(|t| !t.is_empty())
-}
-
-fn attribute_map(attributes: Vec<pb::Attribute>) -> BTreeMap<String, String> {
-    attributes.into_iter().map(|a| (a.name, a.value)).collect()
 }
 
 // ---------------------------------------------------------------- tables
@@ -497,7 +389,7 @@ pub fn deregistered(td: &TaskDefinition) -> String {
     )
 }
 
-pub fn families_table(families: &[Family]) -> String {
+pub fn families_table(families: &[t::TaskDefinitionFamily]) -> String {
     let mut table = Table::new(["FAMILY", "LATEST REVISION", "LATEST ACTIVE REVISION"]);
     for f in families {
         table.row([
@@ -526,7 +418,7 @@ pub fn members_table(members: &[Member]) -> String {
         table.row([
             m.node_id.to_string(),
             m.address.clone(),
-            m.role.clone(),
+            m.role.as_str().to_string(),
             yes_no(m.voter),
             yes_no(m.reachable),
             m.term.to_string(),
@@ -547,9 +439,9 @@ pub fn created_api_token(c: &CreatedApiToken) -> String {
 pub fn created_api_token_note(c: &CreatedApiToken) -> String {
     format!(
         "created {} API token {} ({}); it is shown only this once: store it now",
-        c.api_token.role,
-        c.api_token.id,
-        c.api_token.expires_at_ms.map_or_else(
+        c.api_token.token.role.as_str(),
+        c.api_token.token.id,
+        c.api_token.token.expires_at_ms.map_or_else(
             || "never expires".to_string(),
             |e| format!("expires {}", rfc3339(e))
         )
@@ -558,11 +450,11 @@ pub fn created_api_token_note(c: &CreatedApiToken) -> String {
 
 pub fn api_tokens_table(tokens: &[ApiToken]) -> String {
     let mut table = Table::new(["ID", "ROLE", "STATUS", "CREATED", "EXPIRES", "DESCRIPTION"]);
-    for t in tokens {
+    for ApiToken { token: t, status } in tokens {
         table.row([
             t.id.clone(),
-            t.role.clone(),
-            t.status.clone(),
+            t.role.as_str().to_string(),
+            screaming(status),
             rfc3339(t.created_at_ms),
             t.expires_at_ms.map_or_else(|| "never".to_string(), rfc3339),
             t.description.clone(),
@@ -572,7 +464,7 @@ pub fn api_tokens_table(tokens: &[ApiToken]) -> String {
 }
 
 pub fn revoked_api_token(t: &ApiToken) -> String {
-    format!("revoked API token {}\n", t.id)
+    format!("revoked API token {}\n", t.token.id)
 }
 
 /// Only the join token, so `TOKEN=$(berth activation create)` works; the
@@ -608,7 +500,7 @@ pub fn activations_table(activations: &[Activation]) -> String {
         table.row([
             a.id.clone(),
             a.cluster.clone(),
-            a.status.clone(),
+            screaming(&a.status),
             format!("{}/{}", a.registrations, a.max_registrations),
             rfc3339(a.expires_at_ms),
             attributes_cell(&a.attributes),
@@ -622,7 +514,7 @@ pub fn activation_detail(a: &Activation) -> String {
     fields(&[
         ("ID", a.id.clone()),
         ("Cluster", a.cluster.clone()),
-        ("Status", a.status.clone()),
+        ("Status", screaming(&a.status)),
         ("Description", or_dash(&a.description)),
         ("Created", rfc3339(a.created_at_ms)),
         ("Expires", rfc3339(a.expires_at_ms)),
@@ -640,7 +532,7 @@ pub fn revoked_activation(a: &Activation) -> String {
 
 /// One row per instance. `now_ms` is when berth ran, for the SINCE
 /// column: how long the agent has been connected, or disconnected.
-pub fn instances_table(instances: &[Instance], now_ms: i64) -> String {
+pub fn instances_table(instances: &[InstanceView], now_ms: i64) -> String {
     let mut table = Table::new([
         "ID",
         "CLUSTER",
@@ -659,7 +551,7 @@ pub fn instances_table(instances: &[Instance], now_ms: i64) -> String {
             i.id.clone(),
             i.cluster.clone(),
             i.hostname.clone(),
-            i.status.clone(),
+            i.status.as_str().to_string(),
             agent_state(i).to_string(),
             agent_since(i).map_or_else(dash, |at| age(at, now_ms)),
             format!("{}/{}", i.cpu_remaining, i.cpu_registered),
@@ -672,7 +564,7 @@ pub fn instances_table(instances: &[Instance], now_ms: i64) -> String {
     table.render()
 }
 
-fn agent_state(i: &Instance) -> &'static str {
+fn agent_state(i: &InstanceView) -> &'static str {
     if i.agent_connected {
         "connected"
     } else if i.last_seen_ms.is_some() || i.agent_version.is_some() {
@@ -683,7 +575,7 @@ fn agent_state(i: &Instance) -> &'static str {
 }
 
 /// When the agent's current state began: connected since, or last seen.
-fn agent_since(i: &Instance) -> Option<i64> {
+fn agent_since(i: &InstanceView) -> Option<i64> {
     if i.agent_connected {
         i.connected_since_ms
     } else {
@@ -691,7 +583,7 @@ fn agent_since(i: &Instance) -> Option<i64> {
     }
 }
 
-pub fn instance_detail(i: &Instance, now_ms: i64) -> String {
+pub fn instance_detail(i: &InstanceView, now_ms: i64) -> String {
     let agent = match (i.agent_connected, agent_since(i)) {
         (true, Some(at)) => format!("connected since {} ({} ago)", rfc3339(at), age(at, now_ms)),
         (false, Some(at)) => format!(
@@ -706,7 +598,7 @@ pub fn instance_detail(i: &Instance, now_ms: i64) -> String {
         ("ID", i.id.clone()),
         ("Cluster", i.cluster.clone()),
         ("Hostname", i.hostname.clone()),
-        ("Status", i.status.clone()),
+        ("Status", i.status.as_str().to_string()),
         ("Agent", agent),
         (
             "Agent version",
@@ -736,11 +628,11 @@ pub fn instance_detail(i: &Instance, now_ms: i64) -> String {
     ])
 }
 
-pub fn deregistered_instance(i: &Instance) -> String {
+pub fn deregistered_instance(i: &InstanceView) -> String {
     format!("deregistered instance {} (now {})\n", i.id, i.status)
 }
 
-pub fn drained_instance(i: &Instance) -> String {
+pub fn drained_instance(i: &InstanceView) -> String {
     format!(
         "draining instance {} (now {}): no new tasks are placed on it; {} task{} still there\n",
         i.id,
@@ -750,11 +642,11 @@ pub fn drained_instance(i: &Instance) -> String {
     )
 }
 
-pub fn activated_instance(i: &Instance) -> String {
+pub fn activated_instance(i: &InstanceView) -> String {
     format!("activated instance {} (now {})\n", i.id, i.status)
 }
 
-pub fn instance_attributes(i: &Instance) -> String {
+pub fn instance_attributes(i: &InstanceView) -> String {
     format!(
         "attributes of instance {}: {}\n",
         i.id,
@@ -781,12 +673,12 @@ pub fn tasks_table(tasks: &[Task], now_ms: i64) -> String {
         table.row([
             t.id.clone(),
             t.task_definition.clone(),
-            t.last_status.clone(),
-            t.desired_status.clone(),
+            t.last_status.as_str().to_string(),
+            t.desired_status.as_str().to_string(),
             t.instance_id.clone().unwrap_or_else(dash),
             t.group.clone().unwrap_or_else(dash),
             t.started_at_ms.map_or_else(dash, |at| age(at, now_ms)),
-            t.stop_code.clone().unwrap_or_else(dash),
+            t.stop_code.map_or_else(dash, |c| c.as_str().to_string()),
         ]);
     }
     table.render()
@@ -797,7 +689,7 @@ pub fn tasks_table(tasks: &[Task], now_ms: i64) -> String {
 pub fn unplaced_notes(tasks: &[Task]) -> Vec<String> {
     tasks
         .iter()
-        .filter(|t| t.last_status == "PROVISIONING")
+        .filter(|t| t.last_status == TaskStatus::Provisioning)
         .filter_map(|t| {
             t.placement_reason
                 .as_ref()
@@ -812,8 +704,8 @@ pub fn task_detail(t: &Task) -> String {
         ("ID", t.id.clone()),
         ("Cluster", t.cluster.clone()),
         ("Task definition", t.task_definition.clone()),
-        ("Status", t.last_status.clone()),
-        ("Desired status", t.desired_status.clone()),
+        ("Status", t.last_status.as_str().to_string()),
+        ("Desired status", t.desired_status.as_str().to_string()),
         (
             "Instance",
             t.instance_id
@@ -821,7 +713,7 @@ pub fn task_detail(t: &Task) -> String {
                 .unwrap_or_else(|| "- (not placed)".to_string()),
         ),
     ];
-    if t.last_status == "PROVISIONING" {
+    if t.last_status == TaskStatus::Provisioning {
         pairs.push((
             "Placement",
             t.placement_reason
@@ -840,7 +732,10 @@ pub fn task_detail(t: &Task) -> String {
         ("Started", time(t.started_at_ms)),
         ("Stopping", time(t.stopping_at_ms)),
         ("Stopped", time(t.stopped_at_ms)),
-        ("Stop code", t.stop_code.clone().unwrap_or_else(dash)),
+        (
+            "Stop code",
+            t.stop_code.map_or_else(dash, |c| c.as_str().to_string()),
+        ),
         (
             "Stopped reason",
             t.stopped_reason.clone().unwrap_or_else(dash),
@@ -852,9 +747,9 @@ pub fn task_detail(t: &Task) -> String {
     for c in &t.containers {
         table.row([
             c.name.clone(),
-            c.status.clone(),
+            c.status.as_str().to_string(),
             c.exit_code.map_or_else(dash, |code| code.to_string()),
-            c.health.clone(),
+            c.health.as_str().to_string(),
             c.reason.clone().unwrap_or_else(dash),
         ]);
     }
@@ -865,7 +760,9 @@ pub fn task_detail(t: &Task) -> String {
 pub fn stopping_task(t: &Task) -> String {
     format!(
         "stopping task {} (desired {}, now {})\n",
-        t.id, t.desired_status, t.last_status
+        t.id,
+        t.desired_status.as_str(),
+        t.last_status.as_str()
     )
 }
 
@@ -1013,7 +910,7 @@ fn screaming<T: Serialize>(value: &T) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use berth_types as t;
+    use berth_types::{InstanceState, Role};
 
     #[test]
     fn table_aligns_columns_without_trailing_spaces() {
@@ -1179,29 +1076,29 @@ mod tests {
 
     fn members() -> Vec<Member> {
         vec![
-            Member::from(pb::ServerMember {
+            Member::from(t::ServerMember {
                 node_id: 1,
                 address: "10.0.0.1:7400".into(),
-                role: "leader".into(),
+                role: ServerRole::Leader,
                 voter: true,
                 reachable: true,
                 term: 4,
                 last_log_index: 120,
                 applied_index: 120,
-                error: String::new(),
-                ..Default::default()
+                snapshot_index: 100,
+                error: None,
             }),
-            Member::from(pb::ServerMember {
+            Member::from(t::ServerMember {
                 node_id: 2,
                 address: "10.0.0.2:7400".into(),
-                role: "unknown".into(),
+                role: ServerRole::Unknown,
                 voter: true,
                 reachable: false,
                 term: 0,
                 last_log_index: 0,
                 applied_index: 0,
-                error: "connection refused".into(),
-                ..Default::default()
+                snapshot_index: 0,
+                error: Some("connection refused".into()),
             }),
         ]
     }
@@ -1218,7 +1115,7 @@ mod tests {
 
     #[test]
     fn status_shows_leader_then_members() {
-        let status = ControlPlaneStatus::from(pb::GetControlPlaneStatusResponse {
+        let status = ControlPlaneStatus::from(t::ControlPlaneStatus {
             leader_id: None,
             term: 4,
             answered_by: 1,
@@ -1249,11 +1146,13 @@ mod tests {
         assert_eq!(value["members"][0]["lastLogIndex"], 120);
         assert_eq!(value["members"][0]["error"], serde_json::Value::Null);
         assert_eq!(value["members"][1]["error"], "connection refused");
+        assert_eq!(value["members"][0]["role"], "leader");
+        assert_eq!(value["members"][1]["role"], "unknown");
     }
 
     #[test]
     fn families_show_a_dash_without_an_active_revision() {
-        let families = vec![Family {
+        let families = vec![t::TaskDefinitionFamily {
             family: "web".into(),
             latest_revision: 3,
             latest_active_revision: None,
@@ -1267,14 +1166,21 @@ mod tests {
 
     const NOW: i64 = 1_700_000_000_000;
 
-    fn wire_token(revoked: bool, expires_at_ms: Option<i64>) -> pb::ApiToken {
-        pb::ApiToken {
+    /// The keys of a pretty-printed JSON object, in the order printed.
+    fn top_level_keys(json: &str) -> Vec<&str> {
+        json.lines()
+            .filter_map(|line| line.strip_prefix("  \""))
+            .filter_map(|rest| rest.split_once("\":").map(|(key, _)| key))
+            .collect()
+    }
+
+    fn api_token(revoked: bool, expires_at_ms: Option<i64>) -> t::ApiTokenView {
+        t::ApiTokenView {
             id: "0a1b2c".into(),
-            role: "admin".into(),
+            role: Role::Admin,
             description: "ci deploys".into(),
             created_at_ms: NOW - 1000,
             expires_at_ms,
-            revoked,
             revoked_at_ms: revoked.then_some(NOW - 10),
         }
     }
@@ -1282,9 +1188,9 @@ mod tests {
     #[test]
     fn api_tokens_show_their_status_and_never_a_secret() {
         let tokens = vec![
-            ApiToken::new(wire_token(false, None), NOW),
-            ApiToken::new(wire_token(false, Some(NOW - 1)), NOW),
-            ApiToken::new(wire_token(true, Some(NOW + 86_400_000)), NOW),
+            ApiToken::new(api_token(false, None), NOW),
+            ApiToken::new(api_token(false, Some(NOW - 1)), NOW),
+            ApiToken::new(api_token(true, Some(NOW + 86_400_000)), NOW),
         ];
         assert_eq!(
             api_tokens_table(&tokens),
@@ -1293,16 +1199,32 @@ mod tests {
              0a1b2c  admin  EXPIRED  2023-11-14T22:13:19Z  2023-11-14T22:13:19Z  ci deploys\n\
              0a1b2c  admin  REVOKED  2023-11-14T22:13:19Z  2023-11-15T22:13:20Z  ci deploys\n"
         );
+        let json = render(Format::Json, &tokens[0], revoked_api_token).unwrap();
+        assert_eq!(
+            top_level_keys(&json),
+            [
+                "id",
+                "role",
+                "description",
+                "createdAtMs",
+                "expiresAtMs",
+                "revokedAtMs",
+                "status"
+            ],
+            "the order scripts have always seen"
+        );
         let json = render(Format::Json, tokens.as_slice(), api_tokens_table).unwrap();
         let value: serde_json::Value = serde_json::from_str(&json).unwrap();
         assert_eq!(value[0]["expiresAtMs"], serde_json::Value::Null);
         assert_eq!(value[2]["revokedAtMs"], NOW - 10);
+        assert_eq!(value[2]["status"], "REVOKED");
+        assert_eq!(value[2]["role"], "admin");
     }
 
     #[test]
     fn a_created_token_prints_only_the_token_on_stdout() {
         let created = CreatedApiToken {
-            api_token: ApiToken::new(wire_token(false, None), NOW),
+            api_token: ApiToken::new(api_token(false, None), NOW),
             token: "berth_0a1b2c_ffee".into(),
         };
         assert_eq!(created_api_token(&created), "berth_0a1b2c_ffee\n");
@@ -1320,8 +1242,8 @@ mod tests {
         assert_eq!(value["apiToken"]["status"], "ACTIVE");
     }
 
-    fn wire_activation() -> pb::Activation {
-        pb::Activation {
+    fn activation() -> t::ActivationView {
+        t::ActivationView {
             id: "a1".into(),
             cluster: "prod".into(),
             description: "rack 4".into(),
@@ -1329,27 +1251,21 @@ mod tests {
             expires_at_ms: NOW + 86_400_000,
             max_registrations: 5,
             registrations: 2,
-            attributes: vec![
-                pb::Attribute {
-                    name: "zone".into(),
-                    value: "a".into(),
-                },
-                pb::Attribute {
-                    name: "disk".into(),
-                    value: "ssd".into(),
-                },
-            ],
+            attributes: BTreeMap::from([
+                ("zone".to_string(), "a".to_string()),
+                ("disk".to_string(), "ssd".to_string()),
+            ]),
             revoked: false,
         }
     }
 
     #[test]
     fn activations_render_with_usage_and_attributes() {
-        let mut used = wire_activation();
+        let mut used = activation();
         used.registrations = 5;
         used.attributes.clear();
         let activations = vec![
-            Activation::new(wire_activation(), NOW),
+            Activation::new(activation(), NOW),
             Activation::new(used, NOW),
         ];
         assert_eq!(
@@ -1365,15 +1281,15 @@ mod tests {
             "{detail}"
         );
         assert_eq!(
-            Activation::new(wire_activation(), NOW + 86_400_000).status,
-            "EXPIRED"
+            Activation::new(activation(), NOW + 86_400_000).status,
+            ActivationStatus::Expired
         );
     }
 
     #[test]
     fn a_created_activation_prints_the_join_token_and_json_has_both() {
         let created = CreatedActivation {
-            activation: Activation::new(wire_activation(), NOW),
+            activation: Activation::new(activation(), NOW),
             token: "BERTH1-a1-ff-00".into(),
         };
         assert_eq!(created_activation(&created), "BERTH1-a1-ff-00\n");
@@ -1389,27 +1305,24 @@ mod tests {
         assert_eq!(value["activation"]["attributes"]["zone"], "a");
     }
 
-    fn wire_instance() -> pb::Instance {
-        pb::Instance {
+    fn instance() -> t::InstanceView {
+        t::InstanceView {
             id: "i-1".into(),
             cluster: "prod".into(),
             hostname: "node-1".into(),
-            attributes: vec![pb::Attribute {
-                name: "zone".into(),
-                value: "a".into(),
-            }],
+            attributes: BTreeMap::from([("zone".to_string(), "a".to_string())]),
             registered_at_ms: NOW - 86_400_000,
             certificate_expires_at_ms: NOW + 86_400_000,
-            status: "ACTIVE".into(),
+            status: InstanceState::Active,
             activation_id: "a1".into(),
             deregistered_at_ms: None,
-            agent_version: "0.4.0".into(),
+            agent_version: Some("0.4.0".into()),
             agent_connected: true,
             connected_since_ms: Some(NOW - 300_000),
             last_seen_ms: None,
             cpu_registered: 2048,
-            memory_registered_mib: 4096,
             cpu_remaining: 1536,
+            memory_registered_mib: 4096,
             memory_remaining_mib: 3968,
             ports_in_use: vec![8080, 9090],
             running_tasks: 2,
@@ -1419,21 +1332,21 @@ mod tests {
 
     #[test]
     fn instances_table_shows_agent_state_resources_and_tasks() {
-        let connected = Instance::from(wire_instance());
-        let mut gone = wire_instance();
+        let connected = instance();
+        let mut gone = instance();
         gone.id = "i-2".into();
-        gone.status = "DISCONNECTED".into();
+        gone.status = InstanceState::Disconnected;
         gone.agent_connected = false;
         gone.connected_since_ms = None;
         gone.last_seen_ms = Some(NOW - 3 * 3_600_000);
         gone.attributes.clear();
-        let mut fresh = wire_instance();
+        let mut fresh = instance();
         fresh.id = "i-3".into();
         fresh.agent_connected = false;
         fresh.connected_since_ms = None;
-        fresh.agent_version = String::new();
+        fresh.agent_version = None;
         fresh.running_tasks = 0;
-        let instances = vec![connected, Instance::from(gone), Instance::from(fresh)];
+        let instances = vec![connected, gone, fresh];
         assert_eq!(
             instances_table(&instances, NOW),
             "ID   CLUSTER  HOSTNAME  STATUS        AGENT            SINCE  CPU FREE/TOTAL  MEMORY FREE/TOTAL (MiB)  TASKS  VERSION  ATTRIBUTES\n\
@@ -1452,7 +1365,7 @@ mod tests {
 
     #[test]
     fn instance_detail_has_every_field() {
-        let instance = Instance::from(wire_instance());
+        let instance = instance();
         assert_eq!(
             instance_detail(&instance, NOW),
             "ID:                   i-1\n\
@@ -1475,10 +1388,35 @@ mod tests {
 
     #[test]
     fn instance_json_is_camel_case_with_nulls_for_absent_values() {
-        let mut wire = wire_instance();
-        wire.agent_version = String::new();
-        let instance = Instance::from(wire);
+        let mut instance = instance();
+        instance.agent_version = None;
         let json = render(Format::Json, &instance, |i| instance_detail(i, NOW)).unwrap();
+        assert_eq!(
+            top_level_keys(&json),
+            [
+                "id",
+                "cluster",
+                "hostname",
+                "attributes",
+                "activationId",
+                "registeredAtMs",
+                "certificateExpiresAtMs",
+                "status",
+                "deregisteredAtMs",
+                "agentVersion",
+                "agentConnected",
+                "connectedSinceMs",
+                "lastSeenMs",
+                "cpuRegistered",
+                "cpuRemaining",
+                "memoryRegisteredMib",
+                "memoryRemainingMib",
+                "portsInUse",
+                "runningTasks",
+                "draining"
+            ],
+            "the order scripts have always seen"
+        );
         let value: serde_json::Value = serde_json::from_str(&json).unwrap();
         assert_eq!(value["certificateExpiresAtMs"], NOW + 86_400_000);
         assert_eq!(value["attributes"]["zone"], "a");
@@ -1498,10 +1436,9 @@ mod tests {
 
     #[test]
     fn instance_operations_say_what_happened() {
-        let mut wire = wire_instance();
-        wire.status = "DRAINING".into();
-        wire.draining = true;
-        let instance = Instance::from(wire);
+        let mut instance = instance();
+        instance.status = InstanceState::Draining;
+        instance.draining = true;
         assert_eq!(
             drained_instance(&instance),
             "draining instance i-1 (now DRAINING): no new tasks are placed on it; 2 tasks still \
@@ -1517,78 +1454,82 @@ mod tests {
         );
     }
 
-    fn wire_task() -> pb::Task {
-        pb::Task {
+    fn running_task() -> t::Task {
+        t::Task {
             id: "t-1".into(),
             cluster: "prod".into(),
-            task_definition: "web:3".into(),
-            instance_id: "i-1".into(),
+            family: "web".into(),
+            revision: 3,
+            instance_id: Some("i-1".into()),
             group: "batch".into(),
             started_by: "ci".into(),
-            desired_status: "RUNNING".into(),
-            last_status: "RUNNING".into(),
+            desired_status: DesiredStatus::Running,
+            last_status: TaskStatus::Running,
             containers: vec![
-                pb::ContainerState {
+                t::ContainerState {
                     name: "web".into(),
-                    status: "RUNNING".into(),
+                    status: ContainerStatus::Running,
                     exit_code: None,
                     reason: String::new(),
-                    health: "HEALTHY".into(),
+                    health: Health::Healthy,
                 },
-                pb::ContainerState {
+                t::ContainerState {
                     name: "init".into(),
-                    status: "STOPPED".into(),
+                    status: ContainerStatus::Stopped,
                     exit_code: Some(0),
                     reason: "exited".into(),
-                    health: String::new(),
+                    health: Health::Unknown,
                 },
             ],
-            stop_code: String::new(),
+            stop_code: None,
             stopped_reason: String::new(),
             placement_reason: String::new(),
+            overrides: vec![("web".into(), "GREETING".into(), "hi".into())],
+            placement_strategies: Vec::new(),
+            placement_constraints: Vec::new(),
+            reservation: t::resources::Reservation::new(256, 128),
             created_at_ms: NOW - 120_000,
             pending_at_ms: Some(NOW - 110_000),
             started_at_ms: Some(NOW - 90_000),
             stopping_at_ms: None,
             stopped_at_ms: None,
-            overrides: vec![pb::KeyValuePair {
-                name: "web.env.GREETING".into(),
-                value: "hi".into(),
-            }],
-            cpu: 256,
-            memory: 128,
         }
     }
 
-    fn provisioning_task() -> pb::Task {
-        pb::Task {
+    fn provisioning_task() -> t::Task {
+        t::Task {
             id: "t-2".into(),
-            cluster: "prod".into(),
-            task_definition: "web:3".into(),
-            desired_status: "RUNNING".into(),
-            last_status: "PROVISIONING".into(),
+            instance_id: None,
+            group: String::new(),
+            started_by: String::new(),
+            last_status: TaskStatus::Provisioning,
+            containers: Vec::new(),
             placement_reason: "no instance has 512 MiB free memory; 3 instances checked".into(),
+            overrides: Vec::new(),
+            reservation: Default::default(),
             created_at_ms: NOW,
-            ..Default::default()
+            pending_at_ms: None,
+            started_at_ms: None,
+            ..running_task()
         }
     }
 
-    fn stopped_task() -> pb::Task {
-        pb::Task {
+    fn stopped_task() -> t::Task {
+        t::Task {
             id: "t-3".into(),
-            desired_status: "STOPPED".into(),
-            last_status: "STOPPED".into(),
-            stop_code: "EssentialContainerExited".into(),
+            desired_status: DesiredStatus::Stopped,
+            last_status: TaskStatus::Stopped,
+            stop_code: Some(StopCode::EssentialContainerExited),
             stopped_reason: "essential container web exited with code 1".into(),
             started_at_ms: Some(NOW - 3 * 86_400_000),
             stopped_at_ms: Some(NOW - 86_400_000),
-            ..wire_task()
+            ..running_task()
         }
     }
 
     #[test]
     fn tasks_table_has_status_placement_age_and_stop_code() {
-        let tasks: Vec<Task> = [wire_task(), provisioning_task(), stopped_task()]
+        let tasks: Vec<Task> = [running_task(), provisioning_task(), stopped_task()]
             .into_iter()
             .map(Task::from)
             .collect();
@@ -1648,13 +1589,13 @@ mod tests {
             "Placement:        no instance has 512 MiB free memory; 3 instances checked"
         );
         // Only PROVISIONING tasks have the line.
-        assert!(!task_detail(&Task::from(wire_task())).contains("Placement:"));
+        assert!(!task_detail(&Task::from(running_task())).contains("Placement:"));
         assert!(detail.ends_with("CONTAINER  STATUS  EXIT CODE  HEALTH  REASON\n"));
     }
 
     #[test]
     fn task_json_is_camel_case_with_nulls_for_absent_values() {
-        let tasks: Vec<Task> = vec![Task::from(wire_task()), Task::from(provisioning_task())];
+        let tasks: Vec<Task> = vec![Task::from(running_task()), Task::from(provisioning_task())];
         let json = render(Format::Json, tasks.as_slice(), |t| tasks_table(t, NOW)).unwrap();
         let value: serde_json::Value = serde_json::from_str(&json).unwrap();
         assert_eq!(
@@ -1699,10 +1640,10 @@ mod tests {
 
     #[test]
     fn stopping_a_task_says_where_it_is() {
-        let mut wire = wire_task();
-        wire.desired_status = "STOPPED".into();
+        let mut stopping = running_task();
+        stopping.desired_status = DesiredStatus::Stopped;
         assert_eq!(
-            stopping_task(&Task::from(wire)),
+            stopping_task(&Task::from(stopping)),
             "stopping task t-1 (desired STOPPED, now RUNNING)\n"
         );
     }

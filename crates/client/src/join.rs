@@ -25,6 +25,8 @@ use std::time::Duration;
 use berth_pki::files;
 use berth_pki::tokens::JoinToken;
 use berth_pki::{PeerIdentity, Role};
+use berth_types::time::rfc3339;
+use berth_types::{AgentPing, RegisterInstanceInput};
 use rand::{Rng, SeedableRng};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::WebPkiSupportedAlgorithms;
@@ -35,10 +37,11 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
+use crate::backoff::Backoff;
 use crate::endpoint::{parse_endpoint, Scheme};
 use crate::error::describe_io;
-use crate::time::{now_ms, rfc3339};
-use crate::{attributes_to_wire, pb, BerthClient, ClientConfig, ClientError};
+use crate::time::now_ms;
+use crate::{BerthClient, ClientConfig, ClientError};
 
 /// The private key, mode 0600.
 pub const KEY_FILE: &str = "agent.key";
@@ -436,14 +439,14 @@ pub async fn register(
     let client =
         BerthClient::new(ClientConfig::new(endpoints.iter().cloned()).with_ca(ca_pem.clone()))?;
     let response = client
-        .register_instance(pb::RegisterInstanceRequest {
+        .register_instance(&RegisterInstanceInput {
             activation_id: token.activation_id.clone(),
             activation_secret: token.secret.clone(),
             csr_pem,
             hostname: hostname.to_string(),
-            attributes: attributes_to_wire(attributes),
-            previous_instance_id: previous_instance_id.unwrap_or_default(),
-            cluster: cluster.unwrap_or_default(),
+            attributes: attributes.clone(),
+            previous_instance_id,
+            cluster,
         })
         .await?;
     let expires_at_ms = check_issued(&response.certificate_pem, &response.instance_id)?;
@@ -491,7 +494,7 @@ async fn renew_with(
 pub async fn ping(
     endpoints: &[String],
     identity: &AgentIdentity,
-) -> Result<pb::AgentPingResponse, ClientError> {
+) -> Result<AgentPing, ClientError> {
     identity.client(endpoints)?.agent_ping().await
 }
 
@@ -572,8 +575,8 @@ pub async fn run_agent_identity_loop(
     let mut client = identity.client(&config.endpoints)?;
     let mut renew_at_ms = renewal_point(&identity, &mut rng);
     let mut next_ping_ms = now_ms();
-    let mut renew_backoff = Backoff::default();
-    let mut ping_backoff = Backoff::default();
+    let mut renew_backoff = retry_backoff();
+    let mut ping_backoff = retry_backoff();
 
     loop {
         if now_ms() >= identity.expires_at_ms {
@@ -624,7 +627,7 @@ pub async fn run_agent_identity_loop(
                     identity = renewed;
                     client = identity.client(&config.endpoints)?;
                     renew_at_ms = renewal_point(&identity, &mut rng);
-                    renew_backoff = Backoff::default();
+                    renew_backoff.reset();
                     tracing::info!(
                         instance_id = %identity.instance_id,
                         expires_at = %rfc3339(identity.expires_at_ms),
@@ -655,7 +658,7 @@ pub async fn run_agent_identity_loop(
             match pinged {
                 Ok(_) => {
                     tracing::debug!(instance_id = %identity.instance_id, "heartbeat ok");
-                    ping_backoff = Backoff::default();
+                    ping_backoff.reset();
                     next_ping_ms = now.saturating_add(duration_ms(config.ping_every));
                 }
                 Err(e) if e.is_transient() => {
@@ -724,7 +727,7 @@ async fn register_until_done(
 ) -> Result<AgentIdentity, ClientError> {
     // Found out before the registration is used up, not after.
     check_writable(&config.dir)?;
-    let mut backoff = Backoff::default();
+    let mut backoff = retry_backoff();
     loop {
         let attempt = register(
             &config.endpoints,
@@ -792,24 +795,11 @@ fn duration_ms(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
-/// Exponential backoff from 1 s to a minute, with ±20% jitter so agents
-/// cut off together do not come back in lockstep.
-#[derive(Debug, Default)]
-struct Backoff {
-    failures: u32,
-}
-
-impl Backoff {
-    const FIRST: Duration = Duration::from_secs(1);
-    const MAX: Duration = Duration::from_secs(60);
-
-    fn next(&mut self, rng: &mut impl Rng) -> Duration {
-        let base = Self::FIRST
-            .saturating_mul(2u32.saturating_pow(self.failures))
-            .min(Self::MAX);
-        self.failures = self.failures.saturating_add(1);
-        base.mul_f64(rng.gen_range(0.8..=1.2))
-    }
+/// How registration, renewal and heartbeats retry unreachable servers:
+/// from 1 s to a minute, ±20% so agents cut off together do not come back
+/// in lockstep.
+fn retry_backoff() -> Backoff {
+    Backoff::new(Duration::from_secs(1), Duration::from_secs(60), 0.8..=1.2)
 }
 
 #[cfg(test)]

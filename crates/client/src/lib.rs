@@ -29,9 +29,14 @@
 //! # Ok(()) }
 //! ```
 //!
+//! Every call takes and returns `berth_types` domain types (records, views
+//! such as `InstanceView`, inputs such as `RunTaskInput`); the wire
+//! messages and their conversions (`berth_proto::convert`) stay inside.
+//!
 //! Agents join with [`join`]: they pin the CA by the digest in their join
 //! token, register, and then authenticate with a client certificate.
 
+pub mod backoff;
 mod endpoint;
 mod error;
 pub mod join;
@@ -43,6 +48,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use berth_proto::convert;
+use berth_proto::pb;
 use berth_proto::pb::activation_service_client::ActivationServiceClient;
 use berth_proto::pb::agent_service_client::AgentServiceClient;
 use berth_proto::pb::auth_service_client::AuthServiceClient;
@@ -55,10 +62,9 @@ use berth_types as t;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::interceptor::InterceptedService;
 use tonic::service::Interceptor;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 use tonic::{Request, Status};
 
-pub use berth_proto::pb;
 pub use error::{code_name, ClientError};
 pub use tonic::Code;
 
@@ -277,28 +283,6 @@ pub struct ClusterOptions {
     pub task_retention: Option<Duration>,
 }
 
-/// Which tasks [`BerthClient::list_tasks`] returns; `None` does not filter.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct TaskFilter {
-    pub cluster: Option<String>,
-    pub instance_id: Option<String>,
-    pub family: Option<String>,
-    /// A last status: PROVISIONING, PENDING, RUNNING, STOPPING or STOPPED.
-    pub status: Option<String>,
-}
-
-/// What [`BerthClient::task_logs`] reads.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct LogOptions {
-    /// `None`: the task's first container.
-    pub container: Option<String>,
-    /// Keep streaming new output until the task stops or the stream is
-    /// dropped.
-    pub follow: bool,
-    /// Only the last N lines; `None`: everything.
-    pub tail: Option<u32>,
-}
-
 /// A fresh client token for RunTask or StartTask: 128 random bits in hex.
 /// Use one per logical request and resend it with every retry of that
 /// request.
@@ -369,7 +353,7 @@ impl BerthClient {
                 async move { cluster_service(conn).create_cluster(req).await }
             })
             .await?;
-        cluster_from_wire(required(resp.cluster, "cluster")?)
+        read("cluster", required(resp.cluster, "cluster")?)
     }
 
     pub async fn list_clusters(&self) -> Result<Vec<t::Cluster>, ClientError> {
@@ -380,7 +364,7 @@ impl BerthClient {
                     .await
             })
             .await?;
-        resp.clusters.into_iter().map(cluster_from_wire).collect()
+        read_all("cluster", resp.clusters)
     }
 
     pub async fn describe_cluster(&self, name: &str) -> Result<t::Cluster, ClientError> {
@@ -393,7 +377,7 @@ impl BerthClient {
                 async move { cluster_service(conn).describe_cluster(req).await }
             })
             .await?;
-        cluster_from_wire(required(resp.cluster, "cluster")?)
+        read("cluster", required(resp.cluster, "cluster")?)
     }
 
     /// Changes the settings that are set in `changes`; returns the cluster
@@ -419,7 +403,7 @@ impl BerthClient {
                 async move { cluster_service(conn).update_cluster(req).await }
             })
             .await?;
-        cluster_from_wire(required(resp.cluster, "cluster")?)
+        read("cluster", required(resp.cluster, "cluster")?)
     }
 
     /// Returns the name of the deleted cluster.
@@ -462,11 +446,11 @@ impl BerthClient {
     pub async fn list_task_definitions(
         &self,
         family: Option<&str>,
-        status: Option<&str>,
+        status: Option<t::TaskDefinitionStatus>,
     ) -> Result<Vec<t::TaskDefinition>, ClientError> {
         let req = pb::ListTaskDefinitionsRequest {
             family: family.unwrap_or_default().to_string(),
-            status: status.unwrap_or_default().to_string(),
+            status: status.map(|s| s.as_str().to_string()).unwrap_or_default(),
         };
         let resp = self
             .call(Kind::Read, |conn| {
@@ -486,7 +470,7 @@ impl BerthClient {
 
     pub async fn list_task_definition_families(
         &self,
-    ) -> Result<Vec<pb::TaskDefinitionFamily>, ClientError> {
+    ) -> Result<Vec<t::TaskDefinitionFamily>, ClientError> {
         let resp = self
             .call(Kind::Read, |conn| async move {
                 task_definition_service(conn)
@@ -494,7 +478,7 @@ impl BerthClient {
                     .await
             })
             .await?;
-        Ok(resp.families)
+        Ok(resp.families.into_iter().map(Into::into).collect())
     }
 
     /// `reference` is `FAMILY` (its latest ACTIVE revision) or
@@ -544,13 +528,15 @@ impl BerthClient {
 
     /// The control plane as seen by whichever server answers: leader, term
     /// and every member's replication state.
-    pub async fn status(&self) -> Result<pb::GetControlPlaneStatusResponse, ClientError> {
-        self.call(Kind::Read, |conn| async move {
-            control_plane_service(conn)
-                .get_status(pb::GetControlPlaneStatusRequest {})
-                .await
-        })
-        .await
+    pub async fn status(&self) -> Result<t::ControlPlaneStatus, ClientError> {
+        let resp = self
+            .call(Kind::Read, |conn| async move {
+                control_plane_service(conn)
+                    .get_status(pb::GetControlPlaneStatusRequest {})
+                    .await
+            })
+            .await?;
+        read("control-plane status", resp)
     }
 
     /// Adds a server to the control plane; returns the members afterwards.
@@ -559,7 +545,7 @@ impl BerthClient {
         node_id: u64,
         address: &str,
         learner_only: bool,
-    ) -> Result<Vec<pb::ServerMember>, ClientError> {
+    ) -> Result<Vec<t::ServerMember>, ClientError> {
         let req = pb::AddServerRequest {
             node_id,
             address: address.to_string(),
@@ -571,19 +557,19 @@ impl BerthClient {
                 async move { control_plane_service(conn).add_server(req).await }
             })
             .await?;
-        Ok(resp.members)
+        read_all("server member", resp.members)
     }
 
     /// Removes a server from the control plane; returns the members
     /// afterwards.
-    pub async fn remove_server(&self, node_id: u64) -> Result<Vec<pb::ServerMember>, ClientError> {
+    pub async fn remove_server(&self, node_id: u64) -> Result<Vec<t::ServerMember>, ClientError> {
         let req = pb::RemoveServerRequest { node_id };
         let resp = self
             .call(Kind::Write, |conn| async move {
                 control_plane_service(conn).remove_server(req).await
             })
             .await?;
-        Ok(resp.members)
+        read_all("server member", resp.members)
     }
 
     // ---------------------------------------------------------- API tokens
@@ -596,7 +582,7 @@ impl BerthClient {
         role: t::Role,
         description: &str,
         expires_in: Option<Duration>,
-    ) -> Result<(pb::ApiToken, String), ClientError> {
+    ) -> Result<(t::ApiTokenView, String), ClientError> {
         let req = pb::CreateApiTokenRequest {
             role: role.as_str().to_string(),
             description: description.to_string(),
@@ -611,10 +597,13 @@ impl BerthClient {
                 async move { auth_service(conn).create_api_token(req).await }
             })
             .await?;
-        Ok((required(resp.token, "token")?, resp.secret))
+        Ok((
+            read("API token", required(resp.token, "token")?)?,
+            resp.secret,
+        ))
     }
 
-    pub async fn list_api_tokens(&self) -> Result<Vec<pb::ApiToken>, ClientError> {
+    pub async fn list_api_tokens(&self) -> Result<Vec<t::ApiTokenView>, ClientError> {
         let resp = self
             .call(Kind::Read, |conn| async move {
                 auth_service(conn)
@@ -622,11 +611,11 @@ impl BerthClient {
                     .await
             })
             .await?;
-        Ok(resp.tokens)
+        read_all("API token", resp.tokens)
     }
 
     /// Returns the now revoked token.
-    pub async fn revoke_api_token(&self, id: &str) -> Result<pb::ApiToken, ClientError> {
+    pub async fn revoke_api_token(&self, id: &str) -> Result<t::ApiTokenView, ClientError> {
         let req = pb::RevokeApiTokenRequest { id: id.to_string() };
         let resp = self
             .call(Kind::Write, |conn| {
@@ -634,7 +623,7 @@ impl BerthClient {
                 async move { auth_service(conn).revoke_api_token(req).await }
             })
             .await?;
-        required(resp.token, "token")
+        read("API token", required(resp.token, "token")?)
     }
 
     // --------------------------------------------------------- activations
@@ -649,7 +638,7 @@ impl BerthClient {
         max_registrations: Option<u32>,
         attributes: &BTreeMap<String, String>,
         description: &str,
-    ) -> Result<(pb::Activation, String), ClientError> {
+    ) -> Result<(t::ActivationView, String), ClientError> {
         if max_registrations == Some(0) {
             // 0 on the wire means "the default", not "none".
             return Err(ClientError::InvalidRequest(
@@ -663,7 +652,7 @@ impl BerthClient {
                 Some(d) => whole_seconds(d, "expires_in")?,
             },
             max_registrations: max_registrations.unwrap_or_default(),
-            attributes: attributes_to_wire(attributes),
+            attributes: convert::attributes_to_wire(attributes),
             description: description.to_string(),
         };
         let resp = self
@@ -672,10 +661,11 @@ impl BerthClient {
                 async move { activation_service(conn).create_activation(req).await }
             })
             .await?;
-        Ok((required(resp.activation, "activation")?, resp.token))
+        let activation = required(resp.activation, "activation")?.into();
+        Ok((activation, resp.token))
     }
 
-    pub async fn list_activations(&self) -> Result<Vec<pb::Activation>, ClientError> {
+    pub async fn list_activations(&self) -> Result<Vec<t::ActivationView>, ClientError> {
         let resp = self
             .call(Kind::Read, |conn| async move {
                 activation_service(conn)
@@ -683,10 +673,10 @@ impl BerthClient {
                     .await
             })
             .await?;
-        Ok(resp.activations)
+        Ok(resp.activations.into_iter().map(Into::into).collect())
     }
 
-    pub async fn describe_activation(&self, id: &str) -> Result<pb::Activation, ClientError> {
+    pub async fn describe_activation(&self, id: &str) -> Result<t::ActivationView, ClientError> {
         let req = pb::DescribeActivationRequest { id: id.to_string() };
         let resp = self
             .call(Kind::Read, |conn| {
@@ -694,11 +684,11 @@ impl BerthClient {
                 async move { activation_service(conn).describe_activation(req).await }
             })
             .await?;
-        required(resp.activation, "activation")
+        Ok(required(resp.activation, "activation")?.into())
     }
 
     /// Returns the now revoked activation; instances it registered stay.
-    pub async fn revoke_activation(&self, id: &str) -> Result<pb::Activation, ClientError> {
+    pub async fn revoke_activation(&self, id: &str) -> Result<t::ActivationView, ClientError> {
         let req = pb::RevokeActivationRequest { id: id.to_string() };
         let resp = self
             .call(Kind::Write, |conn| {
@@ -706,7 +696,7 @@ impl BerthClient {
                 async move { activation_service(conn).revoke_activation(req).await }
             })
             .await?;
-        required(resp.activation, "activation")
+        Ok(required(resp.activation, "activation")?.into())
     }
 
     // ----------------------------------------------------------- instances
@@ -715,7 +705,7 @@ impl BerthClient {
     pub async fn list_instances(
         &self,
         cluster: Option<&str>,
-    ) -> Result<Vec<pb::Instance>, ClientError> {
+    ) -> Result<Vec<t::InstanceView>, ClientError> {
         let req = pb::ListInstancesRequest {
             cluster: cluster.unwrap_or_default().to_string(),
         };
@@ -725,10 +715,10 @@ impl BerthClient {
                 async move { instance_service(conn).list_instances(req).await }
             })
             .await?;
-        Ok(resp.instances)
+        read_all("instance", resp.instances)
     }
 
-    pub async fn describe_instance(&self, id: &str) -> Result<pb::Instance, ClientError> {
+    pub async fn describe_instance(&self, id: &str) -> Result<t::InstanceView, ClientError> {
         let req = pb::DescribeInstanceRequest { id: id.to_string() };
         let resp = self
             .call(Kind::Read, |conn| {
@@ -736,12 +726,12 @@ impl BerthClient {
                 async move { instance_service(conn).describe_instance(req).await }
             })
             .await?;
-        required(resp.instance, "instance")
+        read("instance", required(resp.instance, "instance")?)
     }
 
     /// Returns the now INACTIVE instance; its certificate is refused from
     /// then on.
-    pub async fn deregister_instance(&self, id: &str) -> Result<pb::Instance, ClientError> {
+    pub async fn deregister_instance(&self, id: &str) -> Result<t::InstanceView, ClientError> {
         let req = pb::DeregisterInstanceRequest { id: id.to_string() };
         let resp = self
             .call(Kind::Write, |conn| {
@@ -749,12 +739,12 @@ impl BerthClient {
                 async move { instance_service(conn).deregister_instance(req).await }
             })
             .await?;
-        required(resp.instance, "instance")
+        read("instance", required(resp.instance, "instance")?)
     }
 
     /// Marks an instance DRAINING: nothing new is placed on it; the tasks
     /// already there keep running. Returns the instance afterwards.
-    pub async fn drain_instance(&self, id: &str) -> Result<pb::Instance, ClientError> {
+    pub async fn drain_instance(&self, id: &str) -> Result<t::InstanceView, ClientError> {
         let req = pb::DrainInstanceRequest { id: id.to_string() };
         let resp = self
             .call(Kind::Write, |conn| {
@@ -762,11 +752,11 @@ impl BerthClient {
                 async move { instance_service(conn).drain_instance(req).await }
             })
             .await?;
-        required(resp.instance, "instance")
+        read("instance", required(resp.instance, "instance")?)
     }
 
     /// Ends draining: the instance takes new tasks again.
-    pub async fn activate_instance(&self, id: &str) -> Result<pb::Instance, ClientError> {
+    pub async fn activate_instance(&self, id: &str) -> Result<t::InstanceView, ClientError> {
         let req = pb::ActivateInstanceRequest { id: id.to_string() };
         let resp = self
             .call(Kind::Write, |conn| {
@@ -774,7 +764,7 @@ impl BerthClient {
                 async move { instance_service(conn).activate_instance(req).await }
             })
             .await?;
-        required(resp.instance, "instance")
+        read("instance", required(resp.instance, "instance")?)
     }
 
     /// Sets custom attributes (replacing the values of names it already
@@ -783,7 +773,7 @@ impl BerthClient {
         &self,
         id: &str,
         attributes: &BTreeMap<String, String>,
-    ) -> Result<pb::Instance, ClientError> {
+    ) -> Result<t::InstanceView, ClientError> {
         if attributes.is_empty() {
             return Err(ClientError::InvalidRequest(
                 "give at least one attribute".into(),
@@ -791,7 +781,7 @@ impl BerthClient {
         }
         let req = pb::PutInstanceAttributesRequest {
             id: id.to_string(),
-            attributes: attributes_to_wire(attributes),
+            attributes: convert::attributes_to_wire(attributes),
         };
         let resp = self
             .call(Kind::Write, |conn| {
@@ -799,7 +789,7 @@ impl BerthClient {
                 async move { instance_service(conn).put_instance_attributes(req).await }
             })
             .await?;
-        required(resp.instance, "instance")
+        read("instance", required(resp.instance, "instance")?)
     }
 
     /// Removes attributes by name; returns the instance afterwards.
@@ -807,7 +797,7 @@ impl BerthClient {
         &self,
         id: &str,
         names: &[String],
-    ) -> Result<pb::Instance, ClientError> {
+    ) -> Result<t::InstanceView, ClientError> {
         if names.is_empty() {
             return Err(ClientError::InvalidRequest(
                 "give at least one attribute name".into(),
@@ -823,10 +813,14 @@ impl BerthClient {
                 async move { instance_service(conn).delete_instance_attributes(req).await }
             })
             .await?;
-        required(resp.instance, "instance")
+        read("instance", required(resp.instance, "instance")?)
     }
 
     // --------------------------------------------------------------- tasks
+    //
+    // Tasks come back as `berth_types::Task`. The API does not carry a
+    // task's placement strategies and constraints or its host ports, so
+    // those are empty in what these calls return.
 
     /// Starts `count` tasks placed by the scheduler; returns them (some may
     /// still be PROVISIONING, with a placement reason).
@@ -835,40 +829,39 @@ impl BerthClient {
     /// idempotent, so a call whose reply was lost is sent again to another
     /// server with the same token; without one it is an ordinary write and
     /// such a failure is [`ClientError::OutcomeUnknown`].
-    pub async fn run_task(&self, req: pb::RunTaskRequest) -> Result<Vec<pb::Task>, ClientError> {
-        let kind = token_kind(&req.client_token);
+    pub async fn run_task(&self, input: &t::RunTaskInput) -> Result<Vec<t::Task>, ClientError> {
+        let kind = launch_kind(&input.launch);
+        let req = pb::RunTaskRequest::from(input.clone());
         let resp = self
             .call(kind, |conn| {
                 let req = req.clone();
                 async move { task_service(conn).run_task(req).await }
             })
             .await?;
-        Ok(resp.tasks)
+        read_all("task", resp.tasks)
     }
 
     /// Starts tasks on the named instances, bypassing placement; retried
     /// like [`BerthClient::run_task`].
-    pub async fn start_task(
-        &self,
-        req: pb::StartTaskRequest,
-    ) -> Result<Vec<pb::Task>, ClientError> {
-        if req.instance_ids.is_empty() {
+    pub async fn start_task(&self, input: &t::StartTaskInput) -> Result<Vec<t::Task>, ClientError> {
+        if input.instance_ids.is_empty() {
             return Err(ClientError::InvalidRequest(
                 "give at least one instance to start the task on".into(),
             ));
         }
-        let kind = token_kind(&req.client_token);
+        let kind = launch_kind(&input.launch);
+        let req = pb::StartTaskRequest::from(input.clone());
         let resp = self
             .call(kind, |conn| {
                 let req = req.clone();
                 async move { task_service(conn).start_task(req).await }
             })
             .await?;
-        Ok(resp.tasks)
+        read_all("task", resp.tasks)
     }
 
     /// Asks a task to stop; returns it (usually still STOPPING).
-    pub async fn stop_task(&self, id: &str, reason: &str) -> Result<pb::Task, ClientError> {
+    pub async fn stop_task(&self, id: &str, reason: &str) -> Result<t::Task, ClientError> {
         let req = pb::StopTaskRequest {
             id: id.to_string(),
             reason: reason.to_string(),
@@ -879,26 +872,21 @@ impl BerthClient {
                 async move { task_service(conn).stop_task(req).await }
             })
             .await?;
-        required(resp.task, "task")
+        read("task", required(resp.task, "task")?)
     }
 
-    pub async fn list_tasks(&self, filter: &TaskFilter) -> Result<Vec<pb::Task>, ClientError> {
-        let req = pb::ListTasksRequest {
-            cluster: filter.cluster.clone().unwrap_or_default(),
-            instance_id: filter.instance_id.clone().unwrap_or_default(),
-            family: filter.family.clone().unwrap_or_default(),
-            status: filter.status.clone().unwrap_or_default(),
-        };
+    pub async fn list_tasks(&self, filter: &t::TaskFilter) -> Result<Vec<t::Task>, ClientError> {
+        let req = pb::ListTasksRequest::from(filter.clone());
         let resp = self
             .call(Kind::Read, |conn| {
                 let req = req.clone();
                 async move { task_service(conn).list_tasks(req).await }
             })
             .await?;
-        Ok(resp.tasks)
+        read_all("task", resp.tasks)
     }
 
-    pub async fn describe_task(&self, id: &str) -> Result<pb::Task, ClientError> {
+    pub async fn describe_task(&self, id: &str) -> Result<t::Task, ClientError> {
         let req = pb::DescribeTaskRequest { id: id.to_string() };
         let resp = self
             .call(Kind::Read, |conn| {
@@ -906,7 +894,7 @@ impl BerthClient {
                 async move { task_service(conn).describe_task(req).await }
             })
             .await?;
-        required(resp.task, "task")
+        read("task", required(resp.task, "task")?)
     }
 
     /// Opens a task's container output. Opening fails over like a read;
@@ -916,7 +904,7 @@ impl BerthClient {
     pub async fn task_logs(
         &self,
         id: &str,
-        options: &LogOptions,
+        options: &t::LogOptions,
     ) -> Result<LogStream, ClientError> {
         if options.tail == Some(0) {
             // 0 on the wire means "everything".
@@ -924,12 +912,7 @@ impl BerthClient {
                 "tail must be at least 1".into(),
             ));
         }
-        let req = pb::TaskLogsRequest {
-            id: id.to_string(),
-            container: options.container.clone().unwrap_or_default(),
-            follow: options.follow,
-            tail: options.tail.unwrap_or(0),
-        };
+        let req = convert::task_logs_request(id, options);
         let (inner, index) = self
             .call_indexed(Kind::Read, |conn| {
                 let req = req.clone();
@@ -951,13 +934,16 @@ impl BerthClient {
     /// lost is not repeated elsewhere.
     pub async fn register_instance(
         &self,
-        req: pb::RegisterInstanceRequest,
-    ) -> Result<pb::RegisterInstanceResponse, ClientError> {
-        self.call(Kind::Write, |conn| {
-            let req = req.clone();
-            async move { agent_service(conn).register_instance(req).await }
-        })
-        .await
+        input: &t::RegisterInstanceInput,
+    ) -> Result<t::RegisteredInstance, ClientError> {
+        let req = pb::RegisterInstanceRequest::from(input.clone());
+        let resp = self
+            .call(Kind::Write, |conn| {
+                let req = req.clone();
+                async move { agent_service(conn).register_instance(req).await }
+            })
+            .await?;
+        Ok(resp.into())
     }
 
     /// Asks for a certificate for the CSR's key; needs the client
@@ -967,23 +953,27 @@ impl BerthClient {
     pub async fn renew_certificate(
         &self,
         csr_pem: &str,
-    ) -> Result<pb::RenewCertificateResponse, ClientError> {
+    ) -> Result<t::IssuedCertificate, ClientError> {
         let req = pb::RenewCertificateRequest {
             csr_pem: csr_pem.to_string(),
         };
-        self.call(Kind::Read, |conn| {
-            let req = req.clone();
-            async move { agent_service(conn).renew_certificate(req).await }
-        })
-        .await
+        let resp = self
+            .call(Kind::Read, |conn| {
+                let req = req.clone();
+                async move { agent_service(conn).renew_certificate(req).await }
+            })
+            .await?;
+        Ok(resp.into())
     }
 
     /// The agent's heartbeat; needs the client certificate.
-    pub async fn agent_ping(&self) -> Result<pb::AgentPingResponse, ClientError> {
-        self.call(Kind::Read, |conn| async move {
-            agent_service(conn).ping(pb::AgentPingRequest {}).await
-        })
-        .await
+    pub async fn agent_ping(&self) -> Result<t::AgentPing, ClientError> {
+        let resp = self
+            .call(Kind::Read, |conn| async move {
+                agent_service(conn).ping(pb::AgentPingRequest {}).await
+            })
+            .await?;
+        Ok(resp.into())
     }
 
     // ------------------------------------------------------------ failover
@@ -1053,13 +1043,12 @@ impl BerthClient {
     }
 }
 
-/// A write with a client token is deduplicated by the server; one
+/// A launch with a client token is deduplicated by the server; one
 /// without is not.
-fn token_kind(client_token: &str) -> Kind {
-    if client_token.trim().is_empty() {
-        Kind::Write
-    } else {
-        Kind::Idempotent
+fn launch_kind(launch: &t::TaskLaunch) -> Kind {
+    match launch.client_token.as_deref().map(str::trim) {
+        Some(token) if !token.is_empty() => Kind::Idempotent,
+        _ => Kind::Write,
     }
 }
 
@@ -1078,12 +1067,12 @@ impl std::fmt::Debug for LogStream {
 }
 
 impl LogStream {
-    /// The next chunk (`stream` is `stdout` or `stderr`, `data` raw
-    /// bytes); `None` once the server has sent everything (without follow)
-    /// or the task has stopped (with follow).
-    pub async fn next(&mut self) -> Result<Option<pb::LogChunk>, ClientError> {
+    /// The next chunk (which stream, and the bytes as written); `None`
+    /// once the server has sent everything (without follow) or the task has
+    /// stopped (with follow).
+    pub async fn next(&mut self) -> Result<Option<t::LogChunk>, ClientError> {
         match self.inner.message().await {
-            Ok(chunk) => Ok(chunk),
+            Ok(chunk) => Ok(chunk.map(Into::into)),
             Err(status) => Err(match classify(status) {
                 Failure::Server(status) => ClientError::from_status(&status),
                 Failure::NotSent(reason) | Failure::Lost(reason) => ClientError::StreamBroken {
@@ -1115,16 +1104,18 @@ fn tls_settings(config: &ClientConfig) -> Result<Option<ClientTlsConfig>, Client
     berth_pki::first_der(ca_pem).map_err(|e| {
         ClientError::InvalidConfig(format!("the cluster CA is not a PEM certificate: {e}"))
     })?;
-    let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca_pem));
-    if let Some((cert_pem, key_pem)) = &config.identity {
+    if let Some((cert_pem, _)) = &config.identity {
         berth_pki::first_der(cert_pem).map_err(|e| {
             ClientError::InvalidConfig(format!(
                 "the client certificate is not a PEM certificate: {e}"
             ))
         })?;
-        tls = tls.identity(Identity::from_pem(cert_pem, key_pem));
     }
-    Ok(Some(tls))
+    let identity = config
+        .identity
+        .as_ref()
+        .map(|(cert_pem, key_pem)| (cert_pem.as_str(), key_pem.as_str()));
+    Ok(Some(berth_proto::tls::client_tls(ca_pem, identity)))
 }
 
 /// The one place a parsed endpoint becomes a transport. The scheme decides:
@@ -1157,20 +1148,11 @@ fn transport_endpoint(
             ClientError::InvalidConfig(format!(
                 "the TLS settings for {} cannot be used: {}",
                 parsed.name,
-                error_chain(&e)
+                t::error_chain(&e)
             ))
         })?;
     }
     Ok(endpoint)
-}
-
-/// An error and its sources on one line; tonic's outer errors only say
-/// "transport error".
-fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
-    std::iter::successors(Some(err), |e| e.source())
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join(": ")
 }
 
 // The typed stubs are built only here, on connections that carry the token.
@@ -1225,47 +1207,33 @@ fn optional_seconds(d: Option<Duration>, field: &str) -> Result<Option<u64>, Cli
     d.map(|d| whole_seconds(d, field)).transpose()
 }
 
-pub(crate) fn attributes_to_wire(attributes: &BTreeMap<String, String>) -> Vec<pb::Attribute> {
-    attributes
-        .iter()
-        .map(|(name, value)| pb::Attribute {
-            name: name.clone(),
-            value: value.clone(),
-        })
-        .collect()
-}
-
 fn required<T>(value: Option<T>, field: &str) -> Result<T, ClientError> {
     value.ok_or_else(|| ClientError::InvalidResponse(format!("{field} is missing")))
 }
 
-// berth-proto has no wire-to-domain conversion for clusters (servers only
-// send them), so it lives here.
-fn cluster_from_wire(c: pb::Cluster) -> Result<t::Cluster, ClientError> {
-    let status = match c.status.to_ascii_uppercase().as_str() {
-        "ACTIVE" => t::ClusterStatus::Active,
-        other => {
-            return Err(ClientError::InvalidResponse(format!(
-                "cluster {:?} has unknown status {other:?}",
-                c.name
-            )))
-        }
-    };
-    Ok(t::Cluster {
-        name: c.name,
-        status,
-        created_at_ms: c.created_at_ms,
-        settings: t::ClusterSettings {
-            lost_after_secs: c.lost_after_secs,
-            task_retention_secs: c.task_retention_secs,
-        },
-    })
+/// A reply read as its domain type; `what` names the record in the
+/// message when the server sent something this client cannot read.
+fn read<W, D>(what: &str, wire: W) -> Result<D, ClientError>
+where
+    D: TryFrom<W>,
+    D::Error: std::fmt::Display,
+{
+    D::try_from(wire).map_err(|e| ClientError::InvalidResponse(format!("{what}: {e}")))
 }
 
+/// [`read`] for every record of a list.
+fn read_all<W, D>(what: &str, wire: Vec<W>) -> Result<Vec<D>, ClientError>
+where
+    D: TryFrom<W>,
+    D::Error: std::fmt::Display,
+{
+    wire.into_iter().map(|w| read(what, w)).collect()
+}
+
+/// A task definition read back, named by its id in the message.
 fn task_definition_from_wire(td: pb::TaskDefinition) -> Result<t::TaskDefinition, ClientError> {
     let id = format!("{}:{}", td.family, td.revision);
-    t::TaskDefinition::try_from(td)
-        .map_err(|e| ClientError::InvalidResponse(format!("task definition {id}: {e}")))
+    read(&format!("task definition {id}"), td)
 }
 
 #[cfg(test)]

@@ -32,6 +32,7 @@ struct FakeTasks {
     calls: Arc<AtomicUsize>,
     tokens_seen: Arc<Mutex<Vec<String>>>,
     logs_requests: Arc<Mutex<Vec<pb::TaskLogsRequest>>>,
+    list_requests: Arc<Mutex<Vec<pb::ListTasksRequest>>>,
     /// What GetTaskLogs sends: chunks, pauses, and a final error.
     script: Vec<Step>,
 }
@@ -51,6 +52,7 @@ impl FakeTasks {
             calls: Arc::new(AtomicUsize::new(0)),
             tokens_seen: Arc::new(Mutex::new(Vec::new())),
             logs_requests: Arc::new(Mutex::new(Vec::new())),
+            list_requests: Arc::new(Mutex::new(Vec::new())),
             script: Vec::new(),
         }
     }
@@ -154,16 +156,12 @@ impl TaskService for FakeTasks {
         request: Request<pb::ListTasksRequest>,
     ) -> Result<Response<pb::ListTasksResponse>, Status> {
         self.calls.fetch_add(1, Ordering::SeqCst);
-        // Echoes the filter back, so a test can see what was sent.
-        let req = request.into_inner();
-        let task = pb::Task {
-            id: "echo".into(),
-            cluster: req.cluster,
-            instance_id: req.instance_id,
-            task_definition: req.family,
-            last_status: req.status,
-            ..Default::default()
-        };
+        // Kept, so a test can see what was sent.
+        self.list_requests
+            .lock()
+            .unwrap()
+            .push(request.into_inner());
+        let task = Self::task("t-1".into(), "web:1");
         Ok(Response::new(pb::ListTasksResponse { tasks: vec![task] }))
     }
 
@@ -238,16 +236,19 @@ fn client(endpoints: &[&String]) -> BerthClient {
     .unwrap()
 }
 
-fn run_request(token: &str) -> pb::RunTaskRequest {
-    pb::RunTaskRequest {
-        task_definition: "web:1".into(),
+fn run_input(token: Option<&str>) -> t::RunTaskInput {
+    t::RunTaskInput {
+        launch: t::TaskLaunch {
+            task_definition: "web:1".into(),
+            client_token: token.map(Into::into),
+            ..Default::default()
+        },
         count: 2,
-        client_token: token.into(),
         ..Default::default()
     }
 }
 
-fn ids(tasks: &[pb::Task]) -> Vec<&str> {
+fn ids(tasks: &[t::Task]) -> Vec<&str> {
     tasks.iter().map(|t| t.id.as_str()).collect()
 }
 
@@ -260,7 +261,7 @@ async fn run_task_with_a_token_is_sent_again_when_the_reply_is_lost() {
     let live_addr = serve_tasks(live.clone()).await;
     let client = client(&[&slow_addr, &live_addr]);
 
-    let tasks = client.run_task(run_request("tok-1")).await.unwrap();
+    let tasks = client.run_task(&run_input(Some("tok-1"))).await.unwrap();
 
     // The first server applied it; the retry got the same tasks back
     // instead of starting two more.
@@ -279,7 +280,7 @@ async fn run_task_without_a_token_is_not_sent_again() {
     let live_addr = serve_tasks(live.clone()).await;
     let client = client(&[&slow_addr, &live_addr]);
 
-    match client.run_task(run_request("")).await.unwrap_err() {
+    match client.run_task(&run_input(None)).await.unwrap_err() {
         ClientError::OutcomeUnknown { endpoint, .. } => assert_eq!(endpoint, slow_addr),
         other => panic!("expected OutcomeUnknown, got {other:?}"),
     }
@@ -295,21 +296,23 @@ async fn start_task_with_a_token_fails_over_too_and_names_instances() {
     let client = client(&[&slow_addr, &live_addr]);
 
     let tasks = client
-        .start_task(pb::StartTaskRequest {
-            task_definition: "web".into(),
+        .start_task(&t::StartTaskInput {
+            launch: t::TaskLaunch {
+                task_definition: "web:1".into(),
+                client_token: Some("tok-2".into()),
+                ..Default::default()
+            },
             instance_ids: vec!["i-1".into(), "i-2".into()],
-            client_token: "tok-2".into(),
-            ..Default::default()
         })
         .await
         .unwrap();
     assert_eq!(state.started.load(Ordering::SeqCst), 2);
-    let placed: Vec<&str> = tasks.iter().map(|t| t.instance_id.as_str()).collect();
-    assert_eq!(placed, ["i-1", "i-2"]);
+    let placed: Vec<Option<&str>> = tasks.iter().map(|t| t.instance_id.as_deref()).collect();
+    assert_eq!(placed, [Some("i-1"), Some("i-2")]);
 
     // No instance is a mistake caught before sending.
     let err = client
-        .start_task(pb::StartTaskRequest::default())
+        .start_task(&t::StartTaskInput::default())
         .await
         .unwrap_err();
     assert!(matches!(err, ClientError::InvalidRequest(_)), "{err:?}");
@@ -332,29 +335,35 @@ async fn list_describe_and_stop_send_what_they_were_given() {
     let client = client(&[&addr]);
 
     let listed = client
-        .list_tasks(&TaskFilter {
+        .list_tasks(&t::TaskFilter {
             cluster: Some("prod".into()),
             instance_id: Some("i-1".into()),
             family: Some("web".into()),
-            status: Some("RUNNING".into()),
+            status: Some(t::TaskStatus::Running),
         })
         .await
         .unwrap();
+    assert_eq!(listed[0].last_status, t::TaskStatus::Provisioning);
+    client.list_tasks(&t::TaskFilter::default()).await.unwrap();
+    let sent = fake.list_requests.lock().unwrap().clone();
     assert_eq!(
-        (
-            listed[0].cluster.as_str(),
-            listed[0].instance_id.as_str(),
-            listed[0].task_definition.as_str(),
-            listed[0].last_status.as_str()
-        ),
-        ("prod", "i-1", "web", "RUNNING")
+        sent,
+        [
+            pb::ListTasksRequest {
+                cluster: "prod".into(),
+                instance_id: "i-1".into(),
+                family: "web".into(),
+                status: "RUNNING".into(),
+            },
+            pb::ListTasksRequest::default()
+        ]
     );
-    let all = client.list_tasks(&TaskFilter::default()).await.unwrap();
-    assert_eq!(all[0].cluster, "");
 
     let stopped = client.stop_task("t-9", "by hand").await.unwrap();
     assert_eq!(stopped.id, "t-9");
     assert_eq!(stopped.stopped_reason, "by hand");
+    assert_eq!(stopped.desired_status, t::DesiredStatus::Stopped);
+    assert_eq!(stopped.stop_code, Some(t::StopCode::UserInitiated));
 
     assert_eq!(client.describe_task("t-3").await.unwrap().id, "t-3");
     let err = client.describe_task("missing").await.unwrap_err();
@@ -374,7 +383,7 @@ async fn logs_keep_streaming_past_the_request_timeout() {
     let addr = serve_tasks(fake.clone()).await;
     let client = client(&[&closed, &addr]);
 
-    let options = LogOptions {
+    let options = t::LogOptions {
         container: Some("web".into()),
         follow: true,
         tail: Some(10),
@@ -388,8 +397,8 @@ async fn logs_keep_streaming_past_the_request_timeout() {
     assert_eq!(
         got,
         [
-            ("stdout".to_string(), b"hello\n".to_vec()),
-            ("stderr".to_string(), b"oops\n".to_vec())
+            (t::OutputStream::Stdout, b"hello\n".to_vec()),
+            (t::OutputStream::Stderr, b"oops\n".to_vec())
         ]
     );
     let sent = fake.logs_requests.lock().unwrap().clone();
@@ -415,7 +424,7 @@ async fn a_log_stream_that_fails_midway_reports_the_servers_error() {
     let client = client(&[&addr]);
 
     let mut stream = client
-        .task_logs("t-1", &LogOptions::default())
+        .task_logs("t-1", &t::LogOptions::default())
         .await
         .unwrap();
     assert_eq!(stream.next().await.unwrap().unwrap().data, b"partial");
@@ -428,9 +437,9 @@ async fn a_log_stream_that_fails_midway_reports_the_servers_error() {
     let err = client
         .task_logs(
             "t-1",
-            &LogOptions {
+            &t::LogOptions {
                 tail: Some(0),
-                ..LogOptions::default()
+                ..t::LogOptions::default()
             },
         )
         .await
@@ -537,7 +546,9 @@ async fn instance_operations_send_the_id_and_attributes() {
     .await;
     let client = client(&[&addr]);
 
-    assert_eq!(client.drain_instance("i-1").await.unwrap().id, "i-1");
+    let drained = client.drain_instance("i-1").await.unwrap();
+    assert_eq!(drained.id, "i-1");
+    assert_eq!(drained.status, t::InstanceState::Draining);
     client.activate_instance("i-2").await.unwrap();
     let attributes = BTreeMap::from([
         ("zone".to_string(), "a".to_string()),

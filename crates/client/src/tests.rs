@@ -274,12 +274,12 @@ async fn server_errors_keep_their_code_and_message() {
 }
 
 #[test]
-fn unknown_cluster_status_is_an_invalid_response() {
+fn a_reply_that_does_not_convert_is_an_invalid_response() {
     let mut wire = FakeClusters::cluster("x");
     wire.status = "EXPLODED".into();
-    let err = cluster_from_wire(wire).unwrap_err();
+    let err = read::<_, t::Cluster>("cluster", wire).unwrap_err();
     assert!(matches!(err, ClientError::InvalidResponse(_)), "{err:?}");
-    assert!(err.to_string().contains("EXPLODED"));
+    assert!(err.to_string().contains("EXPLODED"), "{err}");
 }
 
 // ------------------------------------------------------ TLS and tokens

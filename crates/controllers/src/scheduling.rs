@@ -8,10 +8,11 @@
 use std::collections::{BTreeMap, HashMap};
 
 use berth_scheduler::{
-    parse_constraints, parse_strategies, place, ClusterView, InstanceState, InstanceView,
-    PlacementRequest,
+    parse_constraints, parse_strategies, place, ClusterView, InstanceView, PlacementRequest,
 };
-use berth_types::{Command, SchedulingStrategy, ServiceStatus, State, StateEvent, TaskPlacement};
+use berth_types::{
+    Command, InstanceState, SchedulingStrategy, ServiceStatus, State, StateEvent, TaskPlacement,
+};
 
 use crate::{Controller, Inputs};
 
@@ -223,12 +224,7 @@ pub fn cluster_view(
         .instances()
         .filter(|i| i.cluster == cluster)
         .map(|i| {
-            let status = match i.display_status() {
-                "ACTIVE" => InstanceState::Active,
-                "DRAINING" => InstanceState::Draining,
-                "DISCONNECTED" => InstanceState::Disconnected,
-                _ => InstanceState::Inactive,
-            };
+            let status = i.display_status();
             let mut task_groups: BTreeMap<String, u32> = BTreeMap::new();
             for task in state.active_tasks_on(&i.id) {
                 *task_groups.entry(task.group.clone()).or_insert(0) += 1;

@@ -1,7 +1,9 @@
 //! Berth's gRPC API, generated from `proto/berth/v1`, plus conversions
-//! between the wire messages and the domain types in `berth-types`.
+//! between the wire messages and the domain types in `berth-types`, and the
+//! TLS settings every caller of the API uses.
 
 pub mod convert;
+pub mod tls;
 
 pub mod v1 {
     #![allow(clippy::all, clippy::unwrap_used)]

@@ -3,7 +3,6 @@
 //! of them.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
@@ -13,56 +12,18 @@ use crate::resources::{
 };
 use crate::spec::Resource;
 
-/// Where an instance stands for scheduling. Only ACTIVE instances receive new
-/// tasks; the others keep (and are charged for) the tasks they run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum InstanceState {
-    Active,
-    /// Being emptied by an operator.
-    Draining,
-    /// The agent stopped heartbeating; its tasks are not yet declared lost.
-    Disconnected,
-    /// Deregistered.
-    Inactive,
-}
+/// Where an instance stands decides whether it takes new tasks; the state
+/// is berth-types', so the scheduler, the state machine and the API name it
+/// alike.
+pub use berth_types::InstanceState;
 
-impl InstanceState {
-    pub const ALL: [InstanceState; 4] = [
-        InstanceState::Active,
-        InstanceState::Draining,
-        InstanceState::Disconnected,
-        InstanceState::Inactive,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            InstanceState::Active => "ACTIVE",
-            InstanceState::Draining => "DRAINING",
-            InstanceState::Disconnected => "DISCONNECTED",
-            InstanceState::Inactive => "INACTIVE",
-        }
-    }
-
-    pub fn parse(value: &str) -> Option<Self> {
-        Self::ALL
-            .into_iter()
-            .find(|s| s.as_str().eq_ignore_ascii_case(value))
-    }
-
-    pub(crate) fn index(self) -> usize {
-        match self {
-            InstanceState::Active => 0,
-            InstanceState::Draining => 1,
-            InstanceState::Disconnected => 2,
-            InstanceState::Inactive => 3,
-        }
-    }
-}
-
-impl fmt::Display for InstanceState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+/// Position of a state in per-state counts.
+fn state_index(state: InstanceState) -> usize {
+    match state {
+        InstanceState::Active => 0,
+        InstanceState::Draining => 1,
+        InstanceState::Disconnected => 2,
+        InstanceState::Inactive => 3,
     }
 }
 
@@ -232,7 +193,7 @@ impl ClusterView {
                     groups.entry(group.clone()).or_default().insert(idx);
                 }
             }
-            status_counts[inst.status.index()] += 1;
+            status_counts[state_index(inst.status)] += 1;
             if inst.status == InstanceState::Active {
                 let free = inst.capacity.remaining();
                 free_cpu.insert((free.cpu, idx));

@@ -10,8 +10,8 @@ use berth_proto::pb::control_plane_service_client::ControlPlaneServiceClient;
 use berth_proto::pb::control_plane_service_server::ControlPlaneService;
 use berth_proto::pb::task_definition_service_server::TaskDefinitionService;
 use berth_types::{
-    validate, ClusterSettings, Command, CommandOutput, FieldError, TaskDefinitionRef,
-    TaskDefinitionSpec, TaskDefinitionStatus,
+    validate, ClusterSettings, Command, CommandOutput, FieldError, TaskDefinitionFamily,
+    TaskDefinitionRef, TaskDefinitionSpec, TaskDefinitionStatus,
 };
 use tonic::{Request, Response, Status};
 
@@ -225,10 +225,16 @@ impl TaskDefinitionService for Api {
         let families = applied
             .state
             .families()
-            .map(|(family, latest)| pb::TaskDefinitionFamily {
-                family: family.to_string(),
-                latest_revision: latest,
-                latest_active_revision: applied.state.latest_active(family).map(|td| td.revision),
+            .map(|(family, latest)| {
+                TaskDefinitionFamily {
+                    family: family.to_string(),
+                    latest_revision: latest,
+                    latest_active_revision: applied
+                        .state
+                        .latest_active(family)
+                        .map(|td| td.revision),
+                }
+                .into()
             })
             .collect();
         Ok(Response::new(pb::ListTaskDefinitionFamiliesResponse {

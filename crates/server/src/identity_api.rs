@@ -6,14 +6,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use berth_pki::tokens::{hash_secret, ApiTokenSecret, JoinToken};
+use berth_proto::convert;
 use berth_proto::pb;
 use berth_proto::pb::activation_service_server::ActivationService;
 use berth_proto::pb::agent_service_server::AgentService;
 use berth_proto::pb::auth_service_server::AuthService;
 use berth_proto::pb::instance_service_server::InstanceService;
 use berth_types::{
-    validate, Activation, ApiToken, Command, CommandOutput, FieldError, Instance, Registration,
-    Role, DEFAULT_CLUSTER,
+    validate, Command, CommandOutput, FieldError, Instance, InstanceView, Registration, Role,
+    DEFAULT_CLUSTER,
 };
 use tonic::{Request, Response, Status};
 
@@ -41,103 +42,15 @@ fn unexpected(output: CommandOutput) -> Status {
     ServerError::Internal(format!("unexpected command output {output:?}")).into()
 }
 
-fn attributes_to_wire(attributes: &BTreeMap<String, String>) -> Vec<pb::Attribute> {
-    attributes
-        .iter()
-        .map(|(name, value)| pb::Attribute {
-            name: name.clone(),
-            value: value.clone(),
-        })
-        .collect()
-}
-
-fn attributes_from_wire(
-    attributes: Vec<pb::Attribute>,
-) -> Result<BTreeMap<String, String>, Status> {
-    let mut map = BTreeMap::new();
-    for (i, a) in attributes.into_iter().enumerate() {
-        let ok = !a.name.is_empty()
-            && a.name.len() <= 128
-            && a.name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "-_./:".contains(c));
-        if !ok {
-            return Err(invalid(
-                &format!("attributes[{i}].name"),
-                format!(
-                    "{:?} is not an attribute name; use letters, digits and -_./:",
-                    a.name
-                ),
-            ));
-        }
-        if a.value.len() > 256 {
-            return Err(invalid(
-                &format!("attributes[{i}].value"),
-                "must be at most 256 characters",
-            ));
-        }
-        map.insert(a.name, a.value);
-    }
-    Ok(map)
-}
-
-fn token_to_wire(t: &ApiToken) -> pb::ApiToken {
-    pb::ApiToken {
-        id: t.id.clone(),
-        role: t.role.as_str().to_string(),
-        description: t.description.clone(),
-        created_at_ms: t.created_at_ms,
-        expires_at_ms: t.expires_at_ms,
-        revoked: t.revoked_at_ms.is_some(),
-        revoked_at_ms: t.revoked_at_ms,
-    }
-}
-
-fn activation_to_wire(a: &Activation) -> pb::Activation {
-    pb::Activation {
-        id: a.id.clone(),
-        cluster: a.cluster.clone(),
-        description: a.description.clone(),
-        created_at_ms: a.created_at_ms,
-        expires_at_ms: a.expires_at_ms,
-        max_registrations: a.max_registrations,
-        registrations: a.registrations,
-        attributes: attributes_to_wire(&a.attributes),
-        revoked: a.revoked_at_ms.is_some(),
-    }
-}
-
-/// An instance as clients see it; `running_tasks` comes from the state's
-/// task index.
-pub fn instance_to_wire(i: &Instance, running_tasks: usize) -> pb::Instance {
-    let registered = i.capacity.registered();
-    let remaining = i.capacity.remaining();
-    pb::Instance {
-        id: i.id.clone(),
-        cluster: i.cluster.clone(),
-        hostname: i.hostname.clone(),
-        attributes: attributes_to_wire(&i.attributes),
-        registered_at_ms: i.registered_at_ms,
-        certificate_expires_at_ms: i.certificate_expires_at_ms,
-        status: i.display_status().to_string(),
-        activation_id: i.activation_id.clone(),
-        deregistered_at_ms: i.deregistered_at_ms,
-        agent_version: i.agent_version.clone(),
-        agent_connected: i.agent_connected,
-        connected_since_ms: i.connected_since_ms,
-        last_seen_ms: i.last_seen_ms,
-        cpu_registered: registered.cpu,
-        memory_registered_mib: registered.memory_mib,
-        cpu_remaining: remaining.cpu,
-        memory_remaining_mib: remaining.memory_mib,
-        ports_in_use: i.capacity.used_ports().iter().map(|p| p.port).collect(),
-        running_tasks: u32::try_from(running_tasks).unwrap_or(u32::MAX),
-        draining: i.draining,
-    }
+/// Attributes a person gave, checked: a bad name or value is the caller's
+/// mistake.
+fn checked_attributes(attributes: &[pb::Attribute]) -> Result<BTreeMap<String, String>, Status> {
+    convert::checked_attributes_from_wire(attributes)
+        .map_err(|e| ServerError::Invalid(e.into()).into())
 }
 
 fn instance_of_state(state: &berth_types::State, i: &Instance) -> pb::Instance {
-    instance_to_wire(i, state.active_task_count_on(&i.id))
+    InstanceView::new(i, state.active_task_count_on(&i.id)).into()
 }
 
 fn secs(duration: Duration) -> i64 {
@@ -178,7 +91,7 @@ impl AuthService for IdentityApi {
         };
         tracing::info!(token_id = %token.id, "API token created");
         Ok(Response::new(pb::CreateApiTokenResponse {
-            token: Some(token_to_wire(&token)),
+            token: Some((&token).into()),
             secret: secret.encode(),
         }))
     }
@@ -189,7 +102,7 @@ impl AuthService for IdentityApi {
     ) -> Result<Response<pb::ListApiTokensResponse>, Status> {
         let tokens = self
             .node
-            .read(|state| state.api_tokens().map(token_to_wire).collect())
+            .read(|state| state.api_tokens().map(Into::into).collect())
             .await?;
         Ok(Response::new(pb::ListApiTokensResponse { tokens }))
     }
@@ -212,7 +125,7 @@ impl AuthService for IdentityApi {
         };
         tracing::info!(token_id = %token.id, "API token revoked");
         Ok(Response::new(pb::RevokeApiTokenResponse {
-            token: Some(token_to_wire(&token)),
+            token: Some((&token).into()),
         }))
     }
 }
@@ -246,7 +159,7 @@ impl ActivationService for IdentityApi {
             0 => DEFAULT_ACTIVATION_LIFETIME,
             s => Duration::from_secs(s),
         };
-        let attributes = attributes_from_wire(req.attributes)?;
+        let attributes = checked_attributes(&req.attributes)?;
         let digest = berth_pki::ca_digest(&self.pki.ca.cert_pem).map_err(ServerError::internal)?;
         let token = JoinToken::generate(&digest);
         let now = now_ms();
@@ -268,7 +181,7 @@ impl ActivationService for IdentityApi {
         };
         tracing::info!(activation_id = %activation.id, max_registrations, "activation created");
         Ok(Response::new(pb::CreateActivationResponse {
-            activation: Some(activation_to_wire(&activation)),
+            activation: Some((&activation).into()),
             token: token.encode(),
         }))
     }
@@ -279,7 +192,7 @@ impl ActivationService for IdentityApi {
     ) -> Result<Response<pb::ListActivationsResponse>, Status> {
         let activations = self
             .node
-            .read(|state| state.activations().map(activation_to_wire).collect())
+            .read(|state| state.activations().map(Into::into).collect())
             .await?;
         Ok(Response::new(pb::ListActivationsResponse { activations }))
     }
@@ -291,7 +204,7 @@ impl ActivationService for IdentityApi {
         let id = request.into_inner().id;
         let found = self
             .node
-            .read(|state| state.activation(&id).map(activation_to_wire))
+            .read(|state| state.activation(&id).map(Into::into))
             .await?;
         let activation =
             found.ok_or_else(|| ServerError::NotFound(format!("activation {id:?} not found")))?;
@@ -317,7 +230,7 @@ impl ActivationService for IdentityApi {
             return Err(unexpected(output));
         };
         Ok(Response::new(pb::RevokeActivationResponse {
-            activation: Some(activation_to_wire(&activation)),
+            activation: Some((&activation).into()),
         }))
     }
 }
@@ -422,7 +335,7 @@ impl InstanceService for IdentityApi {
         let instance = self
             .instance_command(Command::PutInstanceAttributes {
                 instance_id: req.id,
-                attributes: attributes_from_wire(req.attributes)?,
+                attributes: checked_attributes(&req.attributes)?,
             })
             .await?;
         Ok(Response::new(pb::PutInstanceAttributesResponse {
@@ -465,7 +378,7 @@ impl IdentityApi {
             .read()
             .state
             .active_task_count_on(&instance.id);
-        Ok(instance_to_wire(&instance, running))
+        Ok(InstanceView::new(&instance, running).into())
     }
 
     fn expiry(&self) -> i64 {
@@ -501,7 +414,7 @@ impl AgentService for IdentityApi {
             previous_instance_id: Some(req.previous_instance_id).filter(|s| !s.is_empty()),
             expected_cluster: Some(req.cluster).filter(|s| !s.is_empty()),
             hostname: req.hostname,
-            attributes: attributes_from_wire(req.attributes)?,
+            attributes: checked_attributes(&req.attributes)?,
             certificate_expires_at_ms: self.expiry(),
             at_ms: now_ms(),
         };

@@ -9,7 +9,7 @@ use std::time::Duration;
 use berth_proto::pb;
 use berth_store::rpc::{CheckIsLeaderError, ClientWriteError};
 use berth_store::{LogStore, NodeId, Raft, RaftMetrics, Request, StateMachineStore, StateReader};
-use berth_types::{Command, CommandOutput, StateError};
+use berth_types::{Command, CommandOutput, ServerRole, StateError};
 use openraft::error::RaftError;
 use openraft::{BasicNode, ChangeMembers, ServerState};
 use serde::{Deserialize, Serialize};
@@ -497,7 +497,7 @@ impl BerthNode {
         let m = self.metrics();
         pb::NodeStatusResponse {
             node_id: self.inner.id,
-            role: role_name(m.state).to_string(),
+            role: server_role(m.state).as_str().to_string(),
             term: m.current_term,
             last_log_index: m.last_log_index.unwrap_or(0),
             applied_index: m.last_applied.map_or(0, |id| id.index),
@@ -514,13 +514,14 @@ impl BerthNode {
     }
 }
 
-pub fn role_name(state: ServerState) -> &'static str {
+/// A Raft state in the API's words.
+pub fn server_role(state: ServerState) -> ServerRole {
     match state {
-        ServerState::Leader => "leader",
-        ServerState::Follower => "follower",
-        ServerState::Learner => "learner",
-        ServerState::Candidate => "candidate",
-        ServerState::Shutdown => "shutdown",
+        ServerState::Leader => ServerRole::Leader,
+        ServerState::Follower => ServerRole::Follower,
+        ServerState::Learner => ServerRole::Learner,
+        ServerState::Candidate => ServerRole::Candidate,
+        ServerState::Shutdown => ServerRole::Shutdown,
     }
 }
 

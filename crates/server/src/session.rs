@@ -6,7 +6,7 @@
 //! here from the state machine's task events. Every message is idempotent,
 //! so a reconnect (to this leader or the next) repeats nothing harmful.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -376,12 +376,7 @@ impl SessionHub {
         changes: &mut mpsc::UnboundedReceiver<String>,
     ) -> Result<(), ServerError> {
         let node = self.inner.node.clone();
-        let mut attributes = BTreeMap::new();
-        for a in &hello.attributes {
-            if !a.name.is_empty() {
-                attributes.insert(a.name.clone(), a.value.clone());
-            }
-        }
+        let attributes = berth_proto::convert::attributes_from_wire(&hello.attributes);
         self.apply_reports(instance_id, hello.running, true).await?;
         node.write(Command::InstanceConnected {
             instance_id: instance_id.to_string(),

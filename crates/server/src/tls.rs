@@ -101,12 +101,10 @@ impl Pki {
     /// TLS for calls to other servers: verify them against the cluster CA
     /// and present this server's certificate.
     pub fn peer_tls(&self) -> ClientTlsConfig {
-        ClientTlsConfig::new()
-            .ca_certificate(Certificate::from_pem(&self.ca.cert_pem))
-            .identity(Identity::from_pem(
-                &self.server_cert_pem,
-                &self.server_key_pem,
-            ))
+        berth_proto::tls::client_tls(
+            &self.ca.cert_pem,
+            Some((&self.server_cert_pem, &self.server_key_pem)),
+        )
     }
 }
 

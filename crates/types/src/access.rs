@@ -113,23 +113,70 @@ pub struct Instance {
 }
 
 impl Instance {
-    /// The status people see: INACTIVE (deregistered), DISCONNECTED (agent
-    /// not connected), DRAINING, or ACTIVE.
-    pub fn display_status(&self) -> &'static str {
+    /// The status people and the scheduler see: INACTIVE (deregistered),
+    /// DISCONNECTED (agent not connected), DRAINING, or ACTIVE, in that
+    /// order of precedence.
+    pub fn display_status(&self) -> InstanceState {
         if self.status == InstanceStatus::Inactive {
-            "INACTIVE"
+            InstanceState::Inactive
         } else if !self.agent_connected {
-            "DISCONNECTED"
+            InstanceState::Disconnected
         } else if self.draining {
-            "DRAINING"
+            InstanceState::Draining
         } else {
-            "ACTIVE"
+            InstanceState::Active
         }
     }
 
     /// Whether new tasks may be placed here.
     pub fn takes_new_tasks(&self) -> bool {
-        self.display_status() == "ACTIVE"
+        self.display_status() == InstanceState::Active
+    }
+}
+
+/// Where an instance stands, as shown and as scheduled: only ACTIVE
+/// instances receive new tasks; the others keep (and are charged for) the
+/// tasks they run. Derived from the record ([`Instance::display_status`]),
+/// never stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum InstanceState {
+    Active,
+    /// Being emptied by an operator.
+    Draining,
+    /// The agent stopped heartbeating; its tasks are not yet declared lost.
+    Disconnected,
+    /// Deregistered.
+    Inactive,
+}
+
+impl InstanceState {
+    pub const ALL: [InstanceState; 4] = [
+        InstanceState::Active,
+        InstanceState::Draining,
+        InstanceState::Disconnected,
+        InstanceState::Inactive,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InstanceState::Active => "ACTIVE",
+            InstanceState::Draining => "DRAINING",
+            InstanceState::Disconnected => "DISCONNECTED",
+            InstanceState::Inactive => "INACTIVE",
+        }
+    }
+
+    pub fn parse(value: &str) -> Option<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|s| s.as_str().eq_ignore_ascii_case(value))
+    }
+}
+
+impl std::fmt::Display for InstanceState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 

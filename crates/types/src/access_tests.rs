@@ -2,7 +2,9 @@
 
 use std::collections::BTreeMap;
 
-use crate::{Command, CommandOutput, InstanceStatus, Registration, Role, State, StateError};
+use crate::{
+    Command, CommandOutput, InstanceState, InstanceStatus, Registration, Role, State, StateError,
+};
 
 fn activation(state: &mut State, id: &str, max: u32, expires_at_ms: i64) {
     state
@@ -229,4 +231,14 @@ fn tokens_revoke_and_bootstrap_token_never_returns() {
     let ro = state.api_token("ro").unwrap();
     assert!(ro.is_usable(9));
     assert!(!ro.is_usable(10), "expired tokens grant nothing");
+}
+
+#[test]
+fn instance_states_read_back_from_their_names_in_any_case() {
+    for s in InstanceState::ALL {
+        assert_eq!(InstanceState::parse(s.as_str()), Some(s));
+        assert_eq!(InstanceState::parse(&s.as_str().to_lowercase()), Some(s));
+        assert_eq!(s.to_string(), s.as_str());
+    }
+    assert_eq!(InstanceState::parse("GONE"), None);
 }

@@ -10,6 +10,20 @@ pub enum ClusterStatus {
     Active,
 }
 
+impl ClusterStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClusterStatus::Active => "ACTIVE",
+        }
+    }
+
+    pub fn parse(value: &str) -> Option<Self> {
+        value
+            .eq_ignore_ascii_case("ACTIVE")
+            .then_some(ClusterStatus::Active)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ClusterSettings {

@@ -84,3 +84,39 @@ impl From<FieldError> for StateError {
         Self::Invalid(error.into())
     }
 }
+
+/// An error and its sources on one line, outermost first, joined by `: `.
+/// Transport errors need it: tonic's and reqwest's outer errors only say
+/// "transport error" or "error sending request", and what actually happened
+/// ("connection refused") is a few sources down.
+pub fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(inner) = source {
+        text.push_str(": ");
+        text.push_str(&inner.to_string());
+        source = inner.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("{0}")]
+    struct Layer(&'static str, #[source] Option<Box<Layer>>);
+
+    #[test]
+    fn error_chain_names_every_source_outermost_first() {
+        let inner = Layer("connection refused", None);
+        let middle = Layer("tcp connect error", Some(Box::new(inner)));
+        let outer = Layer("transport error", Some(Box::new(middle)));
+        assert_eq!(
+            error_chain(&outer),
+            "transport error: tcp connect error: connection refused"
+        );
+        assert_eq!(error_chain(&Layer("alone", None)), "alone");
+    }
+}

@@ -9,6 +9,7 @@ pub mod command;
 pub mod duration;
 pub mod error;
 pub mod event;
+pub mod request;
 pub mod resources;
 pub mod service;
 pub mod service_file;
@@ -16,16 +17,24 @@ pub mod state;
 pub mod task;
 pub mod taskdef;
 pub mod taskdef_file;
+pub mod time;
 pub mod validate;
+pub mod view;
 
-pub use access::{Activation, ApiToken, Instance, InstanceStatus, Registration, Role};
+pub use access::{
+    Activation, ApiToken, Instance, InstanceState, InstanceStatus, Registration, Role,
+};
 pub use cluster::{Cluster, ClusterSettings, ClusterStatus, DEFAULT_CLUSTER};
 pub use command::{
     Command, CommandOutput, RunTasks, ServiceProgress, ServiceTaskStop, StartServiceTasks,
     StopCause, TaskPlacement, TaskReport,
 };
-pub use error::{FieldError, StateError, ValidationErrors};
+pub use error::{error_chain, FieldError, StateError, ValidationErrors};
 pub use event::StateEvent;
+pub use request::{
+    AgentPing, IssuedCertificate, LogChunk, LogOptions, OutputStream, RegisterInstanceInput,
+    RegisteredInstance, RunTaskInput, StartTaskInput, TaskFilter, TaskLaunch,
+};
 pub use service::{
     CircuitBreaker, Deployment, DeploymentConfiguration, DeploymentStatus, RolloutState,
     SchedulingStrategy, Service, ServiceEvent, ServiceSpec, ServiceStatus, ServiceUpdate,
@@ -35,6 +44,10 @@ pub use task::{
     ContainerState, ContainerStatus, DesiredStatus, Health, StopCode, Task, TaskStatus,
 };
 pub use taskdef::*;
+pub use view::{
+    ActivationStatus, ActivationView, ApiTokenStatus, ApiTokenView, ControlPlaneStatus,
+    InstanceView, ServerMember, ServerRole, TaskDefinitionFamily,
+};
 
 #[cfg(test)]
 mod access_tests;

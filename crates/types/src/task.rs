@@ -62,6 +62,14 @@ impl DesiredStatus {
             DesiredStatus::Stopped => "STOPPED",
         }
     }
+
+    pub fn parse(value: &str) -> Option<Self> {
+        match value.to_ascii_uppercase().as_str() {
+            "RUNNING" => Some(Self::Running),
+            "STOPPED" => Some(Self::Stopped),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -236,15 +244,27 @@ pub fn parse_override(text: &str) -> Result<(String, String, String), crate::Fie
         )
     };
     let (target, value) = text.split_once('=').ok_or_else(bad)?;
+    let (container, key) = parse_override_target(target).ok_or_else(bad)?;
+    Ok((container, key, value.to_string()))
+}
+
+/// Parses the `CONTAINER.env.KEY` an override sets, as the API carries it
+/// (the value travels beside it).
+pub fn parse_override_target(target: &str) -> Option<(String, String)> {
     let mut parts = target.splitn(3, '.');
     let (Some(container), Some("env"), Some(key)) = (parts.next(), parts.next(), parts.next())
     else {
-        return Err(bad());
+        return None;
     };
     if container.is_empty() || key.is_empty() {
-        return Err(bad());
+        return None;
     }
-    Ok((container.to_string(), key.to_string(), value.to_string()))
+    Some((container.to_string(), key.to_string()))
+}
+
+/// `CONTAINER.env.KEY`, the inverse of [`parse_override_target`].
+pub fn override_target(container: &str, key: &str) -> String {
+    format!("{container}.env.{key}")
 }
 
 #[cfg(test)]

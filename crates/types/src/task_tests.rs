@@ -6,8 +6,8 @@ use crate::command::{RunTasks, TaskPlacement, TaskReport};
 use crate::resources::{HostPort, Resources};
 use crate::task::{ContainerState, ContainerStatus, Health};
 use crate::{
-    Command, CommandOutput, ContainerDefinition, DesiredStatus, PortMapping, Registration, State,
-    StateError, StopCode, Task, TaskDefinitionSpec, TaskStatus,
+    Command, CommandOutput, ContainerDefinition, DesiredStatus, InstanceState, PortMapping,
+    Registration, State, StateError, StopCode, Task, TaskDefinitionSpec, TaskStatus,
 };
 
 fn spec(family: &str, memory: u32, host_port: Option<u32>) -> TaskDefinitionSpec {
@@ -289,7 +289,10 @@ fn only_active_connected_instances_take_tasks() {
     assert_eq!(placed, ["c"]);
     assert!(rejected[0].1.contains("DRAINING"), "{rejected:?}");
     assert!(rejected[1].1.contains("DISCONNECTED"), "{rejected:?}");
-    assert_eq!(state.instance("i-2").unwrap().display_status(), "DRAINING");
+    assert_eq!(
+        state.instance("i-2").unwrap().display_status(),
+        InstanceState::Draining
+    );
     state
         .apply(Command::SetInstanceDraining {
             instance_id: "i-2".into(),
@@ -416,7 +419,7 @@ fn a_lost_instance_stops_its_tasks_with_instance_lost() {
         })
         .unwrap();
     let i1 = state.instance("i-1").unwrap();
-    assert_eq!(i1.display_status(), "DISCONNECTED");
+    assert_eq!(i1.display_status(), InstanceState::Disconnected);
     assert_eq!(i1.last_seen_ms, Some(60));
     // Disconnected: the task is kept, not replaced.
     assert_eq!(state.task("a").unwrap().last_status, TaskStatus::Pending);

@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::error::{FieldError, ValidationErrors};
-use crate::taskdef::{NetworkMode, TaskDefinitionSpec};
+use crate::taskdef::{ContainerDefinition, NetworkMode, TaskDefinitionSpec};
 
 /// ECS's limit on the size of a registered task definition.
 pub const MAX_DEFINITION_BYTES: usize = 64 * 1024;
@@ -392,7 +392,7 @@ pub fn validate_spec(spec: &TaskDefinitionSpec) -> Result<(), ValidationErrors> 
         }
     }
 
-    if let Some(cycle_at) = find_dependency_cycle(spec) {
+    if let Some(cycle_at) = find_dependency_cycle(&spec.container_definitions) {
         errors.push(FieldError::new(
             format!("containerDefinitions[{cycle_at}].dependsOn"),
             "dependencies form a cycle; no container in it could ever start",
@@ -458,9 +458,35 @@ pub fn validate_spec(spec: &TaskDefinitionSpec) -> Result<(), ValidationErrors> 
     }
 }
 
-/// Index of a container that sits on a dependsOn cycle, if there is one.
-fn find_dependency_cycle(spec: &TaskDefinitionSpec) -> Option<usize> {
-    let containers = &spec.container_definitions;
+/// One `name = value` attribute at position `index` of a list a person
+/// gave: names are what constraints can spell (`attribute:NAME`), values
+/// are bounded.
+pub fn check_attribute(index: usize, name: &str, value: &str) -> Result<(), FieldError> {
+    let name_ok = !name.is_empty()
+        && name.len() <= 128
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./:".contains(c));
+    if !name_ok {
+        return Err(FieldError::new(
+            format!("attributes[{index}].name"),
+            format!("{name:?} is not an attribute name; use letters, digits and -_./:"),
+        ));
+    }
+    if value.len() > 256 {
+        return Err(FieldError::new(
+            format!("attributes[{index}].value"),
+            "must be at most 256 characters",
+        ));
+    }
+    Ok(())
+}
+
+/// Index of a container that sits on a dependsOn cycle, if there is one:
+/// no container on it could ever start. A container naming itself is not
+/// counted (`validate_spec` reports that on its own, and a caller that must
+/// refuse it checks it directly), nor is a name no container has.
+pub fn find_dependency_cycle(containers: &[ContainerDefinition]) -> Option<usize> {
     let index: BTreeMap<&str, usize> = containers
         .iter()
         .enumerate()

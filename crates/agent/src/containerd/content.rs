@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 
+use berth_types::time::rfc3339_nanos;
 use containerd_client::services::v1::{
     AbortRequest, CreateRequest as LeaseCreateRequest, DeleteRequest as LeaseDeleteRequest, Info,
     InfoRequest, ReadContentRequest, UpdateRequest, WriteAction, WriteContentRequest,
@@ -47,7 +48,7 @@ impl Inner {
         // what the pull left.
         let expire = std::time::SystemTime::now() + std::time::Duration::from_secs(3600);
         let mut labels = HashMap::new();
-        labels.insert("containerd.io/gc.expire".to_string(), rfc3339(expire));
+        labels.insert("containerd.io/gc.expire".to_string(), rfc3339_nanos(expire));
         self.client
             .leases()
             .create(self.request(LeaseCreateRequest {
@@ -320,45 +321,5 @@ fn write_error(digest: &str, s: tonic::Status) -> RuntimeError {
         }
     } else {
         RuntimeError::containerd("write content", s)
-    }
-}
-
-/// RFC 3339 in UTC without pulling in a date crate.
-pub fn rfc3339(t: std::time::SystemTime) -> String {
-    let d = t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-    let secs = d.as_secs() as i64;
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // Howard Hinnant's civil-from-days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = if month <= 2 { y + 1 } else { y };
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:09}Z",
-        rem / 3600,
-        (rem % 3600) / 60,
-        rem % 60,
-        d.subsec_nanos()
-    )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn rfc3339_formats() {
-        let t = std::time::UNIX_EPOCH + std::time::Duration::new(1_700_000_000, 5);
-        assert_eq!(rfc3339(t), "2023-11-14T22:13:20.000000005Z");
-        assert_eq!(
-            rfc3339(std::time::UNIX_EPOCH),
-            "1970-01-01T00:00:00.000000000Z"
-        );
     }
 }

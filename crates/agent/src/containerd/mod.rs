@@ -37,7 +37,7 @@ use crate::registry::{Registries, RegistryConfig};
 use crate::runtime::*;
 use crate::spec::{self, BindMount, SpecInput};
 
-pub use content::{rfc3339, sha256_digest};
+pub use content::sha256_digest;
 pub use images::{chain_ids, host_platform, ImportedImage};
 
 const SPEC_TYPE_URL: &str = "types.containerd.io/opencontainers/runtime-spec/1/Spec";
@@ -139,7 +139,7 @@ async fn connect_channel(socket: &Path, timeout: Duration) -> Result<Channel> {
     }));
     match tokio::time::timeout(timeout, connect).await {
         Ok(Ok(ch)) => Ok(ch),
-        Ok(Err(e)) => Err(unreachable(crate::registry::error_chain(&e))),
+        Ok(Err(e)) => Err(unreachable(berth_types::error_chain(&e))),
         Err(_) => Err(unreachable(format!("no answer within {timeout:?}"))),
     }
 }

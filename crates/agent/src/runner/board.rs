@@ -11,7 +11,7 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use berth_client::pb;
+use berth_proto::pb;
 use berth_types::resources::Resources;
 use berth_types::TaskStatus;
 use tokio::sync::Notify;
@@ -200,7 +200,10 @@ mod tests {
         assert_eq!(board.status("t"), Some(TaskStatus::Running));
         let sent = board.take_pending();
         assert_eq!(sent.len(), 1);
-        assert_eq!(sent[0].last_status, "RUNNING");
+        assert_eq!(
+            TaskStatus::parse(&sent[0].last_status),
+            Some(TaskStatus::Running)
+        );
     }
 
     #[test]
@@ -210,17 +213,17 @@ mod tests {
         board.publish(view("t", TaskStatus::Running, "b"));
         board.publish(view("t", TaskStatus::Running, "c"));
         board.publish(view("t", TaskStatus::Stopped, "d"));
-        let sent: Vec<(String, String)> = board
+        let sent: Vec<(Option<TaskStatus>, String)> = board
             .take_pending()
             .into_iter()
-            .map(|r| (r.last_status, r.reason))
+            .map(|r| (TaskStatus::parse(&r.last_status), r.reason))
             .collect();
         assert_eq!(
             sent,
             vec![
-                ("PENDING".into(), "a".into()),
-                ("RUNNING".into(), "c".into()),
-                ("STOPPED".into(), "d".into())
+                (Some(TaskStatus::Pending), "a".into()),
+                (Some(TaskStatus::Running), "c".into()),
+                (Some(TaskStatus::Stopped), "d".into())
             ]
         );
         assert!(board.take_pending().is_empty());

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use berth_client::pb;
+use berth_proto::pb;
 use tokio::sync::{watch, Notify};
 
 use crate::containerd::container_id;

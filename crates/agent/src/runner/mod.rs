@@ -16,7 +16,8 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use berth_client::pb;
+use berth_proto::pb;
+use berth_types::TaskStatus;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 use tracing::{error, info, info_span, warn, Instrument};
@@ -155,7 +156,9 @@ impl<R: Runtime> RunnerHandle<R> {
 
     /// Notes the STOPPED reports the session has just sent.
     pub fn note_sent(&self, reports: &[pb::TaskReport]) {
-        for r in reports.iter().filter(|r| r.last_status == "STOPPED") {
+        let stopped =
+            |r: &&pb::TaskReport| TaskStatus::parse(&r.last_status) == Some(TaskStatus::Stopped);
+        for r in reports.iter().filter(stopped) {
             if let Err(e) = self.store.mark_stopped_reported(&r.task_id) {
                 warn!(task_id = %r.task_id, error = %e, "cannot record that STOPPED was reported");
             }

@@ -10,11 +10,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use berth_client::pb;
+use berth_proto::{convert, pb};
 use berth_types::resources::{self, Resources};
+use berth_types::task::override_target;
+use berth_types::validate;
 use berth_types::{
-    ContainerDefinition, ContainerStatus, DependencyCondition, Health, KeyValuePair, StopCode,
-    TaskDefinitionSpec, TaskStatus,
+    ContainerDefinition, ContainerStatus, DependencyCondition, DesiredStatus, Health, KeyValuePair,
+    StopCode, TaskDefinitionSpec, TaskReport, TaskStatus,
 };
 use tokio::sync::mpsc;
 use tracing::{debug, info, info_span, warn, Instrument};
@@ -40,12 +42,11 @@ pub(crate) struct Recovery {
 
 /// The server has recorded the task as STOPPED for good.
 pub(crate) fn is_final(a: &pb::Assignment) -> bool {
-    a.last_status
-        .eq_ignore_ascii_case(TaskStatus::Stopped.as_str())
+    TaskStatus::parse(&a.last_status) == Some(TaskStatus::Stopped)
 }
 
 fn wants_stop(a: &pb::Assignment) -> bool {
-    a.desired_status.eq_ignore_ascii_case("STOPPED") || is_final(a)
+    DesiredStatus::parse(&a.desired_status) == Some(DesiredStatus::Stopped) || is_final(a)
 }
 
 /// The task definition as it will run: overrides applied, dependencies
@@ -70,30 +71,34 @@ fn apply_overrides(
     defs: &mut [ContainerDefinition],
     overrides: &[pb::KeyValuePair],
 ) -> Result<(), String> {
-    for kv in overrides {
-        let (container, key) = kv
-            .name
-            .split_once(".env.")
-            .filter(|(c, k)| !c.is_empty() && !k.is_empty())
-            .ok_or_else(|| format!("override {:?} is not CONTAINER.env.KEY", kv.name))?;
+    let overrides =
+        convert::overrides_from_wire(overrides).map_err(|e| format!("invalid override: {e}"))?;
+    for (container, key, value) in overrides {
         let def = defs
             .iter_mut()
             .find(|d| d.name == container)
-            .ok_or_else(|| format!("override {:?} names no container of the task", kv.name))?;
+            .ok_or_else(|| {
+                format!(
+                    "override {:?} names no container of the task",
+                    override_target(&container, &key)
+                )
+            })?;
         match def.environment.iter_mut().find(|e| e.name == key) {
-            Some(e) => e.value.clone_from(&kv.value),
-            None => def.environment.push(KeyValuePair {
-                name: key.to_string(),
-                value: kv.value.clone(),
-            }),
+            Some(e) => e.value = value,
+            None => def.environment.push(KeyValuePair { name: key, value }),
         }
     }
     Ok(())
 }
 
+/// What the server validated already, checked again because a task that
+/// waits on a container it does not have, or on itself, would never start.
 fn check_dependencies(defs: &[ContainerDefinition]) -> Result<(), String> {
     for d in defs {
         for dep in &d.depends_on {
+            if dep.container_name == d.name {
+                return Err(format!("container {:?} depends on itself", d.name));
+            }
             if !defs.iter().any(|o| o.name == dep.container_name) {
                 return Err(format!(
                     "container {:?} depends on {:?}, which the task does not have",
@@ -102,59 +107,17 @@ fn check_dependencies(defs: &[ContainerDefinition]) -> Result<(), String> {
             }
         }
     }
-    // Kahn's algorithm: what cannot be ordered is in a cycle.
-    let mut ordered = vec![false; defs.len()];
-    loop {
-        let mut progress = false;
-        for i in 0..defs.len() {
-            if ordered[i] {
-                continue;
-            }
-            let ready = defs[i].depends_on.iter().all(|dep| {
-                defs.iter()
-                    .position(|o| o.name == dep.container_name)
-                    .is_some_and(|j| ordered[j])
-            });
-            if ready {
-                ordered[i] = true;
-                progress = true;
-            }
-        }
-        if !progress {
-            break;
-        }
-    }
-    let stuck: Vec<&str> = defs
-        .iter()
-        .zip(&ordered)
-        .filter(|(_, done)| !**done)
-        .map(|(d, _)| d.name.as_str())
-        .collect();
-    if stuck.is_empty() {
-        Ok(())
-    } else {
-        Err(format!("dependsOn forms a cycle among {stuck:?}"))
+    match validate::find_dependency_cycle(defs) {
+        Some(i) => Err(format!(
+            "dependsOn forms a cycle through container {:?}",
+            defs[i].name
+        )),
+        None => Ok(()),
     }
 }
 
 fn exit_code(exit: &ExitStatus) -> i32 {
     i32::try_from(exit.code).unwrap_or(-1)
-}
-
-fn container_status_str(s: ContainerStatus) -> &'static str {
-    match s {
-        ContainerStatus::Pending => "PENDING",
-        ContainerStatus::Running => "RUNNING",
-        ContainerStatus::Stopped => "STOPPED",
-    }
-}
-
-fn health_str(h: Health) -> &'static str {
-    match h {
-        Health::Unknown => "UNKNOWN",
-        Health::Healthy => "HEALTHY",
-        Health::Unhealthy => "UNHEALTHY",
-    }
 }
 
 fn health_from(h: HealthStatus) -> Health {
@@ -170,26 +133,24 @@ fn health_from(h: HealthStatus) -> Health {
 pub(crate) fn record_view(task_id: &str, record: &TaskRecord, reservation: Resources) -> TaskView {
     TaskView {
         status: record.status,
-        report: pb::TaskReport {
+        report: (&TaskReport {
             task_id: task_id.to_string(),
-            last_status: record.status.as_str().to_string(),
+            last_status: record.status,
             containers: record
                 .containers
                 .iter()
-                .map(|c| pb::ContainerState {
+                .map(|c| berth_types::ContainerState {
                     name: c.name.clone(),
-                    status: container_status_str(c.status).to_string(),
+                    status: c.status,
                     exit_code: c.exit_code,
                     reason: c.reason.clone(),
-                    health: health_str(c.health).to_string(),
+                    health: c.health,
                 })
                 .collect(),
             reason: record.reason.clone(),
-            stop_code: record
-                .stop_code
-                .map(|c| c.as_str().to_string())
-                .unwrap_or_default(),
-        },
+            stop_code: record.stop_code,
+        })
+            .into(),
         containers: record
             .containers
             .iter()

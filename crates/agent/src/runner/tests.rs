@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use berth_client::pb;
-use berth_types::{ContainerStatus, Health, TaskStatus};
+use berth_proto::pb;
+use berth_types::{ContainerStatus, DesiredStatus, Health, StopCode, TaskReport, TaskStatus};
 
 use super::fake::{assignment, container, depends, set, web_task, Call, FakeRuntime};
 use super::*;
@@ -18,8 +18,8 @@ struct Harness {
     fake: Arc<FakeRuntime>,
     handle: RunnerHandle<FakeRuntime>,
     store: Store,
-    /// Every report taken off the board, in order.
-    seen: Vec<pb::TaskReport>,
+    /// Every report taken off the board, in order, as the server reads it.
+    seen: Vec<TaskReport>,
     _runner: AbortOnDrop,
 }
 
@@ -52,7 +52,12 @@ impl Harness {
     }
 
     fn drain(&mut self) {
-        self.seen.extend(self.handle.board().take_pending());
+        for report in self.handle.board().take_pending() {
+            let read = TaskReport::try_from(report.clone());
+            self.seen.push(
+                read.unwrap_or_else(|e| panic!("a report the server cannot read: {e}: {report:?}")),
+            );
+        }
     }
 
     /// The first report of `task` (seen so far or still to come) that
@@ -62,8 +67,8 @@ impl Harness {
         &mut self,
         task: &str,
         what: &str,
-        pred: impl Fn(&pb::TaskReport) -> bool,
-    ) -> pb::TaskReport {
+        pred: impl Fn(&TaskReport) -> bool,
+    ) -> TaskReport {
         loop {
             self.drain();
             if let Some(r) = self.seen.iter().find(|r| r.task_id == task && pred(r)) {
@@ -78,8 +83,9 @@ impl Harness {
         }
     }
 
-    async fn until_status(&mut self, task: &str, status: &str) -> pb::TaskReport {
-        self.until(task, status, |r| r.last_status == status).await
+    async fn until_status(&mut self, task: &str, status: TaskStatus) -> TaskReport {
+        self.until(task, status.as_str(), |r| r.last_status == status)
+            .await
     }
 
     /// Lets every actor and helper run until all are idle.
@@ -89,11 +95,11 @@ impl Harness {
     }
 
     /// The statuses reported for `task`, repeats folded.
-    fn statuses(&self, task: &str) -> Vec<String> {
-        let mut out: Vec<String> = Vec::new();
+    fn statuses(&self, task: &str) -> Vec<TaskStatus> {
+        let mut out: Vec<TaskStatus> = Vec::new();
         for r in self.seen.iter().filter(|r| r.task_id == task) {
             if out.last() != Some(&r.last_status) {
-                out.push(r.last_status.clone());
+                out.push(r.last_status);
             }
         }
         out
@@ -103,7 +109,7 @@ impl Harness {
     fn assert_forward_only(&self) {
         let mut last: BTreeMap<&str, TaskStatus> = BTreeMap::new();
         for r in &self.seen {
-            let status = TaskStatus::parse(&r.last_status).expect("known status");
+            let status = r.last_status;
             if let Some(before) = last.insert(&r.task_id, status) {
                 assert!(
                     status >= before,
@@ -121,7 +127,7 @@ impl Harness {
     }
 }
 
-fn container_state<'a>(r: &'a pb::TaskReport, name: &str) -> &'a pb::ContainerState {
+fn container_state<'a>(r: &'a TaskReport, name: &str) -> &'a berth_types::ContainerState {
     r.containers
         .iter()
         .find(|c| c.name == name)
@@ -137,7 +143,7 @@ fn position(calls: &[Call], call: &Call) -> usize {
 
 async fn running_web_task(h: &mut Harness, task: &str) {
     h.apply(set(1, true, vec![web_task(task)])).await;
-    h.until_status(task, "RUNNING").await;
+    h.until_status(task, TaskStatus::Running).await;
 }
 
 #[tokio::test(start_paused = true)]
@@ -149,17 +155,17 @@ async fn assignment_reports_pending_then_running_in_dependency_order() {
         value: "hi".into(),
     });
     h.apply(set(1, true, vec![a])).await;
-    let running = h.until_status("t1", "RUNNING").await;
+    let running = h.until_status("t1", TaskStatus::Running).await;
 
-    assert_eq!(h.statuses("t1"), ["PENDING", "RUNNING"]);
+    assert_eq!(h.statuses("t1"), [TaskStatus::Pending, TaskStatus::Running]);
     for name in ["web", "sidecar"] {
         let c = container_state(&running, name);
         assert_eq!(
-            (c.status.as_str(), c.exit_code),
-            ("RUNNING", None),
+            (c.status, c.exit_code),
+            (ContainerStatus::Running, None),
             "{name}"
         );
-        assert_eq!(c.health, "UNKNOWN");
+        assert_eq!(c.health, Health::Unknown);
     }
     let web = container_id("t1", "web");
     let sidecar = container_id("t1", "sidecar");
@@ -202,9 +208,9 @@ async fn essential_exit_stops_the_other_containers() {
     let sidecar = container_id("t1", "sidecar");
 
     h.fake.exit(&web, 3);
-    let stopped = h.until_status("t1", "STOPPED").await;
+    let stopped = h.until_status("t1", TaskStatus::Stopped).await;
 
-    assert_eq!(stopped.stop_code, "EssentialContainerExited");
+    assert_eq!(stopped.stop_code, Some(StopCode::EssentialContainerExited));
     assert_eq!(
         stopped.reason,
         "Essential container \"web\" exited with code 3"
@@ -212,13 +218,18 @@ async fn essential_exit_stops_the_other_containers() {
     assert_eq!(container_state(&stopped, "web").exit_code, Some(3));
     let side = container_state(&stopped, "sidecar");
     assert_eq!(
-        (side.status.as_str(), side.exit_code),
-        ("STOPPED", Some(143))
+        (side.status, side.exit_code),
+        (ContainerStatus::Stopped, Some(143))
     );
     assert!(h.calls().contains(&Call::Stop(sidecar.clone())));
     assert_eq!(
         h.statuses("t1"),
-        ["PENDING", "RUNNING", "STOPPING", "STOPPED"]
+        [
+            TaskStatus::Pending,
+            TaskStatus::Running,
+            TaskStatus::Stopping,
+            TaskStatus::Stopped
+        ]
     );
     // Kept (logs stay readable) until the server says the task is over.
     assert!(h.fake.exists(&web) && h.fake.exists(&sidecar));
@@ -236,17 +247,20 @@ async fn non_essential_exit_keeps_the_task_running() {
         .until("t1", "with sidecar stopped", |r| {
             r.containers
                 .iter()
-                .any(|c| c.name == "sidecar" && c.status == "STOPPED")
+                .any(|c| c.name == "sidecar" && c.status == ContainerStatus::Stopped)
         })
         .await;
     h.settle().await;
 
-    assert_eq!(report.last_status, "RUNNING");
+    assert_eq!(report.last_status, TaskStatus::Running);
     assert_eq!(container_state(&report, "sidecar").exit_code, Some(1));
-    assert_eq!(container_state(&report, "web").status, "RUNNING");
+    assert_eq!(
+        container_state(&report, "web").status,
+        ContainerStatus::Running
+    );
     assert_eq!(h.handle.board().status("t1"), Some(TaskStatus::Running));
     assert!(!h.calls().iter().any(|c| matches!(c, Call::Stop(_))));
-    assert_eq!(h.statuses("t1"), ["PENDING", "RUNNING"]);
+    assert_eq!(h.statuses("t1"), [TaskStatus::Pending, TaskStatus::Running]);
 }
 
 #[tokio::test(start_paused = true)]
@@ -261,9 +275,9 @@ async fn failed_pull_fails_the_task_to_start_and_stops_what_started() {
         ],
     );
     h.apply(set(1, true, vec![a])).await;
-    let stopped = h.until_status("t1", "STOPPED").await;
+    let stopped = h.until_status("t1", TaskStatus::Stopped).await;
 
-    assert_eq!(stopped.stop_code, "TaskFailedToStart");
+    assert_eq!(stopped.stop_code, Some(StopCode::TaskFailedToStart));
     assert!(
         stopped.reason.contains("CannotPullContainerError")
             && stopped.reason.contains("missing:1")
@@ -271,7 +285,7 @@ async fn failed_pull_fails_the_task_to_start_and_stops_what_started() {
         "{}",
         stopped.reason
     );
-    assert!(!h.statuses("t1").contains(&"RUNNING".to_string()));
+    assert!(!h.statuses("t1").contains(&TaskStatus::Running));
     assert!(h.calls().contains(&Call::Stop(container_id("t1", "web"))));
     assert!(!h.calls().contains(&Call::Create(container_id("t1", "db"))));
     h.assert_forward_only();
@@ -287,8 +301,8 @@ async fn failed_start_fails_the_task_to_start() {
         vec![assignment("t1", vec![container("web", "web:1", true)])],
     ))
     .await;
-    let stopped = h.until_status("t1", "STOPPED").await;
-    assert_eq!(stopped.stop_code, "TaskFailedToStart");
+    let stopped = h.until_status("t1", TaskStatus::Stopped).await;
+    assert_eq!(stopped.stop_code, Some(StopCode::TaskFailedToStart));
     assert!(
         stopped.reason.contains("CannotStartContainerError")
             && stopped.reason.contains("no such file"),
@@ -296,7 +310,14 @@ async fn failed_start_fails_the_task_to_start() {
         stopped.reason
     );
     // web was created: it is stopped (STOPPING) before the task is STOPPED.
-    assert_eq!(h.statuses("t1"), ["PENDING", "STOPPING", "STOPPED"]);
+    assert_eq!(
+        h.statuses("t1"),
+        [
+            TaskStatus::Pending,
+            TaskStatus::Stopping,
+            TaskStatus::Stopped
+        ]
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -307,21 +328,26 @@ async fn desired_stopped_stops_then_final_status_removes_and_forgets() {
     let sidecar = container_id("t1", "sidecar");
 
     let mut stop = web_task("t1");
-    stop.desired_status = "STOPPED".into();
-    stop.last_status = "RUNNING".into();
+    stop.desired_status = DesiredStatus::Stopped.as_str().into();
+    stop.last_status = TaskStatus::Running.as_str().into();
     h.apply(set(2, false, vec![stop.clone()])).await;
-    let stopped = h.until_status("t1", "STOPPED").await;
+    let stopped = h.until_status("t1", TaskStatus::Stopped).await;
 
     assert_eq!(
         h.statuses("t1"),
-        ["PENDING", "RUNNING", "STOPPING", "STOPPED"]
+        [
+            TaskStatus::Pending,
+            TaskStatus::Running,
+            TaskStatus::Stopping,
+            TaskStatus::Stopped
+        ]
     );
-    assert_eq!(stopped.stop_code, "", "the server knows why it asked");
+    assert_eq!(stopped.stop_code, None, "the server knows why it asked");
     assert!(h.calls().contains(&Call::Stop(web.clone())));
     assert!(h.calls().contains(&Call::Stop(sidecar.clone())));
     assert!(h.fake.exists(&web), "not removed before the server's word");
 
-    stop.last_status = "STOPPED".into();
+    stop.last_status = TaskStatus::Stopped.as_str().into();
     h.apply(set(3, false, vec![stop])).await;
     h.settle().await;
 
@@ -348,10 +374,10 @@ async fn a_stopped_tasks_containers_are_kept_for_the_cleanup_wait() {
     running_web_task(&mut h, "t1").await;
     let web = container_id("t1", "web");
     let mut stop = web_task("t1");
-    stop.desired_status = "STOPPED".into();
-    stop.last_status = "STOPPED".into();
+    stop.desired_status = DesiredStatus::Stopped.as_str().into();
+    stop.last_status = TaskStatus::Stopped.as_str().into();
     h.apply(set(2, false, vec![stop])).await;
-    h.until_status("t1", "STOPPED").await;
+    h.until_status("t1", TaskStatus::Stopped).await;
     // Ten minutes on: still there (and its logs readable through the agent).
     h.settle().await;
     assert!(h.fake.exists(&web), "removed before the cleanup wait");
@@ -368,8 +394,8 @@ async fn complete_set_without_a_task_removes_and_forgets_it() {
     let mut h = Harness::new();
     h.apply(set(1, true, vec![web_task("a"), web_task("b")]))
         .await;
-    h.until_status("a", "RUNNING").await;
-    h.until_status("b", "RUNNING").await;
+    h.until_status("a", TaskStatus::Running).await;
+    h.until_status("b", TaskStatus::Running).await;
 
     h.apply(set(2, true, vec![web_task("b")])).await;
     h.settle().await;
@@ -397,12 +423,12 @@ async fn stop_during_a_slow_pull_cancels_it() {
     let mut h = Harness::new();
     h.fake.hold_pulls();
     h.apply(set(1, true, vec![web_task("t1")])).await;
-    h.until_status("t1", "PENDING").await;
+    h.until_status("t1", TaskStatus::Pending).await;
 
     let mut stop = web_task("t1");
-    stop.desired_status = "STOPPED".into();
+    stop.desired_status = DesiredStatus::Stopped.as_str().into();
     h.apply(set(2, false, vec![stop])).await;
-    h.until_status("t1", "STOPPED").await;
+    h.until_status("t1", TaskStatus::Stopped).await;
     h.fake.release_pulls();
     h.settle().await;
 
@@ -410,7 +436,14 @@ async fn stop_during_a_slow_pull_cancels_it() {
         .calls()
         .iter()
         .any(|c| matches!(c, Call::Create(_) | Call::Start(_))));
-    assert_eq!(h.statuses("t1"), ["PENDING", "STOPPING", "STOPPED"]);
+    assert_eq!(
+        h.statuses("t1"),
+        [
+            TaskStatus::Pending,
+            TaskStatus::Stopping,
+            TaskStatus::Stopped
+        ]
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -439,8 +472,8 @@ async fn healthy_and_success_dependencies() {
     h.apply(set(1, true, vec![healthy, success])).await;
 
     // proxy waits for web's first successful check.
-    let running = h.until_status("h", "RUNNING").await;
-    assert_eq!(container_state(&running, "web").health, "HEALTHY");
+    let running = h.until_status("h", TaskStatus::Running).await;
+    assert_eq!(container_state(&running, "web").health, Health::Healthy);
     let calls = h.calls();
     assert!(
         position(&calls, &Call::Start(container_id("h", "web")))
@@ -449,13 +482,13 @@ async fn healthy_and_success_dependencies() {
 
     // app never starts: init fails.
     h.until("s", "init running", |r| {
-        container_state(r, "init").status == "RUNNING"
+        container_state(r, "init").status == ContainerStatus::Running
     })
     .await;
     assert!(!h.calls().contains(&Call::Create(container_id("s", "app"))));
     h.fake.exit(&container_id("s", "init"), 1);
-    let stopped = h.until_status("s", "STOPPED").await;
-    assert_eq!(stopped.stop_code, "TaskFailedToStart");
+    let stopped = h.until_status("s", TaskStatus::Stopped).await;
+    assert_eq!(stopped.stop_code, Some(StopCode::TaskFailedToStart));
     assert!(
         stopped.reason.contains("exited with code 1"),
         "{}",
@@ -531,18 +564,18 @@ async fn restart_reattaches_running_containers_and_collects_exits() {
     assert_eq!(h.handle.board().status("a"), Some(TaskStatus::Running));
     assert_eq!(h.handle.last_sequence(), 9);
 
-    let b = h.until_status("b", "STOPPED").await;
-    assert_eq!(b.stop_code, "EssentialContainerExited");
+    let b = h.until_status("b", TaskStatus::Stopped).await;
+    assert_eq!(b.stop_code, Some(StopCode::EssentialContainerExited));
     assert_eq!(container_state(&b, "job").exit_code, Some(7));
     assert_eq!(b.reason, "Essential container \"job\" exited with code 7");
 
     let a = h
         .until("a", "with the sidecar's exit", |r| {
-            container_state(r, "sidecar").status == "STOPPED"
+            container_state(r, "sidecar").status == ContainerStatus::Stopped
         })
         .await;
     h.settle().await;
-    assert_eq!(a.last_status, "RUNNING");
+    assert_eq!(a.last_status, TaskStatus::Running);
     assert_eq!(container_state(&a, "sidecar").exit_code, Some(2));
     assert_eq!(h.handle.board().status("a"), Some(TaskStatus::Running));
     // Re-attached, not restarted, not killed; the unknown container went.
@@ -562,7 +595,7 @@ async fn restart_reattaches_running_containers_and_collects_exits() {
 
     // The re-attached wait sees web's exit.
     fake.exit(&a_web, 0);
-    let a = h.until_status("a", "STOPPED").await;
+    let a = h.until_status("a", TaskStatus::Stopped).await;
     assert_eq!(a.reason, "Essential container \"web\" exited with code 0");
     h.assert_forward_only();
 }
@@ -584,7 +617,7 @@ async fn restart_resumes_a_task_that_was_still_starting() {
         ],
     );
     let mut h = Harness::start(fake, store);
-    h.until_status("t1", "RUNNING").await;
+    h.until_status("t1", TaskStatus::Running).await;
     let calls = h.calls();
     assert!(
         !calls.contains(&Call::Create(web.clone())),
@@ -604,23 +637,23 @@ async fn sets_wait_for_the_runtime_but_are_acknowledged_at_once() {
     h.apply(set(4, true, vec![web_task("t1")])).await;
     assert_eq!(h.store.last_sequence().expect("seq"), 4);
     assert!(h.store.load().expect("load").tasks.len() == 1);
-    h.until_status("t1", "RUNNING").await;
+    h.until_status("t1", TaskStatus::Running).await;
 }
 
 #[tokio::test(start_paused = true)]
 async fn stopped_assignment_for_an_unknown_task_is_reported_stopped() {
     let mut h = Harness::new();
     let mut a = web_task("t1");
-    a.desired_status = "STOPPED".into();
+    a.desired_status = DesiredStatus::Stopped.as_str().into();
     h.apply(set(1, true, vec![a])).await;
-    h.until_status("t1", "STOPPED").await;
-    assert_eq!(h.statuses("t1"), ["STOPPED"]);
+    h.until_status("t1", TaskStatus::Stopped).await;
+    assert_eq!(h.statuses("t1"), [TaskStatus::Stopped]);
     assert!(h.calls().is_empty());
 
     // Already over on the server and never seen here: nothing at all.
     let mut done = web_task("t2");
-    done.desired_status = "STOPPED".into();
-    done.last_status = "STOPPED".into();
+    done.desired_status = DesiredStatus::Stopped.as_str().into();
+    done.last_status = TaskStatus::Stopped.as_str().into();
     h.apply(set(2, false, vec![done])).await;
     h.settle().await;
     assert_eq!(h.handle.board().status("t2"), None);
@@ -638,9 +671,9 @@ async fn stopped_reports_are_recorded_once_sent() {
     let mut h = Harness::new();
     running_web_task(&mut h, "t1").await;
     h.fake.exit(&container_id("t1", "web"), 0);
-    let stopped = h.until_status("t1", "STOPPED").await;
+    let stopped = h.until_status("t1", TaskStatus::Stopped).await;
     assert!(!h.store.load().expect("load").tasks[0].stopped_reported);
-    h.handle.note_sent(&[stopped]);
+    h.handle.note_sent(&[pb::TaskReport::from(&stopped)]);
     assert!(h.store.load().expect("load").tasks[0].stopped_reported);
 }
 
@@ -656,8 +689,8 @@ async fn restart_fails_a_start_whose_created_container_vanished() {
         &[("web", Some(&web), ContainerStatus::Pending)],
     );
     let mut h = Harness::start(fake, store);
-    let stopped = h.until_status("t1", "STOPPED").await;
-    assert_eq!(stopped.stop_code, "TaskFailedToStart");
+    let stopped = h.until_status("t1", TaskStatus::Stopped).await;
+    assert_eq!(stopped.stop_code, Some(StopCode::TaskFailedToStart));
     assert!(
         stopped.reason.contains("never started"),
         "{}",

@@ -3,6 +3,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use berth_pki::CertificateAuthority;
+use berth_proto::pb;
 use berth_proto::pb::agent_service_server::{AgentService, AgentServiceServer};
 use rand::rngs::StdRng;
 use tonic::{Request, Response, Status};
@@ -90,21 +91,6 @@ fn renewal_delay_falls_between_half_and_four_fifths_of_the_lifetime() {
     // A certificate that expires when or before it was issued: renew now.
     assert_eq!(renewal_delay(issued, issued, &mut rng), Duration::ZERO);
     assert_eq!(renewal_delay(issued, issued - 5, &mut rng), Duration::ZERO);
-}
-
-#[test]
-fn backoff_doubles_with_jitter_up_to_a_minute() {
-    let mut rng = StdRng::seed_from_u64(1);
-    let mut backoff = Backoff::default();
-    let first = backoff.next(&mut rng);
-    assert!((800..=1200).contains(&first.as_millis()), "{first:?}");
-    let second = backoff.next(&mut rng);
-    assert!((1600..=2400).contains(&second.as_millis()), "{second:?}");
-    for _ in 0..40 {
-        let wait = backoff.next(&mut rng);
-        assert!(wait <= Duration::from_secs(72), "{wait:?}");
-    }
-    assert!(backoff.next(&mut rng) >= Duration::from_secs(48));
 }
 
 // ------------------------------------------------------ saving identities

@@ -54,12 +54,3 @@ fn empty_cluster() {
     );
     assert_eq!(plan.unplaced[0].task_indexes, 0..3);
 }
-
-#[test]
-fn instance_state_strings() {
-    for s in InstanceState::ALL {
-        assert_eq!(InstanceState::parse(s.as_str()), Some(s));
-        assert_eq!(InstanceState::parse(&s.as_str().to_lowercase()), Some(s));
-    }
-    assert_eq!(InstanceState::parse("GONE"), None);
-}
