@@ -379,6 +379,7 @@ fn report(task_id: &str, status: &str, containers: &[String]) -> pb::TaskReport 
                 exit_code: (status == "STOPPED").then_some(0),
                 reason: String::new(),
                 health: "UNKNOWN".into(),
+                restart_count: 0,
             })
             .collect(),
         reason: String::new(),

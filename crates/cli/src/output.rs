@@ -309,6 +309,8 @@ pub struct ContainerState {
     pub reason: Option<String>,
     /// HEALTHY, UNHEALTHY or UNKNOWN.
     pub health: String,
+    /// Times the agent restarted the container in place (restart policy).
+    pub restart_count: u32,
 }
 
 impl From<pb::Task> for Task {
@@ -354,6 +356,7 @@ impl From<pb::ContainerState> for ContainerState {
             } else {
                 c.health
             },
+            restart_count: c.restart_count,
         }
     }
 }
@@ -850,9 +853,15 @@ pub fn task_detail(t: &Task) -> String {
     out.push('\n');
     let mut table = Table::new(["CONTAINER", "STATUS", "EXIT CODE", "HEALTH", "REASON"]);
     for c in &t.containers {
+        // Only containers that were restarted say so: most never are, and
+        // a column of zeros would be noise.
+        let status = match c.restart_count {
+            0 => c.status.clone(),
+            n => format!("{} (restarts: {n})", c.status),
+        };
         table.row([
             c.name.clone(),
-            c.status.clone(),
+            status,
             c.exit_code.map_or_else(dash, |code| code.to_string()),
             c.health.clone(),
             c.reason.clone().unwrap_or_else(dash),
@@ -1534,6 +1543,7 @@ mod tests {
                     exit_code: None,
                     reason: String::new(),
                     health: "HEALTHY".into(),
+                    restart_count: 2,
                 },
                 pb::ContainerState {
                     name: "init".into(),
@@ -1541,6 +1551,7 @@ mod tests {
                     exit_code: Some(0),
                     reason: "exited".into(),
                     health: String::new(),
+                    restart_count: 0,
                 },
             ],
             stop_code: String::new(),
@@ -1632,9 +1643,9 @@ mod tests {
              Stop code:        EssentialContainerExited\n\
              Stopped reason:   essential container web exited with code 1\n\
              \n\
-             CONTAINER  STATUS   EXIT CODE  HEALTH   REASON\n\
-             web        RUNNING  -          HEALTHY  -\n\
-             init       STOPPED  0          UNKNOWN  exited\n"
+             CONTAINER  STATUS                 EXIT CODE  HEALTH   REASON\n\
+             web        RUNNING (restarts: 2)  -          HEALTHY  -\n\
+             init       STOPPED                0          UNKNOWN  exited\n"
         );
     }
 
@@ -1670,9 +1681,9 @@ mod tests {
                 "lastStatus": "RUNNING",
                 "containers": [
                     {"name": "web", "status": "RUNNING", "exitCode": null, "reason": null,
-                     "health": "HEALTHY"},
+                     "health": "HEALTHY", "restartCount": 2},
                     {"name": "init", "status": "STOPPED", "exitCode": 0, "reason": "exited",
-                     "health": "UNKNOWN"}
+                     "health": "UNKNOWN", "restartCount": 0}
                 ],
                 "stopCode": null,
                 "stoppedReason": null,

@@ -182,6 +182,7 @@ pub(crate) fn record_view(task_id: &str, record: &TaskRecord, reservation: Resou
                     exit_code: c.exit_code,
                     reason: c.reason.clone(),
                     health: health_str(c.health).to_string(),
+                    restart_count: 0,
                 })
                 .collect(),
             reason: record.reason.clone(),
