@@ -1072,3 +1072,51 @@ async fn runner_keeps_tasks_running_across_an_agent_restart() {
     assert!(store.load().expect("load").tasks.is_empty());
     second.abort();
 }
+
+/// `Runtime::restart`: a new process in the same container, after the
+/// last one exited; refused while one runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_runs_a_new_process_in_the_same_container() {
+    let Some(env) = env() else { return };
+    let image = pushed_image(&env).await;
+    let rt = runtime(&env).await;
+    let wait = |id: String| {
+        let rt = rt.clone();
+        async move {
+            tokio::time::timeout(Duration::from_secs(60), rt.wait(&id))
+                .await
+                .expect("exit within 60s")
+                .expect("wait")
+        }
+    };
+
+    let id = rt
+        .create(&config(&image, "job", &["exit", "3"]))
+        .await
+        .expect("create");
+    let first = rt.start(&id).await.expect("start");
+    assert_eq!(wait(id.clone()).await.code, 3);
+    let second = rt.restart(&id).await.expect("restart");
+    assert_ne!(second, first, "a new process");
+    assert_eq!(wait(id.clone()).await.code, 3);
+    // The log driver may still be flushing the last lines.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let logs = logs_text(&rt, &id).await;
+    assert_eq!(
+        logs.matches("out: testapp: exiting with 3").count(),
+        2,
+        "both runs in one log: {logs}"
+    );
+    rt.remove(&id).await.expect("remove");
+
+    let id = rt
+        .create(&config(&image, "svc", &["sleep"]))
+        .await
+        .expect("create");
+    rt.start(&id).await.expect("start");
+    let e = rt.restart(&id).await.expect_err("still running");
+    assert!(matches!(e, RuntimeError::StillRunning { .. }), "{e:?}");
+    rt.remove(&id).await.expect("remove");
+    let e = rt.restart(&id).await.expect_err("removed");
+    assert!(matches!(e, RuntimeError::ContainerNotFound { .. }), "{e:?}");
+}

@@ -18,6 +18,7 @@ pub(crate) enum Call {
     Pull(String),
     Create(String),
     Start(String),
+    Restart(String),
     Stop(String),
     Remove(String),
 }
@@ -36,6 +37,8 @@ struct Inner {
     calls: Vec<Call>,
     missing_images: BTreeSet<String>,
     failing_starts: BTreeSet<String>,
+    /// PIDs handed out by restarts, so each process is told apart.
+    last_pid: u32,
     logs: BTreeMap<String, Vec<LogLine>>,
     list_failures: u32,
     configs: BTreeMap<String, ContainerConfig>,
@@ -203,6 +206,27 @@ impl Runtime for FakeRuntime {
         }
         c.state = ContainerState::Running { pid: 100 };
         Ok(100)
+    }
+
+    async fn restart(&self, id: &str) -> Result<u32> {
+        let mut inner = self.lock();
+        inner.calls.push(Call::Restart(id.to_string()));
+        inner.last_pid = inner.last_pid.max(1000) + 1;
+        let pid = inner.last_pid;
+        let c = inner
+            .containers
+            .get_mut(id)
+            .ok_or_else(|| RuntimeError::ContainerNotFound { id: id.into() })?;
+        if matches!(
+            c.state,
+            ContainerState::Running { .. } | ContainerState::Paused { .. }
+        ) {
+            return Err(RuntimeError::StillRunning { id: id.into() });
+        }
+        c.state = ContainerState::Running { pid };
+        // A new process: its exit is yet to come.
+        c.exit.send_replace(None);
+        Ok(pid)
     }
 
     async fn wait(&self, id: &str) -> Result<ExitStatus> {
