@@ -425,3 +425,106 @@ async fn agents_and_leaders_fail_without_losing_tasks() -> Result<()> {
     assert_eq!(s.env.running_containers(&two.namespace)?, containers_two);
     Ok(())
 }
+
+/// One plain HTTP/1.0 GET to the test app on this host (host networking).
+fn http_get(port: u16, path: &str) -> Result<String> {
+    use std::io::{Read, Write};
+    let mut conn = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    conn.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(conn, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
+    let mut text = String::new();
+    conn.read_to_string(&mut text)?;
+    Ok(text)
+}
+
+/// ECS's restartPolicy end to end: a container that exits after running
+/// past restartAttemptPeriod (ECS's minimum, 60 s: this test waits for it)
+/// is restarted in place by its agent; the same task stays RUNNING, and
+/// the restart count reaches the control plane and `berth task describe`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_policy_restarts_in_place_and_the_count_is_described() -> Result<()> {
+    let Some(s) = setup(300).await? else {
+        return Ok(());
+    };
+    let a1 = s.addr(1);
+    let image = s.env.testapp_image().await?;
+    let port = free_port();
+    let mut spec = testapp_taskdef("crasher", &image, &["serve", &port.to_string()], 32);
+    spec.container_definitions[0].restart_policy = Some(pb::RestartPolicy {
+        enabled: true,
+        ignored_exit_codes: vec![0],
+        restart_attempt_period: Some(60),
+    });
+    taskdefs(&a1)
+        .await?
+        .register_task_definition(pb::RegisterTaskDefinitionRequest { spec: Some(spec) })
+        .await?;
+    let mut agent = s.agent("restarter", &[]);
+    agent.start()?;
+    wait_instance_status(&a1, &agent, InstanceState::Active, T).await?;
+    let task = run(&a1, run_request("crasher", 1)).await?.remove(0);
+    let running = wait_task_status(&a1, &task.id, TaskStatus::Running, T).await?;
+    eventually(T, || async {
+        let answer = http_get(port, "/health")?;
+        ensure!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        Ok(())
+    })
+    .await?;
+
+    tokio::time::sleep(Duration::from_secs(62)).await;
+    let answer = http_get(port, "/exit/3")?;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let restarted = eventually(T, || async {
+        let t = describe_task(&a1, &task.id).await?;
+        let c = &t.containers[0];
+        ensure!(
+            c.restart_count == 1 && c.status == ContainerStatus::Running,
+            "not restarted yet: {t:?}"
+        );
+        Ok(t)
+    })
+    .await
+    .map_err(|e| e.context(format!("agent log:\n{}", agent.log())))?;
+    assert_eq!(restarted.last_status, TaskStatus::Running);
+    assert_eq!(restarted.started_at_ms, running.started_at_ms, "same task");
+    assert_eq!(
+        restarted.containers[0].reason,
+        "restarted after exit code 3"
+    );
+    eventually(T, || async {
+        let answer = http_get(port, "/health")?;
+        ensure!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        Ok(())
+    })
+    .await?;
+
+    let pki = test_pki();
+    let describe = |json: bool| {
+        let mut cmd = std::process::Command::new(binary("berth"));
+        cmd.arg("--endpoint")
+            .arg(&a1)
+            .arg("--ca-cert")
+            .arg(pki.dir.join("ca.crt"))
+            .args(["task", "describe", &task.id])
+            .env_remove("BERTH_ENDPOINT")
+            .env_remove("BERTH_CA_CERT")
+            .env_remove("BERTH_CONFIG")
+            .env("BERTH_TOKEN", &pki.admin_token);
+        if json {
+            cmd.args(["-o", "json"]);
+        }
+        let out = cmd.output().expect("run berth");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let text = describe(false);
+    assert!(text.contains("RUNNING (restarts: 1)"), "{text}");
+    let json: serde_json::Value = serde_json::from_str(&describe(true))?;
+    assert_eq!(json["containers"][0]["restartCount"], 1, "{json}");
+    assert_eq!(json["lastStatus"], "RUNNING");
+    Ok(())
+}

@@ -54,6 +54,9 @@ pub enum RuntimeError {
     #[error("container {id} not found")]
     ContainerNotFound { id: String },
 
+    #[error("container {id} still runs; only an exited container can be restarted")]
+    StillRunning { id: String },
+
     #[error("invalid container configuration for {container}: {reason}")]
     InvalidConfig { container: String, reason: String },
 

@@ -152,6 +152,14 @@ pub trait Runtime: Send + Sync + 'static {
     /// Start the container's process; returns its host PID.
     fn start(&self, id: &str) -> impl Future<Output = Result<u32>> + Send;
 
+    /// Start the container again after its process exited, in place: a new
+    /// process (containerd task) in the same container, with the same
+    /// snapshot, and output appended to the same log files. Also finishes
+    /// a restart that was cut short (the old process already deleted, or
+    /// the new one created but not started). Refused while the process
+    /// still runs. Returns the new process's host PID.
+    fn restart(&self, id: &str) -> impl Future<Output = Result<u32>> + Send;
+
     /// Wait until the container's process exits.
     fn wait(&self, id: &str) -> impl Future<Output = Result<ExitStatus>> + Send;
 

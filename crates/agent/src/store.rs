@@ -81,6 +81,15 @@ pub struct ContainerRecord {
     /// and exited from one that never ran (dependency conditions need it).
     #[serde(default)]
     pub started: bool,
+    /// In-place restarts under the container's restart policy, kept so an
+    /// agent restart does not reset what the task reports.
+    #[serde(default)]
+    pub restart_count: u32,
+    /// When the current process started (wall clock, ms since the epoch):
+    /// after an agent restart it still tells how long the container ran,
+    /// which the restart policy's attempt period is about.
+    #[serde(default)]
+    pub started_at_ms: Option<i64>,
 }
 
 /// One task as loaded at start.
@@ -301,6 +310,8 @@ mod tests {
                 reason: String::new(),
                 health: Health::Healthy,
                 started: true,
+                restart_count: 3,
+                started_at_ms: Some(1_700_000_000_000),
             }],
             reason: String::new(),
             stop_code: None,
@@ -344,6 +355,20 @@ mod tests {
         assert!(loaded.tasks.is_empty());
         assert_eq!(store.reported.len(), 0);
         assert_eq!(store.records.len(), 0);
+    }
+
+    #[test]
+    fn records_written_before_restart_counts_still_load() {
+        let store = Store::temporary().expect("store");
+        store.put_assignment(&assignment("t-1")).expect("put");
+        let old = br#"{"status":"RUNNING","containers":[{"name":"web","id":"t-1-web","status":"RUNNING","health":"UNKNOWN","started":true}]}"#;
+        store.records.insert("t-1", &old[..]).expect("raw");
+        let record = store.load().expect("load").tasks[0]
+            .record
+            .clone()
+            .expect("readable");
+        assert_eq!(record.containers[0].restart_count, 0);
+        assert_eq!(record.containers[0].started_at_ms, None);
     }
 
     #[test]

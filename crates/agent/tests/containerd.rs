@@ -1072,3 +1072,268 @@ async fn runner_keeps_tasks_running_across_an_agent_restart() {
     assert!(store.load().expect("load").tasks.is_empty());
     second.abort();
 }
+
+/// `Runtime::restart`: a new process in the same container, after the
+/// last one exited; refused while one runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_runs_a_new_process_in_the_same_container() {
+    let Some(env) = env() else { return };
+    let image = pushed_image(&env).await;
+    let rt = runtime(&env).await;
+    let wait = |id: String| {
+        let rt = rt.clone();
+        async move {
+            tokio::time::timeout(Duration::from_secs(60), rt.wait(&id))
+                .await
+                .expect("exit within 60s")
+                .expect("wait")
+        }
+    };
+
+    let id = rt
+        .create(&config(&image, "job", &["exit", "3"]))
+        .await
+        .expect("create");
+    let first = rt.start(&id).await.expect("start");
+    assert_eq!(wait(id.clone()).await.code, 3);
+    let second = rt.restart(&id).await.expect("restart");
+    assert_ne!(second, first, "a new process");
+    assert_eq!(wait(id.clone()).await.code, 3);
+    // The log driver may still be flushing the last lines.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let logs = logs_text(&rt, &id).await;
+    assert_eq!(
+        logs.matches("out: testapp: exiting with 3").count(),
+        2,
+        "both runs in one log: {logs}"
+    );
+    rt.remove(&id).await.expect("remove");
+
+    let id = rt
+        .create(&config(&image, "svc", &["sleep"]))
+        .await
+        .expect("create");
+    rt.start(&id).await.expect("start");
+    let e = rt.restart(&id).await.expect_err("still running");
+    assert!(matches!(e, RuntimeError::StillRunning { .. }), "{e:?}");
+    rt.remove(&id).await.expect("remove");
+    let e = rt.restart(&id).await.expect_err("removed");
+    assert!(matches!(e, RuntimeError::ContainerNotFound { .. }), "{e:?}");
+}
+
+/// A GET over plain HTTP/1.0 to the test app on this host; the whole
+/// response as text.
+async fn http_get(port: u16, path: &str) -> std::io::Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut conn = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+    conn.write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes())
+        .await?;
+    let mut out = Vec::new();
+    conn.read_to_end(&mut out).await?;
+    Ok(String::from_utf8_lossy(&out).into_owned())
+}
+
+/// A port nothing listens on right now (the kernel's pick).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// The restart policy on a real containerd, with no session at all: a
+/// container that exits non-zero after running longer than its attempt
+/// period is restarted in place (same task, same containerd container, a
+/// new process, its log appended to), and one that exits sooner stops the
+/// task as before. The runner's floor on the period is lowered so the test
+/// need not wait ECS's minute.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runner_restarts_an_exited_container_in_place() {
+    use berth_agent::runner::{Runner, RunnerConfig, RunnerHandle};
+    use berth_agent::store::Store;
+    use berth_proto::pb;
+    use berth_types::TaskStatus;
+
+    let Some(env) = env() else { return };
+    let image = pushed_image(&env).await;
+    // A namespace of its own: a runner removes whatever in its namespace
+    // belongs to no task it knows, so sharing one with another runner test
+    // (maybe another checkout's, on the same containerd) would be a race.
+    let ns = "berth-restart-policy";
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(&dir.path().join("tasks")).expect("store");
+    let task = task_id();
+    let port = free_port();
+    let web = pb::ContainerDefinition {
+        name: "web".into(),
+        image: image.clone(),
+        command: vec!["serve".into(), port.to_string()],
+        essential: true,
+        stop_timeout: Some(5),
+        restart_policy: Some(pb::RestartPolicy {
+            enabled: true,
+            ignored_exit_codes: vec![0],
+            restart_attempt_period: Some(2),
+        }),
+        ..Default::default()
+    };
+    let mut assignment = pb::Assignment {
+        task_id: task.clone(),
+        desired_status: "RUNNING".into(),
+        task_definition: Some(pb::TaskDefinition {
+            family: "crashy".into(),
+            revision: 1,
+            status: "ACTIVE".into(),
+            spec: Some(pb::TaskDefinitionSpec {
+                family: "crashy".into(),
+                container_definitions: vec![web],
+                network_mode: "host".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        last_status: "PENDING".into(),
+        cluster: "default".into(),
+        ..Default::default()
+    };
+    let set = |sequence, assignment: &pb::Assignment| pb::AssignmentSet {
+        sequence,
+        complete: false,
+        assignments: vec![assignment.clone()],
+    };
+    let web_of = |handle: &RunnerHandle<ContainerdRuntime>| {
+        handle
+            .board()
+            .view(&task)
+            .and_then(|v| v.report.containers.into_iter().find(|c| c.name == "web"))
+    };
+    /// Polls until `pred` holds; fails if the task is reported STOPPED on
+    /// the way unless `stopped_ok`.
+    async fn until(
+        handle: &RunnerHandle<ContainerdRuntime>,
+        task: &str,
+        what: &str,
+        stopped_ok: bool,
+        pred: impl Fn(&RunnerHandle<ContainerdRuntime>) -> bool,
+    ) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !pred(handle) {
+            let view = handle.board().view(task);
+            assert!(
+                stopped_ok || handle.board().status(task) != Some(TaskStatus::Stopped),
+                "{task}: STOPPED while waiting for {what}: {view:?}"
+            );
+            assert!(Instant::now() < deadline, "{task}: never {what}: {view:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    async fn serving(port: u16) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            match http_get(port, "/health").await {
+                Ok(text) if text.starts_with("HTTP/1.1 200") => return,
+                other => assert!(
+                    Instant::now() < deadline,
+                    "the app never served on {port}: {other:?}"
+                ),
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let web_process = |listed: Vec<berth_agent::OwnedContainer>| {
+        let mine: Vec<_> = listed
+            .into_iter()
+            .filter(|c| c.task_id == task && c.container_name == "web")
+            .collect();
+        assert_eq!(mine.len(), 1, "one containerd container for web: {mine:?}");
+        (mine[0].id.clone(), mine[0].state)
+    };
+
+    let rt = Arc::new(runtime_in(&env, ns).await);
+    let config = RunnerConfig {
+        min_restart_attempt_period: Duration::from_secs(1),
+        ..RunnerConfig::default()
+    };
+    // No session: the runner alone, as on an agent cut off from the
+    // control plane.
+    let (runner, handle) = Runner::new(rt.clone(), store.clone(), config).expect("runner");
+    let running = tokio::spawn(runner.run());
+    handle.apply(set(1, &assignment)).await.expect("apply");
+    until(&handle, &task, "RUNNING", false, |h| {
+        h.board().status(&task) == Some(TaskStatus::Running)
+    })
+    .await;
+    serving(port).await;
+    let (id, first) = web_process(rt.list().await.expect("list"));
+    let ContainerState::Running { pid: first_pid } = first else {
+        panic!("web is not running: {first:?}");
+    };
+
+    // Past the attempt period, the app exits 3 (not ignored).
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let answer = http_get(port, "/exit/3").await.expect("exit request");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    until(&handle, &task, "restarted", false, |h| {
+        web_of(h).is_some_and(|c| c.restart_count == 1 && c.status == "RUNNING")
+    })
+    .await;
+    serving(port).await;
+    assert_eq!(handle.board().status(&task), Some(TaskStatus::Running));
+    let (same_id, second) = web_process(rt.list().await.expect("list"));
+    assert_eq!(same_id, id, "the same containerd container");
+    let ContainerState::Running { pid: second_pid } = second else {
+        panic!("web is not running after its restart: {second:?}");
+    };
+    assert_ne!(second_pid, first_pid, "a new process");
+    let web = web_of(&handle).expect("web");
+    assert_eq!(web.reason, "restarted after exit code 3");
+    assert_eq!(web.exit_code, None);
+    let record = store.load().expect("load").tasks[0]
+        .record
+        .clone()
+        .expect("record");
+    assert_eq!(record.containers[0].restart_count, 1);
+    // One log file across both processes.
+    let logs = logs_text(&rt, &id).await;
+    assert_eq!(
+        logs.matches(&format!("testapp: listening on {port}"))
+            .count(),
+        2,
+        "{logs}"
+    );
+    assert!(
+        logs.contains("testapp: exit 3 requested over HTTP"),
+        "{logs}"
+    );
+
+    // At once after the restart: shorter than the period, so no restart;
+    // the essential container's exit stops the task as it always did.
+    let answer = http_get(port, "/exit/4").await.expect("exit request");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    until(&handle, &task, "STOPPED", true, |h| {
+        h.board().status(&task) == Some(TaskStatus::Stopped)
+    })
+    .await;
+    let report = handle.board().view(&task).expect("view").report;
+    assert_eq!(report.stop_code, "EssentialContainerExited");
+    let web = web_of(&handle).expect("web");
+    assert_eq!(
+        (web.exit_code, web.restart_count, web.status.as_str()),
+        (Some(4), 1, "STOPPED")
+    );
+
+    assignment.last_status = "STOPPED".into();
+    assignment.desired_status = "STOPPED".into();
+    handle.apply(set(2, &assignment)).await.expect("apply");
+    until(&handle, &task, "forgotten", true, |h| {
+        h.board().status(&task).is_none()
+    })
+    .await;
+    assert!(rt
+        .list()
+        .await
+        .expect("list")
+        .iter()
+        .all(|c| c.task_id != task));
+    running.abort();
+}

@@ -391,6 +391,7 @@ fn report(task_id: &str, status: TaskStatus, containers: &[String]) -> pb::TaskR
                 exit_code: stopped.then_some(0),
                 reason: String::new(),
                 health: Health::Unknown,
+                restart_count: 0,
             })
             .collect(),
         reason: String::new(),

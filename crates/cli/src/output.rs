@@ -206,6 +206,8 @@ pub struct ContainerState {
     pub exit_code: Option<i32>,
     pub reason: Option<String>,
     pub health: Health,
+    /// Times the agent restarted the container in place (restart policy).
+    pub restart_count: u32,
 }
 
 impl From<t::Task> for Task {
@@ -250,6 +252,7 @@ impl From<t::ContainerState> for ContainerState {
             exit_code: c.exit_code,
             reason: non_empty(c.reason),
             health: c.health,
+            restart_count: c.restart_count,
         }
     }
 }
@@ -745,9 +748,15 @@ pub fn task_detail(t: &Task) -> String {
     out.push('\n');
     let mut table = Table::new(["CONTAINER", "STATUS", "EXIT CODE", "HEALTH", "REASON"]);
     for c in &t.containers {
+        // Only containers that were restarted say so: most never are, and
+        // a column of zeros would be noise.
+        let status = match c.restart_count {
+            0 => c.status.as_str().to_string(),
+            n => format!("{} (restarts: {n})", c.status.as_str()),
+        };
         table.row([
             c.name.clone(),
-            c.status.as_str().to_string(),
+            status,
             c.exit_code.map_or_else(dash, |code| code.to_string()),
             c.health.as_str().to_string(),
             c.reason.clone().unwrap_or_else(dash),
@@ -1472,6 +1481,7 @@ mod tests {
                     exit_code: None,
                     reason: String::new(),
                     health: Health::Healthy,
+                    restart_count: 2,
                 },
                 t::ContainerState {
                     name: "init".into(),
@@ -1479,6 +1489,7 @@ mod tests {
                     exit_code: Some(0),
                     reason: "exited".into(),
                     health: Health::Unknown,
+                    restart_count: 0,
                 },
             ],
             stop_code: None,
@@ -1573,9 +1584,9 @@ mod tests {
              Stop code:        EssentialContainerExited\n\
              Stopped reason:   essential container web exited with code 1\n\
              \n\
-             CONTAINER  STATUS   EXIT CODE  HEALTH   REASON\n\
-             web        RUNNING  -          HEALTHY  -\n\
-             init       STOPPED  0          UNKNOWN  exited\n"
+             CONTAINER  STATUS                 EXIT CODE  HEALTH   REASON\n\
+             web        RUNNING (restarts: 2)  -          HEALTHY  -\n\
+             init       STOPPED                0          UNKNOWN  exited\n"
         );
     }
 
@@ -1611,9 +1622,9 @@ mod tests {
                 "lastStatus": "RUNNING",
                 "containers": [
                     {"name": "web", "status": "RUNNING", "exitCode": null, "reason": null,
-                     "health": "HEALTHY"},
+                     "health": "HEALTHY", "restartCount": 2},
                     {"name": "init", "status": "STOPPED", "exitCode": 0, "reason": "exited",
-                     "health": "UNKNOWN"}
+                     "health": "UNKNOWN", "restartCount": 0}
                 ],
                 "stopCode": null,
                 "stoppedReason": null,

@@ -177,6 +177,7 @@ fn report(id: &str, status: TaskStatus, health: Health, stop_code: Option<StopCo
             exit_code: (status == TaskStatus::Stopped).then_some(1),
             reason: String::new(),
             health,
+            restart_count: 0,
         }],
         reason: String::new(),
         stop_code,

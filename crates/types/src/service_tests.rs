@@ -181,6 +181,7 @@ fn report(
                     exit_code: (status == TaskStatus::Stopped).then_some(1),
                     reason: String::new(),
                     health,
+                    restart_count: 0,
                 }],
                 reason: String::new(),
                 stop_code,

@@ -167,6 +167,9 @@ pub struct ContainerState {
     pub exit_code: Option<i32>,
     pub reason: String,
     pub health: Health,
+    /// How often the agent restarted the container in place under its
+    /// restart policy; only grows for a given task.
+    pub restart_count: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

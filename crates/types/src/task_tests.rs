@@ -339,6 +339,7 @@ fn an_essential_exit_and_a_failed_start_get_their_stop_codes() {
                     exit_code: Some(3),
                     reason: String::new(),
                     health: Health::Unknown,
+                    restart_count: 0,
                 }],
                 reason: "Essential container \"web\" exited with code 3".into(),
                 stop_code: None,
@@ -544,4 +545,50 @@ fn indexes_survive_a_snapshot_round_trip() {
     assert_eq!(copy, state);
     assert_eq!(copy.active_task_count_on("i-1"), 1);
     assert_eq!(copy.provisioning_tasks().count(), 2);
+}
+
+#[test]
+fn restart_counts_are_stored_and_never_go_back() {
+    let mut state = cluster();
+    state
+        .apply(Command::RunTasks(run("small", &["a"], None)))
+        .unwrap();
+    place(&mut state, &[("a", "i-1")]);
+    let web = |restart_count: u32, status: ContainerStatus| ContainerState {
+        name: "web".into(),
+        status,
+        exit_code: None,
+        reason: String::new(),
+        health: Health::Unknown,
+        restart_count,
+    };
+    let mut send = |containers: Vec<ContainerState>| {
+        state
+            .apply(Command::ReportTaskStatus {
+                instance_id: "i-1".into(),
+                reports: vec![TaskReport {
+                    task_id: "a".into(),
+                    last_status: TaskStatus::Running,
+                    containers,
+                    reason: String::new(),
+                    stop_code: None,
+                }],
+                at_ms: 40,
+            })
+            .unwrap()
+    };
+    send(vec![web(0, ContainerStatus::Running)]);
+    // A restart while RUNNING is news on its own: the task stays RUNNING.
+    let CommandOutput::Tasks(changed) = send(vec![web(2, ContainerStatus::Running)]) else {
+        panic!("not a task list");
+    };
+    assert_eq!(changed.len(), 1);
+    assert_eq!(changed[0].containers[0].restart_count, 2);
+    assert_eq!(changed[0].last_status, TaskStatus::Running);
+    // A late report with an older count keeps the other news, not the count.
+    send(vec![web(1, ContainerStatus::Pending)]);
+    let t = state.task("a").unwrap();
+    assert_eq!(t.containers[0].restart_count, 2);
+    assert_eq!(t.containers[0].status, ContainerStatus::Pending);
+    assert_eq!(t.desired_status, DesiredStatus::Running);
 }

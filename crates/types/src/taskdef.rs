@@ -84,6 +84,48 @@ impl HealthCheck {
     pub const DEFAULT_START_PERIOD: u32 = 0;
 }
 
+/// ECS's per-container restart policy: the agent restarts an exited
+/// container in place (same task, same container, new process) unless the
+/// exit code is ignored or the container ran for less than the attempt
+/// period since it was last (re)started.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RestartPolicy {
+    pub enabled: bool,
+    /// Exit codes that end the container as if it had no policy.
+    pub ignored_exit_codes: Vec<i32>,
+    /// How long (seconds) the container must have run since its last
+    /// (re)start for an exit to be restarted. Named as ECS names it in JSON,
+    /// so `-o json` output registers again unchanged.
+    #[serde(rename = "restartAttemptPeriod")]
+    pub restart_attempt_period_secs: u32,
+}
+
+impl RestartPolicy {
+    /// ECS's default when `restartAttemptPeriod` is not given.
+    pub const DEFAULT_ATTEMPT_PERIOD_SECS: u32 = 300;
+    /// ECS's bounds on `restartAttemptPeriod`.
+    pub const MIN_ATTEMPT_PERIOD_SECS: u32 = 60;
+    pub const MAX_ATTEMPT_PERIOD_SECS: u32 = 1800;
+    /// ECS's limit on `ignoredExitCodes`.
+    pub const MAX_IGNORED_EXIT_CODES: usize = 50;
+
+    /// An enabled policy with ECS's defaults (no ignored codes, 300 s).
+    pub fn enabled() -> Self {
+        Self {
+            enabled: true,
+            ignored_exit_codes: Vec::new(),
+            restart_attempt_period_secs: Self::DEFAULT_ATTEMPT_PERIOD_SECS,
+        }
+    }
+
+    /// Whether an exit with `code` may be restarted at all (the attempt
+    /// period is the agent's to check, as only it knows the run time).
+    pub fn restarts_exit_code(&self, code: i32) -> bool {
+        self.enabled && !self.ignored_exit_codes.contains(&code)
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum DependencyCondition {
@@ -168,6 +210,8 @@ pub struct ContainerDefinition {
     pub depends_on: Vec<ContainerDependency>,
     pub mount_points: Vec<MountPoint>,
     pub readonly_root_filesystem: bool,
+    /// Restart the container in place when it exits; `None` never does.
+    pub restart_policy: Option<RestartPolicy>,
 }
 
 impl ContainerDefinition {
@@ -192,6 +236,7 @@ impl ContainerDefinition {
             depends_on: Vec::new(),
             mount_points: Vec::new(),
             readonly_root_filesystem: false,
+            restart_policy: None,
         }
     }
 }

@@ -17,7 +17,7 @@ use serde::Deserialize;
 use crate::error::{FieldError, ValidationErrors};
 use crate::taskdef::{
     ContainerDefinition, ContainerDependency, DependencyCondition, HealthCheck, KeyValuePair,
-    MountPoint, NetworkMode, PortMapping, Protocol, Tag, TaskDefinitionSpec, Volume,
+    MountPoint, NetworkMode, PortMapping, Protocol, RestartPolicy, Tag, TaskDefinitionSpec, Volume,
 };
 use crate::validate;
 
@@ -612,6 +612,7 @@ struct ContainerDto {
     depends_on: List<Obj<DependencyDto>>,
     mount_points: List<Obj<MountPointDto>>,
     readonly_root_filesystem: Loose,
+    restart_policy: Obj<RestartPolicyDto>,
 }
 
 #[derive(Default, Deserialize)]
@@ -637,6 +638,14 @@ struct HealthCheckDto {
     timeout: Loose,
     retries: Loose,
     start_period: Loose,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+struct RestartPolicyDto {
+    enabled: Loose,
+    ignored_exit_codes: Loose,
+    restart_attempt_period: Loose,
 }
 
 #[derive(Default, Deserialize)]
@@ -1106,7 +1115,72 @@ impl Reader {
         c.readonly_root_filesystem = self
             .boolean(&dto.readonly_root_filesystem, &f("readonlyRootFilesystem"))
             .unwrap_or(false);
+        c.restart_policy = self
+            .object(&dto.restart_policy, &f("restartPolicy"))
+            .map(|rp| self.restart_policy(rp, &f("restartPolicy")));
         c
+    }
+
+    fn restart_policy(&mut self, dto: &RestartPolicyDto, at: &str) -> RestartPolicy {
+        let f = |name: &str| format!("{at}.{name}");
+        // ECS requires `enabled`: a policy object that does not say whether
+        // it is on is more likely a mistake than a wish for either.
+        let enabled = match self.boolean(&dto.enabled, &f("enabled")) {
+            Some(enabled) => enabled,
+            None => {
+                if dto.enabled.is_null() {
+                    self.bad(
+                        &f("enabled"),
+                        "required; set \"enabled\": true to restart the container when it exits, or false to keep the policy off",
+                    );
+                }
+                false
+            }
+        };
+        RestartPolicy {
+            enabled,
+            ignored_exit_codes: self.exit_codes(&dto.ignored_exit_codes, &f("ignoredExitCodes")),
+            // The 60 to 1800 rule is validation's, like other ranges.
+            restart_attempt_period_secs: self
+                .uint(
+                    &dto.restart_attempt_period,
+                    &f("restartAttemptPeriod"),
+                    "use 60 to 1800 seconds",
+                )
+                .unwrap_or(RestartPolicy::DEFAULT_ATTEMPT_PERIOD_SECS),
+        }
+    }
+
+    /// A list of exit codes: whole numbers that fit an `i32`.
+    fn exit_codes(&mut self, value: &Loose, field: &str) -> Vec<i32> {
+        const FIX: &str = "use whole numbers, e.g. [0, 143]";
+        let items = match value {
+            Loose::Null => return Vec::new(),
+            Loose::List(items) => items,
+            other => {
+                self.wrong_type(field, "a list of exit codes, e.g. [0, 143]", other);
+                return Vec::new();
+            }
+        };
+        items
+            .iter()
+            .enumerate()
+            .filter_map(|(i, item)| {
+                let at = format!("{field}[{i}]");
+                if item.is_null() {
+                    self.bad(&at, format!("expected an exit code, found null; {FIX}"));
+                    return None;
+                }
+                let n = self.integer(item, &at, FIX)?;
+                match i32::try_from(n) {
+                    Ok(code) => Some(code),
+                    Err(_) => {
+                        self.bad(&at, format!("{n} is not an exit code; {FIX}"));
+                        None
+                    }
+                }
+            })
+            .collect()
     }
 
     fn port_mapping(&mut self, dto: Option<&PortMappingDto>, at: &str) -> PortMapping {
@@ -1283,6 +1357,7 @@ mod tests {
       "dependsOn": [{"containerName": "db", "condition": "HEALTHY"}],
       "mountPoints": [{"sourceVolume": "cache", "containerPath": "/cache", "readOnly": false}],
       "readonlyRootFilesystem": true,
+      "restartPolicy": {"enabled": true, "ignoredExitCodes": [0, 143], "restartAttemptPeriod": 120},
       "logConfiguration": {"logDriver": "awslogs", "options": {"awslogs-group": "/ecs/shop"}},
       "ulimits": [{"name": "nofile", "softLimit": 1024, "hardLimit": 4096}]
     },
@@ -1354,6 +1429,10 @@ containerDefinitions:
         containerPath: /cache
         readOnly: false
     readonlyRootFilesystem: true
+    restartPolicy:
+      enabled: true
+      ignoredExitCodes: [0, 143]
+      restartAttemptPeriod: 120
     logConfiguration:
       logDriver: awslogs
       options:
@@ -1436,6 +1515,11 @@ runtimePlatform:
             read_only: false,
         }];
         web.readonly_root_filesystem = true;
+        web.restart_policy = Some(RestartPolicy {
+            enabled: true,
+            ignored_exit_codes: vec![0, 143],
+            restart_attempt_period_secs: 120,
+        });
 
         let mut db = ContainerDefinition::new("db", "postgres:16");
         db.essential = false;
@@ -1952,6 +2036,128 @@ runtimePlatform:
                 "containerDefinitions[0].healthCheck.intervall",
                 "containerDefinitions[0].portMappings[0].containerPortRange",
             ]
+        );
+    }
+
+    #[test]
+    fn restart_policy_gets_ecs_defaults_and_is_absent_unless_given() {
+        let spec = load_task_definition(&one_container(""), FileFormat::Json)
+            .unwrap()
+            .spec;
+        assert_eq!(spec.container_definitions[0].restart_policy, None);
+
+        let text = one_container(r#", "restartPolicy": {"enabled": true}"#);
+        let spec = load_task_definition(&text, FileFormat::Json).unwrap().spec;
+        assert_eq!(
+            spec.container_definitions[0].restart_policy,
+            Some(RestartPolicy {
+                enabled: true,
+                ignored_exit_codes: vec![],
+                restart_attempt_period_secs: 300,
+            })
+        );
+
+        let yaml = "family: t\ncontainerDefinitions:\n  - name: a\n    image: i\n    memory: 64\n    restartPolicy: {enabled: false, ignoredExitCodes: [-1, 2147483647], restartAttemptPeriod: null}\n";
+        let spec = load_task_definition(yaml, FileFormat::Yaml).unwrap().spec;
+        assert_eq!(
+            spec.container_definitions[0].restart_policy,
+            Some(RestartPolicy {
+                enabled: false,
+                ignored_exit_codes: vec![-1, i32::MAX],
+                restart_attempt_period_secs: 300,
+            })
+        );
+        // `null` means not set, as everywhere else.
+        let text = one_container(r#", "restartPolicy": null"#);
+        let spec = load_task_definition(&text, FileFormat::Json).unwrap().spec;
+        assert_eq!(spec.container_definitions[0].restart_policy, None);
+    }
+
+    #[test]
+    fn restart_policy_mistakes_name_the_exact_field() {
+        let text = one_container(
+            r#", "restartPolicy": {"enabled": "yes", "ignoredExitCodes": [0, "1", 1.5, 3000000000, null],
+               "restartAttemptPeriod": -5, "restartAttempts": 3}"#,
+        );
+        let errors = errors_of(load_task_definition(&text, FileFormat::Json));
+        assert_eq!(
+            fields(&errors),
+            vec![
+                "containerDefinitions[0].restartPolicy.enabled",
+                "containerDefinitions[0].restartPolicy.ignoredExitCodes[1]",
+                "containerDefinitions[0].restartPolicy.ignoredExitCodes[2]",
+                "containerDefinitions[0].restartPolicy.ignoredExitCodes[3]",
+                "containerDefinitions[0].restartPolicy.ignoredExitCodes[4]",
+                "containerDefinitions[0].restartPolicy.restartAttemptPeriod",
+            ]
+        );
+        assert_eq!(
+            message_for(&errors, "containerDefinitions[0].restartPolicy.enabled"),
+            "expected true or false, found the string \"yes\""
+        );
+        assert!(message_for(
+            &errors,
+            "containerDefinitions[0].restartPolicy.ignoredExitCodes[3]"
+        )
+        .contains("not an exit code"));
+        assert!(message_for(
+            &errors,
+            "containerDefinitions[0].restartPolicy.restartAttemptPeriod"
+        )
+        .contains("negative; use 60 to 1800 seconds"));
+
+        // ECS requires "enabled".
+        let text = one_container(r#", "restartPolicy": {"ignoredExitCodes": [0]}"#);
+        let errors = errors_of(load_task_definition(&text, FileFormat::Json));
+        assert_eq!(
+            fields(&errors),
+            vec!["containerDefinitions[0].restartPolicy.enabled"]
+        );
+        assert!(errors.0[0].message.starts_with("required;"), "{errors}");
+
+        // Not an object, or codes not a list.
+        for (body, field) in [
+            (
+                r#", "restartPolicy": true"#,
+                "containerDefinitions[0].restartPolicy",
+            ),
+            (
+                r#", "restartPolicy": {"enabled": true, "ignoredExitCodes": 1}"#,
+                "containerDefinitions[0].restartPolicy.ignoredExitCodes",
+            ),
+        ] {
+            let errors = errors_of(parse_task_definition(
+                &one_container(body),
+                FileFormat::Json,
+            ));
+            assert_eq!(fields(&errors), vec![field], "{body}");
+        }
+
+        // Unknown keys inside the policy are listed like any other.
+        let text = one_container(
+            r#", "restartPolicy": {"enabled": true, "restartAttemptPeriodSeconds": 60}"#,
+        );
+        let parsed = load_task_definition(&text, FileFormat::Json).unwrap();
+        assert_eq!(
+            parsed.ignored_fields,
+            vec!["containerDefinitions[0].restartPolicy.restartAttemptPeriodSeconds"]
+        );
+    }
+
+    #[test]
+    fn restart_policy_bounds_are_checked_through_the_file() {
+        // Parsing takes any period a u32 holds; validation applies ECS's
+        // bounds and says so at the same path.
+        let text = one_container(
+            r#", "restartPolicy": {"enabled": true, "restartAttemptPeriod": 30,
+               "ignoredExitCodes": [0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31,32,33,34,35,36,37,38,39,40,41,42,43,44,45,46,47,48,49,50]}"#,
+        );
+        assert!(parse_task_definition(&text, FileFormat::Json).is_ok());
+        let errors = errors_of(load_task_definition(&text, FileFormat::Json));
+        assert_eq!(
+            errors.to_string(),
+            "containerDefinitions[0].restartPolicy.restartAttemptPeriod: must be between 60 and 1800 seconds, not 30; it is how long the container must run before an exit is restarted (default 300); \
+             containerDefinitions[0].restartPolicy.ignoredExitCodes: 51 exit codes is too many; list at most 50"
         );
     }
 

@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::error::{FieldError, ValidationErrors};
-use crate::taskdef::{ContainerDefinition, NetworkMode, TaskDefinitionSpec};
+use crate::taskdef::{ContainerDefinition, NetworkMode, RestartPolicy, TaskDefinitionSpec};
 
 /// ECS's limit on the size of a registered task definition.
 pub const MAX_DEFINITION_BYTES: usize = 64 * 1024;
@@ -350,6 +350,9 @@ pub fn validate_spec(spec: &TaskDefinitionSpec) -> Result<(), ValidationErrors> 
         if let Some(timeout) = c.stop_timeout {
             check_range(&mut errors, at("stopTimeout"), timeout, 0..=3600, "seconds");
         }
+        if let Some(policy) = &c.restart_policy {
+            check_restart_policy(&mut errors, &at("restartPolicy"), policy);
+        }
 
         for (j, dep) in c.depends_on.iter().enumerate() {
             let field = at(&format!("dependsOn[{j}].containerName"));
@@ -480,6 +483,35 @@ pub fn check_attribute(index: usize, name: &str, value: &str) -> Result<(), Fiel
         ));
     }
     Ok(())
+}
+
+/// ECS's bounds, checked whether or not the policy is enabled: a disabled
+/// policy with a bad value would fail the day someone turns it on.
+fn check_restart_policy(errors: &mut Vec<FieldError>, at: &str, policy: &RestartPolicy) {
+    let (min, max) = (
+        RestartPolicy::MIN_ATTEMPT_PERIOD_SECS,
+        RestartPolicy::MAX_ATTEMPT_PERIOD_SECS,
+    );
+    let period = policy.restart_attempt_period_secs;
+    if !(min..=max).contains(&period) {
+        errors.push(FieldError::new(
+            format!("{at}.restartAttemptPeriod"),
+            format!(
+                "must be between {min} and {max} seconds, not {period}; it is how long the container must run before an exit is restarted (default {})",
+                RestartPolicy::DEFAULT_ATTEMPT_PERIOD_SECS
+            ),
+        ));
+    }
+    let codes = policy.ignored_exit_codes.len();
+    if codes > RestartPolicy::MAX_IGNORED_EXIT_CODES {
+        errors.push(FieldError::new(
+            format!("{at}.ignoredExitCodes"),
+            format!(
+                "{codes} exit codes is too many; list at most {}",
+                RestartPolicy::MAX_IGNORED_EXIT_CODES
+            ),
+        ));
+    }
 }
 
 /// Index of a container that sits on a dependsOn cycle, if there is one:
@@ -957,6 +989,58 @@ mod tests {
                 "containerDefinitions[0].healthCheck.command",
             );
         }
+    }
+
+    #[test]
+    fn restart_policy_bounds_name_the_field_and_the_fix() {
+        let with = |policy: RestartPolicy| {
+            let mut c = container("web");
+            c.restart_policy = Some(policy);
+            spec(vec![c])
+        };
+        // ECS's own bounds and default pass, enabled or not.
+        for period in [60, 300, 1800] {
+            let policy = RestartPolicy {
+                restart_attempt_period_secs: period,
+                ..RestartPolicy::enabled()
+            };
+            assert_eq!(validate_spec(&with(policy)), Ok(()), "{period}");
+        }
+        for period in [0, 59, 1801, u32::MAX] {
+            for enabled in [true, false] {
+                let policy = RestartPolicy {
+                    enabled,
+                    ignored_exit_codes: vec![0],
+                    restart_attempt_period_secs: period,
+                };
+                let Err(errors) = validate_spec(&with(policy)) else {
+                    panic!("{period} accepted");
+                };
+                assert_eq!(errors.0.len(), 1, "{errors}");
+                let e = &errors.0[0];
+                assert_eq!(
+                    e.field,
+                    "containerDefinitions[0].restartPolicy.restartAttemptPeriod"
+                );
+                assert!(
+                    e.message
+                        .starts_with("must be between 60 and 1800 seconds, not "),
+                    "{e}"
+                );
+            }
+        }
+
+        let mut policy = RestartPolicy::enabled();
+        policy.ignored_exit_codes = (0..50).collect();
+        assert_eq!(validate_spec(&with(policy.clone())), Ok(()));
+        policy.ignored_exit_codes.push(255);
+        let Err(errors) = validate_spec(&with(policy)) else {
+            panic!("51 codes accepted");
+        };
+        assert_eq!(
+            errors.to_string(),
+            "containerDefinitions[0].restartPolicy.ignoredExitCodes: 51 exit codes is too many; list at most 50"
+        );
     }
 
     #[test]

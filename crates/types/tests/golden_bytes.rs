@@ -128,6 +128,7 @@ fn commands() -> Vec<Command> {
                     exit_code: None,
                     reason: String::new(),
                     health: Health::Healthy,
+                    restart_count: 0,
                 }],
                 reason: String::new(),
                 stop_code: None,

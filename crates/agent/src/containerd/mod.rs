@@ -721,6 +721,83 @@ impl Runtime for ContainerdRuntime {
         Ok(pid)
     }
 
+    async fn restart(&self, id: &str) -> Result<u32> {
+        use containerd_client::types::v1::Status;
+        let span = info_span!("restart", container_id = id);
+        async {
+            let container = self.get_container(id).await?;
+            let status = self
+                .task_status(id)
+                .await?
+                .map(|p| Status::try_from(p.status).unwrap_or(Status::Unknown));
+            match status {
+                Some(Status::Running | Status::Pausing | Status::Paused) => {
+                    return Err(RuntimeError::StillRunning { id: id.to_string() });
+                }
+                // A restart cut short after the new process was created.
+                Some(Status::Created) => {}
+                Some(Status::Stopped | Status::Unknown) | None => {
+                    if status.is_some() {
+                        // The exited process holds the container's one task
+                        // slot; its exit has been collected already.
+                        match self
+                            .inner
+                            .client
+                            .tasks()
+                            .delete(self.request(DeleteTaskRequest {
+                                container_id: id.to_string(),
+                            }))
+                            .await
+                        {
+                            Ok(_) => {}
+                            Err(s) if s.code() == Code::NotFound => {}
+                            Err(s) => return Err(RuntimeError::containerd("delete task", s)),
+                        }
+                    }
+                    // An OOM kill of the previous process says nothing about
+                    // the next one.
+                    self.inner
+                        .oom
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .remove(id);
+                    // The task service takes the root filesystem from the
+                    // caller, as `create` does: the container's own snapshot,
+                    // so files the last process wrote are still there.
+                    let mounts = self
+                        .inner
+                        .client
+                        .snapshots()
+                        .mounts(self.request(MountsRequest {
+                            snapshotter: container.snapshotter.clone(),
+                            key: container.snapshot_key.clone(),
+                        }))
+                        .await
+                        .map_err(|s| RuntimeError::containerd("snapshot mounts", s))?
+                        .into_inner()
+                        .mounts;
+                    // Same URI, same file: the log driver appends.
+                    let uri = self.stdio_uri(id)?;
+                    self.inner
+                        .client
+                        .tasks()
+                        .create(self.request(CreateTaskRequest {
+                            container_id: id.to_string(),
+                            rootfs: mounts,
+                            stdout: uri.clone(),
+                            stderr: uri,
+                            ..Default::default()
+                        }))
+                        .await
+                        .map_err(|s| RuntimeError::containerd("create task", s))?;
+                }
+            }
+            self.start(id).await
+        }
+        .instrument(span)
+        .await
+    }
+
     async fn wait(&self, id: &str) -> Result<ExitStatus> {
         let resp = self
             .inner

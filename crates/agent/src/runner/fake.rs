@@ -18,6 +18,7 @@ pub(crate) enum Call {
     Pull(String),
     Create(String),
     Start(String),
+    Restart(String),
     Stop(String),
     Remove(String),
 }
@@ -36,16 +37,23 @@ struct Inner {
     calls: Vec<Call>,
     missing_images: BTreeSet<String>,
     failing_starts: BTreeSet<String>,
+    failing_restarts: BTreeSet<String>,
+    /// PIDs handed out by restarts, so each process is told apart.
+    last_pid: u32,
     logs: BTreeMap<String, Vec<LogLine>>,
     list_failures: u32,
     configs: BTreeMap<String, ContainerConfig>,
     hold_pulls: bool,
+    hold_stops: bool,
+    hold_restarts: bool,
 }
 
 #[derive(Default)]
 pub(crate) struct FakeRuntime {
     inner: Mutex<Inner>,
     pulls_released: Notify,
+    /// Wakes held stops and restarts.
+    released: Notify,
 }
 
 fn exited(code: u32) -> ExitStatus {
@@ -75,6 +83,11 @@ impl FakeRuntime {
         self.lock().failing_starts.insert(name.to_string());
     }
 
+    /// Restarting the container of this name fails.
+    pub fn failing_restart(&self, name: &str) {
+        self.lock().failing_restarts.insert(name.to_string());
+    }
+
     /// The next `n` calls to `list` fail.
     pub fn fail_list(&self, n: u32) {
         self.lock().list_failures = n;
@@ -88,6 +101,36 @@ impl FakeRuntime {
     pub fn release_pulls(&self) {
         self.lock().hold_pulls = false;
         self.pulls_released.notify_waiters();
+    }
+
+    /// Stops wait until `release`, before the process gets any signal
+    /// (a process slow to take its SIGTERM, as it were).
+    pub fn hold_stops(&self) {
+        self.lock().hold_stops = true;
+    }
+
+    /// Restarts wait until `release`, before anything is started.
+    pub fn hold_restarts(&self) {
+        self.lock().hold_restarts = true;
+    }
+
+    pub fn release(&self) {
+        let mut inner = self.lock();
+        inner.hold_stops = false;
+        inner.hold_restarts = false;
+        drop(inner);
+        self.released.notify_waiters();
+    }
+
+    /// Waits while `held` says so (a call the test holds back).
+    async fn wait_while(&self, held: impl Fn(&Inner) -> bool) {
+        loop {
+            let released = self.released.notified();
+            if !held(&self.lock()) {
+                return;
+            }
+            released.await;
+        }
     }
 
     /// What the container was created with.
@@ -205,6 +248,35 @@ impl Runtime for FakeRuntime {
         Ok(100)
     }
 
+    async fn restart(&self, id: &str) -> Result<u32> {
+        self.lock().calls.push(Call::Restart(id.to_string()));
+        self.wait_while(|i| i.hold_restarts).await;
+        let mut inner = self.lock();
+        inner.last_pid = inner.last_pid.max(1000) + 1;
+        let pid = inner.last_pid;
+        let failing = inner.failing_restarts.clone();
+        let c = inner
+            .containers
+            .get_mut(id)
+            .ok_or_else(|| RuntimeError::ContainerNotFound { id: id.into() })?;
+        if failing.contains(&c.name) {
+            return Err(RuntimeError::InvalidConfig {
+                container: c.name.clone(),
+                reason: "snapshot is gone".into(),
+            });
+        }
+        if matches!(
+            c.state,
+            ContainerState::Running { .. } | ContainerState::Paused { .. }
+        ) {
+            return Err(RuntimeError::StillRunning { id: id.into() });
+        }
+        c.state = ContainerState::Running { pid };
+        // A new process: its exit is yet to come.
+        c.exit.send_replace(None);
+        Ok(pid)
+    }
+
     async fn wait(&self, id: &str) -> Result<ExitStatus> {
         let mut rx = self
             .lock()
@@ -220,8 +292,9 @@ impl Runtime for FakeRuntime {
     }
 
     async fn stop(&self, id: &str, _timeout: Duration) -> Result<ExitStatus> {
+        self.lock().calls.push(Call::Stop(id.to_string()));
+        self.wait_while(|i| i.hold_stops).await;
         let mut inner = self.lock();
-        inner.calls.push(Call::Stop(id.to_string()));
         let c = inner
             .containers
             .get_mut(id)
@@ -302,6 +375,20 @@ pub(crate) fn container(name: &str, image: &str, essential: bool) -> pb::Contain
         memory: Some(128),
         ..Default::default()
     }
+}
+
+/// `c` with an enabled restart policy.
+pub(crate) fn restarting(
+    mut c: pb::ContainerDefinition,
+    period_secs: u32,
+    ignored_exit_codes: &[i32],
+) -> pb::ContainerDefinition {
+    c.restart_policy = Some(pb::RestartPolicy {
+        enabled: true,
+        ignored_exit_codes: ignored_exit_codes.to_vec(),
+        restart_attempt_period: Some(period_secs),
+    });
+    c
 }
 
 pub(crate) fn depends(

@@ -42,6 +42,12 @@ pub struct RunnerConfig {
     /// after the control plane recorded it STOPPED, like ECS's task cleanup
     /// wait; zero removes them at once.
     pub cleanup_wait: Duration,
+    /// The shortest restart attempt period the runner honours: a
+    /// container's `restartPolicy.restartAttemptPeriod` below it (which the
+    /// control plane's validation never lets through) is raised to it.
+    /// ECS's lower bound, 60 s; tests lower it so a real container need not
+    /// run for a minute before it may be restarted.
+    pub min_restart_attempt_period: Duration,
 }
 
 impl Default for RunnerConfig {
@@ -50,6 +56,9 @@ impl Default for RunnerConfig {
             pull_policy: PullPolicy::IfNotPresent,
             default_stop_timeout: Duration::from_secs(30),
             cleanup_wait: Duration::ZERO,
+            min_restart_attempt_period: Duration::from_secs(u64::from(
+                berth_types::RestartPolicy::MIN_ATTEMPT_PERIOD_SECS,
+            )),
         }
     }
 }

@@ -8,7 +8,7 @@
 //! at once: a stop that arrives during a long pull cancels the pull.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use berth_proto::{convert, pb};
 use berth_types::resources::{self, Resources};
@@ -16,9 +16,10 @@ use berth_types::task::override_target;
 use berth_types::validate;
 use berth_types::{
     ContainerDefinition, ContainerStatus, DependencyCondition, DesiredStatus, Health, KeyValuePair,
-    StopCode, TaskDefinitionSpec, TaskReport, TaskStatus,
+    RestartPolicy, StopCode, TaskDefinitionSpec, TaskReport, TaskStatus,
 };
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 use tracing::{debug, info, info_span, warn, Instrument};
 
 use super::board::TaskView;
@@ -31,6 +32,8 @@ use crate::store::{ContainerRecord, TaskRecord};
 /// Events from the actor's helpers; a handful per container at most.
 const EVENT_QUEUE: usize = 16;
 const OOM_REASON: &str = "OutOfMemoryError: container killed due to memory usage";
+/// A container's reason while its restart policy restarts it.
+const RESTARTING_REASON: &str = "exited; being restarted by its restart policy";
 const REMOVE_ATTEMPTS: u32 = 3;
 
 /// What the runtime still has of a task when the agent starts.
@@ -120,6 +123,58 @@ fn exit_code(exit: &ExitStatus) -> i32 {
     i32::try_from(exit.code).unwrap_or(-1)
 }
 
+/// The wall clock in ms since the epoch, for what outlives the agent.
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// The monotonic instant matching a wall-clock time: how long ago it was,
+/// taken from now. A time in the future (clock change) counts as now.
+fn instant_at(ms: i64) -> Instant {
+    let ago = u64::try_from(now_ms().saturating_sub(ms)).unwrap_or(0);
+    let now = Instant::now();
+    now.checked_sub(Duration::from_millis(ago)).unwrap_or(now)
+}
+
+/// How long a process that started at `started_ms` (wall clock) ran until
+/// it exited at `exited_at`, when both are known.
+fn ran_between(started_ms: Option<i64>, exited_at: Option<SystemTime>) -> Option<Duration> {
+    let exited_ms = exited_at?
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .ok()
+        .and_then(|d| i64::try_from(d.as_millis()).ok())?;
+    let ran = exited_ms.checked_sub(started_ms?)?;
+    u64::try_from(ran).ok().map(Duration::from_millis)
+}
+
+/// Whether the restart policy restarts an exit, judged on the container
+/// alone (the task's own state is the actor's to check): `Err` says why
+/// not. `ran_for` is how long the process ran since its last (re)start;
+/// unknown is never long enough. `min_period` raises a shorter attempt
+/// period to the agent's floor (ECS's 60 s unless a test lowers it).
+pub(crate) fn restart_decision(
+    policy: Option<&RestartPolicy>,
+    exit_code: Option<i32>,
+    ran_for: Option<Duration>,
+    min_period: Duration,
+) -> Result<(), &'static str> {
+    let policy = policy
+        .filter(|p| p.enabled)
+        .ok_or("no enabled restart policy")?;
+    let code = exit_code.ok_or("the exit code is unknown")?;
+    if !policy.restarts_exit_code(code) {
+        return Err("the exit code is in ignoredExitCodes");
+    }
+    let period = Duration::from_secs(u64::from(policy.restart_attempt_period_secs)).max(min_period);
+    match ran_for {
+        Some(ran) if ran >= period => Ok(()),
+        _ => Err("it ran for less than restartAttemptPeriod since its last (re)start"),
+    }
+}
+
 fn health_from(h: HealthStatus) -> Health {
     match h {
         HealthStatus::Unknown => Health::Unknown,
@@ -145,6 +200,7 @@ pub(crate) fn record_view(task_id: &str, record: &TaskRecord, reservation: Resou
                     exit_code: c.exit_code,
                     reason: c.reason.clone(),
                     health: c.health,
+                    restart_count: c.restart_count,
                 })
                 .collect(),
             reason: record.reason.clone(),
@@ -176,6 +232,8 @@ pub(crate) fn initial_record(spec: Option<&TaskDefinitionSpec>) -> TaskRecord {
                         reason: String::new(),
                         health: Health::Unknown,
                         started: false,
+                        restart_count: 0,
+                        started_at_ms: None,
                     })
                     .collect()
             })
@@ -200,16 +258,25 @@ enum Event {
         idx: usize,
         result: Result<(), String>,
     },
+    /// `run` is the container's restart count when the process was
+    /// started, so news from a process that was since replaced is dropped.
     Exited {
         idx: usize,
         id: String,
+        run: u32,
         exit: Option<ExitStatus>,
         reason: String,
     },
     Health {
         idx: usize,
         id: String,
+        run: u32,
         status: HealthStatus,
+    },
+    Restarted {
+        idx: usize,
+        id: String,
+        result: Result<u32, String>,
     },
     StopDone {
         results: Vec<(usize, String, Option<ExitStatus>)>,
@@ -237,8 +304,29 @@ struct Ctr {
     reason: String,
     health: Health,
     started: bool,
+    /// In-place restarts under the restart policy; also numbers the runs.
+    restart_count: u32,
+    /// When the current process started, for the restart attempt period.
+    started_at: Option<Instant>,
+    /// The same on the wall clock, which is what the record keeps.
+    started_at_ms: Option<i64>,
     waiter: Option<AbortOnDrop>,
     checker: Option<AbortOnDrop>,
+    /// The in-place restart in flight. A container being restarted is
+    /// PENDING with `started` set, a pair nothing else produces, which is
+    /// how a restarted agent knows to finish the restart.
+    restarter: Option<AbortOnDrop>,
+}
+
+impl Ctr {
+    fn restarting(&self) -> bool {
+        self.status == ContainerStatus::Pending && self.started
+    }
+
+    fn mark_started(&mut self) {
+        self.started_at = Some(Instant::now());
+        self.started_at_ms = Some(now_ms());
+    }
 }
 
 enum Readiness {
@@ -311,8 +399,12 @@ impl<R: Runtime> Actor<R> {
                 reason: String::new(),
                 health: Health::Unknown,
                 started: false,
+                restart_count: 0,
+                started_at: None,
+                started_at_ms: None,
                 waiter: None,
                 checker: None,
+                restarter: None,
             })
             .collect();
         let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
@@ -352,6 +444,8 @@ impl<R: Runtime> Actor<R> {
                     reason: c.reason.clone(),
                     health: c.health,
                     started: c.started,
+                    restart_count: c.restart_count,
+                    started_at_ms: c.started_at_ms,
                 })
                 .collect(),
             reason: self.reason.clone(),
@@ -556,9 +650,11 @@ impl<R: Runtime> Actor<R> {
         let tx = self.events_tx.clone();
         let c = &mut self.containers[idx];
         let Some(id) = c.id.clone() else { return };
+        let run = c.restart_count;
         let span = info_span!("container", container = %c.def.name, container_id = %id);
         c.waiter = Some(AbortOnDrop(tokio::spawn(
-            wait_for_exit(runtime.clone(), id.clone(), idx, tx.clone()).instrument(span.clone()),
+            wait_for_exit(runtime.clone(), id.clone(), idx, run, tx.clone())
+                .instrument(span.clone()),
         )));
         let Some(check) = &c.def.health_check else {
             return;
@@ -573,6 +669,7 @@ impl<R: Runtime> Actor<R> {
                     let event = Event::Health {
                         idx,
                         id: id.clone(),
+                        run,
                         status,
                     };
                     if tx.send(event).await.is_err() {
@@ -604,6 +701,12 @@ impl<R: Runtime> Actor<R> {
         // Dropping the handle aborts the start in flight; the container it
         // may have created is looked up by its labels.
         let aborted = self.op.take().map(|(idx, _)| idx);
+        // A restart in flight is abandoned the same way; its container
+        // (PENDING, with an id) is among the targets, so whatever process
+        // the restart got to start is stopped too.
+        for c in &mut self.containers {
+            c.restarter = None;
+        }
         self.phase = Phase::Stopping;
         let timeout = self.ctx.config.default_stop_timeout;
         let targets: Vec<StopTarget> = self
@@ -650,6 +753,7 @@ impl<R: Runtime> Actor<R> {
             c.status = ContainerStatus::Stopped;
             c.waiter = None;
             c.checker = None;
+            c.restarter = None;
         }
         self.side_op = None;
         self.phase = Phase::Stopped;
@@ -747,16 +851,24 @@ impl<R: Runtime> Actor<R> {
             Event::Exited {
                 idx,
                 id,
+                run,
                 exit,
                 reason,
-            } => self.on_exit(idx, &id, exit, reason).await,
-            Event::Health { idx, id, status } => {
+            } => self.on_exit(idx, &id, run, exit, reason).await,
+            Event::Restarted { idx, id, result } => self.on_restarted(idx, &id, result).await,
+            Event::Health {
+                idx,
+                id,
+                run,
+                status,
+            } => {
                 let Some(c) = self.containers.get_mut(idx) else {
                     return;
                 };
                 let health = health_from(status);
                 if c.id.as_deref() != Some(id.as_str())
-                    || c.status == ContainerStatus::Stopped
+                    || c.restart_count != run
+                    || c.status != ContainerStatus::Running
                     || c.health == health
                 {
                     return;
@@ -811,6 +923,7 @@ impl<R: Runtime> Actor<R> {
                 };
                 c.started = true;
                 c.status = ContainerStatus::Running;
+                c.mark_started();
                 self.watch(idx);
                 self.save(false).await;
                 self.publish();
@@ -827,14 +940,28 @@ impl<R: Runtime> Actor<R> {
         }
     }
 
-    async fn on_exit(&mut self, idx: usize, id: &str, exit: Option<ExitStatus>, reason: String) {
+    async fn on_exit(
+        &mut self,
+        idx: usize,
+        id: &str,
+        run: u32,
+        exit: Option<ExitStatus>,
+        reason: String,
+    ) {
+        let min_period = self.ctx.config.min_restart_attempt_period;
+        // Only a RUNNING task that is to keep running restarts containers:
+        // during the start, dependency conditions are still being judged on
+        // exits, and a stop must never be undone.
+        let task_may_restart = self.phase == Phase::Running && !self.stop_wanted();
         let Some(c) = self.containers.get_mut(idx) else {
             return;
         };
-        if c.id.as_deref() != Some(id) || c.status == ContainerStatus::Stopped {
+        if c.id.as_deref() != Some(id)
+            || c.restart_count != run
+            || c.status != ContainerStatus::Running
+        {
             return;
         }
-        c.status = ContainerStatus::Stopped;
         c.exit_code = exit.as_ref().map(exit_code);
         c.reason = if exit.is_some_and(|e| e.oom_killed) {
             OOM_REASON.into()
@@ -842,11 +969,39 @@ impl<R: Runtime> Actor<R> {
             reason
         };
         c.checker = None;
-        let essential = c.def.essential;
-        let why = essential_exit_reason(c);
-        info!(container = %c.def.name, exit_code = ?c.exit_code, essential, "container exited");
+        let ran_for = c.started_at.map(|at| at.elapsed());
+        let decision = restart_decision(
+            c.def.restart_policy.as_ref(),
+            c.exit_code,
+            ran_for,
+            min_period,
+        );
+        match decision {
+            Ok(()) if task_may_restart => {
+                self.begin_restart(idx).await;
+                return;
+            }
+            Ok(()) => {}
+            Err(why) => {
+                if c.def.restart_policy.as_ref().is_some_and(|p| p.enabled) {
+                    info!(container = %c.def.name, exit_code = ?c.exit_code, ran_secs = ran_for.map(|d| d.as_secs()), why, "container not restarted");
+                }
+            }
+        }
+        c.status = ContainerStatus::Stopped;
+        info!(container = %c.def.name, exit_code = ?c.exit_code, essential = c.def.essential, "container exited");
         self.save(false).await;
         self.publish();
+        self.after_exit(idx).await;
+    }
+
+    /// What a container's exit does to the task, once it is not restarted.
+    async fn after_exit(&mut self, idx: usize) {
+        let Some(c) = self.containers.get(idx) else {
+            return;
+        };
+        let essential = c.def.essential;
+        let why = essential_exit_reason(c);
         match self.phase {
             Phase::Starting | Phase::Running if essential => {
                 self.begin_stop(Some(StopCode::EssentialContainerExited), why)
@@ -855,6 +1010,96 @@ impl<R: Runtime> Actor<R> {
             Phase::Starting => self.step().await,
             Phase::Running => self.check_all_exited().await,
             _ => {}
+        }
+    }
+
+    fn stop_wanted(&self) -> bool {
+        self.forget || wants_stop(&self.assignment)
+    }
+
+    // ------------------------------------------------------------ restart policy
+
+    /// Restarts an exited container in place (its restart policy allows
+    /// it). The container is PENDING until the new process runs, so the
+    /// task is never reported STOPPED for it. Works with or without a
+    /// session: nothing here needs the control plane.
+    async fn begin_restart(&mut self, idx: usize) {
+        let Some(c) = self.containers.get_mut(idx) else {
+            return;
+        };
+        c.status = ContainerStatus::Pending;
+        c.started = true;
+        c.health = Health::Unknown;
+        c.waiter = None;
+        c.checker = None;
+        if c.reason.is_empty() {
+            c.reason = RESTARTING_REASON.into();
+        }
+        info!(task_id = %self.task_id, container = %c.def.name, exit_code = ?c.exit_code, restart_count = c.restart_count, "container exited; restarting it in place (restart policy)");
+        // On disk before the runtime is touched: an agent that dies in the
+        // middle finds the restart half done and finishes it.
+        self.save(true).await;
+        self.publish();
+        self.spawn_restart(idx);
+    }
+
+    fn spawn_restart(&mut self, idx: usize) {
+        let runtime = self.ctx.runtime.clone();
+        let tx = self.events_tx.clone();
+        let Some(c) = self.containers.get_mut(idx) else {
+            return;
+        };
+        let Some(id) = c.id.clone() else {
+            return;
+        };
+        let name = c.def.name.clone();
+        let span = info_span!("restart", container = %name, container_id = %id);
+        c.restarter = Some(AbortOnDrop(tokio::spawn(
+            async move {
+                let result = runtime.restart(&id).await.map_err(|e| {
+                    format!(
+                        "CannotStartContainerError: container {name:?} could not be restarted: {e}"
+                    )
+                });
+                let _ = tx.send(Event::Restarted { idx, id, result }).await;
+            }
+            .instrument(span),
+        )));
+    }
+
+    async fn on_restarted(&mut self, idx: usize, id: &str, result: Result<u32, String>) {
+        let task_id = self.task_id.clone();
+        let Some(c) = self.containers.get_mut(idx) else {
+            return;
+        };
+        // A stop abandons restarts (dropping the handle); a result that
+        // was already on its way is stale.
+        if c.restarter.take().is_none() || c.id.as_deref() != Some(id) || !c.restarting() {
+            return;
+        }
+        match result {
+            Ok(pid) => {
+                c.restart_count += 1;
+                c.status = ContainerStatus::Running;
+                // The exit code belongs to the process that is gone; the
+                // reason keeps it for people.
+                let last_exit = c.exit_code.take();
+                c.reason = restarted_reason(last_exit, &c.reason);
+                c.mark_started();
+                info!(task_id = %task_id, container = %c.def.name, exit_code = ?last_exit, restart_count = c.restart_count, pid, "container restarted in place");
+                self.watch(idx);
+                // Durable: the count must survive an agent restart.
+                self.save(true).await;
+                self.publish();
+            }
+            Err(reason) => {
+                warn!(task_id = %task_id, container = %c.def.name, reason = %reason, "restart failed; the exit stands");
+                c.status = ContainerStatus::Stopped;
+                c.reason = reason;
+                self.save(false).await;
+                self.publish();
+                self.after_exit(idx).await;
+            }
         }
     }
 
@@ -872,6 +1117,13 @@ impl<R: Runtime> Actor<R> {
         }
         let mut claimed = vec![false; found.len()];
         let mut follow = Vec::new();
+        // Containers to restart in place once the task is back to RUNNING:
+        // restarts the last agent left half done, and exits while it was
+        // away that the restart policy covers.
+        let mut restarts = Vec::new();
+        let may_restart =
+            self.status == TaskStatus::Running && !self.stop_wanted() && self.plan_error.is_none();
+        let min_period = self.ctx.config.min_restart_attempt_period;
         for idx in 0..self.containers.len() {
             let c = &mut self.containers[idx];
             if let Some(r) = record
@@ -884,7 +1136,11 @@ impl<R: Runtime> Actor<R> {
                 c.reason.clone_from(&r.reason);
                 c.health = r.health;
                 c.started = r.started;
+                c.restart_count = r.restart_count;
+                c.started_at_ms = r.started_at_ms;
+                c.started_at = r.started_at_ms.map(instant_at);
             }
+            let was_restarting = c.restarting();
             let listed = found.iter().position(|f| f.container_name == c.def.name);
             if let Some(i) = listed {
                 claimed[i] = true;
@@ -893,9 +1149,49 @@ impl<R: Runtime> Actor<R> {
             match listed.map(|i| found[i].state) {
                 Some(ContainerState::Running { .. } | ContainerState::Paused { .. }) => {
                     info!(container = %c.def.name, "container still runs: following it again");
+                    if was_restarting {
+                        // The restart went through; only its record did not.
+                        c.restart_count += 1;
+                        c.reason = restarted_reason(c.exit_code.take(), &c.reason);
+                        info!(task_id = %self.task_id, container = %c.def.name, restart_count = c.restart_count, "a restart begun before the agent stopped had finished");
+                    }
+                    if was_restarting || c.started_at.is_none() {
+                        // Unknown start: counting from now can only make
+                        // the attempt period longer, never shorter.
+                        c.mark_started();
+                    }
                     c.status = ContainerStatus::Running;
                     c.started = true;
                     follow.push(idx);
+                }
+                Some(
+                    ContainerState::Stopped(_) | ContainerState::Created | ContainerState::Unknown,
+                ) if was_restarting && may_restart => {
+                    info!(container = %c.def.name, "finishing a restart begun before the agent stopped");
+                    restarts.push(idx);
+                }
+                Some(ContainerState::Stopped(exit))
+                    if may_restart
+                        && c.status == ContainerStatus::Running
+                        && restart_decision(
+                            c.def.restart_policy.as_ref(),
+                            Some(exit_code(&exit)),
+                            ran_between(c.started_at_ms, exit.exited_at),
+                            min_period,
+                        )
+                        .is_ok() =>
+                {
+                    c.exit_code = Some(exit_code(&exit));
+                    c.reason = if exit.oom_killed {
+                        OOM_REASON.into()
+                    } else {
+                        RESTARTING_REASON.into()
+                    };
+                    c.status = ContainerStatus::Pending;
+                    c.started = true;
+                    c.health = Health::Unknown;
+                    info!(task_id = %self.task_id, container = %c.def.name, exit_code = exit.code, restart_count = c.restart_count, "container exited while the agent was away; restarting it in place (restart policy)");
+                    restarts.push(idx);
                 }
                 Some(ContainerState::Stopped(exit)) => {
                     if c.status != ContainerStatus::Stopped {
@@ -997,9 +1293,26 @@ impl<R: Runtime> Actor<R> {
             self.step().await;
         } else {
             self.phase = Phase::Running;
+            for idx in restarts {
+                self.spawn_restart(idx);
+            }
             self.check_all_exited().await;
         }
     }
+}
+
+/// A restarted container's reason: the exit it was restarted after.
+fn restarted_reason(exit_code: Option<i32>, exit_reason: &str) -> String {
+    let mut why = match exit_code {
+        Some(code) => format!("restarted after exit code {code}"),
+        None => "restarted".to_string(),
+    };
+    if exit_reason == OOM_REASON {
+        why.push_str(" (");
+        why.push_str(OOM_REASON);
+        why.push(')');
+    }
+    why
 }
 
 fn essential_exit_reason(c: &Ctr) -> String {
@@ -1061,6 +1374,7 @@ async fn wait_for_exit<R: Runtime>(
     runtime: Arc<R>,
     id: String,
     idx: usize,
+    run: u32,
     tx: mpsc::Sender<Event>,
 ) {
     let mut delay = Duration::from_millis(500);
@@ -1081,6 +1395,7 @@ async fn wait_for_exit<R: Runtime>(
             .send(Event::Exited {
                 idx,
                 id,
+                run,
                 exit,
                 reason,
             })

@@ -516,6 +516,8 @@ fn stored(
                 reason: String::new(),
                 health: Health::Unknown,
                 started: *status != ContainerStatus::Pending,
+                restart_count: 0,
+                started_at_ms: None,
             })
             .collect(),
         reason: String::new(),
@@ -700,4 +702,506 @@ async fn restart_fails_a_start_whose_created_container_vanished() {
         .calls()
         .iter()
         .any(|c| matches!(c, Call::Create(_) | Call::Start(_))));
+}
+
+// ------------------------------------------------------------ restart policy
+
+use super::fake::restarting;
+use super::task::restart_decision;
+use berth_types::RestartPolicy;
+
+/// A one-container task whose essential `web` has a restart policy.
+fn restarting_task(task_id: &str, period_secs: u32, ignored: &[i32]) -> pb::Assignment {
+    assignment(
+        task_id,
+        vec![restarting(
+            container("web", "web:1", true),
+            period_secs,
+            ignored,
+        )],
+    )
+}
+
+fn restarts(h: &Harness) -> usize {
+    h.calls()
+        .iter()
+        .filter(|c| matches!(c, Call::Restart(_)))
+        .count()
+}
+
+async fn pass(secs: u64) {
+    tokio::time::sleep(Duration::from_secs(secs)).await;
+}
+
+#[test]
+fn restart_decision_follows_the_policy() {
+    let policy = RestartPolicy {
+        enabled: true,
+        ignored_exit_codes: vec![0],
+        restart_attempt_period_secs: 300,
+    };
+    let min = Duration::from_secs(60);
+    let long = Some(Duration::from_secs(300));
+    assert_eq!(restart_decision(Some(&policy), Some(1), long, min), Ok(()));
+    assert!(restart_decision(Some(&policy), Some(0), long, min).is_err());
+    assert!(restart_decision(Some(&policy), None, long, min).is_err());
+    assert!(restart_decision(Some(&policy), Some(1), None, min).is_err());
+    assert!(restart_decision(Some(&policy), Some(1), Some(Duration::from_secs(299)), min).is_err());
+    assert!(restart_decision(None, Some(1), long, min).is_err());
+    let off = RestartPolicy {
+        enabled: false,
+        ..policy.clone()
+    };
+    assert!(restart_decision(Some(&off), Some(1), long, min).is_err());
+    // A period below the agent's floor is raised to it.
+    let short = RestartPolicy {
+        restart_attempt_period_secs: 10,
+        ..policy
+    };
+    let thirty = Some(Duration::from_secs(30));
+    assert!(restart_decision(Some(&short), Some(1), thirty, min).is_err());
+    assert_eq!(
+        restart_decision(Some(&short), Some(1), thirty, Duration::from_secs(1)),
+        Ok(())
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_eligible_exit_restarts_the_container_in_place() {
+    let mut h = Harness::new();
+    h.apply(set(1, true, vec![restarting_task("t1", 300, &[0])]))
+        .await;
+    h.until_status("t1", TaskStatus::Running).await;
+    let web = container_id("t1", "web");
+
+    pass(301).await;
+    h.fake.exit(&web, 3);
+    let report = h
+        .until("t1", "web restarted once", |r| {
+            let c = container_state(r, "web");
+            c.restart_count == 1 && c.status == ContainerStatus::Running
+        })
+        .await;
+    assert_eq!(report.last_status, TaskStatus::Running);
+    let c = container_state(&report, "web");
+    assert_eq!(c.exit_code, None, "the new process has not exited");
+    assert_eq!(c.reason, "restarted after exit code 3");
+    // The same container, a new process: no new create, no stop, no STOPPED.
+    assert_eq!(
+        h.fake.state(&web),
+        Some(ContainerState::Running { pid: 1001 })
+    );
+    let calls = h.calls();
+    assert_eq!(
+        calls
+            .iter()
+            .filter(|c| matches!(c, Call::Create(_)))
+            .count(),
+        1
+    );
+    assert!(calls.contains(&Call::Restart(web.clone())));
+    assert!(!calls.iter().any(|c| matches!(c, Call::Stop(_))));
+    assert_eq!(h.handle.board().status("t1"), Some(TaskStatus::Running));
+    // Counted on disk.
+    let record = h.store.load().expect("load").tasks[0]
+        .record
+        .clone()
+        .expect("record");
+    assert_eq!(record.containers[0].restart_count, 1);
+    assert!(record.containers[0].started_at_ms.is_some());
+
+    // The period counts from the restart: a second long run restarts again,
+    h.settle().await;
+    pass(301).await;
+    h.fake.exit(&web, 3);
+    h.until("t1", "web restarted twice", |r| {
+        container_state(r, "web").restart_count == 2
+    })
+    .await;
+    // but a crash right after a restart is a crash loop: the task stops as
+    // it always did.
+    h.fake.exit(&web, 3);
+    let stopped = h.until_status("t1", TaskStatus::Stopped).await;
+    assert_eq!(stopped.stop_code, Some(StopCode::EssentialContainerExited));
+    assert_eq!(
+        stopped.reason,
+        "Essential container \"web\" exited with code 3"
+    );
+    let c = container_state(&stopped, "web");
+    assert_eq!((c.restart_count, c.exit_code), (2, Some(3)));
+    assert_eq!(restarts(&h), 2);
+    // Never STOPPING or STOPPED until the exit that was not restarted.
+    assert_eq!(
+        h.statuses("t1"),
+        [
+            TaskStatus::Pending,
+            TaskStatus::Running,
+            TaskStatus::Stopped
+        ]
+    );
+    h.assert_forward_only();
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_ignored_exit_code_is_not_restarted() {
+    let mut h = Harness::new();
+    h.apply(set(1, true, vec![restarting_task("t1", 60, &[0, 143])]))
+        .await;
+    h.until_status("t1", TaskStatus::Running).await;
+    pass(3600).await;
+    h.fake.exit(&container_id("t1", "web"), 0);
+    let stopped = h.until_status("t1", TaskStatus::Stopped).await;
+    assert_eq!(stopped.stop_code, Some(StopCode::EssentialContainerExited));
+    assert_eq!(container_state(&stopped, "web").restart_count, 0);
+    assert_eq!(restarts(&h), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_exit_before_the_attempt_period_stops_the_task_as_before() {
+    let mut h = Harness::new();
+    h.apply(set(1, true, vec![restarting_task("t1", 300, &[])]))
+        .await;
+    h.until_status("t1", TaskStatus::Running).await;
+    pass(299).await;
+    h.fake.exit(&container_id("t1", "web"), 1);
+    let stopped = h.until_status("t1", TaskStatus::Stopped).await;
+    assert_eq!(stopped.stop_code, Some(StopCode::EssentialContainerExited));
+    assert_eq!(
+        stopped.reason,
+        "Essential container \"web\" exited with code 1"
+    );
+    assert_eq!(restarts(&h), 0);
+
+    // A period under the agent's floor (60 s by default) is raised to it.
+    h.apply(set(2, false, vec![restarting_task("t2", 10, &[])]))
+        .await;
+    h.until_status("t2", TaskStatus::Running).await;
+    pass(30).await;
+    h.fake.exit(&container_id("t2", "web"), 1);
+    h.until_status("t2", TaskStatus::Stopped).await;
+    assert_eq!(restarts(&h), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_lower_floor_lets_a_short_attempt_period_through() {
+    let config = RunnerConfig {
+        min_restart_attempt_period: Duration::from_secs(1),
+        ..RunnerConfig::default()
+    };
+    let mut h = Harness::start_with(
+        Arc::new(FakeRuntime::default()),
+        Store::temporary().expect("store"),
+        config,
+    );
+    h.apply(set(1, true, vec![restarting_task("t1", 10, &[])]))
+        .await;
+    h.until_status("t1", TaskStatus::Running).await;
+    pass(30).await;
+    h.fake.exit(&container_id("t1", "web"), 1);
+    h.until("t1", "web restarted", |r| {
+        container_state(r, "web").restart_count == 1
+    })
+    .await;
+    assert_eq!(restarts(&h), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn no_restart_once_the_task_is_to_stop() {
+    let mut h = Harness::new();
+    let a = restarting_task("t1", 60, &[]);
+    let web = container_id("t1", "web");
+    h.apply(set(1, true, vec![a.clone()])).await;
+    h.until_status("t1", TaskStatus::Running).await;
+    pass(120).await;
+    // The server wants it stopped; web takes its SIGTERM and exits (143,
+    // not ignored, long after the period) before the stop call returns.
+    h.fake.hold_stops();
+    let mut stop = a;
+    stop.desired_status = "STOPPED".into();
+    stop.last_status = "RUNNING".into();
+    h.apply(set(2, false, vec![stop])).await;
+    h.until_status("t1", TaskStatus::Stopping).await;
+    h.fake.exit(&web, 143);
+    h.settle().await;
+    assert_eq!(restarts(&h), 0);
+    h.fake.release();
+    let stopped = h.until_status("t1", TaskStatus::Stopped).await;
+    h.settle().await;
+    assert_eq!(stopped.stop_code, None);
+    assert_eq!(container_state(&stopped, "web").exit_code, Some(143));
+    assert_eq!(restarts(&h), 0);
+
+    // Nor for a task the server no longer assigns here.
+    h.apply(set(3, true, vec![restarting_task("t2", 60, &[])]))
+        .await;
+    h.until_status("t2", TaskStatus::Running).await;
+    pass(120).await;
+    h.apply(set(4, true, vec![])).await;
+    h.settle().await;
+    assert_eq!(h.handle.board().status("t2"), None);
+    assert_eq!(restarts(&h), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stop_during_a_restart_abandons_it() {
+    let mut h = Harness::new();
+    let a = restarting_task("t1", 60, &[]);
+    let web = container_id("t1", "web");
+    h.apply(set(1, true, vec![a.clone()])).await;
+    h.until_status("t1", TaskStatus::Running).await;
+    pass(61).await;
+    h.fake.hold_restarts();
+    h.fake.exit(&web, 3);
+    // Restarting: PENDING, with the exit that started it; the task RUNNING.
+    let restarting = h
+        .until("t1", "web restarting", |r| {
+            container_state(r, "web").status == ContainerStatus::Pending
+        })
+        .await;
+    assert_eq!(restarting.last_status, TaskStatus::Running);
+    let c = container_state(&restarting, "web");
+    assert_eq!(c.exit_code, Some(3));
+    assert_eq!(c.reason, "exited; being restarted by its restart policy");
+
+    let mut stop = a;
+    stop.desired_status = "STOPPED".into();
+    stop.last_status = "RUNNING".into();
+    h.apply(set(2, false, vec![stop])).await;
+    let stopped = h.until_status("t1", TaskStatus::Stopped).await;
+    h.fake.release();
+    h.settle().await;
+    let c = container_state(&stopped, "web");
+    assert_eq!((c.status.as_str(), c.restart_count), ("STOPPED", 0));
+    // The abandoned restart never started a process.
+    assert!(matches!(
+        h.fake.state(&web),
+        Some(ContainerState::Stopped(_))
+    ));
+    assert_eq!(h.handle.board().status("t1"), Some(TaskStatus::Stopped));
+    h.assert_forward_only();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_non_essential_container_restarts_too() {
+    let mut h = Harness::new();
+    let a = assignment(
+        "t1",
+        vec![
+            container("web", "web:1", true),
+            restarting(container("sidecar", "side:1", false), 60, &[]),
+        ],
+    );
+    h.apply(set(1, true, vec![a])).await;
+    h.until_status("t1", TaskStatus::Running).await;
+    pass(61).await;
+    h.fake.exit(&container_id("t1", "sidecar"), 0);
+    let report = h
+        .until("t1", "sidecar restarted", |r| {
+            container_state(r, "sidecar").restart_count == 1
+        })
+        .await;
+    assert_eq!(
+        container_state(&report, "sidecar").status,
+        ContainerStatus::Running
+    );
+    assert_eq!(container_state(&report, "web").restart_count, 0);
+    assert!(!h.calls().iter().any(|c| matches!(c, Call::Stop(_))));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_restart_stops_the_task_as_the_exit_would_have() {
+    let mut h = Harness::new();
+    h.fake.failing_restart("web");
+    h.apply(set(1, true, vec![restarting_task("t1", 60, &[])]))
+        .await;
+    h.until_status("t1", TaskStatus::Running).await;
+    pass(61).await;
+    h.fake.exit(&container_id("t1", "web"), 3);
+    let stopped = h.until_status("t1", TaskStatus::Stopped).await;
+    assert_eq!(stopped.stop_code, Some(StopCode::EssentialContainerExited));
+    assert!(
+        stopped
+            .reason
+            .starts_with("Essential container \"web\" exited with code 3: ")
+            && stopped.reason.contains("could not be restarted"),
+        "{}",
+        stopped.reason
+    );
+    let c = container_state(&stopped, "web");
+    assert_eq!((c.restart_count, c.exit_code), (0, Some(3)));
+    assert_eq!(
+        h.statuses("t1"),
+        [
+            TaskStatus::Pending,
+            TaskStatus::Running,
+            TaskStatus::Stopped
+        ]
+    );
+    h.assert_forward_only();
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_agent_restart_keeps_the_restart_count() {
+    let fake = Arc::new(FakeRuntime::default());
+    let store = Store::temporary().expect("store");
+    let web = container_id("t1", "web");
+    {
+        let mut h = Harness::start(fake.clone(), store.clone());
+        h.apply(set(1, true, vec![restarting_task("t1", 60, &[])]))
+            .await;
+        h.until_status("t1", TaskStatus::Running).await;
+        pass(61).await;
+        fake.exit(&web, 3);
+        h.until("t1", "restarted", |r| {
+            container_state(r, "web").restart_count == 1
+        })
+        .await;
+        // The agent goes away (its actors with it).
+    }
+    let mut h = Harness::start(fake.clone(), store);
+    // Known before the runtime is even asked: what a hello would say.
+    let seeded = h.handle.board().view("t1").expect("view").report;
+    let web_state = seeded
+        .containers
+        .iter()
+        .find(|c| c.name == "web")
+        .expect("web");
+    assert_eq!(web_state.restart_count, 1);
+    h.settle().await;
+    assert_eq!(restarts(&h), 1, "re-attached, not restarted again");
+    pass(61).await;
+    fake.exit(&web, 3);
+    h.until("t1", "restarted again", |r| {
+        container_state(r, "web").restart_count == 2
+    })
+    .await;
+}
+
+/// A stored one-container task whose essential `web` has a restart policy,
+/// with its record as the last agent left it.
+fn stored_restarting(
+    store: &Store,
+    task: &str,
+    status: ContainerStatus,
+    started: bool,
+    started_at_ms: Option<i64>,
+) {
+    let a = restarting_task(task, 60, &[]);
+    store.put_assignment(&a).expect("put");
+    let record = TaskRecord {
+        status: TaskStatus::Running,
+        containers: vec![ContainerRecord {
+            name: "web".into(),
+            id: Some(container_id(task, "web")),
+            status,
+            exit_code: None,
+            reason: String::new(),
+            health: Health::Unknown,
+            started,
+            restart_count: 4,
+            started_at_ms,
+        }],
+        reason: String::new(),
+        stop_code: None,
+    };
+    store.put_record(task, &record).expect("record");
+}
+
+fn wall_ms_ago(secs: i64) -> i64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970");
+    i64::try_from(now.as_millis()).expect("fits") - secs * 1000
+}
+
+#[tokio::test(start_paused = true)]
+async fn exits_while_the_agent_was_away_follow_the_policy() {
+    let store = Store::temporary().expect("store");
+    let fake = Arc::new(FakeRuntime::default());
+    let exited_now = ContainerState::Stopped(ExitStatus {
+        code: 3,
+        oom_killed: false,
+        exited_at: Some(std::time::SystemTime::now()),
+    });
+    // "long" ran 400 s before it exited; "short" 10 s.
+    fake.insert("long", "web", exited_now);
+    fake.insert("short", "web", exited_now);
+    stored_restarting(
+        &store,
+        "long",
+        ContainerStatus::Running,
+        true,
+        Some(wall_ms_ago(400)),
+    );
+    stored_restarting(
+        &store,
+        "short",
+        ContainerStatus::Running,
+        true,
+        Some(wall_ms_ago(10)),
+    );
+    let mut h = Harness::start(fake.clone(), store);
+
+    let long = h
+        .until("long", "restarted", |r| {
+            container_state(r, "web").restart_count == 5
+        })
+        .await;
+    assert_eq!(long.last_status, TaskStatus::Running);
+    assert_eq!(
+        container_state(&long, "web").status,
+        ContainerStatus::Running
+    );
+    let short = h.until_status("short", TaskStatus::Stopped).await;
+    assert_eq!(short.stop_code, Some(StopCode::EssentialContainerExited));
+    assert_eq!(container_state(&short, "web").restart_count, 4);
+    assert!(h
+        .calls()
+        .contains(&Call::Restart(container_id("long", "web"))));
+    assert!(!h
+        .calls()
+        .contains(&Call::Restart(container_id("short", "web"))));
+    assert!(!h.statuses("long").contains(&TaskStatus::Stopped));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_restart_cut_short_by_the_agent_going_away_is_finished() {
+    let store = Store::temporary().expect("store");
+    let fake = Arc::new(FakeRuntime::default());
+    // "half": the old process was collected, the new one never started.
+    // "done": the new process started, but its record was not written.
+    fake.insert("half", "web", ContainerState::Unknown);
+    fake.insert("done", "web", ContainerState::Running { pid: 77 });
+    for task in ["half", "done"] {
+        stored_restarting(
+            &store,
+            task,
+            ContainerStatus::Pending,
+            true,
+            Some(wall_ms_ago(400)),
+        );
+    }
+    let mut h = Harness::start(fake.clone(), store);
+    for task in ["half", "done"] {
+        let r = h
+            .until(task, "restarted", |r| {
+                let c = container_state(r, "web");
+                c.restart_count == 5 && c.status == ContainerStatus::Running
+            })
+            .await;
+        assert_eq!(r.last_status, TaskStatus::Running, "{task}");
+    }
+    // "done" started just now as far as anyone knows: a quick exit is not
+    // restarted.
+    fake.exit(&container_id("done", "web"), 3);
+    h.until_status("done", TaskStatus::Stopped).await;
+    h.settle().await;
+    let calls = h.calls();
+    assert!(calls.contains(&Call::Restart(container_id("half", "web"))));
+    assert!(!calls.contains(&Call::Restart(container_id("done", "web"))));
+    assert!(!h.statuses("half").contains(&TaskStatus::Stopped));
+    assert_eq!(
+        fake.state(&container_id("half", "web")),
+        Some(ContainerState::Running { pid: 1001 })
+    );
 }

@@ -71,6 +71,15 @@ impl Conv {
         let (runner, handle) =
             Runner::new(fake.clone(), store, RunnerConfig::default()).expect("runner");
         let runner = tokio::spawn(runner.run());
+        Self::attach(fake, handle, runner)
+    }
+
+    /// A conversation for a runner that has been running on its own.
+    fn attach(
+        fake: Arc<FakeRuntime>,
+        handle: RunnerHandle<FakeRuntime>,
+        runner: JoinHandle<()>,
+    ) -> Self {
         let (to_agent, inbound) = mpsc::channel(16);
         let (out, from_agent) = mpsc::channel(OUT_QUEUE);
         let (identity, mut identity_rx) = watch::channel(Some(self::identity("i-1")));
@@ -180,6 +189,8 @@ async fn hello_tells_everything_the_agent_knows() {
             reason: String::new(),
             health: Health::Healthy,
             started: true,
+            restart_count: 0,
+            started_at_ms: None,
         }],
         reason: String::new(),
         stop_code: None,
@@ -429,5 +440,70 @@ fn addresses() {
     assert_eq!(ok("[::1]:7400"), ("[::1]:7400".into(), "::1".into()));
     for bad in ["http://10.0.0.1:7400", "10.0.0.1", "", "h:1/x"] {
         assert!(parse_address(bad).is_err(), "{bad:?}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn restarts_while_disconnected_are_reported_once_connected() {
+    use crate::runner::fake::{assignment, container, restarting};
+    let fake = Arc::new(FakeRuntime::default());
+    let (runner, handle) = Runner::new(
+        fake.clone(),
+        Store::temporary().expect("store"),
+        RunnerConfig::default(),
+    )
+    .expect("runner");
+    let runner = tokio::spawn(runner.run());
+    // Assigned by an earlier session; now no session at all.
+    let a = assignment(
+        "t1",
+        vec![restarting(container("web", "web:1", true), 60, &[])],
+    );
+    handle.apply(set(1, true, vec![a])).await.expect("apply");
+    let web = container_id("t1", "web");
+    let count = |handle: &RunnerHandle<FakeRuntime>| {
+        handle
+            .board()
+            .view("t1")
+            .map(|v| v.report.containers[0].restart_count)
+    };
+    while handle.board().status("t1") != Some(TaskStatus::Running) {
+        handle.board().changed().await;
+    }
+    tokio::time::sleep(Duration::from_secs(61)).await;
+    fake.exit(&web, 3);
+    while count(&handle) != Some(1) {
+        handle.board().changed().await;
+    }
+
+    // The hello of the next session says so, the task still RUNNING...
+    let Some(Out::Hello(said)) = hello(&config(), "i-1", &handle).body else {
+        panic!("not a hello");
+    };
+    assert_eq!(said.running[0].last_status, "RUNNING");
+    assert_eq!(said.running[0].containers[0].restart_count, 1);
+    assert_eq!(said.running[0].containers[0].status, "RUNNING");
+
+    // ...and a restart during the session goes out in a status batch.
+    let mut c = Conv::attach(fake.clone(), handle, runner);
+    c.send(settings(60_000)).await;
+    tokio::time::sleep(Duration::from_secs(61)).await;
+    c.fake.exit(&web, 3);
+    loop {
+        if let Out::Status(batch) = c.next_not_heartbeat().await {
+            let restarted = batch.reports.iter().any(|r| {
+                r.task_id == "t1"
+                    && r.last_status == "RUNNING"
+                    && r.containers[0].restart_count == 2
+                    && r.containers[0].status == "RUNNING"
+            });
+            assert!(
+                batch.reports.iter().all(|r| r.last_status == "RUNNING"),
+                "{batch:?}"
+            );
+            if restarted {
+                break;
+            }
+        }
     }
 }

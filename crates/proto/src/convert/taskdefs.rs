@@ -69,6 +69,31 @@ impl From<t::ContainerDefinition> for pb::ContainerDefinition {
                 })
                 .collect(),
             readonly_root_filesystem: c.readonly_root_filesystem,
+            restart_policy: c.restart_policy.map(Into::into),
+        }
+    }
+}
+
+impl From<t::RestartPolicy> for pb::RestartPolicy {
+    fn from(p: t::RestartPolicy) -> Self {
+        Self {
+            enabled: p.enabled,
+            ignored_exit_codes: p.ignored_exit_codes,
+            restart_attempt_period: Some(p.restart_attempt_period_secs),
+        }
+    }
+}
+
+impl From<pb::RestartPolicy> for t::RestartPolicy {
+    fn from(p: pb::RestartPolicy) -> Self {
+        Self {
+            enabled: p.enabled,
+            ignored_exit_codes: p.ignored_exit_codes,
+            // Absent is ECS's default; an explicit value (even 0) is kept
+            // so validation can refuse it by name.
+            restart_attempt_period_secs: p
+                .restart_attempt_period
+                .unwrap_or(t::RestartPolicy::DEFAULT_ATTEMPT_PERIOD_SECS),
         }
     }
 }
@@ -227,6 +252,7 @@ fn container_from_wire(
             })
             .collect(),
         readonly_root_filesystem: c.readonly_root_filesystem,
+        restart_policy: c.restart_policy.map(Into::into),
     }
 }
 
@@ -358,6 +384,11 @@ mod tests {
             read_only: true,
         });
         c.readonly_root_filesystem = true;
+        c.restart_policy = Some(t::RestartPolicy {
+            enabled: true,
+            ignored_exit_codes: vec![0, 143],
+            restart_attempt_period_secs: 90,
+        });
         let mut side = t::ContainerDefinition::new("side", "localhost:5000/side:1");
         side.essential = false;
         side.depends_on.push(t::ContainerDependency {
@@ -412,5 +443,51 @@ mod tests {
                 "containerDefinitions[1].dependsOn[0].condition",
             ]
         );
+    }
+
+    #[test]
+    fn restart_policy_period_defaults_only_when_absent() {
+        let wire = pb::RestartPolicy {
+            enabled: true,
+            ignored_exit_codes: vec![1],
+            restart_attempt_period: None,
+        };
+        let policy = t::RestartPolicy::from(wire.clone());
+        assert_eq!(policy.restart_attempt_period_secs, 300);
+        assert_eq!(policy.ignored_exit_codes, vec![1]);
+        // An explicit 0 is not "absent": validation gets to refuse it.
+        let zero = pb::RestartPolicy {
+            restart_attempt_period: Some(0),
+            ..wire
+        };
+        assert_eq!(t::RestartPolicy::from(zero).restart_attempt_period_secs, 0);
+        // No policy on the wire is no policy in the domain.
+        let mut spec: pb::TaskDefinitionSpec = full_spec().into();
+        assert!(spec.container_definitions[1].restart_policy.is_none());
+        spec.container_definitions[0].restart_policy = None;
+        let back = t::TaskDefinitionSpec::try_from(spec).unwrap();
+        assert_eq!(back.container_definitions[0].restart_policy, None);
+    }
+
+    #[test]
+    fn container_restart_counts_survive_reports_and_tasks() {
+        let state = t::ContainerState {
+            name: "web".into(),
+            status: t::ContainerStatus::Running,
+            exit_code: None,
+            reason: String::new(),
+            health: t::Health::Healthy,
+            restart_count: 4,
+        };
+        let wire = pb::ContainerState::from(&state);
+        assert_eq!(wire.restart_count, 4);
+        let report = pb::TaskReport {
+            task_id: "t-1".into(),
+            last_status: "RUNNING".into(),
+            containers: vec![wire],
+            ..Default::default()
+        };
+        let back = t::TaskReport::try_from(report).unwrap();
+        assert_eq!(back.containers, vec![state]);
     }
 }

@@ -14,6 +14,7 @@ impl From<&t::ContainerState> for pb::ContainerState {
             exit_code: c.exit_code,
             reason: c.reason.clone(),
             health: c.health.as_str().to_string(),
+            restart_count: c.restart_count,
         }
     }
 }
@@ -160,6 +161,7 @@ fn container_state_from_wire(
         exit_code: c.exit_code,
         reason: c.reason,
         health: t::Health::parse(&c.health),
+        restart_count: c.restart_count,
     })
 }
 
@@ -337,6 +339,7 @@ mod tests {
                 exit_code: Some(1),
                 reason: "exited".into(),
                 health: t::Health::Unhealthy,
+                restart_count: 2,
             }],
             stop_code: Some(t::StopCode::EssentialContainerExited),
             stopped_reason: "essential container web exited".into(),

@@ -400,6 +400,11 @@ mod tests {
             host_port: None,
             protocol: crate::Protocol::Tcp,
         });
+        c.restart_policy = Some(crate::RestartPolicy {
+            enabled: true,
+            ignored_exit_codes: vec![0, -1],
+            restart_attempt_period_secs: 600,
+        });
         let command = Command::RegisterTaskDefinition {
             spec: full,
             at_ms: 3,
@@ -408,6 +413,26 @@ mod tests {
         let decoded: Command = bincode::deserialize(&bytes).unwrap();
         assert_eq!(decoded, command);
         state.apply(decoded).unwrap();
+        let report = Command::ReportTaskStatus {
+            instance_id: "i-1".into(),
+            reports: vec![crate::TaskReport {
+                task_id: "t-1".into(),
+                last_status: crate::TaskStatus::Running,
+                containers: vec![crate::ContainerState {
+                    name: "web".into(),
+                    status: crate::ContainerStatus::Running,
+                    exit_code: Some(3),
+                    reason: "restarted".into(),
+                    health: crate::Health::Unknown,
+                    restart_count: 7,
+                }],
+                reason: String::new(),
+                stop_code: None,
+            }],
+            at_ms: 4,
+        };
+        let bytes = bincode::serialize(&report).unwrap();
+        assert_eq!(bincode::deserialize::<Command>(&bytes).unwrap(), report);
         let bytes = bincode::serialize(&state).unwrap();
         let decoded: State = bincode::deserialize(&bytes).unwrap();
         assert_eq!(decoded, state);

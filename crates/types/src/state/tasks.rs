@@ -373,8 +373,19 @@ impl State {
             }
             let mut changed = false;
             if !report.containers.is_empty() && task.containers != report.containers {
-                task.containers = report.containers;
-                changed = true;
+                let mut containers = report.containers;
+                // Restart counts only grow within a task: a report that is
+                // late (or from before an agent restart) must not make a
+                // restarted container look as if it never was.
+                for c in &mut containers {
+                    if let Some(known) = task.containers.iter().find(|k| k.name == c.name) {
+                        c.restart_count = c.restart_count.max(known.restart_count);
+                    }
+                }
+                if task.containers != containers {
+                    task.containers = containers;
+                    changed = true;
+                }
             }
             let was = task.last_status;
             if task.advance(report.last_status, at_ms) {
