@@ -5,6 +5,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "berth/v1/control.proto",
         "berth/v1/identity.proto",
         "berth/v1/tasks.proto",
+        "berth/v1/services.proto",
     ]
     .map(|f| root.join(f));
     for file in &files {

@@ -113,6 +113,10 @@ pub enum Command {
     /// Tasks: running copies of task definitions.
     #[command(subcommand)]
     Task(TaskCommand),
+    /// Services: keep N tasks running (REPLICA) or one on every instance
+    /// (DAEMON), and roll them out to new revisions.
+    #[command(subcommand)]
+    Service(ServiceCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -484,6 +488,163 @@ impl From<TaskStatusFilter> for TaskStatus {
             TaskStatusFilter::Stopped => TaskStatus::Stopped,
         }
     }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ServiceCommand {
+    /// Create a service, from flags or from a file in ECS's CreateService
+    /// JSON/YAML shape (flags given as well override the file).
+    Create(ServiceCreateArgs),
+    /// Change a service: scale it, deploy another task definition, or
+    /// start a new deployment of the same one.
+    Update(ServiceUpdateArgs),
+    /// Delete a service: it drains (its tasks stop), then it is INACTIVE.
+    Delete {
+        name: String,
+        #[arg(long)]
+        cluster: Option<String>,
+        /// Delete it although its desired count is above 0.
+        #[arg(long)]
+        force: bool,
+    },
+    /// List the services of a cluster.
+    List {
+        #[arg(long)]
+        cluster: Option<String>,
+        /// Include deleted (INACTIVE) services.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Show services with their deployments, counts and latest events.
+    Describe {
+        #[arg(value_name = "NAME", required = true)]
+        names: Vec<String>,
+        #[arg(long)]
+        cluster: Option<String>,
+    },
+    /// Print a service's events, oldest first.
+    Events {
+        name: String,
+        #[arg(long)]
+        cluster: Option<String>,
+        /// Keep printing new events until interrupted.
+        #[arg(short, long)]
+        follow: bool,
+    },
+    /// List a service's deployments, current ones first.
+    Deployments {
+        name: String,
+        #[arg(long)]
+        cluster: Option<String>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SchedulingStrategyArg {
+    #[value(name = "REPLICA")]
+    Replica,
+    #[value(name = "DAEMON")]
+    Daemon,
+}
+
+/// Rollout settings that `create` and `update` share.
+#[derive(Debug, Default, Args)]
+pub struct DeploymentArgs {
+    /// Healthy tasks never drop below this percentage of the desired count
+    /// during a rollout [default: 100, DAEMON 0].
+    #[arg(long = "min-healthy-percent", value_name = "N")]
+    pub min_healthy_percent: Option<u32>,
+    /// Tasks never exceed this percentage of the desired count during a
+    /// rollout [default: 200, DAEMON 100].
+    #[arg(long = "max-percent", value_name = "N")]
+    pub max_percent: Option<u32>,
+    /// Fail a deployment whose tasks keep failing (ECS's deployment
+    /// circuit breaker).
+    #[arg(long)]
+    pub circuit_breaker: bool,
+    /// With --circuit-breaker: roll a failed deployment back to the last
+    /// one that completed.
+    #[arg(long, requires = "circuit_breaker")]
+    pub rollback: bool,
+    /// With --circuit-breaker: failed tasks that fail a deployment
+    /// [default: half the desired count, at least 10, at most 200].
+    #[arg(long, value_name = "N", requires = "circuit_breaker")]
+    pub failure_threshold: Option<u32>,
+    /// A deployment not COMPLETED after this long is FAILED (and rolled
+    /// back with --rollback) [default: 30m].
+    #[arg(long, value_name = "DURATION", value_parser = duration_arg)]
+    pub deployment_timeout: Option<Duration>,
+    /// Ignore failing health checks for this long after a task starts.
+    #[arg(long = "health-check-grace", value_name = "DURATION", value_parser = duration_arg)]
+    pub health_check_grace: Option<Duration>,
+}
+
+#[derive(Debug, Args)]
+pub struct ServiceCreateArgs {
+    /// A CreateService input file (JSON or YAML, ECS field names); `-` for
+    /// standard input.
+    #[arg(short = 'f', long = "file", value_name = "FILE")]
+    pub file: Option<PathBuf>,
+    /// The service name [required without --file].
+    #[arg(long)]
+    pub name: Option<String>,
+    #[arg(long)]
+    pub cluster: Option<String>,
+    /// The task definition: FAMILY (its latest ACTIVE revision) or
+    /// FAMILY:REVISION [required without --file].
+    #[arg(long = "taskdef", value_name = "FAMILY[:REVISION]")]
+    pub task_definition: Option<String>,
+    /// How many tasks to keep running [default: 1; not for DAEMON].
+    #[arg(long, value_name = "N")]
+    pub desired_count: Option<u32>,
+    #[arg(long, value_enum, ignore_case = true)]
+    pub scheduling_strategy: Option<SchedulingStrategyArg>,
+    /// binpack:cpu, binpack:memory, spread:instanceId,
+    /// spread:attribute:NAME or random; repeatable, applied in order.
+    #[arg(long = "placement-strategy", value_name = "STRATEGY")]
+    pub placement_strategies: Vec<String>,
+    /// distinctInstance or memberOf(EXPRESSION); repeatable.
+    #[arg(long = "placement-constraint", value_name = "CONSTRAINT")]
+    pub placement_constraints: Vec<String>,
+    #[command(flatten)]
+    pub deployment: DeploymentArgs,
+    /// A tag; repeatable.
+    #[arg(long = "tag", value_name = "KEY=VALUE", value_parser = attribute_arg)]
+    pub tags: Vec<(String, String)>,
+    /// Wait for the first deployment to complete, showing its progress.
+    #[arg(long)]
+    pub wait: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ServiceUpdateArgs {
+    pub name: String,
+    #[arg(long)]
+    pub cluster: Option<String>,
+    /// Deploy this task definition (FAMILY or FAMILY:REVISION).
+    #[arg(long = "taskdef", value_name = "FAMILY[:REVISION]")]
+    pub task_definition: Option<String>,
+    #[arg(long, value_name = "N")]
+    pub desired_count: Option<u32>,
+    /// Start a new deployment even if nothing else changed (e.g. to pull
+    /// a moved image tag again).
+    #[arg(long)]
+    pub force_new_deployment: bool,
+    /// Replace the placement strategies; repeatable.
+    #[arg(long = "placement-strategy", value_name = "STRATEGY")]
+    pub placement_strategies: Vec<String>,
+    /// Replace the placement constraints; repeatable.
+    #[arg(long = "placement-constraint", value_name = "CONSTRAINT")]
+    pub placement_constraints: Vec<String>,
+    /// Remove every placement strategy and constraint.
+    #[arg(long, conflicts_with_all = ["placement_strategies", "placement_constraints"])]
+    pub clear_placement: bool,
+    #[command(flatten)]
+    pub deployment: DeploymentArgs,
+    /// Wait until the rollout completes (exit 0) or fails (exit 1),
+    /// showing its progress.
+    #[arg(long)]
+    pub wait: bool,
 }
 
 /// `30s`, `90m`, `24h`, `7d`, for clap, which adds the flag's name to the

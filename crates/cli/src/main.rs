@@ -4,6 +4,7 @@ mod args;
 mod config;
 mod errors;
 mod output;
+mod service;
 
 use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
@@ -77,6 +78,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Activation(command) => activation(connect, format, command).await?,
         Command::Instance(command) => instance(connect, format, command).await?,
         Command::Task(command) => task(connect, format, command).await?,
+        Command::Service(command) => service::service(connect, format, command).await?,
     };
     emit(&text)
 }

@@ -40,6 +40,7 @@ pub mod backoff;
 mod endpoint;
 mod error;
 pub mod join;
+pub mod services;
 pub mod time;
 
 use std::collections::BTreeMap;

@@ -133,12 +133,6 @@ impl ClusterService for Api {
     }
 }
 
-impl ServerError {
-    fn from_field(e: FieldError) -> Self {
-        ServerError::Invalid(e.into())
-    }
-}
-
 fn parse_ref(text: &str) -> Result<TaskDefinitionRef, ServerError> {
     TaskDefinitionRef::parse(text).map_err(ServerError::from_field)
 }

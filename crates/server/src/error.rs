@@ -1,6 +1,6 @@
 //! The server's error type, mapped to a gRPC status in exactly one place.
 
-use berth_types::{StateError, ValidationErrors};
+use berth_types::{FieldError, StateError, ValidationErrors};
 use tonic::{Code, Status};
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -28,6 +28,17 @@ pub enum ServerError {
 impl ServerError {
     pub fn internal(e: impl std::fmt::Display) -> Self {
         Self::Internal(e.to_string())
+    }
+
+    /// One bad field of a request.
+    pub fn from_field(e: FieldError) -> Self {
+        Self::Invalid(e.into())
+    }
+}
+
+impl From<FieldError> for ServerError {
+    fn from(e: FieldError) -> Self {
+        Self::from_field(e)
     }
 }
 

@@ -12,7 +12,9 @@ pub mod identity;
 pub mod identity_api;
 pub mod network;
 pub mod node;
+pub mod ops;
 pub mod raft_service;
+pub mod services_api;
 pub mod session;
 pub mod tasks_api;
 pub mod tls;
@@ -199,6 +201,7 @@ impl Server {
         let api = api::Api {
             node: self.node.clone(),
         };
+        let ops = ops::Ops::new(self.node.clone());
         let raft = raft_service::RaftRpc {
             node: self.node.clone(),
         };
@@ -266,7 +269,11 @@ impl Server {
             .add_service(pb::task_service_server::TaskServiceServer::new(
                 tasks_api::TasksApi {
                     hub: self.hub.clone(),
+                    ops: ops.clone(),
                 },
+            ))
+            .add_service(pb::service_service_server::ServiceServiceServer::new(
+                services_api::ServicesApi { ops },
             ))
             .serve_with_incoming_shutdown(incoming, shutdown)
             .await;

@@ -1,125 +1,23 @@
-//! TaskService: RunTask, StartTask, StopTask, list/describe, and logs
-//! streamed from the agent through the leader's session with it.
+//! TaskService, a thin adapter over `ops::tasks`: RunTask, StartTask,
+//! StopTask, list/describe, and logs streamed from the agent through the
+//! leader's session with it.
 
 use std::pin::Pin;
 
 use berth_proto::pb;
 use berth_proto::pb::task_service_client::TaskServiceClient;
 use berth_proto::pb::task_service_server::TaskService;
-use berth_types::task::parse_override;
-use berth_types::{
-    Command, CommandOutput, FieldError, RunTasks, TaskStatus, DEFAULT_CLUSTER, MAX_TASKS_PER_RUN,
-};
 use futures::Stream;
 use tonic::{Request, Response, Status};
 
-use crate::api::now_ms;
 use crate::error::ServerError;
+use crate::ops::Ops;
 use crate::session::{leader_address, SessionHub};
-
-fn invalid(field: &str, message: impl Into<String>) -> Status {
-    ServerError::Invalid(FieldError::new(field, message).into()).into()
-}
-
-fn unexpected(output: CommandOutput) -> Status {
-    ServerError::Internal(format!("unexpected command output {output:?}")).into()
-}
-
-/// Task ids are random, so ids chosen by different proposers never clash.
-fn new_task_id() -> String {
-    berth_pki::random_hex(16)
-}
 
 #[derive(Clone)]
 pub struct TasksApi {
     pub hub: SessionHub,
-}
-
-struct Common {
-    cluster: String,
-    task_definition: String,
-    group: Option<String>,
-    started_by: String,
-    overrides: Vec<(String, String, String)>,
-    client_token: Option<String>,
-}
-
-impl Common {
-    /// The command for `count` new tasks: placed by the scheduler when
-    /// `instance_ids` is empty (RunTask), else one on each (StartTask).
-    fn into_run(
-        self,
-        count: usize,
-        instance_ids: Vec<String>,
-        placement_strategies: Vec<String>,
-        placement_constraints: Vec<String>,
-    ) -> RunTasks {
-        RunTasks {
-            cluster: self.cluster,
-            task_definition: self.task_definition,
-            task_ids: (0..count).map(|_| new_task_id()).collect(),
-            instance_ids,
-            group: self.group,
-            started_by: self.started_by,
-            placement_strategies,
-            placement_constraints,
-            overrides: self.overrides,
-            client_token: self.client_token,
-            at_ms: now_ms(),
-        }
-    }
-}
-
-fn common(
-    cluster: String,
-    task_definition: String,
-    group: String,
-    started_by: String,
-    overrides: Vec<String>,
-    client_token: String,
-) -> Result<Common, Status> {
-    if task_definition.trim().is_empty() {
-        return Err(invalid(
-            "taskDefinition",
-            "required: FAMILY or FAMILY:REVISION, e.g. web or web:3",
-        ));
-    }
-    for (field, value, max) in [
-        ("group", &group, 255),
-        ("startedBy", &started_by, 128),
-        ("clientToken", &client_token, 64),
-    ] {
-        if value.len() > max {
-            return Err(invalid(field, format!("must be at most {max} characters")));
-        }
-    }
-    let overrides = overrides
-        .iter()
-        .map(|o| parse_override(o))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| Status::from(ServerError::Invalid(e.into())))?;
-    Ok(Common {
-        cluster: if cluster.is_empty() {
-            DEFAULT_CLUSTER.to_string()
-        } else {
-            cluster
-        },
-        task_definition,
-        group: Some(group).filter(|g| !g.is_empty()),
-        started_by,
-        overrides,
-        client_token: Some(client_token).filter(|t| !t.is_empty()),
-    })
-}
-
-impl TasksApi {
-    async fn run(&self, run: RunTasks) -> Result<Vec<pb::Task>, Status> {
-        let output = self.hub.node().write(Command::RunTasks(run)).await?;
-        let CommandOutput::Tasks(tasks) = output else {
-            return Err(unexpected(output));
-        };
-        Ok(tasks.iter().map(Into::into).collect())
-    }
+    pub ops: Ops,
 }
 
 type LogStream = Pin<Box<dyn Stream<Item = Result<pb::LogChunk, Status>> + Send>>;
@@ -131,39 +29,10 @@ impl TaskService for TasksApi {
         &self,
         request: Request<pb::RunTaskRequest>,
     ) -> Result<Response<pb::RunTaskResponse>, Status> {
-        let req = request.into_inner();
-        let count = if req.count == 0 {
-            1
-        } else {
-            req.count as usize
-        };
-        if count > MAX_TASKS_PER_RUN {
-            return Err(invalid(
-                "count",
-                format!("at most {MAX_TASKS_PER_RUN} tasks per RunTask; split bigger runs"),
-            ));
-        }
-        berth_scheduler::parse_strategies(&req.placement_strategies)
-            .map_err(|e| invalid("placementStrategy", e.to_string()))?;
-        berth_scheduler::parse_constraints(&req.placement_constraints)
-            .map_err(|e| invalid("placementConstraints", e.to_string()))?;
-        let c = common(
-            req.cluster,
-            req.task_definition,
-            req.group,
-            req.started_by,
-            req.overrides,
-            req.client_token,
-        )?;
-        let run = c.into_run(
-            count,
-            Vec::new(),
-            req.placement_strategies,
-            req.placement_constraints,
-        );
-        let tasks = self.run(run).await?;
-        tracing::info!(tasks = tasks.len(), "tasks accepted");
-        Ok(Response::new(pb::RunTaskResponse { tasks }))
+        let tasks = self.ops.run_task(request.into_inner().into()).await?;
+        Ok(Response::new(pb::RunTaskResponse {
+            tasks: tasks.iter().map(Into::into).collect(),
+        }))
     }
 
     #[tracing::instrument(skip_all, fields(task_definition = %request.get_ref().task_definition))]
@@ -171,35 +40,10 @@ impl TaskService for TasksApi {
         &self,
         request: Request<pb::StartTaskRequest>,
     ) -> Result<Response<pb::StartTaskResponse>, Status> {
-        let req = request.into_inner();
-        if req.instance_ids.is_empty() {
-            return Err(invalid(
-                "instanceIds",
-                "name at least one instance (berth instance list shows them)",
-            ));
-        }
-        if req.instance_ids.len() > MAX_TASKS_PER_RUN {
-            return Err(invalid(
-                "instanceIds",
-                format!("at most {MAX_TASKS_PER_RUN} instances per StartTask"),
-            ));
-        }
-        let c = common(
-            req.cluster,
-            req.task_definition,
-            req.group,
-            req.started_by,
-            req.overrides,
-            req.client_token,
-        )?;
-        let run = c.into_run(
-            req.instance_ids.len(),
-            req.instance_ids,
-            Vec::new(),
-            Vec::new(),
-        );
-        let tasks = self.run(run).await?;
-        Ok(Response::new(pb::StartTaskResponse { tasks }))
+        let tasks = self.ops.start_task(request.into_inner().into()).await?;
+        Ok(Response::new(pb::StartTaskResponse {
+            tasks: tasks.iter().map(Into::into).collect(),
+        }))
     }
 
     #[tracing::instrument(skip_all, fields(task_id = %request.get_ref().id))]
@@ -208,22 +52,7 @@ impl TaskService for TasksApi {
         request: Request<pb::StopTaskRequest>,
     ) -> Result<Response<pb::StopTaskResponse>, Status> {
         let req = request.into_inner();
-        if req.reason.len() > 1024 {
-            return Err(invalid("reason", "must be at most 1024 characters"));
-        }
-        let output = self
-            .hub
-            .node()
-            .write(Command::StopTask {
-                task_id: req.id,
-                reason: req.reason,
-                at_ms: now_ms(),
-            })
-            .await?;
-        let CommandOutput::Task(task) = output else {
-            return Err(unexpected(output));
-        };
-        tracing::info!(task_id = %task.id, "task stop requested");
+        let task = self.ops.stop_task(req.id, req.reason).await?;
         Ok(Response::new(pb::StopTaskResponse {
             task: Some((&task).into()),
         }))
@@ -233,64 +62,24 @@ impl TaskService for TasksApi {
         &self,
         request: Request<pb::ListTasksRequest>,
     ) -> Result<Response<pb::ListTasksResponse>, Status> {
-        let req = request.into_inner();
-        let status = if req.status.is_empty() {
-            None
-        } else {
-            Some(TaskStatus::parse(&req.status).ok_or_else(|| {
-                invalid(
-                    "status",
-                    format!(
-                        "{:?} is not PROVISIONING, PENDING, RUNNING, STOPPING or STOPPED",
-                        req.status
-                    ),
-                )
-            })?)
-        };
-        let tasks = self
-            .hub
-            .node()
-            .read(|state| {
-                let matches = |t: &&berth_types::Task| {
-                    (req.cluster.is_empty() || t.cluster == req.cluster)
-                        && (req.instance_id.is_empty()
-                            || t.instance_id.as_deref() == Some(req.instance_id.as_str()))
-                        && (req.family.is_empty() || t.family == req.family)
-                        && status.is_none_or(|s| t.last_status == s)
-                };
-                let mut tasks: Vec<&berth_types::Task> = if req.instance_id.is_empty() {
-                    state.tasks().filter(matches).collect()
-                } else {
-                    // Only this instance's tasks, not a scan of all of them.
-                    let mut on: Vec<_> = state.active_tasks_on(&req.instance_id).collect();
-                    if status.is_none_or(|s| s == TaskStatus::Stopped) {
-                        on.extend(
-                            state
-                                .tasks()
-                                .filter(|t| t.last_status == TaskStatus::Stopped),
-                        );
-                    }
-                    on.into_iter().filter(matches).collect()
-                };
-                tasks.sort_by(|a, b| (a.created_at_ms, &a.id).cmp(&(b.created_at_ms, &b.id)));
-                tasks.into_iter().map(Into::into).collect()
-            })
-            .await?;
-        Ok(Response::new(pb::ListTasksResponse { tasks }))
+        let filter = request
+            .into_inner()
+            .try_into()
+            .map_err(ServerError::from_field)?;
+        let tasks = self.ops.list_tasks(filter).await?;
+        Ok(Response::new(pb::ListTasksResponse {
+            tasks: tasks.iter().map(Into::into).collect(),
+        }))
     }
 
     async fn describe_task(
         &self,
         request: Request<pb::DescribeTaskRequest>,
     ) -> Result<Response<pb::DescribeTaskResponse>, Status> {
-        let id = request.into_inner().id;
-        let task = self
-            .hub
-            .node()
-            .read(|state| state.task(&id).map(Into::into))
-            .await?
-            .ok_or_else(|| ServerError::NotFound(format!("task {id:?} not found")))?;
-        Ok(Response::new(pb::DescribeTaskResponse { task: Some(task) }))
+        let task = self.ops.describe_task(&request.into_inner().id).await?;
+        Ok(Response::new(pb::DescribeTaskResponse {
+            task: Some((&task).into()),
+        }))
     }
 
     type GetTaskLogsStream = LogStream;

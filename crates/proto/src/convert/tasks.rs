@@ -280,6 +280,81 @@ impl From<t::TaskFilter> for pb::ListTasksRequest {
     }
 }
 
+/// The launch as the server reads it: empty strings are "not set".
+fn launch_from_wire(
+    cluster: String,
+    task_definition: String,
+    group: String,
+    started_by: String,
+    overrides: Vec<String>,
+    client_token: String,
+) -> t::TaskLaunch {
+    t::TaskLaunch {
+        cluster: non_empty(cluster),
+        task_definition,
+        group: non_empty(group),
+        started_by: non_empty(started_by),
+        overrides,
+        client_token: non_empty(client_token),
+    }
+}
+
+impl From<pb::RunTaskRequest> for t::RunTaskInput {
+    fn from(r: pb::RunTaskRequest) -> Self {
+        Self {
+            launch: launch_from_wire(
+                r.cluster,
+                r.task_definition,
+                r.group,
+                r.started_by,
+                r.overrides,
+                r.client_token,
+            ),
+            count: r.count,
+            placement_strategies: r.placement_strategies,
+            placement_constraints: r.placement_constraints,
+        }
+    }
+}
+
+impl From<pb::StartTaskRequest> for t::StartTaskInput {
+    fn from(r: pb::StartTaskRequest) -> Self {
+        Self {
+            launch: launch_from_wire(
+                r.cluster,
+                r.task_definition,
+                r.group,
+                r.started_by,
+                r.overrides,
+                r.client_token,
+            ),
+            instance_ids: r.instance_ids,
+        }
+    }
+}
+
+impl TryFrom<pb::ListTasksRequest> for t::TaskFilter {
+    type Error = FieldError;
+
+    fn try_from(r: pb::ListTasksRequest) -> Result<Self, FieldError> {
+        let status = match non_empty(r.status) {
+            None => None,
+            Some(s) => Some(wire_enum(
+                "status",
+                &s,
+                t::TaskStatus::parse,
+                "PROVISIONING, PENDING, RUNNING, STOPPING or STOPPED",
+            )?),
+        };
+        Ok(Self {
+            cluster: non_empty(r.cluster),
+            instance_id: non_empty(r.instance_id),
+            family: non_empty(r.family),
+            status,
+        })
+    }
+}
+
 /// What a task-logs call asks for; a tail of 0 means everything on the
 /// wire, so `Some(0)` should be refused before it gets here.
 pub fn task_logs_request(id: &str, options: &t::LogOptions) -> pb::TaskLogsRequest {

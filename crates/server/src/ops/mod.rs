@@ -1,0 +1,45 @@
+//! The application layer: every operation of the control API as a
+//! transport-independent function over domain types. Defaults, validation
+//! that costs no Raft round, id generation and command building happen
+//! here, once; the gRPC services (and any later front end, such as an
+//! ECS-compatible HTTP API) are thin adapters that convert their wire
+//! format and call these.
+
+pub mod services;
+pub mod tasks;
+
+use berth_types::{CommandOutput, FieldError};
+
+use crate::error::ServerError;
+use crate::node::BerthNode;
+
+#[derive(Clone)]
+pub struct Ops {
+    node: BerthNode,
+}
+
+impl Ops {
+    pub fn new(node: BerthNode) -> Self {
+        Self { node }
+    }
+
+    pub fn node(&self) -> &BerthNode {
+        &self.node
+    }
+}
+
+fn invalid(field: &str, message: impl Into<String>) -> ServerError {
+    ServerError::Invalid(FieldError::new(field, message).into())
+}
+
+fn unexpected(output: CommandOutput) -> ServerError {
+    ServerError::Internal(format!("unexpected command output {output:?}"))
+}
+
+/// An optional string a person gave, bounded.
+fn check_len(field: &str, value: &str, max: usize) -> Result<(), ServerError> {
+    if value.len() > max {
+        return Err(invalid(field, format!("must be at most {max} characters")));
+    }
+    Ok(())
+}
