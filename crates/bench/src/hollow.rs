@@ -15,9 +15,11 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context, Result};
 use berth_client::backoff::Backoff;
 use berth_proto::pb;
+use berth_proto::pb::activation_service_client::ActivationServiceClient;
 use berth_proto::pb::agent_message::Body as AgentBody;
 use berth_proto::pb::agent_service_client::AgentServiceClient;
 use berth_proto::pb::agent_session_service_client::AgentSessionServiceClient;
+use berth_proto::pb::instance_service_client::InstanceServiceClient;
 use berth_proto::pb::server_message::Body as ServerBody;
 use berth_proto::tls::client_tls;
 use berth_types::{ContainerState, ContainerStatus, DesiredStatus, Health, TaskReport, TaskStatus};
@@ -29,6 +31,9 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 use tonic::transport::{Channel, Endpoint};
+
+use crate::stats::fmt_rate;
+use crate::tasks::bounded;
 
 /// How long opening a connection or a session may take.
 const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -121,6 +126,147 @@ pub async fn register(
     }
     identities.sort_by_key(|i| i.index);
     Ok(identities)
+}
+
+/// How many registrations are in flight while a fleet registers.
+pub const REGISTER_CONCURRENCY: usize = 32;
+
+/// What each hollow instance offers.
+pub struct HollowSize {
+    pub cpu_units: u32,
+    pub memory_mib: u32,
+    /// Status reports are batched for this long before they are sent.
+    pub flush: Duration,
+}
+
+/// A fleet up and recorded as connected, and how long that took.
+pub struct Launched {
+    pub fleet: Fleet,
+    pub register: Duration,
+    pub connect: Duration,
+}
+
+/// Creates an activation, registers `instances` hollow agents with it,
+/// starts their sessions, and waits until the leader records every one as
+/// connected.
+pub async fn launch(
+    leader_addr: &str,
+    servers: Vec<String>,
+    instances: usize,
+    size: HollowSize,
+    description: &str,
+) -> Result<Launched> {
+    // ---- the activation and the instances' registrations.
+    let mut activations = ActivationServiceClient::new(berth_e2e::channel(leader_addr).await?);
+    let max_registrations = u32::try_from(instances).context("too many instances")?;
+    let created = bounded(
+        "CreateActivation",
+        activations.create_activation(pb::CreateActivationRequest {
+            cluster: String::new(),
+            expires_in_secs: 3600,
+            max_registrations,
+            attributes: vec![],
+            description: description.into(),
+        }),
+    )
+    .await?;
+    let token = berth_pki::tokens::JoinToken::parse(&created.token)
+        .map_err(|e| anyhow!("the join token CreateActivation returned: {e}"))?;
+    println!("registering {instances} hollow instances ({REGISTER_CONCURRENCY} calls in flight)");
+    let t = Instant::now();
+    let identities = tokio::time::timeout(
+        Duration::from_secs(60) + Duration::from_millis(50) * instances as u32,
+        register(
+            leader_addr,
+            &token.activation_id,
+            &token.secret,
+            instances,
+            REGISTER_CONCURRENCY,
+        ),
+    )
+    .await
+    .map_err(|_| anyhow!("registering {instances} instances took too long"))??;
+    let register = t.elapsed();
+    println!(
+        "  registered in {:.1} s ({} /s)",
+        register.as_secs_f64(),
+        fmt_rate(instances as f64 / register.as_secs_f64())
+    );
+
+    // ---- the sessions.
+    let t = Instant::now();
+    let fleet = Fleet::start(
+        identities,
+        FleetConfig {
+            servers,
+            ca_pem: berth_e2e::test_pki().ca_pem.clone(),
+            cpu_units: size.cpu_units,
+            memory_mib: size.memory_mib,
+            flush: size.flush,
+        },
+    );
+    let stats = fleet.stats.clone();
+    let connect_limit = Duration::from_secs(60) + Duration::from_millis(30) * instances as u32;
+    let mut last_print = Instant::now();
+    loop {
+        let ready = stats.ready.load(Ordering::Relaxed);
+        if ready >= fleet.len() {
+            break;
+        }
+        if t.elapsed() > connect_limit {
+            bail!(
+                "only {ready} of {instances} hollow sessions were up after {:.0} s; {} session failures, the first: {}",
+                connect_limit.as_secs_f64(),
+                FleetStats::load(&stats.session_failures),
+                stats.first_failure().unwrap_or_else(|| "none".into())
+            );
+        }
+        if last_print.elapsed() > Duration::from_secs(5) {
+            println!("  {ready} of {instances} sessions up");
+            last_print = Instant::now();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Up on the bench's side; now wait for the leader to have recorded it.
+    loop {
+        let (listed, connected) = connected_instances(leader_addr).await?;
+        if connected >= instances {
+            break;
+        }
+        if t.elapsed() > connect_limit {
+            bail!(
+                "{connected} of {listed} instances are recorded as connected after {:.0} s",
+                connect_limit.as_secs_f64()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let connect = t.elapsed();
+    println!(
+        "  {instances} sessions up and recorded in {:.1} s ({} redirects followed)",
+        connect.as_secs_f64(),
+        FleetStats::load(&stats.redirects)
+    );
+    Ok(Launched {
+        fleet,
+        register,
+        connect,
+    })
+}
+
+/// (instances listed, instances recorded as connected).
+pub async fn connected_instances(addr: &str) -> Result<(usize, usize)> {
+    let mut client = InstanceServiceClient::new(berth_e2e::channel(addr).await?)
+        .max_decoding_message_size(512 * 1024 * 1024);
+    let reply = bounded(
+        "ListInstances",
+        client.list_instances(pb::ListInstancesRequest {
+            cluster: String::new(),
+        }),
+    )
+    .await?;
+    let connected = reply.instances.iter().filter(|i| i.agent_connected).count();
+    Ok((reply.instances.len(), connected))
 }
 
 pub struct FleetConfig {
@@ -223,17 +369,34 @@ impl FleetStats {
 pub struct Fleet {
     pub stats: Arc<FleetStats>,
     handles: Vec<JoinHandle<()>>,
+    /// The instance id of each session, in the order of `handles`.
+    ids: Vec<String>,
 }
 
 impl Fleet {
     pub fn start(identities: Vec<HollowIdentity>, config: FleetConfig) -> Self {
         let stats = Arc::new(FleetStats::new());
         let config = Arc::new(config);
+        let ids = identities.iter().map(|i| i.instance_id.clone()).collect();
         let handles = identities
             .into_iter()
             .map(|id| tokio::spawn(run_instance(id, config.clone(), stats.clone())))
             .collect();
-        Self { stats, handles }
+        Self {
+            stats,
+            handles,
+            ids,
+        }
+    }
+
+    /// Ends the sessions of the first `count` instances at once, as if
+    /// their hosts died; returns their instance ids.
+    pub fn kill_first(&mut self, count: usize) -> Vec<String> {
+        let count = count.min(self.handles.len());
+        for handle in &self.handles[..count] {
+            handle.abort();
+        }
+        self.ids[..count].to_vec()
     }
 
     pub fn len(&self) -> usize {

@@ -11,6 +11,7 @@ mod hollow;
 mod load;
 mod machine;
 mod raft;
+mod services;
 mod stats;
 mod tasks;
 
@@ -41,6 +42,47 @@ enum Command {
     /// with many simulated ("hollow") agents connected, on a 3-server
     /// cluster.
     Tasks(TasksArgs),
+    /// A REPLICA service on hollow agents: create to steady state, a
+    /// rolling deployment of every task, many agents lost at once, and the
+    /// leader's idle CPU, on a 3-server cluster.
+    Services(ServicesArgs),
+}
+
+#[derive(Args)]
+pub struct ServicesArgs {
+    /// Hollow instances (simulated agents).
+    #[arg(long, default_value_t = 1000)]
+    instances: usize,
+    /// The service's desired count.
+    #[arg(long, default_value_t = 10_000)]
+    tasks: u32,
+    /// Hollow agents killed at once.
+    #[arg(long, default_value_t = 100)]
+    lost: usize,
+    /// The cluster's lost_after, in seconds.
+    #[arg(long, default_value_t = 5)]
+    lost_after_secs: u64,
+    /// berthd's --agent-heartbeat.
+    #[arg(long, default_value = "1s")]
+    heartbeat: String,
+    /// Length of the idle measurement, in seconds.
+    #[arg(long, default_value_t = 10)]
+    idle_secs: u64,
+    /// Each step fails unless done within this many seconds.
+    #[arg(long, default_value_t = 120)]
+    step_timeout_secs: u64,
+    /// The whole run gives up after this many seconds.
+    #[arg(long, default_value_t = 900)]
+    timeout_secs: u64,
+    /// The file whose `services` section is rewritten.
+    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/benchmarks.md"))]
+    doc: PathBuf,
+    /// Print the results only; leave the doc alone.
+    #[arg(long)]
+    no_doc: bool,
+    /// Copy the servers' logs into this directory before they are removed.
+    #[arg(long)]
+    logs: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -157,6 +199,36 @@ async fn run(cli: Cli) -> Result<()> {
                 doc::write_section(&args.doc, "raft", &section)
                     .with_context(|| format!("writing {}", args.doc.display()))?;
                 println!("wrote the raft section of {}", args.doc.display());
+            }
+            Ok(())
+        }
+        Command::Services(args) => {
+            if args.instances == 0 || args.instances > 10_000 {
+                bail!("--instances must be 1..=10000 (one activation's limit)");
+            }
+            if args.tasks == 0 || args.tasks > berth_types::service::MAX_DESIRED_COUNT * 4 {
+                bail!("--tasks must be 1..=20000");
+            }
+            if args.lost >= args.instances {
+                bail!("--lost must be fewer than --instances");
+            }
+            if args.idle_secs == 0 || args.idle_secs > 300 || args.lost_after_secs == 0 {
+                bail!("--idle-secs must be 1..=300 and --lost-after-secs at least 1");
+            }
+            let limit = Duration::from_secs(args.timeout_secs);
+            let report = tokio::select! {
+                r = tokio::time::timeout(limit, services::run(&args)) => {
+                    r.map_err(|_| anyhow::anyhow!("the run took longer than {limit:?} (--timeout-secs); gave up"))??
+                }
+                _ = tokio::signal::ctrl_c() => bail!("interrupted"),
+            };
+            let section = report.markdown();
+            println!();
+            println!("{section}");
+            if !args.no_doc {
+                doc::write_section(&args.doc, "services", &section)
+                    .with_context(|| format!("writing {}", args.doc.display()))?;
+                println!("wrote the services section of {}", args.doc.display());
             }
             Ok(())
         }

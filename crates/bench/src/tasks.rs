@@ -11,14 +11,12 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context, Result};
 use berth_e2e::{AuthChannel, TestCluster};
 use berth_proto::pb;
-use berth_proto::pb::activation_service_client::ActivationServiceClient;
-use berth_proto::pb::instance_service_client::InstanceServiceClient;
 use berth_proto::pb::task_service_client::TaskServiceClient;
 use berth_types::TaskStatus;
 use tokio::time::Instant;
 
 use crate::cluster;
-use crate::hollow::{self, Fleet, FleetConfig, FleetStats};
+use crate::hollow::{self, FleetStats, HollowSize};
 use crate::machine::{self, CpuClock, CpuWindow, Machine};
 use crate::stats::{self, fmt_ms, fmt_rate};
 use crate::TasksArgs;
@@ -48,7 +46,6 @@ const MAX_PER_CALL: usize = 1000;
 /// Hollow agents batch their status reports this long.
 const REPORT_FLUSH: Duration = Duration::from_millis(20);
 /// Concurrent RegisterInstance calls.
-const REGISTER_CONCURRENCY: usize = 32;
 /// Between all sessions being up and the idle window.
 const SETTLE: Duration = Duration::from_secs(3);
 /// The bulk run fails when nothing moves (no task accepted, assigned or
@@ -74,9 +71,9 @@ type Tasks = TaskServiceClient<AuthChannel>;
 const SERVER_LOG: &str = "info,openraft=warn,berth_server::leader=debug";
 
 /// CPU (cores) and memory (bytes) of one process.
-struct Proc {
-    label: String,
-    cores: Option<f64>,
+pub(crate) struct Proc {
+    pub(crate) label: String,
+    pub(crate) cores: Option<f64>,
     rss: Option<u64>,
     peak: Option<u64>,
 }
@@ -169,7 +166,7 @@ fn status_error(what: &str, s: tonic::Status) -> anyhow::Error {
 }
 
 /// Bounds a call; a timeout is an error like any other.
-async fn bounded<T>(
+pub(crate) async fn bounded<T>(
     what: &str,
     call: impl std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
 ) -> Result<T> {
@@ -199,7 +196,10 @@ fn spec(family: &str) -> pb::TaskDefinitionSpec {
 }
 
 /// Memory of every watched process now, CPU from `cpu` if given.
-fn procs(watched: &[(String, u32)], cpu: Option<Vec<(String, Option<f64>)>>) -> Vec<Proc> {
+pub(crate) fn procs(
+    watched: &[(String, u32)],
+    cpu: Option<Vec<(String, Option<f64>)>>,
+) -> Vec<Proc> {
     let cpu = cpu.unwrap_or_default();
     let mut out: Vec<Proc> = watched
         .iter()
@@ -239,7 +239,7 @@ fn pct(cores: Option<f64>) -> String {
     cores.map_or("-".into(), |c| format!("{:.1}%", c * 100.0))
 }
 
-fn print_procs(title: &str, procs: &[Proc]) {
+pub(crate) fn print_procs(title: &str, procs: &[Proc]) {
     println!("  {title}:");
     for p in procs {
         println!(
@@ -408,20 +408,6 @@ fn strip_ansi(line: &str) -> String {
     out
 }
 
-async fn connected_instances(addr: &str) -> Result<(usize, usize)> {
-    let mut client = InstanceServiceClient::new(berth_e2e::channel(addr).await?)
-        .max_decoding_message_size(MAX_MESSAGE);
-    let reply = bounded(
-        "ListInstances",
-        client.list_instances(pb::ListInstancesRequest {
-            cluster: String::new(),
-        }),
-    )
-    .await?;
-    let connected = reply.instances.iter().filter(|i| i.agent_connected).count();
-    Ok((reply.instances.len(), connected))
-}
-
 pub async fn run(args: &TasksArgs) -> Result<Report> {
     let started = Instant::now();
     let instances = args.instances;
@@ -472,97 +458,20 @@ pub async fn run(args: &TasksArgs) -> Result<Report> {
     let watched = cluster::watched(&cluster, leader);
     println!("leader: server {leader} at {leader_addr}");
 
-    // ---- the activation and the instances' registrations.
-    let mut activations = ActivationServiceClient::new(berth_e2e::channel(&leader_addr).await?);
-    let max_registrations = u32::try_from(instances).context("too many instances")?;
-    let created = bounded(
-        "CreateActivation",
-        activations.create_activation(pb::CreateActivationRequest {
-            cluster: String::new(),
-            expires_in_secs: 3600,
-            max_registrations,
-            attributes: vec![],
-            description: "berth-bench tasks: hollow agents".into(),
-        }),
-    )
-    .await?;
-    let token = berth_pki::tokens::JoinToken::parse(&created.token)
-        .map_err(|e| anyhow!("the join token CreateActivation returned: {e}"))?;
-    println!("registering {instances} hollow instances ({REGISTER_CONCURRENCY} calls in flight)");
-    let t = Instant::now();
-    let identities = tokio::time::timeout(
-        Duration::from_secs(60) + Duration::from_millis(50) * instances as u32,
-        hollow::register(
-            &leader_addr,
-            &token.activation_id,
-            &token.secret,
-            instances,
-            REGISTER_CONCURRENCY,
-        ),
-    )
-    .await
-    .map_err(|_| anyhow!("registering {instances} instances took too long"))??;
-    let register = t.elapsed();
-    println!(
-        "  registered in {:.1} s ({} /s)",
-        register.as_secs_f64(),
-        fmt_rate(instances as f64 / register.as_secs_f64())
-    );
-
-    // ---- the sessions.
-    let t = Instant::now();
-    let fleet = Fleet::start(
-        identities,
-        FleetConfig {
-            servers,
-            ca_pem: berth_e2e::test_pki().ca_pem.clone(),
+    let launched = hollow::launch(
+        &leader_addr,
+        servers,
+        instances,
+        HollowSize {
             cpu_units: HOLLOW_CPU_UNITS,
             memory_mib: HOLLOW_MEMORY_MIB,
             flush: REPORT_FLUSH,
         },
-    );
+        "berth-bench tasks: hollow agents",
+    )
+    .await?;
+    let (fleet, register, connect) = (launched.fleet, launched.register, launched.connect);
     let stats = fleet.stats.clone();
-    let connect_limit = Duration::from_secs(60) + Duration::from_millis(30) * instances as u32;
-    let mut last_print = Instant::now();
-    loop {
-        let ready = stats.ready.load(Ordering::Relaxed);
-        if ready >= fleet.len() {
-            break;
-        }
-        if t.elapsed() > connect_limit {
-            bail!(
-                "only {ready} of {instances} hollow sessions were up after {:.0} s; {} session failures, the first: {}",
-                connect_limit.as_secs_f64(),
-                FleetStats::load(&stats.session_failures),
-                stats.first_failure().unwrap_or_else(|| "none".into())
-            );
-        }
-        if last_print.elapsed() > Duration::from_secs(5) {
-            println!("  {ready} of {instances} sessions up");
-            last_print = Instant::now();
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    // Up on the bench's side; now wait for the leader to have recorded it.
-    loop {
-        let (listed, connected) = connected_instances(&leader_addr).await?;
-        if connected >= instances {
-            break;
-        }
-        if t.elapsed() > connect_limit {
-            bail!(
-                "{connected} of {listed} instances are recorded as connected after {:.0} s",
-                connect_limit.as_secs_f64()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    let connect = t.elapsed();
-    println!(
-        "  {instances} sessions up and recorded in {:.1} s ({} redirects followed)",
-        connect.as_secs_f64(),
-        FleetStats::load(&stats.redirects)
-    );
 
     // ---- idle: N instances heartbeating, nothing else.
     tokio::time::sleep(SETTLE).await;
@@ -887,7 +796,7 @@ pub async fn run(args: &TasksArgs) -> Result<Report> {
             total + probes.len()
         ));
     }
-    let (listed, connected) = connected_instances(&leader_addr).await?;
+    let (listed, connected) = hollow::connected_instances(&leader_addr).await?;
     if connected != instances || listed != instances {
         notes.push(format!(
             "At the end {connected} of {listed} instances were connected, not {instances}."
@@ -1014,7 +923,7 @@ fn secs(d: Option<Duration>) -> String {
     d.map_or("-".into(), |d| format!("{:.2}", d.as_secs_f64()))
 }
 
-fn proc_table(procs: &[Proc], cpu: bool, memory: bool) -> String {
+pub(crate) fn proc_table(procs: &[Proc], cpu: bool, memory: bool) -> String {
     let mut head = "| Process |".to_string();
     let mut rule = "|---|".to_string();
     if cpu {
@@ -1152,7 +1061,7 @@ impl Report {
              `berthd pki init/issue`.\n\
              - {n} *hollow agents* in the bench process, all on one tokio runtime ({} threads \
              in the bench at the end): each made its own key and CSR, registered with \
-             `AgentService.RegisterInstance` against one activation ({REGISTER_CONCURRENCY} \
+             `AgentService.RegisterInstance` against one activation ({} \
              registrations in flight), and holds its own mutual-TLS HTTP/2 connection with its \
              instance certificate and one `AgentSessionService.Session` stream. Instance i \
              first dials server i mod 3 and follows the `Redirect` to the leader. Each offers \
@@ -1180,6 +1089,7 @@ impl Report {
              - Percentiles are nearest-rank over this run's samples.\n\n",
             self.heartbeat,
             self.bench_threads.map_or("-".into(), |t| t.to_string()),
+            hollow::REGISTER_CONCURRENCY,
             HOLLOW_CPU_UNITS,
             HOLLOW_MEMORY_MIB,
             REPORT_FLUSH.as_millis(),

@@ -42,14 +42,17 @@ impl Controller for Liveness {
             if instance.status != InstanceStatus::Active {
                 continue;
             }
-            let alive = agents
-                .last_heartbeat_ms(&instance.id)
-                .is_some_and(|at| now.saturating_sub(at) < self.disconnect_after_ms);
+            let last_heartbeat = agents.last_heartbeat_ms(&instance.id);
+            let alive =
+                last_heartbeat.is_some_and(|at| now.saturating_sub(at) < self.disconnect_after_ms);
             if instance.agent_connected {
                 if !alive {
+                    // Last seen at its last heartbeat (when this leader
+                    // heard one), so `lost_after` counts from then, not
+                    // from when the silence was noticed.
                     commands.push(Command::InstanceDisconnected {
                         instance_id: instance.id.clone(),
-                        at_ms: now,
+                        at_ms: last_heartbeat.unwrap_or(now).min(now),
                     });
                 }
                 continue;
@@ -240,6 +243,32 @@ mod tests {
                 .collect();
             assert_eq!(kinds, *expected, "{what}");
         }
+    }
+
+    #[test]
+    fn lost_after_counts_from_the_last_heartbeat() {
+        let state = state(None);
+        let mut beats = Heartbeats::default();
+        beats.0.insert("i-1".into(), (NOW - 16_000, NOW - 60_000));
+        let mut inputs = Inputs::new(NOW, 1, &beats);
+        inputs.leader_since_ms = 0;
+        let commands = controller().reconcile(&state, &inputs);
+        assert_eq!(
+            commands,
+            [Command::InstanceDisconnected {
+                instance_id: "i-1".into(),
+                at_ms: NOW - 16_000
+            }]
+        );
+        // Unheard by this leader: last seen now.
+        let none = Heartbeats::default();
+        let mut inputs = Inputs::new(NOW, 1, &none);
+        inputs.leader_since_ms = 0;
+        let commands = controller().reconcile(&state, &inputs);
+        assert!(matches!(
+            commands[..],
+            [Command::InstanceDisconnected { at_ms: NOW, .. }]
+        ));
     }
 
     #[test]

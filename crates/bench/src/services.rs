@@ -1,0 +1,426 @@
+//! `berth-bench services`: a REPLICA service of many tasks on hollow agents
+//! and a 3-server cluster: create to steady state, a rolling deployment of
+//! every task to a new revision, the replacement of the tasks of many
+//! agents killed at once, and the leader's CPU while the service is steady.
+
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Result};
+use berth_client::{BerthClient, ClientConfig};
+use berth_proto::pb;
+use berth_types::service::{
+    CreateServiceInput, DeploymentConfigurationInput, ServiceDescription, UpdateServiceInput,
+};
+use berth_types::RolloutState;
+use tokio::time::Instant;
+
+use crate::cluster;
+use crate::hollow::{self, FleetStats, HollowSize};
+use crate::machine::{self, CpuClock, CpuWindow, Machine};
+use crate::tasks::{bounded, print_procs, proc_table, procs, Proc};
+use crate::ServicesArgs;
+
+const SERVERS: u64 = 3;
+const FAMILY: &str = "hollow-svc";
+const SERVICE: &str = "bench";
+const TARGET_CREATE: Duration = Duration::from_secs(3);
+const TARGET_ROLLOUT: Duration = Duration::from_secs(15);
+/// Replacement of lost tasks: at most lost_after plus this.
+const TARGET_REPLACE_SLACK: Duration = Duration::from_secs(3);
+const TARGET_IDLE_LEADER_CORES: f64 = 0.10;
+/// Each hollow instance takes up to 64 tasks of 16 units / 16 MiB.
+const HOLLOW_CPU_UNITS: u32 = 1024;
+const HOLLOW_MEMORY_MIB: u32 = 1024;
+const TASK_CPU_UNITS: u32 = 16;
+const TASK_MEMORY_MIB: u32 = 16;
+const REPORT_FLUSH: Duration = Duration::from_millis(20);
+const POLL: Duration = Duration::from_millis(50);
+const SERVER_LOG: &str = "info,openraft=warn";
+
+pub struct Report {
+    machine: Machine,
+    instances: usize,
+    tasks: u32,
+    lost: usize,
+    lost_after_secs: u64,
+    heartbeat: String,
+    idle_secs: u64,
+    register: Duration,
+    connect: Duration,
+    create: Duration,
+    rollout: Duration,
+    lost_tasks: usize,
+    replace: Duration,
+    loss_seen: Duration,
+    idle: Vec<Proc>,
+    during_rollout: Vec<Proc>,
+    notes: Vec<String>,
+    elapsed: Duration,
+}
+
+fn spec(family: &str, marker: &str) -> pb::TaskDefinitionSpec {
+    let mut container = berth_types::ContainerDefinition::new("app", "localhost:5000/bench/app:1");
+    container.cpu = TASK_CPU_UNITS;
+    container.memory = Some(TASK_MEMORY_MIB);
+    container.environment = vec![berth_types::KeyValuePair {
+        name: "REVISION".into(),
+        value: marker.into(),
+    }];
+    berth_types::TaskDefinitionSpec {
+        family: family.into(),
+        container_definitions: vec![container],
+        cpu: None,
+        memory: None,
+        network_mode: Default::default(),
+        volumes: vec![],
+        tags: vec![],
+    }
+    .into()
+}
+
+/// Polls the service until `done` says so or `limit` passes; returns the
+/// time from `since` to the first description that satisfied it.
+async fn until(
+    client: &BerthClient,
+    since: Instant,
+    limit: Duration,
+    what: &str,
+    mut done: impl FnMut(&ServiceDescription) -> bool,
+) -> Result<Duration> {
+    loop {
+        match client.describe_service("", SERVICE).await {
+            Ok(d) if done(&d) => return Ok(since.elapsed()),
+            Ok(d) if since.elapsed() > limit => bail!(
+                "{what}: not done after {limit:?}: {} running, {} pending, deployments {:?}; latest event: {:?}",
+                d.running_count,
+                d.pending_count,
+                d.deployments
+                    .iter()
+                    .map(|x| (x.deployment.rollout_state, x.counts.running))
+                    .collect::<Vec<_>>(),
+                d.service.events.first().map(|e| &e.message)
+            ),
+            // A read that failed (a slow moment) is simply tried again.
+            _ if since.elapsed() > limit => bail!("{what}: no answer within {limit:?}"),
+            _ => {}
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+fn steady(d: &ServiceDescription, tasks: u32, taskdef: &str) -> bool {
+    d.running_count == tasks
+        && d.pending_count == 0
+        && d.service.steady
+        && d.service.deployments.len() == 1
+        && d.service.task_definition == taskdef
+        && d.service
+            .primary()
+            .is_some_and(|p| p.rollout_state == RolloutState::Completed)
+}
+
+pub async fn run(args: &ServicesArgs) -> Result<Report> {
+    let started = Instant::now();
+    let per_instance = (HOLLOW_CPU_UNITS / TASK_CPU_UNITS) as usize;
+    // A rollout at maximumPercent 200 needs room for twice the tasks, and
+    // the lost instances' tasks must fit on the others.
+    let room = (args.instances - args.lost) * per_instance;
+    if (args.tasks as usize) * 2 > args.instances * per_instance || args.tasks as usize > room {
+        bail!(
+            "{} tasks need more room than {} hollow instances of {per_instance} tasks offer (twice the tasks for the rollout, and the tasks on the {} survivors)",
+            args.tasks, args.instances, args.instances - args.lost
+        );
+    }
+    let machine = machine::describe();
+    println!(
+        "machine: {} x {}, {}, {}",
+        machine.nproc, machine.cpu_model, machine.memory, machine.kernel
+    );
+    let clock = CpuClock::new();
+    let _pki = cluster::PkiCleanup;
+    let mut cluster = cluster::start(
+        SERVERS,
+        &[],
+        &[
+            "--agent-heartbeat",
+            args.heartbeat.as_str(),
+            "--log",
+            SERVER_LOG,
+        ],
+    )
+    .await?;
+    let leader = cluster.wait_for_leader(Duration::from_secs(15)).await?;
+    let leader_addr = cluster.addr(leader);
+    let servers: Vec<String> = cluster.servers.values().map(|s| s.addr.clone()).collect();
+    let watched = cluster::watched(&cluster, leader);
+    println!("leader: server {leader} at {leader_addr}");
+    let mut admin = berth_e2e::clusters(&leader_addr).await?;
+    bounded(
+        "UpdateCluster",
+        admin.update_cluster(pb::UpdateClusterRequest {
+            name: berth_types::DEFAULT_CLUSTER.into(),
+            lost_after_secs: Some(args.lost_after_secs),
+            task_retention_secs: None,
+        }),
+    )
+    .await?;
+    let mut defs = berth_e2e::taskdefs(&leader_addr).await?;
+    for marker in ["1", "2"] {
+        bounded(
+            "RegisterTaskDefinition",
+            defs.register_task_definition(pb::RegisterTaskDefinitionRequest {
+                spec: Some(spec(FAMILY, marker)),
+            }),
+        )
+        .await?;
+    }
+
+    let launched = hollow::launch(
+        &leader_addr,
+        servers.clone(),
+        args.instances,
+        HollowSize {
+            cpu_units: HOLLOW_CPU_UNITS,
+            memory_mib: HOLLOW_MEMORY_MIB,
+            flush: REPORT_FLUSH,
+        },
+        "berth-bench services: hollow agents",
+    )
+    .await?;
+    let mut fleet = launched.fleet;
+    let pki = berth_e2e::test_pki();
+    let client = BerthClient::new(
+        ClientConfig::new(servers.clone())
+            .with_ca(pki.ca_pem.clone())
+            .with_token(pki.admin_token.clone()),
+    )?;
+    let limit = Duration::from_secs(args.step_timeout_secs);
+
+    // ---- create to steady state.
+    let tasks = args.tasks;
+    println!(
+        "CreateService of {tasks} tasks on {} instances",
+        args.instances
+    );
+    let t0 = Instant::now();
+    client
+        .create_service(&CreateServiceInput {
+            name: SERVICE.into(),
+            task_definition: format!("{FAMILY}:1"),
+            desired_count: Some(tasks),
+            ..Default::default()
+        })
+        .await?;
+    let create = until(&client, t0, limit, "create", |d| {
+        steady(d, tasks, &format!("{FAMILY}:1"))
+    })
+    .await?;
+    println!("  steady after {:.2} s", create.as_secs_f64());
+
+    // ---- idle with the service steady.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    println!(
+        "idle with {tasks} service tasks: measuring {} s",
+        args.idle_secs
+    );
+    let window = CpuWindow::start(&clock, &watched);
+    tokio::time::sleep(Duration::from_secs(args.idle_secs)).await;
+    let idle = procs(&watched, Some(window.finish()));
+    print_procs("idle", &idle);
+
+    // ---- a rolling deployment of every task.
+    println!("UpdateService to {FAMILY}:2, minimum 50% / maximum 200%");
+    let window = CpuWindow::start(&clock, &watched);
+    let t0 = Instant::now();
+    client
+        .update_service(&UpdateServiceInput {
+            name: SERVICE.into(),
+            task_definition: Some(format!("{FAMILY}:2")),
+            deployment_configuration: DeploymentConfigurationInput {
+                minimum_healthy_percent: Some(50),
+                maximum_percent: Some(200),
+                ..Default::default()
+            },
+            ..Default::default()
+        })
+        .await?;
+    let rollout = until(&client, t0, limit, "rollout", |d| {
+        steady(d, tasks, &format!("{FAMILY}:2"))
+    })
+    .await?;
+    let during_rollout = procs(&watched, Some(window.finish()));
+    println!("  COMPLETED after {:.2} s", rollout.as_secs_f64());
+    print_procs("during the rollout", &during_rollout);
+
+    // ---- many agents die at once.
+    let all = client
+        .list_tasks(&berth_types::TaskFilter {
+            status: Some(berth_types::TaskStatus::Running),
+            ..Default::default()
+        })
+        .await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let killed = fleet.kill_first(args.lost);
+    let lost_tasks = all
+        .iter()
+        .filter(|t| t.instance_id.as_ref().is_some_and(|i| killed.contains(i)))
+        .count();
+    println!(
+        "killed {} hollow agents holding {lost_tasks} tasks (lost_after {} s)",
+        killed.len(),
+        args.lost_after_secs
+    );
+    let t0 = Instant::now();
+    let mut loss_seen = None;
+    let replace = until(&client, t0, limit, "replacement", |d| {
+        if loss_seen.is_none() && !d.service.steady {
+            loss_seen = Some(t0.elapsed());
+        }
+        loss_seen.is_some() && steady(d, tasks, &format!("{FAMILY}:2"))
+    })
+    .await?;
+    let loss_seen = loss_seen.ok_or_else(|| anyhow!("the loss was never seen"))?;
+    println!(
+        "  lost tasks stopped after {:.2} s, all {tasks} RUNNING again after {:.2} s",
+        loss_seen.as_secs_f64(),
+        replace.as_secs_f64()
+    );
+
+    let mut notes = Vec::new();
+    let stats = &fleet.stats;
+    let failures = FleetStats::load(&stats.session_failures);
+    if failures > args.lost as u64 {
+        notes.push(format!(
+            "{failures} hollow session failures (the {} killed ones end theirs); the first: {}",
+            args.lost,
+            stats.first_failure().unwrap_or_default()
+        ));
+    }
+    drop(fleet);
+    cluster::stop(cluster, args.logs.as_deref(), "services")?;
+    Ok(Report {
+        machine,
+        instances: args.instances,
+        tasks,
+        lost: args.lost,
+        lost_after_secs: args.lost_after_secs,
+        heartbeat: args.heartbeat.clone(),
+        idle_secs: args.idle_secs,
+        register: launched.register,
+        connect: launched.connect,
+        create,
+        rollout,
+        lost_tasks,
+        replace,
+        loss_seen,
+        idle,
+        during_rollout,
+        notes,
+        elapsed: started.elapsed(),
+    })
+}
+
+fn yes_no(met: bool) -> &'static str {
+    if met {
+        "yes"
+    } else {
+        "**no**"
+    }
+}
+
+impl Report {
+    pub fn markdown(&self) -> String {
+        let m = &self.machine;
+        let mut s = String::new();
+        s.push_str("## Services on hollow agents: `berth-bench services`\n\n");
+        s.push_str(&format!("Measured {} (`date -u`).\n\n", m.date));
+        s.push_str(
+            "### Reproduce\n\n```sh\ncargo build --release -p berth-server -p berth-bench\n",
+        );
+        s.push_str(&format!(
+            "./target/release/berth-bench services --instances {} --tasks {} --lost {} --lost-after-secs {}\n```\n\n",
+            self.instances, self.tasks, self.lost, self.lost_after_secs
+        ));
+        s.push_str(&format!(
+            "The run took {} s and rewrites only this section (`--no-doc` leaves it alone).\n\n",
+            self.elapsed.as_secs()
+        ));
+        s.push_str("### Machine\n\n| nproc | CPU | Memory | Kernel |\n|---:|---|---|---|\n");
+        s.push_str(&format!(
+            "| {} | {} | {} | {} |\n\n",
+            m.nproc, m.cpu_model, m.memory, m.kernel
+        ));
+        s.push_str("### Targets\n\n| Target (from the issue) | Required | Measured | Met |\n|---|---|---:|---|\n");
+        s.push_str(&format!(
+            "| REPLICA service of {} tasks, CreateService to steady state | at most {} s | {:.2} s | {} |\n",
+            self.tasks,
+            TARGET_CREATE.as_secs(),
+            self.create.as_secs_f64(),
+            yes_no(self.create <= TARGET_CREATE)
+        ));
+        s.push_str(&format!(
+            "| Rolling deployment of all {} tasks, minimum 50 / maximum 200, to COMPLETED | at most {} s | {:.2} s | {} |\n",
+            self.tasks,
+            TARGET_ROLLOUT.as_secs(),
+            self.rollout.as_secs_f64(),
+            yes_no(self.rollout <= TARGET_ROLLOUT)
+        ));
+        let replace_target = Duration::from_secs(self.lost_after_secs) + TARGET_REPLACE_SLACK;
+        s.push_str(&format!(
+            "| {} hollow agents killed at once ({} tasks), lost_after {} s: every lost task replaced and RUNNING | at most {} s | {:.2} s | {} |\n",
+            self.lost,
+            self.lost_tasks,
+            self.lost_after_secs,
+            replace_target.as_secs(),
+            self.replace.as_secs_f64(),
+            yes_no(self.replace <= replace_target)
+        ));
+        let idle_leader = self
+            .idle
+            .iter()
+            .find(|p| p.label.starts_with("leader"))
+            .and_then(|p| p.cores);
+        s.push_str(&format!(
+            "| Idle leader CPU with the service steady | under {:.0}% of one core | {} | {} |\n\n",
+            TARGET_IDLE_LEADER_CORES * 100.0,
+            idle_leader.map_or("-".into(), |c| format!("{:.1}%", c * 100.0)),
+            yes_no(idle_leader.is_some_and(|c| c < TARGET_IDLE_LEADER_CORES))
+        ));
+        s.push_str("### CPU and memory\n\nIdle with the service steady:\n\n");
+        s.push_str(&proc_table(&self.idle, true, true));
+        s.push_str("\nDuring the rolling deployment:\n\n");
+        s.push_str(&proc_table(&self.during_rollout, true, true));
+        s.push_str("\n### How it was measured, and what limits the figures\n\n");
+        s.push_str(&format!(
+            "- 3 berthd servers (release build, default Raft timings, `--agent-heartbeat {}`) and \
+             {} hollow agents in the bench process (registered in {:.1} s, sessions up in {:.1} s), \
+             each offering {HOLLOW_CPU_UNITS} CPU units and {HOLLOW_MEMORY_MIB} MiB and reporting a \
+             task RUNNING as soon as it is assigned and STOPPED as soon as it is asked to stop \
+             (reports batched for {} ms). Tasks reserve {TASK_CPU_UNITS} units and \
+             {TASK_MEMORY_MIB} MiB.\n\
+             - Each time is from the call (or the kill) to the first DescribeServices answer \
+             (polled every {} ms through the client, any server) showing the desired count \
+             RUNNING, nothing pending, one COMPLETED deployment and the steady state.\n\
+             - The replacement clock starts at the kill; berthd notices the silence after \
+             three heartbeat periods, and declares the instances lost `lost_after` after their \
+             last heartbeat (the loss was first seen after {:.2} s), so the figure is \
+             `lost_after` plus the time to stop, re-place and report {} tasks.\n\
+             - Idle CPU over {} s from `/proc/PID/stat`; everything shares the machine's {} \
+             cores, so the figures move with whatever else runs (see *other*).\n",
+            self.heartbeat,
+            self.instances,
+            self.register.as_secs_f64(),
+            self.connect.as_secs_f64(),
+            REPORT_FLUSH.as_millis(),
+            POLL.as_millis(),
+            self.loss_seen.as_secs_f64(),
+            self.lost_tasks,
+            self.idle_secs,
+            m.nproc
+        ));
+        for note in &self.notes {
+            s.push_str(&format!("- Note: {note}\n"));
+        }
+        s
+    }
+}
