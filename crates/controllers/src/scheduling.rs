@@ -155,7 +155,13 @@ pub fn decide(state: &State, seed: u64) -> (Vec<TaskPlacement>, Vec<(String, Str
             }
         }
         for u in &plan.unplaced {
-            let reason = u.reason.to_string();
+            // The binding reason, then how many instances each filter
+            // ruled out, so a person sees what to change.
+            let reason = if u.filtered.is_empty() {
+                u.reason.to_string()
+            } else {
+                format!("{}; {}", u.reason, u.filtered)
+            };
             for index in u.task_indexes.clone() {
                 let Some(id) = ids.get(index as usize) else {
                     continue;
@@ -346,6 +352,11 @@ mod tests {
         assert!(placements.iter().all(|p| p.instance_id == "i-b"));
         assert_eq!(unplaced.len(), 1);
         assert!(unplaced[0].1.contains("256"), "{}", unplaced[0].1);
+        assert!(
+            unplaced[0].1.ends_with("instances filtered out: 1 by memberOf(attribute:zone == b), 1 lacking memory"),
+            "{}",
+            unplaced[0].1
+        );
         let out = state
             .apply(Command::PlaceTasks {
                 placements,

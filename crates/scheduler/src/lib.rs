@@ -29,7 +29,7 @@ pub use place::{
     place, place_with_limit, Placement, PlacementPlan, PlacementRequest, Unplaced,
     DEFAULT_SAMPLE_LIMIT,
 };
-pub use reason::{Census, Exclusion, StatusCounts, Unplaceable};
+pub use reason::{Census, Exclusion, Filtered, StatusCounts, Unplaceable};
 pub use resources::{
     reserve, CapacityError, HostPort, InstanceCapacity, PlacementConflict, Reservation, Resources,
 };

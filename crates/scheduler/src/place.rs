@@ -55,7 +55,7 @@ use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
 use crate::expr::Expr;
-use crate::reason::{Census, Exclusion, StatusCounts, Unplaceable};
+use crate::reason::{Census, Exclusion, Filtered, StatusCounts, Unplaceable};
 use crate::resources::{reserve, HostPort, Reservation, Resources};
 use crate::spec::{Constraint, Resource, SpreadField, Strategy};
 use crate::view::{index_u32, AttrIndex, ClusterView, InstanceFacts, InstanceState};
@@ -126,6 +126,8 @@ pub struct Placement {
 pub struct Unplaced {
     pub task_indexes: Range<u32>,
     pub reason: Unplaceable,
+    /// How many instances each filter ruled out.
+    pub filtered: Filtered,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -185,6 +187,7 @@ pub fn place_with_limit(
         plan.unplaced.push(Unplaced {
             task_indexes: 0..request.count,
             reason: Unplaceable::NoInstances,
+            filtered: Filtered::default(),
         });
         return plan;
     }
@@ -202,6 +205,7 @@ pub fn place_with_limit(
                 plan.unplaced.push(Unplaced {
                     task_indexes: task..request.count,
                     reason,
+                    filtered: std::mem::take(&mut decision.filtered),
                 });
                 break;
             }
@@ -496,6 +500,8 @@ struct Decision<'a> {
     stamp: Vec<u32>,
     task_stamp: u32,
     candidates: Vec<u32>,
+    /// What the last diagnosis found, per filter.
+    filtered: Filtered,
 }
 
 impl<'a> Decision<'a> {
@@ -580,6 +586,7 @@ impl<'a> Decision<'a> {
             stamp: vec![0; n],
             task_stamp: 0,
             candidates: Vec::new(),
+            filtered: Filtered::default(),
         }
     }
 
@@ -952,6 +959,10 @@ impl<'a> Decision<'a> {
     fn diagnose(&mut self) -> Result<u32, Unplaceable> {
         let statuses = StatusCounts::from_array(self.view.status_counts());
         if statuses.active == 0 {
+            self.filtered = Filtered {
+                not_active: statuses.draining + statuses.disconnected + statuses.inactive,
+                ..Filtered::default()
+            };
             return Err(Unplaceable::NoActiveInstance { statuses });
         }
         let r = &self.req.reservation;
@@ -999,6 +1010,20 @@ impl<'a> Decision<'a> {
                 return Ok(i);
             }
         }
+        self.filtered = Filtered {
+            not_active: statuses.draining + statuses.disconnected + statuses.inactive,
+            constraints: constraints
+                .iter()
+                .zip(&excluded)
+                .map(|(c, &n)| Exclusion {
+                    constraint: c.to_string(),
+                    instances: n,
+                })
+                .collect(),
+            memory: lacking_memory,
+            cpu: lacking_cpu,
+            ports: with_room,
+        };
         if eligible == 0 {
             return Err(Unplaceable::Constraints {
                 group: self.req.group.clone(),

@@ -196,3 +196,49 @@ fn ports_message(ports: &[HostPort], on_every: bool, checked: u32) -> String {
         ),
     }
 }
+
+/// How many instances each filter ruled out for an unplaced task, in the
+/// order the filters apply: not ACTIVE, each constraint (an instance counts
+/// toward the first it fails), then memory, CPU (an instance short of both
+/// counts toward both) and host ports among those with room.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Filtered {
+    pub not_active: u32,
+    pub constraints: Vec<Exclusion>,
+    pub memory: u32,
+    pub cpu: u32,
+    pub ports: u32,
+}
+
+impl Filtered {
+    pub fn is_empty(&self) -> bool {
+        self.not_active == 0
+            && self.constraints.iter().all(|c| c.instances == 0)
+            && self.memory == 0
+            && self.cpu == 0
+            && self.ports == 0
+    }
+}
+
+/// `instances filtered out: 1 not ACTIVE, 2 by memberOf(...), 3 lacking memory`
+impl fmt::Display for Filtered {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut parts = Vec::new();
+        if self.not_active > 0 {
+            parts.push(format!("{} not ACTIVE", self.not_active));
+        }
+        for c in self.constraints.iter().filter(|c| c.instances > 0) {
+            parts.push(format!("{} by {}", c.instances, c.constraint));
+        }
+        if self.memory > 0 {
+            parts.push(format!("{} lacking memory", self.memory));
+        }
+        if self.cpu > 0 {
+            parts.push(format!("{} lacking CPU", self.cpu));
+        }
+        if self.ports > 0 {
+            parts.push(format!("{} with a needed host port in use", self.ports));
+        }
+        write!(f, "instances filtered out: {}", parts.join(", "))
+    }
+}

@@ -113,3 +113,37 @@ fn reasons_serialize_for_the_api() {
     let back: berth_scheduler::PlacementPlan = serde_json::from_str(&json).unwrap();
     assert_eq!(back, plan);
 }
+
+#[test]
+fn every_filter_says_how_many_instances_it_ruled_out() {
+    // 1 DRAINING; 2 in zone b (the constraint wants a); in zone a: 1 short of
+    // memory, 1 short of CPU and memory, 1 with the host port taken.
+    let port = berth_scheduler::HostPort::tcp(8080);
+    let mut web = Reservation::new(256, 512);
+    web.ports = vec![port];
+    let h = Harness::new()
+        .instances(1, 4096, 4096)
+        .status(InstanceState::Draining)
+        .instances(2, 4096, 4096)
+        .with_attr("zone", "b")
+        .instances(1, 4096, 256)
+        .with_attr("zone", "a")
+        .instances(1, 128, 256)
+        .with_attr("zone", "a")
+        .instances(1, 4096, 4096)
+        .with_attr("zone", "a")
+        .running("i-005", "other", &web);
+    let mut request = req("web", 256, 512, 1).constraint("memberOf(attribute:zone == a)");
+    request.reservation.ports = vec![port];
+    let plan = h.place(&request);
+    let filtered = &plan.unplaced[0].filtered;
+    assert_eq!(filtered.not_active, 1);
+    assert_eq!(filtered.constraints[0].instances, 2);
+    assert_eq!((filtered.memory, filtered.cpu, filtered.ports), (2, 1, 1));
+    assert_eq!(
+        filtered.to_string(),
+        "instances filtered out: 1 not ACTIVE, 2 by memberOf(attribute:zone == a), 2 lacking memory, 1 lacking CPU, 1 with a needed host port in use"
+    );
+    // Placeable requests carry no breakdown.
+    assert!(h.place(&req("web", 0, 0, 1)).unplaced.is_empty());
+}
