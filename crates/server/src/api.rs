@@ -1,7 +1,7 @@
-//! The control API. Handlers validate, then either propose a command
-//! (`BerthNode::write`) or pass a read barrier and read the applied state.
+//! ClusterService and TaskDefinitionService, thin adapters over
+//! `ops::clusters` and `ops::taskdefs`; and ControlPlaneService (the Raft
+//! membership and status of the servers themselves).
 
-use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use berth_proto::pb;
@@ -9,10 +9,7 @@ use berth_proto::pb::cluster_service_server::ClusterService;
 use berth_proto::pb::control_plane_service_client::ControlPlaneServiceClient;
 use berth_proto::pb::control_plane_service_server::ControlPlaneService;
 use berth_proto::pb::task_definition_service_server::TaskDefinitionService;
-use berth_types::{
-    validate, ClusterSettings, Command, CommandOutput, FieldError, TaskDefinitionFamily,
-    TaskDefinitionRef, TaskDefinitionSpec, TaskDefinitionStatus,
-};
+use berth_types::{FieldError, TaskDefinitionSpec, TaskDefinitionStatus};
 use tonic::{Request, Response, Status};
 
 use crate::error::ServerError;
@@ -24,13 +21,10 @@ pub fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
-fn unexpected(output: CommandOutput) -> Status {
-    ServerError::Internal(format!("unexpected command output {output:?}")).into()
-}
-
 #[derive(Clone)]
 pub struct Api {
     pub node: BerthNode,
+    pub ops: crate::ops::Ops,
 }
 
 #[tonic::async_trait]
@@ -41,30 +35,17 @@ impl ClusterService for Api {
         request: Request<pb::CreateClusterRequest>,
     ) -> Result<Response<pb::CreateClusterResponse>, Status> {
         let req = request.into_inner();
-        validate::check_name("name", &req.name).map_err(ServerError::from_field)?;
-        let defaults = ClusterSettings::default();
-        let settings = ClusterSettings {
-            lost_after_secs: Some(req.lost_after_secs)
-                .filter(|s| *s > 0)
-                .unwrap_or(defaults.lost_after_secs),
-            task_retention_secs: Some(req.task_retention_secs)
-                .filter(|s| *s > 0)
-                .unwrap_or(defaults.task_retention_secs),
-        };
-        match self
-            .node
-            .write(Command::CreateCluster {
-                name: req.name,
-                settings,
-                at_ms: now_ms(),
-            })
-            .await?
-        {
-            CommandOutput::Cluster(c) => Ok(Response::new(pb::CreateClusterResponse {
-                cluster: Some(c.into()),
-            })),
-            other => Err(unexpected(other)),
-        }
+        let cluster = self
+            .ops
+            .create_cluster(
+                req.name,
+                Some(req.lost_after_secs),
+                Some(req.task_retention_secs),
+            )
+            .await?;
+        Ok(Response::new(pb::CreateClusterResponse {
+            cluster: Some(cluster.into()),
+        }))
     }
 
     #[tracing::instrument(skip_all, fields(name = %request.get_ref().name))]
@@ -73,31 +54,23 @@ impl ClusterService for Api {
         request: Request<pb::UpdateClusterRequest>,
     ) -> Result<Response<pb::UpdateClusterResponse>, Status> {
         let req = request.into_inner();
-        match self
-            .node
-            .write(Command::UpdateClusterSettings {
-                name: req.name,
-                lost_after_secs: req.lost_after_secs,
-                task_retention_secs: req.task_retention_secs,
-            })
-            .await?
-        {
-            CommandOutput::Cluster(c) => Ok(Response::new(pb::UpdateClusterResponse {
-                cluster: Some(c.into()),
-            })),
-            other => Err(unexpected(other)),
-        }
+        let cluster = self
+            .ops
+            .update_cluster(req.name, req.lost_after_secs, req.task_retention_secs)
+            .await?;
+        Ok(Response::new(pb::UpdateClusterResponse {
+            cluster: Some(cluster.into()),
+        }))
     }
 
     async fn list_clusters(
         &self,
         _request: Request<pb::ListClustersRequest>,
     ) -> Result<Response<pb::ListClustersResponse>, Status> {
-        let clusters = self
-            .node
-            .read(|state| state.clusters().cloned().map(Into::into).collect())
-            .await?;
-        Ok(Response::new(pb::ListClustersResponse { clusters }))
+        let clusters = self.ops.list_clusters().await?;
+        Ok(Response::new(pb::ListClustersResponse {
+            clusters: clusters.into_iter().map(Into::into).collect(),
+        }))
     }
 
     #[tracing::instrument(skip_all, fields(name = %request.get_ref().name))]
@@ -105,17 +78,10 @@ impl ClusterService for Api {
         &self,
         request: Request<pb::DescribeClusterRequest>,
     ) -> Result<Response<pb::DescribeClusterResponse>, Status> {
-        let name = request.into_inner().name;
-        let cluster = self
-            .node
-            .read(|state| state.cluster(&name).cloned())
-            .await?;
-        match cluster {
-            Some(c) => Ok(Response::new(pb::DescribeClusterResponse {
-                cluster: Some(c.into()),
-            })),
-            None => Err(ServerError::NotFound(format!("cluster {name:?} not found")).into()),
-        }
+        let cluster = self.ops.describe_cluster(&request.into_inner().name).await?;
+        Ok(Response::new(pb::DescribeClusterResponse {
+            cluster: Some(cluster.into()),
+        }))
     }
 
     #[tracing::instrument(skip_all, fields(name = %request.get_ref().name))]
@@ -123,18 +89,9 @@ impl ClusterService for Api {
         &self,
         request: Request<pb::DeleteClusterRequest>,
     ) -> Result<Response<pb::DeleteClusterResponse>, Status> {
-        let name = request.into_inner().name;
-        match self.node.write(Command::DeleteCluster { name }).await? {
-            CommandOutput::ClusterDeleted(name) => {
-                Ok(Response::new(pb::DeleteClusterResponse { name }))
-            }
-            other => Err(unexpected(other)),
-        }
+        let name = self.ops.delete_cluster(request.into_inner().name).await?;
+        Ok(Response::new(pb::DeleteClusterResponse { name }))
     }
-}
-
-fn parse_ref(text: &str) -> Result<TaskDefinitionRef, ServerError> {
-    TaskDefinitionRef::parse(text).map_err(ServerError::from_field)
 }
 
 #[tonic::async_trait]
@@ -150,25 +107,10 @@ impl TaskDefinitionService for Api {
             .ok_or_else(|| ServerError::from_field(FieldError::new("spec", "required")))?;
         let spec = TaskDefinitionSpec::try_from(wire).map_err(ServerError::Invalid)?;
         tracing::Span::current().record("family", spec.family.as_str());
-        // Checked here so that bad input is refused without a Raft round;
-        // the state machine checks again when applying.
-        validate::validate_spec(&spec).map_err(ServerError::Invalid)?;
-        match self
-            .node
-            .write(Command::RegisterTaskDefinition {
-                spec,
-                at_ms: now_ms(),
-            })
-            .await?
-        {
-            CommandOutput::TaskDefinition(td) => {
-                tracing::debug!(task_definition = %td.id(), "registered");
-                Ok(Response::new(pb::RegisterTaskDefinitionResponse {
-                    task_definition: Some(Arc::unwrap_or_clone(td).into()),
-                }))
-            }
-            other => Err(unexpected(other)),
-        }
+        let td = self.ops.register_task_definition(spec).await?;
+        Ok(Response::new(pb::RegisterTaskDefinitionResponse {
+            task_definition: Some(td.into()),
+        }))
     }
 
     async fn list_task_definitions(
@@ -185,28 +127,10 @@ impl TaskDefinitionService for Api {
                 ))
             })?),
         };
-        self.node.read_barrier().await?;
-        let applied = self.node.state().read();
-        let matches = |td: &&berth_types::TaskDefinition| status.is_none_or(|s| td.status == s);
-        let task_definitions = if request.family.is_empty() {
-            applied
-                .state
-                .task_definitions()
-                .filter(matches)
-                .cloned()
-                .map(Into::into)
-                .collect()
-        } else {
-            applied
-                .state
-                .family_revisions(&request.family)
-                .filter(matches)
-                .cloned()
-                .map(Into::into)
-                .collect()
-        };
+        let family = Some(request.family.as_str()).filter(|f| !f.is_empty());
+        let task_definitions = self.ops.list_task_definitions(family, status).await?;
         Ok(Response::new(pb::ListTaskDefinitionsResponse {
-            task_definitions,
+            task_definitions: task_definitions.into_iter().map(Into::into).collect(),
         }))
     }
 
@@ -214,25 +138,9 @@ impl TaskDefinitionService for Api {
         &self,
         _request: Request<pb::ListTaskDefinitionFamiliesRequest>,
     ) -> Result<Response<pb::ListTaskDefinitionFamiliesResponse>, Status> {
-        self.node.read_barrier().await?;
-        let applied = self.node.state().read();
-        let families = applied
-            .state
-            .families()
-            .map(|(family, latest)| {
-                TaskDefinitionFamily {
-                    family: family.to_string(),
-                    latest_revision: latest,
-                    latest_active_revision: applied
-                        .state
-                        .latest_active(family)
-                        .map(|td| td.revision),
-                }
-                .into()
-            })
-            .collect();
+        let families = self.ops.list_task_definition_families().await?;
         Ok(Response::new(pb::ListTaskDefinitionFamiliesResponse {
-            families,
+            families: families.into_iter().map(Into::into).collect(),
         }))
     }
 
@@ -241,26 +149,13 @@ impl TaskDefinitionService for Api {
         &self,
         request: Request<pb::DescribeTaskDefinitionRequest>,
     ) -> Result<Response<pb::DescribeTaskDefinitionResponse>, Status> {
-        let reference = parse_ref(&request.into_inner().task_definition)?;
-        self.node.read_barrier().await?;
-        let applied = self.node.state().read();
-        let found = match reference.revision {
-            Some(rev) => applied.state.task_definition(&reference.family, rev),
-            None => applied.state.latest_active(&reference.family),
-        };
-        match found {
-            Some(td) => Ok(Response::new(pb::DescribeTaskDefinitionResponse {
-                task_definition: Some(td.clone().into()),
-            })),
-            None if reference.revision.is_none() => Err(ServerError::NotFound(format!(
-                "task definition family {:?} has no ACTIVE revision",
-                reference.family
-            ))
-            .into()),
-            None => {
-                Err(ServerError::NotFound(format!("task definition {reference} not found")).into())
-            }
-        }
+        let td = self
+            .ops
+            .describe_task_definition(&request.into_inner().task_definition)
+            .await?;
+        Ok(Response::new(pb::DescribeTaskDefinitionResponse {
+            task_definition: Some(td.into()),
+        }))
     }
 
     #[tracing::instrument(skip_all, fields(task_definition = %request.get_ref().task_definition))]
@@ -268,35 +163,16 @@ impl TaskDefinitionService for Api {
         &self,
         request: Request<pb::DeregisterTaskDefinitionRequest>,
     ) -> Result<Response<pb::DeregisterTaskDefinitionResponse>, Status> {
-        let reference = parse_ref(&request.into_inner().task_definition)?;
-        let Some(revision) = reference.revision else {
-            return Err(ServerError::from_field(FieldError::new(
-                "taskDefinition",
-                format!(
-                    "{:?} has no revision; deregister one revision at a time, e.g. {}:1",
-                    reference.family, reference.family
-                ),
-            ))
-            .into());
-        };
-        match self
-            .node
-            .write(Command::DeregisterTaskDefinition {
-                family: reference.family,
-                revision,
-                at_ms: now_ms(),
-            })
-            .await?
-        {
-            CommandOutput::TaskDefinition(td) => {
-                Ok(Response::new(pb::DeregisterTaskDefinitionResponse {
-                    task_definition: Some(Arc::unwrap_or_clone(td).into()),
-                }))
-            }
-            other => Err(unexpected(other)),
-        }
+        let td = self
+            .ops
+            .deregister_task_definition(&request.into_inner().task_definition)
+            .await?;
+        Ok(Response::new(pb::DeregisterTaskDefinitionResponse {
+            task_definition: Some(td.into()),
+        }))
     }
 }
+
 
 impl Api {
     async fn members(&self) -> Vec<pb::ServerMember> {

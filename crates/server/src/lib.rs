@@ -198,10 +198,11 @@ impl Server {
         listener: tokio::net::TcpListener,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServerError> {
+        let ops = ops::Ops::new(self.node.clone());
         let api = api::Api {
             node: self.node.clone(),
+            ops: ops.clone(),
         };
-        let ops = ops::Ops::new(self.node.clone());
         let raft = raft_service::RaftRpc {
             node: self.node.clone(),
         };

@@ -5,7 +5,9 @@
 //! ECS-compatible HTTP API) are thin adapters that convert their wire
 //! format and call these.
 
+pub mod clusters;
 pub mod services;
+pub mod taskdefs;
 pub mod tasks;
 
 use berth_types::{CommandOutput, FieldError};
