@@ -75,10 +75,9 @@ pub async fn service(
                 .await?;
             render(format, &deleted, |s| {
                 format!(
-                    "service {} is {}: its {} tasks are stopping\n",
+                    "service {} is {}: its tasks stop, then it is INACTIVE (berth service list --all)\n",
                     s.service.name,
-                    s.service.status.as_str(),
-                    s.running_count + s.pending_count
+                    s.service.status.as_str()
                 )
             })
         }
