@@ -363,3 +363,69 @@ pub fn testapp_taskdef(
     }
     .into()
 }
+
+/// A 3-server cluster with fast agent heartbeats (500 ms, a 3 s grace after
+/// a leader change), an ECS cluster of its own with a short `lost_after`,
+/// a join token for it, and the test image: what the agent e2e tests share.
+pub struct AgentCluster {
+    pub cluster: crate::TestCluster,
+    pub env: ContainerdEnv,
+    /// Every server's address, comma-separated.
+    pub servers: String,
+    pub work: tempfile::TempDir,
+    pub token: String,
+    pub image: String,
+}
+
+impl AgentCluster {
+    /// `None` when the containerd environment is not set up (outside CI).
+    pub async fn start(
+        name: &str,
+        lost_after_secs: u64,
+        registrations: u32,
+    ) -> Result<Option<Self>> {
+        let Some(env) = ContainerdEnv::from_env() else {
+            return Ok(None);
+        };
+        let image = env.testapp_image().await?;
+        let cluster =
+            crate::TestCluster::start(3, &["--agent-heartbeat", "500ms", "--agent-grace", "3s"])
+                .await?;
+        let servers: String = (1..=3)
+            .map(|id| cluster.addr(id))
+            .collect::<Vec<_>>()
+            .join(",");
+        crate::clusters(&cluster.addr(1))
+            .await?
+            .create_cluster(pb::CreateClusterRequest {
+                name: name.into(),
+                lost_after_secs,
+                task_retention_secs: 0,
+            })
+            .await?;
+        let token = join_token(&cluster.addr(1), name, registrations).await?;
+        Ok(Some(Self {
+            cluster,
+            env,
+            servers,
+            work: tempfile::tempdir()?,
+            token,
+            image,
+        }))
+    }
+
+    pub fn agent(&self, name: &str, attributes: &[&str]) -> AgentProc {
+        AgentProc::new(
+            name,
+            self.work.path(),
+            &self.env,
+            &self.servers,
+            &self.token,
+            attributes,
+        )
+    }
+
+    pub fn addr(&self, id: u64) -> String {
+        self.cluster.addr(id)
+    }
+}

@@ -33,57 +33,20 @@ const CLUSTER: &str = "svc";
 /// The containerd tests share one containerd and two cores: one at a time.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-struct Setup {
-    cluster: TestCluster,
-    env: ContainerdEnv,
-    servers: String,
-    work: tempfile::TempDir,
-    token: String,
-    image: String,
-}
+type Setup = AgentCluster;
 
 async fn setup(lost_after_secs: u64) -> Result<Option<Setup>> {
-    let Some(env) = ContainerdEnv::from_env() else {
-        return Ok(None);
-    };
-    let image = env.testapp_image().await?;
-    let cluster =
-        TestCluster::start(3, &["--agent-heartbeat", "500ms", "--agent-grace", "3s"]).await?;
-    let servers: String = (1..=3)
-        .map(|id| cluster.addr(id))
-        .collect::<Vec<_>>()
-        .join(",");
-    clusters(&cluster.addr(1))
-        .await?
-        .create_cluster(pb::CreateClusterRequest {
-            name: CLUSTER.into(),
-            lost_after_secs,
-            task_retention_secs: 0,
-        })
-        .await?;
-    let token = join_token(&cluster.addr(1), CLUSTER, 10).await?;
-    Ok(Some(Setup {
-        cluster,
-        env,
-        servers,
-        work: tempfile::tempdir()?,
-        token,
-        image,
-    }))
+    AgentCluster::start(CLUSTER, lost_after_secs, 10).await
 }
 
-impl Setup {
-    fn agent(&self, name: &str, attributes: &[&str]) -> AgentProc {
-        AgentProc::new(
-            name,
-            self.work.path(),
-            &self.env,
-            &self.servers,
-            &self.token,
-            attributes,
-        )
-    }
+/// What the services tests add to the shared agent cluster.
+trait ServiceSetup {
+    fn client(&self) -> BerthClient;
+    async fn taskdef(&self, family: &str, command: &[&str], health: Option<&[&str]>) -> Result<()>;
+    async fn wait_agent(&self, agent: &AgentProc) -> Result<String>;
+}
 
+impl ServiceSetup for AgentCluster {
     /// The real client, with every server as an endpoint.
     fn client(&self) -> BerthClient {
         let pki = test_pki();

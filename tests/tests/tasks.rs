@@ -15,72 +15,24 @@ use berth_types::{ContainerStatus, DesiredStatus, InstanceState, StopCode, Task,
 
 const T: Duration = Duration::from_secs(60);
 
-struct Setup {
-    cluster: TestCluster,
-    env: ContainerdEnv,
-    servers: String,
-    work: tempfile::TempDir,
-    token: String,
-}
-
-/// A 3-server cluster with fast agent heartbeats, cluster `e2e` with a short
-/// `lost_after`, and task definitions for the test image.
-async fn setup(lost_after_secs: u64) -> Result<Option<Setup>> {
-    let Some(env) = ContainerdEnv::from_env() else {
+/// The shared agent cluster (cluster `e2e`), with task definitions for the
+/// test image.
+async fn setup(lost_after_secs: u64) -> Result<Option<AgentCluster>> {
+    let Some(s) = AgentCluster::start("e2e", lost_after_secs, 4).await? else {
         return Ok(None);
     };
-    let image = env.testapp_image().await?;
-    let cluster =
-        TestCluster::start(3, &["--agent-heartbeat", "500ms", "--agent-grace", "3s"]).await?;
-    let servers: String = (1..=3)
-        .map(|id| cluster.addr(id))
-        .collect::<Vec<_>>()
-        .join(",");
-    let addr = cluster.addr(1);
-    clusters(&addr)
-        .await?
-        .create_cluster(pb::CreateClusterRequest {
-            name: "e2e".into(),
-            lost_after_secs,
-            task_retention_secs: 0,
-        })
-        .await?;
     for (family, command) in [
         ("ticker", vec!["ticker", "200"]),
         ("exiter", vec!["exit", "3"]),
     ] {
-        taskdefs(&addr)
+        taskdefs(&s.addr(1))
             .await?
             .register_task_definition(pb::RegisterTaskDefinitionRequest {
-                spec: Some(testapp_taskdef(family, &image, &command, 32)),
+                spec: Some(testapp_taskdef(family, &s.image, &command, 32)),
             })
             .await?;
     }
-    let token = join_token(&addr, "e2e", 4).await?;
-    Ok(Some(Setup {
-        cluster,
-        env,
-        servers,
-        work: tempfile::tempdir()?,
-        token,
-    }))
-}
-
-impl Setup {
-    fn agent(&self, name: &str, attributes: &[&str]) -> AgentProc {
-        AgentProc::new(
-            name,
-            self.work.path(),
-            &self.env,
-            &self.servers,
-            &self.token,
-            attributes,
-        )
-    }
-
-    fn addr(&self, id: u64) -> String {
-        self.cluster.addr(id)
-    }
+    Ok(Some(s))
 }
 
 fn run_request(family: &str, count: u32) -> pb::RunTaskRequest {

@@ -184,23 +184,8 @@ async fn run(cli: Cli) -> Result<()> {
             if args.trials == 0 || args.trials > 20 {
                 bail!("--trials must be 1..=20");
             }
-            // The servers belong to the future below: when it ends, early or
-            // not, dropping it kills them (the harness's Drop).
-            let report = tokio::select! {
-                r = tokio::time::timeout(RUN_LIMIT, raft::run(&args)) => {
-                    r.map_err(|_| anyhow::anyhow!("the run took longer than {RUN_LIMIT:?}; gave up"))??
-                }
-                _ = tokio::signal::ctrl_c() => bail!("interrupted"),
-            };
-            let section = report.markdown();
-            println!();
-            println!("{section}");
-            if !args.no_doc {
-                doc::write_section(&args.doc, "raft", &section)
-                    .with_context(|| format!("writing {}", args.doc.display()))?;
-                println!("wrote the raft section of {}", args.doc.display());
-            }
-            Ok(())
+            let report = bounded_run(RUN_LIMIT, raft::run(&args)).await?;
+            publish(&report.markdown(), "raft", &args.doc, args.no_doc)
         }
         Command::Services(args) => {
             if args.instances == 0 || args.instances > 10_000 {
@@ -216,21 +201,8 @@ async fn run(cli: Cli) -> Result<()> {
                 bail!("--idle-secs must be 1..=300 and --lost-after-secs at least 1");
             }
             let limit = Duration::from_secs(args.timeout_secs);
-            let report = tokio::select! {
-                r = tokio::time::timeout(limit, services::run(&args)) => {
-                    r.map_err(|_| anyhow::anyhow!("the run took longer than {limit:?} (--timeout-secs); gave up"))??
-                }
-                _ = tokio::signal::ctrl_c() => bail!("interrupted"),
-            };
-            let section = report.markdown();
-            println!();
-            println!("{section}");
-            if !args.no_doc {
-                doc::write_section(&args.doc, "services", &section)
-                    .with_context(|| format!("writing {}", args.doc.display()))?;
-                println!("wrote the services section of {}", args.doc.display());
-            }
-            Ok(())
+            let report = bounded_run(limit, services::run(&args)).await?;
+            publish(&report.markdown(), "services", &args.doc, args.no_doc)
         }
         Command::Tasks(args) => {
             if args.instances == 0 || args.instances > 10_000 {
@@ -246,23 +218,35 @@ async fn run(cli: Cli) -> Result<()> {
                 bail!("--idle-secs must be 1..=300");
             }
             let limit = Duration::from_secs(args.timeout_secs);
-            // As above: dropping the future kills the servers and ends the
-            // hollow agents' sessions.
-            let report = tokio::select! {
-                r = tokio::time::timeout(limit, tasks::run(&args)) => {
-                    r.map_err(|_| anyhow::anyhow!("the run took longer than {limit:?} (--timeout-secs); gave up"))??
-                }
-                _ = tokio::signal::ctrl_c() => bail!("interrupted"),
-            };
-            let section = report.markdown();
-            println!();
-            println!("{section}");
-            if !args.no_doc {
-                doc::write_section(&args.doc, "tasks", &section)
-                    .with_context(|| format!("writing {}", args.doc.display()))?;
-                println!("wrote the tasks section of {}", args.doc.display());
-            }
-            Ok(())
+            let report = bounded_run(limit, tasks::run(&args)).await?;
+            publish(&report.markdown(), "tasks", &args.doc, args.no_doc)
         }
     }
+}
+
+/// Runs a benchmark until it ends, `limit` passes or Ctrl-C. The servers
+/// belong to the future: when it ends, early or not, dropping it kills them
+/// (the harness's Drop) and ends the hollow agents' sessions.
+async fn bounded_run<T>(
+    limit: Duration,
+    bench: impl std::future::Future<Output = Result<T>>,
+) -> Result<T> {
+    tokio::select! {
+        r = tokio::time::timeout(limit, bench) => {
+            r.map_err(|_| anyhow::anyhow!("the run took longer than {limit:?} (--timeout-secs); gave up"))?
+        }
+        _ = tokio::signal::ctrl_c() => bail!("interrupted"),
+    }
+}
+
+/// Prints a benchmark's section and, unless `no_doc`, rewrites it in `doc`.
+fn publish(section: &str, name: &str, doc: &std::path::Path, no_doc: bool) -> Result<()> {
+    println!();
+    println!("{section}");
+    if !no_doc {
+        doc::write_section(doc, name, section)
+            .with_context(|| format!("writing {}", doc.display()))?;
+        println!("wrote the {name} section of {}", doc.display());
+    }
+    Ok(())
 }

@@ -353,7 +353,9 @@ mod tests {
         assert_eq!(unplaced.len(), 1);
         assert!(unplaced[0].1.contains("256"), "{}", unplaced[0].1);
         assert!(
-            unplaced[0].1.ends_with("instances filtered out: 1 by memberOf(attribute:zone == b), 1 lacking memory"),
+            unplaced[0].1.ends_with(
+                "instances filtered out: 1 by memberOf(attribute:zone == b), 1 lacking memory"
+            ),
             "{}",
             unplaced[0].1
         );

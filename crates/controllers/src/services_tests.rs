@@ -82,6 +82,30 @@ fn seed() -> u64 {
     NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
+/// UpdateService of `name` with `update`; a new deployment, if any, is
+/// `deployment_id`.
+fn update(state: &mut State, name: &str, update: ServiceUpdate, deployment_id: &str, at_ms: i64) {
+    apply(
+        state,
+        Command::UpdateService {
+            cluster: "default".into(),
+            name: name.into(),
+            update,
+            deployment_id: deployment_id.into(),
+            at_ms,
+        },
+    );
+}
+
+/// A new deployment of `name` to `taskdef`.
+fn deploy(state: &mut State, name: &str, taskdef: &str, deployment_id: &str, at_ms: i64) {
+    let to = ServiceUpdate {
+        task_definition: Some(taskdef.into()),
+        ..Default::default()
+    };
+    update(state, name, to, deployment_id, at_ms);
+}
+
 fn services(state: &State, now: i64) -> Vec<Command> {
     Services.reconcile(state, &Inputs::new(now, seed(), &NoAgents))
 }
@@ -287,18 +311,15 @@ fn replica_scenarios() {
         };
         assert_eq!(apply_all(&mut state, start), 0, "{what}");
         agents(&mut state, NOW - 40_000, Health::Healthy);
-        apply(
+        update(
             &mut state,
-            Command::UpdateService {
-                cluster: "default".into(),
-                name: "web".into(),
-                update: ServiceUpdate {
-                    desired_count: Some(*desired),
-                    ..Default::default()
-                },
-                deployment_id: "unused".into(),
-                at_ms: NOW - 30_000,
+            "web",
+            ServiceUpdate {
+                desired_count: Some(*desired),
+                ..Default::default()
             },
+            "unused",
+            NOW - 30_000,
         );
         let got = summary(&services(&state, NOW));
         assert_eq!(got, *expected, "{what}");
@@ -381,19 +402,7 @@ fn rolling_update_bounds_first_pass() {
         let mut state = world(&["i-1", "i-2"]);
         create(&mut state, replica("web", "web:1", 4, min, max));
         let now = settle(&mut state, "web", NOW, 10);
-        apply(
-            &mut state,
-            Command::UpdateService {
-                cluster: "default".into(),
-                name: "web".into(),
-                update: ServiceUpdate {
-                    task_definition: Some("web:2".into()),
-                    ..Default::default()
-                },
-                deployment_id: "ecs-svc/2".into(),
-                at_ms: now,
-            },
-        );
+        deploy(&mut state, "web", "web:2", "ecs-svc/2", now);
         assert_eq!(summary(&services(&state, now + 1)), expected, "{min}/{max}");
     }
 }
@@ -411,19 +420,7 @@ fn rolling_updates_never_break_either_bound_and_complete() {
         let mut state = world(&["i-1", "i-2", "i-3"]);
         create(&mut state, replica("web", "web:1", desired, min, max));
         let mut now = settle(&mut state, "web", NOW, 20);
-        apply(
-            &mut state,
-            Command::UpdateService {
-                cluster: "default".into(),
-                name: "web".into(),
-                update: ServiceUpdate {
-                    task_definition: Some("web:2".into()),
-                    ..Default::default()
-                },
-                deployment_id: "ecs-svc/2".into(),
-                at_ms: now,
-            },
-        );
+        deploy(&mut state, "web", "web:2", "ecs-svc/2", now);
         let config = state
             .service("default", "web")
             .unwrap()
@@ -632,19 +629,7 @@ fn a_failing_deployment_rolls_back_to_the_last_completed_definition() {
     };
     create(&mut state, spec);
     let mut now = settle(&mut state, "web", NOW, 10);
-    apply(
-        &mut state,
-        Command::UpdateService {
-            cluster: "default".into(),
-            name: "web".into(),
-            update: ServiceUpdate {
-                task_definition: Some("web:2".into()),
-                ..Default::default()
-            },
-            deployment_id: "ecs-svc/2".into(),
-            at_ms: now,
-        },
-    );
+    deploy(&mut state, "web", "web:2", "ecs-svc/2", now);
     // Every web:2 task exits at once.
     for _ in 0..40 {
         let decided = services(&state, now);
@@ -821,16 +806,7 @@ fn a_daemon_follows_instances_joining_draining_and_leaving() {
         placement_constraints: Some(vec!["memberOf(attribute:zone == a)".into()]),
         ..Default::default()
     };
-    apply(
-        &mut state,
-        Command::UpdateService {
-            cluster: "default".into(),
-            name: "web".into(),
-            update: spec_pinned,
-            deployment_id: "ecs-svc/9".into(),
-            at_ms: now,
-        },
-    );
+    update(&mut state, "web", spec_pinned, "ecs-svc/9", now);
     now = settle(&mut state, "web", now, 10);
     assert_eq!(running(&state, "web")[0].1, "i-1");
     apply(
@@ -852,18 +828,15 @@ fn a_daemon_follows_instances_joining_draining_and_leaving() {
         "the daemon stays while the replica task runs"
     );
     // Once the replica's task is gone, the daemon's goes too.
-    apply(
+    update(
         &mut state,
-        Command::UpdateService {
-            cluster: "default".into(),
-            name: "web".into(),
-            update: ServiceUpdate {
-                desired_count: Some(0),
-                ..Default::default()
-            },
-            deployment_id: "x".into(),
-            at_ms: now,
+        "web",
+        ServiceUpdate {
+            desired_count: Some(0),
+            ..Default::default()
         },
+        "x",
+        now,
     );
     now = settle(&mut state, "web", now, 10);
     assert_eq!(
@@ -979,19 +952,7 @@ fn stale_and_repeated_decisions_are_refused() {
     let mut state = world(&["i-1"]);
     create(&mut state, replica("web", "web:1", 2, 100, 200));
     let stale = services(&state, NOW);
-    apply(
-        &mut state,
-        Command::UpdateService {
-            cluster: "default".into(),
-            name: "web".into(),
-            update: ServiceUpdate {
-                task_definition: Some("web:2".into()),
-                ..Default::default()
-            },
-            deployment_id: "ecs-svc/2".into(),
-            at_ms: NOW,
-        },
-    );
+    deploy(&mut state, "web", "web:2", "ecs-svc/2", NOW);
     assert_eq!(
         apply_all(&mut state, stale),
         1,

@@ -78,7 +78,10 @@ impl ClusterService for Api {
         &self,
         request: Request<pb::DescribeClusterRequest>,
     ) -> Result<Response<pb::DescribeClusterResponse>, Status> {
-        let cluster = self.ops.describe_cluster(&request.into_inner().name).await?;
+        let cluster = self
+            .ops
+            .describe_cluster(&request.into_inner().name)
+            .await?;
         Ok(Response::new(pb::DescribeClusterResponse {
             cluster: Some(cluster.into()),
         }))
@@ -172,7 +175,6 @@ impl TaskDefinitionService for Api {
         }))
     }
 }
-
 
 impl Api {
     async fn members(&self) -> Vec<pb::ServerMember> {

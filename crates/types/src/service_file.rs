@@ -69,16 +69,7 @@ pub fn parse_service(text: &str, format: FileFormat) -> Result<ParsedService, Va
                 }
             }
             "placementStrategy" => {
-                for (i, item) in r.array(key, value).iter().enumerate() {
-                    let path = format!("{key}[{i}]");
-                    let fields = r.object(&path, item);
-                    let kind = fields
-                        .get("type")
-                        .map(|v| r.string(&format!("{path}.type"), v));
-                    let field = fields
-                        .get("field")
-                        .map(|v| r.string(&format!("{path}.field"), v));
-                    r.unknown(&path, &fields, &["type", "field"]);
+                for (path, kind, field) in r.pairs(key, value, "type", "field") {
                     match (kind.as_deref(), field) {
                         (Some("random"), _) => input.placement_strategies.push("random".into()),
                         (Some(kind @ ("binpack" | "spread")), Some(field)) => {
@@ -97,16 +88,7 @@ pub fn parse_service(text: &str, format: FileFormat) -> Result<ParsedService, Va
                 }
             }
             "placementConstraints" => {
-                for (i, item) in r.array(key, value).iter().enumerate() {
-                    let path = format!("{key}[{i}]");
-                    let fields = r.object(&path, item);
-                    let kind = fields
-                        .get("type")
-                        .map(|v| r.string(&format!("{path}.type"), v));
-                    let expression = fields
-                        .get("expression")
-                        .map(|v| r.string(&format!("{path}.expression"), v));
-                    r.unknown(&path, &fields, &["type", "expression"]);
+                for (path, kind, expression) in r.pairs(key, value, "type", "expression") {
                     match (kind.as_deref(), expression) {
                         (Some("distinctInstance"), _) => {
                             input.placement_constraints.push("distinctInstance".into())
@@ -145,16 +127,7 @@ pub fn parse_service(text: &str, format: FileFormat) -> Result<ParsedService, Va
                 input.health_check_grace_period_secs = r.u32(key, value)
             }
             "tags" => {
-                for (i, item) in r.array(key, value).iter().enumerate() {
-                    let path = format!("{key}[{i}]");
-                    let fields = r.object(&path, item);
-                    let k = fields
-                        .get("key")
-                        .map(|v| r.string(&format!("{path}.key"), v));
-                    let v = fields
-                        .get("value")
-                        .map(|v| r.string(&format!("{path}.value"), v));
-                    r.unknown(&path, &fields, &["key", "value"]);
+                for (path, k, v) in r.pairs(key, value, "key", "value") {
                     match k {
                         Some(k) => {
                             input.tags.insert(k, v.unwrap_or_default());
@@ -262,6 +235,32 @@ impl Reader {
                 Map::new()
             }
         }
+    }
+
+    /// A list of objects with two string fields (`{"type": ..., "field":
+    /// ...}`): each item's path and its two values, where present; any other
+    /// field is an error.
+    fn pairs(
+        &mut self,
+        key: &str,
+        value: &Value,
+        first: &str,
+        second: &str,
+    ) -> Vec<(String, Option<String>, Option<String>)> {
+        let mut out = Vec::new();
+        for (i, item) in self.array(key, value).iter().enumerate() {
+            let path = format!("{key}[{i}]");
+            let fields = self.object(&path, item);
+            let a = fields
+                .get(first)
+                .map(|v| self.string(&format!("{path}.{first}"), v));
+            let b = fields
+                .get(second)
+                .map(|v| self.string(&format!("{path}.{second}"), v));
+            self.unknown(&path, &fields, &[first, second]);
+            out.push((path, a, b));
+        }
+        out
     }
 
     fn unknown(&mut self, path: &str, fields: &Map<String, Value>, known: &[&str]) {

@@ -115,6 +115,14 @@ fn service_spec(name: &str, td: &str, desired: u32) -> ServiceSpec {
     }
 }
 
+/// `web` (2 tasks) with minimum healthy and maximum percents.
+fn percents(min: u32, max: u32) -> ServiceSpec {
+    let mut spec = service_spec("web", "web", 2);
+    spec.deployment_configuration.minimum_healthy_percent = min;
+    spec.deployment_configuration.maximum_percent = max;
+    spec
+}
+
 fn create(state: &mut State, spec: ServiceSpec) -> Result<CommandOutput, StateError> {
     state.apply(Command::CreateService {
         spec,
@@ -229,26 +237,9 @@ fn bad_service_settings_are_refused_with_the_field_and_change_nothing() {
             service_spec("web", "web", MAX_DESIRED_COUNT + 1),
             "desiredCount",
         ),
+        (percents(50, 90), "deploymentConfiguration.maximumPercent"),
         (
-            ServiceSpec {
-                deployment_configuration: DeploymentConfiguration {
-                    maximum_percent: 90,
-                    minimum_healthy_percent: 50,
-                    ..DeploymentConfiguration::defaults_for(SchedulingStrategy::Replica)
-                },
-                ..service_spec("web", "web", 2)
-            },
-            "deploymentConfiguration.maximumPercent",
-        ),
-        (
-            ServiceSpec {
-                deployment_configuration: DeploymentConfiguration {
-                    maximum_percent: 150,
-                    minimum_healthy_percent: 150,
-                    ..DeploymentConfiguration::defaults_for(SchedulingStrategy::Replica)
-                },
-                ..service_spec("web", "web", 2)
-            },
+            percents(150, 150),
             "deploymentConfiguration.minimumHealthyPercent",
         ),
         (
