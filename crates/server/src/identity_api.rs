@@ -13,8 +13,7 @@ use berth_proto::pb::agent_service_server::AgentService;
 use berth_proto::pb::auth_service_server::AuthService;
 use berth_proto::pb::instance_service_server::InstanceService;
 use berth_types::{
-    validate, Command, CommandOutput, FieldError, Instance, InstanceView, Registration, Role,
-    DEFAULT_CLUSTER,
+    validate, Command, CommandOutput, FieldError, Registration, Role, DEFAULT_CLUSTER,
 };
 use tonic::{Request, Response, Status};
 
@@ -32,6 +31,7 @@ pub struct IdentityApi {
     pub node: BerthNode,
     pub pki: Arc<Pki>,
     pub agent_cert_lifetime: Duration,
+    pub ops: crate::ops::Ops,
 }
 
 fn invalid(field: &str, message: impl Into<String>) -> Status {
@@ -47,10 +47,6 @@ fn unexpected(output: CommandOutput) -> Status {
 fn checked_attributes(attributes: &[pb::Attribute]) -> Result<BTreeMap<String, String>, Status> {
     convert::checked_attributes_from_wire(attributes)
         .map_err(|e| ServerError::Invalid(e.into()).into())
-}
-
-fn instance_of_state(state: &berth_types::State, i: &Instance) -> pb::Instance {
-    InstanceView::new(i, state.active_task_count_on(&i.id)).into()
 }
 
 fn secs(duration: Duration) -> i64 {
@@ -242,32 +238,20 @@ impl InstanceService for IdentityApi {
         request: Request<pb::ListInstancesRequest>,
     ) -> Result<Response<pb::ListInstancesResponse>, Status> {
         let cluster = request.into_inner().cluster;
-        let instances = self
-            .node
-            .read(|state| {
-                state
-                    .instances()
-                    .filter(|i| cluster.is_empty() || i.cluster == cluster)
-                    .map(|i| instance_of_state(state, i))
-                    .collect()
-            })
-            .await?;
-        Ok(Response::new(pb::ListInstancesResponse { instances }))
+        let cluster = Some(cluster.as_str()).filter(|c| !c.is_empty());
+        let instances = self.ops.list_instances(cluster).await?;
+        Ok(Response::new(pb::ListInstancesResponse {
+            instances: instances.into_iter().map(Into::into).collect(),
+        }))
     }
 
     async fn describe_instance(
         &self,
         request: Request<pb::DescribeInstanceRequest>,
     ) -> Result<Response<pb::DescribeInstanceResponse>, Status> {
-        let id = request.into_inner().id;
-        let found = self
-            .node
-            .read(|state| state.instance(&id).map(|i| instance_of_state(state, i)))
-            .await?;
-        let instance =
-            found.ok_or_else(|| ServerError::NotFound(format!("instance {id:?} not found")))?;
+        let instance = self.ops.describe_instance(&request.into_inner().id).await?;
         Ok(Response::new(pb::DescribeInstanceResponse {
-            instance: Some(instance),
+            instance: Some(instance.into()),
         }))
     }
 
@@ -276,16 +260,12 @@ impl InstanceService for IdentityApi {
         &self,
         request: Request<pb::DeregisterInstanceRequest>,
     ) -> Result<Response<pb::DeregisterInstanceResponse>, Status> {
-        let instance_id = request.into_inner().id;
         let instance = self
-            .instance_command(Command::DeregisterInstance {
-                instance_id,
-                at_ms: now_ms(),
-            })
+            .ops
+            .deregister_instance(request.into_inner().id)
             .await?;
-        tracing::info!(instance_id = %instance.id, "instance deregistered");
         Ok(Response::new(pb::DeregisterInstanceResponse {
-            instance: Some(instance),
+            instance: Some(instance.into()),
         }))
     }
 
@@ -294,15 +274,10 @@ impl InstanceService for IdentityApi {
         &self,
         request: Request<pb::DrainInstanceRequest>,
     ) -> Result<Response<pb::DrainInstanceResponse>, Status> {
-        let instance = self
-            .instance_command(Command::SetInstanceDraining {
-                instance_id: request.into_inner().id,
-                draining: true,
-            })
-            .await?;
-        tracing::info!(instance_id = %instance.id, "instance draining");
+        let id = request.into_inner().id;
+        let instance = self.ops.set_instance_draining(id, true).await?;
         Ok(Response::new(pb::DrainInstanceResponse {
-            instance: Some(instance),
+            instance: Some(instance.into()),
         }))
     }
 
@@ -311,15 +286,10 @@ impl InstanceService for IdentityApi {
         &self,
         request: Request<pb::ActivateInstanceRequest>,
     ) -> Result<Response<pb::ActivateInstanceResponse>, Status> {
-        let instance = self
-            .instance_command(Command::SetInstanceDraining {
-                instance_id: request.into_inner().id,
-                draining: false,
-            })
-            .await?;
-        tracing::info!(instance_id = %instance.id, "instance active again");
+        let id = request.into_inner().id;
+        let instance = self.ops.set_instance_draining(id, false).await?;
         Ok(Response::new(pb::ActivateInstanceResponse {
-            instance: Some(instance),
+            instance: Some(instance.into()),
         }))
     }
 
@@ -329,17 +299,10 @@ impl InstanceService for IdentityApi {
         request: Request<pb::PutInstanceAttributesRequest>,
     ) -> Result<Response<pb::PutInstanceAttributesResponse>, Status> {
         let req = request.into_inner();
-        if req.attributes.is_empty() {
-            return Err(invalid("attributes", "give at least one NAME=VALUE"));
-        }
-        let instance = self
-            .instance_command(Command::PutInstanceAttributes {
-                instance_id: req.id,
-                attributes: checked_attributes(&req.attributes)?,
-            })
-            .await?;
+        let attributes = checked_attributes(&req.attributes)?;
+        let instance = self.ops.put_instance_attributes(req.id, attributes).await?;
         Ok(Response::new(pb::PutInstanceAttributesResponse {
-            instance: Some(instance),
+            instance: Some(instance.into()),
         }))
     }
 
@@ -349,38 +312,17 @@ impl InstanceService for IdentityApi {
         request: Request<pb::DeleteInstanceAttributesRequest>,
     ) -> Result<Response<pb::DeleteInstanceAttributesResponse>, Status> {
         let req = request.into_inner();
-        if req.names.is_empty() {
-            return Err(invalid("names", "give at least one attribute name"));
-        }
         let instance = self
-            .instance_command(Command::DeleteInstanceAttributes {
-                instance_id: req.id,
-                names: req.names,
-            })
+            .ops
+            .delete_instance_attributes(req.id, req.names)
             .await?;
         Ok(Response::new(pb::DeleteInstanceAttributesResponse {
-            instance: Some(instance),
+            instance: Some(instance.into()),
         }))
     }
 }
 
 impl IdentityApi {
-    /// Proposes a command that answers with an instance, and renders it with
-    /// its task count as applied.
-    async fn instance_command(&self, command: Command) -> Result<pb::Instance, Status> {
-        let output = self.node.write(command).await?;
-        let CommandOutput::Instance(instance) = output else {
-            return Err(unexpected(output));
-        };
-        let running = self
-            .node
-            .state()
-            .read()
-            .state
-            .active_task_count_on(&instance.id);
-        Ok(InstanceView::new(&instance, running).into())
-    }
-
     fn expiry(&self) -> i64 {
         now_ms().saturating_add(secs(self.agent_cert_lifetime))
     }

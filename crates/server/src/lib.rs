@@ -210,6 +210,7 @@ impl Server {
             node: self.node.clone(),
             pki: self.pki.clone(),
             agent_cert_lifetime: self.agent_cert_lifetime,
+            ops: ops.clone(),
         };
         let auth = auth::AuthLayer {
             authorizer: auth::Authorizer::new(self.node.clone(), self.pki.cluster_id().to_string()),

@@ -6,6 +6,7 @@
 //! format and call these.
 
 pub mod clusters;
+pub mod instances;
 pub mod services;
 pub mod taskdefs;
 pub mod tasks;
