@@ -13,6 +13,7 @@ use berth_proto::pb::agent_service_client::AgentServiceClient;
 use berth_proto::pb::auth_service_client::AuthServiceClient;
 use berth_proto::pb::instance_service_client::InstanceServiceClient;
 use berth_proto::pb::raft_service_client::RaftServiceClient;
+use berth_proto::pb::service_service_client::ServiceServiceClient;
 use berth_proto::pb::task_definition_service_client::TaskDefinitionServiceClient;
 use berth_types::{InstanceState, InstanceView};
 use tonic::Code;
@@ -85,6 +86,24 @@ async fn api_tokens_gate_every_call() -> Result<()> {
         assert_eq!(c, Code::PermissionDenied, "{m}");
         assert!(m.contains("readonly"), "{m}");
     }
+    // Services too: a readonly token reads them and cannot change them.
+    let mut ro_services = ServiceServiceClient::new(channel_as(&addrs[2], Some(&readonly)).await?);
+    ro_services
+        .list_services(pb::ListServicesRequest::default())
+        .await?;
+    let create = ro_services
+        .create_service(pb::CreateServiceRequest {
+            service_name: "web".into(),
+            task_definition: "web".into(),
+            ..Default::default()
+        })
+        .await;
+    let (c, m) = code(create);
+    assert_eq!(c, Code::PermissionDenied, "{m}");
+    let anonymous = ServiceServiceClient::new(channel_as(&addrs[2], None).await?)
+        .list_services(pb::ListServicesRequest::default())
+        .await;
+    assert_eq!(code(anonymous).0, Code::Unauthenticated);
     // A readonly token cannot mint itself an admin token either.
     let mut ro_auth = AuthServiceClient::new(channel_as(&addrs[1], Some(&readonly)).await?);
     let escalate = ro_auth
