@@ -945,6 +945,29 @@ fn a_daemon_honours_its_constraints_and_is_placed_before_replicas_fill_an_instan
 }
 
 #[test]
+fn an_instance_already_running_its_daemon_task_holds_no_more_room_for_it() {
+    let mut state = world(&[]);
+    add_instance(&mut state, "i-8", 8192, &[]);
+    create(&mut state, daemon("agentd", "big:1", &[]));
+    settle(&mut state, "agentd", NOW, 5);
+    assert_eq!(running(&state, "agentd").len(), 1);
+    // 8192 - 3000 MiB left: room for one more 3000 MiB task, which must
+    // not be held back for a daemon task that already runs there.
+    create(&mut state, replica("fill", "big:1", 1, 100, 200));
+    let start = services(&state, NOW + 10)
+        .into_iter()
+        .find(|c| matches!(c, Command::StartServiceTasks(s) if s.service == "fill"))
+        .unwrap();
+    apply(&mut state, start);
+    let commands = Scheduling.reconcile(&state, &Inputs::new(NOW + 10, 1, &NoAgents));
+    let Some(Command::PlaceTasks { placements, .. }) = commands.first() else {
+        panic!("{commands:?}")
+    };
+    assert_eq!(placements.len(), 1, "{commands:?}");
+    assert_eq!(placements[0].instance_id, "i-8");
+}
+
+#[test]
 fn deleting_a_service_stops_its_tasks_then_makes_it_inactive() {
     let mut state = world(&["i-1"]);
     create(&mut state, replica("web", "web:1", 2, 100, 200));
