@@ -11,9 +11,12 @@
 # its own crate's tests only (`--package`; cargo-mutants then runs `cargo test
 # --package CRATE`), one job at a time (`-j 1`) at the lowest priority, with a
 # per-mutant test timeout: that is what makes a run finish on a 2-core machine
-# shared with others (minutes for the controllers, about an hour for each big
-# berth-types file). cargo-mutants works on a copy of the tree in a temporary
-# directory, never on the checkout itself.
+# shared with others (minutes for the controllers, tens of minutes for
+# place.rs and for each berth-types file). Each crate's tests run in about a
+# second, so the 30 s default timeout only ends mutants that loop forever
+# (place.rs has several), and each of them costs those 30 s. cargo-mutants
+# works on a copy of the tree in a temporary directory, never on the checkout
+# itself.
 #
 # Prints caught / missed / timed out / unviable per file, and writes them as a
 # row of the table in docs/mutants.md (the rows of the files not run this
@@ -21,7 +24,7 @@
 # their reason, under the table of that file by hand.
 #
 # Environment:
-#   MUTANTS_TIMEOUT     per-mutant test timeout in seconds (default 120)
+#   MUTANTS_TIMEOUT     per-mutant test timeout in seconds (default 30)
 #   MUTANTS_JOBS        cargo-mutants jobs (default 1)
 #   MUTANTS_TARGET_DIR  cargo target dir for the mutant builds, kept between
 #                       runs so only the workspace crates rebuild (default
@@ -47,7 +50,7 @@ if [ $# -gt 0 ]; then
     FILES=("$@")
 fi
 
-TIMEOUT=${MUTANTS_TIMEOUT:-120}
+TIMEOUT=${MUTANTS_TIMEOUT:-30}
 JOBS=${MUTANTS_JOBS:-1}
 OUT=${MUTANTS_OUT:-$ROOT/target/mutants-out}
 DOC=$ROOT/docs/mutants.md
