@@ -115,3 +115,22 @@ fn sampled_secondary_binpack_stays_close_to_exhaustive() {
     eprintln!("instances used: sampled {s}, exhaustive {e}");
     assert!(s <= e + e / 4 + 3, "sampled {s} vs exhaustive {e}");
 }
+
+#[test]
+fn random_walks_instances_in_a_shuffled_order_not_a_rotation() {
+    // With a sample of one, consecutive tasks take consecutive instances
+    // of the walk: they must not simply be neighbours in the view.
+    let h = Harness::new().instances(100, 4096, 8192);
+    let view = h.view();
+    let r = req("web", 0, 0, 10).strategy("random");
+    let mut rotations = 0;
+    for seed in 0..8 {
+        let plan = place_with_limit(&view, &r, seed, 1);
+        let index =
+            |k: u32| -> usize { plan.instance_for(k).unwrap()[2..].parse().expect("i-NNN") };
+        if (1..10).all(|k| index(k) == (index(k - 1) + 1) % 100) {
+            rotations += 1;
+        }
+    }
+    assert!(rotations < 2, "{rotations} of 8 seeds walked in id order");
+}
