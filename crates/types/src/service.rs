@@ -922,22 +922,22 @@ mod tests {
             ),
             (
                 "timeout a week",
-                |s| s.deployment_configuration.timeout_secs = MAX_DEPLOYMENT_TIMEOUT_SECS,
+                |s| s.deployment_configuration.timeout_secs = 7 * 24 * 3600,
                 &[],
             ),
             (
                 "timeout a week and a second",
-                |s| s.deployment_configuration.timeout_secs = MAX_DEPLOYMENT_TIMEOUT_SECS + 1,
+                |s| s.deployment_configuration.timeout_secs = 7 * 24 * 3600 + 1,
                 &[timeout],
             ),
             (
                 "grace a week",
-                |s| s.health_check_grace_period_secs = MAX_GRACE_PERIOD_SECS,
+                |s| s.health_check_grace_period_secs = 7 * 24 * 3600,
                 &[],
             ),
             (
                 "grace a week and a second",
-                |s| s.health_check_grace_period_secs = MAX_GRACE_PERIOD_SECS + 1,
+                |s| s.health_check_grace_period_secs = 7 * 24 * 3600 + 1,
                 &["healthCheckGracePeriodSeconds"],
             ),
             (
