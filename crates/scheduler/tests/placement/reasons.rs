@@ -113,3 +113,18 @@ fn reasons_serialize_for_the_api() {
     let back: berth_scheduler::PlacementPlan = serde_json::from_str(&json).unwrap();
     assert_eq!(back, plan);
 }
+
+#[test]
+fn distinct_instance_excludes_only_instances_running_the_group() {
+    // x runs a task of the group; y lacks memory: memory is the reason, and
+    // only one instance passed the constraints.
+    let h = Harness::new()
+        .instance("x", 4096, 8192)
+        .running("x", "web", &berth_scheduler::Reservation::new(0, 0))
+        .instance("y", 4096, 512);
+    let plan = h.place(&req("web", 0, 1024, 1).constraint("distinctInstance"));
+    assert_eq!(
+        reason(&plan),
+        "no instance has 1024 MiB free memory (at most 512 MiB free; 2 ACTIVE instances (1 satisfies the placement constraints))"
+    );
+}

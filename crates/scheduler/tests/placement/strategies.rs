@@ -346,3 +346,119 @@ fn the_sample_limit_bounds_what_later_strategies_rank() {
     }
     assert!(best_fit < 10, "a sample of one ranked every instance");
 }
+
+#[test]
+fn binpack_keeps_a_tied_best_fit_for_the_next_task() {
+    // a and c tie as the best fit and each takes one task; b, empty, none.
+    let half = Reservation::new(0, 4096);
+    let h = Harness::new()
+        .instance("a", 4096, 8192)
+        .running("a", "other", &half)
+        .instance("b", 4096, 8192)
+        .instance("c", 4096, 8192)
+        .running("c", "other", &half);
+    let plan = h.place(&req("web", 0, 4096, 2).strategy("binpack:memory"));
+    assert_eq!(
+        per_instance(&plan),
+        BTreeMap::from([("a".to_string(), 1), ("c".to_string(), 1)])
+    );
+}
+
+#[test]
+fn spread_inside_a_value_prefers_instances_with_fewer_tasks_of_the_group() {
+    let r = Reservation::new(0, 0);
+    let h = Harness::new()
+        .instances(3, 4096, 8192)
+        .with_attr("zone", "a")
+        .running("i-000", "web", &r)
+        .running("i-000", "web", &r);
+    for seed in 0..8 {
+        let plan = h.place_seeded(&req("web", 0, 0, 2).strategy("spread:attribute:zone"), seed);
+        assert_eq!(
+            per_instance(&plan),
+            BTreeMap::from([("i-001".to_string(), 1), ("i-002".to_string(), 1)]),
+            "seed {seed}"
+        );
+    }
+}
+
+#[test]
+fn spread_moves_to_the_next_value_when_the_emptiest_is_full() {
+    // Zone a has the fewest tasks but no memory left: zone b (2 tasks) is
+    // next, not zone c (3 tasks), whatever the order of the instances.
+    let r = Reservation::new(0, 0);
+    let h = Harness::new()
+        .instance("c-1", 4096, 8192)
+        .with_attr("zone", "c")
+        .running("c-1", "web", &r)
+        .running("c-1", "web", &r)
+        .running("c-1", "web", &r)
+        .instance("a-1", 4096, 256)
+        .with_attr("zone", "a")
+        .running("a-1", "web", &Reservation::new(0, 256))
+        .instance("b-1", 4096, 8192)
+        .with_attr("zone", "b")
+        .running("b-1", "web", &r)
+        .running("b-1", "web", &r);
+    for seed in 0..4 {
+        let plan = h.place_seeded(
+            &req("web", 0, 256, 1).strategy("spread:attribute:zone"),
+            seed,
+        );
+        assert_eq!(plan.instance_for(0), Some("b-1"), "seed {seed}");
+    }
+}
+
+#[test]
+fn values_that_tie_are_ranked_together_by_tasks_on_the_instance() {
+    // Zones a and b both have two tasks; a's are on one instance, b's on
+    // two. The next task goes to a b instance, whichever zone the seeded
+    // rotation walks first.
+    let r = Reservation::new(0, 0);
+    let h = Harness::new()
+        .instance("a-1", 4096, 8192)
+        .with_attr("zone", "a")
+        .running("a-1", "web", &r)
+        .running("a-1", "web", &r)
+        .instance("b-1", 4096, 8192)
+        .with_attr("zone", "b")
+        .running("b-1", "web", &r)
+        .instance("b-2", 4096, 8192)
+        .with_attr("zone", "b")
+        .running("b-2", "web", &r);
+    for seed in 0..12 {
+        let plan = h.place_seeded(&req("web", 0, 0, 1).strategy("spread:attribute:zone"), seed);
+        assert_ne!(plan.instance_for(0), Some("a-1"), "seed {seed}");
+    }
+}
+
+#[test]
+fn a_secondary_binpack_keeps_filling_its_instance_in_a_large_value() {
+    // 120 instances in one zone: more than one sample. The request's own
+    // instance is ranked with each new sample, so it keeps being filled.
+    let h = Harness::new()
+        .instances(120, 4096, 8192)
+        .with_attr("zone", "a");
+    for seed in 0..3 {
+        let plan = h.place_seeded(
+            &req("web", 0, 1024, 4)
+                .strategy("spread:attribute:zone")
+                .strategy("binpack:memory"),
+            seed,
+        );
+        assert_eq!(per_instance(&plan).len(), 1, "seed {seed}");
+    }
+}
+
+#[test]
+fn a_sample_of_one_walks_round_the_instances_of_a_value() {
+    let h = Harness::new()
+        .instances(4, 4096, 8192)
+        .with_attr("zone", "a");
+    let view = h.view();
+    let r = req("web", 0, 0, 4).strategy("spread:attribute:zone");
+    for seed in 0..4 {
+        let plan = place_with_limit(&view, &r, seed, 1);
+        assert_eq!(per_instance(&plan).len(), 4, "seed {seed}: {plan:?}");
+    }
+}
