@@ -128,3 +128,19 @@ fn distinct_instance_excludes_only_instances_running_the_group() {
         "no instance has 1024 MiB free memory (at most 512 MiB free; 2 ACTIVE instances (1 satisfies the placement constraints))"
     );
 }
+
+#[test]
+fn a_constraint_that_excluded_nothing_is_not_named_in_the_reason() {
+    let h = Harness::new()
+        .instances(3, 4096, 8192)
+        .with_attr("zone", "a");
+    let plan = h.place(
+        &req("web", 0, 0, 1)
+            .constraint("distinctInstance")
+            .constraint("memberOf(attribute:zone == b)"),
+    );
+    assert_eq!(
+        reason(&plan),
+        "no ACTIVE instance matches memberOf(attribute:zone == b) (3 checked)"
+    );
+}

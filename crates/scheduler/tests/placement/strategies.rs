@@ -462,3 +462,14 @@ fn a_sample_of_one_walks_round_the_instances_of_a_value() {
         assert_eq!(per_instance(&plan).len(), 4, "seed {seed}: {plan:?}");
     }
 }
+
+#[test]
+fn binpack_memory_packs_tasks_that_reserve_no_memory_onto_a_full_instance() {
+    // "full" has no memory left, which a task reserving none still fits.
+    let h = Harness::new()
+        .instance("full", 4096, 8192)
+        .running("full", "other", &Reservation::new(0, 8192))
+        .instance("roomy", 4096, 8192);
+    let plan = h.place(&req("web", 256, 0, 1).strategy("binpack:memory"));
+    assert_eq!(plan.instance_for(0), Some("full"));
+}
