@@ -692,3 +692,25 @@ fn a_report_without_containers_keeps_the_known_containers() {
     report(&mut state, "i-1", "a", TaskStatus::Running);
     assert_eq!(state.task("a").unwrap().containers, [web]);
 }
+
+#[test]
+fn the_active_tasks_of_an_instance_are_those_placed_and_not_stopped() {
+    let mut state = cluster();
+    state
+        .apply(Command::RunTasks(run("small", &["a", "b", "c"], None)))
+        .unwrap();
+    place(&mut state, &[("a", "i-1"), ("b", "i-1")]);
+    let on = |state: &State, i: &str| -> Vec<String> {
+        state.active_tasks_on(i).map(|t| t.id.clone()).collect()
+    };
+    assert_eq!(on(&state, "i-1"), ["a", "b"]);
+    assert!(state.has_active_tasks("i-1"));
+    assert!(on(&state, "i-2").is_empty());
+    assert!(!state.has_active_tasks("i-2"));
+    report(&mut state, "i-1", "a", TaskStatus::Stopped);
+    assert_eq!(on(&state, "i-1"), ["b"]);
+    assert!(state.has_active_tasks("i-1"));
+    report(&mut state, "i-1", "b", TaskStatus::Stopped);
+    assert!(on(&state, "i-1").is_empty());
+    assert!(!state.has_active_tasks("i-1"));
+}
