@@ -846,3 +846,117 @@ fn services_and_their_commands_survive_bincode() {
     assert_eq!(decoded, state);
     assert_eq!(decoded.service_tasks("default", "web").count(), 1);
 }
+
+#[test]
+fn describe_counts_each_deployments_tasks_and_says_why_tasks_wait() {
+    use crate::service::{DeploymentCounts, PendingReason};
+    let mut state = base();
+    create(&mut state, service_spec("web", "hc", 4)).unwrap();
+    start(&mut state, "ecs-svc/1", &["a", "b", "c", "d"], 20).unwrap();
+    run(&mut state, "a", "i-1", Health::Healthy);
+    run(&mut state, "b", "i-2", Health::Unknown);
+    ok(
+        &mut state,
+        Command::PlaceTasks {
+            placements: vec![TaskPlacement {
+                task_id: "c".into(),
+                instance_id: "i-1".into(),
+            }],
+            unplaced: vec![("d".into(), "no room".into())],
+            at_ms: 30,
+        },
+    );
+    update(
+        &mut state,
+        ServiceUpdate {
+            task_definition: Some("web:1".into()),
+            ..Default::default()
+        },
+        "ecs-svc/2",
+    )
+    .unwrap();
+    start(&mut state, "ecs-svc/2", &["e", "f", "g"], 110).unwrap();
+    run(&mut state, "e", "i-2", Health::Unknown);
+    run(&mut state, "f", "i-2", Health::Unknown);
+    // f is on its way out: it counts nowhere; g waits without a reason yet.
+    ok(
+        &mut state,
+        Command::StopTask {
+            task_id: "f".into(),
+            reason: String::new(),
+            at_ms: 120,
+        },
+    );
+    let service = state.service("default", "web").unwrap().clone();
+    let counts = |pending, running, healthy| DeploymentCounts {
+        pending,
+        running,
+        healthy,
+    };
+    assert_eq!(
+        state.deployment_counts(&service),
+        [
+            ("ecs-svc/2".to_string(), counts(1, 1, 1)),
+            ("ecs-svc/1".to_string(), counts(2, 2, 1)),
+        ]
+    );
+    let described = state.describe_service(&service);
+    assert_eq!(
+        (
+            described.running_count,
+            described.pending_count,
+            described.healthy_count
+        ),
+        (3, 3, 2)
+    );
+    let per_deployment: Vec<(&str, DeploymentCounts)> = described
+        .deployments
+        .iter()
+        .map(|d| (d.deployment.id.as_str(), d.counts))
+        .collect();
+    assert_eq!(
+        per_deployment,
+        [
+            ("ecs-svc/2", counts(1, 1, 1)),
+            ("ecs-svc/1", counts(2, 2, 1))
+        ]
+    );
+    assert_eq!(
+        described.pending_reasons,
+        [PendingReason {
+            reason: "no room".into(),
+            tasks: 1
+        }]
+    );
+}
+
+#[test]
+fn services_are_listed_in_all_and_per_cluster() {
+    let mut state = base();
+    ok(
+        &mut state,
+        Command::CreateCluster {
+            name: "other".into(),
+            settings: Default::default(),
+            at_ms: 1,
+        },
+    );
+    create(&mut state, service_spec("web", "web", 1)).unwrap();
+    ok(
+        &mut state,
+        Command::CreateService {
+            spec: ServiceSpec {
+                cluster: "other".into(),
+                ..service_spec("db", "web", 1)
+            },
+            deployment_id: "ecs-svc/7".into(),
+            at_ms: 10,
+        },
+    );
+    let names = |it: &mut dyn Iterator<Item = &crate::service::Service>| -> Vec<String> {
+        it.map(|s| format!("{}/{}", s.cluster, s.name)).collect()
+    };
+    assert_eq!(names(&mut state.services()), ["default/web", "other/db"]);
+    assert_eq!(names(&mut state.services_in("default")), ["default/web"]);
+    assert_eq!(names(&mut state.services_in("other")), ["other/db"]);
+}
