@@ -960,3 +960,288 @@ fn services_are_listed_in_all_and_per_cluster() {
     assert_eq!(names(&mut state.services_in("default")), ["default/web"]);
     assert_eq!(names(&mut state.services_in("other")), ["other/db"]);
 }
+
+fn stop_tasks(state: &mut State, stops: &[(&str, StopCause)], at_ms: i64) -> Vec<String> {
+    let out = ok(
+        state,
+        Command::StopServiceTasks {
+            cluster: "default".into(),
+            service: "web".into(),
+            stops: stops
+                .iter()
+                .map(|(id, cause)| ServiceTaskStop {
+                    task_id: id.to_string(),
+                    cause: *cause,
+                })
+                .collect(),
+            at_ms,
+        },
+    );
+    match out {
+        CommandOutput::Tasks(tasks) => tasks.into_iter().map(|t| t.id).collect(),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn every_service_change_is_announced() {
+    let mut state = base();
+    state.take_events();
+    create(&mut state, service_spec("web", "web", 1)).unwrap();
+    let events = state.take_events();
+    assert!(
+        events.iter().any(|e| matches!(
+            e,
+            crate::StateEvent::Service { cluster, name } if cluster == "default" && name == "web"
+        )),
+        "{events:?}"
+    );
+    update(
+        &mut state,
+        ServiceUpdate {
+            desired_count: Some(2),
+            ..Default::default()
+        },
+        "unused",
+    )
+    .unwrap();
+    assert!(state
+        .take_events()
+        .iter()
+        .any(|e| matches!(e, crate::StateEvent::Service { .. })));
+}
+
+#[test]
+fn only_a_new_definition_new_placement_or_force_starts_a_deployment() {
+    let mut state = base();
+    create(&mut state, service_spec("web", "web", 1)).unwrap();
+    let deployments = |state: &State| {
+        state
+            .service("default", "web")
+            .unwrap()
+            .deployments
+            .iter()
+            .map(|d| d.id.clone())
+            .collect::<Vec<_>>()
+    };
+    update(
+        &mut state,
+        ServiceUpdate {
+            desired_count: Some(3),
+            ..Default::default()
+        },
+        "ecs-svc/2",
+    )
+    .unwrap();
+    assert_eq!(deployments(&state), ["ecs-svc/1"]);
+    assert_eq!(state.service("default", "web").unwrap().desired_count, 3);
+    update(
+        &mut state,
+        ServiceUpdate {
+            placement_constraints: Some(vec!["distinctInstance".into()]),
+            ..Default::default()
+        },
+        "ecs-svc/3",
+    )
+    .unwrap();
+    assert_eq!(deployments(&state), ["ecs-svc/3", "ecs-svc/1"]);
+    update(
+        &mut state,
+        ServiceUpdate {
+            placement_strategies: Some(vec!["spread:instanceId".into()]),
+            ..Default::default()
+        },
+        "ecs-svc/4",
+    )
+    .unwrap();
+    assert_eq!(deployments(&state), ["ecs-svc/4", "ecs-svc/3", "ecs-svc/1"]);
+}
+
+#[test]
+fn updating_a_daemon_keeps_the_count_its_controller_set() {
+    let mut state = base();
+    create(
+        &mut state,
+        ServiceSpec {
+            scheduling_strategy: SchedulingStrategy::Daemon,
+            deployment_configuration: DeploymentConfiguration::defaults_for(
+                SchedulingStrategy::Daemon,
+            ),
+            ..service_spec("web", "web", 0)
+        },
+    )
+    .unwrap();
+    progress(&mut state, ServiceProgress::DaemonDesiredCount { count: 2 }).unwrap();
+    update(
+        &mut state,
+        ServiceUpdate {
+            health_check_grace_period_secs: Some(30),
+            ..Default::default()
+        },
+        "unused",
+    )
+    .unwrap();
+    let service = state.service("default", "web").unwrap();
+    assert_eq!(service.desired_count, 2);
+    assert_eq!(service.health_check_grace_period_secs, 30);
+}
+
+#[test]
+fn a_replica_scaled_to_zero_is_deleted_without_force() {
+    let mut state = base();
+    create(&mut state, service_spec("web", "web", 0)).unwrap();
+    ok(
+        &mut state,
+        Command::DeleteService {
+            cluster: "default".into(),
+            name: "web".into(),
+            force: false,
+            at_ms: 50,
+        },
+    );
+    assert_eq!(
+        state.service("default", "web").unwrap().status,
+        ServiceStatus::Draining
+    );
+}
+
+#[test]
+fn a_daemon_starts_on_an_instance_next_to_one_that_runs_it() {
+    let mut state = base();
+    create(
+        &mut state,
+        ServiceSpec {
+            scheduling_strategy: SchedulingStrategy::Daemon,
+            deployment_configuration: DeploymentConfiguration::defaults_for(
+                SchedulingStrategy::Daemon,
+            ),
+            ..service_spec("web", "web", 0)
+        },
+    )
+    .unwrap();
+    let daemon = |id: &str, instance: &str| {
+        Command::StartServiceTasks(StartServiceTasks {
+            cluster: "default".into(),
+            service: "web".into(),
+            deployment_id: "ecs-svc/1".into(),
+            task_ids: vec![id.into()],
+            instance_ids: vec![instance.into()],
+            at_ms: 20,
+        })
+    };
+    ok(&mut state, daemon("a", "i-1"));
+    ok(&mut state, daemon("b", "i-2"));
+    assert_eq!(state.task("b").unwrap().instance_id.as_deref(), Some("i-2"));
+}
+
+#[test]
+fn service_stops_touch_only_its_own_tasks_that_still_run() {
+    let mut state = base();
+    let mut spec = service_spec("web", "web", 3);
+    spec.deployment_configuration.minimum_healthy_percent = 0;
+    create(&mut state, spec).unwrap();
+    start(&mut state, "ecs-svc/1", &["a", "b", "c"], 20).unwrap();
+    run(&mut state, "a", "i-1", Health::Unknown);
+    run(&mut state, "b", "i-2", Health::Unknown);
+    // A RunTask task in the same cluster is not the service's to stop.
+    ok(
+        &mut state,
+        Command::RunTasks(crate::RunTasks {
+            cluster: "default".into(),
+            task_definition: "web".into(),
+            task_ids: vec!["x".into()],
+            instance_ids: vec!["i-1".into()],
+            group: None,
+            started_by: String::new(),
+            placement_strategies: vec![],
+            placement_constraints: vec![],
+            overrides: vec![],
+            client_token: None,
+            at_ms: 25,
+        }),
+    );
+    let stopped = stop_tasks(
+        &mut state,
+        &[
+            ("x", StopCause::Replaced),
+            ("a", StopCause::Replaced),
+            ("c", StopCause::Replaced),
+        ],
+        40,
+    );
+    assert_eq!(stopped, ["a", "c"]);
+    assert_eq!(
+        state.task("x").unwrap().desired_status,
+        crate::DesiredStatus::Running
+    );
+    // A running task waits for its agent; one never placed stops at once.
+    let a = state.task("a").unwrap();
+    assert_eq!(
+        (a.desired_status, a.last_status),
+        (crate::DesiredStatus::Stopped, TaskStatus::Running)
+    );
+    assert_eq!(state.task("c").unwrap().last_status, TaskStatus::Stopped);
+    // Asked again: nothing more happens.
+    let events = state.service("default", "web").unwrap().events.len();
+    let again = stop_tasks(
+        &mut state,
+        &[("a", StopCause::Replaced), ("c", StopCause::Replaced)],
+        50,
+    );
+    assert!(again.is_empty(), "{again:?}");
+    assert_eq!(
+        state.service("default", "web").unwrap().events.len(),
+        events
+    );
+}
+
+#[test]
+fn completion_and_steady_need_every_task_healthy_and_of_the_deployment() {
+    let mut state = base();
+    create(&mut state, service_spec("web", "hc", 2)).unwrap();
+    start(&mut state, "ecs-svc/1", &["a", "b"], 20).unwrap();
+    run(&mut state, "a", "i-1", Health::Healthy);
+    run(&mut state, "b", "i-2", Health::Unknown);
+    let completed = || ServiceProgress::DeploymentCompleted {
+        deployment_id: "ecs-svc/1".into(),
+    };
+    assert!(progress(&mut state, completed()).is_err(), "b not healthy");
+    report(
+        &mut state,
+        "b",
+        "i-2",
+        TaskStatus::Running,
+        Health::Healthy,
+        None,
+        40,
+    );
+    // All healthy, but still IN_PROGRESS: not steady yet.
+    assert!(progress(&mut state, ServiceProgress::Steady).is_err());
+    progress(&mut state, completed()).unwrap();
+    // b's check fails: not steady.
+    report(
+        &mut state,
+        "b",
+        "i-2",
+        TaskStatus::Running,
+        Health::Unknown,
+        None,
+        50,
+    );
+    assert!(progress(&mut state, ServiceProgress::Steady).is_err());
+    // b stops: one task short, though every alive task is healthy.
+    report(
+        &mut state,
+        "b",
+        "i-2",
+        TaskStatus::Stopped,
+        Health::Unknown,
+        None,
+        60,
+    );
+    assert!(progress(&mut state, ServiceProgress::Steady).is_err());
+    start(&mut state, "ecs-svc/1", &["c"], 70).unwrap();
+    run(&mut state, "c", "i-2", Health::Healthy);
+    progress(&mut state, ServiceProgress::Steady).unwrap();
+    assert!(state.service("default", "web").unwrap().steady);
+}
