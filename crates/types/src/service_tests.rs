@@ -1245,3 +1245,71 @@ fn completion_and_steady_need_every_task_healthy_and_of_the_deployment() {
     progress(&mut state, ServiceProgress::Steady).unwrap();
     assert!(state.service("default", "web").unwrap().steady);
 }
+
+#[test]
+fn a_failed_deployment_of_the_stable_definition_does_not_roll_back_to_itself() {
+    let mut state = base();
+    create(&mut state, service_spec("web", "web", 1)).unwrap();
+    start(&mut state, "ecs-svc/1", &["a"], 20).unwrap();
+    run(&mut state, "a", "i-1", Health::Unknown);
+    progress(
+        &mut state,
+        ServiceProgress::DeploymentCompleted {
+            deployment_id: "ecs-svc/1".into(),
+        },
+    )
+    .unwrap();
+    update(
+        &mut state,
+        ServiceUpdate {
+            force_new_deployment: true,
+            ..Default::default()
+        },
+        "ecs-svc/2",
+    )
+    .unwrap();
+    progress(
+        &mut state,
+        ServiceProgress::DeploymentFailed {
+            deployment_id: "ecs-svc/2".into(),
+            reason: "test".into(),
+            rollback_deployment_id: Some("ecs-svc/3".into()),
+        },
+    )
+    .unwrap();
+    let service = state.service("default", "web").unwrap();
+    let ids: Vec<&str> = service.deployments.iter().map(|d| d.id.as_str()).collect();
+    // The old deployment still runs its task; no third one.
+    assert_eq!(ids, ["ecs-svc/2", "ecs-svc/1"]);
+    assert!(
+        service.events[0].message.contains("cannot roll back"),
+        "{:?}",
+        service.events[0]
+    );
+}
+
+#[test]
+fn retiring_deployments_never_retires_the_primary() {
+    let mut state = base();
+    create(&mut state, service_spec("web", "web", 0)).unwrap();
+    update(
+        &mut state,
+        ServiceUpdate {
+            task_definition: Some("web:1".into()),
+            ..Default::default()
+        },
+        "ecs-svc/2",
+    )
+    .unwrap();
+    progress(
+        &mut state,
+        ServiceProgress::DeploymentsRetired {
+            deployment_ids: vec!["ecs-svc/1".into(), "ecs-svc/2".into()],
+        },
+    )
+    .unwrap();
+    let service = state.service("default", "web").unwrap();
+    let ids: Vec<&str> = service.deployments.iter().map(|d| d.id.as_str()).collect();
+    assert_eq!(ids, ["ecs-svc/2"]);
+    assert_eq!(service.finished_deployments[0].id, "ecs-svc/1");
+}
