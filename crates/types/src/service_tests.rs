@@ -1313,3 +1313,136 @@ fn retiring_deployments_never_retires_the_primary() {
     assert_eq!(ids, ["ecs-svc/2"]);
     assert_eq!(service.finished_deployments[0].id, "ecs-svc/1");
 }
+
+/// Starts `id` at `at_ms`, places it and has it fail to start at once.
+fn fail(state: &mut State, id: &str, at_ms: i64) {
+    start(state, "ecs-svc/1", &[id], at_ms).unwrap();
+    ok(
+        state,
+        Command::PlaceTasks {
+            placements: vec![TaskPlacement {
+                task_id: id.into(),
+                instance_id: "i-1".into(),
+            }],
+            unplaced: vec![],
+            at_ms,
+        },
+    );
+    report(
+        state,
+        id,
+        "i-1",
+        TaskStatus::Stopped,
+        Health::Unknown,
+        None,
+        at_ms,
+    );
+}
+
+#[test]
+fn a_failure_streak_ends_after_more_than_half_an_hour_of_quiet() {
+    let mut state = base();
+    create(&mut state, service_spec("web", "web", 1)).unwrap();
+    let failures = |state: &State| state.service("default", "web").unwrap().throttle.failures;
+    fail(&mut state, "a", 1_000);
+    let half_hour = 30 * 60 * 1000;
+    fail(&mut state, "b", 1_000 + half_hour);
+    assert_eq!(failures(&state), 2, "exactly half an hour: same streak");
+    fail(&mut state, "c", 1_000 + 2 * half_hour + 1);
+    assert_eq!(failures(&state), 1, "more than half an hour: a new streak");
+}
+
+#[test]
+fn a_failure_when_the_backoff_ends_counts_again() {
+    let mut state = base();
+    create(&mut state, service_spec("web", "web", 1)).unwrap();
+    fail(&mut state, "a", 1_000);
+    fail(&mut state, "b", 1_100);
+    fail(&mut state, "c", 1_200);
+    let throttle = state.service("default", "web").unwrap().throttle;
+    assert_eq!((throttle.failures, throttle.until_ms), (3, 11_200));
+    fail(&mut state, "d", 11_200);
+    let throttle = state.service("default", "web").unwrap().throttle;
+    assert_eq!((throttle.failures, throttle.until_ms), (4, 31_200));
+}
+
+#[test]
+fn events_name_ten_tasks_then_say_how_many_more() {
+    let mut state = base();
+    create(&mut state, service_spec("web", "web", 21)).unwrap();
+    let ids: Vec<String> = (0..10).map(|i| format!("t{i:02}")).collect();
+    let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+    start(&mut state, "ecs-svc/1", &refs, 20).unwrap();
+    let message = state.service("default", "web").unwrap().events[0]
+        .message
+        .clone();
+    assert!(message.ends_with("(task t09)."), "{message}");
+    let ids: Vec<String> = (10..21).map(|i| format!("t{i:02}")).collect();
+    let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+    start(&mut state, "ecs-svc/1", &refs, 30).unwrap();
+    let message = state.service("default", "web").unwrap().events[0]
+        .message
+        .clone();
+    assert!(
+        message.starts_with("(service web) has started 11 tasks: (task t10)"),
+        "{message}"
+    );
+    assert!(message.ends_with("(task t19) and 1 more."), "{message}");
+}
+
+#[test]
+fn only_an_active_daemon_takes_a_desired_count() {
+    let mut state = base();
+    create(&mut state, service_spec("web", "web", 1)).unwrap();
+    assert!(progress(&mut state, ServiceProgress::DaemonDesiredCount { count: 2 }).is_err());
+    let mut state = base();
+    create(
+        &mut state,
+        ServiceSpec {
+            scheduling_strategy: SchedulingStrategy::Daemon,
+            deployment_configuration: DeploymentConfiguration::defaults_for(
+                SchedulingStrategy::Daemon,
+            ),
+            ..service_spec("web", "web", 0)
+        },
+    )
+    .unwrap();
+    progress(&mut state, ServiceProgress::DaemonDesiredCount { count: 2 }).unwrap();
+    ok(
+        &mut state,
+        Command::DeleteService {
+            cluster: "default".into(),
+            name: "web".into(),
+            force: false,
+            at_ms: 50,
+        },
+    );
+    assert!(progress(&mut state, ServiceProgress::DaemonDesiredCount { count: 3 }).is_err());
+}
+
+#[test]
+fn retiring_keeps_the_idle_deployments_it_was_not_asked_to_retire() {
+    let mut state = base();
+    create(&mut state, service_spec("web", "web", 0)).unwrap();
+    for (td, id) in [("web:1", "ecs-svc/2"), ("web:2", "ecs-svc/3")] {
+        update(
+            &mut state,
+            ServiceUpdate {
+                task_definition: Some(td.into()),
+                ..Default::default()
+            },
+            id,
+        )
+        .unwrap();
+    }
+    progress(
+        &mut state,
+        ServiceProgress::DeploymentsRetired {
+            deployment_ids: vec!["ecs-svc/1".into()],
+        },
+    )
+    .unwrap();
+    let service = state.service("default", "web").unwrap();
+    let ids: Vec<&str> = service.deployments.iter().map(|d| d.id.as_str()).collect();
+    assert_eq!(ids, ["ecs-svc/3", "ecs-svc/2"]);
+}
