@@ -134,3 +134,24 @@ fn random_walks_instances_in_a_shuffled_order_not_a_rotation() {
     }
     assert!(rotations < 2, "{rotations} of 8 seeds walked in id order");
 }
+
+#[test]
+fn a_sample_of_one_ranks_only_what_the_walk_reaches_not_the_requests_own_instances() {
+    // With a single spread strategy the request's own instances are not
+    // added to the sample: each task takes the next instance of the walk.
+    let r = Reservation::new(0, 0);
+    let mut h = Harness::new()
+        .instances(4, 4096, 8192)
+        .with_attr("zone", "a");
+    for id in ["i-001", "i-002", "i-003"] {
+        for _ in 0..5 {
+            h = h.running(id, "web", &r);
+        }
+    }
+    let view = h.view();
+    let request = req("web", 0, 0, 2).strategy("spread:attribute:zone");
+    for seed in 0..16 {
+        let plan = place_with_limit(&view, &request, seed, 1);
+        assert_eq!(per_instance(&plan).len(), 2, "seed {seed}: {plan:?}");
+    }
+}
