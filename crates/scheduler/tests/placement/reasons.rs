@@ -144,3 +144,14 @@ fn a_constraint_that_excluded_nothing_is_not_named_in_the_reason() {
         "no ACTIVE instance matches memberOf(attribute:zone == b) (3 checked)"
     );
 }
+
+#[test]
+fn an_exact_cpu_fit_is_not_reported_as_lacking_cpu() {
+    // The instance has exactly the CPU the task needs; memory is short.
+    let h = Harness::new().instance("i-000", 1024, 512);
+    let plan = h.place(&req("web", 1024, 1024, 1));
+    assert_eq!(
+        reason(&plan),
+        "no instance has 1024 MiB free memory (at most 512 MiB free; 1 ACTIVE instance)"
+    );
+}
