@@ -1129,19 +1129,22 @@ mod tests {
         }
     }
 
+    /// (what, last status, desired status, container health, expected)
+    type HealthCase = (
+        &'static str,
+        TaskStatus,
+        DesiredStatus,
+        &'static [(&'static str, Health)],
+        TaskHealth,
+    );
+
     #[test]
     fn task_health_is_decided_by_the_essential_containers_with_a_check() {
         use Health::{Healthy as H, Unhealthy as U, Unknown as N};
         let td = definition();
         let run = TaskStatus::Running;
         let want = DesiredStatus::Running;
-        let cases: &[(
-            &str,
-            TaskStatus,
-            DesiredStatus,
-            &[(&str, Health)],
-            TaskHealth,
-        )] = &[
+        let cases: &[HealthCase] = &[
             (
                 "the checked container healthy",
                 run,
