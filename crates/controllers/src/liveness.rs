@@ -188,6 +188,22 @@ mod tests {
                 &[],
             ),
             (
+                "silent exactly disconnect_after: DISCONNECTED",
+                None,
+                Some(15_000),
+                60_000,
+                60_000,
+                &["instance_disconnected"],
+            ),
+            (
+                "leader for exactly the grace period: marks again",
+                None,
+                Some(16_000),
+                60_000,
+                20_000,
+                &["instance_disconnected"],
+            ),
+            (
                 "disconnected 30 s ago: not lost yet",
                 Some(NOW - 30_000),
                 None,
@@ -210,6 +226,14 @@ mod tests {
                 40_000,
                 120_000,
                 &["instance_connected"],
+            ),
+            (
+                "a session exactly disconnect_after old says hello itself",
+                Some(NOW - 30_000),
+                Some(500),
+                15_000,
+                120_000,
+                &[],
             ),
             (
                 "a brand-new session says hello itself",
@@ -269,6 +293,30 @@ mod tests {
             commands[..],
             [Command::InstanceDisconnected { at_ms: NOW, .. }]
         ));
+    }
+
+    #[test]
+    fn liveness_runs_on_its_own_250_ms_clock_and_no_state_event_wakes_it() {
+        let c = controller();
+        assert_eq!(c.name(), "liveness");
+        assert_eq!(c.interval_ms(), 250);
+        assert!(!c.repeat_while_progressing());
+        let events = [
+            StateEvent::Task {
+                task_id: "t1".into(),
+                instance_id: Some("i-1".into()),
+            },
+            StateEvent::Instance {
+                instance_id: "i-1".into(),
+            },
+            StateEvent::Service {
+                cluster: "default".into(),
+                name: "web".into(),
+            },
+        ];
+        for e in &events {
+            assert!(!c.wakes_on(e), "{e:?}");
+        }
     }
 
     #[test]

@@ -412,6 +412,106 @@ mod tests {
     }
 
     #[test]
+    fn the_scheduler_runs_every_second_wakes_on_any_event_and_repeats_while_it_progresses() {
+        let c = Scheduling;
+        assert_eq!(c.name(), "scheduler");
+        assert_eq!(c.interval_ms(), 1000);
+        assert!(c.repeat_while_progressing());
+        let events = [
+            StateEvent::Task {
+                task_id: "t1".into(),
+                instance_id: None,
+            },
+            StateEvent::Instance {
+                instance_id: "i-a".into(),
+            },
+            StateEvent::Service {
+                cluster: "default".into(),
+                name: "web".into(),
+            },
+        ];
+        for e in &events {
+            assert!(c.wakes_on(e), "{e:?}");
+        }
+    }
+
+    #[test]
+    fn distinct_instance_counts_tasks_placed_in_earlier_passes() {
+        let mut state = state_with(&[("i-a", "a")]);
+        run_in(&mut state, &["y1"], &["distinctInstance"], Some("g"));
+        let (placements, _) = decide(&state, 1);
+        assert_eq!(placements.len(), 1);
+        state
+            .apply(Command::PlaceTasks {
+                placements,
+                unplaced: vec![],
+                at_ms: 4,
+            })
+            .unwrap();
+        // The view built for the next pass knows i-a runs a task of g.
+        run_in(&mut state, &["y2"], &["distinctInstance"], Some("g"));
+        let (placements, unplaced) = decide(&state, 2);
+        assert!(placements.is_empty(), "{placements:?}");
+        assert_eq!(unplaced.len(), 1);
+        assert_eq!(unplaced[0].0, "y2");
+        assert!(
+            unplaced[0].1.contains("distinctInstance"),
+            "{}",
+            unplaced[0].1
+        );
+    }
+
+    /// Tasks decided (placed or explained) in one pass, per group prefix.
+    fn decided_per_group(state: &State) -> BTreeMap<String, usize> {
+        let (placements, unplaced) = decide(state, 5);
+        let mut per = BTreeMap::new();
+        let ids = placements
+            .iter()
+            .map(|p| p.task_id.as_str())
+            .chain(unplaced.iter().map(|(id, _)| id.as_str()));
+        for id in ids {
+            let group = id.split('-').next().unwrap_or_default().to_string();
+            *per.entry(group).or_insert(0) += 1;
+        }
+        per
+    }
+
+    fn run_many(state: &mut State, group: &str, n: usize) {
+        let ids: Vec<String> = (0..n).map(|i| format!("{group}-{i:05}")).collect();
+        for chunk in ids.chunks(1000) {
+            let ids: Vec<&str> = chunk.iter().map(String::as_str).collect();
+            run_in(state, &ids, &[], Some(group));
+        }
+    }
+
+    #[test]
+    fn a_pass_shares_its_placements_fairly_then_gives_the_rest_in_queue_order() {
+        // Two requests that each want more than half: half each.
+        let mut state = state_with(&[("i-a", "a")]);
+        run_many(&mut state, "a", 3000);
+        run_many(&mut state, "b", 3000);
+        let half = MAX_PLACEMENTS_PER_PASS / 2;
+        assert_eq!(
+            decided_per_group(&state),
+            BTreeMap::from([("a".to_string(), half), ("b".to_string(), half)])
+        );
+        // Three: a fair third each (a small one takes all it wants), then
+        // what is left goes to the oldest request first.
+        let mut state = state_with(&[("i-a", "a")]);
+        run_many(&mut state, "a", 3000);
+        run_many(&mut state, "b", 100);
+        run_many(&mut state, "c", 3000);
+        assert_eq!(
+            decided_per_group(&state),
+            BTreeMap::from([
+                ("a".to_string(), 3000),
+                ("b".to_string(), 100),
+                ("c".to_string(), MAX_PLACEMENTS_PER_PASS - 3100),
+            ])
+        );
+    }
+
+    #[test]
     fn a_small_request_is_not_queued_behind_a_bulk_run() {
         let mut state = state_with(&[("i-a", "a")]);
         let bulk: Vec<String> = (0..MAX_PLACEMENTS_PER_PASS + 500)

@@ -277,6 +277,14 @@ fn replica_scenarios() {
         ),
         ("one short: one replacement", 3, 100, 200, 2, &["start 1"]),
         (
+            "one too many, no minimum: only the excess is stopped",
+            2,
+            0,
+            200,
+            3,
+            &["stop ScaledDown"],
+        ),
+        (
             "one too many: scaled down",
             2,
             100,
@@ -500,6 +508,9 @@ fn unhealthy_tasks_are_replaced_after_the_grace_period() {
         .flatten()
         .collect();
     assert_eq!(stops, [StopCause::Unhealthy]);
+    // The task being replaced no longer counts: its replacement starts in
+    // the same pass.
+    assert_eq!(summary(&after), ["stop Unhealthy", "start 1"]);
     apply_all(&mut state, after);
     let stopped = state.task(&task.id).unwrap();
     assert_eq!(
@@ -918,6 +929,29 @@ fn a_daemon_honours_its_constraints_and_is_placed_before_replicas_fill_an_instan
 }
 
 #[test]
+fn an_instance_already_running_its_daemon_task_holds_no_more_room_for_it() {
+    let mut state = world(&[]);
+    add_instance(&mut state, "i-8", 8192, &[]);
+    create(&mut state, daemon("agentd", "big:1", &[]));
+    settle(&mut state, "agentd", NOW, 5);
+    assert_eq!(running(&state, "agentd").len(), 1);
+    // 8192 - 3000 MiB left: room for one more 3000 MiB task, which must
+    // not be held back for a daemon task that already runs there.
+    create(&mut state, replica("fill", "big:1", 1, 100, 200));
+    let start = services(&state, NOW + 10)
+        .into_iter()
+        .find(|c| matches!(c, Command::StartServiceTasks(s) if s.service == "fill"))
+        .unwrap();
+    apply(&mut state, start);
+    let commands = Scheduling.reconcile(&state, &Inputs::new(NOW + 10, 1, &NoAgents));
+    let Some(Command::PlaceTasks { placements, .. }) = commands.first() else {
+        panic!("{commands:?}")
+    };
+    assert_eq!(placements.len(), 1, "{commands:?}");
+    assert_eq!(placements[0].instance_id, "i-8");
+}
+
+#[test]
 fn deleting_a_service_stops_its_tasks_then_makes_it_inactive() {
     let mut state = world(&["i-1"]);
     create(&mut state, replica("web", "web:1", 2, 100, 200));
@@ -977,4 +1011,337 @@ fn stale_and_repeated_decisions_are_refused() {
     assert_eq!(state.service_tasks("default", "web").count(), 2);
     let again = services(&state, NOW + 2);
     assert!(!summary(&again).iter().any(|c| c.starts_with("start")));
+}
+
+fn set_desired(state: &mut State, name: &str, desired: u32, at_ms: i64) {
+    apply(
+        state,
+        Command::UpdateService {
+            cluster: "default".into(),
+            name: name.into(),
+            update: ServiceUpdate {
+                desired_count: Some(desired),
+                ..Default::default()
+            },
+            deployment_id: "unused".into(),
+            at_ms,
+        },
+    );
+}
+
+/// The stops decided, as (instance of the task, cause), in decision order.
+fn stops_on(state: &State, commands: &[Command]) -> Vec<(String, StopCause)> {
+    commands
+        .iter()
+        .filter_map(|c| match c {
+            Command::StopServiceTasks { stops, .. } => Some(stops),
+            _ => None,
+        })
+        .flatten()
+        .map(|s| {
+            let task = state.task(&s.task_id).unwrap();
+            (task.instance_id.clone().unwrap_or_default(), s.cause)
+        })
+        .collect()
+}
+
+fn note(commands: &[Command]) -> String {
+    commands
+        .iter()
+        .find_map(|c| match c {
+            Command::ServiceProgress {
+                progress: ServiceProgress::Note { message },
+                ..
+            } => Some(message.clone()),
+            _ => None,
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn the_services_controller_runs_every_second_and_wakes_on_services_tasks_and_instances() {
+    assert_eq!(Services.name(), "services");
+    assert_eq!(Services.interval_ms(), 1000);
+    assert!(!Services.repeat_while_progressing());
+    let events = [
+        berth_types::StateEvent::Task {
+            task_id: "t".into(),
+            instance_id: None,
+        },
+        berth_types::StateEvent::Instance {
+            instance_id: "i-1".into(),
+        },
+        berth_types::StateEvent::Service {
+            cluster: "default".into(),
+            name: "web".into(),
+        },
+    ];
+    for e in &events {
+        assert!(Services.wakes_on(e), "{e:?}");
+    }
+}
+
+#[test]
+fn a_rollout_deadlocked_by_its_bounds_says_so_and_does_not_complete() {
+    // One task, minimumHealthyPercent 50 (keep 1) and maximumPercent 100
+    // (at most 1): the old task can neither be stopped nor joined.
+    let mut state = world(&["i-1"]);
+    create(&mut state, replica("web", "web:1", 1, 50, 100));
+    let now = settle(&mut state, "web", NOW, 10);
+    deploy(&mut state, "web", "web:2", "ecs-svc/2", now);
+    let commands = services(&state, now + 1);
+    assert_eq!(summary(&commands), ["note"]);
+    let message = note(&commands);
+    assert!(
+        message.contains("cannot replace tasks: maximumPercent 100 allows 1 tasks"),
+        "{message}"
+    );
+}
+
+#[test]
+fn tasks_already_asked_to_stop_are_not_stopped_again_nor_taken_for_a_deadlock() {
+    let mut state = world(&["i-1", "i-2"]);
+    create(&mut state, replica("web", "web:1", 2, 0, 100));
+    let now = settle(&mut state, "web", NOW, 10);
+    deploy(&mut state, "web", "web:2", "ecs-svc/2", now);
+    let first = services(&state, now + 1);
+    assert_eq!(summary(&first), ["stop Replaced,Replaced"]);
+    assert_eq!(apply_all(&mut state, first), 0);
+    // The old tasks run until their agents say they stopped; no room for
+    // the new ones meanwhile, and nothing more to decide.
+    assert_eq!(summary(&services(&state, now + 2)), Vec::<String>::new());
+}
+
+#[test]
+fn scaling_down_stops_a_task_that_is_not_healthy_yet_before_a_healthy_one() {
+    let mut state = world(&["i-1", "i-2"]);
+    create(&mut state, replica("web", "web:1", 2, 100, 200));
+    let now = settle(&mut state, "web", NOW, 10);
+    set_desired(&mut state, "web", 3, now);
+    let start = services(&state, now + 1);
+    assert_eq!(summary(&start), ["start 1"]);
+    apply_all(&mut state, start);
+    let waiting = state
+        .service_tasks("default", "web")
+        .find(|t| t.last_status == TaskStatus::Provisioning)
+        .unwrap()
+        .id
+        .clone();
+    set_desired(&mut state, "web", 2, now + 2);
+    let commands = services(&state, now + 3);
+    assert_eq!(summary(&commands), ["stop ScaledDown"]);
+    let Command::StopServiceTasks { stops, .. } = &commands[0] else {
+        panic!("{commands:?}")
+    };
+    assert_eq!(stops[0].task_id, waiting);
+}
+
+#[test]
+fn a_replaced_task_makes_the_service_steady_again_only_once_it_is_healthy() {
+    let mut state = world(&["i-1"]);
+    create(&mut state, replica("web", "web:1", 1, 100, 200));
+    let now = settle(&mut state, "web", NOW, 10);
+    assert!(state.service("default", "web").unwrap().steady);
+    let id = state
+        .service_tasks("default", "web")
+        .next()
+        .unwrap()
+        .id
+        .clone();
+    apply(
+        &mut state,
+        Command::ReportTaskStatus {
+            instance_id: "i-1".into(),
+            reports: vec![report(
+                &id,
+                TaskStatus::Stopped,
+                Health::Unknown,
+                Some(StopCode::EssentialContainerExited),
+            )],
+            at_ms: now,
+        },
+    );
+    assert!(!state.service("default", "web").unwrap().steady);
+    let start = services(&state, now + 10);
+    assert_eq!(summary(&start), ["start 1"]);
+    apply_all(&mut state, start);
+    // Waiting for a placement: counted, but not healthy, so not steady.
+    assert_eq!(summary(&services(&state, now + 20)), Vec::<String>::new());
+    agents(&mut state, now + 30, Health::Healthy);
+    assert_eq!(summary(&services(&state, now + 40)), ["steady"]);
+}
+
+#[test]
+fn a_daemon_rollout_replaces_healthy_tasks_only_within_minimum_healthy_percent() {
+    // Four instances; minimumHealthyPercent 25 of 4 keeps 1 healthy task.
+    let mut state = world(&["i-1", "i-2", "i-3", "i-4"]);
+    let mut spec = daemon("agentd", "hc:1", &[]);
+    spec.deployment_configuration.minimum_healthy_percent = 25;
+    create(&mut state, spec);
+    let now = settle(&mut state, "agentd", NOW, 10);
+    assert_eq!(state.service("default", "agentd").unwrap().desired_count, 4);
+    let on = |state: &State, instance: &str| {
+        state
+            .service_tasks("default", "agentd")
+            .find(|t| t.instance_id.as_deref() == Some(instance))
+            .unwrap()
+            .id
+            .clone()
+    };
+    // i-3's health check has not decided; i-4's task was asked to stop and
+    // still runs.
+    let t3 = on(&state, "i-3");
+    apply(
+        &mut state,
+        Command::ReportTaskStatus {
+            instance_id: "i-3".into(),
+            reports: vec![report(&t3, TaskStatus::Running, Health::Unknown, None)],
+            at_ms: now,
+        },
+    );
+    let t4 = on(&state, "i-4");
+    apply(
+        &mut state,
+        Command::StopTask {
+            task_id: t4,
+            reason: String::new(),
+            at_ms: now,
+        },
+    );
+    deploy(&mut state, "agentd", "web:1", "ecs-svc/2", now);
+    let commands = services(&state, now + 1);
+    // Healthy i-1 and i-2: one may go (2 - 1); i-3 costs no health; i-4
+    // is on its way out and gets nothing new until it is gone.
+    assert_eq!(
+        summary(&commands),
+        ["daemon desired 3", "stop Replaced,Replaced"]
+    );
+    assert_eq!(
+        stops_on(&state, &commands),
+        [
+            ("i-1".to_string(), StopCause::Replaced),
+            ("i-3".to_string(), StopCause::Replaced)
+        ]
+    );
+}
+
+#[test]
+fn a_daemon_stops_only_its_unhealthy_task_and_replaces_an_old_one_elsewhere() {
+    let mut state = world(&["i-1", "i-2"]);
+    create(&mut state, daemon("agentd", "hc:1", &[]));
+    let now = settle(&mut state, "agentd", NOW, 10);
+    deploy(&mut state, "agentd", "web:1", "ecs-svc/2", now);
+    // Before the new deployment acts, i-1's task turns unhealthy.
+    let t1 = state
+        .service_tasks("default", "agentd")
+        .find(|t| t.instance_id.as_deref() == Some("i-1"))
+        .unwrap()
+        .id
+        .clone();
+    apply(
+        &mut state,
+        Command::ReportTaskStatus {
+            instance_id: "i-1".into(),
+            reports: vec![report(&t1, TaskStatus::Running, Health::Unhealthy, None)],
+            at_ms: now,
+        },
+    );
+    let commands = services(&state, now + 1);
+    let mut stops = stops_on(&state, &commands);
+    stops.sort_by_key(|(i, _)| i.clone());
+    assert_eq!(
+        stops,
+        [
+            ("i-1".to_string(), StopCause::Unhealthy),
+            ("i-2".to_string(), StopCause::Replaced)
+        ]
+    );
+}
+
+#[test]
+fn a_daemon_says_how_many_qualifying_instances_lack_room_for_its_task() {
+    let mut state = world(&[]);
+    add_instance(&mut state, "i-s1", 1024, &[]);
+    create(&mut state, daemon("agentd", "big:1", &[]));
+    let commands = services(&state, NOW);
+    // Nothing to run anywhere: the deployment is complete, and it says why.
+    assert_eq!(summary(&commands), ["note", "completed", "steady"]);
+    assert!(
+        note(&commands).contains("Reason: 1 qualifying instance lack"),
+        "{}",
+        note(&commands)
+    );
+    add_instance(&mut state, "i-s2", 1024, &[]);
+    let commands = services(&state, NOW);
+    assert!(
+        note(&commands).contains("Reason: 2 qualifying instances lack"),
+        "{}",
+        note(&commands)
+    );
+}
+
+#[test]
+fn deleting_a_daemon_stops_its_tasks_without_touching_its_desired_count() {
+    let mut state = world(&["i-1", "i-2"]);
+    create(&mut state, daemon("agentd", "web:1", &[]));
+    let now = settle(&mut state, "agentd", NOW, 10);
+    apply(
+        &mut state,
+        Command::DeleteService {
+            cluster: "default".into(),
+            name: "agentd".into(),
+            force: false,
+            at_ms: now,
+        },
+    );
+    assert_eq!(
+        summary(&services(&state, now + 1)),
+        ["stop ServiceDeleted,ServiceDeleted"]
+    );
+}
+
+#[test]
+fn a_daemon_whose_deployment_failed_starts_nothing() {
+    let mut state = world(&["i-1"]);
+    create(&mut state, daemon("agentd", "web:1", &[]));
+    apply(
+        &mut state,
+        Command::ServiceProgress {
+            cluster: "default".into(),
+            service: "agentd".into(),
+            progress: ServiceProgress::DeploymentFailed {
+                deployment_id: "ecs-svc/1".into(),
+                reason: "test".into(),
+                rollback_deployment_id: None,
+            },
+            at_ms: NOW - 1_000,
+        },
+    );
+    assert_eq!(summary(&services(&state, NOW)), ["daemon desired 1"]);
+}
+
+#[test]
+fn deployment_ids_are_ecs_svc_and_19_digits() {
+    let id = crate::services::deployment_id(&crate::IdSource::new(7));
+    let digits = id.strip_prefix("ecs-svc/").unwrap_or_default();
+    assert_eq!(digits.len(), 19, "{id}");
+    assert!(digits.bytes().all(|b| b.is_ascii_digit()), "{id}");
+    assert_ne!(id, crate::services::deployment_id(&crate::IdSource::new(8)));
+}
+
+#[test]
+fn tasks_by_deployment_groups_the_tasks_of_a_rollout() {
+    let mut state = world(&["i-1", "i-2"]);
+    create(&mut state, replica("web", "web:1", 2, 100, 200));
+    let now = settle(&mut state, "web", NOW, 10);
+    deploy(&mut state, "web", "web:2", "ecs-svc/2", now);
+    let start = services(&state, now + 1);
+    assert_eq!(summary(&start), ["start 2"]);
+    apply_all(&mut state, start);
+    let service = state.service("default", "web").unwrap();
+    let counts: Vec<(&str, usize)> = crate::services::tasks_by_deployment(&state, service)
+        .into_iter()
+        .map(|(d, tasks)| (d, tasks.len()))
+        .collect();
+    assert_eq!(counts, [("ecs-svc/1", 2), ("ecs-svc/2", 2)]);
 }

@@ -786,4 +786,499 @@ mod tests {
         );
         assert_eq!(SchedulingStrategy::parse("both"), None);
     }
+
+    fn valid() -> ServiceSpec {
+        ServiceSpec {
+            cluster: "default".into(),
+            name: "web".into(),
+            task_definition: "web:1".into(),
+            desired_count: 1,
+            scheduling_strategy: SchedulingStrategy::Replica,
+            placement_strategies: vec![],
+            placement_constraints: vec![],
+            deployment_configuration: DeploymentConfiguration::defaults_for(
+                SchedulingStrategy::Replica,
+            ),
+            health_check_grace_period_secs: 0,
+            tags: BTreeMap::new(),
+        }
+    }
+
+    /// The fields validate_spec refuses (empty when it accepts).
+    fn refused(spec: &ServiceSpec) -> Vec<String> {
+        match validate_spec(spec) {
+            Ok(()) => vec![],
+            Err(e) => e.fields().map(str::to_string).collect(),
+        }
+    }
+
+    #[test]
+    fn validation_accepts_every_limit_and_refuses_one_past_it() {
+        type Edit = fn(&mut ServiceSpec);
+        let percent = "deploymentConfiguration.maximumPercent";
+        let minimum = "deploymentConfiguration.minimumHealthyPercent";
+        let threshold = "deploymentConfiguration.deploymentCircuitBreaker.threshold";
+        let timeout = "deploymentConfiguration.deploymentTimeout";
+        let cases: &[(&str, Edit, &[&str])] = &[
+            ("valid", |_| {}, &[]),
+            (
+                "blank task definition",
+                |s| s.task_definition = " ".into(),
+                &["taskDefinition"],
+            ),
+            ("5000 tasks", |s| s.desired_count = MAX_DESIRED_COUNT, &[]),
+            (
+                "5001 tasks",
+                |s| s.desired_count = MAX_DESIRED_COUNT + 1,
+                &["desiredCount"],
+            ),
+            (
+                "maximumPercent 100",
+                |s| {
+                    s.deployment_configuration.maximum_percent = 100;
+                    s.deployment_configuration.minimum_healthy_percent = 50;
+                },
+                &[],
+            ),
+            (
+                "maximumPercent 99",
+                |s| {
+                    s.deployment_configuration.maximum_percent = 99;
+                    s.deployment_configuration.minimum_healthy_percent = 50;
+                },
+                &[percent],
+            ),
+            (
+                "maximumPercent 1000",
+                |s| s.deployment_configuration.maximum_percent = 1000,
+                &[],
+            ),
+            (
+                "maximumPercent 1001",
+                |s| s.deployment_configuration.maximum_percent = 1001,
+                &[percent],
+            ),
+            (
+                "minimumHealthyPercent 100 below 101",
+                |s| {
+                    s.deployment_configuration.minimum_healthy_percent = 100;
+                    s.deployment_configuration.maximum_percent = 101;
+                },
+                &[],
+            ),
+            (
+                "minimumHealthyPercent 101",
+                |s| s.deployment_configuration.minimum_healthy_percent = 101,
+                &[minimum],
+            ),
+            (
+                "minimumHealthyPercent equal to maximumPercent",
+                |s| {
+                    s.deployment_configuration.minimum_healthy_percent = 100;
+                    s.deployment_configuration.maximum_percent = 100;
+                },
+                &[minimum],
+            ),
+            (
+                "threshold 1",
+                |s| s.deployment_configuration.circuit_breaker.threshold = Some(1),
+                &[],
+            ),
+            (
+                "threshold 0",
+                |s| s.deployment_configuration.circuit_breaker.threshold = Some(0),
+                &[threshold],
+            ),
+            (
+                "threshold 5000",
+                |s| s.deployment_configuration.circuit_breaker.threshold = Some(MAX_DESIRED_COUNT),
+                &[],
+            ),
+            (
+                "threshold 5001",
+                |s| {
+                    s.deployment_configuration.circuit_breaker.threshold =
+                        Some(MAX_DESIRED_COUNT + 1)
+                },
+                &[threshold],
+            ),
+            (
+                "rollback with the breaker",
+                |s| {
+                    s.deployment_configuration.circuit_breaker.enable = true;
+                    s.deployment_configuration.circuit_breaker.rollback = true;
+                },
+                &[],
+            ),
+            (
+                "timeout 10 s",
+                |s| s.deployment_configuration.timeout_secs = 10,
+                &[],
+            ),
+            (
+                "timeout 9 s",
+                |s| s.deployment_configuration.timeout_secs = 9,
+                &[timeout],
+            ),
+            (
+                "timeout a week",
+                |s| s.deployment_configuration.timeout_secs = 7 * 24 * 3600,
+                &[],
+            ),
+            (
+                "timeout a week and a second",
+                |s| s.deployment_configuration.timeout_secs = 7 * 24 * 3600 + 1,
+                &[timeout],
+            ),
+            (
+                "grace a week",
+                |s| s.health_check_grace_period_secs = 7 * 24 * 3600,
+                &[],
+            ),
+            (
+                "grace a week and a second",
+                |s| s.health_check_grace_period_secs = 7 * 24 * 3600 + 1,
+                &["healthCheckGracePeriodSeconds"],
+            ),
+            (
+                "50 tags",
+                |s| {
+                    s.tags = (0..MAX_TAGS)
+                        .map(|i| (format!("k{i}"), "v".into()))
+                        .collect()
+                },
+                &[],
+            ),
+            (
+                "51 tags",
+                |s| {
+                    s.tags = (0..=MAX_TAGS)
+                        .map(|i| (format!("k{i}"), "v".into()))
+                        .collect()
+                },
+                &["tags"],
+            ),
+            (
+                "a 128-character key and a 256-character value",
+                |s| s.tags = BTreeMap::from([("k".repeat(128), "v".repeat(256))]),
+                &[],
+            ),
+            (
+                "an empty key",
+                |s| s.tags = BTreeMap::from([(String::new(), "v".into())]),
+                &["tags"],
+            ),
+            (
+                "a 129-character key",
+                |s| s.tags = BTreeMap::from([("k".repeat(129), "v".into())]),
+                &["tags"],
+            ),
+            (
+                "a 257-character value",
+                |s| s.tags = BTreeMap::from([("k".into(), "v".repeat(257))]),
+                &["tags"],
+            ),
+            (
+                "a daemon without count or strategies",
+                |s| {
+                    s.scheduling_strategy = SchedulingStrategy::Daemon;
+                    s.desired_count = 0;
+                },
+                &[],
+            ),
+            (
+                "a daemon with a strategy",
+                |s| {
+                    s.scheduling_strategy = SchedulingStrategy::Daemon;
+                    s.desired_count = 0;
+                    s.placement_strategies = vec!["random".into()];
+                },
+                &["placementStrategy"],
+            ),
+        ];
+        for (what, edit, fields) in cases {
+            let mut spec = valid();
+            edit(&mut spec);
+            assert_eq!(refused(&spec), *fields, "{what}");
+        }
+    }
+
+    #[test]
+    fn create_input_fills_in_ecs_defaults_and_keeps_what_it_is_given() {
+        let spec = CreateServiceInput {
+            name: "web".into(),
+            task_definition: "web".into(),
+            ..Default::default()
+        }
+        .into_spec("default");
+        assert_eq!(spec.cluster, "default");
+        assert_eq!(spec.desired_count, 1);
+        assert_eq!(
+            spec.deployment_configuration,
+            DeploymentConfiguration::defaults_for(SchedulingStrategy::Replica)
+        );
+        let daemon = CreateServiceInput {
+            cluster: "prod".into(),
+            scheduling_strategy: SchedulingStrategy::Daemon,
+            ..Default::default()
+        }
+        .into_spec("default");
+        assert_eq!(daemon.cluster, "prod");
+        assert_eq!(daemon.desired_count, 0);
+        assert_eq!(daemon.deployment_configuration.maximum_percent, 100);
+        let given = DeploymentConfigurationInput {
+            minimum_healthy_percent: Some(50),
+            maximum_percent: Some(150),
+            circuit_breaker: Some(CircuitBreaker {
+                enable: true,
+                rollback: false,
+                threshold: Some(3),
+            }),
+            timeout_secs: Some(60),
+        };
+        let spec = CreateServiceInput {
+            desired_count: Some(7),
+            deployment_configuration: given,
+            ..Default::default()
+        }
+        .into_spec("default");
+        assert_eq!(spec.desired_count, 7);
+        assert_eq!(
+            spec.deployment_configuration,
+            DeploymentConfiguration {
+                minimum_healthy_percent: 50,
+                maximum_percent: 150,
+                circuit_breaker: CircuitBreaker {
+                    enable: true,
+                    rollback: false,
+                    threshold: Some(3),
+                },
+                timeout_secs: 60,
+            }
+        );
+    }
+
+    fn task(last: TaskStatus, desired: DesiredStatus, health: &[(&str, Health)]) -> Task {
+        Task {
+            id: "t".into(),
+            cluster: "default".into(),
+            family: "web".into(),
+            revision: 1,
+            instance_id: Some("i-1".into()),
+            group: "service:web".into(),
+            started_by: "ecs-svc/1".into(),
+            desired_status: desired,
+            last_status: last,
+            containers: health
+                .iter()
+                .map(|(name, health)| crate::task::ContainerState {
+                    name: name.to_string(),
+                    status: crate::task::ContainerStatus::Running,
+                    exit_code: None,
+                    reason: String::new(),
+                    health: *health,
+                    restart_count: 0,
+                })
+                .collect(),
+            stop_code: None,
+            stopped_reason: String::new(),
+            placement_reason: String::new(),
+            overrides: vec![],
+            placement_strategies: vec![],
+            placement_constraints: vec![],
+            reservation: crate::resources::Reservation::new(0, 0),
+            created_at_ms: 0,
+            pending_at_ms: None,
+            started_at_ms: None,
+            stopping_at_ms: None,
+            stopped_at_ms: None,
+        }
+    }
+
+    /// `checked`: an essential container with a health check; `side`: a
+    /// non-essential one with a check; `plain`: essential, no check.
+    fn definition() -> TaskDefinition {
+        let check = crate::HealthCheck {
+            command: vec!["CMD".into(), "true".into()],
+            interval: 5,
+            timeout: 2,
+            retries: 1,
+            start_period: 0,
+        };
+        let mut checked = crate::ContainerDefinition::new("checked", "img");
+        checked.health_check = Some(check.clone());
+        let mut side = crate::ContainerDefinition::new("side", "img");
+        side.essential = false;
+        side.health_check = Some(check);
+        let plain = crate::ContainerDefinition::new("plain", "img");
+        TaskDefinition {
+            family: "web".into(),
+            revision: 1,
+            status: crate::TaskDefinitionStatus::Active,
+            registered_at_ms: 0,
+            deregistered_at_ms: None,
+            spec: crate::TaskDefinitionSpec {
+                family: "web".into(),
+                container_definitions: vec![checked, side, plain],
+                cpu: None,
+                memory: None,
+                network_mode: Default::default(),
+                volumes: vec![],
+                tags: vec![],
+            },
+        }
+    }
+
+    /// (what, last status, desired status, container health, expected)
+    type HealthCase = (
+        &'static str,
+        TaskStatus,
+        DesiredStatus,
+        &'static [(&'static str, Health)],
+        TaskHealth,
+    );
+
+    #[test]
+    fn task_health_is_decided_by_the_essential_containers_with_a_check() {
+        use Health::{Healthy as H, Unhealthy as U, Unknown as N};
+        let td = definition();
+        let run = TaskStatus::Running;
+        let want = DesiredStatus::Running;
+        let cases: &[HealthCase] = &[
+            (
+                "the checked container healthy",
+                run,
+                want,
+                &[("checked", H), ("side", N), ("plain", N)],
+                TaskHealth::Healthy,
+            ),
+            (
+                "the checked container unhealthy",
+                run,
+                want,
+                &[("checked", U), ("side", H), ("plain", H)],
+                TaskHealth::Unhealthy,
+            ),
+            (
+                "a non-essential container unhealthy does not count",
+                run,
+                want,
+                &[("checked", H), ("side", U), ("plain", U)],
+                TaskHealth::Healthy,
+            ),
+            (
+                "the checked container undecided",
+                run,
+                want,
+                &[("checked", N), ("side", H), ("plain", H)],
+                TaskHealth::Unknown,
+            ),
+            (
+                "the checked container not reported yet",
+                run,
+                want,
+                &[("side", H), ("plain", H)],
+                TaskHealth::Unknown,
+            ),
+            (
+                "not running yet",
+                TaskStatus::Pending,
+                want,
+                &[("checked", H)],
+                TaskHealth::Unknown,
+            ),
+            (
+                "asked to stop",
+                run,
+                DesiredStatus::Stopped,
+                &[("checked", H)],
+                TaskHealth::Unknown,
+            ),
+        ];
+        for (what, last, desired, health, expected) in cases {
+            let t = task(*last, *desired, health);
+            assert_eq!(task_health(&t, Some(&td)), *expected, "{what}");
+        }
+        // Without its definition a running task is taken as healthy.
+        assert_eq!(
+            task_health(&task(run, want, &[]), None),
+            TaskHealth::Healthy
+        );
+        assert_eq!(
+            task_health(&task(TaskStatus::Pending, want, &[]), None),
+            TaskHealth::Unknown
+        );
+    }
+
+    #[test]
+    fn a_service_knows_its_group_primary_and_effective_count() {
+        let mut service = Service {
+            cluster: "default".into(),
+            name: "web".into(),
+            status: ServiceStatus::Active,
+            task_definition: "web:2".into(),
+            desired_count: 3,
+            scheduling_strategy: SchedulingStrategy::Replica,
+            placement_strategies: vec![],
+            placement_constraints: vec![],
+            deployment_configuration: DeploymentConfiguration::defaults_for(
+                SchedulingStrategy::Replica,
+            ),
+            health_check_grace_period_secs: 0,
+            tags: BTreeMap::new(),
+            deployments: vec![],
+            finished_deployments: vec![],
+            events: vec![],
+            next_event_id: 1,
+            throttle: Throttle::default(),
+            steady: false,
+            stable_task_definition: None,
+            created_at_ms: 0,
+            updated_at_ms: 0,
+        };
+        assert_eq!(service.group(), "service:web");
+        assert!(service.primary().is_none());
+        let deployment = |id: &str| Deployment {
+            id: id.into(),
+            status: DeploymentStatus::Primary,
+            task_definition: "web:2".into(),
+            desired_count: 3,
+            rollout_state: RolloutState::InProgress,
+            rollout_state_reason: String::new(),
+            failed_tasks: 0,
+            rollback_of: None,
+            created_at_ms: 0,
+            updated_at_ms: 0,
+        };
+        service.deployments = vec![deployment("ecs-svc/2"), deployment("ecs-svc/1")];
+        service.finished_deployments = vec![deployment("ecs-svc/0")];
+        assert_eq!(service.primary().map(|d| d.id.as_str()), Some("ecs-svc/2"));
+        let all: Vec<&str> = service.all_deployments().map(|d| d.id.as_str()).collect();
+        assert_eq!(all, ["ecs-svc/2", "ecs-svc/1", "ecs-svc/0"]);
+        assert_eq!(service.effective_desired_count(), 3);
+        for status in [ServiceStatus::Draining, ServiceStatus::Inactive] {
+            service.status = status;
+            assert_eq!(service.effective_desired_count(), 0, "{status:?}");
+        }
+        let mut t = task(TaskStatus::Running, DesiredStatus::Running, &[]);
+        assert_eq!(service_name_of(&t), Some("web"));
+        t.group = "family:web".into();
+        assert_eq!(service_name_of(&t), None);
+    }
+
+    #[test]
+    fn statuses_parse_any_case_and_nothing_else() {
+        assert_eq!(
+            ServiceStatus::parse("draining"),
+            Some(ServiceStatus::Draining)
+        );
+        assert_eq!(ServiceStatus::parse("gone"), None);
+        assert_eq!(
+            DeploymentStatus::parse("primary"),
+            Some(DeploymentStatus::Primary)
+        );
+        assert_eq!(DeploymentStatus::parse("gone"), None);
+        assert_eq!(RolloutState::parse("failed"), Some(RolloutState::Failed));
+        assert_eq!(RolloutState::parse("gone"), None);
+    }
 }

@@ -837,3 +837,603 @@ fn services_and_their_commands_survive_bincode() {
     assert_eq!(decoded, state);
     assert_eq!(decoded.service_tasks("default", "web").count(), 1);
 }
+
+#[test]
+fn describe_counts_each_deployments_tasks_and_says_why_tasks_wait() {
+    use crate::service::{DeploymentCounts, PendingReason};
+    let mut state = base();
+    create(&mut state, service_spec("web", "hc", 4)).unwrap();
+    start(&mut state, "ecs-svc/1", &["a", "b", "c", "d"], 20).unwrap();
+    run(&mut state, "a", "i-1", Health::Healthy);
+    run(&mut state, "b", "i-2", Health::Unknown);
+    ok(
+        &mut state,
+        Command::PlaceTasks {
+            placements: vec![TaskPlacement {
+                task_id: "c".into(),
+                instance_id: "i-1".into(),
+            }],
+            unplaced: vec![("d".into(), "no room".into())],
+            at_ms: 30,
+        },
+    );
+    update(
+        &mut state,
+        ServiceUpdate {
+            task_definition: Some("web:1".into()),
+            ..Default::default()
+        },
+        "ecs-svc/2",
+    )
+    .unwrap();
+    start(&mut state, "ecs-svc/2", &["e", "f", "g"], 110).unwrap();
+    run(&mut state, "e", "i-2", Health::Unknown);
+    run(&mut state, "f", "i-2", Health::Unknown);
+    // f is on its way out: it counts nowhere; g waits without a reason yet.
+    ok(
+        &mut state,
+        Command::StopTask {
+            task_id: "f".into(),
+            reason: String::new(),
+            at_ms: 120,
+        },
+    );
+    let service = state.service("default", "web").unwrap().clone();
+    let counts = |pending, running, healthy| DeploymentCounts {
+        pending,
+        running,
+        healthy,
+    };
+    assert_eq!(
+        state.deployment_counts(&service),
+        [
+            ("ecs-svc/2".to_string(), counts(1, 1, 1)),
+            ("ecs-svc/1".to_string(), counts(2, 2, 1)),
+        ]
+    );
+    let described = state.describe_service(&service);
+    assert_eq!(
+        (
+            described.running_count,
+            described.pending_count,
+            described.healthy_count
+        ),
+        (3, 3, 2)
+    );
+    let per_deployment: Vec<(&str, DeploymentCounts)> = described
+        .deployments
+        .iter()
+        .map(|d| (d.deployment.id.as_str(), d.counts))
+        .collect();
+    assert_eq!(
+        per_deployment,
+        [
+            ("ecs-svc/2", counts(1, 1, 1)),
+            ("ecs-svc/1", counts(2, 2, 1))
+        ]
+    );
+    assert_eq!(
+        described.pending_reasons,
+        [PendingReason {
+            reason: "no room".into(),
+            tasks: 1
+        }]
+    );
+}
+
+#[test]
+fn services_are_listed_in_all_and_per_cluster() {
+    let mut state = base();
+    ok(
+        &mut state,
+        Command::CreateCluster {
+            name: "other".into(),
+            settings: Default::default(),
+            at_ms: 1,
+        },
+    );
+    create(&mut state, service_spec("web", "web", 1)).unwrap();
+    ok(
+        &mut state,
+        Command::CreateService {
+            spec: ServiceSpec {
+                cluster: "other".into(),
+                ..service_spec("db", "web", 1)
+            },
+            deployment_id: "ecs-svc/7".into(),
+            at_ms: 10,
+        },
+    );
+    let names = |it: &mut dyn Iterator<Item = &crate::service::Service>| -> Vec<String> {
+        it.map(|s| format!("{}/{}", s.cluster, s.name)).collect()
+    };
+    assert_eq!(names(&mut state.services()), ["default/web", "other/db"]);
+    assert_eq!(names(&mut state.services_in("default")), ["default/web"]);
+    assert_eq!(names(&mut state.services_in("other")), ["other/db"]);
+}
+
+fn stop_tasks(state: &mut State, stops: &[(&str, StopCause)], at_ms: i64) -> Vec<String> {
+    let out = ok(
+        state,
+        Command::StopServiceTasks {
+            cluster: "default".into(),
+            service: "web".into(),
+            stops: stops
+                .iter()
+                .map(|(id, cause)| ServiceTaskStop {
+                    task_id: id.to_string(),
+                    cause: *cause,
+                })
+                .collect(),
+            at_ms,
+        },
+    );
+    match out {
+        CommandOutput::Tasks(tasks) => tasks.into_iter().map(|t| t.id).collect(),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn every_service_change_is_announced() {
+    let mut state = base();
+    state.take_events();
+    create(&mut state, service_spec("web", "web", 1)).unwrap();
+    let events = state.take_events();
+    assert!(
+        events.iter().any(|e| matches!(
+            e,
+            crate::StateEvent::Service { cluster, name } if cluster == "default" && name == "web"
+        )),
+        "{events:?}"
+    );
+    update(
+        &mut state,
+        ServiceUpdate {
+            desired_count: Some(2),
+            ..Default::default()
+        },
+        "unused",
+    )
+    .unwrap();
+    assert!(state
+        .take_events()
+        .iter()
+        .any(|e| matches!(e, crate::StateEvent::Service { .. })));
+}
+
+#[test]
+fn only_a_new_definition_new_placement_or_force_starts_a_deployment() {
+    let mut state = base();
+    create(&mut state, service_spec("web", "web", 1)).unwrap();
+    let deployments = |state: &State| {
+        state
+            .service("default", "web")
+            .unwrap()
+            .deployments
+            .iter()
+            .map(|d| d.id.clone())
+            .collect::<Vec<_>>()
+    };
+    update(
+        &mut state,
+        ServiceUpdate {
+            desired_count: Some(3),
+            ..Default::default()
+        },
+        "ecs-svc/2",
+    )
+    .unwrap();
+    assert_eq!(deployments(&state), ["ecs-svc/1"]);
+    assert_eq!(state.service("default", "web").unwrap().desired_count, 3);
+    update(
+        &mut state,
+        ServiceUpdate {
+            placement_constraints: Some(vec!["distinctInstance".into()]),
+            ..Default::default()
+        },
+        "ecs-svc/3",
+    )
+    .unwrap();
+    assert_eq!(deployments(&state), ["ecs-svc/3", "ecs-svc/1"]);
+    update(
+        &mut state,
+        ServiceUpdate {
+            placement_strategies: Some(vec!["spread:instanceId".into()]),
+            ..Default::default()
+        },
+        "ecs-svc/4",
+    )
+    .unwrap();
+    assert_eq!(deployments(&state), ["ecs-svc/4", "ecs-svc/3", "ecs-svc/1"]);
+}
+
+#[test]
+fn updating_a_daemon_keeps_the_count_its_controller_set() {
+    let mut state = base();
+    create(
+        &mut state,
+        ServiceSpec {
+            scheduling_strategy: SchedulingStrategy::Daemon,
+            deployment_configuration: DeploymentConfiguration::defaults_for(
+                SchedulingStrategy::Daemon,
+            ),
+            ..service_spec("web", "web", 0)
+        },
+    )
+    .unwrap();
+    progress(&mut state, ServiceProgress::DaemonDesiredCount { count: 2 }).unwrap();
+    update(
+        &mut state,
+        ServiceUpdate {
+            health_check_grace_period_secs: Some(30),
+            ..Default::default()
+        },
+        "unused",
+    )
+    .unwrap();
+    let service = state.service("default", "web").unwrap();
+    assert_eq!(service.desired_count, 2);
+    assert_eq!(service.health_check_grace_period_secs, 30);
+}
+
+#[test]
+fn a_replica_scaled_to_zero_is_deleted_without_force() {
+    let mut state = base();
+    create(&mut state, service_spec("web", "web", 0)).unwrap();
+    ok(
+        &mut state,
+        Command::DeleteService {
+            cluster: "default".into(),
+            name: "web".into(),
+            force: false,
+            at_ms: 50,
+        },
+    );
+    assert_eq!(
+        state.service("default", "web").unwrap().status,
+        ServiceStatus::Draining
+    );
+}
+
+#[test]
+fn a_daemon_starts_on_an_instance_next_to_one_that_runs_it() {
+    let mut state = base();
+    create(
+        &mut state,
+        ServiceSpec {
+            scheduling_strategy: SchedulingStrategy::Daemon,
+            deployment_configuration: DeploymentConfiguration::defaults_for(
+                SchedulingStrategy::Daemon,
+            ),
+            ..service_spec("web", "web", 0)
+        },
+    )
+    .unwrap();
+    let daemon = |id: &str, instance: &str| {
+        Command::StartServiceTasks(StartServiceTasks {
+            cluster: "default".into(),
+            service: "web".into(),
+            deployment_id: "ecs-svc/1".into(),
+            task_ids: vec![id.into()],
+            instance_ids: vec![instance.into()],
+            at_ms: 20,
+        })
+    };
+    ok(&mut state, daemon("a", "i-1"));
+    ok(&mut state, daemon("b", "i-2"));
+    assert_eq!(state.task("b").unwrap().instance_id.as_deref(), Some("i-2"));
+}
+
+#[test]
+fn service_stops_touch_only_its_own_tasks_that_still_run() {
+    let mut state = base();
+    let mut spec = service_spec("web", "web", 3);
+    spec.deployment_configuration.minimum_healthy_percent = 0;
+    create(&mut state, spec).unwrap();
+    start(&mut state, "ecs-svc/1", &["a", "b", "c"], 20).unwrap();
+    run(&mut state, "a", "i-1", Health::Unknown);
+    run(&mut state, "b", "i-2", Health::Unknown);
+    // A RunTask task in the same cluster is not the service's to stop.
+    ok(
+        &mut state,
+        Command::RunTasks(crate::RunTasks {
+            cluster: "default".into(),
+            task_definition: "web".into(),
+            task_ids: vec!["x".into()],
+            instance_ids: vec!["i-1".into()],
+            group: None,
+            started_by: String::new(),
+            placement_strategies: vec![],
+            placement_constraints: vec![],
+            overrides: vec![],
+            client_token: None,
+            at_ms: 25,
+        }),
+    );
+    let stopped = stop_tasks(
+        &mut state,
+        &[
+            ("x", StopCause::Replaced),
+            ("a", StopCause::Replaced),
+            ("c", StopCause::Replaced),
+        ],
+        40,
+    );
+    assert_eq!(stopped, ["a", "c"]);
+    assert_eq!(
+        state.task("x").unwrap().desired_status,
+        crate::DesiredStatus::Running
+    );
+    // A running task waits for its agent; one never placed stops at once.
+    let a = state.task("a").unwrap();
+    assert_eq!(
+        (a.desired_status, a.last_status),
+        (crate::DesiredStatus::Stopped, TaskStatus::Running)
+    );
+    assert_eq!(state.task("c").unwrap().last_status, TaskStatus::Stopped);
+    // Asked again: nothing more happens.
+    let events = state.service("default", "web").unwrap().events.len();
+    let again = stop_tasks(
+        &mut state,
+        &[("a", StopCause::Replaced), ("c", StopCause::Replaced)],
+        50,
+    );
+    assert!(again.is_empty(), "{again:?}");
+    assert_eq!(
+        state.service("default", "web").unwrap().events.len(),
+        events
+    );
+}
+
+#[test]
+fn completion_and_steady_need_every_task_healthy_and_of_the_deployment() {
+    let mut state = base();
+    create(&mut state, service_spec("web", "hc", 2)).unwrap();
+    start(&mut state, "ecs-svc/1", &["a", "b"], 20).unwrap();
+    run(&mut state, "a", "i-1", Health::Healthy);
+    run(&mut state, "b", "i-2", Health::Unknown);
+    let completed = || ServiceProgress::DeploymentCompleted {
+        deployment_id: "ecs-svc/1".into(),
+    };
+    assert!(progress(&mut state, completed()).is_err(), "b not healthy");
+    report(
+        &mut state,
+        "b",
+        "i-2",
+        TaskStatus::Running,
+        Health::Healthy,
+        None,
+        40,
+    );
+    // All healthy, but still IN_PROGRESS: not steady yet.
+    assert!(progress(&mut state, ServiceProgress::Steady).is_err());
+    progress(&mut state, completed()).unwrap();
+    // b's check fails: not steady.
+    report(
+        &mut state,
+        "b",
+        "i-2",
+        TaskStatus::Running,
+        Health::Unknown,
+        None,
+        50,
+    );
+    assert!(progress(&mut state, ServiceProgress::Steady).is_err());
+    // b stops: one task short, though every alive task is healthy.
+    report(
+        &mut state,
+        "b",
+        "i-2",
+        TaskStatus::Stopped,
+        Health::Unknown,
+        None,
+        60,
+    );
+    assert!(progress(&mut state, ServiceProgress::Steady).is_err());
+    start(&mut state, "ecs-svc/1", &["c"], 70).unwrap();
+    run(&mut state, "c", "i-2", Health::Healthy);
+    progress(&mut state, ServiceProgress::Steady).unwrap();
+    assert!(state.service("default", "web").unwrap().steady);
+}
+
+#[test]
+fn a_failed_deployment_of_the_stable_definition_does_not_roll_back_to_itself() {
+    let mut state = base();
+    create(&mut state, service_spec("web", "web", 1)).unwrap();
+    start(&mut state, "ecs-svc/1", &["a"], 20).unwrap();
+    run(&mut state, "a", "i-1", Health::Unknown);
+    progress(
+        &mut state,
+        ServiceProgress::DeploymentCompleted {
+            deployment_id: "ecs-svc/1".into(),
+        },
+    )
+    .unwrap();
+    update(
+        &mut state,
+        ServiceUpdate {
+            force_new_deployment: true,
+            ..Default::default()
+        },
+        "ecs-svc/2",
+    )
+    .unwrap();
+    progress(
+        &mut state,
+        ServiceProgress::DeploymentFailed {
+            deployment_id: "ecs-svc/2".into(),
+            reason: "test".into(),
+            rollback_deployment_id: Some("ecs-svc/3".into()),
+        },
+    )
+    .unwrap();
+    let service = state.service("default", "web").unwrap();
+    let ids: Vec<&str> = service.deployments.iter().map(|d| d.id.as_str()).collect();
+    // The old deployment still runs its task; no third one.
+    assert_eq!(ids, ["ecs-svc/2", "ecs-svc/1"]);
+    assert!(
+        service.events[0].message.contains("cannot roll back"),
+        "{:?}",
+        service.events[0]
+    );
+}
+
+#[test]
+fn retiring_deployments_never_retires_the_primary() {
+    let mut state = base();
+    create(&mut state, service_spec("web", "web", 0)).unwrap();
+    update(
+        &mut state,
+        ServiceUpdate {
+            task_definition: Some("web:1".into()),
+            ..Default::default()
+        },
+        "ecs-svc/2",
+    )
+    .unwrap();
+    progress(
+        &mut state,
+        ServiceProgress::DeploymentsRetired {
+            deployment_ids: vec!["ecs-svc/1".into(), "ecs-svc/2".into()],
+        },
+    )
+    .unwrap();
+    let service = state.service("default", "web").unwrap();
+    let ids: Vec<&str> = service.deployments.iter().map(|d| d.id.as_str()).collect();
+    assert_eq!(ids, ["ecs-svc/2"]);
+    assert_eq!(service.finished_deployments[0].id, "ecs-svc/1");
+}
+
+/// Starts `id` at `at_ms`, places it and has it fail to start at once.
+fn fail(state: &mut State, id: &str, at_ms: i64) {
+    start(state, "ecs-svc/1", &[id], at_ms).unwrap();
+    ok(
+        state,
+        Command::PlaceTasks {
+            placements: vec![TaskPlacement {
+                task_id: id.into(),
+                instance_id: "i-1".into(),
+            }],
+            unplaced: vec![],
+            at_ms,
+        },
+    );
+    report(
+        state,
+        id,
+        "i-1",
+        TaskStatus::Stopped,
+        Health::Unknown,
+        None,
+        at_ms,
+    );
+}
+
+#[test]
+fn a_failure_streak_ends_after_more_than_half_an_hour_of_quiet() {
+    let mut state = base();
+    create(&mut state, service_spec("web", "web", 1)).unwrap();
+    let failures = |state: &State| state.service("default", "web").unwrap().throttle.failures;
+    fail(&mut state, "a", 1_000);
+    let half_hour = 30 * 60 * 1000;
+    fail(&mut state, "b", 1_000 + half_hour);
+    assert_eq!(failures(&state), 2, "exactly half an hour: same streak");
+    fail(&mut state, "c", 1_000 + 2 * half_hour + 1);
+    assert_eq!(failures(&state), 1, "more than half an hour: a new streak");
+}
+
+#[test]
+fn a_failure_when_the_backoff_ends_counts_again() {
+    let mut state = base();
+    create(&mut state, service_spec("web", "web", 1)).unwrap();
+    fail(&mut state, "a", 1_000);
+    fail(&mut state, "b", 1_100);
+    fail(&mut state, "c", 1_200);
+    let throttle = state.service("default", "web").unwrap().throttle;
+    assert_eq!((throttle.failures, throttle.until_ms), (3, 11_200));
+    fail(&mut state, "d", 11_200);
+    let throttle = state.service("default", "web").unwrap().throttle;
+    assert_eq!((throttle.failures, throttle.until_ms), (4, 31_200));
+}
+
+#[test]
+fn events_name_ten_tasks_then_say_how_many_more() {
+    let mut state = base();
+    create(&mut state, service_spec("web", "web", 21)).unwrap();
+    let ids: Vec<String> = (0..10).map(|i| format!("t{i:02}")).collect();
+    let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+    start(&mut state, "ecs-svc/1", &refs, 20).unwrap();
+    let message = state.service("default", "web").unwrap().events[0]
+        .message
+        .clone();
+    assert!(message.ends_with("(task t09)."), "{message}");
+    let ids: Vec<String> = (10..21).map(|i| format!("t{i:02}")).collect();
+    let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+    start(&mut state, "ecs-svc/1", &refs, 30).unwrap();
+    let message = state.service("default", "web").unwrap().events[0]
+        .message
+        .clone();
+    assert!(
+        message.starts_with("(service web) has started 11 tasks: (task t10)"),
+        "{message}"
+    );
+    assert!(message.ends_with("(task t19) and 1 more."), "{message}");
+}
+
+#[test]
+fn only_an_active_daemon_takes_a_desired_count() {
+    let mut state = base();
+    create(&mut state, service_spec("web", "web", 1)).unwrap();
+    assert!(progress(&mut state, ServiceProgress::DaemonDesiredCount { count: 2 }).is_err());
+    let mut state = base();
+    create(
+        &mut state,
+        ServiceSpec {
+            scheduling_strategy: SchedulingStrategy::Daemon,
+            deployment_configuration: DeploymentConfiguration::defaults_for(
+                SchedulingStrategy::Daemon,
+            ),
+            ..service_spec("web", "web", 0)
+        },
+    )
+    .unwrap();
+    progress(&mut state, ServiceProgress::DaemonDesiredCount { count: 2 }).unwrap();
+    ok(
+        &mut state,
+        Command::DeleteService {
+            cluster: "default".into(),
+            name: "web".into(),
+            force: false,
+            at_ms: 50,
+        },
+    );
+    assert!(progress(&mut state, ServiceProgress::DaemonDesiredCount { count: 3 }).is_err());
+}
+
+#[test]
+fn retiring_keeps_the_idle_deployments_it_was_not_asked_to_retire() {
+    let mut state = base();
+    create(&mut state, service_spec("web", "web", 0)).unwrap();
+    for (td, id) in [("web:1", "ecs-svc/2"), ("web:2", "ecs-svc/3")] {
+        update(
+            &mut state,
+            ServiceUpdate {
+                task_definition: Some(td.into()),
+                ..Default::default()
+            },
+            id,
+        )
+        .unwrap();
+    }
+    progress(
+        &mut state,
+        ServiceProgress::DeploymentsRetired {
+            deployment_ids: vec!["ecs-svc/1".into()],
+        },
+    )
+    .unwrap();
+    let service = state.service("default", "web").unwrap();
+    let ids: Vec<&str> = service.deployments.iter().map(|d| d.id.as_str()).collect();
+    assert_eq!(ids, ["ecs-svc/3", "ecs-svc/2"]);
+}

@@ -592,3 +592,125 @@ fn restart_counts_are_stored_and_never_go_back() {
     assert_eq!(t.containers[0].status, ContainerStatus::Pending);
     assert_eq!(t.desired_status, DesiredStatus::Running);
 }
+
+#[test]
+fn a_client_token_is_remembered_for_a_day() {
+    let mut state = cluster();
+    let first = tasks(
+        state
+            .apply(Command::RunTasks(run("small", &["t1"], Some("tok"))))
+            .unwrap(),
+    );
+    let day = 24 * 3600 * 1000;
+    // run() creates at 10 ms.
+    state
+        .apply(Command::PurgeStoppedTasks {
+            now_ms: 10 + day - 1,
+        })
+        .unwrap();
+    let again = tasks(
+        state
+            .apply(Command::RunTasks(run("small", &["t2"], Some("tok"))))
+            .unwrap(),
+    );
+    assert_eq!(again[0].id, first[0].id, "still remembered");
+    state
+        .apply(Command::PurgeStoppedTasks { now_ms: 10 + day })
+        .unwrap();
+    let fresh = tasks(
+        state
+            .apply(Command::RunTasks(run("small", &["t3"], Some("tok"))))
+            .unwrap(),
+    );
+    assert_eq!(fresh[0].id, "t3", "forgotten after a day");
+}
+
+#[test]
+fn one_run_starts_at_most_1000_tasks() {
+    let mut state = cluster();
+    let ids: Vec<String> = (0..1001).map(|i| format!("t{i}")).collect();
+    let all: Vec<&str> = ids.iter().map(String::as_str).collect();
+    let err = state
+        .apply(Command::RunTasks(run("small", &all, None)))
+        .unwrap_err();
+    assert!(err.to_string().contains("1001"), "{err}");
+    assert_eq!(state.tasks().count(), 0);
+    let created = tasks(
+        state
+            .apply(Command::RunTasks(run("small", &all[..1000], None)))
+            .unwrap(),
+    );
+    assert_eq!(created.len(), 1000);
+}
+
+#[test]
+fn a_placement_reason_is_written_only_on_a_task_still_waiting() {
+    let mut state = cluster();
+    state
+        .apply(Command::RunTasks(run("small", &["a", "b"], None)))
+        .unwrap();
+    place(&mut state, &[("a", "i-1")]);
+    state
+        .apply(Command::PlaceTasks {
+            placements: vec![],
+            unplaced: vec![("a".into(), "late".into()), ("b".into(), "no room".into())],
+            at_ms: 25,
+        })
+        .unwrap();
+    assert_eq!(state.task("a").unwrap().placement_reason, "");
+    assert_eq!(state.task("b").unwrap().placement_reason, "no room");
+}
+
+#[test]
+fn a_report_without_containers_keeps_the_known_containers() {
+    let mut state = cluster();
+    state
+        .apply(Command::RunTasks(run("small", &["a"], None)))
+        .unwrap();
+    place(&mut state, &[("a", "i-1")]);
+    let web = ContainerState {
+        name: "web".into(),
+        status: ContainerStatus::Running,
+        exit_code: None,
+        reason: String::new(),
+        health: Health::Healthy,
+        restart_count: 0,
+    };
+    state
+        .apply(Command::ReportTaskStatus {
+            instance_id: "i-1".into(),
+            reports: vec![TaskReport {
+                task_id: "a".into(),
+                last_status: TaskStatus::Running,
+                containers: vec![web.clone()],
+                reason: String::new(),
+                stop_code: None,
+            }],
+            at_ms: 30,
+        })
+        .unwrap();
+    report(&mut state, "i-1", "a", TaskStatus::Running);
+    assert_eq!(state.task("a").unwrap().containers, [web]);
+}
+
+#[test]
+fn the_active_tasks_of_an_instance_are_those_placed_and_not_stopped() {
+    let mut state = cluster();
+    state
+        .apply(Command::RunTasks(run("small", &["a", "b", "c"], None)))
+        .unwrap();
+    place(&mut state, &[("a", "i-1"), ("b", "i-1")]);
+    let on = |state: &State, i: &str| -> Vec<String> {
+        state.active_tasks_on(i).map(|t| t.id.clone()).collect()
+    };
+    assert_eq!(on(&state, "i-1"), ["a", "b"]);
+    assert!(state.has_active_tasks("i-1"));
+    assert!(on(&state, "i-2").is_empty());
+    assert!(!state.has_active_tasks("i-2"));
+    report(&mut state, "i-1", "a", TaskStatus::Stopped);
+    assert_eq!(on(&state, "i-1"), ["b"]);
+    assert!(state.has_active_tasks("i-1"));
+    report(&mut state, "i-1", "b", TaskStatus::Stopped);
+    assert!(on(&state, "i-1").is_empty());
+    assert!(!state.has_active_tasks("i-1"));
+}

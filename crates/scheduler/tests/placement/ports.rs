@@ -91,3 +91,21 @@ fn resources_are_checked_before_ports() {
         "host port 8080/tcp is in use on every ACTIVE instance that has room (1 checked)"
     );
 }
+
+#[test]
+fn binpack_passes_over_the_fullest_instance_when_its_port_is_taken() {
+    // b has the least memory free but holds port 8080; c is the next best
+    // fit, and a (first in the view) the worst.
+    let h = Harness::new()
+        .instance("a", 4096, 8192)
+        .instance("b", 4096, 8192)
+        .running(
+            "b",
+            "other",
+            &Reservation::new(0, 6144).with_port(HostPort::tcp(8080)),
+        )
+        .instance("c", 4096, 8192)
+        .running("c", "other", &Reservation::new(0, 4096));
+    let plan = h.place(&req("web", 0, 256, 1).port(8080).strategy("binpack:memory"));
+    assert_eq!(plan.instance_for(0), Some("c"));
+}

@@ -147,3 +147,45 @@ fn every_filter_says_how_many_instances_it_ruled_out() {
     // Placeable requests carry no breakdown.
     assert!(h.place(&req("web", 0, 0, 1)).unplaced.is_empty());
 }
+
+#[test]
+fn distinct_instance_excludes_only_instances_running_the_group() {
+    // x runs a task of the group; y lacks memory: memory is the reason, and
+    // only one instance passed the constraints.
+    let h = Harness::new()
+        .instance("x", 4096, 8192)
+        .running("x", "web", &berth_scheduler::Reservation::new(0, 0))
+        .instance("y", 4096, 512);
+    let plan = h.place(&req("web", 0, 1024, 1).constraint("distinctInstance"));
+    assert_eq!(
+        reason(&plan),
+        "no instance has 1024 MiB free memory (at most 512 MiB free; 2 ACTIVE instances (1 satisfies the placement constraints))"
+    );
+}
+
+#[test]
+fn a_constraint_that_excluded_nothing_is_not_named_in_the_reason() {
+    let h = Harness::new()
+        .instances(3, 4096, 8192)
+        .with_attr("zone", "a");
+    let plan = h.place(
+        &req("web", 0, 0, 1)
+            .constraint("distinctInstance")
+            .constraint("memberOf(attribute:zone == b)"),
+    );
+    assert_eq!(
+        reason(&plan),
+        "no ACTIVE instance matches memberOf(attribute:zone == b) (3 checked)"
+    );
+}
+
+#[test]
+fn an_exact_cpu_fit_is_not_reported_as_lacking_cpu() {
+    // The instance has exactly the CPU the task needs; memory is short.
+    let h = Harness::new().instance("i-000", 1024, 512);
+    let plan = h.place(&req("web", 1024, 1024, 1));
+    assert_eq!(
+        reason(&plan),
+        "no instance has 1024 MiB free memory (at most 512 MiB free; 1 ACTIVE instance)"
+    );
+}

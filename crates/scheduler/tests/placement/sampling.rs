@@ -115,3 +115,43 @@ fn sampled_secondary_binpack_stays_close_to_exhaustive() {
     eprintln!("instances used: sampled {s}, exhaustive {e}");
     assert!(s <= e + e / 4 + 3, "sampled {s} vs exhaustive {e}");
 }
+
+#[test]
+fn random_walks_instances_in_a_shuffled_order_not_a_rotation() {
+    // With a sample of one, consecutive tasks take consecutive instances
+    // of the walk: they must not simply be neighbours in the view.
+    let h = Harness::new().instances(100, 4096, 8192);
+    let view = h.view();
+    let r = req("web", 0, 0, 10).strategy("random");
+    let mut rotations = 0;
+    for seed in 0..8 {
+        let plan = place_with_limit(&view, &r, seed, 1);
+        let index =
+            |k: u32| -> usize { plan.instance_for(k).unwrap()[2..].parse().expect("i-NNN") };
+        if (1..10).all(|k| index(k) == (index(k - 1) + 1) % 100) {
+            rotations += 1;
+        }
+    }
+    assert!(rotations < 2, "{rotations} of 8 seeds walked in id order");
+}
+
+#[test]
+fn a_sample_of_one_ranks_only_what_the_walk_reaches_not_the_requests_own_instances() {
+    // With a single spread strategy the request's own instances are not
+    // added to the sample: each task takes the next instance of the walk.
+    let r = Reservation::new(0, 0);
+    let mut h = Harness::new()
+        .instances(4, 4096, 8192)
+        .with_attr("zone", "a");
+    for id in ["i-001", "i-002", "i-003"] {
+        for _ in 0..5 {
+            h = h.running(id, "web", &r);
+        }
+    }
+    let view = h.view();
+    let request = req("web", 0, 0, 2).strategy("spread:attribute:zone");
+    for seed in 0..16 {
+        let plan = place_with_limit(&view, &request, seed, 1);
+        assert_eq!(per_instance(&plan).len(), 2, "seed {seed}: {plan:?}");
+    }
+}

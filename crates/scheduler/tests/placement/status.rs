@@ -38,6 +38,7 @@ fn no_active_instance_is_reported_with_the_statuses() {
         .status(InstanceState::Disconnected);
     let plan = h.place(&req("web", 128, 128, 2));
     assert!(plan.placements.is_empty());
+    assert!(!plan.is_complete());
     assert_eq!(plan.unplaced_count(), 2);
     assert_eq!(
         reason(&plan),
@@ -53,4 +54,5 @@ fn empty_cluster() {
         "no container instances are registered in the cluster"
     );
     assert_eq!(plan.unplaced[0].task_indexes, 0..3);
+    assert!(!plan.is_complete());
 }
