@@ -428,7 +428,13 @@ impl<'a> Plan<'a> {
                     let busy = on_instance
                         .get(view.id.as_str())
                         .is_some_and(|v| !v.is_empty());
-                    if view.status != InstanceState::Active || busy {
+                    if busy {
+                        // Its task is stopping to be replaced: the instance
+                        // still counts, and gets the new one once it stopped.
+                        desired += 1;
+                        continue;
+                    }
+                    if view.status != InstanceState::Active {
                         continue;
                     }
                     let fits = reservation

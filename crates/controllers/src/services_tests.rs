@@ -1211,11 +1211,9 @@ fn a_daemon_rollout_replaces_healthy_tasks_only_within_minimum_healthy_percent()
     deploy(&mut state, "agentd", "web:1", "ecs-svc/2", now);
     let commands = services(&state, now + 1);
     // Healthy i-1 and i-2: one may go (2 - 1); i-3 costs no health; i-4
-    // is on its way out and gets nothing new until it is gone.
-    assert_eq!(
-        summary(&commands),
-        ["daemon desired 3", "stop Replaced,Replaced"]
-    );
+    // is on its way out and gets nothing new until it is gone, but still
+    // counts toward the desired count (4, unchanged).
+    assert_eq!(summary(&commands), ["stop Replaced,Replaced"]);
     assert_eq!(
         stops_on(&state, &commands),
         [
@@ -1344,4 +1342,46 @@ fn tasks_by_deployment_groups_the_tasks_of_a_rollout() {
         .map(|(d, tasks)| (d, tasks.len()))
         .collect();
     assert_eq!(counts, [("ecs-svc/1", 2), ("ecs-svc/2", 2)]);
+}
+
+#[test]
+fn a_daemon_keeps_its_desired_count_while_its_tasks_are_replaced() {
+    let mut state = world(&["i-1", "i-2"]);
+    create(&mut state, daemon("agentd", "web:1", &[]));
+    let mut now = settle(&mut state, "agentd", NOW, 10);
+    assert_eq!(state.service("default", "agentd").unwrap().desired_count, 2);
+    deploy(&mut state, "agentd", "web:2", "ecs-svc/2", now);
+    for _ in 0..20 {
+        let decided = services(&state, now);
+        assert!(
+            !decided.iter().any(|c| matches!(
+                c,
+                Command::ServiceProgress {
+                    progress: ServiceProgress::DaemonDesiredCount { .. },
+                    ..
+                }
+            )),
+            "the count moved during the rollout: {:?}",
+            summary(&decided)
+        );
+        apply_all(&mut state, decided);
+        // Decided again while a replaced task is still stopping.
+        let again = services(&state, now);
+        assert!(
+            !again.iter().any(|c| matches!(
+                c,
+                Command::ServiceProgress {
+                    progress: ServiceProgress::DaemonDesiredCount { .. },
+                    ..
+                }
+            )),
+            "the count moved while a task was stopping: {:?}",
+            summary(&again)
+        );
+        agents(&mut state, now, Health::Healthy);
+        now += 1_000;
+    }
+    let tasks = running(&state, "agentd");
+    assert_eq!(tasks.len(), 2);
+    assert!(tasks.iter().all(|(d, _)| d == "ecs-svc/2"));
 }
