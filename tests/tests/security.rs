@@ -184,6 +184,69 @@ async fn api_tokens_gate_every_call() -> Result<()> {
     Ok(())
 }
 
+/// A certificate on the revocation list is refused by every server, for
+/// Raft and for the API, although it is a member's and still valid.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoked_certificates_are_refused_by_every_server() -> Result<()> {
+    let cluster = TestCluster::start(3, &[]).await?;
+    let pki = cluster.dir.path().join("node3").join("pki");
+    let cert = std::fs::read_to_string(pki.join("server.crt"))?;
+    let key = std::fs::read_to_string(pki.join("server.key"))?;
+    let as_node3 = |addr: String| {
+        let (cert, key) = (cert.clone(), key.clone());
+        async move {
+            let channel = tls_channel(&addr, Some((&cert, &key)))
+                .await
+                .map_err(|e| tonic::Status::unknown(e.to_string()))?;
+            TaskDefinitionServiceClient::new(channel)
+                .list_task_definitions(pb::ListTaskDefinitionsRequest::default())
+                .await
+                .map(|_| ())
+        }
+    };
+    as_node3(cluster.addr(1)).await?;
+
+    let mut auth = AuthServiceClient::new(channel(&cluster.addr(2)).await?);
+    let bad = auth
+        .revoke_certificate(pb::RevokeCertificateRequest {
+            fingerprint: "not-hex".into(),
+            description: String::new(),
+        })
+        .await;
+    let (c, m) = code(bad);
+    assert_eq!(c, Code::InvalidArgument, "{m}");
+    assert!(m.contains("fingerprint"), "{m}");
+
+    let fingerprint = berth_pki::der_digest(&berth_pki::first_der(&cert)?);
+    auth.revoke_certificate(pb::RevokeCertificateRequest {
+        fingerprint: fingerprint.clone(),
+        description: "server 3's host was stolen".into(),
+    })
+    .await?;
+    for id in [1, 2] {
+        let addr = cluster.addr(id);
+        let (c, m) = code(as_node3(addr.clone()).await);
+        assert_eq!(c, Code::PermissionDenied, "{addr}: {m}");
+        assert!(m.contains("revoked"), "{m}");
+        let removed = tls_channel(&addr, Some((&cert, &key))).await?;
+        let vote = RaftServiceClient::new(removed)
+            .vote(pb::RaftPayload { data: vec![0] })
+            .await;
+        let (c, m) = code(vote);
+        assert_eq!(c, Code::PermissionDenied, "{m}");
+    }
+    let listed = auth
+        .list_revoked_certificates(pb::ListRevokedCertificatesRequest {})
+        .await?
+        .into_inner()
+        .certificates;
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].fingerprint, fingerprint);
+    // Servers 1 and 2 still form a majority and take writes.
+    register_as(&cluster.addr(1), Some(&test_pki().admin_token)).await?;
+    Ok(())
+}
+
 /// A client that is not a server of this cluster cannot send Raft RPCs,
 /// whatever else it holds; agent-only calls need an instance certificate.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -244,6 +244,30 @@ pub enum AuthCommand {
     /// API tokens for people and scripts.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// The certificate revocation list: servers refuse a caller whose
+    /// chain holds a listed certificate.
+    #[command(subcommand)]
+    Certificate(CertificateCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CertificateCommand {
+    /// Revoke a certificate (a server's, a server's signing CA, or an
+    /// agent's): every server refuses it from then on.
+    #[command(group(ArgGroup::new("which").args(["fingerprint", "file"]).required(true)))]
+    Revoke {
+        /// SHA-256 of the certificate's DER, 64 hex digits.
+        #[arg(long)]
+        fingerprint: Option<String>,
+        /// A PEM certificate file; its first certificate is revoked.
+        #[arg(long, value_name = "PEM")]
+        file: Option<std::path::PathBuf>,
+        /// Why, for the list.
+        #[arg(long, default_value = "")]
+        description: String,
+    },
+    /// List revoked certificates.
+    List,
 }
 
 #[derive(Debug, Subcommand)]

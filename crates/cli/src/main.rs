@@ -21,10 +21,10 @@ use berth_types::{
 use clap::Parser;
 
 use args::{
-    ActivationCommand, ActivationCreateArgs, AttributeCommand, AuthCommand, Cli, ClusterCommand,
-    ClusterCreateArgs, ClusterUpdateArgs, Command, InstanceCommand, ServerCommand, TaskCommand,
-    TaskDefCommand, TaskLaunchArgs, TaskListArgs, TaskLogsArgs, TaskRunArgs, TaskStartArgs,
-    TokenCommand,
+    ActivationCommand, ActivationCreateArgs, AttributeCommand, AuthCommand, CertificateCommand,
+    Cli, ClusterCommand, ClusterCreateArgs, ClusterUpdateArgs, Command, InstanceCommand,
+    ServerCommand, TaskCommand, TaskDefCommand, TaskLaunchArgs, TaskListArgs, TaskLogsArgs,
+    TaskRunArgs, TaskStartArgs, TokenCommand,
 };
 use errors::{InvalidFile, LaunchFailed};
 use output::{render, Format};
@@ -74,6 +74,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Server(command) => server(&connect()?, format, command).await?,
         Command::Auth(AuthCommand::Token(command)) => {
             api_token(&connect()?, format, command).await?
+        }
+        Command::Auth(AuthCommand::Certificate(command)) => {
+            certificate(connect, format, command).await?
         }
         Command::Activation(command) => activation(connect, format, command).await?,
         Command::Instance(command) => instance(connect, format, command).await?,
@@ -128,6 +131,41 @@ async fn api_token(
         TokenCommand::Revoke { id } => {
             let token = output::ApiToken::new(client.revoke_api_token(&id).await?, now_ms());
             render(format, &token, output::revoked_api_token)
+        }
+    }
+}
+
+async fn certificate(
+    connect: impl FnOnce() -> anyhow::Result<BerthClient>,
+    format: Format,
+    command: CertificateCommand,
+) -> anyhow::Result<String> {
+    match command {
+        CertificateCommand::Revoke {
+            fingerprint,
+            file,
+            description,
+        } => {
+            let fingerprint = match (fingerprint, file) {
+                (Some(fingerprint), _) => fingerprint,
+                (None, Some(path)) => {
+                    let pem = std::fs::read_to_string(&path)
+                        .with_context(|| format!("--file {}", path.display()))?;
+                    let der = berth_pki::first_der(&pem).with_context(|| {
+                        format!("--file {} holds no PEM certificate", path.display())
+                    })?;
+                    berth_pki::der_digest(&der)
+                }
+                (None, None) => bail!("name the certificate with --fingerprint or --file"),
+            };
+            let revoked = connect()?
+                .revoke_certificate(&fingerprint, &description)
+                .await?;
+            render(format, &revoked, output::revoked_certificate)
+        }
+        CertificateCommand::List => {
+            let list = connect()?.list_revoked_certificates().await?;
+            render(format, list.as_slice(), output::revoked_certificates_table)
         }
     }
 }

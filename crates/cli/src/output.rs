@@ -470,6 +470,25 @@ pub fn revoked_api_token(t: &ApiToken) -> String {
     format!("revoked API token {}\n", t.token.id)
 }
 
+pub fn revoked_certificate(c: &t::RevokedCertificate) -> String {
+    format!(
+        "revoked certificate {}: every server refuses it from now on\n",
+        c.fingerprint
+    )
+}
+
+pub fn revoked_certificates_table(list: &[t::RevokedCertificate]) -> String {
+    let mut table = Table::new(["FINGERPRINT", "REVOKED", "DESCRIPTION"]);
+    for c in list {
+        table.row([
+            c.fingerprint.clone(),
+            rfc3339(c.revoked_at_ms),
+            c.description.clone(),
+        ]);
+    }
+    table.render()
+}
+
 /// Only the join token, so `TOKEN=$(berth activation create)` works; the
 /// rest goes to stderr (see `created_activation_note`).
 pub fn created_activation(c: &CreatedActivation) -> String {

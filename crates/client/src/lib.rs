@@ -627,6 +627,38 @@ impl BerthClient {
         read("API token", required(resp.token, "token")?)
     }
 
+    /// Adds a certificate, by the SHA-256 of its DER, to the revocation list.
+    pub async fn revoke_certificate(
+        &self,
+        fingerprint: &str,
+        description: &str,
+    ) -> Result<t::RevokedCertificate, ClientError> {
+        let req = pb::RevokeCertificateRequest {
+            fingerprint: fingerprint.to_string(),
+            description: description.to_string(),
+        };
+        let resp = self
+            .call(Kind::Write, |conn| {
+                let req = req.clone();
+                async move { auth_service(conn).revoke_certificate(req).await }
+            })
+            .await?;
+        Ok(required(resp.certificate, "certificate")?.into())
+    }
+
+    pub async fn list_revoked_certificates(
+        &self,
+    ) -> Result<Vec<t::RevokedCertificate>, ClientError> {
+        let resp = self
+            .call(Kind::Read, |conn| async move {
+                auth_service(conn)
+                    .list_revoked_certificates(pb::ListRevokedCertificatesRequest {})
+                    .await
+            })
+            .await?;
+        Ok(resp.certificates.into_iter().map(Into::into).collect())
+    }
+
     // --------------------------------------------------------- activations
 
     /// Creates an activation; returns it and the join token agents

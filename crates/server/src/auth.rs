@@ -91,9 +91,37 @@ impl Authorizer {
         Ok(Some(identity))
     }
 
+    /// Refuses a caller whose presented chain holds a revoked certificate:
+    /// its own, or the signing CA that issued it. Checked against this
+    /// server's applied state (Raft calls cannot wait for a read barrier).
+    fn refuse_revoked(&self, call: &CallInfo) -> Result<(), Status> {
+        let Some(chain) = call.peer_certs.as_ref() else {
+            return Ok(());
+        };
+        let applied = self.node.state().read();
+        for cert in chain.iter() {
+            let fingerprint = berth_pki::der_digest(cert.as_ref());
+            if applied.state.is_certificate_revoked(&fingerprint) {
+                tracing::warn!(%fingerprint, path = %call.path, "refused a revoked certificate");
+                return Err(Status::permission_denied(format!(
+                    "certificate {fingerprint} has been revoked"
+                )));
+            }
+        }
+        Ok(())
+    }
+
     async fn authorize(&self, call: &CallInfo) -> Result<Caller, Status> {
         let access = classify(&call.path);
         let identity = self.peer_identity(call)?;
+        if identity.is_some() && access != Access::Open {
+            // Agents and API callers get the same freshness as tokens do;
+            // Raft traffic is checked against what is applied here.
+            if access != Access::RaftPeer {
+                self.fresh().await?;
+            }
+            self.refuse_revoked(call)?;
+        }
         match access {
             Access::Open => Ok(Caller::Anonymous),
             Access::RaftPeer => match identity.map(|i| i.role) {

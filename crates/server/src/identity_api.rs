@@ -124,6 +124,42 @@ impl AuthService for IdentityApi {
             token: Some((&token).into()),
         }))
     }
+
+    #[tracing::instrument(skip_all, fields(fingerprint = %request.get_ref().fingerprint))]
+    async fn revoke_certificate(
+        &self,
+        request: Request<pb::RevokeCertificateRequest>,
+    ) -> Result<Response<pb::RevokeCertificateResponse>, Status> {
+        let req = request.into_inner();
+        let output = self
+            .node
+            .write(Command::RevokeCertificate {
+                fingerprint: req.fingerprint.trim().to_ascii_lowercase(),
+                description: req.description,
+                at_ms: now_ms(),
+            })
+            .await?;
+        let CommandOutput::RevokedCertificate(certificate) = output else {
+            return Err(unexpected(output));
+        };
+        tracing::warn!(fingerprint = %certificate.fingerprint, "certificate revoked");
+        Ok(Response::new(pb::RevokeCertificateResponse {
+            certificate: Some((&certificate).into()),
+        }))
+    }
+
+    async fn list_revoked_certificates(
+        &self,
+        _request: Request<pb::ListRevokedCertificatesRequest>,
+    ) -> Result<Response<pb::ListRevokedCertificatesResponse>, Status> {
+        let certificates = self
+            .node
+            .read(|state| state.revoked_certificates().map(Into::into).collect())
+            .await?;
+        Ok(Response::new(pb::ListRevokedCertificatesResponse {
+            certificates,
+        }))
+    }
 }
 
 #[tonic::async_trait]

@@ -209,3 +209,22 @@ pub struct Registration {
     pub certificate_expires_at_ms: i64,
     pub at_ms: i64,
 }
+
+/// An entry of the certificate revocation list.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RevokedCertificate {
+    /// SHA-256 of the certificate's DER, lowercase hex.
+    pub fingerprint: String,
+    pub description: String,
+    pub revoked_at_ms: i64,
+}
+
+/// Whether `text` is a certificate fingerprint as Berth writes them: 64
+/// lowercase hex digits.
+pub fn is_fingerprint(text: &str) -> bool {
+    text.len() == 64
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}

@@ -258,3 +258,31 @@ fn roles_grant_what_they_name_and_only_admin_writes() {
     }
     assert_eq!(Role::parse("root"), None);
 }
+
+#[test]
+fn certificates_are_revoked_once_by_their_fingerprint() {
+    let mut state = State::new();
+    let fingerprint = "0f".repeat(32);
+    let revoke = |fingerprint: &str, at_ms| Command::RevokeCertificate {
+        fingerprint: fingerprint.to_string(),
+        description: format!("at {at_ms}"),
+        at_ms,
+    };
+    assert!(!state.is_certificate_revoked(&fingerprint));
+    state.apply(revoke(&fingerprint, 1)).unwrap();
+    assert!(state.is_certificate_revoked(&fingerprint));
+    // Again: the first entry stays.
+    let again = state.apply(revoke(&fingerprint, 2)).unwrap();
+    assert!(matches!(again, CommandOutput::RevokedCertificate(c) if c.revoked_at_ms == 1));
+    assert_eq!(state.revoked_certificates().count(), 1);
+    for bad in [
+        "",
+        "0F".repeat(32).as_str(),
+        "0f".repeat(31).as_str(),
+        "zz".repeat(32).as_str(),
+    ] {
+        let err = state.apply(revoke(bad, 3)).unwrap_err();
+        assert!(err.to_string().contains("fingerprint"), "{bad}: {err}");
+    }
+    assert_eq!(state.revoked_certificates().count(), 1);
+}

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use std::collections::BTreeMap;
 
+use crate::access::RevokedCertificate;
 use crate::resources::Resources;
 use crate::service::{Service, ServiceSpec, ServiceUpdate};
 use crate::task::{ContainerState, StopCode, Task, TaskStatus};
@@ -183,6 +184,14 @@ pub enum Command {
         progress: ServiceProgress,
         at_ms: i64,
     },
+    /// Adds a certificate (a server's, a signing CA's or an agent's) to the
+    /// revocation list every server checks callers against.
+    RevokeCertificate {
+        /// SHA-256 of the certificate's DER, lowercase hex.
+        fingerprint: String,
+        description: String,
+        at_ms: i64,
+    },
 }
 
 /// The newest command level this build can apply. Every variant has the
@@ -227,7 +236,8 @@ impl Command {
             | Command::DeleteService { .. }
             | Command::StartServiceTasks(_)
             | Command::StopServiceTasks { .. }
-            | Command::ServiceProgress { .. } => 1,
+            | Command::ServiceProgress { .. }
+            | Command::RevokeCertificate { .. } => 1,
         }
     }
 }
@@ -352,6 +362,7 @@ impl Command {
     /// Short name for logs and metrics.
     pub fn kind(&self) -> &'static str {
         match self {
+            Command::RevokeCertificate { .. } => "revoke_certificate",
             Command::CreateCluster { .. } => "create_cluster",
             Command::DeleteCluster { .. } => "delete_cluster",
             Command::RegisterTaskDefinition { .. } => "register_task_definition",
@@ -403,6 +414,7 @@ pub enum CommandOutput {
     },
     Purged(u32),
     Service(Box<Service>),
+    RevokedCertificate(RevokedCertificate),
     /// A command that found its outcome already in place.
     Unchanged,
 }

@@ -22,7 +22,8 @@ pub mod validate;
 pub mod view;
 
 pub use access::{
-    Activation, ApiToken, Instance, InstanceState, InstanceStatus, Registration, Role,
+    Activation, ApiToken, Instance, InstanceState, InstanceStatus, Registration,
+    RevokedCertificate, Role,
 };
 pub use cluster::{Cluster, ClusterSettings, ClusterStatus, DEFAULT_CLUSTER};
 pub use command::{

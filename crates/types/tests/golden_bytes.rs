@@ -169,6 +169,11 @@ fn commands() -> Vec<Command> {
             force: true,
             at_ms: 12,
         },
+        Command::RevokeCertificate {
+            fingerprint: "ab".repeat(32),
+            description: "stolen laptop".into(),
+            at_ms: 13,
+        },
     ]
 }
 

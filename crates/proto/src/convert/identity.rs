@@ -202,6 +202,26 @@ impl From<pb::AgentPingResponse> for t::AgentPing {
     }
 }
 
+impl From<&t::RevokedCertificate> for pb::RevokedCertificate {
+    fn from(c: &t::RevokedCertificate) -> Self {
+        Self {
+            fingerprint: c.fingerprint.clone(),
+            description: c.description.clone(),
+            revoked_at_ms: c.revoked_at_ms,
+        }
+    }
+}
+
+impl From<pb::RevokedCertificate> for t::RevokedCertificate {
+    fn from(c: pb::RevokedCertificate) -> Self {
+        Self {
+            fingerprint: c.fingerprint,
+            description: c.description,
+            revoked_at_ms: c.revoked_at_ms,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;

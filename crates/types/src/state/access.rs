@@ -3,7 +3,9 @@
 
 use std::collections::BTreeMap;
 
-use crate::access::{Activation, ApiToken, Instance, InstanceStatus, Registration, Role};
+use crate::access::{
+    Activation, ApiToken, Instance, InstanceStatus, Registration, RevokedCertificate, Role,
+};
 use crate::command::CommandOutput;
 use crate::error::StateError;
 use crate::state::State;
@@ -261,5 +263,41 @@ impl State {
         }
         self.instances.insert(instance.id.clone(), instance.clone());
         Ok(CommandOutput::Instance(instance))
+    }
+
+    /// Adds a certificate to the revocation list; revoking one twice keeps
+    /// the first entry.
+    pub(super) fn revoke_certificate(
+        &mut self,
+        fingerprint: String,
+        description: String,
+        at_ms: i64,
+    ) -> Result<CommandOutput, StateError> {
+        if !crate::access::is_fingerprint(&fingerprint) {
+            return Err(StateError::Invalid(
+                crate::FieldError::new(
+                    "fingerprint",
+                    "must be the certificate's SHA-256 as 64 lowercase hex digits (`berth auth certificate revoke --file CERT.pem` computes it)",
+                )
+                .into(),
+            ));
+        }
+        let entry = self
+            .revoked_certificates
+            .entry(fingerprint.clone())
+            .or_insert(RevokedCertificate {
+                fingerprint,
+                description,
+                revoked_at_ms: at_ms,
+            });
+        Ok(CommandOutput::RevokedCertificate(entry.clone()))
+    }
+
+    pub fn is_certificate_revoked(&self, fingerprint: &str) -> bool {
+        self.revoked_certificates.contains_key(fingerprint)
+    }
+
+    pub fn revoked_certificates(&self) -> impl Iterator<Item = &RevokedCertificate> {
+        self.revoked_certificates.values()
     }
 }

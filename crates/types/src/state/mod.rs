@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::access::{Activation, ApiToken, Instance};
+use crate::access::{Activation, ApiToken, Instance, RevokedCertificate};
 use crate::cluster::{Cluster, ClusterSettings, ClusterStatus, DEFAULT_CLUSTER};
 use crate::command::{Command, CommandOutput};
 use crate::error::StateError;
@@ -50,6 +50,8 @@ pub struct State {
     pub(crate) client_tokens: BTreeMap<String, ClientTokenRecord>,
     /// By (cluster, name).
     pub(crate) services: BTreeMap<(String, String), Service>,
+    /// The certificate revocation list, by fingerprint.
+    pub(crate) revoked_certificates: BTreeMap<String, RevokedCertificate>,
     /// What changed since the last `take_events`, in apply order; the
     /// server hands them to every subscriber (agent sessions, controllers).
     #[serde(skip)]
@@ -86,6 +88,7 @@ impl PartialEq for State {
             && self.tasks == other.tasks
             && self.client_tokens == other.client_tokens
             && self.services == other.services
+            && self.revoked_certificates == other.revoked_certificates
     }
 }
 
@@ -120,6 +123,7 @@ impl State {
             tasks: BTreeMap::new(),
             client_tokens: BTreeMap::new(),
             services: BTreeMap::new(),
+            revoked_certificates: BTreeMap::new(),
             events: Vec::new(),
             tasks_by_instance: HashMap::new(),
             provisioning: BTreeSet::new(),
@@ -277,6 +281,11 @@ impl State {
                 progress,
                 at_ms,
             } => self.service_progress(cluster, service, progress, at_ms),
+            Command::RevokeCertificate {
+                fingerprint,
+                description,
+                at_ms,
+            } => self.revoke_certificate(fingerprint, description, at_ms),
         }
     }
 
