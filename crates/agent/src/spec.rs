@@ -45,6 +45,9 @@ pub struct SpecInput<'a> {
     pub task_cpu: Option<u32>,
     pub task_memory: Option<u32>,
     pub cgroups_path: String,
+    /// Most processes (threads count) the container may have; `None` for
+    /// no limit.
+    pub pids_limit: Option<u32>,
     pub uid: u32,
     pub gid: u32,
 }
@@ -116,8 +119,9 @@ pub fn cpu_shares(units: u32) -> u64 {
 
 const CFS_PERIOD_US: u64 = 100_000;
 
-/// Default capabilities of containerd's default spec (and Docker's).
-const DEFAULT_CAPS: &[&str] = &[
+/// Default capabilities of containerd's default spec (and Docker's). The
+/// seccomp profile (`crate::seccomp`) is written for exactly these.
+pub const DEFAULT_CAPS: &[&str] = &[
     "CAP_CHOWN",
     "CAP_DAC_OVERRIDE",
     "CAP_FSETID",
@@ -245,6 +249,14 @@ pub fn build_spec(input: &SpecInput<'_>) -> Result<Value> {
         cpu.insert("quota".into(), json!(quota));
         cpu.insert("period".into(), json!(CFS_PERIOD_US));
     }
+    let mut resources = json!({
+        "devices": [{"allow": false, "access": "rwm"}],
+        "memory": memory,
+        "cpu": cpu,
+    });
+    if let Some(limit) = input.pids_limit {
+        resources["pids"] = json!({"limit": i64::from(limit)});
+    }
 
     Ok(json!({
         "ociVersion": "1.0.2-dev",
@@ -266,15 +278,12 @@ pub fn build_spec(input: &SpecInput<'_>) -> Result<Value> {
         "hostname": input.hostname,
         "mounts": mounts,
         "linux": {
-            "resources": {
-                "devices": [{"allow": false, "access": "rwm"}],
-                "memory": memory,
-                "cpu": cpu,
-            },
+            "resources": resources,
             "cgroupsPath": input.cgroups_path,
             "namespaces": namespaces,
             "maskedPaths": MASKED_PATHS,
             "readonlyPaths": READONLY_PATHS,
+            "seccomp": crate::seccomp::default_profile(),
         },
     }))
 }
@@ -366,6 +375,7 @@ mod tests {
             task_cpu: None,
             task_memory: None,
             cgroups_path: "/berth/x".into(),
+            pids_limit: Some(4096),
             uid: 0,
             gid: 0,
         }
@@ -422,6 +432,13 @@ mod tests {
         assert_eq!(res["memory"]["limit"], 64 << 20);
         assert_eq!(res["memory"]["reservation"], 32 << 20);
         assert_eq!(spec["root"]["readonly"], true);
+        assert_eq!(res["pids"]["limit"], 4096);
+        assert_eq!(
+            spec["linux"]["seccomp"],
+            crate::seccomp::default_profile(),
+            "every container runs under the default seccomp profile"
+        );
+        assert_eq!(spec["linux"]["seccomp"]["defaultAction"], "SCMP_ACT_ERRNO");
         assert_eq!(spec["process"]["cwd"], "/srv");
         let ns = spec["linux"]["namespaces"]
             .as_array()
@@ -441,6 +458,16 @@ mod tests {
             .cloned()
             .unwrap_or_default();
         assert!(ns.iter().any(|n| n["type"] == "network"));
+    }
+
+    #[test]
+    fn no_pids_limit_when_disabled() {
+        let img = image();
+        let def = ContainerDefinition::new("c", "i");
+        let mut inp = input(&def, &img);
+        inp.pids_limit = None;
+        let spec = build_spec(&inp).expect("spec");
+        assert!(spec["linux"]["resources"].get("pids").is_none());
     }
 
     #[test]

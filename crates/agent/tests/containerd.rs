@@ -87,12 +87,16 @@ async fn pushed_image(env: &Env) -> String {
         .clone()
 }
 
-async fn runtime_in(env: &Env, namespace: &str) -> ContainerdRuntime {
+fn runtime_config(env: &Env, namespace: &str) -> ContainerdConfig {
     let mut cfg = ContainerdConfig::new(&env.socket, "/tmp/berth-test/agent-state");
     cfg.namespace = namespace.to_string();
     cfg.log_driver = LogDriver::Binary(PathBuf::from(env!("CARGO_BIN_EXE_berth-agent")));
     cfg.log_max_bytes = 64 * 1024;
-    ContainerdRuntime::connect(cfg)
+    cfg
+}
+
+async fn runtime_in(env: &Env, namespace: &str) -> ContainerdRuntime {
+    ContainerdRuntime::connect(runtime_config(env, namespace))
         .await
         .expect("connect to containerd")
 }
@@ -241,6 +245,124 @@ async fn env_command_entrypoint_workdir_user_and_volumes() {
     let (code, logs, _) = run_to_exit(&rt, &cfg).await;
     assert_eq!(code, 3, "{logs}");
     assert!(logs.contains("args=[\"exit\", \"3\"]"), "{logs}");
+}
+
+/// The number in "threads started K of N".
+fn threads_started(logs: &str) -> usize {
+    logs.lines()
+        .find_map(|l| l.split("threads started ").nth(1))
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|k| k.parse().ok())
+        .unwrap_or_else(|| panic!("no thread count in {logs}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seccomp_refuses_what_capabilities_let_through() {
+    let Some(env) = env() else { return };
+    let image = pushed_image(&env).await;
+    let rt = runtime(&env).await;
+    let (code, logs, _) = run_to_exit(&rt, &config(&image, "seccomp", &["syscalls"])).await;
+    assert_eq!(code, 0, "{logs}");
+    assert!(logs.contains("syscall getppid: ok"), "{logs}");
+    // keyctl and a user namespace need no capability: only the filter
+    // stands between a container's root and them. EPERM is its answer.
+    assert!(logs.contains("syscall keyctl: errno 1"), "{logs}");
+    assert!(logs.contains("syscall unshare: errno 1"), "{logs}");
+    assert!(logs.contains("syscall mount: errno 1"), "{logs}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pids_limit_stops_a_thread_bomb() {
+    let Some(env) = env() else { return };
+    let image = pushed_image(&env).await;
+    let mut cfg = runtime_config(&env, "berth-test");
+    cfg.pids_limit = 32;
+    let rt = ContainerdRuntime::connect(cfg).await.expect("connect");
+    let (code, logs, _) = run_to_exit(&rt, &config(&image, "pids", &["threads", "200"])).await;
+    assert_eq!(code, 0, "{logs}");
+    let started = threads_started(&logs);
+    // The main thread and the SIGTERM watcher count too.
+    assert!(
+        (20..=30).contains(&started),
+        "a limit of 32 stops the threads near 30: {logs}"
+    );
+    assert!(logs.contains("Resource temporarily unavailable"), "{logs}");
+
+    // The default limit lets an ordinary multithreaded program be.
+    let rt = runtime(&env).await;
+    let (code, logs, _) = run_to_exit(&rt, &config(&image, "pids", &["threads", "200"])).await;
+    assert_eq!(code, 0, "{logs}");
+    assert_eq!(threads_started(&logs), 200, "{logs}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_paths_outside_the_policy_are_refused() {
+    let Some(env) = env() else { return };
+    let image = pushed_image(&env).await;
+    let rt = runtime(&env).await;
+    let refused = |source: &str| {
+        let mut cfg = config(&image, "hostpath", &["exit", "0"]);
+        cfg.volumes = vec![Volume {
+            name: "host".into(),
+            host_source_path: Some(source.to_string()),
+        }];
+        cfg.definition.mount_points = vec![MountPoint {
+            source_volume: "host".into(),
+            container_path: "/host".into(),
+            read_only: false,
+        }];
+        cfg
+    };
+    let socket = env.socket.display().to_string();
+    for (source, why) in [
+        ("/", "host's root directory"),
+        ("/proc", "inside /proc"),
+        ("/sys/fs/cgroup", "inside /sys"),
+        (socket.as_str(), "which the agent protects"),
+        ("/tmp/berth-test/agent-state", "which the agent protects"),
+        ("/tmp", "contains"),
+    ] {
+        let cfg = refused(source);
+        match rt.create(&cfg).await {
+            Err(e @ RuntimeError::HostPathRefused { .. }) => {
+                let text = e.to_string();
+                assert!(
+                    text.contains(&format!("host.sourcePath {source:?} is refused")),
+                    "{text}"
+                );
+                assert!(text.contains(why), "{source}: {text}");
+            }
+            other => panic!("{source} must be refused, got {other:?}"),
+        }
+        let left: Vec<_> = rt
+            .list()
+            .await
+            .expect("list")
+            .into_iter()
+            .filter(|c| c.task_id == cfg.task_id)
+            .collect();
+        assert!(left.is_empty(), "nothing half-created: {left:?}");
+    }
+
+    // With --allowed-host-paths, only paths inside the list.
+    let allowed = tempfile::tempdir().expect("tempdir");
+    let elsewhere = tempfile::tempdir().expect("tempdir");
+    let mut cfg = runtime_config(&env, "berth-test");
+    cfg.host_paths
+        .allow_only(&[allowed.path().to_path_buf()])
+        .expect("allow");
+    let rt = ContainerdRuntime::connect(cfg).await.expect("connect");
+    let err = rt
+        .create(&refused(&elsewhere.path().display().to_string()))
+        .await
+        .expect_err("outside the allowed paths");
+    assert!(
+        err.to_string()
+            .contains("outside the agent's --allowed-host-paths"),
+        "{err}"
+    );
+    let (code, logs, _) = run_to_exit(&rt, &refused(&allowed.path().display().to_string())).await;
+    assert_eq!(code, 0, "{logs}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

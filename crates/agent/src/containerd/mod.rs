@@ -31,6 +31,7 @@ use tonic::{Code, Request};
 use tracing::{debug, info, info_span, warn, Instrument};
 
 use crate::error::{Result, RuntimeError};
+use crate::hostpath::HostPathPolicy;
 use crate::logs;
 use crate::metrics;
 use crate::registry::{Registries, RegistryConfig};
@@ -71,14 +72,27 @@ pub struct ContainerdConfig {
     pub log_max_files: u32,
     pub registry: RegistryConfig,
     pub connect_timeout: Duration,
+    /// Which host paths tasks may bind-mount.
+    pub host_paths: HostPathPolicy,
+    /// Most processes (threads count) one container may have; 0 for no
+    /// limit.
+    pub pids_limit: u32,
 }
+
+/// Enough for busy servers (thread pools, worker processes), and a fork
+/// bomb stops there instead of at the host's pid_max.
+pub const DEFAULT_PIDS_LIMIT: u32 = 4096;
 
 impl ContainerdConfig {
     pub fn new(socket: impl Into<PathBuf>, state_dir: impl Into<PathBuf>) -> Self {
+        let socket = socket.into();
+        let state_dir = state_dir.into();
         ContainerdConfig {
-            socket: socket.into(),
+            host_paths: HostPathPolicy::new(&socket, &state_dir),
+            pids_limit: DEFAULT_PIDS_LIMIT,
+            socket,
             namespace: "berth".into(),
-            state_dir: state_dir.into(),
+            state_dir,
             snapshotter: "overlayfs".into(),
             runtime: "io.containerd.runc.v2".into(),
             log_driver: std::env::current_exe()
@@ -346,6 +360,15 @@ impl ContainerdRuntime {
 
     async fn create_inner(&self, config: &ContainerConfig, id: &str) -> Result<()> {
         let def = &config.definition;
+        // Refused before anything is pulled or written.
+        let mut host_sources: HashMap<&str, PathBuf> = HashMap::new();
+        for v in &config.volumes {
+            if let Some(p) = &v.host_source_path {
+                if def.mount_points.iter().any(|m| m.source_volume == v.name) {
+                    host_sources.insert(&v.name, self.inner.cfg.host_paths.check(&v.name, p)?);
+                }
+            }
+        }
         let image = self
             .ensure_image_resolved(&def.image, config.pull_policy)
             .await?;
@@ -387,8 +410,8 @@ impl ContainerdRuntime {
                     container: def.name.clone(),
                     reason: format!("mountPoint uses unknown volume {:?}", mp.source_volume),
                 })?;
-            let source = match &vol.host_source_path {
-                Some(p) => PathBuf::from(p),
+            let source = match host_sources.get(vol.name.as_str()) {
+                Some(p) => p.clone(),
                 None => {
                     let p = self
                         .inner
@@ -489,6 +512,7 @@ impl ContainerdRuntime {
                     task_cpu: config.task_cpu,
                     task_memory: config.task_memory,
                     cgroups_path: format!("/{}/{}", self.inner.cfg.namespace, id),
+                    pids_limit: Some(self.inner.cfg.pids_limit).filter(|n| *n > 0),
                     uid,
                     gid,
                 })?;
