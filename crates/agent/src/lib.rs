@@ -13,6 +13,7 @@ pub mod logs;
 pub mod metrics;
 pub mod ocibuild;
 pub mod registry;
+pub mod rootfs;
 pub mod runner;
 pub mod runtime;
 pub mod seccomp;

@@ -365,6 +365,76 @@ async fn host_paths_outside_the_policy_are_refused() {
     assert_eq!(code, 0, "{logs}");
 }
 
+/// The test image with its /etc/passwd replaced by a symlink to `target`.
+async fn image_with_passwd_link(env: &Env, tag: &str, target: &str) -> String {
+    let img = ocibuild::build(&ocibuild::ImageSpec {
+        entries: vec![
+            ocibuild::Entry::Dir {
+                path: "etc".into(),
+                mode: 0o755,
+            },
+            ocibuild::Entry::Symlink {
+                path: "etc/passwd".into(),
+                target: target.into(),
+            },
+            ocibuild::Entry::File {
+                path: "berth-testapp".into(),
+                mode: 0o755,
+                data: testapp_binary(),
+            },
+        ],
+        env: vec![],
+        entrypoint: vec!["/berth-testapp".into()],
+        cmd: vec!["exit".into(), "0".into()],
+        working_dir: "/".into(),
+        user: String::new(),
+        architecture: berth_agent::host_arch(),
+        os: "linux".into(),
+    })
+    .expect("build image");
+    let reference = format!("{}/berth-test/passwd-link:{tag}", env.registry);
+    img.push_insecure(&reference).await.expect("push");
+    reference
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_lookup_never_follows_image_symlinks_on_the_host() {
+    let Some(env) = env() else { return };
+    let rt = runtime(&env).await;
+
+    // etc/passwd -> /dev/zero: a host read would never end.
+    let image = image_with_passwd_link(&env, "dev-zero", "/dev/zero").await;
+    let mut cfg = config(&image, "zero", &[]);
+    cfg.definition.user = Some("app".into());
+    let err = tokio::time::timeout(Duration::from_secs(30), rt.create(&cfg))
+        .await
+        .expect("the lookup ends")
+        .expect_err("no app user in the image");
+    assert!(
+        err.to_string()
+            .contains("user \"app\" is not in the image's /etc/passwd"),
+        "{err}"
+    );
+
+    // etc/passwd -> a host file that does name the user: the image has no
+    // such file, so the user is unknown, not the host file's uid.
+    let dir = Path::new("/tmp/berth-test");
+    std::fs::create_dir_all(dir).expect("mkdir");
+    let host_file = dir.join(format!("passwd-{}", task_id()));
+    std::fs::write(&host_file, "evil:x:4242:4242::/:/berth-testapp\n").expect("write");
+    let image = image_with_passwd_link(&env, "host-file", &host_file.display().to_string()).await;
+    let mut cfg = config(&image, "evil", &[]);
+    cfg.definition.user = Some("evil".into());
+    let result = rt.create(&cfg).await;
+    let _ = std::fs::remove_file(&host_file);
+    let err = result.expect_err("the host's file is not the image's");
+    assert!(
+        err.to_string()
+            .contains("user \"evil\" is not in the image's /etc/passwd"),
+        "{err}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memory_limit_is_enforced_and_oom_reported() {
     let Some(env) = env() else { return };

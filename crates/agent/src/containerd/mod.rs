@@ -35,6 +35,7 @@ use crate::hostpath::HostPathPolicy;
 use crate::logs;
 use crate::metrics;
 use crate::registry::{Registries, RegistryConfig};
+use crate::rootfs;
 use crate::runtime::*;
 use crate::spec::{self, BindMount, SpecInput};
 
@@ -335,29 +336,6 @@ impl ContainerdRuntime {
         })
     }
 
-    /// Read a file of the container's image (e.g. /etc/passwd) straight from
-    /// the snapshot's layer directories.
-    fn read_rootfs_file(mounts: &[Mount], rel: &str) -> Option<String> {
-        let mut dirs: Vec<PathBuf> = Vec::new();
-        for m in mounts {
-            if m.r#type == "bind" {
-                dirs.push(PathBuf::from(&m.source));
-            }
-            for o in &m.options {
-                if let Some(u) = o.strip_prefix("upperdir=") {
-                    dirs.push(PathBuf::from(u));
-                }
-            }
-            for o in &m.options {
-                if let Some(l) = o.strip_prefix("lowerdir=") {
-                    dirs.extend(l.split(':').map(PathBuf::from));
-                }
-            }
-        }
-        dirs.iter()
-            .find_map(|d| std::fs::read_to_string(d.join(rel)).ok())
-    }
-
     async fn create_inner(&self, config: &ContainerConfig, id: &str) -> Result<()> {
         let def = &config.definition;
         // Refused before anything is pulled or written.
@@ -488,11 +466,9 @@ impl ContainerdRuntime {
             let ids = if user.is_empty() || user.split(':').all(|p| p.parse::<u32>().is_ok()) {
                 spec::resolve_user(&user, None, None)
             } else {
-                spec::resolve_user(
-                    &user,
-                    Self::read_rootfs_file(&mounts, "etc/passwd").as_deref(),
-                    Self::read_rootfs_file(&mounts, "etc/group").as_deref(),
-                )
+                read_user_files(&mounts).await.and_then(|(passwd, group)| {
+                    spec::resolve_user(&user, passwd.as_deref(), group.as_deref())
+                })
             }
             .map_err(|e| match e {
                 RuntimeError::InvalidConfig { reason, .. } => RuntimeError::InvalidConfig {
@@ -618,6 +594,24 @@ impl Inner {
             .insert("containerd-namespace", self.ns.clone());
         req
     }
+}
+
+/// The image's /etc/passwd and /etc/group, read from the snapshot's layers
+/// on a blocking thread (see `rootfs`).
+async fn read_user_files(mounts: &[Mount]) -> Result<(Option<String>, Option<String>)> {
+    let layers = rootfs::layer_dirs(mounts);
+    let read = tokio::task::spawn_blocking(move || {
+        Ok::<_, rootfs::RootfsError>((
+            rootfs::read_file(&layers, "/etc/passwd")?,
+            rootfs::read_file(&layers, "/etc/group")?,
+        ))
+    })
+    .await
+    .map_err(|e| RuntimeError::io("read the image's user files", std::io::Error::other(e)))?;
+    read.map_err(|e| RuntimeError::InvalidConfig {
+        container: String::new(),
+        reason: format!("cannot resolve USER from the image: {e}"),
+    })
 }
 
 /// Record OOM kills as containerd reports them; `wait` consults the set.
