@@ -20,6 +20,7 @@ pub mod seccomp;
 pub mod session;
 pub mod spec;
 pub mod store;
+pub mod taskcgroup;
 
 pub use containerd::{ContainerdConfig, ContainerdRuntime, LogDriver};
 pub use error::RuntimeError;

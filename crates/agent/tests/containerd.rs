@@ -435,6 +435,127 @@ async fn user_lookup_never_follows_image_symlinks_on_the_host() {
     );
 }
 
+async fn wait_for_log(rt: &ContainerdRuntime, id: &str, needle: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let logs = logs_text(rt, id).await;
+        if logs.contains(needle) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "no {needle:?} in: {logs}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn task_limits_hold_for_all_containers_together() {
+    let Some(env) = env() else { return };
+    let image = pushed_image(&env).await;
+    let rt = runtime(&env).await;
+    let cg = rt.cgroups().expect("this host has cgroups").clone();
+    let task = task_id();
+    let container = |name: &str| {
+        let mut c = config(&image, name, &["alloc", "40"]);
+        c.task_id = task.clone();
+        c.task_memory = Some(64);
+        c.task_cpu = Some(512);
+        c
+    };
+    let a = rt.create(&container("a")).await.expect("create a");
+    let read = |p: Option<PathBuf>| {
+        let p = p.expect("file");
+        std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+    };
+    assert_eq!(
+        read(cg.memory_limit_file("berth-test", &task)).trim(),
+        (64u64 << 20).to_string()
+    );
+    assert!(read(cg.cpu_quota_file("berth-test", &task)).starts_with("50000"));
+    let pid = rt.start(&a).await.expect("start a");
+    let own = read(Some(PathBuf::from(format!("/proc/{pid}/cgroup"))));
+    assert!(
+        own.contains(&format!(
+            "/berth-test/{}/{a}",
+            berth_agent::taskcgroup::task_dir(&task)
+        )),
+        "the container's cgroup is under the task's: {own}"
+    );
+    wait_for_log(&rt, &a, "holding 40 MiB").await;
+
+    // 40 MiB each is below the task's 64 MiB; together they are not.
+    let b = rt.create(&container("b")).await.expect("create b");
+    rt.start(&b).await.expect("start b");
+    let (first, other, status) = tokio::time::timeout(Duration::from_secs(60), async {
+        tokio::select! {
+            s = rt.wait(&a) => (a.clone(), b.clone(), s),
+            s = rt.wait(&b) => (b.clone(), a.clone(), s),
+        }
+    })
+    .await
+    .expect("one container is killed: the task's limit holds for both together");
+    let status = status.expect("wait");
+    assert_eq!(status.code, 137, "{}", logs_text(&rt, &first).await);
+    assert!(status.oom_killed, "reported as an OOM kill");
+    rt.stop(&other, Duration::from_secs(5)).await.expect("stop");
+    rt.remove(&first).await.expect("remove");
+    for p in cg.task_paths("berth-test", &task) {
+        assert!(
+            p.exists(),
+            "{} stays while a container is left",
+            p.display()
+        );
+    }
+    rt.remove(&other).await.expect("remove");
+    for p in cg.task_paths("berth-test", &task) {
+        assert!(
+            !p.exists(),
+            "{} removed with the last container",
+            p.display()
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn task_cgroups_left_behind_are_removed_at_start() {
+    let Some(env) = env() else { return };
+    let image = pushed_image(&env).await;
+    let rt = runtime(&env).await;
+    let cg = rt.cgroups().expect("this host has cgroups").clone();
+    // An agent that stopped between removing a task's last container and
+    // its cgroup left this.
+    let gone = task_id();
+    cg.ensure(
+        "berth-test",
+        &gone,
+        berth_agent::taskcgroup::TaskLimits {
+            cpu_units: Some(256),
+            memory_mib: Some(64),
+        },
+    )
+    .expect("make a task cgroup");
+    assert!(cg
+        .task_paths("berth-test", &gone)
+        .iter()
+        .any(|p| p.exists()));
+    // A task with a container (not even started) keeps its cgroup.
+    let mut cfg = config(&image, "kept", &["sleep"]);
+    cfg.task_memory = Some(64);
+    let kept = rt.create(&cfg).await.expect("create");
+
+    let _restarted = runtime(&env).await;
+    for p in cg.task_paths("berth-test", &gone) {
+        assert!(!p.exists(), "{} removed at start", p.display());
+    }
+    let limit = cg
+        .memory_limit_file("berth-test", &cfg.task_id)
+        .expect("file");
+    assert!(limit.exists(), "a live task's cgroup stays");
+    rt.remove(&kept).await.expect("remove");
+    for p in cg.task_paths("berth-test", &cfg.task_id) {
+        assert!(!p.exists(), "{} removed with the container", p.display());
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memory_limit_is_enforced_and_oom_reported() {
     let Some(env) = env() else { return };

@@ -38,6 +38,7 @@ use crate::registry::{Registries, RegistryConfig};
 use crate::rootfs;
 use crate::runtime::*;
 use crate::spec::{self, BindMount, SpecInput};
+use crate::taskcgroup::{self, Cgroups, TaskLimits};
 
 pub use content::sha256_digest;
 pub use images::{chain_ids, host_platform, ImportedImage};
@@ -116,6 +117,8 @@ struct Inner {
     pull_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     transfer_unsupported: std::sync::atomic::AtomicBool,
     oom: Mutex<HashSet<String>>,
+    /// How this host mounts cgroups, or why it could not be told.
+    cgroups: std::result::Result<Cgroups, String>,
     /// What containerd said it is at connect time.
     version: String,
 }
@@ -197,13 +200,19 @@ impl ContainerdRuntime {
             pull_locks: Mutex::new(HashMap::new()),
             transfer_unsupported: std::sync::atomic::AtomicBool::new(false),
             oom: Mutex::new(HashSet::new()),
+            cgroups: Cgroups::detect(),
             version: version.version,
         });
+        if let Err(e) = &inner.cgroups {
+            warn!(error = %e, "no cgroups found: tasks with a task-level cpu or memory cannot run");
+        }
         let watch = tokio::spawn(watch_oom(Arc::downgrade(&inner)));
-        Ok(ContainerdRuntime {
+        let runtime = ContainerdRuntime {
             inner,
             _oom_watch: Arc::new(AbortOnDrop(watch)),
-        })
+        };
+        runtime.sweep_task_cgroups().await;
+        Ok(runtime)
     }
 
     /// True once a pull found that this containerd has no Transfer service
@@ -264,12 +273,15 @@ impl ContainerdRuntime {
     }
 
     async fn oom_killed(&self, id: &str, code: u32) -> bool {
-        if self
-            .inner
-            .oom
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains(id)
+        // An OOM in a task's cgroup is announced to every container in it;
+        // the one killed is the one that died of SIGKILL.
+        if code == 137
+            && self
+                .inner
+                .oom
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains(id)
         {
             return true;
         }
@@ -418,6 +430,12 @@ impl ContainerdRuntime {
             (LABEL_CONTAINER_NAME, def.name.clone()),
         ]
         .into_iter()
+        .chain(config.task_cpu.map(|c| (LABEL_TASK_CPU, c.to_string())))
+        .chain(
+            config
+                .task_memory
+                .map(|m| (LABEL_TASK_MEMORY, m.to_string())),
+        )
         .map(|(k, v)| (k.to_string(), v))
         .collect();
 
@@ -485,9 +503,11 @@ impl ContainerdRuntime {
                     network_mode: config.network_mode,
                     hostname,
                     binds,
-                    task_cpu: config.task_cpu,
-                    task_memory: config.task_memory,
-                    cgroups_path: format!("/{}/{}", self.inner.cfg.namespace, id),
+                    cgroups_path: taskcgroup::container_path(
+                        &self.inner.cfg.namespace,
+                        &config.task_id,
+                        id,
+                    ),
                     pids_limit: Some(self.inner.cfg.pids_limit).filter(|n| *n > 0),
                     uid,
                     gid,
@@ -525,6 +545,15 @@ impl ContainerdRuntime {
         .await;
         self.inner.release_lease(lease).await;
         let mounts = registered?;
+        // Only now that the container record exists (see `sweep_task_cgroups`).
+        let limits = TaskLimits {
+            cpu_units: config.task_cpu,
+            memory_mib: config.task_memory,
+        };
+        if let Err(e) = self.ensure_task_cgroup(&def.name, &config.task_id, limits) {
+            let _ = self.remove(id).await;
+            return Err(e);
+        }
 
         let uri = self.stdio_uri(id)?;
         if let Err(s) = self
@@ -544,6 +573,48 @@ impl ContainerdRuntime {
             return Err(RuntimeError::containerd("create task", s));
         }
         Ok(())
+    }
+
+    /// The task's cgroup with its limits, made before its container's
+    /// process is (idempotent).
+    fn ensure_task_cgroup(&self, container: &str, task_id: &str, limits: TaskLimits) -> Result<()> {
+        let refuse = |reason: String| RuntimeError::InvalidConfig {
+            container: container.to_string(),
+            reason: format!("cannot enforce the task's cpu/memory limits: {reason}"),
+        };
+        match &self.inner.cgroups {
+            Ok(cg) => cg
+                .ensure(&self.inner.cfg.namespace, task_id, limits)
+                .map_err(refuse),
+            // Without limits runc makes the directories it needs itself.
+            Err(_) if limits == TaskLimits::default() => Ok(()),
+            Err(e) => Err(refuse(e.clone())),
+        }
+    }
+
+    /// Removes the task cgroups left behind by an agent that stopped between
+    /// removing a task's last container and its cgroup. The directories are
+    /// listed before the containers: a task cgroup is made only after its
+    /// container's record, so one being made now has a container listed.
+    async fn sweep_task_cgroups(&self) {
+        let Ok(cg) = &self.inner.cgroups else { return };
+        let ns = &self.inner.cfg.namespace;
+        let dirs = cg.task_dirs(ns);
+        if dirs.is_empty() {
+            return;
+        }
+        match self.list().await {
+            Ok(live) => {
+                let tasks: Vec<String> = live.into_iter().map(|c| c.task_id).collect();
+                cg.sweep(ns, dirs, &tasks);
+            }
+            Err(e) => warn!(error = %e, "cannot list containers; task cgroups left behind stay"),
+        }
+    }
+
+    /// How this host mounts cgroups (for tests and tools).
+    pub fn cgroups(&self) -> Option<&Cgroups> {
+        self.inner.cgroups.as_ref().ok()
     }
 
     async fn remove_snapshot(&self, key: &str) {
@@ -794,6 +865,21 @@ impl Runtime for ContainerdRuntime {
                         .map_err(|s| RuntimeError::containerd("snapshot mounts", s))?
                         .into_inner()
                         .mounts;
+                    // A host reboot empties the cgroups; the task's limits
+                    // come back from the container's labels.
+                    if let Some(task_id) = container.labels.get(LABEL_TASK_ID) {
+                        let label = |k: &str| container.labels.get(k).and_then(|v| v.parse().ok());
+                        let limits = TaskLimits {
+                            cpu_units: label(LABEL_TASK_CPU),
+                            memory_mib: label(LABEL_TASK_MEMORY),
+                        };
+                        let name = container
+                            .labels
+                            .get(LABEL_CONTAINER_NAME)
+                            .cloned()
+                            .unwrap_or_default();
+                        self.ensure_task_cgroup(&name, task_id, limits)?;
+                    }
                     // Same URI, same file: the log driver appends.
                     let uri = self.stdio_uri(id)?;
                     self.inner
@@ -923,6 +1009,11 @@ impl Runtime for ContainerdRuntime {
                 if !others {
                     let tdir = self.inner.cfg.state_dir.join("tasks").join(task_id);
                     let _ = std::fs::remove_dir_all(tdir);
+                    if let Ok(cg) = &self.inner.cgroups {
+                        if let Err(e) = cg.remove(&self.inner.cfg.namespace, task_id) {
+                            warn!(task_id = %task_id, error = %e, "cannot remove the task's cgroup; the next agent start tries again");
+                        }
+                    }
                 }
             }
             info!("container removed");
