@@ -120,7 +120,7 @@ struct Cli {
     /// but the protected ones. Always refused: `/`, `/proc`, `/sys`,
     /// containerd's socket directory, `/run/containerd`,
     /// `/var/lib/containerd`, --state-dir, --data-dir, the --config file,
-    /// and any directory holding one of them.
+    /// the agent's binary, and any directory holding one of them.
     #[arg(
         long,
         env = "BERTH_ALLOWED_HOST_PATHS",

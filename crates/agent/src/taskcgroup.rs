@@ -384,6 +384,29 @@ mod tests {
         );
     }
 
+    /// A v2 layout in a temp dir: the limits' files and their format.
+    #[test]
+    fn v2_limits_on_plain_directories() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cg = Cgroups::V2(dir.path().to_path_buf());
+        let limits = TaskLimits {
+            cpu_units: Some(2048),
+            memory_mib: Some(512),
+        };
+        cg.ensure("ns", "t1", limits).expect("ensure");
+        let read = |p: Option<PathBuf>| std::fs::read_to_string(p.expect("file")).expect("read");
+        assert_eq!(
+            read(cg.memory_limit_file("ns", "t1")),
+            (512u64 << 20).to_string()
+        );
+        assert_eq!(read(cg.cpu_quota_file("ns", "t1")), "200000 100000");
+        assert_eq!(cg.task_dirs("ns"), vec!["task-t1"]);
+        assert_eq!(
+            cg.task_paths("ns", "t1"),
+            vec![dir.path().join("ns/task-t1")]
+        );
+    }
+
     /// A v1 layout in a temp dir (plain directories stand in for the
     /// hierarchies): limits land in the right files and sweep keeps live
     /// tasks.

@@ -314,7 +314,10 @@ async fn host_paths_outside_the_policy_are_refused() {
         cfg
     };
     let socket = env.socket.display().to_string();
+    // The agent's binary (here the test binary that runs the runtime).
+    let exe = std::env::current_exe().expect("exe").display().to_string();
     for (source, why) in [
+        (exe.as_str(), "which the agent protects"),
         ("/", "host's root directory"),
         ("/proc", "inside /proc"),
         ("/sys/fs/cgroup", "inside /sys"),

@@ -89,8 +89,14 @@ impl ContainerdConfig {
     pub fn new(socket: impl Into<PathBuf>, state_dir: impl Into<PathBuf>) -> Self {
         let socket = socket.into();
         let state_dir = state_dir.into();
+        let mut host_paths = HostPathPolicy::new(&socket, &state_dir);
+        // containerd's shim runs the agent's binary as root (the log
+        // driver): a task must not be able to replace it.
+        if let Ok(exe) = std::env::current_exe() {
+            host_paths.protect(&exe);
+        }
         ContainerdConfig {
-            host_paths: HostPathPolicy::new(&socket, &state_dir),
+            host_paths,
             pids_limit: DEFAULT_PIDS_LIMIT,
             socket,
             namespace: "berth".into(),
