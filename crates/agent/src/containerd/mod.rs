@@ -490,9 +490,14 @@ impl ContainerdRuntime {
             let ids = if user.is_empty() || user.split(':').all(|p| p.parse::<u32>().is_ok()) {
                 spec::resolve_user(&user, None, None)
             } else {
-                read_user_files(&mounts).await.and_then(|(passwd, group)| {
-                    spec::resolve_user(&user, passwd.as_deref(), group.as_deref())
-                })
+                let group_name = user
+                    .split_once(':')
+                    .is_some_and(|(_, g)| g.parse::<u32>().is_err());
+                read_user_files(&mounts, group_name)
+                    .await
+                    .and_then(|(passwd, group)| {
+                        spec::resolve_user(&user, passwd.as_deref(), group.as_deref())
+                    })
             }
             .map_err(|e| match e {
                 RuntimeError::InvalidConfig { reason, .. } => RuntimeError::InvalidConfig {
@@ -673,15 +678,22 @@ impl Inner {
     }
 }
 
-/// The image's /etc/passwd and /etc/group, read from the snapshot's layers
-/// on a blocking thread (see `rootfs`).
-async fn read_user_files(mounts: &[Mount]) -> Result<(Option<String>, Option<String>)> {
+/// The image's /etc/passwd, and its /etc/group when a group name is to be
+/// resolved, read from the snapshot's layers on a blocking thread (see
+/// `rootfs`).
+async fn read_user_files(
+    mounts: &[Mount],
+    group: bool,
+) -> Result<(Option<String>, Option<String>)> {
     let layers = rootfs::layer_dirs(mounts);
     let read = tokio::task::spawn_blocking(move || {
-        Ok::<_, rootfs::RootfsError>((
-            rootfs::read_file(&layers, "/etc/passwd")?,
-            rootfs::read_file(&layers, "/etc/group")?,
-        ))
+        let passwd = rootfs::read_file(&layers, "/etc/passwd")?;
+        let group = if group {
+            rootfs::read_file(&layers, "/etc/group")?
+        } else {
+            None
+        };
+        Ok::<_, rootfs::RootfsError>((passwd, group))
     })
     .await
     .map_err(|e| RuntimeError::io("read the image's user files", std::io::Error::other(e)))?;
