@@ -228,6 +228,25 @@ pub fn cleanup_namespace(socket: &Path, namespace: &str) {
     for container in list("containers") {
         let _ = ctr(&["containers", "delete", &container]);
     }
+    // The agent's task cgroups (`/<namespace>/task-*`) and the namespace's
+    // own, now empty, in every hierarchy; an agent would sweep them at its
+    // next start, but this namespace has none.
+    // v2: /sys/fs/cgroup itself; v1: each hierarchy below it.
+    let root = Path::new("/sys/fs/cgroup");
+    let hierarchies = std::fs::read_dir(root)
+        .map(|d| d.flatten().map(|e| e.path()).collect::<Vec<_>>())
+        .unwrap_or_default();
+    for h in std::iter::once(root.to_path_buf()).chain(hierarchies) {
+        let dir = h.join(namespace);
+        if let Ok(tasks) = std::fs::read_dir(&dir) {
+            for t in tasks.flatten() {
+                if t.file_name().to_string_lossy().starts_with("task-") {
+                    let _ = std::fs::remove_dir(t.path());
+                }
+            }
+        }
+        let _ = std::fs::remove_dir(&dir);
+    }
 }
 
 pub async fn tasks_client(addr: &str) -> Result<TaskServiceClient<AuthChannel>> {

@@ -57,6 +57,13 @@ pub enum RuntimeError {
     #[error("container {id} still runs; only an exited container can be restarted")]
     StillRunning { id: String },
 
+    #[error("volume {volume:?}: host.sourcePath {path:?} is refused: {reason}")]
+    HostPathRefused {
+        volume: String,
+        path: String,
+        reason: String,
+    },
+
     #[error("invalid container configuration for {container}: {reason}")]
     InvalidConfig { container: String, reason: String },
 

@@ -115,6 +115,23 @@ struct Cli {
         value_parser = parse_pull_policy
     )]
     pull_policy: PullPolicy,
+    /// Host directories tasks may bind-mount (`host.sourcePath`),
+    /// comma-separated; a path must be inside one of them. Unset: any path
+    /// but the protected ones. Always refused: `/`, `/proc`, `/sys`,
+    /// containerd's socket directory, `/run/containerd`,
+    /// `/var/lib/containerd`, --state-dir, --data-dir, the --config file,
+    /// the agent's binary, and any directory holding one of them.
+    #[arg(
+        long,
+        env = "BERTH_ALLOWED_HOST_PATHS",
+        value_delimiter = ',',
+        global = true
+    )]
+    allowed_host_paths: Vec<PathBuf>,
+    /// Most processes (threads count) one container may have; 0 for no
+    /// limit.
+    #[arg(long, env = "BERTH_PIDS_LIMIT", default_value_t = berth_agent::containerd::DEFAULT_PIDS_LIMIT, global = true)]
+    pids_limit: u32,
     /// Log filter, e.g. `info` or `berth_agent=debug`.
     #[arg(long, env = "BERTH_LOG", default_value = "info", global = true)]
     log: String,
@@ -243,6 +260,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let mut cfg = ContainerdConfig::new(&cli.containerd_socket, &cli.state_dir);
     cfg.namespace = cli.namespace;
     cfg.registry.insecure = cli.insecure_registry;
+    cfg.pids_limit = cli.pids_limit;
+    cfg.host_paths.protect(&cli.data_dir);
+    if let Some(config) = &cli.config {
+        cfg.host_paths.protect(config);
+    }
+    cfg.host_paths
+        .allow_only(&cli.allowed_host_paths)
+        .map_err(anyhow::Error::msg)?;
     match cli.command {
         None => {
             join_and_run(

@@ -29,6 +29,12 @@ pub enum Entry {
         mode: u32,
         data: Vec<u8>,
     },
+    /// A symbolic link to `target`, stored as is (the tests make images
+    /// whose links point where they should not).
+    Symlink {
+        path: String,
+        target: String,
+    },
 }
 
 pub struct ImageSpec {
@@ -77,6 +83,12 @@ pub fn build(spec: &ImageSpec) -> Result<BuiltImage> {
                         std::io::empty(),
                     )
                     .map_err(io)?;
+            }
+            Entry::Symlink { path, target } => {
+                h.set_entry_type(tar::EntryType::Symlink);
+                h.set_mode(0o777);
+                h.set_size(0);
+                builder.append_link(&mut h, path, target).map_err(io)?;
             }
             Entry::File { path, mode, data } => {
                 h.set_entry_type(tar::EntryType::Regular);

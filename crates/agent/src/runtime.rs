@@ -17,6 +17,10 @@ pub const LABEL_TASK_ID: &str = "berth.task-id";
 pub const LABEL_CONTAINER_NAME: &str = "berth.container-name";
 pub const LABEL_TASK_FAMILY: &str = "berth.task-family";
 pub const LABEL_MANAGED: &str = "berth.managed";
+/// The task's limits, so a container restarted later (after a host reboot
+/// emptied the cgroups) gets its task cgroup back with them.
+pub const LABEL_TASK_CPU: &str = "berth.task-cpu";
+pub const LABEL_TASK_MEMORY: &str = "berth.task-memory";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum PullPolicy {
@@ -60,10 +64,11 @@ pub struct ContainerConfig {
     pub definition: ContainerDefinition,
     pub network_mode: NetworkMode,
     pub volumes: Vec<Volume>,
-    /// Task-level CPU units; when set they become a hard CPU quota for the
-    /// container (ECS semantics for a task-level `cpu`).
+    /// Task-level CPU units: a hard CPU quota for all of the task's
+    /// containers together (its task cgroup's).
     pub task_cpu: Option<u32>,
-    /// Task-level memory in MiB, the limit when the container sets none.
+    /// Task-level memory in MiB: the limit of all of the task's containers
+    /// together (its task cgroup's).
     pub task_memory: Option<u32>,
     pub pull_policy: PullPolicy,
 }

@@ -42,9 +42,12 @@ pub struct SpecInput<'a> {
     pub network_mode: NetworkMode,
     pub hostname: String,
     pub binds: Vec<BindMount>,
-    pub task_cpu: Option<u32>,
-    pub task_memory: Option<u32>,
+    /// Under the task's cgroup, which holds the task-level limits
+    /// (`crate::taskcgroup`).
     pub cgroups_path: String,
+    /// Most processes (threads count) the container may have; `None` for
+    /// no limit.
+    pub pids_limit: Option<u32>,
     pub uid: u32,
     pub gid: u32,
 }
@@ -114,10 +117,9 @@ pub fn cpu_shares(units: u32) -> u64 {
     u64::from(units.max(2))
 }
 
-const CFS_PERIOD_US: u64 = 100_000;
-
-/// Default capabilities of containerd's default spec (and Docker's).
-const DEFAULT_CAPS: &[&str] = &[
+/// Default capabilities of containerd's default spec (and Docker's). The
+/// seccomp profile (`crate::seccomp`) is written for exactly these.
+pub const DEFAULT_CAPS: &[&str] = &[
     "CAP_CHOWN",
     "CAP_DAC_OVERRIDE",
     "CAP_FSETID",
@@ -228,8 +230,7 @@ pub fn build_spec(input: &SpecInput<'_>) -> Result<Value> {
     }
 
     let mut memory = serde_json::Map::new();
-    let limit_mib = def.memory.or(input.task_memory);
-    if let Some(mib) = limit_mib {
+    if let Some(mib) = def.memory {
         let bytes = i64::from(mib) << 20;
         memory.insert("limit".into(), json!(bytes));
         // No swap beyond the limit, as ECS does: the limit is the limit.
@@ -240,10 +241,13 @@ pub fn build_spec(input: &SpecInput<'_>) -> Result<Value> {
     }
     let mut cpu = serde_json::Map::new();
     cpu.insert("shares".into(), json!(cpu_shares(def.cpu)));
-    if let Some(units) = input.task_cpu.filter(|u| *u > 0) {
-        let quota = (u64::from(units) * CFS_PERIOD_US / 1024).max(1000);
-        cpu.insert("quota".into(), json!(quota));
-        cpu.insert("period".into(), json!(CFS_PERIOD_US));
+    let mut resources = json!({
+        "devices": [{"allow": false, "access": "rwm"}],
+        "memory": memory,
+        "cpu": cpu,
+    });
+    if let Some(limit) = input.pids_limit {
+        resources["pids"] = json!({"limit": i64::from(limit)});
     }
 
     Ok(json!({
@@ -266,15 +270,12 @@ pub fn build_spec(input: &SpecInput<'_>) -> Result<Value> {
         "hostname": input.hostname,
         "mounts": mounts,
         "linux": {
-            "resources": {
-                "devices": [{"allow": false, "access": "rwm"}],
-                "memory": memory,
-                "cpu": cpu,
-            },
+            "resources": resources,
             "cgroupsPath": input.cgroups_path,
             "namespaces": namespaces,
             "maskedPaths": MASKED_PATHS,
             "readonlyPaths": READONLY_PATHS,
+            "seccomp": crate::seccomp::default_profile(),
         },
     }))
 }
@@ -363,9 +364,8 @@ mod tests {
             network_mode: NetworkMode::Host,
             hostname: "h".into(),
             binds: vec![],
-            task_cpu: None,
-            task_memory: None,
             cgroups_path: "/berth/x".into(),
+            pids_limit: Some(4096),
             uid: 0,
             gid: 0,
         }
@@ -414,14 +414,21 @@ mod tests {
         def.memory_reservation = Some(32);
         def.readonly_root_filesystem = true;
         let mut inp = input(&def, &img);
-        inp.task_cpu = Some(256);
         let spec = build_spec(&inp).expect("spec");
         let res = &spec["linux"]["resources"];
         assert_eq!(res["cpu"]["shares"], 512);
-        assert_eq!(res["cpu"]["quota"], 25_000);
+        // The task's quota is its cgroup's, not each container's.
+        assert!(res["cpu"].get("quota").is_none());
         assert_eq!(res["memory"]["limit"], 64 << 20);
         assert_eq!(res["memory"]["reservation"], 32 << 20);
         assert_eq!(spec["root"]["readonly"], true);
+        assert_eq!(res["pids"]["limit"], 4096);
+        assert_eq!(
+            spec["linux"]["seccomp"],
+            crate::seccomp::default_profile(),
+            "every container runs under the default seccomp profile"
+        );
+        assert_eq!(spec["linux"]["seccomp"]["defaultAction"], "SCMP_ACT_ERRNO");
         assert_eq!(spec["process"]["cwd"], "/srv");
         let ns = spec["linux"]["namespaces"]
             .as_array()
@@ -441,6 +448,16 @@ mod tests {
             .cloned()
             .unwrap_or_default();
         assert!(ns.iter().any(|n| n["type"] == "network"));
+    }
+
+    #[test]
+    fn no_pids_limit_when_disabled() {
+        let img = image();
+        let def = ContainerDefinition::new("c", "i");
+        let mut inp = input(&def, &img);
+        inp.pids_limit = None;
+        let spec = build_spec(&inp).expect("spec");
+        assert!(spec["linux"]["resources"].get("pids").is_none());
     }
 
     #[test]

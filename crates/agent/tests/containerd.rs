@@ -87,12 +87,16 @@ async fn pushed_image(env: &Env) -> String {
         .clone()
 }
 
-async fn runtime_in(env: &Env, namespace: &str) -> ContainerdRuntime {
+fn runtime_config(env: &Env, namespace: &str) -> ContainerdConfig {
     let mut cfg = ContainerdConfig::new(&env.socket, "/tmp/berth-test/agent-state");
     cfg.namespace = namespace.to_string();
     cfg.log_driver = LogDriver::Binary(PathBuf::from(env!("CARGO_BIN_EXE_berth-agent")));
     cfg.log_max_bytes = 64 * 1024;
-    ContainerdRuntime::connect(cfg)
+    cfg
+}
+
+async fn runtime_in(env: &Env, namespace: &str) -> ContainerdRuntime {
+    ContainerdRuntime::connect(runtime_config(env, namespace))
         .await
         .expect("connect to containerd")
 }
@@ -241,6 +245,318 @@ async fn env_command_entrypoint_workdir_user_and_volumes() {
     let (code, logs, _) = run_to_exit(&rt, &cfg).await;
     assert_eq!(code, 3, "{logs}");
     assert!(logs.contains("args=[\"exit\", \"3\"]"), "{logs}");
+}
+
+/// The number in "threads started K of N".
+fn threads_started(logs: &str) -> usize {
+    logs.lines()
+        .find_map(|l| l.split("threads started ").nth(1))
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|k| k.parse().ok())
+        .unwrap_or_else(|| panic!("no thread count in {logs}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seccomp_refuses_what_capabilities_let_through() {
+    let Some(env) = env() else { return };
+    let image = pushed_image(&env).await;
+    let rt = runtime(&env).await;
+    let (code, logs, _) = run_to_exit(&rt, &config(&image, "seccomp", &["syscalls"])).await;
+    assert_eq!(code, 0, "{logs}");
+    assert!(logs.contains("syscall getppid: ok"), "{logs}");
+    // keyctl and a user namespace need no capability: only the filter
+    // stands between a container's root and them. EPERM is its answer.
+    assert!(logs.contains("syscall keyctl: errno 1"), "{logs}");
+    assert!(logs.contains("syscall unshare: errno 1"), "{logs}");
+    assert!(logs.contains("syscall mount: errno 1"), "{logs}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pids_limit_stops_a_thread_bomb() {
+    let Some(env) = env() else { return };
+    let image = pushed_image(&env).await;
+    let mut cfg = runtime_config(&env, "berth-test");
+    cfg.pids_limit = 32;
+    let rt = ContainerdRuntime::connect(cfg).await.expect("connect");
+    let (code, logs, _) = run_to_exit(&rt, &config(&image, "pids", &["threads", "200"])).await;
+    assert_eq!(code, 0, "{logs}");
+    let started = threads_started(&logs);
+    // The main thread and the SIGTERM watcher count too.
+    assert!(
+        (20..=30).contains(&started),
+        "a limit of 32 stops the threads near 30: {logs}"
+    );
+    assert!(logs.contains("Resource temporarily unavailable"), "{logs}");
+
+    // The default limit lets an ordinary multithreaded program be.
+    let rt = runtime(&env).await;
+    let (code, logs, _) = run_to_exit(&rt, &config(&image, "pids", &["threads", "200"])).await;
+    assert_eq!(code, 0, "{logs}");
+    assert_eq!(threads_started(&logs), 200, "{logs}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_paths_outside_the_policy_are_refused() {
+    let Some(env) = env() else { return };
+    let image = pushed_image(&env).await;
+    let rt = runtime(&env).await;
+    let refused = |source: &str| {
+        let mut cfg = config(&image, "hostpath", &["exit", "0"]);
+        cfg.volumes = vec![Volume {
+            name: "host".into(),
+            host_source_path: Some(source.to_string()),
+        }];
+        cfg.definition.mount_points = vec![MountPoint {
+            source_volume: "host".into(),
+            container_path: "/host".into(),
+            read_only: false,
+        }];
+        cfg
+    };
+    let socket = env.socket.display().to_string();
+    // The agent's binary (here the test binary that runs the runtime).
+    let exe = std::env::current_exe().expect("exe").display().to_string();
+    for (source, why) in [
+        (exe.as_str(), "which the agent protects"),
+        ("/", "host's root directory"),
+        ("/proc", "inside /proc"),
+        ("/sys/fs/cgroup", "inside /sys"),
+        (socket.as_str(), "which the agent protects"),
+        ("/tmp/berth-test/agent-state", "which the agent protects"),
+        ("/tmp", "contains"),
+    ] {
+        let cfg = refused(source);
+        match rt.create(&cfg).await {
+            Err(e @ RuntimeError::HostPathRefused { .. }) => {
+                let text = e.to_string();
+                assert!(
+                    text.contains(&format!("host.sourcePath {source:?} is refused")),
+                    "{text}"
+                );
+                assert!(text.contains(why), "{source}: {text}");
+            }
+            other => panic!("{source} must be refused, got {other:?}"),
+        }
+        let left: Vec<_> = rt
+            .list()
+            .await
+            .expect("list")
+            .into_iter()
+            .filter(|c| c.task_id == cfg.task_id)
+            .collect();
+        assert!(left.is_empty(), "nothing half-created: {left:?}");
+    }
+
+    // With --allowed-host-paths, only paths inside the list.
+    let allowed = tempfile::tempdir().expect("tempdir");
+    let elsewhere = tempfile::tempdir().expect("tempdir");
+    let mut cfg = runtime_config(&env, "berth-test");
+    cfg.host_paths
+        .allow_only(&[allowed.path().to_path_buf()])
+        .expect("allow");
+    let rt = ContainerdRuntime::connect(cfg).await.expect("connect");
+    let err = rt
+        .create(&refused(&elsewhere.path().display().to_string()))
+        .await
+        .expect_err("outside the allowed paths");
+    assert!(
+        err.to_string()
+            .contains("outside the agent's --allowed-host-paths"),
+        "{err}"
+    );
+    let (code, logs, _) = run_to_exit(&rt, &refused(&allowed.path().display().to_string())).await;
+    assert_eq!(code, 0, "{logs}");
+}
+
+/// The test image with its /etc/passwd replaced by a symlink to `target`.
+async fn image_with_passwd_link(env: &Env, tag: &str, target: &str) -> String {
+    let img = ocibuild::build(&ocibuild::ImageSpec {
+        entries: vec![
+            ocibuild::Entry::Dir {
+                path: "etc".into(),
+                mode: 0o755,
+            },
+            ocibuild::Entry::Symlink {
+                path: "etc/passwd".into(),
+                target: target.into(),
+            },
+            ocibuild::Entry::File {
+                path: "berth-testapp".into(),
+                mode: 0o755,
+                data: testapp_binary(),
+            },
+        ],
+        env: vec![],
+        entrypoint: vec!["/berth-testapp".into()],
+        cmd: vec!["exit".into(), "0".into()],
+        working_dir: "/".into(),
+        user: String::new(),
+        architecture: berth_agent::host_arch(),
+        os: "linux".into(),
+    })
+    .expect("build image");
+    let reference = format!("{}/berth-test/passwd-link:{tag}", env.registry);
+    img.push_insecure(&reference).await.expect("push");
+    reference
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_lookup_never_follows_image_symlinks_on_the_host() {
+    let Some(env) = env() else { return };
+    let rt = runtime(&env).await;
+
+    // etc/passwd -> /dev/zero: a host read would never end.
+    let image = image_with_passwd_link(&env, "dev-zero", "/dev/zero").await;
+    let mut cfg = config(&image, "zero", &[]);
+    cfg.definition.user = Some("app".into());
+    let err = tokio::time::timeout(Duration::from_secs(30), rt.create(&cfg))
+        .await
+        .expect("the lookup ends")
+        .expect_err("no app user in the image");
+    assert!(
+        err.to_string()
+            .contains("user \"app\" is not in the image's /etc/passwd"),
+        "{err}"
+    );
+
+    // etc/passwd -> a host file that does name the user: the image has no
+    // such file, so the user is unknown, not the host file's uid.
+    let dir = Path::new("/tmp/berth-test");
+    std::fs::create_dir_all(dir).expect("mkdir");
+    let host_file = dir.join(format!("passwd-{}", task_id()));
+    std::fs::write(&host_file, "evil:x:4242:4242::/:/berth-testapp\n").expect("write");
+    let image = image_with_passwd_link(&env, "host-file", &host_file.display().to_string()).await;
+    let mut cfg = config(&image, "evil", &[]);
+    cfg.definition.user = Some("evil".into());
+    let result = rt.create(&cfg).await;
+    let _ = std::fs::remove_file(&host_file);
+    let err = result.expect_err("the host's file is not the image's");
+    assert!(
+        err.to_string()
+            .contains("user \"evil\" is not in the image's /etc/passwd"),
+        "{err}"
+    );
+}
+
+async fn wait_for_log(rt: &ContainerdRuntime, id: &str, needle: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let logs = logs_text(rt, id).await;
+        if logs.contains(needle) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "no {needle:?} in: {logs}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn task_limits_hold_for_all_containers_together() {
+    let Some(env) = env() else { return };
+    let image = pushed_image(&env).await;
+    let rt = runtime(&env).await;
+    let cg = rt.cgroups().expect("this host has cgroups").clone();
+    let task = task_id();
+    let container = |name: &str| {
+        let mut c = config(&image, name, &["alloc", "40"]);
+        c.task_id = task.clone();
+        c.task_memory = Some(64);
+        c.task_cpu = Some(512);
+        c
+    };
+    let a = rt.create(&container("a")).await.expect("create a");
+    let read = |p: Option<PathBuf>| {
+        let p = p.expect("file");
+        std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+    };
+    assert_eq!(
+        read(cg.memory_limit_file("berth-test", &task)).trim(),
+        (64u64 << 20).to_string()
+    );
+    assert!(read(cg.cpu_quota_file("berth-test", &task)).starts_with("50000"));
+    let pid = rt.start(&a).await.expect("start a");
+    let own = read(Some(PathBuf::from(format!("/proc/{pid}/cgroup"))));
+    assert!(
+        own.contains(&format!(
+            "/berth-test/{}/{a}",
+            berth_agent::taskcgroup::task_dir(&task)
+        )),
+        "the container's cgroup is under the task's: {own}"
+    );
+    wait_for_log(&rt, &a, "holding 40 MiB").await;
+
+    // 40 MiB each is below the task's 64 MiB; together they are not.
+    let b = rt.create(&container("b")).await.expect("create b");
+    rt.start(&b).await.expect("start b");
+    let (first, other, status) = tokio::time::timeout(Duration::from_secs(60), async {
+        tokio::select! {
+            s = rt.wait(&a) => (a.clone(), b.clone(), s),
+            s = rt.wait(&b) => (b.clone(), a.clone(), s),
+        }
+    })
+    .await
+    .expect("one container is killed: the task's limit holds for both together");
+    let status = status.expect("wait");
+    assert_eq!(status.code, 137, "{}", logs_text(&rt, &first).await);
+    assert!(status.oom_killed, "reported as an OOM kill");
+    rt.stop(&other, Duration::from_secs(5)).await.expect("stop");
+    rt.remove(&first).await.expect("remove");
+    for p in cg.task_paths("berth-test", &task) {
+        assert!(
+            p.exists(),
+            "{} stays while a container is left",
+            p.display()
+        );
+    }
+    rt.remove(&other).await.expect("remove");
+    for p in cg.task_paths("berth-test", &task) {
+        assert!(
+            !p.exists(),
+            "{} removed with the last container",
+            p.display()
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn task_cgroups_left_behind_are_removed_at_start() {
+    let Some(env) = env() else { return };
+    let image = pushed_image(&env).await;
+    let rt = runtime(&env).await;
+    let cg = rt.cgroups().expect("this host has cgroups").clone();
+    // An agent that stopped between removing a task's last container and
+    // its cgroup left this.
+    let gone = task_id();
+    cg.ensure(
+        "berth-test",
+        &gone,
+        berth_agent::taskcgroup::TaskLimits {
+            cpu_units: Some(256),
+            memory_mib: Some(64),
+        },
+    )
+    .expect("make a task cgroup");
+    assert!(cg
+        .task_paths("berth-test", &gone)
+        .iter()
+        .any(|p| p.exists()));
+    // A task with a container (not even started) keeps its cgroup.
+    let mut cfg = config(&image, "kept", &["sleep"]);
+    cfg.task_memory = Some(64);
+    let kept = rt.create(&cfg).await.expect("create");
+
+    let _restarted = runtime(&env).await;
+    for p in cg.task_paths("berth-test", &gone) {
+        assert!(!p.exists(), "{} removed at start", p.display());
+    }
+    let limit = cg
+        .memory_limit_file("berth-test", &cfg.task_id)
+        .expect("file");
+    assert!(limit.exists(), "a live task's cgroup stays");
+    rt.remove(&kept).await.expect("remove");
+    for p in cg.task_paths("berth-test", &cfg.task_id) {
+        assert!(!p.exists(), "{} removed with the container", p.display());
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

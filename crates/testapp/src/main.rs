@@ -11,6 +11,8 @@
 //!   sleep               sleep until signalled
 //!   check [PORT]        GET /health on 127.0.0.1:PORT; exit 0 when 200
 //!   fail                exit 1 at once (a health check that always fails)
+//!   syscalls            try syscalls a sandbox must refuse; print each errno
+//!   threads N           start N sleeping threads; print how many started
 //!
 //! Environment: TESTAPP_IGNORE_SIGTERM=1 makes SIGTERM a no-op; otherwise
 //! SIGTERM exits 0 after printing a line. As PID 1 of a PID namespace the
@@ -35,6 +37,12 @@ fn main() -> ExitCode {
         cwd,
         uid()
     );
+
+    // Before any other thread exists: unshare(CLONE_NEWUSER) refuses a
+    // multithreaded caller, which would hide what seccomp does.
+    if args.get(1).map(String::as_str) == Some("syscalls") {
+        return syscalls();
+    }
 
     let term = Arc::new(AtomicBool::new(false));
     if let Err(e) = signal_hook::flag::register(signal_hook::consts::SIGTERM, term.clone()) {
@@ -76,6 +84,7 @@ fn main() -> ExitCode {
             std::thread::sleep(Duration::from_secs(3600));
         },
         "check" => check(parse_or(arg, 8080)),
+        "threads" => threads(parse_or(arg, 100)),
         "fail" => {
             eprintln!("testapp: check failed on purpose");
             ExitCode::from(1)
@@ -239,4 +248,71 @@ fn check(port: u16) -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// Prints `syscall NAME: ok` or `syscall NAME: errno N` for a few syscalls:
+/// one every program needs, and ones that a root process without
+/// CAP_SYS_ADMIN may still make unless a seccomp filter refuses them
+/// (`keyctl`, a user namespace), and one capabilities already refuse
+/// (`mount`).
+#[allow(unsafe_code)]
+fn syscalls() -> ExitCode {
+    fn report(name: &str, ret: i64) {
+        if ret < 0 {
+            let errno = std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
+            println!("syscall {name}: errno {errno}");
+        } else {
+            println!("syscall {name}: ok");
+        }
+    }
+    // SAFETY: plain syscalls with constant arguments and valid pointers;
+    // none touches this process's memory.
+    unsafe {
+        report("getppid", i64::from(libc::getppid()));
+        // KEYCTL_GET_KEYRING_ID of the session keyring, creating none.
+        report(
+            "keyctl",
+            libc::syscall(libc::SYS_keyctl, 0, libc::c_long::from(-3i32), 0),
+        );
+        report(
+            "mount",
+            i64::from(libc::mount(
+                c"none".as_ptr(),
+                c"/tmp".as_ptr(),
+                c"tmpfs".as_ptr(),
+                0,
+                std::ptr::null(),
+            )),
+        );
+        // Last: on success the process is in a new user namespace.
+        report("unshare", i64::from(libc::unshare(libc::CLONE_NEWUSER)));
+    }
+    flush();
+    ExitCode::SUCCESS
+}
+
+/// Starts up to `n` threads that sleep; prints how many started and why
+/// the next one could not (a pids limit answers EAGAIN).
+fn threads(n: usize) -> ExitCode {
+    let mut started = Vec::new();
+    let mut error = None;
+    for _ in 0..n {
+        match std::thread::Builder::new()
+            .stack_size(64 * 1024)
+            .spawn(|| loop {
+                std::thread::sleep(Duration::from_secs(3600));
+            }) {
+            Ok(h) => started.push(h),
+            Err(e) => {
+                error = Some(e);
+                break;
+            }
+        }
+    }
+    match error {
+        Some(e) => println!("testapp: threads started {} of {n}: {e}", started.len()),
+        None => println!("testapp: threads started {n} of {n}"),
+    }
+    flush();
+    std::process::exit(0)
 }

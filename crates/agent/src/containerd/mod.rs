@@ -31,11 +31,14 @@ use tonic::{Code, Request};
 use tracing::{debug, info, info_span, warn, Instrument};
 
 use crate::error::{Result, RuntimeError};
+use crate::hostpath::HostPathPolicy;
 use crate::logs;
 use crate::metrics;
 use crate::registry::{Registries, RegistryConfig};
+use crate::rootfs;
 use crate::runtime::*;
 use crate::spec::{self, BindMount, SpecInput};
+use crate::taskcgroup::{self, Cgroups, TaskLimits};
 
 pub use content::sha256_digest;
 pub use images::{chain_ids, host_platform, ImportedImage};
@@ -71,14 +74,33 @@ pub struct ContainerdConfig {
     pub log_max_files: u32,
     pub registry: RegistryConfig,
     pub connect_timeout: Duration,
+    /// Which host paths tasks may bind-mount.
+    pub host_paths: HostPathPolicy,
+    /// Most processes (threads count) one container may have; 0 for no
+    /// limit.
+    pub pids_limit: u32,
 }
+
+/// Enough for busy servers (thread pools, worker processes), and a fork
+/// bomb stops there instead of at the host's pid_max.
+pub const DEFAULT_PIDS_LIMIT: u32 = 4096;
 
 impl ContainerdConfig {
     pub fn new(socket: impl Into<PathBuf>, state_dir: impl Into<PathBuf>) -> Self {
+        let socket = socket.into();
+        let state_dir = state_dir.into();
+        let mut host_paths = HostPathPolicy::new(&socket, &state_dir);
+        // containerd's shim runs the agent's binary as root (the log
+        // driver): a task must not be able to replace it.
+        if let Ok(exe) = std::env::current_exe() {
+            host_paths.protect(&exe);
+        }
         ContainerdConfig {
-            socket: socket.into(),
+            host_paths,
+            pids_limit: DEFAULT_PIDS_LIMIT,
+            socket,
             namespace: "berth".into(),
-            state_dir: state_dir.into(),
+            state_dir,
             snapshotter: "overlayfs".into(),
             runtime: "io.containerd.runc.v2".into(),
             log_driver: std::env::current_exe()
@@ -101,6 +123,8 @@ struct Inner {
     pull_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     transfer_unsupported: std::sync::atomic::AtomicBool,
     oom: Mutex<HashSet<String>>,
+    /// How this host mounts cgroups, or why it could not be told.
+    cgroups: std::result::Result<Cgroups, String>,
     /// What containerd said it is at connect time.
     version: String,
 }
@@ -182,13 +206,19 @@ impl ContainerdRuntime {
             pull_locks: Mutex::new(HashMap::new()),
             transfer_unsupported: std::sync::atomic::AtomicBool::new(false),
             oom: Mutex::new(HashSet::new()),
+            cgroups: Cgroups::detect(),
             version: version.version,
         });
+        if let Err(e) = &inner.cgroups {
+            warn!(error = %e, "no cgroups found: tasks with a task-level cpu or memory cannot run");
+        }
         let watch = tokio::spawn(watch_oom(Arc::downgrade(&inner)));
-        Ok(ContainerdRuntime {
+        let runtime = ContainerdRuntime {
             inner,
             _oom_watch: Arc::new(AbortOnDrop(watch)),
-        })
+        };
+        runtime.sweep_task_cgroups().await;
+        Ok(runtime)
     }
 
     /// True once a pull found that this containerd has no Transfer service
@@ -249,12 +279,15 @@ impl ContainerdRuntime {
     }
 
     async fn oom_killed(&self, id: &str, code: u32) -> bool {
-        if self
-            .inner
-            .oom
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains(id)
+        // An OOM in a task's cgroup is announced to every container in it;
+        // the one killed is the one that died of SIGKILL.
+        if code == 137
+            && self
+                .inner
+                .oom
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains(id)
         {
             return true;
         }
@@ -321,31 +354,17 @@ impl ContainerdRuntime {
         })
     }
 
-    /// Read a file of the container's image (e.g. /etc/passwd) straight from
-    /// the snapshot's layer directories.
-    fn read_rootfs_file(mounts: &[Mount], rel: &str) -> Option<String> {
-        let mut dirs: Vec<PathBuf> = Vec::new();
-        for m in mounts {
-            if m.r#type == "bind" {
-                dirs.push(PathBuf::from(&m.source));
-            }
-            for o in &m.options {
-                if let Some(u) = o.strip_prefix("upperdir=") {
-                    dirs.push(PathBuf::from(u));
-                }
-            }
-            for o in &m.options {
-                if let Some(l) = o.strip_prefix("lowerdir=") {
-                    dirs.extend(l.split(':').map(PathBuf::from));
+    async fn create_inner(&self, config: &ContainerConfig, id: &str) -> Result<()> {
+        let def = &config.definition;
+        // Refused before anything is pulled or written.
+        let mut host_sources: HashMap<&str, PathBuf> = HashMap::new();
+        for v in &config.volumes {
+            if let Some(p) = &v.host_source_path {
+                if def.mount_points.iter().any(|m| m.source_volume == v.name) {
+                    host_sources.insert(&v.name, self.inner.cfg.host_paths.check(&v.name, p)?);
                 }
             }
         }
-        dirs.iter()
-            .find_map(|d| std::fs::read_to_string(d.join(rel)).ok())
-    }
-
-    async fn create_inner(&self, config: &ContainerConfig, id: &str) -> Result<()> {
-        let def = &config.definition;
         let image = self
             .ensure_image_resolved(&def.image, config.pull_policy)
             .await?;
@@ -387,8 +406,8 @@ impl ContainerdRuntime {
                     container: def.name.clone(),
                     reason: format!("mountPoint uses unknown volume {:?}", mp.source_volume),
                 })?;
-            let source = match &vol.host_source_path {
-                Some(p) => PathBuf::from(p),
+            let source = match host_sources.get(vol.name.as_str()) {
+                Some(p) => p.clone(),
                 None => {
                     let p = self
                         .inner
@@ -417,6 +436,12 @@ impl ContainerdRuntime {
             (LABEL_CONTAINER_NAME, def.name.clone()),
         ]
         .into_iter()
+        .chain(config.task_cpu.map(|c| (LABEL_TASK_CPU, c.to_string())))
+        .chain(
+            config
+                .task_memory
+                .map(|m| (LABEL_TASK_MEMORY, m.to_string())),
+        )
         .map(|(k, v)| (k.to_string(), v))
         .collect();
 
@@ -465,11 +490,14 @@ impl ContainerdRuntime {
             let ids = if user.is_empty() || user.split(':').all(|p| p.parse::<u32>().is_ok()) {
                 spec::resolve_user(&user, None, None)
             } else {
-                spec::resolve_user(
-                    &user,
-                    Self::read_rootfs_file(&mounts, "etc/passwd").as_deref(),
-                    Self::read_rootfs_file(&mounts, "etc/group").as_deref(),
-                )
+                let group_name = user
+                    .split_once(':')
+                    .is_some_and(|(_, g)| g.parse::<u32>().is_err());
+                read_user_files(&mounts, group_name)
+                    .await
+                    .and_then(|(passwd, group)| {
+                        spec::resolve_user(&user, passwd.as_deref(), group.as_deref())
+                    })
             }
             .map_err(|e| match e {
                 RuntimeError::InvalidConfig { reason, .. } => RuntimeError::InvalidConfig {
@@ -486,9 +514,12 @@ impl ContainerdRuntime {
                     network_mode: config.network_mode,
                     hostname,
                     binds,
-                    task_cpu: config.task_cpu,
-                    task_memory: config.task_memory,
-                    cgroups_path: format!("/{}/{}", self.inner.cfg.namespace, id),
+                    cgroups_path: taskcgroup::container_path(
+                        &self.inner.cfg.namespace,
+                        &config.task_id,
+                        id,
+                    ),
+                    pids_limit: Some(self.inner.cfg.pids_limit).filter(|n| *n > 0),
                     uid,
                     gid,
                 })?;
@@ -525,6 +556,15 @@ impl ContainerdRuntime {
         .await;
         self.inner.release_lease(lease).await;
         let mounts = registered?;
+        // Only now that the container record exists (see `sweep_task_cgroups`).
+        let limits = TaskLimits {
+            cpu_units: config.task_cpu,
+            memory_mib: config.task_memory,
+        };
+        if let Err(e) = self.ensure_task_cgroup(&def.name, &config.task_id, limits) {
+            let _ = self.remove(id).await;
+            return Err(e);
+        }
 
         let uri = self.stdio_uri(id)?;
         if let Err(s) = self
@@ -544,6 +584,48 @@ impl ContainerdRuntime {
             return Err(RuntimeError::containerd("create task", s));
         }
         Ok(())
+    }
+
+    /// The task's cgroup with its limits, made before its container's
+    /// process is (idempotent).
+    fn ensure_task_cgroup(&self, container: &str, task_id: &str, limits: TaskLimits) -> Result<()> {
+        let refuse = |reason: String| RuntimeError::InvalidConfig {
+            container: container.to_string(),
+            reason: format!("cannot enforce the task's cpu/memory limits: {reason}"),
+        };
+        match &self.inner.cgroups {
+            Ok(cg) => cg
+                .ensure(&self.inner.cfg.namespace, task_id, limits)
+                .map_err(refuse),
+            // Without limits runc makes the directories it needs itself.
+            Err(_) if limits == TaskLimits::default() => Ok(()),
+            Err(e) => Err(refuse(e.clone())),
+        }
+    }
+
+    /// Removes the task cgroups left behind by an agent that stopped between
+    /// removing a task's last container and its cgroup. The directories are
+    /// listed before the containers: a task cgroup is made only after its
+    /// container's record, so one being made now has a container listed.
+    async fn sweep_task_cgroups(&self) {
+        let Ok(cg) = &self.inner.cgroups else { return };
+        let ns = &self.inner.cfg.namespace;
+        let dirs = cg.task_dirs(ns);
+        if dirs.is_empty() {
+            return;
+        }
+        match self.list().await {
+            Ok(live) => {
+                let tasks: Vec<String> = live.into_iter().map(|c| c.task_id).collect();
+                cg.sweep(ns, dirs, &tasks);
+            }
+            Err(e) => warn!(error = %e, "cannot list containers; task cgroups left behind stay"),
+        }
+    }
+
+    /// How this host mounts cgroups (for tests and tools).
+    pub fn cgroups(&self) -> Option<&Cgroups> {
+        self.inner.cgroups.as_ref().ok()
     }
 
     async fn remove_snapshot(&self, key: &str) {
@@ -594,6 +676,31 @@ impl Inner {
             .insert("containerd-namespace", self.ns.clone());
         req
     }
+}
+
+/// The image's /etc/passwd, and its /etc/group when a group name is to be
+/// resolved, read from the snapshot's layers on a blocking thread (see
+/// `rootfs`).
+async fn read_user_files(
+    mounts: &[Mount],
+    group: bool,
+) -> Result<(Option<String>, Option<String>)> {
+    let layers = rootfs::layer_dirs(mounts);
+    let read = tokio::task::spawn_blocking(move || {
+        let passwd = rootfs::read_file(&layers, "/etc/passwd")?;
+        let group = if group {
+            rootfs::read_file(&layers, "/etc/group")?
+        } else {
+            None
+        };
+        Ok::<_, rootfs::RootfsError>((passwd, group))
+    })
+    .await
+    .map_err(|e| RuntimeError::io("read the image's user files", std::io::Error::other(e)))?;
+    read.map_err(|e| RuntimeError::InvalidConfig {
+        container: String::new(),
+        reason: format!("cannot resolve USER from the image: {e}"),
+    })
 }
 
 /// Record OOM kills as containerd reports them; `wait` consults the set.
@@ -776,6 +883,21 @@ impl Runtime for ContainerdRuntime {
                         .map_err(|s| RuntimeError::containerd("snapshot mounts", s))?
                         .into_inner()
                         .mounts;
+                    // A host reboot empties the cgroups; the task's limits
+                    // come back from the container's labels.
+                    if let Some(task_id) = container.labels.get(LABEL_TASK_ID) {
+                        let label = |k: &str| container.labels.get(k).and_then(|v| v.parse().ok());
+                        let limits = TaskLimits {
+                            cpu_units: label(LABEL_TASK_CPU),
+                            memory_mib: label(LABEL_TASK_MEMORY),
+                        };
+                        let name = container
+                            .labels
+                            .get(LABEL_CONTAINER_NAME)
+                            .cloned()
+                            .unwrap_or_default();
+                        self.ensure_task_cgroup(&name, task_id, limits)?;
+                    }
                     // Same URI, same file: the log driver appends.
                     let uri = self.stdio_uri(id)?;
                     self.inner
@@ -905,6 +1027,11 @@ impl Runtime for ContainerdRuntime {
                 if !others {
                     let tdir = self.inner.cfg.state_dir.join("tasks").join(task_id);
                     let _ = std::fs::remove_dir_all(tdir);
+                    if let Ok(cg) = &self.inner.cgroups {
+                        if let Err(e) = cg.remove(&self.inner.cfg.namespace, task_id) {
+                            warn!(task_id = %task_id, error = %e, "cannot remove the task's cgroup; the next agent start tries again");
+                        }
+                    }
                 }
             }
             info!("container removed");
