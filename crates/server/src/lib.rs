@@ -10,6 +10,7 @@ pub mod driver;
 pub mod error;
 pub mod identity;
 pub mod identity_api;
+pub mod limits;
 pub mod network;
 pub mod node;
 pub mod ops;
@@ -56,6 +57,7 @@ pub struct ServeOptions {
     pub agent_binary: Option<PathBuf>,
     /// `berthd dev`: run a local agent next to the server.
     pub dev_agent: Option<dev::DevAgentConfig>,
+    pub limits: limits::Limits,
 }
 
 /// Parses `1=host:port,2=host:port`.
@@ -96,6 +98,7 @@ pub struct Server {
     agent_cert_lifetime: Duration,
     hub: session::SessionHub,
     agent_binary: Option<PathBuf>,
+    limits: limits::Limits,
 }
 
 impl Server {
@@ -146,6 +149,7 @@ impl Server {
             agent_cert_lifetime: options.agent_cert_lifetime,
             hub,
             agent_binary: options.agent_binary.clone(),
+            limits: options.limits,
         };
         if let Some(config) = options.dev_agent.clone() {
             tokio::spawn(dev::run_local_agent(
@@ -213,7 +217,11 @@ impl Server {
             ops: ops.clone(),
         };
         let auth = auth::AuthLayer {
-            authorizer: auth::Authorizer::new(self.node.clone(), self.pki.cluster_id().to_string()),
+            authorizer: auth::Authorizer::new(
+                self.node.clone(),
+                self.pki.cluster_id().to_string(),
+                limits::AddressRate::new(&self.limits),
+            ),
         };
         let max = network::MAX_MESSAGE_BYTES;
         // Nagle's algorithm with delayed ACKs adds ~40 ms to every small

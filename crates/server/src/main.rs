@@ -116,6 +116,14 @@ struct Tuning {
     /// (default: berth-agent next to berthd).
     #[arg(long, env = "BERTH_AGENT_BINARY")]
     agent_binary: Option<PathBuf>,
+    /// Unauthenticated calls (RegisterInstance, /downloads) allowed per
+    /// second from one client address (IPv6: one /64); 0 turns the limit off.
+    #[arg(long, default_value_t = 5.0, env = "BERTH_ANONYMOUS_RATE")]
+    anonymous_rate: f64,
+    /// Unauthenticated calls one address may make in a burst before
+    /// --anonymous-rate applies (many hosts behind one NAT share it).
+    #[arg(long, default_value_t = 20, env = "BERTH_ANONYMOUS_BURST")]
+    anonymous_burst: u32,
 }
 
 #[derive(Args)]
@@ -227,7 +235,16 @@ fn options(
             .and_then(|exe| exe.parent().map(|dir| dir.join("berth-agent")))
             .filter(|path| path.exists())
     });
+    if !(tuning.anonymous_rate >= 0.0 && tuning.anonymous_rate.is_finite()) {
+        anyhow::bail!(
+            "--anonymous-rate must be 0 (no limit) or a positive number of calls per second"
+        );
+    }
     Ok(ServeOptions {
+        limits: berth_server::limits::Limits {
+            anonymous_per_sec: tuning.anonymous_rate,
+            anonymous_burst: tuning.anonymous_burst,
+        },
         dev_agent: None,
         health_listen: tuning.health_listen,
         agent_binary,
