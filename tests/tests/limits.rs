@@ -10,13 +10,21 @@ use anyhow::Result;
 use berth_e2e::*;
 use berth_proto::pb;
 use berth_proto::pb::activation_service_client::ActivationServiceClient;
+use berth_proto::pb::agent_message::Body as AgentBody;
 use berth_proto::pb::agent_service_client::AgentServiceClient;
+use berth_proto::pb::agent_session_service_client::AgentSessionServiceClient;
+use berth_proto::pb::instance_service_client::InstanceServiceClient;
+use futures::channel::mpsc;
 use tonic::Code;
 
 async fn create_activation(addr: &str) -> Result<berth_pki::tokens::JoinToken> {
+    activation_for(addr, 1).await
+}
+
+async fn activation_for(addr: &str, max: u32) -> Result<berth_pki::tokens::JoinToken> {
     let reply = ActivationServiceClient::new(channel(addr).await?)
         .create_activation(pb::CreateActivationRequest {
-            max_registrations: 1,
+            max_registrations: max,
             description: "limits e2e".into(),
             ..Default::default()
         })
@@ -167,4 +175,159 @@ async fn unauthenticated_calls_are_rate_limited_per_address() -> Result<()> {
 
 async fn status_of(addr: &str) -> Result<()> {
     status(addr).await.map(|_| ())
+}
+
+/// A hand-driven agent session: what a compromised agent could send.
+struct RawSession {
+    instance_id: String,
+    send: mpsc::UnboundedSender<pb::AgentMessage>,
+    replies: tonic::Streaming<pb::ServerMessage>,
+}
+
+impl RawSession {
+    async fn open(addr: &str, token: &berth_pki::tokens::JoinToken, host: &str) -> Result<Self> {
+        let (key_pem, csr_pem) = berth_pki::generate_csr("agent").unwrap();
+        let joined = AgentServiceClient::new(tls_channel(addr, None).await?)
+            .register_instance(pb::RegisterInstanceRequest {
+                hostname: host.into(),
+                ..registration(&token.activation_id, &token.secret, &csr_pem)
+            })
+            .await?
+            .into_inner();
+        let channel = tls_channel(addr, Some((&joined.certificate_pem, &key_pem))).await?;
+        let (send, rx) = mpsc::unbounded();
+        send.unbounded_send(pb::AgentMessage {
+            body: Some(AgentBody::Hello(pb::AgentHello {
+                instance_id: joined.instance_id.clone(),
+                agent_version: "raw-test".into(),
+                cpu_total: 1024,
+                memory_total_mib: 1024,
+                ..Default::default()
+            })),
+        })?;
+        let mut replies = AgentSessionServiceClient::new(channel)
+            .session(rx)
+            .await?
+            .into_inner();
+        // Settings, then the complete assignment set: the session is up.
+        for _ in 0..2 {
+            replies.message().await?.expect("a server message");
+        }
+        Ok(Self {
+            instance_id: joined.instance_id,
+            send,
+            replies,
+        })
+    }
+
+    fn status(&self, reports: Vec<pb::TaskReport>) -> bool {
+        self.send
+            .unbounded_send(pb::AgentMessage {
+                body: Some(AgentBody::Status(pb::StatusBatch { reports })),
+            })
+            .is_ok()
+    }
+
+    /// The status the server ended the session with.
+    async fn ended(&mut self) -> tonic::Status {
+        let wait = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                match self.replies.message().await {
+                    Ok(Some(_)) => continue,
+                    Ok(None) => return tonic::Status::ok("ended without an error"),
+                    Err(status) => return status,
+                }
+            }
+        });
+        wait.await.expect("the server ends the session")
+    }
+
+    async fn is_connected(&self, addr: &str) -> Result<bool> {
+        let instance = InstanceServiceClient::new(channel(addr).await?)
+            .describe_instance(pb::DescribeInstanceRequest {
+                id: self.instance_id.clone(),
+            })
+            .await?
+            .into_inner()
+            .instance
+            .expect("an instance");
+        Ok(instance.agent_connected)
+    }
+}
+
+fn report(task_id: &str) -> pb::TaskReport {
+    pb::TaskReport {
+        task_id: task_id.into(),
+        last_status: "RUNNING".into(),
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agents_that_flood_or_send_oversized_reports_are_cut_off_and_others_are_not() -> Result<()>
+{
+    let cluster = TestCluster::start(1, &[]).await?;
+    let addr = cluster.addr(1);
+    let token = activation_for(&addr, 4).await?;
+    let honest = RawSession::open(&addr, &token, "honest").await?;
+
+    // A message over 1 MiB ends the session from its length prefix.
+    let mut oversized = RawSession::open(&addr, &token, "oversized").await?;
+    let mut big = report("t-1");
+    big.reason = "x".repeat(2 * 1024 * 1024);
+    oversized.status(vec![big]);
+    let status = oversized.ended().await;
+    assert!(status.message().contains("session cut off"), "{status:?}");
+    assert!(status.message().contains("too large"), "{status:?}");
+
+    // A report over a field limit (a 4 KiB task id).
+    let mut bad_field = RawSession::open(&addr, &token, "bad-field").await?;
+    bad_field.status(vec![report(&"t".repeat(4096))]);
+    let status = bad_field.ended().await;
+    assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+    assert!(
+        status.message().contains("status.reports[0].taskId"),
+        "{status:?}"
+    );
+
+    // The same reports again and again, far past any honest agent's rate.
+    let mut repeater = RawSession::open(&addr, &token, "repeater").await?;
+    let same: Vec<pb::TaskReport> = (0..1000).map(|i| report(&format!("t-{i}"))).collect();
+    for _ in 0..20 {
+        if !repeater.status(same.clone()) {
+            break;
+        }
+    }
+    let status = repeater.ended().await;
+    assert!(
+        status.message().contains("task reports at once"),
+        "{status:?}"
+    );
+
+    let log = cluster.logs();
+    for id in [
+        &oversized.instance_id,
+        &bad_field.instance_id,
+        &repeater.instance_id,
+    ] {
+        assert!(
+            log.lines()
+                .any(|l| l.contains("agent session cut off") && l.contains(id.as_str())),
+            "no cut-off line for {id} in:\n{log}"
+        );
+    }
+
+    // The honest agent's session is still up and still served.
+    assert!(honest.status(vec![report("t-unknown")]));
+    honest.send.unbounded_send(pb::AgentMessage {
+        body: Some(AgentBody::Heartbeat(pb::Heartbeat { sent_at_ms: 1 })),
+    })?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(honest.is_connected(&addr).await?);
+    assert!(
+        !log.lines()
+            .any(|l| l.contains("cut off") && l.contains(honest.instance_id.as_str())),
+        "the honest agent was cut off"
+    );
+    Ok(())
 }

@@ -271,7 +271,8 @@ impl Server {
             ))
             .add_service(pb::agent_service_server::AgentServiceServer::new(identity))
             .add_service(
-                pb::agent_session_service_server::AgentSessionServiceServer::new(self.hub.clone()),
+                pb::agent_session_service_server::AgentSessionServiceServer::new(self.hub.clone())
+                    .max_decoding_message_size(session::MAX_AGENT_MESSAGE_BYTES),
             )
             .add_service(downloads::Downloads {
                 agent_binary: self.agent_binary.clone(),
