@@ -66,7 +66,8 @@ async fn a_flood_of_bad_registrations_leaves_the_log_unchanged() -> Result<()> {
     let before = last_log_index(&addr).await?;
 
     let mut agents = AgentServiceClient::new(tls_channel(&addr, None).await?);
-    let big = "x".repeat(1024 * 1024);
+    // Under the 1 MiB message limit, far over the field limits.
+    let big = "x".repeat(64 * 1024);
     let flood: Vec<(pb::RegisterInstanceRequest, Code, &str)> = vec![
         (
             registration(&token.activation_id, "wrong-secret", &csr_pem),
@@ -329,5 +330,132 @@ async fn agents_that_flood_or_send_oversized_reports_are_cut_off_and_others_are_
             .any(|l| l.contains("cut off") && l.contains(honest.instance_id.as_str())),
         "the honest agent was cut off"
     );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_tls_handshake_is_dropped_after_the_timeout() -> Result<()> {
+    use tokio::io::AsyncReadExt;
+    let cluster = TestCluster::start(1, &["--tls-handshake-timeout", "1s"]).await?;
+    let addr = cluster.addr(1);
+    let started = std::time::Instant::now();
+    let mut stalled = tokio::net::TcpStream::connect(&addr).await?;
+    // Say nothing; the server must hang up by itself.
+    let mut buf = [0u8; 16];
+    let read = tokio::time::timeout(Duration::from_secs(10), stalled.read(&mut buf))
+        .await
+        .expect("the server closes a stalled handshake");
+    let waited = started.elapsed();
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    assert!(
+        waited >= Duration::from_millis(900) && waited < Duration::from_secs(5),
+        "closed after {waited:?}"
+    );
+    // Others are served meanwhile and afterwards.
+    status(&addr).await?;
+    assert!(cluster
+        .logs()
+        .contains("TLS handshake not finished in time"));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_messages_and_headers_are_refused() -> Result<()> {
+    let cluster = TestCluster::start(1, &[]).await?;
+    let addr = cluster.addr(1);
+
+    // A 2 MiB request: refused from its length prefix, before it is read.
+    let mut spec = spec("big", "x");
+    spec.container_definitions[0]
+        .environment
+        .push(pb::KeyValuePair {
+            name: "PAD".into(),
+            value: "x".repeat(2 * 1024 * 1024),
+        });
+    let status = taskdefs(&addr)
+        .await?
+        .register_task_definition(pb::RegisterTaskDefinitionRequest { spec: Some(spec) })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::OutOfRange, "{status:?}");
+    assert!(status.message().contains("too large"), "{status:?}");
+    // The same from an unauthenticated caller.
+    let status = AgentServiceClient::new(tls_channel(&addr, None).await?)
+        .register_instance(pb::RegisterInstanceRequest {
+            hostname: "h".repeat(2 * 1024 * 1024),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::OutOfRange, "{status:?}");
+
+    // Headers over 16 KiB in all are refused; small ones pass.
+    let mut client = taskdefs(&addr).await?;
+    let with_pad = |bytes: usize| {
+        let mut request = tonic::Request::new(pb::ListTaskDefinitionsRequest::default());
+        request
+            .metadata_mut()
+            .insert("x-pad", "p".repeat(bytes).parse().unwrap());
+        request
+    };
+    client.list_task_definitions(with_pad(1024)).await?;
+    let refused = client.list_task_definitions(with_pad(20 * 1024)).await;
+    assert!(refused.is_err(), "a 20 KiB header was accepted");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_binary_streams_and_matches_its_published_sha256() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let binary = dir.path().join("berth-agent");
+    // 5 MiB that no two chunks share, so a reordered or cut stream shows.
+    let data: Vec<u8> = (0..5 * 1024 * 1024u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    std::fs::write(&binary, &data)?;
+    let arg = binary.display().to_string();
+    let cluster = TestCluster::start(1, &["--agent-binary", &arg]).await?;
+    let addr = cluster.addr(1);
+    let ca = test_pki().dir.join("ca.crt");
+    let curl = |path: &str, out: &std::path::Path| {
+        let done = std::process::Command::new("curl")
+            .args(["-sS", "--fail", "--cacert"])
+            .arg(&ca)
+            .arg("-o")
+            .arg(out)
+            .arg(format!("https://{addr}{path}"))
+            .output()
+            .expect("run curl");
+        assert!(
+            done.status.success(),
+            "curl {path}: {}",
+            String::from_utf8_lossy(&done.stderr)
+        );
+    };
+    let got = dir.path().join("got");
+    curl("/downloads/berth-agent", &got);
+    assert!(
+        std::fs::read(&got)? == data,
+        "the download differs from the file"
+    );
+    let sum = dir.path().join("sum");
+    curl("/downloads/berth-agent.sha256", &sum);
+    // The installer's check: sha256sum's own format, verified by sha256sum.
+    let line = std::fs::read_to_string(&sum)?;
+    assert!(line.ends_with("  berth-agent\n"), "{line:?}");
+    let check = std::process::Command::new("sha256sum").arg(&got).output()?;
+    let local = String::from_utf8(check.stdout)?;
+    assert_eq!(
+        local.split(' ').next(),
+        line.split(' ').next(),
+        "{local} vs {line}"
+    );
+
+    // A changed binary gets a new checksum (not a stale cached one).
+    std::fs::write(&binary, b"changed")?;
+    curl("/downloads/berth-agent.sha256", &sum);
+    let changed = std::fs::read_to_string(&sum)?;
+    assert_ne!(changed, line);
+    assert!(changed.starts_with("d67e2e94"), "{changed}");
     Ok(())
 }

@@ -1,12 +1,35 @@
 //! Limits that keep one caller from exhausting a server: a per-address rate
-//! for unauthenticated calls.
+//! for unauthenticated calls, the TLS accept loop (handshake timeout, a cap
+//! on handshakes in progress), and the bounds of HTTP/2 and gRPC messages.
 //! Field-level bounds of requests live in `berth_types::limits`.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv6Addr};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, Semaphore};
+use tokio_rustls::server::TlsStream;
+use tokio_rustls::TlsAcceptor;
+use tokio_stream::wrappers::ReceiverStream;
+
+/// Largest gRPC message of the control API and agent sessions (Raft's own
+/// service allows `network::MAX_MESSAGE_BYTES` for snapshot chunks). A task
+/// definition is at most 64 KiB encoded, and no other request comes close.
+pub const MAX_API_MESSAGE_BYTES: usize = 1024 * 1024;
+/// Concurrent HTTP/2 streams on one connection (an agent uses one, plus a
+/// few for log reads; a CLI a handful).
+pub const MAX_CONCURRENT_STREAMS: u32 = 256;
+/// Headers of one HTTP/2 request, all together (a bearer token and gRPC's
+/// own headers are well under 1 KiB).
+pub const MAX_HEADER_LIST_BYTES: u32 = 16 * 1024;
+/// TLS handshakes in progress at once; more connections wait to be accepted.
+pub const MAX_PENDING_HANDSHAKES: usize = 256;
+/// How long a unary call may take before the server gives up on it. Long
+/// enough for `berth server add` (which waits up to 120 s for a learner);
+/// streams (sessions, log follows) are not bound by it.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(150);
 /// Addresses the rate limiter remembers; beyond it, addresses whose bucket
 /// is full again are forgotten, and an unknown address is refused while
 /// none can be.
@@ -21,6 +44,8 @@ pub struct Limits {
     /// Unauthenticated calls one address may make at once before the rate
     /// applies.
     pub anonymous_burst: u32,
+    /// A connection that has not finished its TLS handshake by then is closed.
+    pub tls_handshake_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -28,6 +53,7 @@ impl Default for Limits {
         Self {
             anonymous_per_sec: 5.0,
             anonymous_burst: 20,
+            tls_handshake_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -98,15 +124,67 @@ impl AddressRate {
     }
 }
 
+/// Accepts TCP connections and completes their TLS handshakes, each within
+/// `handshake_timeout` and at most [`MAX_PENDING_HANDSHAKES`] at once, so a
+/// client that opens connections and never speaks holds nothing for long.
+/// (tonic's own TLS acceptor waits for a handshake forever.)
+pub fn tls_incoming(
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+    handshake_timeout: Duration,
+) -> ReceiverStream<Result<TlsStream<tokio::net::TcpStream>, std::io::Error>> {
+    let (tx, rx) = mpsc::channel(MAX_PENDING_HANDSHAKES);
+    let pending = Arc::new(Semaphore::new(MAX_PENDING_HANDSHAKES));
+    tokio::spawn(async move {
+        loop {
+            let Ok(permit) = pending.clone().acquire_owned().await else {
+                return;
+            };
+            let (tcp, peer) = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok(accepted) => accepted,
+                    Err(e) => {
+                        // Out of file descriptors and the like: back off
+                        // rather than spin.
+                        tracing::warn!(error = %e, "accepting a connection failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                _ = tx.closed() => return,
+            };
+            // Nagle's algorithm with delayed ACKs adds ~40 ms to every
+            // small request/response.
+            let _ = tcp.set_nodelay(true);
+            let (acceptor, tx) = (acceptor.clone(), tx.clone());
+            tokio::spawn(async move {
+                let _permit = permit;
+                match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
+                    Ok(Ok(tls)) => {
+                        let _ = tx.send(Ok(tls)).await;
+                    }
+                    Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                    Err(_) => tracing::info!(
+                        %peer,
+                        timeout_ms = u64::try_from(handshake_timeout.as_millis()).unwrap_or(u64::MAX),
+                        "TLS handshake not finished in time; connection closed"
+                    ),
+                }
+            });
+        }
+    });
+    ReceiverStream::new(rx)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     fn rate(per_sec: f64, burst: u32) -> Arc<AddressRate> {
         AddressRate::new(&Limits {
             anonymous_per_sec: per_sec,
             anonymous_burst: burst,
+            ..Limits::default()
         })
         .expect("a limit")
     }

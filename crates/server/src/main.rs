@@ -124,6 +124,10 @@ struct Tuning {
     /// --anonymous-rate applies (many hosts behind one NAT share it).
     #[arg(long, default_value_t = 20, env = "BERTH_ANONYMOUS_BURST")]
     anonymous_burst: u32,
+    /// A connection that has not finished its TLS handshake by then is
+    /// closed (e.g. 10s).
+    #[arg(long, default_value = "10s", env = "BERTH_TLS_HANDSHAKE_TIMEOUT")]
+    tls_handshake_timeout: String,
 }
 
 #[derive(Args)]
@@ -244,6 +248,10 @@ fn options(
         limits: berth_server::limits::Limits {
             anonymous_per_sec: tuning.anonymous_rate,
             anonymous_burst: tuning.anonymous_burst,
+            tls_handshake_timeout: berth_types::duration::parse_duration(
+                &tuning.tls_handshake_timeout,
+            )
+            .map_err(|e| anyhow::anyhow!("--tls-handshake-timeout: {e}"))?,
         },
         dev_agent: None,
         health_listen: tuning.health_listen,
