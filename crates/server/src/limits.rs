@@ -24,8 +24,10 @@ pub const MAX_CONCURRENT_STREAMS: u32 = 256;
 /// Headers of one HTTP/2 request, all together (a bearer token and gRPC's
 /// own headers are well under 1 KiB).
 pub const MAX_HEADER_LIST_BYTES: u32 = 16 * 1024;
-/// TLS handshakes in progress at once; more connections wait to be accepted.
-pub const MAX_PENDING_HANDSHAKES: usize = 256;
+/// TLS handshakes in progress at once; more connections wait in the
+/// kernel's backlog to be accepted (a fleet of agents starting at once
+/// queues, it is not refused). A few tens of KiB each at most.
+pub const MAX_PENDING_HANDSHAKES: usize = 1024;
 /// How long a unary call may take before the server gives up on it. Long
 /// enough for `berth server add` (which waits up to 120 s for a learner);
 /// streams (sessions, log follows) are not bound by it.
