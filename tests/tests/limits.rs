@@ -459,3 +459,139 @@ async fn the_agent_binary_streams_and_matches_its_published_sha256() -> Result<(
     assert!(changed.starts_with("d67e2e94"), "{changed}");
     Ok(())
 }
+
+/// One refusal: the code, and the field named in the message.
+fn refused<T: std::fmt::Debug>(result: Result<T, tonic::Status>, field: &str) {
+    let status = result.expect_err("over its limit");
+    assert_eq!(status.code(), Code::InvalidArgument, "{field}: {status:?}");
+    assert!(
+        status.message().contains(field) && status.message().contains("limit"),
+        "{field}: {}",
+        status.message()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_bounded_field_is_refused_naming_its_limit() -> Result<()> {
+    use berth_proto::pb::auth_service_client::AuthServiceClient;
+    use berth_proto::pb::instance_service_client::InstanceServiceClient;
+    use berth_proto::pb::task_service_client::TaskServiceClient;
+
+    let cluster = TestCluster::start(1, &["--anonymous-rate", "0"]).await?;
+    let addr = cluster.addr(1);
+    let long = |n: usize| "x".repeat(n);
+    let before = last_log_index(&addr).await?;
+
+    let mut agents = AgentServiceClient::new(tls_channel(&addr, None).await?);
+    let (_, csr_pem) = berth_pki::generate_csr("agent").unwrap();
+    let base = registration("a-1", "secret", &csr_pem);
+    for (request, field) in [
+        (
+            pb::RegisterInstanceRequest {
+                activation_secret: long(257),
+                ..base.clone()
+            },
+            "activationSecret",
+        ),
+        (
+            pb::RegisterInstanceRequest {
+                csr_pem: long(16 * 1024 + 1),
+                ..base.clone()
+            },
+            "csrPem",
+        ),
+        (
+            pb::RegisterInstanceRequest {
+                previous_instance_id: long(129),
+                ..base.clone()
+            },
+            "previousInstanceId",
+        ),
+        (
+            pb::RegisterInstanceRequest {
+                hostname: long(256),
+                ..base.clone()
+            },
+            "hostname",
+        ),
+    ] {
+        refused(agents.register_instance(request).await, field);
+    }
+
+    let mut activations = ActivationServiceClient::new(channel(&addr).await?);
+    refused(
+        activations
+            .create_activation(pb::CreateActivationRequest {
+                description: long(1025),
+                ..Default::default()
+            })
+            .await,
+        "description",
+    );
+    refused(
+        activations
+            .revoke_activation(pb::RevokeActivationRequest { id: long(129) })
+            .await,
+        "id",
+    );
+    refused(
+        AuthServiceClient::new(channel(&addr).await?)
+            .create_api_token(pb::CreateApiTokenRequest {
+                role: "readonly".into(),
+                description: long(1025),
+                expires_in_secs: 0,
+            })
+            .await,
+        "description",
+    );
+    let mut instances = InstanceServiceClient::new(channel(&addr).await?);
+    refused(
+        instances
+            .put_instance_attributes(pb::PutInstanceAttributesRequest {
+                id: "i-1".into(),
+                attributes: (0..65)
+                    .map(|i| pb::Attribute {
+                        name: format!("a{i}"),
+                        value: "v".into(),
+                    })
+                    .collect(),
+            })
+            .await,
+        "attributes",
+    );
+    refused(
+        instances
+            .delete_instance_attributes(pb::DeleteInstanceAttributesRequest {
+                id: "i-1".into(),
+                names: vec![long(129)],
+            })
+            .await,
+        "names[0]",
+    );
+    let mut tasks = TaskServiceClient::new(channel(&addr).await?);
+    refused(
+        tasks
+            .stop_task(pb::StopTaskRequest {
+                id: "t-1".into(),
+                reason: long(1025),
+            })
+            .await,
+        "reason",
+    );
+    refused(
+        tasks
+            .run_task(pb::RunTaskRequest {
+                task_definition: "web".into(),
+                overrides: vec![format!("app.env.K={}", long(8 * 1024))],
+                ..Default::default()
+            })
+            .await,
+        "overrides[0]",
+    );
+    assert_eq!(
+        last_log_index(&addr).await?,
+        before,
+        "a refused request reached the log"
+    );
+    Ok(())
+}

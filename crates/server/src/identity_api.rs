@@ -55,6 +55,11 @@ fn check_description(description: &str) -> Result<(), Status> {
         .map_err(|e| ServerError::from(e).into())
 }
 
+fn check_id(id: &str) -> Result<(), Status> {
+    use berth_types::limits;
+    limits::check_len("id", id, limits::MAX_ID_LEN).map_err(|e| ServerError::from(e).into())
+}
+
 fn secs(duration: Duration) -> i64 {
     i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
 }
@@ -116,6 +121,7 @@ impl AuthService for IdentityApi {
         request: Request<pb::RevokeApiTokenRequest>,
     ) -> Result<Response<pb::RevokeApiTokenResponse>, Status> {
         let id = request.into_inner().id;
+        check_id(&id)?;
         let output = self
             .node
             .write(Command::RevokeApiToken {
@@ -223,6 +229,7 @@ impl ActivationService for IdentityApi {
         request: Request<pb::RevokeActivationRequest>,
     ) -> Result<Response<pb::RevokeActivationResponse>, Status> {
         let id = request.into_inner().id;
+        check_id(&id)?;
         let output = self
             .node
             .write(Command::RevokeActivation {
