@@ -121,7 +121,7 @@ impl Authorizer {
                 }
             }
             Access::RaftPeer => match identity.map(|i| i.role) {
-                Some(CertRole::Server(id)) => Ok(Caller::Server(id)),
+                Some(CertRole::Server(id)) => self.member_server(id),
                 _ => Err(Status::permission_denied(
                     "Raft RPCs are only accepted from this cluster's servers (server certificate required)",
                 )),
@@ -148,7 +148,7 @@ impl Authorizer {
                     ..
                 }) = identity
                 {
-                    return Ok(Caller::Server(id));
+                    return self.member_server(id);
                 }
                 let role_needed = match access {
                     Access::Read => Role::Readonly,
@@ -158,6 +158,27 @@ impl Authorizer {
                 self.check_token(call, role_needed).await
             }
         }
+    }
+
+    /// A server certificate speaks for a server only while that server is
+    /// in the membership (voter or learner) as this server knows it: a
+    /// removed server's certificate is worth nothing from then on. A server
+    /// that is not yet part of any cluster accepts whichever server of its
+    /// cluster initializes it or adds it.
+    fn member_server(&self, id: u64) -> Result<Caller, Status> {
+        let metrics = self.node.metrics();
+        let membership = metrics.membership_config.membership();
+        let initialized = membership.nodes().next().is_some();
+        if !initialized || membership.get_node(&id).is_some() {
+            return Ok(Caller::Server(id));
+        }
+        tracing::warn!(
+            server_id = id,
+            "refused a call with the certificate of a server that is not a member"
+        );
+        Err(Status::permission_denied(format!(
+            "server {id} is not a member of this cluster (removed?); its certificate is no longer accepted"
+        )))
     }
 
     async fn check_token(&self, call: &CallInfo, needed: Role) -> Result<Caller, Status> {
