@@ -320,6 +320,13 @@ else
     code=$(curl -sS --fail-with-body --cacert "$WORK/ca.crt" --connect-timeout 15 --max-time 300 \
         -o "$WORK/berth-agent" -w '%{http_code}' "$url" 2>"$WORK/curl.err") \
         || die "download of $url failed (HTTP ${code:-?}): $(tail -2 "$WORK/curl.err") $(head -c 300 "$WORK/berth-agent" 2>/dev/null | tr -cd '[:print:]')"
+    # The server publishes the binary's SHA-256 beside it: a download cut
+    # short or changed on the way is refused, not installed.
+    sum=$(curl -sS --fail --cacert "$WORK/ca.crt" --connect-timeout 15 --max-time 60 "$url.sha256" 2>"$WORK/curl.err") \
+        || die "download of $url.sha256 failed: $(tail -2 "$WORK/curl.err")"
+    [ "$(sha256sum "$WORK/berth-agent" | cut -d' ' -f1)" = "${sum%% *}" ] \
+        || die "the downloaded berth-agent does not match the SHA-256 the server publishes at $url.sha256 (${sum%% *}); nothing was installed"
+    log "berth-agent matches its published SHA-256 (${sum:0:16}...)"
 fi
 [ "$(head -c 4 "$WORK/berth-agent" | od -An -c | tr -d ' ')" = '177ELF' ] \
     || die "the berth-agent binary is not an ELF executable"

@@ -23,7 +23,11 @@ pub fn berthd() -> Result<PathBuf> {
 /// other `berthd serve` flags. The caller holds a [`PkiCleanup`] for the
 /// CA the harness makes.
 pub async fn start(servers: u64, timings: &[&str], extra: &[&str]) -> Result<TestCluster> {
-    TestCluster::start_with_timings(servers, timings, extra)
+    // A hollow fleet registers thousands of instances from one address,
+    // which berthd's per-address limit on unauthenticated calls would slow.
+    let mut args = vec!["--anonymous-rate", "0"];
+    args.extend_from_slice(extra);
+    TestCluster::start_with_timings(servers, timings, &args)
         .await
         .context("starting the berthd cluster")
 }

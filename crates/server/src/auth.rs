@@ -12,6 +12,7 @@
 //! | everything else | an admin token, or a server (proxied calls) |
 
 use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -23,6 +24,7 @@ use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 use tonic::Status;
 
 use crate::api::now_ms;
+use crate::limits::AddressRate;
 use crate::node::BerthNode;
 
 /// The authenticated caller, placed in request extensions for handlers.
@@ -69,11 +71,21 @@ fn classify(path: &str) -> Access {
 pub struct Authorizer {
     node: BerthNode,
     cluster_id: String,
+    /// Bounds unauthenticated calls per client address; `None`: unbounded.
+    anonymous_rate: Option<Arc<AddressRate>>,
 }
 
 impl Authorizer {
-    pub fn new(node: BerthNode, cluster_id: String) -> Arc<Self> {
-        Arc::new(Self { node, cluster_id })
+    pub fn new(
+        node: BerthNode,
+        cluster_id: String,
+        anonymous_rate: Option<Arc<AddressRate>>,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            node,
+            cluster_id,
+            anonymous_rate,
+        })
     }
 
     fn peer_identity(&self, call: &CallInfo) -> Result<Option<PeerIdentity>, Status> {
@@ -123,7 +135,19 @@ impl Authorizer {
             self.refuse_revoked(call)?;
         }
         match access {
-            Access::Open => Ok(Caller::Anonymous),
+            Access::Open => {
+                // Keyed on the TCP peer: an unknown address (no connection
+                // info) shares one bucket rather than escaping the limit.
+                let ip = call
+                    .remote
+                    .map_or(IpAddr::from([0, 0, 0, 0]), |addr| addr.ip());
+                match &self.anonymous_rate {
+                    Some(rate) if !rate.allow(ip) => Err(Status::resource_exhausted(format!(
+                        "too many unauthenticated calls from {ip}; slow down and retry in a few seconds"
+                    ))),
+                    _ => Ok(Caller::Anonymous),
+                }
+            }
             Access::RaftPeer => match identity.map(|i| i.role) {
                 Some(CertRole::Server(id)) => self.member_server(id),
                 _ => Err(Status::permission_denied(
@@ -244,10 +268,12 @@ struct CallInfo {
     path: String,
     authorization: Option<String>,
     peer_certs: Option<Arc<Vec<tokio_rustls::rustls::pki_types::CertificateDer<'static>>>>,
+    remote: Option<SocketAddr>,
 }
 
 impl CallInfo {
     fn of<B>(request: &http::Request<B>) -> Self {
+        let tls = request.extensions().get::<TlsConnectInfo<TcpConnectInfo>>();
         Self {
             path: request.uri().path().to_string(),
             authorization: request
@@ -255,10 +281,8 @@ impl CallInfo {
                 .get(http::header::AUTHORIZATION)
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_string),
-            peer_certs: request
-                .extensions()
-                .get::<TlsConnectInfo<TcpConnectInfo>>()
-                .and_then(|info| info.peer_certs()),
+            peer_certs: tls.and_then(|info| info.peer_certs()),
+            remote: tls.and_then(|info| info.get_ref().remote_addr()),
         }
     }
 }

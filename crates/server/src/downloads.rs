@@ -1,29 +1,53 @@
-//! `GET /downloads/berth-agent` and `GET /downloads/install-agent.sh` on the
-//! API port, over the same TLS as the API, so that a host can install the
-//! agent from the control plane itself (the install script checks the
-//! server's CA against the digest in the join token before downloading).
+//! `GET /downloads/berth-agent`, `/downloads/berth-agent.sha256` and
+//! `/downloads/install-agent.sh` on the API port, over the same TLS as the
+//! API, so that a host can install the agent from the control plane itself
+//! (the install script checks the server's CA against the digest in the
+//! join token before downloading, and the binary against its SHA-256).
 //!
 //! It sits in tonic's router as a service named `downloads`, so every path
-//! under `/downloads/` reaches it; nothing here needs a token.
+//! under `/downloads/` reaches it; nothing here needs a token (calls are
+//! rate-limited per address like every unauthenticated call).
 
 use std::convert::Infallible;
 use std::future::Future;
-use std::path::PathBuf;
+use std::io::Read;
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
+use std::time::SystemTime;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body::Frame;
+use http_body_util::{BodyExt, Full, StreamBody};
+use sha2::{Digest, Sha256};
+use tokio::io::AsyncReadExt;
 use tonic::body::BoxBody;
 use tonic::server::NamedService;
 
 /// The installer, shipped inside berthd so it always matches the server.
 pub const INSTALL_SCRIPT: &str = include_str!("../../../deploy/install/install-agent.sh");
+/// The binary is sent in pieces of this size, never read whole.
+const CHUNK: usize = 64 * 1024;
+
+/// What identifies one version of the binary on disk.
+type FileStamp = (u64, Option<SystemTime>);
 
 #[derive(Clone)]
 pub struct Downloads {
     /// The agent binary to hand out; `None` answers 404 with a hint.
     pub agent_binary: Option<PathBuf>,
+    /// The binary's SHA-256, computed once per version of the file.
+    digest: Arc<Mutex<Option<(FileStamp, String)>>>,
+}
+
+impl Downloads {
+    pub fn new(agent_binary: Option<PathBuf>) -> Self {
+        Self {
+            agent_binary,
+            digest: Arc::default(),
+        }
+    }
 }
 
 impl NamedService for Downloads {
@@ -41,6 +65,90 @@ fn response(status: u16, content_type: &str, body: Bytes) -> http::Response<BoxB
         .unwrap_or_else(|_| http::Response::new(tonic::body::empty_body()))
 }
 
+const TEXT: &str = "text/plain; charset=utf-8";
+
+fn not_readable(path: &Path, e: &std::io::Error) -> http::Response<BoxBody> {
+    tracing::warn!(path = %path.display(), error = %e, "agent binary not readable");
+    response(
+        404,
+        TEXT,
+        Bytes::from(format!(
+            "this server cannot read its agent binary ({e}); start berthd with --agent-binary PATH\n"
+        )),
+    )
+}
+
+/// The binary as a stream of chunks, with its length announced.
+async fn stream_file(path: &Path) -> std::io::Result<http::Response<BoxBody>> {
+    let file = tokio::fs::File::open(path).await?;
+    let len = file.metadata().await?.len();
+    let chunks = futures::stream::unfold(Some(file), |file| async move {
+        let mut file = file?;
+        let mut buf = vec![0; CHUNK];
+        match file.read(&mut buf).await {
+            Ok(0) => None,
+            Ok(n) => {
+                buf.truncate(n);
+                Some((Ok(Frame::data(Bytes::from(buf))), Some(file)))
+            }
+            // The client sees the body end short of content-length.
+            Err(e) => Some((
+                Err(tonic::Status::internal(format!(
+                    "reading the agent binary: {e}"
+                ))),
+                None,
+            )),
+        }
+    });
+    Ok(http::Response::builder()
+        .status(200)
+        .header("content-type", "application/octet-stream")
+        .header("content-length", len)
+        .body(StreamBody::new(chunks).boxed_unsync())
+        .unwrap_or_else(|_| http::Response::new(tonic::body::empty_body())))
+}
+
+fn stamp(path: &Path) -> std::io::Result<FileStamp> {
+    let meta = std::fs::metadata(path)?;
+    Ok((meta.len(), meta.modified().ok()))
+}
+
+/// SHA-256 of the file, read in chunks (on a blocking thread).
+fn sha256_of(path: &Path) -> std::io::Result<String> {
+    let mut file = std::fs::File::open(path)?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0; CHUNK];
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            return Ok(hex::encode(hasher.finalize()));
+        }
+        hasher.update(&buf[..n]);
+    }
+}
+
+impl Downloads {
+    /// `sha256sum` output for the binary, recomputed when the file changes.
+    async fn checksum(&self, path: PathBuf) -> std::io::Result<String> {
+        let digest = self.digest.clone();
+        tokio::task::spawn_blocking(move || {
+            let before = stamp(&path)?;
+            let cached = digest.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            let hex = match cached {
+                Some((at, hex)) if at == before => hex,
+                _ => {
+                    let hex = sha256_of(&path)?;
+                    *digest.lock().unwrap_or_else(|p| p.into_inner()) = Some((before, hex.clone()));
+                    hex
+                }
+            };
+            Ok(format!("{hex}  berth-agent\n"))
+        })
+        .await
+        .map_err(std::io::Error::other)?
+    }
+}
+
 impl<B: Send + 'static> tower::Service<http::Request<B>> for Downloads {
     type Response = http::Response<BoxBody>;
     type Error = Infallible;
@@ -52,42 +160,45 @@ impl<B: Send + 'static> tower::Service<http::Request<B>> for Downloads {
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
         let path = request.uri().path().to_string();
-        let agent_binary = self.agent_binary.clone();
+        let this = self.clone();
+        let is_get = request.method() == http::Method::GET;
         Box::pin(async move {
-            let text = "text/plain; charset=utf-8";
-            Ok(match (request.method() == http::Method::GET, path.as_str()) {
+            let no_binary = || {
+                response(
+                    404,
+                    TEXT,
+                    Bytes::from_static(
+                        b"this server has no agent binary to hand out; start berthd with --agent-binary PATH\n",
+                    ),
+                )
+            };
+            Ok(match (is_get, path.as_str()) {
                 (true, "/downloads/install-agent.sh") => response(
                     200,
                     "text/x-shellscript",
                     Bytes::from_static(INSTALL_SCRIPT.as_bytes()),
                 ),
-                (true, "/downloads/berth-agent") => match agent_binary {
-                    Some(path) => match tokio::fs::read(&path).await {
-                        Ok(data) => response(200, "application/octet-stream", Bytes::from(data)),
-                        Err(e) => {
-                            tracing::warn!(path = %path.display(), error = %e, "agent binary not readable");
-                            response(
-                                404,
-                                text,
-                                Bytes::from(format!(
-                                    "this server cannot read its agent binary ({e}); start berthd with --agent-binary PATH\n"
-                                )),
-                            )
-                        }
+                (true, "/downloads/berth-agent") => match &this.agent_binary {
+                    Some(file) => match stream_file(file).await {
+                        Ok(response) => response,
+                        Err(e) => not_readable(file, &e),
                     },
-                    None => response(
-                        404,
-                        text,
-                        Bytes::from_static(
-                            b"this server has no agent binary to hand out; start berthd with --agent-binary PATH\n",
-                        ),
-                    ),
+                    None => no_binary(),
                 },
-                (false, _) => response(405, text, Bytes::from_static(b"only GET\n")),
+                (true, "/downloads/berth-agent.sha256") => match &this.agent_binary {
+                    Some(file) => match this.checksum(file.clone()).await {
+                        Ok(line) => response(200, TEXT, Bytes::from(line)),
+                        Err(e) => not_readable(file, &e),
+                    },
+                    None => no_binary(),
+                },
+                (false, _) => response(405, TEXT, Bytes::from_static(b"only GET\n")),
                 _ => response(
                     404,
-                    text,
-                    Bytes::from_static(b"try /downloads/berth-agent or /downloads/install-agent.sh\n"),
+                    TEXT,
+                    Bytes::from_static(
+                        b"try /downloads/berth-agent, /downloads/berth-agent.sha256 or /downloads/install-agent.sh\n",
+                    ),
                 ),
             })
         })

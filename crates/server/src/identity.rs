@@ -135,6 +135,7 @@ mod tests {
             health_listen: None,
             agent_binary: None,
             dev_agent: None,
+            limits: Default::default(),
         }
     }
 

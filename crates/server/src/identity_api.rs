@@ -49,6 +49,17 @@ fn checked_attributes(attributes: &[pb::Attribute]) -> Result<BTreeMap<String, S
         .map_err(|e| ServerError::Invalid(e.into()).into())
 }
 
+fn check_description(description: &str) -> Result<(), Status> {
+    use berth_types::limits;
+    limits::check_len("description", description, limits::MAX_DESCRIPTION_LEN)
+        .map_err(|e| ServerError::from(e).into())
+}
+
+fn check_id(id: &str) -> Result<(), Status> {
+    use berth_types::limits;
+    limits::check_len("id", id, limits::MAX_ID_LEN).map_err(|e| ServerError::from(e).into())
+}
+
 fn secs(duration: Duration) -> i64 {
     i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
 }
@@ -61,6 +72,7 @@ impl AuthService for IdentityApi {
         request: Request<pb::CreateApiTokenRequest>,
     ) -> Result<Response<pb::CreateApiTokenResponse>, Status> {
         let req = request.into_inner();
+        check_description(&req.description)?;
         let role = Role::parse(&req.role).ok_or_else(|| {
             invalid(
                 "role",
@@ -109,6 +121,7 @@ impl AuthService for IdentityApi {
         request: Request<pb::RevokeApiTokenRequest>,
     ) -> Result<Response<pb::RevokeApiTokenResponse>, Status> {
         let id = request.into_inner().id;
+        check_id(&id)?;
         let output = self
             .node
             .write(Command::RevokeApiToken {
@@ -177,6 +190,7 @@ impl ActivationService for IdentityApi {
         };
         validate::check_name("cluster", &cluster)
             .map_err(|e| Status::from(ServerError::Invalid(e.into())))?;
+        check_description(&req.description)?;
         let max_registrations = match req.max_registrations {
             0 => 1,
             n if n > MAX_REGISTRATIONS => {
@@ -251,6 +265,7 @@ impl ActivationService for IdentityApi {
         request: Request<pb::RevokeActivationRequest>,
     ) -> Result<Response<pb::RevokeActivationResponse>, Status> {
         let id = request.into_inner().id;
+        check_id(&id)?;
         let output = self
             .node
             .write(Command::RevokeActivation {
@@ -358,7 +373,65 @@ impl InstanceService for IdentityApi {
     }
 }
 
+/// Bounds every field of a registration before anything else runs: the
+/// caller is not authenticated yet, and what it sends goes into the log.
+fn check_registration_request(req: &pb::RegisterInstanceRequest) -> Result<(), Status> {
+    use berth_types::limits::{self, check_len};
+    if req.hostname.is_empty() {
+        return Err(invalid("hostname", "required"));
+    }
+    [
+        check_len("hostname", &req.hostname, limits::MAX_HOSTNAME_LEN),
+        check_len("activationId", &req.activation_id, limits::MAX_ID_LEN),
+        check_len(
+            "activationSecret",
+            &req.activation_secret,
+            limits::MAX_SECRET_LEN,
+        ),
+        check_len("csrPem", &req.csr_pem, limits::MAX_CSR_LEN),
+        check_len(
+            "previousInstanceId",
+            &req.previous_instance_id,
+            limits::MAX_ID_LEN,
+        ),
+        check_len("cluster", &req.cluster, validate::MAX_NAME_LEN),
+        limits::check_count("attributes", req.attributes.len(), limits::MAX_ATTRIBUTES),
+    ]
+    .into_iter()
+    .collect::<Result<(), FieldError>>()
+    .map_err(|e| ServerError::Invalid(e.into()).into())
+}
+
 impl IdentityApi {
+    /// Refuses a registration whose activation is unknown, wrong, revoked,
+    /// expired or used up before anything is proposed, so a bad token never
+    /// reaches the Raft log. The state machine checks again at apply, for
+    /// registrations racing each other or a revocation.
+    async fn precheck_activation(&self, registration: &Registration) -> Result<(), Status> {
+        let local = {
+            let applied = self.node.state().read();
+            applied.state.check_registration(registration).map(|_| ())
+        };
+        let refusal = match local {
+            Ok(()) => return Ok(()),
+            Err(e) if self.node.has_applied_own_term() => e,
+            // This server may lag behind (an activation created a moment
+            // ago through another server): confirm before refusing.
+            Err(_) => {
+                let confirmed = self
+                    .node
+                    .read(|state| state.check_registration(registration).map(|_| ()))
+                    .await?;
+                match confirmed {
+                    Ok(()) => return Ok(()),
+                    Err(e) => e,
+                }
+            }
+        };
+        tracing::info!(reason = %refusal, "registration refused before proposing");
+        Err(ServerError::from(refusal).into())
+    }
+
     fn expiry(&self) -> i64 {
         now_ms().saturating_add(secs(self.agent_cert_lifetime))
     }
@@ -380,9 +453,7 @@ impl AgentService for IdentityApi {
         request: Request<pb::RegisterInstanceRequest>,
     ) -> Result<Response<pb::RegisterInstanceResponse>, Status> {
         let req = request.into_inner();
-        if req.hostname.is_empty() || req.hostname.len() > 255 {
-            return Err(invalid("hostname", "required, at most 255 characters"));
-        }
+        check_registration_request(&req)?;
         // Checked before proposing, so a bad CSR cannot use up a registration.
         self.sign(&req.csr_pem, "probe")?;
         let registration = Registration {
@@ -397,6 +468,7 @@ impl AgentService for IdentityApi {
             at_ms: now_ms(),
         };
         let expires = registration.certificate_expires_at_ms;
+        self.precheck_activation(&registration).await?;
         let output = self
             .node
             .write(Command::RegisterInstance(registration))

@@ -10,6 +10,7 @@ pub mod driver;
 pub mod error;
 pub mod identity;
 pub mod identity_api;
+pub mod limits;
 pub mod network;
 pub mod node;
 pub mod ops;
@@ -57,6 +58,7 @@ pub struct ServeOptions {
     pub agent_binary: Option<PathBuf>,
     /// `berthd dev`: run a local agent next to the server.
     pub dev_agent: Option<dev::DevAgentConfig>,
+    pub limits: limits::Limits,
 }
 
 /// Parses `1=host:port,2=host:port`.
@@ -97,6 +99,7 @@ pub struct Server {
     agent_cert_lifetime: Duration,
     hub: session::SessionHub,
     agent_binary: Option<PathBuf>,
+    limits: limits::Limits,
 }
 
 impl Server {
@@ -147,6 +150,7 @@ impl Server {
             agent_cert_lifetime: options.agent_cert_lifetime,
             hub,
             agent_binary: options.agent_binary.clone(),
+            limits: options.limits,
         };
         if let Some(config) = options.dev_agent.clone() {
             tokio::spawn(dev::run_local_agent(
@@ -214,18 +218,19 @@ impl Server {
             ops: ops.clone(),
         };
         let auth = auth::AuthLayer {
-            authorizer: auth::Authorizer::new(self.node.clone(), self.pki.cluster_id().to_string()),
+            authorizer: auth::Authorizer::new(
+                self.node.clone(),
+                self.pki.cluster_id().to_string(),
+                limits::AddressRate::new(&self.limits),
+            ),
         };
         let max = network::MAX_MESSAGE_BYTES;
-        // Nagle's algorithm with delayed ACKs adds ~40 ms to every small
-        // request/response; the builder's tcp_nodelay does not reach sockets
-        // of a listener we bound ourselves, so set it here.
-        let incoming = tonic::transport::server::TcpIncoming::from_listener(
+        let api_max = limits::MAX_API_MESSAGE_BYTES;
+        let incoming = limits::tls_incoming(
             listener,
-            true,
-            Some(Duration::from_secs(30)),
-        )
-        .map_err(|e| ServerError::Internal(format!("listener: {e}")))?;
+            self.pki.acceptor()?,
+            self.limits.tls_handshake_timeout,
+        );
         // Agent sessions are endless streams: end them when shutdown starts,
         // or the server would wait for them instead of exiting (the agents
         // reconnect to another server).
@@ -235,9 +240,12 @@ impl Server {
             hub.drop_all_sessions("");
         };
         let result = tonic::transport::Server::builder()
-            .tls_config(self.pki.server_tls())
-            .map_err(|e| ServerError::FailedPrecondition(format!("TLS setup: {e}")))?
-            .tcp_nodelay(true)
+            .timeout(limits::REQUEST_TIMEOUT)
+            .max_concurrent_streams(limits::MAX_CONCURRENT_STREAMS)
+            .http2_max_header_list_size(limits::MAX_HEADER_LIST_BYTES)
+            // Finds dead peers (a host that vanished) on idle connections.
+            .http2_keepalive_interval(Some(Duration::from_secs(30)))
+            .http2_keepalive_timeout(Some(Duration::from_secs(20)))
             // HTTP/1.1 for plain HTTPS downloads (curl in the installer).
             .accept_http1(true)
             .layer(auth)
@@ -246,38 +254,52 @@ impl Server {
                     .max_decoding_message_size(max)
                     .max_encoding_message_size(max),
             )
-            .add_service(pb::cluster_service_server::ClusterServiceServer::new(
-                api.clone(),
-            ))
             .add_service(
-                pb::task_definition_service_server::TaskDefinitionServiceServer::new(api.clone()),
+                pb::cluster_service_server::ClusterServiceServer::new(api.clone())
+                    .max_decoding_message_size(api_max),
             )
-            .add_service(pb::control_plane_service_server::ControlPlaneServiceServer::new(api))
-            .add_service(pb::auth_service_server::AuthServiceServer::new(
-                identity.clone(),
-            ))
-            .add_service(pb::activation_service_server::ActivationServiceServer::new(
-                identity.clone(),
-            ))
-            .add_service(pb::instance_service_server::InstanceServiceServer::new(
-                identity.clone(),
-            ))
-            .add_service(pb::agent_service_server::AgentServiceServer::new(identity))
             .add_service(
-                pb::agent_session_service_server::AgentSessionServiceServer::new(self.hub.clone()),
+                pb::task_definition_service_server::TaskDefinitionServiceServer::new(api.clone())
+                    .max_decoding_message_size(api_max),
             )
-            .add_service(downloads::Downloads {
-                agent_binary: self.agent_binary.clone(),
-            })
-            .add_service(pb::task_service_server::TaskServiceServer::new(
-                tasks_api::TasksApi {
+            .add_service(
+                pb::control_plane_service_server::ControlPlaneServiceServer::new(api)
+                    .max_decoding_message_size(api_max),
+            )
+            .add_service(
+                pb::auth_service_server::AuthServiceServer::new(identity.clone())
+                    .max_decoding_message_size(api_max),
+            )
+            .add_service(
+                pb::activation_service_server::ActivationServiceServer::new(identity.clone())
+                    .max_decoding_message_size(api_max),
+            )
+            .add_service(
+                pb::instance_service_server::InstanceServiceServer::new(identity.clone())
+                    .max_decoding_message_size(api_max),
+            )
+            .add_service(
+                pb::agent_service_server::AgentServiceServer::new(identity)
+                    .max_decoding_message_size(api_max),
+            )
+            .add_service(
+                pb::agent_session_service_server::AgentSessionServiceServer::new(self.hub.clone())
+                    .max_decoding_message_size(session::MAX_AGENT_MESSAGE_BYTES),
+            )
+            .add_service(downloads::Downloads::new(self.agent_binary.clone()))
+            .add_service(
+                pb::task_service_server::TaskServiceServer::new(tasks_api::TasksApi {
                     hub: self.hub.clone(),
                     ops: ops.clone(),
-                },
-            ))
-            .add_service(pb::service_service_server::ServiceServiceServer::new(
-                services_api::ServicesApi { ops },
-            ))
+                })
+                .max_decoding_message_size(api_max),
+            )
+            .add_service(
+                pb::service_service_server::ServiceServiceServer::new(services_api::ServicesApi {
+                    ops,
+                })
+                .max_decoding_message_size(api_max),
+            )
             .serve_with_incoming_shutdown(incoming, shutdown)
             .await;
         // In-flight requests have been answered; now stop Raft and make sure

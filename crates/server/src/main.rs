@@ -116,6 +116,18 @@ struct Tuning {
     /// (default: berth-agent next to berthd).
     #[arg(long, env = "BERTH_AGENT_BINARY")]
     agent_binary: Option<PathBuf>,
+    /// Unauthenticated calls (RegisterInstance, /downloads) allowed per
+    /// second from one client address (IPv6: one /64); 0 turns the limit off.
+    #[arg(long, default_value_t = 5.0, env = "BERTH_ANONYMOUS_RATE")]
+    anonymous_rate: f64,
+    /// Unauthenticated calls one address may make in a burst before
+    /// --anonymous-rate applies (many hosts behind one NAT share it).
+    #[arg(long, default_value_t = 20, env = "BERTH_ANONYMOUS_BURST")]
+    anonymous_burst: u32,
+    /// A connection that has not finished its TLS handshake by then is
+    /// closed (e.g. 10s).
+    #[arg(long, default_value = "10s", env = "BERTH_TLS_HANDSHAKE_TIMEOUT")]
+    tls_handshake_timeout: String,
 }
 
 #[derive(Args)]
@@ -227,7 +239,20 @@ fn options(
             .and_then(|exe| exe.parent().map(|dir| dir.join("berth-agent")))
             .filter(|path| path.exists())
     });
+    if !(tuning.anonymous_rate >= 0.0 && tuning.anonymous_rate.is_finite()) {
+        anyhow::bail!(
+            "--anonymous-rate must be 0 (no limit) or a positive number of calls per second"
+        );
+    }
     Ok(ServeOptions {
+        limits: berth_server::limits::Limits {
+            anonymous_per_sec: tuning.anonymous_rate,
+            anonymous_burst: tuning.anonymous_burst,
+            tls_handshake_timeout: berth_types::duration::parse_duration(
+                &tuning.tls_handshake_timeout,
+            )
+            .map_err(|e| anyhow::anyhow!("--tls-handshake-timeout: {e}"))?,
+        },
         dev_agent: None,
         health_listen: tuning.health_listen,
         agent_binary,

@@ -22,6 +22,10 @@ use crate::network::{decode, encode, is_connect_failure, Network, Peers};
 /// Commands per Raft entry at most; keeps entries well under the message
 /// size limit while amortising fsync and replication over many writes.
 const MAX_BATCH: usize = 256;
+/// Encoded bytes per Raft entry at most, and so per write. With openraft's
+/// `max_payload_entries` of 8 an AppendEntries stays at half the transport's
+/// message limit, however large the commands are.
+pub const MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
 /// Entries proposed concurrently by one server's batcher.
 const MAX_BATCHES_IN_FLIGHT: usize = 4;
 const LEADER_POLL: Duration = Duration::from_millis(50);
@@ -79,6 +83,8 @@ type BarrierWaiter = oneshot::Sender<Result<(), ServerError>>;
 /// batch a follower forwarded (all of it applied, or none).
 struct Proposal {
     commands: Vec<Command>,
+    /// Encoded size of `commands`.
+    bytes: usize,
     reply: oneshot::Sender<Result<Vec<CommandResult>, ServerError>>,
 }
 
@@ -190,6 +196,7 @@ impl BerthNode {
     /// Queues commands for the batcher, which puts them in one entry
     /// together with whatever else is waiting.
     async fn propose(&self, commands: Vec<Command>) -> Result<Vec<CommandResult>, ServerError> {
+        let bytes = encoded_size(&commands)?;
         let needed = commands.iter().map(Command::level).max().unwrap_or(1);
         if needed > 1 {
             crate::upgrade::check_members_support(self, needed).await?;
@@ -197,7 +204,11 @@ impl BerthNode {
         let (reply, rx) = oneshot::channel();
         self.inner
             .proposals
-            .send(Proposal { commands, reply })
+            .send(Proposal {
+                commands,
+                bytes,
+                reply,
+            })
             .await
             .map_err(|_| ServerError::ShuttingDown)?;
         rx.await.map_err(|_| ServerError::ShuttingDown)?
@@ -548,6 +559,23 @@ async fn barrier_loop(node: BerthNode, mut rx: mpsc::UnboundedReceiver<BarrierWa
     }
 }
 
+/// The encoded size of a write, refused when it could not fit in one entry.
+fn encoded_size(commands: &[Command]) -> Result<usize, ServerError> {
+    let bytes = bincode::serialized_size(commands)
+        .ok()
+        .and_then(|n| usize::try_from(n).ok())
+        .ok_or_else(|| ServerError::Internal("a write cannot be encoded".into()))?;
+    if bytes > MAX_BATCH_BYTES {
+        return Err(ServerError::from(berth_types::FieldError::new(
+            "request",
+            format!(
+                "this write is {bytes} bytes once encoded; one write may be at most {MAX_BATCH_BYTES}"
+            ),
+        )));
+    }
+    Ok(bytes)
+}
+
 /// Collects proposals into batches and proposes a few batches at a time.
 /// A proposal is never split: one that does not fit waits for the next batch.
 async fn batch_loop(node: BerthNode, mut rx: mpsc::Receiver<Proposal>) {
@@ -565,7 +593,7 @@ async fn batch_loop(node: BerthNode, mut rx: mpsc::Receiver<Proposal>) {
             return;
         };
         // While waiting for a permit more proposals queued up; take them.
-        let (batch, size, left_over) = fill_batch(first, &mut rx, MAX_BATCH);
+        let (batch, size, left_over) = fill_batch(first, &mut rx, MAX_BATCH, MAX_BATCH_BYTES);
         carried = left_over;
         let node = node.clone();
         tokio::spawn(async move {
@@ -602,20 +630,24 @@ async fn batch_loop(node: BerthNode, mut rx: mpsc::Receiver<Proposal>) {
     }
 }
 
-/// `first` plus what is queued, up to `max` commands in all, never splitting
-/// a proposal (`first` goes even when it alone is larger). Returns the batch,
-/// its command count and the queued proposal that did not fit, if any.
+/// `first` plus what is queued, up to `max` commands and `max_bytes` in all,
+/// never splitting a proposal (`first` goes even when it alone is larger).
+/// Returns the batch, its command count and the queued proposal that did not
+/// fit, if any.
 fn fill_batch(
     first: Proposal,
     rx: &mut mpsc::Receiver<Proposal>,
     max: usize,
+    max_bytes: usize,
 ) -> (Vec<Proposal>, usize, Option<Proposal>) {
     let mut size = first.commands.len();
+    let mut bytes = first.bytes;
     let mut batch = vec![first];
-    while size < max {
+    while size < max && bytes < max_bytes {
         match rx.try_recv() {
-            Ok(p) if size + p.commands.len() <= max => {
+            Ok(p) if size + p.commands.len() <= max && bytes + p.bytes <= max_bytes => {
                 size += p.commands.len();
+                bytes += p.bytes;
                 batch.push(p);
             }
             Ok(p) => return (batch, size, Some(p)),
@@ -630,13 +662,20 @@ mod tests {
     use super::*;
 
     fn proposal(commands: usize) -> Proposal {
+        sized_proposal(commands, 1)
+    }
+
+    /// `commands` commands of about `name_len` bytes each.
+    fn sized_proposal(commands: usize, name_len: usize) -> Proposal {
         let (reply, _) = oneshot::channel();
+        let commands: Vec<Command> = (0..commands)
+            .map(|_| Command::DeleteCluster {
+                name: "c".repeat(name_len),
+            })
+            .collect();
         Proposal {
-            commands: (0..commands)
-                .map(|i| Command::DeleteCluster {
-                    name: format!("c{i}"),
-                })
-                .collect(),
+            bytes: encoded_size(&commands).unwrap(),
+            commands,
             reply,
         }
     }
@@ -652,16 +691,42 @@ mod tests {
             tx.send(proposal(n)).await.expect("queue");
         }
         let first = rx.recv().await.expect("first");
-        let (batch, size, carried) = fill_batch(first, &mut rx, 256);
+        let (batch, size, carried) = fill_batch(first, &mut rx, 256, MAX_BATCH_BYTES);
         assert_eq!((sizes(&batch), size), (vec![100, 100, 10], 210));
         // 300 does not fit: it is carried to the next batch, alone, whole.
         let carried = carried.expect("a proposal that did not fit");
-        let (batch, size, carried) = fill_batch(carried, &mut rx, 256);
+        let (batch, size, carried) = fill_batch(carried, &mut rx, 256, MAX_BATCH_BYTES);
         assert_eq!((sizes(&batch), size), (vec![300], 300));
         assert!(carried.is_none());
         let first = rx.recv().await.expect("last");
-        let (batch, _, carried) = fill_batch(first, &mut rx, 256);
+        let (batch, _, carried) = fill_batch(first, &mut rx, 256, MAX_BATCH_BYTES);
         assert_eq!(sizes(&batch), vec![5]);
         assert!(carried.is_none());
+    }
+
+    #[tokio::test]
+    async fn batches_are_bounded_by_bytes_too() {
+        let (tx, mut rx) = mpsc::channel(16);
+        // Three 1.5 MiB proposals of one command each: two fit in 4 MiB.
+        for _ in 0..3 {
+            tx.send(sized_proposal(1, 1536 * 1024))
+                .await
+                .expect("queue");
+        }
+        let first = rx.recv().await.expect("first");
+        let (batch, size, carried) = fill_batch(first, &mut rx, 256, MAX_BATCH_BYTES);
+        assert_eq!((batch.len(), size), (2, 2));
+        let bytes: usize = batch.iter().map(|p| p.bytes).sum();
+        assert!(bytes <= MAX_BATCH_BYTES, "{bytes}");
+        assert!(carried.is_some(), "the third waits for the next entry");
+    }
+
+    #[test]
+    fn a_write_too_large_for_one_entry_is_refused_naming_the_limit() {
+        let huge = vec![Command::DeleteCluster {
+            name: "c".repeat(MAX_BATCH_BYTES),
+        }];
+        let e = encoded_size(&huge).unwrap_err().to_string();
+        assert!(e.contains("at most 4194304"), "{e}");
     }
 }

@@ -16,8 +16,11 @@ use berth_proto::pb::agent_message::Body as AgentBody;
 use berth_proto::pb::agent_session_service_server::AgentSessionService;
 use berth_proto::pb::server_message::Body as ServerBody;
 use berth_types::resources::Resources;
-use berth_types::{Command, DesiredStatus, State, StateEvent, Task, TaskReport, TaskStatus};
-use tokio::sync::mpsc;
+use berth_types::{
+    limits, validate, Command, DesiredStatus, FieldError, State, StateEvent, Task, TaskReport,
+    TaskStatus,
+};
+use tokio::sync::{mpsc, Notify};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -30,6 +33,21 @@ use crate::node::BerthNode;
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 /// Outbound messages queued per session before the sender waits.
 const OUTBOUND_QUEUE: usize = 256;
+/// Largest message an agent may send on its session; a bigger one ends the
+/// session. A full status message (1,024 reports) stays well below it.
+pub const MAX_AGENT_MESSAGE_BYTES: usize = 1024 * 1024;
+/// Task reports an agent may send at once, and per second after that. An
+/// honest agent reports a task's few transitions; one that sends more than
+/// this is broken or hostile, and its session is cut off.
+const REPORT_BURST: f64 = 4096.0;
+const REPORTS_PER_SEC: f64 = 512.0;
+/// Tasks with a report waiting to be written, across all sessions; at the
+/// limit, sessions wait (their agents' streams are not read) until the
+/// writer catches up.
+const MAX_PENDING_REPORTS: usize = 100_000;
+/// One ReportTaskStatus command at most this big (encoded), so that a
+/// hello with many tasks becomes several commands, never one oversized write.
+const REPORT_COMMAND_BYTES: usize = 512 * 1024;
 
 #[derive(Debug, Clone, Copy)]
 pub struct SessionConfig {
@@ -57,8 +75,211 @@ impl Default for SessionConfig {
 }
 
 type Outbound = mpsc::Sender<Result<pb::ServerMessage, Status>>;
-/// New reports of one instance, on their way to the report writer.
-type InstanceReports = (String, Vec<TaskReport>);
+
+/// Reports waiting for the report writer: the latest one per task, so an
+/// agent that repeats itself adds nothing, however often it does.
+#[derive(Default)]
+struct PendingReports {
+    /// Task id -> (instance id, the report to write).
+    reports: Mutex<HashMap<String, (String, TaskReport)>>,
+    /// Wakes the writer.
+    queued: Notify,
+    /// Wakes sessions waiting for room.
+    drained: Notify,
+}
+
+impl PendingReports {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (String, TaskReport)>> {
+        self.reports.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Queues `news`, merging each with a pending report of the same task,
+    /// and waits while the queue is full.
+    async fn push(&self, instance_id: &str, news: Vec<TaskReport>) {
+        let mut news = news.into_iter().peekable();
+        while news.peek().is_some() {
+            let drained = self.drained.notified();
+            tokio::pin!(drained);
+            drained.as_mut().enable();
+            {
+                let mut pending = self.lock();
+                while let Some(report) = news.next_if(|r| {
+                    pending.len() < MAX_PENDING_REPORTS || pending.contains_key(&r.task_id)
+                }) {
+                    let merged = match pending.remove(&report.task_id) {
+                        Some((_, older)) => merge_reports(older, report),
+                        None => report,
+                    };
+                    pending.insert(merged.task_id.clone(), (instance_id.to_string(), merged));
+                }
+            }
+            self.queued.notify_one();
+            if news.peek().is_some() {
+                drained.await;
+            }
+        }
+    }
+
+    /// Whether the same report is already waiting to be written.
+    fn holds(&self, report: &TaskReport) -> bool {
+        self.lock()
+            .get(&report.task_id)
+            .is_some_and(|(_, pending)| pending == report)
+    }
+}
+
+/// One report that says what two consecutive ones said: the furthest
+/// status (statuses only move forward) and the latest containers.
+fn merge_reports(older: TaskReport, newer: TaskReport) -> TaskReport {
+    let containers = if newer.containers.is_empty() {
+        older.containers.clone()
+    } else {
+        newer.containers.clone()
+    };
+    let status_from = if newer.last_status >= older.last_status {
+        newer
+    } else {
+        older
+    };
+    TaskReport {
+        containers,
+        ..status_from
+    }
+}
+
+/// Reports of one instance as ReportTaskStatus commands of at most
+/// [`REPORT_COMMAND_BYTES`] each.
+fn report_commands(instance_id: &str, reports: Vec<TaskReport>, at_ms: i64) -> Vec<Command> {
+    let mut commands = Vec::new();
+    let mut chunk = Vec::new();
+    let mut bytes = 0;
+    for report in reports {
+        let size = bincode::serialized_size(&report).map_or(usize::MAX, |n| n as usize);
+        if !chunk.is_empty() && bytes + size > REPORT_COMMAND_BYTES {
+            commands.push(Command::ReportTaskStatus {
+                instance_id: instance_id.to_string(),
+                reports: std::mem::take(&mut chunk),
+                at_ms,
+            });
+            bytes = 0;
+        }
+        bytes += size;
+        chunk.push(report);
+    }
+    if !chunk.is_empty() {
+        commands.push(Command::ReportTaskStatus {
+            instance_id: instance_id.to_string(),
+            reports: chunk,
+            at_ms,
+        });
+    }
+    commands
+}
+
+/// Commands grouped into writes of at most `max_bytes` (encoded) each.
+fn batches_by_bytes(commands: Vec<Command>, max_bytes: usize) -> Vec<Vec<Command>> {
+    let mut batches = Vec::new();
+    let mut batch = Vec::new();
+    let mut bytes = 0;
+    for command in commands {
+        let size = bincode::serialized_size(&command).map_or(usize::MAX, |n| n as usize);
+        if !batch.is_empty() && bytes + size > max_bytes {
+            batches.push(std::mem::take(&mut batch));
+            bytes = 0;
+        }
+        bytes += size;
+        batch.push(command);
+    }
+    if !batch.is_empty() {
+        batches.push(batch);
+    }
+    batches
+}
+
+/// How many reports a session may still send: a token bucket per session.
+struct ReportBudget {
+    tokens: f64,
+    at: Instant,
+}
+
+impl ReportBudget {
+    fn new() -> Self {
+        Self {
+            tokens: REPORT_BURST,
+            at: Instant::now(),
+        }
+    }
+
+    /// Takes `count` reports from the budget; false when it is used up.
+    fn take(&mut self, count: usize) -> bool {
+        let now = Instant::now();
+        let refill = now.duration_since(self.at).as_secs_f64() * REPORTS_PER_SEC;
+        self.tokens = (self.tokens + refill).min(REPORT_BURST);
+        self.at = now;
+        // Every message costs at least one, so empty ones are not free.
+        self.tokens -= count.max(1) as f64;
+        self.tokens >= 0.0
+    }
+}
+
+/// Bounds what one report may carry: a report over a limit ends the
+/// session (`Err`). Reasons quote runtime errors and are cut, not refused.
+fn bounded_report(mut report: pb::TaskReport, at: &str) -> Result<pb::TaskReport, FieldError> {
+    limits::check_len(&format!("{at}.taskId"), &report.task_id, limits::MAX_ID_LEN)?;
+    limits::check_count(
+        &format!("{at}.containers"),
+        report.containers.len(),
+        limits::MAX_CONTAINERS_PER_REPORT,
+    )?;
+    for (i, c) in report.containers.iter_mut().enumerate() {
+        limits::check_len(
+            &format!("{at}.containers[{i}].name"),
+            &c.name,
+            validate::MAX_NAME_LEN,
+        )?;
+        c.reason = limits::truncated(std::mem::take(&mut c.reason), limits::MAX_REASON_LEN);
+    }
+    report.reason = limits::truncated(std::mem::take(&mut report.reason), limits::MAX_REASON_LEN);
+    Ok(report)
+}
+
+/// Bounds the reports of one hello or status message.
+fn bounded_reports(
+    reports: Vec<pb::TaskReport>,
+    at: &str,
+) -> Result<Vec<pb::TaskReport>, FieldError> {
+    limits::check_count(at, reports.len(), limits::MAX_REPORTS_PER_MESSAGE)?;
+    reports
+        .into_iter()
+        .enumerate()
+        .map(|(i, r)| bounded_report(r, &format!("{at}[{i}]")))
+        .collect()
+}
+
+/// Bounds what a hello carries besides its reports.
+fn check_hello(hello: &pb::AgentHello) -> Result<(), FieldError> {
+    limits::check_len(
+        "hello.agentVersion",
+        &hello.agent_version,
+        limits::MAX_AGENT_VERSION_LEN,
+    )?;
+    limits::check_count(
+        "hello.attributes",
+        hello.attributes.len(),
+        limits::MAX_ATTRIBUTES,
+    )?;
+    for (i, a) in hello.attributes.iter().enumerate() {
+        validate::check_attribute(i, &a.name, &a.value)
+            .map_err(|e| FieldError::new(format!("hello.{}", e.field), e.message))?;
+    }
+    Ok(())
+}
+
+/// Logs why an agent's session is being cut off, and says so to the agent.
+fn cut_off(instance_id: &str, why: impl std::fmt::Display) -> ServerError {
+    tracing::warn!(%instance_id, reason = %why, "agent session cut off: the agent broke a session limit (see docs/security.md, Limits)");
+    ServerError::FailedPrecondition(format!("session cut off: {why}"))
+}
 
 struct LiveSession {
     session_id: u64,
@@ -72,8 +293,7 @@ struct HubInner {
     node: BerthNode,
     config: SessionConfig,
     /// Status reports from every session, merged into few Raft entries.
-    reports: mpsc::UnboundedSender<InstanceReports>,
-    pending_reports: Mutex<Option<mpsc::UnboundedReceiver<InstanceReports>>>,
+    reports: PendingReports,
     sessions: Mutex<HashMap<String, LiveSession>>,
     /// When each instance's agent was last heard from, kept after its
     /// session ends: liveness counts an agent's silence from here, on this
@@ -108,13 +328,11 @@ fn millis(d: Duration) -> i64 {
 
 impl SessionHub {
     pub fn new(node: BerthNode, config: SessionConfig) -> Self {
-        let (reports, pending) = mpsc::unbounded_channel();
         Self {
             inner: Arc::new(HubInner {
                 node,
                 config,
-                reports,
-                pending_reports: Mutex::new(Some(pending)),
+                reports: PendingReports::default(),
                 sessions: Mutex::new(HashMap::new()),
                 last_heard: Mutex::new(HashMap::new()),
                 next_id: AtomicU64::new(1),
@@ -204,38 +422,30 @@ impl SessionHub {
     /// holding one command per instance. Thousands of agents reporting at
     /// once then cost a handful of Raft entries, not one each.
     pub async fn write_reports(self) {
-        let Some(mut rx) = self
-            .inner
-            .pending_reports
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take()
-        else {
-            return;
-        };
-        while let Some(first) = rx.recv().await {
+        let pending = &self.inner.reports;
+        loop {
+            pending.queued.notified().await;
+            let taken = std::mem::take(&mut *pending.lock());
+            pending.drained.notify_waiters();
+            if taken.is_empty() {
+                continue;
+            }
             let mut by_instance: HashMap<String, Vec<TaskReport>> = HashMap::new();
-            let mut add = |(instance, reports): InstanceReports| {
-                by_instance.entry(instance).or_default().extend(reports);
-            };
-            add(first);
-            while let Ok(more) = rx.try_recv() {
-                add(more);
+            for (_, (instance, report)) in taken {
+                by_instance.entry(instance).or_default().push(report);
             }
             let at_ms = now_ms();
             let commands: Vec<Command> = by_instance
                 .into_iter()
-                .map(|(instance_id, reports)| Command::ReportTaskStatus {
-                    instance_id,
-                    reports,
-                    at_ms,
-                })
+                .flat_map(|(instance_id, reports)| report_commands(&instance_id, reports, at_ms))
                 .collect();
-            let count = commands.len();
-            // Reports are idempotent: one that is lost here (leadership
-            // moved) comes again in the agent's hello to the next leader.
-            if let Err(e) = self.inner.node.write_batch(commands).await {
-                tracing::warn!(instances = count, error = %e, "status reports not applied; agents resend them when they reconnect");
+            for batch in batches_by_bytes(commands, crate::node::MAX_BATCH_BYTES) {
+                let count = batch.len();
+                // Reports are idempotent: one that is lost here (leadership
+                // moved) comes again in the agent's hello to the next leader.
+                if let Err(e) = self.inner.node.write_batch(batch).await {
+                    tracing::warn!(instances = count, error = %e, "status reports not applied; agents resend them when they reconnect");
+                }
             }
         }
     }
@@ -360,6 +570,9 @@ impl SessionHub {
                 ))
             }
         };
+        if let Err(e) = check_hello(&hello) {
+            return Err(cut_off(&instance_id, e));
+        }
         if !hello.instance_id.is_empty() && hello.instance_id != instance_id {
             return Err(ServerError::FailedPrecondition(format!(
                 "hello names instance {} but the certificate is for {instance_id}",
@@ -396,7 +609,9 @@ impl SessionHub {
     ) -> Result<(), ServerError> {
         let node = self.inner.node.clone();
         let attributes = berth_proto::convert::attributes_from_wire(&hello.attributes);
-        self.apply_reports(instance_id, hello.running, true).await?;
+        let running =
+            bounded_reports(hello.running, "hello.running").map_err(|e| cut_off(instance_id, e))?;
+        self.apply_reports(instance_id, running, true).await?;
         node.write(Command::InstanceConnected {
             instance_id: instance_id.to_string(),
             agent_version: hello.agent_version.clone(),
@@ -425,6 +640,7 @@ impl SessionHub {
             }),
         )
         .await?;
+        let mut budget = ReportBudget::new();
         let mut sent: HashMap<String, (DesiredStatus, bool)> = HashMap::new();
         let complete = {
             let applied = node.state().read();
@@ -451,11 +667,16 @@ impl SessionHub {
                     let message = match message {
                         Ok(Some(m)) => m,
                         Ok(None) => return Ok(()),
+                        // A message over MAX_AGENT_MESSAGE_BYTES, refused
+                        // from its length prefix before it is read.
+                        Err(status) if status.code() == tonic::Code::OutOfRange => {
+                            return Err(cut_off(instance_id, status.message()))
+                        }
                         Err(status) => {
                             return Err(ServerError::Unavailable(status.message().to_string()))
                         }
                     };
-                    self.handle_agent_message(instance_id, session_id, message).await?;
+                    self.handle_agent_message(instance_id, session_id, message, &mut budget).await?;
                 }
                 changed = changes.recv() => {
                     let Some(first) = changed else {
@@ -482,6 +703,7 @@ impl SessionHub {
         instance_id: &str,
         session_id: u64,
         message: pb::AgentMessage,
+        budget: &mut ReportBudget,
     ) -> Result<(), ServerError> {
         // Any message proves the agent is alive.
         self.heartbeat(instance_id, session_id);
@@ -491,7 +713,17 @@ impl SessionHub {
                 "hello sent twice in one session".into(),
             )),
             Some(AgentBody::Status(batch)) => {
-                self.apply_reports(instance_id, batch.reports, false).await
+                if !budget.take(batch.reports.len()) {
+                    return Err(cut_off(
+                        instance_id,
+                        format!(
+                            "more than {REPORT_BURST} task reports at once or {REPORTS_PER_SEC} a second"
+                        ),
+                    ));
+                }
+                let reports = bounded_reports(batch.reports, "status.reports")
+                    .map_err(|e| cut_off(instance_id, e))?;
+                self.apply_reports(instance_id, reports, false).await
             }
             Some(AgentBody::Log(data)) => {
                 let request_id = data.request_id;
@@ -540,24 +772,23 @@ impl SessionHub {
                 .filter(|r| is_news(&applied.state, instance_id, r))
                 .collect()
         };
+        // What is waiting to be written already is not news either: a
+        // repeat costs no write, however often it comes before the first
+        // is applied.
+        let news: Vec<TaskReport> = news
+            .into_iter()
+            .filter(|r| !self.inner.reports.holds(r))
+            .collect();
         if news.is_empty() {
             return Ok(());
         }
         if !wait {
-            return self
-                .inner
-                .reports
-                .send((instance_id.to_string(), news))
-                .map_err(|_| ServerError::ShuttingDown);
+            self.inner.reports.push(instance_id, news).await;
+            return Ok(());
         }
-        self.inner
-            .node
-            .write(Command::ReportTaskStatus {
-                instance_id: instance_id.to_string(),
-                reports: news,
-                at_ms: now_ms(),
-            })
-            .await?;
+        for command in report_commands(instance_id, news, now_ms()) {
+            self.inner.node.write(command).await?;
+        }
         Ok(())
     }
 }
@@ -715,5 +946,163 @@ impl AgentSessionService for SessionHub {
             }
         });
         Ok(Response::new(ReceiverStream::new(rx)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use berth_types::{ContainerState, ContainerStatus, Health};
+
+    fn report(task_id: &str, status: TaskStatus, containers: usize) -> TaskReport {
+        TaskReport {
+            task_id: task_id.into(),
+            last_status: status,
+            containers: (0..containers)
+                .map(|i| ContainerState {
+                    name: format!("c{i}"),
+                    status: ContainerStatus::Running,
+                    exit_code: None,
+                    reason: String::new(),
+                    health: Health::Unknown,
+                    restart_count: 0,
+                })
+                .collect(),
+            reason: String::new(),
+            stop_code: None,
+        }
+    }
+
+    #[test]
+    fn merged_reports_keep_the_furthest_status_and_the_latest_containers() {
+        let running = report("t", TaskStatus::Running, 2);
+        let stopped = report("t", TaskStatus::Stopped, 0);
+        let merged = merge_reports(running.clone(), stopped.clone());
+        assert_eq!(merged.last_status, TaskStatus::Stopped);
+        assert_eq!(
+            merged.containers, running.containers,
+            "empty means unchanged"
+        );
+        // Out of order: the status never goes back.
+        let merged = merge_reports(stopped, report("t", TaskStatus::Running, 1));
+        assert_eq!(merged.last_status, TaskStatus::Stopped);
+        assert_eq!(merged.containers.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn repeated_reports_of_a_task_wait_as_one() {
+        let pending = PendingReports::default();
+        for _ in 0..1000 {
+            pending
+                .push("i-1", vec![report("t-1", TaskStatus::Running, 1)])
+                .await;
+        }
+        pending
+            .push("i-1", vec![report("t-2", TaskStatus::Pending, 0)])
+            .await;
+        assert_eq!(pending.lock().len(), 2);
+        assert!(pending.holds(&report("t-1", TaskStatus::Running, 1)));
+        assert!(!pending.holds(&report("t-1", TaskStatus::Stopped, 1)));
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_makes_sessions_wait_until_the_writer_drains_it() {
+        let pending = Arc::new(PendingReports::default());
+        {
+            let mut map = pending.lock();
+            for i in 0..MAX_PENDING_REPORTS {
+                let r = report(&format!("t-{i}"), TaskStatus::Running, 0);
+                map.insert(r.task_id.clone(), ("i-1".into(), r));
+            }
+        }
+        // A report of a task already waiting merges even when full.
+        pending
+            .push("i-1", vec![report("t-0", TaskStatus::Stopped, 0)])
+            .await;
+        let blocked = tokio::spawn({
+            let pending = pending.clone();
+            async move {
+                pending
+                    .push("i-2", vec![report("new", TaskStatus::Running, 0)])
+                    .await
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(
+            !blocked.is_finished(),
+            "a full queue holds the session back"
+        );
+        std::mem::take(&mut *pending.lock());
+        pending.drained.notify_waiters();
+        tokio::time::timeout(Duration::from_secs(5), blocked)
+            .await
+            .expect("the session goes on once drained")
+            .expect("no panic");
+        assert!(pending.lock().contains_key("new"));
+    }
+
+    #[test]
+    fn many_reports_become_several_bounded_commands() {
+        let mut big = report("t", TaskStatus::Running, 10);
+        for c in &mut big.containers {
+            c.reason = "r".repeat(limits::MAX_REASON_LEN);
+        }
+        let reports: Vec<TaskReport> = (0..200)
+            .map(|i| TaskReport {
+                task_id: format!("t-{i}"),
+                ..big.clone()
+            })
+            .collect();
+        let commands = report_commands("i-1", reports, 0);
+        assert!(commands.len() > 1, "{} commands", commands.len());
+        let mut total = 0;
+        for c in &commands {
+            let size = bincode::serialized_size(c).unwrap() as usize;
+            assert!(size <= REPORT_COMMAND_BYTES + 16 * 1024, "{size}");
+            let Command::ReportTaskStatus { reports, .. } = c else {
+                panic!("{c:?}")
+            };
+            total += reports.len();
+        }
+        assert_eq!(total, 200, "nothing lost in the split");
+        let batches = batches_by_bytes(commands, 1024 * 1024);
+        assert!(batches.len() > 1);
+    }
+
+    #[test]
+    fn reports_over_a_limit_are_refused_and_long_reasons_cut() {
+        let mut wire = pb::TaskReport {
+            task_id: "t".into(),
+            reason: "é".repeat(limits::MAX_REASON_LEN),
+            ..Default::default()
+        };
+        let bounded = bounded_report(wire.clone(), "r").unwrap();
+        assert!(bounded.reason.len() <= limits::MAX_REASON_LEN);
+        wire.task_id = "t".repeat(limits::MAX_ID_LEN + 1);
+        let e = bounded_report(wire, "status.reports[3]").unwrap_err();
+        assert_eq!(e.field, "status.reports[3].taskId");
+        let too_many = vec![pb::TaskReport::default(); limits::MAX_REPORTS_PER_MESSAGE + 1];
+        assert!(bounded_reports(too_many, "status.reports").is_err());
+    }
+
+    #[test]
+    fn the_report_budget_allows_a_burst_then_cuts_off() {
+        let mut budget = ReportBudget::new();
+        assert!(budget.take(REPORT_BURST as usize));
+        assert!(!budget.take(1000), "the burst is used up");
+    }
+
+    #[test]
+    fn a_hello_over_a_limit_is_refused_naming_the_field() {
+        let hello = pb::AgentHello {
+            agent_version: "v".repeat(limits::MAX_AGENT_VERSION_LEN + 1),
+            ..Default::default()
+        };
+        assert_eq!(check_hello(&hello).unwrap_err().field, "hello.agentVersion");
+        let hello = pb::AgentHello {
+            attributes: vec![pb::Attribute::default(); limits::MAX_ATTRIBUTES + 1],
+            ..Default::default()
+        };
+        assert_eq!(check_hello(&hello).unwrap_err().field, "hello.attributes");
     }
 }

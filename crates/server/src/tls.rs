@@ -8,6 +8,7 @@
 //! certificate and the admin token next to them.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use berth_pki::files::{
@@ -15,7 +16,11 @@ use berth_pki::files::{
 };
 use berth_pki::tokens::ApiTokenSecret;
 use berth_pki::{CertificateAuthority, PeerIdentity, Role};
-use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
+use tokio_rustls::rustls;
+use tokio_rustls::rustls::pki_types::pem::PemObject;
+use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio_rustls::TlsAcceptor;
+use tonic::transport::ClientTlsConfig;
 
 use crate::ServerError;
 
@@ -116,17 +121,39 @@ impl Pki {
         &self.ca.cluster_id
     }
 
-    /// TLS for everything this server serves. Client certificates are
-    /// optional at the TLS layer (operators use bearer tokens); the auth
-    /// layer decides per call what a caller must present.
-    pub fn server_tls(&self) -> ServerTlsConfig {
-        ServerTlsConfig::new()
-            .identity(Identity::from_pem(
-                &self.server_cert_pem,
-                &self.server_key_pem,
-            ))
-            .client_ca_root(Certificate::from_pem(&self.root_pem))
-            .client_auth_optional(true)
+    /// TLS for everything this server serves, for its own accept loop
+    /// (`limits::tls_incoming`). Client certificates are optional at the
+    /// TLS layer (operators use bearer tokens); the auth layer decides per
+    /// call what a caller must present.
+    pub fn acceptor(&self) -> Result<TlsAcceptor, ServerError> {
+        let bad = |e: String| ServerError::FailedPrecondition(format!("TLS setup: {e}"));
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let chain = CertificateDer::pem_slice_iter(self.server_cert_pem.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| bad(format!("{SERVER_CERT}: {e}")))?;
+        let key = PrivateKeyDer::from_pem_slice(self.server_key_pem.as_bytes())
+            .map_err(|e| bad(format!("{SERVER_KEY}: {e}")))?;
+        let mut roots = rustls::RootCertStore::empty();
+        for ca in CertificateDer::pem_slice_iter(self.root_pem.as_bytes()) {
+            let ca = ca.map_err(|e| bad(format!("{CA_CERT}: {e}")))?;
+            roots.add(ca).map_err(|e| bad(format!("{CA_CERT}: {e}")))?;
+        }
+        let clients = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            Arc::new(roots),
+            provider.clone(),
+        )
+        .allow_unauthenticated()
+        .build()
+        .map_err(|e| bad(e.to_string()))?;
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| bad(e.to_string()))?
+            .with_client_cert_verifier(clients)
+            .with_single_cert(chain, key)
+            .map_err(|e| bad(e.to_string()))?;
+        // gRPC, and HTTP/1.1 for plain HTTPS downloads (curl in the installer).
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Ok(TlsAcceptor::from(Arc::new(config)))
     }
 
     /// TLS for calls to other servers: verify them against the cluster CA

@@ -9,6 +9,7 @@ pub mod command;
 pub mod duration;
 pub mod error;
 pub mod event;
+pub mod limits;
 pub mod request;
 pub mod resources;
 pub mod service;

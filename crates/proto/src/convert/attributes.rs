@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use berth_types::{validate, FieldError};
+use berth_types::{limits, validate, FieldError};
 
 use crate::pb;
 
@@ -33,6 +33,7 @@ pub fn attributes_from_wire(attributes: &[pb::Attribute]) -> BTreeMap<String, St
 pub fn checked_attributes_from_wire(
     attributes: &[pb::Attribute],
 ) -> Result<BTreeMap<String, String>, FieldError> {
+    limits::check_count("attributes", attributes.len(), limits::MAX_ATTRIBUTES)?;
     for (i, a) in attributes.iter().enumerate() {
         validate::check_attribute(i, &a.name, &a.value)?;
     }

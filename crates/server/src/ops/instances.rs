@@ -3,9 +3,9 @@
 
 use std::collections::BTreeMap;
 
-use berth_types::{Command, CommandOutput, InstanceView};
+use berth_types::{limits, Command, CommandOutput, InstanceView};
 
-use super::{invalid, unexpected, Ops};
+use super::{check_len, invalid, unexpected, Ops};
 use crate::api::now_ms;
 use crate::error::ServerError;
 
@@ -54,6 +54,7 @@ impl Ops {
     }
 
     pub async fn deregister_instance(&self, id: String) -> Result<InstanceView, ServerError> {
+        check_len("id", &id, limits::MAX_ID_LEN)?;
         let instance = self
             .instance_command(Command::DeregisterInstance {
                 instance_id: id,
@@ -70,6 +71,7 @@ impl Ops {
         id: String,
         draining: bool,
     ) -> Result<InstanceView, ServerError> {
+        check_len("id", &id, limits::MAX_ID_LEN)?;
         let instance = self
             .instance_command(Command::SetInstanceDraining {
                 instance_id: id,
@@ -85,6 +87,7 @@ impl Ops {
         id: String,
         attributes: BTreeMap<String, String>,
     ) -> Result<InstanceView, ServerError> {
+        check_len("id", &id, limits::MAX_ID_LEN)?;
         if attributes.is_empty() {
             return Err(invalid("attributes", "give at least one NAME=VALUE"));
         }
@@ -100,8 +103,13 @@ impl Ops {
         id: String,
         names: Vec<String>,
     ) -> Result<InstanceView, ServerError> {
+        check_len("id", &id, limits::MAX_ID_LEN)?;
         if names.is_empty() {
             return Err(invalid("names", "give at least one attribute name"));
+        }
+        limits::check_count("names", names.len(), limits::MAX_ATTRIBUTES)?;
+        for (i, name) in names.iter().enumerate() {
+            check_len(&format!("names[{i}]"), name, 128)?;
         }
         self.instance_command(Command::DeleteInstanceAttributes {
             instance_id: id,

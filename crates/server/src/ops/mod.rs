@@ -39,10 +39,7 @@ fn unexpected(output: CommandOutput) -> ServerError {
     ServerError::Internal(format!("unexpected command output {output:?}"))
 }
 
-/// An optional string a person gave, bounded.
+/// A string a person gave, bounded (see `berth_types::limits`).
 fn check_len(field: &str, value: &str, max: usize) -> Result<(), ServerError> {
-    if value.len() > max {
-        return Err(invalid(field, format!("must be at most {max} characters")));
-    }
-    Ok(())
+    berth_types::limits::check_len(field, value, max).map_err(|e| ServerError::Invalid(e.into()))
 }

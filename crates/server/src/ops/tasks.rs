@@ -1,5 +1,6 @@
 //! RunTask, StartTask, StopTask, ListTasks, DescribeTask.
 
+use berth_types::limits;
 use berth_types::task::parse_override;
 use berth_types::{
     Command, CommandOutput, RunTaskInput, RunTasks, StartTaskInput, Task, TaskFilter, TaskLaunch,
@@ -44,6 +45,9 @@ fn run_command(
     )?;
     if launch.overrides.len() > 100 {
         return Err(invalid("overrides", "at most 100 overrides"));
+    }
+    for (i, o) in launch.overrides.iter().enumerate() {
+        check_len(&format!("overrides[{i}]"), o, limits::MAX_OVERRIDE_LEN)?;
     }
     let overrides = launch
         .overrides
@@ -126,8 +130,8 @@ impl Ops {
     }
 
     pub async fn stop_task(&self, id: String, reason: String) -> Result<Task, ServerError> {
-        check_len("reason", &reason, 1024)?;
-        check_len("id", &id, 128)?;
+        check_len("reason", &reason, limits::MAX_REASON_LEN)?;
+        check_len("id", &id, limits::MAX_ID_LEN)?;
         let output = self
             .node
             .write(Command::StopTask {

@@ -173,13 +173,11 @@ impl State {
         self.instance_output(&instance_id)
     }
 
-    /// Checks an activation and, only if every check passes, consumes one
-    /// registration and records the instance: a refused registration never
-    /// decrements anything.
-    pub(super) fn register_instance(
-        &mut self,
-        r: Registration,
-    ) -> Result<CommandOutput, StateError> {
+    /// The activation `r` uses, if it may register now: known, with the
+    /// right secret, not revoked, expired or used up, for the expected
+    /// cluster. Servers also call this on their applied state before
+    /// proposing, so a bad token costs no Raft entry.
+    pub fn check_registration(&self, r: &Registration) -> Result<&Activation, StateError> {
         let refuse = |why: String| Err(StateError::FailedPrecondition(why));
         let Some(activation) = self.activations.get(&r.activation_id) else {
             return refuse("the activation token is not valid: unknown activation id".into());
@@ -216,6 +214,17 @@ impl State {
         if !self.clusters.contains_key(&activation.cluster) {
             return refuse(format!("cluster {:?} no longer exists", activation.cluster));
         }
+        Ok(activation)
+    }
+
+    /// Checks an activation and, only if every check passes, consumes one
+    /// registration and records the instance: a refused registration never
+    /// decrements anything.
+    pub(super) fn register_instance(
+        &mut self,
+        r: Registration,
+    ) -> Result<CommandOutput, StateError> {
+        let activation = self.check_registration(&r)?;
         let cluster = activation.cluster.clone();
         // A known, still-active instance of the same cluster keeps its id; a
         // deregistered one never comes back under its old identity.
