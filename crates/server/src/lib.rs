@@ -134,7 +134,8 @@ impl Server {
         let peers = Arc::new(network::Peers::new(pki.peer_tls()));
         let session_events = sm.reader().subscribe_events();
         let controller_events = sm.reader().subscribe_events();
-        let node = BerthNode::start(&config, log.clone(), sm, peers).await?;
+        let transport: Arc<dyn network::Transport> = peers.clone();
+        let node = BerthNode::start(&config, log.clone(), sm, peers, transport).await?;
         let hub = session::SessionHub::new(node.clone(), options.session);
         tokio::spawn(hub.clone().route_events(session_events));
         tokio::spawn(hub.clone().write_reports());

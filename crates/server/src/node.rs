@@ -3,13 +3,17 @@
 //! follower) and `read_barrier` (linearizable reads on any server).
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use berth_proto::pb;
 use berth_store::rpc::{CheckIsLeaderError, ClientWriteError};
-use berth_store::{LogStore, NodeId, Raft, RaftMetrics, Request, StateMachineStore, StateReader};
-use berth_types::{Command, CommandOutput, ServerRole, StateError};
+use berth_store::{
+    Batch, BatchId, BatchOutcome, LogStore, NodeId, Raft, RaftMetrics, Request, StateMachineStore,
+    StateReader,
+};
+use berth_types::{Command, CommandOutput, ServerRole};
 use openraft::error::RaftError;
 use openraft::{BasicNode, ChangeMembers, ServerState};
 use serde::{Deserialize, Serialize};
@@ -17,7 +21,7 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio::time::Instant;
 
 use crate::error::ServerError;
-use crate::network::{decode, encode, is_connect_failure, Network, Peers};
+use crate::network::{decode, encode, CallError, Network, PeerRpc, Peers, Transport};
 
 /// Commands per Raft entry at most; keeps entries well under the message
 /// size limit while amortising fsync and replication over many writes.
@@ -25,8 +29,10 @@ const MAX_BATCH: usize = 256;
 /// Entries proposed concurrently by one server's batcher.
 const MAX_BATCHES_IN_FLIGHT: usize = 4;
 const LEADER_POLL: Duration = Duration::from_millis(50);
+/// The least a forward waits for the leader's answer before sending again.
+const MIN_FORWARD_ATTEMPT: Duration = Duration::from_millis(500);
 
-pub type CommandResult = Result<CommandOutput, StateError>;
+pub use berth_store::CommandResult;
 
 #[derive(Debug, Clone)]
 pub struct NodeConfig {
@@ -67,7 +73,8 @@ impl NodeConfig {
 /// A forwarded write's outcome as the leader reports it.
 #[derive(Debug, Serialize, Deserialize)]
 pub enum ForwardReply {
-    Applied(Vec<CommandResult>),
+    /// One outcome per forwarded batch.
+    Applied(Vec<BatchOutcome>),
     /// The receiver is not the leader: nothing was proposed.
     NotLeader,
     Failed(String),
@@ -75,11 +82,28 @@ pub enum ForwardReply {
 
 type BarrierWaiter = oneshot::Sender<Result<(), ServerError>>;
 
-/// Commands that must land in the same Raft entry: one API write, or a
-/// batch a follower forwarded (all of it applied, or none).
+/// Commands that must land in the same Raft entry: one API write, or the
+/// batches a follower forwarded (each applied whole, or not at all).
 struct Proposal {
-    commands: Vec<Command>,
-    reply: oneshot::Sender<Result<Vec<CommandResult>, ServerError>>,
+    work: Work,
+    /// One outcome per batch: a local write has one (its own commands).
+    reply: oneshot::Sender<Result<Vec<BatchOutcome>, ServerError>>,
+}
+
+enum Work {
+    /// Commands of this server's callers; the batcher gives them an id.
+    Local(Vec<Command>),
+    /// Batches from another server, with that server's ids.
+    Forwarded(Vec<Batch>),
+}
+
+impl Work {
+    fn commands(&self) -> usize {
+        match self {
+            Work::Local(commands) => commands.len(),
+            Work::Forwarded(batches) => batches.iter().map(|b| b.commands.len()).sum(),
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -93,6 +117,10 @@ struct Inner {
     raft: Raft,
     state: StateReader,
     peers: Arc<Peers>,
+    transport: Arc<dyn Transport>,
+    /// Random per process, so that batch ids never repeat across restarts.
+    session: u64,
+    next_seq: AtomicU64,
     proposals: mpsc::Sender<Proposal>,
     barriers: mpsc::UnboundedSender<BarrierWaiter>,
     request_timeout: Duration,
@@ -104,11 +132,12 @@ impl BerthNode {
         log: LogStore,
         sm: StateMachineStore,
         peers: Arc<Peers>,
+        transport: Arc<dyn Transport>,
     ) -> Result<Self, ServerError> {
         let raft_config = Arc::new(config.raft_config()?);
         let state = sm.reader();
         let network = Network {
-            peers: peers.clone(),
+            transport: transport.clone(),
         };
         let raft = Raft::new(config.node_id, raft_config, network, log, sm)
             .await
@@ -122,6 +151,9 @@ impl BerthNode {
                 raft,
                 state,
                 peers,
+                transport,
+                session: rand::random(),
+                next_seq: AtomicU64::new(0),
                 proposals: tx,
                 barriers: barrier_tx,
                 request_timeout: config.request_timeout,
@@ -152,6 +184,17 @@ impl BerthNode {
         &self.inner.peers
     }
 
+    pub fn transport(&self) -> &Arc<dyn Transport> {
+        &self.inner.transport
+    }
+
+    fn next_batch_id(&self) -> BatchId {
+        BatchId {
+            session: self.inner.session,
+            seq: self.inner.next_seq.fetch_add(1, Ordering::Relaxed),
+        }
+    }
+
     pub fn metrics(&self) -> RaftMetrics {
         self.inner.raft.metrics().borrow().clone()
     }
@@ -178,38 +221,73 @@ impl BerthNode {
 
     /// Proposes one command; concurrent callers share Raft entries.
     pub async fn write(&self, command: Command) -> Result<CommandOutput, ServerError> {
-        let mut results = self.propose(vec![command]).await?;
-        match results.pop() {
-            Some(result) if results.is_empty() => Ok(result?),
+        let mut outcomes = self.propose(Work::Local(vec![command])).await?;
+        let results = match outcomes.pop() {
+            Some(outcome) if outcomes.is_empty() => outcome.into_results().ok_or_else(|| {
+                ServerError::OutcomeUnknown(
+                    "the write was retried too late to tell whether it was applied".into(),
+                )
+            })?,
+            _ => {
+                return Err(ServerError::OutcomeUnknown(
+                    "the leader returned no result for the write".into(),
+                ))
+            }
+        };
+        match <[CommandResult; 1]>::try_from(results) {
+            Ok([result]) => Ok(result?),
+            Err(_) => Err(ServerError::OutcomeUnknown(
+                "the leader returned no result for the write".into(),
+            )),
+        }
+    }
+
+    /// Queues work for the batcher, which puts it in one entry together
+    /// with whatever else is waiting.
+    async fn propose(&self, work: Work) -> Result<Vec<BatchOutcome>, ServerError> {
+        let (reply, rx) = oneshot::channel();
+        self.inner
+            .proposals
+            .send(Proposal { work, reply })
+            .await
+            .map_err(|_| ServerError::ShuttingDown)?;
+        rx.await.map_err(|_| ServerError::ShuttingDown)?
+    }
+
+    /// Proposes `commands` as one batch in an entry of their own (all
+    /// applied, or none), here or on the leader.
+    pub async fn write_batch(
+        &self,
+        commands: Vec<Command>,
+    ) -> Result<Vec<CommandResult>, ServerError> {
+        let batch = Batch {
+            id: Some(self.next_batch_id()),
+            commands,
+        };
+        let mut outcomes = self.write_batches(vec![batch]).await?;
+        match outcomes.pop() {
+            Some(outcome) if outcomes.is_empty() => outcome.into_results().ok_or_else(|| {
+                ServerError::OutcomeUnknown(
+                    "the write was retried too late to tell whether it was applied".into(),
+                )
+            }),
             _ => Err(ServerError::OutcomeUnknown(
                 "the leader returned no result for the write".into(),
             )),
         }
     }
 
-    /// Queues commands for the batcher, which puts them in one entry
-    /// together with whatever else is waiting.
-    async fn propose(&self, commands: Vec<Command>) -> Result<Vec<CommandResult>, ServerError> {
-        let (reply, rx) = oneshot::channel();
-        self.inner
-            .proposals
-            .send(Proposal { commands, reply })
-            .await
-            .map_err(|_| ServerError::ShuttingDown)?;
-        rx.await.map_err(|_| ServerError::ShuttingDown)?
-    }
-
-    /// Proposes a batch as one entry, here or on the leader. Retries only
-    /// where nothing can have been applied, so a retry never duplicates.
-    pub async fn write_batch(
-        &self,
-        commands: Vec<Command>,
-    ) -> Result<Vec<CommandResult>, ServerError> {
+    /// Proposes batches as one entry, here or on the leader; one outcome per
+    /// batch. A forward that fails where the leader may have acted is sent
+    /// again under the same batch ids (the state machine applies an id
+    /// once), until the request timeout.
+    async fn write_batches(&self, batches: Vec<Batch>) -> Result<Vec<BatchOutcome>, ServerError> {
         let deadline = Instant::now() + self.inner.request_timeout;
-        let request = Request::new(commands);
+        let request = Request::batches(batches);
+        let mut unknown: Option<String> = None;
         loop {
             let forward_to = match self.inner.raft.client_write(request.clone()).await {
-                Ok(response) => return Ok(response.data.results),
+                Ok(response) => return Ok(response.data.outcomes),
                 Err(RaftError::APIError(ClientWriteError::ForwardToLeader(fwd))) => fwd
                     .leader_id
                     .zip(fwd.leader_node)
@@ -218,64 +296,87 @@ impl BerthNode {
                 Err(RaftError::Fatal(_)) => return Err(ServerError::ShuttingDown),
             };
             if let Some((leader, node)) = forward_to {
-                match self.forward(&node.addr, &request.commands).await {
-                    Ok(Some(results)) => return Ok(results),
-                    Ok(None) => tracing::debug!(leader, "forward target is no longer leader"),
-                    Err(e) => return Err(e),
+                // Short enough to leave time for a repeat (which the batch
+                // ids make safe) within the request timeout.
+                let attempt = (self.inner.request_timeout / 4)
+                    .max(MIN_FORWARD_ATTEMPT)
+                    .min(deadline.saturating_duration_since(Instant::now()))
+                    .max(Duration::from_millis(1));
+                match self.forward(&node.addr, &request.batches, attempt).await {
+                    Ok(Some(outcomes)) => return Ok(outcomes),
+                    Ok(None) => tracing::debug!(leader, "forward not accepted; nothing applied"),
+                    Err(e) => {
+                        tracing::info!(leader, error = %e, "forwarded write's outcome unknown; sending it again under the same batch ids");
+                        unknown = Some(e);
+                    }
                 }
             }
             if Instant::now() >= deadline {
-                return Err(ServerError::NoLeader(
-                    "gave up waiting for a leader to accept the write".into(),
-                ));
+                return Err(match unknown {
+                    Some(e) => ServerError::OutcomeUnknown(format!(
+                        "forwarding to the leader failed and no retry got an answer in time: {e}"
+                    )),
+                    None => ServerError::NoLeader(
+                        "gave up waiting for a leader to accept the write".into(),
+                    ),
+                });
             }
             tokio::time::sleep(LEADER_POLL).await;
         }
     }
 
-    /// `Ok(None)` means the write was certainly not applied (not sent, or the
-    /// target was not leader) and may be retried.
+    /// `Ok(None)`: certainly not applied (not sent, or the target was not
+    /// leader). `Err`: the leader may have applied it.
     async fn forward(
         &self,
         leader_addr: &str,
-        commands: &[Command],
-    ) -> Result<Option<Vec<CommandResult>>, ServerError> {
-        let mut client = self
+        batches: &[Batch],
+        timeout: Duration,
+    ) -> Result<Option<Vec<BatchOutcome>>, String> {
+        let data = encode(&batches).map_err(|e| format!("encoding the batches: {e}"))?;
+        let reply = self
             .inner
-            .peers
-            .raft_client(leader_addr)
-            .map_err(ServerError::Internal)?;
-        let data = encode(&commands).map_err(ServerError::internal)?;
-        let mut request = tonic::Request::new(pb::RaftPayload { data });
-        request.set_timeout(self.inner.request_timeout);
-        match client.forward(request).await {
-            Ok(reply) => match decode::<ForwardReply>(&reply.into_inner().data) {
-                Ok(ForwardReply::Applied(results)) => Ok(Some(results)),
+            .transport
+            .call(leader_addr, PeerRpc::Forward, data, timeout)
+            .await;
+        match reply {
+            Ok(bytes) => match decode::<ForwardReply>(&bytes) {
+                Ok(ForwardReply::Applied(outcomes)) if outcomes.len() == batches.len() => {
+                    Ok(Some(outcomes))
+                }
+                Ok(ForwardReply::Applied(outcomes)) => Err(format!(
+                    "the leader returned {} outcomes for {} batches",
+                    outcomes.len(),
+                    batches.len()
+                )),
                 Ok(ForwardReply::NotLeader) => Ok(None),
-                Ok(ForwardReply::Failed(e)) => Err(ServerError::OutcomeUnknown(e)),
-                Err(e) => Err(ServerError::OutcomeUnknown(format!(
-                    "bad reply from leader: {e}"
-                ))),
+                Ok(ForwardReply::Failed(e)) => Err(e),
+                Err(e) => Err(format!("bad reply from the leader: {e}")),
             },
-            Err(status) if is_connect_failure(&status) => Ok(None),
-            Err(status) => Err(ServerError::OutcomeUnknown(format!(
-                "forwarding to the leader at {leader_addr} failed: {}",
-                status.message()
-            ))),
+            Err(CallError::NotSent(e)) => {
+                tracing::debug!(%leader_addr, error = %e, "forward not sent");
+                Ok(None)
+            }
+            Err(CallError::Unknown(e)) => Err(format!(
+                "forwarding to the leader at {leader_addr} failed: {e}"
+            )),
         }
     }
 
-    /// Serves a write forwarded by a follower. It goes through this
-    /// server's batcher, so forwarded batches share entries with each other
-    /// and with local writes, but stays whole in one entry. A server that is
-    /// not leader says so rather than forwarding it further.
-    pub async fn accept_forwarded(&self, commands: Vec<Command>) -> ForwardReply {
+    /// Serves batches forwarded by a follower. They go through this server's
+    /// batcher, so they share entries with each other and with local writes,
+    /// but stay whole in one entry. A server that is not leader says so
+    /// rather than forwarding them further.
+    pub async fn accept_forwarded(&self, batches: Vec<Batch>) -> ForwardReply {
         if !self.is_leader() {
             return ForwardReply::NotLeader;
         }
-        // The batcher hands every proposal exactly one result per command.
-        match self.propose(commands).await {
-            Ok(results) => ForwardReply::Applied(results),
+        let count = batches.len();
+        match self.propose(Work::Forwarded(batches)).await {
+            Ok(outcomes) if outcomes.len() == count => ForwardReply::Applied(outcomes),
+            Ok(outcomes) => {
+                ForwardReply::Failed(format!("{} outcomes for {count} batches", outcomes.len()))
+            }
             Err(e) => ForwardReply::Failed(e.to_string()),
         }
     }
@@ -340,18 +441,18 @@ impl BerthNode {
     }
 
     async fn leader_read_index(&self, leader_addr: &str) -> Result<u64, ServerError> {
-        let mut client = self
+        let reply = self
             .inner
-            .peers
-            .raft_client(leader_addr)
-            .map_err(ServerError::Internal)?;
-        let mut request = tonic::Request::new(pb::ReadIndexRequest {});
-        request.set_timeout(self.inner.request_timeout);
-        let reply = client
-            .read_index(request)
+            .transport
+            .call(
+                leader_addr,
+                PeerRpc::ReadIndex,
+                Vec::new(),
+                self.inner.request_timeout,
+            )
             .await
-            .map_err(|s| ServerError::Unavailable(s.message().to_string()))?;
-        Ok(reply.into_inner().read_index)
+            .map_err(|e| ServerError::Unavailable(e.to_string()))?;
+        decode(&reply).map_err(|e| ServerError::Unavailable(format!("bad read index: {e}")))
     }
 
     /// The index a follower must reach before reading (leader side).
@@ -542,8 +643,8 @@ async fn barrier_loop(node: BerthNode, mut rx: mpsc::UnboundedReceiver<BarrierWa
     }
 }
 
-/// Collects proposals into batches and proposes a few batches at a time.
-/// A proposal is never split: one that does not fit waits for the next batch.
+/// Collects proposals into entries and proposes a few entries at a time.
+/// A proposal is never split: one that does not fit waits for the next entry.
 async fn batch_loop(node: BerthNode, mut rx: mpsc::Receiver<Proposal>) {
     let in_flight = Arc::new(Semaphore::new(MAX_BATCHES_IN_FLIGHT));
     let mut carried: Option<Proposal> = None;
@@ -559,40 +660,132 @@ async fn batch_loop(node: BerthNode, mut rx: mpsc::Receiver<Proposal>) {
             return;
         };
         // While waiting for a permit more proposals queued up; take them.
-        let (batch, size, left_over) = fill_batch(first, &mut rx, MAX_BATCH);
+        let (proposals, _, left_over) = fill_batch(first, &mut rx, MAX_BATCH);
         carried = left_over;
         let node = node.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            let mut commands = Vec::with_capacity(size);
-            let mut replies = Vec::with_capacity(batch.len());
-            for proposal in batch {
-                replies.push((proposal.reply, proposal.commands.len()));
-                commands.extend(proposal.commands);
-            }
-            match node.write_batch(commands).await {
-                Ok(results) if results.len() == size => {
-                    let mut results = results.into_iter();
-                    for (reply, count) in replies {
-                        let _ = reply.send(Ok(results.by_ref().take(count).collect()));
-                    }
-                }
-                Ok(results) => {
+            let (batches, routes) = assemble(proposals, || node.next_batch_id());
+            let count = batches.len();
+            match node.write_batches(batches).await {
+                Ok(outcomes) if outcomes.len() == count => deliver(routes, outcomes),
+                Ok(outcomes) => {
                     let e = format!(
-                        "leader returned {} results for {size} commands",
-                        results.len()
+                        "leader returned {} outcomes for {count} batches",
+                        outcomes.len()
                     );
-                    for (reply, _) in replies {
-                        let _ = reply.send(Err(ServerError::OutcomeUnknown(e.clone())));
+                    for route in routes {
+                        let _ = route
+                            .reply()
+                            .send(Err(ServerError::OutcomeUnknown(e.clone())));
                     }
                 }
                 Err(e) => {
-                    for (reply, _) in replies {
-                        let _ = reply.send(Err(e.clone()));
+                    for route in routes {
+                        let _ = route.reply().send(Err(e.clone()));
                     }
                 }
             }
         });
+    }
+}
+
+type Reply = oneshot::Sender<Result<Vec<BatchOutcome>, ServerError>>;
+
+/// Where a proposal's outcomes are in the entry's.
+enum Route {
+    /// The next `count` commands of the local batch (the last one).
+    Local { reply: Reply, count: usize },
+    /// `count` whole batches from `first`.
+    Forwarded {
+        reply: Reply,
+        first: usize,
+        count: usize,
+    },
+}
+
+impl Route {
+    fn reply(self) -> Reply {
+        match self {
+            Route::Local { reply, .. } | Route::Forwarded { reply, .. } => reply,
+        }
+    }
+}
+
+/// The entry's batches: forwarded ones as they came, then one batch with a
+/// fresh id holding every local proposal's commands.
+fn assemble(
+    proposals: Vec<Proposal>,
+    new_id: impl FnOnce() -> BatchId,
+) -> (Vec<Batch>, Vec<Route>) {
+    let mut batches = Vec::new();
+    let mut local = Vec::new();
+    let mut routes = Vec::with_capacity(proposals.len());
+    for Proposal { work, reply } in proposals {
+        match work {
+            Work::Local(commands) => {
+                routes.push(Route::Local {
+                    reply,
+                    count: commands.len(),
+                });
+                local.extend(commands);
+            }
+            Work::Forwarded(forwarded) => {
+                routes.push(Route::Forwarded {
+                    reply,
+                    first: batches.len(),
+                    count: forwarded.len(),
+                });
+                batches.extend(forwarded);
+            }
+        }
+    }
+    if routes.iter().any(|r| matches!(r, Route::Local { .. })) {
+        batches.push(Batch {
+            id: Some(new_id()),
+            commands: local,
+        });
+    }
+    (batches, routes)
+}
+
+/// Hands every proposal its outcomes.
+fn deliver(routes: Vec<Route>, mut outcomes: Vec<BatchOutcome>) {
+    let has_local = routes.iter().any(|r| matches!(r, Route::Local { .. }));
+    let local = if has_local { outcomes.pop() } else { None };
+    // The local batch's results, split among its proposals in order.
+    let (repeated, mut local_results) = match local {
+        Some(BatchOutcome::Applied(r)) => (false, Some(r.into_iter())),
+        Some(BatchOutcome::Repeated(r)) => (true, Some(r.into_iter())),
+        Some(BatchOutcome::Expired) | None => (false, None),
+    };
+    for route in routes {
+        match route {
+            Route::Local { reply, count, .. } => {
+                let outcome = match local_results.as_mut() {
+                    Some(results) => {
+                        let mine: Vec<_> = results.by_ref().take(count).collect();
+                        if repeated {
+                            BatchOutcome::Repeated(mine)
+                        } else {
+                            BatchOutcome::Applied(mine)
+                        }
+                    }
+                    None => BatchOutcome::Expired,
+                };
+                let _ = reply.send(Ok(vec![outcome]));
+            }
+            Route::Forwarded {
+                reply,
+                first,
+                count,
+            } => {
+                let mine = outcomes.get(first..first + count).map(<[_]>::to_vec);
+                let _ = reply.send(mine.ok_or_else(|| {
+                    ServerError::OutcomeUnknown("outcomes missing for forwarded batches".into())
+                }));
+            }
+        }
     }
 }
 
@@ -604,12 +797,12 @@ fn fill_batch(
     rx: &mut mpsc::Receiver<Proposal>,
     max: usize,
 ) -> (Vec<Proposal>, usize, Option<Proposal>) {
-    let mut size = first.commands.len();
+    let mut size = first.work.commands();
     let mut batch = vec![first];
     while size < max {
         match rx.try_recv() {
-            Ok(p) if size + p.commands.len() <= max => {
-                size += p.commands.len();
+            Ok(p) if size + p.work.commands() <= max => {
+                size += p.work.commands();
                 batch.push(p);
             }
             Ok(p) => return (batch, size, Some(p)),
@@ -626,17 +819,19 @@ mod tests {
     fn proposal(commands: usize) -> Proposal {
         let (reply, _) = oneshot::channel();
         Proposal {
-            commands: (0..commands)
-                .map(|i| Command::DeleteCluster {
-                    name: format!("c{i}"),
-                })
-                .collect(),
+            work: Work::Local(
+                (0..commands)
+                    .map(|i| Command::DeleteCluster {
+                        name: format!("c{i}"),
+                    })
+                    .collect(),
+            ),
             reply,
         }
     }
 
     fn sizes(batch: &[Proposal]) -> Vec<usize> {
-        batch.iter().map(|p| p.commands.len()).collect()
+        batch.iter().map(|p| p.work.commands()).collect()
     }
 
     #[tokio::test]

@@ -6,6 +6,7 @@
 //! log, vote and state machine durable together.
 
 mod codec;
+pub mod dedup;
 mod keys;
 mod log_store;
 mod snapshot_file;
@@ -17,41 +18,54 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use berth_types::{Command, CommandOutput, StateError};
+use berth_types::Command;
 
+pub use dedup::{Batch, BatchId, BatchOutcome, CommandResult};
 pub use log_store::LogStore;
 pub use state_machine::{StateMachineStore, StateReader};
 
-/// The payload of one Raft entry: every command a proposer batched together.
-/// Batching amortises one fsync and one replication round over many writes.
+/// The payload of one Raft entry: every batch a proposer put together.
+/// Batching amortises one fsync and one replication round over many writes;
+/// each batch keeps its own id so that a retried one is applied once (see
+/// [`dedup`]).
 ///
-/// The commands are shared, not owned: openraft reads every entry back once
+/// The batches are shared, not owned: openraft reads every entry back once
 /// to apply it and once per follower to replicate it, and a proposer keeps
 /// them for a retry, so cloning an entry must not copy its commands. On disk
-/// and on the wire this is the same as a plain `Vec<Command>`.
+/// and on the wire this is the same as a plain `Vec<Batch>`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Request {
-    pub commands: Arc<Vec<Command>>,
+    pub batches: Arc<Vec<Batch>>,
 }
 
 impl Request {
+    /// One batch without an id (applied however often it is proposed).
     pub fn new(commands: Vec<Command>) -> Self {
+        Self::batches(vec![Batch { id: None, commands }])
+    }
+
+    pub fn batches(batches: Vec<Batch>) -> Self {
         Self {
-            commands: Arc::new(commands),
+            batches: Arc::new(batches),
         }
     }
 }
 
 impl std::fmt::Display for Request {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Request({} commands)", self.commands.len())
+        let commands: usize = self.batches.iter().map(|b| b.commands.len()).sum();
+        write!(
+            f,
+            "Request({} batches, {commands} commands)",
+            self.batches.len()
+        )
     }
 }
 
-/// One result per command of the entry, in order.
+/// One outcome per batch of the entry, in order.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Response {
-    pub results: Vec<Result<CommandOutput, StateError>>,
+    pub outcomes: Vec<BatchOutcome>,
 }
 
 openraft::declare_raft_types!(
@@ -110,15 +124,16 @@ pub enum StoreError {
     },
     #[error("snapshot file {path} is damaged ({reason}); remove this server's data dir and re-add it to the cluster so that it receives a fresh snapshot")]
     SnapshotCorrupt { path: String, reason: String },
-    #[error("{what} is in Berth data format {found}, and this berthd reads format {} only (format 1 came from builds before services); run the version that wrote it, or move this server's data dir aside and re-add the server to the cluster (berth server add) so it receives a snapshot", DATA_FORMAT)]
+    #[error("{what} is in Berth data format {found}, and this berthd reads format {} only (format 1 came from builds before services, format 2 from builds before forwarded writes were de-duplicated); run the version that wrote it, or move this server's data dir aside and re-add the server to the cluster (berth server add) so it receives a snapshot", DATA_FORMAT)]
     Format { what: String, found: u32 },
 }
 
 /// The layout of every command in the log and of the state in snapshots.
 /// bincode is positional, so any change to a stored type is a new format:
 /// bump this, and the golden-bytes test in `berth-types` will insist.
-/// Format 1 (no marker) had no services.
-pub const DATA_FORMAT: u32 = 2;
+/// Format 1 (no marker) had no services; format 2 had no batch ids and no
+/// de-duplication window.
+pub const DATA_FORMAT: u32 = 3;
 
 /// Refuses a data dir written in another format; marks a new one.
 fn check_format(db: &sled::Db, db_dir: &Path) -> Result<(), StoreError> {
