@@ -124,6 +124,11 @@ struct Inner {
     proposals: mpsc::Sender<Proposal>,
     barriers: mpsc::UnboundedSender<BarrierWaiter>,
     request_timeout: Duration,
+    /// When a quorum last acknowledged this server as leader, by its own
+    /// clock, and in which term (see `holds_lease`).
+    quorum_acked: std::sync::Mutex<Option<(u64, Instant)>>,
+    /// How long after that acknowledgement no other leader can exist.
+    lease: Duration,
 }
 
 impl BerthNode {
@@ -157,10 +162,18 @@ impl BerthNode {
                 proposals: tx,
                 barriers: barrier_tx,
                 request_timeout: config.request_timeout,
+                quorum_acked: std::sync::Mutex::new(None),
+                // Followers refuse to vote for anyone else until openraft's
+                // lease (the maximum election timeout) has passed since the
+                // leader's heartbeat reached them. The minimum leaves a
+                // quarter of it for clock rate differences and for the delay
+                // between openraft's measurement and `watch_lease` seeing it.
+                lease: Duration::from_millis(config.election_timeout_min_ms),
             }),
         };
         tokio::spawn(batch_loop(node.clone(), rx));
         tokio::spawn(barrier_loop(node.clone(), barrier_rx));
+        tokio::spawn(watch_lease(node.clone()));
         Ok(node)
     }
 
@@ -493,6 +506,29 @@ impl BerthNode {
                 .is_some_and(|id| id.leader_id.term == m.current_term)
     }
 
+    /// Whether a quorum acknowledged this server as leader (the heartbeat
+    /// it acknowledged was sent) less than the lease ago: until then no
+    /// other server can have been elected, so nothing can have been
+    /// committed that this server has not seen.
+    pub fn holds_lease(&self) -> bool {
+        let acked = *self
+            .inner
+            .quorum_acked
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let term = self.inner.raft.metrics().borrow().current_term;
+        acked.is_some_and(|(acked_term, at)| acked_term == term && at.elapsed() < self.inner.lease)
+    }
+
+    /// Whether this server's applied state is as fresh as any write
+    /// acknowledged anywhere, without asking the others: it leads, has
+    /// applied an entry of its own term, and holds its lease. A leader cut
+    /// off from the others loses this within the lease, before anyone else
+    /// can be elected.
+    pub fn can_read_locally(&self) -> bool {
+        self.has_applied_own_term() && self.holds_lease()
+    }
+
     pub fn is_leader(&self) -> bool {
         // Borrowed, not cloned: every forwarded batch asks.
         self.inner.raft.metrics().borrow().state == ServerState::Leader
@@ -623,6 +659,33 @@ pub fn server_role(state: ServerState) -> ServerRole {
         ServerState::Learner => ServerRole::Learner,
         ServerState::Candidate => ServerRole::Candidate,
         ServerState::Shutdown => ServerRole::Shutdown,
+    }
+}
+
+/// Follows openraft's metrics to know when a quorum last acknowledged this
+/// server as leader. openraft reports the age of that acknowledgement when
+/// it publishes metrics (every turn of its loop, so at least once per
+/// heartbeat round); subtracting it from the time the report is seen puts
+/// the acknowledgement a little later than it was, which the lease's margin
+/// covers.
+async fn watch_lease(node: BerthNode) {
+    let mut metrics = node.inner.raft.metrics();
+    while metrics.changed().await.is_ok() {
+        let seen = Instant::now();
+        let mark = {
+            let m = metrics.borrow_and_update();
+            match (m.state, m.millis_since_quorum_ack) {
+                (ServerState::Leader, Some(ms)) => seen
+                    .checked_sub(Duration::from_millis(ms))
+                    .map(|at| (m.current_term, at)),
+                _ => None,
+            }
+        };
+        *node
+            .inner
+            .quorum_acked
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = mark;
     }
 }
 
