@@ -14,6 +14,7 @@ pub mod network;
 pub mod node;
 pub mod ops;
 pub mod raft_service;
+pub mod rejoin;
 pub mod services_api;
 pub mod session;
 pub mod tasks_api;
@@ -27,7 +28,6 @@ use std::time::Duration;
 
 use berth_proto::pb;
 use berth_store::NodeId;
-use openraft::BasicNode;
 
 pub use error::ServerError;
 pub use node::{BerthNode, NodeConfig};
@@ -174,13 +174,13 @@ impl Server {
             });
         }
 
-        if let (true, Some(members)) = (fresh, &options.initial_cluster) {
-            let members = members
-                .iter()
-                .map(|(id, addr)| (*id, BasicNode::new(addr.clone())))
-                .collect();
-            server.node.initialize(members).await?;
-        }
+        rejoin::form_or_rejoin(
+            &server.node,
+            &options.data_dir,
+            fresh,
+            options.initial_cluster.as_ref(),
+        )
+        .await?;
         if let Some(token) = server.pki.admin_token.clone() {
             tokio::spawn(bootstrap_admin_token(server.node.clone(), token));
         }

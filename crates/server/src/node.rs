@@ -129,6 +129,9 @@ struct Inner {
     quorum_acked: std::sync::Mutex<Option<(u64, Instant)>>,
     /// How long after that acknowledgement no other leader can exist.
     lease: Duration,
+    /// Set while this server, rejoining with an empty data dir, catches up
+    /// (see `rejoin`): it neither votes nor stands for election.
+    votes_held: std::sync::atomic::AtomicBool,
 }
 
 impl BerthNode {
@@ -169,6 +172,7 @@ impl BerthNode {
                 // quarter of it for clock rate differences and for the delay
                 // between openraft's measurement and `watch_lease` seeing it.
                 lease: Duration::from_millis(config.election_timeout_min_ms),
+                votes_held: std::sync::atomic::AtomicBool::new(false),
             }),
         };
         tokio::spawn(batch_loop(node.clone(), rx));
@@ -527,6 +531,46 @@ impl BerthNode {
     /// can be elected.
     pub fn can_read_locally(&self) -> bool {
         self.has_applied_own_term() && self.holds_lease()
+    }
+
+    /// Holds this server's votes (and its candidacy) until it has followed
+    /// a leader and applied `catch_up_to`; then removes `marker`.
+    pub fn hold_votes_until(&self, catch_up_to: u64, marker: Option<std::path::PathBuf>) {
+        self.inner.votes_held.store(true, Ordering::SeqCst);
+        self.inner.raft.runtime_config().elect(false);
+        let node = self.clone();
+        tokio::spawn(async move {
+            let me = node.id();
+            let caught_up = node
+                .inner
+                .raft
+                .wait(None)
+                .metrics(
+                    |m| {
+                        m.current_leader.is_some_and(|l| l != me)
+                            && m.last_applied.is_some_and(|id| id.index >= catch_up_to)
+                    },
+                    "caught up after rejoining",
+                )
+                .await;
+            if caught_up.is_err() {
+                return; // shutting down
+            }
+            if let Some(marker) = marker {
+                if let Err(e) = std::fs::remove_file(&marker) {
+                    tracing::error!(path = %marker.display(), error = %e, "cannot remove the rejoin marker; votes stay held until it is removed and the server restarted");
+                    return;
+                }
+            }
+            node.inner.votes_held.store(false, Ordering::SeqCst);
+            node.inner.raft.runtime_config().elect(true);
+            tracing::info!(catch_up_to, "caught up after rejoining; voting again");
+        });
+    }
+
+    /// Whether vote requests are refused (see `hold_votes_until`).
+    pub fn votes_held(&self) -> bool {
+        self.inner.votes_held.load(Ordering::SeqCst)
     }
 
     pub fn is_leader(&self) -> bool {

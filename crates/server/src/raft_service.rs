@@ -16,6 +16,16 @@ fn bad_payload(e: bincode::Error) -> Status {
     Status::invalid_argument(format!("undecodable raft payload: {e}"))
 }
 
+/// A server catching up after losing its data does not vote (`rejoin`).
+fn refuse_held_vote(node: &BerthNode) -> Result<(), Status> {
+    if node.votes_held() {
+        return Err(Status::unavailable(
+            "this server rejoined with an empty data dir and does not vote until it has caught up",
+        ));
+    }
+    Ok(())
+}
+
 fn reply<T: serde::Serialize>(value: &T) -> Result<Response<pb::RaftPayload>, Status> {
     let data = encode(value).map_err(|e| Status::internal(format!("encoding reply: {e}")))?;
     Ok(Response::new(pb::RaftPayload { data }))
@@ -35,6 +45,7 @@ impl RaftService for RaftRpc {
         &self,
         request: Request<pb::RaftPayload>,
     ) -> Result<Response<pb::RaftPayload>, Status> {
+        refuse_held_vote(&self.node)?;
         let rpc = decode(&request.into_inner().data).map_err(bad_payload)?;
         reply(&self.node.raft().vote(rpc).await)
     }
@@ -82,6 +93,7 @@ pub async fn dispatch(node: &BerthNode, rpc: PeerRpc, data: &[u8]) -> Result<Vec
             encoded(&node.raft().append_entries(rpc).await)
         }
         PeerRpc::Vote => {
+            refuse_held_vote(node)?;
             let rpc = decode(data).map_err(bad_payload)?;
             encoded(&node.raft().vote(rpc).await)
         }

@@ -18,7 +18,7 @@ use berth_server::{BerthNode, NodeConfig};
 use berth_store::NodeId;
 use berth_types::{Command, ContainerDefinition, TaskDefinitionSpec};
 use futures::future::BoxFuture;
-use openraft::{BasicNode, ServerState};
+use openraft::ServerState;
 use rand::Rng;
 
 pub const HEARTBEAT_MS: u64 = 50;
@@ -255,10 +255,13 @@ impl TestCluster {
             cluster.dirs.insert(id, dir);
             cluster.boot(id).await;
         }
-        let members: BTreeMap<NodeId, BasicNode> =
-            (1..=n).map(|id| (id, BasicNode::new(addr(id)))).collect();
-        for node in cluster.nodes.values() {
-            node.initialize(members.clone()).await.unwrap();
+        // As berthd does on a first start: each asks the others, then forms
+        // the cluster (or, if it already works, catches up).
+        let members = cluster.members();
+        for (id, node) in &cluster.nodes {
+            berth_server::rejoin::form_or_rejoin(node, &cluster.dirs[id], true, Some(&members))
+                .await
+                .unwrap();
         }
         cluster.leader().await;
         cluster
@@ -293,6 +296,11 @@ impl TestCluster {
         }
         // sled's lock on the directory goes when the last handle does.
         tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    /// `--initial-cluster` of this cluster.
+    pub fn members(&self) -> BTreeMap<NodeId, String> {
+        self.dirs.keys().map(|id| (*id, addr(*id))).collect()
     }
 
     pub fn data_dir(&self, id: NodeId) -> PathBuf {
