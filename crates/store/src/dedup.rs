@@ -24,9 +24,11 @@ use berth_types::{Command, CommandOutput, StateError};
 pub type CommandResult = Result<CommandOutput, StateError>;
 
 /// Batches whose results a session keeps for repeats.
-pub const RESULTS_PER_SESSION: usize = 16;
+pub const RESULTS_PER_SESSION: usize = 64;
 /// Sessions remembered; the one that proposed least recently goes first.
-pub const MAX_SESSIONS: usize = 64;
+/// Only servers propose, each with one session per process, so a session
+/// with a retry still pending (seconds old) is never the least recent of 16.
+pub const MAX_SESSIONS: usize = 16;
 
 /// Names one batch across its retries. `session` is drawn at random when a
 /// server process starts (so a restart never reuses an id), `seq` counts that
