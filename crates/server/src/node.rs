@@ -556,6 +556,37 @@ impl BerthNode {
             if caught_up.is_err() {
                 return; // shutting down
             }
+            // Then everything the leader had committed when asked, so that
+            // a server that knew no target still votes only with a full log.
+            loop {
+                let leader = node.metrics().current_leader.and_then(|id| {
+                    node.metrics()
+                        .membership_config
+                        .membership()
+                        .get_node(&id)
+                        .map(|n| n.addr.clone())
+                });
+                let caught_up = match leader {
+                    Some(addr) => match node.leader_read_index(&addr).await {
+                        Ok(index) => node
+                            .inner
+                            .raft
+                            .wait(Some(node.inner.request_timeout))
+                            .applied_index_at_least(Some(index), "caught up with the leader")
+                            .await
+                            .is_ok(),
+                        Err(_) => false,
+                    },
+                    None => false,
+                };
+                if caught_up {
+                    break;
+                }
+                if node.inner.raft.metrics().borrow().state == ServerState::Shutdown {
+                    return;
+                }
+                tokio::time::sleep(LEADER_POLL).await;
+            }
             if let Some(marker) = marker {
                 if let Err(e) = std::fs::remove_file(&marker) {
                     tracing::error!(path = %marker.display(), error = %e, "cannot remove the rejoin marker; votes stay held until it is removed and the server restarted");

@@ -10,8 +10,11 @@
 //! a leader (it knows a leader, or has applied an entry), this server does
 //! not initialize; it refuses to vote and does not stand for election until
 //! it has followed a leader and applied at least as far as the most
-//! advanced member it asked. A marker file in the data dir keeps that state
-//! across restarts.
+//! advanced member it asked, and then the leader's commit index. A server
+//! with an empty data dir and no `--initial-cluster` (one about to be added,
+//! or a lost one started that way) also votes only once it has caught up
+//! with a leader. A marker file in the data dir keeps that state across
+//! restarts.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -122,8 +125,15 @@ pub async fn form_or_rejoin(
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(unusable(&marker, e)),
     }
-    let (true, Some(members)) = (fresh, initial_cluster) else {
+    if !fresh {
         return Ok(());
+    }
+    let Some(members) = initial_cluster else {
+        // A new server, to be added with `berth server add`, or a lost one
+        // started without its --initial-cluster: either way it has no vote
+        // to remember, and votes only once it has a full log.
+        tracing::info!("empty data dir: not voting until this server has caught up with a leader");
+        return hold(node, &marker, 0);
     };
     match decide(&probe(node, members).await) {
         Decision::Initialize => {
@@ -140,15 +150,18 @@ pub async fn form_or_rejoin(
                 applied,
                 "not initializing: the cluster in --initial-cluster exists already and this data dir is empty (a lost disk?); this server neither votes nor stands for election until it has caught up. Replace it properly: `berth server remove ID`, then `berth server add ID ADDR` (docs/operations.md)"
             );
-            let bytes = serde_json::to_vec(&Marker {
-                catch_up_to: applied,
-            })
-            .map_err(|e| unusable(&marker, e))?;
-            crate::identity::write_atomically(&marker, &bytes).map_err(|e| unusable(&marker, e))?;
-            node.hold_votes_until(applied, Some(marker));
-            Ok(())
+            hold(node, &marker, applied)
         }
     }
+}
+
+/// Holds votes until caught up to `catch_up_to` (and to the leader's
+/// commit index), recording that in `marker` first.
+fn hold(node: &BerthNode, marker: &Path, catch_up_to: u64) -> Result<(), ServerError> {
+    let bytes = serde_json::to_vec(&Marker { catch_up_to }).map_err(|e| unusable(marker, e))?;
+    crate::identity::write_atomically(marker, &bytes).map_err(|e| unusable(marker, e))?;
+    node.hold_votes_until(catch_up_to, Some(marker.to_path_buf()));
+    Ok(())
 }
 
 #[cfg(test)]

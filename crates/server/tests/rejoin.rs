@@ -111,3 +111,35 @@ async fn a_restart_before_catching_up_keeps_the_votes_held() {
     }
     assert_eq!(revisions(&node, "web"), vec![1]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_that_lost_its_data_and_starts_without_initial_cluster_votes_only_once_caught_up()
+{
+    let mut cluster = TestCluster::start(3).await;
+    let leader = cluster.leader().await;
+    for _ in 0..3 {
+        cluster.node(leader).write(register("web")).await.unwrap();
+    }
+    let lost = cluster.followers_of(leader)[0];
+    cluster.stop(lost).await;
+    std::fs::remove_dir_all(cluster.data_dir(lost)).unwrap();
+    let hold = cluster.net.add(Rule::new(&[leader], &[lost], Fault::Cut));
+    let node = cluster.boot(lost).await;
+    berth_server::rejoin::form_or_rejoin(&node, &cluster.data_dir(lost), true, None)
+        .await
+        .unwrap();
+    assert!(node.votes_held());
+    tokio::time::sleep(Duration::from_millis(3 * cluster::ELECTION_MS)).await;
+    assert!(node.votes_held());
+    assert_eq!(node.metrics().last_log_index, None);
+
+    cluster.net.remove(hold);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while node.votes_held() {
+        assert!(tokio::time::Instant::now() < deadline, "never caught up");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // It let go only with the whole log.
+    assert_eq!(revisions(&node, "web"), vec![1, 2, 3]);
+    assert_eq!(cluster.leader().await, leader);
+}
