@@ -209,6 +209,22 @@ impl Authorizer {
         )))
     }
 
+    /// Checks an `authorization` header's API token for `needed`, as every
+    /// operator call does.
+    pub async fn check_authorization(
+        &self,
+        authorization: Option<String>,
+        needed: Role,
+    ) -> Result<Caller, Status> {
+        let call = CallInfo {
+            path: String::new(),
+            authorization,
+            peer_certs: None,
+            remote: None,
+        };
+        self.check_token(&call, needed).await
+    }
+
     async fn check_token(&self, call: &CallInfo, needed: Role) -> Result<Caller, Status> {
         let header = call.authorization.as_ref().ok_or_else(|| {
             Status::unauthenticated("no API token: pass --token or set BERTH_TOKEN")
@@ -253,9 +269,11 @@ impl Authorizer {
         })
     }
 
-    /// Makes sure revocations acknowledged anywhere are visible here.
+    /// Makes sure revocations acknowledged anywhere are visible here: a
+    /// leader within its lease reads locally, anyone else passes a read
+    /// barrier (which a leader cut off from the others cannot pass).
     async fn fresh(&self) -> Result<(), Status> {
-        if self.node.has_applied_own_term() {
+        if self.node.can_read_locally() {
             return Ok(());
         }
         self.node.read_barrier().await.map_err(Status::from)

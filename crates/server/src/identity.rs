@@ -99,16 +99,28 @@ pub fn claim(options: &ServeOptions) -> Result<bool, ServerError> {
             Ok(false)
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let tmp = dir.join(format!("{FILE}.tmp"));
             let bytes = serde_json::to_vec_pretty(&wanted).map_err(|e| unusable(dir, e))?;
-            let mut file = std::fs::File::create(&tmp).map_err(|e| unusable(dir, e))?;
-            file.write_all(&bytes).map_err(|e| unusable(dir, e))?;
-            file.sync_all().map_err(|e| unusable(dir, e))?;
-            std::fs::rename(&tmp, &path).map_err(|e| unusable(dir, e))?;
+            write_atomically(&path, &bytes).map_err(|e| unusable(dir, e))?;
             Ok(true)
         }
         Err(e) => Err(unusable(dir, e)),
     }
+}
+
+/// Replaces `path` with `bytes` whole: a crash leaves the old file or the
+/// new one, never a part.
+pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = std::path::PathBuf::from(tmp);
+    let mut file = std::fs::File::create(&tmp)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -15,6 +15,7 @@ pub mod network;
 pub mod node;
 pub mod ops;
 pub mod raft_service;
+pub mod rejoin;
 pub mod services_api;
 pub mod session;
 pub mod tasks_api;
@@ -29,7 +30,6 @@ use std::time::Duration;
 
 use berth_proto::pb;
 use berth_store::NodeId;
-use openraft::BasicNode;
 
 pub use error::ServerError;
 pub use node::{BerthNode, NodeConfig};
@@ -138,7 +138,8 @@ impl Server {
         let peers = Arc::new(network::Peers::new(pki.peer_tls()));
         let session_events = sm.reader().subscribe_events();
         let controller_events = sm.reader().subscribe_events();
-        let node = BerthNode::start(&config, log.clone(), sm, peers).await?;
+        let transport: Arc<dyn network::Transport> = peers.clone();
+        let node = BerthNode::start(&config, log.clone(), sm, peers, transport).await?;
         let hub = session::SessionHub::new(node.clone(), options.session);
         tokio::spawn(hub.clone().route_events(session_events));
         tokio::spawn(hub.clone().write_reports());
@@ -178,13 +179,13 @@ impl Server {
             });
         }
 
-        if let (true, Some(members)) = (fresh, &options.initial_cluster) {
-            let members = members
-                .iter()
-                .map(|(id, addr)| (*id, BasicNode::new(addr.clone())))
-                .collect();
-            server.node.initialize(members).await?;
-        }
+        rejoin::form_or_rejoin(
+            &server.node,
+            &options.data_dir,
+            fresh,
+            options.initial_cluster.as_ref(),
+        )
+        .await?;
         if let Some(token) = server.pki.admin_token.clone() {
             tokio::spawn(bootstrap_admin_token(server.node.clone(), token));
         }

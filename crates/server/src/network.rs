@@ -1,5 +1,6 @@
-//! Raft transport over tonic: one lazily-connected, reused channel per peer.
-//! Raft messages are bincode-encoded openraft types in a `RaftPayload`.
+//! Server-to-server calls behind the [`Transport`] trait. In production:
+//! tonic, one lazily-connected, reused channel per peer, with Raft messages
+//! as bincode-encoded openraft types in a `RaftPayload`.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -9,6 +10,7 @@ use berth_proto::pb;
 use berth_proto::pb::raft_service_client::RaftServiceClient;
 use berth_store::rpc::*;
 use berth_store::{Node, NodeId, TypeConfig};
+use futures::future::BoxFuture;
 use openraft::error::{NetworkError, RPCError, RemoteError, Unreachable};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use serde::de::DeserializeOwned;
@@ -60,26 +62,112 @@ impl Peers {
     }
 }
 
-/// Whether a failed call never reached the peer (nothing was sent), as
-/// opposed to failing after the peer may have acted on it.
-pub fn is_connect_failure(status: &tonic::Status) -> bool {
-    if status.code() != tonic::Code::Unavailable {
-        return false;
-    }
+/// A server-to-server call, by what it asks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PeerRpc {
+    AppendEntries,
+    Vote,
+    InstallSnapshot,
+    /// A follower's batches for the leader to propose.
+    Forward,
+    ReadIndex,
+    NodeStatus,
+}
+
+/// Why a call to a peer failed, as far as the caller can know.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum CallError {
+    /// Connecting failed: no byte of the request reached the peer, so it
+    /// certainly did nothing.
+    #[error("not sent: {0}")]
+    NotSent(String),
+    /// The request may have reached the peer (and been acted on); the
+    /// answer is lost.
+    #[error("{0}")]
+    Unknown(String),
+}
+
+/// How servers reach each other: the gRPC channels in production, an
+/// in-memory network with fault filters in tests. Payloads are bincode
+/// (prost for `NodeStatus`), the same bytes either way.
+pub trait Transport: Send + Sync + 'static {
+    fn call(
+        &self,
+        addr: &str,
+        rpc: PeerRpc,
+        payload: Vec<u8>,
+        timeout: Duration,
+    ) -> BoxFuture<'static, Result<Vec<u8>, CallError>>;
+}
+
+/// Classifies a failed gRPC call. Only tonic's `ConnectError` (raised by
+/// its connector while opening the TCP connection or the TLS session, before
+/// any request is written) proves that nothing was sent; a reset, a timeout,
+/// a GOAWAY or an error status can all come after the peer acted.
+pub fn classify(status: &tonic::Status) -> CallError {
     let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(status);
     while let Some(e) = source {
-        let text = e.to_string();
-        if text.contains("error trying to connect")
-            || text.contains("Connection refused")
-            || text.contains("tcp connect error")
-            || text.contains("connection error")
-        {
-            return true;
+        if e.downcast_ref::<tonic::ConnectError>().is_some() {
+            return CallError::NotSent(status.message().to_string());
         }
         source = e.source();
     }
-    let message = status.message();
-    message.contains("error trying to connect") || message.contains("tcp connect error")
+    CallError::Unknown(format!("{:?}: {}", status.code(), status.message()))
+}
+
+impl Transport for Peers {
+    fn call(
+        &self,
+        addr: &str,
+        rpc: PeerRpc,
+        payload: Vec<u8>,
+        timeout: Duration,
+    ) -> BoxFuture<'static, Result<Vec<u8>, CallError>> {
+        let client = self.raft_client(addr);
+        Box::pin(async move {
+            let mut client = client.map_err(CallError::NotSent)?;
+            let call = async move {
+                let data = match rpc {
+                    PeerRpc::ReadIndex => {
+                        let mut request = tonic::Request::new(pb::ReadIndexRequest {});
+                        request.set_timeout(timeout);
+                        let reply = client.read_index(request).await?.into_inner();
+                        encode(&reply.read_index)
+                            .map_err(|e| tonic::Status::internal(e.to_string()))?
+                    }
+                    PeerRpc::NodeStatus => {
+                        let mut request = tonic::Request::new(pb::NodeStatusRequest {});
+                        request.set_timeout(timeout);
+                        prost::Message::encode_to_vec(
+                            &client.node_status(request).await?.into_inner(),
+                        )
+                    }
+                    _ => {
+                        let mut request = tonic::Request::new(pb::RaftPayload { data: payload });
+                        request.set_timeout(timeout);
+                        let reply = match rpc {
+                            PeerRpc::AppendEntries => client.append_entries(request).await?,
+                            PeerRpc::Vote => client.vote(request).await?,
+                            PeerRpc::InstallSnapshot => client.install_snapshot(request).await?,
+                            _ => client.forward(request).await?,
+                        };
+                        reply.into_inner().data
+                    }
+                };
+                Ok::<_, tonic::Status>(data)
+            };
+            // The deadline header makes the peer give up; this makes the
+            // caller give up on a peer that never answers at all.
+            match tokio::time::timeout(timeout + Duration::from_millis(250), call).await {
+                Ok(Ok(data)) => Ok(data),
+                Ok(Err(status)) => Err(classify(&status)),
+                Err(_) => Err(CallError::Unknown(format!(
+                    "no answer within {} ms",
+                    timeout.as_millis()
+                ))),
+            }
+        })
+    }
 }
 
 pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, bincode::Error> {
@@ -92,7 +180,7 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, bincode::Error> {
 
 #[derive(Clone)]
 pub struct Network {
-    pub peers: Arc<Peers>,
+    pub transport: Arc<dyn Transport>,
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
@@ -102,7 +190,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
         PeerConnection {
             target,
             addr: node.addr.clone(),
-            peers: self.peers.clone(),
+            transport: self.transport.clone(),
         }
     }
 }
@@ -110,19 +198,13 @@ impl RaftNetworkFactory<TypeConfig> for Network {
 pub struct PeerConnection {
     target: NodeId,
     addr: String,
-    peers: Arc<Peers>,
-}
-
-enum Rpc {
-    AppendEntries,
-    Vote,
-    InstallSnapshot,
+    transport: Arc<dyn Transport>,
 }
 
 impl PeerConnection {
     async fn call<Req, Resp, E>(
         &self,
-        rpc: Rpc,
+        rpc: PeerRpc,
         request: &Req,
         option: &RPCOption,
     ) -> Result<Resp, RPCError<NodeId, Node, RaftError<E>>>
@@ -131,29 +213,19 @@ impl PeerConnection {
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
-        let mut client = self
-            .peers
-            .raft_client(&self.addr)
-            .map_err(|e| RPCError::Unreachable(Unreachable::new(&std::io::Error::other(e))))?;
         let data = encode(request).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
-        let mut req = tonic::Request::new(pb::RaftPayload { data });
-        req.set_timeout(option.hard_ttl());
-        let reply = match rpc {
-            Rpc::AppendEntries => client.append_entries(req).await,
-            Rpc::Vote => client.vote(req).await,
-            Rpc::InstallSnapshot => client.install_snapshot(req).await,
-        };
-        let reply = reply.map_err(|status| {
-            if is_connect_failure(&status) {
+        let reply = self
+            .transport
+            .call(&self.addr, rpc, data, option.hard_ttl())
+            .await
+            .map_err(|e| match e {
                 // Unreachable makes openraft back off instead of hammering a
                 // server that is down.
-                RPCError::Unreachable(Unreachable::new(&status))
-            } else {
-                RPCError::Network(NetworkError::new(&status))
-            }
-        })?;
-        let result: Result<Resp, RaftError<E>> = decode(&reply.into_inner().data)
-            .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+                CallError::NotSent(_) => RPCError::Unreachable(Unreachable::new(&e)),
+                CallError::Unknown(_) => RPCError::Network(NetworkError::new(&e)),
+            })?;
+        let result: Result<Resp, RaftError<E>> =
+            decode(&reply).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
     }
 }
@@ -164,7 +236,7 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
         rpc: AppendEntriesRequest,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse, RPCError<NodeId, Node, RaftError>> {
-        self.call(Rpc::AppendEntries, &rpc, &option).await
+        self.call(PeerRpc::AppendEntries, &rpc, &option).await
     }
 
     async fn install_snapshot(
@@ -173,7 +245,7 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
         option: RPCOption,
     ) -> Result<InstallSnapshotResponse, RPCError<NodeId, Node, RaftError<InstallSnapshotError>>>
     {
-        self.call(Rpc::InstallSnapshot, &rpc, &option).await
+        self.call(PeerRpc::InstallSnapshot, &rpc, &option).await
     }
 
     async fn vote(
@@ -181,6 +253,6 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
         rpc: VoteRequest,
         option: RPCOption,
     ) -> Result<VoteResponse, RPCError<NodeId, Node, RaftError>> {
-        self.call(Rpc::Vote, &rpc, &option).await
+        self.call(PeerRpc::Vote, &rpc, &option).await
     }
 }

@@ -3,13 +3,17 @@
 //! follower) and `read_barrier` (linearizable reads on any server).
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use berth_proto::pb;
 use berth_store::rpc::{CheckIsLeaderError, ClientWriteError};
-use berth_store::{LogStore, NodeId, Raft, RaftMetrics, Request, StateMachineStore, StateReader};
-use berth_types::{Command, CommandOutput, ServerRole, StateError};
+use berth_store::{
+    Batch, BatchId, BatchOutcome, LogStore, NodeId, Raft, RaftMetrics, Request, StateMachineStore,
+    StateReader,
+};
+use berth_types::{Command, CommandOutput, ServerRole};
 use openraft::error::RaftError;
 use openraft::{BasicNode, ChangeMembers, ServerState};
 use serde::{Deserialize, Serialize};
@@ -17,7 +21,7 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio::time::Instant;
 
 use crate::error::ServerError;
-use crate::network::{decode, encode, is_connect_failure, Network, Peers};
+use crate::network::{decode, encode, CallError, Network, PeerRpc, Peers, Transport};
 
 /// Commands per Raft entry at most; keeps entries well under the message
 /// size limit while amortising fsync and replication over many writes.
@@ -29,8 +33,10 @@ pub const MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
 /// Entries proposed concurrently by one server's batcher.
 const MAX_BATCHES_IN_FLIGHT: usize = 4;
 const LEADER_POLL: Duration = Duration::from_millis(50);
+/// The least a forward waits for the leader's answer before sending again.
+const MIN_FORWARD_ATTEMPT: Duration = Duration::from_millis(500);
 
-pub type CommandResult = Result<CommandOutput, StateError>;
+pub use berth_store::CommandResult;
 
 #[derive(Debug, Clone)]
 pub struct NodeConfig {
@@ -71,7 +77,8 @@ impl NodeConfig {
 /// A forwarded write's outcome as the leader reports it.
 #[derive(Debug, Serialize, Deserialize)]
 pub enum ForwardReply {
-    Applied(Vec<CommandResult>),
+    /// One outcome per forwarded batch.
+    Applied(Vec<BatchOutcome>),
     /// The receiver is not the leader: nothing was proposed.
     NotLeader,
     Failed(String),
@@ -79,13 +86,37 @@ pub enum ForwardReply {
 
 type BarrierWaiter = oneshot::Sender<Result<(), ServerError>>;
 
-/// Commands that must land in the same Raft entry: one API write, or a
-/// batch a follower forwarded (all of it applied, or none).
+/// Commands that must land in the same Raft entry: one API write, or the
+/// batches a follower forwarded (each applied whole, or not at all).
 struct Proposal {
-    commands: Vec<Command>,
-    /// Encoded size of `commands`.
+    work: Work,
+    /// Encoded size of the work's commands.
     bytes: usize,
-    reply: oneshot::Sender<Result<Vec<CommandResult>, ServerError>>,
+    /// One outcome per batch: a local write has one (its own commands).
+    reply: oneshot::Sender<Result<Vec<BatchOutcome>, ServerError>>,
+}
+
+enum Work {
+    /// Commands of this server's callers; the batcher gives them an id.
+    Local(Vec<Command>),
+    /// Batches from another server, with that server's ids.
+    Forwarded(Vec<Batch>),
+}
+
+impl Work {
+    fn commands(&self) -> usize {
+        match self {
+            Work::Local(commands) => commands.len(),
+            Work::Forwarded(batches) => batches.iter().map(|b| b.commands.len()).sum(),
+        }
+    }
+
+    fn all_commands(&self) -> Vec<&Command> {
+        match self {
+            Work::Local(commands) => commands.iter().collect(),
+            Work::Forwarded(batches) => batches.iter().flat_map(|b| b.commands.iter()).collect(),
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -99,9 +130,21 @@ struct Inner {
     raft: Raft,
     state: StateReader,
     peers: Arc<Peers>,
+    transport: Arc<dyn Transport>,
+    /// Random per process, so that batch ids never repeat across restarts.
+    session: u64,
+    next_seq: AtomicU64,
     proposals: mpsc::Sender<Proposal>,
     barriers: mpsc::UnboundedSender<BarrierWaiter>,
     request_timeout: Duration,
+    /// When a quorum last acknowledged this server as leader, by its own
+    /// clock, and in which term (see `holds_lease`).
+    quorum_acked: std::sync::Mutex<Option<(u64, Instant)>>,
+    /// How long after that acknowledgement no other leader can exist.
+    lease: Duration,
+    /// Set while this server, rejoining with an empty data dir, catches up
+    /// (see `rejoin`): it neither votes nor stands for election.
+    votes_held: std::sync::atomic::AtomicBool,
 }
 
 impl BerthNode {
@@ -110,11 +153,12 @@ impl BerthNode {
         log: LogStore,
         sm: StateMachineStore,
         peers: Arc<Peers>,
+        transport: Arc<dyn Transport>,
     ) -> Result<Self, ServerError> {
         let raft_config = Arc::new(config.raft_config()?);
         let state = sm.reader();
         let network = Network {
-            peers: peers.clone(),
+            transport: transport.clone(),
         };
         let raft = Raft::new(config.node_id, raft_config, network, log, sm)
             .await
@@ -128,13 +172,25 @@ impl BerthNode {
                 raft,
                 state,
                 peers,
+                transport,
+                session: rand::random(),
+                next_seq: AtomicU64::new(0),
                 proposals: tx,
                 barriers: barrier_tx,
                 request_timeout: config.request_timeout,
+                quorum_acked: std::sync::Mutex::new(None),
+                // Followers refuse to vote for anyone else until openraft's
+                // lease (the maximum election timeout) has passed since the
+                // leader's heartbeat reached them. The minimum leaves a
+                // quarter of it for clock rate differences and for the delay
+                // between openraft's measurement and `watch_lease` seeing it.
+                lease: Duration::from_millis(config.election_timeout_min_ms),
+                votes_held: std::sync::atomic::AtomicBool::new(false),
             }),
         };
         tokio::spawn(batch_loop(node.clone(), rx));
         tokio::spawn(barrier_loop(node.clone(), barrier_rx));
+        tokio::spawn(watch_lease(node.clone()));
         Ok(node)
     }
 
@@ -156,6 +212,17 @@ impl BerthNode {
 
     pub fn peers(&self) -> &Arc<Peers> {
         &self.inner.peers
+    }
+
+    pub fn transport(&self) -> &Arc<dyn Transport> {
+        &self.inner.transport
+    }
+
+    fn next_batch_id(&self) -> BatchId {
+        BatchId {
+            session: self.inner.session,
+            seq: self.inner.next_seq.fetch_add(1, Ordering::Relaxed),
+        }
     }
 
     pub fn metrics(&self) -> RaftMetrics {
@@ -184,47 +251,79 @@ impl BerthNode {
 
     /// Proposes one command; concurrent callers share Raft entries.
     pub async fn write(&self, command: Command) -> Result<CommandOutput, ServerError> {
-        let mut results = self.propose(vec![command]).await?;
-        match results.pop() {
-            Some(result) if results.is_empty() => Ok(result?),
-            _ => Err(ServerError::OutcomeUnknown(
+        let mut outcomes = self.propose(Work::Local(vec![command])).await?;
+        let results = match outcomes.pop() {
+            Some(outcome) if outcomes.is_empty() => outcome.into_results().ok_or_else(|| {
+                ServerError::OutcomeUnknown(
+                    "the write was retried too late to tell whether it was applied".into(),
+                )
+            })?,
+            _ => {
+                return Err(ServerError::OutcomeUnknown(
+                    "the leader returned no result for the write".into(),
+                ))
+            }
+        };
+        match <[CommandResult; 1]>::try_from(results) {
+            Ok([result]) => Ok(result?),
+            Err(_) => Err(ServerError::OutcomeUnknown(
                 "the leader returned no result for the write".into(),
             )),
         }
     }
 
-    /// Queues commands for the batcher, which puts them in one entry
-    /// together with whatever else is waiting.
-    async fn propose(&self, commands: Vec<Command>) -> Result<Vec<CommandResult>, ServerError> {
+    /// Queues work for the batcher, which puts it in one entry together
+    /// with whatever else is waiting.
+    async fn propose(&self, work: Work) -> Result<Vec<BatchOutcome>, ServerError> {
+        let commands = work.all_commands();
         let bytes = encoded_size(&commands)?;
-        let needed = commands.iter().map(Command::level).max().unwrap_or(1);
+        let needed = commands.iter().map(|c| c.level()).max().unwrap_or(1);
         if needed > 1 {
             crate::upgrade::check_members_support(self, needed).await?;
         }
         let (reply, rx) = oneshot::channel();
         self.inner
             .proposals
-            .send(Proposal {
-                commands,
-                bytes,
-                reply,
-            })
+            .send(Proposal { work, bytes, reply })
             .await
             .map_err(|_| ServerError::ShuttingDown)?;
         rx.await.map_err(|_| ServerError::ShuttingDown)?
     }
 
-    /// Proposes a batch as one entry, here or on the leader. Retries only
-    /// where nothing can have been applied, so a retry never duplicates.
+    /// Proposes `commands` as one batch in an entry of their own (all
+    /// applied, or none), here or on the leader.
     pub async fn write_batch(
         &self,
         commands: Vec<Command>,
     ) -> Result<Vec<CommandResult>, ServerError> {
+        let batch = Batch {
+            id: Some(self.next_batch_id()),
+            commands,
+        };
+        let mut outcomes = self.write_batches(vec![batch]).await?;
+        match outcomes.pop() {
+            Some(outcome) if outcomes.is_empty() => outcome.into_results().ok_or_else(|| {
+                ServerError::OutcomeUnknown(
+                    "the write was retried too late to tell whether it was applied".into(),
+                )
+            }),
+            _ => Err(ServerError::OutcomeUnknown(
+                "the leader returned no result for the write".into(),
+            )),
+        }
+    }
+
+    /// Proposes batches as one entry, here or on the leader; one outcome per
+    /// batch. A forward that fails where the leader may have acted is sent
+    /// again under the same batch ids (the state machine applies an id
+    /// once), until the request timeout.
+    async fn write_batches(&self, batches: Vec<Batch>) -> Result<Vec<BatchOutcome>, ServerError> {
         let deadline = Instant::now() + self.inner.request_timeout;
-        let request = Request::new(commands);
+        let request = Request::batches(batches);
+        let mut unknown: Option<String> = None;
         loop {
             let forward_to = match self.inner.raft.client_write(request.clone()).await {
-                Ok(response) => return Ok(response.data.results),
+                Ok(response) => return Ok(response.data.outcomes),
                 Err(RaftError::APIError(ClientWriteError::ForwardToLeader(fwd))) => fwd
                     .leader_id
                     .zip(fwd.leader_node)
@@ -233,64 +332,87 @@ impl BerthNode {
                 Err(RaftError::Fatal(_)) => return Err(ServerError::ShuttingDown),
             };
             if let Some((leader, node)) = forward_to {
-                match self.forward(&node.addr, &request.commands).await {
-                    Ok(Some(results)) => return Ok(results),
-                    Ok(None) => tracing::debug!(leader, "forward target is no longer leader"),
-                    Err(e) => return Err(e),
+                // Short enough to leave time for a repeat (which the batch
+                // ids make safe) within the request timeout.
+                let attempt = (self.inner.request_timeout / 4)
+                    .max(MIN_FORWARD_ATTEMPT)
+                    .min(deadline.saturating_duration_since(Instant::now()))
+                    .max(Duration::from_millis(1));
+                match self.forward(&node.addr, &request.batches, attempt).await {
+                    Ok(Some(outcomes)) => return Ok(outcomes),
+                    Ok(None) => tracing::debug!(leader, "forward not accepted; nothing applied"),
+                    Err(e) => {
+                        tracing::info!(leader, error = %e, "forwarded write's outcome unknown; sending it again under the same batch ids");
+                        unknown = Some(e);
+                    }
                 }
             }
             if Instant::now() >= deadline {
-                return Err(ServerError::NoLeader(
-                    "gave up waiting for a leader to accept the write".into(),
-                ));
+                return Err(match unknown {
+                    Some(e) => ServerError::OutcomeUnknown(format!(
+                        "forwarding to the leader failed and no retry got an answer in time: {e}"
+                    )),
+                    None => ServerError::NoLeader(
+                        "gave up waiting for a leader to accept the write".into(),
+                    ),
+                });
             }
             tokio::time::sleep(LEADER_POLL).await;
         }
     }
 
-    /// `Ok(None)` means the write was certainly not applied (not sent, or the
-    /// target was not leader) and may be retried.
+    /// `Ok(None)`: certainly not applied (not sent, or the target was not
+    /// leader). `Err`: the leader may have applied it.
     async fn forward(
         &self,
         leader_addr: &str,
-        commands: &[Command],
-    ) -> Result<Option<Vec<CommandResult>>, ServerError> {
-        let mut client = self
+        batches: &[Batch],
+        timeout: Duration,
+    ) -> Result<Option<Vec<BatchOutcome>>, String> {
+        let data = encode(&batches).map_err(|e| format!("encoding the batches: {e}"))?;
+        let reply = self
             .inner
-            .peers
-            .raft_client(leader_addr)
-            .map_err(ServerError::Internal)?;
-        let data = encode(&commands).map_err(ServerError::internal)?;
-        let mut request = tonic::Request::new(pb::RaftPayload { data });
-        request.set_timeout(self.inner.request_timeout);
-        match client.forward(request).await {
-            Ok(reply) => match decode::<ForwardReply>(&reply.into_inner().data) {
-                Ok(ForwardReply::Applied(results)) => Ok(Some(results)),
+            .transport
+            .call(leader_addr, PeerRpc::Forward, data, timeout)
+            .await;
+        match reply {
+            Ok(bytes) => match decode::<ForwardReply>(&bytes) {
+                Ok(ForwardReply::Applied(outcomes)) if outcomes.len() == batches.len() => {
+                    Ok(Some(outcomes))
+                }
+                Ok(ForwardReply::Applied(outcomes)) => Err(format!(
+                    "the leader returned {} outcomes for {} batches",
+                    outcomes.len(),
+                    batches.len()
+                )),
                 Ok(ForwardReply::NotLeader) => Ok(None),
-                Ok(ForwardReply::Failed(e)) => Err(ServerError::OutcomeUnknown(e)),
-                Err(e) => Err(ServerError::OutcomeUnknown(format!(
-                    "bad reply from leader: {e}"
-                ))),
+                Ok(ForwardReply::Failed(e)) => Err(e),
+                Err(e) => Err(format!("bad reply from the leader: {e}")),
             },
-            Err(status) if is_connect_failure(&status) => Ok(None),
-            Err(status) => Err(ServerError::OutcomeUnknown(format!(
-                "forwarding to the leader at {leader_addr} failed: {}",
-                status.message()
-            ))),
+            Err(CallError::NotSent(e)) => {
+                tracing::debug!(%leader_addr, error = %e, "forward not sent");
+                Ok(None)
+            }
+            Err(CallError::Unknown(e)) => Err(format!(
+                "forwarding to the leader at {leader_addr} failed: {e}"
+            )),
         }
     }
 
-    /// Serves a write forwarded by a follower. It goes through this
-    /// server's batcher, so forwarded batches share entries with each other
-    /// and with local writes, but stays whole in one entry. A server that is
-    /// not leader says so rather than forwarding it further.
-    pub async fn accept_forwarded(&self, commands: Vec<Command>) -> ForwardReply {
+    /// Serves batches forwarded by a follower. They go through this server's
+    /// batcher, so they share entries with each other and with local writes,
+    /// but stay whole in one entry. A server that is not leader says so
+    /// rather than forwarding them further.
+    pub async fn accept_forwarded(&self, batches: Vec<Batch>) -> ForwardReply {
         if !self.is_leader() {
             return ForwardReply::NotLeader;
         }
-        // The batcher hands every proposal exactly one result per command.
-        match self.propose(commands).await {
-            Ok(results) => ForwardReply::Applied(results),
+        let count = batches.len();
+        match self.propose(Work::Forwarded(batches)).await {
+            Ok(outcomes) if outcomes.len() == count => ForwardReply::Applied(outcomes),
+            Ok(outcomes) => {
+                ForwardReply::Failed(format!("{} outcomes for {count} batches", outcomes.len()))
+            }
             Err(e) => ForwardReply::Failed(e.to_string()),
         }
     }
@@ -355,18 +477,18 @@ impl BerthNode {
     }
 
     async fn leader_read_index(&self, leader_addr: &str) -> Result<u64, ServerError> {
-        let mut client = self
+        let reply = self
             .inner
-            .peers
-            .raft_client(leader_addr)
-            .map_err(ServerError::Internal)?;
-        let mut request = tonic::Request::new(pb::ReadIndexRequest {});
-        request.set_timeout(self.inner.request_timeout);
-        let reply = client
-            .read_index(request)
+            .transport
+            .call(
+                leader_addr,
+                PeerRpc::ReadIndex,
+                Vec::new(),
+                self.inner.request_timeout,
+            )
             .await
-            .map_err(|s| ServerError::Unavailable(s.message().to_string()))?;
-        Ok(reply.into_inner().read_index)
+            .map_err(|e| ServerError::Unavailable(e.to_string()))?;
+        decode(&reply).map_err(|e| ServerError::Unavailable(format!("bad read index: {e}")))
     }
 
     /// The index a follower must reach before reading (leader side).
@@ -405,6 +527,100 @@ impl BerthNode {
         m.state == ServerState::Leader
             && m.last_applied
                 .is_some_and(|id| id.leader_id.term == m.current_term)
+    }
+
+    /// Whether a quorum acknowledged this server as leader (the heartbeat
+    /// it acknowledged was sent) less than the lease ago: until then no
+    /// other server can have been elected, so nothing can have been
+    /// committed that this server has not seen.
+    pub fn holds_lease(&self) -> bool {
+        let acked = *self
+            .inner
+            .quorum_acked
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let term = self.inner.raft.metrics().borrow().current_term;
+        acked.is_some_and(|(acked_term, at)| acked_term == term && at.elapsed() < self.inner.lease)
+    }
+
+    /// Whether this server's applied state is as fresh as any write
+    /// acknowledged anywhere, without asking the others: it leads, has
+    /// applied an entry of its own term, and holds its lease. A leader cut
+    /// off from the others loses this within the lease, before anyone else
+    /// can be elected.
+    pub fn can_read_locally(&self) -> bool {
+        self.has_applied_own_term() && self.holds_lease()
+    }
+
+    /// Holds this server's votes (and its candidacy) until it has followed
+    /// a leader and applied `catch_up_to`; then removes `marker`.
+    pub fn hold_votes_until(&self, catch_up_to: u64, marker: Option<std::path::PathBuf>) {
+        self.inner.votes_held.store(true, Ordering::SeqCst);
+        self.inner.raft.runtime_config().elect(false);
+        let node = self.clone();
+        tokio::spawn(async move {
+            let me = node.id();
+            let caught_up = node
+                .inner
+                .raft
+                .wait(None)
+                .metrics(
+                    |m| {
+                        m.current_leader.is_some_and(|l| l != me)
+                            && m.last_applied.is_some_and(|id| id.index >= catch_up_to)
+                    },
+                    "caught up after rejoining",
+                )
+                .await;
+            if caught_up.is_err() {
+                return; // shutting down
+            }
+            // Then everything the leader had committed when asked, so that
+            // a server that knew no target still votes only with a full log.
+            loop {
+                let leader = node.metrics().current_leader.and_then(|id| {
+                    node.metrics()
+                        .membership_config
+                        .membership()
+                        .get_node(&id)
+                        .map(|n| n.addr.clone())
+                });
+                let caught_up = match leader {
+                    Some(addr) => match node.leader_read_index(&addr).await {
+                        Ok(index) => node
+                            .inner
+                            .raft
+                            .wait(Some(node.inner.request_timeout))
+                            .applied_index_at_least(Some(index), "caught up with the leader")
+                            .await
+                            .is_ok(),
+                        Err(_) => false,
+                    },
+                    None => false,
+                };
+                if caught_up {
+                    break;
+                }
+                if node.inner.raft.metrics().borrow().state == ServerState::Shutdown {
+                    return;
+                }
+                tokio::time::sleep(LEADER_POLL).await;
+            }
+            if let Some(marker) = marker {
+                if let Err(e) = std::fs::remove_file(&marker) {
+                    tracing::error!(path = %marker.display(), error = %e, "cannot remove the rejoin marker; votes stay held until it is removed and the server restarted");
+                    return;
+                }
+            }
+            node.inner.votes_held.store(false, Ordering::SeqCst);
+            node.inner.raft.runtime_config().elect(true);
+            tracing::info!(catch_up_to, "caught up after rejoining; voting again");
+        });
+    }
+
+    /// Whether vote requests are refused (see `hold_votes_until`).
+    pub fn votes_held(&self) -> bool {
+        self.inner.votes_held.load(Ordering::SeqCst)
     }
 
     pub fn is_leader(&self) -> bool {
@@ -542,6 +758,33 @@ pub fn server_role(state: ServerState) -> ServerRole {
     }
 }
 
+/// Follows openraft's metrics to know when a quorum last acknowledged this
+/// server as leader. openraft reports the age of that acknowledgement when
+/// it publishes metrics (every turn of its loop, so at least once per
+/// heartbeat round); subtracting it from the time the report is seen puts
+/// the acknowledgement a little later than it was, which the lease's margin
+/// covers.
+async fn watch_lease(node: BerthNode) {
+    let mut metrics = node.inner.raft.metrics();
+    while metrics.changed().await.is_ok() {
+        let seen = Instant::now();
+        let mark = {
+            let m = metrics.borrow_and_update();
+            match (m.state, m.millis_since_quorum_ack) {
+                (ServerState::Leader, Some(ms)) => seen
+                    .checked_sub(Duration::from_millis(ms))
+                    .map(|at| (m.current_term, at)),
+                _ => None,
+            }
+        };
+        *node
+            .inner
+            .quorum_acked
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = mark;
+    }
+}
+
 /// Runs read barriers one round at a time. Every waiter in a round was
 /// queued before the round started, so the round's read index is at least
 /// the commit index at each waiter's arrival: one leader confirmation serves
@@ -560,7 +803,7 @@ async fn barrier_loop(node: BerthNode, mut rx: mpsc::UnboundedReceiver<BarrierWa
 }
 
 /// The encoded size of a write, refused when it could not fit in one entry.
-fn encoded_size(commands: &[Command]) -> Result<usize, ServerError> {
+fn encoded_size(commands: &[&Command]) -> Result<usize, ServerError> {
     let bytes = bincode::serialized_size(commands)
         .ok()
         .and_then(|n| usize::try_from(n).ok())
@@ -576,8 +819,8 @@ fn encoded_size(commands: &[Command]) -> Result<usize, ServerError> {
     Ok(bytes)
 }
 
-/// Collects proposals into batches and proposes a few batches at a time.
-/// A proposal is never split: one that does not fit waits for the next batch.
+/// Collects proposals into entries and proposes a few entries at a time.
+/// A proposal is never split: one that does not fit waits for the next entry.
 async fn batch_loop(node: BerthNode, mut rx: mpsc::Receiver<Proposal>) {
     let in_flight = Arc::new(Semaphore::new(MAX_BATCHES_IN_FLIGHT));
     let mut carried: Option<Proposal> = None;
@@ -593,36 +836,29 @@ async fn batch_loop(node: BerthNode, mut rx: mpsc::Receiver<Proposal>) {
             return;
         };
         // While waiting for a permit more proposals queued up; take them.
-        let (batch, size, left_over) = fill_batch(first, &mut rx, MAX_BATCH, MAX_BATCH_BYTES);
+        let (proposals, _, left_over) = fill_batch(first, &mut rx, MAX_BATCH, MAX_BATCH_BYTES);
         carried = left_over;
         let node = node.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            let mut commands = Vec::with_capacity(size);
-            let mut replies = Vec::with_capacity(batch.len());
-            for proposal in batch {
-                replies.push((proposal.reply, proposal.commands.len()));
-                commands.extend(proposal.commands);
-            }
-            match node.write_batch(commands).await {
-                Ok(results) if results.len() == size => {
-                    let mut results = results.into_iter();
-                    for (reply, count) in replies {
-                        let _ = reply.send(Ok(results.by_ref().take(count).collect()));
-                    }
-                }
-                Ok(results) => {
+            let (batches, routes) = assemble(proposals, || node.next_batch_id());
+            let count = batches.len();
+            match node.write_batches(batches).await {
+                Ok(outcomes) if outcomes.len() == count => deliver(routes, outcomes),
+                Ok(outcomes) => {
                     let e = format!(
-                        "leader returned {} results for {size} commands",
-                        results.len()
+                        "leader returned {} outcomes for {count} batches",
+                        outcomes.len()
                     );
-                    for (reply, _) in replies {
-                        let _ = reply.send(Err(ServerError::OutcomeUnknown(e.clone())));
+                    for route in routes {
+                        let _ = route
+                            .reply()
+                            .send(Err(ServerError::OutcomeUnknown(e.clone())));
                     }
                 }
                 Err(e) => {
-                    for (reply, _) in replies {
-                        let _ = reply.send(Err(e.clone()));
+                    for route in routes {
+                        let _ = route.reply().send(Err(e.clone()));
                     }
                 }
             }
@@ -630,23 +866,122 @@ async fn batch_loop(node: BerthNode, mut rx: mpsc::Receiver<Proposal>) {
     }
 }
 
+type Reply = oneshot::Sender<Result<Vec<BatchOutcome>, ServerError>>;
+
+/// Where a proposal's outcomes are in the entry's.
+enum Route {
+    /// The next `count` commands of the local batch (the last one).
+    Local { reply: Reply, count: usize },
+    /// `count` whole batches from `first`.
+    Forwarded {
+        reply: Reply,
+        first: usize,
+        count: usize,
+    },
+}
+
+impl Route {
+    fn reply(self) -> Reply {
+        match self {
+            Route::Local { reply, .. } | Route::Forwarded { reply, .. } => reply,
+        }
+    }
+}
+
+/// The entry's batches: forwarded ones as they came, then one batch with a
+/// fresh id holding every local proposal's commands.
+fn assemble(
+    proposals: Vec<Proposal>,
+    new_id: impl FnOnce() -> BatchId,
+) -> (Vec<Batch>, Vec<Route>) {
+    let mut batches = Vec::new();
+    let mut local = Vec::new();
+    let mut routes = Vec::with_capacity(proposals.len());
+    for Proposal { work, reply, .. } in proposals {
+        match work {
+            Work::Local(commands) => {
+                routes.push(Route::Local {
+                    reply,
+                    count: commands.len(),
+                });
+                local.extend(commands);
+            }
+            Work::Forwarded(forwarded) => {
+                routes.push(Route::Forwarded {
+                    reply,
+                    first: batches.len(),
+                    count: forwarded.len(),
+                });
+                batches.extend(forwarded);
+            }
+        }
+    }
+    if routes.iter().any(|r| matches!(r, Route::Local { .. })) {
+        batches.push(Batch {
+            id: Some(new_id()),
+            commands: local,
+        });
+    }
+    (batches, routes)
+}
+
+/// Hands every proposal its outcomes.
+fn deliver(routes: Vec<Route>, mut outcomes: Vec<BatchOutcome>) {
+    let has_local = routes.iter().any(|r| matches!(r, Route::Local { .. }));
+    let local = if has_local { outcomes.pop() } else { None };
+    // The local batch's results, split among its proposals in order.
+    let (repeated, mut local_results) = match local {
+        Some(BatchOutcome::Applied(r)) => (false, Some(r.into_iter())),
+        Some(BatchOutcome::Repeated(r)) => (true, Some(r.into_iter())),
+        Some(BatchOutcome::Expired) | None => (false, None),
+    };
+    for route in routes {
+        match route {
+            Route::Local { reply, count, .. } => {
+                let outcome = match local_results.as_mut() {
+                    Some(results) => {
+                        let mine: Vec<_> = results.by_ref().take(count).collect();
+                        if repeated {
+                            BatchOutcome::Repeated(mine)
+                        } else {
+                            BatchOutcome::Applied(mine)
+                        }
+                    }
+                    None => BatchOutcome::Expired,
+                };
+                let _ = reply.send(Ok(vec![outcome]));
+            }
+            Route::Forwarded {
+                reply,
+                first,
+                count,
+            } => {
+                let mine = outcomes.get(first..first + count).map(<[_]>::to_vec);
+                let _ = reply.send(mine.ok_or_else(|| {
+                    ServerError::OutcomeUnknown("outcomes missing for forwarded batches".into())
+                }));
+            }
+        }
+    }
+}
+
 /// `first` plus what is queued, up to `max` commands and `max_bytes` in all,
 /// never splitting a proposal (`first` goes even when it alone is larger).
-/// Returns the batch, its command count and the queued proposal that did not
-/// fit, if any.
+/// Returns the proposals, their command count and the queued proposal that
+/// did not fit, if any.
 fn fill_batch(
     first: Proposal,
     rx: &mut mpsc::Receiver<Proposal>,
     max: usize,
     max_bytes: usize,
 ) -> (Vec<Proposal>, usize, Option<Proposal>) {
-    let mut size = first.commands.len();
+    let mut size = first.work.commands();
     let mut bytes = first.bytes;
     let mut batch = vec![first];
     while size < max && bytes < max_bytes {
         match rx.try_recv() {
-            Ok(p) if size + p.commands.len() <= max && bytes + p.bytes <= max_bytes => {
-                size += p.commands.len();
+            Ok(p) if size + p.work.commands() <= max && bytes + p.bytes <= max_bytes => {
+                size += p.work.commands();
                 bytes += p.bytes;
                 batch.push(p);
             }
@@ -674,14 +1009,14 @@ mod tests {
             })
             .collect();
         Proposal {
-            bytes: encoded_size(&commands).unwrap(),
-            commands,
+            bytes: encoded_size(&commands.iter().collect::<Vec<_>>()).unwrap(),
+            work: Work::Local(commands),
             reply,
         }
     }
 
     fn sizes(batch: &[Proposal]) -> Vec<usize> {
-        batch.iter().map(|p| p.commands.len()).collect()
+        batch.iter().map(|p| p.work.commands()).collect()
     }
 
     #[tokio::test]
@@ -726,7 +1061,9 @@ mod tests {
         let huge = vec![Command::DeleteCluster {
             name: "c".repeat(MAX_BATCH_BYTES),
         }];
-        let e = encoded_size(&huge).unwrap_err().to_string();
+        let e = encoded_size(&huge.iter().collect::<Vec<_>>())
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("at most 4194304"), "{e}");
     }
 }

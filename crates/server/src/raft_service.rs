@@ -2,10 +2,10 @@
 
 use berth_proto::pb;
 use berth_proto::pb::raft_service_server::RaftService;
-use berth_types::Command;
+use berth_store::Batch;
 use tonic::{Request, Response, Status};
 
-use crate::network::{decode, encode};
+use crate::network::{decode, encode, PeerRpc};
 use crate::node::BerthNode;
 
 pub struct RaftRpc {
@@ -14,6 +14,16 @@ pub struct RaftRpc {
 
 fn bad_payload(e: bincode::Error) -> Status {
     Status::invalid_argument(format!("undecodable raft payload: {e}"))
+}
+
+/// A server catching up after losing its data does not vote (`rejoin`).
+fn refuse_held_vote(node: &BerthNode) -> Result<(), Status> {
+    if node.votes_held() {
+        return Err(Status::unavailable(
+            "this server rejoined with an empty data dir and does not vote until it has caught up",
+        ));
+    }
+    Ok(())
 }
 
 fn reply<T: serde::Serialize>(value: &T) -> Result<Response<pb::RaftPayload>, Status> {
@@ -35,6 +45,7 @@ impl RaftService for RaftRpc {
         &self,
         request: Request<pb::RaftPayload>,
     ) -> Result<Response<pb::RaftPayload>, Status> {
+        refuse_held_vote(&self.node)?;
         let rpc = decode(&request.into_inner().data).map_err(bad_payload)?;
         reply(&self.node.raft().vote(rpc).await)
     }
@@ -51,8 +62,8 @@ impl RaftService for RaftRpc {
         &self,
         request: Request<pb::RaftPayload>,
     ) -> Result<Response<pb::RaftPayload>, Status> {
-        let commands: Vec<Command> = decode(&request.into_inner().data).map_err(bad_payload)?;
-        reply(&self.node.accept_forwarded(commands).await)
+        let batches: Vec<Batch> = decode(&request.into_inner().data).map_err(bad_payload)?;
+        reply(&self.node.accept_forwarded(batches).await)
     }
 
     async fn read_index(
@@ -68,5 +79,46 @@ impl RaftService for RaftRpc {
         _request: Request<pb::NodeStatusRequest>,
     ) -> Result<Response<pb::NodeStatusResponse>, Status> {
         Ok(Response::new(self.node.local_status()))
+    }
+}
+
+/// Serves one server-to-server call given as bytes, the way the gRPC
+/// service does; for transports other than gRPC (the in-memory test
+/// network). Replies are encoded as `Transport::call` returns them.
+pub async fn dispatch(node: &BerthNode, rpc: PeerRpc, data: &[u8]) -> Result<Vec<u8>, Status> {
+    let encoded = |value: &dyn erased::Encode| value.encode();
+    match rpc {
+        PeerRpc::AppendEntries => {
+            let rpc = decode(data).map_err(bad_payload)?;
+            encoded(&node.raft().append_entries(rpc).await)
+        }
+        PeerRpc::Vote => {
+            refuse_held_vote(node)?;
+            let rpc = decode(data).map_err(bad_payload)?;
+            encoded(&node.raft().vote(rpc).await)
+        }
+        PeerRpc::InstallSnapshot => {
+            let rpc = decode(data).map_err(bad_payload)?;
+            encoded(&node.raft().install_snapshot(rpc).await)
+        }
+        PeerRpc::Forward => {
+            let batches: Vec<Batch> = decode(data).map_err(bad_payload)?;
+            encoded(&node.accept_forwarded(batches).await)
+        }
+        PeerRpc::ReadIndex => encoded(&node.read_index().await?),
+        PeerRpc::NodeStatus => Ok(prost::Message::encode_to_vec(&node.local_status())),
+    }
+}
+
+mod erased {
+    /// bincode-encodes values of different types through one closure.
+    pub trait Encode {
+        fn encode(&self) -> Result<Vec<u8>, tonic::Status>;
+    }
+
+    impl<T: serde::Serialize> Encode for T {
+        fn encode(&self) -> Result<Vec<u8>, tonic::Status> {
+            super::encode(self).map_err(|e| tonic::Status::internal(format!("encoding reply: {e}")))
+        }
     }
 }

@@ -6,6 +6,7 @@
 //! log, vote and state machine durable together.
 
 mod codec;
+pub mod dedup;
 mod keys;
 mod log_store;
 mod snapshot_file;
@@ -17,37 +18,50 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use berth_types::{Command, CommandOutput, StateError};
+use berth_types::Command;
 
+pub use dedup::{Batch, BatchId, BatchOutcome, CommandResult};
 pub use log_store::LogStore;
 pub use state_machine::{StateMachineStore, StateReader};
 
-/// The payload of one Raft entry: every command a proposer batched together.
-/// Batching amortises one fsync and one replication round over many writes.
+/// The payload of one Raft entry: every batch a proposer put together.
+/// Batching amortises one fsync and one replication round over many writes;
+/// each batch keeps its own id so that a retried one is applied once (see
+/// [`dedup`]).
 ///
-/// The commands are shared, not owned: openraft reads every entry back once
+/// The batches are shared, not owned: openraft reads every entry back once
 /// to apply it and once per follower to replicate it, and a proposer keeps
 /// them for a retry, so cloning an entry must not copy its commands.
 ///
 /// On disk and on the wire an entry is an envelope: the command level it
 /// needs (the highest of its commands', see `berth_types::COMMAND_LEVEL`),
-/// then the commands. A server reading an entry of a level it does not know
+/// then the batches. A server reading an entry of a level it does not know
 /// refuses it by name instead of misreading a variant it has never seen.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Request {
-    pub commands: Arc<Vec<Command>>,
+    pub batches: Arc<Vec<Batch>>,
 }
 
 impl Request {
+    /// One batch without an id (applied however often it is proposed).
     pub fn new(commands: Vec<Command>) -> Self {
+        Self::batches(vec![Batch { id: None, commands }])
+    }
+
+    pub fn batches(batches: Vec<Batch>) -> Self {
         Self {
-            commands: Arc::new(commands),
+            batches: Arc::new(batches),
         }
     }
 
     /// The command level a server needs to apply this entry.
     pub fn level(&self) -> u32 {
-        self.commands.iter().map(Command::level).max().unwrap_or(1)
+        self.batches
+            .iter()
+            .flat_map(|b| b.commands.iter())
+            .map(Command::level)
+            .max()
+            .unwrap_or(1)
     }
 }
 
@@ -56,7 +70,7 @@ impl Serialize for Request {
         use serde::ser::SerializeTuple;
         let mut envelope = serializer.serialize_tuple(2)?;
         envelope.serialize_element(&self.level())?;
-        envelope.serialize_element(self.commands.as_ref())?;
+        envelope.serialize_element(self.batches.as_ref())?;
         envelope.end()
     }
 }
@@ -67,7 +81,7 @@ impl<'de> Deserialize<'de> for Request {
         impl<'de> serde::de::Visitor<'de> for Envelope {
             type Value = Request;
             fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a command level followed by the commands")
+                f.write_str("a command level followed by the batches")
             }
             fn visit_seq<A: serde::de::SeqAccess<'de>>(
                 self,
@@ -83,10 +97,10 @@ impl<'de> Deserialize<'de> for Request {
                         berth_types::COMMAND_LEVEL
                     )));
                 }
-                let commands: Vec<Command> = seq
+                let batches: Vec<Batch> = seq
                     .next_element()?
                     .ok_or_else(|| A::Error::invalid_length(1, &self))?;
-                Ok(Request::new(commands))
+                Ok(Request::batches(batches))
             }
         }
         deserializer.deserialize_tuple(2, Envelope)
@@ -95,14 +109,19 @@ impl<'de> Deserialize<'de> for Request {
 
 impl std::fmt::Display for Request {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Request({} commands)", self.commands.len())
+        let commands: usize = self.batches.iter().map(|b| b.commands.len()).sum();
+        write!(
+            f,
+            "Request({} batches, {commands} commands)",
+            self.batches.len()
+        )
     }
 }
 
-/// One result per command of the entry, in order.
+/// One outcome per batch of the entry, in order.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Response {
-    pub results: Vec<Result<CommandOutput, StateError>>,
+    pub outcomes: Vec<BatchOutcome>,
 }
 
 openraft::declare_raft_types!(
@@ -161,7 +180,7 @@ pub enum StoreError {
     },
     #[error("snapshot file {path} is damaged ({reason}); remove this server's data dir and re-add it to the cluster so that it receives a fresh snapshot")]
     SnapshotCorrupt { path: String, reason: String },
-    #[error("{what} is in Berth data format {found}, and this berthd reads format {} only (format 1 came from builds before services, format 2 from builds before command levels); run the version that wrote it, or move this server's data dir aside and re-add the server to the cluster (berth server add) so it receives a snapshot", DATA_FORMAT)]
+    #[error("{what} is in Berth data format {found}, and this berthd reads format {} only (format 1 came from builds before services, format 2 from builds before command levels and de-duplicated forwarded writes); run the version that wrote it, or move this server's data dir aside and re-add the server to the cluster (berth server add) so it receives a snapshot", DATA_FORMAT)]
     Format { what: String, found: u32 },
 }
 
@@ -169,7 +188,8 @@ pub enum StoreError {
 /// bincode is positional, so any change to a stored type is a new format:
 /// bump this, and the golden-bytes test in `berth-types` will insist.
 /// Format 1 (no marker) had no services; format 2 stored bare command
-/// lists in log entries, format 3 the leveled envelope of `Request`.
+/// lists in log entries, with no command level, no batch ids and no
+/// de-duplication window.
 pub const DATA_FORMAT: u32 = 3;
 
 /// Refuses a data dir written in another format; marks a new one.
@@ -238,10 +258,10 @@ mod tests {
     }
 
     #[test]
-    fn an_entry_is_its_command_level_then_its_commands() {
+    fn an_entry_is_its_command_level_then_its_batches() {
         let bytes = codec::encode(&entry());
         assert_eq!(bytes[..4], 1u32.to_le_bytes());
-        assert_eq!(bytes[4..], codec::encode(&*entry().commands));
+        assert_eq!(bytes[4..], codec::encode(&*entry().batches));
         let back: Request = codec::decode("entry", &bytes).unwrap();
         assert_eq!(back, entry());
     }

@@ -25,6 +25,7 @@ use serde::{Deserialize, Serialize};
 use berth_types::{State, StateEvent};
 
 use crate::codec::{decode, encode};
+use crate::dedup::Dedup;
 use crate::snapshot_file::SnapshotFile;
 use crate::{
     Entry, LogId, Response, SnapshotMeta, StorageError, StoreError, StoredMembership, TypeConfig,
@@ -38,6 +39,7 @@ struct SnapshotPayload {
     last_applied: Option<LogId>,
     last_membership: StoredMembership,
     state: State,
+    dedup: Dedup,
 }
 
 #[derive(Debug, Default)]
@@ -45,6 +47,8 @@ pub struct Applied {
     pub last_applied: Option<LogId>,
     pub last_membership: StoredMembership,
     pub state: State,
+    /// Which retried batches were applied already, with their results.
+    pub dedup: Dedup,
 }
 
 /// Every subscriber's channel; one that was dropped is removed on the next send.
@@ -102,6 +106,7 @@ fn decode_payload(data: &[u8]) -> Result<Applied, StoreError> {
         last_applied: payload.last_applied,
         last_membership: payload.last_membership,
         state,
+        dedup: payload.dedup,
     })
 }
 
@@ -175,6 +180,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
                 last_applied: applied.last_applied,
                 last_membership: applied.last_membership.clone(),
                 state: applied.state.clone(),
+                dedup: applied.dedup.clone(),
             };
             let snapshot_id = match applied.last_applied {
                 Some(id) => format!(
@@ -230,16 +236,22 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 applied.last_applied = Some(entry.log_id);
                 let response = match entry.payload {
                     EntryPayload::Blank => Response::default(),
-                    EntryPayload::Normal(request) => Response {
+                    EntryPayload::Normal(request) => {
                         // Shared with the log's cache of recent entries
                         // (and on the leader with the proposer) unless this
                         // is the last reference.
-                        results: Arc::try_unwrap(request.commands)
-                            .unwrap_or_else(|shared| shared.as_ref().clone())
-                            .into_iter()
-                            .map(|command| applied.state.apply(command))
-                            .collect(),
-                    },
+                        let batches = Arc::try_unwrap(request.batches)
+                            .unwrap_or_else(|shared| shared.as_ref().clone());
+                        let Applied { state, dedup, .. } = applied;
+                        Response {
+                            outcomes: batches
+                                .into_iter()
+                                .map(|batch| {
+                                    dedup.apply(entry.log_id.index, batch, |c| state.apply(c))
+                                })
+                                .collect(),
+                        }
+                    }
                     EntryPayload::Membership(membership) => {
                         applied.last_membership =
                             StoredMembership::new(Some(entry.log_id), membership);
@@ -284,6 +296,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         applied.last_applied = meta.last_log_id;
         applied.last_membership = meta.last_membership.clone();
         applied.state = installed.state;
+        applied.dedup = installed.dedup;
         Ok(())
     }
 

@@ -115,7 +115,11 @@ async fn create_clusters(raft: &Raft, names: impl Iterator<Item = String>) {
             }]))
             .await
             .expect("write");
-        assert!(response.data.results[0].is_ok(), "{:?}", response.data);
+        assert!(
+            matches!(&response.data.outcomes[..], [berth_store::BatchOutcome::Applied(r)] if r[0].is_ok()),
+            "{:?}",
+            response.data
+        );
     }
 }
 

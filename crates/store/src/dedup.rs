@@ -1,0 +1,225 @@
+//! Exactly-once application of retried batches.
+//!
+//! A server that forwards a batch to the leader and loses the answer cannot
+//! tell whether the leader applied it. It sends the batch again under the
+//! same id, and the state machine answers the repeat with the results it
+//! recorded the first time instead of applying the commands twice. The
+//! record lives in the replicated state (and in snapshots), so it holds
+//! across leader changes: whichever leader commits the repeat, every server
+//! applies it as a repeat.
+//!
+//! The window is bounded per proposing process ("session"): the newest
+//! `RESULTS_PER_SESSION` batches keep their results. A batch older than that
+//! is never applied again; it is answered `Expired` (its outcome is
+//! unknown), because it may have been applied and forgotten. A proposer has
+//! at most a few batches in flight, so only a retry that is many batches
+//! late meets the floor.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use berth_types::{Command, CommandOutput, StateError};
+
+pub type CommandResult = Result<CommandOutput, StateError>;
+
+/// Batches whose results a session keeps for repeats.
+pub const RESULTS_PER_SESSION: usize = 64;
+/// Sessions remembered; the one that proposed least recently goes first.
+/// Only servers propose, each with one session per process, so a session
+/// with a retry still pending (seconds old) is never the least recent of 16.
+pub const MAX_SESSIONS: usize = 16;
+
+/// Names one batch across its retries. `session` is drawn at random when a
+/// server process starts (so a restart never reuses an id), `seq` counts that
+/// process's batches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct BatchId {
+    pub session: u64,
+    pub seq: u64,
+}
+
+impl std::fmt::Display for BatchId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:016x}/{}", self.session, self.seq)
+    }
+}
+
+/// Commands applied together, all or none, under one id. Without an id
+/// (tests, tools) a batch is applied however often it is proposed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Batch {
+    pub id: Option<BatchId>,
+    pub commands: Vec<Command>,
+}
+
+/// What applying a batch did.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum BatchOutcome {
+    /// Applied now: one result per command.
+    Applied(Vec<CommandResult>),
+    /// An earlier copy was applied; these are its results. Nothing changed.
+    Repeated(Vec<CommandResult>),
+    /// Older than the window: it may or may not have been applied before,
+    /// and it was not applied now.
+    Expired,
+}
+
+impl BatchOutcome {
+    /// The results, whether applied now or before; `None` when unknown.
+    pub fn into_results(self) -> Option<Vec<CommandResult>> {
+        match self {
+            BatchOutcome::Applied(r) | BatchOutcome::Repeated(r) => Some(r),
+            BatchOutcome::Expired => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+struct Session {
+    /// Log index of the newest entry that carried a batch of this session;
+    /// decides which session is forgotten first.
+    last_index: u64,
+    /// Every seq below this one may have been applied and forgotten.
+    floor: u64,
+    results: BTreeMap<u64, Vec<CommandResult>>,
+}
+
+/// The de-duplication window, part of the replicated state.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Dedup {
+    sessions: BTreeMap<u64, Session>,
+}
+
+impl Dedup {
+    /// Applies `batch` (entry at log `index`) with `apply`, unless the same
+    /// id was applied before. Deterministic: every server gets the same
+    /// answer from the same log.
+    pub fn apply(
+        &mut self,
+        index: u64,
+        batch: Batch,
+        mut apply: impl FnMut(Command) -> CommandResult,
+    ) -> BatchOutcome {
+        let Some(id) = batch.id else {
+            return BatchOutcome::Applied(batch.commands.into_iter().map(apply).collect());
+        };
+        let session = self.sessions.entry(id.session).or_default();
+        session.last_index = index;
+        if let Some(results) = session.results.get(&id.seq) {
+            tracing::info!(batch = %id, index, "repeated batch answered with its first results");
+            return BatchOutcome::Repeated(results.clone());
+        }
+        if id.seq < session.floor {
+            tracing::warn!(batch = %id, index, floor = session.floor, "batch older than the de-duplication window not applied");
+            return BatchOutcome::Expired;
+        }
+        let results: Vec<CommandResult> = batch.commands.into_iter().map(&mut apply).collect();
+        session.results.insert(id.seq, results.clone());
+        while session.results.len() > RESULTS_PER_SESSION {
+            if let Some((oldest, _)) = session.results.pop_first() {
+                session.floor = session.floor.max(oldest + 1);
+            }
+        }
+        while self.sessions.len() > MAX_SESSIONS {
+            let stalest = self
+                .sessions
+                .iter()
+                .min_by_key(|(_, s)| s.last_index)
+                .map(|(k, _)| *k);
+            match stalest {
+                Some(k) => self.sessions.remove(&k),
+                None => break,
+            };
+        }
+        BatchOutcome::Applied(results)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn batch(session: u64, seq: u64) -> Batch {
+        Batch {
+            id: Some(BatchId { session, seq }),
+            commands: vec![Command::DeleteCluster {
+                name: format!("{session}-{seq}"),
+            }],
+        }
+    }
+
+    /// Counts applications and answers with the count, so that a result
+    /// shows which application produced it.
+    fn counting(count: &mut u32) -> impl FnMut(Command) -> CommandResult + '_ {
+        move |_| {
+            *count += 1;
+            Ok(CommandOutput::Purged(*count))
+        }
+    }
+
+    #[test]
+    fn a_repeat_is_answered_with_the_first_results_and_applies_nothing() {
+        let mut dedup = Dedup::default();
+        let mut count = 0;
+        let first = dedup.apply(1, batch(7, 0), counting(&mut count));
+        assert_eq!(
+            first,
+            BatchOutcome::Applied(vec![Ok(CommandOutput::Purged(1))])
+        );
+        let again = dedup.apply(2, batch(7, 0), counting(&mut count));
+        assert_eq!(
+            again,
+            BatchOutcome::Repeated(vec![Ok(CommandOutput::Purged(1))])
+        );
+        assert_eq!(count, 1);
+        // Another seq, and the same seq of another session, are new.
+        dedup.apply(3, batch(7, 1), counting(&mut count));
+        dedup.apply(4, batch(8, 0), counting(&mut count));
+        assert_eq!(count, 3);
+        // Batches without an id are applied every time.
+        let plain = Batch {
+            id: None,
+            commands: batch(1, 1).commands,
+        };
+        dedup.apply(5, plain.clone(), counting(&mut count));
+        dedup.apply(6, plain, counting(&mut count));
+        assert_eq!(count, 5);
+    }
+
+    #[test]
+    fn a_batch_older_than_the_window_is_expired_not_applied_again() {
+        let mut dedup = Dedup::default();
+        let mut count = 0;
+        let n = RESULTS_PER_SESSION as u64 + 1;
+        for seq in 0..n {
+            dedup.apply(seq + 1, batch(1, seq), counting(&mut count));
+        }
+        assert_eq!(count as u64, n);
+        assert_eq!(
+            dedup.apply(100, batch(1, 0), counting(&mut count)),
+            BatchOutcome::Expired
+        );
+        assert!(matches!(
+            dedup.apply(101, batch(1, 1), counting(&mut count)),
+            BatchOutcome::Repeated(_)
+        ));
+        assert_eq!(count as u64, n, "nothing was applied again");
+    }
+
+    #[test]
+    fn the_least_recent_session_is_forgotten_first() {
+        let mut dedup = Dedup::default();
+        let mut count = 0;
+        for session in 0..=MAX_SESSIONS as u64 {
+            // Session 0 proposes again late, so session 1 is the stalest.
+            dedup.apply(session + 1, batch(session, 0), counting(&mut count));
+            if session == 5 {
+                dedup.apply(session + 1, batch(0, 1), counting(&mut count));
+            }
+        }
+        assert_eq!(dedup.sessions.len(), MAX_SESSIONS);
+        assert!(dedup.sessions.contains_key(&0));
+        assert!(!dedup.sessions.contains_key(&1));
+    }
+}
