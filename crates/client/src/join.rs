@@ -416,15 +416,18 @@ fn pki_error(e: berth_pki::PkiError) -> ClientError {
 // ------------------------------------------------------- the calls
 
 /// Registers this host with an activation: pins the CA from the first
-/// reachable endpoint, makes a key and CSR, and asks for a certificate.
-/// `previous_instance_id` keeps the id of an agent whose certificate
-/// expired; `cluster` is the cluster the agent expects to join.
+/// reachable endpoint, makes a CSR, and asks for a certificate.
+/// `previous` is the identity of an agent whose certificate expired: its id
+/// is asked for again, and its key signs the CSR, since the control plane
+/// gives an id back only to the host holding the key of that id's last
+/// certificate. Without it a new key is made. `cluster` is the cluster the
+/// agent expects to join.
 pub async fn register(
     endpoints: &[String],
     token: &JoinToken,
     hostname: &str,
     attributes: &BTreeMap<String, String>,
-    previous_instance_id: Option<String>,
+    previous: Option<&AgentIdentity>,
     cluster: Option<String>,
 ) -> Result<AgentIdentity, ClientError> {
     let ca_pem = pinned_ca(endpoints, token).await?;
@@ -433,7 +436,14 @@ pub async fn register(
     } else {
         hostname
     };
-    let (key_pem, csr_pem) = berth_pki::generate_csr(common_name).map_err(pki_error)?;
+    let (key_pem, csr_pem) = match previous {
+        Some(previous) => (
+            previous.key_pem.clone(),
+            berth_pki::csr_for_key(&previous.key_pem, common_name).map_err(pki_error)?,
+        ),
+        None => berth_pki::generate_csr(common_name).map_err(pki_error)?,
+    };
+    let previous_instance_id = previous.map(|p| p.instance_id.clone());
     // TLS verified with the pinned CA, no client certificate: the
     // activation secret is the credential here.
     let client =
@@ -590,11 +600,11 @@ pub async fn run_agent_identity_loop(
                 expired_at = %rfc3339(identity.expires_at_ms),
                 "certificate expired before it could be renewed; registering again"
             );
-            let previous = Some(identity.instance_id.clone());
+            let previous = identity.clone();
             identity = tokio::select! {
                 biased;
                 () = &mut shutdown => return Ok(()),
-                identity = register_until_done(&config, token, previous, &mut rng) => identity?,
+                identity = register_until_done(&config, token, Some(&previous), &mut rng) => identity?,
             };
             client = identity.client(&config.endpoints)?;
             renew_at_ms = renewal_point(&identity, &mut rng);
@@ -704,7 +714,7 @@ async fn establish(
                 expired_at = %rfc3339(expired.expires_at_ms),
                 "the saved certificate has expired; registering again under the same id"
             );
-            register_until_done(config, token, Some(expired.instance_id), rng).await
+            register_until_done(config, token, Some(&expired), rng).await
         }
         None => {
             let token = token.ok_or_else(|| {
@@ -722,7 +732,7 @@ async fn establish(
 async fn register_until_done(
     config: &AgentLoopConfig,
     token: &JoinToken,
-    previous_instance_id: Option<String>,
+    previous: Option<&AgentIdentity>,
     rng: &mut impl Rng,
 ) -> Result<AgentIdentity, ClientError> {
     // Found out before the registration is used up, not after.
@@ -734,7 +744,7 @@ async fn register_until_done(
             token,
             &config.hostname,
             &config.attributes,
-            previous_instance_id.clone(),
+            previous,
             config.cluster.clone(),
         )
         .await;

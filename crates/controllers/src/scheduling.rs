@@ -301,6 +301,7 @@ mod tests {
                     attributes: BTreeMap::new(),
                     certificate_expires_at_ms: i64::MAX,
                     at_ms: 1,
+                    public_key_sha256: "key-1".into(),
                 }))
                 .unwrap();
             state

@@ -80,6 +80,7 @@ pub fn add_instance(state: &mut State, id: &str, memory: u32, attributes: &[(&st
             attributes: BTreeMap::new(),
             certificate_expires_at_ms: i64::MAX,
             at_ms: 1,
+            public_key_sha256: "key-1".into(),
         }),
     );
     apply(

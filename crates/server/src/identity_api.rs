@@ -49,6 +49,12 @@ fn checked_attributes(attributes: &[pb::Attribute]) -> Result<BTreeMap<String, S
         .map_err(|e| ServerError::Invalid(e.into()).into())
 }
 
+/// The key a CSR carries, as instance records keep it; a CSR whose
+/// signature does not verify is the caller's mistake.
+fn csr_key(csr_pem: &str) -> Result<String, Status> {
+    berth_pki::csr_key_digest(csr_pem).map_err(|e| invalid("csrPem", e.to_string()))
+}
+
 fn secs(duration: Duration) -> i64 {
     i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
 }
@@ -349,6 +355,7 @@ impl AgentService for IdentityApi {
         }
         // Checked before proposing, so a bad CSR cannot use up a registration.
         self.sign(&req.csr_pem, "probe")?;
+        let public_key_sha256 = csr_key(&req.csr_pem)?;
         let registration = Registration {
             activation_id: req.activation_id,
             secret_hash: hash_secret(&req.activation_secret),
@@ -359,6 +366,7 @@ impl AgentService for IdentityApi {
             attributes: checked_attributes(&req.attributes)?,
             certificate_expires_at_ms: self.expiry(),
             at_ms: now_ms(),
+            public_key_sha256,
         };
         let expires = registration.certificate_expires_at_ms;
         let output = self
@@ -391,11 +399,13 @@ impl AgentService for IdentityApi {
         };
         let csr_pem = request.into_inner().csr_pem;
         self.sign(&csr_pem, &instance_id)?;
+        let public_key_sha256 = csr_key(&csr_pem)?;
         let expires_at_ms = self.expiry();
         self.node
             .write(Command::RecordInstanceCertificate {
                 instance_id: instance_id.clone(),
                 expires_at_ms,
+                public_key_sha256,
             })
             .await?;
         let certificate_pem = self.sign(&csr_pem, &instance_id)?;

@@ -110,15 +110,16 @@ pub enum StoreError {
     },
     #[error("snapshot file {path} is damaged ({reason}); remove this server's data dir and re-add it to the cluster so that it receives a fresh snapshot")]
     SnapshotCorrupt { path: String, reason: String },
-    #[error("{what} is in Berth data format {found}, and this berthd reads format {} only (format 1 came from builds before services); run the version that wrote it, or move this server's data dir aside and re-add the server to the cluster (berth server add) so it receives a snapshot", DATA_FORMAT)]
+    #[error("{what} is in Berth data format {found}, and this berthd reads format {} only (format 1 came from builds before services, format 2 from builds before instance keys were recorded); run the version that wrote it, or move this server's data dir aside and re-add the server to the cluster (berth server add) so it receives a snapshot", DATA_FORMAT)]
     Format { what: String, found: u32 },
 }
 
 /// The layout of every command in the log and of the state in snapshots.
 /// bincode is positional, so any change to a stored type is a new format:
 /// bump this, and the golden-bytes test in `berth-types` will insist.
-/// Format 1 (no marker) had no services.
-pub const DATA_FORMAT: u32 = 2;
+/// Format 1 (no marker) had no services; format 2 recorded no instance
+/// keys (`Instance::public_key_sha256`).
+pub const DATA_FORMAT: u32 = 3;
 
 /// Refuses a data dir written in another format; marks a new one.
 fn check_format(db: &sled::Db, db_dir: &Path) -> Result<(), StoreError> {

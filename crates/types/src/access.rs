@@ -110,6 +110,12 @@ pub struct Instance {
     pub capacity: InstanceCapacity,
     /// Bumped whenever a task placed here changes; what the agent acks.
     pub assignment_seq: u64,
+    /// SHA-256 (hex) of the SubjectPublicKeyInfo of the key in the last
+    /// certificate issued to this instance (registration or renewal).
+    /// Registering again under this id needs a CSR with the same key:
+    /// proof that the caller is the host that held the id, not merely a
+    /// holder of a join token of the same cluster.
+    pub public_key_sha256: String,
 }
 
 impl Instance {
@@ -193,4 +199,7 @@ pub struct Registration {
     pub attributes: BTreeMap<String, String>,
     pub certificate_expires_at_ms: i64,
     pub at_ms: i64,
+    /// SHA-256 of the CSR's SubjectPublicKeyInfo (the CSR's signature was
+    /// checked by the proposer).
+    pub public_key_sha256: String,
 }

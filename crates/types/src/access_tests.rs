@@ -32,6 +32,7 @@ fn registration(activation: &str, secret_hash: &str, new_id: &str, at_ms: i64) -
         attributes: BTreeMap::from([("rack".to_string(), "7".to_string())]),
         certificate_expires_at_ms: at_ms + 1000,
         at_ms,
+        public_key_sha256: "key-1".into(),
     }
 }
 
@@ -144,8 +145,112 @@ fn re_registration_keeps_a_known_active_instance_id_only() {
     let renew = state.apply(Command::RecordInstanceCertificate {
         instance_id: "i-1".into(),
         expires_at_ms: 99,
+        public_key_sha256: "key-1".into(),
     });
     assert!(matches!(renew, Err(StateError::FailedPrecondition(_))));
+}
+
+#[test]
+fn another_host_with_a_valid_token_cannot_take_over_a_live_instance() {
+    let mut state = State::new();
+    activation(&mut state, "act1", 5, 100);
+    register(&mut state, registration("act1", "hash-act1", "i-1", 10)).unwrap();
+    let mut container = crate::ContainerDefinition::new("app", "registry.local/app:1");
+    container.memory = Some(64);
+    state
+        .apply(Command::RegisterTaskDefinition {
+            spec: crate::TaskDefinitionSpec {
+                family: "app".into(),
+                container_definitions: vec![container],
+                cpu: None,
+                memory: None,
+                network_mode: Default::default(),
+                volumes: vec![],
+                tags: vec![],
+            },
+            at_ms: 11,
+        })
+        .unwrap();
+    state
+        .apply(Command::InstanceConnected {
+            instance_id: "i-1".into(),
+            agent_version: "v".into(),
+            resources: crate::resources::Resources::new(1024, 1024),
+            attributes: BTreeMap::new(),
+            at_ms: 12,
+        })
+        .unwrap();
+    state
+        .apply(Command::RunTasks(crate::RunTasks {
+            cluster: "default".into(),
+            task_definition: "app".into(),
+            task_ids: vec!["t-1".into()],
+            instance_ids: vec!["i-1".into()],
+            group: None,
+            started_by: "test".into(),
+            placement_strategies: vec![],
+            placement_constraints: vec![],
+            overrides: vec![],
+            client_token: None,
+            at_ms: 13,
+        }))
+        .unwrap();
+    assert_eq!(state.active_tasks_on("i-1").count(), 1);
+    let before = state.instance("i-1").unwrap().clone();
+
+    // A second host, same cluster, a perfectly valid token, but its own key.
+    let mut intruder = registration("act1", "hash-act1", "i-2", 20);
+    intruder.previous_instance_id = Some("i-1".into());
+    intruder.public_key_sha256 = "key-of-the-intruder".into();
+    intruder.hostname = "intruder".into();
+    let why = refusal(register(&mut state, intruder));
+    assert!(
+        why.contains("instance i-1 is registered with another key"),
+        "{why}"
+    );
+    assert_eq!(
+        state.instance("i-1"),
+        Some(&before),
+        "nothing of i-1 changed"
+    );
+    assert!(state.instance("i-2").is_none());
+    assert_eq!(
+        state.active_tasks_on("i-1").count(),
+        1,
+        "its task stays assigned to i-1"
+    );
+    assert_eq!(
+        state.activation("act1").unwrap().registrations,
+        1,
+        "a refused takeover uses no registration"
+    );
+
+    // The legitimate host renews with a new key: from then on only that
+    // key keeps the id, and the key of the earlier certificate no longer does.
+    state
+        .apply(Command::RecordInstanceCertificate {
+            instance_id: "i-1".into(),
+            expires_at_ms: 2000,
+            public_key_sha256: "key-2".into(),
+        })
+        .unwrap();
+    assert_eq!(state.instance("i-1").unwrap().public_key_sha256, "key-2");
+    let mut stale = registration("act1", "hash-act1", "i-3", 30);
+    stale.previous_instance_id = Some("i-1".into());
+    refusal(register(&mut state, stale));
+    let mut current = registration("act1", "hash-act1", "i-4", 40);
+    current.previous_instance_id = Some("i-1".into());
+    current.public_key_sha256 = "key-2".into();
+    assert_eq!(register(&mut state, current).unwrap().id, "i-1");
+
+    // A record without a key (none was ever recorded) is kept by nobody.
+    let mut keyless = registration("act1", "hash-act1", "i-9", 50);
+    keyless.public_key_sha256 = String::new();
+    register(&mut state, keyless).unwrap();
+    let mut blank = registration("act1", "hash-act1", "i-10", 51);
+    blank.previous_instance_id = Some("i-9".into());
+    blank.public_key_sha256 = String::new();
+    refusal(register(&mut state, blank));
 }
 
 #[test]

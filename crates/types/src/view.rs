@@ -334,6 +334,7 @@ mod tests {
             draining: false,
             capacity,
             assignment_seq: 0,
+            public_key_sha256: "k".into(),
         };
         let view = InstanceView::new(&instance, 3);
         assert_eq!(view.status, InstanceState::Disconnected);

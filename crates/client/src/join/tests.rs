@@ -709,6 +709,16 @@ async fn an_expired_certificate_is_replaced_under_the_same_id() {
     assert!(fresh.expires_at_ms > now_ms());
     let sent = fake.last_registration.lock().unwrap().clone().unwrap();
     assert_eq!(sent.previous_instance_id, "i-42");
+    // The id is asked for with the key of its last certificate (the proof
+    // the control plane wants), and that key stays the agent's.
+    assert_eq!(
+        berth_pki::csr_key_digest(&sent.csr_pem).unwrap(),
+        berth_pki::key_digest(&expired.key_pem).unwrap()
+    );
+    assert_eq!(fresh.key_pem, expired.key_pem);
+    let saved = AgentIdentity::load(dir.path()).unwrap().unwrap();
+    assert_eq!(saved.key_pem, expired.key_pem);
+    assert_eq!(saved.cert_pem, fresh.cert_pem);
 }
 
 #[test]
