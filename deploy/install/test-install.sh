@@ -20,9 +20,12 @@
 #      - --no-systemd --containerd-install --binary: foreground agent ACTIVE;
 #        re-run leaves the running agent alone; uninstall stops it
 #
-# Needs root, docker, and debootstrap (installed with apt when missing); the
+# Needs root, docker, and debootstrap (installed with apt when missing); a
 # Debian mirror must be reachable the first time (the rootfs is cached in
-# target/test-host and as the image berth/test-host:bookworm). Builds the
+# target/test-host and as the image berth/test-host:bookworm). The mirror is
+# DEBIAN_MIRROR if set, else the one this host's apt uses (its sources list:
+# /etc/apt/sources.list, /etc/apt/sources.list.d/*.list and *.sources), so
+# the test works wherever apt works; no address is built in. Builds the
 # static binaries and the berthd image with deploy/images/build.sh when
 # they are missing. Every wait is bounded; everything it starts is removed
 # at the end, also on failure (--keep leaves it for debugging).
@@ -46,7 +49,7 @@ esac
 BIN_DIR=$ROOT/target/static/$TRIPLE/release
 HOST_IMAGE=berth/test-host:bookworm
 SUITE=bookworm
-MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
+MIRROR=${DEBIAN_MIRROR:-}
 P=berth-install-test
 NET=$P-net
 CP=$P-cp
@@ -94,6 +97,52 @@ expect_fail() {
 }
 
 
+# apt_mirror: the archive URI this host's apt configuration uses, preferring
+# an entry for $SUITE, then any entry that is not a security or updates
+# archive, then any. One-line (sources.list, *.list) and deb822 (*.sources)
+# files are read; commented-out and disabled entries are not.
+apt_mirror() {
+    local files=() f
+    [ -f /etc/apt/sources.list ] && files+=(/etc/apt/sources.list)
+    for f in /etc/apt/sources.list.d/*.list /etc/apt/sources.list.d/*.sources; do
+        [ -f "$f" ] && files+=("$f")
+    done
+    [ ${#files[@]} -gt 0 ] || return 1
+    awk -v suite="$SUITE" '
+        function flush() {
+            if (types ~ /(^| )deb( |$)/ && enabled != "no")
+                for (i = 1; i <= nu; i++) add(uris[i], suites)
+            types = ""; suites = ""; nu = 0; enabled = ""
+        }
+        function add(uri, s) {
+            if (uri !~ /^https?:\/\//) return
+            if (first == "") first = uri
+            if (plain == "" && s !~ /-(security|updates|backports)/) plain = uri
+            if (exact == "" && (" " s " ") ~ (" " suite " ")) exact = uri
+        }
+        FNR == 1 { flush(); deb822 = (FILENAME ~ /\.sources$/) }
+        /^[[:space:]]*#/ { next }
+        deb822 {
+            if ($0 ~ /^[[:space:]]*$/) { flush(); next }
+            key = tolower($1); sub(/:$/, "", key); $1 = ""; sub(/^ +/, "")
+            if (key == "types") types = $0
+            else if (key == "uris") nu = split($0, uris, " ")
+            else if (key == "suites") suites = $0
+            else if (key == "enabled") enabled = tolower($0)
+            next
+        }
+        $1 == "deb" {
+            n = 2
+            if ($2 ~ /^\[/) { while (n <= NF && $n !~ /\]$/) n++; n++ }
+            add($n, $(n + 1))
+        }
+        END {
+            flush()
+            if (exact != "") print exact; else if (plain != "") print plain; else if (first != "") print first
+        }
+    ' "${files[@]}"
+}
+
 # ------------------------------------------------------------ prerequisites
 STEP=prerequisites
 if [ ! -x "$BIN_DIR/berthd" ] || [ ! -x "$BIN_DIR/berth-agent" ] || ! docker image inspect berth/berthd:dev >/dev/null 2>&1; then
@@ -105,6 +154,11 @@ if ! docker image inspect "$HOST_IMAGE" >/dev/null 2>&1; then
     STEP="host image"
     CACHE=$ROOT/target/test-host
     if [ ! -f "$CACHE/rootfs.tar" ]; then
+        if [ -z "$MIRROR" ]; then
+            MIRROR=$(apt_mirror) || true
+            [ -n "$MIRROR" ] || fail "no Debian mirror: this host's apt configuration (/etc/apt/sources.list, /etc/apt/sources.list.d/) names none; set DEBIAN_MIRROR=URL"
+            log "using the mirror of this host's apt configuration: $MIRROR"
+        fi
         if ! command -v debootstrap >/dev/null; then
             log "installing debootstrap"
             DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >/dev/null \
