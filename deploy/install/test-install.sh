@@ -9,10 +9,11 @@
 #        are refused with clear errors, before anything is installed
 #      - install with --containerd-install (apt), the agent binary downloaded
 #        from the control plane: instance ACTIVE, id printed; the unit passes
-#        `systemd-analyze verify`; agent.toml is 0600
+#        `systemd-analyze verify`; agent.toml is 0600; the join token is in
+#        no file on the host once registered
 #      - a task from an image imported on the host runs, its logs are
 #        readable, and it keeps running while the agent is stopped
-#      - re-run: same instance, nothing restarted
+#      - re-run: same instance, nothing restarted, the token not written again
 #      - uninstall: service, binary, config and identity gone
 #   B. a host without systemd:
 #      - without --no-systemd: a clear error; without containerd and without
@@ -200,9 +201,24 @@ cli() {
     timeout 60 docker exec -e BERTH_ENDPOINT=127.0.0.1:7400 -e BERTH_CA_CERT=/pki/ca.crt \
         -e "BERTH_TOKEN=$(cat "$WORK/pki/admin.token")" "$CP" berth "$@"
 }
-TOKEN=$(cli activation create --cluster default --max-registrations 4 --expires 1h 2>/dev/null) \
+# One token per host, each good for one registration (the default).
+TOKEN=$(cli activation create --cluster default --expires 1h 2>/dev/null) \
     || fail "berth activation create failed"
-log "join token for activation $(echo "$TOKEN" | cut -d- -f2)"
+TOKEN_B=$(cli activation create --cluster default --expires 1h 2>/dev/null) \
+    || fail "berth activation create failed"
+log "join tokens for activations $(echo "$TOKEN" | cut -d- -f2) and $(echo "$TOKEN_B" | cut -d- -f2)"
+cli activation describe "$(echo "$TOKEN" | cut -d- -f2)" -o json | json 'd["maxRegistrations"]' | grep -qx 1 \
+    || fail "an activation created without --max-registrations allows more than one registration"
+# no_token_on HOST-FUNCTION TOKEN: the token's secret is in no file the
+# installer or the agent keeps.
+no_token_on() {
+    local secret
+    secret=$(echo "$2" | cut -d- -f3)
+    if $1 grep -rqs -- "$secret" /etc/berth /var/lib/berth-agent; then
+        fail "the join token is still on the host: $($1 grep -rls -- "$secret" /etc/berth /var/lib/berth-agent)"
+    fi
+    $1 test ! -e /etc/berth/join-token || fail "/etc/berth/join-token is still there after registration"
+}
 SERVER=$CP:7400
 instance_status() { cli instance describe "$1" -o json | json 'd["status"]'; }
 
@@ -252,6 +268,8 @@ in_a systemd-analyze verify /etc/systemd/system/berth-agent.service >"$WORK/veri
     || fail "systemd-analyze verify: $(cat "$WORK/verify")"
 log "ok: systemd-analyze verify berth-agent.service"
 [ "$(in_a stat -c %a /etc/berth/agent.toml)" = 600 ] || fail "/etc/berth/agent.toml is not mode 0600"
+no_token_on in_a "$TOKEN"
+log "ok: the join token is in no file on host A once it is registered"
 in_a systemctl is-enabled --quiet berth-agent.service || fail "berth-agent.service is not enabled"
 [ "$(in_a curl -fsS --cacert /etc/berth/ca.crt "https://$SERVER/downloads/install-agent.sh" | head -1)" = '#!/usr/bin/env bash' ] \
     || fail "https://$SERVER/downloads/install-agent.sh does not serve the installer"
@@ -301,6 +319,7 @@ install_a --server "$SERVER" --token "$TOKEN" --attribute zone=test --attribute 
 [ "$(tail -1 "$WORK/a2.out")" = "$ID_A" ] || fail "the re-run printed $(tail -1 "$WORK/a2.out"), not $ID_A"
 [ "$(in_a systemctl show -p MainPID --value berth-agent.service)" = "$PID1" ] \
     || fail "the re-run restarted an unchanged agent"
+no_token_on in_a "$TOKEN"
 log "ok: re-run is idempotent (same instance, agent pid $PID1 kept)"
 
 STEP="host A agent restart"
@@ -327,12 +346,12 @@ docker run -d --name "$HOST_B" --hostname host-b --network "$NET" "${HOSTLIKE[@]
     "$HOST_IMAGE" sh -c "$REMOUNT; exec sleep infinity" >/dev/null
 in_b() { timeout 300 docker exec "$HOST_B" "$@"; }
 install_b() { in_b /berth-install/install-agent.sh "$@"; }
-expect_fail "a host without systemd" "re-run with --no-systemd" install_b --server "$SERVER" --token "$TOKEN"
+expect_fail "a host without systemd" "re-run with --no-systemd" install_b --server "$SERVER" --token "$TOKEN_B"
 expect_fail "a host without containerd" "containerd is not installed" \
-    install_b --server "$SERVER" --token "$TOKEN" --no-systemd --binary /opt/berth-agent
+    install_b --server "$SERVER" --token "$TOKEN_B" --no-systemd --binary /opt/berth-agent
 
 STEP="host B install (foreground)"
-docker exec -d "$HOST_B" sh -c "/berth-install/install-agent.sh --server $SERVER --token $TOKEN --no-systemd \
+docker exec -d "$HOST_B" sh -c "/berth-install/install-agent.sh --server $SERVER --token $TOKEN_B --no-systemd \
     --containerd-install --binary /opt/berth-agent >/tmp/b1.out 2>/tmp/b1.err"
 b_id() { in_b sh -c 'test -s /tmp/b1.out && tail -1 /tmp/b1.out'; }
 wait_for "host B's installer to print an instance id" 240 b_id
@@ -340,9 +359,10 @@ ID_B=$(b_id)
 log "host B is instance $ID_B"
 [ "$(instance_status "$ID_B")" = ACTIVE ] || fail "instance $ID_B is not ACTIVE"
 AGENT_PID=$(in_b cat /run/berth-agent.pid)
+no_token_on in_b "$TOKEN_B"
 
 STEP="host B re-run"
-install_b --server "$SERVER" --token "$TOKEN" --no-systemd --binary /opt/berth-agent \
+install_b --server "$SERVER" --token "$TOKEN_B" --no-systemd --binary /opt/berth-agent \
     >"$WORK/b2.out" 2>"$WORK/b2.err" || fail "re-run failed: $(tail -10 "$WORK/b2.err")"
 [ "$(tail -1 "$WORK/b2.out")" = "$ID_B" ] || fail "the re-run printed $(tail -1 "$WORK/b2.out"), not $ID_B"
 [ "$(in_b cat /run/berth-agent.pid)" = "$AGENT_PID" ] || fail "the re-run replaced the running agent"

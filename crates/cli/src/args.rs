@@ -300,7 +300,8 @@ pub struct ActivationCreateArgs {
     /// How long the join token can be used.
     #[arg(long, value_name = "DURATION", value_parser = duration_arg, default_value = "24h")]
     pub expires: Duration,
-    /// How many instances may register with it.
+    /// How many instances may register with it (one token per host is
+    /// safest: a token left on a host cannot register another).
     #[arg(
         long,
         value_name = "N",

@@ -530,6 +530,10 @@ pub struct AgentLoopConfig {
     /// The join token; needed only to register (first start, or after the
     /// certificate expired).
     pub token: Option<String>,
+    /// The file `token` was read from, if any: removed once a registration
+    /// is saved (or a saved identity is found), so that the join token does
+    /// not stay on the host after it has served.
+    pub token_file: Option<PathBuf>,
     pub hostname: String,
     pub attributes: BTreeMap<String, String>,
     /// The cluster to join; `None` takes the activation's.
@@ -547,6 +551,7 @@ impl std::fmt::Debug for AgentLoopConfig {
             .field("endpoints", &self.endpoints)
             .field("dir", &self.dir)
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("token_file", &self.token_file)
             .field("hostname", &self.hostname)
             .field("attributes", &self.attributes)
             .field("cluster", &self.cluster)
@@ -704,6 +709,7 @@ async fn establish(
             if token.is_some() {
                 tracing::info!("already registered; the join token is not needed and was not used");
             }
+            forget_token(config);
             publish(config, &identity);
             Ok(identity)
         }
@@ -757,6 +763,7 @@ async fn register_until_done(
                     expires_at = %rfc3339(identity.expires_at_ms),
                     "registered"
                 );
+                forget_token(config);
                 publish(config, &identity);
                 return Ok(identity);
             }
@@ -771,6 +778,29 @@ async fn register_until_done(
             }
             Err(e) => return Err(e),
         }
+    }
+}
+
+/// Once registered, the join token has served: the token file is removed,
+/// and a token given any other way (flag, environment, config file) is
+/// left for the operator to remove, with a warning saying so.
+fn forget_token(config: &AgentLoopConfig) {
+    match &config.token_file {
+        Some(file) => match fs::remove_file(file) {
+            Ok(()) => tracing::info!(file = %file.display(), "removed the join token file"),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => tracing::warn!(
+                file = %file.display(),
+                error = %e,
+                "cannot remove the join token file; remove it by hand, it is no longer needed"
+            ),
+        },
+        None if config.token.is_some() => tracing::warn!(
+            "registered: the join token is no longer needed; remove it from the agent's command \
+             line, environment (BERTH_JOIN_TOKEN) or config file (or pass it with --token-file, \
+             which the agent removes itself)"
+        ),
+        None => {}
     }
 }
 

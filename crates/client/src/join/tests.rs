@@ -542,6 +542,7 @@ fn loop_config(endpoints: Vec<String>, dir: &Path, token: Option<String>) -> Age
         endpoints,
         dir: dir.to_path_buf(),
         token,
+        token_file: None,
         hostname: "host-1".into(),
         attributes: attributes(),
         cluster: None,
@@ -719,6 +720,56 @@ async fn an_expired_certificate_is_replaced_under_the_same_id() {
     let saved = AgentIdentity::load(dir.path()).unwrap().unwrap();
     assert_eq!(saved.key_pem, expired.key_pem);
     assert_eq!(saved.cert_pem, fresh.cert_pem);
+}
+
+#[tokio::test]
+async fn the_token_file_is_removed_once_registered() {
+    let pki = test_support::pki("tokenfile");
+    let fake = FakeAgents::new(&pki, Duration::from_secs(3600));
+    let addr = serve_agents(&pki, fake.clone()).await;
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path().join("identity");
+    fs::create_dir(&dir).unwrap();
+    let token_file = work.path().join("join-token");
+    fs::write(&token_file, fake.activation.encode()).unwrap();
+
+    let (tx, mut rx) = watch::channel(None);
+    let mut config = loop_config(vec![addr], &dir, Some(fake.activation.encode()));
+    config.token_file = Some(token_file.clone());
+    config.updates = Some(tx);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let agent = run_agent_identity_loop(config.clone(), async {
+        let _ = stopped.await;
+    });
+    let observer = async {
+        let registered = nth_update(&mut rx, 1).await;
+        let _ = stop.send(());
+        registered
+    };
+    let (result, registered) = tokio::join!(agent, observer);
+    result.unwrap();
+    assert_eq!(registered.instance_id, "i-1");
+    assert!(!token_file.exists(), "the join token stayed on the host");
+
+    // A token file put back (an installer re-run, say) is removed again as
+    // soon as the saved identity is found, and nothing registers.
+    fs::write(&token_file, fake.activation.encode()).unwrap();
+    let (tx, mut rx) = watch::channel(None);
+    config.updates = Some(tx);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let agent = run_agent_identity_loop(config, async {
+        let _ = stopped.await;
+    });
+    let observer = async {
+        let loaded = nth_update(&mut rx, 1).await;
+        let _ = stop.send(());
+        loaded
+    };
+    let (result, loaded) = tokio::join!(agent, observer);
+    result.unwrap();
+    assert_eq!(loaded.instance_id, "i-1");
+    assert!(!token_file.exists());
+    assert_eq!(fake.registrations.load(Ordering::SeqCst), 1);
 }
 
 #[test]
