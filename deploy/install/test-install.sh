@@ -262,8 +262,9 @@ ID_A=$(tail -1 "$WORK/a1.out")
 [ -n "$ID_A" ] || fail "the installer printed no instance id"
 log "host A is instance $ID_A"
 [ "$(instance_status "$ID_A")" = ACTIVE ] || fail "instance $ID_A is $(instance_status "$ID_A"), not ACTIVE"
-cli instance describe "$ID_A" -o json | json 'd["attributes"]' | grep -q '"zone": "test"' \
-    || fail "instance $ID_A lacks the attribute zone=test"
+# The installer's --attribute is the agent's report: seen as agent.NAME.
+cli instance describe "$ID_A" -o json | json 'd["attributes"]' | grep -q '"agent.zone": "test"' \
+    || fail "instance $ID_A lacks the agent-reported attribute agent.zone=test"
 in_a systemd-analyze verify /etc/systemd/system/berth-agent.service >"$WORK/verify" 2>&1 \
     || fail "systemd-analyze verify: $(cat "$WORK/verify")"
 log "ok: systemd-analyze verify berth-agent.service"

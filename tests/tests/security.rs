@@ -497,3 +497,88 @@ async fn a_valid_join_token_does_not_take_over_a_live_instance() -> Result<()> {
     assert_eq!(kept.instance_id, a.instance_id);
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_session_cannot_change_the_operators_attributes() -> Result<()> {
+    let cluster = TestCluster::start(1, &[]).await?;
+    let addr = cluster.addr(1);
+    // The activation says zone=lab; the operator then adds role=db.
+    let joined = join(&addr, 1).await?;
+    let mut instances = InstanceServiceClient::new(channel(&addr).await?);
+    instances
+        .put_instance_attributes(pb::PutInstanceAttributesRequest {
+            id: joined.instance_id.clone(),
+            attributes: vec![pb::Attribute {
+                name: "role".into(),
+                value: "db".into(),
+            }],
+        })
+        .await?;
+    // Operators cannot write into the agent's space.
+    let (c, m) = code(
+        instances
+            .put_instance_attributes(pb::PutInstanceAttributesRequest {
+                id: joined.instance_id.clone(),
+                attributes: vec![pb::Attribute {
+                    name: "agent.os".into(),
+                    value: "x".into(),
+                }],
+            })
+            .await,
+    );
+    assert_eq!(c, Code::InvalidArgument, "{m}");
+    assert!(m.contains("what the agent reports"), "{m}");
+
+    // The agent's session says otherwise about zone and role.
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tx.send(pb::AgentMessage {
+        body: Some(pb::agent_message::Body::Hello(pb::AgentHello {
+            instance_id: joined.instance_id.clone(),
+            agent_version: "evil".into(),
+            cpu_total: 1024,
+            memory_total_mib: 1024,
+            attributes: vec![
+                pb::Attribute {
+                    name: "zone".into(),
+                    value: "prod".into(),
+                },
+                pb::Attribute {
+                    name: "role".into(),
+                    value: "web".into(),
+                },
+            ],
+            ..Default::default()
+        })),
+    })
+    .await?;
+    let mut sessions = AgentSessionServiceClient::new(
+        tls_channel(&addr, Some((&joined.certificate_pem, &joined.key_pem))).await?,
+    );
+    let stream =
+        futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|m| (m, rx)) });
+    let mut replies = sessions.session(stream).await?.into_inner();
+    replies.message().await?.expect("settings after the hello");
+    let described: InstanceView = from_wire(
+        instances
+            .describe_instance(pb::DescribeInstanceRequest {
+                id: joined.instance_id.clone(),
+            })
+            .await?
+            .into_inner()
+            .instance
+            .unwrap(),
+    )?;
+    assert!(described.agent_connected);
+    let get = |name: &str| described.attributes.get(name).map(String::as_str);
+    assert_eq!(get("zone"), Some("lab"), "{:?}", described.attributes);
+    assert_eq!(get("role"), Some("db"), "{:?}", described.attributes);
+    assert_eq!(
+        get("agent.zone"),
+        Some("prod"),
+        "{:?}",
+        described.attributes
+    );
+    assert_eq!(get("agent.role"), Some("web"), "{:?}", described.attributes);
+    drop(tx);
+    Ok(())
+}

@@ -49,6 +49,16 @@ fn checked_attributes(attributes: &[pb::Attribute]) -> Result<BTreeMap<String, S
         .map_err(|e| ServerError::Invalid(e.into()).into())
 }
 
+/// An operator's attributes (activation, `attribute put`): checked, and
+/// none in the `agent.*` space, which is what agents report.
+fn operator_attributes(attributes: &[pb::Attribute]) -> Result<BTreeMap<String, String>, Status> {
+    for (i, a) in attributes.iter().enumerate() {
+        validate::check_operator_attribute_name(&format!("attributes[{i}].name"), &a.name)
+            .map_err(|e| Status::from(ServerError::Invalid(e.into())))?;
+    }
+    checked_attributes(attributes)
+}
+
 /// The key a CSR carries, as instance records keep it; a CSR whose
 /// signature does not verify is the caller's mistake.
 fn csr_key(csr_pem: &str) -> Result<String, Status> {
@@ -161,7 +171,7 @@ impl ActivationService for IdentityApi {
             0 => DEFAULT_ACTIVATION_LIFETIME,
             s => Duration::from_secs(s),
         };
-        let attributes = checked_attributes(&req.attributes)?;
+        let attributes = operator_attributes(&req.attributes)?;
         let digest = berth_pki::ca_digest(&self.pki.ca.cert_pem).map_err(ServerError::internal)?;
         let token = JoinToken::generate(&digest);
         let now = now_ms();
@@ -305,7 +315,7 @@ impl InstanceService for IdentityApi {
         request: Request<pb::PutInstanceAttributesRequest>,
     ) -> Result<Response<pb::PutInstanceAttributesResponse>, Status> {
         let req = request.into_inner();
-        let attributes = checked_attributes(&req.attributes)?;
+        let attributes = operator_attributes(&req.attributes)?;
         let instance = self.ops.put_instance_attributes(req.id, attributes).await?;
         Ok(Response::new(pb::PutInstanceAttributesResponse {
             instance: Some(instance.into()),

@@ -118,7 +118,8 @@ pub enum StoreError {
 /// bincode is positional, so any change to a stored type is a new format:
 /// bump this, and the golden-bytes test in `berth-types` will insist.
 /// Format 1 (no marker) had no services; format 2 recorded no instance
-/// keys (`Instance::public_key_sha256`).
+/// keys (`Instance::public_key_sha256`) and mixed agent-reported
+/// attributes into the operator's (`Instance::agent_attributes`).
 pub const DATA_FORMAT: u32 = 3;
 
 /// Refuses a data dir written in another format; marks a new one.

@@ -116,9 +116,32 @@ pub struct Instance {
     /// proof that the caller is the host that held the id, not merely a
     /// holder of a join token of the same cluster.
     pub public_key_sha256: String,
+    /// What the agent reports about its host (registration, then every
+    /// hello replaces it): detected facts and the host's `--attribute`s.
+    /// Self-reported, so a compromised host could claim anything here:
+    /// these are seen only as `agent.NAME` (see [`Instance::all_attributes`])
+    /// and never change the operator's `attributes`.
+    pub agent_attributes: BTreeMap<String, String>,
 }
 
+/// The prefix agent-reported attributes are seen under; operators cannot
+/// set or delete names with it.
+pub const AGENT_ATTRIBUTE_PREFIX: &str = "agent.";
+
 impl Instance {
+    /// What placement matches and people see: the operator's attributes
+    /// (from the activation and `berth instance attribute put`), and every
+    /// agent-reported one as `agent.NAME`. The two never collide, so a host
+    /// cannot satisfy a constraint on an operator attribute by reporting it.
+    pub fn all_attributes(&self) -> BTreeMap<String, String> {
+        let mut all = self.attributes.clone();
+        for (name, value) in &self.agent_attributes {
+            all.entry(format!("{AGENT_ATTRIBUTE_PREFIX}{name}"))
+                .or_insert_with(|| value.clone());
+        }
+        all
+    }
+
     /// The status people and the scheduler see: INACTIVE (deregistered),
     /// DISCONNECTED (agent not connected), DRAINING, or ACTIVE, in that
     /// order of precedence.

@@ -51,14 +51,104 @@ fn refusal(result: Result<crate::Instance, StateError>) -> String {
 }
 
 #[test]
-fn registration_consumes_one_use_and_merges_attributes() {
+fn registration_consumes_one_use_and_keeps_agent_attributes_apart() {
     let mut state = State::new();
     activation(&mut state, "act1", 2, 100);
     let instance = register(&mut state, registration("act1", "hash-act1", "i-1", 10)).unwrap();
     assert_eq!(instance.cluster, "default");
-    assert_eq!(instance.attributes["zone"], "a");
-    assert_eq!(instance.attributes["rack"], "7");
+    assert_eq!(instance.attributes, attrs(&[("zone", "a")]));
+    assert_eq!(instance.agent_attributes, attrs(&[("rack", "7")]));
+    assert_eq!(
+        instance.all_attributes(),
+        attrs(&[("zone", "a"), ("agent.rack", "7")])
+    );
     assert_eq!(state.activation("act1").unwrap().registrations, 1);
+}
+
+fn attrs(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+fn hello(state: &mut State, id: &str, pairs: &[(&str, &str)]) -> crate::Instance {
+    match state
+        .apply(Command::InstanceConnected {
+            instance_id: id.into(),
+            agent_version: "v".into(),
+            resources: crate::resources::Resources::new(1024, 1024),
+            attributes: attrs(pairs),
+            at_ms: 20,
+        })
+        .unwrap()
+    {
+        CommandOutput::Instance(i) => i,
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+#[test]
+fn operator_attributes_win_over_what_the_agent_reports() {
+    let mut state = State::new();
+    activation(&mut state, "act1", 5, 100);
+    // The agent claims the activation's zone and more, at registration and
+    // in its hello: none of it touches the operator's attributes.
+    let mut r = registration("act1", "hash-act1", "i-1", 10);
+    r.attributes = attrs(&[("zone", "b"), ("gpu", "yes")]);
+    let registered = register(&mut state, r).unwrap();
+    assert_eq!(registered.attributes, attrs(&[("zone", "a")]));
+    state
+        .apply(Command::PutInstanceAttributes {
+            instance_id: "i-1".into(),
+            attributes: attrs(&[("role", "db")]),
+        })
+        .unwrap();
+    let after_hello = hello(
+        &mut state,
+        "i-1",
+        &[("zone", "c"), ("role", "web"), ("os", "linux")],
+    );
+    assert_eq!(
+        after_hello.attributes,
+        attrs(&[("zone", "a"), ("role", "db")]),
+        "attribute put and the activation's attributes survive the agent's session"
+    );
+    assert_eq!(
+        after_hello.all_attributes(),
+        attrs(&[
+            ("zone", "a"),
+            ("role", "db"),
+            ("agent.zone", "c"),
+            ("agent.role", "web"),
+            ("agent.os", "linux"),
+        ])
+    );
+    // Each hello replaces the agent's previous report (gpu is gone).
+    assert!(!after_hello.all_attributes().contains_key("agent.gpu"));
+
+    // A re-registration that keeps the id keeps the operator's attributes
+    // as they are now, whatever the (new) activation or the agent says.
+    state
+        .apply(Command::DeleteInstanceAttributes {
+            instance_id: "i-1".into(),
+            names: vec!["zone".into()],
+        })
+        .unwrap();
+    let mut again = registration("act1", "hash-act1", "i-2", 30);
+    again.previous_instance_id = Some("i-1".into());
+    again.attributes = attrs(&[("zone", "z")]);
+    let kept = register(&mut state, again).unwrap();
+    assert_eq!(kept.id, "i-1");
+    assert_eq!(kept.attributes, attrs(&[("role", "db")]));
+    assert_eq!(kept.agent_attributes, attrs(&[("zone", "z")]));
+    let view = crate::InstanceView::new(&kept, 0);
+    assert_eq!(
+        view.attributes.get("zone"),
+        None,
+        "no operator zone: nothing matches zone"
+    );
+    assert_eq!(view.attributes["agent.zone"], "z");
 }
 
 #[test]
@@ -346,4 +436,14 @@ fn instance_states_read_back_from_their_names_in_any_case() {
         assert_eq!(s.to_string(), s.as_str());
     }
     assert_eq!(InstanceState::parse("GONE"), None);
+}
+
+#[test]
+fn operators_cannot_set_or_delete_agent_reported_names() {
+    let err = crate::validate::check_operator_attribute_name("attributes[0].name", "agent.zone")
+        .unwrap_err();
+    assert_eq!(err.field, "attributes[0].name");
+    assert!(err.message.contains("what the agent reports"), "{err}");
+    crate::validate::check_operator_attribute_name("attributes[0].name", "agentzone").unwrap();
+    crate::validate::check_operator_attribute_name("attributes[0].name", "zone").unwrap();
 }

@@ -103,6 +103,10 @@ impl Ops {
         if names.is_empty() {
             return Err(invalid("names", "give at least one attribute name"));
         }
+        for (i, name) in names.iter().enumerate() {
+            berth_types::validate::check_operator_attribute_name(&format!("names[{i}]"), name)
+                .map_err(|e| ServerError::Invalid(e.into()))?;
+        }
         self.instance_command(Command::DeleteInstanceAttributes {
             instance_id: id,
             names,

@@ -239,12 +239,14 @@ impl State {
                 ));
             }
         }
-        let mut attributes = activation.attributes.clone();
-        attributes.extend(r.attributes.clone());
+        // The activation's attributes are the operator's and go to the
+        // instances it creates; a kept instance keeps the operator's
+        // attributes as they are now (`attribute put` included). What the
+        // agent reports is its own, apart.
         let instance = match kept {
             Some(existing) => Instance {
                 hostname: r.hostname,
-                attributes,
+                agent_attributes: r.attributes.clone(),
                 activation_id: r.activation_id.clone(),
                 certificate_expires_at_ms: r.certificate_expires_at_ms,
                 public_key_sha256: r.public_key_sha256.clone(),
@@ -258,7 +260,7 @@ impl State {
                     id: r.new_instance_id,
                     cluster,
                     hostname: r.hostname,
-                    attributes,
+                    attributes: activation.attributes.clone(),
                     activation_id: r.activation_id.clone(),
                     registered_at_ms: r.at_ms,
                     certificate_expires_at_ms: r.certificate_expires_at_ms,
@@ -272,6 +274,7 @@ impl State {
                     capacity: Default::default(),
                     assignment_seq: 0,
                     public_key_sha256: r.public_key_sha256.clone(),
+                    agent_attributes: r.attributes.clone(),
                 }
             }
         };
