@@ -394,6 +394,7 @@ impl AgentService for IdentityApi {
             certificate_pem,
             ca_pem: self.pki.ca.cert_pem.clone(),
             certificate_expires_at_ms: expires,
+            server_time_ms: now_ms(),
         }))
     }
 
@@ -423,6 +424,7 @@ impl AgentService for IdentityApi {
         Ok(Response::new(pb::RenewCertificateResponse {
             certificate_pem,
             certificate_expires_at_ms: expires_at_ms,
+            server_time_ms: now_ms(),
         }))
     }
 
