@@ -528,6 +528,29 @@ async fn an_agent_session_cannot_change_the_operators_attributes() -> Result<()>
     );
     assert_eq!(c, Code::InvalidArgument, "{m}");
     assert!(m.contains("what the agent reports"), "{m}");
+    let (c, m) = code(
+        instances
+            .delete_instance_attributes(pb::DeleteInstanceAttributesRequest {
+                id: joined.instance_id.clone(),
+                names: vec!["agent.os".into()],
+            })
+            .await,
+    );
+    assert_eq!(c, Code::InvalidArgument, "{m}");
+    assert!(m.contains("names[0]"), "{m}");
+    let (c, m) = code(
+        ActivationServiceClient::new(channel(&addr).await?)
+            .create_activation(pb::CreateActivationRequest {
+                attributes: vec![pb::Attribute {
+                    name: "agent.arch".into(),
+                    value: "arm64".into(),
+                }],
+                ..Default::default()
+            })
+            .await,
+    );
+    assert_eq!(c, Code::InvalidArgument, "{m}");
+    assert!(m.contains("attributes[0].name"), "{m}");
 
     // The agent's session says otherwise about zone and role.
     let (tx, rx) = tokio::sync::mpsc::channel(4);
