@@ -8,6 +8,8 @@ use std::time::Duration;
 use anyhow::{bail, ensure, Result};
 use berth_e2e::*;
 use berth_proto::pb;
+use berth_proto::pb::raft_service_client::RaftServiceClient;
+use berth_proto::pb::task_definition_service_client::TaskDefinitionServiceClient;
 use berth_types::{ServerRole, TaskDefinition, TaskDefinitionStatus};
 
 const LONG: Duration = Duration::from_secs(30);
@@ -300,6 +302,47 @@ async fn added_server_catches_up_from_snapshot_and_removed_server_leaves() -> Re
     assert_eq!(ids, BTreeSet::from([1, 2, 4]));
     // The remaining three still accept writes.
     register(&cluster.addr(4), "bulk", "after-remove").await?;
+
+    // The removed server's certificate no longer speaks for a server: the
+    // others refuse it for Raft and for the API, which a server's
+    // certificate otherwise passes without a token.
+    let pki = cluster.dir.path().join("node3").join("pki");
+    let cert = std::fs::read_to_string(pki.join("server.crt"))?;
+    let key = std::fs::read_to_string(pki.join("server.key"))?;
+    for id in [1, 2, 4] {
+        let addr = cluster.addr(id);
+        let removed = tls_channel(&addr, Some((&cert, &key))).await?;
+        let vote = RaftServiceClient::new(removed.clone())
+            .vote(pb::RaftPayload { data: vec![0] })
+            .await
+            .expect_err("a removed server's vote is refused");
+        assert_eq!(vote.code(), tonic::Code::PermissionDenied, "{vote:?}");
+        assert!(
+            vote.message().contains("server 3 is not a member"),
+            "{vote:?}"
+        );
+        let write = TaskDefinitionServiceClient::new(removed)
+            .register_task_definition(pb::RegisterTaskDefinitionRequest {
+                spec: Some(spec("bulk", "from-removed")),
+            })
+            .await
+            .expect_err("a removed server cannot call the API");
+        assert_eq!(write.code(), tonic::Code::PermissionDenied, "{write:?}");
+    }
+    // A member's certificate still passes (servers pass calls on to each
+    // other), so the refusal above is about membership, not certificates.
+    let member = cluster.dir.path().join("node2").join("pki");
+    let member_channel = tls_channel(
+        &cluster.addr(1),
+        Some((
+            &std::fs::read_to_string(member.join("server.crt"))?,
+            &std::fs::read_to_string(member.join("server.key"))?,
+        )),
+    )
+    .await?;
+    TaskDefinitionServiceClient::new(member_channel)
+        .list_task_definitions(pb::ListTaskDefinitionsRequest::default())
+        .await?;
     Ok(())
 }
 

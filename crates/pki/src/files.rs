@@ -1,6 +1,9 @@
-//! The PKI directory a server reads at start:
-//! `ca.crt`, `ca.key`, `server.crt` (with the CA appended), `server.key`,
-//! and `admin.token` (the bootstrap admin token). Keys and tokens are 0600.
+//! The PKI directory a server reads at start: `ca.crt` (the root),
+//! `signing.crt` and `signing.key` (this server's signing CA, for agents'
+//! certificates), `server.crt` (with the root appended), `server.key`, and
+//! `admin.token` (the bootstrap admin token). Keys and tokens are 0600. The
+//! root's `ca.key` stays in the directory `pki init` made; a server dir that
+//! still holds one (issued before signing CAs) signs with the root.
 
 use std::fs;
 use std::io::Write;
@@ -11,6 +14,8 @@ use crate::PkiError;
 
 pub const CA_CERT: &str = "ca.crt";
 pub const CA_KEY: &str = "ca.key";
+pub const SIGNING_CERT: &str = "signing.crt";
+pub const SIGNING_KEY: &str = "signing.key";
 pub const SERVER_CERT: &str = "server.crt";
 pub const SERVER_KEY: &str = "server.key";
 pub const ADMIN_TOKEN: &str = "admin.token";

@@ -129,12 +129,33 @@ fn validity(params: &mut CertificateParams, lifetime: Duration) {
     params.not_after = (now + lifetime).into();
 }
 
-/// The cluster's certificate authority.
+fn cluster_id_of(params: &CertificateParams) -> Result<String, PkiError> {
+    params
+        .subject_alt_names
+        .iter()
+        .find_map(|san| match san {
+            SanType::URI(uri) => uri
+                .as_str()
+                .strip_prefix("berth://")
+                .and_then(|rest| rest.strip_suffix("/ca"))
+                .map(str::to_string),
+            _ => None,
+        })
+        .ok_or_else(|| PkiError::Invalid("the CA certificate carries no cluster id".into()))
+}
+
+/// A certificate authority of the cluster: the root (made by `pki init`,
+/// its key kept offline) or a server's signing CA (an intermediate the root
+/// issues to each server, which signs agents' certificates).
 pub struct CertificateAuthority {
     pub cluster_id: String,
     pub cert_pem: String,
     key: KeyPair,
     issuer: rcgen::Certificate,
+    /// Appended to every certificate this CA signs, so a peer holding only
+    /// the root can build the path: the signing CA's own certificate, or
+    /// nothing for the root.
+    chain_pem: String,
 }
 
 /// A certificate and its private key, PEM.
@@ -167,25 +188,57 @@ impl CertificateAuthority {
             cert_pem: issuer.pem(),
             key,
             issuer,
+            chain_pem: String::new(),
         })
+    }
+
+    /// A signing CA for server `node_id`: an intermediate that may sign
+    /// end-entity certificates only (path length 0), so servers can sign
+    /// agents' certificates without holding the root key.
+    pub fn issue_signing_ca(
+        &self,
+        node_id: u64,
+        lifetime: Duration,
+    ) -> Result<IssuedCertificate, PkiError> {
+        let key = KeyPair::generate()?;
+        let mut params = CertificateParams::default();
+        let mut dn = DistinguishedName::new();
+        dn.push(
+            DnType::CommonName,
+            format!("Berth signing CA {} server {node_id}", self.cluster_id),
+        );
+        dn.push(DnType::OrganizationName, "Berth");
+        params.distinguished_name = dn;
+        params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        params.subject_alt_names = vec![SanType::URI(
+            format!("berth://{}/ca", self.cluster_id).try_into()?,
+        )];
+        validity(&mut params, lifetime);
+        let cert = params.signed_by(&key, &self.issuer, &self.key)?;
+        Ok(IssuedCertificate {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        })
+    }
+
+    /// Loads a server's signing CA (see `issue_signing_ca`); what it signs
+    /// carries its certificate as the chain.
+    pub fn load_signing(cert_pem: &str, key_pem: &str) -> Result<Self, PkiError> {
+        let mut ca = Self::load(cert_pem, key_pem)?;
+        ca.chain_pem = cert_pem.to_string();
+        Ok(ca)
     }
 
     /// Loads a CA from its PEM certificate and key.
     pub fn load(cert_pem: &str, key_pem: &str) -> Result<Self, PkiError> {
         let key = KeyPair::from_pem(key_pem)?;
         let params = CertificateParams::from_ca_cert_pem(cert_pem)?;
-        let cluster_id = params
-            .subject_alt_names
-            .iter()
-            .find_map(|san| match san {
-                SanType::URI(uri) => uri
-                    .as_str()
-                    .strip_prefix("berth://")
-                    .and_then(|rest| rest.strip_suffix("/ca"))
-                    .map(str::to_string),
-                _ => None,
-            })
-            .ok_or_else(|| PkiError::Invalid("the CA certificate carries no cluster id".into()))?;
+        let cluster_id = cluster_id_of(&params)?;
         // rcgen signs with an issuer object; rebuilding it from the same
         // name and key yields signatures that verify against the stored CA.
         let issuer = params.self_signed(&key)?;
@@ -194,7 +247,14 @@ impl CertificateAuthority {
             cert_pem: cert_pem.to_string(),
             key,
             issuer,
+            chain_pem: String::new(),
         })
+    }
+
+    /// The cluster id a root certificate names, without its key.
+    pub fn root_cluster_id(cert_pem: &str) -> Result<String, PkiError> {
+        let params = CertificateParams::from_ca_cert_pem(cert_pem)?;
+        cluster_id_of(&params)
     }
 
     pub fn key_pem(&self) -> String {
@@ -264,7 +324,7 @@ impl CertificateAuthority {
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         validity(&mut params, lifetime);
         let cert = params.signed_by(&csr.public_key, &self.issuer, &self.key)?;
-        Ok(cert.pem())
+        Ok(format!("{}{}", cert.pem(), self.chain_pem))
     }
 }
 

@@ -113,7 +113,7 @@ async fn start_private_containerd(binary: &Path, dir: &Path) -> Result<(Child, P
 
 /// Creates a one-use join token for the dev agent, once the node leads.
 async fn join_token(node: &BerthNode, pki: &Pki) -> Result<String, String> {
-    let digest = berth_pki::ca_digest(&pki.ca.cert_pem).map_err(|e| e.to_string())?;
+    let digest = berth_pki::ca_digest(&pki.root_pem).map_err(|e| e.to_string())?;
     let token = JoinToken::generate(&digest);
     for _ in 0..100 {
         if node.has_applied_own_term() {

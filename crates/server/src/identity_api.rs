@@ -172,7 +172,7 @@ impl ActivationService for IdentityApi {
             s => Duration::from_secs(s),
         };
         let attributes = operator_attributes(&req.attributes)?;
-        let digest = berth_pki::ca_digest(&self.pki.ca.cert_pem).map_err(ServerError::internal)?;
+        let digest = berth_pki::ca_digest(&self.pki.root_pem).map_err(ServerError::internal)?;
         let token = JoinToken::generate(&digest);
         let now = now_ms();
         let output = self
@@ -392,7 +392,7 @@ impl AgentService for IdentityApi {
             instance_id: instance.id,
             cluster: instance.cluster,
             certificate_pem,
-            ca_pem: self.pki.ca.cert_pem.clone(),
+            ca_pem: self.pki.root_pem.clone(),
             certificate_expires_at_ms: expires,
             server_time_ms: now_ms(),
         }))

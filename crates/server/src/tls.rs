@@ -1,27 +1,35 @@
 //! The server's PKI material and the TLS configurations built from it.
 //!
 //! Bootstrap of a static cluster (see the README): `berthd pki init` makes
-//! the cluster CA and the bootstrap admin token once; `berthd pki issue`
-//! makes each server's certificate and copies the CA, its key and the admin
-//! token next to it. Every server holds the CA key so whichever is leader
-//! can sign agents' certificates.
+//! the cluster's root CA and the bootstrap admin token once; `berthd pki
+//! issue` makes each server's certificate and its signing CA (an
+//! intermediate, so whichever server is asked can sign agents' certificates
+//! while the root key stays where `pki init` put it), and copies the root
+//! certificate and the admin token next to them.
 
 use std::path::Path;
 use std::time::Duration;
 
-use berth_pki::files::{self, ADMIN_TOKEN, CA_CERT, CA_KEY, SERVER_CERT, SERVER_KEY};
+use berth_pki::files::{
+    self, ADMIN_TOKEN, CA_CERT, CA_KEY, SERVER_CERT, SERVER_KEY, SIGNING_CERT, SIGNING_KEY,
+};
 use berth_pki::tokens::ApiTokenSecret;
 use berth_pki::{CertificateAuthority, PeerIdentity, Role};
 use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
 
 use crate::ServerError;
 
-/// Server certificates are long-lived; rotating them is a documented
-/// operation (issue a new one, restart the server).
-const SERVER_CERT_LIFETIME: Duration = Duration::from_secs(5 * 365 * 24 * 3600);
+/// A year: long enough not to surprise anyone, short enough that a copied
+/// key does not outlive the next rotation (issue a new one, restart the
+/// server; docs/security.md).
+const SERVER_CERT_LIFETIME: Duration = Duration::from_secs(365 * 24 * 3600);
 
 pub struct Pki {
+    /// What this server signs agents' certificates with: its signing CA.
     pub ca: CertificateAuthority,
+    /// The cluster's root certificate: the trust anchor for every peer,
+    /// and what join tokens pin.
+    pub root_pem: String,
     server_cert_pem: String,
     server_key_pem: String,
     pub admin_token: Option<ApiTokenSecret>,
@@ -38,11 +46,33 @@ impl Pki {
     /// Loads and checks the PKI of server `node_id`.
     pub fn load(dir: &Path, node_id: u64) -> Result<Self, ServerError> {
         let read = |name| files::read(dir, name).map_err(|e| pki_error(dir, e));
-        for secret in [CA_KEY, SERVER_KEY] {
-            files::check_private(dir, secret).map_err(|e| pki_error(dir, e))?;
-        }
-        let ca = CertificateAuthority::load(&read(CA_CERT)?, &read(CA_KEY)?)
-            .map_err(|e| pki_error(dir, e))?;
+        files::check_private(dir, SERVER_KEY).map_err(|e| pki_error(dir, e))?;
+        let root_pem = read(CA_CERT)?;
+        let ca = if dir.join(SIGNING_KEY).exists() {
+            files::check_private(dir, SIGNING_KEY).map_err(|e| pki_error(dir, e))?;
+            let signing =
+                CertificateAuthority::load_signing(&read(SIGNING_CERT)?, &read(SIGNING_KEY)?)
+                    .map_err(|e| pki_error(dir, e))?;
+            let root =
+                CertificateAuthority::root_cluster_id(&root_pem).map_err(|e| pki_error(dir, e))?;
+            if signing.cluster_id != root {
+                return Err(pki_error(
+                    dir,
+                    format!(
+                        "{SIGNING_CERT} belongs to cluster {}, but {CA_CERT} is cluster {root}",
+                        signing.cluster_id
+                    ),
+                ));
+            }
+            signing
+        } else {
+            files::check_private(dir, CA_KEY).map_err(|e| pki_error(dir, e))?;
+            tracing::warn!(
+                pki_dir = %dir.display(),
+                "this server holds the root CA key; run `berthd pki issue` for it again so it gets a signing CA and the root key can stay offline"
+            );
+            CertificateAuthority::load(&root_pem, &read(CA_KEY)?).map_err(|e| pki_error(dir, e))?
+        };
         let server_cert_pem = read(SERVER_CERT)?;
         let leaf = berth_pki::first_der(&server_cert_pem).map_err(|e| pki_error(dir, e))?;
         let identity = PeerIdentity::from_der(&leaf).map_err(|e| pki_error(dir, e))?;
@@ -75,6 +105,7 @@ impl Pki {
         };
         Ok(Self {
             ca,
+            root_pem,
             server_cert_pem,
             server_key_pem: read(SERVER_KEY)?,
             admin_token,
@@ -94,7 +125,7 @@ impl Pki {
                 &self.server_cert_pem,
                 &self.server_key_pem,
             ))
-            .client_ca_root(Certificate::from_pem(&self.ca.cert_pem))
+            .client_ca_root(Certificate::from_pem(&self.root_pem))
             .client_auth_optional(true)
     }
 
@@ -102,7 +133,7 @@ impl Pki {
     /// and present this server's certificate.
     pub fn peer_tls(&self) -> ClientTlsConfig {
         berth_proto::tls::client_tls(
-            &self.ca.cert_pem,
+            &self.root_pem,
             Some((&self.server_cert_pem, &self.server_key_pem)),
         )
     }
@@ -141,8 +172,9 @@ pub fn init(dir: &Path, cluster_id: Option<&str>) -> Result<String, ServerError>
     Ok(cluster_id)
 }
 
-/// `berthd pki issue`: a server certificate for `node_id` in `out`, with the
-/// CA, its key and the admin token copied beside it.
+/// `berthd pki issue`: a server certificate and a signing CA for `node_id`
+/// in `out`, with the root certificate and the admin token copied beside
+/// them (never the root key).
 pub fn issue(
     pki_dir: &Path,
     node_id: u64,
@@ -163,11 +195,21 @@ pub fn issue(
     let write = |name, contents: &str, secret| {
         files::write(out, name, contents, secret).map_err(|e| pki_error(out, e))
     };
+    let signing = ca
+        .issue_signing_ca(node_id, SERVER_CERT_LIFETIME)
+        .map_err(ServerError::internal)?;
     write(SERVER_CERT, &issued.cert_pem, false)?;
     write(SERVER_KEY, &issued.key_pem, true)?;
+    write(SIGNING_CERT, &signing.cert_pem, false)?;
+    write(SIGNING_KEY, &signing.key_pem, true)?;
     if out != pki_dir {
         write(CA_CERT, &ca.cert_pem, false)?;
-        write(CA_KEY, &ca.key_pem(), true)?;
+        // An earlier issue into this dir copied the root key; it must not
+        // stay beside a signing CA.
+        let stale_root_key = out.join(CA_KEY);
+        if stale_root_key.exists() {
+            std::fs::remove_file(&stale_root_key).map_err(|e| pki_error(out, e))?;
+        }
         if let Ok(token) = read(ADMIN_TOKEN) {
             write(ADMIN_TOKEN, &token, true)?;
         }
@@ -206,5 +248,71 @@ mod tests {
         .unwrap();
         let loose = Pki::load(&node2, 2).err().unwrap().to_string();
         assert!(loose.contains("chmod 600"), "{loose}");
+    }
+
+    fn der_chain(pem: &str) -> Vec<tokio_rustls::rustls::pki_types::CertificateDer<'static>> {
+        use tokio_rustls::rustls::pki_types::pem::PemObject;
+        tokio_rustls::rustls::pki_types::CertificateDer::pem_slice_iter(pem.as_bytes())
+            .collect::<Result<_, _>>()
+            .unwrap()
+    }
+
+    /// The root key stays where `pki init` put it: a server gets a signing
+    /// CA instead, and what it signs verifies against the root alone.
+    #[test]
+    fn servers_sign_with_their_own_signing_ca_and_never_get_the_root_key() {
+        use tokio_rustls::rustls;
+        let tmp = tempfile::tempdir().unwrap();
+        let ca_dir = tmp.path().join("ca");
+        init(&ca_dir, Some("test-2")).unwrap();
+        let node1 = tmp.path().join("node1");
+        // A dir issued by an earlier build held the root key: issuing again
+        // removes it.
+        std::fs::create_dir_all(&node1).unwrap();
+        std::fs::copy(ca_dir.join(CA_KEY), node1.join(CA_KEY)).unwrap();
+        issue(&ca_dir, 1, &["127.0.0.1".into()], &node1).unwrap();
+        assert!(
+            !node1.join(CA_KEY).exists(),
+            "the root key was left on a server"
+        );
+        assert!(node1.join(SIGNING_KEY).exists());
+        let pki = Pki::load(&node1, 1).unwrap();
+        let root = std::fs::read_to_string(ca_dir.join(CA_CERT)).unwrap();
+        assert_eq!(pki.root_pem, root);
+        assert_ne!(pki.ca.cert_pem, root, "signs with the root");
+
+        let (_, csr) = berth_pki::generate_csr("agent").unwrap();
+        let signed = pki
+            .ca
+            .sign_instance_csr(&csr, "i-1", Duration::from_secs(600))
+            .unwrap();
+        let chain = der_chain(&signed);
+        assert_eq!(chain.len(), 2, "leaf and signing CA");
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let verifier_for = |anchor: &str| {
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in der_chain(anchor) {
+                roots.add(cert).unwrap();
+            }
+            rustls::server::WebPkiClientVerifier::builder(roots.into())
+                .build()
+                .unwrap()
+        };
+        let now = tokio_rustls::rustls::pki_types::UnixTime::now();
+        verifier_for(&root)
+            .verify_client_cert(&chain[0], &chain[1..], now)
+            .expect("an agent certificate chains to the root");
+        // Without the signing CA in the chain there is no path: the chain is
+        // what makes it verify, not a root that signed the leaf directly.
+        assert!(verifier_for(&root)
+            .verify_client_cert(&chain[0], &[], now)
+            .is_err());
+        // Another cluster's root does not accept it.
+        let other = tmp.path().join("other");
+        init(&other, Some("test-3")).unwrap();
+        let other_root = std::fs::read_to_string(other.join(CA_CERT)).unwrap();
+        assert!(verifier_for(&other_root)
+            .verify_client_cert(&chain[0], &chain[1..], now)
+            .is_err());
     }
 }

@@ -447,3 +447,19 @@ fn operators_cannot_set_or_delete_agent_reported_names() {
     crate::validate::check_operator_attribute_name("attributes[0].name", "agentzone").unwrap();
     crate::validate::check_operator_attribute_name("attributes[0].name", "zone").unwrap();
 }
+
+#[test]
+fn roles_grant_what_they_name_and_only_admin_writes() {
+    use Role::*;
+    for (role, readonly, logs, admin) in [
+        (Admin, true, true, true),
+        (Logs, true, true, false),
+        (Readonly, true, false, false),
+    ] {
+        assert_eq!(role.grants(Readonly), readonly, "{role:?}");
+        assert_eq!(role.grants(Logs), logs, "{role:?}");
+        assert_eq!(role.grants(Admin), admin, "{role:?}");
+        assert_eq!(Role::parse(role.as_str()), Some(role));
+    }
+    assert_eq!(Role::parse("root"), None);
+}
