@@ -9,9 +9,12 @@
 # the control plane's CA is the one the join token pins (SHA-256 of the CA
 # certificate's DER, taken from the TLS handshake), installs berth-agent to
 # /usr/local/bin (given with --binary, or downloaded from the control plane
-# over TLS verified against that CA), writes /etc/berth/agent.toml (0600),
-# installs and starts the berth-agent systemd service, waits until the
-# instance is ACTIVE and prints its instance id on stdout.
+# over TLS verified against that CA), writes /etc/berth/agent.toml (0600)
+# and, on a host not yet registered, the join token to /etc/berth/join-token
+# (0600), which the agent deletes once it has registered; installs and
+# starts the berth-agent systemd service, waits until the instance is ACTIVE
+# and prints its instance id on stdout. The token is never written to
+# agent.toml.
 #
 # Re-running is safe: what is already in place is kept, and the agent is
 # restarted only when its binary or configuration changed.
@@ -19,8 +22,8 @@
 # Options:
 #   --server HOST:PORT[,...]   control-plane servers (env BERTH_SERVER)
 #   --token TOKEN              join token from `berth activation create`
-#                              (env BERTH_JOIN_TOKEN); needed for the first
-#                              install only, kept in agent.toml as a fallback
+#                              (env BERTH_JOIN_TOKEN); checks the CA, and
+#                              registers a host not yet registered; not kept
 #   --cluster NAME             cluster to join (default: the token's)
 #   --attribute KEY=VALUE      placement attribute (repeatable)
 #   --binary PATH              install this berth-agent instead of downloading it
@@ -41,6 +44,7 @@ BIN=/usr/local/bin/berth-agent
 CONF_DIR=/etc/berth
 CONF=$CONF_DIR/agent.toml
 CA_FILE=$CONF_DIR/ca.crt
+TOKEN_FILE=$CONF_DIR/join-token
 UNIT=/etc/systemd/system/berth-agent.service
 STATE_DIR=/var/lib/berth-agent
 DATA_DIR=$STATE_DIR/identity
@@ -198,7 +202,7 @@ if [ "$UNINSTALL" = 1 ]; then
         n=$(echo "$tasks" | grep -c . || true)
         log "removed $n task container(s) from containerd namespace $NAMESPACE"
     fi
-    rm -f "$BIN" "$CONF" "$CA_FILE" "$PID_FILE"
+    rm -f "$BIN" "$CONF" "$CA_FILE" "$TOKEN_FILE" "$PID_FILE"
     rmdir "$CONF_DIR" 2>/dev/null || true
     rm -rf "$STATE_DIR"
     log "berth-agent uninstalled"
@@ -352,9 +356,10 @@ toml_str() { printf '"%s"' "$(printf '%s' "$1" | sed 's/\\/\\\\/g; s/"/\\"/g')";
 {
     echo "# berth-agent configuration, written by install-agent.sh. Keys are the"
     echo "# agent's long flag names (--state-dir -> state_dir); flags and BERTH_*"
-    echo "# environment variables override them. Contains the join token: 0600."
+    echo "# environment variables override them. The join token is not kept here:"
+    echo "# the agent reads it from token_file to register and then deletes that file."
     echo "server = $(toml_str "$SERVER")"
-    echo "token = $(toml_str "$TOKEN")"
+    echo "token_file = $(toml_str "$TOKEN_FILE")"
     [ -n "$CLUSTER" ] && echo "cluster = $(toml_str "$CLUSTER")"
     if [ ${#ATTRIBUTES[@]} -gt 0 ]; then
         printf 'attribute = ['
@@ -379,6 +384,14 @@ else
     log "$CONF is up to date"
 fi
 install -m 0644 "$WORK/ca.pem" "$CA_FILE"
+# The token goes to the agent only while this host is not registered; the
+# agent deletes the file once it is. A registered host never gets it again.
+if [ -n "$(instance_id || true)" ]; then
+    rm -f "$TOKEN_FILE"
+else
+    (umask 077 && printf '%s\n' "$TOKEN" >"$TOKEN_FILE.new") && mv -f "$TOKEN_FILE.new" "$TOKEN_FILE"
+    log "wrote the join token to $TOKEN_FILE (the agent deletes it once registered)"
+fi
 mkdir -p "$STATE_DIR"
 chmod 0700 "$STATE_DIR"
 

@@ -9,10 +9,11 @@
 #        are refused with clear errors, before anything is installed
 #      - install with --containerd-install (apt), the agent binary downloaded
 #        from the control plane: instance ACTIVE, id printed; the unit passes
-#        `systemd-analyze verify`; agent.toml is 0600
+#        `systemd-analyze verify`; agent.toml is 0600; the join token is in
+#        no file on the host once registered
 #      - a task from an image imported on the host runs, its logs are
 #        readable, and it keeps running while the agent is stopped
-#      - re-run: same instance, nothing restarted
+#      - re-run: same instance, nothing restarted, the token not written again
 #      - uninstall: service, binary, config and identity gone
 #   B. a host without systemd:
 #      - without --no-systemd: a clear error; without containerd and without
@@ -20,9 +21,12 @@
 #      - --no-systemd --containerd-install --binary: foreground agent ACTIVE;
 #        re-run leaves the running agent alone; uninstall stops it
 #
-# Needs root, docker, and debootstrap (installed with apt when missing); the
+# Needs root, docker, and debootstrap (installed with apt when missing); a
 # Debian mirror must be reachable the first time (the rootfs is cached in
-# target/test-host and as the image berth/test-host:bookworm). Builds the
+# target/test-host and as the image berth/test-host:bookworm). The mirror is
+# DEBIAN_MIRROR if set, else the one this host's apt uses (its sources list:
+# /etc/apt/sources.list, /etc/apt/sources.list.d/*.list and *.sources), so
+# the test works wherever apt works; no address is built in. Builds the
 # static binaries and the berthd image with deploy/images/build.sh when
 # they are missing. Every wait is bounded; everything it starts is removed
 # at the end, also on failure (--keep leaves it for debugging).
@@ -46,7 +50,7 @@ esac
 BIN_DIR=$ROOT/target/static/$TRIPLE/release
 HOST_IMAGE=berth/test-host:bookworm
 SUITE=bookworm
-MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
+MIRROR=${DEBIAN_MIRROR:-}
 P=berth-install-test
 NET=$P-net
 CP=$P-cp
@@ -94,6 +98,52 @@ expect_fail() {
 }
 
 
+# apt_mirror: the archive URI this host's apt configuration uses, preferring
+# an entry for $SUITE, then any entry that is not a security or updates
+# archive, then any. One-line (sources.list, *.list) and deb822 (*.sources)
+# files are read; commented-out and disabled entries are not.
+apt_mirror() {
+    local files=() f
+    [ -f /etc/apt/sources.list ] && files+=(/etc/apt/sources.list)
+    for f in /etc/apt/sources.list.d/*.list /etc/apt/sources.list.d/*.sources; do
+        [ -f "$f" ] && files+=("$f")
+    done
+    [ ${#files[@]} -gt 0 ] || return 1
+    awk -v suite="$SUITE" '
+        function flush() {
+            if (types ~ /(^| )deb( |$)/ && enabled != "no")
+                for (i = 1; i <= nu; i++) add(uris[i], suites)
+            types = ""; suites = ""; nu = 0; enabled = ""
+        }
+        function add(uri, s) {
+            if (uri !~ /^https?:\/\//) return
+            if (first == "") first = uri
+            if (plain == "" && s !~ /-(security|updates|backports)/) plain = uri
+            if (exact == "" && (" " s " ") ~ (" " suite " ")) exact = uri
+        }
+        FNR == 1 { flush(); deb822 = (FILENAME ~ /\.sources$/) }
+        /^[[:space:]]*#/ { next }
+        deb822 {
+            if ($0 ~ /^[[:space:]]*$/) { flush(); next }
+            key = tolower($1); sub(/:$/, "", key); $1 = ""; sub(/^ +/, "")
+            if (key == "types") types = $0
+            else if (key == "uris") nu = split($0, uris, " ")
+            else if (key == "suites") suites = $0
+            else if (key == "enabled") enabled = tolower($0)
+            next
+        }
+        $1 == "deb" {
+            n = 2
+            if ($2 ~ /^\[/) { while (n <= NF && $n !~ /\]$/) n++; n++ }
+            add($n, $(n + 1))
+        }
+        END {
+            flush()
+            if (exact != "") print exact; else if (plain != "") print plain; else if (first != "") print first
+        }
+    ' "${files[@]}"
+}
+
 # ------------------------------------------------------------ prerequisites
 STEP=prerequisites
 if [ ! -x "$BIN_DIR/berthd" ] || [ ! -x "$BIN_DIR/berth-agent" ] || ! docker image inspect berth/berthd:dev >/dev/null 2>&1; then
@@ -105,6 +155,11 @@ if ! docker image inspect "$HOST_IMAGE" >/dev/null 2>&1; then
     STEP="host image"
     CACHE=$ROOT/target/test-host
     if [ ! -f "$CACHE/rootfs.tar" ]; then
+        if [ -z "$MIRROR" ]; then
+            MIRROR=$(apt_mirror) || true
+            [ -n "$MIRROR" ] || fail "no Debian mirror: this host's apt configuration (/etc/apt/sources.list, /etc/apt/sources.list.d/) names none; set DEBIAN_MIRROR=URL"
+            log "using the mirror of this host's apt configuration: $MIRROR"
+        fi
         if ! command -v debootstrap >/dev/null; then
             log "installing debootstrap"
             DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >/dev/null \
@@ -146,9 +201,24 @@ cli() {
     timeout 60 docker exec -e BERTH_ENDPOINT=127.0.0.1:7400 -e BERTH_CA_CERT=/pki/ca.crt \
         -e "BERTH_TOKEN=$(cat "$WORK/pki/admin.token")" "$CP" berth "$@"
 }
-TOKEN=$(cli activation create --cluster default --max-registrations 4 --expires 1h 2>/dev/null) \
+# One token per host, each good for one registration (the default).
+TOKEN=$(cli activation create --cluster default --expires 1h 2>/dev/null) \
     || fail "berth activation create failed"
-log "join token for activation $(echo "$TOKEN" | cut -d- -f2)"
+TOKEN_B=$(cli activation create --cluster default --expires 1h 2>/dev/null) \
+    || fail "berth activation create failed"
+log "join tokens for activations $(echo "$TOKEN" | cut -d- -f2) and $(echo "$TOKEN_B" | cut -d- -f2)"
+cli activation describe "$(echo "$TOKEN" | cut -d- -f2)" -o json | json 'd["maxRegistrations"]' | grep -qx 1 \
+    || fail "an activation created without --max-registrations allows more than one registration"
+# no_token_on HOST-FUNCTION TOKEN: the token's secret is in no file the
+# installer or the agent keeps.
+no_token_on() {
+    local secret
+    secret=$(echo "$2" | cut -d- -f3)
+    if $1 grep -rqs -- "$secret" /etc/berth /var/lib/berth-agent; then
+        fail "the join token is still on the host: $($1 grep -rls -- "$secret" /etc/berth /var/lib/berth-agent)"
+    fi
+    $1 test ! -e /etc/berth/join-token || fail "/etc/berth/join-token is still there after registration"
+}
 SERVER=$CP:7400
 instance_status() { cli instance describe "$1" -o json | json 'd["status"]'; }
 
@@ -192,12 +262,15 @@ ID_A=$(tail -1 "$WORK/a1.out")
 [ -n "$ID_A" ] || fail "the installer printed no instance id"
 log "host A is instance $ID_A"
 [ "$(instance_status "$ID_A")" = ACTIVE ] || fail "instance $ID_A is $(instance_status "$ID_A"), not ACTIVE"
-cli instance describe "$ID_A" -o json | json 'd["attributes"]' | grep -q '"zone": "test"' \
-    || fail "instance $ID_A lacks the attribute zone=test"
+# The installer's --attribute is the agent's report: seen as agent.NAME.
+cli instance describe "$ID_A" -o json | json 'd["attributes"]' | grep -q '"agent.zone": "test"' \
+    || fail "instance $ID_A lacks the agent-reported attribute agent.zone=test"
 in_a systemd-analyze verify /etc/systemd/system/berth-agent.service >"$WORK/verify" 2>&1 \
     || fail "systemd-analyze verify: $(cat "$WORK/verify")"
 log "ok: systemd-analyze verify berth-agent.service"
 [ "$(in_a stat -c %a /etc/berth/agent.toml)" = 600 ] || fail "/etc/berth/agent.toml is not mode 0600"
+no_token_on in_a "$TOKEN"
+log "ok: the join token is in no file on host A once it is registered"
 in_a systemctl is-enabled --quiet berth-agent.service || fail "berth-agent.service is not enabled"
 [ "$(in_a curl -fsS --cacert /etc/berth/ca.crt "https://$SERVER/downloads/install-agent.sh" | head -1)" = '#!/usr/bin/env bash' ] \
     || fail "https://$SERVER/downloads/install-agent.sh does not serve the installer"
@@ -247,6 +320,7 @@ install_a --server "$SERVER" --token "$TOKEN" --attribute zone=test --attribute 
 [ "$(tail -1 "$WORK/a2.out")" = "$ID_A" ] || fail "the re-run printed $(tail -1 "$WORK/a2.out"), not $ID_A"
 [ "$(in_a systemctl show -p MainPID --value berth-agent.service)" = "$PID1" ] \
     || fail "the re-run restarted an unchanged agent"
+no_token_on in_a "$TOKEN"
 log "ok: re-run is idempotent (same instance, agent pid $PID1 kept)"
 
 STEP="host A agent restart"
@@ -273,12 +347,12 @@ docker run -d --name "$HOST_B" --hostname host-b --network "$NET" "${HOSTLIKE[@]
     "$HOST_IMAGE" sh -c "$REMOUNT; exec sleep infinity" >/dev/null
 in_b() { timeout 300 docker exec "$HOST_B" "$@"; }
 install_b() { in_b /berth-install/install-agent.sh "$@"; }
-expect_fail "a host without systemd" "re-run with --no-systemd" install_b --server "$SERVER" --token "$TOKEN"
+expect_fail "a host without systemd" "re-run with --no-systemd" install_b --server "$SERVER" --token "$TOKEN_B"
 expect_fail "a host without containerd" "containerd is not installed" \
-    install_b --server "$SERVER" --token "$TOKEN" --no-systemd --binary /opt/berth-agent
+    install_b --server "$SERVER" --token "$TOKEN_B" --no-systemd --binary /opt/berth-agent
 
 STEP="host B install (foreground)"
-docker exec -d "$HOST_B" sh -c "/berth-install/install-agent.sh --server $SERVER --token $TOKEN --no-systemd \
+docker exec -d "$HOST_B" sh -c "/berth-install/install-agent.sh --server $SERVER --token $TOKEN_B --no-systemd \
     --containerd-install --binary /opt/berth-agent >/tmp/b1.out 2>/tmp/b1.err"
 b_id() { in_b sh -c 'test -s /tmp/b1.out && tail -1 /tmp/b1.out'; }
 wait_for "host B's installer to print an instance id" 240 b_id
@@ -286,9 +360,10 @@ ID_B=$(b_id)
 log "host B is instance $ID_B"
 [ "$(instance_status "$ID_B")" = ACTIVE ] || fail "instance $ID_B is not ACTIVE"
 AGENT_PID=$(in_b cat /run/berth-agent.pid)
+no_token_on in_b "$TOKEN_B"
 
 STEP="host B re-run"
-install_b --server "$SERVER" --token "$TOKEN" --no-systemd --binary /opt/berth-agent \
+install_b --server "$SERVER" --token "$TOKEN_B" --no-systemd --binary /opt/berth-agent \
     >"$WORK/b2.out" 2>"$WORK/b2.err" || fail "re-run failed: $(tail -10 "$WORK/b2.err")"
 [ "$(tail -1 "$WORK/b2.out")" = "$ID_B" ] || fail "the re-run printed $(tail -1 "$WORK/b2.out"), not $ID_B"
 [ "$(in_b cat /run/berth-agent.pid)" = "$AGENT_PID" ] || fail "the re-run replaced the running agent"

@@ -21,12 +21,15 @@ struct Agent {
 
 impl Agent {
     fn start(servers: &str, dir: &Path, token: Option<&str>, log: &Path) -> Self {
+        let token_args: Vec<&str> = token.map(|t| vec!["--token", t]).unwrap_or_default();
+        Self::start_with(servers, dir, &token_args, log)
+    }
+
+    fn start_with(servers: &str, dir: &Path, extra: &[&str], log: &Path) -> Self {
         let mut cmd = Command::new(binary("berth-agent"));
         cmd.args(["--server", servers, "--data-dir"]).arg(dir);
         cmd.args(["--ping-interval", "1s", "--log", "info"]);
-        if let Some(token) = token {
-            cmd.args(["--token", token]);
-        }
+        cmd.args(extra);
         let file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -132,12 +135,26 @@ async fn agent_registers_renews_restarts_and_reregisters() -> Result<()> {
         "nothing registered through a forged CA"
     );
 
-    // Registration; the key is private to the host.
-    let mut agent = Agent::start(&servers, &dir, Some(&token), &log);
+    // Registration with the token in a file, which the agent removes once
+    // registered; the key is private to the host.
+    let token_file = work.path().join("join-token");
+    std::fs::write(&token_file, &token)?;
+    let token_file_arg = token_file.to_string_lossy().into_owned();
+    let mut agent = Agent::start_with(&servers, &dir, &["--token-file", &token_file_arg], &log);
     let id = eventually(Duration::from_secs(20), || async {
         identity_id(&dir).ok_or_else(|| anyhow::anyhow!("not registered yet:\n{}", agent.log()))
     })
     .await?;
+    eventually(Duration::from_secs(10), || async {
+        anyhow::ensure!(!token_file.exists(), "the join token file is still there");
+        Ok(())
+    })
+    .await?;
+    assert!(
+        agent.log().contains("removed the join token file"),
+        "{}",
+        agent.log()
+    );
     use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata(dir.join("agent.key"))?
         .permissions()

@@ -10,6 +10,7 @@ use berth_e2e::*;
 use berth_proto::pb;
 use berth_proto::pb::activation_service_client::ActivationServiceClient;
 use berth_proto::pb::agent_service_client::AgentServiceClient;
+use berth_proto::pb::agent_session_service_client::AgentSessionServiceClient;
 use berth_proto::pb::auth_service_client::AuthServiceClient;
 use berth_proto::pb::instance_service_client::InstanceServiceClient;
 use berth_proto::pb::raft_service_client::RaftServiceClient;
@@ -334,7 +335,21 @@ async fn register_with(
     token: &berth_pki::tokens::JoinToken,
     secret: &str,
 ) -> Result<Joined, tonic::Status> {
-    let (key_pem, csr_pem) = berth_pki::generate_csr("agent").unwrap();
+    let (key_pem, _) = berth_pki::generate_csr("agent").unwrap();
+    register_key(addr, token, secret, &key_pem, "").await
+}
+
+/// Registers with a given key, asking for `previous_instance_id` (empty:
+/// a new instance).
+async fn register_key(
+    addr: &str,
+    token: &berth_pki::tokens::JoinToken,
+    secret: &str,
+    key_pem: &str,
+    previous_instance_id: &str,
+) -> Result<Joined, tonic::Status> {
+    let key_pem = key_pem.to_string();
+    let csr_pem = berth_pki::csr_for_key(&key_pem, "agent").unwrap();
     let channel = tls_channel(addr, None)
         .await
         .map_err(|e| tonic::Status::unknown(e.to_string()))?;
@@ -345,7 +360,7 @@ async fn register_with(
             csr_pem,
             hostname: "host-a".into(),
             attributes: vec![],
-            previous_instance_id: String::new(),
+            previous_instance_id: previous_instance_id.to_string(),
             cluster: String::new(),
         })
         .await?
@@ -478,5 +493,215 @@ async fn activations_admit_exactly_what_they_allow() -> Result<()> {
             "a secret leaked into the logs"
         );
     }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_valid_join_token_does_not_take_over_a_live_instance() -> Result<()> {
+    let cluster = TestCluster::start(1, &[]).await?;
+    let addr = cluster.addr(1);
+
+    // Host A joins; its certificate works.
+    let token_a = create_activation(&addr, 1, 0).await?;
+    let (key_a, _) = berth_pki::generate_csr("a").unwrap();
+    let a = register_key(&addr, &token_a, &token_a.secret, &key_a, "").await?;
+    let mut agent_a =
+        AgentServiceClient::new(tls_channel(&addr, Some((&a.certificate_pem, &a.key_pem))).await?);
+    agent_a.ping(pb::AgentPingRequest {}).await?;
+
+    // Host B holds a perfectly valid token of the same cluster and names
+    // A's id, with its own key: refused, nothing signed, nothing used up.
+    let token_b = create_activation(&addr, 1, 0).await?;
+    let (key_b, _) = berth_pki::generate_csr("b").unwrap();
+    let (c, m) = code(register_key(&addr, &token_b, &token_b.secret, &key_b, &a.instance_id).await);
+    assert_eq!(c, Code::FailedPrecondition, "{m}");
+    assert!(
+        m.contains(&format!(
+            "instance {} is registered with another key",
+            a.instance_id
+        )),
+        "{m}"
+    );
+    let mut activations = ActivationServiceClient::new(channel(&addr).await?);
+    let b_activation = activations
+        .describe_activation(pb::DescribeActivationRequest {
+            id: token_b.activation_id.clone(),
+        })
+        .await?
+        .into_inner()
+        .activation
+        .unwrap();
+    assert_eq!(
+        b_activation.registrations, 0,
+        "a refused takeover uses nothing"
+    );
+
+    // B can still join as itself, under a new id, and its certificate
+    // cannot open A's session: the hello is checked against the certificate.
+    let b = register_key(&addr, &token_b, &token_b.secret, &key_b, "").await?;
+    assert_ne!(b.instance_id, a.instance_id);
+    let mut agent_b =
+        AgentServiceClient::new(tls_channel(&addr, Some((&b.certificate_pem, &b.key_pem))).await?);
+    let pong = agent_b.ping(pb::AgentPingRequest {}).await?.into_inner();
+    assert_eq!(pong.instance_id, b.instance_id, "B is only ever B");
+    let hello = pb::AgentMessage {
+        body: Some(pb::agent_message::Body::Hello(pb::AgentHello {
+            instance_id: a.instance_id.clone(),
+            ..Default::default()
+        })),
+    };
+    let mut sessions = AgentSessionServiceClient::new(
+        tls_channel(&addr, Some((&b.certificate_pem, &b.key_pem))).await?,
+    );
+    let session = sessions.session(futures::stream::iter(vec![hello])).await;
+    let refused = match session {
+        Err(status) => status,
+        Ok(reply) => {
+            let mut stream = reply.into_inner();
+            match stream.message().await {
+                Err(status) => status,
+                Ok(other) => panic!("B opened A's session: {other:?}"),
+            }
+        }
+    };
+    assert!(
+        refused
+            .message()
+            .contains(&format!("hello names instance {}", a.instance_id)),
+        "{refused:?}"
+    );
+
+    // A, with the key of its last certificate, keeps its id (the agent
+    // re-registers this way after its certificate expired), and so does it
+    // after renewing with a new key, with that new key only.
+    let again = register_key(&addr, &token_b, &token_b.secret, &key_a, &a.instance_id).await;
+    let (c, m) = code(again);
+    assert_eq!(c, Code::FailedPrecondition, "token B is used up: {m}");
+    let token_c = create_activation(&addr, 3, 0).await?;
+    let kept = register_key(&addr, &token_c, &token_c.secret, &key_a, &a.instance_id).await?;
+    assert_eq!(kept.instance_id, a.instance_id);
+    let (key_a2, csr_a2) = berth_pki::generate_csr("a").unwrap();
+    let mut agent_a = AgentServiceClient::new(
+        tls_channel(&addr, Some((&kept.certificate_pem, &kept.key_pem))).await?,
+    );
+    agent_a
+        .renew_certificate(pb::RenewCertificateRequest { csr_pem: csr_a2 })
+        .await?;
+    let (c, m) = code(register_key(&addr, &token_c, &token_c.secret, &key_a, &a.instance_id).await);
+    assert_eq!(
+        c,
+        Code::FailedPrecondition,
+        "the key before the renewal: {m}"
+    );
+    let kept = register_key(&addr, &token_c, &token_c.secret, &key_a2, &a.instance_id).await?;
+    assert_eq!(kept.instance_id, a.instance_id);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_session_cannot_change_the_operators_attributes() -> Result<()> {
+    let cluster = TestCluster::start(1, &[]).await?;
+    let addr = cluster.addr(1);
+    // The activation says zone=lab; the operator then adds role=db.
+    let joined = join(&addr, 1).await?;
+    let mut instances = InstanceServiceClient::new(channel(&addr).await?);
+    instances
+        .put_instance_attributes(pb::PutInstanceAttributesRequest {
+            id: joined.instance_id.clone(),
+            attributes: vec![pb::Attribute {
+                name: "role".into(),
+                value: "db".into(),
+            }],
+        })
+        .await?;
+    // Operators cannot write into the agent's space.
+    let (c, m) = code(
+        instances
+            .put_instance_attributes(pb::PutInstanceAttributesRequest {
+                id: joined.instance_id.clone(),
+                attributes: vec![pb::Attribute {
+                    name: "agent.os".into(),
+                    value: "x".into(),
+                }],
+            })
+            .await,
+    );
+    assert_eq!(c, Code::InvalidArgument, "{m}");
+    assert!(m.contains("what the agent reports"), "{m}");
+    let (c, m) = code(
+        instances
+            .delete_instance_attributes(pb::DeleteInstanceAttributesRequest {
+                id: joined.instance_id.clone(),
+                names: vec!["agent.os".into()],
+            })
+            .await,
+    );
+    assert_eq!(c, Code::InvalidArgument, "{m}");
+    assert!(m.contains("names[0]"), "{m}");
+    let (c, m) = code(
+        ActivationServiceClient::new(channel(&addr).await?)
+            .create_activation(pb::CreateActivationRequest {
+                attributes: vec![pb::Attribute {
+                    name: "agent.arch".into(),
+                    value: "arm64".into(),
+                }],
+                ..Default::default()
+            })
+            .await,
+    );
+    assert_eq!(c, Code::InvalidArgument, "{m}");
+    assert!(m.contains("attributes[0].name"), "{m}");
+
+    // The agent's session says otherwise about zone and role.
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tx.send(pb::AgentMessage {
+        body: Some(pb::agent_message::Body::Hello(pb::AgentHello {
+            instance_id: joined.instance_id.clone(),
+            agent_version: "evil".into(),
+            cpu_total: 1024,
+            memory_total_mib: 1024,
+            attributes: vec![
+                pb::Attribute {
+                    name: "zone".into(),
+                    value: "prod".into(),
+                },
+                pb::Attribute {
+                    name: "role".into(),
+                    value: "web".into(),
+                },
+            ],
+            ..Default::default()
+        })),
+    })
+    .await?;
+    let mut sessions = AgentSessionServiceClient::new(
+        tls_channel(&addr, Some((&joined.certificate_pem, &joined.key_pem))).await?,
+    );
+    let stream =
+        futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|m| (m, rx)) });
+    let mut replies = sessions.session(stream).await?.into_inner();
+    replies.message().await?.expect("settings after the hello");
+    let described: InstanceView = from_wire(
+        instances
+            .describe_instance(pb::DescribeInstanceRequest {
+                id: joined.instance_id.clone(),
+            })
+            .await?
+            .into_inner()
+            .instance
+            .unwrap(),
+    )?;
+    assert!(described.agent_connected);
+    let get = |name: &str| described.attributes.get(name).map(String::as_str);
+    assert_eq!(get("zone"), Some("lab"), "{:?}", described.attributes);
+    assert_eq!(get("role"), Some("db"), "{:?}", described.attributes);
+    assert_eq!(
+        get("agent.zone"),
+        Some("prod"),
+        "{:?}",
+        described.attributes
+    );
+    assert_eq!(get("agent.role"), Some("web"), "{:?}", described.attributes);
+    drop(tx);
     Ok(())
 }

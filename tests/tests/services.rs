@@ -557,7 +557,7 @@ async fn health_checks_replace_tasks_and_a_daemon_follows_its_instances() -> Res
         name: "node".into(),
         task_definition: "node:1".into(),
         scheduling_strategy: SchedulingStrategy::Daemon,
-        placement_constraints: vec!["memberOf(attribute:role == worker)".into()],
+        placement_constraints: vec!["memberOf(attribute:agent.role == worker)".into()],
         ..Default::default()
     };
     client.create_service(&daemon).await?;

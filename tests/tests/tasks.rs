@@ -70,7 +70,7 @@ async fn tasks_are_placed_run_logged_and_stopped() -> Result<()> {
     // Only zone b will do, and there is no zone b yet: the task waits, with
     // a reason a person can act on, and is not refused.
     let mut constrained = run_request("ticker", 1);
-    constrained.placement_constraints = vec!["memberOf(attribute:zone == b)".into()];
+    constrained.placement_constraints = vec!["memberOf(attribute:agent.zone == b)".into()];
     let waiting = run(&a2, constrained).await?;
     let waiting_id = waiting[0].id.clone();
     let provisioning = eventually(T, || async {

@@ -58,9 +58,21 @@ struct Cli {
     /// Control-plane servers, comma-separated HOST:PORT.
     #[arg(long, env = "BERTH_SERVER", value_delimiter = ',')]
     server: Vec<String>,
-    /// Join token from `berth activation create`; needed to register.
-    #[arg(long, env = "BERTH_JOIN_TOKEN", hide_env_values = true)]
+    /// Join token from `berth activation create`; needed to register. It
+    /// has served once the agent is registered: prefer --token-file, which
+    /// the agent removes then.
+    #[arg(
+        long,
+        env = "BERTH_JOIN_TOKEN",
+        hide_env_values = true,
+        conflicts_with = "token_file"
+    )]
     token: Option<String>,
+    /// A file (mode 0600) holding the join token; removed by the agent once
+    /// it is registered, so the token does not stay on the host. A missing
+    /// file is fine once registered.
+    #[arg(long, env = "BERTH_JOIN_TOKEN_FILE")]
+    token_file: Option<PathBuf>,
     /// Where the agent keeps its identity (key mode 0600, certificate).
     #[arg(
         long,
@@ -276,6 +288,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     health_listen: cli.health_listen,
                     servers: cli.server,
                     token: cli.token,
+                    token_file: cli.token_file,
                     dir: cli.data_dir,
                     cluster: cli.cluster,
                     attributes: cli.attributes,
@@ -328,6 +341,7 @@ struct JoinArgs {
     health_listen: Option<std::net::SocketAddr>,
     servers: Vec<String>,
     token: Option<String>,
+    token_file: Option<PathBuf>,
     dir: PathBuf,
     cluster: Option<String>,
     attributes: Vec<(String, String)>,
@@ -359,11 +373,16 @@ async fn join_and_run(args: JoinArgs, containerd: ContainerdConfig) -> anyhow::R
     // Opened first: a second agent on the same --data-dir is refused here,
     // before it can touch anybody's containers.
     let store = Store::open(&args.dir.join("tasks"))?;
+    let token = match &args.token_file {
+        Some(file) => read_token_file(file)?,
+        None => args.token,
+    };
     let (identity_tx, identity_rx) = watch::channel(None);
     let config = berth_client::join::AgentLoopConfig {
         endpoints: endpoints.clone(),
         dir: args.dir,
-        token: args.token,
+        token,
+        token_file: args.token_file,
         hostname: berth_agent::host::hostname(),
         attributes: attributes.clone(),
         cluster: args.cluster,
@@ -401,6 +420,22 @@ async fn join_and_run(args: JoinArgs, containerd: ContainerdConfig) -> anyhow::R
         tracing::warn!(error = %e, "cannot flush the task store");
     }
     result
+}
+
+/// The join token in `file`; `None` when the file is gone (the agent
+/// removes it once registered).
+fn read_token_file(file: &std::path::Path) -> anyhow::Result<Option<String>> {
+    match std::fs::read_to_string(file) {
+        Ok(text) => {
+            let token = text.trim().to_string();
+            if token.is_empty() {
+                anyhow::bail!("--token-file {} is empty; put the join token from `berth activation create` in it", file.display());
+            }
+            Ok(Some(token))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => anyhow::bail!("cannot read --token-file {}: {e}", file.display()),
+    }
 }
 
 /// What the session with the control plane needs.

@@ -236,7 +236,7 @@ async fn attempt<R: Runtime>(
     })?;
     runner.note_sent(&said);
     debug!(tasks = said.len(), "hello sent");
-    let expires_in = u64::try_from(identity.expires_at_ms - berth_client::time::now_ms())
+    let expires_in = u64::try_from(identity.local_expires_at_ms - berth_client::time::now_ms())
         .ok()
         .map(Duration::from_millis);
     converse(

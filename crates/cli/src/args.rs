@@ -329,7 +329,8 @@ pub struct ActivationCreateArgs {
     /// How long the join token can be used.
     #[arg(long, value_name = "DURATION", value_parser = duration_arg, default_value = "24h")]
     pub expires: Duration,
-    /// How many instances may register with it.
+    /// How many instances may register with it (one token per host is
+    /// safest: a token left on a host cannot register another).
     #[arg(
         long,
         value_name = "N",
@@ -337,7 +338,9 @@ pub struct ActivationCreateArgs {
         value_parser = clap::value_parser!(u32).range(1..)
     )]
     pub max_registrations: u32,
-    /// An attribute every instance registered with it gets; repeatable.
+    /// An attribute every instance registered with it gets (an operator
+    /// attribute: what the agent reports cannot change it; names may not
+    /// start with agent.); repeatable.
     #[arg(long = "attribute", value_name = "NAME=VALUE", value_parser = attribute_arg)]
     pub attributes: Vec<(String, String)>,
     /// What the activation is for.
@@ -362,14 +365,20 @@ pub enum InstanceCommand {
     Drain { id: String },
     /// Place tasks on a drained instance again.
     Activate { id: String },
-    /// Custom attributes, used by memberOf placement constraints.
+    /// Operator attributes, used by memberOf placement constraints. They
+    /// win over anything the agent reports: its facts and its --attribute
+    /// flags appear apart, as agent.NAME (agent.os, agent.arch,
+    /// agent.hostname, agent.containerd.version, agent.zone, ...), and its
+    /// sessions never change these.
     #[command(subcommand)]
     Attribute(AttributeCommand),
 }
 
 #[derive(Debug, Subcommand)]
 pub enum AttributeCommand {
-    /// Set attributes on an instance (replacing values of names it has).
+    /// Set operator attributes on an instance (replacing values of names it
+    /// has); the agent's next session does not undo them. Names may not
+    /// start with agent.
     Put {
         id: String,
         #[arg(

@@ -256,8 +256,14 @@ pub struct AgentIdentity {
     /// When this agent received the certificate (its clock), ms since the
     /// epoch: where the renewal schedule counts from.
     pub issued_at_ms: i64,
-    /// The certificate's not-after, ms since the epoch.
+    /// The certificate's not-after, ms since the epoch, on the servers'
+    /// clock (what they check it against).
     pub expires_at_ms: i64,
+    /// The same moment on this agent's clock: received + the lifetime the
+    /// server stated (not-after minus its clock when it signed). Renewal
+    /// and expiry are scheduled with this, so an agent whose clock is off
+    /// by hours still renews at 50-80% of the real lifetime.
+    pub local_expires_at_ms: i64,
 }
 
 // By hand, so the private key never reaches a log through `{:?}`.
@@ -268,6 +274,7 @@ impl std::fmt::Debug for AgentIdentity {
             .field("cluster", &self.cluster)
             .field("issued_at_ms", &self.issued_at_ms)
             .field("expires_at_ms", &self.expires_at_ms)
+            .field("local_expires_at_ms", &self.local_expires_at_ms)
             .field("key_pem", &"<redacted>")
             .finish_non_exhaustive()
     }
@@ -280,6 +287,10 @@ struct IdentityRecord {
     cluster: String,
     issued_at_ms: i64,
     expires_at_ms: i64,
+    /// Absent in files of agents before clock-skew handling: then the two
+    /// clocks are taken to agree.
+    #[serde(default)]
+    local_expires_at_ms: Option<i64>,
 }
 
 impl AgentIdentity {
@@ -308,6 +319,7 @@ impl AgentIdentity {
             cluster: self.cluster.clone(),
             issued_at_ms: self.issued_at_ms,
             expires_at_ms: self.expires_at_ms,
+            local_expires_at_ms: Some(self.local_expires_at_ms),
         };
         let json = serde_json::to_string_pretty(&record)
             .map_err(|e| store_error(dir, format!("encoding {IDENTITY_FILE}: {e}")))?;
@@ -339,14 +351,21 @@ impl AgentIdentity {
         // one renewal behind.
         let (instance_id, expires_at_ms) = certificate_facts(&cert_pem)
             .map_err(|reason| store_error(dir, format!("{CERT_FILE}: {reason}")))?;
+        // The offset between the clocks as last measured, applied to the
+        // certificate's not-after (the record may be one renewal behind).
+        let offset_ms = record
+            .local_expires_at_ms
+            .map_or(0, |local| local.saturating_sub(record.expires_at_ms));
+        let local_expires_at_ms = expires_at_ms.saturating_add(offset_ms);
         Ok(Some(Self {
             instance_id,
             cluster: record.cluster,
             cert_pem,
             key_pem,
             ca_pem,
-            issued_at_ms: record.issued_at_ms.min(expires_at_ms),
+            issued_at_ms: record.issued_at_ms.min(local_expires_at_ms),
             expires_at_ms,
+            local_expires_at_ms,
         }))
     }
 }
@@ -416,15 +435,18 @@ fn pki_error(e: berth_pki::PkiError) -> ClientError {
 // ------------------------------------------------------- the calls
 
 /// Registers this host with an activation: pins the CA from the first
-/// reachable endpoint, makes a key and CSR, and asks for a certificate.
-/// `previous_instance_id` keeps the id of an agent whose certificate
-/// expired; `cluster` is the cluster the agent expects to join.
+/// reachable endpoint, makes a CSR, and asks for a certificate.
+/// `previous` is the identity of an agent whose certificate expired: its id
+/// is asked for again, and its key signs the CSR, since the control plane
+/// gives an id back only to the host holding the key of that id's last
+/// certificate. Without it a new key is made. `cluster` is the cluster the
+/// agent expects to join.
 pub async fn register(
     endpoints: &[String],
     token: &JoinToken,
     hostname: &str,
     attributes: &BTreeMap<String, String>,
-    previous_instance_id: Option<String>,
+    previous: Option<&AgentIdentity>,
     cluster: Option<String>,
 ) -> Result<AgentIdentity, ClientError> {
     let ca_pem = pinned_ca(endpoints, token).await?;
@@ -433,7 +455,14 @@ pub async fn register(
     } else {
         hostname
     };
-    let (key_pem, csr_pem) = berth_pki::generate_csr(common_name).map_err(pki_error)?;
+    let (key_pem, csr_pem) = match previous {
+        Some(previous) => (
+            previous.key_pem.clone(),
+            berth_pki::csr_for_key(&previous.key_pem, common_name).map_err(pki_error)?,
+        ),
+        None => berth_pki::generate_csr(common_name).map_err(pki_error)?,
+    };
+    let previous_instance_id = previous.map(|p| p.instance_id.clone());
     // TLS verified with the pinned CA, no client certificate: the
     // activation secret is the credential here.
     let client =
@@ -450,6 +479,12 @@ pub async fn register(
         })
         .await?;
     let expires_at_ms = check_issued(&response.certificate_pem, &response.instance_id)?;
+    let received_ms = now_ms();
+    warn_on_skew(clock_skew_ms(
+        received_ms,
+        received_ms,
+        response.server_time_ms,
+    ));
     Ok(AgentIdentity {
         instance_id: response.instance_id,
         cluster: response.cluster,
@@ -458,8 +493,9 @@ pub async fn register(
         // The pinned CA, not the one in the response: that one arrived over
         // a connection verified with the pinned one anyway.
         ca_pem,
-        issued_at_ms: now_ms(),
+        issued_at_ms: received_ms,
         expires_at_ms,
+        local_expires_at_ms: server_to_local(expires_at_ms, response.server_time_ms, received_ms),
     })
 }
 
@@ -481,11 +517,18 @@ async fn renew_with(
             .map_err(pki_error)?;
     let response = client.renew_certificate(&csr_pem).await?;
     let expires_at_ms = check_issued(&response.certificate_pem, &identity.instance_id)?;
+    let received_ms = now_ms();
+    warn_on_skew(clock_skew_ms(
+        received_ms,
+        received_ms,
+        response.server_time_ms,
+    ));
     Ok(AgentIdentity {
         cert_pem: response.certificate_pem,
         key_pem,
-        issued_at_ms: now_ms(),
+        issued_at_ms: received_ms,
         expires_at_ms,
+        local_expires_at_ms: server_to_local(expires_at_ms, response.server_time_ms, received_ms),
         ..identity.clone()
     })
 }
@@ -496,6 +539,50 @@ pub async fn ping(
     identity: &AgentIdentity,
 ) -> Result<AgentPing, ClientError> {
     identity.client(endpoints)?.agent_ping().await
+}
+
+/// Where a time on the servers' clock (`server_ms`) falls on this agent's
+/// clock, given that the server read `server_now_ms` when this agent read
+/// `local_now_ms`. A server that does not say its time (0) is taken to
+/// agree with this clock.
+pub fn server_to_local(server_ms: i64, server_now_ms: i64, local_now_ms: i64) -> i64 {
+    if server_now_ms <= 0 {
+        return server_ms;
+    }
+    local_now_ms.saturating_add(server_ms.saturating_sub(server_now_ms))
+}
+
+/// How far this agent's clock is ahead of the server's (negative: behind),
+/// from a call sent at `sent_ms` and answered at `received_ms` (this
+/// clock) with the server's time `server_ms`, taken at the midpoint. `None`
+/// when the server did not say.
+pub fn clock_skew_ms(sent_ms: i64, received_ms: i64, server_ms: i64) -> Option<i64> {
+    (server_ms > 0).then(|| sent_ms + (received_ms - sent_ms) / 2 - server_ms)
+}
+
+/// Beyond this the clocks are said to disagree. Certificates are scheduled
+/// on the server's stated lifetime either way, but a skewed clock makes
+/// logs hard to correlate and hints at a host without NTP.
+pub const MAX_CLOCK_SKEW_MS: i64 = 60_000;
+
+/// The warning for a measured skew, if it is worth one.
+pub fn skew_warning(skew_ms: Option<i64>) -> Option<String> {
+    let skew = skew_ms?;
+    if skew.abs() <= MAX_CLOCK_SKEW_MS {
+        return None;
+    }
+    let way = if skew > 0 { "ahead of" } else { "behind" };
+    Some(format!(
+        "this host's clock is {}s {way} the control plane's; certificate renewal follows the \
+         servers' clock, but run NTP (chrony, systemd-timesyncd) on this host",
+        (skew.abs() + 500) / 1000
+    ))
+}
+
+fn warn_on_skew(skew_ms: Option<i64>) {
+    if let Some(message) = skew_warning(skew_ms) {
+        tracing::warn!(skew_ms = skew_ms.unwrap_or(0), "{message}");
+    }
 }
 
 /// When to renew a certificate, counted from `issued_at_ms`: a random
@@ -520,6 +607,10 @@ pub struct AgentLoopConfig {
     /// The join token; needed only to register (first start, or after the
     /// certificate expired).
     pub token: Option<String>,
+    /// The file `token` was read from, if any: removed once a registration
+    /// is saved (or a saved identity is found), so that the join token does
+    /// not stay on the host after it has served.
+    pub token_file: Option<PathBuf>,
     pub hostname: String,
     pub attributes: BTreeMap<String, String>,
     /// The cluster to join; `None` takes the activation's.
@@ -537,6 +628,7 @@ impl std::fmt::Debug for AgentLoopConfig {
             .field("endpoints", &self.endpoints)
             .field("dir", &self.dir)
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("token_file", &self.token_file)
             .field("hostname", &self.hostname)
             .field("attributes", &self.attributes)
             .field("cluster", &self.cluster)
@@ -577,9 +669,10 @@ pub async fn run_agent_identity_loop(
     let mut next_ping_ms = now_ms();
     let mut renew_backoff = retry_backoff();
     let mut ping_backoff = retry_backoff();
+    let mut next_skew_warning_ms = i64::MIN;
 
     loop {
-        if now_ms() >= identity.expires_at_ms {
+        if now_ms() >= identity.local_expires_at_ms {
             // Renewal failed until the end (servers down that long, or the
             // machine asleep): only a fresh registration helps now.
             let token = token
@@ -590,18 +683,20 @@ pub async fn run_agent_identity_loop(
                 expired_at = %rfc3339(identity.expires_at_ms),
                 "certificate expired before it could be renewed; registering again"
             );
-            let previous = Some(identity.instance_id.clone());
+            let previous = identity.clone();
             identity = tokio::select! {
                 biased;
                 () = &mut shutdown => return Ok(()),
-                identity = register_until_done(&config, token, previous, &mut rng) => identity?,
+                identity = register_until_done(&config, token, Some(&previous), &mut rng) => identity?,
             };
             client = identity.client(&config.endpoints)?;
             renew_at_ms = renewal_point(&identity, &mut rng);
             continue;
         }
 
-        let wake_ms = next_ping_ms.min(renew_at_ms).min(identity.expires_at_ms);
+        let wake_ms = next_ping_ms
+            .min(renew_at_ms)
+            .min(identity.local_expires_at_ms);
         let nap = Duration::from_millis(u64::try_from(wake_ms - now_ms()).unwrap_or(0));
         tokio::select! {
             biased;
@@ -610,7 +705,7 @@ pub async fn run_agent_identity_loop(
         }
 
         let now = now_ms();
-        if now >= renew_at_ms && now < identity.expires_at_ms {
+        if now >= renew_at_ms && now < identity.local_expires_at_ms {
             let renewed = tokio::select! {
                 biased;
                 () = &mut shutdown => return Ok(()),
@@ -656,7 +751,13 @@ pub async fn run_agent_identity_loop(
                 pinged = client.agent_ping() => pinged,
             };
             match pinged {
-                Ok(_) => {
+                Ok(pong) => {
+                    let skew = clock_skew_ms(now, now_ms(), pong.server_time_ms);
+                    // Once an hour at most, not at every heartbeat.
+                    if skew_warning(skew).is_some() && now >= next_skew_warning_ms {
+                        warn_on_skew(skew);
+                        next_skew_warning_ms = now.saturating_add(3_600_000);
+                    }
                     tracing::debug!(instance_id = %identity.instance_id, "heartbeat ok");
                     ping_backoff.reset();
                     next_ping_ms = now.saturating_add(duration_ms(config.ping_every));
@@ -684,7 +785,7 @@ async fn establish(
     rng: &mut impl Rng,
 ) -> Result<AgentIdentity, ClientError> {
     match AgentIdentity::load(&config.dir)? {
-        Some(identity) if identity.expires_at_ms > now_ms() => {
+        Some(identity) if identity.local_expires_at_ms > now_ms() => {
             tracing::info!(
                 instance_id = %identity.instance_id,
                 cluster = %identity.cluster,
@@ -694,6 +795,7 @@ async fn establish(
             if token.is_some() {
                 tracing::info!("already registered; the join token is not needed and was not used");
             }
+            forget_token(config);
             publish(config, &identity);
             Ok(identity)
         }
@@ -704,7 +806,7 @@ async fn establish(
                 expired_at = %rfc3339(expired.expires_at_ms),
                 "the saved certificate has expired; registering again under the same id"
             );
-            register_until_done(config, token, Some(expired.instance_id), rng).await
+            register_until_done(config, token, Some(&expired), rng).await
         }
         None => {
             let token = token.ok_or_else(|| {
@@ -722,7 +824,7 @@ async fn establish(
 async fn register_until_done(
     config: &AgentLoopConfig,
     token: &JoinToken,
-    previous_instance_id: Option<String>,
+    previous: Option<&AgentIdentity>,
     rng: &mut impl Rng,
 ) -> Result<AgentIdentity, ClientError> {
     // Found out before the registration is used up, not after.
@@ -734,7 +836,7 @@ async fn register_until_done(
             token,
             &config.hostname,
             &config.attributes,
-            previous_instance_id.clone(),
+            previous,
             config.cluster.clone(),
         )
         .await;
@@ -747,6 +849,7 @@ async fn register_until_done(
                     expires_at = %rfc3339(identity.expires_at_ms),
                     "registered"
                 );
+                forget_token(config);
                 publish(config, &identity);
                 return Ok(identity);
             }
@@ -761,6 +864,29 @@ async fn register_until_done(
             }
             Err(e) => return Err(e),
         }
+    }
+}
+
+/// Once registered, the join token has served: the token file is removed,
+/// and a token given any other way (flag, environment, config file) is
+/// left for the operator to remove, with a warning saying so.
+fn forget_token(config: &AgentLoopConfig) {
+    match &config.token_file {
+        Some(file) => match fs::remove_file(file) {
+            Ok(()) => tracing::info!(file = %file.display(), "removed the join token file"),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => tracing::warn!(
+                file = %file.display(),
+                error = %e,
+                "cannot remove the join token file; remove it by hand, it is no longer needed"
+            ),
+        },
+        None if config.token.is_some() => tracing::warn!(
+            "registered: the join token is no longer needed; remove it from the agent's command \
+             line, environment (BERTH_JOIN_TOKEN) or config file (or pass it with --token-file, \
+             which the agent removes itself)"
+        ),
+        None => {}
     }
 }
 
@@ -787,7 +913,7 @@ fn publish(config: &AgentLoopConfig, identity: &AgentIdentity) {
 }
 
 fn renewal_point(identity: &AgentIdentity, rng: &mut impl Rng) -> i64 {
-    let delay = renewal_delay(identity.issued_at_ms, identity.expires_at_ms, rng);
+    let delay = renewal_delay(identity.issued_at_ms, identity.local_expires_at_ms, rng);
     identity.issued_at_ms.saturating_add(duration_ms(delay))
 }
 

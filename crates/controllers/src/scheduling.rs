@@ -235,9 +235,14 @@ pub fn cluster_view(
             for task in state.active_tasks_on(&i.id) {
                 *task_groups.entry(task.group.clone()).or_insert(0) += 1;
             }
-            let mut attributes = i.attributes.clone();
+            // The hostname the agent registered with, for agents that
+            // report none in their hello; agent-reported, like all agent.*.
+            let mut attributes = i.all_attributes();
             attributes
-                .entry("hostname".to_string())
+                .entry(format!(
+                    "{}hostname",
+                    berth_types::access::AGENT_ATTRIBUTE_PREFIX
+                ))
                 .or_insert_with(|| i.hostname.clone());
             InstanceView {
                 id: i.id.clone(),
@@ -301,6 +306,7 @@ mod tests {
                     attributes: BTreeMap::new(),
                     certificate_expires_at_ms: i64::MAX,
                     at_ms: 1,
+                    public_key_sha256: "key-1".into(),
                 }))
                 .unwrap();
             state
@@ -308,8 +314,14 @@ mod tests {
                     instance_id: id.to_string(),
                     agent_version: "t".into(),
                     resources: Resources::new(1024, 1024),
-                    attributes: BTreeMap::from([("zone".to_string(), zone.to_string())]),
+                    attributes: BTreeMap::from([("zone".to_string(), "agent-says".to_string())]),
                     at_ms: 2,
+                })
+                .unwrap();
+            state
+                .apply(Command::PutInstanceAttributes {
+                    instance_id: id.to_string(),
+                    attributes: BTreeMap::from([("zone".to_string(), zone.to_string())]),
                 })
                 .unwrap();
         }
@@ -336,6 +348,28 @@ mod tests {
                 at_ms: 3,
             }))
             .unwrap();
+    }
+
+    #[test]
+    fn what_an_agent_reports_cannot_satisfy_a_constraint_on_an_operator_attribute() {
+        // i-a's operator said zone=a; its agent claims zone=agent-says.
+        let mut state = state_with(&[("i-a", "a")]);
+        run(
+            &mut state,
+            &["t1"],
+            &["memberOf(attribute:zone == agent-says)"],
+        );
+        let (placements, unplaced) = decide(&state, 7);
+        assert!(placements.is_empty(), "{placements:?}");
+        assert_eq!(unplaced.len(), 1);
+        run(
+            &mut state,
+            &["t2"],
+            &["memberOf(attribute:agent.zone == agent-says and attribute:zone == a)"],
+        );
+        let (placements, _) = decide(&state, 7);
+        assert_eq!(placements.len(), 1, "{placements:?}");
+        assert_eq!(placements[0].task_id, "t2");
     }
 
     #[test]

@@ -51,7 +51,7 @@ pub fn register(state: &mut State, spec: TaskDefinitionSpec) {
 }
 
 /// Registers and connects an instance of `memory` MiB (and 4096 CPU units)
-/// with the given attributes.
+/// with the given attributes, set by an operator (`attribute put`).
 pub fn add_instance(state: &mut State, id: &str, memory: u32, attributes: &[(&str, &str)]) {
     if state.activation("act").is_none() {
         apply(
@@ -80,6 +80,7 @@ pub fn add_instance(state: &mut State, id: &str, memory: u32, attributes: &[(&st
             attributes: BTreeMap::new(),
             certificate_expires_at_ms: i64::MAX,
             at_ms: 1,
+            public_key_sha256: "key-1".into(),
         }),
     );
     apply(
@@ -88,13 +89,22 @@ pub fn add_instance(state: &mut State, id: &str, memory: u32, attributes: &[(&st
             instance_id: id.to_string(),
             agent_version: "test".into(),
             resources: Resources::new(4096, u64::from(memory)),
-            attributes: attributes
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
+            attributes: BTreeMap::from([("os".to_string(), "linux".to_string())]),
             at_ms: 2,
         },
     );
+    if !attributes.is_empty() {
+        apply(
+            state,
+            Command::PutInstanceAttributes {
+                instance_id: id.to_string(),
+                attributes: attributes
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            },
+        );
+    }
 }
 
 /// A RunTask of `ids` of `family`, placed by the scheduler.

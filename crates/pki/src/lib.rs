@@ -18,6 +18,8 @@ use rcgen::{
     DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose, SanType,
 };
 use sha2::{Digest, Sha256};
+use x509_parser::certification_request::X509CertificationRequest;
+use x509_parser::prelude::FromDer;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PkiError {
@@ -329,15 +331,49 @@ impl CertificateAuthority {
 /// A fresh key pair and a CSR for it; the key stays with the caller.
 pub fn generate_csr(common_name: &str) -> Result<(String, String), PkiError> {
     let key = KeyPair::generate()?;
+    let csr_pem = request(&key, common_name)?;
+    Ok((key.serialize_pem(), csr_pem))
+}
+
+/// A CSR for a key the caller already has (PEM): how an agent proves, when
+/// it registers again, that it is the host that held the instance's id.
+pub fn csr_for_key(key_pem: &str, common_name: &str) -> Result<String, PkiError> {
+    let key = KeyPair::from_pem(key_pem)
+        .map_err(|e| PkiError::Invalid(format!("the private key cannot be read: {e}")))?;
+    request(&key, common_name)
+}
+
+fn request(key: &KeyPair, common_name: &str) -> Result<String, PkiError> {
     let mut params = CertificateParams::default();
     let mut dn = DistinguishedName::new();
     dn.push(DnType::CommonName, common_name);
     params.distinguished_name = dn;
-    let csr = params.serialize_request(&key)?;
-    let csr_pem = csr
-        .pem()
-        .map_err(|e| PkiError::Invalid(format!("encoding the CSR: {e}")))?;
-    Ok((key.serialize_pem(), csr_pem))
+    let csr = params.serialize_request(key)?;
+    csr.pem()
+        .map_err(|e| PkiError::Invalid(format!("encoding the CSR: {e}")))
+}
+
+/// SHA-256 (hex) of the SubjectPublicKeyInfo a CSR carries, once its
+/// signature has been checked (so whoever sent it holds the private key).
+/// Instance records keep this to recognise the key of their last
+/// certificate.
+pub fn csr_key_digest(csr_pem: &str) -> Result<String, PkiError> {
+    let bad = |e: String| PkiError::BadCsr(e);
+    // Parsing with rcgen verifies the CSR's self-signature.
+    CertificateSigningRequestParams::from_pem(csr_pem).map_err(|e| bad(e.to_string()))?;
+    let (_, pem) =
+        x509_parser::pem::parse_x509_pem(csr_pem.as_bytes()).map_err(|e| bad(e.to_string()))?;
+    let (_, csr) =
+        X509CertificationRequest::from_der(&pem.contents).map_err(|e| bad(e.to_string()))?;
+    Ok(der_digest(csr.certification_request_info.subject_pki.raw))
+}
+
+/// SHA-256 (hex) of a private key's SubjectPublicKeyInfo; equal to
+/// [`csr_key_digest`] of any CSR made with that key.
+pub fn key_digest(key_pem: &str) -> Result<String, PkiError> {
+    let key = KeyPair::from_pem(key_pem)
+        .map_err(|e| PkiError::Invalid(format!("the private key cannot be read: {e}")))?;
+    Ok(der_digest(&key.public_key_der()))
 }
 
 /// A random lowercase hex string of `bytes` random bytes.
@@ -400,6 +436,73 @@ mod tests {
             ca_digest(&ca.cert_pem).unwrap()
         );
         assert_eq!(ca_digest(&ca.cert_pem).unwrap().len(), 64);
+    }
+
+    #[test]
+    fn a_key_is_recognised_in_every_csr_made_with_it() {
+        let (key_pem, csr_pem) = generate_csr("agent").unwrap();
+        let digest = csr_key_digest(&csr_pem).unwrap();
+        assert_eq!(digest.len(), 64);
+        assert_eq!(key_digest(&key_pem).unwrap(), digest);
+        let again = csr_for_key(&key_pem, "another name").unwrap();
+        assert_ne!(again, csr_pem);
+        assert_eq!(csr_key_digest(&again).unwrap(), digest);
+        let (_, other) = generate_csr("agent").unwrap();
+        assert_ne!(csr_key_digest(&other).unwrap(), digest);
+        assert!(matches!(csr_key_digest("nope"), Err(PkiError::BadCsr(_))));
+        assert!(matches!(
+            csr_for_key("not a key", "x"),
+            Err(PkiError::Invalid(_))
+        ));
+    }
+
+    #[test]
+    fn a_csr_with_a_forged_signature_names_no_key() {
+        // A CSR whose public key was swapped for someone else's: it no
+        // longer verifies, so nobody can claim a key they do not hold.
+        let (_, mine) = generate_csr("agent").unwrap();
+        let (victim_key, _) = generate_csr("victim").unwrap();
+        let victim = KeyPair::from_pem(&victim_key).unwrap();
+        let (_, pem) = x509_parser::pem::parse_x509_pem(mine.as_bytes()).unwrap();
+        let mut der = pem.contents.clone();
+        let (_, csr) = X509CertificationRequest::from_der(&pem.contents).unwrap();
+        let spki = csr.certification_request_info.subject_pki.raw.to_vec();
+        let victim_spki = victim.public_key_der();
+        assert_eq!(spki.len(), victim_spki.len(), "same key type, same size");
+        let at = der
+            .windows(spki.len())
+            .position(|w| w == spki.as_slice())
+            .unwrap();
+        der[at..at + spki.len()].copy_from_slice(&victim_spki);
+        assert!(
+            X509CertificationRequest::from_der(&der).is_ok(),
+            "well formed; only the signature is wrong"
+        );
+        let forged_pem = format!(
+            "-----BEGIN CERTIFICATE REQUEST-----\n{}\n-----END CERTIFICATE REQUEST-----\n",
+            b64(&der)
+        );
+        assert!(matches!(
+            csr_key_digest(&forged_pem),
+            Err(PkiError::BadCsr(_))
+        ));
+    }
+
+    fn b64(data: &[u8]) -> String {
+        const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        let mut out = String::new();
+        for chunk in data.chunks(3) {
+            let b = |i: usize| u32::from(chunk.get(i).copied().unwrap_or(0));
+            let g = b(0) << 16 | b(1) << 8 | b(2);
+            for i in 0..4 {
+                if i <= chunk.len() {
+                    out.push(char::from(A[(g >> (18 - 6 * i) & 63) as usize]));
+                } else {
+                    out.push('=');
+                }
+            }
+        }
+        out
     }
 
     #[test]

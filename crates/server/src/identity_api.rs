@@ -60,6 +60,22 @@ fn check_id(id: &str) -> Result<(), Status> {
     limits::check_len("id", id, limits::MAX_ID_LEN).map_err(|e| ServerError::from(e).into())
 }
 
+/// An operator's attributes (activation, `attribute put`): checked, and
+/// none in the `agent.*` space, which is what agents report.
+fn operator_attributes(attributes: &[pb::Attribute]) -> Result<BTreeMap<String, String>, Status> {
+    for (i, a) in attributes.iter().enumerate() {
+        validate::check_operator_attribute_name(&format!("attributes[{i}].name"), &a.name)
+            .map_err(|e| Status::from(ServerError::Invalid(e.into())))?;
+    }
+    checked_attributes(attributes)
+}
+
+/// The key a CSR carries, as instance records keep it; a CSR whose
+/// signature does not verify is the caller's mistake.
+fn csr_key(csr_pem: &str) -> Result<String, Status> {
+    berth_pki::csr_key_digest(csr_pem).map_err(|e| invalid("csrPem", e.to_string()))
+}
+
 fn secs(duration: Duration) -> i64 {
     i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
 }
@@ -205,7 +221,7 @@ impl ActivationService for IdentityApi {
             0 => DEFAULT_ACTIVATION_LIFETIME,
             s => Duration::from_secs(s),
         };
-        let attributes = checked_attributes(&req.attributes)?;
+        let attributes = operator_attributes(&req.attributes)?;
         let digest = berth_pki::ca_digest(&self.pki.root_pem).map_err(ServerError::internal)?;
         let token = JoinToken::generate(&digest);
         let now = now_ms();
@@ -350,7 +366,7 @@ impl InstanceService for IdentityApi {
         request: Request<pb::PutInstanceAttributesRequest>,
     ) -> Result<Response<pb::PutInstanceAttributesResponse>, Status> {
         let req = request.into_inner();
-        let attributes = checked_attributes(&req.attributes)?;
+        let attributes = operator_attributes(&req.attributes)?;
         let instance = self.ops.put_instance_attributes(req.id, attributes).await?;
         Ok(Response::new(pb::PutInstanceAttributesResponse {
             instance: Some(instance.into()),
@@ -456,6 +472,7 @@ impl AgentService for IdentityApi {
         check_registration_request(&req)?;
         // Checked before proposing, so a bad CSR cannot use up a registration.
         self.sign(&req.csr_pem, "probe")?;
+        let public_key_sha256 = csr_key(&req.csr_pem)?;
         let registration = Registration {
             activation_id: req.activation_id,
             secret_hash: hash_secret(&req.activation_secret),
@@ -466,6 +483,7 @@ impl AgentService for IdentityApi {
             attributes: checked_attributes(&req.attributes)?,
             certificate_expires_at_ms: self.expiry(),
             at_ms: now_ms(),
+            public_key_sha256,
         };
         let expires = registration.certificate_expires_at_ms;
         self.precheck_activation(&registration).await?;
@@ -484,6 +502,7 @@ impl AgentService for IdentityApi {
             certificate_pem,
             ca_pem: self.pki.root_pem.clone(),
             certificate_expires_at_ms: expires,
+            server_time_ms: now_ms(),
         }))
     }
 
@@ -499,11 +518,13 @@ impl AgentService for IdentityApi {
         };
         let csr_pem = request.into_inner().csr_pem;
         self.sign(&csr_pem, &instance_id)?;
+        let public_key_sha256 = csr_key(&csr_pem)?;
         let expires_at_ms = self.expiry();
         self.node
             .write(Command::RecordInstanceCertificate {
                 instance_id: instance_id.clone(),
                 expires_at_ms,
+                public_key_sha256,
             })
             .await?;
         let certificate_pem = self.sign(&csr_pem, &instance_id)?;
@@ -511,6 +532,7 @@ impl AgentService for IdentityApi {
         Ok(Response::new(pb::RenewCertificateResponse {
             certificate_pem,
             certificate_expires_at_ms: expires_at_ms,
+            server_time_ms: now_ms(),
         }))
     }
 

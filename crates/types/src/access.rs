@@ -125,9 +125,38 @@ pub struct Instance {
     pub capacity: InstanceCapacity,
     /// Bumped whenever a task placed here changes; what the agent acks.
     pub assignment_seq: u64,
+    /// SHA-256 (hex) of the SubjectPublicKeyInfo of the key in the last
+    /// certificate issued to this instance (registration or renewal).
+    /// Registering again under this id needs a CSR with the same key:
+    /// proof that the caller is the host that held the id, not merely a
+    /// holder of a join token of the same cluster.
+    pub public_key_sha256: String,
+    /// What the agent reports about its host (registration, then every
+    /// hello replaces it): detected facts and the host's `--attribute`s.
+    /// Self-reported, so a compromised host could claim anything here:
+    /// these are seen only as `agent.NAME` (see [`Instance::all_attributes`])
+    /// and never change the operator's `attributes`.
+    pub agent_attributes: BTreeMap<String, String>,
 }
 
+/// The prefix agent-reported attributes are seen under; operators cannot
+/// set or delete names with it.
+pub const AGENT_ATTRIBUTE_PREFIX: &str = "agent.";
+
 impl Instance {
+    /// What placement matches and people see: the operator's attributes
+    /// (from the activation and `berth instance attribute put`), and every
+    /// agent-reported one as `agent.NAME`. The two never collide, so a host
+    /// cannot satisfy a constraint on an operator attribute by reporting it.
+    pub fn all_attributes(&self) -> BTreeMap<String, String> {
+        let mut all = self.attributes.clone();
+        for (name, value) in &self.agent_attributes {
+            all.entry(format!("{AGENT_ATTRIBUTE_PREFIX}{name}"))
+                .or_insert_with(|| value.clone());
+        }
+        all
+    }
+
     /// The status people and the scheduler see: INACTIVE (deregistered),
     /// DISCONNECTED (agent not connected), DRAINING, or ACTIVE, in that
     /// order of precedence.
@@ -208,6 +237,9 @@ pub struct Registration {
     pub attributes: BTreeMap<String, String>,
     pub certificate_expires_at_ms: i64,
     pub at_ms: i64,
+    /// SHA-256 of the CSR's SubjectPublicKeyInfo (the CSR's signature was
+    /// checked by the proposer).
+    pub public_key_sha256: String,
 }
 
 /// An entry of the certificate revocation list.

@@ -32,6 +32,7 @@ fn registration(activation: &str, secret_hash: &str, new_id: &str, at_ms: i64) -
         attributes: BTreeMap::from([("rack".to_string(), "7".to_string())]),
         certificate_expires_at_ms: at_ms + 1000,
         at_ms,
+        public_key_sha256: "key-1".into(),
     }
 }
 
@@ -50,14 +51,104 @@ fn refusal(result: Result<crate::Instance, StateError>) -> String {
 }
 
 #[test]
-fn registration_consumes_one_use_and_merges_attributes() {
+fn registration_consumes_one_use_and_keeps_agent_attributes_apart() {
     let mut state = State::new();
     activation(&mut state, "act1", 2, 100);
     let instance = register(&mut state, registration("act1", "hash-act1", "i-1", 10)).unwrap();
     assert_eq!(instance.cluster, "default");
-    assert_eq!(instance.attributes["zone"], "a");
-    assert_eq!(instance.attributes["rack"], "7");
+    assert_eq!(instance.attributes, attrs(&[("zone", "a")]));
+    assert_eq!(instance.agent_attributes, attrs(&[("rack", "7")]));
+    assert_eq!(
+        instance.all_attributes(),
+        attrs(&[("zone", "a"), ("agent.rack", "7")])
+    );
     assert_eq!(state.activation("act1").unwrap().registrations, 1);
+}
+
+fn attrs(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+fn hello(state: &mut State, id: &str, pairs: &[(&str, &str)]) -> crate::Instance {
+    match state
+        .apply(Command::InstanceConnected {
+            instance_id: id.into(),
+            agent_version: "v".into(),
+            resources: crate::resources::Resources::new(1024, 1024),
+            attributes: attrs(pairs),
+            at_ms: 20,
+        })
+        .unwrap()
+    {
+        CommandOutput::Instance(i) => i,
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+#[test]
+fn operator_attributes_win_over_what_the_agent_reports() {
+    let mut state = State::new();
+    activation(&mut state, "act1", 5, 100);
+    // The agent claims the activation's zone and more, at registration and
+    // in its hello: none of it touches the operator's attributes.
+    let mut r = registration("act1", "hash-act1", "i-1", 10);
+    r.attributes = attrs(&[("zone", "b"), ("gpu", "yes")]);
+    let registered = register(&mut state, r).unwrap();
+    assert_eq!(registered.attributes, attrs(&[("zone", "a")]));
+    state
+        .apply(Command::PutInstanceAttributes {
+            instance_id: "i-1".into(),
+            attributes: attrs(&[("role", "db")]),
+        })
+        .unwrap();
+    let after_hello = hello(
+        &mut state,
+        "i-1",
+        &[("zone", "c"), ("role", "web"), ("os", "linux")],
+    );
+    assert_eq!(
+        after_hello.attributes,
+        attrs(&[("zone", "a"), ("role", "db")]),
+        "attribute put and the activation's attributes survive the agent's session"
+    );
+    assert_eq!(
+        after_hello.all_attributes(),
+        attrs(&[
+            ("zone", "a"),
+            ("role", "db"),
+            ("agent.zone", "c"),
+            ("agent.role", "web"),
+            ("agent.os", "linux"),
+        ])
+    );
+    // Each hello replaces the agent's previous report (gpu is gone).
+    assert!(!after_hello.all_attributes().contains_key("agent.gpu"));
+
+    // A re-registration that keeps the id keeps the operator's attributes
+    // as they are now, whatever the (new) activation or the agent says.
+    state
+        .apply(Command::DeleteInstanceAttributes {
+            instance_id: "i-1".into(),
+            names: vec!["zone".into()],
+        })
+        .unwrap();
+    let mut again = registration("act1", "hash-act1", "i-2", 30);
+    again.previous_instance_id = Some("i-1".into());
+    again.attributes = attrs(&[("zone", "z")]);
+    let kept = register(&mut state, again).unwrap();
+    assert_eq!(kept.id, "i-1");
+    assert_eq!(kept.attributes, attrs(&[("role", "db")]));
+    assert_eq!(kept.agent_attributes, attrs(&[("zone", "z")]));
+    let view = crate::InstanceView::new(&kept, 0);
+    assert_eq!(
+        view.attributes.get("zone"),
+        None,
+        "no operator zone: nothing matches zone"
+    );
+    assert_eq!(view.attributes["agent.zone"], "z");
 }
 
 #[test]
@@ -144,8 +235,112 @@ fn re_registration_keeps_a_known_active_instance_id_only() {
     let renew = state.apply(Command::RecordInstanceCertificate {
         instance_id: "i-1".into(),
         expires_at_ms: 99,
+        public_key_sha256: "key-1".into(),
     });
     assert!(matches!(renew, Err(StateError::FailedPrecondition(_))));
+}
+
+#[test]
+fn another_host_with_a_valid_token_cannot_take_over_a_live_instance() {
+    let mut state = State::new();
+    activation(&mut state, "act1", 5, 100);
+    register(&mut state, registration("act1", "hash-act1", "i-1", 10)).unwrap();
+    let mut container = crate::ContainerDefinition::new("app", "registry.local/app:1");
+    container.memory = Some(64);
+    state
+        .apply(Command::RegisterTaskDefinition {
+            spec: crate::TaskDefinitionSpec {
+                family: "app".into(),
+                container_definitions: vec![container],
+                cpu: None,
+                memory: None,
+                network_mode: Default::default(),
+                volumes: vec![],
+                tags: vec![],
+            },
+            at_ms: 11,
+        })
+        .unwrap();
+    state
+        .apply(Command::InstanceConnected {
+            instance_id: "i-1".into(),
+            agent_version: "v".into(),
+            resources: crate::resources::Resources::new(1024, 1024),
+            attributes: BTreeMap::new(),
+            at_ms: 12,
+        })
+        .unwrap();
+    state
+        .apply(Command::RunTasks(crate::RunTasks {
+            cluster: "default".into(),
+            task_definition: "app".into(),
+            task_ids: vec!["t-1".into()],
+            instance_ids: vec!["i-1".into()],
+            group: None,
+            started_by: "test".into(),
+            placement_strategies: vec![],
+            placement_constraints: vec![],
+            overrides: vec![],
+            client_token: None,
+            at_ms: 13,
+        }))
+        .unwrap();
+    assert_eq!(state.active_tasks_on("i-1").count(), 1);
+    let before = state.instance("i-1").unwrap().clone();
+
+    // A second host, same cluster, a perfectly valid token, but its own key.
+    let mut intruder = registration("act1", "hash-act1", "i-2", 20);
+    intruder.previous_instance_id = Some("i-1".into());
+    intruder.public_key_sha256 = "key-of-the-intruder".into();
+    intruder.hostname = "intruder".into();
+    let why = refusal(register(&mut state, intruder));
+    assert!(
+        why.contains("instance i-1 is registered with another key"),
+        "{why}"
+    );
+    assert_eq!(
+        state.instance("i-1"),
+        Some(&before),
+        "nothing of i-1 changed"
+    );
+    assert!(state.instance("i-2").is_none());
+    assert_eq!(
+        state.active_tasks_on("i-1").count(),
+        1,
+        "its task stays assigned to i-1"
+    );
+    assert_eq!(
+        state.activation("act1").unwrap().registrations,
+        1,
+        "a refused takeover uses no registration"
+    );
+
+    // The legitimate host renews with a new key: from then on only that
+    // key keeps the id, and the key of the earlier certificate no longer does.
+    state
+        .apply(Command::RecordInstanceCertificate {
+            instance_id: "i-1".into(),
+            expires_at_ms: 2000,
+            public_key_sha256: "key-2".into(),
+        })
+        .unwrap();
+    assert_eq!(state.instance("i-1").unwrap().public_key_sha256, "key-2");
+    let mut stale = registration("act1", "hash-act1", "i-3", 30);
+    stale.previous_instance_id = Some("i-1".into());
+    refusal(register(&mut state, stale));
+    let mut current = registration("act1", "hash-act1", "i-4", 40);
+    current.previous_instance_id = Some("i-1".into());
+    current.public_key_sha256 = "key-2".into();
+    assert_eq!(register(&mut state, current).unwrap().id, "i-1");
+
+    // A record without a key (none was ever recorded) is kept by nobody.
+    let mut keyless = registration("act1", "hash-act1", "i-9", 50);
+    keyless.public_key_sha256 = String::new();
+    register(&mut state, keyless).unwrap();
+    let mut blank = registration("act1", "hash-act1", "i-10", 51);
+    blank.previous_instance_id = Some("i-9".into());
+    blank.public_key_sha256 = String::new();
+    refusal(register(&mut state, blank));
 }
 
 #[test]
@@ -241,6 +436,16 @@ fn instance_states_read_back_from_their_names_in_any_case() {
         assert_eq!(s.to_string(), s.as_str());
     }
     assert_eq!(InstanceState::parse("GONE"), None);
+}
+
+#[test]
+fn operators_cannot_set_or_delete_agent_reported_names() {
+    let err = crate::validate::check_operator_attribute_name("attributes[0].name", "agent.zone")
+        .unwrap_err();
+    assert_eq!(err.field, "attributes[0].name");
+    assert!(err.message.contains("what the agent reports"), "{err}");
+    crate::validate::check_operator_attribute_name("attributes[0].name", "agentzone").unwrap();
+    crate::validate::check_operator_attribute_name("attributes[0].name", "zone").unwrap();
 }
 
 #[test]

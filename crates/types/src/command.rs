@@ -77,6 +77,8 @@ pub enum Command {
     RecordInstanceCertificate {
         instance_id: String,
         expires_at_ms: i64,
+        /// The key of the new certificate (see `Instance::public_key_sha256`).
+        public_key_sha256: String,
     },
     DeregisterInstance {
         instance_id: String,

@@ -137,6 +137,8 @@ pub struct RegisteredInstance {
     pub certificate_pem: String,
     pub ca_pem: String,
     pub certificate_expires_at_ms: i64,
+    /// The server's clock when it signed; 0 from servers before it was sent.
+    pub server_time_ms: i64,
 }
 
 /// A renewed instance certificate.
@@ -145,6 +147,8 @@ pub struct RegisteredInstance {
 pub struct IssuedCertificate {
     pub certificate_pem: String,
     pub certificate_expires_at_ms: i64,
+    /// The server's clock when it signed; 0 from servers before it was sent.
+    pub server_time_ms: i64,
 }
 
 /// The answer to an agent's ping: who the server thinks is calling, and

@@ -82,6 +82,7 @@ fn base() -> State {
                 attributes: BTreeMap::new(),
                 certificate_expires_at_ms: i64::MAX,
                 at_ms: 1,
+                public_key_sha256: "key-1".into(),
             }),
         );
         ok(

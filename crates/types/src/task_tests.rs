@@ -79,6 +79,7 @@ fn add_instance(state: &mut State, id: &str, connect: bool) {
             attributes: BTreeMap::new(),
             certificate_expires_at_ms: i64::MAX,
             at_ms: 1,
+            public_key_sha256: "key-1".into(),
         }))
         .unwrap();
     if connect {

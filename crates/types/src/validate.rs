@@ -485,6 +485,23 @@ pub fn check_attribute(index: usize, name: &str, value: &str) -> Result<(), Fiel
     Ok(())
 }
 
+/// Attributes an operator sets (an activation's, `berth instance attribute
+/// put|delete`): `agent.*` names are what agents report and cannot be set
+/// or deleted by hand.
+pub fn check_operator_attribute_name(field: &str, name: &str) -> Result<(), FieldError> {
+    if name.starts_with(crate::access::AGENT_ATTRIBUTE_PREFIX) {
+        return Err(FieldError::new(
+            field,
+            format!(
+                "{name:?}: names starting with {:?} are what the agent reports about its host; \
+                 choose another name",
+                crate::access::AGENT_ATTRIBUTE_PREFIX
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// ECS's bounds, checked whether or not the policy is enabled: a disabled
 /// policy with a bad value would fail the day someone turns it on.
 fn check_restart_policy(errors: &mut Vec<FieldError>, at: &str, policy: &RestartPolicy) {

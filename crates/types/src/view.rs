@@ -161,7 +161,7 @@ impl InstanceView {
             id: i.id.clone(),
             cluster: i.cluster.clone(),
             hostname: i.hostname.clone(),
-            attributes: i.attributes.clone(),
+            attributes: i.all_attributes(),
             activation_id: i.activation_id.clone(),
             registered_at_ms: i.registered_at_ms,
             certificate_expires_at_ms: i.certificate_expires_at_ms,
@@ -334,6 +334,8 @@ mod tests {
             draining: false,
             capacity,
             assignment_seq: 0,
+            public_key_sha256: "k".into(),
+            agent_attributes: BTreeMap::new(),
         };
         let view = InstanceView::new(&instance, 3);
         assert_eq!(view.status, InstanceState::Disconnected);

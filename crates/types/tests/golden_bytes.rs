@@ -88,6 +88,7 @@ fn commands() -> Vec<Command> {
             attributes: BTreeMap::new(),
             certificate_expires_at_ms: 100,
             at_ms: 3,
+            public_key_sha256: "key-1".into(),
         }),
         Command::InstanceConnected {
             instance_id: "i-1".into(),
@@ -200,7 +201,7 @@ fn hex(bytes: &[u8]) -> String {
 
 #[test]
 fn stored_types_keep_their_bytes() {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden/data-format-3.txt");
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden/data-format-4.txt");
     let now = encoded();
     if std::env::var_os("BERTH_BLESS").is_some() {
         std::fs::write(&path, &now).unwrap();

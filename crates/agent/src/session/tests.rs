@@ -39,6 +39,7 @@ fn identity(instance_id: &str) -> AgentIdentity {
         ca_pem: String::new(),
         issued_at_ms: 0,
         expires_at_ms: i64::MAX,
+        local_expires_at_ms: i64::MAX,
     }
 }
 

@@ -102,10 +102,12 @@ fn identity(ca: &CertificateAuthority, instance_id: &str, lifetime: Duration) ->
     let cert_pem = ca
         .sign_instance_csr(&csr_pem, instance_id, lifetime)
         .unwrap();
+    let expires_at_ms = berth_pki::not_after_ms(&cert_pem).unwrap();
     AgentIdentity {
         instance_id: instance_id.into(),
         cluster: "default".into(),
-        expires_at_ms: berth_pki::not_after_ms(&cert_pem).unwrap(),
+        expires_at_ms,
+        local_expires_at_ms: expires_at_ms,
         cert_pem,
         key_pem,
         ca_pem: ca.cert_pem.clone(),
@@ -314,6 +316,10 @@ struct FakeAgents {
     renewals: Arc<AtomicUsize>,
     pings: Arc<AtomicUsize>,
     last_registration: Arc<Mutex<Option<pb::RegisterInstanceRequest>>>,
+    /// How far the fake server's clock is ahead of the test's: an agent
+    /// whose clock is that far behind. Its certificates end `lifetime`
+    /// after its stated time.
+    clock_ahead_ms: i64,
 }
 
 impl FakeAgents {
@@ -326,7 +332,14 @@ impl FakeAgents {
             renewals: Arc::default(),
             pings: Arc::default(),
             last_registration: Arc::default(),
+            clock_ahead_ms: 0,
         }
+    }
+
+    /// What to sign for so that the not-after is `lifetime` past the fake's
+    /// stated clock (the CA signs on the real one).
+    fn signed_lifetime(&self) -> Duration {
+        self.lifetime + Duration::from_millis(u64::try_from(self.clock_ahead_ms).unwrap_or(0))
     }
 
     /// The instance the client certificate names, as the server's mutual
@@ -367,7 +380,7 @@ impl AgentService for FakeAgents {
         };
         let certificate_pem = self
             .ca
-            .sign_instance_csr(&req.csr_pem, &id, self.lifetime)
+            .sign_instance_csr(&req.csr_pem, &id, self.signed_lifetime())
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
         *self.last_registration.lock().unwrap() = Some(req.clone());
         Ok(Response::new(pb::RegisterInstanceResponse {
@@ -380,6 +393,7 @@ impl AgentService for FakeAgents {
             certificate_expires_at_ms: berth_pki::not_after_ms(&certificate_pem).unwrap(),
             certificate_pem,
             ca_pem: self.ca.cert_pem.clone(),
+            server_time_ms: now_ms() + self.clock_ahead_ms,
         }))
     }
 
@@ -391,11 +405,12 @@ impl AgentService for FakeAgents {
         self.renewals.fetch_add(1, Ordering::SeqCst);
         let certificate_pem = self
             .ca
-            .sign_instance_csr(&request.into_inner().csr_pem, &id, self.lifetime)
+            .sign_instance_csr(&request.into_inner().csr_pem, &id, self.signed_lifetime())
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
         Ok(Response::new(pb::RenewCertificateResponse {
             certificate_expires_at_ms: berth_pki::not_after_ms(&certificate_pem).unwrap(),
             certificate_pem,
+            server_time_ms: now_ms() + self.clock_ahead_ms,
         }))
     }
 
@@ -407,7 +422,7 @@ impl AgentService for FakeAgents {
         self.pings.fetch_add(1, Ordering::SeqCst);
         Ok(Response::new(pb::AgentPingResponse {
             instance_id,
-            server_time_ms: now_ms(),
+            server_time_ms: now_ms() + self.clock_ahead_ms,
         }))
     }
 }
@@ -542,6 +557,7 @@ fn loop_config(endpoints: Vec<String>, dir: &Path, token: Option<String>) -> Age
         endpoints,
         dir: dir.to_path_buf(),
         token,
+        token_file: None,
         hostname: "host-1".into(),
         attributes: attributes(),
         cluster: None,
@@ -709,6 +725,176 @@ async fn an_expired_certificate_is_replaced_under_the_same_id() {
     assert!(fresh.expires_at_ms > now_ms());
     let sent = fake.last_registration.lock().unwrap().clone().unwrap();
     assert_eq!(sent.previous_instance_id, "i-42");
+    // The id is asked for with the key of its last certificate (the proof
+    // the control plane wants), and that key stays the agent's.
+    assert_eq!(
+        berth_pki::csr_key_digest(&sent.csr_pem).unwrap(),
+        berth_pki::key_digest(&expired.key_pem).unwrap()
+    );
+    assert_eq!(fresh.key_pem, expired.key_pem);
+    let saved = AgentIdentity::load(dir.path()).unwrap().unwrap();
+    assert_eq!(saved.key_pem, expired.key_pem);
+    assert_eq!(saved.cert_pem, fresh.cert_pem);
+}
+
+#[tokio::test]
+async fn the_token_file_is_removed_once_registered() {
+    let pki = test_support::pki("tokenfile");
+    let fake = FakeAgents::new(&pki, Duration::from_secs(3600));
+    let addr = serve_agents(&pki, fake.clone()).await;
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path().join("identity");
+    fs::create_dir(&dir).unwrap();
+    let token_file = work.path().join("join-token");
+    fs::write(&token_file, fake.activation.encode()).unwrap();
+
+    let (tx, mut rx) = watch::channel(None);
+    let mut config = loop_config(vec![addr], &dir, Some(fake.activation.encode()));
+    config.token_file = Some(token_file.clone());
+    config.updates = Some(tx);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let agent = run_agent_identity_loop(config.clone(), async {
+        let _ = stopped.await;
+    });
+    let observer = async {
+        let registered = nth_update(&mut rx, 1).await;
+        let _ = stop.send(());
+        registered
+    };
+    let (result, registered) = tokio::join!(agent, observer);
+    result.unwrap();
+    assert_eq!(registered.instance_id, "i-1");
+    assert!(!token_file.exists(), "the join token stayed on the host");
+
+    // A token file put back (an installer re-run, say) is removed again as
+    // soon as the saved identity is found, and nothing registers.
+    fs::write(&token_file, fake.activation.encode()).unwrap();
+    let (tx, mut rx) = watch::channel(None);
+    config.updates = Some(tx);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let agent = run_agent_identity_loop(config, async {
+        let _ = stopped.await;
+    });
+    let observer = async {
+        let loaded = nth_update(&mut rx, 1).await;
+        let _ = stop.send(());
+        loaded
+    };
+    let (result, loaded) = tokio::join!(agent, observer);
+    result.unwrap();
+    assert_eq!(loaded.instance_id, "i-1");
+    assert!(!token_file.exists());
+    assert_eq!(fake.registrations.load(Ordering::SeqCst), 1);
+}
+
+const HOUR_MS: i64 = 3_600_000;
+
+#[test]
+fn renewal_follows_the_servers_lifetime_whatever_the_agents_clock() {
+    // The server signs at server time T for one hour. The agent receives
+    // the certificate when its own clock reads T + offset.
+    let server_now = 1_800_000_000_000;
+    let not_after = server_now + HOUR_MS;
+    let mut rng = StdRng::seed_from_u64(7);
+    for offset in [-5 * HOUR_MS, -HOUR_MS, 0, 3 * HOUR_MS, 30 * HOUR_MS] {
+        let local_now = server_now + offset;
+        let local_expiry = server_to_local(not_after, server_now, local_now);
+        assert_eq!(local_expiry, local_now + HOUR_MS, "offset {offset}");
+        for _ in 0..100 {
+            let delay = renewal_delay(local_now, local_expiry, &mut rng).as_millis() as i64;
+            assert!(
+                (HOUR_MS / 2..=HOUR_MS * 4 / 5).contains(&delay),
+                "offset {offset}: renewal after {delay} ms of a one-hour certificate"
+            );
+        }
+        // What the agent did before: its own clock against the server's
+        // not-after. Ahead, it renews at once forever; behind, after the
+        // certificate has already expired.
+        let naive = renewal_delay(local_now, not_after, &mut rng).as_millis() as i64;
+        if offset >= HOUR_MS {
+            assert_eq!(naive, 0, "offset {offset}");
+        } else if offset <= -HOUR_MS {
+            assert!(naive > HOUR_MS, "offset {offset}: {naive}");
+        }
+    }
+    // A server that does not state its time: the clocks are taken to agree.
+    assert_eq!(server_to_local(not_after, 0, 5), not_after);
+}
+
+#[test]
+fn clock_skew_is_measured_at_the_midpoint_and_warned_about_beyond_a_minute() {
+    let t = 1_800_000_000_000;
+    assert_eq!(clock_skew_ms(t, t + 200, t + 100), Some(0));
+    assert_eq!(
+        clock_skew_ms(t, t + 200, t + 100 - 3 * HOUR_MS),
+        Some(3 * HOUR_MS)
+    );
+    assert_eq!(clock_skew_ms(t, t + 200, 0), None);
+    assert_eq!(skew_warning(Some(MAX_CLOCK_SKEW_MS)), None);
+    assert_eq!(skew_warning(None), None);
+    let ahead = skew_warning(Some(3 * HOUR_MS)).unwrap();
+    assert!(
+        ahead.starts_with("this host's clock is 10800s ahead of"),
+        "{ahead}"
+    );
+    assert!(ahead.contains("NTP"), "{ahead}");
+    let behind = skew_warning(Some(-2 * HOUR_MS)).unwrap();
+    assert!(
+        behind.starts_with("this host's clock is 7200s behind"),
+        "{behind}"
+    );
+}
+
+#[tokio::test]
+async fn an_agent_hours_behind_the_servers_renews_on_their_lifetime_and_says_so() {
+    let logs = CapturedLogs::default();
+    let _guard = logs.install();
+    let pki = test_support::pki("skew");
+    // The servers' clock is 3 h ahead of this agent's: the agent's clock is
+    // 3 h behind. The certificate (signed on the real clock) lasts an hour.
+    let mut fake = FakeAgents::new(&pki, Duration::from_secs(3600));
+    fake.clock_ahead_ms = 3 * HOUR_MS;
+    let addr = serve_agents(&pki, fake.clone()).await;
+    let endpoints = vec![addr];
+    let identity = register(&endpoints, &fake.activation, "h", &attributes(), None, None)
+        .await
+        .unwrap();
+    // On the servers' clock the certificate ends 4 h from this agent's now;
+    // on this agent's clock, an hour from now, as the server meant.
+    let server_left = identity.expires_at_ms - now_ms();
+    assert!(
+        (4 * HOUR_MS - 60_000..=4 * HOUR_MS).contains(&server_left),
+        "{server_left}"
+    );
+    let local_left = identity.local_expires_at_ms - now_ms();
+    assert!(
+        (HOUR_MS - 60_000..=HOUR_MS).contains(&local_left),
+        "{local_left}"
+    );
+    // So renewal comes at 50-80% of the hour, before the servers' clock
+    // reaches the not-after; the agent's own clock would have put it after.
+    let mut rng = StdRng::seed_from_u64(1);
+    for _ in 0..50 {
+        let renew_in = renewal_point(&identity, &mut rng) - identity.issued_at_ms;
+        assert!(
+            (HOUR_MS / 2 - 60_000..=HOUR_MS * 4 / 5).contains(&renew_in),
+            "{renew_in}"
+        );
+    }
+    // A renewal keeps measuring from the server's time.
+    let renewed = renew(&endpoints, &identity).await.unwrap();
+    let local_left = renewed.local_expires_at_ms - now_ms();
+    assert!(
+        (HOUR_MS - 60_000..=HOUR_MS).contains(&local_left),
+        "{local_left}"
+    );
+    // The saved identity keeps the offset.
+    let dir = tempfile::tempdir().unwrap();
+    renewed.save(dir.path()).unwrap();
+    let loaded = AgentIdentity::load(dir.path()).unwrap().unwrap();
+    assert_eq!(loaded.local_expires_at_ms, renewed.local_expires_at_ms);
+    let text = logs.text();
+    assert!(text.contains("10800s behind the control plane"), "{text}");
 }
 
 #[test]

@@ -180,6 +180,7 @@ impl From<pb::RegisterInstanceResponse> for t::RegisteredInstance {
             certificate_pem: r.certificate_pem,
             ca_pem: r.ca_pem,
             certificate_expires_at_ms: r.certificate_expires_at_ms,
+            server_time_ms: r.server_time_ms,
         }
     }
 }
@@ -189,6 +190,7 @@ impl From<pb::RenewCertificateResponse> for t::IssuedCertificate {
         Self {
             certificate_pem: r.certificate_pem,
             certificate_expires_at_ms: r.certificate_expires_at_ms,
+            server_time_ms: r.server_time_ms,
         }
     }
 }

@@ -110,6 +110,8 @@ impl Ops {
         limits::check_count("names", names.len(), limits::MAX_ATTRIBUTES)?;
         for (i, name) in names.iter().enumerate() {
             check_len(&format!("names[{i}]"), name, 128)?;
+            berth_types::validate::check_operator_attribute_name(&format!("names[{i}]"), name)
+                .map_err(|e| ServerError::Invalid(e.into()))?;
         }
         self.instance_command(Command::DeleteInstanceAttributes {
             instance_id: id,

@@ -136,6 +136,7 @@ impl State {
         &mut self,
         instance_id: String,
         expires_at_ms: i64,
+        public_key_sha256: String,
     ) -> Result<CommandOutput, StateError> {
         let instance = self
             .instances
@@ -147,6 +148,7 @@ impl State {
             )));
         }
         instance.certificate_expires_at_ms = expires_at_ms;
+        instance.public_key_sha256 = public_key_sha256;
         Ok(CommandOutput::Instance(instance.clone()))
     }
 
@@ -226,21 +228,39 @@ impl State {
     ) -> Result<CommandOutput, StateError> {
         let activation = self.check_registration(&r)?;
         let cluster = activation.cluster.clone();
-        // A known, still-active instance of the same cluster keeps its id; a
-        // deregistered one never comes back under its old identity.
+        // A known, still-active instance of the same cluster keeps its id,
+        // but only for the host that holds the key of its last certificate:
+        // a join token proves a host may join, not which host it is. A
+        // deregistered instance never comes back under its old identity.
         let kept = r.previous_instance_id.as_ref().and_then(|id| {
             self.instances
                 .get(id)
                 .filter(|i| i.status == InstanceStatus::Active && i.cluster == cluster)
         });
-        let mut attributes = activation.attributes.clone();
-        attributes.extend(r.attributes.clone());
+        if let Some(existing) = kept {
+            if existing.public_key_sha256.is_empty()
+                || existing.public_key_sha256 != r.public_key_sha256
+            {
+                return Err(StateError::FailedPrecondition(format!(
+                    "instance {} is registered with another key: only the host holding the key \
+                     of its last certificate can register again under its id (the agent does so \
+                     with the key in its data dir); register without a previous instance id to \
+                     join as a new instance, or deregister {} first",
+                    existing.id, existing.id
+                )));
+            }
+        }
+        // The activation's attributes are the operator's and go to the
+        // instances it creates; a kept instance keeps the operator's
+        // attributes as they are now (`attribute put` included). What the
+        // agent reports is its own, apart.
         let instance = match kept {
             Some(existing) => Instance {
                 hostname: r.hostname,
-                attributes,
+                agent_attributes: r.attributes.clone(),
                 activation_id: r.activation_id.clone(),
                 certificate_expires_at_ms: r.certificate_expires_at_ms,
+                public_key_sha256: r.public_key_sha256.clone(),
                 ..existing.clone()
             },
             None => {
@@ -251,7 +271,7 @@ impl State {
                     id: r.new_instance_id,
                     cluster,
                     hostname: r.hostname,
-                    attributes,
+                    attributes: activation.attributes.clone(),
                     activation_id: r.activation_id.clone(),
                     registered_at_ms: r.at_ms,
                     certificate_expires_at_ms: r.certificate_expires_at_ms,
@@ -264,6 +284,8 @@ impl State {
                     draining: false,
                     capacity: Default::default(),
                     assignment_seq: 0,
+                    public_key_sha256: r.public_key_sha256.clone(),
+                    agent_attributes: r.attributes.clone(),
                 }
             }
         };

@@ -47,7 +47,9 @@ impl State {
         instance.last_seen_ms = None;
         instance.agent_version = connection.agent_version;
         instance.capacity.set_registered(connection.resources);
-        instance.attributes.extend(connection.attributes);
+        // The agent's report replaces its previous one and nothing else:
+        // the operator's attributes are not the agent's to change.
+        instance.agent_attributes = connection.attributes;
         self.instance_changed(&instance_id);
         self.instance_output(&instance_id)
     }

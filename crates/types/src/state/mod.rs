@@ -199,7 +199,8 @@ impl State {
             Command::RecordInstanceCertificate {
                 instance_id,
                 expires_at_ms,
-            } => self.record_instance_certificate(instance_id, expires_at_ms),
+                public_key_sha256,
+            } => self.record_instance_certificate(instance_id, expires_at_ms, public_key_sha256),
             Command::DeregisterInstance { instance_id, at_ms } => {
                 self.deregister_instance(instance_id, at_ms)
             }
