@@ -10,6 +10,9 @@
 //! crash came between creating a container and recording it.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use berth_daemon::SledFiles;
 
 use berth_proto::pb;
 use berth_types::{ContainerStatus, Health, StopCode, TaskStatus};
@@ -19,8 +22,9 @@ use serde::{Deserialize, Serialize};
 /// sled's page cache. The default is a gigabyte; the records here are a
 /// few kilobytes per task, so a megabyte keeps every one of them hot.
 const CACHE_BYTES: u64 = 1 << 20;
-/// sled writes its buffers out this often on its own; `flush` is for the
-/// writes that must be durable before the agent acts on them.
+/// sled writes its buffers out this often on its own (a crash may lose the
+/// last interval); `flush` is for the writes that must be durable before the
+/// agent acts on them, and syncs them to disk.
 const FLUSH_EVERY_MS: u64 = 500;
 const LAST_SEQUENCE: &[u8] = b"last_sequence";
 
@@ -45,6 +49,8 @@ pub enum StoreError {
     Encode { key: String, reason: String },
     #[error("task store flush was interrupted: {0}")]
     Interrupted(String),
+    #[error("task store: {0}")]
+    Sync(#[source] berth_daemon::DurableError),
 }
 
 fn sled_err(op: &'static str) -> impl FnOnce(sled::Error) -> StoreError {
@@ -117,6 +123,8 @@ pub struct Loaded {
 #[derive(Clone)]
 pub struct Store {
     db: sled::Db,
+    /// `None` for a temporary store, which has nothing to sync.
+    files: Option<Arc<SledFiles>>,
     assignments: sled::Tree,
     records: sled::Tree,
     reported: sled::Tree,
@@ -140,7 +148,8 @@ impl Store {
                 path: dir.to_path_buf(),
                 source,
             })?;
-        Self::with_db(db)
+        let files = SledFiles::open(dir).map_err(StoreError::Sync)?;
+        Self::with_db(db, Some(Arc::new(files)))
     }
 
     /// A store that vanishes when dropped, for tests.
@@ -153,11 +162,12 @@ impl Store {
                 path: PathBuf::from("<temporary>"),
                 source,
             })?;
-        Self::with_db(db)
+        Self::with_db(db, None)
     }
 
-    fn with_db(db: sled::Db) -> Result<Self, StoreError> {
+    fn with_db(db: sled::Db, files: Option<Arc<SledFiles>>) -> Result<Self, StoreError> {
         Ok(Store {
+            files,
             assignments: db.open_tree("assignments").map_err(sled_err("open tree"))?,
             records: db.open_tree("records").map_err(sled_err("open tree"))?,
             reported: db
@@ -273,15 +283,21 @@ impl Store {
         Ok(())
     }
 
-    /// Makes every write so far durable. sled's flush blocks on I/O (and its
-    /// async flush can deadlock under concurrency), so it runs on the
-    /// blocking pool.
+    /// Makes every write so far durable: sled's flush, then an `fdatasync`
+    /// of its files (sled's flush alone does not survive a power cut; see
+    /// `berth_daemon::durable`). Both block on I/O (and sled's async flush
+    /// can deadlock under concurrency), so they run on the blocking pool.
     pub async fn flush(&self) -> Result<(), StoreError> {
-        let db = self.db.clone();
-        tokio::task::spawn_blocking(move || db.flush())
-            .await
-            .map_err(|e| StoreError::Interrupted(e.to_string()))?
-            .map_err(sled_err("flush"))?;
+        let (db, files) = (self.db.clone(), self.files.clone());
+        tokio::task::spawn_blocking(move || {
+            db.flush().map_err(sled_err("flush"))?;
+            match files {
+                Some(files) => files.sync().map_err(StoreError::Sync),
+                None => Ok(()),
+            }
+        })
+        .await
+        .map_err(|e| StoreError::Interrupted(e.to_string()))??;
         Ok(())
     }
 }
