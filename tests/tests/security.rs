@@ -15,6 +15,7 @@ use berth_proto::pb::instance_service_client::InstanceServiceClient;
 use berth_proto::pb::raft_service_client::RaftServiceClient;
 use berth_proto::pb::service_service_client::ServiceServiceClient;
 use berth_proto::pb::task_definition_service_client::TaskDefinitionServiceClient;
+use berth_proto::pb::task_service_client::TaskServiceClient;
 use berth_types::{InstanceState, InstanceView};
 use tonic::Code;
 
@@ -104,6 +105,42 @@ async fn api_tokens_gate_every_call() -> Result<()> {
         .list_services(pb::ListServicesRequest::default())
         .await;
     assert_eq!(code(anonymous).0, Code::Unauthenticated);
+    // Container logs need a logs (or admin) token: readonly is refused
+    // before the task is even looked up, a logs token gets as far as the
+    // lookup, and cannot change anything either.
+    let logs_of = |addr: String, token: String| async move {
+        let channel = channel_as(&addr, Some(&token))
+            .await
+            .map_err(|e| tonic::Status::unknown(e.to_string()))?;
+        TaskServiceClient::new(channel)
+            .get_task_logs(pb::TaskLogsRequest {
+                id: "no-such-task".into(),
+                ..Default::default()
+            })
+            .await
+            .map(|_| ())
+    };
+    let (c, m) = code(logs_of(addrs[0].clone(), readonly.clone()).await);
+    assert_eq!(c, Code::PermissionDenied, "{m}");
+    assert!(m.contains("logs or admin token"), "{m}");
+    let logs_token = auth
+        .create_api_token(pb::CreateApiTokenRequest {
+            role: "logs".into(),
+            description: "support".into(),
+            expires_in_secs: 0,
+        })
+        .await?
+        .into_inner()
+        .secret;
+    for addr in &addrs {
+        let (c, m) = code(logs_of(addr.clone(), logs_token.clone()).await);
+        assert_eq!(c, Code::NotFound, "{addr}: {m}");
+        list_as(addr, Some(&logs_token)).await?;
+        let (c, m) = code(register_as(addr, Some(&logs_token)).await);
+        assert_eq!(c, Code::PermissionDenied, "{m}");
+    }
+    let (c, m) = code(logs_of(addrs[1].clone(), admin.clone()).await);
+    assert_eq!(c, Code::NotFound, "{m}");
     // A readonly token cannot mint itself an admin token either.
     let mut ro_auth = AuthServiceClient::new(channel_as(&addrs[1], Some(&readonly)).await?);
     let escalate = ro_auth
@@ -141,8 +178,8 @@ async fn api_tokens_gate_every_call() -> Result<()> {
     assert!(entry.revoked);
     assert_eq!(
         listed.tokens.len(),
-        2,
-        "bootstrap admin token plus the readonly one"
+        3,
+        "bootstrap admin token plus the readonly and logs ones"
     );
     Ok(())
 }

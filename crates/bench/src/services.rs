@@ -214,7 +214,7 @@ pub async fn run(args: &ServicesArgs) -> Result<Report> {
     let tasks = args.tasks;
     let max = berth_types::service::MAX_DESIRED_COUNT;
     let count = tasks.div_ceil(max);
-    if tasks % count != 0 {
+    if !tasks.is_multiple_of(count) {
         bail!("--tasks must split evenly into services of at most {max} tasks");
     }
     let per_service = tasks / count;

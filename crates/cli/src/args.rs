@@ -138,8 +138,9 @@ pub enum ClusterCommand {
 #[derive(Debug, Args)]
 pub struct ClusterCreateArgs {
     pub name: String,
-    /// How long an instance may stay disconnected before its tasks are
-    /// declared lost and replaced, e.g. 5m [default: the server's, 5m].
+    /// How long an instance may stay disconnected before it is declared
+    /// lost: its tasks are stopped, and services start theirs elsewhere
+    /// (one-off tasks are not restarted), e.g. 5m [default: the server's, 5m].
     #[arg(long, value_name = "DURATION", value_parser = duration_arg)]
     pub lost_after: Option<Duration>,
     /// How long a stopped task stays describable, e.g. 1h [default: the
@@ -157,8 +158,9 @@ pub struct ClusterCreateArgs {
 ))]
 pub struct ClusterUpdateArgs {
     pub name: String,
-    /// How long an instance may stay disconnected before its tasks are
-    /// declared lost and replaced, e.g. 10m.
+    /// How long an instance may stay disconnected before it is declared
+    /// lost: its tasks are stopped, and services start theirs elsewhere
+    /// (one-off tasks are not restarted), e.g. 10m.
     #[arg(long, value_name = "DURATION", value_parser = duration_arg)]
     pub lost_after: Option<Duration>,
     /// How long a stopped task stays describable, e.g. 2h.
@@ -248,8 +250,9 @@ pub enum AuthCommand {
 pub enum TokenCommand {
     /// Create an API token; it is printed this once only.
     Create {
-        /// What the token may do: admin (everything) or readonly
-        /// (describe, list and status).
+        /// What the token may do: admin (everything), readonly (describe,
+        /// list and status; not container logs) or logs (readonly plus
+        /// `berth task logs`).
         #[arg(long, value_enum)]
         role: RoleArg,
         /// Who or what the token is for.
@@ -269,6 +272,7 @@ pub enum TokenCommand {
 pub enum RoleArg {
     Admin,
     Readonly,
+    Logs,
 }
 
 impl From<RoleArg> for berth_types::Role {
@@ -276,6 +280,7 @@ impl From<RoleArg> for berth_types::Role {
         match role {
             RoleArg::Admin => berth_types::Role::Admin,
             RoleArg::Readonly => berth_types::Role::Readonly,
+            RoleArg::Logs => berth_types::Role::Logs,
         }
     }
 }
@@ -326,7 +331,8 @@ pub enum InstanceCommand {
     },
     /// Show one instance.
     Describe { id: String },
-    /// Deregister an instance: its certificate is refused from then on.
+    /// Deregister an instance: its certificate is refused from then on and
+    /// its tasks are stopped (services start theirs elsewhere).
     Deregister { id: String },
     /// Stop placing new tasks on an instance; its tasks keep running.
     Drain { id: String },

@@ -602,8 +602,8 @@ mod tests {
     #[test]
     fn ignored_fields_are_named_in_the_warning() {
         assert_eq!(
-            ignored_field_warning("containerDefinitions[0].logConfiguration"),
-            "warning: ignored field containerDefinitions[0].logConfiguration (not used by Berth)"
+            ignored_field_warning("containerDefinitions[0].ulimits"),
+            "warning: ignored field containerDefinitions[0].ulimits (not used by Berth)"
         );
     }
 

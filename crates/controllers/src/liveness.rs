@@ -4,6 +4,13 @@
 //! them), and one that stays away past its cluster's `lost_after` is LOST
 //! (its tasks are stopped, and services replace them). After a leader change
 //! nothing is marked for a grace period while agents find the new leader.
+//!
+//! Every duration is this leader's own observation: the silence before LOST
+//! counts from the last heartbeat this leader heard, or from its election if
+//! it heard none (as Nomad resets heartbeat timers on a leader change). The
+//! replicated last-seen time is for people: it was written on whichever
+//! server led then, and a clock skewed against that one's would declare
+//! instances lost early.
 
 use std::collections::BTreeMap;
 
@@ -76,8 +83,10 @@ impl Controller for Liveness {
             if alive || !state.has_active_tasks(&instance.id) {
                 continue;
             }
-            let seen = instance.last_seen_ms.unwrap_or(instance.registered_at_ms);
-            if now.saturating_sub(seen) >= state.lost_after_ms(&instance.cluster) {
+            let silent_since = last_heartbeat
+                .unwrap_or(i64::MIN)
+                .max(inputs.leader_since_ms);
+            if now.saturating_sub(silent_since) >= state.lost_after_ms(&instance.cluster) {
                 commands.push(Command::InstanceLost {
                     instance_id: instance.id.clone(),
                     at_ms: now,
@@ -204,20 +213,44 @@ mod tests {
                 &["instance_disconnected"],
             ),
             (
-                "disconnected 30 s ago: not lost yet",
+                "silent 30 s: not lost yet",
                 Some(NOW - 30_000),
-                None,
-                0,
+                Some(30_000),
+                60_000,
                 120_000,
                 &[],
             ),
             (
-                "disconnected 61 s ago: LOST",
+                "silent 61 s: LOST",
                 Some(NOW - 61_000),
-                None,
-                0,
+                Some(61_000),
+                90_000,
                 120_000,
                 &["instance_lost"],
+            ),
+            (
+                "marked long ago on another leader's clock, unheard for the 30 s this one leads: not lost yet",
+                Some(NOW - 600_000),
+                None,
+                0,
+                30_000,
+                &[],
+            ),
+            (
+                "unheard for the 61 s this leader leads: LOST",
+                Some(NOW - 30_000),
+                None,
+                0,
+                61_000,
+                &["instance_lost"],
+            ),
+            (
+                "heard 50 s ago, elected 40 s ago: silent since the later of the two",
+                Some(NOW - 35_000),
+                Some(50_000),
+                90_000,
+                40_000,
+                &[],
             ),
             (
                 "a session that outlived its mark heartbeats again: connected",

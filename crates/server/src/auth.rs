@@ -7,7 +7,8 @@
 //! | `RaftService/*` | a server of this cluster (certificate) |
 //! | `AgentService/RegisterInstance` | anyone (the activation secret authenticates) |
 //! | other `AgentService/*` | a registered, active instance (certificate) |
-//! | `List*`, `Describe*`, `Get*` | an admin or readonly token, or a server |
+//! | `TaskService/GetTaskLogs` | an admin or logs token, or a server |
+//! | `List*`, `Describe*`, `Get*` | an admin, logs or readonly token, or a server |
 //! | everything else | an admin token, or a server (proxied calls) |
 
 use std::future::Future;
@@ -39,6 +40,8 @@ enum Access {
     Open,
     Agent,
     Read,
+    /// Container logs: they hold whatever applications print.
+    Logs,
     Write,
 }
 
@@ -52,6 +55,7 @@ fn classify(path: &str) -> Access {
         "downloads" => Access::Open,
         "berth.v1.AgentService" if method == "RegisterInstance" => Access::Open,
         "berth.v1.AgentService" | "berth.v1.AgentSessionService" => Access::Agent,
+        "berth.v1.TaskService" if method == "GetTaskLogs" => Access::Logs,
         _ if ["List", "Describe", "Get"]
             .iter()
             .any(|p| method.starts_with(p)) =>
@@ -114,7 +118,7 @@ impl Authorizer {
                     "agent calls need the instance's client certificate (mutual TLS)",
                 )),
             },
-            Access::Read | Access::Write => {
+            Access::Read | Access::Logs | Access::Write => {
                 if let Some(PeerIdentity {
                     role: CertRole::Server(id),
                     ..
@@ -122,7 +126,11 @@ impl Authorizer {
                 {
                     return Ok(Caller::Server(id));
                 }
-                let role_needed = if access == Access::Read { Role::Readonly } else { Role::Admin };
+                let role_needed = match access {
+                    Access::Read => Role::Readonly,
+                    Access::Logs => Role::Logs,
+                    _ => Role::Admin,
+                };
                 self.check_token(call, role_needed).await
             }
         }
@@ -155,10 +163,15 @@ impl Authorizer {
                 token.id
             )));
         }
-        if needed == Role::Admin && token.role != Role::Admin {
+        if !token.role.grants(needed) {
+            let why = match needed {
+                Role::Logs => "this call reads container logs and needs a logs or admin token",
+                _ => "this call changes state and needs an admin token",
+            };
             return Err(Status::permission_denied(format!(
-                "API token {} is readonly; this call changes state and needs an admin token",
-                token.id
+                "API token {} is {}; {why}",
+                token.id,
+                token.role.as_str()
             )));
         }
         Ok(Caller::Operator {
@@ -299,6 +312,8 @@ mod tests {
             Access::Write
         );
         // Unknown paths need the most privilege, never the least.
+        assert_eq!(classify("/berth.v1.TaskService/GetTaskLogs"), Access::Logs);
+        assert_eq!(classify("/berth.v1.TaskService/GetTask"), Access::Read);
         assert_eq!(classify("/something.Else/Whatever"), Access::Write);
         assert_eq!(classify(""), Access::Write);
     }

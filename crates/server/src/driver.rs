@@ -113,7 +113,7 @@ impl<R: Replicated, C: Clock> Driver<R, C> {
 
     pub async fn run(mut self, events: mpsc::UnboundedReceiver<Arc<[StateEvent]>>) {
         let mut events = Some(events);
-        let mut leader_since_ms: Option<i64> = None;
+        let mut leader_since: Option<Instant> = None;
         loop {
             let poll = Instant::now() + LEADERSHIP_POLL;
             // A follower's slots are not due, whatever their times say: it
@@ -152,10 +152,17 @@ impl<R: Replicated, C: Clock> Driver<R, C> {
                 }
             }
             if !leads {
-                leader_since_ms = None;
+                leader_since = None;
                 continue;
             }
-            let since = *leader_since_ms.get_or_insert_with(|| self.clock.now_ms());
+            // Measured on the monotonic clock and expressed against this
+            // pass's reading of the injected one, so a wall-clock step
+            // neither shortens nor stretches the grace period.
+            let led_for = leader_since.get_or_insert_with(Instant::now).elapsed();
+            let since = self
+                .clock
+                .now_ms()
+                .saturating_sub(i64::try_from(led_for.as_millis()).unwrap_or(i64::MAX));
             for index in 0..self.slots.len() {
                 if self.slots[index].due <= Instant::now() {
                     self.run_slot(index, since).await;

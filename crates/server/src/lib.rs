@@ -18,6 +18,7 @@ pub mod services_api;
 pub mod session;
 pub mod tasks_api;
 pub mod tls;
+pub mod upgrade;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

@@ -190,6 +190,10 @@ impl BerthNode {
     /// Queues commands for the batcher, which puts them in one entry
     /// together with whatever else is waiting.
     async fn propose(&self, commands: Vec<Command>) -> Result<Vec<CommandResult>, ServerError> {
+        let needed = commands.iter().map(Command::level).max().unwrap_or(1);
+        if needed > 1 {
+            crate::upgrade::check_members_support(self, needed).await?;
+        }
         let (reply, rx) = oneshot::channel();
         self.inner
             .proposals
@@ -504,6 +508,8 @@ impl BerthNode {
             leader_id: m.current_leader,
             advertise_addr: self.inner.advertise.clone(),
             snapshot_index: m.snapshot.map_or(0, |id| id.index),
+            command_level: berth_types::COMMAND_LEVEL,
+            version: env!("CARGO_PKG_VERSION").to_string(),
         }
     }
 

@@ -64,7 +64,6 @@ struct LiveSession {
     session_id: u64,
     outbound: Outbound,
     changes: mpsc::UnboundedSender<String>,
-    last_heartbeat: Instant,
     started: Instant,
     logs: HashMap<u64, mpsc::Sender<pb::LogData>>,
 }
@@ -76,6 +75,10 @@ struct HubInner {
     reports: mpsc::UnboundedSender<InstanceReports>,
     pending_reports: Mutex<Option<mpsc::UnboundedReceiver<InstanceReports>>>,
     sessions: Mutex<HashMap<String, LiveSession>>,
+    /// When each instance's agent was last heard from, kept after its
+    /// session ends: liveness counts an agent's silence from here, on this
+    /// process's monotonic clock.
+    last_heard: Mutex<HashMap<String, Instant>>,
     next_id: AtomicU64,
 }
 
@@ -113,6 +116,7 @@ impl SessionHub {
                 reports,
                 pending_reports: Mutex::new(Some(pending)),
                 sessions: Mutex::new(HashMap::new()),
+                last_heard: Mutex::new(HashMap::new()),
                 next_id: AtomicU64::new(1),
             }),
         }
@@ -133,9 +137,22 @@ impl SessionHub {
             .unwrap_or_else(|p| p.into_inner())
     }
 
-    /// When the instance's agent was last heard from, if it has a session.
+    /// When the instance's agent was last heard from by this process, even
+    /// if its session has ended since.
     pub fn last_heartbeat(&self, instance_id: &str) -> Option<Instant> {
-        self.sessions().get(instance_id).map(|s| s.last_heartbeat)
+        self.last_heard_map().get(instance_id).copied()
+    }
+
+    fn last_heard_map(&self) -> std::sync::MutexGuard<'_, HashMap<String, Instant>> {
+        self.inner
+            .last_heard
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn heard(&self, instance_id: &str) {
+        self.last_heard_map()
+            .insert(instance_id.to_string(), Instant::now());
     }
 
     /// How long the instance's current session has existed.
@@ -290,7 +307,6 @@ impl SessionHub {
                 session_id,
                 outbound,
                 changes,
-                last_heartbeat: Instant::now(),
                 started: Instant::now(),
                 logs: HashMap::new(),
             },
@@ -298,6 +314,7 @@ impl SessionHub {
         if previous.is_some() {
             tracing::info!(%instance_id, "agent opened a new session; the old one is closed");
         }
+        self.heard(instance_id);
         session_id
     }
 
@@ -312,10 +329,12 @@ impl SessionHub {
     }
 
     fn heartbeat(&self, instance_id: &str, session_id: u64) {
-        if let Some(s) = self.sessions().get_mut(instance_id) {
-            if s.session_id == session_id {
-                s.last_heartbeat = Instant::now();
-            }
+        let current = self
+            .sessions()
+            .get(instance_id)
+            .is_some_and(|s| s.session_id == session_id);
+        if current {
+            self.heard(instance_id);
         }
     }
 

@@ -31,9 +31,13 @@ pub use state_machine::{StateMachineStore, StateReader};
 ///
 /// The commands are shared, not owned: openraft reads every entry back once
 /// to apply it and once per follower to replicate it, and a proposer keeps
-/// them for a retry, so cloning an entry must not copy its commands. On disk
-/// and on the wire this is the same as a plain `Vec<Command>`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// them for a retry, so cloning an entry must not copy its commands.
+///
+/// On disk and on the wire an entry is an envelope: the command level it
+/// needs (the highest of its commands', see `berth_types::COMMAND_LEVEL`),
+/// then the commands. A server reading an entry of a level it does not know
+/// refuses it by name instead of misreading a variant it has never seen.
+#[derive(Debug, Clone, PartialEq)]
 pub struct Request {
     pub commands: Arc<Vec<Command>>,
 }
@@ -43,6 +47,53 @@ impl Request {
         Self {
             commands: Arc::new(commands),
         }
+    }
+
+    /// The command level a server needs to apply this entry.
+    pub fn level(&self) -> u32 {
+        self.commands.iter().map(Command::level).max().unwrap_or(1)
+    }
+}
+
+impl Serialize for Request {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeTuple;
+        let mut envelope = serializer.serialize_tuple(2)?;
+        envelope.serialize_element(&self.level())?;
+        envelope.serialize_element(self.commands.as_ref())?;
+        envelope.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for Request {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Envelope;
+        impl<'de> serde::de::Visitor<'de> for Envelope {
+            type Value = Request;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a command level followed by the commands")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Request, A::Error> {
+                use serde::de::Error;
+                let level: u32 = seq
+                    .next_element()?
+                    .ok_or_else(|| A::Error::invalid_length(0, &self))?;
+                if level > berth_types::COMMAND_LEVEL {
+                    return Err(A::Error::custom(format!(
+                        "the entry needs command level {level} and this berthd applies up to level {}; upgrade this server to the version the leader runs",
+                        berth_types::COMMAND_LEVEL
+                    )));
+                }
+                let commands: Vec<Command> = seq
+                    .next_element()?
+                    .ok_or_else(|| A::Error::invalid_length(1, &self))?;
+                Ok(Request::new(commands))
+            }
+        }
+        deserializer.deserialize_tuple(2, Envelope)
     }
 }
 
@@ -118,15 +169,16 @@ pub enum StoreError {
     },
     #[error("snapshot file {path} is damaged ({reason}); remove this server's data dir and re-add it to the cluster so that it receives a fresh snapshot")]
     SnapshotCorrupt { path: String, reason: String },
-    #[error("{what} is in Berth data format {found}, and this berthd reads format {} only (format 1 came from builds before services); run the version that wrote it, or move this server's data dir aside and re-add the server to the cluster (berth server add) so it receives a snapshot", DATA_FORMAT)]
+    #[error("{what} is in Berth data format {found}, and this berthd reads format {} only (format 1 came from builds before services, format 2 from builds before command levels); run the version that wrote it, or move this server's data dir aside and re-add the server to the cluster (berth server add) so it receives a snapshot", DATA_FORMAT)]
     Format { what: String, found: u32 },
 }
 
 /// The layout of every command in the log and of the state in snapshots.
 /// bincode is positional, so any change to a stored type is a new format:
 /// bump this, and the golden-bytes test in `berth-types` will insist.
-/// Format 1 (no marker) had no services.
-pub const DATA_FORMAT: u32 = 2;
+/// Format 1 (no marker) had no services; format 2 stored bare command
+/// lists in log entries, format 3 the leveled envelope of `Request`.
+pub const DATA_FORMAT: u32 = 3;
 
 /// Refuses a data dir written in another format; marks a new one.
 fn check_format(db: &sled::Db, db_dir: &Path) -> Result<(), StoreError> {
@@ -327,5 +379,37 @@ mod tests {
             db.flush().expect("flush");
         }
         assert_corrupt(reopen(dir.path()));
+    }
+
+    fn entry() -> Request {
+        Request::new(vec![Command::DeleteCluster {
+            name: "prod".into(),
+        }])
+    }
+
+    #[test]
+    fn an_entry_is_its_command_level_then_its_commands() {
+        let bytes = codec::encode(&entry());
+        assert_eq!(bytes[..4], 1u32.to_le_bytes());
+        assert_eq!(bytes[4..], codec::encode(&*entry().commands));
+        let back: Request = codec::decode("entry", &bytes).unwrap();
+        assert_eq!(back, entry());
+    }
+
+    #[test]
+    fn an_entry_of_a_newer_level_is_refused_by_name() {
+        let mut bytes = codec::encode(&entry());
+        bytes[..4].copy_from_slice(&(berth_types::COMMAND_LEVEL + 1).to_le_bytes());
+        let message = codec::decode::<Request>("entry", &bytes)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            message.contains(&format!(
+                "needs command level {}",
+                berth_types::COMMAND_LEVEL + 1
+            )),
+            "{message}"
+        );
+        assert!(message.contains("upgrade this server"), "{message}");
     }
 }

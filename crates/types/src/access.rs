@@ -13,8 +13,11 @@ use crate::resources::InstanceCapacity;
 pub enum Role {
     /// Everything.
     Admin,
-    /// Describe, list and status calls only.
+    /// Describe, list and status calls only; not container logs.
     Readonly,
+    /// What readonly may do, plus reading container logs, which can hold
+    /// whatever the application prints (tokens, personal data).
+    Logs,
 }
 
 impl Role {
@@ -22,6 +25,17 @@ impl Role {
         match self {
             Role::Admin => "admin",
             Role::Readonly => "readonly",
+            Role::Logs => "logs",
+        }
+    }
+
+    /// Whether a token of this role may make a call that needs `needed`:
+    /// admin grants everything, logs grants readonly's calls too.
+    pub fn grants(self, needed: Role) -> bool {
+        match needed {
+            Role::Readonly => true,
+            Role::Logs => matches!(self, Role::Logs | Role::Admin),
+            Role::Admin => self == Role::Admin,
         }
     }
 
@@ -29,6 +43,7 @@ impl Role {
         match value.to_ascii_lowercase().as_str() {
             "admin" => Some(Role::Admin),
             "readonly" | "read-only" => Some(Role::Readonly),
+            "logs" => Some(Role::Logs),
             _ => None,
         }
     }

@@ -242,3 +242,19 @@ fn instance_states_read_back_from_their_names_in_any_case() {
     }
     assert_eq!(InstanceState::parse("GONE"), None);
 }
+
+#[test]
+fn roles_grant_what_they_name_and_only_admin_writes() {
+    use Role::*;
+    for (role, readonly, logs, admin) in [
+        (Admin, true, true, true),
+        (Logs, true, true, false),
+        (Readonly, true, false, false),
+    ] {
+        assert_eq!(role.grants(Readonly), readonly, "{role:?}");
+        assert_eq!(role.grants(Logs), logs, "{role:?}");
+        assert_eq!(role.grants(Admin), admin, "{role:?}");
+        assert_eq!(Role::parse(role.as_str()), Some(role));
+    }
+    assert_eq!(Role::parse("root"), None);
+}

@@ -185,6 +185,53 @@ pub enum Command {
     },
 }
 
+/// The newest command level this build can apply. Every variant has the
+/// level of the release that added it; a leader proposes a command only once
+/// every server reports at least its level, so no server ever receives an
+/// entry it cannot decode during a rolling upgrade. Raise this when a new
+/// variant is appended, and give that variant the new level.
+pub const COMMAND_LEVEL: u32 = 1;
+
+impl Command {
+    /// The command level a server needs to decode and apply this command.
+    /// Deliberately without a wildcard: a new variant does not compile until
+    /// its level is chosen.
+    pub fn level(&self) -> u32 {
+        match self {
+            Command::CreateCluster { .. }
+            | Command::UpdateClusterSettings { .. }
+            | Command::DeleteCluster { .. }
+            | Command::RegisterTaskDefinition { .. }
+            | Command::DeregisterTaskDefinition { .. }
+            | Command::BootstrapAdminToken { .. }
+            | Command::CreateApiToken { .. }
+            | Command::RevokeApiToken { .. }
+            | Command::CreateActivation { .. }
+            | Command::RevokeActivation { .. }
+            | Command::RegisterInstance(_)
+            | Command::RecordInstanceCertificate { .. }
+            | Command::DeregisterInstance { .. }
+            | Command::RunTasks(_)
+            | Command::PlaceTasks { .. }
+            | Command::ReportTaskStatus { .. }
+            | Command::StopTask { .. }
+            | Command::InstanceConnected { .. }
+            | Command::InstanceDisconnected { .. }
+            | Command::InstanceLost { .. }
+            | Command::SetInstanceDraining { .. }
+            | Command::PutInstanceAttributes { .. }
+            | Command::DeleteInstanceAttributes { .. }
+            | Command::PurgeStoppedTasks { .. }
+            | Command::CreateService { .. }
+            | Command::UpdateService { .. }
+            | Command::DeleteService { .. }
+            | Command::StartServiceTasks(_)
+            | Command::StopServiceTasks { .. }
+            | Command::ServiceProgress { .. } => 1,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StartServiceTasks {
     pub cluster: String,

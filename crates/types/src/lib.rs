@@ -27,7 +27,7 @@ pub use access::{
 pub use cluster::{Cluster, ClusterSettings, ClusterStatus, DEFAULT_CLUSTER};
 pub use command::{
     Command, CommandOutput, RunTasks, ServiceProgress, ServiceTaskStop, StartServiceTasks,
-    StopCause, TaskPlacement, TaskReport,
+    StopCause, TaskPlacement, TaskReport, COMMAND_LEVEL,
 };
 pub use error::{error_chain, FieldError, StateError, ValidationErrors};
 pub use event::StateEvent;

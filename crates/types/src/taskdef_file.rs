@@ -172,12 +172,69 @@ fn read(text: &str, format: FileFormat) -> Result<Reading, ValidationErrors> {
         }
     };
     let spec = reader.task_definition(&dto);
+    // Refused rather than ignored: running without them would weaken the
+    // sandbox or put data somewhere other than the file says.
+    ignored_fields.retain(|path| match refusal(path) {
+        Some(message) => {
+            reader.bad(path, message);
+            false
+        }
+        None => true,
+    });
     Ok(Reading {
         spec,
         ignored_fields,
         errors: reader.errors,
         unreadable: reader.unreadable,
     })
+}
+
+const SECURITY_FIX: &str =
+    "Berth does not support it yet and will not run the task without it; remove the field";
+const VOLUME_FIX: &str = "Berth volumes are host paths (`host.sourcePath`) or scratch directories that are deleted with the task (no `host`); remove it and use one of those, rather than have the data land in a scratch directory";
+
+/// Why an ECS field Berth does not implement must not be dropped with a
+/// warning: it changes the sandbox, where secrets come from or where logs and
+/// data go. Harmless AWS-only fields (`taskRoleArn`, `runtimePlatform`, ...)
+/// return `None` and stay warnings.
+fn refusal(path: &str) -> Option<String> {
+    let path = path.strip_prefix("taskDefinition.").unwrap_or(path);
+    let (scope, field) = match path.split_once("].") {
+        Some((scope, field)) => (scope.split('[').next().unwrap_or(scope), field),
+        None => ("", path),
+    };
+    let why = match (scope, field) {
+        ("", "pidMode" | "ipcMode") => {
+            "every task gets its own PID and IPC namespaces; sharing the host's is not supported"
+        }
+        ("", "proxyConfiguration") => "App Mesh proxies are not supported",
+        ("containerDefinitions", "linuxParameters") => {
+            "capabilities, devices, init, shared memory and tmpfs settings are not supported"
+        }
+        ("containerDefinitions", "secrets") => {
+            "secrets are not supported yet; do not move the values into `environment`, which readers of the task definition see"
+        }
+        ("containerDefinitions", "logConfiguration") => {
+            "log drivers are not supported: the agent keeps container logs on the host (read them with `berth task logs`)"
+        }
+        ("containerDefinitions", "dockerSecurityOptions" | "systemControls") => {
+            "security options and sysctls are not supported"
+        }
+        ("containerDefinitions", "volumesFrom") => {
+            return Some(
+                "is not supported; declare the volume in `volumes` and mount it with `mountPoints`"
+                    .into(),
+            )
+        }
+        (
+            "volumes",
+            "efsVolumeConfiguration"
+            | "dockerVolumeConfiguration"
+            | "fsxWindowsFileServerVolumeConfiguration",
+        ) => return Some(format!("is not supported: {VOLUME_FIX}")),
+        _ => return None,
+    };
+    Some(format!("is not supported ({why}): {SECURITY_FIX}"))
 }
 
 /// `aws ecs describe-task-definition` prints `{"taskDefinition": {...}}`,
@@ -613,6 +670,8 @@ struct ContainerDto {
     mount_points: List<Obj<MountPointDto>>,
     readonly_root_filesystem: Loose,
     restart_policy: Obj<RestartPolicyDto>,
+    /// Read so that `false` passes silently and `true` is refused.
+    privileged: Loose,
 }
 
 #[derive(Default, Deserialize)]
@@ -1053,6 +1112,12 @@ impl Reader {
         c.health_check = self
             .object(&dto.health_check, &f("healthCheck"))
             .map(|hc| self.health_check(hc, &f("healthCheck")));
+        if self.boolean(&dto.privileged, &f("privileged")) == Some(true) {
+            self.bad(
+                &f("privileged"),
+                "is not supported: Berth runs every container unprivileged; remove the field or set it to false",
+            );
+        }
         c.working_directory = self.string(&dto.working_directory, &f("workingDirectory"));
         c.user = self.text(&dto.user, &f("user"));
         c.stop_timeout = self.uint(
@@ -1358,7 +1423,6 @@ mod tests {
       "mountPoints": [{"sourceVolume": "cache", "containerPath": "/cache", "readOnly": false}],
       "readonlyRootFilesystem": true,
       "restartPolicy": {"enabled": true, "ignoredExitCodes": [0, 143], "restartAttemptPeriod": 120},
-      "logConfiguration": {"logDriver": "awslogs", "options": {"awslogs-group": "/ecs/shop"}},
       "ulimits": [{"name": "nofile", "softLimit": 1024, "hardLimit": 4096}]
     },
     {
@@ -1433,10 +1497,6 @@ containerDefinitions:
       enabled: true
       ignoredExitCodes: [0, 143]
       restartAttemptPeriod: 120
-    logConfiguration:
-      logDriver: awslogs
-      options:
-        awslogs-group: /ecs/shop
     ulimits:
       - name: nofile
         softLimit: 1024
@@ -1567,9 +1627,7 @@ runtimePlatform:
         "placementConstraints",
         "containerDefinitions[0].portMappings[0].name",
         "containerDefinitions[0].portMappings[0].appProtocol",
-        "containerDefinitions[0].logConfiguration",
         "containerDefinitions[0].ulimits",
-        "containerDefinitions[1].privileged",
         "runtimePlatform",
     ];
 
@@ -1936,6 +1994,91 @@ runtimePlatform:
                 "containerDefinitions[0].image",
                 "containerDefinitions[0].portMappings",
             ]
+        );
+    }
+
+    #[test]
+    fn fields_that_change_the_sandbox_or_where_data_goes_are_refused_not_ignored() {
+        let container = [
+            ("privileged", "true", "runs every container unprivileged"),
+            (
+                "linuxParameters",
+                r#"{"capabilities": {"add": ["SYS_ADMIN"]}}"#,
+                "capabilities",
+            ),
+            (
+                "secrets",
+                r#"[{"name": "DB", "valueFrom": "arn:x"}]"#,
+                "secrets are not supported",
+            ),
+            (
+                "logConfiguration",
+                r#"{"logDriver": "awslogs"}"#,
+                "berth task logs",
+            ),
+            (
+                "dockerSecurityOptions",
+                r#"["seccomp=unconfined"]"#,
+                "security options",
+            ),
+            (
+                "systemControls",
+                r#"[{"namespace": "net.ipv4.ip_forward", "value": "1"}]"#,
+                "sysctls",
+            ),
+            (
+                "volumesFrom",
+                r#"[{"sourceContainer": "b"}]"#,
+                "mountPoints",
+            ),
+        ];
+        for (field, value, why) in container {
+            let text = one_container(&format!(r#", "{field}": {value}"#));
+            let errors = errors_of(load_task_definition(&text, FileFormat::Json));
+            let path = format!("containerDefinitions[0].{field}");
+            assert_eq!(fields(&errors), vec![path.as_str()], "{field}");
+            let message = message_for(&errors, &path);
+            assert!(message.contains("not supported"), "{message}");
+            assert!(message.contains(why), "{field}: {message}");
+            // The same in a describe-task-definition wrapper is refused too.
+            let wrapped = format!(r#"{{"taskDefinition": {text}}}"#);
+            assert!(
+                load_task_definition(&wrapped, FileFormat::Json).is_err(),
+                "{field}"
+            );
+        }
+        for field in ["efsVolumeConfiguration", "dockerVolumeConfiguration"] {
+            let text = format!(
+                r#"{{"family": "t", "volumes": [{{"name": "v", "{field}": {{"fileSystemId": "fs-1"}}}}],
+                    "containerDefinitions": [{{"name": "a", "image": "i", "memory": 64,
+                    "mountPoints": [{{"sourceVolume": "v", "containerPath": "/v"}}]}}]}}"#
+            );
+            let errors = errors_of(load_task_definition(&text, FileFormat::Json));
+            let path = format!("volumes[0].{field}");
+            assert_eq!(fields(&errors), vec![path.as_str()]);
+            assert!(message_for(&errors, &path).contains("host.sourcePath"));
+        }
+        for field in ["pidMode", "ipcMode"] {
+            let yaml = format!(
+                "family: t\n{field}: host\ncontainerDefinitions: [{{name: a, image: i, memory: 64}}]\n"
+            );
+            let errors = errors_of(parse_task_definition(&yaml, FileFormat::Yaml));
+            assert_eq!(fields(&errors), vec![field]);
+        }
+        // Saying what Berth does anyway is not an error, and AWS-only
+        // fields stay warnings.
+        let fine = load_task_definition(
+            &one_container(r#", "privileged": false, "ulimits": []"#),
+            FileFormat::Json,
+        )
+        .unwrap();
+        assert_eq!(fine.ignored_fields, vec!["containerDefinitions[0].ulimits"]);
+        let aws_only = r#"{"family": "t", "taskRoleArn": "arn:r", "executionRoleArn": "arn:e",
+            "containerDefinitions": [{"name": "a", "image": "i", "memory": 64}]}"#;
+        let parsed = load_task_definition(aws_only, FileFormat::Json).unwrap();
+        assert_eq!(
+            parsed.ignored_fields,
+            vec!["taskRoleArn", "executionRoleArn"]
         );
     }
 
