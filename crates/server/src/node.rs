@@ -513,6 +513,30 @@ impl BerthNode {
         }
     }
 
+    /// Resolves once Raft has stopped on an error (a storage failure such as
+    /// a full or failing disk), with that error; never after a normal
+    /// shutdown.
+    pub async fn fatal(&self) -> String {
+        let mut metrics = self.inner.raft.metrics();
+        loop {
+            if let Err(fatal) = &metrics.borrow_and_update().running_state {
+                if !matches!(fatal, openraft::error::Fatal::Stopped) {
+                    return fatal.to_string();
+                }
+            }
+            if metrics.changed().await.is_err() {
+                return std::future::pending().await;
+            }
+        }
+    }
+
+    /// Raft runs (it has not stopped on an error) and knows a leader.
+    pub fn is_ready(&self) -> bool {
+        let metrics = self.inner.raft.metrics();
+        let m = metrics.borrow();
+        m.running_state.is_ok() && m.current_leader.is_some()
+    }
+
     pub async fn shutdown(&self) {
         if let Err(e) = self.inner.raft.shutdown().await {
             tracing::warn!(error = %e, "raft shutdown");
