@@ -350,3 +350,33 @@ async fn a_full_disk_stops_acknowledging_and_the_server_recovers_after_a_restart
     cluster.server(1).terminate()?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_raft_log_is_refused_as_corrupt_with_the_fix() -> Result<()> {
+    let mut cluster = TestCluster::start(1, &[]).await?;
+    let addr = cluster.addr(1);
+    for i in 0..50 {
+        register(&addr, "damaged", &format!("w-{i}")).await?;
+    }
+    cluster.server(1).terminate()?;
+    let file = cluster.servers[&1].data_dir.join("db").join("db");
+    let mut bytes = std::fs::read(&file)?;
+    for b in bytes.iter_mut() {
+        *b ^= 0x5a;
+    }
+    std::fs::write(&file, &bytes)?;
+
+    cluster.server(1).start()?;
+    let status = cluster.server(1).wait_exit(Duration::from_secs(30))?;
+    assert!(!status.success(), "berthd started on a damaged log");
+    let log = cluster.servers[&1].log();
+    assert!(
+        log.contains("is corrupt"),
+        "corruption not named; log:\n{log}"
+    );
+    assert!(
+        log.contains("move its data dir aside and re-add the server"),
+        "the fix is not named; log:\n{log}"
+    );
+    Ok(())
+}
