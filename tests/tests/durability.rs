@@ -50,10 +50,14 @@ fn parse_trace(text: &str) -> Vec<Sync> {
     };
     let ok = |line: &str| line.contains(") = 0 ");
     for line in text.lines() {
-        let mut parts = line.splitn(3, ' ');
-        let (Some(pid), Some(ts), Some(rest)) = (parts.next(), parts.next(), parts.next()) else {
+        // strace pads the pid column ("4202  1796447856.554090 ...").
+        let Some((pid, rest)) = line.trim_start().split_once(char::is_whitespace) else {
             continue;
         };
+        let Some((ts, rest)) = rest.trim_start().split_once(char::is_whitespace) else {
+            continue;
+        };
+        let rest = rest.trim_start();
         let Ok(ts) = ts.parse::<f64>() else { continue };
         if rest.starts_with("fdatasync(") || rest.starts_with("fsync(") {
             let path = rest
@@ -379,4 +383,24 @@ async fn a_damaged_raft_log_is_refused_as_corrupt_with_the_fix() -> Result<()> {
         "the fix is not named; log:\n{log}"
     );
     Ok(())
+}
+
+#[test]
+fn strace_lines_parse_in_every_shape() {
+    let text = "\
+4202  100.000100 fdatasync(11</d/db/db>) = 0 <0.000200>
+12345 100.001000 fdatasync(11</d/db/db> <unfinished ...>
+12346 100.001100 fsync(12</d/blobs>) = -1 EIO (Input/output error) <0.000010>
+12345 100.002000 <... fdatasync resumed>) = 0 <0.000900>
+";
+    let syncs = parse_trace(text);
+    assert_eq!(syncs.len(), 3, "{syncs:?}");
+    assert_eq!(syncs[0].path, "/d/db/db");
+    assert!((syncs[0].end - 100.0003).abs() < 1e-6, "{syncs:?}");
+    assert!(!syncs[1].ok && syncs[1].path == "/d/blobs", "{syncs:?}");
+    assert!(
+        syncs[2].ok && (syncs[2].start - 100.001).abs() < 1e-6,
+        "{syncs:?}"
+    );
+    assert!((syncs[2].end - 100.0019).abs() < 1e-6, "{syncs:?}");
 }
