@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what building Berth needs on a Debian/Ubuntu host: protoc for the
-# gRPC code generation. Safe to run repeatedly.
+# gRPC code generation, and strace for the test that traces berthd's fsyncs.
+# Safe to run repeatedly.
 set -euo pipefail
 
 as_root() {
@@ -9,6 +10,7 @@ as_root() {
 
 missing=()
 command -v protoc >/dev/null 2>&1 || missing+=(protobuf-compiler)
+command -v strace >/dev/null 2>&1 || missing+=(strace)
 if [ ${#missing[@]} -gt 0 ]; then
     if ! command -v apt-get >/dev/null 2>&1; then
         echo "error: missing ${missing[*]} and no apt-get to install it; install protoc (protobuf-compiler) yourself" >&2

@@ -58,6 +58,8 @@ pub struct ServerProc {
     pub addr: String,
     pub data_dir: PathBuf,
     pub log_path: PathBuf,
+    /// A command berthd runs under (e.g. `strace -f ...`), empty for none.
+    pub wrapper: Vec<String>,
     args: Vec<String>,
     child: Option<Child>,
 }
@@ -79,8 +81,43 @@ pub fn spawn_logged(name: &str, args: &[String], log: &Path) -> Result<Child> {
 
 impl ServerProc {
     pub fn start(&mut self) -> Result<()> {
-        self.child = Some(spawn_logged("berthd", &self.args, &self.log_path)?);
+        let child = match self.wrapper.split_first() {
+            None => spawn_logged("berthd", &self.args, &self.log_path)?,
+            Some((program, wrapper_args)) => {
+                let log = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&self.log_path)?;
+                Command::new(program)
+                    .args(wrapper_args)
+                    .arg(binary("berthd"))
+                    .args(&self.args)
+                    .stdout(Stdio::null())
+                    .stderr(log)
+                    .spawn()
+                    .with_context(|| format!("spawning berthd under {program}"))?
+            }
+        };
+        self.child = Some(child);
         Ok(())
+    }
+
+    /// Waits for the server to exit on its own.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Result<std::process::ExitStatus> {
+        let Some(child) = self.child.as_mut() else {
+            bail!("server {} is not running", self.id);
+        };
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = child.try_wait()? {
+                self.child = None;
+                return Ok(status);
+            }
+            if Instant::now() > deadline {
+                bail!("server {} still runs after {timeout:?}", self.id);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// The process id while the server runs.
@@ -216,6 +253,7 @@ impl TestCluster {
             addr: addr.to_string(),
             log_path: self.dir.path().join(format!("node{id}.log")),
             data_dir,
+            wrapper: Vec::new(),
             args,
             child: None,
         }

@@ -697,7 +697,7 @@ impl Report {
              - A write is `RegisterTaskDefinition` of a {} byte task definition (JSON, as berthd \
              validates it; {} bytes as protobuf): one container padded with environment \
              variables, {WRITE_FAMILIES} families. berthd acknowledges it once the Raft entry \
-             holding it is committed, i.e. flushed to disk on a majority, and applied.\n\
+             holding it is committed, i.e. in the log and `fdatasync`ed on a majority, and applied.\n\
              - A read is `DescribeTaskDefinition FAMILY:REVISION` of one of {READ_FAMILIES} \
              existing definitions; berthd answers it after a linearizable read barrier.\n\
              - Closed loop: each client has one request in flight and sends the next as soon as \

@@ -100,6 +100,7 @@ pub struct Server {
     hub: session::SessionHub,
     agent_binary: Option<PathBuf>,
     limits: limits::Limits,
+    data_dir: PathBuf,
 }
 
 impl Server {
@@ -152,6 +153,7 @@ impl Server {
             hub,
             agent_binary: options.agent_binary.clone(),
             limits: options.limits,
+            data_dir: options.data_dir.clone(),
         };
         if let Some(config) = options.dev_agent.clone() {
             tokio::spawn(dev::run_local_agent(
@@ -173,7 +175,7 @@ impl Server {
             let node = server.node.clone();
             tokio::spawn(async move {
                 loop {
-                    health.set_ready(node.metrics().current_leader.is_some());
+                    health.set_ready(node.is_ready());
                     tokio::time::sleep(Duration::from_millis(500)).await;
                 }
             });
@@ -235,9 +237,34 @@ impl Server {
         // Agent sessions are endless streams: end them when shutdown starts,
         // or the server would wait for them instead of exiting (the agents
         // reconnect to another server).
+        //
+        // A storage failure (a full disk, an I/O error) stops Raft for good:
+        // sled keeps failing once a write to its file failed, and openraft
+        // shuts its core down on any storage error. Like etcd after a failed
+        // WAL write, the server then stops serving and exits non-zero, and
+        // its supervisor (systemd, compose) starts it again: it recovers from
+        // its data dir once the disk has room. Nothing was acknowledged that
+        // is not on disk.
         let hub = self.hub.clone();
+        let node = self.node.clone();
+        let failed = Arc::new(std::sync::OnceLock::new());
+        let failed_in = failed.clone();
+        let data_dir = self.data_dir.clone();
         let shutdown = async move {
-            shutdown.await;
+            tokio::select! {
+                () = shutdown => {}
+                error = node.fatal() => {
+                    tracing::error!(
+                        %error,
+                        data_dir = %data_dir.display(),
+                        "Raft stopped: its storage failed (is the disk full or failing?); \
+                         this server acknowledges no more writes and exits so that its \
+                         supervisor restarts it once the disk is usable; every write it \
+                         acknowledged is on disk"
+                    );
+                    let _ = failed_in.set(error);
+                }
+            }
             hub.drop_all_sessions("");
         };
         let result = tonic::transport::Server::builder()
@@ -309,6 +336,13 @@ impl Server {
         self.node.shutdown().await;
         if let Err(e) = self.log.flush().await {
             tracing::error!(error = %e, "final flush failed");
+        }
+        if let Some(error) = failed.get() {
+            return Err(ServerError::Unavailable(format!(
+                "stopped because the Raft storage in {} failed ({error}); free space or \
+                 repair the disk, then start berthd again",
+                self.data_dir.display()
+            )));
         }
         result.map_err(|e| ServerError::Internal(format!("serving: {e}")))
     }

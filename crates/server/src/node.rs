@@ -740,6 +740,30 @@ impl BerthNode {
         }
     }
 
+    /// Resolves once Raft has stopped on an error (a storage failure such as
+    /// a full or failing disk), with that error; never after a normal
+    /// shutdown.
+    pub async fn fatal(&self) -> String {
+        let mut metrics = self.inner.raft.metrics();
+        loop {
+            if let Err(fatal) = &metrics.borrow_and_update().running_state {
+                if !matches!(fatal, openraft::error::Fatal::Stopped) {
+                    return fatal.to_string();
+                }
+            }
+            if metrics.changed().await.is_err() {
+                return std::future::pending().await;
+            }
+        }
+    }
+
+    /// Raft runs (it has not stopped on an error) and knows a leader.
+    pub fn is_ready(&self) -> bool {
+        let metrics = self.inner.raft.metrics();
+        let m = metrics.borrow();
+        m.running_state.is_ok() && m.current_leader.is_some()
+    }
+
     pub async fn shutdown(&self) {
         if let Err(e) = self.inner.raft.shutdown().await {
             tracing::warn!(error = %e, "raft shutdown");
@@ -1058,12 +1082,10 @@ mod tests {
 
     #[test]
     fn a_write_too_large_for_one_entry_is_refused_naming_the_limit() {
-        let huge = vec![Command::DeleteCluster {
+        let huge = Command::DeleteCluster {
             name: "c".repeat(MAX_BATCH_BYTES),
-        }];
-        let e = encoded_size(&huge.iter().collect::<Vec<_>>())
-            .unwrap_err()
-            .to_string();
+        };
+        let e = encoded_size(&[&huge]).unwrap_err().to_string();
         assert!(e.contains("at most 4194304"), "{e}");
     }
 }

@@ -1,9 +1,13 @@
 //! Raft storage for Berth: the openraft type configuration and every alias
 //! the rest of the server uses, the Raft log and vote in sled, and the state
-//! machine, also persisted in sled.
+//! machine, in memory and persisted as a snapshot file (see
+//! `state_machine`).
 //!
-//! One sled database per server holds everything, so a single flush makes
-//! log, vote and state machine durable together.
+//! Every write openraft waits for (an append, a vote, a truncation, a purge)
+//! is acknowledged only after sled's flush *and* an `fdatasync` of sled's
+//! data file and any new blob files ([`berth_daemon::SledFiles`]): sled's
+//! own flush on Linux stops at `sync_file_range`, which survives a process
+//! crash but not a power cut.
 
 mod codec;
 pub mod dedup;
@@ -168,6 +172,10 @@ pub enum StoreError {
     Open { path: String, source: sled::Error },
     #[error("database error: {0}")]
     Sled(#[from] sled::Error),
+    #[error(transparent)]
+    Sync(#[from] berth_daemon::DurableError),
+    #[error("the Raft log in {path} is corrupt ({reason}); this server's copy cannot be trusted: move its data dir aside and re-add the server to the cluster (berth server remove, then add it again) so that it receives a fresh snapshot")]
+    LogCorrupt { path: String, reason: String },
     #[error("corrupt record {what}: {source}")]
     Corrupt {
         what: String,
@@ -211,21 +219,30 @@ fn check_format(db: &sled::Db, db_dir: &Path) -> Result<(), StoreError> {
             }
         }
         None => {
-            let names = db.tree_names();
-            let has = |name: &str| names.iter().any(|n| n.as_ref() == name.as_bytes());
-            let log_used = has(keys::LOG_TREE) && !db.open_tree(keys::LOG_TREE)?.is_empty();
-            let voted = meta.get(keys::VOTE)?.is_some();
-            if log_used || voted || keys::FORMAT_1_TREES.iter().any(|t| has(t)) {
+            if holds_format_1(db)? {
                 return Err(StoreError::Format {
                     what: what(),
                     found: 1,
                 });
             }
             meta.insert(keys::FORMAT, &DATA_FORMAT.to_be_bytes())?;
+            // Made durable with the first sync in `open`.
             db.flush()?;
         }
     }
     Ok(())
+}
+
+/// Data written before the format marker existed (format 1).
+fn holds_format_1(db: &sled::Db) -> Result<bool, StoreError> {
+    let names = db.tree_names();
+    let has = |name: &str| names.iter().any(|n| n.as_ref() == name.as_bytes());
+    let log_used = has(keys::LOG_TREE) && !db.open_tree(keys::LOG_TREE)?.is_empty();
+    let voted = db
+        .open_tree(keys::RAFT_META_TREE)?
+        .get(keys::VOTE)?
+        .is_some();
+    Ok(log_used || voted || keys::FORMAT_1_TREES.iter().any(|t| has(t)))
 }
 
 /// Opens (or creates) a server's storage under `dir`: the sled database
@@ -233,18 +250,60 @@ fn check_format(db: &sled::Db, db_dir: &Path) -> Result<(), StoreError> {
 /// `dir/snapshots`. A data dir of another data format is refused.
 pub fn open(dir: &Path) -> Result<(LogStore, StateMachineStore), StoreError> {
     let db_dir = dir.join("db");
-    let db = sled::Config::new()
-        .path(&db_dir)
-        // Durability comes from explicit flushes at the points Raft needs
-        // them; the periodic background flush only adds fsyncs.
-        .flush_every_ms(None)
-        .open()
-        .map_err(|source| StoreError::Open {
-            path: db_dir.display().to_string(),
-            source,
+    let corrupt = |reason: String| StoreError::LogCorrupt {
+        path: db_dir.display().to_string(),
+        reason,
+    };
+    // sled 0.34 does not reliably report a damaged file: depending on where
+    // the damage is, it panics while recovering, or opens a database that
+    // lacks what was in it. A panic is caught here, and a database that was
+    // in use but opens without Berth's format marker is refused.
+    let existed = std::fs::metadata(db_dir.join("db")).is_ok_and(|m| m.len() > 0);
+    let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let db = sled::Config::new()
+            .path(&db_dir)
+            // Durability comes from explicit flushes at the points Raft
+            // needs them; the periodic background flush only adds fsyncs.
+            .flush_every_ms(None)
+            .open()
+            .map_err(|source| match source {
+                sled::Error::Corruption { .. } => StoreError::Sled(source),
+                source => StoreError::Open {
+                    path: db_dir.display().to_string(),
+                    source,
+                },
+            })?;
+        let marked = db
+            .open_tree(keys::RAFT_META_TREE)?
+            .contains_key(keys::FORMAT)?;
+        if existed && !marked && !holds_format_1(&db)? {
+            return Err(corrupt(
+                "the database file is there but holds no Berth data format marker".into(),
+            ));
+        }
+        check_format(&db, &db_dir)?;
+        let files = berth_daemon::SledFiles::open(&db_dir)?;
+        let log = LogStore::open(&db, files)?;
+        log.check_contiguous().map_err(|e| match e {
+            StoreError::LogCorrupt { reason, .. } => corrupt(reason),
+            other => other,
         })?;
-    check_format(&db, &db_dir)?;
-    let log = LogStore::open(&db)?;
+        Ok(log)
+    }));
+    let log = match opened {
+        Ok(Err(StoreError::Sled(sled::Error::Corruption { at, .. }))) => {
+            return Err(corrupt(format!("sled found damage at {at:?}")))
+        }
+        Ok(result) => result?,
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| panic.downcast_ref::<&str>().copied())
+                .unwrap_or("a panic");
+            return Err(corrupt(format!("reading it failed: {what}")));
+        }
+    };
     let sm = StateMachineStore::open(&dir.join("snapshots"))?;
     Ok((log, sm))
 }
@@ -252,6 +311,100 @@ pub fn open(dir: &Path) -> Result<(LogStore, StateMachineStore), StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use openraft::storage::{RaftLogStorage, RaftLogStorageExt};
+    use openraft::{CommittedLeaderId, EntryPayload};
+
+    /// A data dir whose log holds entries 1..=n, closed again.
+    async fn written(n: u64) -> tempfile::TempDir {
+        let dir = tempfile::TempDir::new().expect("temp dir");
+        let (mut log, _sm) = open(dir.path()).expect("open");
+        log.blocking_append((1..=n).map(|index| Entry {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+            payload: EntryPayload::Normal(Request::new(vec![Command::DeleteCluster {
+                name: format!("cluster-{index}-{}", "x".repeat(900)),
+            }])),
+        }))
+        .await
+        .expect("append");
+        log.save_committed(Some(LogId::new(CommittedLeaderId::new(1, 1), n)))
+            .await
+            .expect("save committed");
+        drop(log);
+        dir
+    }
+
+    /// `open` once the previous handles' flush thread has let go of sled's lock.
+    fn reopen(dir: &Path) -> Result<(LogStore, StateMachineStore), StoreError> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            match open(dir) {
+                Err(StoreError::Open { source, .. })
+                    if source.to_string().contains("lock")
+                        && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn garble(dir: &Path, pick: impl Fn(usize) -> std::ops::Range<usize>) {
+        let path = dir.join("db").join("db");
+        let mut bytes = std::fs::read(&path).expect("read db");
+        let range = pick(bytes.len());
+        for b in &mut bytes[range] {
+            *b ^= 0x5a;
+        }
+        std::fs::write(&path, &bytes).expect("write db");
+    }
+
+    fn assert_corrupt(result: Result<(LogStore, StateMachineStore), StoreError>) {
+        let err = match result {
+            Ok(_) => panic!("a damaged log must be refused"),
+            Err(e) => e.to_string(),
+        };
+        assert!(err.contains("is corrupt"), "{err}");
+        assert!(err.contains("move its data dir aside and re-add"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_log_damaged_in_the_middle_is_refused_as_corrupt() {
+        let dir = written(2000).await;
+        assert!(reopen(dir.path()).is_ok(), "an intact log opens");
+        garble(dir.path(), |len| len / 2..len / 2 + 4096);
+        assert_corrupt(reopen(dir.path()));
+    }
+
+    #[tokio::test]
+    async fn a_log_damaged_throughout_is_refused_not_taken_for_new() {
+        let dir = written(200).await;
+        garble(dir.path(), |len| 0..len);
+        assert_corrupt(reopen(dir.path()));
+        // And it stays refused: nothing was written into it.
+        assert_corrupt(reopen(dir.path()));
+    }
+
+    #[tokio::test]
+    async fn a_log_with_a_hole_is_refused() {
+        let dir = written(20).await;
+        {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+            let db = loop {
+                match sled::open(dir.path().join("db")) {
+                    Ok(db) => break db,
+                    Err(_) if std::time::Instant::now() < deadline => {
+                        std::thread::sleep(std::time::Duration::from_millis(50))
+                    }
+                    Err(e) => panic!("open sled: {e}"),
+                }
+            };
+            let log = db.open_tree(keys::LOG_TREE).expect("tree");
+            log.remove(keys::log_key(7)).expect("remove");
+            db.flush().expect("flush");
+        }
+        assert_corrupt(reopen(dir.path()));
+    }
 
     fn entry() -> Request {
         Request::new(vec![Command::DeleteCluster {

@@ -2,7 +2,12 @@
 //!
 //! Durability rules: a vote, a truncation and a purge are flushed before the
 //! call returns; appended entries are readable when `append` returns and the
-//! flush callback fires only once they are on disk. Appends are flushed by a
+//! flush callback fires only once they are on disk. "Flushed" here is always
+//! sled's flush followed by [`SledFiles::sync`] (`fdatasync` of the data
+//! file and of new blob files): sled's flush alone ends in
+//! `sync_file_range`, which leaves the file's size and the drive's cache
+//! unsynced. A failed flush is reported to openraft as a storage error and
+//! never as durable; openraft then stops the Raft node. Appends are flushed by a
 //! dedicated thread that coalesces every append queued while the previous
 //! flush ran into one fsync (group commit), which is what lets the log keep
 //! up with many concurrent writers although openraft 0.9 appends one entry
@@ -19,6 +24,7 @@ use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
 use std::sync::{mpsc, Arc, Mutex};
 
+use berth_daemon::SledFiles;
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{OptionalSend, RaftLogReader, StorageIOError};
 
@@ -109,6 +115,7 @@ impl RecentEntries {
 #[derive(Clone)]
 pub struct LogStore {
     db: sled::Db,
+    files: Arc<SledFiles>,
     log: sled::Tree,
     meta: sled::Tree,
     flusher: mpsc::Sender<LogFlushed<TypeConfig>>,
@@ -116,17 +123,19 @@ pub struct LogStore {
 }
 
 impl LogStore {
-    pub(crate) fn open(db: &sled::Db) -> Result<Self, StoreError> {
+    pub(crate) fn open(db: &sled::Db, files: SledFiles) -> Result<Self, StoreError> {
         let log = db.open_tree(keys::LOG_TREE)?;
         let meta = db.open_tree(keys::RAFT_META_TREE)?;
+        let files = Arc::new(files);
         let (tx, rx) = mpsc::channel::<LogFlushed<TypeConfig>>();
-        let flush_db = db.clone();
+        let (flush_db, flush_files) = (db.clone(), files.clone());
         std::thread::Builder::new()
             .name("raft-log-flush".into())
-            .spawn(move || group_commit_loop(flush_db, rx))
+            .spawn(move || group_commit_loop(flush_db, flush_files, rx))
             .map_err(|e| StoreError::Sled(sled::Error::Io(e)))?;
         Ok(Self {
             db: db.clone(),
+            files,
             log,
             meta,
             flusher: tx,
@@ -157,10 +166,9 @@ impl LogStore {
 
     /// Makes everything written so far durable (used at shutdown too).
     pub async fn flush(&self) -> Result<(), std::io::Error> {
-        let db = self.db.clone();
-        match tokio::task::spawn_blocking(move || db.flush()).await {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(e)) => Err(std::io::Error::other(e)),
+        let (db, files) = (self.db.clone(), self.files.clone());
+        match tokio::task::spawn_blocking(move || durable_flush(&db, &files)).await {
+            Ok(result) => result,
             Err(join) => Err(std::io::Error::other(join)),
         }
     }
@@ -178,6 +186,48 @@ impl LogStore {
         }
     }
 
+    /// Refuses a log with a hole: every index from the first stored entry
+    /// to the last must be there, and the first must follow the purge mark.
+    /// (sled can open a damaged file as one with entries missing.)
+    pub(crate) fn check_contiguous(&self) -> Result<(), StoreError> {
+        let purged: Option<LogId> = self.read_meta(keys::LAST_PURGED)?;
+        let mut expected = purged.map(|p| p.index + 1);
+        for item in self.log.iter().keys() {
+            let key = item?;
+            let index = log_index(&key).ok_or_else(|| StoreError::LogCorrupt {
+                path: String::new(),
+                reason: format!("a log key of {} bytes", key.len()),
+            })?;
+            if expected.is_some_and(|want| want != index) {
+                return Err(StoreError::LogCorrupt {
+                    path: String::new(),
+                    reason: format!(
+                        "entry {} is missing (the next stored one is {index})",
+                        expected.unwrap_or_default()
+                    ),
+                });
+            }
+            expected = Some(index + 1);
+        }
+        // Entries up to the saved commit index were appended and synced
+        // before it was saved, so a log that ends earlier lost its tail
+        // (sled reads damage it cannot parse as the end of its log).
+        let committed: Option<Option<LogId>> = self.read_meta(keys::COMMITTED)?;
+        if let Some(committed) = committed.flatten() {
+            let last = expected.map_or(0, |next| next - 1);
+            if last < committed.index {
+                return Err(StoreError::LogCorrupt {
+                    path: String::new(),
+                    reason: format!(
+                        "it ends at entry {last}, but entries up to {} were committed",
+                        committed.index
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+
     fn last_entry_log_id(&self) -> Result<Option<LogId>, StoreError> {
         match self.log.last()? {
             Some((_, bytes)) => {
@@ -189,17 +239,33 @@ impl LogStore {
     }
 }
 
+/// sled's flush, then the syncs that make it survive a power cut. The
+/// error keeps its I/O kind (`ENOSPC` reads as "No space left on device").
+fn durable_flush(db: &sled::Db, files: &SledFiles) -> Result<(), std::io::Error> {
+    db.flush().map_err(|e| match e {
+        sled::Error::Io(io) => io,
+        other => std::io::Error::other(other),
+    })?;
+    files
+        .sync()
+        .map_err(|e| std::io::Error::new(e.io().kind(), e.to_string()))
+}
+
 /// Waits for appends, flushes once for all that are queued, then reports
 /// them durable in the order they were appended.
-fn group_commit_loop(db: sled::Db, rx: mpsc::Receiver<LogFlushed<TypeConfig>>) {
+fn group_commit_loop(
+    db: sled::Db,
+    files: Arc<SledFiles>,
+    rx: mpsc::Receiver<LogFlushed<TypeConfig>>,
+) {
     while let Ok(first) = rx.recv() {
         let mut waiting = vec![first];
         while let Ok(next) = rx.try_recv() {
             waiting.push(next);
         }
-        let result = db.flush().map(|_| ()).map_err(std::io::Error::other);
+        let result = durable_flush(&db, &files);
         if let Err(e) = &result {
-            tracing::error!(error = %e, "flushing the raft log failed");
+            tracing::error!(error = %e, entries = waiting.len(), "flushing the raft log failed; the entries are not acknowledged");
         }
         for callback in waiting {
             let result = match &result {
@@ -403,8 +469,13 @@ mod tests {
     }
 
     /// What a store with nothing cached (a restarted server) reads.
-    async fn uncached(db: &sled::Db, range: std::ops::Range<u64>) -> Vec<Entry> {
-        let mut fresh = LogStore::open(db).expect("open");
+    async fn uncached(
+        db: &sled::Db,
+        dir: &std::path::Path,
+        range: std::ops::Range<u64>,
+    ) -> Vec<Entry> {
+        let files = SledFiles::open(dir).expect("sled files");
+        let mut fresh = LogStore::open(db, files).expect("open");
         fresh.try_get_log_entries(range).await.expect("read")
     }
 
@@ -412,7 +483,8 @@ mod tests {
     async fn reads_across_the_cached_tail_match_sled() {
         let dir = tempfile::TempDir::new().expect("temp dir");
         let db = sled::open(dir.path()).expect("open sled");
-        let mut store = LogStore::open(&db).expect("open");
+        let files = SledFiles::open(dir.path()).expect("sled files");
+        let mut store = LogStore::open(&db, files).expect("open");
         store
             .blocking_append((1..=10).map(entry))
             .await
@@ -432,7 +504,7 @@ mod tests {
             (11, 15),
         ] {
             let got = store.try_get_log_entries(start..end).await.expect("read");
-            let want = uncached(&db, start..end).await;
+            let want = uncached(&db, dir.path(), start..end).await;
             assert_eq!(indexes(&got), indexes(&want), "range {start}..{end}");
             assert_eq!(got, want, "range {start}..{end}");
         }
@@ -454,7 +526,7 @@ mod tests {
         let tail = store.try_get_log_entries(7..20).await.expect("read");
         assert_eq!(indexes(&tail), vec![7, 8, 9]);
         assert_eq!(tail[2], replacement);
-        assert_eq!(tail, uncached(&db, 7..20).await);
+        assert_eq!(tail, uncached(&db, dir.path(), 7..20).await);
 
         // A purge past the cached range leaves reads from sled only.
         store

@@ -46,6 +46,13 @@ impl SnapshotFile {
     /// once here: it can be large).
     pub(crate) fn open(dir: &Path) -> Result<(Self, Option<Stored>), StoreError> {
         fs::create_dir_all(dir).map_err(|e| io_error(dir, e))?;
+        // The directory's own entry, so that a snapshot written into a
+        // newly made directory is not lost with it.
+        if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+            File::open(parent)
+                .and_then(|d| d.sync_all())
+                .map_err(|e| io_error(parent, e))?;
+        }
         // Left by a crash mid-write; the previous snapshot is intact.
         let writing = dir.join(WRITING);
         match fs::remove_file(&writing) {

@@ -1,0 +1,406 @@
+//! What "acknowledged" means on disk: every acknowledged write follows an
+//! `fdatasync` of the Raft log's file (traced with strace), and a server
+//! whose disk fills stops acknowledging, exits, and serves again from its
+//! data dir once there is room.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Context, Result};
+use berth_e2e::*;
+
+fn epoch() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs_f64()
+}
+
+/// A prerequisite of the test that this host lacks: a failure under CI,
+/// a notice and a skip elsewhere.
+fn missing(what: &str) -> Result<()> {
+    if std::env::var("CI").as_deref() == Ok("true") {
+        bail!("CI=true but {what}");
+    }
+    eprintln!("NOTICE: skipping: {what}");
+    Ok(())
+}
+
+/// One completed fsync-class call: when it started and ended (epoch
+/// seconds), on which file, and whether it succeeded.
+#[derive(Debug)]
+struct Sync {
+    start: f64,
+    end: f64,
+    path: String,
+    ok: bool,
+}
+
+/// Reads `strace -f -ttt -T -y -e trace=fsync,fdatasync -o FILE` output.
+fn parse_trace(text: &str) -> Vec<Sync> {
+    let mut pending: HashMap<&str, (f64, String)> = HashMap::new();
+    let mut syncs = Vec::new();
+    let duration = |line: &str| -> Option<f64> {
+        let open = line.rfind('<')?;
+        line[open + 1..].trim_end().strip_suffix('>')?.parse().ok()
+    };
+    let ok = |line: &str| line.contains(") = 0 ");
+    for line in text.lines() {
+        // strace pads the pid column ("4202  1796447856.554090 ...").
+        let Some((pid, rest)) = line.trim_start().split_once(char::is_whitespace) else {
+            continue;
+        };
+        let Some((ts, rest)) = rest.trim_start().split_once(char::is_whitespace) else {
+            continue;
+        };
+        let rest = rest.trim_start();
+        let Ok(ts) = ts.parse::<f64>() else { continue };
+        if rest.starts_with("fdatasync(") || rest.starts_with("fsync(") {
+            let path = rest
+                .split_once('<')
+                .and_then(|(_, p)| p.split_once('>'))
+                .map(|(p, _)| p.to_string())
+                .unwrap_or_default();
+            if rest.contains("<unfinished") {
+                pending.insert(pid, (ts, path));
+            } else if let Some(d) = duration(rest) {
+                syncs.push(Sync {
+                    start: ts,
+                    end: ts + d,
+                    path,
+                    ok: ok(rest),
+                });
+            }
+        } else if rest.starts_with("<... fdatasync resumed>")
+            || rest.starts_with("<... fsync resumed>")
+        {
+            if let (Some((start, path)), Some(d)) = (pending.remove(pid), duration(rest)) {
+                syncs.push(Sync {
+                    start,
+                    end: start + d,
+                    path,
+                    ok: ok(rest),
+                });
+            }
+        }
+    }
+    syncs
+}
+
+/// Kills a berthd that runs under strace (killing strace would leave it
+/// running, detached) when the test ends, however it ends.
+struct Tracee(Option<u32>);
+
+impl Tracee {
+    /// The berthd that strace `tracer` started.
+    fn of(tracer: u32) -> Result<Self> {
+        let children = std::fs::read_to_string(format!("/proc/{tracer}/task/{tracer}/children"))
+            .context("reading strace's children")?;
+        let pid = children
+            .split_whitespace()
+            .next()
+            .context("strace has not started berthd")?
+            .parse()?;
+        Ok(Self(Some(pid)))
+    }
+
+    fn terminate(&mut self) {
+        if let Some(pid) = self.0.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status();
+        }
+    }
+}
+
+impl Drop for Tracee {
+    fn drop(&mut self) {
+        if let Some(pid) = self.0.take() {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_acknowledged_write_follows_an_fdatasync_of_the_raft_log() -> Result<()> {
+    if Command::new("strace").arg("-V").output().is_err() {
+        return missing("strace is not installed (scripts/install-deps.sh installs it)");
+    }
+    let mut cluster = TestCluster::start(1, &[]).await?;
+    let trace = cluster.dir.path().join("strace.out");
+    {
+        let server = cluster.server(1);
+        server.terminate()?;
+        server.wrapper = [
+            "strace",
+            "-f",
+            "-ttt",
+            "-T",
+            "-y",
+            "-e",
+            "trace=fsync,fdatasync",
+            "-o",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .chain([trace.display().to_string()])
+        .collect();
+        server.start()?;
+    }
+    // strace needs a moment to start berthd.
+    let tracer = cluster.server(1).pid().context("strace runs")?;
+    let mut berthd = eventually(Duration::from_secs(5), || async { Tracee::of(tracer) }).await?;
+    cluster.wait_for_leader(Duration::from_secs(30)).await?;
+    let addr = cluster.addr(1);
+    let data_file = cluster.servers[&1].data_dir.join("db").join("db");
+
+    let mut acks = Vec::new();
+    for i in 0..20 {
+        let sent = epoch();
+        register(&addr, "durable", &format!("write-{i}")).await?;
+        acks.push((i, sent, epoch()));
+    }
+    berthd.terminate();
+    cluster.server(1).wait_exit(Duration::from_secs(20))?;
+
+    let text = std::fs::read_to_string(&trace)?;
+    let syncs = parse_trace(&text);
+    let wanted = data_file.display().to_string();
+    let on_log: Vec<&Sync> = syncs.iter().filter(|s| s.path == wanted).collect();
+    assert!(
+        on_log.len() >= acks.len(),
+        "{} fsync-class calls on {wanted} for {} acknowledged writes; trace:\n{}",
+        on_log.len(),
+        acks.len(),
+        text.lines().take(40).collect::<Vec<_>>().join("\n")
+    );
+    assert!(
+        syncs.iter().all(|s| s.ok),
+        "a sync failed: {:?}",
+        syncs.iter().find(|s| !s.ok)
+    );
+    for (i, sent, acked) in acks {
+        assert!(
+            on_log.iter().any(|s| s.start >= sent && s.end <= acked),
+            "write {i} (sent {sent:.6}, acknowledged {acked:.6}) was acknowledged without an \
+             fsync-class call on {wanted} in between"
+        );
+    }
+    Ok(())
+}
+
+/// Unmounts a tmpfs when the test ends.
+struct Mounted(PathBuf);
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// `GET /readyz` on the health port: Some(status code), None when nothing
+/// answers.
+fn readyz(port: u16) -> Option<u16> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    stream
+        .write_all(b"GET /readyz HTTP/1.1\r\nhost: x\r\n\r\n")
+        .ok()?;
+    let mut reply = String::new();
+    stream.read_to_string(&mut reply).ok()?;
+    reply.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Fills the filesystem of `dir` with a file until a write fails.
+fn fill(dir: &Path) -> Result<PathBuf> {
+    use std::io::Write;
+    let path = dir.join("filler");
+    let mut file = std::fs::File::create(&path)?;
+    let chunk = vec![0u8; 64 * 1024];
+    loop {
+        if let Err(e) = file.write_all(&chunk).and_then(|()| file.sync_all()) {
+            assert_eq!(e.raw_os_error(), Some(28), "expected ENOSPC, got {e}");
+            break;
+        }
+    }
+    // The last partial chunks too.
+    let small = [0u8; 512];
+    while file
+        .write_all(&small)
+        .and_then(|()| file.sync_all())
+        .is_ok()
+    {}
+    Ok(path)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_stops_acknowledging_and_the_server_recovers_after_a_restart() -> Result<()> {
+    let probe = tempfile::tempdir()?;
+    let mountable = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+        .arg(probe.path())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !mountable {
+        return missing("cannot mount a tmpfs here (the test needs root)");
+    }
+    drop(Mounted(probe.path().to_path_buf()));
+
+    let health = free_port();
+    let health_arg = format!("127.0.0.1:{health}");
+    let mut cluster = TestCluster::start(1, &["--health-listen", &health_arg]).await?;
+    let addr = cluster.addr(1);
+    let mut acked = Vec::new();
+    for i in 0..10 {
+        let marker = format!("before-{i}");
+        register(&addr, "full", &marker).await?;
+        acked.push(marker);
+    }
+
+    // The same data dir, moved onto a small tmpfs.
+    let data = cluster.servers[&1].data_dir.clone();
+    cluster.server(1).terminate()?;
+    let saved = data.with_extension("saved");
+    std::fs::rename(&data, &saved)?;
+    std::fs::create_dir(&data)?;
+    let status = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=16m", "tmpfs"])
+        .arg(&data)
+        .status()?;
+    assert!(status.success(), "mount tmpfs on {}", data.display());
+    let _mounted = Mounted(data.clone());
+    let status = Command::new("cp")
+        .arg("-a")
+        .arg(format!("{}/.", saved.display()))
+        .arg(&data)
+        .status()?;
+    assert!(status.success(), "copy the data dir onto the tmpfs");
+    cluster.server(1).start()?;
+    cluster.wait_for_leader(Duration::from_secs(30)).await?;
+    eventually(Duration::from_secs(10), || async {
+        match readyz(health) {
+            Some(200) => Ok(()),
+            other => bail!("readyz {other:?}"),
+        }
+    })
+    .await?;
+
+    let filler = fill(&data)?;
+    // sled writes into the pages of its current 512 KiB segment, which are
+    // already allocated, so a few hundred writes still land (durably); the
+    // next segment is where the disk is full.
+    let mut refused = None;
+    for i in 0..5000 {
+        let marker = format!("during-{i}");
+        match register(&addr, "full", &marker).await {
+            Ok(_) => acked.push(marker),
+            Err(e) => {
+                refused = Some(e);
+                break;
+            }
+        }
+    }
+    let refused = refused.context("5000 writes on a full disk were all acknowledged")?;
+    let status = cluster.server(1).wait_exit(Duration::from_secs(30))?;
+    assert!(
+        !status.success(),
+        "berthd exited with {status} on a full disk"
+    );
+    let log = cluster.servers[&1].log();
+    assert!(
+        log.contains("Raft stopped: its storage failed"),
+        "no clear log line; refused with {refused:#}; log:\n{log}"
+    );
+    assert!(
+        log.contains("No space left on device"),
+        "the cause is not named; log:\n{log}"
+    );
+    assert_ne!(readyz(health), Some(200), "ready while stopped");
+    assert!(
+        register(&addr, "full", "after-exit").await.is_err(),
+        "a write was acknowledged after the storage failed"
+    );
+
+    // Space returns; the supervisor (here the test) starts berthd again.
+    std::fs::remove_file(&filler)?;
+    cluster.server(1).start()?;
+    cluster.wait_for_leader(Duration::from_secs(30)).await?;
+    let markers: Vec<String> = list_family(&addr, "full")
+        .await?
+        .iter()
+        .map(marker_of)
+        .collect();
+    for marker in &acked {
+        assert!(
+            markers.contains(marker),
+            "acknowledged write {marker} was lost; present: {markers:?}"
+        );
+    }
+    register(&addr, "full", "after-space-returned").await?;
+    eventually(Duration::from_secs(10), || async {
+        match readyz(health) {
+            Some(200) => Ok(()),
+            other => bail!("readyz {other:?}"),
+        }
+    })
+    .await?;
+    cluster.server(1).terminate()?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_raft_log_is_refused_as_corrupt_with_the_fix() -> Result<()> {
+    let mut cluster = TestCluster::start(1, &[]).await?;
+    let addr = cluster.addr(1);
+    for i in 0..50 {
+        register(&addr, "damaged", &format!("w-{i}")).await?;
+    }
+    cluster.server(1).terminate()?;
+    let file = cluster.servers[&1].data_dir.join("db").join("db");
+    let mut bytes = std::fs::read(&file)?;
+    for b in bytes.iter_mut() {
+        *b ^= 0x5a;
+    }
+    std::fs::write(&file, &bytes)?;
+
+    cluster.server(1).start()?;
+    let status = cluster.server(1).wait_exit(Duration::from_secs(30))?;
+    assert!(!status.success(), "berthd started on a damaged log");
+    let log = cluster.servers[&1].log();
+    assert!(
+        log.contains("is corrupt"),
+        "corruption not named; log:\n{log}"
+    );
+    assert!(
+        log.contains("move its data dir aside and re-add the server"),
+        "the fix is not named; log:\n{log}"
+    );
+    Ok(())
+}
+
+#[test]
+fn strace_lines_parse_in_every_shape() {
+    let text = "\
+4202  100.000100 fdatasync(11</d/db/db>) = 0 <0.000200>
+12345 100.001000 fdatasync(11</d/db/db> <unfinished ...>
+12346 100.001100 fsync(12</d/blobs>) = -1 EIO (Input/output error) <0.000010>
+12345 100.002000 <... fdatasync resumed>) = 0 <0.000900>
+";
+    let syncs = parse_trace(text);
+    assert_eq!(syncs.len(), 3, "{syncs:?}");
+    assert_eq!(syncs[0].path, "/d/db/db");
+    assert!((syncs[0].end - 100.0003).abs() < 1e-6, "{syncs:?}");
+    assert!(!syncs[1].ok && syncs[1].path == "/d/blobs", "{syncs:?}");
+    assert!(
+        syncs[2].ok && (syncs[2].start - 100.001).abs() < 1e-6,
+        "{syncs:?}"
+    );
+    assert!((syncs[2].end - 100.0019).abs() < 1e-6, "{syncs:?}");
+}
