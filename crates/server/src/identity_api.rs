@@ -160,6 +160,7 @@ impl AuthService for IdentityApi {
         request: Request<pb::RevokeCertificateRequest>,
     ) -> Result<Response<pb::RevokeCertificateResponse>, Status> {
         let req = request.into_inner();
+        check_description(&req.description)?;
         let output = self
             .node
             .write(Command::RevokeCertificate {
