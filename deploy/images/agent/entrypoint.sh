@@ -75,6 +75,10 @@ if [ -z "${BERTH_JOIN_TOKEN:-}" ] && [ -n "${BERTH_JOIN_TOKEN_FILE:-}" ]; then
         export BERTH_JOIN_TOKEN
     fi
 fi
+# berth-agent reads BERTH_JOIN_TOKEN_FILE itself as --token-file and deletes
+# that file once registered; here the file is the bootstrap service's, shared
+# by every agent of the compose cluster, so the agent gets the token only.
+unset BERTH_JOIN_TOKEN_FILE
 
 # BERTH_REGISTRY_FORWARD="PORT=HOST:PORT ...": plain TCP forwarders from
 # this container's port PORT to HOST:PORT, so that tasks may name a private
