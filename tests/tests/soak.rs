@@ -95,7 +95,7 @@ async fn soak_leader_kills_under_writes() -> Result<()> {
         // Let the restarted server rejoin before the next kill, so each
         // kill leaves a majority.
         let addr = cluster.addr(leader);
-        eventually(Duration::from_secs(30), || {
+        let rejoined = eventually(Duration::from_secs(30), || {
             let addr = addr.clone();
             async move {
                 let s = status(&addr).await?;
@@ -103,7 +103,15 @@ async fn soak_leader_kills_under_writes() -> Result<()> {
                 Ok(())
             }
         })
-        .await?;
+        .await;
+        if let Err(e) = rejoined {
+            eprintln!(
+                "soak: server {leader} did not rejoin after kill {}: {e:#}\n{}",
+                round + 1,
+                cluster.logs()
+            );
+            return Err(e);
+        }
         if round % 10 == 9 {
             eprintln!("soak: {} leader kills done", round + 1);
         }
