@@ -14,7 +14,8 @@ cargo build --bins
 log=$(mktemp)
 started=$(date -u +%Y-%m-%dT%H:%MZ)
 status=0
-cargo test -p berth-e2e --test soak -- --ignored --nocapture --test-threads 1 2>&1 | tee "$log" || status=$?
+BERTH_SOAK_LEADER_KILLS=${BERTH_SOAK_LEADER_KILLS:-100} BERTH_SOAK_AGENT_KILLS=${BERTH_SOAK_AGENT_KILLS:-20} \
+    cargo test -p berth-e2e --test soak -- --nocapture --test-threads 1 2>&1 | tee "$log" || status=$?
 {
     echo "# Soak results"
     echo

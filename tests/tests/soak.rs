@@ -1,5 +1,6 @@
-//! The soak (issue #12, item 19): not part of CI (`#[ignore]`), run by
-//! `scripts/soak.sh`, which prints the report and writes it to
+//! The soak (issue #12, item 19). In the test suite it runs a short round
+//! (5 leader kills, 3 agent kills) so CI checks the same properties;
+//! `scripts/soak.sh` runs the full 100 and 20 and writes the report to
 //! docs/soak.md. Leader kills with kill -9 under continuous writes from
 //! several clients, then agent kills with a service's tasks running.
 //! Counts what must be zero (acknowledged writes lost, writes applied
@@ -44,9 +45,8 @@ fn gap_around(acks: &[Instant], kill_at: Instant) -> Duration {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "a soak, run by scripts/soak.sh"]
 async fn soak_leader_kills_under_writes() -> Result<()> {
-    let kills = env_count("BERTH_SOAK_LEADER_KILLS", 100);
+    let kills = env_count("BERTH_SOAK_LEADER_KILLS", 5);
     let clients = env_count("BERTH_SOAK_CLIENTS", 4);
     let mut cluster = TestCluster::start(3, &[]).await?;
     let addrs: Vec<String> = (1..=3).map(|id| cluster.addr(id)).collect();
@@ -166,13 +166,14 @@ async fn soak_leader_kills_under_writes() -> Result<()> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "a soak, run by scripts/soak.sh"]
 async fn soak_agent_kills_with_tasks_running() -> Result<()> {
-    let kills = env_count("BERTH_SOAK_AGENT_KILLS", 20);
+    let kills = env_count("BERTH_SOAK_AGENT_KILLS", 3);
     // lost_after well above a restart: a killed agent's tasks keep running
     // under their shims and must be adopted, never started again.
+    // Outside CI without containerd this says so and skips; under CI=true
+    // a missing containerd fails (ContainerdEnv::from_env).
     let Some(setup) = AgentCluster::start("soak", 120, 10).await? else {
-        panic!("the soak needs containerd: run it through scripts/soak.sh");
+        return Ok(());
     };
     let addr = setup.addr(1);
     let mut agents = vec![setup.agent("a", &[]), setup.agent("b", &[])];
