@@ -19,7 +19,7 @@ BERTH_SOAK_LEADER_KILLS=${BERTH_SOAK_LEADER_KILLS:-100} BERTH_SOAK_AGENT_KILLS=$
 {
     echo "# Soak results"
     echo
-    echo "Written by \`scripts/soak.sh\` (not part of CI) on $started, at $(git rev-parse --short HEAD),"
+    echo "Written by \`scripts/soak.sh\` (CI runs a short round of the same tests) on $started, at $(git rev-parse --short HEAD),"
     echo "on $(nproc) cores. Each line is one run of the test named in it (tests/tests/soak.rs):"
     echo "lost and duplicated must be 0; unavailability is the longest stretch without an"
     echo "acknowledged write around each leader kill, which includes the election and the"
