@@ -11,9 +11,10 @@ use std::time::Duration;
 use berth_pki::tokens::{hash_secret, ApiTokenSecret};
 use berth_server::auth::Authorizer;
 use berth_types::{Command, Role};
-use cluster::{TestCluster, ELECTION_MS};
+use cluster::{TestCluster, ELECTION_MS, HEARTBEAT_MS};
+use openraft::ServerState;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn a_leader_cut_off_from_the_others_refuses_a_token_revoked_elsewhere() {
     let cluster = TestCluster::start(3).await;
     let old = cluster.leader().await;
@@ -80,8 +81,11 @@ async fn a_leader_cut_off_from_the_others_refuses_a_token_revoked_elsewhere() {
     assert!(refused.message().contains("revoked"), "{refused:?}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_lease_runs_out_within_the_election_timeout_of_the_last_acknowledgement() {
+/// On the virtual clock the order of events is exact: the cut-off leader's
+/// lease ends within the election timeout of the cut, and no later than the
+/// others elect a new leader.
+#[tokio::test(start_paused = true)]
+async fn the_lease_runs_out_within_the_election_timeout_and_before_anyone_else_is_elected() {
     let cluster = TestCluster::start(3).await;
     let leader = cluster.leader().await;
     // Heartbeats keep it renewed.
@@ -89,16 +93,38 @@ async fn the_lease_runs_out_within_the_election_timeout_of_the_last_acknowledgem
         assert!(cluster.node(leader).holds_lease());
         tokio::time::sleep(Duration::from_millis(ELECTION_MS / 2)).await;
     }
+    let others = cluster.followers_of(leader);
     let cut = tokio::time::Instant::now();
-    cluster
-        .net
-        .partition(&[leader], &cluster.followers_of(leader));
-    while cluster.node(leader).holds_lease() {
-        tokio::time::sleep(Duration::from_millis(5)).await;
+    cluster.net.partition(&[leader], &others);
+    let (mut lease_ended, mut new_leader_at) = (None, None);
+    while lease_ended.is_none() || new_leader_at.is_none() {
+        if lease_ended.is_none() && !cluster.node(leader).holds_lease() {
+            lease_ended = Some(cut.elapsed());
+        }
+        let elected = others
+            .iter()
+            .any(|id| cluster.node(*id).metrics().state == ServerState::Leader);
+        if new_leader_at.is_none() && elected {
+            new_leader_at = Some(cut.elapsed());
+        }
+        assert!(cut.elapsed() < Duration::from_secs(10), "nothing happened");
+        tokio::time::sleep(Duration::from_millis(1)).await;
     }
+    let (lease_ended, new_leader_at) = (lease_ended.unwrap(), new_leader_at.unwrap());
+    eprintln!("lease ended {lease_ended:?} after the cut, a new leader {new_leader_at:?}");
     assert!(
-        cut.elapsed() <= Duration::from_millis(ELECTION_MS),
-        "lease held {:?} after the cut",
-        cut.elapsed()
+        lease_ended <= Duration::from_millis(ELECTION_MS),
+        "lease held {lease_ended:?} after the cut"
+    );
+    assert!(
+        lease_ended >= Duration::from_millis(ELECTION_MS - 2 * HEARTBEAT_MS),
+        "lease ended {lease_ended:?} after the cut: earlier than its last heartbeat allows"
+    );
+    // Equal instants are possible on this clock (a message takes no time and
+    // a follower may time out at the minimum): the new leader has then not
+    // committed anything yet.
+    assert!(
+        lease_ended <= new_leader_at,
+        "a new leader ({new_leader_at:?}) while the old one held its lease ({lease_ended:?})"
     );
 }

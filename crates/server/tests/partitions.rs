@@ -135,7 +135,7 @@ fn leader_of(cluster: &TestCluster, group: &[NodeId]) -> Option<NodeId> {
         .find(|id| cluster.node(*id).metrics().state == ServerState::Leader)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn a_leader_cut_off_from_both_followers_is_replaced_and_acknowledges_nothing_after() {
     let cluster = TestCluster::start(3).await;
     let old = cluster.leader().await;
@@ -179,7 +179,7 @@ async fn a_leader_cut_off_from_both_followers_is_replaced_and_acknowledges_nothi
     converged(&cluster).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn a_minority_partitioned_and_healed_catches_up() {
     let cluster = TestCluster::start(3).await;
     let leader = cluster.leader().await;
@@ -202,7 +202,7 @@ async fn a_minority_partitioned_and_healed_catches_up() {
     converged(&cluster).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn one_way_links_keep_the_history_linearizable() {
     let cluster = TestCluster::start(3).await;
     let leader = cluster.leader().await;
@@ -228,7 +228,7 @@ async fn one_way_links_keep_the_history_linearizable() {
     converged(&cluster).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn reordered_and_lost_messages_keep_the_history_linearizable() {
     let cluster = TestCluster::start(3).await;
     let all: Vec<NodeId> = cluster.nodes.keys().copied().collect();

@@ -254,6 +254,9 @@ pub fn open(dir: &Path) -> Result<(LogStore, StateMachineStore), StoreError> {
         path: db_dir.display().to_string(),
         reason,
     };
+    // The snapshot first: what it covers, the log need not hold.
+    let sm = StateMachineStore::open(&dir.join("snapshots"))?;
+    let snapshot_last = sm.last_applied_index();
     // sled 0.34 does not reliably report a damaged file: depending on where
     // the damage is, it panics while recovering, or opens a database that
     // lacks what was in it. A panic is caught here, and a database that was
@@ -284,7 +287,7 @@ pub fn open(dir: &Path) -> Result<(LogStore, StateMachineStore), StoreError> {
         check_format(&db, &db_dir)?;
         let files = berth_daemon::SledFiles::open(&db_dir)?;
         let log = LogStore::open(&db, files)?;
-        log.check_contiguous().map_err(|e| match e {
+        log.check_contiguous(snapshot_last).map_err(|e| match e {
             StoreError::LogCorrupt { reason, .. } => corrupt(reason),
             other => other,
         })?;
@@ -304,7 +307,6 @@ pub fn open(dir: &Path) -> Result<(LogStore, StateMachineStore), StoreError> {
             return Err(corrupt(format!("reading it failed: {what}")));
         }
     };
-    let sm = StateMachineStore::open(&dir.join("snapshots"))?;
     Ok((log, sm))
 }
 
@@ -423,6 +425,48 @@ mod tests {
             log.remove(keys::log_key(7)).expect("remove");
             db.flush().expect("flush");
         }
+        assert_corrupt(reopen(dir.path()));
+    }
+
+    /// A follower that installed a snapshot and appended after it before
+    /// openraft purged the older entries has a gap the snapshot covers,
+    /// and may have committed past its log's end: neither is damage. A gap
+    /// or a commit index past both is.
+    #[tokio::test]
+    async fn what_the_snapshot_covers_the_log_need_not_hold() {
+        use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
+        let dir = written(20).await;
+        {
+            let (mut log, mut sm) = reopen(dir.path()).expect("open");
+            let entries = log.try_get_log_entries(1..=12).await.expect("read");
+            sm.apply(entries).await.expect("apply");
+            sm.build_snapshot().await.expect("snapshot");
+            log.save_committed(Some(LogId::new(CommittedLeaderId::new(1, 1), 20)))
+                .await
+                .expect("save committed");
+            log.flush().await.expect("flush");
+        }
+        let remove = |indexes: std::ops::RangeInclusive<u64>| {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+            let db = loop {
+                match sled::open(dir.path().join("db")) {
+                    Ok(db) => break db,
+                    Err(_) if std::time::Instant::now() < deadline => {
+                        std::thread::sleep(std::time::Duration::from_millis(50))
+                    }
+                    Err(e) => panic!("open sled: {e}"),
+                }
+            };
+            let log = db.open_tree(keys::LOG_TREE).expect("tree");
+            for index in indexes {
+                log.remove(keys::log_key(index)).expect("remove");
+            }
+            db.flush().expect("flush");
+        };
+        remove(3..=12);
+        let (log, sm) = reopen(dir.path()).expect("a gap inside the snapshot is not damage");
+        drop((log, sm));
+        remove(16..=20);
         assert_corrupt(reopen(dir.path()));
     }
 

@@ -7,12 +7,15 @@
 //! file and of new blob files): sled's flush alone ends in
 //! `sync_file_range`, which leaves the file's size and the drive's cache
 //! unsynced. A failed flush is reported to openraft as a storage error and
-//! never as durable; openraft then stops the Raft node. Appends are flushed by a
-//! dedicated thread that coalesces every append queued while the previous
-//! flush ran into one fsync (group commit), which is what lets the log keep
-//! up with many concurrent writers although openraft 0.9 appends one entry
-//! batch at a time. Flushing happens on plain threads, never via sled's
-//! `flush_async`, which can deadlock when awaited concurrently.
+//! never as durable; openraft then stops the Raft node. Appends are flushed by
+//! one flusher at a time on tokio's blocking pool, which coalesces every
+//! append queued while the previous flush ran into one fsync (group commit):
+//! that is what lets the log keep up with many concurrent writers although
+//! openraft 0.9 appends one entry batch at a time. The blocking pool rather
+//! than a thread of our own, because tokio then knows a flush is under way
+//! and a test runtime on paused time does not jump its clock past election
+//! timeouts while the disk works. Never via sled's `flush_async`, which can
+//! deadlock when awaited concurrently.
 //!
 //! The newest entries are also kept in memory, decoded: openraft reads each
 //! entry back right after appending it, once to apply it and once per
@@ -22,7 +25,7 @@
 use std::collections::VecDeque;
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{Arc, Mutex};
 
 use berth_daemon::SledFiles;
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
@@ -118,7 +121,7 @@ pub struct LogStore {
     files: Arc<SledFiles>,
     log: sled::Tree,
     meta: sled::Tree,
-    flusher: mpsc::Sender<LogFlushed<TypeConfig>>,
+    group_commit: Arc<GroupCommit>,
     recent: Arc<Mutex<RecentEntries>>,
 }
 
@@ -127,18 +130,16 @@ impl LogStore {
         let log = db.open_tree(keys::LOG_TREE)?;
         let meta = db.open_tree(keys::RAFT_META_TREE)?;
         let files = Arc::new(files);
-        let (tx, rx) = mpsc::channel::<LogFlushed<TypeConfig>>();
-        let (flush_db, flush_files) = (db.clone(), files.clone());
-        std::thread::Builder::new()
-            .name("raft-log-flush".into())
-            .spawn(move || group_commit_loop(flush_db, flush_files, rx))
-            .map_err(|e| StoreError::Sled(sled::Error::Io(e)))?;
         Ok(Self {
             db: db.clone(),
+            group_commit: Arc::new(GroupCommit {
+                db: db.clone(),
+                files: files.clone(),
+                queue: Mutex::default(),
+            }),
             files,
             log,
             meta,
-            flusher: tx,
             recent: Arc::default(),
         })
     }
@@ -188,8 +189,12 @@ impl LogStore {
 
     /// Refuses a log with a hole: every index from the first stored entry
     /// to the last must be there, and the first must follow the purge mark.
-    /// (sled can open a damaged file as one with entries missing.)
-    pub(crate) fn check_contiguous(&self) -> Result<(), StoreError> {
+    /// (sled can open a damaged file as one with entries missing.) Entries
+    /// the snapshot covers are not needed: a follower that installed a
+    /// snapshot appends after it before openraft purges the older entries,
+    /// so a gap at or below `snapshot_last` is a purge not yet done.
+    pub(crate) fn check_contiguous(&self, snapshot_last: Option<u64>) -> Result<(), StoreError> {
+        let covered = snapshot_last.unwrap_or(0);
         let purged: Option<LogId> = self.read_meta(keys::LAST_PURGED)?;
         let mut expected = purged.map(|p| p.index + 1);
         for item in self.log.iter().keys() {
@@ -198,23 +203,24 @@ impl LogStore {
                 path: String::new(),
                 reason: format!("a log key of {} bytes", key.len()),
             })?;
-            if expected.is_some_and(|want| want != index) {
-                return Err(StoreError::LogCorrupt {
-                    path: String::new(),
-                    reason: format!(
-                        "entry {} is missing (the next stored one is {index})",
-                        expected.unwrap_or_default()
-                    ),
-                });
+            if let Some(want) = expected {
+                if want != index && index.saturating_sub(1) > covered {
+                    return Err(StoreError::LogCorrupt {
+                        path: String::new(),
+                        reason: format!(
+                            "entry {want} is missing (the next stored one is {index}, the snapshot ends at {covered})"
+                        ),
+                    });
+                }
             }
             expected = Some(index + 1);
         }
-        // Entries up to the saved commit index were appended and synced
-        // before it was saved, so a log that ends earlier lost its tail
-        // (sled reads damage it cannot parse as the end of its log).
+        // Entries up to the saved commit index were in the log or the
+        // snapshot before it was saved, so a log that ends earlier lost its
+        // tail (sled reads damage it cannot parse as the end of its log).
         let committed: Option<Option<LogId>> = self.read_meta(keys::COMMITTED)?;
         if let Some(committed) = committed.flatten() {
-            let last = expected.map_or(0, |next| next - 1);
+            let last = expected.map_or(0, |next| next - 1).max(covered);
             if last < committed.index {
                 return Err(StoreError::LogCorrupt {
                     path: String::new(),
@@ -253,26 +259,66 @@ fn durable_flush(db: &sled::Db, files: &SledFiles) -> Result<(), std::io::Error>
 
 /// Waits for appends, flushes once for all that are queued, then reports
 /// them durable in the order they were appended.
-fn group_commit_loop(
+/// Appends waiting for their fsync, and whether a flusher is running.
+#[derive(Default)]
+struct FlushQueue {
+    waiting: Vec<LogFlushed<TypeConfig>>,
+    flushing: bool,
+}
+
+struct GroupCommit {
     db: sled::Db,
     files: Arc<SledFiles>,
-    rx: mpsc::Receiver<LogFlushed<TypeConfig>>,
-) {
-    while let Ok(first) = rx.recv() {
-        let mut waiting = vec![first];
-        while let Ok(next) = rx.try_recv() {
-            waiting.push(next);
+    queue: Mutex<FlushQueue>,
+}
+
+impl GroupCommit {
+    fn queue(&self) -> std::sync::MutexGuard<'_, FlushQueue> {
+        self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Queues an append's callback (its entries are already in sled) and
+    /// starts a flusher unless one is running: that one picks it up.
+    fn enqueue(this: &Arc<Self>, callback: LogFlushed<TypeConfig>) {
+        {
+            let mut queue = this.queue();
+            queue.waiting.push(callback);
+            if queue.flushing {
+                return;
+            }
+            queue.flushing = true;
         }
-        let result = durable_flush(&db, &files);
-        if let Err(e) = &result {
-            tracing::error!(error = %e, entries = waiting.len(), "flushing the raft log failed; the entries are not acknowledged");
+        let flusher = this.clone();
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn_blocking(move || flusher.flush_until_empty());
+            }
+            // openraft always calls from its runtime; outside one, flush here.
+            Err(_) => flusher.flush_until_empty(),
         }
-        for callback in waiting {
-            let result = match &result {
-                Ok(()) => Ok(()),
-                Err(e) => Err(std::io::Error::new(e.kind(), e.to_string())),
+    }
+
+    fn flush_until_empty(&self) {
+        loop {
+            let waiting = {
+                let mut queue = self.queue();
+                if queue.waiting.is_empty() {
+                    queue.flushing = false;
+                    return;
+                }
+                std::mem::take(&mut queue.waiting)
             };
-            callback.log_io_completed(result);
+            let result = durable_flush(&self.db, &self.files);
+            if let Err(e) = &result {
+                tracing::error!(error = %e, entries = waiting.len(), "flushing the raft log failed; the entries are not acknowledged");
+            }
+            for callback in waiting {
+                let result = match &result {
+                    Ok(()) => Ok(()),
+                    Err(e) => Err(std::io::Error::new(e.kind(), e.to_string())),
+                };
+                callback.log_io_completed(result);
+            }
         }
     }
 }
@@ -409,11 +455,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 recent.push(entry, len);
             }
         }
-        if let Err(mpsc::SendError(callback)) = self.flusher.send(callback) {
-            // The flush thread only ends if it panicked; report the entries as
-            // not durable rather than pretending.
-            callback.log_io_completed(Err(std::io::Error::other("raft log flush thread is gone")));
-        }
+        GroupCommit::enqueue(&self.group_commit, callback);
         Ok(())
     }
 

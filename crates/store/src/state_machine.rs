@@ -124,6 +124,15 @@ impl StateMachineStore {
         })
     }
 
+    /// The log index the loaded state (the snapshot, at open) includes.
+    pub(crate) fn last_applied_index(&self) -> Option<u64> {
+        self.applied
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .last_applied
+            .map(|id| id.index)
+    }
+
     pub fn reader(&self) -> StateReader {
         StateReader {
             inner: self.applied.clone(),

@@ -3,6 +3,14 @@
 //! an in-memory [`Transport`] whose rules cut, drop or delay messages
 //! between chosen servers. Every message goes through `raft_service::dispatch`,
 //! the code the gRPC service runs, so only the wire itself is simulated.
+//!
+//! Time is the test's to control: everything here (openraft's timers, the
+//! lease, the transport's delays) runs on tokio's clock, so a test on
+//! `#[tokio::test(start_paused = true)]` sees election timeouts, partitions
+//! and delays happen on a virtual clock that moves only when every server is
+//! idle (or when the test calls `tokio::time::advance`). Disk work still
+//! takes real time, but the clock stands still meanwhile: the log's fsyncs
+//! run on tokio's blocking pool, which holds the paused clock.
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
@@ -216,6 +224,24 @@ impl Transport for NodeTransport {
     }
 }
 
+/// Opens a data dir, waiting in real time (a paused clock would not move)
+/// for a stopped server's last sled handle to let go of the directory lock.
+fn open_when_unlocked(
+    dir: &std::path::Path,
+) -> (berth_store::LogStore, berth_store::StateMachineStore) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match berth_store::open(dir) {
+            Ok(stores) => return stores,
+            Err(e) if std::time::Instant::now() < deadline => {
+                tracing::debug!(error = %e, "data dir still locked");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(e) => panic!("opening {}: {e}", dir.display()),
+        }
+    }
+}
+
 pub struct TestCluster {
     pub net: Arc<Net>,
     pub nodes: BTreeMap<NodeId, BerthNode>,
@@ -270,7 +296,7 @@ impl TestCluster {
     /// Starts server `id` on its data dir (creating it if need be).
     pub async fn boot(&mut self, id: NodeId) -> BerthNode {
         let dir = &self.dirs[&id];
-        let (log, sm) = berth_store::open(dir).unwrap();
+        let (log, sm) = open_when_unlocked(dir);
         let transport = Arc::new(NodeTransport {
             from: id,
             net: self.net.clone(),
@@ -294,8 +320,6 @@ impl TestCluster {
         if let Some(node) = self.nodes.remove(&id) {
             node.shutdown().await;
         }
-        // sled's lock on the directory goes when the last handle does.
-        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
     /// `--initial-cluster` of this cluster.
