@@ -608,12 +608,39 @@ async fn an_agent_session_cannot_change_the_operators_attributes() -> Result<()>
     instances
         .put_instance_attributes(pb::PutInstanceAttributesRequest {
             id: joined.instance_id.clone(),
-            attributes: vec![pb::Attribute {
-                name: "role".into(),
-                value: "db".into(),
-            }],
+            attributes: vec![
+                pb::Attribute {
+                    name: "role".into(),
+                    value: "db".into(),
+                },
+                // Caps on what the agent may claim for its host.
+                pb::Attribute {
+                    name: berth_types::access::CPU_CAP_ATTRIBUTE.into(),
+                    value: "512".into(),
+                },
+                pb::Attribute {
+                    name: berth_types::access::MEMORY_CAP_ATTRIBUTE.into(),
+                    value: "256".into(),
+                },
+            ],
         })
         .await?;
+    let (c, m) = code(
+        instances
+            .put_instance_attributes(pb::PutInstanceAttributesRequest {
+                id: joined.instance_id.clone(),
+                attributes: vec![pb::Attribute {
+                    name: berth_types::access::CPU_CAP_ATTRIBUTE.into(),
+                    value: "plenty".into(),
+                }],
+            })
+            .await,
+    );
+    assert_eq!(c, Code::InvalidArgument, "{m}");
+    assert!(
+        m.contains("attributes[0].value") && m.contains("whole number"),
+        "{m}"
+    );
     // Operators cannot write into the agent's space.
     let (c, m) = code(
         instances
@@ -658,8 +685,8 @@ async fn an_agent_session_cannot_change_the_operators_attributes() -> Result<()>
         body: Some(pb::agent_message::Body::Hello(pb::AgentHello {
             instance_id: joined.instance_id.clone(),
             agent_version: "evil".into(),
-            cpu_total: 1024,
-            memory_total_mib: 1024,
+            cpu_total: 1024 * 1024,
+            memory_total_mib: 1024 * 1024,
             attributes: vec![
                 pb::Attribute {
                     name: "zone".into(),
@@ -702,6 +729,12 @@ async fn an_agent_session_cannot_change_the_operators_attributes() -> Result<()>
         described.attributes
     );
     assert_eq!(get("agent.role"), Some("web"), "{:?}", described.attributes);
+    // It claims a huge host; placements count on the operator's caps.
+    assert_eq!(get("agent.capacity.cpu"), Some("1048576"));
+    assert_eq!(
+        (described.cpu_registered, described.memory_registered_mib),
+        (512, 256)
+    );
     drop(tx);
     Ok(())
 }

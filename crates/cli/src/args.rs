@@ -340,7 +340,8 @@ pub struct ActivationCreateArgs {
     pub max_registrations: u32,
     /// An attribute every instance registered with it gets (an operator
     /// attribute: what the agent reports cannot change it; names may not
-    /// start with agent.); repeatable.
+    /// start with agent.); repeatable. berth.capacity.cpu=UNITS and
+    /// berth.capacity.memory=MIB cap what those hosts may claim.
     #[arg(long = "attribute", value_name = "NAME=VALUE", value_parser = attribute_arg)]
     pub attributes: Vec<(String, String)>,
     /// What the activation is for.
@@ -368,8 +369,10 @@ pub enum InstanceCommand {
     /// Operator attributes, used by memberOf placement constraints. They
     /// win over anything the agent reports: its facts and its --attribute
     /// flags appear apart, as agent.NAME (agent.os, agent.arch,
-    /// agent.hostname, agent.containerd.version, agent.zone, ...), and its
-    /// sessions never change these.
+    /// agent.hostname, agent.containerd.version, agent.capacity.cpu,
+    /// agent.zone, ...), and its sessions never change these.
+    /// berth.capacity.cpu and berth.capacity.memory cap the CPU units and
+    /// MiB the agent may claim: tasks are placed against the smaller.
     #[command(subcommand)]
     Attribute(AttributeCommand),
 }

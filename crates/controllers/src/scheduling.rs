@@ -248,7 +248,8 @@ pub fn cluster_view(
                 id: i.id.clone(),
                 status,
                 attributes,
-                capacity: i.capacity.clone(),
+                // The operator's `berth.capacity.*` caps bound the claim.
+                capacity: i.placeable_capacity(),
                 task_groups,
             }
         })
@@ -370,6 +371,31 @@ mod tests {
         let (placements, _) = decide(&state, 7);
         assert_eq!(placements.len(), 1, "{placements:?}");
         assert_eq!(placements[0].task_id, "t2");
+    }
+
+    #[test]
+    fn the_operators_capacity_cap_bounds_what_an_agent_claims() {
+        // i-a's agent claims 1024 MiB; the operator caps it at 512, so only
+        // two tasks of 256 MiB go there and the third waits.
+        let mut state = state_with(&[("i-a", "a")]);
+        state
+            .apply(Command::PutInstanceAttributes {
+                instance_id: "i-a".into(),
+                attributes: BTreeMap::from([(
+                    berth_types::access::MEMORY_CAP_ATTRIBUTE.to_string(),
+                    "512".to_string(),
+                )]),
+            })
+            .unwrap();
+        run(&mut state, &["t1", "t2", "t3"], &[]);
+        let (placements, unplaced) = decide(&state, 7);
+        assert_eq!(placements.len(), 2, "{placements:?}");
+        assert_eq!(unplaced.len(), 1);
+        assert!(
+            unplaced[0].1.contains("lacking memory"),
+            "{}",
+            unplaced[0].1
+        );
     }
 
     #[test]

@@ -60,11 +60,12 @@ fn check_id(id: &str) -> Result<(), Status> {
     limits::check_len("id", id, limits::MAX_ID_LEN).map_err(|e| ServerError::from(e).into())
 }
 
-/// An operator's attributes (activation, `attribute put`): checked, and
-/// none in the `agent.*` space, which is what agents report.
+/// An operator's attributes (activation, `attribute put`): checked, none
+/// in the `agent.*` space, which is what agents report, and capacity caps
+/// that are numbers.
 fn operator_attributes(attributes: &[pb::Attribute]) -> Result<BTreeMap<String, String>, Status> {
     for (i, a) in attributes.iter().enumerate() {
-        validate::check_operator_attribute_name(&format!("attributes[{i}].name"), &a.name)
+        validate::check_operator_attribute(i, &a.name, &a.value)
             .map_err(|e| Status::from(ServerError::Invalid(e.into())))?;
     }
     checked_attributes(attributes)

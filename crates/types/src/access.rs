@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::resources::InstanceCapacity;
+use crate::resources::{InstanceCapacity, Resources};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -143,10 +143,19 @@ pub struct Instance {
 /// set or delete names with it.
 pub const AGENT_ATTRIBUTE_PREFIX: &str = "agent.";
 
+/// Operator attributes that cap the CPU units and memory (MiB) an agent may
+/// claim for its host: the scheduler places against the smaller of the
+/// cap and the report, so a host that lies cannot attract more than the
+/// operator allowed. Set by an activation (for every host it registers) or
+/// `berth instance attribute put`; a positive whole number.
+pub const CPU_CAP_ATTRIBUTE: &str = "berth.capacity.cpu";
+pub const MEMORY_CAP_ATTRIBUTE: &str = "berth.capacity.memory";
+
 impl Instance {
     /// What placement matches and people see: the operator's attributes
     /// (from the activation and `berth instance attribute put`), and every
-    /// agent-reported one as `agent.NAME`. The two never collide, so a host
+    /// agent-reported one as `agent.NAME` (the claimed capacity as
+    /// `agent.capacity.cpu` and `agent.capacity.memory`). The two never collide, so a host
     /// cannot satisfy a constraint on an operator attribute by reporting it.
     pub fn all_attributes(&self) -> BTreeMap<String, String> {
         let mut all = self.attributes.clone();
@@ -154,7 +163,42 @@ impl Instance {
             all.entry(format!("{AGENT_ATTRIBUTE_PREFIX}{name}"))
                 .or_insert_with(|| value.clone());
         }
+        // The capacity the agent claims (once it has), whatever the
+        // operator's caps.
+        let reported = self.capacity.registered();
+        if reported != Resources::ZERO {
+            all.insert(
+                format!("{AGENT_ATTRIBUTE_PREFIX}capacity.cpu"),
+                reported.cpu.to_string(),
+            );
+            all.insert(
+                format!("{AGENT_ATTRIBUTE_PREFIX}capacity.memory"),
+                reported.memory_mib.to_string(),
+            );
+        }
         all
+    }
+
+    /// What placements count on: the capacity the agent reported, each
+    /// part capped by the operator's `berth.capacity.*` attribute when set.
+    /// The cap is applied by the scheduler and in what people see, not
+    /// when entries are applied: the state machine keeps checking placements
+    /// against the report, so servers of different versions apply the same
+    /// log to the same state.
+    pub fn placeable_capacity(&self) -> InstanceCapacity {
+        let reported = self.capacity.registered();
+        let cap = |name: &str, reported: u64| {
+            self.attributes
+                .get(name)
+                .and_then(|v| v.parse::<u64>().ok())
+                .map_or(reported, |cap| cap.min(reported))
+        };
+        let mut capacity = self.capacity.clone();
+        capacity.set_registered(Resources::new(
+            cap(CPU_CAP_ATTRIBUTE, reported.cpu),
+            cap(MEMORY_CAP_ATTRIBUTE, reported.memory_mib),
+        ));
+        capacity
     }
 
     /// The status people and the scheduler see: INACTIVE (deregistered),

@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::resources::Resources;
 use crate::{
     Command, CommandOutput, InstanceState, InstanceStatus, Registration, Role, State, StateError,
 };
@@ -73,11 +74,20 @@ fn attrs(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
 }
 
 fn hello(state: &mut State, id: &str, pairs: &[(&str, &str)]) -> crate::Instance {
+    hello_reporting(state, id, pairs, Resources::new(1024, 1024))
+}
+
+fn hello_reporting(
+    state: &mut State,
+    id: &str,
+    pairs: &[(&str, &str)],
+    resources: Resources,
+) -> crate::Instance {
     match state
         .apply(Command::InstanceConnected {
             instance_id: id.into(),
             agent_version: "v".into(),
-            resources: crate::resources::Resources::new(1024, 1024),
+            resources,
             attributes: attrs(pairs),
             at_ms: 20,
         })
@@ -86,6 +96,95 @@ fn hello(state: &mut State, id: &str, pairs: &[(&str, &str)]) -> crate::Instance
         CommandOutput::Instance(i) => i,
         other => panic!("unexpected {other:?}"),
     }
+}
+
+fn placed_against(state: &State, id: &str) -> Resources {
+    state
+        .instance(id)
+        .unwrap()
+        .placeable_capacity()
+        .registered()
+}
+
+#[test]
+fn the_operators_capacity_caps_bound_what_the_agent_claims() {
+    let mut state = State::new();
+    activation(&mut state, "act1", 5, 100);
+    register(&mut state, registration("act1", "hash-act1", "i-1", 10)).unwrap();
+    // Uncapped, the agent's claim is what placements count on.
+    let claimed = Resources::new(1_000_000, 4_000_000);
+    let i = hello_reporting(&mut state, "i-1", &[], claimed);
+    assert_eq!(i.placeable_capacity().registered(), claimed);
+    assert_eq!(i.all_attributes()["agent.capacity.cpu"], "1000000");
+
+    // A cap wins over the claim at once, and over every later claim.
+    state
+        .apply(Command::PutInstanceAttributes {
+            instance_id: "i-1".into(),
+            attributes: attrs(&[
+                (crate::access::CPU_CAP_ATTRIBUTE, "2048"),
+                (crate::access::MEMORY_CAP_ATTRIBUTE, "4096"),
+            ]),
+        })
+        .unwrap();
+    assert_eq!(placed_against(&state, "i-1"), Resources::new(2048, 4096));
+    hello_reporting(&mut state, "i-1", &[], Resources::new(9_999_999, 9_999_999));
+    assert_eq!(placed_against(&state, "i-1"), Resources::new(2048, 4096));
+    // A host reporting less than the cap gets what it reported.
+    let i = hello_reporting(&mut state, "i-1", &[], Resources::new(1024, 8192));
+    assert_eq!(
+        i.placeable_capacity().registered(),
+        Resources::new(1024, 4096)
+    );
+    assert_eq!(i.all_attributes()["agent.capacity.memory"], "8192");
+    let view = crate::InstanceView::new(&i, 0);
+    assert_eq!(
+        (view.cpu_registered, view.memory_registered_mib),
+        (1024, 4096)
+    );
+
+    // Removing a cap puts the claim back.
+    state
+        .apply(Command::DeleteInstanceAttributes {
+            instance_id: "i-1".into(),
+            names: vec![crate::access::MEMORY_CAP_ATTRIBUTE.into()],
+        })
+        .unwrap();
+    assert_eq!(placed_against(&state, "i-1"), Resources::new(1024, 8192));
+}
+
+#[test]
+fn an_activations_capacity_caps_hold_for_the_hosts_it_registers() {
+    let mut state = State::new();
+    state
+        .apply(Command::CreateActivation {
+            id: "act1".into(),
+            cluster: "default".into(),
+            description: String::new(),
+            secret_hash: "hash-act1".into(),
+            expires_at_ms: 100,
+            max_registrations: 1,
+            attributes: attrs(&[(crate::access::CPU_CAP_ATTRIBUTE, "512")]),
+            at_ms: 0,
+        })
+        .unwrap();
+    register(&mut state, registration("act1", "hash-act1", "i-1", 10)).unwrap();
+    hello_reporting(&mut state, "i-1", &[], Resources::new(64 * 1024, 2048));
+    assert_eq!(placed_against(&state, "i-1"), Resources::new(512, 2048));
+}
+
+#[test]
+fn capacity_caps_must_be_positive_whole_numbers() {
+    use crate::validate::check_operator_attribute;
+    for bad in ["", "0", "-1", "2.5", "lots"] {
+        let err = check_operator_attribute(3, crate::access::CPU_CAP_ATTRIBUTE, bad).unwrap_err();
+        assert_eq!(err.field, "attributes[3].value", "{bad:?}");
+        assert!(err.message.contains("whole number"), "{err:?}");
+    }
+    check_operator_attribute(0, crate::access::MEMORY_CAP_ATTRIBUTE, "4096").unwrap();
+    check_operator_attribute(0, "berth.capacity.gpu", "anything").unwrap();
+    let err = check_operator_attribute(1, "agent.capacity.cpu", "1").unwrap_err();
+    assert_eq!(err.field, "attributes[1].name");
 }
 
 #[test]
@@ -122,6 +221,8 @@ fn operator_attributes_win_over_what_the_agent_reports() {
             ("agent.zone", "c"),
             ("agent.role", "web"),
             ("agent.os", "linux"),
+            ("agent.capacity.cpu", "1024"),
+            ("agent.capacity.memory", "1024"),
         ])
     );
     // Each hello replaces the agent's previous report (gpu is gone).

@@ -502,6 +502,29 @@ pub fn check_operator_attribute_name(field: &str, name: &str) -> Result<(), Fiel
     Ok(())
 }
 
+/// One attribute an operator sets, name and value: what
+/// [`check_operator_attribute_name`] checks, and a capacity cap
+/// (`berth.capacity.cpu`, `berth.capacity.memory`) must be a whole number
+/// of CPU units or MiB above zero.
+pub fn check_operator_attribute(index: usize, name: &str, value: &str) -> Result<(), FieldError> {
+    check_operator_attribute_name(&format!("attributes[{index}].name"), name)?;
+    let unit = match name {
+        crate::access::CPU_CAP_ATTRIBUTE => "CPU units (1024 to a core)",
+        crate::access::MEMORY_CAP_ATTRIBUTE => "MiB",
+        _ => return Ok(()),
+    };
+    match value.parse::<u64>() {
+        Ok(cap) if cap > 0 => Ok(()),
+        _ => Err(FieldError::new(
+            format!("attributes[{index}].value"),
+            format!(
+                "{name} caps what the host's agent may claim and must be a whole number of {unit} \
+                 above zero, not {value:?}; delete the attribute to remove the cap"
+            ),
+        )),
+    }
+}
+
 /// ECS's bounds, checked whether or not the policy is enabled: a disabled
 /// policy with a bad value would fail the day someone turns it on.
 fn check_restart_policy(errors: &mut Vec<FieldError>, at: &str, policy: &RestartPolicy) {

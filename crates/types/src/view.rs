@@ -138,7 +138,9 @@ pub struct InstanceView {
     pub connected_since_ms: Option<i64>,
     /// Set while disconnected: when the agent was last heard from.
     pub last_seen_ms: Option<i64>,
-    /// What the agent registered, in CPU units (1024 = one core), and what
+    /// What tasks are placed against, in CPU units (1024 = one core): what
+    /// the agent reported, capped by the operator's `berth.capacity.cpu`
+    /// (the claim itself is the attribute `agent.capacity.cpu`), and what
     /// placed tasks leave of it; likewise memory in MiB.
     pub cpu_registered: u64,
     pub cpu_remaining: u64,
@@ -156,7 +158,9 @@ impl InstanceView {
     /// does not hold.
     pub fn new(instance: &Instance, running_tasks: usize) -> Self {
         let i = instance;
-        let (registered, remaining) = (i.capacity.registered(), i.capacity.remaining());
+        // What placements count on: the claim, capped by the operator.
+        let placeable = i.placeable_capacity();
+        let (registered, remaining) = (placeable.registered(), placeable.remaining());
         Self {
             id: i.id.clone(),
             cluster: i.cluster.clone(),
