@@ -322,7 +322,11 @@ async fn task(
             render(format, tasks.as_slice(), |t| output::tasks_table(t, now))
         }
         TaskCommand::Describe { id } => {
-            let task = output::Task::from(connect()?.describe_task(&id).await?);
+            let (task, bindings) = connect()?.describe_task_with_bindings(&id).await?;
+            let task = output::Task {
+                network_bindings: bindings,
+                ..output::Task::from(task)
+            };
             render(format, &task, output::task_detail)
         }
         TaskCommand::Logs(args) => {

@@ -196,6 +196,9 @@ pub struct Task {
     pub started_at_ms: Option<i64>,
     pub stopping_at_ms: Option<i64>,
     pub stopped_at_ms: Option<i64>,
+    /// Where container ports are published on the instance (shown by
+    /// `task describe`; lists leave it empty).
+    pub network_bindings: Vec<t::NetworkBinding>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -240,6 +243,7 @@ impl From<t::Task> for Task {
             started_at_ms: t.started_at_ms,
             stopping_at_ms: t.stopping_at_ms,
             stopped_at_ms: t.stopped_at_ms,
+            network_bindings: Vec::new(),
         }
     }
 }
@@ -749,6 +753,24 @@ pub fn task_detail(t: &Task) -> String {
         ("CPU", t.cpu.to_string()),
         ("Memory", format!("{} MiB", t.memory)),
         ("Overrides", list_or_dash(&t.overrides)),
+    ]);
+    if !t.network_bindings.is_empty() {
+        let ports: Vec<String> = t
+            .network_bindings
+            .iter()
+            .map(|b| {
+                format!(
+                    "{}:{}/{} on host port {}",
+                    b.container_name,
+                    b.container_port,
+                    b.protocol.as_str(),
+                    b.host_port
+                )
+            })
+            .collect();
+        pairs.push(("Ports", ports.join(", ")));
+    }
+    pairs.extend([
         ("Created", rfc3339(t.created_at_ms)),
         ("Pending", time(t.pending_at_ms)),
         ("Started", time(t.started_at_ms)),

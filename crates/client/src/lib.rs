@@ -930,6 +930,27 @@ impl BerthClient {
         read("task", required(resp.task, "task")?)
     }
 
+    /// [`describe_task`](Self::describe_task), with where the task's
+    /// container ports are published on its instance.
+    pub async fn describe_task_with_bindings(
+        &self,
+        id: &str,
+    ) -> Result<(t::Task, Vec<t::NetworkBinding>), ClientError> {
+        let req = pb::DescribeTaskRequest { id: id.to_string() };
+        let resp = self
+            .call(Kind::Read, |conn| {
+                let req = req.clone();
+                async move { task_service(conn).describe_task(req).await }
+            })
+            .await?;
+        let mut wire = required(resp.task, "task")?;
+        let bindings = read_all(
+            "network binding",
+            std::mem::take(&mut wire.network_bindings),
+        )?;
+        Ok((read("task", wire)?, bindings))
+    }
+
     /// Opens a task's container output. Opening fails over like a read;
     /// once open, the stream stays with the server that answered, and the
     /// request timeout does not apply to it (a followed stream may run for

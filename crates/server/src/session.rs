@@ -813,16 +813,20 @@ fn sent_key(task: &Task) -> (DesiredStatus, bool) {
 }
 
 fn assignment(state: &State, task: &Task) -> pb::Assignment {
+    let definition = state.task_definition(&task.family, task.revision);
     pb::Assignment {
         task_id: task.id.clone(),
         desired_status: task.desired_status.as_str().to_string(),
-        task_definition: state
-            .task_definition(&task.family, task.revision)
-            .cloned()
-            .map(Into::into),
+        task_definition: definition.cloned().map(Into::into),
         overrides: berth_proto::convert::overrides_to_wire(&task.overrides),
         last_status: task.last_status.as_str().to_string(),
         cluster: task.cluster.clone(),
+        network_bindings: definition
+            .map(|td| berth_types::resources::network_bindings(&td.spec, &task.reservation))
+            .unwrap_or_default()
+            .iter()
+            .map(Into::into)
+            .collect(),
     }
 }
 

@@ -20,6 +20,21 @@ pub struct TasksApi {
     pub ops: Ops,
 }
 
+impl TasksApi {
+    /// A task as the API carries it, with its network bindings (which the
+    /// conversion alone cannot know: they come from its definition).
+    fn wire(&self, task: &berth_types::Task) -> pb::Task {
+        let mut wire = pb::Task::from(task);
+        wire.network_bindings = self
+            .ops
+            .network_bindings(task)
+            .iter()
+            .map(Into::into)
+            .collect();
+        wire
+    }
+}
+
 type LogStream = Pin<Box<dyn Stream<Item = Result<pb::LogChunk, Status>> + Send>>;
 
 #[tonic::async_trait]
@@ -31,7 +46,7 @@ impl TaskService for TasksApi {
     ) -> Result<Response<pb::RunTaskResponse>, Status> {
         let tasks = self.ops.run_task(request.into_inner().into()).await?;
         Ok(Response::new(pb::RunTaskResponse {
-            tasks: tasks.iter().map(Into::into).collect(),
+            tasks: tasks.iter().map(|t| self.wire(t)).collect(),
         }))
     }
 
@@ -42,7 +57,7 @@ impl TaskService for TasksApi {
     ) -> Result<Response<pb::StartTaskResponse>, Status> {
         let tasks = self.ops.start_task(request.into_inner().into()).await?;
         Ok(Response::new(pb::StartTaskResponse {
-            tasks: tasks.iter().map(Into::into).collect(),
+            tasks: tasks.iter().map(|t| self.wire(t)).collect(),
         }))
     }
 
@@ -54,7 +69,7 @@ impl TaskService for TasksApi {
         let req = request.into_inner();
         let task = self.ops.stop_task(req.id, req.reason).await?;
         Ok(Response::new(pb::StopTaskResponse {
-            task: Some((&task).into()),
+            task: Some(self.wire(&task)),
         }))
     }
 
@@ -68,7 +83,7 @@ impl TaskService for TasksApi {
             .map_err(ServerError::from_field)?;
         let tasks = self.ops.list_tasks(filter).await?;
         Ok(Response::new(pb::ListTasksResponse {
-            tasks: tasks.iter().map(Into::into).collect(),
+            tasks: tasks.iter().map(|t| self.wire(t)).collect(),
         }))
     }
 
@@ -78,7 +93,7 @@ impl TaskService for TasksApi {
     ) -> Result<Response<pb::DescribeTaskResponse>, Status> {
         let task = self.ops.describe_task(&request.into_inner().id).await?;
         Ok(Response::new(pb::DescribeTaskResponse {
-            task: Some((&task).into()),
+            task: Some(self.wire(&task)),
         }))
     }
 

@@ -200,8 +200,12 @@ pub enum Command {
 /// level of the release that added it; a leader proposes a command only once
 /// every server reports at least its level, so no server ever receives an
 /// entry it cannot decode during a rolling upgrade. Raise this when a new
-/// variant is appended, and give that variant the new level.
-pub const COMMAND_LEVEL: u32 = 1;
+/// variant is appended, and give that variant the new level. A command whose
+/// *content* an older server cannot decode (a new enum variant inside it)
+/// takes the new level too, decided by content.
+///
+/// Level 2: bridge network mode in task definitions.
+pub const COMMAND_LEVEL: u32 = 2;
 
 impl Command {
     /// The command level a server needs to decode and apply this command.
@@ -209,10 +213,13 @@ impl Command {
     /// its level is chosen.
     pub fn level(&self) -> u32 {
         match self {
+            Command::RegisterTaskDefinition { spec, .. } => match spec.network_mode {
+                crate::NetworkMode::Host | crate::NetworkMode::None => 1,
+                crate::NetworkMode::Bridge => 2,
+            },
             Command::CreateCluster { .. }
             | Command::UpdateClusterSettings { .. }
             | Command::DeleteCluster { .. }
-            | Command::RegisterTaskDefinition { .. }
             | Command::DeregisterTaskDefinition { .. }
             | Command::BootstrapAdminToken { .. }
             | Command::CreateApiToken { .. }

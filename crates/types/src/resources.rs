@@ -136,8 +136,10 @@ impl Reservation {
 /// are summed; a container's memory is its hard limit `memory`, or its
 /// `memoryReservation` when only that is set.
 ///
-/// Host ports count only in `host` network mode: with `none` nothing is
-/// published. Port 0 is skipped because it names no fixed host port.
+/// Host ports count in `host` and `bridge` network mode: with `none` nothing
+/// is published. Only fixed ports are here: a bridge-mode mapping without a
+/// `hostPort` gets one from [`crate::DYNAMIC_HOST_PORTS`] when the task is
+/// placed ([`InstanceCapacity::with_dynamic_ports`]).
 pub fn reserve(spec: &TaskDefinitionSpec) -> Reservation {
     let containers = &spec.container_definitions;
     let cpu = match spec.cpu {
@@ -152,15 +154,14 @@ pub fn reserve(spec: &TaskDefinitionSpec) -> Reservation {
             .iter()
             .fold(0u64, |sum, c| sum.saturating_add(container_memory(c))),
     };
-    let mut ports: Vec<HostPort> = match spec.network_mode {
-        NetworkMode::Host => containers
-            .iter()
-            .flat_map(|c| c.port_mappings.iter())
-            .map(|m| HostPort::new(m.effective_host_port(), m.protocol))
-            .filter(|p| p.port != 0)
-            .collect(),
-        NetworkMode::None => Vec::new(),
-    };
+    let mut ports: Vec<HostPort> = containers
+        .iter()
+        .flat_map(|c| c.port_mappings.iter())
+        .filter_map(|m| {
+            m.fixed_host_port(spec.network_mode)
+                .map(|port| HostPort::new(port, m.protocol))
+        })
+        .collect();
     ports.sort();
     ports.dedup();
     Reservation {
@@ -168,6 +169,51 @@ pub fn reserve(spec: &TaskDefinitionSpec) -> Reservation {
         memory_mib,
         ports,
     }
+}
+
+/// The bridge-mode mappings of `spec` whose host port is picked at
+/// placement, in definition order (container by container).
+pub fn dynamic_mappings(
+    spec: &TaskDefinitionSpec,
+) -> impl Iterator<Item = (&ContainerDefinition, &crate::PortMapping)> {
+    let bridge = spec.network_mode == NetworkMode::Bridge;
+    spec.container_definitions
+        .iter()
+        .flat_map(|c| c.port_mappings.iter().map(move |m| (c, m)))
+        .filter(move |(_, m)| bridge && m.fixed_host_port(NetworkMode::Bridge).is_none())
+}
+
+/// Where each port mapping of a task is published, from its definition and
+/// its reservation: a placed bridge-mode task's reservation holds its fixed
+/// ports (sorted, as [`reserve`] made them) followed by the dynamic ones in
+/// [`dynamic_mappings`] order, which is how the placement recorded them.
+/// Dynamic mappings of a task not placed yet have no binding.
+pub fn network_bindings(
+    spec: &TaskDefinitionSpec,
+    reservation: &Reservation,
+) -> Vec<crate::NetworkBinding> {
+    let mode = spec.network_mode;
+    let fixed = reserve(spec).ports.len();
+    let mut dynamic = reservation.ports.iter().skip(fixed);
+    let mut bindings = Vec::new();
+    for c in &spec.container_definitions {
+        for m in &c.port_mappings {
+            let host_port = match m.fixed_host_port(mode) {
+                Some(port) => Some(port),
+                None if mode == NetworkMode::Bridge => dynamic.next().map(|p| p.port),
+                None => None,
+            };
+            if let Some(host_port) = host_port {
+                bindings.push(crate::NetworkBinding {
+                    container_name: c.name.clone(),
+                    container_port: m.container_port,
+                    host_port,
+                    protocol: m.protocol,
+                });
+            }
+        }
+    }
+    bindings
 }
 
 // Note: ECS itself reserves `memoryReservation` whenever it is set (the soft
@@ -182,6 +228,13 @@ fn container_memory(c: &ContainerDefinition) -> u64 {
 pub enum PlacementConflict {
     #[error("instance {instance} is {status}; only ACTIVE instances take new tasks")]
     NotActive { instance: String, status: String },
+    #[error(
+        "every host port of the dynamic range {}-{}/{} is in use",
+        crate::DYNAMIC_HOST_PORTS.start(),
+        crate::DYNAMIC_HOST_PORTS.end(),
+        protocol.as_str()
+    )]
+    NoDynamicPort { protocol: Protocol },
     #[error("needs {needed} CPU units but only {free} are free")]
     InsufficientCpu { needed: u64, free: u64 },
     #[error("needs {needed} MiB of memory but only {free} MiB are free")]
@@ -251,6 +304,26 @@ impl InstanceCapacity {
 
     pub fn set_registered(&mut self, registered: Resources) {
         self.registered = registered;
+    }
+
+    /// `reservation` (of a task not placed yet) with a host port from
+    /// [`crate::DYNAMIC_HOST_PORTS`] appended for each of `protocols`, in
+    /// order: the lowest ports no task here holds. Deterministic, so every
+    /// server applying a placement picks the same ports.
+    pub fn with_dynamic_ports(
+        &self,
+        reservation: &Reservation,
+        protocols: &[Protocol],
+    ) -> Result<Reservation, PlacementConflict> {
+        let mut with = reservation.clone();
+        for &protocol in protocols {
+            let free = crate::DYNAMIC_HOST_PORTS
+                .map(|port| HostPort::new(port, protocol))
+                .find(|p| !self.port_in_use(*p) && !with.ports.contains(p))
+                .ok_or(PlacementConflict::NoDynamicPort { protocol })?;
+            with.ports.push(free);
+        }
+        Ok(with)
     }
 
     /// Whether a task with this reservation fits now.

@@ -715,3 +715,153 @@ fn the_active_tasks_of_an_instance_are_those_placed_and_not_stopped() {
     assert!(on(&state, "i-1").is_empty());
     assert!(!state.has_active_tasks("i-1"));
 }
+
+/// `api:1` in bridge mode: container port 8080 on a dynamic host port,
+/// 9090/udp on a dynamic one, and 7000 fixed on host port 7700.
+fn bridge_definition(state: &mut State) {
+    let mut c = ContainerDefinition::new("api", "registry.local/api:1");
+    c.memory = Some(64);
+    c.port_mappings = vec![
+        PortMapping {
+            container_port: 8080,
+            host_port: None,
+            protocol: crate::Protocol::Tcp,
+        },
+        PortMapping {
+            container_port: 9090,
+            host_port: Some(0),
+            protocol: crate::Protocol::Udp,
+        },
+        PortMapping {
+            container_port: 7000,
+            host_port: Some(7700),
+            protocol: crate::Protocol::Tcp,
+        },
+    ];
+    let spec = TaskDefinitionSpec {
+        family: "api".into(),
+        container_definitions: vec![c],
+        cpu: None,
+        memory: None,
+        network_mode: crate::NetworkMode::Bridge,
+        volumes: vec![],
+        tags: vec![],
+    };
+    crate::validate::validate_spec(&spec).unwrap();
+    let command = Command::RegisterTaskDefinition { spec, at_ms: 1 };
+    assert_eq!(command.level(), 2, "bridge mode needs command level 2");
+    state.apply(command).unwrap();
+}
+
+fn bindings(state: &State, task: &str) -> Vec<(u32, u32, &'static str)> {
+    let task = state.task(task).unwrap();
+    let td = state.task_definition(&task.family, task.revision).unwrap();
+    crate::resources::network_bindings(&td.spec, &task.reservation)
+        .into_iter()
+        .map(|b| (b.container_port, b.host_port, b.protocol.as_str()))
+        .collect()
+}
+
+#[test]
+fn bridge_tasks_get_distinct_dynamic_host_ports_when_placed() {
+    let mut state = cluster();
+    bridge_definition(&mut state);
+    state
+        .apply(Command::RunTasks(run("api", &["a1", "a2"], None)))
+        .unwrap();
+    // Not placed yet: only the fixed port is known.
+    assert_eq!(bindings(&state, "a1"), vec![(7000, 7700, "tcp")]);
+    // Two copies cannot share host port 7700: the second is refused.
+    let (placed, rejected) = place(&mut state, &[("a1", "i-1"), ("a2", "i-1")]);
+    assert_eq!(placed, vec!["a1"]);
+    assert!(rejected[0].1.contains("7700"), "{rejected:?}");
+    assert_eq!(
+        bindings(&state, "a1"),
+        vec![
+            (8080, 49153, "tcp"),
+            (9090, 49153, "udp"),
+            (7000, 7700, "tcp")
+        ]
+    );
+    let held = state
+        .instance("i-1")
+        .unwrap()
+        .capacity
+        .used_ports()
+        .to_vec();
+    assert!(held.contains(&HostPort::new(49153, crate::Protocol::Tcp)));
+    assert!(held.contains(&HostPort::new(49153, crate::Protocol::Udp)));
+}
+
+#[test]
+fn dynamic_ports_are_unique_per_instance_and_released_with_the_task() {
+    let mut state = cluster();
+    // Without the fixed port, many copies share one instance.
+    let mut c = ContainerDefinition::new("api", "registry.local/api:1");
+    c.memory = Some(64);
+    c.port_mappings = vec![PortMapping {
+        container_port: 8080,
+        host_port: None,
+        protocol: crate::Protocol::Tcp,
+    }];
+    state
+        .apply(Command::RegisterTaskDefinition {
+            spec: TaskDefinitionSpec {
+                family: "api".into(),
+                container_definitions: vec![c],
+                cpu: None,
+                memory: None,
+                network_mode: crate::NetworkMode::Bridge,
+                volumes: vec![],
+                tags: vec![],
+            },
+            at_ms: 1,
+        })
+        .unwrap();
+    state
+        .apply(Command::RunTasks(run("api", &["a1", "a2", "a3"], None)))
+        .unwrap();
+    let (placed, _) = place(&mut state, &[("a1", "i-1"), ("a2", "i-1"), ("a3", "i-2")]);
+    assert_eq!(placed.len(), 3);
+    assert_eq!(bindings(&state, "a1"), vec![(8080, 49153, "tcp")]);
+    assert_eq!(bindings(&state, "a2"), vec![(8080, 49154, "tcp")]);
+    // Another instance has its own range.
+    assert_eq!(bindings(&state, "a3"), vec![(8080, 49153, "tcp")]);
+
+    // a1 stops: its port is free again and the next task gets it.
+    report(&mut state, "i-1", "a1", TaskStatus::Stopped);
+    assert!(!state
+        .instance("i-1")
+        .unwrap()
+        .capacity
+        .used_ports()
+        .contains(&HostPort::new(49153, crate::Protocol::Tcp)));
+    state
+        .apply(Command::RunTasks(run("api", &["a4"], None)))
+        .unwrap();
+    place(&mut state, &[("a4", "i-1")]);
+    assert_eq!(bindings(&state, "a4"), vec![(8080, 49153, "tcp")]);
+
+    // StartTask picks them the same way.
+    let mut start = run("api", &["s1", "s2"], None);
+    start.instance_ids = vec!["i-2".into(), "i-2".into()];
+    let started = tasks(state.apply(Command::RunTasks(start)).unwrap());
+    assert_eq!(started.len(), 2);
+    assert_eq!(bindings(&state, "s1"), vec![(8080, 49154, "tcp")]);
+    assert_eq!(bindings(&state, "s2"), vec![(8080, 49155, "tcp")]);
+}
+
+#[test]
+fn host_mode_bindings_are_the_container_ports() {
+    let mut state = cluster();
+    state
+        .apply(Command::RunTasks(run("web", &["w1"], None)))
+        .unwrap();
+    place(&mut state, &[("w1", "i-1")]);
+    assert_eq!(bindings(&state, "w1"), vec![(8080, 8080, "tcp")]);
+    let register = Command::RegisterTaskDefinition {
+        spec: spec("web", 512, Some(8080)),
+        at_ms: 2,
+    };
+    assert_eq!(register.level(), 1);
+}

@@ -15,6 +15,11 @@ pub enum NetworkMode {
     Host,
     /// Containers get a private network namespace with only loopback.
     None,
+    /// The task gets its own network namespace on the instance's bridge
+    /// (`berth0`, through the CNI bridge plugin); its container ports are
+    /// published on host ports, fixed or picked from the dynamic range.
+    /// Needs command level 2 (see `Command::level`).
+    Bridge,
 }
 
 impl NetworkMode {
@@ -22,9 +27,22 @@ impl NetworkMode {
         match self {
             NetworkMode::Host => "host",
             NetworkMode::None => "none",
+            NetworkMode::Bridge => "bridge",
         }
     }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [NetworkMode::Host, NetworkMode::None, NetworkMode::Bridge]
+            .into_iter()
+            .find(|m| m.as_str().eq_ignore_ascii_case(s))
+    }
 }
+
+/// Host ports handed out for bridge-mode mappings without a fixed
+/// `hostPort`: ECS's default ephemeral range, above the ranges Linux
+/// (32768-60999) gives to outgoing connections' own ports as little as
+/// Docker's does.
+pub const DYNAMIC_HOST_PORTS: std::ops::RangeInclusive<u32> = 49153..=65535;
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -48,16 +66,39 @@ impl Protocol {
 pub struct PortMapping {
     pub container_port: u32,
     /// In host networking the host port is the container port; a different
-    /// value is rejected by validation, as ECS does.
+    /// value is rejected by validation, as ECS does. In bridge networking
+    /// absent or 0 means a port from [`DYNAMIC_HOST_PORTS`], chosen when
+    /// the task is placed.
     pub host_port: Option<u32>,
     pub protocol: Protocol,
 }
 
 impl PortMapping {
-    /// The port this mapping occupies on the instance.
+    /// The port this mapping occupies on the instance in host networking.
     pub fn effective_host_port(&self) -> u32 {
         self.host_port.unwrap_or(self.container_port)
     }
+
+    /// The host port fixed by the definition in `mode`, or `None` when one
+    /// is picked at placement (bridge mode without a `hostPort`) or nothing
+    /// is published (`none`).
+    pub fn fixed_host_port(&self, mode: NetworkMode) -> Option<u32> {
+        match mode {
+            NetworkMode::Host => Some(self.effective_host_port()).filter(|p| *p != 0),
+            NetworkMode::Bridge => self.host_port.filter(|p| *p != 0),
+            NetworkMode::None => None,
+        }
+    }
+}
+
+/// Where one container port of a placed task is published on its instance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NetworkBinding {
+    pub container_name: String,
+    pub container_port: u32,
+    pub host_port: u32,
+    pub protocol: Protocol,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

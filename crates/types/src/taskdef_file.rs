@@ -963,17 +963,20 @@ impl Reader {
         );
         let network_mode = match &dto.network_mode {
             Loose::Null => NetworkMode::Host,
-            Loose::Str(s) if s.eq_ignore_ascii_case("host") => NetworkMode::Host,
-            Loose::Str(s) if s.eq_ignore_ascii_case("none") => NetworkMode::None,
-            Loose::Str(s) => {
-                self.bad(
-                    "networkMode",
-                    format!("{s:?} is not supported by Berth; use \"host\" or \"none\""),
-                );
-                NetworkMode::Host
-            }
+            Loose::Str(s) => match NetworkMode::parse(s) {
+                Some(mode) => mode,
+                None => {
+                    self.bad(
+                        "networkMode",
+                        format!(
+                            "{s:?} is not supported by Berth; use \"host\", \"bridge\" or \"none\""
+                        ),
+                    );
+                    NetworkMode::Host
+                }
+            },
             other => {
-                self.wrong_type("networkMode", "\"host\" or \"none\"", other);
+                self.wrong_type("networkMode", "\"host\", \"bridge\" or \"none\"", other);
                 NetworkMode::Host
             }
         };
@@ -2084,7 +2087,7 @@ runtimePlatform:
 
     #[test]
     fn unsupported_network_modes_are_refused() {
-        for mode in ["bridge", "awsvpc", "nat"] {
+        for mode in ["awsvpc", "nat"] {
             let text = format!(
                 r#"{{"family": "t", "networkMode": "{mode}", "containerDefinitions": [{{"name": "a", "image": "i", "memory": 64}}]}}"#
             );
@@ -2092,8 +2095,17 @@ runtimePlatform:
             assert_eq!(fields(&errors), vec!["networkMode"], "{mode}");
             let message = &errors.0[0].message;
             assert!(message.contains("not supported"), "{message}");
-            assert!(message.contains("use \"host\" or \"none\""), "{message}");
+            assert!(
+                message.contains("use \"host\", \"bridge\" or \"none\""),
+                "{message}"
+            );
         }
+        let bridge = load_task_definition(
+            "family: t\nnetworkMode: BRIDGE\ncontainerDefinitions: [{name: a, image: i, memory: 64, portMappings: [{containerPort: 80, hostPort: 0}]}]\n",
+            FileFormat::Yaml,
+        )
+        .unwrap();
+        assert_eq!(bridge.spec.network_mode, NetworkMode::Bridge);
         let none = load_task_definition(
             "family: t\nnetworkMode: none\ncontainerDefinitions: [{name: a, image: i, memory: 64}]\n",
             FileFormat::Yaml,
@@ -2308,7 +2320,7 @@ runtimePlatform:
     fn several_problems_in_one_file_are_all_reported() {
         let text = r#"{
           "family": "shop",
-          "networkMode": "bridge",
+          "networkMode": "nat",
           "containerDefinitions": [
             {"name": "web", "memory": 4, "workingDirectory": "srv",
              "portMappings": [{"containerPort": -80}],

@@ -175,6 +175,7 @@ pub fn validate_spec(spec: &TaskDefinitionSpec) -> Result<(), ValidationErrors> 
     let mut seen_names = BTreeSet::new();
     // (protocol, host port) -> container that claimed it
     let mut host_ports: BTreeMap<(&str, u32), String> = BTreeMap::new();
+    let mut container_ports: BTreeMap<(&str, u32), String> = BTreeMap::new();
     let mut any_memory = false;
     // Built once and kept short: repeating every name in every message
     // would grow with the square of an oversized container list.
@@ -245,7 +246,10 @@ pub fn validate_spec(spec: &TaskDefinitionSpec) -> Result<(), ValidationErrors> 
         for (j, pm) in c.port_mappings.iter().enumerate() {
             let field = |f: &str| at(&format!("portMappings[{j}].{f}"));
             check_port(&mut errors, field("containerPort"), pm.container_port);
-            if let Some(host_port) = pm.host_port {
+            if let Some(host_port) = pm.host_port.filter(|p| {
+                // 0 asks for a dynamic port in bridge mode.
+                *p != 0 || spec.network_mode != NetworkMode::Bridge
+            }) {
                 check_port(&mut errors, field("hostPort"), host_port);
                 if spec.network_mode == NetworkMode::Host && host_port != pm.container_port {
                     errors.push(FieldError::new(
@@ -257,7 +261,22 @@ pub fn validate_spec(spec: &TaskDefinitionSpec) -> Result<(), ValidationErrors> 
                     ));
                 }
             }
-            let host = pm.effective_host_port();
+            if spec.network_mode == NetworkMode::Bridge {
+                // The task's containers share one network namespace.
+                if let Some(owner) = container_ports
+                    .insert((pm.protocol.as_str(), pm.container_port), c.name.clone())
+                {
+                    errors.push(FieldError::new(
+                        field("containerPort"),
+                        format!(
+                            "container port {}/{} is already mapped by container {owner:?}; in bridge mode a task's containers share one network namespace, so each container port can be mapped once per task",
+                            pm.container_port,
+                            pm.protocol.as_str()
+                        ),
+                    ));
+                }
+            }
+            let host = pm.fixed_host_port(spec.network_mode).unwrap_or(0);
             if (1..=65535).contains(&host) {
                 if let Some(owner) = host_ports.insert((pm.protocol.as_str(), host), c.name.clone())
                 {
@@ -274,7 +293,7 @@ pub fn validate_spec(spec: &TaskDefinitionSpec) -> Result<(), ValidationErrors> 
         if spec.network_mode == NetworkMode::None && !c.port_mappings.is_empty() {
             errors.push(FieldError::new(
                 at("portMappings"),
-                "port mappings need networkMode \"host\"; with \"none\" the task has no network",
+                "port mappings need networkMode \"host\" or \"bridge\"; with \"none\" the task has no network",
             ));
         }
 
@@ -837,6 +856,20 @@ mod tests {
             &spec(vec![c]),
             "containerDefinitions[0].portMappings[0].hostPort",
         );
+    }
+
+    #[test]
+    fn bridge_mode_maps_any_host_port_but_each_container_port_once() {
+        let mut web = container("web");
+        web.port_mappings = vec![port(80, Some(8080)), port(81, Some(0)), port(82, None)];
+        let mut s = spec(vec![web.clone()]);
+        s.network_mode = NetworkMode::Bridge;
+        validate_spec(&s).unwrap();
+        // The task's containers share one namespace: port 80 twice clashes.
+        let mut sidecar = container("sidecar");
+        sidecar.port_mappings = vec![port(80, None)];
+        s.container_definitions.push(sidecar);
+        assert_only(&s, "containerDefinitions[1].portMappings[0].containerPort");
     }
 
     #[test]

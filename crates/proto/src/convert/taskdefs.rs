@@ -143,7 +143,7 @@ impl From<t::TaskDefinition> for pb::TaskDefinition {
     }
 }
 
-fn protocol(field: String, value: &str) -> Result<t::Protocol, FieldError> {
+pub(super) fn protocol(field: String, value: &str) -> Result<t::Protocol, FieldError> {
     match value.to_ascii_lowercase().as_str() {
         "" | "tcp" => Ok(t::Protocol::Tcp),
         "udp" => Ok(t::Protocol::Udp),
@@ -155,14 +155,15 @@ fn protocol(field: String, value: &str) -> Result<t::Protocol, FieldError> {
 }
 
 fn network_mode(value: &str) -> Result<t::NetworkMode, FieldError> {
-    match value.to_ascii_lowercase().as_str() {
-        "" | "host" => Ok(t::NetworkMode::Host),
-        "none" => Ok(t::NetworkMode::None),
-        other => Err(FieldError::new(
-            "networkMode",
-            format!("{other:?} is not supported; use \"host\" or \"none\""),
-        )),
+    if value.is_empty() {
+        return Ok(t::NetworkMode::Host);
     }
+    t::NetworkMode::parse(value).ok_or_else(|| {
+        FieldError::new(
+            "networkMode",
+            format!("{value:?} is not supported; use \"host\", \"bridge\" or \"none\""),
+        )
+    })
 }
 
 fn container_from_wire(
@@ -430,7 +431,7 @@ mod tests {
     #[test]
     fn bad_enum_strings_name_their_fields() {
         let mut wire: pb::TaskDefinitionSpec = full_spec().into();
-        wire.network_mode = "bridge".into();
+        wire.network_mode = "awsvpc".into();
         wire.container_definitions[0].port_mappings[0].protocol = "sctp".into();
         wire.container_definitions[1].depends_on[0].condition = "READY".into();
         let err = t::TaskDefinitionSpec::try_from(wire).unwrap_err();

@@ -6,6 +6,30 @@ use t::FieldError;
 use super::{non_empty, wire_enum};
 use crate::pb;
 
+impl From<&t::NetworkBinding> for pb::NetworkBinding {
+    fn from(b: &t::NetworkBinding) -> Self {
+        Self {
+            container_name: b.container_name.clone(),
+            container_port: b.container_port,
+            host_port: b.host_port,
+            protocol: b.protocol.as_str().to_string(),
+        }
+    }
+}
+
+impl TryFrom<pb::NetworkBinding> for t::NetworkBinding {
+    type Error = FieldError;
+
+    fn try_from(b: pb::NetworkBinding) -> Result<Self, FieldError> {
+        Ok(Self {
+            protocol: super::taskdefs::protocol("networkBindings.protocol".into(), &b.protocol)?,
+            container_name: b.container_name,
+            container_port: b.container_port,
+            host_port: b.host_port,
+        })
+    }
+}
+
 impl From<&t::ContainerState> for pb::ContainerState {
     fn from(c: &t::ContainerState) -> Self {
         Self {
@@ -45,6 +69,9 @@ impl From<&t::Task> for pb::Task {
             overrides: overrides_to_wire(&task.overrides),
             cpu: u32::try_from(task.reservation.cpu).unwrap_or(u32::MAX),
             memory: u32::try_from(task.reservation.memory_mib).unwrap_or(u32::MAX),
+            // Needs the task's definition: filled in by the server
+            // (`berth_server::ops::tasks`), which has it.
+            network_bindings: Vec::new(),
         }
     }
 }

@@ -186,4 +186,15 @@ impl Ops {
             .await?
             .ok_or_else(|| ServerError::NotFound(format!("task {id:?} not found")))
     }
+
+    /// Where `task`'s container ports are published on its instance (none
+    /// before it is placed), from its definition in this server's state.
+    pub fn network_bindings(&self, task: &Task) -> Vec<berth_types::NetworkBinding> {
+        let applied = self.node.state().read();
+        applied
+            .state
+            .task_definition(&task.family, task.revision)
+            .map(|td| berth_types::resources::network_bindings(&td.spec, &task.reservation))
+            .unwrap_or_default()
+    }
 }

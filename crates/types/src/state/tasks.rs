@@ -216,10 +216,16 @@ impl State {
                 return Err(StateError::already_exists("task", id.clone()));
             }
         }
+        // A started task's reservation, dynamic host ports included, per
+        // instance in order.
+        let mut reservations = Vec::new();
         if starting {
             // StartTask is all or nothing: every named instance must take
             // its task now, or none is started.
             let mut trial: BTreeMap<String, crate::resources::InstanceCapacity> = BTreeMap::new();
+            let dynamic_protocols: Vec<_> = crate::resources::dynamic_mappings(&td.spec)
+                .map(|(_, m)| m.protocol)
+                .collect();
             for iid in &run.instance_ids {
                 let instance = self
                     .instances
@@ -240,13 +246,16 @@ impl State {
                 let capacity = trial
                     .entry(iid.clone())
                     .or_insert_with(|| instance.capacity.clone());
-                capacity
-                    .allocate(&template.reservation)
-                    .map_err(|conflict| {
-                        StateError::FailedPrecondition(format!(
-                            "task does not fit on instance {iid}: {conflict}"
-                        ))
-                    })?;
+                let does_not_fit = |conflict| {
+                    StateError::FailedPrecondition(format!(
+                        "task does not fit on instance {iid}: {conflict}"
+                    ))
+                };
+                let reservation = capacity
+                    .with_dynamic_ports(&template.reservation, &dynamic_protocols)
+                    .map_err(does_not_fit)?;
+                capacity.allocate(&reservation).map_err(does_not_fit)?;
+                reservations.push(reservation);
             }
         }
         let mut created = Vec::with_capacity(count);
@@ -254,6 +263,9 @@ impl State {
             let mut task = template.clone();
             task.id = id.clone();
             if let Some(iid) = run.instance_ids.get(i) {
+                if let Some(reservation) = reservations.get(i) {
+                    task.reservation = reservation.clone();
+                }
                 if let Some(instance) = self.instances.get_mut(iid) {
                     instance.capacity.record(&task.reservation);
                 }
@@ -323,6 +335,16 @@ impl State {
                 task.last_status.as_str()
             ));
         }
+        // Bridge-mode mappings without a fixed host port get theirs here,
+        // at apply, so every server picks the same ones.
+        let dynamic_protocols: Vec<_> = self
+            .task_definition(&task.family, task.revision)
+            .map(|td| {
+                crate::resources::dynamic_mappings(&td.spec)
+                    .map(|(_, m)| m.protocol)
+                    .collect()
+            })
+            .unwrap_or_default();
         let instance = self
             .instances
             .get_mut(&p.instance_id)
@@ -340,11 +362,17 @@ impl State {
                 instance.display_status()
             ));
         }
+        let in_conflict = |conflict| format!("instance {}: {conflict}", p.instance_id);
+        let reservation = instance
+            .capacity
+            .with_dynamic_ports(&task.reservation, &dynamic_protocols)
+            .map_err(in_conflict)?;
         instance
             .capacity
-            .allocate(&task.reservation)
-            .map_err(|conflict| format!("instance {}: {conflict}", p.instance_id))?;
+            .allocate(&reservation)
+            .map_err(in_conflict)?;
         if let Some(task) = self.tasks.get_mut(&p.task_id) {
+            task.reservation = reservation;
             task.instance_id = Some(p.instance_id.clone());
             task.placement_reason.clear();
             task.advance(TaskStatus::Pending, at_ms);
