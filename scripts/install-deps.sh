@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs what building Berth needs on a Debian/Ubuntu host: protoc for the
-# gRPC code generation, and strace for the test that traces berthd's fsyncs.
-# Safe to run repeatedly.
+# gRPC code generation, strace for the test that traces berthd's fsyncs, and
+# what berth-agent's bridge network mode runs: the standard CNI plugins
+# (Debian's containernetworking-plugins, in /usr/lib/cni) and iptables, which
+# the bridge and portmap plugins program. Safe to run repeatedly.
 set -euo pipefail
 
 as_root() {
@@ -11,9 +13,11 @@ as_root() {
 missing=()
 command -v protoc >/dev/null 2>&1 || missing+=(protobuf-compiler)
 command -v strace >/dev/null 2>&1 || missing+=(strace)
+[ -x /usr/lib/cni/bridge ] || missing+=(containernetworking-plugins)
+command -v iptables >/dev/null 2>&1 || [ -x /usr/sbin/iptables ] || missing+=(iptables)
 if [ ${#missing[@]} -gt 0 ]; then
     if ! command -v apt-get >/dev/null 2>&1; then
-        echo "error: missing ${missing[*]} and no apt-get to install it; install protoc (protobuf-compiler) yourself" >&2
+        echo "error: missing ${missing[*]} and no apt-get to install it; install them yourself (protoc is in protobuf-compiler)" >&2
         exit 1
     fi
     echo "installing ${missing[*]}" >&2

@@ -85,6 +85,10 @@ pub enum RuntimeError {
         source: std::io::Error,
     },
 
+    /// A bridge-mode task's network namespace or CNI plugins failed.
+    #[error("network of task {task_id}: {reason}")]
+    TaskNetwork { task_id: String, reason: String },
+
     #[error("timed out after {after:?} while {what}")]
     Timeout {
         what: String,

@@ -144,6 +144,19 @@ struct Cli {
     /// limit.
     #[arg(long, env = "BERTH_PIDS_LIMIT", default_value_t = berth_agent::containerd::DEFAULT_PIDS_LIMIT, global = true)]
     pids_limit: u32,
+    /// Where the CNI plugins are (`bridge`, `host-local`, `portmap`,
+    /// `loopback`, and `firewall` when present): bridge-mode tasks run
+    /// them. Debian's containernetworking-plugins installs them here.
+    #[arg(long, env = "BERTH_CNI_BIN_DIR", default_value = berth_agent::tasknet::DEFAULT_CNI_BIN_DIR, global = true)]
+    cni_bin_dir: PathBuf,
+    /// IPv4 subnet of bridge-mode tasks (bridge `berth0`, which takes the
+    /// first address as the tasks' gateway). The default is in 198.18.0.0/15,
+    /// reserved for network benchmarks (RFC 2544): never a LAN's or the
+    /// internet's, so it does not hide a network the host must reach.
+    /// A change applies to tasks started afterwards; running tasks keep
+    /// their address.
+    #[arg(long, env = "BERTH_BRIDGE_SUBNET", default_value = berth_agent::tasknet::DEFAULT_BRIDGE_SUBNET, global = true)]
+    bridge_subnet: berth_agent::tasknet::cni::Subnet,
     /// Log filter, e.g. `info` or `berth_agent=debug`.
     #[arg(long, env = "BERTH_LOG", default_value = "info", global = true)]
     log: String,
@@ -273,6 +286,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     cfg.namespace = cli.namespace;
     cfg.registry.insecure = cli.insecure_registry;
     cfg.pids_limit = cli.pids_limit;
+    cfg.network.cni_bin_dir = cli.cni_bin_dir;
+    cfg.network.subnet = cli.bridge_subnet;
     cfg.host_paths.protect(&cli.data_dir);
     if let Some(config) = &cli.config {
         cfg.host_paths.protect(config);

@@ -6,7 +6,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::{Duration, SystemTime};
 
-use berth_types::{ContainerDefinition, NetworkMode, Volume};
+use berth_types::{ContainerDefinition, NetworkBinding, NetworkMode, Volume};
 use futures::Stream;
 
 use crate::error::Result;
@@ -21,6 +21,9 @@ pub const LABEL_MANAGED: &str = "berth.managed";
 /// emptied the cgroups) gets its task cgroup back with them.
 pub const LABEL_TASK_CPU: &str = "berth.task-cpu";
 pub const LABEL_TASK_MEMORY: &str = "berth.task-memory";
+/// `bridge` on the containers of a bridge-mode task, so a restart after a
+/// reboot sets the task's network namespace up again first.
+pub const LABEL_NETWORK_MODE: &str = "berth.network-mode";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum PullPolicy {
@@ -63,6 +66,11 @@ pub struct ContainerConfig {
     pub task_family: String,
     pub definition: ContainerDefinition,
     pub network_mode: NetworkMode,
+    /// The task's published ports as the control plane chose them (every
+    /// container of the task carries all of them). Bridge mode publishes
+    /// exactly these; host mode ignores them (the container listens on the
+    /// host itself).
+    pub network_bindings: Vec<NetworkBinding>,
     pub volumes: Vec<Volume>,
     /// Task-level CPU units: a hard CPU quota for all of the task's
     /// containers together (its task cgroup's).

@@ -40,6 +40,9 @@ pub struct SpecInput<'a> {
     pub definition: &'a ContainerDefinition,
     pub image: &'a ImageRunConfig,
     pub network_mode: NetworkMode,
+    /// Bridge mode: the task's network namespace (`crate::tasknet`), which
+    /// every container of the task joins.
+    pub netns: Option<String>,
     pub hostname: String,
     pub binds: Vec<BindMount>,
     /// Under the task's cgroup, which holds the task-level limits
@@ -192,7 +195,8 @@ pub fn build_spec(input: &SpecInput<'_>) -> Result<Value> {
     ];
     // Without its own network namespace a container may not mount a fresh
     // sysfs (the kernel ties sysfs to the netns), so host networking gets
-    // the host's /sys bound read-only, as Docker does.
+    // the host's /sys bound read-only, as Docker does. `none` and `bridge`
+    // have a netns of their own (bridge: the task's).
     if input.network_mode == NetworkMode::Host {
         mounts.push(
             json!({"destination": "/sys", "type": "bind", "source": "/sys",
@@ -225,8 +229,19 @@ pub fn build_spec(input: &SpecInput<'_>) -> Result<Value> {
         json!({"type": "uts"}),
         json!({"type": "mount"}),
     ];
-    if input.network_mode != NetworkMode::Host {
-        namespaces.push(json!({"type": "network"}));
+    match input.network_mode {
+        NetworkMode::Host => {}
+        NetworkMode::None => namespaces.push(json!({"type": "network"})),
+        NetworkMode::Bridge => {
+            let path = input
+                .netns
+                .as_deref()
+                .ok_or_else(|| RuntimeError::InvalidConfig {
+                    container: def.name.clone(),
+                    reason: "bridge network mode without the task's network namespace".into(),
+                })?;
+            namespaces.push(json!({"type": "network", "path": path}));
+        }
     }
 
     let mut memory = serde_json::Map::new();
@@ -362,6 +377,7 @@ mod tests {
             definition: def,
             image: img,
             network_mode: NetworkMode::Host,
+            netns: None,
             hostname: "h".into(),
             binds: vec![],
             cgroups_path: "/berth/x".into(),
@@ -447,7 +463,26 @@ mod tests {
             .as_array()
             .cloned()
             .unwrap_or_default();
-        assert!(ns.iter().any(|n| n["type"] == "network"));
+        assert!(ns
+            .iter()
+            .any(|n| n["type"] == "network" && n.get("path").is_none()));
+
+        // Bridge: the task's netns, and a sysfs of its own as with none.
+        inp.network_mode = NetworkMode::Bridge;
+        assert!(build_spec(&inp).is_err(), "bridge needs the task's netns");
+        inp.netns = Some("/var/lib/berth-agent/netns/t1".into());
+        let spec = build_spec(&inp).expect("spec");
+        let ns = spec["linux"]["namespaces"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        assert!(ns
+            .iter()
+            .any(|n| n["type"] == "network" && n["path"] == "/var/lib/berth-agent/netns/t1"));
+        let mounts = spec["mounts"].as_array().cloned().unwrap_or_default();
+        assert!(mounts
+            .iter()
+            .any(|m| m["destination"] == "/sys" && m["type"] == "sysfs"));
     }
 
     #[test]

@@ -117,6 +117,7 @@ fn config(image: &str, name: &str, command: &[&str]) -> ContainerConfig {
         task_family: "test".into(),
         definition: def,
         network_mode: NetworkMode::Host,
+        network_bindings: vec![],
         volumes: vec![],
         task_cpu: None,
         task_memory: None,

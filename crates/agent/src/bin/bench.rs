@@ -92,6 +92,7 @@ impl Bench {
             task_family: "bench".into(),
             definition: def,
             network_mode: NetworkMode::Host,
+            network_bindings: vec![],
             volumes: vec![],
             task_cpu: None,
             task_memory: None,

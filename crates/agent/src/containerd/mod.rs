@@ -39,6 +39,7 @@ use crate::rootfs;
 use crate::runtime::*;
 use crate::spec::{self, BindMount, SpecInput};
 use crate::taskcgroup::{self, Cgroups, TaskLimits};
+use crate::tasknet::{self, TaskNet, TaskNetConfig, TaskNetwork};
 
 pub use content::sha256_digest;
 pub use images::{chain_ids, host_platform, ImportedImage};
@@ -79,6 +80,8 @@ pub struct ContainerdConfig {
     /// Most processes (threads count) one container may have; 0 for no
     /// limit.
     pub pids_limit: u32,
+    /// Bridge network mode: CNI plugins, subnet, bridge.
+    pub network: TaskNetConfig,
 }
 
 /// Enough for busy servers (thread pools, worker processes), and a fork
@@ -110,6 +113,7 @@ impl ContainerdConfig {
             log_max_files: 3,
             registry: RegistryConfig::default(),
             connect_timeout: Duration::from_secs(5),
+            network: TaskNetConfig::default(),
         }
     }
 }
@@ -127,6 +131,8 @@ struct Inner {
     cgroups: std::result::Result<Cgroups, String>,
     /// What containerd said it is at connect time.
     version: String,
+    /// Bridge-mode tasks' network namespaces.
+    tasknet: TaskNet,
 }
 
 /// Cheap to clone; all clones share one gRPC channel.
@@ -197,7 +203,17 @@ impl ContainerdRuntime {
             std::fs::create_dir_all(&d)
                 .map_err(|e| RuntimeError::io(format!("create {}", d.display()), e))?;
         }
+        let tasknet = TaskNet::new(cfg.network.clone(), &cfg.state_dir);
+        let missing = tasknet.missing_plugins();
+        if !missing.is_empty() {
+            warn!(
+                cni_bin_dir = %cfg.network.cni_bin_dir.display(),
+                missing = %missing.join(", "),
+                "CNI plugins missing: bridge-mode tasks cannot run (install containernetworking-plugins or set --cni-bin-dir)"
+            );
+        }
         let inner = Arc::new(Inner {
+            tasknet,
             registries: Registries::new(cfg.registry.clone()),
             cfg,
             client,
@@ -218,6 +234,7 @@ impl ContainerdRuntime {
             _oom_watch: Arc::new(AbortOnDrop(watch)),
         };
         runtime.sweep_task_cgroups().await;
+        runtime.sweep_task_networks().await;
         Ok(runtime)
     }
 
@@ -376,7 +393,7 @@ impl ContainerdRuntime {
             NetworkMode::Host => std::fs::read_to_string("/proc/sys/kernel/hostname")
                 .map(|h| h.trim().to_string())
                 .unwrap_or_else(|_| "localhost".into()),
-            NetworkMode::None => id.chars().take(12).collect(),
+            NetworkMode::None | NetworkMode::Bridge => id.chars().take(12).collect(),
         };
         let hostname_file = dir.join("hostname");
         std::fs::write(&hostname_file, format!("{hostname}\n"))
@@ -397,6 +414,18 @@ impl ContainerdRuntime {
                 }
             }
         }
+        // Made before the container record: the spec names the netns.
+        let network = if config.network_mode == NetworkMode::Bridge {
+            let net = self
+                .inner
+                .tasknet
+                .ensure(&config.task_id, Some(&config.network_bindings))
+                .await?;
+            binds.extend(write_network_files(&dir, &hostname, &net)?);
+            Some(net)
+        } else {
+            None
+        };
         for mp in &def.mount_points {
             let vol = config
                 .volumes
@@ -441,6 +470,10 @@ impl ContainerdRuntime {
             config
                 .task_memory
                 .map(|m| (LABEL_TASK_MEMORY, m.to_string())),
+        )
+        .chain(
+            (config.network_mode == NetworkMode::Bridge)
+                .then(|| (LABEL_NETWORK_MODE, NetworkMode::Bridge.as_str().to_string())),
         )
         .map(|(k, v)| (k.to_string(), v))
         .collect();
@@ -512,6 +545,7 @@ impl ContainerdRuntime {
                     definition: def,
                     image: &image.run,
                     network_mode: config.network_mode,
+                    netns: network.as_ref().map(|n| n.netns.display().to_string()),
                     hostname,
                     binds,
                     cgroups_path: taskcgroup::container_path(
@@ -623,6 +657,46 @@ impl ContainerdRuntime {
         }
     }
 
+    /// Removes the networks (netns, IP reservation, port forwards) of tasks
+    /// that have no container left: an agent stopped (or killed) between
+    /// removing a task's last container and its network, or while setting
+    /// one up.
+    async fn sweep_task_networks(&self) {
+        match self.list().await {
+            Ok(live) => {
+                let tasks: HashSet<String> = live.into_iter().map(|c| c.task_id).collect();
+                self.inner.tasknet.sweep(&tasks).await;
+            }
+            Err(e) => warn!(error = %e, "cannot list containers; task networks left behind stay"),
+        }
+    }
+
+    /// A bridge-mode task's network as set up on this host: its address,
+    /// netns and veth.
+    pub fn task_network(&self, task_id: &str) -> Option<TaskNetwork> {
+        self.inner.tasknet.get(task_id)
+    }
+
+    /// The per-task network namespace file of a bridge-mode task.
+    pub fn task_netns_path(&self, task_id: &str) -> PathBuf {
+        self.inner.tasknet.netns_path(task_id)
+    }
+
+    /// Tears a task's network down unless the task still has containers.
+    async fn release_task_network(&self, task_id: &str) {
+        match self.list().await {
+            Ok(live) if live.iter().any(|c| c.task_id == task_id) => {}
+            Ok(_) => {
+                if let Err(e) = self.inner.tasknet.teardown(task_id).await {
+                    warn!(task_id, error = %e, "cannot remove the task's network; the next agent start tries again");
+                }
+            }
+            Err(e) => {
+                warn!(task_id, error = %e, "cannot list containers; the task's network stays until the next agent start")
+            }
+        }
+    }
+
     /// How this host mounts cgroups (for tests and tools).
     pub fn cgroups(&self) -> Option<&Cgroups> {
         self.inner.cgroups.as_ref().ok()
@@ -676,6 +750,38 @@ impl Inner {
             .insert("containerd-namespace", self.ns.clone());
         req
     }
+}
+
+/// `/etc/hosts` and `/etc/resolv.conf` for a bridge-mode container, written
+/// into its directory (rewritten on a restart) and bound read-only.
+fn write_network_files(dir: &Path, hostname: &str, net: &TaskNetwork) -> Result<Vec<BindMount>> {
+    let host_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    // systemd-resolved's stub (127.0.0.53) is unreachable from the netns;
+    // this file lists the servers it forwards to.
+    let upstream = std::fs::read_to_string("/run/systemd/resolve/resolv.conf").ok();
+    let (resolv, fallback) = tasknet::cni::resolv_conf(&host_resolv, upstream.as_deref());
+    if fallback {
+        warn!(
+            task_id = %net.task_id,
+            nameservers = %tasknet::cni::FALLBACK_NAMESERVERS.join(", "),
+            "the host's resolv.conf names no nameserver a task can reach (only loopback ones); the task uses public resolvers"
+        );
+    }
+    let mut binds = Vec::new();
+    for (name, text) in [
+        ("hosts", tasknet::cni::hosts_file(hostname, net.ip)),
+        ("resolv.conf", resolv),
+    ] {
+        let path = dir.join(name);
+        std::fs::write(&path, text)
+            .map_err(|e| RuntimeError::io(format!("write {}", path.display()), e))?;
+        binds.push(BindMount {
+            source: path.display().to_string(),
+            destination: format!("/etc/{name}"),
+            read_only: true,
+        });
+    }
+    Ok(binds)
 }
 
 /// The image's /etc/passwd, and its /etc/group when a group name is to be
@@ -797,6 +903,9 @@ impl Runtime for ContainerdRuntime {
                 // container (a duplicate create).
                 if self.get_container(&id).await.is_err() {
                     let _ = std::fs::remove_dir_all(self.container_dir(&id));
+                    if config.network_mode == NetworkMode::Bridge {
+                        self.release_task_network(&config.task_id).await;
+                    }
                 }
                 warn!(error = %e, "create failed");
                 return Err(e);
@@ -897,6 +1006,19 @@ impl Runtime for ContainerdRuntime {
                             .cloned()
                             .unwrap_or_default();
                         self.ensure_task_cgroup(&name, task_id, limits)?;
+                        // A reboot took the task's netns along: the same
+                        // configuration sets it up again (maybe with another
+                        // address, which the hosts file then says).
+                        if container.labels.get(LABEL_NETWORK_MODE).map(String::as_str)
+                            == Some(NetworkMode::Bridge.as_str())
+                        {
+                            let net = self.inner.tasknet.ensure(task_id, None).await?;
+                            let hostname =
+                                std::fs::read_to_string(self.container_dir(id).join("hostname"))
+                                    .map(|h| h.trim().to_string())
+                                    .unwrap_or_default();
+                            write_network_files(&self.container_dir(id), &hostname, &net)?;
+                        }
                     }
                     // Same URI, same file: the log driver appends.
                     let uri = self.stdio_uri(id)?;
@@ -1027,6 +1149,10 @@ impl Runtime for ContainerdRuntime {
                 if !others {
                     let tdir = self.inner.cfg.state_dir.join("tasks").join(task_id);
                     let _ = std::fs::remove_dir_all(tdir);
+                    // After the last container: nothing is in the netns.
+                    if let Err(e) = self.inner.tasknet.teardown(task_id).await {
+                        warn!(task_id = %task_id, error = %e, "cannot remove the task's network; the next agent start tries again");
+                    }
                     if let Ok(cg) = &self.inner.cgroups {
                         if let Err(e) = cg.remove(&self.inner.cfg.namespace, task_id) {
                             warn!(task_id = %task_id, error = %e, "cannot remove the task's cgroup; the next agent start tries again");

@@ -16,7 +16,7 @@ use berth_types::task::override_target;
 use berth_types::validate;
 use berth_types::{
     ContainerDefinition, ContainerStatus, DependencyCondition, DesiredStatus, Health, KeyValuePair,
-    RestartPolicy, StopCode, TaskDefinitionSpec, TaskReport, TaskStatus,
+    NetworkBinding, RestartPolicy, StopCode, TaskDefinitionSpec, TaskReport, TaskStatus,
 };
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -68,6 +68,16 @@ pub(crate) fn plan(a: &pb::Assignment) -> Result<TaskDefinitionSpec, String> {
     apply_overrides(&mut spec.container_definitions, &a.overrides)?;
     check_dependencies(&spec.container_definitions)?;
     Ok(spec)
+}
+
+/// The assignment's published ports. One that does not parse fails the task
+/// to start: running it without the port would serve nobody.
+pub(crate) fn network_bindings(a: &pb::Assignment) -> Result<Vec<NetworkBinding>, String> {
+    a.network_bindings
+        .iter()
+        .cloned()
+        .map(|b| NetworkBinding::try_from(b).map_err(|e| format!("invalid network binding: {e}")))
+        .collect()
 }
 
 fn apply_overrides(
@@ -340,6 +350,8 @@ struct Actor<R: Runtime> {
     task_id: String,
     assignment: pb::Assignment,
     spec: Option<TaskDefinitionSpec>,
+    /// The ports the control plane chose at placement (they never change).
+    bindings: Vec<NetworkBinding>,
     plan_error: Option<String>,
     reservation: Resources,
     status: TaskStatus,
@@ -384,10 +396,11 @@ pub(crate) async fn run<R: Runtime>(
 
 impl<R: Runtime> Actor<R> {
     fn new(ctx: Ctx<R>, assignment: pb::Assignment) -> Self {
-        let (spec, plan_error) = match plan(&assignment) {
-            Ok(spec) => (Some(spec), None),
-            Err(e) => (None, Some(e)),
-        };
+        let (spec, bindings, plan_error) =
+            match plan(&assignment).and_then(|s| Ok((s, network_bindings(&assignment)?))) {
+                Ok((spec, bindings)) => (Some(spec), bindings, None),
+                Err(e) => (None, Vec::new(), Some(e)),
+            };
         let containers = spec
             .iter()
             .flat_map(|s| s.container_definitions.iter())
@@ -412,6 +425,7 @@ impl<R: Runtime> Actor<R> {
             task_id: assignment.task_id.clone(),
             reservation: reservation(spec.as_ref()),
             spec,
+            bindings,
             plan_error,
             assignment,
             ctx,
@@ -618,6 +632,7 @@ impl<R: Runtime> Actor<R> {
             task_family: spec.family.clone(),
             definition: def.clone(),
             network_mode: spec.network_mode,
+            network_bindings: self.bindings.clone(),
             volumes: spec.volumes.clone(),
             task_cpu: spec.cpu,
             task_memory: spec.memory,
