@@ -573,6 +573,17 @@ pub enum ServiceCommand {
         #[arg(short, long)]
         follow: bool,
     },
+    /// Where a service can be reached: one line per published port of each
+    /// healthy RUNNING task (the instance's address and host port).
+    Endpoints {
+        name: String,
+        #[arg(long)]
+        cluster: Option<String>,
+        /// Keep printing the whole set each time it changes (resumes on
+        /// another server if this one goes away).
+        #[arg(short, long)]
+        watch: bool,
+    },
     /// List a service's deployments, current ones first.
     Deployments {
         name: String,

@@ -142,6 +142,24 @@ pub async fn service(
                 events.reverse();
             }
         }
+        ServiceCommand::Endpoints {
+            name,
+            cluster,
+            watch,
+        } => {
+            let client = connect()?;
+            let mut sets = client.watch_endpoints(cluster.as_deref().unwrap_or_default(), &name);
+            loop {
+                let set = sets.next().await?;
+                let shown = render(format, set.endpoints.as_slice(), endpoints_table)?;
+                if !watch {
+                    return Ok(shown);
+                }
+                let mut out = std::io::stdout().lock();
+                writeln!(out, "{shown}")?;
+                out.flush()?;
+            }
+        }
         ServiceCommand::Deployments { name, cluster } => {
             let deployments = connect()?
                 .list_service_deployments(cluster.as_deref().unwrap_or_default(), &name)
@@ -436,6 +454,28 @@ pub fn deployments_table(deployments: &[DeploymentView]) -> String {
             x.rollout_state.as_str().to_string(),
             age(x.created_at_ms, now),
             x.rollout_state_reason.clone(),
+        ]);
+    }
+    table.render()
+}
+
+pub fn endpoints_table(endpoints: &[berth_types::endpoints::Endpoint]) -> String {
+    let mut table = Table::new([
+        "ADDRESS",
+        "PORT",
+        "PROTOCOL",
+        "CONTAINER",
+        "TASK",
+        "INSTANCE",
+    ]);
+    for e in endpoints {
+        table.row([
+            e.address.clone(),
+            e.port.to_string(),
+            e.protocol.as_str().to_string(),
+            format!("{}:{}", e.container_name, e.container_port),
+            e.task_id.clone(),
+            e.instance_id.clone(),
         ]);
     }
     table.render()

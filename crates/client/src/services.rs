@@ -152,3 +152,85 @@ impl BerthClient {
         read_all("deployment", resp.deployments)
     }
 }
+
+/// A service's endpoints as they change: [`EndpointWatch::next`] returns
+/// the whole current set each time it changes. A broken stream is opened
+/// again, on any server, with the revision already seen, so a server going
+/// away costs no set and repeats none.
+pub struct EndpointWatch {
+    client: BerthClient,
+    request: pb::WatchEndpointsRequest,
+    stream: Option<tonic::Streaming<pb::EndpointSet>>,
+}
+
+/// One set of endpoints; equal sets have equal revisions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndpointSet {
+    pub revision: u64,
+    pub endpoints: Vec<berth_types::endpoints::Endpoint>,
+}
+
+impl BerthClient {
+    /// Watches service `name`'s endpoints (readonly). The first
+    /// [`EndpointWatch::next`] returns the current set.
+    pub fn watch_endpoints(&self, cluster: &str, name: &str) -> EndpointWatch {
+        EndpointWatch {
+            client: self.clone(),
+            request: pb::WatchEndpointsRequest {
+                cluster: cluster.to_string(),
+                service: name.to_string(),
+                known_revision: 0,
+            },
+            stream: None,
+        }
+    }
+}
+
+impl EndpointWatch {
+    /// The next set: the current one first, then each change. Fails when
+    /// the service is not there (NotFound) or no server can be reached.
+    pub async fn next(&mut self) -> Result<EndpointSet, ClientError> {
+        let mut backoff = crate::backoff::Backoff::new(
+            std::time::Duration::from_millis(100),
+            std::time::Duration::from_secs(2),
+            0.5..=1.0,
+        );
+        loop {
+            let stream = match self.stream.as_mut() {
+                Some(stream) => stream,
+                None => {
+                    let request = self.request.clone();
+                    let (stream, _) = self
+                        .client
+                        .call_indexed(Kind::Read, |conn| {
+                            let request = request.clone();
+                            async move { service_service(conn).watch_endpoints(request).await }
+                        })
+                        .await?;
+                    self.stream.insert(stream)
+                }
+            };
+            let broken = match stream.message().await {
+                Ok(Some(set)) => {
+                    self.request.known_revision = set.revision;
+                    return Ok(EndpointSet {
+                        revision: set.revision,
+                        endpoints: read_all("endpoint", set.endpoints)?,
+                    });
+                }
+                Ok(None) => "the server ended the stream".to_string(),
+                Err(status) => match crate::error::classify(status) {
+                    crate::error::Failure::Server(status) => {
+                        return Err(ClientError::from_status(&status))
+                    }
+                    crate::error::Failure::NotSent(reason)
+                    | crate::error::Failure::Lost(reason) => reason,
+                },
+            };
+            tracing::debug!(reason = %broken, "endpoint stream broken; opening it again");
+            self.stream = None;
+            let delay = backoff.next(&mut rand::thread_rng());
+            tokio::time::sleep(delay).await;
+        }
+    }
+}

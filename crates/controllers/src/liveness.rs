@@ -12,8 +12,6 @@
 //! server led then, and a clock skewed against that one's would declare
 //! instances lost early.
 
-use std::collections::BTreeMap;
-
 use berth_types::{Command, InstanceStatus, State, StateEvent};
 
 use crate::{Controller, Inputs};
@@ -75,7 +73,9 @@ impl Controller for Liveness {
                     instance_id: instance.id.clone(),
                     agent_version: instance.agent_version.clone(),
                     resources: instance.capacity.registered(),
-                    attributes: BTreeMap::new(),
+                    // What the agent last reported stands: the session
+                    // that reported it is the one still running.
+                    attributes: instance.agent_attributes.clone(),
                     at_ms: now,
                 });
             }

@@ -8,7 +8,7 @@
 //! | `AgentService/RegisterInstance` | anyone (the activation secret authenticates) |
 //! | other `AgentService/*` | a registered, active instance (certificate) |
 //! | `TaskService/GetTaskLogs` | an admin or logs token, or a server |
-//! | `List*`, `Describe*`, `Get*` | an admin, logs or readonly token, or a server |
+//! | `List*`, `Describe*`, `Get*`, `Watch*` | an admin, logs or readonly token, or a server |
 //! | everything else | an admin token, or a server (proxied calls) |
 
 use std::future::Future;
@@ -58,7 +58,7 @@ fn classify(path: &str) -> Access {
         "berth.v1.AgentService" if method == "RegisterInstance" => Access::Open,
         "berth.v1.AgentService" | "berth.v1.AgentSessionService" => Access::Agent,
         "berth.v1.TaskService" if method == "GetTaskLogs" => Access::Logs,
-        _ if ["List", "Describe", "Get"]
+        _ if ["List", "Describe", "Get", "Watch"]
             .iter()
             .any(|p| method.starts_with(p)) =>
         {

@@ -3,6 +3,7 @@
 use berth_proto::pb;
 use berth_proto::pb::service_service_server::ServiceService;
 use berth_types::service::{CreateServiceInput, SchedulingStrategy};
+use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status};
 
 use crate::error::ServerError;
@@ -24,8 +25,32 @@ fn failures(failures: Vec<Failure>) -> Vec<pb::Failure> {
         .collect()
 }
 
+type EndpointStream =
+    std::pin::Pin<Box<dyn futures::Stream<Item = Result<pb::EndpointSet, Status>> + Send>>;
+
 #[tonic::async_trait]
 impl ServiceService for ServicesApi {
+    type WatchEndpointsStream = EndpointStream;
+
+    #[tracing::instrument(skip_all, fields(cluster = %request.get_ref().cluster, service = %request.get_ref().service))]
+    async fn watch_endpoints(
+        &self,
+        request: Request<pb::WatchEndpointsRequest>,
+    ) -> Result<Response<Self::WatchEndpointsStream>, Status> {
+        let req = request.into_inner();
+        let sets = self
+            .ops
+            .watch_endpoints(&req.cluster, &req.service, req.known_revision)?;
+        let stream = tokio_stream::wrappers::ReceiverStream::new(sets).map(|set| {
+            set.map(|set| pb::EndpointSet {
+                revision: set.revision,
+                endpoints: set.endpoints.iter().map(Into::into).collect(),
+            })
+            .map_err(Status::from)
+        });
+        Ok(Response::new(Box::pin(stream)))
+    }
+
     #[tracing::instrument(skip_all, fields(cluster = %request.get_ref().cluster, service = %request.get_ref().service_name))]
     async fn create_service(
         &self,

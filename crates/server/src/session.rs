@@ -22,6 +22,7 @@ use berth_types::{
 };
 use tokio::sync::{mpsc, Notify};
 use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::api::now_ms;
@@ -551,10 +552,11 @@ impl SessionHub {
     async fn run_session(
         &self,
         instance_id: String,
+        peer_ip: Option<std::net::IpAddr>,
         mut inbound: Streaming<pb::AgentMessage>,
         outbound: Outbound,
     ) -> Result<(), ServerError> {
-        let hello = match tokio::time::timeout(HELLO_TIMEOUT, inbound.message()).await {
+        let mut hello = match tokio::time::timeout(HELLO_TIMEOUT, inbound.message()).await {
             Ok(Ok(Some(pb::AgentMessage {
                 body: Some(AgentBody::Hello(hello)),
             }))) => hello,
@@ -572,6 +574,13 @@ impl SessionHub {
         };
         if let Err(e) = check_hello(&hello) {
             return Err(cut_off(&instance_id, e));
+        }
+        let address = berth_types::endpoints::ADDRESS_ATTRIBUTE;
+        if let Some(ip) = peer_ip.filter(|_| !hello.attributes.iter().any(|a| a.name == address)) {
+            hello.attributes.push(pb::Attribute {
+                name: address.to_string(),
+                value: ip.to_string(),
+            });
         }
         if !hello.instance_id.is_empty() && hello.instance_id != instance_id {
             return Err(ServerError::FailedPrecondition(format!(
@@ -942,10 +951,20 @@ impl AgentSessionService for SessionHub {
             let _ = tx.send(Ok(redirect(&leader))).await;
             return Ok(Response::new(ReceiverStream::new(rx)));
         }
+        // Where the agent's connection came from: the instance's address
+        // unless the agent names one (`--advertise-address`).
+        let peer_ip = request
+            .extensions()
+            .get::<TlsConnectInfo<TcpConnectInfo>>()
+            .and_then(|info| info.get_ref().remote_addr())
+            .map(|addr| addr.ip().to_canonical());
         let inbound = request.into_inner();
         let hub = self.clone();
         tokio::spawn(async move {
-            if let Err(e) = hub.run_session(instance_id, inbound, tx.clone()).await {
+            if let Err(e) = hub
+                .run_session(instance_id, peer_ip, inbound, tx.clone())
+                .await
+            {
                 let _ = tx.try_send(Err(Status::from(e)));
             }
         });

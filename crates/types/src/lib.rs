@@ -7,6 +7,7 @@ pub mod access;
 pub mod cluster;
 pub mod command;
 pub mod duration;
+pub mod endpoints;
 pub mod error;
 pub mod event;
 pub mod limits;

@@ -865,3 +865,154 @@ fn host_mode_bindings_are_the_container_ports() {
     };
     assert_eq!(register.level(), 1);
 }
+
+fn connect_at(state: &mut State, instance: &str, address: &str) {
+    state
+        .apply(Command::InstanceConnected {
+            instance_id: instance.into(),
+            agent_version: "0.1.0".into(),
+            resources: Resources::new(1024, 1024),
+            attributes: BTreeMap::from([(
+                crate::endpoints::ADDRESS_ATTRIBUTE.to_string(),
+                address.to_string(),
+            )]),
+            at_ms: 3,
+        })
+        .unwrap();
+}
+
+fn endpoints(state: &State) -> Vec<(String, u32, String)> {
+    crate::endpoints::service_endpoints(state, "default", "api")
+        .into_iter()
+        .map(|e| (e.address, e.port, e.task_id))
+        .collect()
+}
+
+#[test]
+fn a_services_endpoints_are_its_healthy_running_tasks_published_ports() {
+    let mut state = cluster();
+    connect_at(&mut state, "i-1", "10.0.0.1");
+    connect_at(&mut state, "i-2", "10.0.0.2");
+    let mut c = ContainerDefinition::new("api", "registry.local/api:1");
+    c.memory = Some(64);
+    c.port_mappings = vec![PortMapping {
+        container_port: 8080,
+        host_port: None,
+        protocol: crate::Protocol::Tcp,
+    }];
+    c.health_check = Some(crate::HealthCheck {
+        command: vec!["CMD".into(), "true".into()],
+        interval: 5,
+        timeout: 2,
+        retries: 3,
+        start_period: 0,
+    });
+    state
+        .apply(Command::RegisterTaskDefinition {
+            spec: TaskDefinitionSpec {
+                family: "api".into(),
+                container_definitions: vec![c],
+                cpu: None,
+                memory: None,
+                network_mode: crate::NetworkMode::Bridge,
+                volumes: vec![],
+                tags: vec![],
+            },
+            at_ms: 1,
+        })
+        .unwrap();
+    state
+        .apply(Command::CreateService {
+            spec: crate::service::ServiceSpec {
+                cluster: "default".into(),
+                name: "api".into(),
+                task_definition: "api".into(),
+                desired_count: 3,
+                scheduling_strategy: crate::SchedulingStrategy::Replica,
+                placement_strategies: vec![],
+                placement_constraints: vec![],
+                deployment_configuration: crate::DeploymentConfiguration::defaults_for(
+                    crate::SchedulingStrategy::Replica,
+                ),
+                health_check_grace_period_secs: 0,
+                tags: BTreeMap::new(),
+            },
+            deployment_id: "ecs-svc/1".into(),
+            at_ms: 10,
+        })
+        .unwrap();
+    state
+        .apply(Command::StartServiceTasks(
+            crate::command::StartServiceTasks {
+                cluster: "default".into(),
+                service: "api".into(),
+                deployment_id: "ecs-svc/1".into(),
+                task_ids: vec!["a1".into(), "a2".into(), "a3".into()],
+                instance_ids: vec![],
+                at_ms: 11,
+            },
+        ))
+        .unwrap();
+    place(&mut state, &[("a1", "i-1"), ("a2", "i-1"), ("a3", "i-2")]);
+    assert!(endpoints(&state).is_empty(), "nothing runs yet");
+
+    let health = |state: &mut State, instance: &str, task: &str, health: Health| {
+        state
+            .apply(Command::ReportTaskStatus {
+                instance_id: instance.into(),
+                reports: vec![TaskReport {
+                    task_id: task.into(),
+                    last_status: TaskStatus::Running,
+                    containers: vec![ContainerState {
+                        name: "api".into(),
+                        status: ContainerStatus::Running,
+                        exit_code: None,
+                        reason: String::new(),
+                        health,
+                        restart_count: 0,
+                    }],
+                    reason: String::new(),
+                    stop_code: None,
+                }],
+                at_ms: 40,
+            })
+            .unwrap();
+    };
+    health(&mut state, "i-1", "a1", Health::Unknown);
+    assert!(endpoints(&state).is_empty(), "running, checks undecided");
+    health(&mut state, "i-1", "a1", Health::Healthy);
+    health(&mut state, "i-1", "a2", Health::Healthy);
+    health(&mut state, "i-2", "a3", Health::Unhealthy);
+    let before = crate::endpoints::service_endpoints(&state, "default", "api");
+    assert_eq!(
+        endpoints(&state),
+        vec![
+            ("10.0.0.1".to_string(), 49153, "a1".to_string()),
+            ("10.0.0.1".to_string(), 49154, "a2".to_string()),
+        ]
+    );
+    // Asked to stop: gone at once, before its containers stop.
+    state
+        .apply(Command::StopTask {
+            task_id: "a2".into(),
+            reason: "scale in".into(),
+            at_ms: 50,
+        })
+        .unwrap();
+    let after = crate::endpoints::service_endpoints(&state, "default", "api");
+    assert_eq!(
+        endpoints(&state),
+        vec![("10.0.0.1".to_string(), 49153, "a1".to_string())]
+    );
+    assert_ne!(
+        crate::endpoints::revision(&before),
+        crate::endpoints::revision(&after)
+    );
+    assert_eq!(
+        crate::endpoints::revision(&after),
+        crate::endpoints::revision(&after.clone())
+    );
+    // A task whose checks recover is an endpoint again.
+    health(&mut state, "i-2", "a3", Health::Healthy);
+    assert_eq!(endpoints(&state).len(), 2);
+}

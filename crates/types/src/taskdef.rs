@@ -44,7 +44,9 @@ impl NetworkMode {
 /// Docker's does.
 pub const DYNAMIC_HOST_PORTS: std::ops::RangeInclusive<u32> = 49153..=65535;
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Protocol {
     #[default]

@@ -11,6 +11,7 @@ use berth_types::{
 
 use super::{non_empty, wire_enum};
 use crate::pb;
+use berth_types as t;
 
 impl From<CircuitBreaker> for pb::CircuitBreaker {
     fn from(c: CircuitBreaker) -> Self {
@@ -343,6 +344,36 @@ impl TryFrom<pb::Service> for ServiceDescription {
                     tasks: r.tasks,
                 })
                 .collect(),
+        })
+    }
+}
+
+impl From<&t::endpoints::Endpoint> for pb::Endpoint {
+    fn from(e: &t::endpoints::Endpoint) -> Self {
+        Self {
+            address: e.address.clone(),
+            port: e.port,
+            protocol: e.protocol.as_str().to_string(),
+            container_name: e.container_name.clone(),
+            container_port: e.container_port,
+            task_id: e.task_id.clone(),
+            instance_id: e.instance_id.clone(),
+        }
+    }
+}
+
+impl TryFrom<pb::Endpoint> for t::endpoints::Endpoint {
+    type Error = FieldError;
+
+    fn try_from(e: pb::Endpoint) -> Result<Self, FieldError> {
+        Ok(Self {
+            protocol: super::taskdefs::protocol("endpoints.protocol".into(), &e.protocol)?,
+            address: e.address,
+            port: e.port,
+            container_name: e.container_name,
+            container_port: e.container_port,
+            task_id: e.task_id,
+            instance_id: e.instance_id,
         })
     }
 }

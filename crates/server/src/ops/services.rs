@@ -11,6 +11,7 @@ use berth_types::{Command, CommandOutput, DEFAULT_CLUSTER};
 use super::{check_len, invalid, unexpected, Ops};
 use crate::api::now_ms;
 use crate::error::ServerError;
+use crate::node::BerthNode;
 
 /// Names asked for in one Describe call at most (ECS allows 10; more is
 /// cheap here, but still bounded).
@@ -172,6 +173,55 @@ impl Ops {
         Ok(described)
     }
 
+    /// A stream of service `name`'s endpoint sets from this server's applied
+    /// state: the current set first (unless its revision is
+    /// `known_revision`), then each changed set. Ends with NOT_FOUND once
+    /// the service is gone, and when the receiver is dropped.
+    pub fn watch_endpoints(
+        &self,
+        cluster: &str,
+        name: &str,
+        known_revision: u64,
+    ) -> Result<tokio::sync::mpsc::Receiver<Result<EndpointSet, ServerError>>, ServerError> {
+        let cluster = cluster_or_default(cluster);
+        check_len("service", name, berth_types::limits::MAX_ID_LEN)?;
+        let name = name.to_string();
+        // Subscribed before the first read, so no change falls in between.
+        let mut events = self.node.state().subscribe_events();
+        let current = endpoint_set(&self.node, &cluster, &name)?;
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        let node = self.node.clone();
+        tokio::spawn(async move {
+            let mut known = known_revision;
+            let mut set = Ok(current);
+            loop {
+                match set {
+                    Ok(set) if set.revision == known => {}
+                    Ok(set) => {
+                        known = set.revision;
+                        if tx.send(Ok(set)).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Err(e)).await;
+                        return;
+                    }
+                }
+                // Anything applied may change the set (a task's status or
+                // health, an instance's address, the service itself); the
+                // revision decides whether it did.
+                tokio::select! {
+                    batch = events.recv() => if batch.is_none() { return },
+                    () = tx.closed() => return,
+                }
+                while events.try_recv().is_ok() {}
+                set = endpoint_set(&node, &cluster, &name);
+            }
+        });
+        Ok(rx)
+    }
+
     /// Several services at once; the names not found are failures, not an
     /// error (as ECS reports them).
     pub async fn describe_services(
@@ -278,4 +328,34 @@ impl Ops {
         }
         Ok((found, failures))
     }
+}
+
+/// A service's endpoints and their revision, as applied on this server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndpointSet {
+    pub revision: u64,
+    pub endpoints: Vec<berth_types::endpoints::Endpoint>,
+}
+
+fn endpoint_set(node: &BerthNode, cluster: &str, name: &str) -> Result<EndpointSet, ServerError> {
+    let applied = node.state().read();
+    let state = &applied.state;
+    if state.cluster(cluster).is_none() {
+        return Err(ServerError::NotFound(format!(
+            "cluster {cluster:?} not found"
+        )));
+    }
+    match state.service(cluster, name) {
+        Some(service) if service.status != berth_types::ServiceStatus::Inactive => {}
+        _ => {
+            return Err(ServerError::NotFound(format!(
+                "service {name:?} not found in cluster {cluster:?}"
+            )))
+        }
+    }
+    let endpoints = berth_types::endpoints::service_endpoints(state, cluster, name);
+    Ok(EndpointSet {
+        revision: berth_types::endpoints::revision(&endpoints),
+        endpoints,
+    })
 }
