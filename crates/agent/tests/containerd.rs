@@ -1654,3 +1654,290 @@ async fn runner_restarts_an_exited_container_in_place() {
         .all(|c| c.task_id != task));
     running.abort();
 }
+
+// ------------------------------------------------------------ bridge mode
+
+/// Bridge-mode tests run the real CNI plugins (root, like every test here).
+/// They use a bridge and subnet of their own (still RFC 2544 space, outside
+/// the agent's default 198.18.0.0/16) and a state dir of their own, so they
+/// never touch a real agent's `berth0`.
+const TEST_BRIDGE: &str = "berthtest0";
+const TEST_SUBNET: &str = "198.19.250.0/24";
+const BRIDGE_STATE: &str = "/tmp/berth-test/agent-bridge-state";
+
+fn cni_plugins_present() -> bool {
+    let dir = Path::new(berth_agent::tasknet::DEFAULT_CNI_BIN_DIR);
+    if ["bridge", "host-local", "portmap", "loopback"]
+        .iter()
+        .all(|p| dir.join(p).is_file())
+    {
+        return true;
+    }
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("CI=true but the CNI plugins are not in /usr/lib/cni: run scripts/install-deps.sh");
+    }
+    eprintln!("NOTICE: skipping bridge test: no CNI plugins in /usr/lib/cni (scripts/install-deps.sh installs them)");
+    false
+}
+
+fn bridge_runtime_config(env: &Env, namespace: &str) -> ContainerdConfig {
+    let mut cfg = runtime_config(env, namespace);
+    cfg.state_dir = PathBuf::from(BRIDGE_STATE);
+    cfg.network.bridge = TEST_BRIDGE.into();
+    cfg.network.subnet = TEST_SUBNET.parse().expect("test subnet");
+    cfg
+}
+
+async fn bridge_runtime(env: &Env) -> ContainerdRuntime {
+    ContainerdRuntime::connect(bridge_runtime_config(env, "berth-test-bridge"))
+        .await
+        .expect("connect to containerd")
+}
+
+/// A bridge-mode web container on 8080 published on `host_port`, saying
+/// who it is in its environment.
+fn bridge_web(image: &str, who: &str, host_port: u16) -> ContainerConfig {
+    let mut cfg = config(image, "web", &["serve", "8080"]);
+    cfg.task_family = "bridged".into();
+    cfg.network_mode = NetworkMode::Bridge;
+    cfg.definition.environment = vec![KeyValuePair {
+        name: "WHO".into(),
+        value: who.into(),
+    }];
+    cfg.network_bindings = vec![berth_types::NetworkBinding {
+        container_name: "web".into(),
+        container_port: 8080,
+        host_port: u32::from(host_port),
+        protocol: berth_types::Protocol::Tcp,
+    }];
+    cfg
+}
+
+/// A GET over plain HTTP/1.0 to `addr`; the whole response as text.
+async fn http_get_at(addr: std::net::SocketAddr, path: &str) -> std::io::Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut conn =
+        tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(addr))
+            .await
+            .map_err(|_| std::io::Error::other("connect timed out"))??;
+    conn.write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes())
+        .await?;
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), conn.read_to_end(&mut out))
+        .await
+        .map_err(|_| std::io::Error::other("read timed out"))??;
+    Ok(String::from_utf8_lossy(&out).into_owned())
+}
+
+/// `/env` from `addr` once the app answers there (30 s at most).
+async fn env_at(addr: std::net::SocketAddr) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match http_get_at(addr, "/env").await {
+            Ok(text) if text.starts_with("HTTP/1.1 200") => return text,
+            other => assert!(
+                Instant::now() < deadline,
+                "nothing answered on {addr}: {other:?}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn iptables_rules() -> String {
+    let out = std::process::Command::new("iptables-save")
+        .output()
+        .expect("run iptables-save");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// iptables-save lines about the task's address or its host port.
+fn rules_for(rules: &str, ip: std::net::Ipv4Addr, host_port: u16) -> Vec<String> {
+    let port = host_port.to_string();
+    rules
+        .lines()
+        .filter(|l| {
+            let t: Vec<&str> = l.split_whitespace().collect();
+            let names_port = t
+                .windows(2)
+                .any(|w| matches!(w[0], "--dport" | "--dports") && w[1] == port);
+            l.contains(&format!("{ip}/")) || l.contains(&format!("{ip}:")) || names_port
+        })
+        .map(str::to_string)
+        .collect()
+}
+
+fn link_exists(name: &str) -> bool {
+    Path::new("/sys/class/net").join(name).exists()
+}
+
+fn reservation_exists(ip: std::net::Ipv4Addr) -> bool {
+    Path::new(BRIDGE_STATE)
+        .join("cni/ipam/berth")
+        .join(ip.to_string())
+        .exists()
+}
+
+/// Everything a task's network held on the host is gone.
+fn assert_network_gone(
+    rt: &ContainerdRuntime,
+    net: &berth_agent::tasknet::TaskNetwork,
+    host_port: u16,
+) {
+    let task = &net.task_id;
+    assert!(rt.task_network(task).is_none(), "{task}: no network record");
+    assert!(
+        !rt.task_netns_path(task).exists(),
+        "{task}: netns file removed"
+    );
+    if let Some(veth) = &net.host_veth {
+        assert!(!link_exists(veth), "{task}: veth {veth} removed");
+    }
+    assert!(!reservation_exists(net.ip), "{task}: {} released", net.ip);
+    let left = rules_for(&iptables_rules(), net.ip, host_port);
+    assert!(left.is_empty(), "{task}: iptables rules left: {left:#?}");
+}
+
+/// Two tasks of one definition, each with container port 8080 published on
+/// its own host port: each answers as itself through its host port (on
+/// 127.0.0.1 and on the bridge's gateway address) and on its own address;
+/// once they are removed nothing of their networks is left on the host.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bridge_tasks_publish_their_ports_and_leave_nothing_behind() {
+    let Some(env) = env() else { return };
+    if !cni_plugins_present() {
+        return;
+    }
+    let image = pushed_image(&env).await;
+    let rt = bridge_runtime(&env).await;
+    let (port_a, port_b) = (free_port(), free_port());
+    assert_ne!(port_a, port_b);
+    let a = bridge_web(&image, "task-a", port_a);
+    let b = bridge_web(&image, "task-b", port_b);
+    let id_a = rt.create(&a).await.expect("create a");
+    let id_b = rt.create(&b).await.expect("create b");
+    rt.start(&id_a).await.expect("start a");
+    rt.start(&id_b).await.expect("start b");
+    let net_a = rt.task_network(&a.task_id).expect("a's network");
+    let net_b = rt.task_network(&b.task_id).expect("b's network");
+    let subnet: berth_agent::tasknet::cni::Subnet = TEST_SUBNET.parse().expect("subnet");
+    for net in [&net_a, &net_b] {
+        assert!(subnet.contains(net.ip), "{} in {TEST_SUBNET}", net.ip);
+        assert!(
+            net.netns.starts_with(BRIDGE_STATE),
+            "{}",
+            net.netns.display()
+        );
+        assert!(net.host_veth.as_deref().is_some_and(link_exists));
+    }
+    assert_ne!(net_a.ip, net_b.ip);
+    let gateway = net_a.gateway.expect("a gateway");
+
+    for (cfg, port, net, who) in [
+        (&a, port_a, &net_a, "task-a"),
+        (&b, port_b, &net_b, "task-b"),
+    ] {
+        let hostname = format!("HOSTNAME={}", &cfg.task_id[..12]);
+        for addr in [
+            std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+            std::net::SocketAddr::from((gateway, port)),
+            std::net::SocketAddr::from((net.ip, 8080)),
+        ] {
+            let env = env_at(addr).await;
+            assert!(
+                env.contains(&format!("WHO={who}")),
+                "{addr} answers as {who}: {env}"
+            );
+            assert!(env.contains(&hostname), "{addr}: {hostname}: {env}");
+        }
+        let rules = rules_for(&iptables_rules(), net.ip, port);
+        assert!(
+            rules.iter().any(|l| l.contains("DNAT")),
+            "portmap forwards {port} to {}: {rules:#?}",
+            net.ip
+        );
+        assert!(reservation_exists(net.ip));
+    }
+
+    rt.stop(&id_a, Duration::from_secs(5))
+        .await
+        .expect("stop a");
+    rt.stop(&id_b, Duration::from_secs(5))
+        .await
+        .expect("stop b");
+    rt.remove(&id_a).await.expect("remove a");
+    // b's network is untouched by a's removal.
+    assert!(rt.task_network(&b.task_id).is_some());
+    assert_network_gone(&rt, &net_a, port_a);
+    rt.remove(&id_b).await.expect("remove b");
+    assert_network_gone(&rt, &net_b, port_b);
+}
+
+/// An agent killed after a task's container was removed but before its
+/// network was (simulated: the container is deleted behind the runtime's
+/// back, and the runtime dropped without any cleanup): the next runtime on
+/// the same state dir removes the netns, the address, the veth and the port
+/// forwards at start, and leaves a task that still has a container alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bridge_networks_left_by_a_killed_agent_are_removed_at_start() {
+    use containerd_client::services::v1::snapshots::RemoveSnapshotRequest;
+    use containerd_client::services::v1::{DeleteContainerRequest, DeleteTaskRequest};
+    let Some(env) = env() else { return };
+    if !cni_plugins_present() {
+        return;
+    }
+    let image = pushed_image(&env).await;
+    let rt = bridge_runtime(&env).await;
+    let (port_gone, port_kept) = (free_port(), free_port());
+    let gone = bridge_web(&image, "gone", port_gone);
+    let kept = bridge_web(&image, "kept", port_kept);
+    let id_gone = rt.create(&gone).await.expect("create");
+    let id_kept = rt.create(&kept).await.expect("create");
+    rt.start(&id_gone).await.expect("start");
+    let net_gone = rt.task_network(&gone.task_id).expect("network");
+    env_at(std::net::SocketAddr::from(([127, 0, 0, 1], port_gone))).await;
+
+    // The "agent" goes away: its container is killed and deleted, its
+    // network is not.
+    rt.stop(&id_gone, Duration::from_secs(5))
+        .await
+        .expect("stop");
+    rt.client()
+        .tasks()
+        .delete(rt.request(DeleteTaskRequest {
+            container_id: id_gone.clone(),
+        }))
+        .await
+        .expect("delete task");
+    rt.client()
+        .containers()
+        .delete(rt.request(DeleteContainerRequest {
+            id: id_gone.clone(),
+        }))
+        .await
+        .expect("delete container");
+    let _ = rt
+        .client()
+        .snapshots()
+        .remove(rt.request(RemoveSnapshotRequest {
+            snapshotter: rt.config().snapshotter.clone(),
+            key: id_gone.clone(),
+        }))
+        .await;
+    drop(rt);
+    assert!(Path::new(BRIDGE_STATE)
+        .join("netns")
+        .join(&gone.task_id)
+        .exists());
+    assert!(reservation_exists(net_gone.ip));
+    assert!(!rules_for(&iptables_rules(), net_gone.ip, port_gone).is_empty());
+
+    let rt = bridge_runtime(&env).await;
+    assert_network_gone(&rt, &net_gone, port_gone);
+    let net_kept = rt
+        .task_network(&kept.task_id)
+        .expect("a live task keeps its network");
+    assert!(rt.task_netns_path(&kept.task_id).exists());
+    rt.remove(&id_kept).await.expect("remove");
+    assert_network_gone(&rt, &net_kept, port_kept);
+}

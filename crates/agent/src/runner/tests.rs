@@ -1205,3 +1205,59 @@ async fn a_restart_cut_short_by_the_agent_going_away_is_finished() {
         Some(ContainerState::Running { pid: 1001 })
     );
 }
+
+/// The ports the control plane placed reach the runtime with every
+/// container of the task, in bridge mode as they came.
+#[tokio::test(start_paused = true)]
+async fn network_bindings_reach_the_runtime() {
+    let mut h = Harness::new();
+    let mut a = assignment("t1", vec![container("web", "web:1", true)]);
+    if let Some(spec) = a.task_definition.as_mut().and_then(|td| td.spec.as_mut()) {
+        spec.network_mode = "bridge".into();
+    }
+    a.network_bindings = vec![pb::NetworkBinding {
+        container_name: "web".into(),
+        container_port: 8080,
+        host_port: 32768,
+        protocol: "tcp".into(),
+    }];
+    h.apply(set(1, true, vec![a])).await;
+    h.until_status("t1", TaskStatus::Running).await;
+    let config = h
+        .fake
+        .config(&container_id("t1", "web"))
+        .expect("web created");
+    assert_eq!(config.network_mode, berth_types::NetworkMode::Bridge);
+    assert_eq!(
+        config.network_bindings,
+        [berth_types::NetworkBinding {
+            container_name: "web".into(),
+            container_port: 8080,
+            host_port: 32768,
+            protocol: berth_types::Protocol::Tcp,
+        }]
+    );
+}
+
+/// A binding the agent cannot read fails the task to start: a task whose
+/// port went unpublished would look healthy and serve nobody.
+#[tokio::test(start_paused = true)]
+async fn an_unreadable_network_binding_fails_the_task_to_start() {
+    let mut h = Harness::new();
+    let mut a = assignment("t1", vec![container("web", "web:1", true)]);
+    a.network_bindings = vec![pb::NetworkBinding {
+        container_name: "web".into(),
+        container_port: 8080,
+        host_port: 32768,
+        protocol: "sctp".into(),
+    }];
+    h.apply(set(1, true, vec![a])).await;
+    let stopped = h.until_status("t1", TaskStatus::Stopped).await;
+    assert_eq!(stopped.stop_code, Some(StopCode::TaskFailedToStart));
+    assert!(
+        stopped.reason.contains("network binding"),
+        "{}",
+        stopped.reason
+    );
+    assert!(h.calls().is_empty(), "nothing created: {:?}", h.calls());
+}
