@@ -145,6 +145,8 @@ mod tests {
             agent_cert_lifetime: Duration::from_secs(60),
             session: Default::default(),
             health_listen: None,
+            dns_listen: None,
+            dns_upstream: None,
             agent_binary: None,
             dev_agent: None,
             limits: Default::default(),

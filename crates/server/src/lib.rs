@@ -5,6 +5,7 @@
 pub mod api;
 pub mod auth;
 pub mod dev;
+pub mod dns;
 pub mod downloads;
 pub mod driver;
 pub mod error;
@@ -54,6 +55,10 @@ pub struct ServeOptions {
     pub session: session::SessionConfig,
     /// Plain-HTTP /healthz and /readyz, when set.
     pub health_listen: Option<SocketAddr>,
+    /// DNS for the `berth.` zone, when set (`dns`).
+    pub dns_listen: Option<SocketAddr>,
+    /// Where names outside the zone are forwarded; `None`: refused.
+    pub dns_upstream: Option<SocketAddr>,
     /// The agent binary served at /downloads/berth-agent.
     pub agent_binary: Option<PathBuf>,
     /// `berthd dev`: run a local agent next to the server.
@@ -161,6 +166,15 @@ impl Server {
                 server.pki.clone(),
                 config,
             ));
+        }
+        if let Some(addr) = options.dns_listen {
+            dns::serve(addr, server.node.state().clone(), options.dns_upstream)
+                .await
+                .map_err(|e| {
+                    ServerError::FailedPrecondition(format!(
+                        "cannot listen on --dns-listen {addr}: {e}"
+                    ))
+                })?;
         }
         if let Some(addr) = options.health_listen {
             let health = berth_daemon::HealthState::default();

@@ -112,6 +112,16 @@ struct Tuning {
     /// Serve plain-HTTP /healthz and /readyz here (e.g. 127.0.0.1:7480).
     #[arg(long, env = "BERTH_HEALTH_LISTEN")]
     health_listen: Option<SocketAddr>,
+    /// Answer DNS for the berth. zone here, UDP and TCP (e.g.
+    /// 0.0.0.0:53 or 127.0.0.1:8600): SERVICE.CLUSTER.berth A records
+    /// and _PORT._tcp.SERVICE.CLUSTER.berth SRV records of services'
+    /// healthy tasks. Off unless set.
+    #[arg(long, env = "BERTH_DNS_LISTEN")]
+    dns_listen: Option<SocketAddr>,
+    /// Where DNS queries for names outside berth. go (IP:PORT; default:
+    /// the first nameserver in /etc/resolv.conf, port 53).
+    #[arg(long, env = "BERTH_DNS_UPSTREAM")]
+    dns_upstream: Option<SocketAddr>,
     /// The berth-agent binary offered at https://SERVER/downloads/berth-agent
     /// (default: berth-agent next to berthd).
     #[arg(long, env = "BERTH_AGENT_BINARY")]
@@ -255,6 +265,12 @@ fn options(
         },
         dev_agent: None,
         health_listen: tuning.health_listen,
+        dns_listen: tuning.dns_listen,
+        dns_upstream: tuning.dns_upstream.or_else(|| {
+            std::fs::read_to_string("/etc/resolv.conf")
+                .ok()
+                .and_then(|text| berth_server::dns::upstream_from_resolv_conf(&text))
+        }),
         agent_binary,
         session: berth_server::session::SessionConfig { heartbeat, grace },
         pki_dir,
