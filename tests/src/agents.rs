@@ -152,6 +152,12 @@ impl AgentProc {
         }
     }
 
+    /// More berth-agent flags.
+    pub fn with_args(mut self, extra: &[&str]) -> Self {
+        self.args.extend(extra.iter().map(|a| a.to_string()));
+        self
+    }
+
     pub fn start(&mut self) -> Result<()> {
         self.child = Some(crate::spawn_logged("berth-agent", &self.args, &self.log)?);
         Ok(())
@@ -403,13 +409,24 @@ impl AgentCluster {
         lost_after_secs: u64,
         registrations: u32,
     ) -> Result<Option<Self>> {
+        Self::start_with(name, lost_after_secs, registrations, &[]).await
+    }
+
+    /// [`AgentCluster::start`] with more berthd flags (`{id}` is each
+    /// server's id).
+    pub async fn start_with(
+        name: &str,
+        lost_after_secs: u64,
+        registrations: u32,
+        server_args: &[&str],
+    ) -> Result<Option<Self>> {
         let Some(env) = ContainerdEnv::from_env() else {
             return Ok(None);
         };
         let image = env.testapp_image().await?;
-        let cluster =
-            crate::TestCluster::start(3, &["--agent-heartbeat", "500ms", "--agent-grace", "3s"])
-                .await?;
+        let mut args = vec!["--agent-heartbeat", "500ms", "--agent-grace", "3s"];
+        args.extend_from_slice(server_args);
+        let cluster = crate::TestCluster::start(3, &args).await?;
         let servers: String = (1..=3)
             .map(|id| cluster.addr(id))
             .collect::<Vec<_>>()

@@ -247,7 +247,13 @@ impl TestCluster {
             args.push(initial.to_string());
         }
         args.extend(self.timing_args.iter().cloned());
-        args.extend(self.extra_args.iter().cloned());
+        // `{id}` in an extra argument is this server's id, for what must
+        // differ between servers (e.g. `--dns-listen 127.0.0.{id}:PORT`).
+        args.extend(
+            self.extra_args
+                .iter()
+                .map(|a| a.replace("{id}", &id.to_string())),
+        );
         ServerProc {
             id,
             addr: addr.to_string(),
@@ -506,4 +512,15 @@ where
 
 pub fn data_dir_exists(path: &Path) -> bool {
     path.join("node.json").exists()
+}
+
+/// One plain HTTP/1.0 GET to `127.0.0.1:port` (the test app's serve mode).
+pub fn http_get(port: u16, path: &str) -> Result<String> {
+    use std::io::{Read, Write};
+    let mut conn = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    conn.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(conn, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
+    let mut text = String::new();
+    conn.read_to_string(&mut text)?;
+    Ok(text)
 }

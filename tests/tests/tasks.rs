@@ -378,17 +378,6 @@ async fn agents_and_leaders_fail_without_losing_tasks() -> Result<()> {
     Ok(())
 }
 
-/// One plain HTTP/1.0 GET to the test app on this host (host networking).
-fn http_get(port: u16, path: &str) -> Result<String> {
-    use std::io::{Read, Write};
-    let mut conn = std::net::TcpStream::connect(("127.0.0.1", port))?;
-    conn.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(conn, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
-    let mut text = String::new();
-    conn.read_to_string(&mut text)?;
-    Ok(text)
-}
-
 /// ECS's restartPolicy end to end: a container that exits after running
 /// past restartAttemptPeriod (ECS's minimum, 60 s: this test waits for it)
 /// is restarted in place by its agent; the same task stays RUNNING, and

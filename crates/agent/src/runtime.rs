@@ -201,4 +201,15 @@ pub trait Runtime: Send + Sync + 'static {
     /// Every container this runtime owns, with its state: what a restarted
     /// agent reconciles against.
     fn list(&self) -> impl Future<Output = Result<Vec<OwnedContainer>>> + Send;
+
+    /// Every container of the task has exited: release what another task may
+    /// need at once (its network namespace, address and host ports, which
+    /// the control plane hands out again as soon as the task is STOPPED),
+    /// while the stopped containers and their logs stay for the cleanup
+    /// wait. Idempotent; failures are logged, and what is left is swept at
+    /// the next agent start.
+    fn task_stopped(&self, task_id: &str) -> impl Future<Output = ()> + Send {
+        let _ = task_id;
+        async {}
+    }
 }

@@ -867,6 +867,14 @@ pub fn container_id(task_id: &str, name: &str) -> String {
 }
 
 impl Runtime for ContainerdRuntime {
+    async fn task_stopped(&self, task_id: &str) {
+        // No container of the task runs, so nothing is in the namespace;
+        // `remove` after the cleanup wait finds it gone.
+        if let Err(e) = self.inner.tasknet.teardown(task_id).await {
+            warn!(task_id, error = %e, "cannot remove the stopped task's network; the next agent start tries again");
+        }
+    }
+
     async fn ensure_image(&self, reference: &str, policy: PullPolicy) -> Result<ImageInfo> {
         Ok(self
             .ensure_image_resolved(reference, policy)

@@ -21,6 +21,8 @@ pub(crate) enum Call {
     Restart(String),
     Stop(String),
     Remove(String),
+    /// `task_stopped` with this task id.
+    TaskStopped(String),
 }
 
 struct FakeContainer {
@@ -181,6 +183,12 @@ impl FakeRuntime {
 }
 
 impl Runtime for FakeRuntime {
+    async fn task_stopped(&self, task_id: &str) {
+        self.lock()
+            .calls
+            .push(Call::TaskStopped(task_id.to_string()));
+    }
+
     async fn ensure_image(&self, reference: &str, _policy: PullPolicy) -> Result<ImageInfo> {
         self.lock().calls.push(Call::Pull(reference.to_string()));
         loop {

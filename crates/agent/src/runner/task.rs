@@ -772,6 +772,12 @@ impl<R: Runtime> Actor<R> {
         }
         self.side_op = None;
         self.phase = Phase::Stopped;
+        // Before STOPPED is reported: the control plane frees the task's
+        // host ports then, and a stale port mapping would catch the next
+        // task's traffic. (A task that created nothing holds nothing.)
+        if self.containers.iter().any(|c| c.id.is_some()) {
+            self.ctx.runtime.task_stopped(&self.task_id).await;
+        }
         self.advance(TaskStatus::Stopped).await;
         if self.forget {
             self.begin_remove();

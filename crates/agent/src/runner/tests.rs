@@ -378,6 +378,14 @@ async fn a_stopped_tasks_containers_are_kept_for_the_cleanup_wait() {
     stop.last_status = TaskStatus::Stopped.as_str().into();
     h.apply(set(2, false, vec![stop])).await;
     h.until_status("t1", TaskStatus::Stopped).await;
+    // Its network went with the last container, before STOPPED was
+    // reported (the control plane frees the host ports then).
+    let calls = h.calls();
+    assert!(
+        position(&calls, &Call::TaskStopped("t1".into()))
+            > position(&calls, &Call::Stop(web.clone())),
+        "{calls:?}"
+    );
     // Ten minutes on: still there (and its logs readable through the agent).
     h.settle().await;
     assert!(h.fake.exists(&web), "removed before the cleanup wait");
