@@ -91,6 +91,12 @@ struct Cli {
         value_parser = parse_attribute
     )]
     attributes: Vec<(String, String)>,
+    /// The address other hosts reach this one on, for service discovery
+    /// (DNS, endpoints): the host-port endpoints of its tasks are at this
+    /// IP. Default: the address its connection to the control plane comes
+    /// from, as the server sees it (wrong behind NAT: set it there).
+    #[arg(long, env = "BERTH_ADVERTISE_ADDRESS")]
+    advertise_address: Option<std::net::IpAddr>,
     /// How often the agent checks its identity with the control plane.
     #[arg(long, env = "BERTH_PING_INTERVAL", default_value = "5s", value_parser = parse_interval)]
     ping_interval: Duration,
@@ -306,7 +312,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     token_file: cli.token_file,
                     dir: cli.data_dir,
                     cluster: cli.cluster,
-                    attributes: cli.attributes,
+                    attributes: cli
+                        .attributes
+                        .into_iter()
+                        .chain(cli.advertise_address.map(|ip| {
+                            (
+                                berth_types::endpoints::ADDRESS_ATTRIBUTE.to_string(),
+                                ip.to_string(),
+                            )
+                        }))
+                        .collect(),
                     ping_every: cli.ping_interval,
                     pull_policy: cli.pull_policy,
                     cleanup_wait: cli.task_cleanup_wait,

@@ -575,13 +575,7 @@ impl SessionHub {
         if let Err(e) = check_hello(&hello) {
             return Err(cut_off(&instance_id, e));
         }
-        let address = berth_types::endpoints::ADDRESS_ATTRIBUTE;
-        if let Some(ip) = peer_ip.filter(|_| !hello.attributes.iter().any(|a| a.name == address)) {
-            hello.attributes.push(pb::Attribute {
-                name: address.to_string(),
-                value: ip.to_string(),
-            });
-        }
+        add_session_address(&mut hello, peer_ip);
         if !hello.instance_id.is_empty() && hello.instance_id != instance_id {
             return Err(ServerError::FailedPrecondition(format!(
                 "hello names instance {} but the certificate is for {instance_id}",
@@ -821,6 +815,18 @@ fn sent_key(task: &Task) -> (DesiredStatus, bool) {
     (task.desired_status, task.last_status == TaskStatus::Stopped)
 }
 
+/// The instance's address for service discovery: what its agent says
+/// (`--advertise-address`), or else where its session comes from.
+fn add_session_address(hello: &mut pb::AgentHello, peer_ip: Option<std::net::IpAddr>) {
+    let address = berth_types::endpoints::ADDRESS_ATTRIBUTE;
+    if let Some(ip) = peer_ip.filter(|_| !hello.attributes.iter().any(|a| a.name == address)) {
+        hello.attributes.push(pb::Attribute {
+            name: address.to_string(),
+            value: ip.to_string(),
+        });
+    }
+}
+
 fn assignment(state: &State, task: &Task) -> pb::Assignment {
     let definition = state.task_definition(&task.family, task.revision);
     pb::Assignment {
@@ -975,6 +981,34 @@ impl AgentSessionService for SessionHub {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_instance_address_is_the_agents_or_else_its_sessions_source() {
+        let peer: std::net::IpAddr = "192.0.2.7".parse().unwrap();
+        let address = |hello: &pb::AgentHello| {
+            hello
+                .attributes
+                .iter()
+                .filter(|a| a.name == berth_types::endpoints::ADDRESS_ATTRIBUTE)
+                .map(|a| a.value.clone())
+                .collect::<Vec<_>>()
+        };
+        let mut hello = pb::AgentHello::default();
+        add_session_address(&mut hello, Some(peer));
+        assert_eq!(address(&hello), vec!["192.0.2.7"]);
+        let mut advertised = pb::AgentHello {
+            attributes: vec![pb::Attribute {
+                name: berth_types::endpoints::ADDRESS_ATTRIBUTE.into(),
+                value: "198.51.100.1".into(),
+            }],
+            ..Default::default()
+        };
+        add_session_address(&mut advertised, Some(peer));
+        assert_eq!(address(&advertised), vec!["198.51.100.1"]);
+        let mut unknown = pb::AgentHello::default();
+        add_session_address(&mut unknown, None);
+        assert!(address(&unknown).is_empty());
+    }
     use berth_types::{ContainerState, ContainerStatus, Health};
 
     fn report(task_id: &str, status: TaskStatus, containers: usize) -> TaskReport {

@@ -1659,6 +1659,25 @@ runtimePlatform:
     }
 
     #[test]
+    fn the_bridge_example_asks_for_a_dynamic_host_port() {
+        let loaded = load_task_definition(
+            include_str!("../../../deploy/examples/web-bridge.json"),
+            FileFormat::Json,
+        )
+        .unwrap();
+        assert!(
+            loaded.ignored_fields.is_empty(),
+            "{:?}",
+            loaded.ignored_fields
+        );
+        assert_eq!(loaded.spec.network_mode, NetworkMode::Bridge);
+        let dynamic: Vec<u32> = crate::resources::dynamic_mappings(&loaded.spec)
+            .map(|(_, m)| m.container_port)
+            .collect();
+        assert_eq!(dynamic, vec![8080]);
+    }
+
+    #[test]
     fn example_files_parse_to_the_same_valid_spec() {
         let json = load_task_definition(
             include_str!("../../../deploy/examples/web.json"),
