@@ -3,7 +3,8 @@
 # gRPC code generation, strace for the test that traces berthd's fsyncs, and
 # what berth-agent's bridge network mode runs: the standard CNI plugins
 # (Debian's containernetworking-plugins, in /usr/lib/cni) and iptables, which
-# the bridge and portmap plugins program. Safe to run repeatedly.
+# the bridge and portmap plugins program; and haproxy, which berth-lb
+# programs (its tests run a real one). Safe to run repeatedly.
 set -euo pipefail
 
 as_root() {
@@ -15,6 +16,7 @@ command -v protoc >/dev/null 2>&1 || missing+=(protobuf-compiler)
 command -v strace >/dev/null 2>&1 || missing+=(strace)
 [ -x /usr/lib/cni/bridge ] || missing+=(containernetworking-plugins)
 command -v iptables >/dev/null 2>&1 || [ -x /usr/sbin/iptables ] || missing+=(iptables)
+command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || missing+=(haproxy)
 if [ ${#missing[@]} -gt 0 ]; then
     if ! command -v apt-get >/dev/null 2>&1; then
         echo "error: missing ${missing[*]} and no apt-get to install it; install them yourself (protoc is in protobuf-compiler)" >&2
