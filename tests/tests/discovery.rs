@@ -100,15 +100,13 @@ async fn a_bridge_service_is_found_by_its_endpoints_and_dns_and_follows_changes(
     result.and(torn_down)
 }
 
-/// Scales the service to zero and waits until the agent has removed every
-/// task network namespace.
-async fn teardown(client: &BerthClient, agent: &AgentProc) -> Result<()> {
+async fn scale(client: &BerthClient, count: u32) -> Result<()> {
     client
         .update_service(&UpdateServiceInput {
             cluster: CLUSTER.into(),
             name: "web".into(),
             task_definition: None,
-            desired_count: Some(0),
+            desired_count: Some(count),
             deployment_configuration: Default::default(),
             placement_strategies: None,
             placement_constraints: None,
@@ -116,6 +114,13 @@ async fn teardown(client: &BerthClient, agent: &AgentProc) -> Result<()> {
             force_new_deployment: false,
         })
         .await?;
+    Ok(())
+}
+
+/// Scales the service to zero and waits until the agent has removed every
+/// task network namespace.
+async fn teardown(client: &BerthClient, agent: &AgentProc) -> Result<()> {
+    scale(client, 0).await?;
     let netns = agent.dir.join("state").join("netns");
     eventually(T, || {
         let netns = netns.clone();
@@ -219,19 +224,7 @@ async fn exercise(
     ensure!(unknown.is_empty());
 
     // Scale in: one endpoint leaves the stream and DNS.
-    client
-        .update_service(&UpdateServiceInput {
-            cluster: CLUSTER.into(),
-            name: "web".into(),
-            task_definition: None,
-            desired_count: Some(1),
-            deployment_configuration: Default::default(),
-            placement_strategies: None,
-            placement_constraints: None,
-            health_check_grace_period_secs: None,
-            force_new_deployment: false,
-        })
-        .await?;
+    scale(client, 1).await?;
     let left = wait_for(&mut watch, 1).await?;
     eventually(T, || {
         let srv_name = srv_name.clone();

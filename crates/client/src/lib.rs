@@ -920,6 +920,10 @@ impl BerthClient {
     }
 
     pub async fn describe_task(&self, id: &str) -> Result<t::Task, ClientError> {
+        read("task", self.describe_task_wire(id).await?)
+    }
+
+    async fn describe_task_wire(&self, id: &str) -> Result<pb::Task, ClientError> {
         let req = pb::DescribeTaskRequest { id: id.to_string() };
         let resp = self
             .call(Kind::Read, |conn| {
@@ -927,7 +931,7 @@ impl BerthClient {
                 async move { task_service(conn).describe_task(req).await }
             })
             .await?;
-        read("task", required(resp.task, "task")?)
+        required(resp.task, "task")
     }
 
     /// [`describe_task`](Self::describe_task), with where the task's
@@ -936,14 +940,7 @@ impl BerthClient {
         &self,
         id: &str,
     ) -> Result<(t::Task, Vec<t::NetworkBinding>), ClientError> {
-        let req = pb::DescribeTaskRequest { id: id.to_string() };
-        let resp = self
-            .call(Kind::Read, |conn| {
-                let req = req.clone();
-                async move { task_service(conn).describe_task(req).await }
-            })
-            .await?;
-        let mut wire = required(resp.task, "task")?;
+        let mut wire = self.describe_task_wire(id).await?;
         let bindings = read_all(
             "network binding",
             std::mem::take(&mut wire.network_bindings),

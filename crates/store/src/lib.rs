@@ -407,24 +407,29 @@ mod tests {
         assert_corrupt(reopen(dir.path()));
     }
 
+    /// Removes log entries behind the store's back, as damage would.
+    fn remove_entries(dir: &Path, indexes: std::ops::RangeInclusive<u64>) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let db = loop {
+            match sled::open(dir.join("db")) {
+                Ok(db) => break db,
+                Err(_) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(50))
+                }
+                Err(e) => panic!("open sled: {e}"),
+            }
+        };
+        let log = db.open_tree(keys::LOG_TREE).expect("tree");
+        for index in indexes {
+            log.remove(keys::log_key(index)).expect("remove");
+        }
+        db.flush().expect("flush");
+    }
+
     #[tokio::test]
     async fn a_log_with_a_hole_is_refused() {
         let dir = written(20).await;
-        {
-            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-            let db = loop {
-                match sled::open(dir.path().join("db")) {
-                    Ok(db) => break db,
-                    Err(_) if std::time::Instant::now() < deadline => {
-                        std::thread::sleep(std::time::Duration::from_millis(50))
-                    }
-                    Err(e) => panic!("open sled: {e}"),
-                }
-            };
-            let log = db.open_tree(keys::LOG_TREE).expect("tree");
-            log.remove(keys::log_key(7)).expect("remove");
-            db.flush().expect("flush");
-        }
+        remove_entries(dir.path(), 7..=7);
         assert_corrupt(reopen(dir.path()));
     }
 
@@ -446,27 +451,10 @@ mod tests {
                 .expect("save committed");
             log.flush().await.expect("flush");
         }
-        let remove = |indexes: std::ops::RangeInclusive<u64>| {
-            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-            let db = loop {
-                match sled::open(dir.path().join("db")) {
-                    Ok(db) => break db,
-                    Err(_) if std::time::Instant::now() < deadline => {
-                        std::thread::sleep(std::time::Duration::from_millis(50))
-                    }
-                    Err(e) => panic!("open sled: {e}"),
-                }
-            };
-            let log = db.open_tree(keys::LOG_TREE).expect("tree");
-            for index in indexes {
-                log.remove(keys::log_key(index)).expect("remove");
-            }
-            db.flush().expect("flush");
-        };
-        remove(3..=12);
+        remove_entries(dir.path(), 3..=12);
         let (log, sm) = reopen(dir.path()).expect("a gap inside the snapshot is not damage");
         drop((log, sm));
-        remove(16..=20);
+        remove_entries(dir.path(), 16..=20);
         assert_corrupt(reopen(dir.path()));
     }
 

@@ -716,28 +716,29 @@ fn the_active_tasks_of_an_instance_are_those_placed_and_not_stopped() {
     assert!(!state.has_active_tasks("i-1"));
 }
 
-/// `api:1` in bridge mode: container port 8080 on a dynamic host port,
-/// 9090/udp on a dynamic one, and 7000 fixed on host port 7700.
-fn bridge_definition(state: &mut State) {
+fn mapping(container_port: u32, host_port: Option<u32>, protocol: crate::Protocol) -> PortMapping {
+    PortMapping {
+        container_port,
+        host_port,
+        protocol,
+    }
+}
+
+/// Registers `api` in bridge mode with `mappings` (and a health check when
+/// asked); returns the command's level.
+fn register_bridge_api(state: &mut State, mappings: Vec<PortMapping>, checked: bool) -> u32 {
     let mut c = ContainerDefinition::new("api", "registry.local/api:1");
     c.memory = Some(64);
-    c.port_mappings = vec![
-        PortMapping {
-            container_port: 8080,
-            host_port: None,
-            protocol: crate::Protocol::Tcp,
-        },
-        PortMapping {
-            container_port: 9090,
-            host_port: Some(0),
-            protocol: crate::Protocol::Udp,
-        },
-        PortMapping {
-            container_port: 7000,
-            host_port: Some(7700),
-            protocol: crate::Protocol::Tcp,
-        },
-    ];
+    c.port_mappings = mappings;
+    if checked {
+        c.health_check = Some(crate::HealthCheck {
+            command: vec!["CMD".into(), "true".into()],
+            interval: 5,
+            timeout: 2,
+            retries: 3,
+            start_period: 0,
+        });
+    }
     let spec = TaskDefinitionSpec {
         family: "api".into(),
         container_definitions: vec![c],
@@ -749,8 +750,25 @@ fn bridge_definition(state: &mut State) {
     };
     crate::validate::validate_spec(&spec).unwrap();
     let command = Command::RegisterTaskDefinition { spec, at_ms: 1 };
-    assert_eq!(command.level(), 2, "bridge mode needs command level 2");
+    let level = command.level();
     state.apply(command).unwrap();
+    level
+}
+
+/// `api:1` in bridge mode: container port 8080 on a dynamic host port,
+/// 9090/udp on a dynamic one, and 7000 fixed on host port 7700.
+fn bridge_definition(state: &mut State) {
+    use crate::Protocol::{Tcp, Udp};
+    let mappings = vec![
+        mapping(8080, None, Tcp),
+        mapping(9090, Some(0), Udp),
+        mapping(7000, Some(7700), Tcp),
+    ];
+    assert_eq!(
+        register_bridge_api(state, mappings, false),
+        2,
+        "bridge mode needs command level 2"
+    );
 }
 
 fn bindings(state: &State, task: &str) -> Vec<(u32, u32, &'static str)> {
@@ -797,27 +815,11 @@ fn bridge_tasks_get_distinct_dynamic_host_ports_when_placed() {
 fn dynamic_ports_are_unique_per_instance_and_released_with_the_task() {
     let mut state = cluster();
     // Without the fixed port, many copies share one instance.
-    let mut c = ContainerDefinition::new("api", "registry.local/api:1");
-    c.memory = Some(64);
-    c.port_mappings = vec![PortMapping {
-        container_port: 8080,
-        host_port: None,
-        protocol: crate::Protocol::Tcp,
-    }];
-    state
-        .apply(Command::RegisterTaskDefinition {
-            spec: TaskDefinitionSpec {
-                family: "api".into(),
-                container_definitions: vec![c],
-                cpu: None,
-                memory: None,
-                network_mode: crate::NetworkMode::Bridge,
-                volumes: vec![],
-                tags: vec![],
-            },
-            at_ms: 1,
-        })
-        .unwrap();
+    register_bridge_api(
+        &mut state,
+        vec![mapping(8080, None, crate::Protocol::Tcp)],
+        false,
+    );
     state
         .apply(Command::RunTasks(run("api", &["a1", "a2", "a3"], None)))
         .unwrap();
@@ -893,34 +895,11 @@ fn a_services_endpoints_are_its_healthy_running_tasks_published_ports() {
     let mut state = cluster();
     connect_at(&mut state, "i-1", "10.0.0.1");
     connect_at(&mut state, "i-2", "10.0.0.2");
-    let mut c = ContainerDefinition::new("api", "registry.local/api:1");
-    c.memory = Some(64);
-    c.port_mappings = vec![PortMapping {
-        container_port: 8080,
-        host_port: None,
-        protocol: crate::Protocol::Tcp,
-    }];
-    c.health_check = Some(crate::HealthCheck {
-        command: vec!["CMD".into(), "true".into()],
-        interval: 5,
-        timeout: 2,
-        retries: 3,
-        start_period: 0,
-    });
-    state
-        .apply(Command::RegisterTaskDefinition {
-            spec: TaskDefinitionSpec {
-                family: "api".into(),
-                container_definitions: vec![c],
-                cpu: None,
-                memory: None,
-                network_mode: crate::NetworkMode::Bridge,
-                volumes: vec![],
-                tags: vec![],
-            },
-            at_ms: 1,
-        })
-        .unwrap();
+    register_bridge_api(
+        &mut state,
+        vec![mapping(8080, None, crate::Protocol::Tcp)],
+        true,
+    );
     state
         .apply(Command::CreateService {
             spec: crate::service::ServiceSpec {
