@@ -3,7 +3,9 @@
 //! watches the service's endpoints with a readonly token; HTTP through
 //! HAProxy reaches both tasks of a two-task service, and after a scale-in
 //! only the remaining one, within seconds and without a HAProxy reload
-//! (the same worker process answers the runtime API).
+//! (the same worker process answers the runtime API). With every server
+//! down HAProxy keeps serving the last endpoints; once they are back
+//! berth-lb follows the service again.
 //!
 //! Needs haproxy (scripts/install-deps.sh) and the containerd environment
 //! (scripts/test-env.sh): skipped with a notice outside CI, failing under
@@ -157,7 +159,7 @@ async fn berth_lb_sends_traffic_to_the_services_tasks_and_follows_a_scale_in() -
     if !haproxy_installed() {
         return Ok(());
     }
-    let Some(s) = AgentCluster::start_with(CLUSTER, 300, 2, &[]).await? else {
+    let Some(mut s) = AgentCluster::start_with(CLUSTER, 300, 2, &[]).await? else {
         return Ok(());
     };
     // The agent's bridge is always `berth0`, and it keeps the subnet of
@@ -172,7 +174,7 @@ async fn berth_lb_sends_traffic_to_the_services_tasks_and_follows_a_scale_in() -
     wait_instance_status(&s.addr(1), &agent, InstanceState::Active, T).await?;
 
     let admin = client(&s.servers, &test_pki().admin_token);
-    let result = exercise(&s, &admin, &agent).await;
+    let result = exercise(&mut s, &admin, &agent).await;
     // Whatever happened, the agent tears the tasks' networks down before it
     // goes (a killed agent would leave NAT rules on this host).
     let torn_down = teardown(&admin, &agent).await;
@@ -198,7 +200,7 @@ async fn teardown(client: &BerthClient, agent: &AgentProc) -> Result<()> {
     .with_context(|| agent.log())
 }
 
-async fn exercise(s: &AgentCluster, admin: &BerthClient, agent: &AgentProc) -> Result<()> {
+async fn exercise(s: &mut AgentCluster, admin: &BerthClient, agent: &AgentProc) -> Result<()> {
     let mut spec: berth_types::TaskDefinitionSpec =
         from_wire(testapp_taskdef("web", &s.image, &["serve", "8080"], 32))?;
     spec.network_mode = NetworkMode::Bridge;
@@ -314,6 +316,56 @@ container_port = 8080
         "berth-lb: traffic on the remaining task {:?} after the endpoint set changed",
         since.elapsed()
     );
+    ensure!(
+        worker_pid(&socket)? == worker,
+        "HAProxy was reloaded for an endpoint change\n{}",
+        lb.log()
+    );
+
+    // The control plane goes away entirely: HAProxy keeps the last
+    // endpoints and berth-lb keeps running (and retrying).
+    for id in 1..=3 {
+        s.cluster.server(id).kill9();
+    }
+    let until = Instant::now() + Duration::from_secs(4);
+    while Instant::now() < until {
+        let seen = answers(frontend, 5).with_context(|| lb.log())?;
+        ensure!(
+            seen == BTreeSet::from([remaining.clone()]),
+            "{} distinct answers",
+            seen.len()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    ensure!(
+        lb.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None))),
+        "berth-lb exited without a control plane\n{}",
+        lb.log()
+    );
+    ensure!(
+        lb.log().contains("keeping the last ones and retrying"),
+        "berth-lb did not notice the outage\n{}",
+        lb.log()
+    );
+    // Back again: berth-lb follows a scale-out, still without a reload.
+    for id in 1..=3 {
+        s.cluster.server(id).start()?;
+    }
+    s.cluster.wait_for_leader(T).await?;
+    eventually(T, || async { Ok(admin.update_service(&update(2)).await?) }).await?;
+    eventually(T, || async {
+        let seen = answers(frontend, 10)?;
+        ensure!(
+            seen.len() == 2,
+            "through haproxy: {} distinct answers",
+            seen.len()
+        );
+        Ok(())
+    })
+    .await
+    .with_context(|| lb.log())?;
     ensure!(
         worker_pid(&socket)? == worker,
         "HAProxy was reloaded for an endpoint change\n{}",
