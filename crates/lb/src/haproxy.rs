@@ -211,9 +211,9 @@ impl Runtime {
             })
     }
 
-    /// Each server of `backend` as `(name, address:port, operational state,
-    /// admin state)` from `show servers state` (see HAProxy's management
-    /// guide: srv_op_state 2 is running, srv_admin_state 1 is maintenance).
+    /// Each server of `backend` from `show servers state` (HAProxy's
+    /// management guide: srv_op_state 2 is running; srv_admin_state is a
+    /// bit field, see [`ServerState::in_maint`]).
     pub async fn servers(&self, backend: &str) -> Result<Vec<ServerState>, LbError> {
         let text = send(&self.socket, &format!("show servers state {backend}")).await?;
         Ok(text
@@ -247,10 +247,11 @@ pub struct ServerState {
 }
 
 impl ServerState {
-    /// In maintenance (forced by the runtime API or `disabled` in the
-    /// config).
+    /// In maintenance: forced (0x01: the runtime API, or `disabled` in the
+    /// config, which also sets 0x04 for good), inherited (0x02) or for a
+    /// failed resolution (0x20); HAProxy's SRV_ADMF_MAINT.
     pub fn in_maint(&self) -> bool {
-        self.admin_state & 0x03 != 0
+        self.admin_state & 0x23 != 0
     }
 }
 

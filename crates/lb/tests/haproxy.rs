@@ -160,7 +160,11 @@ async fn haproxy_follows_endpoint_sets_through_the_runtime_api() {
     let runtime = syncer.haproxy.runtime();
     let worker = runtime.worker_pid().await.unwrap();
 
-    // No endpoints yet: HAProxy answers 503 itself.
+    // No endpoints yet: every slot is disabled and HAProxy answers 503
+    // itself.
+    let servers = runtime.servers("be_web").await.unwrap();
+    assert_eq!(servers.len(), 2, "{servers:?}");
+    assert!(servers.iter().all(|s| s.in_maint()), "{servers:?}");
     assert!(get(frontend).await.is_err());
 
     syncer.set_targets(0, &[a]).await.unwrap();
