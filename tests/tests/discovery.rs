@@ -86,9 +86,12 @@ async fn a_bridge_service_is_found_by_its_endpoints_and_dns_and_follows_changes(
         return Ok(());
     };
     let dns = |id: u8| SocketAddr::from(([127, 0, 0, id], dns_port));
-    let mut agent = s
-        .agent("disc", &[])
-        .with_args(&["--bridge-subnet", "198.18.77.0/24"]);
+    let mut agent = s.agent("disc", &[]).with_args(&[
+        "--bridge-name",
+        "berthdisc0",
+        "--bridge-subnet",
+        "198.18.77.0/24",
+    ]);
     agent.start()?;
     wait_instance_status(&s.addr(1), &agent, InstanceState::Active, T).await?;
 

@@ -162,14 +162,14 @@ async fn berth_lb_sends_traffic_to_the_services_tasks_and_follows_a_scale_in() -
     let Some(mut s) = AgentCluster::start_with(CLUSTER, 300, 2, &[]).await? else {
         return Ok(());
     };
-    // The agent's bridge is always `berth0`, and it keeps the subnet of
-    // whoever made it first: the same subnet as tests/tests/discovery.rs,
-    // or whichever of the two runs second fails with "berth0 already has
-    // an IP address different from ...". (Test binaries run one at a time,
-    // so the two never share it at once.)
-    let mut agent = s
-        .agent("lbt", &[])
-        .with_args(&["--bridge-subnet", "198.18.77.0/24"]);
+    // A bridge and subnet of its own: a bridge keeps the subnet of whoever
+    // made it first, and other tests (discovery.rs) use theirs.
+    let mut agent = s.agent("lbt", &[]).with_args(&[
+        "--bridge-name",
+        "berthlbt0",
+        "--bridge-subnet",
+        "198.18.78.0/24",
+    ]);
     agent.start()?;
     wait_instance_status(&s.addr(1), &agent, InstanceState::Active, T).await?;
 

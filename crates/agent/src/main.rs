@@ -163,11 +163,32 @@ struct Cli {
     /// their address.
     #[arg(long, env = "BERTH_BRIDGE_SUBNET", default_value = berth_agent::tasknet::DEFAULT_BRIDGE_SUBNET, global = true)]
     bridge_subnet: berth_agent::tasknet::cni::Subnet,
+    /// The host bridge bridge-mode tasks are attached to. One subnet per
+    /// bridge: agents sharing a host (tests, several clusters) each need
+    /// their own bridge for their own subnet.
+    #[arg(long, env = "BERTH_BRIDGE_NAME", default_value = berth_agent::tasknet::DEFAULT_BRIDGE, value_parser = parse_bridge_name, global = true)]
+    bridge_name: String,
     /// Log filter, e.g. `info` or `berth_agent=debug`.
     #[arg(long, env = "BERTH_LOG", default_value = "info", global = true)]
     log: String,
     #[command(subcommand)]
     command: Option<Command>,
+}
+
+/// A Linux interface name: 1 to 15 of letters, digits, `_`, `-` and `.`.
+fn parse_bridge_name(text: &str) -> Result<String, String> {
+    let ok = !text.is_empty()
+        && text.len() <= 15
+        && text
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c));
+    if ok {
+        Ok(text.to_string())
+    } else {
+        Err(format!(
+            "{text:?} is not an interface name: use 1 to 15 letters, digits, '_', '-' or '.'"
+        ))
+    }
 }
 
 fn parse_attribute(text: &str) -> Result<(String, String), String> {
@@ -294,6 +315,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     cfg.pids_limit = cli.pids_limit;
     cfg.network.cni_bin_dir = cli.cni_bin_dir;
     cfg.network.subnet = cli.bridge_subnet;
+    cfg.network.bridge = cli.bridge_name;
     cfg.host_paths.protect(&cli.data_dir);
     if let Some(config) = &cli.config {
         cfg.host_paths.protect(config);

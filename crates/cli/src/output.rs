@@ -1646,6 +1646,23 @@ mod tests {
     }
 
     #[test]
+    fn a_placed_tasks_published_ports_are_described() {
+        let mut task = Task::from(running_task());
+        assert!(!task_detail(&task).contains("Ports:"), "none: no line");
+        task.network_bindings = vec![t::NetworkBinding {
+            container_name: "web".into(),
+            container_port: 8080,
+            host_port: 49153,
+            protocol: t::Protocol::Tcp,
+        }];
+        assert!(
+            task_detail(&task).contains("Ports:            web:8080/tcp on host port 49153\n"),
+            "{}",
+            task_detail(&task)
+        );
+    }
+
+    #[test]
     fn task_json_is_camel_case_with_nulls_for_absent_values() {
         let tasks: Vec<Task> = vec![Task::from(running_task()), Task::from(provisioning_task())];
         let json = render(Format::Json, tasks.as_slice(), |t| tasks_table(t, NOW)).unwrap();
@@ -1677,7 +1694,8 @@ mod tests {
                 "pendingAtMs": NOW - 110_000,
                 "startedAtMs": NOW - 90_000,
                 "stoppingAtMs": null,
-                "stoppedAtMs": null
+                "stoppedAtMs": null,
+                "networkBindings": []
             })
         );
         assert_eq!(value[1]["instanceId"], serde_json::Value::Null);
