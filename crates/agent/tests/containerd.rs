@@ -1664,6 +1664,10 @@ async fn runner_restarts_an_exited_container_in_place() {
 const TEST_BRIDGE: &str = "berthtest0";
 const TEST_SUBNET: &str = "198.19.250.0/24";
 const BRIDGE_STATE: &str = "/tmp/berth-test/agent-bridge-state";
+/// The bridge tests share one state dir, bridge and subnet, and a runtime
+/// sweeps at start the networks of tasks without containers: one at a time
+/// (cargo runs a file's tests in parallel).
+static BRIDGE_TESTS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn cni_plugins_present() -> bool {
     let dir = Path::new(berth_agent::tasknet::DEFAULT_CNI_BIN_DIR);
@@ -1804,6 +1808,7 @@ fn assert_network_gone(
 /// once they are removed nothing of their networks is left on the host.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bridge_tasks_publish_their_ports_and_leave_nothing_behind() {
+    let _one_at_a_time = BRIDGE_TESTS.lock().await;
     let Some(env) = env() else { return };
     if !cni_plugins_present() {
         return;
@@ -1882,6 +1887,7 @@ async fn bridge_tasks_publish_their_ports_and_leave_nothing_behind() {
 async fn bridge_networks_left_by_a_killed_agent_are_removed_at_start() {
     use containerd_client::services::v1::snapshots::RemoveSnapshotRequest;
     use containerd_client::services::v1::{DeleteContainerRequest, DeleteTaskRequest};
+    let _one_at_a_time = BRIDGE_TESTS.lock().await;
     let Some(env) = env() else { return };
     if !cni_plugins_present() {
         return;
