@@ -1,6 +1,8 @@
 //! berth-agent-bench: container start latency through `ContainerdRuntime`
 //! versus `ctr run -d`, same image, same containerd, interleaved in one run;
-//! then the runtime's resident memory with 20 running containers.
+//! then bridge-mode starts (a netns, the CNI plugins and a published port)
+//! against host-mode ones; then the runtime's resident memory with 20
+//! running containers.
 //!
 //!   eval "$(scripts/test-env.sh)"   # or any containerd socket
 //!   cargo run --release -p berth-agent --bin berth-agent-bench -- \
@@ -39,6 +41,10 @@ struct Args {
     concurrency: usize,
     #[arg(long, default_value_t = 5)]
     rounds: usize,
+    /// Sequential bridge-mode starts, each followed by a host-mode one; 0
+    /// skips them (they need the CNI plugins in /usr/lib/cni).
+    #[arg(long, default_value_t = 30)]
+    bridge_starts: usize,
     #[arg(long, default_value = "/tmp/berth-bench/state")]
     state_dir: PathBuf,
     /// Internal: only start 20 containers and report this process's RSS, so
@@ -52,6 +58,11 @@ struct Args {
 }
 
 const IMAGE: &str = "berth.local/bench/testapp:latest";
+/// A bridge and subnet of the bench's own, apart from any agent's.
+const BENCH_BRIDGE: &str = "berthbench0";
+const BENCH_SUBNET: &str = "198.19.251.0/24";
+/// Host ports the bridge-mode starts publish 8080 on, one per start.
+const BENCH_FIRST_HOST_PORT: u32 = 47000;
 
 fn pct(samples: &mut [Duration], p: f64) -> Duration {
     samples.sort();
@@ -102,7 +113,28 @@ impl Bench {
 
     /// Runtime call to process running: create (image cached) + start.
     async fn ours(&self, name: String) -> anyhow::Result<(Duration, String)> {
-        let cfg = self.config(&name);
+        self.start(self.config(&name)).await
+    }
+
+    /// Like [`Bench::ours`] in bridge mode: the task's netns, the CNI
+    /// plugins and a published port come with the create.
+    async fn ours_bridged(
+        &self,
+        name: String,
+        host_port: u32,
+    ) -> anyhow::Result<(Duration, String)> {
+        let mut cfg = self.config(&name);
+        cfg.network_mode = NetworkMode::Bridge;
+        cfg.network_bindings = vec![berth_types::NetworkBinding {
+            container_name: name,
+            container_port: 8080,
+            host_port,
+            protocol: berth_types::Protocol::Tcp,
+        }];
+        self.start(cfg).await
+    }
+
+    async fn start(&self, cfg: ContainerConfig) -> anyhow::Result<(Duration, String)> {
         let t = Instant::now();
         let id = self.rt.create(&cfg).await?;
         self.rt.start(&id).await?;
@@ -156,6 +188,10 @@ async fn main() -> anyhow::Result<()> {
     };
     let mut cfg = ContainerdConfig::new(&args.socket, &args.state_dir);
     cfg.namespace = args.namespace.clone();
+    cfg.network.bridge = BENCH_BRIDGE.into();
+    cfg.network.subnet = BENCH_SUBNET
+        .parse()
+        .map_err(|e| anyhow::anyhow!("bench subnet: {e}"))?;
     let exe = std::env::current_exe()?;
     let agent = exe.with_file_name("berth-agent");
     if !agent.exists() {
@@ -224,6 +260,17 @@ async fn main() -> anyhow::Result<()> {
         futures::future::join_all(cids.iter().map(|id| bench.cleanup(id))).await;
     }
 
+    let (mut bridged, mut hosted) = (Vec::new(), Vec::new());
+    for i in 0..args.bridge_starts {
+        let port = BENCH_FIRST_HOST_PORT + u32::try_from(i)?;
+        let (d, id) = bench.ours_bridged(format!("br{i}"), port).await?;
+        bridged.push(d);
+        bench.cleanup(&id).await;
+        let (d, id) = bench.ours(format!("ho{i}")).await?;
+        hosted.push(d);
+        bench.cleanup(&id).await;
+    }
+
     // Resident memory of a fresh process holding the runtime, as an agent
     // would be, with 20 containers up.
     let out = tokio::process::Command::new(&exe)
@@ -269,6 +316,27 @@ async fn main() -> anyhow::Result<()> {
             ms(c50),
             ms(c99),
             o50.as_secs_f64() / c50.as_secs_f64().max(1e-9)
+        ));
+    }
+    if !bridged.is_empty() {
+        let (b50, b99, h50, h99) = (
+            pct(&mut bridged, 0.5),
+            pct(&mut bridged, 0.99),
+            pct(&mut hosted, 0.5),
+            pct(&mut hosted, 0.99),
+        );
+        table.push_str(&format!(
+            "\nBridge mode against host mode, both through berth-agent's runtime, interleaved:\n\n\
+             | case | bridge p50 ms | bridge p99 ms | host p50 ms | host p99 ms | p50 ratio | bridge overhead p50 ms |\n\
+             |---|---:|---:|---:|---:|---:|---:|\n\
+             | {n} sequential | {} | {} | {} | {} | {:.2}x | {} |\n",
+            ms(b50),
+            ms(b99),
+            ms(h50),
+            ms(h99),
+            b50.as_secs_f64() / h50.as_secs_f64().max(1e-9),
+            ms(b50.saturating_sub(h50)),
+            n = args.bridge_starts,
         ));
     }
     println!("containerd start latency (create+start, image cached), {ctr_version}");
@@ -388,6 +456,9 @@ Measured {date} (`date -u`) by `berth-agent-bench`, which writes this section.\n
 containerd and namespace, timed as the wall-clock of the `ctr` process. The two are \
 interleaved start by start; {seq} sequential starts, then {rounds} rounds of {conc} \
 concurrent starts each. Each container is removed (untimed) before the next.\n\
+- Bridge-mode overhead: {bridge} bridge-mode starts (the task's netns, the CNI `loopback`, \
+`bridge`, `host-local`, `portmap` and `firewall` plugins, 8080 published on a host port) each \
+followed by a host-mode start, both through the runtime and timed the same way.\n\
 - Memory: a fresh process holding a `ContainerdRuntime` (what the agent holds), with 20 \
 containers it started still running; `VmRSS` from /proc. The per-container log drivers \
 are separate processes, children of the shims.\n\n\
@@ -408,6 +479,7 @@ the bench needs the release `berth-agent` binary beside it (the log driver). It 
 image from a tarball it builds, so no registry is involved, and uses the `{ns}` namespace.\n\
 <!-- runtime:end -->\n",
         seq = args.sequential,
+        bridge = args.bridge_starts,
         rounds = args.rounds,
         conc = args.concurrency,
         kernel = kernel.trim(),
