@@ -465,3 +465,90 @@ impl AgentCluster {
         self.cluster.addr(id)
     }
 }
+
+/// The bridge-mode web service the networking tests share: `web`, the test
+/// app serving HTTP on container port 8080, its host port left to Berth.
+pub mod bridge_web {
+    use anyhow::{ensure, Context, Result};
+    use berth_client::BerthClient;
+    use berth_proto::pb;
+    use berth_types::service::{CreateServiceInput, UpdateServiceInput};
+    use berth_types::{NetworkMode, PortMapping, Protocol};
+
+    use super::{testapp_taskdef, AgentCluster, AgentProc};
+    use crate::{eventually, from_wire, taskdefs};
+
+    const SERVICE: &str = "web";
+    const TIMEOUT: std::time::Duration = std::time::Duration::from_secs(90);
+
+    /// Registers `web` and creates its service of `count` in `cluster`.
+    pub async fn create(
+        s: &AgentCluster,
+        client: &BerthClient,
+        cluster: &str,
+        count: u32,
+    ) -> Result<()> {
+        let mut spec: berth_types::TaskDefinitionSpec =
+            from_wire(testapp_taskdef(SERVICE, &s.image, &["serve", "8080"], 32))?;
+        spec.network_mode = NetworkMode::Bridge;
+        spec.container_definitions[0].port_mappings = vec![PortMapping {
+            container_port: 8080,
+            host_port: None,
+            protocol: Protocol::Tcp,
+        }];
+        taskdefs(&s.addr(1))
+            .await?
+            .register_task_definition(pb::RegisterTaskDefinitionRequest {
+                spec: Some(spec.into()),
+            })
+            .await?;
+        client
+            .create_service(&CreateServiceInput {
+                cluster: cluster.into(),
+                name: SERVICE.into(),
+                task_definition: SERVICE.into(),
+                desired_count: Some(count),
+                ..Default::default()
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Sets the service's desired count.
+    pub async fn scale(client: &BerthClient, cluster: &str, count: u32) -> Result<()> {
+        client
+            .update_service(&UpdateServiceInput {
+                cluster: cluster.into(),
+                name: SERVICE.into(),
+                task_definition: None,
+                desired_count: Some(count),
+                deployment_configuration: Default::default(),
+                placement_strategies: None,
+                placement_constraints: None,
+                health_check_grace_period_secs: None,
+                force_new_deployment: false,
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Scales the service to zero and waits until the agent has removed
+    /// every task network namespace (a killed agent would leave NAT rules
+    /// on this host): what a networking test does last, whatever happened.
+    pub async fn teardown(client: &BerthClient, cluster: &str, agent: &AgentProc) -> Result<()> {
+        scale(client, cluster, 0).await?;
+        let netns = agent.dir.join("state").join("netns");
+        eventually(TIMEOUT, || {
+            let netns = netns.clone();
+            async move {
+                let left: Vec<_> = std::fs::read_dir(&netns)
+                    .map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name()).collect())
+                    .unwrap_or_default();
+                ensure!(left.is_empty(), "network namespaces left: {left:?}");
+                Ok(())
+            }
+        })
+        .await
+        .with_context(|| agent.log())
+    }
+}

@@ -16,9 +16,7 @@ use berth_client::services::EndpointWatch;
 use berth_client::{BerthClient, ClientConfig};
 use berth_e2e::agents::*;
 use berth_e2e::*;
-use berth_proto::pb;
-use berth_types::service::{CreateServiceInput, UpdateServiceInput};
-use berth_types::{InstanceState, NetworkMode, PortMapping, Protocol};
+use berth_types::InstanceState;
 use hickory_proto::op::{Message, Query};
 use hickory_proto::rr::{Name, RecordType};
 
@@ -99,44 +97,8 @@ async fn a_bridge_service_is_found_by_its_endpoints_and_dns_and_follows_changes(
     let result = exercise(&s, &client, &agent, dns).await;
     // Whatever happened, the agent tears the tasks' networks down before it
     // goes (a killed agent would leave NAT rules on this host).
-    let torn_down = teardown(&client, &agent).await;
+    let torn_down = bridge_web::teardown(&client, CLUSTER, &agent).await;
     result.and(torn_down)
-}
-
-async fn scale(client: &BerthClient, count: u32) -> Result<()> {
-    client
-        .update_service(&UpdateServiceInput {
-            cluster: CLUSTER.into(),
-            name: "web".into(),
-            task_definition: None,
-            desired_count: Some(count),
-            deployment_configuration: Default::default(),
-            placement_strategies: None,
-            placement_constraints: None,
-            health_check_grace_period_secs: None,
-            force_new_deployment: false,
-        })
-        .await?;
-    Ok(())
-}
-
-/// Scales the service to zero and waits until the agent has removed every
-/// task network namespace.
-async fn teardown(client: &BerthClient, agent: &AgentProc) -> Result<()> {
-    scale(client, 0).await?;
-    let netns = agent.dir.join("state").join("netns");
-    eventually(T, || {
-        let netns = netns.clone();
-        async move {
-            let left: Vec<_> = std::fs::read_dir(&netns)
-                .map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name()).collect())
-                .unwrap_or_default();
-            ensure!(left.is_empty(), "network namespaces left: {left:?}");
-            Ok(())
-        }
-    })
-    .await
-    .with_context(|| agent.log())
 }
 
 async fn exercise(
@@ -147,29 +109,7 @@ async fn exercise(
 ) -> Result<()> {
     // Two copies of an HTTP server on container port 8080, host ports left
     // to Berth.
-    let mut spec: berth_types::TaskDefinitionSpec =
-        from_wire(testapp_taskdef("web", &s.image, &["serve", "8080"], 32))?;
-    spec.network_mode = NetworkMode::Bridge;
-    spec.container_definitions[0].port_mappings = vec![PortMapping {
-        container_port: 8080,
-        host_port: None,
-        protocol: Protocol::Tcp,
-    }];
-    taskdefs(&s.addr(1))
-        .await?
-        .register_task_definition(pb::RegisterTaskDefinitionRequest {
-            spec: Some(spec.into()),
-        })
-        .await?;
-    client
-        .create_service(&CreateServiceInput {
-            cluster: CLUSTER.into(),
-            name: "web".into(),
-            task_definition: "web".into(),
-            desired_count: Some(2),
-            ..Default::default()
-        })
-        .await?;
+    bridge_web::create(s, client, CLUSTER, 2).await?;
 
     let mut watch = client.watch_endpoints(CLUSTER, "web");
     let endpoints = wait_for(&mut watch, 2).await.with_context(|| agent.log())?;
@@ -227,7 +167,7 @@ async fn exercise(
     ensure!(unknown.is_empty());
 
     // Scale in: one endpoint leaves the stream and DNS.
-    scale(client, 1).await?;
+    bridge_web::scale(client, CLUSTER, 1).await?;
     let left = wait_for(&mut watch, 1).await?;
     eventually(T, || {
         let srv_name = srv_name.clone();

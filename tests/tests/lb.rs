@@ -23,9 +23,7 @@ use berth_client::services::EndpointWatch;
 use berth_client::{BerthClient, ClientConfig};
 use berth_e2e::agents::*;
 use berth_e2e::*;
-use berth_proto::pb;
-use berth_types::service::{CreateServiceInput, UpdateServiceInput};
-use berth_types::{InstanceState, NetworkMode, PortMapping, Protocol, Role};
+use berth_types::{InstanceState, Role};
 
 const T: Duration = Duration::from_secs(90);
 const CLUSTER: &str = "lbt";
@@ -140,20 +138,6 @@ async fn wait_for(watch: &mut EndpointWatch, count: usize) -> Result<Vec<u16>> {
         .collect()
 }
 
-fn update(desired_count: u32) -> UpdateServiceInput {
-    UpdateServiceInput {
-        cluster: CLUSTER.into(),
-        name: "web".into(),
-        task_definition: None,
-        desired_count: Some(desired_count),
-        deployment_configuration: Default::default(),
-        placement_strategies: None,
-        placement_constraints: None,
-        health_check_grace_period_secs: None,
-        force_new_deployment: false,
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn berth_lb_sends_traffic_to_the_services_tasks_and_follows_a_scale_in() -> Result<()> {
     if !haproxy_installed() {
@@ -177,53 +161,12 @@ async fn berth_lb_sends_traffic_to_the_services_tasks_and_follows_a_scale_in() -
     let result = exercise(&mut s, &admin, &agent).await;
     // Whatever happened, the agent tears the tasks' networks down before it
     // goes (a killed agent would leave NAT rules on this host).
-    let torn_down = teardown(&admin, &agent).await;
+    let torn_down = bridge_web::teardown(&admin, CLUSTER, &agent).await;
     result.and(torn_down)
 }
 
-/// Scales the service to zero and waits until the agent has removed every
-/// task network namespace.
-async fn teardown(client: &BerthClient, agent: &AgentProc) -> Result<()> {
-    client.update_service(&update(0)).await?;
-    let netns = agent.dir.join("state").join("netns");
-    eventually(T, || {
-        let netns = netns.clone();
-        async move {
-            let left: Vec<_> = std::fs::read_dir(&netns)
-                .map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name()).collect())
-                .unwrap_or_default();
-            ensure!(left.is_empty(), "network namespaces left: {left:?}");
-            Ok(())
-        }
-    })
-    .await
-    .with_context(|| agent.log())
-}
-
 async fn exercise(s: &mut AgentCluster, admin: &BerthClient, agent: &AgentProc) -> Result<()> {
-    let mut spec: berth_types::TaskDefinitionSpec =
-        from_wire(testapp_taskdef("web", &s.image, &["serve", "8080"], 32))?;
-    spec.network_mode = NetworkMode::Bridge;
-    spec.container_definitions[0].port_mappings = vec![PortMapping {
-        container_port: 8080,
-        host_port: None,
-        protocol: Protocol::Tcp,
-    }];
-    taskdefs(&s.addr(1))
-        .await?
-        .register_task_definition(pb::RegisterTaskDefinitionRequest {
-            spec: Some(spec.into()),
-        })
-        .await?;
-    admin
-        .create_service(&CreateServiceInput {
-            cluster: CLUSTER.into(),
-            name: "web".into(),
-            task_definition: "web".into(),
-            desired_count: Some(2),
-            ..Default::default()
-        })
-        .await?;
+    bridge_web::create(s, admin, CLUSTER, 2).await?;
 
     // berth-lb gets a readonly token, the CA and one load balancer.
     let (_, readonly) = admin
@@ -294,7 +237,7 @@ container_port = 8080
 
     // Scale in: within seconds every request goes to the remaining task,
     // with the same HAProxy worker (no reload).
-    admin.update_service(&update(1)).await?;
+    bridge_web::scale(admin, CLUSTER, 1).await?;
     let remaining = wait_for(&mut watch, 1).await?;
     let since = Instant::now();
     let remaining = env_of(remaining[0])?;
@@ -354,7 +297,7 @@ container_port = 8080
         s.cluster.server(id).start()?;
     }
     s.cluster.wait_for_leader(T).await?;
-    eventually(T, || async { Ok(admin.update_service(&update(2)).await?) }).await?;
+    eventually(T, || bridge_web::scale(admin, CLUSTER, 2)).await?;
     eventually(T, || async {
         let seen = answers(frontend, 10)?;
         ensure!(
