@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use berth_store::StateReader;
-use berth_types::endpoints::{service_endpoints, Endpoint};
+use berth_types::endpoints::live_service_endpoints;
 use berth_types::state::State;
 use berth_types::Protocol;
 use hickory_proto::op::{Message, MessageType, OpCode, ResponseCode};
@@ -119,14 +119,6 @@ fn response_to(request: &Message) -> Message {
 
 type Records = (Vec<Record>, Vec<Record>);
 
-/// The service's endpoints, or `None` if no such service (NXDOMAIN).
-fn endpoints_of(state: &State, cluster: &str, service: &str) -> Option<Vec<Endpoint>> {
-    let known = state
-        .service(cluster, service)
-        .is_some_and(|s| s.status != berth_types::ServiceStatus::Inactive);
-    known.then(|| service_endpoints(state, cluster, service))
-}
-
 fn address_record(name: &Name, address: &str, query_type: RecordType) -> Option<Record> {
     let rdata = match (address.parse::<IpAddr>().ok()?, query_type) {
         (IpAddr::V4(ip), RecordType::A | RecordType::ANY) => RData::A(A(ip)),
@@ -143,7 +135,7 @@ fn service_records(
     name: &Name,
     query_type: RecordType,
 ) -> Option<Records> {
-    let endpoints = endpoints_of(state, cluster, service)?;
+    let endpoints = live_service_endpoints(state, cluster, service)?;
     let mut addresses: Vec<&str> = endpoints.iter().map(|e| e.address.as_str()).collect();
     addresses.sort_unstable();
     addresses.dedup();
@@ -162,7 +154,7 @@ fn task_records(
     name: &Name,
     query_type: RecordType,
 ) -> Option<Records> {
-    let endpoints = endpoints_of(state, cluster, service)?;
+    let endpoints = live_service_endpoints(state, cluster, service)?;
     let endpoint = endpoints
         .iter()
         .find(|e| e.task_id.eq_ignore_ascii_case(task))?;
@@ -186,7 +178,7 @@ fn srv_records(
         "_udp" => Protocol::Udp,
         _ => return None,
     };
-    let endpoints = endpoints_of(state, cluster, service)?;
+    let endpoints = live_service_endpoints(state, cluster, service)?;
     let owner = Name::from_ascii(format!("{port}.{proto}.{service}.{cluster}.{ZONE}.")).ok()?;
     let (mut answers, mut additionals) = (Vec::new(), Vec::new());
     if !matches!(query_type, RecordType::SRV | RecordType::ANY) {
@@ -301,21 +293,15 @@ impl<S: StateSource> Resolver<S> {
             buf.truncate(n);
             Ok::<_, std::io::Error>(buf)
         };
-        match tokio::time::timeout(UPSTREAM_TIMEOUT, exchange).await {
-            Ok(Ok(answer)) => Some(answer),
-            Ok(Err(e)) => {
-                tracing::debug!(%upstream, error = %e, "upstream DNS failed");
-                let mut response = response_to(request);
-                response.set_response_code(ResponseCode::ServFail);
-                response.to_vec().ok()
-            }
-            Err(_) => {
-                tracing::debug!(%upstream, "upstream DNS timed out");
-                let mut response = response_to(request);
-                response.set_response_code(ResponseCode::ServFail);
-                response.to_vec().ok()
-            }
-        }
+        let failure = match tokio::time::timeout(UPSTREAM_TIMEOUT, exchange).await {
+            Ok(Ok(answer)) => return Some(answer),
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => format!("no answer within {UPSTREAM_TIMEOUT:?}"),
+        };
+        tracing::debug!(%upstream, error = %failure, "upstream DNS failed");
+        let mut response = response_to(request);
+        response.set_response_code(ResponseCode::ServFail);
+        response.to_vec().ok()
     }
 }
 

@@ -69,6 +69,15 @@ pub fn service_endpoints(state: &State, cluster: &str, name: &str) -> Vec<Endpoi
     endpoints
 }
 
+/// [`service_endpoints`] of a service that exists (is not INACTIVE), or
+/// `None`: what callers answering "no such service" need.
+pub fn live_service_endpoints(state: &State, cluster: &str, name: &str) -> Option<Vec<Endpoint>> {
+    let live = state
+        .service(cluster, name)
+        .is_some_and(|s| s.status != crate::ServiceStatus::Inactive);
+    live.then(|| service_endpoints(state, cluster, name))
+}
+
 /// Identifies a set of endpoints: equal sets, equal revisions, on every
 /// server (FNV-1a over the sorted set), so a client that reconnects
 /// elsewhere can say what it has and hear only of changes.

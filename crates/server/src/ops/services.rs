@@ -345,15 +345,10 @@ fn endpoint_set(node: &BerthNode, cluster: &str, name: &str) -> Result<EndpointS
             "cluster {cluster:?} not found"
         )));
     }
-    match state.service(cluster, name) {
-        Some(service) if service.status != berth_types::ServiceStatus::Inactive => {}
-        _ => {
-            return Err(ServerError::NotFound(format!(
-                "service {name:?} not found in cluster {cluster:?}"
-            )))
-        }
-    }
-    let endpoints = berth_types::endpoints::service_endpoints(state, cluster, name);
+    let endpoints = berth_types::endpoints::live_service_endpoints(state, cluster, name)
+        .ok_or_else(|| {
+            ServerError::NotFound(format!("service {name:?} not found in cluster {cluster:?}"))
+        })?;
     Ok(EndpointSet {
         revision: berth_types::endpoints::revision(&endpoints),
         endpoints,
