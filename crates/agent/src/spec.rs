@@ -232,13 +232,16 @@ pub fn build_spec(input: &SpecInput<'_>) -> Result<Value> {
     match input.network_mode {
         NetworkMode::Host => {}
         NetworkMode::None => namespaces.push(json!({"type": "network"})),
-        NetworkMode::Bridge => {
+        NetworkMode::Bridge | NetworkMode::Task => {
             let path = input
                 .netns
                 .as_deref()
                 .ok_or_else(|| RuntimeError::InvalidConfig {
                     container: def.name.clone(),
-                    reason: "bridge network mode without the task's network namespace".into(),
+                    reason: format!(
+                        "{} network mode without the task's network namespace",
+                        input.network_mode.as_str()
+                    ),
                 })?;
             namespaces.push(json!({"type": "network", "path": path}));
         }

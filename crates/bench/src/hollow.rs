@@ -559,6 +559,7 @@ fn report(task_id: &str, status: TaskStatus, containers: &[String]) -> pb::TaskR
             .collect(),
         reason: String::new(),
         stop_code: None,
+        ip: None,
     };
     (&report).into()
 }

@@ -1545,6 +1545,8 @@ mod tests {
             started_at_ms: Some(NOW - 90_000),
             stopping_at_ms: None,
             stopped_at_ms: None,
+            ip: None,
+            deactivating_until_ms: None,
         }
     }
 
@@ -1575,6 +1577,8 @@ mod tests {
             stopped_reason: "essential container web exited with code 1".into(),
             started_at_ms: Some(NOW - 3 * 86_400_000),
             stopped_at_ms: Some(NOW - 86_400_000),
+            ip: None,
+            deactivating_until_ms: None,
             ..running_task()
         }
     }

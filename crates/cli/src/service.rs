@@ -728,6 +728,8 @@ mod tests {
             .into_iter()
             .map(|(id, status, state, rollback_of)| DeploymentView {
                 deployment: Deployment {
+                    traffic_at_ms: 0,
+                    traffic_percent: 100,
                     id: id.into(),
                     status,
                     task_definition: format!("web:{}", &id[id.len() - 1..]),
@@ -747,6 +749,7 @@ mod tests {
             })
             .collect();
         let mut service = berth_types::Service {
+            load_balancers: Vec::new(),
             cluster: "default".into(),
             name: "web".into(),
             status: berth_types::ServiceStatus::Active,

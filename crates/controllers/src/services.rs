@@ -57,6 +57,19 @@ impl Controller for Services {
     fn reconcile(&self, state: &State, inputs: &Inputs<'_>) -> Vec<Command> {
         let ids = IdSource::new(inputs.seed);
         let mut commands = Vec::new();
+        // Deregistration delays that are over (checked every pass: time,
+        // not an event, ends them).
+        let due: Vec<String> = state
+            .deactivation_due(inputs.now_ms)
+            .map(|t| t.id.clone())
+            .take(MAX_TASKS_PER_RUN)
+            .collect();
+        if !due.is_empty() {
+            commands.push(Command::EndDeactivation {
+                task_ids: due,
+                at_ms: inputs.now_ms,
+            });
+        }
         for service in state.services() {
             if service.status == ServiceStatus::Inactive {
                 continue;

@@ -24,6 +24,7 @@ fn replica(name: &str, td: &str, desired: u32, min: u32, max: u32) -> ServiceSpe
     config.minimum_healthy_percent = min;
     config.maximum_percent = max;
     ServiceSpec {
+        load_balancers: Vec::new(),
         cluster: "default".into(),
         name: name.into(),
         task_definition: td.into(),
@@ -138,6 +139,8 @@ fn summary(commands: &[Command]) -> Vec<String> {
                 ServiceProgress::Inactive => "inactive".into(),
                 ServiceProgress::DaemonDesiredCount { count } => format!("daemon desired {count}"),
                 ServiceProgress::Note { .. } => "note".into(),
+                ServiceProgress::TrafficShifted { percent, .. } => format!("traffic {percent}"),
+                ServiceProgress::BlueGreenRolledBack { .. } => "rolled back".into(),
             },
             other => other.kind().to_string(),
         })
@@ -205,6 +208,7 @@ fn report(id: &str, status: TaskStatus, health: Health, stop_code: Option<StopCo
         }],
         reason: String::new(),
         stop_code,
+        ip: None,
     }
 }
 

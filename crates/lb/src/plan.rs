@@ -365,6 +365,9 @@ mod tests {
 
     fn endpoint(address: &str, port: u32, container: &str, container_port: u32) -> Endpoint {
         Endpoint {
+            draining: false,
+            load_balancers: Vec::new(),
+            weight: 100,
             address: address.into(),
             port,
             protocol: Protocol::Tcp,

@@ -72,6 +72,7 @@ fn state() -> State {
     });
     apply(Command::CreateService {
         spec: ServiceSpec {
+            load_balancers: Vec::new(),
             cluster: "default".into(),
             name: "api".into(),
             task_definition: "api".into(),
@@ -117,6 +118,7 @@ fn state() -> State {
                 containers: vec![],
                 reason: String::new(),
                 stop_code: None,
+                ip: None,
             })
             .collect(),
         at_ms: 7,

@@ -69,7 +69,9 @@ impl ServiceService for ServicesApi {
         &self,
         request: Request<pb::UpdateServiceRequest>,
     ) -> Result<Response<pb::UpdateServiceResponse>, Status> {
-        let service = self.ops.update_service(request.into_inner().into()).await?;
+        let input = berth_types::service::UpdateServiceInput::try_from(request.into_inner())
+            .map_err(ServerError::from_field)?;
+        let service = self.ops.update_service(input).await?;
         Ok(Response::new(pb::UpdateServiceResponse {
             service: Some((&service).into()),
         }))
@@ -86,6 +88,21 @@ impl ServiceService for ServicesApi {
             .delete_service(&req.cluster, &req.service, req.force)
             .await?;
         Ok(Response::new(pb::DeleteServiceResponse {
+            service: Some((&service).into()),
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(cluster = %request.get_ref().cluster, service = %request.get_ref().service))]
+    async fn rollback_service(
+        &self,
+        request: Request<pb::RollbackServiceRequest>,
+    ) -> Result<Response<pb::RollbackServiceResponse>, Status> {
+        let req = request.into_inner();
+        let service = self
+            .ops
+            .rollback_service(&req.cluster, &req.service)
+            .await?;
+        Ok(Response::new(pb::RollbackServiceResponse {
             service: Some((&service).into()),
         }))
     }

@@ -137,6 +137,7 @@ fn merge_reports(older: TaskReport, newer: TaskReport) -> TaskReport {
     } else {
         newer.containers.clone()
     };
+    let ip = newer.ip.clone().or_else(|| older.ip.clone());
     let status_from = if newer.last_status >= older.last_status {
         newer
     } else {
@@ -144,6 +145,7 @@ fn merge_reports(older: TaskReport, newer: TaskReport) -> TaskReport {
     };
     TaskReport {
         containers,
+        ip,
         ..status_from
     }
 }
@@ -804,6 +806,7 @@ fn is_news(state: &State, instance_id: &str, report: &TaskReport) -> bool {
         return false;
     }
     report.last_status > task.last_status
+        || (report.ip.is_some() && report.ip != task.ip && task.last_status != TaskStatus::Stopped)
         || (!report.containers.is_empty()
             && task.last_status != TaskStatus::Stopped
             && report.containers != task.containers)
@@ -812,7 +815,10 @@ fn is_news(state: &State, instance_id: &str, report: &TaskReport) -> bool {
 /// What the agent has been told about a task: its desired status, and
 /// whether the record is final.
 fn sent_key(task: &Task) -> (DesiredStatus, bool) {
-    (task.desired_status, task.last_status == TaskStatus::Stopped)
+    (
+        task.agent_desired_status(),
+        task.last_status == TaskStatus::Stopped,
+    )
 }
 
 /// The instance's address for service discovery: what its agent says
@@ -831,7 +837,7 @@ fn assignment(state: &State, task: &Task) -> pb::Assignment {
     let definition = state.task_definition(&task.family, task.revision);
     pb::Assignment {
         task_id: task.id.clone(),
-        desired_status: task.desired_status.as_str().to_string(),
+        desired_status: task.agent_desired_status().as_str().to_string(),
         task_definition: definition.cloned().map(Into::into),
         overrides: berth_proto::convert::overrides_to_wire(&task.overrides),
         last_status: task.last_status.as_str().to_string(),
@@ -1027,6 +1033,7 @@ mod tests {
                 .collect(),
             reason: String::new(),
             stop_code: None,
+            ip: None,
         }
     }
 

@@ -188,7 +188,7 @@ pub enum StoreError {
     },
     #[error("snapshot file {path} is damaged ({reason}); remove this server's data dir and re-add it to the cluster so that it receives a fresh snapshot")]
     SnapshotCorrupt { path: String, reason: String },
-    #[error("{what} is in Berth data format {found}, and this berthd reads format {} only (format 1 came from builds before services, format 2 from builds before command levels and de-duplicated forwarded writes, format 3 from builds before instance keys were recorded); run the version that wrote it, or move this server's data dir aside and re-add the server to the cluster (berth server add) so it receives a snapshot", DATA_FORMAT)]
+    #[error("{what} is in Berth data format {found}, and this berthd reads format {} only (format 1 came from builds before services, format 2 from builds before command levels and de-duplicated forwarded writes, format 3 from builds before instance keys were recorded, format 4 from builds before load balancers, task IPs and blue/green deployments); run the version that wrote it, or move this server's data dir aside and re-add the server to the cluster (berth server add) so it receives a snapshot", DATA_FORMAT)]
     Format { what: String, found: u32 },
 }
 
@@ -199,8 +199,11 @@ pub enum StoreError {
 /// lists in log entries, with no command level, no batch ids and no
 /// de-duplication window; format 3 recorded no instance keys
 /// (`Instance::public_key_sha256`) and mixed agent-reported attributes into
-/// the operator's (`Instance::agent_attributes`).
-pub const DATA_FORMAT: u32 = 4;
+/// the operator's (`Instance::agent_attributes`); format 4 had no task
+/// addresses or DEACTIVATING tasks (`Task::ip`, `deactivating_until_ms`),
+/// no service load balancers, and no blue/green deployments (deployment
+/// controllers, traffic shares).
+pub const DATA_FORMAT: u32 = 5;
 
 /// Refuses a data dir written in another format; marks a new one.
 fn check_format(db: &sled::Db, db_dir: &Path) -> Result<(), StoreError> {

@@ -194,6 +194,22 @@ pub enum Command {
         description: String,
         at_ms: i64,
     },
+    /// The deregistration delay of these DEACTIVATING tasks is over: their
+    /// agents are told to stop them.
+    EndDeactivation {
+        task_ids: Vec<String>,
+        at_ms: i64,
+    },
+    /// `berth service rollback`: a blue/green deployment still shifting
+    /// traffic (or baking) gives all traffic back to the deployment before
+    /// it, whose tasks still run; a rolling one is replaced by a new
+    /// deployment (`deployment_id`) of the last COMPLETED task definition.
+    RollbackService {
+        cluster: String,
+        name: String,
+        deployment_id: String,
+        at_ms: i64,
+    },
 }
 
 /// The newest command level this build can apply. Every variant has the
@@ -205,7 +221,9 @@ pub enum Command {
 /// takes the new level too, decided by content.
 ///
 /// Level 2: bridge network mode in task definitions.
-pub const COMMAND_LEVEL: u32 = 2;
+/// Level 3: task network mode; load balancers, deregistration and
+/// blue/green deployments of services.
+pub const COMMAND_LEVEL: u32 = 3;
 
 impl Command {
     /// The command level a server needs to decode and apply this command.
@@ -213,9 +231,16 @@ impl Command {
     /// its level is chosen.
     pub fn level(&self) -> u32 {
         match self {
+            Command::EndDeactivation { .. } | Command::RollbackService { .. } => 3,
+            Command::ServiceProgress { progress, .. } => match progress {
+                ServiceProgress::TrafficShifted { .. }
+                | ServiceProgress::BlueGreenRolledBack { .. } => 3,
+                _ => 1,
+            },
             Command::RegisterTaskDefinition { spec, .. } => match spec.network_mode {
                 crate::NetworkMode::Host | crate::NetworkMode::None => 1,
                 crate::NetworkMode::Bridge => 2,
+                crate::NetworkMode::Task => 3,
             },
             Command::CreateCluster { .. }
             | Command::UpdateClusterSettings { .. }
@@ -245,7 +270,6 @@ impl Command {
             | Command::DeleteService { .. }
             | Command::StartServiceTasks(_)
             | Command::StopServiceTasks { .. }
-            | Command::ServiceProgress { .. }
             | Command::RevokeCertificate { .. } => 1,
         }
     }
@@ -331,6 +355,16 @@ pub enum ServiceProgress {
     /// Something people should know (a task that cannot be placed, a
     /// rollout that cannot move); recorded unless it repeats the latest.
     Note { message: String },
+    /// Blue/green: the PRIMARY deployment now gets `percent` of the load
+    /// balancers' traffic (applied only if every one of its tasks is
+    /// healthy and the share grows).
+    TrafficShifted { deployment_id: String, percent: u32 },
+    /// Blue/green: the PRIMARY deployment failed while the one before it
+    /// still runs: that one is PRIMARY again, with all traffic.
+    BlueGreenRolledBack {
+        deployment_id: String,
+        reason: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -365,6 +399,9 @@ pub struct TaskReport {
     pub containers: Vec<ContainerState>,
     pub reason: String,
     pub stop_code: Option<StopCode>,
+    /// The task's address on the instance's bridge (bridge and task network
+    /// modes), once known.
+    pub ip: Option<String>,
 }
 
 impl Command {
@@ -402,6 +439,8 @@ impl Command {
             Command::StartServiceTasks(_) => "start_service_tasks",
             Command::StopServiceTasks { .. } => "stop_service_tasks",
             Command::ServiceProgress { .. } => "service_progress",
+            Command::EndDeactivation { .. } => "end_deactivation",
+            Command::RollbackService { .. } => "rollback_service",
         }
     }
 }

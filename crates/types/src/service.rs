@@ -166,6 +166,115 @@ impl CircuitBreaker {
     }
 }
 
+/// How a new deployment takes over from the one before.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum DeploymentController {
+    /// ECS's rolling update, within minimumHealthyPercent and
+    /// maximumPercent.
+    #[default]
+    Rolling,
+    /// The new deployment's tasks start beside the old ones; once all are
+    /// healthy, the load balancers' traffic moves to them as `traffic` says;
+    /// the old tasks stay up for `bake_time_secs` after the last step, then
+    /// stop. A failing new task or `berth service rollback` before then
+    /// moves all traffic back.
+    BlueGreen(BlueGreen),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BlueGreen {
+    pub traffic: TrafficShift,
+    pub bake_time_secs: u32,
+}
+
+/// CodeDeploy's traffic-shifting configurations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum TrafficShift {
+    AllAtOnce,
+    /// `percent` first, the rest `interval_secs` later.
+    Canary {
+        percent: u32,
+        interval_secs: u32,
+    },
+    /// `percent` more every `interval_secs`.
+    Linear {
+        percent: u32,
+        interval_secs: u32,
+    },
+}
+
+impl TrafficShift {
+    /// The share of traffic after `current` (what the new deployment has
+    /// now), or `None` once it has everything.
+    pub fn next_percent(&self, current: u32) -> Option<u32> {
+        if current >= 100 {
+            return None;
+        }
+        Some(match *self {
+            TrafficShift::AllAtOnce => 100,
+            TrafficShift::Canary { percent, .. } => {
+                if current == 0 {
+                    percent.min(100)
+                } else {
+                    100
+                }
+            }
+            TrafficShift::Linear { percent, .. } => current.saturating_add(percent).min(100),
+        })
+    }
+
+    /// How long a step holds before the next one.
+    pub fn interval_ms(&self) -> i64 {
+        match *self {
+            TrafficShift::AllAtOnce => 0,
+            TrafficShift::Canary { interval_secs, .. }
+            | TrafficShift::Linear { interval_secs, .. } => i64::from(interval_secs) * 1000,
+        }
+    }
+
+    /// `ALL_AT_ONCE`, `CANARY 10% then the rest after 60s`, ...
+    pub fn describe(&self) -> String {
+        match *self {
+            TrafficShift::AllAtOnce => "all at once".to_string(),
+            TrafficShift::Canary {
+                percent,
+                interval_secs,
+            } => format!("canary {percent}%, the rest after {interval_secs}s"),
+            TrafficShift::Linear {
+                percent,
+                interval_secs,
+            } => format!("linear {percent}% every {interval_secs}s"),
+        }
+    }
+}
+
+/// A load balancer a service's tasks are registered with: ECS's
+/// `loadBalancers` entry, with the name of a Berth load balancer (what
+/// `berth-lb` serves) where ECS has a target group ARN.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LoadBalancer {
+    pub name: String,
+    pub container_name: String,
+    pub container_port: u32,
+    /// How long a task that is to stop stays drained in the load balancer
+    /// (DEACTIVATING) before it is told to stop.
+    pub deregistration_delay_secs: u32,
+}
+
+/// ELB's default deregistration delay is 300 s; Berth's is shorter because
+/// its HAProxy drains within the same host network.
+pub const DEFAULT_DEREGISTRATION_DELAY_SECS: u32 = 10;
+pub const MAX_DEREGISTRATION_DELAY_SECS: u32 = 3600;
+/// Load balancers per service (ECS's limit).
+pub const MAX_LOAD_BALANCERS: usize = 5;
+/// Bounds of a blue/green step interval and bake time.
+pub const MAX_TRAFFIC_INTERVAL_SECS: u32 = 24 * 3600;
+pub const MAX_BAKE_TIME_SECS: u32 = 2 * 24 * 3600;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct DeploymentConfiguration {
@@ -178,6 +287,7 @@ pub struct DeploymentConfiguration {
     pub circuit_breaker: CircuitBreaker,
     /// A deployment not COMPLETED after this long is FAILED.
     pub timeout_secs: u64,
+    pub controller: DeploymentController,
 }
 
 impl DeploymentConfiguration {
@@ -192,6 +302,7 @@ impl DeploymentConfiguration {
             maximum_percent,
             circuit_breaker: CircuitBreaker::default(),
             timeout_secs: DEFAULT_DEPLOYMENT_TIMEOUT_SECS,
+            controller: DeploymentController::Rolling,
         }
     }
 
@@ -204,11 +315,22 @@ impl DeploymentConfiguration {
     }
 
     /// Tasks the service may have that are not STOPPED: the maximum rounded
-    /// down.
+    /// down; for blue/green, a full set of each of two deployments.
     pub fn max_alive(&self, desired_count: u32) -> u32 {
-        (u64::from(desired_count) * u64::from(self.maximum_percent) / 100)
+        let percent = match self.controller {
+            DeploymentController::Rolling => u64::from(self.maximum_percent),
+            DeploymentController::BlueGreen(_) => 200,
+        };
+        (u64::from(desired_count) * percent / 100)
             .try_into()
             .unwrap_or(u32::MAX)
+    }
+
+    pub fn blue_green(&self) -> Option<&BlueGreen> {
+        match &self.controller {
+            DeploymentController::BlueGreen(b) => Some(b),
+            DeploymentController::Rolling => None,
+        }
     }
 }
 
@@ -227,6 +349,7 @@ pub struct ServiceSpec {
     pub deployment_configuration: DeploymentConfiguration,
     pub health_check_grace_period_secs: u32,
     pub tags: BTreeMap<String, String>,
+    pub load_balancers: Vec<LoadBalancer>,
 }
 
 /// What UpdateService changes; None leaves a setting as it is.
@@ -260,6 +383,11 @@ pub struct Deployment {
     pub rollback_of: Option<String>,
     pub created_at_ms: i64,
     pub updated_at_ms: i64,
+    /// Blue/green: the share of the load balancers' traffic this
+    /// deployment's tasks get (the other current deployment has the rest).
+    pub traffic_percent: u32,
+    /// When `traffic_percent` last changed.
+    pub traffic_at_ms: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -311,6 +439,7 @@ pub struct Service {
     pub deployment_configuration: DeploymentConfiguration,
     pub health_check_grace_period_secs: u32,
     pub tags: BTreeMap<String, String>,
+    pub load_balancers: Vec<LoadBalancer>,
     /// The PRIMARY deployment first, then ACTIVE ones, newest first.
     pub deployments: Vec<Deployment>,
     /// INACTIVE deployments, newest first (bounded).
@@ -343,6 +472,17 @@ impl Service {
             ServiceStatus::Active => self.desired_count,
             ServiceStatus::Draining | ServiceStatus::Inactive => 0,
         }
+    }
+
+    /// How long a task of this service stays DEACTIVATING before it is
+    /// stopped: the longest deregistration delay of its load balancers (0:
+    /// it has none, and stops at once).
+    pub fn deregistration_delay_ms(&self) -> i64 {
+        self.load_balancers
+            .iter()
+            .map(|lb| i64::from(lb.deregistration_delay_secs) * 1000)
+            .max()
+            .unwrap_or(0)
     }
 
     /// Every deployment, current ones first.
@@ -458,6 +598,99 @@ pub fn validate_spec(spec: &ServiceSpec) -> Result<(), ValidationErrors> {
             ),
         );
     }
+    if let Some(blue_green) = config.blue_green() {
+        let field = "deploymentController";
+        if spec.scheduling_strategy == SchedulingStrategy::Daemon {
+            bad(
+                field,
+                "a DAEMON service runs one task per instance, so it cannot run two deployments side by side; use the rolling controller".into(),
+            );
+        }
+        if spec.load_balancers.is_empty() {
+            bad(
+                field,
+                "blue/green moves load balancer traffic between deployments; declare loadBalancers too, or use the rolling controller".into(),
+            );
+        }
+        match blue_green.traffic {
+            TrafficShift::AllAtOnce => {}
+            TrafficShift::Canary {
+                percent,
+                interval_secs,
+            }
+            | TrafficShift::Linear {
+                percent,
+                interval_secs,
+            } => {
+                if !(1..=99).contains(&percent) {
+                    bad(
+                        "deploymentController.trafficShift.percent",
+                        format!("{percent} is not between 1 and 99; for 100 use ALL_AT_ONCE"),
+                    );
+                }
+                if !(1..=MAX_TRAFFIC_INTERVAL_SECS).contains(&interval_secs) {
+                    bad(
+                        "deploymentController.trafficShift.intervalSeconds",
+                        format!("{interval_secs} is not between 1 and {MAX_TRAFFIC_INTERVAL_SECS} seconds"),
+                    );
+                }
+            }
+        }
+        if blue_green.bake_time_secs > MAX_BAKE_TIME_SECS {
+            bad(
+                "deploymentController.bakeTimeSeconds",
+                format!(
+                    "{} is above {MAX_BAKE_TIME_SECS} seconds (2 days)",
+                    blue_green.bake_time_secs
+                ),
+            );
+        }
+    }
+    if spec.load_balancers.len() > MAX_LOAD_BALANCERS {
+        bad(
+            "loadBalancers",
+            format!(
+                "{} load balancers; at most {MAX_LOAD_BALANCERS}",
+                spec.load_balancers.len()
+            ),
+        );
+    }
+    let mut lb_names = std::collections::BTreeSet::new();
+    for (i, lb) in spec.load_balancers.iter().enumerate() {
+        let at = |f: &str| format!("loadBalancers[{i}].{f}");
+        if let Err(e) = crate::validate::check_name(&at("name"), &lb.name) {
+            bad(&e.field, e.message);
+        } else if !lb_names.insert(lb.name.as_str()) {
+            bad(
+                &at("name"),
+                format!(
+                    "{:?} is listed twice; name each load balancer once",
+                    lb.name
+                ),
+            );
+        }
+        if lb.container_name.trim().is_empty() {
+            bad(
+                &at("containerName"),
+                "required: the container whose port the load balancer sends traffic to".into(),
+            );
+        }
+        if !(1..=65535).contains(&lb.container_port) {
+            bad(
+                &at("containerPort"),
+                format!("{} is not a port (1-65535)", lb.container_port),
+            );
+        }
+        if lb.deregistration_delay_secs > MAX_DEREGISTRATION_DELAY_SECS {
+            bad(
+                &at("deregistrationDelaySeconds"),
+                format!(
+                    "{} is above {MAX_DEREGISTRATION_DELAY_SECS} seconds",
+                    lb.deregistration_delay_secs
+                ),
+            );
+        }
+    }
     if spec.health_check_grace_period_secs > MAX_GRACE_PERIOD_SECS {
         bad(
             "healthCheckGracePeriodSeconds",
@@ -497,6 +730,7 @@ pub struct DeploymentConfigurationInput {
     pub maximum_percent: Option<u32>,
     pub circuit_breaker: Option<CircuitBreaker>,
     pub timeout_secs: Option<u64>,
+    pub controller: Option<DeploymentController>,
 }
 
 impl DeploymentConfigurationInput {
@@ -509,6 +743,7 @@ impl DeploymentConfigurationInput {
             maximum_percent: self.maximum_percent.unwrap_or(base.maximum_percent),
             circuit_breaker: self.circuit_breaker.unwrap_or(base.circuit_breaker),
             timeout_secs: self.timeout_secs.unwrap_or(base.timeout_secs),
+            controller: self.controller.unwrap_or(base.controller),
         }
     }
 }
@@ -529,6 +764,7 @@ pub struct CreateServiceInput {
     pub deployment_configuration: DeploymentConfigurationInput,
     pub health_check_grace_period_secs: u32,
     pub tags: BTreeMap<String, String>,
+    pub load_balancers: Vec<LoadBalancer>,
 }
 
 impl CreateServiceInput {
@@ -555,6 +791,7 @@ impl CreateServiceInput {
                 .over(DeploymentConfiguration::defaults_for(strategy)),
             health_check_grace_period_secs: self.health_check_grace_period_secs,
             tags: self.tags,
+            load_balancers: self.load_balancers,
         }
     }
 }
@@ -789,6 +1026,7 @@ mod tests {
 
     fn valid() -> ServiceSpec {
         ServiceSpec {
+            load_balancers: Vec::new(),
             cluster: "default".into(),
             name: "web".into(),
             task_definition: "web:1".into(),
@@ -1027,6 +1265,7 @@ mod tests {
         assert_eq!(daemon.desired_count, 0);
         assert_eq!(daemon.deployment_configuration.maximum_percent, 100);
         let given = DeploymentConfigurationInput {
+            controller: Default::default(),
             minimum_healthy_percent: Some(50),
             maximum_percent: Some(150),
             circuit_breaker: Some(CircuitBreaker {
@@ -1046,6 +1285,7 @@ mod tests {
         assert_eq!(
             spec.deployment_configuration,
             DeploymentConfiguration {
+                controller: Default::default(),
                 minimum_healthy_percent: 50,
                 maximum_percent: 150,
                 circuit_breaker: CircuitBreaker {
@@ -1092,6 +1332,8 @@ mod tests {
             started_at_ms: None,
             stopping_at_ms: None,
             stopped_at_ms: None,
+            ip: None,
+            deactivating_until_ms: None,
         }
     }
 
@@ -1213,6 +1455,7 @@ mod tests {
     #[test]
     fn a_service_knows_its_group_primary_and_effective_count() {
         let mut service = Service {
+            load_balancers: Vec::new(),
             cluster: "default".into(),
             name: "web".into(),
             status: ServiceStatus::Active,
@@ -1239,6 +1482,8 @@ mod tests {
         assert_eq!(service.group(), "service:web");
         assert!(service.primary().is_none());
         let deployment = |id: &str| Deployment {
+            traffic_at_ms: 0,
+            traffic_percent: 100,
             id: id.into(),
             status: DeploymentStatus::Primary,
             task_definition: "web:2".into(),

@@ -101,6 +101,7 @@ fn base() -> State {
 
 fn service_spec(name: &str, td: &str, desired: u32) -> ServiceSpec {
     ServiceSpec {
+        load_balancers: Vec::new(),
         cluster: "default".into(),
         name: name.into(),
         task_definition: td.into(),
@@ -194,6 +195,7 @@ fn report(
                 }],
                 reason: String::new(),
                 stop_code,
+                ip: None,
             }],
             at_ms,
         },

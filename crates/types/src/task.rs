@@ -15,15 +15,21 @@ pub enum TaskStatus {
     /// Placed; the agent is pulling the image and creating containers.
     Pending,
     Running,
+    /// Asked to stop while it is behind a load balancer: it has left the
+    /// load balancer (drained) and keeps running through its deregistration
+    /// delay, then the agent is told to stop it. Set by the control plane.
+    Deactivating,
     /// Asked to stop; containers are being stopped.
     Stopping,
     Stopped,
 }
 
 impl TaskStatus {
-    /// Parses a status an agent may report (not PROVISIONING).
+    /// Parses a status an agent may report (not PROVISIONING or
+    /// DEACTIVATING, which only the control plane sets).
     pub fn parse_reported(value: &str) -> Option<Self> {
-        Self::parse(value).filter(|s| *s != TaskStatus::Provisioning)
+        Self::parse(value)
+            .filter(|s| !matches!(s, TaskStatus::Provisioning | TaskStatus::Deactivating))
     }
 
     pub fn as_str(self) -> &'static str {
@@ -31,6 +37,7 @@ impl TaskStatus {
             TaskStatus::Provisioning => "PROVISIONING",
             TaskStatus::Pending => "PENDING",
             TaskStatus::Running => "RUNNING",
+            TaskStatus::Deactivating => "DEACTIVATING",
             TaskStatus::Stopping => "STOPPING",
             TaskStatus::Stopped => "STOPPED",
         }
@@ -41,6 +48,7 @@ impl TaskStatus {
             "PROVISIONING" => Some(Self::Provisioning),
             "PENDING" => Some(Self::Pending),
             "RUNNING" => Some(Self::Running),
+            "DEACTIVATING" => Some(Self::Deactivating),
             "STOPPING" => Some(Self::Stopping),
             "STOPPED" => Some(Self::Stopped),
             _ => None,
@@ -201,6 +209,12 @@ pub struct Task {
     pub started_at_ms: Option<i64>,
     pub stopping_at_ms: Option<i64>,
     pub stopped_at_ms: Option<i64>,
+    /// The task's own address on its instance's bridge (bridge and task
+    /// network modes), as its agent reported it.
+    pub ip: Option<String>,
+    /// While DEACTIVATING: when its deregistration delay ends and the agent
+    /// is told to stop it. `None` otherwise.
+    pub deactivating_until_ms: Option<i64>,
 }
 
 impl Task {
@@ -215,14 +229,42 @@ impl Task {
             return false;
         }
         self.last_status = to;
+        if to >= TaskStatus::Stopping {
+            // Stopping anyway (its containers exited, its instance was
+            // lost): nothing is left to wait for.
+            self.deactivating_until_ms = None;
+        }
         let stamp = Some(at_ms);
         match to {
             TaskStatus::Provisioning => {}
             TaskStatus::Pending => self.pending_at_ms = self.pending_at_ms.or(stamp),
             TaskStatus::Running => self.started_at_ms = self.started_at_ms.or(stamp),
+            TaskStatus::Deactivating => {}
             TaskStatus::Stopping => self.stopping_at_ms = self.stopping_at_ms.or(stamp),
             TaskStatus::Stopped => self.stopped_at_ms = self.stopped_at_ms.or(stamp),
         }
+        true
+    }
+
+    /// The desired status its agent acts on: RUNNING until a DEACTIVATING
+    /// task's deregistration delay is over.
+    pub fn agent_desired_status(&self) -> DesiredStatus {
+        if self.deactivating_until_ms.is_some() {
+            DesiredStatus::Running
+        } else {
+            self.desired_status
+        }
+    }
+
+    /// A RUNNING task asked to stop goes DEACTIVATING first, until
+    /// `until_ms`, when it is behind a load balancer. False if it is not
+    /// RUNNING (it has no traffic to drain).
+    pub fn deactivate(&mut self, until_ms: i64) -> bool {
+        if self.last_status != TaskStatus::Running {
+            return false;
+        }
+        self.last_status = TaskStatus::Deactivating;
+        self.deactivating_until_ms = Some(until_ms);
         true
     }
 
@@ -298,6 +340,8 @@ mod tests {
             started_at_ms: None,
             stopping_at_ms: None,
             stopped_at_ms: None,
+            ip: None,
+            deactivating_until_ms: None,
         }
     }
 

@@ -148,6 +148,7 @@ fn report(state: &mut State, instance: &str, task: &str, status: TaskStatus) {
                 containers: vec![],
                 reason: String::new(),
                 stop_code: None,
+                ip: None,
             }],
             at_ms: 30,
         })
@@ -344,6 +345,7 @@ fn an_essential_exit_and_a_failed_start_get_their_stop_codes() {
                 }],
                 reason: "Essential container \"web\" exited with code 3".into(),
                 stop_code: None,
+                ip: None,
             }],
             at_ms: 40,
         })
@@ -573,6 +575,7 @@ fn restart_counts_are_stored_and_never_go_back() {
                     containers,
                     reason: String::new(),
                     stop_code: None,
+                    ip: None,
                 }],
                 at_ms: 40,
             })
@@ -686,6 +689,7 @@ fn a_report_without_containers_keeps_the_known_containers() {
                 containers: vec![web.clone()],
                 reason: String::new(),
                 stop_code: None,
+                ip: None,
             }],
             at_ms: 30,
         })
@@ -903,6 +907,7 @@ fn a_services_endpoints_are_its_healthy_running_tasks_published_ports() {
     state
         .apply(Command::CreateService {
             spec: crate::service::ServiceSpec {
+                load_balancers: Vec::new(),
                 cluster: "default".into(),
                 name: "api".into(),
                 task_definition: "api".into(),
@@ -952,6 +957,7 @@ fn a_services_endpoints_are_its_healthy_running_tasks_published_ports() {
                     }],
                     reason: String::new(),
                     stop_code: None,
+                    ip: None,
                 }],
                 at_ms: 40,
             })

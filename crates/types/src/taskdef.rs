@@ -20,6 +20,11 @@ pub enum NetworkMode {
     /// published on host ports, fixed or picked from the dynamic range.
     /// Needs command level 2 (see `Command::level`).
     Bridge,
+    /// The task gets its own network namespace and IP address on the
+    /// instance's bridge, like ECS's `awsvpc` (accepted as an alias): its
+    /// container ports are reached on that IP directly and nothing is
+    /// published on the host. Needs command level 3.
+    Task,
 }
 
 impl NetworkMode {
@@ -28,13 +33,29 @@ impl NetworkMode {
             NetworkMode::Host => "host",
             NetworkMode::None => "none",
             NetworkMode::Bridge => "bridge",
+            NetworkMode::Task => "task",
         }
     }
 
+    /// Also accepts `awsvpc`, ECS's name for what Berth calls `task`.
     pub fn parse(s: &str) -> Option<Self> {
-        [NetworkMode::Host, NetworkMode::None, NetworkMode::Bridge]
-            .into_iter()
-            .find(|m| m.as_str().eq_ignore_ascii_case(s))
+        if s.eq_ignore_ascii_case("awsvpc") {
+            return Some(NetworkMode::Task);
+        }
+        [
+            NetworkMode::Host,
+            NetworkMode::None,
+            NetworkMode::Bridge,
+            NetworkMode::Task,
+        ]
+        .into_iter()
+        .find(|m| m.as_str().eq_ignore_ascii_case(s))
+    }
+
+    /// Whether the task gets its own network namespace on the instance's
+    /// bridge, with an address of its own.
+    pub fn uses_bridge(self) -> bool {
+        matches!(self, NetworkMode::Bridge | NetworkMode::Task)
     }
 }
 
@@ -88,7 +109,8 @@ impl PortMapping {
         match mode {
             NetworkMode::Host => Some(self.effective_host_port()).filter(|p| *p != 0),
             NetworkMode::Bridge => self.host_port.filter(|p| *p != 0),
-            NetworkMode::None => None,
+            // Reached on the task's own address; nothing on the host.
+            NetworkMode::None | NetworkMode::Task => None,
         }
     }
 }

@@ -969,14 +969,18 @@ impl Reader {
                     self.bad(
                         "networkMode",
                         format!(
-                            "{s:?} is not supported by Berth; use \"host\", \"bridge\" or \"none\""
+                            "{s:?} is not supported by Berth; use \"host\", \"bridge\", \"task\" (or its ECS name \"awsvpc\") or \"none\""
                         ),
                     );
                     NetworkMode::Host
                 }
             },
             other => {
-                self.wrong_type("networkMode", "\"host\", \"bridge\" or \"none\"", other);
+                self.wrong_type(
+                    "networkMode",
+                    "\"host\", \"bridge\", \"task\", \"awsvpc\" or \"none\"",
+                    other,
+                );
                 NetworkMode::Host
             }
         };
@@ -2106,7 +2110,7 @@ runtimePlatform:
 
     #[test]
     fn unsupported_network_modes_are_refused() {
-        for mode in ["awsvpc", "nat"] {
+        for mode in ["nat", "vpc"] {
             let text = format!(
                 r#"{{"family": "t", "networkMode": "{mode}", "containerDefinitions": [{{"name": "a", "image": "i", "memory": 64}}]}}"#
             );
@@ -2115,7 +2119,7 @@ runtimePlatform:
             let message = &errors.0[0].message;
             assert!(message.contains("not supported"), "{message}");
             assert!(
-                message.contains("use \"host\", \"bridge\" or \"none\""),
+                message.contains("use \"host\", \"bridge\", \"task\""),
                 "{message}"
             );
         }
@@ -2131,6 +2135,14 @@ runtimePlatform:
         )
         .unwrap();
         assert_eq!(none.spec.network_mode, NetworkMode::None);
+        for name in ["task", "awsvpc", "AWSVPC"] {
+            let task = load_task_definition(
+                &format!("family: t\nnetworkMode: {name}\ncontainerDefinitions: [{{name: a, image: i, memory: 64, portMappings: [{{containerPort: 80}}]}}]\n"),
+                FileFormat::Yaml,
+            )
+            .unwrap();
+            assert_eq!(task.spec.network_mode, NetworkMode::Task, "{name}");
+        }
         let absent = load_task_definition(&one_container(""), FileFormat::Json).unwrap();
         assert_eq!(absent.spec.network_mode, NetworkMode::Host);
     }

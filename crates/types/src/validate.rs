@@ -248,20 +248,29 @@ pub fn validate_spec(spec: &TaskDefinitionSpec) -> Result<(), ValidationErrors> 
             check_port(&mut errors, field("containerPort"), pm.container_port);
             if let Some(host_port) = pm.host_port.filter(|p| {
                 // 0 asks for a dynamic port in bridge mode.
-                *p != 0 || spec.network_mode != NetworkMode::Bridge
+                *p != 0 || !spec.network_mode.uses_bridge()
             }) {
                 check_port(&mut errors, field("hostPort"), host_port);
-                if spec.network_mode == NetworkMode::Host && host_port != pm.container_port {
+                let mode = spec.network_mode;
+                if matches!(mode, NetworkMode::Host | NetworkMode::Task)
+                    && host_port != pm.container_port
+                {
+                    let why = if mode == NetworkMode::Host {
+                        "the container listens on the host directly"
+                    } else {
+                        "the task is reached on its own address and nothing is published on the host"
+                    };
                     errors.push(FieldError::new(
                         field("hostPort"),
                         format!(
-                            "{host_port} differs from containerPort {}; with networkMode \"host\" the container listens on the host directly, so omit hostPort or set it equal",
-                            pm.container_port
+                            "{host_port} differs from containerPort {}; with networkMode \"{}\" {why}, so omit hostPort or set it equal",
+                            pm.container_port,
+                            mode.as_str()
                         ),
                     ));
                 }
             }
-            if spec.network_mode == NetworkMode::Bridge {
+            if spec.network_mode.uses_bridge() {
                 // The task's containers share one network namespace.
                 if let Some(owner) = container_ports
                     .insert((pm.protocol.as_str(), pm.container_port), c.name.clone())
@@ -269,7 +278,7 @@ pub fn validate_spec(spec: &TaskDefinitionSpec) -> Result<(), ValidationErrors> 
                     errors.push(FieldError::new(
                         field("containerPort"),
                         format!(
-                            "container port {}/{} is already mapped by container {owner:?}; in bridge mode a task's containers share one network namespace, so each container port can be mapped once per task",
+                            "container port {}/{} is already mapped by container {owner:?}; in bridge and task modes a task's containers share one network namespace, so each container port can be mapped once per task",
                             pm.container_port,
                             pm.protocol.as_str()
                         ),

@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use berth_types::resources::Resources;
-use berth_types::service::{DeploymentConfiguration, ServiceSpec, ServiceUpdate};
+use berth_types::service::{self, DeploymentConfiguration, ServiceSpec, ServiceUpdate};
 use berth_types::task::{ContainerState, ContainerStatus, Health};
 use berth_types::*;
 
@@ -49,7 +49,23 @@ fn definition() -> TaskDefinitionSpec {
 }
 
 fn commands() -> Vec<Command> {
+    let mut deployment_configuration =
+        DeploymentConfiguration::defaults_for(SchedulingStrategy::Replica);
+    deployment_configuration.controller =
+        service::DeploymentController::BlueGreen(service::BlueGreen {
+            traffic: service::TrafficShift::Canary {
+                percent: 10,
+                interval_secs: 60,
+            },
+            bake_time_secs: 30,
+        });
     let service = ServiceSpec {
+        load_balancers: vec![service::LoadBalancer {
+            name: "public".into(),
+            container_name: "app".into(),
+            container_port: 80,
+            deregistration_delay_secs: 10,
+        }],
         cluster: "default".into(),
         name: "web".into(),
         task_definition: "web".into(),
@@ -57,9 +73,7 @@ fn commands() -> Vec<Command> {
         scheduling_strategy: SchedulingStrategy::Replica,
         placement_strategies: vec!["spread:instanceId".into()],
         placement_constraints: vec![],
-        deployment_configuration: DeploymentConfiguration::defaults_for(
-            SchedulingStrategy::Replica,
-        ),
+        deployment_configuration,
         health_check_grace_period_secs: 10,
         tags: BTreeMap::from([("team".to_string(), "a".to_string())]),
     };
@@ -133,6 +147,7 @@ fn commands() -> Vec<Command> {
                 }],
                 reason: String::new(),
                 stop_code: None,
+                ip: Some("198.18.0.7".into()),
             }],
             at_ms: 8,
         },
@@ -175,6 +190,41 @@ fn commands() -> Vec<Command> {
             description: "stolen laptop".into(),
             at_ms: 13,
         },
+        Command::EndDeactivation {
+            task_ids: vec!["t-1".into()],
+            at_ms: 14,
+        },
+    ]
+}
+
+/// Commands whose bytes are pinned without applying them (they need a
+/// state the sequence above does not reach).
+fn unapplied() -> Vec<Command> {
+    vec![
+        Command::RollbackService {
+            cluster: "default".into(),
+            name: "web".into(),
+            deployment_id: "ecs-svc/3".into(),
+            at_ms: 15,
+        },
+        Command::ServiceProgress {
+            cluster: "default".into(),
+            service: "web".into(),
+            progress: ServiceProgress::TrafficShifted {
+                deployment_id: "ecs-svc/2".into(),
+                percent: 10,
+            },
+            at_ms: 16,
+        },
+        Command::ServiceProgress {
+            cluster: "default".into(),
+            service: "web".into(),
+            progress: ServiceProgress::BlueGreenRolledBack {
+                deployment_id: "ecs-svc/2".into(),
+                reason: "r".into(),
+            },
+            at_ms: 17,
+        },
     ]
 }
 
@@ -187,6 +237,10 @@ fn encoded() -> String {
         state
             .apply(command.clone())
             .unwrap_or_else(|e| panic!("{}: {e}", command.kind()));
+    }
+    for command in unapplied() {
+        let bytes = bincode::serialize(&command).unwrap();
+        lines.push(format!("{} {}", command.kind(), hex(&bytes)));
     }
     lines.push(format!(
         "state {}",
@@ -201,7 +255,7 @@ fn hex(bytes: &[u8]) -> String {
 
 #[test]
 fn stored_types_keep_their_bytes() {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden/data-format-4.txt");
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden/data-format-5.txt");
     let now = encoded();
     if std::env::var_os("BERTH_BLESS").is_some() {
         std::fs::write(&path, &now).unwrap();

@@ -393,7 +393,9 @@ impl ContainerdRuntime {
             NetworkMode::Host => std::fs::read_to_string("/proc/sys/kernel/hostname")
                 .map(|h| h.trim().to_string())
                 .unwrap_or_else(|_| "localhost".into()),
-            NetworkMode::None | NetworkMode::Bridge => id.chars().take(12).collect(),
+            NetworkMode::None | NetworkMode::Bridge | NetworkMode::Task => {
+                id.chars().take(12).collect()
+            }
         };
         let hostname_file = dir.join("hostname");
         std::fs::write(&hostname_file, format!("{hostname}\n"))
@@ -415,7 +417,7 @@ impl ContainerdRuntime {
             }
         }
         // Made before the container record: the spec names the netns.
-        let network = if config.network_mode == NetworkMode::Bridge {
+        let network = if config.network_mode.uses_bridge() {
             let net = self
                 .inner
                 .tasknet
@@ -472,8 +474,8 @@ impl ContainerdRuntime {
                 .map(|m| (LABEL_TASK_MEMORY, m.to_string())),
         )
         .chain(
-            (config.network_mode == NetworkMode::Bridge)
-                .then(|| (LABEL_NETWORK_MODE, NetworkMode::Bridge.as_str().to_string())),
+            (config.network_mode.uses_bridge())
+                .then(|| (LABEL_NETWORK_MODE, config.network_mode.as_str().to_string())),
         )
         .map(|(k, v)| (k.to_string(), v))
         .collect();
@@ -911,7 +913,7 @@ impl Runtime for ContainerdRuntime {
                 // container (a duplicate create).
                 if self.get_container(&id).await.is_err() {
                     let _ = std::fs::remove_dir_all(self.container_dir(&id));
-                    if config.network_mode == NetworkMode::Bridge {
+                    if config.network_mode.uses_bridge() {
                         self.release_task_network(&config.task_id).await;
                     }
                 }
@@ -1017,9 +1019,11 @@ impl Runtime for ContainerdRuntime {
                         // A reboot took the task's netns along: the same
                         // configuration sets it up again (maybe with another
                         // address, which the hosts file then says).
-                        if container.labels.get(LABEL_NETWORK_MODE).map(String::as_str)
-                            == Some(NetworkMode::Bridge.as_str())
-                        {
+                        let mode = container
+                            .labels
+                            .get(LABEL_NETWORK_MODE)
+                            .and_then(|m| NetworkMode::parse(m));
+                        if mode.is_some_and(NetworkMode::uses_bridge) {
                             let net = self.inner.tasknet.ensure(task_id, None).await?;
                             let hostname =
                                 std::fs::read_to_string(self.container_dir(id).join("hostname"))

@@ -215,6 +215,7 @@ pub(crate) fn record_view(task_id: &str, record: &TaskRecord, reservation: Resou
                 .collect(),
             reason: record.reason.clone(),
             stop_code: record.stop_code,
+            ip: None,
         })
             .into(),
         containers: record

@@ -1,8 +1,9 @@
 //! Services and deployments.
 
 use berth_types::service::{
-    self as s, CreateServiceInput, DeploymentConfigurationInput, DeploymentCounts, DeploymentView,
-    PendingReason, ServiceDescription, UpdateServiceInput,
+    self as s, BlueGreen, CreateServiceInput, DeploymentConfigurationInput, DeploymentController,
+    DeploymentCounts, DeploymentView, LoadBalancer, PendingReason, ServiceDescription,
+    TrafficShift, UpdateServiceInput,
 };
 use berth_types::{
     CircuitBreaker, Deployment, DeploymentConfiguration, DeploymentStatus, FieldError,
@@ -33,6 +34,78 @@ impl From<pb::CircuitBreaker> for CircuitBreaker {
     }
 }
 
+impl From<DeploymentController> for pb::DeploymentController {
+    fn from(c: DeploymentController) -> Self {
+        match c {
+            DeploymentController::Rolling => Self {
+                r#type: "ROLLING".into(),
+                traffic_shift: None,
+                bake_time_secs: 0,
+            },
+            DeploymentController::BlueGreen(b) => {
+                let (kind, percent, interval_secs) = match b.traffic {
+                    TrafficShift::AllAtOnce => ("ALL_AT_ONCE", 0, 0),
+                    TrafficShift::Canary {
+                        percent,
+                        interval_secs,
+                    } => ("CANARY", percent, interval_secs),
+                    TrafficShift::Linear {
+                        percent,
+                        interval_secs,
+                    } => ("LINEAR", percent, interval_secs),
+                };
+                Self {
+                    r#type: "BLUE_GREEN".into(),
+                    traffic_shift: Some(pb::TrafficShift {
+                        r#type: kind.into(),
+                        percent,
+                        interval_secs,
+                    }),
+                    bake_time_secs: b.bake_time_secs,
+                }
+            }
+        }
+    }
+}
+
+impl TryFrom<pb::DeploymentController> for DeploymentController {
+    type Error = FieldError;
+
+    fn try_from(c: pb::DeploymentController) -> Result<Self, FieldError> {
+        match c.r#type.to_ascii_uppercase().as_str() {
+            "" | "ROLLING" | "ECS" => Ok(DeploymentController::Rolling),
+            "BLUE_GREEN" => {
+                let shift = c.traffic_shift.unwrap_or_default();
+                let traffic = match shift.r#type.to_ascii_uppercase().as_str() {
+                    "" | "ALL_AT_ONCE" => TrafficShift::AllAtOnce,
+                    "CANARY" => TrafficShift::Canary {
+                        percent: shift.percent,
+                        interval_secs: shift.interval_secs,
+                    },
+                    "LINEAR" => TrafficShift::Linear {
+                        percent: shift.percent,
+                        interval_secs: shift.interval_secs,
+                    },
+                    other => {
+                        return Err(FieldError::new(
+                            "deploymentController.trafficShift.type",
+                            format!("{other:?} is not ALL_AT_ONCE, CANARY or LINEAR"),
+                        ))
+                    }
+                };
+                Ok(DeploymentController::BlueGreen(BlueGreen {
+                    traffic,
+                    bake_time_secs: c.bake_time_secs,
+                }))
+            }
+            other => Err(FieldError::new(
+                "deploymentController.type",
+                format!("{other:?} is not ROLLING or BLUE_GREEN"),
+            )),
+        }
+    }
+}
+
 impl From<DeploymentConfiguration> for pb::DeploymentConfiguration {
     fn from(c: DeploymentConfiguration) -> Self {
         Self {
@@ -40,6 +113,7 @@ impl From<DeploymentConfiguration> for pb::DeploymentConfiguration {
             maximum_percent: Some(c.maximum_percent),
             circuit_breaker: Some(c.circuit_breaker.into()),
             deployment_timeout_secs: Some(c.timeout_secs),
+            controller: Some(c.controller.into()),
         }
     }
 }
@@ -51,17 +125,45 @@ impl From<DeploymentConfigurationInput> for pb::DeploymentConfiguration {
             maximum_percent: c.maximum_percent,
             circuit_breaker: c.circuit_breaker.map(Into::into),
             deployment_timeout_secs: c.timeout_secs,
+            controller: c.controller.map(Into::into),
         }
     }
 }
 
-impl From<pb::DeploymentConfiguration> for DeploymentConfigurationInput {
-    fn from(c: pb::DeploymentConfiguration) -> Self {
-        Self {
+impl TryFrom<pb::DeploymentConfiguration> for DeploymentConfigurationInput {
+    type Error = FieldError;
+
+    fn try_from(c: pb::DeploymentConfiguration) -> Result<Self, FieldError> {
+        Ok(Self {
             minimum_healthy_percent: c.minimum_healthy_percent,
             maximum_percent: c.maximum_percent,
             circuit_breaker: c.circuit_breaker.map(Into::into),
             timeout_secs: c.deployment_timeout_secs,
+            controller: c.controller.map(TryInto::try_into).transpose()?,
+        })
+    }
+}
+
+impl From<&LoadBalancer> for pb::LoadBalancer {
+    fn from(lb: &LoadBalancer) -> Self {
+        Self {
+            name: lb.name.clone(),
+            container_name: lb.container_name.clone(),
+            container_port: lb.container_port,
+            deregistration_delay_secs: Some(lb.deregistration_delay_secs),
+        }
+    }
+}
+
+impl From<pb::LoadBalancer> for LoadBalancer {
+    fn from(lb: pb::LoadBalancer) -> Self {
+        Self {
+            name: lb.name,
+            container_name: lb.container_name,
+            container_port: lb.container_port,
+            deregistration_delay_secs: lb
+                .deregistration_delay_secs
+                .unwrap_or(s::DEFAULT_DEREGISTRATION_DELAY_SECS),
         }
     }
 }
@@ -104,6 +206,7 @@ impl From<&CreateServiceInput> for pb::CreateServiceRequest {
             deployment_configuration: Some(i.deployment_configuration.into()),
             health_check_grace_period_secs: i.health_check_grace_period_secs,
             tags: tags_to_wire(&i.tags),
+            load_balancers: i.load_balancers.iter().map(Into::into).collect(),
         }
     }
 }
@@ -122,10 +225,12 @@ impl TryFrom<pb::CreateServiceRequest> for CreateServiceInput {
             placement_constraints: r.placement_constraints,
             deployment_configuration: r
                 .deployment_configuration
-                .map(Into::into)
+                .map(TryInto::try_into)
+                .transpose()?
                 .unwrap_or_default(),
             health_check_grace_period_secs: r.health_check_grace_period_secs,
             tags: tags_from_wire(r.tags),
+            load_balancers: r.load_balancers.into_iter().map(Into::into).collect(),
         })
     }
 }
@@ -151,22 +256,25 @@ impl From<&UpdateServiceInput> for pb::UpdateServiceRequest {
     }
 }
 
-impl From<pb::UpdateServiceRequest> for UpdateServiceInput {
-    fn from(r: pb::UpdateServiceRequest) -> Self {
-        Self {
+impl TryFrom<pb::UpdateServiceRequest> for UpdateServiceInput {
+    type Error = FieldError;
+
+    fn try_from(r: pb::UpdateServiceRequest) -> Result<Self, FieldError> {
+        Ok(Self {
             cluster: r.cluster,
             name: r.service,
             task_definition: r.task_definition,
             desired_count: r.desired_count,
             deployment_configuration: r
                 .deployment_configuration
-                .map(Into::into)
+                .map(TryInto::try_into)
+                .transpose()?
                 .unwrap_or_default(),
             placement_strategies: r.placement_strategies.map(|l| l.values),
             placement_constraints: r.placement_constraints.map(|l| l.values),
             health_check_grace_period_secs: r.health_check_grace_period_secs,
             force_new_deployment: r.force_new_deployment,
-        }
+        })
     }
 }
 
@@ -187,6 +295,8 @@ impl From<&DeploymentView> for pb::Deployment {
             rollback_of: d.rollback_of.clone().unwrap_or_default(),
             created_at_ms: d.created_at_ms,
             updated_at_ms: d.updated_at_ms,
+            traffic_percent: d.traffic_percent,
+            traffic_at_ms: d.traffic_at_ms,
         }
     }
 }
@@ -217,6 +327,8 @@ impl TryFrom<pb::Deployment> for DeploymentView {
                 rollback_of: non_empty(d.rollback_of),
                 created_at_ms: d.created_at_ms,
                 updated_at_ms: d.updated_at_ms,
+                traffic_percent: d.traffic_percent,
+                traffic_at_ms: d.traffic_at_ms,
             },
             counts: DeploymentCounts {
                 pending: d.pending_count,
@@ -270,6 +382,7 @@ impl From<&ServiceDescription> for pb::Service {
             steady: s.steady,
             stable_task_definition: s.stable_task_definition.clone().unwrap_or_default(),
             next_event_id: s.next_event_id,
+            load_balancers: s.load_balancers.iter().map(Into::into).collect(),
         }
     }
 }
@@ -281,7 +394,9 @@ impl TryFrom<pb::Service> for ServiceDescription {
         let defaults = DeploymentConfiguration::defaults_for(SchedulingStrategy::Replica);
         let deployment_configuration = p
             .deployment_configuration
-            .map(|c| DeploymentConfigurationInput::from(c).over(defaults))
+            .map(DeploymentConfigurationInput::try_from)
+            .transpose()?
+            .map(|c| c.over(defaults))
             .unwrap_or(defaults);
         let views = p
             .deployments
@@ -308,6 +423,7 @@ impl TryFrom<pb::Service> for ServiceDescription {
             deployment_configuration,
             health_check_grace_period_secs: p.health_check_grace_period_secs,
             tags: tags_from_wire(p.tags),
+            load_balancers: p.load_balancers.into_iter().map(Into::into).collect(),
             deployments: current.iter().map(|v| v.deployment.clone()).collect(),
             finished_deployments: finished.iter().map(|v| v.deployment.clone()).collect(),
             events: p
@@ -358,6 +474,9 @@ impl From<&t::endpoints::Endpoint> for pb::Endpoint {
             container_port: e.container_port,
             task_id: e.task_id.clone(),
             instance_id: e.instance_id.clone(),
+            weight: e.weight,
+            draining: e.draining,
+            load_balancers: e.load_balancers.clone(),
         }
     }
 }
@@ -374,6 +493,9 @@ impl TryFrom<pb::Endpoint> for t::endpoints::Endpoint {
             container_port: e.container_port,
             task_id: e.task_id,
             instance_id: e.instance_id,
+            weight: e.weight,
+            draining: e.draining,
+            load_balancers: e.load_balancers,
         })
     }
 }
@@ -392,6 +514,8 @@ mod tests {
             threshold: Some(4),
         };
         let deployment = |id: &str, status, state| Deployment {
+            traffic_at_ms: 0,
+            traffic_percent: 100,
             id: id.into(),
             status,
             task_definition: "web:2".into(),
@@ -414,6 +538,7 @@ mod tests {
             RolloutState::Completed,
         );
         let service = Service {
+            load_balancers: Vec::new(),
             cluster: "prod".into(),
             name: "web".into(),
             status: ServiceStatus::Active,
@@ -476,6 +601,7 @@ mod tests {
     #[test]
     fn requests_survive_the_wire_and_unset_stays_unset() {
         let create = CreateServiceInput {
+            load_balancers: Vec::new(),
             cluster: "prod".into(),
             name: "web".into(),
             task_definition: "web".into(),
@@ -501,7 +627,7 @@ mod tests {
             force_new_deployment: true,
             ..Default::default()
         };
-        let back = UpdateServiceInput::from(pb::UpdateServiceRequest::from(&update));
+        let back = UpdateServiceInput::try_from(pb::UpdateServiceRequest::from(&update)).unwrap();
         assert_eq!(back, update);
         assert_eq!(back.placement_strategies, None, "unset stays unset");
         let bad = pb::CreateServiceRequest {

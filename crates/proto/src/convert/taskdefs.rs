@@ -161,7 +161,7 @@ fn network_mode(value: &str) -> Result<t::NetworkMode, FieldError> {
     t::NetworkMode::parse(value).ok_or_else(|| {
         FieldError::new(
             "networkMode",
-            format!("{value:?} is not supported; use \"host\", \"bridge\" or \"none\""),
+            format!("{value:?} is not supported; use \"host\", \"bridge\", \"task\" (ECS: \"awsvpc\") or \"none\""),
         )
     })
 }
@@ -431,7 +431,7 @@ mod tests {
     #[test]
     fn bad_enum_strings_name_their_fields() {
         let mut wire: pb::TaskDefinitionSpec = full_spec().into();
-        wire.network_mode = "awsvpc".into();
+        wire.network_mode = "vpc".into();
         wire.container_definitions[0].port_mappings[0].protocol = "sctp".into();
         wire.container_definitions[1].depends_on[0].condition = "READY".into();
         let err = t::TaskDefinitionSpec::try_from(wire).unwrap_err();

@@ -72,6 +72,8 @@ impl From<&t::Task> for pb::Task {
             // Needs the task's definition: filled in by the server
             // (`berth_server::ops::tasks`), which has it.
             network_bindings: Vec::new(),
+            ip: task.ip.clone().unwrap_or_default(),
+            deactivating_until_ms: task.deactivating_until_ms,
         }
     }
 }
@@ -116,7 +118,7 @@ impl TryFrom<pb::Task> for t::Task {
                 "lastStatus",
                 &w.last_status,
                 t::TaskStatus::parse,
-                "PROVISIONING, PENDING, RUNNING, STOPPING or STOPPED",
+                "PROVISIONING, PENDING, RUNNING, DEACTIVATING, STOPPING or STOPPED",
             )?,
             overrides: overrides_from_wire(&w.overrides)?,
             id: w.id,
@@ -138,6 +140,8 @@ impl TryFrom<pb::Task> for t::Task {
             started_at_ms: w.started_at_ms,
             stopping_at_ms: w.stopping_at_ms,
             stopped_at_ms: w.stopped_at_ms,
+            ip: non_empty(w.ip),
+            deactivating_until_ms: w.deactivating_until_ms,
         })
     }
 }
@@ -224,6 +228,14 @@ impl TryFrom<pb::TaskReport> for t::TaskReport {
             containers,
             reason: r.reason,
             stop_code,
+            ip: match non_empty(r.ip) {
+                None => None,
+                Some(ip) => Some(
+                    ip.parse::<std::net::IpAddr>()
+                        .map_err(|_| FieldError::new("ip", format!("{ip:?} is not an IP address")))?
+                        .to_string(),
+                ),
+            },
         })
     }
 }
@@ -239,6 +251,7 @@ impl From<&t::TaskReport> for pb::TaskReport {
                 .stop_code
                 .map(|c| c.as_str().to_string())
                 .unwrap_or_default(),
+            ip: r.ip.clone().unwrap_or_default(),
         }
     }
 }
@@ -370,7 +383,7 @@ impl TryFrom<pb::ListTasksRequest> for t::TaskFilter {
                 "status",
                 &s,
                 t::TaskStatus::parse,
-                "PROVISIONING, PENDING, RUNNING, STOPPING or STOPPED",
+                "PROVISIONING, PENDING, RUNNING, DEACTIVATING, STOPPING or STOPPED",
             )?),
         };
         Ok(Self {
@@ -426,6 +439,8 @@ mod tests {
     /// not), so it reads back equal.
     fn task() -> t::Task {
         t::Task {
+            deactivating_until_ms: None,
+            ip: None,
             id: "t-1".into(),
             cluster: "prod".into(),
             family: "web".into(),
@@ -509,6 +524,7 @@ mod tests {
             containers: task().containers,
             reason: "done".into(),
             stop_code: Some(t::StopCode::TaskFailedToStart),
+            ip: None,
         };
         let wire = pb::TaskReport::from(&report);
         assert_eq!(wire.stop_code, "TaskFailedToStart");

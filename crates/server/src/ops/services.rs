@@ -173,6 +173,26 @@ impl Ops {
         Ok(described)
     }
 
+    /// Rolls a deployment in progress back (see `Command::RollbackService`).
+    pub async fn rollback_service(
+        &self,
+        cluster: &str,
+        name: &str,
+    ) -> Result<ServiceDescription, ServerError> {
+        let cluster = cluster_or_default(cluster);
+        check_len("service", name, berth_types::limits::MAX_ID_LEN)?;
+        let described = self
+            .propose_service(Command::RollbackService {
+                cluster: cluster.clone(),
+                name: name.to_string(),
+                deployment_id: new_deployment_id(),
+                at_ms: now_ms(),
+            })
+            .await?;
+        tracing::info!(%cluster, service = %name, "service rolled back");
+        Ok(described)
+    }
+
     /// A stream of service `name`'s endpoint sets from this server's applied
     /// state: the current set first (unless its revision is
     /// `known_revision`), then each changed set. Ends with NOT_FOUND once

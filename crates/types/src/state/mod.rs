@@ -287,6 +287,13 @@ impl State {
                 description,
                 at_ms,
             } => self.revoke_certificate(fingerprint, description, at_ms),
+            Command::EndDeactivation { task_ids, at_ms } => self.end_deactivation(task_ids, at_ms),
+            Command::RollbackService {
+                cluster,
+                name,
+                deployment_id,
+                at_ms,
+            } => self.rollback_service(cluster, name, deployment_id, at_ms),
         }
     }
 
@@ -438,6 +445,7 @@ mod tests {
                 }],
                 reason: String::new(),
                 stop_code: None,
+                ip: None,
             }],
             at_ms: 4,
         };

@@ -99,7 +99,7 @@ impl State {
                         c.healthy += 1;
                     }
                 }
-                TaskStatus::Stopping | TaskStatus::Stopped => {}
+                TaskStatus::Deactivating | TaskStatus::Stopping | TaskStatus::Stopped => {}
             }
         }
         counts
@@ -201,6 +201,7 @@ impl State {
                 td.family, td.revision
             )));
         }
+        check_load_balancers(&spec.load_balancers, td)?;
         let task_definition = format!("{}:{}", td.family, td.revision);
         let desired_count = match spec.scheduling_strategy {
             SchedulingStrategy::Replica => spec.desired_count,
@@ -219,11 +220,14 @@ impl State {
             deployment_configuration: spec.deployment_configuration,
             health_check_grace_period_secs: spec.health_check_grace_period_secs,
             tags: spec.tags,
+            load_balancers: spec.load_balancers,
+            // The first deployment has nothing to take traffic from.
             deployments: vec![new_deployment(
                 deployment_id,
                 task_definition.clone(),
                 desired_count,
                 None,
+                100,
                 at_ms,
             )],
             finished_deployments: Vec::new(),
@@ -289,6 +293,7 @@ impl State {
                 .health_check_grace_period_secs
                 .unwrap_or(service.health_check_grace_period_secs),
             tags: service.tags.clone(),
+            load_balancers: service.load_balancers.clone(),
         };
         if service.scheduling_strategy == SchedulingStrategy::Daemon {
             if update.desired_count.is_some() {
@@ -310,6 +315,7 @@ impl State {
                 "task definition {task_definition} is INACTIVE; deploy an ACTIVE revision"
             )));
         }
+        check_load_balancers(&spec.load_balancers, td)?;
         let changed_placement = spec.placement_strategies != service.placement_strategies
             || spec.placement_constraints != service.placement_constraints;
         let new_deployment_needed =
@@ -317,6 +323,29 @@ impl State {
         if new_deployment_needed && service.all_deployments().any(|d| d.id == deployment_id) {
             return Err(StateError::already_exists("deployment", deployment_id));
         }
+        // Blue/green moves traffic between exactly two deployments: one
+        // at a time, and the controller does not change under one.
+        let rolling_out = service.deployments.len() > 1;
+        let blue_green_now = service.deployment_configuration.blue_green().is_some();
+        let changed_controller =
+            spec.deployment_configuration.controller != service.deployment_configuration.controller;
+        if rolling_out && (changed_controller || (blue_green_now && new_deployment_needed)) {
+            let current = service.primary().map(|d| d.id.as_str()).unwrap_or_default();
+            return Err(refuse(if changed_controller {
+                format!(
+                    "service {name} has a deployment ({current}) in progress; change its deployment controller once it has completed"
+                )
+            } else {
+                format!(
+                    "service {name} has a blue/green deployment ({current}) in progress; wait for it to complete or roll it back (berth service rollback {name}) first"
+                )
+            }));
+        }
+        let new_traffic = if spec.deployment_configuration.blue_green().is_some() {
+            0
+        } else {
+            100
+        };
 
         let service = self.service_mut(&cluster, &name)?;
         let daemon = service.scheduling_strategy == SchedulingStrategy::Daemon;
@@ -342,6 +371,7 @@ impl State {
                     task_definition.clone(),
                     desired,
                     None,
+                    new_traffic,
                     at_ms,
                 ),
             );
@@ -561,6 +591,7 @@ impl State {
             if task.last_status == TaskStatus::Provisioning {
                 task.advance(TaskStatus::Stopped, at_ms);
             }
+            self.deactivate_if_balanced(&stop.task_id, at_ms);
             self.task_changed(&stop.task_id);
             if stop.cause == StopCause::Unhealthy {
                 self.count_failure(&cluster, &name, &deployment_id, None, at_ms);
@@ -688,26 +719,7 @@ impl State {
                             if service.all_deployments().any(|d| d.id == rollback_id) {
                                 return Err(StateError::already_exists("deployment", rollback_id));
                             }
-                            for d in &mut service.deployments {
-                                d.status = DeploymentStatus::Active;
-                            }
-                            service.deployments.insert(
-                                0,
-                                new_deployment(
-                                    rollback_id,
-                                    target.clone(),
-                                    service.desired_count,
-                                    Some(deployment_id.clone()),
-                                    at_ms,
-                                ),
-                            );
-                            service.task_definition = target.clone();
-                            service.throttle = Throttle::default();
-                            push_event(
-                                service,
-                                at_ms,
-                                format!("(service {name}) rolling back to {target}."),
-                            );
+                            start_rollback(service, rollback_id, target, &deployment_id, at_ms);
                         }
                         _ => {
                             let why = if is_rollback {
@@ -788,7 +800,117 @@ impl State {
                 }
                 push_event(service, at_ms, message);
             }
+            ServiceProgress::TrafficShifted {
+                deployment_id,
+                percent,
+            } => {
+                let healthy_primary = alive
+                    .iter()
+                    .filter(|(d, healthy)| *d == deployment_id && *healthy)
+                    .count();
+                let blue_green = service.deployment_configuration.blue_green().is_some();
+                let Some(primary) = service.deployments.first_mut().filter(|d| {
+                    d.id == deployment_id && d.rollout_state == RolloutState::InProgress
+                }) else {
+                    return Err(refuse(format!(
+                        "deployment {deployment_id} of service {name} is not a rollout in progress"
+                    )));
+                };
+                if !blue_green
+                    || percent > 100
+                    || percent <= primary.traffic_percent
+                    || healthy_primary < desired as usize
+                {
+                    return Err(refuse(format!(
+                        "deployment {deployment_id} of service {name} cannot take {percent}% of its traffic now"
+                    )));
+                }
+                primary.traffic_percent = percent;
+                primary.traffic_at_ms = at_ms;
+                primary.updated_at_ms = at_ms;
+                for d in service.deployments.iter_mut().skip(1) {
+                    d.traffic_percent = 100 - percent;
+                    d.traffic_at_ms = at_ms;
+                }
+                let message = format!(
+                    "(service {name}) (deployment {deployment_id}) now gets {percent}% of the load balancer traffic."
+                );
+                push_event(service, at_ms, message);
+            }
+            ServiceProgress::BlueGreenRolledBack {
+                deployment_id,
+                reason,
+            } => {
+                let busy: BTreeSet<&String> = alive.iter().map(|(d, _)| d).collect();
+                blue_green_roll_back(service, &deployment_id, &reason, &busy, at_ms)?;
+            }
         }
+        service.updated_at_ms = at_ms;
+        self.service_changed(&cluster, &name);
+        self.service_output(&cluster, &name)
+    }
+
+    pub(super) fn rollback_service(
+        &mut self,
+        cluster: String,
+        name: String,
+        deployment_id: String,
+        at_ms: i64,
+    ) -> Result<CommandOutput, StateError> {
+        let service = self
+            .service(&cluster, &name)
+            .ok_or_else(|| StateError::not_found("service", format!("{cluster}/{name}")))?;
+        if service.status != ServiceStatus::Active {
+            return Err(refuse(format!("service {name} is being deleted")));
+        }
+        let busy: BTreeSet<String> = self
+            .service_tasks(&cluster, &name)
+            .map(|t| t.started_by.clone())
+            .collect();
+        let busy: BTreeSet<&String> = busy.iter().collect();
+        let Some(primary) = service
+            .primary()
+            .filter(|d| d.rollout_state == RolloutState::InProgress)
+        else {
+            return Err(refuse(format!(
+                "service {name} has no deployment in progress to roll back; to go back to an earlier task definition, deploy it (berth service update {name} --task-definition FAMILY:REVISION)"
+            )));
+        };
+        let primary_id = primary.id.clone();
+        let failed_definition = primary.task_definition.clone();
+        let blue_green_old_alive = service.deployment_configuration.blue_green().is_some()
+            && service
+                .deployments
+                .iter()
+                .skip(1)
+                .any(|d| busy.contains(&d.id));
+        let stable = service.stable_task_definition.clone();
+        if !blue_green_old_alive && service.all_deployments().any(|d| d.id == deployment_id) {
+            return Err(StateError::already_exists("deployment", deployment_id));
+        }
+        let service = self.service_mut(&cluster, &name)?;
+        let reason = "it was rolled back (berth service rollback).";
+        if blue_green_old_alive {
+            blue_green_roll_back(service, &primary_id, reason, &busy, at_ms)?;
+        } else {
+            let Some(target) = stable.filter(|t| *t != failed_definition) else {
+                return Err(refuse(format!(
+                    "service {name} has no earlier COMPLETED task definition to roll back to"
+                )));
+            };
+            if let Some(primary) = service.deployments.first_mut() {
+                primary.rollout_state = RolloutState::Failed;
+                primary.rollout_state_reason = reason.to_string();
+                primary.updated_at_ms = at_ms;
+            }
+            push_event(
+                service,
+                at_ms,
+                format!("(service {name}) (deployment {primary_id}) deployment failed: {reason}"),
+            );
+            start_rollback(service, deployment_id, target, &primary_id, at_ms);
+        }
+        service.steady = false;
         service.updated_at_ms = at_ms;
         self.service_changed(&cluster, &name);
         self.service_output(&cluster, &name)
@@ -879,6 +1001,7 @@ fn new_deployment(
     task_definition: String,
     desired_count: u32,
     rollback_of: Option<String>,
+    traffic_percent: u32,
     at_ms: i64,
 ) -> Deployment {
     Deployment {
@@ -892,7 +1015,164 @@ fn new_deployment(
         rollback_of,
         created_at_ms: at_ms,
         updated_at_ms: at_ms,
+        traffic_percent,
+        traffic_at_ms: at_ms,
     }
+}
+
+/// Each load balancer names a container of the task definition and one of
+/// its mapped ports, or traffic could never reach the tasks.
+fn check_load_balancers(
+    load_balancers: &[crate::service::LoadBalancer],
+    td: &crate::TaskDefinition,
+) -> Result<(), StateError> {
+    let mut errors = Vec::new();
+    for (i, lb) in load_balancers.iter().enumerate() {
+        let definition = format!("{}:{}", td.family, td.revision);
+        let Some(container) = td
+            .spec
+            .container_definitions
+            .iter()
+            .find(|c| c.name == lb.container_name)
+        else {
+            errors.push(crate::FieldError::new(
+                format!("loadBalancers[{i}].containerName"),
+                format!(
+                    "task definition {definition} has no container {:?}; name one of its containers",
+                    lb.container_name
+                ),
+            ));
+            continue;
+        };
+        if !container
+            .port_mappings
+            .iter()
+            .any(|m| m.container_port == lb.container_port)
+        {
+            errors.push(crate::FieldError::new(
+                format!("loadBalancers[{i}].containerPort"),
+                format!(
+                    "container {:?} of {definition} maps no port {}; add it to its portMappings or name a mapped port",
+                    lb.container_name, lb.container_port
+                ),
+            ));
+        }
+        if td.spec.network_mode == crate::NetworkMode::None {
+            errors.push(crate::FieldError::new(
+                format!("loadBalancers[{i}]"),
+                format!("task definition {definition} has networkMode \"none\": nothing can reach it; use bridge, task or host"),
+            ));
+        }
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(crate::ValidationErrors(errors).into())
+    }
+}
+
+/// A new PRIMARY deployment going back to `target`, the last COMPLETED
+/// task definition, after deployment `failed_id` failed.
+fn start_rollback(
+    service: &mut Service,
+    rollback_id: String,
+    target: String,
+    failed_id: &str,
+    at_ms: i64,
+) {
+    for d in &mut service.deployments {
+        d.status = DeploymentStatus::Active;
+    }
+    // A blue/green rollback deployment starts with no traffic like any
+    // other, and takes it over once its tasks are healthy.
+    let traffic = if service.deployment_configuration.blue_green().is_some() {
+        0
+    } else {
+        100
+    };
+    service.deployments.insert(
+        0,
+        new_deployment(
+            rollback_id,
+            target.clone(),
+            service.desired_count,
+            Some(failed_id.to_string()),
+            traffic,
+            at_ms,
+        ),
+    );
+    service.task_definition = target.clone();
+    service.throttle = Throttle::default();
+    let name = service.name.clone();
+    push_event(
+        service,
+        at_ms,
+        format!("(service {name}) rolling back to {target}."),
+    );
+}
+
+/// Blue/green: PRIMARY deployment `failed_id` fails, and the deployment
+/// before it, whose tasks still run (`busy` lists deployments with tasks),
+/// is PRIMARY again with all the traffic. Its tasks never stopped, so
+/// nothing has to start.
+fn blue_green_roll_back(
+    service: &mut Service,
+    failed_id: &str,
+    reason: &str,
+    busy: &BTreeSet<&String>,
+    at_ms: i64,
+) -> Result<(), StateError> {
+    let name = service.name.clone();
+    let primary_ok = service
+        .deployments
+        .first()
+        .is_some_and(|d| d.id == failed_id && d.rollout_state == RolloutState::InProgress);
+    let previous = service
+        .deployments
+        .iter()
+        .skip(1)
+        .position(|d| busy.contains(&d.id))
+        .map(|i| i + 1);
+    let (true, Some(previous), true) = (
+        primary_ok,
+        previous,
+        service.deployment_configuration.blue_green().is_some(),
+    ) else {
+        return Err(refuse(format!(
+            "deployment {failed_id} of service {name} is not a blue/green rollout whose previous deployment still runs"
+        )));
+    };
+    let mut failed = service.deployments.remove(0);
+    failed.rollout_state = RolloutState::Failed;
+    failed.rollout_state_reason = reason.to_string();
+    failed.status = DeploymentStatus::Active;
+    failed.traffic_percent = 0;
+    failed.traffic_at_ms = at_ms;
+    failed.updated_at_ms = at_ms;
+    let mut back = service.deployments.remove(previous - 1);
+    back.status = DeploymentStatus::Primary;
+    back.traffic_percent = 100;
+    back.traffic_at_ms = at_ms;
+    back.updated_at_ms = at_ms;
+    back.desired_count = service.desired_count;
+    service.task_definition = back.task_definition.clone();
+    let back_id = back.id.clone();
+    service.deployments.insert(0, failed);
+    service.deployments.insert(0, back);
+    service.throttle = Throttle::default();
+    push_event(
+        service,
+        at_ms,
+        format!("(service {name}) (deployment {failed_id}) deployment failed: {reason}"),
+    );
+    push_event(
+        service,
+        at_ms,
+        format!(
+            "(service {name}) rolled back: deployment {back_id} gets all the load balancer traffic again."
+        ),
+    );
+    Ok(())
 }
 
 /// Moves deployments to the finished list, newest first, bounded.

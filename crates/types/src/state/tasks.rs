@@ -210,6 +210,8 @@ impl State {
             started_at_ms: None,
             stopping_at_ms: None,
             stopped_at_ms: None,
+            ip: None,
+            deactivating_until_ms: None,
         };
         for id in &run.task_ids {
             if self.tasks.contains_key(id) {
@@ -415,6 +417,14 @@ impl State {
                     changed = true;
                 }
             }
+            if let Some(ip) = report.ip {
+                if task.ip.as_deref() != Some(ip.as_str())
+                    && task.last_status != TaskStatus::Stopped
+                {
+                    task.ip = Some(ip);
+                    changed = true;
+                }
+            }
             let was = task.last_status;
             if task.advance(report.last_status, at_ms) {
                 changed = true;
@@ -468,12 +478,68 @@ impl State {
             // Never placed: nothing runs anywhere, so it is stopped now.
             task.advance(TaskStatus::Stopped, at_ms);
         }
+        self.deactivate_if_balanced(task_id, at_ms);
         self.task_changed(task_id);
         self.tasks
             .get(task_id)
             .cloned()
             .map(CommandOutput::Task)
             .ok_or_else(|| StateError::not_found("task", task_id.to_string()))
+    }
+
+    /// A service task that was just asked to stop while RUNNING behind a
+    /// load balancer goes DEACTIVATING for its service's deregistration
+    /// delay (ECS's behaviour), so the load balancer drains it first.
+    pub(crate) fn deactivate_if_balanced(&mut self, task_id: &str, at_ms: i64) {
+        let Some(task) = self.tasks.get(task_id) else {
+            return;
+        };
+        let delay_ms = crate::service::service_name_of(task)
+            .and_then(|name| self.service(&task.cluster, name))
+            .map_or(0, |s| s.deregistration_delay_ms());
+        if delay_ms == 0 {
+            return;
+        }
+        if let Some(task) = self.tasks.get_mut(task_id) {
+            task.deactivate(at_ms.saturating_add(delay_ms));
+        }
+    }
+
+    /// DEACTIVATING tasks whose deregistration delay is over: their agents
+    /// are told to stop them now.
+    pub(super) fn end_deactivation(
+        &mut self,
+        task_ids: Vec<String>,
+        at_ms: i64,
+    ) -> Result<CommandOutput, StateError> {
+        let mut ended = Vec::new();
+        for id in task_ids {
+            let Some(task) = self.tasks.get_mut(&id) else {
+                continue;
+            };
+            if task
+                .deactivating_until_ms
+                .is_some_and(|until| until <= at_ms)
+            {
+                task.deactivating_until_ms = None;
+                ended.push(id);
+            }
+        }
+        for id in &ended {
+            self.task_changed(id);
+        }
+        let tasks = ended
+            .iter()
+            .filter_map(|id| self.tasks.get(id).cloned())
+            .collect();
+        Ok(CommandOutput::Tasks(tasks))
+    }
+
+    /// Tasks whose deregistration delay ended by `now_ms`.
+    pub fn deactivation_due(&self, now_ms: i64) -> impl Iterator<Item = &Task> {
+        self.tasks
+            .values()
+            .filter(move |t| t.deactivating_until_ms.is_some_and(|until| until <= now_ms))
     }
 
     /// Marks every not-yet-STOPPED task on the instance STOPPED with stop
