@@ -260,6 +260,7 @@ impl<'a> Plan<'a> {
         let primary_failed = service
             .primary()
             .is_some_and(|d| d.rollout_state == RolloutState::Failed);
+        let old_may_stop = self.old_tasks_may_stop();
         let deleting = service.status != ServiceStatus::Active;
         let mut candidates: Vec<(&Seen<'_>, StopCause)> = Vec::new();
         for s in &seen {
@@ -271,7 +272,7 @@ impl<'a> Plan<'a> {
             } else if !s.primary {
                 // A failed deployment stopped rolling forward: the tasks of
                 // the earlier deployment are what keeps the service up.
-                if !primary_failed {
+                if !primary_failed && old_may_stop {
                     candidates.push((s, StopCause::Replaced));
                 }
             } else if s.draining {
@@ -316,6 +317,83 @@ impl<'a> Plan<'a> {
             self.progress_command(ServiceProgress::Note { message });
         }
         self.flush_stops();
+    }
+
+    /// Whether tasks of earlier deployments may be stopped now. Rolling:
+    /// always (within the health bounds). Blue/green: they keep serving
+    /// until the new deployment has all the traffic and the bake time is
+    /// over, or the rollout is no longer in progress (completed, or rolled
+    /// back to them).
+    fn old_tasks_may_stop(&self) -> bool {
+        let Some(blue_green) = self.service.deployment_configuration.blue_green() else {
+            return true;
+        };
+        let Some(primary) = self.service.primary() else {
+            return true;
+        };
+        if primary.rollout_state != RolloutState::InProgress {
+            return true;
+        }
+        let baked = primary
+            .traffic_at_ms
+            .saturating_add(i64::from(blue_green.bake_time_secs) * 1000);
+        primary.traffic_percent >= 100 && self.now_ms >= baked
+    }
+
+    /// Blue/green steps of an IN_PROGRESS PRIMARY deployment: move traffic
+    /// once all its tasks are healthy and each step's interval is over; go
+    /// back to the previous deployment (still running) if a new task fails
+    /// during the shift. True if it proposed something.
+    fn blue_green_step(&mut self, seen: &[Seen<'_>], acting: bool) -> bool {
+        let service = self.service;
+        let (Some(blue_green), Some(primary)) = (
+            service.deployment_configuration.blue_green(),
+            service.primary(),
+        ) else {
+            return false;
+        };
+        let desired = service.effective_desired_count() as usize;
+        let primary_tasks: Vec<&Seen<'_>> = seen.iter().filter(|s| s.primary && s.wanted).collect();
+        let healthy_primary = primary_tasks
+            .iter()
+            .filter(|s| s.health == TaskHealth::Healthy && !s.draining)
+            .count();
+        let old_alive = seen.iter().any(|s| !s.primary && s.wanted);
+        if primary.traffic_percent > 0 && old_alive {
+            let failing = primary_tasks
+                .iter()
+                .any(|s| s.health == TaskHealth::Unhealthy)
+                || healthy_primary < desired;
+            if failing {
+                self.progress_command(ServiceProgress::BlueGreenRolledBack {
+                    deployment_id: primary.id.clone(),
+                    reason: format!(
+                        "a task of the new deployment failed while it had {}% of the traffic.",
+                        primary.traffic_percent
+                    ),
+                });
+                return true;
+            }
+        }
+        if acting || healthy_primary < desired || desired == 0 {
+            return false;
+        }
+        let Some(next) = blue_green.traffic.next_percent(primary.traffic_percent) else {
+            return false;
+        };
+        let due = primary.traffic_percent == 0
+            || self.now_ms
+                >= primary
+                    .traffic_at_ms
+                    .saturating_add(blue_green.traffic.interval_ms());
+        if due {
+            self.progress_command(ServiceProgress::TrafficShifted {
+                deployment_id: primary.id.clone(),
+                percent: next,
+            });
+            return true;
+        }
+        false
     }
 
     // -------------------------------------------------------------- DAEMON
@@ -538,6 +616,16 @@ impl<'a> Plan<'a> {
             } else {
                 None
             };
+            let old_alive = seen.iter().any(|s| !s.primary && s.wanted);
+            if let (Some(reason), Some(_), true) = (&failure, config.blue_green(), old_alive) {
+                // The previous deployment still runs and serves: going back
+                // to it needs no new tasks.
+                self.progress_command(ServiceProgress::BlueGreenRolledBack {
+                    deployment_id: primary.id.clone(),
+                    reason: reason.clone(),
+                });
+                return;
+            }
             if let Some(reason) = failure {
                 let rollback = config.circuit_breaker.rollback.then(|| deployment_id(ids));
                 self.progress_command(ServiceProgress::DeploymentFailed {
@@ -545,6 +633,9 @@ impl<'a> Plan<'a> {
                     reason,
                     rollback_deployment_id: rollback,
                 });
+                return;
+            }
+            if self.blue_green_step(&seen, acting) {
                 return;
             }
             let healthy_primary = seen

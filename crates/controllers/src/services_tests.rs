@@ -5,12 +5,17 @@
 
 use std::collections::BTreeMap;
 
-use berth_types::service::{CircuitBreaker, DeploymentConfiguration, ServiceSpec, ServiceUpdate};
+use berth_types::service::{
+    BlueGreen, CircuitBreaker, DeploymentConfiguration, DeploymentController, LoadBalancer,
+    ServiceSpec, ServiceUpdate, TrafficShift,
+};
 use berth_types::task::{ContainerState, ContainerStatus, Health};
 use berth_types::{
     Command, CommandOutput, DesiredStatus, RolloutState, SchedulingStrategy, ServiceProgress,
     ServiceStatus, State, StopCause, StopCode, TaskReport, TaskStatus,
 };
+
+use berth_types::endpoints::FULL_WEIGHT;
 
 use crate::scheduling::Scheduling;
 use crate::services::Services;
@@ -167,10 +172,11 @@ fn agents(state: &mut State, now: i64, health: Health) {
         let Some(iid) = task.instance_id.clone() else {
             continue;
         };
-        let (status, code) = match (task.desired_status, task.last_status) {
+        // What a real agent is told (a DEACTIVATING task still runs).
+        let (status, code) = match (task.agent_desired_status(), task.last_status) {
             (_, TaskStatus::Stopped) => continue,
             (DesiredStatus::Stopped, _) => (TaskStatus::Stopped, None),
-            (DesiredStatus::Running, TaskStatus::Running) => continue,
+            (DesiredStatus::Running, TaskStatus::Running | TaskStatus::Deactivating) => continue,
             (DesiredStatus::Running, _) => (TaskStatus::Running, None),
         };
         by_instance
@@ -1388,4 +1394,304 @@ fn a_daemon_keeps_its_desired_count_while_its_tasks_are_replaced() {
     let tasks = running(&state, "agentd");
     assert_eq!(tasks.len(), 2);
     assert!(tasks.iter().all(|(d, _)| d == "ecs-svc/2"));
+}
+
+// ------------------------------------------------ load balancers, blue/green
+
+/// `api:1` and `api:2`: bridge mode, container `app` on port 8080 (dynamic
+/// host port), health-checked.
+fn balanced_world() -> State {
+    let mut state = world(&["i-1", "i-2"]);
+    for _ in 0..2 {
+        let mut def = spec("api", 128, true);
+        def.network_mode = berth_types::NetworkMode::Bridge;
+        def.container_definitions[0].port_mappings = vec![berth_types::PortMapping {
+            container_port: 8080,
+            host_port: None,
+            protocol: berth_types::Protocol::Tcp,
+        }];
+        register(&mut state, def);
+    }
+    state
+}
+
+/// `api` behind load balancer `public` (deregistration delay 10 s), with
+/// `controller`.
+fn balanced(desired: u32, controller: DeploymentController) -> ServiceSpec {
+    let mut spec = replica("api", "api:1", desired, 100, 200);
+    spec.deployment_configuration.controller = controller;
+    spec.load_balancers = vec![LoadBalancer {
+        name: "public".into(),
+        container_name: "app".into(),
+        container_port: 8080,
+        deregistration_delay_secs: 10,
+    }];
+    spec
+}
+
+fn canary(percent: u32, interval_secs: u32, bake_time_secs: u32) -> DeploymentController {
+    DeploymentController::BlueGreen(BlueGreen {
+        traffic: TrafficShift::Canary {
+            percent,
+            interval_secs,
+        },
+        bake_time_secs,
+    })
+}
+
+/// One controller pass and one round of agents at `now`.
+fn step(state: &mut State, now: i64) -> Vec<Command> {
+    let decided = services(state, now);
+    apply_all(state, decided.clone());
+    agents(state, now, Health::Healthy);
+    decided
+}
+
+/// (deployment, weight) of each endpoint that takes new traffic, and the
+/// number of draining ones.
+fn traffic(state: &State) -> (BTreeMap<String, u32>, usize) {
+    let mut weights = BTreeMap::new();
+    let mut draining = 0;
+    for e in berth_types::endpoints::service_endpoints(state, "default", "api") {
+        assert_eq!(e.load_balancers, vec!["public".to_string()]);
+        if e.draining {
+            draining += 1;
+            continue;
+        }
+        if e.weight == 0 {
+            continue;
+        }
+        let deployment = state.task(&e.task_id).unwrap().started_by.clone();
+        *weights.entry(deployment).or_insert(0) += e.weight;
+    }
+    (weights, draining)
+}
+
+fn primary_traffic(state: &State) -> (String, u32) {
+    let service = state.service("default", "api").unwrap();
+    let primary = service.primary().unwrap();
+    (primary.id.clone(), primary.traffic_percent)
+}
+
+#[test]
+fn a_task_behind_a_load_balancer_is_drained_for_its_deregistration_delay_before_it_stops() {
+    let mut state = balanced_world();
+    create(&mut state, balanced(2, DeploymentController::Rolling));
+    let mut now = settle(&mut state, "api", NOW, 20);
+    assert_eq!(running(&state, "api").len(), 2);
+    let scale_in = ServiceUpdate {
+        desired_count: Some(1),
+        ..Default::default()
+    };
+    update(&mut state, "api", scale_in, "ecs-svc/2", now);
+    step(&mut state, now);
+    let leaving: Vec<_> = state
+        .service_tasks("default", "api")
+        .filter(|t| t.last_status == TaskStatus::Deactivating)
+        .map(|t| t.id.clone())
+        .collect();
+    assert_eq!(leaving.len(), 1, "one task should be DEACTIVATING");
+    let task = state.task(&leaving[0]).unwrap();
+    assert_eq!(task.desired_status, DesiredStatus::Stopped);
+    assert_eq!(task.agent_desired_status(), DesiredStatus::Running);
+    assert_eq!(task.deactivating_until_ms, Some(now + 10_000));
+    // Out of new traffic at once, still served by the agent.
+    let (weights, draining) = traffic(&state);
+    assert_eq!((weights.values().sum::<u32>(), draining), (FULL_WEIGHT, 1));
+    for _ in 0..9 {
+        now += 1_000;
+        step(&mut state, now);
+        assert_eq!(
+            state.task(&leaving[0]).unwrap().last_status,
+            TaskStatus::Deactivating,
+            "stopped before its deregistration delay was over"
+        );
+    }
+    now += 1_000;
+    step(&mut state, now);
+    now += 1_000;
+    step(&mut state, now);
+    assert_eq!(
+        state.task(&leaving[0]).unwrap().last_status,
+        TaskStatus::Stopped
+    );
+    assert_eq!(traffic(&state).1, 0);
+}
+
+#[test]
+fn a_blue_green_canary_moves_traffic_in_steps_and_bakes_before_the_old_tasks_stop() {
+    let mut state = balanced_world();
+    create(&mut state, balanced(2, canary(10, 60, 30)));
+    let mut now = settle(&mut state, "api", NOW, 20);
+    deploy(&mut state, "api", "api:2", "ecs-svc/2", now);
+    // The new tasks start beside the old ones; no traffic until healthy.
+    step(&mut state, now);
+    let (weights, _) = traffic(&state);
+    assert_eq!(weights.get("ecs-svc/2"), None, "{weights:?}");
+    let mut shifted_at = None;
+    for _ in 0..5 {
+        now += 1_000;
+        step(&mut state, now);
+        if primary_traffic(&state).1 == 10 {
+            shifted_at = Some(now);
+            break;
+        }
+    }
+    let shifted_at = shifted_at.expect("the canary step never came");
+    assert_eq!(
+        running(&state, "api").len(),
+        4,
+        "old and new run side by side"
+    );
+    let (weights, _) = traffic(&state);
+    let total: u32 = weights.values().sum();
+    let new_share = f64::from(weights["ecs-svc/2"]) / f64::from(total);
+    assert!(
+        (0.08..=0.12).contains(&new_share),
+        "the canary gets {new_share:.3} of the weight: {weights:?}"
+    );
+    // Held for the interval.
+    while now < shifted_at + 59_000 {
+        now += 1_000;
+        step(&mut state, now);
+        assert_eq!(primary_traffic(&state).1, 10, "moved on early at {now}");
+    }
+    now += 2_000;
+    step(&mut state, now);
+    assert_eq!(primary_traffic(&state).1, 100);
+    let all_at = now;
+    let (weights, _) = traffic(&state);
+    assert_eq!(weights.get("ecs-svc/1").copied().unwrap_or(0), 0);
+    // Bake time: the old tasks stay up, with no traffic.
+    while now < all_at + 29_000 {
+        now += 1_000;
+        step(&mut state, now);
+        let old_up = state
+            .service_tasks("default", "api")
+            .filter(|t| t.started_by == "ecs-svc/1" && t.desired_status == DesiredStatus::Running)
+            .count();
+        assert_eq!(old_up, 2, "old tasks stopped during the bake time at {now}");
+    }
+    for _ in 0..20 {
+        now += 1_000;
+        step(&mut state, now);
+    }
+    let service = state.service("default", "api").unwrap();
+    assert_eq!(service.primary().unwrap().id, "ecs-svc/2");
+    assert_eq!(
+        service.primary().unwrap().rollout_state,
+        RolloutState::Completed
+    );
+    let tasks = running(&state, "api");
+    assert_eq!(tasks.len(), 2);
+    assert!(tasks.iter().all(|(d, _)| d == "ecs-svc/2"));
+}
+
+#[test]
+fn a_new_task_failing_during_the_canary_gives_all_traffic_back_to_the_old_deployment() {
+    let mut state = balanced_world();
+    create(&mut state, balanced(2, canary(10, 600, 0)));
+    let mut now = settle(&mut state, "api", NOW, 20);
+    deploy(&mut state, "api", "api:2", "ecs-svc/2", now);
+    for _ in 0..5 {
+        now += 1_000;
+        step(&mut state, now);
+    }
+    assert_eq!(primary_traffic(&state), ("ecs-svc/2".into(), 10));
+    // A new task's health check fails.
+    let victim = state
+        .service_tasks("default", "api")
+        .find(|t| t.started_by == "ecs-svc/2")
+        .unwrap();
+    let report = report(&victim.id, TaskStatus::Running, Health::Unhealthy, None);
+    let instance_id = victim.instance_id.clone().unwrap();
+    apply(
+        &mut state,
+        Command::ReportTaskStatus {
+            instance_id,
+            reports: vec![report],
+            at_ms: now,
+        },
+    );
+    now += 1_000;
+    let decided = step(&mut state, now);
+    assert!(
+        summary(&decided).contains(&"rolled back".to_string()),
+        "{:?}",
+        summary(&decided)
+    );
+    assert_eq!(primary_traffic(&state), ("ecs-svc/1".into(), 100));
+    let (weights, _) = traffic(&state);
+    assert_eq!(weights.get("ecs-svc/2").copied().unwrap_or(0), 0);
+    let service = state.service("default", "api").unwrap();
+    assert_eq!(service.task_definition, "api:1");
+    assert_eq!(service.deployments[1].rollout_state, RolloutState::Failed);
+    for _ in 0..30 {
+        now += 1_000;
+        step(&mut state, now);
+    }
+    let tasks = running(&state, "api");
+    assert_eq!(tasks.len(), 2);
+    assert!(
+        tasks.iter().all(|(d, _)| d == "ecs-svc/1"),
+        "the old tasks keep serving: {tasks:?}"
+    );
+}
+
+#[test]
+fn rollback_during_a_canary_returns_all_traffic_without_starting_tasks() {
+    let mut state = balanced_world();
+    create(&mut state, balanced(2, canary(10, 600, 0)));
+    let mut now = settle(&mut state, "api", NOW, 20);
+    deploy(&mut state, "api", "api:2", "ecs-svc/2", now);
+    for _ in 0..5 {
+        now += 1_000;
+        step(&mut state, now);
+    }
+    assert_eq!(primary_traffic(&state).1, 10);
+    let old: Vec<String> = state
+        .service_tasks("default", "api")
+        .filter(|t| t.started_by == "ecs-svc/1")
+        .map(|t| t.id.clone())
+        .collect();
+    // A second deployment is refused while this one shifts.
+    let refused = state.apply(Command::UpdateService {
+        cluster: "default".into(),
+        name: "api".into(),
+        update: ServiceUpdate {
+            force_new_deployment: true,
+            ..Default::default()
+        },
+        deployment_id: "ecs-svc/3".into(),
+        at_ms: now,
+    });
+    let message = refused.unwrap_err().to_string();
+    assert!(message.contains("berth service rollback"), "{message}");
+    apply(
+        &mut state,
+        Command::RollbackService {
+            cluster: "default".into(),
+            name: "api".into(),
+            deployment_id: "ecs-svc/4".into(),
+            at_ms: now,
+        },
+    );
+    assert_eq!(primary_traffic(&state), ("ecs-svc/1".into(), 100));
+    for _ in 0..30 {
+        now += 1_000;
+        step(&mut state, now);
+    }
+    let mut ids: Vec<String> = state
+        .service_tasks("default", "api")
+        .map(|t| t.id.clone())
+        .collect();
+    ids.sort();
+    let mut old = old;
+    old.sort();
+    assert_eq!(ids, old, "the same old tasks serve; nothing new started");
+    let service = state.service("default", "api").unwrap();
+    assert!(service
+        .events
+        .iter()
+        .any(|e| e.message.contains("rolled back")));
 }

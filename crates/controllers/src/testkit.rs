@@ -89,7 +89,11 @@ pub fn add_instance(state: &mut State, id: &str, memory: u32, attributes: &[(&st
             instance_id: id.to_string(),
             agent_version: "test".into(),
             resources: Resources::new(4096, u64::from(memory)),
-            attributes: BTreeMap::from([("os".to_string(), "linux".to_string())]),
+            attributes: BTreeMap::from([
+                ("os".to_string(), "linux".to_string()),
+                // Where its endpoints are reached (a documentation address).
+                ("address".to_string(), "192.0.2.10".to_string()),
+            ]),
             at_ms: 2,
         },
     );

@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use berth_store::StateReader;
-use berth_types::endpoints::live_service_endpoints;
+use berth_types::endpoints::{live_service_endpoints, Endpoint};
 use berth_types::state::State;
 use berth_types::Protocol;
 use hickory_proto::op::{Message, MessageType, OpCode, ResponseCode};
@@ -128,6 +128,15 @@ fn address_record(name: &Name, address: &str, query_type: RecordType) -> Option<
     Some(Record::from_rdata(name.clone(), TTL_SECS, rdata))
 }
 
+/// The endpoints DNS hands out: those that take new traffic. A draining
+/// (DEACTIVATING) task, or one of a blue/green deployment that gets no
+/// traffic yet, is left out, so clients follow the load balancers.
+fn serving_endpoints(state: &State, cluster: &str, service: &str) -> Option<Vec<Endpoint>> {
+    let mut endpoints = live_service_endpoints(state, cluster, service)?;
+    endpoints.retain(Endpoint::takes_new_traffic);
+    Some(endpoints)
+}
+
 fn service_records(
     state: &State,
     cluster: &str,
@@ -135,7 +144,7 @@ fn service_records(
     name: &Name,
     query_type: RecordType,
 ) -> Option<Records> {
-    let endpoints = live_service_endpoints(state, cluster, service)?;
+    let endpoints = serving_endpoints(state, cluster, service)?;
     let mut addresses: Vec<&str> = endpoints.iter().map(|e| e.address.as_str()).collect();
     addresses.sort_unstable();
     addresses.dedup();
@@ -154,7 +163,7 @@ fn task_records(
     name: &Name,
     query_type: RecordType,
 ) -> Option<Records> {
-    let endpoints = live_service_endpoints(state, cluster, service)?;
+    let endpoints = serving_endpoints(state, cluster, service)?;
     let endpoint = endpoints
         .iter()
         .find(|e| e.task_id.eq_ignore_ascii_case(task))?;
@@ -178,7 +187,7 @@ fn srv_records(
         "_udp" => Protocol::Udp,
         _ => return None,
     };
-    let endpoints = live_service_endpoints(state, cluster, service)?;
+    let endpoints = serving_endpoints(state, cluster, service)?;
     let owner = Name::from_ascii(format!("{port}.{proto}.{service}.{cluster}.{ZONE}.")).ok()?;
     let (mut answers, mut additionals) = (Vec::new(), Vec::new());
     if !matches!(query_type, RecordType::SRV | RecordType::ANY) {

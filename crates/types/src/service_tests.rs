@@ -8,8 +8,8 @@ use crate::command::{
 };
 use crate::resources::Resources;
 use crate::service::{
-    CircuitBreaker, DeploymentConfiguration, DeploymentStatus, RolloutState, SchedulingStrategy,
-    ServiceSpec, ServiceStatus, ServiceUpdate, MAX_DESIRED_COUNT,
+    CircuitBreaker, DeploymentConfiguration, DeploymentController, DeploymentStatus, RolloutState,
+    SchedulingStrategy, ServiceSpec, ServiceStatus, ServiceUpdate, TrafficShift, MAX_DESIRED_COUNT,
 };
 use crate::task::{ContainerState, ContainerStatus, Health};
 use crate::{
@@ -115,6 +115,31 @@ fn service_spec(name: &str, td: &str, desired: u32) -> ServiceSpec {
         health_check_grace_period_secs: 0,
         tags: BTreeMap::new(),
     }
+}
+
+/// `web` (1 task) behind load balancer `lb` on `container`:`port`.
+fn balanced(
+    container: &str,
+    port: u32,
+    delay_secs: u32,
+    controller: DeploymentController,
+) -> ServiceSpec {
+    let mut spec = service_spec("web", "web", 1);
+    spec.deployment_configuration.controller = controller;
+    spec.load_balancers = vec![crate::service::LoadBalancer {
+        name: "lb".into(),
+        container_name: container.into(),
+        container_port: port,
+        deregistration_delay_secs: delay_secs,
+    }];
+    spec
+}
+
+fn blue_green(traffic: TrafficShift) -> DeploymentController {
+    DeploymentController::BlueGreen(crate::service::BlueGreen {
+        traffic,
+        bake_time_secs: 0,
+    })
 }
 
 /// `web` (2 tasks) with minimum healthy and maximum percents.
@@ -278,6 +303,62 @@ fn bad_service_settings_are_refused_with_the_field_and_change_nothing() {
             "deploymentConfiguration.deploymentCircuitBreaker.rollback",
         ),
         (service_spec("has space", "web", 1), "serviceName"),
+        (
+            balanced("nope", 80, 10, DeploymentController::Rolling),
+            "loadBalancers[0].containerName",
+        ),
+        (
+            // `web` maps no port at all.
+            balanced("app", 80, 10, DeploymentController::Rolling),
+            "loadBalancers[0].containerPort",
+        ),
+        (
+            balanced("app", 80, 4000, DeploymentController::Rolling),
+            "loadBalancers[0].deregistrationDelaySeconds",
+        ),
+        (
+            ServiceSpec {
+                load_balancers: Vec::new(),
+                ..balanced("app", 80, 10, blue_green(TrafficShift::AllAtOnce))
+            },
+            "deploymentController",
+        ),
+        (
+            balanced(
+                "app",
+                80,
+                10,
+                blue_green(TrafficShift::Canary {
+                    percent: 0,
+                    interval_secs: 60,
+                }),
+            ),
+            "deploymentController.trafficShift.percent",
+        ),
+        (
+            balanced(
+                "app",
+                80,
+                10,
+                blue_green(TrafficShift::Linear {
+                    percent: 10,
+                    interval_secs: 0,
+                }),
+            ),
+            "deploymentController.trafficShift.intervalSeconds",
+        ),
+        (
+            ServiceSpec {
+                load_balancers: vec![
+                    balanced("app", 80, 10, DeploymentController::Rolling)
+                        .load_balancers[0]
+                        .clone();
+                    2
+                ],
+                ..service_spec("web", "web", 1)
+            },
+            "loadBalancers[1].name",
+        ),
     ];
     for (spec, field) in cases {
         let mut state = before.clone();

@@ -882,6 +882,23 @@ mod tests {
     }
 
     #[test]
+    fn task_mode_publishes_nothing_so_host_port_must_match_or_be_absent() {
+        let mut web = container("web");
+        web.port_mappings = vec![port(80, None), port(81, Some(81)), port(82, Some(0))];
+        let mut s = spec(vec![web]);
+        s.network_mode = NetworkMode::Task;
+        validate_spec(&s).unwrap();
+        assert!(crate::resources::reserve(&s).ports.is_empty());
+        s.container_definitions[0].port_mappings = vec![port(80, Some(8080))];
+        assert_only(&s, "containerDefinitions[0].portMappings[0].hostPort");
+        let mut sidecar = container("sidecar");
+        sidecar.port_mappings = vec![port(80, None)];
+        s.container_definitions[0].port_mappings = vec![port(80, None)];
+        s.container_definitions.push(sidecar);
+        assert_only(&s, "containerDefinitions[1].portMappings[0].containerPort");
+    }
+
+    #[test]
     fn port_mappings_need_a_network() {
         let mut c = container("web");
         c.port_mappings = vec![port(80, None)];
