@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use berth_types::service::TrafficShift;
 use berth_types::{TaskDefinitionStatus, TaskStatus};
 use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
 
@@ -590,6 +591,25 @@ pub enum ServiceCommand {
         #[arg(long)]
         cluster: Option<String>,
     },
+    /// Roll back the deployment in progress: a blue/green one gives all
+    /// traffic back to the previous deployment, whose tasks still run; a
+    /// rolling one deploys the last COMPLETED task definition again.
+    Rollback {
+        name: String,
+        #[arg(long)]
+        cluster: Option<String>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ControllerArg {
+    /// ECS's rolling update within --min-healthy-percent/--max-percent.
+    #[value(name = "rolling", alias = "ECS")]
+    Rolling,
+    /// New tasks start beside the old; load balancer traffic moves to them
+    /// as --traffic-shift says (needs load balancers).
+    #[value(name = "blue-green", alias = "BLUE_GREEN")]
+    BlueGreen,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -630,6 +650,61 @@ pub struct DeploymentArgs {
     /// Ignore failing health checks for this long after a task starts.
     #[arg(long = "health-check-grace", value_name = "DURATION", value_parser = duration_arg)]
     pub health_check_grace: Option<Duration>,
+    /// How a new deployment takes over [default: rolling].
+    #[arg(long, value_enum, ignore_case = true)]
+    pub deployment_controller: Option<ControllerArg>,
+    /// Blue/green: all-at-once, canary:PERCENT:INTERVAL (PERCENT first, the
+    /// rest after INTERVAL) or linear:PERCENT:INTERVAL (PERCENT more every
+    /// INTERVAL), e.g. canary:10:5m [default: all-at-once].
+    #[arg(long, value_name = "SHIFT", value_parser = traffic_shift_arg)]
+    pub traffic_shift: Option<TrafficShift>,
+    /// Blue/green: how long the old tasks stay up after the last traffic
+    /// step [default: 0s].
+    #[arg(long, value_name = "DURATION", value_parser = duration_arg)]
+    pub bake_time: Option<Duration>,
+}
+
+/// `all-at-once`, `canary:10:5m`, `linear:20:1m`.
+pub fn traffic_shift_arg(text: &str) -> Result<TrafficShift, String> {
+    if text.eq_ignore_ascii_case("all-at-once") {
+        return Ok(TrafficShift::AllAtOnce);
+    }
+    let usage = "expected all-at-once, canary:PERCENT:INTERVAL or linear:PERCENT:INTERVAL, e.g. canary:10:5m";
+    let mut parts = text.splitn(3, ':');
+    let (Some(kind), Some(percent), Some(interval)) = (parts.next(), parts.next(), parts.next())
+    else {
+        return Err(usage.into());
+    };
+    let percent: u32 = percent
+        .parse()
+        .map_err(|_| format!("{percent:?} is not a percentage; {usage}"))?;
+    let interval_secs = u32::try_from(duration_arg(interval)?.as_secs())
+        .map_err(|_| format!("{interval} is too long"))?;
+    match kind.to_ascii_lowercase().as_str() {
+        "canary" => Ok(TrafficShift::Canary {
+            percent,
+            interval_secs,
+        }),
+        "linear" => Ok(TrafficShift::Linear {
+            percent,
+            interval_secs,
+        }),
+        _ => Err(usage.into()),
+    }
+}
+
+/// `NAME:CONTAINER:PORT`.
+pub fn load_balancer_arg(text: &str) -> Result<(String, String, u32), String> {
+    let usage = "expected NAME:CONTAINER:PORT, e.g. public:web:8080";
+    let mut parts = text.splitn(3, ':');
+    let (Some(name), Some(container), Some(port)) = (parts.next(), parts.next(), parts.next())
+    else {
+        return Err(usage.into());
+    };
+    let port = port
+        .parse()
+        .map_err(|_| format!("{port:?} is not a port; {usage}"))?;
+    Ok((name.to_string(), container.to_string(), port))
 }
 
 #[derive(Debug, Args)]
@@ -661,6 +736,14 @@ pub struct ServiceCreateArgs {
     pub placement_constraints: Vec<String>,
     #[command(flatten)]
     pub deployment: DeploymentArgs,
+    /// Register the tasks with this Berth load balancer (what berth-lb
+    /// serves) on the container's port; repeatable.
+    #[arg(long = "load-balancer", value_name = "NAME:CONTAINER:PORT", value_parser = load_balancer_arg)]
+    pub load_balancers: Vec<(String, String, u32)>,
+    /// How long a task to be stopped stays DEACTIVATING (drained in its
+    /// load balancers) before it is stopped [default: 10s].
+    #[arg(long, value_name = "DURATION", value_parser = berth_types::duration::parse_duration, requires = "load_balancers")]
+    pub deregistration_delay: Option<Duration>,
     /// A tag; repeatable.
     #[arg(long = "tag", value_name = "KEY=VALUE", value_parser = attribute_arg)]
     pub tags: Vec<(String, String)>,

@@ -199,6 +199,11 @@ pub struct Task {
     /// Where container ports are published on the instance (shown by
     /// `task describe`; lists leave it empty).
     pub network_bindings: Vec<t::NetworkBinding>,
+    /// The task's own address on its instance's bridge (bridge and task
+    /// network modes).
+    pub ip: Option<String>,
+    /// DEACTIVATING: when it is stopped (its deregistration delay ends).
+    pub deactivating_until_ms: Option<i64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -244,6 +249,8 @@ impl From<t::Task> for Task {
             stopping_at_ms: t.stopping_at_ms,
             stopped_at_ms: t.stopped_at_ms,
             network_bindings: Vec::new(),
+            ip: t.ip,
+            deactivating_until_ms: t.deactivating_until_ms,
         }
     }
 }
@@ -769,6 +776,12 @@ pub fn task_detail(t: &Task) -> String {
             })
             .collect();
         pairs.push(("Ports", ports.join(", ")));
+    }
+    if let Some(ip) = &t.ip {
+        pairs.push(("IP address", ip.clone()));
+    }
+    if let Some(until) = t.deactivating_until_ms {
+        pairs.push(("Deregistered until", rfc3339(until)));
     }
     pairs.extend([
         ("Created", rfc3339(t.created_at_ms)),
@@ -1699,7 +1712,9 @@ mod tests {
                 "startedAtMs": NOW - 90_000,
                 "stoppingAtMs": null,
                 "stoppedAtMs": null,
-                "networkBindings": []
+                "networkBindings": [],
+                "ip": null,
+                "deactivatingUntilMs": null
             })
         );
         assert_eq!(value[1]["instanceId"], serde_json::Value::Null);

@@ -7,8 +7,9 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use berth_client::BerthClient;
 use berth_types::service::{
-    CircuitBreaker, CreateServiceInput, DeploymentConfigurationInput, DeploymentView,
-    SchedulingStrategy, ServiceDescription, UpdateServiceInput,
+    BlueGreen, CircuitBreaker, CreateServiceInput, DeploymentConfigurationInput,
+    DeploymentController, DeploymentView, LoadBalancer, SchedulingStrategy, ServiceDescription,
+    TrafficShift, UpdateServiceInput,
 };
 use berth_types::service_file::parse_service;
 use berth_types::taskdef_file::FileFormat;
@@ -16,7 +17,8 @@ use berth_types::time::rfc3339;
 use berth_types::{DeploymentStatus, RolloutState};
 
 use crate::args::{
-    DeploymentArgs, SchedulingStrategyArg, ServiceCommand, ServiceCreateArgs, ServiceUpdateArgs,
+    ControllerArg, DeploymentArgs, SchedulingStrategyArg, ServiceCommand, ServiceCreateArgs,
+    ServiceUpdateArgs,
 };
 use crate::output::{age, render, Format, Table};
 
@@ -160,6 +162,12 @@ pub async fn service(
                 out.flush()?;
             }
         }
+        ServiceCommand::Rollback { name, cluster } => {
+            let service = connect()?
+                .rollback_service(cluster.as_deref().unwrap_or_default(), &name)
+                .await?;
+            render(format, &service, service_detail)
+        }
         ServiceCommand::Deployments { name, cluster } => {
             let deployments = connect()?
                 .list_service_deployments(cluster.as_deref().unwrap_or_default(), &name)
@@ -208,6 +216,35 @@ fn deployment_input(
     }
     if let Some(d) = args.deployment_timeout {
         config.timeout_secs = Some(secs(d));
+    }
+    let blue_green_flags = args.traffic_shift.is_some() || args.bake_time.is_some();
+    match args.deployment_controller {
+        Some(ControllerArg::Rolling) => config.controller = Some(DeploymentController::Rolling),
+        Some(ControllerArg::BlueGreen) => {
+            config.controller = Some(DeploymentController::BlueGreen(BlueGreen {
+                traffic: TrafficShift::AllAtOnce,
+                bake_time_secs: 0,
+            }))
+        }
+        None => {}
+    }
+    if blue_green_flags {
+        // The shift and bake time tune blue/green, whether this command or
+        // the file chose it; the server refuses them for a rolling service.
+        let mut blue_green = match config.controller {
+            Some(DeploymentController::BlueGreen(b)) => b,
+            _ => BlueGreen {
+                traffic: TrafficShift::AllAtOnce,
+                bake_time_secs: 0,
+            },
+        };
+        if let Some(shift) = args.traffic_shift {
+            blue_green.traffic = shift;
+        }
+        if let Some(bake) = args.bake_time {
+            blue_green.bake_time_secs = u32::try_from(bake.as_secs()).unwrap_or(u32::MAX);
+        }
+        config.controller = Some(DeploymentController::BlueGreen(blue_green));
     }
     config
 }
@@ -269,6 +306,18 @@ pub fn create_input(args: ServiceCreateArgs) -> anyhow::Result<CreateServiceInpu
         input.health_check_grace_period_secs = u32::try_from(secs(grace)).unwrap_or(u32::MAX);
     }
     input.tags.extend(args.tags);
+    let delay = args.deregistration_delay.map_or(
+        berth_types::service::DEFAULT_DEREGISTRATION_DELAY_SECS,
+        |d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX),
+    );
+    for (name, container_name, container_port) in args.load_balancers {
+        input.load_balancers.push(LoadBalancer {
+            name,
+            container_name,
+            container_port,
+            deregistration_delay_secs: delay,
+        });
+    }
     if input.name.is_empty() {
         bail!("--name is required (or serviceName in --file)");
     }
@@ -437,11 +486,16 @@ pub fn services_table(services: &[ServiceDescription]) -> String {
 pub fn deployments_table(deployments: &[DeploymentView]) -> String {
     let now = berth_client::time::now_ms();
     let mut table = Table::new([
-        "ID", "STATUS", "TASKDEF", "DESIRED", "PENDING", "RUNNING", "HEALTHY", "FAILED", "ROLLOUT",
-        "CREATED", "REASON",
+        "ID", "STATUS", "TASKDEF", "DESIRED", "PENDING", "RUNNING", "HEALTHY", "FAILED", "TRAFFIC",
+        "ROLLOUT", "CREATED", "REASON",
     ]);
     for d in deployments {
         let x = &d.deployment;
+        let traffic = if x.status == DeploymentStatus::Inactive {
+            "-".to_string()
+        } else {
+            format!("{}%", x.traffic_percent)
+        };
         table.row([
             x.id.clone(),
             x.status.as_str().to_string(),
@@ -451,6 +505,7 @@ pub fn deployments_table(deployments: &[DeploymentView]) -> String {
             d.counts.running.to_string(),
             d.counts.healthy.to_string(),
             x.failed_tasks.to_string(),
+            traffic,
             x.rollout_state.as_str().to_string(),
             age(x.created_at_ms, now),
             x.rollout_state_reason.clone(),
@@ -465,15 +520,29 @@ pub fn endpoints_table(endpoints: &[berth_types::endpoints::Endpoint]) -> String
         "PORT",
         "PROTOCOL",
         "CONTAINER",
+        "WEIGHT",
+        "LOAD BALANCERS",
         "TASK",
         "INSTANCE",
     ]);
     for e in endpoints {
+        let weight = if e.draining {
+            "draining".to_string()
+        } else {
+            e.weight.to_string()
+        };
+        let balancers = if e.load_balancers.is_empty() {
+            "-".to_string()
+        } else {
+            e.load_balancers.join(",")
+        };
         table.row([
             e.address.clone(),
             e.port.to_string(),
             e.protocol.as_str().to_string(),
             format!("{}:{}", e.container_name, e.container_port),
+            weight,
+            balancers,
             e.task_id.clone(),
             e.instance_id.clone(),
         ]);
@@ -534,6 +603,25 @@ pub fn service_detail(d: &ServiceDescription) -> String {
             c.minimum_healthy_percent, c.maximum_percent, c.timeout_secs
         ),
     );
+    if let Some(b) = c.blue_green() {
+        line(
+            "Deployment controller:",
+            format!(
+                "blue/green, traffic {}, bake time {}s",
+                b.traffic.describe(),
+                b.bake_time_secs
+            ),
+        );
+    }
+    for lb in &s.load_balancers {
+        line(
+            "Load balancer:",
+            format!(
+                "{} -> {}:{} (deregistration delay {}s)",
+                lb.name, lb.container_name, lb.container_port, lb.deregistration_delay_secs
+            ),
+        );
+    }
     if s.health_check_grace_period_secs > 0 {
         line(
             "Health check grace:",
@@ -656,6 +744,68 @@ mod tests {
         // What the server makes of it.
         let spec: ServiceSpec = input.into_spec("default");
         assert_eq!(spec.deployment_configuration.minimum_healthy_percent, 50);
+    }
+
+    #[test]
+    fn load_balancer_and_blue_green_flags_become_the_input() {
+        let ServiceCommand::Create(args) = parse(&[
+            "service",
+            "create",
+            "--name",
+            "web",
+            "--taskdef",
+            "web",
+            "--load-balancer",
+            "public:app:8080",
+            "--deregistration-delay",
+            "5s",
+            "--deployment-controller",
+            "blue-green",
+            "--traffic-shift",
+            "canary:10:2m",
+            "--bake-time",
+            "1m",
+        ]) else {
+            panic!()
+        };
+        let input = create_input(args).unwrap();
+        assert_eq!(
+            input.load_balancers,
+            [LoadBalancer {
+                name: "public".into(),
+                container_name: "app".into(),
+                container_port: 8080,
+                deregistration_delay_secs: 5,
+            }]
+        );
+        assert_eq!(
+            input.deployment_configuration.controller,
+            Some(DeploymentController::BlueGreen(BlueGreen {
+                traffic: TrafficShift::Canary {
+                    percent: 10,
+                    interval_secs: 120
+                },
+                bake_time_secs: 60,
+            }))
+        );
+        for bad in ["canary:10", "sideways:10:1m", "linear:x:1m", "canary:10:0s"] {
+            let parsed =
+                Cli::try_parse_from(["berth", "service", "update", "web", "--traffic-shift", bad]);
+            assert!(parsed.is_err(), "{bad} was accepted");
+        }
+        let ServiceCommand::Update(args) = parse(&[
+            "service",
+            "update",
+            "web",
+            "--deployment-controller",
+            "rolling",
+        ]) else {
+            panic!()
+        };
+        assert_eq!(
+            update_input(args).deployment_configuration.controller,
+            Some(DeploymentController::Rolling)
+        );
     }
 
     #[test]

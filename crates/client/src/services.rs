@@ -82,6 +82,26 @@ impl BerthClient {
         read("service", required(resp.service, "service")?)
     }
 
+    /// Not retried after a lost reply: a second rollback would act on
+    /// whatever the first left in progress.
+    pub async fn rollback_service(
+        &self,
+        cluster: &str,
+        name: &str,
+    ) -> Result<ServiceDescription, ClientError> {
+        let req = pb::RollbackServiceRequest {
+            cluster: cluster.to_string(),
+            service: name.to_string(),
+        };
+        let resp = self
+            .call(Kind::Write, |conn| {
+                let req = req.clone();
+                async move { service_service(conn).rollback_service(req).await }
+            })
+            .await?;
+        read("service", required(resp.service, "service")?)
+    }
+
     pub async fn describe_services(
         &self,
         cluster: &str,

@@ -9,7 +9,9 @@ use serde_json::{Map, Value};
 
 use crate::error::{FieldError, ValidationErrors};
 use crate::service::{
-    CircuitBreaker, CreateServiceInput, DeploymentConfigurationInput, SchedulingStrategy,
+    BlueGreen, CircuitBreaker, CreateServiceInput, DeploymentConfigurationInput,
+    DeploymentController, LoadBalancer, SchedulingStrategy, TrafficShift,
+    DEFAULT_DEREGISTRATION_DELAY_SECS,
 };
 use crate::taskdef_file::FileFormat;
 
@@ -26,7 +28,6 @@ const IGNORED: &[&str] = &[
     "launchType",
     "capacityProviderStrategy",
     "platformVersion",
-    "loadBalancers",
     "serviceRegistries",
     "networkConfiguration",
     "role",
@@ -55,6 +56,9 @@ pub fn parse_service(text: &str, format: FileFormat) -> Result<ParsedService, Va
     };
     let mut r = Reader::default();
     let mut input = CreateServiceInput::default();
+    // ECS keeps the controller beside the deployment configuration; Berth
+    // keeps it inside, whichever order the file gives them in.
+    let mut controller = None;
     for (key, value) in &top {
         match key.as_str() {
             "cluster" => input.cluster = r.string(key, value),
@@ -111,15 +115,12 @@ pub fn parse_service(text: &str, format: FileFormat) -> Result<ParsedService, Va
             "deploymentConfiguration" => {
                 input.deployment_configuration = r.deployment_configuration(key, value)
             }
-            "deploymentController" => {
-                let fields = r.object(key, value);
-                if let Some(kind) = fields.get("type") {
-                    let kind = r.string(&format!("{key}.type"), kind);
-                    if kind != "ECS" {
-                        r.error(
-                            &format!("{key}.type"),
-                            format!("{kind:?} is not supported; Berth runs rolling deployments (type ECS)"),
-                        );
+            "deploymentController" => controller = Some(r.deployment_controller(key, value)),
+            "loadBalancers" => {
+                for (i, item) in r.array(key, value).iter().enumerate() {
+                    let path = format!("{key}[{i}]");
+                    if let Some(lb) = r.load_balancer(&path, item) {
+                        input.load_balancers.push(lb);
                     }
                 }
             }
@@ -143,6 +144,9 @@ pub fn parse_service(text: &str, format: FileFormat) -> Result<ParsedService, Va
                     .into(),
             ),
         }
+    }
+    if controller.is_some() {
+        input.deployment_configuration.controller = controller;
     }
     if r.errors.is_empty() {
         Ok(ParsedService {
@@ -274,6 +278,154 @@ impl Reader {
         }
     }
 
+    /// `{"type": "ECS"}` (rolling, also `ROLLING`) or `{"type":
+    /// "BLUE_GREEN", "trafficShift": {...}, "bakeTimeSeconds": N}`; a bare
+    /// string names the type.
+    fn deployment_controller(&mut self, path: &str, value: &Value) -> DeploymentController {
+        let fields = match value {
+            Value::String(kind) => {
+                Map::from_iter([("type".to_string(), Value::String(kind.clone()))])
+            }
+            other => self.object(path, other),
+        };
+        self.unknown(path, &fields, &["type", "trafficShift", "bakeTimeSeconds"]);
+        let kind = fields
+            .get("type")
+            .map(|v| self.string(&format!("{path}.type"), v))
+            .unwrap_or_else(|| "ECS".into());
+        match kind.to_ascii_uppercase().as_str() {
+            "ECS" | "ROLLING" => {
+                for extra in ["trafficShift", "bakeTimeSeconds"] {
+                    if fields.contains_key(extra) {
+                        self.error(
+                            &format!("{path}.{extra}"),
+                            "only for type BLUE_GREEN; remove it or set type: BLUE_GREEN".into(),
+                        );
+                    }
+                }
+                DeploymentController::Rolling
+            }
+            "BLUE_GREEN" => {
+                let traffic = match fields.get("trafficShift") {
+                    None => TrafficShift::AllAtOnce,
+                    Some(v) => self.traffic_shift(&format!("{path}.trafficShift"), v),
+                };
+                let bake_time_secs = fields
+                    .get("bakeTimeSeconds")
+                    .map(|v| self.u32(&format!("{path}.bakeTimeSeconds"), v))
+                    .unwrap_or(0);
+                DeploymentController::BlueGreen(BlueGreen {
+                    traffic,
+                    bake_time_secs,
+                })
+            }
+            "CODE_DEPLOY" => {
+                self.error(
+                    &format!("{path}.type"),
+                    "Berth has no CodeDeploy; its native blue/green is type BLUE_GREEN with a trafficShift".into(),
+                );
+                DeploymentController::Rolling
+            }
+            _ => {
+                self.error(
+                    &format!("{path}.type"),
+                    format!("{kind:?} is not supported; use ECS (rolling) or BLUE_GREEN"),
+                );
+                DeploymentController::Rolling
+            }
+        }
+    }
+
+    fn traffic_shift(&mut self, path: &str, value: &Value) -> TrafficShift {
+        let fields = self.object(path, value);
+        self.unknown(path, &fields, &["type", "percent", "intervalSeconds"]);
+        let kind = fields
+            .get("type")
+            .map(|v| self.string(&format!("{path}.type"), v))
+            .unwrap_or_default();
+        let number = |r: &mut Self, name: &str| match fields.get(name) {
+            Some(v) => r.u32(&format!("{path}.{name}"), v),
+            None => {
+                r.error(
+                    &format!("{path}.{name}"),
+                    format!("required for type {kind}"),
+                );
+                0
+            }
+        };
+        match kind.to_ascii_uppercase().as_str() {
+            "ALL_AT_ONCE" => TrafficShift::AllAtOnce,
+            "CANARY" => TrafficShift::Canary {
+                percent: number(self, "percent"),
+                interval_secs: number(self, "intervalSeconds"),
+            },
+            "LINEAR" => TrafficShift::Linear {
+                percent: number(self, "percent"),
+                interval_secs: number(self, "intervalSeconds"),
+            },
+            _ => {
+                self.error(
+                    &format!("{path}.type"),
+                    format!("{kind:?} is not ALL_AT_ONCE, CANARY or LINEAR"),
+                );
+                TrafficShift::AllAtOnce
+            }
+        }
+    }
+
+    /// ECS's loadBalancers entry with a Berth load balancer `name` (ECS's
+    /// classic `loadBalancerName` is read as the name too).
+    fn load_balancer(&mut self, path: &str, value: &Value) -> Option<LoadBalancer> {
+        let fields = self.object(path, value);
+        if fields.contains_key("targetGroupArn") {
+            self.error(
+                &format!("{path}.targetGroupArn"),
+                "Berth has no target groups; name the Berth load balancer (what berth-lb serves) with name".into(),
+            );
+        }
+        self.unknown(
+            path,
+            &fields,
+            &[
+                "name",
+                "loadBalancerName",
+                "containerName",
+                "containerPort",
+                "deregistrationDelaySeconds",
+                "targetGroupArn",
+            ],
+        );
+        let name = fields
+            .get("name")
+            .or_else(|| fields.get("loadBalancerName"))
+            .map(|v| self.string(&format!("{path}.name"), v));
+        let container_name = fields
+            .get("containerName")
+            .map(|v| self.string(&format!("{path}.containerName"), v));
+        let container_port = fields
+            .get("containerPort")
+            .map(|v| self.u32(&format!("{path}.containerPort"), v));
+        let deregistration_delay_secs = fields
+            .get("deregistrationDelaySeconds")
+            .map(|v| self.u32(&format!("{path}.deregistrationDelaySeconds"), v))
+            .unwrap_or(DEFAULT_DEREGISTRATION_DELAY_SECS);
+        for (field, missing) in [
+            ("name", name.is_none()),
+            ("containerName", container_name.is_none()),
+            ("containerPort", container_port.is_none()),
+        ] {
+            if missing {
+                self.error(&format!("{path}.{field}"), "required".into());
+            }
+        }
+        Some(LoadBalancer {
+            name: name?,
+            container_name: container_name?,
+            container_port: container_port?,
+            deregistration_delay_secs,
+        })
+    }
+
     fn deployment_configuration(
         &mut self,
         path: &str,
@@ -383,6 +535,66 @@ mod tests {
     }
 
     #[test]
+    fn load_balancers_and_a_blue_green_controller_are_read() {
+        let text = "serviceName: web\ntaskDefinition: web\n\
+            deploymentController:\n  type: BLUE_GREEN\n  trafficShift: {type: CANARY, percent: 10, intervalSeconds: 120}\n  bakeTimeSeconds: 300\n\
+            deploymentConfiguration: {maximumPercent: 200}\n\
+            loadBalancers:\n  - {name: public, containerName: web, containerPort: 8080}\n  - {loadBalancerName: admin, containerName: web, containerPort: 9090, deregistrationDelaySeconds: 0}\n";
+        let i = parse_service(text, FileFormat::Auto).unwrap().input;
+        assert_eq!(
+            i.deployment_configuration.controller,
+            Some(DeploymentController::BlueGreen(BlueGreen {
+                traffic: TrafficShift::Canary {
+                    percent: 10,
+                    interval_secs: 120
+                },
+                bake_time_secs: 300,
+            }))
+        );
+        assert_eq!(i.deployment_configuration.maximum_percent, Some(200));
+        assert_eq!(
+            i.load_balancers,
+            vec![
+                LoadBalancer {
+                    name: "public".into(),
+                    container_name: "web".into(),
+                    container_port: 8080,
+                    deregistration_delay_secs: DEFAULT_DEREGISTRATION_DELAY_SECS,
+                },
+                LoadBalancer {
+                    name: "admin".into(),
+                    container_name: "web".into(),
+                    container_port: 9090,
+                    deregistration_delay_secs: 0,
+                },
+            ]
+        );
+        let short = parse_service(
+            "serviceName: web\ntaskDefinition: web\ndeploymentController: BLUE_GREEN\n",
+            FileFormat::Auto,
+        )
+        .unwrap()
+        .input;
+        assert!(matches!(
+            short.deployment_configuration.controller,
+            Some(DeploymentController::BlueGreen(BlueGreen {
+                traffic: TrafficShift::AllAtOnce,
+                ..
+            }))
+        ));
+        let bad = parse_service(
+            "serviceName: web\ntaskDefinition: web\ndeploymentController: {type: BLUE_GREEN, trafficShift: {type: CANARY, percent: 10}}\n",
+            FileFormat::Auto,
+        )
+        .unwrap_err();
+        let fields: Vec<&str> = bad.fields().collect();
+        assert_eq!(
+            fields,
+            ["deploymentController.trafficShift.intervalSeconds"]
+        );
+    }
+
+    #[test]
     fn yaml_works_and_daemon_is_read() {
         let text =
             "serviceName: node-exporter\ntaskDefinition: exporter\nschedulingStrategy: DAEMON\n";
@@ -396,7 +608,8 @@ mod tests {
         let text = r#"{"serviceName": 3, "desiredCount": -1, "schedulingStrategy": "BOTH",
             "placementStrategy": [{"type": "spread"}],
             "deploymentConfiguration": {"maximumPercent": "lots", "deploymentCircuitBreaker": {"enable": "yes"}},
-            "deploymentController": {"type": "CODE_DEPLOY"}, "surprise": 1}"#;
+            "deploymentController": {"type": "CODE_DEPLOY"}, "surprise": 1,
+            "loadBalancers": [{"targetGroupArn": "arn:aws:x", "containerName": "web"}]}"#;
         let errors = parse_service(text, FileFormat::Json).unwrap_err();
         let fields: Vec<&str> = errors.fields().collect();
         for expected in [
@@ -408,6 +621,9 @@ mod tests {
             "deploymentConfiguration.deploymentCircuitBreaker.enable",
             "deploymentController.type",
             "surprise",
+            "loadBalancers[0].targetGroupArn",
+            "loadBalancers[0].name",
+            "loadBalancers[0].containerPort",
         ] {
             assert!(
                 fields.contains(&expected),
