@@ -3,7 +3,8 @@
 //! shell, libc files or /etc.
 //!
 //! Usage: `berth-testapp MODE [ARGS]`
-//!   serve [PORT]        HTTP server: /health, /env, /exit/CODE (default 8080)
+//!   serve [PORT]        HTTP server: /health, /env, /revision, /exit/CODE
+//!                       (default port 8080)
 //!   exit CODE           print to stdout and stderr, then exit with CODE
 //!   env                 print the environment, sorted, and exit 0
 //!   alloc MIB           allocate and touch MIB MiB, then sleep
@@ -14,7 +15,10 @@
 //!   syscalls            try syscalls a sandbox must refuse; print each errno
 //!   threads N           start N sleeping threads; print how many started
 //!
-//! Environment: TESTAPP_IGNORE_SIGTERM=1 makes SIGTERM a no-op; otherwise
+//! Environment: TESTAPP_REVISION is what /revision answers (so a test can
+//! tell which deployment served a request); TESTAPP_UNHEALTHY_AFTER_SECS=N
+//! makes /health fail N seconds after the server started (a revision that
+//! turns bad once it takes traffic). TESTAPP_IGNORE_SIGTERM=1 makes SIGTERM a no-op; otherwise
 //! SIGTERM exits 0 after printing a line. As PID 1 of a PID namespace the
 //! kernel would drop SIGTERM anyway without a handler, so an explicit handler
 //! is what makes the default case stoppable.
@@ -164,6 +168,7 @@ fn serve(port: u16) -> ExitCode {
     };
     println!("testapp: listening on {port}");
     flush();
+    STARTED.get_or_init(std::time::Instant::now);
     for conn in listener.incoming().flatten() {
         std::thread::spawn(move || {
             if let Err(e) = handle(conn) {
@@ -187,8 +192,11 @@ fn handle(mut conn: TcpStream) -> std::io::Result<()> {
             break;
         }
     }
-    let (status, body) = if path == "/health" {
-        if std::path::Path::new("/tmp/unhealthy").exists() {
+    let (status, body) = if path == "/revision" {
+        let revision = std::env::var("TESTAPP_REVISION").unwrap_or_else(|_| "unset".into());
+        ("200 OK", revision + "\n")
+    } else if path == "/health" {
+        if std::path::Path::new("/tmp/unhealthy").exists() || turned_unhealthy() {
             ("500 Internal Server Error", "unhealthy\n".to_string())
         } else {
             ("200 OK", "ok\n".to_string())
@@ -214,6 +222,19 @@ fn handle(mut conn: TcpStream) -> std::io::Result<()> {
         "HTTP/1.1 {status}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
         body.len()
     )
+}
+
+/// When the server started, for TESTAPP_UNHEALTHY_AFTER_SECS.
+static STARTED: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+
+fn turned_unhealthy() -> bool {
+    let Some(after) = std::env::var("TESTAPP_UNHEALTHY_AFTER_SECS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    else {
+        return false;
+    };
+    STARTED.get_or_init(std::time::Instant::now).elapsed() >= Duration::from_secs(after)
 }
 
 fn check(port: u16) -> ExitCode {
