@@ -515,6 +515,8 @@ pub enum TaskStatusFilter {
     Pending,
     #[value(name = "RUNNING")]
     Running,
+    #[value(name = "DEACTIVATING")]
+    Deactivating,
     #[value(name = "STOPPING")]
     Stopping,
     #[value(name = "STOPPED")]
@@ -527,6 +529,7 @@ impl From<TaskStatusFilter> for TaskStatus {
             TaskStatusFilter::Provisioning => TaskStatus::Provisioning,
             TaskStatusFilter::Pending => TaskStatus::Pending,
             TaskStatusFilter::Running => TaskStatus::Running,
+            TaskStatusFilter::Deactivating => TaskStatus::Deactivating,
             TaskStatusFilter::Stopping => TaskStatus::Stopping,
             TaskStatusFilter::Stopped => TaskStatus::Stopped,
         }
