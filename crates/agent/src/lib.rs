@@ -10,6 +10,7 @@ pub mod error;
 pub mod health;
 pub mod host;
 pub mod hostpath;
+pub mod hostports;
 pub mod logs;
 pub mod metrics;
 pub mod ocibuild;

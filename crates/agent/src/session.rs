@@ -274,6 +274,9 @@ pub(crate) fn hello<R: Runtime>(
             attributes: convert::attributes_to_wire(&config.host.attributes),
             running: board.all_reports(),
             last_sequence: runner.last_sequence(),
+            // Read at every (re)connection: what was bound since is seen
+            // at the next one.
+            host_ports: crate::hostports::bound_ports(),
         })),
     }
 }

@@ -676,6 +676,7 @@ async fn session(
     // it; a bounded queue here could deadlock the two.
     let (tx, rx) = mpsc::unbounded_channel::<pb::AgentMessage>();
     let hello = pb::AgentHello {
+        host_ports: Vec::new(),
         instance_id: id.instance_id.clone(),
         agent_version: concat!("berth-bench-hollow/", env!("CARGO_PKG_VERSION")).into(),
         cpu_total: config.cpu_units,

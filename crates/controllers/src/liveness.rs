@@ -76,6 +76,7 @@ impl Controller for Liveness {
                     // What the agent last reported stands: the session
                     // that reported it is the one still running.
                     attributes: instance.agent_attributes.clone(),
+                    host_ports: instance.capacity.host_ports().to_vec(),
                     at_ms: now,
                 });
             }

@@ -312,6 +312,7 @@ mod tests {
                 .unwrap();
             state
                 .apply(Command::InstanceConnected {
+                    host_ports: Vec::new(),
                     instance_id: id.to_string(),
                     agent_version: "t".into(),
                     resources: Resources::new(1024, 1024),

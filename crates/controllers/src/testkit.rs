@@ -86,6 +86,7 @@ pub fn add_instance(state: &mut State, id: &str, memory: u32, attributes: &[(&st
     apply(
         state,
         Command::InstanceConnected {
+            host_ports: Vec::new(),
             instance_id: id.to_string(),
             agent_version: "test".into(),
             resources: Resources::new(4096, u64::from(memory)),

@@ -42,6 +42,7 @@ fn state() -> State {
         public_key_sha256: "k".into(),
     }));
     apply(Command::InstanceConnected {
+        host_ports: Vec::new(),
         instance_id: "i-1".into(),
         agent_version: "t".into(),
         resources: Resources::new(4096, 4096),

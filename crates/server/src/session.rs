@@ -617,6 +617,8 @@ impl SessionHub {
         let running =
             bounded_reports(hello.running, "hello.running").map_err(|e| cut_off(instance_id, e))?;
         self.apply_reports(instance_id, running, true).await?;
+        let host_ports =
+            host_ports_from_wire(&hello.host_ports).map_err(|e| cut_off(instance_id, e))?;
         node.write(Command::InstanceConnected {
             instance_id: instance_id.to_string(),
             agent_version: hello.agent_version.clone(),
@@ -625,6 +627,7 @@ impl SessionHub {
                 u64::from(hello.memory_total_mib),
             ),
             attributes,
+            host_ports,
             at_ms: now_ms(),
         })
         .await?;
@@ -810,6 +813,37 @@ fn is_news(state: &State, instance_id: &str, report: &TaskReport) -> bool {
         || (!report.containers.is_empty()
             && task.last_status != TaskStatus::Stopped
             && report.containers != task.containers)
+}
+
+/// The hello's host ports, bounded like every other part of a session.
+fn host_ports_from_wire(
+    ports: &[pb::BoundPort],
+) -> Result<Vec<berth_types::resources::HostPort>, FieldError> {
+    limits::check_count("hello.hostPorts", ports.len(), limits::MAX_HOST_PORTS)?;
+    ports
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let field = |f: &str| format!("hello.hostPorts[{i}].{f}");
+            let protocol = match p.protocol.as_str() {
+                "tcp" => berth_types::Protocol::Tcp,
+                "udp" => berth_types::Protocol::Udp,
+                other => {
+                    return Err(FieldError::new(
+                        field("protocol"),
+                        format!("{other:?} is not tcp or udp"),
+                    ))
+                }
+            };
+            if !(1..=65535).contains(&p.port) {
+                return Err(FieldError::new(
+                    field("port"),
+                    format!("{} is not a port (1-65535)", p.port),
+                ));
+            }
+            Ok(berth_types::resources::HostPort::new(p.port, protocol))
+        })
+        .collect()
 }
 
 /// What the agent has been told about a task: its desired status, and

@@ -85,6 +85,7 @@ fn hello_reporting(
 ) -> crate::Instance {
     match state
         .apply(Command::InstanceConnected {
+            host_ports: Vec::new(),
             instance_id: id.into(),
             agent_version: "v".into(),
             resources,
@@ -364,6 +365,7 @@ fn another_host_with_a_valid_token_cannot_take_over_a_live_instance() {
         .unwrap();
     state
         .apply(Command::InstanceConnected {
+            host_ports: Vec::new(),
             instance_id: "i-1".into(),
             agent_version: "v".into(),
             resources: crate::resources::Resources::new(1024, 1024),

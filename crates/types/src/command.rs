@@ -111,6 +111,9 @@ pub enum Command {
         agent_version: String,
         resources: Resources,
         attributes: BTreeMap<String, String>,
+        /// Ports the agent found bound on the host; those its instance's
+        /// tasks hold are Berth's own and are left out when applied.
+        host_ports: Vec<crate::resources::HostPort>,
         at_ms: i64,
     },
     InstanceDisconnected {

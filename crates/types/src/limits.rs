@@ -64,6 +64,11 @@ pub fn truncated(mut text: String, max: usize) -> String {
     text
 }
 
+/// Host ports an agent may report bound in its hello (every TCP and UDP
+/// port would be 131,070; a host with more than this many listeners is
+/// not one Berth schedules onto sensibly).
+pub const MAX_HOST_PORTS: usize = 8192;
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -239,7 +239,7 @@ pub enum PlacementConflict {
     InsufficientCpu { needed: u64, free: u64 },
     #[error("needs {needed} MiB of memory but only {free} MiB are free")]
     InsufficientMemory { needed: u64, free: u64 },
-    #[error("host port {port} is already in use")]
+    #[error("host port {port} is already in use (by another task, or bound on the host)")]
     PortInUse { port: HostPort },
     #[error("instance {instance} is not in the cluster view")]
     UnknownInstance { instance: String },
@@ -271,6 +271,9 @@ pub struct InstanceCapacity {
     /// Sorted; duplicates appear only through [`InstanceCapacity::record`]
     /// (reality that was over-committed), so that releases stay exact.
     ports: Vec<HostPort>,
+    /// Sorted: ports something other than Berth's tasks had bound on the
+    /// host when its agent last connected. Never handed out.
+    host_ports: Vec<HostPort>,
 }
 
 impl InstanceCapacity {
@@ -279,6 +282,7 @@ impl InstanceCapacity {
             registered,
             allocated: Resources::ZERO,
             ports: Vec::new(),
+            host_ports: Vec::new(),
         }
     }
 
@@ -298,8 +302,21 @@ impl InstanceCapacity {
         &self.ports
     }
 
+    /// Held by a task here, or bound on the host by something else.
     pub fn port_in_use(&self, port: HostPort) -> bool {
-        self.ports.binary_search(&port).is_ok()
+        self.ports.binary_search(&port).is_ok() || self.host_ports.binary_search(&port).is_ok()
+    }
+
+    pub fn host_ports(&self) -> &[HostPort] {
+        &self.host_ports
+    }
+
+    /// What the agent found bound on the host (sorted and de-duplicated
+    /// here).
+    pub fn set_host_ports(&mut self, mut ports: Vec<HostPort>) {
+        ports.sort();
+        ports.dedup();
+        self.host_ports = ports;
     }
 
     pub fn set_registered(&mut self, registered: Resources) {

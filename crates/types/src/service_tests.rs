@@ -88,6 +88,7 @@ fn base() -> State {
         ok(
             &mut state,
             Command::InstanceConnected {
+                host_ports: Vec::new(),
                 instance_id: id.into(),
                 agent_version: "t".into(),
                 resources: Resources::new(4096, 4096),

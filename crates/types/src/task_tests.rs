@@ -85,6 +85,7 @@ fn add_instance(state: &mut State, id: &str, connect: bool) {
     if connect {
         state
             .apply(Command::InstanceConnected {
+                host_ports: Vec::new(),
                 instance_id: id.into(),
                 agent_version: "0.1.0".into(),
                 resources: Resources::new(1024, 1024),
@@ -872,9 +873,57 @@ fn host_mode_bindings_are_the_container_ports() {
     assert_eq!(register.level(), 1);
 }
 
+#[test]
+fn ports_bound_on_the_host_are_never_handed_out_but_a_tasks_own_are_not_held_against_it() {
+    use crate::Protocol::Tcp;
+    let mut state = cluster();
+    // A host-mode task holds 8080 on i-1; its agent then reports 8080 (the
+    // task's own listener), 7700 and 49153 (other programs) bound.
+    state
+        .apply(Command::RunTasks(run("web", &["w1"], None)))
+        .unwrap();
+    place(&mut state, &[("w1", "i-1")]);
+    state
+        .apply(Command::InstanceConnected {
+            host_ports: vec![
+                HostPort::new(8080, Tcp),
+                HostPort::new(49153, Tcp),
+                HostPort::new(7700, Tcp),
+            ],
+            instance_id: "i-1".into(),
+            agent_version: "0.1.0".into(),
+            resources: Resources::new(4096, 4096),
+            attributes: BTreeMap::new(),
+            at_ms: 3,
+        })
+        .unwrap();
+    let capacity = &state.instance("i-1").unwrap().capacity;
+    assert_eq!(
+        capacity.host_ports(),
+        [HostPort::new(7700, Tcp), HostPort::new(49153, Tcp)]
+    );
+    // A fixed host port bound on the host is refused, naming it...
+    bridge_definition(&mut state);
+    state
+        .apply(Command::RunTasks(run("api", &["a1"], None)))
+        .unwrap();
+    let (placed, rejected) = place(&mut state, &[("a1", "i-1")]);
+    assert!(placed.is_empty());
+    assert!(rejected[0].1.contains("7700"), "{rejected:?}");
+    // ...and the dynamic range skips the bound port.
+    register_bridge_api(&mut state, vec![mapping(8080, None, Tcp)], false);
+    state
+        .apply(Command::RunTasks(run("api", &["a2"], None)))
+        .unwrap();
+    let (placed, _) = place(&mut state, &[("a2", "i-1")]);
+    assert_eq!(placed, vec!["a2"]);
+    assert_eq!(bindings(&state, "a2"), vec![(8080, 49154, "tcp")]);
+}
+
 fn connect_at(state: &mut State, instance: &str, address: &str) {
     state
         .apply(Command::InstanceConnected {
+            host_ports: Vec::new(),
             instance_id: instance.into(),
             agent_version: "0.1.0".into(),
             resources: Resources::new(1024, 1024),

@@ -105,6 +105,7 @@ fn commands() -> Vec<Command> {
             public_key_sha256: "key-1".into(),
         }),
         Command::InstanceConnected {
+            host_ports: Vec::new(),
             instance_id: "i-1".into(),
             agent_version: "v".into(),
             resources: Resources::new(1024, 2048),

@@ -17,6 +17,7 @@ pub(super) struct Connection {
     pub agent_version: String,
     pub resources: Resources,
     pub attributes: BTreeMap<String, String>,
+    pub host_ports: Vec<crate::resources::HostPort>,
     pub at_ms: i64,
 }
 
@@ -50,6 +51,21 @@ impl State {
         // The agent's report replaces its previous one and nothing else:
         // the operator's attributes are not the agent's to change.
         instance.agent_attributes = connection.attributes;
+        // A host-mode task binds its ports on the host itself: what the
+        // instance's own tasks hold is Berth's, not an outside user's.
+        let mut outside = connection.host_ports;
+        outside.retain(|p| {
+            !self
+                .tasks_by_instance
+                .get(&instance_id)
+                .into_iter()
+                .flatten()
+                .filter_map(|id| self.tasks.get(id))
+                .any(|t| t.reservation.ports.contains(p))
+        });
+        if let Some(instance) = self.instances.get_mut(&instance_id) {
+            instance.capacity.set_host_ports(outside);
+        }
         self.instance_changed(&instance_id);
         self.instance_output(&instance_id)
     }

@@ -209,6 +209,7 @@ impl State {
                 agent_version,
                 resources,
                 attributes,
+                host_ports,
                 at_ms,
             } => self.instance_connected(
                 instance_id,
@@ -216,6 +217,7 @@ impl State {
                     agent_version,
                     resources,
                     attributes,
+                    host_ports,
                     at_ms,
                 },
             ),
