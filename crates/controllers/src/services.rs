@@ -279,6 +279,27 @@ impl<'a> Plan<'a> {
                 candidates.push((s, StopCause::InstanceDraining));
             }
         }
+        // Earlier deployments' tasks that are kept serving (a blue/green
+        // shift, or a failed rollout without rollback) still follow the
+        // desired count: a scale-in stops the surplus.
+        if !deleting && (primary_failed || !old_may_stop) {
+            let mut held: Vec<&Seen<'_>> = seen
+                .iter()
+                .filter(|s| s.wanted && !s.primary && !self.stopping(s.task))
+                .collect();
+            if held.len() > desired as usize {
+                held.sort_by_key(|s| {
+                    (
+                        s.health == TaskHealth::Healthy,
+                        std::cmp::Reverse(s.task.created_at_ms),
+                    )
+                });
+                let surplus = held.len() - desired as usize;
+                for s in held.into_iter().take(surplus) {
+                    candidates.push((s, StopCause::ScaledDown));
+                }
+            }
+        }
         if !deleting && keep.len() > desired as usize {
             // Newest and least healthy first.
             let mut excess: Vec<&&Seen<'_>> = keep.iter().collect();

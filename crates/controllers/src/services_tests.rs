@@ -1695,3 +1695,30 @@ fn rollback_during_a_canary_returns_all_traffic_without_starting_tasks() {
         .iter()
         .any(|e| e.message.contains("rolled back")));
 }
+
+#[test]
+fn scaling_to_zero_during_a_canary_stops_the_old_tasks_too() {
+    let mut state = balanced_world();
+    create(&mut state, balanced(2, canary(10, 600, 0)));
+    let mut now = settle(&mut state, "api", NOW, 20);
+    deploy(&mut state, "api", "api:2", "ecs-svc/2", now);
+    for _ in 0..5 {
+        now += 1_000;
+        step(&mut state, now);
+    }
+    assert_eq!(primary_traffic(&state).1, 10);
+    let zero = ServiceUpdate {
+        desired_count: Some(0),
+        ..Default::default()
+    };
+    update(&mut state, "api", zero, "ecs-svc/3", now);
+    for _ in 0..30 {
+        now += 1_000;
+        step(&mut state, now);
+    }
+    let left: Vec<_> = state
+        .service_tasks("default", "api")
+        .map(|t| (t.started_by.clone(), t.last_status))
+        .collect();
+    assert!(left.is_empty(), "tasks left after scaling to 0: {left:?}");
+}
