@@ -11,14 +11,24 @@
 //! slots = 16                         # servers per backend to start with
 //!
 //! [[load_balancer]]
-//! name = "web"
+//! name = "web"                       # the service's loadBalancers name
 //! bind = "0.0.0.0:80"
 //! cluster = "default"
 //! service = "web"
-//! container_name = "web"
-//! container_port = 8080
 //! mode = "http"                      # or "tcp" (the default)
+//!
+//! [[load_balancer]]
+//! name = "admin"                     # a service without loadBalancers:
+//! bind = "127.0.0.1:8081"            # the container port selects
+//! service = "web"
+//! container_name = "web"
+//! container_port = 9090
 //! ```
+//!
+//! An entry takes the endpoints that name it (the service declares a load
+//! balancer of that name), narrowed by `container_name`/`container_port`
+//! when given; if none names it, the endpoints of `container_name` and
+//! `container_port` (see [`crate::plan::select`]).
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -61,8 +71,8 @@ pub struct LoadBalancerFile {
     pub bind: String,
     pub cluster: Option<String>,
     pub service: String,
-    pub container_name: String,
-    pub container_port: i64,
+    pub container_name: Option<String>,
+    pub container_port: Option<i64>,
     pub mode: Option<String>,
     pub slots: Option<i64>,
 }
@@ -83,18 +93,40 @@ impl Mode {
 }
 
 /// A validated load balancer: HAProxy frontend `fe_NAME` on `bind`,
-/// backend `be_NAME` with `slots` servers, fed by the endpoints of
-/// `container_name:container_port` of service `service` in `cluster`.
+/// backend `be_NAME` with `slots` servers, fed by the endpoints of service
+/// `service` in `cluster` that name it, or else those of
+/// `container_name:container_port`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LoadBalancer {
     pub name: String,
     pub bind: SocketAddr,
     pub cluster: String,
     pub service: String,
-    pub container_name: String,
-    pub container_port: u16,
+    /// When given, endpoints must be of this container.
+    pub container_name: Option<String>,
+    /// When given, endpoints must be of this container port.
+    pub container_port: Option<u16>,
     pub mode: Mode,
     pub slots: usize,
+}
+
+impl LoadBalancer {
+    /// The container filters as the file writes them, for messages:
+    /// `container_name = "web", container_port = 8080`, or `none`.
+    pub fn container_filter(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(name) = &self.container_name {
+            parts.push(format!("container_name = {name:?}"));
+        }
+        if let Some(port) = self.container_port {
+            parts.push(format!("container_port = {port}"));
+        }
+        if parts.is_empty() {
+            "none".to_string()
+        } else {
+            parts.join(", ")
+        }
+    }
 }
 
 /// What flags and environment variables said (clap merged those two).
@@ -291,16 +323,33 @@ pub fn validate_load_balancers(
         };
         let cluster = non_empty(lb.cluster.as_deref().unwrap_or("default"), "cluster")?;
         let service = non_empty(&lb.service, "service")?;
-        let container_name = non_empty(&lb.container_name, "container_name")?;
-        let container_port = u16::try_from(lb.container_port)
-            .ok()
-            .filter(|p| *p != 0)
-            .ok_or_else(|| {
-                invalid(
-                    field("container_port"),
-                    format!("must be 1-65535, not {}", lb.container_port),
-                )
-            })?;
+        let container_name = match lb.container_name.as_deref().map(str::trim) {
+            None => None,
+            Some("") => {
+                return Err(invalid(
+                    field("container_name"),
+                    "must not be empty: name the container, or leave the key out to select \
+                     endpoints by the load balancer's name",
+                ))
+            }
+            Some(name) => Some(name.to_string()),
+        };
+        let container_port =
+            match lb.container_port {
+                None => None,
+                Some(port) => Some(u16::try_from(port).ok().filter(|p| *p != 0).ok_or_else(
+                    || {
+                        invalid(
+                            field("container_port"),
+                            format!(
+                                "must be 1-65535, not {port}: the container port (not the host \
+                             port), or leave the key out to select endpoints by the load \
+                             balancer's name"
+                            ),
+                        )
+                    },
+                )?),
+            };
         let mode = match lb.mode.as_deref().map(str::trim) {
             None | Some("tcp") => Mode::Tcp,
             Some("http") => Mode::Http,
@@ -387,7 +436,7 @@ slots = 2
         assert_eq!(web.bind, "0.0.0.0:80".parse().unwrap());
         assert_eq!(db.mode, Mode::Tcp);
         assert_eq!(db.slots, 2);
-        assert_eq!(db.container_port, 5432);
+        assert_eq!(db.container_port, Some(5432));
     }
 
     #[test]
@@ -421,6 +470,11 @@ slots = 2
                 "container_port = 8080",
                 "container_port = 0",
                 "load_balancer[0].container_port",
+            ),
+            (
+                "container_name = \"web\"",
+                "container_name = \" \"",
+                "load_balancer[0].container_name: must not be empty",
             ),
             (
                 "bind = \"0.0.0.0:80\"",
@@ -469,6 +523,43 @@ slots = 2
                 "{from} -> {to}: {error:?} does not start with {expected:?}"
             );
         }
+    }
+
+    #[test]
+    fn container_filters_are_optional_and_kept_when_given() {
+        let text = GOOD
+            .replace("container_name = \"web\"\n", "")
+            .replace("container_port = 8080\n", "")
+            .replace("container_name = \"pg\"\n", "");
+        let settings = resolve(Overrides::default(), parse(path(), &text).unwrap()).unwrap();
+        let [web, db] = settings.load_balancers.as_slice() else {
+            panic!("two load balancers: {settings:?}");
+        };
+        assert_eq!(
+            (web.container_name.as_deref(), web.container_port),
+            (None, None)
+        );
+        assert_eq!(web.container_filter(), "none");
+        assert_eq!(
+            (db.container_name.as_deref(), db.container_port),
+            (None, Some(5432))
+        );
+        let settings = resolve(Overrides::default(), parse(path(), GOOD).unwrap()).unwrap();
+        let web = &settings.load_balancers[0];
+        assert_eq!(
+            (web.container_name.as_deref(), web.container_port),
+            (Some("web"), Some(8080))
+        );
+        assert_eq!(
+            web.container_filter(),
+            "container_name = \"web\", container_port = 8080"
+        );
+        // A bad port says what to do about it.
+        let error = error_of(&GOOD.replace("container_port = 8080", "container_port = -1"));
+        assert!(
+            error.ends_with("or leave the key out to select endpoints by the load balancer's name"),
+            "{error}"
+        );
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! HAProxy itself: the config berth-lb writes, the process (master-worker,
 //! reloaded through its master CLI, so its master PID never changes), the
 //! runtime API over the admin `stats socket`, and [`Syncer`], which keeps
-//! each backend's servers equal to a list of targets.
+//! each backend's servers (address, weight, drain state) equal to a list.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -14,7 +14,7 @@ use tokio::process::{Child, Command};
 
 use crate::config::{LoadBalancer, MAX_SLOTS};
 use crate::plan::{
-    backend_name, frontend_name, grown, plan, resync, server_name, SlotCommand, Slots, Target,
+    backend_name, frontend_name, grown, plan, resync, server_name, Server, SlotCommand, Slots,
 };
 use crate::LbError;
 
@@ -44,12 +44,36 @@ impl Paths {
     }
 }
 
-fn server_line(out: &mut String, index: usize, target: Option<Target>) {
+fn server_line(out: &mut String, index: usize, server: Option<Server>) {
+    let name = server_name(index);
     // Writing to a String cannot fail.
-    let _ = match target {
-        Some(target) => writeln!(out, "    server {} {target}", server_name(index)),
-        None => writeln!(out, "    server {} {PARKED} disabled", server_name(index)),
+    let _ = match server {
+        // A reload starts a new worker with no connections, so a draining
+        // server there only has to take no new ones: weight 0 does that
+        // (the config has no drain state). The old worker, which holds the
+        // open connections, keeps draining them.
+        Some(Server {
+            target,
+            draining: true,
+            ..
+        }) => writeln!(out, "    server {name} {target} weight 0"),
+        Some(Server { target, weight, .. }) => {
+            writeln!(out, "    server {name} {target} weight {weight}")
+        }
+        None => writeln!(out, "    server {name} {PARKED} disabled"),
     };
+}
+
+/// Which endpoints feed a backend, for the comment above it.
+fn selection_comment(lb: &LoadBalancer) -> String {
+    match (&lb.container_name, lb.container_port) {
+        (None, None) => format!("endpoints naming load balancer {}", lb.name),
+        _ => format!(
+            "endpoints naming load balancer {}, else those of {}",
+            lb.name,
+            lb.container_filter()
+        ),
+    }
 }
 
 /// The whole HAProxy config: one frontend and one backend per load
@@ -78,7 +102,7 @@ pub fn render_config(paths: &Paths, backends: &[(LoadBalancer, Slots)]) -> Strin
         let mode = lb.mode.as_str();
         let _ = write!(
             out,
-            "\n# {name}: service {service} of cluster {cluster}, container {container}:{port}\n\
+            "\n# {name}: service {service} of cluster {cluster}: {selection}\n\
              frontend {frontend}\n    \
              mode {mode}\n    \
              bind {bind}\n    \
@@ -89,8 +113,7 @@ pub fn render_config(paths: &Paths, backends: &[(LoadBalancer, Slots)]) -> Strin
             name = lb.name,
             service = lb.service,
             cluster = lb.cluster,
-            container = lb.container_name,
-            port = lb.container_port,
+            selection = selection_comment(lb),
             frontend = frontend_name(&lb.name),
             bind = lb.bind,
         );
@@ -187,7 +210,12 @@ impl Runtime {
             SlotCommand::SetAddr { .. } => {
                 text.contains("changed from") || text.contains("no need to change")
             }
-            SlotCommand::Ready { .. } | SlotCommand::Maint { .. } => text.is_empty(),
+            // Success is an empty answer; a refusal says why ("Absolute
+            // weight can only be between 0 and 256 inclusive.").
+            SlotCommand::SetWeight { .. }
+            | SlotCommand::Ready { .. }
+            | SlotCommand::Drain { .. }
+            | SlotCommand::Maint { .. } => text.is_empty(),
         };
         if ok {
             Ok(())
@@ -222,13 +250,14 @@ impl Runtime {
             .filter_map(|l| {
                 let f: Vec<&str> = l.split_whitespace().collect();
                 // be_id be_name srv_id srv_name srv_addr srv_op_state
-                // srv_admin_state ... srv_port is field 18.
+                // srv_admin_state srv_uweight ... srv_port is field 18.
                 Some(ServerState {
                     name: f.get(3)?.to_string(),
                     address: f.get(4)?.to_string(),
                     port: f.get(18)?.parse().ok()?,
                     op_state: f.get(5)?.parse().ok()?,
                     admin_state: f.get(6)?.parse().ok()?,
+                    weight: f.get(7)?.parse().ok()?,
                 })
             })
             .filter(|s| s.name.starts_with('s'))
@@ -244,6 +273,8 @@ pub struct ServerState {
     pub port: u16,
     pub op_state: u8,
     pub admin_state: u8,
+    /// The weight the runtime API or the config set (`srv_uweight`).
+    pub weight: u32,
 }
 
 impl ServerState {
@@ -252,6 +283,12 @@ impl ServerState {
     /// failed resolution (0x20); HAProxy's SRV_ADMF_MAINT.
     pub fn in_maint(&self) -> bool {
         self.admin_state & 0x23 != 0
+    }
+
+    /// Draining: forced (0x08, `state drain`) or inherited (0x10);
+    /// HAProxy's SRV_ADMF_DRAIN.
+    pub fn in_drain(&self) -> bool {
+        self.admin_state & 0x18 != 0
     }
 }
 
@@ -368,15 +405,15 @@ impl Haproxy {
     }
 }
 
-/// Keeps every load balancer's backend servers equal to its targets.
+/// Keeps every load balancer's backend servers equal to its endpoints.
 #[derive(Debug)]
 pub struct Syncer {
     pub haproxy: Haproxy,
     paths: Paths,
     lbs: Vec<LoadBalancer>,
     slots: Vec<Slots>,
-    /// Targets last asked for, per load balancer.
-    desired: Vec<Vec<Target>>,
+    /// Servers last asked for, per load balancer.
+    desired: Vec<Vec<Server>>,
     /// A command failed: HAProxy's state is unknown until resynced.
     dirty: Vec<bool>,
     /// Reloads done since start (slots grew).
@@ -413,7 +450,7 @@ impl Syncer {
     }
 
     /// What each slot of load balancer `lb` holds.
-    pub fn slots(&self, lb: usize) -> &[Option<Target>] {
+    pub fn slots(&self, lb: usize) -> &[Option<Server>] {
         self.slots.get(lb).map(Vec::as_slice).unwrap_or(&[])
     }
 
@@ -422,10 +459,11 @@ impl Syncer {
         self.dirty.iter().any(|d| *d)
     }
 
-    /// Makes load balancer `lb`'s servers `desired`: runtime API commands,
-    /// or a reload with more slots when they are too few. On error the
-    /// load balancer is resynced by the next call or [`Syncer::retry`].
-    pub async fn set_targets(&mut self, lb: usize, desired: &[Target]) -> Result<(), LbError> {
+    /// Makes load balancer `lb`'s servers `desired` (addresses, weights,
+    /// drain states): runtime API commands, or a reload with more slots
+    /// when they are too few. On error the load balancer is resynced by
+    /// the next call or [`Syncer::retry`].
+    pub async fn set_servers(&mut self, lb: usize, desired: &[Server]) -> Result<(), LbError> {
         let (Some(config), Some(current)) = (self.lbs.get(lb), self.slots.get(lb)) else {
             return Ok(());
         };
@@ -433,14 +471,14 @@ impl Syncer {
         self.desired[lb] = desired.to_vec();
         let mut p = plan(current, desired);
         if !p.unplaced.is_empty() {
-            let size = grown(current.len(), desired.len(), MAX_SLOTS);
+            let size = grown(current.len(), p.needed(), MAX_SLOTS);
             if size > current.len() {
                 let mut bigger = current.clone();
                 bigger.resize(size, None);
                 p = plan(&bigger, desired);
                 tracing::info!(
                     load_balancer = %name,
-                    endpoints = desired.len(),
+                    endpoints = p.needed(),
                     from = current.len(),
                     to = size,
                     "more endpoints than servers: reloading HAProxy with more"
@@ -470,7 +508,8 @@ impl Syncer {
         if !commands.is_empty() {
             tracing::info!(
                 load_balancer = %name,
-                servers = desired.len(),
+                servers = self.slots[lb].iter().flatten().count(),
+                draining = self.slots[lb].iter().flatten().filter(|s| s.draining).count(),
                 commands = commands.len(),
                 "backend updated through the runtime API"
             );
@@ -500,14 +539,14 @@ impl Syncer {
         }
     }
 
-    /// Applies the last targets again to load balancers whose last update
+    /// Applies the last servers again to load balancers whose last update
     /// failed.
     pub async fn retry(&mut self) -> Result<(), LbError> {
         let mut result = Ok(());
         for lb in 0..self.lbs.len() {
             if self.dirty[lb] {
                 let desired = self.desired[lb].clone();
-                if let Err(e) = self.set_targets(lb, &desired).await {
+                if let Err(e) = self.set_servers(lb, &desired).await {
                     result = Err(e);
                 }
             }

@@ -2,8 +2,10 @@
 //! backends equal to Berth services' endpoints.
 //!
 //! - [`config`]: the TOML file and its validation.
-//! - [`plan`]: the pure core: which slot (HAProxy server) holds which
-//!   endpoint, and the runtime API commands that get there.
+//! - [`plan`]: the pure core: which endpoints a load balancer takes (by
+//!   the service's load balancer name, or its container port), which slot
+//!   (HAProxy server) holds each, with what weight and drain state, and the
+//!   runtime API commands that get there.
 //! - [`haproxy`]: the generated HAProxy config, the HAProxy process
 //!   (master-worker, reloaded through its master CLI) and the runtime API
 //!   client (the admin-level `stats socket`).

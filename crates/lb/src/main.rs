@@ -9,7 +9,7 @@ use berth_client::{BerthClient, ClientConfig};
 use berth_daemon::logging::{init_logging, LogFormat};
 use berth_lb::config::{self, Overrides, Settings};
 use berth_lb::haproxy::{Paths, Syncer};
-use berth_lb::plan::{targets, Target};
+use berth_lb::plan::{select, Server};
 use clap::Parser;
 use tokio::sync::mpsc;
 
@@ -57,6 +57,22 @@ struct Cli {
     log: String,
     #[arg(long, env = "BERTH_LOG_FORMAT", value_enum, default_value = "text")]
     log_format: LogFormat,
+}
+
+/// `ADDR=WEIGHT` (`ADDR=drain` for a draining one) per server, for the
+/// log line of each endpoint set: what traffic shares HAProxy is given.
+fn weights(servers: &[Server]) -> String {
+    servers
+        .iter()
+        .map(|s| {
+            if s.draining {
+                format!("{}=drain", s.target)
+            } else {
+                format!("{}={}", s.target, s.weight)
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 #[tokio::main]
@@ -127,8 +143,8 @@ async fn run() -> anyhow::Result<()> {
         "HAProxy started"
     );
 
-    // One watch per load balancer; each sends its whole target list.
-    let (tx, mut rx) = mpsc::channel::<(usize, Vec<Target>)>(16);
+    // One watch per load balancer; each sends its whole server list.
+    let (tx, mut rx) = mpsc::channel::<(usize, Vec<Server>)>(16);
     for (index, lb) in settings.load_balancers.iter().cloned().enumerate() {
         let client = client.clone();
         let tx = tx.clone();
@@ -142,17 +158,29 @@ async fn run() -> anyhow::Result<()> {
                             tracing::info!(load_balancer = %lb.name, "control plane reachable again");
                             failing = false;
                         }
-                        let (targets, unusable) = targets(&lb, &set.endpoints);
-                        for bad in unusable {
-                            tracing::warn!(load_balancer = %lb.name, endpoint = %bad, "endpoint left out");
+                        let selection = select(&lb, &set.endpoints);
+                        for problem in &selection.problems {
+                            tracing::warn!(load_balancer = %lb.name, endpoint = %problem, "endpoint problem");
+                        }
+                        if let Some(mismatch) = &selection.mismatch {
+                            tracing::warn!(
+                                load_balancer = %lb.name,
+                                config = %format!("load_balancer[{index}]"),
+                                service = %lb.service,
+                                problem = %mismatch,
+                                "no endpoints selected"
+                            );
                         }
                         tracing::info!(
                             load_balancer = %lb.name,
                             revision = set.revision,
-                            endpoints = targets.len(),
+                            selected_by = ?selection.by,
+                            endpoints = selection.servers.len(),
+                            draining = selection.servers.iter().filter(|s| s.draining).count(),
+                            weights = %weights(&selection.servers),
                             "endpoint set"
                         );
-                        if tx.send((index, targets)).await.is_err() {
+                        if tx.send((index, selection.servers)).await.is_err() {
                             return;
                         }
                     }
@@ -178,10 +206,10 @@ async fn run() -> anyhow::Result<()> {
     let result = loop {
         tokio::select! {
             message = rx.recv() => {
-                let Some((index, targets)) = message else {
+                let Some((index, servers)) = message else {
                     break Err(anyhow::anyhow!("every endpoint watch stopped"));
                 };
-                if let Err(e) = syncer.set_targets(index, &targets).await {
+                if let Err(e) = syncer.set_servers(index, &servers).await {
                     tracing::warn!(error = %e, "updating HAProxy failed; retrying");
                 }
             }

@@ -1,5 +1,6 @@
 //! The berth-lb binary refuses bad settings before starting anything, with
-//! one line naming what is wrong.
+//! one line naming what is wrong (and accepts a load balancer without
+//! container_name and container_port).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -46,6 +47,21 @@ fn bad_settings_stop_it_with_one_line_naming_the_field() {
         "{err}"
     );
 
+    std::fs::write(
+        &config,
+        GOOD.replace("container_name = \"web\"", "container_name = \"\""),
+    )
+    .unwrap();
+    let (ok, err) = berth_lb(&["--config", &config_arg]);
+    assert!(!ok);
+    assert!(
+        err.contains(
+            "load_balancer[0].container_name: must not be empty: name the container, or leave \
+             the key out to select endpoints by the load balancer's name"
+        ),
+        "{err}"
+    );
+
     std::fs::write(&config, GOOD.replace("service", "servce")).unwrap();
     let (ok, err) = berth_lb(&["--config", &config_arg]);
     assert!(!ok);
@@ -73,11 +89,18 @@ fn bad_settings_stop_it_with_one_line_naming_the_field() {
         "haproxy_config = \"{0}/h.cfg\"\nhaproxy_socket = \"{0}/h.sock\"\n",
         dir.path().display()
     );
-    std::fs::write(&config, format!("{paths}{GOOD}")).unwrap();
-    let (ok, err) = berth_lb(&["--config", &config_arg]);
-    assert!(!ok);
-    assert!(
-        err.contains("cannot start haproxy (/nonexistent/haproxy)"),
-        "{err}"
-    );
+    // Without container_name and container_port (the load balancer's name
+    // selects the endpoints) the settings are as good.
+    let by_name = GOOD
+        .replace("container_name = \"web\"\n", "")
+        .replace("container_port = 8080\n", "");
+    for text in [GOOD.to_string(), by_name] {
+        std::fs::write(&config, format!("{paths}{text}")).unwrap();
+        let (ok, err) = berth_lb(&["--config", &config_arg]);
+        assert!(!ok);
+        assert!(
+            err.contains("cannot start haproxy (/nonexistent/haproxy)"),
+            "{text}: {err}"
+        );
+    }
 }

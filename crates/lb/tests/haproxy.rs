@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use berth_lb::config::{LoadBalancer, Mode};
 use berth_lb::haproxy::{Paths, Syncer};
+use berth_lb::plan::Server;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -126,6 +127,11 @@ fn load(
     })
 }
 
+/// Servers at full weight, not draining.
+fn full(targets: &[SocketAddr]) -> Vec<Server> {
+    targets.iter().copied().map(Server::new).collect()
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -144,8 +150,8 @@ async fn haproxy_follows_endpoint_sets_through_the_runtime_api() {
         bind: frontend,
         cluster: "default".into(),
         service: "web".into(),
-        container_name: "web".into(),
-        container_port: 8080,
+        container_name: None,
+        container_port: None,
         mode: Mode::Http,
         slots: 2,
     };
@@ -167,7 +173,7 @@ async fn haproxy_follows_endpoint_sets_through_the_runtime_api() {
     assert!(servers.iter().all(|s| s.in_maint()), "{servers:?}");
     assert!(get(frontend).await.is_err());
 
-    syncer.set_targets(0, &[a]).await.unwrap();
+    syncer.set_servers(0, &full(&[a])).await.unwrap();
     let seen = answers(frontend, 10).await;
     assert_eq!(names(&seen), BTreeSet::from(["a"]), "{seen:?}");
 
@@ -175,10 +181,10 @@ async fn haproxy_follows_endpoint_sets_through_the_runtime_api() {
     let stop = Arc::new(AtomicBool::new(false));
     let running = load(frontend, stop.clone());
     tokio::time::sleep(Duration::from_millis(200)).await;
-    syncer.set_targets(0, &[a, b]).await.unwrap();
+    syncer.set_servers(0, &full(&[a, b])).await.unwrap();
     let seen = answers(frontend, 20).await;
     assert_eq!(names(&seen), BTreeSet::from(["a", "b"]), "{seen:?}");
-    syncer.set_targets(0, &[b]).await.unwrap();
+    syncer.set_servers(0, &full(&[b])).await.unwrap();
     let seen = answers(frontend, 10).await;
     assert_eq!(names(&seen), BTreeSet::from(["b"]), "{seen:?}");
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -198,7 +204,7 @@ async fn haproxy_follows_endpoint_sets_through_the_runtime_api() {
     assert_eq!(runtime.worker_pid().await.unwrap(), worker);
     assert_eq!(syncer.reloads, 0);
     // Stable slots: b kept s2, a's s1 is in maintenance.
-    assert_eq!(syncer.slots(0), &[None, Some(b)]);
+    assert_eq!(syncer.slots(0), &[None, Some(b.into())]);
     let servers = runtime.servers("be_web").await.unwrap();
     assert_eq!(servers.len(), 2, "{servers:?}");
     assert!(servers[0].in_maint(), "{servers:?}");
@@ -212,7 +218,7 @@ async fn haproxy_follows_endpoint_sets_through_the_runtime_api() {
     // master stays.
     let stop = Arc::new(AtomicBool::new(false));
     let running = load(frontend, stop.clone());
-    syncer.set_targets(0, &[a, b, c]).await.unwrap();
+    syncer.set_servers(0, &full(&[a, b, c])).await.unwrap();
     let seen = answers(frontend, 30).await;
     assert_eq!(names(&seen), BTreeSet::from(["a", "b", "c"]), "{seen:?}");
     stop.store(true, Ordering::Relaxed);
@@ -226,12 +232,12 @@ async fn haproxy_follows_endpoint_sets_through_the_runtime_api() {
     assert_eq!(syncer.haproxy.pid(), Some(master));
     assert_ne!(runtime.worker_pid().await.unwrap(), worker);
     // b kept its slot through the reload too.
-    assert_eq!(syncer.slots(0)[1], Some(b));
+    assert_eq!(syncer.slots(0)[1], Some(b.into()));
 
     // Everything gone: nothing answers, then an endpoint comes back.
-    syncer.set_targets(0, &[]).await.unwrap();
+    syncer.set_servers(0, &full(&[])).await.unwrap();
     assert!(get(frontend).await.is_err());
-    syncer.set_targets(0, &[c]).await.unwrap();
+    syncer.set_servers(0, &full(&[c])).await.unwrap();
     let seen = answers(frontend, 5).await;
     assert_eq!(names(&seen), BTreeSet::from(["c"]), "{seen:?}");
 
