@@ -472,7 +472,7 @@ pub mod bridge_web {
     use anyhow::{ensure, Context, Result};
     use berth_client::BerthClient;
     use berth_proto::pb;
-    use berth_types::service::{CreateServiceInput, UpdateServiceInput};
+    use berth_types::service::{CreateServiceInput, LoadBalancer, UpdateServiceInput};
     use berth_types::{NetworkMode, PortMapping, Protocol};
 
     use super::{testapp_taskdef, AgentCluster, AgentProc};
@@ -487,6 +487,18 @@ pub mod bridge_web {
         client: &BerthClient,
         cluster: &str,
         count: u32,
+    ) -> Result<()> {
+        create_with_load_balancers(s, client, cluster, count, Vec::new()).await
+    }
+
+    /// [`create`] with the service declaring `load_balancers` (its
+    /// container is `app`, port 8080).
+    pub async fn create_with_load_balancers(
+        s: &AgentCluster,
+        client: &BerthClient,
+        cluster: &str,
+        count: u32,
+        load_balancers: Vec<LoadBalancer>,
     ) -> Result<()> {
         let mut spec: berth_types::TaskDefinitionSpec =
             from_wire(testapp_taskdef(SERVICE, &s.image, &["serve", "8080"], 32))?;
@@ -508,6 +520,7 @@ pub mod bridge_web {
                 name: SERVICE.into(),
                 task_definition: SERVICE.into(),
                 desired_count: Some(count),
+                load_balancers,
                 ..Default::default()
             })
             .await?;
