@@ -3,6 +3,7 @@
 //! for unit tests of pure logic.
 
 use std::future::Future;
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::time::{Duration, SystemTime};
 
@@ -211,5 +212,15 @@ pub trait Runtime: Send + Sync + 'static {
     fn task_stopped(&self, task_id: &str) -> impl Future<Output = ()> + Send {
         let _ = task_id;
         async {}
+    }
+
+    /// The task's own address (bridge and task network modes) while its
+    /// network is set up on this host: what its reports tell the control
+    /// plane. `None` for host- and none-mode tasks, and before the network
+    /// exists or after it is gone. Cheap enough to ask after every create
+    /// and restart (a small local file at most).
+    fn task_address(&self, task_id: &str) -> Option<IpAddr> {
+        let _ = task_id;
+        None
     }
 }

@@ -80,6 +80,12 @@ pub struct TaskRecord {
     pub reason: String,
     #[serde(default)]
     pub stop_code: Option<StopCode>,
+    /// The task's own address on this host's bridge (bridge and task
+    /// network modes), once its network was set up; kept after the network
+    /// is gone, as the address the task had. Stored so a restarted agent's
+    /// hello says it before the runtime has even been asked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<std::net::IpAddr>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -391,6 +397,7 @@ mod tests {
             }],
             reason: String::new(),
             stop_code: None,
+            ip: Some([198, 18, 0, 7].into()),
         }
     }
 
@@ -499,6 +506,7 @@ mod tests {
             .expect("readable");
         assert_eq!(record.containers[0].restart_count, 0);
         assert_eq!(record.containers[0].started_at_ms, None);
+        assert_eq!(record.ip, None, "written before addresses were kept");
     }
 
     #[test]

@@ -877,6 +877,10 @@ impl Runtime for ContainerdRuntime {
         }
     }
 
+    fn task_address(&self, task_id: &str) -> Option<std::net::IpAddr> {
+        self.inner.tasknet.get(task_id).map(|n| n.ip.into())
+    }
+
     async fn ensure_image(&self, reference: &str, policy: PullPolicy) -> Result<ImageInfo> {
         Ok(self
             .ensure_image_resolved(reference, policy)

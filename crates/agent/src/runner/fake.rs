@@ -3,6 +3,7 @@
 //! every call is recorded so tests can assert what was (not) done.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -48,6 +49,10 @@ struct Inner {
     hold_pulls: bool,
     hold_stops: bool,
     hold_restarts: bool,
+    /// Bridge- and task-mode tasks' addresses while their "network" is up:
+    /// from their first create until `task_stopped`.
+    addresses: BTreeMap<String, IpAddr>,
+    last_address: u8,
 }
 
 #[derive(Default)]
@@ -180,13 +185,27 @@ impl FakeRuntime {
     pub fn exists(&self, id: &str) -> bool {
         self.lock().containers.contains_key(id)
     }
+
+    /// The task's network is (now) at `ip`, as a real runtime's is after a
+    /// reboot made it again; `None`: it has none.
+    pub fn set_address(&self, task_id: &str, ip: Option<IpAddr>) {
+        let mut inner = self.lock();
+        match ip {
+            Some(ip) => inner.addresses.insert(task_id.to_string(), ip),
+            None => inner.addresses.remove(task_id),
+        };
+    }
 }
 
 impl Runtime for FakeRuntime {
     async fn task_stopped(&self, task_id: &str) {
-        self.lock()
-            .calls
-            .push(Call::TaskStopped(task_id.to_string()));
+        let mut inner = self.lock();
+        inner.calls.push(Call::TaskStopped(task_id.to_string()));
+        inner.addresses.remove(task_id);
+    }
+
+    fn task_address(&self, task_id: &str) -> Option<IpAddr> {
+        self.lock().addresses.get(task_id).copied()
     }
 
     async fn ensure_image(&self, reference: &str, _policy: PullPolicy) -> Result<ImageInfo> {
@@ -225,6 +244,11 @@ impl Runtime for FakeRuntime {
             });
         }
         inner.configs.insert(id.clone(), config.clone());
+        if config.network_mode.uses_bridge() && !inner.addresses.contains_key(&config.task_id) {
+            inner.last_address += 1;
+            let ip = Ipv4Addr::new(198, 18, 0, inner.last_address);
+            inner.addresses.insert(config.task_id.clone(), ip.into());
+        }
         inner.containers.insert(
             id.clone(),
             FakeContainer {

@@ -231,10 +231,16 @@ impl<R: Runtime> Runner<R> {
         let board = StatusBoard::default();
         for t in &loaded.tasks {
             let spec = task::plan(&t.assignment).ok();
-            let record = t
+            let mut record = t
                 .record
                 .clone()
                 .unwrap_or_else(|| task::initial_record(spec.as_ref()));
+            if record.ip.is_none() && spec.as_ref().is_some_and(|s| s.network_mode.uses_bridge()) {
+                // A record written before the network existed, or by an
+                // agent that did not keep addresses: the hello still says
+                // where the task is.
+                record.ip = runtime.task_address(&t.assignment.task_id);
+            }
             board.seed(task::record_view(
                 &t.assignment.task_id,
                 &record,

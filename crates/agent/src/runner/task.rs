@@ -7,6 +7,7 @@
 //! through the actor's event channel, so the actor always answers commands
 //! at once: a stop that arrives during a long pull cancels the pull.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -215,7 +216,7 @@ pub(crate) fn record_view(task_id: &str, record: &TaskRecord, reservation: Resou
                 .collect(),
             reason: record.reason.clone(),
             stop_code: record.stop_code,
-            ip: None,
+            ip: record.ip.map(|ip| ip.to_string()),
         })
             .into(),
         containers: record
@@ -251,6 +252,7 @@ pub(crate) fn initial_record(spec: Option<&TaskDefinitionSpec>) -> TaskRecord {
             .unwrap_or_default(),
         reason: String::new(),
         stop_code: None,
+        ip: None,
     }
 }
 
@@ -261,9 +263,12 @@ pub(crate) fn reservation(spec: Option<&TaskDefinitionSpec>) -> Resources {
 
 #[derive(Debug)]
 enum Event {
+    /// `ip`: the task's address, when creating the container set its
+    /// network up (or found it).
     Created {
         idx: usize,
         id: String,
+        ip: Option<IpAddr>,
     },
     Started {
         idx: usize,
@@ -284,10 +289,13 @@ enum Event {
         run: u32,
         status: HealthStatus,
     },
+    /// `ip` as in `Created`: a restart after a reboot sets the task's
+    /// network up again, maybe with another address.
     Restarted {
         idx: usize,
         id: String,
         result: Result<u32, String>,
+        ip: Option<IpAddr>,
     },
     StopDone {
         results: Vec<(usize, String, Option<ExitStatus>)>,
@@ -358,6 +366,9 @@ struct Actor<R: Runtime> {
     status: TaskStatus,
     stop_code: Option<StopCode>,
     reason: String,
+    /// The task's own address (bridge and task network modes), once its
+    /// network exists; every report from then on carries it.
+    ip: Option<IpAddr>,
     containers: Vec<Ctr>,
     phase: Phase,
     /// The create-and-start in flight, with the container it is for.
@@ -433,6 +444,7 @@ impl<R: Runtime> Actor<R> {
             status: TaskStatus::Pending,
             stop_code: None,
             reason: String::new(),
+            ip: None,
             containers,
             phase: Phase::Starting,
             op: None,
@@ -465,6 +477,7 @@ impl<R: Runtime> Actor<R> {
                 .collect(),
             reason: self.reason.clone(),
             stop_code: self.stop_code,
+            ip: self.ip,
         }
     }
 
@@ -863,10 +876,14 @@ impl<R: Runtime> Actor<R> {
 
     async fn event(&mut self, event: Event) {
         match event {
-            Event::Created { idx, id } => {
+            Event::Created { idx, id, ip } => {
                 if let Some(c) = self.containers.get_mut(idx) {
                     c.id = Some(id);
+                    let new_address = self.note_address(ip);
                     self.save(false).await;
+                    if new_address {
+                        self.publish();
+                    }
                 }
             }
             Event::Started { idx, result } => self.on_started(idx, result).await,
@@ -877,7 +894,15 @@ impl<R: Runtime> Actor<R> {
                 exit,
                 reason,
             } => self.on_exit(idx, &id, run, exit, reason).await,
-            Event::Restarted { idx, id, result } => self.on_restarted(idx, &id, result).await,
+            Event::Restarted {
+                idx,
+                id,
+                result,
+                ip,
+            } => {
+                self.note_address(ip);
+                self.on_restarted(idx, &id, result).await
+            }
             Event::Health {
                 idx,
                 id,
@@ -1039,6 +1064,25 @@ impl<R: Runtime> Actor<R> {
         self.forget || wants_stop(&self.assignment)
     }
 
+    fn uses_bridge(&self) -> bool {
+        self.spec
+            .as_ref()
+            .is_some_and(|s| s.network_mode.uses_bridge())
+    }
+
+    /// Takes the task's address as the runtime last gave it (`None`: it
+    /// did not say, and the one known stays). True when it changed.
+    fn note_address(&mut self, ip: Option<IpAddr>) -> bool {
+        match ip {
+            Some(ip) if self.ip != Some(ip) => {
+                info!(ip = %ip, previous = ?self.ip, "task address");
+                self.ip = Some(ip);
+                true
+            }
+            _ => false,
+        }
+    }
+
     // ------------------------------------------------------------ restart policy
 
     /// Restarts an exited container in place (its restart policy allows
@@ -1068,6 +1112,8 @@ impl<R: Runtime> Actor<R> {
     fn spawn_restart(&mut self, idx: usize) {
         let runtime = self.ctx.runtime.clone();
         let tx = self.events_tx.clone();
+        let task_id = self.task_id.clone();
+        let bridged = self.uses_bridge();
         let Some(c) = self.containers.get_mut(idx) else {
             return;
         };
@@ -1083,7 +1129,15 @@ impl<R: Runtime> Actor<R> {
                         "CannotStartContainerError: container {name:?} could not be restarted: {e}"
                     )
                 });
-                let _ = tx.send(Event::Restarted { idx, id, result }).await;
+                let ip = bridged.then(|| runtime.task_address(&task_id)).flatten();
+                let _ = tx
+                    .send(Event::Restarted {
+                        idx,
+                        id,
+                        result,
+                        ip,
+                    })
+                    .await;
             }
             .instrument(span),
         )));
@@ -1136,6 +1190,14 @@ impl<R: Runtime> Actor<R> {
             self.status = r.status;
             self.stop_code = r.stop_code;
             self.reason.clone_from(&r.reason);
+            self.ip = r.ip;
+        }
+        if self.uses_bridge() {
+            // What the runtime has wins: the record may predate the network
+            // (an agent stopped between the two) or come from an agent that
+            // did not keep addresses yet.
+            let ip = self.ctx.runtime.task_address(&self.task_id);
+            self.note_address(ip);
         }
         let mut claimed = vec![false; found.len()];
         let mut follow = Vec::new();
@@ -1373,10 +1435,17 @@ async fn create_and_start<R: Runtime>(
                 .create(config)
                 .await
                 .map_err(|e| format!("CannotCreateContainerError: container {name:?}: {e}"))?;
+            // The first container's create is what sets the network up.
+            let ip = config
+                .network_mode
+                .uses_bridge()
+                .then(|| runtime.task_address(&config.task_id))
+                .flatten();
             let _ = tx
                 .send(Event::Created {
                     idx,
                     id: id.clone(),
+                    ip,
                 })
                 .await;
             id

@@ -530,6 +530,7 @@ fn stored(
             .collect(),
         reason: String::new(),
         stop_code: None,
+        ip: None,
     };
     store.put_record(&a.task_id, &record).expect("record");
 }
@@ -1111,6 +1112,7 @@ fn stored_restarting(
         }],
         reason: String::new(),
         stop_code: None,
+        ip: None,
     };
     store.put_record(task, &record).expect("record");
 }
@@ -1268,4 +1270,179 @@ async fn an_unreadable_network_binding_fails_the_task_to_start() {
         stopped.reason
     );
     assert!(h.calls().is_empty(), "nothing created: {:?}", h.calls());
+}
+
+// ------------------------------------------------------------ task addresses
+
+/// `a` in network mode `mode` (its name on the wire).
+fn in_network_mode(mut a: pb::Assignment, mode: &str) -> pb::Assignment {
+    if let Some(spec) = a.task_definition.as_mut().and_then(|td| td.spec.as_mut()) {
+        spec.network_mode = mode.into();
+    }
+    a
+}
+
+/// Bridge- and task-mode (`awsvpc`) tasks report their address from the
+/// first report after their network exists (the first container's create)
+/// to the last, STOPPED included; reports from before carry none, and a
+/// host-mode task's never do.
+#[tokio::test(start_paused = true)]
+async fn tasks_with_a_network_of_their_own_report_its_address_once_it_exists() {
+    let mut h = Harness::new();
+    h.fake.hold_pulls();
+    h.apply(set(
+        1,
+        true,
+        vec![
+            in_network_mode(web_task("b"), "bridge"),
+            in_network_mode(web_task("t"), "awsvpc"),
+            web_task("h"),
+        ],
+    ))
+    .await;
+    for task in ["b", "t", "h"] {
+        let pending = h.until_status(task, TaskStatus::Pending).await;
+        assert_eq!(pending.ip, None, "{task}: no network yet");
+    }
+    h.fake.release_pulls();
+    let mut addresses = Vec::new();
+    for task in ["b", "t"] {
+        let running = h.until_status(task, TaskStatus::Running).await;
+        let ip = running.ip.clone().expect("RUNNING says the address");
+        assert_eq!(
+            h.fake.task_address(task).map(|a| a.to_string()),
+            Some(ip.clone())
+        );
+        // Said as soon as web's create made the network: still PENDING.
+        let first = h
+            .seen
+            .iter()
+            .position(|r| r.task_id == task && r.ip.is_some())
+            .expect("a report with the address");
+        assert_eq!(h.seen[first].last_status, TaskStatus::Pending, "{task}");
+        assert!(
+            h.seen[first..]
+                .iter()
+                .filter(|r| r.task_id == task)
+                .all(|r| r.ip.as_deref() == Some(ip.as_str())),
+            "{task}: every report from then on: {:#?}",
+            h.seen
+        );
+        let stored = h.store.load().expect("load");
+        let record = stored
+            .tasks
+            .iter()
+            .find(|t| t.assignment.task_id == task)
+            .and_then(|t| t.record.clone())
+            .expect("record");
+        assert_eq!(record.ip.map(|a| a.to_string()), Some(ip.clone()));
+        addresses.push(ip);
+    }
+    assert_ne!(addresses[0], addresses[1], "one address per task");
+    h.until_status("h", TaskStatus::Running).await;
+    assert!(
+        h.seen
+            .iter()
+            .filter(|r| r.task_id == "h")
+            .all(|r| r.ip.is_none()),
+        "host mode: {:#?}",
+        h.seen
+    );
+
+    // Stopped: the network goes, the report still says where it was.
+    let mut stop = in_network_mode(web_task("b"), "bridge");
+    stop.desired_status = DesiredStatus::Stopped.as_str().into();
+    h.apply(set(2, false, vec![stop])).await;
+    let stopped = h.until_status("b", TaskStatus::Stopped).await;
+    assert!(h.calls().contains(&Call::TaskStopped("b".into())));
+    assert_eq!(h.fake.task_address("b"), None);
+    assert_eq!(stopped.ip.as_deref(), Some(addresses[0].as_str()));
+    h.assert_forward_only();
+}
+
+/// A restarted agent's hello (the board as loaded, before the runtime is
+/// asked) says the address of each task it runs: from the task's record,
+/// or, for a record without one (written by an agent that kept none),
+/// from the runtime; the recovered actors go on reporting it.
+#[tokio::test(start_paused = true)]
+async fn a_restarted_agent_says_its_tasks_addresses_in_the_hello() {
+    let fake = Arc::new(FakeRuntime::default());
+    let store = Store::temporary().expect("store");
+    let address = {
+        let mut h = Harness::start(fake.clone(), store.clone());
+        h.apply(set(1, true, vec![in_network_mode(web_task("t1"), "task")]))
+            .await;
+        let running = h.until_status("t1", TaskStatus::Running).await;
+        running.ip.expect("an address")
+        // The agent goes away (its actors with it).
+    };
+    let old = in_network_mode(
+        assignment("old", vec![container("web", "web:1", true)]),
+        "bridge",
+    );
+    let old_web = fake.insert("old", "web", ContainerState::Running { pid: 12 });
+    stored(
+        &store,
+        &old,
+        TaskStatus::Running,
+        &[("web", Some(&old_web), ContainerStatus::Running)],
+    );
+    let old_address: std::net::IpAddr = "198.18.0.77".parse().expect("ip");
+    fake.set_address("old", Some(old_address));
+
+    let mut h = Harness::start(fake.clone(), store);
+    let hello: Vec<TaskReport> = h
+        .handle
+        .board()
+        .all_reports()
+        .into_iter()
+        .map(|r| TaskReport::try_from(r).expect("readable"))
+        .collect();
+    let ip_of = |task: &str| {
+        hello
+            .iter()
+            .find(|r| r.task_id == task)
+            .unwrap_or_else(|| panic!("{task} in the hello: {hello:?}"))
+            .ip
+            .clone()
+    };
+    assert_eq!(ip_of("t1"), Some(address.clone()));
+    assert_eq!(ip_of("old"), Some(old_address.to_string()));
+
+    h.settle().await;
+    fake.exit(&container_id("t1", "web"), 0);
+    let stopped = h.until_status("t1", TaskStatus::Stopped).await;
+    assert_eq!(stopped.ip, Some(address));
+    fake.exit(&old_web, 0);
+    let stopped = h.until_status("old", TaskStatus::Stopped).await;
+    assert_eq!(stopped.ip, Some(old_address.to_string()));
+}
+
+/// A container restarted in place after the host rebooted gets the task's
+/// network back, maybe at another address: the reports say the new one.
+#[tokio::test(start_paused = true)]
+async fn an_in_place_restart_reports_the_address_the_network_came_back_with() {
+    let mut h = Harness::new();
+    h.apply(set(
+        1,
+        true,
+        vec![in_network_mode(restarting_task("t1", 60, &[]), "task")],
+    ))
+    .await;
+    let first = h
+        .until_status("t1", TaskStatus::Running)
+        .await
+        .ip
+        .expect("an address");
+    pass(61).await;
+    let moved: std::net::IpAddr = "198.18.0.200".parse().expect("ip");
+    assert_ne!(first, moved.to_string());
+    h.fake.set_address("t1", Some(moved));
+    h.fake.exit(&container_id("t1", "web"), 3);
+    let restarted = h
+        .until("t1", "restarted", |r| {
+            container_state(r, "web").restart_count == 1
+        })
+        .await;
+    assert_eq!(restarted.ip, Some(moved.to_string()));
 }

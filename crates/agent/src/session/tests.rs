@@ -195,6 +195,7 @@ async fn hello_tells_everything_the_agent_knows() {
         }],
         reason: String::new(),
         stop_code: None,
+        ip: None,
     };
     for (id, status) in [("a", TaskStatus::Running), ("b", TaskStatus::Stopped)] {
         store.put_assignment(&web_task(id)).expect("put");
