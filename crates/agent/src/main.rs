@@ -168,6 +168,15 @@ struct Cli {
     /// their own bridge for their own subnet.
     #[arg(long, env = "BERTH_BRIDGE_NAME", default_value = berth_agent::tasknet::DEFAULT_BRIDGE, value_parser = parse_bridge_name, global = true)]
     bridge_name: String,
+    /// Berth's DNS for bridge- and task-mode tasks: IP[,IP...] (up to 3)
+    /// of berthd servers answering DNS on port 53 (`berthd --dns-listen
+    /// IP:53`) at addresses the tasks can route to (not loopback). Their
+    /// containers' resolv.conf then names only these, searching
+    /// `CLUSTER.berth` first, so a bare service name resolves to its
+    /// endpoints; berthd forwards other names upstream. Unset: the host's
+    /// resolvers. Applies to containers created or restarted afterwards.
+    #[arg(long, env = "BERTH_TASK_DNS", value_delimiter = ',', global = true)]
+    task_dns: Vec<std::net::IpAddr>,
     /// Log filter, e.g. `info` or `berth_agent=debug`.
     #[arg(long, env = "BERTH_LOG", default_value = "info", global = true)]
     log: String,
@@ -316,6 +325,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     cfg.network.cni_bin_dir = cli.cni_bin_dir;
     cfg.network.subnet = cli.bridge_subnet;
     cfg.network.bridge = cli.bridge_name;
+    berth_agent::tasknet::cni::check_task_dns(&cli.task_dns)
+        .map_err(|e| anyhow::anyhow!("--task-dns: {e}"))?;
+    if !cli.task_dns.is_empty() {
+        tracing::info!(servers = ?cli.task_dns, "bridge- and task-mode tasks resolve names through Berth's DNS");
+    }
+    cfg.network.dns = cli.task_dns;
     cfg.host_paths.protect(&cli.data_dir);
     if let Some(config) = &cli.config {
         cfg.host_paths.protect(config);

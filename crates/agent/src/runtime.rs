@@ -25,6 +25,9 @@ pub const LABEL_TASK_MEMORY: &str = "berth.task-memory";
 /// `bridge` on the containers of a bridge-mode task, so a restart after a
 /// reboot sets the task's network namespace up again first.
 pub const LABEL_NETWORK_MODE: &str = "berth.network-mode";
+/// The task's cluster, so a restart can write the same resolv.conf (its
+/// search domain is `CLUSTER.berth`).
+pub const LABEL_CLUSTER: &str = "berth.cluster";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum PullPolicy {
@@ -65,6 +68,9 @@ pub struct ImageInfo {
 pub struct ContainerConfig {
     pub task_id: String,
     pub task_family: String,
+    /// The cluster the task runs in: its service names are
+    /// `SERVICE.CLUSTER.berth` in Berth's DNS.
+    pub cluster: String,
     pub definition: ContainerDefinition,
     pub network_mode: NetworkMode,
     /// The task's published ports as the control plane chose them (every

@@ -115,6 +115,7 @@ fn config(image: &str, name: &str, command: &[&str]) -> ContainerConfig {
     ContainerConfig {
         task_id: task_id(),
         task_family: "test".into(),
+        cluster: "test".into(),
         definition: def,
         network_mode: NetworkMode::Host,
         network_bindings: vec![],
@@ -1755,16 +1756,17 @@ fn iptables_rules() -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// iptables-save lines about the task's address or its host port.
-fn rules_for(rules: &str, ip: std::net::Ipv4Addr, host_port: u16) -> Vec<String> {
-    let port = host_port.to_string();
+/// iptables-save lines about the task's address or its host port (a
+/// task-mode task has none).
+fn rules_for(rules: &str, ip: std::net::Ipv4Addr, host_port: Option<u16>) -> Vec<String> {
+    let port = host_port.map(|p| p.to_string());
     rules
         .lines()
         .filter(|l| {
             let t: Vec<&str> = l.split_whitespace().collect();
             let names_port = t
                 .windows(2)
-                .any(|w| matches!(w[0], "--dport" | "--dports") && w[1] == port);
+                .any(|w| matches!(w[0], "--dport" | "--dports") && Some(w[1]) == port.as_deref());
             l.contains(&format!("{ip}/")) || l.contains(&format!("{ip}:")) || names_port
         })
         .map(str::to_string)
@@ -1786,10 +1788,16 @@ fn reservation_exists(ip: std::net::Ipv4Addr) -> bool {
 fn assert_network_gone(
     rt: &ContainerdRuntime,
     net: &berth_agent::tasknet::TaskNetwork,
-    host_port: u16,
+    host_port: Option<u16>,
 ) {
     let task = &net.task_id;
     assert!(rt.task_network(task).is_none(), "{task}: no network record");
+    assert_eq!(rt.task_address(task), None, "{task}: no address reported");
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    assert!(
+        !mounts.contains(&rt.task_netns_path(task).display().to_string()),
+        "{task}: netns unmounted"
+    );
     assert!(
         !rt.task_netns_path(task).exists(),
         "{task}: netns file removed"
@@ -1855,7 +1863,7 @@ async fn bridge_tasks_publish_their_ports_and_leave_nothing_behind() {
             );
             assert!(env.contains(&hostname), "{addr}: {hostname}: {env}");
         }
-        let rules = rules_for(&iptables_rules(), net.ip, port);
+        let rules = rules_for(&iptables_rules(), net.ip, Some(port));
         assert!(
             rules.iter().any(|l| l.contains("DNAT")),
             "portmap forwards {port} to {}: {rules:#?}",
@@ -1873,20 +1881,128 @@ async fn bridge_tasks_publish_their_ports_and_leave_nothing_behind() {
     rt.remove(&id_a).await.expect("remove a");
     // b's network is untouched by a's removal.
     assert!(rt.task_network(&b.task_id).is_some());
-    assert_network_gone(&rt, &net_a, port_a);
+    assert_network_gone(&rt, &net_a, Some(port_a));
     rt.remove(&id_b).await.expect("remove b");
-    assert_network_gone(&rt, &net_b, port_b);
+    assert_network_gone(&rt, &net_b, Some(port_b));
+}
+
+/// A task-mode (`awsvpc`) web container on 8080: nothing published on the
+/// host; it is reached on the task's own address.
+fn task_web(image: &str, who: &str) -> ContainerConfig {
+    let mut cfg = bridge_web(image, who, 0);
+    cfg.network_mode = NetworkMode::Task;
+    cfg.network_bindings = vec![];
+    cfg
+}
+
+/// A task-mode task is reached from the host on its own address and
+/// container port, with nothing published (no DNAT); the runtime reports
+/// that address; with `--task-dns` its resolv.conf names Berth's DNS and
+/// searches its cluster's domain, also after an in-place restart (from
+/// the container's labels); once it is removed nothing of its network is
+/// left on the host.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn task_mode_tasks_are_reached_on_their_own_address_and_leave_nothing_behind() {
+    let _one_at_a_time = BRIDGE_TESTS.lock().await;
+    let Some(env) = env() else { return };
+    if !cni_plugins_present() {
+        return;
+    }
+    let image = pushed_image(&env).await;
+    let dns: std::net::IpAddr = "198.19.79.53".parse().expect("ip");
+    let mut cfg = bridge_runtime_config(&env, "berth-test-bridge");
+    cfg.network.dns = vec![dns];
+    let rt = ContainerdRuntime::connect(cfg)
+        .await
+        .expect("connect to containerd");
+    let mut task = task_web(&image, "task-t");
+    task.cluster = "prod".into();
+    let id = rt.create(&task).await.expect("create");
+    rt.start(&id).await.expect("start");
+    let net = rt.task_network(&task.task_id).expect("its network");
+    let subnet: berth_agent::tasknet::cni::Subnet = TEST_SUBNET.parse().expect("subnet");
+    assert!(subnet.contains(net.ip), "{} in {TEST_SUBNET}", net.ip);
+    assert_eq!(rt.task_address(&task.task_id), Some(net.ip.into()));
+    assert!(reservation_exists(net.ip));
+    assert!(net.host_veth.as_deref().is_some_and(link_exists));
+
+    let env = env_at(std::net::SocketAddr::from((net.ip, 8080))).await;
+    assert!(env.contains("WHO=task-t"), "{env}");
+    let rules = rules_for(&iptables_rules(), net.ip, None);
+    assert!(
+        !rules.iter().any(|l| l.contains("DNAT")),
+        "task mode publishes nothing: {rules:#?}"
+    );
+
+    let resolv = Path::new(BRIDGE_STATE)
+        .join("containers")
+        .join(&id)
+        .join("resolv.conf");
+    let read = || std::fs::read_to_string(&resolv).expect("resolv.conf");
+    let check = |text: String| {
+        let first = text.lines().next().unwrap_or_default();
+        assert!(
+            first == "search prod.berth" || first.starts_with("search prod.berth "),
+            "the cluster's domain first: {text}"
+        );
+        let servers: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("nameserver"))
+            .collect();
+        assert_eq!(servers, ["nameserver 198.19.79.53"], "only Berth's: {text}");
+    };
+    check(read());
+    // An in-place restart (after a reboot, the network made again) writes
+    // it again, with the cluster from the container's labels.
+    std::fs::write(&resolv, "").expect("clear resolv.conf");
+    rt.stop(&id, Duration::from_secs(5)).await.expect("stop");
+    rt.restart(&id).await.expect("restart");
+    check(read());
+    assert_eq!(rt.task_network(&task.task_id).map(|n| n.ip), Some(net.ip));
+    env_at(std::net::SocketAddr::from((net.ip, 8080))).await;
+
+    rt.stop(&id, Duration::from_secs(5)).await.expect("stop");
+    rt.remove(&id).await.expect("remove");
+    assert_network_gone(&rt, &net, None);
+}
+
+/// Deletes a container (its process, record and snapshot) behind the
+/// runtime's back, leaving its task's network: what an agent killed
+/// between removing a task's last container and its network leaves.
+async fn delete_behind_its_back(rt: &ContainerdRuntime, id: &str) {
+    use containerd_client::services::v1::snapshots::RemoveSnapshotRequest;
+    use containerd_client::services::v1::{DeleteContainerRequest, DeleteTaskRequest};
+    rt.stop(id, Duration::from_secs(5)).await.expect("stop");
+    rt.client()
+        .tasks()
+        .delete(rt.request(DeleteTaskRequest {
+            container_id: id.to_string(),
+        }))
+        .await
+        .expect("delete task");
+    rt.client()
+        .containers()
+        .delete(rt.request(DeleteContainerRequest { id: id.to_string() }))
+        .await
+        .expect("delete container");
+    let _ = rt
+        .client()
+        .snapshots()
+        .remove(rt.request(RemoveSnapshotRequest {
+            snapshotter: rt.config().snapshotter.clone(),
+            key: id.to_string(),
+        }))
+        .await;
 }
 
 /// An agent killed after a task's container was removed but before its
 /// network was (simulated: the container is deleted behind the runtime's
 /// back, and the runtime dropped without any cleanup): the next runtime on
 /// the same state dir removes the netns, the address, the veth and the port
-/// forwards at start, and leaves a task that still has a container alone.
+/// forwards at start, of a bridge-mode and a task-mode task alike, and
+/// leaves a task that still has a container alone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bridge_networks_left_by_a_killed_agent_are_removed_at_start() {
-    use containerd_client::services::v1::snapshots::RemoveSnapshotRequest;
-    use containerd_client::services::v1::{DeleteContainerRequest, DeleteTaskRequest};
     let _one_at_a_time = BRIDGE_TESTS.lock().await;
     let Some(env) = env() else { return };
     if !cni_plugins_present() {
@@ -1896,54 +2012,39 @@ async fn bridge_networks_left_by_a_killed_agent_are_removed_at_start() {
     let rt = bridge_runtime(&env).await;
     let (port_gone, port_kept) = (free_port(), free_port());
     let gone = bridge_web(&image, "gone", port_gone);
+    let gone_task = task_web(&image, "gone-task");
     let kept = bridge_web(&image, "kept", port_kept);
     let id_gone = rt.create(&gone).await.expect("create");
+    let id_gone_task = rt.create(&gone_task).await.expect("create");
     let id_kept = rt.create(&kept).await.expect("create");
     rt.start(&id_gone).await.expect("start");
+    rt.start(&id_gone_task).await.expect("start");
     let net_gone = rt.task_network(&gone.task_id).expect("network");
+    let net_gone_task = rt.task_network(&gone_task.task_id).expect("network");
     env_at(std::net::SocketAddr::from(([127, 0, 0, 1], port_gone))).await;
+    env_at(std::net::SocketAddr::from((net_gone_task.ip, 8080))).await;
 
-    // The "agent" goes away: its container is killed and deleted, its
-    // network is not.
-    rt.stop(&id_gone, Duration::from_secs(5))
-        .await
-        .expect("stop");
-    rt.client()
-        .tasks()
-        .delete(rt.request(DeleteTaskRequest {
-            container_id: id_gone.clone(),
-        }))
-        .await
-        .expect("delete task");
-    rt.client()
-        .containers()
-        .delete(rt.request(DeleteContainerRequest {
-            id: id_gone.clone(),
-        }))
-        .await
-        .expect("delete container");
-    let _ = rt
-        .client()
-        .snapshots()
-        .remove(rt.request(RemoveSnapshotRequest {
-            snapshotter: rt.config().snapshotter.clone(),
-            key: id_gone.clone(),
-        }))
-        .await;
+    // The "agent" goes away: its containers are killed and deleted, their
+    // networks are not.
+    delete_behind_its_back(&rt, &id_gone).await;
+    delete_behind_its_back(&rt, &id_gone_task).await;
     drop(rt);
-    assert!(Path::new(BRIDGE_STATE)
-        .join("netns")
-        .join(&gone.task_id)
-        .exists());
-    assert!(reservation_exists(net_gone.ip));
-    assert!(!rules_for(&iptables_rules(), net_gone.ip, port_gone).is_empty());
+    for (net, port) in [(&net_gone, Some(port_gone)), (&net_gone_task, None)] {
+        assert!(Path::new(BRIDGE_STATE)
+            .join("netns")
+            .join(&net.task_id)
+            .exists());
+        assert!(reservation_exists(net.ip));
+        assert!(!rules_for(&iptables_rules(), net.ip, port).is_empty());
+    }
 
     let rt = bridge_runtime(&env).await;
-    assert_network_gone(&rt, &net_gone, port_gone);
+    assert_network_gone(&rt, &net_gone, Some(port_gone));
+    assert_network_gone(&rt, &net_gone_task, None);
     let net_kept = rt
         .task_network(&kept.task_id)
         .expect("a live task keeps its network");
     assert!(rt.task_netns_path(&kept.task_id).exists());
     rt.remove(&id_kept).await.expect("remove");
-    assert_network_gone(&rt, &net_kept, port_kept);
+    assert_network_gone(&rt, &net_kept, Some(port_kept));
 }

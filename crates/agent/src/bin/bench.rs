@@ -101,6 +101,7 @@ impl Bench {
         ContainerConfig {
             task_id: format!("b{:010x}", rand::random::<u64>() & 0xff_ffff_ffff),
             task_family: "bench".into(),
+            cluster: "bench".into(),
             definition: def,
             network_mode: NetworkMode::Host,
             network_bindings: vec![],

@@ -423,7 +423,14 @@ impl ContainerdRuntime {
                 .tasknet
                 .ensure(&config.task_id, Some(&config.network_bindings))
                 .await?;
-            binds.extend(write_network_files(&dir, &hostname, &net)?);
+            let cluster = Some(config.cluster.as_str()).filter(|c| !c.is_empty());
+            binds.extend(write_network_files(
+                &dir,
+                &hostname,
+                &net,
+                &self.inner.cfg.network.dns,
+                cluster,
+            )?);
             Some(net)
         } else {
             None
@@ -477,6 +484,7 @@ impl ContainerdRuntime {
             (config.network_mode.uses_bridge())
                 .then(|| (LABEL_NETWORK_MODE, config.network_mode.as_str().to_string())),
         )
+        .chain((!config.cluster.is_empty()).then(|| (LABEL_CLUSTER, config.cluster.clone())))
         .map(|(k, v)| (k.to_string(), v))
         .collect();
 
@@ -754,14 +762,30 @@ impl Inner {
     }
 }
 
-/// `/etc/hosts` and `/etc/resolv.conf` for a bridge-mode container, written
-/// into its directory (rewritten on a restart) and bound read-only.
-fn write_network_files(dir: &Path, hostname: &str, net: &TaskNetwork) -> Result<Vec<BindMount>> {
+/// `/etc/hosts` and `/etc/resolv.conf` for a bridge- or task-mode
+/// container, written into its directory (rewritten on a restart) and bound
+/// read-only. With `dns` (`--task-dns`) the resolvers are Berth's, searching
+/// `CLUSTER.berth`; without, the host's.
+fn write_network_files(
+    dir: &Path,
+    hostname: &str,
+    net: &TaskNetwork,
+    dns: &[std::net::IpAddr],
+    cluster: Option<&str>,
+) -> Result<Vec<BindMount>> {
     let host_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
     // systemd-resolved's stub (127.0.0.53) is unreachable from the netns;
     // this file lists the servers it forwards to.
     let upstream = std::fs::read_to_string("/run/systemd/resolve/resolv.conf").ok();
-    let (resolv, fallback) = tasknet::cni::resolv_conf(&host_resolv, upstream.as_deref());
+    let (resolv, fallback) = if dns.is_empty() {
+        tasknet::cni::resolv_conf(&host_resolv, upstream.as_deref())
+    } else {
+        debug!(task_id = %net.task_id, servers = ?dns, cluster = cluster.unwrap_or(""), "the task resolves through Berth's DNS");
+        (
+            tasknet::cni::berth_resolv_conf(&host_resolv, dns, cluster),
+            false,
+        )
+    };
     if fallback {
         warn!(
             task_id = %net.task_id,
@@ -1033,7 +1057,16 @@ impl Runtime for ContainerdRuntime {
                                 std::fs::read_to_string(self.container_dir(id).join("hostname"))
                                     .map(|h| h.trim().to_string())
                                     .unwrap_or_default();
-                            write_network_files(&self.container_dir(id), &hostname, &net)?;
+                            // Containers made before the label existed get
+                            // no cluster search domain; full names resolve.
+                            let cluster = container.labels.get(LABEL_CLUSTER).map(String::as_str);
+                            write_network_files(
+                                &self.container_dir(id),
+                                &hostname,
+                                &net,
+                                &self.inner.cfg.network.dns,
+                                cluster,
+                            )?;
                         }
                     }
                     // Same URI, same file: the log driver appends.

@@ -644,6 +644,7 @@ impl<R: Runtime> Actor<R> {
         Some(ContainerConfig {
             task_id: self.task_id.clone(),
             task_family: spec.family.clone(),
+            cluster: self.assignment.cluster.clone(),
             definition: def.clone(),
             network_mode: spec.network_mode,
             network_bindings: self.bindings.clone(),

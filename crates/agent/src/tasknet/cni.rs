@@ -508,6 +508,79 @@ pub fn resolv_conf(host: &str, resolved_upstream: Option<&str>) -> (String, bool
     (out, fallback)
 }
 
+/// The most nameservers a resolv.conf may name (glibc's and musl's MAXNS):
+/// later ones would be ignored without a word.
+pub const MAX_TASK_DNS: usize = 3;
+
+/// Why `--task-dns` servers cannot serve tasks, if they cannot. Each must
+/// be reachable from inside a task's network namespace, where loopback is
+/// the task's own.
+pub fn check_task_dns(servers: &[IpAddr]) -> Result<(), String> {
+    if servers.len() > MAX_TASK_DNS {
+        return Err(format!(
+            "{} servers given: a resolv.conf takes at most {MAX_TASK_DNS}",
+            servers.len()
+        ));
+    }
+    for ip in servers {
+        if ip.is_loopback() {
+            return Err(format!(
+                "{ip} is a loopback address, which inside a task's network namespace is the                  task itself: give an address of a host the tasks can route to (berthd                  --dns-listen on it, port 53)"
+            ));
+        }
+        if ip.is_unspecified() || ip.is_multicast() {
+            return Err(format!("{ip} cannot be a DNS server's address"));
+        }
+    }
+    Ok(())
+}
+
+/// The `/etc/resolv.conf` of a bridge- or task-mode task's containers when
+/// the agent has `--task-dns`: Berth's DNS servers only (berthd forwards
+/// names outside `berth.` upstream itself), and `CLUSTER.berth` first in
+/// the search list, so a bare service name (`web`) is
+/// `web.CLUSTER.berth`. The host's search domains follow it (from its last
+/// `search` or `domain` line: the one resolvers use) and its `options`
+/// lines are kept. `cluster` is `None` for a container created before the
+/// agent knew it (no label): then only the host's search domains.
+pub fn berth_resolv_conf(host: &str, servers: &[IpAddr], cluster: Option<&str>) -> String {
+    let host_search = host
+        .lines()
+        .rev()
+        .find_map(|l| {
+            let mut f = l.split_whitespace();
+            match f.next() {
+                Some("search" | "domain") => Some(f.map(str::to_string).collect::<Vec<_>>()),
+                _ => None,
+            }
+        })
+        .unwrap_or_default();
+    let mut search: Vec<String> = cluster.map(|c| format!("{c}.berth")).into_iter().collect();
+    for d in host_search {
+        if !search.iter().any(|s| s.eq_ignore_ascii_case(&d)) {
+            search.push(d);
+        }
+    }
+    let mut out = String::new();
+    if !search.is_empty() {
+        out.push_str("search ");
+        out.push_str(&search.join(" "));
+        out.push('\n');
+    }
+    for l in host.lines() {
+        if l.split_whitespace().next() == Some("options") {
+            out.push_str(l.trim());
+            out.push('\n');
+        }
+    }
+    for s in servers {
+        out.push_str("nameserver ");
+        out.push_str(&s.to_string());
+        out.push('\n');
+    }
+    out
+}
+
 /// The task a netns or record file belongs to, from its name.
 pub fn task_of_file(path: &Path, suffix: &str) -> Option<String> {
     let name = path.file_name()?.to_str()?;
@@ -801,5 +874,54 @@ mod tests {
         let (text, fallback) = resolv_conf("nameserver ::1\n", Some("nameserver 127.0.0.1\n"));
         assert!(fallback);
         assert_eq!(text, "nameserver 8.8.8.8\nnameserver 8.8.4.4\n");
+    }
+
+    #[test]
+    fn berth_dns_resolv_conf_searches_the_cluster_first() {
+        let servers: Vec<IpAddr> = vec![
+            "10.0.0.5".parse().expect("ip"),
+            "2001:db8::5".parse().expect("ip"),
+        ];
+        let host =
+            "nameserver 10.0.0.2\nsearch old.example\ndomain corp.example\noptions ndots:2 edns0\n";
+        assert_eq!(
+            berth_resolv_conf(host, &servers, Some("prod")),
+            "search prod.berth corp.example\noptions ndots:2 edns0\n\
+             nameserver 10.0.0.5\nnameserver 2001:db8::5\n",
+            "only Berth's servers; the host's last search line after the cluster's"
+        );
+        assert_eq!(
+            berth_resolv_conf("search prod.berth lan\n", &servers[..1], Some("prod")),
+            "search prod.berth lan\nnameserver 10.0.0.5\n",
+            "no domain twice"
+        );
+        assert_eq!(
+            berth_resolv_conf("nameserver 10.0.0.2\n", &servers[..1], None),
+            "nameserver 10.0.0.5\n",
+            "no cluster known, no host search: no search line"
+        );
+    }
+
+    #[test]
+    fn task_dns_servers_must_be_reachable_from_a_task() {
+        let ip = |s: &str| -> IpAddr { s.parse().expect("ip") };
+        assert_eq!(check_task_dns(&[]), Ok(()));
+        assert_eq!(check_task_dns(&[ip("198.18.80.1"), ip("10.0.0.5")]), Ok(()));
+        let err = check_task_dns(&[ip("127.0.0.1")]).expect_err("loopback");
+        assert!(
+            err.contains("loopback") && err.contains("--dns-listen"),
+            "{err}"
+        );
+        assert!(check_task_dns(&[ip("::1")]).is_err());
+        assert!(check_task_dns(&[ip("0.0.0.0")]).is_err());
+        assert!(check_task_dns(&[ip("224.0.0.251")]).is_err());
+        let four = [
+            ip("10.0.0.1"),
+            ip("10.0.0.2"),
+            ip("10.0.0.3"),
+            ip("10.0.0.4"),
+        ];
+        let err = check_task_dns(&four).expect_err("too many");
+        assert!(err.contains("at most 3"), "{err}");
     }
 }

@@ -49,6 +49,11 @@ pub struct TaskNetConfig {
     pub network_name: String,
     /// Longest one plugin may run.
     pub plugin_timeout: Duration,
+    /// Berth's DNS servers (berthd `--dns-listen`, port 53), which the
+    /// containers of bridge- and task-mode tasks then resolve through,
+    /// searching their cluster's `CLUSTER.berth`. Empty: the host's
+    /// resolvers, as `cni::resolv_conf` makes them reachable.
+    pub dns: Vec<std::net::IpAddr>,
 }
 
 impl Default for TaskNetConfig {
@@ -59,6 +64,7 @@ impl Default for TaskNetConfig {
             bridge: DEFAULT_BRIDGE.into(),
             network_name: "berth".into(),
             plugin_timeout: Duration::from_secs(60),
+            dns: Vec::new(),
         }
     }
 }
