@@ -175,6 +175,13 @@ impl AgentProc {
             .is_ok_and(|o| o.status.success())
     }
 
+    /// Started, and has not exited.
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
@@ -200,6 +207,13 @@ impl Drop for AgentProc {
         // removed here so nothing is left behind in the shared containerd.
         if let Ok(sock) = std::env::var("BERTH_TEST_CONTAINERD_SOCK") {
             cleanup_namespace(Path::new(&sock), &self.namespace);
+        }
+        // A bridge-mode agent makes its netns directory a (shared) mount
+        // point of its own; left mounted, it keeps the test's temporary
+        // directory from being removed. Not mounted: nothing to do.
+        let netns = self.dir.join("state").join("netns");
+        if netns.exists() {
+            let _ = Command::new("umount").arg("--lazy").arg(&netns).output();
         }
     }
 }
@@ -466,8 +480,9 @@ impl AgentCluster {
     }
 }
 
-/// The bridge-mode web service the networking tests share: `web`, the test
-/// app serving HTTP on container port 8080, its host port left to Berth.
+/// The web service the networking tests share: `web`, the test app
+/// serving HTTP on container port 8080; in bridge mode its host port is
+/// left to Berth, in task mode it is reached on the task's own address.
 pub mod bridge_web {
     use anyhow::{ensure, Context, Result};
     use berth_client::BerthClient;
@@ -481,14 +496,15 @@ pub mod bridge_web {
     const SERVICE: &str = "web";
     const TIMEOUT: std::time::Duration = std::time::Duration::from_secs(90);
 
-    /// Registers `web` and creates its service of `count` in `cluster`.
+    /// Registers `web` in bridge mode and creates its service of `count` in
+    /// `cluster`.
     pub async fn create(
         s: &AgentCluster,
         client: &BerthClient,
         cluster: &str,
         count: u32,
     ) -> Result<()> {
-        create_with_load_balancers(s, client, cluster, count, Vec::new()).await
+        create_as(s, client, cluster, count, NetworkMode::Bridge, Vec::new()).await
     }
 
     /// [`create`] with the service declaring `load_balancers` (its
@@ -500,9 +516,39 @@ pub mod bridge_web {
         count: u32,
         load_balancers: Vec<LoadBalancer>,
     ) -> Result<()> {
+        create_as(
+            s,
+            client,
+            cluster,
+            count,
+            NetworkMode::Bridge,
+            load_balancers,
+        )
+        .await
+    }
+
+    /// [`create`] with the network mode given (`Bridge` or `Task`).
+    pub async fn create_in_mode(
+        s: &AgentCluster,
+        client: &BerthClient,
+        cluster: &str,
+        count: u32,
+        mode: NetworkMode,
+    ) -> Result<()> {
+        create_as(s, client, cluster, count, mode, Vec::new()).await
+    }
+
+    async fn create_as(
+        s: &AgentCluster,
+        client: &BerthClient,
+        cluster: &str,
+        count: u32,
+        mode: NetworkMode,
+        load_balancers: Vec<LoadBalancer>,
+    ) -> Result<()> {
         let mut spec: berth_types::TaskDefinitionSpec =
             from_wire(testapp_taskdef(SERVICE, &s.image, &["serve", "8080"], 32))?;
-        spec.network_mode = NetworkMode::Bridge;
+        spec.network_mode = mode;
         spec.container_definitions[0].port_mappings = vec![PortMapping {
             container_port: 8080,
             host_port: None,

@@ -517,8 +517,13 @@ pub fn data_dir_exists(path: &Path) -> bool {
 
 /// One plain HTTP/1.0 GET to `127.0.0.1:port` (the test app's serve mode).
 pub fn http_get(port: u16, path: &str) -> Result<String> {
+    http_get_at(std::net::SocketAddr::from(([127, 0, 0, 1], port)), path)
+}
+
+/// [`http_get`] at any address (a task's own, say).
+pub fn http_get_at(addr: std::net::SocketAddr, path: &str) -> Result<String> {
     use std::io::{Read, Write};
-    let mut conn = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    let mut conn = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
     conn.set_read_timeout(Some(Duration::from_secs(5)))?;
     write!(conn, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
     let mut text = String::new();

@@ -778,7 +778,7 @@ pub fn task_detail(t: &Task) -> String {
         pairs.push(("Ports", ports.join(", ")));
     }
     if let Some(ip) = &t.ip {
-        pairs.push(("IP address", ip.clone()));
+        pairs.push(("Address", ip.clone()));
     }
     if let Some(until) = t.deactivating_until_ms {
         pairs.push(("Deregistered until", rfc3339(until)));
@@ -1674,6 +1674,19 @@ mod tests {
         }];
         assert!(
             task_detail(&task).contains("Ports:            web:8080/tcp on host port 49153\n"),
+            "{}",
+            task_detail(&task)
+        );
+    }
+
+    #[test]
+    fn a_tasks_own_address_is_described() {
+        let mut task = Task::from(running_task());
+        assert!(!task_detail(&task).contains("Address:"), "none: no line");
+        task.ip = Some("198.18.0.7".into());
+        assert!(
+            task_detail(&task)
+                .contains("Overrides:        web.env.GREETING=hi\nAddress:          198.18.0.7\n"),
             "{}",
             task_detail(&task)
         );

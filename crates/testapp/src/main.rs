@@ -14,6 +14,11 @@
 //!   fail                exit 1 at once (a health check that always fails)
 //!   syscalls            try syscalls a sandbox must refuse; print each errno
 //!   threads N           start N sleeping threads; print how many started
+//!   lookup NAME [PORT]  resolve NAME with the C library's resolver (so
+//!                       /etc/resolv.conf and its search list), retrying
+//!                       for 30 s; print `lookup NAME: ADDR, ...`; with
+//!                       PORT, GET /env from the first address and print
+//!                       its status line; exit 0 when all of it worked
 //!
 //! Environment: TESTAPP_REVISION is what /revision answers (so a test can
 //! tell which deployment served a request); TESTAPP_UNHEALTHY_AFTER_SECS=N
@@ -89,6 +94,10 @@ fn main() -> ExitCode {
         },
         "check" => check(parse_or(arg, 8080)),
         "threads" => threads(parse_or(arg, 100)),
+        "lookup" => lookup(
+            arg.unwrap_or("localhost"),
+            args.get(3).and_then(|p| p.parse().ok()),
+        ),
         "fail" => {
             eprintln!("testapp: check failed on purpose");
             ExitCode::from(1)
@@ -266,6 +275,73 @@ fn check(port: u16) -> ExitCode {
         }
         Err(e) => {
             println!("testapp: check failed: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// getaddrinfo(3) through std: in this static glibc build the resolver is
+/// glibc's own, reading /etc/resolv.conf (nameservers, search, ndots) as
+/// any dynamically linked program would.
+fn lookup(name: &str, port: Option<u16>) -> ExitCode {
+    use std::net::{SocketAddr, ToSocketAddrs};
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let addrs: Vec<SocketAddr> = loop {
+        match (name, port.unwrap_or(0)).to_socket_addrs() {
+            Ok(found) => {
+                let found: Vec<SocketAddr> = found.collect();
+                if !found.is_empty() {
+                    break found;
+                }
+            }
+            Err(e) if std::time::Instant::now() >= deadline => {
+                println!("lookup {name}: failed: {e}");
+                flush();
+                return ExitCode::from(1);
+            }
+            Err(_) => {}
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    let mut ips: Vec<String> = Vec::new();
+    for a in &addrs {
+        let ip = a.ip().to_string();
+        if !ips.contains(&ip) {
+            ips.push(ip);
+        }
+    }
+    println!("lookup {name}: {}", ips.join(", "));
+    flush();
+    if port.is_none() {
+        return ExitCode::SUCCESS;
+    }
+    // Resolved with the port: the address to connect to.
+    let addr = addrs[0];
+    let result = (|| -> std::io::Result<String> {
+        let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+        s.set_read_timeout(Some(Duration::from_secs(5)))?;
+        write!(
+            s,
+            "GET /env HTTP/1.1\r\nhost: {name}\r\nconnection: close\r\n\r\n"
+        )?;
+        let mut resp = String::new();
+        s.read_to_string(&mut resp)?;
+        Ok(resp)
+    })();
+    match result {
+        Ok(resp) => {
+            let status = resp.lines().next().unwrap_or_default().to_string();
+            println!("lookup GET {addr}: {status}");
+            flush();
+            if status.starts_with("HTTP/1.1 200") {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
+        Err(e) => {
+            println!("lookup GET {addr}: failed: {e}");
+            flush();
             ExitCode::from(1)
         }
     }
