@@ -1,7 +1,7 @@
 //! berth-agent: runs Berth tasks on an instance. This crate holds the
 //! container runtime (the `Runtime` trait and its containerd
 //! implementation: images, containers, logs, stats, exec, health checks),
-//! bridge-mode task networking through CNI (`tasknet`),
+//! bridge- and task-mode task networking through CNI (`tasknet`),
 //! the task runner that drives it (`runner`, with its local `store`), and
 //! the session with the control plane (`session`).
 

@@ -151,11 +151,11 @@ struct Cli {
     #[arg(long, env = "BERTH_PIDS_LIMIT", default_value_t = berth_agent::containerd::DEFAULT_PIDS_LIMIT, global = true)]
     pids_limit: u32,
     /// Where the CNI plugins are (`bridge`, `host-local`, `portmap`,
-    /// `loopback`, and `firewall` when present): bridge-mode tasks run
+    /// `loopback`, and `firewall` when present): bridge- and task-mode tasks run
     /// them. Debian's containernetworking-plugins installs them here.
     #[arg(long, env = "BERTH_CNI_BIN_DIR", default_value = berth_agent::tasknet::DEFAULT_CNI_BIN_DIR, global = true)]
     cni_bin_dir: PathBuf,
-    /// IPv4 subnet of bridge-mode tasks (bridge `berth0`, which takes the
+    /// IPv4 subnet of bridge- and task-mode tasks (bridge `berth0`, which takes the
     /// first address as the tasks' gateway). The default is in 198.18.0.0/15,
     /// reserved for network benchmarks (RFC 2544): never a LAN's or the
     /// internet's, so it does not hide a network the host must reach.
@@ -163,7 +163,7 @@ struct Cli {
     /// their address.
     #[arg(long, env = "BERTH_BRIDGE_SUBNET", default_value = berth_agent::tasknet::DEFAULT_BRIDGE_SUBNET, global = true)]
     bridge_subnet: berth_agent::tasknet::cni::Subnet,
-    /// The host bridge bridge-mode tasks are attached to. One subnet per
+    /// The host bridge bridge- and task-mode tasks are attached to. One subnet per
     /// bridge: agents sharing a host (tests, several clusters) each need
     /// their own bridge for their own subnet.
     #[arg(long, env = "BERTH_BRIDGE_NAME", default_value = berth_agent::tasknet::DEFAULT_BRIDGE, value_parser = parse_bridge_name, global = true)]

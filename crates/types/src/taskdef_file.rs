@@ -1682,6 +1682,36 @@ runtimePlatform:
     }
 
     #[test]
+    fn the_task_mode_examples_take_no_host_port() {
+        let web = load_task_definition(
+            include_str!("../../../deploy/examples/web-task.json"),
+            FileFormat::Json,
+        )
+        .unwrap();
+        assert!(web.ignored_fields.is_empty(), "{:?}", web.ignored_fields);
+        assert_eq!(web.spec.network_mode, NetworkMode::Task, "awsvpc");
+        let reservation = crate::resources::reserve(&web.spec);
+        assert!(reservation.ports.is_empty(), "{reservation:?}");
+        assert_eq!(crate::resources::dynamic_mappings(&web.spec).count(), 0);
+
+        let lookup = load_task_definition(
+            include_str!("../../../deploy/examples/lookup.json"),
+            FileFormat::Json,
+        )
+        .unwrap();
+        assert!(
+            lookup.ignored_fields.is_empty(),
+            "{:?}",
+            lookup.ignored_fields
+        );
+        assert_eq!(lookup.spec.network_mode, NetworkMode::Bridge);
+        assert_eq!(
+            lookup.spec.container_definitions[0].command,
+            ["lookup", "web", "8080"]
+        );
+    }
+
+    #[test]
     fn example_files_parse_to_the_same_valid_spec() {
         let json = load_task_definition(
             include_str!("../../../deploy/examples/web.json"),

@@ -1,6 +1,8 @@
-//! Bridge-mode task networking: a network namespace per task, wired to the
-//! host bridge `berth0` by the standard CNI plugins (`cni` says which and
-//! how), with the task's published ports forwarded by `portmap`.
+//! Bridge- and task-mode task networking: a network namespace per task,
+//! wired to the host bridge `berth0` by the standard CNI plugins (`cni`
+//! says which and how), with a bridge-mode task's published ports
+//! forwarded by `portmap` (a task-mode task publishes none: it is reached
+//! on its own address).
 //!
 //! On the host, under the runtime's state dir:
 //!
