@@ -17,14 +17,14 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{ensure, Context, Result};
 use berth_client::services::{EndpointSet, EndpointWatch};
 use berth_client::{BerthClient, ClientConfig};
 use berth_e2e::agents::*;
+use berth_e2e::lb::{get_body, haproxy_installed, LbProc};
 use berth_e2e::*;
 use berth_types::service::LoadBalancer;
 use berth_types::{InstanceState, Role, TaskStatus};
@@ -35,21 +35,6 @@ const CLUSTER: &str = "lbt";
 /// task still running while it gets no requests.
 const DRAIN_SECS: u32 = 8;
 
-/// Whether haproxy is installed; outside CI a missing one skips the test.
-fn haproxy_installed() -> bool {
-    let found = ["/usr/sbin/haproxy", "/usr/bin/haproxy"]
-        .iter()
-        .any(|p| Path::new(p).exists());
-    if !found {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "CI=true but haproxy is not installed: run scripts/install-deps.sh"
-        );
-        eprintln!("NOTICE: skipping: haproxy is not installed (scripts/install-deps.sh)");
-    }
-    found
-}
-
 fn client(servers: &str, token: &str) -> BerthClient {
     BerthClient::new(
         ClientConfig::new(servers.split(',').map(str::to_string).collect::<Vec<_>>())
@@ -57,46 +42,6 @@ fn client(servers: &str, token: &str) -> BerthClient {
             .with_token(token.to_string()),
     )
     .expect("client")
-}
-
-/// berth-lb as a process; SIGTERM (which stops its HAProxy) when dropped.
-struct LbProc {
-    child: Option<Child>,
-    log: PathBuf,
-}
-
-impl LbProc {
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// SIGTERM and a clean exit.
-    fn terminate(&mut self) -> Result<()> {
-        let Some(mut child) = self.child.take() else {
-            return Ok(());
-        };
-        Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status()?;
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            if let Some(status) = child.try_wait()? {
-                ensure!(status.success(), "berth-lb exited with {status}");
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                bail!("berth-lb did not exit within 15 s of SIGTERM");
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for LbProc {
-    fn drop(&mut self) {
-        let _ = self.terminate();
-    }
 }
 
 /// The PID of the HAProxy worker answering the runtime API.
@@ -115,12 +60,7 @@ fn worker_pid(socket: &Path) -> Result<u32> {
 
 /// The body of `GET /env` on a loopback port (each task's differs).
 fn env_of(port: u16) -> Result<String> {
-    let text = http_get(port, "/env")?;
-    ensure!(text.starts_with("HTTP/1.1 200"), "{text}");
-    Ok(text
-        .split_once("\r\n\r\n")
-        .map(|(_, body)| body.to_string())
-        .unwrap_or_default())
+    get_body(port, "/env")
 }
 
 /// Who answers `n` requests through the load balancer.
@@ -238,15 +178,7 @@ container_port = 8080
             ca = test_pki().dir.join("ca.crt").display(),
         ),
     )?;
-    let log = dir.join("berth-lb.log");
-    let mut lb = LbProc {
-        child: Some(spawn_logged(
-            "berth-lb",
-            &["--config".into(), config.display().to_string()],
-            &log,
-        )?),
-        log,
-    };
+    let mut lb = LbProc::start(&config)?;
 
     // Both tasks answer through HAProxy, on both frontends, and nothing
     // else does.

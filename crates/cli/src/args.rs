@@ -578,7 +578,9 @@ pub enum ServiceCommand {
         follow: bool,
     },
     /// Where a service can be reached: one line per published port of each
-    /// healthy RUNNING task (the instance's address and host port).
+    /// healthy RUNNING task (the instance's address and host port; task
+    /// mode: the task's address and container port), with its load
+    /// balancer weight, or "draining" for a DEACTIVATING task.
     Endpoints {
         name: String,
         #[arg(long)]
