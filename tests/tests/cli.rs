@@ -150,3 +150,86 @@ async fn cli_manages_task_definitions_and_fails_over_between_endpoints() -> Resu
     assert!(stderr.contains("cannot reach any server"), "{stderr}");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_declares_load_balancers_and_blue_green_and_refuses_bad_ones() -> Result<()> {
+    let cluster = TestCluster::start(3, &[]).await?;
+    let cli = Cli {
+        endpoints: cluster.addr(1),
+    };
+    cli.ok(&["taskdef", "register", "-f", &example("web-bridge.json")]);
+    let dir = tempfile::tempdir()?;
+    let file = dir.path().join("web-service.yaml");
+    std::fs::write(
+        &file,
+        "serviceName: web\ntaskDefinition: web\ndesiredCount: 2\n\
+         loadBalancers:\n  - {name: public, containerName: web, containerPort: 8080, deregistrationDelaySeconds: 5}\n\
+         deploymentController:\n  type: BLUE_GREEN\n  trafficShift: {type: CANARY, percent: 10, intervalSeconds: 60}\n  bakeTimeSeconds: 30\n",
+    )?;
+    let created = cli.json(&["service", "create", "-f", file.to_str().unwrap()]);
+    let service = &created["service"];
+    assert_eq!(service["loadBalancers"][0]["name"], "public");
+    assert_eq!(service["loadBalancers"][0]["deregistrationDelaySecs"], 5);
+    assert_eq!(
+        service["deploymentConfiguration"]["controller"]["blueGreen"]["traffic"]["canary"]
+            ["percent"],
+        10
+    );
+    let shown = cli.ok(&["service", "describe", "web"]);
+    assert!(
+        shown.contains("blue/green, traffic canary 10%, the rest after 60s, bake time 30s"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("public -> web:8080 (deregistration delay 5s)"),
+        "{shown}"
+    );
+    assert!(shown.contains("TRAFFIC"), "{shown}");
+
+    // Nothing completed yet, so there is nothing to roll back to.
+    let out = cli.run(&["service", "rollback", "web"]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("no earlier COMPLETED task definition"),
+        "{stderr}"
+    );
+
+    // Bad declarations are refused naming the field, and nothing is made.
+    for (args, field) in [
+        (
+            vec!["--load-balancer", "public:nope:8080"],
+            "loadBalancers[0].containerName",
+        ),
+        (
+            vec!["--load-balancer", "public:web:9999"],
+            "loadBalancers[0].containerPort",
+        ),
+        (
+            vec![
+                "--load-balancer",
+                "public:web:8080",
+                "--deployment-controller",
+                "blue-green",
+                "--traffic-shift",
+                "linear:0:1m",
+            ],
+            "deploymentController.trafficShift.percent",
+        ),
+        (
+            vec!["--deployment-controller", "blue-green"],
+            "deploymentController",
+        ),
+    ] {
+        let mut all = vec!["service", "create", "--name", "bad", "--taskdef", "web"];
+        all.extend(args);
+        let out = cli.run(&all);
+        assert!(!out.status.success(), "{all:?} was accepted");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(field), "{all:?}: {stderr}");
+    }
+    let listed = cli.json(&["service", "list"]);
+    assert_eq!(listed.as_array().unwrap().len(), 1, "{listed}");
+    Ok(())
+}
