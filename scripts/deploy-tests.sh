@@ -2,7 +2,7 @@
 # The deployment tests, for CI machines with Docker (run as root): builds
 # the static binaries and FROM-scratch images, runs the compose cluster's
 # smoke test, then the agent installer's end-to-end test. Each cleans up
-# after itself, also on failure. About 5 minutes once the caches are warm
+# after itself, also on failure. About 6 minutes once the caches are warm
 # (the first run also debootstraps a Debian rootfs for the installer test).
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -9,14 +9,22 @@
 #      agents register and are ACTIVE
 #   3. pushes a FROM-scratch test image (crates/testapp, static) to the
 #      compose registry and runs a task from it: RUNNING, logs readable
-#   4. stops the leader's container: a new leader is elected and writes
+#   4. load balancer: a bridge-mode service `web` of the test app (two
+#      tasks on dynamic host ports, health-checked) behind berth-lb's
+#      HAProxy (service `lb`); while a client sends a few HTTP requests a
+#      second through the published LB port, a rolling deployment (v1 ->
+#      v2), a switch to blue/green, and a blue/green canary deployment
+#      (v2 -> v3). Fails on any failed request or non-200 answer; prints
+#      the counts and the revisions seen in each phase, each of which must
+#      end on its new revision
+#   5. stops the leader's container: a new leader is elected and writes
 #      succeed against the other two; starts it again
-#   5. disconnects an agent from the network: its instance goes
+#   6. disconnects an agent from the network: its instance goes
 #      DISCONNECTED; reconnects it: ACTIVE again
-#   6. rolling restart of the three servers while a loop writes: counts
+#   7. rolling restart of the three servers while a loop writes: counts
 #      failed writes and failure windows (at most one per restart)
-#   7. `down` + `up`: task definitions and instances are still there
-#   8. `down -v` (also on failure, via trap): nothing left behind
+#   8. `down` + `up`: task definitions and instances are still there
+#   9. `down -v` (also on failure, via trap): nothing left behind
 #
 # Options: --skip-build (reuse the images and binaries), --keep (leave the
 # cluster running at the end; `docker-compose -p berth-smoke down -v` removes
@@ -41,6 +49,7 @@ export BERTH_API_PORT_1=${BERTH_SMOKE_PORT_1:-17401}
 export BERTH_API_PORT_2=${BERTH_SMOKE_PORT_2:-17402}
 export BERTH_API_PORT_3=${BERTH_SMOKE_PORT_3:-17403}
 export BERTH_REGISTRY_PORT=${BERTH_SMOKE_REGISTRY_PORT:-15050}
+export BERTH_LB_PORT=${BERTH_SMOKE_LB_PORT:-18080}
 export BERTH_TAG=${BERTH_TAG:-dev}
 case "$(uname -m)" in
     x86_64) TRIPLE=x86_64-unknown-linux-gnu ;;
@@ -65,9 +74,14 @@ for tool in docker python3 curl timeout; do
     command -v "$tool" >/dev/null || fail "$tool is missing"
 done
 
+CLIENT=
 cleanup() {
     local rc=$?
     set +e
+    if [ -n "$CLIENT" ]; then
+        kill "$CLIENT" 2>/dev/null
+        wait "$CLIENT" 2>/dev/null
+    fi
     if [ $rc -ne 0 ]; then
         echo "---- smoke failed; compose state and recent logs ----" >&2
         dc ps >&2
@@ -113,6 +127,12 @@ all_healthy() {
         state=$(docker inspect -f '{{.State.Status}}/{{if .State.Health}}{{.State.Health.Status}}{{end}}' "$id")
         [ "$state" = running/healthy ] || { echo "$svc is $state"; return 1; }
     done
+    # berth-lb has no health endpoint: running is what can be seen (it
+    # exits when HAProxy does); step 4 checks that it serves.
+    id=$(container_of lb)
+    [ -n "$id" ] || { echo "lb has no container"; return 1; }
+    state=$(docker inspect -f '{{.State.Status}}' "$id")
+    [ "$state" = running ] || { echo "lb is $state"; return 1; }
     for svc in pki bootstrap; do
         id=$(dc ps -a -q "$svc")
         state=$(docker inspect -f '{{.State.Status}}/{{.State.ExitCode}}' "$id")
@@ -201,7 +221,169 @@ task_logs_ok() { berth task logs "$TASK" 2>&1 | grep -q 'testapp: args=\["ticker
 wait_for "task logs readable (berth task logs)" 30 task_logs_ok
 berth task logs "$TASK" --tail 2 >&2 || true
 
-# -------------------------------------------------------- 4. leader loss
+# ------------------------------------------- 4. load balancer, zero failures
+STEP="load balancer"
+# The test app's HTTP server on container port 8080 of a bridge-mode task,
+# published on a host port the control plane picks; healthy when its own
+# /health answers. /revision answers TESTAPP_REVISION: v1, v2, v3 are three
+# revisions of the task definition `web` that differ in nothing else.
+for rev in v1 v2 v3; do
+    cat >"$WORK/web-$rev.json" <<JSON
+{
+  "family": "web",
+  "networkMode": "bridge",
+  "containerDefinitions": [
+    {
+      "name": "web",
+      "image": "$TASK_IMAGE",
+      "essential": true,
+      "cpu": 64,
+      "memory": 32,
+      "command": ["serve", "8080"],
+      "portMappings": [{"containerPort": 8080, "hostPort": 0, "protocol": "tcp"}],
+      "environment": [{"name": "TESTAPP_REVISION", "value": "$rev"}],
+      "healthCheck": {
+        "command": ["CMD", "/berth-testapp", "check", "8080"],
+        "interval": 5, "timeout": 2, "retries": 2, "startPeriod": 0
+      }
+    }
+  ]
+}
+JSON
+    berth taskdef register -f "$WORK/web-$rev.json" -o json >"$WORK/web-$rev.out" \
+        || fail "taskdef register of web ($rev) failed"
+done
+WEB_V1=web:$(json 'd["revision"]' <"$WORK/web-v1.out")
+WEB_V2=web:$(json 'd["revision"]' <"$WORK/web-v2.out")
+WEB_V3=web:$(json 'd["revision"]' <"$WORK/web-v3.out")
+# `web` is the load balancer, container and port deploy/compose/lb.toml
+# names. A short deregistration delay keeps the test quick; it is the time
+# a replaced task stays DEACTIVATING (drained in HAProxy) before it stops.
+log "service web ($WEB_V1, 2 tasks, rolling) behind load balancer web"
+timeout 240 "$BERTH" service create --name web --taskdef "$WEB_V1" --desired-count 2 \
+    --load-balancer web:web:8080 --deregistration-delay 3s --wait >"$WORK/create.log" 2>&1 \
+    || fail "service web did not complete its first deployment: $(tail -5 "$WORK/create.log")"
+LB_URL=http://127.0.0.1:$BERTH_LB_PORT/revision
+lb_serves() {
+    local want=$1 got
+    got=$(curl -sS --max-time 2 "$LB_URL" 2>&1) || { echo "$got"; return 1; }
+    [ "$got" = "$want" ] || { echo "HAProxy answered '$got', not '$want'"; return 1; }
+}
+wait_for "HAProxy (127.0.0.1:$BERTH_LB_PORT) serving web v1" 60 lb_serves v1
+# Endpoints are where HAProxy connects: each agent container's address on
+# the compose network (what its session comes from) and a dynamic host port.
+AGENT_IPS=$(for a in agent-1 agent-2; do
+    docker inspect -f '{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}' "$(container_of "$a")"
+done | tr -s ' ' '\n' | grep . | sort -u | tr '\n' ' ')
+berth service endpoints web -o json >"$WORK/endpoints.json" || fail "service endpoints web failed"
+python3 - "$WORK/endpoints.json" "$AGENT_IPS" <<'PY' || fail "service web's endpoints are not its agents' addresses with dynamic host ports: $(cat "$WORK/endpoints.json")"
+import json, sys
+eps = json.load(open(sys.argv[1])); ips = set(sys.argv[2].split())
+assert len(eps) == 2, eps
+assert all(e["address"] in ips and e["port"] >= 49153 for e in eps), (eps, ips)
+PY
+log "ok: endpoints $(json '" ".join(e["address"] + ":" + str(e["port"]) for e in d)' <"$WORK/endpoints.json") (agents: $AGENT_IPS)"
+
+# The client: one GET /revision through HAProxy every 200 ms, each with a
+# 2 s limit, at most 3000 (10 minutes) even if nobody stops it; one line
+# per request: EPOCH_MS PHASE HTTP_CODE CURL_EXIT REVISION.
+cat >"$WORK/client.sh" <<'C'
+#!/usr/bin/env bash
+set -uo pipefail
+dir=$1 url=$2
+for _ in $(seq 1 3000); do
+    [ -f "$dir/client.stop" ] && break
+    phase=$(cat "$dir/client.phase" 2>/dev/null)
+    code=$(curl -sS -o "$dir/client.body" -w '%{http_code}' --max-time 2 "$url" 2>>"$dir/client.err")
+    rc=$?
+    body=$(tr -cd '[:alnum:]' 2>/dev/null <"$dir/client.body" | head -c 20)
+    echo "$(date +%s%3N) ${phase:-unknown} ${code:-000} $rc ${body:--}"
+    rm -f "$dir/client.body"
+    sleep 0.2
+done
+C
+chmod +x "$WORK/client.sh"
+# Renamed into place, so the client never reads a half-written phase.
+set_phase() { echo "$1" >"$WORK/client.phase.tmp" && mv "$WORK/client.phase.tmp" "$WORK/client.phase"; }
+set_phase rolling
+"$WORK/client.sh" "$WORK" "$LB_URL" >"$WORK/requests.log" &
+CLIENT=$!
+sleep 2
+
+log "rolling deployment of $WEB_V2 under load"
+timeout 300 "$BERTH" service update web --taskdef "$WEB_V2" --wait >"$WORK/rolling.log" 2>&1 \
+    || fail "the rolling deployment of $WEB_V2 did not complete: $(tail -5 "$WORK/rolling.log")"
+log "ok: rolling deployment of $WEB_V2 COMPLETED"
+sleep 3
+
+set_phase switch
+# Changing the controller starts no deployment; it is refused while one
+# is in progress, so retried for a while if the last one is still ending.
+switch_to_blue_green() {
+    berth service update web --deployment-controller blue-green \
+        --traffic-shift canary:50:10s --bake-time 5s >/dev/null
+}
+wait_for "service web switched to blue/green (canary 50% for 10s, bake 5s)" 30 switch_to_blue_green
+sleep 3
+
+set_phase blue-green
+log "blue/green deployment of $WEB_V3 under load"
+timeout 300 "$BERTH" service update web --taskdef "$WEB_V3" --wait >"$WORK/bluegreen.log" 2>&1 \
+    || fail "the blue/green deployment of $WEB_V3 did not complete: $(tail -5 "$WORK/bluegreen.log")"
+log "ok: blue/green deployment of $WEB_V3 COMPLETED"
+sleep 3
+touch "$WORK/client.stop"
+wait "$CLIENT" || true
+CLIENT=
+
+lb_rc=0
+python3 - "$WORK/requests.log" >"$WORK/lb-report.txt" <<'PY' || lb_rc=$?
+import collections, sys
+phases = {"rolling": ("v1", "v2"), "switch": ("v2", "v2"), "blue-green": ("v2", "v3")}
+rows = collections.defaultdict(list)
+for line in open(sys.argv[1]):
+    parts = line.split()
+    if len(parts) == 5:
+        rows[parts[1]].append(parts)
+problems = []
+# Every request counts, whatever phase it was in.
+total_bad = sum(1 for r in rows.values() for x in r if x[3] != "0" or x[2] != "200")
+for phase, (old, new) in phases.items():
+    r = rows.get(phase, [])
+    failed = sum(1 for x in r if x[3] != "0")
+    non200 = sum(1 for x in r if x[3] == "0" and x[2] != "200")
+    mix = collections.Counter(x[4] for x in r if x[3] == "0" and x[2] == "200")
+    last = [x[4] for x in r[-5:]]
+    print(f"{phase}: {len(r)} requests, {failed} failed, {non200} not 200; revisions "
+          + ", ".join(f"{k}={v}" for k, v in sorted(mix.items())) + f"; last {len(last)}: {' '.join(last)}")
+    if len(r) < 10:
+        problems.append(f"{phase}: only {len(r)} requests")
+    if last and any(x != new for x in last):
+        problems.append(f"{phase} did not end on {new}: last answers {' '.join(last)}")
+    if mix[old] == 0 or mix[new] == 0:
+        problems.append(f"{phase}: expected answers from {old} and {new}, saw {dict(mix)}")
+print(f"total: {sum(len(v) for v in rows.values())} requests, {total_bad} failed or not 200")
+for p in problems:
+    print("PROBLEM " + p)
+sys.exit(1 if problems or total_bad else 0)
+PY
+while read -r line; do log "load balancer: $line"; done <"$WORK/lb-report.txt"
+if [ "$lb_rc" != 0 ]; then
+    [ -s "$WORK/client.err" ] && log "curl said: $(sort "$WORK/client.err" | uniq -c | sort -rn | head -3 | tr -s ' \n' ' ')"
+    grep -v ' 200 0 ' "$WORK/requests.log" | head -10 >&2 || true
+    fail "requests through HAProxy failed or ended on the wrong revision (above)"
+fi
+berth service deployments web -o json >"$WORK/deployments.json" || fail "service deployments web failed"
+bg=$(json "' | '.join(x['status'] + ' ' + x['rolloutState'] + ' ' + str(x.get('trafficPercent')) for x in d if x['taskDefinition'] == '$WEB_V3')" \
+    <"$WORK/deployments.json") || fail "cannot read service web's deployments: $(cat "$WORK/deployments.json")"
+[ "$bg" = "PRIMARY COMPLETED 100" ] \
+    || fail "the blue/green deployment of $WEB_V3 is $bg, not PRIMARY, COMPLETED with 100% of the traffic"
+log "ok: the blue/green deployment of $WEB_V3 is PRIMARY, COMPLETED, 100% of the traffic"
+# Done with it: the later steps restart servers and agents, and are about
+# the control plane.
+berth service delete web --force >/dev/null || fail "service delete web failed"
+
+# -------------------------------------------------------- 5. leader loss
 STEP="leader loss"
 LEADER=$(berth cluster status -o json | json 'd["leaderId"]')
 log "stopping the leader, berthd-$LEADER"
@@ -217,7 +399,7 @@ berth taskdef list --family smoke -o json | json 'len(d)' | grep -qx 2 || fail "
 dc up -d --no-recreate "berthd-$LEADER" >/dev/null 2>&1 || docker start "$(dc ps -a -q "berthd-$LEADER")" >/dev/null
 wait_for "berthd-$LEADER back and the cluster whole" 90 cluster_ok
 
-# ------------------------------------------------------ 5. agent partition
+# ------------------------------------------------------ 6. agent partition
 STEP="agent partition"
 NET=$(docker inspect -f '{{range $k, $v := .NetworkSettings.Networks}}{{$k}} {{end}}' "$(container_of agent-1)" | awk '{print $1}')
 [ -n "$NET" ] || fail "cannot find agent-1's network"
@@ -232,7 +414,7 @@ wait_for "instance $AGENT1_ID DISCONNECTED" 90 instance_is "$AGENT1_ID" DISCONNE
 docker network connect --alias agent-1 "$NET" "$(container_of agent-1)"
 wait_for "instance $AGENT1_ID ACTIVE again" 90 instance_is "$AGENT1_ID" ACTIVE
 
-# ---------------------------------------------------- 6. rolling restart
+# ---------------------------------------------------- 7. rolling restart
 STEP="rolling restart"
 cat >"$WORK/writer.sh" <<'W'
 #!/usr/bin/env bash
@@ -288,7 +470,7 @@ if [ "$windows" -gt 3 ]; then
 fi
 [ "$failed" -eq 0 ] || log "failed writes said: $(sort "$WORK/writer.err" | uniq -c | sort -rn | head -3 | tr -s ' \n' ' ')"
 
-# --------------------------------------------------------- 7. down + up
+# --------------------------------------------------------- 8. down + up
 STEP="down + up"
 berth taskdef list -o json >"$WORK/taskdefs.before"
 log "docker compose down (volumes kept), then up -d"

@@ -17,7 +17,7 @@
 #                      DIR/compose/* (the compose cluster), DIR/SHA256SUMS
 #   --skip-cargo       reuse the binaries already in the static target dir
 #   --only LIST        build only these images (comma-separated names from:
-#                      berthd,berth,berth-agent,registry,bootstrap)
+#                      berthd,berth,berth-agent,berth-lb,registry,bootstrap)
 #   --target-dir DIR   cargo target dir for the static build
 #                      (default: target/static, kept apart from target/ so the
 #                      workspace's normal build is never invalidated)
@@ -25,7 +25,9 @@
 # Images (all tagged TAG):
 #   berth/berthd       berthd, plus berth-agent (served at /downloads/berth-agent) and berth
 #   berth/berth        the CLI
-#   berth/berth-agent  berth-agent with its own containerd + runc (privileged)
+#   berth/berth-agent  berth-agent with its own containerd + runc (privileged),
+#                      the CNI plugins and iptables of bridge-mode tasks
+#   berth/berth-lb     berth-lb and the HAProxy it programs
 #   berth/registry     Debian's docker-registry (distribution v2)
 #   berth/bootstrap    busybox + berthd + berth + the compose bootstrap script
 #
@@ -39,7 +41,7 @@ HERE=$ROOT/deploy/images
 TAG=dev
 EXPORT=
 SKIP_CARGO=0
-ONLY=berthd,berth,berth-agent,registry,bootstrap
+ONLY=berthd,berth,berth-agent,berth-lb,registry,bootstrap
 TARGET_DIR=$ROOT/target/static
 
 log() { echo "build.sh: $*" >&2; }
@@ -61,15 +63,15 @@ case "$TAG" in
 esac
 for name in ${ONLY//,/ }; do
     case "$name" in
-        berthd|berth|berth-agent|registry|bootstrap) ;;
-        *) die "--only: unknown image $name (berthd,berth,berth-agent,registry,bootstrap)" ;;
+        berthd|berth|berth-agent|berth-lb|registry|bootstrap) ;;
+        *) die "--only: unknown image $name (berthd,berth,berth-agent,berth-lb,registry,bootstrap)" ;;
     esac
 done
 wants() { [[ ",$ONLY," == *",$1,"* ]]; }
 
 case "$(uname -m)" in
-    x86_64) TRIPLE=x86_64-unknown-linux-gnu ;;
-    aarch64) TRIPLE=aarch64-unknown-linux-gnu ;;
+    x86_64) TRIPLE=x86_64-unknown-linux-gnu; MULTIARCH=x86_64-linux-gnu ;;
+    aarch64) TRIPLE=aarch64-unknown-linux-gnu; MULTIARCH=aarch64-linux-gnu ;;
     *) die "unsupported architecture $(uname -m) (x86_64 or aarch64)" ;;
 esac
 
@@ -85,24 +87,26 @@ mkdir -p "$STAGE" "$CACHE"
 
 # --- 1. static Berth binaries ---------------------------------------------
 NEED_BINARIES=0
-if wants berthd || wants berth || wants berth-agent || wants bootstrap || [ -n "$EXPORT" ]; then
+if wants berthd || wants berth || wants berth-agent || wants berth-lb || wants bootstrap || [ -n "$EXPORT" ]; then
     NEED_BINARIES=1
 fi
 if [ "$NEED_BINARIES" = 1 ] && [ "$SKIP_CARGO" = 0 ]; then
     "$ROOT/scripts/install-deps.sh"
     rustup target list --installed 2>/dev/null | grep -qx "$TRIPLE" \
         || log "note: rustup does not list $TRIPLE as installed; cargo will say if it is missing"
-    log "building static berthd, berth-agent, berth ($TRIPLE, release) into $TARGET_DIR"
+    log "building static berthd, berth-agent, berth, berth-lb ($TRIPLE, release) into $TARGET_DIR"
     # crt-static links glibc statically; the release profile's debug info is
-    # dropped so the images stay small (symbols stay for backtraces).
+    # dropped so the images stay small (symbols stay for backtraces). One
+    # cargo invocation for all four: the shared dependencies are built once
+    # with one set of features.
     (cd "$ROOT" && RUSTFLAGS='-C target-feature=+crt-static' \
         CARGO_PROFILE_RELEASE_DEBUG=0 CARGO_PROFILE_RELEASE_STRIP=debuginfo \
         cargo build --locked --release --target "$TRIPLE" --target-dir "$TARGET_DIR" \
-        -p berth-server -p berth-agent -p berth-cli \
-        --bin berthd --bin berth-agent --bin berth) \
+        -p berth-server -p berth-agent -p berth-cli -p berth-lb \
+        --bin berthd --bin berth-agent --bin berth --bin berth-lb) \
         || die "cargo build failed (see above)"
 fi
-for bin in berthd berth-agent berth; do
+for bin in berthd berth-agent berth berth-lb; do
     [ "$NEED_BINARIES" = 1 ] || break
     [ -x "$BIN_DIR/$bin" ] || die "$BIN_DIR/$bin is missing; run without --skip-cargo"
     desc=$(file -b "$BIN_DIR/$bin")
@@ -114,20 +118,21 @@ for bin in berthd berth-agent berth; do
         die "$bin still needs shared libraries: $(ldd "$BIN_DIR/$bin" 2>&1 | tr '\n' ' ')"
     fi
 done
-[ "$NEED_BINARIES" = 0 ] || log "static binaries OK: $(cd "$BIN_DIR" && ls -l berthd berth-agent berth | awk '{printf "%s (%d MiB) ", $9, $5/1048576}')"
+[ "$NEED_BINARIES" = 0 ] || log "static binaries OK: $(cd "$BIN_DIR" && ls -l berthd berth-agent berth berth-lb | awk '{printf "%s (%d MiB) ", $9, $5/1048576}')"
 
 # --- helpers for third-party binaries --------------------------------------
-# debian_bin PACKAGE PATH: prints a usable copy of PATH from PACKAGE: the
-# host's own file when it is installed, else the package downloaded with
-# `apt-get download` (nothing is installed on this host) and unpacked.
-debian_bin() {
+# debian_path PACKAGE PATH: prints a usable copy of PATH (a file or a
+# directory) from PACKAGE: the host's own when it is installed, else the
+# package downloaded with `apt-get download` (nothing is installed on this
+# host) and unpacked.
+debian_path() {
     local pkg=$1 path=$2
-    if [ -x "$path" ]; then
+    if [ -e "$path" ]; then
         echo "$path"
         return
     fi
     local dir=$CACHE/debs/$pkg
-    if [ ! -x "$dir/root$path" ]; then
+    if [ ! -e "$dir/root$path" ]; then
         command -v apt-get >/dev/null \
             || die "$path is missing and there is no apt-get to fetch Debian's $pkg; install $pkg"
         log "fetching Debian package $pkg (for $path)"
@@ -136,9 +141,17 @@ debian_bin() {
             || (apt-get update -qq >/dev/null 2>&1 && cd "$dir" && apt-get download "$pkg" >/dev/null 2>"$dir/apt.log") \
             || die "apt-get download $pkg failed: $(tail -3 "$dir/apt.log")"
         dpkg-deb -x "$dir"/*.deb "$dir/root"
-        [ -x "$dir/root$path" ] || die "package $pkg has no $path"
+        [ -e "$dir/root$path" ] || die "package $pkg has no $path"
     fi
     echo "$dir/root$path"
+}
+
+# debian_bin PACKAGE PATH: debian_path for an executable.
+debian_bin() {
+    local found
+    found=$(debian_path "$1" "$2")
+    [ -x "$found" ] || die "$found (from $1) is not executable"
+    echo "$found"
 }
 
 # add_bin SRC ROOTFS DEST: copies SRC to ROOTFS/DEST with every shared
@@ -183,8 +196,10 @@ add_busybox() { # ROOTFS: a static busybox as /bin/sh and its applets
     file -b "$bb" | grep -q 'statically linked' || die "$bb is not a static busybox"
     install -D -m 0755 "$bb" "$rootfs/bin/busybox"
     local applet
+    # `true`: the agent runs `unshare --net=FILE true` to make a task's netns.
     for applet in sh cat cp echo env grep head ls mkdir mv rm sed sleep test tr wc kill ps date chmod ln \
-        printf seq cut awk id hostname timeout nc wget tail sort tee find cmp stat touch mount umount tar gzip gunzip du df; do
+        printf seq cut awk id hostname timeout nc wget tail sort tee find cmp stat touch mount umount tar gzip gunzip du df \
+        true false; do
         ln -sf busybox "$rootfs/bin/$applet"
     done
 }
@@ -231,10 +246,48 @@ if wants berth-agent; then
     add_bin "$(debian_bin runc /usr/sbin/runc)" "$rootfs" /usr/sbin/runc
     tini=$(debian_bin tini /usr/bin/tini-static)
     install -D -m 0755 "$tini" "$rootfs/sbin/tini"
+    # Bridge-mode tasks: the agent makes each task's netns with util-linux's
+    # unshare and wires it with the standard CNI plugins (its default
+    # --cni-bin-dir, /usr/lib/cni), whose bridge, portmap and firewall
+    # program iptables (found on PATH).
+    add_bin "$(debian_bin util-linux /usr/bin/unshare)" "$rootfs" /usr/bin/unshare
+    for plugin in loopback bridge host-local portmap firewall; do
+        add_bin "$(debian_bin containernetworking-plugins "/usr/lib/cni/$plugin")" "$rootfs" "/usr/lib/cni/$plugin"
+    done
+    # Debian's iptables (nf_tables backend, its default): one multi-call
+    # binary, and the match and target extensions it dlopens by name (ldd
+    # cannot see those), each with the libraries it needs.
+    add_bin "$(debian_bin iptables /usr/sbin/xtables-nft-multi)" "$rootfs" /usr/sbin/xtables-nft-multi
+    for name in iptables iptables-save iptables-restore ip6tables ip6tables-save ip6tables-restore; do
+        ln -sf xtables-nft-multi "$rootfs/usr/sbin/$name"
+    done
+    xt=$(debian_path iptables "/usr/lib/$MULTIARCH/xtables")
+    for ext in "$xt"/*.so; do
+        add_bin "$ext" "$rootfs" "/usr/lib/$MULTIARCH/xtables/$(basename "$ext")"
+    done
+    # iptables names protocols (`-p tcp`) through /etc/protocols.
+    if [ -f /etc/protocols ]; then
+        install -D -m 0644 /etc/protocols "$rootfs/etc/protocols"
+    fi
     install -D -m 0644 "$HERE/agent/containerd.toml" "$rootfs/etc/containerd/config.toml"
     install -D -m 0755 "$HERE/agent/entrypoint.sh" "$rootfs/usr/local/bin/agent-entrypoint"
     mkdir -p "$rootfs/var/lib/containerd" "$rootfs/var/lib/berth-agent" "$rootfs/run" "$rootfs/etc/berth"
     build_image berth-agent "$ctx"
+fi
+
+if wants berth-lb; then
+    ctx=$(stage berth-lb)
+    rootfs=$ctx/rootfs
+    base_files "$rootfs"
+    install -D -m 0755 "$BIN_DIR/berth-lb" "$rootfs/usr/local/bin/berth-lb"
+    # Debian's HAProxy (2.6, what berth-lb's tests run) with exactly the
+    # libraries ldd names. At run time it needs only what berth-lb writes
+    # (its config and sockets under /run/berth-lb) and /dev/urandom, which
+    # Docker provides; without /etc/localtime it logs in UTC.
+    add_bin "$(debian_bin haproxy /usr/sbin/haproxy)" "$rootfs" /usr/sbin/haproxy
+    mkdir -p "$rootfs/run/berth-lb" "$rootfs/etc/berth-lb"
+    chmod 0700 "$rootfs/run/berth-lb"
+    build_image berth-lb "$ctx"
 fi
 
 if wants registry; then
@@ -269,13 +322,14 @@ done
 if [ -n "$EXPORT" ]; then
     mkdir -p "$EXPORT/images" "$EXPORT/bin" "$EXPORT/install" "$EXPORT/compose"
     EXPORT=$(cd "$EXPORT" && pwd)
-    for bin in berthd berth-agent berth; do
+    for bin in berthd berth-agent berth berth-lb; do
         install -m 0755 "$BIN_DIR/$bin" "$EXPORT/bin/$bin"
     done
     install -m 0755 "$ROOT/deploy/install/install-agent.sh" "$EXPORT/install/install-agent.sh"
     install -m 0644 "$ROOT/deploy/install/berth-agent.service" "$EXPORT/install/berth-agent.service"
     install -m 0644 "$ROOT/deploy/compose/docker-compose.yml" "$EXPORT/compose/docker-compose.yml"
     install -m 0644 "$ROOT/deploy/compose/.env" "$EXPORT/compose/.env"
+    install -m 0644 "$ROOT/deploy/compose/lb.toml" "$EXPORT/compose/lb.toml"
     for image in "${BUILT[@]}"; do
         file=$EXPORT/images/$(echo "${image#berth/}" | tr ':' '_').tar
         log "docker save $image > $file"

@@ -37,6 +37,17 @@ if [ -f /sys/fs/cgroup/cgroup.controllers ]; then
         || log "warning: could not delegate cgroup controllers (not privileged?)"
 fi
 
+# Bridge-mode tasks: the CNI plugins write sysctls in this container's
+# network namespace (portmap's route_localnet, the bridge's forwarding),
+# which Docker's read-only /proc/sys refuses unless the container is
+# privileged or has `--security-opt systempaths=unconfined`, which compose
+# files cannot ask for. With CAP_SYS_ADMIN it can be made writable here, as
+# the cgroup mounts are above; the container is nearly privileged already.
+if awk '$2 == "/proc/sys" {print $4}' /proc/mounts | grep -q '^ro'; then
+    mount -o remount,rw,bind /proc/sys 2>/dev/null \
+        || log "warning: /proc/sys is read-only and cannot be made writable (CAP_SYS_ADMIN missing?); bridge-mode tasks will fail to start"
+fi
+
 containerd --config /etc/containerd/config.toml --log-level "${CONTAINERD_LOG_LEVEL:-warn}" &
 CTRD=$!
 i=0

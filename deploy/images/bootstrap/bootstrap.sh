@@ -13,7 +13,10 @@
 #       makes sure $JOIN_DIR/token holds a usable join token for $CLUSTER:
 #       the one from an earlier run while its activation is ACTIVE, else a
 #       fresh activation ($MAX_REGISTRATIONS registrations, $EXPIRES).
-#       Also copies the CA certificate to $JOIN_DIR/ca.crt.
+#       Also copies the CA certificate to $JOIN_DIR/ca.crt. When $LB_DIR
+#       is mounted, also makes sure $LB_DIR/readonly.token holds a readonly
+#       API token the cluster accepts (for berth-lb: it only watches
+#       endpoints), with the CA beside it in $LB_DIR/ca.crt.
 set -eu
 log() { echo "berth-bootstrap: $*" >&2; }
 die() { echo "berth-bootstrap: error: $*" >&2; exit 1; }
@@ -23,6 +26,7 @@ DATA_ROOT=${DATA_ROOT:-/data}
 SERVERS=${SERVERS:-1=berthd-1 2=berthd-2 3=berthd-3}
 EXTRA_HOSTS=${EXTRA_HOSTS:-localhost 127.0.0.1}
 JOIN_DIR=${JOIN_DIR:-/join}
+LB_DIR=${LB_DIR:-/lb}
 CLUSTER=${CLUSTER:-default}
 MAX_REGISTRATIONS=${MAX_REGISTRATIONS:-10}
 EXPIRES=${EXPIRES:-24h}
@@ -111,8 +115,39 @@ join_token() {
     log "wrote a join token for cluster $CLUSTER (activation $(cut -d- -f2 "$JOIN_DIR/token"), up to $MAX_REGISTRATIONS registrations, expires in $EXPIRES)"
 }
 
+# A readonly API token for berth-lb in $LB_DIR (when that volume is
+# mounted): the existing one while the cluster accepts it, else a new one.
+# Readonly is all berth-lb needs (WatchEndpoints), so a leaked token
+# changes nothing in the cluster.
+lb_token() {
+    [ -d "$LB_DIR" ] || return 0
+    cp "$CA_DIR/ca.crt" "$LB_DIR/ca.crt"
+    if [ -s "$LB_DIR/readonly.token" ]; then
+        if out=$(BERTH_TOKEN=$(cat "$LB_DIR/readonly.token") berth service list -o json 2>&1); then
+            log "berth-lb's readonly token is still accepted"
+            return 0
+        fi
+        # Anything but a refused token (no leader for a moment, say) keeps
+        # it: making tokens on every hiccup would pile them up.
+        if ! echo "$out" | grep -qi -e 'unauthenticated' -e 'invalid API token'; then
+            log "warning: cannot check berth-lb's readonly token ($out); keeping it"
+            return 0
+        fi
+        log "berth-lb's readonly token is refused (revoked or expired); making a new one"
+    fi
+    token=$(berth auth token create --role readonly --description "docker compose berth-lb" \
+        2>/tmp/lb-token.err) \
+        || die "berth auth token create failed: $(tail -3 /tmp/lb-token.err)"
+    [ -n "$token" ] || die "berth auth token create printed no token"
+    umask 077
+    printf '%s\n' "$token" > "$LB_DIR/readonly.token.tmp"
+    # berth-lb runs as root and reads it; nobody else mounts the volume.
+    mv "$LB_DIR/readonly.token.tmp" "$LB_DIR/readonly.token"
+    log "wrote a readonly API token for berth-lb to $LB_DIR/readonly.token"
+}
+
 case "${1:-}" in
     pki) pki ;;
-    join-token) join_token ;;
+    join-token) join_token; lb_token ;;
     *) die "usage: berth-bootstrap pki|join-token" ;;
 esac
