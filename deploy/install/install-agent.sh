@@ -7,7 +7,9 @@
 #
 # It checks the host (Linux, x86_64 or aarch64, root, systemd), checks that
 # the control plane's CA is the one the join token pins (SHA-256 of the CA
-# certificate's DER, taken from the TLS handshake), installs berth-agent to
+# certificate's DER, taken from the TLS handshake), installs the standard
+# CNI plugins and iptables that bridge-mode tasks need when they are
+# missing (apt: containernetworking-plugins, dnf: the same), installs berth-agent to
 # /usr/local/bin (given with --binary, or downloaded from the control plane
 # over TLS verified against that CA), writes /etc/berth/agent.toml (0600)
 # and, on a host not yet registered, the join token to /etc/berth/join-token
@@ -28,6 +30,8 @@
 #   --attribute KEY=VALUE      placement attribute (repeatable)
 #   --binary PATH              install this berth-agent instead of downloading it
 #   --containerd-install       install containerd + runc (apt or dnf) when missing
+#   --no-cni                   do not install the CNI plugins and iptables
+#                              (bridge-mode tasks then cannot run here)
 #   --containerd-socket PATH   containerd's socket (default /run/containerd/containerd.sock)
 #   --health-listen HOST:PORT  agent health endpoint (default 127.0.0.1:7481)
 #   --no-start                 install and configure, but do not start the agent
@@ -58,6 +62,7 @@ CLUSTER=
 ATTRIBUTES=()
 BINARY=
 CONTAINERD_INSTALL=0
+NO_CNI=0
 SOCKET=/run/containerd/containerd.sock
 HEALTH=127.0.0.1:7481
 NO_START=0
@@ -115,6 +120,7 @@ while [ $# -gt 0 ]; do
         --attribute) ATTRIBUTES+=("${2:?--attribute needs KEY=VALUE}"); shift 2 ;;
         --binary) BINARY=${2:?--binary needs a path}; shift 2 ;;
         --containerd-install) CONTAINERD_INSTALL=1; shift ;;
+        --no-cni) NO_CNI=1; shift ;;
         --containerd-socket) SOCKET=${2:?--containerd-socket needs a path}; shift 2 ;;
         --health-listen) HEALTH=${2:?--health-listen needs HOST:PORT}; shift 2 ;;
         --no-start) NO_START=1; shift ;;
@@ -204,6 +210,22 @@ if [ "$UNINSTALL" = 1 ]; then
     fi
     rm -f "$BIN" "$CONF" "$CA_FILE" "$TOKEN_FILE" "$PID_FILE"
     rmdir "$CONF_DIR" 2>/dev/null || true
+    # Bridge-mode tasks' network namespaces are files bind-mounted under
+    # the state dir, whose netns directory the agent makes a mount of its
+    # own: unmounted (deepest first, detached as the agent does) or rm
+    # fails with "Device or resource busy". A netns goes with its last
+    # process, and its veth with it.
+    state_mounts() { awk -v d="$STATE_DIR/" 'index($2, d) == 1 {print $2}' /proc/self/mounts | sort -r; }
+    if [ -d "$STATE_DIR" ]; then
+        # A path may be mounted more than once (the directory on itself).
+        for _ in 1 2 3; do
+            mounts=$(state_mounts)
+            [ -n "$mounts" ] || break
+            for m in $mounts; do umount -l "$m" 2>/dev/null || true; done
+        done
+        mounts=$(state_mounts)
+        [ -z "$mounts" ] || log "warning: still mounted under $STATE_DIR: $(echo "$mounts" | tr '\n' ' ')"
+    fi
     rm -rf "$STATE_DIR"
     log "berth-agent uninstalled"
     if [ -n "$id" ]; then
@@ -312,6 +334,56 @@ if ! containerd_up; then
 fi
 command -v runc >/dev/null 2>&1 || log "warning: runc is not on PATH; containerd will not be able to start tasks"
 
+# --------------------------------------------------------------- CNI plugins
+# Bridge-mode tasks get their own netns wired to the bridge berth0 by the
+# standard CNI plugins (containernetworking/plugins), which program iptables.
+# Debian and Ubuntu put the plugins in /usr/lib/cni (berth-agent's default
+# --cni-bin-dir), Fedora and RHEL in /usr/libexec/cni, upstream's releases
+# in /opt/cni/bin: the first directory holding all of them is the agent's.
+CNI_PLUGINS="loopback bridge host-local portmap"
+cni_dir() {
+    local d p
+    for d in /usr/lib/cni /usr/libexec/cni /opt/cni/bin; do
+        for p in $CNI_PLUGINS; do [ -x "$d/$p" ] || continue 2; done
+        echo "$d"
+        return 0
+    done
+    return 1
+}
+have_iptables() { command -v iptables >/dev/null 2>&1 || [ -x /usr/sbin/iptables ] || [ -x /sbin/iptables ]; }
+CNI_DIR=
+if [ "$NO_CNI" = 1 ]; then
+    log "--no-cni: not installing the CNI plugins; bridge-mode tasks cannot run on this host unless they are there"
+    CNI_DIR=$(cni_dir) || CNI_DIR=
+elif CNI_DIR=$(cni_dir) && have_iptables; then
+    log "CNI plugins found in $CNI_DIR"
+else
+    pkgs=()
+    cni_dir >/dev/null || pkgs+=(containernetworking-plugins)
+    have_iptables || pkgs+=(iptables)
+    case " $OS_ID $OS_LIKE " in
+        *" debian "*|*" ubuntu "*)
+            log "installing ${pkgs[*]} with apt-get (bridge-mode tasks need them)"
+            export DEBIAN_FRONTEND=noninteractive
+            if ! { apt-get update -qq && apt-get install -y -qq --no-install-recommends "${pkgs[@]}"; } \
+                >"$WORK/cni.log" 2>&1; then
+                die "apt-get install ${pkgs[*]} failed: $(tail -5 "$WORK/cni.log"); re-run with --no-cni to install the agent without bridge-mode tasks"
+            fi
+            ;;
+        *" fedora "*|*" rhel "*|*" centos "*|*" rocky "*|*" almalinux "*|*" amzn "*)
+            command -v dnf >/dev/null 2>&1 \
+                || die "no dnf on this $OS_ID host to install ${pkgs[*]}; install them yourself or re-run with --no-cni"
+            log "installing ${pkgs[*]} with dnf (bridge-mode tasks need them)"
+            dnf install -y -q "${pkgs[@]}" >"$WORK/cni.log" 2>&1 \
+                || die "dnf install ${pkgs[*]} failed: $(tail -5 "$WORK/cni.log"); re-run with --no-cni to install the agent without bridge-mode tasks"
+            ;;
+        *) die "bridge-mode tasks need the CNI plugins ($CNI_PLUGINS) and iptables, which this script installs on Debian/Ubuntu (apt) and Fedora/RHEL-like (dnf) hosts; this is $OS_ID: install them yourself (plugins in /opt/cni/bin or /usr/lib/cni) or re-run with --no-cni" ;;
+    esac
+    CNI_DIR=$(cni_dir) || die "installed ${pkgs[*]}, but found no directory with all of $CNI_PLUGINS (looked in /usr/lib/cni /usr/libexec/cni /opt/cni/bin)"
+    have_iptables || die "installed ${pkgs[*]}, but there is still no iptables"
+    log "CNI plugins installed in $CNI_DIR"
+fi
+
 # -------------------------------------------------------------------- binary
 elf_machine() { od -An -t u2 -j 18 -N 2 "$1" 2>/dev/null | tr -d ' '; }
 if [ -n "$BINARY" ]; then
@@ -372,6 +444,10 @@ toml_str() { printf '"%s"' "$(printf '%s' "$1" | sed 's/\\/\\\\/g; s/"/\\"/g')";
     echo "containerd_socket = $(toml_str "$SOCKET")"
     echo "namespace = $(toml_str "$NAMESPACE")"
     echo "health_listen = $(toml_str "$HEALTH")"
+    # The agent looks in /usr/lib/cni unless told otherwise.
+    if [ -n "$CNI_DIR" ] && [ "$CNI_DIR" != /usr/lib/cni ]; then
+        echo "cni_bin_dir = $(toml_str "$CNI_DIR")"
+    fi
 } >"$WORK/agent.toml"
 mkdir -p "$CONF_DIR"
 chmod 0755 "$CONF_DIR"

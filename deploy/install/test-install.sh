@@ -13,6 +13,9 @@
 #        no file on the host once registered
 #      - a task from an image imported on the host runs, its logs are
 #        readable, and it keeps running while the agent is stopped
+#      - the installer installed the CNI plugins (Debian's
+#        containernetworking-plugins): a bridge-mode task answers HTTP on
+#        its dynamic host port
 #      - re-run: same instance, nothing restarted, the token not written again
 #      - uninstall: service, binary, config and identity gone
 #   B. a host without systemd:
@@ -312,6 +315,32 @@ in_a systemctl start berth-agent.service
 sleep 3
 task_running || fail "task $TASK is $(task_status) after the agent came back"
 log "ok: task $TASK still RUNNING after the agent restarted"
+
+STEP="host A bridge task"
+# The installer put the CNI plugins where the agent looks by default; a
+# bridge-mode task (own netns on berth0, port published by portmap on a
+# host port the control plane picks) answers on that port.
+in_a test -x /usr/lib/cni/bridge || fail "the installer did not install the CNI plugins (/usr/lib/cni/bridge is missing)"
+cat >"$WORK/web.json" <<'JSON'
+{"family": "web", "networkMode": "bridge",
+ "containerDefinitions": [{"name": "web", "image": "docker.io/berth-install-test/testapp:1",
+   "essential": true, "cpu": 64, "memory": 32, "command": ["serve", "8080"],
+   "environment": [{"name": "TESTAPP_REVISION", "value": "bridged"}],
+   "portMappings": [{"containerPort": 8080, "protocol": "tcp"}]}]}
+JSON
+docker cp "$WORK/web.json" "$CP:/web.json"
+cli taskdef register -f /web.json >/dev/null || fail "taskdef register of the bridge-mode task failed"
+WEB=$(cli task start --taskdef web --instance "$ID_A" -o json | json 'd[0]["id"]') || fail "task start (bridge) failed"
+web_status() { cli task describe "$WEB" -o json | json 'd["lastStatus"] + " " + str(d.get("stoppedReason"))'; }
+web_running() { web_status | grep -q '^RUNNING ' || { web_status; return 1; }; }
+wait_for "bridge-mode task $WEB RUNNING on host A" 60 web_running
+WEB_PORT=$(cli task describe "$WEB" -o json | json 'd["networkBindings"][0]["hostPort"]')
+[ "$WEB_PORT" -ge 49153 ] 2>/dev/null || fail "the bridge-mode task has no dynamic host port (got '$WEB_PORT')"
+web_answers() { [ "$(in_a curl -fsS --max-time 3 "http://127.0.0.1:$WEB_PORT/revision")" = bridged ]; }
+wait_for "the bridge-mode task answering on host port $WEB_PORT" 30 web_answers
+cli task stop "$WEB" >/dev/null || fail "task stop $WEB failed"
+web_stopped() { web_status | grep -q '^STOPPED ' || { web_status; return 1; }; }
+wait_for "bridge-mode task $WEB STOPPED" 60 web_stopped
 
 STEP="host A re-run"
 PID1=$(in_a systemctl show -p MainPID --value berth-agent.service)
