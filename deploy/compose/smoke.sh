@@ -354,8 +354,18 @@ for phase, (old, new) in phases.items():
     non200 = sum(1 for x in r if x[3] == "0" and x[2] != "200")
     mix = collections.Counter(x[4] for x in r if x[3] == "0" and x[2] == "200")
     last = [x[4] for x in r[-5:]]
+    # The answers in order, run-length encoded (v1x30 v2x1 v1x2 ...): how
+    # the traffic moved.
+    runs = []
+    for x in r:
+        answer = x[4] if x[3] == "0" and x[2] == "200" else "ERR"
+        if runs and runs[-1][0] == answer:
+            runs[-1][1] += 1
+        else:
+            runs.append([answer, 1])
+    seq = " ".join(f"{a}x{n}" for a, n in runs[:16]) + (" ..." if len(runs) > 16 else "")
     print(f"{phase}: {len(r)} requests, {failed} failed, {non200} not 200; revisions "
-          + ", ".join(f"{k}={v}" for k, v in sorted(mix.items())) + f"; last {len(last)}: {' '.join(last)}")
+          + ", ".join(f"{k}={v}" for k, v in sorted(mix.items())) + f"; in order: {seq}")
     if len(r) < 10:
         problems.append(f"{phase}: only {len(r)} requests")
     if last and any(x != new for x in last):
