@@ -259,10 +259,23 @@ WEB_V3=web:$(json 'd["revision"]' <"$WORK/web-v3.out")
 # `web` is the load balancer, container and port deploy/compose/lb.toml
 # names. A short deregistration delay keeps the test quick; it is the time
 # a replaced task stays DEACTIVATING (drained in HAProxy) before it stops.
+# web_failed MESSAGE: fails with what the service and its last stopped
+# task say, which is where a broken deployment's reason is.
+web_failed() {
+    berth service describe web >&2 || true
+    local stopped
+    stopped=$(berth task list --family web --status STOPPED -o json | json 'd[0]["id"] if d else ""') || stopped=
+    [ -z "$stopped" ] || berth task describe "$stopped" >&2 || true
+    fail "$1"
+}
+# The circuit breaker makes a deployment whose tasks keep failing FAIL
+# (and --wait exit) after 3 failed tasks instead of backing off until the
+# timeout.
 log "service web ($WEB_V1, 2 tasks, rolling) behind load balancer web"
 timeout 240 "$BERTH" service create --name web --taskdef "$WEB_V1" --desired-count 2 \
-    --load-balancer web:web:8080 --deregistration-delay 3s --wait >"$WORK/create.log" 2>&1 \
-    || fail "service web did not complete its first deployment: $(tail -5 "$WORK/create.log")"
+    --load-balancer web:web:8080 --deregistration-delay 3s \
+    --circuit-breaker --failure-threshold 3 --wait >"$WORK/create.log" 2>&1 \
+    || web_failed "service web did not complete its first deployment: $(tail -5 "$WORK/create.log")"
 LB_URL=http://127.0.0.1:$BERTH_LB_PORT/revision
 lb_serves() {
     local want=$1 got
@@ -312,7 +325,7 @@ sleep 2
 
 log "rolling deployment of $WEB_V2 under load"
 timeout 300 "$BERTH" service update web --taskdef "$WEB_V2" --wait >"$WORK/rolling.log" 2>&1 \
-    || fail "the rolling deployment of $WEB_V2 did not complete: $(tail -5 "$WORK/rolling.log")"
+    || web_failed "the rolling deployment of $WEB_V2 did not complete: $(tail -5 "$WORK/rolling.log")"
 log "ok: rolling deployment of $WEB_V2 COMPLETED"
 sleep 3
 
@@ -329,7 +342,7 @@ sleep 3
 set_phase blue-green
 log "blue/green deployment of $WEB_V3 under load"
 timeout 300 "$BERTH" service update web --taskdef "$WEB_V3" --wait >"$WORK/bluegreen.log" 2>&1 \
-    || fail "the blue/green deployment of $WEB_V3 did not complete: $(tail -5 "$WORK/bluegreen.log")"
+    || web_failed "the blue/green deployment of $WEB_V3 did not complete: $(tail -5 "$WORK/bluegreen.log")"
 log "ok: blue/green deployment of $WEB_V3 COMPLETED"
 sleep 3
 touch "$WORK/client.stop"
