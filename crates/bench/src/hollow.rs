@@ -303,6 +303,19 @@ pub struct FleetStats {
     last_new_assignment: AtomicU64,
     last_running_sent: AtomicU64,
     first_failure: Mutex<Option<String>>,
+    /// Every RUNNING report sent, once [`FleetStats::record_running`] was
+    /// called (off by default: a bulk run would only pay for it).
+    running_log: Mutex<Option<Vec<RunningSent>>>,
+}
+
+/// One task's RUNNING report, as it left a hollow agent.
+#[derive(Debug, Clone)]
+pub struct RunningSent {
+    pub task_id: String,
+    /// When the status batch holding it was queued on the session stream.
+    pub at: Instant,
+    /// The host ports its assignment published (bridge and host modes).
+    pub host_ports: Vec<u16>,
 }
 
 impl FleetStats {
@@ -322,6 +335,7 @@ impl FleetStats {
             last_new_assignment: AtomicU64::new(0),
             last_running_sent: AtomicU64::new(0),
             first_failure: Mutex::new(None),
+            running_log: Mutex::new(None),
         }
     }
 
@@ -358,6 +372,42 @@ impl FleetStats {
         self.session_failures.fetch_add(1, Ordering::Relaxed);
         let mut first = self.first_failure.lock().unwrap_or_else(|p| p.into_inner());
         first.get_or_insert(why);
+    }
+
+    /// From now on, every RUNNING report sent is kept (see
+    /// [`FleetStats::running_sent`]).
+    pub fn record_running(&self) {
+        let mut log = self.running_log.lock().unwrap_or_else(|p| p.into_inner());
+        log.get_or_insert_with(Vec::new);
+    }
+
+    fn recording(&self) -> bool {
+        self.running_log
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some()
+    }
+
+    /// The RUNNING reports sent since [`FleetStats::record_running`],
+    /// oldest first, from the `skip`th on.
+    pub fn running_sent(&self, skip: usize) -> Vec<RunningSent> {
+        self.running_log
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map(|log| log.iter().skip(skip).cloned().collect())
+            .unwrap_or_default()
+    }
+
+    fn log_running(&self, sent: Vec<RunningSent>) {
+        if let Some(log) = self
+            .running_log
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_mut()
+        {
+            log.extend(sent);
+        }
     }
 
     pub fn load(counter: &AtomicU64) -> u64 {
@@ -457,7 +507,7 @@ impl InstanceState {
     /// Applies an assignment set and queues the reports it calls for (the
     /// simulated runtime starts and stops everything at once). Returns how
     /// many tasks were new to this instance.
-    fn apply(&mut self, set: &pb::AssignmentSet, pending: &mut Pending) -> usize {
+    fn apply(&mut self, set: &pb::AssignmentSet, pending: &mut Pending, record: bool) -> usize {
         if set.complete {
             let wanted: HashSet<&str> =
                 set.assignments.iter().map(|a| a.task_id.as_str()).collect();
@@ -489,6 +539,14 @@ impl InstanceState {
                     known.reported = Reported::Running;
                     let running = report(&a.task_id, TaskStatus::Running, &known.containers);
                     pending.push(running, true);
+                    if record {
+                        let ports = a
+                            .network_bindings
+                            .iter()
+                            .filter_map(|b| u16::try_from(b.host_port).ok())
+                            .collect();
+                        pending.running_tasks.push((a.task_id.clone(), ports));
+                    }
                 }
                 Some(DesiredStatus::Stopped) if known.reported != Reported::Stopped => {
                     known.reported = Reported::Stopped;
@@ -522,6 +580,8 @@ struct Pending {
     reports: Vec<pb::TaskReport>,
     running: u64,
     stopped: u64,
+    /// RUNNING reports' tasks and host ports, when the fleet records them.
+    running_tasks: Vec<(String, Vec<u16>)>,
 }
 
 impl Pending {
@@ -758,7 +818,7 @@ async fn session(
                             .assignments
                             .fetch_add(set.assignments.len() as u64, Ordering::Relaxed);
                         let (running_before, stopped_before) = (pending.running, pending.stopped);
-                        let new = state.apply(&set, &mut pending);
+                        let new = state.apply(&set, &mut pending, stats.recording());
                         stats
                             .running_reported
                             .fetch_add(pending.running - running_before, Ordering::Relaxed);
@@ -807,6 +867,16 @@ async fn session(
                 let _ = tx.send(message(AgentBody::Status(pb::StatusBatch {
                     reports: batch.reports,
                 })));
+                if !batch.running_tasks.is_empty() {
+                    let at = Instant::now();
+                    stats.log_running(
+                        batch
+                            .running_tasks
+                            .into_iter()
+                            .map(|(task_id, host_ports)| RunningSent { task_id, at, host_ports })
+                            .collect(),
+                    );
+                }
                 stats.status_batches.fetch_add(1, Ordering::Relaxed);
                 if batch.running > 0 {
                     stats.mark(&stats.last_running_sent);

@@ -6,6 +6,7 @@
 //! `<!-- NAME:begin -->` and `<!-- NAME:end -->`, and rewrites only it.
 
 mod cluster;
+mod discovery;
 mod doc;
 mod hollow;
 mod load;
@@ -46,6 +47,48 @@ enum Command {
     /// rolling deployment of every task, many agents lost at once, and the
     /// leader's idle CPU, on a 3-server cluster.
     Services(ServicesArgs),
+    /// Service discovery on a 3-server cluster with DNS and berth-lb in
+    /// front of a real HAProxy: how fast a task appears in and leaves DNS
+    /// and HAProxy, and HTTP requests per second through HAProxy against
+    /// the same backends hit directly.
+    Discovery(DiscoveryArgs),
+}
+
+#[derive(Args)]
+pub struct DiscoveryArgs {
+    /// Scale-out and scale-in cycles timed.
+    #[arg(long, default_value_t = 20)]
+    rounds: usize,
+    /// Tasks the service keeps between cycles (each cycle adds one).
+    #[arg(long, default_value_t = 1)]
+    base: u32,
+    /// berthd's --agent-heartbeat (the target for leaving is one period).
+    #[arg(long, default_value = "1s")]
+    heartbeat: String,
+    /// How often each path (two DNS servers, HAProxy) is polled, in ms.
+    #[arg(long, default_value_t = 5)]
+    poll_ms: u64,
+    /// Throughput rounds, each one window through HAProxy and one direct.
+    #[arg(long, default_value_t = 5)]
+    rps_rounds: usize,
+    /// Length of each throughput window, in seconds.
+    #[arg(long, default_value_t = 5)]
+    rps_secs: u64,
+    /// Concurrent keep-alive connections of the load generator.
+    #[arg(long, default_value_t = 32)]
+    connections: usize,
+    /// The whole run gives up after this many seconds.
+    #[arg(long, default_value_t = 300)]
+    timeout_secs: u64,
+    /// The file whose `discovery` section is rewritten.
+    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/benchmarks.md"))]
+    doc: PathBuf,
+    /// Print the results only; leave the doc alone.
+    #[arg(long)]
+    no_doc: bool,
+    /// Copy the servers' logs into this directory before they are removed.
+    #[arg(long)]
+    logs: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -203,6 +246,30 @@ async fn run(cli: Cli) -> Result<()> {
             let limit = Duration::from_secs(args.timeout_secs);
             let report = bounded_run(limit, services::run(&args)).await?;
             publish(&report.markdown(), "services", &args.doc, args.no_doc)
+        }
+        Command::Discovery(args) => {
+            if args.rounds == 0 || args.rounds > 200 {
+                bail!("--rounds must be 1..=200");
+            }
+            if args.base == 0 || args.base > 4 {
+                bail!("--base must be 1..=4");
+            }
+            if args.poll_ms == 0 || args.poll_ms > 1000 {
+                bail!("--poll-ms must be 1..=1000");
+            }
+            if args.rps_rounds == 0
+                || args.rps_rounds > 20
+                || args.rps_secs == 0
+                || args.rps_secs > 60
+            {
+                bail!("--rps-rounds must be 1..=20 and --rps-secs 1..=60");
+            }
+            if args.connections == 0 || args.connections > 256 {
+                bail!("--connections must be 1..=256");
+            }
+            let limit = Duration::from_secs(args.timeout_secs);
+            let report = bounded_run(limit, discovery::run(&args)).await?;
+            publish(&report.markdown(), "discovery", &args.doc, args.no_doc)
         }
         Command::Tasks(args) => {
             if args.instances == 0 || args.instances > 10_000 {
