@@ -127,8 +127,13 @@ struct Window {
     window: Duration,
     p50: Option<Duration>,
     p99: Option<Duration>,
-    /// (label, cores): HAProxy's worker, the bench, everything else.
+    /// (label, cores): HAProxy's worker, the servers, the bench, everything
+    /// else.
     cpu: Vec<(String, Option<f64>)>,
+    /// Cores the machine spent in interrupts (loopback TCP is mostly
+    /// softirq; the kernel counts part of it to whichever process ran, so
+    /// it overlaps the per-process figures).
+    irq: Option<f64>,
     /// Requests each backend served during the window.
     per_backend: Vec<u64>,
 }
@@ -540,7 +545,12 @@ async fn http_load(
     tokio::time::sleep_until(window_start).await;
     let before: Vec<u64> = served.iter().map(|s| s.load(Ordering::Relaxed)).collect();
     let cpu = CpuWindow::start(clock, watched);
+    let irq_before = clock.irq_secs();
     tokio::time::sleep_until(window_end).await;
+    let irq = clock
+        .irq_secs()
+        .zip(irq_before)
+        .map(|(a, b)| (a - b) / measure.as_secs_f64());
     let cpu = cpu.finish();
     let per_backend = served
         .iter()
@@ -556,6 +566,7 @@ async fn http_load(
         p50: None,
         p99: None,
         cpu,
+        irq,
         per_backend,
     };
     let mut latencies = Vec::new();
@@ -1117,10 +1128,10 @@ impl Report {
             median_f64(p50s(Mode::Direct)).map_or("-".into(), |v| format!("{v:.3}")),
             median_f64(latency_ratios).map_or("-".into(), |r| format!("{r:.2}"))
         ));
-        s.push_str("| Round | Path | Requests/s | p50 (ms) | p99 (ms) | Errors | Requests per backend | CPU in cores: HAProxy / bench / 3 berthd / other |\n|---:|---|---:|---:|---:|---:|---|---|\n");
+        s.push_str("| Round | Path | Requests/s | p50 (ms) | p99 (ms) | Errors | Requests per backend | CPU in cores: HAProxy / bench / 3 berthd / other | Interrupts (cores) |\n|---:|---|---:|---:|---:|---:|---|---|---:|\n");
         for (round, w) in &self.windows {
             s.push_str(&format!(
-                "| {round} | {} | {} | {} | {} | {} | {} | {} / {} / {} / {} |\n",
+                "| {round} | {} | {} | {} | {} | {} | {} | {} / {} / {} / {} | {} |\n",
                 w.mode.label(),
                 fmt_rate(w.rps()),
                 w.p50.map_or("-".into(), |d| format!("{:.3}", ms(d))),
@@ -1135,6 +1146,7 @@ impl Report {
                 Self::cores(w, |l| l == "bench"),
                 Self::cores(w, |l| l.starts_with("leader") || l.starts_with("server")),
                 Self::cores(w, |l| l == "other"),
+                w.irq.map_or("-".into(), |c| format!("{c:.2}")),
             ));
         }
 
@@ -1174,7 +1186,9 @@ impl Report {
              requests completed inside each window; latencies are per request, nearest-rank \
              percentiles. *bench* is the load generator and the three backends together; \
              *other* is what the rest of the shared VM used meanwhile (well above 0: the figures \
-             were disturbed).\n",
+             were disturbed, or interrupt time the kernel counted to no process); *Interrupts* is \
+             the machine's hard and soft interrupt time (loopback TCP is mostly softirq work, \
+             partly counted to whichever process ran, so it overlaps the other columns).\n",
             self.heartbeat_text,
             self.base + 1,
             self.poll.as_millis(),

@@ -162,6 +162,23 @@ impl CpuClock {
     }
 }
 
+impl CpuClock {
+    /// Seconds the machine has spent in hard and soft interrupts so far
+    /// (all cores): loopback networking is mostly softirq time, which the
+    /// kernel may count to no process.
+    pub fn irq_secs(&self) -> Option<f64> {
+        let stat = std::fs::read_to_string("/proc/stat").ok()?;
+        let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+        let ticks: Vec<u64> = line
+            .split_whitespace()
+            .skip(1)
+            .filter_map(|t| t.parse().ok())
+            .collect();
+        // user nice system idle iowait irq softirq ...
+        Some((ticks.get(5)? + ticks.get(6)?) as f64 / self.ticks_per_sec)
+    }
+}
+
 /// Resident memory of a process from /proc/PID/status: (VmRSS, VmHWM, the
 /// peak) in bytes.
 pub fn rss(pid: u32) -> Option<(u64, u64)> {

@@ -66,7 +66,7 @@ pub struct DiscoveryArgs {
     #[arg(long, default_value = "1s")]
     heartbeat: String,
     /// How often each path (two DNS servers, HAProxy) is polled, in ms.
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 1)]
     poll_ms: u64,
     /// Throughput rounds, each one window through HAProxy and one direct.
     #[arg(long, default_value_t = 5)]
@@ -74,8 +74,9 @@ pub struct DiscoveryArgs {
     /// Length of each throughput window, in seconds.
     #[arg(long, default_value_t = 5)]
     rps_secs: u64,
-    /// Concurrent keep-alive connections of the load generator.
-    #[arg(long, default_value_t = 32)]
+    /// Concurrent keep-alive connections of the load generator (a multiple
+    /// of 3 loads the three backends evenly when they are hit directly).
+    #[arg(long, default_value_t = 30)]
     connections: usize,
     /// The whole run gives up after this many seconds.
     #[arg(long, default_value_t = 300)]
