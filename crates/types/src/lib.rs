@@ -13,6 +13,7 @@ pub mod event;
 pub mod limits;
 pub mod request;
 pub mod resources;
+pub mod schedule;
 pub mod service;
 pub mod service_file;
 pub mod state;

@@ -43,7 +43,7 @@ fn split_seconds(secs: i64) -> (String, String) {
 /// Proleptic Gregorian date of a day count from 1970-01-01, after Howard
 /// Hinnant's `civil_from_days`: shifting the year to start in March puts
 /// the leap day last, so month lengths follow a fixed pattern.
-fn civil_from_days(days: i64) -> (i64, i64, i64) {
+pub(crate) fn civil_from_days(days: i64) -> (i64, i64, i64) {
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
     let day_of_era = z.rem_euclid(146_097);
@@ -59,6 +59,19 @@ fn civil_from_days(days: i64) -> (i64, i64, i64) {
     };
     let year = year_of_era + era * 400 + i64::from(month <= 2);
     (year, month, day)
+}
+
+/// Days from 1970-01-01 of a proleptic Gregorian date: the inverse of
+/// [`civil_from_days`]. Only tests need it so far (they name dates).
+#[cfg(test)]
+pub(crate) fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
+    let year = if month <= 2 { year - 1 } else { year };
+    let era = year.div_euclid(400);
+    let year_of_era = year.rem_euclid(400);
+    let shifted_month = (month + 9) % 12;
+    let day_of_year = (153 * shifted_month + 2) / 5 + day - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    era * 146_097 + day_of_era - 719_468
 }
 
 #[cfg(test)]
@@ -80,6 +93,10 @@ mod tests {
         let t = UNIX_EPOCH + Duration::new(1_700_000_000, 5);
         assert_eq!(rfc3339_nanos(t), "2023-11-14T22:13:20.000000005Z");
         assert_eq!(rfc3339_nanos(UNIX_EPOCH), "1970-01-01T00:00:00.000000000Z");
+        for days in [-800_000, -1, 0, 59, 10_957, 20_792, 2_932_896] {
+            let (y, m, d) = civil_from_days(days);
+            assert_eq!(days_from_civil(y, m, d), days, "{y}-{m}-{d}");
+        }
         let before_1970 = UNIX_EPOCH - Duration::from_secs(5);
         assert_eq!(rfc3339_nanos(before_1970), "1970-01-01T00:00:00.000000000Z");
     }
