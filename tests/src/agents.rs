@@ -108,6 +108,24 @@ pub struct AgentProc {
 }
 
 impl AgentProc {
+    /// Waits until the agent has removed every task network namespace (a
+    /// killed agent would leave NAT rules on this host).
+    pub async fn wait_for_no_task_networks(&self, timeout: Duration) -> Result<()> {
+        let netns = self.dir.join("state").join("netns");
+        crate::eventually(timeout, || {
+            let netns = netns.clone();
+            async move {
+                let left: Vec<_> = std::fs::read_dir(&netns)
+                    .map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name()).collect())
+                    .unwrap_or_default();
+                anyhow::ensure!(left.is_empty(), "network namespaces left: {left:?}");
+                Ok(())
+            }
+        })
+        .await
+        .with_context(|| self.log())
+    }
+
     pub fn new(
         name: &str,
         work: &Path,
@@ -484,14 +502,14 @@ impl AgentCluster {
 /// serving HTTP on container port 8080; in bridge mode its host port is
 /// left to Berth, in task mode it is reached on the task's own address.
 pub mod bridge_web {
-    use anyhow::{ensure, Context, Result};
+    use anyhow::Result;
     use berth_client::BerthClient;
     use berth_proto::pb;
     use berth_types::service::{CreateServiceInput, LoadBalancer, UpdateServiceInput};
     use berth_types::{NetworkMode, PortMapping, Protocol};
 
     use super::{testapp_taskdef, AgentCluster, AgentProc};
-    use crate::{eventually, from_wire, taskdefs};
+    use crate::{from_wire, taskdefs};
 
     const SERVICE: &str = "web";
     const TIMEOUT: std::time::Duration = std::time::Duration::from_secs(90);
@@ -596,18 +614,6 @@ pub mod bridge_web {
     /// on this host): what a networking test does last, whatever happened.
     pub async fn teardown(client: &BerthClient, cluster: &str, agent: &AgentProc) -> Result<()> {
         scale(client, cluster, 0).await?;
-        let netns = agent.dir.join("state").join("netns");
-        eventually(TIMEOUT, || {
-            let netns = netns.clone();
-            async move {
-                let left: Vec<_> = std::fs::read_dir(&netns)
-                    .map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name()).collect())
-                    .unwrap_or_default();
-                ensure!(left.is_empty(), "network namespaces left: {left:?}");
-                Ok(())
-            }
-        })
-        .await
-        .with_context(|| agent.log())
+        agent.wait_for_no_task_networks(TIMEOUT).await
     }
 }

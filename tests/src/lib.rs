@@ -530,3 +530,34 @@ pub fn http_get_at(addr: std::net::SocketAddr, path: &str) -> Result<String> {
     conn.read_to_string(&mut text)?;
     Ok(text)
 }
+
+/// One DNS question over UDP (recursion desired, as a stub resolver asks);
+/// the answers' data as text, sorted.
+pub async fn dig(
+    server: std::net::SocketAddr,
+    name: &str,
+    record_type: hickory_proto::rr::RecordType,
+) -> Result<Vec<String>> {
+    use hickory_proto::op::{Message, Query};
+    use hickory_proto::rr::Name;
+    use std::str::FromStr;
+    let mut query = Message::new();
+    query
+        .set_id(7)
+        .set_recursion_desired(true)
+        .add_query(Query::query(Name::from_str(name)?, record_type));
+    let socket = tokio::net::UdpSocket::bind("0.0.0.0:0").await?;
+    socket.send_to(&query.to_vec()?, server).await?;
+    let mut buf = vec![0u8; 4096];
+    let (n, _) = tokio::time::timeout(Duration::from_secs(5), socket.recv_from(&mut buf))
+        .await
+        .context("no DNS answer within 5 s")??;
+    let answer = Message::from_vec(&buf[..n])?;
+    let mut data: Vec<String> = answer
+        .answers()
+        .iter()
+        .map(|r| r.data().to_string())
+        .collect();
+    data.sort();
+    Ok(data)
+}

@@ -253,18 +253,7 @@ async fn teardown(client: &BerthClient, agent: &AgentProc) -> Result<()> {
     let mut zero = update(None, None);
     zero.desired_count = Some(0);
     client.update_service(&zero).await?;
-    let netns = agent.dir.join("state").join("netns");
-    eventually(T, || {
-        let netns = netns.clone();
-        async move {
-            let left: Vec<_> = std::fs::read_dir(&netns)
-                .map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name()).collect())
-                .unwrap_or_default();
-            ensure!(left.is_empty(), "network namespaces left: {left:?}");
-            Ok(())
-        }
-    })
-    .await
+    agent.wait_for_no_task_networks(T).await
 }
 
 async fn exercise(s: &mut AgentCluster, client: &BerthClient) -> Result<()> {

@@ -8,7 +8,6 @@
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
-use std::str::FromStr;
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
@@ -17,8 +16,7 @@ use berth_client::{BerthClient, ClientConfig};
 use berth_e2e::agents::*;
 use berth_e2e::*;
 use berth_types::InstanceState;
-use hickory_proto::op::{Message, Query};
-use hickory_proto::rr::{Name, RecordType};
+use hickory_proto::rr::RecordType;
 
 const T: Duration = Duration::from_secs(90);
 const CLUSTER: &str = "disc";
@@ -31,28 +29,6 @@ fn client(servers: &str) -> BerthClient {
             .with_token(pki.admin_token.clone()),
     )
     .expect("client")
-}
-
-/// One DNS question over UDP; the answers' data as text, sorted.
-async fn dig(server: SocketAddr, name: &str, record_type: RecordType) -> Result<Vec<String>> {
-    let mut query = Message::new();
-    query
-        .set_id(1)
-        .add_query(Query::query(Name::from_str(name)?, record_type));
-    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await?;
-    socket.send_to(&query.to_vec()?, server).await?;
-    let mut buf = vec![0u8; 4096];
-    let (n, _) = tokio::time::timeout(Duration::from_secs(5), socket.recv_from(&mut buf))
-        .await
-        .context("no DNS answer within 5 s")??;
-    let answer = Message::from_vec(&buf[..n])?;
-    let mut data: Vec<String> = answer
-        .answers()
-        .iter()
-        .map(|r| r.data().to_string())
-        .collect();
-    data.sort();
-    Ok(data)
 }
 
 /// The next endpoint set with `count` endpoints; its (address, port)s.
