@@ -118,6 +118,91 @@ pub enum Command {
     /// (DAEMON), and roll them out to new revisions.
     #[command(subcommand)]
     Service(ServiceCommand),
+    /// What changed in the cluster, oldest first: task, instance, service,
+    /// deployment, task definition, cluster, membership, token, activation
+    /// and certificate events, each with the cursor to resume after.
+    Events(EventsArgs),
+    /// Who did what: every change-making call, applied or refused.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct EventsArgs {
+    #[command(subcommand)]
+    pub command: Option<EventsCommand>,
+    #[command(flatten)]
+    pub query: EventQuery,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EventsCommand {
+    /// Show or change how many events and audit records the cluster keeps,
+    /// and for how long (both bounds apply; the oldest go first).
+    Retention {
+        /// At most this many events (and, separately, audit records).
+        #[arg(long, value_name = "N")]
+        max_records: Option<u32>,
+        /// None older than this, e.g. 7d.
+        #[arg(long, value_name = "DURATION", value_parser = duration_arg)]
+        max_age: Option<Duration>,
+    },
+}
+
+#[derive(Debug, Args, Default, Clone)]
+#[command(group(ArgGroup::new("start").args(["since", "from"])))]
+pub struct EventQuery {
+    /// Only events of the last DURATION, e.g. 10m.
+    #[arg(long, value_name = "DURATION", value_parser = duration_arg)]
+    pub since: Option<Duration>,
+    /// Only events after this cursor (as printed in the CURSOR column), to
+    /// resume exactly where an earlier reader stopped.
+    #[arg(long, value_name = "CURSOR")]
+    pub from: Option<String>,
+    /// Keep printing new events until interrupted (as JSON lines with -o
+    /// json).
+    #[arg(short, long)]
+    pub follow: bool,
+    /// Only these types; repeatable or comma-separated: task, instance,
+    /// service, deployment, task-definition, cluster, membership, token,
+    /// activation, certificate.
+    #[arg(long = "type", value_name = "TYPE", value_delimiter = ',')]
+    pub types: Vec<String>,
+    /// Only events of this cluster (and those of no cluster).
+    #[arg(long)]
+    pub cluster: Option<String>,
+    /// Only events about this resource (task/ID, service/CLUSTER/NAME,
+    /// instance/ID, ...) or, ending in `/`, resources under it.
+    #[arg(long)]
+    pub resource: Option<String>,
+    /// Only changes made by this actor: token:ID, instance:ID, server:N,
+    /// schedule:CLUSTER/NAME, or just the id.
+    #[arg(long)]
+    pub actor: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// List audited calls, oldest first: those in the replicated log
+    /// (identical on every server) and those each server recorded alone
+    /// (refused calls, membership changes).
+    List {
+        /// Only calls of the last DURATION, e.g. 1h.
+        #[arg(long, value_name = "DURATION", value_parser = duration_arg)]
+        since: Option<Duration>,
+        /// Only calls by this actor: token:ID, instance:ID, server:N, or
+        /// just the id.
+        #[arg(long)]
+        actor: Option<String>,
+        /// Only calls naming this resource (task/ID, service/CLUSTER/NAME,
+        /// ...) or, ending in `/`, resources under it.
+        #[arg(long)]
+        resource: Option<String>,
+        /// Only the newest N.
+        #[arg(long, value_name = "N")]
+        limit: Option<u32>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -419,6 +504,14 @@ pub enum TaskCommand {
     Describe { id: String },
     /// Print a container's output: stdout to stdout, stderr to stderr.
     Logs(TaskLogsArgs),
+    /// What happened to a task, oldest first: each state change, when and
+    /// by whom.
+    History {
+        id: String,
+        /// Keep printing new changes until interrupted.
+        #[arg(short, long)]
+        follow: bool,
+    },
 }
 
 /// What `task run` and `task start` share.
@@ -567,6 +660,16 @@ pub enum ServiceCommand {
         names: Vec<String>,
         #[arg(long)]
         cluster: Option<String>,
+    },
+    /// What happened to a service, oldest first: updates, deployments and
+    /// its events, when and by whom.
+    History {
+        name: String,
+        #[arg(long)]
+        cluster: Option<String>,
+        /// Keep printing new changes until interrupted.
+        #[arg(short, long)]
+        follow: bool,
     },
     /// Print a service's events, oldest first.
     Events {

@@ -3,6 +3,7 @@
 mod args;
 mod config;
 mod errors;
+mod journal;
 mod output;
 mod service;
 
@@ -82,6 +83,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Instance(command) => instance(connect, format, command).await?,
         Command::Task(command) => task(connect, format, command).await?,
         Command::Service(command) => service::service(connect, format, command).await?,
+        Command::Events(args) => journal::events(&connect()?, format, args).await?,
+        Command::Audit(command) => journal::audit(&connect()?, format, command).await?,
     };
     emit(&text)
 }
@@ -328,6 +331,9 @@ async fn task(
                 ..output::Task::from(task)
             };
             render(format, &task, output::task_detail)
+        }
+        TaskCommand::History { id, follow } => {
+            journal::history(&connect()?, format, format!("task/{id}"), follow).await
         }
         TaskCommand::Logs(args) => {
             let (id, options) = log_options(args);

@@ -110,6 +110,20 @@ pub async fn service(
                     .join("\n")
             })
         }
+        ServiceCommand::History {
+            name,
+            cluster,
+            follow,
+        } => {
+            let cluster = cluster.unwrap_or_else(|| berth_types::DEFAULT_CLUSTER.to_string());
+            crate::journal::history(
+                &connect()?,
+                format,
+                format!("service/{cluster}/{name}"),
+                follow,
+            )
+            .await
+        }
         ServiceCommand::Events {
             name,
             cluster,

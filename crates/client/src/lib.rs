@@ -39,6 +39,7 @@
 pub mod backoff;
 mod endpoint;
 mod error;
+pub mod events;
 pub mod join;
 pub mod services;
 pub mod time;

@@ -24,8 +24,10 @@ use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 use tonic::Status;
 
 use crate::api::now_ms;
+use crate::audit::{CallContext, LocalAudit, LocalRecord};
 use crate::limits::AddressRate;
 use crate::node::BerthNode;
+use berth_types::journal::{Actor, Principal};
 
 /// The authenticated caller, placed in request extensions for handlers.
 #[derive(Debug, Clone, PartialEq)]
@@ -73,6 +75,9 @@ pub struct Authorizer {
     cluster_id: String,
     /// Bounds unauthenticated calls per client address; `None`: unbounded.
     anonymous_rate: Option<Arc<AddressRate>>,
+    /// Where calls that never become a command are audited; `None`: not
+    /// audited (tests of authorization alone).
+    local_audit: Option<Arc<LocalAudit>>,
 }
 
 impl Authorizer {
@@ -85,7 +90,63 @@ impl Authorizer {
             node,
             cluster_id,
             anonymous_rate,
+            local_audit: None,
         })
+    }
+
+    /// The same, auditing calls that never become a command in `audit`.
+    pub fn audited(
+        node: BerthNode,
+        cluster_id: String,
+        anonymous_rate: Option<Arc<AddressRate>>,
+        audit: Arc<LocalAudit>,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            node,
+            cluster_id,
+            anonymous_rate,
+            local_audit: Some(audit),
+        })
+    }
+
+    /// Who a refused caller is, as far as its credentials prove: a token
+    /// that verifies (but lacked the role), or a valid certificate.
+    async fn identify(&self, call: &CallInfo) -> Principal {
+        if let Ok(Some(identity)) = self.peer_identity(call) {
+            return match identity.role {
+                CertRole::Instance(id) => Principal::Instance { id },
+                CertRole::Server(id) => Principal::Server { id },
+            };
+        }
+        match self.check_token(call, Role::Readonly).await {
+            Ok(caller) => principal_of(&caller),
+            Err(_) => Principal::Anonymous,
+        }
+    }
+
+    /// Records a call in this server's local audit file.
+    fn record_locally(&self, call: &CallInfo, actor: Actor, outcome: LocalOutcome) {
+        let Some(audit) = &self.local_audit else {
+            return;
+        };
+        let (outcome, code, reason) = match outcome {
+            LocalOutcome::Accepted => ("accepted", String::new(), String::new()),
+            LocalOutcome::Refused { code, reason } => ("refused", code, reason),
+        };
+        let claimed = if actor.principal == Principal::Anonymous {
+            call.claimed()
+        } else {
+            String::new()
+        };
+        audit.append(&LocalRecord {
+            at_ms: now_ms(),
+            server_id: self.node.id(),
+            actor,
+            claimed,
+            outcome: outcome.to_string(),
+            code,
+            reason,
+        });
     }
 
     fn peer_identity(&self, call: &CallInfo) -> Result<Option<PeerIdentity>, Status> {
@@ -280,6 +341,45 @@ impl Authorizer {
     }
 }
 
+enum LocalOutcome {
+    Accepted,
+    Refused { code: String, reason: String },
+}
+
+/// Calls that change something and are audited: everything an admin token
+/// is needed for, agent registration and the agents' unary calls. Reads,
+/// Raft traffic, downloads and the agents' session streams are not (the
+/// commands a session makes are journaled as the instance's events).
+fn audited(access: Access, path: &str) -> bool {
+    match access {
+        Access::Write => true,
+        Access::Open => path.starts_with("/berth.v1."),
+        Access::Agent => !path.starts_with("/berth.v1.AgentSessionService/"),
+        Access::RaftPeer | Access::Read | Access::Logs => false,
+    }
+}
+
+fn principal_of(caller: &Caller) -> Principal {
+    match caller {
+        Caller::Server(id) => Principal::Server { id: *id },
+        Caller::Instance(id) => Principal::Instance { id: id.clone() },
+        Caller::Operator { token_id, role } => Principal::Token {
+            id: token_id.clone(),
+            role: *role,
+        },
+        Caller::Anonymous => Principal::Anonymous,
+    }
+}
+
+/// The status of a unary reply: tonic puts a handler's error in the
+/// headers (a trailers-only reply); success leaves `grpc-status` for the
+/// trailers.
+fn reply_status<B>(response: &http::Response<B>) -> Option<(String, String)> {
+    let status = Status::from_header_map(response.headers())?;
+    (status.code() != tonic::Code::Ok)
+        .then(|| (format!("{:?}", status.code()), status.message().to_string()))
+}
+
 /// What authorization needs from a request, taken out before awaiting so
 /// the request body need not be shared across threads.
 struct CallInfo {
@@ -290,6 +390,37 @@ struct CallInfo {
 }
 
 impl CallInfo {
+    fn actor(&self, principal: Principal) -> Actor {
+        Actor {
+            principal,
+            operation: crate::audit::operation_of(&self.path),
+            peer: self.remote.map(|a| a.to_string()).unwrap_or_default(),
+        }
+    }
+
+    /// Who an unidentified caller claimed to be: the id of the token it
+    /// presented (never its secret), or its certificate's subject.
+    fn claimed(&self) -> String {
+        if let Some(token) = self
+            .authorization
+            .as_deref()
+            .and_then(|h| h.strip_prefix("Bearer "))
+            .and_then(ApiTokenSecret::parse)
+        {
+            return format!("token:{}", token.id);
+        }
+        let identity = self
+            .peer_certs
+            .as_ref()
+            .and_then(|c| c.first())
+            .and_then(|leaf| PeerIdentity::from_der(leaf.as_ref()).ok());
+        match identity.map(|i| i.role) {
+            Some(CertRole::Instance(id)) => format!("instance:{id}"),
+            Some(CertRole::Server(id)) => format!("server:{id}"),
+            None => String::new(),
+        }
+    }
+
     fn of<B>(request: &http::Request<B>) -> Self {
         let tls = request.extensions().get::<TlsConnectInfo<TcpConnectInfo>>();
         Self {
@@ -353,13 +484,47 @@ where
         let authorizer = self.authorizer.clone();
         let call = CallInfo::of(&request);
         Box::pin(async move {
+            let access = classify(&call.path);
             match authorizer.authorize(&call).await {
+                // Calls a server proxied are audited by the server that
+                // received them from their caller.
+                Ok(caller)
+                    if audited(access, &call.path) && !matches!(caller, Caller::Server(_)) =>
+                {
+                    let context = CallContext::new(call.actor(principal_of(&caller)));
+                    let actor = context.actor.clone();
+                    let probe = context.clone();
+                    request.extensions_mut().insert(caller);
+                    let response = context.scope(inner.call(request)).await?;
+                    if !probe.proposed() {
+                        let outcome = match reply_status(&response) {
+                            Some((code, reason)) => LocalOutcome::Refused { code, reason },
+                            None => LocalOutcome::Accepted,
+                        };
+                        authorizer.record_locally(&call, actor, outcome);
+                    }
+                    Ok(response)
+                }
                 Ok(caller) => {
                     request.extensions_mut().insert(caller);
                     inner.call(request).await
                 }
                 Err(status) => {
                     tracing::info!(path = %call.path, code = ?status.code(), reason = %status.message(), "call refused");
+                    if access != Access::RaftPeer
+                        && access != Access::Read
+                        && access != Access::Logs
+                    {
+                        let principal = authorizer.identify(&call).await;
+                        authorizer.record_locally(
+                            &call,
+                            call.actor(principal),
+                            LocalOutcome::Refused {
+                                code: format!("{:?}", status.code()),
+                                reason: status.message().to_string(),
+                            },
+                        );
+                    }
                     Ok(status.into_http())
                 }
             }

@@ -3,12 +3,14 @@
 //! port as the Raft traffic.
 
 pub mod api;
+pub mod audit;
 pub mod auth;
 pub mod dev;
 pub mod dns;
 pub mod downloads;
 pub mod driver;
 pub mod error;
+pub mod events_api;
 pub mod identity;
 pub mod identity_api;
 pub mod limits;
@@ -234,11 +236,17 @@ impl Server {
             agent_cert_lifetime: self.agent_cert_lifetime,
             ops: ops.clone(),
         };
+        let local_audit = Arc::new(audit::LocalAudit::new(
+            &self.data_dir,
+            audit::DEFAULT_MAX_BYTES,
+            audit::DEFAULT_KEEP,
+        ));
         let auth = auth::AuthLayer {
-            authorizer: auth::Authorizer::new(
+            authorizer: auth::Authorizer::audited(
                 self.node.clone(),
                 self.pki.cluster_id().to_string(),
                 limits::AddressRate::new(&self.limits),
+                local_audit.clone(),
             ),
         };
         let max = network::MAX_MESSAGE_BYTES;
@@ -261,6 +269,7 @@ impl Server {
         // is not on disk.
         let hub = self.hub.clone();
         let node = self.node.clone();
+        let (closing_tx, closing) = tokio::sync::watch::channel(false);
         let failed = Arc::new(std::sync::OnceLock::new());
         let failed_in = failed.clone();
         let data_dir = self.data_dir.clone();
@@ -280,6 +289,7 @@ impl Server {
                 }
             }
             hub.drop_all_sessions("");
+            closing_tx.send_replace(true);
         };
         let result = tonic::transport::Server::builder()
             .timeout(limits::REQUEST_TIMEOUT)
@@ -339,6 +349,14 @@ impl Server {
             .add_service(
                 pb::service_service_server::ServiceServiceServer::new(services_api::ServicesApi {
                     ops,
+                })
+                .max_decoding_message_size(api_max),
+            )
+            .add_service(
+                pb::event_service_server::EventServiceServer::new(events_api::EventsApi {
+                    node: self.node.clone(),
+                    local_audit,
+                    closing,
                 })
                 .max_decoding_message_size(api_max),
             )

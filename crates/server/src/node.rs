@@ -10,9 +10,10 @@ use std::time::Duration;
 use berth_proto::pb;
 use berth_store::rpc::{CheckIsLeaderError, ClientWriteError};
 use berth_store::{
-    Batch, BatchId, BatchOutcome, LogStore, NodeId, Raft, RaftMetrics, Request, StateMachineStore,
-    StateReader,
+    ActorRun, Batch, BatchId, BatchOutcome, LogStore, NodeId, Origin, Raft, RaftMetrics, Request,
+    StateMachineStore, StateReader,
 };
+use berth_types::journal::Actor;
 use berth_types::{Command, CommandOutput, ServerRole};
 use openraft::error::RaftError;
 use openraft::{BasicNode, ChangeMembers, ServerState};
@@ -97,8 +98,9 @@ struct Proposal {
 }
 
 enum Work {
-    /// Commands of this server's callers; the batcher gives them an id.
-    Local(Vec<Command>),
+    /// Commands of one of this server's callers (or its own controllers);
+    /// the batcher gives them an id.
+    Local(Vec<Command>, Actor),
     /// Batches from another server, with that server's ids.
     Forwarded(Vec<Batch>),
 }
@@ -106,14 +108,14 @@ enum Work {
 impl Work {
     fn commands(&self) -> usize {
         match self {
-            Work::Local(commands) => commands.len(),
+            Work::Local(commands, _) => commands.len(),
             Work::Forwarded(batches) => batches.iter().map(|b| b.commands.len()).sum(),
         }
     }
 
     fn all_commands(&self) -> Vec<&Command> {
         match self {
-            Work::Local(commands) => commands.iter().collect(),
+            Work::Local(commands, _) => commands.iter().collect(),
             Work::Forwarded(batches) => batches.iter().flat_map(|b| b.commands.iter()).collect(),
         }
     }
@@ -251,7 +253,8 @@ impl BerthNode {
 
     /// Proposes one command; concurrent callers share Raft entries.
     pub async fn write(&self, command: Command) -> Result<CommandOutput, ServerError> {
-        let mut outcomes = self.propose(Work::Local(vec![command])).await?;
+        let actor = self.caller();
+        let mut outcomes = self.propose(Work::Local(vec![command], actor)).await?;
         let results = match outcomes.pop() {
             Some(outcome) if outcomes.is_empty() => outcome.into_results().ok_or_else(|| {
                 ServerError::OutcomeUnknown(
@@ -270,6 +273,12 @@ impl BerthNode {
                 "the leader returned no result for the write".into(),
             )),
         }
+    }
+
+    /// Who the commands being proposed are for: the caller of the call
+    /// being served, or else this server (its controllers).
+    fn caller(&self) -> Actor {
+        crate::audit::caller_for_proposal().unwrap_or_else(|| Actor::server(self.id()))
     }
 
     /// Queues work for the batcher, which puts it in one entry together
@@ -296,8 +305,17 @@ impl BerthNode {
         &self,
         commands: Vec<Command>,
     ) -> Result<Vec<CommandResult>, ServerError> {
+        let actor = self.caller();
         let batch = Batch {
             id: Some(self.next_batch_id()),
+            origin: Origin {
+                proposer: self.id(),
+                at_ms: crate::api::now_ms(),
+                actors: vec![ActorRun {
+                    commands: u32::try_from(commands.len()).unwrap_or(u32::MAX),
+                    actor,
+                }],
+            },
             commands,
         };
         let mut outcomes = self.write_batches(vec![batch]).await?;
@@ -865,7 +883,15 @@ async fn batch_loop(node: BerthNode, mut rx: mpsc::Receiver<Proposal>) {
         let node = node.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            let (batches, routes) = assemble(proposals, || node.next_batch_id());
+            let (batches, routes) = assemble(proposals, || Batch {
+                id: Some(node.next_batch_id()),
+                origin: Origin {
+                    proposer: node.id(),
+                    at_ms: crate::api::now_ms(),
+                    actors: Vec::new(),
+                },
+                commands: Vec::new(),
+            });
             let count = batches.len();
             match node.write_batches(batches).await {
                 Ok(outcomes) if outcomes.len() == count => deliver(routes, outcomes),
@@ -916,18 +942,27 @@ impl Route {
 /// fresh id holding every local proposal's commands.
 fn assemble(
     proposals: Vec<Proposal>,
-    new_id: impl FnOnce() -> BatchId,
+    new_batch: impl FnOnce() -> Batch,
 ) -> (Vec<Batch>, Vec<Route>) {
     let mut batches = Vec::new();
     let mut local = Vec::new();
+    let mut actors: Vec<ActorRun> = Vec::new();
     let mut routes = Vec::with_capacity(proposals.len());
     for Proposal { work, reply, .. } in proposals {
         match work {
-            Work::Local(commands) => {
+            Work::Local(commands, actor) => {
                 routes.push(Route::Local {
                     reply,
                     count: commands.len(),
                 });
+                let count = u32::try_from(commands.len()).unwrap_or(u32::MAX);
+                match actors.last_mut() {
+                    Some(run) if run.actor == actor => run.commands += count,
+                    _ => actors.push(ActorRun {
+                        commands: count,
+                        actor,
+                    }),
+                }
                 local.extend(commands);
             }
             Work::Forwarded(forwarded) => {
@@ -941,10 +976,10 @@ fn assemble(
         }
     }
     if routes.iter().any(|r| matches!(r, Route::Local { .. })) {
-        batches.push(Batch {
-            id: Some(new_id()),
-            commands: local,
-        });
+        let mut batch = new_batch();
+        batch.origin.actors = actors;
+        batch.commands = local;
+        batches.push(batch);
     }
     (batches, routes)
 }
@@ -1034,9 +1069,39 @@ mod tests {
             .collect();
         Proposal {
             bytes: encoded_size(&commands.iter().collect::<Vec<_>>()).unwrap(),
-            work: Work::Local(commands),
+            work: Work::Local(commands, Actor::server(1)),
             reply,
         }
+    }
+
+    #[test]
+    fn a_local_batch_keeps_each_proposals_caller() {
+        let by = |id: u64, commands: usize| {
+            let mut p = proposal(commands);
+            if let Work::Local(_, actor) = &mut p.work {
+                *actor = Actor::server(id);
+            }
+            p
+        };
+        let proposals = vec![by(7, 2), by(7, 1), by(8, 1)];
+        let (batches, routes) = assemble(proposals, || Batch {
+            id: None,
+            origin: Origin::default(),
+            commands: Vec::new(),
+        });
+        assert_eq!(routes.len(), 3);
+        let [batch] = batches.as_slice() else {
+            panic!("one local batch expected")
+        };
+        let runs: Vec<(u32, String)> = batch
+            .origin
+            .actors
+            .iter()
+            .map(|r| (r.commands, r.actor.principal.name()))
+            .collect();
+        // Consecutive proposals of one caller share a run.
+        assert_eq!(runs, [(3, "server:7".into()), (1, "server:8".into())]);
+        assert_eq!(batch.actors().len(), 4);
     }
 
     fn sizes(batch: &[Proposal]) -> Vec<usize> {

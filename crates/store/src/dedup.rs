@@ -19,6 +19,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use berth_types::journal::Actor;
 use berth_types::{Command, CommandOutput, StateError};
 
 pub type CommandResult = Result<CommandOutput, StateError>;
@@ -50,7 +51,44 @@ impl std::fmt::Display for BatchId {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Batch {
     pub id: Option<BatchId>,
+    pub origin: Origin,
     pub commands: Vec<Command>,
+}
+
+/// Who proposed a batch and on whose behalf: the envelope the journal
+/// reads its actors and times from.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Origin {
+    /// The server that assembled the batch.
+    pub proposer: u64,
+    /// The proposer's clock when it assembled the batch.
+    pub at_ms: i64,
+    /// The callers of the batch's commands, in order, as runs; commands past
+    /// the last run are the proposer's own (its controllers).
+    pub actors: Vec<ActorRun>,
+}
+
+/// `commands` consecutive commands made for `actor`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ActorRun {
+    pub commands: u32,
+    pub actor: Actor,
+}
+
+impl Batch {
+    /// The actor of each command, in order.
+    pub fn actors(&self) -> Vec<Actor> {
+        let mut actors = Vec::with_capacity(self.commands.len());
+        for run in &self.origin.actors {
+            actors.extend(std::iter::repeat_n(
+                run.actor.clone(),
+                run.commands as usize,
+            ));
+        }
+        actors.resize(self.commands.len(), Actor::server(self.origin.proposer));
+        actors.truncate(self.commands.len());
+        actors
+    }
 }
 
 /// What applying a batch did.
@@ -99,10 +137,18 @@ impl Dedup {
         &mut self,
         index: u64,
         batch: Batch,
-        mut apply: impl FnMut(Command) -> CommandResult,
+        mut apply: impl FnMut(Command, &Actor) -> CommandResult,
     ) -> BatchOutcome {
+        let actors = batch.actors();
+        let mut apply_all = |commands: Vec<Command>| -> Vec<CommandResult> {
+            commands
+                .into_iter()
+                .zip(&actors)
+                .map(|(command, actor)| apply(command, actor))
+                .collect()
+        };
         let Some(id) = batch.id else {
-            return BatchOutcome::Applied(batch.commands.into_iter().map(apply).collect());
+            return BatchOutcome::Applied(apply_all(batch.commands));
         };
         let session = self.sessions.entry(id.session).or_default();
         session.last_index = index;
@@ -114,7 +160,7 @@ impl Dedup {
             tracing::warn!(batch = %id, index, floor = session.floor, "batch older than the de-duplication window not applied");
             return BatchOutcome::Expired;
         }
-        let results: Vec<CommandResult> = batch.commands.into_iter().map(&mut apply).collect();
+        let results: Vec<CommandResult> = apply_all(batch.commands);
         session.results.insert(id.seq, results.clone());
         while session.results.len() > RESULTS_PER_SESSION {
             if let Some((oldest, _)) = session.results.pop_first() {
@@ -143,6 +189,7 @@ mod tests {
     fn batch(session: u64, seq: u64) -> Batch {
         Batch {
             id: Some(BatchId { session, seq }),
+            origin: Origin::default(),
             commands: vec![Command::DeleteCluster {
                 name: format!("{session}-{seq}"),
             }],
@@ -151,8 +198,8 @@ mod tests {
 
     /// Counts applications and answers with the count, so that a result
     /// shows which application produced it.
-    fn counting(count: &mut u32) -> impl FnMut(Command) -> CommandResult + '_ {
-        move |_| {
+    fn counting(count: &mut u32) -> impl FnMut(Command, &Actor) -> CommandResult + '_ {
+        move |_, _| {
             *count += 1;
             Ok(CommandOutput::Purged(*count))
         }
@@ -180,11 +227,40 @@ mod tests {
         // Batches without an id are applied every time.
         let plain = Batch {
             id: None,
-            commands: batch(1, 1).commands,
+            ..batch(1, 1)
         };
         dedup.apply(5, plain.clone(), counting(&mut count));
         dedup.apply(6, plain, counting(&mut count));
         assert_eq!(count, 5);
+    }
+
+    #[test]
+    fn each_command_is_applied_for_its_callers_actor_and_the_rest_for_the_proposer() {
+        let caller = Actor {
+            principal: berth_types::journal::Principal::Instance { id: "i-1".into() },
+            operation: "RenewCertificate".into(),
+            peer: "10.0.0.1:5".into(),
+        };
+        let mut three = batch(1, 1);
+        three.commands = [0, 1, 2].map(|_| three.commands[0].clone()).to_vec();
+        three.origin = Origin {
+            proposer: 3,
+            at_ms: 1,
+            actors: vec![ActorRun {
+                commands: 2,
+                actor: caller.clone(),
+            }],
+        };
+        assert_eq!(
+            three.actors(),
+            vec![caller.clone(), caller, Actor::server(3)]
+        );
+        let mut seen = Vec::new();
+        Dedup::default().apply(1, three, |_, actor| {
+            seen.push(actor.principal.name());
+            Ok(CommandOutput::Unchanged)
+        });
+        assert_eq!(seen, ["instance:i-1", "instance:i-1", "server:3"]);
     }
 
     #[test]

@@ -22,6 +22,7 @@ use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{EntryPayload, RaftSnapshotBuilder, StorageIOError};
 use serde::{Deserialize, Serialize};
 
+use berth_types::journal::{Actor, Cursor as JournalCursor};
 use berth_types::{State, StateEvent};
 
 use crate::codec::{decode, encode};
@@ -59,6 +60,7 @@ type EventSink = Arc<Mutex<Vec<UnboundedSender<Arc<[StateEvent]>>>>>;
 pub struct StateReader {
     inner: Arc<RwLock<Applied>>,
     events: EventSink,
+    journal: tokio::sync::watch::Sender<Option<JournalCursor>>,
 }
 
 impl StateReader {
@@ -74,6 +76,12 @@ impl StateReader {
     /// message per applied run of entries). Any number of subscribers each
     /// get every message; unbounded, because the applier must never wait for
     /// a slow subscriber (each drains its channel in its own task).
+    /// The newest journal cursor, changing whenever an applied entry
+    /// journals something (events of every kind, audit records).
+    pub fn watch_journal(&self) -> tokio::sync::watch::Receiver<Option<JournalCursor>> {
+        self.journal.subscribe()
+    }
+
     pub fn subscribe_events(&self) -> UnboundedReceiver<Arc<[StateEvent]>> {
         let (tx, rx) = unbounded_channel();
         self.events
@@ -88,6 +96,7 @@ impl StateReader {
 pub struct StateMachineStore {
     applied: Arc<RwLock<Applied>>,
     events: EventSink,
+    journal: tokio::sync::watch::Sender<Option<JournalCursor>>,
     snapshot: Arc<SnapshotFile>,
 }
 
@@ -117,9 +126,11 @@ impl StateMachineStore {
             Some((_, data)) => decode_payload(&data)?,
             None => Applied::default(),
         };
+        let (journal, _) = tokio::sync::watch::channel(applied.state.journal().newest());
         Ok(Self {
             applied: Arc::new(RwLock::new(applied)),
             events: Arc::default(),
+            journal,
             snapshot: Arc::new(snapshot),
         })
     }
@@ -137,6 +148,7 @@ impl StateMachineStore {
         StateReader {
             inner: self.applied.clone(),
             events: self.events.clone(),
+            journal: self.journal.clone(),
         }
     }
 
@@ -238,6 +250,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     {
         let mut responses = Vec::new();
         let events;
+        let newest;
         {
             let mut guard = self.write_lock();
             let applied = &mut *guard;
@@ -252,16 +265,28 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                         let batches = Arc::try_unwrap(request.batches)
                             .unwrap_or_else(|shared| shared.as_ref().clone());
                         let Applied { state, dedup, .. } = applied;
+                        let index = entry.log_id.index;
                         Response {
                             outcomes: batches
                                 .into_iter()
                                 .map(|batch| {
-                                    dedup.apply(entry.log_id.index, batch, |c| state.apply(c))
+                                    state.begin_entry(index, batch.origin.at_ms);
+                                    dedup.apply(index, batch, |c, actor| state.apply_by(c, actor))
                                 })
                                 .collect(),
                         }
                     }
                     EntryPayload::Membership(membership) => {
+                        let voters: Vec<u64> = membership.voter_ids().collect();
+                        let learners: Vec<u64> = membership.learner_ids().collect();
+                        let state = &mut applied.state;
+                        state.begin_untimed_entry(entry.log_id.index);
+                        // The leader that appended the change made it.
+                        state.record_membership(
+                            &Actor::server(entry.log_id.leader_id.node_id),
+                            voters,
+                            learners,
+                        );
                         applied.last_membership =
                             StoredMembership::new(Some(entry.log_id), membership);
                         Response::default()
@@ -270,7 +295,13 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 responses.push(response);
             }
             events = applied.state.take_events();
+            newest = applied.state.journal().newest();
         }
+        self.journal.send_if_modified(|known| {
+            let moved = *known != newest;
+            *known = newest;
+            moved
+        });
         if !events.is_empty() {
             let events: Arc<[StateEvent]> = events.into();
             self.events
@@ -306,6 +337,9 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         applied.last_membership = meta.last_membership.clone();
         applied.state = installed.state;
         applied.dedup = installed.dedup;
+        let newest = applied.state.journal().newest();
+        drop(applied);
+        self.journal.send_replace(newest);
         Ok(())
     }
 

@@ -213,6 +213,11 @@ pub enum Command {
         deployment_id: String,
         at_ms: i64,
     },
+    /// `berth events retention`: how many events and audit records the
+    /// journal keeps, and for how long.
+    SetJournalRetention {
+        retention: crate::journal::Retention,
+    },
 }
 
 /// The newest command level this build can apply. Every variant has the
@@ -226,7 +231,8 @@ pub enum Command {
 /// Level 2: bridge network mode in task definitions.
 /// Level 3: task network mode; load balancers, deregistration and
 /// blue/green deployments of services.
-pub const COMMAND_LEVEL: u32 = 3;
+/// Level 4: journal retention.
+pub const COMMAND_LEVEL: u32 = 4;
 
 impl Command {
     /// The command level a server needs to decode and apply this command.
@@ -234,6 +240,7 @@ impl Command {
     /// its level is chosen.
     pub fn level(&self) -> u32 {
         match self {
+            Command::SetJournalRetention { .. } => 4,
             Command::EndDeactivation { .. } | Command::RollbackService { .. } => 3,
             Command::ServiceProgress { progress, .. } => match progress {
                 ServiceProgress::TrafficShifted { .. }
@@ -444,6 +451,76 @@ impl Command {
             Command::ServiceProgress { .. } => "service_progress",
             Command::EndDeactivation { .. } => "end_deactivation",
             Command::RollbackService { .. } => "rollback_service",
+            Command::SetJournalRetention { .. } => "set_journal_retention",
+        }
+    }
+
+    /// What the command names, as the audit log records it: `task/ID`,
+    /// `service/CLUSTER/NAME`, ... (several, separated by spaces). Never a
+    /// secret or a value: only ids and names.
+    pub fn resource(&self) -> String {
+        let tasks = |ids: &mut dyn Iterator<Item = &String>| {
+            ids.map(|id| format!("task/{id}"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        let service = |cluster: &str, name: &str| format!("service/{cluster}/{name}");
+        let instance = |id: &str| format!("instance/{id}");
+        match self {
+            Command::CreateCluster { name, .. }
+            | Command::UpdateClusterSettings { name, .. }
+            | Command::DeleteCluster { name } => format!("cluster/{name}"),
+            Command::RegisterTaskDefinition { spec, .. } => {
+                format!("task-definition/{}", spec.family)
+            }
+            Command::DeregisterTaskDefinition {
+                family, revision, ..
+            } => format!("task-definition/{family}:{revision}"),
+            Command::BootstrapAdminToken { id, .. }
+            | Command::CreateApiToken { id, .. }
+            | Command::RevokeApiToken { id, .. } => format!("token/{id}"),
+            Command::CreateActivation { id, .. } | Command::RevokeActivation { id, .. } => {
+                format!("activation/{id}")
+            }
+            Command::RegisterInstance(registration) => instance(
+                registration
+                    .previous_instance_id
+                    .as_deref()
+                    .unwrap_or(&registration.new_instance_id),
+            ),
+            Command::RecordInstanceCertificate { instance_id, .. }
+            | Command::DeregisterInstance { instance_id, .. }
+            | Command::ReportTaskStatus { instance_id, .. }
+            | Command::InstanceConnected { instance_id, .. }
+            | Command::InstanceDisconnected { instance_id, .. }
+            | Command::InstanceLost { instance_id, .. }
+            | Command::SetInstanceDraining { instance_id, .. }
+            | Command::PutInstanceAttributes { instance_id, .. }
+            | Command::DeleteInstanceAttributes { instance_id, .. } => instance(instance_id),
+            Command::RunTasks(run) => tasks(&mut run.task_ids.iter()),
+            Command::PlaceTasks { placements, .. } => {
+                tasks(&mut placements.iter().map(|p| &p.task_id))
+            }
+            Command::StopTask { task_id, .. } => format!("task/{task_id}"),
+            Command::EndDeactivation { task_ids, .. } => tasks(&mut task_ids.iter()),
+            Command::PurgeStoppedTasks { .. } => "tasks".to_string(),
+            Command::CreateService { spec, .. } => service(&spec.cluster, &spec.name),
+            Command::UpdateService { cluster, name, .. }
+            | Command::DeleteService { cluster, name, .. }
+            | Command::RollbackService { cluster, name, .. } => service(cluster, name),
+            Command::StartServiceTasks(start) => service(&start.cluster, &start.service),
+            Command::StopServiceTasks {
+                cluster,
+                service: s,
+                ..
+            }
+            | Command::ServiceProgress {
+                cluster,
+                service: s,
+                ..
+            } => service(cluster, s),
+            Command::RevokeCertificate { fingerprint, .. } => format!("certificate/{fingerprint}"),
+            Command::SetJournalRetention { .. } => "journal".to_string(),
         }
     }
 }

@@ -3,7 +3,7 @@
 //! controllers wake up on them). In memory only: nothing here is replicated.
 
 /// One change, named by the aggregate it concerns.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum StateEvent {
     /// A task was created, placed, or its desired or reported status
     /// changed. `instance_id` is where it is placed (None while it waits).

@@ -10,6 +10,7 @@ pub mod duration;
 pub mod endpoints;
 pub mod error;
 pub mod event;
+pub mod journal;
 pub mod limits;
 pub mod request;
 pub mod resources;

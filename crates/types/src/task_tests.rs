@@ -1050,3 +1050,156 @@ fn a_services_endpoints_are_its_healthy_running_tasks_published_ports() {
     health(&mut state, "i-2", "a3", Health::Healthy);
     assert_eq!(endpoints(&state).len(), 2);
 }
+
+#[test]
+fn the_journal_tells_a_tasks_life_with_who_caused_each_step() {
+    use crate::journal::{Actor, Cursor, EventDetail, Principal};
+    let mut state = cluster();
+    // The helper applied its commands bare; start the journal's views
+    // from what is there, as a snapshot load does.
+    state.rebuild_indexes();
+    let operator = Actor {
+        principal: Principal::Token {
+            id: "ops".into(),
+            role: crate::Role::Admin,
+        },
+        operation: "RunTask".into(),
+        peer: "10.0.0.9:4000".into(),
+    };
+    state.begin_entry(10, 1_000);
+    state
+        .apply_by(Command::RunTasks(run("small", &["t-1"], None)), &operator)
+        .unwrap();
+    state.begin_entry(11, 1_001);
+    state
+        .apply_by(
+            Command::PlaceTasks {
+                placements: vec![TaskPlacement {
+                    task_id: "t-1".into(),
+                    instance_id: "i-1".into(),
+                }],
+                unplaced: vec![],
+                at_ms: 20,
+            },
+            &Actor::server(2),
+        )
+        .unwrap();
+    state.begin_entry(12, 1_002);
+    state
+        .apply_by(
+            Command::ReportTaskStatus {
+                instance_id: "i-1".into(),
+                reports: vec![TaskReport {
+                    task_id: "t-1".into(),
+                    last_status: TaskStatus::Running,
+                    containers: vec![],
+                    reason: String::new(),
+                    stop_code: None,
+                    ip: None,
+                }],
+                at_ms: 30,
+            },
+            &Actor::server(2),
+        )
+        .unwrap();
+    // A repeated report changes nothing and says nothing.
+    state.begin_entry(13, 1_003);
+    report(&mut state, "i-1", "t-1", TaskStatus::Running);
+    // A call the state machine refuses is audited, with why; no event.
+    let mut stop = operator.clone();
+    stop.operation = "StopTask".into();
+    state.begin_entry(14, 1_004);
+    let refused = state.apply_by(
+        Command::StopTask {
+            task_id: "nope".into(),
+            reason: String::new(),
+            at_ms: 40,
+        },
+        &stop,
+    );
+    assert!(refused.is_err());
+
+    let journal = state.journal();
+    let events = journal.events().after(None, 100, |_| true).unwrap();
+    let told: Vec<(Cursor, String, TaskStatus)> = events
+        .iter()
+        .map(|e| match &e.detail {
+            EventDetail::TaskStateChange { last_status, .. } => {
+                (e.cursor, e.actor.principal.name(), *last_status)
+            }
+            other => panic!("unexpected {other:?}"),
+        })
+        .collect();
+    let at = |index, seq| Cursor { index, seq };
+    assert_eq!(
+        told,
+        [
+            // The audit record of the call is 10.0, its effect 10.1.
+            (at(10, 1), "token:ops".to_string(), TaskStatus::Provisioning),
+            (at(11, 0), "server:2".to_string(), TaskStatus::Pending),
+            (at(12, 0), "instance:i-1".to_string(), TaskStatus::Running),
+        ]
+    );
+    assert_eq!(events[0].at_ms, 1_000);
+    assert_eq!(events[1].cluster, "default");
+    let audit = journal.audit().after(None, 100, |_| true).unwrap();
+    let calls: Vec<(Cursor, &str, &str, bool)> = audit
+        .iter()
+        .map(|r| {
+            (
+                r.cursor,
+                r.actor.operation.as_str(),
+                r.resource.as_str(),
+                r.error.is_some(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        calls,
+        [
+            (at(10, 0), "RunTask", "task/t-1", false),
+            (at(14, 0), "StopTask", "task/nope", true),
+        ]
+    );
+}
+
+#[test]
+fn a_state_loaded_from_a_snapshot_journals_exactly_what_the_original_does() {
+    use crate::journal::Actor;
+    let mut state = cluster();
+    state.rebuild_indexes();
+    state.begin_entry(5, 500);
+    state
+        .apply_by(
+            Command::RunTasks(run("small", &["t-1", "t-2"], None)),
+            &Actor::server(1),
+        )
+        .unwrap();
+    let mut loaded: State = bincode::deserialize(&bincode::serialize(&state).unwrap()).unwrap();
+    loaded.rebuild_indexes();
+    assert_eq!(loaded, state);
+    for s in [&mut state, &mut loaded] {
+        s.begin_entry(6, 600);
+        s.apply_by(
+            Command::PlaceTasks {
+                placements: vec![TaskPlacement {
+                    task_id: "t-1".into(),
+                    instance_id: "i-2".into(),
+                }],
+                unplaced: vec![],
+                at_ms: 60,
+            },
+            &Actor::server(1),
+        )
+        .unwrap();
+        s.begin_untimed_entry(7);
+        s.record_membership(&Actor::server(1), vec![1, 2, 3], vec![]);
+    }
+    assert_eq!(loaded.journal(), state.journal());
+    // Placing t-1 said one thing (t-2 did not move); the membership
+    // change took the time of the entry before it.
+    let newest = state.journal().events().after(None, 100, |_| true).unwrap();
+    let tail: Vec<_> = newest.iter().rev().take(2).collect();
+    assert_eq!(tail[0].at_ms, 600);
+    assert_eq!(tail[1].resource(), "task/t-1");
+}

@@ -12,6 +12,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use berth_types::journal::{Actor, Principal, Retention};
 use berth_types::resources::Resources;
 use berth_types::service::{self, DeploymentConfiguration, ServiceSpec, ServiceUpdate};
 use berth_types::task::{ContainerState, ContainerStatus, Health};
@@ -226,27 +227,55 @@ fn unapplied() -> Vec<Command> {
             },
             at_ms: 17,
         },
+        Command::SetJournalRetention {
+            retention: Retention {
+                max_records: 5,
+                max_age_ms: 3_600_000,
+            },
+        },
     ]
 }
 
 fn encoded() -> String {
     let mut state = State::new();
     let mut lines = Vec::new();
-    for command in commands() {
+    // Half the commands come from calls (audited), half from a server's
+    // controllers, so the journal's records are pinned too.
+    let caller = Actor {
+        principal: Principal::Token {
+            id: "tok".into(),
+            role: Role::Admin,
+        },
+        operation: "Op".into(),
+        peer: "127.0.0.1:1".into(),
+    };
+    for (index, command) in (1..).zip(commands()) {
         let bytes = bincode::serialize(&command).unwrap();
         lines.push(format!("{} {}", command.kind(), hex(&bytes)));
+        let actor = if index % 2 == 0 {
+            caller.clone()
+        } else {
+            Actor::server(1)
+        };
+        state.begin_entry(index, 1_000 + index as i64);
         state
-            .apply(command.clone())
+            .apply_by(command.clone(), &actor)
             .unwrap_or_else(|e| panic!("{}: {e}", command.kind()));
     }
+    assert!(
+        !state.journal().events().is_empty() && !state.journal().audit().is_empty(),
+        "the sequence journals events and calls"
+    );
     for command in unapplied() {
         let bytes = bincode::serialize(&command).unwrap();
         lines.push(format!("{} {}", command.kind(), hex(&bytes)));
     }
-    lines.push(format!(
-        "state {}",
-        hex(&bincode::serialize(&state).unwrap())
-    ));
+    let bytes = bincode::serialize(&state).unwrap();
+    // What is written must read back: bincode cannot decode some serde
+    // shapes (internally tagged enums) that it encodes without complaint.
+    let decoded: State = bincode::deserialize(&bytes).expect("the state decodes");
+    assert_eq!(decoded, state);
+    lines.push(format!("state {}", hex(&bytes)));
     lines.join("\n") + "\n"
 }
 
@@ -256,7 +285,7 @@ fn hex(bytes: &[u8]) -> String {
 
 #[test]
 fn stored_types_keep_their_bytes() {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden/data-format-5.txt");
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden/data-format-6.txt");
     let now = encoded();
     if std::env::var_os("BERTH_BLESS").is_some() {
         std::fs::write(&path, &now).unwrap();

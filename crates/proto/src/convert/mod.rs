@@ -11,6 +11,7 @@ mod attributes;
 mod clusters;
 mod control_plane;
 mod identity;
+mod journal;
 mod services;
 mod taskdefs;
 mod tasks;

@@ -8,6 +8,7 @@
 mod access;
 mod clusters;
 mod instances;
+mod journal;
 mod services;
 mod taskdefs;
 pub(crate) mod tasks;
@@ -52,6 +53,11 @@ pub struct State {
     pub(crate) services: BTreeMap<(String, String), Service>,
     /// The certificate revocation list, by fingerprint.
     pub(crate) revoked_certificates: BTreeMap<String, RevokedCertificate>,
+    /// Events and audit records, bounded (see `crate::journal`).
+    pub(crate) journal: crate::journal::Journal,
+    /// Derived: what the journal last said about each record.
+    #[serde(skip)]
+    pub(crate) journal_views: journal::JournalViews,
     /// What changed since the last `take_events`, in apply order; the
     /// server hands them to every subscriber (agent sessions, controllers).
     #[serde(skip)]
@@ -89,6 +95,7 @@ impl PartialEq for State {
             && self.client_tokens == other.client_tokens
             && self.services == other.services
             && self.revoked_certificates == other.revoked_certificates
+            && self.journal == other.journal
     }
 }
 
@@ -124,6 +131,8 @@ impl State {
             client_tokens: BTreeMap::new(),
             services: BTreeMap::new(),
             revoked_certificates: BTreeMap::new(),
+            journal: Default::default(),
+            journal_views: Default::default(),
             events: Vec::new(),
             tasks_by_instance: HashMap::new(),
             provisioning: BTreeSet::new(),
@@ -296,7 +305,17 @@ impl State {
                 deployment_id,
                 at_ms,
             } => self.rollback_service(cluster, name, deployment_id, at_ms),
+            Command::SetJournalRetention { retention } => {
+                retention.validate()?;
+                self.journal.set_retention(retention);
+                Ok(CommandOutput::Unchanged)
+            }
         }
+    }
+
+    /// The events and audit records kept.
+    pub fn journal(&self) -> &crate::journal::Journal {
+        &self.journal
     }
 
     /// What changed since the previous call, in the order it happened.
@@ -315,6 +334,7 @@ impl State {
             // Rebuilding stops nothing: the "just stopped" answer is moot.
             let _ = self.index_task(task);
         }
+        self.journal_views = journal::JournalViews::rebuild(self);
     }
 }
 
