@@ -7,6 +7,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "berth/v1/tasks.proto",
         "berth/v1/services.proto",
         "berth/v1/events.proto",
+        "berth/v1/schedules.proto",
     ]
     .map(|f| root.join(f));
     for file in &files {

@@ -119,12 +119,120 @@ pub enum Command {
     #[command(subcommand)]
     Service(ServiceCommand),
     /// What changed in the cluster, oldest first: task, instance, service,
-    /// deployment, task definition, cluster, membership, token, activation
-    /// and certificate events, each with the cursor to resume after.
+    /// deployment, task definition, cluster, membership, token, activation,
+    /// certificate and schedule events, each with the cursor to resume
+    /// after.
     Events(EventsArgs),
     /// Who did what: every change-making call, applied or refused.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Scheduled tasks: RunTask on a cron or rate schedule (EventBridge
+    /// Scheduler's syntax).
+    #[command(subcommand)]
+    Schedule(ScheduleCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ScheduleCommand {
+    /// Create a schedule.
+    Create(ScheduleCreateArgs),
+    /// Change a schedule: only the flags given change. A new --cron,
+    /// --rate or --timezone counts slots from now.
+    Update(ScheduleUpdateArgs),
+    /// List schedules with their next runs.
+    List {
+        /// Only this cluster's [default: every cluster].
+        #[arg(long)]
+        cluster: Option<String>,
+    },
+    /// Show a schedule with its last runs and its next one.
+    Describe {
+        name: String,
+        #[arg(long)]
+        cluster: Option<String>,
+    },
+    /// Stop firing until resumed.
+    Pause {
+        name: String,
+        #[arg(long)]
+        cluster: Option<String>,
+    },
+    /// Fire again, counting slots from now (what the pause skipped is not
+    /// fired).
+    Resume {
+        name: String,
+        #[arg(long)]
+        cluster: Option<String>,
+    },
+    /// Delete a schedule (tasks it started keep running).
+    Delete {
+        name: String,
+        #[arg(long)]
+        cluster: Option<String>,
+    },
+}
+
+#[derive(Debug, Args)]
+#[command(group(ArgGroup::new("when").args(["cron", "rate"]).required(true)))]
+pub struct ScheduleCreateArgs {
+    #[arg(long)]
+    pub name: String,
+    #[command(flatten)]
+    pub settings: ScheduleSettings,
+}
+
+#[derive(Debug, Args)]
+#[command(group(ArgGroup::new("when").args(["cron", "rate"])))]
+pub struct ScheduleUpdateArgs {
+    pub name: String,
+    #[command(flatten)]
+    pub settings: ScheduleSettings,
+}
+
+#[derive(Debug, Args, Clone, Default)]
+pub struct ScheduleSettings {
+    /// Six cron fields: MINUTES HOURS DAY-OF-MONTH MONTH DAY-OF-WEEK YEAR,
+    /// e.g. "0 3 * * ? *" (03:00 every day); one of day-of-month and
+    /// day-of-week must be ?.
+    #[arg(long, value_name = "FIELDS")]
+    pub cron: Option<String>,
+    /// A period, e.g. "5 minutes", "1 hour", "2 days"; the first run is one
+    /// period after creation.
+    #[arg(long, value_name = "PERIOD")]
+    pub rate: Option<String>,
+    /// The task definition: FAMILY (its latest ACTIVE revision when a slot
+    /// fires) or FAMILY:REVISION. Required with create.
+    #[arg(long = "taskdef", value_name = "FAMILY[:REVISION]")]
+    pub task_definition: Option<String>,
+    /// Tasks per run [default: 1].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub count: Option<u32>,
+    /// The cluster [default: the default cluster].
+    #[arg(long)]
+    pub cluster: Option<String>,
+    /// The IANA time zone the cron is read in, e.g. Asia/Seoul [default:
+    /// UTC].
+    #[arg(long, value_name = "ZONE")]
+    pub timezone: Option<String>,
+    /// Set an environment variable in one container; repeatable (replaces
+    /// all overrides on update).
+    #[arg(long = "override", value_name = "CONTAINER.env.KEY=VALUE", value_parser = override_arg)]
+    pub overrides: Vec<String>,
+    /// As `task run --placement-strategy`; repeatable.
+    #[arg(long = "placement-strategy", value_name = "STRATEGY")]
+    pub placement_strategies: Vec<String>,
+    /// As `task run --placement-constraint`; repeatable.
+    #[arg(long = "placement-constraint", value_name = "CONSTRAINT")]
+    pub placement_constraints: Vec<String>,
+    /// While the previous run still runs: allow another, forbid (skip the
+    /// slot), or replace (stop it first) [default: allow].
+    #[arg(long, value_name = "POLICY", value_parser = ["allow", "forbid", "replace"])]
+    pub concurrency: Option<String>,
+    /// Skip slots missed while the cluster had no leader, instead of
+    /// running once for them [default: run once]; --skip-missed=false
+    /// undoes it.
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub skip_missed: Option<bool>,
 }
 
 #[derive(Debug, Args)]
@@ -166,7 +274,7 @@ pub struct EventQuery {
     pub follow: bool,
     /// Only these types; repeatable or comma-separated: task, instance,
     /// service, deployment, task-definition, cluster, membership, token,
-    /// activation, certificate.
+    /// activation, certificate, schedule.
     #[arg(long = "type", value_name = "TYPE", value_delimiter = ',')]
     pub types: Vec<String>,
     /// Only events of this cluster (and those of no cluster).

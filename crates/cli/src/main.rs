@@ -5,6 +5,7 @@ mod config;
 mod errors;
 mod journal;
 mod output;
+mod schedule;
 mod service;
 
 use std::collections::BTreeMap;
@@ -85,6 +86,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Service(command) => service::service(connect, format, command).await?,
         Command::Events(args) => journal::events(&connect()?, format, args).await?,
         Command::Audit(command) => journal::audit(&connect()?, format, command).await?,
+        Command::Schedule(command) => schedule::schedule(&connect()?, format, command).await?,
     };
     emit(&text)
 }

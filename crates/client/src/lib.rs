@@ -41,6 +41,7 @@ mod endpoint;
 mod error;
 pub mod events;
 pub mod join;
+pub mod schedules;
 pub mod services;
 pub mod time;
 

@@ -12,6 +12,7 @@
 pub mod ids;
 pub mod liveness;
 pub mod purge;
+pub mod schedules;
 pub mod scheduling;
 pub mod services;
 #[cfg(test)]

@@ -19,6 +19,7 @@ pub mod node;
 pub mod ops;
 pub mod raft_service;
 pub mod rejoin;
+pub mod schedules_api;
 pub mod services_api;
 pub mod session;
 pub mod tasks_api;
@@ -347,6 +348,12 @@ impl Server {
                 .max_decoding_message_size(api_max),
             )
             .add_service(
+                pb::schedule_service_server::ScheduleServiceServer::new(
+                    schedules_api::SchedulesApi { ops: ops.clone() },
+                )
+                .max_decoding_message_size(api_max),
+            )
+            .add_service(
                 pb::service_service_server::ServiceServiceServer::new(services_api::ServicesApi {
                     ops,
                 })
@@ -396,7 +403,8 @@ fn spawn_controllers(
         .with(liveness)
         .with(berth_controllers::services::Services)
         .with(berth_controllers::scheduling::Scheduling)
-        .with(berth_controllers::purge::Purge);
+        .with(berth_controllers::purge::Purge)
+        .with(berth_controllers::schedules::Schedules);
     let mut leading = driver.leadership();
     tokio::spawn(driver.run(events));
     let (node, hub) = (node.clone(), hub.clone());

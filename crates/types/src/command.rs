@@ -218,6 +218,41 @@ pub enum Command {
     SetJournalRetention {
         retention: crate::journal::Retention,
     },
+    /// CreateSchedule (`create`) or UpdateSchedule.
+    PutSchedule {
+        spec: crate::scheduled::ScheduleSpec,
+        create: bool,
+        at_ms: i64,
+    },
+    DeleteSchedule {
+        cluster: String,
+        name: String,
+        at_ms: i64,
+    },
+    SetSchedulePaused {
+        cluster: String,
+        name: String,
+        paused: bool,
+        at_ms: i64,
+    },
+    /// The schedules controller fires one slot.
+    FireSchedule(FireSchedule),
+}
+
+/// One slot of a schedule, as the leader's controller decided it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FireSchedule {
+    pub cluster: String,
+    pub name: String,
+    pub slot_ms: i64,
+    /// The RunTask to make, its client token named after the slot.
+    pub run: Option<RunTasks>,
+    /// Concurrency `replace`: the previous run's tasks to stop first.
+    pub stop_task_ids: Vec<String>,
+    /// Why the slot is skipped instead (concurrency `forbid`, missed slots
+    /// without catch-up).
+    pub skipped: Option<String>,
+    pub at_ms: i64,
 }
 
 /// The newest command level this build can apply. Every variant has the
@@ -231,7 +266,7 @@ pub enum Command {
 /// Level 2: bridge network mode in task definitions.
 /// Level 3: task network mode; load balancers, deregistration and
 /// blue/green deployments of services.
-/// Level 4: journal retention.
+/// Level 4: journal retention; scheduled tasks.
 pub const COMMAND_LEVEL: u32 = 4;
 
 impl Command {
@@ -240,7 +275,11 @@ impl Command {
     /// its level is chosen.
     pub fn level(&self) -> u32 {
         match self {
-            Command::SetJournalRetention { .. } => 4,
+            Command::SetJournalRetention { .. }
+            | Command::PutSchedule { .. }
+            | Command::DeleteSchedule { .. }
+            | Command::SetSchedulePaused { .. }
+            | Command::FireSchedule(_) => 4,
             Command::EndDeactivation { .. } | Command::RollbackService { .. } => 3,
             Command::ServiceProgress { progress, .. } => match progress {
                 ServiceProgress::TrafficShifted { .. }
@@ -452,6 +491,11 @@ impl Command {
             Command::EndDeactivation { .. } => "end_deactivation",
             Command::RollbackService { .. } => "rollback_service",
             Command::SetJournalRetention { .. } => "set_journal_retention",
+            Command::PutSchedule { create: true, .. } => "create_schedule",
+            Command::PutSchedule { create: false, .. } => "update_schedule",
+            Command::DeleteSchedule { .. } => "delete_schedule",
+            Command::SetSchedulePaused { .. } => "set_schedule_paused",
+            Command::FireSchedule(_) => "fire_schedule",
         }
     }
 
@@ -521,6 +565,12 @@ impl Command {
             } => service(cluster, s),
             Command::RevokeCertificate { fingerprint, .. } => format!("certificate/{fingerprint}"),
             Command::SetJournalRetention { .. } => "journal".to_string(),
+            Command::PutSchedule { spec, .. } => format!("schedule/{}/{}", spec.cluster, spec.name),
+            Command::DeleteSchedule { cluster, name, .. }
+            | Command::SetSchedulePaused { cluster, name, .. }
+            | Command::FireSchedule(FireSchedule { cluster, name, .. }) => {
+                format!("schedule/{cluster}/{name}")
+            }
         }
     }
 }
@@ -543,6 +593,7 @@ pub enum CommandOutput {
     Purged(u32),
     Service(Box<Service>),
     RevokedCertificate(RevokedCertificate),
+    Schedule(Box<crate::scheduled::Schedule>),
     /// A command that found its outcome already in place.
     Unchanged,
 }

@@ -149,10 +149,11 @@ pub enum EventType {
     Token,
     Activation,
     Certificate,
+    Schedule,
 }
 
 impl EventType {
-    pub const ALL: [EventType; 10] = [
+    pub const ALL: [EventType; 11] = [
         EventType::Task,
         EventType::Instance,
         EventType::Service,
@@ -163,6 +164,7 @@ impl EventType {
         EventType::Token,
         EventType::Activation,
         EventType::Certificate,
+        EventType::Schedule,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -177,6 +179,7 @@ impl EventType {
             EventType::Token => "token",
             EventType::Activation => "activation",
             EventType::Certificate => "certificate",
+            EventType::Schedule => "schedule",
         }
     }
 
@@ -206,6 +209,8 @@ pub enum Change {
     Updated,
     Deleted,
     Revoked,
+    Paused,
+    Resumed,
 }
 
 impl Change {
@@ -215,6 +220,8 @@ impl Change {
             Change::Updated => "updated",
             Change::Deleted => "deleted",
             Change::Revoked => "revoked",
+            Change::Paused => "paused",
+            Change::Resumed => "resumed",
         }
     }
 }
@@ -294,6 +301,24 @@ pub enum EventDetail {
         fingerprint: String,
         description: String,
     },
+    #[serde(rename_all = "camelCase")]
+    ScheduleChange { name: String, change: Change },
+    /// A slot fired: tasks started, skipped, or failed to start.
+    #[serde(rename_all = "camelCase")]
+    ScheduleRun {
+        name: String,
+        slot_ms: i64,
+        outcome: crate::scheduled::RunOutcome,
+        reason: String,
+        task_ids: Vec<String>,
+    },
+    /// A scheduled run's task failed to start or exited non-zero.
+    #[serde(rename_all = "camelCase")]
+    ScheduledTaskFailed {
+        name: String,
+        task_id: String,
+        reason: String,
+    },
 }
 
 impl EventDetail {
@@ -311,6 +336,9 @@ impl EventDetail {
             EventDetail::TokenChange { .. } => EventType::Token,
             EventDetail::ActivationChange { .. } => EventType::Activation,
             EventDetail::CertificateRevoked { .. } => EventType::Certificate,
+            EventDetail::ScheduleChange { .. }
+            | EventDetail::ScheduleRun { .. }
+            | EventDetail::ScheduledTaskFailed { .. } => EventType::Schedule,
         }
     }
 
@@ -339,6 +367,11 @@ impl EventDetail {
             }
             EventDetail::CertificateRevoked { fingerprint, .. } => {
                 format!("certificate/{fingerprint}")
+            }
+            EventDetail::ScheduleChange { name, .. }
+            | EventDetail::ScheduleRun { name, .. }
+            | EventDetail::ScheduledTaskFailed { name, .. } => {
+                format!("schedule/{cluster}/{name}")
             }
         }
     }
@@ -428,6 +461,30 @@ impl EventDetail {
             EventDetail::CertificateRevoked { description, .. } => {
                 format!("revoked: {description}")
             }
+            EventDetail::ScheduleChange { change, .. } => change.as_str().to_string(),
+            EventDetail::ScheduleRun {
+                slot_ms,
+                outcome,
+                reason,
+                task_ids,
+                ..
+            } => {
+                let mut line = format!(
+                    "slot {} {}",
+                    crate::time::rfc3339(*slot_ms),
+                    outcome.as_str()
+                );
+                if !task_ids.is_empty() {
+                    line.push_str(&format!(" tasks {}", task_ids.join(" ")));
+                }
+                if !reason.is_empty() {
+                    line.push_str(&format!(": {reason}"));
+                }
+                line
+            }
+            EventDetail::ScheduledTaskFailed {
+                task_id, reason, ..
+            } => format!("task {task_id} failed: {reason}"),
         }
     }
 }

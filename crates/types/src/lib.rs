@@ -15,6 +15,7 @@ pub mod limits;
 pub mod request;
 pub mod resources;
 pub mod schedule;
+pub mod scheduled;
 pub mod service;
 pub mod service_file;
 pub mod state;
@@ -31,8 +32,8 @@ pub use access::{
 };
 pub use cluster::{Cluster, ClusterSettings, ClusterStatus, DEFAULT_CLUSTER};
 pub use command::{
-    Command, CommandOutput, RunTasks, ServiceProgress, ServiceTaskStop, StartServiceTasks,
-    StopCause, TaskPlacement, TaskReport, COMMAND_LEVEL,
+    Command, CommandOutput, FireSchedule, RunTasks, ServiceProgress, ServiceTaskStop,
+    StartServiceTasks, StopCause, TaskPlacement, TaskReport, COMMAND_LEVEL,
 };
 pub use error::{error_chain, FieldError, StateError, ValidationErrors};
 pub use event::StateEvent;

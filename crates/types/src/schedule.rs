@@ -81,6 +81,51 @@ impl ScheduleExpression {
     }
 }
 
+impl ScheduleExpression {
+    /// As `next_after`, with a cron's fields read as wall-clock time in
+    /// `tz`. A wall-clock time that a daylight-saving change skips runs
+    /// once, just after the gap; one that happens twice runs at the first.
+    pub fn next_after_in(
+        &self,
+        tz: &jiff::tz::TimeZone,
+        after_ms: i64,
+        start_ms: i64,
+    ) -> Option<i64> {
+        let ScheduleExpression::Cron(cron) = self else {
+            return self.next_after(after_ms, start_ms);
+        };
+        // The cron works on civil time written as if it were UTC; each
+        // candidate is then placed in the zone.
+        let mut local_after = after_ms.checked_add(offset_ms(tz, after_ms)?)?;
+        // Each round moves at least a minute on; a zone's offsets differ by
+        // at most a day, so few rounds are ever needed.
+        for _ in 0..2_000 {
+            let candidate = cron.next_after(local_after)?;
+            let utc = local_to_utc(tz, candidate)?;
+            if utc > after_ms {
+                return Some(utc);
+            }
+            local_after = candidate;
+        }
+        None
+    }
+}
+
+fn offset_ms(tz: &jiff::tz::TimeZone, utc_ms: i64) -> Option<i64> {
+    let at = jiff::Timestamp::from_millisecond(utc_ms).ok()?;
+    Some(i64::from(tz.to_offset(at).seconds()) * 1000)
+}
+
+/// A civil time (written as UTC milliseconds) as the instant it is in `tz`.
+fn local_to_utc(tz: &jiff::tz::TimeZone, local_ms: i64) -> Option<i64> {
+    let civil = jiff::Timestamp::from_millisecond(local_ms)
+        .ok()?
+        .to_zoned(jiff::tz::TimeZone::UTC)
+        .datetime();
+    let zoned = tz.to_ambiguous_zoned(civil).compatible().ok()?;
+    Some(zoned.timestamp().as_millisecond())
+}
+
 fn parse_rate(inner: &str) -> Result<ScheduleExpression, FieldError> {
     let bad = |why: String| FieldError::new(FIELD, format!("rate({inner}): {why}"));
     let mut parts = inner.split_whitespace();

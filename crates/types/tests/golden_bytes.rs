@@ -14,6 +14,7 @@ use std::path::PathBuf;
 
 use berth_types::journal::{Actor, Principal, Retention};
 use berth_types::resources::Resources;
+use berth_types::scheduled;
 use berth_types::service::{self, DeploymentConfiguration, ServiceSpec, ServiceUpdate};
 use berth_types::task::{ContainerState, ContainerStatus, Health};
 use berth_types::*;
@@ -196,6 +197,38 @@ fn commands() -> Vec<Command> {
             task_ids: vec!["t-1".into()],
             at_ms: 14,
         },
+        Command::PutSchedule {
+            spec: scheduled::ScheduleSpec {
+                cluster: "default".into(),
+                name: "nightly".into(),
+                expression: "cron(0 3 * * ? *)".into(),
+                timezone: "Asia/Seoul".into(),
+                task_definition: "web".into(),
+                count: 1,
+                overrides: vec![("app".into(), "MODE".into(), "full".into())],
+                placement_strategies: vec![],
+                placement_constraints: vec![],
+                concurrency: scheduled::ConcurrencyPolicy::Replace,
+                catch_up: false,
+            },
+            create: true,
+            at_ms: 20,
+        },
+        Command::FireSchedule(FireSchedule {
+            cluster: "default".into(),
+            name: "nightly".into(),
+            slot_ms: 60_000,
+            run: None,
+            stop_task_ids: vec!["t-9".into()],
+            skipped: Some("forbid".into()),
+            at_ms: 61_000,
+        }),
+        Command::SetSchedulePaused {
+            cluster: "default".into(),
+            name: "nightly".into(),
+            paused: true,
+            at_ms: 62_000,
+        },
     ]
 }
 
@@ -226,6 +259,11 @@ fn unapplied() -> Vec<Command> {
                 reason: "r".into(),
             },
             at_ms: 17,
+        },
+        Command::DeleteSchedule {
+            cluster: "default".into(),
+            name: "nightly".into(),
+            at_ms: 63_000,
         },
         Command::SetJournalRetention {
             retention: Retention {

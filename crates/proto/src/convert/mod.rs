@@ -12,6 +12,7 @@ mod clusters;
 mod control_plane;
 mod identity;
 mod journal;
+mod schedules;
 mod services;
 mod taskdefs;
 mod tasks;

@@ -7,6 +7,7 @@
 
 pub mod clusters;
 pub mod instances;
+pub mod schedules;
 pub mod services;
 pub mod taskdefs;
 pub mod tasks;
@@ -28,6 +29,15 @@ impl Ops {
 
     pub fn node(&self) -> &BerthNode {
         &self.node
+    }
+}
+
+/// An empty cluster name on the wire means the default cluster.
+fn cluster_or_default(cluster: &str) -> String {
+    if cluster.is_empty() {
+        berth_types::DEFAULT_CLUSTER.to_string()
+    } else {
+        cluster.to_string()
     }
 }
 

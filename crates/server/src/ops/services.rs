@@ -8,7 +8,7 @@ use berth_types::service::{
 };
 use berth_types::{Command, CommandOutput, DEFAULT_CLUSTER};
 
-use super::{check_len, invalid, unexpected, Ops};
+use super::{check_len, cluster_or_default, invalid, unexpected, Ops};
 use crate::api::now_ms;
 use crate::error::ServerError;
 use crate::node::BerthNode;
@@ -22,14 +22,6 @@ pub const MAX_NAMES_PER_DESCRIBE: usize = 100;
 pub struct Failure {
     pub name: String,
     pub reason: String,
-}
-
-fn cluster_or_default(cluster: &str) -> String {
-    if cluster.is_empty() {
-        DEFAULT_CLUSTER.to_string()
-    } else {
-        cluster.to_string()
-    }
 }
 
 fn new_deployment_id() -> String {

@@ -180,6 +180,40 @@ fn command_event(command: &Command) -> Option<(String, EventDetail)> {
                 change: Change::Revoked,
             },
         )),
+        Command::PutSchedule { spec, create, .. } => Some((
+            spec.cluster.clone(),
+            EventDetail::ScheduleChange {
+                name: spec.name.clone(),
+                change: if *create {
+                    Change::Created
+                } else {
+                    Change::Updated
+                },
+            },
+        )),
+        Command::DeleteSchedule { cluster, name, .. } => Some((
+            cluster.clone(),
+            EventDetail::ScheduleChange {
+                name: name.clone(),
+                change: Change::Deleted,
+            },
+        )),
+        Command::SetSchedulePaused {
+            cluster,
+            name,
+            paused,
+            ..
+        } => Some((
+            cluster.clone(),
+            EventDetail::ScheduleChange {
+                name: name.clone(),
+                change: if *paused {
+                    Change::Paused
+                } else {
+                    Change::Resumed
+                },
+            },
+        )),
         Command::RevokeCertificate {
             fingerprint,
             description,
@@ -232,6 +266,15 @@ impl State {
                     peer: String::new(),
                 })
             }
+            // A slot firing is the schedule's call (audited as such).
+            Command::FireSchedule(fire) if !actor.is_call() => Some(Actor {
+                principal: crate::journal::Principal::Schedule {
+                    cluster: fire.cluster.clone(),
+                    name: fire.name.clone(),
+                },
+                operation: "RunTask".to_string(),
+                peer: String::new(),
+            }),
             _ => None,
         };
         let actor = reporter.as_ref().unwrap_or(actor);
@@ -255,6 +298,21 @@ impl State {
         let unchanged = matches!(output, CommandOutput::Unchanged);
         if let Some((cluster, detail)) = stated.filter(|_| !unchanged) {
             self.journal.record_event(actor, &cluster, detail);
+        }
+        if let (CommandOutput::Schedule(schedule), "fire_schedule") = (output, kind) {
+            if let Some(run) = schedule.runs.first() {
+                self.journal.record_event(
+                    actor,
+                    &schedule.spec.cluster,
+                    EventDetail::ScheduleRun {
+                        name: schedule.spec.name.clone(),
+                        slot_ms: run.slot_ms,
+                        outcome: run.outcome,
+                        reason: run.reason.clone(),
+                        task_ids: run.task_ids.clone(),
+                    },
+                );
+            }
         }
         if let CommandOutput::TaskDefinition(td) = output {
             self.journal.record_event(
@@ -322,8 +380,12 @@ impl State {
             stopped_reason: task.stopped_reason.clone(),
         };
         let cluster = task.cluster.clone();
+        let scheduled_failure = scheduled_failure(task);
         self.journal_views.tasks.insert(task_id.to_string(), now);
         self.journal.record_event(actor, &cluster, detail);
+        if let Some(detail) = scheduled_failure {
+            self.journal.record_event(actor, &cluster, detail);
+        }
     }
 
     fn journal_instance(&mut self, instance_id: &str, actor: &Actor) {
@@ -425,6 +487,37 @@ impl State {
             .services
             .retain(|key, _| self.services.contains_key(key));
     }
+}
+
+/// A scheduled run's task that just stopped having failed: it never
+/// started, or a container exited non-zero.
+fn scheduled_failure(task: &Task) -> Option<EventDetail> {
+    let name = task
+        .started_by
+        .strip_prefix(crate::scheduled::STARTED_BY_PREFIX)?;
+    if task.last_status != TaskStatus::Stopped {
+        return None;
+    }
+    let exit = task
+        .containers
+        .iter()
+        .find(|c| c.exit_code.is_some_and(|code| code != 0));
+    let reason = match (task.stop_code, exit) {
+        (Some(crate::StopCode::TaskFailedToStart), _) => {
+            format!("failed to start: {}", task.stopped_reason)
+        }
+        (_, Some(container)) => format!(
+            "container {} exited with code {}",
+            container.name,
+            container.exit_code.unwrap_or_default()
+        ),
+        _ => return None,
+    };
+    Some(EventDetail::ScheduledTaskFailed {
+        name: name.to_string(),
+        task_id: task.id.clone(),
+        reason,
+    })
 }
 
 /// The resource of an applied call, now that the output names what the

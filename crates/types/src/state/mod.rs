@@ -9,6 +9,7 @@ mod access;
 mod clusters;
 mod instances;
 mod journal;
+mod schedules;
 mod services;
 mod taskdefs;
 pub(crate) mod tasks;
@@ -53,6 +54,8 @@ pub struct State {
     pub(crate) services: BTreeMap<(String, String), Service>,
     /// The certificate revocation list, by fingerprint.
     pub(crate) revoked_certificates: BTreeMap<String, RevokedCertificate>,
+    /// Scheduled tasks, by (cluster, name).
+    pub(crate) schedules: BTreeMap<(String, String), crate::scheduled::Schedule>,
     /// Events and audit records, bounded (see `crate::journal`).
     pub(crate) journal: crate::journal::Journal,
     /// Derived: what the journal last said about each record.
@@ -95,6 +98,7 @@ impl PartialEq for State {
             && self.client_tokens == other.client_tokens
             && self.services == other.services
             && self.revoked_certificates == other.revoked_certificates
+            && self.schedules == other.schedules
             && self.journal == other.journal
     }
 }
@@ -131,6 +135,7 @@ impl State {
             client_tokens: BTreeMap::new(),
             services: BTreeMap::new(),
             revoked_certificates: BTreeMap::new(),
+            schedules: BTreeMap::new(),
             journal: Default::default(),
             journal_views: Default::default(),
             events: Vec::new(),
@@ -305,6 +310,19 @@ impl State {
                 deployment_id,
                 at_ms,
             } => self.rollback_service(cluster, name, deployment_id, at_ms),
+            Command::PutSchedule {
+                spec,
+                create,
+                at_ms,
+            } => self.put_schedule(spec, create, at_ms),
+            Command::DeleteSchedule { cluster, name, .. } => self.delete_schedule(&cluster, &name),
+            Command::SetSchedulePaused {
+                cluster,
+                name,
+                paused,
+                at_ms,
+            } => self.set_schedule_paused(&cluster, &name, paused, at_ms),
+            Command::FireSchedule(fire) => self.fire_schedule(fire),
             Command::SetJournalRetention { retention } => {
                 retention.validate()?;
                 self.journal.set_retention(retention);
