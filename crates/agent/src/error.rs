@@ -104,7 +104,9 @@ impl RuntimeError {
         }
     }
 
+    /// A failed containerd call; counted in the agent's metrics by call.
     pub(crate) fn containerd(op: &'static str, status: tonic::Status) -> Self {
+        crate::exporter::metrics().containerd_error(op);
         RuntimeError::Containerd { op, status }
     }
 }

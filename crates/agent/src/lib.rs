@@ -7,6 +7,7 @@
 
 pub mod containerd;
 pub mod error;
+pub mod exporter;
 pub mod health;
 pub mod host;
 pub mod hostpath;

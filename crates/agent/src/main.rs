@@ -505,6 +505,10 @@ fn read_token_file(file: &std::path::Path) -> anyhow::Result<Option<String>> {
     }
 }
 
+/// How often containers' stats are sampled for `/metrics`: a scrape
+/// interval's worth, so a 15 s scrape sees fresh figures.
+const STATS_EVERY: Duration = Duration::from_secs(10);
+
 /// What the session with the control plane needs.
 struct Control {
     endpoints: Vec<String>,
@@ -548,6 +552,16 @@ async fn run_tasks(
         "host resources"
     );
     let (runner, handle) = Runner::new(Arc::new(runtime), store, runner_config)?;
+    let (board, sampled) = (handle.board().clone(), handle.runtime().clone());
+    tokio::spawn(async move {
+        loop {
+            berth_agent::exporter::metrics()
+                .sample(&board, sampled.as_ref())
+                .await;
+            tokio::time::sleep(STATS_EVERY).await;
+        }
+    });
+    health.set_metrics(Arc::new(|| berth_agent::exporter::metrics().render()));
     let session = session::run(
         SessionConfig {
             endpoints,

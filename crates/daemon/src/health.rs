@@ -1,23 +1,48 @@
 //! A plain-HTTP health endpoint: `GET /healthz` answers 200 while the
 //! process serves; `GET /readyz` answers 200 when the daemon says it is
-//! ready (a leader is known; the agent's session is up). Kept apart from the
-//! TLS API port so that probes need no certificate or token.
+//! ready (a leader is known; the agent's session is up); `GET /metrics`
+//! answers the daemon's metrics in the Prometheus/OpenMetrics text format
+//! once it has set a renderer. Kept apart from the TLS API port so that
+//! probes and scrapers need no certificate or token.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-/// What `/readyz` reports, set by the daemon as things change.
-#[derive(Debug, Clone, Default)]
+/// Renders the metrics text for one scrape.
+pub type MetricsRenderer = Arc<dyn Fn() -> String + Send + Sync>;
+
+/// The content type of what a renderer returns (prometheus-client writes
+/// OpenMetrics text, which Prometheus reads).
+const METRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// What `/readyz` reports, set by the daemon as things change, and how
+/// `/metrics` is rendered.
+#[derive(Clone, Default)]
 pub struct HealthState {
     ready: Arc<AtomicBool>,
+    metrics: Arc<OnceLock<MetricsRenderer>>,
+}
+
+impl std::fmt::Debug for HealthState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HealthState")
+            .field("ready", &self.is_ready())
+            .field("metrics", &self.metrics.get().is_some())
+            .finish()
+    }
 }
 
 impl HealthState {
+    /// Serves `/metrics` with `render`; the first renderer set stays.
+    pub fn set_metrics(&self, render: MetricsRenderer) {
+        let _ = self.metrics.set(render);
+    }
+
     pub fn set_ready(&self, ready: bool) {
         self.ready.store(ready, Ordering::Relaxed);
     }
@@ -50,11 +75,20 @@ async fn answer(mut stream: TcpStream, state: HealthState) -> std::io::Result<()
     let n = stream.read(&mut buf).await?;
     let request = String::from_utf8_lossy(&buf[..n]);
     let path = request.split_whitespace().nth(1).unwrap_or("/");
-    let (code, body) = match path {
-        "/healthz" => (200, "ok\n"),
-        "/readyz" if state.is_ready() => (200, "ready\n"),
-        "/readyz" => (503, "not ready\n"),
-        _ => (404, "not found; try /healthz or /readyz\n"),
+    let text = "text/plain";
+    let (code, body, content_type) = match path {
+        "/healthz" => (200, "ok\n".to_string(), text),
+        "/readyz" if state.is_ready() => (200, "ready\n".to_string(), text),
+        "/readyz" => (503, "not ready\n".to_string(), text),
+        "/metrics" => match state.metrics.get() {
+            Some(render) => (200, render(), METRICS_CONTENT_TYPE),
+            None => (404, "this daemon serves no metrics\n".to_string(), text),
+        },
+        _ => (
+            404,
+            "not found; try /healthz, /readyz or /metrics\n".to_string(),
+            text,
+        ),
     };
     let reason = match code {
         200 => "OK",
@@ -62,7 +96,7 @@ async fn answer(mut stream: TcpStream, state: HealthState) -> std::io::Result<()
         _ => "Not Found",
     };
     let response = format!(
-        "HTTP/1.1 {code} {reason}\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        "HTTP/1.1 {code} {reason}\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
         body.len()
     );
     stream.write_all(response.as_bytes()).await?;
@@ -108,6 +142,27 @@ pub async fn probe(url: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn metrics_are_served_once_a_renderer_is_set() {
+        let state = HealthState::default();
+        let addr = serve_health("127.0.0.1:0".parse().unwrap(), state.clone())
+            .await
+            .unwrap();
+        let url = format!("http://{addr}/metrics");
+        assert!(probe(&url).await.unwrap_err().contains("404"));
+        state.set_metrics(Arc::new(|| "berth_up 1\n# EOF\n".to_string()));
+        probe(&url).await.unwrap();
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        stream
+            .write_all(b"GET /metrics HTTP/1.1\r\n\r\n")
+            .await
+            .unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).await.unwrap();
+        assert!(response.contains("openmetrics-text"), "{response}");
+        assert!(response.ends_with("berth_up 1\n# EOF\n"), "{response}");
+    }
 
     #[tokio::test]
     async fn readiness_follows_the_state_and_liveness_is_always_ok() {

@@ -11,5 +11,5 @@ pub mod logging;
 
 pub use config::{apply_config_file, ConfigError};
 pub use durable::{DurableError, SledFiles};
-pub use health::{probe, serve_health, HealthState};
+pub use health::{probe, serve_health, HealthState, MetricsRenderer};
 pub use logging::{init_logging, LogFormat};

@@ -477,58 +477,80 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
         // The ready service is the one to call; leave a fresh clone behind.
         let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let inner = std::mem::replace(&mut self.inner, clone);
         let authorizer = self.authorizer.clone();
         let call = CallInfo::of(&request);
         Box::pin(async move {
-            let access = classify(&call.path);
-            match authorizer.authorize(&call).await {
-                // Calls a server proxied are audited by the server that
-                // received them from their caller.
-                Ok(caller)
-                    if audited(access, &call.path) && !matches!(caller, Caller::Server(_)) =>
-                {
-                    let context = CallContext::new(call.actor(principal_of(&caller)));
-                    let actor = context.actor.clone();
-                    let probe = context.clone();
-                    request.extensions_mut().insert(caller);
-                    let response = context.scope(inner.call(request)).await?;
-                    if !probe.proposed() {
-                        let outcome = match reply_status(&response) {
-                            Some((code, reason)) => LocalOutcome::Refused { code, reason },
-                            None => LocalOutcome::Accepted,
-                        };
-                        authorizer.record_locally(&call, actor, outcome);
-                    }
-                    Ok(response)
-                }
-                Ok(caller) => {
-                    request.extensions_mut().insert(caller);
-                    inner.call(request).await
-                }
-                Err(status) => {
-                    tracing::info!(path = %call.path, code = ?status.code(), reason = %status.message(), "call refused");
-                    if access != Access::RaftPeer
-                        && access != Access::Read
-                        && access != Access::Logs
-                    {
-                        let principal = authorizer.identify(&call).await;
-                        authorizer.record_locally(
-                            &call,
-                            call.actor(principal),
-                            LocalOutcome::Refused {
-                                code: format!("{:?}", status.code()),
-                                reason: status.message().to_string(),
-                            },
-                        );
-                    }
-                    Ok(status.into_http())
-                }
+            let started = std::time::Instant::now();
+            let response = authorizer.serve(&call, request, inner).await;
+            if let Ok(response) = &response {
+                let code = reply_status(response).map_or_else(|| "Ok".to_string(), |(c, _)| c);
+                let method = call.path.trim_start_matches("/berth.v1.");
+                authorizer.node.server_metrics().api_call(
+                    method,
+                    &code,
+                    started.elapsed().as_secs_f64(),
+                );
             }
+            response
         })
+    }
+}
+
+impl Authorizer {
+    /// Authorizes the call, serves it (inside its caller's context when it
+    /// is audited) and audits locally what never became a command.
+    async fn serve<S, B>(
+        &self,
+        call: &CallInfo,
+        mut request: http::Request<B>,
+        mut inner: S,
+    ) -> Result<S::Response, S::Error>
+    where
+        S: tower::Service<http::Request<B>, Response = http::Response<tonic::body::BoxBody>>,
+    {
+        let access = classify(&call.path);
+        match self.authorize(call).await {
+            // Calls a server proxied are audited by the server that
+            // received them from their caller.
+            Ok(caller) if audited(access, &call.path) && !matches!(caller, Caller::Server(_)) => {
+                let context = CallContext::new(call.actor(principal_of(&caller)));
+                let actor = context.actor.clone();
+                let probe = context.clone();
+                request.extensions_mut().insert(caller);
+                let response = context.scope(inner.call(request)).await?;
+                if !probe.proposed() {
+                    let outcome = match reply_status(&response) {
+                        Some((code, reason)) => LocalOutcome::Refused { code, reason },
+                        None => LocalOutcome::Accepted,
+                    };
+                    self.record_locally(call, actor, outcome);
+                }
+                Ok(response)
+            }
+            Ok(caller) => {
+                request.extensions_mut().insert(caller);
+                inner.call(request).await
+            }
+            Err(status) => {
+                tracing::info!(path = %call.path, code = ?status.code(), reason = %status.message(), "call refused");
+                if access != Access::RaftPeer && access != Access::Read && access != Access::Logs {
+                    let principal = self.identify(call).await;
+                    self.record_locally(
+                        call,
+                        call.actor(principal),
+                        LocalOutcome::Refused {
+                            code: format!("{:?}", status.code()),
+                            reason: status.message().to_string(),
+                        },
+                    );
+                }
+                Ok(status.into_http())
+            }
+        }
     }
 }
 

@@ -51,6 +51,8 @@ pub trait Replicated: Send + Sync + 'static {
         &self,
         commands: Vec<Command>,
     ) -> impl Future<Output = Result<Vec<CommandResult>, ServerError>> + Send;
+    /// One controller pass took `seconds` to decide `commands` (metrics).
+    fn observe_pass(&self, _controller: &str, _seconds: f64, _commands: &[Command]) {}
 }
 
 impl Replicated for BerthNode {
@@ -67,6 +69,18 @@ impl Replicated for BerthNode {
         commands: Vec<Command>,
     ) -> impl Future<Output = Result<Vec<CommandResult>, ServerError>> + Send {
         self.write_batch(commands)
+    }
+
+    fn observe_pass(&self, controller: &str, seconds: f64, commands: &[Command]) {
+        let metrics = self.server_metrics();
+        metrics.controller_pass(controller, seconds);
+        for command in commands {
+            if let Command::PlaceTasks { unplaced, .. } = command {
+                for (_, reason) in unplaced {
+                    metrics.placement_failed(reason);
+                }
+            }
+        }
     }
 }
 
@@ -189,6 +203,7 @@ impl<R: Replicated, C: Clock> Driver<R, C> {
         slot.due = started + Duration::from_millis(slot.controller.interval_ms());
         let name = slot.controller.name();
         for _ in 0..MAX_REPEATS {
+            let deciding = Instant::now();
             let commands = {
                 let inputs = Inputs {
                     now_ms: self.clock.now_ms(),
@@ -200,6 +215,8 @@ impl<R: Replicated, C: Clock> Driver<R, C> {
                 self.replicated
                     .read(|state| controller.reconcile(state, &inputs))
             };
+            self.replicated
+                .observe_pass(name, deciding.elapsed().as_secs_f64(), &commands);
             if commands.is_empty() {
                 return;
             }

@@ -14,6 +14,7 @@ pub mod events_api;
 pub mod identity;
 pub mod identity_api;
 pub mod limits;
+pub mod metrics;
 pub mod network;
 pub mod node;
 pub mod ops;
@@ -189,6 +190,8 @@ impl Server {
                     ))
                 })?;
             tracing::info!(%bound, "health endpoint serving");
+            let (node, hub) = (server.node.clone(), server.hub.clone());
+            health.set_metrics(Arc::new(move || node.render_metrics(hub.connected_count())));
             let node = server.node.clone();
             tokio::spawn(async move {
                 loop {

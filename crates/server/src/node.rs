@@ -147,6 +147,7 @@ struct Inner {
     /// Set while this server, rejoining with an empty data dir, catches up
     /// (see `rejoin`): it neither votes nor stands for election.
     votes_held: std::sync::atomic::AtomicBool,
+    metrics: Arc<crate::metrics::ServerMetrics>,
 }
 
 impl BerthNode {
@@ -159,6 +160,10 @@ impl BerthNode {
     ) -> Result<Self, ServerError> {
         let raft_config = Arc::new(config.raft_config()?);
         let state = sm.reader();
+        let metrics = Arc::new(crate::metrics::ServerMetrics::new());
+        let observer = Arc::new(crate::metrics::StoreMetrics(metrics.clone()));
+        log.set_observer(observer.clone());
+        sm.set_observer(observer);
         let network = Network {
             transport: transport.clone(),
         };
@@ -188,12 +193,27 @@ impl BerthNode {
                 // between openraft's measurement and `watch_lease` seeing it.
                 lease: Duration::from_millis(config.election_timeout_min_ms),
                 votes_held: std::sync::atomic::AtomicBool::new(false),
+                metrics,
             }),
         };
         tokio::spawn(batch_loop(node.clone(), rx));
         tokio::spawn(barrier_loop(node.clone(), barrier_rx));
         tokio::spawn(watch_lease(node.clone()));
+        tokio::spawn(count_leader_changes(node.clone()));
         Ok(node)
+    }
+
+    pub fn server_metrics(&self) -> &Arc<crate::metrics::ServerMetrics> {
+        &self.inner.metrics
+    }
+
+    /// The metrics text for one scrape.
+    pub fn render_metrics(&self, agent_sessions: usize) -> String {
+        let raft = self.metrics();
+        let applied = self.inner.state.read();
+        self.inner
+            .metrics
+            .render(&raft, &applied.state, agent_sessions)
     }
 
     pub fn id(&self) -> NodeId {
@@ -861,6 +881,21 @@ fn encoded_size(commands: &[&Command]) -> Result<usize, ServerError> {
     Ok(bytes)
 }
 
+/// Counts the leader changes this server sees (for metrics).
+async fn count_leader_changes(node: BerthNode) {
+    let mut metrics = node.inner.raft.metrics();
+    let mut leader = metrics.borrow().current_leader;
+    while metrics.changed().await.is_ok() {
+        let now = metrics.borrow().current_leader;
+        if now != leader {
+            if now.is_some() {
+                node.inner.metrics.leader_changed();
+            }
+            leader = now;
+        }
+    }
+}
+
 /// Collects proposals into entries and proposes a few entries at a time.
 /// A proposal is never split: one that does not fit waits for the next entry.
 async fn batch_loop(node: BerthNode, mut rx: mpsc::Receiver<Proposal>) {
@@ -883,6 +918,11 @@ async fn batch_loop(node: BerthNode, mut rx: mpsc::Receiver<Proposal>) {
         let node = node.clone();
         tokio::spawn(async move {
             let _permit = permit;
+            let started = Instant::now();
+            let (proposals_in_entry, commands_in_entry) = (
+                proposals.len(),
+                proposals.iter().map(|p| p.work.commands()).sum::<usize>(),
+            );
             let (batches, routes) = assemble(proposals, || Batch {
                 id: Some(node.next_batch_id()),
                 origin: Origin {
@@ -893,7 +933,13 @@ async fn batch_loop(node: BerthNode, mut rx: mpsc::Receiver<Proposal>) {
                 commands: Vec::new(),
             });
             let count = batches.len();
-            match node.write_batches(batches).await {
+            let written = node.write_batches(batches).await;
+            node.inner.metrics.entry_proposed(
+                proposals_in_entry,
+                commands_in_entry,
+                started.elapsed().as_secs_f64(),
+            );
+            match written {
                 Ok(outcomes) if outcomes.len() == count => deliver(routes, outcomes),
                 Ok(outcomes) => {
                     let e = format!(

@@ -542,6 +542,7 @@ impl SessionHub {
     }
 
     fn heartbeat(&self, instance_id: &str, session_id: u64) {
+        self.inner.node.server_metrics().heartbeat();
         let current = self
             .sessions()
             .get(instance_id)

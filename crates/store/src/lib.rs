@@ -126,6 +126,20 @@ impl std::fmt::Display for Request {
     }
 }
 
+/// What the storage layer tells about its work, for metrics. Every method
+/// does nothing unless implemented.
+pub trait StoreObserver: Send + Sync {
+    /// One fsync of the Raft log made `appends` appends durable.
+    fn log_flushed(&self, _appends: usize, _seconds: f64) {}
+    /// `entries` log entries were applied to the state machine.
+    fn applied(&self, _entries: usize, _seconds: f64) {}
+    /// A snapshot of `bytes` was built and written.
+    fn snapshot_built(&self, _bytes: usize, _seconds: f64) {}
+}
+
+/// Set once, after opening; shared by every clone of a store.
+pub(crate) type Observer = Arc<std::sync::OnceLock<Arc<dyn StoreObserver>>>;
+
 /// One outcome per batch of the entry, in order.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Response {

@@ -136,12 +136,18 @@ impl LogStore {
                 db: db.clone(),
                 files: files.clone(),
                 queue: Mutex::default(),
+                observer: crate::Observer::default(),
             }),
             files,
             log,
             meta,
             recent: Arc::default(),
         })
+    }
+
+    /// Reports flushes to `observer` from now on (the first one set stays).
+    pub fn set_observer(&self, observer: Arc<dyn crate::StoreObserver>) {
+        let _ = self.group_commit.observer.set(observer);
     }
 
     fn recent(&self) -> std::sync::MutexGuard<'_, RecentEntries> {
@@ -270,6 +276,7 @@ struct GroupCommit {
     db: sled::Db,
     files: Arc<SledFiles>,
     queue: Mutex<FlushQueue>,
+    observer: crate::Observer,
 }
 
 impl GroupCommit {
@@ -308,7 +315,11 @@ impl GroupCommit {
                 }
                 std::mem::take(&mut queue.waiting)
             };
+            let started = std::time::Instant::now();
             let result = durable_flush(&self.db, &self.files);
+            if let Some(observer) = self.observer.get() {
+                observer.log_flushed(waiting.len(), started.elapsed().as_secs_f64());
+            }
             if let Err(e) = &result {
                 tracing::error!(error = %e, entries = waiting.len(), "flushing the raft log failed; the entries are not acknowledged");
             }

@@ -96,6 +96,7 @@ impl StateReader {
 pub struct StateMachineStore {
     applied: Arc<RwLock<Applied>>,
     events: EventSink,
+    observer: crate::Observer,
     journal: tokio::sync::watch::Sender<Option<JournalCursor>>,
     snapshot: Arc<SnapshotFile>,
 }
@@ -130,6 +131,7 @@ impl StateMachineStore {
         Ok(Self {
             applied: Arc::new(RwLock::new(applied)),
             events: Arc::default(),
+            observer: crate::Observer::default(),
             journal,
             snapshot: Arc::new(snapshot),
         })
@@ -142,6 +144,11 @@ impl StateMachineStore {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .last_applied
             .map(|id| id.index)
+    }
+
+    /// Reports applies and snapshots to `observer` from now on.
+    pub fn set_observer(&self, observer: Arc<dyn crate::StoreObserver>) {
+        let _ = self.observer.set(observer);
     }
 
     pub fn reader(&self) -> StateReader {
@@ -222,6 +229,9 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
             .await
             .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
         let data = self.persist_snapshot(&meta, data).await?;
+        if let Some(observer) = self.observer.get() {
+            observer.snapshot_built(data.len(), started.elapsed().as_secs_f64());
+        }
         tracing::info!(
             last_log_id = ?meta.last_log_id,
             bytes = data.len(),
@@ -248,6 +258,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         I: IntoIterator<Item = Entry> + openraft::OptionalSend,
         I::IntoIter: openraft::OptionalSend,
     {
+        let started = std::time::Instant::now();
         let mut responses = Vec::new();
         let events;
         let newest;
@@ -296,6 +307,9 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             }
             events = applied.state.take_events();
             newest = applied.state.journal().newest();
+        }
+        if let Some(observer) = self.observer.get() {
+            observer.applied(responses.len(), started.elapsed().as_secs_f64());
         }
         self.journal.send_if_modified(|known| {
             let moved = *known != newest;

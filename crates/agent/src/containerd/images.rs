@@ -351,6 +351,17 @@ fn manifest_parts(name: &str, m: &Manifest) -> Result<(OciDescriptor, Vec<OciDes
 }
 
 async fn pull(inner: &Arc<Inner>, reference: &Reference, name: &str) -> Result<ResolvedImage> {
+    let started = std::time::Instant::now();
+    let pulled = pull_from_registry(inner, reference, name).await;
+    crate::exporter::metrics().image_pulled(pulled.is_ok(), started.elapsed().as_secs_f64());
+    pulled
+}
+
+async fn pull_from_registry(
+    inner: &Arc<Inner>,
+    reference: &Reference,
+    name: &str,
+) -> Result<ResolvedImage> {
     let registry = reference.resolve_registry().to_string();
     let has_credentials = inner
         .registries
