@@ -259,7 +259,7 @@ pub async fn show_events(
             match format {
                 Format::Json => writeln!(out, "{}", serde_json::to_string(&event)?)?,
                 Format::Yaml => write!(out, "---\n{}", serde_yaml::to_string(&event)?)?,
-                Format::Table => {
+                Format::Table | Format::Wide => {
                     if first {
                         writeln!(out, "{}", EVENT_HEADERS.join("  "))?;
                         first = false;

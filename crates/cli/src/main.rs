@@ -1,15 +1,17 @@
 //! `berth`: the command-line interface to a Berth control plane.
 
 mod args;
+mod colour;
 mod config;
 mod errors;
+mod ids;
 mod journal;
 mod output;
 mod schedule;
 mod service;
 
 use std::collections::BTreeMap;
-use std::io::{self, Read, Write};
+use std::io::{self, IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -54,6 +56,14 @@ fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let format = cli.output;
+    colour::set_enabled(
+        format.is_table()
+            && colour::wanted(
+                io::stdout().is_terminal(),
+                std::env::var_os("NO_COLOR").as_deref(),
+                std::env::var_os("TERM").as_deref(),
+            ),
+    );
     let home = std::env::var_os("HOME").map(PathBuf::from);
     let loaded = config::load(cli.config().as_deref(), home.as_deref())?;
     if let Some(loaded) = &loaded {
@@ -118,7 +128,7 @@ async fn api_token(
                 api_token: output::ApiToken::new(record, now_ms()),
                 token,
             };
-            if format == Format::Table {
+            if format.is_table() {
                 warn(&[output::created_api_token_note(&created)]);
             }
             render(format, &created, output::created_api_token)
@@ -204,7 +214,7 @@ async fn activation(
                 activation: output::Activation::new(record, now_ms()),
                 token,
             };
-            if format == Format::Table {
+            if format.is_table() {
                 warn(&[output::created_activation_note(&created)]);
             }
             render(format, &created, output::created_activation)
@@ -255,10 +265,11 @@ async fn instance(
 ) -> anyhow::Result<String> {
     match command {
         InstanceCommand::List { cluster } => {
-            let instances = connect()?.list_instances(cluster.as_deref()).await?;
+            let mut instances = connect()?.list_instances(cluster.as_deref()).await?;
+            output::oldest_first(&mut instances);
             let now = now_ms();
             render(format, instances.as_slice(), |i| {
-                output::instances_table(i, now)
+                output::instances_table(i, now, format.view())
             })
         }
         InstanceCommand::Describe { id } => {
@@ -322,9 +333,12 @@ async fn task(
             render(format, &task, output::stopping_task)
         }
         TaskCommand::List(args) => {
-            let tasks = task_views(connect()?.list_tasks(&task_filter(args)).await?);
+            let mut tasks = task_views(connect()?.list_tasks(&task_filter(args)).await?);
+            output::oldest_first(&mut tasks);
             let now = now_ms();
-            render(format, tasks.as_slice(), |t| output::tasks_table(t, now))
+            render(format, tasks.as_slice(), |t| {
+                output::tasks_table(t, now, format.view())
+            })
         }
         TaskCommand::Describe { id } => {
             let (task, bindings) = connect()?.describe_task_with_bindings(&id).await?;
@@ -359,11 +373,13 @@ fn task_views(tasks: Vec<Task>) -> Vec<output::Task> {
 /// What `task run` and `task start` print: the tasks, and on stderr why
 /// any of them is not placed yet.
 fn launched(format: Format, tasks: &[output::Task]) -> anyhow::Result<String> {
-    if format == Format::Table {
+    if format.is_table() {
         warn(&output::unplaced_notes(tasks));
     }
     let now = now_ms();
-    render(format, tasks, |t| output::tasks_table(t, now))
+    render(format, tasks, |t| {
+        output::tasks_table(t, now, format.view())
+    })
 }
 
 /// What `task run` and `task start` share. The client token is the one
@@ -490,8 +506,12 @@ async fn cluster(
             render(format, &cluster, output::cluster_detail)
         }
         ClusterCommand::List => {
-            let clusters = client.list_clusters().await?;
-            render(format, clusters.as_slice(), output::clusters_table)
+            let mut clusters = client.list_clusters().await?;
+            output::oldest_first(&mut clusters);
+            let now = now_ms();
+            render(format, clusters.as_slice(), |c| {
+                output::clusters_table(c, now)
+            })
         }
         ClusterCommand::Describe { name } => {
             let cluster = client.describe_cluster(&name).await?;

@@ -11,21 +11,70 @@ use berth_types::{
 };
 use serde::Serialize;
 
+use crate::colour;
+use crate::ids::{short, Kind};
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
+    /// Tables for people, with short ids.
     Table,
+    /// Tables with whole ids and more columns.
+    Wide,
+    /// JSON, stable for scripts.
     Json,
+    /// YAML: the same document as JSON.
     Yaml,
 }
 
-/// `value` as JSON or YAML, or as the table `table` draws.
+impl Format {
+    /// Whether people read it: a table, plain or wide.
+    pub fn is_table(self) -> bool {
+        matches!(self, Format::Table | Format::Wide)
+    }
+
+    /// How tables in this format show ids and optional columns.
+    pub fn view(self) -> View {
+        View {
+            wide: self == Format::Wide,
+            clusters: false,
+        }
+    }
+}
+
+/// What a table shows besides its fixed columns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct View {
+    /// `-o wide`: whole ids and the extra columns.
+    pub wide: bool,
+    /// A CLUSTER column, for lists that span clusters (`--all-clusters`);
+    /// wide tables have it anyway.
+    pub clusters: bool,
+}
+
+impl View {
+    pub fn cluster_column(self) -> bool {
+        self.clusters || self.wide
+    }
+
+    /// An id as this view shows it: short, unless wide.
+    pub fn id(self, kind: Kind, id: &str) -> String {
+        if self.wide {
+            id.to_string()
+        } else {
+            short(kind, id)
+        }
+    }
+}
+
+/// `value` as JSON or YAML, or as the table `table` draws (plain and wide
+/// alike: the closure tells them apart through [`Format::view`]).
 pub fn render<T: Serialize + ?Sized>(
     format: Format,
     value: &T,
     table: impl FnOnce(&T) -> String,
 ) -> anyhow::Result<String> {
     Ok(match format {
-        Format::Table => table(value),
+        Format::Table | Format::Wide => table(value),
         Format::Json => {
             let mut text = serde_json::to_string_pretty(value)?;
             text.push('\n');
@@ -274,8 +323,66 @@ fn non_empty(text: String) -> Option<String> {
 
 // ---------------------------------------------------------------- tables
 
-pub fn clusters_table(clusters: &[Cluster]) -> String {
-    let mut table = Table::new(["NAME", "STATUS", "CREATED", "LOST AFTER", "TASK RETENTION"]);
+/// Things a list shows oldest first, as their AGE column reads.
+pub trait Aged {
+    fn created_at_ms(&self) -> i64;
+    /// What orders things created in the same millisecond, so the order is
+    /// the same on every run (and every `--watch` redraw).
+    fn tie(&self) -> (&str, &str);
+}
+
+impl Aged for Cluster {
+    fn created_at_ms(&self) -> i64 {
+        self.created_at_ms
+    }
+    fn tie(&self) -> (&str, &str) {
+        (&self.name, "")
+    }
+}
+
+impl Aged for Task {
+    fn created_at_ms(&self) -> i64 {
+        self.created_at_ms
+    }
+    fn tie(&self) -> (&str, &str) {
+        (&self.id, "")
+    }
+}
+
+impl Aged for InstanceView {
+    fn created_at_ms(&self) -> i64 {
+        self.registered_at_ms
+    }
+    fn tie(&self) -> (&str, &str) {
+        (&self.id, "")
+    }
+}
+
+impl Aged for t::service::ServiceDescription {
+    fn created_at_ms(&self) -> i64 {
+        self.service.created_at_ms
+    }
+    fn tie(&self) -> (&str, &str) {
+        (&self.service.cluster, &self.service.name)
+    }
+}
+
+/// Sorts oldest first, the order every list prints in (JSON and YAML too,
+/// so a script and a person see the same order).
+pub fn oldest_first<T: Aged>(items: &mut [T]) {
+    items.sort_by(|a, b| (a.created_at_ms(), a.tie()).cmp(&(b.created_at_ms(), b.tie())));
+}
+
+pub fn clusters_table(clusters: &[Cluster], now_ms: i64) -> String {
+    let mut table = Table::new([
+        "NAME",
+        "STATUS",
+        "CREATED",
+        "LOST AFTER",
+        "TASK RETENTION",
+        "AGE",
+    ])
+    .status_columns(&["STATUS"]);
     for c in clusters {
         table.row([
             c.name.clone(),
@@ -283,6 +390,7 @@ pub fn clusters_table(clusters: &[Cluster]) -> String {
             rfc3339(c.created_at_ms),
             format!("{}s", c.settings.lost_after_secs),
             format!("{}s", c.settings.task_retention_secs),
+            age(c.created_at_ms, now_ms),
         ]);
     }
     table.render()
@@ -463,7 +571,8 @@ pub fn created_api_token_note(c: &CreatedApiToken) -> String {
 }
 
 pub fn api_tokens_table(tokens: &[ApiToken]) -> String {
-    let mut table = Table::new(["ID", "ROLE", "STATUS", "CREATED", "EXPIRES", "DESCRIPTION"]);
+    let mut table = Table::new(["ID", "ROLE", "STATUS", "CREATED", "EXPIRES", "DESCRIPTION"])
+        .status_columns(&["STATUS"]);
     for ApiToken { token: t, status } in tokens {
         table.row([
             t.id.clone(),
@@ -528,7 +637,8 @@ pub fn activations_table(activations: &[Activation]) -> String {
         "EXPIRES",
         "ATTRIBUTES",
         "DESCRIPTION",
-    ]);
+    ])
+    .status_columns(&["STATUS"]);
     for a in activations {
         table.row([
             a.id.clone(),
@@ -564,8 +674,9 @@ pub fn revoked_activation(a: &Activation) -> String {
 }
 
 /// One row per instance. `now_ms` is when berth ran, for the SINCE
-/// column: how long the agent has been connected, or disconnected.
-pub fn instances_table(instances: &[InstanceView], now_ms: i64) -> String {
+/// column (how long the agent has been connected, or disconnected) and AGE
+/// (how long ago the instance registered).
+pub fn instances_table(instances: &[InstanceView], now_ms: i64, view: View) -> String {
     let mut table = Table::new([
         "ID",
         "CLUSTER",
@@ -578,10 +689,12 @@ pub fn instances_table(instances: &[InstanceView], now_ms: i64) -> String {
         "TASKS",
         "VERSION",
         "ATTRIBUTES",
-    ]);
+        "AGE",
+    ])
+    .status_columns(&["STATUS"]);
     for i in instances {
         table.row([
-            i.id.clone(),
+            view.id(Kind::Instance, &i.id),
             i.cluster.clone(),
             i.hostname.clone(),
             i.status.as_str().to_string(),
@@ -592,6 +705,7 @@ pub fn instances_table(instances: &[InstanceView], now_ms: i64) -> String {
             i.running_tasks.to_string(),
             i.agent_version.clone().unwrap_or_else(dash),
             attributes_cell(&i.attributes),
+            age(i.registered_at_ms, now_ms),
         ]);
     }
     table.render()
@@ -690,29 +804,42 @@ pub fn instance_attributes(i: &InstanceView) -> String {
 // ----------------------------------------------------------------- tasks
 
 /// One row per task. `now_ms` is when berth ran, for the STARTED column
-/// (how long ago the task started running).
-pub fn tasks_table(tasks: &[Task], now_ms: i64) -> String {
-    let mut table = Table::new([
-        "ID",
-        "TASKDEF",
-        "STATUS",
-        "DESIRED",
-        "INSTANCE",
-        "GROUP",
-        "STARTED",
-        "STOP CODE",
-    ]);
+/// (how long ago the task started running) and AGE (how long ago it was
+/// created). Wide tables add the task's own address.
+pub fn tasks_table(tasks: &[Task], now_ms: i64, view: View) -> String {
+    let mut headers = vec!["ID"];
+    if view.cluster_column() {
+        headers.push("CLUSTER");
+    }
+    headers.extend(["TASKDEF", "STATUS", "DESIRED", "INSTANCE"]);
+    if view.wide {
+        headers.push("ADDRESS");
+    }
+    headers.extend(["GROUP", "STARTED", "STOP CODE", "AGE"]);
+    let mut table = Table::new(headers).status_columns(&["STATUS"]);
     for t in tasks {
-        table.row([
-            t.id.clone(),
+        let mut row = vec![view.id(Kind::Task, &t.id)];
+        if view.cluster_column() {
+            row.push(t.cluster.clone());
+        }
+        row.extend([
             t.task_definition.clone(),
             t.last_status.as_str().to_string(),
             t.desired_status.as_str().to_string(),
-            t.instance_id.clone().unwrap_or_else(dash),
+            t.instance_id
+                .as_deref()
+                .map_or_else(dash, |i| view.id(Kind::Instance, i)),
+        ]);
+        if view.wide {
+            row.push(t.ip.clone().unwrap_or_else(dash));
+        }
+        row.extend([
             t.group.clone().unwrap_or_else(dash),
             t.started_at_ms.map_or_else(dash, |at| age(at, now_ms)),
             t.stop_code.map_or_else(dash, |c| c.as_str().to_string()),
+            age(t.created_at_ms, now_ms),
         ]);
+        table.row(row);
     }
     table.render()
 }
@@ -800,7 +927,8 @@ pub fn task_detail(t: &Task) -> String {
     ]);
     let mut out = fields(&pairs);
     out.push('\n');
-    let mut table = Table::new(["CONTAINER", "STATUS", "EXIT CODE", "HEALTH", "REASON"]);
+    let mut table = Table::new(["CONTAINER", "STATUS", "EXIT CODE", "HEALTH", "REASON"])
+        .status_columns(&["STATUS", "HEALTH"]);
     for c in &t.containers {
         // Only containers that were restarted say so: most never are, and
         // a column of zeros would be noise.
@@ -888,24 +1016,44 @@ pub fn status_table(s: &ControlPlaneStatus) -> String {
 pub struct Table {
     headers: Vec<String>,
     rows: Vec<Vec<String>>,
+    /// Per column: whether its cells are status words, coloured on a
+    /// terminal.
+    status: Vec<bool>,
 }
 
 impl Table {
-    pub fn new<const N: usize>(headers: [&str; N]) -> Self {
+    pub fn new<'a>(headers: impl IntoIterator<Item = &'a str>) -> Self {
+        let headers: Vec<String> = headers.into_iter().map(str::to_string).collect();
         Self {
-            headers: headers.iter().map(|h| h.to_string()).collect(),
+            status: vec![false; headers.len()],
+            headers,
             rows: Vec::new(),
         }
     }
 
-    pub fn row<const N: usize>(&mut self, cells: [String; N]) {
+    /// Marks the columns with these headers as status columns.
+    pub fn status_columns(mut self, headers: &[&str]) -> Self {
+        for (i, header) in self.headers.iter().enumerate() {
+            if headers.contains(&header.as_str()) {
+                self.status[i] = true;
+            }
+        }
+        self
+    }
+
+    pub fn row(&mut self, cells: impl IntoIterator<Item = String>) {
         // A newline inside a cell (an error message, say) would break the
         // one-record-per-line layout that `grep` and `awk` rely on.
         self.rows
             .push(cells.into_iter().map(|c| one_line(&c)).collect());
     }
 
+    /// The table, coloured when `main` decided stdout may be.
     pub fn render(&self) -> String {
+        self.render_coloured(colour::enabled())
+    }
+
+    pub fn render_coloured(&self, colour: bool) -> String {
         let columns = self.headers.len();
         let mut widths: Vec<usize> = self.headers.iter().map(|h| h.chars().count()).collect();
         for row in &self.rows {
@@ -914,14 +1062,21 @@ impl Table {
             }
         }
         let mut out = String::new();
-        for line in std::iter::once(&self.headers).chain(&self.rows) {
+        for (n, line) in std::iter::once(&self.headers).chain(&self.rows).enumerate() {
             let mut text = String::new();
             for (i, cell) in line.iter().enumerate().take(columns) {
                 if i > 0 {
                     text.push_str("  ");
                 }
-                // `{:<w$}` pads by characters, matching how widths were measured.
-                text.push_str(&format!("{cell:<w$}", w = widths[i]));
+                // Padding goes outside the escape codes, which take no
+                // room on screen, so widths count only what is seen.
+                if colour && n > 0 && self.status[i] {
+                    text.push_str(&colour::status(cell));
+                } else {
+                    text.push_str(cell);
+                }
+                let pad = widths[i].saturating_sub(cell.chars().count());
+                text.extend(std::iter::repeat_n(' ', pad));
             }
             out.push_str(text.trim_end());
             out.push('\n');
@@ -991,8 +1146,8 @@ mod tests {
     #[test]
     fn empty_table_is_just_the_header() {
         assert_eq!(
-            clusters_table(&[]),
-            "NAME  STATUS  CREATED  LOST AFTER  TASK RETENTION\n"
+            clusters_table(&[], NOW),
+            "NAME  STATUS  CREATED  LOST AFTER  TASK RETENTION  AGE\n"
         );
     }
 
@@ -1043,11 +1198,18 @@ mod tests {
     fn clusters_render_as_table_and_json_array() {
         let clusters = vec![cluster()];
         assert_eq!(
-            render(Format::Table, clusters.as_slice(), clusters_table).unwrap(),
-            "NAME  STATUS  CREATED               LOST AFTER  TASK RETENTION\n\
-             prod  ACTIVE  2023-11-14T22:13:20Z  300s        3600s\n"
+            render(Format::Table, clusters.as_slice(), |c| clusters_table(
+                c,
+                NOW + 7_200_000
+            ))
+            .unwrap(),
+            "NAME  STATUS  CREATED               LOST AFTER  TASK RETENTION  AGE\n\
+             prod  ACTIVE  2023-11-14T22:13:20Z  300s        3600s           2h\n"
         );
-        let json = render(Format::Json, clusters.as_slice(), clusters_table).unwrap();
+        let json = render(Format::Json, clusters.as_slice(), |c| {
+            clusters_table(c, NOW)
+        })
+        .unwrap();
         let value: serde_json::Value = serde_json::from_str(&json).unwrap();
         assert_eq!(
             value,
@@ -1411,11 +1573,11 @@ mod tests {
         fresh.running_tasks = 0;
         let instances = vec![connected, gone, fresh];
         assert_eq!(
-            instances_table(&instances, NOW),
-            "ID   CLUSTER  HOSTNAME  STATUS        AGENT            SINCE  CPU FREE/TOTAL  MEMORY FREE/TOTAL (MiB)  TASKS  VERSION  ATTRIBUTES\n\
-             i-1  prod     node-1    ACTIVE        connected        5m     1536/2048       3968/4096                2      0.4.0    zone=a\n\
-             i-2  prod     node-1    DISCONNECTED  disconnected     3h     1536/2048       3968/4096                2      0.4.0    -\n\
-             i-3  prod     node-1    ACTIVE        never-connected  -      1536/2048       3968/4096                0      -        zone=a\n"
+            instances_table(&instances, NOW, View::default()),
+            "ID   CLUSTER  HOSTNAME  STATUS        AGENT            SINCE  CPU FREE/TOTAL  MEMORY FREE/TOTAL (MiB)  TASKS  VERSION  ATTRIBUTES  AGE\n\
+             i-1  prod     node-1    ACTIVE        connected        5m     1536/2048       3968/4096                2      0.4.0    zone=a      24h\n\
+             i-2  prod     node-1    DISCONNECTED  disconnected     3h     1536/2048       3968/4096                2      0.4.0    -           24h\n\
+             i-3  prod     node-1    ACTIVE        never-connected  -      1536/2048       3968/4096                0      -        zone=a      24h\n"
         );
         let detail = instance_detail(&instances[1], NOW);
         assert!(
@@ -1603,11 +1765,11 @@ mod tests {
             .map(Task::from)
             .collect();
         assert_eq!(
-            tasks_table(&tasks, NOW),
-            "ID   TASKDEF  STATUS        DESIRED  INSTANCE  GROUP  STARTED  STOP CODE\n\
-             t-1  web:3    RUNNING       RUNNING  i-1       batch  90s      -\n\
-             t-2  web:3    PROVISIONING  RUNNING  -         -      -        -\n\
-             t-3  web:3    STOPPED       STOPPED  i-1       batch  3d       EssentialContainerExited\n"
+            tasks_table(&tasks, NOW, View::default()),
+            "ID   TASKDEF  STATUS        DESIRED  INSTANCE  GROUP  STARTED  STOP CODE                 AGE\n\
+             t-1  web:3    RUNNING       RUNNING  i-1       batch  90s      -                         2m\n\
+             t-2  web:3    PROVISIONING  RUNNING  -         -      -        -                         0s\n\
+             t-3  web:3    STOPPED       STOPPED  i-1       batch  3d       EssentialContainerExited  2m\n"
         );
         assert_eq!(
             unplaced_notes(&tasks),
@@ -1695,7 +1857,10 @@ mod tests {
     #[test]
     fn task_json_is_camel_case_with_nulls_for_absent_values() {
         let tasks: Vec<Task> = vec![Task::from(running_task()), Task::from(provisioning_task())];
-        let json = render(Format::Json, tasks.as_slice(), |t| tasks_table(t, NOW)).unwrap();
+        let json = render(Format::Json, tasks.as_slice(), |t| {
+            tasks_table(t, NOW, View::default())
+        })
+        .unwrap();
         let value: serde_json::Value = serde_json::from_str(&json).unwrap();
         assert_eq!(
             value[0],
@@ -1735,7 +1900,10 @@ mod tests {
             value[1]["placementReason"],
             "no instance has 512 MiB free memory; 3 instances checked"
         );
-        let yaml = render(Format::Yaml, tasks.as_slice(), |t| tasks_table(t, NOW)).unwrap();
+        let yaml = render(Format::Yaml, tasks.as_slice(), |t| {
+            tasks_table(t, NOW, View::default())
+        })
+        .unwrap();
         let back: serde_json::Value = serde_yaml::from_str(&yaml).unwrap();
         assert_eq!(back, value, "YAML carries the same document");
     }
@@ -1748,6 +1916,131 @@ mod tests {
             stopping_task(&Task::from(stopping)),
             "stopping task t-1 (desired STOPPED, now RUNNING)\n"
         );
+    }
+
+    const TASK_ID: &str = "3f2a0c9e1b7d4e2f8a6b5c4d3e2f1a0b";
+    const INSTANCE_ID: &str = "i-0123456789abcdef";
+
+    fn real_ids(mut task: t::Task) -> Task {
+        task.id = TASK_ID.into();
+        task.instance_id = Some(INSTANCE_ID.into());
+        task.ip = Some("198.18.0.7".into());
+        Task::from(task)
+    }
+
+    #[test]
+    fn tables_show_short_ids_and_wide_ones_whole_ids_and_more() {
+        let tasks = vec![real_ids(running_task())];
+        assert_eq!(
+            tasks_table(&tasks, NOW, Format::Table.view()),
+            "ID            TASKDEF  STATUS   DESIRED  INSTANCE    GROUP  STARTED  STOP CODE  AGE\n\
+             3f2a0c9e1b7d  web:3    RUNNING  RUNNING  i-01234567  batch  90s      -          2m\n"
+        );
+        assert_eq!(
+            tasks_table(&tasks, NOW, Format::Wide.view()),
+            format!(
+                "ID                                CLUSTER  TASKDEF  STATUS   DESIRED  INSTANCE            ADDRESS     GROUP  STARTED  STOP CODE  AGE\n\
+                 {TASK_ID}  prod     web:3    RUNNING  RUNNING  {INSTANCE_ID}  198.18.0.7  batch  90s      -          2m\n"
+            )
+        );
+        let all_clusters = View {
+            clusters: true,
+            ..Format::Table.view()
+        };
+        assert!(
+            tasks_table(&tasks, NOW, all_clusters).starts_with("ID            CLUSTER  TASKDEF")
+        );
+
+        let mut instance = instance();
+        instance.id = INSTANCE_ID.into();
+        let short = instances_table(std::slice::from_ref(&instance), NOW, View::default());
+        assert!(short.contains("\ni-01234567  prod"), "{short}");
+        let wide = instances_table(&[instance], NOW, Format::Wide.view());
+        assert!(wide.contains(&format!("\n{INSTANCE_ID}  prod")), "{wide}");
+    }
+
+    #[test]
+    fn wide_changes_tables_only_never_json() {
+        let tasks = vec![real_ids(running_task())];
+        let draw = |t: &[Task]| tasks_table(t, NOW, Format::Wide.view());
+        assert_eq!(
+            render(Format::Json, tasks.as_slice(), draw).unwrap(),
+            render(Format::Json, tasks.as_slice(), |t| {
+                tasks_table(t, NOW, View::default())
+            })
+            .unwrap()
+        );
+        assert!(render(Format::Json, tasks.as_slice(), draw)
+            .unwrap()
+            .contains(&format!("\"id\": \"{TASK_ID}\"")));
+        assert!(Format::Wide.is_table() && Format::Table.is_table());
+        assert!(!Format::Json.is_table() && !Format::Yaml.is_table());
+    }
+
+    #[test]
+    fn wide_is_an_output_format() {
+        use clap::Parser;
+        let cli =
+            crate::args::Cli::try_parse_from(["berth", "task", "list", "-o", "wide"]).unwrap();
+        assert_eq!(cli.output, Format::Wide);
+        assert!(Format::Wide.view().wide && !Format::Table.view().wide);
+    }
+
+    #[test]
+    fn status_cells_are_coloured_only_when_asked_and_stay_aligned() {
+        let mut table = Table::new(["ID", "STATUS", "NOTE"]).status_columns(&["STATUS"]);
+        table.row(["a".into(), "RUNNING".into(), "RUNNING".into()]);
+        table.row(["b".into(), "STOPPED".into(), String::new()]);
+        table.row(["c".into(), "PENDING".into(), "x".into()]);
+        let plain = table.render_coloured(false);
+        assert!(!plain.contains('\x1b'), "{plain}");
+        assert_eq!(
+            table.render(),
+            plain,
+            "off unless main turned it on (NO_COLOR, or not a terminal)"
+        );
+        let coloured = table.render_coloured(true);
+        assert_eq!(
+            coloured,
+            "ID  STATUS   NOTE\n\
+             a   \x1b[32mRUNNING\x1b[0m  RUNNING\n\
+             b   \x1b[31mSTOPPED\x1b[0m\n\
+             c   \x1b[33mPENDING\x1b[0m  x\n",
+            "only the status column, padded outside the codes"
+        );
+        let stripped = coloured
+            .replace("\x1b[32m", "")
+            .replace("\x1b[31m", "")
+            .replace("\x1b[33m", "")
+            .replace("\x1b[0m", "");
+        assert_eq!(stripped, plain);
+    }
+
+    #[test]
+    fn lists_sort_oldest_first_with_a_stable_tie_break() {
+        let at = |id: &str, created: i64| Task {
+            id: id.into(),
+            created_at_ms: created,
+            ..Task::from(running_task())
+        };
+        let mut tasks = vec![at("c", NOW), at("b", NOW - 5), at("a", NOW)];
+        oldest_first(&mut tasks);
+        let order: Vec<&str> = tasks.iter().map(|t| t.id.as_str()).collect();
+        assert_eq!(order, ["b", "a", "c"]);
+
+        let mut old = cluster();
+        old.name = "z-old".into();
+        old.created_at_ms -= 1;
+        let mut clusters = vec![cluster(), old];
+        oldest_first(&mut clusters);
+        assert_eq!(clusters[0].name, "z-old");
+
+        let mut young = instance();
+        young.id = "i-0".into();
+        young.registered_at_ms = NOW;
+        let mut instances = vec![young, instance()];
+        oldest_first(&mut instances);
+        assert_eq!(instances[0].id, "i-1");
     }
 
     #[test]

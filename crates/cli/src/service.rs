@@ -20,7 +20,8 @@ use crate::args::{
     ControllerArg, DeploymentArgs, SchedulingStrategyArg, ServiceCommand, ServiceCreateArgs,
     ServiceUpdateArgs,
 };
-use crate::output::{age, render, Format, Table};
+use crate::ids::Kind;
+use crate::output::{age, render, Format, Table, View};
 
 /// How often `--wait` and `events --follow` look again.
 const POLL: Duration = Duration::from_secs(1);
@@ -30,6 +31,7 @@ pub async fn service(
     format: Format,
     command: ServiceCommand,
 ) -> anyhow::Result<String> {
+    let view = format.view();
     match command {
         ServiceCommand::Create(args) => {
             let wait = args.wait;
@@ -47,7 +49,7 @@ pub async fn service(
                 )
                 .await;
             }
-            render(format, &created, service_detail)
+            render(format, &created, |s| service_detail(s, view))
         }
         ServiceCommand::Update(args) => {
             let wait = args.wait;
@@ -65,7 +67,7 @@ pub async fn service(
                 )
                 .await;
             }
-            render(format, &updated, service_detail)
+            render(format, &updated, |s| service_detail(s, view))
         }
         ServiceCommand::Delete {
             name,
@@ -84,10 +86,14 @@ pub async fn service(
             })
         }
         ServiceCommand::List { cluster, all } => {
-            let services = connect()?
+            let mut services = connect()?
                 .list_services(cluster.as_deref().unwrap_or_default(), None, all)
                 .await?;
-            render(format, services.as_slice(), services_table)
+            crate::output::oldest_first(&mut services);
+            let now = berth_client::time::now_ms();
+            render(format, services.as_slice(), |s| {
+                services_table(s, now, view)
+            })
         }
         ServiceCommand::Describe { names, cluster } => {
             let (found, missing) = connect()?
@@ -105,7 +111,7 @@ pub async fn service(
             }
             render(format, found.as_slice(), |all| {
                 all.iter()
-                    .map(service_detail)
+                    .map(|s| service_detail(s, view))
                     .collect::<Vec<_>>()
                     .join("\n")
             })
@@ -134,7 +140,7 @@ pub async fn service(
             let service = client.describe_service(&cluster, &name).await?;
             let mut events = service.service.events.clone();
             events.reverse();
-            if !follow || format != Format::Table {
+            if !follow || !format.is_table() {
                 return render(format, events.as_slice(), |e| {
                     e.iter().map(event_line).collect::<String>()
                 });
@@ -167,7 +173,9 @@ pub async fn service(
             let mut sets = client.watch_endpoints(cluster.as_deref().unwrap_or_default(), &name);
             loop {
                 let set = sets.next().await?;
-                let shown = render(format, set.endpoints.as_slice(), endpoints_table)?;
+                let shown = render(format, set.endpoints.as_slice(), |e| {
+                    endpoints_table(e, view)
+                })?;
                 if !watch {
                     return Ok(shown);
                 }
@@ -180,13 +188,15 @@ pub async fn service(
             let service = connect()?
                 .rollback_service(cluster.as_deref().unwrap_or_default(), &name)
                 .await?;
-            render(format, &service, service_detail)
+            render(format, &service, |s| service_detail(s, view))
         }
         ServiceCommand::Deployments { name, cluster } => {
             let deployments = connect()?
                 .list_service_deployments(cluster.as_deref().unwrap_or_default(), &name)
                 .await?;
-            render(format, deployments.as_slice(), deployments_table)
+            render(format, deployments.as_slice(), |d| {
+                deployments_table(d, view)
+            })
         }
     }
 }
@@ -439,7 +449,7 @@ async fn watch(
     id: &str,
     format: Format,
 ) -> anyhow::Result<String> {
-    let tty = std::io::stdout().is_terminal() && format == Format::Table;
+    let tty = std::io::stdout().is_terminal() && format.is_table();
     let mut shown: Vec<String> = Vec::new();
     loop {
         let s = client.describe_service(cluster, name).await?;
@@ -450,7 +460,7 @@ async fn watch(
                 // Up over the previous view, then clear to the end.
                 write!(out, "\x1b[{}A\x1b[J", shown.len())?;
             }
-            if format == Format::Table {
+            if format.is_table() {
                 for line in &lines {
                     writeln!(out, "{line}")?;
                 }
@@ -464,7 +474,7 @@ async fn watch(
                 return render(format, &s, |_| done.clone());
             }
             Some(Outcome::Failed(why)) => {
-                if format != Format::Table {
+                if !format.is_table() {
                     print!("{}", render(format, &s, |_| String::new())?);
                 }
                 bail!(why);
@@ -476,33 +486,55 @@ async fn watch(
 
 // ---------------------------------------------------------------- tables
 
-pub fn services_table(services: &[ServiceDescription]) -> String {
-    let mut table = Table::new([
-        "NAME", "STATUS", "STRATEGY", "TASKDEF", "DESIRED", "RUNNING", "PENDING", "ROLLOUT",
+/// One row per service; AGE is how long ago it was created. Wide tables
+/// add the healthy count.
+pub fn services_table(services: &[ServiceDescription], now_ms: i64, view: View) -> String {
+    let mut headers = vec!["NAME"];
+    if view.cluster_column() {
+        headers.push("CLUSTER");
+    }
+    headers.extend([
+        "STATUS", "STRATEGY", "TASKDEF", "DESIRED", "RUNNING", "PENDING",
     ]);
+    if view.wide {
+        headers.push("HEALTHY");
+    }
+    headers.extend(["ROLLOUT", "AGE"]);
+    let mut table = Table::new(headers).status_columns(&["STATUS", "ROLLOUT"]);
     for d in services {
         let s = &d.service;
-        table.row([
-            s.name.clone(),
+        let mut row = vec![s.name.clone()];
+        if view.cluster_column() {
+            row.push(s.cluster.clone());
+        }
+        row.extend([
             s.status.as_str().to_string(),
             s.scheduling_strategy.as_str().to_string(),
             s.task_definition.clone(),
             s.desired_count.to_string(),
             d.running_count.to_string(),
             d.pending_count.to_string(),
+        ]);
+        if view.wide {
+            row.push(d.healthy_count.to_string());
+        }
+        row.extend([
             s.primary()
                 .map_or("-".to_string(), |p| p.rollout_state.as_str().to_string()),
+            age(s.created_at_ms, now_ms),
         ]);
+        table.row(row);
     }
     table.render()
 }
 
-pub fn deployments_table(deployments: &[DeploymentView]) -> String {
+pub fn deployments_table(deployments: &[DeploymentView], view: View) -> String {
     let now = berth_client::time::now_ms();
     let mut table = Table::new([
         "ID", "STATUS", "TASKDEF", "DESIRED", "PENDING", "RUNNING", "HEALTHY", "FAILED", "TRAFFIC",
         "ROLLOUT", "CREATED", "REASON",
-    ]);
+    ])
+    .status_columns(&["ROLLOUT"]);
     for d in deployments {
         let x = &d.deployment;
         let traffic = if x.status == DeploymentStatus::Inactive {
@@ -511,7 +543,7 @@ pub fn deployments_table(deployments: &[DeploymentView]) -> String {
             format!("{}%", x.traffic_percent)
         };
         table.row([
-            x.id.clone(),
+            view.id(Kind::Deployment, &x.id),
             x.status.as_str().to_string(),
             x.task_definition.clone(),
             x.desired_count.to_string(),
@@ -528,7 +560,7 @@ pub fn deployments_table(deployments: &[DeploymentView]) -> String {
     table.render()
 }
 
-pub fn endpoints_table(endpoints: &[berth_types::endpoints::Endpoint]) -> String {
+pub fn endpoints_table(endpoints: &[berth_types::endpoints::Endpoint], view: View) -> String {
     let mut table = Table::new([
         "ADDRESS",
         "PORT",
@@ -557,8 +589,8 @@ pub fn endpoints_table(endpoints: &[berth_types::endpoints::Endpoint]) -> String
             format!("{}:{}", e.container_name, e.container_port),
             weight,
             balancers,
-            e.task_id.clone(),
-            e.instance_id.clone(),
+            view.id(Kind::Task, &e.task_id),
+            view.id(Kind::Instance, &e.instance_id),
         ]);
     }
     table.render()
@@ -571,7 +603,7 @@ fn event_line(e: &berth_types::ServiceEvent) -> String {
 /// Events shown by `describe`.
 const EVENTS_IN_DETAIL: usize = 10;
 
-pub fn service_detail(d: &ServiceDescription) -> String {
+pub fn service_detail(d: &ServiceDescription, view: View) -> String {
     let s = &d.service;
     let c = &s.deployment_configuration;
     let mut out = String::new();
@@ -675,7 +707,7 @@ pub fn service_detail(d: &ServiceDescription) -> String {
         .filter(|x| x.deployment.status != DeploymentStatus::Inactive)
         .cloned()
         .collect();
-    out.push_str(&deployments_table(&current));
+    out.push_str(&deployments_table(&current, view));
     if !s.events.is_empty() {
         out.push_str("\nEvents (newest first):\n");
         for e in s.events.iter().take(EVENTS_IN_DETAIL) {
