@@ -16,6 +16,10 @@ pub const DEFAULT_ENDPOINT: &str = "127.0.0.1:7400";
 ///
 /// Connection settings come from flags, then environment variables, then
 /// the config file (~/.config/berth/config.toml: endpoint, token, ca_cert).
+///
+/// Wherever a command takes a task, instance, API token or activation id,
+/// any unique prefix of it of at least 4 characters will do (an instance's
+/// i- may be left out); tables show ids short, -o wide in full.
 #[derive(Debug, Parser)]
 #[command(name = "berth", version, propagate_version = true)]
 pub struct Cli {

@@ -71,6 +71,8 @@ pub fn error_lines(err: &anyhow::Error) -> Vec<String> {
             describe_client_error(&launch.source),
             launch.client_token
         )]
+    } else if let Some(prefix) = err.downcast_ref::<crate::ids::PrefixError>() {
+        prefix.lines()
     } else if let Some(client) = err.downcast_ref::<ClientError>() {
         vec![describe_client_error(client)]
     } else {
@@ -185,6 +187,33 @@ mod tests {
             message: message.into(),
         }
         .into()
+    }
+
+    #[test]
+    fn an_ambiguous_id_prefix_lists_what_it_could_be() {
+        let err: anyhow::Error = crate::ids::PrefixError::Ambiguous {
+            kind: crate::ids::Kind::Task,
+            typed: "3f2a".into(),
+            matches: vec![
+                crate::ids::Candidate {
+                    id: "3f2a01".into(),
+                    about: "web:3 RUNNING".into(),
+                },
+                crate::ids::Candidate {
+                    id: "3f2a02".into(),
+                    about: "web:3 STOPPED".into(),
+                },
+            ],
+        }
+        .into();
+        assert_eq!(
+            error_lines(&err),
+            [
+                "error: 3f2a is the start of 2 task ids; give more of the id:",
+                "error: 3f2a01  web:3 RUNNING",
+                "error: 3f2a02  web:3 STOPPED"
+            ]
+        );
     }
 
     #[test]

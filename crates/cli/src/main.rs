@@ -144,6 +144,7 @@ async fn api_token(
             render(format, tokens.as_slice(), output::api_tokens_table)
         }
         TokenCommand::Revoke { id } => {
+            let id = ids::api_token(client, &id).await?;
             let token = output::ApiToken::new(client.revoke_api_token(&id).await?, now_ms());
             render(format, &token, output::revoked_api_token)
         }
@@ -230,13 +231,17 @@ async fn activation(
             render(format, activations.as_slice(), output::activations_table)
         }
         ActivationCommand::Describe { id } => {
+            let client = connect()?;
+            let id = ids::activation(&client, &id).await?;
             let activation =
-                output::Activation::new(connect()?.describe_activation(&id).await?, now_ms());
+                output::Activation::new(client.describe_activation(&id).await?, now_ms());
             render(format, &activation, output::activation_detail)
         }
         ActivationCommand::Revoke { id } => {
+            let client = connect()?;
+            let id = ids::activation(&client, &id).await?;
             let activation =
-                output::Activation::new(connect()?.revoke_activation(&id).await?, now_ms());
+                output::Activation::new(client.revoke_activation(&id).await?, now_ms());
             render(format, &activation, output::revoked_activation)
         }
     }
@@ -273,30 +278,46 @@ async fn instance(
             })
         }
         InstanceCommand::Describe { id } => {
-            let instance = connect()?.describe_instance(&id).await?;
+            let client = connect()?;
+            let instance = client
+                .describe_instance(&ids::instance(&client, &id).await?)
+                .await?;
             let now = now_ms();
             render(format, &instance, |i| output::instance_detail(i, now))
         }
         InstanceCommand::Deregister { id } => {
-            let instance = connect()?.deregister_instance(&id).await?;
+            let client = connect()?;
+            let instance = client
+                .deregister_instance(&ids::instance(&client, &id).await?)
+                .await?;
             render(format, &instance, output::deregistered_instance)
         }
         InstanceCommand::Drain { id } => {
-            let instance = connect()?.drain_instance(&id).await?;
+            let client = connect()?;
+            let instance = client
+                .drain_instance(&ids::instance(&client, &id).await?)
+                .await?;
             render(format, &instance, output::drained_instance)
         }
         InstanceCommand::Activate { id } => {
-            let instance = connect()?.activate_instance(&id).await?;
+            let client = connect()?;
+            let instance = client
+                .activate_instance(&ids::instance(&client, &id).await?)
+                .await?;
             render(format, &instance, output::activated_instance)
         }
         InstanceCommand::Attribute(AttributeCommand::Put { id, attributes }) => {
             // Checked before connecting: it is a mistake in the command.
             let attributes = name_value_map(attributes, "attribute")?;
-            let instance = connect()?.put_instance_attributes(&id, &attributes).await?;
+            let client = connect()?;
+            let id = ids::instance(&client, &id).await?;
+            let instance = client.put_instance_attributes(&id, &attributes).await?;
             render(format, &instance, output::instance_attributes)
         }
         InstanceCommand::Attribute(AttributeCommand::Delete { id, names }) => {
-            let instance = connect()?.delete_instance_attributes(&id, &names).await?;
+            let client = connect()?;
+            let id = ids::instance(&client, &id).await?;
+            let instance = client.delete_instance_attributes(&id, &names).await?;
             render(format, &instance, output::instance_attributes)
         }
     }
@@ -317,23 +338,34 @@ async fn task(
             launched(format, &task_views(tasks))
         }
         TaskCommand::Start(args) => {
-            let input = start_task_input(args);
-            let tasks = connect()?
+            let mut input = start_task_input(args);
+            let client = connect()?;
+            for id in &mut input.instance_ids {
+                *id = ids::instance(&client, id).await?;
+            }
+            let tasks = client
                 .start_task(&input)
                 .await
                 .map_err(|e| LaunchFailed::wrap(e, launch_token(&input.launch)))?;
             launched(format, &task_views(tasks))
         }
         TaskCommand::Stop { id, reason } => {
+            let client = connect()?;
+            let id = ids::task(&client, &id).await?;
             let task = output::Task::from(
-                connect()?
+                client
                     .stop_task(&id, reason.as_deref().unwrap_or_default())
                     .await?,
             );
             render(format, &task, output::stopping_task)
         }
         TaskCommand::List(args) => {
-            let mut tasks = task_views(connect()?.list_tasks(&task_filter(args)).await?);
+            let client = connect()?;
+            let mut filter = task_filter(args);
+            if let Some(id) = &filter.instance_id {
+                filter.instance_id = Some(ids::instance(&client, id).await?);
+            }
+            let mut tasks = task_views(client.list_tasks(&filter).await?);
             output::oldest_first(&mut tasks);
             let now = now_ms();
             render(format, tasks.as_slice(), |t| {
@@ -341,7 +373,9 @@ async fn task(
             })
         }
         TaskCommand::Describe { id } => {
-            let (task, bindings) = connect()?.describe_task_with_bindings(&id).await?;
+            let client = connect()?;
+            let id = ids::task(&client, &id).await?;
+            let (task, bindings) = client.describe_task_with_bindings(&id).await?;
             let task = output::Task {
                 network_bindings: bindings,
                 ..output::Task::from(task)
@@ -349,11 +383,15 @@ async fn task(
             render(format, &task, output::task_detail)
         }
         TaskCommand::History { id, follow } => {
-            journal::history(&connect()?, format, format!("task/{id}"), follow).await
+            let client = connect()?;
+            let id = ids::task(&client, &id).await?;
+            journal::history(&client, format, format!("task/{id}"), follow).await
         }
         TaskCommand::Logs(args) => {
             let (id, options) = log_options(args);
-            let mut stream = connect()?.task_logs(&id, &options).await?;
+            let client = connect()?;
+            let id = ids::task(&client, &id).await?;
+            let mut stream = client.task_logs(&id, &options).await?;
             let (mut stdout, mut stderr) = (io::stdout(), io::stderr());
             while let Some(chunk) = stream.next().await? {
                 if !write_chunk(&chunk, &mut stdout, &mut stderr)? {

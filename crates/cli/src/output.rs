@@ -1118,7 +1118,7 @@ fn yes_no(value: bool) -> String {
 
 /// The serde name of a unit enum variant (`ACTIVE`), so tables and JSON
 /// agree without a second list of names.
-fn screaming<T: Serialize>(value: &T) -> String {
+pub fn screaming<T: Serialize>(value: &T) -> String {
     match serde_json::to_value(value) {
         Ok(serde_json::Value::String(s)) => s,
         _ => "?".to_string(),
