@@ -549,11 +549,16 @@ pub struct ActivationCreateArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum InstanceCommand {
-    /// List registered instances.
+    /// List registered instances, oldest first [default: every cluster's].
     List {
         /// Only this cluster's.
         #[arg(long)]
         cluster: Option<String>,
+        /// Every cluster's (what no --cluster lists too).
+        #[arg(long, conflicts_with = "cluster")]
+        all_clusters: bool,
+        #[command(flatten)]
+        watch: crate::watch::Watch,
     },
     /// Show one instance.
     Describe { id: String },
@@ -610,10 +615,14 @@ pub enum TaskCommand {
         #[arg(long)]
         reason: Option<String>,
     },
-    /// List tasks.
+    /// List tasks, oldest first [default: every cluster's].
     List(TaskListArgs),
     /// Show one task with its containers.
-    Describe { id: String },
+    Describe {
+        id: String,
+        #[command(flatten)]
+        watch: crate::watch::Watch,
+    },
     /// Print a container's output: stdout to stdout, stderr to stderr.
     Logs(TaskLogsArgs),
     /// What happened to a task, oldest first: each state change, when and
@@ -696,6 +705,12 @@ pub struct TaskListArgs {
     /// Only tasks with this last status.
     #[arg(long, value_enum, ignore_case = true)]
     pub status: Option<TaskStatusFilter>,
+    /// Every cluster's (what no --cluster lists too), with a CLUSTER
+    /// column.
+    #[arg(long, conflicts_with = "cluster")]
+    pub all_clusters: bool,
+    #[command(flatten)]
+    pub watch: crate::watch::Watch,
 }
 
 #[derive(Debug, Args)]
@@ -758,13 +773,18 @@ pub enum ServiceCommand {
         #[arg(long)]
         force: bool,
     },
-    /// List the services of a cluster.
+    /// List the services of a cluster, oldest first.
     List {
         #[arg(long)]
         cluster: Option<String>,
         /// Include deleted (INACTIVE) services.
         #[arg(long)]
         all: bool,
+        /// The services of every cluster, with a CLUSTER column.
+        #[arg(long, conflicts_with = "cluster")]
+        all_clusters: bool,
+        #[command(flatten)]
+        watch: crate::watch::Watch,
     },
     /// Show services with their deployments, counts and latest events.
     Describe {
@@ -772,6 +792,8 @@ pub enum ServiceCommand {
         names: Vec<String>,
         #[arg(long)]
         cluster: Option<String>,
+        #[command(flatten)]
+        watch: crate::watch::Watch,
     },
     /// What happened to a service, oldest first: updates, deployments and
     /// its events, when and by whom.
@@ -1305,7 +1327,7 @@ mod tests {
     fn instance_commands_parse() {
         let cli = parse(&["instance", "list", "--cluster", "prod"]).unwrap();
         match cli.command {
-            Command::Instance(InstanceCommand::List { cluster }) => {
+            Command::Instance(InstanceCommand::List { cluster, .. }) => {
                 assert_eq!(cluster.as_deref(), Some("prod"))
             }
             other => panic!("{other:?}"),
@@ -1556,7 +1578,7 @@ mod tests {
 
         assert!(matches!(
             parse(&["task", "describe", "t-1"]).unwrap().command,
-            Command::Task(TaskCommand::Describe { id }) if id == "t-1"
+            Command::Task(TaskCommand::Describe { id, .. }) if id == "t-1"
         ));
         assert!(parse(&["task", "describe"]).is_err());
 

@@ -9,6 +9,7 @@ mod journal;
 mod output;
 mod schedule;
 mod service;
+mod watch;
 
 use std::collections::BTreeMap;
 use std::io::{self, IsTerminal, Read, Write};
@@ -31,7 +32,7 @@ use args::{
     TaskRunArgs, TaskStartArgs, TokenCommand,
 };
 use errors::{InvalidFile, LaunchFailed};
-use output::{render, Format};
+use output::{render, Format, View};
 
 fn main() -> ExitCode {
     // Usage errors end here with clap's message and exit code 2.
@@ -269,13 +270,26 @@ async fn instance(
     command: InstanceCommand,
 ) -> anyhow::Result<String> {
     match command {
-        InstanceCommand::List { cluster } => {
-            let mut instances = connect()?.list_instances(cluster.as_deref()).await?;
-            output::oldest_first(&mut instances);
-            let now = now_ms();
-            render(format, instances.as_slice(), |i| {
-                output::instances_table(i, now, format.view())
+        InstanceCommand::List {
+            cluster,
+            all_clusters,
+            watch,
+        } => {
+            let client = &connect()?;
+            let cluster = cluster.as_deref();
+            let view = View {
+                clusters: all_clusters,
+                ..format.view()
+            };
+            watch::run(watch, format, move || async move {
+                let mut instances = client.list_instances(cluster).await?;
+                output::oldest_first(&mut instances);
+                let now = now_ms();
+                render(format, instances.as_slice(), |i| {
+                    output::instances_table(i, now, view)
+                })
             })
+            .await
         }
         InstanceCommand::Describe { id } => {
             let client = connect()?;
@@ -360,27 +374,39 @@ async fn task(
             render(format, &task, output::stopping_task)
         }
         TaskCommand::List(args) => {
-            let client = connect()?;
+            let client = &connect()?;
+            let view = View {
+                clusters: args.all_clusters,
+                ..format.view()
+            };
+            let watch = args.watch;
             let mut filter = task_filter(args);
             if let Some(id) = &filter.instance_id {
-                filter.instance_id = Some(ids::instance(&client, id).await?);
+                filter.instance_id = Some(ids::instance(client, id).await?);
             }
-            let mut tasks = task_views(client.list_tasks(&filter).await?);
-            output::oldest_first(&mut tasks);
-            let now = now_ms();
-            render(format, tasks.as_slice(), |t| {
-                output::tasks_table(t, now, format.view())
+            let filter = &filter;
+            watch::run(watch, format, move || async move {
+                let mut tasks = task_views(client.list_tasks(filter).await?);
+                output::oldest_first(&mut tasks);
+                let now = now_ms();
+                render(format, tasks.as_slice(), |t| {
+                    output::tasks_table(t, now, view)
+                })
             })
+            .await
         }
-        TaskCommand::Describe { id } => {
-            let client = connect()?;
-            let id = ids::task(&client, &id).await?;
-            let (task, bindings) = client.describe_task_with_bindings(&id).await?;
-            let task = output::Task {
-                network_bindings: bindings,
-                ..output::Task::from(task)
-            };
-            render(format, &task, output::task_detail)
+        TaskCommand::Describe { id, watch } => {
+            let client = &connect()?;
+            let id = &ids::task(client, &id).await?;
+            watch::run(watch, format, move || async move {
+                let (task, bindings) = client.describe_task_with_bindings(id).await?;
+                let task = output::Task {
+                    network_bindings: bindings,
+                    ..output::Task::from(task)
+                };
+                render(format, &task, output::task_detail)
+            })
+            .await
         }
         TaskCommand::History { id, follow } => {
             let client = connect()?;

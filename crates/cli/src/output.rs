@@ -390,7 +390,7 @@ pub fn clusters_table(clusters: &[Cluster], now_ms: i64) -> String {
             rfc3339(c.created_at_ms),
             format!("{}s", c.settings.lost_after_secs),
             format!("{}s", c.settings.task_retention_secs),
-            age(c.created_at_ms, now_ms),
+            age_column(c.created_at_ms, now_ms),
         ]);
     }
     table.render()
@@ -705,7 +705,7 @@ pub fn instances_table(instances: &[InstanceView], now_ms: i64, view: View) -> S
             i.running_tasks.to_string(),
             i.agent_version.clone().unwrap_or_else(dash),
             attributes_cell(&i.attributes),
-            age(i.registered_at_ms, now_ms),
+            age_column(i.registered_at_ms, now_ms),
         ]);
     }
     table.render()
@@ -837,7 +837,7 @@ pub fn tasks_table(tasks: &[Task], now_ms: i64, view: View) -> String {
             t.group.clone().unwrap_or_else(dash),
             t.started_at_ms.map_or_else(dash, |at| age(at, now_ms)),
             t.stop_code.map_or_else(dash, |c| c.as_str().to_string()),
-            age(t.created_at_ms, now_ms),
+            age_column(t.created_at_ms, now_ms),
         ]);
         table.row(row);
     }
@@ -967,6 +967,16 @@ pub fn age(then_ms: i64, now_ms: i64) -> String {
         120..=7_199 => format!("{}m", secs / 60),
         7_200..=172_799 => format!("{}h", secs / 3600),
         _ => format!("{}d", secs / 86_400),
+    }
+}
+
+/// The AGE column: `-` where the time is not known (the `default`
+/// cluster, made before anything carried a clock, says 0).
+pub fn age_column(created_at_ms: i64, now_ms: i64) -> String {
+    if created_at_ms <= 0 {
+        dash()
+    } else {
+        age(created_at_ms, now_ms)
     }
 }
 
@@ -2052,5 +2062,7 @@ mod tests {
         assert_eq!(age(NOW - 7_199_000, NOW), "119m");
         assert_eq!(age(NOW - 7_200_000, NOW), "2h");
         assert_eq!(age(NOW - 172_800_000, NOW), "2d");
+        assert_eq!(age_column(NOW - 7_200_000, NOW), "2h");
+        assert_eq!(age_column(0, NOW), "-", "not known");
     }
 }

@@ -21,7 +21,7 @@ use crate::args::{
     ServiceUpdateArgs,
 };
 use crate::ids::Kind;
-use crate::output::{age, render, Format, Table, View};
+use crate::output::{age, age_column, render, Format, Table, View};
 
 /// How often `--wait` and `events --follow` look again.
 const POLL: Duration = Duration::from_secs(1);
@@ -85,36 +85,59 @@ pub async fn service(
                 )
             })
         }
-        ServiceCommand::List { cluster, all } => {
-            let mut services = connect()?
-                .list_services(cluster.as_deref().unwrap_or_default(), None, all)
-                .await?;
-            crate::output::oldest_first(&mut services);
-            let now = berth_client::time::now_ms();
-            render(format, services.as_slice(), |s| {
-                services_table(s, now, view)
+        ServiceCommand::List {
+            cluster,
+            all,
+            all_clusters,
+            watch,
+        } => {
+            let client = &connect()?;
+            let cluster = cluster.as_deref().unwrap_or_default();
+            let view = View {
+                clusters: all_clusters,
+                ..view
+            };
+            crate::watch::run(watch, format, move || async move {
+                let mut services = if all_clusters {
+                    services_everywhere(client, all).await?
+                } else {
+                    client.list_services(cluster, None, all).await?
+                };
+                crate::output::oldest_first(&mut services);
+                let now = berth_client::time::now_ms();
+                render(format, services.as_slice(), |s| {
+                    services_table(s, now, view)
+                })
             })
+            .await
         }
-        ServiceCommand::Describe { names, cluster } => {
-            let (found, missing) = connect()?
-                .describe_services(cluster.as_deref().unwrap_or_default(), &names)
-                .await?;
-            if !missing.is_empty() {
-                let names: Vec<&str> = missing.iter().map(|m| m.name.as_str()).collect();
-                if found.is_empty() {
-                    bail!(
-                        "no such service: {} (`berth service list` shows them)",
-                        names.join(", ")
-                    );
+        ServiceCommand::Describe {
+            names,
+            cluster,
+            watch,
+        } => {
+            let client = &connect()?;
+            let (cluster, names) = (cluster.as_deref().unwrap_or_default(), &names);
+            crate::watch::run(watch, format, move || async move {
+                let (found, missing) = client.describe_services(cluster, names).await?;
+                if !missing.is_empty() {
+                    let names: Vec<&str> = missing.iter().map(|m| m.name.as_str()).collect();
+                    if found.is_empty() {
+                        bail!(
+                            "no such service: {} (`berth service list` shows them)",
+                            names.join(", ")
+                        );
+                    }
+                    crate::warn(&[format!("no such service: {}", names.join(", "))]);
                 }
-                crate::warn(&[format!("no such service: {}", names.join(", "))]);
-            }
-            render(format, found.as_slice(), |all| {
-                all.iter()
-                    .map(|s| service_detail(s, view))
-                    .collect::<Vec<_>>()
-                    .join("\n")
+                render(format, found.as_slice(), |all| {
+                    all.iter()
+                        .map(|s| service_detail(s, view))
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                })
             })
+            .await
         }
         ServiceCommand::History {
             name,
@@ -199,6 +222,26 @@ pub async fn service(
             })
         }
     }
+}
+
+/// The services of every cluster. A cluster deleted between the two calls
+/// has none.
+async fn services_everywhere(
+    client: &BerthClient,
+    include_inactive: bool,
+) -> anyhow::Result<Vec<ServiceDescription>> {
+    let mut services = Vec::new();
+    for cluster in client.list_clusters().await? {
+        match client
+            .list_services(&cluster.name, None, include_inactive)
+            .await
+        {
+            Ok(found) => services.extend(found),
+            Err(e) if e.api_code() == Some(berth_client::Code::NotFound) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(services)
 }
 
 fn primary_id(s: &ServiceDescription) -> anyhow::Result<String> {
@@ -521,7 +564,7 @@ pub fn services_table(services: &[ServiceDescription], now_ms: i64, view: View) 
         row.extend([
             s.primary()
                 .map_or("-".to_string(), |p| p.rollout_state.as_str().to_string()),
-            age(s.created_at_ms, now_ms),
+            age_column(s.created_at_ms, now_ms),
         ]);
         table.row(row);
     }
