@@ -122,6 +122,11 @@ pub enum Command {
     /// (DAEMON), and roll them out to new revisions.
     #[command(subcommand)]
     Service(ServiceCommand),
+    /// Wait until tasks are RUNNING or STOPPED, or services are stable,
+    /// checking every 2s; exit status 1 when that can no longer happen or
+    /// the time is up.
+    #[command(subcommand)]
+    Wait(crate::wait::WaitCommand),
     /// What changed in the cluster, oldest first: task, instance, service,
     /// deployment, task definition, cluster, membership, token, activation,
     /// certificate and schedule events, each with the cursor to resume

@@ -9,6 +9,7 @@ mod journal;
 mod output;
 mod schedule;
 mod service;
+mod wait;
 mod watch;
 
 use std::collections::BTreeMap;
@@ -95,6 +96,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Instance(command) => instance(connect, format, command).await?,
         Command::Task(command) => task(connect, format, command).await?,
         Command::Service(command) => service::service(connect, format, command).await?,
+        Command::Wait(command) => wait::wait(&connect()?, command).await?,
         Command::Events(args) => journal::events(&connect()?, format, args).await?,
         Command::Audit(command) => journal::audit(&connect()?, format, command).await?,
         Command::Schedule(command) => schedule::schedule(&connect()?, format, command).await?,

@@ -761,7 +761,7 @@ pub fn service_detail(d: &ServiceDescription, view: View) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::args::{Cli, Command};
     use berth_types::service::{DeploymentCounts, ServiceSpec};
@@ -960,7 +960,7 @@ mod tests {
         assert_eq!(update_input(args).placement_constraints, Some(vec![]));
     }
 
-    fn described(
+    pub(crate) fn described(
         deployments: Vec<(&str, DeploymentStatus, RolloutState, Option<&str>)>,
     ) -> ServiceDescription {
         let views: Vec<DeploymentView> = deployments
