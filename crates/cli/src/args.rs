@@ -127,6 +127,13 @@ pub enum Command {
     /// the time is up.
     #[command(subcommand)]
     Wait(crate::wait::WaitCommand),
+    /// Print a shell completion script, e.g. `source <(berth completion
+    /// bash)`, or save it where the shell looks (bash:
+    /// /usr/share/bash-completion/completions/berth).
+    Completion(crate::completion::CompletionArgs),
+    /// Print the manual page berth(1), or write one page per command into
+    /// a directory.
+    Man(crate::completion::ManArgs),
     /// What changed in the cluster, oldest first: task, instance, service,
     /// deployment, task definition, cluster, membership, token, activation,
     /// certificate and schedule events, each with the cursor to resume

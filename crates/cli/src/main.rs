@@ -2,6 +2,7 @@
 
 mod args;
 mod colour;
+mod completion;
 mod config;
 mod errors;
 mod ids;
@@ -67,7 +68,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             ),
     );
     let home = std::env::var_os("HOME").map(PathBuf::from);
-    let loaded = config::load(cli.config().as_deref(), home.as_deref())?;
+    let loaded = if completion::is_offline(&cli.command) {
+        None
+    } else {
+        config::load(cli.config().as_deref(), home.as_deref())?
+    };
     if let Some(loaded) = &loaded {
         warn(&loaded.warnings);
     }
@@ -97,6 +102,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Task(command) => task(connect, format, command).await?,
         Command::Service(command) => service::service(connect, format, command).await?,
         Command::Wait(command) => wait::wait(&connect()?, command).await?,
+        Command::Completion(args) => completion::completion(&args)?,
+        Command::Man(args) => completion::man(&args)?,
         Command::Events(args) => journal::events(&connect()?, format, args).await?,
         Command::Audit(command) => journal::audit(&connect()?, format, command).await?,
         Command::Schedule(command) => schedule::schedule(&connect()?, format, command).await?,

@@ -20,15 +20,15 @@ const POLL: Duration = Duration::from_secs(2);
 
 #[derive(Debug, Subcommand)]
 pub enum WaitCommand {
-    /// Until every task is RUNNING. Fails as soon as one of them is
+    /// Wait until every task is RUNNING; fail as soon as one of them is
     /// STOPPED or no longer exists.
     TasksRunning(WaitTasks),
-    /// Until every task is STOPPED (one the cluster no longer keeps counts
-    /// as stopped).
+    /// Wait until every task is STOPPED (one the cluster no longer keeps
+    /// counts as stopped).
     TasksStopped(WaitTasks),
-    /// Until every service is stable: ACTIVE, with exactly one deployment
-    /// and as many tasks RUNNING as it desires. Fails as soon as one of them
-    /// does not exist or is deleted (DRAINING or INACTIVE).
+    /// Wait until every service is stable: ACTIVE, with exactly one
+    /// deployment and as many tasks RUNNING as it desires; fail as soon as
+    /// one of them does not exist or is deleted (DRAINING or INACTIVE).
     ServicesStable {
         #[arg(value_name = "NAME", required = true)]
         names: Vec<String>,
