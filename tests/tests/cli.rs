@@ -233,3 +233,99 @@ async fn cli_declares_load_balancers_and_blue_green_and_refuses_bad_ones() -> Re
     assert_eq!(listed.as_array().unwrap().len(), 1, "{listed}");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_takes_id_prefixes_shows_short_ids_and_waits() -> Result<()> {
+    let cluster = TestCluster::start(3, &[]).await?;
+    let cli = Cli {
+        endpoints: cluster.addr(1),
+    };
+    cli.ok(&["taskdef", "register", "-f", &example("web.json")]);
+    cli.ok(&["cluster", "create", "prod"]);
+    // No instances: the tasks stay PROVISIONING.
+    let tasks = cli.json(&["task", "run", "--taskdef", "web", "--count", "2"]);
+    let id = |n: usize| tasks[n]["id"].as_str().unwrap().to_string();
+    let (a, b) = (id(0), id(1));
+    assert_eq!(a.len(), 32, "{a}");
+    cli.ok(&["task", "run", "--taskdef", "web", "--cluster", "prod"]);
+
+    // Tables show short ids (and no colour into a pipe); wide and JSON
+    // whole ones.
+    let table = cli.ok(&["task", "list"]);
+    assert!(table.contains(&a[..12]) && !table.contains(&a), "{table}");
+    assert!(table.lines().next().unwrap().ends_with("AGE"), "{table}");
+    assert!(!table.contains('\x1b'), "{table:?}");
+    let wide = cli.ok(&["task", "list", "-o", "wide"]);
+    assert!(wide.contains(&a) && wide.contains("prod"), "{wide}");
+    let everywhere = cli.ok(&["task", "list", "--all-clusters"]);
+    assert!(
+        everywhere.starts_with("ID            CLUSTER  "),
+        "{everywhere}"
+    );
+    assert_eq!(everywhere.lines().count(), 4, "{everywhere}");
+
+    // A unique prefix names the task; too short or unknown ones are refused
+    // saying what to do.
+    let described = cli.json(&["task", "describe", &a[..8]]);
+    assert_eq!(described["id"], a.as_str());
+    let upper = cli.json(&["task", "describe", &a[..8].to_uppercase()]);
+    assert_eq!(upper["id"], a.as_str());
+    for (prefix, says) in [
+        (&a[..3], "at least 4 characters"),
+        (
+            "zzzz",
+            "no task id starts with zzzz (berth task list shows the ids)",
+        ),
+    ] {
+        let out = cli.run(&["task", "describe", prefix]);
+        assert!(!out.status.success(), "{prefix}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(says), "{prefix}: {stderr}");
+    }
+
+    // berth wait: a PROVISIONING task does not run in time; a stopped one
+    // satisfies tasks-stopped and fails tasks-running at once.
+    let out = cli.run(&["wait", "tasks-running", &a[..8], "--timeout", "2s"]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("timed out after 2s") && stderr.contains("PROVISIONING"),
+        "{stderr}"
+    );
+    cli.ok(&["task", "stop", &b[..8]]);
+    let waited = cli.ok(&["wait", "tasks-stopped", &b[..8], "--timeout", "30s"]);
+    assert_eq!(waited, "", "nothing on stdout: the exit status says it");
+    let started = std::time::Instant::now();
+    let out = cli.run(&["wait", "tasks-running", &a, &b, "--timeout", "5m"]);
+    assert!(!out.status.success());
+    assert!(started.elapsed() < std::time::Duration::from_secs(30));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("{} is STOPPED", &b[..12])),
+        "{stderr}"
+    );
+
+    cli.ok(&[
+        "service",
+        "create",
+        "--name",
+        "idle",
+        "--taskdef",
+        "web",
+        "--desired-count",
+        "0",
+    ]);
+    cli.ok(&["wait", "services-stable", "idle", "--timeout", "30s"]);
+    let out = cli.run(&[
+        "wait",
+        "services-stable",
+        "idle",
+        "gone",
+        "--timeout",
+        "30s",
+    ]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("no such service: gone"), "{stderr}");
+    Ok(())
+}
