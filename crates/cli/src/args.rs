@@ -566,7 +566,7 @@ pub enum InstanceCommand {
         /// Only this cluster's.
         #[arg(long)]
         cluster: Option<String>,
-        /// Every cluster's (what no --cluster lists too).
+        /// Every cluster's, as without --cluster.
         #[arg(long, conflicts_with = "cluster")]
         all_clusters: bool,
         #[command(flatten)]
@@ -717,8 +717,7 @@ pub struct TaskListArgs {
     /// Only tasks with this last status.
     #[arg(long, value_enum, ignore_case = true)]
     pub status: Option<TaskStatusFilter>,
-    /// Every cluster's (what no --cluster lists too), with a CLUSTER
-    /// column.
+    /// Every cluster's, as without --cluster, with a CLUSTER column.
     #[arg(long, conflicts_with = "cluster")]
     pub all_clusters: bool,
     #[command(flatten)]
