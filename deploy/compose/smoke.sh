@@ -17,6 +17,9 @@
 #      (v2 -> v3). Fails on any failed request or non-200 answer; prints
 #      the counts and the revisions seen in each phase, each of which must
 #      end on its new revision
+#      Meanwhile Prometheus (profile `monitoring`, on for the smoke test)
+#      must have found all three servers and both agents through berthd's
+#      service discovery and report service web's running tasks
 #   5. stops the leader's container: a new leader is elected and writes
 #      succeed against the other two; starts it again
 #   6. disconnects an agent from the network: its instance goes
@@ -50,6 +53,9 @@ export BERTH_API_PORT_2=${BERTH_SMOKE_PORT_2:-17402}
 export BERTH_API_PORT_3=${BERTH_SMOKE_PORT_3:-17403}
 export BERTH_REGISTRY_PORT=${BERTH_SMOKE_REGISTRY_PORT:-15050}
 export BERTH_LB_PORT=${BERTH_SMOKE_LB_PORT:-18080}
+export BERTH_PROMETHEUS_PORT=${BERTH_SMOKE_PROMETHEUS_PORT:-19090}
+# Prometheus too (every dc command, `down -v` included, sees it).
+export COMPOSE_PROFILES=monitoring
 export BERTH_TAG=${BERTH_TAG:-dev}
 case "$(uname -m)" in
     x86_64) TRIPLE=x86_64-unknown-linux-gnu ;;
@@ -283,6 +289,22 @@ lb_serves() {
     [ "$got" = "$want" ] || { echo "HAProxy answered '$got', not '$want'"; return 1; }
 }
 wait_for "HAProxy (127.0.0.1:$BERTH_LB_PORT) serving web v1" 60 lb_serves v1
+# prom_at_least QUERY MIN: Prometheus answers QUERY with a value >= MIN.
+prom_at_least() {
+    local out
+    out=$(curl -fsS "http://127.0.0.1:$BERTH_PROMETHEUS_PORT/api/v1/query" --data-urlencode "query=$1") \
+        || { echo "Prometheus does not answer"; return 1; }
+    python3 -c 'import json, sys
+r = json.loads(sys.argv[1])["data"]["result"]
+sys.exit(0 if r and float(r[0]["value"][1]) >= float(sys.argv[2]) else 1)' "$out" "$2" \
+        || { echo "Prometheus: $1 = $out"; return 1; }
+}
+wait_for "Prometheus scraping the three servers" 90 prom_at_least 'count(up{job="berthd"} == 1)' 3
+wait_for "Prometheus scraping both agents" 90 prom_at_least 'count(up{job="berth-agent"} == 1)' 2
+wait_for "Prometheus reporting service web's 2 running tasks" 60 \
+    prom_at_least 'max(berth_service_running_tasks{cluster="default",service="web"})' 2
+wait_for "Prometheus reporting the memory of web's containers" 60 \
+    prom_at_least 'count(berth_agent_container_memory_usage_bytes > 0)' 2
 # Endpoints are where HAProxy connects: each agent container's address on
 # the compose network (what its session comes from) and a dynamic host port.
 AGENT_IPS=$(for a in agent-1 agent-2; do

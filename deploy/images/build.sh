@@ -17,7 +17,8 @@
 #                      DIR/compose/* (the compose cluster), DIR/SHA256SUMS
 #   --skip-cargo       reuse the binaries already in the static target dir
 #   --only LIST        build only these images (comma-separated names from:
-#                      berthd,berth,berth-agent,berth-lb,registry,bootstrap)
+#                      berthd,berth,berth-agent,berth-lb,registry,bootstrap,
+#                      prometheus)
 #   --target-dir DIR   cargo target dir for the static build
 #                      (default: target/static, kept apart from target/ so the
 #                      workspace's normal build is never invalidated)
@@ -30,6 +31,7 @@
 #   berth/berth-lb     berth-lb and the HAProxy it programs
 #   berth/registry     Debian's docker-registry (distribution v2)
 #   berth/bootstrap    busybox + berthd + berth + the compose bootstrap script
+#   berth/prometheus   Debian's Prometheus (the compose `monitoring` profile)
 #
 # Idempotent: re-running rebuilds only what changed (cargo and docker
 # caches). Needs: cargo (and protoc, installed by scripts/install-deps.sh),
@@ -41,7 +43,7 @@ HERE=$ROOT/deploy/images
 TAG=dev
 EXPORT=
 SKIP_CARGO=0
-ONLY=berthd,berth,berth-agent,berth-lb,registry,bootstrap
+ONLY=berthd,berth,berth-agent,berth-lb,registry,bootstrap,prometheus
 TARGET_DIR=$ROOT/target/static
 
 log() { echo "build.sh: $*" >&2; }
@@ -63,8 +65,8 @@ case "$TAG" in
 esac
 for name in ${ONLY//,/ }; do
     case "$name" in
-        berthd|berth|berth-agent|berth-lb|registry|bootstrap) ;;
-        *) die "--only: unknown image $name (berthd,berth,berth-agent,berth-lb,registry,bootstrap)" ;;
+        berthd|berth|berth-agent|berth-lb|registry|bootstrap|prometheus) ;;
+        *) die "--only: unknown image $name (berthd,berth,berth-agent,berth-lb,registry,bootstrap,prometheus)" ;;
     esac
 done
 wants() { [[ ",$ONLY," == *",$1,"* ]]; }
@@ -299,6 +301,19 @@ if wants registry; then
     install -D -m 0644 "$HERE/registry/config.yml" "$rootfs/etc/docker/registry/config.yml"
     mkdir -p "$rootfs/var/lib/registry"
     build_image registry "$ctx"
+fi
+
+if wants prometheus; then
+    ctx=$(stage prometheus)
+    rootfs=$ctx/rootfs
+    base_files "$rootfs"
+    add_busybox "$rootfs"
+    # The API and the expression browser's API are what is used; the web
+    # UI's JavaScript (other Debian packages) is left out.
+    add_bin "$(debian_bin prometheus /usr/bin/prometheus)" "$rootfs" /usr/bin/prometheus
+    mkdir -p "$rootfs/var/lib/prometheus" "$rootfs/etc/prometheus"
+    chmod 0777 "$rootfs/var/lib/prometheus"
+    build_image prometheus "$ctx"
 fi
 
 if wants bootstrap; then

@@ -10,6 +10,8 @@ use anyhow::{bail, Result};
 use berth_e2e::agents::*;
 use berth_e2e::*;
 use berth_proto::pb;
+use berth_proto::pb::service_service_client::ServiceServiceClient;
+use berth_proto::pb::stats_service_client::StatsServiceClient;
 use berth_types::InstanceState;
 
 const CLUSTER: &str = "metered";
@@ -120,5 +122,105 @@ async fn both_daemons_serve_metrics_of_what_runs() -> Result<()> {
         "{text}"
     );
     assert!(text.contains("berth_agent_image_pull_seconds"), "{text}");
+
+    // The control plane's figures for the task, as ECS reports them (any
+    // server answers; the samples are in the leader's memory).
+    let stats = eventually(Duration::from_secs(30), || {
+        let (a2, id) = (s.addr(2), task.id.clone());
+        async move {
+            Ok(StatsServiceClient::new(channel(&a2).await?)
+                .get_task_stats(pb::GetTaskStatsRequest { task_id: id })
+                .await?
+                .into_inner())
+        }
+    })
+    .await?;
+    assert_eq!(stats.cpu_units_reserved, 64, "{stats:?}");
+    assert_eq!(stats.memory_bytes_reserved, 32 * 1024 * 1024, "{stats:?}");
+    assert!(stats.memory_bytes_used > 0, "{stats:?}");
+    let memory = stats.memory_utilization.expect("memory utilization");
+    assert!(memory > 0.0 && memory <= 100.0, "{stats:?}");
+    assert_eq!(stats.containers[0].name, "app");
+    // A service's figures average its sampled tasks.
+    ServiceServiceClient::new(channel(&a1).await?)
+        .create_service(pb::CreateServiceRequest {
+            cluster: CLUSTER.into(),
+            service_name: "ticking".into(),
+            task_definition: "ticker".into(),
+            desired_count: Some(1),
+            ..Default::default()
+        })
+        .await?;
+    let service = eventually(Duration::from_secs(60), || {
+        let a3 = s.addr(3);
+        async move {
+            let stats = StatsServiceClient::new(channel(&a3).await?)
+                .get_service_stats(pb::GetServiceStatsRequest {
+                    cluster: CLUSTER.into(),
+                    service: "ticking".into(),
+                })
+                .await?
+                .into_inner();
+            if stats.sampled_tasks < 1 {
+                bail!("no sampled task yet: {stats:?}");
+            }
+            Ok(stats)
+        }
+    })
+    .await?;
+    assert_eq!(service.running_tasks, 1, "{service:?}");
+    assert_eq!(
+        service.memory_utilization, service.tasks[0].memory_utilization,
+        "one task: the average is its figure"
+    );
+
+    // Every metric the Grafana dashboard queries is one the daemons serve.
+    let server_text = http_get_at(SocketAddr::from(([127, 0, 0, 1], port)), "/metrics")?;
+    let dashboard = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../deploy/monitoring/grafana-dashboard.json"),
+    )?;
+    let mut queried: Vec<&str> = dashboard
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|w| w.starts_with("berth_"))
+        // Labels the service discovery adds, not metrics.
+        .filter(|w| {
+            ![
+                "berth_hostname",
+                "berth_cluster",
+                "berth_instance_id",
+                "berth_server_id",
+            ]
+            .contains(w)
+        })
+        .collect();
+    queried.sort_unstable();
+    queried.dedup();
+    assert!(queried.len() > 10, "{queried:?}");
+    let both = format!("{server_text}\n{text}");
+    for name in queried {
+        // Counters and histograms are queried by their series' names; the
+        // family is what the daemons declare (`# TYPE NAME ...`), with or
+        // without samples yet.
+        let family = ["_total", "_bucket", "_count", "_sum"]
+            .iter()
+            .find_map(|suffix| name.strip_suffix(suffix))
+            .unwrap_or(name);
+        assert!(
+            both.contains(&format!("# TYPE {family} ")),
+            "the dashboard queries {name}, which neither daemon serves"
+        );
+    }
+
+    // Prometheus finds the agent and the servers through any server.
+    let sd = http_get_at(SocketAddr::from(([127, 0, 0, 2], port)), "/sd/agents")?;
+    let body = sd.split("\r\n\r\n").nth(1).unwrap_or_default();
+    let groups: serde_json::Value = serde_json::from_str(body)?;
+    assert_eq!(groups[0]["targets"][0], agent.health_addr.as_str(), "{sd}");
+    assert_eq!(groups[0]["labels"]["berth_cluster"], CLUSTER, "{sd}");
+    let sd = http_get_at(SocketAddr::from(([127, 0, 0, 3], port)), "/sd/servers")?;
+    let body = sd.split("\r\n\r\n").nth(1).unwrap_or_default();
+    let servers: serde_json::Value = serde_json::from_str(body)?;
+    assert_eq!(servers.as_array().map(Vec::len), Some(3), "{sd}");
     Ok(())
 }

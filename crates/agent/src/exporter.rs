@@ -37,6 +37,8 @@ pub struct AgentMetrics {
     pull_seconds: Family<Labels, Histogram, fn() -> Histogram>,
     containerd_errors: Family<Labels, Counter>,
     sample_failures: Counter,
+    /// The newest pass's samples, until the session sends them.
+    report: std::sync::Mutex<Option<berth_proto::pb::StatsReport>>,
 }
 
 fn pull_buckets() -> Histogram {
@@ -58,6 +60,7 @@ impl AgentMetrics {
             pull_seconds: Family::new_with_constructor(pull_buckets),
             containerd_errors: Family::default(),
             sample_failures: Counter::default(),
+            report: std::sync::Mutex::new(None),
         };
         let r = &mut registry;
         r.register(
@@ -116,17 +119,29 @@ impl AgentMetrics {
             .inc();
     }
 
+    /// The newest samples not yet sent to the control plane (which turns
+    /// them into `berth task stats`); `None` when there is nothing new.
+    pub fn take_stats_report(&self) -> Option<berth_proto::pb::StatsReport> {
+        self.report.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+
     /// Reads every running container's stats from the runtime and the
     /// board's view of each task; what has gone since the last pass drops
     /// out.
     pub async fn sample<R: Runtime>(&self, board: &StatusBoard, runtime: &R) {
         let mut samples: Vec<(Labels, ContainerStats, u32)> = Vec::new();
+        let mut report = berth_proto::pb::StatsReport::default();
         let mut by_status: std::collections::BTreeMap<&'static str, i64> = Default::default();
         for task_id in board.task_ids() {
             let Some(view) = board.view(&task_id) else {
                 continue;
             };
             *by_status.entry(view.status.as_str()).or_default() += 1;
+            let mut task_sample = berth_proto::pb::TaskStatsSample {
+                task_id: task_id.clone(),
+                sampled_at_ms: berth_client::time::now_ms(),
+                containers: Vec::new(),
+            };
             for (name, id) in &view.containers {
                 let Some(id) = id else { continue };
                 let restarts = view
@@ -139,18 +154,33 @@ impl AgentMetrics {
                     continue;
                 }
                 match runtime.stats(id).await {
-                    Ok(stats) => samples.push((
-                        vec![pair("task_id", &task_id), pair("container", name)],
-                        stats,
-                        restarts,
-                    )),
+                    Ok(stats) => {
+                        task_sample
+                            .containers
+                            .push(berth_proto::pb::ContainerStats {
+                                name: name.clone(),
+                                cpu_usage_ns: stats.cpu_usage_ns,
+                                memory_usage_bytes: stats.memory_usage_bytes,
+                                memory_limit_bytes: stats.memory_limit_bytes,
+                                oom_kills: stats.oom_kills,
+                            });
+                        samples.push((
+                            vec![pair("task_id", &task_id), pair("container", name)],
+                            stats,
+                            restarts,
+                        ))
+                    }
                     Err(e) => {
                         tracing::debug!(task_id = %task_id, container = %name, error = %e, "no stats");
                         self.sample_failures.inc();
                     }
                 }
             }
+            if !task_sample.containers.is_empty() {
+                report.tasks.push(task_sample);
+            }
         }
+        *self.report.lock().unwrap_or_else(|p| p.into_inner()) = Some(report);
         for family in [
             &self.memory_usage,
             &self.memory_limit,

@@ -358,6 +358,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                                 ip.to_string(),
                             )
                         }))
+                        // Where Prometheus finds this agent's /metrics
+                        // (berthd's /sd/agents).
+                        .chain(cli.health_listen.map(|addr| {
+                            (
+                                berth_types::monitoring::METRICS_ATTRIBUTE.to_string(),
+                                addr.to_string(),
+                            )
+                        }))
                         .collect(),
                     ping_every: cli.ping_interval,
                     pull_policy: cli.pull_policy,

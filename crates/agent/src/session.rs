@@ -368,6 +368,9 @@ where
             () = tokio::time::sleep_until(next_heartbeat), if heartbeat.is_some() => {
                 let period = heartbeat.unwrap_or(DEFAULT_HEARTBEAT);
                 send(message(Out::Heartbeat(pb::Heartbeat { sent_at_ms: berth_client::time::now_ms() }))).await?;
+                if let Some(report) = crate::exporter::metrics().take_stats_report() {
+                    send(message(Out::Stats(report))).await?;
+                }
                 next_heartbeat = Instant::now() + jitter(period, &mut rng);
             }
             () = tokio::time::sleep_until(settings_deadline), if heartbeat.is_none() => {

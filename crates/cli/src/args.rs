@@ -637,6 +637,9 @@ pub enum TaskCommand {
     },
     /// Print a container's output: stdout to stdout, stderr to stderr.
     Logs(TaskLogsArgs),
+    /// CPU and memory a running task uses, as a share of what it reserved
+    /// (sampled by its agent every 10 s).
+    Stats { id: String },
     /// What happened to a task, oldest first: each state change, when and
     /// by whom.
     History {
@@ -805,6 +808,13 @@ pub enum ServiceCommand {
         cluster: Option<String>,
         #[command(flatten)]
         watch: crate::watch::Watch,
+    },
+    /// CPU and memory the service's running tasks use, as a share of what
+    /// they reserved: the average, and each task.
+    Stats {
+        name: String,
+        #[arg(long)]
+        cluster: Option<String>,
     },
     /// What happened to a service, oldest first: updates, deployments and
     /// its events, when and by whom.

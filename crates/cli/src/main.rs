@@ -10,6 +10,7 @@ mod journal;
 mod output;
 mod schedule;
 mod service;
+mod stats;
 mod wait;
 mod watch;
 
@@ -416,6 +417,11 @@ async fn task(
                 render(format, &task, output::task_detail)
             })
             .await
+        }
+        TaskCommand::Stats { id } => {
+            let client = connect()?;
+            let id = ids::task(&client, &id).await?;
+            stats::show_task(format, client.task_stats(&id).await?)
         }
         TaskCommand::History { id, follow } => {
             let client = connect()?;

@@ -139,6 +139,15 @@ pub async fn service(
             })
             .await
         }
+        ServiceCommand::Stats { name, cluster } => {
+            let client = connect()?;
+            crate::stats::show_service(
+                format,
+                client
+                    .service_stats(cluster.as_deref().unwrap_or_default(), &name)
+                    .await?,
+            )
+        }
         ServiceCommand::History {
             name,
             cluster,

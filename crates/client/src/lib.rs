@@ -43,6 +43,7 @@ pub mod events;
 pub mod join;
 pub mod schedules;
 pub mod services;
+pub mod stats;
 pub mod time;
 
 use std::collections::BTreeMap;

@@ -5,9 +5,10 @@
 //! once it has set a renderer. Kept apart from the TLS API port so that
 //! probes and scrapers need no certificate or token.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -25,22 +26,53 @@ const METRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0;
 #[derive(Clone, Default)]
 pub struct HealthState {
     ready: Arc<AtomicBool>,
-    metrics: Arc<OnceLock<MetricsRenderer>>,
+    /// Paths served besides the probes, with their content type.
+    routes: Arc<RwLock<BTreeMap<&'static str, (&'static str, MetricsRenderer)>>>,
 }
 
 impl std::fmt::Debug for HealthState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("HealthState")
             .field("ready", &self.is_ready())
-            .field("metrics", &self.metrics.get().is_some())
+            .field("routes", &self.route_paths())
             .finish()
     }
 }
 
 impl HealthState {
-    /// Serves `/metrics` with `render`; the first renderer set stays.
+    /// Serves `/metrics` with `render`.
     pub fn set_metrics(&self, render: MetricsRenderer) {
-        let _ = self.metrics.set(render);
+        self.set_route("/metrics", METRICS_CONTENT_TYPE, render);
+    }
+
+    /// Serves `path` (e.g. service discovery for Prometheus) with `render`.
+    pub fn set_route(
+        &self,
+        path: &'static str,
+        content_type: &'static str,
+        render: MetricsRenderer,
+    ) {
+        self.routes
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(path, (content_type, render));
+    }
+
+    fn route(&self, path: &str) -> Option<(&'static str, MetricsRenderer)> {
+        self.routes
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(path)
+            .cloned()
+    }
+
+    fn route_paths(&self) -> Vec<&'static str> {
+        self.routes
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .copied()
+            .collect()
     }
 
     pub fn set_ready(&self, ready: bool) {
@@ -71,8 +103,17 @@ pub async fn serve_health(addr: SocketAddr, state: HealthState) -> std::io::Resu
 }
 
 async fn answer(mut stream: TcpStream, state: HealthState) -> std::io::Result<()> {
+    // The request line may come in pieces (a client writing "GET " and the
+    // path separately): read until it is whole, or the buffer is full.
     let mut buf = [0u8; 1024];
-    let n = stream.read(&mut buf).await?;
+    let mut n = 0;
+    while n < buf.len() && !buf[..n].windows(2).any(|w| w == b"\r\n") {
+        let got = stream.read(&mut buf[n..]).await?;
+        if got == 0 {
+            break;
+        }
+        n += got;
+    }
     let request = String::from_utf8_lossy(&buf[..n]);
     let path = request.split_whitespace().nth(1).unwrap_or("/");
     let text = "text/plain";
@@ -80,15 +121,21 @@ async fn answer(mut stream: TcpStream, state: HealthState) -> std::io::Result<()
         "/healthz" => (200, "ok\n".to_string(), text),
         "/readyz" if state.is_ready() => (200, "ready\n".to_string(), text),
         "/readyz" => (503, "not ready\n".to_string(), text),
-        "/metrics" => match state.metrics.get() {
-            Some(render) => (200, render(), METRICS_CONTENT_TYPE),
-            None => (404, "this daemon serves no metrics\n".to_string(), text),
+        other => match state.route(other) {
+            Some((content_type, render)) => (200, render(), content_type),
+            None => (
+                404,
+                format!(
+                    "not found; try /healthz, /readyz{}\n",
+                    state
+                        .route_paths()
+                        .iter()
+                        .map(|p| format!(" or {p}"))
+                        .collect::<String>()
+                ),
+                text,
+            ),
         },
-        _ => (
-            404,
-            "not found; try /healthz, /readyz or /metrics\n".to_string(),
-            text,
-        ),
     };
     let reason = match code {
         200 => "OK",
@@ -142,6 +189,25 @@ pub async fn probe(url: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_request_line_sent_in_pieces_is_read_whole() {
+        let state = HealthState::default();
+        let addr = serve_health("127.0.0.1:0".parse().unwrap(), state)
+            .await
+            .unwrap();
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        stream.write_all(b"GET ").await.unwrap();
+        stream.flush().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        stream
+            .write_all(b"/healthz HTTP/1.0\r\n\r\n")
+            .await
+            .unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).await.unwrap();
+        assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    }
 
     #[tokio::test]
     async fn metrics_are_served_once_a_renderer_is_set() {

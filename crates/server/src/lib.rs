@@ -23,6 +23,8 @@ pub mod rejoin;
 pub mod schedules_api;
 pub mod services_api;
 pub mod session;
+pub mod stats;
+pub mod stats_api;
 pub mod tasks_api;
 pub mod tls;
 pub mod upgrade;
@@ -193,6 +195,22 @@ impl Server {
             let (node, hub) = (server.node.clone(), server.hub.clone());
             health.set_metrics(Arc::new(move || node.render_metrics(hub.connected_count())));
             let node = server.node.clone();
+            health.set_route(
+                "/sd/agents",
+                "application/json",
+                Arc::new(move || {
+                    let applied = node.state().read();
+                    let groups = berth_types::monitoring::agent_targets(&applied.state);
+                    serde_json::to_string(&groups).unwrap_or_else(|_| "[]".into())
+                }),
+            );
+            let node = server.node.clone();
+            health.set_route(
+                "/sd/servers",
+                "application/json",
+                Arc::new(move || server_targets(&node, bound.port())),
+            );
+            let node = server.node.clone();
             tokio::spawn(async move {
                 loop {
                     health.set_ready(node.is_ready());
@@ -351,6 +369,13 @@ impl Server {
                 .max_decoding_message_size(api_max),
             )
             .add_service(
+                pb::stats_service_server::StatsServiceServer::new(stats_api::StatsApi {
+                    node: self.node.clone(),
+                    hub: self.hub.clone(),
+                })
+                .max_decoding_message_size(api_max),
+            )
+            .add_service(
                 pb::schedule_service_server::ScheduleServiceServer::new(
                     schedules_api::SchedulesApi { ops: ops.clone() },
                 )
@@ -388,6 +413,27 @@ impl Server {
         }
         result.map_err(|e| ServerError::Internal(format!("serving: {e}")))
     }
+}
+
+/// Prometheus HTTP service discovery for the servers: each member's host
+/// (from its Raft address) with this server's health port, which assumes
+/// every server listens for health on the same port (as the packaged
+/// configurations do).
+fn server_targets(node: &BerthNode, health_port: u16) -> String {
+    let metrics = node.metrics();
+    let groups: Vec<serde_json::Value> = metrics
+        .membership_config
+        .membership()
+        .nodes()
+        .filter_map(|(id, member)| {
+            let host = member.addr.rsplit_once(':').map(|(h, _)| h)?;
+            Some(serde_json::json!({
+                "targets": [format!("{host}:{health_port}")],
+                "labels": { "berth_server_id": id.to_string() },
+            }))
+        })
+        .collect();
+    serde_json::Value::Array(groups).to_string()
 }
 
 /// Starts the leader's controllers on this server (they act only while it

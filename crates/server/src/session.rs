@@ -303,6 +303,8 @@ struct HubInner {
     /// process's monotonic clock.
     last_heard: Mutex<HashMap<String, Instant>>,
     next_id: AtomicU64,
+    /// The agents' latest resource samples (see `crate::stats`).
+    stats: crate::stats::StatsBook,
 }
 
 /// The leader's registry of agent sessions.
@@ -339,12 +341,33 @@ impl SessionHub {
                 sessions: Mutex::new(HashMap::new()),
                 last_heard: Mutex::new(HashMap::new()),
                 next_id: AtomicU64::new(1),
+                stats: crate::stats::StatsBook::default(),
             }),
         }
     }
 
     pub fn config(&self) -> SessionConfig {
         self.inner.config
+    }
+
+    /// The task's resource use, if its agent has sampled it lately.
+    pub fn task_stats(&self, task: &berth_types::Task) -> Option<pb::TaskStats> {
+        self.inner.stats.task_stats(task)
+    }
+
+    /// Keeps the samples of the tasks the state places on this instance;
+    /// anything else an agent says about other tasks is ignored.
+    fn record_stats(&self, instance_id: &str, mut report: pb::StatsReport) {
+        {
+            let applied = self.inner.node.state().read();
+            report.tasks.retain(|t| {
+                applied
+                    .state
+                    .task(&t.task_id)
+                    .is_some_and(|task| task.instance_id.as_deref() == Some(instance_id))
+            });
+        }
+        self.inner.stats.record(instance_id, report);
     }
 
     pub fn node(&self) -> &BerthNode {
@@ -538,6 +561,7 @@ impl SessionHub {
             .is_some_and(|s| s.session_id == session_id)
         {
             sessions.remove(instance_id);
+            self.inner.stats.forget_instance(instance_id);
         }
     }
 
@@ -718,6 +742,10 @@ impl SessionHub {
         self.heartbeat(instance_id, session_id);
         match message.body {
             Some(AgentBody::Heartbeat(_)) | Some(AgentBody::Ack(_)) | None => Ok(()),
+            Some(AgentBody::Stats(report)) => {
+                self.record_stats(instance_id, report);
+                Ok(())
+            }
             Some(AgentBody::Hello(_)) => Err(ServerError::FailedPrecondition(
                 "hello sent twice in one session".into(),
             )),

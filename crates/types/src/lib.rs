@@ -12,6 +12,7 @@ pub mod error;
 pub mod event;
 pub mod journal;
 pub mod limits;
+pub mod monitoring;
 pub mod request;
 pub mod resources;
 pub mod schedule;
