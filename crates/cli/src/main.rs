@@ -112,6 +112,22 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     emit(&text)
 }
 
+/// What a PROVISIONING or PENDING task waits for; its instance is
+/// described for that (a failure to, only loses the detail).
+async fn waiting_for(client: &BerthClient, task: &berth_types::Task) -> Option<String> {
+    if !matches!(
+        task.last_status,
+        berth_types::TaskStatus::Provisioning | berth_types::TaskStatus::Pending
+    ) {
+        return None;
+    }
+    let instance = match &task.instance_id {
+        Some(id) => client.describe_instance(id).await.ok(),
+        None => None,
+    };
+    berth_types::task::waiting_for(task, instance.as_ref(), now_ms())
+}
+
 /// Lines for stderr that are not errors: what a created secret is, config
 /// warnings.
 fn warn(lines: &[String]) {
@@ -410,8 +426,10 @@ async fn task(
             let id = &ids::task(client, &id).await?;
             watch::run(watch, format, move || async move {
                 let (task, bindings) = client.describe_task_with_bindings(id).await?;
+                let waiting_for = waiting_for(client, &task).await;
                 let task = output::Task {
                     network_bindings: bindings,
+                    waiting_for,
                     ..output::Task::from(task)
                 };
                 render(format, &task, output::task_detail)

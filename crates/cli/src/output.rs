@@ -253,6 +253,9 @@ pub struct Task {
     pub ip: Option<String>,
     /// DEACTIVATING: when it is stopped (its deregistration delay ends).
     pub deactivating_until_ms: Option<i64>,
+    /// PROVISIONING or PENDING: what it waits for (`task describe` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub waiting_for: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -300,6 +303,7 @@ impl From<t::Task> for Task {
             network_bindings: Vec::new(),
             ip: t.ip,
             deactivating_until_ms: t.deactivating_until_ms,
+            waiting_for: None,
         }
     }
 }
@@ -873,7 +877,9 @@ pub fn task_detail(t: &Task) -> String {
                 .unwrap_or_else(|| "- (not placed)".to_string()),
         ),
     ];
-    if t.last_status == TaskStatus::Provisioning {
+    if let Some(waiting) = &t.waiting_for {
+        pairs.push(("Waiting for", waiting.clone()));
+    } else if t.last_status == TaskStatus::Provisioning {
         pairs.push((
             "Placement",
             t.placement_reason

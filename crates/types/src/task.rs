@@ -312,6 +312,54 @@ pub fn override_target(container: &str, key: &str) -> String {
     format!("{container}.env.{key}")
 }
 
+/// What a task that has not started yet is waiting for, in words for
+/// people (`berth task describe`): why a PROVISIONING task is not placed,
+/// and what a PENDING one waits for on its instance (an image pull, a
+/// disconnected agent). `None` for tasks past PENDING. `instance` is the
+/// task's instance as described now, if it still exists.
+pub fn waiting_for(
+    task: &Task,
+    instance: Option<&crate::view::InstanceView>,
+    now_ms: i64,
+) -> Option<String> {
+    match task.last_status {
+        TaskStatus::Provisioning => Some(if task.placement_reason.is_empty() {
+            "not placed yet: waiting for the scheduler".to_string()
+        } else {
+            format!("not placed yet: {}", task.placement_reason)
+        }),
+        TaskStatus::Pending => {
+            let on = task.instance_id.as_deref().unwrap_or("its instance");
+            let Some(instance) = instance else {
+                return Some(format!(
+                    "placed on {on}, which is not registered any more; the task stops when the control plane notices"
+                ));
+            };
+            if !instance.agent_connected {
+                let seen = instance.last_seen_ms.map_or_else(
+                    || "never".to_string(),
+                    |at| format!("{}s ago", (now_ms - at).max(0) / 1000),
+                );
+                return Some(format!(
+                    "placed on {on}, whose agent is disconnected (last heard from {seen}): the task starts when the agent reconnects, or stops if the instance is declared lost"
+                ));
+            }
+            let busy: Vec<String> = task
+                .containers
+                .iter()
+                .filter(|c| !c.reason.is_empty())
+                .map(|c| format!("container {}: {}", c.name, c.reason))
+                .collect();
+            Some(if busy.is_empty() {
+                format!("placed on {on}; its agent is starting it")
+            } else {
+                busy.join("; ")
+            })
+        }
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -343,6 +391,52 @@ mod tests {
             ip: None,
             deactivating_until_ms: None,
         }
+    }
+
+    #[test]
+    fn a_waiting_task_says_what_it_waits_for() {
+        let mut t = task();
+        assert_eq!(
+            waiting_for(&t, None, 0).unwrap(),
+            "not placed yet: waiting for the scheduler"
+        );
+        t.placement_reason = "no instance has 512 MiB free".into();
+        assert!(waiting_for(&t, None, 0).unwrap().contains("512 MiB"));
+        t.last_status = TaskStatus::Pending;
+        t.instance_id = Some("i-1".into());
+        assert!(waiting_for(&t, None, 0).unwrap().contains("not registered"));
+        let mut instance: crate::view::InstanceView = serde_json::from_value(serde_json::json!({
+            "id": "i-1", "cluster": "default", "hostname": "h", "attributes": {},
+            "activationId": "a", "registeredAtMs": 0, "certificateExpiresAtMs": 0,
+            "status": "ACTIVE", "deregisteredAtMs": null, "agentVersion": null,
+            "agentConnected": false, "connectedSinceMs": null, "lastSeenMs": 40_000,
+            "cpuRegistered": 0, "cpuRemaining": 0, "memoryRegisteredMib": 0,
+            "memoryRemainingMib": 0, "portsInUse": [], "runningTasks": 0, "draining": false
+        }))
+        .expect("an instance view");
+        let said = waiting_for(&t, Some(&instance), 100_000).unwrap();
+        assert!(
+            said.contains("disconnected (last heard from 60s ago)"),
+            "{said}"
+        );
+        instance.agent_connected = true;
+        assert!(waiting_for(&t, Some(&instance), 0)
+            .unwrap()
+            .contains("starting it"));
+        t.containers.push(ContainerState {
+            name: "web".into(),
+            status: ContainerStatus::Pending,
+            exit_code: None,
+            reason: "pulling image web:1 and creating the container".into(),
+            health: Health::Unknown,
+            restart_count: 0,
+        });
+        assert_eq!(
+            waiting_for(&t, Some(&instance), 0).unwrap(),
+            "container web: pulling image web:1 and creating the container"
+        );
+        t.last_status = TaskStatus::Running;
+        assert_eq!(waiting_for(&t, Some(&instance), 0), None);
     }
 
     #[test]

@@ -660,6 +660,20 @@ impl<R: Runtime> Actor<R> {
         let Some(config) = self.container_config(&c.def) else {
             return;
         };
+        if c.id.is_none() {
+            // What a PENDING task waits for, for `berth task describe`: a
+            // pull can take minutes, and says nothing else until it ends.
+            let doing = format!(
+                "pulling image {} and creating the container (since {})",
+                c.def.image,
+                berth_types::time::rfc3339(berth_client::time::now_ms())
+            );
+            if let Some(c) = self.containers.get_mut(idx) {
+                c.reason = doing;
+            }
+            self.publish();
+        }
+        let c = &self.containers[idx];
         let existing = c.id.clone();
         let runtime = self.ctx.runtime.clone();
         let tx = self.events_tx.clone();
@@ -971,6 +985,7 @@ impl<R: Runtime> Actor<R> {
                 };
                 c.started = true;
                 c.status = ContainerStatus::Running;
+                c.reason.clear();
                 c.mark_started();
                 self.watch(idx);
                 self.save(false).await;

@@ -455,6 +455,27 @@ async fn stop_during_a_slow_pull_cancels_it() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_pending_task_says_it_is_pulling_until_its_container_runs() {
+    let mut h = Harness::new();
+    h.fake.hold_pulls();
+    h.apply(set(1, true, vec![web_task("t1")])).await;
+    let pulling = h
+        .until("t1", "a pull in progress", |r| {
+            r.containers
+                .iter()
+                .any(|c| c.reason.contains("pulling image"))
+        })
+        .await;
+    assert_eq!(pulling.last_status, TaskStatus::Pending);
+    h.fake.release_pulls();
+    let running = h.until_status("t1", TaskStatus::Running).await;
+    assert!(
+        running.containers.iter().all(|c| c.reason.is_empty()),
+        "{running:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
 async fn healthy_and_success_dependencies() {
     let mut h = Harness::new();
     let mut web = container("web", "web:1", true);
