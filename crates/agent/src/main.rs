@@ -100,8 +100,9 @@ struct Cli {
     /// How often the agent checks its identity with the control plane.
     #[arg(long, env = "BERTH_PING_INTERVAL", default_value = "5s", value_parser = parse_interval)]
     ping_interval: Duration,
-    /// Serve plain-HTTP /healthz (process up) and /readyz (session with
-    /// the leader up) here, e.g. 127.0.0.1:7481.
+    /// Serve plain-HTTP /healthz (process up), /readyz (session with the
+    /// leader up) and /metrics (Prometheus) here, e.g. 0.0.0.0:7481; the
+    /// address is published to berthd's /sd/agents.
     #[arg(long, env = "BERTH_HEALTH_LISTEN")]
     health_listen: Option<std::net::SocketAddr>,
     /// Log format.

@@ -109,7 +109,9 @@ struct Tuning {
     /// instance can be marked DISCONNECTED (default: four heartbeats).
     #[arg(long, env = "BERTH_AGENT_GRACE")]
     agent_grace: Option<String>,
-    /// Serve plain-HTTP /healthz and /readyz here (e.g. 127.0.0.1:7480).
+    /// Serve plain-HTTP /healthz, /readyz, /metrics (Prometheus) and
+    /// Prometheus service discovery (/sd/servers, /sd/agents) here (e.g.
+    /// 127.0.0.1:7480).
     #[arg(long, env = "BERTH_HEALTH_LISTEN")]
     health_listen: Option<SocketAddr>,
     /// Answer DNS for the berth. zone here, UDP and TCP (e.g.
