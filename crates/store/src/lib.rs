@@ -13,6 +13,7 @@ mod codec;
 pub mod dedup;
 mod keys;
 mod log_store;
+pub mod recovery;
 mod snapshot_file;
 mod state_machine;
 
@@ -26,7 +27,7 @@ use berth_types::Command;
 
 pub use dedup::{ActorRun, Batch, BatchId, BatchOutcome, CommandResult, Origin};
 pub use log_store::LogStore;
-pub use state_machine::{StateMachineStore, StateReader};
+pub use state_machine::{Backup, StateMachineStore, StateReader};
 
 /// The payload of one Raft entry: every batch a proposer put together.
 /// Batching amortises one fsync and one replication round over many writes;
@@ -188,6 +189,25 @@ pub mod rpc {
 pub enum StoreError {
     #[error("cannot open the database in {path}: {source}")]
     Open { path: String, source: sled::Error },
+    #[error("the database in {path} is in use by another process: is berthd still running on this data dir? Stop it first (systemctl stop berthd)")]
+    Locked { path: String },
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error("data dir {path} holds no cluster: this server never formed or joined one, so there is nothing to recover from it")]
+    NoCluster { path: String },
+    #[error("node {node_id} is not a member of the cluster in data dir {path} (voters {voters:?}, learners {learners:?}); recover on a server that is, with its own --node-id")]
+    NotAMember {
+        path: String,
+        node_id: NodeId,
+        voters: Vec<NodeId>,
+        learners: Vec<NodeId>,
+    },
+    #[error("data dir {path} already holds {found}/; restore into a new, empty data dir (only pki/ may be there)")]
+    NotEmpty { path: String, found: String },
+    #[error("{path} holds an empty state (a snapshot of a cluster that never applied an entry); there is nothing to restore")]
+    BackupEmpty { path: String },
+    #[error("the backup's cluster has no server {node_id}, so its address is unknown; give it with --advertise HOST:PORT")]
+    AddressNeeded { node_id: NodeId },
     #[error("database error: {0}")]
     Sled(#[from] sled::Error),
     #[error(transparent)]
@@ -293,6 +313,12 @@ pub fn open(dir: &Path) -> Result<(LogStore, StateMachineStore), StoreError> {
             .open()
             .map_err(|source| match source {
                 sled::Error::Corruption { .. } => StoreError::Sled(source),
+                // Another process (a running berthd) holds sled's lock.
+                source if source.to_string().contains("could not acquire lock") => {
+                    StoreError::Locked {
+                        path: db_dir.display().to_string(),
+                    }
+                }
                 source => StoreError::Open {
                     path: db_dir.display().to_string(),
                     source,
@@ -365,10 +391,7 @@ mod tests {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
         loop {
             match open(dir) {
-                Err(StoreError::Open { source, .. })
-                    if source.to_string().contains("lock")
-                        && std::time::Instant::now() < deadline =>
-                {
+                Err(StoreError::Locked { .. }) if std::time::Instant::now() < deadline => {
                     std::thread::sleep(std::time::Duration::from_millis(50));
                 }
                 other => return other,

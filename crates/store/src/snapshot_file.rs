@@ -86,23 +86,7 @@ impl SnapshotFile {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(io_error(&path, e)),
         };
-        let Some((body, crc)) = bytes.split_last_chunk::<4>() else {
-            return Err(corrupt(&path, "shorter than its header"));
-        };
-        if crc32fast::hash(body) != u32::from_le_bytes(*crc) {
-            return Err(corrupt(&path, "checksum mismatch"));
-        }
-        let rest = body
-            .strip_prefix(MAGIC.as_slice())
-            .ok_or_else(|| corrupt(&path, "not a Berth snapshot file"))?;
-        let (meta_bytes, rest) =
-            take_sized(rest).ok_or_else(|| corrupt(&path, "bad metadata length"))?;
-        let (data, rest) = take_sized(rest).ok_or_else(|| corrupt(&path, "bad data length"))?;
-        if !rest.is_empty() {
-            return Err(corrupt(&path, "trailing bytes"));
-        }
-        let meta: SnapshotMeta = decode("snapshot metadata", meta_bytes)?;
-        Ok(Some((meta, data.to_vec())))
+        decode_file(&path, &bytes).map(Some)
     }
 
     /// Durably replaces the snapshot, unless a newer one is already there.
@@ -117,13 +101,9 @@ impl SnapshotFile {
         let meta_bytes = encode(meta);
         let mut hasher = crc32fast::Hasher::new();
         let mut file = File::create(&path).map_err(|e| io_error(&path, e))?;
-        for part in [
-            MAGIC.as_slice(),
-            &(meta_bytes.len() as u64).to_le_bytes(),
-            &meta_bytes,
-            &(data.len() as u64).to_le_bytes(),
-            data,
-        ] {
+        // Header and data apart rather than through `encode_file`: a large
+        // state is not copied once more just to be written.
+        for part in [header(&meta_bytes, data.len()).as_slice(), data] {
             hasher.update(part);
             file.write_all(part).map_err(|e| io_error(&path, e))?;
         }
@@ -139,6 +119,50 @@ impl SnapshotFile {
         *written = meta.last_log_id;
         Ok(())
     }
+}
+
+/// Everything before the data: magic, metadata length, metadata, data
+/// length (small; the data is written after it as it is).
+fn header(meta_bytes: &[u8], data_len: usize) -> Vec<u8> {
+    let mut header = Vec::with_capacity(MAGIC.len() + 16 + meta_bytes.len());
+    header.extend_from_slice(MAGIC);
+    header.extend_from_slice(&(meta_bytes.len() as u64).to_le_bytes());
+    header.extend_from_slice(meta_bytes);
+    header.extend_from_slice(&(data_len as u64).to_le_bytes());
+    header
+}
+
+/// A whole snapshot file in memory: what an online backup hands out, in
+/// the same layout as `current`, so either can be restored.
+pub(crate) fn encode_file(meta: &SnapshotMeta, data: &[u8]) -> Vec<u8> {
+    let meta_bytes = encode(meta);
+    let mut bytes = header(&meta_bytes, data.len());
+    bytes.reserve(data.len() + 4);
+    bytes.extend_from_slice(data);
+    let crc = crc32fast::hash(&bytes);
+    bytes.extend_from_slice(&crc.to_le_bytes());
+    bytes
+}
+
+/// Checks and splits a snapshot file's bytes; `path` names it in errors.
+pub(crate) fn decode_file(path: &Path, bytes: &[u8]) -> Result<Stored, StoreError> {
+    let Some((body, crc)) = bytes.split_last_chunk::<4>() else {
+        return Err(corrupt(path, "shorter than its header"));
+    };
+    if crc32fast::hash(body) != u32::from_le_bytes(*crc) {
+        return Err(corrupt(path, "checksum mismatch"));
+    }
+    let rest = body
+        .strip_prefix(MAGIC.as_slice())
+        .ok_or_else(|| corrupt(path, "not a Berth snapshot file"))?;
+    let (meta_bytes, rest) =
+        take_sized(rest).ok_or_else(|| corrupt(path, "bad metadata length"))?;
+    let (data, rest) = take_sized(rest).ok_or_else(|| corrupt(path, "bad data length"))?;
+    if !rest.is_empty() {
+        return Err(corrupt(path, "trailing bytes"));
+    }
+    let meta: SnapshotMeta = decode("snapshot metadata", meta_bytes)?;
+    Ok((meta, data.to_vec()))
 }
 
 /// Splits a u64-LE-length-prefixed slice off the front.
@@ -185,6 +209,21 @@ mod tests {
         assert_eq!(
             reopened.read().expect("read").expect("snapshot").1,
             b"eleven"
+        );
+    }
+
+    /// A backup is restored by the same code that reads `current`.
+    #[test]
+    fn a_file_in_memory_is_the_file_on_disk() {
+        let dir = tempfile::TempDir::new().expect("temp dir");
+        let (file, _) = SnapshotFile::open(dir.path()).expect("open");
+        file.write(&meta(4), b"four").expect("write");
+        let on_disk = fs::read(dir.path().join(CURRENT)).expect("read file");
+        assert_eq!(encode_file(&meta(4), b"four"), on_disk);
+        let (m, data) = decode_file(Path::new("backup"), &on_disk).expect("decode");
+        assert_eq!(
+            (m.snapshot_id.as_str(), data.as_slice()),
+            ("s4", b"four".as_slice())
         );
     }
 

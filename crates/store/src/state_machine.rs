@@ -101,7 +101,7 @@ pub struct StateMachineStore {
     snapshot: Arc<SnapshotFile>,
 }
 
-fn decode_payload(data: &[u8]) -> Result<Applied, StoreError> {
+pub(crate) fn decode_payload(data: &[u8]) -> Result<Applied, StoreError> {
     let format: u32 = decode("snapshot format", data.get(..4).unwrap_or_default())?;
     if format != crate::DATA_FORMAT {
         return Err(StoreError::Format {
@@ -118,6 +118,58 @@ fn decode_payload(data: &[u8]) -> Result<Applied, StoreError> {
         state,
         dedup: payload.dedup,
     })
+}
+
+/// A consistent cut of the applied state, as a snapshot's payload and
+/// metadata. Cheap under the read lock (task definitions are shared, not
+/// copied); the caller encodes it after the lock is released, so applying
+/// entries is not held up for the length of the encoding.
+fn cut(applied: &RwLock<Applied>) -> (SnapshotPayload, SnapshotMeta) {
+    let applied = applied.read().unwrap_or_else(|p| p.into_inner());
+    let payload = SnapshotPayload {
+        format: crate::DATA_FORMAT,
+        last_applied: applied.last_applied,
+        last_membership: applied.last_membership.clone(),
+        state: applied.state.clone(),
+        dedup: applied.dedup.clone(),
+    };
+    let snapshot_id = match applied.last_applied {
+        Some(id) => format!(
+            "{}-{}-{}",
+            id.leader_id.term, id.leader_id.node_id, id.index
+        ),
+        None => "empty".to_string(),
+    };
+    let meta = SnapshotMeta {
+        last_log_id: applied.last_applied,
+        last_membership: applied.last_membership.clone(),
+        snapshot_id,
+    };
+    (payload, meta)
+}
+
+/// An online backup: the applied state at one log index, as the bytes of
+/// a snapshot file (the layout of `DATA_DIR/snapshots/current`).
+#[derive(Debug)]
+pub struct Backup {
+    /// The last log entry the state includes.
+    pub last_applied: Option<LogId>,
+    pub bytes: Vec<u8>,
+}
+
+impl StateReader {
+    /// A consistent copy of the applied state. Blocking (it encodes the
+    /// whole state): call it off the async runtime. It includes whatever
+    /// this server has applied; pass a read barrier first for every write
+    /// acknowledged anywhere.
+    pub fn backup(&self) -> Backup {
+        let (payload, meta) = cut(&self.inner);
+        let data = encode(&payload);
+        Backup {
+            last_applied: meta.last_log_id,
+            bytes: crate::snapshot_file::encode_file(&meta, &data),
+        }
+    }
 }
 
 impl StateMachineStore {
@@ -197,33 +249,8 @@ impl StateMachineStore {
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
-        // A consistent cut under the read lock (cheap: task definitions are
-        // shared, not copied), encoded after the lock is released so that
-        // applying entries is not held up for the length of the encoding.
         let started = std::time::Instant::now();
-        let (payload, meta) = {
-            let applied = self.applied.read().unwrap_or_else(|p| p.into_inner());
-            let payload = SnapshotPayload {
-                format: crate::DATA_FORMAT,
-                last_applied: applied.last_applied,
-                last_membership: applied.last_membership.clone(),
-                state: applied.state.clone(),
-                dedup: applied.dedup.clone(),
-            };
-            let snapshot_id = match applied.last_applied {
-                Some(id) => format!(
-                    "{}-{}-{}",
-                    id.leader_id.term, id.leader_id.node_id, id.index
-                ),
-                None => "empty".to_string(),
-            };
-            let meta = SnapshotMeta {
-                last_log_id: applied.last_applied,
-                last_membership: applied.last_membership.clone(),
-                snapshot_id,
-            };
-            (payload, meta)
-        };
+        let (payload, meta) = cut(&self.applied);
         // Encoding a large state takes a while: off the async workers.
         let data = tokio::task::spawn_blocking(move || encode(&payload))
             .await
