@@ -107,6 +107,33 @@ pub fn claim(options: &ServeOptions) -> Result<bool, ServerError> {
     }
 }
 
+/// The node id recorded in `dir`, if it holds a `node.json`.
+pub(crate) fn recorded_node_id(dir: &Path) -> Result<Option<u64>, ServerError> {
+    let path = dir.join(FILE);
+    match std::fs::read(&path) {
+        Ok(bytes) => {
+            let found: DataDirIdentity = serde_json::from_slice(&bytes)
+                .map_err(|e| unusable(dir, format!("{} is corrupt: {e}", path.display())))?;
+            Ok(Some(found.node_id))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(unusable(dir, e)),
+    }
+}
+
+/// Records that `dir` belongs to node `node_id` of a cluster that no
+/// `--initial-cluster` line formed (one made by `berthd recover` or
+/// `berthd restore`): a line given later is ignored, as on a server that
+/// joined, so the old cluster's line in a config file does no harm.
+pub(crate) fn record_standalone(dir: &Path, node_id: u64) -> Result<(), ServerError> {
+    let identity = DataDirIdentity {
+        node_id,
+        initial_cluster: String::new(),
+    };
+    let bytes = serde_json::to_vec_pretty(&identity).map_err(|e| unusable(dir, e))?;
+    write_atomically(&dir.join(FILE), &bytes).map_err(|e| unusable(dir, e))
+}
+
 /// Replaces `path` with `bytes` whole: a crash leaves the old file or the
 /// new one, never a part.
 pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
@@ -186,6 +213,25 @@ mod tests {
         assert!(claim(&joined).unwrap());
         // The same templated command line as its peers: accepted, ignored.
         assert!(!claim(&options(tmp.path(), 4, cluster)).unwrap());
+    }
+
+    /// After `berthd recover` or `restore`, the old cluster's line (or any
+    /// other) is ignored rather than refused, and the node id still holds.
+    #[test]
+    fn a_recovered_data_dir_ignores_initial_cluster_lines() {
+        let tmp = tempfile::tempdir().unwrap();
+        let cluster = "1=127.0.0.1:7401,2=127.0.0.1:7402,3=127.0.0.1:7403";
+        assert!(claim(&options(tmp.path(), 1, cluster)).unwrap());
+        record_standalone(tmp.path(), 1).unwrap();
+        assert_eq!(recorded_node_id(tmp.path()).unwrap(), Some(1));
+        assert!(!claim(&options(tmp.path(), 1, cluster)).unwrap());
+        assert!(!claim(&options(tmp.path(), 1, "1=127.0.0.1:7401")).unwrap());
+        let other = claim(&options(tmp.path(), 2, cluster))
+            .unwrap_err()
+            .to_string();
+        assert!(other.contains("belongs to node 1"), "{other}");
+        let empty = tempfile::tempdir().unwrap();
+        assert_eq!(recorded_node_id(empty.path()).unwrap(), None);
     }
 
     #[test]

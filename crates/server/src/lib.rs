@@ -19,6 +19,7 @@ pub mod network;
 pub mod node;
 pub mod ops;
 pub mod raft_service;
+pub mod recovery;
 pub mod rejoin;
 pub mod schedules_api;
 pub mod services_api;

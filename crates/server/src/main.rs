@@ -46,6 +46,14 @@ enum Command {
     /// Create the cluster CA and server certificates.
     #[command(subcommand)]
     Pki(PkiCommand),
+    /// Disaster recovery after a majority of the servers was lost for good:
+    /// make this stopped server the only voter of a one-server cluster,
+    /// keeping everything in its data dir (like etcd's
+    /// --force-new-cluster). Then add servers back with `berth server add`.
+    Recover(berth_server::recovery::RecoverArgs),
+    /// Create a new one-server cluster's data dir from a backup made with
+    /// `berth server backup` (offline; the server must not run).
+    Restore(berth_server::recovery::RestoreArgs),
     /// Probe a server's health endpoint; exits 0 when it answers 200 (for
     /// container health checks: the images have no curl).
     Health {
@@ -313,6 +321,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Pki(_) | Command::Health { .. } => {
             unreachable!("handled before the runtime starts")
+        }
+        Command::Recover(args) => {
+            print!("{}", berth_server::recovery::recover(&args).await?);
+            return Ok(());
+        }
+        Command::Restore(args) => {
+            print!("{}", berth_server::recovery::restore(&args).await?);
+            return Ok(());
         }
         Command::Dev(args) => {
             let members = BTreeMap::from([(1, args.listen.to_string())]);

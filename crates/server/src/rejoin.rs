@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 use crate::network::{CallError, PeerRpc};
 use crate::{BerthNode, ServerError};
 
-const MARKER: &str = "rejoin.json";
+pub(crate) const MARKER: &str = "rejoin.json";
 const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// What the other members said, as far as forming the cluster goes.
