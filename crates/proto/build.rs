@@ -9,6 +9,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "berth/v1/events.proto",
         "berth/v1/schedules.proto",
         "berth/v1/stats.proto",
+        "berth/v1/backup.proto",
     ]
     .map(|f| root.join(f));
     for file in &files {

@@ -268,11 +268,18 @@ impl TestCluster {
 
     /// Starts a server that is not part of the initial membership.
     pub fn start_joiner(&mut self, id: u64) -> Result<String> {
-        let addr = format!("127.0.0.1:{}", free_port());
-        let mut server = self.new_server(id, &addr, None);
-        server.start()?;
-        self.servers.insert(id, server);
+        let addr = self.prepare_joiner(id);
+        self.server(id).start()?;
         Ok(addr)
+    }
+
+    /// Sets up a server that is not part of the initial membership (its
+    /// certificate issued into its data dir) without starting it.
+    pub fn prepare_joiner(&mut self, id: u64) -> String {
+        let addr = format!("127.0.0.1:{}", free_port());
+        let server = self.new_server(id, &addr, None);
+        self.servers.insert(id, server);
+        addr
     }
 
     pub fn addr(&self, id: u64) -> String {

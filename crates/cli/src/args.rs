@@ -447,6 +447,14 @@ pub enum ServerCommand {
     },
     /// Remove a server.
     Remove { node_id: u64 },
+    /// Save a consistent copy of the whole state from a running server
+    /// (admin token), for `berthd restore`. It holds every record, token
+    /// and activation hashes included: keep it like the servers' keys.
+    Backup {
+        /// Where to write it (mode 0600; an existing file is replaced).
+        #[arg(long, value_name = "FILE")]
+        out: std::path::PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]

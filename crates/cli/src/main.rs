@@ -1,6 +1,7 @@
 //! `berth`: the command-line interface to a Berth control plane.
 
 mod args;
+mod backup;
 mod colour;
 mod completion;
 mod config;
@@ -675,6 +676,7 @@ async fn server(
             learner_only,
         } => client.add_server(node_id, &address, learner_only).await?,
         ServerCommand::Remove { node_id } => client.remove_server(node_id).await?,
+        ServerCommand::Backup { out } => return backup::save(client, format, &out).await,
     };
     let members: Vec<output::Member> = members.into_iter().map(Into::into).collect();
     render(format, members.as_slice(), output::members_table)

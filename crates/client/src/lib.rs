@@ -37,6 +37,7 @@
 //! token, register, and then authenticate with a client certificate.
 
 pub mod backoff;
+pub mod backup;
 mod endpoint;
 mod error;
 pub mod events;

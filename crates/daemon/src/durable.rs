@@ -28,6 +28,12 @@ pub enum DurableError {
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot write {path}: {source}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 impl DurableError {
@@ -41,9 +47,48 @@ impl DurableError {
     /// The I/O error behind it (for `ENOSPC` and the like).
     pub fn io(&self) -> &std::io::Error {
         match self {
-            Self::Sync { source, .. } => source,
+            Self::Sync { source, .. } | Self::Write { source, .. } => source,
         }
     }
+}
+
+/// Replaces `path` with `bytes` so that it survives a power cut whole: a
+/// crash leaves the old file or the new one, never a part. The new file is
+/// created with `mode` (before any byte is in it), written and synced
+/// beside `path`, renamed over it, and the directory synced.
+pub fn write_file(path: &Path, bytes: &[u8], mode: u32) -> Result<(), DurableError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
+    tmp_name.push(".partial");
+    let tmp = path.with_file_name(tmp_name);
+    let write = |source| DurableError::Write {
+        path: tmp.clone(),
+        source,
+    };
+    // A leftover from an interrupted run keeps its own mode if reused.
+    match std::fs::remove_file(&tmp) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(write(e)),
+        _ => {}
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(&tmp)
+        .map_err(write)?;
+    file.write_all(bytes).map_err(write)?;
+    file.sync_all().map_err(DurableError::at(&tmp))?;
+    drop(file);
+    std::fs::rename(&tmp, path).map_err(|source| DurableError::Write {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    sync_dir(dir)
 }
 
 /// The files of one sled database directory, kept open for syncing.
@@ -172,6 +217,22 @@ mod tests {
         std::fs::remove_file(dir.path().join("blobs/17")).expect("remove");
         files.sync().expect("sync after a blob was collected");
         assert!(files.synced.lock().expect("lock").blobs.is_empty());
+    }
+
+    #[test]
+    fn a_file_is_replaced_whole_with_its_mode() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("backup.snap");
+        std::fs::write(&path, b"old").expect("old file");
+        write_file(&path, b"new contents", 0o600).expect("write");
+        assert_eq!(std::fs::read(&path).expect("read"), b"new contents");
+        let mode = std::fs::metadata(&path).expect("stat").permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert!(!dir.path().join("backup.snap.partial").exists());
+        let err =
+            write_file(&dir.path().join("no/such/dir/f"), b"x", 0o600).expect_err("no directory");
+        assert!(err.to_string().contains("no/such/dir/f.partial"), "{err}");
     }
 
     #[test]

@@ -5,6 +5,7 @@
 pub mod api;
 pub mod audit;
 pub mod auth;
+pub mod backup_api;
 pub mod dev;
 pub mod dns;
 pub mod downloads;
@@ -388,6 +389,11 @@ impl Server {
                 })
                 .max_decoding_message_size(api_max),
             )
+            .add_service(pb::backup_service_server::BackupServiceServer::new(
+                backup_api::BackupApi {
+                    node: self.node.clone(),
+                },
+            ))
             .add_service(
                 pb::event_service_server::EventServiceServer::new(events_api::EventsApi {
                     node: self.node.clone(),

@@ -151,7 +151,7 @@ pub async fn recover(args: &RecoverArgs) -> Result<String, ServerError> {
         dir.display()
     );
     describe(&mut report, &forced.before);
-    outcome(&mut report, node_id, &forced);
+    outcome(&mut report, node_id, &forced, "every entry it held is kept");
     if catching_up {
         let _ = writeln!(report, "{}", behind_warning(&marker, true));
     }
@@ -211,7 +211,12 @@ pub async fn restore(args: &RestoreArgs) -> Result<String, ServerError> {
         show(forced.before.snapshot),
         forced.before.voters()
     );
-    outcome(&mut report, args.node_id, &forced);
+    outcome(
+        &mut report,
+        args.node_id,
+        &forced,
+        "with the backup's state",
+    );
     let pki = args.pki_dir.clone().unwrap_or_else(|| dir.join("pki"));
     if !pki.join("server.crt").exists() {
         let _ = writeln!(
@@ -262,12 +267,12 @@ fn describe(report: &mut String, summary: &RaftSummary) {
     }
 }
 
-fn outcome(report: &mut String, node_id: NodeId, forced: &Forced) {
+fn outcome(report: &mut String, node_id: NodeId, forced: &Forced, kept: &str) {
     match forced.entry {
         Some(entry) => {
             let _ = writeln!(
                 report,
-                "now: server {node_id} at {} is the only voter (membership entry {}, term {}); every entry before it is kept",
+                "now: server {node_id} at {} is the only voter (membership entry {}, term {}); {kept}",
                 forced.address, entry.index, entry.leader_id.term
             );
         }
