@@ -499,3 +499,81 @@ async fn data_dir_of_another_node_or_bad_flags_are_refused() -> Result<()> {
     }
     Ok(())
 }
+
+/// Moving a server to a new address: `server add` at the new address is
+/// refused while it is a member at the old one; removed, started on an
+/// empty data dir at the new address and added again, it catches up, votes
+/// and serves there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_moves_to_a_new_address_by_remove_and_add() -> Result<()> {
+    let mut cluster = TestCluster::start(3, &[]).await?;
+    for i in 0..10 {
+        register(&cluster.addr(1 + i % 3), "mv", &format!("m{i}")).await?;
+    }
+    let leader = cluster.wait_for_leader(LONG).await?;
+    let moved = (1..=3).find(|id| *id != leader).unwrap();
+    let old_addr = cluster.addr(moved);
+    let mut cp = control_plane(&cluster.addr(leader)).await?;
+
+    let elsewhere = format!("127.0.0.1:{}", free_port());
+    let refused = cp
+        .add_server(pb::AddServerRequest {
+            node_id: moved,
+            address: elsewhere.clone(),
+            learner_only: false,
+        })
+        .await
+        .expect_err("a member cannot be re-added at another address");
+    assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
+    assert!(
+        refused
+            .message()
+            .contains(&format!("already a member, at {old_addr}")),
+        "{refused:?}"
+    );
+
+    cp.remove_server(pb::RemoveServerRequest { node_id: moved })
+        .await?;
+    assert!(cluster.server(moved).terminate()?.success());
+    std::fs::remove_dir_all(&cluster.server(moved).data_dir)?;
+    let new_addr = cluster.start_joiner(moved)?;
+    assert_ne!(new_addr, old_addr);
+    let reply = cp
+        .add_server(pb::AddServerRequest {
+            node_id: moved,
+            address: new_addr.clone(),
+            learner_only: false,
+        })
+        .await?
+        .into_inner();
+    let member = reply
+        .members
+        .iter()
+        .find(|m| m.node_id == moved)
+        .expect("moved member");
+    assert_eq!(member.address, new_addr);
+    assert!(member.voter, "{reply:?}");
+
+    let stored = eventually(LONG, || {
+        let new_addr = new_addr.clone();
+        async move {
+            let stored = list_family(&new_addr, "mv").await?;
+            ensure!(stored.len() == 10, "{} of 10", stored.len());
+            Ok(stored)
+        }
+    })
+    .await?;
+    assert_eq!(stored.len(), 10);
+    let members = status(&cluster.addr(leader)).await?.members;
+    assert_eq!(members.len(), 3, "{members:?}");
+    assert!(
+        members.iter().all(|m| m.voter && m.reachable),
+        "{members:?}"
+    );
+    assert!(
+        !members.iter().any(|m| m.address == old_addr),
+        "{members:?}"
+    );
+    assert_eq!(register(&new_addr, "mv", "moved").await?.revision, 11);
+    Ok(())
+}

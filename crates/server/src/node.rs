@@ -674,6 +674,20 @@ impl BerthNode {
         addr: String,
         learner_only: bool,
     ) -> Result<(), ServerError> {
+        // openraft would keep the old address silently (adding a node that
+        // exists changes nothing), and rewriting it in place can split
+        // the cluster if the new address belongs to another server.
+        if let Some(known) = self.metrics().membership_config.membership().get_node(&id) {
+            if known.addr != addr {
+                return Err(ServerError::FailedPrecondition(format!(
+                    "server {id} is already a member, at {}; to move it to {addr}, remove it \
+                     first (berth server remove {id}), give it an empty data dir and a certificate \
+                     for the new address, start it there, then add it again (docs/operations.md, \
+                     \"Move a server to a new address\")",
+                    known.addr
+                )));
+            }
+        }
         let raft = &self.inner.raft;
         let membership_err = |e: RaftError<NodeId, ClientWriteError>| match e {
             RaftError::APIError(ClientWriteError::ForwardToLeader(_)) => ServerError::Unavailable(
