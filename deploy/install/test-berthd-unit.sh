@@ -13,7 +13,9 @@
 #     unit's umask: ready, the files it makes private to that user; SIGTERM stops it
 #     with status 0 well within TimeoutStopSec
 #   - `berthd recover --config` and `berthd restore --config` read the
-#     data dir and node id from the same file
+#     data dir and node id from the same file; `berthd recover` run as root
+#     leaves the files it writes to the data dir's owner, and the server
+#     starts again as that user
 #
 # Not checked here: the sandboxing itself (ProtectSystem=, the system call
 # filter ...), which only systemd as PID 1 applies; the agent's
@@ -141,4 +143,24 @@ run_as "$BERTHD" restore --config "$WORK/etc/berth/berthd.toml" --from "$WORK/ba
     && fail "restore over the configured, used data dir was not refused"
 grep -q "already belongs to a server" "$WORK/restore" || fail "restore: $(cat "$WORK/restore")"
 log "ok: recover and restore take the data dir and node id from --config"
+
+STEP=recover-as-root
+# `sudo berthd recover` as the docs allow: what it writes goes back to the
+# data dir's owner, and the server starts again as that user.
+"$BERTHD" recover --config "$WORK/etc/berth/berthd.toml" >"$WORK/recover" 2>&1 \
+    || fail "berthd recover as root: $(cat "$WORK/recover")"
+FOREIGN=$(find "$DATA" ! -user nobody -printf '%u %p\n' | head -5)
+[ -z "$FOREIGN" ] || fail "recover left files the service's user does not own: $FOREIGN"
+log "ok: recover run as root leaves every file to the data dir's owner"
+(
+    umask 0077
+    exec setpriv --reuid=nobody --regid=nogroup --clear-groups --inh-caps=-all --bounding-set=-all \
+        env -i PATH=/usr/bin:/bin "${EXEC[@]}"
+) >>"$WORK/berthd.log" 2>&1 &
+PID=$!
+wait_for "berthd ready again after the recover" 30 \
+    "$BERTHD" health --url "http://127.0.0.1:$HEALTH/readyz"
+kill -TERM "$PID"
+wait "$PID" || fail "berthd exited with status $? on SIGTERM after the recover"
+PID=
 log "passed"

@@ -139,6 +139,7 @@ pub async fn recover(args: &RecoverArgs) -> Result<String, ServerError> {
         std::fs::remove_file(&marker)
             .map_err(|e| failed(format!("cannot remove {}: {e}", marker.display())))?;
     }
+    give_back(dir)?;
     tracing::warn!(
         node_id,
         address = %forced.address,
@@ -192,6 +193,7 @@ pub async fn restore(args: &RestoreArgs) -> Result<String, ServerError> {
     .await
     .map_err(failed)?;
     crate::identity::record_standalone(dir, args.node_id)?;
+    give_back(dir)?;
     tracing::warn!(
         node_id = args.node_id,
         address = %forced.address,
@@ -234,6 +236,46 @@ pub async fn restore(args: &RestoreArgs) -> Result<String, ServerError> {
          (berth server add ID ADDR); what changed after the backup is gone (docs/operations.md, \"Back up and restore\")"
     );
     Ok(report)
+}
+
+/// Run as root on a data dir that belongs to the service's user (`sudo
+/// berthd recover`), the files just written would be root's, and the server
+/// could not open them: hands everything in the data dir to the data dir's
+/// owner. `node.json` was just written, so its owner is who runs this.
+fn give_back(dir: &Path) -> Result<(), ServerError> {
+    use std::os::unix::fs::MetadataExt;
+    let stat = |path: &Path| {
+        std::fs::symlink_metadata(path)
+            .map_err(|e| failed(format!("cannot stat {}: {e}", path.display())))
+    };
+    let owner = stat(dir)?;
+    let me = stat(&dir.join("node.json"))?;
+    if me.uid() != 0 || (owner.uid(), owner.gid()) == (0, 0) {
+        return Ok(());
+    }
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(path) = pending.pop() {
+        let meta = stat(&path)?;
+        if meta.is_dir() {
+            let entries = std::fs::read_dir(&path)
+                .map_err(|e| failed(format!("cannot list {}: {e}", path.display())))?;
+            for entry in entries {
+                let entry =
+                    entry.map_err(|e| failed(format!("cannot list {}: {e}", path.display())))?;
+                pending.push(entry.path());
+            }
+        }
+        if (meta.uid(), meta.gid()) != (owner.uid(), owner.gid()) {
+            std::os::unix::fs::lchown(&path, Some(owner.uid()), Some(owner.gid())).map_err(|e| {
+                failed(format!(
+                    "cannot give {} to the data dir's owner (uid {}): {e}; chown -R it before starting berthd",
+                    path.display(),
+                    owner.uid()
+                ))
+            })?;
+        }
+    }
+    Ok(())
 }
 
 fn show(id: Option<LogId>) -> String {
