@@ -54,6 +54,19 @@ async fn a_survivor_of_a_lost_majority_is_recovered_and_servers_are_added_back()
     let leader = cluster.wait_for_leader(LONG).await?;
     let survivor = (1..=3).find(|id| *id != leader).unwrap();
     let lost: Vec<u64> = (1..=3).filter(|id| *id != survivor).collect();
+    let data_dir = cluster.server(survivor).data_dir.display().to_string();
+
+    // While the others still have a leader the cluster is not lost: a
+    // stopped member is not recovered beside it.
+    assert!(cluster.server(survivor).terminate()?.success());
+    let out = berthd(&["recover", "--data-dir", &data_dir]);
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains(&format!("its cluster has a leader (server {leader}")),
+        "{}",
+        text(&out)
+    );
+    cluster.server(survivor).start()?;
 
     // Every acknowledged write is on a majority; wait until the survivor
     // has applied as far as the leader, so it holds all of them.
@@ -80,7 +93,6 @@ async fn a_survivor_of_a_lost_majority_is_recovered_and_servers_are_added_back()
         cluster.server(*id).kill9();
         std::fs::remove_dir_all(&cluster.server(*id).data_dir)?;
     }
-    let data_dir = cluster.server(survivor).data_dir.display().to_string();
 
     // Refused while the survivor still runs, naming why.
     let out = berthd(&["recover", "--data-dir", &data_dir]);
@@ -98,6 +110,10 @@ async fn a_survivor_of_a_lost_majority_is_recovered_and_servers_are_added_back()
     assert!(out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("voters [1, 2, 3]"), "{}", text(&out));
     assert!(text(&out).contains("nothing was changed"), "{}", text(&out));
+    for id in &lost {
+        let line = format!("server {id} at {}: no answer", cluster.addr(*id));
+        assert!(text(&out).contains(&line), "{}", text(&out));
+    }
 
     let out = berthd(&["recover", "--data-dir", &data_dir]);
     assert!(out.status.success(), "{}", text(&out));

@@ -11,11 +11,16 @@
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
+use berth_proto::pb;
 use berth_store::recovery::{Forced, RaftSummary};
 use berth_store::{LogId, NodeId};
 
 use crate::ServerError;
+
+/// How long a member has to say whether its cluster works.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// `berthd recover`.
 #[derive(Debug, clap::Args)]
@@ -33,6 +38,14 @@ pub struct RecoverArgs {
     /// Print what the data dir holds and what would change; change nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// This server's certificates, used to ask the other members whether
+    /// their cluster still works (default: DATA_DIR/pki).
+    #[arg(long, env = "BERTH_PKI_DIR")]
+    pub pki_dir: Option<PathBuf>,
+    /// Recover even though another member answers that its cluster has a
+    /// leader (or without asking, when this server has no certificates).
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// `berthd restore`.
@@ -105,8 +118,9 @@ pub async fn recover(args: &RecoverArgs) -> Result<String, ServerError> {
     let marker = dir.join(crate::rejoin::MARKER);
     let catching_up = marker.exists();
     let mut report = String::new();
+    let summary = berth_store::recovery::inspect(dir).await.map_err(failed)?;
+    let working = ask_members(args, node_id, &summary, &mut report).await?;
     if args.dry_run {
-        let summary = berth_store::recovery::inspect(dir).await.map_err(failed)?;
         let _ = writeln!(report, "data dir {} (server {node_id}):", dir.display());
         describe(&mut report, &summary);
         match summary.address_of(node_id) {
@@ -128,12 +142,25 @@ pub async fn recover(args: &RecoverArgs) -> Result<String, ServerError> {
         if catching_up {
             let _ = writeln!(report, "{}", behind_warning(&marker, false));
         }
+        if let Some(working) = &working {
+            let _ = writeln!(report, "berthd recover would refuse: {working}");
+        }
         let _ = writeln!(report, "nothing was changed (--dry-run)");
         return Ok(report);
     }
-    let forced = berth_store::recovery::recover(dir, node_id, args.advertise.as_deref())
-        .await
-        .map_err(failed)?;
+    if let Some(working) = working {
+        if !args.force {
+            return Err(failed(format!(
+                "{working}: the cluster is not lost, and a recovered server beside it would split \
+                 it in two. Replace lost servers one at a time instead (docs/operations.md, section 7); \
+                 if those servers are being shut down for good anyway, stop them first or pass --force"
+            )));
+        }
+        let _ = writeln!(report, "warning: recovering anyway (--force): {working}");
+    }
+    let forced =
+        unlocked(|| berth_store::recovery::recover(dir, node_id, args.advertise.as_deref()))
+            .await?;
     crate::identity::record_standalone(dir, node_id)?;
     if catching_up {
         std::fs::remove_file(&marker)
@@ -163,6 +190,110 @@ pub async fn recover(args: &RecoverArgs) -> Result<String, ServerError> {
          server on its old data dir (docs/operations.md, \"Lose a majority of the servers\")"
     );
     Ok(report)
+}
+
+/// The store once the handles `inspect` used have let go of sled's lock
+/// (they close in the background).
+async fn unlocked<F, Fut>(mut f: F) -> Result<Forced, ServerError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<Forced, berth_store::StoreError>>,
+{
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        match f().await {
+            Err(berth_store::StoreError::Locked { .. }) if std::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await
+            }
+            other => return other.map_err(failed),
+        }
+    }
+}
+
+/// Asks every other member of the membership in the data dir for its
+/// status, and reports the answers. Returns why the cluster still works,
+/// when a member answers that it has a leader: then it is not lost.
+async fn ask_members(
+    args: &RecoverArgs,
+    node_id: NodeId,
+    summary: &RaftSummary,
+    report: &mut String,
+) -> Result<Option<String>, ServerError> {
+    let others: Vec<(NodeId, String)> = summary
+        .membership
+        .membership()
+        .nodes()
+        .filter(|(id, _)| **id != node_id)
+        .map(|(id, node)| (*id, node.addr.clone()))
+        .collect();
+    if others.is_empty() {
+        return Ok(None);
+    }
+    let pki_dir = args
+        .pki_dir
+        .clone()
+        .unwrap_or_else(|| args.data_dir.join("pki"));
+    let pki = match crate::tls::Pki::load(&pki_dir, node_id) {
+        Ok(pki) => pki,
+        Err(e) if args.force => {
+            let _ = writeln!(
+                report,
+                "warning: did not ask the other members whether their cluster works (--force; {e})"
+            );
+            return Ok(None);
+        }
+        Err(e) => {
+            return Err(failed(format!(
+                "cannot ask the other members whether their cluster still works without this \
+                 server's certificates ({e}); give --pki-dir, or --force to recover without asking"
+            )))
+        }
+    };
+    let peers = crate::network::Peers::new(pki.peer_tls());
+    let asks = others.iter().map(|(id, addr)| {
+        let peers = &peers;
+        async move {
+            let answer = match peers.raft_client(addr) {
+                Ok(mut client) => {
+                    let mut request = tonic::Request::new(pb::NodeStatusRequest {});
+                    request.set_timeout(PROBE_TIMEOUT);
+                    match tokio::time::timeout(PROBE_TIMEOUT, client.node_status(request)).await {
+                        Ok(Ok(reply)) => Ok(reply.into_inner()),
+                        Ok(Err(status)) => Err(status.message().to_string()),
+                        Err(_) => Err(format!("no answer within {PROBE_TIMEOUT:?}")),
+                    }
+                }
+                Err(e) => Err(e),
+            };
+            (*id, addr.clone(), answer)
+        }
+    });
+    let mut working = None;
+    let _ = writeln!(report, "asked the other members:");
+    for (id, addr, answer) in futures::future::join_all(asks).await {
+        match answer {
+            Ok(status) => {
+                let _ = writeln!(
+                    report,
+                    "  server {id} at {addr}: answers, term {}, leader {}",
+                    status.term,
+                    status
+                        .leader_id
+                        .map_or_else(|| "none".to_string(), |l| l.to_string())
+                );
+                if let (Some(leader), None) = (status.leader_id, &working) {
+                    working = Some(format!(
+                        "server {id} at {addr} answers that its cluster has a leader (server {leader}, term {})",
+                        status.term
+                    ));
+                }
+            }
+            Err(e) => {
+                let _ = writeln!(report, "  server {id} at {addr}: no answer ({e})");
+            }
+        }
+    }
+    Ok(working)
 }
 
 /// Creates a new one-server cluster's data dir from a backup; returns the
