@@ -4,7 +4,8 @@
 # what berth-agent's bridge network mode runs: the standard CNI plugins
 # (Debian's containernetworking-plugins, in /usr/lib/cni) and iptables, which
 # the bridge and portmap plugins program; and haproxy, which berth-lb
-# programs (its tests run a real one). Safe to run repeatedly.
+# programs (its tests run a real one); systemd-analyze and setpriv for the
+# check of berthd's systemd unit. Safe to run repeatedly.
 set -euo pipefail
 
 as_root() {
@@ -17,6 +18,10 @@ command -v strace >/dev/null 2>&1 || missing+=(strace)
 [ -x /usr/lib/cni/bridge ] || missing+=(containernetworking-plugins)
 command -v iptables >/dev/null 2>&1 || [ -x /usr/sbin/iptables ] || missing+=(iptables)
 command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || missing+=(haproxy)
+# deploy/install/test-berthd-unit.sh checks berthd's unit with
+# systemd-analyze and runs the server as another user with setpriv.
+command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
+command -v setpriv >/dev/null 2>&1 || missing+=(util-linux)
 if [ ${#missing[@]} -gt 0 ]; then
     if ! command -v apt-get >/dev/null 2>&1; then
         echo "error: missing ${missing[*]} and no apt-get to install it; install them yourself (protoc is in protobuf-compiler)" >&2
