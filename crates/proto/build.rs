@@ -8,6 +8,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "berth/v1/services.proto",
         "berth/v1/events.proto",
         "berth/v1/schedules.proto",
+        "berth/v1/secrets.proto",
         "berth/v1/stats.proto",
         "berth/v1/backup.proto",
     ]

@@ -146,6 +146,10 @@ pub enum Command {
     /// Scheduler's syntax).
     #[command(subcommand)]
     Schedule(ScheduleCommand),
+    /// Secrets: values sealed in the cluster state that task definitions
+    /// reference (`secrets`, `repositoryCredentials`).
+    #[command(subcommand)]
+    Secret(crate::secret::SecretCommand),
 }
 
 #[derive(Debug, Subcommand)]

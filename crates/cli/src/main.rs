@@ -10,6 +10,7 @@ mod ids;
 mod journal;
 mod output;
 mod schedule;
+mod secret;
 mod service;
 mod stats;
 mod wait;
@@ -109,6 +110,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Events(args) => journal::events(&connect()?, format, args).await?,
         Command::Audit(command) => journal::audit(&connect()?, format, command).await?,
         Command::Schedule(command) => schedule::schedule(&connect()?, format, command).await?,
+        Command::Secret(command) => secret::secret(&connect()?, format, command).await?,
     };
     emit(&text)
 }

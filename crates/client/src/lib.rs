@@ -43,6 +43,7 @@ mod error;
 pub mod events;
 pub mod join;
 pub mod schedules;
+pub mod secrets;
 pub mod services;
 pub mod stats;
 pub mod time;

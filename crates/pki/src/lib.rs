@@ -7,6 +7,7 @@
 //! `berth://CLUSTER_ID/server/NODE_ID` or `berth://CLUSTER_ID/instance/ID`,
 //! so a server derives who is calling from the certificate alone.
 
+pub mod datakey;
 pub mod files;
 pub mod tokens;
 

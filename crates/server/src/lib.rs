@@ -23,6 +23,7 @@ pub mod raft_service;
 pub mod recovery;
 pub mod rejoin;
 pub mod schedules_api;
+pub mod secrets_api;
 pub mod services_api;
 pub mod session;
 pub mod stats;
@@ -381,6 +382,13 @@ impl Server {
                 pb::schedule_service_server::ScheduleServiceServer::new(
                     schedules_api::SchedulesApi { ops: ops.clone() },
                 )
+                .max_decoding_message_size(api_max),
+            )
+            .add_service(
+                pb::secret_service_server::SecretServiceServer::new(secrets_api::SecretsApi {
+                    node: self.node.clone(),
+                    data_key: self.pki.data_key.clone(),
+                })
                 .max_decoding_message_size(api_max),
             )
             .add_service(

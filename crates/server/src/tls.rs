@@ -22,6 +22,8 @@ use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_rustls::TlsAcceptor;
 use tonic::transport::ClientTlsConfig;
 
+use berth_pki::datakey::{DataKey, DATA_KEY};
+
 use crate::ServerError;
 
 /// A year: long enough not to surprise anyone, short enough that a copied
@@ -38,6 +40,10 @@ pub struct Pki {
     server_cert_pem: String,
     server_key_pem: String,
     pub admin_token: Option<ApiTokenSecret>,
+    /// The cluster data key secrets are sealed with; `None` in a PKI dir
+    /// made before secrets existed: secret calls are then refused saying
+    /// how to add it (`berthd pki issue` again).
+    pub data_key: Option<Arc<DataKey>>,
 }
 
 fn pki_error(dir: &Path, e: impl std::fmt::Display) -> ServerError {
@@ -108,12 +114,25 @@ impl Pki {
             }
             Err(_) => None,
         };
+        let data_key = if dir.join(DATA_KEY).exists() {
+            files::check_private(dir, DATA_KEY).map_err(|e| pki_error(dir, e))?;
+            Some(Arc::new(
+                DataKey::parse(&read(DATA_KEY)?).map_err(|e| pki_error(dir, e))?,
+            ))
+        } else {
+            tracing::warn!(
+                pki_dir = %dir.display(),
+                "no {DATA_KEY} in the PKI dir: secrets cannot be stored or read on this server; run `berthd pki issue` for it again (docs/operations.md)"
+            );
+            None
+        };
         Ok(Self {
             ca,
             root_pem,
             server_cert_pem,
             server_key_pem: read(SERVER_KEY)?,
             admin_token,
+            data_key,
         })
     }
 
@@ -196,6 +215,7 @@ pub fn init(dir: &Path, cluster_id: Option<&str>) -> Result<String, ServerError>
         &format!("{}\n", ApiTokenSecret::generate().encode()),
         true,
     )?;
+    write(DATA_KEY, &DataKey::generate().encode(), true)?;
     Ok(cluster_id)
 }
 
@@ -216,6 +236,14 @@ pub fn issue(
     let read = |name| files::read(pki_dir, name).map_err(|e| pki_error(pki_dir, e));
     let ca = CertificateAuthority::load(&read(CA_CERT)?, &read(CA_KEY)?)
         .map_err(|e| pki_error(pki_dir, e))?;
+    // A CA dir from before secrets gets its data key here, once: every
+    // server issued from it from now on gets the same key.
+    if !pki_dir.join(DATA_KEY).exists() {
+        files::write(pki_dir, DATA_KEY, &DataKey::generate().encode(), true)
+            .map_err(|e| pki_error(pki_dir, e))?;
+    }
+    let data_key = read(DATA_KEY)?;
+    DataKey::parse(&data_key).map_err(|e| pki_error(pki_dir, e))?;
     let issued = ca
         .issue_server(node_id, hosts, SERVER_CERT_LIFETIME)
         .map_err(ServerError::internal)?;
@@ -240,6 +268,7 @@ pub fn issue(
         if let Ok(token) = read(ADMIN_TOKEN) {
             write(ADMIN_TOKEN, &token, true)?;
         }
+        write(DATA_KEY, &data_key, true)?;
     }
     Ok(())
 }
@@ -275,6 +304,40 @@ mod tests {
         .unwrap();
         let loose = Pki::load(&node2, 2).err().unwrap().to_string();
         assert!(loose.contains("chmod 600"), "{loose}");
+    }
+
+    /// Every server issued from one CA dir gets the same data key, 0600; a
+    /// CA dir made before secrets gets one at the next issue.
+    #[test]
+    fn data_key_is_made_at_init_and_copied_by_issue() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let ca_dir = tmp.path().join("ca");
+        init(&ca_dir, Some("test-3")).unwrap();
+        let mode = std::fs::metadata(ca_dir.join(DATA_KEY))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let (n1, n2) = (tmp.path().join("n1"), tmp.path().join("n2"));
+        issue(&ca_dir, 1, &["127.0.0.1".into()], &n1).unwrap();
+        issue(&ca_dir, 2, &["127.0.0.1".into()], &n2).unwrap();
+        let k1 = Pki::load(&n1, 1).unwrap().data_key.unwrap();
+        let k2 = Pki::load(&n2, 2).unwrap().data_key.unwrap();
+        let sealed = k1.seal("s", b"v").unwrap();
+        assert_eq!(
+            k2.open("s", &sealed.nonce, &sealed.ciphertext).unwrap(),
+            b"v"
+        );
+
+        // An older PKI: no data key anywhere. The server still starts (no
+        // secrets); issuing again creates the key once in the CA dir.
+        std::fs::remove_file(ca_dir.join(DATA_KEY)).unwrap();
+        std::fs::remove_file(n1.join(DATA_KEY)).unwrap();
+        assert!(Pki::load(&n1, 1).unwrap().data_key.is_none());
+        issue(&ca_dir, 1, &["127.0.0.1".into()], &n1).unwrap();
+        assert!(ca_dir.join(DATA_KEY).exists());
+        assert!(Pki::load(&n1, 1).unwrap().data_key.is_some());
     }
 
     fn der_chain(pem: &str) -> Vec<tokio_rustls::rustls::pki_types::CertificateDer<'static>> {

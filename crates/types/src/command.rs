@@ -237,6 +237,17 @@ pub enum Command {
     },
     /// The schedules controller fires one slot.
     FireSchedule(FireSchedule),
+    /// CreateSecret (`create`) or UpdateSecret: the value is already
+    /// sealed by the proposing server (the log never holds it in clear).
+    PutSecret {
+        secret: crate::secrets::Secret,
+        create: bool,
+        at_ms: i64,
+    },
+    DeleteSecret {
+        name: String,
+        at_ms: i64,
+    },
 }
 
 /// One slot of a schedule, as the leader's controller decided it.
@@ -266,7 +277,7 @@ pub struct FireSchedule {
 /// Level 2: bridge network mode in task definitions.
 /// Level 3: task network mode; load balancers, deregistration and
 /// blue/green deployments of services.
-/// Level 4: journal retention; scheduled tasks.
+/// Level 4: journal retention; scheduled tasks; secrets.
 pub const COMMAND_LEVEL: u32 = 4;
 
 impl Command {
@@ -279,7 +290,9 @@ impl Command {
             | Command::PutSchedule { .. }
             | Command::DeleteSchedule { .. }
             | Command::SetSchedulePaused { .. }
-            | Command::FireSchedule(_) => 4,
+            | Command::FireSchedule(_)
+            | Command::PutSecret { .. }
+            | Command::DeleteSecret { .. } => 4,
             Command::EndDeactivation { .. } | Command::RollbackService { .. } => 3,
             Command::ServiceProgress { progress, .. } => match progress {
                 ServiceProgress::TrafficShifted { .. }
@@ -496,6 +509,9 @@ impl Command {
             Command::DeleteSchedule { .. } => "delete_schedule",
             Command::SetSchedulePaused { .. } => "set_schedule_paused",
             Command::FireSchedule(_) => "fire_schedule",
+            Command::PutSecret { create: true, .. } => "create_secret",
+            Command::PutSecret { create: false, .. } => "update_secret",
+            Command::DeleteSecret { .. } => "delete_secret",
         }
     }
 
@@ -571,6 +587,9 @@ impl Command {
             | Command::FireSchedule(FireSchedule { cluster, name, .. }) => {
                 format!("schedule/{cluster}/{name}")
             }
+            // The name only: never anything of the value.
+            Command::PutSecret { secret, .. } => format!("secret/{}", secret.name),
+            Command::DeleteSecret { name, .. } => format!("secret/{name}"),
         }
     }
 }
@@ -596,4 +615,5 @@ pub enum CommandOutput {
     Schedule(Box<crate::scheduled::Schedule>),
     /// A command that found its outcome already in place.
     Unchanged,
+    Secret(crate::secrets::SecretMetadata),
 }

@@ -17,6 +17,7 @@ pub mod request;
 pub mod resources;
 pub mod schedule;
 pub mod scheduled;
+pub mod secrets;
 pub mod service;
 pub mod service_file;
 pub mod state;

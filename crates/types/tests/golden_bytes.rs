@@ -229,6 +229,19 @@ fn commands() -> Vec<Command> {
             paused: true,
             at_ms: 62_000,
         },
+        Command::PutSecret {
+            secret: berth_types::secrets::Secret {
+                name: "db-password".into(),
+                description: "the app's database".into(),
+                nonce: vec![7; 12],
+                ciphertext: vec![9; 23],
+                version: 0,
+                created_at_ms: 0,
+                updated_at_ms: 0,
+            },
+            create: true,
+            at_ms: 63_000,
+        },
     ]
 }
 
@@ -264,6 +277,10 @@ fn unapplied() -> Vec<Command> {
             cluster: "default".into(),
             name: "nightly".into(),
             at_ms: 63_000,
+        },
+        Command::DeleteSecret {
+            name: "db-password".into(),
+            at_ms: 64_000,
         },
         Command::SetJournalRetention {
             retention: Retention {

@@ -10,6 +10,7 @@ mod clusters;
 mod instances;
 mod journal;
 mod schedules;
+mod secrets;
 mod services;
 mod taskdefs;
 pub(crate) mod tasks;
@@ -58,6 +59,8 @@ pub struct State {
     pub(crate) schedules: BTreeMap<(String, String), crate::scheduled::Schedule>,
     /// Events and audit records, bounded (see `crate::journal`).
     pub(crate) journal: crate::journal::Journal,
+    /// Sealed secret values and their metadata, by name.
+    pub(crate) secrets: BTreeMap<String, crate::secrets::Secret>,
     /// Derived: what the journal last said about each record.
     #[serde(skip)]
     pub(crate) journal_views: journal::JournalViews,
@@ -100,6 +103,7 @@ impl PartialEq for State {
             && self.revoked_certificates == other.revoked_certificates
             && self.schedules == other.schedules
             && self.journal == other.journal
+            && self.secrets == other.secrets
     }
 }
 
@@ -137,6 +141,7 @@ impl State {
             revoked_certificates: BTreeMap::new(),
             schedules: BTreeMap::new(),
             journal: Default::default(),
+            secrets: BTreeMap::new(),
             journal_views: Default::default(),
             events: Vec::new(),
             tasks_by_instance: HashMap::new(),
@@ -328,6 +333,12 @@ impl State {
                 self.journal.set_retention(retention);
                 Ok(CommandOutput::Unchanged)
             }
+            Command::PutSecret {
+                secret,
+                create,
+                at_ms,
+            } => self.put_secret(secret, create, at_ms),
+            Command::DeleteSecret { name, .. } => self.delete_secret(&name),
         }
     }
 

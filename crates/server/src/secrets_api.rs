@@ -1,0 +1,187 @@
+//! SecretService (operators) and AgentSecretsService (agents). This
+//! server seals a value with the cluster data key before proposing it, so
+//! the Raft log and snapshots only ever hold ciphertext; values are opened
+//! only for RevealSecret (an admin call, see `auth::classify`) and for the
+//! agent running a task that references them.
+
+use std::sync::Arc;
+
+use berth_pki::datakey::{DataKey, DATA_KEY};
+use berth_proto::pb;
+use berth_types::secrets::{check_secret_name, Secret, SecretMetadata, MAX_SECRET_VALUE_LEN};
+use berth_types::{Command, CommandOutput, FieldError};
+use tonic::{Request, Response, Status};
+
+use crate::error::ServerError;
+use crate::node::BerthNode;
+
+#[derive(Clone)]
+pub struct SecretsApi {
+    pub node: BerthNode,
+    /// `None`: this server's PKI dir predates secrets (see `tls::Pki`).
+    pub data_key: Option<Arc<DataKey>>,
+}
+
+fn metadata(m: SecretMetadata) -> pb::SecretMetadata {
+    pb::SecretMetadata {
+        name: m.name,
+        description: m.description,
+        version: m.version,
+        created_at_ms: m.created_at_ms,
+        updated_at_ms: m.updated_at_ms,
+    }
+}
+
+fn metadata_of(output: CommandOutput) -> Result<pb::SecretMetadata, ServerError> {
+    match output {
+        CommandOutput::Secret(m) => Ok(metadata(m)),
+        other => Err(ServerError::internal(format!(
+            "unexpected command output {other:?}"
+        ))),
+    }
+}
+
+impl SecretsApi {
+    fn key(&self) -> Result<&DataKey, ServerError> {
+        self.data_key.as_deref().ok_or_else(|| {
+            ServerError::FailedPrecondition(format!(
+                "this server has no {DATA_KEY} in its PKI dir, so it can neither seal nor open secrets; run `berthd pki issue` for it again and restart it (docs/operations.md)"
+            ))
+        })
+    }
+
+    /// Opens a stored secret; a failure says which secret without the
+    /// bytes.
+    pub(crate) fn open(&self, secret: &Secret) -> Result<Vec<u8>, ServerError> {
+        self.key()?
+            .open(&secret.name, &secret.nonce, &secret.ciphertext)
+            .map_err(|e| {
+                tracing::error!(secret = %secret.name, error = %e, "cannot open a secret");
+                ServerError::FailedPrecondition(format!("secret {:?}: {e}", secret.name))
+            })
+    }
+
+    async fn put(
+        &self,
+        request: pb::SecretRequest,
+        create: bool,
+    ) -> Result<pb::SecretMetadata, ServerError> {
+        check_secret_name("name", &request.name)?;
+        if request.value.is_empty() {
+            return Err(FieldError::new("value", "required (an empty secret is a mistake)").into());
+        }
+        if request.value.len() > MAX_SECRET_VALUE_LEN {
+            return Err(FieldError::new("value", "larger than 64 KiB").into());
+        }
+        if request.description.len() > berth_types::limits::MAX_DESCRIPTION_LEN {
+            return Err(FieldError::new("description", "too long").into());
+        }
+        let description = if create || request.set_description {
+            request.description
+        } else {
+            // Kept: read it; a concurrent update racing this one keeps
+            // whichever description the last writer saw, which is harmless.
+            let name = request.name.clone();
+            self.node
+                .read(move |state| state.secret(&name).map(|s| s.description.clone()))
+                .await?
+                .unwrap_or_default()
+        };
+        let sealed = self
+            .key()?
+            .seal(&request.name, &request.value)
+            .map_err(ServerError::internal)?;
+        let output = self
+            .node
+            .write(Command::PutSecret {
+                secret: Secret {
+                    name: request.name,
+                    description,
+                    nonce: sealed.nonce.to_vec(),
+                    ciphertext: sealed.ciphertext,
+                    version: 0,
+                    created_at_ms: 0,
+                    updated_at_ms: 0,
+                },
+                create,
+                at_ms: crate::api::now_ms(),
+            })
+            .await?;
+        metadata_of(output)
+    }
+
+    async fn stored(&self, name: &str) -> Result<Secret, ServerError> {
+        let key = name.to_string();
+        self.node
+            .read(move |state| state.secret(&key).cloned())
+            .await?
+            .ok_or_else(|| ServerError::NotFound(format!("secret {name:?} not found")))
+    }
+}
+
+#[tonic::async_trait]
+impl pb::secret_service_server::SecretService for SecretsApi {
+    #[tracing::instrument(skip_all, fields(name = %request.get_ref().name))]
+    async fn create_secret(
+        &self,
+        request: Request<pb::SecretRequest>,
+    ) -> Result<Response<pb::SecretMetadata>, Status> {
+        Ok(Response::new(self.put(request.into_inner(), true).await?))
+    }
+
+    #[tracing::instrument(skip_all, fields(name = %request.get_ref().name))]
+    async fn update_secret(
+        &self,
+        request: Request<pb::SecretRequest>,
+    ) -> Result<Response<pb::SecretMetadata>, Status> {
+        Ok(Response::new(self.put(request.into_inner(), false).await?))
+    }
+
+    async fn list_secrets(
+        &self,
+        _request: Request<pb::ListSecretsRequest>,
+    ) -> Result<Response<pb::ListSecretsResponse>, Status> {
+        let secrets = self
+            .node
+            .read(|state| state.secrets().map(|s| metadata(s.metadata())).collect())
+            .await?;
+        Ok(Response::new(pb::ListSecretsResponse { secrets }))
+    }
+
+    async fn describe_secret(
+        &self,
+        request: Request<pb::SecretName>,
+    ) -> Result<Response<pb::SecretMetadata>, Status> {
+        let secret = self.stored(&request.into_inner().name).await?;
+        Ok(Response::new(metadata(secret.metadata())))
+    }
+
+    #[tracing::instrument(skip_all, fields(name = %request.get_ref().name))]
+    async fn reveal_secret(
+        &self,
+        request: Request<pb::SecretName>,
+    ) -> Result<Response<pb::RevealSecretResponse>, Status> {
+        let secret = self.stored(&request.into_inner().name).await?;
+        let value = self.open(&secret)?;
+        Ok(Response::new(pb::RevealSecretResponse {
+            secret: Some(metadata(secret.metadata())),
+            value,
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(name = %request.get_ref().name))]
+    async fn delete_secret(
+        &self,
+        request: Request<pb::SecretName>,
+    ) -> Result<Response<pb::SecretMetadata>, Status> {
+        let name = request.into_inner().name;
+        let output = self
+            .node
+            .write(Command::DeleteSecret {
+                name,
+                at_ms: crate::api::now_ms(),
+            })
+            .await?;
+        Ok(Response::new(metadata_of(output)?))
+    }
+}

@@ -1,0 +1,120 @@
+//! Secrets in the state machine: sealed values and their metadata. The
+//! machine never sees a value in the clear (the proposer sealed it).
+
+use super::State;
+use crate::command::CommandOutput;
+use crate::error::{FieldError, StateError};
+use crate::secrets::{check_secret_name, Secret, MAX_SECRET_VALUE_LEN};
+
+/// GCM's tag is 16 bytes on top of the value.
+const MAX_CIPHERTEXT_LEN: usize = MAX_SECRET_VALUE_LEN + 16;
+
+impl State {
+    pub fn secret(&self, name: &str) -> Option<&Secret> {
+        self.secrets.get(name)
+    }
+
+    pub fn secrets(&self) -> impl Iterator<Item = &Secret> {
+        self.secrets.values()
+    }
+
+    /// Creates (`create`) or replaces a secret's sealed value.
+    pub(super) fn put_secret(
+        &mut self,
+        sealed: Secret,
+        create: bool,
+        at_ms: i64,
+    ) -> Result<CommandOutput, StateError> {
+        check_secret_name("name", &sealed.name)?;
+        if sealed.ciphertext.len() > MAX_CIPHERTEXT_LEN {
+            return Err(FieldError::new("value", "larger than 64 KiB").into());
+        }
+        if sealed.description.len() > crate::limits::MAX_DESCRIPTION_LEN {
+            return Err(FieldError::new("description", "too long").into());
+        }
+        let name = sealed.name.clone();
+        let stored = match (self.secrets.get(&name), create) {
+            (Some(_), true) => return Err(StateError::already_exists("secret", name)),
+            (None, false) => return Err(StateError::not_found("secret", name)),
+            (None, true) => Secret {
+                version: 1,
+                created_at_ms: at_ms,
+                updated_at_ms: at_ms,
+                ..sealed
+            },
+            (Some(old), false) => Secret {
+                version: old.version + 1,
+                created_at_ms: old.created_at_ms,
+                updated_at_ms: at_ms,
+                ..sealed
+            },
+        };
+        let metadata = stored.metadata();
+        self.secrets.insert(name, stored);
+        Ok(CommandOutput::Secret(metadata))
+    }
+
+    pub(super) fn delete_secret(&mut self, name: &str) -> Result<CommandOutput, StateError> {
+        self.secrets
+            .remove(name)
+            .map(|s| CommandOutput::Secret(s.metadata()))
+            .ok_or_else(|| StateError::not_found("secret", name))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::command::{Command, CommandOutput};
+    use crate::secrets::Secret;
+    use crate::state::State;
+
+    fn sealed(name: &str, bytes: u8) -> Secret {
+        Secret {
+            name: name.into(),
+            description: "d".into(),
+            nonce: vec![bytes; 12],
+            ciphertext: vec![bytes; 20],
+            version: 0,
+            created_at_ms: 0,
+            updated_at_ms: 0,
+        }
+    }
+
+    #[test]
+    fn create_update_delete() {
+        let mut state = State::new();
+        let put = |secret, create, at_ms| Command::PutSecret {
+            secret,
+            create,
+            at_ms,
+        };
+        let out = state.apply(put(sealed("db", 1), true, 10)).unwrap();
+        let CommandOutput::Secret(meta) = out else {
+            panic!("{out:?}")
+        };
+        assert_eq!((meta.version, meta.created_at_ms), (1, 10));
+        assert!(state.apply(put(sealed("db", 1), true, 11)).is_err());
+        assert!(state.apply(put(sealed("nope", 1), false, 11)).is_err());
+        state.apply(put(sealed("db", 2), false, 12)).unwrap();
+        let stored = state.secret("db").unwrap();
+        assert_eq!(
+            (stored.version, stored.created_at_ms, stored.updated_at_ms),
+            (2, 10, 12)
+        );
+        assert_eq!(stored.ciphertext, vec![2; 20]);
+        assert!(state.apply(put(sealed("bad name", 1), true, 13)).is_err());
+        state
+            .apply(Command::DeleteSecret {
+                name: "db".into(),
+                at_ms: 14,
+            })
+            .unwrap();
+        assert!(state.secret("db").is_none());
+        assert!(state
+            .apply(Command::DeleteSecret {
+                name: "db".into(),
+                at_ms: 15,
+            })
+            .is_err());
+    }
+}
