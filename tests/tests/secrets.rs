@@ -254,3 +254,118 @@ async fn secrets_are_sealed_revealed_only_to_admins_and_never_leak() -> Result<(
     }
     Ok(())
 }
+
+/// A task's `secrets` reach its environment through its agent, and nowhere
+/// else: not the task definition, the task's description, events or audit.
+/// A task whose secret does not exist fails to start saying which.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_gets_its_secrets_as_environment_and_a_missing_one_fails_it() -> Result<()> {
+    use berth_e2e::agents::*;
+    use berth_proto::pb::task_definition_service_client::TaskDefinitionServiceClient;
+    use berth_types::{StopCode, TaskStatus};
+    const T: Duration = Duration::from_secs(60);
+
+    let Some(s) = AgentCluster::start("sec", 300, 2).await? else {
+        return Ok(());
+    };
+    let a1 = s.addr(1);
+    SecretServiceClient::new(channel(&a1).await?)
+        .create_secret(pb::SecretRequest {
+            name: "db-password".into(),
+            value: VALUE.as_bytes().to_vec(),
+            ..Default::default()
+        })
+        .await?;
+    let with_secret = |family: &str, secret: &str| {
+        let mut spec = testapp_taskdef(family, &s.image, &["env"], 32);
+        spec.container_definitions[0].secrets = vec![pb::SecretRef {
+            name: "DB_PASSWORD".into(),
+            value_from: secret.into(),
+        }];
+        spec
+    };
+    let mut taskdefs = TaskDefinitionServiceClient::new(channel(&a1).await?);
+    for spec in [
+        with_secret("envsecret", "db-password"),
+        with_secret("nosecret", "no-such-secret"),
+    ] {
+        taskdefs
+            .register_task_definition(pb::RegisterTaskDefinitionRequest { spec: Some(spec) })
+            .await?;
+    }
+    let mut agent = s.agent("sec-1", &[]);
+    agent.start()?;
+    wait_instance_status(&a1, &agent, berth_types::InstanceState::Active, T).await?;
+
+    let run = |family: &str| pb::RunTaskRequest {
+        cluster: "sec".into(),
+        task_definition: family.into(),
+        count: 1,
+        ..Default::default()
+    };
+    let task = tasks_client(&a1).await?.run_task(run("envsecret")).await?;
+    let id = task.into_inner().tasks[0].id.clone();
+    let logs = eventually(T, || async {
+        let text = task_logs(&s.addr(2), &id).await?;
+        anyhow::ensure!(text.contains("DB_PASSWORD="), "not yet: {text:?}");
+        Ok(text)
+    })
+    .await?;
+    assert!(
+        logs.contains(&format!("DB_PASSWORD={VALUE}")),
+        "the container's environment holds the value: {logs}"
+    );
+
+    // The definition and the task's description hold the name only.
+    let described = TaskDefinitionServiceClient::new(channel(&a1).await?)
+        .describe_task_definition(pb::DescribeTaskDefinitionRequest {
+            task_definition: "envsecret:1".into(),
+        })
+        .await?
+        .into_inner();
+    let text = format!("{described:?}");
+    assert!(
+        text.contains("db-password") && !text.contains(VALUE),
+        "{text}"
+    );
+    let task = tasks_client(&a1)
+        .await?
+        .describe_task(pb::DescribeTaskRequest { id: id.clone() })
+        .await?
+        .into_inner();
+    assert!(!format!("{task:?}").contains(VALUE));
+
+    // A missing secret: the task stops, saying which secret.
+    let task = tasks_client(&a1).await?.run_task(run("nosecret")).await?;
+    let missing = task.into_inner().tasks[0].id.clone();
+    let stopped = wait_task_status(&a1, &missing, TaskStatus::Stopped, T).await?;
+    assert_eq!(
+        stopped.stop_code,
+        Some(StopCode::TaskFailedToStart),
+        "{stopped:?}"
+    );
+    assert!(
+        stopped.stopped_reason.contains("no-such-secret"),
+        "{}",
+        stopped.stopped_reason
+    );
+
+    // Nothing in the journal or the servers' and agent's logs has the value.
+    for addr in [s.addr(1), s.addr(3)] {
+        let audit = EventServiceClient::new(channel(&addr).await?)
+            .list_audit_records(pb::ListAuditRecordsRequest::default())
+            .await?
+            .into_inner();
+        assert!(!format!("{audit:?}").contains(VALUE));
+        let mut stream = EventServiceClient::new(channel(&addr).await?)
+            .watch_events(pb::WatchEventsRequest::default())
+            .await?
+            .into_inner();
+        while let Some(page) = stream.message().await? {
+            assert!(!format!("{page:?}").contains(VALUE));
+        }
+    }
+    assert!(!s.cluster.logs().contains(VALUE));
+    assert!(!agent.log().contains(VALUE));
+    Ok(())
+}

@@ -20,6 +20,7 @@ pub mod rootfs;
 pub mod runner;
 pub mod runtime;
 pub mod seccomp;
+pub mod secrets;
 pub mod session;
 pub mod spec;
 pub mod store;

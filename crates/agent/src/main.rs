@@ -560,6 +560,11 @@ async fn run_tasks(
         memory_mib = host.memory_total_mib,
         "host resources"
     );
+    let mut runner_config = runner_config;
+    runner_config.secrets = Some(Arc::new(berth_agent::secrets::ControlSecrets {
+        endpoints: endpoints.clone(),
+        identity: identity.clone(),
+    }));
     let (runner, handle) = Runner::new(Arc::new(runtime), store, runner_config)?;
     let (board, sampled) = (handle.board().clone(), handle.runtime().clone());
     tokio::spawn(async move {

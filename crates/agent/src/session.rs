@@ -456,7 +456,7 @@ pub(crate) fn parse_address(address: &str) -> Result<(String, String), SessionEr
 /// A channel endpoint presenting the instance certificate and trusting only
 /// the cluster CA. No request timeout: the stream lives for hours; HTTP/2
 /// pings find a dead peer instead.
-fn endpoint(address: &str, identity: &AgentIdentity) -> Result<Endpoint, SessionError> {
+pub(crate) fn endpoint(address: &str, identity: &AgentIdentity) -> Result<Endpoint, SessionError> {
     let (authority, host) = parse_address(address)?;
     let invalid = |e: tonic::transport::Error| SessionError::InvalidAddress {
         address: address.to_string(),

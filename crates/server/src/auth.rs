@@ -6,7 +6,7 @@
 //! | --- | --- |
 //! | `RaftService/*` | a server of this cluster (certificate) |
 //! | `AgentService/RegisterInstance` | anyone (the activation secret authenticates) |
-//! | other `AgentService/*` | a registered, active instance (certificate) |
+//! | other `AgentService/*`, `AgentSecretsService/*` | a registered, active instance (certificate) |
 //! | `TaskService/GetTaskLogs` | an admin or logs token, or a server |
 //! | `List*`, `Describe*`, `Get*`, `Watch*` | an admin, logs or readonly token, or a server |
 //! | everything else | an admin token, or a server (proxied calls) |
@@ -58,7 +58,9 @@ fn classify(path: &str) -> Access {
         // The agent binary and its installer: public by design.
         "downloads" => Access::Open,
         "berth.v1.AgentService" if method == "RegisterInstance" => Access::Open,
-        "berth.v1.AgentService" | "berth.v1.AgentSessionService" => Access::Agent,
+        "berth.v1.AgentService"
+        | "berth.v1.AgentSessionService"
+        | "berth.v1.AgentSecretsService" => Access::Agent,
         "berth.v1.TaskService" if method == "GetTaskLogs" => Access::Logs,
         _ if ["List", "Describe", "Get", "Watch"]
             .iter()
@@ -592,6 +594,14 @@ mod tests {
         // Unknown paths need the most privilege, never the least.
         assert_eq!(classify("/berth.v1.TaskService/GetTaskLogs"), Access::Logs);
         assert_eq!(classify("/berth.v1.TaskService/GetTask"), Access::Read);
+        assert_eq!(
+            classify("/berth.v1.SecretService/RevealSecret"),
+            Access::Write
+        );
+        assert_eq!(
+            classify("/berth.v1.AgentSecretsService/GetTaskSecrets"),
+            Access::Agent
+        );
         assert_eq!(classify("/something.Else/Whatever"), Access::Write);
         assert_eq!(classify(""), Access::Write);
     }

@@ -261,6 +261,10 @@ impl Server {
             agent_cert_lifetime: self.agent_cert_lifetime,
             ops: ops.clone(),
         };
+        let secrets = secrets_api::SecretsApi {
+            node: self.node.clone(),
+            data_key: self.pki.data_key.clone(),
+        };
         let local_audit = Arc::new(audit::LocalAudit::new(
             &self.data_dir,
             audit::DEFAULT_MAX_BYTES,
@@ -385,12 +389,10 @@ impl Server {
                 .max_decoding_message_size(api_max),
             )
             .add_service(
-                pb::secret_service_server::SecretServiceServer::new(secrets_api::SecretsApi {
-                    node: self.node.clone(),
-                    data_key: self.pki.data_key.clone(),
-                })
-                .max_decoding_message_size(api_max),
+                pb::secret_service_server::SecretServiceServer::new(secrets.clone())
+                    .max_decoding_message_size(api_max),
             )
+            .add_service(pb::agent_secrets_service_server::AgentSecretsServiceServer::new(secrets))
             .add_service(
                 pb::service_service_server::ServiceServiceServer::new(services_api::ServicesApi {
                     ops,

@@ -185,3 +185,77 @@ impl pb::secret_service_server::SecretService for SecretsApi {
         Ok(Response::new(metadata_of(output)?))
     }
 }
+
+/// Why an agent may not have a task's secrets, or which one is missing.
+enum TaskSecrets {
+    Found(Vec<Secret>),
+    NotYours,
+    Missing(String),
+}
+
+#[tonic::async_trait]
+impl pb::agent_secrets_service_server::AgentSecretsService for SecretsApi {
+    /// The caller is the instance of its certificate (the auth layer put
+    /// it there); it gets the values only for a task placed on it that is
+    /// neither STOPPED nor being stopped.
+    #[tracing::instrument(skip_all, fields(task = %request.get_ref().task_id))]
+    async fn get_task_secrets(
+        &self,
+        request: Request<pb::TaskSecretsRequest>,
+    ) -> Result<Response<pb::TaskSecretsResponse>, Status> {
+        let Some(crate::auth::Caller::Instance(instance_id)) =
+            request.extensions().get::<crate::auth::Caller>().cloned()
+        else {
+            return Err(Status::permission_denied(
+                "task secrets go only to the instance running the task (its client certificate)",
+            ));
+        };
+        let task_id = request.into_inner().task_id;
+        let id = task_id.clone();
+        let found = self
+            .node
+            .read(move |state| {
+                let Some(task) = state.task(&id).filter(|t| {
+                    t.instance_id.as_deref() == Some(instance_id.as_str())
+                        && t.last_status != berth_types::TaskStatus::Stopped
+                        && t.desired_status != berth_types::DesiredStatus::Stopped
+                }) else {
+                    return TaskSecrets::NotYours;
+                };
+                let Some(td) = state.task_definition(&task.family, task.revision) else {
+                    return TaskSecrets::NotYours;
+                };
+                let mut secrets = Vec::new();
+                for name in berth_types::secrets::referenced(&td.spec.container_definitions) {
+                    match state.secret(&name) {
+                        Some(secret) => secrets.push(secret.clone()),
+                        None => return TaskSecrets::Missing(name),
+                    }
+                }
+                TaskSecrets::Found(secrets)
+            })
+            .await?;
+        let secrets = match found {
+            TaskSecrets::Found(secrets) => secrets,
+            // One answer for unknown, stopped and someone else's tasks: an
+            // instance learns nothing about tasks that are not its own.
+            TaskSecrets::NotYours => {
+                tracing::warn!(task = %task_id, "secrets refused: no running task of this instance");
+                return Err(Status::permission_denied(format!(
+                    "task {task_id} is not a running task of this instance"
+                )));
+            }
+            TaskSecrets::Missing(name) => {
+                return Err(Status::not_found(format!("secret {name:?} does not exist")))
+            }
+        };
+        let mut values = Vec::with_capacity(secrets.len());
+        for secret in &secrets {
+            values.push(pb::TaskSecretValue {
+                name: secret.name.clone(),
+                value: self.open(secret)?,
+            });
+        }
+        Ok(Response::new(pb::TaskSecretsResponse { secrets: values }))
+    }
+}

@@ -81,6 +81,29 @@ pub fn check_secret_name(field: &str, name: &str) -> Result<(), FieldError> {
     Ok(())
 }
 
+/// One entry of a container's `secrets`: the environment variable `name`
+/// gets the value of the secret `value_from`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretRef {
+    pub name: String,
+    pub value_from: String,
+}
+
+/// Every secret a task definition references, each once, in order.
+pub fn referenced(containers: &[crate::ContainerDefinition]) -> Vec<String> {
+    let mut names: Vec<String> = Vec::new();
+    for c in containers {
+        let refs = c.secrets.iter().map(|s| &s.value_from);
+        for name in refs.chain(c.repository_credentials.iter()) {
+            if !names.contains(name) {
+                names.push(name.clone());
+            }
+        }
+    }
+    names
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -106,5 +129,43 @@ mod tests {
             updated_at_ms: 0,
         };
         assert!(!format!("{s:?}").contains("42"));
+    }
+}
+
+#[cfg(test)]
+mod file_tests {
+    use crate::taskdef_file::{load_task_definition, FileFormat};
+
+    const FILE: &str = r#"{"family": "app", "containerDefinitions": [{
+        "name": "web", "image": "registry.example/app:1", "memory": 64,
+        "environment": [{"name": "MODE", "value": "prod"}],
+        "secrets": [{"name": "DB_PASSWORD", "valueFrom": "db-password"}],
+        "repositoryCredentials": {"credentialsParameter": "registry-creds"}
+    }]}"#;
+
+    #[test]
+    fn ecs_secrets_and_repository_credentials_are_read_and_referenced() {
+        let loaded = load_task_definition(FILE, FileFormat::Json).unwrap();
+        let c = &loaded.spec.container_definitions[0];
+        assert_eq!(c.secrets[0].name, "DB_PASSWORD");
+        assert_eq!(c.secrets[0].value_from, "db-password");
+        assert_eq!(c.repository_credentials.as_deref(), Some("registry-creds"));
+        assert_eq!(
+            super::referenced(&loaded.spec.container_definitions),
+            vec!["db-password".to_string(), "registry-creds".to_string()]
+        );
+    }
+
+    #[test]
+    fn bad_references_name_the_field() {
+        for (from, to, field) in [
+            ("db-password", "not a name", "secrets[0].valueFrom"),
+            ("DB_PASSWORD", "MODE", "secrets[0].name"),
+            ("registry-creds", "", "credentialsParameter"),
+        ] {
+            let text = FILE.replacen(from, to, 1);
+            let err = format!("{:?}", load_task_definition(&text, FileFormat::Json).err());
+            assert!(err.contains(field), "{to}: {err}");
+        }
     }
 }

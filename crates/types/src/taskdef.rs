@@ -277,6 +277,12 @@ pub struct ContainerDefinition {
     pub readonly_root_filesystem: bool,
     /// Restart the container in place when it exits; `None` never does.
     pub restart_policy: Option<RestartPolicy>,
+    /// Environment variables whose values are cluster secrets (ECS's
+    /// `secrets`): only the names are in the definition.
+    pub secrets: Vec<crate::secrets::SecretRef>,
+    /// The secret holding the registry credentials the image is pulled
+    /// with (ECS's `repositoryCredentials.credentialsParameter`).
+    pub repository_credentials: Option<String>,
 }
 
 impl ContainerDefinition {
@@ -302,6 +308,8 @@ impl ContainerDefinition {
             mount_points: Vec::new(),
             readonly_root_filesystem: false,
             restart_policy: None,
+            secrets: Vec::new(),
+            repository_credentials: None,
         }
     }
 }

@@ -211,9 +211,6 @@ fn refusal(path: &str) -> Option<String> {
         ("containerDefinitions", "linuxParameters") => {
             "capabilities, devices, init, shared memory and tmpfs settings are not supported"
         }
-        ("containerDefinitions", "secrets") => {
-            "secrets are not supported yet; do not move the values into `environment`, which readers of the task definition see"
-        }
         ("containerDefinitions", "logConfiguration") => {
             "log drivers are not supported: the agent keeps container logs on the host (read them with `berth task logs`)"
         }
@@ -672,6 +669,21 @@ struct ContainerDto {
     restart_policy: Obj<RestartPolicyDto>,
     /// Read so that `false` passes silently and `true` is refused.
     privileged: Loose,
+    secrets: List<Obj<SecretRefDto>>,
+    repository_credentials: Obj<RepositoryCredentialsDto>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+struct SecretRefDto {
+    name: Loose,
+    value_from: Loose,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+struct RepositoryCredentialsDto {
+    credentials_parameter: Loose,
 }
 
 #[derive(Default, Deserialize)]
@@ -1190,6 +1202,27 @@ impl Reader {
         c.restart_policy = self
             .object(&dto.restart_policy, &f("restartPolicy"))
             .map(|rp| self.restart_policy(rp, &f("restartPolicy")));
+        c.secrets = self
+            .items(&dto.secrets, &f("secrets"))
+            .into_iter()
+            .map(|(at, s)| crate::secrets::SecretRef {
+                name: s
+                    .and_then(|s| self.string(&s.name, &format!("{at}.name")))
+                    .unwrap_or_default(),
+                value_from: s
+                    .and_then(|s| self.string(&s.value_from, &format!("{at}.valueFrom")))
+                    .unwrap_or_default(),
+            })
+            .collect();
+        c.repository_credentials = self
+            .object(&dto.repository_credentials, &f("repositoryCredentials"))
+            .map(|rc| {
+                self.string(
+                    &rc.credentials_parameter,
+                    &f("repositoryCredentials.credentialsParameter"),
+                )
+                .unwrap_or_default()
+            });
         c
     }
 
@@ -2061,11 +2094,6 @@ runtimePlatform:
                 "linuxParameters",
                 r#"{"capabilities": {"add": ["SYS_ADMIN"]}}"#,
                 "capabilities",
-            ),
-            (
-                "secrets",
-                r#"[{"name": "DB", "valueFrom": "arn:x"}]"#,
-                "secrets are not supported",
             ),
             (
                 "logConfiguration",

@@ -381,6 +381,41 @@ pub fn validate_spec(spec: &TaskDefinitionSpec) -> Result<(), ValidationErrors> 
         if let Some(policy) = &c.restart_policy {
             check_restart_policy(&mut errors, &at("restartPolicy"), policy);
         }
+        for (j, secret) in c.secrets.iter().enumerate() {
+            let name = &secret.name;
+            if name.is_empty() || name.contains('=') || name.contains('\0') {
+                errors.push(FieldError::new(
+                    at(&format!("secrets[{j}].name")),
+                    format!(
+                        "{name:?} is not a valid variable name; use a non-empty name without '='"
+                    ),
+                ));
+            } else if c.environment.iter().any(|e| &e.name == name)
+                || c.secrets[..j].iter().any(|s| &s.name == name)
+            {
+                // Which value would win is not worth guessing at.
+                errors.push(FieldError::new(
+                    at(&format!("secrets[{j}].name")),
+                    format!(
+                        "{name:?} is already set by another entry of `environment` or `secrets`"
+                    ),
+                ));
+            }
+            if let Err(e) = crate::secrets::check_secret_name(
+                &at(&format!("secrets[{j}].valueFrom")),
+                &secret.value_from,
+            ) {
+                errors.push(e);
+            }
+        }
+        if let Some(credentials) = &c.repository_credentials {
+            if let Err(e) = crate::secrets::check_secret_name(
+                &at("repositoryCredentials.credentialsParameter"),
+                credentials,
+            ) {
+                errors.push(e);
+            }
+        }
 
         for (j, dep) in c.depends_on.iter().enumerate() {
             let field = at(&format!("dependsOn[{j}].containerName"));

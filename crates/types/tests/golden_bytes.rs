@@ -27,6 +27,11 @@ fn definition() -> TaskDefinitionSpec {
         name: "K".into(),
         value: "V".into(),
     }];
+    c.secrets = vec![berth_types::secrets::SecretRef {
+        name: "DB_PASSWORD".into(),
+        value_from: "db-password".into(),
+    }];
+    c.repository_credentials = Some("registry-creds".into());
     c.port_mappings = vec![PortMapping {
         container_port: 80,
         host_port: Some(80),

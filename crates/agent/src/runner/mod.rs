@@ -48,6 +48,9 @@ pub struct RunnerConfig {
     /// ECS's lower bound, 60 s; tests lower it so a real container need not
     /// run for a minute before it may be restarted.
     pub min_restart_attempt_period: Duration,
+    /// Where the values of tasks' secrets come from; `None`: a task that
+    /// references secrets fails to start.
+    pub secrets: Option<Arc<dyn crate::secrets::SecretSource>>,
 }
 
 impl Default for RunnerConfig {
@@ -59,6 +62,7 @@ impl Default for RunnerConfig {
             min_restart_attempt_period: Duration::from_secs(u64::from(
                 berth_types::RestartPolicy::MIN_ATTEMPT_PERIOD_SECS,
             )),
+            secrets: None,
         }
     }
 }

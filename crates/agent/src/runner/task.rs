@@ -678,9 +678,22 @@ impl<R: Runtime> Actor<R> {
         let runtime = self.ctx.runtime.clone();
         let tx = self.events_tx.clone();
         let span = info_span!("start", container = %c.def.name);
+        let secrets = self.ctx.config.secrets.clone();
+        let task_id = self.task_id.clone();
         let handle = tokio::spawn(
             async move {
-                let result = create_and_start(&*runtime, &config, existing, idx, &tx).await;
+                let mut config = config;
+                // Only a container still to be created needs the values
+                // (an existing one has its environment already).
+                let fetched = if existing.is_none() && !config.definition.secrets.is_empty() {
+                    fetch_secrets(secrets.as_deref(), &task_id, &mut config).await
+                } else {
+                    Ok(())
+                };
+                let result = match fetched {
+                    Ok(()) => create_and_start(&*runtime, &config, existing, idx, &tx).await,
+                    Err(reason) => Err(reason),
+                };
                 let _ = tx.send(Event::Started { idx, result }).await;
             }
             .instrument(span),
@@ -1428,6 +1441,22 @@ fn essential_exit_reason(c: &Ctr) -> String {
         why.push_str(&c.reason);
     }
     why
+}
+
+/// Puts the container's secrets into its environment (in memory only).
+async fn fetch_secrets(
+    source: Option<&dyn crate::secrets::SecretSource>,
+    task_id: &str,
+    config: &mut ContainerConfig,
+) -> Result<(), String> {
+    let source = source.ok_or_else(|| {
+        format!(
+            "{}: this agent cannot fetch secrets",
+            crate::secrets::FETCH_ERROR
+        )
+    })?;
+    let values = source.task_secrets(task_id).await?;
+    crate::secrets::inject(&mut config.definition, &values)
 }
 
 /// Pulls (as the policy says), creates and starts one container. The error

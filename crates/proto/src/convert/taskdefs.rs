@@ -70,6 +70,15 @@ impl From<t::ContainerDefinition> for pb::ContainerDefinition {
                 .collect(),
             readonly_root_filesystem: c.readonly_root_filesystem,
             restart_policy: c.restart_policy.map(Into::into),
+            secrets: c
+                .secrets
+                .into_iter()
+                .map(|s| pb::SecretRef {
+                    name: s.name,
+                    value_from: s.value_from,
+                })
+                .collect(),
+            repository_credentials: c.repository_credentials.unwrap_or_default(),
         }
     }
 }
@@ -254,6 +263,15 @@ fn container_from_wire(
             .collect(),
         readonly_root_filesystem: c.readonly_root_filesystem,
         restart_policy: c.restart_policy.map(Into::into),
+        secrets: c
+            .secrets
+            .into_iter()
+            .map(|s| berth_types::secrets::SecretRef {
+                name: s.name,
+                value_from: s.value_from,
+            })
+            .collect(),
+        repository_credentials: Some(c.repository_credentials).filter(|r| !r.is_empty()),
     }
 }
 
