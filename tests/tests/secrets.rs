@@ -369,3 +369,92 @@ async fn a_task_gets_its_secrets_as_environment_and_a_missing_one_fails_it() -> 
     assert!(!agent.log().contains(VALUE));
     Ok(())
 }
+
+/// `repositoryCredentials` pulls from a registry that demands basic auth
+/// (the test registry with htpasswd); without them the pull is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repository_credentials_pull_from_a_private_registry() -> Result<()> {
+    use berth_e2e::agents::*;
+    use berth_proto::pb::task_definition_service_client::TaskDefinitionServiceClient;
+    use berth_types::{StopCode, TaskStatus};
+    const T: Duration = Duration::from_secs(90);
+
+    let vars = [
+        "BERTH_TEST_AUTH_REGISTRY",
+        "BERTH_TEST_AUTH_USER",
+        "BERTH_TEST_AUTH_PASSWORD",
+    ];
+    let vals: Vec<String> = vars.iter().filter_map(|v| std::env::var(v).ok()).collect();
+    if vals.len() != vars.len() {
+        eprintln!("NOTICE: skipping: {vars:?} not set (scripts/test-env.sh)");
+        return Ok(());
+    }
+    let Some(s) = AgentCluster::start("priv", 300, 2).await? else {
+        return Ok(());
+    };
+    let (registry, user, password) = (&vals[0], &vals[1], &vals[2]);
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let binary = berth_agent::ocibuild::static_testapp_binary(&root)?;
+    let image = format!("{registry}/berth-e2e/private-testapp:v1");
+    berth_agent::ocibuild::testapp_image(&binary)?
+        .push_insecure_as(&image, Some((user, password)))
+        .await?;
+
+    let a1 = s.addr(1);
+    SecretServiceClient::new(channel(&a1).await?)
+        .create_secret(pb::SecretRequest {
+            name: "registry-creds".into(),
+            value: serde_json::json!({"username": user, "password": password})
+                .to_string()
+                .into_bytes(),
+            ..Default::default()
+        })
+        .await?;
+    let mut taskdefs = TaskDefinitionServiceClient::new(channel(&a1).await?);
+    for (family, credentials) in [("anon", None), ("private", Some("registry-creds"))] {
+        let mut spec = testapp_taskdef(family, &image, &["env"], 32);
+        spec.container_definitions[0].repository_credentials =
+            credentials.unwrap_or_default().to_string();
+        taskdefs
+            .register_task_definition(pb::RegisterTaskDefinitionRequest { spec: Some(spec) })
+            .await?;
+    }
+    let mut agent = s.agent("priv-1", &[]);
+    agent.start()?;
+    wait_instance_status(&a1, &agent, berth_types::InstanceState::Active, T).await?;
+    let run = |family: &str| pb::RunTaskRequest {
+        cluster: "priv".into(),
+        task_definition: family.into(),
+        count: 1,
+        ..Default::default()
+    };
+
+    // Without credentials first (the image is not on the host yet).
+    let task = tasks_client(&a1).await?.run_task(run("anon")).await?;
+    let anon = task.into_inner().tasks[0].id.clone();
+    let stopped = wait_task_status(&a1, &anon, TaskStatus::Stopped, T).await?;
+    assert_eq!(
+        stopped.stop_code,
+        Some(StopCode::TaskFailedToStart),
+        "{stopped:?}"
+    );
+    assert!(
+        stopped.stopped_reason.contains("CannotPullContainerError"),
+        "{}",
+        stopped.stopped_reason
+    );
+
+    let task = tasks_client(&a1).await?.run_task(run("private")).await?;
+    let id = task.into_inner().tasks[0].id.clone();
+    let logs = eventually(T, || async {
+        let text = task_logs(&a1, &id).await?;
+        anyhow::ensure!(text.contains("PATH="), "not yet: {text:?}");
+        Ok(text)
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}; agent log:\n{}", agent.log()))?;
+    assert!(!logs.contains(password.as_str()));
+    assert!(!agent.log().contains(password.as_str()));
+    assert!(!s.cluster.logs().contains(password.as_str()));
+    Ok(())
+}

@@ -36,6 +36,40 @@ impl RegistryConfig {
     }
 }
 
+tokio::task_local! {
+    /// The registry credentials of the container being pulled and created
+    /// in this task (its task definition's `repositoryCredentials`), set
+    /// around the runtime calls rather than threaded through them: they
+    /// are held in memory for that one pull and never reach the store.
+    pub static PULL_CREDENTIALS: Option<(String, String)>;
+}
+
+/// The current pull's task-definition credentials, if any.
+pub fn task_credentials() -> Option<(String, String)> {
+    PULL_CREDENTIALS.try_with(Clone::clone).ok().flatten()
+}
+
+/// A `repositoryCredentials` secret: `{"username": ..., "password": ...}`
+/// as ECS keeps it in Secrets Manager, or `USER:PASSWORD`.
+pub fn parse_credentials(value: &[u8]) -> Result<(String, String), String> {
+    #[derive(serde::Deserialize)]
+    struct Json {
+        username: String,
+        password: String,
+    }
+    if let Ok(j) = serde_json::from_slice::<Json>(value) {
+        return Ok((j.username, j.password));
+    }
+    std::str::from_utf8(value)
+        .ok()
+        .and_then(|text| text.trim_end_matches('\n').split_once(':'))
+        .filter(|(user, _)| !user.is_empty())
+        .map(|(user, pass)| (user.to_string(), pass.to_string()))
+        .ok_or_else(|| {
+            "holds neither {\"username\", \"password\"} JSON nor USER:PASSWORD".to_string()
+        })
+}
+
 pub fn is_loopback(registry: &str) -> bool {
     let host = match registry.rsplit_once(':') {
         Some((h, port)) if port.chars().all(|c| c.is_ascii_digit()) => h,
@@ -76,19 +110,29 @@ impl Registries {
         let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
         clients
             .entry(registry.to_string())
-            .or_insert_with(|| {
-                let protocol = if self.config.is_insecure(registry) {
-                    ClientProtocol::Http
-                } else {
-                    ClientProtocol::Https
-                };
-                Arc::new(Client::new(ClientConfig {
-                    protocol,
-                    connect_timeout: Some(std::time::Duration::from_secs(10)),
-                    ..Default::default()
-                }))
-            })
+            .or_insert_with(|| self.new_client(registry))
             .clone()
+    }
+
+    /// A client of its own, for a pull with a task definition's
+    /// credentials: an oci-client keeps the first credentials it was given
+    /// per registry, so a shared one would pull with another task's (or
+    /// none).
+    pub fn unshared_client(&self, registry: &str) -> Arc<Client> {
+        self.new_client(registry)
+    }
+
+    fn new_client(&self, registry: &str) -> Arc<Client> {
+        let protocol = if self.config.is_insecure(registry) {
+            ClientProtocol::Http
+        } else {
+            ClientProtocol::Https
+        };
+        Arc::new(Client::new(ClientConfig {
+            protocol,
+            connect_timeout: Some(std::time::Duration::from_secs(10)),
+            ..Default::default()
+        }))
     }
 }
 
@@ -173,6 +217,21 @@ pub fn map_error(reference: &Reference, err: OciDistributionError) -> RuntimeErr
             reference: refname,
             reason: error_chain(&other),
         },
+    }
+}
+
+#[cfg(test)]
+mod credential_tests {
+    #[test]
+    fn credentials_are_json_or_user_colon_password() {
+        let pair = ("u".to_string(), "p:w".to_string());
+        assert_eq!(
+            super::parse_credentials(br#"{"username":"u","password":"p:w"}"#),
+            Ok(pair.clone())
+        );
+        assert_eq!(super::parse_credentials(b"u:p:w\n"), Ok(pair));
+        assert!(super::parse_credentials(b"nocolon").is_err());
+        assert!(super::parse_credentials(b":p").is_err());
     }
 }
 

@@ -363,11 +363,14 @@ async fn pull_from_registry(
     name: &str,
 ) -> Result<ResolvedImage> {
     let registry = reference.resolve_registry().to_string();
-    let has_credentials = inner
-        .registries
-        .config()
-        .credentials
-        .contains_key(&registry);
+    // containerd's Transfer pull cannot be given credentials here: a pull
+    // that has some goes client-side.
+    let has_credentials = crate::registry::task_credentials().is_some()
+        || inner
+            .registries
+            .config()
+            .credentials
+            .contains_key(&registry);
     if !has_credentials && !inner.transfer_unsupported.load(Ordering::Relaxed) {
         match pull_with_transfer(inner, reference, name).await {
             Ok(()) => {
@@ -446,8 +449,16 @@ async fn pull_client_side(
     name: &str,
 ) -> Result<ResolvedImage> {
     let registry = reference.resolve_registry().to_string();
-    let client = inner.registries.client(&registry);
-    let auth = inner.registries.config().auth_for(&registry);
+    let (client, auth) = match crate::registry::task_credentials() {
+        Some((user, password)) => (
+            inner.registries.unshared_client(&registry),
+            oci_client::secrets::RegistryAuth::Basic(user, password),
+        ),
+        None => (
+            inner.registries.client(&registry),
+            inner.registries.config().auth_for(&registry),
+        ),
+    };
     let (top_bytes, top_digest) = client
         .pull_manifest_raw(reference, &auth, ACCEPT)
         .await

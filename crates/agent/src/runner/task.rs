@@ -685,13 +685,22 @@ impl<R: Runtime> Actor<R> {
                 let mut config = config;
                 // Only a container still to be created needs the values
                 // (an existing one has its environment already).
-                let fetched = if existing.is_none() && !config.definition.secrets.is_empty() {
+                let needs = !config.definition.secrets.is_empty()
+                    || config.definition.repository_credentials.is_some();
+                let fetched = if existing.is_none() && needs {
                     fetch_secrets(secrets.as_deref(), &task_id, &mut config).await
                 } else {
-                    Ok(())
+                    Ok(None)
                 };
                 let result = match fetched {
-                    Ok(()) => create_and_start(&*runtime, &config, existing, idx, &tx).await,
+                    Ok(credentials) => {
+                        crate::registry::PULL_CREDENTIALS
+                            .scope(
+                                credentials,
+                                create_and_start(&*runtime, &config, existing, idx, &tx),
+                            )
+                            .await
+                    }
                     Err(reason) => Err(reason),
                 };
                 let _ = tx.send(Event::Started { idx, result }).await;
@@ -1443,12 +1452,13 @@ fn essential_exit_reason(c: &Ctr) -> String {
     why
 }
 
-/// Puts the container's secrets into its environment (in memory only).
+/// Puts the container's secrets into its environment (in memory only);
+/// returns its registry credentials, if it names some.
 async fn fetch_secrets(
     source: Option<&dyn crate::secrets::SecretSource>,
     task_id: &str,
     config: &mut ContainerConfig,
-) -> Result<(), String> {
+) -> Result<Option<(String, String)>, String> {
     let source = source.ok_or_else(|| {
         format!(
             "{}: this agent cannot fetch secrets",
@@ -1456,7 +1466,24 @@ async fn fetch_secrets(
         )
     })?;
     let values = source.task_secrets(task_id).await?;
-    crate::secrets::inject(&mut config.definition, &values)
+    crate::secrets::inject(&mut config.definition, &values)?;
+    let Some(name) = &config.definition.repository_credentials else {
+        return Ok(None);
+    };
+    let value = values.get(name).ok_or_else(|| {
+        format!(
+            "{}: secret {name:?} does not exist",
+            crate::secrets::FETCH_ERROR
+        )
+    })?;
+    crate::registry::parse_credentials(value)
+        .map(Some)
+        .map_err(|e| {
+            format!(
+                "{}: repositoryCredentials secret {name:?} {e}",
+                crate::secrets::FETCH_ERROR
+            )
+        })
 }
 
 /// Pulls (as the policy says), creates and starts one container. The error
