@@ -350,6 +350,32 @@ async fn a_task_gets_its_secrets_as_environment_and_a_missing_one_fails_it() -> 
         stopped.stopped_reason
     );
 
+    // The instance's own certificate gets nothing for a stopped task (the
+    // env task has exited) or a task it does not run; a token, nothing.
+    wait_task_status(&a1, &id, TaskStatus::Stopped, T).await?;
+    let identity = agent.dir.join("identity");
+    let cert = std::fs::read_to_string(identity.join("agent.crt"))?;
+    let key = std::fs::read_to_string(identity.join("agent.key"))?;
+    let mut as_agent = pb::agent_secrets_service_client::AgentSecretsServiceClient::new(
+        tls_channel(&a1, Some((&cert, &key))).await?,
+    );
+    for task_id in [id.clone(), "no-such-task".to_string()] {
+        let refused = as_agent
+            .get_task_secrets(pb::TaskSecretsRequest { task_id })
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
+        assert!(!format!("{refused:?}").contains(VALUE));
+    }
+    let refused =
+        pb::agent_secrets_service_client::AgentSecretsServiceClient::new(channel(&a1).await?)
+            .get_task_secrets(pb::TaskSecretsRequest {
+                task_id: id.clone(),
+            })
+            .await
+            .unwrap_err();
+    assert_ne!(refused.code(), Code::Ok);
+
     // Nothing in the journal or the servers' and agent's logs has the value.
     for addr in [s.addr(1), s.addr(3)] {
         let audit = EventServiceClient::new(channel(&addr).await?)
