@@ -370,6 +370,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 ];
                 tls::issue(&options.pki_dir, 1, &hosts, &options.pki_dir)?;
             }
+            // A dev dir from before secrets: the dev server keeps its CA,
+            // so it can make its own data key.
+            tls::ensure_data_key(&options.pki_dir)?;
             let token_path = options.pki_dir.join("admin.token");
             let ca_path = std::fs::canonicalize(options.pki_dir.join("ca.crt"))?;
             println!("Berth dev control plane");

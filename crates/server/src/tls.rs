@@ -219,6 +219,15 @@ pub fn init(dir: &Path, cluster_id: Option<&str>) -> Result<String, ServerError>
     Ok(cluster_id)
 }
 
+/// Makes the data key in a CA dir that has none (made before secrets).
+pub fn ensure_data_key(ca_dir: &Path) -> Result<(), ServerError> {
+    if !ca_dir.join(DATA_KEY).exists() {
+        files::write(ca_dir, DATA_KEY, &DataKey::generate().encode(), true)
+            .map_err(|e| pki_error(ca_dir, e))?;
+    }
+    Ok(())
+}
+
 /// `berthd pki issue`: a server certificate and a signing CA for `node_id`
 /// in `out`, with the root certificate and the admin token copied beside
 /// them (never the root key).
@@ -238,10 +247,7 @@ pub fn issue(
         .map_err(|e| pki_error(pki_dir, e))?;
     // A CA dir from before secrets gets its data key here, once: every
     // server issued from it from now on gets the same key.
-    if !pki_dir.join(DATA_KEY).exists() {
-        files::write(pki_dir, DATA_KEY, &DataKey::generate().encode(), true)
-            .map_err(|e| pki_error(pki_dir, e))?;
-    }
+    ensure_data_key(pki_dir)?;
     let data_key = read(DATA_KEY)?;
     DataKey::parse(&data_key).map_err(|e| pki_error(pki_dir, e))?;
     let issued = ca

@@ -50,6 +50,15 @@ pki() {
                 die "server $id's certificate ($out) is from another CA than $CA_DIR: the volumes belong to different clusters; remove them all (docker compose down -v) or restore the matching CA volume"
             fi
             log "server $id ($host) has its certificate"
+            # Volumes from before secrets: the same data key for every
+            # server (docs/operations.md, "The data key").
+            if [ ! -f "$out/data.key" ]; then
+                if [ ! -f "$CA_DIR/data.key" ]; then
+                    (umask 077; head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$CA_DIR/data.key")
+                fi
+                (umask 077; cp "$CA_DIR/data.key" "$out/data.key")
+                log "server $id gets the cluster data key (restart it to use secrets)"
+            fi
             continue
         fi
         set -- --dir "$CA_DIR" --node-id "$id" --host "$host" --out "$out"
