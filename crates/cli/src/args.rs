@@ -136,8 +136,8 @@ pub enum Command {
     Man(crate::completion::ManArgs),
     /// What changed in the cluster, oldest first: task, instance, service,
     /// deployment, task definition, cluster, membership, token, activation,
-    /// certificate and schedule events, each with the cursor to resume
-    /// after.
+    /// certificate, schedule and secret events, each with the cursor to
+    /// resume after.
     Events(EventsArgs),
     /// Who did what: every change-making call, applied or refused.
     #[command(subcommand)]
@@ -294,7 +294,7 @@ pub struct EventQuery {
     pub follow: bool,
     /// Only these types; repeatable or comma-separated: task, instance,
     /// service, deployment, task-definition, cluster, membership, token,
-    /// activation, certificate, schedule.
+    /// activation, certificate, schedule, secret.
     #[arg(long = "type", value_name = "TYPE", value_delimiter = ',')]
     pub types: Vec<String>,
     /// Only events of this cluster (and those of no cluster).

@@ -150,10 +150,11 @@ pub enum EventType {
     Activation,
     Certificate,
     Schedule,
+    Secret,
 }
 
 impl EventType {
-    pub const ALL: [EventType; 11] = [
+    pub const ALL: [EventType; 12] = [
         EventType::Task,
         EventType::Instance,
         EventType::Service,
@@ -165,6 +166,7 @@ impl EventType {
         EventType::Activation,
         EventType::Certificate,
         EventType::Schedule,
+        EventType::Secret,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -180,6 +182,7 @@ impl EventType {
             EventType::Activation => "activation",
             EventType::Certificate => "certificate",
             EventType::Schedule => "schedule",
+            EventType::Secret => "secret",
         }
     }
 
@@ -319,6 +322,14 @@ pub enum EventDetail {
         task_id: String,
         reason: String,
     },
+    /// A secret was created, updated (its value or description) or
+    /// deleted; never its value.
+    #[serde(rename_all = "camelCase")]
+    SecretChange {
+        name: String,
+        version: u64,
+        change: Change,
+    },
 }
 
 impl EventDetail {
@@ -339,6 +350,7 @@ impl EventDetail {
             EventDetail::ScheduleChange { .. }
             | EventDetail::ScheduleRun { .. }
             | EventDetail::ScheduledTaskFailed { .. } => EventType::Schedule,
+            EventDetail::SecretChange { .. } => EventType::Secret,
         }
     }
 
@@ -373,6 +385,7 @@ impl EventDetail {
             | EventDetail::ScheduledTaskFailed { name, .. } => {
                 format!("schedule/{cluster}/{name}")
             }
+            EventDetail::SecretChange { name, .. } => format!("secret/{name}"),
         }
     }
 
@@ -485,6 +498,12 @@ impl EventDetail {
             EventDetail::ScheduledTaskFailed {
                 task_id, reason, ..
             } => format!("task {task_id} failed: {reason}"),
+            EventDetail::SecretChange {
+                version, change, ..
+            } => match change {
+                Change::Deleted => change.as_str().to_string(),
+                _ => format!("{} (version {version})", change.as_str()),
+            },
         }
     }
 }

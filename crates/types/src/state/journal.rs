@@ -314,6 +314,9 @@ impl State {
                 );
             }
         }
+        if let Some(detail) = secret_event(kind, output) {
+            self.journal.record_event(actor, "", detail);
+        }
         if let CommandOutput::TaskDefinition(td) = output {
             self.journal.record_event(
                 actor,
@@ -487,6 +490,25 @@ impl State {
             .services
             .retain(|key, _| self.services.contains_key(key));
     }
+}
+
+/// A secret's change, from what its command returned: the name and
+/// version, never the (sealed) value.
+fn secret_event(kind: &str, output: &CommandOutput) -> Option<EventDetail> {
+    let CommandOutput::Secret(secret) = output else {
+        return None;
+    };
+    let change = match kind {
+        "create_secret" => Change::Created,
+        "update_secret" => Change::Updated,
+        "delete_secret" => Change::Deleted,
+        _ => return None,
+    };
+    Some(EventDetail::SecretChange {
+        name: secret.name.clone(),
+        version: secret.version,
+        change,
+    })
 }
 
 /// A scheduled run's task that just stopped having failed: it never

@@ -117,4 +117,55 @@ mod tests {
             })
             .is_err());
     }
+
+    #[test]
+    fn secret_changes_are_events_without_the_value() {
+        use crate::journal::{Actor, Change, EventDetail};
+        let mut state = State::new();
+        let actor = Actor::server(1);
+        let steps = [
+            Command::PutSecret {
+                secret: sealed("db", 7),
+                create: true,
+                at_ms: 10,
+            },
+            Command::PutSecret {
+                secret: sealed("db", 8),
+                create: false,
+                at_ms: 11,
+            },
+            Command::DeleteSecret {
+                name: "db".into(),
+                at_ms: 12,
+            },
+        ];
+        for (index, command) in (1..).zip(steps) {
+            state.begin_entry(index, 100 + index as i64);
+            state.apply_by(command, &actor).unwrap();
+        }
+        let events = state.journal().events().after(None, 10, |_| true).unwrap();
+        let told: Vec<(String, u64, Change)> = events
+            .iter()
+            .map(|e| match &e.detail {
+                EventDetail::SecretChange {
+                    name,
+                    version,
+                    change,
+                } => (e.resource() + "@" + name, *version, *change),
+                other => panic!("unexpected {other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            told,
+            [
+                ("secret/db@db".to_string(), 1, Change::Created),
+                ("secret/db@db".to_string(), 2, Change::Updated),
+                ("secret/db@db".to_string(), 2, Change::Deleted),
+            ]
+        );
+        // Nothing of the sealed value is in what the journal keeps.
+        let journal = serde_json::to_string(state.journal()).unwrap();
+        assert!(!journal.contains("[7,7,7"), "{journal}");
+        assert!(!journal.contains("[8,8,8"), "{journal}");
+    }
 }
