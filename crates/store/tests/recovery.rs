@@ -244,6 +244,12 @@ async fn a_backup_becomes_a_new_one_server_cluster_without_what_came_after_it() 
         raft.initialize(BTreeMap::from([(1, Node::new("127.0.0.1:7401"))]))
             .await
             .expect("initialize");
+        // A write before the election ends is refused (no leader yet),
+        // which a loaded machine makes likely.
+        raft.wait(Some(Duration::from_secs(10)))
+            .state(openraft::ServerState::Leader, "leader")
+            .await
+            .expect("becomes leader");
         (raft, reader)
     };
     for i in 0..10 {
