@@ -50,6 +50,8 @@ for tool in systemd-analyze setpriv python3; do
     command -v "$tool" >/dev/null || fail "$tool is missing"
 done
 [ -x "$BERTHD" ] || fail "$BERTHD is missing: cargo build -p berth-server (or set BERTHD)"
+# The unit's ExecStart must be an absolute path (systemd refuses others).
+BERTHD=$(readlink -f "$BERTHD")
 
 STEP=verify
 # verify checks that ExecStart's binary exists: point it at the one built.
