@@ -48,14 +48,15 @@ impl Controller for Schedules {
 /// The newest due slot, how many were due, and whether the first was
 /// already late (missed rather than due).
 fn due_slots(schedule: &Schedule, now_ms: i64) -> Option<(i64, usize, bool)> {
-    let first = schedule.next_slot()?;
+    let slots = schedule.slots()?;
+    let first = slots.next()?;
     if first > now_ms {
         return None;
     }
     let mut newest = first;
     let mut count = 1;
     while count < MAX_SLOTS_COUNTED {
-        match schedule.slot_after(newest) {
+        match slots.after(newest) {
             Some(next) if next <= now_ms => {
                 newest = next;
                 count += 1;

@@ -1161,7 +1161,7 @@ mod tests {
             .collect();
         // Consecutive proposals of one caller share a run.
         assert_eq!(runs, [(3, "server:7".into()), (1, "server:8".into())]);
-        assert_eq!(batch.actors().len(), 4);
+        assert_eq!(batch.commands.len(), 4);
     }
 
     fn sizes(batch: &[Proposal]) -> Vec<usize> {

@@ -75,22 +75,6 @@ pub struct ActorRun {
     pub actor: Actor,
 }
 
-impl Batch {
-    /// The actor of each command, in order.
-    pub fn actors(&self) -> Vec<Actor> {
-        let mut actors = Vec::with_capacity(self.commands.len());
-        for run in &self.origin.actors {
-            actors.extend(std::iter::repeat_n(
-                run.actor.clone(),
-                run.commands as usize,
-            ));
-        }
-        actors.resize(self.commands.len(), Actor::server(self.origin.proposer));
-        actors.truncate(self.commands.len());
-        actors
-    }
-}
-
 /// What applying a batch did.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum BatchOutcome {
@@ -139,16 +123,25 @@ impl Dedup {
         batch: Batch,
         mut apply: impl FnMut(Command, &Actor) -> CommandResult,
     ) -> BatchOutcome {
-        let actors = batch.actors();
+        let Batch {
+            id,
+            origin,
+            commands,
+        } = batch;
+        // Commands past the last run are the proposer's own.
+        let proposer = Actor::server(origin.proposer);
+        let mut runs = origin
+            .actors
+            .iter()
+            .flat_map(|run| std::iter::repeat_n(&run.actor, run.commands as usize));
         let mut apply_all = |commands: Vec<Command>| -> Vec<CommandResult> {
             commands
                 .into_iter()
-                .zip(&actors)
-                .map(|(command, actor)| apply(command, actor))
+                .map(|command| apply(command, runs.next().unwrap_or(&proposer)))
                 .collect()
         };
-        let Some(id) = batch.id else {
-            return BatchOutcome::Applied(apply_all(batch.commands));
+        let Some(id) = id else {
+            return BatchOutcome::Applied(apply_all(commands));
         };
         let session = self.sessions.entry(id.session).or_default();
         session.last_index = index;
@@ -160,7 +153,7 @@ impl Dedup {
             tracing::warn!(batch = %id, index, floor = session.floor, "batch older than the de-duplication window not applied");
             return BatchOutcome::Expired;
         }
-        let results: Vec<CommandResult> = apply_all(batch.commands);
+        let results: Vec<CommandResult> = apply_all(commands);
         session.results.insert(id.seq, results.clone());
         while session.results.len() > RESULTS_PER_SESSION {
             if let Some((oldest, _)) = session.results.pop_first() {
@@ -251,10 +244,6 @@ mod tests {
                 actor: caller.clone(),
             }],
         };
-        assert_eq!(
-            three.actors(),
-            vec![caller.clone(), caller, Actor::server(3)]
-        );
         let mut seen = Vec::new();
         Dedup::default().apply(1, three, |_, actor| {
             seen.push(actor.principal.name());

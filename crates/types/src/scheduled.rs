@@ -205,22 +205,46 @@ pub struct Schedule {
 }
 
 impl Schedule {
-    /// The first slot strictly after `after_ms`. `None` for a cron whose
-    /// years are over (or a spec that no longer parses, which validation
-    /// prevents).
-    pub fn slot_after(&self, after_ms: i64) -> Option<i64> {
-        let expression = ScheduleExpression::parse(&self.spec.expression).ok()?;
-        let tz = parse_timezone(&self.spec.timezone).ok()?;
-        expression.next_after_in(&tz, after_ms, self.anchor_ms)
+    /// The schedule's slots, with its expression and time zone parsed once
+    /// (a controller counting missed slots asks for many). `None` for a
+    /// spec that no longer parses, which validation prevents.
+    pub fn slots(&self) -> Option<Slots> {
+        Some(Slots {
+            expression: ScheduleExpression::parse(&self.spec.expression).ok()?,
+            tz: parse_timezone(&self.spec.timezone).ok()?,
+            anchor_ms: self.anchor_ms,
+            from_ms: self
+                .last_slot_ms
+                .map_or(self.anchor_ms, |last| last.max(self.anchor_ms)),
+        })
     }
 
     /// The next slot to fire: the first after the last one fired, and
     /// after the anchor.
     pub fn next_slot(&self) -> Option<i64> {
-        let from = self
-            .last_slot_ms
-            .map_or(self.anchor_ms, |last| last.max(self.anchor_ms));
-        self.slot_after(from)
+        self.slots()?.next()
+    }
+}
+
+/// A schedule's slots from its next one on.
+pub struct Slots {
+    expression: ScheduleExpression,
+    tz: jiff::tz::TimeZone,
+    anchor_ms: i64,
+    from_ms: i64,
+}
+
+impl Slots {
+    /// The first slot strictly after `after_ms`; `None` for a cron whose
+    /// years are over.
+    pub fn after(&self, after_ms: i64) -> Option<i64> {
+        self.expression
+            .next_after_in(&self.tz, after_ms, self.anchor_ms)
+    }
+
+    /// The next slot to fire.
+    pub fn next(&self) -> Option<i64> {
+        self.after(self.from_ms)
     }
 }
 
