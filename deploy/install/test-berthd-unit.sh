@@ -10,7 +10,8 @@
 #     user is berthd, the data dir is the StateDirectory /var/lib/berthd
 #   - that command line, with a berthd.toml as documented, runs a
 #     one-server cluster as an unprivileged user (no capabilities) with the
-#     unit's umask: ready, the files it makes private to that user; SIGTERM stops it
+#     unit's umask: ready, the files it makes private to that user; SIGHUP
+#     reloads its PKI dir; SIGTERM stops it
 #     with status 0 well within TimeoutStopSec
 #   - `berthd recover --config` and `berthd restore --config` read the
 #     data dir and node id from the same file; `berthd recover` run as root
@@ -76,8 +77,9 @@ directive() { sed -n "s/^$1=//p" "$UNIT"; }
 [ "$(directive StateDirectory)" = berthd ] || fail "StateDirectory is '$(directive StateDirectory)'"
 [ "$(directive Restart)" = on-failure ] || fail "Restart is '$(directive Restart)'"
 [ "$(directive UMask)" = 0077 ] || fail "UMask is '$(directive UMask)'"
+[ "$(directive ExecReload)" = '/bin/kill -HUP $MAINPID' ] || fail "ExecReload is '$(directive ExecReload)'"
 TIMEOUT=$(directive TimeoutStopSec | tr -d s)
-log "ok: ExecStart, User, StateDirectory, Restart and UMask as documented"
+log "ok: ExecStart, ExecReload, User, StateDirectory, Restart and UMask as documented"
 
 STEP=run
 # The documented layout under $WORK: /etc/berth/berthd.toml and a data dir
@@ -122,6 +124,18 @@ LEAKY=$(find "$DATA" -path "$DATA/pki" -prune -o -perm /077 -printf '%m %p\n' | 
 [ -n "$(find "$DATA/db" -type f)" ] || fail "berthd wrote no database under $DATA"
 log "ok: every file berthd made in the data dir is private to the service's user"
 grep -q '"berthd serving"' "$WORK/berthd.log" || fail "no 'berthd serving' in the JSON log"
+
+STEP=reload
+# `systemctl reload` is SIGHUP: the server reads its PKI dir again (here a
+# reissued certificate) and keeps serving.
+"$BERTHD" pki issue --dir "$WORK/ca" --node-id 1 --host 127.0.0.1 --out "$WORK/reissued" >/dev/null
+cp "$WORK/reissued/server.crt" "$WORK/reissued/server.key" "$DATA/pki/"
+chown nobody:nogroup "$DATA/pki/server.crt" "$DATA/pki/server.key"
+kill -HUP "$PID"
+wait_for "'PKI reloaded on SIGHUP' in the log" 10 grep -q 'PKI reloaded on SIGHUP' "$WORK/berthd.log"
+kill -0 "$PID" 2>/dev/null || fail "berthd exited on SIGHUP"
+"$BERTHD" health --url "http://127.0.0.1:$HEALTH/readyz" || fail "not ready after the reload"
+log "ok: SIGHUP (the unit's reload) reloads the PKI dir and berthd keeps serving"
 
 STEP=stop
 STARTED=$(date +%s)

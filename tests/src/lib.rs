@@ -336,6 +336,8 @@ impl TestCluster {
 /// free functions below can reach any of them.
 pub struct TestPki {
     pub dir: PathBuf,
+    /// The root as `pki init` made it (a CA rotation changes the dir's
+    /// `ca.crt`, not this).
     pub ca_pem: String,
     pub admin_token: String,
 }
@@ -388,7 +390,11 @@ pub type AuthChannel = InterceptedService<Channel, BearerToken>;
 /// A TLS channel verified against the test CA, with an optional client
 /// certificate (certificate and key, PEM).
 pub async fn tls_channel(addr: &str, identity: Option<(&str, &str)>) -> Result<Channel> {
-    let tls = berth_proto::tls::client_tls(&test_pki().ca_pem, identity);
+    // Read at each call, not once: a CA rotation (tests/tests/ca_rotation.rs)
+    // changes what the servers' chains lead to.
+    let ca_pem = std::fs::read_to_string(test_pki().dir.join("ca.crt"))
+        .unwrap_or_else(|_| test_pki().ca_pem.clone());
+    let tls = berth_proto::tls::client_tls(&ca_pem, identity);
     Ok(Channel::from_shared(format!("https://{addr}"))?
         .tls_config(tls)?
         .connect_timeout(Duration::from_secs(1))

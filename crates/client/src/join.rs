@@ -752,6 +752,18 @@ pub async fn run_agent_identity_loop(
             };
             match pinged {
                 Ok(pong) => {
+                    match follow_ca_rotation(&mut identity, &pong.ca_pem) {
+                        CaStep::Unchanged => {}
+                        CaStep::Adopted => {
+                            if let Err(e) = identity.save(&config.dir) {
+                                tracing::error!(error = %e, "cannot save the new trust bundle");
+                            }
+                            client = identity.client(&config.endpoints)?;
+                            publish(&config, &identity);
+                            renew_at_ms = now;
+                        }
+                        CaStep::RenewUnderNewestRoot => renew_at_ms = now,
+                    }
                     let skew = clock_skew_ms(now, now_ms(), pong.server_time_ms);
                     // Once an hour at most, not at every heartbeat.
                     if skew_warning(skew).is_some() && now >= next_skew_warning_ms {
@@ -904,6 +916,53 @@ fn expired_error(expired_at_ms: i64) -> ClientError {
          (from `berth activation create`)",
         rfc3339(expired_at_ms)
     ))
+}
+
+/// What a ping's trust bundle asks of the agent.
+#[derive(Debug, PartialEq, Eq)]
+enum CaStep {
+    Unchanged,
+    /// The agent now trusts the server's bundle (a CA rotation started or
+    /// finished); it renews at once so its certificate comes from the
+    /// newest root before the old one is dropped.
+    Adopted,
+    /// The bundle is the agent's own, but its certificate still comes from
+    /// an older root (the renewal after adopting was answered by a server
+    /// not yet reloaded): renew again, now that this server is.
+    RenewUnderNewestRoot,
+}
+
+/// Follows a CA rotation from a ping's `ca_pem` (see `berth_pki::trust`):
+/// only forward, never back to a bundle the agent moved past, so servers
+/// reloaded at different times cannot make it flip between bundles.
+fn follow_ca_rotation(identity: &mut AgentIdentity, offered: &str) -> CaStep {
+    if offered.is_empty() {
+        return CaStep::Unchanged;
+    }
+    if berth_pki::trust::supersedes(offered, &identity.ca_pem) {
+        tracing::info!(
+            instance_id = %identity.instance_id,
+            "the control plane trusts a new set of root certificates (CA rotation); taking it and renewing"
+        );
+        identity.ca_pem = offered.to_string();
+        return CaStep::Adopted;
+    }
+    let same_roots = |a: &str, b: &str| {
+        let digests = |pem| {
+            berth_pki::trust::roots(pem)
+                .map(|roots| roots.into_iter().map(|r| r.digest).collect::<Vec<_>>())
+                .ok()
+        };
+        digests(a).is_some_and(|roots| roots.len() > 1) && digests(a) == digests(b)
+    };
+    // Only while two roots are trusted (a rotation under way): with one,
+    // a certificate from another root could not have been used to ask.
+    if same_roots(offered, &identity.ca_pem)
+        && !berth_pki::trust::chain_is_current(&identity.cert_pem, &identity.ca_pem)
+    {
+        return CaStep::RenewUnderNewestRoot;
+    }
+    CaStep::Unchanged
 }
 
 fn publish(config: &AgentLoopConfig, identity: &AgentIdentity) {

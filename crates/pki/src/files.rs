@@ -3,7 +3,8 @@
 //! certificates), `server.crt` (with the root appended), `server.key`, and
 //! `admin.token` (the bootstrap admin token). Keys and tokens are 0600. The
 //! root's `ca.key` stays in the directory `pki init` made; a server dir that
-//! still holds one (issued before signing CAs) signs with the root.
+//! still holds one (issued before signing CAs) signs with the root. During
+//! a CA rotation `ca.crt` holds both roots, the new one first.
 
 use std::fs;
 use std::io::Write;
@@ -19,6 +20,12 @@ pub const SIGNING_KEY: &str = "signing.key";
 pub const SERVER_CERT: &str = "server.crt";
 pub const SERVER_KEY: &str = "server.key";
 pub const ADMIN_TOKEN: &str = "admin.token";
+/// During a CA rotation, in the CA dir: the new root's certificate issued
+/// by the old root, appended to the chains of what is issued meanwhile.
+pub const CA_CROSS_CERT: &str = "ca-cross.crt";
+/// During a CA rotation, in the CA dir: the old root's key, removed by
+/// `rotate-ca finish`.
+pub const CA_PREVIOUS_KEY: &str = "ca-previous.key";
 
 pub fn read(dir: &Path, name: &str) -> Result<String, PkiError> {
     let path = dir.join(name);

@@ -10,6 +10,7 @@
 pub mod datakey;
 pub mod files;
 pub mod tokens;
+pub mod trust;
 
 use std::net::IpAddr;
 use std::time::{Duration, SystemTime};
@@ -130,6 +131,25 @@ fn validity(params: &mut CertificateParams, lifetime: Duration) {
     params.not_after = (now + lifetime).into();
 }
 
+/// A root CA's certificate: unconstrained, ten years, the cluster id in a
+/// URI SAN.
+fn root_params(cluster_id: &str, common_name: &str) -> Result<CertificateParams, PkiError> {
+    let mut params = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, common_name);
+    dn.push(DnType::OrganizationName, "Berth");
+    params.distinguished_name = dn;
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    params.subject_alt_names = vec![SanType::URI(format!("berth://{cluster_id}/ca").try_into()?)];
+    validity(&mut params, Duration::from_secs(10 * 365 * 24 * 3600));
+    Ok(params)
+}
+
 fn cluster_id_of(params: &CertificateParams) -> Result<String, PkiError> {
     params
         .subject_alt_names
@@ -143,6 +163,24 @@ fn cluster_id_of(params: &CertificateParams) -> Result<String, PkiError> {
             _ => None,
         })
         .ok_or_else(|| PkiError::Invalid("the CA certificate carries no cluster id".into()))
+}
+
+/// The PEM blocks of a bundle of certificates, each with its markers, in
+/// order.
+pub fn split_pem(pem: &str) -> Vec<String> {
+    const BEGIN: &str = "-----BEGIN CERTIFICATE-----";
+    const END: &str = "-----END CERTIFICATE-----";
+    let mut blocks = Vec::new();
+    let mut rest = pem;
+    while let Some(start) = rest.find(BEGIN) {
+        let Some(len) = rest[start..].find(END) else {
+            break;
+        };
+        let end = start + len + END.len();
+        blocks.push(format!("{}\n", &rest[start..end]));
+        rest = &rest[end..];
+    }
+    blocks
 }
 
 /// A certificate authority of the cluster: the root (made by `pki init`,
@@ -168,21 +206,12 @@ pub struct IssuedCertificate {
 impl CertificateAuthority {
     /// A new CA for a new cluster, valid for ten years.
     pub fn generate(cluster_id: &str) -> Result<Self, PkiError> {
+        let params = root_params(cluster_id, &format!("Berth cluster CA {cluster_id}"))?;
+        Self::self_signed(cluster_id, params)
+    }
+
+    fn self_signed(cluster_id: &str, params: CertificateParams) -> Result<Self, PkiError> {
         let key = KeyPair::generate()?;
-        let mut params = CertificateParams::default();
-        let mut dn = DistinguishedName::new();
-        dn.push(DnType::CommonName, format!("Berth cluster CA {cluster_id}"));
-        dn.push(DnType::OrganizationName, "Berth");
-        params.distinguished_name = dn;
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
-        params.subject_alt_names =
-            vec![SanType::URI(format!("berth://{cluster_id}/ca").try_into()?)];
-        validity(&mut params, Duration::from_secs(10 * 365 * 24 * 3600));
         let issuer = params.self_signed(&key)?;
         Ok(Self {
             cluster_id: cluster_id.to_string(),
@@ -191,6 +220,20 @@ impl CertificateAuthority {
             issuer,
             chain_pem: String::new(),
         })
+    }
+
+    /// The next root of this cluster, for a CA rotation: a new key, a name
+    /// of its own (so a verifier can tell the roots apart by issuer name),
+    /// and a cross-signed certificate for the same name and key issued by
+    /// this root, which lets peers that trust only this root verify
+    /// certificates the new one issues. Returns the new root and the
+    /// cross-signed certificate (PEM).
+    pub fn successor(&self) -> Result<(Self, String), PkiError> {
+        let name = format!("Berth cluster CA {} {}", self.cluster_id, random_hex(4));
+        let params = root_params(&self.cluster_id, &name)?;
+        let next = Self::self_signed(&self.cluster_id, params.clone())?;
+        let cross = params.signed_by(&next.key, &self.issuer, &self.key)?;
+        Ok((next, cross.pem()))
     }
 
     /// A signing CA for server `node_id`: an intermediate that may sign
@@ -228,24 +271,39 @@ impl CertificateAuthority {
     }
 
     /// Loads a server's signing CA (see `issue_signing_ca`); what it signs
-    /// carries its certificate as the chain.
+    /// carries the whole file as its chain: the signing CA's certificate
+    /// and, during a CA rotation, the cross-signed new root after it.
     pub fn load_signing(cert_pem: &str, key_pem: &str) -> Result<Self, PkiError> {
         let mut ca = Self::load(cert_pem, key_pem)?;
         ca.chain_pem = cert_pem.to_string();
         Ok(ca)
     }
 
-    /// Loads a CA from its PEM certificate and key.
+    /// Loads a CA from its PEM certificate and key. Only the first
+    /// certificate of `cert_pem` is the CA's own (a bundle's others are
+    /// other roots, or the chain); it must be the key's.
     pub fn load(cert_pem: &str, key_pem: &str) -> Result<Self, PkiError> {
         let key = KeyPair::from_pem(key_pem)?;
-        let params = CertificateParams::from_ca_cert_pem(cert_pem)?;
+        let cert_pem = split_pem(cert_pem)
+            .into_iter()
+            .next()
+            .ok_or_else(|| PkiError::BadCertificate("no certificate in the PEM text".into()))?;
+        let der = first_der(&cert_pem)?;
+        let (_, cert) = x509_parser::parse_x509_certificate(&der)
+            .map_err(|e| PkiError::BadCertificate(e.to_string()))?;
+        if cert.public_key().raw != key.public_key_der().as_slice() {
+            return Err(PkiError::Invalid(
+                "the CA key is not the key of the CA certificate (a half-done CA rotation?)".into(),
+            ));
+        }
+        let params = CertificateParams::from_ca_cert_pem(&cert_pem)?;
         let cluster_id = cluster_id_of(&params)?;
         // rcgen signs with an issuer object; rebuilding it from the same
         // name and key yields signatures that verify against the stored CA.
         let issuer = params.self_signed(&key)?;
         Ok(Self {
             cluster_id,
-            cert_pem: cert_pem.to_string(),
+            cert_pem,
             key,
             issuer,
             chain_pem: String::new(),

@@ -21,7 +21,7 @@ use crate::api::now_ms;
 use crate::auth::Caller;
 use crate::error::ServerError;
 use crate::node::BerthNode;
-use crate::tls::Pki;
+use crate::tls::SharedPki;
 
 const DEFAULT_ACTIVATION_LIFETIME: Duration = Duration::from_secs(24 * 3600);
 const MAX_REGISTRATIONS: u32 = 10_000;
@@ -29,7 +29,7 @@ const MAX_REGISTRATIONS: u32 = 10_000;
 #[derive(Clone)]
 pub struct IdentityApi {
     pub node: BerthNode,
-    pub pki: Arc<Pki>,
+    pub pki: Arc<SharedPki>,
     pub agent_cert_lifetime: Duration,
     pub ops: crate::ops::Ops,
 }
@@ -224,7 +224,8 @@ impl ActivationService for IdentityApi {
             s => Duration::from_secs(s),
         };
         let attributes = operator_attributes(&req.attributes)?;
-        let digest = berth_pki::ca_digest(&self.pki.root_pem).map_err(ServerError::internal)?;
+        let digest =
+            berth_pki::ca_digest(&self.pki.current().root_pem).map_err(ServerError::internal)?;
         let token = JoinToken::generate(&digest);
         let now = now_ms();
         let output = self
@@ -456,6 +457,7 @@ impl IdentityApi {
 
     fn sign(&self, csr_pem: &str, instance_id: &str) -> Result<String, Status> {
         self.pki
+            .current()
             .ca
             .sign_instance_csr(csr_pem, instance_id, self.agent_cert_lifetime)
             .map_err(|e| invalid("csrPem", e.to_string()))
@@ -502,7 +504,7 @@ impl AgentService for IdentityApi {
             instance_id: instance.id,
             cluster: instance.cluster,
             certificate_pem,
-            ca_pem: self.pki.root_pem.clone(),
+            ca_pem: self.pki.current().root_pem.clone(),
             certificate_expires_at_ms: expires,
             server_time_ms: now_ms(),
         }))
@@ -551,6 +553,9 @@ impl AgentService for IdentityApi {
         Ok(Response::new(pb::AgentPingResponse {
             instance_id,
             server_time_ms: now_ms(),
+            // What this server trusts: how agents follow a CA rotation
+            // (berth_pki::trust).
+            ca_pem: self.pki.current().root_pem.clone(),
         }))
     }
 }

@@ -109,7 +109,7 @@ pub fn parse_initial_cluster(text: &str) -> Result<BTreeMap<NodeId, String>, Str
 pub struct Server {
     pub node: BerthNode,
     log: berth_store::LogStore,
-    pki: Arc<tls::Pki>,
+    pki: Arc<tls::SharedPki>,
     agent_cert_lifetime: Duration,
     hub: session::SessionHub,
     agent_binary: Option<PathBuf>,
@@ -125,7 +125,7 @@ impl Server {
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServerError> {
         let fresh = identity::claim(&options)?;
-        let pki = Arc::new(tls::Pki::load(&options.pki_dir, options.node_id)?);
+        let pki = Arc::new(tls::SharedPki::load(&options.pki_dir, options.node_id)?);
         let (log, sm) = berth_store::open(&options.data_dir).map_err(|e| {
             ServerError::FailedPrecondition(format!(
                 "data dir {} is not usable: {e}",
@@ -150,7 +150,8 @@ impl Server {
             keep_logs_after_snapshot: options.keep_logs_after_snapshot,
             request_timeout: options.request_timeout,
         };
-        let peers = Arc::new(network::Peers::new(pki.peer_tls()));
+        let peers = Arc::new(network::Peers::new(pki.current().peer_tls()));
+        tokio::spawn(reload_pki_on_hangup(pki.clone(), peers.clone()));
         let session_events = sm.reader().subscribe_events();
         let controller_events = sm.reader().subscribe_events();
         let transport: Arc<dyn network::Transport> = peers.clone();
@@ -172,7 +173,7 @@ impl Server {
         if let Some(config) = options.dev_agent.clone() {
             tokio::spawn(dev::run_local_agent(
                 server.node.clone(),
-                server.pki.clone(),
+                server.pki.current(),
                 config,
             ));
         }
@@ -229,12 +230,12 @@ impl Server {
             options.initial_cluster.as_ref(),
         )
         .await?;
-        if let Some(token) = server.pki.admin_token.clone() {
+        if let Some(token) = server.pki.current().admin_token.clone() {
             tokio::spawn(bootstrap_admin_token(server.node.clone(), token));
         }
         tracing::info!(
             node_id = options.node_id,
-            cluster_id = %server.pki.cluster_id(),
+            cluster_id = %server.pki.current().cluster_id(),
             listen = %options.listen,
             advertise = %options.advertise,
             "berthd serving"
@@ -263,7 +264,7 @@ impl Server {
         };
         let secrets = secrets_api::SecretsApi {
             node: self.node.clone(),
-            data_key: self.pki.data_key.clone(),
+            pki: self.pki.clone(),
         };
         let local_audit = Arc::new(audit::LocalAudit::new(
             &self.data_dir,
@@ -273,7 +274,7 @@ impl Server {
         let auth = auth::AuthLayer {
             authorizer: auth::Authorizer::audited(
                 self.node.clone(),
-                self.pki.cluster_id().to_string(),
+                self.pki.current().cluster_id().to_string(),
                 limits::AddressRate::new(&self.limits),
                 local_audit.clone(),
             ),
@@ -282,7 +283,7 @@ impl Server {
         let api_max = limits::MAX_API_MESSAGE_BYTES;
         let incoming = limits::tls_incoming(
             listener,
-            self.pki.acceptor()?,
+            self.pki.acceptors(),
             self.limits.tls_handshake_timeout,
         );
         // Agent sessions are endless streams: end them when shutdown starts,
@@ -490,6 +491,41 @@ fn millis(d: Duration) -> i64 {
 /// Puts the bootstrap admin token into the replicated state once, from
 /// whichever server leads. Idempotent: once the token exists (even revoked)
 /// the command changes nothing.
+/// Reads the PKI dir again on every SIGHUP: the listener's next handshake
+/// and the next connection to a peer use what is there (a reissued
+/// certificate, a rotated CA's trust bundle, a new data key). A dir that
+/// does not load is logged and changes nothing.
+async fn reload_pki_on_hangup(pki: Arc<tls::SharedPki>, peers: Arc<network::Peers>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hangups = match signal(SignalKind::hangup()) {
+        Ok(hangups) => hangups,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGHUP; the PKI reloads only at restart");
+            return;
+        }
+    };
+    while hangups.recv().await.is_some() {
+        match pki.reload() {
+            Ok(current) => {
+                peers.set_tls(current.peer_tls());
+                let roots = berth_pki::trust::roots(&current.root_pem)
+                    .map(|roots| {
+                        roots
+                            .iter()
+                            .map(|root| root.digest[..16].to_string())
+                            .collect::<Vec<_>>()
+                            .join(",")
+                    })
+                    .unwrap_or_default();
+                tracing::info!(trusted_roots = %roots, "PKI reloaded on SIGHUP");
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "PKI reload on SIGHUP failed; the certificates in use stay")
+            }
+        }
+    }
+}
+
 async fn bootstrap_admin_token(node: BerthNode, token: berth_pki::tokens::ApiTokenSecret) {
     loop {
         let present = node.state().read().state.api_token(&token.id).is_some();

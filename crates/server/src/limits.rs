@@ -132,7 +132,7 @@ impl AddressRate {
 /// (tonic's own TLS acceptor waits for a handshake forever.)
 pub fn tls_incoming(
     listener: TcpListener,
-    acceptor: TlsAcceptor,
+    acceptors: tokio::sync::watch::Receiver<TlsAcceptor>,
     handshake_timeout: Duration,
 ) -> ReceiverStream<Result<TlsStream<tokio::net::TcpStream>, std::io::Error>> {
     let (tx, rx) = mpsc::channel(MAX_PENDING_HANDSHAKES);
@@ -158,7 +158,9 @@ pub fn tls_incoming(
             // Nagle's algorithm with delayed ACKs adds ~40 ms to every
             // small request/response.
             let _ = tcp.set_nodelay(true);
-            let (acceptor, tx) = (acceptor.clone(), tx.clone());
+            // The newest one: a reloaded PKI serves the next handshake.
+            let acceptor = acceptors.borrow().clone();
+            let tx = tx.clone();
             tokio::spawn(async move {
                 let _permit = permit;
                 match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {

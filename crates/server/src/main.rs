@@ -86,6 +86,25 @@ enum PkiCommand {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Replace the cluster's root CA without downtime (docs/operations.md, "Rotate the CA").
+    #[command(subcommand)]
+    RotateCa(RotateCaStep),
+}
+
+#[derive(Subcommand)]
+enum RotateCaStep {
+    /// Make a new root, cross-signed by the current one; both are trusted until `finish`.
+    Start {
+        /// The directory `pki init` wrote (holds the root key).
+        #[arg(long)]
+        dir: PathBuf,
+    },
+    /// Drop the old root once every server was reissued and every agent renewed.
+    Finish {
+        /// The directory `pki init` wrote (holds the root key).
+        #[arg(long)]
+        dir: PathBuf,
+    },
 }
 
 #[derive(Args)]
@@ -443,6 +462,32 @@ fn pki(command: PkiCommand) -> anyhow::Result<()> {
             println!(
                 "issued server {node_id}'s certificate into {}",
                 out.display()
+            );
+        }
+        PkiCommand::RotateCa(RotateCaStep::Start { dir }) => {
+            let digest = tls::rotate_ca_start(&dir)?;
+            println!("new root CA {digest} in {}", dir.display());
+            println!("both roots are trusted until `berthd pki rotate-ca finish`. Next, one server at a time:");
+            println!(
+                "  berthd pki issue --dir {} --node-id N --host ADDR --out DATA_DIR/pki",
+                dir.display()
+            );
+            println!("  kill -HUP $(pidof berthd)   # or systemctl reload berthd");
+            println!(
+                "agents take the new roots at their next heartbeat and renew their certificates;"
+            );
+            println!("join tokens made from now on pin {digest}.");
+        }
+        PkiCommand::RotateCa(RotateCaStep::Finish { dir }) => {
+            let digest = tls::rotate_ca_finish(&dir)?;
+            println!(
+                "root CA {digest} is the only one trusted in {}",
+                dir.display()
+            );
+            println!("Next, one server at a time: `berthd pki issue` again and SIGHUP it, as for `start`;");
+            println!(
+                "then give clients (`berth --ca-cert`, the CLI config) the new {}.",
+                dir.join("ca.crt").display()
             );
         }
     }

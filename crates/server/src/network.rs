@@ -24,34 +24,50 @@ const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 /// Channels to other servers, shared by Raft replication, write forwarding
 /// and status queries. Always mutual TLS with this server's certificate.
 pub struct Peers {
-    channels: Mutex<HashMap<String, Channel>>,
+    channels: Mutex<Channels>,
+}
+
+struct Channels {
+    by_addr: HashMap<String, Channel>,
     tls: ClientTlsConfig,
 }
 
 impl Peers {
     pub fn new(tls: ClientTlsConfig) -> Self {
         Self {
-            channels: Mutex::new(HashMap::new()),
-            tls,
+            channels: Mutex::new(Channels {
+                by_addr: HashMap::new(),
+                tls,
+            }),
         }
+    }
+
+    /// New TLS settings (a reloaded PKI): channels made from now on use
+    /// them. The cached channels are dropped, so the next call to a peer
+    /// connects again and presents the new certificate; calls in flight
+    /// finish on the connection they have.
+    pub fn set_tls(&self, tls: ClientTlsConfig) {
+        let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
+        channels.tls = tls;
+        channels.by_addr.clear();
     }
 
     /// The channel to `addr`, created on first use and reused afterwards.
     pub fn channel(&self, addr: &str) -> Result<Channel, String> {
         let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(channel) = channels.get(addr) {
+        if let Some(channel) = channels.by_addr.get(addr) {
             return Ok(channel.clone());
         }
         let endpoint = Endpoint::from_shared(format!("https://{addr}"))
             .map_err(|e| format!("bad peer address {addr:?}: {e}"))?
-            .tls_config(self.tls.clone())
+            .tls_config(channels.tls.clone())
             .map_err(|e| format!("TLS for peer {addr:?}: {e}"))?
             .connect_timeout(CONNECT_TIMEOUT)
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(10))
             .keep_alive_timeout(Duration::from_secs(5));
         let channel = endpoint.connect_lazy();
-        channels.insert(addr.to_string(), channel.clone());
+        channels.by_addr.insert(addr.to_string(), channel.clone());
         Ok(channel)
     }
 

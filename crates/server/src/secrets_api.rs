@@ -18,8 +18,9 @@ use crate::node::BerthNode;
 #[derive(Clone)]
 pub struct SecretsApi {
     pub node: BerthNode,
-    /// `None`: this server's PKI dir predates secrets (see `tls::Pki`).
-    pub data_key: Option<Arc<DataKey>>,
+    /// Its data key: `None` when this server's PKI dir predates secrets
+    /// (see `tls::Pki`).
+    pub pki: Arc<crate::tls::SharedPki>,
 }
 
 fn metadata(m: SecretMetadata) -> pb::SecretMetadata {
@@ -42,8 +43,8 @@ fn metadata_of(output: CommandOutput) -> Result<pb::SecretMetadata, ServerError>
 }
 
 impl SecretsApi {
-    fn key(&self) -> Result<&DataKey, ServerError> {
-        self.data_key.as_deref().ok_or_else(|| {
+    fn key(&self) -> Result<Arc<DataKey>, ServerError> {
+        self.pki.current().data_key.clone().ok_or_else(|| {
             ServerError::FailedPrecondition(format!(
                 "this server has no {DATA_KEY} in its PKI dir, so it can neither seal nor open secrets; run `berthd pki issue` for it again and restart it (docs/operations.md)"
             ))

@@ -7,12 +7,13 @@
 //! while the root key stays where `pki init` put it), and copies the root
 //! certificate and the admin token next to them.
 
-use std::path::Path;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use berth_pki::files::{
-    self, ADMIN_TOKEN, CA_CERT, CA_KEY, SERVER_CERT, SERVER_KEY, SIGNING_CERT, SIGNING_KEY,
+    self, ADMIN_TOKEN, CA_CERT, CA_CROSS_CERT, CA_KEY, CA_PREVIOUS_KEY, SERVER_CERT, SERVER_KEY,
+    SIGNING_CERT, SIGNING_KEY,
 };
 use berth_pki::tokens::ApiTokenSecret;
 use berth_pki::{CertificateAuthority, PeerIdentity, Role};
@@ -185,6 +186,63 @@ impl Pki {
     }
 }
 
+/// The PKI a running server uses, read again from its directory on
+/// SIGHUP (`berthd` sends every reload here): certificates reissued into the
+/// dir, a CA rotation's trust bundle and a new data key take effect without
+/// a restart. A dir that does not load keeps the PKI in use.
+pub struct SharedPki {
+    dir: PathBuf,
+    node_id: u64,
+    current: RwLock<Arc<Pki>>,
+    acceptor: tokio::sync::watch::Sender<TlsAcceptor>,
+}
+
+impl SharedPki {
+    pub fn load(dir: &Path, node_id: u64) -> Result<Self, ServerError> {
+        let pki = Pki::load(dir, node_id)?;
+        let acceptor = pki.acceptor()?;
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            node_id,
+            current: RwLock::new(Arc::new(pki)),
+            acceptor: tokio::sync::watch::channel(acceptor).0,
+        })
+    }
+
+    pub fn current(&self) -> Arc<Pki> {
+        self.current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// The TLS acceptor to use for the next connection, as it changes.
+    pub fn acceptors(&self) -> tokio::sync::watch::Receiver<TlsAcceptor> {
+        self.acceptor.subscribe()
+    }
+
+    /// Reads the dir again; on success the new PKI serves every handshake
+    /// and call from now on (connections already open keep theirs).
+    pub fn reload(&self) -> Result<Arc<Pki>, ServerError> {
+        let next = Pki::load(&self.dir, self.node_id)?;
+        let cluster = self.current().cluster_id().to_string();
+        if next.cluster_id() != cluster {
+            return Err(pki_error(
+                &self.dir,
+                format!(
+                    "it now belongs to cluster {}, but this server runs in cluster {cluster}",
+                    next.cluster_id()
+                ),
+            ));
+        }
+        let acceptor = next.acceptor()?;
+        let next = Arc::new(next);
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = next.clone();
+        self.acceptor.send_replace(acceptor);
+        Ok(next)
+    }
+}
+
 /// `berthd pki init`: a new CA and bootstrap admin token in `dir`.
 pub fn init(dir: &Path, cluster_id: Option<&str>) -> Result<String, ServerError> {
     if dir.join(CA_CERT).exists() {
@@ -259,12 +317,30 @@ pub fn issue(
     let signing = ca
         .issue_signing_ca(node_id, SERVER_CERT_LIFETIME)
         .map_err(ServerError::internal)?;
-    write(SERVER_CERT, &issued.cert_pem, false)?;
+    // During a CA rotation what the new root issues carries the
+    // cross-signed new root too, so peers that still trust only the old
+    // root can build a path to it. The server chain keeps the new root
+    // itself last: a joining agent pins the last certificate it is shown.
+    let (server_chain, signing_chain) = match files::read(pki_dir, CA_CROSS_CERT) {
+        Ok(cross) => {
+            let leaf = berth_pki::split_pem(&issued.cert_pem)
+                .into_iter()
+                .next()
+                .unwrap_or_default();
+            (
+                format!("{leaf}{cross}{}", ca.cert_pem),
+                format!("{}{cross}", signing.cert_pem),
+            )
+        }
+        Err(_) => (issued.cert_pem.clone(), signing.cert_pem.clone()),
+    };
+    write(SERVER_CERT, &server_chain, false)?;
     write(SERVER_KEY, &issued.key_pem, true)?;
-    write(SIGNING_CERT, &signing.cert_pem, false)?;
+    write(SIGNING_CERT, &signing_chain, false)?;
     write(SIGNING_KEY, &signing.key_pem, true)?;
     if out != pki_dir {
-        write(CA_CERT, &ca.cert_pem, false)?;
+        // The whole bundle: both roots during a rotation.
+        write(CA_CERT, &read(CA_CERT)?, false)?;
         // An earlier issue into this dir copied the root key; it must not
         // stay beside a signing CA.
         let stale_root_key = out.join(CA_KEY);
@@ -277,6 +353,66 @@ pub fn issue(
         write(DATA_KEY, &data_key, true)?;
     }
     Ok(())
+}
+
+/// `berthd pki rotate-ca start`: a new root in the CA dir, cross-signed
+/// by the current one. Afterwards `ca.crt` trusts both (the new one first,
+/// which now issues), `ca.key` is the new root's key, `ca-cross.crt` the
+/// cross-signed certificate and `ca-previous.key` the old key. Returns the
+/// new root's digest.
+pub fn rotate_ca_start(dir: &Path) -> Result<String, ServerError> {
+    let read = |name| files::read(dir, name).map_err(|e| pki_error(dir, e));
+    if dir.join(CA_CROSS_CERT).exists() {
+        return Err(ServerError::FailedPrecondition(format!(
+            "a CA rotation is already under way in {} ({CA_CROSS_CERT} is there); finish it with `berthd pki rotate-ca finish` first",
+            dir.display()
+        )));
+    }
+    files::check_private(dir, CA_KEY).map_err(|e| pki_error(dir, e))?;
+    let bundle = read(CA_CERT)?;
+    let old_key = read(CA_KEY)?;
+    let old = CertificateAuthority::load(&bundle, &old_key).map_err(|e| pki_error(dir, e))?;
+    let (next, cross) = old.successor().map_err(ServerError::internal)?;
+    let write = |name, contents: &str, secret| {
+        files::write(dir, name, contents, secret).map_err(|e| pki_error(dir, e))
+    };
+    // In this order, so an interrupted run is either not started (no
+    // cross certificate: run it again) or complete: the old key is kept
+    // before the new one replaces it, and the bundle that names the new
+    // root comes last (a key that does not match ca.crt's first
+    // certificate is refused by every load until it does).
+    write(CA_PREVIOUS_KEY, &old_key, true)?;
+    write(CA_KEY, &next.key_pem(), true)?;
+    write(
+        CA_CERT,
+        &format!("{}{}", next.cert_pem, old.cert_pem),
+        false,
+    )?;
+    write(CA_CROSS_CERT, &cross, false)?;
+    berth_pki::ca_digest(&next.cert_pem).map_err(ServerError::internal)
+}
+
+/// `berthd pki rotate-ca finish`: the old root leaves the bundle, and the
+/// cross-signed certificate and the old key are deleted.
+pub fn rotate_ca_finish(dir: &Path) -> Result<String, ServerError> {
+    let read = |name| files::read(dir, name).map_err(|e| pki_error(dir, e));
+    if !dir.join(CA_CROSS_CERT).exists() {
+        return Err(ServerError::FailedPrecondition(format!(
+            "no CA rotation is under way in {} (no {CA_CROSS_CERT}); start one with `berthd pki rotate-ca start`",
+            dir.display()
+        )));
+    }
+    let current = CertificateAuthority::load(&read(CA_CERT)?, &read(CA_KEY)?)
+        .map_err(|e| pki_error(dir, e))?;
+    files::write(dir, CA_CERT, &current.cert_pem, false).map_err(|e| pki_error(dir, e))?;
+    for name in [CA_CROSS_CERT, CA_PREVIOUS_KEY] {
+        match std::fs::remove_file(dir.join(name)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(pki_error(dir, e)),
+        }
+    }
+    berth_pki::ca_digest(&current.cert_pem).map_err(ServerError::internal)
 }
 
 #[cfg(test)]
@@ -410,5 +546,158 @@ mod tests {
         assert!(verifier_for(&other_root)
             .verify_client_cert(&chain[0], &chain[1..], now)
             .is_err());
+    }
+
+    /// A CA rotation: what the new root issues verifies for peers that
+    /// still trust only the old root (through the cross-signed certificate)
+    /// and for those that trust only the new one; once finished, nothing
+    /// chains to the old root any more. Checked with rustls's own
+    /// verifiers, as the servers and agents use them.
+    #[test]
+    fn a_rotated_root_is_trusted_across_the_change_and_alone_afterwards() {
+        use tokio_rustls::rustls;
+        use tokio_rustls::rustls::client::danger::ServerCertVerifier;
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let tmp = tempfile::tempdir().unwrap();
+        let ca_dir = tmp.path().join("ca");
+        init(&ca_dir, Some("test-rot")).unwrap();
+        let old_root = std::fs::read_to_string(ca_dir.join(CA_CERT)).unwrap();
+        let (node1, node2) = (tmp.path().join("node1"), tmp.path().join("node2"));
+        issue(&ca_dir, 1, &["127.0.0.1".into()], &node1).unwrap();
+        std::thread::sleep(Duration::from_millis(1100));
+        rotate_ca_start(&ca_dir).unwrap();
+        assert!(
+            matches!(rotate_ca_start(&ca_dir), Err(ServerError::FailedPrecondition(m)) if m.contains("already under way")),
+            "one rotation at a time"
+        );
+        let bundle = std::fs::read_to_string(ca_dir.join(CA_CERT)).unwrap();
+        let new_root = berth_pki::split_pem(&bundle).remove(0);
+        assert_eq!(bundle, format!("{new_root}{old_root}"));
+        issue(&ca_dir, 2, &["127.0.0.1".into()], &node2).unwrap();
+
+        let server_verifier = |anchor: &str| {
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in der_chain(anchor) {
+                roots.add(cert).unwrap();
+            }
+            rustls::client::WebPkiServerVerifier::builder(roots.into())
+                .build()
+                .unwrap()
+        };
+        let client_verifier = |anchor: &str| {
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in der_chain(anchor) {
+                roots.add(cert).unwrap();
+            }
+            rustls::server::WebPkiClientVerifier::builder(roots.into())
+                .build()
+                .unwrap()
+        };
+        let now = tokio_rustls::rustls::pki_types::UnixTime::now();
+        let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+        let serves = |anchor: &str, dir: &Path| {
+            let chain = der_chain(&std::fs::read_to_string(dir.join(SERVER_CERT)).unwrap());
+            server_verifier(anchor)
+                .verify_server_cert(&chain[0], &chain[1..], &name, &[], now)
+                .is_ok()
+        };
+        let agent_of = |dir: &Path, n: u64| {
+            let pki = Pki::load(dir, n).unwrap();
+            let (_, csr) = berth_pki::generate_csr("agent").unwrap();
+            let signed = pki
+                .ca
+                .sign_instance_csr(&csr, "i-1", Duration::from_secs(600))
+                .unwrap();
+            der_chain(&signed)
+        };
+        let accepts = |anchor: &str, chain: &[rustls::pki_types::CertificateDer<'static>]| {
+            client_verifier(anchor)
+                .verify_client_cert(&chain[0], &chain[1..], now)
+                .is_ok()
+        };
+
+        // During the rotation.
+        assert!(
+            serves(&old_root, &node2),
+            "old-root peers reach a reissued server"
+        );
+        assert!(serves(&new_root, &node2));
+        assert!(serves(&bundle, &node2));
+        assert!(serves(&bundle, &node1), "reissued peers reach the others");
+        assert!(!serves(&new_root, &node1));
+        let new_agent = agent_of(&node2, 2);
+        let old_agent = agent_of(&node1, 1);
+        assert!(accepts(&old_root, &new_agent), "via the cross-signed root");
+        assert!(accepts(&new_root, &new_agent));
+        assert!(accepts(&bundle, &old_agent));
+        assert!(!accepts(&new_root, &old_agent));
+        // A joining agent pins the last certificate it is shown: the new
+        // root, which join tokens made now name.
+        let shown = der_chain(&std::fs::read_to_string(node2.join(SERVER_CERT)).unwrap());
+        assert_eq!(
+            berth_pki::der_digest(shown.last().unwrap()),
+            berth_pki::ca_digest(&new_root).unwrap()
+        );
+        assert_eq!(
+            std::fs::read_to_string(node2.join(CA_CERT)).unwrap(),
+            bundle
+        );
+
+        // Finished: the old root leaves every bundle and every chain.
+        rotate_ca_finish(&ca_dir).unwrap();
+        assert!(rotate_ca_finish(&ca_dir).is_err(), "nothing left to finish");
+        assert_eq!(
+            std::fs::read_to_string(ca_dir.join(CA_CERT)).unwrap(),
+            new_root
+        );
+        issue(&ca_dir, 2, &["127.0.0.1".into()], &node2).unwrap();
+        assert!(serves(&new_root, &node2));
+        assert!(
+            !serves(&old_root, &node2),
+            "no path to the old root remains"
+        );
+        assert!(!accepts(&old_root, &agent_of(&node2, 2)));
+        assert!(accepts(&new_root, &agent_of(&node2, 2)));
+        assert_eq!(Pki::load(&node2, 2).unwrap().root_pem, new_root);
+    }
+
+    /// SIGHUP's reload: a reissued dir replaces the PKI in use, a broken one
+    /// changes nothing.
+    #[test]
+    fn a_reload_takes_a_reissued_dir_and_refuses_a_broken_one() {
+        let tmp = tempfile::tempdir().unwrap();
+        let ca_dir = tmp.path().join("ca");
+        init(&ca_dir, Some("test-reload")).unwrap();
+        let node1 = tmp.path().join("node1");
+        issue(&ca_dir, 1, &["127.0.0.1".into()], &node1).unwrap();
+        let shared = SharedPki::load(&node1, 1).unwrap();
+        let before = shared.current().root_pem.clone();
+        let acceptors = shared.acceptors();
+        rotate_ca_start(&ca_dir).unwrap();
+        issue(&ca_dir, 1, &["127.0.0.1".into()], &node1).unwrap();
+        let reloaded = shared.reload().unwrap();
+        assert_ne!(reloaded.root_pem, before);
+        assert_eq!(
+            berth_pki::trust::roots(&shared.current().root_pem)
+                .unwrap()
+                .len(),
+            2
+        );
+        assert!(
+            acceptors.has_changed().unwrap(),
+            "the listener gets a new acceptor"
+        );
+
+        std::fs::write(node1.join(SERVER_CERT), "garbage").unwrap();
+        assert!(shared.reload().is_err());
+        assert_eq!(shared.current().root_pem, reloaded.root_pem, "kept");
+        let other = tmp.path().join("other");
+        init(&other, Some("another-cluster")).unwrap();
+        issue(&other, 1, &["127.0.0.1".into()], &node1).unwrap();
+        assert!(
+            matches!(shared.reload(), Err(e) if e.to_string().contains("another-cluster")),
+            "a dir of another cluster is refused"
+        );
+        assert_eq!(shared.current().root_pem, reloaded.root_pem);
     }
 }

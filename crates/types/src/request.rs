@@ -151,13 +151,15 @@ pub struct IssuedCertificate {
     pub server_time_ms: i64,
 }
 
-/// The answer to an agent's ping: who the server thinks is calling, and
-/// its clock.
+/// The answer to an agent's ping: who the server thinks is calling, its
+/// clock, and the roots it trusts (empty from servers before CA rotation).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct AgentPing {
     pub instance_id: String,
     pub server_time_ms: i64,
+    #[serde(default)]
+    pub ca_pem: String,
 }
 
 #[cfg(test)]

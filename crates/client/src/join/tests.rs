@@ -423,6 +423,7 @@ impl AgentService for FakeAgents {
         Ok(Response::new(pb::AgentPingResponse {
             instance_id,
             server_time_ms: now_ms() + self.clock_ahead_ms,
+            ca_pem: String::new(),
         }))
     }
 }

@@ -200,6 +200,7 @@ impl From<pb::AgentPingResponse> for t::AgentPing {
         Self {
             instance_id: r.instance_id,
             server_time_ms: r.server_time_ms,
+            ca_pem: r.ca_pem,
         }
     }
 }
