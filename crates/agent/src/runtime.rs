@@ -133,6 +133,18 @@ pub struct ContainerStats {
     pub cgroup_version: u8,
 }
 
+/// A task's network traffic since its network was set up, from the task's
+/// point of view (what it received and sent). Bridge- and task-mode tasks
+/// only: a host-mode task shares the host's interfaces, so there is no
+/// figure of its own to give.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct NetworkStats {
+    pub receive_bytes: u64,
+    pub transmit_bytes: u64,
+    pub receive_packets: u64,
+    pub transmit_packets: u64,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExecOutput {
     pub exit_code: u32,
@@ -228,5 +240,14 @@ pub trait Runtime: Send + Sync + 'static {
     fn task_address(&self, task_id: &str) -> Option<IpAddr> {
         let _ = task_id;
         None
+    }
+
+    /// The task's network traffic (bridge and task network modes) while
+    /// its network is set up on this host; `Ok(None)` for host- and
+    /// none-mode tasks, and when there is no network (yet, or any more).
+    /// Cheap: a few small kernel files.
+    fn task_network_stats(&self, task_id: &str) -> Result<Option<NetworkStats>> {
+        let _ = task_id;
+        Ok(None)
     }
 }

@@ -905,6 +905,10 @@ impl Runtime for ContainerdRuntime {
         self.inner.tasknet.get(task_id).map(|n| n.ip.into())
     }
 
+    fn task_network_stats(&self, task_id: &str) -> Result<Option<crate::runtime::NetworkStats>> {
+        self.inner.tasknet.stats(task_id)
+    }
+
     async fn ensure_image(&self, reference: &str, policy: PullPolicy) -> Result<ImageInfo> {
         Ok(self
             .ensure_image_resolved(reference, policy)

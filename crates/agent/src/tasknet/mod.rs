@@ -18,6 +18,7 @@
 //! sweep at start undoes with the configuration that was used.
 
 pub mod cni;
+pub mod stats;
 
 use std::collections::HashSet;
 use std::net::Ipv4Addr;
@@ -201,6 +202,23 @@ impl TaskNet {
             return None;
         }
         self.network_of(task_id, record.result.as_ref()?).ok()
+    }
+
+    /// The task's traffic, from the host end of its veth (`stats`); `None`
+    /// when the task has no network set up here, or its CNI result names
+    /// no host-side interface.
+    pub fn stats(&self, task_id: &str) -> Result<Option<crate::runtime::NetworkStats>> {
+        let Some(network) = self.get(task_id) else {
+            return Ok(None);
+        };
+        let Some(veth) = network.host_veth else {
+            debug!(
+                task_id,
+                "the task's CNI result names no host-side veth: no traffic figures"
+            );
+            return Ok(None);
+        };
+        stats::host_veth_stats(Path::new(stats::SYS_CLASS_NET), task_id, &veth).map(Some)
     }
 
     fn network_of(&self, task_id: &str, result: &Value) -> Result<TaskNetwork> {
