@@ -1,7 +1,11 @@
 //! berth-agent's metrics, in the Prometheus/OpenMetrics text format on the
 //! health listener's `/metrics`: per task and container, CPU, memory (usage,
 //! limit, OOM kills) and restarts, sampled from containerd's cgroup metrics
-//! every few seconds; tasks by status; image pulls; failed containerd calls.
+//! every few seconds; per bridge- and task-mode task, the bytes and packets
+//! it received and sent (from the host end of its veth: `tasknet::stats`;
+//! a host-mode task shares the host's interfaces and has no figure of its
+//! own); tasks by status; image pulls (duration, bytes fetched); failed
+//! containerd calls.
 //!
 //! One set per process (an agent runs once per host), so the code that pulls
 //! images or calls containerd counts without being handed anything.
@@ -17,7 +21,7 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
 use crate::runner::StatusBoard;
-use crate::runtime::{ContainerStats, Runtime};
+use crate::runtime::{ContainerStats, NetworkStats, Runtime};
 
 type Labels = Vec<(String, String)>;
 type FloatGauge = Gauge<f64, AtomicU64>;
@@ -35,6 +39,11 @@ pub struct AgentMetrics {
     restarts: Family<Labels, Gauge>,
     tasks: Family<Labels, Gauge>,
     pull_seconds: Family<Labels, Histogram, fn() -> Histogram>,
+    pull_bytes: Family<Labels, Counter>,
+    net_receive_bytes: Family<Labels, Counter>,
+    net_transmit_bytes: Family<Labels, Counter>,
+    net_receive_packets: Family<Labels, Counter>,
+    net_transmit_packets: Family<Labels, Counter>,
     containerd_errors: Family<Labels, Counter>,
     sample_failures: Counter,
     /// The newest pass's samples, until the session sends them.
@@ -58,6 +67,11 @@ impl AgentMetrics {
             restarts: Family::default(),
             tasks: Family::default(),
             pull_seconds: Family::new_with_constructor(pull_buckets),
+            pull_bytes: Family::default(),
+            net_receive_bytes: Family::default(),
+            net_transmit_bytes: Family::default(),
+            net_receive_packets: Family::default(),
+            net_transmit_packets: Family::default(),
             containerd_errors: Family::default(),
             sample_failures: Counter::default(),
             report: std::sync::Mutex::new(None),
@@ -95,6 +109,34 @@ impl AgentMetrics {
             m.pull_seconds.clone(),
         );
         r.register(
+            "image_pull_bytes",
+            "Bytes of image blobs (config and layers) fetched from registries by pulls, by outcome; \
+             blobs already on the host are not fetched",
+            m.pull_bytes.clone(),
+        );
+        // Counters set from the kernel's: each pass clears the families and
+        // counts each task up to its current figure afresh.
+        r.register(
+            "task_network_receive_bytes",
+            "Bytes a bridge- or task-mode task received on its network interface",
+            m.net_receive_bytes.clone(),
+        );
+        r.register(
+            "task_network_transmit_bytes",
+            "Bytes a bridge- or task-mode task sent on its network interface",
+            m.net_transmit_bytes.clone(),
+        );
+        r.register(
+            "task_network_receive_packets",
+            "Packets a bridge- or task-mode task received on its network interface",
+            m.net_receive_packets.clone(),
+        );
+        r.register(
+            "task_network_transmit_packets",
+            "Packets a bridge- or task-mode task sent on its network interface",
+            m.net_transmit_packets.clone(),
+        );
+        r.register(
             "containerd_errors",
             "Failed containerd calls by call",
             m.containerd_errors.clone(),
@@ -107,10 +149,12 @@ impl AgentMetrics {
         AgentMetrics { registry, ..m }
     }
 
-    pub fn image_pulled(&self, ok: bool, seconds: f64) {
-        self.pull_seconds
-            .get_or_create(&vec![pair("outcome", if ok { "ok" } else { "failed" })])
-            .observe(seconds);
+    /// One pull from a registry: how long it took and the bytes of the
+    /// blobs it fetched (a failed pull's too: what it got before failing).
+    pub fn image_pulled(&self, ok: bool, seconds: f64, bytes: u64) {
+        let labels = vec![pair("outcome", if ok { "ok" } else { "failed" })];
+        self.pull_seconds.get_or_create(&labels).observe(seconds);
+        self.pull_bytes.get_or_create(&labels).inc_by(bytes);
     }
 
     pub fn containerd_error(&self, call: &str) {
@@ -132,11 +176,15 @@ impl AgentMetrics {
         let mut samples: Vec<(Labels, ContainerStats, u32)> = Vec::new();
         let mut report = berth_proto::pb::StatsReport::default();
         let mut by_status: std::collections::BTreeMap<&'static str, i64> = Default::default();
+        let mut running: Vec<String> = Vec::new();
         for task_id in board.task_ids() {
             let Some(view) = board.view(&task_id) else {
                 continue;
             };
             *by_status.entry(view.status.as_str()).or_default() += 1;
+            if view.status == berth_types::TaskStatus::Running {
+                running.push(task_id.clone());
+            }
             let mut task_sample = berth_proto::pb::TaskStatsSample {
                 task_id: task_id.clone(),
                 sampled_at_ms: berth_client::time::now_ms(),
@@ -214,6 +262,43 @@ impl AgentMetrics {
                 .get_or_create(&vec![pair("status", status)])
                 .set(count);
         }
+        self.sample_task_networks(&running, runtime);
+    }
+
+    /// Reads the network traffic of these tasks from the runtime and makes
+    /// it the exported figures; tasks not listed, and tasks without a
+    /// network of their own (host mode), have none. `sample` passes the
+    /// running tasks.
+    pub fn sample_task_networks<R: Runtime>(&self, task_ids: &[String], runtime: &R) {
+        let mut samples: Vec<(&str, NetworkStats)> = Vec::new();
+        for task_id in task_ids {
+            match runtime.task_network_stats(task_id) {
+                Ok(Some(stats)) => samples.push((task_id.as_str(), stats)),
+                Ok(None) => {}
+                Err(e) => tracing::debug!(task_id = %task_id, error = %e, "no network stats"),
+            }
+        }
+        let families = [
+            &self.net_receive_bytes,
+            &self.net_transmit_bytes,
+            &self.net_receive_packets,
+            &self.net_transmit_packets,
+        ];
+        for family in families {
+            family.clear();
+        }
+        for (task_id, stats) in samples {
+            let labels = vec![pair("task_id", task_id)];
+            let figures = [
+                stats.receive_bytes,
+                stats.transmit_bytes,
+                stats.receive_packets,
+                stats.transmit_packets,
+            ];
+            for (family, value) in families.iter().zip(figures) {
+                family.get_or_create(&labels).inc_by(value);
+            }
+        }
     }
 
     pub fn render(&self) -> String {
@@ -260,6 +345,15 @@ mod tests {
             reservation: Default::default(),
         };
         board.seed(view(berth_types::TaskStatus::Running));
+        runtime.set_network_stats(
+            "t-1",
+            NetworkStats {
+                receive_bytes: 1000,
+                transmit_bytes: 20000,
+                receive_packets: 10,
+                transmit_packets: 30,
+            },
+        );
         m.sample(&board, &runtime).await;
         let text = m.render();
         let series = "{task_id=\"t-1\",container=\"web\"}";
@@ -277,6 +371,29 @@ mod tests {
             text.contains("berth_agent_tasks{status=\"RUNNING\"} 1"),
             "{text}"
         );
+        for line in [
+            "berth_agent_task_network_receive_bytes_total{task_id=\"t-1\"} 1000",
+            "berth_agent_task_network_transmit_bytes_total{task_id=\"t-1\"} 20000",
+            "berth_agent_task_network_receive_packets_total{task_id=\"t-1\"} 10",
+            "berth_agent_task_network_transmit_packets_total{task_id=\"t-1\"} 30",
+            "# TYPE berth_agent_task_network_receive_bytes counter",
+        ] {
+            assert!(text.contains(line), "{line}: {text}");
+        }
+        // The next pass sets the kernel's newer figure, not a sum.
+        runtime.set_network_stats(
+            "t-1",
+            NetworkStats {
+                receive_bytes: 1500,
+                ..Default::default()
+            },
+        );
+        m.sample(&board, &runtime).await;
+        let text = m.render();
+        assert!(
+            text.contains("berth_agent_task_network_receive_bytes_total{task_id=\"t-1\"} 1500"),
+            "{text}"
+        );
         // Stopped: its series go at the next pass.
         board.seed(view(berth_types::TaskStatus::Stopped));
         m.sample(&board, &runtime).await;
@@ -286,9 +403,18 @@ mod tests {
             text.contains("berth_agent_tasks{status=\"STOPPED\"} 1"),
             "{text}"
         );
-        m.image_pulled(true, 0.5);
-        assert!(m
-            .render()
-            .contains("berth_agent_image_pull_seconds_count{outcome=\"ok\"} 1"));
+        m.image_pulled(true, 0.5, 4096);
+        m.image_pulled(true, 0.1, 100);
+        m.image_pulled(false, 0.2, 7);
+        let text = m.render();
+        assert!(text.contains("berth_agent_image_pull_seconds_count{outcome=\"ok\"} 2"));
+        assert!(
+            text.contains("berth_agent_image_pull_bytes_total{outcome=\"ok\"} 4196"),
+            "{text}"
+        );
+        assert!(
+            text.contains("berth_agent_image_pull_bytes_total{outcome=\"failed\"} 7"),
+            "{text}"
+        );
     }
 }

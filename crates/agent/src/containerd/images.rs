@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use containerd_client::services::v1::snapshots::{
@@ -352,15 +352,22 @@ fn manifest_parts(name: &str, m: &Manifest) -> Result<(OciDescriptor, Vec<OciDes
 
 async fn pull(inner: &Arc<Inner>, reference: &Reference, name: &str) -> Result<ResolvedImage> {
     let started = std::time::Instant::now();
-    let pulled = pull_from_registry(inner, reference, name).await;
-    crate::exporter::metrics().image_pulled(pulled.is_ok(), started.elapsed().as_secs_f64());
+    let fetched = Arc::new(AtomicU64::new(0));
+    let pulled = pull_from_registry(inner, reference, name, &fetched).await;
+    let bytes = fetched.load(Ordering::Relaxed);
+    debug!(bytes, ok = pulled.is_ok(), "blob bytes fetched by the pull");
+    crate::exporter::metrics().image_pulled(pulled.is_ok(), started.elapsed().as_secs_f64(), bytes);
     pulled
 }
 
+/// `fetched` counts the bytes of the blobs (config, layers) the pull takes
+/// from the registry itself; a pull containerd does through Transfer
+/// fetches out of our sight and adds nothing.
 async fn pull_from_registry(
     inner: &Arc<Inner>,
     reference: &Reference,
     name: &str,
+    fetched: &Arc<AtomicU64>,
 ) -> Result<ResolvedImage> {
     let registry = reference.resolve_registry().to_string();
     // containerd's Transfer pull cannot be given credentials here: a pull
@@ -387,7 +394,7 @@ async fn pull_from_registry(
             }
         }
     }
-    pull_client_side(inner, reference, name).await
+    pull_client_side(inner, reference, name, fetched).await
 }
 
 pub(crate) enum TransferOutcome {
@@ -447,6 +454,7 @@ async fn pull_client_side(
     inner: &Arc<Inner>,
     reference: &Reference,
     name: &str,
+    fetched: &Arc<AtomicU64>,
 ) -> Result<ResolvedImage> {
     let registry = reference.resolve_registry().to_string();
     let (client, auth) = match crate::registry::task_credentials() {
@@ -509,6 +517,7 @@ async fn pull_client_side(
             .pull_blob(reference, config_desc.digest.as_str(), &mut config_bytes)
             .await
             .map_err(|e| map_error(reference, e))?;
+        fetched.fetch_add(config_bytes.len() as u64, Ordering::Relaxed);
         verify(
             &format!("config of {name}"),
             &config_desc.digest,
@@ -543,13 +552,17 @@ async fn pull_client_side(
                 .pull_blob_stream(reference, layer.digest.as_str())
                 .await
                 .map_err(|e| map_error(reference, e))?;
-            let mapped = stream.stream.map(|r| {
-                r.map(|b| b.to_vec())
-                    .map_err(|e| RuntimeError::RegistryUnreachable {
-                        registry: String::new(),
-                        reference: String::new(),
-                        reason: e.to_string(),
-                    })
+            let counter = fetched.clone();
+            let mapped = stream.stream.map(move |r| {
+                r.map(|b| {
+                    counter.fetch_add(b.len() as u64, Ordering::Relaxed);
+                    b.to_vec()
+                })
+                .map_err(|e| RuntimeError::RegistryUnreachable {
+                    registry: String::new(),
+                    reference: String::new(),
+                    reason: e.to_string(),
+                })
             });
             inner
                 .write_stream(

@@ -53,6 +53,8 @@ struct Inner {
     /// from their first create until `task_stopped`.
     addresses: BTreeMap<String, IpAddr>,
     last_address: u8,
+    /// What `task_network_stats` answers per task (set by the test).
+    network_stats: BTreeMap<String, NetworkStats>,
 }
 
 #[derive(Default)]
@@ -150,6 +152,11 @@ impl FakeRuntime {
     }
 
     /// A container that exists before the agent starts (for restarts).
+    /// The task's network traffic as `task_network_stats` reports it.
+    pub fn set_network_stats(&self, task_id: &str, stats: NetworkStats) {
+        self.lock().network_stats.insert(task_id.to_string(), stats);
+    }
+
     pub fn insert(&self, task_id: &str, name: &str, state: ContainerState) -> String {
         let id = container_id(task_id, name);
         let exit = match state {
@@ -206,6 +213,10 @@ impl Runtime for FakeRuntime {
 
     fn task_address(&self, task_id: &str) -> Option<IpAddr> {
         self.lock().addresses.get(task_id).copied()
+    }
+
+    fn task_network_stats(&self, task_id: &str) -> Result<Option<NetworkStats>> {
+        Ok(self.lock().network_stats.get(task_id).copied())
     }
 
     async fn ensure_image(&self, reference: &str, _policy: PullPolicy) -> Result<ImageInfo> {
