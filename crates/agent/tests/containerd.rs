@@ -194,6 +194,62 @@ async fn pull_from_registry_run_to_completion_with_exit_code() {
     );
 }
 
+/// The value of the series `name{..labels..}` whose labels include `label`
+/// in the agent's `/metrics` text; 0 when there is none.
+fn metric_value(text: &str, name: &str, label: &str) -> u64 {
+    text.lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")) && l.contains(label))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .next()
+        .unwrap_or(0)
+}
+
+/// A pull counts the bytes of the blobs it fetches: after a pull into a
+/// namespace that holds none of the image's blobs, the pull-bytes counter
+/// has grown by at least the config's and the layer's sizes (other tests
+/// pull at the same time, so only a lower bound holds).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pull_counts_the_bytes_of_the_blobs_it_fetches() {
+    let Some(env) = env() else { return };
+    if std::env::var("BERTH_TEST_EXPECT_TRANSFER").is_ok() {
+        eprintln!("NOTICE: skipping: containerd pulls through Transfer, out of the agent's sight");
+        return;
+    }
+    let image = pushed_image(&env).await;
+    let ns = "berth-pull-bytes";
+    // Whatever an earlier run left in the namespace goes, blobs and all.
+    let _ = std::process::Command::new("ctr")
+        .arg("--address")
+        .arg(&env.socket)
+        .args(["-n", ns, "images", "rm", "--sync", &image])
+        .output();
+    let rt = runtime_in(&env, ns).await;
+    let metrics = berth_agent::exporter::metrics();
+    let series = "berth_agent_image_pull_bytes_total";
+    let ok = "outcome=\"ok\"";
+    let before = metric_value(&metrics.render(), series, ok);
+    rt.ensure_image(&image, PullPolicy::Always)
+        .await
+        .expect("pull");
+    let after = metric_value(&metrics.render(), series, ok);
+    let blobs = (test_image().layer.len() + test_image().config.len()) as u64;
+    assert!(
+        after >= before + blobs,
+        "{series} went from {before} to {after}; the image's blobs are {blobs} bytes"
+    );
+    let out = std::process::Command::new("ctr")
+        .arg("--address")
+        .arg(&env.socket)
+        .args(["-n", ns, "images", "rm", "--sync", &image])
+        .output()
+        .expect("ctr images rm");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn env_command_entrypoint_workdir_user_and_volumes() {
     let Some(env) = env() else { return };
@@ -1884,6 +1940,111 @@ async fn bridge_tasks_publish_their_ports_and_leave_nothing_behind() {
     assert_network_gone(&rt, &net_a, Some(port_a));
     rt.remove(&id_b).await.expect("remove b");
     assert_network_gone(&rt, &net_b, Some(port_b));
+}
+
+/// The traffic of a bridge-mode task (reached through its published port)
+/// and of a task-mode task (on its own address), from each task's point of
+/// view, as the runtime reads it and the sampler exports it: each sends
+/// the big answers (its environment holds 32 KiB of padding) and receives
+/// the small requests. Once the tasks are gone their series are too; a
+/// task with no network of its own (host mode) has no figures.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bridge_and_task_mode_traffic_is_exported_per_task() {
+    const PAD: usize = 32 * 1024;
+    const GETS: usize = 4;
+    let _one_at_a_time = BRIDGE_TESTS.lock().await;
+    let Some(env) = env() else { return };
+    if !cni_plugins_present() {
+        return;
+    }
+    let image = pushed_image(&env).await;
+    let rt = bridge_runtime(&env).await;
+    let port = free_port();
+    let mut bridged = bridge_web(&image, "bridged", port);
+    let mut tasked = task_web(&image, "tasked");
+    for cfg in [&mut bridged, &mut tasked] {
+        cfg.definition.environment.push(KeyValuePair {
+            name: "PAD".into(),
+            value: "x".repeat(PAD),
+        });
+    }
+    let id_bridged = rt.create(&bridged).await.expect("create bridged");
+    let id_tasked = rt.create(&tasked).await.expect("create tasked");
+    rt.start(&id_bridged).await.expect("start bridged");
+    rt.start(&id_tasked).await.expect("start tasked");
+    let net_tasked = rt.task_network(&tasked.task_id).expect("tasked's network");
+    let metrics = berth_agent::exporter::metrics();
+    let tasks = [bridged.task_id.clone(), tasked.task_id.clone()];
+    for (task, addr) in [
+        (
+            &bridged.task_id,
+            std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+        ),
+        (
+            &tasked.task_id,
+            std::net::SocketAddr::from((net_tasked.ip, 8080)),
+        ),
+    ] {
+        env_at(addr).await;
+        let mut answers = 0u64;
+        for _ in 0..GETS {
+            let text = http_get_at(addr, "/env").await.expect("GET /env");
+            assert!(text.contains(&"x".repeat(PAD)), "{addr}: padded answer");
+            answers += text.len() as u64;
+        }
+        let stats = rt
+            .task_network_stats(task)
+            .expect("read the task's counters")
+            .expect("a task with a network of its own has figures");
+        assert!(
+            stats.transmit_bytes >= answers,
+            "{task} sent its {answers} bytes of answers: {stats:?}"
+        );
+        assert!(
+            stats.receive_bytes > 0 && stats.receive_bytes < stats.transmit_bytes / 4,
+            "{task} received small requests (not swapped): {stats:?}"
+        );
+        assert!(
+            stats.receive_packets > 0 && stats.transmit_packets > 0,
+            "{stats:?}"
+        );
+        metrics.sample_task_networks(&tasks, &rt);
+        let text = metrics.render();
+        let label = format!("task_id=\"{task}\"");
+        let tx = metric_value(
+            &text,
+            "berth_agent_task_network_transmit_bytes_total",
+            &label,
+        );
+        let rx = metric_value(
+            &text,
+            "berth_agent_task_network_receive_bytes_total",
+            &label,
+        );
+        assert!(tx >= answers, "{task}: exported transmit {tx}: {text}");
+        assert!(rx > 0 && rx < tx, "{task}: exported receive {rx}: {text}");
+        for name in [
+            "berth_agent_task_network_receive_packets_total",
+            "berth_agent_task_network_transmit_packets_total",
+        ] {
+            assert!(metric_value(&text, name, &label) > 0, "{name}: {text}");
+        }
+    }
+    // No network of its own here (what a host-mode task is): no figures.
+    assert_eq!(rt.task_network_stats(&task_id()).expect("read"), None);
+
+    for id in [&id_bridged, &id_tasked] {
+        rt.stop(id, Duration::from_secs(5)).await.expect("stop");
+        rt.remove(id).await.expect("remove");
+    }
+    for task in &tasks {
+        assert_eq!(rt.task_network_stats(task).expect("read"), None);
+    }
+    metrics.sample_task_networks(&tasks, &rt);
+    let text = metrics.render();
+    for task in &tasks {
+        assert!(!text.contains(&format!("task_id=\"{task}\"")), "{text}");
+    }
 }
 
 /// A task-mode (`awsvpc`) web container on 8080: nothing published on the
