@@ -90,6 +90,57 @@ pub struct SecretRef {
     pub value_from: String,
 }
 
+/// `ContainerDefinition::repository_credentials` in ECS's shape,
+/// `{"credentialsParameter": "NAME"}` (or null), so that what `-o json`
+/// and `-o yaml` print is what a task definition file takes. A struct of
+/// one string is encoded by bincode exactly as the string, so the Raft log
+/// and snapshots keep their bytes. Human-readable input may also hold the
+/// bare name, which older releases printed.
+pub(crate) mod repository_credentials_shape {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    #[derive(Serialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Shown<'a> {
+        credentials_parameter: &'a str,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Read {
+        credentials_parameter: String,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum ReadLenient {
+        Object(Read),
+        Name(String),
+    }
+
+    pub fn serialize<S: Serializer>(value: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
+        value
+            .as_deref()
+            .map(|name| Shown {
+                credentials_parameter: name,
+            })
+            .serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+        if d.is_human_readable() {
+            Ok(
+                Option::<ReadLenient>::deserialize(d)?.map(|read| match read {
+                    ReadLenient::Object(o) => o.credentials_parameter,
+                    ReadLenient::Name(name) => name,
+                }),
+            )
+        } else {
+            Ok(Option::<Read>::deserialize(d)?.map(|o| o.credentials_parameter))
+        }
+    }
+}
+
 /// Every secret a task definition references, each once, in order.
 pub fn referenced(containers: &[crate::ContainerDefinition]) -> Vec<String> {
     let mut names: Vec<String> = Vec::new();
@@ -154,6 +205,70 @@ mod file_tests {
             super::referenced(&loaded.spec.container_definitions),
             vec!["db-password".to_string(), "registry-creds".to_string()]
         );
+    }
+
+    /// What `-o json` / `-o yaml` print for a spec (its serde shape) is a
+    /// task definition file that loads back as the same spec, with
+    /// `repositoryCredentials` in ECS's object form and nothing ignored.
+    #[test]
+    fn the_serde_shape_of_a_spec_is_a_file_that_loads_back_identical() {
+        let spec = load_task_definition(FILE, FileFormat::Json).unwrap().spec;
+        let json = serde_json::to_value(&spec).unwrap();
+        let c = &json["containerDefinitions"][0];
+        assert_eq!(
+            c["repositoryCredentials"],
+            serde_json::json!({"credentialsParameter": "registry-creds"})
+        );
+        assert_eq!(
+            c["secrets"],
+            serde_json::json!([{"name": "DB_PASSWORD", "valueFrom": "db-password"}])
+        );
+        let back = load_task_definition(&json.to_string(), FileFormat::Json).unwrap();
+        assert_eq!(back.spec, spec);
+        assert!(
+            !back
+                .ignored_fields
+                .iter()
+                .any(|f| f.contains("repositoryCredentials")),
+            "{:?}",
+            back.ignored_fields
+        );
+        let yaml = serde_yaml::to_string(&spec).unwrap();
+        assert!(
+            yaml.contains("repositoryCredentials:\n    credentialsParameter: registry-creds"),
+            "{yaml}"
+        );
+        let back = load_task_definition(&yaml, FileFormat::Yaml).unwrap();
+        assert_eq!(back.spec, spec);
+        // The serde types read their own output, and the bare name older
+        // releases printed; none stays none.
+        let again: crate::TaskDefinitionSpec = serde_json::from_value(json.clone()).unwrap();
+        assert_eq!(again, spec);
+        let mut old = json;
+        old["containerDefinitions"][0]["repositoryCredentials"] = "registry-creds".into();
+        let again: crate::TaskDefinitionSpec = serde_json::from_value(old.clone()).unwrap();
+        assert_eq!(again, spec);
+        old["containerDefinitions"][0]["repositoryCredentials"] = serde_json::Value::Null;
+        let again: crate::TaskDefinitionSpec = serde_json::from_value(old).unwrap();
+        assert_eq!(again.container_definitions[0].repository_credentials, None);
+    }
+
+    /// bincode (the Raft log) encodes the object form exactly as the bare
+    /// name it encoded before (also pinned by tests/golden_bytes.rs).
+    #[test]
+    fn the_object_form_keeps_the_bincode_bytes() {
+        let spec = load_task_definition(FILE, FileFormat::Json).unwrap().spec;
+        let c = &spec.container_definitions[0];
+        let bytes = bincode::serialize(c).unwrap();
+        let tail = bincode::serialize(&(&c.secrets, &c.repository_credentials)).unwrap();
+        assert!(bytes.ends_with(&tail));
+        let back: crate::ContainerDefinition = bincode::deserialize(&bytes).unwrap();
+        assert_eq!(&back, c);
+        let mut none = c.clone();
+        none.repository_credentials = None;
+        let back: crate::ContainerDefinition =
+            bincode::deserialize(&bincode::serialize(&none).unwrap()).unwrap();
+        assert_eq!(back, none);
     }
 
     #[test]

@@ -281,7 +281,9 @@ pub struct ContainerDefinition {
     /// `secrets`): only the names are in the definition.
     pub secrets: Vec<crate::secrets::SecretRef>,
     /// The secret holding the registry credentials the image is pulled
-    /// with (ECS's `repositoryCredentials.credentialsParameter`).
+    /// with (ECS's `repositoryCredentials.credentialsParameter`); shown in
+    /// JSON and YAML as that object.
+    #[serde(with = "crate::secrets::repository_credentials_shape")]
     pub repository_credentials: Option<String>,
 }
 
