@@ -489,3 +489,129 @@ async fn repository_credentials_pull_from_a_private_registry() -> Result<()> {
     assert!(!s.cluster.logs().contains(password.as_str()));
     Ok(())
 }
+
+/// `GetTaskSecrets` answers only the agent of the instance a task runs on,
+/// and only while that task exists: another registered agent (its own
+/// client certificate) asking for the same running task is refused, and
+/// once the task is stopped the right agent is refused too. A refusal never
+/// carries the value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn task_secrets_go_only_to_the_instance_running_the_task_while_it_runs() -> Result<()> {
+    use berth_e2e::agents::*;
+    use berth_proto::pb::agent_secrets_service_client::AgentSecretsServiceClient;
+    use berth_proto::pb::task_definition_service_client::TaskDefinitionServiceClient;
+    use berth_types::TaskStatus;
+    const T: Duration = Duration::from_secs(60);
+
+    let Some(s) = AgentCluster::start("secown", 300, 2).await? else {
+        return Ok(());
+    };
+    let a1 = s.addr(1);
+    SecretServiceClient::new(channel(&a1).await?)
+        .create_secret(pb::SecretRequest {
+            name: "db-password".into(),
+            value: VALUE.as_bytes().to_vec(),
+            ..Default::default()
+        })
+        .await?;
+    let mut spec = testapp_taskdef("sleeper", &s.image, &["sleep"], 32);
+    spec.container_definitions[0].secrets = vec![pb::SecretRef {
+        name: "DB_PASSWORD".into(),
+        value_from: "db-password".into(),
+    }];
+    TaskDefinitionServiceClient::new(channel(&a1).await?)
+        .register_task_definition(pb::RegisterTaskDefinitionRequest { spec: Some(spec) })
+        .await?;
+    let mut runs = s.agent("secown-a", &[]);
+    let mut other = s.agent("secown-b", &[]);
+    runs.start()?;
+    other.start()?;
+    let instance = wait_instance_status(&a1, &runs, berth_types::InstanceState::Active, T)
+        .await?
+        .id;
+    wait_instance_status(&a1, &other, berth_types::InstanceState::Active, T).await?;
+
+    let started = tasks_client(&a1)
+        .await?
+        .start_task(pb::StartTaskRequest {
+            cluster: "secown".into(),
+            task_definition: "sleeper".into(),
+            instance_ids: vec![instance.clone()],
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    let id = started.tasks[0].id.clone();
+    wait_task_status(&a1, &id, TaskStatus::Running, T)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}; agent log:\n{}", runs.log()))?;
+
+    // Each agent's own identity: the certificate it was issued.
+    let as_agent = |agent: &AgentProc| {
+        let identity = agent.dir.join("identity");
+        let cert = std::fs::read_to_string(identity.join("agent.crt"));
+        let key = std::fs::read_to_string(identity.join("agent.key"));
+        let addr = a1.clone();
+        async move {
+            let (cert, key) = (cert?, key?);
+            Ok::<_, anyhow::Error>(AgentSecretsServiceClient::new(
+                tls_channel(&addr, Some((&cert, &key))).await?,
+            ))
+        }
+    };
+    let ask = |task_id: &str| pb::TaskSecretsRequest {
+        task_id: task_id.to_string(),
+    };
+
+    // The instance running it gets the value (so the refusals below are
+    // about who asks, not a broken channel).
+    let granted = as_agent(&runs)
+        .await?
+        .get_task_secrets(ask(&id))
+        .await?
+        .into_inner();
+    assert_eq!(granted.secrets.len(), 1, "{:?}", granted.secrets.len());
+    assert_eq!(granted.secrets[0].name, "db-password");
+    assert_eq!(granted.secrets[0].value, VALUE.as_bytes());
+
+    // Another registered instance, asking for the same running task.
+    let refused = as_agent(&other)
+        .await?
+        .get_task_secrets(ask(&id))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
+    // (The status's Debug output has its message, details and metadata.)
+    assert!(!format!("{refused:?}").contains(VALUE), "{refused:?}");
+
+    // Stopped: refused to its own instance as soon as it is being stopped,
+    // and still once it is STOPPED.
+    tasks_client(&a1)
+        .await?
+        .stop_task(pb::StopTaskRequest {
+            id: id.clone(),
+            reason: "secrets e2e".into(),
+        })
+        .await?;
+    let refused = as_agent(&runs)
+        .await?
+        .get_task_secrets(ask(&id))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
+    assert!(!format!("{refused:?}").contains(VALUE), "{refused:?}");
+    wait_task_status(&a1, &id, TaskStatus::Stopped, T).await?;
+    for agent in [&runs, &other] {
+        let refused = as_agent(agent)
+            .await?
+            .get_task_secrets(ask(&id))
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
+        assert!(!format!("{refused:?}").contains(VALUE), "{refused:?}");
+    }
+    assert!(!s.cluster.logs().contains(VALUE));
+    assert!(!runs.log().contains(VALUE));
+    assert!(!other.log().contains(VALUE));
+    Ok(())
+}
