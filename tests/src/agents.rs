@@ -87,6 +87,27 @@ impl ContainerdEnv {
             })
             .collect())
     }
+
+    /// The ids of every container of a namespace, running or not.
+    pub fn containers(&self, namespace: &str) -> Result<BTreeSet<String>> {
+        let out = Command::new("ctr")
+            .arg("--address")
+            .arg(&self.socket)
+            .args(["-n", namespace, "containers", "ls", "-q"])
+            .output()
+            .context("run ctr")?;
+        anyhow::ensure!(
+            out.status.success(),
+            "ctr containers ls: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(str::to_string)
+            .collect())
+    }
 }
 
 fn workspace_root() -> PathBuf {

@@ -237,3 +237,157 @@ async fn a_backup_of_a_running_cluster_restores_into_a_new_one_server_cluster() 
     assert_eq!(td.revision as usize, before.len() + 1);
     Ok(())
 }
+
+/// After `berthd restore` of a backup older than what an agent runs, the
+/// agent stops the task the restored state does not know (started after
+/// the backup) and removes its container after its cleanup wait, and keeps
+/// the one it knows running: the complete assignment set of the restored
+/// state wins.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_restore_agents_stop_the_tasks_the_backup_does_not_know() -> Result<()> {
+    use berth_e2e::agents::*;
+    use berth_proto::pb;
+    use berth_types::TaskStatus;
+    const T: Duration = Duration::from_secs(60);
+
+    let Some(mut s) = AgentCluster::start("restore", 300, 1).await? else {
+        return Ok(());
+    };
+    let a1 = s.addr(1);
+    taskdefs(&a1)
+        .await?
+        .register_task_definition(pb::RegisterTaskDefinitionRequest {
+            spec: Some(testapp_taskdef("sleeper", &s.image, &["sleep"], 32)),
+        })
+        .await?;
+    // A short cleanup wait: a stopped task's containers are kept that long
+    // (ECS's task cleanup wait, 10 minutes by default) before removal.
+    let mut agent = s
+        .agent("restore-1", &[])
+        .with_args(&["--task-cleanup-wait", "2s"]);
+    agent.start()?;
+    let instance = wait_instance_status(&a1, &agent, berth_types::InstanceState::Active, T)
+        .await?
+        .id;
+    let start = |addr: String| {
+        let instance = instance.clone();
+        async move {
+            let reply = tasks_client(&addr)
+                .await?
+                .start_task(pb::StartTaskRequest {
+                    cluster: "restore".into(),
+                    task_definition: "sleeper".into(),
+                    instance_ids: vec![instance],
+                    ..Default::default()
+                })
+                .await?
+                .into_inner();
+            Ok::<_, anyhow::Error>(reply.tasks[0].id.clone())
+        }
+    };
+    let container_of = |task: &str, containers: &std::collections::BTreeSet<String>| {
+        containers.iter().find(|c| c.starts_with(task)).cloned()
+    };
+
+    // A task the backup knows, running when it is taken.
+    let kept = start(a1.clone()).await?;
+    wait_task_status(&a1, &kept, TaskStatus::Running, T)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}; agent log:\n{}", agent.log()))?;
+    let file = s.cluster.dir.path().join("restore.backup");
+    let file_arg = file.display().to_string();
+    let out = berth(
+        &a1,
+        &test_pki().admin_token,
+        &["server", "backup", "--out", &file_arg],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+
+    // A task started after it.
+    let later = start(a1.clone()).await?;
+    wait_task_status(&a1, &later, TaskStatus::Running, T).await?;
+    let running = s.env.running_containers(&agent.namespace)?;
+    let kept_container = container_of(&kept, &running).expect("the kept task runs");
+    let later_container = container_of(&later, &running).expect("the later task runs");
+
+    // The cluster is restored from the backup into server 1's data dir
+    // (its address, which the agent knows, and its certificate kept).
+    for id in 1..=3 {
+        s.cluster.server(id).terminate()?;
+    }
+    let data_dir = s.cluster.server(1).data_dir.clone();
+    for entry in std::fs::read_dir(&data_dir)? {
+        let path = entry?.path();
+        if path.file_name() == Some(std::ffi::OsStr::new("pki")) {
+            continue;
+        }
+        if path.is_dir() {
+            std::fs::remove_dir_all(&path)?;
+        } else {
+            std::fs::remove_file(&path)?;
+        }
+    }
+    let out = berthd(&[
+        "restore",
+        "--from",
+        &file_arg,
+        "--data-dir",
+        &data_dir.display().to_string(),
+        "--node-id",
+        "1",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    // The agent kept its containers while no server answered.
+    let running = s.env.running_containers(&agent.namespace)?;
+    assert!(running.contains(&later_container), "{running:?}");
+    s.cluster.server(1).start()?;
+    assert_eq!(s.cluster.wait_for_leader(LONG).await?, 1);
+
+    // The agent reconnects to the restored server, is told the complete
+    // set of its tasks, and stops the one not in it, then removes its
+    // container after the cleanup wait.
+    eventually(T, || async {
+        let running = s.env.running_containers(&agent.namespace)?;
+        anyhow::ensure!(
+            !running.contains(&later_container),
+            "{later_container} still runs: {running:?}"
+        );
+        Ok(())
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}; agent log:\n{}", agent.log()))?;
+    eventually(T, || async {
+        let containers = s.env.containers(&agent.namespace)?;
+        anyhow::ensure!(
+            !containers.contains(&later_container),
+            "{later_container} is still there: {containers:?}"
+        );
+        Ok(())
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}; agent log:\n{}", agent.log()))?;
+    let running = s.env.running_containers(&agent.namespace)?;
+    assert!(
+        running.contains(&kept_container),
+        "the task the backup knows keeps running: {running:?}"
+    );
+    assert!(agent.is_running());
+    let unknown = tasks_client(&a1)
+        .await?
+        .describe_task(pb::DescribeTaskRequest { id: later.clone() })
+        .await
+        .unwrap_err();
+    assert_eq!(unknown.code(), tonic::Code::NotFound, "{unknown:?}");
+    let task = wait_task_status(&a1, &kept, TaskStatus::Running, T).await?;
+    assert_eq!(task.instance_id.as_deref(), Some(instance.as_str()));
+    // And it stays so: the same container, not a replacement.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let running = s.env.running_containers(&agent.namespace)?;
+    assert!(running.contains(&kept_container), "{running:?}");
+    assert_eq!(
+        s.env.containers(&agent.namespace)?.len(),
+        1,
+        "only the kept task's container is left"
+    );
+    Ok(())
+}
