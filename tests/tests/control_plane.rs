@@ -138,6 +138,25 @@ async fn leader_kill9_loses_no_acknowledged_write() -> Result<()> {
     assert_ne!(new_leader, old_leader);
 
     let survivors: Vec<u64> = (1..=3).filter(|id| *id != old_leader).collect();
+    // Commands above level 1 stay available with a server down: the one
+    // that cannot say its level does not hold them up.
+    for (i, id) in survivors.iter().enumerate() {
+        let retention = eventually(LONG, || {
+            let addr = cluster.addr(*id);
+            async move {
+                let channel = channel(&addr).await?;
+                Ok(pb::event_service_client::EventServiceClient::new(channel)
+                    .set_journal_retention(pb::SetJournalRetentionRequest {
+                        max_records: 5_000 + i as u32,
+                        max_age_secs: 86_400,
+                    })
+                    .await?
+                    .into_inner())
+            }
+        })
+        .await?;
+        assert_eq!(retention.max_records, 5_000 + i as u32);
+    }
     for i in 0..10 {
         let via = cluster.addr(survivors[i % 2]);
         let marker = format!("after-{i}");

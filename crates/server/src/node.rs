@@ -148,6 +148,9 @@ struct Inner {
     /// (see `rejoin`): it neither votes nor stands for election.
     votes_held: std::sync::atomic::AtomicBool,
     metrics: Arc<crate::metrics::ServerMetrics>,
+    /// The newest command level each member has reported (see
+    /// `upgrade::check_members_support`).
+    member_levels: crate::upgrade::KnownLevels,
 }
 
 impl BerthNode {
@@ -194,6 +197,7 @@ impl BerthNode {
                 lease: Duration::from_millis(config.election_timeout_min_ms),
                 votes_held: std::sync::atomic::AtomicBool::new(false),
                 metrics,
+                member_levels: Default::default(),
             }),
         };
         tokio::spawn(batch_loop(node.clone(), rx));
@@ -293,6 +297,10 @@ impl BerthNode {
                 "the leader returned no result for the write".into(),
             )),
         }
+    }
+
+    pub(crate) fn member_levels(&self) -> &crate::upgrade::KnownLevels {
+        &self.inner.member_levels
     }
 
     /// Who the commands being proposed are for: the caller of the call

@@ -16,12 +16,21 @@ use crate::node::BerthNode;
 #[derive(Debug, Clone, PartialEq)]
 pub enum MemberLevel {
     Reported(u32),
-    Unreachable(String),
+    /// It did not answer; `last` is what it reported before, if ever.
+    Unreachable {
+        why: String,
+        last: Option<u32>,
+    },
 }
 
 /// Why a command of level `needed` may not be proposed yet, if it may not:
-/// every member must have reported a level at least as high. A member that
-/// did not answer counts as behind, since it may be the one on the old build.
+/// every member that answers must report a level at least as high, and so
+/// must the last report of one that does not. A member that does not answer
+/// and never reported does not hold the write up: a quorum of the others
+/// commits it either way, and if that member turns out to run an older
+/// build it stops at the entry with an error naming the level instead of
+/// misreading it (docs/design.md, "Command levels"). Losing a minority of
+/// servers so never makes newer commands unavailable.
 pub fn refusal(needed: u32, members: &[(NodeId, MemberLevel)]) -> Option<String> {
     let behind: Vec<String> = members
         .iter()
@@ -30,7 +39,13 @@ pub fn refusal(needed: u32, members: &[(NodeId, MemberLevel)]) -> Option<String>
             MemberLevel::Reported(level) => {
                 Some(format!("server {id} applies up to level {level}"))
             }
-            MemberLevel::Unreachable(why) => Some(format!("server {id} did not say ({why})")),
+            MemberLevel::Unreachable {
+                why,
+                last: Some(level),
+            } if *level < needed => Some(format!(
+                "server {id} did not say ({why}) and last applied up to level {level}"
+            )),
+            MemberLevel::Unreachable { .. } => None,
         })
         .collect();
     if behind.is_empty() {
@@ -42,7 +57,35 @@ pub fn refusal(needed: u32, members: &[(NodeId, MemberLevel)]) -> Option<String>
     ))
 }
 
-/// Asks every member (voters and learners) for its command level.
+/// The command levels members have reported, by node id. A server never
+/// goes below a level it reported without a downgrade, and a downgraded
+/// server that meets an entry above its level stops saying so instead of
+/// misreading it; so once a member has reported a level, writes up to it
+/// need not ask again. That keeps newer commands available while a
+/// minority of servers is down (a member that cannot be asked counts with
+/// what it said last), and spares a round of calls before every write.
+#[derive(Debug, Default)]
+pub struct KnownLevels(std::sync::Mutex<std::collections::HashMap<NodeId, u32>>);
+
+impl KnownLevels {
+    fn get(&self, id: NodeId) -> Option<u32> {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&id)
+            .copied()
+    }
+
+    fn record(&self, id: NodeId, level: u32) {
+        let mut levels = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        // The newest report wins, down as well as up: a member that says
+        // less now was downgraded.
+        levels.insert(id, level);
+    }
+}
+
+/// Checks that every member (voters and learners) supports `needed`:
+/// from what each has reported before, asking those not known to.
 pub async fn check_members_support(node: &BerthNode, needed: u32) -> Result<(), ServerError> {
     let members: Vec<(NodeId, String)> = node
         .metrics()
@@ -53,12 +96,21 @@ pub async fn check_members_support(node: &BerthNode, needed: u32) -> Result<(), 
         .collect();
     let mut levels = Vec::with_capacity(members.len());
     for (id, addr) in members {
+        let known = node.member_levels().get(id);
         let level = if id == node.id() {
             MemberLevel::Reported(berth_types::COMMAND_LEVEL)
+        } else if let Some(level) = known.filter(|level| *level >= needed) {
+            MemberLevel::Reported(level)
         } else {
             match ask(node, &addr).await {
-                Ok(level) => MemberLevel::Reported(level),
-                Err(why) => MemberLevel::Unreachable(why),
+                Ok(level) => {
+                    node.member_levels().record(id, level);
+                    MemberLevel::Reported(level)
+                }
+                Err(why) => {
+                    tracing::debug!(member = id, %why, needed, "a member did not say its command level");
+                    MemberLevel::Unreachable { why, last: known }
+                }
             }
         };
         levels.push((id, level));
@@ -98,15 +150,62 @@ mod tests {
         assert!(!why.contains("server 1"), "{why}");
         assert!(why.contains("finish upgrading"), "{why}");
 
-        // A learner counts like a voter, and silence counts as behind.
-        let silent = [
+        // A learner counts like a voter. A member that does not answer
+        // holds the write up only if it said it was behind when it last
+        // answered.
+        let silent_behind = [
             (1, Reported(2)),
-            (4, Unreachable("connection refused".into())),
+            (
+                4,
+                Unreachable {
+                    why: "connection refused".into(),
+                    last: Some(1),
+                },
+            ),
         ];
-        let why = refusal(2, &silent).unwrap();
+        let why = refusal(2, &silent_behind).unwrap();
         assert!(
-            why.contains("server 4 did not say (connection refused)"),
+            why.contains(
+                "server 4 did not say (connection refused) and last applied up to level 1"
+            ),
             "{why}"
+        );
+        let silent = |last| {
+            [
+                (1, Reported(2)),
+                (2, Reported(1)),
+                (
+                    3,
+                    Unreachable {
+                        why: "down".into(),
+                        last,
+                    },
+                ),
+            ]
+        };
+        assert_eq!(refusal(1, &silent(None)), None);
+        assert_eq!(refusal(1, &silent(Some(2))), None);
+        let why = refusal(2, &silent(None)).unwrap();
+        assert!(why.contains("server 2 applies up to level 1"), "{why}");
+        assert!(
+            !why.contains("server 3"),
+            "a silent member is not blamed: {why}"
+        );
+        let down_and_unknown = [
+            (1, Reported(2)),
+            (2, Reported(2)),
+            (
+                3,
+                Unreachable {
+                    why: "down".into(),
+                    last: None,
+                },
+            ),
+        ];
+        assert_eq!(
+            refusal(2, &down_and_unknown),
+            None,
+            "a minority that is down does not make newer commands unavailable"
         );
         // A build from before levels reports 0.
         assert!(refusal(1, &[(5, Reported(0))]).is_some());
