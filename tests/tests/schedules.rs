@@ -1,7 +1,8 @@
 //! End-to-end: a scheduled task on a real cluster with a real agent. A
 //! `rate(1 minute)` schedule fires on the minute, its task runs through
 //! containerd and exits non-zero, and that shows up as an event; the run
-//! is audited with the schedule as its actor.
+//! is audited with the schedule as its actor. The leader is killed just
+//! before the next slot: the new leader fires it, and each slot runs once.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -34,7 +35,7 @@ async fn events(addr: &str, resource: &str) -> Result<Vec<pb::JournalEvent>> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_schedule_fires_on_time_and_its_failed_run_is_an_event() -> Result<()> {
-    let Some(s) = AgentCluster::start(CLUSTER, 300, 2).await? else {
+    let Some(mut s) = AgentCluster::start(CLUSTER, 300, 2).await? else {
         return Ok(());
     };
     let (a1, a2, a3) = (s.addr(1), s.addr(2), s.addr(3));
@@ -168,6 +169,64 @@ async fn a_schedule_fires_on_time_and_its_failed_run_is_an_event() -> Result<()>
             && r.resource == resource),
         "{audit:?}"
     );
+
+    // A leader failover just before the next slot: the new leader fires
+    // it, once, and nobody fires the one already run again.
+    let second_slot = first_slot + 60_000;
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_millis() as i64;
+    let wait_ms = second_slot - 3_000 - now_ms;
+    if wait_ms > 0 {
+        tokio::time::sleep(Duration::from_millis(wait_ms as u64)).await;
+    }
+    let leader = s.cluster.wait_for_leader(Duration::from_secs(10)).await?;
+    s.cluster.server(leader).kill9();
+    let survivors: Vec<String> = (1..=3)
+        .filter(|id| *id != leader)
+        .map(|id| s.addr(id))
+        .collect();
+    let new_leader = s.cluster.wait_for_leader(Duration::from_secs(20)).await?;
+    assert_ne!(new_leader, leader);
+    for addr in &survivors {
+        let runs = eventually(Duration::from_secs(30), || {
+            let (name, addr) = (name.clone(), addr.clone());
+            async move {
+                let schedule = ScheduleServiceClient::new(channel(&addr).await?)
+                    .describe_schedule(name)
+                    .await?
+                    .into_inner()
+                    .schedule
+                    .unwrap();
+                if schedule.runs.len() < 2 {
+                    bail!("slot {second_slot} not fired yet: {:?}", schedule.runs);
+                }
+                Ok(schedule.runs)
+            }
+        })
+        .await?;
+        // Newest first.
+        let mut slots: Vec<i64> = runs.iter().map(|r| r.slot_ms).collect();
+        slots.sort_unstable();
+        assert_eq!(
+            slots,
+            vec![first_slot, second_slot],
+            "each slot once: {runs:?}"
+        );
+        assert_ne!(runs[0].task_ids, runs[1].task_ids);
+    }
+    // Still once a few controller passes later.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let runs = ScheduleServiceClient::new(channel(&survivors[0]).await?)
+        .describe_schedule(name.clone())
+        .await?
+        .into_inner()
+        .schedule
+        .unwrap()
+        .runs;
+    assert_eq!(runs.len(), 2, "{runs:?}");
+    s.cluster.server(leader).start()?;
+    let mut schedules = ScheduleServiceClient::new(channel(&survivors[0]).await?);
 
     // Paused: no next run (that nothing fires while paused is the
     // controller's unit tests' business: it takes a minute to show here).
