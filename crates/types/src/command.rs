@@ -248,6 +248,15 @@ pub enum Command {
         name: String,
         at_ms: i64,
     },
+    /// `berth secret rekey`: secrets sealed again, by the proposing server,
+    /// under its primary data key. Each is replaced only while its version
+    /// is still the one that was read (compare-and-set): a secret updated
+    /// or deleted since is skipped, never overwritten. The version, the
+    /// description and the times stay: the value did not change, so no
+    /// secret event is raised (the call itself is audited).
+    ResealSecrets {
+        secrets: Vec<crate::secrets::ResealedSecret>,
+    },
 }
 
 /// One slot of a schedule, as the leader's controller decided it.
@@ -277,7 +286,8 @@ pub struct FireSchedule {
 /// Level 2: bridge network mode in task definitions.
 /// Level 3: task network mode; load balancers, deregistration and
 /// blue/green deployments of services.
-/// Level 4: journal retention; scheduled tasks; secrets.
+/// Level 4: journal retention; scheduled tasks; secrets (and their
+/// re-sealing under a rotated data key).
 pub const COMMAND_LEVEL: u32 = 4;
 
 impl Command {
@@ -292,7 +302,8 @@ impl Command {
             | Command::SetSchedulePaused { .. }
             | Command::FireSchedule(_)
             | Command::PutSecret { .. }
-            | Command::DeleteSecret { .. } => 4,
+            | Command::DeleteSecret { .. }
+            | Command::ResealSecrets { .. } => 4,
             Command::EndDeactivation { .. } | Command::RollbackService { .. } => 3,
             Command::ServiceProgress { progress, .. } => match progress {
                 ServiceProgress::TrafficShifted { .. }
@@ -512,6 +523,7 @@ impl Command {
             Command::PutSecret { create: true, .. } => "create_secret",
             Command::PutSecret { create: false, .. } => "update_secret",
             Command::DeleteSecret { .. } => "delete_secret",
+            Command::ResealSecrets { .. } => "reseal_secrets",
         }
     }
 
@@ -590,6 +602,11 @@ impl Command {
             // The name only: never anything of the value.
             Command::PutSecret { secret, .. } => format!("secret/{}", secret.name),
             Command::DeleteSecret { name, .. } => format!("secret/{name}"),
+            Command::ResealSecrets { secrets } => secrets
+                .iter()
+                .map(|s| format!("secret/{}", s.name))
+                .collect::<Vec<_>>()
+                .join(" "),
         }
     }
 }
@@ -616,4 +633,10 @@ pub enum CommandOutput {
     /// A command that found its outcome already in place.
     Unchanged,
     Secret(crate::secrets::SecretMetadata),
+    /// What a ResealSecrets did: the secrets re-sealed, and those skipped
+    /// (updated or deleted since they were read).
+    Resealed {
+        resealed: Vec<String>,
+        skipped: Vec<String>,
+    },
 }

@@ -47,6 +47,27 @@ impl Secret {
     }
 }
 
+/// A secret's value sealed again under another data key, for the stored
+/// `version` only (see `Command::ResealSecrets`).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResealedSecret {
+    pub name: String,
+    /// The version that was opened; a secret at another version is left
+    /// alone.
+    pub version: u64,
+    pub nonce: Vec<u8>,
+    pub ciphertext: Vec<u8>,
+}
+
+impl std::fmt::Debug for ResealedSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResealedSecret")
+            .field("name", &self.name)
+            .field("version", &self.version)
+            .finish_non_exhaustive()
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SecretMetadata {
     pub name: String,

@@ -293,6 +293,14 @@ fn unapplied() -> Vec<Command> {
                 max_age_ms: 3_600_000,
             },
         },
+        Command::ResealSecrets {
+            secrets: vec![berth_types::secrets::ResealedSecret {
+                name: "db-password".into(),
+                version: 1,
+                nonce: vec![5; 12],
+                ciphertext: vec![6; 23],
+            }],
+        },
     ]
 }
 

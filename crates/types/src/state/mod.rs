@@ -339,6 +339,7 @@ impl State {
                 at_ms,
             } => self.put_secret(secret, create, at_ms),
             Command::DeleteSecret { name, .. } => self.delete_secret(&name),
+            Command::ResealSecrets { secrets } => self.reseal_secrets(secrets),
         }
     }
 

@@ -4,7 +4,7 @@
 use super::State;
 use crate::command::CommandOutput;
 use crate::error::{FieldError, StateError};
-use crate::secrets::{check_secret_name, Secret, MAX_SECRET_VALUE_LEN};
+use crate::secrets::{check_secret_name, ResealedSecret, Secret, MAX_SECRET_VALUE_LEN};
 
 /// GCM's tag is 16 bytes on top of the value.
 const MAX_CIPHERTEXT_LEN: usize = MAX_SECRET_VALUE_LEN + 16;
@@ -52,6 +52,40 @@ impl State {
         let metadata = stored.metadata();
         self.secrets.insert(name, stored);
         Ok(CommandOutput::Secret(metadata))
+    }
+
+    /// Replaces the sealed value of each secret still at the version it
+    /// was read at; the rest are skipped. Version, description and times
+    /// are kept: the value is the same, only the key sealing it changed.
+    pub(super) fn reseal_secrets(
+        &mut self,
+        resealed: Vec<ResealedSecret>,
+    ) -> Result<CommandOutput, StateError> {
+        if let Some(big) = resealed
+            .iter()
+            .find(|r| r.ciphertext.len() > MAX_CIPHERTEXT_LEN)
+        {
+            return Err(FieldError::new(
+                format!("secrets[{}].value", big.name),
+                "larger than 64 KiB",
+            )
+            .into());
+        }
+        let (mut done, mut skipped) = (Vec::new(), Vec::new());
+        for r in resealed {
+            match self.secrets.get_mut(&r.name) {
+                Some(stored) if stored.version == r.version => {
+                    stored.nonce = r.nonce;
+                    stored.ciphertext = r.ciphertext;
+                    done.push(r.name);
+                }
+                _ => skipped.push(r.name),
+            }
+        }
+        Ok(CommandOutput::Resealed {
+            resealed: done,
+            skipped,
+        })
     }
 
     pub(super) fn delete_secret(&mut self, name: &str) -> Result<CommandOutput, StateError> {
@@ -116,6 +150,117 @@ mod tests {
                 at_ms: 15,
             })
             .is_err());
+    }
+
+    /// Re-sealing is a compare-and-set on each secret's version: a secret
+    /// updated (or deleted) after it was read is skipped, not overwritten;
+    /// one still at that version gets the new sealed bytes and keeps its
+    /// version, times and description, and raises no secret event.
+    #[test]
+    fn reseal_replaces_only_secrets_still_at_their_version() {
+        use crate::journal::Actor;
+        use crate::secrets::ResealedSecret;
+        let mut state = State::new();
+        let actor = Actor::server(1);
+        let steps = [
+            Command::PutSecret {
+                secret: sealed("a", 1),
+                create: true,
+                at_ms: 10,
+            },
+            Command::PutSecret {
+                secret: sealed("b", 2),
+                create: true,
+                at_ms: 11,
+            },
+            Command::PutSecret {
+                secret: sealed("c", 3),
+                create: true,
+                at_ms: 12,
+            },
+            // b is updated after the rekey read it at version 1.
+            Command::PutSecret {
+                secret: sealed("b", 4),
+                create: false,
+                at_ms: 13,
+            },
+            // c is deleted after the rekey read it.
+            Command::DeleteSecret {
+                name: "c".into(),
+                at_ms: 14,
+            },
+        ];
+        for (index, command) in (1..).zip(steps) {
+            state.begin_entry(index, 100 + index as i64);
+            state.apply_by(command, &actor).unwrap();
+        }
+        let events_before = state
+            .journal()
+            .events()
+            .after(None, 100, |_| true)
+            .unwrap()
+            .len();
+        let again = |name: &str, version, bytes: u8| ResealedSecret {
+            name: name.into(),
+            version,
+            nonce: vec![bytes; 12],
+            ciphertext: vec![bytes; 20],
+        };
+        state.begin_entry(6, 106);
+        let out = state
+            .apply_by(
+                Command::ResealSecrets {
+                    secrets: vec![again("a", 1, 9), again("b", 1, 9), again("c", 1, 9)],
+                },
+                &actor,
+            )
+            .unwrap();
+        assert_eq!(
+            out,
+            CommandOutput::Resealed {
+                resealed: vec!["a".into()],
+                skipped: vec!["b".into(), "c".into()],
+            }
+        );
+        let a = state.secret("a").unwrap();
+        assert_eq!(
+            (
+                a.version,
+                a.created_at_ms,
+                a.updated_at_ms,
+                a.description.as_str()
+            ),
+            (1, 10, 10, "d"),
+            "the version and times are unchanged"
+        );
+        assert_eq!(
+            (a.nonce.clone(), a.ciphertext.clone()),
+            (vec![9; 12], vec![9; 20])
+        );
+        let b = state.secret("b").unwrap();
+        assert_eq!(b.version, 2);
+        assert_eq!(b.ciphertext, vec![4; 20], "the concurrent update is kept");
+        assert!(
+            state.secret("c").is_none(),
+            "a deleted secret is not brought back"
+        );
+        assert_eq!(
+            state
+                .journal()
+                .events()
+                .after(None, 100, |_| true)
+                .unwrap()
+                .len(),
+            events_before,
+            "re-sealing raises no secret event"
+        );
+        // A value over the limit is refused as a whole.
+        let mut big = again("a", 1, 5);
+        big.ciphertext = vec![5; super::MAX_CIPHERTEXT_LEN + 1];
+        assert!(state
+            .apply(Command::ResealSecrets { secrets: vec![big] })
+            .is_err());
+        assert_eq!(state.secret("a").unwrap().ciphertext, vec![9; 20]);
     }
 
     #[test]
