@@ -290,6 +290,9 @@ pub struct FireSchedule {
 /// re-sealing under a rotated data key).
 pub const COMMAND_LEVEL: u32 = 4;
 
+/// The most secrets a ResealSecrets names in its audit record.
+const RESOURCE_NAMES: usize = 20;
+
 impl Command {
     /// The command level a server needs to decode and apply this command.
     /// Deliberately without a wildcard: a new variant does not compile until
@@ -602,11 +605,19 @@ impl Command {
             // The name only: never anything of the value.
             Command::PutSecret { secret, .. } => format!("secret/{}", secret.name),
             Command::DeleteSecret { name, .. } => format!("secret/{name}"),
-            Command::ResealSecrets { secrets } => secrets
-                .iter()
-                .map(|s| format!("secret/{}", s.name))
-                .collect::<Vec<_>>()
-                .join(" "),
+            // A rekey of thousands of secrets must not make one audit
+            // record of every name: the first ones, and how many more.
+            Command::ResealSecrets { secrets } => {
+                let mut names: Vec<String> = secrets
+                    .iter()
+                    .take(RESOURCE_NAMES)
+                    .map(|s| format!("secret/{}", s.name))
+                    .collect();
+                if secrets.len() > RESOURCE_NAMES {
+                    names.push(format!("(+{} more)", secrets.len() - RESOURCE_NAMES));
+                }
+                names.join(" ")
+            }
         }
     }
 }

@@ -254,6 +254,12 @@ mod tests {
             events_before,
             "re-sealing raises no secret event"
         );
+        let many = Command::ResealSecrets {
+            secrets: (0..25).map(|n| again(&format!("s{n}"), 1, 1)).collect(),
+        };
+        let resource = many.resource();
+        assert!(resource.starts_with("secret/s0 secret/s1 "), "{resource}");
+        assert!(resource.ends_with("secret/s19 (+5 more)"), "{resource}");
         // A value over the limit is refused as a whole.
         let mut big = again("a", 1, 5);
         big.ciphertext = vec![5; super::MAX_CIPHERTEXT_LEN + 1];
