@@ -32,6 +32,14 @@ pub enum SecretCommand {
     /// Delete a secret (running tasks keep the value they started with;
     /// new tasks referencing it fail to start).
     Delete { name: String },
+    /// Re-seal secrets with the primary data key (key rotation; admin).
+    ///
+    /// The answering server re-seals every secret not sealed with its
+    /// primary data key, keeping versions; a secret updated meanwhile is
+    /// skipped. Run it after `berthd pki data-key promote` reached every
+    /// server, and before `berthd pki data-key retire`; repeat until it
+    /// re-seals nothing (docs/operations.md, "The data key").
+    Rekey,
 }
 
 #[derive(Debug, Args)]
@@ -177,5 +185,53 @@ pub async fn secret(
             }
         }
         SecretCommand::Delete { name } => one(client.delete_secret(&name).await?),
+        SecretCommand::Rekey => rekey(client, format).await,
     }
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct RekeyView {
+    primary_key_id: String,
+    resealed: u32,
+    current: u32,
+    skipped: Vec<String>,
+    unreadable: Vec<String>,
+}
+
+async fn rekey(client: &BerthClient, format: Format) -> anyhow::Result<String> {
+    let reply = client.rekey_secrets().await?;
+    let view = RekeyView {
+        primary_key_id: reply.primary_key_id,
+        resealed: reply.resealed,
+        current: reply.current,
+        skipped: reply.skipped,
+        unreadable: reply.unreadable,
+    };
+    let text = render(format, &view, |v| {
+        let mut text = format!(
+            "re-sealed {} secret(s) under data key {}; {} already current\n",
+            v.resealed, v.primary_key_id, v.current
+        );
+        if !v.skipped.is_empty() {
+            text += &format!(
+                "skipped (updated while this ran; run `berth secret rekey` again): {}\n",
+                v.skipped.join(", ")
+            );
+        }
+        if v.unreadable.is_empty() && v.skipped.is_empty() && v.resealed == 0 {
+            text += "every secret is sealed with the primary key: the other keys can be retired (`berthd pki data-key retire`)\n";
+        }
+        text
+    })?;
+    if !view.unreadable.is_empty() {
+        // The counts first, then the failure: nothing may be retired now.
+        print!("{text}");
+        anyhow::bail!(
+            "{} secret(s) open with no key of the answering server's data.key: {} (do not retire any key; see docs/operations.md)",
+            view.unreadable.len(),
+            view.unreadable.join(", ")
+        );
+    }
+    Ok(text)
 }

@@ -73,6 +73,17 @@ impl BerthClient {
         .await
     }
 
+    /// Needs an admin token. Safe to repeat: a second run finds the
+    /// secrets already sealed with the primary key.
+    pub async fn rekey_secrets(&self) -> Result<pb::RekeySecretsResponse, ClientError> {
+        self.call(Kind::Idempotent, |conn| async move {
+            secret_service(conn)
+                .rekey_secrets(pb::RekeySecretsRequest {})
+                .await
+        })
+        .await
+    }
+
     pub async fn delete_secret(&self, secret: &str) -> Result<pb::SecretMetadata, ClientError> {
         let request = name(secret);
         self.call(Kind::Write, |conn| {

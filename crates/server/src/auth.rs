@@ -599,6 +599,10 @@ mod tests {
             Access::Write
         );
         assert_eq!(
+            classify("/berth.v1.SecretService/RekeySecrets"),
+            Access::Write
+        );
+        assert_eq!(
             classify("/berth.v1.AgentSecretsService/GetTaskSecrets"),
             Access::Agent
         );

@@ -7,6 +7,8 @@ use berth_daemon::{init_logging, LogFormat};
 use berth_server::{parse_initial_cluster, tls, ServeOptions, Server};
 use clap::{Args, CommandFactory, Parser, Subcommand};
 
+mod data_key;
+
 // glibc malloc's chunk consolidation was a fifth of the CPU on the write
 // path (decoding and encoding many small strings per task definition).
 #[global_allocator]
@@ -43,7 +45,7 @@ enum Command {
     Serve(ServeArgs),
     /// Run a single-server development cluster in ./.berth.
     Dev(DevArgs),
-    /// Create the cluster CA and server certificates.
+    /// Create the cluster CA and server certificates; rotate the data key.
     #[command(subcommand)]
     Pki(PkiCommand),
     /// Disaster recovery after a majority of the servers was lost for good:
@@ -72,6 +74,13 @@ enum PkiCommand {
         #[arg(long)]
         cluster_id: Option<String>,
     },
+    /// Rotate the data key secrets are sealed with (add, promote, retire).
+    ///
+    /// The steps: add, promote, `berth secret rekey`, retire; after add,
+    /// promote and retire give every server the new data.key and restart
+    /// them one at a time (docs/operations.md, "The data key").
+    #[command(subcommand)]
+    DataKey(data_key::DataKeyCommand),
     /// Issue server NODE_ID's certificate into OUT, with the CA and admin token beside it.
     Issue {
         /// The directory `pki init` wrote.
@@ -452,6 +461,7 @@ fn pki(command: PkiCommand) -> anyhow::Result<()> {
                 dir.join("admin.token").display()
             );
         }
+        PkiCommand::DataKey(command) => data_key::run(command)?,
         PkiCommand::Issue {
             dir,
             node_id,

@@ -2,7 +2,9 @@
 //! server seals a value with the cluster data key before proposing it, so
 //! the Raft log and snapshots only ever hold ciphertext; values are opened
 //! only for RevealSecret (an admin call, see `auth::classify`) and for the
-//! agent running a task that references them.
+//! agent running a task that references them. RekeySecrets (admin too)
+//! re-seals values under the primary key of this server's data key ring
+//! (`berth_pki::datakey`) during a rotation.
 
 use std::sync::Arc;
 
@@ -111,6 +113,85 @@ impl SecretsApi {
         metadata_of(output)
     }
 
+    /// `berth secret rekey`: seals again, under this server's primary
+    /// key, every secret another key of its ring opens, and proposes them
+    /// as compare-and-sets on their versions (a secret updated meanwhile
+    /// is skipped, not overwritten).
+    async fn rekey(&self) -> Result<pb::RekeySecretsResponse, ServerError> {
+        use berth_types::secrets::ResealedSecret;
+        /// The sealed bytes one ResealSecrets carries at most (a rekey of
+        /// many secrets proposes several, each well under
+        /// `node::MAX_BATCH_BYTES`).
+        const RESEAL_BATCH_BYTES: usize = 1024 * 1024;
+        let key = self.key()?;
+        let secrets: Vec<Secret> = self
+            .node
+            .read(|state| state.secrets().cloned().collect())
+            .await?;
+        let mut reply = pb::RekeySecretsResponse {
+            primary_key_id: key.primary_id(),
+            ..Default::default()
+        };
+        let mut batches: Vec<Vec<ResealedSecret>> = vec![Vec::new()];
+        let mut batch_bytes = 0;
+        for secret in secrets {
+            let opened = match key.open_which(&secret.name, &secret.nonce, &secret.ciphertext) {
+                Ok(opened) => opened,
+                Err(e) => {
+                    tracing::error!(secret = %secret.name, error = %e, "rekey: cannot open a secret");
+                    reply.unreadable.push(secret.name);
+                    continue;
+                }
+            };
+            if opened.by_primary {
+                reply.current += 1;
+                continue;
+            }
+            let sealed = key
+                .seal(&secret.name, &opened.value)
+                .map_err(ServerError::internal)?;
+            if batch_bytes + sealed.ciphertext.len() > RESEAL_BATCH_BYTES {
+                batches.push(Vec::new());
+                batch_bytes = 0;
+            }
+            batch_bytes += sealed.ciphertext.len();
+            if let Some(batch) = batches.last_mut() {
+                batch.push(ResealedSecret {
+                    name: secret.name,
+                    version: secret.version,
+                    nonce: sealed.nonce.to_vec(),
+                    ciphertext: sealed.ciphertext,
+                });
+            }
+        }
+        for batch in batches.into_iter().filter(|b| !b.is_empty()) {
+            match self
+                .node
+                .write(Command::ResealSecrets { secrets: batch })
+                .await?
+            {
+                CommandOutput::Resealed { resealed, skipped } => {
+                    reply.resealed += u32::try_from(resealed.len()).unwrap_or(u32::MAX);
+                    reply.skipped.extend(skipped);
+                }
+                other => {
+                    return Err(ServerError::internal(format!(
+                        "unexpected command output {other:?}"
+                    )))
+                }
+            }
+        }
+        tracing::info!(
+            primary_key = %reply.primary_key_id,
+            resealed = reply.resealed,
+            current = reply.current,
+            skipped = reply.skipped.len(),
+            unreadable = reply.unreadable.len(),
+            "secrets re-sealed under the primary data key"
+        );
+        Ok(reply)
+    }
+
     async fn stored(&self, name: &str) -> Result<Secret, ServerError> {
         let key = name.to_string();
         self.node
@@ -184,6 +265,14 @@ impl pb::secret_service_server::SecretService for SecretsApi {
             })
             .await?;
         Ok(Response::new(metadata_of(output)?))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn rekey_secrets(
+        &self,
+        _request: Request<pb::RekeySecretsRequest>,
+    ) -> Result<Response<pb::RekeySecretsResponse>, Status> {
+        Ok(Response::new(self.rekey().await?))
     }
 }
 
