@@ -1,6 +1,6 @@
 //! End-to-end: rotating the cluster data key on a real 3-server cluster
 //! with the real tools, as docs/operations.md ("The data key (secrets)")
-//! tells an operator to: `berthd pki data-key add`, a rolling restart,
+//! tells an operator to: `berthd pki data-key add`, a rolling reload (SIGHUP),
 //! `promote`, a rolling restart, `berth secret rekey`, `retire`, a rolling
 //! restart. After every single restart each running server reveals every
 //! secret (no window where one cannot open a value), and at the end a
@@ -113,6 +113,39 @@ async fn restart_with_ca_key(cluster: &mut TestCluster, id: u64) -> Result<()> {
     Ok(())
 }
 
+/// Gives server `id` the CA dir's data.key by copying it (0600) and sends
+/// it SIGHUP instead of restarting it; waits until its log says it
+/// reloaded.
+async fn reload_with_ca_key(cluster: &mut TestCluster, id: u64) -> Result<()> {
+    let reloads = |cluster: &TestCluster| {
+        cluster.servers[&id]
+            .log()
+            .matches("PKI reloaded on SIGHUP")
+            .count()
+    };
+    let before = reloads(cluster);
+    let to = cluster.server(id).data_dir.join("pki").join("data.key");
+    std::fs::copy(test_pki().dir.join("data.key"), &to)?;
+    std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o600))?;
+    let pid = cluster.server(id).pid().expect("running");
+    let status = std::process::Command::new("kill")
+        .args(["-HUP", &pid.to_string()])
+        .status()?;
+    anyhow::ensure!(status.success(), "kill -HUP {pid}");
+    eventually(LONG, || {
+        let done = reloads(cluster) > before;
+        async move {
+            if done {
+                Ok(())
+            } else {
+                bail!("server {id} has not reloaded yet")
+            }
+        }
+    })
+    .await?;
+    Ok(())
+}
+
 /// The rolling restart every rotation step ends with; after each server
 /// is back, every running server reveals every secret.
 async fn rolling_restart(
@@ -196,7 +229,12 @@ async fn data_key_rotation_add_promote_rekey_retire() -> Result<()> {
     let ring = std::fs::read_to_string(&ca_key)?;
     assert_eq!(ring.lines().count(), 2);
     assert!(ring.starts_with(&old_key), "the primary stays first");
-    rolling_restart(&mut cluster, &secrets).await?;
+    // Distributed with a reload (SIGHUP) rather than a restart: servers
+    // read the ring again without stopping.
+    for id in 1..=3 {
+        reload_with_ca_key(&mut cluster, id).await?;
+        all_reveal(&mut cluster, &secrets).await?;
+    }
     // Still sealing with the old key: a new secret opens on a server with
     // the old key only (checked at the end, with the others).
     let rekeyed = rekey(&endpoints);

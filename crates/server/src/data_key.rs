@@ -40,7 +40,7 @@ pub enum DataKeyCommand {
 /// restart of each, one at a time.
 fn distribute(dir: &Path) {
     println!(
-        "next: give every server this file, by running `berthd pki issue --dir {dir} ...` for it again or by copying {file} to its --pki-dir (mode 0600), then restart the servers one at a time (each back in `berth server list` before the next)",
+        "next: give every server this file, by running `berthd pki issue --dir {dir} ...` for it again or by copying {file} to its --pki-dir (mode 0600), then reload (`systemctl reload berthd`, SIGHUP) or restart the servers one at a time (each back in `berth server list` before the next)",
         dir = dir.display(),
         file = dir.join(DATA_KEY).display(),
     );
