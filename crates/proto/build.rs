@@ -16,6 +16,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for file in &files {
         println!("cargo:rerun-if-changed={}", file.display());
     }
-    tonic_build::configure().compile_protos(&files, &[root])?;
+    // The descriptors of every file, for berthd's gRPC server reflection.
+    let out_dir = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
+    tonic_build::configure()
+        .file_descriptor_set_path(out_dir.join("berth_descriptor.bin"))
+        .compile_protos(&files, &[root])?;
     Ok(())
 }

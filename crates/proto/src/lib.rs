@@ -8,6 +8,10 @@ pub mod tls;
 pub mod v1 {
     #![allow(clippy::all, clippy::unwrap_used)]
     tonic::include_proto!("berth.v1");
+
+    /// The encoded `FileDescriptorSet` of every file in `proto/berth/v1`,
+    /// which berthd's gRPC server reflection serves.
+    pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("berth_descriptor");
 }
 
 pub use v1 as pb;

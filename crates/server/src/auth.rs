@@ -6,6 +6,7 @@
 //! | --- | --- |
 //! | `RaftService/*` | a server of this cluster (certificate) |
 //! | `AgentService/RegisterInstance` | anyone (the activation secret authenticates) |
+//! | `grpc.reflection.*/ServerReflectionInfo` | anyone (the schema only, public in `proto/`) |
 //! | other `AgentService/*`, `AgentSecretsService/*` | a registered, active instance (certificate) |
 //! | `TaskService/GetTaskLogs` | an admin or logs token, or a server |
 //! | `List*`, `Describe*`, `Get*`, `Watch*` | an admin, logs or readonly token, or a server |
@@ -42,6 +43,12 @@ pub enum Caller {
 enum Access {
     RaftPeer,
     Open,
+    /// gRPC server reflection: the API's schema, which is public in
+    /// `proto/`, so that grpcurl, grpcui and Postman discover the services
+    /// without a token (as most gRPC servers allow). Not rate-limited with
+    /// agent registrations (a tool asks many questions on one stream, and
+    /// they cost a map lookup), never audited (it changes nothing).
+    Schema,
     Agent,
     Read,
     /// Container logs: they hold whatever applications print.
@@ -58,6 +65,11 @@ fn classify(path: &str) -> Access {
         // The agent binary and its installer: public by design.
         "downloads" => Access::Open,
         "berth.v1.AgentService" if method == "RegisterInstance" => Access::Open,
+        "grpc.reflection.v1.ServerReflection" | "grpc.reflection.v1alpha.ServerReflection"
+            if method == "ServerReflectionInfo" =>
+        {
+            Access::Schema
+        }
         "berth.v1.AgentService"
         | "berth.v1.AgentSessionService"
         | "berth.v1.AgentSecretsService" => Access::Agent,
@@ -188,6 +200,10 @@ impl Authorizer {
 
     async fn authorize(&self, call: &CallInfo) -> Result<Caller, Status> {
         let access = classify(&call.path);
+        if access == Access::Schema {
+            // Whatever credentials come along are not looked at.
+            return Ok(Caller::Anonymous);
+        }
         let identity = self.peer_identity(call)?;
         if identity.is_some() && access != Access::Open {
             // Agents and API callers get the same freshness as tokens do;
@@ -211,6 +227,7 @@ impl Authorizer {
                     _ => Ok(Caller::Anonymous),
                 }
             }
+            Access::Schema => Ok(Caller::Anonymous),
             Access::RaftPeer => match identity.map(|i| i.role) {
                 Some(CertRole::Server(id)) => self.member_server(id),
                 _ => Err(Status::permission_denied(
@@ -357,7 +374,7 @@ fn audited(access: Access, path: &str) -> bool {
         Access::Write => true,
         Access::Open => path.starts_with("/berth.v1."),
         Access::Agent => !path.starts_with("/berth.v1.AgentSessionService/"),
-        Access::RaftPeer | Access::Read | Access::Logs => false,
+        Access::RaftPeer | Access::Schema | Access::Read | Access::Logs => false,
     }
 }
 
@@ -539,7 +556,10 @@ impl Authorizer {
             }
             Err(status) => {
                 tracing::info!(path = %call.path, code = ?status.code(), reason = %status.message(), "call refused");
-                if access != Access::RaftPeer && access != Access::Read && access != Access::Logs {
+                if !matches!(
+                    access,
+                    Access::RaftPeer | Access::Schema | Access::Read | Access::Logs
+                ) {
                     let principal = self.identify(call).await;
                     self.record_locally(
                         call,
@@ -606,6 +626,22 @@ mod tests {
             classify("/berth.v1.AgentSecretsService/GetTaskSecrets"),
             Access::Agent
         );
+        assert_eq!(
+            classify("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo"),
+            Access::Schema
+        );
+        assert_eq!(
+            classify("/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo"),
+            Access::Schema
+        );
+        assert_eq!(
+            classify("/grpc.reflection.v1.ServerReflection/Other"),
+            Access::Write
+        );
+        assert!(!audited(
+            Access::Schema,
+            "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo"
+        ));
         assert_eq!(classify("/something.Else/Whatever"), Access::Write);
         assert_eq!(classify(""), Access::Write);
     }

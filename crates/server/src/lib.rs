@@ -76,6 +76,37 @@ pub struct ServeOptions {
 }
 
 /// Parses `1=host:port,2=host:port`.
+/// gRPC server reflection over every file in `proto/berth/v1`, in both
+/// protocol versions (grpcurl asks for v1 and falls back to v1alpha; some
+/// tools know only v1alpha). It reveals the schema alone, which is public
+/// in `proto/`: the auth layer lets anyone call it (`auth::classify`).
+#[allow(clippy::type_complexity)]
+fn reflection() -> Result<
+    (
+        tonic_reflection::server::v1::ServerReflectionServer<
+            impl tonic_reflection::server::v1::ServerReflection,
+        >,
+        tonic_reflection::server::v1alpha::ServerReflectionServer<
+            impl tonic_reflection::server::v1alpha::ServerReflection,
+        >,
+    ),
+    ServerError,
+> {
+    let builder = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+    };
+    let broken = |e: tonic_reflection::server::Error| {
+        ServerError::internal(format!(
+            "gRPC reflection: the built-in file descriptors are unusable: {e}"
+        ))
+    };
+    Ok((
+        builder().build_v1().map_err(broken)?,
+        builder().build_v1alpha().map_err(broken)?,
+    ))
+}
+
 pub fn parse_initial_cluster(text: &str) -> Result<BTreeMap<NodeId, String>, String> {
     let mut members = BTreeMap::new();
     for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
@@ -281,6 +312,7 @@ impl Server {
         };
         let max = network::MAX_MESSAGE_BYTES;
         let api_max = limits::MAX_API_MESSAGE_BYTES;
+        let (reflection_v1, reflection_v1alpha) = reflection()?;
         let incoming = limits::tls_incoming(
             listener,
             self.pki.acceptors(),
@@ -413,6 +445,8 @@ impl Server {
                 })
                 .max_decoding_message_size(api_max),
             )
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
             .serve_with_incoming_shutdown(incoming, shutdown)
             .await;
         // In-flight requests have been answered; now stop Raft and make sure
