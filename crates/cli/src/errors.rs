@@ -107,7 +107,12 @@ pub fn describe_client_error(err: &ClientError) -> String {
         ClientError::StreamBroken { .. } => {
             format!("{err}; the output above may be incomplete")
         }
-        // berthd may give the same advice itself; once is enough.
+        // berthd's advice for any client (the authorization metadata, then
+        // the CLI's flags); the CLI's own is enough here.
+        ClientError::Unauthenticated(message) if message.starts_with("no API token") => {
+            format!("unauthenticated: no API token; {TOKEN_HINT}")
+        }
+        // Older servers gave the CLI's advice themselves; once is enough.
         ClientError::Unauthenticated(message) if message.contains("--token") => err.to_string(),
         ClientError::Unauthenticated(_) | ClientError::InvalidToken(_) => {
             format!("{err}; {TOKEN_HINT}")
@@ -305,7 +310,19 @@ mod tests {
                 .into();
         assert_eq!(
             error_lines(&err),
-            ["error: unauthenticated: no API token: pass --token or set BERTH_TOKEN"]
+            ["error: unauthenticated: no API token; pass --token or set BERTH_TOKEN"]
+        );
+        // berthd's advice names the metadata for any client; the CLI says
+        // it its own way.
+        let err: anyhow::Error = ClientError::Unauthenticated(
+            "no API token: send one as `authorization: Bearer TOKEN` metadata (the berth CLI: \
+             --token or BERTH_TOKEN)"
+                .into(),
+        )
+        .into();
+        assert_eq!(
+            error_lines(&err),
+            ["error: unauthenticated: no API token; pass --token or set BERTH_TOKEN"]
         );
         let err: anyhow::Error =
             ClientError::PermissionDenied("the token is readonly".into()).into();

@@ -306,11 +306,14 @@ impl Authorizer {
     }
 
     async fn check_token(&self, call: &CallInfo, needed: Role) -> Result<Caller, Status> {
-        let header = call.authorization.as_ref().ok_or_else(|| {
-            Status::unauthenticated("no API token: pass --token or set BERTH_TOKEN")
-        })?;
+        let header = call
+            .authorization
+            .as_ref()
+            .ok_or_else(|| Status::unauthenticated(NO_TOKEN))?;
         let text = header.strip_prefix("Bearer ").ok_or_else(|| {
-            Status::unauthenticated("the authorization header is not `Bearer <token>`")
+            Status::unauthenticated(
+                "the authorization metadata is not `Bearer TOKEN`; send it as `authorization: Bearer berth_...`",
+            )
         })?;
         let invalid = || Status::unauthenticated("invalid API token");
         let presented = ApiTokenSecret::parse(text).ok_or_else(invalid)?;
@@ -359,6 +362,9 @@ impl Authorizer {
         self.node.read_barrier().await.map_err(Status::from)
     }
 }
+
+/// A call without a token, answered to any client (not only the CLI).
+pub const NO_TOKEN: &str = "no API token: send one as `authorization: Bearer TOKEN` metadata (the berth CLI: --token or BERTH_TOKEN)";
 
 enum LocalOutcome {
     Accepted,

@@ -33,7 +33,7 @@ pub struct EventsApi {
 
 fn pruned(p: Pruned) -> Status {
     Status::out_of_range(format!(
-        "events up to cursor {} were dropped by the journal's retention; resume from {} (or use --since) and expect a gap",
+        "events up to cursor {} were dropped by the journal's retention; resume from {} (or from a time with since_ms; the berth CLI: --since) and expect a gap",
         p.through, p.through
     ))
 }

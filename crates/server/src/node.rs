@@ -689,7 +689,7 @@ impl BerthNode {
             if known.addr != addr {
                 return Err(ServerError::FailedPrecondition(format!(
                     "server {id} is already a member, at {}; to move it to {addr}, remove it \
-                     first (berth server remove {id}), give it an empty data dir and a certificate \
+                     first (ControlPlaneService/RemoveServer; the berth CLI: berth server remove {id}), give it an empty data dir and a certificate \
                      for the new address, start it there, then add it again (docs/operations.md, \
                      \"Move a server to a new address\")",
                     known.addr
@@ -713,7 +713,7 @@ impl BerthNode {
         .await
         .map_err(|_| {
             ServerError::Unavailable(format!(
-                "server {id} at {addr} was added as a learner but has not caught up in 120 s; is it running? run `berth server add` again to promote it"
+                "server {id} at {addr} was added as a learner but has not caught up in 120 s; is it running? call AddServer again to promote it (the berth CLI: berth server add)"
             ))
         })?;
         catch_up.map_err(membership_err)?;

@@ -109,7 +109,7 @@ impl Ops {
         if input.instance_ids.is_empty() {
             return Err(invalid(
                 "instanceIds",
-                "name at least one instance (berth instance list shows them)",
+                "name at least one instance (InstanceService/ListInstances lists them; the berth CLI: berth instance list)",
             ));
         }
         if input.instance_ids.len() > MAX_TASKS_PER_RUN {
