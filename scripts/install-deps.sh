@@ -5,7 +5,11 @@
 # (Debian's containernetworking-plugins, in /usr/lib/cni) and iptables, which
 # the bridge and portmap plugins program; and haproxy, which berth-lb
 # programs (its tests run a real one); systemd-analyze and setpriv for the
-# check of berthd's systemd unit. Safe to run repeatedly.
+# check of berthd's systemd unit; and, for the test that drives the gRPC API
+# from Python (tests/tests/grpc_api.rs), Debian's grpcio and protobuf for
+# /usr/bin/python3, grpc's Python protoc plugin (Debian's grpcio-tools is too
+# old for proto3 `optional`) and the reflection protocol's .proto files.
+# Safe to run repeatedly.
 set -euo pipefail
 
 as_root() {
@@ -22,6 +26,11 @@ command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || missing+=(hapr
 # systemd-analyze and runs the server as another user with setpriv.
 command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
 command -v setpriv >/dev/null 2>&1 || missing+=(util-linux)
+py_has() { [ -x /usr/bin/python3 ] && /usr/bin/python3 -c "import $1" >/dev/null 2>&1; }
+py_has grpc || missing+=(python3-grpcio)
+py_has google.protobuf || missing+=(python3-protobuf)
+command -v grpc_python_plugin >/dev/null 2>&1 || missing+=(protobuf-compiler-grpc)
+[ -f /usr/share/grpc-proto/grpc/reflection/v1/reflection.proto ] || missing+=(grpc-proto)
 if [ ${#missing[@]} -gt 0 ]; then
     if ! command -v apt-get >/dev/null 2>&1; then
         echo "error: missing ${missing[*]} and no apt-get to install it; install them yourself (protoc is in protobuf-compiler)" >&2
