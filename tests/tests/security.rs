@@ -59,6 +59,8 @@ async fn api_tokens_gate_every_call() -> Result<()> {
     for addr in &addrs {
         let (c, m) = code(list_as(addr, None).await);
         assert_eq!(c, Code::Unauthenticated, "{m}");
+        // Advice any gRPC client can follow, then the CLI's.
+        assert!(m.contains("`authorization: Bearer TOKEN` metadata"), "{m}");
         assert!(m.contains("--token"), "{m}");
         assert_eq!(
             code(list_as(addr, Some("garbage")).await).0,
