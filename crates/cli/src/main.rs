@@ -24,7 +24,7 @@ use std::process::ExitCode;
 use anyhow::{bail, Context};
 use berth_client::time::now_ms;
 use berth_client::{BerthClient, ClusterOptions};
-use berth_types::taskdef_file::{load_task_definition, FileFormat};
+use berth_ecs::taskdef::{load_task_definition, FileFormat};
 use berth_types::{
     LogChunk, LogOptions, OutputStream, RunTaskInput, StartTaskInput, Task, TaskFilter, TaskLaunch,
 };

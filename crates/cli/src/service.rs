@@ -6,13 +6,13 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use berth_client::BerthClient;
+use berth_ecs::service::parse_service;
+use berth_ecs::taskdef::FileFormat;
 use berth_types::service::{
     BlueGreen, CircuitBreaker, CreateServiceInput, DeploymentConfigurationInput,
     DeploymentController, DeploymentView, LoadBalancer, SchedulingStrategy, ServiceDescription,
     TrafficShift, UpdateServiceInput,
 };
-use berth_types::service_file::parse_service;
-use berth_types::taskdef_file::FileFormat;
 use berth_types::time::rfc3339;
 use berth_types::{DeploymentStatus, RolloutState};
 

@@ -2,7 +2,8 @@
 //! stored in the replicated state. These types are also the Raft log format
 //! (bincode), so they avoid serde attributes that need a self-describing
 //! format (`skip_serializing_if`, `flatten`, untagged enums). The lenient
-//! parsing of ECS JSON and YAML files lives in `taskdef_file`.
+//! parsing of ECS JSON and YAML files lives in the `berth-ecs` crate
+//! (`berth_ecs::taskdef`).
 
 use serde::{Deserialize, Serialize};
 

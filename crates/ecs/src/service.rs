@@ -7,13 +7,13 @@ use std::collections::BTreeMap;
 
 use serde_json::{Map, Value};
 
-use crate::error::{FieldError, ValidationErrors};
-use crate::service::{
+use crate::taskdef::FileFormat;
+use berth_types::error::{FieldError, ValidationErrors};
+use berth_types::service::{
     BlueGreen, CircuitBreaker, CreateServiceInput, DeploymentConfigurationInput,
     DeploymentController, LoadBalancer, SchedulingStrategy, TrafficShift,
     DEFAULT_DEREGISTRATION_DELAY_SECS,
 };
-use crate::taskdef_file::FileFormat;
 
 /// A service read from a file, with the fields Berth did not use.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -14,12 +14,12 @@ use std::marker::PhantomData;
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 
-use crate::error::{FieldError, ValidationErrors};
-use crate::taskdef::{
+use berth_types::error::{FieldError, ValidationErrors};
+use berth_types::taskdef::{
     ContainerDefinition, ContainerDependency, DependencyCondition, HealthCheck, KeyValuePair,
     MountPoint, NetworkMode, PortMapping, Protocol, RestartPolicy, Tag, TaskDefinitionSpec, Volume,
 };
-use crate::validate;
+use berth_types::validate;
 
 /// The syntax of a task definition file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -1205,7 +1205,7 @@ impl Reader {
         c.secrets = self
             .items(&dto.secrets, &f("secrets"))
             .into_iter()
-            .map(|(at, s)| crate::secrets::SecretRef {
+            .map(|(at, s)| berth_types::secrets::SecretRef {
                 name: s
                     .and_then(|s| self.string(&s.name, &format!("{at}.name")))
                     .unwrap_or_default(),
@@ -1708,7 +1708,7 @@ runtimePlatform:
             loaded.ignored_fields
         );
         assert_eq!(loaded.spec.network_mode, NetworkMode::Bridge);
-        let dynamic: Vec<u32> = crate::resources::dynamic_mappings(&loaded.spec)
+        let dynamic: Vec<u32> = berth_types::resources::dynamic_mappings(&loaded.spec)
             .map(|(_, m)| m.container_port)
             .collect();
         assert_eq!(dynamic, vec![8080]);
@@ -1723,9 +1723,12 @@ runtimePlatform:
         .unwrap();
         assert!(web.ignored_fields.is_empty(), "{:?}", web.ignored_fields);
         assert_eq!(web.spec.network_mode, NetworkMode::Task, "awsvpc");
-        let reservation = crate::resources::reserve(&web.spec);
+        let reservation = berth_types::resources::reserve(&web.spec);
         assert!(reservation.ports.is_empty(), "{reservation:?}");
-        assert_eq!(crate::resources::dynamic_mappings(&web.spec).count(), 0);
+        assert_eq!(
+            berth_types::resources::dynamic_mappings(&web.spec).count(),
+            0
+        );
 
         let lookup = load_task_definition(
             include_str!("../../../deploy/examples/lookup.json"),

@@ -1,0 +1,14 @@
+//! ECS's JSON and YAML shapes and their conversion to Berth's domain types
+//! (`berth-types`): task definition files as `aws ecs
+//! register-task-definition --cli-input-json` takes them ([`taskdef`]) and
+//! service files as `aws ecs create-service --cli-input-json` takes them
+//! ([`service`]), read leniently so that every problem is reported at once
+//! with its field path and ECS fields Berth does not use are listed. Keeping
+//! them in one crate means a field is spelled, defaulted and validated in one
+//! place, for every reader of ECS's formats.
+
+pub mod service;
+pub mod taskdef;
+
+#[cfg(test)]
+mod secrets_tests;
