@@ -186,3 +186,31 @@ async fn a_python_client_generated_from_proto_drives_the_api() -> Result<()> {
     }
     Ok(())
 }
+
+/// docs/api.md's Rust example (`crates/client/examples/grpc_hello.rs`,
+/// built by `cargo test` like every example), run against a real server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rust_example_of_the_api_docs_runs() -> Result<()> {
+    let cluster = TestCluster::start(1, &[]).await?;
+    let example = try_binary("examples/grpc_hello")?;
+    let out = std::process::Command::new(&example)
+        .env("BERTH_ENDPOINT", cluster.addr(1))
+        .env("BERTH_CA", test_pki().dir.join("ca.crt"))
+        .env("BERTH_TOKEN", &test_pki().admin_token)
+        .output()?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("registered hello-rust:1"), "{stdout}");
+    assert!(stdout.contains("families: hello-rust"), "{stdout}");
+    assert!(
+        stdout.contains("refused: InvalidArgument: ") && stdout.contains("containerDefinitions"),
+        "{stdout}"
+    );
+    let stored = list_family(&cluster.addr(1), "hello-rust").await?;
+    assert_eq!(stored.len(), 1);
+    Ok(())
+}
