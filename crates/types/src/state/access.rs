@@ -189,13 +189,13 @@ impl State {
         }
         if activation.revoked_at_ms.is_some() {
             return refuse(format!(
-                "activation {} was revoked; create a new one with `berth activation create`",
+                "activation {} was revoked; create a new one (ActivationService/CreateActivation; the berth CLI: `berth activation create`)",
                 activation.id
             ));
         }
         if r.at_ms >= activation.expires_at_ms {
             return refuse(format!(
-                "activation {} has expired; create a new one with `berth activation create`",
+                "activation {} has expired; create a new one (ActivationService/CreateActivation; the berth CLI: `berth activation create`)",
                 activation.id
             ));
         }
@@ -308,7 +308,7 @@ impl State {
             return Err(StateError::Invalid(
                 crate::FieldError::new(
                     "fingerprint",
-                    "must be the certificate's SHA-256 as 64 lowercase hex digits (`berth auth certificate revoke --file CERT.pem` computes it)",
+                    "must be the certificate's SHA-256 as 64 lowercase hex digits (the berth CLI computes it: `berth auth certificate revoke --file CERT.pem`)",
                 )
                 .into(),
             ));
