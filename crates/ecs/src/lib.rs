@@ -5,8 +5,12 @@
 //! ([`service`]), read leniently so that every problem is reported at once
 //! with its field path and ECS fields Berth does not use are listed. Keeping
 //! them in one crate means a field is spelled, defaulted and validated in one
-//! place, for every reader of ECS's formats.
+//! place, for every reader of ECS's formats. For the ECS-compatible API
+//! (issue #15, being built) it also holds ARNs ([`arn`]) and ECS's error
+//! answers ([`error`]).
 
+pub mod arn;
+pub mod error;
 pub mod service;
 pub mod taskdef;
 
