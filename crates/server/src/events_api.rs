@@ -297,6 +297,9 @@ impl pb::event_service_server::EventService for EventsApi {
         self.node
             .write(Command::SetJournalRetention { retention })
             .await?;
+        // Written through the leader; a follower answering has not
+        // necessarily applied it yet, and the reply must show it.
+        self.node.read_barrier().await?;
         Ok(Response::new(retention_reply(&self.node)))
     }
 }
