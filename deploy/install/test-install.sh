@@ -51,9 +51,6 @@ case "$(uname -m)" in
     *) echo "test-install: unsupported architecture $(uname -m)" >&2; exit 1 ;;
 esac
 BIN_DIR=$ROOT/target/static/$TRIPLE/release
-HOST_IMAGE=berth/test-host:bookworm
-SUITE=bookworm
-MIRROR=${DEBIAN_MIRROR:-}
 P=berth-install-test
 NET=$P-net
 CP=$P-cp
@@ -63,6 +60,8 @@ WORK=$(mktemp -d /tmp/berth-install-test.XXXXXX)
 TEST_NAME=test-install
 # shellcheck source=deploy/test-lib.sh
 . "$ROOT/deploy/test-lib.sh"
+# shellcheck source=deploy/install/host-lib.sh
+. "$ROOT/deploy/install/host-lib.sh"
 
 [ "$(id -u)" = 0 ] || fail "run as root (debootstrap and privileged containers need it)"
 command -v docker >/dev/null || fail "docker is missing"
@@ -101,52 +100,6 @@ expect_fail() {
 }
 
 
-# apt_mirror: the archive URI this host's apt configuration uses, preferring
-# an entry for $SUITE, then any entry that is not a security or updates
-# archive, then any. One-line (sources.list, *.list) and deb822 (*.sources)
-# files are read; commented-out and disabled entries are not.
-apt_mirror() {
-    local files=() f
-    [ -f /etc/apt/sources.list ] && files+=(/etc/apt/sources.list)
-    for f in /etc/apt/sources.list.d/*.list /etc/apt/sources.list.d/*.sources; do
-        [ -f "$f" ] && files+=("$f")
-    done
-    [ ${#files[@]} -gt 0 ] || return 1
-    awk -v suite="$SUITE" '
-        function flush() {
-            if (types ~ /(^| )deb( |$)/ && enabled != "no")
-                for (i = 1; i <= nu; i++) add(uris[i], suites)
-            types = ""; suites = ""; nu = 0; enabled = ""
-        }
-        function add(uri, s) {
-            if (uri !~ /^https?:\/\//) return
-            if (first == "") first = uri
-            if (plain == "" && s !~ /-(security|updates|backports)/) plain = uri
-            if (exact == "" && (" " s " ") ~ (" " suite " ")) exact = uri
-        }
-        FNR == 1 { flush(); deb822 = (FILENAME ~ /\.sources$/) }
-        /^[[:space:]]*#/ { next }
-        deb822 {
-            if ($0 ~ /^[[:space:]]*$/) { flush(); next }
-            key = tolower($1); sub(/:$/, "", key); $1 = ""; sub(/^ +/, "")
-            if (key == "types") types = $0
-            else if (key == "uris") nu = split($0, uris, " ")
-            else if (key == "suites") suites = $0
-            else if (key == "enabled") enabled = tolower($0)
-            next
-        }
-        $1 == "deb" {
-            n = 2
-            if ($2 ~ /^\[/) { while (n <= NF && $n !~ /\]$/) n++; n++ }
-            add($n, $(n + 1))
-        }
-        END {
-            flush()
-            if (exact != "") print exact; else if (plain != "") print plain; else if (first != "") print first
-        }
-    ' "${files[@]}"
-}
-
 # ------------------------------------------------------------ prerequisites
 STEP=prerequisites
 if [ ! -x "$BIN_DIR/berthd" ] || [ ! -x "$BIN_DIR/berth-agent" ] || ! docker image inspect berth/berthd:dev >/dev/null 2>&1; then
@@ -154,37 +107,8 @@ if [ ! -x "$BIN_DIR/berthd" ] || [ ! -x "$BIN_DIR/berth-agent" ] || ! docker ima
     "$ROOT/deploy/images/build.sh" --only berthd
 fi
 
-if ! docker image inspect "$HOST_IMAGE" >/dev/null 2>&1; then
-    STEP="host image"
-    CACHE=$ROOT/target/test-host
-    if [ ! -f "$CACHE/rootfs.tar" ]; then
-        if [ -z "$MIRROR" ]; then
-            MIRROR=$(apt_mirror) || true
-            [ -n "$MIRROR" ] || fail "no Debian mirror: this host's apt configuration (/etc/apt/sources.list, /etc/apt/sources.list.d/) names none; set DEBIAN_MIRROR=URL"
-            log "using the mirror of this host's apt configuration: $MIRROR"
-        fi
-        if ! command -v debootstrap >/dev/null; then
-            log "installing debootstrap"
-            DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >/dev/null \
-                || fail "apt-get install debootstrap failed"
-        fi
-        log "debootstrap $SUITE from $MIRROR (once; cached in $CACHE)"
-        rm -rf "$CACHE/rootfs"
-        mkdir -p "$CACHE"
-        timeout 1200 debootstrap --variant=minbase \
-            --include=systemd,systemd-sysv,dbus,curl,openssl,ca-certificates,procps,iproute2 \
-            "$SUITE" "$CACHE/rootfs" "$MIRROR" >"$CACHE/debootstrap.log" 2>&1 \
-            || fail "debootstrap failed: $(tail -5 "$CACHE/debootstrap.log")"
-        # No units that make no sense in a container.
-        rm -f "$CACHE/rootfs"/etc/systemd/system/*.wants/systemd-timesyncd.service
-        echo "$P" >"$CACHE/rootfs/etc/hostname"
-        tar -C "$CACHE/rootfs" -cf "$CACHE/rootfs.tar.tmp" . && mv "$CACHE/rootfs.tar.tmp" "$CACHE/rootfs.tar"
-        rm -rf "$CACHE/rootfs"
-    fi
-    log "docker import $HOST_IMAGE"
-    docker import --change 'CMD ["/sbin/init"]' --change 'ENV container=docker' \
-        "$CACHE/rootfs.tar" "$HOST_IMAGE" >/dev/null || fail "docker import failed"
-fi
+STEP="host image"
+ensure_host_image
 
 # ------------------------------------------------------------ control plane
 STEP="control plane"
@@ -228,25 +152,12 @@ instance_status() { cli instance describe "$1" -o json | json 'd["status"]'; }
 # -------------------------------------------------------- A: systemd host
 STEP="host A (systemd) start"
 docker volume create "$P-a-containerd" >/dev/null
-# A host-like container: what --privileged gives, minus CAP_SYS_RESOURCE
-# (--privileged fails where the Docker daemon itself lacks a capability,
-# as on Berth's CI machine), its own cgroup namespace, and the cgroup
-# mounts made writable before systemd starts.
-HOSTLIKE=(--cap-add ALL --cap-drop SYS_RESOURCE --security-opt seccomp=unconfined
-    --security-opt apparmor=unconfined --security-opt systempaths=unconfined --cgroupns=private)
-# shellcheck disable=SC2016  # expanded by the container's shell
-REMOUNT='for m in $(awk "\$3 == \"cgroup\" || \$3 == \"cgroup2\" {print \$2}" /proc/mounts); do mount -o remount,rw,bind $m; done'
 docker run -d --name "$HOST_A" --hostname host-a --network "$NET" "${HOSTLIKE[@]}" \
     --tmpfs /run --tmpfs /run/lock --tmpfs /tmp \
     -v "$P-a-containerd:/var/lib/containerd" \
     -v "$ROOT/deploy/install:/berth-install:ro" \
     "$HOST_IMAGE" sh -c "$REMOUNT; exec /sbin/init" >/dev/null
-systemd_up() {
-    local s
-    s=$(docker exec "$HOST_A" systemctl is-system-running 2>/dev/null || true)
-    case "$s" in running|degraded) return 0 ;; *) echo "systemd: ${s:-not answering}"; return 1 ;; esac
-}
-wait_for "systemd running in host A" 90 systemd_up
+wait_for "systemd running in host A" 90 systemd_up "$HOST_A"
 in_a() { timeout 300 docker exec "$HOST_A" "$@"; }
 install_a() { in_a /berth-install/install-agent.sh "$@"; }
 
