@@ -19,8 +19,8 @@
 #     starts again as that user
 #
 # Not checked here: the sandboxing itself (ProtectSystem=, the system call
-# filter ...), which only systemd as PID 1 applies; the agent's
-# test-install.sh shows how to get one in a container.
+# filter ...), which only systemd as PID 1 applies: test-berthd-systemd.sh
+# runs the unit that way, in a host-like container.
 #
 # Needs root (to drop to another user), systemd-analyze, setpriv, and the
 # berthd binary (target/debug/berthd, or BERTHD=path).
