@@ -25,6 +25,10 @@
 #   - kill -9 of the main process: systemd starts it again after
 #     RestartSec (5 s), active and ready again
 #   - `systemctl stop berthd`: inactive (not failed), exit status 0
+#   - a configuration error (exit status 2): failed and not restarted
+#   - a process in berthd.service's sandbox (its ExecStart replaced by
+#     probes) is refused user namespaces, netlink sockets, a personality
+#     change and a setuid bit; the same probes as berthd outside it are not
 #
 # LimitNOFILE=1048576 is checked only where the container may raise its
 # open-files limit that high (systemd clamps it to the hard limit it has,
@@ -281,6 +285,24 @@ CODE=$(in_h systemctl show -p ExecMainStatus --value berthd)
 [ "$RESULT" = success ] || fail "stop result is $RESULT"
 [ "$CODE" = 0 ] || fail "berthd exited with status $CODE on SIGTERM"
 log "ok: systemctl stop: inactive, result success, exit status 0, in ${ELAPSED}s"
+
+STEP="no restart on a config error"
+# Exit status 2 (configuration or usage error) is RestartPreventExitStatus:
+# the unit fails and stays failed past RestartSec.
+in_h cp /etc/berth/berthd.toml /etc/berth/berthd.toml.good
+in_h sed -i 's/^node_id = 1$/node_id = "one"/' /etc/berth/berthd.toml
+in_h systemctl start berthd || true
+failed() { [ "$(in_h systemctl is-active berthd || true)" = failed ]; }
+wait_for "berthd.service failed on a bad node_id" 15 failed
+RESTARTS=$(in_h systemctl show -p NRestarts --value berthd)
+sleep 7
+failed || fail "berthd is $(in_h systemctl is-active berthd) 7s after exiting on a config error, not failed"
+[ "$(in_h systemctl show -p NRestarts --value berthd)" = "$RESTARTS" ] || fail "systemd restarted berthd after a config error"
+[ "$(in_h systemctl show -p ExecMainStatus --value berthd)" = 2 ] \
+    || fail "berthd exited with $(in_h systemctl show -p ExecMainStatus --value berthd) on a bad config, not 2"
+in_h mv /etc/berth/berthd.toml.good /etc/berth/berthd.toml
+in_h systemctl reset-failed berthd
+log "ok: a config error (exit status 2) leaves it failed, not restarted 7s later"
 
 STEP="sandbox probes"
 # What the system call filters refuse, tried by a process in berthd's
