@@ -10,7 +10,8 @@
 #                           run before `exec /sbin/init`
 #   systemd_up CONTAINER    0 once systemd in CONTAINER is running or degraded
 #
-# The mirror is DEBIAN_MIRROR if set, else the one this host's apt uses.
+# The image is HOST_IMAGE if set (default berth/test-host:bookworm); the
+# mirror is DEBIAN_MIRROR if set, else the one this host's apt uses.
 # shellcheck shell=bash
 
 HOST_IMAGE=${HOST_IMAGE:-berth/test-host:bookworm}
