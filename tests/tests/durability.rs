@@ -96,15 +96,22 @@ fn parse_trace(text: &str) -> Vec<Sync> {
 struct Tracee(Option<u32>);
 
 impl Tracee {
-    /// The berthd that strace `tracer` started.
+    /// The berthd that strace `tracer` started. strace forks short-lived
+    /// children of its own first (to probe ptrace's options), so the child
+    /// counts only once it runs berthd: taking the first child made a
+    /// loaded machine SIGTERM a probe that had already exited, and the test
+    /// then waited for a berthd nobody had stopped.
     fn of(tracer: u32) -> Result<Self> {
         let children = std::fs::read_to_string(format!("/proc/{tracer}/task/{tracer}/children"))
             .context("reading strace's children")?;
         let pid = children
             .split_whitespace()
-            .next()
-            .context("strace has not started berthd")?
-            .parse()?;
+            .filter_map(|pid| pid.parse::<u32>().ok())
+            .find(|pid| {
+                std::fs::read_link(format!("/proc/{pid}/exe"))
+                    .is_ok_and(|exe| exe.file_name().is_some_and(|name| name == "berthd"))
+            })
+            .context("strace has not started berthd yet")?;
         Ok(Self(Some(pid)))
     }
 
@@ -167,7 +174,10 @@ async fn every_acknowledged_write_follows_an_fdatasync_of_the_raft_log() -> Resu
         acks.push((i, sent, epoch()));
     }
     berthd.terminate();
-    cluster.server(1).wait_exit(Duration::from_secs(20))?;
+    cluster
+        .server(1)
+        .wait_exit(Duration::from_secs(20))
+        .with_context(|| cluster.logs())?;
 
     let text = std::fs::read_to_string(&trace)?;
     let syncs = parse_trace(&text);
