@@ -6,11 +6,12 @@
 //! with its field path and ECS fields Berth does not use are listed. Keeping
 //! them in one crate means a field is spelled, defaulted and validated in one
 //! place, for every reader of ECS's formats. For the ECS-compatible API
-//! (issue #15, being built) it also holds ARNs ([`arn`]) and ECS's error
-//! answers ([`error`]).
+//! (issue #15, being built) it also holds ARNs ([`arn`]), ECS's error
+//! answers ([`error`]) and its pagination and time formats ([`page`]).
 
 pub mod arn;
 pub mod error;
+pub mod page;
 pub mod service;
 pub mod taskdef;
 
