@@ -906,3 +906,70 @@ fn the_loop_can_be_spawned() {
     let future = run_agent_identity_loop(config, std::future::pending());
     assert_send(&future);
 }
+
+// ------------------------------------------------------ CA rotation
+
+/// What an agent does with the trust bundle each ping brings: take it only
+/// when it moves forward, then renew until its certificate comes from the
+/// newest root, and never loop or go back.
+#[test]
+fn an_agent_follows_a_ca_rotation_forward_only_and_renews_under_the_newest_root() {
+    let old = CertificateAuthority::generate("rot").unwrap();
+    // Bundles are ordered by their roots' not-before, which has whole seconds.
+    std::thread::sleep(Duration::from_millis(1100));
+    let (new, _cross) = old.successor().unwrap();
+    let both = format!("{}{}", new.cert_pem, old.cert_pem);
+    let mut id = identity(&old, "i-1", Duration::from_secs(600));
+
+    assert_eq!(
+        follow_ca_rotation(&mut id, ""),
+        CaStep::Unchanged,
+        "older servers say nothing"
+    );
+    assert_eq!(
+        follow_ca_rotation(&mut id, &old.cert_pem),
+        CaStep::Unchanged
+    );
+    assert_eq!(follow_ca_rotation(&mut id, &both), CaStep::Adopted);
+    assert_eq!(id.ca_pem, both);
+    // Still the old root's certificate: a reloaded server makes it renew...
+    assert_eq!(
+        follow_ca_rotation(&mut id, &both),
+        CaStep::RenewUnderNewestRoot
+    );
+    // ...one not reloaded yet changes nothing, and is not taken back.
+    assert_eq!(
+        follow_ca_rotation(&mut id, &old.cert_pem),
+        CaStep::Unchanged
+    );
+    assert_eq!(id.ca_pem, both);
+    // Renewed under the new root: nothing more to do.
+    id.cert_pem = identity(&new, "i-1", Duration::from_secs(600)).cert_pem;
+    assert_eq!(follow_ca_rotation(&mut id, &both), CaStep::Unchanged);
+
+    // Finished: only the new root, and never both again.
+    assert_eq!(follow_ca_rotation(&mut id, &new.cert_pem), CaStep::Adopted);
+    assert_eq!(id.ca_pem, new.cert_pem);
+    assert_eq!(
+        follow_ca_rotation(&mut id, &both),
+        CaStep::Unchanged,
+        "never back"
+    );
+    assert_eq!(
+        follow_ca_rotation(&mut id, &old.cert_pem),
+        CaStep::Unchanged
+    );
+    assert_eq!(id.ca_pem, new.cert_pem);
+    // With one root trusted there is no rotation to finish: a certificate
+    // the root did not issue does not start a renewal at every ping.
+    let stranger = CertificateAuthority::generate("rot").unwrap();
+    id.cert_pem = identity(&stranger, "i-1", Duration::from_secs(600)).cert_pem;
+    assert_eq!(
+        follow_ca_rotation(&mut id, &new.cert_pem),
+        CaStep::Unchanged
+    );
+    assert_eq!(
+        follow_ca_rotation(&mut id, "not a bundle"),
+        CaStep::Unchanged
+    );
+}
