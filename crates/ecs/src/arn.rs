@@ -176,6 +176,24 @@ impl fmt::Display for Arn {
     }
 }
 
+/// Where the answers' ARNs say resources live: the region the caller
+/// signed for and the configured account id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Scope {
+    pub region: String,
+    pub account: String,
+}
+
+impl Scope {
+    pub fn arn(&self, resource: Resource) -> String {
+        Arn::new(&self.region, &self.account, resource).to_string()
+    }
+
+    pub fn cluster(&self, name: &str) -> String {
+        self.arn(Resource::Cluster { name: name.into() })
+    }
+}
+
 fn is_arn(text: &str) -> bool {
     text.starts_with("arn:")
 }

@@ -7,9 +7,11 @@
 //! them in one crate means a field is spelled, defaulted and validated in one
 //! place, for every reader of ECS's formats. For the ECS-compatible API
 //! (issue #15, being built) it also holds ARNs ([`arn`]), ECS's error
-//! answers ([`error`]) and its pagination and time formats ([`page`]).
+//! answers ([`error`]), its pagination and time formats ([`page`]) and
+//! the shapes of its cluster operations ([`clusters`]).
 
 pub mod arn;
+pub mod clusters;
 pub mod error;
 pub mod page;
 pub mod service;
