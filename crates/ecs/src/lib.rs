@@ -8,7 +8,8 @@
 //! place, for every reader of ECS's formats. For the ECS-compatible API
 //! (issue #15, being built) it also holds ARNs ([`arn`]), ECS's error
 //! answers ([`error`]), its pagination and time formats ([`page`]) and
-//! the shapes of its cluster operations ([`clusters`]).
+//! the shapes of its cluster operations ([`clusters`]) and of a registered
+//! task definition ([`taskdefs`]).
 
 pub mod arn;
 pub mod clusters;
@@ -16,6 +17,7 @@ pub mod error;
 pub mod page;
 pub mod service;
 pub mod taskdef;
+pub mod taskdefs;
 
 #[cfg(test)]
 mod secrets_tests;
