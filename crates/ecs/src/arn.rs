@@ -40,6 +40,13 @@ pub enum Resource {
         cluster: Option<String>,
         id: String,
     },
+    /// A task's container (`container/CLUSTER/TASK/NAME`); Berth names
+    /// containers by their name in the task definition.
+    Container {
+        cluster: String,
+        task: String,
+        name: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -137,6 +144,11 @@ impl Arn {
                 cluster: Some(owned(cluster)),
                 id: owned(id),
             },
+            ("container", [cluster, task, name]) => Resource::Container {
+                cluster: owned(cluster),
+                task: owned(task),
+                name: owned(name),
+            },
             (other, _) => return Err(bad(&format!("unknown or malformed ECS resource {other:?}"))),
         };
         Ok(Self {
@@ -172,6 +184,11 @@ impl fmt::Display for Arn {
                 Some(cluster) => write!(f, "container-instance/{cluster}/{id}"),
                 None => write!(f, "container-instance/{id}"),
             },
+            Resource::Container {
+                cluster,
+                task,
+                name,
+            } => write!(f, "container/{cluster}/{task}/{name}"),
         }
     }
 }
@@ -286,6 +303,7 @@ mod tests {
             "arn:aws:ecs:eu-west-1:123456789012:service/web",
             "arn:aws:ecs:eu-west-1:123456789012:container-instance/prod/i-1",
             "arn:aws:ecs:eu-west-1:123456789012:container-instance/i-1",
+            "arn:aws:ecs:eu-west-1:123456789012:container/prod/0f3c/web",
             "arn:aws-cn:ecs:cn-north-1:123456789012:cluster/prod",
         ];
         for text in forms {

@@ -8,8 +8,8 @@
 //! place, for every reader of ECS's formats. For the ECS-compatible API
 //! (issue #15, being built) it also holds ARNs ([`arn`]), ECS's error
 //! answers ([`error`]), its pagination and time formats ([`page`]) and
-//! the shapes of its cluster operations ([`clusters`]) and of a registered
-//! task definition ([`taskdefs`]).
+//! the shapes of its cluster operations ([`clusters`]), of a registered
+//! task definition ([`taskdefs`]) and of a task ([`tasks`]).
 
 pub mod arn;
 pub mod clusters;
@@ -18,6 +18,7 @@ pub mod page;
 pub mod service;
 pub mod taskdef;
 pub mod taskdefs;
+pub mod tasks;
 
 #[cfg(test)]
 mod secrets_tests;
