@@ -9,13 +9,15 @@
 //! (issue #15, being built) it also holds ARNs ([`arn`]), ECS's error
 //! answers ([`error`]), its pagination and time formats ([`page`]) and
 //! the shapes of its cluster operations ([`clusters`]), of a registered
-//! task definition ([`taskdefs`]) and of a task ([`tasks`]).
+//! task definition ([`taskdefs`]), of a task ([`tasks`]) and of a service
+//! ([`services`]).
 
 pub mod arn;
 pub mod clusters;
 pub mod error;
 pub mod page;
 pub mod service;
+pub mod services;
 pub mod taskdef;
 pub mod taskdefs;
 pub mod tasks;

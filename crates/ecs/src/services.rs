@@ -1,0 +1,417 @@
+//! A service as ECS's CreateService, UpdateService, DeleteService and
+//! DescribeServices answer with it, from Berth's service description (the
+//! record and its task counts). Berth's blue/green controller is ECS's
+//! native `BLUE_GREEN` deployment strategy; the deployment controller is
+//! always `ECS`.
+
+use serde::Serialize;
+
+use crate::arn::{Resource, Scope};
+use crate::clusters::Tag;
+use crate::page::epoch_seconds;
+use crate::tasks::LAUNCH_TYPE;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CircuitBreaker {
+    pub enable: bool,
+    pub rollback: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeploymentConfiguration {
+    pub maximum_percent: u32,
+    pub minimum_healthy_percent: u32,
+    pub deployment_circuit_breaker: CircuitBreaker,
+    pub strategy: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bake_time_in_minutes: Option<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DeploymentController {
+    #[serde(rename = "type")]
+    pub kind: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Deployment {
+    pub id: String,
+    pub status: String,
+    pub task_definition: String,
+    pub desired_count: u32,
+    pub pending_count: u32,
+    pub running_count: u32,
+    pub failed_tasks: u32,
+    pub created_at: f64,
+    pub updated_at: f64,
+    pub launch_type: String,
+    pub rollout_state: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub rollout_state_reason: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceEvent {
+    pub id: String,
+    pub created_at: f64,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PlacementConstraint {
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expression: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PlacementStrategy {
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LoadBalancer {
+    /// Berth's load balancers are berth-lb's, named in its config; ECS has
+    /// no field for a name other than a target group ARN or a classic ELB
+    /// name, and this is the latter's.
+    pub load_balancer_name: String,
+    pub container_name: String,
+    pub container_port: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Service {
+    pub service_arn: String,
+    pub service_name: String,
+    pub cluster_arn: String,
+    pub status: String,
+    pub desired_count: u32,
+    pub running_count: u32,
+    pub pending_count: u32,
+    pub launch_type: String,
+    pub task_definition: String,
+    pub scheduling_strategy: String,
+    pub deployment_configuration: DeploymentConfiguration,
+    pub deployment_controller: DeploymentController,
+    pub deployments: Vec<Deployment>,
+    pub events: Vec<ServiceEvent>,
+    pub created_at: f64,
+    pub placement_constraints: Vec<PlacementConstraint>,
+    pub placement_strategy: Vec<PlacementStrategy>,
+    pub load_balancers: Vec<LoadBalancer>,
+    pub health_check_grace_period_seconds: u32,
+    pub tags: Vec<Tag>,
+}
+
+/// `binpack:cpu`, `spread:instanceId`, `spread:attribute:NAME`, `random`
+/// as ECS's `{type, field}`.
+fn strategy(text: &str) -> PlacementStrategy {
+    match text.split_once(':') {
+        Some((kind, field)) => PlacementStrategy {
+            kind: kind.into(),
+            field: Some(field.into()),
+        },
+        None => PlacementStrategy {
+            kind: text.into(),
+            field: None,
+        },
+    }
+}
+
+/// `distinctInstance` and `memberOf(EXPRESSION)` as ECS's
+/// `{type, expression}`.
+fn constraint(text: &str) -> PlacementConstraint {
+    match text
+        .strip_prefix("memberOf(")
+        .and_then(|rest| rest.strip_suffix(')'))
+    {
+        Some(expression) => PlacementConstraint {
+            kind: "memberOf".into(),
+            expression: Some(expression.into()),
+        },
+        None => PlacementConstraint {
+            kind: text.into(),
+            expression: None,
+        },
+    }
+}
+
+fn task_definition_arn(scope: &Scope, reference: &str) -> String {
+    match reference.rsplit_once(':') {
+        Some((family, revision)) => match revision.parse() {
+            Ok(revision) => scope.arn(Resource::TaskDefinition {
+                family: family.into(),
+                revision,
+            }),
+            Err(_) => reference.into(),
+        },
+        None => reference.into(),
+    }
+}
+
+/// ECS's `Service` for a described Berth service. Its events come newest
+/// first, as ECS sends them; tags only with `include: ["TAGS"]`.
+pub fn service(
+    scope: &Scope,
+    described: &berth_types::service::ServiceDescription,
+    include_tags: bool,
+) -> Service {
+    use berth_types::service::DeploymentController as Controller;
+    let s = &described.service;
+    let config = &s.deployment_configuration;
+    let (strategy_name, bake) = match config.controller {
+        Controller::Rolling => ("ROLLING", None),
+        Controller::BlueGreen(bg) => ("BLUE_GREEN", Some(bg.bake_time_secs.div_ceil(60))),
+    };
+    let deployments = described
+        .deployments
+        .iter()
+        .map(|view| {
+            let d = &view.deployment;
+            Deployment {
+                id: d.id.clone(),
+                status: d.status.as_str().into(),
+                task_definition: task_definition_arn(scope, &d.task_definition),
+                desired_count: d.desired_count,
+                pending_count: view.counts.pending,
+                running_count: view.counts.running,
+                failed_tasks: d.failed_tasks,
+                created_at: epoch_seconds(d.created_at_ms),
+                updated_at: epoch_seconds(d.updated_at_ms),
+                launch_type: LAUNCH_TYPE.into(),
+                rollout_state: d.rollout_state.as_str().into(),
+                rollout_state_reason: d.rollout_state_reason.clone(),
+            }
+        })
+        .collect();
+    Service {
+        service_arn: scope.arn(Resource::Service {
+            cluster: Some(s.cluster.clone()),
+            name: s.name.clone(),
+        }),
+        service_name: s.name.clone(),
+        cluster_arn: scope.cluster(&s.cluster),
+        status: s.status.as_str().into(),
+        desired_count: s.desired_count,
+        running_count: described.running_count,
+        pending_count: described.pending_count,
+        launch_type: LAUNCH_TYPE.into(),
+        task_definition: task_definition_arn(scope, &s.task_definition),
+        scheduling_strategy: s.scheduling_strategy.as_str().into(),
+        deployment_configuration: DeploymentConfiguration {
+            maximum_percent: config.maximum_percent,
+            minimum_healthy_percent: config.minimum_healthy_percent,
+            deployment_circuit_breaker: CircuitBreaker {
+                enable: config.circuit_breaker.enable,
+                rollback: config.circuit_breaker.rollback,
+            },
+            strategy: strategy_name.into(),
+            bake_time_in_minutes: bake,
+        },
+        deployment_controller: DeploymentController { kind: "ECS".into() },
+        deployments,
+        events: s
+            .events
+            .iter()
+            .map(|e| ServiceEvent {
+                id: e.id.to_string(),
+                created_at: epoch_seconds(e.created_at_ms),
+                message: e.message.clone(),
+            })
+            .collect(),
+        created_at: epoch_seconds(s.created_at_ms),
+        placement_constraints: s
+            .placement_constraints
+            .iter()
+            .map(|c| constraint(c))
+            .collect(),
+        placement_strategy: s.placement_strategies.iter().map(|p| strategy(p)).collect(),
+        load_balancers: s
+            .load_balancers
+            .iter()
+            .map(|lb| LoadBalancer {
+                load_balancer_name: lb.name.clone(),
+                container_name: lb.container_name.clone(),
+                container_port: lb.container_port,
+            })
+            .collect(),
+        health_check_grace_period_seconds: s.health_check_grace_period_secs,
+        tags: if include_tags {
+            s.tags
+                .iter()
+                .map(|(key, value)| Tag {
+                    key: key.clone(),
+                    value: value.clone(),
+                })
+                .collect()
+        } else {
+            Vec::new()
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use berth_types::service::{
+        BlueGreen, DeploymentConfiguration as Config, DeploymentController as Controller,
+        SchedulingStrategy, ServiceSpec, TrafficShift,
+    };
+    use berth_types::{Command, ContainerDefinition, State, TaskDefinitionSpec};
+    use std::collections::BTreeMap;
+
+    /// A service made the way the servers make one: through the state
+    /// machine's commands.
+    fn described(controller: Controller) -> berth_types::service::ServiceDescription {
+        let mut state = State::new();
+        let mut container = ContainerDefinition::new("app", "registry.local/app:1");
+        container.memory = Some(64);
+        container.port_mappings = vec![berth_types::PortMapping {
+            container_port: 8080,
+            host_port: None,
+            protocol: berth_types::Protocol::Tcp,
+        }];
+        state
+            .apply(Command::RegisterTaskDefinition {
+                spec: TaskDefinitionSpec {
+                    family: "web".into(),
+                    container_definitions: vec![container],
+                    cpu: None,
+                    memory: None,
+                    network_mode: Default::default(),
+                    volumes: vec![],
+                    tags: vec![],
+                },
+                at_ms: 1,
+            })
+            .unwrap();
+        let mut config = Config::defaults_for(SchedulingStrategy::Replica);
+        config.controller = controller;
+        config.circuit_breaker.enable = true;
+        state
+            .apply(Command::CreateService {
+                spec: ServiceSpec {
+                    load_balancers: vec![berth_types::service::LoadBalancer {
+                        name: "public".into(),
+                        container_name: "app".into(),
+                        container_port: 8080,
+                        deregistration_delay_secs: 5,
+                    }],
+                    cluster: "default".into(),
+                    name: "web".into(),
+                    task_definition: "web:1".into(),
+                    desired_count: 2,
+                    scheduling_strategy: SchedulingStrategy::Replica,
+                    placement_strategies: vec!["spread:instanceId".into()],
+                    placement_constraints: vec!["distinctInstance".into()],
+                    deployment_configuration: config,
+                    health_check_grace_period_secs: 30,
+                    tags: BTreeMap::from([("team".to_string(), "a".to_string())]),
+                },
+                deployment_id: "ecs-svc/1".into(),
+                at_ms: 5_000,
+            })
+            .unwrap();
+        let service = state.service("default", "web").unwrap();
+        state.describe_service(service)
+    }
+
+    #[test]
+    fn a_service_is_described_in_ecs_field_names() {
+        let scope = Scope {
+            region: "eu-west-1".into(),
+            account: "000000000000".into(),
+        };
+        let json =
+            serde_json::to_value(service(&scope, &described(Controller::Rolling), false)).unwrap();
+        assert_eq!(
+            json["serviceArn"],
+            "arn:aws:ecs:eu-west-1:000000000000:service/default/web"
+        );
+        assert_eq!(json["status"], "ACTIVE");
+        assert_eq!(json["desiredCount"], 2);
+        assert_eq!(json["runningCount"], 0);
+        assert_eq!(json["pendingCount"], 0, "no task placed without instances");
+        assert_eq!(
+            json["taskDefinition"],
+            "arn:aws:ecs:eu-west-1:000000000000:task-definition/web:1"
+        );
+        assert_eq!(json["schedulingStrategy"], "REPLICA");
+        assert_eq!(json["launchType"], "EXTERNAL");
+        assert_eq!(
+            json["deploymentConfiguration"],
+            serde_json::json!({"maximumPercent": 200, "minimumHealthyPercent": 100,
+                "deploymentCircuitBreaker": {"enable": true, "rollback": false},
+                "strategy": "ROLLING"})
+        );
+        assert_eq!(json["deploymentController"]["type"], "ECS");
+        let primary = &json["deployments"][0];
+        assert_eq!(primary["id"], "ecs-svc/1");
+        assert_eq!(primary["status"], "PRIMARY");
+        assert_eq!(primary["rolloutState"], "IN_PROGRESS");
+        assert_eq!(primary["createdAt"], 5.0);
+        assert_eq!(json["placementStrategy"][0]["field"], "instanceId");
+        assert_eq!(json["placementConstraints"][0]["type"], "distinctInstance");
+        assert_eq!(json["healthCheckGracePeriodSeconds"], 30);
+        assert_eq!(
+            json["loadBalancers"],
+            serde_json::json!([{"loadBalancerName": "public", "containerName": "app", "containerPort": 8080}])
+        );
+        assert_eq!(
+            json["tags"],
+            serde_json::json!([]),
+            "tags only when included"
+        );
+        let tagged = service(&scope, &described(Controller::Rolling), true);
+        assert_eq!(tagged.tags[0].key, "team");
+
+        let blue_green = Controller::BlueGreen(BlueGreen {
+            traffic: TrafficShift::AllAtOnce,
+            bake_time_secs: 90,
+        });
+        let json = serde_json::to_value(service(&scope, &described(blue_green), false)).unwrap();
+        assert_eq!(json["deploymentConfiguration"]["strategy"], "BLUE_GREEN");
+        assert_eq!(json["deploymentConfiguration"]["bakeTimeInMinutes"], 2);
+    }
+
+    #[test]
+    fn placement_texts_become_ecs_objects() {
+        assert_eq!(
+            strategy("spread:attribute:ecs.availability-zone"),
+            PlacementStrategy {
+                kind: "spread".into(),
+                field: Some("attribute:ecs.availability-zone".into())
+            }
+        );
+        assert_eq!(strategy("binpack:memory").field.as_deref(), Some("memory"));
+        assert_eq!(strategy("random").field, None);
+        assert_eq!(
+            constraint("memberOf(attribute:zone == a)"),
+            PlacementConstraint {
+                kind: "memberOf".into(),
+                expression: Some("attribute:zone == a".into())
+            }
+        );
+        assert_eq!(constraint("distinctInstance").expression, None);
+        let scope = Scope {
+            region: "r".into(),
+            account: "1".into(),
+        };
+        assert_eq!(
+            task_definition_arn(&scope, "web:4"),
+            "arn:aws:ecs:r:1:task-definition/web:4"
+        );
+    }
+}
