@@ -9,12 +9,13 @@
 //! (issue #15, being built) it also holds ARNs ([`arn`]), ECS's error
 //! answers ([`error`]), its pagination and time formats ([`page`]) and
 //! the shapes of its cluster operations ([`clusters`]), of a registered
-//! task definition ([`taskdefs`]), of a task ([`tasks`]) and of a service
-//! ([`services`]).
+//! task definition ([`taskdefs`]), of a task ([`tasks`]), of a service
+//! ([`services`]) and of a container instance ([`instances`]).
 
 pub mod arn;
 pub mod clusters;
 pub mod error;
+pub mod instances;
 pub mod page;
 pub mod service;
 pub mod services;
