@@ -10,13 +10,15 @@
 //! answers ([`error`]), its pagination and time formats ([`page`]) and
 //! the shapes of its cluster operations ([`clusters`]), of a registered
 //! task definition ([`taskdefs`]), of a task ([`tasks`]), of a service
-//! ([`services`]) and of a container instance ([`instances`]).
+//! ([`services`]) and of a container instance ([`instances`]), and
+//! RunTask/StartTask requests read into Berth's inputs ([`run_task`]).
 
 pub mod arn;
 pub mod clusters;
 pub mod error;
 pub mod instances;
 pub mod page;
+pub mod run_task;
 pub mod service;
 pub mod services;
 pub mod taskdef;
