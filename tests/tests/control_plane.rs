@@ -123,6 +123,19 @@ async fn invalid_task_definition_is_refused_with_the_field_and_writes_nothing() 
 
 /// kill -9 of the leader: a new leader is elected, writes continue, nothing
 /// acknowledged is lost, and the killed server catches up after restart.
+/// SetJournalRetention, a command of level 4.
+async fn set_retention(addr: &str, max_records: u32) -> Result<pb::JournalRetention> {
+    Ok(
+        pb::event_service_client::EventServiceClient::new(channel(addr).await?)
+            .set_journal_retention(pb::SetJournalRetentionRequest {
+                max_records,
+                max_age_secs: 86_400,
+            })
+            .await?
+            .into_inner(),
+    )
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leader_kill9_loses_no_acknowledged_write() -> Result<()> {
     let mut cluster = TestCluster::start(3, &[]).await?;
@@ -132,30 +145,25 @@ async fn leader_kill9_loses_no_acknowledged_write() -> Result<()> {
         let td = register(&via, "svc", &format!("before-{i}")).await?;
         acked.insert(td.revision, marker_of(&td));
     }
+    // A level-4 command through every server while all are up: each has
+    // heard every member say its level.
+    for id in 1..=3u64 {
+        let retention = set_retention(&cluster.addr(id), 4_000 + id as u32).await?;
+        assert_eq!(retention.max_records, 4_000 + id as u32);
+    }
     let old_leader = cluster.wait_for_leader(LONG).await?;
     cluster.server(old_leader).kill9();
     let new_leader = cluster.wait_for_leader(LONG).await?;
     assert_ne!(new_leader, old_leader);
 
     let survivors: Vec<u64> = (1..=3).filter(|id| *id != old_leader).collect();
-    // Commands above level 1 stay available with a server down: the one
-    // that cannot say its level does not hold them up.
+    // Commands above level 1 stay available with a server down: it counts
+    // with the level it said before it went.
     for (i, id) in survivors.iter().enumerate() {
-        let retention = eventually(LONG, || {
-            let addr = cluster.addr(*id);
-            async move {
-                let channel = channel(&addr).await?;
-                Ok(pb::event_service_client::EventServiceClient::new(channel)
-                    .set_journal_retention(pb::SetJournalRetentionRequest {
-                        max_records: 5_000 + i as u32,
-                        max_age_secs: 86_400,
-                    })
-                    .await?
-                    .into_inner())
-            }
-        })
-        .await?;
-        assert_eq!(retention.max_records, 5_000 + i as u32);
+        let addr = cluster.addr(*id);
+        let max = 5_000 + i as u32;
+        let retention = eventually(LONG, || set_retention(&addr, max)).await?;
+        assert_eq!(retention.max_records, max);
     }
     for i in 0..10 {
         let via = cluster.addr(survivors[i % 2]);

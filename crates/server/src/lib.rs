@@ -191,6 +191,7 @@ impl Server {
         tokio::spawn(hub.clone().route_events(session_events));
         tokio::spawn(hub.clone().write_reports());
         spawn_controllers(&node, &hub, controller_events);
+        tokio::spawn(upgrade::learn_member_levels(node.clone()));
         let server = Server {
             node,
             log,

@@ -24,13 +24,10 @@ pub enum MemberLevel {
 }
 
 /// Why a command of level `needed` may not be proposed yet, if it may not:
-/// every member that answers must report a level at least as high, and so
-/// must the last report of one that does not. A member that does not answer
-/// and never reported does not hold the write up: a quorum of the others
-/// commits it either way, and if that member turns out to run an older
-/// build it stops at the entry with an error naming the level instead of
-/// misreading it (docs/design.md, "Command levels"). Losing a minority of
-/// servers so never makes newer commands unavailable.
+/// every member must have said it applies a level at least as high, now
+/// or before (a member that does not answer counts with its last report).
+/// One that never said, since this server started, counts as behind: it
+/// may be the one still on the older build.
 pub fn refusal(needed: u32, members: &[(NodeId, MemberLevel)]) -> Option<String> {
     let behind: Vec<String> = members
         .iter()
@@ -40,12 +37,17 @@ pub fn refusal(needed: u32, members: &[(NodeId, MemberLevel)]) -> Option<String>
                 Some(format!("server {id} applies up to level {level}"))
             }
             MemberLevel::Unreachable {
+                last: Some(level), ..
+            } if *level >= needed => None,
+            MemberLevel::Unreachable {
                 why,
                 last: Some(level),
-            } if *level < needed => Some(format!(
+            } => Some(format!(
                 "server {id} did not say ({why}) and last applied up to level {level}"
             )),
-            MemberLevel::Unreachable { .. } => None,
+            MemberLevel::Unreachable { why, last: None } => Some(format!(
+                "server {id} did not say ({why}) and has not said since this server started"
+            )),
         })
         .collect();
     if behind.is_empty() {
@@ -57,13 +59,14 @@ pub fn refusal(needed: u32, members: &[(NodeId, MemberLevel)]) -> Option<String>
     ))
 }
 
-/// The command levels members have reported, by node id. A server never
-/// goes below a level it reported without a downgrade, and a downgraded
-/// server that meets an entry above its level stops saying so instead of
-/// misreading it; so once a member has reported a level, writes up to it
-/// need not ask again. That keeps newer commands available while a
-/// minority of servers is down (a member that cannot be asked counts with
-/// what it said last), and spares a round of calls before every write.
+/// The command levels members have reported, by node id: asked before a
+/// write that needs a level nobody has confirmed yet, and in the
+/// background from start ([`learn_member_levels`]). A member that is down
+/// counts with what it said last, so newer commands stay available while a
+/// minority of servers is down, and a write does not ask every member
+/// first. A member downgraded meanwhile says so at the next background
+/// round; until then an entry it cannot apply stops it with an error
+/// naming the level instead of being misread.
 #[derive(Debug, Default)]
 pub struct KnownLevels(std::sync::Mutex<std::collections::HashMap<NodeId, u32>>);
 
@@ -84,25 +87,26 @@ impl KnownLevels {
     }
 }
 
-/// Checks that every member (voters and learners) supports `needed`:
-/// from what each has reported before, asking those not known to.
-pub async fn check_members_support(node: &BerthNode, needed: u32) -> Result<(), ServerError> {
-    let members: Vec<(NodeId, String)> = node
-        .metrics()
+/// Every member but this server, voters and learners, with its address.
+fn other_members(node: &BerthNode) -> Vec<(NodeId, String)> {
+    node.metrics()
         .membership_config
         .membership()
         .nodes()
+        .filter(|(id, _)| **id != node.id())
         .map(|(id, n)| (*id, n.addr.clone()))
-        .collect();
-    let mut levels = Vec::with_capacity(members.len());
-    for (id, addr) in members {
+        .collect()
+}
+
+/// Checks that every member (voters and learners) supports `needed`:
+/// from what each has reported, asking those not known to.
+pub async fn check_members_support(node: &BerthNode, needed: u32) -> Result<(), ServerError> {
+    let mut levels = vec![(node.id(), MemberLevel::Reported(berth_types::COMMAND_LEVEL))];
+    for (id, addr) in other_members(node) {
         let known = node.member_levels().get(id);
-        let level = if id == node.id() {
-            MemberLevel::Reported(berth_types::COMMAND_LEVEL)
-        } else if let Some(level) = known.filter(|level| *level >= needed) {
-            MemberLevel::Reported(level)
-        } else {
-            match ask(node, &addr).await {
+        let level = match known.filter(|level| *level >= needed) {
+            Some(level) => MemberLevel::Reported(level),
+            None => match ask(node, &addr).await {
                 Ok(level) => {
                     node.member_levels().record(id, level);
                     MemberLevel::Reported(level)
@@ -111,13 +115,31 @@ pub async fn check_members_support(node: &BerthNode, needed: u32) -> Result<(), 
                     tracing::debug!(member = id, %why, needed, "a member did not say its command level");
                     MemberLevel::Unreachable { why, last: known }
                 }
-            }
+            },
         };
         levels.push((id, level));
     }
     match refusal(needed, &levels) {
         Some(why) => Err(ServerError::FailedPrecondition(why)),
         None => Ok(()),
+    }
+}
+
+/// Asks every member for its level from start, every second while one
+/// has not answered yet and every half minute afterwards (new members,
+/// downgrades), so a member that goes down later still counts with what it
+/// said. One call per member per round: nothing on the write path.
+pub async fn learn_member_levels(node: BerthNode) {
+    loop {
+        let mut all_known = true;
+        for (id, addr) in other_members(&node) {
+            match ask(&node, &addr).await {
+                Ok(level) => node.member_levels().record(id, level),
+                Err(_) => all_known &= node.member_levels().get(id).is_some(),
+            }
+        }
+        let pause = if all_known { 30 } else { 1 };
+        tokio::time::sleep(Duration::from_secs(pause)).await;
     }
 }
 
@@ -183,29 +205,17 @@ mod tests {
                 ),
             ]
         };
-        assert_eq!(refusal(1, &silent(None)), None);
         assert_eq!(refusal(1, &silent(Some(2))), None);
-        let why = refusal(2, &silent(None)).unwrap();
+        let why = refusal(1, &silent(None)).unwrap();
+        assert!(
+            why.contains("server 3 did not say (down) and has not said since this server started"),
+            "a member never heard from may be the old one: {why}"
+        );
+        let why = refusal(2, &silent(Some(2))).unwrap();
         assert!(why.contains("server 2 applies up to level 1"), "{why}");
         assert!(
             !why.contains("server 3"),
-            "a silent member is not blamed: {why}"
-        );
-        let down_and_unknown = [
-            (1, Reported(2)),
-            (2, Reported(2)),
-            (
-                3,
-                Unreachable {
-                    why: "down".into(),
-                    last: None,
-                },
-            ),
-        ];
-        assert_eq!(
-            refusal(2, &down_and_unknown),
-            None,
-            "a minority that is down does not make newer commands unavailable"
+            "a member down that said it applies the level is not blamed: {why}"
         );
         // A build from before levels reports 0.
         assert!(refusal(1, &[(5, Reported(0))]).is_some());
