@@ -367,6 +367,24 @@ pub fn test_pki() -> &'static TestPki {
     })
 }
 
+/// The `berth` CLI against `endpoints` (comma-separated) with `token`,
+/// trusting the test CA's current `ca.crt`, with nothing taken from the
+/// environment or a config file.
+pub fn berth_cli(endpoints: &str, token: &str, args: &[&str]) -> std::process::Output {
+    Command::new(binary("berth"))
+        .arg("--endpoint")
+        .arg(endpoints)
+        .arg("--ca-cert")
+        .arg(test_pki().dir.join("ca.crt"))
+        .args(args)
+        .env_remove("BERTH_ENDPOINT")
+        .env_remove("BERTH_CA_CERT")
+        .env_remove("BERTH_CONFIG")
+        .env("BERTH_TOKEN", token)
+        .output()
+        .expect("run berth")
+}
+
 /// Adds `authorization: Bearer ...` to every call, when a token is set.
 #[derive(Clone)]
 pub struct BearerToken(Option<MetadataValue<Ascii>>);
@@ -394,7 +412,17 @@ pub async fn tls_channel(addr: &str, identity: Option<(&str, &str)>) -> Result<C
     // changes what the servers' chains lead to.
     let ca_pem = std::fs::read_to_string(test_pki().dir.join("ca.crt"))
         .unwrap_or_else(|_| test_pki().ca_pem.clone());
-    let tls = berth_proto::tls::client_tls(&ca_pem, identity);
+    tls_channel_trusting(addr, &ca_pem, identity).await
+}
+
+/// A TLS channel that trusts `ca_pem` only, with an optional client
+/// certificate.
+pub async fn tls_channel_trusting(
+    addr: &str,
+    ca_pem: &str,
+    identity: Option<(&str, &str)>,
+) -> Result<Channel> {
+    let tls = berth_proto::tls::client_tls(ca_pem, identity);
     Ok(Channel::from_shared(format!("https://{addr}"))?
         .tls_config(tls)?
         .connect_timeout(Duration::from_secs(1))

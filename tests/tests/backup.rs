@@ -28,22 +28,6 @@ fn client(endpoints: &[String], token: &str) -> BerthClient {
     .expect("client")
 }
 
-/// `berth` against `endpoint` with `token`.
-fn berth(endpoint: &str, token: &str, args: &[&str]) -> Output {
-    Command::new(binary("berth"))
-        .arg("--endpoint")
-        .arg(endpoint)
-        .arg("--ca-cert")
-        .arg(test_pki().dir.join("ca.crt"))
-        .args(args)
-        .env_remove("BERTH_ENDPOINT")
-        .env_remove("BERTH_CA_CERT")
-        .env_remove("BERTH_CONFIG")
-        .env("BERTH_TOKEN", token)
-        .output()
-        .expect("run berth")
-}
-
 fn berthd(args: &[&str]) -> Output {
     Command::new(binary("berthd"))
         .args(args)
@@ -100,7 +84,7 @@ async fn a_backup_of_a_running_cluster_restores_into_a_new_one_server_cluster() 
     let follower = (1..=3).find(|id| *id != leader).unwrap();
     let file = cluster.dir.path().join("state.backup");
     let file_arg = file.display().to_string();
-    let denied = berth(
+    let denied = berth_cli(
         &cluster.addr(follower),
         &readonly,
         &["server", "backup", "--out", &file_arg],
@@ -115,7 +99,7 @@ async fn a_backup_of_a_running_cluster_restores_into_a_new_one_server_cluster() 
         !file.exists(),
         "nothing is written when the backup is refused"
     );
-    let out = berth(
+    let out = berth_cli(
         &cluster.addr(follower),
         &test_pki().admin_token,
         &["server", "backup", "--out", &file_arg, "-o", "json"],
@@ -296,7 +280,7 @@ async fn after_a_restore_agents_stop_the_tasks_the_backup_does_not_know() -> Res
         .map_err(|e| anyhow::anyhow!("{e}; agent log:\n{}", agent.log()))?;
     let file = s.cluster.dir.path().join("restore.backup");
     let file_arg = file.display().to_string();
-    let out = berth(
+    let out = berth_cli(
         &a1,
         &test_pki().admin_token,
         &["server", "backup", "--out", &file_arg],

@@ -17,7 +17,6 @@ use berth_pki::trust;
 use berth_proto::pb;
 use berth_proto::pb::agent_service_client::AgentServiceClient;
 use berth_types::{InstanceState, TaskStatus};
-use tonic::transport::Channel;
 
 const CLUSTER: &str = "rotating";
 const WAIT: Duration = Duration::from_secs(60);
@@ -58,26 +57,10 @@ fn reissue_and_reload(s: &mut AgentCluster, id: u64) -> Result<()> {
     Ok(())
 }
 
-/// A TLS channel that trusts `ca_pem` only, with an optional client
-/// certificate.
-async fn channel_trusting(
-    addr: &str,
-    ca_pem: &str,
-    identity: Option<(&str, &str)>,
-) -> Result<Channel> {
-    let tls = berth_proto::tls::client_tls(ca_pem, identity);
-    Ok(Channel::from_shared(format!("https://{addr}"))?
-        .tls_config(tls)?
-        .connect_timeout(Duration::from_secs(2))
-        .timeout(Duration::from_secs(10))
-        .connect()
-        .await?)
-}
-
 /// An agent ping with the given trust and certificate: what only a
 /// certificate the server accepts can do.
 async fn ping(addr: &str, ca_pem: &str, cert: &str, key: &str) -> Result<pb::AgentPingResponse> {
-    let channel = channel_trusting(addr, ca_pem, Some((cert, key))).await?;
+    let channel = tls_channel_trusting(addr, ca_pem, Some((cert, key))).await?;
     Ok(AgentServiceClient::new(channel)
         .ping(pb::AgentPingRequest {})
         .await?
@@ -169,7 +152,7 @@ async fn the_root_ca_is_rotated_without_restarting_servers_or_agents() -> Result
         eventually(WAIT, || {
             let (addr, new_root) = (addr.clone(), new_root.clone());
             async move {
-                channel_trusting(&addr, &new_root, None).await?;
+                tls_channel_trusting(&addr, &new_root, None).await?;
                 Ok(())
             }
         })
@@ -218,7 +201,7 @@ async fn the_root_ca_is_rotated_without_restarting_servers_or_agents() -> Result
         eventually(WAIT, || {
             let (addr, old_root) = (addr.clone(), old_root.clone());
             async move {
-                if channel_trusting(&addr, &old_root, None).await.is_ok() {
+                if tls_channel_trusting(&addr, &old_root, None).await.is_ok() {
                     bail!("server still shows a chain to the old root");
                 }
                 Ok(())

@@ -3,8 +3,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::process::Command;
-
 use anyhow::Result;
 use berth_e2e::*;
 
@@ -14,19 +12,7 @@ struct Cli {
 
 impl Cli {
     fn run(&self, args: &[&str]) -> std::process::Output {
-        let pki = test_pki();
-        Command::new(binary("berth"))
-            .arg("--endpoint")
-            .arg(&self.endpoints)
-            .arg("--ca-cert")
-            .arg(pki.dir.join("ca.crt"))
-            .args(args)
-            .env_remove("BERTH_ENDPOINT")
-            .env_remove("BERTH_CA_CERT")
-            .env_remove("BERTH_CONFIG")
-            .env("BERTH_TOKEN", &pki.admin_token)
-            .output()
-            .expect("run berth")
+        berth_cli(&self.endpoints, &test_pki().admin_token, args)
     }
 
     fn ok(&self, args: &[&str]) -> String {

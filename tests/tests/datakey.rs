@@ -26,21 +26,6 @@ use tonic::Code;
 
 const LONG: Duration = Duration::from_secs(30);
 
-fn berth(endpoints: &str, token: &str, args: &[&str]) -> std::process::Output {
-    Command::new(binary("berth"))
-        .arg("--endpoint")
-        .arg(endpoints)
-        .arg("--ca-cert")
-        .arg(test_pki().dir.join("ca.crt"))
-        .args(args)
-        .env_remove("BERTH_ENDPOINT")
-        .env_remove("BERTH_CA_CERT")
-        .env_remove("BERTH_CONFIG")
-        .env("BERTH_TOKEN", token)
-        .output()
-        .expect("run berth")
-}
-
 fn ok(out: std::process::Output) -> String {
     assert!(
         out.status.success(),
@@ -160,7 +145,7 @@ async fn rolling_restart(
 }
 
 fn rekey(endpoint: &str) -> serde_json::Value {
-    let out = ok(berth(
+    let out = ok(berth_cli(
         endpoint,
         &test_pki().admin_token,
         &["secret", "rekey", "-o", "json"],
@@ -187,7 +172,7 @@ async fn data_key_rotation_add_promote_rekey_retire() -> Result<()> {
     let mut secrets: Vec<(String, String, u64)> = Vec::new();
     for (n, addr) in addrs.iter().enumerate() {
         let (name, value) = (format!("app/secret-{n}"), format!("value-{n}-9c1e"));
-        ok(berth(
+        ok(berth_cli(
             addr,
             &admin,
             &["secret", "create", &name, "--from-literal", &value],
@@ -195,7 +180,7 @@ async fn data_key_rotation_add_promote_rekey_retire() -> Result<()> {
         secrets.push((name, value, 1));
     }
     // One updated: version 2, so rekey must keep a version that is not 1.
-    ok(berth(
+    ok(berth_cli(
         &endpoints,
         &admin,
         &[
@@ -256,7 +241,7 @@ async fn data_key_rotation_add_promote_rekey_retire() -> Result<()> {
         .to_string();
     assert_ne!(new_id, old_id);
     restart_with_ca_key(&mut cluster, 1).await?;
-    ok(berth(
+    ok(berth_cli(
         &addrs[0],
         &admin,
         &[
@@ -301,13 +286,16 @@ async fn data_key_rotation_add_promote_rekey_retire() -> Result<()> {
     assert_eq!(rekeyed["skipped"], serde_json::json!([]), "{rekeyed}");
     assert_eq!(rekeyed["unreadable"], serde_json::json!([]), "{rekeyed}");
     all_reveal(&mut cluster, &secrets).await?;
-    let again = ok(berth(&endpoints, &admin, &["secret", "rekey"]));
+    let again = ok(berth_cli(&endpoints, &admin, &["secret", "rekey"]));
     assert!(again.contains("re-sealed 0 secret(s)"), "{again}");
     assert!(again.contains("4 already current"), "{again}");
     assert!(again.contains("can be retired"), "{again}");
     // Re-sealing is not an update: no 'secret' event beyond create/update.
-    let events: serde_json::Value =
-        serde_json::from_str(&ok(berth(&endpoints, &admin, &["events", "-o", "json"])))?;
+    let events: serde_json::Value = serde_json::from_str(&ok(berth_cli(
+        &endpoints,
+        &admin,
+        &["events", "-o", "json"],
+    )))?;
     let secret_events: Vec<&str> = events
         .as_array()
         .unwrap()
@@ -326,7 +314,11 @@ async fn data_key_rotation_add_promote_rekey_retire() -> Result<()> {
         ],
         "{events}"
     );
-    let audit = ok(berth(&endpoints, &admin, &["audit", "list", "-o", "json"]));
+    let audit = ok(berth_cli(
+        &endpoints,
+        &admin,
+        &["audit", "list", "-o", "json"],
+    ));
     assert!(
         audit.contains("reseal_secrets"),
         "rekey is audited: {audit}"

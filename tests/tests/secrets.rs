@@ -6,7 +6,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::process::Command;
 use std::time::Duration;
 
 use anyhow::Result;
@@ -19,21 +18,6 @@ use tonic::Code;
 
 const VALUE: &str = "s3cr3t-Value-4f9a1c";
 const NEW_VALUE: &str = "n3w-s3cr3t-77b2e0";
-
-fn berth(endpoints: &str, token: &str, args: &[&str]) -> std::process::Output {
-    Command::new(binary("berth"))
-        .arg("--endpoint")
-        .arg(endpoints)
-        .arg("--ca-cert")
-        .arg(test_pki().dir.join("ca.crt"))
-        .args(args)
-        .env_remove("BERTH_ENDPOINT")
-        .env_remove("BERTH_CA_CERT")
-        .env_remove("BERTH_CONFIG")
-        .env("BERTH_TOKEN", token)
-        .output()
-        .expect("run berth")
-}
 
 fn ok(out: std::process::Output) -> String {
     assert!(
@@ -80,7 +64,7 @@ async fn secrets_are_sealed_revealed_only_to_admins_and_never_leak() -> Result<(
     std::fs::write(&file, VALUE)?;
 
     // Create through the CLI from a file; metadata only in the reply.
-    let created = ok(berth(
+    let created = ok(berth_cli(
         &endpoints,
         &admin,
         &[
@@ -95,12 +79,16 @@ async fn secrets_are_sealed_revealed_only_to_admins_and_never_leak() -> Result<(
     ));
     assert!(created.contains("db-password"), "{created}");
     assert!(!created.contains(VALUE), "{created}");
-    let listed = ok(berth(&endpoints, &admin, &["secret", "list", "-o", "json"]));
+    let listed = ok(berth_cli(
+        &endpoints,
+        &admin,
+        &["secret", "list", "-o", "json"],
+    ));
     assert!(
         listed.contains("db-password") && !listed.contains(VALUE),
         "{listed}"
     );
-    let again = berth(
+    let again = berth_cli(
         &endpoints,
         &admin,
         &["secret", "create", "db-password", "--from-literal", "x"],
@@ -118,7 +106,7 @@ async fn secrets_are_sealed_revealed_only_to_admins_and_never_leak() -> Result<(
         assert_eq!(revealed.value, VALUE.as_bytes());
         assert_eq!(revealed.secret.unwrap().version, 1);
     }
-    let revealed = ok(berth(
+    let revealed = ok(berth_cli(
         &endpoints,
         &admin,
         &["secret", "describe", "db-password", "--reveal"],
@@ -135,7 +123,7 @@ async fn secrets_are_sealed_revealed_only_to_admins_and_never_leak() -> Result<(
         .await?
         .into_inner()
         .secret;
-    let described = ok(berth(
+    let described = ok(berth_cli(
         &endpoints,
         &readonly,
         &["secret", "describe", "db-password"],
@@ -148,7 +136,7 @@ async fn secrets_are_sealed_revealed_only_to_admins_and_never_leak() -> Result<(
         .await
         .unwrap_err();
     assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
-    let refused = berth(
+    let refused = berth_cli(
         &endpoints,
         &readonly,
         &["secret", "describe", "db-password", "--reveal"],
@@ -166,7 +154,7 @@ async fn secrets_are_sealed_revealed_only_to_admins_and_never_leak() -> Result<(
     assert_eq!(refused.code(), Code::PermissionDenied);
 
     // Update: a new version, the description kept.
-    let updated = ok(berth(
+    let updated = ok(berth_cli(
         &endpoints,
         &admin,
         &[
@@ -182,13 +170,13 @@ async fn secrets_are_sealed_revealed_only_to_admins_and_never_leak() -> Result<(
     let updated: serde_json::Value = serde_json::from_str(&updated)?;
     assert_eq!(updated["version"], 2);
     assert_eq!(updated["description"], "the app's database");
-    let revealed = ok(berth(
+    let revealed = ok(berth_cli(
         &endpoints,
         &admin,
         &["secret", "describe", "db-password", "--reveal"],
     ));
     assert_eq!(revealed, NEW_VALUE);
-    let bad = berth(
+    let bad = berth_cli(
         &endpoints,
         &admin,
         &["secret", "create", "bad name", "--from-literal", "x"],
@@ -224,11 +212,11 @@ async fn secrets_are_sealed_revealed_only_to_admins_and_never_leak() -> Result<(
             assert!(!text.contains(VALUE) && !text.contains(NEW_VALUE), "{text}");
         }
     }
-    let events = ok(berth(&endpoints, &admin, &["events", "-o", "json"]));
+    let events = ok(berth_cli(&endpoints, &admin, &["events", "-o", "json"]));
     assert!(!events.contains(VALUE) && !events.contains(NEW_VALUE));
 
     // Delete; then it is gone everywhere.
-    ok(berth(
+    ok(berth_cli(
         &endpoints,
         &admin,
         &["secret", "delete", "db-password"],

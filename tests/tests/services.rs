@@ -216,22 +216,6 @@ impl Sampler {
     }
 }
 
-fn berth_cli(servers: &str, args: &[&str]) -> std::process::Output {
-    let pki = test_pki();
-    std::process::Command::new(binary("berth"))
-        .arg("--endpoint")
-        .arg(servers)
-        .arg("--ca-cert")
-        .arg(pki.dir.join("ca.crt"))
-        .args(args)
-        .env_remove("BERTH_ENDPOINT")
-        .env_remove("BERTH_CA_CERT")
-        .env_remove("BERTH_CONFIG")
-        .env("BERTH_TOKEN", &pki.admin_token)
-        .output()
-        .expect("run berth")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_service_recovers_rolls_out_and_rolls_back() -> Result<()> {
     let _serial = SERIAL.lock().await;
@@ -332,6 +316,7 @@ async fn a_replica_service_recovers_rolls_out_and_rolls_back() -> Result<()> {
     // follows it and exits 1.
     let out = berth_cli(
         &s.servers,
+        &test_pki().admin_token,
         &[
             "service",
             "update",
@@ -604,6 +589,7 @@ async fn health_checks_replace_tasks_and_a_daemon_follows_its_instances() -> Res
     // CLI views read the same service.
     let out = berth_cli(
         &s.servers,
+        &test_pki().admin_token,
         &["service", "describe", "node", "--cluster", CLUSTER],
     );
     let text = String::from_utf8_lossy(&out.stdout);

@@ -947,19 +947,14 @@ fn follow_ca_rotation(identity: &mut AgentIdentity, offered: &str) -> CaStep {
         identity.ca_pem = offered.to_string();
         return CaStep::Adopted;
     }
-    let same_roots = |a: &str, b: &str| {
-        let digests = |pem| {
-            berth_pki::trust::roots(pem)
-                .map(|roots| roots.into_iter().map(|r| r.digest).collect::<Vec<_>>())
-                .ok()
-        };
-        digests(a).is_some_and(|roots| roots.len() > 1) && digests(a) == digests(b)
+    use berth_pki::trust;
+    let (Ok(offered), Ok(own)) = (trust::roots(offered), trust::roots(&identity.ca_pem)) else {
+        return CaStep::Unchanged;
     };
     // Only while two roots are trusted (a rotation under way): with one,
     // a certificate from another root could not have been used to ask.
-    if same_roots(offered, &identity.ca_pem)
-        && !berth_pki::trust::chain_is_current(&identity.cert_pem, &identity.ca_pem)
-    {
+    let current = trust::chain_root(&identity.cert_pem, &own) == trust::newest(&own);
+    if own.len() > 1 && offered == own && !current {
         return CaStep::RenewUnderNewestRoot;
     }
     CaStep::Unchanged

@@ -489,6 +489,24 @@ mod tests {
             .unwrap()
     }
 
+    /// Every certificate of a PEM bundle as trust anchors.
+    fn root_store(pem: &str) -> Arc<tokio_rustls::rustls::RootCertStore> {
+        let mut roots = tokio_rustls::rustls::RootCertStore::empty();
+        for cert in der_chain(pem) {
+            roots.add(cert).unwrap();
+        }
+        Arc::new(roots)
+    }
+
+    /// What a server checks agents' certificates with, trusting `anchor`.
+    fn client_verifier(
+        anchor: &str,
+    ) -> Arc<dyn tokio_rustls::rustls::server::danger::ClientCertVerifier> {
+        tokio_rustls::rustls::server::WebPkiClientVerifier::builder(root_store(anchor))
+            .build()
+            .unwrap()
+    }
+
     /// The root key stays where `pki init` put it: a server gets a signing
     /// CA instead, and what it signs verifies against the root alone.
     #[test]
@@ -521,15 +539,7 @@ mod tests {
         let chain = der_chain(&signed);
         assert_eq!(chain.len(), 2, "leaf and signing CA");
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let verifier_for = |anchor: &str| {
-            let mut roots = rustls::RootCertStore::empty();
-            for cert in der_chain(anchor) {
-                roots.add(cert).unwrap();
-            }
-            rustls::server::WebPkiClientVerifier::builder(roots.into())
-                .build()
-                .unwrap()
-        };
+        let verifier_for = client_verifier;
         let now = tokio_rustls::rustls::pki_types::UnixTime::now();
         verifier_for(&root)
             .verify_client_cert(&chain[0], &chain[1..], now)
@@ -576,20 +586,7 @@ mod tests {
         issue(&ca_dir, 2, &["127.0.0.1".into()], &node2).unwrap();
 
         let server_verifier = |anchor: &str| {
-            let mut roots = rustls::RootCertStore::empty();
-            for cert in der_chain(anchor) {
-                roots.add(cert).unwrap();
-            }
-            rustls::client::WebPkiServerVerifier::builder(roots.into())
-                .build()
-                .unwrap()
-        };
-        let client_verifier = |anchor: &str| {
-            let mut roots = rustls::RootCertStore::empty();
-            for cert in der_chain(anchor) {
-                roots.add(cert).unwrap();
-            }
-            rustls::server::WebPkiClientVerifier::builder(roots.into())
+            rustls::client::WebPkiServerVerifier::builder(root_store(anchor))
                 .build()
                 .unwrap()
         };
