@@ -10,6 +10,7 @@ pub mod dev;
 pub mod dns;
 pub mod downloads;
 pub mod driver;
+pub mod ecs;
 pub mod error;
 pub mod events_api;
 pub mod identity;

@@ -1,0 +1,183 @@
+//! CreateCluster, DescribeClusters, ListClusters, DeleteCluster.
+
+use berth_ecs::arn::{self, Scope};
+use berth_ecs::clusters::{
+    self as shapes, Counts, CreateClusterRequest, DeleteClusterRequest, DescribeClustersRequest,
+    Failure, ListClustersRequest,
+};
+use berth_ecs::error::{EcsError, ErrorType};
+use berth_ecs::page;
+use berth_types::{ClusterStatus, InstanceStatus, ServiceStatus, State, TaskStatus};
+use serde_json::json;
+
+use super::{answer, from_server, EcsApi, EcsResult};
+use crate::error::ServerError;
+
+/// ECS's limit on the clusters one DescribeClusters names.
+const MAX_DESCRIBED: usize = 100;
+
+fn counts(state: &State, cluster: &str) -> Counts {
+    let mut counts = Counts {
+        registered_instances: state
+            .instances()
+            .filter(|i| i.cluster == cluster && i.status == InstanceStatus::Active)
+            .count() as u32,
+        active_services: state
+            .services_in(cluster)
+            .filter(|s| s.status == ServiceStatus::Active)
+            .count() as u32,
+        ..Counts::default()
+    };
+    for task in state.tasks().filter(|t| t.cluster == cluster) {
+        match task.last_status {
+            TaskStatus::Running => counts.running_tasks += 1,
+            TaskStatus::Provisioning | TaskStatus::Pending => counts.pending_tasks += 1,
+            _ => {}
+        }
+    }
+    counts
+}
+
+/// A refused DeleteCluster as ECS names it: what the cluster still holds.
+fn delete_refusal(error: ServerError) -> EcsError {
+    let mut mapped = from_server(error);
+    if mapped.kind == ErrorType::Client {
+        if mapped.message.contains("registered instances") {
+            mapped.kind = ErrorType::ClusterContainsContainerInstances;
+        } else if mapped.message.contains("tasks that are not STOPPED") {
+            mapped.kind = ErrorType::ClusterContainsTasks;
+        } else if mapped.message.contains("service") {
+            mapped.kind = ErrorType::ClusterContainsServices;
+        }
+    }
+    mapped
+}
+
+impl EcsApi {
+    pub(super) async fn create_cluster(
+        &self,
+        scope: &Scope,
+        request: CreateClusterRequest,
+    ) -> EcsResult {
+        let name = shapes::create_cluster_name(&request)?;
+        let cluster = match self.ops.create_cluster(name.clone(), None, None).await {
+            Ok(cluster) => cluster,
+            // ECS answers a create of an existing cluster with that cluster.
+            Err(ServerError::State(berth_types::StateError::AlreadyExists { .. })) => self
+                .ops
+                .describe_cluster(&name)
+                .await
+                .map_err(from_server)?,
+            Err(e) => return Err(from_server(e)),
+        };
+        let counts = self
+            .ops
+            .node()
+            .read(|state| counts(state, &cluster.name))
+            .await
+            .map_err(from_server)?;
+        answer(json!({ "cluster": shapes::cluster(scope, &cluster, counts, false) }))
+    }
+
+    pub(super) async fn describe_clusters(
+        &self,
+        scope: &Scope,
+        request: DescribeClustersRequest,
+    ) -> EcsResult {
+        let statistics = shapes::include_statistics(&request.include)?;
+        if request.clusters.len() > MAX_DESCRIBED {
+            return Err(EcsError::new(
+                ErrorType::InvalidParameter,
+                format!("clusters: at most {MAX_DESCRIBED} per call"),
+            ));
+        }
+        // No names: the default cluster, as ECS does.
+        let asked = if request.clusters.is_empty() {
+            vec![arn::DEFAULT_CLUSTER.to_string()]
+        } else {
+            request
+                .clusters
+                .iter()
+                .map(|c| arn::cluster_name(Some(c)))
+                .collect::<Result<Vec<_>, _>>()?
+        };
+        let found = self
+            .ops
+            .node()
+            .read(|state| {
+                asked
+                    .iter()
+                    .map(|name| {
+                        state
+                            .cluster(name)
+                            .map(|c| (c.clone(), counts(state, name)))
+                            .ok_or_else(|| name.clone())
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .await
+            .map_err(from_server)?;
+        let mut clusters = Vec::new();
+        let mut failures = Vec::new();
+        for item in found {
+            match item {
+                Ok((cluster, counts)) => {
+                    clusters.push(shapes::cluster(scope, &cluster, counts, statistics))
+                }
+                Err(name) => failures.push(Failure::missing(scope.cluster(&name))),
+            }
+        }
+        answer(json!({ "clusters": clusters, "failures": failures }))
+    }
+
+    pub(super) async fn list_clusters(
+        &self,
+        scope: &Scope,
+        request: ListClustersRequest,
+    ) -> EcsResult {
+        let mut names: Vec<String> = self
+            .ops
+            .list_clusters()
+            .await
+            .map_err(from_server)?
+            .into_iter()
+            .filter(|c| c.status == ClusterStatus::Active)
+            .map(|c| c.name)
+            .collect();
+        names.sort();
+        let (names, next_token) = page::page(
+            names,
+            String::as_str,
+            request.next_token.as_deref(),
+            request.max_results,
+        )?;
+        let arns: Vec<String> = names.iter().map(|n| scope.cluster(n)).collect();
+        answer(json!({ "clusterArns": arns, "nextToken": next_token }))
+    }
+
+    pub(super) async fn delete_cluster(
+        &self,
+        scope: &Scope,
+        request: DeleteClusterRequest,
+    ) -> EcsResult {
+        let name = arn::cluster_name(Some(&request.cluster))?;
+        let before = self
+            .ops
+            .describe_cluster(&name)
+            .await
+            .map_err(from_server)?;
+        self.ops
+            .delete_cluster(name.clone())
+            .await
+            .map_err(delete_refusal)?;
+        let mut after = self
+            .ops
+            .describe_cluster(&name)
+            .await
+            .unwrap_or_else(|_| before.clone());
+        after.status = ClusterStatus::Inactive;
+        answer(json!({
+            "cluster": shapes::cluster(scope, &after, Counts::default(), false)
+        }))
+    }
+}

@@ -1,0 +1,236 @@
+//! The ECS-compatible API: ECS's JSON operations (as `aws ecs`, boto3 and
+//! the AWS SDKs send them) answered from the same application layer
+//! ([`crate::ops`]) as the gRPC API. Each operation reads its request with
+//! `berth-ecs`'s shapes, calls `Ops`, and answers in ECS's shapes; nothing
+//! here decides anything the gRPC API would decide differently. The HTTP
+//! side (TLS, SigV4, roles, audit) is in [`http`].
+
+mod clusters;
+pub mod http;
+
+use berth_ecs::arn::Scope;
+use berth_ecs::error::{EcsError, ErrorType};
+use berth_types::{Role, StateError};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::error::ServerError;
+use crate::ops::Ops;
+
+/// The `X-Amz-Target` prefix of every ECS operation.
+pub const TARGET_PREFIX: &str = "AmazonEC2ContainerServiceV20141113.";
+
+/// The account id ARNs carry unless `--ecs-account-id` says otherwise.
+pub const DEFAULT_ACCOUNT_ID: &str = "000000000000";
+
+/// What an operation's answer is: the JSON body of a 200.
+pub type EcsResult = Result<Value, EcsError>;
+
+/// ECS's operations as Berth sorts them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Answered; the caller needs at least this role.
+    Supported(Role),
+    /// An ECS operation Berth does not do: answered with
+    /// `UnsupportedFeatureException` saying what to use instead.
+    Unsupported(&'static str),
+}
+
+/// What `operation` is, or `None` for a name ECS does not have.
+pub fn kind(operation: &str) -> Option<Kind> {
+    use Kind::{Supported, Unsupported};
+    let read = Supported(Role::Readonly);
+    let write = Supported(Role::Admin);
+    Some(match operation {
+        "ListClusters" | "DescribeClusters" => read,
+        "CreateCluster" | "DeleteCluster" | "UpdateCluster" | "UpdateClusterSettings" => write,
+        "PutClusterCapacityProviders"
+        | "CreateCapacityProvider"
+        | "DeleteCapacityProvider"
+        | "UpdateCapacityProvider"
+        | "DescribeCapacityProviders" => Unsupported(
+            "capacity providers: Berth places tasks on the instances registered in the cluster; add capacity by installing agents (install-agent.sh with an activation)",
+        ),
+        "CreateTaskSet" | "DeleteTaskSet" | "DescribeTaskSets" | "UpdateTaskSet"
+        | "UpdateServicePrimaryTaskSet" => Unsupported(
+            "task sets (the EXTERNAL deployment controller): use a service's rolling or blue/green deployment (deploymentController ECS or CODE_DEPLOY in CreateService)",
+        ),
+        "ExecuteCommand" => Unsupported(
+            "ECS Exec: read a task's output with `berth task logs` (TaskService/GetTaskLogs)",
+        ),
+        "DiscoverPollEndpoint" | "SubmitTaskStateChange" | "SubmitContainerStateChange"
+        | "SubmitAttachmentStateChanges" => Unsupported(
+            "the ECS container agent's calls: Berth's own agent (berth-agent) reports over its mutual-TLS session",
+        ),
+        "GetTaskProtection" | "UpdateTaskProtection" => Unsupported(
+            "task scale-in protection: a service replaces tasks only in a deployment or after failures; pin work with a standalone task (RunTask) instead",
+        ),
+        "StopServiceDeployment" => Unsupported(
+            "stopping a service deployment: roll back with `berth service rollback` (ServiceService/RollbackService) or update the service again",
+        ),
+        _ => return None,
+    })
+}
+
+fn server_error_type(error: &ServerError) -> ErrorType {
+    match error {
+        ServerError::Invalid(_) | ServerError::State(StateError::Invalid(_)) => {
+            ErrorType::InvalidParameter
+        }
+        ServerError::State(StateError::NotFound { kind, .. }) => match kind.as_str() {
+            "cluster" => ErrorType::ClusterNotFound,
+            "service" => ErrorType::ServiceNotFound,
+            _ => ErrorType::InvalidParameter,
+        },
+        ServerError::NotFound(message) if message.starts_with("cluster ") => {
+            ErrorType::ClusterNotFound
+        }
+        ServerError::NotFound(message) if message.starts_with("service ") => {
+            ErrorType::ServiceNotFound
+        }
+        ServerError::NotFound(_) => ErrorType::InvalidParameter,
+        ServerError::State(StateError::AlreadyExists { .. })
+        | ServerError::State(StateError::FailedPrecondition(_))
+        | ServerError::FailedPrecondition(_) => ErrorType::Client,
+        ServerError::NoLeader(_)
+        | ServerError::Unavailable(_)
+        | ServerError::OutcomeUnknown(_)
+        | ServerError::ShuttingDown
+        | ServerError::Internal(_) => ErrorType::Server,
+    }
+}
+
+/// An error of the application layer as ECS reports it. Messages are the
+/// gRPC API's: both front ends explain a refusal the same way.
+pub fn from_server(error: ServerError) -> EcsError {
+    if matches!(error, ServerError::Internal(_)) {
+        tracing::error!(error = %error, "internal error answered to an ECS client");
+    }
+    EcsError::new(server_error_type(&error), error.to_string())
+}
+
+/// Reads a request body into its ECS shape: an empty body is `{}` (what
+/// the SDKs send for an operation without parameters), anything that is
+/// not JSON of the shape is a `SerializationException`.
+pub fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, EcsError> {
+    let body = if body.iter().all(u8::is_ascii_whitespace) {
+        b"{}".as_slice()
+    } else {
+        body
+    };
+    serde_json::from_slice(body).map_err(|e| {
+        EcsError::new(
+            ErrorType::Serialization,
+            format!("the request body is not valid for this operation: {e}"),
+        )
+    })
+}
+
+/// Serializes an answer. Members without a value are left out, as ECS
+/// leaves them out (some SDKs read an explicit `null` as a value).
+pub fn answer(value: impl serde::Serialize) -> EcsResult {
+    let mut value = serde_json::to_value(value).map_err(|e| {
+        EcsError::new(
+            ErrorType::Server,
+            format!("could not encode the answer: {e}"),
+        )
+    })?;
+    drop_nulls(&mut value);
+    Ok(value)
+}
+
+fn drop_nulls(value: &mut Value) {
+    match value {
+        Value::Object(members) => {
+            members.retain(|_, v| !v.is_null());
+            members.values_mut().for_each(drop_nulls);
+        }
+        Value::Array(items) => items.iter_mut().for_each(drop_nulls),
+        _ => {}
+    }
+}
+
+/// The operations, over the application layer.
+#[derive(Clone)]
+pub struct EcsApi {
+    pub ops: Ops,
+    pub account_id: String,
+}
+
+impl EcsApi {
+    /// Answers one supported operation (the caller has been authenticated
+    /// and holds the role [`kind`] names).
+    pub async fn call(&self, scope: &Scope, operation: &str, body: &[u8]) -> EcsResult {
+        match operation {
+            "ListClusters" => self.list_clusters(scope, parse(body)?).await,
+            "DescribeClusters" => self.describe_clusters(scope, parse(body)?).await,
+            "CreateCluster" => self.create_cluster(scope, parse(body)?).await,
+            "DeleteCluster" => self.delete_cluster(scope, parse(body)?).await,
+            other => Err(EcsError::new(
+                ErrorType::UnknownOperation,
+                format!("{other} is not an ECS operation Berth answers"),
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_of_the_application_layer_map_to_ecs_types() {
+        let cases = [
+            (
+                ServerError::State(StateError::not_found("cluster", "x")),
+                ErrorType::ClusterNotFound,
+            ),
+            (
+                ServerError::State(StateError::not_found("service", "x")),
+                ErrorType::ServiceNotFound,
+            ),
+            (
+                ServerError::NotFound("cluster \"x\" not found".into()),
+                ErrorType::ClusterNotFound,
+            ),
+            (
+                ServerError::State(StateError::not_found("task", "x")),
+                ErrorType::InvalidParameter,
+            ),
+            (
+                ServerError::State(StateError::already_exists("service", "x")),
+                ErrorType::Client,
+            ),
+            (ServerError::NoLeader("x".into()), ErrorType::Server),
+        ];
+        for (error, expected) in cases {
+            assert_eq!(from_server(error.clone()).kind, expected, "{error}");
+        }
+    }
+
+    #[test]
+    fn bodies_are_read_as_ecs_sends_them() {
+        #[derive(serde::Deserialize, Debug)]
+        #[serde(rename_all = "camelCase")]
+        struct Probe {
+            cluster_name: Option<String>,
+        }
+        let empty: Probe = parse(b"").unwrap();
+        assert_eq!(empty.cluster_name, None);
+        let named: Probe = parse(br#"{"clusterName": "a"}"#).unwrap();
+        assert_eq!(named.cluster_name.as_deref(), Some("a"));
+        let e = parse::<Probe>(b"{not json").unwrap_err();
+        assert_eq!(e.kind, ErrorType::Serialization);
+    }
+
+    #[test]
+    fn operations_are_sorted_into_reads_writes_and_refusals() {
+        assert_eq!(kind("ListClusters"), Some(Kind::Supported(Role::Readonly)));
+        assert_eq!(kind("CreateCluster"), Some(Kind::Supported(Role::Admin)));
+        assert!(matches!(
+            kind("PutClusterCapacityProviders"),
+            Some(Kind::Unsupported(_))
+        ));
+        assert_eq!(kind("MakeCoffee"), None);
+    }
+}
