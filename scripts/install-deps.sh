@@ -8,7 +8,9 @@
 # check of berthd's systemd unit; and, for the test that drives the gRPC API
 # from Python (tests/tests/grpc_api.rs), Debian's grpcio and protobuf for
 # /usr/bin/python3, grpc's Python protoc plugin (Debian's grpcio-tools is too
-# old for proto3 `optional`) and the reflection protocol's .proto files.
+# old for proto3 `optional`) and the reflection protocol's .proto files;
+# and, for the tests of the ECS-compatible API with real AWS clients
+# (tests/tests/ecs_clients.rs), Debian's aws CLI and boto3.
 # Safe to run repeatedly.
 set -euo pipefail
 
@@ -31,6 +33,8 @@ py_has grpc || missing+=(python3-grpcio)
 py_has google.protobuf || missing+=(python3-protobuf)
 command -v grpc_python_plugin >/dev/null 2>&1 || missing+=(protobuf-compiler-grpc)
 [ -f /usr/share/grpc-proto/grpc/reflection/v1/reflection.proto ] || missing+=(grpc-proto)
+[ -x /usr/bin/aws ] || missing+=(awscli)
+py_has boto3 || missing+=(python3-boto3)
 if [ ${#missing[@]} -gt 0 ]; then
     if ! command -v apt-get >/dev/null 2>&1; then
         echo "error: missing ${missing[*]} and no apt-get to install it; install them yourself (protoc is in protobuf-compiler)" >&2

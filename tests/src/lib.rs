@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod agents;
+pub mod ecs;
 pub mod lb;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -266,6 +266,7 @@ async fn data_key_rotation_add_promote_rekey_retire() -> Result<()> {
             role: "readonly".into(),
             description: "auditors".into(),
             expires_in_secs: 0,
+            ..Default::default()
         })
         .await?
         .into_inner()

@@ -80,6 +80,7 @@ async fn every_server_tells_the_same_history_and_audits_each_call_once() -> Resu
             role: "readonly".into(),
             description: "auditors".into(),
             expires_in_secs: 0,
+            ..Default::default()
         })
         .await?
         .into_inner();

@@ -540,6 +540,7 @@ async fn every_bounded_field_is_refused_naming_its_limit() -> Result<()> {
                 role: "readonly".into(),
                 description: long(1025),
                 expires_in_secs: 0,
+                ..Default::default()
             })
             .await,
         "description",

@@ -119,6 +119,7 @@ async fn secrets_are_sealed_revealed_only_to_admins_and_never_leak() -> Result<(
             role: "readonly".into(),
             description: "auditors".into(),
             expires_in_secs: 0,
+            ..Default::default()
         })
         .await?
         .into_inner()

@@ -80,6 +80,7 @@ async fn api_tokens_gate_every_call() -> Result<()> {
             role: "readonly".into(),
             description: "dashboards".into(),
             expires_in_secs: 0,
+            ..Default::default()
         })
         .await?
         .into_inner();
@@ -131,6 +132,7 @@ async fn api_tokens_gate_every_call() -> Result<()> {
             role: "logs".into(),
             description: "support".into(),
             expires_in_secs: 0,
+            ..Default::default()
         })
         .await?
         .into_inner()
@@ -151,6 +153,7 @@ async fn api_tokens_gate_every_call() -> Result<()> {
             role: "admin".into(),
             description: String::new(),
             expires_in_secs: 0,
+            ..Default::default()
         })
         .await;
     assert_eq!(code(escalate).0, Code::PermissionDenied);
@@ -160,6 +163,7 @@ async fn api_tokens_gate_every_call() -> Result<()> {
             role: "root".into(),
             description: String::new(),
             expires_in_secs: 0,
+            ..Default::default()
         })
         .await;
     assert_eq!(code(bad_role).0, Code::InvalidArgument);

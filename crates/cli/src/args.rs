@@ -492,6 +492,12 @@ pub enum CertificateCommand {
     List,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TokenFormatArg {
+    Bearer,
+    Aws,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum TokenCommand {
     /// Create an API token; it is printed this once only.
@@ -507,6 +513,12 @@ pub enum TokenCommand {
         /// Lifetime, e.g. 30d or 12h [default: never expires].
         #[arg(long, value_name = "DURATION", value_parser = duration_arg)]
         expires: Option<Duration>,
+        /// bearer: a token sent as `authorization: Bearer ...` (the CLI,
+        /// gRPC clients); aws: an AWS access key id and secret access key
+        /// for the ECS endpoint (`aws ecs --endpoint-url`, boto3, AWS
+        /// SDKs), which sign requests with SigV4.
+        #[arg(long, value_enum, default_value = "bearer")]
+        format: TokenFormatArg,
     },
     /// List API tokens (never their secrets).
     List,
@@ -1278,7 +1290,9 @@ mod tests {
                 role,
                 description,
                 expires,
+                format,
             })) => {
+                assert_eq!(format, TokenFormatArg::Bearer);
                 assert_eq!(role, RoleArg::Readonly);
                 assert_eq!(description, "grafana");
                 assert_eq!(expires, Some(Duration::from_secs(30 * 86_400)));

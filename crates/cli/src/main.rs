@@ -34,7 +34,7 @@ use args::{
     ActivationCommand, ActivationCreateArgs, AttributeCommand, AuthCommand, CertificateCommand,
     Cli, ClusterCommand, ClusterCreateArgs, ClusterUpdateArgs, Command, InstanceCommand,
     ServerCommand, TaskCommand, TaskDefCommand, TaskLaunchArgs, TaskListArgs, TaskLogsArgs,
-    TaskRunArgs, TaskStartArgs, TokenCommand,
+    TaskRunArgs, TaskStartArgs, TokenCommand, TokenFormatArg,
 };
 use errors::{InvalidFile, LaunchFailed};
 use output::{render, Format, View};
@@ -150,6 +150,26 @@ async fn api_token(
             role,
             description,
             expires,
+            format: TokenFormatArg::Aws,
+        } => {
+            let (record, access_key_id, secret_access_key) = client
+                .create_aws_access_key(role.into(), &description, expires)
+                .await?;
+            let created = output::CreatedAwsAccessKey {
+                api_token: output::ApiToken::new(record, now_ms()),
+                aws_access_key_id: access_key_id,
+                aws_secret_access_key: secret_access_key,
+            };
+            if format.is_table() {
+                warn(&[output::created_aws_access_key_note(&created)]);
+            }
+            render(format, &created, output::created_aws_access_key)
+        }
+        TokenCommand::Create {
+            role,
+            description,
+            expires,
+            format: TokenFormatArg::Bearer,
         } => {
             let (record, token) = client
                 .create_api_token(role.into(), &description, expires)

@@ -574,13 +574,52 @@ pub fn created_api_token_note(c: &CreatedApiToken) -> String {
     )
 }
 
+/// What `auth token create --format aws` prints: the record, the access
+/// key id and the secret access key, which is shown this once only.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CreatedAwsAccessKey {
+    pub api_token: ApiToken,
+    pub aws_access_key_id: String,
+    pub aws_secret_access_key: String,
+}
+
+/// In the environment variables' form the aws CLI and the SDKs read.
+pub fn created_aws_access_key(c: &CreatedAwsAccessKey) -> String {
+    format!(
+        "AWS_ACCESS_KEY_ID={}\nAWS_SECRET_ACCESS_KEY={}\n",
+        c.aws_access_key_id, c.aws_secret_access_key
+    )
+}
+
+pub fn created_aws_access_key_note(c: &CreatedAwsAccessKey) -> String {
+    format!(
+        "created {} AWS access key {} ({}); the secret access key is shown only this once: store it now. Use it with the ECS endpoint (berthd --ecs-listen): aws ecs --endpoint-url https://SERVER:PORT ...",
+        c.api_token.token.role.as_str(),
+        c.api_token.token.id,
+        c.api_token.token.expires_at_ms.map_or_else(
+            || "never expires".to_string(),
+            |e| format!("expires {}", rfc3339(e))
+        )
+    )
+}
+
 pub fn api_tokens_table(tokens: &[ApiToken]) -> String {
-    let mut table = Table::new(["ID", "ROLE", "STATUS", "CREATED", "EXPIRES", "DESCRIPTION"])
-        .status_columns(&["STATUS"]);
+    let mut table = Table::new([
+        "ID",
+        "ROLE",
+        "FORMAT",
+        "STATUS",
+        "CREATED",
+        "EXPIRES",
+        "DESCRIPTION",
+    ])
+    .status_columns(&["STATUS"]);
     for ApiToken { token: t, status } in tokens {
         table.row([
             t.id.clone(),
             t.role.as_str().to_string(),
+            t.format.as_str().to_string(),
             screaming(status),
             rfc3339(t.created_at_ms),
             t.expires_at_ms.map_or_else(|| "never".to_string(), rfc3339),
@@ -1423,6 +1462,7 @@ mod tests {
             created_at_ms: NOW - 1000,
             expires_at_ms,
             revoked_at_ms: revoked.then_some(NOW - 10),
+            format: t::TokenFormat::Bearer,
         }
     }
 
@@ -1435,10 +1475,10 @@ mod tests {
         ];
         assert_eq!(
             api_tokens_table(&tokens),
-            "ID      ROLE   STATUS   CREATED               EXPIRES               DESCRIPTION\n\
-             0a1b2c  admin  ACTIVE   2023-11-14T22:13:19Z  never                 ci deploys\n\
-             0a1b2c  admin  EXPIRED  2023-11-14T22:13:19Z  2023-11-14T22:13:19Z  ci deploys\n\
-             0a1b2c  admin  REVOKED  2023-11-14T22:13:19Z  2023-11-15T22:13:20Z  ci deploys\n"
+            "ID      ROLE   FORMAT  STATUS   CREATED               EXPIRES               DESCRIPTION\n\
+             0a1b2c  admin  bearer  ACTIVE   2023-11-14T22:13:19Z  never                 ci deploys\n\
+             0a1b2c  admin  bearer  EXPIRED  2023-11-14T22:13:19Z  2023-11-14T22:13:19Z  ci deploys\n\
+             0a1b2c  admin  bearer  REVOKED  2023-11-14T22:13:19Z  2023-11-15T22:13:20Z  ci deploys\n"
         );
         let json = render(Format::Json, &tokens[0], revoked_api_token).unwrap();
         assert_eq!(
@@ -1450,6 +1490,7 @@ mod tests {
                 "createdAtMs",
                 "expiresAtMs",
                 "revokedAtMs",
+                "format",
                 "status"
             ],
             "the order scripts have always seen"

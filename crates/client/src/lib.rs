@@ -596,6 +596,7 @@ impl BerthClient {
                 None => 0,
                 Some(d) => whole_seconds(d, "expires_in")?,
             },
+            format: String::new(),
         };
         let resp = self
             .call(Kind::Write, |conn| {
@@ -606,6 +607,36 @@ impl BerthClient {
         Ok((
             read("API token", required(resp.token, "token")?)?,
             resp.secret,
+        ))
+    }
+
+    /// Creates an AWS access key for the ECS endpoint: its record, its id
+    /// and its secret access key (shown this once).
+    pub async fn create_aws_access_key(
+        &self,
+        role: t::Role,
+        description: &str,
+        expires_in: Option<Duration>,
+    ) -> Result<(t::ApiTokenView, String, String), ClientError> {
+        let req = pb::CreateApiTokenRequest {
+            role: role.as_str().to_string(),
+            description: description.to_string(),
+            expires_in_secs: match expires_in {
+                None => 0,
+                Some(d) => whole_seconds(d, "expires_in")?,
+            },
+            format: t::TokenFormat::Aws.as_str().to_string(),
+        };
+        let resp = self
+            .call(Kind::Write, |conn| {
+                let req = req.clone();
+                async move { auth_service(conn).create_api_token(req).await }
+            })
+            .await?;
+        Ok((
+            read("API token", required(resp.token, "token")?)?,
+            resp.aws_access_key_id,
+            resp.aws_secret_access_key,
         ))
     }
 

@@ -176,6 +176,7 @@ mod tests {
             dns_upstream: None,
             agent_binary: None,
             dev_agent: None,
+            ecs: None,
             limits: Default::default(),
         }
     }

@@ -81,6 +81,56 @@ fn secs(duration: Duration) -> i64 {
     i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
 }
 
+impl IdentityApi {
+    /// An AWS access key: an id shaped like AWS's (20 characters, `BKIA`
+    /// then 16 upper-case hex digits) and a 40-character secret, sealed
+    /// under this server's primary data key before it is proposed, so the
+    /// Raft log and snapshots never hold it in the clear.
+    async fn create_aws_access_key(
+        &self,
+        role: Role,
+        description: String,
+        expires_at_ms: Option<i64>,
+        now: i64,
+    ) -> Result<pb::CreateApiTokenResponse, Status> {
+        let key = self.pki.current().data_key.clone().ok_or_else(|| {
+            Status::from(ServerError::FailedPrecondition(format!(
+                "this server has no {} in its PKI dir, so it cannot seal an AWS secret access key; run `berthd pki issue` for it again and restart it (docs/operations.md)",
+                berth_pki::datakey::DATA_KEY
+            )))
+        })?;
+        let id = format!("BKIA{}", berth_pki::random_hex(8).to_ascii_uppercase());
+        let secret = berth_pki::random_hex(20);
+        let sealed = key
+            .seal(&berth_types::aws_key_seal_name(&id), secret.as_bytes())
+            .map_err(|e| Status::from(ServerError::internal(format!("sealing failed: {e}"))))?;
+        let output = self
+            .node
+            .write(Command::CreateAwsAccessKey {
+                id: id.clone(),
+                role,
+                description,
+                sealed: berth_types::SealedKey {
+                    nonce: sealed.nonce.to_vec(),
+                    ciphertext: sealed.ciphertext,
+                },
+                expires_at_ms,
+                at_ms: now,
+            })
+            .await?;
+        let CommandOutput::ApiToken(token) = output else {
+            return Err(unexpected(output));
+        };
+        tracing::info!(token_id = %token.id, "AWS access key created");
+        Ok(pb::CreateApiTokenResponse {
+            token: Some((&token).into()),
+            secret: String::new(),
+            aws_access_key_id: id,
+            aws_secret_access_key: secret,
+        })
+    }
+}
+
 #[tonic::async_trait]
 impl AuthService for IdentityApi {
     #[tracing::instrument(skip_all, fields(role = %request.get_ref().role))]
@@ -96,10 +146,22 @@ impl AuthService for IdentityApi {
                 format!("{:?} is not a role; use admin or readonly", req.role),
             )
         })?;
-        let secret = ApiTokenSecret::generate();
+        let format = berth_types::TokenFormat::parse(&req.format).ok_or_else(|| {
+            invalid(
+                "format",
+                format!("{:?} is not a token format; use bearer or aws", req.format),
+            )
+        })?;
         let now = now_ms();
         let expires_at_ms = (req.expires_in_secs > 0)
             .then(|| now.saturating_add(secs(Duration::from_secs(req.expires_in_secs))));
+        if format == berth_types::TokenFormat::Aws {
+            return self
+                .create_aws_access_key(role, req.description, expires_at_ms, now)
+                .await
+                .map(Response::new);
+        }
+        let secret = ApiTokenSecret::generate();
         let output = self
             .node
             .write(Command::CreateApiToken {
@@ -118,6 +180,7 @@ impl AuthService for IdentityApi {
         Ok(Response::new(pb::CreateApiTokenResponse {
             token: Some((&token).into()),
             secret: secret.encode(),
+            ..Default::default()
         }))
     }
 

@@ -74,6 +74,21 @@ pub struct ServeOptions {
     /// `berthd dev`: run a local agent next to the server.
     pub dev_agent: Option<dev::DevAgentConfig>,
     pub limits: limits::Limits,
+    /// The ECS-compatible API, when set (`ecs`).
+    pub ecs: Option<EcsOptions>,
+}
+
+/// `--ecs-listen` and its companions.
+#[derive(Debug, Clone)]
+pub struct EcsOptions {
+    pub listen: SocketAddr,
+    /// Plain HTTP instead of HTTPS: only allowed on a loopback address.
+    pub plain_http: bool,
+    /// The account id in ARNs.
+    pub account_id: String,
+    /// `berthd dev` only: any well-formed signature from loopback is an
+    /// admin's.
+    pub accept_any_signature: bool,
 }
 
 /// Parses `1=host:port,2=host:port`.
@@ -147,6 +162,7 @@ pub struct Server {
     agent_binary: Option<PathBuf>,
     limits: limits::Limits,
     data_dir: PathBuf,
+    ecs: Option<(EcsOptions, tokio::net::TcpListener)>,
 }
 
 impl Server {
@@ -169,6 +185,21 @@ impl Server {
             .map_err(|e| {
                 ServerError::FailedPrecondition(format!("cannot listen on {}: {e}", options.listen))
             })?;
+        // Bound before anything starts, so a taken port fails the start.
+        let ecs = match &options.ecs {
+            Some(ecs) => Some((
+                ecs.clone(),
+                tokio::net::TcpListener::bind(ecs.listen)
+                    .await
+                    .map_err(|e| {
+                        ServerError::FailedPrecondition(format!(
+                            "cannot listen on --ecs-listen {}: {e}",
+                            ecs.listen
+                        ))
+                    })?,
+            )),
+            None => None,
+        };
         let config = NodeConfig {
             node_id: options.node_id,
             advertise: options.advertise.clone(),
@@ -202,6 +233,7 @@ impl Server {
             agent_binary: options.agent_binary.clone(),
             limits: options.limits,
             data_dir: options.data_dir.clone(),
+            ecs,
         };
         if let Some(config) = options.dev_agent.clone() {
             tokio::spawn(dev::run_local_agent(
@@ -304,6 +336,30 @@ impl Server {
             audit::DEFAULT_MAX_BYTES,
             audit::DEFAULT_KEEP,
         ));
+        if let Some((ecs, listener)) = self.ecs {
+            let endpoint = Arc::new(ecs::http::EcsEndpoint {
+                api: ecs::EcsApi {
+                    ops: ops.clone(),
+                    account_id: ecs.account_id.clone(),
+                },
+                node: self.node.clone(),
+                pki: self.pki.clone(),
+                audit: local_audit.clone(),
+                accept_any_signature: ecs.accept_any_signature,
+            });
+            let acceptors = (!ecs.plain_http).then(|| self.pki.acceptors());
+            ecs::http::spawn(
+                endpoint,
+                listener,
+                acceptors,
+                self.limits.tls_handshake_timeout,
+            );
+            tracing::info!(
+                listen = %ecs.listen,
+                https = !ecs.plain_http,
+                "ECS-compatible API serving"
+            );
+        }
         let auth = auth::AuthLayer {
             authorizer: auth::Authorizer::audited(
                 self.node.clone(),

@@ -176,6 +176,19 @@ struct Tuning {
     /// closed (e.g. 10s).
     #[arg(long, default_value = "10s", env = "BERTH_TLS_HANDSHAKE_TIMEOUT")]
     tls_handshake_timeout: String,
+    /// Serve the ECS-compatible API here (HTTPS with this server's
+    /// certificate; e.g. 0.0.0.0:7443), for `aws ecs --endpoint-url`,
+    /// boto3 and the AWS SDKs, signed with keys from `berth auth token
+    /// create --format aws`. Off unless set.
+    #[arg(long, env = "BERTH_ECS_LISTEN")]
+    ecs_listen: Option<SocketAddr>,
+    /// Serve --ecs-listen as plain HTTP: only allowed on a loopback
+    /// address (a local proxy terminating TLS, experiments).
+    #[arg(long, env = "BERTH_ECS_PLAIN_HTTP")]
+    ecs_plain_http: bool,
+    /// The account id in the ECS API's ARNs (12 digits).
+    #[arg(long, default_value = "000000000000", env = "BERTH_ECS_ACCOUNT_ID")]
+    ecs_account_id: String,
 }
 
 #[derive(Args)]
@@ -214,8 +227,39 @@ struct DevArgs {
     /// Run the control plane alone, without the local agent.
     #[arg(long)]
     no_agent: bool,
+    /// FOR LOCAL EXPERIMENTS ONLY: the ECS API (--ecs-listen, which must
+    /// be a loopback address) takes any well-formed SigV4 signature from
+    /// a loopback client as an admin's, whatever the key and secret.
+    #[arg(long)]
+    ecs_insecure_accept_any_signature: bool,
     #[command(flatten)]
     tuning: Tuning,
+}
+
+fn ecs_options(tuning: &Tuning) -> anyhow::Result<Option<berth_server::EcsOptions>> {
+    let Some(listen) = tuning.ecs_listen else {
+        if tuning.ecs_plain_http {
+            anyhow::bail!("--ecs-plain-http needs --ecs-listen");
+        }
+        return Ok(None);
+    };
+    if tuning.ecs_plain_http && !listen.ip().is_loopback() {
+        anyhow::bail!(
+            "--ecs-plain-http is only allowed on a loopback address (127.0.0.1:PORT), not {listen}: AWS secret keys sign requests, but bodies and answers would cross the network in the clear; leave out --ecs-plain-http to serve HTTPS with this server's certificate"
+        );
+    }
+    let account = &tuning.ecs_account_id;
+    if account.len() != 12 || !account.bytes().all(|b| b.is_ascii_digit()) {
+        anyhow::bail!(
+            "--ecs-account-id must be 12 digits, like an AWS account id, not {account:?}"
+        );
+    }
+    Ok(Some(berth_server::EcsOptions {
+        listen,
+        plain_http: tuning.ecs_plain_http,
+        account_id: account.clone(),
+        accept_any_signature: false,
+    }))
 }
 
 async fn shutdown_signal() {
@@ -302,6 +346,7 @@ fn options(
             .map_err(|e| anyhow::anyhow!("--tls-handshake-timeout: {e}"))?,
         },
         dev_agent: None,
+        ecs: ecs_options(tuning)?,
         health_listen: tuning.health_listen,
         dns_listen: tuning.dns_listen,
         dns_upstream: tuning.dns_upstream.or_else(|| {
@@ -371,6 +416,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             )?;
             // Absolute: the private containerd and the agent run elsewhere.
             options.data_dir = std::path::absolute(&options.data_dir)?;
+            if args.ecs_insecure_accept_any_signature {
+                let ecs = options.ecs.as_mut().filter(|e| e.listen.ip().is_loopback()).ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "--ecs-insecure-accept-any-signature needs --ecs-listen on a loopback address (e.g. 127.0.0.1:7443)"
+                    )
+                })?;
+                ecs.accept_any_signature = true;
+                eprintln!(
+                    "WARNING: --ecs-insecure-accept-any-signature: the ECS API on {} takes ANY signature from this host as an admin's; for local experiments only",
+                    ecs.listen
+                );
+            }
             if !args.no_agent {
                 let containerd = berth_server::dev::choose_containerd(&options.data_dir)
                     .await

@@ -181,6 +181,7 @@ impl SecretsApi {
                 }
             }
         }
+        self.rekey_aws_keys(&key, &mut reply).await?;
         tracing::info!(
             primary_key = %reply.primary_key_id,
             resealed = reply.resealed,
@@ -190,6 +191,74 @@ impl SecretsApi {
             "secrets re-sealed under the primary data key"
         );
         Ok(reply)
+    }
+
+    /// The AWS access keys' secrets, sealed like secrets' values, are
+    /// re-sealed in the same rekey (counted with the secrets, named
+    /// `token/ID` in the reply's lists).
+    async fn rekey_aws_keys(
+        &self,
+        key: &DataKey,
+        reply: &mut pb::RekeySecretsResponse,
+    ) -> Result<(), ServerError> {
+        let tokens: Vec<berth_types::ApiToken> = self
+            .node
+            .read(|state| {
+                state
+                    .api_tokens()
+                    .filter(|t| t.is_aws() && t.revoked_at_ms.is_none())
+                    .cloned()
+                    .collect()
+            })
+            .await?;
+        let mut keys = Vec::new();
+        for token in tokens {
+            let Some(sealed) = &token.aws_secret else {
+                continue;
+            };
+            let name = berth_types::aws_key_seal_name(&token.id);
+            let opened = match key.open_which(&name, &sealed.nonce, &sealed.ciphertext) {
+                Ok(opened) => opened,
+                Err(e) => {
+                    tracing::error!(token_id = %token.id, error = %e, "rekey: cannot open an AWS access key");
+                    reply.unreadable.push(format!("token/{}", token.id));
+                    continue;
+                }
+            };
+            if opened.by_primary {
+                reply.current += 1;
+                continue;
+            }
+            let resealed = key
+                .seal(&name, &opened.value)
+                .map_err(ServerError::internal)?;
+            keys.push(berth_types::ResealedKey {
+                id: token.id,
+                sealed: berth_types::SealedKey {
+                    nonce: resealed.nonce.to_vec(),
+                    ciphertext: resealed.ciphertext,
+                },
+            });
+        }
+        if keys.is_empty() {
+            return Ok(());
+        }
+        match self
+            .node
+            .write(Command::ResealAwsAccessKeys { keys })
+            .await?
+        {
+            CommandOutput::Resealed { resealed, skipped } => {
+                reply.resealed += u32::try_from(resealed.len()).unwrap_or(u32::MAX);
+                reply
+                    .skipped
+                    .extend(skipped.into_iter().map(|id| format!("token/{id}")));
+                Ok(())
+            }
+            other => Err(ServerError::internal(format!(
+                "unexpected command output {other:?}"
+            ))),
+        }
     }
 
     async fn stored(&self, name: &str) -> Result<Secret, ServerError> {

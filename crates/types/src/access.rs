@@ -59,9 +59,55 @@ pub struct ApiToken {
     pub created_at_ms: i64,
     pub expires_at_ms: Option<i64>,
     pub revoked_at_ms: Option<i64>,
+    /// An AWS-format credential (`berth auth token create --format aws`):
+    /// the secret access key, sealed under the data key, because verifying
+    /// a SigV4 signature needs the secret itself. `secret_hash` is empty
+    /// then, so the credential is never accepted as a bearer token.
+    pub aws_secret: Option<SealedKey>,
+}
+
+/// A secret access key sealed under the cluster data key (AES-256-GCM,
+/// authenticated with the access key id), like secrets' values.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SealedKey {
+    pub nonce: Vec<u8>,
+    pub ciphertext: Vec<u8>,
+}
+
+impl std::fmt::Debug for SealedKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SealedKey(..)")
+    }
+}
+
+/// An AWS access key sealed again under another data key (see
+/// `Command::ResealAwsAccessKeys`).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResealedKey {
+    pub id: String,
+    pub sealed: SealedKey,
+}
+
+impl std::fmt::Debug for ResealedKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResealedKey")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the data key authenticates an access key's sealed secret with:
+/// its id, so a sealed secret cannot be moved to another key.
+pub fn aws_key_seal_name(id: &str) -> String {
+    format!("aws-access-key/{id}")
 }
 
 impl ApiToken {
+    /// Whether this is an AWS-format credential (SigV4 only).
+    pub fn is_aws(&self) -> bool {
+        self.aws_secret.is_some()
+    }
+
     /// Whether the token grants anything at `now_ms`.
     pub fn is_usable(&self, now_ms: i64) -> bool {
         self.revoked_at_ms.is_none() && self.expires_at_ms.is_none_or(|e| now_ms < e)

@@ -532,6 +532,71 @@ fn tokens_revoke_and_bootstrap_token_never_returns() {
 }
 
 #[test]
+fn aws_access_keys_are_tokens_with_a_sealed_secret_and_no_bearer_hash() {
+    use crate::{ResealedKey, SealedKey, TokenFormat};
+    let mut state = State::new();
+    let sealed = |byte: u8| SealedKey {
+        nonce: vec![byte; 12],
+        ciphertext: vec![byte; 56],
+    };
+    let create = |id: &str| Command::CreateAwsAccessKey {
+        id: id.into(),
+        role: Role::Readonly,
+        description: "boto3".into(),
+        sealed: sealed(1),
+        expires_at_ms: None,
+        at_ms: 5,
+    };
+    state.apply(create("BKIA0001")).unwrap();
+    let key = state.api_token("BKIA0001").unwrap();
+    assert!(key.is_aws());
+    assert!(key.secret_hash.is_empty(), "never a bearer token");
+    assert_eq!(crate::ApiTokenView::from(key).format, TokenFormat::Aws);
+    assert!(matches!(
+        state.apply(create("BKIA0001")),
+        Err(StateError::AlreadyExists { .. })
+    ));
+    state.apply(create("BKIA0002")).unwrap();
+    state
+        .apply(Command::RevokeApiToken {
+            id: "BKIA0002".into(),
+            at_ms: 6,
+        })
+        .unwrap();
+    let resealed = state
+        .apply(Command::ResealAwsAccessKeys {
+            keys: ["BKIA0001", "BKIA0002", "gone"]
+                .into_iter()
+                .map(|id| ResealedKey {
+                    id: id.into(),
+                    sealed: sealed(2),
+                })
+                .collect(),
+        })
+        .unwrap();
+    assert_eq!(
+        resealed,
+        CommandOutput::Resealed {
+            resealed: vec!["BKIA0001".into()],
+            skipped: vec!["BKIA0002".into(), "gone".into()],
+        },
+        "a revoked or missing key is skipped"
+    );
+    assert_eq!(
+        state.api_token("BKIA0001").unwrap().aws_secret,
+        Some(sealed(2))
+    );
+    assert_eq!(
+        state.api_token("BKIA0002").unwrap().aws_secret,
+        Some(sealed(1))
+    );
+    assert!(
+        !format!("{:?}", state.api_token("BKIA0001").unwrap()).contains("[2, 2"),
+        "debug output shows no sealed bytes"
+    );
+}
+
+#[test]
 fn instance_states_read_back_from_their_names_in_any_case() {
     for s in InstanceState::ALL {
         assert_eq!(InstanceState::parse(s.as_str()), Some(s));

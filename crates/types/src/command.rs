@@ -257,6 +257,21 @@ pub enum Command {
     ResealSecrets {
         secrets: Vec<crate::secrets::ResealedSecret>,
     },
+    /// `berth auth token create --format aws`: an API token that signs
+    /// with SigV4; its secret access key sealed by the proposing server.
+    CreateAwsAccessKey {
+        id: String,
+        role: Role,
+        description: String,
+        sealed: crate::access::SealedKey,
+        expires_at_ms: Option<i64>,
+        at_ms: i64,
+    },
+    /// `berth secret rekey`, for AWS access keys: their secrets sealed
+    /// again under the proposing server's primary data key.
+    ResealAwsAccessKeys {
+        keys: Vec<crate::access::ResealedKey>,
+    },
 }
 
 /// One slot of a schedule, as the leader's controller decided it.
@@ -288,7 +303,8 @@ pub struct FireSchedule {
 /// blue/green deployments of services.
 /// Level 4: journal retention; scheduled tasks; secrets (and their
 /// re-sealing under a rotated data key).
-pub const COMMAND_LEVEL: u32 = 4;
+/// Level 5: AWS access keys.
+pub const COMMAND_LEVEL: u32 = 5;
 
 /// The most secrets a ResealSecrets names in its audit record.
 const RESOURCE_NAMES: usize = 20;
@@ -307,6 +323,7 @@ impl Command {
             | Command::PutSecret { .. }
             | Command::DeleteSecret { .. }
             | Command::ResealSecrets { .. } => 4,
+            Command::CreateAwsAccessKey { .. } | Command::ResealAwsAccessKeys { .. } => 5,
             Command::EndDeactivation { .. } | Command::RollbackService { .. } => 3,
             Command::ServiceProgress { progress, .. } => match progress {
                 ServiceProgress::TrafficShifted { .. }
@@ -527,6 +544,8 @@ impl Command {
             Command::PutSecret { create: false, .. } => "update_secret",
             Command::DeleteSecret { .. } => "delete_secret",
             Command::ResealSecrets { .. } => "reseal_secrets",
+            Command::CreateAwsAccessKey { .. } => "create_aws_access_key",
+            Command::ResealAwsAccessKeys { .. } => "reseal_aws_access_keys",
         }
     }
 
@@ -553,6 +572,7 @@ impl Command {
             } => format!("task-definition/{family}:{revision}"),
             Command::BootstrapAdminToken { id, .. }
             | Command::CreateApiToken { id, .. }
+            | Command::CreateAwsAccessKey { id, .. }
             | Command::RevokeApiToken { id, .. } => format!("token/{id}"),
             Command::CreateActivation { id, .. } | Command::RevokeActivation { id, .. } => {
                 format!("activation/{id}")
@@ -615,6 +635,17 @@ impl Command {
                     .collect();
                 if secrets.len() > RESOURCE_NAMES {
                     names.push(format!("(+{} more)", secrets.len() - RESOURCE_NAMES));
+                }
+                names.join(" ")
+            }
+            Command::ResealAwsAccessKeys { keys } => {
+                let mut names: Vec<String> = keys
+                    .iter()
+                    .take(RESOURCE_NAMES)
+                    .map(|k| format!("token/{}", k.id))
+                    .collect();
+                if keys.len() > RESOURCE_NAMES {
+                    names.push(format!("(+{} more)", keys.len() - RESOURCE_NAMES));
                 }
                 names.join(" ")
             }

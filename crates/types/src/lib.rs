@@ -27,8 +27,8 @@ pub mod validate;
 pub mod view;
 
 pub use access::{
-    Activation, ApiToken, Instance, InstanceState, InstanceStatus, Registration,
-    RevokedCertificate, Role,
+    aws_key_seal_name, Activation, ApiToken, Instance, InstanceState, InstanceStatus, Registration,
+    ResealedKey, RevokedCertificate, Role, SealedKey,
 };
 pub use cluster::{Cluster, ClusterSettings, ClusterStatus, DEFAULT_CLUSTER};
 pub use command::{
@@ -52,7 +52,7 @@ pub use task::{
 pub use taskdef::*;
 pub use view::{
     ActivationStatus, ActivationView, ApiTokenStatus, ApiTokenView, ControlPlaneStatus,
-    InstanceView, ServerMember, ServerRole, TaskDefinitionFamily,
+    InstanceView, ServerMember, ServerRole, TaskDefinitionFamily, TokenFormat,
 };
 
 #[cfg(test)]

@@ -21,6 +21,34 @@ pub struct ApiTokenView {
     /// `None`: never expires.
     pub expires_at_ms: Option<i64>,
     pub revoked_at_ms: Option<i64>,
+    /// How the credential is presented: a bearer token, or an AWS access
+    /// key that signs requests to the ECS endpoint with SigV4.
+    pub format: TokenFormat,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TokenFormat {
+    #[default]
+    Bearer,
+    Aws,
+}
+
+impl TokenFormat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Bearer => "bearer",
+            Self::Aws => "aws",
+        }
+    }
+
+    pub fn parse(value: &str) -> Option<Self> {
+        match value {
+            "" | "bearer" => Some(Self::Bearer),
+            "aws" => Some(Self::Aws),
+            _ => None,
+        }
+    }
 }
 
 /// Whether a token grants anything, as of a given time.
@@ -54,6 +82,11 @@ impl From<&ApiToken> for ApiTokenView {
             created_at_ms: t.created_at_ms,
             expires_at_ms: t.expires_at_ms,
             revoked_at_ms: t.revoked_at_ms,
+            format: if t.is_aws() {
+                TokenFormat::Aws
+            } else {
+                TokenFormat::Bearer
+            },
         }
     }
 }
@@ -278,6 +311,7 @@ mod tests {
             created_at_ms: 0,
             expires_at_ms,
             revoked_at_ms,
+            format: TokenFormat::Bearer,
         }
     }
 

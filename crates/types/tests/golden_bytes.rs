@@ -247,6 +247,17 @@ fn commands() -> Vec<Command> {
             create: true,
             at_ms: 63_000,
         },
+        Command::CreateAwsAccessKey {
+            id: "BKIA0123456789ABCDEF".into(),
+            role: Role::Admin,
+            description: "boto3".into(),
+            sealed: SealedKey {
+                nonce: vec![7; 12],
+                ciphertext: vec![8; 56],
+            },
+            expires_at_ms: Some(99_000),
+            at_ms: 64_000,
+        },
     ]
 }
 
@@ -301,6 +312,15 @@ fn unapplied() -> Vec<Command> {
                 ciphertext: vec![6; 23],
             }],
         },
+        Command::ResealAwsAccessKeys {
+            keys: vec![ResealedKey {
+                id: "BKIA0123456789ABCDEF".into(),
+                sealed: SealedKey {
+                    nonce: vec![9; 12],
+                    ciphertext: vec![10; 56],
+                },
+            }],
+        },
     ]
 }
 
@@ -353,7 +373,7 @@ fn hex(bytes: &[u8]) -> String {
 
 #[test]
 fn stored_types_keep_their_bytes() {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden/data-format-6.txt");
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden/data-format-7.txt");
     let now = encoded();
     if std::env::var_os("BERTH_BLESS").is_some() {
         std::fs::write(&path, &now).unwrap();

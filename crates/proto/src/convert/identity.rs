@@ -20,6 +20,7 @@ impl From<&t::ApiTokenView> for pb::ApiToken {
             expires_at_ms: t.expires_at_ms,
             revoked: t.revoked_at_ms.is_some(),
             revoked_at_ms: t.revoked_at_ms,
+            format: t.format.as_str().to_string(),
         }
     }
 }
@@ -48,6 +49,7 @@ impl TryFrom<pb::ApiToken> for t::ApiTokenView {
             created_at_ms: t.created_at_ms,
             expires_at_ms: t.expires_at_ms,
             revoked_at_ms: t.revoked_at_ms,
+            format: wire_enum("format", &t.format, t::TokenFormat::parse, "bearer or aws")?,
         })
     }
 }
@@ -240,6 +242,7 @@ mod tests {
             created_at_ms: 1,
             expires_at_ms: Some(2),
             revoked_at_ms: Some(3),
+            format: t::TokenFormat::Aws,
         };
         let wire = pb::ApiToken::from(&token);
         assert!(wire.revoked);

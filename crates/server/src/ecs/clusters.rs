@@ -170,14 +170,9 @@ impl EcsApi {
             .delete_cluster(name.clone())
             .await
             .map_err(delete_refusal)?;
-        let mut after = self
-            .ops
-            .describe_cluster(&name)
-            .await
-            .unwrap_or_else(|_| before.clone());
-        after.status = ClusterStatus::Inactive;
-        answer(json!({
-            "cluster": shapes::cluster(scope, &after, Counts::default(), false)
-        }))
+        // Berth forgets a deleted cluster; ECS answers with it INACTIVE.
+        let mut cluster = shapes::cluster(scope, &before, Counts::default(), false);
+        cluster.status = "INACTIVE".into();
+        answer(json!({ "cluster": cluster }))
     }
 }

@@ -51,6 +51,7 @@ impl State {
             return Ok(CommandOutput::Unchanged);
         }
         self.insert_token(ApiToken {
+            aws_secret: None,
             id,
             role: Role::Admin,
             description: "created at bootstrap".into(),
@@ -84,6 +85,26 @@ impl State {
             token.revoked_at_ms = Some(at_ms);
         }
         Ok(CommandOutput::ApiToken(token.clone()))
+    }
+
+    /// Replaces the sealed secrets of AWS access keys; a key revoked or
+    /// gone since is skipped (it grants nothing any more).
+    pub(super) fn reseal_aws_keys(
+        &mut self,
+        keys: Vec<crate::access::ResealedKey>,
+    ) -> Result<CommandOutput, StateError> {
+        let mut resealed = Vec::new();
+        let mut skipped = Vec::new();
+        for key in keys {
+            match self.api_tokens.get_mut(&key.id) {
+                Some(token) if token.aws_secret.is_some() && token.revoked_at_ms.is_none() => {
+                    token.aws_secret = Some(key.sealed);
+                    resealed.push(key.id);
+                }
+                _ => skipped.push(key.id),
+            }
+        }
+        Ok(CommandOutput::Resealed { resealed, skipped })
     }
 
     fn insert_token(&mut self, token: ApiToken) -> Result<CommandOutput, StateError> {

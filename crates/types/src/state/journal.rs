@@ -150,14 +150,16 @@ fn command_event(command: &Command) -> Option<(String, EventDetail)> {
                 change: Change::Created,
             },
         )),
-        Command::CreateApiToken { id, role, .. } => Some((
-            String::new(),
-            EventDetail::TokenChange {
-                token_id: id.clone(),
-                role: Some(*role),
-                change: Change::Created,
-            },
-        )),
+        Command::CreateApiToken { id, role, .. } | Command::CreateAwsAccessKey { id, role, .. } => {
+            Some((
+                String::new(),
+                EventDetail::TokenChange {
+                    token_id: id.clone(),
+                    role: Some(*role),
+                    change: Change::Created,
+                },
+            ))
+        }
         Command::RevokeApiToken { id, .. } => Some((
             String::new(),
             EventDetail::TokenChange {

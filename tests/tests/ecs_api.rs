@@ -1,0 +1,343 @@
+//! Conformance of the ECS-compatible API (`berthd --ecs-listen`), written
+//! from the ECS API reference and AWS's SigV4 rules: response shapes,
+//! error types and HTTP codes, pagination, names and ARNs, `failures[]`,
+//! roles, and the signature's edge cases, against three real servers over
+//! HTTPS, any of which answers.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::Result;
+use berth_e2e::ecs::{create_aws_key, AwsKey, EcsClient};
+use berth_e2e::*;
+use serde_json::json;
+
+const ARN_PREFIX: &str = "arn:aws:ecs:eu-west-1:000000000000:";
+
+async fn cluster_with_ecs() -> Result<(TestCluster, Vec<SocketAddr>)> {
+    let port = free_port();
+    let listen = format!("127.0.0.{{id}}:{port}");
+    let cluster = TestCluster::start(3, &["--ecs-listen", &listen]).await?;
+    let addrs = (1..=3)
+        .map(|id| format!("127.0.0.{id}:{port}").parse().unwrap())
+        .collect();
+    Ok((cluster, addrs))
+}
+
+fn endpoints(cluster: &TestCluster) -> String {
+    (1..=3)
+        .map(|id| cluster.addr(id))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ecs_api_answers_as_the_reference_says() -> Result<()> {
+    let (cluster, addrs) = cluster_with_ecs().await?;
+    let admin_key = create_aws_key(&endpoints(&cluster), "admin")?;
+    let readonly_key = create_aws_key(&endpoints(&cluster), "readonly")?;
+    let admin = EcsClient::new(addrs[0], admin_key.clone())?;
+
+    // CreateCluster answers ECS's Cluster, with an ARN in the signed region.
+    let created = admin
+        .call("CreateCluster", json!({"clusterName": "ecs-a"}))
+        .await?;
+    assert_eq!(created.status, 200, "{:?}", created.body);
+    assert_eq!(
+        created.body["cluster"]["clusterArn"],
+        format!("{ARN_PREFIX}cluster/ecs-a")
+    );
+    assert_eq!(created.body["cluster"]["status"], "ACTIVE");
+    assert_eq!(created.body["cluster"]["runningTasksCount"], 0);
+    // Creating it again answers the same cluster, as ECS does.
+    let again = admin
+        .call("CreateCluster", json!({"clusterName": "ecs-a"}))
+        .await?;
+    assert_eq!(again.status, 200, "{:?}", again.body);
+    for name in ["ecs-b", "ecs-c"] {
+        let r = admin
+            .call("CreateCluster", json!({"clusterName": name}))
+            .await?;
+        assert_eq!(r.status, 200, "{:?}", r.body);
+    }
+
+    // Names and ARNs both; a missing one is a failure, not an error. A
+    // follower answers (the write above was made through server 1).
+    let follower = EcsClient::new(addrs[2], admin_key.clone())?;
+    let described = eventually(Duration::from_secs(10), || {
+        let follower = follower.clone();
+        async move {
+            let r = follower
+                .call(
+                    "DescribeClusters",
+                    json!({
+                        "clusters": ["ecs-a", format!("{ARN_PREFIX}cluster/ecs-b"), "nope"],
+                        "include": ["STATISTICS"]
+                    }),
+                )
+                .await?;
+            anyhow::ensure!(r.status == 200, "{:?}", r.body);
+            Ok(r)
+        }
+    })
+    .await?;
+    let names: Vec<&str> = described.body["clusters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["clusterName"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["ecs-a", "ecs-b"]);
+    assert_eq!(
+        described.body["failures"],
+        json!([{"arn": format!("{ARN_PREFIX}cluster/nope"), "reason": "MISSING"}])
+    );
+    assert_eq!(
+        described.body["clusters"][0]["statistics"][0]["name"],
+        "runningEC2TasksCount"
+    );
+
+    // Pagination: pages of 2 in name order, each token resuming after the
+    // last, until no nextToken.
+    let mut seen = Vec::new();
+    let mut token: Option<String> = None;
+    for _ in 0..5 {
+        let mut body = json!({"maxResults": 2});
+        if let Some(t) = &token {
+            body["nextToken"] = json!(t);
+        }
+        let page = admin.call("ListClusters", body).await?;
+        assert_eq!(page.status, 200, "{:?}", page.body);
+        let arns = page.body["clusterArns"].as_array().unwrap();
+        assert!(arns.len() <= 2);
+        seen.extend(arns.iter().map(|a| a.as_str().unwrap().to_string()));
+        token = page.body["nextToken"].as_str().map(str::to_string);
+        if token.is_none() {
+            break;
+        }
+    }
+    let expected: Vec<String> = ["default", "ecs-a", "ecs-b", "ecs-c"]
+        .iter()
+        .map(|n| format!("{ARN_PREFIX}cluster/{n}"))
+        .collect();
+    assert_eq!(seen, expected);
+    let bad = admin
+        .call("ListClusters", json!({"maxResults": 101}))
+        .await?;
+    assert_eq!(
+        (bad.status, bad.error_type()),
+        (400, "InvalidParameterException")
+    );
+    let bad = admin
+        .call("ListClusters", json!({"nextToken": "zz"}))
+        .await?;
+    assert_eq!(bad.error_type(), "InvalidParameterException");
+
+    // Error types and codes.
+    let missing = admin
+        .call("DeleteCluster", json!({"cluster": "nope"}))
+        .await?;
+    assert_eq!(
+        (missing.status, missing.error_type()),
+        (400, "ClusterNotFoundException"),
+        "{:?}",
+        missing.body
+    );
+    let wrong_arn = admin
+        .call(
+            "DeleteCluster",
+            json!({"cluster": format!("{ARN_PREFIX}service/ecs-a/web")}),
+        )
+        .await?;
+    assert_eq!(wrong_arn.error_type(), "InvalidParameterException");
+    let deleted = admin
+        .call(
+            "DeleteCluster",
+            json!({"cluster": format!("{ARN_PREFIX}cluster/ecs-c")}),
+        )
+        .await?;
+    assert_eq!(deleted.status, 200, "{:?}", deleted.body);
+    assert_eq!(deleted.body["cluster"]["status"], "INACTIVE");
+    let unsupported = admin
+        .call(
+            "CreateCluster",
+            json!({"clusterName": "x", "capacityProviders": ["FARGATE"]}),
+        )
+        .await?;
+    assert_eq!(
+        (unsupported.status, unsupported.error_type()),
+        (400, "UnsupportedFeatureException")
+    );
+    assert!(
+        unsupported.message().contains("install-agent.sh"),
+        "says what to use instead: {}",
+        unsupported.message()
+    );
+    let unsupported_op = admin
+        .call("CreateCapacityProvider", json!({"name": "x"}))
+        .await?;
+    assert_eq!(unsupported_op.error_type(), "UnsupportedFeatureException");
+    let unknown = admin.call("MakeCoffee", json!({})).await?;
+    assert_eq!(
+        (unknown.status, unknown.error_type()),
+        (400, "UnknownOperationException")
+    );
+    let mut garbled = admin.signed("ListClusters", &json!({}))?;
+    garbled.body = b"{not json".to_vec();
+    // Re-signed so that only the body's shape is wrong.
+    let resigned = resign(&admin, garbled.body.clone())?;
+    let r = admin.send(resigned).await?;
+    assert_eq!(
+        (r.status, r.error_type()),
+        (400, "SerializationException"),
+        "{:?}",
+        r.body
+    );
+
+    // Roles: a readonly key reads and may not write.
+    let readonly = admin.with_key(readonly_key.clone());
+    let listed = readonly.call("ListClusters", json!({})).await?;
+    assert_eq!(listed.status, 200, "{:?}", listed.body);
+    let denied = readonly
+        .call("CreateCluster", json!({"clusterName": "ro"}))
+        .await?;
+    assert_eq!(
+        (denied.status, denied.error_type()),
+        (400, "AccessDeniedException")
+    );
+
+    // SigV4's edge cases.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs() as i64;
+    let body = json!({});
+    let wrong_secret =
+        admin.signed_at("ListClusters", &body, now, "not-the-secret", "eu-west-1")?;
+    let r = admin.send(wrong_secret).await?;
+    assert_eq!(
+        (r.status, r.error_type()),
+        (403, "InvalidSignatureException"),
+        "{:?}",
+        r.body
+    );
+    // Signed for one region, claimed for another.
+    let mut wrong_scope =
+        admin.signed_at("ListClusters", &body, now, &admin_key.secret, "eu-west-1")?;
+    for (name, value) in wrong_scope.headers.iter_mut() {
+        if name == "authorization" {
+            *value = value.replace("/eu-west-1/", "/us-east-1/");
+        }
+    }
+    let r = admin.send(wrong_scope).await?;
+    assert_eq!(
+        (r.status, r.error_type()),
+        (403, "InvalidSignatureException")
+    );
+    let expired = admin.signed_at(
+        "ListClusters",
+        &body,
+        now - 900,
+        &admin_key.secret,
+        "eu-west-1",
+    )?;
+    let r = admin.send(expired).await?;
+    assert_eq!(
+        (r.status, r.error_type()),
+        (403, "InvalidSignatureException")
+    );
+    assert!(r.message().contains("expired"), "{}", r.message());
+    let mut tampered = admin.signed("CreateCluster", &json!({"clusterName": "ok"}))?;
+    tampered.body = serde_json::to_vec(&json!({"clusterName": "evil"}))?;
+    let r = admin.send(tampered).await?;
+    assert_eq!(
+        (r.status, r.error_type()),
+        (403, "InvalidSignatureException")
+    );
+    let mut unsigned = admin.signed("ListClusters", &body)?;
+    unsigned.headers.retain(|(n, _)| n != "authorization");
+    let r = admin.send(unsigned).await?;
+    assert_eq!(
+        (r.status, r.error_type()),
+        (403, "MissingAuthenticationTokenException")
+    );
+    let mut no_date = admin.signed("ListClusters", &body)?;
+    no_date.headers.retain(|(n, _)| n != "x-amz-date");
+    let r = admin.send(no_date).await?;
+    assert_eq!(r.status / 100, 4, "{:?}", r.body);
+    let stranger = admin.with_key(AwsKey {
+        id: "BKIA0000000000000000".into(),
+        secret: "x".into(),
+    });
+    let r = stranger.call("ListClusters", json!({})).await?;
+    assert_eq!(
+        (r.status, r.error_type()),
+        (400, "UnrecognizedClientException")
+    );
+    // Revoking the key through Berth's own API refuses it at once.
+    let out = berth_cli(
+        &endpoints(&cluster),
+        &test_pki().admin_token,
+        &["auth", "token", "revoke", &readonly_key.id],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r = readonly.call("ListClusters", json!({})).await?;
+    assert_eq!(r.status, 400, "a revoked key is refused: {:?}", r.body);
+    assert!(r.message().contains("revoked"), "{}", r.message());
+    no_state_changed_by_refusals(&admin).await?;
+    Ok(())
+}
+
+/// None of the refused writes above made a cluster.
+async fn no_state_changed_by_refusals(admin: &EcsClient) -> Result<()> {
+    let listed = admin.call("ListClusters", json!({})).await?;
+    let arns: Vec<&str> = listed.body["clusterArns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    for refused in ["x", "ro", "evil", "ok"] {
+        assert!(
+            !arns.contains(&format!("{ARN_PREFIX}cluster/{refused}").as_str()),
+            "{refused} was created: {arns:?}"
+        );
+    }
+    Ok(())
+}
+
+/// A ListClusters with `body` as it is, signed over those bytes.
+fn resign(client: &EcsClient, body: Vec<u8>) -> Result<berth_e2e::ecs::EcsRequest> {
+    let mut request = client.signed("ListClusters", &json!({}))?;
+    request.headers.retain(|(n, _)| n != "authorization");
+    let amz_date = request
+        .headers
+        .iter()
+        .find(|(n, _)| n == "x-amz-date")
+        .map(|(_, v)| v.clone())
+        .unwrap();
+    let authorization = berth_sigv4::sign(
+        &berth_sigv4::Request {
+            method: "POST",
+            path: "/",
+            query: "",
+            headers: &request.headers,
+            body: &body,
+        },
+        &client.key.id,
+        &client.key.secret,
+        &client.region,
+        "ecs",
+        &amz_date,
+    )?;
+    request
+        .headers
+        .push(("authorization".into(), authorization));
+    request.body = body;
+    Ok(request)
+}
