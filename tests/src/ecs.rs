@@ -93,7 +93,8 @@ pub struct EcsClient {
     pub addr: SocketAddr,
     pub key: AwsKey,
     pub region: String,
-    tls: TlsConnector,
+    /// `None`: plain HTTP (`--ecs-plain-http`).
+    tls: Option<TlsConnector>,
 }
 
 impl EcsClient {
@@ -115,8 +116,18 @@ impl EcsClient {
             addr,
             key,
             region: "eu-west-1".into(),
-            tls: TlsConnector::from(Arc::new(config)),
+            tls: Some(TlsConnector::from(Arc::new(config))),
         })
+    }
+
+    /// A client of an endpoint served as plain HTTP.
+    pub fn plain(addr: SocketAddr, key: AwsKey) -> Self {
+        Self {
+            addr,
+            key,
+            region: "eu-west-1".into(),
+            tls: None,
+        }
     }
 
     pub fn with_key(&self, key: AwsKey) -> Self {
@@ -189,13 +200,23 @@ impl EcsClient {
         )
         .await
         .context("connect timed out")??;
-        let tls = self
-            .tls
-            .connect(ServerName::try_from("127.0.0.1")?.to_owned(), tcp)
-            .await?;
-        let (mut sender, connection) =
-            hyper::client::conn::http1::handshake(TokioIo::new(tls)).await?;
-        tokio::spawn(connection);
+        let mut sender = match &self.tls {
+            Some(tls) => {
+                let stream = tls
+                    .connect(ServerName::try_from("127.0.0.1")?.to_owned(), tcp)
+                    .await?;
+                let (sender, connection) =
+                    hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+                tokio::spawn(connection);
+                sender
+            }
+            None => {
+                let (sender, connection) =
+                    hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await?;
+                tokio::spawn(connection);
+                sender
+            }
+        };
         let mut builder = http::Request::post("/");
         for (name, value) in &request.headers {
             builder = builder.header(name.as_str(), value.as_str());

@@ -17,7 +17,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, ensure, Result};
 use berth_e2e::*;
 use berth_proto::pb;
 use berth_proto::pb::auth_service_client::AuthServiceClient;
@@ -155,9 +155,14 @@ fn rekey(endpoint: &str) -> serde_json::Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn data_key_rotation_add_promote_rekey_retire() -> Result<()> {
-    let mut cluster = TestCluster::start(3, &[]).await?;
+    let ecs_port = free_port();
+    let ecs_listen = format!("127.0.0.{{id}}:{ecs_port}");
+    let mut cluster = TestCluster::start(3, &["--ecs-listen", &ecs_listen]).await?;
     let addrs: Vec<String> = (1..=3).map(|id| cluster.addr(id)).collect();
     let endpoints = addrs.join(",");
+    // An AWS access key's secret is sealed like a secret's value.
+    let aws_key = berth_e2e::ecs::create_aws_key(&endpoints, "readonly")?;
+    let ecs = berth_e2e::ecs::EcsClient::new(([127, 0, 0, 1], ecs_port).into(), aws_key)?;
     let admin = test_pki().admin_token.clone();
     let ca_key = test_pki().dir.join("data.key");
     let old_key = std::fs::read_to_string(&ca_key)?;
@@ -197,7 +202,8 @@ async fn data_key_rotation_add_promote_rekey_retire() -> Result<()> {
     let first = rekey(&endpoints);
     assert_eq!(
         (first["resealed"].as_u64(), first["current"].as_u64()),
-        (Some(0), Some(3))
+        (Some(0), Some(4)),
+        "3 secrets and the AWS key: {first}"
     );
 
     // 1. add: a second key that only opens; the file stays 0600.
@@ -282,14 +288,18 @@ async fn data_key_rotation_add_promote_rekey_retire() -> Result<()> {
         Some(new_id.as_str()),
         "{rekeyed}"
     );
-    assert_eq!(rekeyed["resealed"].as_u64(), Some(3), "{rekeyed}");
+    assert_eq!(
+        rekeyed["resealed"].as_u64(),
+        Some(4),
+        "3 secrets and the AWS key: {rekeyed}"
+    );
     assert_eq!(rekeyed["current"].as_u64(), Some(1), "{rekeyed}");
     assert_eq!(rekeyed["skipped"], serde_json::json!([]), "{rekeyed}");
     assert_eq!(rekeyed["unreadable"], serde_json::json!([]), "{rekeyed}");
     all_reveal(&mut cluster, &secrets).await?;
     let again = ok(berth_cli(&endpoints, &admin, &["secret", "rekey"]));
     assert!(again.contains("re-sealed 0 secret(s)"), "{again}");
-    assert!(again.contains("4 already current"), "{again}");
+    assert!(again.contains("5 already current"), "{again}");
     assert!(again.contains("can be retired"), "{again}");
     // Re-sealing is not an update: no 'secret' event beyond create/update.
     let events: serde_json::Value = serde_json::from_str(&ok(berth_cli(
@@ -332,6 +342,17 @@ async fn data_key_rotation_add_promote_rekey_retire() -> Result<()> {
     assert_eq!(std::fs::read_to_string(&ca_key)?.lines().count(), 1);
     assert!(data_key("retire").contains("nothing to retire"));
     rolling_restart(&mut cluster, &secrets).await?;
+    // The AWS key still signs: its secret was re-sealed too.
+    let listed = eventually(LONG, || {
+        let ecs = ecs.clone();
+        async move {
+            let r = ecs.call("ListClusters", serde_json::json!({})).await?;
+            ensure!(r.status == 200, "{r:?}");
+            Ok(r)
+        }
+    })
+    .await?;
+    assert!(listed.body["clusterArns"].is_array(), "{:?}", listed.body);
 
     // A server given only the old key opens none of them: they were
     // re-sealed, not merely readable by a ring that still held it.

@@ -341,3 +341,96 @@ fn resign(client: &EcsClient, body: Vec<u8>) -> Result<berth_e2e::ecs::EcsReques
     request.body = body;
     Ok(request)
 }
+
+#[test]
+fn ecs_plain_http_is_refused_off_loopback() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let out = std::process::Command::new(binary("berthd"))
+        .args(["serve", "--node-id", "1", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .args(["--listen", &format!("127.0.0.1:{}", free_port())])
+        .args(["--ecs-listen", &format!("0.0.0.0:{}", free_port())])
+        .arg("--ecs-plain-http")
+        .output()?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "started: {stderr}");
+    assert!(
+        stderr.contains("only allowed on a loopback address"),
+        "{stderr}"
+    );
+    assert!(
+        !dir.path().join("data").exists(),
+        "refused before anything was written"
+    );
+    Ok(())
+}
+
+/// `berthd dev --ecs-insecure-accept-any-signature`: any well-formed
+/// signature from loopback is an admin's, and the flag is refused unless
+/// the endpoint is on loopback; plain HTTP works on loopback.
+#[tokio::test(flavor = "multi_thread")]
+async fn dev_may_accept_any_signature_on_loopback_only() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let refused = std::process::Command::new(binary("berthd"))
+        .args(["dev", "--no-agent", "--data-dir"])
+        .arg(dir.path().join("refused"))
+        .args(["--listen", &format!("127.0.0.1:{}", free_port())])
+        .arg("--ecs-insecure-accept-any-signature")
+        .output()?;
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "started: {stderr}");
+    assert!(
+        stderr.contains("needs --ecs-listen on a loopback address"),
+        "{stderr}"
+    );
+
+    let ecs_port = free_port();
+    let log = dir.path().join("dev.log");
+    let args: Vec<String> = [
+        "dev",
+        "--no-agent",
+        "--data-dir",
+        &dir.path().join("dev").display().to_string(),
+        "--listen",
+        &format!("127.0.0.1:{}", free_port()),
+        "--ecs-listen",
+        &format!("127.0.0.1:{ecs_port}"),
+        "--ecs-plain-http",
+        "--ecs-insecure-accept-any-signature",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let mut dev = spawn_logged("berthd", &args, &log)?;
+    let anyone = EcsClient::plain(
+        ([127, 0, 0, 1], ecs_port).into(),
+        AwsKey {
+            id: "ANYTHING".into(),
+            secret: "whatever".into(),
+        },
+    );
+    let created = eventually(Duration::from_secs(30), || {
+        let anyone = anyone.clone();
+        async move {
+            let r = anyone
+                .call("CreateCluster", json!({"clusterName": "tryout"}))
+                .await?;
+            anyhow::ensure!(r.status == 200, "{r:?}");
+            Ok(r)
+        }
+    })
+    .await?;
+    assert_eq!(created.body["cluster"]["clusterName"], "tryout");
+    let printed = std::fs::read_to_string(&log)?;
+    assert!(
+        printed.contains("ANY signature"),
+        "the warning is printed: {printed}"
+    );
+    let mut unsigned = anyone.signed("ListClusters", &json!({}))?;
+    unsigned.headers.retain(|(n, _)| n != "authorization");
+    let r = anyone.send(unsigned).await?;
+    assert_eq!(r.error_type(), "MissingAuthenticationTokenException");
+    let _ = dev.kill();
+    let _ = dev.wait();
+    Ok(())
+}
