@@ -100,6 +100,32 @@ impl From<crate::arn::ArnError> for EcsError {
     }
 }
 
+/// What Berth's own validation refused, every problem with its field path,
+/// as ECS reports a bad parameter.
+impl From<berth_types::ValidationErrors> for EcsError {
+    fn from(e: berth_types::ValidationErrors) -> Self {
+        Self::new(ErrorType::InvalidParameter, e.to_string())
+    }
+}
+
+/// An `include` list of a Describe* call: whether `TAGS` was asked for.
+/// Options ECS has for other resources are refused by name.
+pub fn include_tags(include: &[String]) -> Result<bool, EcsError> {
+    let mut tags = false;
+    for option in include {
+        match option.as_str() {
+            "TAGS" => tags = true,
+            other => {
+                return Err(EcsError::new(
+                    ErrorType::InvalidParameter,
+                    format!("include: {other:?} is not TAGS"),
+                ))
+            }
+        }
+    }
+    Ok(tags)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -118,5 +144,14 @@ mod tests {
         assert_eq!(parsed["message"], "a \"quoted\" name");
         let from_arn: EcsError = crate::arn::cluster_name(Some("arn:x")).unwrap_err().into();
         assert_eq!(from_arn.kind, ErrorType::InvalidParameter);
+    }
+
+    #[test]
+    fn include_takes_tags_and_refuses_the_rest() {
+        assert!(!include_tags(&[]).unwrap());
+        assert!(include_tags(&["TAGS".into()]).unwrap());
+        let e = include_tags(&["STATISTICS".into()]).unwrap_err();
+        assert_eq!(e.kind, ErrorType::InvalidParameter);
+        assert!(e.message.contains("STATISTICS"), "{e}");
     }
 }

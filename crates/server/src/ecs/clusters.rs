@@ -170,14 +170,10 @@ impl EcsApi {
             .delete_cluster(name.clone())
             .await
             .map_err(delete_refusal)?;
-        let mut after = self
-            .ops
-            .describe_cluster(&name)
-            .await
-            .unwrap_or_else(|_| before.clone());
-        after.status = ClusterStatus::Inactive;
-        answer(json!({
-            "cluster": shapes::cluster(scope, &after, Counts::default(), false)
-        }))
+        // A deleted cluster is gone from the state; ECS answers with it as
+        // it was, marked INACTIVE.
+        let mut shape = shapes::cluster(scope, &before, Counts::default(), false);
+        shape.status = "INACTIVE".into();
+        answer(json!({ "cluster": shape }))
     }
 }

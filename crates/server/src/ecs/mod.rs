@@ -7,6 +7,7 @@
 
 mod clusters;
 pub mod http;
+mod taskdefs;
 
 use berth_ecs::arn::Scope;
 use berth_ecs::error::{EcsError, ErrorType};
@@ -44,6 +45,11 @@ pub fn kind(operation: &str) -> Option<Kind> {
     Some(match operation {
         "ListClusters" | "DescribeClusters" => read,
         "CreateCluster" | "DeleteCluster" | "UpdateCluster" | "UpdateClusterSettings" => write,
+        "DescribeTaskDefinition" | "ListTaskDefinitions" | "ListTaskDefinitionFamilies" => read,
+        "RegisterTaskDefinition" | "DeregisterTaskDefinition" => write,
+        "DeleteTaskDefinitions" => Unsupported(
+            "deleting task definition revisions: Berth keeps every revision; deregister one (DeregisterTaskDefinition, `berth taskdef deregister`) so that nothing new starts from it",
+        ),
         "PutClusterCapacityProviders"
         | "CreateCapacityProvider"
         | "DeleteCapacityProvider"
@@ -166,6 +172,13 @@ impl EcsApi {
             "DescribeClusters" => self.describe_clusters(scope, parse(body)?).await,
             "CreateCluster" => self.create_cluster(scope, parse(body)?).await,
             "DeleteCluster" => self.delete_cluster(scope, parse(body)?).await,
+            "RegisterTaskDefinition" => self.register_task_definition(scope, body).await,
+            "DescribeTaskDefinition" => self.describe_task_definition(scope, parse(body)?).await,
+            "DeregisterTaskDefinition" => {
+                self.deregister_task_definition(scope, parse(body)?).await
+            }
+            "ListTaskDefinitions" => self.list_task_definitions(scope, parse(body)?).await,
+            "ListTaskDefinitionFamilies" => self.list_task_definition_families(parse(body)?).await,
             other => Err(EcsError::new(
                 ErrorType::UnknownOperation,
                 format!("{other} is not an ECS operation Berth answers"),
