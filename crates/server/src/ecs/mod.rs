@@ -8,6 +8,7 @@
 mod clusters;
 pub mod http;
 mod taskdefs;
+mod tasks;
 
 use berth_ecs::arn::Scope;
 use berth_ecs::error::{EcsError, ErrorType};
@@ -47,6 +48,8 @@ pub fn kind(operation: &str) -> Option<Kind> {
         "CreateCluster" | "DeleteCluster" | "UpdateCluster" | "UpdateClusterSettings" => write,
         "DescribeTaskDefinition" | "ListTaskDefinitions" | "ListTaskDefinitionFamilies" => read,
         "RegisterTaskDefinition" | "DeregisterTaskDefinition" => write,
+        "DescribeTasks" | "ListTasks" => read,
+        "RunTask" | "StartTask" | "StopTask" => write,
         "DeleteTaskDefinitions" => Unsupported(
             "deleting task definition revisions: Berth keeps every revision; deregister one (DeregisterTaskDefinition, `berth taskdef deregister`) so that nothing new starts from it",
         ),
@@ -179,6 +182,11 @@ impl EcsApi {
             }
             "ListTaskDefinitions" => self.list_task_definitions(scope, parse(body)?).await,
             "ListTaskDefinitionFamilies" => self.list_task_definition_families(parse(body)?).await,
+            "RunTask" => self.run_task(scope, parse(body)?).await,
+            "StartTask" => self.start_task(scope, parse(body)?).await,
+            "StopTask" => self.stop_task(scope, parse(body)?).await,
+            "DescribeTasks" => self.describe_tasks(scope, parse(body)?).await,
+            "ListTasks" => self.list_tasks(scope, parse(body)?).await,
             other => Err(EcsError::new(
                 ErrorType::UnknownOperation,
                 format!("{other} is not an ECS operation Berth answers"),
