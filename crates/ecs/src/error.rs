@@ -18,6 +18,8 @@ pub enum ErrorType {
     ClusterContainsContainerInstances,
     ServiceNotFound,
     ServiceNotActive,
+    /// ListServicesByNamespace named no namespace Berth has.
+    NamespaceNotFound,
     /// Not something Berth does; the message says what to use instead.
     UnsupportedFeature,
     /// The credentials' role may not do this.
@@ -44,6 +46,7 @@ impl ErrorType {
             Self::ClusterContainsContainerInstances => "ClusterContainsContainerInstancesException",
             Self::ServiceNotFound => "ServiceNotFoundException",
             Self::ServiceNotActive => "ServiceNotActiveException",
+            Self::NamespaceNotFound => "NamespaceNotFoundException",
             Self::UnsupportedFeature => "UnsupportedFeatureException",
             Self::AccessDenied => "AccessDeniedException",
             Self::UnknownOperation => "UnknownOperationException",

@@ -7,6 +7,7 @@
 
 mod clusters;
 pub mod http;
+mod services;
 mod taskdefs;
 mod tasks;
 
@@ -49,6 +50,15 @@ pub fn kind(operation: &str) -> Option<Kind> {
         "DescribeTaskDefinition" | "ListTaskDefinitions" | "ListTaskDefinitionFamilies" => read,
         "RegisterTaskDefinition" | "DeregisterTaskDefinition" => write,
         "DescribeTasks" | "ListTasks" => read,
+        "DescribeServices"
+        | "ListServices"
+        | "ListServicesByNamespace"
+        | "ListServiceDeployments"
+        | "DescribeServiceDeployments" => read,
+        "CreateService" | "UpdateService" | "DeleteService" => write,
+        "DescribeServiceRevisions" => Unsupported(
+            "service revisions: each Berth deployment rolls out one task definition; DescribeServiceDeployments shows it as the deployment's targetServiceRevision",
+        ),
         "RunTask" | "StartTask" | "StopTask" => write,
         "DeleteTaskDefinitions" => Unsupported(
             "deleting task definition revisions: Berth keeps every revision; deregister one (DeregisterTaskDefinition, `berth taskdef deregister`) so that nothing new starts from it",
@@ -187,6 +197,16 @@ impl EcsApi {
             "StopTask" => self.stop_task(scope, parse(body)?).await,
             "DescribeTasks" => self.describe_tasks(scope, parse(body)?).await,
             "ListTasks" => self.list_tasks(scope, parse(body)?).await,
+            "CreateService" => self.create_service(scope, body).await,
+            "UpdateService" => self.update_service(scope, body).await,
+            "DeleteService" => self.delete_service(scope, parse(body)?).await,
+            "DescribeServices" => self.describe_services(scope, parse(body)?).await,
+            "ListServices" => self.list_services(scope, parse(body)?).await,
+            "ListServicesByNamespace" => self.list_services_by_namespace(scope, parse(body)?).await,
+            "ListServiceDeployments" => self.list_service_deployments(scope, parse(body)?).await,
+            "DescribeServiceDeployments" => {
+                self.describe_service_deployments(scope, parse(body)?).await
+            }
             other => Err(EcsError::new(
                 ErrorType::UnknownOperation,
                 format!("{other} is not an ECS operation Berth answers"),
