@@ -7,6 +7,7 @@
 
 mod clusters;
 pub mod http;
+mod instances;
 mod services;
 mod taskdefs;
 mod tasks;
@@ -56,6 +57,17 @@ pub fn kind(operation: &str) -> Option<Kind> {
         | "ListServiceDeployments"
         | "DescribeServiceDeployments" => read,
         "CreateService" | "UpdateService" | "DeleteService" => write,
+        "DescribeContainerInstances" | "ListContainerInstances" | "ListAttributes" => read,
+        "DeregisterContainerInstance"
+        | "UpdateContainerInstancesState"
+        | "PutAttributes"
+        | "DeleteAttributes" => write,
+        "RegisterContainerInstance" => Unsupported(
+            "registering a container instance through the API: create an activation (`berth activation create`, ActivationService/CreateActivation) and run deploy/install/install-agent.sh with it on the host; the agent registers itself",
+        ),
+        "UpdateContainerAgent" => Unsupported(
+            "updating the agent through the API: upgrade berth-agent on the host (install-agent.sh installs a new version; the agent keeps its tasks running across a restart)",
+        ),
         "DescribeServiceRevisions" => Unsupported(
             "service revisions: each Berth deployment rolls out one task definition; DescribeServiceDeployments shows it as the deployment's targetServiceRevision",
         ),
@@ -207,6 +219,21 @@ impl EcsApi {
             "DescribeServiceDeployments" => {
                 self.describe_service_deployments(scope, parse(body)?).await
             }
+            "DescribeContainerInstances" => {
+                self.describe_container_instances(scope, parse(body)?).await
+            }
+            "ListContainerInstances" => self.list_container_instances(scope, parse(body)?).await,
+            "DeregisterContainerInstance" => {
+                self.deregister_container_instance(scope, parse(body)?)
+                    .await
+            }
+            "UpdateContainerInstancesState" => {
+                self.update_container_instances_state(scope, parse(body)?)
+                    .await
+            }
+            "PutAttributes" => self.put_attributes(parse(body)?).await,
+            "DeleteAttributes" => self.delete_attributes(parse(body)?).await,
+            "ListAttributes" => self.list_attributes(scope, parse(body)?).await,
             other => Err(EcsError::new(
                 ErrorType::UnknownOperation,
                 format!("{other} is not an ECS operation Berth answers"),
