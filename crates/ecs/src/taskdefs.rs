@@ -152,10 +152,12 @@ pub fn list_task_definitions(
             ))
         }
     };
-    let prefix = request.family_prefix.as_deref().unwrap_or_default();
+    // Despite its name, ListTaskDefinitions' familyPrefix is the whole
+    // family name (ListTaskDefinitionFamilies' is a prefix).
+    let family = request.family_prefix.as_deref().filter(|f| !f.is_empty());
     let mut keyed: Vec<(String, String)> = all
         .iter()
-        .filter(|td| td.status == status && td.family.starts_with(prefix))
+        .filter(|td| td.status == status && family.is_none_or(|f| td.family == f))
         .map(|td| (revision_key(td), arn(scope, td)))
         .collect();
     keyed.sort();
@@ -339,13 +341,21 @@ mod tests {
             ..Default::default()
         };
         let (arns, token) = list_task_definitions(&scope(), all.clone(), &desc).unwrap();
+        assert_eq!(short(arns), ["web:10", "web:9"], "web only, not web-x");
+        assert!(token.is_none());
+        let all_desc = ListTaskDefinitionsRequest {
+            family_prefix: None,
+            ..desc
+        };
+        let (arns, token) = list_task_definitions(&scope(), all.clone(), &all_desc).unwrap();
         assert_eq!(short(arns), ["web-x:1", "web:10"]);
         let next = ListTaskDefinitionsRequest {
             next_token: token,
-            ..desc
+            ..all_desc
         };
         let (arns, token) = list_task_definitions(&scope(), all.clone(), &next).unwrap();
-        assert_eq!((short(arns), token), (vec!["web:9".to_string()], None));
+        assert_eq!(short(arns), ["web:9", "api:1"]);
+        assert!(token.is_none());
         let inactive = ListTaskDefinitionsRequest {
             status: Some("INACTIVE".into()),
             ..Default::default()

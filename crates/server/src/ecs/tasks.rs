@@ -119,11 +119,13 @@ impl EcsApi {
         let mut ids = Vec::new();
         let mut failures = Vec::new();
         for input in &request.tasks {
-            match task_in(&cluster, input) {
-                Ok(id) => ids.push(id),
+            match arn::task(input)? {
                 // ECS reports a task of another cluster as missing from
                 // this one rather than failing the whole call.
-                Err(_) => failures.push(Failure::missing(input.clone())),
+                (Some(other), _) if other != cluster => {
+                    failures.push(Failure::missing(input.clone()))
+                }
+                (_, id) => ids.push(id),
             }
         }
         let found = self
