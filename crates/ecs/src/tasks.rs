@@ -121,8 +121,24 @@ pub fn task(
         cluster: Some(task.cluster.clone()),
         id: task.id.clone(),
     });
-    let containers = task
-        .containers
+    // ECS lists every container of the definition from the start; Berth
+    // has a container's state once the agent reports it, so the others
+    // are shown PENDING until then (a stopped task's unreported ones too,
+    // as ECS shows containers that never started).
+    let mut states = task.containers.clone();
+    for (name, _) in images {
+        if !states.iter().any(|c| c.name == *name) {
+            states.push(berth_types::ContainerState {
+                name: name.clone(),
+                status: berth_types::ContainerStatus::Pending,
+                exit_code: None,
+                reason: String::new(),
+                health: berth_types::Health::Unknown,
+                restart_count: 0,
+            });
+        }
+    }
+    let containers = states
         .iter()
         .map(|c| Container {
             container_arn: scope.arn(Resource::Container {
@@ -574,5 +590,21 @@ mod tests {
         );
         let e = task_in("prod", "arn:aws:ecs:r:1:task/test/0f3c").unwrap_err();
         assert!(e.message.contains("test"), "{e}");
+    }
+
+    #[test]
+    fn containers_not_reported_yet_are_pending() {
+        let mut t = stopped_task();
+        t.containers.truncate(1);
+        let images = [
+            ("app".to_string(), "registry.example/app:1".to_string()),
+            ("sidecar".to_string(), "registry.example/side:1".to_string()),
+        ];
+        let json = serde_json::to_value(task(&scope(), &t, &images, &[])).unwrap();
+        assert_eq!(json["containers"][0]["lastStatus"], "STOPPED");
+        assert_eq!(json["containers"][1]["name"], "sidecar");
+        assert_eq!(json["containers"][1]["lastStatus"], "PENDING");
+        assert_eq!(json["containers"][1]["image"], "registry.example/side:1");
+        assert_eq!(json["containers"].as_array().map(Vec::len), Some(2));
     }
 }
