@@ -10,15 +10,18 @@ mod cluster;
 use berth_ecs::arn::Scope;
 use berth_server::ecs::EcsApi;
 use berth_server::ops::Ops;
+use berth_types::resources::Resources;
+use berth_types::{Command, Registration};
 use cluster::TestCluster;
 use serde_json::{json, Value};
+use std::collections::BTreeMap;
 
 const ARN: &str = "arn:aws:ecs:eu-west-1:000000000000";
 
 struct Api {
     api: EcsApi,
     scope: Scope,
-    _cluster: TestCluster,
+    cluster: TestCluster,
 }
 
 impl Api {
@@ -35,8 +38,53 @@ impl Api {
                 region: "eu-west-1".into(),
                 account: "000000000000".into(),
             },
-            _cluster: cluster,
+            cluster,
         }
+    }
+
+    /// Registers instance `id` in the default cluster and connects its
+    /// agent, as an activation and the agent's hello would.
+    async fn instance(&self, id: &str) {
+        let node = self.cluster.node(self.cluster.leader().await);
+        let at_ms = 1_000;
+        if node.state().read().state.instances().next().is_none() {
+            node.write(Command::CreateActivation {
+                id: "act".into(),
+                cluster: "default".into(),
+                description: String::new(),
+                secret_hash: "h".into(),
+                expires_at_ms: i64::MAX,
+                max_registrations: 100,
+                attributes: BTreeMap::new(),
+                at_ms,
+            })
+            .await
+            .unwrap();
+        }
+        node.write(Command::RegisterInstance(Registration {
+            activation_id: "act".into(),
+            secret_hash: "h".into(),
+            new_instance_id: id.into(),
+            previous_instance_id: None,
+            expected_cluster: None,
+            hostname: id.into(),
+            attributes: BTreeMap::new(),
+            certificate_expires_at_ms: i64::MAX,
+            at_ms,
+            public_key_sha256: format!("key-{id}"),
+        }))
+        .await
+        .unwrap();
+        node.write(Command::InstanceConnected {
+            host_ports: Vec::new(),
+            instance_id: id.into(),
+            agent_version: "test".into(),
+            resources: Resources::new(2048, 2048),
+            attributes: BTreeMap::new(),
+            at_ms,
+        })
+        .await
+        .unwrap();
     }
 
     async fn call(&self, operation: &str, body: Value) -> Value {
@@ -353,4 +401,113 @@ async fn container_instances_without_any_registered() {
         .await;
     assert_eq!(e.kind, berth_ecs::error::ErrorType::InvalidParameter);
     assert!(e.message.contains("i-1"), "{e}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn container_instances_drain_carry_attributes_and_deregister() {
+    let api = Api::start().await;
+    api.instance("i-1").await;
+    api.instance("i-2").await;
+    let i1 = format!("{ARN}:container-instance/default/i-1");
+    let i2 = format!("{ARN}:container-instance/default/i-2");
+    let put = api
+        .call(
+            "PutAttributes",
+            json!({"attributes": [
+                {"name": "zone", "value": "a", "targetType": "container-instance", "targetId": i1},
+                {"name": "zone", "value": "b", "targetId": "i-2"}
+            ]}),
+        )
+        .await;
+    assert_eq!(put["attributes"][0]["targetId"], i1);
+
+    let in_a = api
+        .call(
+            "ListContainerInstances",
+            json!({"filter": "attribute:zone == a"}),
+        )
+        .await;
+    assert_eq!(in_a["containerInstanceArns"], json!([i1]));
+    let zoned = api
+        .call(
+            "ListContainerInstances",
+            json!({"filter": "attribute:zone exists", "maxResults": 1}),
+        )
+        .await;
+    assert_eq!(zoned["containerInstanceArns"], json!([i1]));
+    let rest = api
+        .call(
+            "ListContainerInstances",
+            json!({"filter": "attribute:zone exists", "nextToken": zoned["nextToken"]}),
+        )
+        .await;
+    assert_eq!(rest["containerInstanceArns"], json!([i2]));
+
+    let listed = api
+        .call(
+            "ListAttributes",
+            json!({"targetType": "container-instance", "attributeName": "zone", "attributeValue": "b"}),
+        )
+        .await;
+    assert_eq!(
+        listed["attributes"],
+        json!([{"name": "zone", "value": "b", "targetType": "container-instance", "targetId": i2}])
+    );
+
+    let drained = api
+        .call(
+            "UpdateContainerInstancesState",
+            json!({"containerInstances": [i1, "i-9"], "status": "DRAINING"}),
+        )
+        .await;
+    assert_eq!(drained["containerInstances"][0]["status"], "DRAINING");
+    assert_eq!(drained["failures"][0]["arn"], "i-9");
+    let draining = api
+        .call("ListContainerInstances", json!({"status": "DRAINING"}))
+        .await;
+    assert_eq!(draining["containerInstanceArns"], json!([i1]));
+
+    api.call(
+        "DeleteAttributes",
+        json!({"attributes": [{"name": "zone", "targetId": "i-1"}]}),
+    )
+    .await;
+    let described = api
+        .call(
+            "DescribeContainerInstances",
+            json!({"containerInstances": ["i-1", i2]}),
+        )
+        .await;
+    let attributes = |i: usize| -> Vec<String> {
+        described["containerInstances"][i]["attributes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert!(!attributes(0).contains(&"zone".to_string()));
+    assert!(attributes(1).contains(&"zone".to_string()));
+    assert_eq!(described["failures"], json!([]));
+
+    let deregistered = api
+        .call(
+            "DeregisterContainerInstance",
+            json!({"containerInstance": "i-2"}),
+        )
+        .await;
+    assert_eq!(deregistered["containerInstance"]["status"], "INACTIVE");
+    let active = api.call("ListContainerInstances", json!({})).await;
+    assert_eq!(
+        active["containerInstanceArns"],
+        json!([i1]),
+        "INACTIVE only when asked"
+    );
+    let e = api
+        .refused(
+            "DeregisterContainerInstance",
+            json!({"cluster": "default", "containerInstance": "arn:aws:ecs:r:1:container-instance/other/i-1"}),
+        )
+        .await;
+    assert_eq!(e.kind, berth_ecs::error::ErrorType::InvalidParameter);
 }
