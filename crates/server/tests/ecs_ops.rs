@@ -259,6 +259,7 @@ async fn services_and_their_deployments() {
     assert_eq!(created["service"]["serviceArn"], service_arn);
     assert_eq!(created["service"]["desiredCount"], 2);
     assert_eq!(created["service"]["launchType"], "EXTERNAL");
+    assert_eq!(created["service"]["tags"][0]["value"], "a");
 
     let e = api
         .refused(
@@ -510,4 +511,46 @@ async fn container_instances_drain_carry_attributes_and_deregister() {
         )
         .await;
     assert_eq!(e.kind, berth_ecs::error::ErrorType::InvalidParameter);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_instance_with_tasks_is_deregistered_only_when_forced() {
+    let api = Api::start().await;
+    api.instance("i-1").await;
+    api.call("RegisterTaskDefinition", task_definition()).await;
+    let started = api
+        .call(
+            "StartTask",
+            json!({"taskDefinition": "web:1", "containerInstances": [format!("{ARN}:container-instance/default/i-1")]}),
+        )
+        .await;
+    let task = &started["tasks"][0];
+    assert_eq!(
+        task["containerInstanceArn"],
+        format!("{ARN}:container-instance/default/i-1")
+    );
+    let on_instance = api
+        .call("ListTasks", json!({"containerInstance": "i-1"}))
+        .await;
+    assert_eq!(on_instance["taskArns"], json!([task["taskArn"]]));
+
+    let e = api
+        .refused(
+            "DeregisterContainerInstance",
+            json!({"containerInstance": "i-1"}),
+        )
+        .await;
+    assert_eq!(e.kind, berth_ecs::error::ErrorType::InvalidParameter);
+    assert!(e.message.contains("force"), "{e}");
+    let forced = api
+        .call(
+            "DeregisterContainerInstance",
+            json!({"containerInstance": "i-1", "force": true}),
+        )
+        .await;
+    assert_eq!(forced["containerInstance"]["status"], "INACTIVE");
+    let described = api
+        .call("DescribeTasks", json!({"tasks": [task["taskArn"]]}))
+        .await;
+    assert_eq!(described["tasks"][0]["desiredStatus"], "STOPPED");
 }

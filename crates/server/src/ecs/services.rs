@@ -27,7 +27,8 @@ impl EcsApi {
     pub(super) async fn create_service(&self, scope: &Scope, body: &[u8]) -> EcsResult {
         let input = create_service_request(body)?;
         let described = self.ops.create_service(input).await.map_err(from_server)?;
-        answer(json!({ "service": shapes::service(scope, &described, false) }))
+        // ECS's CreateService answers with the tags it was given.
+        answer(json!({ "service": shapes::service(scope, &described, true) }))
     }
 
     pub(super) async fn update_service(&self, scope: &Scope, body: &[u8]) -> EcsResult {
