@@ -167,6 +167,17 @@ async fn task_definitions_and_tasks() {
         inactive["taskDefinitionArns"],
         json!([format!("{ARN}:task-definition/web:1")])
     );
+    let of_web = api
+        .call(
+            "ListTaskDefinitions",
+            json!({"familyPrefix": "web", "sort": "DESC"}),
+        )
+        .await;
+    assert_eq!(of_web["taskDefinitionArns"], active["taskDefinitionArns"]);
+    let not_a_prefix = api
+        .call("ListTaskDefinitions", json!({"familyPrefix": "we"}))
+        .await;
+    assert_eq!(not_a_prefix["taskDefinitionArns"], json!([]));
     let families = api
         .call("ListTaskDefinitionFamilies", json!({"familyPrefix": "w"}))
         .await;

@@ -64,9 +64,12 @@ impl EcsApi {
         scope: &Scope,
         request: ListTaskDefinitionsRequest,
     ) -> EcsResult {
+        // familyPrefix names one whole family (see berth_ecs::taskdefs), so
+        // only its revisions need reading.
+        let family = request.family_prefix.as_deref().filter(|f| !f.is_empty());
         let all = self
             .ops
-            .list_task_definitions(None, None)
+            .list_task_definitions(family, None)
             .await
             .map_err(from_server)?;
         let (arns, next_token) = shapes::list_task_definitions(scope, all, &request)?;
