@@ -323,11 +323,6 @@ pub fn task_query(request: &ListTasksRequest) -> Result<TaskQuery, EcsError> {
         None | Some("") => None,
         Some(text) => Some(crate::arn::container_instance(text)?.1),
     };
-    if request.family.is_some() && request.service_name.is_some() {
-        return Err(invalid(
-            "family and serviceName cannot be given together".into(),
-        ));
-    }
     let service_name = match request.service_name.as_deref() {
         None | Some("") => None,
         Some(text) => Some(crate::arn::service(text)?.1),
@@ -569,7 +564,6 @@ mod tests {
         for bad in [
             r#"{"desiredStatus": "GONE"}"#,
             r#"{"launchType": "MOON"}"#,
-            r#"{"family": "web", "serviceName": "web"}"#,
             r#"{"containerInstance": "arn:aws:ecs:r:1:task/prod/x"}"#,
         ] {
             let e = task_query(&request(bad)).unwrap_err();
