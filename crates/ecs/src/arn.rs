@@ -40,6 +40,20 @@ pub enum Resource {
         cluster: Option<String>,
         id: String,
     },
+    /// One deployment of a service
+    /// (`service-deployment/CLUSTER/SERVICE/ID`).
+    ServiceDeployment {
+        cluster: String,
+        service: String,
+        id: String,
+    },
+    /// What a deployment rolls out (`service-revision/CLUSTER/SERVICE/ID`):
+    /// Berth has one revision per deployment, under the same id.
+    ServiceRevision {
+        cluster: String,
+        service: String,
+        id: String,
+    },
     /// A task's container (`container/CLUSTER/TASK/NAME`); Berth names
     /// containers by their name in the task definition.
     Container {
@@ -144,6 +158,16 @@ impl Arn {
                 cluster: Some(owned(cluster)),
                 id: owned(id),
             },
+            ("service-deployment", [cluster, service, id]) => Resource::ServiceDeployment {
+                cluster: owned(cluster),
+                service: owned(service),
+                id: owned(id),
+            },
+            ("service-revision", [cluster, service, id]) => Resource::ServiceRevision {
+                cluster: owned(cluster),
+                service: owned(service),
+                id: owned(id),
+            },
             ("container", [cluster, task, name]) => Resource::Container {
                 cluster: owned(cluster),
                 task: owned(task),
@@ -189,6 +213,16 @@ impl fmt::Display for Arn {
                 task,
                 name,
             } => write!(f, "container/{cluster}/{task}/{name}"),
+            Resource::ServiceDeployment {
+                cluster,
+                service,
+                id,
+            } => write!(f, "service-deployment/{cluster}/{service}/{id}"),
+            Resource::ServiceRevision {
+                cluster,
+                service,
+                id,
+            } => write!(f, "service-revision/{cluster}/{service}/{id}"),
         }
     }
 }
@@ -304,6 +338,8 @@ mod tests {
             "arn:aws:ecs:eu-west-1:123456789012:container-instance/prod/i-1",
             "arn:aws:ecs:eu-west-1:123456789012:container-instance/i-1",
             "arn:aws:ecs:eu-west-1:123456789012:container/prod/0f3c/web",
+            "arn:aws:ecs:eu-west-1:123456789012:service-deployment/prod/web/0000000000000000042",
+            "arn:aws:ecs:eu-west-1:123456789012:service-revision/prod/web/0000000000000000042",
             "arn:aws-cn:ecs:cn-north-1:123456789012:cluster/prod",
         ];
         for text in forms {

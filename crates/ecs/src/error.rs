@@ -18,6 +18,8 @@ pub enum ErrorType {
     ClusterContainsContainerInstances,
     ServiceNotFound,
     ServiceNotActive,
+    /// ListServicesByNamespace named no namespace Berth has.
+    NamespaceNotFound,
     /// Not something Berth does; the message says what to use instead.
     UnsupportedFeature,
     /// The credentials' role may not do this.
@@ -44,6 +46,7 @@ impl ErrorType {
             Self::ClusterContainsContainerInstances => "ClusterContainsContainerInstancesException",
             Self::ServiceNotFound => "ServiceNotFoundException",
             Self::ServiceNotActive => "ServiceNotActiveException",
+            Self::NamespaceNotFound => "NamespaceNotFoundException",
             Self::UnsupportedFeature => "UnsupportedFeatureException",
             Self::AccessDenied => "AccessDeniedException",
             Self::UnknownOperation => "UnknownOperationException",
@@ -100,6 +103,32 @@ impl From<crate::arn::ArnError> for EcsError {
     }
 }
 
+/// What Berth's own validation refused, every problem with its field path,
+/// as ECS reports a bad parameter.
+impl From<berth_types::ValidationErrors> for EcsError {
+    fn from(e: berth_types::ValidationErrors) -> Self {
+        Self::new(ErrorType::InvalidParameter, e.to_string())
+    }
+}
+
+/// An `include` list of a Describe* call: whether `TAGS` was asked for.
+/// Options ECS has for other resources are refused by name.
+pub fn include_tags(include: &[String]) -> Result<bool, EcsError> {
+    let mut tags = false;
+    for option in include {
+        match option.as_str() {
+            "TAGS" => tags = true,
+            other => {
+                return Err(EcsError::new(
+                    ErrorType::InvalidParameter,
+                    format!("include: {other:?} is not TAGS"),
+                ))
+            }
+        }
+    }
+    Ok(tags)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -118,5 +147,14 @@ mod tests {
         assert_eq!(parsed["message"], "a \"quoted\" name");
         let from_arn: EcsError = crate::arn::cluster_name(Some("arn:x")).unwrap_err().into();
         assert_eq!(from_arn.kind, ErrorType::InvalidParameter);
+    }
+
+    #[test]
+    fn include_takes_tags_and_refuses_the_rest() {
+        assert!(!include_tags(&[]).unwrap());
+        assert!(include_tags(&["TAGS".into()]).unwrap());
+        let e = include_tags(&["STATISTICS".into()]).unwrap_err();
+        assert_eq!(e.kind, ErrorType::InvalidParameter);
+        assert!(e.message.contains("STATISTICS"), "{e}");
     }
 }

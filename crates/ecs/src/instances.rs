@@ -3,10 +3,13 @@
 //! ECS has no DISCONNECTED status: such an instance is ACTIVE with
 //! `agentConnected: false`, as ECS shows an instance whose agent is gone.
 
-use serde::Serialize;
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
 
 use crate::arn::{Resource, Scope};
 use crate::clusters::Tag;
+use crate::error::{EcsError, ErrorType};
 use crate::page::epoch_seconds;
 
 /// ECS's `Resource`: an integer (CPU, MEMORY) or a set of strings (PORTS).
@@ -126,6 +129,212 @@ pub fn container_instance(scope: &Scope, i: &berth_types::InstanceView) -> Conta
     }
 }
 
+/// ECS's limit on the instances one DescribeContainerInstances or
+/// UpdateContainerInstancesState names.
+pub const MAX_DESCRIBED: usize = 100;
+
+/// The only attribute target Berth has.
+pub const TARGET_TYPE: &str = "container-instance";
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DescribeContainerInstancesRequest {
+    pub cluster: Option<String>,
+    #[serde(default)]
+    pub container_instances: Vec<String>,
+    #[serde(default)]
+    pub include: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ListContainerInstancesRequest {
+    pub cluster: Option<String>,
+    pub filter: Option<String>,
+    pub status: Option<String>,
+    pub next_token: Option<String>,
+    pub max_results: Option<i64>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeregisterContainerInstanceRequest {
+    pub cluster: Option<String>,
+    pub container_instance: String,
+    pub force: Option<bool>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UpdateContainerInstancesStateRequest {
+    pub cluster: Option<String>,
+    #[serde(default)]
+    pub container_instances: Vec<String>,
+    pub status: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AttributeInput {
+    pub name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target_type: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target_id: Option<String>,
+}
+
+/// PutAttributes and DeleteAttributes.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AttributesRequest {
+    pub cluster: Option<String>,
+    #[serde(default)]
+    pub attributes: Vec<AttributeInput>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ListAttributesRequest {
+    pub cluster: Option<String>,
+    pub target_type: String,
+    pub attribute_name: Option<String>,
+    pub attribute_value: Option<String>,
+    pub next_token: Option<String>,
+    pub max_results: Option<i64>,
+}
+
+fn invalid(message: String) -> EcsError {
+    EcsError::new(ErrorType::InvalidParameter, message)
+}
+
+/// A container instance named in a request about `cluster`: its id, or
+/// `None` when its ARN names another cluster (ECS does not find it there).
+pub fn instance_in(cluster: &str, input: &str) -> Result<Option<String>, EcsError> {
+    let (named, id) = crate::arn::container_instance(input)?;
+    Ok(match named {
+        Some(other) if other != cluster => None,
+        _ => Some(id),
+    })
+}
+
+/// ListContainerInstances' `status`: the ECS status to keep, or `None` for
+/// every status but INACTIVE (ECS's default). Berth has no REGISTERING,
+/// DEREGISTERING or REGISTRATION_FAILED instances: asking for them lists
+/// nothing.
+pub fn status_filter(status: Option<&str>) -> Result<Option<String>, EcsError> {
+    match status {
+        None | Some("") => Ok(None),
+        Some(
+            s @ ("ACTIVE" | "DRAINING" | "INACTIVE" | "REGISTERING" | "DEREGISTERING"
+            | "REGISTRATION_FAILED"),
+        ) => Ok(Some(s.to_string())),
+        Some(other) => Err(invalid(format!(
+            "status: {other:?} is not ACTIVE, DRAINING, REGISTERING, DEREGISTERING, REGISTRATION_FAILED or INACTIVE"
+        ))),
+    }
+}
+
+/// Whether an instance is listed under `wanted` (see [`status_filter`]).
+pub fn status_matches(wanted: Option<&str>, instance: &berth_types::InstanceView) -> bool {
+    match wanted {
+        None => status(instance) != "INACTIVE",
+        Some(s) => status(instance) == s,
+    }
+}
+
+/// UpdateContainerInstancesState's `status`: whether to drain.
+pub fn draining(status: &str) -> Result<bool, EcsError> {
+    match status {
+        "DRAINING" => Ok(true),
+        "ACTIVE" => Ok(false),
+        other => Err(invalid(format!(
+            "status: {other:?}; an instance is set ACTIVE or DRAINING (DeregisterContainerInstance makes it INACTIVE)"
+        ))),
+    }
+}
+
+/// The attributes of a PutAttributes or DeleteAttributes call grouped by
+/// the instance (id) they are on, each with its value (empty if none).
+/// Berth has attributes on container instances only.
+pub fn attributes_by_instance(
+    cluster: &str,
+    attributes: &[AttributeInput],
+) -> Result<BTreeMap<String, BTreeMap<String, String>>, EcsError> {
+    if attributes.is_empty() {
+        return Err(invalid("attributes: give at least one".into()));
+    }
+    let mut out: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+    for (i, a) in attributes.iter().enumerate() {
+        match a.target_type.as_deref() {
+            None | Some(TARGET_TYPE) => {}
+            Some(other) => {
+                return Err(EcsError::new(
+                    ErrorType::UnsupportedFeature,
+                    format!(
+                        "attributes[{i}].targetType {other:?} is not supported by Berth; attributes are on container instances ({TARGET_TYPE})"
+                    ),
+                ))
+            }
+        }
+        let Some(target) = a.target_id.as_deref().filter(|t| !t.is_empty()) else {
+            return Err(invalid(format!(
+                "attributes[{i}].targetId: required (a container instance id or ARN)"
+            )));
+        };
+        let id = instance_in(cluster, target)?.ok_or_else(|| {
+            invalid(format!(
+                "attributes[{i}].targetId: {target:?} is not in cluster {cluster:?}"
+            ))
+        })?;
+        out.entry(id)
+            .or_default()
+            .insert(a.name.clone(), a.value.clone().unwrap_or_default());
+    }
+    Ok(out)
+}
+
+/// ListAttributes over the cluster's instances: their attributes as ECS
+/// lists them (with their target), filtered by name and value, one page.
+pub fn list_attributes(
+    scope: &Scope,
+    instances: &[berth_types::InstanceView],
+    request: &ListAttributesRequest,
+) -> Result<(Vec<Attribute>, Option<String>), EcsError> {
+    if request.target_type != TARGET_TYPE {
+        return Err(invalid(format!(
+            "targetType: {:?}; Berth has attributes on {TARGET_TYPE} only",
+            request.target_type
+        )));
+    }
+    if request.attribute_value.is_some() && request.attribute_name.is_none() {
+        return Err(invalid(
+            "attributeValue can be given only with attributeName".into(),
+        ));
+    }
+    let mut keyed: Vec<(String, Attribute)> = instances
+        .iter()
+        .flat_map(|i| container_instance(scope, i).attributes)
+        .filter(|a| {
+            request.attribute_name.as_ref().is_none_or(|n| a.name == *n)
+                && request
+                    .attribute_value
+                    .as_ref()
+                    .is_none_or(|v| a.value == *v)
+        })
+        .map(|a| (format!("{}\u{0}{}", a.target_id, a.name), a))
+        .collect();
+    keyed.sort_by(|a, b| a.0.cmp(&b.0));
+    let (page, token) = crate::page::page(
+        keyed,
+        |(key, _)| key,
+        request.next_token.as_deref(),
+        request.max_results,
+    )?;
+    Ok((page.into_iter().map(|(_, a)| a).collect(), token))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -207,5 +416,120 @@ mod tests {
             status(&view(InstanceState::Inactive, true, false)),
             "INACTIVE"
         );
+    }
+
+    #[test]
+    fn instance_requests_are_read_as_ecs_means_them() {
+        assert_eq!(instance_in("prod", "i-1").unwrap().as_deref(), Some("i-1"));
+        assert_eq!(
+            instance_in("prod", "arn:aws:ecs:r:1:container-instance/prod/i-1")
+                .unwrap()
+                .as_deref(),
+            Some("i-1")
+        );
+        assert_eq!(
+            instance_in("prod", "arn:aws:ecs:r:1:container-instance/test/i-1").unwrap(),
+            None
+        );
+        assert!(draining("DRAINING").unwrap());
+        assert!(!draining("ACTIVE").unwrap());
+        assert!(draining("INACTIVE").is_err());
+        let active = view(InstanceState::Active, false, true);
+        let drained = view(InstanceState::Active, true, true);
+        let gone = view(InstanceState::Inactive, false, false);
+        let all = status_filter(None).unwrap();
+        assert!(status_matches(all.as_deref(), &active));
+        assert!(status_matches(all.as_deref(), &drained));
+        assert!(
+            !status_matches(all.as_deref(), &gone),
+            "INACTIVE only when asked"
+        );
+        let d = status_filter(Some("DRAINING")).unwrap();
+        assert!(status_matches(d.as_deref(), &drained) && !status_matches(d.as_deref(), &active));
+        let registering = status_filter(Some("REGISTERING")).unwrap();
+        assert!(!status_matches(registering.as_deref(), &active));
+        assert!(status_filter(Some("LOST")).is_err());
+    }
+
+    #[test]
+    fn attributes_are_grouped_by_their_instance() {
+        let input = |name: &str, target: Option<&str>, kind: Option<&str>| AttributeInput {
+            name: name.into(),
+            value: Some("v".into()),
+            target_type: kind.map(String::from),
+            target_id: target.map(String::from),
+        };
+        let grouped = attributes_by_instance(
+            "prod",
+            &[
+                input("a", Some("i-1"), None),
+                input(
+                    "b",
+                    Some("arn:aws:ecs:r:1:container-instance/prod/i-1"),
+                    Some(TARGET_TYPE),
+                ),
+                input("c", Some("i-2"), None),
+            ],
+        )
+        .unwrap();
+        assert_eq!(grouped.len(), 2);
+        assert_eq!(grouped["i-1"].len(), 2);
+        let e = attributes_by_instance("prod", &[input("a", None, None)]).unwrap_err();
+        assert!(e.message.contains("targetId"), "{e}");
+        let e = attributes_by_instance("prod", &[input("a", Some("x"), Some("task-definition"))])
+            .unwrap_err();
+        assert_eq!(e.kind, ErrorType::UnsupportedFeature);
+        let e = attributes_by_instance(
+            "prod",
+            &[input(
+                "a",
+                Some("arn:aws:ecs:r:1:container-instance/test/i-1"),
+                None,
+            )],
+        )
+        .unwrap_err();
+        assert_eq!(e.kind, ErrorType::InvalidParameter);
+        assert!(attributes_by_instance("prod", &[]).is_err());
+    }
+
+    #[test]
+    fn attributes_are_listed_with_their_target_and_filtered() {
+        let scope = Scope {
+            region: "r".into(),
+            account: "1".into(),
+        };
+        let mut second = view(InstanceState::Active, false, true);
+        second.id = "i-2".into();
+        second.attributes.insert("zone".into(), "b".into());
+        let instances = [view(InstanceState::Active, false, true), second];
+        let request = |json: &str| -> ListAttributesRequest { serde_json::from_str(json).unwrap() };
+        let (all, _) = list_attributes(
+            &scope,
+            &instances,
+            &request(r#"{"targetType": "container-instance"}"#),
+        )
+        .unwrap();
+        assert_eq!(all.len(), 2);
+        let (zone_b, token) = list_attributes(
+            &scope,
+            &instances,
+            &request(r#"{"targetType": "container-instance", "attributeName": "zone", "attributeValue": "b"}"#),
+        )
+        .unwrap();
+        assert_eq!(zone_b.len(), 1);
+        assert_eq!(
+            zone_b[0].target_id,
+            "arn:aws:ecs:r:1:container-instance/prod/i-2"
+        );
+        assert_eq!(token, None);
+        for bad in [
+            r#"{"targetType": "task"}"#,
+            r#"{"targetType": "container-instance", "attributeValue": "b"}"#,
+        ] {
+            assert!(
+                list_attributes(&scope, &instances, &request(bad)).is_err(),
+                "{bad}"
+            );
+        }
     }
 }

@@ -15,6 +15,7 @@
 
 pub mod arn;
 pub mod clusters;
+pub mod deployments;
 pub mod error;
 pub mod instances;
 pub mod page;

@@ -41,6 +41,19 @@ pub fn page<T>(
     next_token: Option<&str>,
     max_results: Option<i64>,
 ) -> Result<(Vec<T>, Option<String>), EcsError> {
+    page_in(items, key, next_token, max_results, false)
+}
+
+/// [`page`] over `items` sorted by `key` descending when `descending`
+/// (ListTaskDefinitions' `sort: DESC`): the next page starts strictly
+/// before the token's key instead of after it.
+pub fn page_in<T>(
+    items: Vec<T>,
+    key: impl Fn(&T) -> &str,
+    next_token: Option<&str>,
+    max_results: Option<i64>,
+    descending: bool,
+) -> Result<(Vec<T>, Option<String>), EcsError> {
     let limit = match max_results {
         None | Some(0) => MAX_RESULTS,
         Some(n) if (1..=MAX_RESULTS as i64).contains(&n) => n as usize,
@@ -58,7 +71,13 @@ pub fn page<T>(
     let mut rest: Vec<T> = match &after {
         Some(after) => items
             .into_iter()
-            .filter(|item| key(item) > after.as_str())
+            .filter(|item| {
+                if descending {
+                    key(item) < after.as_str()
+                } else {
+                    key(item) > after.as_str()
+                }
+            })
             .collect(),
         None => items,
     };
@@ -115,5 +134,17 @@ mod tests {
         let e = page(names, |s| s, Some("not-hex"), None).unwrap_err();
         assert!(e.message.contains("nextToken"), "{e}");
         assert_eq!(epoch_seconds(1_733_400_000_123), 1_733_400_000.123);
+    }
+
+    #[test]
+    fn descending_pages_continue_below_the_last_key() {
+        let names: Vec<String> = ["e", "d", "c", "b", "a"].map(String::from).to_vec();
+        let (first, token) = page_in(names.clone(), |s| s, None, Some(2), true).unwrap();
+        assert_eq!(first, ["e", "d"]);
+        let (second, token) =
+            page_in(names.clone(), |s| s, token.as_deref(), Some(2), true).unwrap();
+        assert_eq!(second, ["c", "b"]);
+        let (third, token) = page_in(names, |s| s, token.as_deref(), Some(2), true).unwrap();
+        assert_eq!((third, token), (vec!["a".to_string()], None));
     }
 }

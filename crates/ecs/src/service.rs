@@ -7,11 +7,12 @@ use std::collections::BTreeMap;
 
 use serde_json::{Map, Value};
 
+use crate::error::{EcsError, ErrorType};
 use crate::taskdef::FileFormat;
 use berth_types::error::{FieldError, ValidationErrors};
 use berth_types::service::{
     BlueGreen, CircuitBreaker, CreateServiceInput, DeploymentConfigurationInput,
-    DeploymentController, LoadBalancer, SchedulingStrategy, TrafficShift,
+    DeploymentController, LoadBalancer, SchedulingStrategy, TrafficShift, UpdateServiceInput,
     DEFAULT_DEREGISTRATION_DELAY_SECS,
 };
 
@@ -72,45 +73,9 @@ pub fn parse_service(text: &str, format: FileFormat) -> Result<ParsedService, Va
                     None => r.error(key, format!("{text:?} is not REPLICA or DAEMON")),
                 }
             }
-            "placementStrategy" => {
-                for (path, kind, field) in r.pairs(key, value, "type", "field") {
-                    match (kind.as_deref(), field) {
-                        (Some("random"), _) => input.placement_strategies.push("random".into()),
-                        (Some(kind @ ("binpack" | "spread")), Some(field)) => {
-                            // ECS names the instance id field instanceId.
-                            input.placement_strategies.push(format!("{kind}:{field}"))
-                        }
-                        (Some("binpack" | "spread"), None) => {
-                            r.error(&format!("{path}.field"), "required for binpack (cpu or memory) and spread (instanceId or attribute:NAME)".into())
-                        }
-                        (Some(other), _) => r.error(
-                            &format!("{path}.type"),
-                            format!("{other:?} is not binpack, spread or random"),
-                        ),
-                        (None, _) => r.error(&format!("{path}.type"), "required".into()),
-                    }
-                }
-            }
+            "placementStrategy" => input.placement_strategies = r.placement_strategies(key, value),
             "placementConstraints" => {
-                for (path, kind, expression) in r.pairs(key, value, "type", "expression") {
-                    match (kind.as_deref(), expression) {
-                        (Some("distinctInstance"), _) => {
-                            input.placement_constraints.push("distinctInstance".into())
-                        }
-                        (Some("memberOf"), Some(e)) => {
-                            input.placement_constraints.push(format!("memberOf({e})"))
-                        }
-                        (Some("memberOf"), None) => r.error(
-                            &format!("{path}.expression"),
-                            "required for memberOf".into(),
-                        ),
-                        (Some(other), _) => r.error(
-                            &format!("{path}.type"),
-                            format!("{other:?} is not distinctInstance or memberOf"),
-                        ),
-                        (None, _) => r.error(&format!("{path}.type"), "required".into()),
-                    }
-                }
+                input.placement_constraints = r.placement_constraints(key, value)
             }
             "deploymentConfiguration" => {
                 input.deployment_configuration = r.deployment_configuration(key, value)
@@ -263,6 +228,50 @@ impl Reader {
                 .map(|v| self.string(&format!("{path}.{second}"), v));
             self.unknown(&path, &fields, &[first, second]);
             out.push((path, a, b));
+        }
+        out
+    }
+
+    /// ECS's `placementStrategy` list as Berth's strategy expressions.
+    fn placement_strategies(&mut self, key: &str, value: &Value) -> Vec<String> {
+        let mut out = Vec::new();
+        for (path, kind, field) in self.pairs(key, value, "type", "field") {
+            match (kind.as_deref(), field) {
+                        (Some("random"), _) => out.push("random".into()),
+                        (Some(kind @ ("binpack" | "spread")), Some(field)) => {
+                            // ECS names the instance id field instanceId.
+                            out.push(format!("{kind}:{field}"))
+                        }
+                        (Some("binpack" | "spread"), None) => {
+                            self.error(&format!("{path}.field"), "required for binpack (cpu or memory) and spread (instanceId or attribute:NAME)".into())
+                        }
+                        (Some(other), _) => self.error(
+                            &format!("{path}.type"),
+                            format!("{other:?} is not binpack, spread or random"),
+                        ),
+                        (None, _) => self.error(&format!("{path}.type"), "required".into()),
+                    }
+        }
+        out
+    }
+
+    /// ECS's `placementConstraints` list as Berth's constraint expressions.
+    fn placement_constraints(&mut self, key: &str, value: &Value) -> Vec<String> {
+        let mut out = Vec::new();
+        for (path, kind, expression) in self.pairs(key, value, "type", "expression") {
+            match (kind.as_deref(), expression) {
+                (Some("distinctInstance"), _) => out.push("distinctInstance".into()),
+                (Some("memberOf"), Some(e)) => out.push(format!("memberOf({e})")),
+                (Some("memberOf"), None) => self.error(
+                    &format!("{path}.expression"),
+                    "required for memberOf".into(),
+                ),
+                (Some(other), _) => self.error(
+                    &format!("{path}.type"),
+                    format!("{other:?} is not distinctInstance or memberOf"),
+                ),
+                (None, _) => self.error(&format!("{path}.type"), "required".into()),
+            }
         }
         out
     }
@@ -476,6 +485,267 @@ fn kind(value: &Value) -> &'static str {
     }
 }
 
+// ---- the same requests through the ECS API ---------------------------------
+//
+// A file may carry ECS fields that concern AWS's own infrastructure and the
+// CLI warns about them; an API caller gets no warning, so through the API a
+// field Berth would not act on is refused, unless its value asks for nothing
+// (launchType EC2, an empty list, a false flag, a client token).
+
+fn unsupported(field: &str, instead: &str) -> EcsError {
+    EcsError::new(
+        ErrorType::UnsupportedFeature,
+        format!("{field} is not supported by Berth; {instead}"),
+    )
+}
+
+fn is_empty_value(value: &Value) -> bool {
+    match value {
+        Value::Null => true,
+        Value::Array(items) => items.is_empty(),
+        Value::Object(fields) => fields.is_empty(),
+        Value::String(text) => text.is_empty(),
+        Value::Bool(b) => !b,
+        Value::Number(_) => false,
+    }
+}
+
+/// Whether an ECS-only field's value changes nothing in Berth; if it
+/// would, the refusal saying what to use instead.
+fn check_ecs_only(field: &str, value: &Value) -> Result<(), EcsError> {
+    let text = value.as_str();
+    let no_tags = "tasks carry no tags yet; leave it out (or NONE/false)";
+    let harmless = match field {
+        "launchType" => matches!(text, Some("EC2" | "EXTERNAL")) || value.is_null(),
+        "propagateTags" => matches!(text, Some("NONE")) || value.is_null(),
+        "availabilityZoneRebalancing" => matches!(text, Some("DISABLED")) || value.is_null(),
+        "serviceConnectConfiguration" => {
+            value.get("enabled") == Some(&Value::Bool(false)) || is_empty_value(value)
+        }
+        "clientToken" => true,
+        _ => is_empty_value(value),
+    };
+    if harmless {
+        return Ok(());
+    }
+    Err(match field {
+        "launchType" => unsupported(
+            &format!("launchType {value}"),
+            "tasks run on the instances registered in the cluster: use EXTERNAL (or EC2)",
+        ),
+        "capacityProviderStrategy" => unsupported(
+            field,
+            "tasks are placed on the cluster's registered instances; choose among them with placementConstraints",
+        ),
+        "platformVersion" => unsupported(field, "it applies to Fargate only; leave it out"),
+        "serviceRegistries" | "serviceConnectConfiguration" => unsupported(
+            field,
+            "a service's tasks are found by DNS as SERVICE.CLUSTER.berth without registries; load balancers (loadBalancers) spread traffic",
+        ),
+        "networkConfiguration" => unsupported(
+            field,
+            "give the task definition networkMode task (awsvpc) for a task address of its own",
+        ),
+        "role" => unsupported(
+            field,
+            "Berth has no IAM roles and its load balancers need none; leave role out",
+        ),
+        "enableECSManagedTags" | "propagateTags" => unsupported(field, no_tags),
+        "enableExecuteCommand" => unsupported(
+            field,
+            "read a task's output with GetTaskLogs (berth task logs)",
+        ),
+        "volumeConfigurations" => unsupported(
+            field,
+            "declare host or scratch volumes in the task definition",
+        ),
+        "availabilityZoneRebalancing" => unsupported(
+            &format!("availabilityZoneRebalancing {value}"),
+            "Berth has no availability zones; spread tasks with placementStrategy spread over an instance attribute (attribute:NAME)",
+        ),
+        "vpcLatticeConfigurations" => unsupported(
+            field,
+            "reach a service through its DNS name SERVICE.CLUSTER.berth or a load balancer",
+        ),
+        "loadBalancers" => unsupported(
+            "changing loadBalancers",
+            "a service's load balancers are set when it is created; create a new service with them",
+        ),
+        other => unsupported(other, "leave it out"),
+    })
+}
+
+/// Settings inside `deploymentConfiguration` that a file may carry and
+/// Berth does not act on: refused unless they ask for nothing.
+fn check_deployment_configuration(config: &mut Map<String, Value>) -> Result<(), EcsError> {
+    if let Some(strategy) = config.remove("strategy") {
+        if !matches!(strategy.as_str(), Some("ROLLING")) && !strategy.is_null() {
+            return Err(unsupported(
+                &format!("deploymentConfiguration.strategy {strategy}"),
+                "for blue/green give deploymentController {\"type\": \"BLUE_GREEN\"}",
+            ));
+        }
+    }
+    if let Some(alarms) = config.remove("alarms") {
+        if alarms
+            .get("enable")
+            .is_some_and(|e| e != &Value::Bool(false))
+        {
+            return Err(unsupported(
+                "deploymentConfiguration.alarms",
+                "Berth has no CloudWatch alarms; the circuit breaker (deploymentCircuitBreaker) fails a deployment on failed tasks",
+            ));
+        }
+    }
+    for field in ["bakeTimeInMinutes", "lifecycleHooks"] {
+        if let Some(value) = config.remove(field) {
+            if !is_empty_value(&value) {
+                return Err(unsupported(
+                    &format!("deploymentConfiguration.{field}"),
+                    "a blue/green bake time is deploymentController.bakeTimeSeconds; Berth has no lifecycle hooks",
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn body_object(body: &[u8]) -> Result<Map<String, Value>, EcsError> {
+    match serde_json::from_slice(body) {
+        Ok(Value::Object(fields)) => Ok(fields),
+        Ok(_) => Err(EcsError::new(
+            ErrorType::Serialization,
+            "the request body must be a JSON object",
+        )),
+        Err(e) => Err(EcsError::new(
+            ErrorType::Serialization,
+            format!("the request body is not valid JSON: {e}"),
+        )),
+    }
+}
+
+/// Replaces a "name or ARN" member by the name Berth's reader expects.
+fn to_name(
+    fields: &mut Map<String, Value>,
+    key: &str,
+    read: impl Fn(&str) -> Result<String, crate::arn::ArnError>,
+) -> Result<(), EcsError> {
+    if let Some(Value::String(text)) = fields.get(key) {
+        let name = read(text)?;
+        fields.insert(key.into(), Value::String(name));
+    }
+    Ok(())
+}
+
+/// CreateService through the API: the file reader's conversion, with the
+/// cluster and task definition given by name or ARN and ECS-only fields
+/// refused unless they change nothing.
+pub fn create_service_request(body: &[u8]) -> Result<CreateServiceInput, EcsError> {
+    let mut fields = body_object(body)?;
+    to_name(&mut fields, "cluster", |c| {
+        crate::arn::cluster_name(Some(c))
+    })?;
+    to_name(&mut fields, "taskDefinition", crate::arn::task_definition)?;
+    for field in IGNORED {
+        if let Some(value) = fields.remove(*field) {
+            check_ecs_only(field, &value)?;
+        }
+    }
+    if let Some(Value::Object(config)) = fields.get_mut("deploymentConfiguration") {
+        check_deployment_configuration(config)?;
+    }
+    let text = Value::Object(fields).to_string();
+    let parsed = parse_service(&text, FileFormat::Json)?;
+    // Everything the reader would ignore was taken out above; anything left
+    // is refused rather than dropped.
+    if let Some(field) = parsed.ignored_fields.first() {
+        return Err(unsupported(field, "leave it out"));
+    }
+    Ok(parsed.input)
+}
+
+/// UpdateService through the API: what Berth can change (task definition,
+/// desired count, deployment configuration and controller, placement,
+/// health check grace period, a forced new deployment); anything else that
+/// would change something is refused.
+pub fn update_service_request(body: &[u8]) -> Result<UpdateServiceInput, EcsError> {
+    let fields = body_object(body)?;
+    let mut r = Reader::default();
+    let mut input = UpdateServiceInput::default();
+    let mut cluster_in_arn = None;
+    let mut controller = None;
+    for (key, value) in &fields {
+        match key.as_str() {
+            "cluster" => {
+                let text = r.string(key, value);
+                input.cluster = crate::arn::cluster_name(Some(&text))?;
+            }
+            "service" => {
+                let text = r.string(key, value);
+                let (cluster, name) = crate::arn::service(&text)?;
+                cluster_in_arn = cluster;
+                input.name = name;
+            }
+            "taskDefinition" => {
+                let text = r.string(key, value);
+                input.task_definition = Some(crate::arn::task_definition(&text)?);
+            }
+            "desiredCount" => input.desired_count = Some(r.u32(key, value)),
+            "deploymentConfiguration" => {
+                let mut value = value.clone();
+                if let Value::Object(config) = &mut value {
+                    check_deployment_configuration(config)?;
+                }
+                input.deployment_configuration = r.deployment_configuration(key, &value);
+            }
+            "deploymentController" => controller = Some(r.deployment_controller(key, value)),
+            "placementStrategy" => {
+                input.placement_strategies = Some(r.placement_strategies(key, value))
+            }
+            "placementConstraints" => {
+                input.placement_constraints = Some(r.placement_constraints(key, value))
+            }
+            "healthCheckGracePeriodSeconds" => {
+                input.health_check_grace_period_secs = Some(r.u32(key, value))
+            }
+            "forceNewDeployment" => input.force_new_deployment = r.bool(key, value),
+            other
+                if IGNORED.contains(&other)
+                    || matches!(other, "loadBalancers" | "vpcLatticeConfigurations") =>
+            {
+                check_ecs_only(other, value)?
+            }
+            other => r.error(other, "unknown field of UpdateService".into()),
+        }
+    }
+    if controller.is_some() {
+        input.deployment_configuration.controller = controller;
+    }
+    if input.name.is_empty() {
+        r.error("service", "required: the service's name or ARN".into());
+    }
+    if let Some(cluster) = cluster_in_arn {
+        if input.cluster.is_empty() {
+            input.cluster = cluster;
+        } else if cluster != input.cluster {
+            r.error(
+                "service",
+                format!(
+                    "the ARN names cluster {cluster:?}, the request {:?}",
+                    input.cluster
+                ),
+            );
+        }
+    }
+    if !r.errors.is_empty() {
+        return Err(ValidationErrors(r.errors).into());
+    }
+    if let Some(field) = r.ignored.first() {
+        return Err(unsupported(field, "leave it out"));
+    }
+    Ok(input)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -632,5 +902,127 @@ mod tests {
         }
         let syntax = parse_service("{", FileFormat::Json).unwrap_err();
         assert!(syntax.to_string().contains("not valid JSON"), "{syntax}");
+    }
+
+    #[test]
+    fn create_service_through_the_api_takes_arns_and_refuses_what_would_change_something() {
+        let body = br#"{
+            "cluster": "arn:aws:ecs:eu-west-1:1:cluster/prod",
+            "serviceName": "web",
+            "taskDefinition": "arn:aws:ecs:eu-west-1:1:task-definition/web:3",
+            "desiredCount": 2,
+            "launchType": "EXTERNAL",
+            "clientToken": "abc",
+            "enableExecuteCommand": false,
+            "propagateTags": "NONE",
+            "deploymentConfiguration": {"maximumPercent": 200, "strategy": "ROLLING"}
+        }"#;
+        let input = create_service_request(body).unwrap();
+        assert_eq!(
+            (input.cluster.as_str(), input.task_definition.as_str()),
+            ("prod", "web:3")
+        );
+        assert_eq!(input.deployment_configuration.maximum_percent, Some(200));
+        let refused = [
+            (r#""launchType": "FARGATE""#, "launchType"),
+            (
+                r#""networkConfiguration": {"awsvpcConfiguration": {}}"#,
+                "networkConfiguration",
+            ),
+            (r#""role": "arn:aws:iam::1:role/x""#, "role"),
+            (
+                r#""serviceRegistries": [{"registryArn": "x"}]"#,
+                "serviceRegistries",
+            ),
+            (r#""enableExecuteCommand": true"#, "enableExecuteCommand"),
+            (r#""propagateTags": "SERVICE""#, "propagateTags"),
+            (
+                r#""availabilityZoneRebalancing": "ENABLED""#,
+                "availabilityZoneRebalancing",
+            ),
+            (
+                r#""deploymentConfiguration": {"alarms": {"enable": true, "alarmNames": ["a"]}}"#,
+                "alarms",
+            ),
+            (
+                r#""deploymentConfiguration": {"strategy": "BLUE_GREEN"}"#,
+                "strategy",
+            ),
+        ];
+        for (member, field) in refused {
+            let body = format!(r#"{{"serviceName": "web", "taskDefinition": "web:1", {member}}}"#);
+            let e = create_service_request(body.as_bytes()).unwrap_err();
+            assert_eq!(e.kind, ErrorType::UnsupportedFeature, "{member}");
+            assert!(e.message.contains(field), "{member}: {e}");
+            assert!(e.message.contains("; "), "says what to do instead: {e}");
+        }
+        let e = create_service_request(
+            br#"{"serviceName": "web", "taskDefinition": "web:1", "desiredCount": -1}"#,
+        )
+        .unwrap_err();
+        assert_eq!(e.kind, ErrorType::InvalidParameter);
+        assert!(e.message.contains("desiredCount"), "{e}");
+        let e = create_service_request(b"[1]").unwrap_err();
+        assert_eq!(e.kind, ErrorType::Serialization);
+    }
+
+    #[test]
+    fn update_service_takes_what_berth_can_change_and_refuses_the_rest() {
+        let body = br#"{
+            "service": "arn:aws:ecs:r:1:service/prod/web",
+            "taskDefinition": "web:4",
+            "desiredCount": 3,
+            "deploymentConfiguration": {"minimumHealthyPercent": 50},
+            "deploymentController": {"type": "BLUE_GREEN"},
+            "placementStrategy": [{"type": "spread", "field": "instanceId"}],
+            "placementConstraints": [],
+            "healthCheckGracePeriodSeconds": 20,
+            "forceNewDeployment": true,
+            "capacityProviderStrategy": []
+        }"#;
+        let input = update_service_request(body).unwrap();
+        assert_eq!(
+            (input.cluster.as_str(), input.name.as_str()),
+            ("prod", "web")
+        );
+        assert_eq!(input.task_definition.as_deref(), Some("web:4"));
+        assert_eq!(input.desired_count, Some(3));
+        assert_eq!(
+            input.deployment_configuration.minimum_healthy_percent,
+            Some(50)
+        );
+        assert!(matches!(
+            input.deployment_configuration.controller,
+            Some(DeploymentController::BlueGreen(_))
+        ));
+        assert_eq!(
+            input.placement_strategies.as_deref(),
+            Some(["spread:instanceId".to_string()].as_slice())
+        );
+        assert_eq!(input.placement_constraints.as_deref(), Some([].as_slice()));
+        assert_eq!(input.health_check_grace_period_secs, Some(20));
+        assert!(input.force_new_deployment);
+        let untouched = update_service_request(br#"{"service": "web"}"#).unwrap();
+        assert_eq!(
+            untouched.placement_strategies, None,
+            "left out keeps the current"
+        );
+        let refused = [
+            r#"{"service": "web", "loadBalancers": [{"name": "x"}]}"#,
+            r#"{"service": "web", "launchType": "FARGATE"}"#,
+            r#"{"service": "web", "networkConfiguration": {"a": 1}}"#,
+        ];
+        for body in refused {
+            let e = update_service_request(body.as_bytes()).unwrap_err();
+            assert_eq!(e.kind, ErrorType::UnsupportedFeature, "{body}");
+        }
+        for body in [
+            r#"{"desiredCount": 1}"#,
+            r#"{"service": "web", "colour": "blue"}"#,
+            r#"{"cluster": "a", "service": "arn:aws:ecs:r:1:service/b/web"}"#,
+        ] {
+            let e = update_service_request(body.as_bytes()).unwrap_err();
+            assert_eq!(e.kind, ErrorType::InvalidParameter, "{body}");
+        }
     }
 }

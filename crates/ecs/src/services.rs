@@ -4,10 +4,11 @@
 //! native `BLUE_GREEN` deployment strategy; the deployment controller is
 //! always `ECS`.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::arn::{Resource, Scope};
 use crate::clusters::Tag;
+use crate::error::{EcsError, ErrorType};
 use crate::page::epoch_seconds;
 use crate::tasks::LAUNCH_TYPE;
 
@@ -163,18 +164,35 @@ fn task_definition_arn(scope: &Scope, reference: &str) -> String {
 
 /// ECS's `Service` for a described Berth service. Its events come newest
 /// first, as ECS sends them; tags only with `include: ["TAGS"]`.
+/// A service's deployment settings in ECS's shape: Berth's blue/green
+/// controller is ECS's native BLUE_GREEN strategy.
+pub fn deployment_configuration(
+    config: &berth_types::service::DeploymentConfiguration,
+) -> DeploymentConfiguration {
+    use berth_types::service::DeploymentController as Controller;
+    let (strategy_name, bake) = match config.controller {
+        Controller::Rolling => ("ROLLING", None),
+        Controller::BlueGreen(bg) => ("BLUE_GREEN", Some(bg.bake_time_secs.div_ceil(60))),
+    };
+    DeploymentConfiguration {
+        maximum_percent: config.maximum_percent,
+        minimum_healthy_percent: config.minimum_healthy_percent,
+        deployment_circuit_breaker: CircuitBreaker {
+            enable: config.circuit_breaker.enable,
+            rollback: config.circuit_breaker.rollback,
+        },
+        strategy: strategy_name.into(),
+        bake_time_in_minutes: bake,
+    }
+}
+
 pub fn service(
     scope: &Scope,
     described: &berth_types::service::ServiceDescription,
     include_tags: bool,
 ) -> Service {
-    use berth_types::service::DeploymentController as Controller;
     let s = &described.service;
     let config = &s.deployment_configuration;
-    let (strategy_name, bake) = match config.controller {
-        Controller::Rolling => ("ROLLING", None),
-        Controller::BlueGreen(bg) => ("BLUE_GREEN", Some(bg.bake_time_secs.div_ceil(60))),
-    };
     let deployments = described
         .deployments
         .iter()
@@ -210,16 +228,7 @@ pub fn service(
         launch_type: LAUNCH_TYPE.into(),
         task_definition: task_definition_arn(scope, &s.task_definition),
         scheduling_strategy: s.scheduling_strategy.as_str().into(),
-        deployment_configuration: DeploymentConfiguration {
-            maximum_percent: config.maximum_percent,
-            minimum_healthy_percent: config.minimum_healthy_percent,
-            deployment_circuit_breaker: CircuitBreaker {
-                enable: config.circuit_breaker.enable,
-                rollback: config.circuit_breaker.rollback,
-            },
-            strategy: strategy_name.into(),
-            bake_time_in_minutes: bake,
-        },
+        deployment_configuration: deployment_configuration(config),
         deployment_controller: DeploymentController { kind: "ECS".into() },
         deployments,
         events: s
@@ -260,6 +269,105 @@ pub fn service(
             Vec::new()
         },
     }
+}
+
+/// ECS's limit on the services one DescribeServices names.
+pub const MAX_DESCRIBED: usize = 10;
+
+/// The DNS zone under which a cluster's services are found
+/// (`SERVICE.CLUSTER.berth`).
+pub const DNS_ZONE: &str = "berth";
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeleteServiceRequest {
+    pub cluster: Option<String>,
+    pub service: String,
+    pub force: Option<bool>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DescribeServicesRequest {
+    pub cluster: Option<String>,
+    #[serde(default)]
+    pub services: Vec<String>,
+    #[serde(default)]
+    pub include: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ListServicesRequest {
+    pub cluster: Option<String>,
+    pub launch_type: Option<String>,
+    pub scheduling_strategy: Option<String>,
+    pub next_token: Option<String>,
+    pub max_results: Option<i64>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ListServicesByNamespaceRequest {
+    pub namespace: String,
+    pub next_token: Option<String>,
+    pub max_results: Option<i64>,
+}
+
+/// A service named in a request about `cluster`: its name, or `None` when
+/// its ARN names another cluster (ECS does not find it in this one).
+pub fn service_in(cluster: &str, input: &str) -> Result<Option<String>, EcsError> {
+    let (named, name) = crate::arn::service(input)?;
+    Ok(match named {
+        Some(other) if other != cluster => None,
+        _ => Some(name),
+    })
+}
+
+/// ListServices' filters: the scheduling strategy to keep (if any), or
+/// `None` when the launch type asked for is one no Berth service has.
+pub fn list_filter(
+    request: &ListServicesRequest,
+) -> Result<Option<Option<berth_types::service::SchedulingStrategy>>, EcsError> {
+    let invalid = |m: String| EcsError::new(ErrorType::InvalidParameter, m);
+    let strategy = match request.scheduling_strategy.as_deref() {
+        None | Some("") => None,
+        Some(text) => Some(
+            berth_types::service::SchedulingStrategy::parse(text).ok_or_else(|| {
+                invalid(format!(
+                    "schedulingStrategy: {text:?} is not REPLICA or DAEMON"
+                ))
+            })?,
+        ),
+    };
+    match request.launch_type.as_deref() {
+        None | Some(LAUNCH_TYPE) => Ok(Some(strategy)),
+        Some("EC2" | "FARGATE") => Ok(None),
+        Some(other) => Err(invalid(format!(
+            "launchType: {other:?} is not EC2, FARGATE or EXTERNAL"
+        ))),
+    }
+}
+
+/// ListServicesByNamespace's namespace as a cluster name. Berth has no
+/// Cloud Map: a cluster's services are found by DNS as
+/// `SERVICE.CLUSTER.berth`, so the namespace of a cluster's services is
+/// `CLUSTER.berth`; the cluster's name or ARN is taken as well.
+pub fn namespace_cluster(namespace: &str) -> Result<String, EcsError> {
+    let text = namespace.trim().trim_end_matches('.');
+    if text.is_empty() {
+        return Err(EcsError::new(
+            ErrorType::InvalidParameter,
+            "namespace: required (CLUSTER.berth, a cluster name or a cluster ARN)",
+        ));
+    }
+    if text.starts_with("arn:") {
+        return Ok(crate::arn::cluster_name(Some(text))?);
+    }
+    Ok(text
+        .strip_suffix(&format!(".{DNS_ZONE}"))
+        .unwrap_or(text)
+        .to_string())
 }
 
 #[cfg(test)]
@@ -413,5 +521,39 @@ mod tests {
             task_definition_arn(&scope, "web:4"),
             "arn:aws:ecs:r:1:task-definition/web:4"
         );
+    }
+
+    #[test]
+    fn requests_about_services_are_read_as_ecs_means_them() {
+        assert_eq!(service_in("prod", "web").unwrap().as_deref(), Some("web"));
+        assert_eq!(
+            service_in("prod", "arn:aws:ecs:r:1:service/prod/web")
+                .unwrap()
+                .as_deref(),
+            Some("web")
+        );
+        assert_eq!(
+            service_in("prod", "arn:aws:ecs:r:1:service/test/web").unwrap(),
+            None
+        );
+        assert!(service_in("prod", "arn:aws:ecs:r:1:task/prod/x").is_err());
+        let filter = |json: &str| list_filter(&serde_json::from_str(json).unwrap());
+        assert_eq!(filter("{}").unwrap(), Some(None));
+        assert_eq!(
+            filter(r#"{"schedulingStrategy": "DAEMON", "launchType": "EXTERNAL"}"#).unwrap(),
+            Some(Some(berth_types::service::SchedulingStrategy::Daemon))
+        );
+        assert_eq!(filter(r#"{"launchType": "FARGATE"}"#).unwrap(), None);
+        assert!(filter(r#"{"schedulingStrategy": "BATCH"}"#).is_err());
+        assert!(filter(r#"{"launchType": "MOON"}"#).is_err());
+        assert_eq!(namespace_cluster("prod.berth").unwrap(), "prod");
+        assert_eq!(namespace_cluster("prod.berth.").unwrap(), "prod");
+        assert_eq!(namespace_cluster("prod").unwrap(), "prod");
+        assert_eq!(
+            namespace_cluster("arn:aws:ecs:r:1:cluster/prod").unwrap(),
+            "prod"
+        );
+        assert!(namespace_cluster("arn:aws:servicediscovery:r:1:namespace/ns-1").is_err());
+        assert!(namespace_cluster(" ").is_err());
     }
 }

@@ -3,10 +3,11 @@
 //! already; what the record does not hold (container images, the ports the
 //! containers are published on) the caller passes in.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::arn::{Resource, Scope};
 use crate::clusters::{NameValue, Tag};
+use crate::error::{EcsError, ErrorType};
 use crate::page::epoch_seconds;
 
 /// Every Berth task runs on an instance someone registered: ECS Anywhere's
@@ -120,8 +121,24 @@ pub fn task(
         cluster: Some(task.cluster.clone()),
         id: task.id.clone(),
     });
-    let containers = task
-        .containers
+    // ECS lists every container of the definition from the start; Berth
+    // has a container's state once the agent reports it, so the others
+    // are shown PENDING until then (a stopped task's unreported ones too,
+    // as ECS shows containers that never started).
+    let mut states = task.containers.clone();
+    for (name, _) in images {
+        if !states.iter().any(|c| c.name == *name) {
+            states.push(berth_types::ContainerState {
+                name: name.clone(),
+                status: berth_types::ContainerStatus::Pending,
+                exit_code: None,
+                reason: String::new(),
+                health: berth_types::Health::Unknown,
+                restart_count: 0,
+            });
+        }
+    }
+    let containers = states
         .iter()
         .map(|c| Container {
             container_arn: scope.arn(Resource::Container {
@@ -209,6 +226,150 @@ pub fn task(
         task_arn,
         tags: Vec::new(),
     }
+}
+
+/// ECS's limit on the tasks one DescribeTasks names.
+pub const MAX_DESCRIBED: usize = 100;
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StopTaskRequest {
+    pub cluster: Option<String>,
+    pub task: String,
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DescribeTasksRequest {
+    pub cluster: Option<String>,
+    #[serde(default)]
+    pub tasks: Vec<String>,
+    #[serde(default)]
+    pub include: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ListTasksRequest {
+    pub cluster: Option<String>,
+    pub container_instance: Option<String>,
+    pub family: Option<String>,
+    pub started_by: Option<String>,
+    pub service_name: Option<String>,
+    pub desired_status: Option<String>,
+    pub launch_type: Option<String>,
+    pub next_token: Option<String>,
+    pub max_results: Option<i64>,
+}
+
+/// A task named in a request about `cluster`: its id. A task ARN naming
+/// another cluster is refused, as ECS finds no such task in this one.
+pub fn task_in(cluster: &str, input: &str) -> Result<String, EcsError> {
+    let (named, id) = crate::arn::task(input)?;
+    match named {
+        Some(other) if other != cluster => Err(EcsError::new(
+            ErrorType::InvalidParameter,
+            format!("task {input:?} is in cluster {other:?}, not {cluster:?}"),
+        )),
+        _ => Ok(id),
+    }
+}
+
+/// What ListTasks asks for, read and checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskQuery {
+    pub cluster: String,
+    pub instance_id: Option<String>,
+    pub family: Option<String>,
+    pub started_by: Option<String>,
+    pub service_name: Option<String>,
+    pub desired: berth_types::DesiredStatus,
+    /// A filter no Berth task can match (desiredStatus PENDING, a launch
+    /// type other than EXTERNAL): the answer is empty, as ECS's is.
+    pub matches_nothing: bool,
+}
+
+pub fn task_query(request: &ListTasksRequest) -> Result<TaskQuery, EcsError> {
+    use berth_types::DesiredStatus;
+    let invalid = |m: String| EcsError::new(ErrorType::InvalidParameter, m);
+    let cluster = crate::arn::cluster_name(request.cluster.as_deref())?;
+    let mut matches_nothing = false;
+    // ECS lists the tasks it wants running unless asked for the stopped
+    // ones; it never sets a desired status of PENDING.
+    let desired = match request.desired_status.as_deref() {
+        None | Some("RUNNING") => DesiredStatus::Running,
+        Some("STOPPED") => DesiredStatus::Stopped,
+        Some("PENDING") => {
+            matches_nothing = true;
+            DesiredStatus::Running
+        }
+        Some(other) => {
+            return Err(invalid(format!(
+                "desiredStatus: {other:?} is not RUNNING, PENDING or STOPPED"
+            )))
+        }
+    };
+    match request.launch_type.as_deref() {
+        None | Some(LAUNCH_TYPE) => {}
+        Some("EC2" | "FARGATE") => matches_nothing = true,
+        Some(other) => {
+            return Err(invalid(format!(
+                "launchType: {other:?} is not EC2, FARGATE or EXTERNAL"
+            )))
+        }
+    }
+    let instance_id = match request.container_instance.as_deref() {
+        None | Some("") => None,
+        Some(text) => Some(crate::arn::container_instance(text)?.1),
+    };
+    let service_name = match request.service_name.as_deref() {
+        None | Some("") => None,
+        Some(text) => Some(crate::arn::service(text)?.1),
+    };
+    let nonempty = |v: &Option<String>| v.clone().filter(|s| !s.is_empty());
+    Ok(TaskQuery {
+        cluster,
+        instance_id,
+        family: nonempty(&request.family),
+        started_by: nonempty(&request.started_by),
+        service_name,
+        desired,
+        matches_nothing,
+    })
+}
+
+impl TaskQuery {
+    /// The filter the application layer applies itself.
+    pub fn filter(&self) -> berth_types::TaskFilter {
+        berth_types::TaskFilter {
+            cluster: Some(self.cluster.clone()),
+            instance_id: self.instance_id.clone(),
+            family: self.family.clone(),
+            status: None,
+        }
+    }
+
+    /// The rest of the query, over one task the filter let through.
+    pub fn matches(&self, task: &berth_types::Task) -> bool {
+        !self.matches_nothing
+            && task.desired_status == self.desired
+            && self
+                .started_by
+                .as_ref()
+                .is_none_or(|s| task.started_by == *s)
+            && self.service_name.as_ref().is_none_or(|name| {
+                berth_types::service::service_name_of(task) == Some(name.as_str())
+            })
+    }
+}
+
+/// The images of a task's containers, from its task definition.
+pub fn images(spec: &berth_types::TaskDefinitionSpec) -> Vec<(String, String)> {
+    spec.container_definitions
+        .iter()
+        .map(|c| (c.name.clone(), c.image.clone()))
+        .collect()
 }
 
 #[cfg(test)]
@@ -359,5 +520,85 @@ mod tests {
         t.instance_id = None;
         let json = serde_json::to_value(task(&scope(), &t, &[], &[])).unwrap();
         assert!(json.get("containerInstanceArn").is_none(), "not placed yet");
+    }
+
+    #[test]
+    fn list_tasks_filters_are_read_as_ecs_means_them() {
+        let request = |json: &str| -> ListTasksRequest { serde_json::from_str(json).unwrap() };
+        let q = task_query(&request("{}")).unwrap();
+        assert_eq!(q.cluster, "default");
+        assert_eq!(
+            q.desired,
+            DesiredStatus::Running,
+            "running tasks unless asked"
+        );
+        let q = task_query(&request(
+            r#"{"cluster": "arn:aws:ecs:r:1:cluster/prod", "containerInstance": "arn:aws:ecs:r:1:container-instance/prod/i-1",
+                "serviceName": "web", "desiredStatus": "STOPPED", "launchType": "EXTERNAL"}"#,
+        ))
+        .unwrap();
+        assert_eq!(q.cluster, "prod");
+        assert_eq!(q.instance_id.as_deref(), Some("i-1"));
+        assert_eq!(q.filter().instance_id.as_deref(), Some("i-1"));
+        let mut t = stopped_task();
+        t.group = "service:web".into();
+        assert!(q.matches(&t));
+        t.group = "service:api".into();
+        assert!(!q.matches(&t), "another service's task");
+        t.group = "service:web".into();
+        t.desired_status = DesiredStatus::Running;
+        assert!(!q.matches(&t), "not STOPPED");
+        let by_starter = task_query(&request(r#"{"startedBy": "ecs-svc/web"}"#)).unwrap();
+        assert!(by_starter.matches(&t));
+        t.started_by = "cron".into();
+        assert!(!by_starter.matches(&t));
+        for nothing in [
+            r#"{"desiredStatus": "PENDING"}"#,
+            r#"{"launchType": "FARGATE"}"#,
+        ] {
+            assert!(
+                task_query(&request(nothing)).unwrap().matches_nothing,
+                "{nothing}"
+            );
+        }
+        for bad in [
+            r#"{"desiredStatus": "GONE"}"#,
+            r#"{"launchType": "MOON"}"#,
+            r#"{"containerInstance": "arn:aws:ecs:r:1:task/prod/x"}"#,
+        ] {
+            let e = task_query(&request(bad)).unwrap_err();
+            assert_eq!(e.kind, ErrorType::InvalidParameter, "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_task_is_named_by_id_or_by_an_arn_in_the_same_cluster() {
+        assert_eq!(task_in("prod", "0f3c").unwrap(), "0f3c");
+        assert_eq!(
+            task_in("prod", "arn:aws:ecs:r:1:task/prod/0f3c").unwrap(),
+            "0f3c"
+        );
+        assert_eq!(
+            task_in("prod", "arn:aws:ecs:r:1:task/0f3c").unwrap(),
+            "0f3c"
+        );
+        let e = task_in("prod", "arn:aws:ecs:r:1:task/test/0f3c").unwrap_err();
+        assert!(e.message.contains("test"), "{e}");
+    }
+
+    #[test]
+    fn containers_not_reported_yet_are_pending() {
+        let mut t = stopped_task();
+        t.containers.truncate(1);
+        let images = [
+            ("app".to_string(), "registry.example/app:1".to_string()),
+            ("sidecar".to_string(), "registry.example/side:1".to_string()),
+        ];
+        let json = serde_json::to_value(task(&scope(), &t, &images, &[])).unwrap();
+        assert_eq!(json["containers"][0]["lastStatus"], "STOPPED");
+        assert_eq!(json["containers"][1]["name"], "sidecar");
+        assert_eq!(json["containers"][1]["lastStatus"], "PENDING");
+        assert_eq!(json["containers"][1]["image"], "registry.example/side:1");
+        assert_eq!(json["containers"].as_array().map(Vec::len), Some(2));
     }
 }

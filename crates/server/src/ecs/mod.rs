@@ -7,6 +7,10 @@
 
 mod clusters;
 pub mod http;
+mod instances;
+mod services;
+mod taskdefs;
+mod tasks;
 
 use berth_ecs::arn::Scope;
 use berth_ecs::error::{EcsError, ErrorType};
@@ -44,6 +48,33 @@ pub fn kind(operation: &str) -> Option<Kind> {
     Some(match operation {
         "ListClusters" | "DescribeClusters" => read,
         "CreateCluster" | "DeleteCluster" | "UpdateCluster" | "UpdateClusterSettings" => write,
+        "DescribeTaskDefinition" | "ListTaskDefinitions" | "ListTaskDefinitionFamilies" => read,
+        "RegisterTaskDefinition" | "DeregisterTaskDefinition" => write,
+        "DescribeTasks" | "ListTasks" => read,
+        "DescribeServices"
+        | "ListServices"
+        | "ListServicesByNamespace"
+        | "ListServiceDeployments"
+        | "DescribeServiceDeployments" => read,
+        "CreateService" | "UpdateService" | "DeleteService" => write,
+        "DescribeContainerInstances" | "ListContainerInstances" | "ListAttributes" => read,
+        "DeregisterContainerInstance"
+        | "UpdateContainerInstancesState"
+        | "PutAttributes"
+        | "DeleteAttributes" => write,
+        "RegisterContainerInstance" => Unsupported(
+            "registering a container instance through the API: create an activation (`berth activation create`, ActivationService/CreateActivation) and run deploy/install/install-agent.sh with it on the host; the agent registers itself",
+        ),
+        "UpdateContainerAgent" => Unsupported(
+            "updating the agent through the API: upgrade berth-agent on the host (install-agent.sh installs a new version; the agent keeps its tasks running across a restart)",
+        ),
+        "DescribeServiceRevisions" => Unsupported(
+            "service revisions: each Berth deployment rolls out one task definition; use DescribeServiceDeployments instead, whose targetServiceRevision is that revision",
+        ),
+        "RunTask" | "StartTask" | "StopTask" => write,
+        "DeleteTaskDefinitions" => Unsupported(
+            "deleting task definition revisions: Berth keeps every revision; deregister one (DeregisterTaskDefinition, `berth taskdef deregister`) so that nothing new starts from it",
+        ),
         "PutClusterCapacityProviders"
         | "CreateCapacityProvider"
         | "DeleteCapacityProvider"
@@ -60,7 +91,7 @@ pub fn kind(operation: &str) -> Option<Kind> {
         ),
         "DiscoverPollEndpoint" | "SubmitTaskStateChange" | "SubmitContainerStateChange"
         | "SubmitAttachmentStateChanges" => Unsupported(
-            "the ECS container agent's calls: Berth's own agent (berth-agent) reports over its mutual-TLS session",
+            "the ECS container agent's calls: use Berth's own agent (berth-agent, installed by install-agent.sh), which reports over its mutual-TLS session",
         ),
         "GetTaskProtection" | "UpdateTaskProtection" => Unsupported(
             "task scale-in protection: a service replaces tasks only in a deployment or after failures; pin work with a standalone task (RunTask) instead",
@@ -150,6 +181,59 @@ fn drop_nulls(value: &mut Value) {
     }
 }
 
+/// Declares [`Route`], one variant per operation [`EcsApi::call`] answers,
+/// and the table from operation names to it. `call` matches on `Route`
+/// exhaustively, so an operation listed here cannot lack its handler.
+macro_rules! routes {
+    ($($name:ident),* $(,)?) => {
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        enum Route {
+            $($name),*
+        }
+
+        const ROUTES: &[(&str, Route)] = &[$((stringify!($name), Route::$name)),*];
+    };
+}
+
+routes!(
+    ListClusters,
+    DescribeClusters,
+    CreateCluster,
+    DeleteCluster,
+    RegisterTaskDefinition,
+    DescribeTaskDefinition,
+    DeregisterTaskDefinition,
+    ListTaskDefinitions,
+    ListTaskDefinitionFamilies,
+    RunTask,
+    StartTask,
+    StopTask,
+    DescribeTasks,
+    ListTasks,
+    CreateService,
+    UpdateService,
+    DeleteService,
+    DescribeServices,
+    ListServices,
+    ListServicesByNamespace,
+    ListServiceDeployments,
+    DescribeServiceDeployments,
+    DescribeContainerInstances,
+    ListContainerInstances,
+    DeregisterContainerInstance,
+    UpdateContainerInstancesState,
+    PutAttributes,
+    DeleteAttributes,
+    ListAttributes,
+);
+
+fn route(operation: &str) -> Option<Route> {
+    ROUTES
+        .iter()
+        .find(|(name, _)| *name == operation)
+        .map(|(_, route)| *route)
+}
+
 /// The operations, over the application layer.
 #[derive(Clone)]
 pub struct EcsApi {
@@ -161,15 +245,64 @@ impl EcsApi {
     /// Answers one supported operation (the caller has been authenticated
     /// and holds the role [`kind`] names).
     pub async fn call(&self, scope: &Scope, operation: &str, body: &[u8]) -> EcsResult {
-        match operation {
-            "ListClusters" => self.list_clusters(scope, parse(body)?).await,
-            "DescribeClusters" => self.describe_clusters(scope, parse(body)?).await,
-            "CreateCluster" => self.create_cluster(scope, parse(body)?).await,
-            "DeleteCluster" => self.delete_cluster(scope, parse(body)?).await,
-            other => Err(EcsError::new(
+        let Some(route) = route(operation) else {
+            return Err(EcsError::new(
                 ErrorType::UnknownOperation,
-                format!("{other} is not an ECS operation Berth answers"),
-            )),
+                format!("{operation} is not an ECS operation Berth answers"),
+            ));
+        };
+        match route {
+            Route::ListClusters => self.list_clusters(scope, parse(body)?).await,
+            Route::DescribeClusters => self.describe_clusters(scope, parse(body)?).await,
+            Route::CreateCluster => self.create_cluster(scope, parse(body)?).await,
+            Route::DeleteCluster => self.delete_cluster(scope, parse(body)?).await,
+            Route::RegisterTaskDefinition => self.register_task_definition(scope, body).await,
+            Route::DescribeTaskDefinition => {
+                self.describe_task_definition(scope, parse(body)?).await
+            }
+            Route::DeregisterTaskDefinition => {
+                self.deregister_task_definition(scope, parse(body)?).await
+            }
+            Route::ListTaskDefinitions => self.list_task_definitions(scope, parse(body)?).await,
+            Route::ListTaskDefinitionFamilies => {
+                self.list_task_definition_families(parse(body)?).await
+            }
+            Route::RunTask => self.run_task(scope, parse(body)?).await,
+            Route::StartTask => self.start_task(scope, parse(body)?).await,
+            Route::StopTask => self.stop_task(scope, parse(body)?).await,
+            Route::DescribeTasks => self.describe_tasks(scope, parse(body)?).await,
+            Route::ListTasks => self.list_tasks(scope, parse(body)?).await,
+            Route::CreateService => self.create_service(scope, body).await,
+            Route::UpdateService => self.update_service(scope, body).await,
+            Route::DeleteService => self.delete_service(scope, parse(body)?).await,
+            Route::DescribeServices => self.describe_services(scope, parse(body)?).await,
+            Route::ListServices => self.list_services(scope, parse(body)?).await,
+            Route::ListServicesByNamespace => {
+                self.list_services_by_namespace(scope, parse(body)?).await
+            }
+            Route::ListServiceDeployments => {
+                self.list_service_deployments(scope, parse(body)?).await
+            }
+            Route::DescribeServiceDeployments => {
+                self.describe_service_deployments(scope, parse(body)?).await
+            }
+            Route::DescribeContainerInstances => {
+                self.describe_container_instances(scope, parse(body)?).await
+            }
+            Route::ListContainerInstances => {
+                self.list_container_instances(scope, parse(body)?).await
+            }
+            Route::DeregisterContainerInstance => {
+                self.deregister_container_instance(scope, parse(body)?)
+                    .await
+            }
+            Route::UpdateContainerInstancesState => {
+                self.update_container_instances_state(scope, parse(body)?)
+                    .await
+            }
+            Route::PutAttributes => self.put_attributes(parse(body)?).await,
+            Route::DeleteAttributes => self.delete_attributes(parse(body)?).await,
+            Route::ListAttributes => self.list_attributes(scope, parse(body)?).await,
         }
     }
 }
@@ -232,5 +365,98 @@ mod tests {
             Some(Kind::Unsupported(_))
         ));
         assert_eq!(kind("MakeCoffee"), None);
+    }
+
+    /// The operations of task definitions, tasks, services and container
+    /// instances, with the role each needs.
+    const ADDED: &[(&str, Role)] = &[
+        ("RegisterTaskDefinition", Role::Admin),
+        ("DescribeTaskDefinition", Role::Readonly),
+        ("DeregisterTaskDefinition", Role::Admin),
+        ("ListTaskDefinitions", Role::Readonly),
+        ("ListTaskDefinitionFamilies", Role::Readonly),
+        ("RunTask", Role::Admin),
+        ("StartTask", Role::Admin),
+        ("StopTask", Role::Admin),
+        ("DescribeTasks", Role::Readonly),
+        ("ListTasks", Role::Readonly),
+        ("CreateService", Role::Admin),
+        ("UpdateService", Role::Admin),
+        ("DeleteService", Role::Admin),
+        ("DescribeServices", Role::Readonly),
+        ("ListServices", Role::Readonly),
+        ("ListServicesByNamespace", Role::Readonly),
+        ("ListServiceDeployments", Role::Readonly),
+        ("DescribeServiceDeployments", Role::Readonly),
+        ("DescribeContainerInstances", Role::Readonly),
+        ("ListContainerInstances", Role::Readonly),
+        ("DeregisterContainerInstance", Role::Admin),
+        ("UpdateContainerInstancesState", Role::Admin),
+        ("PutAttributes", Role::Admin),
+        ("DeleteAttributes", Role::Admin),
+        ("ListAttributes", Role::Readonly),
+    ];
+
+    #[test]
+    fn every_added_operation_has_its_role_and_a_handler() {
+        for (operation, role) in ADDED {
+            assert_eq!(kind(operation), Some(Kind::Supported(*role)), "{operation}");
+            assert!(
+                route(operation).is_some(),
+                "{operation} has no handler in call"
+            );
+        }
+    }
+
+    #[test]
+    fn every_handled_operation_is_a_supported_one() {
+        for (operation, _) in ROUTES {
+            assert!(
+                matches!(kind(operation), Some(Kind::Supported(_))),
+                "{operation} is answered by call but kind() does not support it"
+            );
+        }
+        assert_eq!(route("MakeCoffee"), None);
+    }
+
+    #[test]
+    fn every_refusal_says_what_to_use_instead() {
+        let refused = [
+            "DeleteTaskDefinitions",
+            "DescribeServiceRevisions",
+            "RegisterContainerInstance",
+            "UpdateContainerAgent",
+            "PutClusterCapacityProviders",
+            "CreateTaskSet",
+            "ExecuteCommand",
+            "DiscoverPollEndpoint",
+            "GetTaskProtection",
+            "StopServiceDeployment",
+        ];
+        for operation in refused {
+            let Some(Kind::Unsupported(message)) = kind(operation) else {
+                panic!("{operation} is not refused");
+            };
+            assert!(
+                route(operation).is_none(),
+                "{operation} is refused yet routed"
+            );
+            let says_instead = [
+                "use ",
+                "instead",
+                "`berth ",
+                "ServiceService/",
+                "install-agent.sh",
+            ]
+            .iter()
+            .any(|w| message.contains(w));
+            assert!(says_instead && message.len() > 40, "{operation}: {message}");
+        }
+        let Some(Kind::Unsupported(message)) = kind("RegisterContainerInstance") else {
+            panic!("RegisterContainerInstance is not refused");
+        };
+        assert!(
+            message.contains("berth activation create") && message.contains("install-agent.sh")
+        );
     }
 }
