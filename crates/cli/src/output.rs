@@ -1176,6 +1176,7 @@ mod tests {
                 lost_after_secs: 300,
                 task_retention_secs: 3600,
             },
+            tags: Default::default(),
         }
     }
 
@@ -1568,6 +1569,7 @@ mod tests {
             ports_in_use: vec![8080, 9090],
             running_tasks: 2,
             draining: false,
+            tags: Default::default(),
         }
     }
 
@@ -1738,6 +1740,7 @@ mod tests {
             stopped_at_ms: None,
             ip: None,
             deactivating_until_ms: None,
+            tags: Default::default(),
         }
     }
 

@@ -252,6 +252,7 @@ mod tests {
             status: berth_types::ClusterStatus::Active,
             created_at_ms: 0,
             settings: Default::default(),
+            tags: Default::default(),
         };
         let counts = Counts {
             registered_instances: 2,

@@ -154,6 +154,7 @@ mod tests {
             ports_in_use: vec![8080, 49153],
             running_tasks: 2,
             draining,
+            tags: Default::default(),
         }
     }
 

@@ -275,6 +275,7 @@ mod tests {
             stopped_at_ms: Some(9_250),
             ip: Some("198.18.0.7".into()),
             deactivating_until_ms: None,
+            tags: Default::default(),
         }
     }
 

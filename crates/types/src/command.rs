@@ -257,6 +257,32 @@ pub enum Command {
     ResealSecrets {
         secrets: Vec<crate::secrets::ResealedSecret>,
     },
+    /// TagResource: adds the tags, a key already there taking the new
+    /// value; refused if the resource would end up with more than 50.
+    TagResource {
+        target: crate::tags::TagTarget,
+        tags: BTreeMap<String, String>,
+    },
+    /// UntagResource: keys the resource does not have are ignored, as ECS
+    /// does.
+    UntagResource {
+        target: crate::tags::TagTarget,
+        keys: Vec<String>,
+    },
+    /// PutAccountSetting (`principal` is the caller's principal ARN as
+    /// given) or, with `principal` empty, PutAccountSettingDefault. Names
+    /// and values are ECS's to check (berth-ecs); the state only bounds
+    /// their lengths.
+    PutAccountSetting {
+        principal: String,
+        name: String,
+        value: String,
+    },
+    /// DeleteAccountSetting; `principal` empty deletes the default.
+    DeleteAccountSetting {
+        principal: String,
+        name: String,
+    },
 }
 
 /// One slot of a schedule, as the leader's controller decided it.
@@ -288,7 +314,9 @@ pub struct FireSchedule {
 /// blue/green deployments of services.
 /// Level 4: journal retention; scheduled tasks; secrets (and their
 /// re-sealing under a rotated data key).
-pub const COMMAND_LEVEL: u32 = 4;
+/// Level 5: tags on clusters, tasks and instances; account settings; AWS
+/// access keys.
+pub const COMMAND_LEVEL: u32 = 5;
 
 /// The most secrets a ResealSecrets names in its audit record.
 const RESOURCE_NAMES: usize = 20;
@@ -299,6 +327,10 @@ impl Command {
     /// its level is chosen.
     pub fn level(&self) -> u32 {
         match self {
+            Command::TagResource { .. }
+            | Command::UntagResource { .. }
+            | Command::PutAccountSetting { .. }
+            | Command::DeleteAccountSetting { .. } => 5,
             Command::SetJournalRetention { .. }
             | Command::PutSchedule { .. }
             | Command::DeleteSchedule { .. }
@@ -527,6 +559,10 @@ impl Command {
             Command::PutSecret { create: false, .. } => "update_secret",
             Command::DeleteSecret { .. } => "delete_secret",
             Command::ResealSecrets { .. } => "reseal_secrets",
+            Command::TagResource { .. } => "tag_resource",
+            Command::UntagResource { .. } => "untag_resource",
+            Command::PutAccountSetting { .. } => "put_account_setting",
+            Command::DeleteAccountSetting { .. } => "delete_account_setting",
         }
     }
 
@@ -618,7 +654,27 @@ impl Command {
                 }
                 names.join(" ")
             }
+            Command::TagResource { target, .. } | Command::UntagResource { target, .. } => {
+                target.resource()
+            }
+            // The principal is an ARN the caller gave, not a secret.
+            Command::PutAccountSetting {
+                principal, name, ..
+            }
+            | Command::DeleteAccountSetting { principal, name } => {
+                account_setting_resource(principal, name)
+            }
         }
+    }
+}
+
+/// `account-setting/NAME` for the default, else
+/// `account-setting/PRINCIPAL/NAME`.
+fn account_setting_resource(principal: &str, name: &str) -> String {
+    if principal.is_empty() {
+        format!("account-setting/{name}")
+    } else {
+        format!("account-setting/{principal}/{name}")
     }
 }
 
@@ -649,5 +705,13 @@ pub enum CommandOutput {
     Resealed {
         resealed: Vec<String>,
         skipped: Vec<String>,
+    },
+    /// A resource's tags after a TagResource or UntagResource changed them.
+    Tags(BTreeMap<String, String>),
+    /// An account setting after a Put (`value` Some) or Delete (None).
+    AccountSetting {
+        principal: String,
+        name: String,
+        value: Option<String>,
     },
 }

@@ -247,6 +247,34 @@ fn commands() -> Vec<Command> {
             create: true,
             at_ms: 63_000,
         },
+        Command::TagResource {
+            target: TagTarget::Cluster {
+                name: "default".into(),
+            },
+            tags: BTreeMap::from([("env".into(), "prod".into())]),
+        },
+        Command::TagResource {
+            target: TagTarget::Task { id: "t-1".into() },
+            tags: BTreeMap::from([("team".into(), "core".into())]),
+        },
+        Command::TagResource {
+            target: TagTarget::Instance { id: "i-1".into() },
+            tags: BTreeMap::from([("rack".into(), "a".into()), ("tmp".into(), "x".into())]),
+        },
+        Command::UntagResource {
+            target: TagTarget::Instance { id: "i-1".into() },
+            keys: vec!["tmp".into()],
+        },
+        Command::PutAccountSetting {
+            principal: String::new(),
+            name: "containerInsights".into(),
+            value: "enabled".into(),
+        },
+        Command::PutAccountSetting {
+            principal: "arn:aws:iam::123456789012:user/ops".into(),
+            name: "serviceLongArnFormat".into(),
+            value: "enabled".into(),
+        },
     ]
 }
 
@@ -301,6 +329,24 @@ fn unapplied() -> Vec<Command> {
                 ciphertext: vec![6; 23],
             }],
         },
+        Command::TagResource {
+            target: TagTarget::TaskDefinition {
+                family: "web".into(),
+                revision: 1,
+            },
+            tags: BTreeMap::from([("k".into(), "v".into())]),
+        },
+        Command::UntagResource {
+            target: TagTarget::Service {
+                cluster: "default".into(),
+                name: "web".into(),
+            },
+            keys: vec!["k".into()],
+        },
+        Command::DeleteAccountSetting {
+            principal: String::new(),
+            name: "containerInsights".into(),
+        },
     ]
 }
 
@@ -353,7 +399,7 @@ fn hex(bytes: &[u8]) -> String {
 
 #[test]
 fn stored_types_keep_their_bytes() {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden/data-format-6.txt");
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden/data-format-7.txt");
     let now = encoded();
     if std::env::var_os("BERTH_BLESS").is_some() {
         std::fs::write(&path, &now).unwrap();

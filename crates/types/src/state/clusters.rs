@@ -75,6 +75,7 @@ impl State {
             status: ClusterStatus::Active,
             created_at_ms: at_ms,
             settings,
+            tags: Default::default(),
         };
         self.clusters.insert(name.clone(), cluster.clone());
         Ok(CommandOutput::Cluster(cluster))
