@@ -283,6 +283,15 @@ pub enum Command {
         principal: String,
         name: String,
     },
+    /// CreateCluster with tags, in one command: a TagResource batched after
+    /// a CreateCluster would tag an existing cluster of that name when the
+    /// create is refused.
+    CreateTaggedCluster {
+        name: String,
+        settings: ClusterSettings,
+        tags: BTreeMap<String, String>,
+        at_ms: i64,
+    },
 }
 
 /// One slot of a schedule, as the leader's controller decided it.
@@ -330,7 +339,8 @@ impl Command {
             Command::TagResource { .. }
             | Command::UntagResource { .. }
             | Command::PutAccountSetting { .. }
-            | Command::DeleteAccountSetting { .. } => 5,
+            | Command::DeleteAccountSetting { .. }
+            | Command::CreateTaggedCluster { .. } => 5,
             Command::SetJournalRetention { .. }
             | Command::PutSchedule { .. }
             | Command::DeleteSchedule { .. }
@@ -517,7 +527,7 @@ impl Command {
     pub fn kind(&self) -> &'static str {
         match self {
             Command::RevokeCertificate { .. } => "revoke_certificate",
-            Command::CreateCluster { .. } => "create_cluster",
+            Command::CreateCluster { .. } | Command::CreateTaggedCluster { .. } => "create_cluster",
             Command::DeleteCluster { .. } => "delete_cluster",
             Command::RegisterTaskDefinition { .. } => "register_task_definition",
             Command::DeregisterTaskDefinition { .. } => "deregister_task_definition",
@@ -579,6 +589,7 @@ impl Command {
         let instance = |id: &str| format!("instance/{id}");
         match self {
             Command::CreateCluster { name, .. }
+            | Command::CreateTaggedCluster { name, .. }
             | Command::UpdateClusterSettings { name, .. }
             | Command::DeleteCluster { name } => format!("cluster/{name}"),
             Command::RegisterTaskDefinition { spec, .. } => {

@@ -1602,3 +1602,33 @@ fn tag_changes_are_journaled() {
         .iter()
         .any(|r| r.command == "tag_resource" && r.resource == "taskdef/web:1"));
 }
+
+#[test]
+fn a_cluster_is_created_with_its_tags_or_not_at_all() {
+    let mut state = State::new();
+    let create = |name: &str, tags: &[(&str, &str)]| Command::CreateTaggedCluster {
+        name: name.into(),
+        settings: Default::default(),
+        tags: pairs(tags),
+        at_ms: 5,
+    };
+    state.apply(create("prod", &[("env", "prod")])).unwrap();
+    assert_eq!(
+        state.cluster("prod").unwrap().tags,
+        pairs(&[("env", "prod")])
+    );
+    // A refused create never tags the cluster already there.
+    let before = state.clone();
+    let err = state
+        .apply(create("prod", &[("env", "other")]))
+        .unwrap_err();
+    assert!(matches!(err, StateError::AlreadyExists { .. }), "{err}");
+    let err = state.apply(create("dev", &[("aws:x", "y")])).unwrap_err();
+    assert!(matches!(err, StateError::Invalid(_)), "{err}");
+    assert_eq!(state, before);
+    assert_eq!(
+        create("x", &[]).level(),
+        5,
+        "only a level-5 server knows it"
+    );
+}

@@ -347,6 +347,12 @@ fn unapplied() -> Vec<Command> {
             principal: String::new(),
             name: "containerInsights".into(),
         },
+        Command::CreateTaggedCluster {
+            name: "tagged".into(),
+            settings: ClusterSettings::default(),
+            tags: BTreeMap::from([("env".into(), "test".into())]),
+            at_ms: 65_000,
+        },
     ]
 }
 

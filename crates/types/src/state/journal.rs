@@ -136,7 +136,9 @@ fn command_event(command: &Command) -> Option<(String, EventDetail)> {
         ))
     };
     match command {
-        Command::CreateCluster { name, .. } => cluster_change(name, Change::Created),
+        Command::CreateCluster { name, .. } | Command::CreateTaggedCluster { name, .. } => {
+            cluster_change(name, Change::Created)
+        }
         Command::UpdateClusterSettings { name, .. } => cluster_change(name, Change::Updated),
         Command::DeleteCluster { name } => cluster_change(name, Change::Deleted),
         // Tasks, instances and services are journaled by comparing their

@@ -164,7 +164,13 @@ impl State {
                 name,
                 settings,
                 at_ms,
-            } => self.create_cluster(name, settings, at_ms),
+            } => self.create_cluster(name, settings, Default::default(), at_ms),
+            Command::CreateTaggedCluster {
+                name,
+                settings,
+                tags,
+                at_ms,
+            } => self.create_cluster(name, settings, tags, at_ms),
             Command::UpdateClusterSettings {
                 name,
                 lost_after_secs,
