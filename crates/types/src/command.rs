@@ -665,6 +665,16 @@ impl Command {
                 }
                 names.join(" ")
             }
+            // As the audit log and the events name a task definition
+            // elsewhere, so `--resource` finds its tag changes with the rest.
+            Command::TagResource {
+                target: crate::tags::TagTarget::TaskDefinition { family, revision },
+                ..
+            }
+            | Command::UntagResource {
+                target: crate::tags::TagTarget::TaskDefinition { family, revision },
+                ..
+            } => format!("task-definition/{family}:{revision}"),
             Command::TagResource { target, .. } | Command::UntagResource { target, .. } => {
                 target.resource()
             }

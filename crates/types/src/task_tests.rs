@@ -1600,7 +1600,7 @@ fn tag_changes_are_journaled() {
     let audit = state.journal().audit().after(None, 100, |_| true).unwrap();
     assert!(audit
         .iter()
-        .any(|r| r.command == "tag_resource" && r.resource == "taskdef/web:1"));
+        .any(|r| r.command == "tag_resource" && r.resource == "task-definition/web:1"));
 }
 
 #[test]
