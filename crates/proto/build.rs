@@ -20,6 +20,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out_dir = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
     tonic_build::configure()
         .file_descriptor_set_path(out_dir.join("berth_descriptor.bin"))
+        // Maps (tags) in key order, as the state keeps them and people read
+        // them.
+        .btree_map(["."])
         .compile_protos(&files, &[root])?;
     Ok(())
 }

@@ -36,7 +36,7 @@ cat > "$work/taskdef.json" <<EOF
   "family": "cli-web",
   "containerDefinitions": [
     {"name": "app", "image": "$image", "memory": 32, "cpu": 64,
-     "command": ["serve", "8080"], "essential": true, "stopTimeout": 2}
+     "command": ["ticker", "500"], "essential": true, "stopTimeout": 2}
   ],
   "tags": [{"key": "team", "value": "payments"}]
 }

@@ -490,6 +490,7 @@ impl AgentCluster {
                 name: name.into(),
                 lost_after_secs,
                 task_retention_secs: 0,
+                tags: Default::default(),
             })
             .await?;
         let token = join_token(&cluster.addr(1), name, registrations).await?;

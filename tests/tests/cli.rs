@@ -388,3 +388,87 @@ async fn taskdef_json_with_secrets_and_repository_credentials_registers_back_ide
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tags_set_through_the_leader_are_answered_by_a_follower() -> Result<()> {
+    use serde_json::json;
+    let mut cluster = TestCluster::start(3, &[]).await?;
+    let leader = cluster
+        .wait_for_leader(std::time::Duration::from_secs(20))
+        .await?;
+    let follower = (1..=3).find(|id| *id != leader).unwrap();
+    let cli = Cli {
+        endpoints: cluster.addr(leader),
+    };
+    let on_follower = Cli {
+        endpoints: cluster.addr(follower),
+    };
+
+    let created = cli.json(&[
+        "cluster",
+        "create",
+        "prod",
+        "--tag",
+        "env=prod",
+        "--tag",
+        "team=core",
+    ]);
+    assert_eq!(created["tags"], json!({"env": "prod", "team": "core"}));
+    cli.ok(&["taskdef", "register", "-f", &example("web.json")]);
+    let set = cli.json(&["tag", "set", "taskdef/web:1", "tier=front", "owner=a"]);
+    assert_eq!(set, json!({"owner": "a", "tier": "front"}));
+    // A key already there takes the new value; removals answer what is left.
+    assert_eq!(
+        cli.json(&["tag", "set", "cluster/prod", "env=staging"]),
+        json!({"env": "staging", "team": "core"})
+    );
+    assert_eq!(
+        cli.json(&["tag", "remove", "cluster/prod", "team"]),
+        json!({"env": "staging"})
+    );
+    cli.ok(&["tag", "remove", "taskdef/web:1", "owner", "absent"]);
+
+    // Reads on a follower are linearizable: it answers what was written.
+    assert_eq!(
+        on_follower.json(&["tag", "list", "cluster/prod"]),
+        json!({"env": "staging"})
+    );
+    assert_eq!(
+        on_follower.json(&["tag", "list", "taskdef/web:1"]),
+        json!({"tier": "front"})
+    );
+    assert_eq!(
+        on_follower.json(&["cluster", "describe", "prod"])["tags"],
+        json!({"env": "staging"})
+    );
+    let table = on_follower.ok(&["tag", "list", "cluster/prod"]);
+    assert_eq!(table, "KEY  VALUE\nenv  staging\n");
+    let described = on_follower.ok(&["cluster", "describe", "prod"]);
+    assert!(described.contains("env=staging"), "{described}");
+
+    // Refusals name what is wrong.
+    for (args, says) in [
+        (
+            vec!["tag", "set", "cluster/prod", "aws:stack=x"],
+            "reserved",
+        ),
+        (vec!["tag", "list", "cluster/nope"], "nope"),
+        (vec!["tag", "list", "bucket/x"], "cluster/NAME"),
+        (
+            vec!["cluster", "create", "dev", "--tag", "AWS:x=y"],
+            "reserved",
+        ),
+    ] {
+        let out = cli.run(&args);
+        assert!(!out.status.success(), "{args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+    }
+    let clusters = on_follower.json(&["cluster", "list"]);
+    assert_eq!(
+        clusters.as_array().unwrap().len(),
+        2,
+        "the refused create made nothing: {clusters}"
+    );
+    Ok(())
+}

@@ -434,3 +434,193 @@ async fn dev_may_accept_any_signature_on_loopback_only() -> Result<()> {
     let _ = dev.wait();
     Ok(())
 }
+
+/// Tags on the resources ECS tags (here a cluster and a task definition;
+/// tasks, services and instances go through the same TagTarget, tested in
+/// berth-types), `include: ["TAGS"]`, UpdateCluster's refusals, and account
+/// settings stored and answered by principal and as the default.
+#[tokio::test(flavor = "multi_thread")]
+async fn ecs_tags_and_account_settings() -> Result<()> {
+    let (cluster, addrs) = cluster_with_ecs().await?;
+    let key = create_aws_key(&endpoints(&cluster), "admin")?;
+    let admin = EcsClient::new(addrs[0], key.clone())?;
+    let ok = |r: &berth_e2e::ecs::EcsReply| assert_eq!(r.status, 200, "{:?}", r.body);
+
+    let created = admin
+        .call(
+            "CreateCluster",
+            json!({"clusterName": "tagged", "tags": [{"key": "team", "value": "a"}]}),
+        )
+        .await?;
+    ok(&created);
+    assert_eq!(
+        created.body["cluster"]["tags"],
+        json!([{"key": "team", "value": "a"}])
+    );
+    let cluster_arn = format!("{ARN_PREFIX}cluster/tagged");
+    let r = admin
+        .call(
+            "TagResource",
+            json!({"resourceArn": cluster_arn, "tags": [{"key": "env", "value": "prod"}, {"key": "team", "value": "b"}]}),
+        )
+        .await?;
+    ok(&r);
+    assert_eq!(r.body, json!({}));
+    let r = admin
+        .call(
+            "UntagResource",
+            json!({"resourceArn": cluster_arn, "tagKeys": ["env"]}),
+        )
+        .await?;
+    ok(&r);
+    let listed = admin
+        .call("ListTagsForResource", json!({"resourceArn": cluster_arn}))
+        .await?;
+    ok(&listed);
+    assert_eq!(listed.body["tags"], json!([{"key": "team", "value": "b"}]));
+    let plain = admin
+        .call("DescribeClusters", json!({"clusters": ["tagged"]}))
+        .await?;
+    assert_eq!(
+        plain.body["clusters"][0]["tags"],
+        json!([]),
+        "tags only when asked for"
+    );
+    let with_tags = admin
+        .call(
+            "DescribeClusters",
+            json!({"clusters": ["tagged"], "include": ["TAGS"]}),
+        )
+        .await?;
+    assert_eq!(
+        with_tags.body["clusters"][0]["tags"],
+        json!([{"key": "team", "value": "b"}])
+    );
+    let reserved = admin
+        .call(
+            "TagResource",
+            json!({"resourceArn": cluster_arn, "tags": [{"key": "aws:x", "value": "1"}]}),
+        )
+        .await?;
+    assert_eq!(
+        reserved.error_type(),
+        "InvalidParameterException",
+        "{:?}",
+        reserved.body
+    );
+    let missing = admin
+        .call(
+            "TagResource",
+            json!({"resourceArn": format!("{ARN_PREFIX}cluster/nope"), "tags": [{"key": "k", "value": "v"}]}),
+        )
+        .await?;
+    assert_eq!(missing.status, 400, "{:?}", missing.body);
+
+    let registered = admin
+        .call(
+            "RegisterTaskDefinition",
+            json!({
+                "family": "tagged-td",
+                "containerDefinitions": [{"name": "app", "image": "registry.local/app:1", "memory": 32}]
+            }),
+        )
+        .await?;
+    ok(&registered);
+    let td_arn = registered.body["taskDefinition"]["taskDefinitionArn"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(td_arn, format!("{ARN_PREFIX}task-definition/tagged-td:1"));
+    ok(&admin
+        .call(
+            "TagResource",
+            json!({"resourceArn": td_arn, "tags": [{"key": "owner", "value": "ci"}]}),
+        )
+        .await?);
+    let described = admin
+        .call(
+            "DescribeTaskDefinition",
+            json!({"taskDefinition": "tagged-td:1", "include": ["TAGS"]}),
+        )
+        .await?;
+    assert_eq!(
+        described.body["tags"],
+        json!([{"key": "owner", "value": "ci"}])
+    );
+
+    // UpdateCluster(Settings): what Berth has no setting for is refused.
+    let insights = admin
+        .call(
+            "UpdateClusterSettings",
+            json!({"cluster": "tagged", "settings": [{"name": "containerInsights", "value": "enabled"}]}),
+        )
+        .await?;
+    assert_eq!(insights.error_type(), "UnsupportedFeatureException");
+    let same = admin
+        .call(
+            "UpdateCluster",
+            json!({"cluster": cluster_arn, "settings": [{"name": "containerInsights", "value": "disabled"}]}),
+        )
+        .await?;
+    ok(&same);
+    assert_eq!(same.body["cluster"]["clusterName"], "tagged");
+
+    // Account settings: the caller's own, the default, effective values.
+    let own = admin
+        .call(
+            "PutAccountSetting",
+            json!({"name": "containerInsights", "value": "enhanced"}),
+        )
+        .await?;
+    ok(&own);
+    assert_eq!(
+        own.body["setting"]["principalArn"],
+        format!("arn:aws:iam::000000000000:user/{}", key.id)
+    );
+    ok(&admin
+        .call(
+            "PutAccountSettingDefault",
+            json!({"name": "awsvpcTrunking", "value": "enabled"}),
+        )
+        .await?);
+    let bad = admin
+        .call(
+            "PutAccountSetting",
+            json!({"name": "containerInsights", "value": "on"}),
+        )
+        .await?;
+    assert_eq!(bad.error_type(), "InvalidParameterException");
+    let effective = EcsClient::new(addrs[1], key.clone())?;
+    let listed = eventually(Duration::from_secs(10), || {
+        let effective = effective.clone();
+        async move {
+            let r = effective
+                .call("ListAccountSettings", json!({"effectiveSettings": true}))
+                .await?;
+            anyhow::ensure!(r.status == 200, "{:?}", r.body);
+            let find = |name: &str| {
+                r.body["settings"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .find(|s| s["name"] == name)
+                    .map(|s| s["value"].clone())
+            };
+            anyhow::ensure!(
+                find("containerInsights") == Some(json!("enhanced"))
+                    && find("awsvpcTrunking") == Some(json!("enabled")),
+                "not yet: {:?}",
+                r.body
+            );
+            Ok(r)
+        }
+    })
+    .await?;
+    assert!(listed.body["settings"].as_array().unwrap().len() >= 2);
+    let deleted = admin
+        .call("DeleteAccountSetting", json!({"name": "containerInsights"}))
+        .await?;
+    ok(&deleted);
+    assert_eq!(deleted.body["setting"]["value"], "enhanced");
+    Ok(())
+}

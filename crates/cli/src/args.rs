@@ -150,6 +150,11 @@ pub enum Command {
     /// reference (`secrets`, `repositoryCredentials`).
     #[command(subcommand)]
     Secret(crate::secret::SecretCommand),
+    /// Tags on clusters, task definitions, tasks, services and instances
+    /// (cluster/NAME, taskdef/FAMILY:REVISION, task/ID,
+    /// service/CLUSTER/NAME, instance/ID).
+    #[command(subcommand)]
+    Tag(crate::tag::TagCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -361,6 +366,10 @@ pub struct ClusterCreateArgs {
     /// server's, 1h].
     #[arg(long, value_name = "DURATION", value_parser = duration_arg)]
     pub task_retention: Option<Duration>,
+    /// A tag; repeatable (at most 50; keys starting with aws: are
+    /// reserved).
+    #[arg(long = "tag", value_name = "KEY=VALUE", value_parser = attribute_arg)]
+    pub tags: Vec<(String, String)>,
 }
 
 #[derive(Debug, Args)]

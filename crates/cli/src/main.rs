@@ -13,6 +13,7 @@ mod schedule;
 mod secret;
 mod service;
 mod stats;
+mod tag;
 mod wait;
 mod watch;
 
@@ -111,6 +112,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Audit(command) => journal::audit(&connect()?, format, command).await?,
         Command::Schedule(command) => schedule::schedule(&connect()?, format, command).await?,
         Command::Secret(command) => secret::secret(&connect()?, format, command).await?,
+        Command::Tag(command) => tag::tag(&connect()?, format, command).await?,
     };
     emit(&text)
 }
@@ -605,12 +607,14 @@ async fn cluster(
             name,
             lost_after,
             task_retention,
+            tags,
         }) => {
             let options = ClusterOptions {
                 lost_after,
                 task_retention,
             };
-            let cluster = client.create_cluster_with(&name, &options).await?;
+            let tags = tags.into_iter().collect();
+            let cluster = client.create_tagged_cluster(&name, &options, &tags).await?;
             render(format, &cluster, output::cluster_detail)
         }
         ClusterCommand::Update(ClusterUpdateArgs {

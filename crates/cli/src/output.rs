@@ -256,6 +256,7 @@ pub struct Task {
     /// PROVISIONING or PENDING: what it waits for (`task describe` only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub waiting_for: Option<String>,
+    pub tags: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -304,6 +305,7 @@ impl From<t::Task> for Task {
             ip: t.ip,
             deactivating_until_ms: t.deactivating_until_ms,
             waiting_for: None,
+            tags: t.tags,
         }
     }
 }
@@ -410,6 +412,7 @@ pub fn cluster_detail(c: &Cluster) -> String {
             "Task retention",
             format!("{}s", c.settings.task_retention_secs),
         ),
+        ("Tags", attributes_cell(&c.tags)),
     ])
 }
 
@@ -808,6 +811,7 @@ pub fn instance_detail(i: &InstanceView, now_ms: i64) -> String {
         ("Ports in use", list_or_dash(&ports)),
         ("Running tasks", i.running_tasks.to_string()),
         ("Attributes", attributes_cell(&i.attributes)),
+        ("Tags", attributes_cell(&i.tags)),
         ("Registered", rfc3339(i.registered_at_ms)),
         ("Certificate expires", rfc3339(i.certificate_expires_at_ms)),
         ("Activation", or_dash(&i.activation_id)),
@@ -932,6 +936,7 @@ pub fn task_detail(t: &Task) -> String {
         ("CPU", t.cpu.to_string()),
         ("Memory", format!("{} MiB", t.memory)),
         ("Overrides", list_or_dash(&t.overrides)),
+        ("Tags", attributes_cell(&t.tags)),
     ]);
     if !t.network_bindings.is_empty() {
         let ports: Vec<String> = t
@@ -1215,6 +1220,7 @@ mod tests {
                 lost_after_secs: 300,
                 task_retention_secs: 3600,
             },
+            tags: [("env".to_string(), "prod".to_string())].into(),
         }
     }
 
@@ -1272,7 +1278,8 @@ mod tests {
                 "name": "prod",
                 "status": "ACTIVE",
                 "createdAtMs": 1_700_000_000_000i64,
-                "settings": {"lostAfterSecs": 300, "taskRetentionSecs": 3600}
+                "settings": {"lostAfterSecs": 300, "taskRetentionSecs": 3600},
+                "tags": {"env": "prod"}
             }])
         );
         assert!(json.contains("\n  "), "pretty-printed: {json}");
@@ -1287,7 +1294,8 @@ mod tests {
              Status:          ACTIVE\n\
              Created:         2023-11-14T22:13:20Z\n\
              Lost after:      300s\n\
-             Task retention:  3600s\n"
+             Task retention:  3600s\n\
+             Tags:            env=prod\n"
         );
     }
 
@@ -1609,6 +1617,7 @@ mod tests {
             ports_in_use: vec![8080, 9090],
             running_tasks: 2,
             draining: false,
+            tags: BTreeMap::from([("rack".to_string(), "r1".to_string())]),
         }
     }
 
@@ -1661,6 +1670,7 @@ mod tests {
              Ports in use:         8080, 9090\n\
              Running tasks:        2\n\
              Attributes:           zone=a\n\
+             Tags:                 rack=r1\n\
              Registered:           2023-11-13T22:13:20Z\n\
              Certificate expires:  2023-11-15T22:13:20Z\n\
              Activation:           a1\n\
@@ -1695,9 +1705,10 @@ mod tests {
                 "memoryRemainingMib",
                 "portsInUse",
                 "runningTasks",
-                "draining"
+                "draining",
+                "tags"
             ],
-            "the order scripts have always seen"
+            "the order scripts have always seen (new keys last)"
         );
         let value: serde_json::Value = serde_json::from_str(&json).unwrap();
         assert_eq!(value["certificateExpiresAtMs"], NOW + 86_400_000);
@@ -1714,6 +1725,7 @@ mod tests {
         assert_eq!(value["runningTasks"], 2);
         assert_eq!(value["draining"], false);
         assert_eq!(value["status"], "ACTIVE");
+        assert_eq!(value["tags"]["rack"], "r1");
     }
 
     #[test]
@@ -1779,6 +1791,7 @@ mod tests {
             stopped_at_ms: None,
             ip: None,
             deactivating_until_ms: None,
+            tags: BTreeMap::from([("team".to_string(), "core".to_string())]),
         }
     }
 
@@ -1853,6 +1866,7 @@ mod tests {
              CPU:              256\n\
              Memory:           128 MiB\n\
              Overrides:        web.env.GREETING=hi\n\
+             Tags:             team=core\n\
              Created:          2023-11-14T22:11:20Z\n\
              Pending:          2023-11-14T22:11:30Z\n\
              Started:          2023-11-11T22:13:20Z\n\
@@ -1905,7 +1919,7 @@ mod tests {
         task.ip = Some("198.18.0.7".into());
         assert!(
             task_detail(&task)
-                .contains("Overrides:        web.env.GREETING=hi\nAddress:          198.18.0.7\n"),
+                .contains("Tags:             team=core\nAddress:          198.18.0.7\n"),
             "{}",
             task_detail(&task)
         );
@@ -1949,7 +1963,8 @@ mod tests {
                 "stoppedAtMs": null,
                 "networkBindings": [],
                 "ip": null,
-                "deactivatingUntilMs": null
+                "deactivatingUntilMs": null,
+                "tags": {"team": "core"}
             })
         );
         assert_eq!(value[1]["instanceId"], serde_json::Value::Null);

@@ -326,6 +326,7 @@ mod tests {
             stopped_at_ms: None,
             ip: None,
             deactivating_until_ms: None,
+            tags: Default::default(),
         };
         (id.to_string(), Some(task))
     }

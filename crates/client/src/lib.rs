@@ -46,6 +46,7 @@ pub mod schedules;
 pub mod secrets;
 pub mod services;
 pub mod stats;
+pub mod tags;
 pub mod time;
 
 use std::collections::BTreeMap;
@@ -346,12 +347,24 @@ impl BerthClient {
         name: &str,
         options: &ClusterOptions,
     ) -> Result<t::Cluster, ClientError> {
+        self.create_tagged_cluster(name, options, &std::collections::BTreeMap::new())
+            .await
+    }
+
+    /// Creates a cluster with tags (at most 50, as ECS allows).
+    pub async fn create_tagged_cluster(
+        &self,
+        name: &str,
+        options: &ClusterOptions,
+        tags: &std::collections::BTreeMap<String, String>,
+    ) -> Result<t::Cluster, ClientError> {
         // 0 on the wire means "the default".
         let req = pb::CreateClusterRequest {
             name: name.to_string(),
             lost_after_secs: optional_seconds(options.lost_after, "lost_after")?.unwrap_or(0),
             task_retention_secs: optional_seconds(options.task_retention, "task_retention")?
                 .unwrap_or(0),
+            tags: tags.clone(),
         };
         let resp = self
             .call(Kind::Write, |conn| {

@@ -604,6 +604,7 @@ fn wire_cluster(name: String, lost_after_secs: u64, task_retention_secs: u64) ->
         created_at_ms: 1_700_000_000_000,
         lost_after_secs,
         task_retention_secs,
+        tags: Default::default(),
     }
 }
 

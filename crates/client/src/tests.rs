@@ -60,6 +60,7 @@ impl FakeClusters {
             created_at_ms: 1_700_000_000_000,
             lost_after_secs: 300,
             task_retention_secs: 3600,
+            tags: Default::default(),
         }
     }
 }

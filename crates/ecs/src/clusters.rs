@@ -139,7 +139,7 @@ pub fn cluster(
         pending_tasks_count: counts.pending_tasks,
         active_services_count: counts.active_services,
         statistics,
-        tags: Vec::new(),
+        tags: crate::tags::tag_list(&cluster.tags),
         // Berth's own metrics are Prometheus's (`/metrics`), not Container
         // Insights.
         settings: vec![NameValue {
@@ -181,12 +181,6 @@ pub fn create_cluster_name(request: &CreateClusterRequest) -> Result<String, Ecs
             "services are found through Berth's DNS (SERVICE.CLUSTER.berth) and WatchEndpoints",
         ));
     }
-    if !request.tags.is_empty() {
-        return Err(unsupported(
-            "tags",
-            "they are not stored yet; create the cluster without them",
-        ));
-    }
     for setting in &request.settings {
         match (setting.name.as_str(), setting.value.as_str()) {
             (CONTAINER_INSIGHTS, "disabled") => {}
@@ -212,8 +206,8 @@ pub fn create_cluster_name(request: &CreateClusterRequest) -> Result<String, Ecs
     }
 }
 
-/// DescribeClusters' `include`: whether `STATISTICS` was asked for;
-/// `TAGS` is accepted (there are none yet) and the rest of ECS's options
+/// DescribeClusters' `include`: whether `STATISTICS` was asked for (see
+/// [`include_cluster_tags`] for `TAGS`); the rest of ECS's options
 /// (attachments, settings, configurations) describe nothing Berth has.
 pub fn include_statistics(include: &[String]) -> Result<bool, EcsError> {
     let mut statistics = false;
@@ -234,6 +228,11 @@ pub fn include_statistics(include: &[String]) -> Result<bool, EcsError> {
     Ok(statistics)
 }
 
+/// Whether DescribeClusters' `include` asks for `TAGS`.
+pub fn include_cluster_tags(include: &[String]) -> bool {
+    include.iter().any(|o| o == "TAGS")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -252,6 +251,7 @@ mod tests {
             status: berth_types::ClusterStatus::Active,
             created_at_ms: 0,
             settings: Default::default(),
+            tags: Default::default(),
         };
         let counts = Counts {
             registered_instances: 2,
@@ -298,7 +298,6 @@ mod tests {
                 r#"{"settings": [{"name": "containerInsights", "value": "enabled"}]}"#,
                 "Prometheus",
             ),
-            (r#"{"tags": [{"key": "team", "value": "a"}]}"#, "tags"),
         ];
         for (json, says) in refused {
             let e = create_cluster_name(&parse(json)).unwrap_err();

@@ -124,7 +124,7 @@ pub fn container_instance(scope: &Scope, i: &berth_types::InstanceView) -> Conta
             })
             .collect(),
         registered_at: epoch_seconds(i.registered_at_ms),
-        tags: Vec::new(),
+        tags: crate::tags::tag_list(&i.tags),
         container_instance_arn: arn,
     }
 }
@@ -363,6 +363,7 @@ mod tests {
             ports_in_use: vec![8080, 49153],
             running_tasks: 2,
             draining,
+            tags: Default::default(),
         }
     }
 

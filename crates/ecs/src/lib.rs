@@ -11,8 +11,12 @@
 //! the shapes of its cluster operations ([`clusters`]), of a registered
 //! task definition ([`taskdefs`]), of a task ([`tasks`]), of a service
 //! ([`services`]) and of a container instance ([`instances`]), and
-//! RunTask/StartTask requests read into Berth's inputs ([`run_task`]).
+//! RunTask/StartTask requests read into Berth's inputs ([`run_task`]),
+//! tag operations and the resource an ARN names for them ([`tags`]) and
+//! account settings with the names and values ECS allows
+//! ([`account_settings`]).
 
+pub mod account_settings;
 pub mod arn;
 pub mod clusters;
 pub mod deployments;
@@ -22,6 +26,7 @@ pub mod page;
 pub mod run_task;
 pub mod service;
 pub mod services;
+pub mod tags;
 pub mod taskdef;
 pub mod taskdefs;
 pub mod tasks;

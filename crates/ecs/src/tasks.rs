@@ -224,7 +224,7 @@ pub fn task(
             container_overrides,
         },
         task_arn,
-        tags: Vec::new(),
+        tags: crate::tags::tag_list(&task.tags),
     }
 }
 
@@ -436,6 +436,7 @@ mod tests {
             stopped_at_ms: Some(9_250),
             ip: Some("198.18.0.7".into()),
             deactivating_until_ms: None,
+            tags: Default::default(),
         }
     }
 

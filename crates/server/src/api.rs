@@ -41,6 +41,7 @@ impl ClusterService for Api {
                 req.name,
                 Some(req.lost_after_secs),
                 Some(req.task_retention_secs),
+                req.tags,
             )
             .await?;
         Ok(Response::new(pb::CreateClusterResponse {

@@ -618,6 +618,15 @@ mod tests {
             Access::Write
         );
         // Unknown paths need the most privilege, never the least.
+        assert_eq!(
+            classify("/berth.v1.TagService/ListTagsForResource"),
+            Access::Read
+        );
+        assert_eq!(classify("/berth.v1.TagService/TagResource"), Access::Write);
+        assert_eq!(
+            classify("/berth.v1.TagService/UntagResource"),
+            Access::Write
+        );
         assert_eq!(classify("/berth.v1.TaskService/GetTaskLogs"), Access::Logs);
         assert_eq!(classify("/berth.v1.TaskService/GetTask"), Access::Read);
         assert_eq!(

@@ -29,6 +29,7 @@ pub mod services_api;
 pub mod session;
 pub mod stats;
 pub mod stats_api;
+pub mod tags_api;
 pub mod tasks_api;
 pub mod tls;
 pub mod upgrade;
@@ -432,6 +433,10 @@ impl Server {
             )
             .add_service(
                 pb::task_definition_service_server::TaskDefinitionServiceServer::new(api.clone())
+                    .max_decoding_message_size(api_max),
+            )
+            .add_service(
+                pb::tag_service_server::TagServiceServer::new(api.clone())
                     .max_decoding_message_size(api_max),
             )
             .add_service(

@@ -158,6 +158,7 @@ mod tests {
             stopped_at_ms: None,
             ip: None,
             deactivating_until_ms: None,
+            tags: Default::default(),
         }
     }
 

@@ -14,6 +14,9 @@ use berth_types::resources::Resources;
 use berth_types::{Command, Registration};
 use cluster::TestCluster;
 use serde_json::{json, Value};
+
+/// The principal ARN calls are made as.
+const CALLER: &str = "arn:aws:iam::000000000000:user/BKIA0000000000000001";
 use std::collections::BTreeMap;
 
 const ARN: &str = "arn:aws:ecs:eu-west-1:000000000000";
@@ -90,7 +93,7 @@ impl Api {
     async fn call(&self, operation: &str, body: Value) -> Value {
         match self
             .api
-            .call(&self.scope, operation, body.to_string().as_bytes())
+            .call(&self.scope, CALLER, operation, body.to_string().as_bytes())
             .await
         {
             Ok(answer) => answer,
@@ -101,7 +104,7 @@ impl Api {
     async fn refused(&self, operation: &str, body: Value) -> berth_ecs::error::EcsError {
         match self
             .api
-            .call(&self.scope, operation, body.to_string().as_bytes())
+            .call(&self.scope, CALLER, operation, body.to_string().as_bytes())
             .await
         {
             Ok(answer) => panic!("{operation} answered {answer}"),

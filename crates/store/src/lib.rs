@@ -226,7 +226,7 @@ pub enum StoreError {
     },
     #[error("snapshot file {path} is damaged ({reason}); remove this server's data dir and re-add it to the cluster so that it receives a fresh snapshot")]
     SnapshotCorrupt { path: String, reason: String },
-    #[error("{what} is in Berth data format {found}, and this berthd reads format {} only (format 1 came from builds before services, format 2 from builds before command levels and de-duplicated forwarded writes, format 3 from builds before instance keys were recorded, format 4 from builds before load balancers, task IPs and blue/green deployments, format 5 from builds before the event journal and audit log, format 6 from builds before AWS access keys, tags on clusters, tasks and instances, and account settings); run the version that wrote it, or move this server's data dir aside and re-add the server to the cluster (berth server add) so it receives a snapshot", DATA_FORMAT)]
+    #[error("{what} is in Berth data format {found}, and this berthd reads format {} only (format 1 came from builds before services, format 2 from builds before command levels and de-duplicated forwarded writes, format 3 from builds before instance keys were recorded, format 4 from builds before load balancers, task IPs and blue/green deployments, format 5 from builds before the event journal and audit log, format 6 from builds before tags on clusters, tasks and instances, account settings and AWS access keys); run the version that wrote it, or move this server's data dir aside and re-add the server to the cluster (berth server add) so it receives a snapshot", DATA_FORMAT)]
     Format { what: String, found: u32 },
 }
 
@@ -241,7 +241,10 @@ pub enum StoreError {
 /// addresses or DEACTIVATING tasks (`Task::ip`, `deactivating_until_ms`),
 /// no service load balancers, and no blue/green deployments (deployment
 /// controllers, traffic shares); format 5 had no journal (events and audit
-/// records in the state, callers and times in each batch's `Origin`).
+/// records in the state, callers and times in each batch's `Origin`);
+/// format 6 had no tags on clusters, tasks and instances
+/// (`Cluster::tags`, `Task::tags`, `Instance::tags`) and no account
+/// settings (`State::account_settings`).
 pub const DATA_FORMAT: u32 = 7;
 
 /// Refuses a data dir written in another format; marks a new one.

@@ -183,6 +183,9 @@ pub struct Instance {
     /// these are seen only as `agent.NAME` (see [`Instance::all_attributes`])
     /// and never change the operator's `attributes`.
     pub agent_attributes: BTreeMap<String, String>,
+    /// Appended last: records are stored positionally (bincode).
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
 }
 
 /// The prefix agent-reported attributes are seen under; operators cannot

@@ -58,4 +58,7 @@ pub struct Cluster {
     pub status: ClusterStatus,
     pub created_at_ms: i64,
     pub settings: ClusterSettings,
+    /// Appended last: records are stored positionally (bincode).
+    #[serde(default)]
+    pub tags: std::collections::BTreeMap<String, String>,
 }

@@ -257,6 +257,41 @@ pub enum Command {
     ResealSecrets {
         secrets: Vec<crate::secrets::ResealedSecret>,
     },
+    /// TagResource: adds the tags, a key already there taking the new
+    /// value; refused if the resource would end up with more than 50.
+    TagResource {
+        target: crate::tags::TagTarget,
+        tags: BTreeMap<String, String>,
+    },
+    /// UntagResource: keys the resource does not have are ignored, as ECS
+    /// does.
+    UntagResource {
+        target: crate::tags::TagTarget,
+        keys: Vec<String>,
+    },
+    /// PutAccountSetting (`principal` is the caller's principal ARN as
+    /// given) or, with `principal` empty, PutAccountSettingDefault. Names
+    /// and values are ECS's to check (berth-ecs); the state only bounds
+    /// their lengths.
+    PutAccountSetting {
+        principal: String,
+        name: String,
+        value: String,
+    },
+    /// DeleteAccountSetting; `principal` empty deletes the default.
+    DeleteAccountSetting {
+        principal: String,
+        name: String,
+    },
+    /// CreateCluster with tags, in one command: a TagResource batched after
+    /// a CreateCluster would tag an existing cluster of that name when the
+    /// create is refused.
+    CreateTaggedCluster {
+        name: String,
+        settings: ClusterSettings,
+        tags: BTreeMap<String, String>,
+        at_ms: i64,
+    },
     /// `berth auth token create --format aws`: an API token that signs
     /// with SigV4; its secret access key sealed by the proposing server.
     CreateAwsAccessKey {
@@ -303,7 +338,8 @@ pub struct FireSchedule {
 /// blue/green deployments of services.
 /// Level 4: journal retention; scheduled tasks; secrets (and their
 /// re-sealing under a rotated data key).
-/// Level 5: AWS access keys.
+/// Level 5: tags on clusters, tasks and instances; account settings; AWS
+/// access keys.
 pub const COMMAND_LEVEL: u32 = 5;
 
 /// The most secrets a ResealSecrets names in its audit record.
@@ -315,6 +351,11 @@ impl Command {
     /// its level is chosen.
     pub fn level(&self) -> u32 {
         match self {
+            Command::TagResource { .. }
+            | Command::UntagResource { .. }
+            | Command::PutAccountSetting { .. }
+            | Command::DeleteAccountSetting { .. }
+            | Command::CreateTaggedCluster { .. } => 5,
             Command::SetJournalRetention { .. }
             | Command::PutSchedule { .. }
             | Command::DeleteSchedule { .. }
@@ -502,7 +543,7 @@ impl Command {
     pub fn kind(&self) -> &'static str {
         match self {
             Command::RevokeCertificate { .. } => "revoke_certificate",
-            Command::CreateCluster { .. } => "create_cluster",
+            Command::CreateCluster { .. } | Command::CreateTaggedCluster { .. } => "create_cluster",
             Command::DeleteCluster { .. } => "delete_cluster",
             Command::RegisterTaskDefinition { .. } => "register_task_definition",
             Command::DeregisterTaskDefinition { .. } => "deregister_task_definition",
@@ -544,6 +585,10 @@ impl Command {
             Command::PutSecret { create: false, .. } => "update_secret",
             Command::DeleteSecret { .. } => "delete_secret",
             Command::ResealSecrets { .. } => "reseal_secrets",
+            Command::TagResource { .. } => "tag_resource",
+            Command::UntagResource { .. } => "untag_resource",
+            Command::PutAccountSetting { .. } => "put_account_setting",
+            Command::DeleteAccountSetting { .. } => "delete_account_setting",
             Command::CreateAwsAccessKey { .. } => "create_aws_access_key",
             Command::ResealAwsAccessKeys { .. } => "reseal_aws_access_keys",
         }
@@ -562,6 +607,7 @@ impl Command {
         let instance = |id: &str| format!("instance/{id}");
         match self {
             Command::CreateCluster { name, .. }
+            | Command::CreateTaggedCluster { name, .. }
             | Command::UpdateClusterSettings { name, .. }
             | Command::DeleteCluster { name } => format!("cluster/{name}"),
             Command::RegisterTaskDefinition { spec, .. } => {
@@ -638,6 +684,26 @@ impl Command {
                 }
                 names.join(" ")
             }
+            // As the audit log and the events name a task definition
+            // elsewhere, so `--resource` finds its tag changes with the rest.
+            Command::TagResource {
+                target: crate::tags::TagTarget::TaskDefinition { family, revision },
+                ..
+            }
+            | Command::UntagResource {
+                target: crate::tags::TagTarget::TaskDefinition { family, revision },
+                ..
+            } => format!("task-definition/{family}:{revision}"),
+            Command::TagResource { target, .. } | Command::UntagResource { target, .. } => {
+                target.resource()
+            }
+            // The principal is an ARN the caller gave, not a secret.
+            Command::PutAccountSetting {
+                principal, name, ..
+            }
+            | Command::DeleteAccountSetting { principal, name } => {
+                account_setting_resource(principal, name)
+            }
             Command::ResealAwsAccessKeys { keys } => {
                 let mut names: Vec<String> = keys
                     .iter()
@@ -650,6 +716,16 @@ impl Command {
                 names.join(" ")
             }
         }
+    }
+}
+
+/// `account-setting/NAME` for the default, else
+/// `account-setting/PRINCIPAL/NAME`.
+fn account_setting_resource(principal: &str, name: &str) -> String {
+    if principal.is_empty() {
+        format!("account-setting/{name}")
+    } else {
+        format!("account-setting/{principal}/{name}")
     }
 }
 
@@ -680,5 +756,13 @@ pub enum CommandOutput {
     Resealed {
         resealed: Vec<String>,
         skipped: Vec<String>,
+    },
+    /// A resource's tags after a TagResource or UntagResource changed them.
+    Tags(BTreeMap<String, String>),
+    /// An account setting after a Put (`value` Some) or Delete (None).
+    AccountSetting {
+        principal: String,
+        name: String,
+        value: Option<String>,
     },
 }

@@ -20,6 +20,7 @@ pub mod scheduled;
 pub mod secrets;
 pub mod service;
 pub mod state;
+pub mod tags;
 pub mod task;
 pub mod taskdef;
 pub mod time;
@@ -46,6 +47,7 @@ pub use service::{
     SchedulingStrategy, Service, ServiceEvent, ServiceSpec, ServiceStatus, ServiceUpdate,
 };
 pub use state::{ClientTokenRecord, State, CLIENT_TOKEN_TTL_MS, MAX_TASKS_PER_RUN};
+pub use tags::TagTarget;
 pub use task::{
     ContainerState, ContainerStatus, DesiredStatus, Health, StopCode, Task, TaskStatus,
 };

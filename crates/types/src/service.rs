@@ -1334,6 +1334,7 @@ mod tests {
             stopped_at_ms: None,
             ip: None,
             deactivating_until_ms: None,
+            tags: Default::default(),
         }
     }
 

@@ -215,6 +215,9 @@ pub struct Task {
     /// While DEACTIVATING: when its deregistration delay ends and the agent
     /// is told to stop it. `None` otherwise.
     pub deactivating_until_ms: Option<i64>,
+    /// Appended last: records are stored positionally (bincode).
+    #[serde(default)]
+    pub tags: std::collections::BTreeMap<String, String>,
 }
 
 impl Task {
@@ -390,6 +393,7 @@ mod tests {
             stopped_at_ms: None,
             ip: None,
             deactivating_until_ms: None,
+            tags: Default::default(),
         }
     }
 

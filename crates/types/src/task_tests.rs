@@ -1203,3 +1203,432 @@ fn a_state_loaded_from_a_snapshot_journals_exactly_what_the_original_does() {
     assert_eq!(tail[0].at_ms, 600);
     assert_eq!(tail[1].resource(), "task/t-1");
 }
+
+// Tags and account settings.
+
+fn pairs(list: &[(&str, &str)]) -> BTreeMap<String, String> {
+    list.iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+fn tag(state: &mut State, target: &crate::TagTarget, list: &[(&str, &str)]) -> CommandOutput {
+    state
+        .apply(Command::TagResource {
+            target: target.clone(),
+            tags: pairs(list),
+        })
+        .unwrap()
+}
+
+fn untag(state: &mut State, target: &crate::TagTarget, keys: &[&str]) -> CommandOutput {
+    state
+        .apply(Command::UntagResource {
+            target: target.clone(),
+            keys: keys.iter().map(|k| k.to_string()).collect(),
+        })
+        .unwrap()
+}
+
+/// `state` with a service `api` of `small` and a task `t-1`.
+fn tagged_world() -> State {
+    let mut state = cluster();
+    state
+        .apply(Command::RunTasks(run("small", &["t-1"], None)))
+        .unwrap();
+    let mut spec = crate::ServiceSpec {
+        load_balancers: Vec::new(),
+        cluster: "default".into(),
+        name: "api".into(),
+        task_definition: "small".into(),
+        desired_count: 0,
+        scheduling_strategy: crate::SchedulingStrategy::Replica,
+        placement_strategies: vec![],
+        placement_constraints: vec![],
+        deployment_configuration: crate::DeploymentConfiguration::defaults_for(
+            crate::SchedulingStrategy::Replica,
+        ),
+        health_check_grace_period_secs: 0,
+        tags: BTreeMap::new(),
+    };
+    spec.tags = pairs(&[("team", "core")]);
+    state
+        .apply(Command::CreateService {
+            spec,
+            deployment_id: "d-1".into(),
+            at_ms: 10,
+        })
+        .unwrap();
+    state
+}
+
+#[test]
+fn every_kind_of_resource_is_tagged_and_untagged() {
+    use crate::TagTarget;
+    let mut state = tagged_world();
+    let targets = [
+        TagTarget::Cluster {
+            name: "default".into(),
+        },
+        TagTarget::TaskDefinition {
+            family: "web".into(),
+            revision: 1,
+        },
+        TagTarget::Task { id: "t-1".into() },
+        TagTarget::Service {
+            cluster: "default".into(),
+            name: "api".into(),
+        },
+        TagTarget::Instance { id: "i-1".into() },
+    ];
+    for target in &targets {
+        let before = state.tags(target).unwrap();
+        let out = tag(&mut state, target, &[("env", "prod"), ("owner", "a")]);
+        let mut expected = before.clone();
+        expected.extend(pairs(&[("env", "prod"), ("owner", "a")]));
+        assert_eq!(out, CommandOutput::Tags(expected.clone()), "{target}");
+        // A key already there takes the new value.
+        tag(&mut state, target, &[("owner", "b")]);
+        expected.insert("owner".into(), "b".into());
+        assert_eq!(state.tags(target).unwrap(), expected, "{target}");
+        // Removing a key that is not there is fine, as in ECS.
+        untag(&mut state, target, &["env", "absent"]);
+        expected.remove("env");
+        assert_eq!(state.tags(target).unwrap(), expected, "{target}");
+        // Nothing to change: Unchanged.
+        assert_eq!(
+            untag(&mut state, target, &["absent"]),
+            CommandOutput::Unchanged
+        );
+    }
+    // Each landed in its own record.
+    assert_eq!(state.cluster("default").unwrap().tags["owner"], "b");
+    let td = state.task_definition("web", 1).unwrap();
+    assert_eq!(
+        td.spec.tags,
+        vec![crate::Tag {
+            key: "owner".into(),
+            value: "b".into()
+        }]
+    );
+    assert_eq!(state.task("t-1").unwrap().tags["owner"], "b");
+    let service = state.service("default", "api").unwrap();
+    assert_eq!(service.tags, pairs(&[("owner", "b"), ("team", "core")]));
+    assert_eq!(state.instance("i-1").unwrap().tags["owner"], "b");
+    // Tags survive the positional encoding of snapshots.
+    let bytes = bincode::serialize(&state).unwrap();
+    assert_eq!(bincode::deserialize::<State>(&bytes).unwrap(), state);
+}
+
+#[test]
+fn a_stopped_task_can_be_tagged_but_a_missing_resource_cannot() {
+    use crate::TagTarget;
+    let mut state = tagged_world();
+    state
+        .apply(Command::StopTask {
+            task_id: "t-1".into(),
+            reason: "done".into(),
+            at_ms: 20,
+        })
+        .unwrap();
+    assert_eq!(state.task("t-1").unwrap().last_status, TaskStatus::Stopped);
+    tag(
+        &mut state,
+        &TagTarget::Task { id: "t-1".into() },
+        &[("k", "v")],
+    );
+    for (target, kind) in [
+        (
+            TagTarget::Cluster {
+                name: "gone".into(),
+            },
+            "cluster",
+        ),
+        (
+            TagTarget::TaskDefinition {
+                family: "web".into(),
+                revision: 9,
+            },
+            "task definition",
+        ),
+        (TagTarget::Task { id: "t-9".into() }, "task"),
+        (
+            TagTarget::Service {
+                cluster: "default".into(),
+                name: "nope".into(),
+            },
+            "service",
+        ),
+        (TagTarget::Instance { id: "i-9".into() }, "instance"),
+    ] {
+        let before = state.clone();
+        let err = state
+            .apply(Command::TagResource {
+                target: target.clone(),
+                tags: pairs(&[("k", "v")]),
+            })
+            .unwrap_err();
+        assert!(
+            matches!(&err, StateError::NotFound { kind: k, .. } if k == kind),
+            "{target}: {err}"
+        );
+        assert!(state
+            .apply(Command::UntagResource {
+                target,
+                keys: vec!["k".into()],
+            })
+            .is_err());
+        assert_eq!(state, before);
+    }
+}
+
+#[test]
+fn tags_are_refused_past_fifty_or_under_the_aws_prefix() {
+    use crate::TagTarget;
+    let mut state = tagged_world();
+    let cluster = TagTarget::Cluster {
+        name: "default".into(),
+    };
+    let fifty: BTreeMap<String, String> = (0..50)
+        .map(|i| (format!("k{i}"), "v".to_string()))
+        .collect();
+    state
+        .apply(Command::TagResource {
+            target: cluster.clone(),
+            tags: fifty,
+        })
+        .unwrap();
+    let before = state.clone();
+    let err = state
+        .apply(Command::TagResource {
+            target: cluster.clone(),
+            tags: pairs(&[("one-more", "v")]),
+        })
+        .unwrap_err();
+    assert!(err.to_string().contains("51 tags"), "{err}");
+    // Overwriting one keeps 50.
+    tag(&mut state, &cluster, &[("k0", "new")]);
+    let service = TagTarget::Service {
+        cluster: "default".into(),
+        name: "api".into(),
+    };
+    let before_service = state.clone();
+    let err = state
+        .apply(Command::TagResource {
+            target: service.clone(),
+            tags: pairs(&[("a", "1"), ("aws:stack", "x")]),
+        })
+        .unwrap_err();
+    match &err {
+        StateError::Invalid(e) => assert_eq!(e.fields().collect::<Vec<_>>(), ["tags[1].key"]),
+        other => panic!("unexpected {other}"),
+    }
+    let err = state
+        .apply(Command::UntagResource {
+            target: service,
+            keys: vec!["aws:x".into()],
+        })
+        .unwrap_err();
+    assert!(err.to_string().contains("reserved"), "{err}");
+    assert_eq!(state, before_service);
+    assert_ne!(state, before);
+}
+
+#[test]
+fn account_settings_have_defaults_and_per_principal_values() {
+    let mut state = State::new();
+    let put = |state: &mut State, principal: &str, name: &str, value: &str| {
+        state
+            .apply(Command::PutAccountSetting {
+                principal: principal.into(),
+                name: name.into(),
+                value: value.into(),
+            })
+            .unwrap()
+    };
+    let alice = "arn:aws:iam::123456789012:user/alice";
+    put(&mut state, "", "containerInsights", "enabled");
+    assert_eq!(
+        put(&mut state, alice, "containerInsights", "disabled"),
+        CommandOutput::AccountSetting {
+            principal: alice.into(),
+            name: "containerInsights".into(),
+            value: Some("disabled".into()),
+        }
+    );
+    assert_eq!(
+        put(&mut state, alice, "containerInsights", "disabled"),
+        CommandOutput::Unchanged
+    );
+    assert_eq!(
+        state.account_setting_default("containerInsights"),
+        Some("enabled")
+    );
+    assert_eq!(
+        state.effective_account_setting(alice, "containerInsights"),
+        Some("disabled")
+    );
+    // Someone without a value of their own gets the default.
+    assert_eq!(
+        state.effective_account_setting("arn:aws:iam::123456789012:user/bob", "containerInsights"),
+        Some("enabled")
+    );
+    assert_eq!(state.effective_account_setting(alice, "other"), None);
+    assert_eq!(
+        state.account_settings_for(alice).unwrap(),
+        &pairs(&[("containerInsights", "disabled")])
+    );
+    let delete = |state: &mut State, principal: &str, name: &str| {
+        state
+            .apply(Command::DeleteAccountSetting {
+                principal: principal.into(),
+                name: name.into(),
+            })
+            .unwrap()
+    };
+    delete(&mut state, alice, "containerInsights");
+    assert_eq!(
+        state.effective_account_setting(alice, "containerInsights"),
+        Some("enabled")
+    );
+    assert!(state.account_settings_for(alice).is_none());
+    // Deleting again is done already.
+    assert_eq!(
+        delete(&mut state, alice, "containerInsights"),
+        CommandOutput::Unchanged
+    );
+    delete(&mut state, "", "containerInsights");
+    assert_eq!(state, State::new());
+    // Only lengths are the state's to check.
+    let err = state
+        .apply(Command::PutAccountSetting {
+            principal: String::new(),
+            name: String::new(),
+            value: "v".repeat(257),
+        })
+        .unwrap_err();
+    match err {
+        StateError::Invalid(e) => assert_eq!(e.fields().collect::<Vec<_>>(), ["name", "value"]),
+        other => panic!("unexpected {other}"),
+    }
+}
+
+#[test]
+fn tag_changes_are_journaled() {
+    use crate::journal::{Actor, EventDetail, Principal};
+    use crate::TagTarget;
+    let mut state = tagged_world();
+    state.rebuild_indexes();
+    let operator = Actor {
+        principal: Principal::Token {
+            id: "ops".into(),
+            role: crate::Role::Admin,
+        },
+        operation: "TagResource".into(),
+        peer: String::new(),
+    };
+    let targets = [
+        TagTarget::Cluster {
+            name: "default".into(),
+        },
+        TagTarget::TaskDefinition {
+            family: "web".into(),
+            revision: 1,
+        },
+        TagTarget::Task { id: "t-1".into() },
+        TagTarget::Service {
+            cluster: "default".into(),
+            name: "api".into(),
+        },
+        TagTarget::Instance { id: "i-1".into() },
+    ];
+    let mut index = 100;
+    for target in &targets {
+        state.begin_entry(index, 5_000);
+        state
+            .apply_by(
+                Command::TagResource {
+                    target: target.clone(),
+                    tags: pairs(&[("env", "prod")]),
+                },
+                &operator,
+            )
+            .unwrap();
+        // The same tags again change nothing and say nothing.
+        state.begin_entry(index + 1, 5_001);
+        state
+            .apply_by(
+                Command::TagResource {
+                    target: target.clone(),
+                    tags: pairs(&[("env", "prod")]),
+                },
+                &operator,
+            )
+            .unwrap();
+        index += 2;
+    }
+    let events = state.journal().events().after(None, 100, |_| true).unwrap();
+    let told: Vec<String> = events
+        .iter()
+        .filter(|e| e.cursor.index >= 100)
+        .map(|e| {
+            assert!(
+                matches!(
+                    e.detail,
+                    EventDetail::ClusterChange { .. }
+                        | EventDetail::TaskDefinitionStateChange { .. }
+                        | EventDetail::TaskStateChange { .. }
+                        | EventDetail::ServiceStateChange { .. }
+                        | EventDetail::InstanceStateChange { .. }
+                ),
+                "{:?}",
+                e.detail
+            );
+            e.resource()
+        })
+        .collect();
+    assert_eq!(
+        told,
+        [
+            "cluster/default",
+            "task-definition/web:1",
+            "task/t-1",
+            "service/default/api",
+            "instance/i-1"
+        ]
+    );
+    let audit = state.journal().audit().after(None, 100, |_| true).unwrap();
+    assert!(audit
+        .iter()
+        .any(|r| r.command == "tag_resource" && r.resource == "task-definition/web:1"));
+}
+
+#[test]
+fn a_cluster_is_created_with_its_tags_or_not_at_all() {
+    let mut state = State::new();
+    let create = |name: &str, tags: &[(&str, &str)]| Command::CreateTaggedCluster {
+        name: name.into(),
+        settings: Default::default(),
+        tags: pairs(tags),
+        at_ms: 5,
+    };
+    state.apply(create("prod", &[("env", "prod")])).unwrap();
+    assert_eq!(
+        state.cluster("prod").unwrap().tags,
+        pairs(&[("env", "prod")])
+    );
+    // A refused create never tags the cluster already there.
+    let before = state.clone();
+    let err = state
+        .apply(create("prod", &[("env", "other")]))
+        .unwrap_err();
+    assert!(matches!(err, StateError::AlreadyExists { .. }), "{err}");
+    let err = state.apply(create("dev", &[("aws:x", "y")])).unwrap_err();
+    assert!(matches!(err, StateError::Invalid(_)), "{err}");
+    assert_eq!(state, before);
+    assert_eq!(
+        create("x", &[]).level(),
+        5,
+        "only a level-5 server knows it"
+    );
+}

@@ -184,6 +184,8 @@ pub struct InstanceView {
     /// Tasks placed here and not yet STOPPED.
     pub running_tasks: u32,
     pub draining: bool,
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
 }
 
 impl InstanceView {
@@ -215,6 +217,7 @@ impl InstanceView {
             ports_in_use: i.capacity.used_ports().iter().map(|p| p.port).collect(),
             running_tasks: u32::try_from(running_tasks).unwrap_or(u32::MAX),
             draining: i.draining,
+            tags: i.tags.clone(),
         }
     }
 }
@@ -374,6 +377,7 @@ mod tests {
             assignment_seq: 0,
             public_key_sha256: "k".into(),
             agent_attributes: BTreeMap::new(),
+            tags: BTreeMap::new(),
         };
         let view = InstanceView::new(&instance, 3);
         assert_eq!(view.status, InstanceState::Disconnected);

@@ -247,6 +247,34 @@ fn commands() -> Vec<Command> {
             create: true,
             at_ms: 63_000,
         },
+        Command::TagResource {
+            target: TagTarget::Cluster {
+                name: "default".into(),
+            },
+            tags: BTreeMap::from([("env".into(), "prod".into())]),
+        },
+        Command::TagResource {
+            target: TagTarget::Task { id: "t-1".into() },
+            tags: BTreeMap::from([("team".into(), "core".into())]),
+        },
+        Command::TagResource {
+            target: TagTarget::Instance { id: "i-1".into() },
+            tags: BTreeMap::from([("rack".into(), "a".into()), ("tmp".into(), "x".into())]),
+        },
+        Command::UntagResource {
+            target: TagTarget::Instance { id: "i-1".into() },
+            keys: vec!["tmp".into()],
+        },
+        Command::PutAccountSetting {
+            principal: String::new(),
+            name: "containerInsights".into(),
+            value: "enabled".into(),
+        },
+        Command::PutAccountSetting {
+            principal: "arn:aws:iam::123456789012:user/ops".into(),
+            name: "serviceLongArnFormat".into(),
+            value: "enabled".into(),
+        },
         Command::CreateAwsAccessKey {
             id: "BKIA0123456789ABCDEF".into(),
             role: Role::Admin,
@@ -311,6 +339,30 @@ fn unapplied() -> Vec<Command> {
                 nonce: vec![5; 12],
                 ciphertext: vec![6; 23],
             }],
+        },
+        Command::TagResource {
+            target: TagTarget::TaskDefinition {
+                family: "web".into(),
+                revision: 1,
+            },
+            tags: BTreeMap::from([("k".into(), "v".into())]),
+        },
+        Command::UntagResource {
+            target: TagTarget::Service {
+                cluster: "default".into(),
+                name: "web".into(),
+            },
+            keys: vec!["k".into()],
+        },
+        Command::DeleteAccountSetting {
+            principal: String::new(),
+            name: "containerInsights".into(),
+        },
+        Command::CreateTaggedCluster {
+            name: "tagged".into(),
+            settings: ClusterSettings::default(),
+            tags: BTreeMap::from([("env".into(), "test".into())]),
+            at_ms: 65_000,
         },
         Command::ResealAwsAccessKeys {
             keys: vec![ResealedKey {

@@ -14,6 +14,7 @@ impl From<t::Cluster> for pb::Cluster {
             created_at_ms: c.created_at_ms,
             lost_after_secs: c.settings.lost_after_secs,
             task_retention_secs: c.settings.task_retention_secs,
+            tags: c.tags,
         }
     }
 }
@@ -30,6 +31,7 @@ impl TryFrom<pb::Cluster> for t::Cluster {
                 lost_after_secs: c.lost_after_secs,
                 task_retention_secs: c.task_retention_secs,
             },
+            tags: c.tags,
         })
     }
 }
@@ -48,6 +50,7 @@ mod tests {
                 lost_after_secs: 60,
                 task_retention_secs: 120,
             },
+            tags: [("team".to_string(), "core".to_string())].into(),
         };
         let mut wire = pb::Cluster::from(cluster.clone());
         assert_eq!(t::Cluster::try_from(wire.clone()), Ok(cluster));

@@ -120,6 +120,7 @@ impl From<t::InstanceView> for pb::Instance {
             ports_in_use: i.ports_in_use,
             running_tasks: i.running_tasks,
             draining: i.draining,
+            tags: i.tags,
         }
     }
 }
@@ -154,6 +155,7 @@ impl TryFrom<pb::Instance> for t::InstanceView {
             ports_in_use: i.ports_in_use,
             running_tasks: i.running_tasks,
             draining: i.draining,
+            tags: i.tags,
         })
     }
 }
@@ -291,6 +293,7 @@ mod tests {
             ports_in_use: vec![8080],
             running_tasks: 2,
             draining: true,
+            tags: Default::default(),
         };
         let mut wire = pb::Instance::from(instance.clone());
         assert_eq!(wire.status, "DRAINING");

@@ -74,6 +74,7 @@ impl From<&t::Task> for pb::Task {
             network_bindings: Vec::new(),
             ip: task.ip.clone().unwrap_or_default(),
             deactivating_until_ms: task.deactivating_until_ms,
+            tags: task.tags.clone(),
         }
     }
 }
@@ -142,6 +143,7 @@ impl TryFrom<pb::Task> for t::Task {
             stopped_at_ms: w.stopped_at_ms,
             ip: non_empty(w.ip),
             deactivating_until_ms: w.deactivating_until_ms,
+            tags: w.tags,
         })
     }
 }
@@ -470,6 +472,7 @@ mod tests {
             started_at_ms: Some(3),
             stopping_at_ms: Some(4),
             stopped_at_ms: None,
+            tags: Default::default(),
         }
     }
 

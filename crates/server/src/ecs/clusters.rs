@@ -60,7 +60,12 @@ impl EcsApi {
         request: CreateClusterRequest,
     ) -> EcsResult {
         let name = shapes::create_cluster_name(&request)?;
-        let cluster = match self.ops.create_cluster(name.clone(), None, None).await {
+        let tags = berth_ecs::tags::tag_map(&request.tags)?;
+        let cluster = match self
+            .ops
+            .create_cluster(name.clone(), None, None, tags)
+            .await
+        {
             Ok(cluster) => cluster,
             // ECS answers a create of an existing cluster with that cluster.
             Err(ServerError::State(berth_types::StateError::AlreadyExists { .. })) => self
@@ -85,6 +90,7 @@ impl EcsApi {
         request: DescribeClustersRequest,
     ) -> EcsResult {
         let statistics = shapes::include_statistics(&request.include)?;
+        let with_tags = shapes::include_cluster_tags(&request.include);
         if request.clusters.len() > MAX_DESCRIBED {
             return Err(EcsError::new(
                 ErrorType::InvalidParameter,
@@ -122,7 +128,12 @@ impl EcsApi {
         for item in found {
             match item {
                 Ok((cluster, counts)) => {
-                    clusters.push(shapes::cluster(scope, &cluster, counts, statistics))
+                    let mut shaped = shapes::cluster(scope, &cluster, counts, statistics);
+                    if !with_tags {
+                        // ECS answers tags only when asked for.
+                        shaped.tags.clear();
+                    }
+                    clusters.push(shaped)
                 }
                 Err(name) => failures.push(Failure::missing(scope.cluster(&name))),
             }
@@ -174,5 +185,48 @@ impl EcsApi {
         let mut cluster = shapes::cluster(scope, &before, Counts::default(), false);
         cluster.status = "INACTIVE".into();
         answer(json!({ "cluster": cluster }))
+    }
+}
+
+/// UpdateCluster and UpdateClusterSettings: what ECS lets them change
+/// (settings, ECS Exec's configuration, Service Connect defaults) is
+/// checked as CreateCluster checks it; Berth keeps no such settings, so a
+/// request that passes changes nothing and answers the cluster.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct UpdateClusterRequest {
+    cluster: String,
+    #[serde(default)]
+    settings: Vec<berth_ecs::clusters::NameValue>,
+    configuration: Option<serde_json::Value>,
+    service_connect_defaults: Option<serde_json::Value>,
+}
+
+impl EcsApi {
+    pub(super) async fn update_cluster(
+        &self,
+        scope: &Scope,
+        request: UpdateClusterRequest,
+    ) -> EcsResult {
+        let name = arn::cluster_name(Some(&request.cluster))?;
+        shapes::create_cluster_name(&CreateClusterRequest {
+            cluster_name: Some(name.clone()),
+            settings: request.settings,
+            configuration: request.configuration,
+            service_connect_defaults: request.service_connect_defaults,
+            ..CreateClusterRequest::default()
+        })?;
+        let cluster = self
+            .ops
+            .describe_cluster(&name)
+            .await
+            .map_err(from_server)?;
+        let counts = self
+            .ops
+            .node()
+            .read(|state| counts(state, &cluster.name))
+            .await
+            .map_err(from_server)?;
+        answer(json!({ "cluster": shapes::cluster(scope, &cluster, counts, false) }))
     }
 }

@@ -344,11 +344,17 @@ impl EcsEndpoint {
             region: signer.region,
             account: self.api.account_id.clone(),
         };
+        // An AWS key stands for an IAM user of the account, named by its id
+        // (what account settings are kept by).
+        let caller = format!(
+            "arn:aws:iam::{}:user/{}",
+            self.api.account_id, signer.token_id
+        );
         tracing::debug!(token_id = %signer.token_id, "ECS call authenticated");
         if !audited {
             return self
                 .api
-                .call(&scope, operation, &body)
+                .call(&scope, &caller, operation, &body)
                 .await
                 .map_err(Refusal::from);
         }
@@ -356,7 +362,7 @@ impl EcsEndpoint {
         let probe = context.clone();
         let actor = context.actor.clone();
         let result = context
-            .scope(self.api.call(&scope, operation, &body))
+            .scope(self.api.call(&scope, &caller, operation, &body))
             .await
             .map_err(Refusal::from);
         if !probe.proposed() {

@@ -60,8 +60,7 @@ impl EcsApi {
         scope: &Scope,
         request: DescribeContainerInstancesRequest,
     ) -> EcsResult {
-        // Instances carry no tags: TAGS is accepted and adds nothing.
-        include_tags(&request.include)?;
+        let with_tags = include_tags(&request.include)?;
         if request.container_instances.is_empty()
             || request.container_instances.len() > MAX_DESCRIBED
         {
@@ -77,7 +76,14 @@ impl EcsApi {
             let instance =
                 instance_in(&cluster, input)?.and_then(|id| all.iter().find(|i| i.id == id));
             match instance {
-                Some(i) => found.push(shapes::container_instance(scope, i)),
+                Some(i) => {
+                    let mut shaped = shapes::container_instance(scope, i);
+                    if !with_tags {
+                        // ECS answers tags only when asked for.
+                        shaped.tags.clear();
+                    }
+                    found.push(shaped)
+                }
                 None => failures.push(Failure::missing(match arn::container_instance(input)? {
                     (Some(_), _) => input.clone(),
                     (None, id) => scope.arn(Resource::ContainerInstance {

@@ -9,6 +9,7 @@ mod clusters;
 pub mod http;
 mod instances;
 mod services;
+mod tagging;
 mod taskdefs;
 mod tasks;
 
@@ -48,6 +49,12 @@ pub fn kind(operation: &str) -> Option<Kind> {
     Some(match operation {
         "ListClusters" | "DescribeClusters" => read,
         "CreateCluster" | "DeleteCluster" | "UpdateCluster" | "UpdateClusterSettings" => write,
+        "ListTagsForResource" | "ListAccountSettings" => read,
+        "TagResource"
+        | "UntagResource"
+        | "PutAccountSetting"
+        | "PutAccountSettingDefault"
+        | "DeleteAccountSetting" => write,
         "DescribeTaskDefinition" | "ListTaskDefinitions" | "ListTaskDefinitionFamilies" => read,
         "RegisterTaskDefinition" | "DeregisterTaskDefinition" => write,
         "DescribeTasks" | "ListTasks" => read,
@@ -200,6 +207,15 @@ routes!(
     DescribeClusters,
     CreateCluster,
     DeleteCluster,
+    UpdateCluster,
+    UpdateClusterSettings,
+    TagResource,
+    UntagResource,
+    ListTagsForResource,
+    PutAccountSetting,
+    PutAccountSettingDefault,
+    DeleteAccountSetting,
+    ListAccountSettings,
     RegisterTaskDefinition,
     DescribeTaskDefinition,
     DeregisterTaskDefinition,
@@ -243,8 +259,15 @@ pub struct EcsApi {
 
 impl EcsApi {
     /// Answers one supported operation (the caller has been authenticated
-    /// and holds the role [`kind`] names).
-    pub async fn call(&self, scope: &Scope, operation: &str, body: &[u8]) -> EcsResult {
+    /// and holds the role [`kind`] names). `caller` is the caller's
+    /// principal ARN, which account settings are kept by.
+    pub async fn call(
+        &self,
+        scope: &Scope,
+        caller: &str,
+        operation: &str,
+        body: &[u8],
+    ) -> EcsResult {
         let Some(route) = route(operation) else {
             return Err(EcsError::new(
                 ErrorType::UnknownOperation,
@@ -256,6 +279,24 @@ impl EcsApi {
             Route::DescribeClusters => self.describe_clusters(scope, parse(body)?).await,
             Route::CreateCluster => self.create_cluster(scope, parse(body)?).await,
             Route::DeleteCluster => self.delete_cluster(scope, parse(body)?).await,
+            Route::UpdateCluster | Route::UpdateClusterSettings => {
+                self.update_cluster(scope, parse(body)?).await
+            }
+            Route::TagResource => self.tag_resource(parse(body)?).await,
+            Route::UntagResource => self.untag_resource(parse(body)?).await,
+            Route::ListTagsForResource => self.list_tags_for_resource(parse(body)?).await,
+            Route::PutAccountSetting => self.put_account_setting(scope, caller, parse(body)?).await,
+            Route::PutAccountSettingDefault => {
+                self.put_account_setting_default(scope, parse(body)?).await
+            }
+            Route::DeleteAccountSetting => {
+                self.delete_account_setting(scope, caller, parse(body)?)
+                    .await
+            }
+            Route::ListAccountSettings => {
+                self.list_account_settings(scope, caller, parse(body)?)
+                    .await
+            }
             Route::RegisterTaskDefinition => self.register_task_definition(scope, body).await,
             Route::DescribeTaskDefinition => {
                 self.describe_task_definition(scope, parse(body)?).await

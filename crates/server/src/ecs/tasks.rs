@@ -107,8 +107,7 @@ impl EcsApi {
         scope: &Scope,
         request: DescribeTasksRequest,
     ) -> EcsResult {
-        // Tasks carry no tags yet: TAGS is accepted and adds nothing.
-        include_tags(&request.include)?;
+        let with_tags = include_tags(&request.include)?;
         if request.tasks.is_empty() || request.tasks.len() > MAX_DESCRIBED {
             return Err(EcsError::new(
                 ErrorType::InvalidParameter,
@@ -154,7 +153,11 @@ impl EcsApi {
                 }))),
             }
         }
-        let tasks = self.task_shapes(scope, tasks).await?;
+        let mut tasks = self.task_shapes(scope, tasks).await?;
+        if !with_tags {
+            // ECS answers tags only when asked for.
+            tasks.iter_mut().for_each(|t| t.tags.clear());
+        }
         answer(json!({ "tasks": tasks, "failures": failures }))
     }
 

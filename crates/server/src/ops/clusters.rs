@@ -1,5 +1,7 @@
 //! CreateCluster, UpdateCluster, ListClusters, DescribeCluster, DeleteCluster.
 
+use std::collections::BTreeMap;
+
 use berth_types::{validate, Cluster, ClusterSettings, Command, CommandOutput};
 
 use super::{unexpected, Ops};
@@ -7,14 +9,19 @@ use crate::api::now_ms;
 use crate::error::ServerError;
 
 impl Ops {
-    /// A setting of 0 or none takes its default.
+    /// A setting of 0 or none takes its default. The cluster is created
+    /// with its tags in one command: with them, or not at all.
     pub async fn create_cluster(
         &self,
         name: String,
         lost_after_secs: Option<u64>,
         task_retention_secs: Option<u64>,
+        tags: BTreeMap<String, String>,
     ) -> Result<Cluster, ServerError> {
         validate::check_name("name", &name).map_err(ServerError::from_field)?;
+        // The limits of a TagResource on a cluster without tags (the count
+        // too), checked before any Raft round.
+        berth_types::tags::merge_tags(&BTreeMap::new(), &tags)?;
         let defaults = ClusterSettings::default();
         let settings = ClusterSettings {
             lost_after_secs: lost_after_secs
@@ -24,15 +31,24 @@ impl Ops {
                 .filter(|s| *s > 0)
                 .unwrap_or(defaults.task_retention_secs),
         };
-        match self
-            .node
-            .write(Command::CreateCluster {
+        let at_ms = now_ms();
+        // Without tags, the command every level knows: an older member is
+        // then no obstacle to creating a cluster.
+        let command = if tags.is_empty() {
+            Command::CreateCluster {
                 name,
                 settings,
-                at_ms: now_ms(),
-            })
-            .await?
-        {
+                at_ms,
+            }
+        } else {
+            Command::CreateTaggedCluster {
+                name,
+                settings,
+                tags,
+                at_ms,
+            }
+        };
+        match self.node.write(command).await? {
             CommandOutput::Cluster(c) => Ok(c),
             other => Err(unexpected(other)),
         }

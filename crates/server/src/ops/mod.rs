@@ -5,10 +5,12 @@
 //! ECS-compatible HTTP API) are thin adapters that convert their wire
 //! format and call these.
 
+pub mod accounts;
 pub mod clusters;
 pub mod instances;
 pub mod schedules;
 pub mod services;
+pub mod tags;
 pub mod taskdefs;
 pub mod tasks;
 

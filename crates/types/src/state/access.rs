@@ -307,6 +307,7 @@ impl State {
                     assignment_seq: 0,
                     public_key_sha256: r.public_key_sha256.clone(),
                     agent_attributes: r.attributes.clone(),
+                    tags: Default::default(),
                 }
             }
         };

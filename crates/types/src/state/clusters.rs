@@ -63,10 +63,13 @@ impl State {
         &mut self,
         name: String,
         settings: ClusterSettings,
+        tags: std::collections::BTreeMap<String, String>,
         at_ms: i64,
     ) -> Result<CommandOutput, StateError> {
         validate::check_name("clusterName", &name)?;
         check_cluster_settings(&settings)?;
+        // The limits of a TagResource on a cluster without tags.
+        let tags = crate::tags::merge_tags(&Default::default(), &tags)?;
         if self.clusters.contains_key(&name) {
             return Err(StateError::already_exists("cluster", name));
         }
@@ -75,6 +78,7 @@ impl State {
             status: ClusterStatus::Active,
             created_at_ms: at_ms,
             settings,
+            tags,
         };
         self.clusters.insert(name.clone(), cluster.clone());
         Ok(CommandOutput::Cluster(cluster))

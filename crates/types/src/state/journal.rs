@@ -8,7 +8,7 @@
 //! Events that only the command itself can tell (a token revoked, a task
 //! definition registered) come from the command.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use super::State;
 use crate::command::{Command, CommandOutput};
@@ -17,12 +17,14 @@ use crate::event::StateEvent;
 use crate::journal::{Actor, Change, EventDetail};
 use crate::service::{DeploymentStatus, RolloutState, Service, ServiceStatus};
 use crate::task::{DesiredStatus, Task, TaskStatus};
-use crate::{Instance, InstanceStatus, TaskDefinitionStatus};
+use crate::{Instance, InstanceStatus, TagTarget, TaskDefinitionStatus};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct TaskView {
     desired: DesiredStatus,
     last: TaskStatus,
+    /// Tags too, so a TagResource on the task is journaled.
+    tags: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,6 +32,7 @@ struct InstanceView {
     status: InstanceStatus,
     connected: bool,
     draining: bool,
+    tags: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,6 +48,7 @@ struct ServiceView {
     desired_count: u32,
     task_definition: String,
     next_event_id: u64,
+    tags: BTreeMap<String, String>,
     deployments: HashMap<String, DeploymentView>,
 }
 
@@ -60,6 +64,7 @@ fn task_view(task: &Task) -> TaskView {
     TaskView {
         desired: task.desired_status,
         last: task.last_status,
+        tags: task.tags.clone(),
     }
 }
 
@@ -68,6 +73,7 @@ fn instance_view(instance: &Instance) -> InstanceView {
         status: instance.status,
         connected: instance.agent_connected,
         draining: instance.draining,
+        tags: instance.tags.clone(),
     }
 }
 
@@ -77,6 +83,7 @@ fn service_view(service: &Service) -> ServiceView {
         desired_count: service.desired_count,
         task_definition: service.task_definition.clone(),
         next_event_id: service.next_event_id,
+        tags: service.tags.clone(),
         deployments: service
             .deployments
             .iter()
@@ -129,9 +136,21 @@ fn command_event(command: &Command) -> Option<(String, EventDetail)> {
         ))
     };
     match command {
-        Command::CreateCluster { name, .. } => cluster_change(name, Change::Created),
+        Command::CreateCluster { name, .. } | Command::CreateTaggedCluster { name, .. } => {
+            cluster_change(name, Change::Created)
+        }
         Command::UpdateClusterSettings { name, .. } => cluster_change(name, Change::Updated),
         Command::DeleteCluster { name } => cluster_change(name, Change::Deleted),
+        // Tasks, instances and services are journaled by comparing their
+        // records (whose views include tags); clusters have no view.
+        Command::TagResource {
+            target: TagTarget::Cluster { name },
+            ..
+        }
+        | Command::UntagResource {
+            target: TagTarget::Cluster { name },
+            ..
+        } => cluster_change(name, Change::Updated),
         Command::DeregisterTaskDefinition {
             family, revision, ..
         } => Some((
@@ -285,6 +304,17 @@ impl State {
         let audited = actor.is_call().then(|| command.resource());
         let stated = command_event(&command);
         let purges = matches!(command, Command::PurgeStoppedTasks { .. });
+        let tagged_definition = match &command {
+            Command::TagResource {
+                target: TagTarget::TaskDefinition { family, revision },
+                ..
+            }
+            | Command::UntagResource {
+                target: TagTarget::TaskDefinition { family, revision },
+                ..
+            } => Some((family.clone(), *revision)),
+            _ => None,
+        };
         let result = self.apply(command);
         if let Some(resource) = audited {
             let resource = match &result {
@@ -329,6 +359,22 @@ impl State {
                     status: td.status,
                 },
             );
+        }
+        // A revision whose tags changed is told with its status, as a
+        // registration or deregistration is.
+        if let (CommandOutput::Tags(_), Some((family, revision))) = (output, tagged_definition) {
+            if let Some(td) = self.task_definition(&family, revision) {
+                let status = td.status;
+                self.journal.record_event(
+                    actor,
+                    "",
+                    EventDetail::TaskDefinitionStateChange {
+                        family,
+                        revision,
+                        status,
+                    },
+                );
+            }
         }
         self.journal_changes(mark, actor);
         if purges {
@@ -427,9 +473,16 @@ impl State {
             return;
         }
         let mut details = Vec::new();
+        // A tag change is a change of the service's own record, so it is
+        // told with its headline.
         let headline_moved = before.is_none_or(|b| {
-            (b.status, b.desired_count, &b.task_definition)
-                != (now.status, now.desired_count, &now.task_definition)
+            (b.status, b.desired_count, &b.task_definition, &b.tags)
+                != (
+                    now.status,
+                    now.desired_count,
+                    &now.task_definition,
+                    &now.tags,
+                )
         });
         if headline_moved {
             details.push(EventDetail::ServiceStateChange {

@@ -12,6 +12,7 @@ mod journal;
 mod schedules;
 mod secrets;
 mod services;
+mod tags;
 mod taskdefs;
 pub(crate) mod tasks;
 
@@ -79,6 +80,9 @@ pub struct State {
     /// name).
     #[serde(skip)]
     pub(crate) tasks_by_service: HashMap<(String, String), BTreeSet<String>>,
+    /// ECS account settings by principal (`""`: the account's defaults),
+    /// then setting name. Appended last: the state is stored positionally.
+    pub(crate) account_settings: BTreeMap<String, BTreeMap<String, String>>,
 }
 
 /// A RunTask client token and the tasks it started.
@@ -104,6 +108,7 @@ impl PartialEq for State {
             && self.schedules == other.schedules
             && self.journal == other.journal
             && self.secrets == other.secrets
+            && self.account_settings == other.account_settings
     }
 }
 
@@ -126,6 +131,7 @@ impl State {
                 status: ClusterStatus::Active,
                 created_at_ms: 0,
                 settings: ClusterSettings::default(),
+                tags: BTreeMap::new(),
             },
         );
         Self {
@@ -147,6 +153,7 @@ impl State {
             tasks_by_instance: HashMap::new(),
             provisioning: BTreeSet::new(),
             tasks_by_service: HashMap::new(),
+            account_settings: BTreeMap::new(),
         }
     }
 
@@ -157,7 +164,13 @@ impl State {
                 name,
                 settings,
                 at_ms,
-            } => self.create_cluster(name, settings, at_ms),
+            } => self.create_cluster(name, settings, Default::default(), at_ms),
+            Command::CreateTaggedCluster {
+                name,
+                settings,
+                tags,
+                at_ms,
+            } => self.create_cluster(name, settings, tags, at_ms),
             Command::UpdateClusterSettings {
                 name,
                 lost_after_secs,
@@ -359,6 +372,16 @@ impl State {
             } => self.put_secret(secret, create, at_ms),
             Command::DeleteSecret { name, .. } => self.delete_secret(&name),
             Command::ResealSecrets { secrets } => self.reseal_secrets(secrets),
+            Command::TagResource { target, tags } => self.tag_resource(target, tags),
+            Command::UntagResource { target, keys } => self.untag_resource(target, keys),
+            Command::PutAccountSetting {
+                principal,
+                name,
+                value,
+            } => self.put_account_setting(principal, name, value),
+            Command::DeleteAccountSetting { principal, name } => {
+                self.delete_account_setting(principal, name)
+            }
         }
     }
 

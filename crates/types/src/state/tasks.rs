@@ -212,6 +212,8 @@ impl State {
             stopped_at_ms: None,
             ip: None,
             deactivating_until_ms: None,
+            // RunTask takes no tags (yet); TagResource adds them.
+            tags: Default::default(),
         };
         for id in &run.task_ids {
             if self.tasks.contains_key(id) {
