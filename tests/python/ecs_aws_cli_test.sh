@@ -57,6 +57,12 @@ status=$(ecs describe-tasks --cluster "$cluster" --tasks "$task" | field 'd["tas
 ok "wait tasks-running, describe-tasks: $status"
 ecs list-tasks --cluster "$cluster" --family cli-web | field 'd["taskArns"]' | grep -q "${task##*/}" || fail "list-tasks lacks the task"
 ok "list-tasks --family cli-web lists it"
+ecs tag-resource --resource-arn "$task" --tags key=stage,value=test >/dev/null
+tags=$(ecs list-tags-for-resource --resource-arn "$task" | field 'd["tags"]')
+[[ $tags == *stage* ]] || fail "list-tags-for-resource answered $tags"
+tags=$(ecs describe-tasks --cluster "$cluster" --tasks "$task" --include TAGS | field 'd["tasks"][0]["tags"]')
+[[ $tags == *stage* ]] || fail "describe-tasks --include TAGS answered $tags"
+ok "tag-resource on the task, list-tags-for-resource, describe-tasks --include TAGS: $tags"
 
 ecs create-service --cluster "$cluster" --service-name cli-svc --task-definition cli-web \
     --desired-count 1 --tags key=team,value=payments >/dev/null

@@ -98,6 +98,47 @@ def main():
         f"stop_task, tasks_stopped waiter: {task['lastStatus']}, {task['stoppedReason']!r}",
     )
 
+    instance = instances[0]
+    ecs.put_attributes(
+        cluster=cluster,
+        attributes=[{"name": "rack", "value": "r7", "targetId": instance}],
+    )
+    attributes = ecs.list_attributes(
+        cluster=cluster, targetType="container-instance", attributeName="rack"
+    )["attributes"]
+    check(
+        any(a["value"] == "r7" for a in attributes),
+        f"put_attributes, list_attributes: {attributes}",
+    )
+    drained = ecs.update_container_instances_state(
+        cluster=cluster, containerInstances=[instance], status="DRAINING"
+    )["containerInstances"][0]["status"]
+    back = ecs.update_container_instances_state(
+        cluster=cluster, containerInstances=[instance], status="ACTIVE"
+    )["containerInstances"][0]["status"]
+    check(
+        (drained, back) == ("DRAINING", "ACTIVE"),
+        f"update_container_instances_state: {drained}, then {back}",
+    )
+
+    ecs.put_account_setting_default(name="containerInsights", value="enhanced")
+    settings = ecs.list_account_settings(name="containerInsights", effectiveSettings=True)[
+        "settings"
+    ]
+    check(
+        [s["value"] for s in settings] == ["enhanced"],
+        f"put_account_setting_default, list_account_settings: {settings}",
+    )
+    arns = [
+        arn
+        for page in ecs.get_paginator("list_clusters").paginate(PaginationConfig={"PageSize": 1})
+        for arn in page["clusterArns"]
+    ]
+    check(
+        any(a.endswith(f":cluster/{cluster}") for a in arns) and len(arns) == len(set(arns)),
+        f"list_clusters paginated one at a time: {len(arns)} clusters",
+    )
+
     missing = ecs.describe_tasks(cluster=cluster, tasks=["0123456789abcdef0123456789abcdef"])
     check(
         missing["failures"] and missing["failures"][0]["reason"] == "MISSING",
