@@ -12,6 +12,8 @@ use std::time::Duration;
 use anyhow::Result;
 use berth_e2e::ecs::{create_aws_key, AwsKey, EcsClient};
 use berth_e2e::*;
+use berth_proto::pb;
+use berth_proto::pb::event_service_client::EventServiceClient;
 use serde_json::json;
 
 const ARN_PREFIX: &str = "arn:aws:ecs:eu-west-1:000000000000:";
@@ -290,6 +292,87 @@ async fn ecs_api_answers_as_the_reference_says() -> Result<()> {
     assert_eq!(r.status, 400, "a revoked key is refused: {:?}", r.body);
     assert!(r.message().contains("revoked"), "{}", r.message());
     no_state_changed_by_refusals(&admin).await?;
+
+    // An expired key: refused as AWS refuses one.
+    let out = berth_cli(
+        &endpoints(&cluster),
+        &test_pki().admin_token,
+        &[
+            "auth",
+            "token",
+            "create",
+            "--role",
+            "admin",
+            "--format",
+            "aws",
+            "--description",
+            "short",
+            "--expires",
+            "1s",
+            "-o",
+            "json",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let short: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    let short = admin.with_key(AwsKey {
+        id: short["awsAccessKeyId"].as_str().unwrap().into(),
+        secret: short["awsSecretAccessKey"].as_str().unwrap().into(),
+    });
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let r = short.call("ListClusters", json!({})).await?;
+    assert_eq!(
+        (r.status, r.error_type()),
+        (400, "ExpiredTokenException"),
+        "{:?}",
+        r.body
+    );
+
+    // Audited like gRPC calls: applied changes in the replicated log with
+    // the key as the actor, refusals in the serving server's file, with the
+    // key id they claimed and never a secret.
+    let audit = EventServiceClient::new(channel(&cluster.addr(1)).await?)
+        .list_audit_records(pb::ListAuditRecordsRequest::default())
+        .await?
+        .into_inner()
+        .records;
+    let applied = audit.iter().find(|r| {
+        r.outcome == "applied"
+            && r.resource == "cluster/ecs-a"
+            && r.actor.as_ref().is_some_and(|a| {
+                a.principal == format!("token:{}", admin_key.id) && a.operation == "CreateCluster"
+            })
+    });
+    assert!(
+        applied.is_some(),
+        "CreateCluster through ECS is audited: {audit:?}"
+    );
+    let denied = audit.iter().find(|r| {
+        r.outcome == "refused"
+            && r.code == "AccessDeniedException"
+            && r.actor
+                .as_ref()
+                .is_some_and(|a| a.principal == format!("token:{}", readonly_key.id))
+    });
+    assert!(
+        denied.is_some(),
+        "the readonly key's refused write is audited: {audit:?}"
+    );
+    let forged = audit.iter().find(|r| {
+        r.outcome == "refused"
+            && r.code == "InvalidSignatureException"
+            && r.claimed == format!("token:{}", admin_key.id)
+    });
+    assert!(
+        forged.is_some(),
+        "a bad signature is audited with the key it claimed: {audit:?}"
+    );
+    let text = format!("{audit:?}");
+    assert!(!text.contains(&admin_key.secret) && !text.contains(&readonly_key.secret));
     Ok(())
 }
 

@@ -230,7 +230,7 @@ fn launch(request: &RunTaskRequest) -> Result<berth_types::TaskLaunch, EcsError>
     {
         return Err(unsupported(
             "tags",
-            "tasks carry no tags yet; run the task without them",
+            "run the task without them, then tag it with TagResource on its ARN",
         ));
     }
     if !request.volume_configurations.is_empty() {

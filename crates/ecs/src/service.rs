@@ -514,7 +514,7 @@ fn is_empty_value(value: &Value) -> bool {
 /// would, the refusal saying what to use instead.
 fn check_ecs_only(field: &str, value: &Value) -> Result<(), EcsError> {
     let text = value.as_str();
-    let no_tags = "tasks carry no tags yet; leave it out (or NONE/false)";
+    let no_tags = "a service does not copy tags onto its tasks; leave it out (or NONE/false) and tag tasks with TagResource";
     let harmless = match field {
         "launchType" => matches!(text, Some("EC2" | "EXTERNAL")) || value.is_null(),
         "propagateTags" => matches!(text, Some("NONE")) || value.is_null(),

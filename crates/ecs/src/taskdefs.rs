@@ -71,14 +71,14 @@ pub fn tags(td: &berth_types::TaskDefinition) -> Vec<Tag> {
 /// RegisterTaskDefinition's body is the task definition file itself, read
 /// with the reader `berth taskdef register` uses (same validation, same
 /// refusals).
-pub fn register_request(body: &[u8]) -> Result<berth_types::TaskDefinitionSpec, EcsError> {
+pub fn register_request(body: &[u8]) -> Result<crate::taskdef::ParsedTaskDefinition, EcsError> {
     let text = std::str::from_utf8(body).map_err(|_| {
         EcsError::new(
             ErrorType::Serialization,
             "the request body is not UTF-8 JSON",
         )
     })?;
-    Ok(load_task_definition(text, FileFormat::Json)?.spec)
+    Ok(load_task_definition(text, FileFormat::Json)?)
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -297,7 +297,7 @@ mod tests {
 
     #[test]
     fn register_reads_the_body_as_the_cli_reads_a_file() {
-        let spec = register_request(FILE.as_bytes()).unwrap();
+        let spec = register_request(FILE.as_bytes()).unwrap().spec;
         assert_eq!(spec, registered().spec);
         let e = register_request(br#"{"family": "web", "containerDefinitions": []}"#).unwrap_err();
         assert_eq!(e.kind, ErrorType::InvalidParameter);

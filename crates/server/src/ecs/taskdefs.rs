@@ -13,10 +13,19 @@ use super::{answer, from_server, EcsApi, EcsResult};
 
 impl EcsApi {
     pub(super) async fn register_task_definition(&self, scope: &Scope, body: &[u8]) -> EcsResult {
-        let spec = shapes::register_request(body)?;
+        let parsed = shapes::register_request(body)?;
+        if !parsed.ignored_fields.is_empty() {
+            // What `berth taskdef register` warns about: registered without
+            // them, as there. ECS's answer has no place for a warning.
+            tracing::info!(
+                family = %parsed.spec.family,
+                ignored = %parsed.ignored_fields.join(", "),
+                "RegisterTaskDefinition: fields Berth does not use were ignored"
+            );
+        }
         let td = self
             .ops
-            .register_task_definition(spec)
+            .register_task_definition(parsed.spec)
             .await
             .map_err(from_server)?;
         answer(json!({
