@@ -13,9 +13,10 @@ use std::time::Duration;
 
 use anyhow::{bail, Result};
 use berth_e2e::agents::*;
-use berth_e2e::ecs::create_aws_key;
+use berth_e2e::ecs::{create_aws_key, EcsClient};
 use berth_e2e::*;
 use berth_types::InstanceState;
+use serde_json::json;
 
 const CLUSTER: &str = "ecs-clients";
 
@@ -115,6 +116,62 @@ async fn aws_cli_and_boto3_drive_a_cluster_with_a_real_agent() -> Result<()> {
             .tap(env),
     )?;
     assert!(boto_out.contains("boto3: all checks passed"), "{boto_out}");
+
+    // RegisterContainerInstance with Berth's activation semantics: it
+    // answers the instance to be, REGISTERING, with a single-use join
+    // token; a host's agent registering with it becomes the instance, with
+    // the attributes asked for.
+    let ecs = EcsClient::new(([127, 0, 0, 1], port).into(), key.clone())?;
+    let registering = ecs
+        .call(
+            "RegisterContainerInstance",
+            json!({"cluster": CLUSTER, "attributes": [{"name": "rack", "value": "r9"}]}),
+        )
+        .await?;
+    assert_eq!(registering.status, 200, "{:?}", registering.body);
+    let instance = &registering.body["containerInstance"];
+    assert_eq!(instance["status"], "REGISTERING");
+    let token = instance["attributes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["name"] == "berth.join-token")
+        .and_then(|a| a["value"].as_str())
+        .expect("the join token")
+        .to_string();
+    let mut second = AgentProc::new(
+        "ecs-client-2",
+        s.work.path(),
+        &s.env,
+        &s.servers,
+        &token,
+        &[],
+    );
+    second.start()?;
+    let id = wait_instance_status(
+        &s.addr(1),
+        &second,
+        InstanceState::Active,
+        Duration::from_secs(60),
+    )
+    .await?
+    .id;
+    let described = ecs
+        .call(
+            "DescribeContainerInstances",
+            json!({"cluster": CLUSTER, "containerInstances": [id]}),
+        )
+        .await?;
+    let attributes = &described.body["containerInstances"][0]["attributes"];
+    assert!(
+        attributes
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["name"] == "rack" && a["value"] == "r9"),
+        "the registered instance has the attribute asked for: {attributes}"
+    );
+    drop(second);
     drop(agent);
     Ok(())
 }

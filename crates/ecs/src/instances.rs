@@ -129,6 +129,137 @@ pub fn container_instance(scope: &Scope, i: &berth_types::InstanceView) -> Conta
     }
 }
 
+/// RegisterContainerInstance as the API sends it. Berth's instances
+/// register themselves: a host's agent presents an activation's join token
+/// and gets its certificate. So this call makes a single-use activation for
+/// the cluster, with the attributes given, and answers the instance to be.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RegisterContainerInstanceRequest {
+    pub cluster: Option<String>,
+    pub instance_identity_document: Option<String>,
+    pub instance_identity_document_signature: Option<String>,
+    #[serde(default)]
+    pub total_resources: Vec<serde_json::Value>,
+    pub version_info: Option<serde_json::Value>,
+    pub container_instance_arn: Option<String>,
+    #[serde(default)]
+    pub attributes: Vec<AttributeInput>,
+    #[serde(default)]
+    pub platform_devices: Vec<serde_json::Value>,
+    #[serde(default)]
+    pub tags: Vec<Tag>,
+}
+
+/// The attribute of a RegisterContainerInstance answer that carries the
+/// activation's join token (shown once; pass it to install-agent.sh).
+pub const JOIN_TOKEN_ATTRIBUTE: &str = "berth.join-token";
+
+fn unsupported(field: &str, instead: &str) -> EcsError {
+    EcsError::new(
+        ErrorType::UnsupportedFeature,
+        format!("{field} is not supported by Berth; {instead}"),
+    )
+}
+
+/// The attributes the activation gives the instance, once the request asks
+/// for nothing Berth's registration does differently.
+pub fn registration_attributes(
+    request: &RegisterContainerInstanceRequest,
+) -> Result<BTreeMap<String, String>, EcsError> {
+    let present = |v: &Option<String>| v.as_deref().is_some_and(|t| !t.is_empty());
+    if present(&request.instance_identity_document)
+        || present(&request.instance_identity_document_signature)
+    {
+        return Err(unsupported(
+            "instanceIdentityDocument",
+            "a host proves itself with the join token this call answers (install-agent.sh --token), not an EC2 identity document",
+        ));
+    }
+    if present(&request.container_instance_arn) {
+        return Err(unsupported(
+            "containerInstanceArn (re-registration)",
+            "an instance registers again by itself when its agent restarts with the same key; for a new host call RegisterContainerInstance without it",
+        ));
+    }
+    if !request.total_resources.is_empty() || request.version_info.is_some() {
+        return Err(unsupported(
+            "totalResources and versionInfo",
+            "the agent reports the host's resources and its version when it registers; leave them out",
+        ));
+    }
+    if !request.platform_devices.is_empty() {
+        return Err(unsupported(
+            "platformDevices",
+            "Berth places tasks by CPU, memory, ports and attributes; describe devices as attributes",
+        ));
+    }
+    if !request.tags.is_empty() {
+        return Err(unsupported(
+            "tags",
+            "tag the instance with TagResource once it has registered",
+        ));
+    }
+    let mut attributes = BTreeMap::new();
+    for (i, a) in request.attributes.iter().enumerate() {
+        if a.target_id.as_deref().is_some_and(|t| !t.is_empty()) {
+            return Err(EcsError::new(
+                ErrorType::InvalidParameter,
+                format!("attributes[{i}].targetId: leave it out; the attributes are the registering instance's"),
+            ));
+        }
+        attributes.insert(a.name.clone(), a.value.clone().unwrap_or_default());
+    }
+    Ok(attributes)
+}
+
+/// The answer of RegisterContainerInstance: the instance to be, REGISTERING
+/// until a host's agent registers with the join token (then it is listed
+/// under its own id; this ARN, named by the activation, describes as
+/// MISSING). The join token is the [`JOIN_TOKEN_ATTRIBUTE`] attribute.
+pub fn registering_instance(
+    scope: &Scope,
+    activation: &berth_types::Activation,
+    join_token: &str,
+) -> ContainerInstance {
+    let arn = scope.arn(Resource::ContainerInstance {
+        cluster: Some(activation.cluster.clone()),
+        id: format!("activation-{}", activation.id),
+    });
+    let mut attributes: Vec<Attribute> = activation
+        .attributes
+        .iter()
+        .map(|(name, value)| Attribute {
+            name: name.clone(),
+            value: value.clone(),
+            target_type: "container-instance".into(),
+            target_id: arn.clone(),
+        })
+        .collect();
+    attributes.push(Attribute {
+        name: JOIN_TOKEN_ATTRIBUTE.into(),
+        value: join_token.into(),
+        target_type: "container-instance".into(),
+        target_id: arn.clone(),
+    });
+    ContainerInstance {
+        ec2_instance_id: String::new(),
+        version_info: VersionInfo {
+            agent_version: String::new(),
+        },
+        remaining_resources: Vec::new(),
+        registered_resources: Vec::new(),
+        status: "REGISTERING".into(),
+        agent_connected: false,
+        running_tasks_count: 0,
+        pending_tasks_count: 0,
+        attributes,
+        registered_at: epoch_seconds(activation.created_at_ms),
+        tags: Vec::new(),
+        container_instance_arn: arn,
+    }
+}
+
 /// ECS's limit on the instances one DescribeContainerInstances or
 /// UpdateContainerInstancesState names.
 pub const MAX_DESCRIBED: usize = 100;
@@ -532,5 +663,57 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn register_makes_an_activation_and_refuses_what_berth_does_differently() {
+        let parse =
+            |json: &str| serde_json::from_str::<RegisterContainerInstanceRequest>(json).unwrap();
+        let attributes = registration_attributes(&parse(
+            r#"{"cluster": "prod", "attributes": [{"name": "zone", "value": "a"}]}"#,
+        ))
+        .unwrap();
+        assert_eq!(attributes.get("zone").map(String::as_str), Some("a"));
+        for (json, says) in [
+            (r#"{"instanceIdentityDocument": "{}"}"#, "join token"),
+            (r#"{"containerInstanceArn": "arn:x"}"#, "registers again"),
+            (r#"{"totalResources": [{"name": "CPU"}]}"#, "agent reports"),
+            (r#"{"platformDevices": [{"id": "gpu0"}]}"#, "attributes"),
+            (r#"{"tags": [{"key": "k", "value": "v"}]}"#, "TagResource"),
+        ] {
+            let e = registration_attributes(&parse(json)).unwrap_err();
+            assert_eq!(e.kind, ErrorType::UnsupportedFeature, "{json}");
+            assert!(e.message.contains(says), "{json}: {e}");
+        }
+        let activation = berth_types::Activation {
+            id: "a1b2c3".into(),
+            cluster: "prod".into(),
+            description: String::new(),
+            secret_hash: String::new(),
+            created_at_ms: 1_500,
+            expires_at_ms: 2_000,
+            max_registrations: 1,
+            registrations: 0,
+            attributes,
+            revoked_at_ms: None,
+        };
+        let scope = Scope {
+            region: "eu-west-1".into(),
+            account: "000000000000".into(),
+        };
+        let json =
+            serde_json::to_value(registering_instance(&scope, &activation, "bjt_1.x.y")).unwrap();
+        assert_eq!(json["status"], "REGISTERING");
+        assert_eq!(
+            json["containerInstanceArn"],
+            "arn:aws:ecs:eu-west-1:000000000000:container-instance/prod/activation-a1b2c3"
+        );
+        let token = json["attributes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["name"] == JOIN_TOKEN_ATTRIBUTE)
+            .unwrap();
+        assert_eq!(token["value"], "bjt_1.x.y");
     }
 }

@@ -5,16 +5,14 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use berth_pki::tokens::{hash_secret, ApiTokenSecret, JoinToken};
+use berth_pki::tokens::{hash_secret, ApiTokenSecret};
 use berth_proto::convert;
 use berth_proto::pb;
 use berth_proto::pb::activation_service_server::ActivationService;
 use berth_proto::pb::agent_service_server::AgentService;
 use berth_proto::pb::auth_service_server::AuthService;
 use berth_proto::pb::instance_service_server::InstanceService;
-use berth_types::{
-    validate, Command, CommandOutput, FieldError, Registration, Role, DEFAULT_CLUSTER,
-};
+use berth_types::{validate, Command, CommandOutput, FieldError, Registration, Role};
 use tonic::{Request, Response, Status};
 
 use crate::api::now_ms;
@@ -22,9 +20,6 @@ use crate::auth::Caller;
 use crate::error::ServerError;
 use crate::node::BerthNode;
 use crate::tls::SharedPki;
-
-const DEFAULT_ACTIVATION_LIFETIME: Duration = Duration::from_secs(24 * 3600);
-const MAX_REGISTRATIONS: u32 = 10_000;
 
 #[derive(Clone)]
 pub struct IdentityApi {
@@ -264,53 +259,26 @@ impl ActivationService for IdentityApi {
         request: Request<pb::CreateActivationRequest>,
     ) -> Result<Response<pb::CreateActivationResponse>, Status> {
         let req = request.into_inner();
-        let cluster = if req.cluster.is_empty() {
-            DEFAULT_CLUSTER.to_string()
-        } else {
-            req.cluster
-        };
-        validate::check_name("cluster", &cluster)
-            .map_err(|e| Status::from(ServerError::Invalid(e.into())))?;
-        check_description(&req.description)?;
-        let max_registrations = match req.max_registrations {
-            0 => 1,
-            n if n > MAX_REGISTRATIONS => {
-                return Err(invalid(
-                    "maxRegistrations",
-                    format!("{n} is too many; use at most {MAX_REGISTRATIONS}"),
-                ))
-            }
-            n => n,
-        };
-        let lifetime = match req.expires_in_secs {
-            0 => DEFAULT_ACTIVATION_LIFETIME,
-            s => Duration::from_secs(s),
-        };
         let attributes = operator_attributes(&req.attributes)?;
         let digest =
             berth_pki::ca_digest(&self.pki.current().root_pem).map_err(ServerError::internal)?;
-        let token = JoinToken::generate(&digest);
-        let now = now_ms();
-        let output = self
-            .node
-            .write(Command::CreateActivation {
-                id: token.activation_id.clone(),
-                cluster,
-                description: req.description,
-                secret_hash: hash_secret(&token.secret),
-                expires_at_ms: now.saturating_add(secs(lifetime)),
-                max_registrations,
-                attributes,
-                at_ms: now,
-            })
+        let (activation, token) = self
+            .ops
+            .create_activation(
+                crate::ops::activations::NewActivation {
+                    cluster: req.cluster,
+                    description: req.description,
+                    max_registrations: req.max_registrations,
+                    lifetime: (req.expires_in_secs > 0)
+                        .then(|| Duration::from_secs(req.expires_in_secs)),
+                    attributes,
+                },
+                &digest,
+            )
             .await?;
-        let CommandOutput::Activation(activation) = output else {
-            return Err(unexpected(output));
-        };
-        tracing::info!(activation_id = %activation.id, max_registrations, "activation created");
         Ok(Response::new(pb::CreateActivationResponse {
             activation: Some((&activation).into()),
-            token: token.encode(),
+            token,
         }))
     }
 

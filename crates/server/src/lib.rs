@@ -342,6 +342,7 @@ impl Server {
                 api: ecs::EcsApi {
                     ops: ops.clone(),
                     account_id: ecs.account_id.clone(),
+                    pki: Some(self.pki.clone()),
                 },
                 node: self.node.clone(),
                 pki: self.pki.clone(),

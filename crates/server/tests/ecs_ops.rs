@@ -34,6 +34,7 @@ impl Api {
         let api = EcsApi {
             ops: Ops::new(cluster.node(leader).clone()),
             account_id: "000000000000".into(),
+            pki: None,
         };
         Self {
             api,

@@ -11,7 +11,7 @@ use berth_ecs::instances::{
     self as shapes, attributes_by_instance, draining, instance_in, list_attributes, status_filter,
     status_matches, AttributesRequest, DeregisterContainerInstanceRequest,
     DescribeContainerInstancesRequest, ListAttributesRequest, ListContainerInstancesRequest,
-    UpdateContainerInstancesStateRequest, MAX_DESCRIBED,
+    RegisterContainerInstanceRequest, UpdateContainerInstancesStateRequest, MAX_DESCRIBED,
 };
 use berth_ecs::page;
 use berth_types::InstanceView;
@@ -25,6 +25,56 @@ fn invalid(message: String) -> EcsError {
 }
 
 impl EcsApi {
+    /// Berth's registration: a single-use activation for the cluster, with
+    /// the attributes asked for, answered as the instance to be (see
+    /// `berth_ecs::instances::registering_instance`).
+    pub(super) async fn register_container_instance(
+        &self,
+        scope: &Scope,
+        request: RegisterContainerInstanceRequest,
+    ) -> EcsResult {
+        let attributes = shapes::registration_attributes(&request)?;
+        for (i, (name, value)) in attributes.iter().enumerate() {
+            berth_types::validate::check_operator_attribute(i, name, value)
+                .map_err(|e| invalid(e.to_string()))?;
+        }
+        let cluster = arn::cluster_name(request.cluster.as_deref())?;
+        // The cluster must exist, as ECS requires.
+        self.ops
+            .describe_cluster(&cluster)
+            .await
+            .map_err(from_server)?;
+        let pki = self.pki.as_ref().ok_or_else(|| {
+            EcsError::new(
+                ErrorType::Server,
+                "this server cannot make join tokens (no PKI)",
+            )
+        })?;
+        let digest = berth_pki::ca_digest(&pki.current().root_pem).map_err(|e| {
+            EcsError::new(
+                ErrorType::Server,
+                format!("the cluster CA is unusable: {e}"),
+            )
+        })?;
+        let (activation, token) = self
+            .ops
+            .create_activation(
+                crate::ops::activations::NewActivation {
+                    cluster,
+                    description: "RegisterContainerInstance (ECS API)".into(),
+                    max_registrations: 1,
+                    lifetime: None,
+                    attributes,
+                },
+                &digest,
+            )
+            .await
+            .map_err(from_server)?;
+        answer(json!({
+            "containerInstance": shapes::registering_instance(scope, &activation, &token)
+        }))
+    }
+
     /// The cluster's instances; ClusterNotFoundException if there is no
     /// such cluster.
     async fn instances_of(&self, cluster: &str) -> Result<Vec<InstanceView>, EcsError> {

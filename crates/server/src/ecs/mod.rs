@@ -69,9 +69,7 @@ pub fn kind(operation: &str) -> Option<Kind> {
         | "UpdateContainerInstancesState"
         | "PutAttributes"
         | "DeleteAttributes" => write,
-        "RegisterContainerInstance" => Unsupported(
-            "registering a container instance through the API: create an activation (`berth activation create`, ActivationService/CreateActivation) and run deploy/install/install-agent.sh with it on the host; the agent registers itself",
-        ),
+        "RegisterContainerInstance" => write,
         "UpdateContainerAgent" => Unsupported(
             "updating the agent through the API: upgrade berth-agent on the host (install-agent.sh installs a new version; the agent keeps its tasks running across a restart)",
         ),
@@ -241,6 +239,7 @@ routes!(
     PutAttributes,
     DeleteAttributes,
     ListAttributes,
+    RegisterContainerInstance,
 );
 
 fn route(operation: &str) -> Option<Route> {
@@ -255,6 +254,9 @@ fn route(operation: &str) -> Option<Route> {
 pub struct EcsApi {
     pub ops: Ops,
     pub account_id: String,
+    /// The cluster CA, which RegisterContainerInstance's join tokens pin;
+    /// `None` (in-process tests): that call answers ServerException.
+    pub pki: Option<std::sync::Arc<crate::tls::SharedPki>>,
 }
 
 impl EcsApi {
@@ -344,6 +346,9 @@ impl EcsApi {
             Route::PutAttributes => self.put_attributes(parse(body)?).await,
             Route::DeleteAttributes => self.delete_attributes(parse(body)?).await,
             Route::ListAttributes => self.list_attributes(scope, parse(body)?).await,
+            Route::RegisterContainerInstance => {
+                self.register_container_instance(scope, parse(body)?).await
+            }
         }
     }
 }
@@ -465,7 +470,6 @@ mod tests {
         let refused = [
             "DeleteTaskDefinitions",
             "DescribeServiceRevisions",
-            "RegisterContainerInstance",
             "UpdateContainerAgent",
             "PutClusterCapacityProviders",
             "CreateTaskSet",
@@ -493,11 +497,5 @@ mod tests {
             .any(|w| message.contains(w));
             assert!(says_instead && message.len() > 40, "{operation}: {message}");
         }
-        let Some(Kind::Unsupported(message)) = kind("RegisterContainerInstance") else {
-            panic!("RegisterContainerInstance is not refused");
-        };
-        assert!(
-            message.contains("berth activation create") && message.contains("install-agent.sh")
-        );
     }
 }

@@ -6,6 +6,7 @@
 //! format and call these.
 
 pub mod accounts;
+pub mod activations;
 pub mod clusters;
 pub mod instances;
 pub mod schedules;
