@@ -91,6 +91,19 @@ pub fn page_in<T>(
     Ok((rest, token))
 }
 
+/// One page of `keys` (names or ids, in any order), sorted, each turned
+/// into what the answer lists (an ARN): the List* calls that answer ARNs.
+pub fn page_of_keys(
+    mut keys: Vec<String>,
+    next_token: Option<&str>,
+    max_results: Option<i64>,
+    listed: impl Fn(String) -> String,
+) -> Result<(Vec<String>, Option<String>), EcsError> {
+    keys.sort();
+    let (keys, next) = page(keys, String::as_str, next_token, max_results)?;
+    Ok((keys.into_iter().map(listed).collect(), next))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

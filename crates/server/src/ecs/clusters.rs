@@ -146,7 +146,7 @@ impl EcsApi {
         scope: &Scope,
         request: ListClustersRequest,
     ) -> EcsResult {
-        let mut names: Vec<String> = self
+        let names: Vec<String> = self
             .ops
             .list_clusters()
             .await
@@ -155,14 +155,12 @@ impl EcsApi {
             .filter(|c| c.status == ClusterStatus::Active)
             .map(|c| c.name)
             .collect();
-        names.sort();
-        let (names, next_token) = page::page(
+        let (arns, next_token) = page::page_of_keys(
             names,
-            String::as_str,
             request.next_token.as_deref(),
             request.max_results,
+            |name| scope.cluster(&name),
         )?;
-        let arns: Vec<String> = names.iter().map(|n| scope.cluster(n)).collect();
         answer(json!({ "clusterArns": arns, "nextToken": next_token }))
     }
 

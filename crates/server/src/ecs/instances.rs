@@ -179,28 +179,23 @@ impl EcsApi {
                 )
             }
         };
-        let mut ids: Vec<String> = all
+        let ids: Vec<String> = all
             .iter()
             .filter(|i| status_matches(wanted.as_deref(), i))
             .filter(|i| passing.as_ref().is_none_or(|p| p.contains(&i.id)))
             .map(|i| i.id.clone())
             .collect();
-        ids.sort();
-        let (ids, next_token) = page::page(
+        let (arns, next_token) = page::page_of_keys(
             ids,
-            String::as_str,
             request.next_token.as_deref(),
             request.max_results,
-        )?;
-        let arns: Vec<String> = ids
-            .into_iter()
-            .map(|id| {
+            |id| {
                 scope.arn(Resource::ContainerInstance {
                     cluster: Some(cluster.clone()),
                     id,
                 })
-            })
-            .collect();
+            },
+        )?;
         answer(json!({ "containerInstanceArns": arns, "nextToken": next_token }))
     }
 

@@ -23,6 +23,19 @@ fn invalid(message: String) -> EcsError {
     EcsError::new(ErrorType::InvalidParameter, message)
 }
 
+/// The cluster and service a request names (a service ARN of another
+/// cluster than the one named is ServiceNotFoundException).
+fn named_service(cluster: Option<&str>, service: &str) -> Result<(String, String), EcsError> {
+    let cluster = arn::cluster_name(cluster)?;
+    let name = service_in(&cluster, service)?.ok_or_else(|| {
+        EcsError::new(
+            ErrorType::ServiceNotFound,
+            format!("service {service:?} is not in cluster {cluster:?}"),
+        )
+    })?;
+    Ok((cluster, name))
+}
+
 impl EcsApi {
     pub(super) async fn create_service(&self, scope: &Scope, body: &[u8]) -> EcsResult {
         let input = create_service_request(body)?;
@@ -42,16 +55,7 @@ impl EcsApi {
         scope: &Scope,
         request: DeleteServiceRequest,
     ) -> EcsResult {
-        let cluster = arn::cluster_name(request.cluster.as_deref())?;
-        let name = service_in(&cluster, &request.service)?.ok_or_else(|| {
-            EcsError::new(
-                ErrorType::ServiceNotFound,
-                format!(
-                    "service {:?} is not in cluster {cluster:?}",
-                    request.service
-                ),
-            )
-        })?;
+        let (cluster, name) = named_service(request.cluster.as_deref(), &request.service)?;
         let described = self
             .ops
             .delete_service(&cluster, &name, request.force.unwrap_or(false))
@@ -216,16 +220,7 @@ impl EcsApi {
         scope: &Scope,
         request: ListServiceDeploymentsRequest,
     ) -> EcsResult {
-        let cluster = arn::cluster_name(request.cluster.as_deref())?;
-        let name = service_in(&cluster, &request.service)?.ok_or_else(|| {
-            EcsError::new(
-                ErrorType::ServiceNotFound,
-                format!(
-                    "service {:?} is not in cluster {cluster:?}",
-                    request.service
-                ),
-            )
-        })?;
+        let (cluster, name) = named_service(request.cluster.as_deref(), &request.service)?;
         let described = self.described_service(&cluster, &name).await?;
         let (briefs, next_token) =
             deployments::list(scope, &described.service, &described.deployments, &request)?;

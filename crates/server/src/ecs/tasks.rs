@@ -164,7 +164,7 @@ impl EcsApi {
     pub(super) async fn list_tasks(&self, scope: &Scope, request: ListTasksRequest) -> EcsResult {
         let query = task_query(&request)?;
         self.existing_cluster(Some(&query.cluster)).await?;
-        let mut ids: Vec<String> = self
+        let ids: Vec<String> = self
             .ops
             .list_tasks(query.filter())
             .await
@@ -173,22 +173,17 @@ impl EcsApi {
             .filter(|t| query.matches(t))
             .map(|t| t.id)
             .collect();
-        ids.sort();
-        let (ids, next_token) = page::page(
+        let (arns, next_token) = page::page_of_keys(
             ids,
-            String::as_str,
             request.next_token.as_deref(),
             request.max_results,
-        )?;
-        let arns: Vec<String> = ids
-            .into_iter()
-            .map(|id| {
+            |id| {
                 scope.arn(Resource::Task {
                     cluster: Some(query.cluster.clone()),
                     id,
                 })
-            })
-            .collect();
+            },
+        )?;
         answer(json!({ "taskArns": arns, "nextToken": next_token }))
     }
 }
