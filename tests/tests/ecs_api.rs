@@ -277,6 +277,46 @@ async fn ecs_api_answers_as_the_reference_says() -> Result<()> {
         (r.status, r.error_type()),
         (400, "UnrecognizedClientException")
     );
+    // A bearer token is not an access key, even signing with its secret.
+    let out = berth_cli(
+        &endpoints(&cluster),
+        &test_pki().admin_token,
+        &[
+            "auth",
+            "token",
+            "create",
+            "--role",
+            "admin",
+            "--description",
+            "bearer",
+            "-o",
+            "json",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let bearer: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    let bearer_key = admin.with_key(AwsKey {
+        id: bearer["apiToken"]["id"].as_str().unwrap().into(),
+        secret: bearer["token"].as_str().unwrap().into(),
+    });
+    let r = bearer_key.call("ListClusters", json!({})).await?;
+    assert_eq!(
+        (r.status, r.error_type()),
+        (400, "UnrecognizedClientException"),
+        "{:?}",
+        r.body
+    );
+    // And an AWS key is no bearer token on the gRPC API.
+    let out = berth_cli(
+        &endpoints(&cluster),
+        &format!("berth_{}_{}", admin_key.id, admin_key.secret),
+        &["cluster", "list"],
+    );
+    assert!(!out.status.success(), "an AWS key worked as a bearer token");
     // Revoking the key through Berth's own API refuses it at once.
     let out = berth_cli(
         &endpoints(&cluster),

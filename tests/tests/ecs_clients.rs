@@ -117,10 +117,23 @@ async fn aws_cli_and_boto3_drive_a_cluster_with_a_real_agent() -> Result<()> {
     )?;
     assert!(boto_out.contains("boto3: all checks passed"), "{boto_out}");
 
-    // RegisterContainerInstance with Berth's activation semantics: it
-    // answers the instance to be, REGISTERING, with a single-use join
-    // token; a host's agent registering with it becomes the instance, with
-    // the attributes asked for.
+    drop(agent);
+    Ok(())
+}
+
+/// RegisterContainerInstance with Berth's activation semantics: it answers
+/// the instance to be, REGISTERING, with a single-use join token; a host's
+/// agent registering with it becomes the instance, with the attributes
+/// asked for. Needs containerd (for the agent), not the AWS clients.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn register_container_instance_gives_a_join_token_an_agent_registers_with() -> Result<()> {
+    let port = free_port();
+    let listen = format!("127.0.0.{{id}}:{port}");
+    let Some(s) = AgentCluster::start_with(CLUSTER, 300, 2, &["--ecs-listen", &listen]).await?
+    else {
+        return Ok(());
+    };
+    let key = create_aws_key(&s.servers, "admin")?;
     let ecs = EcsClient::new(([127, 0, 0, 1], port).into(), key.clone())?;
     let registering = ecs
         .call(
@@ -171,8 +184,31 @@ async fn aws_cli_and_boto3_drive_a_cluster_with_a_real_agent() -> Result<()> {
             .any(|a| a["name"] == "rack" && a["value"] == "r9"),
         "the registered instance has the attribute asked for: {attributes}"
     );
+    let again = ecs
+        .call(
+            "RegisterContainerInstance",
+            json!({"cluster": CLUSTER, "attributes": [{"name": "berth.join-token", "value": "x"}]}),
+        )
+        .await?;
+    assert_eq!(
+        again.error_type(),
+        "InvalidParameterException",
+        "{:?}",
+        again.body
+    );
+    let spoofed = ecs
+        .call(
+            "PutAttributes",
+            json!({"cluster": CLUSTER, "attributes": [{"name": "agent.os", "value": "x", "targetId": id}]}),
+        )
+        .await?;
+    assert_eq!(
+        spoofed.error_type(),
+        "InvalidParameterException",
+        "what agents report is not an operator's to set: {:?}",
+        spoofed.body
+    );
     drop(second);
-    drop(agent);
     Ok(())
 }
 

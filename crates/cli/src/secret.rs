@@ -37,7 +37,8 @@ pub enum SecretCommand {
     /// The answering server re-seals every secret, and every AWS access
     /// key's secret (`auth token create --format aws`), not sealed with its
     /// primary data key, keeping versions; a secret updated meanwhile is
-    /// skipped (AWS keys are counted with the secrets and named token/ID). Run it after `berthd pki data-key promote` reached every
+    /// skipped (AWS keys are counted with the secrets and named
+    /// token/ID). Run it after `berthd pki data-key promote` reached every
     /// server, and before `berthd pki data-key retire`; repeat until it
     /// re-seals nothing (docs/operations.md, "The data key").
     Rekey,

@@ -47,13 +47,23 @@ pub async fn tag(
     let tags = match command {
         TagCommand::List { resource } => client.list_tags(&resource).await?,
         TagCommand::Set { resource, tags } => {
-            client
-                .tag_resource(&resource, tags.into_iter().collect())
-                .await?
+            client.tag_resource(&resource, distinct_keys(tags)?).await?
         }
         TagCommand::Remove { resource, keys } => client.untag_resource(&resource, keys).await?,
     };
     render(format, &tags, tags_table)
+}
+
+/// KEY=VALUE arguments as a map; a key given twice is a mistake (which
+/// value was meant?), as the API's TagResource says too.
+fn distinct_keys(tags: Vec<(String, String)>) -> anyhow::Result<BTreeMap<String, String>> {
+    let mut map = BTreeMap::new();
+    for (key, value) in tags {
+        if map.insert(key.clone(), value).is_some() {
+            anyhow::bail!("tag {key:?} is given twice; give each key once");
+        }
+    }
+    Ok(map)
 }
 
 pub fn tags_table(tags: &BTreeMap<String, String>) -> String {

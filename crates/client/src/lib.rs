@@ -646,6 +646,13 @@ impl BerthClient {
                 async move { auth_service(conn).create_api_token(req).await }
             })
             .await?;
+        if resp.aws_access_key_id.is_empty() || resp.aws_secret_access_key.is_empty() {
+            // A server from before AWS keys ignores `format` and makes a
+            // bearer token, whose secret is not shown here.
+            return Err(ClientError::InvalidResponse(
+                "the server made no AWS access key (it predates --format aws); upgrade every server, then revoke the token it made instead".into(),
+            ));
+        }
         Ok((
             read("API token", required(resp.token, "token")?)?,
             resp.aws_access_key_id,

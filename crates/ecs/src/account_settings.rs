@@ -101,6 +101,11 @@ pub fn setting_principal(
             "principalArn {principal:?} is not an IAM ARN; use arn:aws:iam::ACCOUNT:user/NAME, role/NAME or root"
         )));
     }
+    if principal.split(':').nth(4) != Some(account) {
+        return Err(invalid(format!(
+            "principalArn {principal:?} is not of account {account}; name a principal of this account (arn:aws:iam::{account}:...)"
+        )));
+    }
     let is_root = principal.rsplit_once(':').is_some_and(|(_, r)| r == "root");
     Ok(if is_root || principal == account_root(account) {
         String::new()
@@ -289,6 +294,9 @@ mod tests {
             ""
         );
         assert!(setting_principal(Some("alice"), ALICE, ACCOUNT).is_err());
+        let other =
+            setting_principal(Some("arn:aws:iam::999999999999:root"), ALICE, ACCOUNT).unwrap_err();
+        assert!(other.message.contains("not of account"), "{other}");
         let req: PutAccountSettingRequest = serde_json::from_str(
             r#"{"name":"containerInsights","value":"enabled","principalArn":"arn:aws:iam::123456789012:role/ops"}"#,
         )

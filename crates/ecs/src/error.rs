@@ -17,7 +17,6 @@ pub enum ErrorType {
     ClusterContainsTasks,
     ClusterContainsContainerInstances,
     ServiceNotFound,
-    ServiceNotActive,
     /// ListServicesByNamespace named no namespace Berth has.
     NamespaceNotFound,
     /// Not something Berth does; the message says what to use instead.
@@ -28,8 +27,6 @@ pub enum ErrorType {
     UnknownOperation,
     /// The body is not JSON of the expected shape.
     Serialization,
-    /// A limit was reached (the message names it).
-    LimitExceeded,
     /// The control plane could not do it now (no leader, shutting down):
     /// retry.
     Server,
@@ -45,13 +42,11 @@ impl ErrorType {
             Self::ClusterContainsTasks => "ClusterContainsTasksException",
             Self::ClusterContainsContainerInstances => "ClusterContainsContainerInstancesException",
             Self::ServiceNotFound => "ServiceNotFoundException",
-            Self::ServiceNotActive => "ServiceNotActiveException",
             Self::NamespaceNotFound => "NamespaceNotFoundException",
             Self::UnsupportedFeature => "UnsupportedFeatureException",
             Self::AccessDenied => "AccessDeniedException",
             Self::UnknownOperation => "UnknownOperationException",
             Self::Serialization => "SerializationException",
-            Self::LimitExceeded => "LimitExceededException",
             Self::Server => "ServerException",
         }
     }

@@ -208,7 +208,24 @@ pub fn registration_attributes(
                 format!("attributes[{i}].targetId: leave it out; the attributes are the registering instance's"),
             ));
         }
-        attributes.insert(a.name.clone(), a.value.clone().unwrap_or_default());
+        if a.name == JOIN_TOKEN_ATTRIBUTE {
+            return Err(EcsError::new(
+                ErrorType::InvalidParameter,
+                format!("attributes[{i}].name: {JOIN_TOKEN_ATTRIBUTE} is the answer's; choose another name"),
+            ));
+        }
+        if attributes
+            .insert(a.name.clone(), a.value.clone().unwrap_or_default())
+            .is_some()
+        {
+            return Err(EcsError::new(
+                ErrorType::InvalidParameter,
+                format!(
+                    "attributes[{i}].name: {:?} is given twice; give each name once",
+                    a.name
+                ),
+            ));
+        }
     }
     Ok(attributes)
 }

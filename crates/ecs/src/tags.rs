@@ -98,6 +98,16 @@ pub fn tag_target(resource_arn: &str) -> Result<TagTarget, EcsError> {
     }
 }
 
+/// The cluster a task or container-instance ARN names, which the resource
+/// must be in (ECS refuses a task ARN of the wrong cluster); `None` for
+/// other resources and the short forms.
+pub fn named_cluster(resource_arn: &str) -> Result<Option<String>, EcsError> {
+    Ok(match Arn::parse(resource_arn)?.resource {
+        Resource::Task { cluster, .. } | Resource::ContainerInstance { cluster, .. } => cluster,
+        _ => None,
+    })
+}
+
 /// The tags of a request as a map, refusing a key given twice and what
 /// ECS's limits refuse (length, the `aws:` prefix, 50 at most per request).
 pub fn tag_map(tags: &[Tag]) -> Result<BTreeMap<String, String>, EcsError> {

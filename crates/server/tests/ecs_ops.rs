@@ -477,7 +477,34 @@ async fn container_instances_drain_carry_attributes_and_deregister() {
         )
         .await;
     assert_eq!(drained["containerInstances"][0]["status"], "DRAINING");
-    assert_eq!(drained["failures"][0]["arn"], "i-9");
+    assert_eq!(
+        drained["failures"][0]["arn"],
+        format!("{ARN}:container-instance/default/i-9"),
+        "failures name ARNs, as ECS's do"
+    );
+    // Every target is checked before any changes: a name the agents report
+    // on the second instance leaves the first one's attributes alone.
+    let spoofed = api
+        .refused(
+            "PutAttributes",
+            json!({"attributes": [
+                {"name": "rack", "value": "r1", "targetId": i1},
+                {"name": "agent.os", "value": "x", "targetId": i2}
+            ]}),
+        )
+        .await;
+    assert_eq!(
+        spoofed.kind,
+        berth_ecs::error::ErrorType::InvalidParameter,
+        "{spoofed}"
+    );
+    let racks = api
+        .call(
+            "ListAttributes",
+            json!({"targetType": "container-instance", "attributeName": "rack"}),
+        )
+        .await;
+    assert_eq!(racks["attributes"], json!([]), "nothing was half applied");
     let draining = api
         .call("ListContainerInstances", json!({"status": "DRAINING"}))
         .await;

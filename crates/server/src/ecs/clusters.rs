@@ -63,16 +63,28 @@ impl EcsApi {
         let tags = berth_ecs::tags::tag_map(&request.tags)?;
         let cluster = match self
             .ops
-            .create_cluster(name.clone(), None, None, tags)
+            .create_cluster(name.clone(), None, None, tags.clone())
             .await
         {
             Ok(cluster) => cluster,
-            // ECS answers a create of an existing cluster with that cluster.
-            Err(ServerError::State(berth_types::StateError::AlreadyExists { .. })) => self
-                .ops
-                .describe_cluster(&name)
-                .await
-                .map_err(from_server)?,
+            // ECS answers a create of an existing cluster with that cluster;
+            // tags it does not have would be dropped, so they are refused.
+            Err(ServerError::State(berth_types::StateError::AlreadyExists { .. })) => {
+                let existing = self
+                    .ops
+                    .describe_cluster(&name)
+                    .await
+                    .map_err(from_server)?;
+                if !tags.is_empty() && tags != existing.tags {
+                    return Err(EcsError::new(
+                        ErrorType::InvalidParameter,
+                        format!(
+                            "cluster {name:?} exists with other tags; change them with TagResource and UntagResource on its ARN"
+                        ),
+                    ));
+                }
+                existing
+            }
             Err(e) => return Err(from_server(e)),
         };
         let counts = self

@@ -35,6 +35,15 @@ use crate::tls::SharedPki;
 /// containers is tens of KiB).
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 
+/// Connections served at once; more wait to be accepted (the API port's
+/// own limits leave this endpoint alone).
+const MAX_CONNECTIONS: usize = 1024;
+
+/// How long a client may take to send a request's headers, and then its
+/// body: a slow client holds a connection for no longer.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+const BODY_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// The service name SigV4 credential scopes must carry.
 const SIGNING_SERVICE: &str = "ecs";
 
@@ -46,7 +55,7 @@ pub struct EcsEndpoint {
     pub node: BerthNode,
     pub pki: Arc<SharedPki>,
     pub audit: Arc<LocalAudit>,
-    /// `berthd dev --ecs-accept-any-signature`: any well-formed signature
+    /// `berthd dev --ecs-insecure-accept-any-signature`: any well-formed signature
     /// from a loopback client is taken as an admin's. Never on a real
     /// cluster.
     pub accept_any_signature: bool,
@@ -109,24 +118,34 @@ pub fn spawn(
     acceptors: Option<tokio::sync::watch::Receiver<TlsAcceptor>>,
     handshake_timeout: Duration,
 ) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     match acceptors {
         Some(acceptors) => {
             let mut incoming = crate::limits::tls_incoming(listener, acceptors, handshake_timeout);
             tokio::spawn(async move {
                 use tokio_stream::StreamExt;
-                while let Some(Ok(stream)) = incoming.next().await {
+                loop {
+                    let Ok(slot) = slots.clone().acquire_owned().await else {
+                        return;
+                    };
+                    let Some(Ok(stream)) = incoming.next().await else {
+                        return;
+                    };
                     let remote = stream.get_ref().0.peer_addr().ok();
-                    serve_connection(endpoint.clone(), stream, remote);
+                    serve_connection(endpoint.clone(), stream, remote, slot);
                 }
             });
         }
         None => {
             tokio::spawn(async move {
                 loop {
+                    let Ok(slot) = slots.clone().acquire_owned().await else {
+                        return;
+                    };
                     match listener.accept().await {
                         Ok((stream, remote)) => {
                             let _ = stream.set_nodelay(true);
-                            serve_connection(endpoint.clone(), stream, Some(remote));
+                            serve_connection(endpoint.clone(), stream, Some(remote), slot);
                         }
                         Err(e) => {
                             tracing::warn!(error = %e, "ECS endpoint: accepting a connection failed");
@@ -139,16 +158,29 @@ pub fn spawn(
     }
 }
 
-fn serve_connection<S>(endpoint: Arc<EcsEndpoint>, stream: S, remote: Option<SocketAddr>)
-where
+fn serve_connection<S>(
+    endpoint: Arc<EcsEndpoint>,
+    stream: S,
+    remote: Option<SocketAddr>,
+    slot: tokio::sync::OwnedSemaphorePermit,
+) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     tokio::spawn(async move {
+        let _slot = slot;
         let service = hyper::service::service_fn(move |request| {
             let endpoint = endpoint.clone();
             async move { Ok::<_, Infallible>(endpoint.handle(request, remote).await) }
         });
-        let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+        let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(hyper_util::rt::TokioTimer::new())
+            .header_read_timeout(HEADER_TIMEOUT);
+        builder
+            .http2()
+            .timer(hyper_util::rt::TokioTimer::new())
+            .keep_alive_interval(Some(Duration::from_secs(30)));
         if let Err(e) = builder
             .serve_connection(TokioIo::new(stream), service)
             .await
@@ -221,18 +253,16 @@ impl EcsEndpoint {
         } else {
             status.to_string()
         };
-        self.node.server_metrics().api_call(
-            &format!(
-                "ecs.{}",
-                if operation.is_empty() {
-                    "-"
-                } else {
-                    &operation
-                }
-            ),
-            &code,
-            started.elapsed().as_secs_f64(),
-        );
+        // Only names ECS has: the target is the caller's text, and every
+        // label value would be a series of its own.
+        let label = if kind(&operation).is_some() {
+            format!("ecs.{operation}")
+        } else {
+            "ecs.unknown".to_string()
+        };
+        self.node
+            .server_metrics()
+            .api_call(&label, &code, started.elapsed().as_secs_f64());
         respond(status, body)
     }
 
@@ -250,9 +280,24 @@ impl EcsEndpoint {
                 "the ECS API is POST / with an X-Amz-Target header (use the aws CLI or an AWS SDK with --endpoint-url)",
             ));
         }
-        let body = Limited::new(body, MAX_BODY_BYTES)
-            .collect()
-            .await
+        // Nothing is read from a caller that did not even try to sign.
+        if !parts.headers.contains_key(http::header::AUTHORIZATION) {
+            return Err(SigV4Error::MissingAuthentication.into());
+        }
+        let collected =
+            tokio::time::timeout(BODY_TIMEOUT, Limited::new(body, MAX_BODY_BYTES).collect())
+                .await
+                .map_err(|_| {
+                    Refusal::new(
+                        408,
+                        "RequestTimeoutException",
+                        format!(
+                            "the request body did not arrive within {} s",
+                            BODY_TIMEOUT.as_secs()
+                        ),
+                    )
+                })?;
+        let body = collected
             .map_err(|e| {
                 Refusal::new(
                     413,
@@ -263,7 +308,7 @@ impl EcsEndpoint {
                 )
             })?
             .to_bytes();
-        let headers: Vec<(String, String)> = parts
+        let mut headers: Vec<(String, String)> = parts
             .headers
             .iter()
             .map(|(name, value)| {
@@ -273,6 +318,13 @@ impl EcsEndpoint {
                 )
             })
             .collect();
+        // HTTP/2 carries the host as the `:authority` pseudo-header, which
+        // hyper puts in the URI; SigV4 signs it as `host`.
+        if !parts.headers.contains_key(http::header::HOST) {
+            if let Some(authority) = parts.uri.authority() {
+                headers.push(("host".to_string(), authority.to_string()));
+            }
+        }
         let signed = berth_sigv4::Request {
             method: parts.method.as_str(),
             path: parts.uri.path(),
@@ -408,20 +460,6 @@ impl EcsEndpoint {
         let Some(token) = token.filter(|t| t.is_aws()) else {
             return Err(SigV4Error::UnrecognizedClient.into());
         };
-        if token.revoked_at_ms.is_some() {
-            return Err(Refusal::new(
-                400,
-                "UnrecognizedClientException",
-                format!("access key {key_id} has been revoked"),
-            ));
-        }
-        if !token.is_usable(now_ms()) {
-            return Err(Refusal::new(
-                400,
-                "ExpiredTokenException",
-                format!("access key {key_id} has expired; create another with berth auth token create --format aws"),
-            ));
-        }
         let sealed = token
             .aws_secret
             .as_ref()
@@ -454,7 +492,23 @@ impl EcsEndpoint {
                 "a stored secret access key is not text",
             )
         })?;
+        // Only a caller who holds the secret learns whether the key is
+        // revoked or expired, as with bearer tokens.
         authorization.verify(request, &secret)?;
+        if token.revoked_at_ms.is_some() {
+            return Err(Refusal::new(
+                400,
+                "UnrecognizedClientException",
+                format!("access key {key_id} has been revoked"),
+            ));
+        }
+        if !token.is_usable(now_ms()) {
+            return Err(Refusal::new(
+                400,
+                "ExpiredTokenException",
+                format!("access key {key_id} has expired; create another with berth auth token create --format aws"),
+            ));
+        }
         Ok(Signer {
             token_id: token.id,
             role: token.role,

@@ -24,6 +24,18 @@ fn invalid(message: String) -> EcsError {
     EcsError::new(ErrorType::InvalidParameter, message)
 }
 
+/// An instance as `failures[]` names it: its ARN, whether the caller gave
+/// an id or an ARN.
+fn instance_arn(scope: &Scope, cluster: &str, input: &str) -> Result<String, EcsError> {
+    Ok(match arn::container_instance(input)? {
+        (Some(_), _) => input.to_string(),
+        (None, id) => scope.arn(Resource::ContainerInstance {
+            cluster: Some(cluster.to_string()),
+            id,
+        }),
+    })
+}
+
 impl EcsApi {
     /// Berth's registration: a single-use activation for the cluster, with
     /// the attributes asked for, answered as the instance to be (see
@@ -33,11 +45,8 @@ impl EcsApi {
         scope: &Scope,
         request: RegisterContainerInstanceRequest,
     ) -> EcsResult {
+        // Checked as every operator's attributes are, by create_activation.
         let attributes = shapes::registration_attributes(&request)?;
-        for (i, (name, value)) in attributes.iter().enumerate() {
-            berth_types::validate::check_operator_attribute(i, name, value)
-                .map_err(|e| invalid(e.to_string()))?;
-        }
         let cluster = arn::cluster_name(request.cluster.as_deref())?;
         // The cluster must exist, as ECS requires.
         self.ops
@@ -134,13 +143,7 @@ impl EcsApi {
                     }
                     found.push(shaped)
                 }
-                None => failures.push(Failure::missing(match arn::container_instance(input)? {
-                    (Some(_), _) => input.clone(),
-                    (None, id) => scope.arn(Resource::ContainerInstance {
-                        cluster: Some(cluster.clone()),
-                        id,
-                    }),
-                })),
+                None => failures.push(Failure::missing(instance_arn(scope, &cluster, input)?)),
             }
         }
         answer(json!({ "containerInstances": found, "failures": failures }))
@@ -244,30 +247,42 @@ impl EcsApi {
             .map_err(from_server)?;
         let mut updated = Vec::new();
         let mut failures = Vec::new();
+        // Each instance on its own, as ECS does: one that cannot change is a
+        // failure of its own, not the end of the call (only an outage is).
         for input in &request.container_instances {
             let instance = match self.instance_of(&cluster, input).await {
                 Ok(i) => i,
                 Err(e) if e.kind == ErrorType::InvalidParameter => {
-                    failures.push(Failure::missing(input.clone()));
+                    failures.push(Failure::missing(instance_arn(scope, &cluster, input)?));
                     continue;
                 }
                 Err(e) => return Err(e),
             };
-            let after = self
-                .ops
-                .set_instance_draining(instance.id, drain)
-                .await
-                .map_err(from_server)?;
-            updated.push(shapes::container_instance(scope, &after));
+            let arn = instance_arn(scope, &cluster, &instance.id)?;
+            match self.ops.set_instance_draining(instance.id, drain).await {
+                Ok(after) => updated.push(shapes::container_instance(scope, &after)),
+                Err(e) => {
+                    let e = from_server(e);
+                    if e.kind == ErrorType::Server {
+                        return Err(e);
+                    }
+                    failures.push(Failure {
+                        arn,
+                        reason: e.message,
+                    });
+                }
+            }
         }
         answer(json!({ "containerInstances": updated, "failures": failures }))
     }
 
-    /// Checks every target of a Put/DeleteAttributes call before changing
-    /// any, so a bad target leaves nothing half done.
+    /// Checks every target of a Put/DeleteAttributes call, and what would
+    /// be put or deleted on it, before changing any, so a bad target leaves
+    /// nothing half done.
     async fn attribute_targets(
         &self,
         request: &AttributesRequest,
+        deleting: bool,
     ) -> Result<Vec<(String, std::collections::BTreeMap<String, String>)>, EcsError> {
         let cluster = arn::cluster_name(request.cluster.as_deref())?;
         self.ops
@@ -275,14 +290,27 @@ impl EcsApi {
             .await
             .map_err(from_server)?;
         let grouped = attributes_by_instance(&cluster, &request.attributes)?;
-        for id in grouped.keys() {
-            self.instance_of(&cluster, id).await?;
+        for (id, attributes) in &grouped {
+            let instance = self.instance_of(&cluster, id).await?;
+            if instance.status == berth_types::InstanceState::Inactive {
+                return Err(invalid(format!(
+                    "container instance {id} is deregistered (INACTIVE); its attributes no longer change"
+                )));
+            }
+            if deleting {
+                crate::ops::instances::check_attribute_names(
+                    &attributes.keys().cloned().collect::<Vec<_>>(),
+                )
+            } else {
+                crate::ops::check_operator_attributes(attributes)
+            }
+            .map_err(from_server)?;
         }
         Ok(grouped.into_iter().collect())
     }
 
     pub(super) async fn put_attributes(&self, request: AttributesRequest) -> EcsResult {
-        for (id, attributes) in self.attribute_targets(&request).await? {
+        for (id, attributes) in self.attribute_targets(&request, false).await? {
             self.ops
                 .put_instance_attributes(id, attributes)
                 .await
@@ -292,7 +320,7 @@ impl EcsApi {
     }
 
     pub(super) async fn delete_attributes(&self, request: AttributesRequest) -> EcsResult {
-        for (id, attributes) in self.attribute_targets(&request).await? {
+        for (id, attributes) in self.attribute_targets(&request, true).await? {
             self.ops
                 .delete_instance_attributes(id, attributes.into_keys().collect())
                 .await

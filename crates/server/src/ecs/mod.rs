@@ -44,39 +44,16 @@ pub enum Kind {
 /// What `operation` is, or `None` for a name ECS does not have.
 pub fn kind(operation: &str) -> Option<Kind> {
     use Kind::{Supported, Unsupported};
-    let read = Supported(Role::Readonly);
-    let write = Supported(Role::Admin);
+    if let Some((_, _, role)) = ROUTES.iter().find(|(name, _, _)| *name == operation) {
+        return Some(Supported(*role));
+    }
     Some(match operation {
-        "ListClusters" | "DescribeClusters" => read,
-        "CreateCluster" | "DeleteCluster" | "UpdateCluster" | "UpdateClusterSettings" => write,
-        "ListTagsForResource" | "ListAccountSettings" => read,
-        "TagResource"
-        | "UntagResource"
-        | "PutAccountSetting"
-        | "PutAccountSettingDefault"
-        | "DeleteAccountSetting" => write,
-        "DescribeTaskDefinition" | "ListTaskDefinitions" | "ListTaskDefinitionFamilies" => read,
-        "RegisterTaskDefinition" | "DeregisterTaskDefinition" => write,
-        "DescribeTasks" | "ListTasks" => read,
-        "DescribeServices"
-        | "ListServices"
-        | "ListServicesByNamespace"
-        | "ListServiceDeployments"
-        | "DescribeServiceDeployments" => read,
-        "CreateService" | "UpdateService" | "DeleteService" => write,
-        "DescribeContainerInstances" | "ListContainerInstances" | "ListAttributes" => read,
-        "DeregisterContainerInstance"
-        | "UpdateContainerInstancesState"
-        | "PutAttributes"
-        | "DeleteAttributes" => write,
-        "RegisterContainerInstance" => write,
         "UpdateContainerAgent" => Unsupported(
             "updating the agent through the API: upgrade berth-agent on the host (install-agent.sh installs a new version; the agent keeps its tasks running across a restart)",
         ),
         "DescribeServiceRevisions" => Unsupported(
             "service revisions: each Berth deployment rolls out one task definition; use DescribeServiceDeployments instead, whose targetServiceRevision is that revision",
         ),
-        "RunTask" | "StartTask" | "StopTask" => write,
         "DeleteTaskDefinitions" => Unsupported(
             "deleting task definition revisions: Berth keeps every revision; deregister one (DeregisterTaskDefinition, `berth taskdef deregister`) so that nothing new starts from it",
         ),
@@ -89,7 +66,7 @@ pub fn kind(operation: &str) -> Option<Kind> {
         ),
         "CreateTaskSet" | "DeleteTaskSet" | "DescribeTaskSets" | "UpdateTaskSet"
         | "UpdateServicePrimaryTaskSet" => Unsupported(
-            "task sets (the EXTERNAL deployment controller): use a service's rolling or blue/green deployment (deploymentController ECS or CODE_DEPLOY in CreateService)",
+            "task sets (the EXTERNAL deployment controller): use a service's rolling deployment (deploymentController ECS) or Berth's blue/green one (deploymentController {\"type\": \"BLUE_GREEN\", \"trafficShift\": ...} in CreateService)",
         ),
         "ExecuteCommand" => Unsupported(
             "ECS Exec: read a task's output with `berth task logs` (TaskService/GetTaskLogs)",
@@ -187,66 +164,69 @@ fn drop_nulls(value: &mut Value) {
 }
 
 /// Declares [`Route`], one variant per operation [`EcsApi::call`] answers,
-/// and the table from operation names to it. `call` matches on `Route`
-/// exhaustively, so an operation listed here cannot lack its handler.
+/// and the table from operation names to it and the role it needs; `kind`
+/// reads its supported operations from the table. `call` matches on
+/// `Route` exhaustively, so an operation listed here cannot lack its
+/// handler, and one supported cannot lack a route.
 macro_rules! routes {
-    ($($name:ident),* $(,)?) => {
+    ($($name:ident => $role:ident),* $(,)?) => {
         #[derive(Debug, Clone, Copy, PartialEq, Eq)]
         enum Route {
             $($name),*
         }
 
-        const ROUTES: &[(&str, Route)] = &[$((stringify!($name), Route::$name)),*];
+        const ROUTES: &[(&str, Route, Role)] =
+            &[$((stringify!($name), Route::$name, Role::$role)),*];
     };
 }
 
 routes!(
-    ListClusters,
-    DescribeClusters,
-    CreateCluster,
-    DeleteCluster,
-    UpdateCluster,
-    UpdateClusterSettings,
-    TagResource,
-    UntagResource,
-    ListTagsForResource,
-    PutAccountSetting,
-    PutAccountSettingDefault,
-    DeleteAccountSetting,
-    ListAccountSettings,
-    RegisterTaskDefinition,
-    DescribeTaskDefinition,
-    DeregisterTaskDefinition,
-    ListTaskDefinitions,
-    ListTaskDefinitionFamilies,
-    RunTask,
-    StartTask,
-    StopTask,
-    DescribeTasks,
-    ListTasks,
-    CreateService,
-    UpdateService,
-    DeleteService,
-    DescribeServices,
-    ListServices,
-    ListServicesByNamespace,
-    ListServiceDeployments,
-    DescribeServiceDeployments,
-    DescribeContainerInstances,
-    ListContainerInstances,
-    DeregisterContainerInstance,
-    UpdateContainerInstancesState,
-    PutAttributes,
-    DeleteAttributes,
-    ListAttributes,
-    RegisterContainerInstance,
+    ListClusters => Readonly,
+    DescribeClusters => Readonly,
+    CreateCluster => Admin,
+    DeleteCluster => Admin,
+    UpdateCluster => Admin,
+    UpdateClusterSettings => Admin,
+    TagResource => Admin,
+    UntagResource => Admin,
+    ListTagsForResource => Readonly,
+    PutAccountSetting => Admin,
+    PutAccountSettingDefault => Admin,
+    DeleteAccountSetting => Admin,
+    ListAccountSettings => Readonly,
+    RegisterTaskDefinition => Admin,
+    DescribeTaskDefinition => Readonly,
+    DeregisterTaskDefinition => Admin,
+    ListTaskDefinitions => Readonly,
+    ListTaskDefinitionFamilies => Readonly,
+    RunTask => Admin,
+    StartTask => Admin,
+    StopTask => Admin,
+    DescribeTasks => Readonly,
+    ListTasks => Readonly,
+    CreateService => Admin,
+    UpdateService => Admin,
+    DeleteService => Admin,
+    DescribeServices => Readonly,
+    ListServices => Readonly,
+    ListServicesByNamespace => Readonly,
+    ListServiceDeployments => Readonly,
+    DescribeServiceDeployments => Readonly,
+    DescribeContainerInstances => Readonly,
+    ListContainerInstances => Readonly,
+    DeregisterContainerInstance => Admin,
+    UpdateContainerInstancesState => Admin,
+    PutAttributes => Admin,
+    DeleteAttributes => Admin,
+    ListAttributes => Readonly,
+    RegisterContainerInstance => Admin,
 );
 
 fn route(operation: &str) -> Option<Route> {
     ROUTES
         .iter()
-        .find(|(name, _)| *name == operation)
-        .map(|(_, route)| *route)
+        .find(|(name, _, _)| *name == operation)
+        .map(|(_, route, _)| *route)
 }
 
 /// The operations, over the application layer.
@@ -456,12 +436,14 @@ mod tests {
 
     #[test]
     fn every_handled_operation_is_a_supported_one() {
-        for (operation, _) in ROUTES {
-            assert!(
-                matches!(kind(operation), Some(Kind::Supported(_))),
+        for (operation, _, role) in ROUTES {
+            assert_eq!(
+                kind(operation),
+                Some(Kind::Supported(*role)),
                 "{operation} is answered by call but kind() does not support it"
             );
         }
+
         assert_eq!(route("MakeCoffee"), None);
     }
 

@@ -6,16 +6,48 @@ use berth_ecs::account_settings::{
     PutAccountSettingDefaultRequest, PutAccountSettingRequest, SettingResponse,
 };
 use berth_ecs::arn::Scope;
+use berth_ecs::error::{EcsError, ErrorType};
 use berth_ecs::tags::{
-    tag_keys, tag_map, tag_target, EmptyResponse, ListTagsForResourceRequest,
+    named_cluster, tag_keys, tag_map, tag_target, EmptyResponse, ListTagsForResourceRequest,
     ListTagsForResourceResponse, TagResourceRequest, UntagResourceRequest,
 };
+use berth_types::TagTarget;
 
 use super::{answer, from_server, EcsApi, EcsResult};
 
 impl EcsApi {
+    /// The resource an ARN names, refusing a task or instance ARN whose
+    /// cluster is not the one the resource is in (ids are unique, so
+    /// without this check any cluster's ARN would reach it).
+    async fn tag_resource_target(&self, resource_arn: &str) -> Result<TagTarget, EcsError> {
+        let target = tag_target(resource_arn)?;
+        let Some(named) = named_cluster(resource_arn)? else {
+            return Ok(target);
+        };
+        let probe = target.clone();
+        let actual = self
+            .ops
+            .node()
+            .read(move |state| match &probe {
+                TagTarget::Task { id } => state.task(id).map(|t| t.cluster.clone()),
+                TagTarget::Instance { id } => state.instance(id).map(|i| i.cluster.clone()),
+                _ => None,
+            })
+            .await
+            .map_err(from_server)?;
+        match actual {
+            Some(cluster) if cluster != named => Err(EcsError::new(
+                ErrorType::InvalidParameter,
+                format!(
+                    "resourceArn {resource_arn:?} names cluster {named:?}, but the resource is in cluster {cluster:?}"
+                ),
+            )),
+            _ => Ok(target),
+        }
+    }
+
     pub(super) async fn tag_resource(&self, request: TagResourceRequest) -> EcsResult {
-        let target = tag_target(&request.resource_arn)?;
+        let target = self.tag_resource_target(&request.resource_arn).await?;
         let tags = tag_map(&request.tags)?;
         self.ops
             .tag_resource(target, tags)
@@ -25,7 +57,7 @@ impl EcsApi {
     }
 
     pub(super) async fn untag_resource(&self, request: UntagResourceRequest) -> EcsResult {
-        let target = tag_target(&request.resource_arn)?;
+        let target = self.tag_resource_target(&request.resource_arn).await?;
         let keys = tag_keys(&request.tag_keys)?;
         self.ops
             .untag_resource(target, keys)
@@ -38,7 +70,7 @@ impl EcsApi {
         &self,
         request: ListTagsForResourceRequest,
     ) -> EcsResult {
-        let target = tag_target(&request.resource_arn)?;
+        let target = self.tag_resource_target(&request.resource_arn).await?;
         let tags = self.ops.list_tags(&target).await.map_err(from_server)?;
         answer(ListTagsForResourceResponse::new(tags))
     }

@@ -54,6 +54,7 @@ impl Ops {
             }
             n => n,
         };
+        super::check_operator_attributes(&request.attributes)?;
         let lifetime = request.lifetime.unwrap_or(DEFAULT_ACTIVATION_LIFETIME);
         let token = JoinToken::generate(ca_digest);
         let now = now_ms();

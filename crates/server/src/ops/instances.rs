@@ -91,6 +91,7 @@ impl Ops {
         if attributes.is_empty() {
             return Err(invalid("attributes", "give at least one NAME=VALUE"));
         }
+        super::check_operator_attributes(&attributes)?;
         self.instance_command(Command::PutInstanceAttributes {
             instance_id: id,
             attributes,
@@ -104,19 +105,26 @@ impl Ops {
         names: Vec<String>,
     ) -> Result<InstanceView, ServerError> {
         check_len("id", &id, limits::MAX_ID_LEN)?;
-        if names.is_empty() {
-            return Err(invalid("names", "give at least one attribute name"));
-        }
-        limits::check_count("names", names.len(), limits::MAX_ATTRIBUTES)?;
-        for (i, name) in names.iter().enumerate() {
-            check_len(&format!("names[{i}]"), name, 128)?;
-            berth_types::validate::check_operator_attribute_name(&format!("names[{i}]"), name)
-                .map_err(|e| ServerError::Invalid(e.into()))?;
-        }
+        check_attribute_names(&names)?;
         self.instance_command(Command::DeleteInstanceAttributes {
             instance_id: id,
             names,
         })
         .await
     }
+}
+
+/// The names a DeleteInstanceAttributes may remove: some, bounded, and none
+/// the agents report.
+pub fn check_attribute_names(names: &[String]) -> Result<(), ServerError> {
+    if names.is_empty() {
+        return Err(invalid("names", "give at least one attribute name"));
+    }
+    limits::check_count("names", names.len(), limits::MAX_ATTRIBUTES)?;
+    for (i, name) in names.iter().enumerate() {
+        check_len(&format!("names[{i}]"), name, 128)?;
+        berth_types::validate::check_operator_attribute_name(&format!("names[{i}]"), name)
+            .map_err(|e| ServerError::Invalid(e.into()))?;
+    }
+    Ok(())
 }

@@ -52,6 +52,22 @@ fn unexpected(output: CommandOutput) -> ServerError {
     ServerError::Internal(format!("unexpected command output {output:?}"))
 }
 
+/// Attributes an operator sets (activations, `attribute put`, the ECS
+/// API's PutAttributes and RegisterContainerInstance): at most
+/// `MAX_ATTRIBUTES`, names and values well formed, none in the `agent.*`
+/// space the agents report, capacity caps numbers.
+pub fn check_operator_attributes(
+    attributes: &std::collections::BTreeMap<String, String>,
+) -> Result<(), ServerError> {
+    use berth_types::{limits, validate};
+    limits::check_count("attributes", attributes.len(), limits::MAX_ATTRIBUTES)?;
+    for (i, (name, value)) in attributes.iter().enumerate() {
+        validate::check_attribute(i, name, value).map_err(ServerError::from_field)?;
+        validate::check_operator_attribute(i, name, value).map_err(ServerError::from_field)?;
+    }
+    Ok(())
+}
+
 /// A string a person gave, bounded (see `berth_types::limits`).
 fn check_len(field: &str, value: &str, max: usize) -> Result<(), ServerError> {
     berth_types::limits::check_len(field, value, max).map_err(|e| ServerError::Invalid(e.into()))
