@@ -95,6 +95,8 @@ pub struct EcsClient {
     pub region: String,
     /// `None`: plain HTTP (`--ecs-plain-http`).
     tls: Option<TlsConnector>,
+    /// HTTP/2 (over TLS, negotiated with ALPN) instead of HTTP/1.1.
+    http2: bool,
 }
 
 impl EcsClient {
@@ -117,7 +119,27 @@ impl EcsClient {
             key,
             region: "eu-west-1".into(),
             tls: Some(TlsConnector::from(Arc::new(config))),
+            http2: false,
         })
+    }
+
+    /// The same endpoint over HTTP/2 (ALPN `h2`).
+    pub fn http2(addr: SocketAddr, key: AwsKey) -> Result<Self> {
+        let mut client = Self::new(addr, key)?;
+        let ca_pem = std::fs::read_to_string(crate::test_pki().dir.join("ca.crt"))?;
+        let mut roots = RootCertStore::empty();
+        for cert in rustls_pemfile::certs(&mut ca_pem.as_bytes()) {
+            roots.add(cert?)?;
+        }
+        let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+        let mut config = ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        client.tls = Some(TlsConnector::from(Arc::new(config)));
+        client.http2 = true;
+        Ok(client)
     }
 
     /// A client of an endpoint served as plain HTTP.
@@ -127,6 +149,7 @@ impl EcsClient {
             key,
             region: "eu-west-1".into(),
             tls: None,
+            http2: false,
         }
     }
 
@@ -201,6 +224,12 @@ impl EcsClient {
         .await
         .context("connect timed out")??;
         let mut sender = match &self.tls {
+            Some(tls) if self.http2 => {
+                let stream = tls
+                    .connect(ServerName::try_from("127.0.0.1")?.to_owned(), tcp)
+                    .await?;
+                return self.send_http2(stream, request).await;
+            }
             Some(tls) => {
                 let stream = tls
                     .connect(ServerName::try_from("127.0.0.1")?.to_owned(), tcp)
@@ -217,27 +246,69 @@ impl EcsClient {
                 sender
             }
         };
-        let mut builder = http::Request::post("/");
-        for (name, value) in &request.headers {
-            builder = builder.header(name.as_str(), value.as_str());
-        }
-        let http_request = builder.body(Full::new(Bytes::from(request.body)))?;
-        let response =
-            tokio::time::timeout(Duration::from_secs(30), sender.send_request(http_request))
-                .await
-                .context("the ECS call timed out")??;
-        let status = response.status().as_u16();
-        let bytes = response.into_body().collect().await?.to_bytes();
-        let body = if bytes.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_slice(&bytes).with_context(|| {
-                format!(
-                    "the answer is not JSON: {}",
-                    String::from_utf8_lossy(&bytes)
-                )
-            })?
-        };
-        Ok(EcsReply { status, body })
+        let response = tokio::time::timeout(
+            Duration::from_secs(30),
+            sender.send_request(http_request(&request, None)?),
+        )
+        .await
+        .context("the ECS call timed out")??;
+        reply(response).await
     }
+
+    /// HTTP/2 has no `host` header: the host travels as `:authority`,
+    /// which the request's URI carries (and the signature covers).
+    async fn send_http2<S>(&self, stream: S, request: EcsRequest) -> Result<EcsReply>
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let (mut sender, connection) = hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            TokioIo::new(stream),
+        )
+        .await?;
+        tokio::spawn(connection);
+        let response = tokio::time::timeout(
+            Duration::from_secs(30),
+            sender.send_request(http_request(&request, Some(&self.addr.to_string()))?),
+        )
+        .await
+        .context("the ECS call timed out")??;
+        reply(response).await
+    }
+}
+
+/// The HTTP request for `request`; with `authority`, an absolute URI and
+/// no `host` header (HTTP/2).
+fn http_request(
+    request: &EcsRequest,
+    authority: Option<&str>,
+) -> Result<http::Request<Full<Bytes>>> {
+    let uri = match authority {
+        Some(a) => format!("https://{a}/"),
+        None => "/".to_string(),
+    };
+    let mut builder = http::Request::post(uri);
+    for (name, value) in &request.headers {
+        if authority.is_some() && name == "host" {
+            continue;
+        }
+        builder = builder.header(name.as_str(), value.as_str());
+    }
+    Ok(builder.body(Full::new(Bytes::from(request.body.clone())))?)
+}
+
+async fn reply(response: http::Response<hyper::body::Incoming>) -> Result<EcsReply> {
+    let status = response.status().as_u16();
+    let bytes = response.into_body().collect().await?.to_bytes();
+    let body = if bytes.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&bytes).with_context(|| {
+            format!(
+                "the answer is not JSON: {}",
+                String::from_utf8_lossy(&bytes)
+            )
+        })?
+    };
+    Ok(EcsReply { status, body })
 }

@@ -198,6 +198,12 @@ async fn ecs_api_answers_as_the_reference_says() -> Result<()> {
         r.body
     );
 
+    // HTTP/2 (ALPN h2) too: the host is signed as `:authority` carries it.
+    let h2 = EcsClient::http2(addrs[0], admin_key.clone())?;
+    let over_h2 = h2.call("ListClusters", json!({})).await?;
+    assert_eq!(over_h2.status, 200, "{:?}", over_h2.body);
+    assert!(over_h2.body["clusterArns"].as_array().unwrap().len() >= 3);
+
     // Roles: a readonly key reads and may not write.
     let readonly = admin.with_key(readonly_key.clone());
     let listed = readonly.call("ListClusters", json!({})).await?;
