@@ -109,7 +109,7 @@ async fn a_backup_of_a_running_cluster_restores_into_a_new_one_server_cluster() 
     let bytes = std::fs::read(&file)?;
     assert_eq!(saved["bytes"], bytes.len());
     assert_eq!(saved["server"], follower);
-    assert_eq!(saved["dataFormat"], 6);
+    assert_eq!(saved["dataFormat"], 7);
     assert!(saved["appliedIndex"].as_u64().unwrap() > 5, "{saved}");
     assert_eq!(
         saved["sha256"].as_str().unwrap(),
