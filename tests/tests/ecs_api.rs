@@ -677,6 +677,45 @@ async fn ecs_tags_and_account_settings() -> Result<()> {
         json!([{"key": "owner", "value": "ci"}])
     );
 
+    // DeleteTaskDefinitions: an ACTIVE revision is a failure; once
+    // deregistered it is deleted and describes no more.
+    let refused = admin
+        .call(
+            "DeleteTaskDefinitions",
+            json!({"taskDefinitions": [td_arn]}),
+        )
+        .await?;
+    ok(&refused);
+    assert_eq!(
+        refused.body["failures"][0]["arn"], td_arn,
+        "{:?}",
+        refused.body
+    );
+    ok(&admin
+        .call(
+            "DeregisterTaskDefinition",
+            json!({"taskDefinition": "tagged-td:1"}),
+        )
+        .await?);
+    let deleted = admin
+        .call(
+            "DeleteTaskDefinitions",
+            json!({"taskDefinitions": ["tagged-td:1"]}),
+        )
+        .await?;
+    ok(&deleted);
+    assert_eq!(
+        deleted.body["taskDefinitions"][0]["status"],
+        "DELETE_IN_PROGRESS"
+    );
+    let gone = admin
+        .call(
+            "DescribeTaskDefinition",
+            json!({"taskDefinition": "tagged-td:1"}),
+        )
+        .await?;
+    assert_eq!(gone.status, 400, "{:?}", gone.body);
+
     // UpdateCluster(Settings): what Berth has no setting for is refused.
     let insights = admin
         .call(

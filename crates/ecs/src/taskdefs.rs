@@ -40,7 +40,12 @@ pub fn task_definition(scope: &Scope, td: &berth_types::TaskDefinition) -> Value
     }
     object.insert("taskDefinitionArn".into(), Value::String(arn(scope, td)));
     object.insert("revision".into(), Value::from(td.revision));
-    object.insert("status".into(), Value::String(td.status.as_str().into()));
+    // ECS names a deleted revision by what it is becoming.
+    let status = match td.status {
+        berth_types::TaskDefinitionStatus::Deleted => "DELETE_IN_PROGRESS",
+        other => other.as_str(),
+    };
+    object.insert("status".into(), Value::String(status.into()));
     object.insert(
         "registeredAt".into(),
         Value::from(epoch_seconds(td.registered_at_ms)),
@@ -87,6 +92,13 @@ pub struct DescribeTaskDefinitionRequest {
     pub task_definition: String,
     #[serde(default)]
     pub include: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeleteTaskDefinitionsRequest {
+    #[serde(default)]
+    pub task_definitions: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

@@ -186,13 +186,32 @@ async fn task_definitions_and_tasks() {
         .call("ListTaskDefinitionFamilies", json!({"familyPrefix": "w"}))
         .await;
     assert_eq!(families["families"], json!(["web"]));
-    let e = api
-        .refused(
+    // Only an INACTIVE revision is deleted; each refusal is a failure.
+    let deleted = api
+        .call(
             "DeleteTaskDefinitions",
-            json!({"taskDefinitions": ["web:1"]}),
+            json!({"taskDefinitions": ["web:1", format!("{ARN}:task-definition/web:2")]}),
         )
         .await;
-    assert_eq!(e.kind, berth_ecs::error::ErrorType::UnknownOperation);
+    assert_eq!(
+        deleted["taskDefinitions"][0]["status"],
+        "DELETE_IN_PROGRESS"
+    );
+    assert_eq!(
+        deleted["taskDefinitions"][0]["taskDefinitionArn"],
+        format!("{ARN}:task-definition/web:1")
+    );
+    assert_eq!(
+        deleted["failures"][0]["arn"],
+        format!("{ARN}:task-definition/web:2")
+    );
+    assert!(
+        deleted["failures"][0]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("deregister it first"),
+        "{deleted}"
+    );
 
     // No instance is registered: the task waits PROVISIONING, as Berth's
     // RunTask leaves a task it cannot place yet.

@@ -307,6 +307,14 @@ pub enum Command {
     ResealAwsAccessKeys {
         keys: Vec<crate::access::ResealedKey>,
     },
+    /// DeleteTaskDefinitions (ECS): removes an INACTIVE revision that no
+    /// task still running and no current service deployment uses. The
+    /// family keeps its revision counter, so the number is never reused.
+    DeleteTaskDefinition {
+        family: String,
+        revision: u32,
+        at_ms: i64,
+    },
 }
 
 /// One slot of a schedule, as the leader's controller decided it.
@@ -364,7 +372,9 @@ impl Command {
             | Command::PutSecret { .. }
             | Command::DeleteSecret { .. }
             | Command::ResealSecrets { .. } => 4,
-            Command::CreateAwsAccessKey { .. } | Command::ResealAwsAccessKeys { .. } => 5,
+            Command::CreateAwsAccessKey { .. }
+            | Command::ResealAwsAccessKeys { .. }
+            | Command::DeleteTaskDefinition { .. } => 5,
             Command::EndDeactivation { .. } | Command::RollbackService { .. } => 3,
             Command::ServiceProgress { progress, .. } => match progress {
                 ServiceProgress::TrafficShifted { .. }
@@ -547,6 +557,7 @@ impl Command {
             Command::DeleteCluster { .. } => "delete_cluster",
             Command::RegisterTaskDefinition { .. } => "register_task_definition",
             Command::DeregisterTaskDefinition { .. } => "deregister_task_definition",
+            Command::DeleteTaskDefinition { .. } => "delete_task_definition",
             Command::BootstrapAdminToken { .. } => "bootstrap_admin_token",
             Command::CreateApiToken { .. } => "create_api_token",
             Command::RevokeApiToken { .. } => "revoke_api_token",
@@ -614,6 +625,9 @@ impl Command {
                 format!("task-definition/{}", spec.family)
             }
             Command::DeregisterTaskDefinition {
+                family, revision, ..
+            }
+            | Command::DeleteTaskDefinition {
                 family, revision, ..
             } => format!("task-definition/{family}:{revision}"),
             Command::BootstrapAdminToken { id, .. }

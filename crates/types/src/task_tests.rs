@@ -1632,3 +1632,64 @@ fn a_cluster_is_created_with_its_tags_or_not_at_all() {
         "only a level-5 server knows it"
     );
 }
+
+#[test]
+fn an_inactive_revision_nothing_runs_from_is_deleted_and_its_number_never_reused() {
+    let mut state = cluster();
+    let delete = |state: &mut State| {
+        state.apply(Command::DeleteTaskDefinition {
+            family: "web".into(),
+            revision: 1,
+            at_ms: 60,
+        })
+    };
+    let active = delete(&mut state).unwrap_err();
+    assert!(
+        active.to_string().contains("deregister it first"),
+        "{active}"
+    );
+    state
+        .apply(Command::RunTasks(run("web", &["a"], None)))
+        .unwrap();
+    state
+        .apply(Command::DeregisterTaskDefinition {
+            family: "web".into(),
+            revision: 1,
+            at_ms: 40,
+        })
+        .unwrap();
+    let used = delete(&mut state).unwrap_err();
+    assert!(used.to_string().contains("not yet STOPPED"), "{used}");
+    state
+        .apply(Command::StopTask {
+            task_id: "a".into(),
+            reason: String::new(),
+            at_ms: 50,
+        })
+        .unwrap();
+    match delete(&mut state).unwrap() {
+        CommandOutput::TaskDefinition(td) => {
+            assert_eq!(td.status, crate::TaskDefinitionStatus::Deleted)
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    assert!(state.task_definition("web", 1).is_none());
+    assert!(
+        state.task("a").is_some(),
+        "a stopped task outlives its definition"
+    );
+    assert!(matches!(
+        delete(&mut state),
+        Err(StateError::NotFound { .. })
+    ));
+    match state
+        .apply(Command::RegisterTaskDefinition {
+            spec: spec("web", 512, Some(8080)),
+            at_ms: 70,
+        })
+        .unwrap()
+    {
+        CommandOutput::TaskDefinition(td) => assert_eq!(td.revision, 2, "1 is not reused"),
+        other => panic!("unexpected {other:?}"),
+    }
+}

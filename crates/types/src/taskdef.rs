@@ -337,6 +337,9 @@ pub struct TaskDefinitionSpec {
 pub enum TaskDefinitionStatus {
     Active,
     Inactive,
+    /// Deleted (`DeleteTaskDefinition`): no longer stored. Only a delete's
+    /// answer and its event carry it.
+    Deleted,
 }
 
 impl TaskDefinitionStatus {
@@ -344,6 +347,7 @@ impl TaskDefinitionStatus {
         match self {
             TaskDefinitionStatus::Active => "ACTIVE",
             TaskDefinitionStatus::Inactive => "INACTIVE",
+            TaskDefinitionStatus::Deleted => "DELETED",
         }
     }
 
@@ -351,6 +355,7 @@ impl TaskDefinitionStatus {
         match value.to_ascii_uppercase().as_str() {
             "ACTIVE" => Some(Self::Active),
             "INACTIVE" => Some(Self::Inactive),
+            "DELETED" => Some(Self::Deleted),
             _ => None,
         }
     }

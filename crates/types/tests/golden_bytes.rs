@@ -364,6 +364,11 @@ fn unapplied() -> Vec<Command> {
             tags: BTreeMap::from([("env".into(), "test".into())]),
             at_ms: 65_000,
         },
+        Command::DeleteTaskDefinition {
+            family: "web".into(),
+            revision: 1,
+            at_ms: 66_000,
+        },
         Command::ResealAwsAccessKeys {
             keys: vec![ResealedKey {
                 id: "BKIA0123456789ABCDEF".into(),

@@ -54,9 +54,6 @@ pub fn kind(operation: &str) -> Option<Kind> {
         "DescribeServiceRevisions" => Unsupported(
             "service revisions: each Berth deployment rolls out one task definition; use DescribeServiceDeployments instead, whose targetServiceRevision is that revision",
         ),
-        "DeleteTaskDefinitions" => Unsupported(
-            "deleting task definition revisions: Berth keeps every revision; deregister one (DeregisterTaskDefinition, `berth taskdef deregister`) so that nothing new starts from it",
-        ),
         "PutClusterCapacityProviders"
         | "CreateCapacityProvider"
         | "DeleteCapacityProvider"
@@ -197,6 +194,7 @@ routes!(
     RegisterTaskDefinition => Admin,
     DescribeTaskDefinition => Readonly,
     DeregisterTaskDefinition => Admin,
+    DeleteTaskDefinitions => Admin,
     ListTaskDefinitions => Readonly,
     ListTaskDefinitionFamilies => Readonly,
     RunTask => Admin,
@@ -283,6 +281,7 @@ impl EcsApi {
             Route::DescribeTaskDefinition => {
                 self.describe_task_definition(scope, parse(body)?).await
             }
+            Route::DeleteTaskDefinitions => self.delete_task_definitions(scope, parse(body)?).await,
             Route::DeregisterTaskDefinition => {
                 self.deregister_task_definition(scope, parse(body)?).await
             }
@@ -450,7 +449,6 @@ mod tests {
     #[test]
     fn every_refusal_says_what_to_use_instead() {
         let refused = [
-            "DeleteTaskDefinitions",
             "DescribeServiceRevisions",
             "UpdateContainerAgent",
             "PutClusterCapacityProviders",

@@ -3,9 +3,10 @@
 
 use berth_ecs::arn::{self, Scope};
 use berth_ecs::error::include_tags;
+use berth_ecs::error::{EcsError, ErrorType};
 use berth_ecs::taskdefs::{
-    self as shapes, DeregisterTaskDefinitionRequest, DescribeTaskDefinitionRequest,
-    ListTaskDefinitionFamiliesRequest, ListTaskDefinitionsRequest,
+    self as shapes, DeleteTaskDefinitionsRequest, DeregisterTaskDefinitionRequest,
+    DescribeTaskDefinitionRequest, ListTaskDefinitionFamiliesRequest, ListTaskDefinitionsRequest,
 };
 use serde_json::json;
 
@@ -52,6 +53,41 @@ impl EcsApi {
             "taskDefinition": shapes::task_definition(scope, &td),
             "tags": tags,
         }))
+    }
+
+    /// Each revision on its own, as ECS does: one that cannot be deleted
+    /// (ACTIVE, still running, deployed, missing) is a failure of its own.
+    pub(super) async fn delete_task_definitions(
+        &self,
+        scope: &Scope,
+        request: DeleteTaskDefinitionsRequest,
+    ) -> EcsResult {
+        if request.task_definitions.is_empty() || request.task_definitions.len() > 10 {
+            return Err(EcsError::new(
+                ErrorType::InvalidParameter,
+                "taskDefinitions: name between 1 and 10 revisions (FAMILY:REVISION or ARN)",
+            ));
+        }
+        let mut deleted = Vec::new();
+        let mut failures = Vec::new();
+        for input in &request.task_definitions {
+            let reference = arn::task_definition(input)?;
+            match self.ops.delete_task_definition(&reference).await {
+                Ok(td) => deleted.push(shapes::task_definition(scope, &td)),
+                Err(e) => {
+                    let e = from_server(e);
+                    if e.kind == ErrorType::Server {
+                        return Err(e);
+                    }
+                    failures.push(json!({
+                        "arn": format!("arn:aws:ecs:{}:{}:task-definition/{reference}", scope.region, scope.account),
+                        "reason": e.kind.name(),
+                        "detail": e.message,
+                    }));
+                }
+            }
+        }
+        answer(json!({ "taskDefinitions": deleted, "failures": failures }))
     }
 
     pub(super) async fn deregister_task_definition(

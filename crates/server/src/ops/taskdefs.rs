@@ -129,4 +129,34 @@ impl Ops {
             other => Err(unexpected(other)),
         }
     }
+
+    /// Deletes an INACTIVE revision nothing runs from any more (the answer
+    /// is the revision as it was, status DELETED).
+    pub async fn delete_task_definition(
+        &self,
+        reference: &str,
+    ) -> Result<TaskDefinition, ServerError> {
+        let reference = parse_ref(reference)?;
+        let Some(revision) = reference.revision else {
+            return Err(ServerError::from_field(FieldError::new(
+                "taskDefinition",
+                format!(
+                    "{:?} has no revision; delete one revision at a time, e.g. {}:1",
+                    reference.family, reference.family
+                ),
+            )));
+        };
+        match self
+            .node
+            .write(Command::DeleteTaskDefinition {
+                family: reference.family,
+                revision,
+                at_ms: now_ms(),
+            })
+            .await?
+        {
+            CommandOutput::TaskDefinition(td) => Ok(Arc::unwrap_or_clone(td)),
+            other => Err(unexpected(other)),
+        }
+    }
 }

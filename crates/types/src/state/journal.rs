@@ -161,6 +161,16 @@ fn command_event(command: &Command) -> Option<(String, EventDetail)> {
                 status: TaskDefinitionStatus::Inactive,
             },
         )),
+        Command::DeleteTaskDefinition {
+            family, revision, ..
+        } => Some((
+            String::new(),
+            EventDetail::TaskDefinitionStateChange {
+                family: family.clone(),
+                revision: *revision,
+                status: TaskDefinitionStatus::Deleted,
+            },
+        )),
         Command::BootstrapAdminToken { id, .. } => Some((
             String::new(),
             EventDetail::TokenChange {

@@ -185,6 +185,11 @@ impl State {
                 revision,
                 at_ms,
             } => self.deregister_task_definition(family, revision, at_ms),
+            Command::DeleteTaskDefinition {
+                family,
+                revision,
+                at_ms,
+            } => self.delete_task_definition(family, revision, at_ms),
             Command::BootstrapAdminToken {
                 id,
                 secret_hash,

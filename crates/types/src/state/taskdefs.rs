@@ -130,4 +130,58 @@ impl State {
         // for holds, and retries after a lost reply must stay harmless.
         Ok(CommandOutput::TaskDefinition(definition.clone()))
     }
+
+    pub(super) fn delete_task_definition(
+        &mut self,
+        family: String,
+        revision: u32,
+        at_ms: i64,
+    ) -> Result<CommandOutput, StateError> {
+        let id = format!("{family}:{revision}");
+        let key = (family.clone(), revision);
+        let Some(definition) = self.task_definitions.get(&key) else {
+            return Err(StateError::not_found("task definition", id));
+        };
+        if definition.status == TaskDefinitionStatus::Active {
+            return Err(StateError::FailedPrecondition(format!(
+                "task definition {id} is ACTIVE; deregister it first (berth taskdef deregister, DeregisterTaskDefinition)"
+            )));
+        }
+        // What still runs from it needs it: the agents read a task's
+        // containers from its definition until the task has stopped.
+        let running = self
+            .tasks
+            .values()
+            .filter(|t| {
+                t.family == family
+                    && t.revision == revision
+                    && t.last_status != crate::task::TaskStatus::Stopped
+            })
+            .count();
+        if running > 0 {
+            return Err(StateError::FailedPrecondition(format!(
+                "task definition {id} is used by {running} task(s) not yet STOPPED; stop them first"
+            )));
+        }
+        let deploying = self.services.values().find(|s| {
+            s.status != crate::service::ServiceStatus::Inactive
+                && s.deployments.iter().any(|d| {
+                    d.task_definition == id
+                        && d.status != crate::service::DeploymentStatus::Inactive
+                })
+        });
+        if let Some(service) = deploying {
+            return Err(StateError::FailedPrecondition(format!(
+                "task definition {id} is deployed by service {}/{}; update the service to another revision first",
+                service.cluster, service.name
+            )));
+        }
+        let Some(removed) = self.task_definitions.remove(&key) else {
+            return Err(StateError::not_found("task definition", id));
+        };
+        let mut deleted = (*removed).clone();
+        deleted.status = TaskDefinitionStatus::Deleted;
+        deleted.deregistered_at_ms = deleted.deregistered_at_ms.or(Some(at_ms));
+        Ok(CommandOutput::TaskDefinition(Arc::new(deleted)))
+    }
 }
