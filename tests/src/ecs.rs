@@ -26,31 +26,39 @@ pub struct AwsKey {
     pub secret: String,
 }
 
+/// `berth auth token create ARGS -o json` as the bootstrap admin: what
+/// it printed.
+pub fn create_token(endpoints: &str, args: &[&str]) -> Result<Value> {
+    let mut all = vec!["auth", "token", "create"];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&["-o", "json"]);
+    let out = crate::berth_cli(endpoints, &crate::test_pki().admin_token, &all);
+    anyhow::ensure!(
+        out.status.success(),
+        "token create: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(serde_json::from_slice(&out.stdout)?)
+}
+
 /// Creates an AWS-format key with `role` through the CLI.
 pub fn create_aws_key(endpoints: &str, role: &str) -> Result<AwsKey> {
-    let out = crate::berth_cli(
+    let created = create_token(
         endpoints,
-        &crate::test_pki().admin_token,
         &[
-            "auth",
-            "token",
-            "create",
             "--role",
             role,
             "--format",
             "aws",
             "--description",
             "ecs test",
-            "-o",
-            "json",
         ],
-    );
-    anyhow::ensure!(
-        out.status.success(),
-        "token create: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let created: Value = serde_json::from_slice(&out.stdout)?;
+    )?;
+    aws_key_of(&created)
+}
+
+/// The key in what `auth token create --format aws -o json` printed.
+pub fn aws_key_of(created: &Value) -> Result<AwsKey> {
     Ok(AwsKey {
         id: created["awsAccessKeyId"]
             .as_str()

@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::Result;
-use berth_e2e::ecs::{create_aws_key, AwsKey, EcsClient};
+use berth_e2e::ecs::{aws_key_of, create_aws_key, create_token, AwsKey, EcsClient};
 use berth_e2e::*;
 use berth_proto::pb;
 use berth_proto::pb::event_service_client::EventServiceClient;
@@ -284,27 +284,10 @@ async fn ecs_api_answers_as_the_reference_says() -> Result<()> {
         (400, "UnrecognizedClientException")
     );
     // A bearer token is not an access key, even signing with its secret.
-    let out = berth_cli(
+    let bearer = create_token(
         &endpoints(&cluster),
-        &test_pki().admin_token,
-        &[
-            "auth",
-            "token",
-            "create",
-            "--role",
-            "admin",
-            "--description",
-            "bearer",
-            "-o",
-            "json",
-        ],
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let bearer: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+        &["--role", "admin", "--description", "bearer"],
+    )?;
     let bearer_key = admin.with_key(AwsKey {
         id: bearer["apiToken"]["id"].as_str().unwrap().into(),
         secret: bearer["token"].as_str().unwrap().into(),
@@ -340,13 +323,9 @@ async fn ecs_api_answers_as_the_reference_says() -> Result<()> {
     no_state_changed_by_refusals(&admin).await?;
 
     // An expired key: refused as AWS refuses one.
-    let out = berth_cli(
+    let short = admin.with_key(aws_key_of(&create_token(
         &endpoints(&cluster),
-        &test_pki().admin_token,
         &[
-            "auth",
-            "token",
-            "create",
             "--role",
             "admin",
             "--format",
@@ -355,20 +334,8 @@ async fn ecs_api_answers_as_the_reference_says() -> Result<()> {
             "short",
             "--expires",
             "1s",
-            "-o",
-            "json",
         ],
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let short: serde_json::Value = serde_json::from_slice(&out.stdout)?;
-    let short = admin.with_key(AwsKey {
-        id: short["awsAccessKeyId"].as_str().unwrap().into(),
-        secret: short["awsSecretAccessKey"].as_str().unwrap().into(),
-    });
+    )?)?);
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let r = short.call("ListClusters", json!({})).await?;
     assert_eq!(

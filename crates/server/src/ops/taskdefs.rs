@@ -106,20 +106,11 @@ impl Ops {
         &self,
         reference: &str,
     ) -> Result<TaskDefinition, ServerError> {
-        let reference = parse_ref(reference)?;
-        let Some(revision) = reference.revision else {
-            return Err(ServerError::from_field(FieldError::new(
-                "taskDefinition",
-                format!(
-                    "{:?} has no revision; deregister one revision at a time, e.g. {}:1",
-                    reference.family, reference.family
-                ),
-            )));
-        };
+        let (family, revision) = one_revision(reference, "deregister")?;
         match self
             .node
             .write(Command::DeregisterTaskDefinition {
-                family: reference.family,
+                family,
                 revision,
                 at_ms: now_ms(),
             })
@@ -136,20 +127,11 @@ impl Ops {
         &self,
         reference: &str,
     ) -> Result<TaskDefinition, ServerError> {
-        let reference = parse_ref(reference)?;
-        let Some(revision) = reference.revision else {
-            return Err(ServerError::from_field(FieldError::new(
-                "taskDefinition",
-                format!(
-                    "{:?} has no revision; delete one revision at a time, e.g. {}:1",
-                    reference.family, reference.family
-                ),
-            )));
-        };
+        let (family, revision) = one_revision(reference, "delete")?;
         match self
             .node
             .write(Command::DeleteTaskDefinition {
-                family: reference.family,
+                family,
                 revision,
                 at_ms: now_ms(),
             })
@@ -158,5 +140,21 @@ impl Ops {
             CommandOutput::TaskDefinition(td) => Ok(Arc::unwrap_or_clone(td)),
             other => Err(unexpected(other)),
         }
+    }
+}
+
+/// `FAMILY:REVISION` for a call on one revision (`verb` says which, for the
+/// error a bare family gets).
+fn one_revision(reference: &str, verb: &str) -> Result<(String, u32), ServerError> {
+    let reference = parse_ref(reference)?;
+    match reference.revision {
+        Some(revision) => Ok((reference.family, revision)),
+        None => Err(ServerError::from_field(FieldError::new(
+            "taskDefinition",
+            format!(
+                "{:?} has no revision; {verb} one revision at a time, e.g. {}:1",
+                reference.family, reference.family
+            ),
+        ))),
     }
 }
