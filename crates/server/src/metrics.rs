@@ -198,7 +198,7 @@ impl ServerMetrics {
         );
         r.register(
             "api_requests",
-            "API calls by method and gRPC code",
+            "API calls by method and code: gRPC methods with their gRPC code, ECS operations (ecs.OPERATION, ecs.unknown) with their HTTP status",
             m.api_requests.clone(),
         );
         r.register(
