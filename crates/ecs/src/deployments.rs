@@ -339,46 +339,8 @@ mod tests {
     }
 
     fn described() -> ServiceDescription {
-        let mut state = berth_types::State::new();
-        let mut container = berth_types::ContainerDefinition::new("app", "registry.local/app:1");
-        container.memory = Some(64);
-        state
-            .apply(berth_types::Command::RegisterTaskDefinition {
-                spec: berth_types::TaskDefinitionSpec {
-                    family: "web".into(),
-                    container_definitions: vec![container],
-                    cpu: None,
-                    memory: None,
-                    network_mode: Default::default(),
-                    volumes: vec![],
-                    tags: vec![],
-                },
-                at_ms: 1,
-            })
-            .unwrap();
-        state
-            .apply(berth_types::Command::CreateService {
-                spec: berth_types::service::ServiceSpec {
-                    cluster: "default".into(),
-                    name: "web".into(),
-                    task_definition: "web:1".into(),
-                    desired_count: 4,
-                    scheduling_strategy: berth_types::service::SchedulingStrategy::Replica,
-                    placement_strategies: vec![],
-                    placement_constraints: vec![],
-                    deployment_configuration:
-                        berth_types::service::DeploymentConfiguration::defaults_for(
-                            berth_types::service::SchedulingStrategy::Replica,
-                        ),
-                    health_check_grace_period_secs: 0,
-                    tags: Default::default(),
-                    load_balancers: vec![],
-                },
-                deployment_id: "ecs-svc/1".into(),
-                at_ms: 5_000,
-            })
-            .unwrap();
-        let mut d = state.describe_service(state.service("default", "web").unwrap());
+        let mut d =
+            crate::services::tests::described(berth_types::service::DeploymentController::Rolling);
         d.deployments = vec![
             deployment_at("2", 9_000, DeploymentStatus::Primary),
             deployment_at("1", 5_000, DeploymentStatus::Active),

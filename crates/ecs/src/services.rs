@@ -371,7 +371,7 @@ pub fn namespace_cluster(namespace: &str) -> Result<String, EcsError> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use berth_types::service::{
         BlueGreen, DeploymentConfiguration as Config, DeploymentController as Controller,
@@ -382,7 +382,7 @@ mod tests {
 
     /// A service made the way the servers make one: through the state
     /// machine's commands.
-    fn described(controller: Controller) -> berth_types::service::ServiceDescription {
+    pub(crate) fn described(controller: Controller) -> berth_types::service::ServiceDescription {
         let mut state = State::new();
         let mut container = ContainerDefinition::new("app", "registry.local/app:1");
         container.memory = Some(64);

@@ -107,15 +107,17 @@ impl Ops {
         reference: &str,
     ) -> Result<TaskDefinition, ServerError> {
         let (family, revision) = one_revision(reference, "deregister")?;
-        match self
-            .node
-            .write(Command::DeregisterTaskDefinition {
-                family,
-                revision,
-                at_ms: now_ms(),
-            })
-            .await?
-        {
+        self.revision_command(Command::DeregisterTaskDefinition {
+            family,
+            revision,
+            at_ms: now_ms(),
+        })
+        .await
+    }
+
+    /// Proposes a command on one revision and answers that revision.
+    async fn revision_command(&self, command: Command) -> Result<TaskDefinition, ServerError> {
+        match self.node.write(command).await? {
             CommandOutput::TaskDefinition(td) => Ok(Arc::unwrap_or_clone(td)),
             other => Err(unexpected(other)),
         }
@@ -128,18 +130,12 @@ impl Ops {
         reference: &str,
     ) -> Result<TaskDefinition, ServerError> {
         let (family, revision) = one_revision(reference, "delete")?;
-        match self
-            .node
-            .write(Command::DeleteTaskDefinition {
-                family,
-                revision,
-                at_ms: now_ms(),
-            })
-            .await?
-        {
-            CommandOutput::TaskDefinition(td) => Ok(Arc::unwrap_or_clone(td)),
-            other => Err(unexpected(other)),
-        }
+        self.revision_command(Command::DeleteTaskDefinition {
+            family,
+            revision,
+            at_ms: now_ms(),
+        })
+        .await
     }
 }
 
