@@ -8,6 +8,7 @@
 mod cluster;
 mod discovery;
 mod doc;
+mod etcd;
 mod hollow;
 mod load;
 mod machine;
@@ -36,8 +37,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Raft write/read throughput and latency, and leader failover time, on
-    /// a 3-server cluster.
+    /// Raft write/read throughput and latency, and how long writes stop when
+    /// the leader is killed or stopped, on a 3-server cluster; with
+    /// `--compare etcd` side by side with etcd, alternating in rounds.
     Raft(RaftArgs),
     /// Placement throughput, time to RUNNING and berthd's CPU and memory
     /// with many simulated ("hollow") agents connected, on a 3-server
@@ -170,17 +172,51 @@ pub struct TasksArgs {
     logs: Option<PathBuf>,
 }
 
+/// A system measured side by side with Berth.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum Peer {
+    /// A 3-member etcd cluster (Debian's etcd-server) with TLS on client
+    /// and peer traffic.
+    Etcd,
+}
+
 #[derive(Args)]
 pub struct RaftArgs {
+    /// Also measure this system, the same way, alternating with Berth.
+    #[arg(long, value_enum)]
+    compare: Option<Peer>,
+    /// Rounds; each runs every level and the failover trials on fresh
+    /// clusters of each system.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// Client counts of the write levels sent to the leader.
+    #[arg(long, value_delimiter = ',', default_value = "1,16,256")]
+    write_clients: Vec<usize>,
+    /// Client counts of the write levels sent round-robin to all servers.
+    #[arg(long, value_delimiter = ',', default_value = "256")]
+    round_robin_clients: Vec<usize>,
+    /// Client counts of the read levels (each to the leader and round-robin).
+    #[arg(long, value_delimiter = ',', default_value = "16,256")]
+    read_clients: Vec<usize>,
+    /// Size of one write request on the wire, protobuf-encoded (Berth's
+    /// RegisterTaskDefinitionRequest; etcd's PutRequest is made as long).
+    #[arg(long, default_value_t = 518)]
+    payload_bytes: usize,
     /// Warm-up before each measured load level, in seconds.
     #[arg(long, default_value_t = 1)]
     warmup_secs: u64,
-    /// Measured time of each load level, in seconds.
+    /// Measured time (window) of each load level, in seconds.
     #[arg(long, default_value_t = 5)]
     secs: u64,
-    /// Failover trials (kill -9 of the leader).
-    #[arg(long, default_value_t = 5)]
+    /// Failover trials with kill -9 of the leader, per system and round.
+    #[arg(long, default_value_t = 2)]
     trials: usize,
+    /// Trials stopping the leader with SIGTERM, per system and round.
+    #[arg(long, default_value_t = 1)]
+    term_trials: usize,
+    /// The whole run gives up after this many seconds.
+    #[arg(long, default_value_t = 1800)]
+    timeout_secs: u64,
     /// The file whose `raft` section is rewritten.
     #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/benchmarks.md"))]
     doc: PathBuf,
@@ -190,16 +226,7 @@ pub struct RaftArgs {
     /// Copy the servers' logs into this directory before they are removed.
     #[arg(long)]
     logs: Option<PathBuf>,
-    /// --heartbeat-ms of the failover cluster.
-    #[arg(long, default_value_t = 100)]
-    failover_heartbeat_ms: u64,
-    /// --election-timeout-ms of the failover cluster.
-    #[arg(long, default_value_t = 500)]
-    failover_election_timeout_ms: u64,
 }
-
-/// The whole run stops by itself after this, whatever happens.
-const RUN_LIMIT: Duration = Duration::from_secs(300);
 
 fn main() {
     let cli = Cli::parse();
@@ -225,10 +252,28 @@ async fn run(cli: Cli) -> Result<()> {
             if args.secs == 0 || args.secs > 60 || args.warmup_secs > 60 {
                 bail!("--secs must be 1..=60 and --warmup-secs at most 60");
             }
-            if args.trials == 0 || args.trials > 20 {
-                bail!("--trials must be 1..=20");
+            if args.trials > 20 || args.term_trials > 20 || args.trials + args.term_trials == 0 {
+                bail!("--trials and --term-trials must be 0..=20, not both 0");
             }
-            let report = bounded_run(RUN_LIMIT, raft::run(&args)).await?;
+            if args.rounds == 0 || args.rounds > 20 {
+                bail!("--rounds must be 1..=20");
+            }
+            let counts = [
+                &args.write_clients,
+                &args.round_robin_clients,
+                &args.read_clients,
+            ];
+            if counts
+                .iter()
+                .any(|c| c.iter().any(|n| *n == 0 || *n > 4096))
+            {
+                bail!("client counts (--write-clients, --round-robin-clients, --read-clients) must be 1..=4096");
+            }
+            if args.payload_bytes < 64 || args.payload_bytes > 60_000 {
+                bail!("--payload-bytes must be 64..=60000 (a task definition is at most 64 KiB of JSON)");
+            }
+            let limit = Duration::from_secs(args.timeout_secs);
+            let report = bounded_run(limit, raft::run(&args)).await?;
             publish(&report.markdown(), "raft", &args.doc, args.no_doc)
         }
         Command::Services(args) => {
