@@ -1024,6 +1024,17 @@ fn cpu_cell(o: &Outcome) -> String {
     )
 }
 
+/// The leader's CPU time per completed request over the window, in µs.
+fn leader_cpu_per_request(o: &Outcome) -> Option<f64> {
+    let cores = o
+        .cpu
+        .iter()
+        .find(|(l, _)| l.starts_with("leader"))
+        .and_then(|(_, c)| *c)?;
+    let rate = o.per_sec();
+    (rate > 0.0).then(|| cores * 1e6 / rate)
+}
+
 fn median_f64(values: &[f64]) -> Option<f64> {
     let mut sorted = values.to_vec();
     sorted.sort_by(|a, b| a.total_cmp(b));
@@ -1059,6 +1070,7 @@ impl Compared {
     fn fmt(&self, v: f64) -> String {
         match self.unit {
             "/s" => fmt_rate(v),
+            "µs" => format!("{v:.0}"),
             _ => format!("{v:.2}"),
         }
     }
@@ -1156,6 +1168,21 @@ impl Report {
                 unit: "/s",
                 target: goal,
             });
+            if kind == Kind::Write && target == Target::Leader {
+                let cpu = |s| {
+                    self.rows_of(s, kind, target, clients)
+                        .iter()
+                        .filter_map(|r| leader_cpu_per_request(&r.outcome))
+                        .collect()
+                };
+                out.push(Compared {
+                    measure: format!("leader CPU per write, {clients} to the leader (µs)"),
+                    etcd: cpu(System::Etcd),
+                    berth: cpu(System::Berth),
+                    unit: "µs",
+                    target: None,
+                });
+            }
             if kind == Kind::Write && target == Target::Leader && clients == 1 {
                 let p50 = |s| {
                     self.rows_of(s, kind, target, clients)
@@ -1335,12 +1362,12 @@ impl Report {
         ));
 
         s.push_str("### Every round\n\n");
-        s.push_str("| Round | System | Requests | Sent to | Clients | Per s | p50 (ms) | p99 (ms) | Errors | Writes per Raft entry | CPU in cores: leader / followers / bench / other |\n");
-        s.push_str("|---:|---|---|---|---:|---:|---:|---:|---:|---:|---|\n");
+        s.push_str("| Round | System | Requests | Sent to | Clients | Per s | p50 (ms) | p99 (ms) | Errors | Writes per Raft entry | Leader CPU per request (µs) | CPU in cores: leader / followers / bench / other |\n");
+        s.push_str("|---:|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|\n");
         for row in &self.rows {
             let o = &row.outcome;
             s.push_str(&format!(
-                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
                 row.round,
                 row.system.label(),
                 row.kind.label(),
@@ -1351,6 +1378,7 @@ impl Report {
                 fmt_ms(stats::percentile(&o.latencies, 99.0)),
                 o.errors,
                 per_entry(row).unwrap_or_else(|| "-".into()),
+                leader_cpu_per_request(o).map_or("-".into(), |us| format!("{us:.0}")),
                 cpu_cell(o),
             ));
         }

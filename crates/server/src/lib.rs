@@ -153,6 +153,10 @@ pub fn parse_initial_cluster(text: &str) -> Result<BTreeMap<NodeId, String>, Str
     Ok(members)
 }
 
+/// How long a stopping leader tries to hand leadership over before it
+/// stops anyway (a caught-up voter normally takes over in milliseconds).
+const HANDOVER_WITHIN: Duration = Duration::from_secs(2);
+
 /// A running server: its node and the task serving gRPC.
 pub struct Server {
     pub node: BerthNode,
@@ -397,7 +401,13 @@ impl Server {
         let data_dir = self.data_dir.clone();
         let shutdown = async move {
             tokio::select! {
-                () = shutdown => {}
+                () = shutdown => {
+                    // Still serving, so the successor's vote request reaches
+                    // this server, which grants it.
+                    if let Some(leader) = node.hand_over_leadership(HANDOVER_WITHIN).await {
+                        tracing::info!(new_leader = leader, "stopping after the handover");
+                    }
+                }
                 error = node.fatal() => {
                     tracing::error!(
                         %error,

@@ -121,8 +121,11 @@ struct Tuning {
     /// Raft heartbeat interval.
     #[arg(long, default_value_t = 100, env = "BERTH_HEARTBEAT_MS")]
     heartbeat_ms: u64,
-    /// Minimum election timeout (the maximum is 1.25 times this).
-    #[arg(long, default_value_t = 500, env = "BERTH_ELECTION_TIMEOUT_MS")]
+    /// Minimum election timeout (the maximum is 1.25 times this). A
+    /// follower stands for election once it has heard nothing from the
+    /// leader for openraft's lease (the maximum) plus a random timeout, so
+    /// about 2.25-2.5 times this after a leader dies.
+    #[arg(long, default_value_t = 150, env = "BERTH_ELECTION_TIMEOUT_MS")]
     election_timeout_ms: u64,
     /// Build a snapshot (and compact the log) after this many entries; also
     /// the most entries a restart applies again on top of the snapshot.

@@ -88,6 +88,9 @@ pub enum PeerRpc {
     Forward,
     ReadIndex,
     NodeStatus,
+    /// A stopping leader's request that a caught-up voter stand for
+    /// election at once.
+    ElectNow,
 }
 
 /// Why a call to a peer failed, as far as the caller can know.
@@ -165,6 +168,7 @@ impl Transport for Peers {
                             PeerRpc::AppendEntries => client.append_entries(request).await?,
                             PeerRpc::Vote => client.vote(request).await?,
                             PeerRpc::InstallSnapshot => client.install_snapshot(request).await?,
+                            PeerRpc::ElectNow => client.elect_now(request).await?,
                             _ => client.forward(request).await?,
                         };
                         reply.into_inner().data

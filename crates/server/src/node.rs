@@ -144,6 +144,13 @@ struct Inner {
     quorum_acked: std::sync::Mutex<Option<(u64, Instant)>>,
     /// How long after that acknowledgement no other leader can exist.
     lease: Duration,
+    /// Set once this leader has started handing leadership over: the
+    /// successor is elected without waiting out the lease, so local reads
+    /// stop first.
+    handing_over: std::sync::atomic::AtomicBool,
+    /// Writes between the handover check and openraft's answer: the
+    /// successor must hold every entry, including ones still being appended.
+    writes_in_flight: std::sync::atomic::AtomicUsize,
     /// Set while this server, rejoining with an empty data dir, catches up
     /// (see `rejoin`): it neither votes nor stands for election.
     votes_held: std::sync::atomic::AtomicBool,
@@ -195,6 +202,8 @@ impl BerthNode {
                 // quarter of it for clock rate differences and for the delay
                 // between openraft's measurement and `watch_lease` seeing it.
                 lease: Duration::from_millis(config.election_timeout_min_ms),
+                handing_over: std::sync::atomic::AtomicBool::new(false),
+                writes_in_flight: std::sync::atomic::AtomicUsize::new(0),
                 votes_held: std::sync::atomic::AtomicBool::new(false),
                 metrics,
                 member_levels: Default::default(),
@@ -368,7 +377,19 @@ impl BerthNode {
         let request = Request::batches(batches);
         let mut unknown: Option<String> = None;
         loop {
-            let forward_to = match self.inner.raft.client_write(request.clone()).await {
+            // A leader handing over proposes nothing more, so that its
+            // successor's log stays as long as its own and wins the vote;
+            // once the successor leads, the write is forwarded to it.
+            while self.inner.handing_over.load(Ordering::SeqCst)
+                && self.is_leader()
+                && Instant::now() < deadline
+            {
+                tokio::time::sleep(HANDOVER_POLL).await;
+            }
+            self.inner.writes_in_flight.fetch_add(1, Ordering::SeqCst);
+            let written = self.inner.raft.client_write(request.clone()).await;
+            self.inner.writes_in_flight.fetch_sub(1, Ordering::SeqCst);
+            let forward_to = match written {
                 Ok(response) => return Ok(response.data.outcomes),
                 Err(RaftError::APIError(ClientWriteError::ForwardToLeader(fwd))) => fwd
                     .leader_id
@@ -467,6 +488,13 @@ impl BerthNode {
     /// anywhere before the call (a linearizable read point). Concurrent
     /// callers share one barrier round.
     pub async fn read_barrier(&self) -> Result<(), ServerError> {
+        // A leader that holds its lease and has applied an entry of its own
+        // term already reflects every acknowledged write (writes are
+        // acknowledged only once the leader applied them): no round to a
+        // quorum is needed.
+        if self.can_read_locally() {
+            return Ok(());
+        }
         let (tx, rx) = oneshot::channel();
         self.inner
             .barriers
@@ -580,6 +608,9 @@ impl BerthNode {
     /// other server can have been elected, so nothing can have been
     /// committed that this server has not seen.
     pub fn holds_lease(&self) -> bool {
+        if self.inner.handing_over.load(Ordering::SeqCst) {
+            return false;
+        }
         let acked = *self
             .inner
             .quorum_acked
@@ -824,11 +855,138 @@ impl BerthNode {
         m.running_state.is_ok() && m.current_leader.is_some()
     }
 
+    /// Hands leadership to another voter before this server stops (Raft's
+    /// TimeoutNow). Without it the followers wait out openraft's lease and
+    /// an election timeout after the last heartbeat before electing anyone.
+    /// A voter whose log matches this leader's last entry is asked to stand
+    /// for election at once; this server, still running, grants its vote
+    /// (a leader's own vote is older than the lease), so the successor wins
+    /// with one round trip. (A leader elected less than the lease ago
+    /// refuses it its vote, and the candidate tries again after its election
+    /// timeout, still sooner than an election after a crash.) Returns the
+    /// new leader, or `None` when this
+    /// server was not leader or no voter took over within `within` (then
+    /// the others elect one the usual way once this server is gone).
+    pub async fn hand_over_leadership(&self, within: Duration) -> Option<NodeId> {
+        if !self.is_leader() {
+            return None;
+        }
+        // The successor is elected before this server's read lease would
+        // have run out: stop reading locally first. And this server, about
+        // to stop, must not win an election of its own meanwhile.
+        self.inner.handing_over.store(true, Ordering::SeqCst);
+        self.inner.raft.runtime_config().elect(false);
+        let deadline = Instant::now() + within;
+        let mut asked = None;
+        while Instant::now() < deadline {
+            let m = self.metrics();
+            if m.state != ServerState::Leader {
+                if let Some(leader) = m.current_leader.filter(|l| *l != self.id()) {
+                    tracing::info!(
+                        new_leader = leader,
+                        term = m.current_term,
+                        "handed leadership over"
+                    );
+                    return Some(leader);
+                }
+            } else if asked.is_none() && self.inner.writes_in_flight.load(Ordering::SeqCst) == 0 {
+                if let Some((target, addr)) = caught_up_voter(&m, self.id()) {
+                    let ask = ElectNow {
+                        leader: self.id(),
+                        term: m.current_term,
+                    };
+                    match encode(&ask) {
+                        Ok(data) => {
+                            let reply = self
+                                .inner
+                                .transport
+                                .call(&addr, PeerRpc::ElectNow, data, HANDOVER_CALL_TIMEOUT)
+                                .await;
+                            match reply {
+                                Ok(_) => asked = Some(target),
+                                Err(e) => {
+                                    tracing::warn!(target, error = %e, "asking a voter to take over failed");
+                                }
+                            }
+                        }
+                        Err(e) => tracing::warn!(error = %e, "encoding the handover request"),
+                    }
+                }
+            }
+            tokio::time::sleep(HANDOVER_POLL).await;
+        }
+        tracing::warn!(
+            asked = ?asked,
+            "no voter took leadership over in {within:?}; the others elect a leader once this server stops"
+        );
+        None
+    }
+
+    /// A voter's side of the handover: stands for election at once when the
+    /// current leader of the current term asks. Anyone else is refused, so
+    /// the call cannot be used to unseat a healthy leader.
+    pub async fn elect_now(&self, ask: ElectNow) -> Result<(), ServerError> {
+        let m = self.metrics();
+        if m.current_leader != Some(ask.leader) || m.current_term != ask.term {
+            return Err(ServerError::FailedPrecondition(format!(
+                "only the current leader may ask for an election (asked by {} in term {}; \
+                 this server follows {:?} in term {})",
+                ask.leader, ask.term, m.current_leader, m.current_term
+            )));
+        }
+        if self.votes_held() {
+            return Err(ServerError::FailedPrecondition(
+                "this server is still catching up after a rejoin and does not stand for election"
+                    .into(),
+            ));
+        }
+        tracing::info!(
+            leader = ask.leader,
+            term = ask.term,
+            "the stopping leader asked this server to take over"
+        );
+        self.inner
+            .raft
+            .trigger()
+            .elect()
+            .await
+            .map_err(|e| ServerError::Internal(format!("starting an election: {e}")))
+    }
+
     pub async fn shutdown(&self) {
         if let Err(e) = self.inner.raft.shutdown().await {
             tracing::warn!(error = %e, "raft shutdown");
         }
     }
+}
+
+/// What a stopping leader sends the voter it hands leadership to.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ElectNow {
+    pub leader: NodeId,
+    pub term: u64,
+}
+
+/// How long the stopping leader waits for the voter's answer.
+const HANDOVER_CALL_TIMEOUT: Duration = Duration::from_millis(500);
+const HANDOVER_POLL: Duration = Duration::from_millis(2);
+
+/// A voter other than `me` whose replicated log matches the leader's last
+/// entry, with its address.
+fn caught_up_voter(m: &RaftMetrics, me: NodeId) -> Option<(NodeId, String)> {
+    let last = m.last_log_index?;
+    let replication = m.replication.as_ref()?;
+    let membership = m.membership_config.membership();
+    membership
+        .voter_ids()
+        .filter(|id| *id != me)
+        .find(|id| {
+            replication
+                .get(id)
+                .and_then(|matched| matched.as_ref())
+                .is_some_and(|log_id| log_id.index == last)
+        })
+        .and_then(|id| membership.get_node(&id).map(|n| (id, n.addr.clone())))
 }
 
 /// A Raft state in the API's words.

@@ -6,7 +6,7 @@ use berth_store::Batch;
 use tonic::{Request, Response, Status};
 
 use crate::network::{decode, encode, PeerRpc};
-use crate::node::BerthNode;
+use crate::node::{BerthNode, ElectNow};
 
 pub struct RaftRpc {
     pub node: BerthNode,
@@ -74,6 +74,15 @@ impl RaftService for RaftRpc {
         Ok(Response::new(pb::ReadIndexResponse { read_index }))
     }
 
+    async fn elect_now(
+        &self,
+        request: Request<pb::RaftPayload>,
+    ) -> Result<Response<pb::RaftPayload>, Status> {
+        let ask: ElectNow = decode(&request.into_inner().data).map_err(bad_payload)?;
+        self.node.elect_now(ask).await?;
+        reply(&())
+    }
+
     async fn node_status(
         &self,
         _request: Request<pb::NodeStatusRequest>,
@@ -107,6 +116,11 @@ pub async fn dispatch(node: &BerthNode, rpc: PeerRpc, data: &[u8]) -> Result<Vec
         }
         PeerRpc::ReadIndex => encoded(&node.read_index().await?),
         PeerRpc::NodeStatus => Ok(prost::Message::encode_to_vec(&node.local_status())),
+        PeerRpc::ElectNow => {
+            let ask: ElectNow = decode(data).map_err(bad_payload)?;
+            node.elect_now(ask).await?;
+            encoded(&())
+        }
     }
 }
 
