@@ -10,7 +10,9 @@
 # /usr/bin/python3, grpc's Python protoc plugin (Debian's grpcio-tools is too
 # old for proto3 `optional`) and the reflection protocol's .proto files;
 # and, for the tests of the ECS-compatible API with real AWS clients
-# (tests/tests/ecs_clients.rs), Debian's aws CLI and boto3.
+# (tests/tests/ecs_clients.rs), Debian's aws CLI and boto3; and etcd, the
+# peer `berth-bench raft --compare etcd` measures Berth against (its harness
+# has a test that starts one).
 # Safe to run repeatedly.
 set -euo pipefail
 
@@ -35,6 +37,7 @@ command -v grpc_python_plugin >/dev/null 2>&1 || missing+=(protobuf-compiler-grp
 [ -f /usr/share/grpc-proto/grpc/reflection/v1/reflection.proto ] || missing+=(grpc-proto)
 [ -x /usr/bin/aws ] || missing+=(awscli)
 py_has boto3 || missing+=(python3-boto3)
+command -v etcd >/dev/null 2>&1 || missing+=(etcd-server)
 if [ ${#missing[@]} -gt 0 ]; then
     if ! command -v apt-get >/dev/null 2>&1; then
         echo "error: missing ${missing[*]} and no apt-get to install it; install them yourself (protoc is in protobuf-compiler)" >&2

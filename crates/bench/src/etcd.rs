@@ -385,6 +385,68 @@ pub fn put_of_size(key: &str, wire_bytes: usize) -> pb::PutRequest {
 mod tests {
     use super::*;
 
+    /// The peer the bench compares against works as the bench drives it:
+    /// three members with TLS agree on a leader, take a Put through a
+    /// follower and answer a linearizable Range from every member, and a
+    /// killed leader is replaced.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_tls_etcd_cluster_takes_writes_and_reads_and_survives_its_leader() {
+        if binary().is_err() {
+            assert_ne!(
+                std::env::var("CI").as_deref(),
+                Ok("true"),
+                "CI=true but etcd is not installed (scripts/install-deps.sh installs etcd-server)"
+            );
+            eprintln!("skipped: etcd is not installed (apt-get install -y etcd-server)");
+            return;
+        }
+        let berthd = berth_e2e::binary("berthd");
+        let pki = &berth_e2e::test_pki().dir;
+        let mut cluster = EtcdCluster::start(&berthd, pki, 3)
+            .await
+            .expect("etcd starts");
+        let leader = cluster.leader().await.expect("a leader");
+        let follower = (leader + 1) % 3;
+        let put = put_of_size("k", 518);
+        cluster
+            .kv(follower)
+            .await
+            .expect("connect")
+            .put(put.clone())
+            .await
+            .expect("a Put through a follower");
+        for member in 0..3 {
+            let read = cluster
+                .kv(member)
+                .await
+                .expect("connect")
+                .range(pb::RangeRequest {
+                    key: put.key.clone(),
+                    serializable: false,
+                })
+                .await
+                .expect("a linearizable read")
+                .into_inner();
+            assert_eq!(read.kvs.len(), 1, "member {member}");
+            assert_eq!(read.kvs[0].value, put.value, "member {member}");
+        }
+        cluster.members[leader].kill9();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let new = loop {
+            match cluster.leader().await {
+                Ok(l) if l != leader => break l,
+                _ if Instant::now() > deadline => panic!("no new etcd leader"),
+                _ => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        };
+        assert_ne!(new, leader);
+        cluster.restart(leader).expect("restart");
+        cluster
+            .wait_ready(Duration::from_secs(30))
+            .await
+            .expect("caught up");
+    }
+
     #[test]
     fn a_put_is_as_long_on_the_wire_as_asked() {
         for size in [64, 127, 128, 129, 518, 4096] {
