@@ -878,6 +878,9 @@ impl BerthNode {
         self.inner.raft.runtime_config().elect(false);
         let deadline = Instant::now() + within;
         let mut asked = None;
+        // Voters that could not be asked (stopped, unreachable): the next
+        // caught-up one is tried instead.
+        let mut unreachable = BTreeSet::new();
         while Instant::now() < deadline {
             let m = self.metrics();
             if m.state != ServerState::Leader {
@@ -890,7 +893,7 @@ impl BerthNode {
                     return Some(leader);
                 }
             } else if asked.is_none() && self.inner.writes_in_flight.load(Ordering::SeqCst) == 0 {
-                if let Some((target, addr)) = caught_up_voter(&m, self.id()) {
+                if let Some((target, addr)) = caught_up_voter(&m, self.id(), &unreachable) {
                     let ask = ElectNow {
                         leader: self.id(),
                         term: m.current_term,
@@ -906,6 +909,7 @@ impl BerthNode {
                                 Ok(_) => asked = Some(target),
                                 Err(e) => {
                                     tracing::warn!(target, error = %e, "asking a voter to take over failed");
+                                    unreachable.insert(target);
                                 }
                             }
                         }
@@ -971,15 +975,19 @@ pub struct ElectNow {
 const HANDOVER_CALL_TIMEOUT: Duration = Duration::from_millis(500);
 const HANDOVER_POLL: Duration = Duration::from_millis(2);
 
-/// A voter other than `me` whose replicated log matches the leader's last
-/// entry, with its address.
-fn caught_up_voter(m: &RaftMetrics, me: NodeId) -> Option<(NodeId, String)> {
+/// A voter other than `me` and those in `skip` whose replicated log matches
+/// the leader's last entry, with its address.
+fn caught_up_voter(
+    m: &RaftMetrics,
+    me: NodeId,
+    skip: &BTreeSet<NodeId>,
+) -> Option<(NodeId, String)> {
     let last = m.last_log_index?;
     let replication = m.replication.as_ref()?;
     let membership = m.membership_config.membership();
     membership
         .voter_ids()
-        .filter(|id| *id != me)
+        .filter(|id| *id != me && !skip.contains(id))
         .find(|id| {
             replication
                 .get(id)

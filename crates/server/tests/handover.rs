@@ -124,3 +124,25 @@ async fn a_leader_handing_over_stops_reading_locally_even_if_no_one_takes_over()
     assert!(!cluster.node(leader).can_read_locally());
     cluster.node(leader).read_barrier().await.unwrap();
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_handover_passes_over_a_voter_it_cannot_reach() {
+    let cluster = TestCluster::start(3).await;
+    let old = cluster.leader().await;
+    cluster.node(old).write(register("web")).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(ELECTION_MS * 2)).await;
+    // Both followers hold the whole log; the first one asked cannot be
+    // reached (as if it had just stopped).
+    let followers = cluster.followers_of(old);
+    cluster
+        .net
+        .add(Rule::new(&[old], &[followers[0]], Fault::Cut).only(&[PeerRpc::ElectNow]));
+
+    let new = cluster
+        .node(old)
+        .hand_over_leadership(Duration::from_secs(2))
+        .await;
+
+    assert_eq!(new, Some(followers[1]));
+    assert!(cluster.node(followers[1]).is_leader());
+}
