@@ -1,8 +1,9 @@
 //! berth-agent. `berth-agent --server ... --token ... --data-dir DIR` joins
 //! the cluster (or reuses the identity in DIR), keeps its certificate fresh,
 //! holds the session with the control plane and runs the tasks it assigns;
-//! `berth-agent image import FILE` loads images on air-gapped hosts; and
-//! containerd's shim starts the binary in log-driver mode per container.
+//! `berth-agent image import FILE` loads images on air-gapped hosts.
+//! containerd's shim starts `berth-logd`, shipped beside this binary, per
+//! container.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -14,7 +15,7 @@ use berth_agent::host::HostInfo;
 use berth_agent::runner::{Runner, RunnerConfig};
 use berth_agent::session::{self, SessionConfig};
 use berth_agent::store::Store;
-use berth_agent::{logs, ContainerdConfig, ContainerdRuntime, PullPolicy};
+use berth_agent::{ContainerdConfig, ContainerdRuntime, PullPolicy};
 use berth_daemon::LogFormat;
 use clap::{CommandFactory, Parser, Subcommand};
 use tokio::sync::watch;
@@ -258,11 +259,6 @@ enum ImageCommand {
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
-    // The shim passes the log driver's arguments as unordered pairs, so this
-    // mode is recognized before clap sees them.
-    if logs::is_driver_invocation(&args) {
-        return ExitCode::from(logs::driver_main(&args) as u8);
-    }
     keep_malloc_small();
     if let Err(e) = berth_daemon::apply_config_file(&Cli::command(), &args) {
         eprintln!("berth-agent: {e}");
@@ -341,6 +337,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         .map_err(anyhow::Error::msg)?;
     match cli.command {
         None => {
+            // Before joining: an agent that cannot log its tasks should say
+            // so now, not fail each task it is given.
+            cfg.check_log_driver()?;
             join_and_run(
                 JoinArgs {
                     import_dir: cli.import_dir,
