@@ -233,6 +233,26 @@ impl Bench {
         .await
     }
 
+    /// The same with `--seccomp` (containerd's default allow-list): every
+    /// Berth container runs under a seccomp allow-list of the same shape,
+    /// which runc compiles and loads at task create; plain `ctr run` has
+    /// none.
+    async fn ctr_seccomp(&self, id: &str) -> anyhow::Result<Duration> {
+        self.ctr_timed(&[
+            "-n",
+            &self.namespace,
+            "run",
+            "-d",
+            "--net-host",
+            "--seccomp",
+            IMAGE,
+            id,
+            "/berth-testapp",
+            "sleep",
+        ])
+        .await
+    }
+
     /// The ctr CLI's own cost: starting the process, dialing containerd and
     /// one trivial call. Berth's runtime pays none of it (the agent is
     /// running and connected), so it is timed in the same rounds and taken
@@ -406,6 +426,7 @@ async fn main() -> anyhow::Result<()> {
     steps.0.lock().unwrap_or_else(|p| p.into_inner()).clear();
 
     let (mut ours_seq, mut ctr_seq, mut proc_seq) = (Vec::new(), Vec::new(), Vec::new());
+    let mut seccomp_seq = Vec::new();
     for i in 0..args.sequential {
         // Which of the two goes first alternates, so neither always starts
         // on the heels of the other's cleanup.
@@ -422,6 +443,9 @@ async fn main() -> anyhow::Result<()> {
             bench.cleanup(&cid).await;
         }
         proc_seq.push(bench.ctr_process().await?);
+        let cid = format!("ctr-seccomp-{i}");
+        seccomp_seq.push(bench.ctr_seccomp(&cid).await?);
+        bench.cleanup(&cid).await;
     }
     let step_report = steps_table(&steps.0.lock().unwrap_or_else(|p| p.into_inner()));
 
@@ -477,6 +501,10 @@ async fn main() -> anyhow::Result<()> {
     let rss_report = String::from_utf8_lossy(&out.stdout).to_string();
 
     let ctr_version = first_line_of("ctr", &["--version"]);
+    // The seccomp comparison reuses the sequential Berth and ctr-process
+    // samples: each round ran all of them.
+    let mut ours_again = ours_seq.clone();
+    let mut proc_again = proc_seq.clone();
     let comparisons = [
         Comparison::new(
             format!("{} sequential", args.sequential),
@@ -489,6 +517,15 @@ async fn main() -> anyhow::Result<()> {
             &mut ours_conc,
             &mut ctr_conc,
             &mut proc_conc,
+        ),
+        Comparison::new(
+            format!(
+                "{} sequential, against `ctr run --seccomp` (for comparison only)",
+                args.sequential
+            ),
+            &mut ours_again,
+            &mut seccomp_seq,
+            &mut proc_again,
         ),
     ];
     let mut table = String::new();
@@ -660,7 +697,10 @@ Measured {date} (`date -u`) by `berth-agent-bench`, which writes this section.\n
 actor waits for between its assignment and reporting RUNNING), against `ctr run -d --net-host` \
 of the same image (the static `berth-testapp`, `sleep` mode) on the same containerd and \
 namespace, timed as the wall-clock of the `ctr` process. `--net-host` because a host-mode \
-Berth task gets no network namespace either. {seq} sequential starts, the two alternating \
+Berth task gets no network namespace either. The last row adds `--seccomp` to ctr's run \
+(containerd's default allow-list; every Berth container runs under an allow-list of the same \
+shape, which runc compiles and loads at task create) in the same sequential rounds; the \
+target is checked on the first two rows. {seq} sequential starts, the two alternating \
 which goes first, then {rounds} rounds of {conc} concurrent starts each. Each container is \
 removed (untimed) before the next.\n\
 - The `ctr` process's own start: in every round, `ctr --address SOCK version` (start the CLI, \
