@@ -295,21 +295,29 @@ fn main() -> ExitCode {
 /// big gRPC frame) is freed, and from then on keeps such buffers in the heap
 /// instead of handing them back: the agent's resident memory ratchets up
 /// (33 MiB with 20 tasks, measured). A fixed threshold, which glibc reads
-/// only from the environment at start, keeps it near 25 MiB. So the agent
-/// re-executes itself once with it set; the pid stays the same.
+/// only from the environment at start, keeps it near 25 MiB. glibc also
+/// gives threads arenas of their own (up to 8 per core), each holding freed
+/// memory apart; the agent's threads (two tokio workers, sled's I/O pool)
+/// are mostly idle, and one arena for all of them saved 1.5-2 MiB with 20
+/// tasks (docs/benchmarks.md). So the agent re-executes itself once with
+/// both set; the pid stays the same. Either can be overridden from the
+/// environment.
 fn keep_malloc_small() {
     use std::os::unix::process::CommandExt;
     const VAR: &str = "MALLOC_MMAP_THRESHOLD_";
+    const ARENAS: &str = "MALLOC_ARENA_MAX";
     if std::env::var_os(VAR).is_some() {
         return;
     }
     let Ok(exe) = std::env::current_exe() else {
         return;
     };
-    let error = std::process::Command::new(exe)
-        .args(std::env::args_os().skip(1))
-        .env(VAR, "131072")
-        .exec();
+    let mut command = std::process::Command::new(exe);
+    command.args(std::env::args_os().skip(1)).env(VAR, "131072");
+    if std::env::var_os(ARENAS).is_none() {
+        command.env(ARENAS, "1");
+    }
+    let error = command.exec();
     // Only reached when exec failed: run as we are.
     eprintln!("berth-agent: note: cannot re-execute with {VAR} set ({error}); continuing");
 }
