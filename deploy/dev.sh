@@ -17,7 +17,7 @@ if ! command -v containerd >/dev/null 2>&1 || ! command -v runc >/dev/null 2>&1;
         as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq containerd runc >/dev/null
     fi
 fi
-cargo build --locked --release -p berth-server -p berth-cli -p berth-agent
+cargo build --locked --release -p berth-server -p berth-cli -p berth-agent -p berth-logd
 # The example image: a tiny static program, packed as an OCI tarball that the
 # local agent imports at start.
 triple="$(uname -m)-unknown-linux-gnu"
@@ -27,5 +27,5 @@ data_dir="${BERTH_DATA_DIR:-.berth}"
 mkdir -p "$data_dir/images"
 target/release/berth-agent image pack --binary "target/testapp-static/$triple/release/berth-testapp" \
     --tag localhost/berth/hello:1 --out "$data_dir/images/hello.tar" >/dev/null
-echo "binaries: $(pwd)/target/release/{berthd,berth,berth-agent}" >&2
+echo "binaries: $(pwd)/target/release/{berthd,berth,berth-agent,berth-logd}" >&2
 exec target/release/berthd dev "$@"

@@ -24,9 +24,11 @@
 #                      workspace's normal build is never invalidated)
 #
 # Images (all tagged TAG):
-#   berth/berthd       berthd, plus berth-agent (served at /downloads/berth-agent) and berth
+#   berth/berthd       berthd, plus berth-agent and berth-logd (served at
+#                      /downloads/berth-agent and /downloads/berth-logd) and berth
 #   berth/berth        the CLI
-#   berth/berth-agent  berth-agent with its own containerd + runc (privileged),
+#   berth/berth-agent  berth-agent and its log driver berth-logd, with its own
+#                      containerd + runc (privileged),
 #                      the CNI plugins and iptables of bridge-mode tasks
 #   berth/berth-lb     berth-lb and the HAProxy it programs
 #   berth/registry     Debian's docker-registry (distribution v2)
@@ -96,19 +98,19 @@ if [ "$NEED_BINARIES" = 1 ] && [ "$SKIP_CARGO" = 0 ]; then
     "$ROOT/scripts/install-deps.sh"
     rustup target list --installed 2>/dev/null | grep -qx "$TRIPLE" \
         || log "note: rustup does not list $TRIPLE as installed; cargo will say if it is missing"
-    log "building static berthd, berth-agent, berth, berth-lb ($TRIPLE, release) into $TARGET_DIR"
+    log "building static berthd, berth-agent, berth-logd, berth, berth-lb ($TRIPLE, release) into $TARGET_DIR"
     # crt-static links glibc statically; the release profile's debug info is
     # dropped so the images stay small (symbols stay for backtraces). One
-    # cargo invocation for all four: the shared dependencies are built once
+    # cargo invocation for all five: the shared dependencies are built once
     # with one set of features.
     (cd "$ROOT" && RUSTFLAGS='-C target-feature=+crt-static' \
         CARGO_PROFILE_RELEASE_DEBUG=0 CARGO_PROFILE_RELEASE_STRIP=debuginfo \
         cargo build --locked --release --target "$TRIPLE" --target-dir "$TARGET_DIR" \
-        -p berth-server -p berth-agent -p berth-cli -p berth-lb \
-        --bin berthd --bin berth-agent --bin berth --bin berth-lb) \
+        -p berth-server -p berth-agent -p berth-logd -p berth-cli -p berth-lb \
+        --bin berthd --bin berth-agent --bin berth-logd --bin berth --bin berth-lb) \
         || die "cargo build failed (see above)"
 fi
-for bin in berthd berth-agent berth berth-lb; do
+for bin in berthd berth-agent berth-logd berth berth-lb; do
     [ "$NEED_BINARIES" = 1 ] || break
     [ -x "$BIN_DIR/$bin" ] || die "$BIN_DIR/$bin is missing; run without --skip-cargo"
     desc=$(file -b "$BIN_DIR/$bin")
@@ -120,7 +122,7 @@ for bin in berthd berth-agent berth berth-lb; do
         die "$bin still needs shared libraries: $(ldd "$BIN_DIR/$bin" 2>&1 | tr '\n' ' ')"
     fi
 done
-[ "$NEED_BINARIES" = 0 ] || log "static binaries OK: $(cd "$BIN_DIR" && ls -l berthd berth-agent berth berth-lb | awk '{printf "%s (%d MiB) ", $9, $5/1048576}')"
+[ "$NEED_BINARIES" = 0 ] || log "static binaries OK: $(cd "$BIN_DIR" && ls -l berthd berth-agent berth-logd berth berth-lb | awk '{printf "%s (%.1f MiB) ", $9, $5/1048576}')"
 
 # --- helpers for third-party binaries --------------------------------------
 # debian_path PACKAGE PATH: prints a usable copy of PATH (a file or a
@@ -222,7 +224,7 @@ BUILT=()
 if wants berthd; then
     ctx=$(stage berthd)
     base_files "$ctx/rootfs"
-    for bin in berthd berth-agent berth; do
+    for bin in berthd berth-agent berth-logd berth; do
         install -D -m 0755 "$BIN_DIR/$bin" "$ctx/rootfs/usr/local/bin/$bin"
     done
     mkdir -p "$ctx/rootfs/var/lib/berthd"
@@ -242,6 +244,9 @@ if wants berth-agent; then
     base_files "$rootfs"
     add_busybox "$rootfs"
     install -D -m 0755 "$BIN_DIR/berth-agent" "$rootfs/usr/local/bin/berth-agent"
+    # The log driver the shims start per container; the agent looks for it
+    # beside its own binary.
+    install -D -m 0755 "$BIN_DIR/berth-logd" "$rootfs/usr/local/bin/berth-logd"
     add_bin "$(debian_bin containerd /usr/bin/containerd)" "$rootfs" /usr/bin/containerd
     add_bin "$(debian_bin containerd /usr/bin/containerd-shim-runc-v2)" "$rootfs" /usr/bin/containerd-shim-runc-v2
     add_bin "$(debian_bin containerd /usr/bin/ctr)" "$rootfs" /usr/bin/ctr
@@ -337,7 +342,7 @@ done
 if [ -n "$EXPORT" ]; then
     mkdir -p "$EXPORT/images" "$EXPORT/bin" "$EXPORT/install" "$EXPORT/compose"
     EXPORT=$(cd "$EXPORT" && pwd)
-    for bin in berthd berth-agent berth berth-lb; do
+    for bin in berthd berth-agent berth-logd berth berth-lb; do
         install -m 0755 "$BIN_DIR/$bin" "$EXPORT/bin/$bin"
     done
     install -m 0755 "$ROOT/deploy/install/install-agent.sh" "$EXPORT/install/install-agent.sh"

@@ -9,9 +9,12 @@
 # the control plane's CA is the one the join token pins (SHA-256 of the CA
 # certificate's DER, taken from the TLS handshake), installs the standard
 # CNI plugins and iptables that bridge-mode tasks need when they are
-# missing (apt: containernetworking-plugins, dnf: the same), installs berth-agent to
-# /usr/local/bin (given with --binary, or downloaded from the control plane
-# over TLS verified against that CA), writes /etc/berth/agent.toml (0600)
+# missing (apt: containernetworking-plugins, dnf: the same), installs berth-agent and
+# berth-logd (the log driver containerd's shim starts for each container; the
+# agent looks for it beside itself) to /usr/local/bin (given with --binary,
+# or downloaded from the control plane over TLS verified against that CA,
+# each checked against the SHA-256 the server publishes), writes
+# /etc/berth/agent.toml (0600)
 # and, on a host not yet registered, the join token to /etc/berth/join-token
 # (0600), which the agent deletes once it has registered; installs and
 # starts the berth-agent systemd service, waits until the instance is ACTIVE
@@ -29,6 +32,8 @@
 #   --cluster NAME             cluster to join (default: the token's)
 #   --attribute KEY=VALUE      placement attribute (repeatable)
 #   --binary PATH              install this berth-agent instead of downloading it
+#                              (and the berth-logd beside it, unless --logd-binary)
+#   --logd-binary PATH         install this berth-logd (with --binary)
 #   --containerd-install       install containerd + runc (apt or dnf) when missing
 #   --no-cni                   do not install the CNI plugins and iptables
 #                              (bridge-mode tasks then cannot run here)
@@ -45,6 +50,7 @@
 set -euo pipefail
 
 BIN=/usr/local/bin/berth-agent
+LOGD=/usr/local/bin/berth-logd
 CONF_DIR=/etc/berth
 CONF=$CONF_DIR/agent.toml
 CA_FILE=$CONF_DIR/ca.crt
@@ -61,6 +67,7 @@ TOKEN=${BERTH_JOIN_TOKEN:-}
 CLUSTER=
 ATTRIBUTES=()
 BINARY=
+LOGD_BINARY=
 CONTAINERD_INSTALL=0
 NO_CNI=0
 SOCKET=/run/containerd/containerd.sock
@@ -119,6 +126,7 @@ while [ $# -gt 0 ]; do
         --cluster) CLUSTER=${2:?--cluster needs a name}; shift 2 ;;
         --attribute) ATTRIBUTES+=("${2:?--attribute needs KEY=VALUE}"); shift 2 ;;
         --binary) BINARY=${2:?--binary needs a path}; shift 2 ;;
+        --logd-binary) LOGD_BINARY=${2:?--logd-binary needs a path}; shift 2 ;;
         --containerd-install) CONTAINERD_INSTALL=1; shift ;;
         --no-cni) NO_CNI=1; shift ;;
         --containerd-socket) SOCKET=${2:?--containerd-socket needs a path}; shift 2 ;;
@@ -208,7 +216,7 @@ if [ "$UNINSTALL" = 1 ]; then
         n=$(echo "$tasks" | grep -c . || true)
         log "removed $n task container(s) from containerd namespace $NAMESPACE"
     fi
-    rm -f "$BIN" "$CONF" "$CA_FILE" "$TOKEN_FILE" "$PID_FILE"
+    rm -f "$BIN" "$LOGD" "$CONF" "$CA_FILE" "$TOKEN_FILE" "$PID_FILE"
     rmdir "$CONF_DIR" 2>/dev/null || true
     # Bridge-mode tasks' network namespaces are files bind-mounted under
     # the state dir, whose netns directory the agent makes a mount of its
@@ -232,6 +240,17 @@ if [ "$UNINSTALL" = 1 ]; then
         log "deregister the instance on the control plane too: berth instance deregister $id"
     fi
     exit 0
+fi
+
+# ------------------------------------------------------- binaries given here
+# Checked before anything is installed.
+if [ -n "$BINARY" ]; then
+    [ -f "$BINARY" ] || die "--binary $BINARY: no such file"
+    LOGD_BINARY=${LOGD_BINARY:-$(dirname "$BINARY")/berth-logd}
+    [ -f "$LOGD_BINARY" ] \
+        || die "no berth-logd at $LOGD_BINARY: the agent's log driver ships with berth-agent; put it beside --binary or pass --logd-binary PATH"
+elif [ -n "$LOGD_BINARY" ]; then
+    die "--logd-binary goes with --binary"
 fi
 
 # ------------------------------------------------------------- token + server
@@ -384,31 +403,58 @@ else
     log "CNI plugins installed in $CNI_DIR"
 fi
 
-# -------------------------------------------------------------------- binary
+# ------------------------------------------------------------------ binaries
+# berth-agent and berth-logd ship together: the agent refuses to start
+# without the log driver beside it, so both are checked before either is
+# installed, and the driver goes in first.
 elf_machine() { od -An -t u2 -j 18 -N 2 "$1" 2>/dev/null | tr -d ' '; }
-if [ -n "$BINARY" ]; then
-    [ -f "$BINARY" ] || die "--binary $BINARY: no such file"
-    cp "$BINARY" "$WORK/berth-agent"
-else
-    cp "$WORK/ca.pem" "$WORK/ca.crt"
-    url="https://$REACHED/downloads/berth-agent"
+# fetch_binary NAME: downloads NAME and checks it against the SHA-256 the
+# server publishes beside it (a download cut short or changed on the way is
+# refused, not installed).
+fetch_binary() {
+    local name=$1 url code sum
+    url="https://$REACHED/downloads/$name"
     log "downloading $url"
     code=$(curl -sS --fail-with-body --cacert "$WORK/ca.crt" --connect-timeout 15 --max-time 300 \
-        -o "$WORK/berth-agent" -w '%{http_code}' "$url" 2>"$WORK/curl.err") \
-        || die "download of $url failed (HTTP ${code:-?}): $(tail -2 "$WORK/curl.err") $(head -c 300 "$WORK/berth-agent" 2>/dev/null | tr -cd '[:print:]')"
-    # The server publishes the binary's SHA-256 beside it: a download cut
-    # short or changed on the way is refused, not installed.
+        -o "$WORK/$name" -w '%{http_code}' "$url" 2>"$WORK/curl.err") \
+        || die "download of $url failed (HTTP ${code:-?}): $(tail -2 "$WORK/curl.err") $(head -c 300 "$WORK/$name" 2>/dev/null | tr -cd '[:print:]')"
     sum=$(curl -sS --fail --cacert "$WORK/ca.crt" --connect-timeout 15 --max-time 60 "$url.sha256" 2>"$WORK/curl.err") \
         || die "download of $url.sha256 failed: $(tail -2 "$WORK/curl.err")"
-    [ "$(sha256sum "$WORK/berth-agent" | cut -d' ' -f1)" = "${sum%% *}" ] \
-        || die "the downloaded berth-agent does not match the SHA-256 the server publishes at $url.sha256 (${sum%% *}); nothing was installed"
-    log "berth-agent matches its published SHA-256 (${sum:0:16}...)"
+    [ "$(sha256sum "$WORK/$name" | cut -d' ' -f1)" = "${sum%% *}" ] \
+        || die "the downloaded $name does not match the SHA-256 the server publishes at $url.sha256 (${sum%% *}); nothing was installed"
+    log "$name matches its published SHA-256 (${sum:0:16}...)"
+}
+if [ -n "$BINARY" ]; then
+    cp "$BINARY" "$WORK/berth-agent"
+    cp "$LOGD_BINARY" "$WORK/berth-logd"
+else
+    cp "$WORK/ca.pem" "$WORK/ca.crt"
+    fetch_binary berth-agent
+    fetch_binary berth-logd
 fi
-[ "$(head -c 4 "$WORK/berth-agent" | od -An -c | tr -d ' ')" = '177ELF' ] \
-    || die "the berth-agent binary is not an ELF executable"
-[ "$(elf_machine "$WORK/berth-agent")" = "$ELF_MACHINE" ] \
-    || die "the berth-agent binary is not built for $ARCH (this host); pass --binary with one that is"
+for name in berth-agent berth-logd; do
+    [ "$(head -c 4 "$WORK/$name" | od -An -c | tr -d ' ')" = '177ELF' ] \
+        || die "the $name binary is not an ELF executable"
+    [ "$(elf_machine "$WORK/$name")" = "$ELF_MACHINE" ] \
+        || die "the $name binary is not built for $ARCH (this host); pass --binary with one that is"
+done
 CHANGED=0
+if ! cmp -s "$WORK/berth-logd" "$LOGD"; then
+    install -D -m 0755 "$WORK/berth-logd" "$LOGD.new"
+    # Without arguments it exits 2 (usage); 126/127 mean it cannot run here.
+    rc=0
+    "$LOGD.new" >/dev/null 2>&1 || rc=$?
+    if [ "$rc" != 2 ]; then
+        rm -f "$LOGD.new"
+        die "the berth-logd binary does not run on this host (exit status $rc)"
+    fi
+    # Running drivers keep the file they started from; new containers get
+    # this one. The agent itself need not restart for it.
+    mv -f "$LOGD.new" "$LOGD"
+    log "installed $LOGD"
+else
+    log "$LOGD is up to date"
+fi
 if ! cmp -s "$WORK/berth-agent" "$BIN"; then
     # Tried where it will live: /tmp may be mounted noexec.
     install -D -m 0755 "$WORK/berth-agent" "$BIN.new"

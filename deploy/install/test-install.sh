@@ -7,22 +7,26 @@
 #   A. a host running systemd as PID 1:
 #      - bad tokens (malformed, CA digest mismatch) and an unreachable server
 #        are refused with clear errors, before anything is installed
-#      - install with --containerd-install (apt), the agent binary downloaded
-#        from the control plane: instance ACTIVE, id printed; the unit passes
+#      - install with --containerd-install (apt), the agent binary and its
+#        log driver berth-logd downloaded from the control plane: instance
+#        ACTIVE, id printed; the unit passes
 #        `systemd-analyze verify`; agent.toml is 0600; the join token is in
 #        no file on the host once registered
 #      - a task from an image imported on the host runs, its logs are
-#        readable, and it keeps running while the agent is stopped
+#        readable (written by the installed berth-logd), and it keeps
+#        running while the agent is stopped
 #      - the installer installed the CNI plugins (Debian's
 #        containernetworking-plugins): a bridge-mode task answers HTTP on
 #        its dynamic host port
 #      - re-run: same instance, nothing restarted, the token not written again
-#      - uninstall: service, binary, config and identity gone
+#      - uninstall: service, binaries, config and identity gone
 #   B. a host without systemd:
 #      - without --no-systemd: a clear error; without containerd and without
 #        --containerd-install: a clear error
-#      - --no-systemd --containerd-install --binary: foreground agent ACTIVE;
-#        re-run leaves the running agent alone; uninstall stops it
+#      - --binary without a berth-logd beside it: a clear error
+#      - --no-systemd --containerd-install --binary (berth-logd beside it):
+#        foreground agent ACTIVE; re-run leaves the running agent alone;
+#        uninstall stops it
 #
 # Needs root, docker, and debootstrap (installed with apt when missing); a
 # Debian mirror must be reachable the first time (the rootfs is cached in
@@ -102,7 +106,7 @@ expect_fail() {
 
 # ------------------------------------------------------------ prerequisites
 STEP=prerequisites
-if [ ! -x "$BIN_DIR/berthd" ] || [ ! -x "$BIN_DIR/berth-agent" ] || ! docker image inspect berth/berthd:dev >/dev/null 2>&1; then
+if [ ! -x "$BIN_DIR/berthd" ] || [ ! -x "$BIN_DIR/berth-agent" ] || [ ! -x "$BIN_DIR/berth-logd" ] || ! docker image inspect berth/berthd:dev >/dev/null 2>&1; then
     log "building the static binaries and the berthd image"
     "$ROOT/deploy/images/build.sh" --only berthd
 fi
@@ -166,13 +170,20 @@ expect_fail "a malformed token" "malformed" install_a --server "$SERVER" --token
 WRONG=${TOKEN%-*}-$(printf '0%.0s' $(seq 1 64))
 expect_fail "a token pinning another CA" "is not the one the join token pins" install_a --server "$SERVER" --token "$WRONG"
 expect_fail "an unreachable server" "cannot reach any control-plane server" install_a --server "$CP:1" --token "$TOKEN"
-in_a test ! -e /usr/local/bin/berth-agent || fail "a refused install left /usr/local/bin/berth-agent behind"
+for f in /usr/local/bin/berth-agent /usr/local/bin/berth-logd; do
+    in_a test ! -e "$f" || fail "a refused install left $f behind"
+done
 
 STEP="host A install"
 install_a --server "$SERVER" --token "$TOKEN" --attribute zone=test --attribute rack=7 \
     --containerd-install >"$WORK/a1.out" 2>"$WORK/a1.err" \
     || fail "install failed: $(tail -15 "$WORK/a1.err")"
 ID_A=$(tail -1 "$WORK/a1.out")
+in_a cmp -s /usr/local/bin/berth-logd /dev/stdin <"$BIN_DIR/berth-logd" \
+    || fail "/usr/local/bin/berth-logd is not the control plane's berth-logd"
+grep -q "berth-logd matches its published SHA-256" "$WORK/a1.err" \
+    || fail "the installer did not check berth-logd against its published SHA-256"
+log "ok: berth-logd downloaded, checked and installed beside berth-agent"
 [ -n "$ID_A" ] || fail "the installer printed no instance id"
 log "host A is instance $ID_A"
 [ "$(instance_status "$ID_A")" = ACTIVE ] || fail "instance $ID_A is $(instance_status "$ID_A"), not ACTIVE"
@@ -219,6 +230,7 @@ task_status() { cli task describe "$TASK" -o json | json 'd["lastStatus"]'; }
 task_running() { [ "$(task_status)" = RUNNING ]; }
 wait_for "task $TASK RUNNING on host A" 60 task_running
 cli task logs "$TASK" | grep -q 'testapp: args=\["ticker"' || fail "berth task logs shows no output of the task"
+in_a pgrep -f '^/usr/local/bin/berth-logd ' >/dev/null || fail "no berth-logd process writes the task's log"
 in_a systemctl stop berth-agent.service
 in_a ctr -n berth tasks ls | grep -q RUNNING || fail "stopping berth-agent stopped the task container"
 log "ok: the task container kept running while berth-agent was stopped"
@@ -271,7 +283,7 @@ STEP="host A uninstall"
 install_a --uninstall >"$WORK/a3.out" 2>"$WORK/a3.err" || fail "uninstall failed: $(tail -5 "$WORK/a3.err")"
 if in_a ctr -n berth tasks ls 2>/dev/null | grep -q RUNNING; then fail "uninstall left task containers running"; fi
 grep -q "berth instance deregister $ID_A" "$WORK/a3.err" || fail "uninstall did not name the instance to deregister"
-for f in /usr/local/bin/berth-agent /etc/berth/agent.toml /etc/systemd/system/berth-agent.service /var/lib/berth-agent; do
+for f in /usr/local/bin/berth-agent /usr/local/bin/berth-logd /etc/berth/agent.toml /etc/systemd/system/berth-agent.service /var/lib/berth-agent; do
     in_a test ! -e "$f" || fail "uninstall left $f"
 done
 if in_a systemctl is-active --quiet berth-agent.service; then fail "berth-agent.service still active"; fi
@@ -284,12 +296,15 @@ docker volume create "$P-b-containerd" >/dev/null
 docker run -d --name "$HOST_B" --hostname host-b --network "$NET" "${HOSTLIKE[@]}" \
     --tmpfs /run --tmpfs /tmp -v "$P-b-containerd:/var/lib/containerd" \
     -v "$ROOT/deploy/install:/berth-install:ro" -v "$BIN_DIR/berth-agent:/opt/berth-agent:ro" \
+    -v "$BIN_DIR/berth-logd:/opt/berth-logd:ro" -v "$BIN_DIR/berth-agent:/opt/alone/berth-agent:ro" \
     "$HOST_IMAGE" sh -c "$REMOUNT; exec sleep infinity" >/dev/null
 in_b() { timeout 300 docker exec "$HOST_B" "$@"; }
 install_b() { in_b /berth-install/install-agent.sh "$@"; }
 expect_fail "a host without systemd" "re-run with --no-systemd" install_b --server "$SERVER" --token "$TOKEN_B"
 expect_fail "a host without containerd" "containerd is not installed" \
     install_b --server "$SERVER" --token "$TOKEN_B" --no-systemd --binary /opt/berth-agent
+expect_fail "--binary without berth-logd beside it" "no berth-logd at /opt/alone/berth-logd" \
+    install_b --server "$SERVER" --token "$TOKEN_B" --no-systemd --binary /opt/alone/berth-agent
 
 STEP="host B install (foreground)"
 docker exec -d "$HOST_B" sh -c "/berth-install/install-agent.sh --server $SERVER --token $TOKEN_B --no-systemd \
@@ -313,6 +328,7 @@ STEP="host B uninstall"
 install_b --uninstall >"$WORK/b3.out" 2>"$WORK/b3.err" || fail "uninstall failed: $(tail -5 "$WORK/b3.err")"
 if in_b kill -0 "$AGENT_PID" 2>/dev/null; then fail "the agent (pid $AGENT_PID) still runs after uninstall"; fi
 in_b test ! -e /usr/local/bin/berth-agent || fail "uninstall left the binary"
+in_b test ! -e /usr/local/bin/berth-logd || fail "uninstall left berth-logd"
 wait_for "instance $ID_B DISCONNECTED after uninstall" 60 bash -c "[ \"\$(docker exec -e BERTH_ENDPOINT=127.0.0.1:7400 -e BERTH_CA_CERT=/pki/ca.crt -e BERTH_TOKEN=$(cat "$WORK/pki/admin.token") $CP berth instance describe $ID_B -o json | python3 -c 'import json,sys; print(json.load(sys.stdin)[\"status\"])')\" = DISCONNECTED ]"
 cli instance deregister "$ID_B" >/dev/null || fail "deregister $ID_B failed"
 STEP=finished

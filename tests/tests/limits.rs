@@ -413,6 +413,9 @@ async fn the_agent_binary_streams_and_matches_its_published_sha256() -> Result<(
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
         .collect();
     std::fs::write(&binary, &data)?;
+    // The log driver is served from beside the agent binary.
+    let driver = dir.path().join("berth-logd");
+    std::fs::write(&driver, b"log driver")?;
     let arg = binary.display().to_string();
     let cluster = TestCluster::start(1, &["--agent-binary", &arg]).await?;
     let addr = cluster.addr(1);
@@ -457,6 +460,18 @@ async fn the_agent_binary_streams_and_matches_its_published_sha256() -> Result<(
     let changed = std::fs::read_to_string(&sum)?;
     assert_ne!(changed, line);
     assert!(changed.starts_with("d67e2e94"), "{changed}");
+
+    let got_driver = dir.path().join("got-driver");
+    curl("/downloads/berth-logd", &got_driver);
+    assert_eq!(std::fs::read(&got_driver)?, b"log driver");
+    curl("/downloads/berth-logd.sha256", &sum);
+    let driver_line = std::fs::read_to_string(&sum)?;
+    assert!(driver_line.ends_with("  berth-logd\n"), "{driver_line:?}");
+    let check = std::process::Command::new("sha256sum")
+        .arg(&got_driver)
+        .output()?;
+    let local = String::from_utf8(check.stdout)?;
+    assert_eq!(local.split(' ').next(), driver_line.split(' ').next());
     Ok(())
 }
 

@@ -11,6 +11,13 @@ pub enum RuntimeError {
     )]
     ContainerdUnreachable { socket: PathBuf, reason: String },
 
+    #[error(
+        "the log driver {path} is missing: berth-logd ships with berth-agent and must sit in the \
+         same directory (install both binaries, e.g. with install-agent.sh, or build it with \
+         `cargo build -p berth-logd`)"
+    )]
+    LogDriverMissing { path: PathBuf },
+
     #[error("image {reference} not found: {reason}")]
     ImageNotFound { reference: String, reason: String },
 

@@ -1,221 +1,44 @@
-//! Container logs. containerd's shim starts the log driver (this binary in
-//! `--berth-log-driver` mode, via a `binary://` stdio URI) with the
-//! container's stdout on fd 3 and stderr on fd 4, and waits for a byte or EOF
-//! on fd 5. The driver is the shim's child, not the agent's, so logs keep
-//! flowing while the agent is down. It writes CRI-format lines
-//! (`TIME STREAM F|P TEXT`) to one file, rotating it at a size cap.
+//! Container logs, read back. The shim starts `berth-logd` (the
+//! `berth-logd` crate, a binary shipped beside berth-agent) for each
+//! container through a `binary://` stdio URI; it writes CRI-format records
+//! to one file and rotates it. That crate owns the record format, the
+//! rotation and the driver's arguments; this module only builds the URI and
+//! reads the files.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::future::Future;
-use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
+use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use berth_logd::{rotated_path, Stream};
 use futures::StreamExt;
 
 use crate::error::{Result, RuntimeError};
 use crate::runtime::{LogLine, LogLines, LogStream};
 
-pub const DRIVER_FLAG: &str = "--berth-log-driver";
-/// Lines longer than this are split into partial (`P`) records.
-const MAX_LINE: usize = 16 * 1024;
+/// The driver's file name; the agent looks for it beside its own binary.
+pub const DRIVER_NAME: &str = "berth-logd";
 
-/// The shim turns the URI's query into `key value` argument pairs in map
-/// order (random), so every argument is a key with a value, and the driver
-/// parses them order-free.
+/// The stdio URI that makes the shim start `bin` writing `log`.
 pub fn binary_uri(bin: &Path, log: &Path, max_bytes: u64, max_files: u32) -> String {
-    format!(
-        "binary://{}?{}=1&--path={}&--max-bytes={}&--max-files={}",
-        encode(&bin.display().to_string()),
-        DRIVER_FLAG,
-        encode(&log.display().to_string()),
+    berth_logd::Config {
+        path: log.to_path_buf(),
         max_bytes,
-        max_files
-    )
-}
-
-fn encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"/-_.~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
+        max_files,
     }
-    out
-}
-
-pub fn is_driver_invocation(args: &[String]) -> bool {
-    args.iter().any(|a| a == DRIVER_FLAG)
-}
-
-struct Writer {
-    path: PathBuf,
-    file: File,
-    size: u64,
-    max_bytes: u64,
-    max_files: u32,
-}
-
-impl Writer {
-    fn open(path: PathBuf, max_bytes: u64, max_files: u32) -> std::io::Result<Self> {
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)?;
-        }
-        let file = OpenOptions::new().create(true).append(true).open(&path)?;
-        let size = file.metadata()?.len();
-        Ok(Writer {
-            path,
-            file,
-            size,
-            max_bytes,
-            max_files,
-        })
-    }
-
-    fn write_record(&mut self, stream: &str, partial: bool, text: &[u8]) -> std::io::Result<()> {
-        let mut rec = Vec::with_capacity(text.len() + 48);
-        rec.extend_from_slice(
-            berth_types::time::rfc3339_nanos(std::time::SystemTime::now()).as_bytes(),
-        );
-        rec.push(b' ');
-        rec.extend_from_slice(stream.as_bytes());
-        rec.extend_from_slice(if partial { b" P " } else { b" F " });
-        rec.extend_from_slice(text);
-        rec.push(b'\n');
-        if self.max_bytes > 0 && self.size + rec.len() as u64 > self.max_bytes && self.size > 0 {
-            self.rotate()?;
-        }
-        self.file.write_all(&rec)?;
-        self.size += rec.len() as u64;
-        Ok(())
-    }
-
-    /// Files are `path` (live), `path.1` (newest rotated) .. `path.N-1`.
-    fn rotate(&mut self) -> std::io::Result<()> {
-        let keep = self.max_files.max(1);
-        if keep == 1 {
-            self.file.set_len(0)?;
-            self.size = 0;
-            return Ok(());
-        }
-        let name = |i: u32| PathBuf::from(format!("{}.{i}", self.path.display()));
-        let _ = std::fs::remove_file(name(keep - 1));
-        for i in (1..keep - 1).rev() {
-            let _ = std::fs::rename(name(i), name(i + 1));
-        }
-        std::fs::rename(&self.path, name(1))?;
-        self.file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.path)?;
-        self.size = 0;
-        Ok(())
-    }
-}
-
-fn pump(src: File, stream: &'static str, writer: Arc<Mutex<Writer>>) {
-    let mut reader = BufReader::with_capacity(64 * 1024, src);
-    let mut line = Vec::new();
-    loop {
-        line.clear();
-        let n = match (&mut reader)
-            .take(MAX_LINE as u64)
-            .read_until(b'\n', &mut line)
-        {
-            Ok(n) => n,
-            Err(_) => return,
-        };
-        if n == 0 {
-            return;
-        }
-        let complete = line.last() == Some(&b'\n');
-        if complete {
-            line.pop();
-        }
-        let mut w = writer.lock().unwrap_or_else(|p| p.into_inner());
-        if let Err(e) = w.write_record(stream, !complete, &line) {
-            eprintln!("berth log driver: write {}: {e}", w.path.display());
-        }
-    }
-}
-
-/// Entry point of the log driver process. Plain threads: it must start in a
-/// few milliseconds and stay small, one per container.
-pub fn driver_main(args: &[String]) -> i32 {
-    let mut path = None;
-    let mut max_bytes = 10u64 << 20;
-    let mut max_files = 3u32;
-    let mut it = args.iter().skip(1);
-    while let Some(k) = it.next() {
-        let v = it.next().cloned().unwrap_or_default();
-        match k.as_str() {
-            "--path" => path = Some(PathBuf::from(v)),
-            "--max-bytes" => max_bytes = v.parse().unwrap_or(max_bytes),
-            "--max-files" => max_files = v.parse().unwrap_or(max_files),
-            _ => {}
-        }
-    }
-    let Some(path) = path else {
-        eprintln!("berth log driver: no --path");
-        return 2;
-    };
-    // The fds the shim passes: reopening them through /proc keeps this crate
-    // free of unsafe code.
-    let open = |fd: u32, write: bool| {
-        OpenOptions::new()
-            .read(!write)
-            .write(write)
-            .open(format!("/proc/self/fd/{fd}"))
-    };
-    let (stdout, stderr) = match (open(3, false), open(4, false)) {
-        (Ok(o), Ok(e)) => (o, e),
-        (o, e) => {
-            eprintln!(
-                "berth log driver: missing stdio fds: {:?} {:?}",
-                o.err(),
-                e.err()
-            );
-            return 2;
-        }
-    };
-    let writer = match Writer::open(path.clone(), max_bytes, max_files) {
-        Ok(w) => Arc::new(Mutex::new(w)),
-        Err(e) => {
-            eprintln!("berth log driver: open {}: {e}", path.display());
-            return 1;
-        }
-    };
-    // Tell the shim we are ready (it reads one byte or EOF).
-    if let Ok(mut ready) = open(5, true) {
-        let _ = ready.write_all(b"1");
-    }
-    // The shim sends SIGTERM when the task is deleted; by then the pipes are
-    // at EOF and the threads finish on their own, so the default action is
-    // fine and needs no handler.
-    let w2 = writer.clone();
-    let t1 = std::thread::spawn(move || pump(stdout, "stdout", w2));
-    let t2 = std::thread::spawn(move || pump(stderr, "stderr", writer));
-    let _ = t1.join();
-    let _ = t2.join();
-    0
+    .binary_uri(bin)
 }
 
 pub fn parse_line(text: &str) -> Option<LogLine> {
-    let mut parts = text.splitn(4, ' ');
-    let time = parts.next()?.to_string();
-    let stream = match parts.next()? {
-        "stdout" => LogStream::Stdout,
-        "stderr" => LogStream::Stderr,
-        _ => return None,
-    };
-    let _tag = parts.next()?;
+    let record = berth_logd::parse_record(text)?;
     Some(LogLine {
-        stream,
-        time,
-        line: parts.next().unwrap_or_default().to_string(),
+        stream: match record.stream {
+            Stream::Stdout => LogStream::Stdout,
+            Stream::Stderr => LogStream::Stderr,
+        },
+        time: record.time.to_string(),
+        line: record.text.to_string(),
     })
 }
 
@@ -274,7 +97,7 @@ where
                 }
             }
         };
-        let rotated = |i: u32| PathBuf::from(format!("{}.{i}", path.display()));
+        let rotated = |i: u32| rotated_path(&path, i);
         let mut n = 1;
         while rotated(n).exists() {
             n += 1;
@@ -326,38 +149,80 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::{SystemTime, UNIX_EPOCH};
 
     #[test]
-    fn uri_carries_key_value_pairs() {
+    fn uri_names_the_driver_and_its_file() {
         let u = binary_uri(
-            Path::new("/usr/bin/berth-agent"),
+            Path::new("/usr/local/bin/berth-logd"),
             Path::new("/var/log/a b.log"),
             100,
             2,
         );
         assert_eq!(
             u,
-            "binary:///usr/bin/berth-agent?--berth-log-driver=1&--path=/var/log/a%20b.log&--max-bytes=100&--max-files=2"
+            "binary:///usr/local/bin/berth-logd?--path=/var/log/a%20b.log&--max-bytes=100&--max-files=2"
         );
     }
 
+    /// berth-logd formats times itself (it keeps to std); they must read
+    /// the same as every other time Berth prints.
     #[test]
-    fn writer_rotates_at_the_cap() {
+    fn driver_times_match_berth_types() {
+        for secs in [
+            0u64,
+            951_782_400,
+            1_709_251_199,
+            1_796_512_346,
+            4_102_444_800,
+        ] {
+            let t = UNIX_EPOCH + Duration::new(secs, 987_654_321);
+            let mut out = [0u8; berth_logd::TIME_LEN];
+            berth_logd::format_time(t, &mut out);
+            assert_eq!(
+                std::str::from_utf8(&out).ok(),
+                Some(berth_types::time::rfc3339_nanos(t).as_str())
+            );
+        }
+        let now = SystemTime::now();
+        let mut out = [0u8; berth_logd::TIME_LEN];
+        berth_logd::format_time(now, &mut out);
+        assert_eq!(
+            std::str::from_utf8(&out).ok(),
+            Some(berth_types::time::rfc3339_nanos(now).as_str())
+        );
+    }
+
+    #[tokio::test]
+    async fn reads_rotated_files_oldest_first() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let p = dir.path().join("c.log");
-        let mut w = Writer::open(p.clone(), 200, 3).expect("open");
+        let path = dir.path().join("c.log");
+        let mut w = berth_logd::Writer::open(berth_logd::Config {
+            path: path.clone(),
+            max_bytes: 200,
+            max_files: 3,
+        })
+        .expect("open");
         for i in 0..20 {
-            w.write_record("stdout", false, format!("line {i}").as_bytes())
+            let stream = if i % 2 == 0 {
+                Stream::Stdout
+            } else {
+                Stream::Stderr
+            };
+            w.write_record(stream, false, format!("line {i}").as_bytes())
                 .expect("write");
         }
-        assert!(p.exists());
-        assert!(PathBuf::from(format!("{}.1", p.display())).exists());
-        assert!(PathBuf::from(format!("{}.2", p.display())).exists());
-        assert!(!PathBuf::from(format!("{}.3", p.display())).exists());
-        let size = std::fs::metadata(&p).map(|m| m.len()).unwrap_or(0);
-        assert!(size <= 200, "{size}");
-        let last = std::fs::read_to_string(&p).unwrap_or_default();
-        let l = last.lines().last().and_then(parse_line).expect("parse");
-        assert_eq!((l.stream, l.line.as_str()), (LogStream::Stdout, "line 19"));
+        assert!(rotated_path(&path, 1).exists());
+        let lines: Vec<LogLine> = read(path, false, || async { false })
+            .map(|l| l.expect("line"))
+            .collect()
+            .await;
+        let texts: Vec<&str> = lines.iter().map(|l| l.line.as_str()).collect();
+        let first = 20 - texts.len();
+        let want: Vec<String> = (first..20).map(|i| format!("line {i}")).collect();
+        assert_eq!(texts, want);
+        assert!(first > 0, "the cap dropped the oldest lines");
+        let odd = lines.iter().find(|l| l.line == "line 19").expect("line 19");
+        assert_eq!(odd.stream, LogStream::Stderr);
     }
 }

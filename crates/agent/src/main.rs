@@ -1,8 +1,9 @@
 //! berth-agent. `berth-agent --server ... --token ... --data-dir DIR` joins
 //! the cluster (or reuses the identity in DIR), keeps its certificate fresh,
 //! holds the session with the control plane and runs the tasks it assigns;
-//! `berth-agent image import FILE` loads images on air-gapped hosts; and
-//! containerd's shim starts the binary in log-driver mode per container.
+//! `berth-agent image import FILE` loads images on air-gapped hosts.
+//! containerd's shim starts `berth-logd`, shipped beside this binary, per
+//! container.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -14,7 +15,7 @@ use berth_agent::host::HostInfo;
 use berth_agent::runner::{Runner, RunnerConfig};
 use berth_agent::session::{self, SessionConfig};
 use berth_agent::store::Store;
-use berth_agent::{logs, ContainerdConfig, ContainerdRuntime, PullPolicy};
+use berth_agent::{ContainerdConfig, ContainerdRuntime, PullPolicy};
 use berth_daemon::LogFormat;
 use clap::{CommandFactory, Parser, Subcommand};
 use tokio::sync::watch;
@@ -258,11 +259,6 @@ enum ImageCommand {
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
-    // The shim passes the log driver's arguments as unordered pairs, so this
-    // mode is recognized before clap sees them.
-    if logs::is_driver_invocation(&args) {
-        return ExitCode::from(logs::driver_main(&args) as u8);
-    }
     keep_malloc_small();
     if let Err(e) = berth_daemon::apply_config_file(&Cli::command(), &args) {
         eprintln!("berth-agent: {e}");
@@ -299,21 +295,29 @@ fn main() -> ExitCode {
 /// big gRPC frame) is freed, and from then on keeps such buffers in the heap
 /// instead of handing them back: the agent's resident memory ratchets up
 /// (33 MiB with 20 tasks, measured). A fixed threshold, which glibc reads
-/// only from the environment at start, keeps it near 25 MiB. So the agent
-/// re-executes itself once with it set; the pid stays the same.
+/// only from the environment at start, keeps it near 25 MiB. glibc also
+/// gives threads arenas of their own (up to 8 per core), each holding freed
+/// memory apart; the agent's threads (two tokio workers, sled's I/O pool)
+/// are mostly idle, and one arena for all of them saved 1.5-2 MiB with 20
+/// tasks (docs/benchmarks.md). So the agent re-executes itself once with
+/// both set; the pid stays the same. Either can be overridden from the
+/// environment.
 fn keep_malloc_small() {
     use std::os::unix::process::CommandExt;
     const VAR: &str = "MALLOC_MMAP_THRESHOLD_";
+    const ARENAS: &str = "MALLOC_ARENA_MAX";
     if std::env::var_os(VAR).is_some() {
         return;
     }
     let Ok(exe) = std::env::current_exe() else {
         return;
     };
-    let error = std::process::Command::new(exe)
-        .args(std::env::args_os().skip(1))
-        .env(VAR, "131072")
-        .exec();
+    let mut command = std::process::Command::new(exe);
+    command.args(std::env::args_os().skip(1)).env(VAR, "131072");
+    if std::env::var_os(ARENAS).is_none() {
+        command.env(ARENAS, "1");
+    }
+    let error = command.exec();
     // Only reached when exec failed: run as we are.
     eprintln!("berth-agent: note: cannot re-execute with {VAR} set ({error}); continuing");
 }
@@ -341,6 +345,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         .map_err(anyhow::Error::msg)?;
     match cli.command {
         None => {
+            // Before joining: an agent that cannot log its tasks should say
+            // so now, not fail each task it is given.
+            cfg.check_log_driver()?;
             join_and_run(
                 JoinArgs {
                     import_dir: cli.import_dir,

@@ -87,10 +87,24 @@ async fn pushed_image(env: &Env) -> String {
         .clone()
 }
 
+/// berth-logd is another package's binary, which Cargo does not build for
+/// this package's tests: `cargo build --workspace --bins` (as tests/run.sh
+/// does) puts it beside berth-agent.
+fn log_driver() -> PathBuf {
+    let path =
+        berth_agent::containerd::default_log_driver(Path::new(env!("CARGO_BIN_EXE_berth-agent")));
+    assert!(
+        path.is_file(),
+        "{} is missing: build it first with `cargo build -p berth-logd` (same profile and target dir)",
+        path.display()
+    );
+    path
+}
+
 fn runtime_config(env: &Env, namespace: &str) -> ContainerdConfig {
     let mut cfg = ContainerdConfig::new(&env.socket, "/tmp/berth-test/agent-state");
     cfg.namespace = namespace.to_string();
-    cfg.log_driver = LogDriver::Binary(PathBuf::from(env!("CARGO_BIN_EXE_berth-agent")));
+    cfg.log_driver = LogDriver::Binary(log_driver());
     cfg.log_max_bytes = 64 * 1024;
     cfg
 }
@@ -1197,7 +1211,7 @@ async fn basic_auth_registry() {
 
     let mut cfg = ContainerdConfig::new(&env.socket, "/tmp/berth-test/agent-state");
     cfg.namespace = "berth-auth".into();
-    cfg.log_driver = LogDriver::Binary(PathBuf::from(env!("CARGO_BIN_EXE_berth-agent")));
+    cfg.log_driver = LogDriver::Binary(log_driver());
     cfg.registry
         .credentials
         .insert(registry.clone(), (user.clone(), pass.clone()));

@@ -1,13 +1,15 @@
-//! `GET /downloads/berth-agent`, `/downloads/berth-agent.sha256` and
+//! `GET /downloads/berth-agent`, `/downloads/berth-logd` (the agent's log
+//! driver, which must sit beside it), each with a `.sha256`, and
 //! `/downloads/install-agent.sh` on the API port, over the same TLS as the
 //! API, so that a host can install the agent from the control plane itself
 //! (the install script checks the server's CA against the digest in the
-//! join token before downloading, and the binary against its SHA-256).
+//! join token before downloading, and each binary against its SHA-256).
 //!
 //! It sits in tonic's router as a service named `downloads`, so every path
 //! under `/downloads/` reaches it; nothing here needs a token (calls are
 //! rate-limited per address like every unauthenticated call).
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
 use std::io::Read;
@@ -33,19 +35,35 @@ const CHUNK: usize = 64 * 1024;
 /// What identifies one version of the binary on disk.
 type FileStamp = (u64, Option<SystemTime>);
 
+/// The binaries handed out, by download name: the agent, and the log
+/// driver it starts per container, which is found beside the agent.
+const AGENT: &str = "berth-agent";
+const LOG_DRIVER: &str = "berth-logd";
+
 #[derive(Clone)]
 pub struct Downloads {
     /// The agent binary to hand out; `None` answers 404 with a hint.
+    /// berth-logd is served from the same directory.
     pub agent_binary: Option<PathBuf>,
-    /// The binary's SHA-256, computed once per version of the file.
-    digest: Arc<Mutex<Option<(FileStamp, String)>>>,
+    /// Each binary's SHA-256, computed once per version of the file.
+    digests: Arc<Mutex<HashMap<PathBuf, (FileStamp, String)>>>,
 }
 
 impl Downloads {
     pub fn new(agent_binary: Option<PathBuf>) -> Self {
         Self {
             agent_binary,
-            digest: Arc::default(),
+            digests: Arc::default(),
+        }
+    }
+
+    /// The file behind a download name, if this server hands it out.
+    fn binary(&self, name: &str) -> Option<PathBuf> {
+        let agent = self.agent_binary.as_ref()?;
+        match name {
+            AGENT => Some(agent.clone()),
+            LOG_DRIVER => Some(agent.with_file_name(LOG_DRIVER)),
+            _ => None,
         }
     }
 }
@@ -68,12 +86,14 @@ fn response(status: u16, content_type: &str, body: Bytes) -> http::Response<BoxB
 const TEXT: &str = "text/plain; charset=utf-8";
 
 fn not_readable(path: &Path, e: &std::io::Error) -> http::Response<BoxBody> {
-    tracing::warn!(path = %path.display(), error = %e, "agent binary not readable");
+    tracing::warn!(path = %path.display(), error = %e, "binary to hand out not readable");
     response(
         404,
         TEXT,
         Bytes::from(format!(
-            "this server cannot read its agent binary ({e}); start berthd with --agent-binary PATH\n"
+            "this server cannot read {} ({e}); start berthd with --agent-binary PATH, \
+             with berth-logd in the same directory\n",
+            path.display()
         )),
     )
 }
@@ -93,9 +113,7 @@ async fn stream_file(path: &Path) -> std::io::Result<http::Response<BoxBody>> {
             }
             // The client sees the body end short of content-length.
             Err(e) => Some((
-                Err(tonic::Status::internal(format!(
-                    "reading the agent binary: {e}"
-                ))),
+                Err(tonic::Status::internal(format!("reading the binary: {e}"))),
                 None,
             )),
         }
@@ -128,21 +146,28 @@ fn sha256_of(path: &Path) -> std::io::Result<String> {
 }
 
 impl Downloads {
-    /// `sha256sum` output for the binary, recomputed when the file changes.
-    async fn checksum(&self, path: PathBuf) -> std::io::Result<String> {
-        let digest = self.digest.clone();
+    /// `sha256sum` output for a binary, recomputed when the file changes.
+    async fn checksum(&self, path: PathBuf, name: &'static str) -> std::io::Result<String> {
+        let digests = self.digests.clone();
         tokio::task::spawn_blocking(move || {
             let before = stamp(&path)?;
-            let cached = digest.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            let cached = digests
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&path)
+                .cloned();
             let hex = match cached {
                 Some((at, hex)) if at == before => hex,
                 _ => {
                     let hex = sha256_of(&path)?;
-                    *digest.lock().unwrap_or_else(|p| p.into_inner()) = Some((before, hex.clone()));
+                    digests
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(path, (before, hex.clone()));
                     hex
                 }
             };
-            Ok(format!("{hex}  berth-agent\n"))
+            Ok(format!("{hex}  {name}\n"))
         })
         .await
         .map_err(std::io::Error::other)?
@@ -172,32 +197,35 @@ impl<B: Send + 'static> tower::Service<http::Request<B>> for Downloads {
                     ),
                 )
             };
-            Ok(match (is_get, path.as_str()) {
-                (true, "/downloads/install-agent.sh") => response(
+            let name = path.strip_prefix("/downloads/").unwrap_or_default();
+            let (name, sum) = match name.strip_suffix(".sha256") {
+                Some(binary) => (binary, true),
+                None => (name, false),
+            };
+            let known = [AGENT, LOG_DRIVER].into_iter().find(|b| *b == name);
+            Ok(match (is_get, name, known) {
+                (false, _, _) => response(405, TEXT, Bytes::from_static(b"only GET\n")),
+                (true, "install-agent.sh", _) if !sum => response(
                     200,
                     "text/x-shellscript",
                     Bytes::from_static(INSTALL_SCRIPT.as_bytes()),
                 ),
-                (true, "/downloads/berth-agent") => match &this.agent_binary {
-                    Some(file) => match stream_file(file).await {
-                        Ok(response) => response,
-                        Err(e) => not_readable(file, &e),
-                    },
-                    None => no_binary(),
-                },
-                (true, "/downloads/berth-agent.sha256") => match &this.agent_binary {
-                    Some(file) => match this.checksum(file.clone()).await {
+                (true, _, Some(name)) => match this.binary(name) {
+                    Some(file) if sum => match this.checksum(file.clone(), name).await {
                         Ok(line) => response(200, TEXT, Bytes::from(line)),
-                        Err(e) => not_readable(file, &e),
+                        Err(e) => not_readable(&file, &e),
+                    },
+                    Some(file) => match stream_file(&file).await {
+                        Ok(response) => response,
+                        Err(e) => not_readable(&file, &e),
                     },
                     None => no_binary(),
                 },
-                (false, _) => response(405, TEXT, Bytes::from_static(b"only GET\n")),
                 _ => response(
                     404,
                     TEXT,
                     Bytes::from_static(
-                        b"try /downloads/berth-agent, /downloads/berth-agent.sha256 or /downloads/install-agent.sh\n",
+                        b"try /downloads/berth-agent, /downloads/berth-logd (each with .sha256) or /downloads/install-agent.sh\n",
                     ),
                 ),
             })

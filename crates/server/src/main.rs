@@ -164,7 +164,8 @@ struct Tuning {
     #[arg(long, env = "BERTH_DNS_UPSTREAM")]
     dns_upstream: Option<SocketAddr>,
     /// The berth-agent binary offered at https://SERVER/downloads/berth-agent
-    /// (default: berth-agent next to berthd).
+    /// (default: berth-agent next to berthd); its log driver berth-logd,
+    /// offered at /downloads/berth-logd, must be in the same directory.
     #[arg(long, env = "BERTH_AGENT_BINARY")]
     agent_binary: Option<PathBuf>,
     /// Unauthenticated calls (RegisterInstance, /downloads) allowed per
@@ -441,6 +442,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                          pass --agent-binary PATH, or run with --no-agent"
                     )
                 })?;
+                // Said here rather than in the agent's log, which a dev user
+                // may never open.
+                let log_driver = agent_binary.with_file_name("berth-logd");
+                if !log_driver.is_file() {
+                    anyhow::bail!(
+                        "no {} beside the agent: the agent's log driver ships with it; build it \
+                         (cargo build -p berth-logd) or run with --no-agent",
+                        log_driver.display()
+                    );
+                }
                 options.dev_agent = Some(berth_server::dev::DevAgentConfig {
                     data_dir: std::path::absolute(&options.data_dir)?,
                     agent_binary,

@@ -54,9 +54,9 @@ const EXEC_OUTPUT_CAP: u64 = 64 * 1024;
 
 #[derive(Debug, Clone)]
 pub enum LogDriver {
-    /// The shim starts this program (berth-agent's log-driver mode) with the
-    /// container's stdout and stderr; it writes, caps and rotates the file
-    /// and outlives the agent.
+    /// The shim starts this program (`berth-logd`) with the container's
+    /// stdout and stderr; it writes, caps and rotates the file and outlives
+    /// the agent.
     Binary(PathBuf),
     /// The shim appends to the file itself (`file://`): no cap, no rotation.
     File,
@@ -84,19 +84,58 @@ pub struct ContainerdConfig {
     pub network: TaskNetConfig,
 }
 
+/// Target of the per-step timing events of a container's create and start
+/// (`phase`, `us` since the previous step), at debug level: enable it to see
+/// where a start spends its time (berth-agent-bench --phases does).
+pub const TIMING_TARGET: &str = "berth_agent::timing";
+
+/// Emits one timing event per step, each measured from the previous one.
+struct Steps(std::time::Instant);
+
+impl Steps {
+    fn new() -> Self {
+        Steps(std::time::Instant::now())
+    }
+
+    fn mark(&mut self, phase: &'static str) {
+        let now = std::time::Instant::now();
+        let us = now.duration_since(self.0).as_micros() as u64;
+        debug!(target: TIMING_TARGET, phase, us);
+        self.0 = now;
+    }
+}
+
+/// `berth-logd` beside the agent's binary: the two ship together.
+pub fn default_log_driver(agent_exe: &Path) -> PathBuf {
+    agent_exe.with_file_name(logs::DRIVER_NAME)
+}
+
 /// Enough for busy servers (thread pools, worker processes), and a fork
 /// bomb stops there instead of at the host's pid_max.
 pub const DEFAULT_PIDS_LIMIT: u32 = 4096;
 
 impl ContainerdConfig {
+    /// The driver binary must exist before a task is given to the shim,
+    /// which would only report that the task's logger failed to start.
+    pub fn check_log_driver(&self) -> Result<()> {
+        match &self.log_driver {
+            LogDriver::Binary(bin) if !bin.is_file() => {
+                Err(RuntimeError::LogDriverMissing { path: bin.clone() })
+            }
+            _ => Ok(()),
+        }
+    }
+
     pub fn new(socket: impl Into<PathBuf>, state_dir: impl Into<PathBuf>) -> Self {
         let socket = socket.into();
         let state_dir = state_dir.into();
         let mut host_paths = HostPathPolicy::new(&socket, &state_dir);
-        // containerd's shim runs the agent's binary as root (the log
-        // driver): a task must not be able to replace it.
-        if let Ok(exe) = std::env::current_exe() {
-            host_paths.protect(&exe);
+        // containerd's shim runs the log driver as root: a task must not be
+        // able to replace it, nor the agent.
+        let exe = std::env::current_exe().ok();
+        let driver = exe.as_deref().map(default_log_driver);
+        for path in exe.iter().chain(driver.iter()) {
+            host_paths.protect(path);
         }
         ContainerdConfig {
             host_paths,
@@ -106,9 +145,7 @@ impl ContainerdConfig {
             state_dir,
             snapshotter: "overlayfs".into(),
             runtime: "io.containerd.runc.v2".into(),
-            log_driver: std::env::current_exe()
-                .map(LogDriver::Binary)
-                .unwrap_or(LogDriver::File),
+            log_driver: driver.map(LogDriver::Binary).unwrap_or(LogDriver::File),
             log_max_bytes: 10 << 20,
             log_max_files: 3,
             registry: RegistryConfig::default(),
@@ -360,6 +397,7 @@ impl ContainerdRuntime {
             container: id.to_string(),
             reason: format!("log path {} is not UTF-8", log.display()),
         })?;
+        self.inner.cfg.check_log_driver()?;
         Ok(match &self.inner.cfg.log_driver {
             LogDriver::File => format!("file://{log_str}"),
             LogDriver::Binary(bin) => logs::binary_uri(
@@ -382,9 +420,11 @@ impl ContainerdRuntime {
                 }
             }
         }
+        let mut steps = Steps::new();
         let image = self
             .ensure_image_resolved(&def.image, config.pull_policy)
             .await?;
+        steps.mark("image");
         let dir = self.container_dir(id);
         std::fs::create_dir_all(&dir)
             .map_err(|e| RuntimeError::io(format!("create {}", dir.display()), e))?;
@@ -504,7 +544,9 @@ impl ContainerdRuntime {
             snapshot_key: id.to_string(),
             ..Default::default()
         };
+        steps.mark("files and labels");
         let lease = self.inner.create_lease("create").await?;
+        steps.mark("create lease");
         let registered: Result<Vec<Mount>> = async {
             let snapshots = self.inner.client.snapshots();
             let mounts = match snapshots
@@ -523,6 +565,7 @@ impl ContainerdRuntime {
                 Ok(r) => r.into_inner().mounts,
                 Err(s) => return Err(RuntimeError::containerd("prepare snapshot", s)),
             };
+            steps.mark("prepare snapshot");
 
             let user = def
                 .user
@@ -583,6 +626,7 @@ impl ContainerdRuntime {
                 type_url: SPEC_TYPE_URL.into(),
                 value: spec,
             });
+            steps.mark("spec");
             if let Err(s) = self
                 .inner
                 .client
@@ -595,10 +639,12 @@ impl ContainerdRuntime {
                 self.remove_snapshot(id).await;
                 return Err(RuntimeError::containerd("create container", s));
             }
+            steps.mark("create container");
             Ok(mounts)
         }
         .await;
         self.inner.release_lease(lease).await;
+        steps.mark("delete lease");
         let mounts = registered?;
         // Only now that the container record exists (see `sweep_task_cgroups`).
         let limits = TaskLimits {
@@ -609,6 +655,7 @@ impl ContainerdRuntime {
             let _ = self.remove(id).await;
             return Err(e);
         }
+        steps.mark("task cgroup");
 
         let uri = self.stdio_uri(id)?;
         if let Err(s) = self
@@ -627,6 +674,8 @@ impl ContainerdRuntime {
             let _ = self.remove(id).await;
             return Err(RuntimeError::containerd("create task", s));
         }
+        // The shim has started the log driver and waited for it by now.
+        steps.mark("create task");
         Ok(())
     }
 
@@ -960,6 +1009,7 @@ impl Runtime for ContainerdRuntime {
     }
 
     async fn start(&self, id: &str) -> Result<u32> {
+        let mut steps = Steps::new();
         let pid = self
             .inner
             .client
@@ -975,6 +1025,7 @@ impl Runtime for ContainerdRuntime {
             })?
             .into_inner()
             .pid;
+        steps.mark("start task");
         info!(container_id = id, pid, "container started");
         Ok(pid)
     }
