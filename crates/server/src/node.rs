@@ -161,6 +161,20 @@ impl BerthNode {
         peers: Arc<Peers>,
         transport: Arc<dyn Transport>,
     ) -> Result<Self, ServerError> {
+        Self::start_on(config, log, sm, peers, transport, None).await
+    }
+
+    /// As `start`, with openraft's tasks (its core, replication streams,
+    /// state machine worker, log flushes) on `raft_runtime` when given:
+    /// openraft spawns them on the runtime `Raft::new` runs on.
+    pub async fn start_on(
+        config: &NodeConfig,
+        log: LogStore,
+        sm: StateMachineStore,
+        peers: Arc<Peers>,
+        transport: Arc<dyn Transport>,
+        raft_runtime: Option<&tokio::runtime::Handle>,
+    ) -> Result<Self, ServerError> {
         let raft_config = Arc::new(config.raft_config()?);
         let state = sm.reader();
         let metrics = Arc::new(crate::metrics::ServerMetrics::new());
@@ -170,9 +184,15 @@ impl BerthNode {
         let network = Network {
             transport: transport.clone(),
         };
-        let raft = Raft::new(config.node_id, raft_config, network, log, sm)
-            .await
-            .map_err(|e| ServerError::Internal(format!("starting raft: {e}")))?;
+        let node_id = config.node_id;
+        let raft = match raft_runtime {
+            Some(runtime) => runtime
+                .spawn(Raft::new(node_id, raft_config, network, log, sm))
+                .await
+                .map_err(|e| ServerError::Internal(format!("starting raft: {e}")))?,
+            None => Raft::new(node_id, raft_config, network, log, sm).await,
+        }
+        .map_err(|e| ServerError::Internal(format!("starting raft: {e}")))?;
         let (tx, rx) = mpsc::channel(MAX_BATCH * MAX_BATCHES_IN_FLIGHT * 4);
         let (barrier_tx, barrier_rx) = mpsc::unbounded_channel();
         let node = Self {
