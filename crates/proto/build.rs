@@ -23,6 +23,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // Maps (tags) in key order, as the state keeps them and people read
         // them.
         .btree_map(["."])
+        // Smaller per-call buffers than tonic's (see src/codec.rs).
+        .codec_path("crate::codec::BerthCodec")
         .compile_protos(&files, &[root])?;
     Ok(())
 }

@@ -96,15 +96,23 @@ pub struct DiscoveryArgs {
 
 #[derive(Args)]
 pub struct ServicesArgs {
-    /// Hollow instances (simulated agents).
-    #[arg(long, default_value_t = 1000)]
-    instances: usize,
-    /// The service's desired count.
-    #[arg(long, default_value_t = 10_000)]
-    tasks: u32,
-    /// Hollow agents killed at once.
-    #[arg(long, default_value_t = 100)]
-    lost: usize,
+    /// Hollow instances (simulated agents); a comma-separated list
+    /// (`1000,2000,5000,10000`) measures a curve, each point on a fresh
+    /// cluster.
+    #[arg(long, value_delimiter = ',', default_value = "1000")]
+    instances: Vec<usize>,
+    /// The services' desired count in all (one point only; otherwise
+    /// `--tasks-per-instance` sets it).
+    #[arg(long)]
+    tasks: Option<u32>,
+    /// Desired tasks per hollow instance when `--tasks` is not given, up to
+    /// the bench's limit of 20,000 tasks (4 services of 5,000).
+    #[arg(long, default_value_t = 10)]
+    tasks_per_instance: u32,
+    /// Hollow agents killed at once (one point only; otherwise a tenth of
+    /// the point's instances).
+    #[arg(long)]
+    lost: Option<usize>,
     /// The cluster's lost_after, in seconds.
     #[arg(long, default_value_t = 5)]
     lost_after_secs: u64,
@@ -117,7 +125,7 @@ pub struct ServicesArgs {
     /// Each step fails unless done within this many seconds.
     #[arg(long, default_value_t = 120)]
     step_timeout_secs: u64,
-    /// The whole run gives up after this many seconds.
+    /// Each point of the curve gives up after this many seconds.
     #[arg(long, default_value_t = 900)]
     timeout_secs: u64,
     /// The file whose `services` section is rewritten.
@@ -133,12 +141,18 @@ pub struct ServicesArgs {
 
 #[derive(Args)]
 pub struct TasksArgs {
-    /// Hollow instances (simulated agents) to register and connect.
-    #[arg(long, default_value_t = 2000)]
-    instances: usize,
-    /// Tasks started by the bulk RunTask calls.
-    #[arg(long, default_value_t = 50_000)]
-    tasks: usize,
+    /// Hollow instances (simulated agents) to register and connect; a
+    /// comma-separated list (`1000,2000,5000,10000`) measures a curve, each
+    /// point on a fresh cluster.
+    #[arg(long, value_delimiter = ',', default_value = "2000")]
+    instances: Vec<usize>,
+    /// Tasks started by the bulk RunTask calls (one point only; otherwise
+    /// `--tasks-per-instance` sets them).
+    #[arg(long)]
+    tasks: Option<usize>,
+    /// Bulk tasks per hollow instance, when `--tasks` is not given.
+    #[arg(long, default_value_t = 10)]
+    tasks_per_instance: usize,
     /// Single-task RunTask probes timed while the bulk run lasts.
     #[arg(long, default_value_t = 50)]
     probes: usize,
@@ -158,7 +172,7 @@ pub struct TasksArgs {
     /// The bulk run fails unless every task is RUNNING within this.
     #[arg(long, default_value_t = 300)]
     bulk_timeout_secs: u64,
-    /// The whole run gives up after this many seconds.
+    /// Each point of the curve gives up after this many seconds.
     #[arg(long, default_value_t = 900)]
     timeout_secs: u64,
     /// The file whose `tasks` section is rewritten.
@@ -277,21 +291,71 @@ async fn run(cli: Cli) -> Result<()> {
             publish(&report.markdown(), "raft", &args.doc, args.no_doc)
         }
         Command::Services(args) => {
-            if args.instances == 0 || args.instances > 10_000 {
-                bail!("--instances must be 1..=10000 (one activation's limit)");
+            if args.instances.is_empty() || args.instances.len() > 8 {
+                bail!("--instances takes 1 to 8 counts");
             }
-            if args.tasks == 0 || args.tasks > berth_types::service::MAX_DESIRED_COUNT * 4 {
-                bail!("--tasks must be 1..=20000");
+            if (args.tasks.is_some() || args.lost.is_some()) && args.instances.len() > 1 {
+                bail!("--tasks and --lost set one point's; a curve takes --tasks-per-instance");
             }
-            if args.lost >= args.instances {
-                bail!("--lost must be fewer than --instances");
+            let max_tasks = berth_types::service::MAX_DESIRED_COUNT * services::MAX_SERVICES;
+            let mut points = Vec::new();
+            for &instances in &args.instances {
+                if !(2..=10_000).contains(&instances) {
+                    bail!("--instances must be 2..=10000 (one activation's limit)");
+                }
+                let tasks = args.tasks.unwrap_or_else(|| {
+                    services::even_tasks(
+                        (instances as u64 * u64::from(args.tasks_per_instance))
+                            .min(u64::from(max_tasks)) as u32,
+                    )
+                });
+                if tasks == 0 || tasks > max_tasks {
+                    bail!("--tasks must be 1..={max_tasks}");
+                }
+                let lost = args.lost.unwrap_or(instances / 10).max(1);
+                if lost >= instances {
+                    bail!("--lost must be fewer than --instances");
+                }
+                points.push(services::Point {
+                    instances,
+                    tasks,
+                    lost,
+                });
             }
             if args.idle_secs == 0 || args.idle_secs > 300 || args.lost_after_secs == 0 {
                 bail!("--idle-secs must be 1..=300 and --lost-after-secs at least 1");
             }
             let limit = Duration::from_secs(args.timeout_secs);
-            let report = bounded_run(limit, services::run(&args)).await?;
-            publish(&report.markdown(), "services", &args.doc, args.no_doc)
+            let started = std::time::Instant::now();
+            // The harness makes one CA per process, shared by every point's
+            // cluster: removed only once the last point is done.
+            cluster::berthd()?;
+            let _pki = cluster::PkiCleanup;
+            let mut reports = Vec::new();
+            let mut failed = Vec::new();
+            for point in points {
+                println!(
+                    "==== point: {} instances, {} tasks, {} lost",
+                    point.instances, point.tasks, point.lost
+                );
+                // As in `tasks`: a failed point is recorded, the curve goes on.
+                match bounded_run(limit, services::run(&args, point)).await {
+                    Ok(report) => reports.push(report),
+                    Err(e) => {
+                        eprintln!("point of {} instances failed: {e:#}", point.instances);
+                        failed.push((point, format!("{e:#}")));
+                    }
+                }
+            }
+            if reports.is_empty() {
+                bail!("every point failed");
+            }
+            let curve = services::Curve {
+                reports,
+                failed,
+                elapsed: started.elapsed(),
+            };
+            publish(&curve.markdown(), "services", &args.doc, args.no_doc)
         }
         Command::Discovery(args) => {
             if args.rounds == 0 || args.rounds > 200 {
@@ -318,11 +382,24 @@ async fn run(cli: Cli) -> Result<()> {
             publish(&report.markdown(), "discovery", &args.doc, args.no_doc)
         }
         Command::Tasks(args) => {
-            if args.instances == 0 || args.instances > 10_000 {
-                bail!("--instances must be 1..=10000 (one activation's limit)");
+            if args.instances.is_empty() || args.instances.len() > 8 {
+                bail!("--instances takes 1 to 8 counts");
             }
-            if args.tasks == 0 || args.tasks > 1_000_000 {
-                bail!("--tasks must be 1..=1000000");
+            if args.tasks.is_some() && args.instances.len() > 1 {
+                bail!("--tasks sets one point's tasks; a curve takes --tasks-per-instance");
+            }
+            let mut points = Vec::new();
+            for &instances in &args.instances {
+                if instances == 0 || instances > 10_000 {
+                    bail!("--instances must be 1..=10000 (one activation's limit)");
+                }
+                let tasks = args
+                    .tasks
+                    .unwrap_or_else(|| instances.saturating_mul(args.tasks_per_instance));
+                if tasks == 0 || tasks > 1_000_000 {
+                    bail!("--tasks (or instances x --tasks-per-instance) must be 1..=1000000");
+                }
+                points.push((instances, tasks));
             }
             if args.concurrency == 0 || args.concurrency > 64 {
                 bail!("--concurrency must be 1..=64");
@@ -331,8 +408,38 @@ async fn run(cli: Cli) -> Result<()> {
                 bail!("--idle-secs must be 1..=300");
             }
             let limit = Duration::from_secs(args.timeout_secs);
-            let report = bounded_run(limit, tasks::run(&args)).await?;
-            publish(&report.markdown(), "tasks", &args.doc, args.no_doc)
+            let started = std::time::Instant::now();
+            // The harness makes one CA per process, shared by every point's
+            // cluster: removed only once the last point is done.
+            cluster::berthd()?;
+            let _pki = cluster::PkiCleanup;
+            let mut reports = Vec::new();
+            let mut failed = Vec::new();
+            for (instances, tasks) in points {
+                println!("==== point: {instances} instances, {tasks} tasks");
+                // A point that fails is recorded as failed and the curve
+                // goes on: the larger points say more than none.
+                match bounded_run(limit, tasks::run(&args, instances, tasks)).await {
+                    Ok(report) => reports.push(report),
+                    Err(e) => {
+                        eprintln!("point of {instances} instances failed: {e:#}");
+                        failed.push(tasks::Failed {
+                            instances,
+                            tasks,
+                            error: format!("{e:#}"),
+                        });
+                    }
+                }
+            }
+            if reports.is_empty() {
+                bail!("every point failed");
+            }
+            let curve = tasks::Curve {
+                reports,
+                failed,
+                elapsed: started.elapsed(),
+            };
+            publish(&curve.markdown(&args), "tasks", &args.doc, args.no_doc)
         }
     }
 }

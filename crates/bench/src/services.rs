@@ -25,6 +25,8 @@ const FAMILY: &str = "hollow-svc";
 /// The services are named `bench-0`, `bench-1`, ...: ECS (and Berth) cap
 /// a service at 5,000 tasks, so a larger load is split evenly over several.
 const SERVICE_PREFIX: &str = "bench-";
+/// The most services a run splits its tasks over.
+pub const MAX_SERVICES: u32 = 4;
 const TARGET_CREATE: Duration = Duration::from_secs(3);
 const TARGET_ROLLOUT: Duration = Duration::from_secs(15);
 /// Replacement of lost tasks: at most lost_after plus this.
@@ -38,6 +40,25 @@ const TASK_MEMORY_MIB: u32 = 16;
 const REPORT_FLUSH: Duration = Duration::from_millis(20);
 const POLL: Duration = Duration::from_millis(50);
 const SERVER_LOG: &str = "info,openraft=warn";
+
+/// One point of the curve.
+#[derive(Debug, Clone, Copy)]
+pub struct Point {
+    pub instances: usize,
+    /// Desired tasks over all the services.
+    pub tasks: u32,
+    /// Hollow agents killed at once.
+    pub lost: usize,
+}
+
+/// `tasks` rounded down so that it splits evenly into services of at most
+/// `MAX_DESIRED_COUNT` each.
+pub fn even_tasks(tasks: u32) -> u32 {
+    let count = tasks
+        .div_ceil(berth_types::service::MAX_DESIRED_COUNT)
+        .max(1);
+    tasks - tasks % count
+}
 
 pub struct Report {
     machine: Machine,
@@ -133,16 +154,16 @@ fn steady(d: &ServiceDescription, tasks: u32, taskdef: &str) -> bool {
             .is_some_and(|p| p.rollout_state == RolloutState::Completed)
 }
 
-pub async fn run(args: &ServicesArgs) -> Result<Report> {
+pub async fn run(args: &ServicesArgs, point: Point) -> Result<Report> {
     let started = Instant::now();
     let per_instance = (HOLLOW_CPU_UNITS / TASK_CPU_UNITS) as usize;
     // A rollout at maximumPercent 200 needs room for twice the tasks, and
     // the lost instances' tasks must fit on the others.
-    let room = (args.instances - args.lost) * per_instance;
-    if (args.tasks as usize) * 2 > args.instances * per_instance || args.tasks as usize > room {
+    let room = (point.instances - point.lost) * per_instance;
+    if (point.tasks as usize) * 2 > point.instances * per_instance || point.tasks as usize > room {
         bail!(
             "{} tasks need more room than {} hollow instances of {per_instance} tasks offer (twice the tasks for the rollout, and the tasks on the {} survivors)",
-            args.tasks, args.instances, args.instances - args.lost
+            point.tasks, point.instances, point.instances - point.lost
         );
     }
     let machine = machine::describe();
@@ -151,7 +172,6 @@ pub async fn run(args: &ServicesArgs) -> Result<Report> {
         machine.nproc, machine.cpu_model, machine.memory, machine.kernel
     );
     let clock = CpuClock::new();
-    let _pki = cluster::PkiCleanup;
     let mut cluster = cluster::start(
         SERVERS,
         &[],
@@ -192,7 +212,7 @@ pub async fn run(args: &ServicesArgs) -> Result<Report> {
     let launched = hollow::launch(
         &leader_addr,
         servers.clone(),
-        args.instances,
+        point.instances,
         HollowSize {
             cpu_units: HOLLOW_CPU_UNITS,
             memory_mib: HOLLOW_MEMORY_MIB,
@@ -211,7 +231,7 @@ pub async fn run(args: &ServicesArgs) -> Result<Report> {
     let limit = Duration::from_secs(args.step_timeout_secs);
 
     // ---- create to steady state.
-    let tasks = args.tasks;
+    let tasks = point.tasks;
     let max = berth_types::service::MAX_DESIRED_COUNT;
     let count = tasks.div_ceil(max);
     if !tasks.is_multiple_of(count) {
@@ -221,7 +241,7 @@ pub async fn run(args: &ServicesArgs) -> Result<Report> {
     let names: Vec<String> = (0..count).map(|i| format!("{SERVICE_PREFIX}{i}")).collect();
     println!(
         "CreateService of {count} x {per_service} tasks on {} instances",
-        args.instances
+        point.instances
     );
     let t0 = Instant::now();
     for name in &names {
@@ -285,7 +305,7 @@ pub async fn run(args: &ServicesArgs) -> Result<Report> {
         })
         .await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let killed = fleet.kill_first(args.lost);
+    let killed = fleet.kill_first(point.lost);
     let lost_tasks = all
         .iter()
         .filter(|t| t.instance_id.as_ref().is_some_and(|i| killed.contains(i)))
@@ -314,10 +334,10 @@ pub async fn run(args: &ServicesArgs) -> Result<Report> {
     let mut notes = Vec::new();
     let stats = &fleet.stats;
     let failures = FleetStats::load(&stats.session_failures);
-    if failures > args.lost as u64 {
+    if failures > point.lost as u64 {
         notes.push(format!(
             "{failures} hollow session failures (the {} killed ones end theirs); the first: {}",
-            args.lost,
+            point.lost,
             stats.first_failure().unwrap_or_default()
         ));
     }
@@ -325,10 +345,10 @@ pub async fn run(args: &ServicesArgs) -> Result<Report> {
     cluster::stop(cluster, args.logs.as_deref(), "services")?;
     Ok(Report {
         machine,
-        instances: args.instances,
+        instances: point.instances,
         tasks,
         services: count,
-        lost: args.lost,
+        lost: point.lost,
         lost_after_secs: args.lost_after_secs,
         heartbeat: args.heartbeat.clone(),
         idle_secs: args.idle_secs,
@@ -355,28 +375,30 @@ fn yes_no(met: bool) -> &'static str {
 }
 
 impl Report {
-    pub fn markdown(&self) -> String {
-        let m = &self.machine;
+    fn idle_leader_cores(&self) -> Option<f64> {
+        self.idle
+            .iter()
+            .find(|p| p.label.starts_with("leader"))
+            .and_then(|p| p.cores)
+    }
+
+    fn replace_target(&self) -> Duration {
+        Duration::from_secs(self.lost_after_secs) + TARGET_REPLACE_SLACK
+    }
+
+    fn all_met(&self) -> bool {
+        self.create <= TARGET_CREATE
+            && self.rollout <= TARGET_ROLLOUT
+            && self.replace <= self.replace_target()
+            && self
+                .idle_leader_cores()
+                .is_some_and(|c| c < TARGET_IDLE_LEADER_CORES)
+    }
+
+    /// One point's own figures, under level-4 headings.
+    fn detail_markdown(&self) -> String {
         let mut s = String::new();
-        s.push_str("## Services on hollow agents: `berth-bench services`\n\n");
-        s.push_str(&format!("Measured {} (`date -u`).\n\n", m.date));
-        s.push_str(
-            "### Reproduce\n\n```sh\ncargo build --release -p berth-server -p berth-bench\n",
-        );
-        s.push_str(&format!(
-            "./target/release/berth-bench services --instances {} --tasks {} --lost {} --lost-after-secs {}\n```\n\n",
-            self.instances, self.tasks, self.lost, self.lost_after_secs
-        ));
-        s.push_str(&format!(
-            "The run took {} s and rewrites only this section (`--no-doc` leaves it alone).\n\n",
-            self.elapsed.as_secs()
-        ));
-        s.push_str("### Machine\n\n| nproc | CPU | Memory | Kernel |\n|---:|---|---|---|\n");
-        s.push_str(&format!(
-            "| {} | {} | {} | {} |\n\n",
-            m.nproc, m.cpu_model, m.memory, m.kernel
-        ));
-        s.push_str("### Targets\n\n| Target (from the issue) | Required | Measured | Met |\n|---|---|---:|---|\n");
+        s.push_str("#### Targets\n\n| Target (from the issue) | Required | Measured | Met |\n|---|---|---:|---|\n");
         s.push_str(&format!(
             "| REPLICA services of {} tasks in all ({} of {} each: a service holds at most 5,000), CreateService to steady state | at most {} s | {:.2} s | {} |\n",
             self.tasks,
@@ -393,62 +415,192 @@ impl Report {
             self.rollout.as_secs_f64(),
             yes_no(self.rollout <= TARGET_ROLLOUT)
         ));
-        let replace_target = Duration::from_secs(self.lost_after_secs) + TARGET_REPLACE_SLACK;
         s.push_str(&format!(
             "| {} hollow agents killed at once ({} tasks), lost_after {} s: every lost task replaced and RUNNING | at most {} s | {:.2} s | {} |\n",
             self.lost,
             self.lost_tasks,
             self.lost_after_secs,
-            replace_target.as_secs(),
+            self.replace_target().as_secs(),
             self.replace.as_secs_f64(),
-            yes_no(self.replace <= replace_target)
+            yes_no(self.replace <= self.replace_target())
         ));
-        let idle_leader = self
-            .idle
-            .iter()
-            .find(|p| p.label.starts_with("leader"))
-            .and_then(|p| p.cores);
+        let idle_leader = self.idle_leader_cores();
         s.push_str(&format!(
-            "| Idle leader CPU with the service steady | under {:.0}% of one core | {} | {} |\n\n",
+            "| Idle leader CPU with the services steady | under {:.0}% of one core | {} | {} |\n\n",
             TARGET_IDLE_LEADER_CORES * 100.0,
             idle_leader.map_or("-".into(), |c| format!("{:.1}%", c * 100.0)),
             yes_no(idle_leader.is_some_and(|c| c < TARGET_IDLE_LEADER_CORES))
         ));
-        s.push_str("### CPU and memory\n\nIdle with the service steady:\n\n");
+        s.push_str(&format!(
+            "Joining: {} instances registered in {:.1} s, sessions up in {:.1} s; the loss was \
+             first seen {:.2} s after the kill. The point took {} s.\n\n",
+            self.instances,
+            self.register.as_secs_f64(),
+            self.connect.as_secs_f64(),
+            self.loss_seen.as_secs_f64(),
+            self.elapsed.as_secs(),
+        ));
+        s.push_str("Idle with the services steady:\n\n");
         s.push_str(&proc_table(&self.idle, true, true));
         s.push_str("\nDuring the rolling deployment:\n\n");
         s.push_str(&proc_table(&self.during_rollout, true, true));
+        for note in &self.notes {
+            s.push_str(&format!("\n- Note: {note}\n"));
+        }
+        s
+    }
+}
+
+/// Every point of one `berth-bench services` run, smallest first.
+pub struct Curve {
+    pub reports: Vec<Report>,
+    /// Points that did not finish, with why.
+    pub failed: Vec<(Point, String)>,
+    pub elapsed: Duration,
+}
+
+impl Curve {
+    pub fn markdown(&self) -> String {
+        let mut s = String::new();
+        let Some(first) = self.reports.first() else {
+            return s;
+        };
+        let m = &first.machine;
+        s.push_str("## Services on hollow agents: `berth-bench services`\n\n");
+        s.push_str(&format!("Measured {} (`date -u`).\n\n", m.date));
+        s.push_str(
+            "### Reproduce\n\n```sh\ncargo build --release -p berth-server -p berth-bench\n",
+        );
+        if let ([only], []) = (self.reports.as_slice(), self.failed.as_slice()) {
+            s.push_str(&format!(
+                "./target/release/berth-bench services --instances {} --tasks {} --lost {} --lost-after-secs {}\n```\n\n",
+                only.instances, only.tasks, only.lost, only.lost_after_secs
+            ));
+        } else {
+            let mut counts: Vec<usize> = self.reports.iter().map(|r| r.instances).collect();
+            counts.extend(self.failed.iter().map(|(p, _)| p.instances));
+            counts.sort_unstable();
+            let counts: Vec<String> = counts.iter().map(|n| n.to_string()).collect();
+            s.push_str(&format!(
+                "./target/release/berth-bench services --instances {} --lost-after-secs {}\n```\n\n",
+                counts.join(","),
+                first.lost_after_secs
+            ));
+        }
+        s.push_str(&format!(
+            "Each count of `--instances` is one point on a fresh 3-server cluster, with 10 desired \
+             tasks per instance (`--tasks-per-instance`) up to the bench's 20,000 (4 services of \
+             5,000, the most a service holds), and a tenth of the instances killed at once. The \
+             run took {} s and rewrites only this section (`--no-doc` leaves it alone).\n\n",
+            self.elapsed.as_secs()
+        ));
+        s.push_str("### Machine\n\n| nproc | CPU | Memory | Kernel |\n|---:|---|---|---|\n");
+        s.push_str(&format!(
+            "| {} | {} | {} | {} |\n\n",
+            m.nproc, m.cpu_model, m.memory, m.kernel
+        ));
+        s.push_str(&format!(
+            "### The curve\n\nTargets (from the issue), at every point: create to steady state \
+             at most {} s, rolling deployment to COMPLETED at most {} s, lost tasks replaced and \
+             RUNNING at most lost_after + {} s, idle leader under {:.0}% of one core.\n\n",
+            TARGET_CREATE.as_secs(),
+            TARGET_ROLLOUT.as_secs(),
+            TARGET_REPLACE_SLACK.as_secs(),
+            TARGET_IDLE_LEADER_CORES * 100.0
+        ));
+        s.push_str(
+            "| Instances | Tasks (services) | Create (s) | Rollout (s) | Killed agents (their \
+             tasks) | Replaced (s) | Idle leader CPU (% of a core) | Idle leader RSS (MiB) | \
+             CPU during the rollout, cores: leader / followers / bench / other | All targets met \
+             |\n|---:|---:|---:|---:|---:|---:|---:|---:|---|---|\n",
+        );
+        for r in &self.reports {
+            let leader = r.idle.iter().find(|p| p.label.starts_with("leader"));
+            let c = |v: Option<f64>| v.map_or("-".into(), |c| format!("{c:.2}"));
+            let followers: Vec<String> = r
+                .during_rollout
+                .iter()
+                .filter(|p| p.label.starts_with("server"))
+                .map(|p| c(p.cores))
+                .collect();
+            let of = |label: &str| {
+                r.during_rollout
+                    .iter()
+                    .find(|p| p.label == label)
+                    .and_then(|p| p.cores)
+            };
+            s.push_str(&format!(
+                "| {} | {} ({}) | {:.2} | {:.2} | {} ({}) | {:.2} | {} | {} | {} / {} / {} / {} | {} |\n",
+                r.instances,
+                r.tasks,
+                r.services,
+                r.create.as_secs_f64(),
+                r.rollout.as_secs_f64(),
+                r.lost,
+                r.lost_tasks,
+                r.replace.as_secs_f64(),
+                r.idle_leader_cores()
+                    .map_or("-".into(), |c| format!("{:.1}%", c * 100.0)),
+                leader
+                    .and_then(|p| p.rss_mib())
+                    .map_or("-".into(), |m| format!("{m:.0}")),
+                c(r.during_rollout
+                    .iter()
+                    .find(|p| p.label.starts_with("leader"))
+                    .and_then(|p| p.cores)),
+                followers.join(" + "),
+                c(of("bench")),
+                c(of("other")),
+                yes_no(r.all_met()),
+            ));
+        }
+        for (point, _) in &self.failed {
+            s.push_str(&format!(
+                "| {} | {} | failed | - | {} | - | - | - | - | **no** |\n",
+                point.instances, point.tasks, point.lost
+            ));
+        }
+        for (point, error) in &self.failed {
+            let short: String = error.chars().take(1500).collect();
+            s.push_str(&format!(
+                "\nThe {}-instance point failed: {}\n",
+                point.instances,
+                short.replace('\n', " ")
+            ));
+        }
         s.push_str("\n### How it was measured, and what limits the figures\n\n");
         s.push_str(&format!(
-            "- 3 berthd servers (release build, default Raft timings, `--agent-heartbeat {}`) and \
-             {} hollow agents in the bench process (registered in {:.1} s, sessions up in {:.1} s), \
-             each offering {HOLLOW_CPU_UNITS} CPU units and {HOLLOW_MEMORY_MIB} MiB and reporting a \
-             task RUNNING as soon as it is assigned and STOPPED as soon as it is asked to stop \
-             (reports batched for {} ms). Tasks reserve {TASK_CPU_UNITS} units and \
+            "- Per point: 3 berthd servers (release build, default Raft timings, \
+             `--agent-heartbeat {}`) started afresh, and the point's hollow agents in the bench \
+             process, each offering {HOLLOW_CPU_UNITS} CPU units and {HOLLOW_MEMORY_MIB} MiB and \
+             reporting a task RUNNING as soon as it is assigned and STOPPED as soon as it is \
+             asked to stop (reports batched for {} ms). Tasks reserve {TASK_CPU_UNITS} units and \
              {TASK_MEMORY_MIB} MiB.\n\
              - Each time is from the call (or the kill) to the first DescribeServices answer \
              (polled every {} ms through the client, any server) showing the desired count \
              RUNNING, nothing pending, one COMPLETED deployment and the steady state.\n\
              - The replacement clock starts at the kill; berthd notices the silence after \
              three heartbeat periods, and declares the instances lost `lost_after` after their \
-             last heartbeat (the loss was first seen after {:.2} s), so the figure is \
-             `lost_after` plus the time to stop, re-place and report {} tasks.\n\
-             - Idle CPU over {} s from `/proc/PID/stat`; everything shares the machine's {} \
-             cores, so the figures move with whatever else runs (see *other*).\n",
-            self.heartbeat,
-            self.instances,
-            self.register.as_secs_f64(),
-            self.connect.as_secs_f64(),
+             last heartbeat, so the figure is `lost_after` plus the time to stop, re-place and \
+             report the lost tasks.\n\
+             - Idle CPU over {} s from `/proc/PID/stat` with the services steady; everything \
+             shares the machine's {} cores, so the figures move with whatever else runs (see \
+             *other*).\n\n",
+            first.heartbeat,
             REPORT_FLUSH.as_millis(),
             POLL.as_millis(),
-            self.loss_seen.as_secs_f64(),
-            self.lost_tasks,
-            self.idle_secs,
+            first.idle_secs,
             m.nproc
         ));
-        for note in &self.notes {
-            s.push_str(&format!("- Note: {note}\n"));
+        s.push_str("### Each point\n\n");
+        for r in &self.reports {
+            s.push_str(&format!(
+                "<details><summary>{} instances, {} tasks</summary>\n\n{}\n</details>\n\n",
+                r.instances,
+                r.tasks,
+                r.detail_markdown()
+            ));
         }
-        s
+        s.trim_end().to_string() + "\n"
     }
 }

@@ -23,12 +23,22 @@ use crate::TasksArgs;
 
 const SERVERS: u64 = 3;
 
-// Targets from the issue.
-const TARGET_TASKS_PER_SEC: f64 = 5000.0;
-const TARGET_IDLE_LEADER_CORES: f64 = 0.25;
-const TARGET_IDLE_INSTANCES: usize = 2000;
-const TARGET_RSS_BYTES: u64 = 1 << 30;
-const TARGET_RSS_TASKS: usize = 50_000;
+// Targets from the issue ("Scale of the control plane").
+/// Placement throughput required at these instance counts.
+const TARGET_TASKS_PER_SEC: [(usize, f64); 2] = [(2000, 20_000.0), (10_000, 15_000.0)];
+/// The pace the probes are spread over when no target names the point.
+const PROBE_PACE_TASKS_PER_SEC: f64 = 15_000.0;
+const TARGET_IDLE_LEADER_CORES: f64 = 0.10;
+const TARGET_IDLE_INSTANCES: usize = 10_000;
+/// Leader memory per connected instance, over the leader's baseline.
+const TARGET_BYTES_PER_INSTANCE: f64 = 30.0 * 1024.0;
+/// Leader RSS with `TARGET_RSS_INSTANCES` and `TARGET_RSS_TASKS` running.
+const TARGET_RSS_BYTES: u64 = 500 << 20;
+const TARGET_RSS_INSTANCES: usize = 10_000;
+const TARGET_RSS_TASKS: usize = 100_000;
+/// The leader's memory with no instance is read this long after the
+/// cluster is up (its own startup allocations settled).
+const BASELINE_SETTLE: Duration = Duration::from_secs(3);
 /// Above this, CPU used by other processes is called out in the notes.
 const OTHER_BUSY_CORES: f64 = 0.25;
 
@@ -73,9 +83,16 @@ const SERVER_LOG: &str = "info,openraft=warn,berth_server::leader=debug";
 /// CPU (cores) and memory (bytes) of one process.
 pub(crate) struct Proc {
     pub(crate) label: String,
+    pid: Option<u32>,
     pub(crate) cores: Option<f64>,
     rss: Option<u64>,
     peak: Option<u64>,
+}
+
+impl Proc {
+    pub(crate) fn rss_mib(&self) -> Option<f64> {
+        self.rss.map(|b| b as f64 / (1024.0 * 1024.0))
+    }
 }
 
 struct Bulk {
@@ -101,6 +118,11 @@ impl Bulk {
 
 pub struct Report {
     machine: Machine,
+    /// The servers' memory once the cluster is up, before any instance.
+    baseline: Vec<Proc>,
+    /// Terms the cluster went through from the first RunTask to all
+    /// RUNNING (each is an election); `None` when a status was not had.
+    bulk_elections: Option<u64>,
     instances: usize,
     tasks: usize,
     probes_wanted: usize,
@@ -207,6 +229,7 @@ pub(crate) fn procs(
             let mem = machine::rss(*pid);
             Proc {
                 label: label.clone(),
+                pid: Some(*pid),
                 cores: cpu.iter().find(|(l, _)| l == label).and_then(|(_, c)| *c),
                 rss: mem.map(|m| m.0),
                 peak: mem.map(|m| m.1),
@@ -220,6 +243,7 @@ pub(crate) fn procs(
                 .flatten();
             out.push(Proc {
                 label: extra.to_string(),
+                pid: None,
                 cores: *cores,
                 rss: mem.map(|m| m.0),
                 peak: mem.map(|m| m.1),
@@ -320,7 +344,7 @@ fn log_problems(cluster: &TestCluster, marks: &BTreeMap<u64, usize>) -> LogProbl
                 continue;
             }
             problems.lines += 1;
-            if line.contains("timeout after") || line.contains("Timeout expired") {
+            if is_raft_timeout(&line) {
                 problems.raft_timeouts += 1;
             }
             if problems.samples.len() < 3 {
@@ -330,6 +354,19 @@ fn log_problems(cluster: &TestCluster, marks: &BTreeMap<u64, usize>) -> LogProbl
         }
     }
     problems
+}
+
+/// Whether a log line reports one Raft RPC that timed out: openraft's own
+/// deadline (`timeout after 100ms when AppendEntries`) or the transport's
+/// (tonic's `Timeout expired`). openraft logs one failed replication call
+/// three times (`RPCError err=...`, `error replication to target=...`,
+/// `update progress error ...`) and a failed heartbeat twice (`heartbeat
+/// error: ...`, `update progress error request_id=HeartBeat ...`): only the
+/// first line of each counts, so the figure is calls, not lines.
+fn is_raft_timeout(line: &str) -> bool {
+    (line.contains("timeout after") || line.contains("Timeout expired"))
+        && !line.contains("error replication to target")
+        && !line.contains("update progress error")
 }
 
 /// The scheduler's commits during the bulk run, from the leader's log.
@@ -408,10 +445,22 @@ fn strip_ansi(line: &str) -> String {
     out
 }
 
-pub async fn run(args: &TasksArgs) -> Result<Report> {
+/// The highest term any of `addrs` reports, by its own account.
+async fn cluster_term(addrs: &[String]) -> Option<u64> {
+    let mut term = None;
+    for addr in addrs {
+        if let Ok(status) = berth_e2e::status(addr).await {
+            let seen = status.members.iter().map(|m| m.term).max().unwrap_or(0);
+            term = Some(term.unwrap_or(0).max(status.term).max(seen));
+        }
+    }
+    term
+}
+
+/// One point of the curve: `instances` hollow agents on a fresh cluster,
+/// then `total` bulk tasks.
+pub async fn run(args: &TasksArgs, instances: usize, total: usize) -> Result<Report> {
     let started = Instant::now();
-    let instances = args.instances;
-    let total = args.tasks;
     let capacity = instances * (HOLLOW_CPU_UNITS / TASK_CPU_UNITS) as usize;
     if total + args.probes > capacity {
         bail!(
@@ -432,7 +481,6 @@ pub async fn run(args: &TasksArgs) -> Result<Report> {
         "starting {SERVERS} servers (berthd default Raft timings, --agent-heartbeat {})",
         args.heartbeat
     );
-    let _pki = cluster::PkiCleanup;
     let mut cluster = cluster::start(
         SERVERS,
         &[],
@@ -445,18 +493,15 @@ pub async fn run(args: &TasksArgs) -> Result<Report> {
         ],
     )
     .await?;
-    let leader = cluster.wait_for_leader(Duration::from_secs(15)).await?;
+    let mut leader = cluster.wait_for_leader(Duration::from_secs(15)).await?;
     let start_marks = log_marks(&cluster);
-    let leader_addr = cluster.addr(leader);
-    let follower_addr = cluster
-        .servers
-        .iter()
-        .find(|(id, _)| **id != leader)
-        .map(|(_, s)| s.addr.clone())
-        .unwrap_or_else(|| leader_addr.clone());
+    let mut leader_addr = cluster.addr(leader);
     let servers: Vec<String> = cluster.servers.values().map(|s| s.addr.clone()).collect();
-    let watched = cluster::watched(&cluster, leader);
+    let mut watched = cluster::watched(&cluster, leader);
     println!("leader: server {leader} at {leader_addr}");
+    tokio::time::sleep(BASELINE_SETTLE).await;
+    let mut baseline = procs(&watched, None);
+    print_procs("no instance yet", &baseline);
 
     let launched = hollow::launch(
         &leader_addr,
@@ -475,6 +520,26 @@ pub async fn run(args: &TasksArgs) -> Result<Report> {
 
     // ---- idle: N instances heartbeating, nothing else.
     tokio::time::sleep(SETTLE).await;
+    // The sessions follow the leader: if leadership moved while they
+    // joined, measure the new leader (its own no-instance figure included).
+    let mut notes = Vec::new();
+    let leader_now = cluster.wait_for_leader(Duration::from_secs(15)).await?;
+    if leader_now != leader {
+        println!("leadership moved from server {leader} to server {leader_now} while the instances joined");
+        notes.push(format!(
+            "Leadership moved from server {leader} to server {leader_now} while the instances \
+             joined; the figures are the new leader's."
+        ));
+        leader = leader_now;
+        leader_addr = cluster.addr(leader);
+        watched = cluster::watched(&cluster, leader);
+        for p in &mut baseline {
+            if let Some((label, _)) = watched.iter().find(|(_, pid)| Some(*pid) == p.pid) {
+                p.label = label.clone();
+            }
+        }
+        baseline.sort_by_key(|p| !p.label.starts_with("leader"));
+    }
     println!(
         "idle, {instances} instances connected: measuring {} s",
         args.idle_secs
@@ -491,6 +556,12 @@ pub async fn run(args: &TasksArgs) -> Result<Report> {
     println!("    heartbeats: {idle_heartbeats_per_sec:.0}/s");
 
     // ---- the bulk run, with probes.
+    let follower_addr = cluster
+        .servers
+        .iter()
+        .find(|(id, _)| **id != leader)
+        .map(|(_, s)| s.addr.clone())
+        .unwrap_or_else(|| leader_addr.clone());
     let mut admin = berth_e2e::taskdefs(&leader_addr).await?;
     for family in [BULK_FAMILY, PROBE_FAMILY] {
         bounded(
@@ -509,7 +580,7 @@ pub async fn run(args: &TasksArgs) -> Result<Report> {
     let mut confirm_client = task_client(&follower_addr).await?;
 
     let calls = total.div_ceil(MAX_PER_CALL);
-    let expected = Duration::from_secs_f64(total as f64 / TARGET_TASKS_PER_SEC);
+    let expected = Duration::from_secs_f64(total as f64 / target_rate(instances));
     let probe_interval = if args.probes == 0 {
         Duration::ZERO
     } else {
@@ -529,6 +600,8 @@ pub async fn run(args: &TasksArgs) -> Result<Report> {
     let bulk_marks = log_marks(&cluster);
     let batches_before = FleetStats::load(&stats.status_batches);
     let index_before = cluster::log_index(&leader_addr).await;
+    let all_addrs: Vec<String> = cluster.servers.values().map(|s| s.addr.clone()).collect();
+    let term_before = cluster_term(&all_addrs).await;
     let window = CpuWindow::start(&clock, &watched);
     let t0 = Instant::now();
 
@@ -709,6 +782,10 @@ pub async fn run(args: &TasksArgs) -> Result<Report> {
     done.store(true, Ordering::Relaxed);
     let bulk_cpu = window.finish();
     let index_after = cluster::log_index(&leader_addr).await;
+    let term_after = cluster_term(&all_addrs).await;
+    let bulk_elections = term_before
+        .zip(term_after)
+        .map(|(b, a)| a.saturating_sub(b));
     let batches_during = FleetStats::load(&stats.status_batches) - batches_before;
     let since = |at: Option<Instant>| at.map(|a| a.saturating_duration_since(t0));
     let bulk = Bulk {
@@ -725,10 +802,13 @@ pub async fn run(args: &TasksArgs) -> Result<Report> {
         status_batches: batches_during,
     };
     println!(
-        "  all {total} RUNNING (committed) after {:.2} s: {} tasks/s (target at least {})",
+        "  all {total} RUNNING (committed) after {:.2} s: {} tasks/s{}; elections meanwhile: {}",
         bulk.confirmed.as_secs_f64(),
         fmt_rate(bulk.per_sec(total)),
-        fmt_rate(TARGET_TASKS_PER_SEC)
+        target_for(instances)
+            .map(|t| format!(" (target at least {})", fmt_rate(t)))
+            .unwrap_or_default(),
+        bulk_elections.map_or("-".into(), |e| e.to_string())
     );
     print_procs("during the run", &bulk.cpu);
     for w in workers {
@@ -777,7 +857,6 @@ pub async fn run(args: &TasksArgs) -> Result<Report> {
     print_procs("idle with tasks", &loaded_idle);
 
     // ---- checks.
-    let mut notes = Vec::new();
     let running_now = bounded(
         "ListTasks",
         confirm_client.list_tasks(pb::ListTasksRequest {
@@ -832,6 +911,8 @@ pub async fn run(args: &TasksArgs) -> Result<Report> {
 
     Ok(Report {
         machine,
+        baseline,
+        bulk_elections,
         instances,
         tasks: total,
         probes_wanted: args.probes,
@@ -957,160 +1038,93 @@ pub(crate) fn proc_table(procs: &[Proc], cpu: bool, memory: bool) -> String {
     out
 }
 
+/// The throughput the issue requires at exactly `instances`, if any.
+fn target_for(instances: usize) -> Option<f64> {
+    TARGET_TASKS_PER_SEC
+        .iter()
+        .find(|(n, _)| *n == instances)
+        .map(|(_, rate)| *rate)
+}
+
+/// The pace the probes are spread over: the point's target, else a pace
+/// in the targets' range.
+fn target_rate(instances: usize) -> f64 {
+    target_for(instances).unwrap_or(PROBE_PACE_TASKS_PER_SEC)
+}
+
+fn kib(bytes: Option<f64>) -> String {
+    bytes.map_or("-".into(), |b| format!("{:.1}", b / 1024.0))
+}
+
+fn leader_of(procs: &[Proc]) -> Option<&Proc> {
+    procs.iter().find(|p| p.label.starts_with("leader"))
+}
+
+fn cores_of(procs: &[Proc], label: &str) -> Option<f64> {
+    procs
+        .iter()
+        .find(|p| p.label == label)
+        .and_then(|p| p.cores)
+}
+
+/// `leader / followers / bench / other`, in cores.
+fn cpu_split(procs: &[Proc]) -> String {
+    let c = |v: Option<f64>| v.map_or("-".into(), |c| format!("{c:.2}"));
+    let followers: Vec<String> = procs
+        .iter()
+        .filter(|p| p.label.starts_with("server"))
+        .map(|p| c(p.cores))
+        .collect();
+    format!(
+        "{} / {} / {} / {}",
+        c(leader_of(procs).and_then(|p| p.cores)),
+        followers.join(" + "),
+        c(cores_of(procs, "bench")),
+        c(cores_of(procs, "other"))
+    )
+}
+
 impl Report {
-    fn leader_proc<'a>(&self, procs: &'a [Proc]) -> Option<&'a Proc> {
-        procs.iter().find(|p| p.label.starts_with("leader"))
+    fn leader_rss(procs: &[Proc]) -> Option<u64> {
+        leader_of(procs).and_then(|p| p.rss)
     }
 
-    fn max_server_rss(&self) -> Option<u64> {
-        self.loaded
-            .iter()
-            .filter(|p| p.label.starts_with("leader") || p.label.starts_with("server"))
-            .filter_map(|p| p.rss)
-            .max()
+    /// Tasks running at the end: the bulk ones and the probes.
+    fn running(&self) -> usize {
+        self.tasks + self.probes.len()
     }
 
-    /// The benchmark's section of docs/benchmarks.md, also printed.
-    pub fn markdown(&self) -> String {
-        let m = &self.machine;
+    /// The leader's RSS with every instance connected and idle, less its
+    /// RSS before the first instance, per instance.
+    fn bytes_per_instance(&self) -> Option<f64> {
+        let idle = Self::leader_rss(&self.idle)?;
+        let base = Self::leader_rss(&self.baseline)?;
+        Some((idle as f64 - base as f64) / self.instances as f64)
+    }
+
+    /// The leader's RSS with every task running, less its RSS when idle
+    /// with the instances only, per task.
+    fn bytes_per_task(&self) -> Option<f64> {
+        let loaded = Self::leader_rss(&self.loaded)?;
+        let idle = Self::leader_rss(&self.idle)?;
+        Some((loaded as f64 - idle as f64) / self.running().max(1) as f64)
+    }
+
+    fn idle_leader_cores(&self) -> Option<f64> {
+        leader_of(&self.idle).and_then(|p| p.cores)
+    }
+
+    fn leader_changed(&self) -> bool {
+        self.leader_after != Some(self.leader) || self.bulk_elections != Some(0)
+    }
+
+    /// One point's own figures (joining, idle, the bulk run, memory after,
+    /// notes), under level-4 headings.
+    fn detail_markdown(&self) -> String {
         let n = self.instances;
         let t = self.tasks;
         let mut s = String::new();
-        s.push_str("## Tasks on hollow agents: `berth-bench tasks`\n\n");
-        s.push_str(&format!("Measured {} (`date -u`).\n\n", m.date));
-
-        s.push_str("### Reproduce\n\n```sh\n");
-        s.push_str("cargo build --release -p berth-server -p berth-bench\n");
-        s.push_str(&format!(
-            "./target/release/berth-bench tasks --instances {n} --tasks {t} --probes {}{}\n```\n\n",
-            self.probes_wanted,
-            self.strategies
-                .iter()
-                .map(|st| format!(" --strategy {st}"))
-                .collect::<String>()
-        ));
-        s.push_str(&format!(
-            "A quick try: `--instances 200 --tasks 5000 --idle-secs 5`. The run took {} s and \
-             rewrites only this section (`--no-doc` leaves it alone).\n\n",
-            self.elapsed.as_secs()
-        ));
-
-        s.push_str("### Machine\n\n");
-        s.push_str("| nproc | CPU | Memory | Kernel | Data dirs |\n|---:|---|---|---|---|\n");
-        s.push_str(&format!(
-            "| {} | {} | {} | {} | {} |\n\n",
-            m.nproc, m.cpu_model, m.memory, m.kernel, m.data_fs
-        ));
-        s.push_str(
-            "The three servers and the bench with all its hollow agents share these cores; the \
-             CPU columns say how busy each process was, and *other* what the rest of the machine \
-             used meanwhile (well above 0 means the figures were disturbed).\n\n",
-        );
-
-        s.push_str("### Targets\n\n");
-        s.push_str("| Target (from the issue) | Required | Measured | Met |\n|---|---|---:|---|\n");
-        let rate = self.bulk.per_sec(t);
-        s.push_str(&format!(
-            "| Placement throughput, RunTask to RUNNING, {} tasks on {n} instances | at least {} tasks/s | {} tasks/s | {} |\n",
-            fmt_rate(t as f64),
-            fmt_rate(TARGET_TASKS_PER_SEC),
-            fmt_rate(rate),
-            yes_no(rate >= TARGET_TASKS_PER_SEC)
-        ));
-        let idle_leader = self.leader_proc(&self.idle).and_then(|p| p.cores);
-        let idle_met = idle_leader.is_some_and(|c| c < TARGET_IDLE_LEADER_CORES);
-        s.push_str(&format!(
-            "| Idle leader CPU, {n} instances connected{} | under {:.0}% of one core | {} | {} |\n",
-            if n == TARGET_IDLE_INSTANCES {
-                String::new()
-            } else {
-                format!(" (target set for {TARGET_IDLE_INSTANCES})")
-            },
-            TARGET_IDLE_LEADER_CORES * 100.0,
-            pct(idle_leader),
-            if n >= TARGET_IDLE_INSTANCES {
-                yes_no(idle_met)
-            } else {
-                "n/a (fewer instances)"
-            }
-        ));
-        let max_rss = self.max_server_rss();
-        s.push_str(&format!(
-            "| berthd RSS, largest of the 3 servers, with {} tasks{} | under 1 GiB | {} MiB | {} |\n",
-            fmt_rate(t as f64),
-            if t == TARGET_RSS_TASKS {
-                String::new()
-            } else {
-                format!(" (target set for {})", fmt_rate(TARGET_RSS_TASKS as f64))
-            },
-            mib(max_rss),
-            if t >= TARGET_RSS_TASKS {
-                yes_no(max_rss.is_some_and(|r| r < TARGET_RSS_BYTES))
-            } else {
-                "n/a (fewer tasks)"
-            }
-        ));
-        s.push_str(
-            "| Real agent RSS | under 30 MiB | see \"The real agent's memory\" (`scripts/bench-agent-rss.sh`) | - |\n\n",
-        );
-
-        s.push_str("### Method\n\n");
-        s.push_str(&format!(
-            "- 3 `berthd` servers on 127.0.0.1 (`target/release/berthd`, berthd's default Raft \
-             timings, `--agent-heartbeat {}`), each with its own data dir, certificates from \
-             `berthd pki init/issue`.\n\
-             - {n} *hollow agents* in the bench process, all on one tokio runtime ({} threads \
-             in the bench at the end): each made its own key and CSR, registered with \
-             `AgentService.RegisterInstance` against one activation ({} \
-             registrations in flight), and holds its own mutual-TLS HTTP/2 connection with its \
-             instance certificate and one `AgentSessionService.Session` stream. Instance i \
-             first dials server i mod 3 and follows the `Redirect` to the leader. Each offers \
-             {} CPU units and {} MiB, speaks the real protocol (hello, settings, complete then \
-             incremental assignment sets, each acknowledged, heartbeats at the server's period \
-             with +/-10% jitter) and simulates a runtime that starts every task at once: a task \
-             desired RUNNING is reported RUNNING (its container RUNNING) in a `StatusBatch` \
-             flushed {} ms after the first report it holds.\n\
-             - Idle: once every session is up and berthd records every instance as connected, \
-             {} s of settling, then CPU over {} s from `/proc/PID/stat` (utime + stime) and \
-             `VmRSS`/`VmHWM` from `/proc/PID/status`.\n\
-             - Bulk: two task definitions of one container reserving {TASK_CPU_UNITS} CPU units \
-             and {TASK_MEMORY_MIB} MiB (hence the task), no ports; `RunTask` of {t} tasks of \
-             `{BULK_FAMILY}` in {} calls of up to {MAX_PER_CALL} (each with its own client \
-             token), {} calls in flight, to the leader, {}. Throughput is {t} \
-             divided by the time from the first RunTask to the first answer of a follower's \
-             `ListTasks family={BULK_FAMILY} status=RUNNING` listing all {t} (polled every {} \
-             ms once the hollow agents had reported every task, so it is a linearizable read of \
-             committed state).\n\
-             - Probes: while the bulk run lasts, one single-task `RunTask` of `{PROBE_FAMILY}` \
-             every {} ms (up to {}), each then polling `DescribeTask` on the leader until \
-             `lastStatus` is RUNNING, every 1/20 of the time waited so far ({} to {} ms); the \
-             time is from sending RunTask to the answer that shows RUNNING, so it includes up to \
-             one poll period (at most 5% or {} ms).\n\
-             - Percentiles are nearest-rank over this run's samples.\n\n",
-            self.heartbeat,
-            self.bench_threads.map_or("-".into(), |t| t.to_string()),
-            hollow::REGISTER_CONCURRENCY,
-            HOLLOW_CPU_UNITS,
-            HOLLOW_MEMORY_MIB,
-            REPORT_FLUSH.as_millis(),
-            SETTLE.as_secs(),
-            self.idle_secs,
-            self.bulk.calls,
-            self.concurrency,
-            if self.strategies.is_empty() {
-                "berthd's default placement (no strategy given)".to_string()
-            } else {
-                format!("placement strategies `{}`", self.strategies.join("`, `"))
-            },
-            CONFIRM_POLL.as_millis(),
-            self.probe_interval.as_millis(),
-            self.probes_wanted,
-            PROBE_POLL_MIN.as_millis(),
-            PROBE_POLL_MAX.as_millis(),
-            PROBE_POLL_MIN.as_millis(),
-        ));
-
-        s.push_str("### Joining\n\n");
+        s.push_str("#### Joining\n\n");
         s.push_str(&format!(
             "- {n} registrations in {:.1} s ({} /s).\n\
              - {n} sessions up, and recorded as connected by the leader, {:.1} s after the first \
@@ -1121,14 +1135,17 @@ impl Report {
             self.fleet.redirects,
             self.fleet.failures,
         ));
-
         s.push_str(&format!(
-            "### Idle, {n} instances connected\n\n{}\nHeartbeats received by the leader: {:.0}/s.\n\n",
+            "#### No instance yet ({} s after the leader was elected)\n\n{}\n",
+            BASELINE_SETTLE.as_secs(),
+            proc_table(&self.baseline, false, true)
+        ));
+        s.push_str(&format!(
+            "#### Idle, {n} instances connected\n\n{}\nHeartbeats received by the leader: {:.0}/s.\n\n",
             proc_table(&self.idle, true, true),
             self.idle_heartbeats_per_sec
         ));
-
-        s.push_str(&format!("### RunTask of {} tasks\n\n", fmt_rate(t as f64)));
+        s.push_str(&format!("#### RunTask of {} tasks\n\n", fmt_rate(t as f64)));
         s.push_str("| Milestone (from the first RunTask) | s |\n|---|---:|\n");
         s.push_str(&format!(
             "| Every RunTask call answered (all tasks accepted, PROVISIONING) | {} |\n\
@@ -1141,8 +1158,9 @@ impl Report {
             self.bulk.confirmed.as_secs_f64(),
         ));
         s.push_str(&format!(
-            "Placement throughput: **{} tasks/s**. RunTask retries: {}.\n\n",
-            fmt_rate(rate),
+            "Placement throughput: **{} tasks/s** ({} RunTask calls, {} retries).\n\n",
+            fmt_rate(self.bulk.per_sec(t)),
+            self.bulk.calls,
             self.bulk.retries
         ));
         let p = &self.passes;
@@ -1152,7 +1170,8 @@ impl Report {
                  largest with {} placements), {} placements in all; one pass every \
                  {} ms at the median (min {}, max {} ms), from its log. Meanwhile the hollow \
                  agents sent {} status batches (each one `ReportTaskStatus` command), the leader's \
-                 Raft log grew by {} entries, and the servers logged {} Raft RPC timeouts.\n\n",
+                 Raft log grew by {} entries, the servers logged {} Raft RPC timeouts, and the \
+                 term moved by {}.\n\n",
                 p.count,
                 p.largest,
                 p.placed,
@@ -1162,6 +1181,7 @@ impl Report {
                 self.bulk.status_batches,
                 self.bulk.entries.map_or("-".into(), |e| e.to_string()),
                 self.bulk_raft_timeouts,
+                self.bulk_elections.map_or("-".into(), |e| e.to_string()),
             ));
         }
         s.push_str("CPU during the run (first RunTask to all RUNNING) and memory at its end:\n\n");
@@ -1169,8 +1189,9 @@ impl Report {
         s.push('\n');
         let issued = self.probes.len() + self.probe_failures.len();
         s.push_str(&format!(
-            "Probes issued during the run: {issued} of {}; time to RUNNING p50 {} ms, p99 {} ms, \
-             max {} ms{}.\n\n",
+            "Probes issued during the run (one every {} ms): {issued} of {}; time to RUNNING p50 \
+             {} ms, p99 {} ms, max {} ms{}.\n\n",
+            self.probe_interval.as_millis(),
             self.probes_wanted,
             fmt_ms(stats::percentile(&self.probes, 50.0)),
             fmt_ms(stats::percentile(&self.probes, 99.0)),
@@ -1185,10 +1206,9 @@ impl Report {
                 )
             }
         ));
-
         s.push_str(&format!(
-            "### With {} tasks running\n\nMemory 2 s after the run:\n\n{}\nThen idle for {} s:\n\n{}\n",
-            fmt_rate((t + self.probes.len()) as f64),
+            "#### With {} tasks running\n\nMemory 2 s after the run:\n\n{}\nThen idle for {} s:\n\n{}\n",
+            fmt_rate(self.running() as f64),
             proc_table(&self.loaded, false, true),
             self.idle_secs,
             proc_table(&self.loaded_idle, true, false),
@@ -1213,7 +1233,8 @@ impl Report {
             ),
             format!(
                 "The bench process (all {n} hollow agents, their {n} TLS connections, the load \
-                 generator) ended at {} MiB RSS.",
+                 generator, {} threads) ended at {} MiB RSS.",
+                self.bench_threads.map_or("-".into(), |t| t.to_string()),
                 mib(self.bench_rss)
             ),
         ];
@@ -1225,16 +1246,10 @@ impl Report {
                     .map_or("none".into(), |l| format!("server {l}"))
             ));
         }
-        let other = |procs: &[Proc]| {
-            procs
-                .iter()
-                .find(|p| p.label == "other")
-                .and_then(|p| p.cores)
-        };
         let busy: Vec<String> = [
-            ("idle", other(&self.idle)),
-            ("bulk run", other(&self.bulk.cpu)),
-            ("idle with tasks", other(&self.loaded_idle)),
+            ("idle", cores_of(&self.idle, "other")),
+            ("bulk run", cores_of(&self.bulk.cpu, "other")),
+            ("idle with tasks", cores_of(&self.loaded_idle, "other")),
         ]
         .iter()
         .filter_map(|(what, cores)| {
@@ -1250,11 +1265,329 @@ impl Report {
                 busy.join(", ")
             ));
         }
+        notes.push(format!(
+            "The point took {} s, cluster start to stop.",
+            self.elapsed.as_secs()
+        ));
         notes.extend(self.notes.iter().cloned());
-        s.push_str("### Notes\n\n");
+        s.push_str("#### Notes\n\n");
         for note in notes {
             s.push_str(&format!("- {note}\n"));
         }
+        s
+    }
+}
+
+/// A point of the curve that did not finish.
+pub struct Failed {
+    pub instances: usize,
+    pub tasks: usize,
+    pub error: String,
+}
+
+/// Every point of one `berth-bench tasks` run, smallest first.
+pub struct Curve {
+    pub reports: Vec<Report>,
+    pub failed: Vec<Failed>,
+    pub elapsed: Duration,
+}
+
+impl Curve {
+    fn at(&self, instances: usize) -> Option<&Report> {
+        self.reports.iter().find(|r| r.instances == instances)
+    }
+
+    fn failed_at(&self, instances: usize) -> bool {
+        self.failed.iter().any(|f| f.instances == instances)
+    }
+
+    /// The benchmark's section of docs/benchmarks.md, also printed.
+    pub fn markdown(&self, args: &TasksArgs) -> String {
+        let mut s = String::new();
+        let Some(first) = self.reports.first() else {
+            return s;
+        };
+        let m = &first.machine;
+        s.push_str("## Tasks on hollow agents: `berth-bench tasks`\n\n");
+        s.push_str(&format!("Measured {} (`date -u`).\n\n", m.date));
+
+        s.push_str("### Reproduce\n\n```sh\n");
+        s.push_str("cargo build --release -p berth-server -p berth-bench\n");
+        let mut counts: Vec<usize> = self.reports.iter().map(|r| r.instances).collect();
+        counts.extend(self.failed.iter().map(|f| f.instances));
+        counts.sort_unstable();
+        let counts: Vec<String> = counts.iter().map(|n| n.to_string()).collect();
+        let tasks_flag = match args.tasks {
+            Some(t) => format!("--tasks {t}"),
+            None => format!("--tasks-per-instance {}", args.tasks_per_instance),
+        };
+        s.push_str(&format!(
+            "./target/release/berth-bench tasks --instances {} {tasks_flag} --probes {}{}\n```\n\n",
+            counts.join(","),
+            first.probes_wanted,
+            first
+                .strategies
+                .iter()
+                .map(|st| format!(" --strategy {st}"))
+                .collect::<String>()
+        ));
+        s.push_str(&format!(
+            "Each count of `--instances` is one point, measured on a fresh 3-server cluster; \
+             `--tasks N` sets one point's tasks instead. A quick try: `--instances 200 --tasks \
+             2000 --idle-secs 5`. The run took {} s and rewrites only this section (`--no-doc` \
+             leaves it alone).\n\n",
+            self.elapsed.as_secs()
+        ));
+
+        s.push_str("### Machine\n\n");
+        s.push_str("| nproc | CPU | Memory | Kernel | Data dirs |\n|---:|---|---|---|---|\n");
+        s.push_str(&format!(
+            "| {} | {} | {} | {} | {} |\n\n",
+            m.nproc, m.cpu_model, m.memory, m.kernel, m.data_fs
+        ));
+        s.push_str(
+            "The three servers and the bench with all its hollow agents share these cores; the \
+             CPU columns say how busy each process was, and *other* what the rest of the machine \
+             used meanwhile (well above 0 means the figures were disturbed).\n\n",
+        );
+
+        s.push_str("### Targets\n\n");
+        s.push_str(&self.targets_markdown());
+
+        s.push_str("### The curve\n\n");
+        s.push_str(
+            "| Instances | Tasks | Tasks/s | Raft RPC timeouts (bulk run) | Elections (bulk run) \
+             | Idle leader CPU (% of a core) | Leader RSS, MiB: no instance / idle / tasks running \
+             | Leader bytes per instance (KiB) | Leader bytes per task | CPU during the bulk run, \
+             cores: leader / followers / bench / other |\n\
+             |---:|---:|---:|---:|---:|---:|---|---:|---:|---|\n",
+        );
+        for r in &self.reports {
+            s.push_str(&format!(
+                "| {} | {} | {} | {} | {} | {} | {} / {} / {} | {} | {} | {} |\n",
+                fmt_rate(r.instances as f64),
+                fmt_rate(r.running() as f64),
+                fmt_rate(r.bulk.per_sec(r.tasks)),
+                r.bulk_raft_timeouts,
+                r.bulk_elections.map_or("-".into(), |e| e.to_string()),
+                pct(r.idle_leader_cores()),
+                mib(Report::leader_rss(&r.baseline)),
+                mib(Report::leader_rss(&r.idle)),
+                mib(Report::leader_rss(&r.loaded)),
+                kib(r.bytes_per_instance()),
+                r.bytes_per_task().map_or("-".into(), |b| format!("{b:.0}")),
+                cpu_split(&r.bulk.cpu),
+            ));
+        }
+        for f in &self.failed {
+            s.push_str(&format!(
+                "| {} | {} | failed | - | - | - | - | - | - | - |\n",
+                fmt_rate(f.instances as f64),
+                fmt_rate(f.tasks as f64),
+            ));
+        }
+        s.push('\n');
+        for f in &self.failed {
+            let short: String = f.error.chars().take(1500).collect();
+            s.push_str(&format!(
+                "The {}-instance point failed: {}\n\n",
+                fmt_rate(f.instances as f64),
+                short.replace('\n', " ")
+            ));
+        }
+
+        s.push_str("### Method\n\n");
+        s.push_str(&format!(
+            "- Per point: 3 `berthd` servers on 127.0.0.1 (`target/release/berthd`, berthd's \
+             default Raft timings, `--agent-heartbeat {}`), each with its own data dir, \
+             certificates from `berthd pki init/issue`, started afresh.\n\
+             - *Hollow agents* in the bench process, all on one tokio runtime: each made its own \
+             key and CSR, registered with `AgentService.RegisterInstance` against one activation \
+             ({} registrations in flight), and holds its own mutual-TLS HTTP/2 connection with \
+             its instance certificate and one `AgentSessionService.Session` stream. Instance i \
+             first dials server i mod 3 and follows the `Redirect` to the leader. Each offers {} \
+             CPU units and {} MiB, speaks the real protocol (hello, settings, complete then \
+             incremental assignment sets, each acknowledged, heartbeats at the server's period \
+             with +/-10% jitter) and simulates a runtime that starts every task at once: a task \
+             desired RUNNING is reported RUNNING (its container RUNNING) in a `StatusBatch` \
+             flushed {} ms after the first report it holds.\n\
+             - Memory: `VmRSS` from `/proc/PID/status` of the leader {} s after it was elected \
+             with no instance (*no instance*), after the idle window with every instance \
+             connected (*idle*), and 2 s after every task was RUNNING (*tasks running*). *Bytes \
+             per instance* is (idle - no instance) / instances; *bytes per task* is (tasks \
+             running - idle) / tasks running, so it also carries the Raft log entries and \
+             whatever else the run left allocated. RSS counts pages the allocator (mimalloc) \
+             keeps after a free, so these are upper bounds of what is live.\n\
+             - Idle: once every session is up and berthd records every instance as connected, \
+             {} s of settling, then CPU over {} s from `/proc/PID/stat` (utime + stime).\n\
+             - Bulk: two task definitions of one container reserving {TASK_CPU_UNITS} CPU units \
+             and {TASK_MEMORY_MIB} MiB, no ports; `RunTask` of the point's tasks of \
+             `{BULK_FAMILY}` in calls of up to {MAX_PER_CALL} (each with its own client token), \
+             {} calls in flight, to the leader, {}. *Tasks/s* is the tasks divided by the time \
+             from the first RunTask to the first answer of a follower's `ListTasks \
+             family={BULK_FAMILY} status=RUNNING` listing all of them (polled every {} ms once \
+             the hollow agents had reported every task, so it is a linearizable read of committed \
+             state).\n\
+             - *Raft RPC timeouts*: Raft calls (AppendEntries, heartbeats, leadership \
+             confirmations of reads, votes) the three servers' logs report as timed out from the \
+             first RunTask to all RUNNING, by openraft's deadline (`timeout after`) or the \
+             transport's (tonic's `Timeout expired`); openraft logs one such call on two or three \
+             lines, counted once. *Elections*: the highest term any server reports \
+             after the bulk run less the highest before it.\n\
+             - Probes: while the bulk run lasts, single-task `RunTask`s of `{PROBE_FAMILY}` \
+             spread over the time the point's target (or {} tasks/s) would take (up to {} per \
+             point), each then polling `DescribeTask` on the leader until `lastStatus` is \
+             RUNNING, every 1/20 of the time waited so far ({} to {} ms). Percentiles are \
+             nearest-rank over the point's samples.\n\n",
+            first.heartbeat,
+            hollow::REGISTER_CONCURRENCY,
+            HOLLOW_CPU_UNITS,
+            HOLLOW_MEMORY_MIB,
+            REPORT_FLUSH.as_millis(),
+            BASELINE_SETTLE.as_secs(),
+            SETTLE.as_secs(),
+            first.idle_secs,
+            first.concurrency,
+            if first.strategies.is_empty() {
+                "berthd's default placement (no strategy given)".to_string()
+            } else {
+                format!("placement strategies `{}`", first.strategies.join("`, `"))
+            },
+            CONFIRM_POLL.as_millis(),
+            fmt_rate(PROBE_PACE_TASKS_PER_SEC),
+            first.probes_wanted,
+            PROBE_POLL_MIN.as_millis(),
+            PROBE_POLL_MAX.as_millis(),
+        ));
+
+        s.push_str("### Each point\n\n");
+        for r in &self.reports {
+            s.push_str(&format!(
+                "<details><summary>{} instances, {} tasks</summary>\n\n{}\n</details>\n\n",
+                fmt_rate(r.instances as f64),
+                fmt_rate(r.tasks as f64),
+                r.detail_markdown()
+            ));
+        }
+        s.trim_end().to_string() + "\n"
+    }
+
+    fn targets_markdown(&self) -> String {
+        let mut s = String::from(
+            "| Target (from the issue) | Required | Measured | Met |\n|---|---|---:|---|\n",
+        );
+        let missing = |n: usize| format!("not measured (no {}-instance point)", fmt_rate(n as f64));
+        for (n, rate) in TARGET_TASKS_PER_SEC {
+            let (measured, met) = match self.at(n) {
+                Some(r) => {
+                    let got = r.bulk.per_sec(r.tasks);
+                    (
+                        format!(
+                            "{} tasks/s ({} tasks)",
+                            fmt_rate(got),
+                            fmt_rate(r.tasks as f64)
+                        ),
+                        yes_no(got >= rate),
+                    )
+                }
+                None if self.failed_at(n) => ("the point failed".into(), "**no**"),
+                None => (missing(n), "-"),
+            };
+            s.push_str(&format!(
+                "| Placement throughput, RunTask to RUNNING, {} instances | at least {} tasks/s | {measured} | {met} |\n",
+                fmt_rate(n as f64),
+                fmt_rate(rate),
+            ));
+        }
+        let timeouts: Vec<String> = self
+            .reports
+            .iter()
+            .map(|r| r.bulk_raft_timeouts.to_string())
+            .collect();
+        s.push_str(&format!(
+            "| Raft RPC timeouts during the bulk run, each point | none | {} | {} |\n",
+            timeouts.join(" / "),
+            yes_no(
+                self.failed.is_empty() && self.reports.iter().all(|r| r.bulk_raft_timeouts == 0)
+            )
+        ));
+        let elections: Vec<String> = self
+            .reports
+            .iter()
+            .map(|r| r.bulk_elections.map_or("-".into(), |e| e.to_string()))
+            .collect();
+        s.push_str(&format!(
+            "| Leader changes during the bulk run, each point | none | {} elections | {} |\n",
+            elections.join(" / "),
+            yes_no(self.failed.is_empty() && self.reports.iter().all(|r| !r.leader_changed()))
+        ));
+        let (measured, met) = match self.at(TARGET_IDLE_INSTANCES) {
+            Some(r) => {
+                let c = r.idle_leader_cores();
+                (
+                    pct(c),
+                    yes_no(c.is_some_and(|c| c < TARGET_IDLE_LEADER_CORES)),
+                )
+            }
+            None if self.failed_at(TARGET_IDLE_INSTANCES) => ("the point failed".into(), "**no**"),
+            None => (missing(TARGET_IDLE_INSTANCES), "-"),
+        };
+        s.push_str(&format!(
+            "| Idle leader CPU, {} instances connected | under {:.0}% of one core | {measured} | {met} |\n",
+            fmt_rate(TARGET_IDLE_INSTANCES as f64),
+            TARGET_IDLE_LEADER_CORES * 100.0,
+        ));
+        // Per-instance memory is read at the largest point: at small counts
+        // the allocator's noise outweighs the sessions.
+        let (measured, met) = match self.reports.iter().max_by_key(|r| r.instances) {
+            Some(r) => {
+                let b = r.bytes_per_instance();
+                (
+                    format!(
+                        "{} KiB ({} instances)",
+                        kib(b),
+                        fmt_rate(r.instances as f64)
+                    ),
+                    yes_no(b.is_some_and(|b| b <= TARGET_BYTES_PER_INSTANCE)),
+                )
+            }
+            None => ("-".into(), "-"),
+        };
+        s.push_str(&format!(
+            "| Leader memory per connected instance (RSS idle - RSS with no instance) | at most {:.0} KiB | {measured} | {met} |\n",
+            TARGET_BYTES_PER_INSTANCE / 1024.0,
+        ));
+        let (measured, met) = match self
+            .reports
+            .iter()
+            .find(|r| r.instances == TARGET_RSS_INSTANCES && r.tasks >= TARGET_RSS_TASKS)
+        {
+            Some(r) => {
+                let rss = Report::leader_rss(&r.loaded);
+                (
+                    format!("{} MiB", mib(rss)),
+                    yes_no(rss.is_some_and(|b| b <= TARGET_RSS_BYTES)),
+                )
+            }
+            None if self.failed_at(TARGET_RSS_INSTANCES) => ("the point failed".into(), "**no**"),
+            None => (
+                format!(
+                    "not measured (no point of {} instances and {} tasks)",
+                    fmt_rate(TARGET_RSS_INSTANCES as f64),
+                    fmt_rate(TARGET_RSS_TASKS as f64)
+                ),
+                "-",
+            ),
+        };
+        s.push_str(&format!(
+            "| Leader RSS, {} instances and {} tasks running | at most {} MiB | {measured} | {met} |\n",
+            fmt_rate(TARGET_RSS_INSTANCES as f64),
+            fmt_rate(TARGET_RSS_TASKS as f64),
+            TARGET_RSS_BYTES >> 20,
+        ));
+        s.push_str(
+            "| Real agent RSS | under 30 MiB | see \"The real agent's memory\" (`scripts/bench-agent-rss.sh`) | - |\n\n",
+        );
         s
     }
 }
@@ -1274,6 +1607,20 @@ mod tests {
         assert_eq!((p.count, p.placed, p.largest), (2, 3000, 2000));
         assert_eq!(p.intervals.len(), 1);
         assert!((p.intervals[0].as_secs_f64() - 0.732).abs() < 1e-6);
+    }
+
+    #[test]
+    fn each_timed_out_call_counts_once() {
+        let log = [
+            "ERROR openraft::replication: RPCError err=NetworkError: x: Cancelled: Timeout expired",
+            "WARN openraft::replication: error replication to target=1 error=NetworkError: Timeout expired",
+            "WARN openraft::engine::handler::replication_handler: update progress error request_id=AppendEntries(3) result=NetworkError: Timeout expired",
+            "WARN openraft::engine::handler::replication_handler: heartbeat error: NetworkError: Timeout expired, no update to inflight data",
+            "WARN openraft::engine::handler::replication_handler: update progress error request_id=HeartBeat result=NetworkError: Timeout expired",
+            "ERROR openraft::replication: RPCError err=timeout after 100ms when AppendEntries 3->1",
+            "ERROR openraft::core::raft_core: timeout while confirming leadership for read request target=2 error=NetworkError: Timeout expired",
+        ];
+        assert_eq!(log.iter().filter(|l| is_raft_timeout(l)).count(), 4);
     }
 
     #[test]

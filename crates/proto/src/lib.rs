@@ -2,6 +2,7 @@
 //! between the wire messages and the domain types in `berth-types`, and the
 //! TLS settings every caller of the API uses.
 
+pub mod codec;
 pub mod convert;
 pub mod tls;
 

@@ -171,6 +171,7 @@ mod tests {
             pki_dir: dir.join("pki"),
             agent_cert_lifetime: Duration::from_secs(60),
             session: Default::default(),
+            raft_runtime: None,
             health_listen: None,
             dns_listen: None,
             dns_upstream: None,

@@ -77,6 +77,12 @@ pub struct ServeOptions {
     pub limits: limits::Limits,
     /// The ECS-compatible API, when set (`ecs`).
     pub ecs: Option<EcsOptions>,
+    /// Where Raft runs (its core, replication to the other servers, the
+    /// state machine and the channels to the peers), apart from the agent
+    /// sessions and API calls: a leader busy with thousands of sessions
+    /// then still answers and sends heartbeats within openraft's deadline
+    /// (one heartbeat interval). `None`: the runtime `start` is called on.
+    pub raft_runtime: Option<tokio::runtime::Handle>,
 }
 
 /// `--ecs-listen` and its companions.
@@ -218,12 +224,22 @@ impl Server {
             keep_logs_after_snapshot: options.keep_logs_after_snapshot,
             request_timeout: options.request_timeout,
         };
-        let peers = Arc::new(network::Peers::new(pki.current().peer_tls()));
+        let peers = Arc::new(
+            network::Peers::new(pki.current().peer_tls()).on_runtime(options.raft_runtime.clone()),
+        );
         tokio::spawn(reload_pki_on_hangup(pki.clone(), peers.clone()));
         let session_events = sm.reader().subscribe_events();
         let controller_events = sm.reader().subscribe_events();
         let transport: Arc<dyn network::Transport> = peers.clone();
-        let node = BerthNode::start(&config, log.clone(), sm, peers, transport).await?;
+        let node = BerthNode::start_on(
+            &config,
+            log.clone(),
+            sm,
+            peers,
+            transport,
+            options.raft_runtime.as_ref(),
+        )
+        .await?;
         let hub = session::SessionHub::new(node.clone(), options.session);
         tokio::spawn(hub.clone().route_events(session_events));
         tokio::spawn(hub.clone().write_reports());

@@ -351,6 +351,7 @@ fn options(
         },
         dev_agent: None,
         ecs: ecs_options(tuning)?,
+        raft_runtime: Some(raft_runtime()?),
         health_listen: tuning.health_listen,
         dns_listen: tuning.dns_listen,
         dns_upstream: tuning.dns_upstream.or_else(|| {
@@ -373,6 +374,25 @@ fn options(
         keep_logs_after_snapshot: tuning.keep_logs,
         request_timeout: Duration::from_millis(tuning.request_timeout_ms),
     })
+}
+
+/// Raft's own runtime (see `ServeOptions::raft_runtime`), made once and
+/// kept for the life of the process. Two threads, so that applying a large
+/// batch to the state machine does not hold up replication.
+fn raft_runtime() -> anyhow::Result<tokio::runtime::Handle> {
+    static RAFT: std::sync::OnceLock<Result<tokio::runtime::Runtime, String>> =
+        std::sync::OnceLock::new();
+    RAFT.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("berthd-raft")
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())
+    })
+    .as_ref()
+    .map(|runtime| runtime.handle().clone())
+    .map_err(|e| anyhow::anyhow!("cannot start Raft's runtime: {e}"))
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {

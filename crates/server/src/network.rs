@@ -25,6 +25,9 @@ const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 /// and status queries. Always mutual TLS with this server's certificate.
 pub struct Peers {
     channels: Mutex<Channels>,
+    /// The runtime the channels' connections are driven on (see
+    /// `ServeOptions::raft_runtime`); `None`: the caller's.
+    runtime: Option<tokio::runtime::Handle>,
 }
 
 struct Channels {
@@ -39,7 +42,16 @@ impl Peers {
                 by_addr: HashMap::new(),
                 tls,
             }),
+            runtime: None,
         }
+    }
+
+    /// Drives the channels' connections on `runtime`: tonic spawns a
+    /// channel's connection task on the runtime current when the channel
+    /// is made, so the replies to Raft's calls are read there whoever calls.
+    pub fn on_runtime(mut self, runtime: Option<tokio::runtime::Handle>) -> Self {
+        self.runtime = runtime;
+        self
     }
 
     /// New TLS settings (a reloaded PKI): channels made from now on use
@@ -66,6 +78,7 @@ impl Peers {
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(10))
             .keep_alive_timeout(Duration::from_secs(5));
+        let _entered = self.runtime.as_ref().map(|r| r.enter());
         let channel = endpoint.connect_lazy();
         channels.by_addr.insert(addr.to_string(), channel.clone());
         Ok(channel)

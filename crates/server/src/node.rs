@@ -28,8 +28,8 @@ use crate::network::{decode, encode, CallError, Network, PeerRpc, Peers, Transpo
 /// size limit while amortising fsync and replication over many writes.
 const MAX_BATCH: usize = 256;
 /// Encoded bytes per Raft entry at most, and so per write. With openraft's
-/// `max_payload_entries` of 8 an AppendEntries stays at half the transport's
-/// message limit, however large the commands are.
+/// `max_payload_entries` of 2 an AppendEntries stays at an eighth of the
+/// transport's message limit, however large the commands are.
 pub const MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
 /// Entries proposed concurrently by one server's batcher.
 const MAX_BATCHES_IN_FLIGHT: usize = 4;
@@ -60,10 +60,14 @@ impl NodeConfig {
             election_timeout_max: self.election_timeout_max_ms,
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(self.snapshot_threshold),
             max_in_snapshot_log_to_keep: self.keep_logs_after_snapshot,
-            // Entries are batches (up to 256 commands, or a thousand tasks);
-            // openraft gives an AppendEntries one heartbeat interval, so a
-            // few entries per payload keep it well inside that.
-            max_payload_entries: 8,
+            // Entries are batches (up to 256 commands, or a thousand tasks,
+            // up to MAX_BATCH_BYTES); openraft gives an AppendEntries one
+            // heartbeat interval (100 ms by default), which covers the
+            // follower decoding, appending and syncing the whole payload, and
+            // a heartbeat queued behind it. With 8 entries a payload of
+            // placement batches ran past that under load (berth-bench tasks,
+            // docs/benchmarks.md): 2 keep it well inside.
+            max_payload_entries: 2,
             // Chunks stay far below the transport's message size limit.
             snapshot_max_chunk_size: 1024 * 1024,
             install_snapshot_timeout: 2000,
@@ -168,6 +172,20 @@ impl BerthNode {
         peers: Arc<Peers>,
         transport: Arc<dyn Transport>,
     ) -> Result<Self, ServerError> {
+        Self::start_on(config, log, sm, peers, transport, None).await
+    }
+
+    /// As `start`, with openraft's tasks (its core, replication streams,
+    /// state machine worker, log flushes) on `raft_runtime` when given:
+    /// openraft spawns them on the runtime `Raft::new` runs on.
+    pub async fn start_on(
+        config: &NodeConfig,
+        log: LogStore,
+        sm: StateMachineStore,
+        peers: Arc<Peers>,
+        transport: Arc<dyn Transport>,
+        raft_runtime: Option<&tokio::runtime::Handle>,
+    ) -> Result<Self, ServerError> {
         let raft_config = Arc::new(config.raft_config()?);
         let state = sm.reader();
         let metrics = Arc::new(crate::metrics::ServerMetrics::new());
@@ -177,9 +195,15 @@ impl BerthNode {
         let network = Network {
             transport: transport.clone(),
         };
-        let raft = Raft::new(config.node_id, raft_config, network, log, sm)
-            .await
-            .map_err(|e| ServerError::Internal(format!("starting raft: {e}")))?;
+        let node_id = config.node_id;
+        let raft = match raft_runtime {
+            Some(runtime) => runtime
+                .spawn(Raft::new(node_id, raft_config, network, log, sm))
+                .await
+                .map_err(|e| ServerError::Internal(format!("starting raft: {e}")))?,
+            None => Raft::new(node_id, raft_config, network, log, sm).await,
+        }
+        .map_err(|e| ServerError::Internal(format!("starting raft: {e}")))?;
         let (tx, rx) = mpsc::channel(MAX_BATCH * MAX_BATCHES_IN_FLIGHT * 4);
         let (barrier_tx, barrier_rx) = mpsc::unbounded_channel();
         let node = Self {
