@@ -34,8 +34,8 @@
 # open-files limit that high (systemd clamps it to the hard limit it has,
 # and raising it needs CAP_SYS_RESOURCE): otherwise the test says so.
 #
-# Needs root, docker, and berthd, berth and berth-agent binaries that run
-# on Debian bookworm: BERTHD=path/to/berthd (berth and berth-agent next to
+# Needs root, docker, and berthd, berth, berth-agent and berth-logd binaries that run
+# on Debian bookworm: BERTHD=path/to/berthd (the other three next to
 # it), default the static ones in target/static/<triple>/release. The host
 # image is built as test-install.sh builds it (cached). Every wait is
 # bounded; the container is removed at the end, also on failure (--keep
@@ -71,7 +71,7 @@ TEST_NAME=test-berthd-systemd
 command -v docker >/dev/null || fail "docker is missing"
 docker info >/dev/null 2>&1 || fail "cannot talk to the Docker daemon"
 BIN_DIR=$(dirname "$(readlink -f "$BERTHD")")
-for b in berthd berth berth-agent; do
+for b in berthd berth berth-agent berth-logd; do
     [ -x "$BIN_DIR/$b" ] || fail "$BIN_DIR/$b is missing: deploy/images/build.sh (or set BERTHD)"
 done
 
@@ -142,7 +142,7 @@ in_h() { timeout 120 docker exec "$H" "$@"; }
 # What the operator has in the working directory: the binaries, the
 # repository's deploy/install/berthd.service, the berthd.toml.
 in_h mkdir -p /root/install/deploy/install
-for b in berthd berth berth-agent; do docker cp -q "$BIN_DIR/$b" "$H:/root/install/$b"; done
+for b in berthd berth berth-agent berth-logd; do docker cp -q "$BIN_DIR/$b" "$H:/root/install/$b"; done
 docker cp -q "$ROOT/deploy/install/berthd.service" "$H:/root/install/deploy/install/berthd.service"
 docker cp -q "$WORK/berthd.toml" "$H:/root/install/berthd.toml"
 docker cp -q "$WORK/install.sh" "$H:/root/install/install.sh"
