@@ -230,7 +230,22 @@ impl CertificateAuthority {
     /// cross-signed certificate (PEM).
     pub fn successor(&self) -> Result<(Self, String), PkiError> {
         let name = format!("Berth cluster CA {} {}", self.cluster_id, random_hex(4));
-        let params = root_params(&self.cluster_id, &name)?;
+        let mut params = root_params(&self.cluster_id, &name)?;
+        // Roots are ordered by not-before, at one-second resolution
+        // (`trust::supersedes`): a successor made within the same second as
+        // this root would tie with it, and agents would never take the new
+        // bundle. So it starts at least a second after this one.
+        if let Some(own) = trust::roots(&self.cert_pem)
+            .ok()
+            .and_then(|r| r.into_iter().next())
+        {
+            let after = u64::try_from(own.not_before_s.saturating_add(1)).unwrap_or(0);
+            let floor: time::OffsetDateTime =
+                (SystemTime::UNIX_EPOCH + Duration::from_secs(after)).into();
+            if params.not_before < floor {
+                params.not_before = floor;
+            }
+        }
         let next = Self::self_signed(&self.cluster_id, params.clone())?;
         let cross = params.signed_by(&next.key, &self.issuer, &self.key)?;
         Ok((next, cross.pem()))

@@ -118,6 +118,27 @@ mod tests {
     }
 
     #[test]
+    fn a_rotation_started_within_the_same_second_is_still_taken() {
+        let old = CertificateAuthority::generate("tie").unwrap();
+        let (new, _) = old.successor().unwrap();
+        let (old_root, new_root) = (
+            &roots(&old.cert_pem).unwrap()[0],
+            &roots(&new.cert_pem).unwrap()[0],
+        );
+        assert!(new_root.not_before_s > old_root.not_before_s);
+        let during = format!("{}{}", new.cert_pem, old.cert_pem);
+        assert!(
+            supersedes(&during, &old.cert_pem),
+            "the new bundle is taken"
+        );
+        assert!(
+            !supersedes(&old.cert_pem, &during),
+            "and never left for the old one"
+        );
+        assert_eq!(newest(&roots(&during).unwrap()), Some(new_root));
+    }
+
+    #[test]
     fn agents_move_forward_through_a_rotation_and_never_back() {
         let old = CertificateAuthority::generate("rot").unwrap();
         // Not-before has a one-second resolution.
