@@ -219,18 +219,7 @@ impl Bench {
     /// host-mode Berth task is (without the flag ctr makes a namespace per
     /// container, which Berth's start does not pay for).
     async fn ctr(&self, id: &str) -> anyhow::Result<Duration> {
-        self.ctr_timed(&[
-            "-n",
-            &self.namespace,
-            "run",
-            "-d",
-            "--net-host",
-            IMAGE,
-            id,
-            "/berth-testapp",
-            "sleep",
-        ])
-        .await
+        self.ctr_run(id, &[]).await
     }
 
     /// The same with `--seccomp` (containerd's default allow-list): every
@@ -238,19 +227,14 @@ impl Bench {
     /// which runc compiles and loads at task create; plain `ctr run` has
     /// none.
     async fn ctr_seccomp(&self, id: &str) -> anyhow::Result<Duration> {
-        self.ctr_timed(&[
-            "-n",
-            &self.namespace,
-            "run",
-            "-d",
-            "--net-host",
-            "--seccomp",
-            IMAGE,
-            id,
-            "/berth-testapp",
-            "sleep",
-        ])
-        .await
+        self.ctr_run(id, &["--seccomp"]).await
+    }
+
+    async fn ctr_run(&self, id: &str, extra: &[&str]) -> anyhow::Result<Duration> {
+        let mut args = vec!["-n", &self.namespace, "run", "-d", "--net-host"];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&[IMAGE, id, "/berth-testapp", "sleep"]);
+        self.ctr_timed(&args).await
     }
 
     /// The ctr CLI's own cost: starting the process, dialing containerd and
