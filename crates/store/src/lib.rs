@@ -1,13 +1,15 @@
 //! Raft storage for Berth: the openraft type configuration and every alias
-//! the rest of the server uses, the Raft log and vote in sled, and the state
+//! the rest of the server uses, the Raft log (entries in append-only
+//! segment files, see `wal`; vote and purge mark in sled), and the state
 //! machine, in memory and persisted as a snapshot file (see
 //! `state_machine`).
 //!
 //! Every write openraft waits for (an append, a vote, a truncation, a purge)
-//! is acknowledged only after sled's flush *and* an `fdatasync` of sled's
-//! data file and any new blob files ([`berth_daemon::SledFiles`]): sled's
-//! own flush on Linux stops at `sync_file_range`, which survives a process
-//! crash but not a power cut.
+//! is acknowledged only after an `fdatasync`: of the segment file for
+//! entries, and for what is in sled, of sled's data file and any new blob
+//! files after sled's flush ([`berth_daemon::SledFiles`]): sled's own flush
+//! on Linux stops at `sync_file_range`, which survives a process crash but
+//! not a power cut.
 
 mod codec;
 pub mod dedup;
@@ -16,6 +18,7 @@ mod log_store;
 pub mod recovery;
 mod snapshot_file;
 mod state_machine;
+mod wal;
 
 use std::io::Cursor;
 use std::path::Path;
@@ -226,8 +229,17 @@ pub enum StoreError {
     },
     #[error("snapshot file {path} is damaged ({reason}); remove this server's data dir and re-add it to the cluster so that it receives a fresh snapshot")]
     SnapshotCorrupt { path: String, reason: String },
-    #[error("{what} is in Berth data format {found}, and this berthd reads format {} only (format 1 came from builds before services, format 2 from builds before command levels and de-duplicated forwarded writes, format 3 from builds before instance keys were recorded, format 4 from builds before load balancers, task IPs and blue/green deployments, format 5 from builds before the event journal and audit log, format 6 from builds before tags on clusters, tasks and instances, account settings and AWS access keys); run the version that wrote it, or move this server's data dir aside and re-add the server to the cluster (berth server add) so it receives a snapshot", DATA_FORMAT)]
-    Format { what: String, found: u32 },
+    #[error("{what} is in Berth data format {found}, and this berthd reads format {reads} only (format 1 came from builds before services, format 2 from builds before command levels and de-duplicated forwarded writes, format 3 from builds before instance keys were recorded, format 4 from builds before load balancers, task IPs and blue/green deployments, format 5 from builds before the event journal and audit log, format 6 from builds before tags on clusters, tasks and instances, account settings and AWS access keys; data dirs of format 7 kept the Raft log in sled and are converted on start); run the version that wrote it, or move this server's data dir aside and re-add the server to the cluster (berth server add) so it receives a snapshot")]
+    Format {
+        what: String,
+        found: u32,
+        reads: u32,
+    },
+    #[error("the Raft log in {path}: {source}")]
+    Wal {
+        path: String,
+        source: std::io::Error,
+    },
 }
 
 /// The layout of every command in the log and of the state in snapshots.
@@ -247,8 +259,16 @@ pub enum StoreError {
 /// settings (`State::account_settings`).
 pub const DATA_FORMAT: u32 = 7;
 
-/// Refuses a data dir written in another format; marks a new one.
-fn check_format(db: &sled::Db, db_dir: &Path) -> Result<(), StoreError> {
+/// The format marker of a data dir: [`DATA_FORMAT`] for what is stored,
+/// plus where. Format 8 keeps the Raft log's entries in `wal/`; a data dir
+/// of format 7 had them in sled and is converted when it is opened. Old
+/// builds refuse a converted data dir by its marker instead of reading an
+/// empty log.
+pub const DATA_DIR_FORMAT: u32 = 8;
+
+/// Refuses a data dir written in another format and marks a new one.
+/// Returns whether the data dir is of format 7 (its log still in sled).
+fn check_format(db: &sled::Db, db_dir: &Path) -> Result<bool, StoreError> {
     let meta = db.open_tree(keys::RAFT_META_TREE)?;
     let what = || format!("data dir {}", db_dir.display());
     match meta.get(keys::FORMAT)? {
@@ -256,10 +276,14 @@ fn check_format(db: &sled::Db, db_dir: &Path) -> Result<(), StoreError> {
             let found = <[u8; 4]>::try_from(bytes.as_ref())
                 .map(u32::from_be_bytes)
                 .unwrap_or(0);
-            if found != DATA_FORMAT {
+            if found == DATA_FORMAT {
+                return Ok(true);
+            }
+            if found != DATA_DIR_FORMAT {
                 return Err(StoreError::Format {
                     what: what(),
                     found,
+                    reads: DATA_DIR_FORMAT,
                 });
             }
         }
@@ -268,13 +292,59 @@ fn check_format(db: &sled::Db, db_dir: &Path) -> Result<(), StoreError> {
                 return Err(StoreError::Format {
                     what: what(),
                     found: 1,
+                    reads: DATA_DIR_FORMAT,
                 });
             }
-            meta.insert(keys::FORMAT, &DATA_FORMAT.to_be_bytes())?;
+            meta.insert(keys::FORMAT, &DATA_DIR_FORMAT.to_be_bytes())?;
             // Made durable with the first sync in `open`.
             db.flush()?;
         }
     }
+    Ok(false)
+}
+
+/// Moves the entries of a format-7 data dir from sled into `wal_dir`, then
+/// marks it format 8. Safe to repeat after a crash at any point: the
+/// segments are rewritten from sled until sled's copy is gone, which
+/// happens only after they are durable.
+fn convert_format_7(
+    db: &sled::Db,
+    files: &berth_daemon::SledFiles,
+    wal_dir: &Path,
+) -> Result<(), StoreError> {
+    let wal_err = |source: std::io::Error| StoreError::Wal {
+        path: wal_dir.display().to_string(),
+        source,
+    };
+    let old = db.open_tree(keys::LOG_TREE)?;
+    if wal_dir.exists() {
+        std::fs::remove_dir_all(wal_dir).map_err(wal_err)?;
+    }
+    let wal = wal::Wal::open(wal_dir, None, u64::MAX).map_err(|e| match e {
+        wal::OpenError::Io(_, source) => wal_err(source),
+        wal::OpenError::Corrupt(reason) => wal_err(std::io::Error::other(reason)),
+    })?;
+    let mut batch = Vec::new();
+    let mut moved = 0usize;
+    for item in old.iter() {
+        let (_, bytes) = item?;
+        let entry: Entry = codec::decode("log entry", &bytes)?;
+        batch.push((entry.log_id, bytes.to_vec()));
+        if batch.len() == 1024 {
+            moved += batch.len();
+            wal.append(&std::mem::take(&mut batch)).map_err(wal_err)?;
+        }
+    }
+    moved += batch.len();
+    wal.append(&batch).map_err(wal_err)?;
+    wal.sync().map_err(wal_err)?;
+    drop(wal);
+    old.clear()?;
+    db.open_tree(keys::RAFT_META_TREE)?
+        .insert(keys::FORMAT, &DATA_DIR_FORMAT.to_be_bytes())?;
+    db.flush()?;
+    files.sync()?;
+    tracing::info!(entries = moved, wal = %wal_dir.display(), "moved the raft log out of sled (data dir format 7 to 8)");
     Ok(())
 }
 
@@ -291,8 +361,10 @@ fn holds_format_1(db: &sled::Db) -> Result<bool, StoreError> {
 }
 
 /// Opens (or creates) a server's storage under `dir`: the sled database
-/// (Raft log and vote) in `dir/db`, the newest state machine snapshot in
-/// `dir/snapshots`. A data dir of another data format is refused.
+/// (vote, purge mark, commit hint, format marker) in `dir/db`, the Raft
+/// log's entries in `dir/wal`, the newest state machine snapshot in
+/// `dir/snapshots`. A data dir of another data format is refused; one of
+/// format 7 is converted.
 pub fn open(dir: &Path) -> Result<(LogStore, StateMachineStore), StoreError> {
     let db_dir = dir.join("db");
     let corrupt = |reason: String| StoreError::LogCorrupt {
@@ -335,10 +407,14 @@ pub fn open(dir: &Path) -> Result<(LogStore, StateMachineStore), StoreError> {
                 "the database file is there but holds no Berth data format marker".into(),
             ));
         }
-        check_format(&db, &db_dir)?;
+        let format_7 = check_format(&db, &db_dir)?;
         let files = berth_daemon::SledFiles::open(&db_dir)?;
-        let log = LogStore::open(&db, files)?;
-        log.check_contiguous(snapshot_last).map_err(|e| match e {
+        let wal_dir = dir.join("wal");
+        if format_7 {
+            convert_format_7(&db, &files, &wal_dir)?;
+        }
+        let log = LogStore::open(&db, files, &wal_dir, snapshot_last.unwrap_or(0))?;
+        log.check_complete(snapshot_last).map_err(|e| match e {
             StoreError::LogCorrupt { reason, .. } => corrupt(reason),
             other => other,
         })?;
@@ -403,7 +479,7 @@ mod tests {
     }
 
     fn garble(dir: &Path, pick: impl Fn(usize) -> std::ops::Range<usize>) {
-        let path = dir.join("db").join("db");
+        let path = dir.join("wal").join(format!("{:020}.wal", 1));
         let mut bytes = std::fs::read(&path).expect("read db");
         let range = pick(bytes.len());
         for b in &mut bytes[range] {
@@ -421,29 +497,63 @@ mod tests {
         assert!(err.contains("move its data dir aside and re-add"), "{err}");
     }
 
-    /// Damage in the middle of sled's file is refused as corrupt, or, when
-    /// it hit space sled no longer uses (old page versions; where that is
-    /// depends on when sled flushed), every entry still reads back intact:
-    /// never a log that silently lost entries.
+    /// Damage in the middle of the log is refused as corrupt: never a log
+    /// that silently lost entries (a torn record is cut off only at the
+    /// very end, where no valid record follows it).
     #[tokio::test]
-    async fn a_log_damaged_in_the_middle_is_refused_or_intact() {
+    async fn a_log_damaged_in_the_middle_is_refused() {
         let n = 2000;
         let dir = written(n).await;
-        assert!(reopen(dir.path()).is_ok(), "an intact log opens");
-        garble(dir.path(), |len| len / 2..len / 2 + 4096);
-        match reopen(dir.path()) {
-            Ok((mut log, _sm)) => {
-                let entries = log
-                    .try_get_log_entries(1..=n)
-                    .await
-                    .expect("an opened log reads back");
-                assert_eq!(entries.len() as u64, n, "entries went missing silently");
-                for (entry, index) in entries.iter().zip(1..) {
-                    assert_eq!(entry.log_id.index, index);
-                }
-            }
-            Err(e) => assert_corrupt(Err(e)),
+        {
+            let (mut log, _sm) = reopen(dir.path()).expect("an intact log opens");
+            let entries = log.try_get_log_entries(1..=n).await.expect("read");
+            assert_eq!(entries.len() as u64, n);
         }
+        garble(dir.path(), |len| len / 2..len / 2 + 4096);
+        assert_corrupt(reopen(dir.path()));
+        assert_corrupt(reopen(dir.path()));
+    }
+
+    /// A data dir of format 7 kept its entries in sled; opening it moves
+    /// them into segment files and marks it format 8.
+    #[tokio::test]
+    async fn a_format_7_data_dir_is_converted() {
+        let dir = tempfile::TempDir::new().expect("temp dir");
+        let entry = |index: u64| Entry {
+            log_id: LogId::new(CommittedLeaderId::new(3, 2), index),
+            payload: EntryPayload::Normal(Request::new(vec![Command::DeleteCluster {
+                name: format!("cluster-{index}"),
+            }])),
+        };
+        {
+            let db = sled::open(dir.path().join("db")).expect("sled");
+            let meta = db.open_tree(keys::RAFT_META_TREE).expect("tree");
+            meta.insert(keys::FORMAT, &7u32.to_be_bytes())
+                .expect("marker");
+            meta.insert(keys::VOTE, codec::encode(&Vote::new(3, 2)))
+                .expect("vote");
+            let log = db.open_tree(keys::LOG_TREE).expect("tree");
+            for index in 1..=50 {
+                log.insert(keys::log_key(index), codec::encode(&entry(index)))
+                    .expect("insert");
+            }
+            db.flush().expect("flush");
+        }
+        for _ in 0..2 {
+            let (mut log, _sm) = reopen(dir.path()).expect("a format 7 data dir opens");
+            let entries = log.try_get_log_entries(1..=50).await.expect("read");
+            assert_eq!(entries, (1..=50).map(entry).collect::<Vec<_>>());
+            assert_eq!(log.read_vote().await.expect("vote"), Some(Vote::new(3, 2)));
+            let state = log.get_log_state().await.expect("state");
+            assert_eq!(state.last_log_id, Some(entry(50).log_id));
+        }
+        let db = sled::open(dir.path().join("db")).expect("sled");
+        let meta = db.open_tree(keys::RAFT_META_TREE).expect("tree");
+        assert_eq!(
+            meta.get(keys::FORMAT).expect("get").as_deref(),
+            Some(&DATA_DIR_FORMAT.to_be_bytes()[..])
+        );
+        assert!(db.open_tree(keys::LOG_TREE).expect("tree").is_empty());
     }
 
     #[tokio::test]
@@ -457,21 +567,7 @@ mod tests {
 
     /// Removes log entries behind the store's back, as damage would.
     fn remove_entries(dir: &Path, indexes: std::ops::RangeInclusive<u64>) {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-        let db = loop {
-            match sled::open(dir.join("db")) {
-                Ok(db) => break db,
-                Err(_) if std::time::Instant::now() < deadline => {
-                    std::thread::sleep(std::time::Duration::from_millis(50))
-                }
-                Err(e) => panic!("open sled: {e}"),
-            }
-        };
-        let log = db.open_tree(keys::LOG_TREE).expect("tree");
-        for index in indexes {
-            log.remove(keys::log_key(index)).expect("remove");
-        }
-        db.flush().expect("flush");
+        wal::drop_entries(&dir.join("wal"), indexes);
     }
 
     #[tokio::test]

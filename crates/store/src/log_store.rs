@@ -1,26 +1,27 @@
-//! The Raft log and vote in sled.
+//! The Raft log: entries in append-only segment files (`wal`), the vote
+//! and the purge mark in sled.
 //!
-//! Durability rules: a vote, a truncation and a purge are flushed before the
-//! call returns; appended entries are readable when `append` returns and the
-//! flush callback fires only once they are on disk. "Flushed" here is always
-//! sled's flush followed by [`SledFiles::sync`] (`fdatasync` of the data
-//! file and of new blob files): sled's flush alone ends in
-//! `sync_file_range`, which leaves the file's size and the drive's cache
-//! unsynced. A failed flush is reported to openraft as a storage error and
-//! never as durable; openraft then stops the Raft node. Appends are flushed by
-//! one flusher at a time on tokio's blocking pool, which coalesces every
-//! append queued while the previous flush ran into one fsync (group commit):
-//! that is what lets the log keep up with many concurrent writers although
-//! openraft 0.9 appends one entry batch at a time. The blocking pool rather
-//! than a thread of our own, because tokio then knows a flush is under way
-//! and a test runtime on paused time does not jump its clock past election
-//! timeouts while the disk works. Never via sled's `flush_async`, which can
-//! deadlock when awaited concurrently.
+//! Durability rules: a vote, a truncation and a purge are durable before
+//! the call returns; appended entries are readable when `append` returns
+//! and the flush callback fires only once they are on disk. For entries
+//! that is an `fdatasync` of the segment they were written to; for the
+//! vote and the purge mark, sled's flush followed by [`SledFiles::sync`]
+//! (sled's flush alone ends in `sync_file_range`, which leaves the file's
+//! size and the drive's cache unsynced). A failed sync is reported to
+//! openraft as a storage error and never as durable; openraft then stops
+//! the Raft node. Appends are synced by one flusher at a time on tokio's
+//! blocking pool, which coalesces every append queued while the previous
+//! sync ran into one `fdatasync` (group commit): that is what lets the log
+//! keep up with many concurrent writers although openraft 0.9 appends one
+//! entry batch at a time. The blocking pool rather than a thread of our
+//! own, because tokio then knows a flush is under way and a test runtime on
+//! paused time does not jump its clock past election timeouts while the
+//! disk works.
 //!
 //! The newest entries are also kept in memory, decoded: openraft reads each
 //! entry back right after appending it, once to apply it and once per
-//! follower to replicate it, and decoding a batch of task definitions from
-//! sled three times was a tenth of the leader's CPU.
+//! follower to replicate it, and decoding a batch of task definitions
+//! three times was a tenth of the leader's CPU.
 
 use std::collections::VecDeque;
 use std::fmt::Debug;
@@ -32,17 +33,18 @@ use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{OptionalSend, RaftLogReader, StorageIOError};
 
 use crate::codec::{decode, encode};
-use crate::keys::{self, log_index, log_key};
+use crate::keys;
+use crate::wal::Wal;
 use crate::{Entry, LogId, StorageError, StoreError, TypeConfig, Vote};
 
 /// Bounds of the in-memory tail: enough for every entry still being
 /// applied or replicated to a follower that keeps up; a follower further
-/// behind reads from sled.
+/// behind reads from the segment files.
 const RECENT_MAX_ENTRIES: usize = 1024;
 const RECENT_MAX_BYTES: usize = 16 * 1024 * 1024;
 
 /// The last entries of the log, decoded. Invariant: always a suffix of the
-/// log in sled (possibly empty), so an index at or above the first cached
+/// log on disk (possibly empty), so an index at or above the first cached
 /// one is either cached or not in the log at all.
 #[derive(Default)]
 struct RecentEntries {
@@ -119,28 +121,45 @@ impl RecentEntries {
 pub struct LogStore {
     db: sled::Db,
     files: Arc<SledFiles>,
-    log: sled::Tree,
     meta: sled::Tree,
+    wal: Arc<Wal>,
     group_commit: Arc<GroupCommit>,
     recent: Arc<Mutex<RecentEntries>>,
 }
 
 impl LogStore {
-    pub(crate) fn open(db: &sled::Db, files: SledFiles) -> Result<Self, StoreError> {
-        let log = db.open_tree(keys::LOG_TREE)?;
+    /// Opens the log whose vote and purge mark are in `db` and whose
+    /// entries are in `wal_dir`; `covered` is the last index the snapshot
+    /// on disk holds (a gap below it is a purge not yet done).
+    pub(crate) fn open(
+        db: &sled::Db,
+        files: SledFiles,
+        wal_dir: &std::path::Path,
+        covered: u64,
+    ) -> Result<Self, StoreError> {
         let meta = db.open_tree(keys::RAFT_META_TREE)?;
-        let files = Arc::new(files);
+        let purged: Option<LogId> = read_meta(&meta, keys::LAST_PURGED)?;
+        let wal = Wal::open(wal_dir, purged.map(|p| p.index), covered).map_err(|e| match e {
+            crate::wal::OpenError::Io(path, source) => StoreError::Wal {
+                path: path.display().to_string(),
+                source,
+            },
+            crate::wal::OpenError::Corrupt(reason) => StoreError::LogCorrupt {
+                path: wal_dir.display().to_string(),
+                reason,
+            },
+        })?;
+        let wal = Arc::new(wal);
         Ok(Self {
             db: db.clone(),
             group_commit: Arc::new(GroupCommit {
-                db: db.clone(),
-                files: files.clone(),
+                wal: wal.clone(),
                 queue: Mutex::default(),
                 observer: crate::Observer::default(),
             }),
-            files,
-            log,
+            files: Arc::new(files),
             meta,
+            wal,
             recent: Arc::default(),
         })
     }
@@ -154,27 +173,48 @@ impl LogStore {
         self.recent.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn read_from_sled(
+    fn read_from_disk(
         &self,
         start: u64,
         end: Option<u64>,
         into: &mut Vec<Entry>,
     ) -> Result<(), StorageError> {
-        let iter = match end {
-            Some(end) => self.log.range(log_key(start)..log_key(end)),
-            None => self.log.range(log_key(start)..),
-        };
-        for item in iter {
-            let (_, bytes) = item.map_err(|e| read_err(e.into()))?;
-            into.push(decode::<Entry>("log entry", &bytes).map_err(read_err)?);
+        let bytes = self
+            .wal
+            .read(start, end.unwrap_or(u64::MAX))
+            .map_err(|e| StorageError::from(StorageIOError::read_logs(&e)))?;
+        for entry in bytes {
+            into.push(decode::<Entry>("log entry", &entry).map_err(read_err)?);
         }
         Ok(())
     }
 
     /// Makes everything written so far durable (used at shutdown too).
     pub async fn flush(&self) -> Result<(), std::io::Error> {
+        let (db, files, wal) = (self.db.clone(), self.files.clone(), self.wal.clone());
+        let both = move || {
+            wal.sync()?;
+            durable_flush(&db, &files)
+        };
+        match tokio::task::spawn_blocking(both).await {
+            Ok(result) => result,
+            Err(join) => Err(std::io::Error::other(join)),
+        }
+    }
+
+    /// Makes the vote and the purge mark durable.
+    async fn flush_meta(&self) -> Result<(), std::io::Error> {
         let (db, files) = (self.db.clone(), self.files.clone());
         match tokio::task::spawn_blocking(move || durable_flush(&db, &files)).await {
+            Ok(result) => result,
+            Err(join) => Err(std::io::Error::other(join)),
+        }
+    }
+
+    /// Makes the segment files durable.
+    async fn sync_wal(&self) -> Result<(), std::io::Error> {
+        let wal = self.wal.clone();
+        match tokio::task::spawn_blocking(move || wal.sync()).await {
             Ok(result) => result,
             Err(join) => Err(std::io::Error::other(join)),
         }
@@ -184,49 +224,17 @@ impl LogStore {
         &self,
         key: &[u8],
     ) -> Result<Option<T>, StoreError> {
-        match self.meta.get(key)? {
-            Some(bytes) => Ok(Some(decode(
-                std::str::from_utf8(key).unwrap_or("meta"),
-                &bytes,
-            )?)),
-            None => Ok(None),
-        }
+        read_meta(&self.meta, key)
     }
 
-    /// Refuses a log with a hole: every index from the first stored entry
-    /// to the last must be there, and the first must follow the purge mark.
-    /// (sled can open a damaged file as one with entries missing.) Entries
-    /// the snapshot covers are not needed: a follower that installed a
-    /// snapshot appends after it before openraft purges the older entries,
-    /// so a gap at or below `snapshot_last` is a purge not yet done.
-    pub(crate) fn check_contiguous(&self, snapshot_last: Option<u64>) -> Result<(), StoreError> {
+    /// Refuses a log that lost its tail: entries up to the saved commit
+    /// index were in the log or the snapshot before it was saved. (Holes
+    /// and damage inside the segments are refused when they are replayed.)
+    pub(crate) fn check_complete(&self, snapshot_last: Option<u64>) -> Result<(), StoreError> {
         let covered = snapshot_last.unwrap_or(0);
-        let purged: Option<LogId> = self.read_meta(keys::LAST_PURGED)?;
-        let mut expected = purged.map(|p| p.index + 1);
-        for item in self.log.iter().keys() {
-            let key = item?;
-            let index = log_index(&key).ok_or_else(|| StoreError::LogCorrupt {
-                path: String::new(),
-                reason: format!("a log key of {} bytes", key.len()),
-            })?;
-            if let Some(want) = expected {
-                if want != index && index.saturating_sub(1) > covered {
-                    return Err(StoreError::LogCorrupt {
-                        path: String::new(),
-                        reason: format!(
-                            "entry {want} is missing (the next stored one is {index}, the snapshot ends at {covered})"
-                        ),
-                    });
-                }
-            }
-            expected = Some(index + 1);
-        }
-        // Entries up to the saved commit index were in the log or the
-        // snapshot before it was saved, so a log that ends earlier lost its
-        // tail (sled reads damage it cannot parse as the end of its log).
         let committed: Option<Option<LogId>> = self.read_meta(keys::COMMITTED)?;
         if let Some(committed) = committed.flatten() {
-            let last = expected.map_or(0, |next| next - 1).max(covered);
+            let last = self.wal.last_log_id().map_or(0, |id| id.index).max(covered);
             if last < committed.index {
                 return Err(StoreError::LogCorrupt {
                     path: String::new(),
@@ -239,15 +247,18 @@ impl LogStore {
         }
         Ok(())
     }
+}
 
-    fn last_entry_log_id(&self) -> Result<Option<LogId>, StoreError> {
-        match self.log.last()? {
-            Some((_, bytes)) => {
-                let entry: Entry = decode("last log entry", &bytes)?;
-                Ok(Some(entry.log_id))
-            }
-            None => Ok(None),
-        }
+fn read_meta<T: serde::de::DeserializeOwned>(
+    meta: &sled::Tree,
+    key: &[u8],
+) -> Result<Option<T>, StoreError> {
+    match meta.get(key)? {
+        Some(bytes) => Ok(Some(decode(
+            std::str::from_utf8(key).unwrap_or("meta"),
+            &bytes,
+        )?)),
+        None => Ok(None),
     }
 }
 
@@ -273,8 +284,7 @@ struct FlushQueue {
 }
 
 struct GroupCommit {
-    db: sled::Db,
-    files: Arc<SledFiles>,
+    wal: Arc<Wal>,
     queue: Mutex<FlushQueue>,
     observer: crate::Observer,
 }
@@ -284,7 +294,7 @@ impl GroupCommit {
         self.queue.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Queues an append's callback (its entries are already in sled) and
+    /// Queues an append's callback (its entries are already written) and
     /// starts a flusher unless one is running: that one picks it up.
     fn enqueue(this: &Arc<Self>, callback: LogFlushed<TypeConfig>) {
         {
@@ -316,7 +326,10 @@ impl GroupCommit {
                 std::mem::take(&mut queue.waiting)
             };
             let started = std::time::Instant::now();
-            let result = durable_flush(&self.db, &self.files);
+            // Taken after the queue: every queued append's records are in
+            // the segment synced here or in an older one, synced when it
+            // filled.
+            let result = self.wal.sync();
             if let Some(observer) = self.observer.get() {
                 observer.log_flushed(waiting.len(), started.elapsed().as_secs_f64());
             }
@@ -362,15 +375,15 @@ impl RaftLogReader<TypeConfig> for LogStore {
         if end.is_some_and(|end| end <= start) {
             return Ok(entries);
         }
-        // The part below the cached tail comes from sled, the rest from the
+        // The part below the cached tail comes from disk, the rest from the
         // cache; whatever the cache does not hold (evicted meanwhile, or an
-        // append still between its sled write and its cache push) from sled
+        // append still between its write and its cache push) from disk
         // again. The cache is read under one lock, so it never leaves a gap.
         let mut next = start;
         let first_cached = self.recent().first_index();
         if let Some(first) = first_cached.filter(|first| *first > start) {
             let below = end.map_or(first, |end| end.min(first));
-            self.read_from_sled(start, Some(below), &mut entries)?;
+            self.read_from_disk(start, Some(below), &mut entries)?;
             next = entries.last().map_or(start, |e| e.log_id.index + 1);
         }
         if end.is_none_or(|end| next < end) {
@@ -385,7 +398,7 @@ impl RaftLogReader<TypeConfig> for LogStore {
                 .map_or(next, |e| e.log_id.index + 1)
                 .max(next);
             if end.is_none_or(|end| after < end) {
-                self.read_from_sled(after, end, &mut entries)?;
+                self.read_from_disk(after, end, &mut entries)?;
             }
         }
         Ok(entries)
@@ -398,10 +411,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
         let last_purged_log_id: Option<LogId> =
             self.read_meta(keys::LAST_PURGED).map_err(read_err)?;
-        let last_log_id = self
-            .last_entry_log_id()
-            .map_err(read_err)?
-            .or(last_purged_log_id);
+        let last_log_id = self.wal.last_log_id().or(last_purged_log_id);
         Ok(LogState {
             last_purged_log_id,
             last_log_id,
@@ -416,7 +426,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.meta
             .insert(keys::VOTE, encode(vote))
             .map_err(|e| StorageError::from(StorageIOError::write_vote(&e)))?;
-        self.flush()
+        self.flush_meta()
             .await
             .map_err(|e| StorageIOError::write_vote(&e).into())
     }
@@ -451,19 +461,19 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let mut batch = sled::Batch::default();
-        let mut appended = Vec::new();
-        for entry in entries {
-            let key = log_key(entry.log_id.index);
-            let bytes = encode(&entry);
-            appended.push((entry, bytes.len()));
-            batch.insert(&key, bytes);
-        }
-        self.log.apply_batch(batch).map_err(write_err)?;
+        let (entries, encoded): (Vec<Entry>, Vec<(LogId, Vec<u8>)>) = entries
+            .into_iter()
+            .map(|entry| {
+                let bytes = encode(&entry);
+                let log_id = entry.log_id;
+                (entry, (log_id, bytes))
+            })
+            .unzip();
+        self.wal.append(&encoded).map_err(write_err)?;
         {
             let mut recent = self.recent();
-            for (entry, len) in appended {
-                recent.push(entry, len);
+            for (entry, (_, bytes)) in entries.into_iter().zip(&encoded) {
+                recent.push(entry, bytes.len());
             }
         }
         GroupCommit::enqueue(&self.group_commit, callback);
@@ -473,31 +483,20 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
         tracing::debug!(%log_id, "truncating raft log");
         self.recent().truncate(log_id.index);
-        let mut batch = sled::Batch::default();
-        for item in self.log.range(log_key(log_id.index)..) {
-            let (key, _) = item.map_err(write_err)?;
-            batch.remove(key);
-        }
-        self.log.apply_batch(batch).map_err(write_err)?;
-        self.flush().await.map_err(write_err)
+        self.wal.truncate(log_id.index).map_err(write_err)?;
+        self.sync_wal().await.map_err(write_err)
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
         tracing::debug!(%log_id, "purging raft log");
-        // The purge marker is written first: should the removal be cut short,
-        // the log still reads as purged up to `log_id`, never as having a hole.
+        // The purge mark is made durable first: should the segments'
+        // removal be cut short, replay still drops what the mark covers.
         self.meta
             .insert(keys::LAST_PURGED, encode(&log_id))
             .map_err(write_err)?;
+        self.flush_meta().await.map_err(write_err)?;
         self.recent().purge(log_id.index);
-        let mut batch = sled::Batch::default();
-        for item in self.log.range(..=log_key(log_id.index)) {
-            let (key, _) = item.map_err(write_err)?;
-            debug_assert!(log_index(&key).is_some());
-            batch.remove(key);
-        }
-        self.log.apply_batch(batch).map_err(write_err)?;
-        self.flush().await.map_err(write_err)
+        self.wal.purge(log_id.index).map_err(write_err)
     }
 }
 
@@ -528,16 +527,16 @@ mod tests {
         range: std::ops::Range<u64>,
     ) -> Vec<Entry> {
         let files = SledFiles::open(dir).expect("sled files");
-        let mut fresh = LogStore::open(db, files).expect("open");
+        let mut fresh = LogStore::open(db, files, &dir.join("wal"), 0).expect("open");
         fresh.try_get_log_entries(range).await.expect("read")
     }
 
     #[tokio::test]
-    async fn reads_across_the_cached_tail_match_sled() {
+    async fn reads_across_the_cached_tail_match_the_disk() {
         let dir = tempfile::TempDir::new().expect("temp dir");
         let db = sled::open(dir.path()).expect("open sled");
         let files = SledFiles::open(dir.path()).expect("sled files");
-        let mut store = LogStore::open(&db, files).expect("open");
+        let mut store = LogStore::open(&db, files, &dir.path().join("wal"), 0).expect("open");
         store
             .blocking_append((1..=10).map(entry))
             .await
@@ -581,7 +580,7 @@ mod tests {
         assert_eq!(tail[2], replacement);
         assert_eq!(tail, uncached(&db, dir.path(), 7..20).await);
 
-        // A purge past the cached range leaves reads from sled only.
+        // A purge past the cached range leaves reads from disk only.
         store
             .purge(LogId::new(CommittedLeaderId::new(2, 1), 8))
             .await

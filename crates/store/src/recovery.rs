@@ -137,9 +137,10 @@ pub async fn restore(
 ) -> Result<Forced, StoreError> {
     let (meta, data) = decode_file(source, bytes)?;
     let applied = crate::state_machine::decode_payload(&data).map_err(|e| match e {
-        StoreError::Format { found, .. } => StoreError::Format {
+        StoreError::Format { found, reads, .. } => StoreError::Format {
             what: format!("backup {}", source.display()),
             found,
+            reads,
         },
         other => other,
     })?;
@@ -157,7 +158,7 @@ pub async fn restore(
             ),
         });
     }
-    for used in ["db", "snapshots"] {
+    for used in ["db", "wal", "snapshots"] {
         if dir.join(used).exists() {
             return Err(StoreError::NotEmpty {
                 path: dir.display().to_string(),

@@ -107,6 +107,7 @@ pub(crate) fn decode_payload(data: &[u8]) -> Result<Applied, StoreError> {
         return Err(StoreError::Format {
             what: "snapshot".into(),
             found: format,
+            reads: crate::DATA_FORMAT,
         });
     }
     let payload: SnapshotPayload = decode("snapshot", data)?;

@@ -1,4 +1,4 @@
-//! openraft's storage conformance suite, run against the real sled store.
+//! openraft's storage conformance suite, run against the real store (segment files and sled on disk).
 
 use berth_store::{LogStore, StateMachineStore, StorageError, TypeConfig};
 use openraft::testing::{StoreBuilder, Suite};
@@ -15,7 +15,7 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, TempDir> for SledBuil
 }
 
 #[test]
-fn openraft_suite_passes_on_sled_store() -> Result<(), StorageError> {
+fn openraft_suite_passes_on_the_real_store() -> Result<(), StorageError> {
     Suite::test_all(SledBuilder)?;
     Ok(())
 }

@@ -1,0 +1,701 @@
+//! The Raft log's entries as append-only segment files.
+//!
+//! Why not sled: a durable append through sled cost three `pwrite`s, three
+//! `sync_file_range`s, an `fdatasync` and a listing of its blob directory,
+//! and sled's I/O pool woke all seven of its threads for every log buffer;
+//! on two cores that was most of a write's CPU (docs/benchmarks.md). Here an
+//! append is one `pwrite` of every record in the batch, and the group commit
+//! in `log_store` makes any number of appends durable with one `fdatasync`
+//! of the segment being written.
+//!
+//! Layout: `wal/NNNNNNNNNNNNNNNNNNNN.wal`, numbered from 1, oldest first. A
+//! segment takes appends until it holds [`SEGMENT_BYTES`]; it is synced
+//! before the next one is created, so only the newest segment can end in a
+//! torn record. A record is
+//!
+//! ```text
+//! length u32 LE | crc32 u32 LE (of the payload) | payload
+//! payload: kind u8 | term u64 LE | node u64 LE | index u64 LE | data
+//! ```
+//!
+//! with kind 1 an entry (data: the encoded `Entry`) and kind 2 a truncation
+//! (every entry at or above `index` is gone; no data). Replaying the
+//! segments in order gives the log. A purge deletes whole segments from the
+//! oldest while all their entries are purged; the purge mark itself lives
+//! in sled with the vote, and replay drops entries at or below it.
+
+use std::collections::VecDeque;
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use openraft::CommittedLeaderId;
+
+use crate::LogId;
+
+/// A segment takes appends until it is this long: large enough that
+/// rotation (one extra fsync of the old file and of the directory) is rare,
+/// small enough that a purge frees disk soon after a snapshot.
+pub(crate) const SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
+
+const HEADER: usize = 8;
+const FIXED: usize = 1 + 8 + 8 + 8;
+const KIND_ENTRY: u8 = 1;
+const KIND_TRUNCATE: u8 = 2;
+
+/// Where one entry's encoded bytes are.
+#[derive(Clone, Copy, Debug)]
+struct Location {
+    segment: u64,
+    offset: u64,
+    len: u32,
+    log_id: LogId,
+}
+
+struct Segment {
+    number: u64,
+    file: Arc<File>,
+    len: u64,
+    /// The highest entry index ever written into it (`None`: no entry).
+    max_index: Option<u64>,
+}
+
+struct Inner {
+    /// Oldest first; the last one takes appends.
+    segments: VecDeque<Segment>,
+    /// Entry `first_index + i` is at `entries[i]`: the log is contiguous.
+    entries: VecDeque<Location>,
+    first_index: u64,
+}
+
+impl Inner {
+    fn next_index(&self) -> u64 {
+        self.first_index + self.entries.len() as u64
+    }
+
+    fn active(&mut self) -> &mut Segment {
+        // `open` always leaves at least one segment, and nothing removes
+        // the last one.
+        self.segments
+            .back_mut()
+            .unwrap_or_else(|| unreachable!("the log always has a segment"))
+    }
+
+    fn truncate_from(&mut self, index: u64) {
+        let keep = index.saturating_sub(self.first_index) as usize;
+        self.entries.truncate(keep);
+    }
+
+    fn purge_to(&mut self, index: u64) {
+        while self.first_index <= index && !self.entries.is_empty() {
+            self.entries.pop_front();
+            self.first_index += 1;
+        }
+        if self.entries.is_empty() && self.first_index <= index {
+            self.first_index = index + 1;
+        }
+    }
+
+    /// Records `location` as entry `index`: the next one, or one that
+    /// replaces the entries from `index` on (openraft truncates first, but
+    /// an overwrite must never leave a stale tail behind either way).
+    fn place(&mut self, index: u64, location: Location) -> Result<(), u64> {
+        if self.entries.is_empty() {
+            self.first_index = index;
+        } else if index < self.first_index || index > self.next_index() {
+            return Err(self.next_index());
+        } else {
+            self.truncate_from(index);
+        }
+        self.entries.push_back(location);
+        Ok(())
+    }
+}
+
+pub(crate) struct Wal {
+    dir: PathBuf,
+    inner: Mutex<Inner>,
+    segment_bytes: u64,
+}
+
+/// What replaying the segments found wrong, for `StoreError::LogCorrupt`.
+#[derive(Debug)]
+pub(crate) enum OpenError {
+    Io(PathBuf, std::io::Error),
+    Corrupt(String),
+}
+
+fn segment_name(number: u64) -> String {
+    format!("{number:020}.wal")
+}
+
+fn segment_number(name: &str) -> Option<u64> {
+    let digits = name.strip_suffix(".wal")?;
+    (digits.len() == 20 && digits.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| digits.parse().ok())
+        .flatten()
+}
+
+fn log_id(term: u64, node: u64, index: u64) -> LogId {
+    LogId::new(CommittedLeaderId::new(term, node), index)
+}
+
+fn record(kind: u8, log_id: LogId, data: &[u8], into: &mut Vec<u8>) {
+    let mut payload = Vec::with_capacity(FIXED + data.len());
+    payload.push(kind);
+    payload.extend_from_slice(&log_id.leader_id.term.to_le_bytes());
+    payload.extend_from_slice(&log_id.leader_id.node_id.to_le_bytes());
+    payload.extend_from_slice(&log_id.index.to_le_bytes());
+    payload.extend_from_slice(data);
+    let len = u32::try_from(payload.len())
+        .unwrap_or_else(|_| panic!("a Raft entry of {} bytes", payload.len()));
+    into.extend_from_slice(&len.to_le_bytes());
+    into.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+    into.extend_from_slice(&payload);
+}
+
+/// Syncs the directory entry of a file created or removed in `dir`.
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+fn u64_at(bytes: &[u8], at: usize) -> u64 {
+    let mut word = [0u8; 8];
+    word.copy_from_slice(&bytes[at..at + 8]);
+    u64::from_le_bytes(word)
+}
+
+impl Wal {
+    /// Opens (or creates) the log in `dir` and replays it. Entries at or
+    /// below `purged` are dropped; a gap is accepted only where the
+    /// snapshot (`covered`, the last index it holds) spans it, as on a
+    /// follower that installed a snapshot and appended after it before the
+    /// older entries were purged. A torn record at the end of the newest
+    /// segment was never acknowledged and is cut off; damage anywhere else
+    /// is refused.
+    pub(crate) fn open(dir: &Path, purged: Option<u64>, covered: u64) -> Result<Self, OpenError> {
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |e| OpenError::Io(path, e)
+        };
+        let created = !dir.exists();
+        std::fs::create_dir_all(dir).map_err(io(dir))?;
+        if created {
+            if let Some(parent) = dir.parent() {
+                sync_dir(parent).map_err(io(parent))?;
+            }
+        }
+        let mut numbers = Vec::new();
+        for item in std::fs::read_dir(dir).map_err(io(dir))? {
+            let item = item.map_err(io(dir))?;
+            if let Some(number) = item.file_name().to_str().and_then(segment_number) {
+                numbers.push(number);
+            }
+        }
+        numbers.sort_unstable();
+        let mut inner = Inner {
+            segments: VecDeque::new(),
+            entries: VecDeque::new(),
+            first_index: 0,
+        };
+        let allowed_gap = purged.unwrap_or(0).max(covered);
+        let newest = numbers.last().copied();
+        for number in numbers {
+            let path = dir.join(segment_name(number));
+            let file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&path)
+                .map_err(io(&path))?;
+            let bytes = std::fs::read(&path).map_err(io(&path))?;
+            let mut segment = Segment {
+                number,
+                file: Arc::new(file),
+                len: 0,
+                max_index: None,
+            };
+            let mut at = 0usize;
+            while at < bytes.len() {
+                let parsed = parse(&bytes[at..]);
+                let Some((kind, log_id, data_len, record_len)) = parsed else {
+                    // A torn write leaves nothing valid after it; a valid
+                    // record further on means records in between were lost.
+                    let limit = inner.next_index().saturating_add(1 << 20);
+                    if Some(number) != newest || valid_record_after(&bytes, at, limit) {
+                        return Err(OpenError::Corrupt(format!(
+                            "segment {} is damaged at byte {at} of {}",
+                            path.display(),
+                            bytes.len()
+                        )));
+                    }
+                    tracing::warn!(
+                        segment = %path.display(),
+                        offset = at,
+                        dropped_bytes = bytes.len() - at,
+                        "cutting off a torn record at the end of the raft log (it was never acknowledged)"
+                    );
+                    segment.file.set_len(at as u64).map_err(io(&path))?;
+                    segment.file.sync_all().map_err(io(&path))?;
+                    break;
+                };
+                let index = log_id.index;
+                match kind {
+                    KIND_ENTRY => {
+                        segment.max_index = Some(segment.max_index.map_or(index, |m| m.max(index)));
+                        let location = Location {
+                            segment: number,
+                            offset: (at + HEADER + FIXED) as u64,
+                            len: data_len as u32,
+                            log_id,
+                        };
+                        if let Err(expected) = inner.place(index, location) {
+                            if index > expected && index - 1 <= allowed_gap {
+                                inner.entries.clear();
+                                inner.first_index = index;
+                                inner.entries.push_back(location);
+                            } else {
+                                return Err(OpenError::Corrupt(format!(
+                                    "entry {expected} is missing (the next one stored is {index}, the snapshot ends at {covered})"
+                                )));
+                            }
+                        }
+                    }
+                    _ => inner.truncate_from(index),
+                }
+                at += record_len;
+            }
+            segment.len = at as u64;
+            inner.segments.push_back(segment);
+        }
+        if let Some(purged) = purged {
+            inner.purge_to(purged);
+        }
+        let wal = Self {
+            dir: dir.to_path_buf(),
+            inner: Mutex::new(inner),
+            segment_bytes: SEGMENT_BYTES,
+        };
+        if wal.lock().segments.is_empty() {
+            wal.add_segment(1).map_err(io(dir))?;
+        }
+        Ok(wal)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Creates segment `number` and makes its name durable.
+    fn add_segment(&self, number: u64) -> std::io::Result<()> {
+        let path = self.dir.join(segment_name(number));
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)?;
+        sync_dir(&self.dir)?;
+        self.lock().segments.push_back(Segment {
+            number,
+            file: Arc::new(file),
+            len: 0,
+            max_index: None,
+        });
+        Ok(())
+    }
+
+    /// Writes `entries` (log id and encoded entry, in index order) to the
+    /// page cache; they are durable after the next [`Wal::sync`].
+    pub(crate) fn append(&self, entries: &[(LogId, Vec<u8>)]) -> std::io::Result<()> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        self.rotate_if_full()?;
+        let mut buf =
+            Vec::with_capacity(entries.iter().map(|(_, b)| HEADER + FIXED + b.len()).sum());
+        let mut offsets = Vec::with_capacity(entries.len());
+        for (log_id, bytes) in entries {
+            offsets.push(buf.len());
+            record(KIND_ENTRY, *log_id, bytes, &mut buf);
+        }
+        let mut inner = self.lock();
+        let active = inner.active();
+        let (number, start) = (active.number, active.len);
+        active.file.write_all_at(&buf, start)?;
+        active.len += buf.len() as u64;
+        for ((log_id, bytes), offset) in entries.iter().zip(offsets) {
+            let active = inner.active();
+            active.max_index = Some(
+                active
+                    .max_index
+                    .map_or(log_id.index, |m| m.max(log_id.index)),
+            );
+            let location = Location {
+                segment: number,
+                offset: start + (offset + HEADER + FIXED) as u64,
+                len: bytes.len() as u32,
+                log_id: *log_id,
+            };
+            if let Err(expected) = inner.place(log_id.index, location) {
+                if log_id.index < inner.first_index {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::InvalidInput,
+                        format!(
+                            "appending entry {} below the log's first entry {}",
+                            log_id.index, inner.first_index
+                        ),
+                    ));
+                }
+                // A follower that installed a snapshot appends after it
+                // before openraft purges what the snapshot covers; replay
+                // accepts that gap because the snapshot spans it.
+                tracing::debug!(
+                    index = log_id.index,
+                    expected,
+                    "the raft log restarts after a snapshot"
+                );
+                inner.entries.clear();
+                inner.first_index = log_id.index;
+                inner.entries.push_back(location);
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts a new segment once the active one is full, after syncing it:
+    /// only the newest segment ever holds unsynced records.
+    fn rotate_if_full(&self) -> std::io::Result<()> {
+        let (full, number) = {
+            let mut inner = self.lock();
+            let active = inner.active();
+            (
+                (active.len >= self.segment_bytes).then(|| active.file.clone()),
+                active.number,
+            )
+        };
+        if let Some(file) = full {
+            file.sync_data()?;
+            self.add_segment(number + 1)?;
+        }
+        Ok(())
+    }
+
+    /// Drops every entry at or above `index` (written to the page cache;
+    /// durable after the next [`Wal::sync`]).
+    pub(crate) fn truncate(&self, index: u64) -> std::io::Result<()> {
+        let mut buf = Vec::with_capacity(HEADER + FIXED);
+        record(KIND_TRUNCATE, log_id(0, 0, index), &[], &mut buf);
+        let mut inner = self.lock();
+        let active = inner.active();
+        active.file.write_all_at(&buf, active.len)?;
+        active.len += buf.len() as u64;
+        inner.truncate_from(index);
+        Ok(())
+    }
+
+    /// Forgets entries at or below `index` and deletes the oldest segments
+    /// while everything in them is purged. The caller has already made the
+    /// purge mark durable, so a deletion lost in a crash only leaves
+    /// entries that replay drops.
+    pub(crate) fn purge(&self, index: u64) -> std::io::Result<()> {
+        let doomed: Vec<u64> = {
+            let mut inner = self.lock();
+            inner.purge_to(index);
+            let mut doomed = Vec::new();
+            while inner.segments.len() > 1
+                && inner.segments[0].max_index.is_none_or(|max| max <= index)
+            {
+                if let Some(segment) = inner.segments.pop_front() {
+                    doomed.push(segment.number);
+                }
+            }
+            doomed
+        };
+        for number in doomed {
+            match std::fs::remove_file(self.dir.join(segment_name(number))) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes every record written so far durable: one `fdatasync` of the
+    /// newest segment (older ones were synced when they filled).
+    pub(crate) fn sync(&self) -> std::io::Result<()> {
+        let file = self.lock().active().file.clone();
+        file.sync_data()
+    }
+
+    pub(crate) fn last_log_id(&self) -> Option<LogId> {
+        self.lock().entries.back().map(|l| l.log_id)
+    }
+
+    /// The index of the oldest entry held, if any.
+    #[cfg(test)]
+    fn first_index(&self) -> Option<u64> {
+        let inner = self.lock();
+        (!inner.entries.is_empty()).then_some(inner.first_index)
+    }
+
+    /// The encoded entries with index in `start..end` that the log holds.
+    pub(crate) fn read(&self, start: u64, end: u64) -> std::io::Result<Vec<Vec<u8>>> {
+        let wanted: Vec<(Arc<File>, Location)> = {
+            let inner = self.lock();
+            let from = start.max(inner.first_index);
+            let to = end.min(inner.next_index());
+            (from..to)
+                .filter_map(|index| {
+                    let location = inner.entries[(index - inner.first_index) as usize];
+                    inner
+                        .segments
+                        .iter()
+                        .find(|s| s.number == location.segment)
+                        .map(|s| (s.file.clone(), location))
+                })
+                .collect()
+        };
+        wanted
+            .into_iter()
+            .map(|(file, location)| {
+                let mut bytes = vec![0u8; location.len as usize];
+                file.read_exact_at(&mut bytes, location.offset)?;
+                Ok(bytes)
+            })
+            .collect()
+    }
+
+    /// How many segment files the log has (for tests and metrics).
+    #[cfg(test)]
+    fn segment_count(&self) -> usize {
+        self.lock().segments.len()
+    }
+}
+
+/// Whether a record parses anywhere after `from`. Only offsets whose kind
+/// byte and index look like a record are checksummed, so a segment full of
+/// garbage is scanned in linear time.
+fn valid_record_after(bytes: &[u8], from: usize, max_index: u64) -> bool {
+    (from + 1..bytes.len().saturating_sub(HEADER + FIXED - 1)).any(|at| {
+        let kind = bytes[at + HEADER];
+        (kind == KIND_ENTRY || kind == KIND_TRUNCATE)
+            && u64_at(bytes, at + HEADER + 17) <= max_index
+            && parse(&bytes[at..]).is_some()
+    })
+}
+
+/// Rewrites the segments in `dir` without the entries whose index is in
+/// `indexes`, as damage that lost whole records would leave them.
+#[cfg(test)]
+pub(crate) fn drop_entries(dir: &Path, indexes: std::ops::RangeInclusive<u64>) {
+    for item in std::fs::read_dir(dir).expect("wal dir") {
+        let path = item.expect("entry").path();
+        let bytes = std::fs::read(&path).expect("read segment");
+        let mut kept = Vec::new();
+        let mut at = 0;
+        while let Some((kind, id, _, len)) = parse(&bytes[at..]) {
+            if kind != KIND_ENTRY || !indexes.contains(&id.index) {
+                kept.extend_from_slice(&bytes[at..at + len]);
+            }
+            at += len;
+        }
+        std::fs::write(&path, kept).expect("write segment");
+    }
+}
+
+/// One record at the start of `bytes`: kind, log id, data length and the
+/// whole record's length; `None` if it is torn, damaged or not a record.
+fn parse(bytes: &[u8]) -> Option<(u8, LogId, usize, usize)> {
+    if bytes.len() < HEADER + FIXED {
+        return None;
+    }
+    let len = u32::from_le_bytes(bytes[0..4].try_into().ok()?) as usize;
+    let crc = u32::from_le_bytes(bytes[4..8].try_into().ok()?);
+    if len < FIXED || bytes.len() < HEADER + len {
+        return None;
+    }
+    let payload = &bytes[HEADER..HEADER + len];
+    if crc32fast::hash(payload) != crc {
+        return None;
+    }
+    let kind = payload[0];
+    if kind != KIND_ENTRY && kind != KIND_TRUNCATE {
+        return None;
+    }
+    let id = log_id(u64_at(payload, 1), u64_at(payload, 9), u64_at(payload, 17));
+    Some((kind, id, len - FIXED, HEADER + len))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(index: u64) -> LogId {
+        log_id(1, 1, index)
+    }
+
+    fn data(index: u64) -> Vec<u8> {
+        format!("entry-{index}").into_bytes()
+    }
+
+    fn append(wal: &Wal, indexes: std::ops::RangeInclusive<u64>) {
+        let batch: Vec<_> = indexes.map(|i| (id(i), data(i))).collect();
+        wal.append(&batch).expect("append");
+    }
+
+    fn read_all(wal: &Wal) -> Vec<String> {
+        wal.read(0, u64::MAX)
+            .expect("read")
+            .into_iter()
+            .map(|b| String::from_utf8(b).expect("utf8"))
+            .collect()
+    }
+
+    fn names(range: std::ops::RangeInclusive<u64>) -> Vec<String> {
+        range.map(|i| format!("entry-{i}")).collect()
+    }
+
+    #[test]
+    fn appends_truncations_and_purges_replay_as_they_were() {
+        let dir = tempfile::TempDir::new().expect("temp dir");
+        let path = dir.path().join("wal");
+        {
+            let wal = Wal::open(&path, None, 0).expect("open");
+            append(&wal, 1..=5);
+            append(&wal, 6..=9);
+            wal.truncate(7).expect("truncate");
+            let mut replaced = (id(7), b"entry-7b".to_vec());
+            replaced.0.leader_id.term = 2;
+            wal.append(&[replaced]).expect("append");
+            wal.sync().expect("sync");
+        }
+        let wal = Wal::open(&path, None, 0).expect("reopen");
+        let mut want = names(1..=6);
+        want.push("entry-7b".into());
+        assert_eq!(read_all(&wal), want);
+        assert_eq!(
+            wal.last_log_id().map(|l| (l.leader_id.term, l.index)),
+            Some((2, 7))
+        );
+        assert_eq!(read_all(&wal)[2..4], names(3..=4)[..]);
+        assert_eq!(wal.read(3, 5).expect("read").len(), 2);
+        drop(wal);
+
+        // The purge mark (kept in sled) hides what it covers on replay.
+        let wal = Wal::open(&path, Some(4), 4).expect("reopen");
+        assert_eq!(wal.first_index(), Some(5));
+        assert_eq!(read_all(&wal)[0], "entry-5");
+    }
+
+    #[test]
+    fn a_torn_tail_is_cut_off_and_damage_elsewhere_is_refused() {
+        let dir = tempfile::TempDir::new().expect("temp dir");
+        let path = dir.path().join("wal");
+        {
+            let wal = Wal::open(&path, None, 0).expect("open");
+            append(&wal, 1..=3);
+            wal.sync().expect("sync");
+        }
+        let segment = path.join(segment_name(1));
+        let whole = std::fs::read(&segment).expect("read");
+        // Half of a fourth record, as a crash during its write leaves it.
+        let mut torn = Vec::new();
+        record(KIND_ENTRY, id(4), &data(4), &mut torn);
+        let mut bytes = whole.clone();
+        bytes.extend_from_slice(&torn[..torn.len() / 2]);
+        bytes.extend_from_slice(&[0u8; 100]);
+        std::fs::write(&segment, &bytes).expect("write");
+        let wal = Wal::open(&path, None, 0).expect("a torn tail opens");
+        assert_eq!(read_all(&wal), names(1..=3));
+        assert_eq!(
+            std::fs::metadata(&segment).expect("stat").len() as usize,
+            whole.len()
+        );
+        append(&wal, 4..=4);
+        drop(wal);
+        assert_eq!(
+            read_all(&Wal::open(&path, None, 0).expect("reopen")),
+            names(1..=4)
+        );
+
+        // A damaged record with valid ones after it, even in the newest
+        // segment: records that may have been acknowledged are lost.
+        let mut bytes = std::fs::read(&segment).expect("read");
+        bytes[HEADER + FIXED] ^= 0x5a;
+        std::fs::write(&segment, &bytes).expect("write");
+        match Wal::open(&path, None, 0) {
+            Err(OpenError::Corrupt(reason)) => assert!(reason.contains("damaged"), "{reason}"),
+            Err(e) => panic!("unexpected error {e:?}"),
+            Ok(_) => panic!("damage before valid records must be refused"),
+        }
+        assert_eq!(
+            std::fs::read(&segment).expect("read"),
+            bytes,
+            "a refused log is left as it was"
+        );
+
+        // Damage to the last record of a segment that is not the newest.
+        let last = bytes.len() - 1;
+        bytes[HEADER + FIXED] ^= 0x5a;
+        bytes[last] ^= 0x5a;
+        std::fs::write(&segment, &bytes).expect("write");
+        std::fs::write(path.join(segment_name(2)), b"").expect("newer segment");
+        match Wal::open(&path, None, 0) {
+            Err(OpenError::Corrupt(reason)) => assert!(reason.contains("damaged"), "{reason}"),
+            Err(e) => panic!("unexpected error {e:?}"),
+            Ok(_) => panic!("damage in an older segment must be refused"),
+        }
+    }
+
+    #[test]
+    fn a_gap_is_refused_unless_the_snapshot_covers_it() {
+        let dir = tempfile::TempDir::new().expect("temp dir");
+        let path = dir.path().join("wal");
+        {
+            let wal = Wal::open(&path, None, 0).expect("open");
+            append(&wal, 1..=3);
+            // What a follower writes after installing a snapshot up to 9.
+            append(&wal, 10..=11);
+            assert_eq!(read_all(&wal), names(10..=11));
+            wal.sync().expect("sync");
+        }
+        match Wal::open(&path, None, 5) {
+            Err(OpenError::Corrupt(reason)) => {
+                assert!(reason.contains("entry 4 is missing"), "{reason}")
+            }
+            other => panic!("a gap past the snapshot must be refused: {:?}", other.err()),
+        }
+        let wal = Wal::open(&path, None, 9).expect("the snapshot covers the gap");
+        assert_eq!(read_all(&wal), names(10..=11));
+    }
+
+    #[test]
+    fn full_segments_rotate_and_purges_delete_them() {
+        let dir = tempfile::TempDir::new().expect("temp dir");
+        let path = dir.path().join("wal");
+        let mut wal = Wal::open(&path, None, 0).expect("open");
+        wal.segment_bytes = 4096;
+        let big = vec![7u8; 2048];
+        for index in 1..=5 {
+            wal.append(&[(id(index), big.clone())]).expect("append");
+        }
+        // Two entries fill a segment; the third write starts the next one.
+        assert_eq!(wal.segment_count(), 3);
+        wal.purge(3).expect("purge");
+        assert_eq!(
+            wal.segment_count(),
+            2,
+            "the segment with 1 and 2 is deleted"
+        );
+        assert!(!path.join(segment_name(1)).exists());
+        wal.purge(5).expect("purge");
+        assert_eq!(wal.segment_count(), 1, "the newest segment is always kept");
+        wal.sync().expect("sync");
+        drop(wal);
+        let wal = Wal::open(&path, Some(5), 5).expect("reopen");
+        assert_eq!(wal.first_index(), None);
+        wal.append(&[(id(6), data(6))])
+            .expect("append after a full purge");
+        assert_eq!(read_all(&wal), names(6..=6));
+    }
+}
