@@ -1,6 +1,6 @@
-//! berthd: a Berth control-plane server. It runs one Raft node (openraft,
-//! sled storage, tonic transport) and serves the control API on the same
-//! port as the Raft traffic.
+//! berthd: a Berth control-plane server. It runs one Raft node (openraft;
+//! the log in segment files, the vote in sled; tonic transport) and serves
+//! the control API on the same port as the Raft traffic.
 
 pub mod api;
 pub mod audit;
@@ -403,8 +403,9 @@ impl Server {
         // reconnect to another server).
         //
         // A storage failure (a full disk, an I/O error) stops Raft for good:
-        // sled keeps failing once a write to its file failed, and openraft
-        // shuts its core down on any storage error. Like etcd after a failed
+        // after a failed write the end of the log on disk is unknown (only
+        // replay on the next start settles it), and openraft shuts its core
+        // down on any storage error. Like etcd after a failed
         // WAL write, the server then stops serving and exits non-zero, and
         // its supervisor (systemd, compose) starts it again: it recovers from
         // its data dir once the disk has room. Nothing was acknowledged that
