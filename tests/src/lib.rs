@@ -48,11 +48,22 @@ pub fn try_binary(name: &str) -> Result<PathBuf> {
 }
 
 /// A free loopback port (bound and released; good enough on a test host).
+/// Never the same port twice in one test binary: its tests run at once,
+/// and a port one test picked but has not bound yet is free again to the
+/// kernel, which handed it to a second test's server once (the second
+/// test's calls then reached the first test's cluster).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
+    static GIVEN: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("free port");
+        if GIVEN.lock().unwrap_or_else(|p| p.into_inner()).insert(port) {
+            return port;
+        }
+    }
 }
 
 pub struct ServerProc {
