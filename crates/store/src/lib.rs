@@ -320,10 +320,7 @@ fn convert_format_7(
     if wal_dir.exists() {
         std::fs::remove_dir_all(wal_dir).map_err(wal_err)?;
     }
-    let wal = wal::Wal::open(wal_dir, None, u64::MAX).map_err(|e| match e {
-        wal::OpenError::Io(_, source) => wal_err(source),
-        wal::OpenError::Corrupt(reason) => wal_err(std::io::Error::other(reason)),
-    })?;
+    let wal = wal::Wal::open(wal_dir, None, u64::MAX).map_err(|e| e.into_store(wal_dir))?;
     let mut batch = Vec::new();
     let mut moved = 0usize;
     for item in old.iter() {

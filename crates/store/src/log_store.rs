@@ -139,16 +139,8 @@ impl LogStore {
     ) -> Result<Self, StoreError> {
         let meta = db.open_tree(keys::RAFT_META_TREE)?;
         let purged: Option<LogId> = read_meta(&meta, keys::LAST_PURGED)?;
-        let wal = Wal::open(wal_dir, purged.map(|p| p.index), covered).map_err(|e| match e {
-            crate::wal::OpenError::Io(path, source) => StoreError::Wal {
-                path: path.display().to_string(),
-                source,
-            },
-            crate::wal::OpenError::Corrupt(reason) => StoreError::LogCorrupt {
-                path: wal_dir.display().to_string(),
-                reason,
-            },
-        })?;
+        let wal = Wal::open(wal_dir, purged.map(|p| p.index), covered)
+            .map_err(|e| e.into_store(wal_dir))?;
         let wal = Arc::new(wal);
         Ok(Self {
             db: db.clone(),
@@ -192,32 +184,23 @@ impl LogStore {
     /// Makes everything written so far durable (used at shutdown too).
     pub async fn flush(&self) -> Result<(), std::io::Error> {
         let (db, files, wal) = (self.db.clone(), self.files.clone(), self.wal.clone());
-        let both = move || {
+        blocking(move || {
             wal.sync()?;
             durable_flush(&db, &files)
-        };
-        match tokio::task::spawn_blocking(both).await {
-            Ok(result) => result,
-            Err(join) => Err(std::io::Error::other(join)),
-        }
+        })
+        .await
     }
 
     /// Makes the vote and the purge mark durable.
     async fn flush_meta(&self) -> Result<(), std::io::Error> {
         let (db, files) = (self.db.clone(), self.files.clone());
-        match tokio::task::spawn_blocking(move || durable_flush(&db, &files)).await {
-            Ok(result) => result,
-            Err(join) => Err(std::io::Error::other(join)),
-        }
+        blocking(move || durable_flush(&db, &files)).await
     }
 
     /// Makes the segment files durable.
     async fn sync_wal(&self) -> Result<(), std::io::Error> {
         let wal = self.wal.clone();
-        match tokio::task::spawn_blocking(move || wal.sync()).await {
-            Ok(result) => result,
-            Err(join) => Err(std::io::Error::other(join)),
-        }
+        blocking(move || wal.sync()).await
     }
 
     fn read_meta<T: serde::de::DeserializeOwned>(
@@ -246,6 +229,16 @@ impl LogStore {
             }
         }
         Ok(())
+    }
+}
+
+/// Runs a sync on tokio's blocking pool, off the Raft core's thread.
+async fn blocking(
+    sync: impl FnOnce() -> Result<(), std::io::Error> + Send + 'static,
+) -> Result<(), std::io::Error> {
+    match tokio::task::spawn_blocking(sync).await {
+        Ok(result) => result,
+        Err(join) => Err(std::io::Error::other(join)),
     }
 }
 

@@ -32,7 +32,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use openraft::CommittedLeaderId;
 
-use crate::LogId;
+use crate::{LogId, StoreError};
 
 /// A segment takes appends until it is this long: large enough that
 /// rotation (one extra fsync of the old file and of the directory) is rare,
@@ -59,6 +59,12 @@ struct Segment {
     len: u64,
     /// The highest entry index ever written into it (`None`: no entry).
     max_index: Option<u64>,
+}
+
+impl Segment {
+    fn note_entry(&mut self, index: u64) {
+        self.max_index = Some(self.max_index.map_or(index, |m| m.max(index)));
+    }
 }
 
 struct Inner {
@@ -97,6 +103,14 @@ impl Inner {
         }
     }
 
+    /// Makes `location` the log's only entry: what follows a gap that a
+    /// snapshot spans.
+    fn restart_at(&mut self, location: Location) {
+        self.entries.clear();
+        self.first_index = location.log_id.index;
+        self.entries.push_back(location);
+    }
+
     /// Records `location` as entry `index`: the next one, or one that
     /// replaces the entries from `index` on (openraft truncates first, but
     /// an overwrite must never leave a stale tail behind either way).
@@ -126,6 +140,22 @@ pub(crate) enum OpenError {
     Corrupt(String),
 }
 
+impl OpenError {
+    /// The store's error for the log in `dir`.
+    pub(crate) fn into_store(self, dir: &Path) -> StoreError {
+        match self {
+            OpenError::Io(path, source) => StoreError::Wal {
+                path: path.display().to_string(),
+                source,
+            },
+            OpenError::Corrupt(reason) => StoreError::LogCorrupt {
+                path: dir.display().to_string(),
+                reason,
+            },
+        }
+    }
+}
+
 fn segment_name(number: u64) -> String {
     format!("{number:020}.wal")
 }
@@ -141,18 +171,30 @@ fn log_id(term: u64, node: u64, index: u64) -> LogId {
     LogId::new(CommittedLeaderId::new(term, node), index)
 }
 
-fn record(kind: u8, log_id: LogId, data: &[u8], into: &mut Vec<u8>) {
-    let mut payload = Vec::with_capacity(FIXED + data.len());
-    payload.push(kind);
-    payload.extend_from_slice(&log_id.leader_id.term.to_le_bytes());
-    payload.extend_from_slice(&log_id.leader_id.node_id.to_le_bytes());
-    payload.extend_from_slice(&log_id.index.to_le_bytes());
-    payload.extend_from_slice(data);
-    let len = u32::try_from(payload.len())
-        .unwrap_or_else(|_| panic!("a Raft entry of {} bytes", payload.len()));
+/// Appends one record to `into`, built in place (no copy of `data` but
+/// this one).
+fn record(kind: u8, log_id: LogId, data: &[u8], into: &mut Vec<u8>) -> std::io::Result<()> {
+    let len = u32::try_from(FIXED + data.len()).map_err(|_| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!(
+                "raft entry {} is {} bytes; a log record holds at most 4 GiB",
+                log_id.index,
+                data.len()
+            ),
+        )
+    })?;
+    let start = into.len();
     into.extend_from_slice(&len.to_le_bytes());
-    into.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
-    into.extend_from_slice(&payload);
+    into.extend_from_slice(&[0; 4]);
+    into.push(kind);
+    into.extend_from_slice(&log_id.leader_id.term.to_le_bytes());
+    into.extend_from_slice(&log_id.leader_id.node_id.to_le_bytes());
+    into.extend_from_slice(&log_id.index.to_le_bytes());
+    into.extend_from_slice(data);
+    let crc = crc32fast::hash(&into[start + HEADER..]);
+    into[start + 4..start + HEADER].copy_from_slice(&crc.to_le_bytes());
+    Ok(())
 }
 
 /// Syncs the directory entry of a file created or removed in `dir`.
@@ -242,7 +284,7 @@ impl Wal {
                 let index = log_id.index;
                 match kind {
                     KIND_ENTRY => {
-                        segment.max_index = Some(segment.max_index.map_or(index, |m| m.max(index)));
+                        segment.note_entry(index);
                         let location = Location {
                             segment: number,
                             offset: (at + HEADER + FIXED) as u64,
@@ -251,9 +293,7 @@ impl Wal {
                         };
                         if let Err(expected) = inner.place(index, location) {
                             if index > expected && index - 1 <= allowed_gap {
-                                inner.entries.clear();
-                                inner.first_index = index;
-                                inner.entries.push_back(location);
+                                inner.restart_at(location);
                             } else {
                                 return Err(OpenError::Corrupt(format!(
                                     "entry {expected} is missing (the next one stored is {index}, the snapshot ends at {covered})"
@@ -316,7 +356,7 @@ impl Wal {
         let mut offsets = Vec::with_capacity(entries.len());
         for (log_id, bytes) in entries {
             offsets.push(buf.len());
-            record(KIND_ENTRY, *log_id, bytes, &mut buf);
+            record(KIND_ENTRY, *log_id, bytes, &mut buf)?;
         }
         let mut inner = self.lock();
         let active = inner.active();
@@ -324,12 +364,7 @@ impl Wal {
         active.file.write_all_at(&buf, start)?;
         active.len += buf.len() as u64;
         for ((log_id, bytes), offset) in entries.iter().zip(offsets) {
-            let active = inner.active();
-            active.max_index = Some(
-                active
-                    .max_index
-                    .map_or(log_id.index, |m| m.max(log_id.index)),
-            );
+            inner.active().note_entry(log_id.index);
             let location = Location {
                 segment: number,
                 offset: start + (offset + HEADER + FIXED) as u64,
@@ -354,9 +389,7 @@ impl Wal {
                     expected,
                     "the raft log restarts after a snapshot"
                 );
-                inner.entries.clear();
-                inner.first_index = log_id.index;
-                inner.entries.push_back(location);
+                inner.restart_at(location);
             }
         }
         Ok(())
@@ -384,7 +417,7 @@ impl Wal {
     /// durable after the next [`Wal::sync`]).
     pub(crate) fn truncate(&self, index: u64) -> std::io::Result<()> {
         let mut buf = Vec::with_capacity(HEADER + FIXED);
-        record(KIND_TRUNCATE, log_id(0, 0, index), &[], &mut buf);
+        record(KIND_TRUNCATE, log_id(0, 0, index), &[], &mut buf)?;
         let mut inner = self.lock();
         let active = inner.active();
         active.file.write_all_at(&buf, active.len)?;
@@ -555,6 +588,15 @@ mod tests {
         range.map(|i| format!("entry-{i}")).collect()
     }
 
+    /// Why opening the log in `path` is refused as corrupt.
+    fn refused(path: &Path, covered: u64, why: &str) -> String {
+        match Wal::open(path, None, covered) {
+            Err(OpenError::Corrupt(reason)) => reason,
+            Err(e) => panic!("unexpected error {e:?}"),
+            Ok(_) => panic!("{why} must be refused"),
+        }
+    }
+
     #[test]
     fn appends_truncations_and_purges_replay_as_they_were() {
         let dir = tempfile::TempDir::new().expect("temp dir");
@@ -600,7 +642,7 @@ mod tests {
         let whole = std::fs::read(&segment).expect("read");
         // Half of a fourth record, as a crash during its write leaves it.
         let mut torn = Vec::new();
-        record(KIND_ENTRY, id(4), &data(4), &mut torn);
+        record(KIND_ENTRY, id(4), &data(4), &mut torn).expect("record");
         let mut bytes = whole.clone();
         bytes.extend_from_slice(&torn[..torn.len() / 2]);
         bytes.extend_from_slice(&[0u8; 100]);
@@ -623,11 +665,8 @@ mod tests {
         let mut bytes = std::fs::read(&segment).expect("read");
         bytes[HEADER + FIXED] ^= 0x5a;
         std::fs::write(&segment, &bytes).expect("write");
-        match Wal::open(&path, None, 0) {
-            Err(OpenError::Corrupt(reason)) => assert!(reason.contains("damaged"), "{reason}"),
-            Err(e) => panic!("unexpected error {e:?}"),
-            Ok(_) => panic!("damage before valid records must be refused"),
-        }
+        let reason = refused(&path, 0, "damage before valid records");
+        assert!(reason.contains("damaged"), "{reason}");
         assert_eq!(
             std::fs::read(&segment).expect("read"),
             bytes,
@@ -640,11 +679,8 @@ mod tests {
         bytes[last] ^= 0x5a;
         std::fs::write(&segment, &bytes).expect("write");
         std::fs::write(path.join(segment_name(2)), b"").expect("newer segment");
-        match Wal::open(&path, None, 0) {
-            Err(OpenError::Corrupt(reason)) => assert!(reason.contains("damaged"), "{reason}"),
-            Err(e) => panic!("unexpected error {e:?}"),
-            Ok(_) => panic!("damage in an older segment must be refused"),
-        }
+        let reason = refused(&path, 0, "damage in an older segment");
+        assert!(reason.contains("damaged"), "{reason}");
     }
 
     /// A power cut keeps any prefix of what was written after the last
@@ -698,12 +734,8 @@ mod tests {
             assert_eq!(read_all(&wal), names(10..=11));
             wal.sync().expect("sync");
         }
-        match Wal::open(&path, None, 5) {
-            Err(OpenError::Corrupt(reason)) => {
-                assert!(reason.contains("entry 4 is missing"), "{reason}")
-            }
-            other => panic!("a gap past the snapshot must be refused: {:?}", other.err()),
-        }
+        let reason = refused(&path, 5, "a gap past the snapshot");
+        assert!(reason.contains("entry 4 is missing"), "{reason}");
         let wal = Wal::open(&path, None, 9).expect("the snapshot covers the gap");
         assert_eq!(read_all(&wal), names(10..=11));
     }
