@@ -297,7 +297,7 @@ fn main() -> ExitCode {
 /// (33 MiB with 20 tasks, measured). A fixed threshold, which glibc reads
 /// only from the environment at start, keeps it near 25 MiB. glibc also
 /// gives threads arenas of their own (up to 8 per core), each holding freed
-/// memory apart; the agent's threads (two tokio workers, sled's I/O pool)
+/// memory apart; the agent's threads (two tokio workers, the blocking pool)
 /// are mostly idle, and one arena for all of them saved 1.5-2 MiB with 20
 /// tasks (docs/benchmarks.md). So the agent re-executes itself once with
 /// both set; the pid stays the same. Either can be overridden from the
