@@ -15,6 +15,7 @@ pub mod hostports;
 pub mod logs;
 pub mod metrics;
 pub mod ocibuild;
+pub mod reference;
 pub mod registry;
 pub mod rootfs;
 pub mod runner;

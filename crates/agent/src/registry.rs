@@ -137,12 +137,10 @@ impl Registries {
 }
 
 pub fn parse_reference(reference: &str) -> Result<Reference, RuntimeError> {
-    reference
-        .parse::<Reference>()
-        .map_err(|e| RuntimeError::InvalidReference {
-            reference: reference.to_string(),
-            reason: e.to_string(),
-        })
+    crate::reference::parse(reference).map_err(|e| RuntimeError::InvalidReference {
+        reference: reference.to_string(),
+        reason: e.to_string(),
+    })
 }
 
 /// Turn oci-client's error into one a person can act on.
