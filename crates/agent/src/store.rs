@@ -967,6 +967,21 @@ mod tests {
             .expect("record");
         reported.insert("t-002", &[1u8][..]).expect("reported");
         db.flush().expect("flush");
+        drop((assignments, records, reported, db));
+        // sled's flusher thread holds the database, and with it the lock
+        // on its file, for a moment after the last handle is dropped: an
+        // agent that has exited has let go, so wait for the same here.
+        let file = File::open(dir.join("db")).expect("open db");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive)
+            .is_err()
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "sled still holds its lock"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
     }
 
     #[tokio::test]
