@@ -280,15 +280,19 @@ pub fn list(
     let mut keyed: Vec<(String, ServiceDeploymentBrief)> = deployments
         .iter()
         .map(|v| &v.deployment)
-        .filter(|d| request.status.is_empty() || request.status.iter().any(|s| s == status(d)))
-        .filter(|d| {
+        // The service keeps its deployments newest first; that position
+        // breaks ties between deployments made in the same millisecond
+        // (their ids are random).
+        .enumerate()
+        .filter(|(_, d)| request.status.is_empty() || request.status.iter().any(|s| s == status(d)))
+        .filter(|(_, d)| {
             let at = epoch_seconds(d.created_at_ms);
             window.after.is_none_or(|after| at >= after)
                 && window.before.is_none_or(|before| at <= before)
         })
         // Newest first: the key counts down as creation time goes up.
-        .map(|d| {
-            let key = format!("{:020}{}", i64::MAX - d.created_at_ms, d.id);
+        .map(|(position, d)| {
+            let key = format!("{:020}{position:010}{}", i64::MAX - d.created_at_ms, d.id);
             (key, brief(scope, service, d))
         })
         .collect();
@@ -405,6 +409,29 @@ mod tests {
         assert_eq!(json["deploymentCircuitBreaker"]["failureCount"], 1);
         let old = deployment(&scope(), &d, &d.deployments[1]);
         assert!(old.source_service_revisions.is_empty());
+    }
+
+    /// Made in the same millisecond (a CreateService and an UpdateService
+    /// in a row), the newer deployment still comes first, whatever its
+    /// random id.
+    #[test]
+    fn deployments_of_the_same_millisecond_list_newest_first() {
+        let mut d = described();
+        for (newer, older) in [("1", "9"), ("9", "1")] {
+            d.deployments = vec![
+                deployment_at(newer, 7_000, DeploymentStatus::Primary),
+                deployment_at(older, 7_000, DeploymentStatus::Active),
+            ];
+            let request: ListServiceDeploymentsRequest =
+                serde_json::from_value(serde_json::json!({"service": "web"})).unwrap();
+            let (page, _) = list(&scope(), &d.service, &d.deployments, &request).unwrap();
+            assert!(
+                page[0]
+                    .service_deployment_arn
+                    .ends_with(&format!("/{newer}")),
+                "{page:?}"
+            );
+        }
     }
 
     #[test]
