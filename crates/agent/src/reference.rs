@@ -135,21 +135,15 @@ fn check_path_component(component: &str) -> Result<(), ReferenceError> {
     if !alnum(first) || !alnum(last) {
         return Err(bad());
     }
-    let mut i = 0;
-    while i < bytes.len() {
-        if alnum(bytes[i]) {
-            i += 1;
-            continue;
-        }
-        let start = i;
-        while i < bytes.len() && !alnum(bytes[i]) {
-            i += 1;
-        }
-        let separator = &component[start..i];
-        let ok = matches!(separator, "." | "_" | "__") || separator.bytes().all(|b| b == b'-');
-        if !ok {
-            return Err(bad());
-        }
+    // What lies between the alphanumeric runs: each must be a separator.
+    let separators_ok = component
+        .split(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+        .filter(|separator| !separator.is_empty())
+        .all(|separator| {
+            matches!(separator, "." | "_" | "__") || separator.bytes().all(|b| b == b'-')
+        });
+    if !separators_ok {
+        return Err(bad());
     }
     Ok(())
 }
@@ -169,13 +163,12 @@ fn check_tag(tag: &str) -> Result<&str, ReferenceError> {
 }
 
 fn check_digest(digest: &str) -> Result<&str, ReferenceError> {
-    let hex_len = match digest.split_once(':') {
+    let (hex, len) = match digest.split_once(':') {
         Some(("sha256", hex)) => (hex, 64),
         Some(("sha384", hex)) => (hex, 96),
         Some(("sha512", hex)) => (hex, 128),
         _ => return Err(ReferenceError::Digest(digest.to_string())),
     };
-    let (hex, len) = hex_len;
     if hex.len() == len && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
         Ok(digest)
     } else {

@@ -190,6 +190,7 @@ fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -
         source,
     }
 }
+
 /// Everything the store knows, as the journal replays to.
 #[derive(Debug, Default)]
 struct State {
@@ -277,7 +278,8 @@ fn push_record(out: &mut Vec<u8>, kind: Kind, key: &str, value: &[u8]) {
 }
 
 fn record(kind: Kind, key: &str, value: &[u8]) -> Result<Vec<u8>, StoreError> {
-    if u16::try_from(key.len()).is_err() || u32::try_from(value.len()).is_err() {
+    let body_len = BODY_HEAD + key.len() + value.len();
+    if u16::try_from(key.len()).is_err() || u32::try_from(body_len).is_err() {
         return Err(StoreError::Encode {
             key: key.chars().take(64).collect(),
             reason: format!(
@@ -514,8 +516,23 @@ impl Store {
 
     /// Appends the change, then applies it in memory.
     fn change(&self, kind: Kind, key: &str, value: &[u8]) -> Result<(), StoreError> {
+        self.change_if(kind, key, value, |_| true)
+    }
+
+    /// [`Store::change`], only if `wanted` says so of the state: decided
+    /// under the same lock as the append, so no other change comes between.
+    fn change_if(
+        &self,
+        kind: Kind,
+        key: &str,
+        value: &[u8],
+        wanted: impl FnOnce(&State) -> bool,
+    ) -> Result<(), StoreError> {
         let bytes = record(kind, key, value)?;
         let mut inner = self.lock();
+        if !wanted(&inner.state) {
+            return Ok(());
+        }
         if let Some(journal) = &mut inner.journal {
             journal.append(&bytes)?;
         }
@@ -583,29 +600,18 @@ impl Store {
     pub fn mark_stopped_reported(&self, task_id: &str) -> Result<(), StoreError> {
         // Only for tasks still known: a late mark must not resurrect a key
         // of a task that was just forgotten.
-        let known = {
-            let inner = self.lock();
-            inner.state.assignments.contains_key(task_id) && !inner.state.reported.contains(task_id)
-        };
-        if known {
-            self.change(Kind::Reported, task_id, &[])?;
-        }
-        Ok(())
+        self.change_if(Kind::Reported, task_id, &[], |state| {
+            state.assignments.contains_key(task_id) && !state.reported.contains(task_id)
+        })
     }
 
     /// Forgets the task entirely.
     pub fn remove_task(&self, task_id: &str) -> Result<(), StoreError> {
-        let known = {
-            let inner = self.lock();
-            let state = &inner.state;
+        self.change_if(Kind::Remove, task_id, &[], |state| {
             state.assignments.contains_key(task_id)
                 || state.records.contains_key(task_id)
                 || state.reported.contains(task_id)
-        };
-        if known {
-            self.change(Kind::Remove, task_id, &[])?;
-        }
-        Ok(())
+        })
     }
 
     pub fn last_sequence(&self) -> Result<u64, StoreError> {
@@ -728,12 +734,10 @@ mod from_sled {
             }
             Ok(Err(source)) => return Err(sled_err(source)),
             Err(panic) => {
-                let what = panic
-                    .downcast_ref::<String>()
-                    .map(String::as_str)
-                    .or_else(|| panic.downcast_ref::<&str>().copied())
-                    .unwrap_or("a panic");
-                return Err(corrupt(format!("reading it failed: {what}")));
+                return Err(corrupt(format!(
+                    "reading it failed: {}",
+                    berth_daemon::panic_message(panic.as_ref())
+                )));
             }
         };
         let empty = state.assignments.is_empty()

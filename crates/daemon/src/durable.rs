@@ -91,6 +91,16 @@ pub fn write_file(path: &Path, bytes: &[u8], mode: u32) -> Result<(), DurableErr
     sync_dir(dir)
 }
 
+/// What a caught panic said (sled 0.34 panics on some damage while it
+/// recovers, which both daemons report as corruption).
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
+    payload
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| payload.downcast_ref::<&str>().copied())
+        .unwrap_or("a panic")
+}
+
 /// The files of one sled database directory, kept open for syncing.
 pub struct SledFiles {
     dir: PathBuf,

@@ -10,6 +10,6 @@ pub mod health;
 pub mod logging;
 
 pub use config::{apply_config_file, ConfigError};
-pub use durable::{write_file, DurableError, SledFiles};
+pub use durable::{panic_message, write_file, DurableError, SledFiles};
 pub use health::{probe, serve_health, HealthState, MetricsRenderer};
 pub use logging::{init_logging, LogFormat};

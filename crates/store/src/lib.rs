@@ -423,12 +423,10 @@ pub fn open(dir: &Path) -> Result<(LogStore, StateMachineStore), StoreError> {
         }
         Ok(result) => result?,
         Err(panic) => {
-            let what = panic
-                .downcast_ref::<String>()
-                .map(String::as_str)
-                .or_else(|| panic.downcast_ref::<&str>().copied())
-                .unwrap_or("a panic");
-            return Err(corrupt(format!("reading it failed: {what}")));
+            return Err(corrupt(format!(
+                "reading it failed: {}",
+                berth_daemon::panic_message(panic.as_ref())
+            )));
         }
     };
     Ok((log, sm))
