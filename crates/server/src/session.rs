@@ -21,7 +21,6 @@ use berth_types::{
     TaskStatus,
 };
 use tokio::sync::{mpsc, Notify};
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 use tonic::{Request, Response, Status, Streaming};
 
@@ -75,7 +74,59 @@ impl Default for SessionConfig {
     }
 }
 
-type Outbound = mpsc::Sender<Result<pb::ServerMessage, Status>>;
+/// A message queued for the agent. Boxed because a channel allocates its
+/// first block of 32 slots when it is made and keeps it for the session's
+/// life: 32 pointers per session instead of 32 `Status`-sized results
+/// (about 6 KiB, times every connected instance on the leader).
+type Queued = Box<Result<pb::ServerMessage, Status>>;
+
+/// The sending side of a session's stream to its agent.
+#[derive(Clone)]
+struct Outbound(mpsc::Sender<Queued>);
+
+/// The agent closed its session; the message was not queued.
+struct SessionClosed;
+
+impl Outbound {
+    async fn send(&self, message: Result<pb::ServerMessage, Status>) -> Result<(), SessionClosed> {
+        self.0
+            .send(Box::new(message))
+            .await
+            .map_err(|_| SessionClosed)
+    }
+
+    /// Fails when the queue is full as well as when the session is closed.
+    fn try_send(&self, message: Result<pb::ServerMessage, Status>) -> Result<(), SessionClosed> {
+        self.0
+            .try_send(Box::new(message))
+            .map_err(|_| SessionClosed)
+    }
+
+    async fn closed(&self) {
+        self.0.closed().await
+    }
+}
+
+/// The receiving side, as the stream tonic sends to the agent.
+pub struct OutboundStream(mpsc::Receiver<Queued>);
+
+impl futures::Stream for OutboundStream {
+    type Item = Result<pb::ServerMessage, Status>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        self.0
+            .poll_recv(cx)
+            .map(|queued| queued.map(|message| *message))
+    }
+}
+
+fn outbound_channel() -> (Outbound, OutboundStream) {
+    let (tx, rx) = mpsc::channel(OUTBOUND_QUEUE);
+    (Outbound(tx), OutboundStream(rx))
+}
 
 /// Reports waiting for the report writer: the latest one per task, so an
 /// agent that repeats itself adds nothing, however often it does.
@@ -641,10 +692,13 @@ impl SessionHub {
         let attributes = berth_proto::convert::attributes_from_wire(&hello.attributes);
         let running =
             bounded_reports(hello.running, "hello.running").map_err(|e| cut_off(instance_id, e))?;
-        self.apply_reports(instance_id, running, true).await?;
+        // The hello's writes are boxed: an async fn's state is as large as
+        // its largest await, and this session's state lives as long as the
+        // agent stays connected, on the leader, for every instance.
+        Box::pin(self.apply_reports(instance_id, running, true)).await?;
         let host_ports =
             host_ports_from_wire(&hello.host_ports).map_err(|e| cut_off(instance_id, e))?;
-        node.write(Command::InstanceConnected {
+        Box::pin(node.write(Command::InstanceConnected {
             instance_id: instance_id.to_string(),
             agent_version: hello.agent_version.clone(),
             resources: Resources::new(
@@ -654,7 +708,7 @@ impl SessionHub {
             attributes,
             host_ports,
             at_ms: now_ms(),
-        })
+        }))
         .await?;
         tracing::info!(
             %instance_id,
@@ -709,7 +763,7 @@ impl SessionHub {
                             return Err(ServerError::Unavailable(status.message().to_string()))
                         }
                     };
-                    self.handle_agent_message(instance_id, session_id, message, &mut budget).await?;
+                    Box::pin(self.handle_agent_message(instance_id, session_id, message, &mut budget)).await?;
                 }
                 changed = changes.recv() => {
                     let Some(first) = changed else {
@@ -999,7 +1053,7 @@ impl Drop for LogRequestGuard {
 
 #[tonic::async_trait]
 impl AgentSessionService for SessionHub {
-    type SessionStream = ReceiverStream<Result<pb::ServerMessage, Status>>;
+    type SessionStream = OutboundStream;
 
     #[tracing::instrument(skip_all, fields(instance_id))]
     async fn session(
@@ -1013,7 +1067,7 @@ impl AgentSessionService for SessionHub {
             ));
         };
         tracing::Span::current().record("instance_id", instance_id.as_str());
-        let (tx, rx) = mpsc::channel(OUTBOUND_QUEUE);
+        let (tx, rx) = outbound_channel();
         let node = &self.inner.node;
         // A new leader serves sessions once its state is current, so the
         // complete set it sends reflects every acknowledged write.
@@ -1024,7 +1078,7 @@ impl AgentSessionService for SessionHub {
         if !node.has_applied_own_term() {
             let leader = leader_address(node);
             let _ = tx.send(Ok(redirect(&leader))).await;
-            return Ok(Response::new(ReceiverStream::new(rx)));
+            return Ok(Response::new(rx));
         }
         // Where the agent's connection came from: the instance's address
         // unless the agent names one (`--advertise-address`).
@@ -1043,7 +1097,7 @@ impl AgentSessionService for SessionHub {
                 let _ = tx.try_send(Err(Status::from(e)));
             }
         });
-        Ok(Response::new(ReceiverStream::new(rx)))
+        Ok(Response::new(rx))
     }
 }
 
