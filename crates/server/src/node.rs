@@ -141,6 +141,8 @@ struct Inner {
     session: u64,
     next_seq: AtomicU64,
     proposals: mpsc::Sender<Proposal>,
+    /// Entries being proposed at once (see `batch_loop`).
+    entry_slots: Arc<Semaphore>,
     barriers: mpsc::UnboundedSender<BarrierWaiter>,
     request_timeout: Duration,
     /// When a quorum last acknowledged this server as leader, by its own
@@ -217,6 +219,7 @@ impl BerthNode {
                 session: rand::random(),
                 next_seq: AtomicU64::new(0),
                 proposals: tx,
+                entry_slots: Arc::new(Semaphore::new(MAX_BATCHES_IN_FLIGHT)),
                 barriers: barrier_tx,
                 request_timeout: config.request_timeout,
                 quorum_acked: std::sync::Mutex::new(None),
@@ -352,12 +355,31 @@ impl BerthNode {
             crate::upgrade::check_members_support(self, needed).await?;
         }
         let (reply, rx) = oneshot::channel();
-        self.inner
-            .proposals
-            .send(Proposal { work, bytes, reply })
-            .await
-            .map_err(|_| ServerError::ShuttingDown)?;
+        let proposal = Proposal { work, bytes, reply };
+        match self.idle_entry_slot() {
+            // Nothing to batch with: proposed from this task, which saves
+            // the hand-offs to the batcher's tasks and back (a lone
+            // client's write latency is mostly such hand-offs).
+            Some(slot) => propose_entry(self.clone(), vec![proposal], slot).await,
+            None => self
+                .inner
+                .proposals
+                .send(proposal)
+                .await
+                .map_err(|_| ServerError::ShuttingDown)?,
+        }
         rx.await.map_err(|_| ServerError::ShuttingDown)?
+    }
+
+    /// A slot for an entry when no proposal is queued and no entry is being
+    /// proposed; `None` while there is anything a proposal could join.
+    fn idle_entry_slot(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        let queued = self.inner.proposals.max_capacity() - self.inner.proposals.capacity();
+        let slots = &self.inner.entry_slots;
+        if queued > 0 || slots.available_permits() < MAX_BATCHES_IN_FLIGHT {
+            return None;
+        }
+        slots.clone().try_acquire_owned().ok()
     }
 
     /// Proposes `commands` as one batch in an entry of their own (all
@@ -410,9 +432,12 @@ impl BerthNode {
             {
                 tokio::time::sleep(HANDOVER_POLL).await;
             }
-            self.inner.writes_in_flight.fetch_add(1, Ordering::SeqCst);
-            let written = self.inner.raft.client_write(request.clone()).await;
-            self.inner.writes_in_flight.fetch_sub(1, Ordering::SeqCst);
+            let written = {
+                // Counted down on drop too: a caller that goes away mid-write
+                // must not leave a handover waiting for it.
+                let _in_flight = InFlight::count(&self.inner.writes_in_flight);
+                self.inner.raft.client_write(request.clone()).await
+            };
             let forward_to = match written {
                 Ok(response) => return Ok(response.data.outcomes),
                 Err(RaftError::APIError(ClientWriteError::ForwardToLeader(fwd))) => fwd
@@ -1111,7 +1136,7 @@ async fn count_leader_changes(node: BerthNode) {
 /// Collects proposals into entries and proposes a few entries at a time.
 /// A proposal is never split: one that does not fit waits for the next entry.
 async fn batch_loop(node: BerthNode, mut rx: mpsc::Receiver<Proposal>) {
-    let in_flight = Arc::new(Semaphore::new(MAX_BATCHES_IN_FLIGHT));
+    let slots = node.inner.entry_slots.clone();
     let mut carried: Option<Proposal> = None;
     loop {
         let first = match carried.take() {
@@ -1121,56 +1146,77 @@ async fn batch_loop(node: BerthNode, mut rx: mpsc::Receiver<Proposal>) {
                 None => return,
             },
         };
-        let Ok(permit) = in_flight.clone().acquire_owned().await else {
+        let Ok(slot) = slots.clone().acquire_owned().await else {
             return;
         };
-        // While waiting for a permit more proposals queued up; take them.
+        // While waiting for a slot more proposals queued up; take them.
         let (proposals, _, left_over) = fill_batch(first, &mut rx, MAX_BATCH, MAX_BATCH_BYTES);
         carried = left_over;
-        let node = node.clone();
-        tokio::spawn(async move {
-            let _permit = permit;
-            let started = Instant::now();
-            let (proposals_in_entry, commands_in_entry) = (
-                proposals.len(),
-                proposals.iter().map(|p| p.work.commands()).sum::<usize>(),
+        tokio::spawn(propose_entry(node.clone(), proposals, slot));
+    }
+}
+
+/// Proposes `proposals` as one entry and answers each of them.
+async fn propose_entry(
+    node: BerthNode,
+    proposals: Vec<Proposal>,
+    _slot: tokio::sync::OwnedSemaphorePermit,
+) {
+    let started = Instant::now();
+    let (proposals_in_entry, commands_in_entry) = (
+        proposals.len(),
+        proposals.iter().map(|p| p.work.commands()).sum::<usize>(),
+    );
+    let (batches, routes) = assemble(proposals, || Batch {
+        id: Some(node.next_batch_id()),
+        origin: Origin {
+            proposer: node.id(),
+            at_ms: crate::api::now_ms(),
+            actors: Vec::new(),
+        },
+        commands: Vec::new(),
+    });
+    let count = batches.len();
+    let written = node.write_batches(batches).await;
+    node.inner.metrics.entry_proposed(
+        proposals_in_entry,
+        commands_in_entry,
+        started.elapsed().as_secs_f64(),
+    );
+    match written {
+        Ok(outcomes) if outcomes.len() == count => deliver(routes, outcomes),
+        Ok(outcomes) => {
+            let e = format!(
+                "leader returned {} outcomes for {count} batches",
+                outcomes.len()
             );
-            let (batches, routes) = assemble(proposals, || Batch {
-                id: Some(node.next_batch_id()),
-                origin: Origin {
-                    proposer: node.id(),
-                    at_ms: crate::api::now_ms(),
-                    actors: Vec::new(),
-                },
-                commands: Vec::new(),
-            });
-            let count = batches.len();
-            let written = node.write_batches(batches).await;
-            node.inner.metrics.entry_proposed(
-                proposals_in_entry,
-                commands_in_entry,
-                started.elapsed().as_secs_f64(),
-            );
-            match written {
-                Ok(outcomes) if outcomes.len() == count => deliver(routes, outcomes),
-                Ok(outcomes) => {
-                    let e = format!(
-                        "leader returned {} outcomes for {count} batches",
-                        outcomes.len()
-                    );
-                    for route in routes {
-                        let _ = route
-                            .reply()
-                            .send(Err(ServerError::OutcomeUnknown(e.clone())));
-                    }
-                }
-                Err(e) => {
-                    for route in routes {
-                        let _ = route.reply().send(Err(e.clone()));
-                    }
-                }
+            for route in routes {
+                let _ = route
+                    .reply()
+                    .send(Err(ServerError::OutcomeUnknown(e.clone())));
             }
-        });
+        }
+        Err(e) => {
+            for route in routes {
+                let _ = route.reply().send(Err(e.clone()));
+            }
+        }
+    }
+}
+
+/// One write between the handover check and openraft's answer.
+struct InFlight<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl<'a> InFlight<'a> {
+    fn count(counter: &'a std::sync::atomic::AtomicUsize) -> Self {
+        counter.fetch_add(1, Ordering::SeqCst);
+        Self(counter)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -1330,6 +1376,22 @@ mod tests {
             work: Work::Local(commands, Actor::server(1)),
             reply,
         }
+    }
+
+    #[test]
+    fn a_write_dropped_midway_is_no_longer_counted_in_flight() {
+        use std::future::Future;
+        let counter = std::sync::atomic::AtomicUsize::new(0);
+        let mut write = Box::pin(async {
+            let _in_flight = InFlight::count(&counter);
+            std::future::pending::<()>().await
+        });
+        let waker = futures::task::noop_waker();
+        let mut cx = std::task::Context::from_waker(&waker);
+        assert!(write.as_mut().poll(&mut cx).is_pending());
+        assert_eq!(counter.load(Ordering::SeqCst), 1);
+        drop(write);
+        assert_eq!(counter.load(Ordering::SeqCst), 0);
     }
 
     #[test]
