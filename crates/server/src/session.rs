@@ -695,7 +695,10 @@ impl SessionHub {
         // The hello's writes are boxed: an async fn's state is as large as
         // its largest await, and this session's state lives as long as the
         // agent stays connected, on the leader, for every instance.
-        Box::pin(self.apply_reports(instance_id, running, true)).await?;
+        let news = self.news(instance_id, running);
+        for command in report_commands(instance_id, news, now_ms()) {
+            Box::pin(node.write(command)).await?;
+        }
         let host_ports =
             host_ports_from_wire(&hello.host_ports).map_err(|e| cut_off(instance_id, e))?;
         Box::pin(node.write(Command::InstanceConnected {
@@ -763,7 +766,7 @@ impl SessionHub {
                             return Err(ServerError::Unavailable(status.message().to_string()))
                         }
                     };
-                    Box::pin(self.handle_agent_message(instance_id, session_id, message, &mut budget)).await?;
+                    self.handle_agent_message(instance_id, session_id, message, &mut budget).await?;
                 }
                 changed = changes.recv() => {
                     let Some(first) = changed else {
@@ -814,7 +817,11 @@ impl SessionHub {
                 }
                 let reports = bounded_reports(batch.reports, "status.reports")
                     .map_err(|e| cut_off(instance_id, e))?;
-                self.apply_reports(instance_id, reports, false).await
+                let news = self.news(instance_id, reports);
+                if !news.is_empty() {
+                    self.inner.reports.push(instance_id, news).await;
+                }
+                Ok(())
             }
             Some(AgentBody::Log(data)) => {
                 let request_id = data.request_id;
@@ -833,19 +840,14 @@ impl SessionHub {
         }
     }
 
-    /// Proposes the reports that say something new; the rest (duplicates,
-    /// statuses already passed, tasks not placed here) are dropped here so
-    /// they cost no Raft write. A hello's reports are written before the
-    /// session starts (`wait`); later ones go to the shared report writer,
-    /// so reading the agent's stream never waits for a commit.
-    async fn apply_reports(
-        &self,
-        instance_id: &str,
-        reports: Vec<pb::TaskReport>,
-        wait: bool,
-    ) -> Result<(), ServerError> {
+    /// The reports that say something new. The rest (duplicates, statuses
+    /// already passed, tasks not placed here) are dropped here so they cost
+    /// no Raft write. A hello's news is written before the session starts;
+    /// later news goes to the shared report writer, so reading the agent's
+    /// stream never waits for a commit.
+    fn news(&self, instance_id: &str, reports: Vec<pb::TaskReport>) -> Vec<TaskReport> {
         if reports.is_empty() {
-            return Ok(());
+            return Vec::new();
         }
         let mut parsed = Vec::with_capacity(reports.len());
         for report in reports {
@@ -866,21 +868,9 @@ impl SessionHub {
         // What is waiting to be written already is not news either: a
         // repeat costs no write, however often it comes before the first
         // is applied.
-        let news: Vec<TaskReport> = news
-            .into_iter()
+        news.into_iter()
             .filter(|r| !self.inner.reports.holds(r))
-            .collect();
-        if news.is_empty() {
-            return Ok(());
-        }
-        if !wait {
-            self.inner.reports.push(instance_id, news).await;
-            return Ok(());
-        }
-        for command in report_commands(instance_id, news, now_ms()) {
-            self.inner.node.write(command).await?;
-        }
-        Ok(())
+            .collect()
     }
 }
 
