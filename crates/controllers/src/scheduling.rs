@@ -231,10 +231,7 @@ pub fn cluster_view(
         .filter(|i| i.cluster == cluster)
         .map(|i| {
             let status = i.display_status();
-            let mut task_groups: BTreeMap<String, u32> = BTreeMap::new();
-            for task in state.active_tasks_on(&i.id) {
-                *task_groups.entry(task.group.clone()).or_insert(0) += 1;
-            }
+            let task_groups = state.task_groups_on(&i.id).cloned().unwrap_or_default();
             // The hostname the agent registered with, for agents that
             // report none in their hello; agent-reported, like all agent.*.
             let mut attributes = i.all_attributes();

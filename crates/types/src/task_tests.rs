@@ -1693,3 +1693,50 @@ fn an_inactive_revision_nothing_runs_from_is_deleted_and_its_number_never_reused
         other => panic!("unexpected {other:?}"),
     }
 }
+
+#[test]
+fn group_counts_per_instance_follow_placements_and_stops() {
+    let recount = |state: &State, i: &str| -> BTreeMap<String, u32> {
+        let mut counts = BTreeMap::new();
+        for task in state.active_tasks_on(i) {
+            *counts.entry(task.group.clone()).or_insert(0) += 1;
+        }
+        counts
+    };
+    let indexed = |state: &State, i: &str| -> BTreeMap<String, u32> {
+        state.task_groups_on(i).cloned().unwrap_or_default()
+    };
+    let mut state = cluster();
+    state
+        .apply(Command::RunTasks(run("small", &["a", "b"], None)))
+        .unwrap();
+    let mut other_group = run("small", &["c"], None);
+    other_group.group = Some("batch".into());
+    state.apply(Command::RunTasks(other_group)).unwrap();
+    assert_eq!(state.task_groups_on("i-1"), None, "nothing placed yet");
+    place(&mut state, &[("a", "i-1"), ("b", "i-1"), ("c", "i-1")]);
+    let counts = indexed(&state, "i-1");
+    assert_eq!(counts.values().sum::<u32>(), 3);
+    assert_eq!(counts.get("batch"), Some(&1));
+    assert_eq!(counts, recount(&state, "i-1"));
+    // A report that changes nothing counted leaves the counts alone.
+    report(&mut state, "i-1", "a", TaskStatus::Running);
+    assert_eq!(indexed(&state, "i-1"), counts);
+    report(&mut state, "i-1", "a", TaskStatus::Stopped);
+    report(&mut state, "i-1", "a", TaskStatus::Stopped);
+    assert_eq!(indexed(&state, "i-1").values().sum::<u32>(), 2);
+    assert_eq!(indexed(&state, "i-1"), recount(&state, "i-1"));
+    // A snapshot's state rebuilds the same counts.
+    let mut copy = state.clone();
+    copy.task_groups_by_instance.clear();
+    copy.rebuild_indexes();
+    assert_eq!(indexed(&copy, "i-1"), indexed(&state, "i-1"));
+    report(&mut state, "i-1", "c", TaskStatus::Stopped);
+    assert_eq!(indexed(&state, "i-1").get("batch"), None);
+    report(&mut state, "i-1", "b", TaskStatus::Stopped);
+    assert_eq!(
+        state.task_groups_on("i-1"),
+        None,
+        "an instance with nothing left"
+    );
+}

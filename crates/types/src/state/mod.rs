@@ -73,6 +73,12 @@ pub struct State {
     /// `apply`): the not-yet-STOPPED tasks placed on each instance.
     #[serde(skip)]
     pub(crate) tasks_by_instance: HashMap<String, BTreeSet<String>>,
+    /// Derived, alongside `tasks_by_instance`: how many of those tasks each
+    /// group has, per instance. The scheduler builds its view from this
+    /// every pass; counting from the tasks themselves cost a lookup and a
+    /// copy per running task per pass.
+    #[serde(skip)]
+    pub(crate) task_groups_by_instance: HashMap<String, BTreeMap<String, u32>>,
     /// Derived: tasks waiting for a placement, oldest first.
     #[serde(skip)]
     pub(crate) provisioning: BTreeSet<(i64, String)>,
@@ -151,6 +157,7 @@ impl State {
             journal_views: Default::default(),
             events: Vec::new(),
             tasks_by_instance: HashMap::new(),
+            task_groups_by_instance: HashMap::new(),
             provisioning: BTreeSet::new(),
             tasks_by_service: HashMap::new(),
             account_settings: BTreeMap::new(),
@@ -405,6 +412,7 @@ impl State {
     pub fn rebuild_indexes(&mut self) {
         self.provisioning.clear();
         self.tasks_by_instance.clear();
+        self.task_groups_by_instance.clear();
         self.tasks_by_service.clear();
         let tasks: Vec<Task> = self.tasks.values().cloned().collect();
         for task in &tasks {

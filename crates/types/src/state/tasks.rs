@@ -64,12 +64,20 @@ impl State {
         if let Some(iid) = &task.instance_id {
             let set = self.tasks_by_instance.entry(iid.clone()).or_default();
             if task.last_status == TaskStatus::Stopped {
-                set.remove(&task.id);
+                let was_counted = set.remove(&task.id);
                 if set.is_empty() {
                     self.tasks_by_instance.remove(iid);
                 }
-            } else {
-                set.insert(task.id.clone());
+                if was_counted {
+                    self.uncount_group(iid, &task.group);
+                }
+            } else if set.insert(task.id.clone()) {
+                *self
+                    .task_groups_by_instance
+                    .entry(iid.clone())
+                    .or_default()
+                    .entry(task.group.clone())
+                    .or_insert(0) += 1;
             }
         }
         let Some(service) = crate::service::service_name_of(task) else {
@@ -537,6 +545,22 @@ impl State {
         Ok(CommandOutput::Tasks(tasks))
     }
 
+    fn uncount_group(&mut self, instance_id: &str, group: &str) {
+        let Some(groups) = self.task_groups_by_instance.get_mut(instance_id) else {
+            return;
+        };
+        match groups.get_mut(group) {
+            Some(n) if *n > 1 => *n -= 1,
+            Some(_) => {
+                groups.remove(group);
+            }
+            None => {}
+        }
+        if groups.is_empty() {
+            self.task_groups_by_instance.remove(instance_id);
+        }
+    }
+
     /// Tasks whose deregistration delay ended by `now_ms`.
     pub fn deactivation_due(&self, now_ms: i64) -> impl Iterator<Item = &Task> {
         self.tasks
@@ -607,6 +631,11 @@ impl State {
             .into_iter()
             .flat_map(|set| set.iter())
             .filter_map(|id| self.tasks.get(id))
+    }
+
+    /// How many not-yet-STOPPED tasks each group has on the instance.
+    pub fn task_groups_on(&self, instance_id: &str) -> Option<&BTreeMap<String, u32>> {
+        self.task_groups_by_instance.get(instance_id)
     }
 
     pub fn active_task_count_on(&self, instance_id: &str) -> usize {
