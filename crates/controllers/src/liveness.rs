@@ -28,14 +28,14 @@ impl Controller for Liveness {
         "liveness"
     }
 
-    /// A fifteenth of the silence that disconnects, within 0.1-1 s: an
+    /// A fifteenth of the silence that disconnects, within 0.25-1 s: an
     /// instance is marked at most that late, and the check (one lookup per
     /// instance) stays cheap on a leader with 10,000 agents (5 s heartbeats:
     /// once a second).
     fn interval_ms(&self) -> u64 {
         u64::try_from(self.disconnect_after_ms / 15)
             .unwrap_or(0)
-            .clamp(100, 1000)
+            .clamp(250, 1000)
     }
 
     fn wakes_on(&self, _: &StateEvent) -> bool {
@@ -320,9 +320,9 @@ mod tests {
         };
         // Default 5 s heartbeats: 15 s of silence, checked every second.
         assert_eq!(every(15_000), 1000);
-        assert_eq!(every(3_000), 200);
-        // Never busier than ten times a second, never slower than once.
-        assert_eq!(every(300), 100);
+        assert_eq!(every(6_000), 400);
+        // Never busier than four times a second, never slower than once.
+        assert_eq!(every(3_000), 250);
         assert_eq!(every(600_000), 1000);
     }
 
