@@ -224,7 +224,10 @@ impl RawSession {
     fn status(&self, reports: Vec<pb::TaskReport>) -> bool {
         self.send
             .unbounded_send(pb::AgentMessage {
-                body: Some(AgentBody::Status(pb::StatusBatch { reports })),
+                body: Some(AgentBody::Status(pb::StatusBatch {
+                    reports,
+                    acked_sequence: 0,
+                })),
             })
             .is_ok()
     }

@@ -312,6 +312,9 @@ where
     let mut heartbeat: Option<Duration> = None;
     let mut next_heartbeat = never;
     let mut batch_at: Option<Instant> = None;
+    // A stored assignment set not yet acknowledged: it rides on the status
+    // batch the set usually causes within the window, or goes alone.
+    let mut unacked: Option<u64> = None;
     let mut identity_open = true;
     let mut logs = LogStreams::default();
     let send = |msg: pb::AgentMessage| {
@@ -351,7 +354,8 @@ where
                         let sequence = set.sequence;
                         debug!(sequence, complete = set.complete, tasks = set.assignments.len(), "assignments");
                         runner.apply(set).await?;
-                        send(message(Out::Ack(pb::Ack { sequence }))).await?;
+                        unacked = Some(sequence);
+                        batch_at.get_or_insert_with(|| Instant::now() + BATCH_WINDOW);
                     }
                     In::Redirect(r) => {
                         let leader = r.leader_address.trim();
@@ -384,8 +388,11 @@ where
                 let reports = runner.board().take_pending();
                 if !reports.is_empty() {
                     debug!(reports = reports.len(), "status batch");
-                    send(message(Out::Status(pb::StatusBatch { reports: reports.clone() }))).await?;
+                    let acked_sequence = unacked.take().unwrap_or(0);
+                    send(message(Out::Status(pb::StatusBatch { reports: reports.clone(), acked_sequence }))).await?;
                     runner.note_sent(&reports);
+                } else if let Some(sequence) = unacked.take() {
+                    send(message(Out::Ack(pb::Ack { sequence }))).await?;
                 }
             }
             () = tokio::time::sleep_until(expiry.unwrap_or(never)), if expiry.is_some() => {

@@ -789,6 +789,8 @@ async fn session(
     let mut next_heartbeat = far();
     let mut pending = Pending::default();
     let mut flush_at: Option<Instant> = None;
+    // As the real agent: a set's acknowledgement rides on the status batch.
+    let mut unacked: Option<u64> = None;
     loop {
         tokio::select! {
             received = inbound.message() => {
@@ -828,16 +830,12 @@ async fn session(
                         if new > 0 {
                             stats.mark(&stats.last_new_assignment);
                         }
-                        let _ = tx.send(message(AgentBody::Ack(pb::Ack {
-                            sequence: set.sequence,
-                        })));
+                        unacked = Some(set.sequence);
                         if set.complete {
                             mark.set();
                             backoff.reset();
                         }
-                        if !pending.reports.is_empty() && flush_at.is_none() {
-                            flush_at = Some(Instant::now() + config.flush);
-                        }
+                        flush_at.get_or_insert_with(|| Instant::now() + config.flush);
                     }
                     ServerBody::Redirect(r) => return Ended::Redirect(r.leader_address),
                     ServerBody::LogRequest(request) => {
@@ -864,8 +862,15 @@ async fn session(
             _ = tokio::time::sleep_until(flush_at.unwrap_or_else(far)), if flush_at.is_some() => {
                 flush_at = None;
                 let batch = std::mem::take(&mut pending);
+                if batch.reports.is_empty() {
+                    if let Some(sequence) = unacked.take() {
+                        let _ = tx.send(message(AgentBody::Ack(pb::Ack { sequence })));
+                    }
+                    continue;
+                }
                 let _ = tx.send(message(AgentBody::Status(pb::StatusBatch {
                     reports: batch.reports,
+                    acked_sequence: unacked.take().unwrap_or(0),
                 })));
                 if !batch.running_tasks.is_empty() {
                     let at = Instant::now();

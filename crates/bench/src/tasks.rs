@@ -1410,7 +1410,8 @@ impl Curve {
              incremental assignment sets, each acknowledged, heartbeats at the server's period \
              with +/-10% jitter) and simulates a runtime that starts every task at once: a task \
              desired RUNNING is reported RUNNING (its container RUNNING) in a `StatusBatch` \
-             flushed {} ms after the first report it holds.\n\
+             flushed {} ms after the set or the first report it holds, carrying the set's \
+             acknowledgement (an `Ack` goes alone only with no report to carry it).\n\
              - Memory: `VmRSS` from `/proc/PID/status` of the leader {} s after it was elected \
              with no instance (*no instance*), after the idle window with every instance \
              connected (*idle*), and 2 s after every task was RUNNING (*tasks running*). *Bytes \

@@ -795,7 +795,9 @@ impl SessionHub {
         message: pb::AgentMessage,
         budget: &mut ReportBudget,
     ) -> Result<(), ServerError> {
-        // Any message proves the agent is alive.
+        // Any message proves the agent is alive. An acknowledgement (alone,
+        // or a status batch's `acked_sequence`) is nothing more: a new
+        // session starts from the complete set whatever was acknowledged.
         self.heartbeat(instance_id, session_id);
         match message.body {
             Some(AgentBody::Heartbeat(_)) | Some(AgentBody::Ack(_)) | None => Ok(()),

@@ -245,6 +245,20 @@ async fn hello_tells_everything_the_agent_knows() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_set_that_changes_nothing_is_acknowledged_alone_within_the_window() {
+    let mut c = Conv::new();
+    c.send(settings(1000)).await;
+    let sent = Instant::now();
+    c.send(In::Assignments(set(3, true, Vec::new()))).await;
+    match c.next_not_heartbeat().await {
+        Out::Ack(ack) => assert_eq!(ack.sequence, 3),
+        other => panic!("expected an ack, got {other:?}"),
+    }
+    assert!(sent.elapsed() <= BATCH_WINDOW, "{:?}", sent.elapsed());
+    assert_eq!(c.handle.last_sequence(), 3, "stored before acknowledged");
+}
+
+#[tokio::test(start_paused = true)]
 async fn acknowledges_sets_once_stored_and_batches_reports() {
     let mut c = Conv::new();
     c.send(settings(1000)).await;
@@ -252,18 +266,17 @@ async fn acknowledges_sets_once_stored_and_batches_reports() {
     c.send(In::Assignments(set(7, true, vec![web_task("t1")])))
         .await;
 
-    match c.next_not_heartbeat().await {
-        Out::Ack(ack) => assert_eq!(ack.sequence, 7),
-        other => panic!("expected the ack first, got {other:?}"),
-    }
-    assert_eq!(c.handle.last_sequence(), 7, "stored before acknowledged");
-
     let mut statuses = Vec::new();
     let mut batches = 0;
     while !statuses.contains(&Some(TaskStatus::Running)) {
         match c.next_not_heartbeat().await {
             Out::Status(batch) => {
                 batches += 1;
+                // The set's acknowledgement rides on the first batch it
+                // caused, and only there.
+                let expected = if batches == 1 { 7 } else { 0 };
+                assert_eq!(batch.acked_sequence, expected, "batch {batches}");
+                assert_eq!(c.handle.last_sequence(), 7, "stored before acknowledged");
                 statuses.extend(
                     batch
                         .reports
