@@ -96,6 +96,7 @@ pub enum Command {
         at_ms: i64,
     },
     /// Status reports from the agent on `instance_id` (from its certificate).
+    /// Answered with an empty `Tasks`: the changes go out as state events.
     ReportTaskStatus {
         instance_id: String,
         reports: Vec<TaskReport>,

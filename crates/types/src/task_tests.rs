@@ -7,7 +7,7 @@ use crate::resources::{HostPort, Resources};
 use crate::task::{ContainerState, ContainerStatus, Health};
 use crate::{
     Command, CommandOutput, ContainerDefinition, DesiredStatus, InstanceState, PortMapping,
-    Registration, State, StateError, StopCode, Task, TaskDefinitionSpec, TaskStatus,
+    Registration, State, StateError, StateEvent, StopCode, Task, TaskDefinitionSpec, TaskStatus,
 };
 
 fn spec(family: &str, memory: u32, host_port: Option<u32>) -> TaskDefinitionSpec {
@@ -566,7 +566,7 @@ fn restart_counts_are_stored_and_never_go_back() {
         health: Health::Unknown,
         restart_count,
     };
-    let mut send = |containers: Vec<ContainerState>| {
+    let send = |state: &mut State, containers: Vec<ContainerState>| {
         state
             .apply(Command::ReportTaskStatus {
                 instance_id: "i-1".into(),
@@ -582,16 +582,21 @@ fn restart_counts_are_stored_and_never_go_back() {
             })
             .unwrap()
     };
-    send(vec![web(0, ContainerStatus::Running)]);
+    send(&mut state, vec![web(0, ContainerStatus::Running)]);
+    state.take_events();
     // A restart while RUNNING is news on its own: the task stays RUNNING.
-    let CommandOutput::Tasks(changed) = send(vec![web(2, ContainerStatus::Running)]) else {
-        panic!("not a task list");
-    };
-    assert_eq!(changed.len(), 1);
-    assert_eq!(changed[0].containers[0].restart_count, 2);
-    assert_eq!(changed[0].last_status, TaskStatus::Running);
+    send(&mut state, vec![web(2, ContainerStatus::Running)]);
+    let told: Vec<StateEvent> = state.take_events();
+    assert!(
+        told.iter()
+            .any(|e| matches!(e, StateEvent::Task { task_id, .. } if task_id == "a")),
+        "{told:?}"
+    );
+    let t = state.task("a").unwrap();
+    assert_eq!(t.containers[0].restart_count, 2);
+    assert_eq!(t.last_status, TaskStatus::Running);
     // A late report with an older count keeps the other news, not the count.
-    send(vec![web(1, ContainerStatus::Pending)]);
+    send(&mut state, vec![web(1, ContainerStatus::Pending)]);
     let t = state.task("a").unwrap();
     assert_eq!(t.containers[0].restart_count, 2);
     assert_eq!(t.containers[0].status, ContainerStatus::Pending);

@@ -405,20 +405,30 @@ impl State {
     /// Events for every task, instance and service the command touched
     /// whose journaled view moved.
     fn journal_changes(&mut self, mark: usize, actor: &Actor) {
-        let touched: Vec<StateEvent> = self.events.get(mark..).unwrap_or_default().to_vec();
+        // Moved out while journaling (which raises no state events) and put
+        // back after: a bulk command touches thousands of tasks, and copying
+        // and hashing each event cost more than journaling it.
+        let mut touched = self.events.split_off(mark.min(self.events.len()));
         let mut seen = HashSet::new();
-        for event in touched {
-            if !seen.insert(event.clone()) {
-                continue;
-            }
+        for event in &touched {
             match event {
-                StateEvent::Task { task_id, .. } => self.journal_task(&task_id, actor),
-                StateEvent::Instance { instance_id } => self.journal_instance(&instance_id, actor),
+                // Not deduplicated: a task journaled again finds its view
+                // unchanged and says nothing, which is cheaper than hashing
+                // every task's event to find the rare repeat.
+                StateEvent::Task { task_id, .. } => self.journal_task(task_id, actor),
+                StateEvent::Instance { instance_id } => {
+                    if seen.insert(event) {
+                        self.journal_instance(instance_id, actor);
+                    }
+                }
                 StateEvent::Service { cluster, name } => {
-                    self.journal_service(&cluster, &name, actor)
+                    if seen.insert(event) {
+                        self.journal_service(cluster, name, actor);
+                    }
                 }
             }
         }
+        self.events.append(&mut touched);
     }
 
     fn journal_task(&mut self, task_id: &str, actor: &Actor) {
@@ -442,7 +452,12 @@ impl State {
         };
         let cluster = task.cluster.clone();
         let scheduled_failure = scheduled_failure(task);
-        self.journal_views.tasks.insert(task_id.to_string(), now);
+        match self.journal_views.tasks.get_mut(task_id) {
+            Some(view) => *view = now,
+            None => {
+                self.journal_views.tasks.insert(task_id.to_string(), now);
+            }
+        }
         self.journal.record_event(actor, &cluster, detail);
         if let Some(detail) = scheduled_failure {
             self.journal.record_event(actor, &cluster, detail);

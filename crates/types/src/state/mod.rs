@@ -79,9 +79,11 @@ pub struct State {
     /// copy per running task per pass.
     #[serde(skip)]
     pub(crate) task_groups_by_instance: HashMap<String, BTreeMap<String, u32>>,
-    /// Derived: tasks waiting for a placement, oldest first.
+    /// Derived: tasks waiting for a placement, by creation time (oldest
+    /// first), then id. Keyed by time first so that a task that is not
+    /// waiting is known absent without building a key for it.
     #[serde(skip)]
-    pub(crate) provisioning: BTreeSet<(i64, String)>,
+    pub(crate) provisioning: BTreeMap<i64, BTreeSet<String>>,
     /// Derived: the not-yet-STOPPED tasks of each service, by (cluster,
     /// name).
     #[serde(skip)]
@@ -158,7 +160,7 @@ impl State {
             events: Vec::new(),
             tasks_by_instance: HashMap::new(),
             task_groups_by_instance: HashMap::new(),
-            provisioning: BTreeSet::new(),
+            provisioning: BTreeMap::new(),
             tasks_by_service: HashMap::new(),
             account_settings: BTreeMap::new(),
         }
@@ -414,10 +416,10 @@ impl State {
         self.tasks_by_instance.clear();
         self.task_groups_by_instance.clear();
         self.tasks_by_service.clear();
-        let tasks: Vec<Task> = self.tasks.values().cloned().collect();
-        for task in &tasks {
+        let (tasks, mut indexes) = self.tasks_and_indexes();
+        for task in tasks.values() {
             // Rebuilding stops nothing: the "just stopped" answer is moot.
-            let _ = self.index_task(task);
+            let _ = indexes.index(task);
         }
         self.journal_views = journal::JournalViews::rebuild(self);
     }

@@ -5,7 +5,7 @@
 //! here, at apply time, against the state as it is then: a placement decided
 //! from an older view that no longer fits is rejected, never applied.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use crate::command::{CommandOutput, RunTasks, TaskPlacement, TaskReport};
 use crate::error::{FieldError, StateError};
@@ -26,18 +26,144 @@ fn invalid(field: &str, message: impl Into<String>) -> StateError {
     StateError::Invalid(FieldError::new(field, message).into())
 }
 
+/// The indexes derived from the tasks, borrowed apart from the task map so
+/// that a task is indexed where it lies: copying it first cost more than
+/// the indexing itself on every change of a bulk run.
+pub(crate) struct TaskIndexes<'a> {
+    provisioning: &'a mut BTreeMap<i64, BTreeSet<String>>,
+    by_instance: &'a mut HashMap<String, BTreeSet<String>>,
+    groups_by_instance: &'a mut HashMap<String, BTreeMap<String, u32>>,
+    by_service: &'a mut HashMap<(String, String), BTreeSet<String>>,
+}
+
+impl TaskIndexes<'_> {
+    /// Keeps the indexes right for one task's current value. True when this
+    /// is the change that stopped a service's task. A task already indexed
+    /// where it belongs costs lookups only, no copies of its keys.
+    pub(crate) fn index(&mut self, task: &Task) -> bool {
+        let waiting = task.last_status == TaskStatus::Provisioning
+            && task.desired_status == DesiredStatus::Running;
+        if waiting {
+            self.provisioning
+                .entry(task.created_at_ms)
+                .or_default()
+                .insert(task.id.clone());
+        } else if let Some(ids) = self.provisioning.get_mut(&task.created_at_ms) {
+            ids.remove(&task.id);
+            if ids.is_empty() {
+                self.provisioning.remove(&task.created_at_ms);
+            }
+        }
+        if let Some(iid) = &task.instance_id {
+            if task.last_status == TaskStatus::Stopped {
+                let was_counted = match self.by_instance.get_mut(iid) {
+                    Some(set) => {
+                        let removed = set.remove(&task.id);
+                        if set.is_empty() {
+                            self.by_instance.remove(iid);
+                        }
+                        removed
+                    }
+                    None => false,
+                };
+                if was_counted {
+                    self.uncount_group(iid, &task.group);
+                }
+            } else {
+                let added = match self.by_instance.get_mut(iid) {
+                    Some(set) if set.contains(&task.id) => false,
+                    Some(set) => set.insert(task.id.clone()),
+                    None => {
+                        self.by_instance
+                            .insert(iid.clone(), BTreeSet::from([task.id.clone()]));
+                        true
+                    }
+                };
+                if added {
+                    let groups = match self.groups_by_instance.get_mut(iid) {
+                        Some(groups) => groups,
+                        None => self.groups_by_instance.entry(iid.clone()).or_default(),
+                    };
+                    match groups.get_mut(&task.group) {
+                        Some(n) => *n += 1,
+                        None => {
+                            groups.insert(task.group.clone(), 1);
+                        }
+                    }
+                }
+            }
+        }
+        let Some(service) = crate::service::service_name_of(task) else {
+            return false;
+        };
+        let key = (task.cluster.clone(), service.to_string());
+        if task.last_status == TaskStatus::Stopped {
+            let Some(set) = self.by_service.get_mut(&key) else {
+                return false;
+            };
+            let removed = set.remove(&task.id);
+            if set.is_empty() {
+                self.by_service.remove(&key);
+            }
+            removed
+        } else {
+            match self.by_service.get_mut(&key) {
+                Some(set) if set.contains(&task.id) => {}
+                Some(set) => {
+                    set.insert(task.id.clone());
+                }
+                None => {
+                    self.by_service
+                        .insert(key, BTreeSet::from([task.id.clone()]));
+                }
+            }
+            false
+        }
+    }
+
+    fn uncount_group(&mut self, instance_id: &str, group: &str) {
+        let Some(groups) = self.groups_by_instance.get_mut(instance_id) else {
+            return;
+        };
+        match groups.get_mut(group) {
+            Some(n) if *n > 1 => *n -= 1,
+            Some(_) => {
+                groups.remove(group);
+            }
+            None => {}
+        }
+        if groups.is_empty() {
+            self.groups_by_instance.remove(instance_id);
+        }
+    }
+}
+
 impl State {
+    /// The task map, and the indexes derived from it to update.
+    pub(crate) fn tasks_and_indexes(&mut self) -> (&BTreeMap<String, Task>, TaskIndexes<'_>) {
+        (
+            &self.tasks,
+            TaskIndexes {
+                provisioning: &mut self.provisioning,
+                by_instance: &mut self.tasks_by_instance,
+                groups_by_instance: &mut self.task_groups_by_instance,
+                by_service: &mut self.tasks_by_service,
+            },
+        )
+    }
+
     /// Records a change to a task: indexed, and announced to the session of
     /// its instance (whose assignment sequence moves on).
     pub(crate) fn task_changed(&mut self, task_id: &str) {
-        let Some(task) = self.tasks.get(task_id) else {
+        let (tasks, mut indexes) = self.tasks_and_indexes();
+        let Some(task) = tasks.get(task_id) else {
             return;
         };
+        let stopped_service_task = indexes.index(task);
         let instance_id = task.instance_id.clone();
-        let task = task.clone();
-        if self.index_task(&task) {
-            let at_ms = task.stopped_at_ms.unwrap_or(task.created_at_ms);
-            self.service_task_stopped(task_id, at_ms);
+        let stopped_at_ms = task.stopped_at_ms.unwrap_or(task.created_at_ms);
+        if stopped_service_task {
+            self.service_task_stopped(task_id, stopped_at_ms);
         }
         if let Some(iid) = &instance_id {
             if let Some(instance) = self.instances.get_mut(iid) {
@@ -48,58 +174,6 @@ impl State {
             task_id: task_id.to_string(),
             instance_id,
         });
-    }
-
-    /// Keeps the derived indexes right for one task's current value. True
-    /// when this is the change that stopped a service's task.
-    pub(crate) fn index_task(&mut self, task: &Task) -> bool {
-        let waiting = task.last_status == TaskStatus::Provisioning
-            && task.desired_status == DesiredStatus::Running;
-        let key = (task.created_at_ms, task.id.clone());
-        if waiting {
-            self.provisioning.insert(key);
-        } else {
-            self.provisioning.remove(&key);
-        }
-        if let Some(iid) = &task.instance_id {
-            let set = self.tasks_by_instance.entry(iid.clone()).or_default();
-            if task.last_status == TaskStatus::Stopped {
-                let was_counted = set.remove(&task.id);
-                if set.is_empty() {
-                    self.tasks_by_instance.remove(iid);
-                }
-                if was_counted {
-                    self.uncount_group(iid, &task.group);
-                }
-            } else if set.insert(task.id.clone()) {
-                *self
-                    .task_groups_by_instance
-                    .entry(iid.clone())
-                    .or_default()
-                    .entry(task.group.clone())
-                    .or_insert(0) += 1;
-            }
-        }
-        let Some(service) = crate::service::service_name_of(task) else {
-            return false;
-        };
-        let key = (task.cluster.clone(), service.to_string());
-        if task.last_status == TaskStatus::Stopped {
-            let Some(set) = self.tasks_by_service.get_mut(&key) else {
-                return false;
-            };
-            let removed = set.remove(&task.id);
-            if set.is_empty() {
-                self.tasks_by_service.remove(&key);
-            }
-            removed
-        } else {
-            self.tasks_by_service
-                .entry(key)
-                .or_default()
-                .insert(task.id.clone());
-            false
-        }
     }
 
     pub(super) fn run_tasks(&mut self, run: RunTasks) -> Result<CommandOutput, StateError> {
@@ -402,7 +476,6 @@ impl State {
         if !self.instances.contains_key(instance_id) {
             return Err(StateError::not_found("instance", instance_id.to_string()));
         }
-        let mut updated = Vec::new();
         for report in reports {
             let Some(task) = self.tasks.get_mut(&report.task_id) else {
                 continue;
@@ -455,14 +528,14 @@ impl State {
             }
             if changed {
                 self.task_changed(&report.task_id);
-                updated.push(report.task_id);
             }
         }
-        let tasks = updated
-            .iter()
-            .filter_map(|id| self.tasks.get(id).cloned())
-            .collect();
-        Ok(CommandOutput::Tasks(tasks))
+        // Answered without the tasks: the answer's one reader, the leader's
+        // report writer, needs only to know it applied, and what changed
+        // reaches sessions and the journal as events. Copying each updated
+        // task into the answer (and the de-duplication window) cost a copy
+        // per report on every server.
+        Ok(CommandOutput::Tasks(Vec::new()))
     }
 
     pub(super) fn stop_task(
@@ -543,22 +616,6 @@ impl State {
             .filter_map(|id| self.tasks.get(id).cloned())
             .collect();
         Ok(CommandOutput::Tasks(tasks))
-    }
-
-    fn uncount_group(&mut self, instance_id: &str, group: &str) {
-        let Some(groups) = self.task_groups_by_instance.get_mut(instance_id) else {
-            return;
-        };
-        match groups.get_mut(group) {
-            Some(n) if *n > 1 => *n -= 1,
-            Some(_) => {
-                groups.remove(group);
-            }
-            None => {}
-        }
-        if groups.is_empty() {
-            self.task_groups_by_instance.remove(instance_id);
-        }
     }
 
     /// Tasks whose deregistration delay ended by `now_ms`.
@@ -647,8 +704,9 @@ impl State {
     /// Tasks waiting for a placement, oldest first.
     pub fn provisioning_tasks(&self) -> impl Iterator<Item = &Task> {
         self.provisioning
-            .iter()
-            .filter_map(|(_, id)| self.tasks.get(id))
+            .values()
+            .flatten()
+            .filter_map(|id| self.tasks.get(id))
     }
 
     /// Whether the instance still has tasks that a loss would stop.
