@@ -1294,8 +1294,8 @@ fn deliver(routes: Vec<Route>, mut outcomes: Vec<BatchOutcome>) {
     let local = if has_local { outcomes.pop() } else { None };
     // The local batch's results, split among its proposals in order.
     let (repeated, mut local_results) = match local {
-        Some(BatchOutcome::Applied(r)) => (false, Some(r.into_iter())),
-        Some(BatchOutcome::Repeated(r)) => (true, Some(r.into_iter())),
+        Some(BatchOutcome::Applied(r)) => (false, Some(Arc::unwrap_or_clone(r).into_iter())),
+        Some(BatchOutcome::Repeated(r)) => (true, Some(Arc::unwrap_or_clone(r).into_iter())),
         Some(BatchOutcome::Expired) | None => (false, None),
     };
     for route in routes {
@@ -1303,7 +1303,7 @@ fn deliver(routes: Vec<Route>, mut outcomes: Vec<BatchOutcome>) {
             Route::Local { reply, count, .. } => {
                 let outcome = match local_results.as_mut() {
                     Some(results) => {
-                        let mine: Vec<_> = results.by_ref().take(count).collect();
+                        let mine: Arc<Vec<_>> = Arc::new(results.by_ref().take(count).collect());
                         if repeated {
                             BatchOutcome::Repeated(mine)
                         } else {

@@ -16,6 +16,7 @@
 //! late meets the floor.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -75,13 +76,18 @@ pub struct ActorRun {
     pub actor: Actor,
 }
 
+/// One result per command of a batch. Shared between the window and the
+/// answer, so that only a server with someone waiting for the answer (the
+/// proposer's) copies it; serialized as the plain list.
+pub type BatchResults = Arc<Vec<CommandResult>>;
+
 /// What applying a batch did.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum BatchOutcome {
     /// Applied now: one result per command.
-    Applied(Vec<CommandResult>),
+    Applied(BatchResults),
     /// An earlier copy was applied; these are its results. Nothing changed.
-    Repeated(Vec<CommandResult>),
+    Repeated(BatchResults),
     /// Older than the window: it may or may not have been applied before,
     /// and it was not applied now.
     Expired,
@@ -91,7 +97,7 @@ impl BatchOutcome {
     /// The results, whether applied now or before; `None` when unknown.
     pub fn into_results(self) -> Option<Vec<CommandResult>> {
         match self {
-            BatchOutcome::Applied(r) | BatchOutcome::Repeated(r) => Some(r),
+            BatchOutcome::Applied(r) | BatchOutcome::Repeated(r) => Some(Arc::unwrap_or_clone(r)),
             BatchOutcome::Expired => None,
         }
     }
@@ -104,7 +110,7 @@ struct Session {
     last_index: u64,
     /// Every seq below this one may have been applied and forgotten.
     floor: u64,
-    results: BTreeMap<u64, Vec<CommandResult>>,
+    results: BTreeMap<u64, BatchResults>,
 }
 
 /// The de-duplication window, part of the replicated state.
@@ -141,7 +147,7 @@ impl Dedup {
                 .collect()
         };
         let Some(id) = id else {
-            return BatchOutcome::Applied(apply_all(commands));
+            return BatchOutcome::Applied(Arc::new(apply_all(commands)));
         };
         let session = self.sessions.entry(id.session).or_default();
         session.last_index = index;
@@ -153,7 +159,7 @@ impl Dedup {
             tracing::warn!(batch = %id, index, floor = session.floor, "batch older than the de-duplication window not applied");
             return BatchOutcome::Expired;
         }
-        let results: Vec<CommandResult> = apply_all(commands);
+        let results: BatchResults = Arc::new(apply_all(commands));
         session.results.insert(id.seq, results.clone());
         while session.results.len() > RESULTS_PER_SESSION {
             if let Some((oldest, _)) = session.results.pop_first() {
@@ -205,12 +211,12 @@ mod tests {
         let first = dedup.apply(1, batch(7, 0), counting(&mut count));
         assert_eq!(
             first,
-            BatchOutcome::Applied(vec![Ok(CommandOutput::Purged(1))])
+            BatchOutcome::Applied(Arc::new(vec![Ok(CommandOutput::Purged(1))]))
         );
         let again = dedup.apply(2, batch(7, 0), counting(&mut count));
         assert_eq!(
             again,
-            BatchOutcome::Repeated(vec![Ok(CommandOutput::Purged(1))])
+            BatchOutcome::Repeated(Arc::new(vec![Ok(CommandOutput::Purged(1))]))
         );
         assert_eq!(count, 1);
         // Another seq, and the same seq of another session, are new.

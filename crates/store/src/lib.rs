@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 
 use berth_types::Command;
 
-pub use dedup::{ActorRun, Batch, BatchId, BatchOutcome, CommandResult, Origin};
+pub use dedup::{ActorRun, Batch, BatchId, BatchOutcome, BatchResults, CommandResult, Origin};
 pub use log_store::LogStore;
 pub use state_machine::{Backup, StateMachineStore, StateReader};
 
