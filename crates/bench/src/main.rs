@@ -5,6 +5,7 @@
 //! Each benchmark owns one section of that file, between
 //! `<!-- NAME:begin -->` and `<!-- NAME:end -->`, and rewrites only it.
 
+mod apply;
 mod cluster;
 mod discovery;
 mod doc;
@@ -54,6 +55,29 @@ enum Command {
     /// and HAProxy, and HTTP requests per second through HAProxy against
     /// the same backends hit directly.
     Discovery(DiscoveryArgs),
+    /// What one server's state machine spends applying a bulk run (RunTasks,
+    /// PlaceTasks, reports to RUNNING) per task, in process: no Raft,
+    /// network or other processes.
+    Apply(ApplyArgs),
+}
+
+#[derive(Args)]
+pub struct ApplyArgs {
+    /// Instances registered and connected in the state.
+    #[arg(long, default_value_t = 10_000)]
+    instances: usize,
+    /// Tasks run per instance.
+    #[arg(long, default_value_t = 10)]
+    tasks_per_instance: usize,
+    /// Rounds, each on a fresh state; the figures are their medians.
+    #[arg(long, default_value_t = 5)]
+    rounds: usize,
+    /// The file whose `apply` section is rewritten.
+    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/benchmarks.md"))]
+    doc: PathBuf,
+    /// Print the results only; leave the doc alone.
+    #[arg(long)]
+    no_doc: bool,
 }
 
 #[derive(Args)]
@@ -380,6 +404,19 @@ async fn run(cli: Cli) -> Result<()> {
             let limit = Duration::from_secs(args.timeout_secs);
             let report = bounded_run(limit, discovery::run(&args)).await?;
             publish(&report.markdown(), "discovery", &args.doc, args.no_doc)
+        }
+        Command::Apply(args) => {
+            if args.instances == 0 || args.instances > 100_000 {
+                bail!("--instances must be 1..=100000");
+            }
+            if args.tasks_per_instance == 0 || args.instances * args.tasks_per_instance > 1_000_000 {
+                bail!("--tasks-per-instance must be at least 1, and instances x tasks at most 1,000,000");
+            }
+            if args.rounds == 0 || args.rounds > 50 {
+                bail!("--rounds must be 1..=50");
+            }
+            let section = apply::run(&args)?;
+            publish(&section, "apply", &args.doc, args.no_doc)
         }
         Command::Tasks(args) => {
             if args.instances.is_empty() || args.instances.len() > 8 {
