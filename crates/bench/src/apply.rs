@@ -15,8 +15,8 @@ use berth_store::{Batch, BatchId, Origin};
 use berth_types::resources::Resources;
 use berth_types::task::{ContainerState, ContainerStatus, Health};
 use berth_types::{
-    Command, ContainerDefinition, Registration, RunTasks, State, TaskDefinitionSpec,
-    TaskPlacement, TaskReport, TaskStatus,
+    Command, ContainerDefinition, Registration, RunTasks, State, TaskDefinitionSpec, TaskPlacement,
+    TaskReport, TaskStatus,
 };
 
 use crate::{machine, stats, ApplyArgs};
@@ -122,7 +122,9 @@ fn one_round(instances: usize, tasks_per_instance: usize) -> Result<Round> {
         attributes: BTreeMap::new(),
         at_ms: 1,
     }])?;
-    let instance_ids: Vec<String> = (0..instances as u64).map(|n| format!("i-{}", id(n))).collect();
+    let instance_ids: Vec<String> = (0..instances as u64)
+        .map(|n| format!("i-{}", id(n)))
+        .collect();
     for chunk in instance_ids.chunks(500) {
         let mut commands = Vec::new();
         for instance_id in chunk {
@@ -267,7 +269,10 @@ pub fn run(args: &ApplyArgs) -> Result<String> {
     );
     let total = run + place + report;
     let spread = |pick: fn(&Round) -> Duration| {
-        let values: Vec<String> = rounds.iter().map(|r| format!("{:.2}", us(pick(r)))).collect();
+        let values: Vec<String> = rounds
+            .iter()
+            .map(|r| format!("{:.2}", us(pick(r))))
+            .collect();
         values.join(" / ")
     };
     let tasks = args.instances * args.tasks_per_instance;

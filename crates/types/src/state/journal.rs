@@ -10,7 +10,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use super::State;
+use super::{IdMap, State};
 use crate::command::{Command, CommandOutput};
 use crate::error::StateError;
 use crate::event::StateEvent;
@@ -55,8 +55,8 @@ struct ServiceView {
 /// What the journal last said about each live record.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct JournalViews {
-    tasks: HashMap<String, TaskView>,
-    instances: HashMap<String, InstanceView>,
+    tasks: IdMap<TaskView>,
+    instances: IdMap<InstanceView>,
     services: HashMap<(String, String), ServiceView>,
 }
 

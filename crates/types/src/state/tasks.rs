@@ -11,7 +11,7 @@ use crate::command::{CommandOutput, RunTasks, TaskPlacement, TaskReport};
 use crate::error::{FieldError, StateError};
 use crate::event::StateEvent;
 use crate::resources::reserve;
-use crate::state::{ClientTokenRecord, State};
+use crate::state::{ClientTokenRecord, IdMap, State};
 use crate::task::{DesiredStatus, StopCode, Task, TaskStatus};
 use crate::taskdef::TaskDefinitionStatus;
 
@@ -31,8 +31,8 @@ fn invalid(field: &str, message: impl Into<String>) -> StateError {
 /// the indexing itself on every change of a bulk run.
 pub(crate) struct TaskIndexes<'a> {
     provisioning: &'a mut BTreeMap<i64, BTreeSet<String>>,
-    by_instance: &'a mut HashMap<String, BTreeSet<String>>,
-    groups_by_instance: &'a mut HashMap<String, BTreeMap<String, u32>>,
+    by_instance: &'a mut IdMap<BTreeSet<String>>,
+    groups_by_instance: &'a mut IdMap<BTreeMap<String, u32>>,
     by_service: &'a mut HashMap<(String, String), BTreeSet<String>>,
 }
 
