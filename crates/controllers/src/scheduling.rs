@@ -5,10 +5,11 @@
 //! decisions go out as one `PlaceTasks`, re-checked when applied. Reasons
 //! for tasks that cannot be placed are written only when they change.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use berth_scheduler::{
     parse_constraints, parse_strategies, place, ClusterView, InstanceView, PlacementRequest,
+    SpreadField, Strategy,
 };
 use berth_types::{
     Command, InstanceState, SchedulingStrategy, ServiceStatus, State, StateEvent, TaskPlacement,
@@ -94,6 +95,19 @@ pub fn decide(state: &State, seed: u64) -> (Vec<TaskPlacement>, Vec<(String, Str
         *n += more;
         budget -= more;
     }
+    // Instance attributes cost a map per instance per pass; only
+    // constraints, `spread:attribute` and daemons' room read them.
+    let mut read_attributes: HashSet<&str> = HashSet::new();
+    for &(cluster, _, _, _, strategies, constraints) in &order {
+        let spreads_by_attribute = parse_strategies(strategies).map_or(true, |parsed| {
+            parsed
+                .iter()
+                .any(|s| matches!(s, Strategy::Spread(SpreadField::Attribute(_))))
+        });
+        if !constraints.is_empty() || spreads_by_attribute || has_daemons(state, cluster) {
+            read_attributes.insert(cluster);
+        }
+    }
     let mut views: HashMap<String, ClusterView> = HashMap::new();
     let mut placements = Vec::new();
     let mut unplaced = Vec::new();
@@ -122,7 +136,7 @@ pub fn decide(state: &State, seed: u64) -> (Vec<TaskPlacement>, Vec<(String, Str
             }
         };
         if !views.contains_key(cluster) {
-            match cluster_view(state, cluster) {
+            match build_view(state, cluster, read_attributes.contains(cluster)) {
                 Ok(mut view) => {
                     hold_room_for_daemons(state, cluster, &mut view);
                     views.insert(cluster.to_string(), view);
@@ -222,9 +236,28 @@ fn hold_room_for_daemons(state: &State, cluster: &str, view: &mut ClusterView) {
     }
 }
 
+/// Whether the cluster has an ACTIVE daemon service, whose room
+/// `hold_room_for_daemons` finds by matching instance attributes.
+fn has_daemons(state: &State, cluster: &str) -> bool {
+    state.services_in(cluster).any(|s| {
+        s.scheduling_strategy == SchedulingStrategy::Daemon && s.status == ServiceStatus::Active
+    })
+}
+
+/// The cluster as the scheduler sees it, with every instance's attributes.
 pub fn cluster_view(
     state: &State,
     cluster: &str,
+) -> Result<ClusterView, berth_scheduler::ViewError> {
+    build_view(state, cluster, true)
+}
+
+/// The cluster's view; without `attributes`, instances carry none, for a
+/// pass that reads none.
+fn build_view(
+    state: &State,
+    cluster: &str,
+    attributes: bool,
 ) -> Result<ClusterView, berth_scheduler::ViewError> {
     let instances = state
         .instances()
@@ -232,15 +265,20 @@ pub fn cluster_view(
         .map(|i| {
             let status = i.display_status();
             let task_groups = state.task_groups_on(&i.id).cloned().unwrap_or_default();
-            // The hostname the agent registered with, for agents that
-            // report none in their hello; agent-reported, like all agent.*.
-            let mut attributes = i.all_attributes();
-            attributes
-                .entry(format!(
+            let attributes = if attributes {
+                // The hostname the agent registered with, for agents that
+                // report none in their hello; agent-reported, like all
+                // agent.*.
+                let mut all = i.all_attributes();
+                all.entry(format!(
                     "{}hostname",
                     berth_types::access::AGENT_ATTRIBUTE_PREFIX
                 ))
                 .or_insert_with(|| i.hostname.clone());
+                all
+            } else {
+                BTreeMap::new()
+            };
             InstanceView {
                 id: i.id.clone(),
                 status,
@@ -428,6 +466,63 @@ mod tests {
         // The same reason is not written again.
         let (placements, unplaced) = decide(&state, 8);
         assert!(placements.is_empty() && unplaced.is_empty());
+    }
+
+    #[test]
+    fn spreading_by_an_attribute_reads_the_attributes_without_any_constraint() {
+        // Two instances in zone a, one in zone b: spread by zone sends one
+        // of two tasks to b. A view built without attributes would put
+        // every instance in one bucket and could fill zone a.
+        let mut state = state_with(&[("i-a1", "a"), ("i-a2", "a"), ("i-b", "b")]);
+        state
+            .apply(Command::RunTasks(RunTasks {
+                cluster: "default".into(),
+                task_definition: "web".into(),
+                task_ids: vec!["t1".into(), "t2".into()],
+                instance_ids: vec![],
+                group: None,
+                started_by: String::new(),
+                placement_strategies: vec!["spread:attribute:zone".into()],
+                placement_constraints: vec![],
+                overrides: vec![],
+                client_token: None,
+                at_ms: 3,
+            }))
+            .unwrap();
+        for seed in 0..20 {
+            let (placements, _) = decide(&state, seed);
+            assert_eq!(placements.len(), 2, "{placements:?}");
+            let in_b = placements.iter().filter(|p| p.instance_id == "i-b").count();
+            assert_eq!(in_b, 1, "seed {seed}: {placements:?}");
+        }
+    }
+
+    #[test]
+    fn a_pass_that_reads_no_attribute_places_like_one_that_does() {
+        // Spread by instance with no constraint: the view is built without
+        // attributes, and the decisions are those of the full view.
+        let mut state = state_with(&[("i-a", "a"), ("i-b", "b"), ("i-c", "c")]);
+        run(&mut state, &["t1", "t2", "t3", "t4", "t5", "t6"], &[]);
+        for seed in 0..10 {
+            let (placements, unplaced) = decide(&state, seed);
+            assert!(unplaced.is_empty(), "{unplaced:?}");
+            let mut full = cluster_view(&state, "default").unwrap();
+            let mut request = PlacementRequest::new(
+                "family:web".to_string(),
+                state.task("t1").unwrap().reservation.clone(),
+                6,
+            );
+            request.strategies = parse_strategies(&Vec::<String>::new()).unwrap();
+            let plan = place(&full, &request, seed);
+            full.apply(&request, &plan).unwrap();
+            let expected: Vec<&str> = plan
+                .placements
+                .iter()
+                .map(|p| p.instance_id.as_str())
+                .collect();
+            let got: Vec<&str> = placements.iter().map(|p| p.instance_id.as_str()).collect();
+            assert_eq!(got, expected, "seed {seed}");
+        }
     }
 
     #[test]

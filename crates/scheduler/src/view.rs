@@ -3,6 +3,7 @@
 //! of them.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::OnceLock;
 
 use serde::{Deserialize, Serialize};
 
@@ -168,7 +169,10 @@ pub struct ClusterView {
     by_id: HashMap<String, u32>,
     /// Group -> instances running at least one of its tasks.
     groups: HashMap<String, BTreeSet<u32>>,
-    attrs: HashMap<String, AttrIndex>,
+    /// Built on first use: only `spread:attribute` reads it, and building
+    /// it for every attribute of every instance took a share of each pass
+    /// that placed by instance. Attributes never change within a view.
+    attrs: OnceLock<HashMap<String, AttrIndex>>,
     /// ACTIVE instances ordered by what they have left, for binpack.
     free_cpu: BTreeSet<(u64, u32)>,
     free_memory: BTreeSet<(u64, u32)>,
@@ -182,7 +186,6 @@ impl ClusterView {
         let mut free_cpu = BTreeSet::new();
         let mut free_memory = BTreeSet::new();
         let mut status_counts = [0u32; 4];
-        let mut values_by_name: BTreeMap<&str, BTreeMap<&str, Vec<u32>>> = BTreeMap::new();
         for (i, inst) in instances.iter().enumerate() {
             let idx = index_u32(i);
             if by_id.insert(inst.id.clone(), idx).is_some() {
@@ -199,17 +202,33 @@ impl ClusterView {
                 free_cpu.insert((free.cpu, idx));
                 free_memory.insert((free.memory_mib, idx));
             }
+        }
+        Ok(Self {
+            instances,
+            by_id,
+            groups,
+            attrs: OnceLock::new(),
+            free_cpu,
+            free_memory,
+            status_counts,
+        })
+    }
+
+    /// One index per attribute name over all instances.
+    fn index_attributes(instances: &[InstanceView]) -> HashMap<String, AttrIndex> {
+        let mut values_by_name: BTreeMap<&str, BTreeMap<&str, Vec<u32>>> = BTreeMap::new();
+        for (i, inst) in instances.iter().enumerate() {
             for (name, value) in &inst.attributes {
                 values_by_name
                     .entry(name)
                     .or_default()
                     .entry(value)
                     .or_default()
-                    .push(idx);
+                    .push(index_u32(i));
             }
         }
         let n = instances.len();
-        let attrs = values_by_name
+        values_by_name
             .into_iter()
             .map(|(name, values)| {
                 let mut index = AttrIndex {
@@ -239,16 +258,7 @@ impl ClusterView {
                 }
                 (name.to_string(), index)
             })
-            .collect();
-        Ok(Self {
-            instances,
-            by_id,
-            groups,
-            attrs,
-            free_cpu,
-            free_memory,
-            status_counts,
-        })
+            .collect()
     }
 
     pub fn instances(&self) -> &[InstanceView] {
@@ -409,7 +419,9 @@ impl ClusterView {
     }
 
     pub(crate) fn attr_index(&self, name: &str) -> Option<&AttrIndex> {
-        self.attrs.get(name)
+        self.attrs
+            .get_or_init(|| Self::index_attributes(&self.instances))
+            .get(name)
     }
 
     pub(crate) fn free_index(&self, resource: Resource) -> &BTreeSet<(u64, u32)> {
