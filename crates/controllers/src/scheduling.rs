@@ -8,8 +8,8 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use berth_scheduler::{
-    parse_constraints, parse_strategies, place, ClusterView, InstanceView, PlacementRequest,
-    SpreadField, Strategy,
+    parse_constraints, parse_strategies, place, ClusterView, Constraint, InstanceView,
+    PlacementRequest, SpecError, SpreadField, Strategy,
 };
 use berth_types::{
     Command, InstanceState, SchedulingStrategy, ServiceStatus, State, StateEvent, TaskPlacement,
@@ -54,6 +54,9 @@ impl Controller for Scheduling {
     }
 }
 
+/// A group's parsed placement strategies and constraints.
+type Settings = (Vec<Strategy>, Vec<Constraint>);
+
 /// Tasks that share a placement request: same cluster, definition, group,
 /// strategies and constraints.
 type GroupKey<'a> = (&'a str, &'a str, u32, &'a str, &'a [String], &'a [String]);
@@ -95,23 +98,31 @@ pub fn decide(state: &State, seed: u64) -> (Vec<TaskPlacement>, Vec<(String, Str
         *n += more;
         budget -= more;
     }
+    // Each group's placement settings, parsed once.
+    let settings: Vec<Result<Settings, SpecError>> = order
+        .iter()
+        .map(|&(_, _, _, _, strategies, constraints)| {
+            parse_strategies(strategies)
+                .and_then(|s| parse_constraints(constraints).map(|c| (s, c)))
+        })
+        .collect();
     // Instance attributes cost a map per instance per pass; only
     // constraints, `spread:attribute` and daemons' room read them.
-    let mut read_attributes: HashSet<&str> = HashSet::new();
-    for &(cluster, _, _, _, strategies, constraints) in &order {
-        let spreads_by_attribute = parse_strategies(strategies).map_or(true, |parsed| {
-            parsed
-                .iter()
-                .any(|s| matches!(s, Strategy::Spread(SpreadField::Attribute(_))))
-        });
-        if !constraints.is_empty() || spreads_by_attribute || has_daemons(state, cluster) {
-            read_attributes.insert(cluster);
-        }
-    }
+    let clusters_reading_attributes: HashSet<&str> = order
+        .iter()
+        .zip(&settings)
+        .filter(|(_, parsed)| {
+            matches!(parsed, Ok((strategies, constraints)) if !constraints.is_empty()
+                || strategies
+                    .iter()
+                    .any(|s| matches!(s, Strategy::Spread(SpreadField::Attribute(_)))))
+        })
+        .map(|(key, _)| key.0)
+        .collect();
     let mut views: HashMap<String, ClusterView> = HashMap::new();
     let mut placements = Vec::new();
     let mut unplaced = Vec::new();
-    for key in order {
+    for (key, parsed) in order.into_iter().zip(settings) {
         let Some(mut ids) = groups.remove(&key) else {
             continue;
         };
@@ -119,13 +130,11 @@ pub fn decide(state: &State, seed: u64) -> (Vec<TaskPlacement>, Vec<(String, Str
         if ids.is_empty() {
             continue;
         }
-        let (cluster, _, _, group, strategies, constraints) = key;
+        let (cluster, _, _, group, _, _) = key;
         let Some(first) = ids.first().and_then(|id| state.task(id)) else {
             continue;
         };
         let reservation = first.reservation.clone();
-        let parsed = parse_strategies(strategies)
-            .and_then(|s| parse_constraints(constraints).map(|c| (s, c)));
         let (strategies, constraints) = match parsed {
             Ok(p) => p,
             Err(e) => {
@@ -136,7 +145,9 @@ pub fn decide(state: &State, seed: u64) -> (Vec<TaskPlacement>, Vec<(String, Str
             }
         };
         if !views.contains_key(cluster) {
-            match build_view(state, cluster, read_attributes.contains(cluster)) {
+            let attributes =
+                clusters_reading_attributes.contains(cluster) || has_daemons(state, cluster);
+            match build_view(state, cluster, attributes) {
                 Ok(mut view) => {
                     hold_room_for_daemons(state, cluster, &mut view);
                     views.insert(cluster.to_string(), view);
