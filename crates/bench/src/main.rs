@@ -409,7 +409,8 @@ async fn run(cli: Cli) -> Result<()> {
             if args.instances == 0 || args.instances > 100_000 {
                 bail!("--instances must be 1..=100000");
             }
-            if args.tasks_per_instance == 0 || args.instances * args.tasks_per_instance > 1_000_000
+            if args.tasks_per_instance == 0
+                || args.instances.saturating_mul(args.tasks_per_instance) > 1_000_000
             {
                 bail!("--tasks-per-instance must be at least 1, and instances x tasks at most 1,000,000");
             }
