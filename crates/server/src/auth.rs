@@ -600,6 +600,7 @@ mod tests {
             Access::RaftPeer
         );
         assert_eq!(classify("/berth.v1.RaftService/Forward"), Access::RaftPeer);
+        assert_eq!(classify("/berth.v1.RaftService/Pipeline"), Access::RaftPeer);
         assert_eq!(
             classify("/berth.v1.AgentService/RegisterInstance"),
             Access::Open

@@ -20,6 +20,7 @@ pub mod metrics;
 pub mod network;
 pub mod node;
 pub mod ops;
+mod pipeline;
 pub mod raft_service;
 pub mod recovery;
 pub mod rejoin;
@@ -339,8 +340,13 @@ impl Server {
             node: self.node.clone(),
             ops: ops.clone(),
         };
+        // Set when shutdown starts: endless streams (agent sessions, event
+        // watches, peers' Raft pipelines) end then, or the server would wait
+        // for them instead of exiting.
+        let (closing_tx, closing) = tokio::sync::watch::channel(false);
         let raft = raft_service::RaftRpc {
             node: self.node.clone(),
+            closing: closing.clone(),
         };
         let identity = identity_api::IdentityApi {
             node: self.node.clone(),
@@ -412,7 +418,6 @@ impl Server {
         // is not on disk.
         let hub = self.hub.clone();
         let node = self.node.clone();
-        let (closing_tx, closing) = tokio::sync::watch::channel(false);
         let failed = Arc::new(std::sync::OnceLock::new());
         let failed_in = failed.clone();
         let data_dir = self.data_dir.clone();

@@ -1,6 +1,9 @@
 //! Server-to-server calls behind the [`Transport`] trait. In production:
 //! tonic, one lazily-connected, reused channel per peer, with Raft messages
-//! as bincode-encoded openraft types in a `RaftPayload`.
+//! as bincode-encoded openraft types. Calls up to [`PIPELINE_MAX_BYTES`]
+//! go on one long-lived stream per peer (`crate::pipeline`); larger ones,
+//! snapshot chunks, and every call to a peer without that stream (an older
+//! server) are unary calls with a `RaftPayload`.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -17,9 +20,19 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
+use crate::pipeline::Pipeline;
+
 /// Large enough for a batch of AppendEntries or a snapshot chunk.
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// Larger calls (AppendEntries with big entries, snapshot chunks) are sent
+/// as calls of their own: on the pipeline, the calls behind one would wait
+/// until its last byte was through HTTP/2's flow control (a heartbeat
+/// behind megabytes of entries), while separate streams interleave. 64 KiB
+/// is HTTP/2's initial stream window, so a call on the pipeline never
+/// waits for more than one window update.
+const PIPELINE_MAX_BYTES: usize = 64 * 1024;
 
 /// Channels to other servers, shared by Raft replication, write forwarding
 /// and status queries. Always mutual TLS with this server's certificate.
@@ -32,7 +45,61 @@ pub struct Peers {
 
 struct Channels {
     by_addr: HashMap<String, Channel>,
+    pipelines: HashMap<String, Arc<PipelineSlot>>,
     tls: ClientTlsConfig,
+}
+
+/// The stream to one peer, opened on first use and again after it ends.
+#[derive(Default)]
+pub(crate) struct PipelineSlot {
+    current: Mutex<Option<Arc<Pipeline>>>,
+    /// Held while a stream is being opened, so concurrent calls wait for
+    /// one stream instead of opening several.
+    opening: tokio::sync::Mutex<()>,
+    /// The peer answered that it has no such stream: use unary calls.
+    pub(crate) unsupported: std::sync::atomic::AtomicBool,
+}
+
+impl PipelineSlot {
+    fn open_one(&self) -> Option<Arc<Pipeline>> {
+        let current = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        current.as_ref().filter(|p| p.is_open()).cloned()
+    }
+
+    /// The open stream, opening one if there is none. `Ok(None)`: the peer
+    /// has none; call it with unary calls.
+    pub(crate) async fn get(
+        &self,
+        client: &mut RaftServiceClient<Channel>,
+        runtime: Option<&tokio::runtime::Handle>,
+    ) -> Result<Option<Arc<Pipeline>>, tonic::Status> {
+        use std::sync::atomic::Ordering::Relaxed;
+        if self.unsupported.load(Relaxed) {
+            return Ok(None);
+        }
+        if let Some(pipeline) = self.open_one() {
+            return Ok(Some(pipeline));
+        }
+        let _opening = self.opening.lock().await;
+        if let Some(pipeline) = self.open_one() {
+            return Ok(Some(pipeline));
+        }
+        let opened = Pipeline::open(client, runtime).await?;
+        if opened.is_none() {
+            self.unsupported.store(true, Relaxed);
+        }
+        self.current
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone_from(&opened);
+        Ok(opened)
+    }
+
+    fn close(&self, why: &str) {
+        if let Some(pipeline) = self.open_one() {
+            pipeline.close(why);
+        }
+    }
 }
 
 impl Peers {
@@ -40,6 +107,7 @@ impl Peers {
         Self {
             channels: Mutex::new(Channels {
                 by_addr: HashMap::new(),
+                pipelines: HashMap::new(),
                 tls,
             }),
             runtime: None,
@@ -62,6 +130,18 @@ impl Peers {
         let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
         channels.tls = tls;
         channels.by_addr.clear();
+        for (_, slot) in channels.pipelines.drain() {
+            slot.close("the PKI was reloaded");
+        }
+    }
+
+    fn pipeline_slot(&self, addr: &str) -> Arc<PipelineSlot> {
+        let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
+        channels
+            .pipelines
+            .entry(addr.to_string())
+            .or_default()
+            .clone()
     }
 
     /// The channel to `addr`, created on first use and reused afterwards.
@@ -104,6 +184,35 @@ pub enum PeerRpc {
     /// A stopping leader's request that a caught-up voter stand for
     /// election at once.
     ElectNow,
+}
+
+impl PeerRpc {
+    /// The call's number in a pipeline frame (`RaftFrame.rpc`): part of
+    /// the protocol between servers, so numbers are never reused.
+    pub fn wire(self) -> u32 {
+        match self {
+            PeerRpc::AppendEntries => 1,
+            PeerRpc::Vote => 2,
+            PeerRpc::InstallSnapshot => 3,
+            PeerRpc::Forward => 4,
+            PeerRpc::ReadIndex => 5,
+            PeerRpc::NodeStatus => 6,
+            PeerRpc::ElectNow => 7,
+        }
+    }
+
+    pub fn from_wire(number: u32) -> Option<Self> {
+        Some(match number {
+            1 => PeerRpc::AppendEntries,
+            2 => PeerRpc::Vote,
+            3 => PeerRpc::InstallSnapshot,
+            4 => PeerRpc::Forward,
+            5 => PeerRpc::ReadIndex,
+            6 => PeerRpc::NodeStatus,
+            7 => PeerRpc::ElectNow,
+            _ => return None,
+        })
+    }
 }
 
 /// Why a call to a peer failed, as far as the caller can know.
@@ -156,8 +265,26 @@ impl Transport for Peers {
         timeout: Duration,
     ) -> BoxFuture<'static, Result<Vec<u8>, CallError>> {
         let client = self.raft_client(addr);
+        let slot = (rpc != PeerRpc::InstallSnapshot && payload.len() <= PIPELINE_MAX_BYTES)
+            .then(|| self.pipeline_slot(addr));
+        let runtime = self.runtime.clone();
         Box::pin(async move {
             let mut client = client.map_err(CallError::NotSent)?;
+            if let Some(slot) = slot {
+                let opening = slot.get(&mut client, runtime.as_ref());
+                match tokio::time::timeout(timeout + Duration::from_millis(250), opening).await {
+                    Ok(Ok(Some(pipeline))) => return pipeline.call(rpc, payload, timeout).await,
+                    Ok(Ok(None)) => {}
+                    Ok(Err(status)) => return Err(classify(&status)),
+                    // Nothing is sent before the stream is open.
+                    Err(_) => {
+                        return Err(CallError::NotSent(format!(
+                            "the stream to the peer did not open within {} ms",
+                            timeout.as_millis()
+                        )))
+                    }
+                }
+            }
             let call = async move {
                 let data = match rpc {
                     PeerRpc::ReadIndex => {

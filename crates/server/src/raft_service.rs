@@ -10,6 +10,8 @@ use crate::node::{BerthNode, ElectNow};
 
 pub struct RaftRpc {
     pub node: BerthNode,
+    /// Becomes true when the server starts shutting down.
+    pub closing: tokio::sync::watch::Receiver<bool>,
 }
 
 fn bad_payload(e: bincode::Error) -> Status {
@@ -81,6 +83,24 @@ impl RaftService for RaftRpc {
         let ask: ElectNow = decode(&request.into_inner().data).map_err(bad_payload)?;
         self.node.elect_now(ask).await?;
         reply(&())
+    }
+
+    type PipelineStream = crate::pipeline::AnswerStream;
+
+    async fn pipeline(
+        &self,
+        request: Request<tonic::Streaming<pb::RaftFrame>>,
+    ) -> Result<Response<Self::PipelineStream>, Status> {
+        let node = self.node.clone();
+        let handle = move |rpc, data: Vec<u8>| {
+            let node = node.clone();
+            async move { dispatch(&node, rpc, &data).await }
+        };
+        Ok(Response::new(crate::pipeline::answer_frames(
+            handle,
+            request.into_inner(),
+            self.closing.clone(),
+        )))
     }
 
     async fn node_status(
