@@ -271,9 +271,15 @@ impl Transport for Peers {
         Box::pin(async move {
             let mut client = client.map_err(CallError::NotSent)?;
             if let Some(slot) = slot {
+                let started = std::time::Instant::now();
                 let opening = slot.get(&mut client, runtime.as_ref());
                 match tokio::time::timeout(timeout + Duration::from_millis(250), opening).await {
-                    Ok(Ok(Some(pipeline))) => return pipeline.call(rpc, payload, timeout).await,
+                    // Opening counts against the call's time: openraft's
+                    // timeout covers the whole call.
+                    Ok(Ok(Some(pipeline))) => {
+                        let left = timeout.saturating_sub(started.elapsed());
+                        return pipeline.call(rpc, payload, left).await;
+                    }
                     Ok(Ok(None)) => {}
                     Ok(Err(status)) => return Err(classify(&status)),
                     // Nothing is sent before the stream is open.
