@@ -164,13 +164,18 @@ fn answer_of(frame: pb::RaftFrame) -> Answer {
     if frame.error_code == 0 {
         return Ok(frame.data);
     }
-    let status = Status::new(tonic::Code::from(frame.error_code), frame.error_message);
     Err(CallError::Unknown(format!(
         "{:?}: {}",
-        status.code(),
-        status.message()
+        tonic::Code::from(frame.error_code),
+        frame.error_message
     )))
 }
+
+/// At most this many of a stream's calls run at once; the stream is not
+/// read further until one completes. The same bound as HTTP/2 streams per
+/// connection (`limits::MAX_CONCURRENT_STREAMS`), which capped a peer's
+/// unary calls.
+const MAX_RUNNING: usize = crate::limits::MAX_CONCURRENT_STREAMS as usize;
 
 pub(crate) type AnswerStream = Pin<Box<dyn Stream<Item = Result<pb::RaftFrame, Status>> + Send>>;
 
@@ -198,7 +203,8 @@ where
         if !calls_ended && shutdown.as_mut().poll(cx).is_ready() {
             calls_ended = true;
         }
-        while !calls_ended {
+        // At the bound, the next completion wakes this stream again.
+        while !calls_ended && running.len() < MAX_RUNNING {
             match calls.poll_next_unpin(cx) {
                 Poll::Ready(Some(Ok(frame))) => running.push(run(&handle, frame)),
                 Poll::Ready(Some(Err(status))) => {
@@ -259,13 +265,16 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
 
     use super::*;
+    use std::sync::atomic::AtomicUsize;
+
     use pb::raft_service_client::RaftServiceClient;
     use pb::raft_service_server::{RaftService, RaftServiceServer};
     use tonic::transport::Channel;
     use tonic::{Request, Response};
 
     /// A peer whose pipeline answers a vote at once with "fast:" and the
-    /// payload, and a forwarded write after 300 ms with "slow:".
+    /// payload, a forwarded write after 300 ms with "slow:", and ElectNow
+    /// after 100 ms, counting how many ElectNow run at once.
     struct Peer {
         closing: tokio::sync::watch::Receiver<bool>,
     }
@@ -277,10 +286,21 @@ mod tests {
                 tokio::time::sleep(Duration::from_millis(300)).await;
                 b"slow:"
             }
+            PeerRpc::ElectNow => {
+                let now = ELECTING.fetch_add(1, Ordering::SeqCst) + 1;
+                MOST_ELECTING.fetch_max(now, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                ELECTING.fetch_sub(1, Ordering::SeqCst);
+                b"elected:"
+            }
             _ => return Err(Status::failed_precondition("not in this test")),
         };
         Ok([prefix, &data].concat())
     }
+
+    /// ElectNow calls running on the test peer now, and at most so far.
+    static ELECTING: AtomicUsize = AtomicUsize::new(0);
+    static MOST_ELECTING: AtomicUsize = AtomicUsize::new(0);
 
     type Unary = Result<Response<pb::RaftPayload>, Status>;
 
@@ -326,24 +346,26 @@ mod tests {
         }
     }
 
-    /// A plain-HTTP/2 peer on loopback and a client of it; the sender
-    /// starts the peer's shutdown.
-    async fn peer() -> (RaftServiceClient<Channel>, tokio::sync::watch::Sender<bool>) {
-        let (closing_tx, closing) = tokio::sync::watch::channel(false);
+    /// Serves `router` in plain HTTP/2 on loopback; a client of it.
+    async fn serve(router: tonic::transport::server::Router) -> RaftServiceClient<Channel> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-        tokio::spawn(
-            tonic::transport::Server::builder()
-                .add_service(RaftServiceServer::new(Peer { closing }))
-                .serve_with_incoming(incoming),
-        );
+        tokio::spawn(router.serve_with_incoming(incoming));
         let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
             .unwrap()
             .connect()
             .await
             .unwrap();
-        (RaftServiceClient::new(channel), closing_tx)
+        RaftServiceClient::new(channel)
+    }
+
+    /// A peer and a client of it; the sender starts the peer's shutdown.
+    async fn peer() -> (RaftServiceClient<Channel>, tokio::sync::watch::Sender<bool>) {
+        let (closing_tx, closing) = tokio::sync::watch::channel(false);
+        let router = tonic::transport::Server::builder()
+            .add_service(RaftServiceServer::new(Peer { closing }));
+        (serve(router).await, closing_tx)
     }
 
     #[tokio::test]
@@ -424,6 +446,26 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_peer_runs_at_most_the_bound_of_one_stream_s_calls_at_once() {
+        let (mut client, _closing) = peer().await;
+        let pipeline = Pipeline::open(&mut client, None).await.unwrap().unwrap();
+        let calls = (0..MAX_RUNNING + 44).map(|i| {
+            pipeline.call(
+                PeerRpc::ElectNow,
+                i.to_string().into_bytes(),
+                Duration::from_secs(10),
+            )
+        });
+        let answers = futures::future::join_all(calls).await;
+        // Every call is answered, its own answer, though the peer held
+        // back the ones over the bound until others completed.
+        for (i, answer) in answers.into_iter().enumerate() {
+            assert_eq!(answer.unwrap(), format!("elected:{i}").into_bytes());
+        }
+        assert_eq!(MOST_ELECTING.load(Ordering::SeqCst), MAX_RUNNING);
+    }
+
+    #[tokio::test]
     async fn closing_a_stream_fails_the_calls_still_waiting_as_possibly_done() {
         let (mut client, _closing) = peer().await;
         let pipeline = Pipeline::open(&mut client, None).await.unwrap().unwrap();
@@ -442,21 +484,8 @@ mod tests {
     #[tokio::test]
     async fn a_peer_without_the_stream_is_told_apart_from_a_failure() {
         // An older server: no RaftService.Pipeline route at all.
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
         let (reflection, _) = crate::reflection().unwrap();
-        tokio::spawn(
-            tonic::transport::Server::builder()
-                .add_service(reflection)
-                .serve_with_incoming(incoming),
-        );
-        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
-        let mut client = RaftServiceClient::new(channel);
+        let mut client = serve(tonic::transport::Server::builder().add_service(reflection)).await;
         assert!(Pipeline::open(&mut client, None).await.unwrap().is_none());
         // The slot remembers it: calls to that peer go unary from now on.
         let slot = crate::network::PipelineSlot::default();
