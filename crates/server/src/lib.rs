@@ -34,6 +34,7 @@ pub mod tags_api;
 pub mod tasks_api;
 pub mod tls;
 pub mod upgrade;
+mod write_batching;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -399,10 +400,13 @@ impl Server {
         let max = network::MAX_MESSAGE_BYTES;
         let api_max = limits::MAX_API_MESSAGE_BYTES;
         let (reflection_v1, reflection_v1alpha) = reflection()?;
-        let incoming = limits::tls_incoming(
-            listener,
-            self.pki.acceptors(),
-            self.limits.tls_handshake_timeout,
+        let incoming = tokio_stream::StreamExt::map(
+            limits::tls_incoming(
+                listener,
+                self.pki.acceptors(),
+                self.limits.tls_handshake_timeout,
+            ),
+            |connection| connection.map(write_batching::BatchedWrites::new),
         );
         // Agent sessions are endless streams: end them when shutdown starts,
         // or the server would wait for them instead of exiting (the agents
