@@ -28,6 +28,7 @@ pub mod schedules_api;
 pub mod secrets_api;
 pub mod services_api;
 pub mod session;
+pub mod small_pages;
 pub mod stats;
 pub mod stats_api;
 pub mod tags_api;

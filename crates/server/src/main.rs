@@ -596,6 +596,8 @@ fn pki(command: PkiCommand) -> anyhow::Result<()> {
 }
 
 fn main() {
+    // Before any thread starts: see `small_pages` for what huge pages cost.
+    let small_pages = berth_server::small_pages::use_small_pages();
     let args: Vec<String> = std::env::args().collect();
     if let Err(e) = berth_daemon::apply_config_file(&Cli::command(), &args) {
         eprintln!("error: {e}");
@@ -626,6 +628,10 @@ fn main() {
     if let Err(e) = init_logging(cli.log_format, &cli.log) {
         eprintln!("error: {e}");
         std::process::exit(2);
+    }
+    if let Err(e) = small_pages {
+        // A kernel without the flag runs as before, with more memory.
+        tracing::warn!(error = %e, "could not turn transparent huge pages off");
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
