@@ -5,7 +5,7 @@
 //! the system leaves THP to `madvise`, as Debian does. A fault in such a
 //! region then zeroes a whole 2 MiB page for the few KiB mimalloc hands
 //! out, and again after every purge returns part of one to the kernel. On
-//! the leader that was 11% of its CPU under 256 writing clients
+//! the leader that was 24% of its CPU samples under 256 writing clients
 //! (`clear_page_erms` under `do_huge_pmd_anonymous_page`), and it kept
 //! huge pages resident that were mostly unused: with 10,000 agents
 //! connected, 734 MiB against 494 MiB in 4 KiB pages (docs/benchmarks.md).
