@@ -273,7 +273,10 @@ impl Transport for Peers {
             if let Some(slot) = slot {
                 let started = std::time::Instant::now();
                 let opening = slot.get(&mut client, runtime.as_ref());
-                match tokio::time::timeout(timeout + Duration::from_millis(250), opening).await {
+                // The margin lets the channel's own connect timeout report
+                // first, with its reason.
+                let wait = timeout + Duration::from_millis(250);
+                match tokio::time::timeout(wait, opening).await {
                     // Opening counts against the call's time: openraft's
                     // timeout covers the whole call.
                     Ok(Ok(Some(pipeline))) => {
@@ -286,7 +289,7 @@ impl Transport for Peers {
                     Err(_) => {
                         return Err(CallError::NotSent(format!(
                             "the stream to the peer did not open within {} ms",
-                            timeout.as_millis()
+                            wait.as_millis()
                         )))
                     }
                 }

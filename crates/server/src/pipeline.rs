@@ -160,15 +160,13 @@ async fn read_answers(pipeline: Arc<Pipeline>, mut answers: Streaming<pb::RaftFr
     pipeline.close(&why);
 }
 
+/// A refusal is classified as the same status from a unary call would be.
 fn answer_of(frame: pb::RaftFrame) -> Answer {
     if frame.error_code == 0 {
         return Ok(frame.data);
     }
-    Err(CallError::Unknown(format!(
-        "{:?}: {}",
-        tonic::Code::from(frame.error_code),
-        frame.error_message
-    )))
+    let status = Status::new(tonic::Code::from(frame.error_code), frame.error_message);
+    Err(crate::network::classify(&status))
 }
 
 /// At most this many of a stream's calls run at once; the stream is not
@@ -368,10 +366,16 @@ mod tests {
         (serve(router).await, closing_tx)
     }
 
+    /// A stream open to a fresh peer; the sender starts the peer's shutdown.
+    async fn stream_to_peer() -> (Arc<Pipeline>, tokio::sync::watch::Sender<bool>) {
+        let (mut client, closing) = peer().await;
+        let pipeline = Pipeline::open(&mut client, None).await.unwrap().unwrap();
+        (pipeline, closing)
+    }
+
     #[tokio::test]
     async fn calls_on_one_stream_are_answered_as_they_complete_each_to_its_caller() {
-        let (mut client, _closing) = peer().await;
-        let pipeline = Pipeline::open(&mut client, None).await.unwrap().unwrap();
+        let (pipeline, _closing) = stream_to_peer().await;
         let timeout = Duration::from_secs(5);
 
         let slow = pipeline.call(PeerRpc::Forward, b"one".to_vec(), timeout);
@@ -416,8 +420,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_peer_shutting_down_answers_what_it_read_then_ends_the_stream() {
-        let (mut client, closing) = peer().await;
-        let pipeline = Pipeline::open(&mut client, None).await.unwrap().unwrap();
+        let (pipeline, closing) = stream_to_peer().await;
         let timeout = Duration::from_secs(5);
 
         let slow = pipeline.call(PeerRpc::Forward, b"in flight".to_vec(), timeout);
@@ -447,8 +450,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_peer_runs_at_most_the_bound_of_one_stream_s_calls_at_once() {
-        let (mut client, _closing) = peer().await;
-        let pipeline = Pipeline::open(&mut client, None).await.unwrap().unwrap();
+        let (pipeline, _closing) = stream_to_peer().await;
         let calls = (0..MAX_RUNNING + 44).map(|i| {
             pipeline.call(
                 PeerRpc::ElectNow,
@@ -467,8 +469,7 @@ mod tests {
 
     #[tokio::test]
     async fn closing_a_stream_fails_the_calls_still_waiting_as_possibly_done() {
-        let (mut client, _closing) = peer().await;
-        let pipeline = Pipeline::open(&mut client, None).await.unwrap().unwrap();
+        let (pipeline, _closing) = stream_to_peer().await;
         let slow = pipeline.call(PeerRpc::Forward, Vec::new(), Duration::from_secs(5));
         tokio::pin!(slow);
         assert!(tokio::time::timeout(Duration::from_millis(100), &mut slow)

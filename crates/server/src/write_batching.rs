@@ -55,11 +55,14 @@ impl Wake for Deferral {
 
     fn wake_by_ref(self: &Arc<Self>) {
         self.fired.store(true, Ordering::Release);
-        let task = match self.task.lock() {
-            Ok(task) => task.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        };
+        let task = self.task().clone();
         task.wake();
+    }
+}
+
+impl Deferral {
+    fn task(&self) -> std::sync::MutexGuard<'_, Waker> {
+        self.task.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -80,10 +83,9 @@ impl<T> BatchedWrites<T> {
                     self.hold = Hold::Passing;
                     return Poll::Ready(());
                 }
-                if let Ok(mut task) = deferral.task.lock() {
-                    if !task.will_wake(cx.waker()) {
-                        task.clone_from(cx.waker());
-                    }
+                let mut task = deferral.task();
+                if !task.will_wake(cx.waker()) {
+                    task.clone_from(cx.waker());
                 }
                 Poll::Pending
             }
