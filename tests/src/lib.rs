@@ -427,6 +427,60 @@ pub async fn tls_channel(addr: &str, identity: Option<(&str, &str)>) -> Result<C
     tls_channel_trusting(addr, &ca_pem, identity).await
 }
 
+/// An agent session on the session transport (ALPN `berth-session/1`),
+/// as the agent opens it, with an optional client certificate: sends
+/// `messages` and keeps its side open; the returned reader is the
+/// server's side.
+pub async fn wire_session(
+    addr: &str,
+    identity: Option<(&str, &str)>,
+    messages: Vec<pb::AgentMessage>,
+) -> Result<berth_wire::Inbound> {
+    let outbound =
+        futures::StreamExt::chain(futures::stream::iter(messages), futures::stream::pending());
+    wire_session_sending(addr, identity, outbound).await
+}
+
+/// [`wire_session`] sending whatever `outbound` yields.
+pub async fn wire_session_sending<S>(
+    addr: &str,
+    identity: Option<(&str, &str)>,
+    outbound: S,
+) -> Result<berth_wire::Inbound>
+where
+    S: futures::Stream<Item = pb::AgentMessage> + Send + Unpin + 'static,
+{
+    let ca_pem = std::fs::read_to_string(test_pki().dir.join("ca.crt"))
+        .unwrap_or_else(|_| test_pki().ca_pem.clone());
+    let config = berth_wire::client_config(&ca_pem, identity)?;
+    let host = addr.rsplit_once(':').map_or(addr, |(host, _)| host);
+    let connection = tokio::time::timeout(
+        Duration::from_secs(5),
+        berth_wire::connect(addr, host, config),
+    )
+    .await??;
+    anyhow::ensure!(
+        connection.speaks_sessions(),
+        "{addr} did not choose the session transport"
+    );
+    Ok(connection.start(outbound, 64 << 20))
+}
+
+/// How the server ended a session on the session transport: the status of
+/// its `SessionEnd`, read past any messages before it. A session that is
+/// still going after 10 s, or that ends without a reason, fails the test.
+pub async fn wire_refusal(inbound: &mut berth_wire::Inbound) -> tonic::Status {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match tokio::time::timeout_at(deadline, inbound.message()).await {
+            Ok(Err(status)) => return status,
+            Ok(Ok(Some(_))) => continue,
+            Ok(Ok(None)) => panic!("the session ended without a reason"),
+            Err(_) => panic!("the session was not ended within 10 s"),
+        }
+    }
+}
+
 /// A TLS channel that trusts `ca_pem` only, with an optional client
 /// certificate.
 pub async fn tls_channel_trusting(

@@ -178,15 +178,41 @@ async fn status_of(addr: &str) -> Result<()> {
     status(addr).await.map(|_| ())
 }
 
+/// The server's side of a hand-driven session, on either transport.
+enum Replies {
+    Grpc(Box<tonic::Streaming<pb::ServerMessage>>),
+    Wire(berth_wire::Inbound),
+}
+
+impl Replies {
+    async fn message(&mut self) -> Result<Option<pb::ServerMessage>, tonic::Status> {
+        match self {
+            Replies::Grpc(replies) => replies.message().await,
+            Replies::Wire(replies) => replies.message().await,
+        }
+    }
+}
+
 /// A hand-driven agent session: what a compromised agent could send.
 struct RawSession {
     instance_id: String,
     send: mpsc::UnboundedSender<pb::AgentMessage>,
-    replies: tonic::Streaming<pb::ServerMessage>,
+    replies: Replies,
 }
 
 impl RawSession {
+    /// A session on the gRPC transport.
     async fn open(addr: &str, token: &berth_pki::tokens::JoinToken, host: &str) -> Result<Self> {
+        Self::open_on(addr, token, host, false).await
+    }
+
+    /// `on_wire`: on the session transport (`berth_wire`) instead.
+    async fn open_on(
+        addr: &str,
+        token: &berth_pki::tokens::JoinToken,
+        host: &str,
+        on_wire: bool,
+    ) -> Result<Self> {
         let (key_pem, csr_pem) = berth_pki::generate_csr("agent").unwrap();
         let joined = AgentServiceClient::new(tls_channel(addr, None).await?)
             .register_instance(pb::RegisterInstanceRequest {
@@ -195,7 +221,7 @@ impl RawSession {
             })
             .await?
             .into_inner();
-        let channel = tls_channel(addr, Some((&joined.certificate_pem, &key_pem))).await?;
+        let identity = (joined.certificate_pem.as_str(), key_pem.as_str());
         let (send, rx) = mpsc::unbounded();
         send.unbounded_send(pb::AgentMessage {
             body: Some(AgentBody::Hello(pb::AgentHello {
@@ -206,10 +232,17 @@ impl RawSession {
                 ..Default::default()
             })),
         })?;
-        let mut replies = AgentSessionServiceClient::new(channel)
-            .session(rx)
-            .await?
-            .into_inner();
+        let mut replies = if on_wire {
+            Replies::Wire(wire_session_sending(addr, Some(identity), rx).await?)
+        } else {
+            let channel = tls_channel(addr, Some(identity)).await?;
+            Replies::Grpc(Box::new(
+                AgentSessionServiceClient::new(channel)
+                    .session(rx)
+                    .await?
+                    .into_inner(),
+            ))
+        };
         // Settings, then the complete assignment set: the session is up.
         for _ in 0..2 {
             replies.message().await?.expect("a server message");
@@ -272,17 +305,22 @@ async fn agents_that_flood_or_send_oversized_reports_are_cut_off_and_others_are_
 {
     let cluster = TestCluster::start(1, &[]).await?;
     let addr = cluster.addr(1);
-    let token = activation_for(&addr, 4).await?;
+    let token = activation_for(&addr, 6).await?;
     let honest = RawSession::open(&addr, &token, "honest").await?;
+    let honest_on_wire = RawSession::open_on(&addr, &token, "honest-wire", true).await?;
 
-    // A message over 1 MiB ends the session from its length prefix.
+    // A message over 1 MiB ends the session from its length prefix, on
+    // either transport.
     let mut oversized = RawSession::open(&addr, &token, "oversized").await?;
+    let mut oversized_on_wire = RawSession::open_on(&addr, &token, "oversized-wire", true).await?;
     let mut big = report("t-1");
     big.reason = "x".repeat(2 * 1024 * 1024);
-    oversized.status(vec![big]);
-    let status = oversized.ended().await;
-    assert!(status.message().contains("session cut off"), "{status:?}");
-    assert!(status.message().contains("too large"), "{status:?}");
+    for session in [&mut oversized, &mut oversized_on_wire] {
+        session.status(vec![big.clone()]);
+        let status = session.ended().await;
+        assert!(status.message().contains("session cut off"), "{status:?}");
+        assert!(status.message().contains("too large"), "{status:?}");
+    }
 
     // A report over a field limit (a 4 KiB task id).
     let mut bad_field = RawSession::open(&addr, &token, "bad-field").await?;
@@ -311,6 +349,7 @@ async fn agents_that_flood_or_send_oversized_reports_are_cut_off_and_others_are_
     let log = cluster.logs();
     for id in [
         &oversized.instance_id,
+        &oversized_on_wire.instance_id,
         &bad_field.instance_id,
         &repeater.instance_id,
     ] {
@@ -321,18 +360,23 @@ async fn agents_that_flood_or_send_oversized_reports_are_cut_off_and_others_are_
         );
     }
 
-    // The honest agent's session is still up and still served.
-    assert!(honest.status(vec![report("t-unknown")]));
-    honest.send.unbounded_send(pb::AgentMessage {
-        body: Some(AgentBody::Heartbeat(pb::Heartbeat { sent_at_ms: 1 })),
-    })?;
+    // The honest agents' sessions are still up and still served.
+    for honest in [&honest, &honest_on_wire] {
+        assert!(honest.status(vec![report("t-unknown")]));
+        honest.send.unbounded_send(pb::AgentMessage {
+            body: Some(AgentBody::Heartbeat(pb::Heartbeat { sent_at_ms: 1 })),
+        })?;
+    }
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(honest.is_connected(&addr).await?);
-    assert!(
-        !log.lines()
-            .any(|l| l.contains("cut off") && l.contains(honest.instance_id.as_str())),
-        "the honest agent was cut off"
-    );
+    for honest in [&honest, &honest_on_wire] {
+        assert!(honest.is_connected(&addr).await?);
+        assert!(
+            !log.lines()
+                .any(|l| l.contains("cut off") && l.contains(honest.instance_id.as_str())),
+            "the honest agent {} was cut off",
+            honest.instance_id
+        );
+    }
     Ok(())
 }
 

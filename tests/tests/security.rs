@@ -241,6 +241,13 @@ async fn revoked_certificates_are_refused_by_every_server() -> Result<()> {
             .await;
         let (c, m) = code(vote);
         assert_eq!(c, Code::PermissionDenied, "{m}");
+        let refused = wire_refused(&addr, (&cert, &key), "").await?;
+        assert_eq!(
+            refused.code(),
+            Code::PermissionDenied,
+            "{addr}: {refused:?}"
+        );
+        assert!(refused.message().contains("revoked"), "{refused:?}");
     }
     let listed = auth
         .list_revoked_certificates(pb::ListRevokedCertificatesRequest {})
@@ -288,10 +295,15 @@ async fn raft_and_agent_calls_need_the_right_certificate() -> Result<()> {
         }
     }
 
-    // An agent without a certificate is refused agent-only calls.
+    // An agent without a certificate is refused agent-only calls, and its
+    // session on either transport.
     let mut agent = AgentServiceClient::new(tls_channel(&addr, None).await?);
     let (c, m) = code(agent.ping(pb::AgentPingRequest {}).await);
     assert_eq!(c, Code::Unauthenticated, "{m}");
+    let mut anonymous = wire_session(&addr, None, vec![hello_as("")]).await?;
+    let refused = wire_refusal(&mut anonymous).await;
+    assert_eq!(refused.code(), Code::Unauthenticated, "{refused:?}");
+    assert!(refused.message().contains("certificate"), "{refused:?}");
 
     // A genuine instance certificate reaches agent calls but not Raft.
     let joined = join(&addr, 1).await?;
@@ -299,12 +311,54 @@ async fn raft_and_agent_calls_need_the_right_certificate() -> Result<()> {
     let mut as_agent = AgentServiceClient::new(tls_channel(&addr, Some(identity)).await?);
     let pong = as_agent.ping(pb::AgentPingRequest {}).await?.into_inner();
     assert_eq!(pong.instance_id, joined.instance_id);
+    // ... and its session on the session transport: a follower redirects
+    // it, the leader sends the settings.
+    let mut target = addr.clone();
+    let mut first = None;
+    for _ in 0..3 {
+        let hello = vec![hello_as(&joined.instance_id)];
+        let mut session = wire_session(&target, Some(identity), hello).await?;
+        first = tokio::time::timeout(Duration::from_secs(10), session.message())
+            .await??
+            .and_then(|m| m.body);
+        match &first {
+            Some(pb::server_message::Body::Redirect(r)) if !r.leader_address.is_empty() => {
+                target = r.leader_address.clone();
+            }
+            _ => break,
+        }
+    }
+    assert!(
+        matches!(first, Some(pb::server_message::Body::Settings(_))),
+        "the leader's first session message is its settings: {first:?}"
+    );
     let mut raft = RaftServiceClient::new(tls_channel(&addr, Some(identity)).await?);
     assert_eq!(
         code(raft.vote(pb::RaftPayload { data: vec![] }).await).0,
         Code::PermissionDenied
     );
     Ok(())
+}
+
+/// A session's first message, naming `instance_id` (empty: none).
+fn hello_as(instance_id: &str) -> pb::AgentMessage {
+    pb::AgentMessage {
+        body: Some(pb::agent_message::Body::Hello(pb::AgentHello {
+            instance_id: instance_id.to_string(),
+            ..Default::default()
+        })),
+    }
+}
+
+/// How the server ends a session on the session transport opened with
+/// `identity` and a hello naming `instance_id`.
+async fn wire_refused(
+    addr: &str,
+    identity: (&str, &str),
+    instance_id: &str,
+) -> Result<tonic::Status> {
+    let mut session = wire_session(addr, Some(identity), vec![hello_as(instance_id)]).await?;
+    Ok(wire_refusal(&mut session).await)
 }
 
 #[derive(Debug)]
@@ -483,6 +537,13 @@ async fn activations_admit_exactly_what_they_allow() -> Result<()> {
         let (c, m) = code(agent.ping(pb::AgentPingRequest {}).await);
         assert_eq!(c, Code::PermissionDenied, "{addr}: {m}");
         assert!(m.contains("deregistered"), "{m}");
+        let refused = wire_refused(addr, identity, &joined.instance_id).await?;
+        assert_eq!(
+            refused.code(),
+            Code::PermissionDenied,
+            "{addr}: {refused:?}"
+        );
+        assert!(refused.message().contains("deregistered"), "{refused:?}");
     }
 
     // No secret handed out in this run appears in any server's log.
@@ -570,6 +631,20 @@ async fn a_valid_join_token_does_not_take_over_a_live_instance() -> Result<()> {
             }
         }
     };
+    assert!(
+        refused
+            .message()
+            .contains(&format!("hello names instance {}", a.instance_id)),
+        "{refused:?}"
+    );
+    let mut on_wire = wire_session(
+        &addr,
+        Some((&b.certificate_pem, &b.key_pem)),
+        vec![hello_as(&a.instance_id)],
+    )
+    .await?;
+    let refused = wire_refusal(&mut on_wire).await;
+    assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
     assert!(
         refused
             .message()

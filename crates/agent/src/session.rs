@@ -49,6 +49,9 @@ const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(5);
 /// A server that neither redirects nor sends settings by then is stuck.
 const SETTINGS_TIMEOUT: Duration = Duration::from_secs(15);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Largest message the agent accepts from the server: a complete
+/// assignment set for every task an instance can hold fits well inside.
+const MAX_SERVER_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 const NO_LEADER_RETRY: Duration = Duration::from_millis(500);
 /// Redirects in a row before backing off (followers that disagree about
 /// the leader during an election).
@@ -193,7 +196,9 @@ pub async fn run<R: Runtime>(
     }
 }
 
-/// One connection: connect, hello, converse.
+/// One connection: connect, hello, converse. The session transport
+/// (`berth_wire`) when the server offers it, else the gRPC session (a
+/// server of an earlier release).
 async fn attempt<R: Runtime>(
     config: &SessionConfig,
     target: &str,
@@ -202,6 +207,73 @@ async fn attempt<R: Runtime>(
     runner: &RunnerHandle<R>,
     reached_leader: &mut bool,
 ) -> Result<Outcome, SessionError> {
+    let (authority, host) = parse_address(target)?;
+    let connect_failed = |reason: String| SessionError::Connect {
+        address: target.to_string(),
+        reason,
+    };
+    let tls = berth_wire::client_config(
+        &identity.ca_pem,
+        Some((&identity.cert_pem, &identity.key_pem)),
+    )
+    .map_err(|e| connect_failed(e.to_string()))?;
+    let connection =
+        tokio::time::timeout(CONNECT_TIMEOUT, berth_wire::connect(&authority, &host, tls))
+            .await
+            .map_err(|_| connect_failed(format!("no connection within {CONNECT_TIMEOUT:?}")))?
+            .map_err(|e| match e {
+                berth_wire::WireError::Connect { reason, .. } => connect_failed(reason),
+                other => connect_failed(other.to_string()),
+            })?;
+    let (tx, rx) = mpsc::channel(OUT_QUEUE);
+    let hello = hello(config, &identity.instance_id, runner);
+    let said: Vec<pb::TaskReport> = match &hello.body {
+        Some(Out::Hello(h)) => h.running.clone(),
+        _ => Vec::new(),
+    };
+    // Queued before the call: the server reads the hello before it answers.
+    tx.send(hello)
+        .await
+        .map_err(|_| SessionError::OutboundClosed)?;
+    let outbound = tokio_stream::wrappers::ReceiverStream::new(rx);
+    let inbound = if connection.speaks_sessions() {
+        connection
+            .start(outbound, MAX_SERVER_MESSAGE_BYTES)
+            .into_stream()
+    } else {
+        drop(connection);
+        debug!(server = %target, "the server has no session transport; using the gRPC session");
+        grpc_session(target, identity, outbound).await?
+    };
+    runner.note_sent(&said);
+    debug!(tasks = said.len(), "hello sent");
+    let expires_in = u64::try_from(identity.local_expires_at_ms - berth_client::time::now_ms())
+        .ok()
+        .map(Duration::from_millis);
+    converse(
+        inbound,
+        tx,
+        runner,
+        identity_rx,
+        &identity.instance_id,
+        expires_in,
+        reached_leader,
+        &config.health,
+    )
+    .await
+}
+
+/// The server's messages of a session.
+type ServerMessages =
+    std::pin::Pin<Box<dyn Stream<Item = Result<pb::ServerMessage, tonic::Status>> + Send>>;
+
+/// Opens the session as a gRPC call, for servers without the session
+/// transport.
+async fn grpc_session(
+    target: &str,
+    identity: &AgentIdentity,
+    outbound: tokio_stream::wrappers::ReceiverStream<pb::AgentMessage>,
+) -> Result<ServerMessages, SessionError> {
     let endpoint = endpoint(target, identity)?;
     let channel = tokio::time::timeout(CONNECT_TIMEOUT, endpoint.connect())
         .await
@@ -213,43 +285,16 @@ async fn attempt<R: Runtime>(
             address: target.to_string(),
             reason: error_chain(&e),
         })?;
-    let mut client = AgentSessionServiceClient::new(channel);
-    let (tx, rx) = mpsc::channel(OUT_QUEUE);
-    let hello = hello(config, &identity.instance_id, runner);
-    let said: Vec<pb::TaskReport> = match &hello.body {
-        Some(Out::Hello(h)) => h.running.clone(),
-        _ => Vec::new(),
-    };
-    // Queued before the call: the server reads the hello before it answers.
-    tx.send(hello)
+    let mut client =
+        AgentSessionServiceClient::new(channel).max_decoding_message_size(MAX_SERVER_MESSAGE_BYTES);
+    let response = tokio::time::timeout(SETTINGS_TIMEOUT, client.session(outbound))
         .await
-        .map_err(|_| SessionError::OutboundClosed)?;
-    let response = tokio::time::timeout(
-        SETTINGS_TIMEOUT,
-        client.session(tokio_stream::wrappers::ReceiverStream::new(rx)),
-    )
-    .await
-    .map_err(|_| SessionError::NoSettings(SETTINGS_TIMEOUT))?
-    .map_err(|s| SessionError::Refused {
-        code: s.code(),
-        message: s.message().to_string(),
-    })?;
-    runner.note_sent(&said);
-    debug!(tasks = said.len(), "hello sent");
-    let expires_in = u64::try_from(identity.local_expires_at_ms - berth_client::time::now_ms())
-        .ok()
-        .map(Duration::from_millis);
-    converse(
-        response.into_inner(),
-        tx,
-        runner,
-        identity_rx,
-        &identity.instance_id,
-        expires_in,
-        reached_leader,
-        &config.health,
-    )
-    .await
+        .map_err(|_| SessionError::NoSettings(SETTINGS_TIMEOUT))?
+        .map_err(|s| SessionError::Refused {
+            code: s.code(),
+            message: s.message().to_string(),
+        })?;
+    Ok(Box::pin(response.into_inner()))
 }
 
 /// The hello: who, what it has, and every task it knows.
@@ -367,6 +412,11 @@ where
                     }
                     In::LogRequest(req) => logs.start(req, runner, out.clone()),
                     In::LogCancel(c) => logs.cancel(c.request_id),
+                    // `berth_wire::Inbound` reports it as an error already;
+                    // here for a stream that passes it on as a message.
+                    In::End(end) => {
+                        return Err(SessionError::Stream { code: tonic::Code::from(end.code), message: end.message })
+                    }
                 }
             }
             () = tokio::time::sleep_until(next_heartbeat), if heartbeat.is_some() => {

@@ -1,11 +1,12 @@
 //! Hollow agents, like Kubernetes' hollow nodes: many simulated container
 //! instances in one process, each with its own identity (key, CSR,
 //! certificate from `AgentService.RegisterInstance`) and its own mutual-TLS
-//! agent session (`AgentSessionService.Session`), speaking the real
-//! protocol, with a runtime that starts every task at once.
+//! agent session on the session transport (`berth_wire`, as the real agent
+//! holds it), speaking the real protocol, with a runtime that starts every
+//! task at once.
 //!
 //! All sessions share the bench's tokio runtime; each instance has its own
-//! HTTP/2 connection, since its client certificate is its identity.
+//! connection, since its client certificate is its identity.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -18,10 +19,8 @@ use berth_proto::pb;
 use berth_proto::pb::activation_service_client::ActivationServiceClient;
 use berth_proto::pb::agent_message::Body as AgentBody;
 use berth_proto::pb::agent_service_client::AgentServiceClient;
-use berth_proto::pb::agent_session_service_client::AgentSessionServiceClient;
 use berth_proto::pb::instance_service_client::InstanceServiceClient;
 use berth_proto::pb::server_message::Body as ServerBody;
-use berth_proto::tls::client_tls;
 use berth_types::{ContainerState, ContainerStatus, DesiredStatus, Health, TaskReport, TaskStatus};
 use futures::StreamExt;
 use rand::rngs::StdRng;
@@ -30,7 +29,6 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_stream::wrappers::UnboundedReceiverStream;
-use tonic::transport::{Channel, Endpoint};
 
 use crate::stats::fmt_rate;
 use crate::tasks::bounded;
@@ -629,17 +627,22 @@ enum Ended {
     Failed(String),
 }
 
-/// A mutual-TLS channel with the instance's certificate.
-async fn connect(addr: &str, ca_pem: &str, id: &HollowIdentity) -> Result<Channel> {
-    let tls = client_tls(ca_pem, Some((&id.cert_pem, &id.key_pem)));
-    let channel = Endpoint::from_shared(format!("https://{addr}"))?
-        .tls_config(tls)?
-        .connect_timeout(OPEN_TIMEOUT)
-        .http2_keep_alive_interval(Duration::from_secs(30))
-        .keep_alive_timeout(Duration::from_secs(20))
-        .connect()
-        .await?;
-    Ok(channel)
+/// A mutual-TLS connection with the instance's certificate, on the
+/// session transport as the real agent opens it.
+async fn connect(addr: &str, ca_pem: &str, id: &HollowIdentity) -> Result<berth_wire::Connection> {
+    let tls = berth_wire::client_config(ca_pem, Some((&id.cert_pem, &id.key_pem)))?;
+    let host = addr
+        .rsplit_once(':')
+        .map_or(addr, |(host, _)| host)
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    let connection =
+        tokio::time::timeout(OPEN_TIMEOUT, berth_wire::connect(addr, host, tls)).await??;
+    anyhow::ensure!(
+        connection.speaks_sessions(),
+        "{addr} does not offer the session transport (an older berthd?)"
+    );
+    Ok(connection)
 }
 
 fn jittered(rng: &mut StdRng, base: Duration, low: f64, high: f64) -> Duration {
@@ -659,9 +662,9 @@ async fn run_instance(id: HollowIdentity, config: Arc<FleetConfig>, stats: Arc<F
     let mut backoff = Backoff::new(BACKOFF_MIN, BACKOFF_MAX, 0.5..=1.5);
     loop {
         let ended = match connect(&addr, &config.ca_pem, &id).await {
-            Ok(channel) => {
+            Ok(connection) => {
                 session(
-                    channel,
+                    connection,
                     &id,
                     &config,
                     &stats,
@@ -724,7 +727,7 @@ fn message(body: AgentBody) -> pb::AgentMessage {
 
 /// One session, from hello to its end.
 async fn session(
-    channel: Channel,
+    connection: berth_wire::Connection,
     id: &HollowIdentity,
     config: &FleetConfig,
     stats: &FleetStats,
@@ -762,24 +765,7 @@ async fn session(
     };
     let _ = tx.send(message(AgentBody::Hello(hello)));
     stats.hellos.fetch_add(1, Ordering::Relaxed);
-    let mut client =
-        AgentSessionServiceClient::new(channel).max_decoding_message_size(64 * 1024 * 1024);
-    let mut inbound = match tokio::time::timeout(
-        OPEN_TIMEOUT,
-        client.session(UnboundedReceiverStream::new(rx)),
-    )
-    .await
-    {
-        Ok(Ok(response)) => response.into_inner(),
-        Ok(Err(status)) => {
-            return Ended::Failed(format!(
-                "opening the session: {:?}: {}",
-                status.code(),
-                status.message()
-            ))
-        }
-        Err(_) => return Ended::Failed(format!("no session within {OPEN_TIMEOUT:?}")),
-    };
+    let mut inbound = connection.start(UnboundedReceiverStream::new(rx), 64 * 1024 * 1024);
     let mut mark = ReadyMark {
         stats,
         ready: false,
@@ -848,6 +834,10 @@ async fn session(
                         })));
                     }
                     ServerBody::LogCancel(_) => {}
+                    // Reported by `Inbound::message` as an error already.
+                    ServerBody::End(end) => {
+                        return Ended::Failed(format!("session: {}: {}", end.code, end.message))
+                    }
                 }
             }
             _ = tokio::time::sleep_until(next_heartbeat), if period.is_some() => {

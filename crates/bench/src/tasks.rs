@@ -1403,8 +1403,9 @@ impl Curve {
              certificates from `berthd pki init/issue`, started afresh.\n\
              - *Hollow agents* in the bench process, all on one tokio runtime: each made its own \
              key and CSR, registered with `AgentService.RegisterInstance` against one activation \
-             ({} registrations in flight), and holds its own mutual-TLS HTTP/2 connection with \
-             its instance certificate and one `AgentSessionService.Session` stream. Instance i \
+             ({} registrations in flight), and holds its own mutual-TLS connection with its \
+             instance certificate, on the session transport the real agent uses (ALPN \
+             `berth-session/1`, `crates/wire`). Instance i \
              first dials server i mod 3 and follows the `Redirect` to the leader. Each offers {} \
              CPU units and {} MiB, speaks the real protocol (hello, settings, complete then \
              incremental assignment sets, each acknowledged, heartbeats at the server's period \

@@ -30,6 +30,10 @@ use crate::limits::AddressRate;
 use crate::node::BerthNode;
 use berth_types::journal::{Actor, Principal};
 
+/// The gRPC path of the agent session, which the session transport's
+/// connections are authorized as.
+pub const SESSION_PATH: &str = "/berth.v1.AgentSessionService/Session";
+
 /// The authenticated caller, placed in request extensions for handlers.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Caller {
@@ -568,24 +572,52 @@ impl Authorizer {
                 inner.call(request).await
             }
             Err(status) => {
-                tracing::info!(path = %call.path, code = ?status.code(), reason = %status.message(), "call refused");
-                if !matches!(
-                    access,
-                    Access::RaftPeer | Access::Schema | Access::Read | Access::Logs
-                ) {
-                    let principal = self.identify(call).await;
-                    self.record_locally(
-                        call,
-                        call.actor(principal),
-                        LocalOutcome::Refused {
-                            code: format!("{:?}", status.code()),
-                            reason: status.message().to_string(),
-                        },
-                    );
-                }
+                self.refused(call, access, &status).await;
                 Ok(status.into_http())
             }
         }
+    }
+
+    /// Logs a refusal, and audits it locally unless the call is one that
+    /// is never audited.
+    async fn refused(&self, call: &CallInfo, access: Access, status: &Status) {
+        tracing::info!(path = %call.path, code = ?status.code(), reason = %status.message(), "call refused");
+        if !matches!(
+            access,
+            Access::RaftPeer | Access::Schema | Access::Read | Access::Logs
+        ) {
+            let principal = self.identify(call).await;
+            self.record_locally(
+                call,
+                call.actor(principal),
+                LocalOutcome::Refused {
+                    code: format!("{:?}", status.code()),
+                    reason: status.message().to_string(),
+                },
+            );
+        }
+    }
+
+    /// Authorizes an agent session that arrived on the session transport,
+    /// which has no HTTP request to carry the certificate: the checks, and
+    /// the local audit of a refusal, of the gRPC `Session` call.
+    pub async fn authorize_session(
+        &self,
+        peer_certs: Option<Arc<Vec<tokio_rustls::rustls::pki_types::CertificateDer<'static>>>>,
+        remote: Option<SocketAddr>,
+    ) -> Result<Caller, Status> {
+        let call = CallInfo {
+            path: SESSION_PATH.to_string(),
+            authorization: None,
+            peer_certs,
+            remote,
+        };
+        let refusal = match self.authorize(&call).await {
+            Ok(caller) => return Ok(caller),
+            Err(status) => status,
+        };
+        self.refused(&call, classify(&call.path), &refusal).await;
+        Err(refusal)
     }
 }
 

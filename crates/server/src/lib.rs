@@ -28,6 +28,7 @@ pub mod schedules_api;
 pub mod secrets_api;
 pub mod services_api;
 pub mod session;
+mod session_wire;
 pub mod small_pages;
 pub mod stats;
 pub mod stats_api;
@@ -401,13 +402,27 @@ impl Server {
         let max = network::MAX_MESSAGE_BYTES;
         let api_max = limits::MAX_API_MESSAGE_BYTES;
         let (reflection_v1, reflection_v1alpha) = reflection()?;
-        let incoming = tokio_stream::StreamExt::map(
+        // Agents that chose the session transport in the handshake are
+        // served beside the gRPC server; every other connection goes to it.
+        let session_hub = self.hub.clone();
+        let session_authorizer = auth.authorizer.clone();
+        let incoming = tokio_stream::StreamExt::filter_map(
             limits::tls_incoming(
                 listener,
                 self.pki.acceptors(),
                 self.limits.tls_handshake_timeout,
             ),
-            |connection| connection.map(write_batching::BatchedWrites::new),
+            move |connection| match connection {
+                Ok(tls) if session_wire::is_session(&tls) => {
+                    tokio::spawn(session_wire::serve(
+                        session_hub.clone(),
+                        session_authorizer.clone(),
+                        tls,
+                    ));
+                    None
+                }
+                other => Some(other.map(write_batching::BatchedWrites::new)),
+            },
         );
         // Agent sessions are endless streams: end them when shutdown starts,
         // or the server would wait for them instead of exiting (the agents

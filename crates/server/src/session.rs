@@ -446,8 +446,16 @@ impl SessionHub {
     }
 
     fn heard(&self, instance_id: &str) {
-        self.last_heard_map()
-            .insert(instance_id.to_string(), Instant::now());
+        let now = Instant::now();
+        let mut last_heard = self.last_heard_map();
+        // In place: a heartbeat of a known instance (nearly all of them)
+        // allocates no key.
+        match last_heard.get_mut(instance_id) {
+            Some(at) => *at = now,
+            None => {
+                last_heard.insert(instance_id.to_string(), now);
+            }
+        }
     }
 
     /// How long the instance's current session has existed.
@@ -627,11 +635,11 @@ impl SessionHub {
         }
     }
 
-    async fn run_session(
+    async fn run_session<I: AgentInbound>(
         &self,
         instance_id: String,
         peer_ip: Option<std::net::IpAddr>,
-        mut inbound: Streaming<pb::AgentMessage>,
+        mut inbound: I,
         outbound: Outbound,
     ) -> Result<(), ServerError> {
         let mut hello = match tokio::time::timeout(HELLO_TIMEOUT, inbound.message()).await {
@@ -679,12 +687,12 @@ impl SessionHub {
         result
     }
 
-    async fn serve_session(
+    async fn serve_session<I: AgentInbound>(
         &self,
         instance_id: &str,
         session_id: u64,
         hello: pb::AgentHello,
-        inbound: &mut Streaming<pb::AgentMessage>,
+        inbound: &mut I,
         outbound: &Outbound,
         changes: &mut mpsc::UnboundedReceiver<String>,
     ) -> Result<(), ServerError> {
@@ -1043,17 +1051,35 @@ impl Drop for LogRequestGuard {
     }
 }
 
-#[tonic::async_trait]
-impl AgentSessionService for SessionHub {
-    type SessionStream = OutboundStream;
+/// Where a session's agent messages come from: the gRPC stream, or the
+/// session transport's frames (`crate::session_wire`).
+pub(crate) trait AgentInbound: Send + 'static {
+    /// The next message; `Ok(None)` when the agent closed its side. A
+    /// message over [`MAX_AGENT_MESSAGE_BYTES`] is `OutOfRange`.
+    fn message(
+        &mut self,
+    ) -> impl std::future::Future<Output = Result<Option<pb::AgentMessage>, Status>> + Send;
+}
 
+impl AgentInbound for Streaming<pb::AgentMessage> {
+    async fn message(&mut self) -> Result<Option<pb::AgentMessage>, Status> {
+        Streaming::message(self).await
+    }
+}
+
+impl SessionHub {
+    /// Opens an agent's session on either transport: `caller` is what
+    /// authorization made of the connection, `peer_ip` where it came from.
+    /// The returned stream is what goes to the agent; the session itself
+    /// runs in its own task.
     #[tracing::instrument(skip_all, fields(instance_id))]
-    async fn session(
+    pub(crate) async fn open_session<I: AgentInbound>(
         &self,
-        request: Request<Streaming<pb::AgentMessage>>,
-    ) -> Result<Response<Self::SessionStream>, Status> {
-        let Some(Caller::Instance(instance_id)) = request.extensions().get::<Caller>().cloned()
-        else {
+        caller: Option<Caller>,
+        peer_ip: Option<std::net::IpAddr>,
+        inbound: I,
+    ) -> Result<OutboundStream, Status> {
+        let Some(Caller::Instance(instance_id)) = caller else {
             return Err(Status::unauthenticated(
                 "the agent session needs the instance's client certificate",
             ));
@@ -1070,16 +1096,8 @@ impl AgentSessionService for SessionHub {
         if !node.has_applied_own_term() {
             let leader = leader_address(node);
             let _ = tx.send(Ok(redirect(&leader))).await;
-            return Ok(Response::new(rx));
+            return Ok(rx);
         }
-        // Where the agent's connection came from: the instance's address
-        // unless the agent names one (`--advertise-address`).
-        let peer_ip = request
-            .extensions()
-            .get::<TlsConnectInfo<TcpConnectInfo>>()
-            .and_then(|info| info.get_ref().remote_addr())
-            .map(|addr| addr.ip().to_canonical());
-        let inbound = request.into_inner();
         let hub = self.clone();
         tokio::spawn(async move {
             if let Err(e) = hub
@@ -1089,7 +1107,29 @@ impl AgentSessionService for SessionHub {
                 let _ = tx.try_send(Err(Status::from(e)));
             }
         });
-        Ok(Response::new(rx))
+        Ok(rx)
+    }
+}
+
+#[tonic::async_trait]
+impl AgentSessionService for SessionHub {
+    type SessionStream = OutboundStream;
+
+    async fn session(
+        &self,
+        request: Request<Streaming<pb::AgentMessage>>,
+    ) -> Result<Response<Self::SessionStream>, Status> {
+        let caller = request.extensions().get::<Caller>().cloned();
+        // Where the agent's connection came from: the instance's address
+        // unless the agent names one (`--advertise-address`).
+        let peer_ip = request
+            .extensions()
+            .get::<TlsConnectInfo<TcpConnectInfo>>()
+            .and_then(|info| info.get_ref().remote_addr())
+            .map(|addr| addr.ip().to_canonical());
+        self.open_session(caller, peer_ip, request.into_inner())
+            .await
+            .map(Response::new)
     }
 }
 

@@ -171,8 +171,14 @@ impl Pki {
             .with_client_cert_verifier(clients)
             .with_single_cert(chain, key)
             .map_err(|e| bad(e.to_string()))?;
-        // gRPC, and HTTP/1.1 for plain HTTPS downloads (curl in the installer).
-        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        // The agents' session transport (first, so that an agent offering
+        // it and gRPC gets it), gRPC, and HTTP/1.1 for plain HTTPS
+        // downloads (curl in the installer).
+        config.alpn_protocols = vec![
+            berth_wire::SESSION_ALPN.to_vec(),
+            b"h2".to_vec(),
+            b"http/1.1".to_vec(),
+        ];
         Ok(TlsAcceptor::from(Arc::new(config)))
     }
 
