@@ -337,3 +337,27 @@ fn unusable_tls_settings_name_what_is_wrong() {
         client_config(&pki.ca_pem, Some((&pki.client.cert_pem, "not a key"))).expect_err("bad key");
     assert!(bad_key.to_string().contains("instance key"), "{bad_key}");
 }
+
+#[tokio::test]
+async fn a_session_socket_probes_a_silent_peer_and_gives_up_on_unacknowledged_data() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let tcp = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
+        .await
+        .unwrap();
+    watch_for_dead_peer(&tcp);
+    let socket = socket2::SockRef::from(&tcp);
+    assert!(socket.keepalive().unwrap(), "keepalive is on");
+    assert_eq!(
+        socket.tcp_keepalive_time().unwrap(),
+        Duration::from_secs(30)
+    );
+    assert_eq!(
+        socket.tcp_keepalive_interval().unwrap(),
+        Duration::from_secs(10)
+    );
+    assert_eq!(socket.tcp_keepalive_retries().unwrap(), 3);
+    assert_eq!(
+        socket.tcp_user_timeout().unwrap(),
+        Some(Duration::from_secs(30))
+    );
+}
