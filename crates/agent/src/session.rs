@@ -750,3 +750,5 @@ impl Chunker {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod transport_tests;
