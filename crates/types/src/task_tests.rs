@@ -604,6 +604,46 @@ fn restart_counts_are_stored_and_never_go_back() {
 }
 
 #[test]
+fn a_reported_container_list_is_stored_without_spare_room() {
+    let mut state = cluster();
+    state
+        .apply(Command::RunTasks(run("small", &["a"], None)))
+        .unwrap();
+    place(&mut state, &[("a", "i-1")]);
+    // As a decoder leaves it: room for four containers, one used.
+    let mut containers = Vec::with_capacity(4);
+    containers.push(ContainerState {
+        name: "web".into(),
+        status: ContainerStatus::Running,
+        exit_code: None,
+        reason: String::new(),
+        health: Health::Unknown,
+        restart_count: 0,
+    });
+    state
+        .apply(Command::ReportTaskStatus {
+            instance_id: "i-1".into(),
+            reports: vec![TaskReport {
+                task_id: "a".into(),
+                last_status: TaskStatus::Running,
+                containers,
+                reason: String::new(),
+                stop_code: None,
+                ip: None,
+            }],
+            at_ms: 40,
+        })
+        .unwrap();
+    let t = state.task("a").unwrap();
+    assert_eq!(t.containers.len(), 1);
+    assert_eq!(
+        t.containers.capacity(),
+        1,
+        "the record keeps every task's containers for its lifetime"
+    );
+}
+
+#[test]
 fn a_client_token_is_remembered_for_a_day() {
     let mut state = cluster();
     let first = tasks(

@@ -69,7 +69,7 @@ impl State {
             .get(&key(cluster, name))
             .into_iter()
             .flat_map(|ids| ids.iter())
-            .filter_map(|id| self.tasks.get(id))
+            .filter_map(|id| self.task(id))
     }
 
     /// A task's health as its service judges it (by its definition's
@@ -621,7 +621,7 @@ impl State {
         }
         let tasks = stopped
             .iter()
-            .filter_map(|id| self.tasks.get(id).cloned())
+            .filter_map(|id| self.task(id).cloned())
             .collect();
         Ok(CommandOutput::Tasks(tasks))
     }

@@ -140,7 +140,7 @@ impl TaskIndexes<'_> {
 
 impl State {
     /// The task map, and the indexes derived from it to update.
-    pub(crate) fn tasks_and_indexes(&mut self) -> (&BTreeMap<String, Task>, TaskIndexes<'_>) {
+    pub(crate) fn tasks_and_indexes(&mut self) -> (&BTreeMap<String, Box<Task>>, TaskIndexes<'_>) {
         (
             &self.tasks,
             TaskIndexes {
@@ -182,7 +182,7 @@ impl State {
                 let tasks = seen
                     .task_ids
                     .iter()
-                    .filter_map(|id| self.tasks.get(id).cloned())
+                    .filter_map(|id| self.task(id).cloned())
                     .collect();
                 return Ok(CommandOutput::Tasks(tasks));
             }
@@ -358,7 +358,7 @@ impl State {
                 task.instance_id = Some(iid.clone());
                 task.advance(TaskStatus::Pending, run.at_ms);
             }
-            self.tasks.insert(id.clone(), task.clone());
+            self.tasks.insert(id.clone(), Box::new(task.clone()));
             self.task_changed(id);
             created.push(task);
         }
@@ -496,6 +496,10 @@ impl State {
                     }
                 }
                 if task.containers != containers {
+                    // A decoded report's vector has room to spare (a
+                    // decoder grows it to four slots for one container);
+                    // the record keeps it for the task's lifetime.
+                    containers.shrink_to_fit();
                     task.containers = containers;
                     changed = true;
                 }
@@ -555,7 +559,7 @@ impl State {
         };
         let requested = task.request_stop(StopCode::UserInitiated, reason);
         if !requested {
-            return Ok(CommandOutput::Task(task.clone()));
+            return Ok(CommandOutput::Task((**task).clone()));
         }
         if task.last_status == TaskStatus::Provisioning {
             // Never placed: nothing runs anywhere, so it is stopped now.
@@ -563,8 +567,7 @@ impl State {
         }
         self.deactivate_if_balanced(task_id, at_ms);
         self.task_changed(task_id);
-        self.tasks
-            .get(task_id)
+        self.task(task_id)
             .cloned()
             .map(CommandOutput::Task)
             .ok_or_else(|| StateError::not_found("task", task_id.to_string()))
@@ -613,15 +616,14 @@ impl State {
         }
         let tasks = ended
             .iter()
-            .filter_map(|id| self.tasks.get(id).cloned())
+            .filter_map(|id| self.task(id).cloned())
             .collect();
         Ok(CommandOutput::Tasks(tasks))
     }
 
     /// Tasks whose deregistration delay ended by `now_ms`.
     pub fn deactivation_due(&self, now_ms: i64) -> impl Iterator<Item = &Task> {
-        self.tasks
-            .values()
+        self.tasks()
             .filter(move |t| t.deactivating_until_ms.is_some_and(|until| until <= now_ms))
     }
 
@@ -674,11 +676,11 @@ impl State {
     // ------------------------------------------------------------ queries
 
     pub fn task(&self, id: &str) -> Option<&Task> {
-        self.tasks.get(id)
+        self.tasks.get(id).map(|task| &**task)
     }
 
     pub fn tasks(&self) -> impl Iterator<Item = &Task> {
-        self.tasks.values()
+        self.tasks.values().map(|task| &**task)
     }
 
     /// Tasks placed on the instance that are not STOPPED yet.
@@ -687,7 +689,7 @@ impl State {
             .get(instance_id)
             .into_iter()
             .flat_map(|set| set.iter())
-            .filter_map(|id| self.tasks.get(id))
+            .filter_map(|id| self.task(id))
     }
 
     /// How many not-yet-STOPPED tasks each group has on the instance.
@@ -706,7 +708,7 @@ impl State {
         self.provisioning
             .values()
             .flatten()
-            .filter_map(|id| self.tasks.get(id))
+            .filter_map(|id| self.task(id))
     }
 
     /// Whether the instance still has tasks that a loss would stop.
