@@ -9,7 +9,8 @@
 //! applies it as a repeat.
 //!
 //! The window is bounded per proposing process ("session"): the newest
-//! `RESULTS_PER_SESSION` batches keep their results. A batch older than that
+//! `RESULTS_PER_SESSION` batches keep their results (task records by id
+//! only, filled in from the state when a repeat is answered). A batch older than that
 //! is never applied again; it is answered `Expired` (its outcome is
 //! unknown), because it may have been applied and forgotten. A proposer has
 //! at most a few batches in flight, so only a retry that is many batches
@@ -21,7 +22,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use berth_types::journal::Actor;
-use berth_types::{Command, CommandOutput, StateError};
+use berth_types::{Command, CommandOutput, State, StateError, Task};
 
 pub type CommandResult = Result<CommandOutput, StateError>;
 
@@ -77,8 +78,9 @@ pub struct ActorRun {
 }
 
 /// One result per command of a batch. Shared between the window and the
-/// answer, so that only a server with someone waiting for the answer (the
-/// proposer's) copies it; serialized as the plain list.
+/// answer where the window keeps the results whole (see `kept`), so that
+/// only a server with someone waiting for the answer (the proposer's)
+/// copies them; serialized as the plain list.
 pub type BatchResults = Arc<Vec<CommandResult>>;
 
 /// What applying a batch did.
@@ -101,6 +103,55 @@ impl BatchOutcome {
             BatchOutcome::Expired => None,
         }
     }
+}
+
+/// What the window keeps of a batch's results. An answer of task records
+/// (a RunTask of up to a thousand tasks, a service's new tasks) keeps only
+/// their ids, [`refill`] answers a repeat with the records as they are
+/// then: holding every record of the window's batches cost each server
+/// about half a KiB per task started recently. Other results are shared
+/// with the answer as they are.
+fn kept(results: &BatchResults) -> BatchResults {
+    let holds_records =
+        |r: &CommandResult| matches!(r, Ok(CommandOutput::Tasks(t)) if !t.is_empty());
+    if !results.iter().any(holds_records) {
+        return results.clone();
+    }
+    Arc::new(
+        results
+            .iter()
+            .map(|result| match result {
+                Ok(CommandOutput::Tasks(tasks)) => Ok(CommandOutput::Tasks(
+                    tasks.iter().map(|t| Task::id_only(t.id.clone())).collect(),
+                )),
+                other => other.clone(),
+            })
+            .collect(),
+    )
+}
+
+/// A repeat's results with the task records the window kept by id filled
+/// in from `state` (the state the repeat is applied to, so every server
+/// answers alike). A task purged since is left out.
+pub fn refill(results: BatchResults, state: &State) -> BatchResults {
+    let by_id = |r: &CommandResult| matches!(r, Ok(CommandOutput::Tasks(t)) if !t.is_empty());
+    if !results.iter().any(by_id) {
+        return results;
+    }
+    Arc::new(
+        Arc::unwrap_or_clone(results)
+            .into_iter()
+            .map(|result| match result {
+                Ok(CommandOutput::Tasks(tasks)) => Ok(CommandOutput::Tasks(
+                    tasks
+                        .iter()
+                        .filter_map(|t| state.task(&t.id).cloned())
+                        .collect(),
+                )),
+                other => other,
+            })
+            .collect(),
+    )
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -160,7 +211,7 @@ impl Dedup {
             return BatchOutcome::Expired;
         }
         let results: BatchResults = Arc::new(apply_all(commands));
-        session.results.insert(id.seq, results.clone());
+        session.results.insert(id.seq, kept(&results));
         while session.results.len() > RESULTS_PER_SESSION {
             if let Some((oldest, _)) = session.results.pop_first() {
                 session.floor = session.floor.max(oldest + 1);
@@ -202,6 +253,94 @@ mod tests {
             *count += 1;
             Ok(CommandOutput::Purged(*count))
         }
+    }
+
+    fn run_tasks(ids: &[&str]) -> Command {
+        Command::RunTasks(berth_types::RunTasks {
+            cluster: "default".into(),
+            task_definition: "web".into(),
+            task_ids: ids.iter().map(|id| id.to_string()).collect(),
+            instance_ids: vec![],
+            group: None,
+            started_by: String::new(),
+            placement_strategies: vec![],
+            placement_constraints: vec![],
+            overrides: vec![],
+            client_token: None,
+            at_ms: 2,
+        })
+    }
+
+    #[test]
+    fn a_run_is_kept_by_task_id_and_a_repeat_gets_the_records_as_they_are_then() {
+        let mut state = State::new();
+        state
+            .apply(Command::RegisterTaskDefinition {
+                spec: berth_types::TaskDefinitionSpec {
+                    family: "web".into(),
+                    container_definitions: vec![berth_types::ContainerDefinition::new(
+                        "app",
+                        "registry.local/app:1",
+                    )],
+                    cpu: None,
+                    memory: Some(16),
+                    network_mode: Default::default(),
+                    volumes: vec![],
+                    tags: vec![],
+                },
+                at_ms: 1,
+            })
+            .unwrap();
+        let mut dedup = Dedup::default();
+        let run = Batch {
+            id: Some(BatchId { session: 7, seq: 0 }),
+            origin: Origin::default(),
+            commands: vec![run_tasks(&["t-1", "t-2"])],
+        };
+        let BatchOutcome::Applied(first) =
+            dedup.apply(1, run.clone(), |c, actor| state.apply_by(c, actor))
+        else {
+            panic!("a new batch is applied");
+        };
+        // The answer carries the whole records...
+        let Ok(CommandOutput::Tasks(answered)) = &first[0] else {
+            panic!("{first:?}");
+        };
+        assert_eq!(answered.len(), 2);
+        assert_eq!(answered[0].family, "web");
+        // ...the window their ids only.
+        let window = &dedup.sessions[&7].results[&0];
+        let Ok(CommandOutput::Tasks(kept)) = &window[0] else {
+            panic!("{window:?}");
+        };
+        let ids: Vec<&str> = kept.iter().map(|t| t.id.as_str()).collect();
+        assert_eq!(ids, ["t-1", "t-2"]);
+        assert!(kept.iter().all(|t| t.family.is_empty()), "{kept:?}");
+
+        // The task changes, then the batch is proposed again: the repeat
+        // applies nothing and answers with the task as it is now.
+        state
+            .apply(Command::StopTask {
+                task_id: "t-1".into(),
+                reason: "done".into(),
+                at_ms: 3,
+            })
+            .unwrap();
+        let tasks_before = state.tasks().count();
+        let BatchOutcome::Repeated(kept) = dedup.apply(2, run, |c, actor| state.apply_by(c, actor))
+        else {
+            panic!("the same id again is a repeat");
+        };
+        assert_eq!(state.tasks().count(), tasks_before);
+        let refilled = refill(kept, &state);
+        let Ok(CommandOutput::Tasks(again)) = &refilled[0] else {
+            panic!("{refilled:?}");
+        };
+        assert_eq!(again.len(), 2);
+        assert_eq!(again[0].id, "t-1");
+        assert_eq!(again[0].family, "web");
+        assert_eq!(again[0].stopped_reason, "done");
+        assert_eq!(Some(&again[1]), state.task("t-2"));
     }
 
     #[test]

@@ -26,10 +26,11 @@ use berth_types::journal::{Actor, Cursor as JournalCursor};
 use berth_types::{State, StateEvent};
 
 use crate::codec::{decode, encode};
-use crate::dedup::Dedup;
+use crate::dedup::{refill, Dedup};
 use crate::snapshot_file::SnapshotFile;
 use crate::{
-    Entry, LogId, Response, SnapshotMeta, StorageError, StoreError, StoredMembership, TypeConfig,
+    BatchOutcome, Entry, LogId, Response, SnapshotMeta, StorageError, StoreError, StoredMembership,
+    TypeConfig,
 };
 
 /// Everything a snapshot carries.
@@ -310,7 +311,14 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                                 .into_iter()
                                 .map(|batch| {
                                     state.begin_entry(index, batch.origin.at_ms);
-                                    dedup.apply(index, batch, |c, actor| state.apply_by(c, actor))
+                                    match dedup
+                                        .apply(index, batch, |c, actor| state.apply_by(c, actor))
+                                    {
+                                        BatchOutcome::Repeated(kept) => {
+                                            BatchOutcome::Repeated(refill(kept, state))
+                                        }
+                                        outcome => outcome,
+                                    }
                                 })
                                 .collect(),
                         }

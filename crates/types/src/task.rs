@@ -221,6 +221,40 @@ pub struct Task {
 }
 
 impl Task {
+    /// A record that carries its id and nothing else: how the
+    /// de-duplication window keeps an answer of many tasks without a copy
+    /// of each (`berth_store::dedup`); a repeat is answered with the
+    /// current records instead.
+    pub fn id_only(id: String) -> Self {
+        Task {
+            id,
+            cluster: String::new(),
+            family: String::new(),
+            revision: 0,
+            instance_id: None,
+            group: String::new(),
+            started_by: String::new(),
+            desired_status: DesiredStatus::Running,
+            last_status: TaskStatus::Provisioning,
+            containers: Vec::new(),
+            stop_code: None,
+            stopped_reason: String::new(),
+            placement_reason: String::new(),
+            overrides: Vec::new(),
+            placement_strategies: Vec::new(),
+            placement_constraints: Vec::new(),
+            reservation: Default::default(),
+            created_at_ms: 0,
+            pending_at_ms: None,
+            started_at_ms: None,
+            stopping_at_ms: None,
+            stopped_at_ms: None,
+            ip: None,
+            deactivating_until_ms: None,
+            tags: Default::default(),
+        }
+    }
+
     pub fn task_definition(&self) -> String {
         format!("{}:{}", self.family, self.revision)
     }
