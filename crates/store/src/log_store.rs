@@ -39,9 +39,13 @@ use crate::{Entry, LogId, StorageError, StoreError, TypeConfig, Vote};
 
 /// Bounds of the in-memory tail: enough for every entry still being
 /// applied or replicated to a follower that keeps up; a follower further
-/// behind reads from the segment files.
+/// behind reads from the segment files. Decoded, an entry takes one and a
+/// half to four times its encoded size (a string per id), so the byte
+/// bound is what the tail costs every server after a bulk run: at 16 MiB
+/// it held about 70 MiB of the leader's resident memory after 100,000
+/// tasks started (docs/benchmarks.md, "Task records on every server").
 const RECENT_MAX_ENTRIES: usize = 1024;
-const RECENT_MAX_BYTES: usize = 16 * 1024 * 1024;
+const RECENT_MAX_BYTES: usize = 2 * 1024 * 1024;
 
 /// The last entries of the log, decoded. Invariant: always a suffix of the
 /// log on disk (possibly empty), so an index at or above the first cached
