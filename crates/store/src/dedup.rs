@@ -10,9 +10,9 @@
 //!
 //! The window is bounded per proposing process ("session"): the newest
 //! `RESULTS_PER_SESSION` batches keep their results (task records by id
-//! only, filled in from the state when a repeat is answered). A batch older than that
-//! is never applied again; it is answered `Expired` (its outcome is
-//! unknown), because it may have been applied and forgotten. A proposer has
+//! only, filled in from the state when a repeat is answered). A batch
+//! older than that is never applied again; it is answered `Expired` (its
+//! outcome is unknown), because it may have been applied and forgotten. A proposer has
 //! at most a few batches in flight, so only a retry that is many batches
 //! late meets the floor.
 
@@ -105,16 +105,18 @@ impl BatchOutcome {
     }
 }
 
+fn holds_task_records(result: &CommandResult) -> bool {
+    matches!(result, Ok(CommandOutput::Tasks(tasks)) if !tasks.is_empty())
+}
+
 /// What the window keeps of a batch's results. An answer of task records
 /// (a RunTask of up to a thousand tasks, a service's new tasks) keeps only
-/// their ids, [`refill`] answers a repeat with the records as they are
+/// their ids; [`refill`] answers a repeat with the records as they are
 /// then: holding every record of the window's batches cost each server
 /// about half a KiB per task started recently. Other results are shared
 /// with the answer as they are.
 fn kept(results: &BatchResults) -> BatchResults {
-    let holds_records =
-        |r: &CommandResult| matches!(r, Ok(CommandOutput::Tasks(t)) if !t.is_empty());
-    if !results.iter().any(holds_records) {
+    if !results.iter().any(holds_task_records) {
         return results.clone();
     }
     Arc::new(
@@ -134,8 +136,7 @@ fn kept(results: &BatchResults) -> BatchResults {
 /// in from `state` (the state the repeat is applied to, so every server
 /// answers alike). A task purged since is left out.
 pub fn refill(results: BatchResults, state: &State) -> BatchResults {
-    let by_id = |r: &CommandResult| matches!(r, Ok(CommandOutput::Tasks(t)) if !t.is_empty());
-    if !results.iter().any(by_id) {
+    if !results.iter().any(holds_task_records) {
         return results;
     }
     Arc::new(
