@@ -78,7 +78,7 @@ pub struct ActorRun {
 }
 
 /// One result per command of a batch. Shared between the window and the
-/// answer where the window keeps the results whole (see `kept`), so that
+/// answer where the window keeps the results whole (see `Kept`), so that
 /// only a server with someone waiting for the answer (the proposer's)
 /// copies them; serialized as the plain list.
 pub type BatchResults = Arc<Vec<CommandResult>>;
@@ -113,23 +113,72 @@ fn holds_task_records(result: &CommandResult) -> bool {
 /// (a RunTask of up to a thousand tasks, a service's new tasks) keeps only
 /// their ids; [`refill`] answers a repeat with the records as they are
 /// then: holding every record of the window's batches cost each server
-/// about half a KiB per task started recently. Other results are shared
-/// with the answer as they are.
-fn kept(results: &BatchResults) -> BatchResults {
-    if !results.iter().any(holds_task_records) {
-        return results.clone();
+/// about half a KiB per task started recently. Other batches share their
+/// results with the answer. Serialized as the plain list of results, an id
+/// as a record with only its id set, so snapshots read the same either
+/// way.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(from = "Vec<CommandResult>", into = "Vec<CommandResult>")]
+enum Kept {
+    Whole(BatchResults),
+    ByTaskId(Vec<KeptResult>),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum KeptResult {
+    /// Boxed: a result can hold a whole task record, an id list is small.
+    Result(Box<CommandResult>),
+    TaskIds(Vec<String>),
+}
+
+impl Kept {
+    fn of(results: &BatchResults) -> Self {
+        if !results.iter().any(holds_task_records) {
+            return Kept::Whole(results.clone());
+        }
+        Kept::ByTaskId(
+            results
+                .iter()
+                .map(|result| match result {
+                    Ok(CommandOutput::Tasks(tasks)) => {
+                        KeptResult::TaskIds(tasks.iter().map(|t| t.id.clone()).collect())
+                    }
+                    other => KeptResult::Result(Box::new(other.clone())),
+                })
+                .collect(),
+        )
     }
-    Arc::new(
-        results
-            .iter()
-            .map(|result| match result {
-                Ok(CommandOutput::Tasks(tasks)) => Ok(CommandOutput::Tasks(
-                    tasks.iter().map(|t| Task::id_only(t.id.clone())).collect(),
-                )),
-                other => other.clone(),
-            })
-            .collect(),
-    )
+
+    /// The results a repeat is answered with before [`refill`].
+    fn answer(&self) -> BatchResults {
+        match self {
+            Kept::Whole(results) => results.clone(),
+            Kept::ByTaskId(_) => Arc::new(self.clone().into()),
+        }
+    }
+}
+
+impl From<Vec<CommandResult>> for Kept {
+    fn from(results: Vec<CommandResult>) -> Self {
+        Kept::of(&Arc::new(results))
+    }
+}
+
+impl From<Kept> for Vec<CommandResult> {
+    fn from(kept: Kept) -> Self {
+        match kept {
+            Kept::Whole(results) => Arc::unwrap_or_clone(results),
+            Kept::ByTaskId(results) => results
+                .into_iter()
+                .map(|result| match result {
+                    KeptResult::Result(result) => *result,
+                    KeptResult::TaskIds(ids) => Ok(CommandOutput::Tasks(
+                        ids.into_iter().map(Task::id_only).collect(),
+                    )),
+                })
+                .collect(),
+        }
+    }
 }
 
 /// A repeat's results with the task records the window kept by id filled
@@ -162,7 +211,7 @@ struct Session {
     last_index: u64,
     /// Every seq below this one may have been applied and forgotten.
     floor: u64,
-    results: BTreeMap<u64, BatchResults>,
+    results: BTreeMap<u64, Kept>,
 }
 
 /// The de-duplication window, part of the replicated state.
@@ -205,14 +254,14 @@ impl Dedup {
         session.last_index = index;
         if let Some(results) = session.results.get(&id.seq) {
             tracing::info!(batch = %id, index, "repeated batch answered with its first results");
-            return BatchOutcome::Repeated(results.clone());
+            return BatchOutcome::Repeated(results.answer());
         }
         if id.seq < session.floor {
             tracing::warn!(batch = %id, index, floor = session.floor, "batch older than the de-duplication window not applied");
             return BatchOutcome::Expired;
         }
         let results: BatchResults = Arc::new(apply_all(commands));
-        session.results.insert(id.seq, kept(&results));
+        session.results.insert(id.seq, Kept::of(&results));
         while session.results.len() > RESULTS_PER_SESSION {
             if let Some((oldest, _)) = session.results.pop_first() {
                 session.floor = session.floor.max(oldest + 1);
@@ -311,12 +360,21 @@ mod tests {
         assert_eq!(answered[0].family, "web");
         // ...the window their ids only.
         let window = &dedup.sessions[&7].results[&0];
-        let Ok(CommandOutput::Tasks(kept)) = &window[0] else {
+        let Kept::ByTaskId(kept) = window else {
             panic!("{window:?}");
         };
-        let ids: Vec<&str> = kept.iter().map(|t| t.id.as_str()).collect();
-        assert_eq!(ids, ["t-1", "t-2"]);
-        assert!(kept.iter().all(|t| t.family.is_empty()), "{kept:?}");
+        let ids = vec!["t-1".to_string(), "t-2".to_string()];
+        assert_eq!(kept, &[KeptResult::TaskIds(ids.clone())]);
+        // In a snapshot, the window reads as the results it stands for.
+        let as_results: Vec<CommandResult> = vec![Ok(CommandOutput::Tasks(
+            ids.into_iter().map(Task::id_only).collect(),
+        ))];
+        assert_eq!(
+            crate::codec::encode(window),
+            crate::codec::encode(&as_results)
+        );
+        let decoded: Kept = crate::codec::decode("window", &crate::codec::encode(window)).unwrap();
+        assert_eq!(&decoded, window);
 
         // The task changes, then the batch is proposed again: the repeat
         // applies nothing and answers with the task as it is now.
