@@ -1,6 +1,6 @@
 //! End-to-end: the limits that keep unauthenticated and misbehaving callers
 //! from filling the Raft log or exhausting a server (docs/security.md,
-//! "Limits").
+//! "Limits"), and how soon an agent that went away is noticed.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -280,16 +280,20 @@ impl RawSession {
     }
 
     async fn is_connected(&self, addr: &str) -> Result<bool> {
-        let instance = InstanceServiceClient::new(channel(addr).await?)
-            .describe_instance(pb::DescribeInstanceRequest {
-                id: self.instance_id.clone(),
-            })
-            .await?
-            .into_inner()
-            .instance
-            .expect("an instance");
-        Ok(instance.agent_connected)
+        agent_connected(addr, &self.instance_id).await
     }
+}
+
+async fn agent_connected(addr: &str, instance_id: &str) -> Result<bool> {
+    let instance = InstanceServiceClient::new(channel(addr).await?)
+        .describe_instance(pb::DescribeInstanceRequest {
+            id: instance_id.to_string(),
+        })
+        .await?
+        .into_inner()
+        .instance
+        .expect("an instance");
+    Ok(instance.agent_connected)
 }
 
 fn report(task_id: &str) -> pb::TaskReport {
@@ -377,6 +381,39 @@ async fn agents_that_flood_or_send_oversized_reports_are_cut_off_and_others_are_
             honest.instance_id
         );
     }
+    Ok(())
+}
+
+/// A session that ended and was not reopened marks its instance
+/// DISCONNECTED within seconds, not after three silent heartbeat periods
+/// (30 s here); a session that is open but has nothing to say stays
+/// connected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ended_session_is_disconnected_long_before_three_heartbeat_periods() -> Result<()> {
+    let cluster =
+        TestCluster::start(1, &["--agent-heartbeat", "10s", "--agent-grace", "1s"]).await?;
+    let addr = cluster.addr(1);
+    let token = activation_for(&addr, 2).await?;
+    let staying = RawSession::open(&addr, &token, "staying").await?;
+    let leaving = RawSession::open(&addr, &token, "leaving").await?;
+    assert!(leaving.is_connected(&addr).await?);
+
+    let RawSession {
+        instance_id,
+        send,
+        replies,
+    } = leaving;
+    drop(send);
+    drop(replies);
+    eventually(Duration::from_secs(12), || async {
+        anyhow::ensure!(
+            !agent_connected(&addr, &instance_id).await?,
+            "{instance_id} still connected"
+        );
+        Ok(())
+    })
+    .await?;
+    assert!(staying.is_connected(&addr).await?);
     Ok(())
 }
 

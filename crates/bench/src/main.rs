@@ -140,8 +140,9 @@ pub struct ServicesArgs {
     /// The cluster's lost_after, in seconds.
     #[arg(long, default_value_t = 5)]
     lost_after_secs: u64,
-    /// berthd's --agent-heartbeat.
-    #[arg(long, default_value = "1s")]
+    /// berthd's --agent-heartbeat (berthd's default). Heartbeats are most of
+    /// the idle leader's CPU: 2,000 a second from 10,000 instances at 5 s.
+    #[arg(long, default_value = "5s")]
     heartbeat: String,
     /// Length of the idle measurement, in seconds.
     #[arg(long, default_value_t = 10)]

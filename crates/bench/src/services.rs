@@ -579,10 +579,11 @@ impl Curve {
              - Each time is from the call (or the kill) to the first DescribeServices answer \
              (polled every {} ms through the client, any server) showing the desired count \
              RUNNING, nothing pending, one COMPLETED deployment and the steady state.\n\
-             - The replacement clock starts at the kill; berthd notices the silence after \
-             three heartbeat periods, and declares the instances lost `lost_after` after their \
-             last heartbeat, so the figure is `lost_after` plus the time to stop, re-place and \
-             report the lost tasks.\n\
+             - The replacement clock starts at the kill. A killed hollow agent's connection \
+             closes, as a killed process's does, so berthd marks its instance DISCONNECTED 2 s \
+             after its session ended (or after three silent heartbeat periods, if sooner), and \
+             declares it lost `lost_after` after its last heartbeat: the figure is at most \
+             `lost_after` plus the time to notice, stop, re-place and report the lost tasks.\n\
              - Idle CPU over {} s from `/proc/PID/stat` with the services steady; everything \
              shares the machine's {} cores, so the figures move with whatever else runs (see \
              *other*).\n\n",

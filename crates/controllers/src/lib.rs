@@ -30,6 +30,9 @@ pub trait AgentLiveness {
     fn last_heartbeat_ms(&self, instance_id: &str) -> Option<i64>;
     /// When the instance's current session started.
     fn session_started_ms(&self, instance_id: &str) -> Option<i64>;
+    /// When the instance's last session here ended, if it has no session
+    /// now.
+    fn session_ended_ms(&self, instance_id: &str) -> Option<i64>;
 }
 
 /// No agent has a session (for tests and for controllers that never ask).
@@ -40,6 +43,9 @@ impl AgentLiveness for NoAgents {
         None
     }
     fn session_started_ms(&self, _: &str) -> Option<i64> {
+        None
+    }
+    fn session_ended_ms(&self, _: &str) -> Option<i64> {
         None
     }
 }

@@ -1,5 +1,6 @@
 //! Instance liveness from agent heartbeats, which only the leader's memory
-//! holds: an instance whose agent stopped heartbeating is marked
+//! holds: an instance whose agent stopped heartbeating, or whose session
+//! ended and was not reopened within [`RECONNECT_GRACE_MS`], is marked
 //! DISCONNECTED (its tasks are kept: a network blip must not double-run
 //! them), and one that stays away past its cluster's `lost_after` is LOST
 //! (its tasks are stopped, and services replace them). After a leader change
@@ -15,6 +16,16 @@
 use berth_types::{Command, InstanceStatus, State, StateEvent};
 
 use crate::{Controller, Inputs};
+
+/// How long an agent whose session ended may take to open another before
+/// it is DISCONNECTED without waiting for three silent heartbeat periods.
+/// An agent reconnects at once after a redirect, within 0.5 s when the
+/// server ended its session, and after a failed attempt it waits 0.125 to
+/// 0.25 s, doubling with each failure; one that needs longer than this is
+/// not connected. So a killed agent (its kernel closes the stream) is
+/// marked within seconds at any heartbeat period. `lost_after` still counts
+/// from the last heartbeat.
+pub const RECONNECT_GRACE_MS: i64 = 2_000;
 
 pub struct Liveness {
     /// No heartbeat for this long -> DISCONNECTED (about three periods).
@@ -54,8 +65,12 @@ impl Controller for Liveness {
                 continue;
             }
             let last_heartbeat = agents.last_heartbeat_ms(&instance.id);
-            let alive =
-                last_heartbeat.is_some_and(|at| now.saturating_sub(at) < self.disconnect_after_ms);
+            let session_gone = agents
+                .session_ended_ms(&instance.id)
+                .is_some_and(|ended| now.saturating_sub(ended) >= RECONNECT_GRACE_MS);
+            let alive = !session_gone
+                && last_heartbeat
+                    .is_some_and(|at| now.saturating_sub(at) < self.disconnect_after_ms);
             if instance.agent_connected {
                 if !alive {
                     // Last seen at its last heartbeat (when this leader
@@ -398,5 +413,63 @@ mod tests {
         let mut inputs = Inputs::new(NOW, 1, &beats);
         inputs.leader_since_ms = 0;
         assert!(controller().reconcile(&state, &inputs).is_empty());
+    }
+
+    /// Three heartbeat periods are 15 s here; an agent whose stream closed
+    /// and did not come back is marked after the reconnect grace instead,
+    /// and lost `lost_after` after its last heartbeat, long before 15 s.
+    #[test]
+    fn a_session_that_ended_and_stayed_away_is_marked_without_waiting_for_silence() {
+        let reconcile = |state: &State, heartbeat_age: i64, ended_age: Option<i64>| {
+            let mut beats = Heartbeats::default();
+            beats
+                .0
+                .insert("i-1".into(), (NOW - heartbeat_age, NOW - 60_000));
+            if let Some(age) = ended_age {
+                beats.1.insert("i-1".into(), NOW - age);
+            }
+            let mut inputs = Inputs::new(NOW, 1, &beats);
+            inputs.leader_since_ms = 0;
+            controller().reconcile(state, &inputs)
+        };
+        let connected = state(None);
+        assert_eq!(
+            reconcile(&connected, 1_000, Some(RECONNECT_GRACE_MS)),
+            [Command::InstanceDisconnected {
+                instance_id: "i-1".into(),
+                at_ms: NOW - 1_000
+            }],
+            "ended the grace ago: DISCONNECTED, last seen at its last heartbeat"
+        );
+        assert!(
+            reconcile(&connected, 1_000, Some(RECONNECT_GRACE_MS - 1)).is_empty(),
+            "still within the grace: the agent may be reconnecting"
+        );
+        assert!(
+            reconcile(&connected, 1_000, None).is_empty(),
+            "a session still open and heartbeating"
+        );
+
+        let mut marked = state(Some(NOW - 4_000));
+        apply(
+            &mut marked,
+            Command::UpdateClusterSettings {
+                name: "default".into(),
+                lost_after_secs: Some(5),
+                task_retention_secs: None,
+            },
+        );
+        assert_eq!(
+            reconcile(&marked, 6_000, Some(4_000))
+                .iter()
+                .map(Command::kind)
+                .collect::<Vec<_>>(),
+            ["instance_lost"],
+            "heard 6 s ago, lost_after 5 s, its session gone: LOST"
+        );
+        assert!(
+            reconcile(&marked, 4_000, Some(4_000)).is_empty(),
+            "heard 4 s ago: not lost yet, and not connected again either"
+        );
     }
 }

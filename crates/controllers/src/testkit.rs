@@ -132,15 +132,22 @@ pub fn run_tasks(state: &mut State, family: &str, ids: &[&str]) {
     );
 }
 
-/// Agent heartbeats as a table: instance -> (last heartbeat, session start).
+/// Agent heartbeats as a table: instance -> (last heartbeat, session
+/// start), and instance -> when its session ended (it has none since).
 #[derive(Default)]
-pub struct Heartbeats(pub HashMap<String, (i64, i64)>);
+pub struct Heartbeats(pub HashMap<String, (i64, i64)>, pub HashMap<String, i64>);
 
 impl AgentLiveness for Heartbeats {
     fn last_heartbeat_ms(&self, id: &str) -> Option<i64> {
         self.0.get(id).map(|(at, _)| *at)
     }
     fn session_started_ms(&self, id: &str) -> Option<i64> {
+        if self.1.contains_key(id) {
+            return None;
+        }
         self.0.get(id).map(|(_, at)| *at)
+    }
+    fn session_ended_ms(&self, id: &str) -> Option<i64> {
+        self.1.get(id).copied()
     }
 }

@@ -141,7 +141,8 @@ struct Tuning {
     #[arg(long, default_value = "7d", env = "BERTH_AGENT_CERT_LIFETIME")]
     agent_cert_lifetime: String,
     /// How often agents heartbeat; missing about three marks an instance
-    /// DISCONNECTED.
+    /// DISCONNECTED (so does a session that ended and was not reopened
+    /// within 2 s).
     #[arg(long, default_value = "5s", env = "BERTH_AGENT_HEARTBEAT")]
     agent_heartbeat: String,
     /// After a leader change, how long agents have to reconnect before any

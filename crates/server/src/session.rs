@@ -343,6 +343,16 @@ struct LiveSession {
     logs: HashMap<u64, mpsc::Sender<pb::LogData>>,
 }
 
+/// What this process last observed of an instance's agent.
+#[derive(Clone, Copy)]
+struct Heard {
+    at: Instant,
+    /// When its last session here ended, while it has no other: a closed
+    /// stream (the agent process gone, its host's TCP stack resetting the
+    /// connection) says more than silence, and sooner.
+    session_ended: Option<Instant>,
+}
+
 struct HubInner {
     node: BerthNode,
     config: SessionConfig,
@@ -352,7 +362,7 @@ struct HubInner {
     /// When each instance's agent was last heard from, kept after its
     /// session ends: liveness counts an agent's silence from here, on this
     /// process's monotonic clock.
-    last_heard: Mutex<HashMap<String, Instant>>,
+    last_heard: Mutex<HashMap<String, Heard>>,
     next_id: AtomicU64,
     /// The agents' latest resource samples (see `crate::stats`).
     stats: crate::stats::StatsBook,
@@ -375,6 +385,11 @@ impl berth_controllers::AgentLiveness for SessionHub {
     fn session_started_ms(&self, instance_id: &str) -> Option<i64> {
         self.session_age(instance_id)
             .map(|age| now_ms().saturating_sub(millis(age)))
+    }
+
+    fn session_ended_ms(&self, instance_id: &str) -> Option<i64> {
+        self.session_ended(instance_id)
+            .map(|at| now_ms().saturating_sub(millis(at.elapsed())))
     }
 }
 
@@ -435,10 +450,18 @@ impl SessionHub {
     /// When the instance's agent was last heard from by this process, even
     /// if its session has ended since.
     pub fn last_heartbeat(&self, instance_id: &str) -> Option<Instant> {
-        self.last_heard_map().get(instance_id).copied()
+        self.last_heard_map().get(instance_id).map(|heard| heard.at)
     }
 
-    fn last_heard_map(&self) -> std::sync::MutexGuard<'_, HashMap<String, Instant>> {
+    /// When the instance's last session on this process ended, if it has
+    /// not opened another since.
+    pub fn session_ended(&self, instance_id: &str) -> Option<Instant> {
+        self.last_heard_map()
+            .get(instance_id)
+            .and_then(|heard| heard.session_ended)
+    }
+
+    fn last_heard_map(&self) -> std::sync::MutexGuard<'_, HashMap<String, Heard>> {
         self.inner
             .last_heard
             .lock()
@@ -451,9 +474,15 @@ impl SessionHub {
         // In place: a heartbeat of a known instance (nearly all of them)
         // allocates no key.
         match last_heard.get_mut(instance_id) {
-            Some(at) => *at = now,
+            Some(heard) => heard.at = now,
             None => {
-                last_heard.insert(instance_id.to_string(), now);
+                last_heard.insert(
+                    instance_id.to_string(),
+                    Heard {
+                        at: now,
+                        session_ended: None,
+                    },
+                );
             }
         }
     }
@@ -610,6 +639,9 @@ impl SessionHub {
             tracing::info!(%instance_id, "agent opened a new session; the old one is closed");
         }
         self.heard(instance_id);
+        if let Some(heard) = self.last_heard_map().get_mut(instance_id) {
+            heard.session_ended = None;
+        }
         session_id
     }
 
@@ -620,7 +652,11 @@ impl SessionHub {
             .is_some_and(|s| s.session_id == session_id)
         {
             sessions.remove(instance_id);
+            drop(sessions);
             self.inner.stats.forget_instance(instance_id);
+            if let Some(heard) = self.last_heard_map().get_mut(instance_id) {
+                heard.session_ended = Some(Instant::now());
+            }
         }
     }
 
