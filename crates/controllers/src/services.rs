@@ -19,14 +19,14 @@
 //! Every decision is re-checked by the state machine when it applies, so a
 //! decision made from a state that moved on is refused, never over-applied.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use berth_scheduler::{parse_constraints, Constraint, InstanceState};
 use berth_types::service::TaskHealth;
 use berth_types::{
-    Command, DesiredStatus, RolloutState, SchedulingStrategy, Service, ServiceProgress,
-    ServiceStatus, ServiceTaskStop, StartServiceTasks, State, StateEvent, StopCause, Task,
-    TaskStatus, MAX_TASKS_PER_RUN,
+    Command, DesiredStatus, HealthJudge, RolloutState, SchedulingStrategy, Service,
+    ServiceProgress, ServiceStatus, ServiceTaskStop, StartServiceTasks, State, StateEvent,
+    StopCause, Task, TaskStatus, MAX_TASKS_PER_RUN,
 };
 
 use crate::{Controller, IdSource, Inputs};
@@ -70,11 +70,17 @@ impl Controller for Services {
                 at_ms: inputs.now_ms,
             });
         }
+        // Once a pass, not a lookup per task: usually empty.
+        let draining: HashSet<&str> = state
+            .instances()
+            .filter(|i| i.draining)
+            .map(|i| i.id.as_str())
+            .collect();
         for service in state.services() {
             if service.status == ServiceStatus::Inactive {
                 continue;
             }
-            let mut plan = Plan::new(service, inputs.now_ms);
+            let mut plan = Plan::new(service, inputs.now_ms, &draining);
             match service.scheduling_strategy {
                 SchedulingStrategy::Replica => plan.replica(state, &ids),
                 SchedulingStrategy::Daemon => plan.daemon(state, &ids),
@@ -102,6 +108,8 @@ struct Seen<'a> {
 struct Plan<'a> {
     service: &'a Service,
     now_ms: i64,
+    /// The instances that are draining.
+    draining: &'a HashSet<&'a str>,
     commands: Vec<Command>,
     stops: Vec<ServiceTaskStop>,
     /// Stops already flushed into a command of this pass.
@@ -111,10 +119,11 @@ struct Plan<'a> {
 }
 
 impl<'a> Plan<'a> {
-    fn new(service: &'a Service, now_ms: i64) -> Self {
+    fn new(service: &'a Service, now_ms: i64, draining: &'a HashSet<&'a str>) -> Self {
         Self {
             service,
             now_ms,
+            draining,
             commands: Vec::new(),
             stops: Vec::new(),
             stopped: Vec::new(),
@@ -154,17 +163,18 @@ impl<'a> Plan<'a> {
 
     fn seen(&self, state: &'a State) -> Vec<Seen<'a>> {
         let primary = self.service.primary().map(|d| d.id.as_str());
+        let mut judge = HealthJudge::new(state);
         state
             .service_tasks(&self.service.cluster, &self.service.name)
             .map(|task| Seen {
                 task,
-                health: state.task_health(task),
+                health: judge.health(task),
                 primary: Some(task.started_by.as_str()) == primary,
-                draining: task
-                    .instance_id
-                    .as_deref()
-                    .and_then(|i| state.instance(i))
-                    .is_some_and(|i| i.draining),
+                draining: !self.draining.is_empty()
+                    && task
+                        .instance_id
+                        .as_deref()
+                        .is_some_and(|i| self.draining.contains(i)),
                 wanted: task.desired_status == DesiredStatus::Running,
             })
             .collect()

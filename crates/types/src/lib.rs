@@ -46,7 +46,7 @@ pub use service::{
     CircuitBreaker, Deployment, DeploymentConfiguration, DeploymentStatus, RolloutState,
     SchedulingStrategy, Service, ServiceEvent, ServiceSpec, ServiceStatus, ServiceUpdate,
 };
-pub use state::{ClientTokenRecord, State, CLIENT_TOKEN_TTL_MS, MAX_TASKS_PER_RUN};
+pub use state::{ClientTokenRecord, HealthJudge, State, CLIENT_TOKEN_TTL_MS, MAX_TASKS_PER_RUN};
 pub use tags::TagTarget;
 pub use task::{
     ContainerState, ContainerStatus, DesiredStatus, Health, StopCode, Task, TaskStatus,

@@ -9,12 +9,13 @@ use crate::command::{
 use crate::resources::Resources;
 use crate::service::{
     CircuitBreaker, DeploymentConfiguration, DeploymentController, DeploymentStatus, RolloutState,
-    SchedulingStrategy, ServiceSpec, ServiceStatus, ServiceUpdate, TrafficShift, MAX_DESIRED_COUNT,
+    SchedulingStrategy, ServiceSpec, ServiceStatus, ServiceUpdate, TaskHealth, TrafficShift,
+    MAX_DESIRED_COUNT,
 };
-use crate::task::{ContainerState, ContainerStatus, Health};
+use crate::task::{ContainerState, ContainerStatus, Health, Task};
 use crate::{
-    Command, CommandOutput, ContainerDefinition, HealthCheck, Registration, State, StateError,
-    StopCode, TaskDefinitionSpec, TaskStatus,
+    Command, CommandOutput, ContainerDefinition, HealthCheck, HealthJudge, Registration, State,
+    StateError, StopCode, TaskDefinitionSpec, TaskStatus,
 };
 
 fn spec(family: &str, health_checked: bool) -> TaskDefinitionSpec {
@@ -1521,4 +1522,49 @@ fn retiring_keeps_the_idle_deployments_it_was_not_asked_to_retire() {
     let service = state.service("default", "web").unwrap();
     let ids: Vec<&str> = service.deployments.iter().map(|d| d.id.as_str()).collect();
     assert_eq!(ids, ["ecs-svc/3", "ecs-svc/2"]);
+}
+
+#[test]
+fn a_health_judge_uses_each_tasks_own_definition() {
+    let state = base();
+    let task = |family: &str, health: Health| {
+        let mut t = Task::id_only(format!("{family}-{health:?}"));
+        t.family = family.into();
+        t.revision = 1;
+        t.last_status = TaskStatus::Running;
+        t.containers = vec![ContainerState {
+            name: "app".into(),
+            status: ContainerStatus::Running,
+            exit_code: None,
+            reason: String::new(),
+            health,
+            restart_count: 0,
+        }];
+        t
+    };
+    // `web` has no health check (healthy once RUNNING), `hc` has one.
+    let tasks = [
+        task("hc", Health::Unknown),
+        task("web", Health::Unknown),
+        task("web", Health::Unhealthy),
+        task("hc", Health::Healthy),
+        task("hc", Health::Unhealthy),
+        task("web", Health::Unknown),
+    ];
+    let mut judge = HealthJudge::new(&state);
+    let judged: Vec<TaskHealth> = tasks.iter().map(|t| judge.health(t)).collect();
+    assert_eq!(
+        judged,
+        [
+            TaskHealth::Unknown,
+            TaskHealth::Healthy,
+            TaskHealth::Healthy,
+            TaskHealth::Healthy,
+            TaskHealth::Unhealthy,
+            TaskHealth::Healthy,
+        ]
+    );
+    for (t, expected) in tasks.iter().zip(&judged) {
+        assert_eq!(state.task_health(t), *expected, "{}", t.id);
+    }
 }

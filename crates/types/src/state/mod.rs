@@ -36,6 +36,7 @@ use crate::service::Service;
 use crate::task::Task;
 use crate::taskdef::TaskDefinition;
 
+pub use services::HealthJudge;
 pub use tasks::{CLIENT_TOKEN_TTL_MS, MAX_TASKS_PER_RUN};
 
 /// Per-family bookkeeping. Kept separately from the revisions so revision
