@@ -31,8 +31,14 @@ const MAX_BATCH: usize = 256;
 /// `max_payload_entries` of 2 an AppendEntries stays at an eighth of the
 /// transport's message limit, however large the commands are.
 pub const MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
-/// Entries proposed concurrently by one server's batcher.
-const MAX_BATCHES_IN_FLIGHT: usize = 4;
+/// Entries proposed concurrently by one server's batcher. Two, not more:
+/// writes that wait for a slot join the next entry, and each entry costs
+/// every server an append, an fsync and a round of replication whatever it
+/// holds. Against four, two put 5 writes in an entry instead of 3 at 16
+/// clients and 47 instead of 28 at 256, for 10-25% more writes a second
+/// and half the p99 (`berth-bench raft`, docs/benchmarks.md); one was no
+/// better than two at 256 clients and slower for a lone client.
+const MAX_BATCHES_IN_FLIGHT: usize = 2;
 const LEADER_POLL: Duration = Duration::from_millis(50);
 /// The least a forward waits for the leader's answer before sending again.
 const MIN_FORWARD_ATTEMPT: Duration = Duration::from_millis(500);
