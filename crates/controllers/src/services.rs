@@ -170,11 +170,10 @@ impl<'a> Plan<'a> {
                 task,
                 health: judge.health(task),
                 primary: Some(task.started_by.as_str()) == primary,
-                draining: !self.draining.is_empty()
-                    && task
-                        .instance_id
-                        .as_deref()
-                        .is_some_and(|i| self.draining.contains(i)),
+                draining: task
+                    .instance_id
+                    .as_deref()
+                    .is_some_and(|i| self.draining.contains(i)),
                 wanted: task.desired_status == DesiredStatus::Running,
             })
             .collect()

@@ -344,7 +344,6 @@ struct LiveSession {
 }
 
 /// What this process last observed of an instance's agent.
-#[derive(Clone, Copy)]
 struct Heard {
     at: Instant,
     /// When its last session here ended, while it has no other: a closed
@@ -638,10 +637,15 @@ impl SessionHub {
         if previous.is_some() {
             tracing::info!(%instance_id, "agent opened a new session; the old one is closed");
         }
-        self.heard(instance_id);
-        if let Some(heard) = self.last_heard_map().get_mut(instance_id) {
-            heard.session_ended = None;
-        }
+        // A new session counts as hearing from the agent, and it has a
+        // session again.
+        self.last_heard_map().insert(
+            instance_id.to_string(),
+            Heard {
+                at: Instant::now(),
+                session_ended: None,
+            },
+        );
         session_id
     }
 
