@@ -35,7 +35,7 @@ pub const MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
 /// writes that wait for a slot join the next entry, and each entry costs
 /// every server an append, an fsync and a round of replication whatever it
 /// holds. Against four, two put 5 writes in an entry instead of 3 at 16
-/// clients and 47 instead of 28 at 256, for 10-25% more writes a second
+/// clients and 47 instead of 28 at 256, for 7-36% more writes a second
 /// and half the p99 (`berth-bench raft`, docs/benchmarks.md); one was no
 /// better than two at 256 clients and slower for a lone client.
 const MAX_BATCHES_IN_FLIGHT: usize = 2;
