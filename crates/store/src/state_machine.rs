@@ -252,11 +252,11 @@ impl StateMachineStore {
 /// How much less CPU priority (in nice steps) a snapshot's encoding and
 /// writing get than the server's other threads.
 ///
-/// A snapshot of a large state takes each server a second or more of CPU
-/// (94 MB in 1.2-1.4 s on each of three servers sharing 2 cores, in
+/// A snapshot of a large state takes each server about a second of CPU
+/// (62-103 MB in 0.5-1.7 s on each of three servers sharing 2 cores, in
 /// `berth-bench raft`), and all servers build theirs at about the same log
-/// index. At the same priority it took a third of the machine from the
-/// writes, replication and heartbeats meanwhile. Nothing waits for a
+/// index. At the same priority that took a quarter of the machine or more
+/// from the writes, replication and heartbeats meanwhile. Nothing waits for a
 /// snapshot to finish (the log stays until it is on disk), so it gives way.
 pub(crate) const SNAPSHOT_NICENESS: i32 = 10;
 
