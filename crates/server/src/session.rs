@@ -352,6 +352,16 @@ struct Heard {
     session_ended: Option<Instant>,
 }
 
+impl Heard {
+    /// Heard from just now, over a session that is open.
+    fn now() -> Self {
+        Self {
+            at: Instant::now(),
+            session_ended: None,
+        }
+    }
+}
+
 struct HubInner {
     node: BerthNode,
     config: SessionConfig,
@@ -468,20 +478,13 @@ impl SessionHub {
     }
 
     fn heard(&self, instance_id: &str) {
-        let now = Instant::now();
         let mut last_heard = self.last_heard_map();
         // In place: a heartbeat of a known instance (nearly all of them)
         // allocates no key.
         match last_heard.get_mut(instance_id) {
-            Some(heard) => heard.at = now,
+            Some(heard) => heard.at = Instant::now(),
             None => {
-                last_heard.insert(
-                    instance_id.to_string(),
-                    Heard {
-                        at: now,
-                        session_ended: None,
-                    },
-                );
+                last_heard.insert(instance_id.to_string(), Heard::now());
             }
         }
     }
@@ -639,13 +642,8 @@ impl SessionHub {
         }
         // A new session counts as hearing from the agent, and it has a
         // session again.
-        self.last_heard_map().insert(
-            instance_id.to_string(),
-            Heard {
-                at: Instant::now(),
-                session_ended: None,
-            },
-        );
+        self.last_heard_map()
+            .insert(instance_id.to_string(), Heard::now());
         session_id
     }
 

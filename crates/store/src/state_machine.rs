@@ -258,13 +258,13 @@ impl StateMachineStore {
 /// index. At the same priority that took a quarter of the machine or more
 /// from the writes, replication and heartbeats meanwhile. Nothing waits for a
 /// snapshot to finish (the log stays until it is on disk), so it gives way.
-pub(crate) const SNAPSHOT_NICENESS: i32 = 10;
+const SNAPSHOT_NICENESS: i32 = 10;
 
 /// Runs `work` on a thread of its own at `SNAPSHOT_NICENESS` below the
 /// caller's priority (Linux keeps a nice value per thread, so nothing
 /// else in the process slows down), and waits for it without blocking
 /// the async runtime.
-pub(crate) async fn in_background<T: Send + 'static>(
+async fn in_background<T: Send + 'static>(
     name: &str,
     work: impl FnOnce() -> T + Send + 'static,
 ) -> std::io::Result<T> {
