@@ -77,6 +77,12 @@ impl Target {
     }
 }
 
+/// One operation's request body: a write's value or a read's key.
+enum Call<W, R> {
+    Write(W),
+    Read(R),
+}
+
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Kind {
     Write,
@@ -627,17 +633,21 @@ async fn berth_throughput(
     let specs = write_specs.clone();
     let op = move |level: Level, leader: usize, client: usize, seq: u64| {
         let mut c = pool.pick(level.target, leader, client, seq);
-        let spec = specs[client % specs.len()].clone();
-        let reference = read_refs[client % read_refs.len()].clone();
+        // Only what the level sends is copied: the load generator shares
+        // the two cores with the servers, for both systems alike.
+        let call = match level.kind {
+            Kind::Write => Call::Write(specs[client % specs.len()].clone()),
+            Kind::Read => Call::Read(read_refs[client % read_refs.len()].clone()),
+        };
         async move {
-            match level.kind {
-                Kind::Write => c
+            match call {
+                Call::Write(spec) => c
                     .register_task_definition(pb::RegisterTaskDefinitionRequest {
                         spec: Some(spec),
                     })
                     .await
                     .map(|_| ()),
-                Kind::Read => c
+                Call::Read(reference) => c
                     .describe_task_definition(pb::DescribeTaskDefinitionRequest {
                         task_definition: reference,
                     })
@@ -701,12 +711,14 @@ async fn etcd_throughput(
     let puts = puts.clone();
     let op = move |level: Level, leader: usize, client: usize, seq: u64| {
         let mut c = pool.pick(level.target, leader, client, seq);
-        let put = puts[client % puts.len()].clone();
-        let key = read_keys[client % read_keys.len()].clone();
+        let call = match level.kind {
+            Kind::Write => Call::Write(puts[client % puts.len()].clone()),
+            Kind::Read => Call::Read(read_keys[client % read_keys.len()].clone()),
+        };
         async move {
-            match level.kind {
-                Kind::Write => c.put(put).await.map(|_| ()),
-                Kind::Read => c
+            match call {
+                Call::Write(put) => c.put(put).await.map(|_| ()),
+                Call::Read(key) => c
                     .range(etcd::pb::RangeRequest {
                         key,
                         serializable: false,
