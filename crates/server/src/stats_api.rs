@@ -95,6 +95,9 @@ impl pb::stats_service_server::StatsService for StatsApi {
             .ok_or_else(|| {
                 ServerError::NotFound(format!("service {cluster}/{service} not found"))
             })?;
+        // The state keeps tasks in no order; the reply lists them by id.
+        let mut running = running;
+        running.sort_by(|a, b| a.id.cmp(&b.id));
         let sampled: Vec<pb::TaskStats> = running
             .iter()
             .filter_map(|t| self.hub.task_stats(t))

@@ -140,7 +140,7 @@ impl TaskIndexes<'_> {
 
 impl State {
     /// The task map, and the indexes derived from it to update.
-    pub(crate) fn tasks_and_indexes(&mut self) -> (&BTreeMap<String, Box<Task>>, TaskIndexes<'_>) {
+    pub(crate) fn tasks_and_indexes(&mut self) -> (&IdMap<Box<Task>>, TaskIndexes<'_>) {
         (
             &self.tasks,
             TaskIndexes {
@@ -679,6 +679,7 @@ impl State {
         self.tasks.get(id).map(|task| &**task)
     }
 
+    /// Every task, in no particular order: sort what a caller shows.
     pub fn tasks(&self) -> impl Iterator<Item = &Task> {
         self.tasks.values().map(|task| &**task)
     }
