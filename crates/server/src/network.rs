@@ -382,20 +382,57 @@ impl PeerConnection {
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
+        let started = std::time::Instant::now();
         let data = encode(request).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let mut unanswered = Unanswered {
+            target: self.target,
+            rpc,
+            bytes: data.len(),
+            started,
+            encoded: started.elapsed(),
+            answered: false,
+        };
         let reply = self
             .transport
             .call(&self.addr, rpc, data, option.hard_ttl())
-            .await
-            .map_err(|e| match e {
-                // Unreachable makes openraft back off instead of hammering a
-                // server that is down.
-                CallError::NotSent(_) => RPCError::Unreachable(Unreachable::new(&e)),
-                CallError::Unknown(_) => RPCError::Network(NetworkError::new(&e)),
-            })?;
+            .await;
+        unanswered.answered = true;
+        let reply = reply.map_err(|e| match e {
+            // Unreachable makes openraft back off instead of hammering a
+            // server that is down.
+            CallError::NotSent(_) => RPCError::Unreachable(Unreachable::new(&e)),
+            CallError::Unknown(_) => RPCError::Network(NetworkError::new(&e)),
+        })?;
         let result: Result<Resp, RaftError<E>> =
             decode(&reply).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+    }
+}
+
+/// Logs a call that openraft gave up on (its deadline dropped the call
+/// before the answer came), with what the log line of the timeout lacks:
+/// the payload's size and how long encoding it took.
+struct Unanswered {
+    target: NodeId,
+    rpc: PeerRpc,
+    bytes: usize,
+    started: std::time::Instant,
+    encoded: Duration,
+    answered: bool,
+}
+
+impl Drop for Unanswered {
+    fn drop(&mut self) {
+        if !self.answered {
+            tracing::warn!(
+                target_node = self.target,
+                rpc = ?self.rpc,
+                bytes = self.bytes,
+                encode_ms = self.encoded.as_secs_f64() * 1e3,
+                waited_ms = self.started.elapsed().as_secs_f64() * 1e3,
+                "Raft call abandoned before its answer came"
+            );
+        }
     }
 }
 

@@ -2,6 +2,7 @@
 
 use berth_proto::pb;
 use berth_proto::pb::raft_service_server::RaftService;
+use berth_store::rpc::{AppendEntriesRequest, AppendEntriesResponse, RaftError};
 use berth_store::Batch;
 use tonic::{Request, Response, Status};
 
@@ -16,6 +17,34 @@ pub struct RaftRpc {
 
 fn bad_payload(e: bincode::Error) -> Status {
     Status::invalid_argument(format!("undecodable raft payload: {e}"))
+}
+
+/// An AppendEntries that takes longer than this to decode and append is
+/// logged: half of the leader's default deadline (the heartbeat interval),
+/// so the log shows which side a replication timeout came from.
+const SLOW_APPEND: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// Decodes and appends one AppendEntries, warning when it was slow.
+async fn append_entries(
+    node: &BerthNode,
+    data: &[u8],
+) -> Result<Result<AppendEntriesResponse, RaftError>, Status> {
+    let started = std::time::Instant::now();
+    let rpc: AppendEntriesRequest = decode(data).map_err(bad_payload)?;
+    let decoded = started.elapsed();
+    let entries = rpc.entries.len();
+    let result = node.raft().append_entries(rpc).await;
+    let took = started.elapsed();
+    if took >= SLOW_APPEND {
+        tracing::warn!(
+            bytes = data.len(),
+            entries,
+            decode_ms = decoded.as_secs_f64() * 1e3,
+            total_ms = took.as_secs_f64() * 1e3,
+            "slow AppendEntries from the leader"
+        );
+    }
+    Ok(result)
 }
 
 /// A server catching up after losing its data does not vote (`rejoin`).
@@ -39,8 +68,7 @@ impl RaftService for RaftRpc {
         &self,
         request: Request<pb::RaftPayload>,
     ) -> Result<Response<pb::RaftPayload>, Status> {
-        let rpc = decode(&request.into_inner().data).map_err(bad_payload)?;
-        reply(&self.node.raft().append_entries(rpc).await)
+        reply(&append_entries(&self.node, &request.into_inner().data).await?)
     }
 
     async fn vote(
@@ -117,10 +145,7 @@ impl RaftService for RaftRpc {
 pub async fn dispatch(node: &BerthNode, rpc: PeerRpc, data: &[u8]) -> Result<Vec<u8>, Status> {
     let encoded = |value: &dyn erased::Encode| value.encode();
     match rpc {
-        PeerRpc::AppendEntries => {
-            let rpc = decode(data).map_err(bad_payload)?;
-            encoded(&node.raft().append_entries(rpc).await)
-        }
+        PeerRpc::AppendEntries => encoded(&append_entries(node, data).await?),
         PeerRpc::Vote => {
             refuse_held_vote(node)?;
             let rpc = decode(data).map_err(bad_payload)?;
