@@ -78,15 +78,11 @@ impl pb::stats_service_server::StatsService for StatsApi {
             .node
             .read(|state| {
                 state.service(&cluster, &service)?;
+                // The service's index lists its tasks by id.
                 Some(
                     state
-                        .tasks()
-                        .filter(|t| {
-                            t.cluster == cluster
-                                && t.last_status == TaskStatus::Running
-                                && berth_types::service::service_name_of(t)
-                                    == Some(service.as_str())
-                        })
+                        .service_tasks(&cluster, &service)
+                        .filter(|t| t.last_status == TaskStatus::Running)
                         .cloned()
                         .collect::<Vec<_>>(),
                 )
@@ -95,9 +91,6 @@ impl pb::stats_service_server::StatsService for StatsApi {
             .ok_or_else(|| {
                 ServerError::NotFound(format!("service {cluster}/{service} not found"))
             })?;
-        // The state keeps tasks in no order; the reply lists them by id.
-        let mut running = running;
-        running.sort_by(|a, b| a.id.cmp(&b.id));
         let sampled: Vec<pb::TaskStats> = running
             .iter()
             .filter_map(|t| self.hub.task_stats(t))
