@@ -88,6 +88,44 @@ fn classify(path: &str) -> Access {
     }
 }
 
+/// The `method` label of a call's metrics: the API method without the
+/// package (`TaskService/RunTask`). Paths that name no method of berthd's
+/// API (a caller may send any path, even unauthenticated) share one label,
+/// `unknown`, so the number of series stays that of the API.
+fn method_label(path: &str) -> &str {
+    static KNOWN: std::sync::OnceLock<std::collections::HashSet<String>> =
+        std::sync::OnceLock::new();
+    let known = KNOWN.get_or_init(|| {
+        let mut paths = std::collections::HashSet::new();
+        // The descriptor set is compiled into the binary by the build, so
+        // it decodes; an empty set would only label every call `unknown`.
+        let files = <prost_types::FileDescriptorSet as prost::Message>::decode(
+            berth_proto::pb::FILE_DESCRIPTOR_SET,
+        )
+        .map(|set| set.file)
+        .unwrap_or_default();
+        for file in files {
+            let package = file.package.unwrap_or_default();
+            for service in file.service {
+                let service_name = service.name.unwrap_or_default();
+                for method in service.method {
+                    let method_name = method.name.unwrap_or_default();
+                    paths.insert(format!("/{package}.{service_name}/{method_name}"));
+                }
+            }
+        }
+        paths
+    });
+    if known.contains(path) {
+        return path.trim_start_matches("/berth.v1.");
+    }
+    match classify(path) {
+        Access::Schema => "ServerReflection/ServerReflectionInfo",
+        Access::Open if path.starts_with("/downloads/") => "downloads",
+        _ => "unknown",
+    }
+}
+
 pub struct Authorizer {
     node: BerthNode,
     cluster_id: String,
@@ -524,9 +562,8 @@ where
             let response = authorizer.serve(&call, request, inner).await;
             if let Ok(response) = &response {
                 let code = reply_status(response).map_or_else(|| "Ok".to_string(), |(c, _)| c);
-                let method = call.path.trim_start_matches("/berth.v1.");
                 authorizer.node.server_metrics().api_call(
-                    method,
+                    method_label(&call.path),
                     &code,
                     started.elapsed().as_secs_f64(),
                 );
@@ -699,5 +736,34 @@ mod tests {
         ));
         assert_eq!(classify("/something.Else/Whatever"), Access::Write);
         assert_eq!(classify(""), Access::Write);
+    }
+
+    #[test]
+    fn metrics_label_api_methods_by_name_and_anything_else_as_unknown() {
+        assert_eq!(
+            method_label("/berth.v1.TaskService/RunTask"),
+            "TaskService/RunTask"
+        );
+        assert_eq!(
+            method_label("/berth.v1.TaskDefinitionService/DescribeTaskDefinition"),
+            "TaskDefinitionService/DescribeTaskDefinition"
+        );
+        assert_eq!(
+            method_label("/berth.v1.RaftService/Pipeline"),
+            "RaftService/Pipeline"
+        );
+        assert_eq!(
+            method_label("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo"),
+            "ServerReflection/ServerReflectionInfo"
+        );
+        assert_eq!(method_label("/downloads/berth-agent"), "downloads");
+        // Any path reaches the server; none may add a series of its own.
+        assert_eq!(
+            method_label("/berth.v1.TaskService/NoSuchMethod"),
+            "unknown"
+        );
+        assert_eq!(method_label("/berth.v1.NoSuchService/RunTask"), "unknown");
+        assert_eq!(method_label("/x0123456789"), "unknown");
+        assert_eq!(method_label(""), "unknown");
     }
 }

@@ -41,7 +41,7 @@ impl TagService for Api {
         Ok(Response::new(pb::UntagResourceResponse { tags }))
     }
 
-    #[tracing::instrument(skip_all, fields(resource = %request.get_ref().resource))]
+    #[tracing::instrument(level = "debug", skip_all, fields(resource = %request.get_ref().resource))]
     async fn list_tags_for_resource(
         &self,
         request: Request<pb::ListTagsForResourceRequest>,
