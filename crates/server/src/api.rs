@@ -148,10 +148,10 @@ impl TaskDefinitionService for Api {
         }))
     }
 
-    // Reads get their span at debug level, like every other read's logs:
-    // an info span per call cost the leader 5% of its CPU under 256
-    // reading clients (registering and formatting it), and reads log
-    // nothing at info.
+    // The plain reads that have a span (most have none) have it at debug
+    // level: an info span per call cost the leader 5% of its CPU under 256
+    // reading clients (registering it and formatting its fields), and a
+    // read logs nothing at info.
     #[tracing::instrument(level = "debug", skip_all, fields(task_definition = %request.get_ref().task_definition))]
     async fn describe_task_definition(
         &self,
