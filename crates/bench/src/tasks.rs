@@ -281,6 +281,21 @@ pub(crate) fn print_procs(title: &str, procs: &[Proc]) {
     }
 }
 
+/// The tasks one server lists for `family` in `status` (either empty: any).
+async fn list_tasks(client: &mut Tasks, family: &str, status: &str) -> Result<Vec<pb::Task>> {
+    let reply = bounded(
+        "ListTasks",
+        client.list_tasks(pb::ListTasksRequest {
+            cluster: String::new(),
+            instance_id: String::new(),
+            family: family.into(),
+            status: status.into(),
+        }),
+    )
+    .await?;
+    Ok(reply.tasks)
+}
+
 /// Every status but RUNNING, in the order a task goes through them.
 const NOT_RUNNING_IN_ORDER: [TaskStatus; 5] = [
     TaskStatus::Provisioning,
@@ -304,17 +319,10 @@ const NOT_RUNNING_IN_ORDER: [TaskStatus; 5] = [
 /// answered.
 async fn only_running(client: &mut Tasks, family: &str) -> Result<bool> {
     for status in NOT_RUNNING_IN_ORDER {
-        let reply = bounded(
-            "ListTasks",
-            client.list_tasks(pb::ListTasksRequest {
-                cluster: String::new(),
-                instance_id: String::new(),
-                family: family.into(),
-                status: status.as_str().into(),
-            }),
-        )
-        .await?;
-        if !reply.tasks.is_empty() {
+        if !list_tasks(client, family, status.as_str())
+            .await?
+            .is_empty()
+        {
             return Ok(false);
         }
     }
@@ -324,21 +332,11 @@ async fn only_running(client: &mut Tasks, family: &str) -> Result<bool> {
 /// Counts of tasks by last status, and the first placement reason of a
 /// PROVISIONING task, for an error message.
 async fn task_census(client: &mut Tasks, family: &str) -> String {
-    let listed = bounded(
-        "ListTasks",
-        client.list_tasks(pb::ListTasksRequest {
-            cluster: String::new(),
-            instance_id: String::new(),
-            family: family.into(),
-            status: String::new(),
-        }),
-    )
-    .await;
-    match listed {
-        Ok(reply) => {
+    match list_tasks(client, family, "").await {
+        Ok(tasks) => {
             let mut counts: BTreeMap<String, usize> = BTreeMap::new();
             let mut reason = None;
-            for t in &reply.tasks {
+            for t in &tasks {
                 *counts.entry(t.last_status.clone()).or_default() += 1;
                 if reason.is_none() && !t.placement_reason.is_empty() {
                     reason = Some(t.placement_reason.clone());
@@ -906,18 +904,9 @@ pub async fn run(args: &TasksArgs, instances: usize, total: usize) -> Result<Rep
     print_procs("idle with tasks", &loaded_idle);
 
     // ---- checks.
-    let running_now = bounded(
-        "ListTasks",
-        confirm_client.list_tasks(pb::ListTasksRequest {
-            cluster: String::new(),
-            instance_id: String::new(),
-            family: String::new(),
-            status: "RUNNING".into(),
-        }),
-    )
-    .await?
-    .tasks
-    .len();
+    let running_now = list_tasks(&mut confirm_client, "", TaskStatus::Running.as_str())
+        .await?
+        .len();
     if running_now != total + probes.len() {
         notes.push(format!(
             "At the end {running_now} tasks were RUNNING, not {} (bulk + probes).",
