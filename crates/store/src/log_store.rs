@@ -34,7 +34,7 @@ use openraft::{OptionalSend, RaftLogReader, StorageIOError};
 
 use crate::codec::{decode, encode};
 use crate::keys;
-use crate::wal::Wal;
+use crate::wal::{Wal, PREALLOCATION};
 use crate::{Entry, LogId, StorageError, StoreError, TypeConfig, Vote};
 
 /// Bounds of the in-memory tail: enough for every entry still being
@@ -143,8 +143,13 @@ impl LogStore {
     ) -> Result<Self, StoreError> {
         let meta = db.open_tree(keys::RAFT_META_TREE)?;
         let purged: Option<LogId> = read_meta(&meta, keys::LAST_PURGED)?;
-        let wal = Wal::open(wal_dir, purged.map(|p| p.index), covered)
+        let mut wal = Wal::open(wal_dir, purged.map(|p| p.index), covered)
             .map_err(|e| e.into_store(wal_dir))?;
+        wal.start_preallocating(PREALLOCATION)
+            .map_err(|source| StoreError::Wal {
+                path: wal_dir.display().to_string(),
+                source,
+            })?;
         let wal = Arc::new(wal);
         Ok(Self {
             db: db.clone(),
