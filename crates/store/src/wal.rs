@@ -340,9 +340,11 @@ impl Wal {
             while at < bytes.len() {
                 let parsed = parse(&bytes[at..]);
                 let Some((kind, log_id, data_len, record_len)) = parsed else {
-                    if bytes[at..].iter().all(|&b| b == 0) {
+                    if Some(number) == newest && bytes[at..].iter().all(|&b| b == 0) {
                         // Zeros written ahead of the appends, never a
-                        // record: they stay for the next appends.
+                        // record: they stay for the next appends. Older
+                        // segments filled up before the next began, past
+                        // any zeros, so an all-zero tail there is damage.
                         segment.zeroed = bytes.len() as u64;
                         break;
                     }
@@ -999,6 +1001,16 @@ mod tests {
         let wal = Wal::open(&path, None, 0).expect("a torn record in the zeros opens");
         assert_eq!(read_all(&wal).len(), 9);
         assert_eq!(file_len(&segment), end as u64);
+        drop(wal);
+
+        // Only the newest segment may end in zeros: an older one filled up
+        // before the next began, so zeros there stand where records were.
+        let mut bytes = std::fs::read(&segment).expect("read");
+        bytes.extend_from_slice(&[0u8; 4096]);
+        std::fs::write(&segment, &bytes).expect("write");
+        std::fs::write(path.join(segment_name(2)), b"").expect("newer segment");
+        let reason = refused(&path, 0, "zeros ending an older segment");
+        assert!(reason.contains("damaged"), "{reason}");
     }
 
     #[test]
