@@ -101,8 +101,9 @@ struct Inner {
     /// What the zeroing thread keeps ahead of the appends (`None`: no
     /// thread, the files grow with each append).
     preallocation: Option<Preallocation>,
-    /// The log has grown by a chunk of zeros' worth: a server that writes
-    /// that little (a test cluster, a quiet one) never writes zeros.
+    /// The segment being written has held a chunk of zeros' worth of
+    /// records (since this process opened the log): a server that writes
+    /// less (a test cluster, a quiet one) never writes zeros.
     busy: bool,
     stopping: bool,
 }
@@ -121,7 +122,8 @@ impl Inner {
             return None;
         }
         let start = active.zeroed.max(active.len);
-        let end = (start + plan.chunk).min(self.segment_bytes);
+        let chunk = plan.chunk.min(ZEROS.len() as u64);
+        let end = (start + chunk).min(self.segment_bytes);
         let goal = (active.len + plan.ahead).min(self.segment_bytes);
         (start < end && end <= goal).then_some((active.number, start, end))
     }
@@ -348,10 +350,15 @@ impl Wal {
                         segment.zeroed = bytes.len() as u64;
                         break;
                     }
-                    // A torn write leaves nothing valid after it; a valid
-                    // record further on means records in between were lost.
+                    // A torn write leaves nothing valid after it, unless the
+                    // crash kept a later page of unsynced records and lost
+                    // an earlier one; otherwise a valid record further on
+                    // means records in between were lost.
                     let limit = inner.next_index().saturating_add(1 << 20);
-                    if Some(number) != newest || valid_record_after(&bytes, at, limit) {
+                    let next = valid_record_after(&bytes, at, limit);
+                    if Some(number) != newest
+                        || next.is_some_and(|next| !never_written(&bytes, at, next))
+                    {
                         return Err(OpenError::Corrupt(format!(
                             "segment {} is damaged at byte {at} of {}",
                             path.display(),
@@ -362,7 +369,7 @@ impl Wal {
                         segment = %path.display(),
                         offset = at,
                         dropped_bytes = bytes.len() - at,
-                        "cutting off a torn record at the end of the raft log (it was never acknowledged)"
+                        "cutting off a torn record and what follows it at the end of the raft log (never synced, so never acknowledged)"
                     );
                     segment.file.set_len(at as u64).map_err(io(&path))?;
                     segment.file.sync_all().map_err(io(&path))?;
@@ -412,9 +419,10 @@ impl Wal {
         Ok(wal)
     }
 
-    /// Starts the thread that keeps `plan.ahead` bytes past the last record
-    /// written with zeros and synced, once the log has grown by a chunk.
-    /// It stops when the log is dropped.
+    /// Starts the thread that keeps between `plan.ahead - plan.chunk` and
+    /// `plan.ahead` bytes past the last record written with zeros and
+    /// synced, once the segment being written holds a chunk's worth of
+    /// records. It stops when the log is dropped.
     pub(crate) fn start_preallocating(&mut self, plan: Preallocation) -> std::io::Result<()> {
         if self.zeroing.is_some() {
             return Ok(());
@@ -681,8 +689,10 @@ fn write_zeros_ahead(shared: &Shared, dir: &Path) {
             Err(e) => Err(e),
         };
         if let Err(error) = synced {
-            // Appends still work, growing the file; if the disk is full,
-            // they fail and say so.
+            // A failed write of zeros (a full disk) costs nothing: appends
+            // grow the file, and fail and say so when they cannot. A failed
+            // sync is a failed write-back, which the appends' own
+            // `fdatasync` reports as well, stopping Raft.
             tracing::warn!(
                 segment = number,
                 %error,
@@ -695,16 +705,39 @@ fn write_zeros_ahead(shared: &Shared, dir: &Path) {
     }
 }
 
-/// Whether a record parses anywhere after `from`. Only offsets whose kind
-/// byte and index look like a record are checksummed, so a segment full of
-/// garbage is scanned in linear time.
-fn valid_record_after(bytes: &[u8], from: usize, max_index: u64) -> bool {
-    (from + 1..bytes.len().saturating_sub(HEADER + FIXED - 1)).any(|at| {
+/// Where the first record after `from` that parses starts, if any. Only
+/// offsets whose kind byte and index look like a record are checksummed,
+/// so a segment full of garbage is scanned in linear time.
+fn valid_record_after(bytes: &[u8], from: usize, max_index: u64) -> Option<usize> {
+    (from + 1..bytes.len().saturating_sub(HEADER + FIXED - 1)).find(|&at| {
         let kind = bytes[at + HEADER];
         (kind == KIND_ENTRY || kind == KIND_TRUNCATE)
             && u64_at(bytes, at + HEADER + 17) <= max_index
             && parse(&bytes[at..]).is_some()
     })
+}
+
+/// The unit in which a disk writes: a write that never reached it leaves
+/// whole sectors as they were, zeros in a segment's zeroed tail.
+const SECTOR: usize = 512;
+
+/// Whether bytes `from..to` (a record that does not parse, up to the next
+/// one that does) hold what a write that never reached the disk leaves: a
+/// record header of zeros (a real one never has length 0), or a whole
+/// sector of zeros. The page cache writes a file's pages back in any
+/// order, so a crash can keep a later page of unsynced records and lose
+/// an earlier one. Records are appended in order and an `fdatasync` makes
+/// every one written before it durable, so no record at or after such a
+/// gap was ever synced, let alone acknowledged.
+fn never_written(bytes: &[u8], from: usize, to: usize) -> bool {
+    if from + HEADER <= to && bytes[from..from + HEADER].iter().all(|&b| b == 0) {
+        return true;
+    }
+    let first = from.div_ceil(SECTOR) * SECTOR;
+    (first..to)
+        .step_by(SECTOR)
+        .take_while(|sector| sector + SECTOR <= to)
+        .any(|sector| bytes[sector..sector + SECTOR].iter().all(|&b| b == 0))
 }
 
 /// Rewrites the segments in `dir` without the entries whose index is in
@@ -1013,6 +1046,63 @@ mod tests {
         assert!(reason.contains("damaged"), "{reason}");
     }
 
+    /// A crash can keep a later page of unsynced records and lose an
+    /// earlier one (the page cache writes pages back in any order): a gap
+    /// of zeros followed by valid records. None of them was synced, so
+    /// they are cut off; other damage before valid records still refuses.
+    #[test]
+    fn records_after_a_gap_that_never_reached_the_disk_are_cut_off() {
+        let dir = tempfile::TempDir::new().expect("temp dir");
+        let path = dir.path().join("wal");
+        let segment = path.join(segment_name(1));
+        // Records of about 1.6 KiB, each spanning whole sectors.
+        let big = |i: u64| data(i).repeat(200);
+        {
+            let wal = Wal::open(&path, None, 0).expect("open");
+            let batch: Vec<_> = (1..=40).map(|i| (id(i), big(i))).collect();
+            wal.append(&batch).expect("append");
+            wal.sync().expect("sync");
+        }
+        let whole = std::fs::read(&segment).expect("read");
+        let big_start = |i: u64| (1..i).map(|j| HEADER + FIXED + big(j).len()).sum::<usize>();
+
+        // A whole sector of zeros inside record 10, records 11.. intact.
+        let mut bytes = whole.clone();
+        let sector = big_start(10).div_ceil(SECTOR) * SECTOR;
+        assert!(
+            sector + SECTOR <= big_start(11),
+            "record 10 spans a whole sector"
+        );
+        bytes[sector..sector + SECTOR].fill(0);
+        std::fs::write(&segment, &bytes).expect("write");
+        let wal = Wal::open(&path, None, 0).expect("a gap of zeros is cut off");
+        assert_eq!(read_all(&wal).len(), 9);
+        assert_eq!(file_len(&segment), big_start(10) as u64);
+        append(&wal, 10..=10);
+        drop(wal);
+        assert_eq!(
+            read_all(&Wal::open(&path, None, 0).expect("reopen")).len(),
+            10
+        );
+
+        // Record 5's header never written (zeros), 6.. intact.
+        let mut bytes = whole.clone();
+        bytes[big_start(5)..big_start(5) + HEADER].fill(0);
+        std::fs::write(&segment, &bytes).expect("write");
+        let wal = Wal::open(&path, None, 0).expect("a header of zeros is cut off");
+        assert_eq!(read_all(&wal).len(), 4);
+        drop(wal);
+
+        // The same sector damaged rather than lost: refused.
+        let mut bytes = whole.clone();
+        for b in &mut bytes[sector..sector + SECTOR] {
+            *b ^= 0x5a;
+        }
+        std::fs::write(&segment, &bytes).expect("write");
+        let reason = refused(&path, 0, "a damaged sector before valid records");
+        assert!(reason.contains("damaged"), "{reason}");
+    }
+
     #[test]
     fn appends_racing_the_zeroing_thread_are_never_overwritten() {
         let dir = tempfile::TempDir::new().expect("temp dir");
@@ -1033,6 +1123,15 @@ mod tests {
             }
         }
         wal.sync().expect("sync");
+        let active = path.join(segment_name(wal.lock().active().number));
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while file_len(&active) <= logical_len(&wal) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no zeros were written"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
         let want: Vec<String> = (1..=3000).map(payload).collect();
         assert_eq!(read_all(&wal), want, "read back before the restart");
         let segments = wal.segment_count();
