@@ -213,6 +213,11 @@ pub(crate) struct Wal {
     dir: PathBuf,
     shared: Arc<Shared>,
     zeroing: Option<JoinHandle<()>>,
+    /// `wal/LOCK`, locked with `flock` while this log is open (released
+    /// when it is dropped, after its zeroing thread has stopped): a second
+    /// opening of the same log, whose appends the first one's zeros could
+    /// overwrite, waits or fails instead.
+    _lock: File,
 }
 
 /// What replaying the segments found wrong, for `StoreError::LogCorrupt`.
@@ -220,6 +225,8 @@ pub(crate) struct Wal {
 pub(crate) enum OpenError {
     Io(PathBuf, std::io::Error),
     Corrupt(String),
+    /// Another open log (in this process or another) holds `wal/LOCK`.
+    Locked(PathBuf),
 }
 
 impl OpenError {
@@ -234,9 +241,15 @@ impl OpenError {
                 path: dir.display().to_string(),
                 reason,
             },
+            OpenError::Locked(path) => StoreError::Locked {
+                path: path.display().to_string(),
+            },
         }
     }
 }
+
+/// Held locked while the log is open; not a segment name.
+const LOCK_FILE: &str = "LOCK";
 
 fn segment_name(number: u64) -> String {
     format!("{number:020}.wal")
@@ -309,6 +322,18 @@ impl Wal {
             if let Some(parent) = dir.parent() {
                 sync_dir(parent).map_err(io(parent))?;
             }
+        }
+        let lock_path = dir.join(LOCK_FILE);
+        let lock = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&lock_path)
+            .map_err(io(&lock_path))?;
+        match rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => {}
+            Err(rustix::io::Errno::WOULDBLOCK) => return Err(OpenError::Locked(lock_path)),
+            Err(e) => return Err(OpenError::Io(lock_path, e.into())),
         }
         let mut numbers = Vec::new();
         for item in std::fs::read_dir(dir).map_err(io(dir))? {
@@ -412,6 +437,7 @@ impl Wal {
                 wake: Condvar::new(),
             }),
             zeroing: None,
+            _lock: lock,
         };
         if wal.lock().segments.is_empty() {
             wal.add_segment(1).map_err(io(dir))?;
@@ -1139,6 +1165,24 @@ mod tests {
         drop(wal);
         let wal = Wal::open(&path, None, 0).expect("reopen");
         assert_eq!(read_all(&wal), want, "replayed");
+    }
+
+    /// The first opening's zeroing thread writes ahead of where a second
+    /// one would append: the second waits until the first is dropped.
+    #[test]
+    fn a_log_opened_twice_is_refused_until_the_first_is_dropped() {
+        let dir = tempfile::TempDir::new().expect("temp dir");
+        let path = dir.path().join("wal");
+        let first = Wal::open(&path, None, 0).expect("open");
+        match Wal::open(&path, None, 0) {
+            Err(OpenError::Locked(lock)) => assert_eq!(lock, path.join(LOCK_FILE)),
+            Err(e) => panic!("unexpected error {e:?}"),
+            Ok(_) => panic!("a second opening of an open log must be refused"),
+        }
+        append(&first, 1..=2);
+        drop(first);
+        let second = Wal::open(&path, None, 0).expect("open after the drop");
+        assert_eq!(read_all(&second), names(1..=2));
     }
 
     #[test]

@@ -225,7 +225,7 @@ impl Transport for NodeTransport {
 }
 
 /// Opens a data dir, waiting in real time (a paused clock would not move)
-/// for a stopped server's last sled handle to let go of the directory lock.
+/// for a stopped server's last sled handle and Raft log (`wal/LOCK`) to let go.
 fn open_when_unlocked(
     dir: &std::path::Path,
 ) -> (berth_store::LogStore, berth_store::StateMachineStore) {
