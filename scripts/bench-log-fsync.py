@@ -45,6 +45,9 @@ def writer(path, how, secs, record, out):
         os.close(fd)
         os.unlink(path)
     latencies.sort()
+    if not latencies:
+        out.put((0.0, float("nan"), float("nan")))
+        return
     out.put((len(latencies) / secs, latencies[len(latencies) // 2], latencies[int(0.99 * len(latencies))]))
 
 
@@ -56,6 +59,14 @@ def main():
     parser.add_argument("--record", type=int, default=8192)
     parser.add_argument("--writers", type=int, default=3)
     args = parser.parse_args()
+    if not os.path.isdir(args.dir):
+        parser.error(f"DIR {args.dir!r} is not a directory: give one on the disk under test")
+    if args.rounds < 1 or args.writers < 1:
+        parser.error("--rounds and --writers must be at least 1")
+    if args.secs <= 0:
+        parser.error("--secs must be more than 0")
+    if not 1 <= args.record <= PREPARED:
+        parser.error(f"--record must be 1..{PREPARED} bytes (the prepared file's size)")
     results = {how: [] for how in ("grows", "fallocate", "zeros")}
     for _ in range(args.rounds):
         for how in results:

@@ -676,7 +676,8 @@ impl Drop for Wal {
 /// the thread's own: the appends' `fdatasync` still sees any write-back
 /// error, which a shared one would report only once.
 fn write_zeros_ahead(shared: &Shared, dir: &Path) {
-    let mut own: Option<(u64, Arc<File>)> = None;
+    // The thread's own description of the segment it is zeroing.
+    let mut own: Option<(u64, File)> = None;
     let mut inner = shared.lock();
     loop {
         if inner.stopping {
@@ -686,35 +687,16 @@ fn write_zeros_ahead(shared: &Shared, dir: &Path) {
             inner = shared.wake.wait(inner).unwrap_or_else(|p| p.into_inner());
             continue;
         };
-        let written = (|| {
-            let file = match &own {
-                Some((n, file)) if *n == number => file.clone(),
-                _ => {
-                    let file = Arc::new(
-                        OpenOptions::new()
-                            .write(true)
-                            .open(dir.join(segment_name(number)))?,
-                    );
-                    own = Some((number, file.clone()));
-                    file
-                }
-            };
-            file.write_all_at(&ZEROS[..(end - start) as usize], start)?;
-            Ok::<_, std::io::Error>(file)
-        })();
-        let synced = match written {
-            Ok(file) => {
-                if let Some(active) = inner.segments.back_mut() {
-                    active.zeroed = end;
-                }
-                drop(inner);
-                let synced = file.sync_data();
-                inner = shared.lock();
-                synced
+        let mut result = write_zeros(&mut own, dir, number, start, end);
+        if result.is_ok() {
+            if let Some(active) = inner.segments.back_mut() {
+                active.zeroed = end;
             }
-            Err(e) => Err(e),
-        };
-        if let Err(error) = synced {
+            drop(inner);
+            result = own.as_ref().map_or(Ok(()), |(_, file)| file.sync_data());
+            inner = shared.lock();
+        }
+        if let Err(error) = result {
             // A failed write of zeros (a full disk) costs nothing: appends
             // grow the file, and fail and say so when they cannot. A failed
             // sync is a failed write-back, which the appends' own
@@ -746,6 +728,26 @@ fn valid_record_after(bytes: &[u8], from: usize, max_index: u64) -> Option<usize
 /// The unit in which a disk writes: a write that never reached it leaves
 /// whole sectors as they were, zeros in a segment's zeroed tail.
 const SECTOR: usize = 512;
+
+/// Writes zeros over `start..end` of segment `number` through `own`,
+/// opening the segment first if `own` holds another one (or none).
+fn write_zeros(
+    own: &mut Option<(u64, File)>,
+    dir: &Path,
+    number: u64,
+    start: u64,
+    end: u64,
+) -> std::io::Result<()> {
+    let file = match own.take() {
+        Some((n, file)) if n == number => file,
+        _ => OpenOptions::new()
+            .write(true)
+            .open(dir.join(segment_name(number)))?,
+    };
+    let written = file.write_all_at(&ZEROS[..(end - start) as usize], start);
+    *own = Some((number, file));
+    written
+}
 
 /// Whether bytes `from..to` (a record that does not parse, up to the next
 /// one that does) hold what a write that never reached the disk leaves: a
@@ -846,6 +848,12 @@ mod tests {
         }
     }
 
+    /// Opening the log in `path` is refused, naming the damage.
+    fn assert_damaged(path: &Path, why: &str) {
+        let reason = refused(path, 0, why);
+        assert!(reason.contains("damaged"), "{why}: {reason}");
+    }
+
     #[test]
     fn appends_truncations_and_purges_replay_as_they_were() {
         let dir = tempfile::TempDir::new().expect("temp dir");
@@ -914,8 +922,7 @@ mod tests {
         let mut bytes = std::fs::read(&segment).expect("read");
         bytes[HEADER + FIXED] ^= 0x5a;
         std::fs::write(&segment, &bytes).expect("write");
-        let reason = refused(&path, 0, "damage before valid records");
-        assert!(reason.contains("damaged"), "{reason}");
+        assert_damaged(&path, "damage before valid records");
         assert_eq!(
             std::fs::read(&segment).expect("read"),
             bytes,
@@ -928,8 +935,7 @@ mod tests {
         bytes[last] ^= 0x5a;
         std::fs::write(&segment, &bytes).expect("write");
         std::fs::write(path.join(segment_name(2)), b"").expect("newer segment");
-        let reason = refused(&path, 0, "damage in an older segment");
-        assert!(reason.contains("damaged"), "{reason}");
+        assert_damaged(&path, "damage in an older segment");
     }
 
     /// A power cut keeps any prefix of what was written after the last
@@ -1068,8 +1074,7 @@ mod tests {
         bytes.extend_from_slice(&[0u8; 4096]);
         std::fs::write(&segment, &bytes).expect("write");
         std::fs::write(path.join(segment_name(2)), b"").expect("newer segment");
-        let reason = refused(&path, 0, "zeros ending an older segment");
-        assert!(reason.contains("damaged"), "{reason}");
+        assert_damaged(&path, "zeros ending an older segment");
     }
 
     /// A crash can keep a later page of unsynced records and lose an
@@ -1125,8 +1130,7 @@ mod tests {
             *b ^= 0x5a;
         }
         std::fs::write(&segment, &bytes).expect("write");
-        let reason = refused(&path, 0, "a damaged sector before valid records");
-        assert!(reason.contains("damaged"), "{reason}");
+        assert_damaged(&path, "a damaged sector before valid records");
     }
 
     #[test]
