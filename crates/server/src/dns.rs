@@ -314,6 +314,31 @@ impl<S: StateSource> Resolver<S> {
     }
 }
 
+/// How many fresh ports `bind_udp_and_tcp` tries when the OS chooses one.
+const FRESH_PORT_ATTEMPTS: usize = 8;
+
+/// Binds UDP and TCP on one port. With port 0 the OS picks the UDP port
+/// only; another process may already hold that number for TCP, so a few
+/// fresh ports are tried before giving up. A port the caller named is
+/// tried once: its error is the caller's to see.
+async fn bind_udp_and_tcp(addr: SocketAddr) -> std::io::Result<(UdpSocket, TcpListener)> {
+    let attempts = if addr.port() == 0 {
+        FRESH_PORT_ATTEMPTS
+    } else {
+        1
+    };
+    let mut last_error = None;
+    for _ in 0..attempts {
+        let udp = UdpSocket::bind(addr).await?;
+        match TcpListener::bind(udp.local_addr()?).await {
+            Ok(tcp) => return Ok((udp, tcp)),
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => last_error = Some(e),
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last_error.unwrap_or_else(|| std::io::Error::from(std::io::ErrorKind::AddrInUse)))
+}
+
 /// Serves DNS on `addr`, UDP and TCP; returns the bound address (the same
 /// port for both).
 pub async fn serve<S: StateSource>(
@@ -321,9 +346,8 @@ pub async fn serve<S: StateSource>(
     state: S,
     upstream: Option<SocketAddr>,
 ) -> std::io::Result<SocketAddr> {
-    let udp = UdpSocket::bind(addr).await?;
+    let (udp, tcp) = bind_udp_and_tcp(addr).await?;
     let bound = udp.local_addr()?;
-    let tcp = TcpListener::bind(bound).await?;
     let resolver = Arc::new(Resolver { state, upstream });
     tracing::info!(%bound, ?upstream, "DNS serving the berth. zone");
 

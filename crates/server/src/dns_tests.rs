@@ -319,3 +319,30 @@ fn the_upstream_is_the_first_nameserver_of_resolv_conf() {
     );
     assert_eq!(upstream_from_resolv_conf("search lan\n"), None);
 }
+
+#[tokio::test]
+async fn udp_and_tcp_share_a_fresh_port_even_when_tcp_holds_many_numbers() {
+    // Hold TCP on ~3% of the ephemeral range: over 400 bindings on port 0
+    // the OS then hands out a UDP port whose TCP twin is taken (odds of
+    // never doing so are about 1 in 100,000), and each must still succeed.
+    let mut held = Vec::new();
+    for _ in 0..800 {
+        held.push(std::net::TcpListener::bind("127.0.0.1:0").unwrap());
+    }
+    for _ in 0..400 {
+        let (udp, tcp) = bind_udp_and_tcp("127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        assert_eq!(udp.local_addr().unwrap(), tcp.local_addr().unwrap());
+    }
+    drop(held);
+}
+
+#[tokio::test]
+async fn a_named_port_taken_for_tcp_is_an_error_not_another_port() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let err = bind_udp_and_tcp(taken.local_addr().unwrap())
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::AddrInUse);
+}
