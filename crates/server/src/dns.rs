@@ -327,16 +327,17 @@ async fn bind_udp_and_tcp(addr: SocketAddr) -> std::io::Result<(UdpSocket, TcpLi
     } else {
         1
     };
-    let mut last_error = None;
-    for _ in 0..attempts {
+    let mut attempt = 1;
+    loop {
         let udp = UdpSocket::bind(addr).await?;
         match TcpListener::bind(udp.local_addr()?).await {
             Ok(tcp) => return Ok((udp, tcp)),
-            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => last_error = Some(e),
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && attempt < attempts => {
+                attempt += 1;
+            }
             Err(e) => return Err(e),
         }
     }
-    Err(last_error.unwrap_or_else(|| std::io::Error::from(std::io::ErrorKind::AddrInUse)))
 }
 
 /// Serves DNS on `addr`, UDP and TCP; returns the bound address (the same
